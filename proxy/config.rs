@@ -1,0 +1,390 @@
+//! The sidecar's one YAML configuration file: parsing, defaults and validation.
+//!
+//! Every error names the file and the field (`tls.cert`), and for syntax errors
+//! the line and column, so an operator can fix it without guessing.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use http::uri::{Authority, Uri};
+use serde::{Deserialize, Deserializer};
+
+/// A configuration that could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{file}: cannot read: {source}")]
+    Read {
+        file: String,
+        source: std::io::Error,
+    },
+    #[error("{file}:{line}:{column}: {field}: {message}")]
+    Syntax {
+        file: String,
+        line: usize,
+        column: usize,
+        field: String,
+        message: String,
+    },
+    #[error("{file}: {field}: {message}")]
+    Invalid {
+        file: String,
+        field: &'static str,
+        message: String,
+    },
+}
+
+/// The whole sidecar configuration (see README "Configuration").
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Data listener (mTLS).
+    pub listen: SocketAddr,
+    /// Admin listener (plain HTTP): /live /ready /metrics.
+    #[serde(default = "default_admin")]
+    pub admin: SocketAddr,
+    /// The data product's own server, on loopback: `http://127.0.0.1:PORT`.
+    #[serde(deserialize_with = "de_upstream")]
+    pub upstream: UpstreamUrl,
+    /// How to speak to the upstream: `http1` (default) or `h2c` (HTTP/2 cleartext, e.g. gRPC).
+    #[serde(default)]
+    pub upstream_protocol: UpstreamProtocol,
+    pub tls: TlsPaths,
+    /// Runtime worker threads. Absent: `TOKIO_WORKER_THREADS`, else one per CPU.
+    #[serde(default)]
+    pub workers: Option<usize>,
+    #[serde(default)]
+    pub timeouts: Timeouts,
+    #[serde(default)]
+    pub limits: Limits,
+    #[serde(default)]
+    pub log: LogConfig,
+}
+
+fn default_admin() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 9901))
+}
+
+/// The upstream's scheme-less address, validated to be loopback.
+#[derive(Debug, Clone)]
+pub struct UpstreamUrl {
+    pub authority: Authority,
+}
+
+fn de_upstream<'de, D: Deserializer<'de>>(d: D) -> Result<UpstreamUrl, D::Error> {
+    let s = String::deserialize(d)?;
+    parse_upstream(&s).map_err(serde::de::Error::custom)
+}
+
+/// Parses `http://HOST:PORT[/]` where HOST is a loopback address or `localhost`.
+pub fn parse_upstream(s: &str) -> Result<UpstreamUrl, String> {
+    let uri: Uri = s.parse().map_err(|e| format!("`{s}` is not a URL: {e}"))?;
+    if uri.scheme_str() != Some("http") {
+        return Err(format!(
+            "`{s}`: the upstream is reached over plain http on loopback (http://127.0.0.1:PORT)"
+        ));
+    }
+    let authority = uri
+        .authority()
+        .cloned()
+        .ok_or_else(|| format!("`{s}` has no host"))?;
+    if authority.port_u16().is_none() {
+        return Err(format!("`{s}` needs an explicit port"));
+    }
+    if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
+        return Err(format!("`{s}` must not have a path or query"));
+    }
+    let host = authority
+        .host()
+        .trim_start_matches('[')
+        .trim_end_matches(']');
+    let loopback = host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<IpAddr>()
+            .map(|ip| ip.is_loopback())
+            .unwrap_or(false);
+    if !loopback {
+        return Err(format!(
+            "`{s}` is not on loopback: a sidecar forwards only to its own pod (127.0.0.1, ::1 or localhost)"
+        ));
+    }
+    Ok(UpstreamUrl { authority })
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UpstreamProtocol {
+    #[default]
+    Http1,
+    H2c,
+}
+
+/// Server certificate, its key, and the bundle of CAs trusted for client certificates.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsPaths {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub client_ca: PathBuf,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Timeouts {
+    /// Whole TLS handshake.
+    #[serde(deserialize_with = "de_duration")]
+    pub tls_handshake: Duration,
+    /// Reading one request's headers (slow-loris protection).
+    #[serde(deserialize_with = "de_duration")]
+    pub header_read: Duration,
+    /// A connection with no bytes moving either way for this long is closed.
+    #[serde(deserialize_with = "de_duration")]
+    pub idle: Duration,
+    #[serde(deserialize_with = "de_duration")]
+    pub upstream_connect: Duration,
+    /// Until the upstream's response headers arrive; the body then streams.
+    #[serde(deserialize_with = "de_duration")]
+    pub upstream_response: Duration,
+    /// After SIGTERM: how long in-flight requests may take to finish.
+    #[serde(deserialize_with = "de_duration")]
+    pub shutdown_grace: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            tls_handshake: Duration::from_secs(10),
+            header_read: Duration::from_secs(10),
+            idle: Duration::from_secs(300),
+            upstream_connect: Duration::from_secs(1),
+            upstream_response: Duration::from_secs(15),
+            shutdown_grace: Duration::from_secs(20),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Largest request header block accepted (HTTP/1.1 read buffer, HTTP/2 header list).
+    pub max_header_bytes: usize,
+    /// Open client connections; past this the listener stops accepting until one closes.
+    pub max_connections: usize,
+    /// Concurrent HTTP/2 streams per client connection.
+    pub max_h2_streams: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_header_bytes: 16 * 1024,
+            max_connections: 10_000,
+            max_h2_streams: 128,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// `RUST_LOG`-style filter; the `RUST_LOG` environment variable wins when set.
+    pub level: Option<String>,
+    pub format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Json,
+    Text,
+}
+
+fn de_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let s = String::deserialize(d)?;
+    let dur = humantime::parse_duration(&s).map_err(|e| {
+        serde::de::Error::custom(format!(
+            "`{s}` is not a duration ({e}); use e.g. 500ms, 10s, 5m"
+        ))
+    })?;
+    if dur.is_zero() {
+        return Err(serde::de::Error::custom("a timeout of zero is not allowed"));
+    }
+    Ok(dur)
+}
+
+impl Config {
+    /// Reads, parses and validates `path`. Relative paths inside the file are
+    /// resolved against the file's own directory.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            file: file.clone(),
+            source,
+        })?;
+        let mut config = Config::parse(&text, &file)?;
+        let base = path.parent().unwrap_or(Path::new(""));
+        config.tls.resolve(base);
+        config.validate(&file)?;
+        Ok(config)
+    }
+
+    /// Parses YAML text; `file` is only used in error messages.
+    pub fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
+        let de = serde_yaml_ng::Deserializer::from_str(text);
+        serde_path_to_error::deserialize(de).map_err(|err| {
+            let field = match err.path().to_string() {
+                p if p == "." => "(top level)".to_string(),
+                p => p,
+            };
+            let inner = err.into_inner();
+            let (line, column) = inner
+                .location()
+                .map(|l| (l.line(), l.column()))
+                .unwrap_or((1, 1));
+            ConfigError::Syntax {
+                file: file.to_string(),
+                line,
+                column,
+                field,
+                message: strip_location(&inner.to_string()),
+            }
+        })
+    }
+
+    /// Checks that need more than one field or more than the type system.
+    pub fn validate(&self, file: &str) -> Result<(), ConfigError> {
+        let invalid = |field, message: String| ConfigError::Invalid {
+            file: file.to_string(),
+            field,
+            message,
+        };
+        if self.limits.max_header_bytes < 8192 {
+            return Err(invalid(
+                "limits.max_header_bytes",
+                format!(
+                    "{} is below the minimum of 8192",
+                    self.limits.max_header_bytes
+                ),
+            ));
+        }
+        if self.limits.max_connections == 0 {
+            return Err(invalid(
+                "limits.max_connections",
+                "must be at least 1".into(),
+            ));
+        }
+        if self.limits.max_h2_streams == 0 {
+            return Err(invalid(
+                "limits.max_h2_streams",
+                "must be at least 1".into(),
+            ));
+        }
+        if self.workers == Some(0) {
+            return Err(invalid("workers", "must be at least 1".into()));
+        }
+        if self.listen == self.admin {
+            return Err(invalid(
+                "admin",
+                format!("{} is also the data listener's address", self.admin),
+            ));
+        }
+        for (field, p) in [
+            ("tls.cert", &self.tls.cert),
+            ("tls.key", &self.tls.key),
+            ("tls.client_ca", &self.tls.client_ca),
+        ] {
+            if let Err(e) = std::fs::metadata(p) {
+                return Err(invalid(field, format!("{}: {e}", p.display())));
+            }
+        }
+        Ok(())
+    }
+
+    /// Worker threads: the `workers` field, else `TOKIO_WORKER_THREADS`, else one per CPU.
+    pub fn worker_threads(&self) -> Result<usize, String> {
+        if let Some(n) = self.workers {
+            return Ok(n);
+        }
+        match std::env::var("TOKIO_WORKER_THREADS") {
+            Ok(v) => match v.trim().parse::<usize>() {
+                Ok(n) if n > 0 => Ok(n),
+                _ => Err(format!(
+                    "TOKIO_WORKER_THREADS=`{v}` is not a positive whole number"
+                )),
+            },
+            Err(_) => Ok(std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)),
+        }
+    }
+}
+
+impl TlsPaths {
+    fn resolve(&mut self, base: &Path) {
+        for p in [&mut self.cert, &mut self.key, &mut self.client_ca] {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        }
+    }
+}
+
+/// serde_yaml_ng appends " at line L column C"; the location is already in our prefix.
+fn strip_location(msg: &str) -> String {
+    match msg.rfind(" at line ") {
+        Some(i) => msg[..i].to_string(),
+        None => msg.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = "listen: 127.0.0.1:8443\nadmin: 127.0.0.1:9901\nupstream: http://127.0.0.1:8080\ntls:\n  cert: certs/server.pem\n  key: certs/server-key.pem\n  client_ca: certs/ca.pem\n";
+
+    #[test]
+    fn minimal_file_parses_with_defaults() {
+        let c = Config::parse(MINIMAL, "m.yaml").expect("minimal config parses");
+        assert_eq!(c.listen.port(), 8443);
+        assert_eq!(c.upstream.authority.as_str(), "127.0.0.1:8080");
+        assert_eq!(c.upstream_protocol, UpstreamProtocol::Http1);
+        assert_eq!(c.timeouts.header_read, Duration::from_secs(10));
+        assert_eq!(c.workers, None);
+    }
+
+    #[test]
+    fn unknown_field_is_named_with_its_path_and_line() {
+        let text = MINIMAL.replace("  key:", "  kee:");
+        let err = Config::parse(&text, "m.yaml").unwrap_err().to_string();
+        assert!(err.starts_with("m.yaml:6:"), "{err}");
+        assert!(err.contains("tls.kee"), "{err}");
+        assert!(err.contains("unknown field `kee`"), "{err}");
+    }
+
+    #[test]
+    fn bad_duration_names_the_field() {
+        let text = format!("{MINIMAL}timeouts:\n  idle: forever\n");
+        let err = Config::parse(&text, "m.yaml").unwrap_err().to_string();
+        assert!(err.contains("timeouts.idle"), "{err}");
+        assert!(err.contains("`forever` is not a duration"), "{err}");
+    }
+
+    #[test]
+    fn upstream_must_be_loopback_http_with_port() {
+        assert!(parse_upstream("http://127.0.0.1:8080").is_ok());
+        assert!(parse_upstream("http://[::1]:8080/").is_ok());
+        assert!(parse_upstream("http://localhost:1").is_ok());
+        for bad in [
+            "https://127.0.0.1:8080",
+            "http://10.0.0.1:8080",
+            "http://example.com:80",
+            "http://127.0.0.1",
+            "http://127.0.0.1:8080/api",
+            "127.0.0.1:8080",
+        ] {
+            assert!(parse_upstream(bad).is_err(), "{bad} accepted");
+        }
+    }
+}

@@ -1,0 +1,63 @@
+//! Every error a request can meet, and the one place that turns it into a response.
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Response, StatusCode};
+use http_body_util::{Either, Full};
+use hyper::body::Incoming;
+
+/// The body of every response the data listener sends: the upstream's, streamed,
+/// or a small one of our own.
+pub type ProxyBody = Either<Incoming, Full<Bytes>>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    #[error("request target not supported: {0}")]
+    BadRequest(&'static str),
+    #[error("upstream refused the connection")]
+    UpstreamUnavailable,
+    #[error("upstream failed: {0}")]
+    UpstreamFailed(String),
+    #[error("upstream did not answer in time")]
+    UpstreamTimeout,
+}
+
+impl ProxyError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ProxyError::UpstreamUnavailable | ProxyError::UpstreamFailed(_) => {
+                StatusCode::BAD_GATEWAY
+            }
+            ProxyError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+        }
+    }
+
+    /// The stable, machine-readable error code in the body.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ProxyError::BadRequest(_) => "bad_request",
+            ProxyError::UpstreamUnavailable => "upstream_unavailable",
+            ProxyError::UpstreamFailed(_) => "upstream_failed",
+            ProxyError::UpstreamTimeout => "upstream_timeout",
+        }
+    }
+
+    /// The response: a small JSON object with the error code and the request id.
+    /// Details stay in the logs.
+    pub fn into_response(&self, request_id: &HeaderValue) -> Response<ProxyBody> {
+        let body = serde_json::json!({
+            "error": self.code(),
+            "request_id": request_id.to_str().unwrap_or(""),
+        })
+        .to_string();
+        let mut resp = Response::new(Either::Right(Full::new(Bytes::from(body))));
+        *resp.status_mut() = self.status();
+        let h = resp.headers_mut();
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        h.insert("x-request-id", request_id.clone());
+        resp
+    }
+}

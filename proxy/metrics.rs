@@ -1,0 +1,243 @@
+//! Prometheus metrics (the official `prometheus-client` crate), all prefixed `meshgate_`.
+//!
+//! The hot-path handles (per status class counters, the duration histogram) are
+//! resolved once at start-up so that recording a request takes no lock.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeMetric, MetricEncoder, NoLabelSet};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::{MetricType, TypedMetric};
+use prometheus_client::registry::{Registry, Unit};
+
+/// Request duration buckets: 100 µs to 10 s.
+pub const DURATION_BUCKETS: [f64; 16] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0,
+];
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ClassLabels {
+    pub class: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabels {
+    pub result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CertLabels {
+    pub cert: String,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    by_class: [Counter; 5],
+    pub request_duration: AtomicHistogram,
+    pub handshake_failures: Family<ReasonLabels, Counter>,
+    pub open_connections: Gauge,
+    pub tls_reloads: Family<ResultLabels, Counter>,
+    pub cert_expiry: Family<CertLabels, Gauge>,
+}
+
+const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("meshgate");
+        let requests = Family::<ClassLabels, Counter>::default();
+        registry.register(
+            "requests",
+            "Requests answered, by HTTP status class",
+            requests.clone(),
+        );
+        let by_class = CLASSES.map(|class| requests.get_or_create(&ClassLabels { class }).clone());
+        let request_duration = AtomicHistogram::new(&DURATION_BUCKETS);
+        registry.register_with_unit(
+            "request_duration",
+            "Time from request received to response headers sent",
+            Unit::Seconds,
+            request_duration.clone(),
+        );
+        let handshake_failures = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "tls_handshake_failures",
+            "TLS handshakes refused, by reason",
+            handshake_failures.clone(),
+        );
+        let open_connections = Gauge::default();
+        registry.register(
+            "open_connections",
+            "Client connections currently open on the data listener",
+            open_connections.clone(),
+        );
+        let tls_reloads = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "tls_reloads",
+            "Reloads of the server certificate, key and trust bundle, by result",
+            tls_reloads.clone(),
+        );
+        for result in ["ok", "error"] {
+            tls_reloads.get_or_create(&ResultLabels { result });
+        }
+        let cert_expiry = Family::<CertLabels, Gauge>::default();
+        registry.register_with_unit(
+            "certificate_expiry_timestamp",
+            "notAfter of the loaded server certificate and trust-bundle CAs, Unix time",
+            Unit::Seconds,
+            cert_expiry.clone(),
+        );
+        Metrics {
+            registry,
+            by_class,
+            request_duration,
+            handshake_failures,
+            open_connections,
+            tls_reloads,
+            cert_expiry,
+        }
+    }
+
+    /// Records one answered request.
+    pub fn observe_request(&self, status: http::StatusCode, elapsed: Duration) {
+        let class = (status.as_u16() / 100).clamp(1, 5) as usize - 1;
+        self.by_class[class].inc();
+        self.request_duration.observe(elapsed);
+    }
+
+    pub fn handshake_failed(&self, reason: &'static str) {
+        self.handshake_failures
+            .get_or_create(&ReasonLabels { reason })
+            .inc();
+    }
+
+    /// The exposition text (OpenMetrics).
+    pub fn encode(&self) -> String {
+        let mut out = String::with_capacity(8 * 1024);
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+/// A histogram of durations kept in atomics (no lock per observation).
+#[derive(Clone)]
+pub struct AtomicHistogram {
+    inner: Arc<HistogramInner>,
+}
+
+struct HistogramInner {
+    bounds: Vec<f64>,
+    /// Upper bounds in nanoseconds, for integer comparisons.
+    bounds_ns: Vec<u64>,
+    /// One count per bound, plus +Inf.
+    counts: Vec<AtomicU64>,
+    sum_ns: AtomicU64,
+}
+
+impl AtomicHistogram {
+    pub fn new(bounds: &[f64]) -> AtomicHistogram {
+        AtomicHistogram {
+            inner: Arc::new(HistogramInner {
+                bounds: bounds.to_vec(),
+                bounds_ns: bounds.iter().map(|b| (b * 1e9) as u64).collect(),
+                counts: (0..=bounds.len()).map(|_| AtomicU64::new(0)).collect(),
+                sum_ns: AtomicU64::new(0),
+            }),
+        }
+    }
+
+    pub fn observe(&self, d: Duration) {
+        let ns = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+        let i = self.inner.bounds_ns.partition_point(|b| *b < ns);
+        self.inner.counts[i].fetch_add(1, Ordering::Relaxed);
+        self.inner.sum_ns.fetch_add(ns, Ordering::Relaxed);
+    }
+}
+
+impl TypedMetric for AtomicHistogram {
+    const TYPE: MetricType = MetricType::Histogram;
+}
+
+impl std::fmt::Debug for AtomicHistogram {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AtomicHistogram").finish_non_exhaustive()
+    }
+}
+
+impl EncodeMetric for AtomicHistogram {
+    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        let mut buckets = Vec::with_capacity(self.inner.counts.len());
+        let mut count = 0;
+        for (i, c) in self.inner.counts.iter().enumerate() {
+            let n = c.load(Ordering::Relaxed);
+            count += n;
+            let bound = self.inner.bounds.get(i).copied().unwrap_or(f64::INFINITY);
+            buckets.push((bound, n));
+        }
+        let sum = self.inner.sum_ns.load(Ordering::Relaxed) as f64 / 1e9;
+        encoder.encode_histogram::<NoLabelSet>(sum, count, &buckets, None)
+    }
+
+    fn metric_type(&self) -> MetricType {
+        Self::TYPE
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_buckets_are_cumulative_in_text() {
+        let m = Metrics::new();
+        m.observe_request(http::StatusCode::OK, Duration::from_micros(50));
+        m.observe_request(http::StatusCode::BAD_GATEWAY, Duration::from_millis(3));
+        m.observe_request(http::StatusCode::OK, Duration::from_secs(20));
+        let text = m.encode();
+        assert!(
+            text.contains("meshgate_requests_total{class=\"2xx\"} 2"),
+            "{text}"
+        );
+        assert!(
+            text.contains("meshgate_requests_total{class=\"5xx\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("meshgate_request_duration_seconds_bucket{le=\"0.0001\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("meshgate_request_duration_seconds_bucket{le=\"0.005\"} 2"),
+            "{text}"
+        );
+        assert!(
+            text.contains("meshgate_request_duration_seconds_bucket{le=\"10.0\"} 2"),
+            "{text}"
+        );
+        assert!(
+            text.contains("meshgate_request_duration_seconds_bucket{le=\"+Inf\"} 3"),
+            "{text}"
+        );
+        assert!(
+            text.contains("meshgate_request_duration_seconds_count 3"),
+            "{text}"
+        );
+    }
+}

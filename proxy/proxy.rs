@@ -1,0 +1,316 @@
+//! Forwarding to the data product's own server on loopback.
+//!
+//! Header hygiene happens here: hop-by-hop headers and every client-supplied
+//! copy of the identity headers are removed before the verified ones are set.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::uri::{Authority, PathAndQuery, Scheme, Uri};
+use http::{Method, Request, Response, Version};
+use http_body_util::Either;
+use hyper::body::Incoming;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+
+use crate::config::{Config, UpstreamProtocol};
+use crate::error::{ProxyBody, ProxyError};
+use crate::identity::PeerIdentity;
+use crate::metrics::Metrics;
+
+pub const X_FORWARDED_CLIENT_CERT: HeaderName = HeaderName::from_static("x-forwarded-client-cert");
+pub const X_MESHGATE_PRINCIPAL: HeaderName = HeaderName::from_static("x-meshgate-principal");
+pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+
+/// What is known about a client connection; it travels with every request on it
+/// (as a request extension) so later layers need not recompute it.
+#[derive(Debug)]
+pub struct ConnInfo {
+    pub identity: PeerIdentity,
+    pub peer: SocketAddr,
+    pub peer_ip: HeaderValue,
+    pub tls_version: &'static str,
+}
+
+/// The pooled client to the one upstream.
+pub struct Upstream {
+    client: Client<HttpConnector, Incoming>,
+    authority: Authority,
+    protocol: UpstreamProtocol,
+    response_timeout: Duration,
+}
+
+impl Upstream {
+    pub fn new(config: &Config) -> Upstream {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(config.timeouts.upstream_connect));
+        let mut builder = Client::builder(TokioExecutor::new());
+        builder
+            .pool_timer(TokioTimer::new())
+            .timer(TokioTimer::new())
+            .pool_idle_timeout(Duration::from_secs(60))
+            .pool_max_idle_per_host(1024);
+        if config.upstream_protocol == UpstreamProtocol::H2c {
+            builder.http2_only(true);
+        }
+        Upstream {
+            client: builder.build(connector),
+            authority: config.upstream.authority.clone(),
+            protocol: config.upstream_protocol,
+            response_timeout: config.timeouts.upstream_response,
+        }
+    }
+}
+
+/// Unique request ids: a random per-process prefix and a counter.
+pub struct RequestIds {
+    prefix: u64,
+    counter: AtomicU64,
+}
+
+impl RequestIds {
+    pub fn new() -> RequestIds {
+        let mut seed = [0u8; 8];
+        // If the system RNG fails, ids are still unique within this process.
+        let _ = aws_lc_rs::rand::fill(&mut seed);
+        RequestIds {
+            prefix: u64::from_be_bytes(seed),
+            counter: AtomicU64::new(0),
+        }
+    }
+
+    pub fn next(&self) -> HeaderValue {
+        let n = self.counter.fetch_add(1, Ordering::Relaxed);
+        let id = format!("{:016x}{:016x}", self.prefix, n);
+        HeaderValue::from_str(&id).unwrap_or(HeaderValue::from_static("0"))
+    }
+}
+
+impl Default for RequestIds {
+    fn default() -> Self {
+        RequestIds::new()
+    }
+}
+
+/// Handles one request end to end and records it.
+pub async fn handle(
+    upstream: &Upstream,
+    metrics: &Metrics,
+    request_ids: &RequestIds,
+    conn: &ConnInfo,
+    req: Request<Incoming>,
+) -> Response<ProxyBody> {
+    let start = Instant::now();
+    let request_id = request_ids.next();
+    let resp = match forward(upstream, conn, &request_id, req).await {
+        Ok(resp) => resp,
+        Err(e) => {
+            tracing::warn!(request_id = ?request_id, principal = %conn.identity.principal, error = %e, "request failed");
+            e.into_response(&request_id)
+        }
+    };
+    metrics.observe_request(resp.status(), start.elapsed());
+    resp
+}
+
+async fn forward(
+    upstream: &Upstream,
+    conn: &ConnInfo,
+    request_id: &HeaderValue,
+    req: Request<Incoming>,
+) -> Result<Response<ProxyBody>, ProxyError> {
+    let (mut parts, body) = req.into_parts();
+    if parts.method == Method::CONNECT {
+        return Err(ProxyError::BadRequest("CONNECT"));
+    }
+    let path_and_query = match parts.uri.path_and_query() {
+        Some(pq) if pq.as_str().starts_with('/') => pq.clone(),
+        Some(_) => return Err(ProxyError::BadRequest("asterisk-form")),
+        None => PathAndQuery::from_static("/"),
+    };
+    // Absolute-form (HTTP/1.1) and :authority (HTTP/2) name the host; Host follows it.
+    let original_host = match parts.uri.authority() {
+        Some(a) => HeaderValue::from_str(a.as_str()).ok(),
+        None => parts.headers.get(header::HOST).cloned(),
+    };
+
+    let headers = &mut parts.headers;
+    strip_hop_by_hop(headers);
+    strip_identity_headers(headers);
+    headers.insert(X_FORWARDED_CLIENT_CERT, conn.identity.xfcc.clone());
+    headers.insert(X_MESHGATE_PRINCIPAL, conn.identity.principal_header.clone());
+    headers.insert(X_REQUEST_ID, request_id.clone());
+    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("https"));
+    headers.append(X_FORWARDED_FOR, conn.peer_ip.clone());
+    match upstream.protocol {
+        UpstreamProtocol::Http1 => {
+            parts.version = Version::HTTP_11;
+            if let Some(h) = original_host {
+                headers.insert(header::HOST, h);
+            }
+        }
+        UpstreamProtocol::H2c => {
+            // HTTP/2 forbids a Host that differs from :authority (the upstream's).
+            parts.version = Version::HTTP_2;
+            headers.remove(header::HOST);
+            if let Some(h) = original_host {
+                headers.insert(X_FORWARDED_HOST, h);
+            }
+        }
+    }
+    let mut uri = http::uri::Parts::default();
+    uri.scheme = Some(Scheme::HTTP);
+    uri.authority = Some(upstream.authority.clone());
+    uri.path_and_query = Some(path_and_query);
+    parts.uri = Uri::from_parts(uri).map_err(|_| ProxyError::BadRequest("request target"))?;
+
+    let call = upstream.client.request(Request::from_parts(parts, body));
+    let resp = match tokio::time::timeout(upstream.response_timeout, call).await {
+        Err(_) => return Err(ProxyError::UpstreamTimeout),
+        Ok(Err(e)) if e.is_connect() => return Err(ProxyError::UpstreamUnavailable),
+        Ok(Err(e)) => return Err(ProxyError::UpstreamFailed(error_chain(&e))),
+        Ok(Ok(resp)) => resp,
+    };
+    let (mut parts, body) = resp.into_parts();
+    strip_hop_by_hop(&mut parts.headers);
+    parts.headers.insert(X_REQUEST_ID, request_id.clone());
+    Ok(Response::from_parts(parts, Either::Left(body)))
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(inner) = src {
+        s.push_str(": ");
+        s.push_str(&inner.to_string());
+        src = inner.source();
+    }
+    s
+}
+
+/// Removes hop-by-hop headers (RFC 9110 §7.6.1), including those named in
+/// `Connection`. `TE: trailers` survives: gRPC needs it end to end.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    if headers.contains_key(header::CONNECTION) {
+        let named: Vec<HeaderName> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+            .collect();
+        for name in named {
+            if name != header::TE {
+                headers.remove(&name);
+            }
+        }
+        headers.remove(header::CONNECTION);
+    }
+    for name in [
+        KEEP_ALIVE,
+        PROXY_CONNECTION,
+        header::PROXY_AUTHENTICATE,
+        header::PROXY_AUTHORIZATION,
+        header::TRAILER,
+        header::TRANSFER_ENCODING,
+        header::UPGRADE,
+    ] {
+        headers.remove(name);
+    }
+    let te_trailers = headers.get_all(header::TE).iter().any(|v| {
+        v.to_str().is_ok_and(|s| {
+            s.split(',')
+                .any(|t| t.trim().eq_ignore_ascii_case("trailers"))
+        })
+    });
+    headers.remove(header::TE);
+    if te_trailers {
+        headers.insert(header::TE, HeaderValue::from_static("trailers"));
+    }
+}
+
+/// Removes every client-supplied copy of the headers only meshgate may set.
+pub fn strip_identity_headers(headers: &mut HeaderMap) {
+    headers.remove(X_FORWARDED_CLIENT_CERT);
+    let ours: Vec<HeaderName> = headers
+        .keys()
+        .filter(|k| k.as_str().starts_with("x-meshgate-"))
+        .cloned()
+        .collect();
+    for name in ours {
+        headers.remove(name);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strips_hop_by_hop_and_connection_named_headers() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, x-secret, te"),
+        );
+        h.insert("x-secret", HeaderValue::from_static("1"));
+        h.insert(KEEP_ALIVE, HeaderValue::from_static("timeout=5"));
+        h.insert(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static("chunked"),
+        );
+        h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        h.insert(header::TE, HeaderValue::from_static("gzip, trailers"));
+        h.insert("x-keep", HeaderValue::from_static("1"));
+        strip_hop_by_hop(&mut h);
+        let names: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
+        assert_eq!(names, vec!["x-keep", "te"]);
+        assert_eq!(
+            h.get(header::TE).map(|v| v.as_bytes()),
+            Some(&b"trailers"[..])
+        );
+    }
+
+    #[test]
+    fn strips_every_copy_of_identity_headers() {
+        let mut h = HeaderMap::new();
+        h.append(
+            X_FORWARDED_CLIENT_CERT,
+            HeaderValue::from_static("URI=spiffe://evil"),
+        );
+        h.append(
+            X_FORWARDED_CLIENT_CERT,
+            HeaderValue::from_static("URI=spiffe://evil2"),
+        );
+        h.append(
+            X_MESHGATE_PRINCIPAL,
+            HeaderValue::from_static("spiffe://evil"),
+        );
+        h.append("X-Meshgate-Anything", HeaderValue::from_static("x"));
+        h.append("x-other", HeaderValue::from_static("kept"));
+        strip_identity_headers(&mut h);
+        assert_eq!(h.len(), 1);
+        assert!(h.contains_key("x-other"));
+    }
+
+    #[test]
+    fn request_ids_are_unique_hex() {
+        let ids = RequestIds::new();
+        let a = ids.next();
+        let b = ids.next();
+        assert_ne!(a, b);
+        assert_eq!(a.len(), 32);
+        assert!(a
+            .to_str()
+            .is_ok_and(|s| s.bytes().all(|c| c.is_ascii_hexdigit())));
+    }
+}

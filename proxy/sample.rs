@@ -1,0 +1,138 @@
+//! The demo's sample data product: a small "sales orders" JSON API on loopback.
+//! It stands in for a domain team's own server behind the sidecar.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper_util::rt::TokioIo;
+use serde_json::{json, Value};
+use tokio::net::TcpListener;
+
+/// The product's data, serialized once.
+struct Orders {
+    all: Bytes,
+    by_id: Vec<(String, Bytes)>,
+}
+
+fn orders() -> Orders {
+    let rows: Vec<Value> = [
+        ("SO-1001", "Northwind Traders", "EMEA", 1289.50, "shipped"),
+        ("SO-1002", "Contoso Ltd", "NA", 342.00, "open"),
+        ("SO-1003", "Fabrikam Inc", "NA", 5120.75, "invoiced"),
+        ("SO-1004", "Tailspin Toys", "APAC", 89.99, "open"),
+        (
+            "SO-1005",
+            "Wide World Importers",
+            "EMEA",
+            2310.00,
+            "shipped",
+        ),
+        ("SO-1006", "Adventure Works", "LATAM", 760.25, "cancelled"),
+    ]
+    .iter()
+    .enumerate()
+    .map(|(i, (id, customer, region, amount, status))| {
+        json!({
+            "id": id,
+            "customer": customer,
+            "region": region,
+            "amount": amount,
+            "currency": "EUR",
+            "status": status,
+            "placed_at": format!("2026-11-{:02}T09:{:02}:00Z", 10 + i, 5 * i),
+            "classification": "internal",
+        })
+    })
+    .collect();
+    let by_id = rows
+        .iter()
+        .map(|r| {
+            (
+                r["id"].as_str().unwrap_or_default().to_string(),
+                Bytes::from(r.to_string()),
+            )
+        })
+        .collect();
+    let all = json!({ "product": "sales.orders", "orders": rows }).to_string();
+    Orders {
+        all: Bytes::from(all),
+        by_id,
+    }
+}
+
+/// Serves the sample product on `listener` until the task is dropped.
+pub async fn serve(listener: TcpListener) {
+    let data = Arc::new(orders());
+    loop {
+        let Ok((tcp, _)) = listener.accept().await else {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            continue;
+        };
+        let _ = tcp.set_nodelay(true);
+        let data = data.clone();
+        tokio::spawn(async move {
+            let svc = hyper::service::service_fn(move |req| {
+                let data = data.clone();
+                async move { Ok::<_, Infallible>(route(&data, &req)) }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(tcp), svc)
+                .await;
+        });
+    }
+}
+
+fn route<B>(data: &Orders, req: &Request<B>) -> Response<Full<Bytes>> {
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        return json_response(
+            StatusCode::METHOD_NOT_ALLOWED,
+            Bytes::from_static(br#"{"error":"method_not_allowed"}"#),
+        );
+    }
+    let path = req.uri().path();
+    if path == "/orders" {
+        return json_response(StatusCode::OK, data.all.clone());
+    }
+    if path == "/healthz" {
+        return json_response(StatusCode::OK, Bytes::from_static(br#"{"status":"ok"}"#));
+    }
+    if let Some(id) = path.strip_prefix("/orders/") {
+        if let Some((_, body)) = data.by_id.iter().find(|(k, _)| k == id) {
+            return json_response(StatusCode::OK, body.clone());
+        }
+    }
+    json_response(
+        StatusCode::NOT_FOUND,
+        Bytes::from_static(br#"{"error":"not_found"}"#),
+    )
+}
+
+fn json_response(status: StatusCode, body: Bytes) -> Response<Full<Bytes>> {
+    let mut resp = Response::new(Full::new(body));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn order_list_is_about_one_kilobyte_of_json() {
+        let o = orders();
+        let v: Value = serde_json::from_slice(&o.all).expect("valid JSON");
+        assert_eq!(v["orders"].as_array().map(|a| a.len()), Some(6));
+        assert!((900..=1400).contains(&o.all.len()), "{} bytes", o.all.len());
+        let req = Request::get("/orders/SO-1003").body(()).expect("request");
+        assert_eq!(route(&o, &req).status(), StatusCode::OK);
+        let req = Request::get("/orders/SO-9").body(()).expect("request");
+        assert_eq!(route(&o, &req).status(), StatusCode::NOT_FOUND);
+    }
+}

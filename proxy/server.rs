@@ -1,0 +1,429 @@
+//! The data listener: accept, TLS, identity, HTTP/1.1 or HTTP/2 by ALPN, and the
+//! request path composed in one visible place (`connection`).
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use http::HeaderValue;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
+use hyper_util::service::TowerToHyperService;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio_rustls::TlsAcceptor;
+
+use crate::config::Config;
+use crate::identity;
+use crate::metrics::Metrics;
+use crate::proxy::{self, ConnInfo, RequestIds, Upstream};
+use crate::tls::{self, TlsError, TlsStore};
+
+/// Errors that stop the sidecar from starting.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    #[error("{field}: cannot bind {addr}: {source}")]
+    Bind {
+        field: &'static str,
+        addr: SocketAddr,
+        source: io::Error,
+    },
+    #[error("tls: cannot watch certificate directories: {0}")]
+    Watch(#[from] notify::Error),
+}
+
+/// Everything the running sidecar shares between connections. Immutable but for
+/// the atomically swapped snapshots inside.
+pub struct Sidecar {
+    pub config: Config,
+    pub tls: TlsStore,
+    pub metrics: Metrics,
+    upstream: Upstream,
+    request_ids: RequestIds,
+    h1: hyper::server::conn::http1::Builder,
+    h2: hyper::server::conn::http2::Builder<TokioExecutor>,
+    ready: AtomicBool,
+    draining: AtomicBool,
+}
+
+impl Sidecar {
+    /// 200 on `/ready`: everything is loaded and we are not draining.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire) && !self.draining.load(Ordering::Acquire)
+    }
+}
+
+/// A sidecar with its listeners bound, not yet serving.
+pub struct Bound {
+    sidecar: Arc<Sidecar>,
+    data: TcpListener,
+    admin: TcpListener,
+}
+
+/// Loads TLS material and binds both listeners. Nothing is served yet.
+pub async fn bind(config: Config) -> Result<Bound, StartError> {
+    let metrics = Metrics::new();
+    let tls = TlsStore::load(config.tls.clone(), &metrics)?;
+    let data = TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| StartError::Bind {
+            field: "listen",
+            addr: config.listen,
+            source,
+        })?;
+    let admin = TcpListener::bind(config.admin)
+        .await
+        .map_err(|source| StartError::Bind {
+            field: "admin",
+            addr: config.admin,
+            source,
+        })?;
+
+    let mut h1 = hyper::server::conn::http1::Builder::new();
+    h1.timer(TokioTimer::new())
+        .header_read_timeout(config.timeouts.header_read)
+        .max_buf_size(config.limits.max_header_bytes)
+        .keep_alive(true);
+    let mut h2 = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+    h2.timer(TokioTimer::new())
+        .max_concurrent_streams(config.limits.max_h2_streams)
+        .max_header_list_size(u32::try_from(config.limits.max_header_bytes).unwrap_or(u32::MAX))
+        .keep_alive_interval(Some(config.timeouts.idle / 2))
+        .keep_alive_timeout(config.timeouts.header_read);
+
+    let sidecar = Sidecar {
+        upstream: Upstream::new(&config),
+        request_ids: RequestIds::new(),
+        tls,
+        metrics,
+        h1,
+        h2,
+        ready: AtomicBool::new(false),
+        draining: AtomicBool::new(false),
+        config,
+    };
+    Ok(Bound {
+        sidecar: Arc::new(sidecar),
+        data,
+        admin,
+    })
+}
+
+impl Bound {
+    pub fn data_addr(&self) -> io::Result<SocketAddr> {
+        self.data.local_addr()
+    }
+
+    pub fn admin_addr(&self) -> io::Result<SocketAddr> {
+        self.admin.local_addr()
+    }
+
+    /// Serves until `shutdown` resolves, then drains in-flight requests for up to
+    /// the configured grace period.
+    pub async fn serve(self, shutdown: impl Future<Output = ()>) -> Result<(), StartError> {
+        let Bound {
+            sidecar: sc,
+            data,
+            admin,
+        } = self;
+        let data_addr = data.local_addr().ok();
+        let admin_addr = admin.local_addr().ok();
+        tokio::spawn(crate::admin::serve(admin, sc.clone()));
+
+        let (_watcher, mut changes) = tls::watch(&sc.tls.watch_dirs(), Duration::from_millis(100))?;
+        let reload_sc = sc.clone();
+        tokio::spawn(async move {
+            let mut hup =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+            loop {
+                let hangup = async {
+                    match hup.as_mut() {
+                        Some(s) => s.recv().await,
+                        None => std::future::pending().await,
+                    }
+                };
+                tokio::select! {
+                    c = changes.recv() => if c.is_none() { break },
+                    _ = hangup => tracing::info!("SIGHUP: reloading"),
+                }
+                reload_sc.tls.reload(&reload_sc.metrics);
+            }
+        });
+
+        sc.ready.store(true, Ordering::Release);
+        tracing::info!(
+            data = %data_addr.map(|a| a.to_string()).unwrap_or_default(),
+            admin = %admin_addr.map(|a| a.to_string()).unwrap_or_default(),
+            upstream = %sc.config.upstream.authority,
+            "meshgate ready"
+        );
+        tracing::warn!("no policy configured: running in authenticated mode, every verified client is let through");
+
+        accept_loop(sc, data, shutdown).await;
+        Ok(())
+    }
+}
+
+async fn accept_loop(sc: Arc<Sidecar>, listener: TcpListener, shutdown: impl Future<Output = ()>) {
+    let graceful = GracefulShutdown::new();
+    let limit = Arc::new(Semaphore::new(sc.config.limits.max_connections));
+    tokio::pin!(shutdown);
+    loop {
+        let permit = tokio::select! {
+            biased;
+            _ = &mut shutdown => break,
+            p = limit.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+        };
+        let (tcp, peer) = tokio::select! {
+            biased;
+            _ = &mut shutdown => break,
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let watcher = graceful.watcher();
+        let sc = sc.clone();
+        tokio::spawn(async move {
+            connection(sc, tcp, peer, watcher).await;
+            drop(permit);
+        });
+    }
+    drop(listener);
+    sc.draining.store(true, Ordering::Release);
+    let grace = sc.config.timeouts.shutdown_grace;
+    tracing::info!(grace = ?grace, "shutting down: draining in-flight requests");
+    match tokio::time::timeout(grace, graceful.shutdown()).await {
+        Ok(()) => tracing::info!("drained"),
+        Err(_) => tracing::warn!("grace period over; closing the remaining connections"),
+    }
+}
+
+/// Counts an open connection for as long as it lives.
+struct OpenConnection<'a>(&'a Metrics);
+
+impl<'a> OpenConnection<'a> {
+    fn new(m: &'a Metrics) -> Self {
+        m.open_connections.inc();
+        OpenConnection(m)
+    }
+}
+
+impl Drop for OpenConnection<'_> {
+    fn drop(&mut self) {
+        self.0.open_connections.dec();
+    }
+}
+
+/// One client connection: TLS handshake, identity, then HTTP.
+async fn connection(sc: Arc<Sidecar>, tcp: TcpStream, peer: SocketAddr, watcher: Watcher) {
+    let _open = OpenConnection::new(&sc.metrics);
+    let _ = tcp.set_nodelay(true);
+    let acceptor = TlsAcceptor::from(sc.tls.server_config());
+    let stream =
+        match tokio::time::timeout(sc.config.timeouts.tls_handshake, acceptor.accept(tcp)).await {
+            Err(_) => {
+                sc.metrics.handshake_failed("timeout");
+                tracing::debug!(%peer, "tls handshake timed out");
+                return;
+            }
+            Ok(Err(e)) => {
+                let reason = tls::handshake_failure_reason(&e);
+                sc.metrics.handshake_failed(reason);
+                tracing::info!(%peer, reason, error = %e, "tls handshake refused");
+                return;
+            }
+            Ok(Ok(s)) => s,
+        };
+
+    let session = stream.get_ref().1;
+    let Some(leaf) = session.peer_certificates().and_then(|c| c.first()) else {
+        sc.metrics.handshake_failed("no_client_cert");
+        return;
+    };
+    let identity = match identity::from_leaf(leaf) {
+        Ok(id) => id,
+        Err(e) => {
+            sc.metrics.handshake_failed(e.reason());
+            tracing::warn!(%peer, error = %e, "client certificate names no usable identity");
+            return;
+        }
+    };
+    let h2 = session.alpn_protocol() == Some(b"h2");
+    let tls_version = match session.protocol_version() {
+        Some(rustls::ProtocolVersion::TLSv1_3) => "TLSv1.3",
+        Some(rustls::ProtocolVersion::TLSv1_2) => "TLSv1.2",
+        _ => "unknown",
+    };
+    let peer_ip = HeaderValue::from_str(&peer.ip().to_string())
+        .unwrap_or(HeaderValue::from_static("unknown"));
+    let conn = Arc::new(ConnInfo {
+        identity,
+        peer,
+        peer_ip,
+        tls_version,
+    });
+    tracing::debug!(%peer, principal = %conn.identity.principal, tls_version, h2, "connection established");
+
+    // The request path, top to bottom. Later layers (authorization, quotas,
+    // load shedding) slot into this builder.
+    let svc_sc = sc.clone();
+    let svc = tower::ServiceBuilder::new().service(tower::service_fn(
+        move |mut req: http::Request<hyper::body::Incoming>| {
+            let sc = svc_sc.clone();
+            let conn = conn.clone();
+            async move {
+                req.extensions_mut().insert(conn.clone());
+                Ok::<_, Infallible>(
+                    proxy::handle(&sc.upstream, &sc.metrics, &sc.request_ids, &conn, req).await,
+                )
+            }
+        },
+    ));
+    let svc = TowerToHyperService::new(svc);
+
+    let activity = Activity::default();
+    let io = TokioIo::new(IdleIo {
+        inner: stream,
+        activity: activity.clone(),
+    });
+    let idle = sc.config.timeouts.idle;
+    if h2 {
+        drive(
+            watcher.watch(sc.h2.serve_connection(io, svc)),
+            &activity,
+            idle,
+        )
+        .await;
+    } else {
+        drive(
+            watcher.watch(sc.h1.serve_connection(io, svc)),
+            &activity,
+            idle,
+        )
+        .await;
+    }
+}
+
+/// Runs a connection until it ends or no byte has moved for `idle`.
+async fn drive<F: Future>(conn: F, activity: &Activity, idle: Duration) {
+    tokio::pin!(conn);
+    loop {
+        let deadline = tokio::time::Instant::from_std(activity.last() + idle);
+        tokio::select! {
+            _ = &mut conn => return,
+            _ = tokio::time::sleep_until(deadline) => {
+                if activity.last().elapsed() >= idle {
+                    tracing::debug!("closing idle connection");
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// When a connection last moved a byte.
+#[derive(Clone)]
+struct Activity(Arc<AtomicU64>);
+
+fn epoch() -> Instant {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
+}
+
+impl Default for Activity {
+    fn default() -> Self {
+        let a = Activity(Arc::new(AtomicU64::new(0)));
+        a.touch();
+        a
+    }
+}
+
+impl Activity {
+    fn touch(&self) {
+        let ms = epoch().elapsed().as_millis() as u64;
+        if self.0.load(Ordering::Relaxed) != ms {
+            self.0.store(ms, Ordering::Relaxed);
+        }
+    }
+
+    fn last(&self) -> Instant {
+        epoch() + Duration::from_millis(self.0.load(Ordering::Relaxed))
+    }
+}
+
+/// An IO stream that records activity for the idle timeout.
+struct IdleIo<T> {
+    inner: T,
+    activity: Activity,
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for IdleIo<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if matches!(r, Poll::Ready(Ok(()))) && buf.filled().len() > before {
+            self.activity.touch();
+        }
+        r
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for IdleIo<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let r = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
+            self.activity.touch();
+        }
+        r
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let r = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
+            self.activity.touch();
+        }
+        r
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
