@@ -246,8 +246,8 @@ impl Config {
                 file: file.to_string(),
                 line,
                 column,
+                message: strip_location(&inner.to_string(), &field),
                 field,
-                message: strip_location(&inner.to_string()),
             }
         })
     }
@@ -283,7 +283,7 @@ impl Config {
         if self.workers == Some(0) {
             return Err(invalid("workers", "must be at least 1".into()));
         }
-        if self.listen == self.admin {
+        if self.listen == self.admin && self.listen.port() != 0 {
             return Err(invalid(
                 "admin",
                 format!("{} is also the data listener's address", self.admin),
@@ -330,11 +330,16 @@ impl TlsPaths {
     }
 }
 
-/// serde_yaml_ng appends " at line L column C"; the location is already in our prefix.
-fn strip_location(msg: &str) -> String {
-    match msg.rfind(" at line ") {
-        Some(i) => msg[..i].to_string(),
-        None => msg.to_string(),
+/// serde_yaml_ng puts its own path in front and " at line L column C" behind;
+/// both are already in our prefix.
+fn strip_location(msg: &str, field: &str) -> String {
+    let msg = match msg.rfind(" at line ") {
+        Some(i) => &msg[..i],
+        None => msg,
+    };
+    match msg.split_once(": ") {
+        Some((head, rest)) if !head.contains(' ') && field.starts_with(head) => rest.to_string(),
+        _ => msg.to_string(),
     }
 }
 

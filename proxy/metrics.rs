@@ -88,7 +88,7 @@ impl Metrics {
             tls_reloads.clone(),
         );
         for result in ["ok", "error"] {
-            tls_reloads.get_or_create(&ResultLabels { result });
+            let _ = tls_reloads.get_or_create(&ResultLabels { result });
         }
         let cert_expiry = Family::<CertLabels, Gauge>::default();
         registry.register_with_unit(

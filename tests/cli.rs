@@ -1,0 +1,231 @@
+//! The command line: config errors, `validate`, `certs dev`, `demo`.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::os::unix::fs::PermissionsExt;
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use common::*;
+
+fn meshgate(args: &[&str]) -> std::process::Output {
+    Command::new(bin())
+        .args(args)
+        .output()
+        .expect("meshgate runs")
+}
+
+fn stderr(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stderr).to_string()
+}
+
+#[test]
+fn config_errors_name_the_file_and_field() {
+    let pki = Pki::new();
+    let good = config_yaml(&pki, "http://127.0.0.1:8080", "");
+    let file = pki.path("bad.yaml");
+    let f = file.to_str().expect("utf-8");
+    let cases: Vec<(String, &str)> = vec![
+        (
+            good.replace("  key:", "  kee:"),
+            "tls.kee: unknown field `kee`",
+        ),
+        (
+            format!("{good}timeouts:\n  idle: soon\n"),
+            "timeouts.idle: `soon` is not a duration",
+        ),
+        (
+            format!("{good}limits:\n  max_conns: 5\n"),
+            "limits.max_conns: unknown field",
+        ),
+        (
+            good.replace("listen: 127.0.0.1:0", "listen: nowhere"),
+            "listen: invalid socket address",
+        ),
+        (
+            good.replace(
+                "upstream: http://127.0.0.1:8080",
+                "upstream: http://10.1.2.3:80",
+            ),
+            "upstream: `http://10.1.2.3:80` is not on loopback",
+        ),
+        (
+            good.replace("client_ca: ", "client_ca: /nonexistent"),
+            "tls.client_ca: /nonexistent",
+        ),
+        (
+            format!("{good}limits:\n  max_header_bytes: 100\n"),
+            "limits.max_header_bytes: 100 is below the minimum",
+        ),
+        ("listen: [\n".to_string(), f),
+    ];
+    for (yaml, expected) in cases {
+        std::fs::write(&file, &yaml).expect("write");
+        for cmd in ["run", "validate"] {
+            let out = meshgate(&[cmd, "--config", f]);
+            assert!(!out.status.success(), "{cmd} accepted:\n{yaml}");
+            let err = stderr(&out);
+            assert!(err.starts_with(&format!("meshgate: {f}")), "{cmd}: {err}");
+            assert!(
+                err.contains(expected),
+                "{cmd}: expected `{expected}` in: {err}"
+            );
+            assert_eq!(err.trim_end().lines().count(), 1, "one-line reason: {err}");
+        }
+    }
+}
+
+#[test]
+fn unknown_field_error_carries_line_and_column() {
+    let pki = Pki::new();
+    let file = pki.path("bad.yaml");
+    std::fs::write(
+        &file,
+        config_yaml(&pki, "http://127.0.0.1:8080", "").replace("  key:", "  kee:"),
+    )
+    .expect("write");
+    let out = meshgate(&["validate", "--config", file.to_str().expect("utf-8")]);
+    let err = stderr(&out);
+    assert!(err.contains(&format!("{}:7:", file.display())), "{err}");
+}
+
+#[test]
+fn validate_checks_tls_material_and_says_ok() {
+    let pki = Pki::new();
+    let file = pki.path("ok.yaml");
+    std::fs::write(&file, config_yaml(&pki, "http://127.0.0.1:8080", "")).expect("write");
+    let f = file.to_str().expect("utf-8");
+    let out = meshgate(&["validate", "--config", f]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        format!("{f}: ok")
+    );
+
+    let (other, _) = pki.ca.issue(Leaf::server());
+    pki.write("server.pem", &other);
+    let out = meshgate(&["validate", "--config", f]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("tls.key:") && stderr(&out).contains("does not match"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn certs_dev_writes_ca_server_and_clients_with_private_keys_0600() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out_dir = dir.path().join("certs");
+    let out = meshgate(&[
+        "certs",
+        "dev",
+        "--out",
+        out_dir.to_str().expect("utf-8"),
+        "--client",
+        "reporting=spiffe://mesh.local/ns/finance/sa/reporting",
+        "--client",
+        "etl=spiffe://mesh.local/ns/sales/sa/etl",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    for f in [
+        "ca.pem",
+        "server.pem",
+        "server-key.pem",
+        "reporting.pem",
+        "reporting-key.pem",
+        "etl.pem",
+        "etl-key.pem",
+    ] {
+        let meta = std::fs::metadata(out_dir.join(f)).unwrap_or_else(|e| panic!("{f}: {e}"));
+        if f.contains("key") {
+            assert_eq!(meta.permissions().mode() & 0o777, 0o600, "{f}");
+        }
+    }
+    let out = meshgate(&[
+        "certs",
+        "dev",
+        "--out",
+        out_dir.to_str().expect("utf-8"),
+        "--client",
+        "x=spiffe://Bad/ns",
+    ]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("malformed SPIFFE id"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn demo_runs_with_no_setup_and_prints_working_curl_commands() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let certs = dir.path().join("certs");
+    let mut child = Command::new(bin())
+        .args([
+            "demo",
+            "--certs",
+            certs.to_str().expect("utf-8"),
+            "--listen",
+            "127.0.0.1:0",
+            "--admin",
+            "127.0.0.1:0",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn demo");
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let mut commands = Vec::new();
+    while let Ok(line) = rx.recv_timeout(Duration::from_secs(30)) {
+        if line.trim_start().starts_with("curl ") {
+            commands.push(line.trim().to_string());
+        }
+        if line.starts_with("Ctrl-C") {
+            break;
+        }
+    }
+    let reporting = commands
+        .iter()
+        .find(|c| c.contains("reporting.pem"))
+        .cloned();
+    // Run the printed command through a shell, as a user pasting it would.
+    let out = reporting.as_ref().map(|cmd| {
+        Command::new("sh")
+            .arg("-c")
+            .arg(format!("{cmd} -sS"))
+            .output()
+            .expect("sh")
+    });
+    let _ = child.kill();
+    let _ = child.wait();
+    let reporting = reporting.expect("a curl command for the reporting client");
+    assert!(reporting.contains("https://localhost:"), "{reporting}");
+    let out = out.expect("ran");
+    let body = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        body.contains("\"SO-1001\""),
+        "{body} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for f in [
+        "ca.pem",
+        "server.pem",
+        "server-key.pem",
+        "reporting-key.pem",
+        "campaigns.pem",
+        "campaigns-key.pem",
+    ] {
+        assert!(certs.join(f).is_file(), "{f} missing");
+    }
+}

@@ -1,0 +1,580 @@
+//! Test harness: real certificates (rcgen), a real upstream server, the real
+//! meshgate binary on OS-chosen ports, and real clients (curl, openssl, rustls).
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, TcpListener as StdListener};
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{mpsc, Arc, Condvar, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body::Frame;
+use http_body_util::{BodyExt, Full};
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose, SanType,
+};
+use time::OffsetDateTime;
+
+pub const REPORTING: &str = "spiffe://mesh.local/ns/finance/sa/reporting";
+
+/// A CA able to issue leaf certificates.
+pub struct Ca {
+    pub pem: String,
+    issuer: Issuer<'static, KeyPair>,
+}
+
+impl Ca {
+    pub fn new(name: &str) -> Ca {
+        let key = KeyPair::generate().expect("key");
+        let mut p = CertificateParams::default();
+        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        p.distinguished_name.push(DnType::CommonName, name);
+        let cert = p.self_signed(&key).expect("self-signed CA");
+        Ca {
+            pem: cert.pem(),
+            issuer: Issuer::new(p, key),
+        }
+    }
+
+    /// Issues a leaf: (cert PEM, key PEM).
+    pub fn issue(&self, spec: Leaf) -> (String, String) {
+        let key = KeyPair::generate().expect("key");
+        let mut p = CertificateParams::default();
+        p.subject_alt_names = spec.sans;
+        if let Some(cn) = spec.cn {
+            p.distinguished_name.push(DnType::CommonName, cn);
+        }
+        p.extended_key_usages = spec.eku;
+        p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        let now = OffsetDateTime::now_utc();
+        p.not_before = now + spec.valid_from;
+        p.not_after = now + spec.valid_until;
+        let cert = p.signed_by(&key, &self.issuer).expect("signed leaf");
+        (cert.pem(), key.serialize_pem())
+    }
+}
+
+/// What a leaf certificate looks like.
+pub struct Leaf {
+    pub sans: Vec<SanType>,
+    pub cn: Option<String>,
+    pub eku: Vec<ExtendedKeyUsagePurpose>,
+    pub valid_from: time::Duration,
+    pub valid_until: time::Duration,
+}
+
+impl Leaf {
+    pub fn client_spiffe(id: &str) -> Leaf {
+        Leaf {
+            sans: vec![SanType::URI(id.try_into().expect("ia5 string"))],
+            cn: Some("client".into()),
+            eku: vec![ExtendedKeyUsagePurpose::ClientAuth],
+            valid_from: -time::Duration::hours(1),
+            valid_until: time::Duration::days(30),
+        }
+    }
+
+    pub fn server() -> Leaf {
+        Leaf {
+            sans: vec![
+                SanType::DnsName("localhost".try_into().expect("ia5 string")),
+                SanType::IpAddress([127, 0, 0, 1].into()),
+            ],
+            cn: Some("localhost".into()),
+            eku: vec![ExtendedKeyUsagePurpose::ServerAuth],
+            valid_from: -time::Duration::hours(1),
+            valid_until: time::Duration::days(30),
+        }
+    }
+}
+
+/// A directory of certificates for one test.
+pub struct Pki {
+    pub dir: tempfile::TempDir,
+    pub ca: Ca,
+}
+
+impl Pki {
+    /// CA, server cert and the `reporting` client.
+    pub fn new() -> Pki {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ca = Ca::new("test mesh CA");
+        let pki = Pki { dir, ca };
+        pki.write("ca.pem", &pki.ca.pem);
+        let (c, k) = pki.ca.issue(Leaf::server());
+        pki.write("server.pem", &c);
+        pki.write("server-key.pem", &k);
+        pki.client("reporting", Leaf::client_spiffe(REPORTING));
+        pki
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    pub fn write(&self, name: &str, content: &str) {
+        std::fs::write(self.path(name), content).expect("write");
+    }
+
+    /// Issues `NAME.pem` / `NAME-key.pem` from this PKI's CA.
+    pub fn client(&self, name: &str, leaf: Leaf) {
+        let (c, k) = self.ca.issue(leaf);
+        self.write(&format!("{name}.pem"), &c);
+        self.write(&format!("{name}-key.pem"), &k);
+    }
+
+    /// Issues a client from another CA (untrusted by the sidecar).
+    pub fn foreign_client(&self, name: &str, ca: &Ca, leaf: Leaf) {
+        let (c, k) = ca.issue(leaf);
+        self.write(&format!("{name}.pem"), &c);
+        self.write(&format!("{name}-key.pem"), &k);
+    }
+}
+
+/// The upstream: a real HTTP server the tests control.
+///
+/// - `/headers` answers the request headers as a JSON list of [name, value]
+/// - `/bytes/N` streams N deterministic bytes
+/// - `/upload` answers `<len> <sha256>` of the body it received
+/// - `/slow/MS` reports arrival on `arrivals`, waits MS, answers `slow done`
+pub struct Upstream {
+    pub addr: SocketAddr,
+    pub arrivals: Mutex<mpsc::Receiver<String>>,
+    _shutdown: tokio::sync::oneshot::Sender<()>,
+}
+
+pub fn pattern_byte(i: u64) -> u8 {
+    (i.wrapping_mul(31).wrapping_add(7) % 251) as u8
+}
+
+struct PatternBody {
+    sent: u64,
+    total: u64,
+}
+
+impl http_body::Body for PatternBody {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        if self.sent >= self.total {
+            return Poll::Ready(None);
+        }
+        let n = (self.total - self.sent).min(64 * 1024);
+        let chunk: Vec<u8> = (self.sent..self.sent + n).map(pattern_byte).collect();
+        self.sent += n;
+        Poll::Ready(Some(Ok(Frame::data(Bytes::from(chunk)))))
+    }
+}
+
+type UpBody = http_body_util::Either<Full<Bytes>, PatternBody>;
+
+pub fn sha256_hex(data: &[u8]) -> String {
+    let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, data);
+    d.as_ref().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+impl Upstream {
+    pub fn start() -> Upstream {
+        let std_listener = StdListener::bind("127.0.0.1:0").expect("bind upstream");
+        std_listener.set_nonblocking(true).expect("nonblocking");
+        let addr = std_listener.local_addr().expect("addr");
+        let (arr_tx, arr_rx) = mpsc::channel();
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(std_listener).expect("listener");
+                let arr_tx = Arc::new(Mutex::new(arr_tx));
+                let accept = async {
+                    loop {
+                        let Ok((tcp, _)) = listener.accept().await else {
+                            continue;
+                        };
+                        let arr_tx = arr_tx.clone();
+                        tokio::spawn(async move {
+                            let svc = hyper::service::service_fn(move |req| {
+                                let arr_tx = arr_tx.clone();
+                                async move {
+                                    Ok::<_, std::convert::Infallible>(
+                                        upstream_route(req, arr_tx).await,
+                                    )
+                                }
+                            });
+                            let _ = hyper_util::server::conn::auto::Builder::new(
+                                hyper_util::rt::TokioExecutor::new(),
+                            )
+                            .serve_connection(hyper_util::rt::TokioIo::new(tcp), svc)
+                            .await;
+                        });
+                    }
+                };
+                tokio::select! {
+                    _ = accept => {},
+                    _ = stop_rx => {},
+                }
+            });
+        });
+        Upstream {
+            addr,
+            arrivals: Mutex::new(arr_rx),
+            _shutdown: stop_tx,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Waits until a `/slow` request reached the upstream.
+    pub fn wait_arrival(&self) -> String {
+        self.arrivals
+            .lock()
+            .expect("lock")
+            .recv_timeout(Duration::from_secs(20))
+            .expect("request reached the upstream")
+    }
+}
+
+async fn upstream_route(
+    req: http::Request<hyper::body::Incoming>,
+    arrivals: Arc<Mutex<mpsc::Sender<String>>>,
+) -> http::Response<UpBody> {
+    let path = req.uri().path().to_string();
+    let full = |s: String| http::Response::new(UpBody::Left(Full::new(Bytes::from(s))));
+    if path == "/headers" {
+        let list: Vec<(String, String)> = req
+            .headers()
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.to_string(),
+                    String::from_utf8_lossy(v.as_bytes()).to_string(),
+                )
+            })
+            .collect();
+        let body = serde_json::json!({
+            "method": req.method().as_str(),
+            "uri": req.uri().to_string(),
+            "version": format!("{:?}", req.version()),
+            "headers": list,
+        });
+        return full(body.to_string());
+    }
+    if let Some(n) = path.strip_prefix("/bytes/") {
+        let total: u64 = n.parse().unwrap_or(0);
+        return http::Response::new(UpBody::Right(PatternBody { sent: 0, total }));
+    }
+    if path == "/upload" {
+        let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+        let mut len = 0usize;
+        let mut body = req.into_body();
+        while let Some(frame) = body.frame().await {
+            let Ok(frame) = frame else { break };
+            if let Some(d) = frame.data_ref() {
+                len += d.len();
+                ctx.update(d);
+            }
+        }
+        let hex: String = ctx
+            .finish()
+            .as_ref()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        return full(format!("{len} {hex}"));
+    }
+    if let Some(ms) = path.strip_prefix("/slow/") {
+        let ms: u64 = ms.parse().unwrap_or(0);
+        let _ = arrivals.lock().map(|tx| tx.send(path.clone()));
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+        return full("slow done".into());
+    }
+    let mut resp = full(format!("not found: {path}"));
+    *resp.status_mut() = http::StatusCode::NOT_FOUND;
+    resp
+}
+
+/// A free loopback port nobody listens on (bound then released).
+pub fn unused_port() -> u16 {
+    StdListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port()
+}
+
+/// Collected log lines of a child process, with a way to wait for one.
+#[derive(Clone, Default)]
+pub struct Logs(Arc<(Mutex<Vec<String>>, Condvar)>);
+
+impl Logs {
+    fn push(&self, line: String) {
+        let (m, c) = &*self.0;
+        m.lock().expect("lock").push(line);
+        c.notify_all();
+    }
+
+    /// Waits until a line satisfying `pred` appears after index `from`; returns it.
+    pub fn wait_for(
+        &self,
+        from: usize,
+        timeout: Duration,
+        pred: impl Fn(&str) -> bool,
+    ) -> Option<String> {
+        let (m, c) = &*self.0;
+        let deadline = Instant::now() + timeout;
+        let mut lines = m.lock().expect("lock");
+        loop {
+            if let Some(l) = lines.iter().skip(from).find(|l| pred(l)) {
+                return Some(l.clone());
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return None;
+            }
+            lines = c.wait_timeout(lines, deadline - now).expect("lock").0;
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.0 .0.lock().expect("lock").len()
+    }
+
+    pub fn dump(&self) -> String {
+        self.0 .0.lock().expect("lock").join("\n")
+    }
+}
+
+/// The real meshgate binary, killed on drop.
+pub struct Meshgate {
+    pub child: Child,
+    pub data: SocketAddr,
+    pub admin: SocketAddr,
+    pub logs: Logs,
+    pub config_path: PathBuf,
+}
+
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_meshgate")
+}
+
+/// The YAML for a sidecar using `pki`'s files and `upstream`; `extra` is appended.
+pub fn config_yaml(pki: &Pki, upstream: &str, extra: &str) -> String {
+    format!(
+        "listen: 127.0.0.1:0\nadmin: 127.0.0.1:0\nupstream: {upstream}\nworkers: 2\ntls:\n  cert: {}\n  key: {}\n  client_ca: {}\nlog:\n  level: info,meshgate=debug\n  format: json\n{extra}",
+        pki.path("server.pem").display(),
+        pki.path("server-key.pem").display(),
+        pki.path("ca.pem").display(),
+    )
+}
+
+impl Meshgate {
+    /// Starts `meshgate run` with `yaml` and waits for its ready line.
+    pub fn start(dir: &Path, yaml: &str) -> Meshgate {
+        let config_path = dir.join("meshgate.yaml");
+        std::fs::write(&config_path, yaml).expect("write config");
+        let mut child = Command::new(bin())
+            .arg("run")
+            .arg("--config")
+            .arg(&config_path)
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn meshgate");
+        let logs = Logs::default();
+        let stderr = child.stderr.take().expect("stderr");
+        let sink = logs.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                sink.push(line);
+            }
+        });
+        let ready = logs.wait_for(0, Duration::from_secs(30), |l| {
+            l.contains("\"meshgate ready\"")
+        });
+        let Some(ready) = ready else {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("meshgate did not become ready:\n{}", logs.dump());
+        };
+        let v: serde_json::Value = serde_json::from_str(&ready).expect("json log line");
+        let addr = |k: &str| -> SocketAddr {
+            v[k].as_str()
+                .and_then(|s| s.parse().ok())
+                .unwrap_or_else(|| panic!("no {k} in {ready}"))
+        };
+        Meshgate {
+            data: addr("data"),
+            admin: addr("admin"),
+            child,
+            logs,
+            config_path,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("https://localhost:{}{}", self.data.port(), path)
+    }
+
+    pub fn metrics(&self) -> String {
+        let out = Command::new("curl")
+            .args(["-sS", "--max-time", "10"])
+            .arg(format!("http://{}/metrics", self.admin))
+            .output()
+            .expect("curl metrics");
+        String::from_utf8_lossy(&out.stdout).to_string()
+    }
+
+    /// The value of one sample line (`name{labels}`), 0 when absent.
+    pub fn metric(&self, sample: &str) -> f64 {
+        metric_value(&self.metrics(), sample)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+pub fn metric_value(text: &str, sample: &str) -> f64 {
+    text.lines()
+        .find_map(|l| {
+            l.strip_prefix(sample)
+                .and_then(|rest| rest.strip_prefix(' '))
+        })
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+impl Drop for Meshgate {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs curl against the sidecar as client `who` (`None`: no client certificate).
+pub fn curl(pki: &Pki, who: Option<&str>, args: &[&str]) -> Output {
+    let mut cmd = Command::new("curl");
+    cmd.args(["-sS", "--max-time", "30", "--cacert"])
+        .arg(pki.path("ca.pem"));
+    if let Some(who) = who {
+        cmd.arg("--cert")
+            .arg(pki.path(&format!("{who}.pem")))
+            .arg("--key")
+            .arg(pki.path(&format!("{who}-key.pem")));
+    }
+    cmd.args(args).output().expect("curl runs")
+}
+
+/// `curl -w '%{http_code}'` for a GET; "000" when no HTTP response came.
+pub fn status_of(pki: &Pki, who: Option<&str>, url: &str) -> String {
+    let out = curl(pki, who, &["-o", "/dev/null", "-w", "%{http_code}", url]);
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+/// Requires a command-line tool; under CI its absence fails the test.
+pub fn require_tool(tool: &str) -> bool {
+    let found = Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {tool}"))
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    if !found {
+        if std::env::var("CI").is_ok_and(|v| v == "true") {
+            panic!("{tool} is required (CI=true); .ci/run installs it");
+        }
+        eprintln!("\n*** SKIPPING: {tool} is not installed ***\n");
+    }
+    found
+}
+
+/// A rustls client config presenting `who`'s certificate.
+pub fn rustls_client(pki: &Pki, who: &str) -> Arc<rustls::ClientConfig> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_file_iter(pki.path("ca.pem")).expect("ca") {
+        roots.add(c.expect("ca cert")).expect("add root");
+    }
+    let chain: Vec<CertificateDer<'static>> =
+        CertificateDer::pem_file_iter(pki.path(&format!("{who}.pem")))
+            .expect("cert")
+            .map(|c| c.expect("cert"))
+            .collect();
+    let key = PrivateKeyDer::from_pem_file(pki.path(&format!("{who}-key.pem"))).expect("key");
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_root_certificates(roots)
+        .with_client_auth_cert(chain, key)
+        .expect("client auth");
+    Arc::new(config)
+}
+
+/// Opens one TLS connection to the sidecar as `who`.
+pub async fn tls_connect(
+    pki: &Pki,
+    who: &str,
+    addr: SocketAddr,
+) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let connector = tokio_rustls::TlsConnector::from(rustls_client(pki, who));
+    let name = rustls_pki_types::ServerName::try_from("localhost").expect("name");
+    connector.connect(name, tcp).await.expect("tls handshake")
+}
+
+/// An HTTP/1.1 client bound to one TLS connection.
+pub async fn h1_client(
+    pki: &Pki,
+    who: &str,
+    addr: SocketAddr,
+) -> (
+    hyper::client::conn::http1::SendRequest<http_body_util::Empty<Bytes>>,
+    Vec<u8>,
+) {
+    let tls = tls_connect(pki, who, addr).await;
+    let server_cert = tls
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|c| c.first())
+        .map(|c| c.to_vec())
+        .unwrap_or_default();
+    let (sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
+        .await
+        .expect("http handshake");
+    tokio::spawn(conn);
+    (sender, server_cert)
+}
+
+/// GET `path` on an open connection; returns (status, body).
+pub async fn get_on(
+    sender: &mut hyper::client::conn::http1::SendRequest<http_body_util::Empty<Bytes>>,
+    path: &str,
+) -> (u16, String) {
+    sender.ready().await.expect("connection usable");
+    let req = http::Request::get(path)
+        .header("host", "localhost")
+        .body(http_body_util::Empty::<Bytes>::new())
+        .expect("request");
+    let resp = sender.send_request(req).await.expect("response");
+    let status = resp.status().as_u16();
+    let body = resp.into_body().collect().await.expect("body").to_bytes();
+    (status, String::from_utf8_lossy(&body).to_string())
+}

@@ -1,0 +1,606 @@
+//! The data path, end to end: the real binary, real certificates, real clients.
+
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use common::*;
+use rcgen::{ExtendedKeyUsagePurpose, SanType};
+
+fn start(pki: &Pki, upstream: &Upstream, extra: &str) -> Meshgate {
+    Meshgate::start(pki.dir.path(), &config_yaml(pki, &upstream.url(), extra))
+}
+
+fn headers_seen(body: &str) -> Vec<(String, String)> {
+    let v: serde_json::Value = serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}"));
+    v["headers"]
+        .as_array()
+        .expect("headers list")
+        .iter()
+        .map(|p| {
+            (
+                p[0].as_str().unwrap_or_default().to_string(),
+                p[1].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect()
+}
+
+fn values<'a>(h: &'a [(String, String)], name: &str) -> Vec<&'a str> {
+    h.iter()
+        .filter(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
+        .collect()
+}
+
+#[test]
+fn streams_a_10mb_download_and_upload_byte_for_byte() {
+    let pki = Pki::new();
+    let up = Upstream::start();
+    let mg = start(&pki, &up, "");
+    let total: u64 = 10 * 1024 * 1024;
+    let expected: Vec<u8> = (0..total).map(pattern_byte).collect();
+
+    let file = pki.path("download.bin");
+    let out = curl(
+        &pki,
+        Some("reporting"),
+        &[
+            "-o",
+            file.to_str().expect("utf-8 path"),
+            "-w",
+            "%{http_code}",
+            &mg.url(&format!("/bytes/{total}")),
+        ],
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "200",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let got = std::fs::read(&file).expect("downloaded file");
+    assert_eq!(got.len(), expected.len());
+    assert!(got == expected, "downloaded bytes differ");
+
+    let upload = pki.path("upload.bin");
+    std::fs::write(&upload, &expected).expect("write upload");
+    let out = curl(
+        &pki,
+        Some("reporting"),
+        &[
+            "--data-binary",
+            &format!("@{}", upload.display()),
+            &mg.url("/upload"),
+        ],
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        format!("{total} {}", sha256_hex(&expected))
+    );
+}
+
+#[test]
+fn a_100mb_download_is_streamed_not_buffered() {
+    let pki = Pki::new();
+    let up = Upstream::start();
+    let mg = start(&pki, &up, "");
+    let hwm = || -> u64 {
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", mg.pid())).expect("proc status");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmHWM")
+    };
+    // Warm up the connection path so its one-time allocations are not counted.
+    assert_eq!(
+        status_of(&pki, Some("reporting"), &mg.url("/bytes/1000")),
+        "200"
+    );
+    let before = hwm();
+    let out = curl(
+        &pki,
+        Some("reporting"),
+        &[
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code} %{size_download}",
+            &mg.url("/bytes/104857600"),
+        ],
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "200 104857600");
+    let grown_kb = hwm().saturating_sub(before);
+    assert!(
+        grown_kb < 32 * 1024,
+        "peak RSS grew by {grown_kb} kB for a 100 MB body"
+    );
+}
+
+#[test]
+fn http2_is_negotiated_by_alpn() {
+    let pki = Pki::new();
+    let up = Upstream::start();
+    let mg = start(&pki, &up, "");
+    let out = curl(
+        &pki,
+        Some("reporting"),
+        &["--http2", "-w", "\n%{http_version}", &mg.url("/headers")],
+    );
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let (body, version) = text.rsplit_once('\n').expect("version line");
+    assert_eq!(version, "2");
+    let h = headers_seen(body);
+    assert_eq!(values(&h, "x-meshgate-principal"), vec![REPORTING]);
+    // The original authority reaches the upstream as Host.
+    assert_eq!(
+        values(&h, "host"),
+        vec![format!("localhost:{}", mg.data.port()).as_str()]
+    );
+
+    let out = curl(
+        &pki,
+        Some("reporting"),
+        &[
+            "--http1.1",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_version}",
+            &mg.url("/headers"),
+        ],
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "1.1");
+}
+
+#[test]
+fn denies_spoofed_identity_headers() {
+    let pki = Pki::new();
+    let up = Upstream::start();
+    let mg = start(&pki, &up, "");
+    for proto in ["--http1.1", "--http2"] {
+        let out = curl(
+            &pki,
+            Some("reporting"),
+            &[
+                proto,
+                "-H", "x-forwarded-client-cert: By=spiffe://evil;URI=spiffe://mesh.local/ns/admin/sa/root",
+                "-H", "X-Meshgate-Principal: spiffe://mesh.local/ns/admin/sa/root",
+                "-H", "x-meshgate-principal: spiffe://evil",
+                "-H", "x-meshgate-user: root",
+                "-H", "Connection: keep-alive, x-custom",
+                "-H", "x-custom: should-be-dropped",
+                "-H", "x-end-to-end: kept",
+                &mg.url("/headers?q=1"),
+            ],
+        );
+        let body = String::from_utf8_lossy(&out.stdout).to_string();
+        let h = headers_seen(&body);
+        assert_eq!(
+            values(&h, "x-meshgate-principal"),
+            vec![REPORTING],
+            "{proto}: {body}"
+        );
+        assert!(values(&h, "x-meshgate-user").is_empty(), "{proto}: {body}");
+        let xfcc = values(&h, "x-forwarded-client-cert");
+        assert_eq!(xfcc.len(), 1, "{proto}: {body}");
+        assert!(xfcc[0].starts_with("Hash="), "{}", xfcc[0]);
+        assert!(
+            xfcc[0].contains(&format!(";URI={REPORTING}")),
+            "{}",
+            xfcc[0]
+        );
+        assert!(
+            !xfcc[0].contains("evil") && !xfcc[0].contains("admin"),
+            "{}",
+            xfcc[0]
+        );
+        if proto == "--http1.1" {
+            // (HTTP/2 has no Connection header: curl drops it, so x-custom is end to end there.)
+            assert!(
+                values(&h, "x-custom").is_empty(),
+                "{proto}: Connection-named header forwarded"
+            );
+        }
+        assert!(values(&h, "connection")
+            .iter()
+            .all(|v| !v.contains("x-custom")));
+        assert_eq!(values(&h, "x-end-to-end"), vec!["kept"]);
+        assert_eq!(values(&h, "x-forwarded-proto"), vec!["https"]);
+        assert_eq!(values(&h, "x-request-id").len(), 1);
+        let v: serde_json::Value = serde_json::from_str(&body).expect("json");
+        assert_eq!(v["uri"], "/headers?q=1", "method, path and query preserved");
+    }
+}
+
+#[test]
+fn refuses_bad_client_certificates_at_the_handshake() {
+    if !require_tool("openssl") {
+        return;
+    }
+    let pki = Pki::new();
+    let other = common::Ca::new("some other CA");
+    pki.foreign_client("foreign", &other, Leaf::client_spiffe(REPORTING));
+    let mut expired = Leaf::client_spiffe(REPORTING);
+    expired.valid_from = -time::Duration::days(10);
+    expired.valid_until = -time::Duration::days(1);
+    pki.client("expired", expired);
+    let mut future = Leaf::client_spiffe(REPORTING);
+    future.valid_from = time::Duration::days(1);
+    future.valid_until = time::Duration::days(10);
+    pki.client("future", future);
+    let mut server_only = Leaf::client_spiffe(REPORTING);
+    server_only.eku = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    pki.client("serveronly", server_only);
+
+    let up = Upstream::start();
+    let mg = start(&pki, &up, "");
+    let cases = [
+        (None, "no_client_cert"),
+        (Some("foreign"), "untrusted"),
+        (Some("expired"), "expired"),
+        (Some("future"), "not_yet_valid"),
+        (Some("serveronly"), "bad_usage"),
+    ];
+    for (who, reason) in cases {
+        let sample = format!("meshgate_tls_handshake_failures_total{{reason=\"{reason}\"}}");
+        let before = mg.metric(&sample);
+        // curl (TLS 1.3): no HTTP response at all.
+        assert_eq!(
+            status_of(&pki, who, &mg.url("/headers")),
+            "000",
+            "{who:?} got an HTTP response"
+        );
+        // openssl s_client (TLS 1.2): the handshake itself fails.
+        let mut cmd = Command::new("openssl");
+        cmd.args([
+            "s_client",
+            "-tls1_2",
+            "-connect",
+            &mg.data.to_string(),
+            "-servername",
+            "localhost",
+            "-CAfile",
+        ])
+        .arg(pki.path("ca.pem"));
+        if let Some(w) = who {
+            cmd.arg("-cert")
+                .arg(pki.path(&format!("{w}.pem")))
+                .arg("-key")
+                .arg(pki.path(&format!("{w}-key.pem")));
+        }
+        let out = cmd
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("openssl runs");
+        assert!(
+            !out.status.success(),
+            "{who:?}: openssl handshake succeeded:\n{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        let after = mg.metric(&sample);
+        assert_eq!(after - before, 2.0, "{sample} counted {before} -> {after}");
+    }
+    // The good client still gets through, over TLS 1.2 and 1.3.
+    assert_eq!(
+        status_of(&pki, Some("reporting"), &mg.url("/headers")),
+        "200"
+    );
+    let out = curl(
+        &pki,
+        Some("reporting"),
+        &[
+            "--tls-max",
+            "1.2",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            &mg.url("/headers"),
+        ],
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "200");
+}
+
+#[test]
+fn identity_falls_back_from_spiffe_to_dns_to_cn_and_refuses_ambiguous_ids() {
+    let pki = Pki::new();
+    let mut dns = Leaf::client_spiffe(REPORTING);
+    dns.sans = vec![
+        SanType::URI("https://not-spiffe.example/x".try_into().expect("ia5")),
+        SanType::DnsName("reporting.finance.svc".try_into().expect("ia5")),
+    ];
+    pki.client("dns", dns);
+    let mut cn = Leaf::client_spiffe(REPORTING);
+    cn.sans = vec![];
+    cn.cn = Some("legacy-batch".into());
+    pki.client("cn", cn);
+    let mut two = Leaf::client_spiffe(REPORTING);
+    two.sans.push(SanType::URI(
+        "spiffe://mesh.local/ns/admin/sa/root"
+            .try_into()
+            .expect("ia5"),
+    ));
+    pki.client("two", two);
+    let mut bad = Leaf::client_spiffe(REPORTING);
+    bad.sans = vec![
+        SanType::URI("spiffe://mesh.local/ns/../sa/x".try_into().expect("ia5")),
+        SanType::DnsName("fallback.example".try_into().expect("ia5")),
+    ];
+    pki.client("badspiffe", bad);
+
+    let up = Upstream::start();
+    let mg = start(&pki, &up, "");
+    let principal = |who: &str| {
+        let out = curl(&pki, Some(who), &[&mg.url("/headers")]);
+        let h = headers_seen(&String::from_utf8_lossy(&out.stdout));
+        values(&h, "x-meshgate-principal")
+            .iter()
+            .map(|s| s.to_string())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(principal("reporting"), vec![REPORTING.to_string()]);
+    assert_eq!(
+        principal("dns"),
+        vec!["dns:reporting.finance.svc".to_string()]
+    );
+    assert_eq!(principal("cn"), vec!["cn:legacy-batch".to_string()]);
+    for who in ["two", "badspiffe"] {
+        assert_eq!(
+            status_of(&pki, Some(who), &mg.url("/headers")),
+            "000",
+            "{who} was let in"
+        );
+    }
+    assert_eq!(
+        mg.metric("meshgate_tls_handshake_failures_total{reason=\"bad_identity\"}"),
+        2.0
+    );
+}
+
+#[test]
+fn upstream_down_is_502_with_a_request_id() {
+    let pki = Pki::new();
+    let port = unused_port();
+    let mg = Meshgate::start(
+        pki.dir.path(),
+        &config_yaml(&pki, &format!("http://127.0.0.1:{port}"), ""),
+    );
+    let out = curl(
+        &pki,
+        Some("reporting"),
+        &["-w", "\n%{http_code}", &mg.url("/anything")],
+    );
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let (body, status) = text.rsplit_once('\n').expect("status line");
+    assert_eq!(status, "502");
+    let v: serde_json::Value = serde_json::from_str(body).expect("json body");
+    assert_eq!(v["error"], "upstream_unavailable");
+    assert_eq!(v["request_id"].as_str().map(str::len), Some(32));
+}
+
+#[test]
+fn slow_upstream_is_504() {
+    let pki = Pki::new();
+    let up = Upstream::start();
+    let mg = start(&pki, &up, "timeouts:\n  upstream_response: 300ms\n");
+    let out = curl(
+        &pki,
+        Some("reporting"),
+        &["-w", "\n%{http_code}", &mg.url("/slow/10000")],
+    );
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let (body, status) = text.rsplit_once('\n').expect("status line");
+    assert_eq!(status, "504", "{body}");
+    assert!(body.contains("\"error\":\"upstream_timeout\""), "{body}");
+    assert_eq!(mg.metric("meshgate_requests_total{class=\"5xx\"}"), 1.0);
+}
+
+#[test]
+fn sigterm_drains_an_in_flight_request() {
+    let pki = Pki::new();
+    let up = Upstream::start();
+    let mut mg = start(&pki, &up, "timeouts:\n  shutdown_grace: 20s\n");
+    let url = mg.url("/slow/1500");
+    let ca = pki.path("ca.pem");
+    let cert = pki.path("reporting.pem");
+    let key = pki.path("reporting-key.pem");
+    let client = std::thread::spawn(move || {
+        Command::new("curl")
+            .args(["-sS", "--max-time", "30", "-w", " %{http_code}"])
+            .arg("--cacert")
+            .arg(ca)
+            .arg("--cert")
+            .arg(cert)
+            .arg("--key")
+            .arg(key)
+            .arg(url)
+            .output()
+            .expect("curl")
+    });
+    up.wait_arrival();
+    let kill = Command::new("kill")
+        .args(["-TERM", &mg.pid().to_string()])
+        .status()
+        .expect("kill");
+    assert!(kill.success());
+    let out = client.join().expect("client thread");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "slow done 200");
+    let status = mg.child.wait().expect("exit status");
+    assert!(
+        status.success(),
+        "exit status {status:?}\n{}",
+        mg.logs.dump()
+    );
+    assert!(mg
+        .logs
+        .wait_for(0, Duration::from_secs(5), |l| l.contains("\"drained\""))
+        .is_some());
+}
+
+#[tokio::test]
+async fn slow_loris_is_cut_off_at_the_header_timeout() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let pki = Pki::new();
+    let up = Upstream::start();
+    // The idle timeout is far away: only the header timeout can close this connection.
+    let mg = start(&pki, &up, "timeouts:\n  header_read: 1s\n  idle: 120s\n");
+    let mut tls = tls_connect(&pki, "reporting", mg.data).await;
+    tls.write_all(b"GET /headers HTTP/1.1\r\nHost: localhost\r\nX-Slow: 1")
+        .await
+        .expect("write");
+    tls.flush().await.expect("flush");
+    let mut buf = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(20), tls.read_to_end(&mut buf)).await;
+    assert!(
+        read.is_ok(),
+        "connection still open 20 s after a 1 s header timeout"
+    );
+    let text = String::from_utf8_lossy(&buf);
+    assert!(!text.contains("200 OK"), "{text}");
+}
+
+#[tokio::test]
+async fn idle_connections_are_closed() {
+    use tokio::io::AsyncReadExt;
+    let pki = Pki::new();
+    let up = Upstream::start();
+    let mg = start(&pki, &up, "timeouts:\n  idle: 1s\n");
+    let mut tls = tls_connect(&pki, "reporting", mg.data).await;
+    let mut buf = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(20), tls.read_to_end(&mut buf)).await;
+    assert!(read.is_ok(), "idle connection still open");
+}
+
+#[tokio::test]
+async fn certificate_rotation_keeps_open_connections_and_serves_the_new_one() {
+    // The kubelet / csi-driver layout: files are symlinks through `..data`,
+    // which is swapped atomically to a new timestamped directory.
+    let pki = Pki::new();
+    let certs = pki.path("mounted");
+    std::fs::create_dir(&certs).expect("mkdir");
+    let stage = |version: &str, cert: &str, key: &str| {
+        let d = certs.join(version);
+        std::fs::create_dir(&d).expect("mkdir version");
+        std::fs::write(d.join("tls.crt"), cert).expect("cert");
+        std::fs::write(d.join("tls.key"), key).expect("key");
+        std::fs::write(d.join("ca.crt"), &pki.ca.pem).expect("ca");
+        let tmp = certs.join("..data_tmp");
+        std::os::unix::fs::symlink(version, &tmp).expect("symlink");
+        std::fs::rename(&tmp, certs.join("..data")).expect("atomic swap");
+    };
+    let (c1, k1) = pki.ca.issue(Leaf::server());
+    stage("..v1", &c1, &k1);
+    for f in ["tls.crt", "tls.key", "ca.crt"] {
+        std::os::unix::fs::symlink(format!("..data/{f}"), certs.join(f)).expect("symlink");
+    }
+    let up = Upstream::start();
+    let yaml = format!(
+        "listen: 127.0.0.1:0\nadmin: 127.0.0.1:0\nupstream: {}\ntls:\n  cert: mounted/tls.crt\n  key: mounted/tls.key\n  client_ca: mounted/ca.crt\nlog:\n  format: json\n",
+        up.url()
+    );
+    let mg = Meshgate::start(pki.dir.path(), &yaml);
+
+    let (mut open, first_cert) = h1_client(&pki, "reporting", mg.data).await;
+    assert_eq!(get_on(&mut open, "/headers").await.0, 200);
+
+    let from = mg.logs.len();
+    let (c2, k2) = pki.ca.issue(Leaf::server());
+    stage("..v2", &c2, &k2);
+    mg.logs
+        .wait_for(from, Duration::from_secs(20), |l| {
+            l.contains("tls material reloaded")
+        })
+        .unwrap_or_else(|| panic!("no reload:\n{}", mg.logs.dump()));
+
+    // The open connection keeps working.
+    assert_eq!(get_on(&mut open, "/headers").await.0, 200);
+    // A new handshake gets the new certificate.
+    let (mut fresh, second_cert) = h1_client(&pki, "reporting", mg.data).await;
+    assert_ne!(first_cert, second_cert);
+    let expected = rustls_pki_types::CertificateDer::from_pem_slice(c2.as_bytes()).expect("pem");
+    assert_eq!(second_cert, expected.to_vec());
+    assert_eq!(get_on(&mut fresh, "/headers").await.0, 200);
+    assert_eq!(mg.metric("meshgate_tls_reloads_total{result=\"ok\"}"), 1.0);
+}
+
+use rustls_pki_types::pem::PemObject;
+
+#[tokio::test]
+async fn corrupt_or_mismatched_replacement_keeps_the_old_certificate() {
+    let pki = Pki::new();
+    let up = Upstream::start();
+    let mg = start(&pki, &up, "");
+    let (_, original) = h1_client(&pki, "reporting", mg.data).await;
+
+    // 1. garbage certificate
+    let from = mg.logs.len();
+    pki.write(
+        "server.pem",
+        "-----BEGIN CERTIFICATE-----\nnot base64 at all\n-----END CERTIFICATE-----\n",
+    );
+    let line = mg
+        .logs
+        .wait_for(from, Duration::from_secs(20), |l| {
+            l.contains("tls reload failed")
+        })
+        .unwrap_or_else(|| panic!("no reload failure logged:\n{}", mg.logs.dump()));
+    assert!(line.contains("tls.cert"), "{line}");
+    let (mut c, served) = h1_client(&pki, "reporting", mg.data).await;
+    assert_eq!(served, original);
+    assert_eq!(get_on(&mut c, "/headers").await.0, 200);
+
+    // 2. a valid certificate whose key does not match the key file
+    let from = mg.logs.len();
+    let (other_cert, _) = pki.ca.issue(Leaf::server());
+    pki.write("server.pem", &other_cert);
+    let line = mg
+        .logs
+        .wait_for(from, Duration::from_secs(20), |l| {
+            l.contains("tls reload failed")
+        })
+        .unwrap_or_else(|| panic!("no reload failure logged:\n{}", mg.logs.dump()));
+    assert!(line.contains("does not match"), "{line}");
+    let (mut c, served) = h1_client(&pki, "reporting", mg.data).await;
+    assert_eq!(served, original);
+    assert_eq!(get_on(&mut c, "/headers").await.0, 200);
+    assert!(mg.metric("meshgate_tls_reloads_total{result=\"error\"}") >= 2.0);
+}
+
+#[test]
+fn admin_port_reports_liveness_readiness_and_metrics() {
+    let pki = Pki::new();
+    let up = Upstream::start();
+    let mg = start(&pki, &up, "");
+    assert_eq!(
+        status_of(&pki, Some("reporting"), &mg.url("/headers")),
+        "200"
+    );
+    for (path, code) in [("/live", "200"), ("/ready", "200"), ("/nope", "404")] {
+        let out = Command::new("curl")
+            .args(["-s", "-o", "/dev/null", "-w", "%{http_code}"])
+            .arg(format!("http://{}{path}", mg.admin))
+            .output()
+            .expect("curl");
+        assert_eq!(String::from_utf8_lossy(&out.stdout), code, "{path}");
+    }
+    let m = mg.metrics();
+    assert_eq!(
+        metric_value(&m, "meshgate_requests_total{class=\"2xx\"}"),
+        1.0,
+        "{m}"
+    );
+    assert_eq!(
+        metric_value(&m, "meshgate_request_duration_seconds_count"),
+        1.0,
+        "{m}"
+    );
+    assert!(m.contains("meshgate_open_connections "), "{m}");
+    assert!(
+        m.contains("meshgate_certificate_expiry_timestamp_seconds{cert=\"server\"}"),
+        "{m}"
+    );
+}
