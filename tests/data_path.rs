@@ -604,3 +604,103 @@ fn admin_port_reports_liveness_readiness_and_metrics() {
         "{m}"
     );
 }
+
+#[tokio::test]
+async fn grpc_trailers_pass_through_to_an_h2c_upstream() {
+    use http_body_util::BodyExt;
+    let pki = Pki::new();
+    let up = Upstream::start();
+    let mg = start(&pki, &up, "upstream_protocol: h2c\n");
+    let tls = tls_connect_alpn(&pki, "reporting", mg.data, &[b"h2"]).await;
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    let (mut sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tls),
+    )
+    .await
+    .expect("h2 handshake");
+    tokio::spawn(conn);
+    let req = http::Request::post(mg.url("/trailers"))
+        .header("te", "trailers")
+        .header("content-type", "application/grpc")
+        .body(http_body_util::Full::new(bytes::Bytes::from_static(
+            b"\0\0\0\0\0",
+        )))
+        .expect("request");
+    let resp = sender.send_request(req).await.expect("response");
+    assert_eq!(resp.status(), 200);
+    assert_eq!(
+        resp.headers().get("x-seen-te").map(|v| v.as_bytes()),
+        Some(&b"trailers"[..])
+    );
+    let collected = resp.into_body().collect().await.expect("body");
+    let trailers = collected.trailers().cloned().expect("trailers arrive");
+    assert_eq!(
+        trailers.get("grpc-status").map(|v| v.as_bytes()),
+        Some(&b"0"[..])
+    );
+    assert_eq!(
+        trailers.get("grpc-message").map(|v| v.as_bytes()),
+        Some(&b"all good"[..])
+    );
+    assert_eq!(collected.to_bytes().len(), 5);
+}
+
+#[test]
+fn oversized_request_headers_are_refused() {
+    let pki = Pki::new();
+    let up = Upstream::start();
+    let mg = start(&pki, &up, "limits:\n  max_header_bytes: 16384\n");
+    let big = format!("x-big: {}", "a".repeat(20_000));
+    let out = curl(
+        &pki,
+        Some("reporting"),
+        &[
+            "--http1.1",
+            "-H",
+            &big,
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            &mg.url("/headers"),
+        ],
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "431");
+    let small = format!("x-big: {}", "a".repeat(4_000));
+    let out = curl(
+        &pki,
+        Some("reporting"),
+        &[
+            "--http1.1",
+            "-H",
+            &small,
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            &mg.url("/headers"),
+        ],
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "200");
+    // HTTP/2: the header list limit refuses the stream; it never reaches the upstream.
+    let out = curl(
+        &pki,
+        Some("reporting"),
+        &[
+            "--http2",
+            "-H",
+            &big,
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            &mg.url("/headers"),
+        ],
+    );
+    let code = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        code == "431" || code == "000",
+        "HTTP/2 oversized headers answered {code}"
+    );
+}

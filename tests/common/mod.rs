@@ -156,6 +156,7 @@ pub fn pattern_byte(i: u64) -> u8 {
 struct PatternBody {
     sent: u64,
     total: u64,
+    trailers: Option<http::HeaderMap>,
 }
 
 impl http_body::Body for PatternBody {
@@ -166,7 +167,7 @@ impl http_body::Body for PatternBody {
         _cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         if self.sent >= self.total {
-            return Poll::Ready(None);
+            return Poll::Ready(self.trailers.take().map(|t| Ok(Frame::trailers(t))));
         }
         let n = (self.total - self.sent).min(64 * 1024);
         let chunk: Vec<u8> = (self.sent..self.sent + n).map(pattern_byte).collect();
@@ -275,7 +276,30 @@ async fn upstream_route(
     }
     if let Some(n) = path.strip_prefix("/bytes/") {
         let total: u64 = n.parse().unwrap_or(0);
-        return http::Response::new(UpBody::Right(PatternBody { sent: 0, total }));
+        return http::Response::new(UpBody::Right(PatternBody {
+            sent: 0,
+            total,
+            trailers: None,
+        }));
+    }
+    if path == "/trailers" {
+        let mut t = http::HeaderMap::new();
+        t.insert("grpc-status", http::HeaderValue::from_static("0"));
+        t.insert("grpc-message", http::HeaderValue::from_static("all good"));
+        let te = req.headers().get("te").map(|v| v.as_bytes().to_vec());
+        let mut resp = http::Response::new(UpBody::Right(PatternBody {
+            sent: 0,
+            total: 5,
+            trailers: Some(t),
+        }));
+        if let Some(te) = te.and_then(|v| http::HeaderValue::from_bytes(&v).ok()) {
+            resp.headers_mut().insert("x-seen-te", te);
+        }
+        resp.headers_mut().insert(
+            "content-type",
+            http::HeaderValue::from_static("application/grpc"),
+        );
+        return resp;
     }
     if path == "/upload" {
         let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
@@ -505,6 +529,11 @@ pub fn require_tool(tool: &str) -> bool {
 
 /// A rustls client config presenting `who`'s certificate.
 pub fn rustls_client(pki: &Pki, who: &str) -> Arc<rustls::ClientConfig> {
+    rustls_client_alpn(pki, who, &[])
+}
+
+/// The same, offering the given ALPN protocols.
+pub fn rustls_client_alpn(pki: &Pki, who: &str, alpn: &[&[u8]]) -> Arc<rustls::ClientConfig> {
     use rustls_pki_types::pem::PemObject;
     use rustls_pki_types::{CertificateDer, PrivateKeyDer};
     let mut roots = rustls::RootCertStore::empty();
@@ -518,12 +547,13 @@ pub fn rustls_client(pki: &Pki, who: &str) -> Arc<rustls::ClientConfig> {
             .collect();
     let key = PrivateKeyDer::from_pem_file(pki.path(&format!("{who}-key.pem"))).expect("key");
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .expect("versions")
         .with_root_certificates(roots)
         .with_client_auth_cert(chain, key)
         .expect("client auth");
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     Arc::new(config)
 }
 
@@ -533,8 +563,17 @@ pub async fn tls_connect(
     who: &str,
     addr: SocketAddr,
 ) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    tls_connect_alpn(pki, who, addr, &[]).await
+}
+
+pub async fn tls_connect_alpn(
+    pki: &Pki,
+    who: &str,
+    addr: SocketAddr,
+    alpn: &[&[u8]],
+) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
     let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    let connector = tokio_rustls::TlsConnector::from(rustls_client(pki, who));
+    let connector = tokio_rustls::TlsConnector::from(rustls_client_alpn(pki, who, alpn));
     let name = rustls_pki_types::ServerName::try_from("localhost").expect("name");
     connector.connect(name, tcp).await.expect("tls handshake")
 }
