@@ -47,6 +47,7 @@ fn route(sc: &Sidecar, req: &Request<Incoming>) -> Response<Full<Bytes>> {
         "/live" => text(StatusCode::OK, "live\n"),
         "/ready" if sc.is_ready() => text(StatusCode::OK, "ready\n"),
         "/ready" => text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n"),
+        "/policy" => policy(sc),
         "/metrics" => {
             let mut resp = Response::new(Full::new(Bytes::from(sc.metrics.encode())));
             resp.headers_mut().insert(
@@ -65,6 +66,37 @@ fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
     resp.headers_mut().insert(
         header::CONTENT_TYPE,
         header::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    resp
+}
+
+/// `GET /policy`: which snapshot is live, and the last reload error.
+fn policy(sc: &Sidecar) -> Response<Full<Bytes>> {
+    let body = match &sc.policy {
+        None => serde_json::json!({ "mode": "authenticated", "version": null }),
+        Some(store) => {
+            let s = store.current();
+            let last_error = store.last_error().map(|e| {
+                serde_json::json!({
+                    "at": humantime::format_rfc3339_seconds(e.at).to_string(),
+                    "errors": e.errors,
+                })
+            });
+            serde_json::json!({
+                "mode": "enforcing",
+                "version": s.version,
+                "loaded_at": humantime::format_rfc3339_seconds(s.loaded_at).to_string(),
+                "policies": s.policy_count,
+                "shadow_policies": s.shadow_policy_count,
+                "routes": s.routes().len(),
+                "last_error": last_error,
+            })
+        }
+    };
+    let mut resp = Response::new(Full::new(Bytes::from(body.to_string())));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/json"),
     );
     resp
 }

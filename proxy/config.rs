@@ -59,6 +59,9 @@ pub struct Config {
     pub limits: Limits,
     #[serde(default)]
     pub log: LogConfig,
+    /// Cedar authorization. Absent: authenticated mode (any verified client passes).
+    #[serde(default)]
+    pub policy: Option<crate::authz::PolicyConfig>,
 }
 
 fn default_admin() -> SocketAddr {
@@ -225,6 +228,9 @@ impl Config {
         let mut config = Config::parse(&text, &file)?;
         let base = path.parent().unwrap_or(Path::new(""));
         config.tls.resolve(base);
+        if let Some(p) = config.policy.as_mut() {
+            p.resolve(base);
+        }
         config.validate(&file)?;
         Ok(config)
     }
@@ -296,6 +302,25 @@ impl Config {
         ] {
             if let Err(e) = std::fs::metadata(p) {
                 return Err(invalid(field, format!("{}: {e}", p.display())));
+            }
+        }
+        if let Some(p) = &self.policy {
+            let named = [("policy.schema", &p.schema)]
+                .into_iter()
+                .chain(p.entities.iter().map(|e| ("policy.entities", e)))
+                .chain(p.sources.iter().map(|s| ("policy.sources", s)))
+                .chain(p.contracts.iter().map(|c| ("policy.contracts", c)))
+                .chain(p.shadow.iter().map(|c| ("policy.shadow", c)));
+            for (field, path) in named {
+                if let Err(e) = std::fs::metadata(path) {
+                    return Err(invalid(field, format!("{}: {e}", path.display())));
+                }
+            }
+            if p.sources.is_empty() {
+                return Err(invalid(
+                    "policy.sources",
+                    "name at least one policy file or directory".into(),
+                ));
             }
         }
         Ok(())

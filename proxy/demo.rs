@@ -35,6 +35,7 @@ pub fn demo_config(opts: &DemoOptions, upstream: SocketAddr) -> anyhow::Result<C
             level: None,
             format: LogFormat::Text,
         },
+        policy: None,
     })
 }
 
@@ -50,7 +51,7 @@ pub async fn run(opts: DemoOptions, shutdown: impl Future<Output = ()>) -> anyho
 
     let config = demo_config(&opts, product_addr)?;
     config.validate("(demo)")?;
-    let bound = crate::server::bind(config).await?;
+    let bound = crate::server::bind(config, Some(crate::embedded::demo_inputs())).await?;
     let data = bound.data_addr()?;
     let admin = bound.admin_addr()?;
     let dir = opts.certs.display();
@@ -61,15 +62,22 @@ pub async fn run(opts: DemoOptions, shutdown: impl Future<Output = ()>) -> anyho
     println!();
     println!("meshgate demo: sample data product \"sales.orders\" on http://{product_addr}, behind the sidecar on {data}");
     println!();
-    for c in &clients {
-        println!("  # as {} ({})", c.name, c.spiffe_id);
-        println!("  {}", curl(&c.name));
-    }
+    println!(
+        "  # reporting ({}), finance domain: allowed to read orders -> 200",
+        clients[0].spiffe_id
+    );
+    println!("  {}", curl(&clients[0].name));
+    println!(
+        "  # campaigns ({}), marketing domain: denied by policy -> 403",
+        clients[1].spiffe_id
+    );
+    println!("  {}", curl(&clients[1].name));
+    println!("  # the policy snapshot that decides (version, policies, last reload error)");
+    println!("  curl http://{admin}/policy");
     println!("  # without a client certificate: refused at the TLS handshake");
     println!("  curl --cacert {dir}/ca.pem {url}");
-    println!("  # metrics, readiness");
+    println!("  # metrics");
     println!("  curl http://{admin}/metrics");
-    println!("  curl http://{admin}/ready");
     println!();
     println!("Ctrl-C stops the demo.");
     bound.serve(shutdown).await?;

@@ -13,6 +13,14 @@ pub type ProxyBody = Either<Incoming, Full<Bytes>>;
 pub enum ProxyError {
     #[error("request target not supported: {0}")]
     BadRequest(&'static str),
+    #[error("path refused: {0}")]
+    BadPath(#[from] crate::path::PathError),
+    #[error("no route for this path")]
+    NoRoute,
+    #[error("method not allowed on this path")]
+    MethodNotAllowed,
+    #[error("denied by policy")]
+    Forbidden,
     #[error("upstream refused the connection")]
     UpstreamUnavailable,
     #[error("upstream failed: {0}")]
@@ -24,7 +32,10 @@ pub enum ProxyError {
 impl ProxyError {
     pub fn status(&self) -> StatusCode {
         match self {
-            ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ProxyError::BadRequest(_) | ProxyError::BadPath(_) => StatusCode::BAD_REQUEST,
+            ProxyError::NoRoute => StatusCode::NOT_FOUND,
+            ProxyError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ProxyError::Forbidden => StatusCode::FORBIDDEN,
             ProxyError::UpstreamUnavailable | ProxyError::UpstreamFailed(_) => {
                 StatusCode::BAD_GATEWAY
             }
@@ -36,6 +47,10 @@ impl ProxyError {
     pub fn code(&self) -> &'static str {
         match self {
             ProxyError::BadRequest(_) => "bad_request",
+            ProxyError::BadPath(_) => "bad_path",
+            ProxyError::NoRoute => "no_route",
+            ProxyError::MethodNotAllowed => "method_not_allowed",
+            ProxyError::Forbidden => "forbidden",
             ProxyError::UpstreamUnavailable => "upstream_unavailable",
             ProxyError::UpstreamFailed(_) => "upstream_failed",
             ProxyError::UpstreamTimeout => "upstream_timeout",

@@ -1,17 +1,24 @@
 //! meshgate: a policy-enforcing mTLS sidecar for data products.
 //!
-//! The request path reads top to bottom in [`server`]: TLS and identity per
-//! connection, then per request header hygiene and forwarding in [`proxy`].
+//! The request path reads top to bottom in [`server`] (per connection: TLS,
+//! identity) and [`proxy`] (per request: path normalisation, route, Cedar
+//! decision, forwarding).
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod authz;
 pub mod certs;
 pub mod config;
+pub mod contract;
 pub mod demo;
+pub mod embedded;
 pub mod error;
 pub mod identity;
 pub mod metrics;
+pub mod path;
+pub mod policy;
 pub mod proxy;
+pub mod routes;
 pub mod sample;
 pub mod server;
 pub mod tls;

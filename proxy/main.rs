@@ -90,7 +90,7 @@ fn run(command: Command) -> anyhow::Result<()> {
             init_logging(&config.log);
             let rt = runtime(config.worker_threads().map_err(anyhow::Error::msg)?)?;
             rt.block_on(async {
-                let bound = meshgate::server::bind(config).await?;
+                let bound = meshgate::server::bind(config, None).await?;
                 bound.serve(shutdown_signal()).await?;
                 Ok(())
             })

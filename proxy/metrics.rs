@@ -36,6 +36,22 @@ pub struct ResultLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DecisionLabels {
+    pub decision: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct VersionLabels {
+    pub version: String,
+}
+
+/// Authorization duration buckets: 1 µs to 10 ms.
+pub const AUTHZ_BUCKETS: [f64; 12] = [
+    0.000001, 0.0000025, 0.000005, 0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001,
+    0.0025, 0.01,
+];
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct CertLabels {
     pub cert: String,
 }
@@ -48,6 +64,13 @@ pub struct Metrics {
     pub open_connections: Gauge,
     pub tls_reloads: Family<ResultLabels, Counter>,
     pub cert_expiry: Family<CertLabels, Gauge>,
+    /// allow, deny
+    decisions: [Counter; 2],
+    pub authorization_duration: AtomicHistogram,
+    pub policy_evaluation_errors: Counter,
+    policy_reloads: Family<ResultLabels, Counter>,
+    policy_info: Family<VersionLabels, Gauge>,
+    pub shadow_disagreements: Counter,
 }
 
 const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
@@ -97,7 +120,58 @@ impl Metrics {
             Unit::Seconds,
             cert_expiry.clone(),
         );
+        let decisions_family = Family::<DecisionLabels, Counter>::default();
+        registry.register(
+            "authorization_decisions",
+            "Cedar decisions on routed requests, by decision",
+            decisions_family.clone(),
+        );
+        let decisions = ["allow", "deny"].map(|decision| {
+            decisions_family
+                .get_or_create(&DecisionLabels { decision })
+                .clone()
+        });
+        let authorization_duration = AtomicHistogram::new(&AUTHZ_BUCKETS);
+        registry.register_with_unit(
+            "authorization_duration",
+            "Time to build the Cedar request and decide it",
+            Unit::Seconds,
+            authorization_duration.clone(),
+        );
+        let policy_evaluation_errors = Counter::default();
+        registry.register(
+            "policy_evaluation_errors",
+            "Policy evaluation errors (an erroring policy does not apply)",
+            policy_evaluation_errors.clone(),
+        );
+        let policy_reloads = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "policy_reloads",
+            "Policy snapshot reloads, by result",
+            policy_reloads.clone(),
+        );
+        for result in ["ok", "error"] {
+            let _ = policy_reloads.get_or_create(&ResultLabels { result });
+        }
+        let policy_info = Family::<VersionLabels, Gauge>::default();
+        registry.register(
+            "policy_info",
+            "The live policy snapshot: 1 for its version (sha256 of every input)",
+            policy_info.clone(),
+        );
+        let shadow_disagreements = Counter::default();
+        registry.register(
+            "shadow_disagreements",
+            "Requests on which the shadow policy set decided otherwise than the enforced one",
+            shadow_disagreements.clone(),
+        );
         Metrics {
+            decisions,
+            authorization_duration,
+            policy_evaluation_errors,
+            policy_reloads,
+            policy_info,
+            shadow_disagreements,
             registry,
             by_class,
             request_duration,
@@ -113,6 +187,26 @@ impl Metrics {
         let class = (status.as_u16() / 100).clamp(1, 5) as usize - 1;
         self.by_class[class].inc();
         self.request_duration.observe(elapsed);
+    }
+
+    pub fn decision(&self, allowed: bool) {
+        self.decisions[usize::from(!allowed)].inc();
+    }
+
+    /// A snapshot became live.
+    pub fn policy_loaded(&self, version: &str) {
+        self.policy_info.clear();
+        self.policy_info
+            .get_or_create(&VersionLabels {
+                version: version.to_string(),
+            })
+            .set(1);
+    }
+
+    pub fn policy_reload(&self, result: &'static str) {
+        self.policy_reloads
+            .get_or_create(&ResultLabels { result })
+            .inc();
     }
 
     pub fn handshake_failed(&self, reason: &'static str) {

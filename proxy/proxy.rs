@@ -5,7 +5,8 @@
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::uri::{Authority, PathAndQuery, Scheme, Uri};
@@ -16,10 +17,15 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
+use crate::authz::{Decision, RequestFacts};
 use crate::config::{Config, UpstreamProtocol};
+use crate::contract::Action;
 use crate::error::{ProxyBody, ProxyError};
 use crate::identity::PeerIdentity;
-use crate::metrics::Metrics;
+use crate::path::NormalPath;
+use crate::policy::PolicyStore;
+use crate::routes::Lookup;
+use crate::server::Sidecar;
 
 pub const X_FORWARDED_CLIENT_CERT: HeaderName = HeaderName::from_static("x-forwarded-client-cert");
 pub const X_MESHGATE_PRINCIPAL: HeaderName = HeaderName::from_static("x-meshgate-principal");
@@ -101,25 +107,139 @@ impl Default for RequestIds {
     }
 }
 
+/// What authorization decided for a request; attached to the request (as an
+/// extension) for later layers and the audit record.
+#[derive(Debug, Clone)]
+pub struct AuthzOutcome {
+    pub product: String,
+    pub action: Action,
+    /// `DataProduct` or `Dataset` id.
+    pub resource: String,
+    pub decision: Decision,
+    pub shadow: Option<Decision>,
+    pub policy_version: String,
+}
+
 /// Handles one request end to end and records it.
-pub async fn handle(
-    upstream: &Upstream,
-    metrics: &Metrics,
-    request_ids: &RequestIds,
-    conn: &ConnInfo,
-    req: Request<Incoming>,
-) -> Response<ProxyBody> {
+pub async fn handle(sc: &Sidecar, conn: &ConnInfo, req: Request<Incoming>) -> Response<ProxyBody> {
     let start = Instant::now();
-    let request_id = request_ids.next();
-    let resp = match forward(upstream, conn, &request_id, req).await {
+    let request_id = sc.request_ids.next();
+    let resp = match decide_and_forward(sc, conn, &request_id, req).await {
         Ok(resp) => resp,
         Err(e) => {
-            tracing::warn!(request_id = ?request_id, principal = %conn.identity.principal, error = %e, "request failed");
+            match &e {
+                ProxyError::Forbidden
+                | ProxyError::NoRoute
+                | ProxyError::MethodNotAllowed
+                | ProxyError::BadPath(_) => {
+                    tracing::debug!(request_id = ?request_id, principal = %conn.identity.principal, error = %e, "request refused")
+                }
+                _ => {
+                    tracing::warn!(request_id = ?request_id, principal = %conn.identity.principal, error = %e, "request failed")
+                }
+            }
             e.into_response(&request_id)
         }
     };
-    metrics.observe_request(resp.status(), start.elapsed());
+    sc.metrics.observe_request(resp.status(), start.elapsed());
     resp
+}
+
+const X_DATA_PURPOSE: HeaderName = HeaderName::from_static("x-data-purpose");
+
+async fn decide_and_forward(
+    sc: &Sidecar,
+    conn: &ConnInfo,
+    request_id: &HeaderValue,
+    mut req: Request<Incoming>,
+) -> Result<Response<ProxyBody>, ProxyError> {
+    let path = crate::path::normalize(req.uri().path())?;
+    if let Some(store) = &sc.policy {
+        let outcome = authorize(sc, store, conn, &req, &path)?;
+        let allowed = outcome.decision.allowed;
+        req.extensions_mut().insert(Arc::new(outcome));
+        if !allowed {
+            return Err(ProxyError::Forbidden);
+        }
+    }
+    forward(&sc.upstream, conn, request_id, req, &path).await
+}
+
+fn authorize(
+    sc: &Sidecar,
+    store: &PolicyStore,
+    conn: &ConnInfo,
+    req: &Request<Incoming>,
+    path: &NormalPath,
+) -> Result<AuthzOutcome, ProxyError> {
+    let snapshot = store.current();
+    let target = match snapshot.routes().lookup(req.method(), path) {
+        Lookup::Found(t) => t,
+        Lookup::MethodNotAllowed => return Err(ProxyError::MethodNotAllowed),
+        Lookup::NotFound => return Err(ProxyError::NoRoute),
+    };
+    let purpose = match req.headers().get(X_DATA_PURPOSE) {
+        None => None,
+        Some(v) => Some(
+            v.to_str()
+                .ok()
+                .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_graphic()))
+                .ok_or(ProxyError::BadRequest("x-data-purpose"))?,
+        ),
+    };
+    let decoded = path.decoded();
+    let facts = RequestFacts {
+        method: req.method().as_str(),
+        path: &decoded,
+        source_ip: conn.peer.ip(),
+        purpose,
+        tls_version: conn.tls_version,
+        time: SystemTime::now(),
+    };
+    let t0 = Instant::now();
+    let decision = snapshot.authorize(&conn.identity.principal, target, &facts);
+    sc.metrics.authorization_duration.observe(t0.elapsed());
+    sc.metrics.decision(decision.allowed);
+    if !decision.errors.is_empty() {
+        sc.metrics
+            .policy_evaluation_errors
+            .inc_by(decision.errors.len() as u64);
+    }
+    let shadow = snapshot.authorize_shadow(&conn.identity.principal, target, &facts);
+    if let Some(s) = &shadow {
+        if s.allowed != decision.allowed {
+            sc.metrics.shadow_disagreements.inc();
+            tracing::info!(
+                principal = %conn.identity.principal,
+                path = %decoded,
+                enforced = if decision.allowed { "allow" } else { "deny" },
+                enforced_policies = ?decision.policies,
+                shadow = if s.allowed { "allow" } else { "deny" },
+                shadow_policies = ?s.policies,
+                "shadow policy set disagrees"
+            );
+        }
+    }
+    let product = snapshot
+        .product(target)
+        .map(|p| p.id.clone())
+        .unwrap_or_default();
+    let resource = match (target.dataset, snapshot.product(target)) {
+        (Some(d), Some(p)) => p
+            .datasets
+            .get(d)
+            .map(|(n, _)| format!("{}/{n}", p.id))
+            .unwrap_or_default(),
+        _ => product.clone(),
+    };
+    Ok(AuthzOutcome {
+        product,
+        action: target.action,
+        resource,
+        decision,
+        shadow,
+        policy_version: snapshot.version.clone(),
+    })
 }
 
 async fn forward(
@@ -127,16 +247,20 @@ async fn forward(
     conn: &ConnInfo,
     request_id: &HeaderValue,
     req: Request<Incoming>,
+    path: &NormalPath,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     let (mut parts, body) = req.into_parts();
     if parts.method == Method::CONNECT {
         return Err(ProxyError::BadRequest("CONNECT"));
     }
-    let path_and_query = match parts.uri.path_and_query() {
-        Some(pq) if pq.as_str().starts_with('/') => pq.clone(),
-        Some(_) => return Err(ProxyError::BadRequest("asterisk-form")),
-        None => PathAndQuery::from_static("/"),
-    };
+    // The path the upstream receives is the one that was authorised.
+    let mut target = path.encoded();
+    if let Some(q) = parts.uri.query() {
+        target.push('?');
+        target.push_str(q);
+    }
+    let path_and_query = PathAndQuery::from_maybe_shared(target)
+        .map_err(|_| ProxyError::BadRequest("request target"))?;
     // Absolute-form (HTTP/1.1) and :authority (HTTP/2) name the host; Host follows it.
     let original_host = match parts.uri.authority() {
         Some(a) => HeaderValue::from_str(a.as_str()).ok(),

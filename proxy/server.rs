@@ -20,9 +20,11 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 
+use crate::authz::PolicyInputs;
 use crate::config::Config;
 use crate::identity;
 use crate::metrics::Metrics;
+use crate::policy::{Origin, PolicyStore};
 use crate::proxy::{self, ConnInfo, RequestIds, Upstream};
 use crate::tls::{self, TlsError, TlsStore};
 
@@ -37,8 +39,10 @@ pub enum StartError {
         addr: SocketAddr,
         source: io::Error,
     },
-    #[error("tls: cannot watch certificate directories: {0}")]
+    #[error("cannot watch files for changes: {0}")]
     Watch(#[from] notify::Error),
+    #[error(transparent)]
+    Policy(#[from] crate::authz::LoadErrors),
 }
 
 /// Everything the running sidecar shares between connections. Immutable but for
@@ -47,8 +51,10 @@ pub struct Sidecar {
     pub config: Config,
     pub tls: TlsStore,
     pub metrics: Metrics,
-    upstream: Upstream,
-    request_ids: RequestIds,
+    /// Cedar authorization; `None` is authenticated mode.
+    pub policy: Option<PolicyStore>,
+    pub(crate) upstream: Upstream,
+    pub(crate) request_ids: RequestIds,
     h1: hyper::server::conn::http1::Builder,
     h2: hyper::server::conn::http2::Builder<TokioExecutor>,
     ready: AtomicBool,
@@ -69,10 +75,17 @@ pub struct Bound {
     admin: TcpListener,
 }
 
-/// Loads TLS material and binds both listeners. Nothing is served yet.
-pub async fn bind(config: Config) -> Result<Bound, StartError> {
+/// Loads TLS material and policies and binds both listeners. Nothing is served
+/// yet. `embedded` overrides the configuration's policy files (the demo).
+pub async fn bind(config: Config, embedded: Option<PolicyInputs>) -> Result<Bound, StartError> {
     let metrics = Metrics::new();
     let tls = TlsStore::load(config.tls.clone(), &metrics)?;
+    let origin = match (embedded, &config.policy) {
+        (Some(inputs), _) => Some(Origin::Embedded(Box::new(inputs))),
+        (None, Some(cfg)) => Some(Origin::Files(cfg.clone())),
+        (None, None) => None,
+    };
+    let policy = origin.map(|o| PolicyStore::load(o, &metrics)).transpose()?;
     let data = TcpListener::bind(config.listen)
         .await
         .map_err(|source| StartError::Bind {
@@ -101,6 +114,7 @@ pub async fn bind(config: Config) -> Result<Bound, StartError> {
         .keep_alive_timeout(config.timeouts.header_read);
 
     let sidecar = Sidecar {
+        policy,
         upstream: Upstream::new(&config),
         request_ids: RequestIds::new(),
         tls,
@@ -139,7 +153,14 @@ impl Bound {
         let admin_addr = admin.local_addr().ok();
         tokio::spawn(crate::admin::serve(admin, sc.clone()));
 
-        let (_watcher, mut changes) = tls::watch(&sc.tls.watch_dirs(), Duration::from_millis(100))?;
+        let (_tls_watcher, mut tls_changes) =
+            tls::watch(&sc.tls.watch_dirs(), Duration::from_millis(100))?;
+        let policy_dirs = match sc.policy.as_ref().map(|p| p.origin()) {
+            Some(Origin::Files(cfg)) => watch_dirs(&cfg.watched_paths()),
+            _ => Vec::new(),
+        };
+        let (_policy_watcher, mut policy_changes) =
+            tls::watch(&policy_dirs, Duration::from_millis(250))?;
         let reload_sc = sc.clone();
         tokio::spawn(async move {
             let mut hup =
@@ -151,11 +172,28 @@ impl Bound {
                         None => std::future::pending().await,
                     }
                 };
-                tokio::select! {
-                    c = changes.recv() => if c.is_none() { break },
-                    _ = hangup => tracing::info!("SIGHUP: reloading"),
+                let (tls, policy) = tokio::select! {
+                    Some(()) = tls_changes.recv() => (true, false),
+                    Some(()) = policy_changes.recv() => (false, true),
+                    _ = hangup => {
+                        tracing::info!("SIGHUP: reloading TLS material and policies");
+                        (true, true)
+                    }
+                    else => break,
+                };
+                if tls {
+                    reload_sc.tls.reload(&reload_sc.metrics);
                 }
-                reload_sc.tls.reload(&reload_sc.metrics);
+                if policy && reload_sc.policy.is_some() {
+                    // Building a snapshot is CPU work: keep it off the request threads.
+                    let sc = reload_sc.clone();
+                    let _ = tokio::task::spawn_blocking(move || {
+                        if let Some(p) = sc.policy.as_ref() {
+                            p.reload(&sc.metrics);
+                        }
+                    })
+                    .await;
+                }
             }
         });
 
@@ -166,7 +204,17 @@ impl Bound {
             upstream = %sc.config.upstream.authority,
             "meshgate ready"
         );
-        tracing::warn!("no policy configured: running in authenticated mode, every verified client is let through");
+        match sc.policy.as_ref().map(|p| p.current()) {
+            Some(s) => tracing::info!(
+                version = %s.version,
+                policies = s.policy_count,
+                routes = s.routes().len(),
+                "policy snapshot loaded"
+            ),
+            None => tracing::warn!(
+                "no policy configured: running in authenticated mode, every verified client is let through"
+            ),
+        }
 
         accept_loop(sc, data, shutdown).await;
         Ok(())
@@ -291,9 +339,7 @@ async fn connection(sc: Arc<Sidecar>, tcp: TcpStream, peer: SocketAddr, watcher:
             let conn = conn.clone();
             async move {
                 req.extensions_mut().insert(conn.clone());
-                Ok::<_, Infallible>(
-                    proxy::handle(&sc.upstream, &sc.metrics, &sc.request_ids, &conn, req).await,
-                )
+                Ok::<_, Infallible>(proxy::handle(&sc, &conn, req).await)
             }
         },
     ));
@@ -426,4 +472,25 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for IdleIo<T> {
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.inner).poll_shutdown(cx)
     }
+}
+
+/// Directories to watch for a set of files and directories: a directory
+/// itself, a file's parent (where atomic swaps happen).
+fn watch_dirs(paths: &[std::path::PathBuf]) -> Vec<std::path::PathBuf> {
+    let mut dirs: Vec<std::path::PathBuf> = paths
+        .iter()
+        .map(|p| {
+            if p.is_dir() {
+                p.clone()
+            } else {
+                match p.parent() {
+                    Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+                    _ => std::path::PathBuf::from("."),
+                }
+            }
+        })
+        .collect();
+    dirs.sort();
+    dirs.dedup();
+    dirs
 }

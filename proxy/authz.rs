@@ -1,0 +1,1009 @@
+//! Cedar authorization: the policy snapshot (schema, policies, entities,
+//! products, routes) and the per-request decision.
+//!
+//! A snapshot is immutable and built whole: every file is parsed and validated
+//! in strict mode against the schema, or the snapshot is not built at all.
+//! Policies are named by their `@id("…")` annotation, which must be unique
+//! across all sources; that name is what decisions, audit and tests report.
+//!
+//! Decisions evaluate only candidate policies: at build time every policy is
+//! filed under the (resource, action) pairs its scope can match, so the cost of
+//! a decision does not grow with policies that cannot apply.
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use cedar_policy::{
+    ActionConstraint, Authorizer, Context, Entities, Entity, EntityId, EntityTypeName, EntityUid,
+    Policy, PolicyId, PolicySet, Request, ResourceConstraint, RestrictedExpression, Schema,
+    ValidationMode, Validator,
+};
+use miette::Diagnostic;
+use serde::Deserialize;
+
+use crate::contract::{self, Action, Product};
+use crate::identity::Principal;
+use crate::routes::{RouteTable, Target};
+
+/// The `policy` section of the configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyConfig {
+    /// The Cedar schema (`*.cedarschema`).
+    pub schema: PathBuf,
+    /// Static entities (Cedar entities JSON): domains, teams, groups, services.
+    #[serde(default)]
+    pub entities: Option<PathBuf>,
+    /// Policy files or directories of `*.cedar`, mesh baseline first.
+    pub sources: Vec<PathBuf>,
+    /// ODCS contracts: files or directories of `*.odcs.yaml`.
+    #[serde(default)]
+    pub contracts: Vec<PathBuf>,
+    /// A complete alternative policy set evaluated beside the enforced one and
+    /// never enforced: disagreements are logged and counted.
+    #[serde(default)]
+    pub shadow: Vec<PathBuf>,
+}
+
+impl PolicyConfig {
+    pub(crate) fn resolve(&mut self, base: &Path) {
+        let fix = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        fix(&mut self.schema);
+        if let Some(e) = self.entities.as_mut() {
+            fix(e);
+        }
+        self.sources.iter_mut().for_each(fix);
+        self.contracts.iter_mut().for_each(fix);
+        self.shadow.iter_mut().for_each(fix);
+    }
+
+    /// Every path named, for the file watcher.
+    pub fn watched_paths(&self) -> Vec<PathBuf> {
+        let mut v = vec![self.schema.clone()];
+        v.extend(self.entities.clone());
+        v.extend(self.sources.iter().cloned());
+        v.extend(self.contracts.iter().cloned());
+        v.extend(self.shadow.iter().cloned());
+        v
+    }
+}
+
+/// One input file's name and text.
+#[derive(Debug, Clone)]
+pub struct Source {
+    pub name: String,
+    pub text: String,
+}
+
+/// Everything a snapshot is built from.
+#[derive(Debug, Clone)]
+pub struct PolicyInputs {
+    pub schema: Source,
+    pub entities: Option<Source>,
+    pub policies: Vec<Source>,
+    pub contracts: Vec<Source>,
+    pub shadow: Vec<Source>,
+}
+
+/// Everything that was wrong, one `file:line:col: message` per entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoadErrors(pub Vec<String>);
+
+impl fmt::Display for LoadErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0.as_slice() {
+            [] => f.write_str("policy: unknown error"),
+            [one] => f.write_str(one),
+            [first, rest @ ..] => write!(
+                f,
+                "{first} (and {} more error{})",
+                rest.len(),
+                if rest.len() == 1 { "" } else { "s" }
+            ),
+        }
+    }
+}
+
+impl std::error::Error for LoadErrors {}
+
+fn read_source(path: &Path) -> Result<Source, String> {
+    std::fs::read_to_string(path)
+        .map(|text| Source {
+            name: path.display().to_string(),
+            text,
+        })
+        .map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// A file as is, or a directory's files ending in `suffix`, sorted by name.
+fn expand(path: &Path, suffix: &str) -> Result<Vec<PathBuf>, String> {
+    let meta = std::fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    if !meta.is_dir() {
+        return Ok(vec![path.to_path_buf()]);
+    }
+    let mut files: Vec<PathBuf> = std::fs::read_dir(path)
+        .map_err(|e| format!("{}: {e}", path.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.is_file()
+                && p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.ends_with(suffix))
+        })
+        .collect();
+    files.sort();
+    Ok(files)
+}
+
+impl PolicyInputs {
+    /// Reads every file the configuration names.
+    pub fn read(cfg: &PolicyConfig) -> Result<PolicyInputs, LoadErrors> {
+        let mut errors = Vec::new();
+        let mut read_all = |paths: &[PathBuf], suffix: &str| -> Vec<Source> {
+            let mut out = Vec::new();
+            for p in paths {
+                match expand(p, suffix) {
+                    Ok(files) => {
+                        for f in files {
+                            match read_source(&f) {
+                                Ok(s) => out.push(s),
+                                Err(e) => errors.push(e),
+                            }
+                        }
+                    }
+                    Err(e) => errors.push(e),
+                }
+            }
+            out
+        };
+        let policies = read_all(&cfg.sources, ".cedar");
+        let contracts = read_all(&cfg.contracts, ".odcs.yaml");
+        let shadow = read_all(&cfg.shadow, ".cedar");
+        let schema = read_source(&cfg.schema);
+        let entities = cfg.entities.as_deref().map(read_source).transpose();
+        match (schema, entities) {
+            (Ok(schema), Ok(entities)) if errors.is_empty() => Ok(PolicyInputs {
+                schema,
+                entities,
+                policies,
+                contracts,
+                shadow,
+            }),
+            (s, e) => {
+                errors.extend(s.err());
+                errors.extend(e.err());
+                Err(LoadErrors(errors))
+            }
+        }
+    }
+
+    /// SHA-256 over every input's name and text: the snapshot's version.
+    pub fn version(&self) -> String {
+        let mut h = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+        let mut add = |tag: &str, s: &Source| {
+            for part in [tag, s.name.as_str(), s.text.as_str()] {
+                h.update(&(part.len() as u64).to_be_bytes());
+                h.update(part.as_bytes());
+            }
+        };
+        add("schema", &self.schema);
+        if let Some(e) = &self.entities {
+            add("entities", e);
+        }
+        self.policies.iter().for_each(|s| add("policy", s));
+        self.contracts.iter().for_each(|s| add("contract", s));
+        self.shadow.iter().for_each(|s| add("shadow", s));
+        h.finish()
+            .as_ref()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
+}
+
+/// `file:line:col` for a byte offset into `text` (1-based).
+fn position(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let col = before
+        .rfind('\n')
+        .map(|i| before.len() - i)
+        .unwrap_or(before.len() + 1);
+    (line, col)
+}
+
+/// Formats a Cedar diagnostic as `file:line:col: message`.
+fn diag(file: &str, text: &str, d: &(dyn Diagnostic + Send + Sync)) -> String {
+    let mut msg = d.to_string();
+    if let Some(help) = d.help() {
+        msg.push_str(&format!(" ({help})"));
+    }
+    match d.labels().and_then(|mut l| l.next()) {
+        Some(label) => {
+            let (line, col) = position(text, label.offset());
+            format!("{file}:{line}:{col}: {msg}")
+        }
+        None => format!("{file}: {msg}"),
+    }
+}
+
+const NS: &str = "Mesh";
+
+fn type_name(t: &str) -> EntityTypeName {
+    // Our own fixed names always parse.
+    EntityTypeName::from_str(&format!("{NS}::{t}"))
+        .unwrap_or_else(|_| unreachable!("valid type name {t}"))
+}
+
+fn uid(t: &EntityTypeName, id: &str) -> EntityUid {
+    EntityUid::from_type_name_and_id(t.clone(), EntityId::new(id))
+}
+
+fn string_set(items: &[String]) -> RestrictedExpression {
+    RestrictedExpression::new_set(
+        items
+            .iter()
+            .map(|s| RestrictedExpression::new_string(s.clone())),
+    )
+}
+
+/// Candidate policy sets, one per action.
+type PerAction = [Arc<PolicySet>; 5];
+
+/// A resource (product or dataset) with what a decision about it needs.
+#[derive(Debug)]
+struct Resource {
+    uid: EntityUid,
+    /// The resource entity and its ancestors' entities (product, domain).
+    entities: Vec<Entity>,
+    candidates: PerAction,
+    shadow: Option<PerAction>,
+}
+
+#[derive(Debug)]
+struct ProductEntry {
+    product: Product,
+    resource: Resource,
+    datasets: Vec<Resource>,
+}
+
+/// One immutable, validated policy snapshot.
+pub struct Snapshot {
+    pub version: String,
+    pub loaded_at: SystemTime,
+    pub policy_count: usize,
+    pub shadow_policy_count: usize,
+    schema: Schema,
+    all: PolicySet,
+    shadow_all: Option<PolicySet>,
+    products: Vec<ProductEntry>,
+    routes: RouteTable,
+    /// Transitive static parents of services named in entities.json.
+    service_parents: HashMap<String, HashSet<EntityUid>>,
+    /// Namespace -> its domain and the domain's ancestors.
+    namespace_parents: HashMap<String, HashSet<EntityUid>>,
+    action_uids: [EntityUid; 5],
+    authorizer: Authorizer,
+    service_type: EntityTypeName,
+}
+
+impl fmt::Debug for Snapshot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Snapshot")
+            .field("version", &self.version)
+            .field("policy_count", &self.policy_count)
+            .field("products", &self.products.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The outcome of one authorization.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    pub allowed: bool,
+    /// `@id`s of the determining policies.
+    pub policies: Vec<String>,
+    /// Evaluation errors (a policy that errors does not apply).
+    pub errors: Vec<String>,
+}
+
+/// The facts of one request that a decision needs besides the route.
+#[derive(Debug, Clone)]
+pub struct RequestFacts<'a> {
+    pub method: &'a str,
+    /// The normalised, decoded path.
+    pub path: &'a str,
+    pub source_ip: IpAddr,
+    pub purpose: Option<&'a str>,
+    pub tls_version: &'a str,
+    pub time: SystemTime,
+}
+
+/// Parses policy sources into one set named by `@id`, collecting every error.
+fn parse_policies(
+    sources: &[Source],
+    errors: &mut Vec<String>,
+) -> (PolicySet, HashMap<String, usize>) {
+    let mut set = PolicySet::new();
+    // @id -> index of the source that defines it
+    let mut origin: HashMap<String, usize> = HashMap::new();
+    for (i, src) in sources.iter().enumerate() {
+        let parsed = match PolicySet::from_str(&src.text) {
+            Ok(p) => p,
+            Err(errs) => {
+                for e in errs.iter() {
+                    errors.push(diag(&src.name, &src.text, e));
+                }
+                continue;
+            }
+        };
+        // Cedar keeps each policy's own text: find it to report a position.
+        let at_of = |text: String| {
+            src.text
+                .find(&text)
+                .map(|o| position(&src.text, o))
+                .unwrap_or((1, 1))
+        };
+        for t in parsed.templates() {
+            let at = at_of(t.to_string());
+            errors.push(format!(
+                "{}:{}:{}: templates (policies with ?principal/?resource slots) are not supported yet",
+                src.name, at.0, at.1
+            ));
+        }
+        for p in parsed.policies() {
+            let at = at_of(p.to_string());
+            let id = match p.annotation("id") {
+                Some(id) if !id.trim().is_empty() => id.to_string(),
+                _ => {
+                    errors.push(format!(
+                        "{}:{}:{}: policy has no @id(\"…\") annotation",
+                        src.name, at.0, at.1
+                    ));
+                    continue;
+                }
+            };
+            if let Some(&j) = origin.get(&id) {
+                errors.push(format!(
+                    "{}:{}:{}: @id(\"{id}\") is already used in {}",
+                    src.name, at.0, at.1, sources[j].name
+                ));
+                continue;
+            }
+            if let Err(e) = set.add(p.new_id(PolicyId::new(&id))) {
+                errors.push(format!("{}:{}:{}: {e}", src.name, at.0, at.1));
+                continue;
+            }
+            origin.insert(id, i);
+        }
+    }
+    (set, origin)
+}
+
+fn validate(
+    schema: &Schema,
+    set: &PolicySet,
+    sources: &[Source],
+    origin: &HashMap<String, usize>,
+    errors: &mut Vec<String>,
+) {
+    let result = Validator::new(schema.clone()).validate(set, ValidationMode::Strict);
+    for e in result.validation_errors() {
+        let src = origin
+            .get(e.policy_id().to_string().as_str())
+            .map(|&i| &sources[i]);
+        match src {
+            Some(s) => errors.push(diag(&s.name, &s.text, e)),
+            None => errors.push(format!("policy {}: {e}", e.policy_id())),
+        }
+    }
+    for w in result.validation_warnings() {
+        tracing::warn!(warning = %w, "policy validation warning");
+    }
+}
+
+/// Does `p`'s scope admit this resource and action?
+fn applies(
+    p: &Policy,
+    res: &EntityUid,
+    res_type: &EntityTypeName,
+    ancestors: &HashSet<EntityUid>,
+    action: &EntityUid,
+) -> bool {
+    let in_or_eq = |u: &EntityUid| u == res || ancestors.contains(u);
+    let resource_ok = match p.resource_constraint() {
+        ResourceConstraint::Any => true,
+        ResourceConstraint::Eq(u) => &u == res,
+        ResourceConstraint::In(u) => in_or_eq(&u),
+        ResourceConstraint::Is(t) => &t == res_type,
+        ResourceConstraint::IsIn(t, u) => &t == res_type && in_or_eq(&u),
+    };
+    let action_ok = match p.action_constraint() {
+        ActionConstraint::Any => true,
+        ActionConstraint::Eq(a) => &a == action,
+        ActionConstraint::In(list) => list.iter().any(|a| a == action),
+    };
+    resource_ok && action_ok
+}
+
+fn candidate_sets(
+    set: &PolicySet,
+    res: &EntityUid,
+    res_type: &EntityTypeName,
+    ancestors: &HashSet<EntityUid>,
+    actions: &[EntityUid; 5],
+) -> PerAction {
+    let mut per: [PolicySet; 5] = Default::default();
+    for p in set.policies() {
+        for (i, a) in actions.iter().enumerate() {
+            if applies(p, res, res_type, ancestors, a) {
+                // Ids are unique in `set`, so adding to a subset cannot clash.
+                let _ = per[i].add(p.clone());
+            }
+        }
+    }
+    per.map(Arc::new)
+}
+
+impl Snapshot {
+    /// Builds and validates a complete snapshot, or reports every error found.
+    pub fn build(inputs: &PolicyInputs) -> Result<Snapshot, LoadErrors> {
+        let mut errors = Vec::new();
+        let schema = match Schema::from_cedarschema_str(&inputs.schema.text) {
+            Ok((schema, warnings)) => {
+                for w in warnings {
+                    tracing::warn!(file = %inputs.schema.name, warning = %w, "schema warning");
+                }
+                schema
+            }
+            Err(e) => {
+                return Err(LoadErrors(vec![diag(
+                    &inputs.schema.name,
+                    &inputs.schema.text,
+                    &e,
+                )]));
+            }
+        };
+
+        let (all, origin) = parse_policies(&inputs.policies, &mut errors);
+        validate(&schema, &all, &inputs.policies, &origin, &mut errors);
+        let shadow_all = if inputs.shadow.is_empty() {
+            None
+        } else {
+            let (set, origin) = parse_policies(&inputs.shadow, &mut errors);
+            validate(&schema, &set, &inputs.shadow, &origin, &mut errors);
+            Some(set)
+        };
+
+        let static_entities = match &inputs.entities {
+            None => Entities::empty(),
+            Some(src) => match Entities::from_json_str(&src.text, Some(&schema)) {
+                Ok(e) => e,
+                Err(e) => {
+                    errors.push(diag(&src.name, &src.text, &e));
+                    Entities::empty()
+                }
+            },
+        };
+
+        let mut products = Vec::new();
+        for src in &inputs.contracts {
+            match contract::parse(&src.text, &src.name) {
+                Ok(p) => products.push(p),
+                Err(e) => errors.push(e.to_string()),
+            }
+        }
+        if !errors.is_empty() {
+            return Err(LoadErrors(errors));
+        }
+
+        let domain_t = type_name("Domain");
+        let product_t = type_name("DataProduct");
+        let dataset_t = type_name("Dataset");
+        let service_t = type_name("Service");
+        let action_t = type_name("Action");
+        let action_uids = Action::ALL.map(|a| uid(&action_t, a.as_str()));
+
+        let ancestors_of = |u: &EntityUid| -> HashSet<EntityUid> {
+            static_entities
+                .ancestors(u)
+                .map(|it| it.cloned().collect())
+                .unwrap_or_default()
+        };
+        let with_ancestors = |u: &EntityUid| -> HashSet<EntityUid> {
+            let mut s = ancestors_of(u);
+            s.insert(u.clone());
+            s
+        };
+
+        // Services declared in entities.json, and namespaces of domains.
+        let mut service_parents = HashMap::new();
+        let mut namespace_parents: HashMap<String, HashSet<EntityUid>> = HashMap::new();
+        for e in static_entities.iter() {
+            let u = e.uid();
+            if u.type_name() == &service_t {
+                service_parents.insert(u.id().unescaped().to_string(), ancestors_of(&u));
+            }
+            if u.type_name() == &domain_t {
+                if let Some(Ok(cedar_policy::EvalResult::Set(set))) = e.attr("namespaces") {
+                    for v in set.iter() {
+                        if let cedar_policy::EvalResult::String(ns) = v {
+                            namespace_parents
+                                .entry(ns.clone())
+                                .or_default()
+                                .extend(with_ancestors(&u));
+                        }
+                    }
+                }
+            }
+        }
+
+        // Product and dataset entities, validated against the schema together.
+        let mut routes = RouteTable::new();
+        let mut entries = Vec::new();
+        let mut seen_ids: HashMap<String, String> = HashMap::new();
+        let mut all_entities: Vec<Entity> = Vec::new();
+        for (pi, p) in products.into_iter().enumerate() {
+            if let Some(other) = seen_ids.insert(p.id.clone(), p.file.clone()) {
+                errors.push(format!(
+                    "{}: id: product `{}` is also defined in {other}",
+                    p.file, p.id
+                ));
+                continue;
+            }
+            let domain_uid = uid(&domain_t, &p.domain);
+            let product_uid = uid(&product_t, &p.id);
+            let mut product_ancestors = with_ancestors(&domain_uid);
+            let attrs = HashMap::from([
+                (
+                    "product_id".to_string(),
+                    RestrictedExpression::new_string(p.id.clone()),
+                ),
+                (
+                    "domain".to_string(),
+                    RestrictedExpression::new_string(p.domain.clone()),
+                ),
+                (
+                    "owning_domain".to_string(),
+                    RestrictedExpression::new_entity_uid(domain_uid.clone()),
+                ),
+                (
+                    "owner".to_string(),
+                    RestrictedExpression::new_string(p.owner.clone()),
+                ),
+                (
+                    "classification".to_string(),
+                    RestrictedExpression::new_string(p.classification.clone()),
+                ),
+                (
+                    "version".to_string(),
+                    RestrictedExpression::new_string(p.version.clone()),
+                ),
+                ("tags".to_string(), string_set(&p.tags)),
+                (
+                    "allowed_purposes".to_string(),
+                    string_set(&p.allowed_purposes),
+                ),
+            ]);
+            let product_entity =
+                match Entity::new(product_uid.clone(), attrs, product_ancestors.clone()) {
+                    Ok(e) => e,
+                    Err(e) => {
+                        errors.push(format!("{}: {e}", p.file));
+                        continue;
+                    }
+                };
+            let domain_entity = static_entities.get(&domain_uid).cloned();
+            let mut base_entities = vec![product_entity.clone()];
+            base_entities.extend(domain_entity.clone());
+
+            let mut datasets = Vec::new();
+            product_ancestors.insert(product_uid.clone());
+            for (name, classification) in &p.datasets {
+                let ds_uid = uid(&dataset_t, &format!("{}/{name}", p.id));
+                let attrs = HashMap::from([
+                    (
+                        "product_id".to_string(),
+                        RestrictedExpression::new_string(p.id.clone()),
+                    ),
+                    (
+                        "name".to_string(),
+                        RestrictedExpression::new_string(name.clone()),
+                    ),
+                    (
+                        "domain".to_string(),
+                        RestrictedExpression::new_string(p.domain.clone()),
+                    ),
+                    (
+                        "owning_domain".to_string(),
+                        RestrictedExpression::new_entity_uid(domain_uid.clone()),
+                    ),
+                    (
+                        "classification".to_string(),
+                        RestrictedExpression::new_string(classification.clone()),
+                    ),
+                    (
+                        "allowed_purposes".to_string(),
+                        string_set(&p.allowed_purposes),
+                    ),
+                ]);
+                match Entity::new(ds_uid.clone(), attrs, product_ancestors.clone()) {
+                    Ok(ds) => {
+                        let mut ents = vec![ds.clone()];
+                        ents.extend(base_entities.iter().cloned());
+                        all_entities.push(ds);
+                        datasets.push(Resource {
+                            candidates: candidate_sets(
+                                &all,
+                                &ds_uid,
+                                &dataset_t,
+                                &product_ancestors,
+                                &action_uids,
+                            ),
+                            shadow: shadow_all.as_ref().map(|s| {
+                                candidate_sets(
+                                    s,
+                                    &ds_uid,
+                                    &dataset_t,
+                                    &product_ancestors,
+                                    &action_uids,
+                                )
+                            }),
+                            uid: ds_uid,
+                            entities: ents,
+                        });
+                    }
+                    Err(e) => errors.push(format!("{}: dataset {name}: {e}", p.file)),
+                }
+            }
+            product_ancestors.remove(&product_uid);
+            all_entities.push(product_entity);
+
+            for r in &p.routes {
+                let dataset = r
+                    .dataset
+                    .as_ref()
+                    .and_then(|d| p.datasets.iter().position(|(n, _)| n == d));
+                let target = Target {
+                    product: entries.len(),
+                    action: r.action,
+                    dataset,
+                    pattern: r.path.clone(),
+                };
+                if let Err(e) = routes.insert(r.method.clone(), &r.path, target) {
+                    errors.push(format!("{}: customProperties.meshgateRoutes: {e}", p.file));
+                }
+            }
+            let resource = Resource {
+                candidates: candidate_sets(
+                    &all,
+                    &product_uid,
+                    &product_t,
+                    &product_ancestors,
+                    &action_uids,
+                ),
+                shadow: shadow_all.as_ref().map(|s| {
+                    candidate_sets(
+                        s,
+                        &product_uid,
+                        &product_t,
+                        &product_ancestors,
+                        &action_uids,
+                    )
+                }),
+                uid: product_uid,
+                entities: base_entities,
+            };
+            let _ = pi;
+            entries.push(ProductEntry {
+                product: p,
+                resource,
+                datasets,
+            });
+        }
+        // The constructed entities must conform to the schema like any other.
+        let mut check = all_entities;
+        check.extend(static_entities.iter().cloned());
+        if let Err(e) = Entities::from_entities(check, Some(&schema)) {
+            errors.push(format!(
+                "contracts: entities built from the contracts do not match the schema: {e}"
+            ));
+        }
+        if !errors.is_empty() {
+            return Err(LoadErrors(errors));
+        }
+
+        Ok(Snapshot {
+            version: inputs.version(),
+            loaded_at: SystemTime::now(),
+            policy_count: all.policies().count(),
+            shadow_policy_count: shadow_all
+                .as_ref()
+                .map(|s| s.policies().count())
+                .unwrap_or(0),
+            schema,
+            all,
+            shadow_all,
+            products: entries,
+            routes,
+            service_parents,
+            namespace_parents,
+            action_uids,
+            authorizer: Authorizer::new(),
+            service_type: service_t,
+        })
+    }
+
+    pub fn routes(&self) -> &RouteTable {
+        &self.routes
+    }
+
+    pub fn schema(&self) -> &Schema {
+        &self.schema
+    }
+
+    pub fn has_shadow(&self) -> bool {
+        self.shadow_all.is_some()
+    }
+
+    /// The product a route target names.
+    pub fn product(&self, target: &Target) -> Option<&Product> {
+        self.products.get(target.product).map(|p| &p.product)
+    }
+
+    fn resource(&self, target: &Target) -> Option<&Resource> {
+        let p = self.products.get(target.product)?;
+        match target.dataset {
+            Some(d) => p.datasets.get(d),
+            None => Some(&p.resource),
+        }
+    }
+
+    /// The Cedar entity for a caller.
+    pub fn principal_entity(&self, principal: &Principal) -> Result<Entity, String> {
+        let name = principal.header_form();
+        let mut attrs = HashMap::from([(
+            "name".to_string(),
+            RestrictedExpression::new_string(name.clone()),
+        )]);
+        let mut parents = self.service_parents.get(&name).cloned().unwrap_or_default();
+        match principal {
+            Principal::Spiffe(s) => {
+                attrs.insert(
+                    "kind".into(),
+                    RestrictedExpression::new_string("spiffe".into()),
+                );
+                attrs.insert(
+                    "trust_domain".into(),
+                    RestrictedExpression::new_string(s.trust_domain.clone()),
+                );
+                if let Some(ns) = &s.namespace {
+                    attrs.insert(
+                        "namespace".into(),
+                        RestrictedExpression::new_string(ns.clone()),
+                    );
+                    if let Some(p) = self.namespace_parents.get(ns) {
+                        parents.extend(p.iter().cloned());
+                    }
+                }
+                if let Some(sa) = &s.service_account {
+                    attrs.insert(
+                        "service_account".into(),
+                        RestrictedExpression::new_string(sa.clone()),
+                    );
+                }
+            }
+            Principal::Dns(_) => {
+                attrs.insert(
+                    "kind".into(),
+                    RestrictedExpression::new_string("dns".into()),
+                );
+            }
+            Principal::CommonName(_) => {
+                attrs.insert("kind".into(), RestrictedExpression::new_string("cn".into()));
+            }
+        }
+        Entity::new(uid(&self.service_type, &name), attrs, parents).map_err(|e| e.to_string())
+    }
+
+    fn context(facts: &RequestFacts<'_>) -> Result<Context, String> {
+        let mut pairs = vec![
+            (
+                "method".to_string(),
+                RestrictedExpression::new_string(facts.method.to_string()),
+            ),
+            (
+                "path".to_string(),
+                RestrictedExpression::new_string(facts.path.to_string()),
+            ),
+            (
+                "source_ip".to_string(),
+                RestrictedExpression::new_ip(facts.source_ip.to_string()),
+            ),
+            (
+                "time".to_string(),
+                RestrictedExpression::new_datetime(cedar_datetime(facts.time)),
+            ),
+            (
+                "tls".to_string(),
+                RestrictedExpression::new_record([(
+                    "version".to_string(),
+                    RestrictedExpression::new_string(facts.tls_version.to_string()),
+                )])
+                .map_err(|e| e.to_string())?,
+            ),
+            (
+                "has_user".to_string(),
+                RestrictedExpression::new_bool(false),
+            ),
+        ];
+        if let Some(p) = facts.purpose {
+            pairs.push((
+                "purpose".to_string(),
+                RestrictedExpression::new_string(p.to_string()),
+            ));
+        }
+        Context::from_pairs(pairs).map_err(|e| e.to_string())
+    }
+
+    /// Decides one request. Anything that goes wrong building it denies.
+    pub fn authorize(
+        &self,
+        principal: &Principal,
+        target: &Target,
+        facts: &RequestFacts<'_>,
+    ) -> Decision {
+        self.decide(principal, target, facts, false)
+    }
+
+    /// The shadow set's decision, when a shadow set is configured.
+    pub fn authorize_shadow(
+        &self,
+        principal: &Principal,
+        target: &Target,
+        facts: &RequestFacts<'_>,
+    ) -> Option<Decision> {
+        self.shadow_all.as_ref()?;
+        Some(self.decide(principal, target, facts, true))
+    }
+
+    fn decide(
+        &self,
+        principal: &Principal,
+        target: &Target,
+        facts: &RequestFacts<'_>,
+        shadow: bool,
+    ) -> Decision {
+        let deny = |e: String| Decision {
+            allowed: false,
+            policies: Vec::new(),
+            errors: vec![e],
+        };
+        let Some(resource) = self.resource(target) else {
+            return deny("route names an unknown product".into());
+        };
+        let candidates = match (shadow, &resource.shadow) {
+            (false, _) => &resource.candidates,
+            (true, Some(s)) => s,
+            (true, None) => return deny("no shadow set".into()),
+        };
+        let set = &candidates[target.action.index()];
+        let principal_entity = match self.principal_entity(principal) {
+            Ok(e) => e,
+            Err(e) => return deny(e),
+        };
+        let principal_uid = principal_entity.uid();
+        let context = match Self::context(facts) {
+            Ok(c) => c,
+            Err(e) => return deny(e),
+        };
+        let mut ents = Vec::with_capacity(resource.entities.len() + 1);
+        ents.push(principal_entity);
+        ents.extend(resource.entities.iter().cloned());
+        let entities = match Entities::from_entities(ents, None) {
+            Ok(e) => e,
+            Err(e) => return deny(e.to_string()),
+        };
+        let request = match Request::new(
+            principal_uid,
+            self.action_uids[target.action.index()].clone(),
+            resource.uid.clone(),
+            context,
+            None,
+        ) {
+            Ok(r) => r,
+            Err(e) => return deny(e.to_string()),
+        };
+        let resp = self.authorizer.is_authorized(&request, set, &entities);
+        Decision {
+            allowed: resp.decision() == cedar_policy::Decision::Allow,
+            policies: resp
+                .diagnostics()
+                .reason()
+                .map(|id| id.to_string())
+                .collect(),
+            errors: resp.diagnostics().errors().map(|e| e.to_string()).collect(),
+        }
+    }
+
+    /// The same decision with the plain `Authorizer` over every policy; the
+    /// reference the candidate index is tested against.
+    pub fn authorize_unindexed(
+        &self,
+        principal: &Principal,
+        target: &Target,
+        facts: &RequestFacts<'_>,
+    ) -> Decision {
+        let Some(resource) = self.resource(target) else {
+            return Decision {
+                allowed: false,
+                policies: vec![],
+                errors: vec!["unknown product".into()],
+            };
+        };
+        let (Ok(principal_entity), Ok(context)) =
+            (self.principal_entity(principal), Self::context(facts))
+        else {
+            return Decision {
+                allowed: false,
+                policies: vec![],
+                errors: vec!["request".into()],
+            };
+        };
+        let principal_uid = principal_entity.uid();
+        let mut ents = vec![principal_entity];
+        ents.extend(resource.entities.iter().cloned());
+        let (Ok(entities), Ok(request)) = (
+            Entities::from_entities(ents, None),
+            Request::new(
+                principal_uid,
+                self.action_uids[target.action.index()].clone(),
+                resource.uid.clone(),
+                context,
+                Some(&self.schema),
+            ),
+        ) else {
+            return Decision {
+                allowed: false,
+                policies: vec![],
+                errors: vec!["request".into()],
+            };
+        };
+        let resp = self
+            .authorizer
+            .is_authorized(&request, &self.all, &entities);
+        Decision {
+            allowed: resp.decision() == cedar_policy::Decision::Allow,
+            policies: resp
+                .diagnostics()
+                .reason()
+                .map(|id| id.to_string())
+                .collect(),
+            errors: resp.diagnostics().errors().map(|e| e.to_string()).collect(),
+        }
+    }
+}
+
+/// Cedar's datetime format, UTC with milliseconds.
+pub fn cedar_datetime(t: SystemTime) -> String {
+    let dt = time::OffsetDateTime::from(t);
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
+        dt.year(),
+        u8::from(dt.month()),
+        dt.day(),
+        dt.hour(),
+        dt.minute(),
+        dt.second(),
+        dt.millisecond()
+    )
+}

@@ -1,0 +1,103 @@
+//! The live policy snapshot: loaded at start-up, rebuilt whole on change
+//! (file watch, SIGHUP), swapped atomically; a failed rebuild keeps serving the
+//! last good snapshot.
+
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use arc_swap::ArcSwap;
+
+use crate::authz::{LoadErrors, PolicyConfig, PolicyInputs, Snapshot};
+use crate::metrics::Metrics;
+
+/// Where snapshots come from.
+#[derive(Debug, Clone)]
+pub enum Origin {
+    /// Files named by the configuration; reloadable.
+    Files(PolicyConfig),
+    /// Compiled-in inputs (the demo); fixed.
+    Embedded(Box<PolicyInputs>),
+}
+
+#[derive(Debug, Clone)]
+pub struct ReloadError {
+    pub at: SystemTime,
+    pub errors: Vec<String>,
+}
+
+pub struct PolicyStore {
+    origin: Origin,
+    current: ArcSwap<Snapshot>,
+    last_error: Mutex<Option<ReloadError>>,
+}
+
+impl PolicyStore {
+    /// Loads the first snapshot; failure stops start-up.
+    pub fn load(origin: Origin, metrics: &Metrics) -> Result<PolicyStore, LoadErrors> {
+        let snapshot = build(&origin)?;
+        metrics.policy_loaded(&snapshot.version);
+        Ok(PolicyStore {
+            origin,
+            current: ArcSwap::from_pointee(snapshot),
+            last_error: Mutex::new(None),
+        })
+    }
+
+    /// The snapshot to decide with; requests hold it for their whole decision.
+    pub fn current(&self) -> arc_swap::Guard<Arc<Snapshot>> {
+        self.current.load()
+    }
+
+    pub fn origin(&self) -> &Origin {
+        &self.origin
+    }
+
+    pub fn last_error(&self) -> Option<ReloadError> {
+        self.last_error.lock().ok().and_then(|e| e.clone())
+    }
+
+    /// Rebuilds from the origin; swaps only a complete, valid, changed snapshot.
+    pub fn reload(&self, metrics: &Metrics) {
+        if matches!(self.origin, Origin::Embedded(_)) {
+            return;
+        }
+        let result = build(&self.origin);
+        match result {
+            Ok(s) if s.version == self.current.load().version => {
+                self.set_error(None);
+            }
+            Ok(s) => {
+                let version = s.version.clone();
+                let count = s.policy_count;
+                self.current.store(Arc::new(s));
+                metrics.policy_loaded(&version);
+                metrics.policy_reload("ok");
+                self.set_error(None);
+                tracing::info!(version = %version, policies = count, "policy snapshot reloaded");
+            }
+            Err(e) => {
+                metrics.policy_reload("error");
+                for line in &e.0 {
+                    tracing::warn!(error = %line, "policy reload failed; keeping the last good snapshot");
+                }
+                self.set_error(Some(ReloadError {
+                    at: SystemTime::now(),
+                    errors: e.0,
+                }));
+            }
+        }
+    }
+
+    fn set_error(&self, e: Option<ReloadError>) {
+        if let Ok(mut slot) = self.last_error.lock() {
+            *slot = e;
+        }
+    }
+}
+
+fn build(origin: &Origin) -> Result<Snapshot, LoadErrors> {
+    match origin {
+        Origin::Files(cfg) => Snapshot::build(&PolicyInputs::read(cfg)?),
+        Origin::Embedded(inputs) => Snapshot::build(inputs),
+    }
+}
