@@ -239,10 +239,7 @@ impl Config {
     pub fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
         let de = serde_yaml_ng::Deserializer::from_str(text);
         serde_path_to_error::deserialize(de).map_err(|err| {
-            let field = match err.path().to_string() {
-                p if p == "." => "(top level)".to_string(),
-                p => p,
-            };
+            let field = yaml_field(&err);
             let inner = err.into_inner();
             let (line, column) = inner
                 .location()
@@ -352,6 +349,14 @@ impl TlsPaths {
                 *p = base.join(&*p);
             }
         }
+    }
+}
+
+/// The field an error is about, or `(document)` when it is about the syntax.
+pub(crate) fn yaml_field<E>(err: &serde_path_to_error::Error<E>) -> String {
+    match err.path().to_string() {
+        p if p == "." || p == "?" => "(document)".to_string(),
+        p => p,
     }
 }
 

@@ -170,7 +170,7 @@ fn invalid(file: &str, field: &'static str, message: impl Into<String>) -> Confi
 pub fn parse(text: &str, file: &str) -> Result<Product, ConfigError> {
     let de = serde_yaml_ng::Deserializer::from_str(text);
     let odcs: Odcs = serde_path_to_error::deserialize(de).map_err(|err| {
-        let field = err.path().to_string();
+        let field = crate::config::yaml_field(&err);
         let inner = err.into_inner();
         let (line, column) = inner
             .location()

@@ -41,6 +41,20 @@ impl Principal {
     }
 }
 
+impl std::str::FromStr for Principal {
+    type Err = IdentityError;
+    /// The inverse of [`Principal::header_form`]: a SPIFFE id, `dns:NAME` or `cn:NAME`.
+    fn from_str(s: &str) -> Result<Principal, IdentityError> {
+        if let Some(d) = s.strip_prefix("dns:") {
+            Ok(Principal::Dns(d.to_string()))
+        } else if let Some(c) = s.strip_prefix("cn:") {
+            Ok(Principal::CommonName(c.to_string()))
+        } else {
+            parse_spiffe_id(s).map(Principal::Spiffe)
+        }
+    }
+}
+
 impl fmt::Display for Principal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.header_form())

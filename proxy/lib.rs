@@ -21,4 +21,5 @@ pub mod proxy;
 pub mod routes;
 pub mod sample;
 pub mod server;
+pub mod synth;
 pub mod tls;

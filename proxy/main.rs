@@ -30,6 +30,29 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         config: PathBuf,
     },
+    /// Decide one request offline, through the same routes and request
+    /// building as the proxy. Exit 0 allow, 2 deny, 1 error.
+    Authorize {
+        /// The YAML configuration file (its `policy` section is used).
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+        /// The caller: a SPIFFE id, `dns:NAME` or `cn:NAME`.
+        #[arg(long)]
+        principal: String,
+        #[arg(long, default_value = "GET")]
+        method: String,
+        /// Request path as sent (it is normalised like the proxy does).
+        #[arg(long)]
+        path: String,
+        /// A request header, e.g. `x-data-purpose: fraud-investigation`. Repeatable.
+        #[arg(long = "header", value_name = "NAME:VALUE")]
+        headers: Vec<String>,
+        /// Request time, RFC 3339 (default: now).
+        #[arg(long, value_name = "RFC3339")]
+        time: Option<String>,
+        #[arg(long, value_name = "IP", default_value = "127.0.0.1")]
+        source_ip: std::net::IpAddr,
+    },
     /// Run the demo: dev certificates, a sample data product and the sidecar.
     Demo {
         /// Where the dev certificates are kept (created when missing).
@@ -99,8 +122,98 @@ fn run(command: Command) -> anyhow::Result<()> {
             let path = config.display().to_string();
             let config = Config::load(&config)?;
             meshgate::tls::TlsMaterial::load(&config.tls)?;
-            println!("{path}: ok");
+            match &config.policy {
+                None => println!("{path}: ok (no policy section: authenticated mode)"),
+                Some(p) => {
+                    let snapshot = load_policy(p)?;
+                    println!(
+                        "{path}: ok ({} policies, {} routes, version {})",
+                        snapshot.policy_count,
+                        snapshot.routes().len(),
+                        snapshot.version
+                    );
+                }
+            }
             Ok(())
+        }
+        Command::Authorize {
+            config,
+            principal,
+            method,
+            path,
+            headers,
+            time,
+            source_ip,
+        } => {
+            let config = Config::load(&config)?;
+            let policy = config
+                .policy
+                .as_ref()
+                .ok_or_else(|| anyhow::anyhow!("the configuration has no policy section"))?;
+            let snapshot = load_policy(policy)?;
+            let principal: meshgate::identity::Principal = principal
+                .parse()
+                .map_err(|e| anyhow::anyhow!("--principal: {e}"))?;
+            let method = http::Method::from_bytes(method.as_bytes())
+                .map_err(|_| anyhow::anyhow!("--method: `{method}` is not an HTTP method"))?;
+            let mut map = http::HeaderMap::new();
+            for h in &headers {
+                let (k, v) = h
+                    .split_once(':')
+                    .ok_or_else(|| anyhow::anyhow!("--header `{h}`: expected NAME:VALUE"))?;
+                let name = http::HeaderName::from_bytes(k.trim().as_bytes())
+                    .map_err(|_| anyhow::anyhow!("--header `{h}`: bad header name"))?;
+                let value = http::HeaderValue::from_str(v.trim())
+                    .map_err(|_| anyhow::anyhow!("--header `{h}`: bad header value"))?;
+                map.append(name, value);
+            }
+            let time = match time {
+                None => std::time::SystemTime::now(),
+                Some(t) => humantime::parse_rfc3339_weak(&t).map_err(|e| {
+                    anyhow::anyhow!("--time `{t}`: {e} (use RFC 3339, e.g. 2026-11-20T10:00:00Z)")
+                })?,
+            };
+            let normal = meshgate::path::normalize(&path)
+                .map_err(|e| anyhow::anyhow!("--path: {e} (400)"))?;
+            let outcome = snapshot
+                .decide_http(
+                    &principal,
+                    &meshgate::authz::HttpFacts {
+                        method: &method,
+                        path: &normal,
+                        headers: &map,
+                        source_ip,
+                        tls_version: "TLSv1.3",
+                        time,
+                    },
+                )
+                .map_err(|e| anyhow::anyhow!("{e} ({})", e.status()))?;
+            let d = &outcome.decision;
+            let list = |v: &[String]| {
+                if v.is_empty() {
+                    "(none)".to_string()
+                } else {
+                    v.join(", ")
+                }
+            };
+            println!("decision: {}", if d.allowed { "allow" } else { "deny" });
+            println!("product: {}", outcome.product);
+            println!("action: {}", outcome.action.as_str());
+            println!("resource: {}", outcome.resource);
+            println!("policies: {}", list(&d.policies));
+            println!("errors: {}", list(&d.errors));
+            if let Some(s) = &outcome.shadow {
+                println!(
+                    "shadow: {} ({})",
+                    if s.allowed { "allow" } else { "deny" },
+                    list(&s.policies)
+                );
+            }
+            if d.allowed {
+                Ok(())
+            } else {
+                std::process::exit(2)
+            }
         }
         Command::Demo {
             certs,
@@ -145,6 +258,19 @@ fn run(command: Command) -> anyhow::Result<()> {
             })
         }
     }
+}
+
+/// Loads a policy snapshot; on failure prints every error on its own line.
+fn load_policy(p: &meshgate::authz::PolicyConfig) -> anyhow::Result<meshgate::authz::Snapshot> {
+    let built =
+        meshgate::authz::PolicyInputs::read(p).and_then(|i| meshgate::authz::Snapshot::build(&i));
+    built.map_err(|e| {
+        for line in &e.0 {
+            eprintln!("{line}");
+        }
+        let n = e.0.len();
+        anyhow::anyhow!("policy: {n} error{}", if n == 1 { "" } else { "s" })
+    })
 }
 
 fn runtime(workers: usize) -> std::io::Result<tokio::runtime::Runtime> {

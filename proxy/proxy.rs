@@ -17,14 +17,12 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
-use crate::authz::{Decision, RequestFacts};
+use crate::authz::{AuthzOutcome, HttpFacts};
 use crate::config::{Config, UpstreamProtocol};
-use crate::contract::Action;
 use crate::error::{ProxyBody, ProxyError};
 use crate::identity::PeerIdentity;
 use crate::path::NormalPath;
 use crate::policy::PolicyStore;
-use crate::routes::Lookup;
 use crate::server::Sidecar;
 
 pub const X_FORWARDED_CLIENT_CERT: HeaderName = HeaderName::from_static("x-forwarded-client-cert");
@@ -107,19 +105,6 @@ impl Default for RequestIds {
     }
 }
 
-/// What authorization decided for a request; attached to the request (as an
-/// extension) for later layers and the audit record.
-#[derive(Debug, Clone)]
-pub struct AuthzOutcome {
-    pub product: String,
-    pub action: Action,
-    /// `DataProduct` or `Dataset` id.
-    pub resource: String,
-    pub decision: Decision,
-    pub shadow: Option<Decision>,
-    pub policy_version: String,
-}
-
 /// Handles one request end to end and records it.
 pub async fn handle(sc: &Sidecar, conn: &ConnInfo, req: Request<Incoming>) -> Response<ProxyBody> {
     let start = Instant::now();
@@ -144,8 +129,6 @@ pub async fn handle(sc: &Sidecar, conn: &ConnInfo, req: Request<Incoming>) -> Re
     sc.metrics.observe_request(resp.status(), start.elapsed());
     resp
 }
-
-const X_DATA_PURPOSE: HeaderName = HeaderName::from_static("x-data-purpose");
 
 async fn decide_and_forward(
     sc: &Sidecar,
@@ -173,45 +156,33 @@ fn authorize(
     path: &NormalPath,
 ) -> Result<AuthzOutcome, ProxyError> {
     let snapshot = store.current();
-    let target = match snapshot.routes().lookup(req.method(), path) {
-        Lookup::Found(t) => t,
-        Lookup::MethodNotAllowed => return Err(ProxyError::MethodNotAllowed),
-        Lookup::NotFound => return Err(ProxyError::NoRoute),
-    };
-    let purpose = match req.headers().get(X_DATA_PURPOSE) {
-        None => None,
-        Some(v) => Some(
-            v.to_str()
-                .ok()
-                .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_graphic()))
-                .ok_or(ProxyError::BadRequest("x-data-purpose"))?,
-        ),
-    };
-    let decoded = path.decoded();
-    let facts = RequestFacts {
-        method: req.method().as_str(),
-        path: &decoded,
-        source_ip: conn.peer.ip(),
-        purpose,
-        tls_version: conn.tls_version,
-        time: SystemTime::now(),
-    };
     let t0 = Instant::now();
-    let decision = snapshot.authorize(&conn.identity.principal, target, &facts);
+    let outcome = snapshot.decide_http(
+        &conn.identity.principal,
+        &HttpFacts {
+            method: req.method(),
+            path,
+            headers: req.headers(),
+            source_ip: conn.peer.ip(),
+            tls_version: conn.tls_version,
+            time: SystemTime::now(),
+        },
+    )?;
     sc.metrics.authorization_duration.observe(t0.elapsed());
+    let decision = &outcome.decision;
     sc.metrics.decision(decision.allowed);
     if !decision.errors.is_empty() {
         sc.metrics
             .policy_evaluation_errors
             .inc_by(decision.errors.len() as u64);
     }
-    let shadow = snapshot.authorize_shadow(&conn.identity.principal, target, &facts);
-    if let Some(s) = &shadow {
+    if let Some(s) = &outcome.shadow {
         if s.allowed != decision.allowed {
             sc.metrics.shadow_disagreements.inc();
             tracing::info!(
                 principal = %conn.identity.principal,
-                path = %decoded,
+                resource = %outcome.resource,
+                action = outcome.action.as_str(),
                 enforced = if decision.allowed { "allow" } else { "deny" },
                 enforced_policies = ?decision.policies,
                 shadow = if s.allowed { "allow" } else { "deny" },
@@ -220,26 +191,7 @@ fn authorize(
             );
         }
     }
-    let product = snapshot
-        .product(target)
-        .map(|p| p.id.clone())
-        .unwrap_or_default();
-    let resource = match (target.dataset, snapshot.product(target)) {
-        (Some(d), Some(p)) => p
-            .datasets
-            .get(d)
-            .map(|(n, _)| format!("{}/{n}", p.id))
-            .unwrap_or_default(),
-        _ => product.clone(),
-    };
-    Ok(AuthzOutcome {
-        product,
-        action: target.action,
-        resource,
-        decision,
-        shadow,
-        policy_version: snapshot.version.clone(),
-    })
+    Ok(outcome)
 }
 
 async fn forward(

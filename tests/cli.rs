@@ -101,7 +101,7 @@ fn validate_checks_tls_material_and_says_ok() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(
         String::from_utf8_lossy(&out.stdout).trim(),
-        format!("{f}: ok")
+        format!("{f}: ok (no policy section: authenticated mode)")
     );
 
     let (other, _) = pki.ca.issue(Leaf::server());

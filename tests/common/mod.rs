@@ -143,6 +143,7 @@ impl Pki {
 /// - `/bytes/N` streams N deterministic bytes
 /// - `/upload` answers `<len> <sha256>` of the body it received
 /// - `/slow/MS` reports arrival on `arrivals`, waits MS, answers `slow done`
+/// - anything else answers `{"upstream_path": "<target as received>"}`
 pub struct Upstream {
     pub addr: SocketAddr,
     pub arrivals: Mutex<mpsc::Receiver<String>>,
@@ -326,9 +327,8 @@ async fn upstream_route(
         tokio::time::sleep(Duration::from_millis(ms)).await;
         return full("slow done".into());
     }
-    let mut resp = full(format!("not found: {path}"));
-    *resp.status_mut() = http::StatusCode::NOT_FOUND;
-    resp
+    // Anything else: say exactly which target arrived.
+    full(serde_json::json!({ "upstream_path": req.uri().to_string() }).to_string())
 }
 
 /// A free loopback port nobody listens on (bound then released).
@@ -616,4 +616,29 @@ pub async fn get_on(
     let status = resp.status().as_u16();
     let body = resp.into_body().collect().await.expect("body").to_bytes();
     (status, String::from_utf8_lossy(&body).to_string())
+}
+
+/// The example policy tree of this repository, copied into `dir` so a test may
+/// edit it; returns the YAML `policy` section naming the copy.
+pub fn copy_policies(dir: &Path) -> String {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("policies");
+    let dst = dir.join("policies");
+    copy_dir(&src, &dst);
+    format!(
+        "policy:\n  schema: {d}/schema.cedarschema\n  entities: {d}/entities.json\n  sources:\n    - {d}/mesh\n    - {d}/domains/sales\n    - {d}/domains/finance\n  contracts:\n    - {d}/domains/sales\n    - {d}/domains/finance\n",
+        d = dst.display()
+    )
+}
+
+fn copy_dir(src: &Path, dst: &Path) {
+    std::fs::create_dir_all(dst).expect("mkdir");
+    for e in std::fs::read_dir(src).expect("read_dir") {
+        let e = e.expect("entry");
+        let to = dst.join(e.file_name());
+        if e.path().is_dir() {
+            copy_dir(&e.path(), &to);
+        } else {
+            std::fs::copy(e.path(), &to).expect("copy");
+        }
+    }
 }
