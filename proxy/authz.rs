@@ -949,6 +949,12 @@ impl Snapshot {
         Decision::from_response(&resp)
     }
 
+    /// A Cedar request with its own entities, against the whole policy set
+    /// (Cedar's `run-tests` semantics).
+    pub fn authorize_request(&self, request: &Request, entities: &Entities) -> Decision {
+        Decision::from_response(&self.authorizer.is_authorized(request, &self.all, entities))
+    }
+
     /// The same decision with the plain `Authorizer` over every policy; the
     /// reference the candidate index is tested against.
     pub fn authorize_unindexed(

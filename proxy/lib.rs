@@ -17,6 +17,7 @@ pub mod identity;
 pub mod metrics;
 pub mod path;
 pub mod policy;
+pub mod policytest;
 pub mod proxy;
 pub mod routes;
 pub mod sample;

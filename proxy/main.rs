@@ -53,6 +53,17 @@ enum Command {
         #[arg(long, value_name = "IP", default_value = "127.0.0.1")]
         source_ip: std::net::IpAddr,
     },
+    /// Run policy tests: Cedar `run-tests` JSON (*.test.json) and HTTP cases
+    /// (*.test.yaml). Ends with `N passed, M failed`; non-zero on any failure.
+    Test {
+        /// Take the policy set from this configuration; default: the nearest
+        /// directory above each test holding schema.cedarschema.
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// Test files or directories (searched recursively).
+        #[arg(required = true, value_name = "PATH")]
+        paths: Vec<PathBuf>,
+    },
     /// Run the demo: dev certificates, a sample data product and the sidecar.
     Demo {
         /// Where the dev certificates are kept (created when missing).
@@ -135,6 +146,29 @@ fn run(command: Command) -> anyhow::Result<()> {
                 }
             }
             Ok(())
+        }
+        Command::Test { config, paths } => {
+            let config = config.map(|c| Config::load(&c)).transpose()?;
+            let source = match config.as_ref().map(|c| c.policy.as_ref()) {
+                Some(Some(p)) => meshgate::policytest::PolicySource::Config(p),
+                Some(None) => anyhow::bail!("the configuration has no policy section"),
+                None => meshgate::policytest::PolicySource::Discover,
+            };
+            let report = meshgate::policytest::run(&paths, source).map_err(|e| {
+                for line in e.lines().skip(1) {
+                    eprintln!("{line}");
+                }
+                anyhow::anyhow!("{}", e.lines().next().unwrap_or_default())
+            })?;
+            for f in &report.failures {
+                println!("FAIL {f}");
+            }
+            println!("{} passed, {} failed", report.passed, report.failures.len());
+            if report.failures.is_empty() {
+                Ok(())
+            } else {
+                std::process::exit(1)
+            }
         }
         Command::Authorize {
             config,

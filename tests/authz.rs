@@ -357,3 +357,49 @@ fn start_up_refuses_an_invalid_policy_with_its_position() {
         assert!(err.contains("policies/mesh/extra.cedar:2:"), "{cmd}: {err}");
     }
 }
+
+#[test]
+fn shadow_policies_are_evaluated_never_enforced_and_disagreements_counted() {
+    let pki = pki();
+    let up = Upstream::start();
+    let mut policy = copy_policies(pki.dir.path());
+    let next = pki.path("policies/sales-next");
+    std::fs::create_dir_all(&next).expect("mkdir");
+    // The trial: sales would let marketing read orders.
+    std::fs::copy(
+        pki.path("policies/domains/sales/policies.cedar"),
+        next.join("policies.cedar"),
+    )
+    .expect("copy");
+    std::fs::write(
+        next.join("trial.cedar"),
+        "@id(\"sales.orders.marketing-may-read\")\npermit (principal in Mesh::Domain::\"marketing\", action == Mesh::Action::\"read\", resource in Mesh::DataProduct::\"sales.orders\");\n",
+    )
+    .expect("write");
+    let d = pki.path("policies");
+    policy.push_str(&format!(
+        "  shadow:\n    - {0}/mesh\n    - {1}\n    - {0}/domains/finance\n",
+        d.display(),
+        next.display()
+    ));
+    let mg = Meshgate::start(pki.dir.path(), &config_yaml(&pki, &up.url(), &policy));
+
+    assert_eq!(
+        call(&pki, "campaigns", &[], &mg.url("/orders")).0,
+        "403",
+        "shadow must not be enforced"
+    );
+    assert_eq!(call(&pki, "reporting", &[], &mg.url("/orders")).0, "200");
+    assert_eq!(mg.metric("meshgate_shadow_disagreements_total"), 1.0);
+    let line = mg
+        .logs
+        .wait_for(0, Duration::from_secs(10), |l| {
+            l.contains("shadow policy set disagrees")
+        })
+        .expect("disagreement logged");
+    assert!(line.contains("sales.orders.marketing-may-read"), "{line}");
+    assert!(
+        line.contains("\"enforced\":\"deny\"") && line.contains("\"shadow\":\"allow\""),
+        "{line}"
+    );
+}

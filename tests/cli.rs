@@ -229,3 +229,63 @@ fn demo_runs_with_no_setup_and_prints_working_curl_commands() {
         assert!(certs.join(f).is_file(), "{f} missing");
     }
 }
+
+#[test]
+fn policy_tests_of_the_example_domains_pass() {
+    let policies = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("policies");
+    let out = meshgate(&["test", policies.to_str().expect("utf-8")]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", stderr(&out));
+    let last = stdout.lines().last().unwrap_or_default();
+    assert!(last.ends_with(" passed, 0 failed"), "{stdout}");
+    let passed: usize = last
+        .split(' ')
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    assert!(passed >= 20, "{stdout}");
+}
+
+#[test]
+fn a_failing_policy_test_shows_expected_and_actual() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("policies");
+    let root = dir.path().join("policies");
+    std::fs::create_dir_all(root.join("domains/sales/tests")).expect("mkdir");
+    for f in ["schema.cedarschema", "entities.json"] {
+        std::fs::copy(src.join(f), root.join(f)).expect("copy");
+    }
+    std::fs::create_dir_all(root.join("mesh")).expect("mkdir");
+    std::fs::copy(
+        src.join("mesh/baseline.cedar"),
+        root.join("mesh/baseline.cedar"),
+    )
+    .expect("copy");
+    for f in ["policies.cedar", "orders.odcs.yaml", "customers.odcs.yaml"] {
+        std::fs::copy(
+            src.join("domains/sales").join(f),
+            root.join("domains/sales").join(f),
+        )
+        .expect("copy");
+    }
+    let cases = root.join("domains/sales/tests/wrong.test.yaml");
+    std::fs::write(
+        &cases,
+        "cases:\n  - name: wrongly expects marketing to read\n    principal: spiffe://mesh.local/ns/marketing/sa/campaigns\n    path: /orders\n    expect: { decision: allow, policies: [sales.orders.finance-may-read] }\n  - name: right\n    principal: spiffe://mesh.local/ns/finance/sa/reporting\n    path: /orders\n    expect: { status: 200 }\n",
+    )
+    .expect("write");
+    let out = meshgate(&["test", root.to_str().expect("utf-8")]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains("FAIL ")
+            && stdout
+                .contains("wrongly expects marketing to read: expected decision allow, got deny"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("expected policies [\"sales.orders.finance-may-read\"], got []"),
+        "{stdout}"
+    );
+    assert_eq!(stdout.lines().last(), Some("1 passed, 1 failed"));
+}
