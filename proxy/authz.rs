@@ -259,17 +259,169 @@ fn string_set(items: &[String]) -> RestrictedExpression {
     )
 }
 
-/// Candidate policy sets, one per action.
-type PerAction = [Arc<PolicySet>; 5];
+/// Candidate policy sets, one per action; `None` where no policy applies.
+type PerAction = [Option<Arc<PolicySet>>; 5];
+
+/// Resource types: products and datasets.
+const PRODUCT: usize = 0;
+const DATASET: usize = 1;
 
 /// A resource (product or dataset) with what a decision about it needs.
 #[derive(Debug)]
 struct Resource {
     uid: EntityUid,
+    /// Position in the candidate index.
+    index: usize,
+    /// `PRODUCT` or `DATASET`.
+    kind: usize,
     /// The resource entity and its ancestors' entities (product, domain).
     entities: Vec<Entity>,
-    candidates: PerAction,
-    shadow: Option<PerAction>,
+}
+
+/// Policies filed by the resources and actions their scope can match.
+///
+/// - `open`: resource scope open (`resource`, `resource is T`), per type;
+/// - `groups`: `in` (or `is T in`) an entity that is not itself a resource,
+///   such as a domain, per that entity and type;
+/// - `scoped`: `==` a resource, or `in` a resource (a product and its
+///   datasets), per resource.
+///
+/// A decision evaluates the few sets for its resource and action and combines
+/// them as Cedar does: any satisfied `forbid` denies, else any satisfied
+/// `permit` allows.
+#[derive(Debug)]
+struct Index {
+    open: [PerAction; 2],
+    groups: Vec<[PerAction; 2]>,
+    scoped: Vec<PerAction>,
+    /// Per resource: the groups it belongs to.
+    member_of: Vec<Vec<usize>>,
+}
+
+impl Index {
+    /// `resources[i]`: (uid, kind, ancestors) of the resource with index `i`.
+    fn build(
+        set: &PolicySet,
+        resources: &[(EntityUid, usize, HashSet<EntityUid>)],
+        types: &[EntityTypeName; 2],
+        actions: &[EntityUid; 5],
+    ) -> Index {
+        let by_uid: HashMap<&EntityUid, usize> = resources
+            .iter()
+            .enumerate()
+            .map(|(i, r)| (&r.0, i))
+            .collect();
+        // Resources in (or equal to) a resource: a product and its datasets.
+        let mut under: HashMap<&EntityUid, Vec<usize>> = HashMap::new();
+        let mut group_of: HashMap<&EntityUid, usize> = HashMap::new();
+        let mut member_of: Vec<Vec<usize>> = vec![Vec::new(); resources.len()];
+        for (i, (uid, _, ancestors)) in resources.iter().enumerate() {
+            under.entry(uid).or_default().push(i);
+            for a in ancestors {
+                if by_uid.contains_key(a) {
+                    under.entry(a).or_default().push(i);
+                } else {
+                    let n = group_of.len();
+                    let g = *group_of.entry(a).or_insert(n);
+                    member_of[i].push(g);
+                }
+            }
+        }
+        type Bucket = [Vec<Policy>; 5];
+        let mut open: [Bucket; 2] = Default::default();
+        let mut groups: Vec<[Bucket; 2]> =
+            (0..group_of.len()).map(|_| Default::default()).collect();
+        let mut scoped: Vec<Bucket> = (0..resources.len()).map(|_| Default::default()).collect();
+        for p in set.policies() {
+            let acts: [bool; 5] = match p.action_constraint() {
+                ActionConstraint::Any => [true; 5],
+                ActionConstraint::Eq(a) => actions.each_ref().map(|x| *x == a),
+                ActionConstraint::In(list) => actions.each_ref().map(|x| list.contains(x)),
+            };
+            let file = |bucket: &mut Bucket| {
+                for (i, on) in acts.iter().enumerate() {
+                    if *on {
+                        bucket[i].push(p.clone());
+                    }
+                }
+            };
+            let kind = |t: &EntityTypeName| types.iter().position(|x| x == t);
+            match p.resource_constraint() {
+                ResourceConstraint::Any => open.iter_mut().for_each(file),
+                // A type with no resources here can never match.
+                ResourceConstraint::Is(t) => {
+                    if let Some(k) = kind(&t) {
+                        file(&mut open[k]);
+                    }
+                }
+                ResourceConstraint::Eq(u) => {
+                    if let Some(&i) = by_uid.get(&u) {
+                        file(&mut scoped[i]);
+                    }
+                }
+                ResourceConstraint::In(u) => {
+                    if let Some(list) = under.get(&u) {
+                        list.iter().for_each(|&i| file(&mut scoped[i]));
+                    } else if let Some(&g) = group_of.get(&u) {
+                        groups[g].iter_mut().for_each(file);
+                    }
+                }
+                ResourceConstraint::IsIn(t, u) => {
+                    let Some(k) = kind(&t) else { continue };
+                    if let Some(list) = under.get(&u) {
+                        list.iter()
+                            .filter(|&&i| resources[i].1 == k)
+                            .for_each(|&i| file(&mut scoped[i]));
+                    } else if let Some(&g) = group_of.get(&u) {
+                        file(&mut groups[g][k]);
+                    }
+                }
+            }
+        }
+        let finish = |b: Bucket| -> PerAction {
+            b.map(|v| {
+                if v.is_empty() {
+                    return None;
+                }
+                let mut set = PolicySet::new();
+                for p in v {
+                    // Ids are unique in the full set, so a subset cannot clash.
+                    let _ = set.add(p);
+                }
+                Some(Arc::new(set))
+            })
+        };
+        Index {
+            open: open.map(finish),
+            groups: groups.into_iter().map(|g| g.map(finish)).collect(),
+            scoped: scoped.into_iter().map(finish).collect(),
+            member_of,
+        }
+    }
+
+    /// The candidate sets for one resource and action.
+    fn candidates(
+        &self,
+        resource: usize,
+        kind: usize,
+        action: usize,
+    ) -> impl Iterator<Item = &PolicySet> {
+        let groups = self
+            .member_of
+            .get(resource)
+            .map(Vec::as_slice)
+            .unwrap_or(&[]);
+        std::iter::once(self.open[kind][action].as_deref())
+            .chain(
+                groups
+                    .iter()
+                    .map(move |&g| self.groups[g][kind][action].as_deref()),
+            )
+            .chain(std::iter::once(
+                self.scoped.get(resource).and_then(|s| s[action].as_deref()),
+            ))
+            .flatten()
+    }
 }
 
 #[derive(Debug)]
@@ -277,6 +429,18 @@ struct ProductEntry {
     product: Product,
     resource: Resource,
     datasets: Vec<Resource>,
+}
+
+/// What `Snapshot::assemble` builds besides the policies.
+struct Parts {
+    index: Index,
+    shadow_index: Option<Index>,
+    products: Vec<ProductEntry>,
+    routes: RouteTable,
+    service_parents: HashMap<String, HashSet<EntityUid>>,
+    namespace_parents: HashMap<String, HashSet<EntityUid>>,
+    action_uids: [EntityUid; 5],
+    service_type: EntityTypeName,
 }
 
 /// One immutable, validated policy snapshot.
@@ -288,6 +452,8 @@ pub struct Snapshot {
     schema: Schema,
     all: PolicySet,
     shadow_all: Option<PolicySet>,
+    index: Index,
+    shadow_index: Option<Index>,
     products: Vec<ProductEntry>,
     routes: RouteTable,
     /// Transitive static parents of services named in entities.json.
@@ -320,6 +486,36 @@ pub struct Decision {
 }
 
 impl Decision {
+    /// Two disjoint policy sets' decisions on one request, as one set's:
+    /// a satisfied forbid denies; else a satisfied permit allows.
+    fn combine(a: Decision, b: Decision) -> Decision {
+        let mut errors = a.errors;
+        errors.extend(b.errors);
+        errors.sort_unstable();
+        // A deny with reasons names satisfied forbids; an allow, satisfied permits.
+        let forbids: Vec<String> = [(&a.allowed, &a.policies), (&b.allowed, &b.policies)]
+            .into_iter()
+            .filter(|(allowed, _)| !**allowed)
+            .flat_map(|(_, p)| p.iter().cloned())
+            .collect();
+        let (allowed, mut policies) = if !forbids.is_empty() {
+            (false, forbids)
+        } else {
+            let permits: Vec<String> = [(a.allowed, a.policies), (b.allowed, b.policies)]
+                .into_iter()
+                .filter(|(allowed, _)| *allowed)
+                .flat_map(|(_, p)| p)
+                .collect();
+            (!permits.is_empty(), permits)
+        };
+        policies.sort_unstable();
+        Decision {
+            allowed,
+            policies,
+            errors,
+        }
+    }
+
     /// Policy ids and errors sorted, so that decisions compare and print stably.
     fn from_response(resp: &cedar_policy::Response) -> Decision {
         let mut policies: Vec<String> = resp
@@ -368,7 +564,8 @@ fn parse_policies(
                 continue;
             }
         };
-        // Cedar keeps each policy's own text: find it to report a position.
+        // Cedar keeps each policy's own text: find it to report a position
+        // (only for errors: searching is linear in the file).
         let at_of = |text: String| {
             src.text
                 .find(&text)
@@ -383,26 +580,29 @@ fn parse_policies(
             ));
         }
         for p in parsed.policies() {
-            let at = at_of(p.to_string());
+            let at = || at_of(p.to_string());
             let id = match p.annotation("id") {
                 Some(id) if !id.trim().is_empty() => id.to_string(),
                 _ => {
+                    let (l, c) = at();
                     errors.push(format!(
-                        "{}:{}:{}: policy has no @id(\"…\") annotation",
-                        src.name, at.0, at.1
+                        "{}:{l}:{c}: policy has no @id(\"…\") annotation",
+                        src.name
                     ));
                     continue;
                 }
             };
             if let Some(&j) = origin.get(&id) {
+                let (l, c) = at();
                 errors.push(format!(
-                    "{}:{}:{}: @id(\"{id}\") is already used in {}",
-                    src.name, at.0, at.1, sources[j].name
+                    "{}:{l}:{c}: @id(\"{id}\") is already used in {}",
+                    src.name, sources[j].name
                 ));
                 continue;
             }
             if let Err(e) = set.add(p.new_id(PolicyId::new(&id))) {
-                errors.push(format!("{}:{}:{}: {e}", src.name, at.0, at.1));
+                let (l, c) = at();
+                errors.push(format!("{}:{l}:{c}: {e}", src.name));
                 continue;
             }
             origin.insert(id, i);
@@ -433,49 +633,6 @@ fn validate(
     }
 }
 
-/// Does `p`'s scope admit this resource and action?
-fn applies(
-    p: &Policy,
-    res: &EntityUid,
-    res_type: &EntityTypeName,
-    ancestors: &HashSet<EntityUid>,
-    action: &EntityUid,
-) -> bool {
-    let in_or_eq = |u: &EntityUid| u == res || ancestors.contains(u);
-    let resource_ok = match p.resource_constraint() {
-        ResourceConstraint::Any => true,
-        ResourceConstraint::Eq(u) => &u == res,
-        ResourceConstraint::In(u) => in_or_eq(&u),
-        ResourceConstraint::Is(t) => &t == res_type,
-        ResourceConstraint::IsIn(t, u) => &t == res_type && in_or_eq(&u),
-    };
-    let action_ok = match p.action_constraint() {
-        ActionConstraint::Any => true,
-        ActionConstraint::Eq(a) => &a == action,
-        ActionConstraint::In(list) => list.iter().any(|a| a == action),
-    };
-    resource_ok && action_ok
-}
-
-fn candidate_sets(
-    set: &PolicySet,
-    res: &EntityUid,
-    res_type: &EntityTypeName,
-    ancestors: &HashSet<EntityUid>,
-    actions: &[EntityUid; 5],
-) -> PerAction {
-    let mut per: [PolicySet; 5] = Default::default();
-    for p in set.policies() {
-        for (i, a) in actions.iter().enumerate() {
-            if applies(p, res, res_type, ancestors, a) {
-                // Ids are unique in `set`, so adding to a subset cannot clash.
-                let _ = per[i].add(p.clone());
-            }
-        }
-    }
-    per.map(Arc::new)
-}
-
 impl Snapshot {
     /// Builds and validates a complete snapshot, or reports every error found.
     pub fn build(inputs: &PolicyInputs) -> Result<Snapshot, LoadErrors> {
@@ -497,18 +654,74 @@ impl Snapshot {
         };
 
         let (all, origin) = parse_policies(&inputs.policies, &mut errors);
-        validate(&schema, &all, &inputs.policies, &origin, &mut errors);
-        let shadow_all = if inputs.shadow.is_empty() {
+        let shadow = if inputs.shadow.is_empty() {
             None
         } else {
-            let (set, origin) = parse_policies(&inputs.shadow, &mut errors);
-            validate(&schema, &set, &inputs.shadow, &origin, &mut errors);
-            Some(set)
+            Some(parse_policies(&inputs.shadow, &mut errors))
         };
+        // Strict validation runs beside the rest of the build (both are CPU
+        // work; a reload of 10,000 policies should take well under a second).
+        let (validation, parts) = std::thread::scope(|scope| {
+            let validation = scope.spawn(|| {
+                let mut errors = Vec::new();
+                validate(&schema, &all, &inputs.policies, &origin, &mut errors);
+                if let Some((set, origin)) = &shadow {
+                    validate(&schema, set, &inputs.shadow, origin, &mut errors);
+                }
+                errors
+            });
+            let parts =
+                Self::assemble(inputs, &schema, &all, shadow.as_ref().map(|s| &s.0), errors);
+            let validation = validation
+                .join()
+                .unwrap_or_else(|_| vec!["policy validation failed unexpectedly".to_string()]);
+            (validation, parts)
+        });
+        let mut errors = validation;
+        let parts = match parts {
+            Ok(p) if errors.is_empty() => p,
+            Ok(_) => return Err(LoadErrors(errors)),
+            Err(more) => {
+                errors.extend(more);
+                return Err(LoadErrors(errors));
+            }
+        };
+        let shadow_all = shadow.map(|(set, _)| set);
+        Ok(Snapshot {
+            version: inputs.version(),
+            loaded_at: SystemTime::now(),
+            policy_count: all.policies().count(),
+            shadow_policy_count: shadow_all
+                .as_ref()
+                .map(|s| s.policies().count())
+                .unwrap_or(0),
+            schema,
+            all,
+            shadow_all,
+            index: parts.index,
+            shadow_index: parts.shadow_index,
+            products: parts.products,
+            routes: parts.routes,
+            service_parents: parts.service_parents,
+            namespace_parents: parts.namespace_parents,
+            action_uids: parts.action_uids,
+            authorizer: Authorizer::new(),
+            service_type: parts.service_type,
+        })
+    }
 
+    /// Everything but the policies themselves: entities, contracts, routes and
+    /// the candidate index. `errors` holds what parsing found so far.
+    fn assemble(
+        inputs: &PolicyInputs,
+        schema: &Schema,
+        all: &PolicySet,
+        shadow_all: Option<&PolicySet>,
+        mut errors: Vec<String>,
+    ) -> Result<Parts, Vec<String>> {
         let static_entities = match &inputs.entities {
             None => Entities::empty(),
-            Some(src) => match Entities::from_json_str(&src.text, Some(&schema)) {
+            Some(src) => match Entities::from_json_str(&src.text, Some(schema)) {
                 Ok(e) => e,
                 Err(e) => {
                     errors.push(diag(&src.name, &src.text, &e));
@@ -525,7 +738,7 @@ impl Snapshot {
             }
         }
         if !errors.is_empty() {
-            return Err(LoadErrors(errors));
+            return Err(errors);
         }
 
         let domain_t = type_name("Domain");
@@ -574,6 +787,8 @@ impl Snapshot {
         let mut entries = Vec::new();
         let mut seen_ids: HashMap<String, String> = HashMap::new();
         let mut all_entities: Vec<Entity> = Vec::new();
+        // (uid, kind, ancestors) of every resource, in index order.
+        let mut registry: Vec<(EntityUid, usize, HashSet<EntityUid>)> = Vec::new();
         for (pi, p) in products.into_iter().enumerate() {
             if let Some(other) = seen_ids.insert(p.id.clone(), p.file.clone()) {
                 errors.push(format!(
@@ -663,23 +878,10 @@ impl Snapshot {
                         let mut ents = vec![ds.clone()];
                         ents.extend(base_entities.iter().cloned());
                         all_entities.push(ds);
+                        registry.push((ds_uid.clone(), DATASET, product_ancestors.clone()));
                         datasets.push(Resource {
-                            candidates: candidate_sets(
-                                &all,
-                                &ds_uid,
-                                &dataset_t,
-                                &product_ancestors,
-                                &action_uids,
-                            ),
-                            shadow: shadow_all.as_ref().map(|s| {
-                                candidate_sets(
-                                    s,
-                                    &ds_uid,
-                                    &dataset_t,
-                                    &product_ancestors,
-                                    &action_uids,
-                                )
-                            }),
+                            index: registry.len() - 1,
+                            kind: DATASET,
                             uid: ds_uid,
                             entities: ents,
                         });
@@ -705,23 +907,10 @@ impl Snapshot {
                     errors.push(format!("{}: customProperties.meshgateRoutes: {e}", p.file));
                 }
             }
+            registry.push((product_uid.clone(), PRODUCT, product_ancestors.clone()));
             let resource = Resource {
-                candidates: candidate_sets(
-                    &all,
-                    &product_uid,
-                    &product_t,
-                    &product_ancestors,
-                    &action_uids,
-                ),
-                shadow: shadow_all.as_ref().map(|s| {
-                    candidate_sets(
-                        s,
-                        &product_uid,
-                        &product_t,
-                        &product_ancestors,
-                        &action_uids,
-                    )
-                }),
+                index: registry.len() - 1,
+                kind: PRODUCT,
                 uid: product_uid,
                 entities: base_entities,
             };
@@ -735,32 +924,26 @@ impl Snapshot {
         // The constructed entities must conform to the schema like any other.
         let mut check = all_entities;
         check.extend(static_entities.iter().cloned());
-        if let Err(e) = Entities::from_entities(check, Some(&schema)) {
+        if let Err(e) = Entities::from_entities(check, Some(schema)) {
             errors.push(format!(
                 "contracts: entities built from the contracts do not match the schema: {e}"
             ));
         }
         if !errors.is_empty() {
-            return Err(LoadErrors(errors));
+            return Err(errors);
         }
 
-        Ok(Snapshot {
-            version: inputs.version(),
-            loaded_at: SystemTime::now(),
-            policy_count: all.policies().count(),
-            shadow_policy_count: shadow_all
-                .as_ref()
-                .map(|s| s.policies().count())
-                .unwrap_or(0),
-            schema,
-            all,
-            shadow_all,
+        let types = [product_t, dataset_t];
+        let index = Index::build(all, &registry, &types, &action_uids);
+        let shadow_index = shadow_all.map(|set| Index::build(set, &registry, &types, &action_uids));
+        Ok(Parts {
+            index,
+            shadow_index,
             products: entries,
             routes,
             service_parents,
             namespace_parents,
             action_uids,
-            authorizer: Authorizer::new(),
             service_type: service_t,
         })
     }
@@ -878,47 +1061,48 @@ impl Snapshot {
     }
 
     /// Decides one request. Anything that goes wrong building it denies.
+    pub fn authorize_with_shadow(
+        &self,
+        principal: &Principal,
+        target: &Target,
+        facts: &RequestFacts<'_>,
+    ) -> (Decision, Option<Decision>) {
+        self.decide(principal, target, facts, true)
+    }
+
+    /// Decides one request with the enforced set only.
     pub fn authorize(
         &self,
         principal: &Principal,
         target: &Target,
         facts: &RequestFacts<'_>,
     ) -> Decision {
-        self.decide(principal, target, facts, false)
+        self.decide(principal, target, facts, false).0
     }
 
-    /// The shadow set's decision, when a shadow set is configured.
-    pub fn authorize_shadow(
-        &self,
-        principal: &Principal,
-        target: &Target,
-        facts: &RequestFacts<'_>,
-    ) -> Option<Decision> {
-        self.shadow_all.as_ref()?;
-        Some(self.decide(principal, target, facts, true))
-    }
-
+    /// Decides with the enforced index and, when asked and configured, the
+    /// shadow index, building the Cedar request and entities once.
     fn decide(
         &self,
         principal: &Principal,
         target: &Target,
         facts: &RequestFacts<'_>,
-        shadow: bool,
-    ) -> Decision {
-        let deny = |e: String| Decision {
-            allowed: false,
-            policies: Vec::new(),
-            errors: vec![e],
+        with_shadow: bool,
+    ) -> (Decision, Option<Decision>) {
+        let deny = |e: String| {
+            let d = Decision {
+                allowed: false,
+                policies: Vec::new(),
+                errors: vec![e],
+            };
+            (
+                d.clone(),
+                (with_shadow && self.shadow_index.is_some()).then_some(d),
+            )
         };
         let Some(resource) = self.resource(target) else {
             return deny("route names an unknown product".into());
         };
-        let candidates = match (shadow, &resource.shadow) {
-            (false, _) => &resource.candidates,
-            (true, Some(s)) => s,
-            (true, None) => return deny("no shadow set".into()),
-        };
-        let set = &candidates[target.action.index()];
         let principal_entity = match self.principal_entity(principal) {
             Ok(e) => e,
             Err(e) => return deny(e),
@@ -935,9 +1119,10 @@ impl Snapshot {
             Ok(e) => e,
             Err(e) => return deny(e.to_string()),
         };
+        let action = target.action.index();
         let request = match Request::new(
             principal_uid,
-            self.action_uids[target.action.index()].clone(),
+            self.action_uids[action].clone(),
             resource.uid.clone(),
             context,
             None,
@@ -945,8 +1130,28 @@ impl Snapshot {
             Ok(r) => r,
             Err(e) => return deny(e.to_string()),
         };
-        let resp = self.authorizer.is_authorized(&request, set, &entities);
-        Decision::from_response(&resp)
+        let eval = |index: &Index| {
+            index
+                .candidates(resource.index, resource.kind, action)
+                .map(|set| {
+                    Decision::from_response(
+                        &self.authorizer.is_authorized(&request, set, &entities),
+                    )
+                })
+                .reduce(Decision::combine)
+                .unwrap_or(Decision {
+                    allowed: false,
+                    policies: Vec::new(),
+                    errors: Vec::new(),
+                })
+        };
+        let enforced = eval(&self.index);
+        let shadow = if with_shadow {
+            self.shadow_index.as_ref().map(eval)
+        } else {
+            None
+        };
+        (enforced, shadow)
     }
 
     /// A Cedar request with its own entities, against the whole policy set
@@ -1063,8 +1268,7 @@ impl Snapshot {
             tls_version: req.tls_version,
             time: req.time,
         };
-        let decision = self.authorize(principal, target, &facts);
-        let shadow = self.authorize_shadow(principal, target, &facts);
+        let (decision, shadow) = self.authorize_with_shadow(principal, target, &facts);
         let product = self.product(target);
         let product_id = product.map(|p| p.id.clone()).unwrap_or_default();
         let resource = match (target.dataset, product) {
