@@ -128,7 +128,7 @@ fn read_source(path: &Path) -> Result<Source, String> {
 }
 
 /// A file as is, or a directory's files ending in `suffix`, sorted by name.
-fn expand(path: &Path, suffix: &str) -> Result<Vec<PathBuf>, String> {
+fn expand(path: &Path, suffixes: &[&str]) -> Result<Vec<PathBuf>, String> {
     let meta = std::fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
     if !meta.is_dir() {
         return Ok(vec![path.to_path_buf()]);
@@ -140,7 +140,7 @@ fn expand(path: &Path, suffix: &str) -> Result<Vec<PathBuf>, String> {
             p.is_file()
                 && p.file_name()
                     .and_then(|n| n.to_str())
-                    .is_some_and(|n| n.ends_with(suffix))
+                    .is_some_and(|n| suffixes.iter().any(|s| n.ends_with(s)))
         })
         .collect();
     files.sort();
@@ -151,7 +151,7 @@ impl PolicyInputs {
     /// Reads every file the configuration names.
     pub fn read(cfg: &PolicyConfig) -> Result<PolicyInputs, LoadErrors> {
         let mut errors = Vec::new();
-        let mut read_all = |paths: &[PathBuf], suffix: &str| -> Vec<Source> {
+        let mut read_all = |paths: &[PathBuf], suffix: &[&str]| -> Vec<Source> {
             let mut out = Vec::new();
             for p in paths {
                 match expand(p, suffix) {
@@ -168,9 +168,9 @@ impl PolicyInputs {
             }
             out
         };
-        let policies = read_all(&cfg.sources, ".cedar");
-        let contracts = read_all(&cfg.contracts, ".odcs.yaml");
-        let shadow = read_all(&cfg.shadow, ".cedar");
+        let policies = read_all(&cfg.sources, &[".cedar", LINKS]);
+        let contracts = read_all(&cfg.contracts, &[".odcs.yaml"]);
+        let shadow = read_all(&cfg.shadow, &[".cedar", LINKS]);
         let schema = read_source(&cfg.schema);
         let entities = cfg.entities.as_deref().map(read_source).transpose();
         match (schema, entities) {
@@ -383,12 +383,24 @@ impl Index {
                 if v.is_empty() {
                     return None;
                 }
-                let mut set = PolicySet::new();
+                let mut subset = PolicySet::new();
                 for p in v {
                     // Ids are unique in the full set, so a subset cannot clash.
-                    let _ = set.add(p);
+                    match (p.template_id(), p.template_links()) {
+                        (Some(tid), Some(links)) => {
+                            if subset.template(tid).is_none() {
+                                if let Some(t) = set.template(tid) {
+                                    let _ = subset.add_template(t.clone());
+                                }
+                            }
+                            let _ = subset.link(tid.clone(), p.id().clone(), links);
+                        }
+                        _ => {
+                            let _ = subset.add(p);
+                        }
+                    }
                 }
-                Some(Arc::new(set))
+                Some(Arc::new(subset))
             })
         };
         Index {
@@ -554,7 +566,11 @@ fn parse_policies(
     let mut set = PolicySet::new();
     // @id -> index of the source that defines it
     let mut origin: HashMap<String, usize> = HashMap::new();
+    // Policies and templates first, then the links that instantiate them.
     for (i, src) in sources.iter().enumerate() {
+        if src.name.ends_with(LINKS) {
+            continue;
+        }
         let parsed = match PolicySet::from_str(&src.text) {
             Ok(p) => p,
             Err(errs) => {
@@ -573,11 +589,32 @@ fn parse_policies(
                 .unwrap_or((1, 1))
         };
         for t in parsed.templates() {
-            let at = at_of(t.to_string());
-            errors.push(format!(
-                "{}:{}:{}: templates (policies with ?principal/?resource slots) are not supported yet",
-                src.name, at.0, at.1
-            ));
+            let at = || at_of(t.to_string());
+            let id = match t.annotation("id") {
+                Some(id) if !id.trim().is_empty() => id.to_string(),
+                _ => {
+                    let (l, c) = at();
+                    errors.push(format!(
+                        "{}:{l}:{c}: template has no @id(\"…\") annotation",
+                        src.name
+                    ));
+                    continue;
+                }
+            };
+            if let Some(&j) = origin.get(&id) {
+                let (l, c) = at();
+                errors.push(format!(
+                    "{}:{l}:{c}: @id(\"{id}\") is already used in {}",
+                    src.name, sources[j].name
+                ));
+                continue;
+            }
+            if let Err(e) = set.add_template(t.new_id(PolicyId::new(&id))) {
+                let (l, c) = at();
+                errors.push(format!("{}:{l}:{c}: {e}", src.name));
+                continue;
+            }
+            origin.insert(id, i);
         }
         for p in parsed.policies() {
             let at = || at_of(p.to_string());
@@ -608,7 +645,71 @@ fn parse_policies(
             origin.insert(id, i);
         }
     }
+    for (i, src) in sources.iter().enumerate() {
+        if src.name.ends_with(LINKS) {
+            link_grants(&mut set, &mut origin, i, src, errors);
+        }
+    }
     (set, origin)
+}
+
+/// Template-link files: Cedar's template-links JSON (what `cedar -k` reads).
+pub const LINKS: &str = ".links.json";
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Link {
+    template_id: String,
+    link_id: String,
+    args: HashMap<String, String>,
+}
+
+/// Instantiates the templates of `set` with the grants in one links file.
+fn link_grants(
+    set: &mut PolicySet,
+    origin: &mut HashMap<String, usize>,
+    i: usize,
+    src: &Source,
+    errors: &mut Vec<String>,
+) {
+    let links: Vec<Link> = match serde_json::from_str(&src.text) {
+        Ok(l) => l,
+        Err(e) => {
+            errors.push(format!("{}:{}:{}: {e}", src.name, e.line(), e.column()));
+            return;
+        }
+    };
+    for (n, link) in links.into_iter().enumerate() {
+        let at = format!("{}: [{n}] `{}`", src.name, link.link_id);
+        let mut env = HashMap::new();
+        for (slot, value) in &link.args {
+            let slot_id = match slot.as_str() {
+                "?principal" => cedar_policy::SlotId::principal(),
+                "?resource" => cedar_policy::SlotId::resource(),
+                other => {
+                    errors.push(format!(
+                        "{at}: unknown slot `{other}` (?principal or ?resource)"
+                    ));
+                    continue;
+                }
+            };
+            match EntityUid::from_str(value) {
+                Ok(uid) => {
+                    env.insert(slot_id, uid);
+                }
+                Err(e) => errors.push(format!("{at}: {slot}: {e}")),
+            }
+        }
+        if let Err(e) = set.link(
+            PolicyId::new(&link.template_id),
+            PolicyId::new(&link.link_id),
+            env,
+        ) {
+            errors.push(format!("{at}: {e}"));
+            continue;
+        }
+        origin.insert(link.link_id, i);
+    }
 }
 
 fn validate(
@@ -1487,6 +1588,59 @@ mod tests {
             text: text.into(),
         });
         Snapshot::build(&inputs)
+    }
+
+    #[test]
+    fn thousands_of_template_linked_grants_decide_like_policies() {
+        let mut inputs = crate::embedded::example_inputs();
+        let links: Vec<serde_json::Value> = (0..3000)
+            .map(|n| {
+                serde_json::json!({
+                    "template_id": "sales.grant.read",
+                    "link_id": format!("grant.{n}"),
+                    "args": {
+                        "?principal": format!("Mesh::Service::\"spiffe://mesh.local/ns/partners/sa/p{n}\""),
+                        "?resource": if n % 2 == 0 { "Mesh::DataProduct::\"sales.orders\"" } else { "Mesh::DataProduct::\"sales.customers\"" },
+                    }
+                })
+            })
+            .collect();
+        inputs.policies.push(Source {
+            name: "many.links.json".into(),
+            text: serde_json::Value::Array(links).to_string(),
+        });
+        let s = Snapshot::build(&inputs).expect("grants load");
+        assert!(s.policy_count > 3000);
+        let d = ask(
+            &s,
+            get("spiffe://mesh.local/ns/partners/sa/p1234", "/orders/SO-1"),
+        );
+        assert_eq!(
+            (d.allowed, d.policies),
+            (true, vec!["grant.1234".to_string()])
+        );
+        // p1235's grant is on customers (restricted: the baseline still wants a purpose).
+        let d = ask(
+            &s,
+            get("spiffe://mesh.local/ns/partners/sa/p1235", "/orders/SO-1"),
+        );
+        assert!(!d.allowed);
+        let d = ask(
+            &s,
+            get("spiffe://mesh.local/ns/partners/sa/p1235", "/customers/C-1"),
+        );
+        assert_eq!(d.policies, vec!["mesh.restricted-requires-allowed-purpose"]);
+    }
+
+    #[test]
+    fn bad_links_are_reported_with_their_file_and_entry() {
+        let mut inputs = crate::embedded::example_inputs();
+        inputs.policies.push(Source {
+            name: "bad.links.json".into(),
+            text: r#"[{"template_id": "no.such.template", "link_id": "x", "args": {"?principal": "Mesh::Service::\"a\"", "?resource": "Mesh::DataProduct::\"sales.orders\""}}]"#.into(),
+        });
+        let e = Snapshot::build(&inputs).unwrap_err();
+        assert!(e.0[0].starts_with("bad.links.json: [0] `x`: "), "{e}");
     }
 
     #[test]

@@ -20,6 +20,7 @@ pub fn example_inputs() -> PolicyInputs {
         policies: vec![
             source!("policies/mesh/baseline.cedar"),
             source!("policies/domains/sales/policies.cedar"),
+            source!("policies/domains/sales/grants.links.json"),
             source!("policies/domains/finance/policies.cedar"),
         ],
         contracts: vec![
@@ -40,6 +41,7 @@ pub fn demo_inputs() -> PolicyInputs {
         policies: vec![
             source!("policies/mesh/baseline.cedar"),
             source!("policies/domains/sales/policies.cedar"),
+            source!("policies/domains/sales/grants.links.json"),
         ],
         contracts: vec![
             source!("policies/domains/sales/orders.odcs.yaml"),

@@ -1,8 +1,9 @@
 //! Synthetic meshes of any size, for the criterion benches and the
 //! differential test of the candidate index: `products` contracts spread over
-//! domains, and `policies` Cedar policies with every scope shape the index
+//! domains, `policies` Cedar policies with every scope shape the index
 //! handles (unscoped, `==`, `in` product, `in` domain, `is`, action lists),
-//! some with conditions on the context and the principal.
+//! some with conditions on the context and the principal, and a tenth as
+//! many template-linked grants.
 
 use crate::authz::{PolicyInputs, Source};
 use crate::contract::Action;
@@ -161,6 +162,22 @@ pub fn policies(count: usize, products: usize, rng: &mut Rng) -> String {
     out
 }
 
+const GRANT_TEMPLATE: &str = "@id(\"synth.grant\")\npermit (principal == ?principal, action in [Mesh::Action::\"read\", Mesh::Action::\"query\"], resource in ?resource);\n";
+
+/// `count` template-linked grants: one domain's service reads one product.
+pub fn grants(count: usize, products: usize, rng: &mut Rng) -> String {
+    let links: Vec<String> = (0..count)
+        .map(|n| {
+            let ns = rng.pick(&DOMAINS);
+            let (pid, _) = product(rng.below(products));
+            format!(
+                "{{\"template_id\":\"synth.grant\",\"link_id\":\"synth.grant.{n}\",\"args\":{{\"?principal\":\"Mesh::Service::\\\"spiffe://mesh.local/ns/{ns}/sa/app\\\"\",\"?resource\":\"Mesh::DataProduct::\\\"{pid}\\\"\"}}}}"
+            )
+        })
+        .collect();
+    format!("[{}]", links.join(","))
+}
+
 /// The example schema and baseline, `products` synthetic contracts and
 /// `count` synthetic policies.
 pub fn inputs(products: usize, count: usize, seed: u64) -> PolicyInputs {
@@ -182,10 +199,16 @@ pub fn inputs(products: usize, count: usize, seed: u64) -> PolicyInputs {
             name: "synth/entities.json".into(),
             text: entities,
         }),
-        policies: vec![Source {
-            name: "synth/policies.cedar".into(),
-            text: policies(count, products, &mut rng),
-        }],
+        policies: vec![
+            Source {
+                name: "synth/policies.cedar".into(),
+                text: policies(count, products, &mut rng) + GRANT_TEMPLATE,
+            },
+            Source {
+                name: "synth/grants.links.json".into(),
+                text: grants(count / 10 + 1, products, &mut rng),
+            },
+        ],
         contracts: (0..products)
             .map(|i| Source {
                 name: format!("synth/p{i}.odcs.yaml"),
