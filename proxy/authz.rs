@@ -458,6 +458,8 @@ struct Parts {
 /// One immutable, validated policy snapshot.
 pub struct Snapshot {
     pub version: String,
+    /// Unique per built snapshot (keys the per-thread caches).
+    serial: u64,
     pub loaded_at: SystemTime,
     pub policy_count: usize,
     pub shadow_policy_count: usize,
@@ -789,6 +791,7 @@ impl Snapshot {
         };
         let shadow_all = shadow.map(|(set, _)| set);
         Ok(Snapshot {
+            serial: SNAPSHOT_SERIAL.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             version: inputs.version(),
             loaded_at: SystemTime::now(),
             policy_count: all.policies().count(),
@@ -1121,6 +1124,37 @@ impl Snapshot {
         Entity::new(uid(&self.service_type, &name), attrs, parents).map_err(|e| e.to_string())
     }
 
+    /// The entities of one decision: the caller and the resource with its
+    /// ancestors. Building them (Cedar computes their transitive closure) costs
+    /// more than most decisions, and a client asks for the same few resources
+    /// again and again, so each thread keeps recent sets for this snapshot.
+    fn entities_for(
+        &self,
+        principal: &Principal,
+        resource: &Resource,
+    ) -> Result<(EntityUid, Arc<Entities>), String> {
+        let name = principal.header_form();
+        let key = (self.serial, name, resource.index);
+        let cached = ENTITIES.with(|c| c.borrow().get(&key).cloned());
+        if let Some(hit) = cached {
+            return Ok(hit);
+        }
+        let principal_entity = self.principal_entity(principal)?;
+        let uid = principal_entity.uid();
+        let mut ents = Vec::with_capacity(resource.entities.len() + 1);
+        ents.push(principal_entity);
+        ents.extend(resource.entities.iter().cloned());
+        let entities = Arc::new(Entities::from_entities(ents, None).map_err(|e| e.to_string())?);
+        ENTITIES.with(|c| {
+            let mut map = c.borrow_mut();
+            if map.len() >= 4096 {
+                map.clear();
+            }
+            map.insert(key, (uid.clone(), entities.clone()));
+        });
+        Ok((uid, entities))
+    }
+
     fn context(facts: &RequestFacts<'_>) -> Result<Context, String> {
         let mut pairs = vec![
             (
@@ -1131,14 +1165,8 @@ impl Snapshot {
                 "path".to_string(),
                 RestrictedExpression::new_string(facts.path.to_string()),
             ),
-            (
-                "source_ip".to_string(),
-                RestrictedExpression::new_ip(facts.source_ip.to_string()),
-            ),
-            (
-                "time".to_string(),
-                RestrictedExpression::new_datetime(cedar_datetime(facts.time)),
-            ),
+            ("source_ip".to_string(), ip_expr(facts.source_ip)),
+            ("time".to_string(), time_expr(facts.time)),
             (
                 "tls".to_string(),
                 RestrictedExpression::new_record([(
@@ -1204,21 +1232,13 @@ impl Snapshot {
         let Some(resource) = self.resource(target) else {
             return deny("route names an unknown product".into());
         };
-        let principal_entity = match self.principal_entity(principal) {
-            Ok(e) => e,
+        let (principal_uid, entities) = match self.entities_for(principal, resource) {
+            Ok(x) => x,
             Err(e) => return deny(e),
         };
-        let principal_uid = principal_entity.uid();
         let context = match Self::context(facts) {
             Ok(c) => c,
             Err(e) => return deny(e),
-        };
-        let mut ents = Vec::with_capacity(resource.entities.len() + 1);
-        ents.push(principal_entity);
-        ents.extend(resource.entities.iter().cloned());
-        let entities = match Entities::from_entities(ents, None) {
-            Ok(e) => e,
-            Err(e) => return deny(e.to_string()),
         };
         let action = target.action.index();
         let request = match Request::new(
@@ -1389,6 +1409,56 @@ impl Snapshot {
             policy_version: self.version.clone(),
         })
     }
+}
+
+// Building an extension value (`ip(..)`, `datetime(..)`) makes cedar-policy
+// parse the function's name anew, about 4 µs each; values repeat (a client's
+// address, the current millisecond), so each thread keeps the last ones.
+/// Per-thread cache of decision entities: (snapshot serial, principal, resource).
+type EntitiesCache = HashMap<(u64, String, usize), (EntityUid, Arc<Entities>)>;
+
+/// Distinguishes snapshots in the per-thread caches.
+static SNAPSHOT_SERIAL: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+thread_local! {
+    static ENTITIES: std::cell::RefCell<EntitiesCache> = std::cell::RefCell::new(HashMap::new());
+    static TIME_EXPR: std::cell::RefCell<Option<(u128, RestrictedExpression)>> =
+        const { std::cell::RefCell::new(None) };
+    static IP_EXPRS: std::cell::RefCell<HashMap<IpAddr, RestrictedExpression>> =
+        std::cell::RefCell::new(HashMap::new());
+}
+
+fn time_expr(t: SystemTime) -> RestrictedExpression {
+    let ms = t
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or(0);
+    TIME_EXPR.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        match &*slot {
+            Some((at, e)) if *at == ms => e.clone(),
+            _ => {
+                let e = RestrictedExpression::new_datetime(cedar_datetime(t));
+                *slot = Some((ms, e.clone()));
+                e
+            }
+        }
+    })
+}
+
+fn ip_expr(ip: IpAddr) -> RestrictedExpression {
+    IP_EXPRS.with(|cell| {
+        let mut map = cell.borrow_mut();
+        if let Some(e) = map.get(&ip) {
+            return e.clone();
+        }
+        if map.len() >= 4096 {
+            map.clear();
+        }
+        let e = RestrictedExpression::new_ip(ip.to_string());
+        map.insert(ip, e.clone());
+        e
+    })
 }
 
 /// Cedar's datetime format, UTC with milliseconds.

@@ -143,14 +143,16 @@ pub fn policies(count: usize, products: usize, rng: &mut Rng) -> String {
         };
         let p = rng.below(products);
         let (pid, pdomain) = product(p);
-        // Mostly product-scoped, as real meshes are; a few broad ones.
-        let resource = match rng.below(20) {
-            0 => "resource".to_string(),
-            1 => "resource is Mesh::Dataset".to_string(),
-            2 => format!("resource in Mesh::Domain::\"{pdomain}\""),
-            3..=5 => format!("resource == Mesh::DataProduct::\"{pid}\""),
-            6..=8 => format!("resource == Mesh::Dataset::\"{pid}/rows\""),
-            9 => format!("resource is Mesh::Dataset in Mesh::DataProduct::\"{pid}\""),
+        // As in real meshes, almost all policies are about one product (they
+        // live in its domain's repo); a few are domain-wide, fewer mesh-wide:
+        // per mille, 2 unscoped, 2 `is Dataset`, 20 `in` a domain.
+        let resource = match rng.below(1000) {
+            0..=1 => "resource".to_string(),
+            2..=3 => "resource is Mesh::Dataset".to_string(),
+            4..=23 => format!("resource in Mesh::Domain::\"{pdomain}\""),
+            24..=173 => format!("resource == Mesh::DataProduct::\"{pid}\""),
+            174..=323 => format!("resource == Mesh::Dataset::\"{pid}/rows\""),
+            324..=423 => format!("resource is Mesh::Dataset in Mesh::DataProduct::\"{pid}\""),
             _ => format!("resource in Mesh::DataProduct::\"{pid}\""),
         };
         let action = action_scope(rng);
