@@ -591,60 +591,36 @@ fn parse_policies(
                 .unwrap_or((1, 1))
         };
         for t in parsed.templates() {
-            let at = || at_of(t.to_string());
-            let id = match t.annotation("id") {
-                Some(id) if !id.trim().is_empty() => id.to_string(),
-                _ => {
-                    let (l, c) = at();
-                    errors.push(format!(
-                        "{}:{l}:{c}: template has no @id(\"…\") annotation",
-                        src.name
-                    ));
-                    continue;
+            let added = claim_id(t.annotation("id"), "template", &origin, sources).and_then(|id| {
+                set.add_template(t.new_id(PolicyId::new(&id)))
+                    .map(|()| id)
+                    .map_err(|e| e.to_string())
+            });
+            match added {
+                Ok(id) => {
+                    origin.insert(id, i);
                 }
-            };
-            if let Some(&j) = origin.get(&id) {
-                let (l, c) = at();
-                errors.push(format!(
-                    "{}:{l}:{c}: @id(\"{id}\") is already used in {}",
-                    src.name, sources[j].name
-                ));
-                continue;
+                Err(m) => {
+                    let (l, c) = at_of(t.to_string());
+                    errors.push(format!("{}:{l}:{c}: {m}", src.name));
+                }
             }
-            if let Err(e) = set.add_template(t.new_id(PolicyId::new(&id))) {
-                let (l, c) = at();
-                errors.push(format!("{}:{l}:{c}: {e}", src.name));
-                continue;
-            }
-            origin.insert(id, i);
         }
         for p in parsed.policies() {
-            let at = || at_of(p.to_string());
-            let id = match p.annotation("id") {
-                Some(id) if !id.trim().is_empty() => id.to_string(),
-                _ => {
-                    let (l, c) = at();
-                    errors.push(format!(
-                        "{}:{l}:{c}: policy has no @id(\"…\") annotation",
-                        src.name
-                    ));
-                    continue;
+            let added = claim_id(p.annotation("id"), "policy", &origin, sources).and_then(|id| {
+                set.add(p.new_id(PolicyId::new(&id)))
+                    .map(|()| id)
+                    .map_err(|e| e.to_string())
+            });
+            match added {
+                Ok(id) => {
+                    origin.insert(id, i);
                 }
-            };
-            if let Some(&j) = origin.get(&id) {
-                let (l, c) = at();
-                errors.push(format!(
-                    "{}:{l}:{c}: @id(\"{id}\") is already used in {}",
-                    src.name, sources[j].name
-                ));
-                continue;
+                Err(m) => {
+                    let (l, c) = at_of(p.to_string());
+                    errors.push(format!("{}:{l}:{c}: {m}", src.name));
+                }
             }
-            if let Err(e) = set.add(p.new_id(PolicyId::new(&id))) {
-                let (l, c) = at();
-                errors.push(format!("{}:{l}:{c}: {e}", src.name));
-                continue;
-            }
-            origin.insert(id, i);
         }
     }
     for (i, src) in sources.iter().enumerate() {
@@ -653,6 +629,26 @@ fn parse_policies(
         }
     }
     (set, origin)
+}
+
+/// The `@id` a policy or template is known by: present, and not taken yet.
+fn claim_id(
+    annotation: Option<&str>,
+    what: &str,
+    origin: &HashMap<String, usize>,
+    sources: &[Source],
+) -> Result<String, String> {
+    let id = match annotation {
+        Some(id) if !id.trim().is_empty() => id.to_string(),
+        _ => return Err(format!("{what} has no @id(\"…\") annotation")),
+    };
+    match origin.get(&id) {
+        Some(&j) => Err(format!(
+            "@id(\"{id}\") is already used in {}",
+            sources[j].name
+        )),
+        None => Ok(id),
+    }
 }
 
 /// Template-link files: Cedar's template-links JSON (what `cedar -k` reads).

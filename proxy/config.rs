@@ -237,22 +237,7 @@ impl Config {
 
     /// Parses YAML text; `file` is only used in error messages.
     pub fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
-        let de = serde_yaml_ng::Deserializer::from_str(text);
-        serde_path_to_error::deserialize(de).map_err(|err| {
-            let field = yaml_field(&err);
-            let inner = err.into_inner();
-            let (line, column) = inner
-                .location()
-                .map(|l| (l.line(), l.column()))
-                .unwrap_or((1, 1));
-            ConfigError::Syntax {
-                file: file.to_string(),
-                line,
-                column,
-                message: strip_location(&inner.to_string(), &field),
-                field,
-            }
-        })
+        parse_yaml(text, file)
     }
 
     /// Checks that need more than one field or more than the type system.
@@ -352,8 +337,31 @@ impl TlsPaths {
     }
 }
 
+/// Deserializes YAML, reporting errors as `file:line:col: field.path: message`.
+pub fn parse_yaml<T: serde::de::DeserializeOwned>(
+    text: &str,
+    file: &str,
+) -> Result<T, ConfigError> {
+    let de = serde_yaml_ng::Deserializer::from_str(text);
+    serde_path_to_error::deserialize(de).map_err(|err| {
+        let field = yaml_field(&err);
+        let inner = err.into_inner();
+        let (line, column) = inner
+            .location()
+            .map(|l| (l.line(), l.column()))
+            .unwrap_or((1, 1));
+        ConfigError::Syntax {
+            file: file.to_string(),
+            line,
+            column,
+            message: strip_location(&inner.to_string(), &field),
+            field,
+        }
+    })
+}
+
 /// The field an error is about, or `(document)` when it is about the syntax.
-pub(crate) fn yaml_field<E>(err: &serde_path_to_error::Error<E>) -> String {
+fn yaml_field<E>(err: &serde_path_to_error::Error<E>) -> String {
     match err.path().to_string() {
         p if p == "." || p == "?" => "(document)".to_string(),
         p => p,

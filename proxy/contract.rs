@@ -168,22 +168,7 @@ fn invalid(file: &str, field: &'static str, message: impl Into<String>) -> Confi
 
 /// Parses one contract; `file` names it in errors.
 pub fn parse(text: &str, file: &str) -> Result<Product, ConfigError> {
-    let de = serde_yaml_ng::Deserializer::from_str(text);
-    let odcs: Odcs = serde_path_to_error::deserialize(de).map_err(|err| {
-        let field = crate::config::yaml_field(&err);
-        let inner = err.into_inner();
-        let (line, column) = inner
-            .location()
-            .map(|l| (l.line(), l.column()))
-            .unwrap_or((1, 1));
-        ConfigError::Syntax {
-            file: file.to_string(),
-            line,
-            column,
-            field,
-            message: inner.to_string(),
-        }
-    })?;
+    let odcs: Odcs = crate::config::parse_yaml(text, file)?;
     if odcs.kind != "DataContract" {
         return Err(invalid(
             file,

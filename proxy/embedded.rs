@@ -33,20 +33,13 @@ pub fn example_inputs() -> PolicyInputs {
 }
 
 /// What the demo's sidecar, in front of a sales node, enforces: the mesh
-/// baseline and the sales domain's policies and contracts.
+/// baseline and the sales domain's policies, grants and contracts.
 pub fn demo_inputs() -> PolicyInputs {
-    PolicyInputs {
-        schema: source!("policies/schema.cedarschema"),
-        entities: Some(source!("policies/entities.json")),
-        policies: vec![
-            source!("policies/mesh/baseline.cedar"),
-            source!("policies/domains/sales/policies.cedar"),
-            source!("policies/domains/sales/grants.links.json"),
-        ],
-        contracts: vec![
-            source!("policies/domains/sales/orders.odcs.yaml"),
-            source!("policies/domains/sales/customers.odcs.yaml"),
-        ],
-        shadow: vec![],
-    }
+    let mut inputs = example_inputs();
+    let sales_or_mesh = |s: &Source| {
+        !s.name.starts_with("policies/domains/") || s.name.starts_with("policies/domains/sales/")
+    };
+    inputs.policies.retain(sales_or_mesh);
+    inputs.contracts.retain(sales_or_mesh);
+    inputs
 }

@@ -291,16 +291,7 @@ fn cedar_case(s: &Snapshot, t: &CedarTest) -> Result<(bool, Vec<String>, Vec<Str
 }
 
 fn run_http(s: &Snapshot, file: &str, text: &str, report: &mut Report) -> Result<(), String> {
-    let de = serde_yaml_ng::Deserializer::from_str(text);
-    let parsed: HttpFile = serde_path_to_error::deserialize(de).map_err(|err| {
-        let field = crate::config::yaml_field(&err);
-        let inner = err.into_inner();
-        let (l, c) = inner
-            .location()
-            .map(|l| (l.line(), l.column()))
-            .unwrap_or((1, 1));
-        format!("{file}:{l}:{c}: {field}: {inner}")
-    })?;
+    let parsed: HttpFile = crate::config::parse_yaml(text, file).map_err(|e| e.to_string())?;
     for case in parsed.cases {
         let label = format!("{file}: {}", case.name);
         match http_case(s, &case) {
