@@ -1232,7 +1232,7 @@ impl Snapshot {
             Ok(x) => x,
             Err(e) => return deny(e),
         };
-        let context = match Self::context(facts) {
+        let context = match cached_context(facts) {
             Ok(c) => c,
             Err(e) => return deny(e),
         };
@@ -1422,6 +1422,50 @@ thread_local! {
         const { std::cell::RefCell::new(None) };
     static IP_EXPRS: std::cell::RefCell<HashMap<IpAddr, RestrictedExpression>> =
         std::cell::RefCell::new(HashMap::new());
+}
+
+/// What a request's Cedar context is made of, as a cache key.
+type ContextKey = (String, String, IpAddr, String, Option<String>, u128);
+
+thread_local! {
+    /// The contexts of the current millisecond: requests repeat (same client,
+    /// same path), and evaluating a context's expressions costs microseconds.
+    static CONTEXTS: std::cell::RefCell<(u128, HashMap<ContextKey, Context>)> =
+        std::cell::RefCell::new((0, HashMap::new()));
+}
+
+fn cached_context(facts: &RequestFacts<'_>) -> Result<Context, String> {
+    let ms = facts
+        .time
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or(0);
+    let key: ContextKey = (
+        facts.method.to_string(),
+        facts.path.to_string(),
+        facts.source_ip,
+        facts.tls_version.to_string(),
+        facts.purpose.map(str::to_string),
+        ms,
+    );
+    let hit = CONTEXTS.with(|c| {
+        let mut c = c.borrow_mut();
+        if c.0 != ms {
+            *c = (ms, HashMap::new());
+        }
+        c.1.get(&key).cloned()
+    });
+    if let Some(ctx) = hit {
+        return Ok(ctx);
+    }
+    let ctx = Snapshot::context(facts)?;
+    CONTEXTS.with(|c| {
+        let mut c = c.borrow_mut();
+        if c.1.len() < 1024 {
+            c.1.insert(key, ctx.clone());
+        }
+    });
+    Ok(ctx)
 }
 
 fn time_expr(t: SystemTime) -> RestrictedExpression {
