@@ -20,8 +20,8 @@ use std::time::SystemTime;
 
 use cedar_policy::{
     ActionConstraint, Authorizer, Context, Entities, Entity, EntityId, EntityTypeName, EntityUid,
-    Policy, PolicyId, PolicySet, Request, ResourceConstraint, RestrictedExpression, Schema,
-    ValidationMode, Validator,
+    Policy, PolicyId, PolicySet, PrincipalConstraint, Request, ResourceConstraint,
+    RestrictedExpression, Schema, ValidationMode, Validator,
 };
 use miette::Diagnostic;
 use serde::Deserialize;
@@ -286,9 +286,9 @@ struct Resource {
 /// - `scoped`: `==` a resource, or `in` a resource (a product and its
 ///   datasets), per resource.
 ///
-/// A decision evaluates the few sets for its resource and action and combines
-/// them as Cedar does: any satisfied `forbid` denies, else any satisfied
-/// `permit` allows.
+/// A decision takes the few sets for its resource and action, keeps the
+/// policies whose principal scope can match the caller, and evaluates them as
+/// one set (merged once per thread for each caller, resource and action).
 #[derive(Debug)]
 struct Index {
     open: [PerAction; 2],
@@ -384,21 +384,8 @@ impl Index {
                     return None;
                 }
                 let mut subset = PolicySet::new();
-                for p in v {
-                    // Ids are unique in the full set, so a subset cannot clash.
-                    match (p.template_id(), p.template_links()) {
-                        (Some(tid), Some(links)) => {
-                            if subset.template(tid).is_none() {
-                                if let Some(t) = set.template(tid) {
-                                    let _ = subset.add_template(t.clone());
-                                }
-                            }
-                            let _ = subset.link(tid.clone(), p.id().clone(), links);
-                        }
-                        _ => {
-                            let _ = subset.add(p);
-                        }
-                    }
+                for p in &v {
+                    add_policy(&mut subset, p, set);
                 }
                 Some(Arc::new(subset))
             })
@@ -441,6 +428,33 @@ struct ProductEntry {
     product: Product,
     resource: Resource,
     datasets: Vec<Resource>,
+}
+
+/// Adds `p` (static, or linked from a template of `from`) to `to`. Ids are
+/// unique in the full set, so adding to a subset of it cannot clash.
+fn add_policy(to: &mut PolicySet, p: &Policy, from: &PolicySet) {
+    match (p.template_id(), p.template_links()) {
+        (Some(tid), Some(links)) => {
+            if to.template(tid).is_none() {
+                if let Some(t) = from.template(tid) {
+                    let _ = to.add_template(t.clone());
+                }
+            }
+            let _ = to.link(tid.clone(), p.id().clone(), links);
+        }
+        _ => {
+            let _ = to.add(p.clone());
+        }
+    }
+}
+
+/// The caller's side of a decision, cached per thread.
+#[derive(Clone)]
+struct DecisionEntities {
+    principal: EntityUid,
+    entities: Arc<Entities>,
+    /// The caller and all its ancestors.
+    principal_in: Arc<HashSet<EntityUid>>,
 }
 
 /// What `Snapshot::assemble` builds besides the policies.
@@ -500,36 +514,6 @@ pub struct Decision {
 }
 
 impl Decision {
-    /// Two disjoint policy sets' decisions on one request, as one set's:
-    /// a satisfied forbid denies; else a satisfied permit allows.
-    fn combine(a: Decision, b: Decision) -> Decision {
-        let mut errors = a.errors;
-        errors.extend(b.errors);
-        errors.sort_unstable();
-        // A deny with reasons names satisfied forbids; an allow, satisfied permits.
-        let forbids: Vec<String> = [(&a.allowed, &a.policies), (&b.allowed, &b.policies)]
-            .into_iter()
-            .filter(|(allowed, _)| !**allowed)
-            .flat_map(|(_, p)| p.iter().cloned())
-            .collect();
-        let (allowed, mut policies) = if !forbids.is_empty() {
-            (false, forbids)
-        } else {
-            let permits: Vec<String> = [(a.allowed, a.policies), (b.allowed, b.policies)]
-                .into_iter()
-                .filter(|(allowed, _)| *allowed)
-                .flat_map(|(_, p)| p)
-                .collect();
-            (!permits.is_empty(), permits)
-        };
-        policies.sort_unstable();
-        Decision {
-            allowed,
-            policies,
-            errors,
-        }
-    }
-
     /// Policy ids and errors sorted, so that decisions compare and print stably.
     fn from_response(resp: &cedar_policy::Response) -> Decision {
         let mut policies: Vec<String> = resp
@@ -1074,13 +1058,29 @@ impl Snapshot {
     }
 
     /// The Cedar entity for a caller.
+    /// A caller's parents, transitively: what entities.json declares for it
+    /// and the domain owning its namespace.
+    fn principal_parents(&self, principal: &Principal, name: &str) -> HashSet<EntityUid> {
+        let mut parents = self.service_parents.get(name).cloned().unwrap_or_default();
+        if let Principal::Spiffe(s) = principal {
+            if let Some(p) = s
+                .namespace
+                .as_ref()
+                .and_then(|ns| self.namespace_parents.get(ns))
+            {
+                parents.extend(p.iter().cloned());
+            }
+        }
+        parents
+    }
+
     pub fn principal_entity(&self, principal: &Principal) -> Result<Entity, String> {
         let name = principal.header_form();
         let mut attrs = HashMap::from([(
             "name".to_string(),
             RestrictedExpression::new_string(name.clone()),
         )]);
-        let mut parents = self.service_parents.get(&name).cloned().unwrap_or_default();
+        let parents = self.principal_parents(principal, &name);
         match principal {
             Principal::Spiffe(s) => {
                 attrs.insert(
@@ -1096,9 +1096,6 @@ impl Snapshot {
                         "namespace".into(),
                         RestrictedExpression::new_string(ns.clone()),
                     );
-                    if let Some(p) = self.namespace_parents.get(ns) {
-                        parents.extend(p.iter().cloned());
-                    }
                 }
                 if let Some(sa) = &s.service_account {
                     attrs.insert(
@@ -1127,28 +1124,85 @@ impl Snapshot {
     fn entities_for(
         &self,
         principal: &Principal,
+        name: &str,
         resource: &Resource,
-    ) -> Result<(EntityUid, Arc<Entities>), String> {
-        let name = principal.header_form();
-        let key = (self.serial, name, resource.index);
+    ) -> Result<DecisionEntities, String> {
+        let key = (self.serial, name.to_string(), resource.index);
         let cached = ENTITIES.with(|c| c.borrow().get(&key).cloned());
         if let Some(hit) = cached {
             return Ok(hit);
         }
         let principal_entity = self.principal_entity(principal)?;
         let uid = principal_entity.uid();
+        let mut keys = self.principal_parents(principal, name);
+        keys.insert(uid.clone());
         let mut ents = Vec::with_capacity(resource.entities.len() + 1);
         ents.push(principal_entity);
         ents.extend(resource.entities.iter().cloned());
         let entities = Arc::new(Entities::from_entities(ents, None).map_err(|e| e.to_string())?);
+        let found = DecisionEntities {
+            principal: uid,
+            entities,
+            principal_in: Arc::new(keys),
+        };
         ENTITIES.with(|c| {
             let mut map = c.borrow_mut();
             if map.len() >= 4096 {
                 map.clear();
             }
-            map.insert(key, (uid.clone(), entities.clone()));
+            map.insert(key, found.clone());
         });
-        Ok((uid, entities))
+        Ok(found)
+    }
+
+    /// The one policy set to evaluate for a caller, resource and action: the
+    /// index's candidates whose principal scope can match this caller, merged.
+    /// Built once per thread for each (snapshot, caller, resource, action).
+    fn candidate_set(
+        &self,
+        index: &Index,
+        shadow: bool,
+        name: &str,
+        resource: &Resource,
+        action: usize,
+        who: &DecisionEntities,
+    ) -> Arc<PolicySet> {
+        let key = (
+            self.serial,
+            shadow,
+            name.to_string(),
+            resource.index,
+            action,
+        );
+        if let Some(hit) = CANDIDATES.with(|c| c.borrow().get(&key).cloned()) {
+            return hit;
+        }
+        let mut merged = PolicySet::new();
+        for set in index.candidates(resource.index, resource.kind, action) {
+            for p in set.policies() {
+                let admits = match p.principal_constraint() {
+                    PrincipalConstraint::Any => true,
+                    PrincipalConstraint::Eq(u) => u == who.principal,
+                    PrincipalConstraint::In(u) => who.principal_in.contains(&u),
+                    PrincipalConstraint::Is(t) => t == self.service_type,
+                    PrincipalConstraint::IsIn(t, u) => {
+                        t == self.service_type && who.principal_in.contains(&u)
+                    }
+                };
+                if admits {
+                    add_policy(&mut merged, p, set);
+                }
+            }
+        }
+        let merged = Arc::new(merged);
+        CANDIDATES.with(|c| {
+            let mut map = c.borrow_mut();
+            if map.len() >= 4096 {
+                map.clear();
+            }
+            map.insert(key, merged.clone());
+        });
+        merged
     }
 
     fn context(facts: &RequestFacts<'_>) -> Result<Context, String> {
@@ -1228,7 +1282,8 @@ impl Snapshot {
         let Some(resource) = self.resource(target) else {
             return deny("route names an unknown product".into());
         };
-        let (principal_uid, entities) = match self.entities_for(principal, resource) {
+        let name = principal.header_form();
+        let who = match self.entities_for(principal, &name, resource) {
             Ok(x) => x,
             Err(e) => return deny(e),
         };
@@ -1238,7 +1293,7 @@ impl Snapshot {
         };
         let action = target.action.index();
         let request = match Request::new(
-            principal_uid,
+            who.principal.clone(),
             self.action_uids[action].clone(),
             resource.uid.clone(),
             context,
@@ -1247,26 +1302,14 @@ impl Snapshot {
             Ok(r) => r,
             Err(e) => return deny(e.to_string()),
         };
-        let eval = |index: &Index| {
-            index
-                .candidates(resource.index, resource.kind, action)
-                .map(|set| {
-                    Decision::from_response(
-                        &self.authorizer.is_authorized(&request, set, &entities),
-                    )
-                })
-                .reduce(Decision::combine)
-                .unwrap_or(Decision {
-                    allowed: false,
-                    policies: Vec::new(),
-                    errors: Vec::new(),
-                })
+        let eval = |index: &Index, shadow: bool| {
+            let set = self.candidate_set(index, shadow, &name, resource, action, &who);
+            Decision::from_response(&self.authorizer.is_authorized(&request, &set, &who.entities))
         };
-        let enforced = eval(&self.index);
-        let shadow = if with_shadow {
-            self.shadow_index.as_ref().map(eval)
-        } else {
-            None
+        let enforced = eval(&self.index, false);
+        let shadow = match (&self.shadow_index, with_shadow) {
+            (Some(index), true) => Some(eval(index, true)),
+            _ => None,
         };
         (enforced, shadow)
     }
@@ -1411,13 +1454,16 @@ impl Snapshot {
 // parse the function's name anew, about 4 µs each; values repeat (a client's
 // address, the current millisecond), so each thread keeps the last ones.
 /// Per-thread cache of decision entities: (snapshot serial, principal, resource).
-type EntitiesCache = HashMap<(u64, String, usize), (EntityUid, Arc<Entities>)>;
+type EntitiesCache = HashMap<(u64, String, usize), DecisionEntities>;
+/// Per-thread cache of merged candidates: (serial, shadow, principal, resource, action).
+type CandidateCache = HashMap<(u64, bool, String, usize, usize), Arc<PolicySet>>;
 
 /// Distinguishes snapshots in the per-thread caches.
 static SNAPSHOT_SERIAL: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 thread_local! {
     static ENTITIES: std::cell::RefCell<EntitiesCache> = std::cell::RefCell::new(HashMap::new());
+    static CANDIDATES: std::cell::RefCell<CandidateCache> = std::cell::RefCell::new(HashMap::new());
     static TIME_EXPR: std::cell::RefCell<Option<(u128, RestrictedExpression)>> =
         const { std::cell::RefCell::new(None) };
     static IP_EXPRS: std::cell::RefCell<HashMap<IpAddr, RestrictedExpression>> =
