@@ -580,15 +580,14 @@ fn parse_policies(
                     .map(|()| id)
                     .map_err(|e| e.to_string())
             });
-            match added {
-                Ok(id) => {
-                    origin.insert(id, i);
-                }
-                Err(m) => {
-                    let (l, c) = at_of(t.to_string());
-                    errors.push(format!("{}:{l}:{c}: {m}", src.name));
-                }
-            }
+            settle(
+                added,
+                i,
+                &src.name,
+                || at_of(t.to_string()),
+                &mut origin,
+                errors,
+            );
         }
         for p in parsed.policies() {
             let added = claim_id(p.annotation("id"), "policy", &origin, sources).and_then(|id| {
@@ -596,15 +595,14 @@ fn parse_policies(
                     .map(|()| id)
                     .map_err(|e| e.to_string())
             });
-            match added {
-                Ok(id) => {
-                    origin.insert(id, i);
-                }
-                Err(m) => {
-                    let (l, c) = at_of(p.to_string());
-                    errors.push(format!("{}:{l}:{c}: {m}", src.name));
-                }
-            }
+            settle(
+                added,
+                i,
+                &src.name,
+                || at_of(p.to_string()),
+                &mut origin,
+                errors,
+            );
         }
     }
     for (i, src) in sources.iter().enumerate() {
@@ -613,6 +611,27 @@ fn parse_policies(
         }
     }
     (set, origin)
+}
+
+/// Records a policy's or template's `@id` as defined in source `i`, or the
+/// reason it was not added, at its position.
+fn settle(
+    added: Result<String, String>,
+    i: usize,
+    file: &str,
+    at: impl FnOnce() -> (usize, usize),
+    origin: &mut HashMap<String, usize>,
+    errors: &mut Vec<String>,
+) {
+    match added {
+        Ok(id) => {
+            origin.insert(id, i);
+        }
+        Err(m) => {
+            let (l, c) = at();
+            errors.push(format!("{file}:{l}:{c}: {m}"));
+        }
+    }
 }
 
 /// The `@id` a policy or template is known by: present, and not taken yet.
