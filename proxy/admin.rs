@@ -84,7 +84,7 @@ fn policy(sc: &Sidecar) -> Response<Full<Bytes>> {
             });
             serde_json::json!({
                 "mode": "enforcing",
-                "version": s.version,
+                "version": &*s.version,
                 "loaded_at": humantime::format_rfc3339_seconds(s.loaded_at).to_string(),
                 "policies": s.policy_count,
                 "shadow_policies": s.shadow_policy_count,

@@ -259,6 +259,36 @@ fn string_set(items: &[String]) -> RestrictedExpression {
     )
 }
 
+/// The attributes products and datasets share (see the schema).
+fn resource_attrs(
+    p: &Product,
+    domain: &EntityUid,
+    classification: &str,
+) -> HashMap<String, RestrictedExpression> {
+    HashMap::from([
+        (
+            "product_id".to_string(),
+            RestrictedExpression::new_string(p.id.clone()),
+        ),
+        (
+            "domain".to_string(),
+            RestrictedExpression::new_string(p.domain.clone()),
+        ),
+        (
+            "owning_domain".to_string(),
+            RestrictedExpression::new_entity_uid(domain.clone()),
+        ),
+        (
+            "classification".to_string(),
+            RestrictedExpression::new_string(classification.to_string()),
+        ),
+        (
+            "allowed_purposes".to_string(),
+            string_set(&p.allowed_purposes),
+        ),
+    ])
+}
+
 /// Candidate policy sets, one per action; `None` where no policy applies.
 type PerAction = [Option<Arc<PolicySet>>; 5];
 
@@ -270,6 +300,8 @@ const DATASET: usize = 1;
 #[derive(Debug)]
 struct Resource {
     uid: EntityUid,
+    /// Its id for decision records: `<product>` or `<product>/<dataset>`.
+    id: Arc<str>,
     /// Position in the candidate index.
     index: usize,
     /// `PRODUCT` or `DATASET`.
@@ -471,7 +503,7 @@ struct Parts {
 
 /// One immutable, validated policy snapshot.
 pub struct Snapshot {
-    pub version: String,
+    pub version: Arc<str>,
     /// Unique per built snapshot (keys the per-thread caches).
     serial: u64,
     pub loaded_at: SystemTime,
@@ -514,6 +546,15 @@ pub struct Decision {
 }
 
 impl Decision {
+    /// A deny that no policy made: the request could not be built.
+    fn denied(error: impl Into<String>) -> Decision {
+        Decision {
+            allowed: false,
+            policies: Vec::new(),
+            errors: vec![error.into()],
+        }
+    }
+
     /// Policy ids and errors sorted, so that decisions compare and print stably.
     fn from_response(resp: &cedar_policy::Response) -> Decision {
         let mut policies: Vec<String> = resp
@@ -791,7 +832,7 @@ impl Snapshot {
         let shadow_all = shadow.map(|(set, _)| set);
         Ok(Snapshot {
             serial: SNAPSHOT_SERIAL.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
-            version: inputs.version(),
+            version: Arc::from(inputs.version()),
             loaded_at: SystemTime::now(),
             policy_count: all.policies().count(),
             shadow_policy_count: shadow_all
@@ -903,37 +944,16 @@ impl Snapshot {
             let domain_uid = uid(&domain_t, &p.domain);
             let product_uid = uid(&product_t, &p.id);
             let mut product_ancestors = with_ancestors(&domain_uid);
-            let attrs = HashMap::from([
-                (
-                    "product_id".to_string(),
-                    RestrictedExpression::new_string(p.id.clone()),
-                ),
-                (
-                    "domain".to_string(),
-                    RestrictedExpression::new_string(p.domain.clone()),
-                ),
-                (
-                    "owning_domain".to_string(),
-                    RestrictedExpression::new_entity_uid(domain_uid.clone()),
-                ),
-                (
-                    "owner".to_string(),
-                    RestrictedExpression::new_string(p.owner.clone()),
-                ),
-                (
-                    "classification".to_string(),
-                    RestrictedExpression::new_string(p.classification.clone()),
-                ),
-                (
-                    "version".to_string(),
-                    RestrictedExpression::new_string(p.version.clone()),
-                ),
-                ("tags".to_string(), string_set(&p.tags)),
-                (
-                    "allowed_purposes".to_string(),
-                    string_set(&p.allowed_purposes),
-                ),
-            ]);
+            let mut attrs = resource_attrs(&p, &domain_uid, &p.classification);
+            attrs.insert(
+                "owner".into(),
+                RestrictedExpression::new_string(p.owner.clone()),
+            );
+            attrs.insert(
+                "version".into(),
+                RestrictedExpression::new_string(p.version.clone()),
+            );
+            attrs.insert("tags".into(), string_set(&p.tags));
             let product_entity =
                 match Entity::new(product_uid.clone(), attrs, product_ancestors.clone()) {
                     Ok(e) => e,
@@ -950,32 +970,11 @@ impl Snapshot {
             product_ancestors.insert(product_uid.clone());
             for (name, classification) in &p.datasets {
                 let ds_uid = uid(&dataset_t, &format!("{}/{name}", p.id));
-                let attrs = HashMap::from([
-                    (
-                        "product_id".to_string(),
-                        RestrictedExpression::new_string(p.id.clone()),
-                    ),
-                    (
-                        "name".to_string(),
-                        RestrictedExpression::new_string(name.clone()),
-                    ),
-                    (
-                        "domain".to_string(),
-                        RestrictedExpression::new_string(p.domain.clone()),
-                    ),
-                    (
-                        "owning_domain".to_string(),
-                        RestrictedExpression::new_entity_uid(domain_uid.clone()),
-                    ),
-                    (
-                        "classification".to_string(),
-                        RestrictedExpression::new_string(classification.clone()),
-                    ),
-                    (
-                        "allowed_purposes".to_string(),
-                        string_set(&p.allowed_purposes),
-                    ),
-                ]);
+                let mut attrs = resource_attrs(&p, &domain_uid, classification);
+                attrs.insert(
+                    "name".into(),
+                    RestrictedExpression::new_string(name.clone()),
+                );
                 match Entity::new(ds_uid.clone(), attrs, product_ancestors.clone()) {
                     Ok(ds) => {
                         let mut ents = vec![ds.clone()];
@@ -983,6 +982,7 @@ impl Snapshot {
                         all_entities.push(ds);
                         registry.push((ds_uid.clone(), DATASET, product_ancestors.clone()));
                         datasets.push(Resource {
+                            id: Arc::from(format!("{}/{name}", p.id)),
                             index: registry.len() - 1,
                             kind: DATASET,
                             uid: ds_uid,
@@ -1012,6 +1012,7 @@ impl Snapshot {
             }
             registry.push((product_uid.clone(), PRODUCT, product_ancestors.clone()));
             let resource = Resource {
+                id: Arc::from(p.id.as_str()),
                 index: registry.len() - 1,
                 kind: PRODUCT,
                 uid: product_uid,
@@ -1288,11 +1289,7 @@ impl Snapshot {
         with_shadow: bool,
     ) -> (Decision, Option<Decision>) {
         let deny = |e: String| {
-            let d = Decision {
-                allowed: false,
-                policies: Vec::new(),
-                errors: vec![e],
-            };
+            let d = Decision::denied(e);
             (
                 d.clone(),
                 (with_shadow && self.shadow_index.is_some()).then_some(d),
@@ -1348,20 +1345,12 @@ impl Snapshot {
         facts: &RequestFacts<'_>,
     ) -> Decision {
         let Some(resource) = self.resource(target) else {
-            return Decision {
-                allowed: false,
-                policies: vec![],
-                errors: vec!["unknown product".into()],
-            };
+            return Decision::denied("unknown product");
         };
         let (Ok(principal_entity), Ok(context)) =
             (self.principal_entity(principal), Self::context(facts))
         else {
-            return Decision {
-                allowed: false,
-                policies: vec![],
-                errors: vec!["request".into()],
-            };
+            return Decision::denied("request");
         };
         let principal_uid = principal_entity.uid();
         let mut ents = vec![principal_entity];
@@ -1376,11 +1365,7 @@ impl Snapshot {
                 Some(&self.schema),
             ),
         ) else {
-            return Decision {
-                allowed: false,
-                policies: vec![],
-                errors: vec!["request".into()],
-            };
+            return Decision::denied("request");
         };
         let resp = self
             .authorizer
@@ -1393,13 +1378,13 @@ impl Snapshot {
 /// extension) for later layers and the audit record.
 #[derive(Debug, Clone)]
 pub struct AuthzOutcome {
-    pub product: String,
+    pub product: Arc<str>,
     pub action: Action,
     /// `DataProduct` or `Dataset` id.
-    pub resource: String,
+    pub resource: Arc<str>,
     pub decision: Decision,
     pub shadow: Option<Decision>,
-    pub policy_version: String,
+    pub policy_version: Arc<str>,
 }
 
 /// An HTTP request as authorization sees it.
@@ -1448,18 +1433,17 @@ impl Snapshot {
             time: req.time,
         };
         let (decision, shadow) = self.authorize_with_shadow(principal, target, &facts);
-        let product = self.product(target);
-        let product_id = product.map(|p| p.id.clone()).unwrap_or_default();
-        let resource = match (target.dataset, product) {
-            (Some(d), Some(p)) => p
-                .datasets
-                .get(d)
-                .map(|(n, _)| format!("{}/{n}", p.id))
-                .unwrap_or_default(),
-            _ => product_id.clone(),
+        let (product, resource) = match self.products.get(target.product) {
+            Some(entry) => (
+                entry.resource.id.clone(),
+                self.resource(target)
+                    .map(|r| r.id.clone())
+                    .unwrap_or_else(|| entry.resource.id.clone()),
+            ),
+            None => (Arc::from(""), Arc::from("")),
         };
         Ok(AuthzOutcome {
-            product: product_id,
+            product,
             action: target.action,
             resource,
             decision,

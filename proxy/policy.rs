@@ -67,7 +67,7 @@ impl PolicyStore {
                 self.set_error(None);
             }
             Ok(s) => {
-                let version = s.version.clone();
+                let version = s.version.to_string();
                 let count = s.policy_count;
                 self.current.store(Arc::new(s));
                 metrics.policy_loaded(&version);
