@@ -8,14 +8,18 @@
 //!
 //! Decisions evaluate only candidate policies: at build time every policy is
 //! filed under the (resource, action) pairs its scope can match, so the cost of
-//! a decision does not grow with policies that cannot apply.
+//! a decision does not grow with policies that cannot apply. For each caller,
+//! resource and action the candidates are specialised once per thread: their
+//! scopes are known to hold, so they are evaluated without them, and those
+//! whose conditions never read `context` are decided once and remembered; a
+//! request then evaluates only the conditions that depend on it.
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::SystemTime;
 
 use cedar_policy::{
@@ -328,6 +332,8 @@ struct Index {
     scoped: Vec<PerAction>,
     /// Per resource: the groups it belongs to.
     member_of: Vec<Vec<usize>>,
+    /// Every policy's scope-free form, made on first use.
+    specialized: HashMap<PolicyId, OnceLock<Option<Specialized>>>,
 }
 
 impl Index {
@@ -427,6 +433,10 @@ impl Index {
             groups: groups.into_iter().map(|g| g.map(finish)).collect(),
             scoped: scoped.into_iter().map(finish).collect(),
             member_of,
+            specialized: set
+                .policies()
+                .map(|p| (p.id().clone(), OnceLock::new()))
+                .collect(),
         }
     }
 
@@ -476,6 +486,145 @@ fn add_policy(to: &mut PolicySet, p: &Policy, from: &PolicySet) {
         }
         _ => {
             let _ = to.add(p.clone());
+        }
+    }
+}
+
+/// A policy whose scope is known to hold, as Cedar evaluates it: the same id,
+/// effect and conditions over `(principal, action, resource)`.
+#[derive(Debug)]
+struct Specialized {
+    policy: Policy,
+    forbid: bool,
+    /// Whether any condition reads `context`; if not, the policy's outcome
+    /// for a given caller, resource and action is the same for every request.
+    reads_context: bool,
+    /// The conditions in Cedar's JSON form: policies with equal conditions
+    /// hold or fail together.
+    conditions: String,
+    /// The same conditions as a `permit` with the same id: evaluated, Cedar
+    /// names it if and only if the conditions hold.
+    test: Policy,
+}
+
+impl Specialized {
+    /// Through Cedar's JSON form (EST): the scope replaced by `All`, the
+    /// conditions kept as they are. `None` if Cedar refuses either step; the
+    /// original policy is then evaluated as it is.
+    fn of(p: &Policy) -> Option<Specialized> {
+        let mut est = p.to_json().ok()?;
+        let conditions = est.get("conditions")?;
+        let reads_context = mentions_context(conditions);
+        let conditions = conditions.to_string();
+        let obj = est.as_object_mut()?;
+        for part in ["principal", "action", "resource"] {
+            obj.insert(part.into(), serde_json::json!({ "op": "All" }));
+        }
+        let forbid = p.effect() == cedar_policy::Effect::Forbid;
+        let test = if forbid {
+            let mut permit = est.clone();
+            permit
+                .as_object_mut()?
+                .insert("effect".into(), "permit".into());
+            Policy::from_json(Some(p.id().clone()), permit).ok()?
+        } else {
+            Policy::from_json(Some(p.id().clone()), est.clone()).ok()?
+        };
+        let policy = Policy::from_json(Some(p.id().clone()), est).ok()?;
+        Some(Specialized {
+            policy,
+            forbid,
+            reads_context,
+            conditions,
+            test,
+        })
+    }
+}
+
+/// Whether an EST expression contains the variable `context` anywhere.
+fn mentions_context(v: &serde_json::Value) -> bool {
+    match v {
+        serde_json::Value::Object(m) => m
+            .iter()
+            .any(|(k, v)| (k == "Var" && v.as_str() == Some("context")) || mentions_context(v)),
+        serde_json::Value::Array(items) => items.iter().any(mentions_context),
+        _ => false,
+    }
+}
+
+/// The candidates for one caller, resource and action, specialised: the
+/// outcome of the policies that do not read the context, decided once, and
+/// the distinct conditions of those that do, tested per request.
+#[derive(Debug, Default)]
+struct Candidates {
+    /// Satisfied context-free `forbid`s and `permit`s, and their errors.
+    forbids: Vec<String>,
+    permits: Vec<String>,
+    errors: Vec<String>,
+    /// One `permit` per distinct context-reading condition...
+    tests: PolicySet,
+    /// ...named by one of its policies, with every policy that has it:
+    /// (is a `forbid`, id).
+    members: HashMap<String, Vec<(bool, String)>>,
+    /// The context-reading policies themselves: evaluated when a test errors,
+    /// so that each error names its own policy, or instead of the tests when
+    /// a policy could not be specialised.
+    residual: PolicySet,
+    untestable: bool,
+}
+
+impl Candidates {
+    /// The decision Cedar would make over all the candidates: a satisfied
+    /// `forbid` denies and every satisfied `forbid` is a reason; otherwise any
+    /// satisfied `permit` allows, with every satisfied `permit` as a reason.
+    fn decide(&self, authorizer: &Authorizer, request: &Request, entities: &Entities) -> Decision {
+        let mut errors = self.errors.clone();
+        let (mut forbids, mut permits) = (Vec::new(), Vec::new());
+        let mut tested = false;
+        if !self.untestable && !self.tests.is_empty() {
+            let resp = authorizer.is_authorized(request, &self.tests, entities);
+            if resp.diagnostics().errors().next().is_none() {
+                tested = true;
+                // Every test is a permit: the reasons are the conditions that hold.
+                for test in resp.diagnostics().reason() {
+                    let key: &str = test.as_ref();
+                    for (forbid, id) in self.members.get(key).into_iter().flatten() {
+                        if *forbid {
+                            forbids.push(id.clone());
+                        } else {
+                            permits.push(id.clone());
+                        }
+                    }
+                }
+            }
+        }
+        if !tested && !self.residual.is_empty() {
+            let resp = authorizer.is_authorized(request, &self.residual, entities);
+            let reasons = resp
+                .diagnostics()
+                .reason()
+                .map(|id| AsRef::<str>::as_ref(id).to_owned());
+            // Cedar names the satisfied policies of the deciding effect.
+            if resp.decision() == cedar_policy::Decision::Allow {
+                permits.extend(reasons);
+            } else {
+                forbids.extend(reasons);
+            }
+            errors.extend(resp.diagnostics().errors().map(|e| e.to_string()));
+        }
+        errors.sort_unstable();
+        let (allowed, mut policies) = if self.forbids.is_empty() && forbids.is_empty() {
+            permits.extend(self.permits.iter().cloned());
+            (!permits.is_empty(), permits)
+        } else {
+            forbids.extend(self.forbids.iter().cloned());
+            (false, forbids)
+        };
+        policies.sort_unstable();
+        Decision {
+            allowed,
+            policies,
+            errors,
         }
     }
 }
@@ -1147,8 +1296,8 @@ impl Snapshot {
         name: &str,
         resource: &Resource,
     ) -> Result<DecisionEntities, String> {
-        let key = (self.serial, name.to_string(), resource.index);
-        let cached = ENTITIES.with(|c| c.borrow().get(&key).cloned());
+        let key = (self.serial, resource.index);
+        let cached = DECISIONS.with(|c| c.borrow().get(name, key).map(|e| e.who.clone()));
         if let Some(hit) = cached {
             return Ok(hit);
         }
@@ -1165,19 +1314,16 @@ impl Snapshot {
             entities,
             principal_in: Arc::new(keys),
         };
-        ENTITIES.with(|c| {
-            let mut map = c.borrow_mut();
-            if map.len() >= 4096 {
-                map.clear();
-            }
-            map.insert(key, found.clone());
-        });
+        DECISIONS.with(|c| c.borrow_mut().insert(name, key, found.clone()));
         Ok(found)
     }
 
-    /// The one policy set to evaluate for a caller, resource and action: the
-    /// index's candidates whose principal scope can match this caller, merged.
-    /// Built once per thread for each (snapshot, caller, resource, action).
+    /// The specialised candidates for a caller, resource and action: the
+    /// index's candidates whose principal scope can match this caller. Built
+    /// once per thread for each (snapshot, caller, resource, action); the
+    /// context-free ones are decided with this request, which is valid for
+    /// every request with the same key.
+    #[allow(clippy::too_many_arguments)]
     fn candidate_set(
         &self,
         index: &Index,
@@ -1186,18 +1332,22 @@ impl Snapshot {
         resource: &Resource,
         action: usize,
         who: &DecisionEntities,
-    ) -> Arc<PolicySet> {
-        let key = (
-            self.serial,
-            shadow,
-            name.to_string(),
-            resource.index,
-            action,
-        );
-        if let Some(hit) = CANDIDATES.with(|c| c.borrow().get(&key).cloned()) {
+        request: &Request,
+    ) -> Arc<Candidates> {
+        let key = (self.serial, resource.index);
+        let slot = (usize::from(shadow), action);
+        let cached = DECISIONS.with(|c| {
+            c.borrow()
+                .get(name, key)
+                .and_then(|e| e.candidates[slot.0][slot.1].clone())
+        });
+        if let Some(hit) = cached {
             return hit;
         }
-        let mut merged = PolicySet::new();
+        let mut found = Candidates::default();
+        let mut free = [PolicySet::new(), PolicySet::new()];
+        // condition -> the id naming its test
+        let mut tests: HashMap<&str, String> = HashMap::new();
         for set in index.candidates(resource.index, resource.kind, action) {
             for p in set.policies() {
                 let admits = match p.principal_constraint() {
@@ -1209,20 +1359,63 @@ impl Snapshot {
                         t == self.service_type && who.principal_in.contains(&u)
                     }
                 };
-                if admits {
-                    add_policy(&mut merged, p, set);
+                if !admits {
+                    continue;
                 }
+                let special = index
+                    .specialized
+                    .get(p.id())
+                    .and_then(|cell| cell.get_or_init(|| Specialized::of(p)).as_ref());
+                let Some(sp) = special else {
+                    // Not specialised: evaluated as written, on every request.
+                    add_policy(&mut found.residual, p, set);
+                    found.untestable = true;
+                    continue;
+                };
+                if !sp.reads_context {
+                    let _ = free[usize::from(sp.forbid)].add(sp.policy.clone());
+                    continue;
+                }
+                let _ = found.residual.add(sp.policy.clone());
+                let id = AsRef::<str>::as_ref(sp.policy.id()).to_owned();
+                let test = tests.entry(sp.conditions.as_str()).or_insert_with(|| {
+                    let _ = found.tests.add(sp.test.clone());
+                    id.clone()
+                });
+                found
+                    .members
+                    .entry(test.clone())
+                    .or_default()
+                    .push((sp.forbid, id));
             }
         }
-        let merged = Arc::new(merged);
-        CANDIDATES.with(|c| {
-            let mut map = c.borrow_mut();
-            if map.len() >= 4096 {
-                map.clear();
+        // One evaluation per effect, so that each names all its satisfied policies.
+        let [permit_set, forbid_set] = free;
+        for (set, into_forbids) in [(permit_set, false), (forbid_set, true)] {
+            if set.is_empty() {
+                continue;
             }
-            map.insert(key, merged.clone());
+            let resp = self.authorizer.is_authorized(request, &set, &who.entities);
+            let reasons = resp
+                .diagnostics()
+                .reason()
+                .map(|id| AsRef::<str>::as_ref(id).to_owned());
+            if into_forbids {
+                found.forbids.extend(reasons);
+            } else {
+                found.permits.extend(reasons);
+            }
+            found
+                .errors
+                .extend(resp.diagnostics().errors().map(|e| e.to_string()));
+        }
+        let found = Arc::new(found);
+        DECISIONS.with(|c| {
+            if let Some(e) = c.borrow_mut().get_mut(name, key) {
+                e.candidates[slot.0][slot.1] = Some(found.clone());
+            }
         });
-        merged
+        found
     }
 
     fn context(facts: &RequestFacts<'_>) -> Result<Context, String> {
@@ -1319,8 +1512,8 @@ impl Snapshot {
             Err(e) => return deny(e.to_string()),
         };
         let eval = |index: &Index, shadow: bool| {
-            let set = self.candidate_set(index, shadow, &name, resource, action, &who);
-            Decision::from_response(&self.authorizer.is_authorized(&request, &set, &who.entities))
+            self.candidate_set(index, shadow, &name, resource, action, &who, &request)
+                .decide(&self.authorizer, &request, &who.entities)
         };
         let enforced = eval(&self.index, false);
         let shadow = match (&self.shadow_index, with_shadow) {
@@ -1456,17 +1649,55 @@ impl Snapshot {
 // Building an extension value (`ip(..)`, `datetime(..)`) makes cedar-policy
 // parse the function's name anew, about 4 µs each; values repeat (a client's
 // address, the current millisecond), so each thread keeps the last ones.
-/// Per-thread cache of decision entities: (snapshot serial, principal, resource).
-type EntitiesCache = HashMap<(u64, String, usize), DecisionEntities>;
-/// Per-thread cache of merged candidates: (serial, shadow, principal, resource, action).
-type CandidateCache = HashMap<(u64, bool, String, usize, usize), Arc<PolicySet>>;
+
+/// What a thread remembers about a caller and a resource of one snapshot: the
+/// decision entities and, per enforced/shadow and action, the candidates.
+struct Remembered {
+    who: DecisionEntities,
+    candidates: [[Option<Arc<Candidates>>; 5]; 2],
+}
+
+/// Per-thread decision cache: caller (header form) -> (snapshot serial,
+/// resource index) -> what was built. Looked up by `&str`, so a hit allocates
+/// nothing; bounded by clearing it whole when full.
+#[derive(Default)]
+struct DecisionCache {
+    callers: HashMap<String, HashMap<(u64, usize), Remembered>>,
+    len: usize,
+}
+
+impl DecisionCache {
+    const CAPACITY: usize = 4096;
+
+    fn get(&self, caller: &str, key: (u64, usize)) -> Option<&Remembered> {
+        self.callers.get(caller)?.get(&key)
+    }
+
+    fn get_mut(&mut self, caller: &str, key: (u64, usize)) -> Option<&mut Remembered> {
+        self.callers.get_mut(caller)?.get_mut(&key)
+    }
+
+    fn insert(&mut self, caller: &str, key: (u64, usize), who: DecisionEntities) {
+        if self.len >= Self::CAPACITY {
+            self.callers.clear();
+            self.len = 0;
+        }
+        let entry = Remembered {
+            who,
+            candidates: Default::default(),
+        };
+        let per_caller = self.callers.entry(caller.to_string()).or_default();
+        if per_caller.insert(key, entry).is_none() {
+            self.len += 1;
+        }
+    }
+}
 
 /// Distinguishes snapshots in the per-thread caches.
 static SNAPSHOT_SERIAL: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 thread_local! {
-    static ENTITIES: std::cell::RefCell<EntitiesCache> = std::cell::RefCell::new(HashMap::new());
-    static CANDIDATES: std::cell::RefCell<CandidateCache> = std::cell::RefCell::new(HashMap::new());
+    static DECISIONS: std::cell::RefCell<DecisionCache> = std::cell::RefCell::new(DecisionCache::default());
     static TIME_EXPR: std::cell::RefCell<Option<(u128, RestrictedExpression)>> =
         const { std::cell::RefCell::new(None) };
     static IP_EXPRS: std::cell::RefCell<HashMap<IpAddr, RestrictedExpression>> =
@@ -1830,12 +2061,33 @@ mod tests {
     #[test]
     fn candidate_index_agrees_with_the_plain_authorizer_on_random_requests() {
         use crate::synth::{self, Rng};
+        // Policies that fail at run time (overflow), with and without reading
+        // the context, some only for one purpose: errors must be reported
+        // like Cedar reports them, each under its own policy.
+        let failing = r#"
+@id("err.ctx")
+permit (principal, action, resource in Mesh::DataProduct::"p1")
+when { context.time.offset(duration("9223372036854775807ms")) > context.time };
+@id("err.purpose")
+forbid (principal, action, resource in Mesh::DataProduct::"p2")
+when { context has purpose && context.purpose == "audit" && 9223372036854775807 + 1 > 0 };
+@id("err.same-condition")
+permit (principal, action, resource in Mesh::DataProduct::"p2")
+when { context has purpose && context.purpose == "audit" && 9223372036854775807 + 1 > 0 };
+@id("err.principal")
+forbid (principal, action == Mesh::Action::"read", resource in Mesh::DataProduct::"p3")
+when { principal has namespace && principal.namespace == "sales" && 9223372036854775807 + 1 > 0 };
+"#;
         for (products, policies, seed) in [(20, 300, 7), (50, 1000, 11)] {
-            let s = Snapshot::build(&synth::inputs(products, policies, seed))
-                .expect("synthetic set loads");
+            let mut inputs = synth::inputs(products, policies, seed);
+            inputs.policies.push(Source {
+                name: "synth/failing.cedar".into(),
+                text: failing.into(),
+            });
+            let s = Snapshot::build(&inputs).expect("synthetic set loads");
             let mut rng = Rng::new(seed * 31);
             let paths = ["rows", "rows/k1", "query", "meta", "feed", "audit"];
-            let (mut allowed, mut total) = (0, 0);
+            let (mut allowed, mut total, mut failed) = (0, 0, HashSet::new());
             for _ in 0..3000 {
                 let p = rng.below(products);
                 let sub = *rng.pick(&paths);
@@ -1860,12 +2112,26 @@ mod tests {
                 );
                 total += 1;
                 allowed += usize::from(d.allowed);
+                for e in &d.errors {
+                    if let Some(id) = [
+                        "err.ctx",
+                        "err.purpose",
+                        "err.same-condition",
+                        "err.principal",
+                    ]
+                    .into_iter()
+                    .find(|id| e.contains(id))
+                    {
+                        failed.insert(id);
+                    }
+                }
             }
             // The generator must exercise both outcomes for the comparison to mean anything.
             assert!(
                 allowed > total / 20 && allowed < total * 19 / 20,
                 "{allowed}/{total} allowed"
             );
+            assert_eq!(failed.len(), 4, "errors seen: {failed:?}");
         }
     }
 }
