@@ -82,6 +82,7 @@ fn decisions(c: &mut Criterion) {
                     source_ip: [10, 0, 0, 1].into(),
                     tls_version: "TLSv1.3",
                     time: now,
+                    user: None,
                 };
                 black_box(
                     snapshot
@@ -112,6 +113,7 @@ fn decisions(c: &mut Criterion) {
                             purpose: None,
                             tls_version: "TLSv1.3",
                             time: now,
+                            user: None,
                         };
                         black_box(
                             snapshot

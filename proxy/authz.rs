@@ -30,7 +30,7 @@ use cedar_policy::{
 use miette::Diagnostic;
 use serde::Deserialize;
 
-use crate::contract::{self, Action, Product};
+use crate::contract::{self, Action, Product, UserToken};
 use crate::error::ProxyError;
 use crate::identity::Principal;
 use crate::path::NormalPath;
@@ -514,7 +514,7 @@ impl Specialized {
     fn of(p: &Policy) -> Option<Specialized> {
         let mut est = p.to_json().ok()?;
         let conditions = est.get("conditions")?;
-        let reads_context = mentions_context(conditions);
+        let reads_context = mentions_context(conditions) || mentions_user(conditions);
         let conditions = conditions.to_string();
         let obj = est.as_object_mut()?;
         for part in ["principal", "action", "resource"] {
@@ -538,6 +538,18 @@ impl Specialized {
             conditions,
             test,
         })
+    }
+}
+
+/// Whether an EST expression names a `Mesh::User` entity: users join a
+/// decision's entities per request, so such a policy is decided per request.
+fn mentions_user(v: &serde_json::Value) -> bool {
+    match v {
+        serde_json::Value::Object(m) => m
+            .iter()
+            .any(|(k, v)| (k == "type" && v.as_str() == Some("Mesh::User")) || mentions_user(v)),
+        serde_json::Value::Array(items) => items.iter().any(mentions_user),
+        _ => false,
     }
 }
 
@@ -646,6 +658,7 @@ struct Parts {
     routes: RouteTable,
     service_parents: HashMap<String, HashSet<EntityUid>>,
     namespace_parents: HashMap<String, HashSet<EntityUid>>,
+    group_parents: HashMap<String, HashSet<EntityUid>>,
     action_uids: [EntityUid; 5],
     service_type: EntityTypeName,
 }
@@ -669,6 +682,8 @@ pub struct Snapshot {
     service_parents: HashMap<String, HashSet<EntityUid>>,
     /// Namespace -> its domain and the domain's ancestors.
     namespace_parents: HashMap<String, HashSet<EntityUid>>,
+    /// Transitive static parents of groups named in entities.json.
+    group_parents: HashMap<String, HashSet<EntityUid>>,
     action_uids: [EntityUid; 5],
     authorizer: Authorizer,
     service_type: EntityTypeName,
@@ -732,6 +747,8 @@ pub struct RequestFacts<'a> {
     pub purpose: Option<&'a str>,
     pub tls_version: &'a str,
     pub time: SystemTime,
+    /// The verified end user the calling service acts for, if any.
+    pub user: Option<&'a crate::jwt::User>,
 }
 
 /// Parses policy sources into one set named by `@id`, collecting every error.
@@ -997,6 +1014,7 @@ impl Snapshot {
             routes: parts.routes,
             service_parents: parts.service_parents,
             namespace_parents: parts.namespace_parents,
+            group_parents: parts.group_parents,
             action_uids: parts.action_uids,
             authorizer: Authorizer::new(),
             service_type: parts.service_type,
@@ -1052,6 +1070,15 @@ impl Snapshot {
             s.insert(u.clone());
             s
         };
+
+        // Groups declared in entities.json: a user in a group is in its ancestors too.
+        let group_t = type_name("Group");
+        let group_parents: HashMap<String, HashSet<EntityUid>> = static_entities
+            .iter()
+            .map(|e| e.uid())
+            .filter(|u| u.type_name() == &group_t)
+            .map(|u| (u.id().unescaped().to_string(), ancestors_of(&u)))
+            .collect();
 
         // Services declared in entities.json, and namespaces of domains.
         let mut service_parents = HashMap::new();
@@ -1154,6 +1181,7 @@ impl Snapshot {
                     action: r.action,
                     dataset,
                     pattern: r.path.clone(),
+                    user_token: r.user_token.unwrap_or(p.user_token),
                 };
                 if let Err(e) = routes.insert(r.method.clone(), &r.path, target) {
                     errors.push(format!("{}: customProperties.meshgateRoutes: {e}", p.file));
@@ -1196,6 +1224,7 @@ impl Snapshot {
             routes,
             service_parents,
             namespace_parents,
+            group_parents,
             action_uids,
             service_type: service_t,
         })
@@ -1229,6 +1258,83 @@ impl Snapshot {
     /// The Cedar entity for a caller.
     /// A caller's parents, transitively: what entities.json declares for it
     /// and the domain owning its namespace.
+    /// The `Mesh::User` entity of a verified token: its groups (and their
+    /// static ancestors) as parents, its mapped claims as attributes.
+    pub fn user_entity(&self, user: &crate::jwt::User) -> Result<Entity, String> {
+        use crate::jwt::AttrValue;
+        let group_t = type_name("Group");
+        let mut parents: HashSet<EntityUid> = HashSet::new();
+        for g in &user.groups {
+            parents.insert(uid(&group_t, g));
+            if let Some(up) = self.group_parents.get(g) {
+                parents.extend(up.iter().cloned());
+            }
+        }
+        let mut attrs: HashMap<String, RestrictedExpression> = HashMap::from([
+            (
+                "subject".to_string(),
+                RestrictedExpression::new_string(user.subject.clone()),
+            ),
+            (
+                "issuer".to_string(),
+                RestrictedExpression::new_string(user.issuer.clone()),
+            ),
+            ("scopes".to_string(), string_set(&user.scopes)),
+        ]);
+        for (name, value) in &user.attributes {
+            let v = match value {
+                AttrValue::String(s) => RestrictedExpression::new_string(s.clone()),
+                AttrValue::Long(n) => RestrictedExpression::new_long(*n),
+                AttrValue::Bool(b) => RestrictedExpression::new_bool(*b),
+                AttrValue::Set(items) => string_set(items),
+            };
+            attrs.insert(name.clone(), v);
+        }
+        Entity::new(uid(&type_name("User"), &user.id), attrs, parents).map_err(|e| e.to_string())
+    }
+
+    /// Checks that the configured claim mapping yields users the schema
+    /// accepts: every mapped attribute declared, with the configured type.
+    pub fn check_user_mapping(&self, users: &crate::jwt::UsersConfig) -> Vec<String> {
+        use crate::jwt::{AttrValue, AttributeType, User};
+        let mut errors = Vec::new();
+        for (i, issuer) in users.issuers.iter().enumerate() {
+            let attributes = issuer
+                .attributes
+                .iter()
+                .map(|(name, spec)| {
+                    let v = match spec.kind {
+                        AttributeType::String => AttrValue::String("x".into()),
+                        AttributeType::Long => AttrValue::Long(1),
+                        AttributeType::Bool => AttrValue::Bool(true),
+                        AttributeType::StringSet => AttrValue::Set(vec!["x".into()]),
+                    };
+                    (name.clone(), v)
+                })
+                .collect();
+            let sample = User {
+                id: format!("{}|sample", issuer.issuer),
+                issuer: issuer.issuer.clone(),
+                subject: "sample".into(),
+                groups: Vec::new(),
+                scopes: vec!["x".into()],
+                attributes,
+                expires_at: 0,
+            };
+            let checked = self.user_entity(&sample).and_then(|e| {
+                Entities::from_entities([e], Some(&self.schema))
+                    .map(|_| ())
+                    .map_err(|e| e.to_string())
+            });
+            if let Err(e) = checked {
+                errors.push(format!(
+                    "users.issuers[{i}].attributes: the mapped user does not match the schema's Mesh::User: {e}"
+                ));
+            }
+        }
+        errors
+    }
+
     fn principal_parents(&self, principal: &Principal, name: &str) -> HashSet<EntityUid> {
         let mut parents = self.service_parents.get(name).cloned().unwrap_or_default();
         if let Principal::Spiffe(s) = principal {
@@ -1440,9 +1546,15 @@ impl Snapshot {
             ),
             (
                 "has_user".to_string(),
-                RestrictedExpression::new_bool(false),
+                RestrictedExpression::new_bool(facts.user.is_some()),
             ),
         ];
+        if let Some(u) = facts.user {
+            pairs.push((
+                "user".to_string(),
+                RestrictedExpression::new_entity_uid(uid(&type_name("User"), &u.id)),
+            ));
+        }
         if let Some(p) = facts.purpose {
             pairs.push((
                 "purpose".to_string(),
@@ -1511,9 +1623,30 @@ impl Snapshot {
             Ok(r) => r,
             Err(e) => return deny(e.to_string()),
         };
+        // A user joins the cached entities for this request only. Context-free
+        // policies cannot see it (a policy naming a user is context-dependent).
+        let with_user;
+        let entities: &Entities = match facts.user {
+            None => &who.entities,
+            Some(u) => {
+                let added = self.user_entity(u).and_then(|e| {
+                    (*who.entities)
+                        .clone()
+                        .add_entities([e], None)
+                        .map_err(|e| e.to_string())
+                });
+                match added {
+                    Ok(e) => {
+                        with_user = e;
+                        &with_user
+                    }
+                    Err(e) => return deny(e),
+                }
+            }
+        };
         let eval = |index: &Index, shadow: bool| {
             self.candidate_set(index, shadow, &name, resource, action, &who, &request)
-                .decide(&self.authorizer, &request, &who.entities)
+                .decide(&self.authorizer, &request, entities)
         };
         let enforced = eval(&self.index, false);
         let shadow = match (&self.shadow_index, with_shadow) {
@@ -1548,6 +1681,12 @@ impl Snapshot {
         let principal_uid = principal_entity.uid();
         let mut ents = vec![principal_entity];
         ents.extend(resource.entities.iter().cloned());
+        if let Some(u) = facts.user {
+            match self.user_entity(u) {
+                Ok(e) => ents.push(e),
+                Err(e) => return Decision::denied(e),
+            }
+        }
         let (Ok(entities), Ok(request)) = (
             Entities::from_entities(ents, None),
             Request::new(
@@ -1589,12 +1728,24 @@ pub struct HttpFacts<'a> {
     pub source_ip: IpAddr,
     pub tls_version: &'a str,
     pub time: SystemTime,
+    /// The verified end user (see [`Snapshot::user_token`]); ignored on
+    /// routes that take no token.
+    pub user: Option<&'a crate::jwt::User>,
 }
 
 /// Header that declares the purpose of a request (`context.purpose`).
 pub const X_DATA_PURPOSE: &str = "x-data-purpose";
 
 impl Snapshot {
+    /// Whether the route of a request takes an end-user token; `None` when
+    /// nothing routes it (the decision will say so).
+    pub fn user_token(&self, method: &http::Method, path: &NormalPath) -> Option<UserToken> {
+        match self.routes.lookup(method, path) {
+            Lookup::Found(t) => Some(t.user_token),
+            _ => None,
+        }
+    }
+
     /// Routes an HTTP request and decides it: the one path shared by the proxy,
     /// `meshgate authorize` and `meshgate test`.
     pub fn decide_http(
@@ -1606,6 +1757,14 @@ impl Snapshot {
             Lookup::Found(t) => t,
             Lookup::MethodNotAllowed => return Err(ProxyError::MethodNotAllowed),
             Lookup::NotFound => return Err(ProxyError::NoRoute),
+        };
+        let user = match target.user_token {
+            UserToken::None => None,
+            UserToken::Optional => req.user,
+            UserToken::Required => Some(
+                req.user
+                    .ok_or(ProxyError::Unauthorized(crate::jwt::TokenError::Missing))?,
+            ),
         };
         let purpose = match req.headers.get(X_DATA_PURPOSE) {
             None => None,
@@ -1624,6 +1783,7 @@ impl Snapshot {
             purpose,
             tls_version: req.tls_version,
             time: req.time,
+            user,
         };
         let (decision, shadow) = self.authorize_with_shadow(principal, target, &facts);
         let (product, resource) = match self.products.get(target.product) {
@@ -1705,7 +1865,15 @@ thread_local! {
 }
 
 /// What a request's Cedar context is made of, as a cache key.
-type ContextKey = (String, String, IpAddr, String, Option<String>, u128);
+type ContextKey = (
+    String,
+    String,
+    IpAddr,
+    String,
+    Option<String>,
+    Option<String>,
+    u128,
+);
 
 thread_local! {
     /// The contexts of the current millisecond: requests repeat (same client,
@@ -1726,6 +1894,7 @@ fn cached_context(facts: &RequestFacts<'_>) -> Result<Context, String> {
         facts.source_ip,
         facts.tls_version.to_string(),
         facts.purpose.map(str::to_string),
+        facts.user.map(|u| u.id.clone()),
         ms,
     );
     let hit = CONTEXTS.with(|c| {
@@ -1833,6 +2002,7 @@ mod tests {
             purpose: a.purpose,
             tls_version: "TLSv1.3",
             time: at(a.hour),
+            user: None,
         };
         let d = s.authorize(&spiffe(a.who), target, &facts);
         let reference = s.authorize_unindexed(&spiffe(a.who), target, &facts);
@@ -2133,5 +2303,63 @@ when { principal has namespace && principal.namespace == "sales" && 922337203685
             );
             assert_eq!(failed.len(), 4, "errors seen: {failed:?}");
         }
+    }
+
+    #[test]
+    fn on_behalf_of_needs_the_service_and_a_user_in_the_group() {
+        let s = example();
+        let user = |groups: &[&str]| crate::jwt::User {
+            id: "https://idp.mesh.local|alice".into(),
+            issuer: "https://idp.mesh.local".into(),
+            subject: "alice".into(),
+            groups: groups.iter().map(|g| g.to_string()).collect(),
+            scopes: vec!["ledger:read".into()],
+            attributes: vec![],
+            expires_at: u64::MAX,
+        };
+        let decide = |who: &str, u: Option<&crate::jwt::User>| {
+            let path = normalize("/ledger/summary").expect("path");
+            let Lookup::Found(target) = s.routes().lookup(&Method::GET, &path) else {
+                panic!("routed")
+            };
+            let decoded = path.decoded();
+            let facts = RequestFacts {
+                method: "GET",
+                path: &decoded,
+                source_ip: "10.1.2.3".parse().expect("ip"),
+                purpose: None,
+                tls_version: "TLSv1.3",
+                time: at(10),
+                user: u,
+            };
+            let d = s.authorize(&spiffe(who), target, &facts);
+            assert_eq!(d, s.authorize_unindexed(&spiffe(who), target, &facts));
+            d
+        };
+        let dashboard = "spiffe://mesh.local/ns/reporting/sa/dashboard";
+        let analyst = user(&["finance-analysts"]);
+        let d = decide(dashboard, Some(&analyst));
+        assert!(d.allowed, "{d:?}");
+        assert_eq!(d.policies, vec!["finance.ledger.dashboard-for-analysts"]);
+        // Not in the group, no user, or another service with the analyst's token.
+        assert!(!decide(dashboard, Some(&user(&["marketing"]))).allowed);
+        assert!(!decide(dashboard, None).allowed);
+        assert!(
+            !decide(
+                "spiffe://mesh.local/ns/marketing/sa/campaigns",
+                Some(&analyst)
+            )
+            .allowed
+        );
+        // Static group hierarchy applies to token groups: finance-analysts is in finance-staff.
+        let e = s.user_entity(&analyst).expect("user entity");
+        let staff = uid(&type_name("Group"), "finance-staff");
+        let ents = Entities::from_entities([e], None).expect("entities");
+        let ancestors: Vec<_> = ents
+            .ancestors(&uid(&type_name("User"), &analyst.id))
+            .expect("user present")
+            .cloned()
+            .collect();
+        assert!(ancestors.contains(&staff), "{ancestors:?}");
     }
 }

@@ -62,6 +62,9 @@ pub struct Config {
     /// Cedar authorization. Absent: authenticated mode (any verified client passes).
     #[serde(default)]
     pub policy: Option<crate::authz::PolicyConfig>,
+    /// Trusted issuers of end-user tokens (JWT), for routes with `userToken`.
+    #[serde(default)]
+    pub users: Option<crate::jwt::UsersConfig>,
 }
 
 fn default_admin() -> SocketAddr {
@@ -203,7 +206,7 @@ pub enum LogFormat {
     Text,
 }
 
-fn de_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+pub(crate) fn de_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     let s = String::deserialize(d)?;
     let dur = humantime::parse_duration(&s).map_err(|e| {
         serde::de::Error::custom(format!(
@@ -230,6 +233,9 @@ impl Config {
         config.tls.resolve(base);
         if let Some(p) = config.policy.as_mut() {
             p.resolve(base);
+        }
+        if let Some(u) = config.users.as_mut() {
+            u.resolve(base);
         }
         config.validate(&file)?;
         Ok(config)
@@ -270,6 +276,12 @@ impl Config {
         }
         if self.workers == Some(0) {
             return Err(invalid("workers", "must be at least 1".into()));
+        }
+        if let Some(users) = &self.users {
+            let errors = users.check();
+            if !errors.is_empty() {
+                return Err(invalid("users", errors.join("; ")));
+            }
         }
         if self.listen == self.admin && self.listen.port() != 0 {
             return Err(invalid(

@@ -61,6 +61,19 @@ impl std::str::FromStr for Action {
     }
 }
 
+/// Whether a route needs an end-user token (`Authorization: Bearer`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UserToken {
+    /// Tokens are not looked at.
+    #[default]
+    None,
+    /// A token is verified when sent; a request without one has no user.
+    Optional,
+    /// Every request must carry a valid token.
+    Required,
+}
+
 /// One route of a product: method + path pattern -> action (and dataset).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RouteSpec {
@@ -68,16 +81,20 @@ pub struct RouteSpec {
     pub path: String,
     pub action: Action,
     pub dataset: Option<String>,
+    /// Overrides the product's `userToken`.
+    pub user_token: Option<UserToken>,
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct RawRoute {
     method: String,
     path: String,
     action: Action,
     #[serde(default)]
     dataset: Option<String>,
+    #[serde(default)]
+    user_token: Option<UserToken>,
 }
 
 /// The SLA a contract promises (all optional).
@@ -107,6 +124,8 @@ pub struct Product {
     pub datasets: Vec<(String, String)>,
     pub sla: Sla,
     pub routes: Vec<RouteSpec>,
+    /// Whether its routes need an end-user token (custom property `userToken`).
+    pub user_token: UserToken,
     /// Where it was read from.
     pub file: String,
 }
@@ -278,6 +297,16 @@ pub fn parse(text: &str, file: &str) -> Result<Product, ConfigError> {
         None => Vec::new(),
         Some(v) => parse_routes(v, &datasets, file)?,
     };
+    let user_token: UserToken = match custom("userToken") {
+        None => UserToken::None,
+        Some(v) => serde_yaml_ng::from_value(v.clone()).map_err(|_| {
+            invalid(
+                file,
+                "customProperties.userToken",
+                "one of none, optional, required",
+            )
+        })?,
+    };
 
     let sla = parse_sla(&odcs.sla_properties, file)?;
 
@@ -296,6 +325,7 @@ pub fn parse(text: &str, file: &str) -> Result<Product, ConfigError> {
         datasets,
         sla,
         routes,
+        user_token,
         file: file.to_string(),
     })
 }
@@ -363,6 +393,7 @@ fn parse_routes(
             path: r.path,
             action: r.action,
             dataset: r.dataset,
+            user_token: r.user_token,
         });
     }
     Ok(routes)

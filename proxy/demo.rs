@@ -36,6 +36,7 @@ pub fn demo_config(opts: &DemoOptions, upstream: SocketAddr) -> anyhow::Result<C
             format: LogFormat::Text,
         },
         policy: None,
+        users: None,
     })
 }
 

@@ -19,6 +19,8 @@ pub enum ProxyError {
     NoRoute,
     #[error("method not allowed on this path")]
     MethodNotAllowed,
+    #[error("end-user token refused: {0}")]
+    Unauthorized(crate::jwt::TokenError),
     #[error("denied by policy")]
     Forbidden,
     #[error("upstream refused the connection")]
@@ -35,6 +37,7 @@ impl ProxyError {
             ProxyError::BadRequest(_) | ProxyError::BadPath(_) => StatusCode::BAD_REQUEST,
             ProxyError::NoRoute => StatusCode::NOT_FOUND,
             ProxyError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ProxyError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ProxyError::Forbidden => StatusCode::FORBIDDEN,
             ProxyError::UpstreamUnavailable | ProxyError::UpstreamFailed(_) => {
                 StatusCode::BAD_GATEWAY
@@ -50,6 +53,7 @@ impl ProxyError {
             ProxyError::BadPath(_) => "bad_path",
             ProxyError::NoRoute => "no_route",
             ProxyError::MethodNotAllowed => "method_not_allowed",
+            ProxyError::Unauthorized(_) => "invalid_token",
             ProxyError::Forbidden => "forbidden",
             ProxyError::UpstreamUnavailable => "upstream_unavailable",
             ProxyError::UpstreamFailed(_) => "upstream_failed",
@@ -73,6 +77,13 @@ impl ProxyError {
             HeaderValue::from_static("application/json"),
         );
         h.insert("x-request-id", request_id.clone());
+        if let ProxyError::Unauthorized(e) = self {
+            // RFC 6750: the description is our own text, never the token.
+            let challenge = format!("Bearer error=\"invalid_token\", error_description=\"{e}\"");
+            if let Ok(v) = HeaderValue::from_str(&challenge) {
+                h.insert(header::WWW_AUTHENTICATE, v);
+            }
+        }
         resp
     }
 }

@@ -52,6 +52,13 @@ enum Command {
         time: Option<String>,
         #[arg(long, value_name = "IP", default_value = "127.0.0.1")]
         source_ip: std::net::IpAddr,
+        /// The end user the caller acts for, as JSON: {"issuer", "subject",
+        /// "groups", "scopes", "attributes"}.
+        #[arg(long, value_name = "JSON", conflicts_with = "token")]
+        user: Option<String>,
+        /// An end-user JWT, verified with the configuration's `users` issuers.
+        #[arg(long, value_name = "JWT")]
+        token: Option<String>,
     },
     /// Run policy tests: Cedar `run-tests` JSON (*.test.json) and HTTP cases
     /// (*.test.yaml). Ends with `N passed, M failed`; non-zero on any failure.
@@ -178,8 +185,36 @@ fn run(command: Command) -> anyhow::Result<()> {
             headers,
             time,
             source_ip,
+            user,
+            token,
         } => {
             let config = Config::load(&config)?;
+            let user = match (user, token) {
+                (Some(json), _) => Some(
+                    serde_json::from_str::<meshgate::jwt::UserSpec>(&json)
+                        .map_err(|e| anyhow::anyhow!("--user: {e}"))?
+                        .to_user()
+                        .map_err(|e| anyhow::anyhow!("--user: {e}"))?,
+                ),
+                (None, Some(jwt)) => {
+                    let users = config.users.as_ref().ok_or_else(|| {
+                        anyhow::anyhow!("--token: the configuration has no users section")
+                    })?;
+                    let rt = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()?;
+                    let verified = rt.block_on(async {
+                        let v = meshgate::jwt::Verifier::start(users, None)
+                            .await
+                            .map_err(anyhow::Error::msg)?;
+                        v.verify(&jwt)
+                            .await
+                            .map_err(|e| anyhow::anyhow!("--token refused ({}): {e}", e.reason()))
+                    })?;
+                    Some((*verified).clone())
+                }
+                (None, None) => None,
+            };
             let policy = config
                 .policy
                 .as_ref()
@@ -219,6 +254,7 @@ fn run(command: Command) -> anyhow::Result<()> {
                         source_ip,
                         tls_version: "TLSv1.3",
                         time,
+                        user: user.as_ref(),
                     },
                 )
                 .map_err(|e| anyhow::anyhow!("{e} ({})", e.status()))?;

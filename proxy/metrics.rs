@@ -56,6 +56,25 @@ pub struct CertLabels {
     pub cert: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct IssuerLabels {
+    pub issuer: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct IssuerResultLabels {
+    pub issuer: String,
+    pub result: &'static str,
+}
+
+/// The handles the end-user token verifier records with.
+#[derive(Clone, Debug)]
+pub struct JwtMetrics {
+    pub user_tokens: Family<ResultLabels, Counter>,
+    pub jwks_refreshes: Family<IssuerResultLabels, Counter>,
+    pub jwks_keys: Family<IssuerLabels, Gauge>,
+}
+
 pub struct Metrics {
     registry: Registry,
     by_class: [Counter; 5],
@@ -71,6 +90,10 @@ pub struct Metrics {
     policy_reloads: Family<ResultLabels, Counter>,
     policy_info: Family<VersionLabels, Gauge>,
     pub shadow_disagreements: Counter,
+    /// End-user tokens checked: `ok` or the reason for refusal.
+    pub user_tokens: Family<ResultLabels, Counter>,
+    pub jwks_refreshes: Family<IssuerResultLabels, Counter>,
+    pub jwks_keys: Family<IssuerLabels, Gauge>,
 }
 
 const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
@@ -165,7 +188,28 @@ impl Metrics {
             "Requests on which the shadow policy set decided otherwise than the enforced one",
             shadow_disagreements.clone(),
         );
+        let user_tokens = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "user_token_validations",
+            "End-user bearer tokens checked, by result (ok or the reason for refusal)",
+            user_tokens.clone(),
+        );
+        let jwks_refreshes = Family::<IssuerResultLabels, Counter>::default();
+        registry.register(
+            "jwks_refreshes",
+            "Fetches of a token issuer's signing keys, by issuer and result",
+            jwks_refreshes.clone(),
+        );
+        let jwks_keys = Family::<IssuerLabels, Gauge>::default();
+        registry.register(
+            "jwks_keys",
+            "Signing keys currently held for a token issuer",
+            jwks_keys.clone(),
+        );
         Metrics {
+            user_tokens,
+            jwks_refreshes,
+            jwks_keys,
             decisions,
             authorization_duration,
             policy_evaluation_errors,
@@ -179,6 +223,14 @@ impl Metrics {
             open_connections,
             tls_reloads,
             cert_expiry,
+        }
+    }
+
+    pub fn jwt(&self) -> JwtMetrics {
+        JwtMetrics {
+            user_tokens: self.user_tokens.clone(),
+            jwks_refreshes: self.jwks_refreshes.clone(),
+            jwks_keys: self.jwks_keys.clone(),
         }
     }
 

@@ -76,6 +76,9 @@ struct HttpCase {
     time: Option<String>,
     #[serde(default)]
     source_ip: Option<std::net::IpAddr>,
+    /// The end user the caller acts for (as a verified token would give it).
+    #[serde(default)]
+    user: Option<crate::jwt::UserSpec>,
     expect: Expect,
 }
 
@@ -320,6 +323,12 @@ fn http_case(s: &Snapshot, c: &HttpCase) -> Result<Vec<String>, String> {
         None => SystemTime::now(),
         Some(t) => humantime::parse_rfc3339_weak(t).map_err(|e| format!("time: `{t}`: {e}"))?,
     };
+    let user = c
+        .user
+        .as_ref()
+        .map(|u| u.to_user())
+        .transpose()
+        .map_err(|e| format!("user: {e}"))?;
     let (status, decision) = match crate::path::normalize(&c.path) {
         Err(e) => (crate::error::ProxyError::from(e).status().as_u16(), None),
         Ok(path) => {
@@ -332,6 +341,7 @@ fn http_case(s: &Snapshot, c: &HttpCase) -> Result<Vec<String>, String> {
                     .unwrap_or(std::net::IpAddr::from([127, 0, 0, 1])),
                 tls_version: "TLSv1.3",
                 time,
+                user: user.as_ref(),
             };
             match s.decide_http(&principal, &facts) {
                 Err(e) => (e.status().as_u16(), None),

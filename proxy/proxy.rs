@@ -19,8 +19,10 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use crate::authz::{AuthzOutcome, HttpFacts};
 use crate::config::{Config, UpstreamProtocol};
+use crate::contract::UserToken;
 use crate::error::{ProxyBody, ProxyError};
 use crate::identity::PeerIdentity;
+use crate::jwt::{TokenError, User, Verifier};
 use crate::path::NormalPath;
 use crate::policy::PolicyStore;
 use crate::server::Sidecar;
@@ -138,7 +140,8 @@ async fn decide_and_forward(
 ) -> Result<Response<ProxyBody>, ProxyError> {
     let path = crate::path::normalize(req.uri().path())?;
     if let Some(store) = &sc.policy {
-        let outcome = authorize(sc, store, conn, &req, &path)?;
+        let user = end_user(sc, store, &req, &path).await?;
+        let outcome = authorize(sc, store, conn, &req, &path, user.as_deref())?;
         let allowed = outcome.decision.allowed;
         req.extensions_mut().insert(Arc::new(outcome));
         if !allowed {
@@ -148,12 +151,48 @@ async fn decide_and_forward(
     forward(&sc.upstream, conn, request_id, req, &path).await
 }
 
+/// The verified end user of a request whose route takes a token. A token
+/// that is sent is verified even where it is optional: a bad one is refused,
+/// never ignored. Only the `Authorization` header is read.
+async fn end_user(
+    sc: &Sidecar,
+    store: &PolicyStore,
+    req: &Request<Incoming>,
+    path: &NormalPath,
+) -> Result<Option<Arc<User>>, ProxyError> {
+    let mode = store.current().user_token(req.method(), path);
+    let Some(mode @ (UserToken::Optional | UserToken::Required)) = mode else {
+        return Ok(None);
+    };
+    let refuse = |e: TokenError| {
+        if let Some(v) = &sc.users {
+            v.count(&Err(e.clone()));
+        }
+        ProxyError::Unauthorized(e)
+    };
+    let token = match Verifier::bearer(req.headers()) {
+        Ok(Some(t)) => t,
+        Ok(None) if mode == UserToken::Optional => return Ok(None),
+        Ok(None) => return Err(refuse(TokenError::Missing)),
+        Err(e) => return Err(refuse(e)),
+    };
+    let Some(verifier) = &sc.users else {
+        return Err(refuse(TokenError::NoKeys));
+    };
+    verifier
+        .verify(token)
+        .await
+        .map(Some)
+        .map_err(ProxyError::Unauthorized)
+}
+
 fn authorize(
     sc: &Sidecar,
     store: &PolicyStore,
     conn: &ConnInfo,
     req: &Request<Incoming>,
     path: &NormalPath,
+    user: Option<&User>,
 ) -> Result<AuthzOutcome, ProxyError> {
     let snapshot = store.current();
     let t0 = Instant::now();
@@ -166,6 +205,7 @@ fn authorize(
             source_ip: conn.peer.ip(),
             tls_version: conn.tls_version,
             time: SystemTime::now(),
+            user,
         },
     )?;
     sc.metrics.authorization_duration.observe(t0.elapsed());

@@ -18,6 +18,8 @@ pub struct Target {
     pub dataset: Option<usize>,
     /// The pattern as written, for explanations.
     pub pattern: String,
+    /// The route's end-user token requirement (or its product's).
+    pub user_token: crate::contract::UserToken,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -156,6 +158,7 @@ mod tests {
             action,
             dataset: None,
             pattern: pattern.into(),
+            user_token: Default::default(),
         }
     }
 

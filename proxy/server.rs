@@ -43,6 +43,8 @@ pub enum StartError {
     Watch(#[from] notify::Error),
     #[error(transparent)]
     Policy(#[from] crate::authz::LoadErrors),
+    #[error("{0}")]
+    Users(String),
 }
 
 /// Everything the running sidecar shares between connections. Immutable but for
@@ -53,6 +55,8 @@ pub struct Sidecar {
     pub metrics: Metrics,
     /// Cedar authorization; `None` is authenticated mode.
     pub policy: Option<PolicyStore>,
+    /// End-user token verification, when issuers are configured.
+    pub users: Option<Arc<crate::jwt::Verifier>>,
     pub(crate) upstream: Upstream,
     pub(crate) request_ids: RequestIds,
     h1: hyper::server::conn::http1::Builder,
@@ -86,6 +90,22 @@ pub async fn bind(config: Config, embedded: Option<PolicyInputs>) -> Result<Boun
         (None, None) => None,
     };
     let policy = origin.map(|o| PolicyStore::load(o, &metrics)).transpose()?;
+    let users = match &config.users {
+        None => None,
+        Some(u) => {
+            if let Some(store) = &policy {
+                let errors = store.current().check_user_mapping(u);
+                if !errors.is_empty() {
+                    return Err(StartError::Users(errors.join("\n")));
+                }
+            }
+            let verifier = crate::jwt::Verifier::start(u, Some(metrics.jwt()))
+                .await
+                .map_err(StartError::Users)?;
+            verifier.spawn_refresh();
+            Some(verifier)
+        }
+    };
     let data = TcpListener::bind(config.listen)
         .await
         .map_err(|source| StartError::Bind {
@@ -115,6 +135,7 @@ pub async fn bind(config: Config, embedded: Option<PolicyInputs>) -> Result<Boun
 
     let sidecar = Sidecar {
         policy,
+        users,
         upstream: Upstream::new(&config),
         request_ids: RequestIds::new(),
         tls,
