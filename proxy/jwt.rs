@@ -341,13 +341,39 @@ pub struct User {
 }
 
 impl User {
-    /// A user from claims given directly (for `meshgate authorize` and tests),
-    /// mapped as the issuer's configuration says, without a signature.
+    /// A user from a token's claims given directly, without a signature (for
+    /// `meshgate authorize --claims` and `claims:` in test cases): mapped as
+    /// the configured issuer named by `iss` says, or with the default mapping
+    /// (`groups`, `scope`, no attributes) when there is no `users` section.
+    /// `exp` may be left out.
     pub fn from_claims(
-        issuer: &IssuerConfig,
+        users: Option<&UsersConfig>,
         claims: &serde_json::Map<String, serde_json::Value>,
-    ) -> Result<User, TokenError> {
-        map_claims(issuer, claims)
+    ) -> Result<User, String> {
+        let iss = claims
+            .get("iss")
+            .and_then(|v| v.as_str())
+            .ok_or("claims: `iss` (a string) is required")?;
+        let default;
+        let issuer = match users {
+            Some(u) => u
+                .issuers
+                .iter()
+                .find(|i| i.issuer == iss)
+                .ok_or_else(|| format!("claims: `{iss}` is not a configured issuer"))?,
+            None => {
+                default = serde_json::from_value::<IssuerConfig>(
+                    serde_json::json!({ "issuer": iss, "audiences": [] }),
+                )
+                .map_err(|e| e.to_string())?;
+                &default
+            }
+        };
+        let mut claims = claims.clone();
+        claims
+            .entry("exp")
+            .or_insert_with(|| serde_json::Value::from(u64::MAX));
+        map_claims(issuer, &claims).map_err(|e| format!("claims: {e}"))
     }
 }
 
@@ -800,14 +826,14 @@ impl Verifier {
             }
             self.cache.remove(&key);
         }
-        let user = Arc::new(self.verify_uncached(token, now)?);
+        let user = Arc::new(self.verify_uncached(token)?);
         if now < user.expires_at {
             self.cache.insert(key, user.clone());
         }
         Ok(user)
     }
 
-    fn verify_uncached(&self, token: &str, now: u64) -> Result<User, TokenError> {
+    fn verify_uncached(&self, token: &str) -> Result<User, TokenError> {
         let header = match jsonwebtoken::decode_header(token) {
             Ok(h) => h,
             Err(_) => {
@@ -860,7 +886,6 @@ impl Verifier {
             token, key, validation,
         )
         .map_err(|e| map_error(e.kind()))?;
-        let _ = now;
         map_claims(&issuer.config, &data.claims)
     }
 }

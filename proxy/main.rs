@@ -54,8 +54,12 @@ enum Command {
         source_ip: std::net::IpAddr,
         /// The end user the caller acts for, as JSON: {"issuer", "subject",
         /// "groups", "scopes", "attributes"}.
-        #[arg(long, value_name = "JSON", conflicts_with = "token")]
+        #[arg(long, value_name = "JSON", conflicts_with_all = ["claims", "token"])]
         user: Option<String>,
+        /// The end user as a token's claims (JSON with `iss`, `sub`, ...),
+        /// mapped by the configuration's issuer for `iss`; no signature.
+        #[arg(long, value_name = "JSON", conflicts_with = "token")]
+        claims: Option<String>,
         /// An end-user JWT, verified with the configuration's `users` issuers.
         #[arg(long, value_name = "JWT")]
         token: Option<String>,
@@ -144,6 +148,12 @@ fn run(command: Command) -> anyhow::Result<()> {
                 None => println!("{path}: ok (no policy section: authenticated mode)"),
                 Some(p) => {
                     let snapshot = load_policy(p)?;
+                    if let Some(users) = &config.users {
+                        let errors = snapshot.check_user_mapping(users);
+                        if !errors.is_empty() {
+                            anyhow::bail!("{path}: {}", errors.join("; "));
+                        }
+                    }
                     println!(
                         "{path}: ok ({} policies, {} routes, version {})",
                         snapshot.policy_count,
@@ -161,7 +171,8 @@ fn run(command: Command) -> anyhow::Result<()> {
                 Some(None) => anyhow::bail!("the configuration has no policy section"),
                 None => meshgate::policytest::PolicySource::Discover,
             };
-            let report = meshgate::policytest::run(&paths, source).map_err(|e| {
+            let users = config.as_ref().and_then(|c| c.users.as_ref());
+            let report = meshgate::policytest::run(&paths, source, users).map_err(|e| {
                 for line in e.lines().skip(1) {
                     eprintln!("{line}");
                 }
@@ -186,17 +197,27 @@ fn run(command: Command) -> anyhow::Result<()> {
             time,
             source_ip,
             user,
+            claims,
             token,
         } => {
             let config = Config::load(&config)?;
-            let user = match (user, token) {
-                (Some(json), _) => Some(
+            let user = match (user, claims, token) {
+                (Some(json), _, _) => Some(
                     serde_json::from_str::<meshgate::jwt::UserSpec>(&json)
                         .map_err(|e| anyhow::anyhow!("--user: {e}"))?
                         .to_user()
                         .map_err(|e| anyhow::anyhow!("--user: {e}"))?,
                 ),
-                (None, Some(jwt)) => {
+                (None, Some(json), _) => {
+                    let claims: serde_json::Map<String, serde_json::Value> =
+                        serde_json::from_str(&json)
+                            .map_err(|e| anyhow::anyhow!("--claims: {e}"))?;
+                    Some(
+                        meshgate::jwt::User::from_claims(config.users.as_ref(), &claims)
+                            .map_err(|e| anyhow::anyhow!("--{e}"))?,
+                    )
+                }
+                (None, None, Some(jwt)) => {
                     let users = config.users.as_ref().ok_or_else(|| {
                         anyhow::anyhow!("--token: the configuration has no users section")
                     })?;
@@ -213,7 +234,7 @@ fn run(command: Command) -> anyhow::Result<()> {
                     })?;
                     Some((*verified).clone())
                 }
-                (None, None) => None,
+                (None, None, None) => None,
             };
             let policy = config
                 .policy

@@ -7,6 +7,10 @@
 //!   headers -> expected decision, status, policy ids), decided through the same
 //!   route table and request building as the proxy.
 //!
+//! An HTTP case acts for an end user with one of `user:` (the user as a
+//! verified token maps to it), `claims:` (a token's claims, mapped by the
+//! configured issuer) or `token:` (a JWT, verified with `--config`'s issuers).
+//!
 //! The policy set comes from `--config`, or else from the nearest directory
 //! above the test file that holds `schema.cedarschema`, laid out like this
 //! repository's `policies/` (`entities.json`, `mesh/`, `domains/*/`).
@@ -14,6 +18,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use cedar_policy::{Context, Entities, EntityUid, Request};
@@ -21,6 +26,7 @@ use serde::Deserialize;
 
 use crate::authz::{HttpFacts, PolicyConfig, PolicyInputs, Snapshot};
 use crate::identity::Principal;
+use crate::jwt::{User, UsersConfig, Verifier};
 
 #[derive(Debug, Default)]
 pub struct Report {
@@ -79,6 +85,12 @@ struct HttpCase {
     /// The end user the caller acts for (as a verified token would give it).
     #[serde(default)]
     user: Option<crate::jwt::UserSpec>,
+    /// The end user as a token's claims, mapped like the proxy maps them.
+    #[serde(default)]
+    claims: Option<serde_json::Map<String, serde_json::Value>>,
+    /// The end user as a JWT, verified with the configuration's issuers.
+    #[serde(default)]
+    token: Option<String>,
     expect: Expect,
 }
 
@@ -103,8 +115,45 @@ pub enum PolicySource<'a> {
     Discover,
 }
 
-/// Runs every test file under `paths`.
-pub fn run(paths: &[PathBuf], source: PolicySource<'_>) -> Result<Report, String> {
+/// Turns a case's `claims:` and `token:` into users: with the `users`
+/// section of `--config` when there is one; a verifier (fetching keys) is
+/// started only for the first `token:`.
+struct Users<'a> {
+    config: Option<&'a UsersConfig>,
+    verifier: Option<(tokio::runtime::Runtime, Arc<Verifier>)>,
+}
+
+impl Users<'_> {
+    fn verify(&mut self, token: &str) -> Result<User, String> {
+        let config = self
+            .config
+            .ok_or("token: needs --config with a users section (the issuers that verify it)")?;
+        if self.verifier.is_none() {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| e.to_string())?;
+            let v = rt.block_on(Verifier::start(config, None))?;
+            self.verifier = Some((rt, v));
+        }
+        let (rt, v) = self.verifier.as_ref().ok_or("token: no verifier")?;
+        rt.block_on(v.verify(token))
+            .map(|u| (*u).clone())
+            .map_err(|e| format!("token refused ({}): {e}", e.reason()))
+    }
+}
+
+/// Runs every test file under `paths`; `users` maps `claims:` and verifies
+/// `token:` in HTTP cases.
+pub fn run(
+    paths: &[PathBuf],
+    source: PolicySource<'_>,
+    users: Option<&UsersConfig>,
+) -> Result<Report, String> {
+    let mut users = Users {
+        config: users,
+        verifier: None,
+    };
     let mut files = Vec::new();
     for p in paths {
         collect(p, &mut files)?;
@@ -137,7 +186,7 @@ pub fn run(paths: &[PathBuf], source: PolicySource<'_>) -> Result<Report, String
         if name.ends_with(".json") {
             run_cedar(snapshot, &name, &text, &mut report)?;
         } else {
-            run_http(snapshot, &name, &text, &mut report)?;
+            run_http(snapshot, &mut users, &name, &text, &mut report)?;
         }
     }
     Ok(report)
@@ -293,11 +342,17 @@ fn cedar_case(s: &Snapshot, t: &CedarTest) -> Result<(bool, Vec<String>, Vec<Str
     Ok((d.allowed, d.policies, d.errors))
 }
 
-fn run_http(s: &Snapshot, file: &str, text: &str, report: &mut Report) -> Result<(), String> {
+fn run_http(
+    s: &Snapshot,
+    users: &mut Users<'_>,
+    file: &str,
+    text: &str,
+    report: &mut Report,
+) -> Result<(), String> {
     let parsed: HttpFile = crate::config::parse_yaml(text, file).map_err(|e| e.to_string())?;
     for case in parsed.cases {
         let label = format!("{file}: {}", case.name);
-        match http_case(s, &case) {
+        match http_case(s, users, &case) {
             Err(e) => report.failures.push(format!("{label}: {e}")),
             Ok(problems) if problems.is_empty() => report.passed += 1,
             Ok(problems) => report
@@ -308,7 +363,7 @@ fn run_http(s: &Snapshot, file: &str, text: &str, report: &mut Report) -> Result
     Ok(())
 }
 
-fn http_case(s: &Snapshot, c: &HttpCase) -> Result<Vec<String>, String> {
+fn http_case(s: &Snapshot, users: &mut Users<'_>, c: &HttpCase) -> Result<Vec<String>, String> {
     let principal = Principal::from_str(&c.principal).map_err(|e| format!("principal: {e}"))?;
     let method = http::Method::from_bytes(c.method.as_bytes())
         .map_err(|_| format!("method: `{}`", c.method))?;
@@ -323,12 +378,13 @@ fn http_case(s: &Snapshot, c: &HttpCase) -> Result<Vec<String>, String> {
         None => SystemTime::now(),
         Some(t) => humantime::parse_rfc3339_weak(t).map_err(|e| format!("time: `{t}`: {e}"))?,
     };
-    let user = c
-        .user
-        .as_ref()
-        .map(|u| u.to_user())
-        .transpose()
-        .map_err(|e| format!("user: {e}"))?;
+    let user = match (&c.user, &c.claims, &c.token) {
+        (None, None, None) => None,
+        (Some(u), None, None) => Some(u.to_user().map_err(|e| format!("user: {e}"))?),
+        (None, Some(claims), None) => Some(User::from_claims(users.config, claims)?),
+        (None, None, Some(token)) => Some(users.verify(token)?),
+        _ => return Err("give one of user, claims or token".into()),
+    };
     let (status, decision) = match crate::path::normalize(&c.path) {
         Err(e) => (crate::error::ProxyError::from(e).status().as_u16(), None),
         Ok(path) => {

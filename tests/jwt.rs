@@ -1,0 +1,709 @@
+//! End-user tokens through the real binary: an identity provider served over
+//! HTTPS by the test (discovery document and JWKS, real rcgen certificates),
+//! tokens minted here with real ES256 and RS256 keys, requests made with curl
+//! by the `dashboard` service on behalf of a person.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use http_body_util::Full;
+use jsonwebtoken::jwk::Jwk;
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use serde_json::json;
+
+use common::*;
+
+const DASHBOARD: &str = "spiffe://mesh.local/ns/reporting/sa/dashboard";
+const SUMMARY: &str = "/ledger/summary";
+
+/// A signing key of the identity provider.
+struct Signer {
+    key: EncodingKey,
+    alg: Algorithm,
+    kid: String,
+    jwk: Jwk,
+    /// The public key as PEM (what a key-confusion attacker would use).
+    public_pem: String,
+}
+
+impl Signer {
+    fn new(alg: Algorithm, kid: &str) -> Signer {
+        let (rcgen_alg, key_of): (_, fn(&[u8]) -> EncodingKey) = match alg {
+            Algorithm::ES256 => (&rcgen::PKCS_ECDSA_P256_SHA256, EncodingKey::from_ec_der),
+            Algorithm::RS256 => (&rcgen::PKCS_RSA_SHA256, |pkcs8| {
+                EncodingKey::from_rsa_der(&pkcs1_of(pkcs8))
+            }),
+            other => panic!("no test key for {other:?}"),
+        };
+        let pair = rcgen::KeyPair::generate_for(rcgen_alg).expect("key pair");
+        let key = key_of(&pair.serialize_der());
+        let mut jwk = Jwk::from_encoding_key(&key, alg).expect("jwk");
+        jwk.common.key_id = Some(kid.into());
+        Signer {
+            key,
+            alg,
+            kid: kid.into(),
+            jwk,
+            public_pem: pair.public_key_pem(),
+        }
+    }
+
+    fn sign(&self, claims: &serde_json::Value) -> String {
+        let mut h = Header::new(self.alg);
+        h.kid = Some(self.kid.clone());
+        jsonwebtoken::encode(&h, claims, &self.key).expect("sign")
+    }
+}
+
+/// The PKCS#1 `RSAPrivateKey` inside a PKCS#8 `PrivateKeyInfo` (its third
+/// field, an OCTET STRING), which is what jsonwebtoken signs with.
+fn pkcs1_of(pkcs8: &[u8]) -> Vec<u8> {
+    let (_, info) = x509_parser::der_parser::parse_der(pkcs8).expect("PKCS#8 DER");
+    let fields = info.as_sequence().expect("PrivateKeyInfo");
+    fields[2].as_slice().expect("privateKey").to_vec()
+}
+
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs()
+}
+
+fn b64(bytes: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// An OIDC identity provider over HTTPS: `/.well-known/openid-configuration`
+/// names `/jwks`, which serves whatever keys the test publishes. Stopped (its
+/// port closed) by `stop` or on drop.
+struct Idp {
+    addr: SocketAddr,
+    keys: Arc<Mutex<Vec<Jwk>>>,
+    jwks_fetches: Arc<AtomicUsize>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Idp {
+    fn start(pki: &Pki, keys: Vec<Jwk>) -> Idp {
+        use rustls_pki_types::pem::PemObject;
+        use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+        let chain: Vec<CertificateDer<'static>> =
+            CertificateDer::pem_file_iter(pki.path("server.pem"))
+                .expect("server cert")
+                .map(|c| c.expect("cert"))
+                .collect();
+        let key = PrivateKeyDer::from_pem_file(pki.path("server-key.pem")).expect("server key");
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let mut tls = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("versions")
+            .with_no_client_auth()
+            .with_single_cert(chain, key)
+            .expect("server config");
+        tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
+
+        let std_listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind idp");
+        std_listener.set_nonblocking(true).expect("nonblocking");
+        let addr = std_listener.local_addr().expect("addr");
+        let keys = Arc::new(Mutex::new(keys));
+        let jwks_fetches = Arc::new(AtomicUsize::new(0));
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let (served_keys, fetches) = (keys.clone(), jwks_fetches.clone());
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(std_listener).expect("listener");
+                let accept = async {
+                    loop {
+                        let Ok((tcp, _)) = listener.accept().await else {
+                            continue;
+                        };
+                        let (acceptor, keys, fetches) =
+                            (acceptor.clone(), served_keys.clone(), fetches.clone());
+                        tokio::spawn(async move {
+                            let Ok(tls) = acceptor.accept(tcp).await else {
+                                return;
+                            };
+                            let svc = hyper::service::service_fn(move |req| {
+                                let body = idp_route(req.uri().path(), addr, &keys, &fetches);
+                                async move { Ok::<_, std::convert::Infallible>(body) }
+                            });
+                            let _ = hyper::server::conn::http1::Builder::new()
+                                .serve_connection(hyper_util::rt::TokioIo::new(tls), svc)
+                                .await;
+                        });
+                    }
+                };
+                tokio::select! {
+                    _ = accept => {},
+                    _ = stop_rx => {},
+                }
+            });
+        });
+        Idp {
+            addr,
+            keys,
+            jwks_fetches,
+            stop: Some(stop_tx),
+            thread: Some(thread),
+        }
+    }
+
+    fn issuer(&self) -> String {
+        format!("https://localhost:{}", self.addr.port())
+    }
+
+    fn publish(&self, keys: Vec<Jwk>) {
+        *self.keys.lock().expect("lock") = keys;
+    }
+
+    fn fetches(&self) -> usize {
+        self.jwks_fetches.load(Ordering::SeqCst)
+    }
+
+    /// Closes the port: every later fetch fails to connect.
+    fn stop(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Idp {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn idp_route(
+    path: &str,
+    addr: SocketAddr,
+    keys: &Mutex<Vec<Jwk>>,
+    fetches: &AtomicUsize,
+) -> http::Response<Full<Bytes>> {
+    let base = format!("https://localhost:{}", addr.port());
+    let body = match path {
+        "/.well-known/openid-configuration" => {
+            json!({ "issuer": base, "jwks_uri": format!("{base}/jwks") })
+        }
+        "/jwks" => {
+            fetches.fetch_add(1, Ordering::SeqCst);
+            json!({ "keys": *keys.lock().expect("lock") })
+        }
+        _ => {
+            let mut r = http::Response::new(Full::new(Bytes::from_static(b"not found")));
+            *r.status_mut() = http::StatusCode::NOT_FOUND;
+            return r;
+        }
+    };
+    let mut r = http::Response::new(Full::new(Bytes::from(body.to_string())));
+    r.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    r
+}
+
+/// The sidecar with the example policies and one issuer: the test's IdP,
+/// found by discovery. `issuer_extra` is appended to the issuer's block.
+fn start(pki: &Pki, up: &Upstream, idp: &Idp, issuer_extra: &str) -> Meshgate {
+    let policy = copy_policies(pki.dir.path());
+    let users = format!(
+        "limits:\n  max_header_bytes: 65536\nusers:\n  issuers:\n    - issuer: {}\n      audiences: [meshgate]\n      discovery: true\n      ca: {}\n      algorithms: [ES256, RS256]\n{issuer_extra}",
+        idp.issuer(),
+        pki.path("ca.pem").display()
+    );
+    Meshgate::start(
+        pki.dir.path(),
+        &config_yaml(pki, &up.url(), &format!("{policy}{users}")),
+    )
+}
+
+fn pki() -> Pki {
+    let pki = Pki::new();
+    pki.client("dashboard", Leaf::client_spiffe(DASHBOARD));
+    pki
+}
+
+struct Reply {
+    status: String,
+    www_authenticate: String,
+    body: String,
+}
+
+/// GET `path` as the dashboard, with `args` (headers) before the URL.
+fn get(pki: &Pki, mg: &Meshgate, path: &str, args: &[&str]) -> Reply {
+    let headers = pki.dir.path().join("reply-headers");
+    let mut all = vec![
+        "-D",
+        headers.to_str().expect("utf-8 path"),
+        "-w",
+        "\n%{http_code}",
+    ];
+    all.extend_from_slice(args);
+    let url = mg.url(path);
+    all.push(&url);
+    let out = curl(pki, Some("dashboard"), &all);
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let (body, status) = text.rsplit_once('\n').unwrap_or(("", &text));
+    let head = std::fs::read_to_string(&headers).unwrap_or_default();
+    let www_authenticate = head
+        .lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case("www-authenticate")
+                .then(|| v.trim().to_string())
+        })
+        .unwrap_or_default();
+    Reply {
+        status: status.to_string(),
+        www_authenticate,
+        body: body.to_string(),
+    }
+}
+
+fn with_token(pki: &Pki, mg: &Meshgate, token: &str) -> Reply {
+    get(
+        pki,
+        mg,
+        SUMMARY,
+        &["-H", &format!("Authorization: Bearer {token}")],
+    )
+}
+
+fn tokens_counted(mg: &Meshgate, result: &str) -> f64 {
+    mg.metric(&format!(
+        "meshgate_user_token_validations_total{{result=\"{result}\"}}"
+    ))
+}
+
+fn upstream_path(body: &str) -> String {
+    let v: serde_json::Value = serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}"));
+    v["upstream_path"].as_str().unwrap_or_default().to_string()
+}
+
+/// An analyst's claims, valid for ten minutes.
+fn analyst(iss: &str) -> serde_json::Value {
+    json!({ "iss": iss, "sub": "alice", "aud": "meshgate", "iat": now(), "exp": now() + 600,
+            "groups": ["finance-analysts"], "scope": "ledger:read" })
+}
+
+#[test]
+fn a_group_member_is_allowed_and_every_forged_or_stale_token_gets_401_counted_by_reason() {
+    let pki = pki();
+    let up = Upstream::start();
+    let es = Signer::new(Algorithm::ES256, "es-1");
+    let rs = Signer::new(Algorithm::RS256, "rs-1");
+    let idp = Idp::start(&pki, vec![es.jwk.clone(), rs.jwk.clone()]);
+    let iss = idp.issuer();
+    let mg = start(&pki, &up, &idp, "");
+
+    // Valid tokens of both key types: allowed by the group-based policy.
+    for signer in [&es, &rs] {
+        let r = with_token(&pki, &mg, &signer.sign(&analyst(&iss)));
+        assert_eq!(r.status, "200", "{:?}: {}", signer.alg, r.body);
+        assert_eq!(upstream_path(&r.body), SUMMARY);
+    }
+    assert_eq!(tokens_counted(&mg, "ok"), 2.0);
+    // A valid token of someone outside the group: a policy decision, 403.
+    let mut outsider = analyst(&iss);
+    outsider["sub"] = json!("bob");
+    outsider["groups"] = json!(["marketing"]);
+    assert_eq!(with_token(&pki, &mg, &es.sign(&outsider)).status, "403");
+
+    let good = es.sign(&analyst(&iss));
+    let [h, p, sig]: [&str; 3] = good
+        .split('.')
+        .collect::<Vec<_>>()
+        .try_into()
+        .expect("three parts");
+    let with = |f: &dyn Fn(&mut serde_json::Value)| {
+        let mut c = analyst(&iss);
+        f(&mut c);
+        c
+    };
+    let mut confusion = Header::new(Algorithm::HS256);
+    confusion.kid = Some(rs.kid.clone());
+    let mut forged_groups = analyst(&iss);
+    forged_groups["groups"] = json!(["finance-analysts", "admins"]);
+    let stranger = Signer::new(Algorithm::ES256, "not-published");
+
+    let attacks: Vec<(&str, String, &str)> = vec![
+        (
+            "alg none",
+            format!("{}.{p}.", b64(br#"{"alg":"none","typ":"JWT"}"#)),
+            "alg_none",
+        ),
+        (
+            "HS256 keyed with the RSA public key (key confusion)",
+            jsonwebtoken::encode(
+                &confusion,
+                &analyst(&iss),
+                &EncodingKey::from_secret(rs.public_pem.as_bytes()),
+            )
+            .expect("hs256"),
+            "alg_not_allowed",
+        ),
+        (
+            "expired an hour ago",
+            es.sign(&with(&|c| c["exp"] = json!(now() - 3600))),
+            "expired",
+        ),
+        (
+            "not valid for another hour",
+            es.sign(&with(&|c| c["nbf"] = json!(now() + 3600))),
+            "not_yet_valid",
+        ),
+        (
+            "for another audience",
+            es.sign(&with(&|c| c["aud"] = json!("billing"))),
+            "wrong_audience",
+        ),
+        (
+            "from an untrusted issuer",
+            es.sign(&with(&|c| c["iss"] = json!("https://evil.example"))),
+            "unknown_issuer",
+        ),
+        (
+            "signed by a key the IdP never published",
+            stranger.sign(&analyst(&iss)),
+            "unknown_kid",
+        ),
+        (
+            "payload tampered (groups), signature kept",
+            format!("{h}.{}.{sig}", b64(forged_groups.to_string().as_bytes())),
+            "bad_signature",
+        ),
+        (
+            "header tampered, signature kept",
+            format!(
+                "{}.{p}.{sig}",
+                b64(br#"{"alg":"ES256","kid":"es-1","typ":"JWT","jku":"https://evil.example"}"#)
+            ),
+            "bad_signature",
+        ),
+        (
+            "larger than 16 KiB",
+            es.sign(&with(&|c| c["pad"] = json!("x".repeat(17 * 1024)))),
+            "too_large",
+        ),
+    ];
+    for (what, token, reason) in &attacks {
+        let before = tokens_counted(&mg, reason);
+        let r = with_token(&pki, &mg, token);
+        assert_eq!(r.status, "401", "{what}: {}", r.body);
+        assert!(
+            r.www_authenticate
+                .starts_with("Bearer error=\"invalid_token\", error_description=\""),
+            "{what}: {}",
+            r.www_authenticate
+        );
+        assert!(
+            !r.www_authenticate.contains(token.as_str()) && !r.body.contains(token.as_str()),
+            "{what}: the token is echoed"
+        );
+        let v: serde_json::Value = serde_json::from_str(&r.body).expect("json body");
+        assert_eq!(v["error"], "invalid_token", "{what}");
+        assert_eq!(
+            tokens_counted(&mg, reason),
+            before + 1.0,
+            "{what}: {reason}"
+        );
+    }
+
+    // A token only in the query string is not a token: missing, 401, and it
+    // goes nowhere (not upstream, not into the logs).
+    let in_query = format!("{SUMMARY}?access_token={good}");
+    let r = get(&pki, &mg, &in_query, &[]);
+    assert_eq!(r.status, "401", "{}", r.body);
+    assert_eq!(
+        r.www_authenticate,
+        "Bearer error=\"invalid_token\", error_description=\"a bearer token is required\""
+    );
+    assert_eq!(tokens_counted(&mg, "missing"), 1.0);
+    // Without any token at all, the same.
+    assert_eq!(get(&pki, &mg, SUMMARY, &[]).status, "401");
+    assert_eq!(tokens_counted(&mg, "missing"), 2.0);
+
+    // Routes that take no token ignore one (the orders product is the sales
+    // domain's, read by finance reporting only, so 403 for the dashboard).
+    let r = get(
+        &pki,
+        &mg,
+        "/orders",
+        &["-H", "Authorization: Bearer garbage"],
+    );
+    assert_eq!(r.status, "403");
+
+    // The counted results appear once each; nothing else was counted.
+    let m = mg.metrics();
+    let counted: f64 = m
+        .lines()
+        .filter(|l| l.starts_with("meshgate_user_token_validations_total{"))
+        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .sum();
+    // 2 ok + 1 outsider ok + 10 attacks + 2 missing.
+    assert_eq!(counted, 15.0, "{m}");
+    let logs = mg.logs.dump();
+    for (what, token, _) in &attacks {
+        let sig = token.rsplit('.').next().unwrap_or_default();
+        assert!(
+            sig.len() < 16 || !logs.contains(sig),
+            "{what}: token in the logs"
+        );
+    }
+    assert!(!logs.contains(sig), "a token is in the logs");
+}
+
+#[test]
+fn a_rotated_key_is_picked_up_without_restart_and_a_down_idp_keeps_the_cached_keys() {
+    let pki = pki();
+    let up = Upstream::start();
+    let old = Signer::new(Algorithm::ES256, "2026-10");
+    let mut idp = Idp::start(&pki, vec![old.jwk.clone()]);
+    let iss = idp.issuer();
+    // Unknown key ids may trigger a fetch at any time (0s: no rate limit here).
+    let mg = start(&pki, &up, &idp, "      min_refresh: 0s\n");
+    assert_eq!(
+        with_token(&pki, &mg, &old.sign(&analyst(&iss))).status,
+        "200"
+    );
+
+    // The IdP rotates: a new key is published, the old one withdrawn. The
+    // first token naming the new kid makes the sidecar fetch the keys again.
+    let new = Signer::new(Algorithm::RS256, "2026-11");
+    idp.publish(vec![new.jwk.clone()]);
+    let fetched = idp.fetches();
+    let r = with_token(&pki, &mg, &new.sign(&analyst(&iss)));
+    assert_eq!(r.status, "200", "{}", r.body);
+    assert_eq!(idp.fetches(), fetched + 1);
+    // Tokens of the withdrawn key no longer pass.
+    assert_eq!(
+        with_token(&pki, &mg, &old.sign(&analyst(&iss))).status,
+        "401"
+    );
+
+    // The IdP goes down. Fetching fails (logged and counted), the keys held
+    // keep working for new tokens; a token naming a key nobody has is refused.
+    idp.stop();
+    let errors = format!("meshgate_jwks_refreshes_total{{issuer=\"{iss}\",result=\"error\"}}");
+    assert_eq!(mg.metric(&errors), 0.0);
+    let log_mark = mg.logs.len();
+    let unknown = Signer::new(Algorithm::ES256, "2026-12");
+    let r = with_token(&pki, &mg, &unknown.sign(&analyst(&iss)));
+    assert_eq!(r.status, "401");
+    assert!(mg.metric(&errors) >= 1.0, "{}", mg.metrics());
+    assert!(mg
+        .logs
+        .wait_for(log_mark, std::time::Duration::from_secs(5), |l| l
+            .contains("signing keys could not be fetched"))
+        .is_some());
+    let mut fresh = analyst(&iss);
+    fresh["jti"] = json!("after-the-idp-went-down");
+    let r = with_token(&pki, &mg, &new.sign(&fresh));
+    assert_eq!(r.status, "200", "{}", r.body);
+    assert_eq!(
+        mg.metric(&format!("meshgate_jwks_keys{{issuer=\"{iss}\"}}")),
+        1.0
+    );
+}
+
+#[test]
+fn unknown_kids_cannot_hammer_the_idp_and_an_issuer_without_keys_fails_closed() {
+    let pki = pki();
+    let up = Upstream::start();
+    let key = Signer::new(Algorithm::ES256, "k1");
+    let idp = Idp::start(&pki, vec![key.jwk.clone()]);
+    let iss = idp.issuer();
+    // A second issuer whose keys cannot be fetched: nothing listens there.
+    let dead = format!("https://localhost:{}", unused_port());
+    let extra = format!(
+        "      min_refresh: 1h\n    - issuer: {dead}\n      audiences: [meshgate]\n      jwks_url: {dead}/jwks\n      ca: {}\n",
+        pki.path("ca.pem").display()
+    );
+    let mg = start(&pki, &up, &idp, &extra);
+    let at_start = idp.fetches();
+    assert_eq!(at_start, 1);
+
+    // A flood of random key ids: at most one extra fetch per min_refresh.
+    for i in 0..20 {
+        let random = Signer::new(Algorithm::ES256, &format!("random-{i}"));
+        assert_eq!(
+            with_token(&pki, &mg, &random.sign(&analyst(&iss))).status,
+            "401"
+        );
+    }
+    assert_eq!(tokens_counted(&mg, "unknown_kid"), 20.0);
+    assert!(idp.fetches() <= at_start + 1, "{} fetches", idp.fetches());
+    // The real key still works.
+    assert_eq!(
+        with_token(&pki, &mg, &key.sign(&analyst(&iss))).status,
+        "200"
+    );
+
+    // No keys at all for the dead issuer: its tokens are refused.
+    let r = with_token(&pki, &mg, &key.sign(&analyst(&dead)));
+    assert_eq!(r.status, "401", "{}", r.body);
+    assert!(
+        r.www_authenticate.contains("no signing keys"),
+        "{}",
+        r.www_authenticate
+    );
+    assert_eq!(tokens_counted(&mg, "no_keys"), 1.0);
+}
+
+#[test]
+fn on_behalf_of_policies_are_testable_offline_with_claims_or_a_token() {
+    let pki = pki();
+    let key = Signer::new(Algorithm::ES256, "k1");
+    let iss = "https://idp.mesh.local";
+    let jwks = pki.path("jwks.json");
+    std::fs::write(&jwks, json!({ "keys": [key.jwk] }).to_string()).expect("jwks");
+    let users = |dept_type: &str| {
+        format!(
+            "users:\n  issuers:\n    - issuer: {iss}\n      audiences: [meshgate]\n      jwks_file: {}\n      attributes: {{ department: {{ claim: dept, type: {dept_type} }} }}\n",
+            jwks.display()
+        )
+    };
+    let policy = copy_policies(pki.dir.path());
+    let config = pki.path("offline.yaml");
+    std::fs::write(
+        &config,
+        config_yaml(
+            &pki,
+            "http://127.0.0.1:8080",
+            &format!("{policy}{}", users("string")),
+        ),
+    )
+    .expect("config");
+    let config = config.to_str().expect("utf-8");
+    let run = |args: &[&str]| {
+        std::process::Command::new(bin())
+            .args(args)
+            .output()
+            .expect("meshgate runs")
+    };
+    let text = |o: &std::process::Output| {
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        )
+    };
+
+    // Test cases: raw claims (mapped like a token's), and real tokens.
+    let mut analyst_claims = analyst(iss);
+    analyst_claims["dept"] = json!("finance");
+    let valid = key.sign(&analyst_claims);
+    let mut expired = analyst(iss);
+    expired["exp"] = json!(now() - 3600);
+    let expired = key.sign(&expired);
+    let cases = pki.path("obo.test.yaml");
+    std::fs::write(
+        &cases,
+        format!(
+            r#"cases:
+  - name: claims of an analyst
+    principal: {DASHBOARD}
+    path: {SUMMARY}
+    claims: {{ iss: "{iss}", sub: alice, groups: [finance-analysts], dept: finance }}
+    expect: {{ decision: allow, policies: [finance.ledger.dashboard-for-analysts] }}
+  - name: claims of someone in marketing
+    principal: {DASHBOARD}
+    path: {SUMMARY}
+    claims: {{ iss: "{iss}", sub: bob, groups: [marketing] }}
+    expect: {{ decision: deny, status: 403 }}
+  - name: a valid token
+    principal: {DASHBOARD}
+    path: {SUMMARY}
+    token: {valid}
+    expect: {{ decision: allow, status: 200 }}
+  - name: an expired token
+    principal: {DASHBOARD}
+    path: {SUMMARY}
+    token: {expired}
+    expect: {{ decision: allow }}
+"#
+        ),
+    )
+    .expect("cases");
+    let out = run(&["test", "--config", config, cases.to_str().expect("utf-8")]);
+    let all = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{all}");
+    assert!(
+        all.contains("an expired token: token refused (expired): the token has expired"),
+        "{all}"
+    );
+    assert!(all.ends_with("3 passed, 1 failed\n"), "{all}");
+
+    // authorize: --claims and --token.
+    let base = [
+        "authorize",
+        "--config",
+        config,
+        "--principal",
+        DASHBOARD,
+        "--path",
+        SUMMARY,
+    ];
+    let claims = analyst_claims.to_string();
+    for extra in [["--claims", claims.as_str()], ["--token", valid.as_str()]] {
+        let out = run(&[&base[..], &extra[..]].concat());
+        let all = text(&out);
+        assert_eq!(out.status.code(), Some(0), "{extra:?}: {all}");
+        assert!(
+            all.contains("decision: allow")
+                && all.contains("policies: finance.ledger.dashboard-for-analysts"),
+            "{all}"
+        );
+    }
+    let stranger = json!({ "iss": "https://elsewhere", "sub": "eve" }).to_string();
+    let out = run(&[&base[..], &["--claims", stranger.as_str()]].concat());
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out).contains("`https://elsewhere` is not a configured issuer"),
+        "{}",
+        text(&out)
+    );
+    let out = run(&[&base[..], &["--token", expired.as_str()]].concat());
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out).contains("--token refused (expired)"),
+        "{}",
+        text(&out)
+    );
+
+    // validate checks the claim mapping against the schema's Mesh::User.
+    let out = run(&["validate", "--config", config]);
+    assert!(out.status.success(), "{}", text(&out));
+    std::fs::write(
+        config,
+        config_yaml(
+            &pki,
+            "http://127.0.0.1:8080",
+            &format!("{policy}{}", users("long")),
+        ),
+    )
+    .expect("config");
+    let out = run(&["validate", "--config", config]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out).contains("users.issuers[0].attributes: the mapped user does not match"),
+        "{}",
+        text(&out)
+    );
+}
