@@ -1717,6 +1717,8 @@ pub struct AuthzOutcome {
     pub decision: Decision,
     pub shadow: Option<Decision>,
     pub policy_version: Arc<str>,
+    /// The product contract's SLA throughput, requests per second.
+    pub throughput: Option<f64>,
 }
 
 /// An HTTP request as authorization sees it.
@@ -1786,14 +1788,15 @@ impl Snapshot {
             user,
         };
         let (decision, shadow) = self.authorize_with_shadow(principal, target, &facts);
-        let (product, resource) = match self.products.get(target.product) {
+        let (product, resource, throughput) = match self.products.get(target.product) {
             Some(entry) => (
                 entry.resource.id.clone(),
                 self.resource(target)
                     .map(|r| r.id.clone())
                     .unwrap_or_else(|| entry.resource.id.clone()),
+                entry.product.sla.throughput,
             ),
-            None => (Arc::from(""), Arc::from("")),
+            None => (Arc::from(""), Arc::from(""), None),
         };
         Ok(AuthzOutcome {
             product,
@@ -1802,6 +1805,7 @@ impl Snapshot {
             decision,
             shadow,
             policy_version: self.version.clone(),
+            throughput,
         })
     }
 }

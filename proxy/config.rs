@@ -65,6 +65,10 @@ pub struct Config {
     /// Trusted issuers of end-user tokens (JWT), for routes with `userToken`.
     #[serde(default)]
     pub users: Option<crate::jwt::UsersConfig>,
+    /// SLA quotas per consumer and product (needs `policy`: products come
+    /// from its contracts).
+    #[serde(default)]
+    pub quotas: Option<crate::quota::QuotasConfig>,
 }
 
 fn default_admin() -> SocketAddr {
@@ -281,6 +285,18 @@ impl Config {
             let errors = users.check();
             if !errors.is_empty() {
                 return Err(invalid("users", errors.join("; ")));
+            }
+        }
+        if let Some(quotas) = &self.quotas {
+            if self.policy.is_none() {
+                return Err(invalid(
+                    "quotas",
+                    "quotas need a policy section (products come from its contracts)".into(),
+                ));
+            }
+            let errors = quotas.check();
+            if !errors.is_empty() {
+                return Err(invalid("quotas", errors.join("; ")));
             }
         }
         if self.listen == self.admin && self.listen.port() != 0 {

@@ -37,6 +37,7 @@ pub fn demo_config(opts: &DemoOptions, upstream: SocketAddr) -> anyhow::Result<C
         },
         policy: None,
         users: None,
+        quotas: None,
     })
 }
 

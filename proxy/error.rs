@@ -23,6 +23,8 @@ pub enum ProxyError {
     Unauthorized(crate::jwt::TokenError),
     #[error("denied by policy")]
     Forbidden,
+    #[error("over quota (tier {tier}); retry after {1} s", tier = .0.tier)]
+    TooManyRequests(crate::quota::QuotaState, u64),
     #[error("upstream refused the connection")]
     UpstreamUnavailable,
     #[error("upstream failed: {0}")]
@@ -39,6 +41,7 @@ impl ProxyError {
             ProxyError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ProxyError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ProxyError::Forbidden => StatusCode::FORBIDDEN,
+            ProxyError::TooManyRequests(..) => StatusCode::TOO_MANY_REQUESTS,
             ProxyError::UpstreamUnavailable | ProxyError::UpstreamFailed(_) => {
                 StatusCode::BAD_GATEWAY
             }
@@ -55,6 +58,7 @@ impl ProxyError {
             ProxyError::MethodNotAllowed => "method_not_allowed",
             ProxyError::Unauthorized(_) => "invalid_token",
             ProxyError::Forbidden => "forbidden",
+            ProxyError::TooManyRequests(..) => "quota_exceeded",
             ProxyError::UpstreamUnavailable => "upstream_unavailable",
             ProxyError::UpstreamFailed(_) => "upstream_failed",
             ProxyError::UpstreamTimeout => "upstream_timeout",
@@ -77,6 +81,10 @@ impl ProxyError {
             HeaderValue::from_static("application/json"),
         );
         h.insert("x-request-id", request_id.clone());
+        if let ProxyError::TooManyRequests(state, retry_after) = self {
+            h.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after));
+            state.set_headers(h);
+        }
         if let ProxyError::Unauthorized(e) = self {
             // RFC 6750: the description is our own text, never the token.
             let challenge = format!("Bearer error=\"invalid_token\", error_description=\"{e}\"");

@@ -21,6 +21,7 @@ pub mod path;
 pub mod policy;
 pub mod policytest;
 pub mod proxy;
+pub mod quota;
 pub mod routes;
 pub mod sample;
 pub mod server;

@@ -67,6 +67,12 @@ pub struct IssuerResultLabels {
     pub result: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct QuotaLabels {
+    pub product: String,
+    pub tier: String,
+}
+
 /// The handles the end-user token verifier records with.
 #[derive(Clone, Debug)]
 pub struct JwtMetrics {
@@ -94,6 +100,8 @@ pub struct Metrics {
     pub user_tokens: Family<ResultLabels, Counter>,
     pub jwks_refreshes: Family<IssuerResultLabels, Counter>,
     pub jwks_keys: Family<IssuerLabels, Gauge>,
+    /// Requests refused with 429, by product and consumer tier.
+    pub quota_rejections: Family<QuotaLabels, Counter>,
 }
 
 const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
@@ -206,7 +214,14 @@ impl Metrics {
             "Signing keys currently held for a token issuer",
             jwks_keys.clone(),
         );
+        let quota_rejections = Family::<QuotaLabels, Counter>::default();
+        registry.register(
+            "quota_rejections",
+            "Requests refused with 429 because the consumer's quota was used up, by product and tier",
+            quota_rejections.clone(),
+        );
         Metrics {
+            quota_rejections,
             user_tokens,
             jwks_refreshes,
             jwks_keys,

@@ -23,8 +23,10 @@ use crate::contract::UserToken;
 use crate::error::{ProxyBody, ProxyError};
 use crate::identity::PeerIdentity;
 use crate::jwt::{TokenError, User, Verifier};
+use crate::metrics::QuotaLabels;
 use crate::path::NormalPath;
 use crate::policy::PolicyStore;
+use crate::quota::{Consumer, QuotaState, Verdict};
 use crate::server::Sidecar;
 
 pub const X_FORWARDED_CLIENT_CERT: HeaderName = HeaderName::from_static("x-forwarded-client-cert");
@@ -139,16 +141,57 @@ async fn decide_and_forward(
     mut req: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     let path = crate::path::normalize(req.uri().path())?;
+    let mut quota = None;
     if let Some(store) = &sc.policy {
         let user = end_user(sc, store, &req, &path).await?;
         let outcome = authorize(sc, store, conn, &req, &path, user.as_deref())?;
         let allowed = outcome.decision.allowed;
+        if allowed {
+            quota = take_quota(sc, conn, &outcome, user.as_deref())?;
+        }
         req.extensions_mut().insert(Arc::new(outcome));
         if !allowed {
             return Err(ProxyError::Forbidden);
         }
     }
-    forward(&sc.upstream, conn, request_id, req, &path).await
+    let mut resp = forward(&sc.upstream, conn, request_id, req, &path).await?;
+    if let Some(q) = quota {
+        q.set_headers(resp.headers_mut());
+    }
+    Ok(resp)
+}
+
+/// Takes one request from the consumer's quota for the product: the state
+/// to report on the response, or 429 when it is used up.
+fn take_quota(
+    sc: &Sidecar,
+    conn: &ConnInfo,
+    outcome: &AuthzOutcome,
+    user: Option<&User>,
+) -> Result<Option<QuotaState>, ProxyError> {
+    let Some(quotas) = &sc.quotas else {
+        return Ok(None);
+    };
+    // The header form is made from a `str`, so this never replaces a byte.
+    let service = String::from_utf8_lossy(conn.identity.principal_header.as_bytes());
+    let who = Consumer {
+        service: &service,
+        user,
+    };
+    match quotas.check(&outcome.product, outcome.throughput, &who) {
+        Verdict::Unlimited => Ok(None),
+        Verdict::Allowed(state) => Ok(Some(state)),
+        Verdict::Limited(state, retry_after) => {
+            sc.metrics
+                .quota_rejections
+                .get_or_create(&QuotaLabels {
+                    product: outcome.product.to_string(),
+                    tier: state.tier.to_string(),
+                })
+                .inc();
+            Err(ProxyError::TooManyRequests(state, retry_after))
+        }
+    }
 }
 
 /// The verified end user of a request whose route takes a token. A token

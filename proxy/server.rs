@@ -45,6 +45,8 @@ pub enum StartError {
     Policy(#[from] crate::authz::LoadErrors),
     #[error("{0}")]
     Users(String),
+    #[error("quotas: {0}")]
+    Quotas(String),
 }
 
 /// Everything the running sidecar shares between connections. Immutable but for
@@ -57,6 +59,8 @@ pub struct Sidecar {
     pub policy: Option<PolicyStore>,
     /// End-user token verification, when issuers are configured.
     pub users: Option<Arc<crate::jwt::Verifier>>,
+    /// SLA quotas, when configured.
+    pub quotas: Option<crate::quota::Quotas>,
     pub(crate) upstream: Upstream,
     pub(crate) request_ids: RequestIds,
     h1: hyper::server::conn::http1::Builder,
@@ -106,6 +110,12 @@ pub async fn bind(config: Config, embedded: Option<PolicyInputs>) -> Result<Boun
             Some(verifier)
         }
     };
+    let quotas = config
+        .quotas
+        .clone()
+        .map(crate::quota::Quotas::new)
+        .transpose()
+        .map_err(StartError::Quotas)?;
     let data = TcpListener::bind(config.listen)
         .await
         .map_err(|source| StartError::Bind {
@@ -136,6 +146,7 @@ pub async fn bind(config: Config, embedded: Option<PolicyInputs>) -> Result<Boun
     let sidecar = Sidecar {
         policy,
         users,
+        quotas,
         upstream: Upstream::new(&config),
         request_ids: RequestIds::new(),
         tls,
