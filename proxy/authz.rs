@@ -1719,6 +1719,8 @@ pub struct AuthzOutcome {
     pub policy_version: Arc<str>,
     /// The product contract's SLA throughput, requests per second.
     pub throughput: Option<f64>,
+    /// The product contract's SLA latency.
+    pub latency: Option<std::time::Duration>,
 }
 
 /// An HTTP request as authorization sees it.
@@ -1788,15 +1790,15 @@ impl Snapshot {
             user,
         };
         let (decision, shadow) = self.authorize_with_shadow(principal, target, &facts);
-        let (product, resource, throughput) = match self.products.get(target.product) {
+        let (product, resource, sla) = match self.products.get(target.product) {
             Some(entry) => (
                 entry.resource.id.clone(),
                 self.resource(target)
                     .map(|r| r.id.clone())
                     .unwrap_or_else(|| entry.resource.id.clone()),
-                entry.product.sla.throughput,
+                (entry.product.sla.throughput, entry.product.sla.latency),
             ),
-            None => (Arc::from(""), Arc::from(""), None),
+            None => (Arc::from(""), Arc::from(""), (None, None)),
         };
         Ok(AuthzOutcome {
             product,
@@ -1805,7 +1807,8 @@ impl Snapshot {
             decision,
             shadow,
             policy_version: self.version.clone(),
-            throughput,
+            throughput: sla.0,
+            latency: sla.1,
         })
     }
 }

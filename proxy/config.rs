@@ -158,6 +158,9 @@ pub struct Timeouts {
     /// After SIGTERM: how long in-flight requests may take to finish.
     #[serde(deserialize_with = "de_duration")]
     pub shutdown_grace: Duration,
+    /// A product whose contract promises a `latency` gets this many times it
+    /// as its upstream response timeout (at most `upstream_response`); 0: off.
+    pub latency_factor: f64,
 }
 
 impl Default for Timeouts {
@@ -169,6 +172,7 @@ impl Default for Timeouts {
             upstream_connect: Duration::from_secs(1),
             upstream_response: Duration::from_secs(15),
             shutdown_grace: Duration::from_secs(20),
+            latency_factor: 4.0,
         }
     }
 }
@@ -182,6 +186,9 @@ pub struct Limits {
     pub max_connections: usize,
     /// Concurrent HTTP/2 streams per client connection.
     pub max_h2_streams: u32,
+    /// Requests being handled at once (until the upstream's response headers);
+    /// past it, 503 at once.
+    pub max_in_flight: usize,
 }
 
 impl Default for Limits {
@@ -190,6 +197,7 @@ impl Default for Limits {
             max_header_bytes: 16 * 1024,
             max_connections: 10_000,
             max_h2_streams: 128,
+            max_in_flight: 10_000,
         }
     }
 }
@@ -264,6 +272,15 @@ impl Config {
                     "{} is below the minimum of 8192",
                     self.limits.max_header_bytes
                 ),
+            ));
+        }
+        if self.limits.max_in_flight == 0 {
+            return Err(invalid("limits.max_in_flight", "must be at least 1".into()));
+        }
+        if !(self.timeouts.latency_factor >= 0.0 && self.timeouts.latency_factor.is_finite()) {
+            return Err(invalid(
+                "timeouts.latency_factor",
+                format!("{} is not a factor >= 0", self.timeouts.latency_factor),
             ));
         }
         if self.limits.max_connections == 0 {

@@ -25,6 +25,8 @@ pub enum ProxyError {
     Forbidden,
     #[error("over quota (tier {tier}); retry after {1} s", tier = .0.tier)]
     TooManyRequests(crate::quota::QuotaState, u64),
+    #[error("overloaded: too many requests in flight ({0})")]
+    Overloaded(&'static str),
     #[error("upstream refused the connection")]
     UpstreamUnavailable,
     #[error("upstream failed: {0}")]
@@ -42,6 +44,7 @@ impl ProxyError {
             ProxyError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ProxyError::Forbidden => StatusCode::FORBIDDEN,
             ProxyError::TooManyRequests(..) => StatusCode::TOO_MANY_REQUESTS,
+            ProxyError::Overloaded(_) => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::UpstreamUnavailable | ProxyError::UpstreamFailed(_) => {
                 StatusCode::BAD_GATEWAY
             }
@@ -59,6 +62,7 @@ impl ProxyError {
             ProxyError::Unauthorized(_) => "invalid_token",
             ProxyError::Forbidden => "forbidden",
             ProxyError::TooManyRequests(..) => "quota_exceeded",
+            ProxyError::Overloaded(_) => "overloaded",
             ProxyError::UpstreamUnavailable => "upstream_unavailable",
             ProxyError::UpstreamFailed(_) => "upstream_failed",
             ProxyError::UpstreamTimeout => "upstream_timeout",
@@ -81,6 +85,10 @@ impl ProxyError {
             HeaderValue::from_static("application/json"),
         );
         h.insert("x-request-id", request_id.clone());
+        if let ProxyError::Overloaded(_) = self {
+            // Shed at once; in-flight requests finish in milliseconds to seconds.
+            h.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
         if let ProxyError::TooManyRequests(state, retry_after) = self {
             h.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after));
             state.set_headers(h);

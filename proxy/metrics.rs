@@ -68,6 +68,13 @@ pub struct IssuerResultLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ScopeLabels {
+    pub scope: &'static str,
+}
+
+const SHED_SCOPES: [&str; 3] = ["global", "product", "consumer"];
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct QuotaLabels {
     pub product: String,
     pub tier: String,
@@ -102,6 +109,8 @@ pub struct Metrics {
     pub jwks_keys: Family<IssuerLabels, Gauge>,
     /// Requests refused with 429, by product and consumer tier.
     pub quota_rejections: Family<QuotaLabels, Counter>,
+    /// Requests shed with 503: global, product and consumer in-flight limits.
+    load_shed: [Counter; 3],
 }
 
 const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
@@ -220,7 +229,15 @@ impl Metrics {
             "Requests refused with 429 because the consumer's quota was used up, by product and tier",
             quota_rejections.clone(),
         );
+        let shed = Family::<ScopeLabels, Counter>::default();
+        registry.register(
+            "load_shed",
+            "Requests refused with 503 at once because an in-flight limit was reached, by scope (global, product, consumer)",
+            shed.clone(),
+        );
+        let load_shed = SHED_SCOPES.map(|scope| shed.get_or_create(&ScopeLabels { scope }).clone());
         Metrics {
+            load_shed,
             quota_rejections,
             user_tokens,
             jwks_refreshes,
@@ -238,6 +255,13 @@ impl Metrics {
             open_connections,
             tls_reloads,
             cert_expiry,
+        }
+    }
+
+    /// Counts a request shed by the in-flight limit of `scope`.
+    pub fn load_shed(&self, scope: &str) {
+        if let Some(i) = SHED_SCOPES.iter().position(|s| *s == scope) {
+            self.load_shed[i].inc();
         }
     }
 

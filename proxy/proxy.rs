@@ -26,7 +26,7 @@ use crate::jwt::{TokenError, User, Verifier};
 use crate::metrics::QuotaLabels;
 use crate::path::NormalPath;
 use crate::policy::PolicyStore;
-use crate::quota::{Consumer, QuotaState, Verdict};
+use crate::quota::{Admitted, Consumer, Refusal};
 use crate::server::Sidecar;
 
 pub const X_FORWARDED_CLIENT_CERT: HeaderName = HeaderName::from_static("x-forwarded-client-cert");
@@ -141,34 +141,48 @@ async fn decide_and_forward(
     mut req: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     let path = crate::path::normalize(req.uri().path())?;
-    let mut quota = None;
+    let mut admitted = None;
+    let mut timeout = sc.upstream.response_timeout;
     if let Some(store) = &sc.policy {
         let user = end_user(sc, store, &req, &path).await?;
         let outcome = authorize(sc, store, conn, &req, &path, user.as_deref())?;
         let allowed = outcome.decision.allowed;
         if allowed {
-            quota = take_quota(sc, conn, &outcome, user.as_deref())?;
+            admitted = admit(sc, conn, &outcome, user.as_deref())?;
+            timeout = product_timeout(sc, &outcome).unwrap_or(timeout);
         }
         req.extensions_mut().insert(Arc::new(outcome));
         if !allowed {
             return Err(ProxyError::Forbidden);
         }
     }
-    let mut resp = forward(&sc.upstream, conn, request_id, req, &path).await?;
-    if let Some(q) = quota {
-        q.set_headers(resp.headers_mut());
+    let mut resp = forward(&sc.upstream, conn, request_id, req, &path, timeout).await?;
+    // In-flight places are given back here, with the response headers.
+    if let Some(state) = admitted.and_then(|a| a.state) {
+        state.set_headers(resp.headers_mut());
     }
     Ok(resp)
 }
 
-/// Takes one request from the consumer's quota for the product: the state
-/// to report on the response, or 429 when it is used up.
-fn take_quota(
+/// The upstream response timeout of a product whose contract promises a
+/// latency: `timeouts.latency_factor` times it, at most `upstream_response`.
+fn product_timeout(sc: &Sidecar, outcome: &AuthzOutcome) -> Option<Duration> {
+    let factor = sc.config.timeouts.latency_factor;
+    let latency = outcome.latency?;
+    if factor <= 0.0 {
+        return None;
+    }
+    Some(latency.mul_f64(factor).min(sc.upstream.response_timeout))
+}
+
+/// Admits the request under the product's and consumer's limits: 503 past
+/// an in-flight limit, 429 when the consumer's quota is used up.
+fn admit(
     sc: &Sidecar,
     conn: &ConnInfo,
     outcome: &AuthzOutcome,
     user: Option<&User>,
-) -> Result<Option<QuotaState>, ProxyError> {
+) -> Result<Option<Admitted>, ProxyError> {
     let Some(quotas) = &sc.quotas else {
         return Ok(None);
     };
@@ -178,10 +192,13 @@ fn take_quota(
         service: &service,
         user,
     };
-    match quotas.check(&outcome.product, outcome.throughput, &who) {
-        Verdict::Unlimited => Ok(None),
-        Verdict::Allowed(state) => Ok(Some(state)),
-        Verdict::Limited(state, retry_after) => {
+    match quotas.admit(&outcome.product, outcome.throughput, &who) {
+        Ok(admitted) => Ok(Some(admitted)),
+        Err(Refusal::Overloaded(what)) => {
+            sc.metrics.load_shed(what);
+            Err(ProxyError::Overloaded(what))
+        }
+        Err(Refusal::OverQuota(state, retry_after)) => {
             sc.metrics
                 .quota_rejections
                 .get_or_create(&QuotaLabels {
@@ -283,6 +300,7 @@ async fn forward(
     request_id: &HeaderValue,
     req: Request<Incoming>,
     path: &NormalPath,
+    timeout: Duration,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     let (mut parts, body) = req.into_parts();
     if parts.method == Method::CONNECT {
@@ -333,7 +351,7 @@ async fn forward(
     parts.uri = Uri::from_parts(uri).map_err(|_| ProxyError::BadRequest("request target"))?;
 
     let call = upstream.client.request(Request::from_parts(parts, body));
-    let resp = match tokio::time::timeout(upstream.response_timeout, call).await {
+    let resp = match tokio::time::timeout(timeout, call).await {
         Err(_) => return Err(ProxyError::UpstreamTimeout),
         Ok(Err(e)) if e.is_connect() => return Err(ProxyError::UpstreamUnavailable),
         Ok(Err(e)) => return Err(ProxyError::UpstreamFailed(error_chain(&e))),

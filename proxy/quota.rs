@@ -62,6 +62,9 @@ pub struct TierConfig {
     /// Requests allowed at once on a full bucket (default: one second's worth).
     #[serde(default)]
     pub burst: Option<u32>,
+    /// Requests of one consumer to one product being handled at once.
+    #[serde(default)]
+    pub max_in_flight: Option<u32>,
 }
 
 /// Requests per second, from `N/s`, `N/m` or `N/h`.
@@ -116,6 +119,9 @@ pub struct ProductQuota {
     /// on whose behalf it calls (on routes that require a user token).
     #[serde(default)]
     pub consumer: ConsumerKind,
+    /// Requests to this product being handled at once (all consumers).
+    #[serde(default)]
+    pub max_in_flight: Option<u32>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -133,6 +139,9 @@ impl QuotasConfig {
         for (name, t) in &self.tiers {
             if t.burst == Some(0) {
                 errors.push(format!("quotas.tiers.{name}.burst: at least 1"));
+            }
+            if t.max_in_flight == Some(0) {
+                errors.push(format!("quotas.tiers.{name}.max_in_flight: at least 1"));
             }
         }
         if !(self.sla_share > 0.0 && self.sla_share <= 1.0) {
@@ -160,6 +169,9 @@ impl QuotasConfig {
             rules(format!("quotas.products.{id}.consumers"), &p.consumers);
         }
         for (id, p) in &self.products {
+            if p.max_in_flight == Some(0) {
+                errors.push(format!("quotas.products.{id}.max_in_flight: at least 1"));
+            }
             if let Some(t) = &p.tier {
                 if !self.tiers.contains_key(t) {
                     errors.push(format!("quotas.products.{id}.tier: no tier `{t}`"));
@@ -181,6 +193,7 @@ struct Bucket<C: Clock> {
     name: Arc<str>,
     quota: Quota,
     limiter: Arc<Limiter<C>>,
+    max_in_flight: Option<u32>,
 }
 
 /// What a quota says about one request; the values of the IETF
@@ -233,6 +246,72 @@ pub enum Verdict {
     Limited(QuotaState, u64),
 }
 
+/// A consumer's quota, resolved for one request.
+struct Resolved<C: Clock> {
+    tier: Arc<str>,
+    quota: Quota,
+    limiter: Arc<Limiter<C>>,
+    max_in_flight: Option<u32>,
+    /// `<product>\0<consumer>`
+    key: String,
+}
+
+/// Why a request was not admitted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// 429: the bucket is empty; retry after this many seconds.
+    OverQuota(QuotaState, u64),
+    /// 503: the product's or the consumer's in-flight limit is reached.
+    Overloaded(&'static str),
+}
+
+/// An admitted request: the quota state for its response headers, and its
+/// places in the in-flight counts (given back on drop).
+pub struct Admitted {
+    pub state: Option<QuotaState>,
+    _in_flight: InFlight,
+}
+
+/// Places taken in the in-flight counts; a count at zero is removed, so only
+/// keys with requests in flight are held.
+struct InFlight {
+    counts: Arc<Mutex<HashMap<String, u32>>>,
+    keys: Vec<String>,
+}
+
+impl InFlight {
+    fn enter(&mut self, key: String, max: u32, what: &'static str) -> Result<(), Refusal> {
+        let mut counts = self.counts.lock().map_err(|_| Refusal::Overloaded(what))?;
+        let n = counts.entry(key.clone()).or_insert(0);
+        if *n >= max {
+            if *n == 0 {
+                counts.remove(&key);
+            }
+            return Err(Refusal::Overloaded(what));
+        }
+        *n += 1;
+        drop(counts);
+        self.keys.push(key);
+        Ok(())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let Ok(mut counts) = self.counts.lock() else {
+            return;
+        };
+        for key in &self.keys {
+            if let Some(n) = counts.get_mut(key) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    counts.remove(key);
+                }
+            }
+        }
+    }
+}
+
 /// Who is asking, as quotas see it.
 pub struct Consumer<'a> {
     /// The calling service's identity (`x-meshgate-principal` form).
@@ -251,6 +330,8 @@ pub struct Quotas<C: Clock = DefaultClock> {
     /// The name of contract-derived tiers.
     sla: Arc<str>,
     checks: AtomicU64,
+    /// Requests in flight per product and per consumer, where limited.
+    in_flight: Arc<Mutex<HashMap<String, u32>>>,
 }
 
 fn quota_of(rate: f64, burst: u32) -> Option<Quota> {
@@ -286,6 +367,7 @@ impl<C: Clock + Clone> Quotas<C> {
                 name.clone(),
                 Bucket {
                     name: Arc::from(name.as_str()),
+                    max_in_flight: t.max_in_flight,
                     quota,
                     limiter: Arc::new(limiter),
                 },
@@ -298,6 +380,7 @@ impl<C: Clock + Clone> Quotas<C> {
             derived: Mutex::new(HashMap::new()),
             sla: Arc::from("sla"),
             checks: AtomicU64::new(0),
+            in_flight: Arc::new(Mutex::new(HashMap::new())),
         })
     }
 
@@ -323,46 +406,101 @@ impl<C: Clock + Clone> Quotas<C> {
     /// Takes one request from the consumer's bucket for `product`.
     /// `throughput` is the product contract's, requests per second.
     pub fn check(&self, product: &str, throughput: Option<f64>, who: &Consumer<'_>) -> Verdict {
+        match self.resolve(product, throughput, who) {
+            Some(r) => self.take(&r),
+            None => Verdict::Unlimited,
+        }
+    }
+
+    /// Admits one request: the product's and the consumer's in-flight limits
+    /// first (a shed request takes nothing from the bucket), then the bucket.
+    /// The returned guard holds the in-flight places until dropped.
+    pub fn admit(
+        &self,
+        product: &str,
+        throughput: Option<f64>,
+        who: &Consumer<'_>,
+    ) -> Result<Admitted, Refusal> {
+        let resolved = self.resolve(product, throughput, who);
+        let mut guard = InFlight {
+            counts: self.in_flight.clone(),
+            keys: Vec::new(),
+        };
+        if let Some(max) = self
+            .config
+            .products
+            .get(product)
+            .and_then(|p| p.max_in_flight)
+        {
+            guard.enter(format!("p\u{0}{product}"), max, "product")?;
+        }
+        if let Some(r) = &resolved {
+            if let Some(max) = r.max_in_flight {
+                guard.enter(format!("c\u{0}{}", r.key), max, "consumer")?;
+            }
+        }
+        let state = match resolved.as_ref().map(|r| self.take(r)) {
+            None | Some(Verdict::Unlimited) => None,
+            Some(Verdict::Allowed(state)) => Some(state),
+            Some(Verdict::Limited(state, retry)) => return Err(Refusal::OverQuota(state, retry)),
+        };
+        Ok(Admitted {
+            state,
+            _in_flight: guard,
+        })
+    }
+
+    /// The consumer's tier, bucket and key for `product`; `None`: no quota.
+    fn resolve(
+        &self,
+        product: &str,
+        throughput: Option<f64>,
+        who: &Consumer<'_>,
+    ) -> Option<Resolved<C>> {
         let (id, groups): (&str, &[String]) = match (self.consumer_kind(product), who.user) {
             (ConsumerKind::User, Some(u)) => (&u.id, &u.groups),
             _ => (who.service, &[]),
         };
-        let (tier, quota, limiter): (Arc<str>, Quota, Arc<Limiter<C>>) =
-            match self.tier_for(product, id, groups) {
-                Some(b) => (b.name.clone(), b.quota, b.limiter.clone()),
-                None => {
-                    let Some(rate) = throughput.map(|t| t * self.config.sla_share) else {
-                        return Verdict::Unlimited;
-                    };
-                    let burst = one_second_of(rate);
-                    let Some(quota) = quota_of(rate, burst) else {
-                        return Verdict::Unlimited;
-                    };
-                    let key = (quota.replenish_interval().as_nanos() as u64, burst);
-                    let limiter = match self.derived.lock() {
-                        Ok(mut m) => m
-                            .entry(key)
-                            .or_insert_with(|| {
-                                Arc::new(
-                                    RateLimiter::dashmap_with_clock(quota, self.clock.clone())
-                                        .with_middleware::<StateInformationMiddleware>(),
-                                )
-                            })
-                            .clone(),
-                        Err(_) => return Verdict::Unlimited,
-                    };
-                    (self.sla.clone(), quota, limiter)
-                }
-            };
-        let key = format!("{product}\u{0}{id}");
-        let burst = quota.burst_size().get();
-        let period = quota.replenish_interval();
+        let (tier, quota, limiter, max_in_flight) = match self.tier_for(product, id, groups) {
+            Some(b) => (b.name.clone(), b.quota, b.limiter.clone(), b.max_in_flight),
+            None => {
+                let rate = throughput? * self.config.sla_share;
+                let burst = one_second_of(rate);
+                let quota = quota_of(rate, burst)?;
+                let key = (quota.replenish_interval().as_nanos() as u64, burst);
+                let limiter = self
+                    .derived
+                    .lock()
+                    .ok()?
+                    .entry(key)
+                    .or_insert_with(|| {
+                        Arc::new(
+                            RateLimiter::dashmap_with_clock(quota, self.clock.clone())
+                                .with_middleware::<StateInformationMiddleware>(),
+                        )
+                    })
+                    .clone();
+                (self.sla.clone(), quota, limiter, None)
+            }
+        };
+        Some(Resolved {
+            tier,
+            quota,
+            limiter,
+            max_in_flight,
+            key: format!("{product}\u{0}{id}"),
+        })
+    }
+
+    fn take(&self, r: &Resolved<C>) -> Verdict {
+        let burst = r.quota.burst_size().get();
+        let period = r.quota.replenish_interval();
         let window = ceil_secs(period * burst);
-        let verdict = match limiter.check_key(&key) {
+        let verdict = match r.limiter.check_key(&r.key) {
             Ok(snapshot) => {
                 let remaining = snapshot.remaining_burst_capacity();
                 Verdict::Allowed(QuotaState {
-                    tier,
+                    tier: r.tier.clone(),
                     burst,
                     window,
                     remaining,
@@ -373,7 +511,7 @@ impl<C: Clock + Clone> Quotas<C> {
                 let wait = not_until.wait_time_from(self.clock.now());
                 Verdict::Limited(
                     QuotaState {
-                        tier,
+                        tier: r.tier.clone(),
                         burst,
                         window,
                         remaining: 0,
@@ -390,12 +528,20 @@ impl<C: Clock + Clone> Quotas<C> {
             .checks
             .fetch_add(1, Ordering::Relaxed)
             .is_multiple_of(256)
-            && limiter.len() > self.config.max_buckets
+            && r.limiter.len() > self.config.max_buckets
         {
-            limiter.retain_recent();
-            limiter.shrink_to_fit();
+            r.limiter.retain_recent();
+            r.limiter.shrink_to_fit();
         }
         verdict
+    }
+
+    /// Requests in flight under product or consumer limits now.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight
+            .lock()
+            .map(|m| m.values().map(|&n| n as usize).sum())
+            .unwrap_or(0)
     }
 
     /// Keys held over all limiters.

@@ -61,6 +61,8 @@ pub struct Sidecar {
     pub users: Option<Arc<crate::jwt::Verifier>>,
     /// SLA quotas, when configured.
     pub quotas: Option<crate::quota::Quotas>,
+    /// Places for requests in flight (`limits.max_in_flight`).
+    in_flight: Arc<tokio::sync::Semaphore>,
     pub(crate) upstream: Upstream,
     pub(crate) request_ids: RequestIds,
     h1: hyper::server::conn::http1::Builder,
@@ -147,6 +149,7 @@ pub async fn bind(config: Config, embedded: Option<PolicyInputs>) -> Result<Boun
         policy,
         users,
         quotas,
+        in_flight: Arc::new(tokio::sync::Semaphore::new(config.limits.max_in_flight)),
         upstream: Upstream::new(&config),
         request_ids: RequestIds::new(),
         tls,
@@ -362,19 +365,26 @@ async fn connection(sc: Arc<Sidecar>, tcp: TcpStream, peer: SocketAddr, watcher:
     });
     tracing::debug!(%peer, principal = %conn.identity.principal, tls_version, h2, "connection established");
 
-    // The request path, top to bottom. Later layers (authorization, quotas,
-    // load shedding) slot into this builder.
+    // The request path, top to bottom: past `limits.max_in_flight` requests
+    // in flight, 503 at once (no queue); then authorization, quotas and the
+    // upstream (proxy::handle).
     let svc_sc = sc.clone();
-    let svc = tower::ServiceBuilder::new().service(tower::service_fn(
-        move |mut req: http::Request<hyper::body::Incoming>| {
-            let sc = svc_sc.clone();
-            let conn = conn.clone();
-            async move {
-                req.extensions_mut().insert(conn.clone());
-                Ok::<_, Infallible>(proxy::handle(&sc, &conn, req).await)
-            }
-        },
-    ));
+    let svc = tower::ServiceBuilder::new()
+        .map_result(shed_to_503(sc.clone()))
+        .load_shed()
+        .layer(tower::limit::GlobalConcurrencyLimitLayer::with_semaphore(
+            sc.in_flight.clone(),
+        ))
+        .service(tower::service_fn(
+            move |mut req: http::Request<hyper::body::Incoming>| {
+                let sc = svc_sc.clone();
+                let conn = conn.clone();
+                async move {
+                    req.extensions_mut().insert(conn.clone());
+                    Ok::<_, Infallible>(proxy::handle(&sc, &conn, req).await)
+                }
+            },
+        ));
     let svc = TowerToHyperService::new(svc);
 
     let activity = Activity::default();
@@ -397,6 +407,22 @@ async fn connection(sc: Arc<Sidecar>, tcp: TcpStream, peer: SocketAddr, watcher:
             idle,
         )
         .await;
+    }
+}
+
+type Answer = Result<http::Response<crate::error::ProxyBody>, tower::BoxError>;
+
+/// Turns the load-shed layer's refusal into our 503 (counted like every
+/// other response).
+fn shed_to_503(sc: Arc<Sidecar>) -> impl Fn(Answer) -> Answer + Clone {
+    move |r| {
+        Ok(r.unwrap_or_else(|_| {
+            sc.metrics.load_shed("global");
+            let resp = crate::error::ProxyError::Overloaded("global")
+                .into_response(&sc.request_ids.next());
+            sc.metrics.observe_request(resp.status(), Duration::ZERO);
+            resp
+        }))
     }
 }
 

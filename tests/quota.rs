@@ -225,3 +225,123 @@ fn a_bad_quota_section_is_refused_with_its_field() {
         assert!(err.contains(message), "{err}");
     }
 }
+
+/// Starts `GET path` as `who` on its own thread; the caller waits for its
+/// arrival at the upstream. The thread's curl ends with the test's sidecar.
+fn in_background(
+    pki: &Pki,
+    who: &str,
+    mg: &Meshgate,
+    path: &str,
+) -> std::thread::JoinHandle<String> {
+    let mut cmd = std::process::Command::new("curl");
+    cmd.args([
+        "-sS",
+        "--max-time",
+        "30",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        "--cacert",
+    ])
+    .arg(pki.path("ca.pem"))
+    .arg("--cert")
+    .arg(pki.path(&format!("{who}.pem")))
+    .arg("--key")
+    .arg(pki.path(&format!("{who}-key.pem")))
+    .arg(mg.url(path));
+    std::thread::spawn(move || {
+        let out = cmd.output().expect("curl");
+        String::from_utf8_lossy(&out.stdout).to_string()
+    })
+}
+
+#[test]
+fn in_flight_limits_shed_with_503_at_once_while_slow_requests_run() {
+    let pki = Pki::new();
+    pki.client("forecasting", Leaf::client_spiffe(FINANCE_OTHER));
+    pki.client("etl", Leaf::client_spiffe(SALES_ETL));
+    let up = Upstream::start();
+    // orders: 2 at once in all; a `gold` consumer (etl): 1 at once.
+    let quotas = QUOTAS
+        .replace(
+            "    gold: { rate: 1000/s, burst: 500 }",
+            "    gold: { rate: 1000/s, burst: 500, max_in_flight: 1 }",
+        )
+        .replace(
+            "    sales.orders:\n",
+            "    sales.orders:\n      max_in_flight: 2\n",
+        );
+    // Slow requests, beyond the orders' promised latency: no latency timeout.
+    let mg = start(
+        &pki,
+        &up,
+        &format!("timeouts:\n  latency_factor: 0\n{quotas}"),
+    );
+
+    // The etl's first request is slow: its second is shed (consumer limit).
+    let first = in_background(&pki, "etl", &mg, "/orders?slow=2000");
+    up.wait_arrival();
+    let r = get(&pki, "etl", &mg, "/orders");
+    assert_eq!(r.status, "503");
+    assert_eq!(r.header("retry-after"), Some("1"));
+    // Another consumer gets the product's second place, then it is full.
+    let second = in_background(&pki, "forecasting", &mg, "/orders?slow=2000");
+    up.wait_arrival();
+    assert_eq!(get(&pki, "reporting", &mg, "/orders").status, "503");
+    // Other products are not affected, and nothing queued: all answered now.
+    assert_eq!(
+        request(&pki, "reporting", &mg, "POST", "/ledger/entries").status,
+        "200"
+    );
+    let m = mg.metrics();
+    assert_eq!(
+        metric_value(&m, "meshgate_load_shed_total{scope=\"consumer\"}"),
+        1.0,
+        "{m}"
+    );
+    assert_eq!(
+        metric_value(&m, "meshgate_load_shed_total{scope=\"product\"}"),
+        1.0,
+        "{m}"
+    );
+    // The slow ones finish normally, and give their places back.
+    assert_eq!(first.join().expect("first"), "200");
+    assert_eq!(second.join().expect("second"), "200");
+    assert_eq!(get(&pki, "etl", &mg, "/orders").status, "200");
+}
+
+#[test]
+fn the_global_in_flight_limit_sheds_every_product() {
+    let pki = Pki::new();
+    let up = Upstream::start();
+    let mg = start(
+        &pki,
+        &up,
+        "limits:\n  max_in_flight: 1\ntimeouts:\n  latency_factor: 0\n",
+    );
+    let slow = in_background(&pki, "reporting", &mg, "/orders?slow=2000");
+    up.wait_arrival();
+    let r = get(&pki, "reporting", &mg, "/ledger/entries");
+    assert_eq!(r.status, "503");
+    assert_eq!(r.header("retry-after"), Some("1"));
+    assert_eq!(mg.metric("meshgate_load_shed_total{scope=\"global\"}"), 1.0);
+    assert_eq!(slow.join().expect("slow"), "200");
+    assert_eq!(get(&pki, "reporting", &mg, "/orders").status, "200");
+}
+
+#[test]
+fn a_product_promising_a_latency_times_out_at_a_multiple_of_it() {
+    let pki = Pki::new();
+    let up = Upstream::start();
+    // orders promise 250 ms: with a factor of 2, 500 ms; the ledger promises
+    // none and keeps the global 15 s.
+    let mg = start(&pki, &up, "timeouts:\n  latency_factor: 2\n");
+    let r = get(&pki, "reporting", &mg, "/orders?slow=5000");
+    assert_eq!(r.status, "504");
+    assert_eq!(
+        get(&pki, "reporting", &mg, "/orders?slow=100").status,
+        "200"
+    );
+}

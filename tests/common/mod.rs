@@ -143,7 +143,8 @@ impl Pki {
 /// - `/bytes/N` streams N deterministic bytes
 /// - `/upload` answers `<len> <sha256>` of the body it received
 /// - `/slow/MS` reports arrival on `arrivals`, waits MS, answers `slow done`
-/// - anything else answers `{"upstream_path": "<target as received>"}`
+/// - anything else answers `{"upstream_path": "<target as received>"}`, after
+///   reporting arrival and waiting MS when the query has `slow=MS`
 pub struct Upstream {
     pub addr: SocketAddr,
     pub arrivals: Mutex<mpsc::Receiver<String>>,
@@ -327,7 +328,17 @@ async fn upstream_route(
         tokio::time::sleep(Duration::from_millis(ms)).await;
         return full("slow done".into());
     }
-    // Anything else: say exactly which target arrived.
+    // Anything else: say exactly which target arrived; `?slow=MS` first
+    // reports the arrival and waits MS (for routed paths under policies).
+    let slow = req
+        .uri()
+        .query()
+        .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("slow=")))
+        .and_then(|ms| ms.parse::<u64>().ok());
+    if let Some(ms) = slow {
+        let _ = arrivals.lock().map(|tx| tx.send(path.clone()));
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
     full(serde_json::json!({ "upstream_path": req.uri().to_string() }).to_string())
 }
 
