@@ -27,6 +27,8 @@ pub enum ProxyError {
     TooManyRequests(crate::quota::QuotaState, u64),
     #[error("overloaded: too many requests in flight ({0})")]
     Overloaded(&'static str),
+    #[error("the quota store does not answer (failure mode deny)")]
+    QuotaUnavailable,
     #[error("upstream refused the connection")]
     UpstreamUnavailable,
     #[error("upstream failed: {0}")]
@@ -44,7 +46,9 @@ impl ProxyError {
             ProxyError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ProxyError::Forbidden => StatusCode::FORBIDDEN,
             ProxyError::TooManyRequests(..) => StatusCode::TOO_MANY_REQUESTS,
-            ProxyError::Overloaded(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::Overloaded(_) | ProxyError::QuotaUnavailable => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ProxyError::UpstreamUnavailable | ProxyError::UpstreamFailed(_) => {
                 StatusCode::BAD_GATEWAY
             }
@@ -63,6 +67,7 @@ impl ProxyError {
             ProxyError::Forbidden => "forbidden",
             ProxyError::TooManyRequests(..) => "quota_exceeded",
             ProxyError::Overloaded(_) => "overloaded",
+            ProxyError::QuotaUnavailable => "quota_unavailable",
             ProxyError::UpstreamUnavailable => "upstream_unavailable",
             ProxyError::UpstreamFailed(_) => "upstream_failed",
             ProxyError::UpstreamTimeout => "upstream_timeout",
@@ -85,7 +90,7 @@ impl ProxyError {
             HeaderValue::from_static("application/json"),
         );
         h.insert("x-request-id", request_id.clone());
-        if let ProxyError::Overloaded(_) = self {
+        if let ProxyError::Overloaded(_) | ProxyError::QuotaUnavailable = self {
             // Shed at once; in-flight requests finish in milliseconds to seconds.
             h.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }

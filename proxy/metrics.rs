@@ -111,6 +111,8 @@ pub struct Metrics {
     pub quota_rejections: Family<QuotaLabels, Counter>,
     /// Requests shed with 503: global, product and consumer in-flight limits.
     load_shed: [Counter; 3],
+    /// Quota checks the shared store (Redis) did not answer.
+    pub quota_store_errors: Counter,
 }
 
 const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
@@ -236,7 +238,14 @@ impl Metrics {
             shed.clone(),
         );
         let load_shed = SHED_SCOPES.map(|scope| shed.get_or_create(&ScopeLabels { scope }).clone());
+        let quota_store_errors = Counter::default();
+        registry.register(
+            "quota_store_errors",
+            "Quota checks the shared store (Redis) did not answer; the failure mode applied",
+            quota_store_errors.clone(),
+        );
         Metrics {
+            quota_store_errors,
             load_shed,
             quota_rejections,
             user_tokens,

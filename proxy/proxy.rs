@@ -148,7 +148,7 @@ async fn decide_and_forward(
         let outcome = authorize(sc, store, conn, &req, &path, user.as_deref())?;
         let allowed = outcome.decision.allowed;
         if allowed {
-            admitted = admit(sc, conn, &outcome, user.as_deref())?;
+            admitted = admit(sc, conn, &outcome, user.as_deref()).await?;
             timeout = product_timeout(sc, &outcome).unwrap_or(timeout);
         }
         req.extensions_mut().insert(Arc::new(outcome));
@@ -177,7 +177,7 @@ fn product_timeout(sc: &Sidecar, outcome: &AuthzOutcome) -> Option<Duration> {
 
 /// Admits the request under the product's and consumer's limits: 503 past
 /// an in-flight limit, 429 when the consumer's quota is used up.
-fn admit(
+async fn admit(
     sc: &Sidecar,
     conn: &ConnInfo,
     outcome: &AuthzOutcome,
@@ -192,8 +192,12 @@ fn admit(
         service: &service,
         user,
     };
-    match quotas.admit(&outcome.product, outcome.throughput, &who) {
+    match quotas
+        .admit(&outcome.product, outcome.throughput, &who)
+        .await
+    {
         Ok(admitted) => Ok(Some(admitted)),
+        Err(Refusal::Unavailable) => Err(ProxyError::QuotaUnavailable),
         Err(Refusal::Overloaded(what)) => {
             sc.metrics.load_shed(what);
             Err(ProxyError::Overloaded(what))

@@ -44,6 +44,65 @@ pub struct QuotasConfig {
     /// Buckets a tier keeps before dropping those that are full again.
     #[serde(default = "default_max_buckets")]
     pub max_buckets: usize,
+    /// Where buckets live: `local` (this process) or `redis` (shared by every
+    /// replica of the product, so N pods enforce one quota).
+    #[serde(default)]
+    pub backend: Backend,
+    #[serde(default)]
+    pub redis: Option<RedisConfig>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    #[default]
+    Local,
+    Redis,
+}
+
+/// The shared bucket store.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisConfig {
+    /// `redis://host:port[/db]`
+    pub url: String,
+    /// When Redis cannot answer: `local` (each replica enforces the quota
+    /// divided by `replicas`), `deny` (503) or `allow`.
+    #[serde(default)]
+    pub failure_mode: FailureMode,
+    /// Replicas sharing the quota (for the `local` failure mode).
+    #[serde(default = "one_replica")]
+    pub replicas: u32,
+    /// How long a check may wait for Redis before the failure mode applies.
+    #[serde(
+        default = "default_redis_timeout",
+        deserialize_with = "crate::config::de_duration"
+    )]
+    pub timeout: Duration,
+    /// Prefix of every key meshgate writes.
+    #[serde(default = "default_key_prefix")]
+    pub key_prefix: String,
+}
+
+fn one_replica() -> u32 {
+    1
+}
+
+fn default_redis_timeout() -> Duration {
+    Duration::from_millis(50)
+}
+
+fn default_key_prefix() -> String {
+    "meshgate:quota:".into()
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FailureMode {
+    #[default]
+    Local,
+    Deny,
+    Allow,
 }
 
 fn default_sla_share() -> f64 {
@@ -143,6 +202,23 @@ impl QuotasConfig {
             if t.max_in_flight == Some(0) {
                 errors.push(format!("quotas.tiers.{name}.max_in_flight: at least 1"));
             }
+        }
+        match (self.backend, &self.redis) {
+            (Backend::Redis, None) => {
+                errors.push("quotas.redis: the redis backend needs redis.url".into())
+            }
+            (_, Some(r)) => {
+                if !r.url.starts_with("redis://") {
+                    errors.push(format!(
+                        "quotas.redis.url: `{}`: a redis://host:port URL",
+                        r.url
+                    ));
+                }
+                if r.replicas == 0 {
+                    errors.push("quotas.redis.replicas: at least 1".into());
+                }
+            }
+            _ => {}
         }
         if !(self.sla_share > 0.0 && self.sla_share <= 1.0) {
             errors.push(format!(
@@ -263,6 +339,8 @@ pub enum Refusal {
     OverQuota(QuotaState, u64),
     /// 503: the product's or the consumer's in-flight limit is reached.
     Overloaded(&'static str),
+    /// 503: the shared bucket store cannot answer (failure mode `deny`).
+    Unavailable,
 }
 
 /// An admitted request: the quota state for its response headers, and its
@@ -332,6 +410,80 @@ pub struct Quotas<C: Clock = DefaultClock> {
     checks: AtomicU64,
     /// Requests in flight per product and per consumer, where limited.
     in_flight: Arc<Mutex<HashMap<String, u32>>>,
+    /// The shared store, with the `redis` backend.
+    redis: Option<SharedStore>,
+}
+
+/// GCRA over Redis: `KEYS[1]` the bucket, `ARGV[1]` the emission interval
+/// (µs), `ARGV[2]` the burst. Time is Redis's own. Answers `{1, remaining,
+/// µs until full}` or `{0, µs until a request may pass, µs until full}`.
+const GCRA_LUA: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local emission = tonumber(ARGV[1])
+local tolerance = emission * tonumber(ARGV[2])
+local tat = tonumber(redis.call('GET', KEYS[1])) or now
+if tat < now then tat = now end
+local new_tat = tat + emission
+if new_tat - now > tolerance then
+  return {0, new_tat - tolerance - now, tat - now}
+end
+redis.call('SET', KEYS[1], string.format('%d', new_tat), 'PX', math.ceil((new_tat - now) / 1000) + 1)
+return {1, math.floor((tolerance - (new_tat - now)) / emission), new_tat - now}
+";
+
+/// The Redis connection and what this process remembers of it.
+struct SharedStore {
+    config: RedisConfig,
+    conn: redis::aio::ConnectionManager,
+    script: redis::Script,
+    /// The local pre-check: keys Redis refused, and until when.
+    refused: Mutex<HashMap<String, std::time::Instant>>,
+    /// Whether the last call was answered (to log changes, not every failure).
+    up: std::sync::atomic::AtomicBool,
+    errors: prometheus_client::metrics::counter::Counter,
+}
+
+impl SharedStore {
+    fn refused_until(&self, key: &str) -> Option<Duration> {
+        let mut refused = self.refused.lock().ok()?;
+        let until = *refused.get(key)?;
+        let now = std::time::Instant::now();
+        if until > now {
+            Some(until - now)
+        } else {
+            refused.remove(key);
+            None
+        }
+    }
+
+    fn refuse(&self, key: &str, wait: Duration, max: usize) {
+        let Ok(mut refused) = self.refused.lock() else {
+            return;
+        };
+        let now = std::time::Instant::now();
+        if refused.len() >= max {
+            refused.retain(|_, until| *until > now);
+        }
+        if refused.len() < max {
+            refused.insert(key.to_string(), now + wait);
+        }
+    }
+
+    fn answered(&self) {
+        if !self.up.swap(true, Ordering::Relaxed) {
+            tracing::info!(url = %self.config.url, "quota store answers");
+        }
+    }
+
+    fn failed(&self, why: &str) {
+        self.errors.inc();
+        if self.up.swap(false, Ordering::Relaxed) {
+            tracing::warn!(url = %self.config.url, error = %why, failure_mode = ?self.config.failure_mode, "quota store does not answer; applying the failure mode");
+        } else {
+            tracing::debug!(error = %why, "quota store still does not answer");
+        }
+    }
 }
 
 fn quota_of(rate: f64, burst: u32) -> Option<Quota> {
@@ -356,6 +508,29 @@ impl<C: Clock + Clone> Quotas<C> {
         if !errors.is_empty() {
             return Err(errors.join("; "));
         }
+        let redis = match (config.backend, &config.redis) {
+            (Backend::Redis, Some(rc)) => {
+                let client = redis::Client::open(rc.url.as_str())
+                    .map_err(|e| format!("quotas.redis.url: `{}`: {e}", rc.url))?;
+                let settings = redis::aio::ConnectionManagerConfig::new()
+                    .set_connection_timeout(Some(rc.timeout.max(Duration::from_millis(100))))
+                    .set_response_timeout(Some(rc.timeout))
+                    .set_number_of_retries(1);
+                // Connects on first use: a sidecar starts without Redis and
+                // applies the failure mode until it answers.
+                let conn = redis::aio::ConnectionManager::new_lazy_with_config(client, settings)
+                    .map_err(|e| format!("quotas.redis: {e}"))?;
+                Some(SharedStore {
+                    config: rc.clone(),
+                    conn,
+                    script: redis::Script::new(GCRA_LUA),
+                    refused: Mutex::new(HashMap::new()),
+                    up: std::sync::atomic::AtomicBool::new(true),
+                    errors: Default::default(),
+                })
+            }
+            _ => None,
+        };
         let mut tiers = HashMap::new();
         for (name, t) in &config.tiers {
             let burst = t.burst.unwrap_or_else(|| one_second_of(t.rate.0));
@@ -381,7 +556,15 @@ impl<C: Clock + Clone> Quotas<C> {
             sla: Arc::from("sla"),
             checks: AtomicU64::new(0),
             in_flight: Arc::new(Mutex::new(HashMap::new())),
+            redis,
         })
+    }
+
+    /// Counts failed calls to the shared store in `c` (a registered metric).
+    pub fn count_store_errors_in(&mut self, c: prometheus_client::metrics::counter::Counter) {
+        if let Some(r) = self.redis.as_mut() {
+            r.errors = c;
+        }
     }
 
     /// The product's consumer kind (who is counted).
@@ -415,7 +598,7 @@ impl<C: Clock + Clone> Quotas<C> {
     /// Admits one request: the product's and the consumer's in-flight limits
     /// first (a shed request takes nothing from the bucket), then the bucket.
     /// The returned guard holds the in-flight places until dropped.
-    pub fn admit(
+    pub async fn admit(
         &self,
         product: &str,
         throughput: Option<f64>,
@@ -439,10 +622,15 @@ impl<C: Clock + Clone> Quotas<C> {
                 guard.enter(format!("c\u{0}{}", r.key), max, "consumer")?;
             }
         }
-        let state = match resolved.as_ref().map(|r| self.take(r)) {
-            None | Some(Verdict::Unlimited) => None,
-            Some(Verdict::Allowed(state)) => Some(state),
-            Some(Verdict::Limited(state, retry)) => return Err(Refusal::OverQuota(state, retry)),
+        let verdict = match (&resolved, &self.redis) {
+            (None, _) => Verdict::Unlimited,
+            (Some(r), None) => self.take(r),
+            (Some(r), Some(redis)) => self.take_shared(redis, r).await?,
+        };
+        let state = match verdict {
+            Verdict::Unlimited => None,
+            Verdict::Allowed(state) => Some(state),
+            Verdict::Limited(state, retry) => return Err(Refusal::OverQuota(state, retry)),
         };
         Ok(Admitted {
             state,
@@ -467,20 +655,7 @@ impl<C: Clock + Clone> Quotas<C> {
                 let rate = throughput? * self.config.sla_share;
                 let burst = one_second_of(rate);
                 let quota = quota_of(rate, burst)?;
-                let key = (quota.replenish_interval().as_nanos() as u64, burst);
-                let limiter = self
-                    .derived
-                    .lock()
-                    .ok()?
-                    .entry(key)
-                    .or_insert_with(|| {
-                        Arc::new(
-                            RateLimiter::dashmap_with_clock(quota, self.clock.clone())
-                                .with_middleware::<StateInformationMiddleware>(),
-                        )
-                    })
-                    .clone();
-                (self.sla.clone(), quota, limiter, None)
+                (self.sla.clone(), quota, self.limiter_for(quota)?, None)
             }
         };
         Some(Resolved {
@@ -490,6 +665,101 @@ impl<C: Clock + Clone> Quotas<C> {
             max_in_flight,
             key: format!("{product}\u{0}{id}"),
         })
+    }
+
+    /// The limiter of buckets of this size (made on first use).
+    fn limiter_for(&self, quota: Quota) -> Option<Arc<Limiter<C>>> {
+        let key = (
+            quota.replenish_interval().as_nanos() as u64,
+            quota.burst_size().get(),
+        );
+        Some(
+            self.derived
+                .lock()
+                .ok()?
+                .entry(key)
+                .or_insert_with(|| {
+                    Arc::new(
+                        RateLimiter::dashmap_with_clock(quota, self.clock.clone())
+                            .with_middleware::<StateInformationMiddleware>(),
+                    )
+                })
+                .clone(),
+        )
+    }
+
+    /// The consumer's bucket in Redis: GCRA in one atomic script on Redis's
+    /// clock, so every replica takes from the same bucket. A key Redis
+    /// refused is refused here until its retry time without asking again.
+    async fn take_shared(&self, redis: &SharedStore, r: &Resolved<C>) -> Result<Verdict, Refusal> {
+        let burst = r.quota.burst_size().get();
+        let period = r.quota.replenish_interval();
+        let window = ceil_secs(period * burst);
+        let state = |remaining: u32, reset: u64| QuotaState {
+            tier: r.tier.clone(),
+            burst,
+            window,
+            remaining,
+            reset,
+        };
+        if let Some(retry) = redis.refused_until(&r.key) {
+            return Ok(Verdict::Limited(state(0, window), ceil_secs(retry).max(1)));
+        }
+        let emission_us = period.as_micros().max(1) as u64;
+        let mut conn = redis.conn.clone();
+        let mut invocation = redis
+            .script
+            .key(format!("{}{}", redis.config.key_prefix, r.key));
+        invocation.arg(emission_us).arg(burst);
+        let call = invocation.invoke_async::<(i64, i64, i64)>(&mut conn);
+        let answer = tokio::time::timeout(redis.config.timeout, call).await;
+        match answer {
+            Ok(Ok((allowed, n, full_us))) => {
+                redis.answered();
+                let reset = ceil_secs(Duration::from_micros(full_us.max(0) as u64));
+                if allowed == 1 {
+                    let remaining = u32::try_from(n.max(0)).unwrap_or(u32::MAX);
+                    Ok(Verdict::Allowed(state(remaining.min(burst), reset)))
+                } else {
+                    let wait = Duration::from_micros(n.max(0) as u64);
+                    redis.refuse(&r.key, wait, self.config.max_buckets);
+                    Ok(Verdict::Limited(state(0, reset), ceil_secs(wait).max(1)))
+                }
+            }
+            failed => {
+                let why = match failed {
+                    Ok(Err(e)) => e.to_string(),
+                    _ => format!("no answer within {:?}", redis.config.timeout),
+                };
+                redis.failed(&why);
+                match redis.config.failure_mode {
+                    FailureMode::Allow => Ok(Verdict::Unlimited),
+                    FailureMode::Deny => Err(Refusal::Unavailable),
+                    FailureMode::Local => {
+                        // This replica's share of the quota, in its own buckets.
+                        let replicas = redis.config.replicas.max(1);
+                        let share = Quota::with_period(period * replicas).map(|q| {
+                            q.allow_burst(
+                                NonZeroU32::new(burst / replicas).unwrap_or(NonZeroU32::MIN),
+                            )
+                        });
+                        let Some(limiter) = share.and_then(|q| self.limiter_for(q)) else {
+                            return Err(Refusal::Unavailable);
+                        };
+                        let Some(quota) = share else {
+                            return Err(Refusal::Unavailable);
+                        };
+                        Ok(self.take(&Resolved {
+                            tier: r.tier.clone(),
+                            quota,
+                            limiter,
+                            max_in_flight: None,
+                            key: r.key.clone(),
+                        }))
+                    }
+                }
+            }
+        }
     }
 
     fn take(&self, r: &Resolved<C>) -> Verdict {

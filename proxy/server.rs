@@ -112,12 +112,14 @@ pub async fn bind(config: Config, embedded: Option<PolicyInputs>) -> Result<Boun
             Some(verifier)
         }
     };
-    let quotas = config
-        .quotas
-        .clone()
-        .map(crate::quota::Quotas::new)
-        .transpose()
-        .map_err(StartError::Quotas)?;
+    let quotas = match config.quotas.clone() {
+        None => None,
+        Some(q) => {
+            let mut quotas = crate::quota::Quotas::new(q).map_err(StartError::Quotas)?;
+            quotas.count_store_errors_in(metrics.quota_store_errors.clone());
+            Some(quotas)
+        }
+    };
     let data = TcpListener::bind(config.listen)
         .await
         .map_err(|source| StartError::Bind {

@@ -345,3 +345,134 @@ fn a_product_promising_a_latency_times_out_at_a_multiple_of_it() {
         "200"
     );
 }
+
+/// A real redis-server on a free loopback port, killed on drop.
+struct RedisServer {
+    child: std::process::Child,
+    url: String,
+}
+
+impl RedisServer {
+    /// `None` (with a loud message) when redis-server is missing outside CI.
+    fn start(dir: &std::path::Path) -> Option<RedisServer> {
+        use std::io::BufRead;
+        if !require_tool("redis-server") {
+            return None;
+        }
+        let port = unused_port();
+        let mut child = std::process::Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(dir)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server starts");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+            {
+                if line.contains("Ready to accept connections") {
+                    let _ = tx.send(());
+                }
+            }
+        });
+        let ready = rx.recv_timeout(std::time::Duration::from_secs(20));
+        let server = RedisServer {
+            child,
+            url: format!("redis://127.0.0.1:{port}"),
+        };
+        ready.expect("redis-server ready");
+        Some(server)
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn shared(url: &str, failure: &str) -> String {
+    format!(
+        "quotas:\n  backend: redis\n  redis: {{ url: \"{url}\", failure_mode: {failure}, replicas: 2, timeout: 200ms }}\n  tiers:\n    minute: {{ rate: 1/m, burst: 4 }}\n  consumers:\n    - {{ prefix: \"spiffe://mesh.local/ns/finance/\", tier: minute }}\n"
+    )
+}
+
+#[test]
+fn two_sidecars_sharing_redis_enforce_one_quota() {
+    let pki = Pki::new();
+    let Some(redis) = RedisServer::start(pki.dir.path()) else {
+        return;
+    };
+    let up = Upstream::start();
+    let quotas = shared(&redis.url, "deny");
+    let a = start(&pki, &up, &quotas);
+    let b = start(&pki, &up, &quotas);
+    // One bucket of 4 for the pair: alternate between the two replicas.
+    let statuses: Vec<String> = (0..10)
+        .map(|i| {
+            let mg = if i % 2 == 0 { &a } else { &b };
+            get(&pki, "reporting", mg, "/orders").status
+        })
+        .collect();
+    assert_eq!(
+        statuses,
+        ["200", "200", "200", "200", "429", "429", "429", "429", "429", "429"],
+        "one combined quota"
+    );
+    let r = get(&pki, "reporting", &b, "/orders");
+    assert_eq!(r.status, "429");
+    let retry: u64 = r
+        .header("retry-after")
+        .and_then(|v| v.parse().ok())
+        .expect("Retry-After");
+    assert!((1..=60).contains(&retry), "{retry}");
+    assert_eq!(a.metric("meshgate_quota_store_errors_total"), 0.0);
+}
+
+#[test]
+fn when_redis_dies_the_failure_mode_applies() {
+    let pki = Pki::new();
+    let Some(mut redis) = RedisServer::start(pki.dir.path()) else {
+        return;
+    };
+    let up = Upstream::start();
+    let local = start(&pki, &up, &shared(&redis.url, "local"));
+    let deny = start(&pki, &up, &shared(&redis.url, "deny"));
+    let allow = start(&pki, &up, &shared(&redis.url, "allow"));
+    // While Redis answers, all three share it.
+    assert_eq!(get(&pki, "reporting", &local, "/orders").status, "200");
+    redis.kill();
+
+    // local: this replica's half of the quota (4 / 2 replicas) in its own buckets.
+    let statuses: Vec<String> = (0..4)
+        .map(|_| get(&pki, "reporting", &local, "/orders").status)
+        .collect();
+    assert_eq!(statuses, ["200", "200", "429", "429"]);
+    // deny: 503, nothing passes unmetered.
+    let r = get(&pki, "reporting", &deny, "/orders");
+    assert_eq!(r.status, "503");
+    assert_eq!(r.header("retry-after"), Some("1"));
+    // allow: unmetered.
+    for _ in 0..6 {
+        assert_eq!(get(&pki, "reporting", &allow, "/orders").status, "200");
+    }
+    for mg in [&local, &deny, &allow] {
+        assert!(mg.metric("meshgate_quota_store_errors_total") >= 1.0);
+        assert!(mg
+            .logs
+            .wait_for(0, std::time::Duration::from_secs(5), |l| l
+                .contains("quota store does not answer"))
+            .is_some());
+    }
+}
