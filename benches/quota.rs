@@ -4,6 +4,12 @@
 //! 10,000 consumers in turn. The tier is generous, so every check passes.
 //! Target from the issue: p50 ≤ 200 ns.
 //!
+//! With Redis (a redis-server started here on a free loopback port; skipped
+//! with a message when redis-server is missing): `redis/miss`, a check that
+//! asks Redis (one GCRA script round trip), and `redis/hit`, a consumer Redis
+//! refused, answered by the local pre-check; `local/admit` is the same async
+//! path without Redis, for comparison.
+//!
 //!     cargo bench --bench quota
 
 use std::hint::black_box;
@@ -49,5 +55,82 @@ fn quota(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, quota);
+fn redis_server() -> Option<(std::process::Child, String)> {
+    use std::io::BufRead;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .ok()?
+        .port();
+    let mut child = std::process::Command::new("redis-server")
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+        .args(["--save", "", "--appendonly", "no"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .ok()?;
+    let stdout = child.stdout.take()?;
+    for line in std::io::BufReader::new(stdout)
+        .lines()
+        .map_while(Result::ok)
+    {
+        if line.contains("Ready to accept connections") {
+            return Some((child, format!("redis://127.0.0.1:{port}")));
+        }
+    }
+    None
+}
+
+fn shared(c: &mut Criterion) {
+    let Some((mut server, url)) = redis_server() else {
+        eprintln!("\n*** SKIPPING redis benches: redis-server is not installed ***\n");
+        return;
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let _entered = rt.enter();
+    let yaml = |backend: &str| {
+        format!(
+            "backend: {backend}\nredis: {{ url: \"{url}\" }}\ntiers:\n  gold: {{ rate: 1000000000/s, burst: 1000000 }}\n  scarce: {{ rate: 1/h, burst: 1 }}\nconsumers:\n  - {{ id: heavy, tier: scarce }}\n  - {{ prefix: \"spiffe://\", tier: gold }}\n"
+        )
+    };
+    let parse = |y: String| -> QuotasConfig {
+        meshgate::config::parse_yaml(&y, "quotas").expect("quotas config")
+    };
+    let redis = Quotas::new(parse(yaml("redis"))).expect("redis quotas");
+    let local = Quotas::new(parse(yaml("local"))).expect("local quotas");
+    let light = Consumer {
+        service: "spiffe://mesh.local/ns/finance/sa/reporting",
+        user: None,
+    };
+    let heavy = Consumer {
+        service: "heavy",
+        user: None,
+    };
+    let admit = |q: &Quotas, who: &Consumer<'_>| {
+        rt.block_on(q.admit("sales.orders", None, who))
+            .map(|a| a.state.map(|s| s.remaining))
+    };
+    assert!(admit(&redis, &light).is_ok(), "Redis answers");
+    assert!(
+        admit(&redis, &heavy).is_ok(),
+        "the first scarce request passes"
+    );
+    assert!(admit(&redis, &heavy).is_err(), "the second is refused");
+    let mut group = c.benchmark_group("quota");
+    group.bench_function("local/admit", |b| {
+        b.iter(|| black_box(admit(&local, &light).expect("allowed")))
+    });
+    group.bench_function("redis/miss", |b| {
+        b.iter(|| black_box(admit(&redis, &light).expect("allowed")))
+    });
+    group.bench_function("redis/hit", |b| {
+        b.iter(|| black_box(admit(&redis, &heavy).expect_err("refused locally")))
+    });
+    group.finish();
+    let _ = server.kill();
+    let _ = server.wait();
+}
+
+criterion_group!(benches, quota, shared);
 criterion_main!(benches);
