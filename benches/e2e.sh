@@ -10,7 +10,9 @@
 #   a file; off by default), KEEP_WORK=1 (keep the temp dir), MAX_TOTAL=1800 (hard limit, seconds, build included),
 #   QUIET_WAIT=120 (seconds to wait for an otherwise idle machine), RETRIES=2 (a run during which other processes
 #   took > 5% of CPU 0 is repeated), MESHGATE=path (use this binary instead of building),
-#   POLICY=1 (meshgate enforces the example Cedar policies of policies/: mesh baseline + sales domain).
+#   POLICY=1 (meshgate enforces the example Cedar policies of policies/: mesh baseline + sales domain),
+#   QUOTAS=1 (implies POLICY=1: a second meshgate, "meshgate+q", the same plus a local quota for the
+#   client that never runs out, measured beside the first in the h1-keepalive and h2 runs).
 # Pinning: the proxy under test on CPU 0; oha, the upstream and the helper clients on CPU 1.
 # Installs what is missing: nginx curl openssl python3 util-linux procps (apt), oha (cargo install --locked).
 # Each run reports req/s, p50/p99 (oha JSON), the proxy's CPU time per request (utime+stime from
@@ -57,8 +59,9 @@ stop() { kill "$1" 2>/dev/null || true; for _ in $(seq 50); do kill -0 "$1" 2>/d
 cleanup() { local p; for p in "${PIDS[@]}"; do stop "$p"; done
   if [[ ${KEEP_WORK:-0} == 1 ]]; then log "work dir kept: $WORK"; else rm -rf "$WORK"; fi; }
 trap cleanup EXIT; trap 'exit 130' INT TERM
-# Ports chosen by the OS, all four held at once so they are distinct.
-read -r UP_PORT NG_PORT MG_PORT MG_ADMIN <<<"$(python3 -c 'import socket; ss=[socket.socket() for _ in range(4)]
+# Ports chosen by the OS, all held at once so they are distinct.
+[[ ${QUOTAS:-0} == 1 ]] && POLICY=1
+read -r UP_PORT NG_PORT MG_PORT MG_ADMIN MQ_PORT MQ_ADMIN <<<"$(python3 -c 'import socket; ss=[socket.socket() for _ in range(6)]
 for s in ss: s.bind(("127.0.0.1", 0))
 print(*[s.getsockname()[1] for s in ss])')"
 C="$WORK/certs"
@@ -254,10 +257,27 @@ taskset -c 0 "$MG" run --config "$WORK/meshgate.yaml" 2>"$WORK/meshgate.log" & M
 wait_ready "meshgate admin" "$MG_PID" "$WORK/meshgate.log" "http://127.0.0.1:$MG_ADMIN/ready"
 wait_ready meshgate "$MG_PID" "$WORK/meshgate.log" "${TLS_CLIENT[@]}" "https://127.0.0.1:$MG_PORT/orders"
 PROC[meshgate]=$MG_PID PORT[meshgate]=$MG_PORT; check_proxy meshgate
+MESHGATES=(meshgate)
+if [[ ${QUOTAS:-0} == 1 ]]; then  # the same sidecar with a quota that never runs out for the client
+  sed -e "s/127.0.0.1:$MG_PORT/127.0.0.1:$MQ_PORT/" -e "s/127.0.0.1:$MG_ADMIN/127.0.0.1:$MQ_ADMIN/" \
+    "$WORK/meshgate.yaml" >"$WORK/meshgate-q.yaml"
+  cat >>"$WORK/meshgate-q.yaml" <<EOF
+quotas:
+  tiers: { bench: { rate: 1000000000/s, burst: 1000000, max_in_flight: 100000 } }
+  consumers: [ { prefix: "spiffe://mesh.local/ns/finance/", tier: bench } ]
+  products: { sales.orders: { max_in_flight: 100000 } }
+EOF
+  taskset -c 0 "$MG" run --config "$WORK/meshgate-q.yaml" 2>"$WORK/meshgate-q.log" & MQ_PID=$!; PIDS+=("$MQ_PID")
+  wait_ready "meshgate+q admin" "$MQ_PID" "$WORK/meshgate-q.log" "http://127.0.0.1:$MQ_ADMIN/ready"
+  wait_ready meshgate+q "$MQ_PID" "$WORK/meshgate-q.log" "${TLS_CLIENT[@]}" "https://127.0.0.1:$MQ_PORT/orders"
+  curl -fsS -D - -o /dev/null "${TLS_CLIENT[@]}" "https://127.0.0.1:$MQ_PORT/orders" | grep -qi '^ratelimit:' \
+    || die "meshgate+q does not apply its quota (no RateLimit header)"
+  PROC[meshgate+q]=$MQ_PID PORT[meshgate+q]=$MQ_PORT; MESHGATES+=(meshgate+q)
+fi
 
 # ---- the runs, alternating between the proxies mode by mode (both stay up; the idle one costs ~0) --------
-for t in nginx meshgate; do use $t; run_oha $t h1-keepalive "https://127.0.0.1:${PORT[$t]}/orders" -c "$CONNS" "${TLS_CLIENT[@]}"; done
-for t in nginx meshgate; do use $t; run_oha $t h2 "https://127.0.0.1:${PORT[$t]}/orders" --http2 -c "$H2_CONNS" -p "$H2_STREAMS" "${TLS_CLIENT[@]}"; done
+for t in nginx "${MESHGATES[@]}"; do use $t; run_oha $t h1-keepalive "https://127.0.0.1:${PORT[$t]}/orders" -c "$CONNS" "${TLS_CLIENT[@]}"; done
+for t in nginx "${MESHGATES[@]}"; do use $t; run_oha $t h2 "https://127.0.0.1:${PORT[$t]}/orders" --http2 -c "$H2_CONNS" -p "$H2_STREAMS" "${TLS_CLIENT[@]}"; done
 for t in nginx meshgate; do use $t; run_oha $t new-conn "https://127.0.0.1:${PORT[$t]}/orders" --disable-keepalive -c "$CONNS" "${TLS_CLIENT[@]}"; done
 for t in nginx meshgate; do use $t; run_full_hs $t "${PORT[$t]}"; done
 for t in nginx meshgate; do use $t; idle_rss $t "${PORT[$t]}"; done
@@ -277,7 +297,7 @@ print("pinning: proxy on CPU 0; oha, upstream, helpers on CPU 1. cpuN% = how bus
 h = f"{'target':<10} {'mode':<13} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'proxy CPU us/req':>17} {'cpu0%':>6} {'cpu1%':>6} {'other0%':>8} {'errors':>6}"
 print(h); print("-" * len(h))
 for t, mode, rps, p50, p99, ticks, n, err, c0, c1, o0 in rows:
-    cpu = int(ticks) / tck * 1e6 / max(1, int(n)) if t in ("nginx", "meshgate") else None
+    cpu = int(ticks) / tck * 1e6 / max(1, int(n)) if t in ("nginx", "meshgate", "meshgate+q") else None
     res[(t, mode)] = (float(rps), None if p99 == "-" else float(p99), cpu)
     rps = "-" if t == "background" else rps
     print(f"{t:<10} {mode:<13} {rps:>8} {p50:>8} {p99:>8} {('-' if cpu is None else f'{cpu:.1f}'):>17} {c0:>6} {c1:>6} {o0:>8} {err:>6}")
@@ -288,6 +308,9 @@ f = lambda a, b: "-" if a is None or b is None or b == 0 else f"{a / b:.2f}"
 for mode in ("h1-keepalive", "h2", "new-conn", "full-hs"):
     m, n = res.get(("meshgate", mode)), res.get(("nginx", mode))
     if m and n: print(f"  {mode:<13} req/s {f(m[0], n[0]):>5}   p99 {f(m[1], n[1]):>5}   CPU/req {f(m[2], n[2]):>5}")
+for mode in ("h1-keepalive", "h2"):
+    q, m = res.get(("meshgate+q", mode)), res.get(("meshgate", mode))
+    if q and m: print(f"  quotas on/off {mode:<13} req/s {f(q[0], m[0]):>5}   p99 {f(q[1], m[1]):>5}   CPU/req {f(q[2], m[2]):>5}")
 print("\nTLS session resumption offered to a returning client: nginx", resumes.get("nginx"), "| meshgate", resumes.get("meshgate"))
 d = {(t, w): int(kb) for t, w, kb in mem}
 print(f"\nmemory: VmRSS in MiB (nginx = master + worker)  {'nginx':>8} {'meshgate':>9}")

@@ -8,7 +8,9 @@
 //! with a message when redis-server is missing): `redis/miss`, a check that
 //! asks Redis (one GCRA script round trip), and `redis/hit`, a consumer Redis
 //! refused, answered by the local pre-check; `local/admit` is the same async
-//! path without Redis, for comparison.
+//! path without Redis, for comparison, and `local/admit+headers` adds what the
+//! proxy does around it (in-flight limits on the product and the consumer,
+//! the `RateLimit` headers).
 //!
 //!     cargo bench --bench quota
 
@@ -55,7 +57,17 @@ fn quota(c: &mut Criterion) {
     group.finish();
 }
 
-fn redis_server() -> Option<(std::process::Child, String)> {
+/// The redis-server of the bench, killed on drop (also when a bench panics).
+struct Server(std::process::Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn redis_server() -> Option<(Server, String)> {
     use std::io::BufRead;
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
@@ -65,22 +77,24 @@ fn redis_server() -> Option<(std::process::Child, String)> {
         .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
         .args(["--save", "", "--appendonly", "no"])
         .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
         .spawn()
         .ok()?;
     let stdout = child.stdout.take()?;
+    let server = Server(child);
     for line in std::io::BufReader::new(stdout)
         .lines()
         .map_while(Result::ok)
     {
         if line.contains("Ready to accept connections") {
-            return Some((child, format!("redis://127.0.0.1:{port}")));
+            return Some((server, format!("redis://127.0.0.1:{port}")));
         }
     }
     None
 }
 
 fn shared(c: &mut Criterion) {
-    let Some((mut server, url)) = redis_server() else {
+    let Some((server, url)) = redis_server() else {
         eprintln!("\n*** SKIPPING redis benches: redis-server is not installed ***\n");
         return;
     };
@@ -91,7 +105,7 @@ fn shared(c: &mut Criterion) {
     let _entered = rt.enter();
     let yaml = |backend: &str| {
         format!(
-            "backend: {backend}\nredis: {{ url: \"{url}\" }}\ntiers:\n  gold: {{ rate: 1000000000/s, burst: 1000000 }}\n  scarce: {{ rate: 1/h, burst: 1 }}\nconsumers:\n  - {{ id: heavy, tier: scarce }}\n  - {{ prefix: \"spiffe://\", tier: gold }}\n"
+            "backend: {backend}\nredis: {{ url: \"{url}\" }}\ntiers:\n  gold: {{ rate: 1000000000/s, burst: 1000000, max_in_flight: 1000 }}\n  scarce: {{ rate: 1/h, burst: 1 }}\nproducts: {{ sales.orders: {{ max_in_flight: 1000 }} }}\nconsumers:\n  - {{ id: heavy, tier: scarce }}\n  - {{ prefix: \"spiffe://\", tier: gold }}\n"
         )
     };
     let parse = |y: String| -> QuotasConfig {
@@ -121,6 +135,20 @@ fn shared(c: &mut Criterion) {
     group.bench_function("local/admit", |b| {
         b.iter(|| black_box(admit(&local, &light).expect("allowed")))
     });
+    // As the proxy does it: admission (in-flight places under both limits),
+    // the headers set on the response, the places given back.
+    let mut headers = http::HeaderMap::new();
+    group.bench_function("local/admit+headers", |b| {
+        b.iter(|| {
+            let admitted = rt
+                .block_on(local.admit("sales.orders", None, &light))
+                .expect("allowed");
+            if let Some(state) = &admitted.state {
+                state.set_headers(&mut headers);
+            }
+            black_box(&headers);
+        })
+    });
     group.bench_function("redis/miss", |b| {
         b.iter(|| black_box(admit(&redis, &light).expect("allowed")))
     });
@@ -128,8 +156,7 @@ fn shared(c: &mut Criterion) {
         b.iter(|| black_box(admit(&redis, &heavy).expect_err("refused locally")))
     });
     group.finish();
-    let _ = server.kill();
-    let _ = server.wait();
+    drop(server);
 }
 
 criterion_group!(benches, quota, shared);

@@ -350,40 +350,80 @@ pub struct Admitted {
     _in_flight: InFlight,
 }
 
-/// Places taken in the in-flight counts; a count at zero is removed, so only
-/// keys with requests in flight are held.
+/// Requests in flight: per product (configured products only, so the map
+/// stays small and its entries are kept) and per consumer (an entry lives
+/// while the consumer has requests in flight).
+#[derive(Default)]
+struct Counts {
+    products: HashMap<Arc<str>, u32>,
+    consumers: HashMap<String, u32>,
+}
+
+/// Places taken in the in-flight counts, given back on drop.
 struct InFlight {
-    counts: Arc<Mutex<HashMap<String, u32>>>,
-    keys: Vec<String>,
+    counts: Arc<Mutex<Counts>>,
+    product: Option<Arc<str>>,
+    consumer: Option<String>,
 }
 
 impl InFlight {
-    fn enter(&mut self, key: String, max: u32, what: &'static str) -> Result<(), Refusal> {
-        let mut counts = self.counts.lock().map_err(|_| Refusal::Overloaded(what))?;
-        let n = counts.entry(key.clone()).or_insert(0);
-        if *n >= max {
-            if *n == 0 {
-                counts.remove(&key);
-            }
-            return Err(Refusal::Overloaded(what));
+    /// Takes a place under both limits, or neither (one lock for both).
+    fn enter(
+        counts: &Arc<Mutex<Counts>>,
+        product: Option<(&str, u32)>,
+        consumer: Option<(&str, u32)>,
+    ) -> Result<InFlight, Refusal> {
+        let mut guard = InFlight {
+            counts: counts.clone(),
+            product: None,
+            consumer: None,
+        };
+        if product.is_none() && consumer.is_none() {
+            return Ok(guard);
         }
-        *n += 1;
-        drop(counts);
-        self.keys.push(key);
-        Ok(())
+        let mut c = counts.lock().map_err(|_| Refusal::Overloaded("product"))?;
+        if let Some((p, max)) = product {
+            if c.products.get(p).copied().unwrap_or(0) >= max {
+                return Err(Refusal::Overloaded("product"));
+            }
+        }
+        if let Some((k, max)) = consumer {
+            if c.consumers.get(k).copied().unwrap_or(0) >= max {
+                return Err(Refusal::Overloaded("consumer"));
+            }
+        }
+        if let Some((p, _)) = product {
+            let key = match c.products.get_key_value(p) {
+                Some((k, _)) => k.clone(),
+                None => Arc::from(p),
+            };
+            *c.products.entry(key.clone()).or_insert(0) += 1;
+            guard.product = Some(key);
+        }
+        if let Some((k, _)) = consumer {
+            *c.consumers.entry(k.to_string()).or_insert(0) += 1;
+            guard.consumer = Some(k.to_string());
+        }
+        Ok(guard)
     }
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        let Ok(mut counts) = self.counts.lock() else {
+        if self.product.is_none() && self.consumer.is_none() {
+            return;
+        }
+        let Ok(mut c) = self.counts.lock() else {
             return;
         };
-        for key in &self.keys {
-            if let Some(n) = counts.get_mut(key) {
+        if let Some(n) = self.product.as_deref().and_then(|p| c.products.get_mut(p)) {
+            *n = n.saturating_sub(1);
+        }
+        if let Some(k) = &self.consumer {
+            if let Some(n) = c.consumers.get_mut(k) {
                 *n = n.saturating_sub(1);
                 if *n == 0 {
-                    counts.remove(key);
+                    c.consumers.remove(k);
                 }
             }
         }
@@ -409,7 +449,7 @@ pub struct Quotas<C: Clock = DefaultClock> {
     sla: Arc<str>,
     checks: AtomicU64,
     /// Requests in flight per product and per consumer, where limited.
-    in_flight: Arc<Mutex<HashMap<String, u32>>>,
+    in_flight: Arc<Mutex<Counts>>,
     /// The shared store, with the `redis` backend.
     redis: Option<SharedStore>,
 }
@@ -555,7 +595,7 @@ impl<C: Clock + Clone> Quotas<C> {
             derived: Mutex::new(HashMap::new()),
             sla: Arc::from("sla"),
             checks: AtomicU64::new(0),
-            in_flight: Arc::new(Mutex::new(HashMap::new())),
+            in_flight: Arc::new(Mutex::new(Counts::default())),
             redis,
         })
     }
@@ -605,23 +645,16 @@ impl<C: Clock + Clone> Quotas<C> {
         who: &Consumer<'_>,
     ) -> Result<Admitted, Refusal> {
         let resolved = self.resolve(product, throughput, who);
-        let mut guard = InFlight {
-            counts: self.in_flight.clone(),
-            keys: Vec::new(),
-        };
-        if let Some(max) = self
+        let product_limit = self
             .config
             .products
             .get(product)
             .and_then(|p| p.max_in_flight)
-        {
-            guard.enter(format!("p\u{0}{product}"), max, "product")?;
-        }
-        if let Some(r) = &resolved {
-            if let Some(max) = r.max_in_flight {
-                guard.enter(format!("c\u{0}{}", r.key), max, "consumer")?;
-            }
-        }
+            .map(|max| (product, max));
+        let consumer_limit = resolved
+            .as_ref()
+            .and_then(|r| r.max_in_flight.map(|max| (r.key.as_str(), max)));
+        let guard = InFlight::enter(&self.in_flight, product_limit, consumer_limit)?;
         let verdict = match (&resolved, &self.redis) {
             (None, _) => Verdict::Unlimited,
             (Some(r), None) => self.take(r),
@@ -804,14 +837,6 @@ impl<C: Clock + Clone> Quotas<C> {
             r.limiter.shrink_to_fit();
         }
         verdict
-    }
-
-    /// Requests in flight under product or consumer limits now.
-    pub fn in_flight(&self) -> usize {
-        self.in_flight
-            .lock()
-            .map(|m| m.values().map(|&n| n as usize).sum())
-            .unwrap_or(0)
     }
 
     /// Keys held over all limiters.
