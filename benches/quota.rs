@@ -34,6 +34,7 @@ fn quota(c: &mut Criterion) {
         let who = Consumer {
             service: &ids[0],
             user: None,
+            service_groups: &[],
         };
         b.iter(|| {
             let v = quotas.check(black_box("sales.orders"), Some(200.0), &who);
@@ -47,6 +48,7 @@ fn quota(c: &mut Criterion) {
             let who = Consumer {
                 service: &ids[i % ids.len()],
                 user: None,
+                service_groups: &[],
             };
             i += 1;
             let v = quotas.check(black_box("sales.orders"), Some(200.0), &who);
@@ -116,10 +118,12 @@ fn shared(c: &mut Criterion) {
     let light = Consumer {
         service: "spiffe://mesh.local/ns/finance/sa/reporting",
         user: None,
+        service_groups: &[],
     };
     let heavy = Consumer {
         service: "heavy",
         user: None,
+        service_groups: &[],
     };
     let admit = |q: &Quotas, who: &Consumer<'_>| {
         rt.block_on(q.admit("sales.orders", None, who))

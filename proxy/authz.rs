@@ -1349,6 +1349,20 @@ impl Snapshot {
         parents
     }
 
+    /// The `Mesh::Group`s a service belongs to in `entities.json` (with their
+    /// ancestors), by id: what quota `group` rules match for services.
+    pub fn service_groups(&self, principal: &Principal) -> Vec<String> {
+        let name = principal.header_form();
+        let mut groups: Vec<String> = self
+            .principal_parents(principal, &name)
+            .into_iter()
+            .filter(|u| u.type_name().basename() == "Group")
+            .map(|u| u.id().unescaped().to_string())
+            .collect();
+        groups.sort_unstable();
+        groups
+    }
+
     pub fn principal_entity(&self, principal: &Principal) -> Result<Entity, String> {
         let name = principal.header_form();
         let mut attrs = HashMap::from([(

@@ -148,7 +148,7 @@ async fn decide_and_forward(
         let outcome = authorize(sc, store, conn, &req, &path, user.as_deref())?;
         let allowed = outcome.decision.allowed;
         if allowed {
-            admitted = admit(sc, conn, &outcome, user.as_deref()).await?;
+            admitted = admit(sc, store, conn, &outcome, user.as_deref()).await?;
             timeout = product_timeout(sc, &outcome).unwrap_or(timeout);
         }
         req.extensions_mut().insert(Arc::new(outcome));
@@ -179,6 +179,7 @@ fn product_timeout(sc: &Sidecar, outcome: &AuthzOutcome) -> Option<Duration> {
 /// an in-flight limit, 429 when the consumer's quota is used up.
 async fn admit(
     sc: &Sidecar,
+    store: &PolicyStore,
     conn: &ConnInfo,
     outcome: &AuthzOutcome,
     user: Option<&User>,
@@ -188,9 +189,15 @@ async fn admit(
     };
     // The header form is made from a `str`, so this never replaces a byte.
     let service = String::from_utf8_lossy(conn.identity.principal_header.as_bytes());
+    let service_groups = if quotas.uses_groups() {
+        store.current().service_groups(&conn.identity.principal)
+    } else {
+        Vec::new()
+    };
     let who = Consumer {
         service: &service,
         user,
+        service_groups: &service_groups,
     };
     match quotas
         .admit(&outcome.product, outcome.throughput, &who)

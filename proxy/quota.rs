@@ -436,6 +436,8 @@ pub struct Consumer<'a> {
     pub service: &'a str,
     /// The end user, when the request carries a verified token.
     pub user: Option<&'a crate::jwt::User>,
+    /// The service's `Mesh::Group`s (asked for only when `uses_groups`).
+    pub service_groups: &'a [String],
 }
 
 /// The quotas of a running sidecar (the clock is a parameter for tests).
@@ -607,6 +609,15 @@ impl<C: Clock + Clone> Quotas<C> {
         }
     }
 
+    /// Whether any rule names a group (so a service's groups are worth looking up).
+    pub fn uses_groups(&self) -> bool {
+        self.config
+            .consumers
+            .iter()
+            .chain(self.config.products.values().flat_map(|p| &p.consumers))
+            .any(|r| r.group.is_some())
+    }
+
     /// The product's consumer kind (who is counted).
     pub fn consumer_kind(&self, product: &str) -> ConsumerKind {
         self.config
@@ -680,7 +691,7 @@ impl<C: Clock + Clone> Quotas<C> {
     ) -> Option<Resolved<C>> {
         let (id, groups): (&str, &[String]) = match (self.consumer_kind(product), who.user) {
             (ConsumerKind::User, Some(u)) => (&u.id, &u.groups),
-            _ => (who.service, &[]),
+            _ => (who.service, who.service_groups),
         };
         let (tier, quota, limiter, max_in_flight) = match self.tier_for(product, id, groups) {
             Some(b) => (b.name.clone(), b.quota, b.limiter.clone(), b.max_in_flight),
@@ -904,6 +915,7 @@ mod tests {
         Consumer {
             service: id,
             user: None,
+            service_groups: &[],
         }
     }
 
@@ -948,6 +960,7 @@ products:
         let who = Consumer {
             service: "spiffe://other/sa/s",
             user: Some(&user),
+            service_groups: &[],
         };
         assert_eq!(tier(&q.check("p2", None, &who)), "e");
     }

@@ -21,6 +21,7 @@ const QUOTAS: &str = r#"quotas:
     gold: { rate: 1000/s, burst: 500 }
   consumers:
     - { prefix: "spiffe://mesh.local/ns/finance/", tier: minute }
+    - { group: fraud-investigators, tier: second }
   products:
     sales.orders:
       consumers:
@@ -58,21 +59,32 @@ fn get(pki: &Pki, who: &str, mg: &Meshgate, path: &str) -> Reply {
 }
 
 fn request(pki: &Pki, who: &str, mg: &Meshgate, method: &str, path: &str) -> Reply {
-    let out = curl(
-        pki,
-        Some(who),
-        &[
-            "-X",
-            method,
-            "-o",
-            "/dev/null",
-            "-D",
-            "-",
-            "-w",
-            "%{http_code}",
-            &mg.url(path),
-        ],
-    );
+    request_with(pki, who, mg, method, path, &[])
+}
+
+/// A request with extra curl arguments (headers) before the URL.
+fn request_with(
+    pki: &Pki,
+    who: &str,
+    mg: &Meshgate,
+    method: &str,
+    path: &str,
+    extra: &[&str],
+) -> Reply {
+    let url = mg.url(path);
+    let mut args = vec![
+        "-X",
+        method,
+        "-o",
+        "/dev/null",
+        "-D",
+        "-",
+        "-w",
+        "%{http_code}",
+    ];
+    args.extend_from_slice(extra);
+    args.push(&url);
+    let out = curl(pki, Some(who), &args);
     let text = String::from_utf8_lossy(&out.stdout).to_string();
     let (head, status) = text.rsplit_once("\r\n\r\n").unwrap_or(("", &text));
     let headers = head
@@ -156,8 +168,12 @@ fn after_retry_after_seconds_a_request_passes_again() {
 }
 
 #[test]
-fn tiers_come_from_exact_ids_prefixes_and_the_contract() {
+fn tiers_come_from_exact_ids_prefixes_groups_and_the_contract() {
     let pki = Pki::new();
+    pki.client(
+        "fraud",
+        Leaf::client_spiffe("spiffe://mesh.local/ns/risk/sa/fraud-scanner"),
+    );
     pki.client("etl", Leaf::client_spiffe(SALES_ETL));
     pki.client("planner", Leaf::client_spiffe(PLANNER));
     let up = Upstream::start();
@@ -185,6 +201,18 @@ fn tiers_come_from_exact_ids_prefixes_and_the_contract() {
         policy("planner", "/orders").as_deref(),
         Some("\"sla\";q=1;w=1")
     );
+    // A service's group in entities.json (the fraud scanner is a
+    // fraud-investigator; customers need the declared purpose).
+    let r = request_with(
+        &pki,
+        "fraud",
+        &mg,
+        "GET",
+        "/customers",
+        &["-H", "x-data-purpose: fraud-investigation"],
+    );
+    assert_eq!(r.status, "200");
+    assert_eq!(r.header("ratelimit-policy"), Some("\"second\";q=1;w=1"));
     // Refusals before the quota (policy denials) take nothing and say nothing.
     let r = get(&pki, "planner", &mg, "/customers");
     assert_eq!(r.status, "403");
@@ -475,4 +503,53 @@ fn when_redis_dies_the_failure_mode_applies() {
                 .contains("quota store does not answer"))
             .is_some());
     }
+}
+
+#[test]
+fn a_policy_reload_keeps_the_live_buckets() {
+    let pki = Pki::new();
+    pki.client("planner", Leaf::client_spiffe(PLANNER));
+    let up = Upstream::start();
+    // The planner's quota comes from the orders contract: 200/s x 0.0001 =
+    // one request per 50 s; reporting's from the `minute` tier.
+    let quotas = QUOTAS
+        .replace("sla_share: 0.005", "sla_share: 0.0001")
+        .replace(
+            "        - { id: \"spiffe://mesh.local/ns/logistics/sa/planner\", tier: second }\n",
+            "",
+        );
+    let mg = start(&pki, &up, &quotas);
+    assert_eq!(get(&pki, "planner", &mg, "/orders").status, "200");
+    assert_eq!(get(&pki, "planner", &mg, "/orders").status, "429");
+    for _ in 0..3 {
+        assert_eq!(get(&pki, "reporting", &mg, "/orders").status, "200");
+    }
+    assert_eq!(get(&pki, "reporting", &mg, "/orders").status, "429");
+
+    // The orders contract changes (not its quota) and policies reload.
+    let contract = pki
+        .dir
+        .path()
+        .join("policies/domains/sales/orders.odcs.yaml");
+    let text = std::fs::read_to_string(&contract).expect("contract");
+    std::fs::write(&contract, format!("{text}\n# reviewed\n")).expect("edit");
+    let reloads = "meshgate_policy_reloads_total{result=\"ok\"}";
+    let before = mg.metric(reloads);
+    let hup = std::process::Command::new("kill")
+        .args(["-HUP", &mg.pid().to_string()])
+        .status()
+        .expect("kill");
+    assert!(hup.success());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let mark = mg.logs.len();
+    while mg.metric(reloads) <= before {
+        assert!(std::time::Instant::now() < deadline, "no reload");
+        mg.logs
+            .wait_for(mark, std::time::Duration::from_millis(200), |l| {
+                l.contains("policy snapshot")
+            });
+    }
+    // Still refused: the buckets were not reset by the reload.
+    assert_eq!(get(&pki, "planner", &mg, "/orders").status, "429");
+    assert_eq!(get(&pki, "reporting", &mg, "/orders").status, "429");
 }
