@@ -7,7 +7,9 @@
 //! With Redis (a redis-server started here on a free loopback port; skipped
 //! with a message when redis-server is missing): `redis/miss`, a check that
 //! asks Redis (one GCRA script round trip), and `redis/hit`, a consumer Redis
-//! refused, answered by the local pre-check; `local/admit` is the same async
+//! refused, answered by the local pre-check; `redis/leased`, a busy consumer
+//! with the default lease (8 requests per round trip, 7 spent locally);
+//! `local/admit` is the same async
 //! path without Redis, for comparison, and `local/admit+headers` adds what the
 //! proxy does around it (in-flight limits on the product and the consumer,
 //! the `RateLimit` headers).
@@ -105,16 +107,19 @@ fn shared(c: &mut Criterion) {
         .build()
         .expect("runtime");
     let _entered = rt.enter();
-    let yaml = |backend: &str| {
+    let yaml = |backend: &str, lease: u32| {
         format!(
-            "backend: {backend}\nredis: {{ url: \"{url}\" }}\ntiers:\n  gold: {{ rate: 1000000000/s, burst: 1000000, max_in_flight: 1000 }}\n  scarce: {{ rate: 1/h, burst: 1 }}\nproducts: {{ sales.orders: {{ max_in_flight: 1000 }} }}\nconsumers:\n  - {{ id: heavy, tier: scarce }}\n  - {{ prefix: \"spiffe://\", tier: gold }}\n"
+            "backend: {backend}\nredis: {{ url: \"{url}\", lease: {lease} }}\ntiers:\n  gold: {{ rate: 1000000000/s, burst: 1000000, max_in_flight: 1000 }}\n  scarce: {{ rate: 1/h, burst: 1 }}\nproducts: {{ sales.orders: {{ max_in_flight: 1000 }} }}\nconsumers:\n  - {{ id: heavy, tier: scarce }}\n  - {{ prefix: \"spiffe://\", tier: gold }}\n"
         )
     };
     let parse = |y: String| -> QuotasConfig {
         meshgate::config::parse_yaml(&y, "quotas").expect("quotas config")
     };
-    let redis = Quotas::new(parse(yaml("redis"))).expect("redis quotas");
-    let local = Quotas::new(parse(yaml("local"))).expect("local quotas");
+    // lease 1: every allowed check is a round trip (the miss); the default
+    // lease of 8 lets a busy consumer spend 7 of 8 checks locally.
+    let redis = Quotas::new(parse(yaml("redis", 1))).expect("redis quotas");
+    let leasing = Quotas::new(parse(yaml("redis", 8))).expect("leasing quotas");
+    let local = Quotas::new(parse(yaml("local", 1))).expect("local quotas");
     let light = Consumer {
         service: "spiffe://mesh.local/ns/finance/sa/reporting",
         user: None,
@@ -155,6 +160,9 @@ fn shared(c: &mut Criterion) {
     });
     group.bench_function("redis/miss", |b| {
         b.iter(|| black_box(admit(&redis, &light).expect("allowed")))
+    });
+    group.bench_function("redis/leased", |b| {
+        b.iter(|| black_box(admit(&leasing, &light).expect("allowed")))
     });
     group.bench_function("redis/hit", |b| {
         b.iter(|| black_box(admit(&redis, &heavy).expect_err("refused locally")))

@@ -82,6 +82,15 @@ pub struct RedisConfig {
     /// Prefix of every key meshgate writes.
     #[serde(default = "default_key_prefix")]
     pub key_prefix: String,
+    /// Requests a replica takes from Redis at once for a consumer it saw
+    /// within the last second (at most its share of the burst), spent
+    /// locally within a second; 1: one round trip per request.
+    #[serde(default = "default_lease")]
+    pub lease: u32,
+}
+
+fn default_lease() -> u32 {
+    8
 }
 
 fn one_replica() -> u32 {
@@ -457,22 +466,47 @@ pub struct Quotas<C: Clock = DefaultClock> {
 }
 
 /// GCRA over Redis: `KEYS[1]` the bucket, `ARGV[1]` the emission interval
-/// (µs), `ARGV[2]` the burst. Time is Redis's own. Answers `{1, remaining,
-/// µs until full}` or `{0, µs until a request may pass, µs until full}`.
+/// (µs), `ARGV[2]` the burst, `ARGV[3]` how many requests to take at most.
+/// Time is Redis's own. Answers `{taken (>= 1), remaining, µs until full}`
+/// or `{0, µs until a request may pass, µs until full}`.
 const GCRA_LUA: &str = r"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local emission = tonumber(ARGV[1])
 local tolerance = emission * tonumber(ARGV[2])
+local want = tonumber(ARGV[3])
 local tat = tonumber(redis.call('GET', KEYS[1])) or now
 if tat < now then tat = now end
-local new_tat = tat + emission
-if new_tat - now > tolerance then
-  return {0, new_tat - tolerance - now, tat - now}
+local fit = math.floor((tolerance - (tat - now)) / emission)
+if fit < 1 then
+  return {0, tat + emission - tolerance - now, tat - now}
 end
+local took = math.min(want, fit)
+local new_tat = tat + took * emission
 redis.call('SET', KEYS[1], string.format('%d', new_tat), 'PX', math.ceil((new_tat - now) / 1000) + 1)
-return {1, math.floor((tolerance - (new_tat - now)) / emission), new_tat - now}
+return {took, math.floor((tolerance - (new_tat - now)) / emission), new_tat - now}
 ";
+
+/// What the local lease of a consumer says.
+enum Lease {
+    /// A leased request was spent: the state to report.
+    Took { remaining: u32, reset: u64 },
+    /// Seen within the last second: worth leasing several.
+    Busy,
+    /// Not seen lately: ask for one.
+    Quiet,
+}
+
+/// Requests a replica took from Redis ahead of use, per consumer key.
+struct Leased {
+    left: u32,
+    remaining: u32,
+    reset: u64,
+    /// Until when the leased requests may be spent.
+    until: std::time::Instant,
+    /// When the key was last asked for.
+    seen: std::time::Instant,
+}
 
 /// The Redis connection and what this process remembers of it.
 struct SharedStore {
@@ -481,12 +515,64 @@ struct SharedStore {
     script: redis::Script,
     /// The local pre-check: keys Redis refused, and until when.
     refused: Mutex<HashMap<String, std::time::Instant>>,
+    /// Requests leased from Redis for busy consumers.
+    leases: Mutex<HashMap<String, Leased>>,
     /// Whether the last call was answered (to log changes, not every failure).
     up: std::sync::atomic::AtomicBool,
     errors: prometheus_client::metrics::counter::Counter,
 }
 
 impl SharedStore {
+    /// Spends a leased request of `key` if one is left; otherwise says
+    /// whether the key is busy (asked for within the last second).
+    fn leased(&self, key: &str, max: usize) -> Lease {
+        let Ok(mut leases) = self.leases.lock() else {
+            return Lease::Quiet;
+        };
+        let now = std::time::Instant::now();
+        let second = Duration::from_secs(1);
+        if let Some(l) = leases.get_mut(key) {
+            let busy = now.duration_since(l.seen) < second;
+            l.seen = now;
+            if l.left > 0 && now < l.until {
+                l.left -= 1;
+                return Lease::Took {
+                    remaining: l.remaining.saturating_add(l.left),
+                    reset: l.reset,
+                };
+            }
+            l.left = 0;
+            return if busy { Lease::Busy } else { Lease::Quiet };
+        }
+        if leases.len() >= max {
+            leases.retain(|_, l| now.duration_since(l.seen) < second);
+        }
+        if leases.len() < max {
+            leases.insert(
+                key.to_string(),
+                Leased {
+                    left: 0,
+                    remaining: 0,
+                    reset: 0,
+                    until: now,
+                    seen: now,
+                },
+            );
+        }
+        Lease::Quiet
+    }
+
+    fn lease(&self, key: &str, left: u32, remaining: u32, reset: u64, valid: Duration) {
+        if let Ok(mut leases) = self.leases.lock() {
+            if let Some(l) = leases.get_mut(key) {
+                l.left = left;
+                l.remaining = remaining;
+                l.reset = reset;
+                l.until = std::time::Instant::now() + valid;
+            }
+        }
+    }
+
     fn refused_until(&self, key: &str) -> Option<Duration> {
         let mut refused = self.refused.lock().ok()?;
         let until = *refused.get(key)?;
@@ -567,6 +653,7 @@ impl<C: Clock + Clone> Quotas<C> {
                     conn,
                     script: redis::Script::new(GCRA_LUA),
                     refused: Mutex::new(HashMap::new()),
+                    leases: Mutex::new(HashMap::new()),
                     up: std::sync::atomic::AtomicBool::new(true),
                     errors: Default::default(),
                 })
@@ -749,21 +836,45 @@ impl<C: Clock + Clone> Quotas<C> {
         if let Some(retry) = redis.refused_until(&r.key) {
             return Ok(Verdict::Limited(state(0, window), ceil_secs(retry).max(1)));
         }
+        // A busy consumer takes several requests from Redis at once and
+        // spends them here: no round trip per request for a hot key.
+        let want = match redis.leased(&r.key, self.config.max_buckets) {
+            Lease::Took { remaining, reset } => {
+                return Ok(Verdict::Allowed(state(remaining.min(burst), reset)));
+            }
+            // At most a replica's share of the burst, so the replicas'
+            // leases together never exceed one burst.
+            Lease::Busy => redis
+                .config
+                .lease
+                .min(burst / redis.config.replicas.max(1))
+                .max(1),
+            Lease::Quiet => 1,
+        };
         let emission_us = period.as_micros().max(1) as u64;
         let mut conn = redis.conn.clone();
         let mut invocation = redis
             .script
             .key(format!("{}{}", redis.config.key_prefix, r.key));
-        invocation.arg(emission_us).arg(burst);
+        invocation.arg(emission_us).arg(burst).arg(want);
         let call = invocation.invoke_async::<(i64, i64, i64)>(&mut conn);
         let answer = tokio::time::timeout(redis.config.timeout, call).await;
         match answer {
-            Ok(Ok((allowed, n, full_us))) => {
+            Ok(Ok((took, n, full_us))) => {
                 redis.answered();
-                let reset = ceil_secs(Duration::from_micros(full_us.max(0) as u64));
-                if allowed == 1 {
+                let full = Duration::from_micros(full_us.max(0) as u64);
+                let reset = ceil_secs(full);
+                if took >= 1 {
+                    let took = u32::try_from(took).unwrap_or(1);
                     let remaining = u32::try_from(n.max(0)).unwrap_or(u32::MAX);
-                    Ok(Verdict::Allowed(state(remaining.min(burst), reset)))
+                    let left = took - 1;
+                    if left > 0 {
+                        redis.lease(&r.key, left, remaining, reset, Duration::from_secs(1));
+                    }
+                    Ok(Verdict::Allowed(state(
+                        remaining.saturating_add(left).min(burst),
+                        reset,
+                    )))
                 } else {
                     let wait = Duration::from_micros(n.max(0) as u64);
                     redis.refuse(&r.key, wait, self.config.max_buckets);

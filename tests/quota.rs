@@ -447,17 +447,21 @@ fn two_sidecars_sharing_redis_enforce_one_quota() {
     let a = start(&pki, &up, &quotas);
     let b = start(&pki, &up, &quotas);
     // One bucket of 4 for the pair: alternate between the two replicas.
+    // (A replica may take several at once for a busy consumer and spend them
+    // itself, so which replica answers 200 varies; how many never does.)
     let statuses: Vec<String> = (0..10)
         .map(|i| {
             let mg = if i % 2 == 0 { &a } else { &b };
             get(&pki, "reporting", mg, "/orders").status
         })
         .collect();
-    assert_eq!(
-        statuses,
-        ["200", "200", "200", "200", "429", "429", "429", "429", "429", "429"],
-        "one combined quota"
+    let passed = statuses.iter().filter(|s| *s == "200").count();
+    assert_eq!(passed, 4, "one combined quota: {statuses:?}");
+    assert!(
+        statuses.iter().all(|s| s == "200" || s == "429"),
+        "{statuses:?}"
     );
+    assert_eq!(&statuses[8..], ["429", "429"], "{statuses:?}");
     let r = get(&pki, "reporting", &b, "/orders");
     assert_eq!(r.status, "429");
     let retry: u64 = r
@@ -552,4 +556,47 @@ fn a_policy_reload_keeps_the_live_buckets() {
     // Still refused: the buckets were not reset by the reload.
     assert_eq!(get(&pki, "planner", &mg, "/orders").status, "429");
     assert_eq!(get(&pki, "reporting", &mg, "/orders").status, "429");
+}
+
+/// Scripts Redis ran (EVALSHA and EVAL calls), from `INFO commandstats`.
+fn scripts_run(url: &str) -> u64 {
+    let port = url.rsplit(':').next().unwrap_or_default();
+    let out = std::process::Command::new("redis-cli")
+        .args(["-p", port, "INFO", "commandstats"])
+        .output()
+        .expect("redis-cli runs");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.starts_with("cmdstat_evalsha:") || l.starts_with("cmdstat_eval:"))
+        .filter_map(|l| {
+            l.split(|c| c == ':' || c == ',')
+                .find_map(|kv| kv.strip_prefix("calls="))
+                .and_then(|n| n.parse::<u64>().ok())
+        })
+        .sum()
+}
+
+#[test]
+fn a_busy_consumer_does_not_cost_a_redis_round_trip_per_request() {
+    let pki = Pki::new();
+    let Some(redis) = RedisServer::start(pki.dir.path()) else {
+        return;
+    };
+    if !require_tool("redis-cli") {
+        return;
+    }
+    let up = Upstream::start();
+    // A generous tier: every request passes; the default lease is 8.
+    let quotas = shared(&redis.url, "deny").replace(
+        "minute: { rate: 1/m, burst: 4 }",
+        "minute: { rate: 1000/s, burst: 500 }",
+    );
+    let mg = start(&pki, &up, &quotas);
+    for _ in 0..16 {
+        assert_eq!(get(&pki, "reporting", &mg, "/orders").status, "200");
+    }
+    // The first request asks for one, then 8 at a time: 3 round trips (more
+    // only if a second passed between two requests and a lease lapsed).
+    let runs = scripts_run(&redis.url);
+    assert!((2..=8).contains(&runs), "{runs} scripts for 16 requests");
 }
