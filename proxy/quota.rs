@@ -756,7 +756,9 @@ impl<C: Clock + Clone> Quotas<C> {
         let verdict = match (&resolved, &self.redis) {
             (None, _) => Verdict::Unlimited,
             (Some(r), None) => self.take(r),
-            (Some(r), Some(redis)) => self.take_shared(redis, r).await?,
+            // Boxed: the Redis call's state machine is large, and the local
+            // path (most sidecars) should not carry its size in every request.
+            (Some(r), Some(redis)) => Box::pin(self.take_shared(redis, r)).await?,
         };
         let state = match verdict {
             Verdict::Unlimited => None,
