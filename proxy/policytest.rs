@@ -9,7 +9,9 @@
 //!
 //! An HTTP case acts for an end user with one of `user:` (the user as a
 //! verified token maps to it), `claims:` (a token's claims, mapped by the
-//! configured issuer) or `token:` (a JWT, verified with `--config`'s issuers).
+//! configured issuer) or `token:` (a JWT, verified with `--config`'s issuers,
+//! at the real time: a committed token fails once it expires, so committed
+//! cases use `claims:`).
 //!
 //! The policy set comes from `--config`, or else from the nearest directory
 //! above the test file that holds `schema.cedarschema`, laid out like this

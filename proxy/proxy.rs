@@ -117,10 +117,16 @@ pub async fn handle(sc: &Sidecar, conn: &ConnInfo, req: Request<Incoming>) -> Re
         Ok(resp) => resp,
         Err(e) => {
             match &e {
+                // Refusals clients cause are counted in metrics; a flood of
+                // them must not flood the logs.
                 ProxyError::Forbidden
                 | ProxyError::NoRoute
                 | ProxyError::MethodNotAllowed
-                | ProxyError::BadPath(_) => {
+                | ProxyError::BadPath(_)
+                | ProxyError::Unauthorized(_)
+                | ProxyError::TooManyRequests(..)
+                | ProxyError::Overloaded(_)
+                | ProxyError::QuotaUnavailable => {
                     tracing::debug!(request_id = ?request_id, principal = %conn.identity.principal, error = %e, "request refused")
                 }
                 _ => {
@@ -172,7 +178,8 @@ fn product_timeout(sc: &Sidecar, outcome: &AuthzOutcome) -> Option<Duration> {
     if factor <= 0.0 {
         return None;
     }
-    Some(latency.mul_f64(factor).min(sc.upstream.response_timeout))
+    let timeout = Duration::try_from_secs_f64(latency.as_secs_f64() * factor).ok()?;
+    Some(timeout.min(sc.upstream.response_timeout))
 }
 
 /// Admits the request under the product's and consumer's limits: 503 past

@@ -519,6 +519,8 @@ struct SharedStore {
     leases: Mutex<HashMap<String, Leased>>,
     /// Whether the last call was answered (to log changes, not every failure).
     up: std::sync::atomic::AtomicBool,
+    /// Until when Redis is not asked, after a failure.
+    rest_until: Mutex<Option<std::time::Instant>>,
     errors: prometheus_client::metrics::counter::Counter,
 }
 
@@ -565,10 +567,12 @@ impl SharedStore {
     fn lease(&self, key: &str, left: u32, remaining: u32, reset: u64, valid: Duration) {
         if let Ok(mut leases) = self.leases.lock() {
             if let Some(l) = leases.get_mut(key) {
-                l.left = left;
+                // Concurrent fetches add up: nothing taken from Redis is lost.
+                let now = std::time::Instant::now();
+                l.left = if l.until > now { l.left + left } else { left };
                 l.remaining = remaining;
                 l.reset = reset;
-                l.until = std::time::Instant::now() + valid;
+                l.until = l.until.max(now + valid);
             }
         }
     }
@@ -604,8 +608,22 @@ impl SharedStore {
         }
     }
 
+    /// Whether Redis failed less than a second ago.
+    fn resting(&self) -> bool {
+        self.rest_until
+            .lock()
+            .map(|r| r.is_some_and(|t| std::time::Instant::now() < t))
+            .unwrap_or(false)
+    }
+
     fn failed(&self, why: &str) {
         self.errors.inc();
+        if let Ok(mut r) = self.rest_until.lock() {
+            let now = std::time::Instant::now();
+            if r.is_none_or(|t| now >= t) {
+                *r = Some(now + Duration::from_secs(1));
+            }
+        }
         if self.up.swap(false, Ordering::Relaxed) {
             tracing::warn!(url = %self.config.url, error = %why, failure_mode = ?self.config.failure_mode, "quota store does not answer; applying the failure mode");
         } else {
@@ -614,8 +632,9 @@ impl SharedStore {
     }
 }
 
+/// `None` for rates no `Duration` can express (absurdly slow or fast).
 fn quota_of(rate: f64, burst: u32) -> Option<Quota> {
-    let period = Duration::from_secs_f64(1.0 / rate);
+    let period = Duration::try_from_secs_f64(1.0 / rate).ok()?;
     Quota::with_period(period)
         .map(|q| q.allow_burst(NonZeroU32::new(burst.max(1)).unwrap_or(NonZeroU32::MIN)))
 }
@@ -655,6 +674,7 @@ impl<C: Clock + Clone> Quotas<C> {
                     refused: Mutex::new(HashMap::new()),
                     leases: Mutex::new(HashMap::new()),
                     up: std::sync::atomic::AtomicBool::new(true),
+                    rest_until: Mutex::new(None),
                     errors: Default::default(),
                 })
             }
@@ -664,7 +684,7 @@ impl<C: Clock + Clone> Quotas<C> {
         for (name, t) in &config.tiers {
             let burst = t.burst.unwrap_or_else(|| one_second_of(t.rate.0));
             let quota = quota_of(t.rate.0, burst)
-                .ok_or_else(|| format!("quotas.tiers.{name}.rate: too fast"))?;
+                .ok_or_else(|| format!("quotas.tiers.{name}.rate: too fast or too slow"))?;
             let limiter = RateLimiter::dashmap_with_clock(quota, clock.clone())
                 .with_middleware::<StateInformationMiddleware>();
             tiers.insert(
@@ -846,10 +866,14 @@ impl<C: Clock + Clone> Quotas<C> {
             }
             // At most a replica's share of the burst, so the replicas'
             // leases together never exceed one burst.
+            // At most a replica's share of the burst and what refills in the
+            // second a lease lasts: held leases add at most one second's
+            // worth of the rate per replica to what Redis hands out.
             Lease::Busy => redis
                 .config
                 .lease
                 .min(burst / redis.config.replicas.max(1))
+                .min((Duration::from_secs(1).as_nanos() / period.as_nanos().max(1)) as u32)
                 .max(1),
             Lease::Quiet => 1,
         };
@@ -859,10 +883,16 @@ impl<C: Clock + Clone> Quotas<C> {
             .script
             .key(format!("{}{}", redis.config.key_prefix, r.key));
         invocation.arg(emission_us).arg(burst).arg(want);
-        let call = invocation.invoke_async::<(i64, i64, i64)>(&mut conn);
-        let answer = tokio::time::timeout(redis.config.timeout, call).await;
+        // After a failure, the failure mode applies at once for a second
+        // before Redis is tried again: no request waits for a dead store.
+        let answer = if redis.resting() {
+            None
+        } else {
+            let call = invocation.invoke_async::<(i64, i64, i64)>(&mut conn);
+            Some(tokio::time::timeout(redis.config.timeout, call).await)
+        };
         match answer {
-            Ok(Ok((took, n, full_us))) => {
+            Some(Ok(Ok((took, n, full_us)))) => {
                 redis.answered();
                 let full = Duration::from_micros(full_us.max(0) as u64);
                 let reset = ceil_secs(full);
@@ -885,8 +915,9 @@ impl<C: Clock + Clone> Quotas<C> {
             }
             failed => {
                 let why = match failed {
-                    Ok(Err(e)) => e.to_string(),
-                    _ => format!("no answer within {:?}", redis.config.timeout),
+                    Some(Ok(Err(e))) => e.to_string(),
+                    Some(_) => format!("no answer within {:?}", redis.config.timeout),
+                    None => "resting after a failure".to_string(),
                 };
                 redis.failed(&why);
                 match redis.config.failure_mode {
@@ -957,8 +988,11 @@ impl<C: Clock + Clone> Quotas<C> {
             .is_multiple_of(256)
             && r.limiter.len() > self.config.max_buckets
         {
+            let before = r.limiter.len();
             r.limiter.retain_recent();
-            r.limiter.shrink_to_fit();
+            if r.limiter.len() < before {
+                r.limiter.shrink_to_fit();
+            }
         }
         verdict
     }
