@@ -463,6 +463,8 @@ pub struct Quotas<C: Clock = DefaultClock> {
     in_flight: Arc<Mutex<Counts>>,
     /// The shared store, with the `redis` backend.
     redis: Option<SharedStore>,
+    /// Whether any rule names a group (fixed by the configuration).
+    uses_groups: bool,
 }
 
 /// GCRA over Redis: `KEYS[1]` the bucket, `ARGV[1]` the emission interval
@@ -655,6 +657,11 @@ impl<C: Clock + Clone> Quotas<C> {
         if !errors.is_empty() {
             return Err(errors.join("; "));
         }
+        let uses_groups = config
+            .consumers
+            .iter()
+            .chain(config.products.values().flat_map(|p| &p.consumers))
+            .any(|r| r.group.is_some());
         let redis = match (config.backend, &config.redis) {
             (Backend::Redis, Some(rc)) => {
                 let client = redis::Client::open(rc.url.as_str())
@@ -706,6 +713,7 @@ impl<C: Clock + Clone> Quotas<C> {
             checks: AtomicU64::new(0),
             in_flight: Arc::new(Mutex::new(Counts::default())),
             redis,
+            uses_groups,
         })
     }
 
@@ -718,11 +726,7 @@ impl<C: Clock + Clone> Quotas<C> {
 
     /// Whether any rule names a group (so a service's groups are worth looking up).
     pub fn uses_groups(&self) -> bool {
-        self.config
-            .consumers
-            .iter()
-            .chain(self.config.products.values().flat_map(|p| &p.consumers))
-            .any(|r| r.group.is_some())
+        self.uses_groups
     }
 
     /// The product's consumer kind (who is counted).
@@ -923,31 +927,29 @@ impl<C: Clock + Clone> Quotas<C> {
                 match redis.config.failure_mode {
                     FailureMode::Allow => Ok(Verdict::Unlimited),
                     FailureMode::Deny => Err(Refusal::Unavailable),
-                    FailureMode::Local => {
-                        // This replica's share of the quota, in its own buckets.
-                        let replicas = redis.config.replicas.max(1);
-                        let share = Quota::with_period(period * replicas).map(|q| {
-                            q.allow_burst(
-                                NonZeroU32::new(burst / replicas).unwrap_or(NonZeroU32::MIN),
-                            )
-                        });
-                        let Some(limiter) = share.and_then(|q| self.limiter_for(q)) else {
-                            return Err(Refusal::Unavailable);
-                        };
-                        let Some(quota) = share else {
-                            return Err(Refusal::Unavailable);
-                        };
-                        Ok(self.take(&Resolved {
-                            tier: r.tier.clone(),
-                            quota,
-                            limiter,
-                            max_in_flight: None,
-                            key: r.key.clone(),
-                        }))
-                    }
+                    FailureMode::Local => self.take_local_share(r, redis.config.replicas),
                 }
             }
         }
+    }
+
+    /// The `local` failure mode: this replica's share of the quota (rate and
+    /// burst divided by `replicas`), in its own buckets.
+    fn take_local_share(&self, r: &Resolved<C>, replicas: u32) -> Result<Verdict, Refusal> {
+        let replicas = replicas.max(1);
+        let burst =
+            NonZeroU32::new(r.quota.burst_size().get() / replicas).unwrap_or(NonZeroU32::MIN);
+        let quota = Quota::with_period(r.quota.replenish_interval() * replicas)
+            .map(|q| q.allow_burst(burst))
+            .ok_or(Refusal::Unavailable)?;
+        let limiter = self.limiter_for(quota).ok_or(Refusal::Unavailable)?;
+        Ok(self.take(&Resolved {
+            tier: r.tier.clone(),
+            quota,
+            limiter,
+            max_in_flight: None,
+            key: r.key.clone(),
+        }))
     }
 
     fn take(&self, r: &Resolved<C>) -> Verdict {

@@ -262,23 +262,12 @@ fn in_background(
     mg: &Meshgate,
     path: &str,
 ) -> std::thread::JoinHandle<String> {
-    let mut cmd = std::process::Command::new("curl");
-    cmd.args([
-        "-sS",
-        "--max-time",
-        "30",
-        "-o",
-        "/dev/null",
-        "-w",
-        "%{http_code}",
-        "--cacert",
-    ])
-    .arg(pki.path("ca.pem"))
-    .arg("--cert")
-    .arg(pki.path(&format!("{who}.pem")))
-    .arg("--key")
-    .arg(pki.path(&format!("{who}-key.pem")))
-    .arg(mg.url(path));
+    let url = mg.url(path);
+    let mut cmd = curl_command(
+        pki,
+        Some(who),
+        &["-o", "/dev/null", "-w", "%{http_code}", &url],
+    );
     std::thread::spawn(move || {
         let out = cmd.output().expect("curl");
         String::from_utf8_lossy(&out.stdout).to_string()
@@ -533,20 +522,8 @@ fn a_policy_reload_keeps_the_live_buckets() {
     std::fs::write(&contract, format!("{text}\n# reviewed\n")).expect("edit");
     let reloads = "meshgate_policy_reloads_total{result=\"ok\"}";
     let before = mg.metric(reloads);
-    let hup = std::process::Command::new("kill")
-        .args(["-HUP", &mg.pid().to_string()])
-        .status()
-        .expect("kill");
-    assert!(hup.success());
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while mg.metric(reloads) <= before {
-        assert!(std::time::Instant::now() < deadline, "no reload");
-        let mark = mg.logs.len();
-        mg.logs
-            .wait_for(mark, std::time::Duration::from_millis(200), |l| {
-                l.contains("policy snapshot")
-            });
-    }
+    mg.sighup();
+    mg.wait_metric(reloads, before + 1.0);
     // Still refused: the buckets were not reset by the reload.
     assert_eq!(get(&pki, "planner", &mg, "/orders").status, "429");
     assert_eq!(get(&pki, "reporting", &mg, "/orders").status, "429");
@@ -561,19 +538,8 @@ fn a_policy_reload_keeps_the_live_buckets() {
     assert_ne!(doubled, text, "the orders contract names its throughput");
     std::fs::write(&contract, doubled).expect("edit");
     let before = mg.metric(reloads);
-    let hup = std::process::Command::new("kill")
-        .args(["-HUP", &mg.pid().to_string()])
-        .status()
-        .expect("kill");
-    assert!(hup.success());
-    while mg.metric(reloads) <= before {
-        assert!(std::time::Instant::now() < deadline, "no reload");
-        let mark = mg.logs.len();
-        mg.logs
-            .wait_for(mark, std::time::Duration::from_millis(200), |l| {
-                l.contains("policy snapshot")
-            });
-    }
+    mg.sighup();
+    mg.wait_metric(reloads, before + 1.0);
     let r = get(&pki, "planner", &mg, "/orders");
     assert_eq!(r.status, "200");
     assert_eq!(r.header("ratelimit-policy"), Some("\"sla\";q=1;w=25"));

@@ -482,6 +482,30 @@ impl Meshgate {
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
+
+    /// Sends SIGHUP (reload policies and certificates).
+    pub fn sighup(&self) {
+        let hup = Command::new("kill")
+            .args(["-HUP", &self.pid().to_string()])
+            .status()
+            .expect("kill");
+        assert!(hup.success());
+    }
+
+    /// Waits (up to 20 s) until the sample's value reaches `at_least`,
+    /// looking again at each new log line.
+    pub fn wait_metric(&self, sample: &str, at_least: f64) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while self.metric(sample) < at_least {
+            assert!(
+                Instant::now() < deadline,
+                "{sample} < {at_least}:\n{}",
+                self.metrics()
+            );
+            self.logs
+                .wait_for(self.logs.len(), Duration::from_millis(200), |_| true);
+        }
+    }
 }
 
 pub fn metric_value(text: &str, sample: &str) -> f64 {
@@ -503,6 +527,11 @@ impl Drop for Meshgate {
 
 /// Runs curl against the sidecar as client `who` (`None`: no client certificate).
 pub fn curl(pki: &Pki, who: Option<&str>, args: &[&str]) -> Output {
+    curl_command(pki, who, args).output().expect("curl runs")
+}
+
+/// The curl command `curl` runs, for callers that spawn it themselves.
+pub fn curl_command(pki: &Pki, who: Option<&str>, args: &[&str]) -> Command {
     let mut cmd = Command::new("curl");
     cmd.args(["-sS", "--max-time", "30", "--cacert"])
         .arg(pki.path("ca.pem"));
@@ -512,7 +541,8 @@ pub fn curl(pki: &Pki, who: Option<&str>, args: &[&str]) -> Output {
             .arg("--key")
             .arg(pki.path(&format!("{who}-key.pem")));
     }
-    cmd.args(args).output().expect("curl runs")
+    cmd.args(args);
+    cmd
 }
 
 /// `curl -w '%{http_code}'` for a GET; "000" when no HTTP response came.
