@@ -69,6 +69,12 @@ pub struct Config {
     /// from its contracts).
     #[serde(default)]
     pub quotas: Option<crate::quota::QuotasConfig>,
+    /// The audit trail (default: JSON lines on stdout, `when_full: block`).
+    #[serde(default)]
+    pub audit: crate::audit::AuditConfig,
+    /// Optional per-consumer metric labels.
+    #[serde(default)]
+    pub metrics: crate::metrics::MetricsConfig,
 }
 
 fn default_admin() -> SocketAddr {
@@ -249,6 +255,7 @@ impl Config {
         if let Some(u) = config.users.as_mut() {
             u.resolve(base);
         }
+        config.audit.resolve(base);
         config.validate(&file)?;
         Ok(config)
     }
@@ -303,6 +310,18 @@ impl Config {
             if !errors.is_empty() {
                 return Err(invalid("users", errors.join("; ")));
             }
+        }
+        let errors = self.audit.check();
+        if !errors.is_empty() {
+            return Err(invalid("audit", errors.join("; ")));
+        }
+        if self.metrics.consumer_label == crate::metrics::ConsumerLabel::Service
+            && self.metrics.max_consumers == 0
+        {
+            return Err(invalid(
+                "metrics.max_consumers",
+                "must be at least 1 with consumer_label: service".into(),
+            ));
         }
         if let Some(quotas) = &self.quotas {
             if self.policy.is_none() {

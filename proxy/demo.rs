@@ -38,6 +38,8 @@ pub fn demo_config(opts: &DemoOptions, upstream: SocketAddr) -> anyhow::Result<C
         policy: None,
         users: None,
         quotas: None,
+        audit: Default::default(),
+        metrics: Default::default(),
     })
 }
 

@@ -2,12 +2,8 @@
 
 use bytes::Bytes;
 use http::{header, HeaderValue, Response, StatusCode};
-use http_body_util::{Either, Full};
-use hyper::body::Incoming;
 
-/// The body of every response the data listener sends: the upstream's, streamed,
-/// or a small one of our own.
-pub type ProxyBody = Either<Incoming, Full<Bytes>>;
+pub use crate::audit::ProxyBody;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProxyError {
@@ -29,6 +25,8 @@ pub enum ProxyError {
     Overloaded(&'static str),
     #[error("the quota store does not answer (failure mode deny)")]
     QuotaUnavailable,
+    #[error("the audit trail cannot take the request's event (when_full: block)")]
+    AuditUnavailable,
     #[error("upstream refused the connection")]
     UpstreamUnavailable,
     #[error("upstream failed: {0}")]
@@ -46,9 +44,9 @@ impl ProxyError {
             ProxyError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ProxyError::Forbidden => StatusCode::FORBIDDEN,
             ProxyError::TooManyRequests(..) => StatusCode::TOO_MANY_REQUESTS,
-            ProxyError::Overloaded(_) | ProxyError::QuotaUnavailable => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            ProxyError::Overloaded(_)
+            | ProxyError::QuotaUnavailable
+            | ProxyError::AuditUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::UpstreamUnavailable | ProxyError::UpstreamFailed(_) => {
                 StatusCode::BAD_GATEWAY
             }
@@ -68,9 +66,31 @@ impl ProxyError {
             ProxyError::TooManyRequests(..) => "quota_exceeded",
             ProxyError::Overloaded(_) => "overloaded",
             ProxyError::QuotaUnavailable => "quota_unavailable",
+            ProxyError::AuditUnavailable => "audit_unavailable",
             ProxyError::UpstreamUnavailable => "upstream_unavailable",
             ProxyError::UpstreamFailed(_) => "upstream_failed",
             ProxyError::UpstreamTimeout => "upstream_timeout",
+        }
+    }
+
+    /// The decision a refused or failed request is counted and audited under:
+    /// `deny` (policy), `unauthenticated` (end-user token), `rate_limited`
+    /// (quota), `shed` (in-flight limits, quota store or audit unavailable),
+    /// `no_route`, `invalid` (the request itself), or `allow` when the request
+    /// was allowed and the upstream failed it.
+    pub fn decision(&self) -> &'static str {
+        match self {
+            ProxyError::BadRequest(_) | ProxyError::BadPath(_) => "invalid",
+            ProxyError::NoRoute | ProxyError::MethodNotAllowed => "no_route",
+            ProxyError::Unauthorized(_) => "unauthenticated",
+            ProxyError::Forbidden => "deny",
+            ProxyError::TooManyRequests(..) => "rate_limited",
+            ProxyError::Overloaded(_)
+            | ProxyError::QuotaUnavailable
+            | ProxyError::AuditUnavailable => "shed",
+            ProxyError::UpstreamUnavailable
+            | ProxyError::UpstreamFailed(_)
+            | ProxyError::UpstreamTimeout => "allow",
         }
     }
 
@@ -82,7 +102,7 @@ impl ProxyError {
             "request_id": request_id.to_str().unwrap_or(""),
         })
         .to_string();
-        let mut resp = Response::new(Either::Right(Full::new(Bytes::from(body))));
+        let mut resp = Response::new(ProxyBody::full(Bytes::from(body)));
         *resp.status_mut() = self.status();
         let h = resp.headers_mut();
         h.insert(
@@ -90,7 +110,10 @@ impl ProxyError {
             HeaderValue::from_static("application/json"),
         );
         h.insert("x-request-id", request_id.clone());
-        if let ProxyError::Overloaded(_) | ProxyError::QuotaUnavailable = self {
+        if let ProxyError::Overloaded(_)
+        | ProxyError::QuotaUnavailable
+        | ProxyError::AuditUnavailable = self
+        {
             // Shed at once; in-flight requests finish in milliseconds to seconds.
             h.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }

@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod audit;
 pub mod authz;
 pub mod certs;
 pub mod config;
@@ -27,3 +28,4 @@ pub mod sample;
 pub mod server;
 pub mod synth;
 pub mod tls;
+pub mod trace;

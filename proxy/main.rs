@@ -92,11 +92,27 @@ enum Command {
         #[command(subcommand)]
         command: CertsCommand,
     },
+    /// Audit trail tooling.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
     /// Serve the demo's sample data product alone (used by the benchmarks).
     SampleUpstream {
         /// Address to listen on (plain HTTP).
         #[arg(long, value_name = "ADDR")]
         listen: SocketAddr,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Check the hash chain of audit files, given oldest first
+    /// (FILE.N .. FILE.1 FILE). Reports the first edited, deleted, inserted
+    /// or reordered line as FILE:LINE; exit 1 if the chain is broken.
+    Verify {
+        #[arg(required = true, value_name = "FILE")]
+        files: Vec<PathBuf>,
     },
 }
 
@@ -134,11 +150,35 @@ fn run(command: Command) -> anyhow::Result<()> {
             let config = Config::load(&config)?;
             init_logging(&config.log);
             let rt = runtime(config.worker_threads().map_err(anyhow::Error::msg)?)?;
-            rt.block_on(async {
-                let bound = meshgate::server::bind(config, None).await?;
+            let writer = rt.block_on(async {
+                let mut bound = meshgate::server::bind(config, None).await?;
+                let writer = bound.take_audit_writer();
                 bound.serve(shutdown_signal()).await?;
-                Ok(())
-            })
+                anyhow::Ok(writer)
+            })?;
+            // Stopping the runtime ends the requests still open after the
+            // grace period; their events are written before the process exits.
+            drop(rt);
+            if let Some(w) = writer {
+                if !w.join(std::time::Duration::from_secs(10)) {
+                    anyhow::bail!("the audit writer did not finish within 10 s");
+                }
+            }
+            Ok(())
+        }
+        Command::Audit {
+            command: AuditCommand::Verify { files },
+        } => {
+            let v = meshgate::audit::verify(&files)?;
+            let range = match (v.first_seq, v.last_seq) {
+                (Some(a), Some(b)) => format!(", seq {a}..{b}"),
+                _ => String::new(),
+            };
+            println!(
+                "ok: {} events{range}, {} reported dropped, {} chain restart(s)",
+                v.events, v.dropped, v.restarts
+            );
+            Ok(())
         }
         Command::Validate { config } => {
             let path = config.display().to_string();

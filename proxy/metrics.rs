@@ -20,9 +20,105 @@ pub const DURATION_BUCKETS: [f64; 16] = [
     5.0, 10.0,
 ];
 
+/// `meshgate_requests_total`: product ("" when no route matched), action,
+/// decision (see [`crate::error::ProxyError::decision`]) and status class.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ClassLabels {
+pub struct RequestLabels {
+    pub product: Arc<str>,
+    pub action: &'static str,
+    pub decision: &'static str,
     pub class: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DurationLabels {
+    pub product: Arc<str>,
+    pub decision: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ProductLabels {
+    pub product: Arc<str>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ConsumerLabels {
+    pub product: Arc<str>,
+    pub consumer: Arc<str>,
+    pub decision: &'static str,
+}
+
+/// Which consumer label `meshgate_consumer_requests_total` carries. Consumer
+/// labels exist only where their set is bounded, so cardinality cannot explode.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ConsumerLabel {
+    /// No per-consumer series (the default).
+    #[default]
+    None,
+    /// The quota tier (bounded by the configuration).
+    Tier,
+    /// The calling service's identity, for the first `max_consumers` seen;
+    /// later ones are counted as `other`.
+    Service,
+}
+
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    pub consumer_label: ConsumerLabel,
+    pub max_consumers: usize,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig {
+            consumer_label: ConsumerLabel::None,
+            max_consumers: 100,
+        }
+    }
+}
+
+/// One answered request, as the metrics see it.
+#[derive(Debug)]
+pub struct Observed<'a> {
+    pub product: Option<&'a Arc<str>>,
+    pub action: &'static str,
+    pub decision: &'static str,
+    pub status: http::StatusCode,
+    pub elapsed: Duration,
+    pub tier: Option<&'a Arc<str>>,
+    /// The calling service (`x-meshgate-principal` form).
+    pub service: &'a http::HeaderValue,
+}
+
+/// The handles the audit trail records with.
+#[derive(Clone, Debug)]
+pub struct AuditMetrics {
+    /// Events written to the sink.
+    pub events: Counter,
+    /// Events lost (mode `drop`, or refused requests in mode `block`).
+    pub dropped: Counter,
+    /// Requests that waited for room in the audit queue, and how long in all.
+    pub backpressure_waits: Counter,
+    pub backpressure_seconds: Counter<f64, AtomicU64>,
+    /// Requests waiting for room right now.
+    pub backpressure_waiting: Gauge,
+    pub write_errors: Counter,
+}
+
+/// Seconds since the Unix epoch.
+pub fn unix_seconds() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+type HistogramFamily<L> = Family<L, AtomicHistogram, fn() -> AtomicHistogram>;
+
+fn request_histogram() -> AtomicHistogram {
+    AtomicHistogram::new(&DURATION_BUCKETS)
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -90,8 +186,17 @@ pub struct JwtMetrics {
 
 pub struct Metrics {
     registry: Registry,
-    by_class: [Counter; 5],
-    pub request_duration: AtomicHistogram,
+    requests: Family<RequestLabels, Counter>,
+    request_duration: HistogramFamily<DurationLabels>,
+    upstream_duration: HistogramFamily<ProductLabels>,
+    consumer_requests: Option<Family<ConsumerLabels, Counter>>,
+    consumer_label: ConsumerLabel,
+    max_consumers: usize,
+    /// Services given their own consumer series (label `service`).
+    consumers_seen: std::sync::RwLock<std::collections::HashSet<Arc<str>>>,
+    no_product: Arc<str>,
+    other_consumer: Arc<str>,
+    pub audit: AuditMetrics,
     pub handshake_failures: Family<ReasonLabels, Counter>,
     pub open_connections: Gauge,
     pub tls_reloads: Family<ResultLabels, Counter>,
@@ -119,20 +224,83 @@ const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
 
 impl Metrics {
     pub fn new() -> Metrics {
+        Metrics::with_config(&MetricsConfig::default())
+    }
+
+    pub fn with_config(config: &MetricsConfig) -> Metrics {
         let mut registry = Registry::with_prefix("meshgate");
-        let requests = Family::<ClassLabels, Counter>::default();
+        let requests = Family::<RequestLabels, Counter>::default();
         registry.register(
             "requests",
-            "Requests answered, by HTTP status class",
+            "Requests answered, by data product, action, decision and HTTP status class",
             requests.clone(),
         );
-        let by_class = CLASSES.map(|class| requests.get_or_create(&ClassLabels { class }).clone());
-        let request_duration = AtomicHistogram::new(&DURATION_BUCKETS);
+        let request_duration: HistogramFamily<DurationLabels> =
+            Family::new_with_constructor(request_histogram);
         registry.register_with_unit(
             "request_duration",
-            "Time from request received to response headers sent",
+            "Time from request received to response headers sent, by data product and decision",
             Unit::Seconds,
             request_duration.clone(),
+        );
+        let upstream_duration: HistogramFamily<ProductLabels> =
+            Family::new_with_constructor(request_histogram);
+        registry.register_with_unit(
+            "upstream_duration",
+            "Time from forwarding a request to the upstream's response headers, by data product",
+            Unit::Seconds,
+            upstream_duration.clone(),
+        );
+        let consumer_requests = match config.consumer_label {
+            ConsumerLabel::None => None,
+            _ => {
+                let f = Family::<ConsumerLabels, Counter>::default();
+                registry.register(
+                    "consumer_requests",
+                    "Requests by data product, consumer and decision (metrics.consumer_label)",
+                    f.clone(),
+                );
+                Some(f)
+            }
+        };
+        let audit = AuditMetrics {
+            events: Counter::default(),
+            dropped: Counter::default(),
+            backpressure_waits: Counter::default(),
+            backpressure_seconds: Counter::default(),
+            backpressure_waiting: Gauge::default(),
+            write_errors: Counter::default(),
+        };
+        registry.register(
+            "audit_events",
+            "Audit events written to the sink",
+            audit.events.clone(),
+        );
+        registry.register(
+            "audit_dropped",
+            "Audit events lost: queue full or write failed in mode drop, or the request refused in mode block",
+            audit.dropped.clone(),
+        );
+        registry.register(
+            "audit_backpressure_waits",
+            "Requests that waited for room in the full audit queue (mode block)",
+            audit.backpressure_waits.clone(),
+        );
+        registry.register_with_unit(
+            "audit_backpressure",
+            "Time requests spent waiting for room in the full audit queue (mode block)",
+            Unit::Seconds,
+            audit.backpressure_seconds.clone(),
+        );
+        registry.register(
+            "audit_backpressure_waiting",
+            "Requests waiting for room in the full audit queue now (mode block)",
+            audit.backpressure_waiting.clone(),
+        );
+        registry.register(
+            "audit_write_errors",
+            "Failed writes to the audit sink",
+            audit.write_errors.clone(),
         );
         let handshake_failures = Family::<ReasonLabels, Counter>::default();
         registry.register(
@@ -245,6 +413,16 @@ impl Metrics {
             quota_store_errors.clone(),
         );
         Metrics {
+            requests,
+            request_duration,
+            upstream_duration,
+            consumer_requests,
+            consumer_label: config.consumer_label,
+            max_consumers: config.max_consumers,
+            consumers_seen: Default::default(),
+            no_product: Arc::from(""),
+            other_consumer: Arc::from("other"),
+            audit,
             quota_store_errors,
             load_shed,
             quota_rejections,
@@ -258,8 +436,6 @@ impl Metrics {
             policy_info,
             shadow_disagreements,
             registry,
-            by_class,
-            request_duration,
             handshake_failures,
             open_connections,
             tls_reloads,
@@ -283,10 +459,69 @@ impl Metrics {
     }
 
     /// Records one answered request.
-    pub fn observe_request(&self, status: http::StatusCode, elapsed: Duration) {
-        let class = (status.as_u16() / 100).clamp(1, 5) as usize - 1;
-        self.by_class[class].inc();
-        self.request_duration.observe(elapsed);
+    pub fn observe_request(&self, r: &Observed<'_>) {
+        let class = CLASSES[(r.status.as_u16() / 100).clamp(1, 5) as usize - 1];
+        let product = r.product.unwrap_or(&self.no_product);
+        self.requests
+            .get_or_create(&RequestLabels {
+                product: product.clone(),
+                action: r.action,
+                decision: r.decision,
+                class,
+            })
+            .inc();
+        self.request_duration
+            .get_or_create(&DurationLabels {
+                product: product.clone(),
+                decision: r.decision,
+            })
+            .observe(r.elapsed);
+        if let Some(family) = &self.consumer_requests {
+            let consumer = match self.consumer_label {
+                ConsumerLabel::Tier => r.tier.cloned().unwrap_or_else(|| self.no_product.clone()),
+                _ => self.bounded_consumer(r.service.to_str().unwrap_or("")),
+            };
+            family
+                .get_or_create(&ConsumerLabels {
+                    product: product.clone(),
+                    consumer,
+                    decision: r.decision,
+                })
+                .inc();
+        }
+    }
+
+    /// The service's own label while fewer than `max_consumers` have one.
+    fn bounded_consumer(&self, service: &str) -> Arc<str> {
+        if let Ok(seen) = self.consumers_seen.read() {
+            if let Some(s) = seen.get(service) {
+                return s.clone();
+            }
+            if seen.len() >= self.max_consumers {
+                return self.other_consumer.clone();
+            }
+        }
+        let Ok(mut seen) = self.consumers_seen.write() else {
+            return self.other_consumer.clone();
+        };
+        if let Some(s) = seen.get(service) {
+            return s.clone();
+        }
+        if seen.len() >= self.max_consumers {
+            return self.other_consumer.clone();
+        }
+        let s: Arc<str> = Arc::from(service);
+        seen.insert(s.clone());
+        s
+    }
+
+    /// Records the upstream's time to response headers.
+    pub fn observe_upstream(&self, product: Option<&Arc<str>>, elapsed: Duration) {
+        self.upstream_duration
+            .get_or_create(&ProductLabels {
+                product: product.unwrap_or(&self.no_product).clone(),
+            })
+            .observe(elapsed);
     }
 
     pub fn decision(&self, allowed: bool) {
@@ -398,40 +633,86 @@ impl EncodeMetric for AtomicHistogram {
 mod tests {
     use super::*;
 
+    fn observed<'a>(
+        product: Option<&'a Arc<str>>,
+        decision: &'static str,
+        status: u16,
+        elapsed: Duration,
+        service: &'a http::HeaderValue,
+    ) -> Observed<'a> {
+        Observed {
+            product,
+            action: if product.is_some() { "read" } else { "" },
+            decision,
+            status: http::StatusCode::from_u16(status).expect("status"),
+            elapsed,
+            tier: None,
+            service,
+        }
+    }
+
     #[test]
-    fn histogram_buckets_are_cumulative_in_text() {
+    fn requests_are_counted_by_product_decision_and_class() {
         let m = Metrics::new();
-        m.observe_request(http::StatusCode::OK, Duration::from_micros(50));
-        m.observe_request(http::StatusCode::BAD_GATEWAY, Duration::from_millis(3));
-        m.observe_request(http::StatusCode::OK, Duration::from_secs(20));
+        let orders: Arc<str> = Arc::from("sales.orders");
+        let p = Some(&orders);
+        let a = http::HeaderValue::from_static("spiffe://a");
+        m.observe_request(&observed(p, "allow", 200, Duration::from_micros(50), &a));
+        m.observe_request(&observed(p, "allow", 502, Duration::from_millis(3), &a));
+        m.observe_request(&observed(p, "allow", 200, Duration::from_secs(20), &a));
+        m.observe_request(&observed(
+            None,
+            "no_route",
+            404,
+            Duration::from_micros(5),
+            &a,
+        ));
         let text = m.encode();
-        assert!(
-            text.contains("meshgate_requests_total{class=\"2xx\"} 2"),
-            "{text}"
-        );
-        assert!(
-            text.contains("meshgate_requests_total{class=\"5xx\"} 1"),
-            "{text}"
-        );
-        assert!(
-            text.contains("meshgate_request_duration_seconds_bucket{le=\"0.0001\"} 1"),
-            "{text}"
-        );
-        assert!(
-            text.contains("meshgate_request_duration_seconds_bucket{le=\"0.005\"} 2"),
-            "{text}"
-        );
-        assert!(
-            text.contains("meshgate_request_duration_seconds_bucket{le=\"10.0\"} 2"),
-            "{text}"
-        );
-        assert!(
-            text.contains("meshgate_request_duration_seconds_bucket{le=\"+Inf\"} 3"),
-            "{text}"
-        );
-        assert!(
-            text.contains("meshgate_request_duration_seconds_count 3"),
-            "{text}"
-        );
+        for line in [
+            r#"meshgate_requests_total{product="sales.orders",action="read",decision="allow",class="2xx"} 2"#,
+            r#"meshgate_requests_total{product="sales.orders",action="read",decision="allow",class="5xx"} 1"#,
+            r#"meshgate_requests_total{product="",action="",decision="no_route",class="4xx"} 1"#,
+            r#"meshgate_request_duration_seconds_bucket{le="0.0001",product="sales.orders",decision="allow"} 1"#,
+            r#"meshgate_request_duration_seconds_bucket{le="0.005",product="sales.orders",decision="allow"} 2"#,
+            r#"meshgate_request_duration_seconds_bucket{le="10.0",product="sales.orders",decision="allow"} 2"#,
+            r#"meshgate_request_duration_seconds_bucket{le="+Inf",product="sales.orders",decision="allow"} 3"#,
+            r#"meshgate_request_duration_seconds_count{product="sales.orders",decision="allow"} 3"#,
+        ] {
+            assert!(text.contains(line), "{line} not in\n{text}");
+        }
+        assert!(!text.contains("consumer_requests"), "off by default");
+    }
+
+    #[test]
+    fn consumer_labels_stay_bounded() {
+        let m = Metrics::with_config(&MetricsConfig {
+            consumer_label: ConsumerLabel::Service,
+            max_consumers: 2,
+        });
+        let orders: Arc<str> = Arc::from("sales.orders");
+        for service in [
+            "spiffe://a",
+            "spiffe://b",
+            "spiffe://c",
+            "spiffe://d",
+            "spiffe://a",
+        ] {
+            let service = http::HeaderValue::from_static(service);
+            m.observe_request(&observed(
+                Some(&orders),
+                "deny",
+                403,
+                Duration::ZERO,
+                &service,
+            ));
+        }
+        let text = m.encode();
+        for line in [
+            r#"meshgate_consumer_requests_total{product="sales.orders",consumer="spiffe://a",decision="deny"} 2"#,
+            r#"meshgate_consumer_requests_total{product="sales.orders",consumer="spiffe://b",decision="deny"} 1"#,
+            r#"meshgate_consumer_requests_total{product="sales.orders",consumer="other",decision="deny"} 2"#,
+        ] {
+            assert!(text.contains(line), "{line} not in\n{text}");
+        }
     }
 }

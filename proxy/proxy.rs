@@ -11,23 +11,24 @@ use std::time::{Duration, Instant, SystemTime};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::uri::{Authority, PathAndQuery, Scheme, Uri};
 use http::{Method, Request, Response, Version};
-use http_body_util::Either;
 use hyper::body::Incoming;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
+use crate::audit::{CountedBody, Event, PendingEvent, Slot};
 use crate::authz::{AuthzOutcome, HttpFacts};
 use crate::config::{Config, UpstreamProtocol};
 use crate::contract::UserToken;
 use crate::error::{ProxyBody, ProxyError};
 use crate::identity::PeerIdentity;
 use crate::jwt::{TokenError, User, Verifier};
-use crate::metrics::QuotaLabels;
+use crate::metrics::{Observed, QuotaLabels};
 use crate::path::NormalPath;
 use crate::policy::PolicyStore;
 use crate::quota::{Admitted, Consumer, Refusal};
 use crate::server::Sidecar;
+use crate::trace::TraceContext;
 
 pub const X_FORWARDED_CLIENT_CERT: HeaderName = HeaderName::from_static("x-forwarded-client-cert");
 pub const X_MESHGATE_PRINCIPAL: HeaderName = HeaderName::from_static("x-meshgate-principal");
@@ -50,7 +51,7 @@ pub struct ConnInfo {
 
 /// The pooled client to the one upstream.
 pub struct Upstream {
-    client: Client<HttpConnector, Incoming>,
+    client: Client<HttpConnector, CountedBody>,
     authority: Authority,
     protocol: UpstreamProtocol,
     response_timeout: Duration,
@@ -109,60 +110,174 @@ impl Default for RequestIds {
     }
 }
 
-/// Handles one request end to end and records it.
-pub async fn handle(sc: &Sidecar, conn: &ConnInfo, req: Request<Incoming>) -> Response<ProxyBody> {
+/// What the request path learned on the way, for metrics and the audit event.
+#[derive(Default)]
+struct Facts {
+    /// The normalised path as forwarded, or the path as sent when refused.
+    path: String,
+    outcome: Option<Arc<AuthzOutcome>>,
+    user: Option<Arc<User>>,
+    tier: Option<Arc<str>>,
+    upstream: Option<Duration>,
+    /// Request body bytes forwarded (counted only when audited).
+    bytes_in: Option<Arc<AtomicU64>>,
+}
+
+/// Handles one request end to end and records it: metrics at once, the
+/// audit event when the response ends.
+pub async fn handle(
+    sc: &Sidecar,
+    conn: &Arc<ConnInfo>,
+    req: Request<Incoming>,
+) -> Response<ProxyBody> {
     let start = Instant::now();
+    let received = SystemTime::now();
     let request_id = sc.request_ids.next();
-    let resp = match decide_and_forward(sc, conn, &request_id, req).await {
-        Ok(resp) => resp,
-        Err(e) => {
-            match &e {
-                // Refusals clients cause are counted in metrics; a flood of
-                // them must not flood the logs.
-                ProxyError::Forbidden
-                | ProxyError::NoRoute
-                | ProxyError::MethodNotAllowed
-                | ProxyError::BadPath(_)
-                | ProxyError::Unauthorized(_)
-                | ProxyError::TooManyRequests(..)
-                | ProxyError::Overloaded(_)
-                | ProxyError::QuotaUnavailable => {
-                    tracing::debug!(request_id = ?request_id, principal = %conn.identity.principal, error = %e, "request refused")
-                }
-                _ => {
-                    tracing::warn!(request_id = ?request_id, principal = %conn.identity.principal, error = %e, "request failed")
-                }
+    let trace = TraceContext::from_headers(req.headers());
+    let method = req.method().clone();
+    let mut facts = Facts::default();
+    // The event's place is taken first: nothing is decided or forwarded
+    // that the audit trail cannot record (when_full: block).
+    let (slot, result) = match audit_slot(sc).await {
+        Ok(slot) => {
+            if slot.is_some() {
+                facts.bytes_in = Some(Arc::default());
             }
-            e.into_response(&request_id)
+            let r = decide_and_forward(sc, conn, &request_id, &trace, &mut facts, req).await;
+            (slot, r)
+        }
+        Err(e) => {
+            facts.path = req.uri().path().to_string();
+            (None, Err(e))
         }
     };
-    sc.metrics.observe_request(resp.status(), start.elapsed());
+    let (mut resp, decision, error) = match result {
+        Ok(resp) => (resp, "allow", None),
+        Err(e) => {
+            log_refusal(&e, &request_id, &trace, conn);
+            if let ProxyError::TooManyRequests(state, _) = &e {
+                facts.tier = Some(state.tier.clone());
+            }
+            (e.into_response(&request_id), e.decision(), Some(e.code()))
+        }
+    };
+    let outcome = facts.outcome.as_ref();
+    sc.metrics.observe_request(&Observed {
+        product: outcome.map(|o| &o.product),
+        action: outcome.map_or("", |o| o.action.as_str()),
+        decision,
+        status: resp.status(),
+        elapsed: start.elapsed(),
+        tier: facts.tier.as_ref(),
+        service: &conn.identity.principal_header,
+    });
+    if let Some(slot) = slot {
+        let policy_version = match (&facts.outcome, &sc.policy) {
+            (None, Some(store)) => Some(store.current().version.clone()),
+            _ => None,
+        };
+        let event = Event {
+            time: received,
+            request_id,
+            trace_id: trace.trace_id,
+            conn: conn.clone(),
+            user: facts.user,
+            tier: facts.tier,
+            outcome: facts.outcome,
+            policy_version,
+            method,
+            path: facts.path,
+            decision,
+            error,
+            status: resp.status().as_u16(),
+            upstream: facts.upstream,
+            duration: Duration::ZERO,
+            bytes_in: 0,
+            bytes_out: 0,
+            complete: false,
+        };
+        resp.body_mut().audit(Box::new(PendingEvent {
+            slot,
+            event,
+            start,
+            bytes_in: facts.bytes_in,
+        }));
+    }
     resp
+}
+
+async fn audit_slot(sc: &Sidecar) -> Result<Option<Slot>, ProxyError> {
+    match &sc.audit {
+        None => Ok(None),
+        Some(a) => a.slot().await.map_err(|_| ProxyError::AuditUnavailable),
+    }
+}
+
+fn log_refusal(e: &ProxyError, request_id: &HeaderValue, trace: &TraceContext, conn: &ConnInfo) {
+    let trace_id = crate::trace::hex(&trace.trace_id);
+    match e {
+        // Refusals clients cause are counted in metrics and audited; a flood
+        // of them must not flood the logs.
+        ProxyError::Forbidden
+        | ProxyError::NoRoute
+        | ProxyError::MethodNotAllowed
+        | ProxyError::BadPath(_)
+        | ProxyError::Unauthorized(_)
+        | ProxyError::TooManyRequests(..)
+        | ProxyError::Overloaded(_)
+        | ProxyError::QuotaUnavailable => {
+            tracing::debug!(request_id = ?request_id, trace_id, principal = %conn.identity.principal, error = %e, "request refused")
+        }
+        _ => {
+            tracing::warn!(request_id = ?request_id, trace_id, principal = %conn.identity.principal, error = %e, "request failed")
+        }
+    }
 }
 
 async fn decide_and_forward(
     sc: &Sidecar,
     conn: &ConnInfo,
     request_id: &HeaderValue,
+    trace: &TraceContext,
+    facts: &mut Facts,
     mut req: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, ProxyError> {
-    let path = crate::path::normalize(req.uri().path())?;
+    let path = match crate::path::normalize(req.uri().path()) {
+        Ok(p) => p,
+        Err(e) => {
+            facts.path = req.uri().path().to_string();
+            return Err(e.into());
+        }
+    };
+    facts.path = path.encoded();
+    // Past `limits.max_in_flight` requests in flight, 503 at once (no
+    // queue). The place is held until the response headers are ready.
+    let Ok(_in_flight) = sc.in_flight.try_acquire() else {
+        sc.metrics.load_shed("global");
+        return Err(ProxyError::Overloaded("global"));
+    };
     let mut admitted = None;
     let mut timeout = sc.upstream.response_timeout;
     if let Some(store) = &sc.policy {
         let user = end_user(sc, store, &req, &path).await?;
-        let outcome = authorize(sc, store, conn, &req, &path, user.as_deref())?;
+        let outcome = Arc::new(authorize(sc, store, conn, &req, &path, user.as_deref())?);
+        facts.user = user.clone();
+        facts.outcome = Some(outcome.clone());
         let allowed = outcome.decision.allowed;
         if allowed {
             admitted = admit(sc, store, conn, &outcome, user.as_deref()).await?;
             timeout = product_timeout(sc, &outcome).unwrap_or(timeout);
         }
-        req.extensions_mut().insert(Arc::new(outcome));
+        req.extensions_mut().insert(outcome);
         if !allowed {
             return Err(ProxyError::Forbidden);
         }
     }
-    let mut resp = forward(&sc.upstream, conn, request_id, req, &path, timeout).await?;
+    facts.tier = admitted
+        .as_ref()
+        .and_then(|a| a.state.as_ref())
+        .map(|s| s.tier.clone());
+    let mut resp = forward(sc, conn, request_id, trace, facts, req, &path, timeout).await?;
     // In-flight places are given back here, with the response headers.
     if let Some(state) = admitted.and_then(|a| a.state) {
         state.set_headers(resp.headers_mut());
@@ -312,15 +427,20 @@ fn authorize(
     Ok(outcome)
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn forward(
-    upstream: &Upstream,
+    sc: &Sidecar,
     conn: &ConnInfo,
     request_id: &HeaderValue,
+    trace: &TraceContext,
+    facts: &mut Facts,
     req: Request<Incoming>,
     path: &NormalPath,
     timeout: Duration,
 ) -> Result<Response<ProxyBody>, ProxyError> {
+    let upstream = &sc.upstream;
     let (mut parts, body) = req.into_parts();
+    let body = CountedBody::new(body, facts.bytes_in.clone());
     if parts.method == Method::CONNECT {
         return Err(ProxyError::BadRequest("CONNECT"));
     }
@@ -346,6 +466,7 @@ async fn forward(
     headers.insert(X_REQUEST_ID, request_id.clone());
     headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("https"));
     headers.append(X_FORWARDED_FOR, conn.peer_ip.clone());
+    trace.apply(headers);
     match upstream.protocol {
         UpstreamProtocol::Http1 => {
             parts.version = Version::HTTP_11;
@@ -369,7 +490,13 @@ async fn forward(
     parts.uri = Uri::from_parts(uri).map_err(|_| ProxyError::BadRequest("request target"))?;
 
     let call = upstream.client.request(Request::from_parts(parts, body));
-    let resp = match tokio::time::timeout(timeout, call).await {
+    let t0 = Instant::now();
+    let r = tokio::time::timeout(timeout, call).await;
+    let took = t0.elapsed();
+    facts.upstream = Some(took);
+    sc.metrics
+        .observe_upstream(facts.outcome.as_ref().map(|o| &o.product), took);
+    let resp = match r {
         Err(_) => return Err(ProxyError::UpstreamTimeout),
         Ok(Err(e)) if e.is_connect() => return Err(ProxyError::UpstreamUnavailable),
         Ok(Err(e)) => return Err(ProxyError::UpstreamFailed(error_chain(&e))),
@@ -378,7 +505,7 @@ async fn forward(
     let (mut parts, body) = resp.into_parts();
     strip_hop_by_hop(&mut parts.headers);
     parts.headers.insert(X_REQUEST_ID, request_id.clone());
-    Ok(Response::from_parts(parts, Either::Left(body)))
+    Ok(Response::from_parts(parts, ProxyBody::upstream(body)))
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {

@@ -14,7 +14,6 @@ use std::time::{Duration, Instant};
 use http::HeaderValue;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::graceful::{GracefulShutdown, Watcher};
-use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
@@ -47,6 +46,8 @@ pub enum StartError {
     Users(String),
     #[error("quotas: {0}")]
     Quotas(String),
+    #[error("{0}")]
+    Audit(String),
 }
 
 /// Everything the running sidecar shares between connections. Immutable but for
@@ -62,7 +63,9 @@ pub struct Sidecar {
     /// SLA quotas, when configured.
     pub quotas: Option<crate::quota::Quotas>,
     /// Places for requests in flight (`limits.max_in_flight`).
-    in_flight: Arc<tokio::sync::Semaphore>,
+    pub(crate) in_flight: tokio::sync::Semaphore,
+    /// The audit trail; `None` when `audit.sink` is `off`.
+    pub audit: Option<crate::audit::Audit>,
     pub(crate) upstream: Upstream,
     pub(crate) request_ids: RequestIds,
     h1: hyper::server::conn::http1::Builder,
@@ -83,12 +86,13 @@ pub struct Bound {
     sidecar: Arc<Sidecar>,
     data: TcpListener,
     admin: TcpListener,
+    audit_writer: Option<crate::audit::WriterThread>,
 }
 
 /// Loads TLS material and policies and binds both listeners. Nothing is served
 /// yet. `embedded` overrides the configuration's policy files (the demo).
 pub async fn bind(config: Config, embedded: Option<PolicyInputs>) -> Result<Bound, StartError> {
-    let metrics = Metrics::new();
+    let metrics = Metrics::with_config(&config.metrics);
     let tls = TlsStore::load(config.tls.clone(), &metrics)?;
     let origin = match (embedded, &config.policy) {
         (Some(inputs), _) => Some(Origin::Embedded(Box::new(inputs))),
@@ -120,6 +124,16 @@ pub async fn bind(config: Config, embedded: Option<PolicyInputs>) -> Result<Boun
             Some(quotas)
         }
     };
+    let (audit, audit_writer) =
+        match crate::audit::Audit::start(&config.audit, metrics.audit.clone())
+            .map_err(StartError::Audit)?
+        {
+            Some((a, w)) => (Some(a), Some(w)),
+            None => {
+                tracing::warn!("audit.sink is off: requests leave no audit trail");
+                (None, None)
+            }
+        };
     let data = TcpListener::bind(config.listen)
         .await
         .map_err(|source| StartError::Bind {
@@ -151,7 +165,8 @@ pub async fn bind(config: Config, embedded: Option<PolicyInputs>) -> Result<Boun
         policy,
         users,
         quotas,
-        in_flight: Arc::new(tokio::sync::Semaphore::new(config.limits.max_in_flight)),
+        in_flight: tokio::sync::Semaphore::new(config.limits.max_in_flight),
+        audit,
         upstream: Upstream::new(&config),
         request_ids: RequestIds::new(),
         tls,
@@ -166,6 +181,7 @@ pub async fn bind(config: Config, embedded: Option<PolicyInputs>) -> Result<Boun
         sidecar: Arc::new(sidecar),
         data,
         admin,
+        audit_writer,
     })
 }
 
@@ -178,6 +194,12 @@ impl Bound {
         self.admin.local_addr()
     }
 
+    /// The audit writer thread, to wait for after the runtime has stopped:
+    /// events of requests cut off at shutdown are written then.
+    pub fn take_audit_writer(&mut self) -> Option<crate::audit::WriterThread> {
+        self.audit_writer.take()
+    }
+
     /// Serves until `shutdown` resolves, then drains in-flight requests for up to
     /// the configured grace period.
     pub async fn serve(self, shutdown: impl Future<Output = ()>) -> Result<(), StartError> {
@@ -185,6 +207,7 @@ impl Bound {
             sidecar: sc,
             data,
             admin,
+            ..
         } = self;
         let data_addr = data.local_addr().ok();
         let admin_addr = admin.local_addr().ok();
@@ -253,7 +276,10 @@ impl Bound {
             ),
         }
 
-        accept_loop(sc, data, shutdown).await;
+        accept_loop(sc.clone(), data, shutdown).await;
+        if let Some(audit) = &sc.audit {
+            audit.flush().await;
+        }
         Ok(())
     }
 }
@@ -367,27 +393,17 @@ async fn connection(sc: Arc<Sidecar>, tcp: TcpStream, peer: SocketAddr, watcher:
     });
     tracing::debug!(%peer, principal = %conn.identity.principal, tls_version, h2, "connection established");
 
-    // The request path, top to bottom: past `limits.max_in_flight` requests
-    // in flight, 503 at once (no queue); then authorization, quotas and the
-    // upstream (proxy::handle).
+    // The request path, top to bottom, is proxy::handle: in-flight limit,
+    // authorization, quotas, the upstream, metrics and the audit event.
     let svc_sc = sc.clone();
-    let svc = tower::ServiceBuilder::new()
-        .map_result(shed_to_503(sc.clone()))
-        .load_shed()
-        .layer(tower::limit::GlobalConcurrencyLimitLayer::with_semaphore(
-            sc.in_flight.clone(),
-        ))
-        .service(tower::service_fn(
-            move |mut req: http::Request<hyper::body::Incoming>| {
-                let sc = svc_sc.clone();
-                let conn = conn.clone();
-                async move {
-                    req.extensions_mut().insert(conn.clone());
-                    Ok::<_, Infallible>(proxy::handle(&sc, &conn, req).await)
-                }
-            },
-        ));
-    let svc = TowerToHyperService::new(svc);
+    let svc = hyper::service::service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
+        let sc = svc_sc.clone();
+        let conn = conn.clone();
+        async move {
+            req.extensions_mut().insert(conn.clone());
+            Ok::<_, Infallible>(proxy::handle(&sc, &conn, req).await)
+        }
+    });
 
     let activity = Activity::default();
     let io = TokioIo::new(IdleIo {
@@ -409,22 +425,6 @@ async fn connection(sc: Arc<Sidecar>, tcp: TcpStream, peer: SocketAddr, watcher:
             idle,
         )
         .await;
-    }
-}
-
-type Answer = Result<http::Response<crate::error::ProxyBody>, tower::BoxError>;
-
-/// Turns the load-shed layer's refusal into our 503 (counted like every
-/// other response).
-fn shed_to_503(sc: Arc<Sidecar>) -> impl Fn(Answer) -> Answer + Clone {
-    move |r| {
-        Ok(r.unwrap_or_else(|_| {
-            sc.metrics.load_shed("global");
-            let resp = crate::error::ProxyError::Overloaded("global")
-                .into_response(&sc.request_ids.next());
-            sc.metrics.observe_request(resp.status(), Duration::ZERO);
-            resp
-        }))
     }
 }
 

@@ -396,7 +396,12 @@ fn slow_upstream_is_504() {
     let (body, status) = text.rsplit_once('\n').expect("status line");
     assert_eq!(status, "504", "{body}");
     assert!(body.contains("\"error\":\"upstream_timeout\""), "{body}");
-    assert_eq!(mg.metric("meshgate_requests_total{class=\"5xx\"}"), 1.0);
+    assert_eq!(
+        mg.metric(
+            "meshgate_requests_total{product=\"\",action=\"\",decision=\"allow\",class=\"5xx\"}"
+        ),
+        1.0
+    );
 }
 
 #[test]
@@ -589,12 +594,18 @@ fn admin_port_reports_liveness_readiness_and_metrics() {
     }
     let m = mg.metrics();
     assert_eq!(
-        metric_value(&m, "meshgate_requests_total{class=\"2xx\"}"),
+        metric_value(
+            &m,
+            "meshgate_requests_total{product=\"\",action=\"\",decision=\"allow\",class=\"2xx\"}"
+        ),
         1.0,
         "{m}"
     );
     assert_eq!(
-        metric_value(&m, "meshgate_request_duration_seconds_count"),
+        metric_value(
+            &m,
+            "meshgate_request_duration_seconds_count{product=\"\",decision=\"allow\"}"
+        ),
         1.0,
         "{m}"
     );

@@ -418,6 +418,12 @@ pub fn config_yaml(pki: &Pki, upstream: &str, extra: &str) -> String {
 impl Meshgate {
     /// Starts `meshgate run` with `yaml` and waits for its ready line.
     pub fn start(dir: &Path, yaml: &str) -> Meshgate {
+        Meshgate::start_with_stdout(dir, yaml, Stdio::null())
+    }
+
+    /// Like [`Meshgate::start`], with the sidecar's stdout (the audit sink
+    /// `stdout`) going to `stdout`; `Stdio::piped()` leaves it in `child`.
+    pub fn start_with_stdout(dir: &Path, yaml: &str, stdout: Stdio) -> Meshgate {
         let config_path = dir.join("meshgate.yaml");
         std::fs::write(&config_path, yaml).expect("write config");
         let mut child = Command::new(bin())
@@ -426,7 +432,7 @@ impl Meshgate {
             .arg(&config_path)
             .env_remove("RUST_LOG")
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
+            .stdout(stdout)
             .stderr(Stdio::piped())
             .spawn()
             .expect("spawn meshgate");
@@ -481,6 +487,16 @@ impl Meshgate {
 
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// Sends SIGTERM and waits for the process to exit.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let term = Command::new("kill")
+            .args(["-TERM", &self.pid().to_string()])
+            .status()
+            .expect("kill");
+        assert!(term.success());
+        self.child.wait().expect("wait")
     }
 
     /// Sends SIGHUP (reload policies and certificates).

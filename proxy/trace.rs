@@ -1,0 +1,227 @@
+//! W3C Trace Context (`traceparent`): an incoming trace is continued, a new one
+//! started when the header is absent or invalid. meshgate is one hop of the
+//! trace: the upstream receives the caller's trace id with meshgate's own span
+//! id as its parent.
+
+use http::header::{HeaderMap, HeaderName, HeaderValue};
+
+pub const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+pub const TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
+
+/// The trace a request belongs to and meshgate's span in it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TraceContext {
+    pub trace_id: [u8; 16],
+    /// meshgate's span: the parent id the upstream sees.
+    pub span_id: [u8; 8],
+    /// The caller's span, when the trace was continued.
+    pub parent_id: Option<[u8; 8]>,
+    pub flags: u8,
+}
+
+impl TraceContext {
+    /// Continues the trace of a valid `traceparent`, else starts a new one.
+    /// Exactly one `traceparent` is accepted; two are ambiguous and restart
+    /// the trace, as the W3C specification asks.
+    pub fn from_headers(headers: &HeaderMap) -> TraceContext {
+        let mut random = [0u8; 24];
+        // A failed system RNG leaves zeros; the ids are then replaced below by
+        // the always-valid fallbacks, so a request never fails for it.
+        let _ = aws_lc_rs::rand::fill(&mut random);
+        let mut span_id = [0u8; 8];
+        span_id.copy_from_slice(&random[16..]);
+        if span_id == [0; 8] {
+            span_id = [0, 0, 0, 0, 0, 0, 0, 1];
+        }
+        let mut values = headers.get_all(TRACEPARENT).iter();
+        if let (Some(v), None) = (values.next(), values.next()) {
+            if let Some((trace_id, parent_id, flags)) = parse_traceparent(v.as_bytes()) {
+                return TraceContext {
+                    trace_id,
+                    span_id,
+                    parent_id: Some(parent_id),
+                    flags,
+                };
+            }
+        }
+        let mut trace_id = [0u8; 16];
+        trace_id.copy_from_slice(&random[..16]);
+        if trace_id == [0; 16] {
+            trace_id[15] = 1;
+        }
+        TraceContext {
+            trace_id,
+            span_id,
+            parent_id: None,
+            flags: 0,
+        }
+    }
+
+    pub fn trace_id_hex(&self) -> String {
+        hex(&self.trace_id)
+    }
+
+    /// The `traceparent` for the upstream: same trace, meshgate's span as parent.
+    pub fn header(&self) -> HeaderValue {
+        let s = format!(
+            "00-{}-{}-{:02x}",
+            hex(&self.trace_id),
+            hex(&self.span_id),
+            self.flags
+        );
+        // Hex digits and dashes only: always a valid header value.
+        HeaderValue::from_str(&s).unwrap_or(HeaderValue::from_static(
+            "00-00000000000000000000000000000001-0000000000000001-00",
+        ))
+    }
+
+    /// Replaces the request's trace headers with ours. `tracestate` belongs to
+    /// the trace: it is kept when the trace is continued, dropped when restarted.
+    pub fn apply(&self, headers: &mut HeaderMap) {
+        if self.parent_id.is_none() {
+            headers.remove(TRACESTATE);
+        }
+        headers.insert(TRACEPARENT, self.header());
+    }
+}
+
+/// `version-traceid-parentid-flags`, lowercase hex. Version `ff` is invalid;
+/// a later version may append fields after a dash, which are ignored.
+fn parse_traceparent(v: &[u8]) -> Option<([u8; 16], [u8; 8], u8)> {
+    if v.len() < 55 {
+        return None;
+    }
+    let version = unhex::<1>(&v[0..2])?[0];
+    if version == 0xff || v[2] != b'-' || v[35] != b'-' || v[52] != b'-' {
+        return None;
+    }
+    if version == 0 && v.len() != 55 {
+        return None;
+    }
+    if v.len() > 55 && v[55] != b'-' {
+        return None;
+    }
+    let trace_id = unhex::<16>(&v[3..35])?;
+    let parent_id = unhex::<8>(&v[36..52])?;
+    let flags = unhex::<1>(&v[53..55])?[0];
+    if trace_id == [0; 16] || parent_id == [0; 8] {
+        return None;
+    }
+    Some((trace_id, parent_id, flags))
+}
+
+fn unhex<const N: usize>(s: &[u8]) -> Option<[u8; N]> {
+    if s.len() != 2 * N {
+        return None;
+    }
+    let digit = |c: u8| match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        _ => None,
+    };
+    let mut out = [0u8; N];
+    for (i, pair) in s.chunks_exact(2).enumerate() {
+        out[i] = (digit(pair[0])? << 4) | digit(pair[1])?;
+    }
+    Some(out)
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        s.push(DIGITS[usize::from(b >> 4)] as char);
+        s.push(DIGITS[usize::from(b & 0xf)] as char);
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ctx(values: &[&str]) -> TraceContext {
+        let mut h = HeaderMap::new();
+        for v in values {
+            h.append(TRACEPARENT, HeaderValue::from_str(v).expect("value"));
+        }
+        TraceContext::from_headers(&h)
+    }
+
+    const VALID: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+
+    #[test]
+    fn continues_a_valid_trace_with_a_new_span() {
+        let t = ctx(&[VALID]);
+        assert_eq!(t.trace_id_hex(), "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_eq!(
+            t.parent_id.map(|p| hex(&p)).as_deref(),
+            Some("00f067aa0ba902b7")
+        );
+        assert_eq!(t.flags, 1);
+        let out = t.header();
+        let out = out.to_str().expect("ascii");
+        assert!(
+            out.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"),
+            "{out}"
+        );
+        assert!(out.ends_with("-01"), "{out}");
+        assert!(
+            !out.contains("00f067aa0ba902b7"),
+            "meshgate's own span: {out}"
+        );
+        assert_eq!(out.len(), 55);
+    }
+
+    #[test]
+    fn starts_a_new_trace_when_absent_or_invalid() {
+        let bad = [
+            "",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7",
+            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+            "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra",
+            "00_4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "0x-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        ];
+        for v in bad {
+            let t = if v.is_empty() { ctx(&[]) } else { ctx(&[v]) };
+            assert_eq!(t.parent_id, None, "{v:?}");
+            assert_ne!(
+                t.trace_id_hex(),
+                "4bf92f3577b34da6a3ce929d0e0e4736",
+                "{v:?}"
+            );
+            assert_eq!(t.flags, 0);
+        }
+        // Two headers are ambiguous.
+        assert_eq!(ctx(&[VALID, VALID]).parent_id, None);
+        // New traces differ.
+        assert_ne!(ctx(&[]).trace_id, ctx(&[]).trace_id);
+    }
+
+    #[test]
+    fn later_versions_may_carry_more_fields() {
+        let t = ctx(&["01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-abc"]);
+        assert_eq!(t.trace_id_hex(), "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert!(t.header().as_bytes().starts_with(b"00-"));
+    }
+
+    #[test]
+    fn tracestate_follows_the_trace() {
+        let mut h = HeaderMap::new();
+        h.insert(TRACEPARENT, HeaderValue::from_static(VALID));
+        h.insert(TRACESTATE, HeaderValue::from_static("vendor=1"));
+        let t = TraceContext::from_headers(&h);
+        t.apply(&mut h);
+        assert!(h.contains_key(TRACESTATE));
+        let mut h2 = HeaderMap::new();
+        h2.insert(TRACESTATE, HeaderValue::from_static("vendor=1"));
+        let t = TraceContext::from_headers(&h2);
+        t.apply(&mut h2);
+        assert!(!h2.contains_key(TRACESTATE));
+        assert_eq!(h2.get_all(TRACEPARENT).iter().count(), 1);
+    }
+}
