@@ -6,8 +6,8 @@
 #
 # Knobs (env): DURATION=10s WARMUP=2s (each measured run; s or m suffix), CONNS=32 (HTTP/1.1 runs),
 #   H2_CONNS=4 H2_STREAMS=8 (oha --http2 -c 4 -p 8: 32 concurrent streams over 4 TLS connections),
-#   HS_PROCS=4 (parallel `openssl s_time -new` clients), IDLE_CONNS=1000, NGINX_ACCESS_LOG=1 (access log to
-#   a file; off by default), KEEP_WORK=1 (keep the temp dir), MAX_TOTAL=1800 (hard limit, seconds, build included),
+#   HS_PROCS=4 (parallel `openssl s_time -new` clients), IDLE_CONNS=1000, AUDIT=1 (meshgate's audit trail to a
+#   file, and nginx's access log to a file, for fairness; AUDIT=0 turns both off), KEEP_WORK=1 (keep the temp dir), MAX_TOTAL=1800 (hard limit, seconds, build included),
 #   QUIET_WAIT=120 (seconds to wait for an otherwise idle machine), RETRIES=2 (a run during which other processes
 #   took > 5% of CPU 0 is repeated), MESHGATE=path (use this binary instead of building),
 #   POLICY=1 (meshgate enforces the example Cedar policies of policies/: mesh baseline + sales domain),
@@ -25,7 +25,7 @@ if [[ -z ${E2E_INNER:-} ]]; then E2E_INNER=1 exec timeout --foreground -k 15 "${
 
 DURATION=${DURATION:-10s} WARMUP=${WARMUP:-2s} CONNS=${CONNS:-32} H2_CONNS=${H2_CONNS:-4}
 H2_STREAMS=${H2_STREAMS:-8} HS_PROCS=${HS_PROCS:-4} IDLE_CONNS=${IDLE_CONNS:-1000}
-NGINX_ACCESS_LOG=${NGINX_ACCESS_LOG:-0} READY_TIMEOUT=${READY_TIMEOUT:-30} QUIET_WAIT=${QUIET_WAIT:-120} RETRIES=${RETRIES:-2}
+AUDIT=${AUDIT:-1} READY_TIMEOUT=${READY_TIMEOUT:-30} QUIET_WAIT=${QUIET_WAIT:-120} RETRIES=${RETRIES:-2}
 export PATH="$PATH:/usr/sbin:/sbin:$HOME/.cargo/bin"
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 log() { printf '[e2e %s] %s\n' "$(date +%T)" "$*" >&2; }
@@ -203,7 +203,7 @@ run_oha upstream h1-keepalive "http://127.0.0.1:$UP_PORT/orders" -c "$CONNS"
 
 # ---- (b) nginx ---------------------------------------------------------------------------------
 NG="$WORK/nginx"; mkdir -p "$NG/tmp"
-ACCESS="access_log off;"; [[ $NGINX_ACCESS_LOG == 1 ]] && ACCESS="access_log $NG/access.log;"
+ACCESS="access_log off;"; [[ $AUDIT == 1 ]] && ACCESS="access_log $NG/access.log;"
 cat >"$NG/nginx.conf" <<EOF
 worker_processes 1; daemon off; master_process on; pid $NG/nginx.pid; error_log $NG/error.log warn;
 events { worker_connections 4096; }
@@ -243,6 +243,8 @@ workers: 1
 tls: { cert: $C/server.pem, key: $C/server-key.pem, client_ca: $C/ca.pem }
 log: { level: warn }
 EOF
+if [[ $AUDIT == 1 ]]; then echo "audit: { sink: file, file: $WORK/audit.log }" >>"$WORK/meshgate.yaml"
+else echo "audit: { sink: off }" >>"$WORK/meshgate.yaml"; fi
 if [[ ${POLICY:-0} == 1 ]]; then  # Cedar on: the mesh baseline and the sales domain of policies/
   P="$ROOT/policies"
   cat >>"$WORK/meshgate.yaml" <<EOF
@@ -260,6 +262,7 @@ PROC[meshgate]=$MG_PID PORT[meshgate]=$MG_PORT; check_proxy meshgate
 MESHGATES=(meshgate)
 if [[ ${QUOTAS:-0} == 1 ]]; then  # the same sidecar with a quota that never runs out for the client
   sed -e "s/127.0.0.1:$MG_PORT/127.0.0.1:$MQ_PORT/" -e "s/127.0.0.1:$MG_ADMIN/127.0.0.1:$MQ_ADMIN/" \
+    -e "s|$WORK/audit.log|$WORK/audit-q.log|" \
     "$WORK/meshgate.yaml" >"$WORK/meshgate-q.yaml"
   cat >>"$WORK/meshgate-q.yaml" <<EOF
 quotas:
@@ -282,6 +285,10 @@ for t in nginx meshgate; do use $t; run_oha $t new-conn "https://127.0.0.1:${POR
 for t in nginx meshgate; do use $t; run_full_hs $t "${PORT[$t]}"; done
 for t in nginx meshgate; do use $t; idle_rss $t "${PORT[$t]}"; done
 if grep -E '"level":"ERROR"|panick' "$WORK/meshgate.log" >&2; then log "meshgate logged errors (above)"; fi
+if [[ $AUDIT == 1 ]]; then  # the audit trail written under load verifies (rotated files oldest first)
+  mapfile -t AF < <(ls "$WORK"/audit.log.* 2>/dev/null | awk -F. '{print $NF"\t"$0}' | sort -rn | cut -f2)
+  AUDIT_VERIFY=$("$MG" audit verify "${AF[@]}" "$WORK/audit.log" 2>&1) || die "audit verify: $AUDIT_VERIFY"
+else AUDIT_VERIFY="audit off (AUDIT=0)"; fi
 
 # ---- summary -----------------------------------------------------------------------------------
 python3 - "$RESULTS" "$MEM" "$TCK" "$WORK/resumes.txt" <<PY
@@ -290,6 +297,7 @@ rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1])]
 mem = [l.rstrip("\n").split("\t") for l in open(sys.argv[2])]
 tck, resumes, res = int(sys.argv[3]), dict(l.split() for l in open(sys.argv[4])), {}
 print("\n=== meshgate e2e benchmark ($(cd "$ROOT" && git describe --always --dirty 2>/dev/null || echo no-git)): $(nproc) CPUs, $(nginx -v 2>&1 | sed 's/.*: //'), $(oha --version), $(openssl version | cut -d' ' -f1-2)")
+print("audit: " + ("meshgate audit trail and nginx access log to files; meshgate audit verify: $AUDIT_VERIFY" if "$AUDIT" == "1" else "off (AUDIT=0)"))
 print("load: DURATION=$DURATION after WARMUP=$WARMUP; h1-keepalive = -c $CONNS; h2 = --http2 -c $H2_CONNS -p $H2_STREAMS;"
       "\n      new-conn = --disable-keepalive -c $CONNS (TLS resumption as offered); full-hs = $HS_PROCS x openssl s_time -new + GET")
 print("pinning: proxy on CPU 0; oha, upstream, helpers on CPU 1. cpuN% = how busy CPU N was;\n"

@@ -83,6 +83,7 @@ pub async fn run(opts: DemoOptions, shutdown: impl Future<Output = ()>) -> anyho
     println!("  # metrics");
     println!("  curl http://{admin}/metrics");
     println!();
+    println!("Every request leaves a hash-chained audit event: JSON lines printed below.");
     println!("Ctrl-C stops the demo.");
     bound.serve(shutdown).await?;
     Ok(())

@@ -29,6 +29,7 @@ use crate::policy::PolicyStore;
 use crate::quota::{Admitted, Consumer, Refusal};
 use crate::server::Sidecar;
 use crate::trace::TraceContext;
+use tracing::Instrument;
 
 pub const X_FORWARDED_CLIENT_CERT: HeaderName = HeaderName::from_static("x-forwarded-client-cert");
 pub const X_MESHGATE_PRINCIPAL: HeaderName = HeaderName::from_static("x-meshgate-principal");
@@ -134,6 +135,29 @@ pub async fn handle(
     let received = SystemTime::now();
     let request_id = sc.request_ids.next();
     let trace = TraceContext::from_headers(req.headers());
+    // Enabled with `RUST_LOG=meshgate=debug`: every log line of the request
+    // then carries these fields.
+    let span = tracing::debug_span!(
+        "request",
+        request_id = ?request_id,
+        trace_id = %trace,
+        method = %req.method(),
+        principal = %conn.identity.principal,
+    );
+    handle_in(sc, conn, req, start, received, request_id, trace)
+        .instrument(span)
+        .await
+}
+
+async fn handle_in(
+    sc: &Sidecar,
+    conn: &Arc<ConnInfo>,
+    req: Request<Incoming>,
+    start: Instant,
+    received: SystemTime,
+    request_id: HeaderValue,
+    trace: TraceContext,
+) -> Response<ProxyBody> {
     let method = req.method().clone();
     let mut facts = Facts::default();
     // The event's place is taken first: nothing is decided or forwarded
@@ -214,7 +238,7 @@ async fn audit_slot(sc: &Sidecar) -> Result<Option<Slot>, ProxyError> {
 }
 
 fn log_refusal(e: &ProxyError, request_id: &HeaderValue, trace: &TraceContext, conn: &ConnInfo) {
-    let trace_id = crate::trace::hex(&trace.trace_id);
+    let trace_id = trace;
     match e {
         // Refusals clients cause are counted in metrics and audited; a flood
         // of them must not flood the logs.
@@ -226,10 +250,10 @@ fn log_refusal(e: &ProxyError, request_id: &HeaderValue, trace: &TraceContext, c
         | ProxyError::TooManyRequests(..)
         | ProxyError::Overloaded(_)
         | ProxyError::QuotaUnavailable => {
-            tracing::debug!(request_id = ?request_id, trace_id, principal = %conn.identity.principal, error = %e, "request refused")
+            tracing::debug!(request_id = ?request_id, %trace_id, principal = %conn.identity.principal, error = %e, "request refused")
         }
         _ => {
-            tracing::warn!(request_id = ?request_id, trace_id, principal = %conn.identity.principal, error = %e, "request failed")
+            tracing::warn!(request_id = ?request_id, %trace_id, principal = %conn.identity.principal, error = %e, "request failed")
         }
     }
 }

@@ -85,6 +85,16 @@ impl TraceContext {
     }
 }
 
+/// Shows the trace id (32 hex digits), formatted only when used.
+impl std::fmt::Display for TraceContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for b in self.trace_id {
+            write!(f, "{b:02x}")?;
+        }
+        Ok(())
+    }
+}
+
 /// `version-traceid-parentid-flags`, lowercase hex. Version `ff` is invalid;
 /// a later version may append fields after a dash, which are ignored.
 fn parse_traceparent(v: &[u8]) -> Option<([u8; 16], [u8; 8], u8)> {

@@ -312,9 +312,42 @@ fn trace_context_is_continued_to_the_upstream_and_audited() {
     assert_eq!(fresh.len(), 1);
     assert_eq!(fresh[0].len(), 55);
 
+    // Log lines of a request carry its span (request id, trace id).
+    let url = mg.url("/a%2Fb");
+    let out = curl(
+        &pki,
+        Some("reporting"),
+        &[
+            "-sS",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "-H",
+            &format!("traceparent: {incoming}"),
+            &url,
+        ],
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "400");
+    let line = mg
+        .logs
+        .wait_for(0, std::time::Duration::from_secs(10), |l| {
+            l.contains("request refused")
+        })
+        .expect("a refusal log line");
+    let v: serde_json::Value = serde_json::from_str(&line).expect("json log");
+    assert_eq!(v["trace_id"], "4bf92f3577b34da6a3ce929d0e0e4736", "{line}");
+    assert_eq!(v["span"]["name"], "request", "{line}");
+    assert_eq!(
+        v["span"]["trace_id"], "4bf92f3577b34da6a3ce929d0e0e4736",
+        "{line}"
+    );
+
     assert!(mg.terminate().success());
     let all = events(&audit_file);
-    assert_eq!(all.len(), 3);
+    assert_eq!(all.len(), 4);
+    assert_eq!(all[3]["decision"], "invalid");
+    assert_eq!(all[3]["path"], "/a%2Fb", "the path as sent when refused");
     assert_eq!(all[0]["trace_id"], "4bf92f3577b34da6a3ce929d0e0e4736");
     assert_eq!(all[2]["trace_id"].as_str(), Some(&fresh[0][3..35]));
     assert!(

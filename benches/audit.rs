@@ -1,0 +1,118 @@
+//! What recording a request costs: `metrics/observe_request` (the request
+//! counter, the duration histogram by product and decision) on the request's
+//! thread, and `audit/pipeline`, the sustained cost of one audit event: a
+//! place taken in the queue, the event sent, and the writer thread's JSON
+//! encoding, SHA-256 chain and buffered write to a file (tmpfs or disk,
+//! wherever the temp dir is). The pipeline figure is per event at the rate
+//! the writer keeps up with (the queue is bounded: when the writer is the
+//! bottleneck, senders wait), so it bounds the audited requests per second.
+//!
+//!     cargo bench --bench audit
+
+use std::hint::black_box;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use http::{HeaderValue, Method, StatusCode};
+use meshgate::audit::{Audit, AuditConfig, Event, FullMode, SinkKind};
+use meshgate::identity::{PeerIdentity, Principal};
+use meshgate::metrics::{Metrics, Observed};
+use meshgate::proxy::ConnInfo;
+
+const ID: &str = "spiffe://mesh.local/ns/finance/sa/reporting";
+
+fn conn() -> Arc<ConnInfo> {
+    let principal: Principal = ID.parse().expect("principal");
+    Arc::new(ConnInfo {
+        identity: PeerIdentity {
+            principal,
+            principal_header: HeaderValue::from_static(ID),
+            xfcc: HeaderValue::from_static("x"),
+            cert_sha256: String::new(),
+        },
+        peer: "127.0.0.1:40000".parse().expect("addr"),
+        peer_ip: HeaderValue::from_static("127.0.0.1"),
+        tls_version: "TLSv1.3",
+    })
+}
+
+fn event(conn: &Arc<ConnInfo>, version: &Arc<str>) -> Event {
+    Event {
+        time: SystemTime::now(),
+        request_id: HeaderValue::from_static("5b1f0c2e9a7d4e3f0000000000000001"),
+        trace_id: [0x4b; 16],
+        conn: conn.clone(),
+        user: None,
+        tier: Some(Arc::from("gold")),
+        outcome: None,
+        policy_version: Some(version.clone()),
+        method: Method::GET,
+        path: "/orders/12345".to_string(),
+        decision: "allow",
+        error: None,
+        status: 200,
+        upstream: Some(Duration::from_micros(180)),
+        duration: Duration::from_micros(230),
+        bytes_in: 0,
+        bytes_out: 2048,
+        complete: true,
+    }
+}
+
+fn recording(c: &mut Criterion) {
+    let metrics = Metrics::new();
+    let product: Arc<str> = Arc::from("sales.orders");
+    let service = HeaderValue::from_static(ID);
+    c.bench_function("metrics/observe_request", |b| {
+        b.iter(|| {
+            metrics.observe_request(black_box(&Observed {
+                product: Some(&product),
+                action: "read",
+                decision: "allow",
+                status: StatusCode::OK,
+                elapsed: Duration::from_micros(230),
+                tier: None,
+                service: &service,
+            }))
+        })
+    });
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = AuditConfig {
+        sink: SinkKind::File,
+        file: Some(dir.path().join("audit.log")),
+        max_file_bytes: 256 * 1024 * 1024,
+        retain: 2,
+        queue: 16 * 1024,
+        when_full: FullMode::Block,
+        max_wait: Duration::from_secs(60),
+    };
+    let (audit, writer) = Audit::start(&config, metrics.audit.clone())
+        .expect("audit")
+        .expect("enabled");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let conn = conn();
+    let version: Arc<str> = Arc::from("9f2c".repeat(16));
+    c.bench_function("audit/pipeline", |b| {
+        b.iter_custom(|iters| {
+            rt.block_on(async {
+                let t0 = Instant::now();
+                for _ in 0..iters {
+                    let slot = audit.slot().await.expect("slot").expect("place");
+                    slot.send(event(&conn, &version));
+                }
+                audit.flush().await;
+                t0.elapsed()
+            })
+        })
+    });
+    drop(audit);
+    writer.join(Duration::from_secs(30));
+}
+
+criterion_group!(benches, recording);
+criterion_main!(benches);
