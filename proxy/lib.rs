@@ -25,5 +25,6 @@ pub mod quota;
 pub mod routes;
 pub mod sample;
 pub mod server;
+pub mod slo;
 pub mod synth;
 pub mod tls;
