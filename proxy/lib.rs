@@ -13,6 +13,7 @@ pub mod contract;
 pub mod demo;
 pub mod embedded;
 pub mod error;
+pub mod exposition;
 pub mod fetch;
 pub mod identity;
 pub mod jwt;
