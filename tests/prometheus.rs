@@ -503,6 +503,15 @@ fn a_real_prometheus_scrapes_the_sidecar_and_evaluates_the_slo_rules() {
         );
     }
 
+    // Every query of the dashboard is valid PromQL for this Prometheus.
+    for (title, expr) in dashboard_queries() {
+        let q = expr
+            .replace("$product", "sales.orders")
+            .replace("$__rate_interval", "1m");
+        let v = prom.get("/api/v1/query", Some(&q));
+        assert_eq!(v["status"], "success", "panel `{title}`: {q}: {v}");
+    }
+
     // The generated rules loaded, and every evaluated rule evaluated cleanly.
     let groups = prom.get("/api/v1/rules", None);
     let groups = groups["data"]["groups"]
@@ -520,4 +529,234 @@ fn a_real_prometheus_scrapes_the_sidecar_and_evaluates_the_slo_rules() {
     prom.wait("rules evaluated", |p| p.rule_health().0 > 0);
     let (ok, errors) = prom.rule_health();
     assert!(ok > 0 && errors.is_empty(), "rule errors: {errors:?}");
+}
+
+/// What the sidecar exposes (the metric contract the rules and the
+/// dashboard are written against), histograms by their series.
+const METRICS: &[&str] = &[
+    "meshgate_requests_total",
+    "meshgate_request_duration_seconds_bucket",
+    "meshgate_request_duration_seconds_count",
+    "meshgate_request_duration_seconds_sum",
+    "meshgate_upstream_duration_seconds_bucket",
+    "meshgate_upstream_duration_seconds_count",
+    "meshgate_upstream_duration_seconds_sum",
+    "meshgate_authorization_duration_seconds_bucket",
+    "meshgate_authorization_duration_seconds_count",
+    "meshgate_authorization_duration_seconds_sum",
+    "meshgate_certificate_expiry_timestamp_seconds",
+    "meshgate_policy_reloads_total",
+    "meshgate_policy_info",
+    "meshgate_tls_handshake_failures_total",
+    "meshgate_quota_rejections_total",
+    "meshgate_load_shed_total",
+    "meshgate_audit_events_total",
+    "meshgate_audit_dropped_total",
+];
+
+/// The metric names a PromQL expression selects: identifiers that are not
+/// functions, aggregations, keywords or grouping labels, outside strings,
+/// label matchers and ranges.
+fn metric_names(expr: &str) -> Vec<String> {
+    const AGGREGATIONS: &[&str] = &[
+        "sum",
+        "min",
+        "max",
+        "avg",
+        "count",
+        "stddev",
+        "stdvar",
+        "topk",
+        "bottomk",
+        "quantile",
+        "count_values",
+        "group",
+    ];
+    const GROUPING: &[&str] = &[
+        "by",
+        "without",
+        "on",
+        "ignoring",
+        "group_left",
+        "group_right",
+    ];
+    const KEYWORDS: &[&str] = &[
+        "and", "or", "unless", "bool", "offset", "atan2", "inf", "nan",
+    ];
+    let c: Vec<char> = expr.chars().collect();
+    // The index just past the bracket matching the one at `i`.
+    let skip_to = |mut i: usize, close: char| {
+        let mut quote = None;
+        while i < c.len() {
+            match (quote, c[i]) {
+                (Some(_), '\\') => i += 1,
+                (Some(q), ch) if ch == q => quote = None,
+                (None, '"' | '\'' | '`') => quote = Some(c[i]),
+                (None, ch) if ch == close => return i + 1,
+                _ => {}
+            }
+            i += 1;
+        }
+        i
+    };
+    let mut names = Vec::new();
+    let mut i = 0;
+    while i < c.len() {
+        match c[i] {
+            '{' => i = skip_to(i + 1, '}'),
+            '[' => i = skip_to(i + 1, ']'),
+            q @ ('"' | '\'' | '`') => i = skip_to(i + 1, q),
+            ch if ch.is_ascii_digit() || ch == '.' || ch == '$' => {
+                i += 1;
+                while i < c.len() && (c[i].is_ascii_alphanumeric() || c[i] == '.' || c[i] == '_') {
+                    i += 1;
+                }
+            }
+            ch if ch.is_ascii_alphabetic() || ch == '_' || ch == ':' => {
+                let start = i;
+                while i < c.len() && (c[i].is_ascii_alphanumeric() || c[i] == '_' || c[i] == ':') {
+                    i += 1;
+                }
+                let word: String = c[start..i].iter().collect();
+                let mut next = i;
+                while next < c.len() && c[next].is_whitespace() {
+                    next += 1;
+                }
+                let call = c.get(next) == Some(&'(');
+                if GROUPING.contains(&word.as_str()) && call {
+                    i = skip_to(next + 1, ')');
+                } else if !call
+                    && !AGGREGATIONS.contains(&word.as_str())
+                    && !KEYWORDS.contains(&word.to_ascii_lowercase().as_str())
+                {
+                    names.push(word);
+                }
+            }
+            _ => i += 1,
+        }
+    }
+    names
+}
+
+/// Every recording rule name of the committed rule file.
+fn recorded() -> Vec<String> {
+    let rules: meshgate::slo::RuleFile = serde_yaml_ng::from_str(
+        &std::fs::read_to_string(deploy().join("meshgate-slo.yml")).expect("rules"),
+    )
+    .expect("rule file");
+    rules
+        .groups
+        .into_iter()
+        .flat_map(|g| g.rules)
+        .filter_map(|r| r.record)
+        .collect()
+}
+
+/// (panel title, PromQL) of every target of the dashboard, rows included.
+fn dashboard_queries() -> Vec<(String, String)> {
+    fn walk(panels: &[serde_json::Value], out: &mut Vec<(String, String)>) {
+        for p in panels {
+            let title = p["title"].as_str().unwrap_or_default().to_string();
+            if p["type"] == "row" {
+                walk(
+                    p["panels"].as_array().map(Vec::as_slice).unwrap_or(&[]),
+                    out,
+                );
+                continue;
+            }
+            let targets = p["targets"].as_array().cloned().unwrap_or_default();
+            assert!(!targets.is_empty(), "panel `{title}` has no query");
+            for t in targets {
+                let expr = t["expr"].as_str().unwrap_or_default();
+                assert!(!expr.trim().is_empty(), "panel `{title}`: empty query");
+                out.push((title.clone(), expr.to_string()));
+            }
+        }
+    }
+    let text =
+        std::fs::read_to_string(repo("deploy/grafana/meshgate-dashboard.json")).expect("dashboard");
+    let d: serde_json::Value = serde_json::from_str(&text).expect("dashboard JSON");
+    let mut out = Vec::new();
+    walk(d["panels"].as_array().expect("panels"), &mut out);
+    out
+}
+
+#[test]
+fn metric_names_are_found_in_promql() {
+    assert_eq!(
+        metric_names(
+            "sum by (le, product) (rate(a_bucket{x=\"{y}\",le=~\"1|2\"}[5m] offset 1h)) / on(x) group_left(y) b:c:d or vector(1) and 1 - 2e3 * $v + Inf > bool count(e)"
+        ),
+        ["a_bucket", "b:c:d", "e"]
+    );
+}
+
+#[test]
+fn rules_and_dashboard_query_only_the_metric_contract() {
+    let recorded = recorded();
+    let known = |name: &str| METRICS.contains(&name) || recorded.iter().any(|r| r == name);
+    let rules: meshgate::slo::RuleFile = serde_yaml_ng::from_str(
+        &std::fs::read_to_string(deploy().join("meshgate-slo.yml")).expect("rules"),
+    )
+    .expect("rule file");
+    for r in rules.groups.iter().flat_map(|g| &g.rules) {
+        let names = metric_names(&r.expr);
+        assert!(
+            !names.is_empty() || r.expr.starts_with("vector("),
+            "{}",
+            r.expr
+        );
+        for n in names {
+            assert!(
+                known(&n),
+                "rule {:?}{:?} selects unknown `{n}`",
+                r.record,
+                r.alert
+            );
+        }
+    }
+
+    let text =
+        std::fs::read_to_string(repo("deploy/grafana/meshgate-dashboard.json")).expect("dashboard");
+    let d: serde_json::Value = serde_json::from_str(&text).expect("dashboard JSON");
+    let product = d["templating"]["list"]
+        .as_array()
+        .and_then(|l| l.iter().find(|v| v["name"] == "product"))
+        .expect("a product variable");
+    assert_eq!(
+        product["definition"],
+        "label_values(meshgate_requests_total, product)"
+    );
+
+    let queries = dashboard_queries();
+    for (title, expr) in &queries {
+        let names = metric_names(expr);
+        assert!(!names.is_empty(), "`{title}`: {expr}");
+        for n in &names {
+            assert!(known(n), "panel `{title}` queries unknown `{n}`: {expr}");
+            // Per-product series are read for the chosen product.
+            let per_product = n.starts_with("slo:")
+                || n.starts_with("meshgate_requests_total")
+                || n.starts_with("meshgate_request_duration")
+                || n.starts_with("meshgate_upstream_duration")
+                || n.starts_with("meshgate_quota_rejections");
+            assert!(
+                !per_product || expr.contains("product=\"$product\""),
+                "`{title}` reads {n} for every product: {expr}"
+            );
+        }
+    }
+    // What the dashboard is for: rate, decisions, p50/p99, quota
+    // rejections, error budget left.
+    let all: String = queries.iter().map(|(_, e)| e.as_str()).collect();
+    for needle in [
+        "sum(rate(meshgate_requests_total{product=\"$product\"}",
+        "sum by (decision) (rate(meshgate_requests_total{product=\"$product\"}",
+        "histogram_quantile(0.5, sum by (le) (rate(meshgate_request_duration_seconds_bucket{product=\"$product\"",
+        "histogram_quantile(0.99, sum by (le) (rate(meshgate_request_duration_seconds_bucket{product=\"$product\"",
+        "meshgate_quota_rejections_total{product=\"$product\"}",
+        "slo:error_budget_remaining:ratio{product=\"$product\"",
+    ] {
+        assert!(all.contains(needle), "no panel queries {needle}");
+    }
 }
