@@ -75,9 +75,11 @@ enum Command {
         #[arg(required = true, value_name = "PATH")]
         paths: Vec<PathBuf>,
     },
-    /// Write Prometheus SLO rules (recording rules and multiwindow,
-    /// multi-burn-rate alerts) for every product's contract SLA, plus the
-    /// sidecar's own alerts. Reads only the configuration's `policy` section.
+    /// Write Prometheus SLO rules for every product's contract SLA.
+    ///
+    /// Recording rules and multiwindow, multi-burn-rate alerts per product,
+    /// plus the sidecar's own alerts. Reads only the configuration's `policy`
+    /// section; warnings go to standard error.
     SloRules {
         /// The YAML configuration file (its `policy` section is used).
         #[arg(long, value_name = "FILE")]
