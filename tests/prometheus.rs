@@ -503,6 +503,20 @@ fn a_real_prometheus_scrapes_the_sidecar_and_evaluates_the_slo_rules() {
         );
     }
 
+    // Where requests carry their product (the metric contract), the SLO
+    // rules measure this traffic: every allowed request succeeded, in time.
+    if prom
+        .value("count(meshgate_requests_total{product=\"sales.orders\"})")
+        .is_some()
+    {
+        for slo in ["availability", "latency"] {
+            prom.wait_value(
+                &format!("slo:sli_error:ratio_rate5m{{product=\"sales.orders\",slo=\"{slo}\"}}"),
+                0.0,
+            );
+        }
+    }
+
     // Every query of the dashboard is valid PromQL for this Prometheus.
     for (title, expr) in dashboard_queries() {
         let q = expr
