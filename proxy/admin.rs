@@ -10,9 +10,8 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 
+use crate::exposition;
 use crate::server::Sidecar;
-
-const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 pub async fn serve(listener: TcpListener, sc: Arc<Sidecar>) {
     loop {
@@ -49,10 +48,22 @@ fn route(sc: &Sidecar, req: &Request<Incoming>) -> Response<Full<Bytes>> {
         "/ready" => text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n"),
         "/policy" => policy(sc),
         "/metrics" => {
-            let mut resp = Response::new(Full::new(Bytes::from(sc.metrics.encode())));
+            let accept = req
+                .headers()
+                .get(header::ACCEPT)
+                .and_then(|v| v.to_str().ok());
+            let (body, content_type) = if exposition::wants_openmetrics(accept) {
+                (sc.metrics.encode(), exposition::OPENMETRICS)
+            } else {
+                (
+                    exposition::to_prometheus_text(&sc.metrics.encode()),
+                    exposition::PROMETHEUS_TEXT,
+                )
+            };
+            let mut resp = Response::new(Full::new(Bytes::from(body)));
             resp.headers_mut().insert(
                 header::CONTENT_TYPE,
-                header::HeaderValue::from_static(OPENMETRICS),
+                header::HeaderValue::from_static(content_type),
             );
             resp
         }

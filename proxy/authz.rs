@@ -1247,6 +1247,11 @@ impl Snapshot {
         self.products.get(target.product).map(|p| &p.product)
     }
 
+    /// Every product of the snapshot's contracts.
+    pub fn products(&self) -> impl Iterator<Item = &Product> {
+        self.products.iter().map(|p| &p.product)
+    }
+
     fn resource(&self, target: &Target) -> Option<&Resource> {
         let p = self.products.get(target.product)?;
         match target.dataset {

@@ -75,6 +75,19 @@ enum Command {
         #[arg(required = true, value_name = "PATH")]
         paths: Vec<PathBuf>,
     },
+    /// Write Prometheus SLO rules for every product's contract SLA.
+    ///
+    /// Recording rules and multiwindow, multi-burn-rate alerts per product,
+    /// plus the sidecar's own alerts. Reads only the configuration's `policy`
+    /// section; warnings go to standard error.
+    SloRules {
+        /// The YAML configuration file (its `policy` section is used).
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+        /// Write the rules to this file instead of standard output.
+        #[arg(short = 'o', long = "out", value_name = "FILE")]
+        out: Option<PathBuf>,
+    },
     /// Run the demo: dev certificates, a sample data product and the sidecar.
     Demo {
         /// Where the dev certificates are kept (created when missing).
@@ -345,6 +358,30 @@ fn run(command: Command) -> anyhow::Result<()> {
             } else {
                 std::process::exit(2)
             }
+        }
+        Command::SloRules { config, out } => {
+            let policy = meshgate::slo::policy_section(&config)?;
+            let snapshot = load_policy(&policy)?;
+            let generated = meshgate::slo::generate(snapshot.products());
+            for w in &generated.warnings {
+                eprintln!("meshgate: warning: {w}");
+            }
+            let yaml = generated.to_yaml()?;
+            match out {
+                None => print!("{yaml}"),
+                Some(path) => {
+                    std::fs::write(&path, yaml)
+                        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+                    let n: usize = generated.rules.groups.iter().map(|g| g.rules.len()).sum();
+                    let watched = generated
+                        .slos
+                        .iter()
+                        .filter(|s| s.availability.is_some() || s.latency.is_some())
+                        .count();
+                    println!("{}: {n} rules, SLOs for {watched} products", path.display());
+                }
+            }
+            Ok(())
         }
         Command::Demo {
             certs,
