@@ -87,6 +87,7 @@ fn recording(c: &mut Criterion) {
         queue: 16 * 1024,
         when_full: FullMode::Block,
         max_wait: Duration::from_secs(60),
+        flush_interval: Duration::from_millis(2),
     };
     let (audit, writer) = Audit::start(&config, metrics.audit.clone())
         .expect("audit")
