@@ -206,6 +206,7 @@ pub struct Metrics {
     pub authorization_duration: AtomicHistogram,
     pub policy_evaluation_errors: Counter,
     policy_reloads: Family<ResultLabels, Counter>,
+    policy_last_reload_successful: Gauge,
     policy_info: Family<VersionLabels, Gauge>,
     pub shadow_disagreements: Counter,
     /// End-user tokens checked: `ok` or the reason for refusal.
@@ -363,6 +364,14 @@ impl Metrics {
         for result in ["ok", "error"] {
             let _ = policy_reloads.get_or_create(&ResultLabels { result });
         }
+        let policy_last_reload_successful = Gauge::default();
+        // Nothing has failed yet (and without a policy nothing can).
+        policy_last_reload_successful.set(1);
+        registry.register(
+            "policy_last_reload_successful",
+            "1 if the last policy load or reload succeeded, 0 while the sidecar enforces an older snapshot because it failed",
+            policy_last_reload_successful.clone(),
+        );
         let policy_info = Family::<VersionLabels, Gauge>::default();
         registry.register(
             "policy_info",
@@ -433,6 +442,7 @@ impl Metrics {
             authorization_duration,
             policy_evaluation_errors,
             policy_reloads,
+            policy_last_reload_successful,
             policy_info,
             shadow_disagreements,
             registry,
@@ -536,12 +546,15 @@ impl Metrics {
                 version: version.to_string(),
             })
             .set(1);
+        self.policy_last_reload_successful.set(1);
     }
 
     pub fn policy_reload(&self, result: &'static str) {
         self.policy_reloads
             .get_or_create(&ResultLabels { result })
             .inc();
+        self.policy_last_reload_successful
+            .set(i64::from(result == "ok"));
     }
 
     pub fn handshake_failed(&self, reason: &'static str) {

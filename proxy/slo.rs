@@ -673,17 +673,17 @@ fn static_group() -> RuleGroup {
         ),
         Rule::alert(
             "MeshgatePolicyReloadFailing",
-            "increase(meshgate_policy_reloads_total{result=\"error\"}[15m]) > 0".into(),
+            "meshgate_policy_last_reload_successful == 0".into(),
             None,
             &[("severity", "ticket")],
             &[
                 (
                     "summary",
-                    "Policy reload failed on {{ $labels.instance }}".into(),
+                    "Policy reload failing on {{ $labels.instance }}".into(),
                 ),
                 (
                     "description",
-                    "A changed policy, contract or entities file did not build into a valid snapshot in the last 15 minutes. The sidecar keeps enforcing its last good snapshot: the change (a new grant, or a revocation) is not in force.".into(),
+                    "The last reload of the policies, contracts or entities did not build into a valid snapshot, and no later one has. The sidecar keeps enforcing its last good snapshot: the change (a new grant, or a revocation) is not in force until the files are fixed.".into(),
                 ),
                 (
                     "runbook",

@@ -282,6 +282,7 @@ async fn an_invalid_policy_written_under_load_is_rejected_and_no_request_fails()
         .to_string();
     assert!(err.contains("zz-broken.cedar:3:"), "{after}");
     assert!(mg.metric("meshgate_policy_reloads_total{result=\"error\"}") >= 1.0);
+    assert_eq!(mg.metric("meshgate_policy_last_reload_successful"), 0.0);
     // Requests went on being served across the failed reload.
     let at_failure = done.load(std::sync::atomic::Ordering::Relaxed);
     assert!(wait_for_more(at_failure + 20) > at_failure + 20 && at_failure > started);
@@ -318,6 +319,7 @@ fn a_policy_change_on_disk_is_enforced_without_restart() {
     assert_eq!(call(&pki, "campaigns", &[], &mg.url("/orders")).0, "200");
     let after = policy_json(&mg);
     assert_ne!(after["version"], before["version"]);
+    assert_eq!(mg.metric("meshgate_policy_last_reload_successful"), 1.0);
     assert_eq!(
         after["policies"].as_u64(),
         before["policies"].as_u64().map(|n| n + 1)

@@ -560,6 +560,7 @@ const METRICS: &[&str] = &[
     "meshgate_authorization_duration_seconds_sum",
     "meshgate_certificate_expiry_timestamp_seconds",
     "meshgate_policy_reloads_total",
+    "meshgate_policy_last_reload_successful",
     "meshgate_policy_info",
     "meshgate_tls_handshake_failures_total",
     "meshgate_quota_rejections_total",
