@@ -920,6 +920,31 @@ fn link_grants(
     }
 }
 
+/// Static policies at or above which validation is split in two.
+const SPLIT_VALIDATION_AT: usize = 2000;
+
+/// Two sets that together hold every policy of `all`, to validate in
+/// parallel: (`all` without the second half of its static policies, that
+/// half). `(None, None)`: small enough to validate whole.
+fn split_for_validation(all: &PolicySet) -> (Option<PolicySet>, Option<PolicySet>) {
+    let statics: Vec<&Policy> = all.policies().filter(|p| p.is_static()).collect();
+    if statics.len() < SPLIT_VALIDATION_AT {
+        return (None, None);
+    }
+    let mut first = all.clone();
+    let mut second = PolicySet::new();
+    for p in &statics[statics.len() / 2..] {
+        let moved = first
+            .remove_static(p.id().clone())
+            .and_then(|p| second.add(p));
+        if moved.is_err() {
+            // Cannot happen for a static policy of `all`; validate whole.
+            return (None, None);
+        }
+    }
+    (Some(first), Some(second))
+}
+
 fn validate(
     schema: &Schema,
     set: &PolicySet,
@@ -970,10 +995,33 @@ impl Snapshot {
         };
         // Strict validation runs beside the rest of the build (both are CPU
         // work; a reload of 10,000 policies should take well under a second).
+        // A large set is validated in two halves on two threads (policies
+        // validate independently), so a 2-core sidecar uses both cores.
+        let (first, second) = split_for_validation(&all);
+        let (schema_ref, origin_ref) = (&schema, &origin);
         let (validation, parts) = std::thread::scope(|scope| {
+            let halves = second.map(|second| {
+                scope.spawn(move || {
+                    let mut errors = Vec::new();
+                    validate(
+                        schema_ref,
+                        &second,
+                        &inputs.policies,
+                        origin_ref,
+                        &mut errors,
+                    );
+                    errors
+                })
+            });
             let validation = scope.spawn(|| {
                 let mut errors = Vec::new();
-                validate(&schema, &all, &inputs.policies, &origin, &mut errors);
+                validate(
+                    &schema,
+                    first.as_ref().unwrap_or(&all),
+                    &inputs.policies,
+                    &origin,
+                    &mut errors,
+                );
                 if let Some((set, origin)) = &shadow {
                     validate(&schema, set, &inputs.shadow, origin, &mut errors);
                 }
@@ -981,9 +1029,11 @@ impl Snapshot {
             });
             let parts =
                 Self::assemble(inputs, &schema, &all, shadow.as_ref().map(|s| &s.0), errors);
-            let validation = validation
-                .join()
-                .unwrap_or_else(|_| vec!["policy validation failed unexpectedly".to_string()]);
+            let failed = || vec!["policy validation failed unexpectedly".to_string()];
+            let mut validation = validation.join().unwrap_or_else(|_| failed());
+            if let Some(h) = halves {
+                validation.extend(h.join().unwrap_or_else(|_| failed()));
+            }
             (validation, parts)
         });
         let mut errors = validation;
@@ -2252,6 +2302,34 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.0[0].starts_with("extra.cedar:2:"), "{e}");
+    }
+
+    #[test]
+    fn a_large_set_validated_in_halves_reports_every_error() {
+        let mut inputs = crate::synth::inputs(20, SPLIT_VALIDATION_AT + 500, 5);
+        let whole = Snapshot::build(&inputs).expect("synthetic set loads");
+        let (first, second) = split_for_validation(&whole.all);
+        let (first, second) = (first.expect("split"), second.expect("split"));
+        assert_eq!(
+            first.policies().count() + second.policies().count(),
+            whole.all.policies().count()
+        );
+        for (i, attr) in ["colour", "flavour", "texture"].iter().enumerate() {
+            inputs.policies.push(Source {
+                name: format!("bad{i}.cedar"),
+                text: format!(
+                    "@id(\"bad.{i}\")\npermit (principal, action, resource)\nwhen {{ resource.{attr} == \"x\" }};"
+                ),
+            });
+        }
+        let e = Snapshot::build(&inputs).expect_err("three invalid policies");
+        for (i, attr) in ["colour", "flavour", "texture"].iter().enumerate() {
+            assert!(
+                e.0.iter()
+                    .any(|m| m.starts_with(&format!("bad{i}.cedar:3:")) && m.contains(attr)),
+                "{e}"
+            );
+        }
     }
 
     #[test]
