@@ -106,7 +106,7 @@ fn recording(c: &mut Criterion) {
                     let slot = audit.slot().await.expect("slot").expect("place");
                     slot.send(event(&conn, &version));
                 }
-                audit.flush().await;
+                assert!(audit.flush(Duration::from_secs(10)).await);
                 t0.elapsed()
             })
         })

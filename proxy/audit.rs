@@ -237,7 +237,6 @@ impl Audit {
         let mut writer = Writer {
             sink,
             chain: chain.unwrap_or_else(ChainState::genesis),
-            committed: None,
             start_of_file: true,
             pending: Vec::with_capacity(64 * 1024),
             ends: Vec::with_capacity(1024),
@@ -254,7 +253,6 @@ impl Audit {
             Sink::File(f) => f.size == 0,
             Sink::Stdout(_) => true,
         };
-        writer.committed = Some(writer.chain.clone());
         std::thread::Builder::new()
             .name("meshgate-audit".into())
             .spawn(move || {
@@ -332,14 +330,21 @@ impl Audit {
         }
     }
 
-    /// Waits until every event queued before this call is written and flushed.
-    pub async fn flush(&self) {
+    /// Waits (up to `limit`) until every event queued before this call is
+    /// written; false if the writer did not get there (a sink that takes
+    /// nothing: a full disk, an unread pipe).
+    pub async fn flush(&self, limit: Duration) -> bool {
         let (ack_tx, ack) = std::sync::mpsc::sync_channel(1);
-        if self.tx.send(Msg::Flush(ack_tx)).await.is_err() {
-            return;
+        let deadline = Instant::now() + limit;
+        match tokio::time::timeout(limit, self.tx.send(Msg::Flush(ack_tx))).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => return true,
+            Err(_) => return false,
         }
-        let _ =
-            tokio::task::spawn_blocking(move || ack.recv_timeout(Duration::from_secs(30))).await;
+        let rest = deadline.saturating_duration_since(Instant::now());
+        tokio::task::spawn_blocking(move || ack.recv_timeout(rest).is_ok())
+            .await
+            .unwrap_or(false)
     }
 }
 
@@ -450,7 +455,11 @@ impl FileSink {
     }
 
     fn rotate(&mut self) -> io::Result<()> {
-        rotate_files(&self.path, self.retain)?;
+        // After a rotation whose reopen failed, FILE is already FILE.1:
+        // only the reopen is retried, nothing is shifted again.
+        if self.path.exists() {
+            rotate_files(&self.path, self.retain)?;
+        }
         self.file = open_append(&self.path)?;
         self.size = 0;
         Ok(())
@@ -536,8 +545,6 @@ fn chain_of(line: &[u8]) -> Option<ChainState> {
 struct Writer {
     sink: Sink,
     chain: ChainState,
-    /// The chain as of the last line actually written.
-    committed: Option<ChainState>,
     /// The next line is the first of its file (or of the stream).
     start_of_file: bool,
     /// Lines chained but not yet written, and where each ends.
@@ -556,8 +563,8 @@ struct Writer {
 #[derive(Debug, Clone, Copy)]
 enum LineKind {
     Request,
-    /// A `dropped` record for this many events.
-    Dropped(u64),
+    /// A `dropped` record.
+    Dropped,
 }
 
 /// Write what is pending once this much has gathered, even mid-burst.
@@ -578,6 +585,9 @@ impl Writer {
                     }
                 }
             }
+            // Losses happen only while the queue is full, so a batch follows
+            // each of them: recorded here at the latest.
+            self.record_drops();
             self.write_pending();
             for ack in acks {
                 let _ = ack.send(());
@@ -590,6 +600,7 @@ impl Writer {
                 std::thread::sleep(self.flush_interval);
             }
         }
+        self.record_drops();
         self.write_pending();
     }
 
@@ -597,20 +608,26 @@ impl Writer {
         match msg {
             Msg::Flush(ack) => acks.push(ack),
             Msg::Event(event) => {
+                self.record_drops();
                 let node = self.node.clone();
-                let lost = self.unrecorded_drops.swap(0, Ordering::Relaxed);
-                if lost > 0 {
-                    let record = Record::Dropped {
-                        time: humantime::format_rfc3339_micros(SystemTime::now()).to_string(),
-                        count: lost,
-                        node: &node,
-                    };
-                    self.append(&record, LineKind::Dropped(lost));
-                }
                 let pod = self.pod.clone();
                 let record = request_record(&event, &node, pod.as_deref());
                 self.append(&record, LineKind::Request);
             }
+        }
+    }
+
+    /// Chains a `dropped` record for the events lost since the last one.
+    fn record_drops(&mut self) {
+        let lost = self.unrecorded_drops.swap(0, Ordering::Relaxed);
+        if lost > 0 {
+            let node = self.node.clone();
+            let record = Record::Dropped {
+                time: humantime::format_rfc3339_micros(SystemTime::now()).to_string(),
+                count: lost,
+                node: &node,
+            };
+            self.append(&record, LineKind::Dropped);
         }
     }
 
@@ -655,10 +672,11 @@ impl Writer {
         self.start_of_file = false;
     }
 
-    /// Writes what is pending. On failure, `block` keeps retrying (the queue
-    /// fills and requests wait for room); `drop` finishes the line it was in
-    /// the middle of next time, counts the lines after it as lost and rolls
-    /// the chain back to the last kept line, so the file stays verifiable.
+    /// Writes what is pending, retrying a failed write (a full disk) with
+    /// back-off until it succeeds: a chained line is never thrown away, so
+    /// the file stays verifiable. Meanwhile the queue fills, and the mode
+    /// applies there: `block` makes requests wait, `drop` counts their
+    /// events as lost (recorded in the chain once writing resumes).
     fn write_pending(&mut self) {
         let mut written = 0;
         let mut lines_done = 0;
@@ -701,75 +719,15 @@ impl Writer {
                 self.last_error_log = Some(now);
                 tracing::error!(error = %e, mode = ?self.mode, "AUDIT WRITE FAILED");
             }
-            if self.mode == FullMode::Block {
-                // The writer's own thread: waiting here is the back-pressure.
-                std::thread::sleep(backoff);
-                backoff = (backoff * 2).min(Duration::from_secs(1));
-                continue;
-            }
-            self.give_up(written, lines_done);
-            return;
+            // The writer's own thread: waiting here is the back-pressure.
+            std::thread::sleep(backoff);
+            backoff = (backoff * 2).min(Duration::from_secs(1));
         }
         if let Sink::Stdout(s) = &mut self.sink {
             let _ = s.lock().flush();
         }
         self.pending.clear();
         self.ends.clear();
-        self.committed = Some(self.chain.clone());
-    }
-
-    /// Mode `drop` after a failed write of `pending[written..]`.
-    fn give_up(&mut self, written: usize, lines_done: usize) {
-        let start_of = |i: usize| if i == 0 { 0 } else { self.ends[i - 1].0 };
-        // A line partly written is kept, so the file never holds half a line.
-        let partial = lines_done < self.ends.len() && written > start_of(lines_done);
-        let kept = if partial { lines_done + 1 } else { lines_done };
-        let mut lost_events = 0;
-        for &(_, kind) in &self.ends[kept..] {
-            lost_events += match kind {
-                LineKind::Request => 1,
-                LineKind::Dropped(n) => n,
-            };
-        }
-        let lost_requests = self.ends[kept..]
-            .iter()
-            .filter(|(_, k)| matches!(k, LineKind::Request))
-            .count() as u64;
-        self.metrics.dropped.inc_by(lost_requests);
-        self.unrecorded_drops
-            .fetch_add(lost_events, Ordering::Relaxed);
-        let keep_end = start_of(kept);
-        // The chain goes on from the last line kept.
-        if kept > 0 {
-            if let Some(state) = chain_of(
-                self.pending[start_of(kept - 1)..keep_end]
-                    .strip_suffix(b"\n")
-                    .unwrap_or(&[]),
-            ) {
-                self.chain = state;
-            }
-        } else if let Some(c) = &self.committed {
-            self.chain = c.clone();
-        }
-        if kept < self.ends.len() && start_of(kept) == 0 {
-            // Nothing of this batch reached the sink: a new file's first line
-            // must still name its prev.
-            self.start_of_file = self.start_of_file_before_batch();
-        }
-        self.pending.truncate(keep_end);
-        self.pending.drain(..written);
-        self.ends.truncate(kept);
-        self.ends.drain(..lines_done);
-        for (end, _) in &mut self.ends {
-            *end -= written;
-        }
-    }
-
-    fn start_of_file_before_batch(&self) -> bool {
-        match &self.sink {
-            Sink::File(f) => f.size == 0,
-            Sink::Stdout(_) => self.committed.as_ref().is_some_and(|c| c.next_seq == 0),
-        }
     }
 }
 
@@ -991,7 +949,12 @@ impl Body for ProxyBody {
 
 impl Drop for ProxyBody {
     fn drop(&mut self) {
-        let complete = self.inner.is_end_stream();
+        // hyper never polls the body of a response that has none.
+        let bodiless = self
+            .pending
+            .as_ref()
+            .is_some_and(|p| p.event.method == Method::HEAD || matches!(p.event.status, 204 | 304));
+        let complete = bodiless || self.inner.is_end_stream();
         self.finish(complete);
     }
 }
@@ -1104,6 +1067,10 @@ pub fn verify(files: &[PathBuf]) -> Result<Verified, ChainBreak> {
             line: 0,
             message: format!("cannot read: {e}"),
         })?;
+        if text.is_empty() {
+            // A fresh file (just rotated, or nothing written yet).
+            continue;
+        }
         let lines: Vec<&[u8]> = text.split(|&b| b == b'\n').collect();
         // `split` yields one empty piece after a final newline.
         let complete = text.last() == Some(&b'\n');
@@ -1148,10 +1115,19 @@ pub fn verify(files: &[PathBuf]) -> Result<Verified, ChainBreak> {
                     out.restarts += 1;
                     p.clone()
                 }
-                (Some(_), Some(_)) if n == 1 => {
-                    return Err(brk("does not continue the chain of the previous file: \
-                         a file is missing between them, or they are out of order"
-                        .into()))
+                (Some(_), Some(s)) if n == 1 => {
+                    let why = if parsed.seq > s.next_seq {
+                        format!(
+                            "starts at seq {} where {} was expected: the end of the \
+                             previous file was cut, or a file is missing between them",
+                            parsed.seq, s.next_seq
+                        )
+                    } else {
+                        "does not continue the chain of the previous file: \
+                         they are out of order, or one was edited"
+                            .to_string()
+                    };
+                    return Err(brk(why));
                 }
                 (Some(p), Some(s)) => {
                     return Err(brk(format!(
@@ -1315,7 +1291,7 @@ mod tests {
                 let slot = audit.slot().await.expect("slot").expect("place");
                 slot.send(event(p));
             }
-            audit.flush().await;
+            assert!(audit.flush(Duration::from_secs(10)).await);
         });
         drop(audit);
         assert!(writer.join(Duration::from_secs(10)));
@@ -1462,10 +1438,10 @@ mod tests {
             assert!(audit.slot().await.expect("drop mode").is_none());
             a.send(event("/a"));
             b.send(event("/b"));
-            audit.flush().await;
+            assert!(audit.flush(Duration::from_secs(10)).await);
             let c = audit.slot().await.expect("slot").expect("room again");
             c.send(event("/c"));
-            audit.flush().await;
+            assert!(audit.flush(Duration::from_secs(10)).await);
         });
         drop(audit);
         assert!(writer.join(Duration::from_secs(10)));
@@ -1507,7 +1483,7 @@ mod tests {
             held.send(event("/held"));
             let s = waiter.await.expect("slot").expect("place");
             s.send(event("/waited"));
-            audit.flush().await;
+            assert!(audit.flush(Duration::from_secs(10)).await);
         });
         drop(audit);
         assert!(writer.join(Duration::from_secs(10)));
@@ -1524,6 +1500,23 @@ mod tests {
             Poll::Pending => Poll::Ready(None),
         })
         .await
+    }
+
+    #[test]
+    fn an_empty_file_verifies_and_a_half_done_rotation_only_reopens() {
+        let dir = tempfile::tempdir().expect("dir");
+        let file = dir.path().join("audit.log");
+        std::fs::write(&file, "").expect("write");
+        let v = verify(std::slice::from_ref(&file)).expect("an empty file verifies");
+        assert_eq!(v.events, 0);
+        // FILE was renamed to FILE.1 but reopening failed: the next rotation
+        // reopens FILE and shifts nothing.
+        let mut sink = FileSink::open(&file, 4096, 3).expect("open");
+        std::fs::rename(&file, dir.path().join("audit.log.1")).expect("rename");
+        sink.rotate().expect("reopen");
+        assert!(file.exists());
+        assert!(dir.path().join("audit.log.1").exists());
+        assert!(!dir.path().join("audit.log.2").exists());
     }
 
     #[test]

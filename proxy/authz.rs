@@ -934,11 +934,11 @@ fn split_for_validation(all: &PolicySet) -> (Option<PolicySet>, Option<PolicySet
     let mut first = all.clone();
     let mut second = PolicySet::new();
     for p in &statics[statics.len() / 2..] {
-        let moved = first
-            .remove_static(p.id().clone())
-            .and_then(|p| second.add(p));
-        if moved.is_err() {
-            // Cannot happen for a static policy of `all`; validate whole.
+        // Neither fails for a static policy of `all`; if one did, validate whole.
+        let Ok(p) = first.remove_static(p.id().clone()) else {
+            return (None, None);
+        };
+        if second.add(p).is_err() {
             return (None, None);
         }
     }

@@ -122,6 +122,8 @@ struct Facts {
     upstream: Option<Duration>,
     /// Request body bytes forwarded (counted only when audited).
     bytes_in: Option<Arc<AtomicU64>>,
+    /// Allowed and on its way to the upstream.
+    forwarded: bool,
 }
 
 /// Handles one request end to end and records it: metrics at once, the
@@ -158,21 +160,30 @@ async fn handle_in(
     request_id: HeaderValue,
     trace: TraceContext,
 ) -> Response<ProxyBody> {
-    let method = req.method().clone();
-    let mut facts = Facts::default();
+    let mut rec = Recording {
+        sc,
+        conn,
+        slot: None,
+        received,
+        start,
+        request_id: request_id.clone(),
+        trace_id: trace.trace_id,
+        method: req.method().clone(),
+        facts: Facts::default(),
+    };
     // The event's place is taken first: nothing is decided or forwarded
     // that the audit trail cannot record (when_full: block).
-    let (slot, result) = match audit_slot(sc).await {
+    let result = match audit_slot(sc).await {
         Ok(slot) => {
             if slot.is_some() {
-                facts.bytes_in = Some(Arc::default());
+                rec.facts.bytes_in = Some(Arc::default());
             }
-            let r = decide_and_forward(sc, conn, &request_id, &trace, &mut facts, req).await;
-            (slot, r)
+            rec.slot = slot;
+            decide_and_forward(sc, conn, &request_id, &trace, &mut rec.facts, req).await
         }
         Err(e) => {
-            facts.path = req.uri().path().to_string();
-            (None, Err(e))
+            rec.facts.path = req.uri().path().to_string();
+            Err(e)
         }
     };
     let (mut resp, decision, error) = match result {
@@ -180,54 +191,100 @@ async fn handle_in(
         Err(e) => {
             log_refusal(&e, &request_id, &trace, conn);
             if let ProxyError::TooManyRequests(state, _) = &e {
-                facts.tier = Some(state.tier.clone());
+                rec.facts.tier = Some(state.tier.clone());
             }
             (e.into_response(&request_id), e.decision(), Some(e.code()))
         }
     };
-    let outcome = facts.outcome.as_ref();
+    let outcome = rec.facts.outcome.as_ref();
     sc.metrics.observe_request(&Observed {
         product: outcome.map(|o| &o.product),
         action: outcome.map_or("", |o| o.action.as_str()),
         decision,
         status: resp.status(),
         elapsed: start.elapsed(),
-        tier: facts.tier.as_ref(),
+        tier: rec.facts.tier.as_ref(),
         service: &conn.identity.principal_header,
     });
-    if let Some(slot) = slot {
-        let policy_version = match (&facts.outcome, &sc.policy) {
+    if let Some(slot) = rec.slot.take() {
+        let bytes_in = rec.facts.bytes_in.take();
+        let event = rec.event(decision, error, resp.status().as_u16());
+        resp.body_mut().audit(Box::new(PendingEvent {
+            slot,
+            event,
+            start,
+            bytes_in,
+        }));
+    }
+    resp
+}
+
+/// The audit side of a request while it is handled. If the request's future
+/// is dropped before there is a response (the client closed the connection
+/// or reset the stream, the idle timeout, shutdown), the event is written
+/// anyway: status 499, `complete: false`.
+struct Recording<'a> {
+    sc: &'a Sidecar,
+    conn: &'a Arc<ConnInfo>,
+    slot: Option<Slot>,
+    received: SystemTime,
+    start: Instant,
+    request_id: HeaderValue,
+    trace_id: [u8; 16],
+    method: Method,
+    facts: Facts,
+}
+
+/// nginx's code for a request the client closed before the response.
+const CLIENT_CLOSED: u16 = 499;
+
+impl Recording<'_> {
+    fn event(&mut self, decision: &'static str, error: Option<&'static str>, status: u16) -> Event {
+        let facts = std::mem::take(&mut self.facts);
+        let policy_version = match (&facts.outcome, &self.sc.policy) {
             (None, Some(store)) => Some(store.current().version.clone()),
             _ => None,
         };
-        let event = Event {
-            time: received,
-            request_id,
-            trace_id: trace.trace_id,
-            conn: conn.clone(),
+        Event {
+            time: self.received,
+            request_id: self.request_id.clone(),
+            trace_id: self.trace_id,
+            conn: self.conn.clone(),
             user: facts.user,
             tier: facts.tier,
             outcome: facts.outcome,
             policy_version,
-            method,
+            method: self.method.clone(),
             path: facts.path,
             decision,
             error,
-            status: resp.status().as_u16(),
+            status,
             upstream: facts.upstream,
             duration: Duration::ZERO,
             bytes_in: 0,
             bytes_out: 0,
             complete: false,
-        };
-        resp.body_mut().audit(Box::new(PendingEvent {
-            slot,
-            event,
-            start,
-            bytes_in: facts.bytes_in,
-        }));
+        }
     }
-    resp
+}
+
+impl Drop for Recording<'_> {
+    fn drop(&mut self) {
+        let Some(slot) = self.slot.take() else {
+            return;
+        };
+        let bytes_in = self.facts.bytes_in.take();
+        let decision = match &self.facts.outcome {
+            _ if self.facts.forwarded => "allow",
+            Some(o) if !o.decision.allowed => "deny",
+            // Cancelled before it was decided (and admitted).
+            _ => "cancelled",
+        };
+        let mut event = self.event(decision, Some("client_closed_request"), CLIENT_CLOSED);
+        event.duration = self.start.elapsed();
+        event.bytes_in = bytes_in.map_or(0, |n| n.load(Ordering::Relaxed));
+        slot.send(event);
+    }
 }
 
 async fn audit_slot(sc: &Sidecar) -> Result<Option<Slot>, ProxyError> {
@@ -301,6 +358,7 @@ async fn decide_and_forward(
         .as_ref()
         .and_then(|a| a.state.as_ref())
         .map(|s| s.tier.clone());
+    facts.forwarded = true;
     let mut resp = forward(sc, conn, request_id, trace, facts, req, &path, timeout).await?;
     // In-flight places are given back here, with the response headers.
     if let Some(state) = admitted.and_then(|a| a.state) {

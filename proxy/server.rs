@@ -278,7 +278,11 @@ impl Bound {
 
         accept_loop(sc.clone(), data, shutdown).await;
         if let Some(audit) = &sc.audit {
-            audit.flush().await;
+            if !audit.flush(sc.config.timeouts.shutdown_grace).await {
+                tracing::error!(
+                    "the audit sink did not take the queued events in time; exiting without them"
+                );
+            }
         }
         Ok(())
     }

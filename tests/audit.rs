@@ -343,11 +343,44 @@ fn trace_context_is_continued_to_the_upstream_and_audited() {
         "{line}"
     );
 
+    // A HEAD has no body to send: complete.
+    let url = mg.url("/headers");
+    let out = curl(
+        &pki,
+        Some("reporting"),
+        &["-sS", "-I", "-o", "/dev/null", "-w", "%{http_code}", &url],
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "200");
+    // A client that gives up before the response still leaves its event.
+    let url = mg.url("/slow/5000");
+    let mut gone = curl_command(&pki, Some("reporting"), &["-sS", "--max-time", "30", &url]);
+    let mut gone = gone.spawn().expect("curl");
+    up.wait_arrival();
+    let _ = gone.kill();
+    let _ = gone.wait();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while events(&audit_file).len() < 6 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no event for the abandoned request"
+        );
+        mg.logs
+            .wait_for(mg.logs.len(), std::time::Duration::from_millis(100), |_| {
+                true
+            });
+    }
+
     assert!(mg.terminate().success());
     let all = events(&audit_file);
-    assert_eq!(all.len(), 4);
+    assert_eq!(all.len(), 6);
     assert_eq!(all[3]["decision"], "invalid");
     assert_eq!(all[3]["path"], "/a%2Fb", "the path as sent when refused");
+    assert_eq!(all[4]["method"], "HEAD");
+    assert_eq!(all[4]["complete"], true, "{}", all[4]);
+    assert_eq!(all[5]["status"], 499, "{}", all[5]);
+    assert_eq!(all[5]["error"], "client_closed_request");
+    assert_eq!(all[5]["decision"], "allow");
+    assert_eq!(all[5]["complete"], false);
     assert_eq!(all[0]["trace_id"], "4bf92f3577b34da6a3ce929d0e0e4736");
     assert_eq!(all[2]["trace_id"].as_str(), Some(&fresh[0][3..35]));
     assert!(
