@@ -245,10 +245,14 @@ impl Bound {
                 reload(&reload_state, &reload_tls);
             }
         });
+        let admin_addr = admin
+            .local_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_default();
         tokio::spawn(serve_admin(admin, state.clone()));
         tracing::info!(
             listen = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(),
-            admin = %webhook.admin,
+            admin = %admin_addr,
             "meshgate injector ready"
         );
         tokio::pin!(shutdown);
@@ -387,7 +391,7 @@ async fn handle(state: &State, req: Request<Incoming>) -> Response<Full<Bytes>> 
             tracing::warn!(uid, reason = %why, "refused: unsupported review");
         }
     }
-    match serde_json::to_vec(&answer.response.into_review()) {
+    match review_json(answer.response) {
         Ok(body) => respond(StatusCode::OK, "application/json", body),
         Err(e) => {
             state.metrics.error("invalid");
@@ -398,6 +402,22 @@ async fn handle(state: &State, req: Request<Incoming>) -> Response<Full<Bytes>> 
             )
         }
     }
+}
+
+/// The AdmissionReview response body. kube-core serialises the patch bytes
+/// as a JSON array of numbers (kube-rs issue #1781); the API documents a
+/// base64 string (Go's `[]byte`), which is what is sent here.
+fn review_json(
+    response: kube_core::admission::AdmissionResponse,
+) -> Result<Vec<u8>, serde_json::Error> {
+    use base64::Engine;
+    let patch = response.patch.clone();
+    let mut v = serde_json::to_value(response.into_review())?;
+    if let (Some(bytes), Some(r)) = (patch, v.get_mut("response")) {
+        r["patch"] =
+            serde_json::Value::String(base64::engine::general_purpose::STANDARD.encode(bytes));
+    }
+    serde_json::to_vec(&v)
 }
 
 async fn serve_admin(listener: TcpListener, state: Arc<State>) {
