@@ -305,7 +305,12 @@ pub fn plan(
             return Ok(Decision::Skip(SkipReason::ExcludedNamespace));
         }
     }
-    match ann.get(INJECT).map(String::as_str) {
+    // The pod's own choice: its annotation, else its label (a label can be
+    // matched by the webhook's objectSelector in namespaces not opted in).
+    let pod_choice = ann
+        .get(INJECT)
+        .or_else(|| meta.labels.as_ref().and_then(|l| l.get(INJECT)));
+    match pod_choice.map(String::as_str) {
         Some("disabled") => return Ok(Decision::Skip(SkipReason::Disabled)),
         Some("enabled") => {}
         Some(other) => {
@@ -1064,10 +1069,23 @@ pub enum ReviewError {
     NoRequest,
 }
 
-/// Decides one AdmissionReview (JSON bytes). The webhook's namespaceSelector
-/// only sends pods of namespaces labelled `meshgate.io/inject=enabled`, so
-/// the namespace is taken as opted in.
-pub fn review(cfg: &InjectorConfig, body: &[u8]) -> Result<Answer, ReviewError> {
+/// Which of the two webhooks a review came through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Selected {
+    /// `/inject`: its namespaceSelector only sends pods of namespaces
+    /// labelled `meshgate.io/inject=enabled`, so the namespace is opted in.
+    Namespace,
+    /// `/inject-pod`: pods labelled `meshgate.io/inject=enabled` in other
+    /// namespaces; only the pod's own choice counts.
+    Pod,
+}
+
+/// Decides one AdmissionReview (JSON bytes).
+pub fn review(
+    cfg: &InjectorConfig,
+    body: &[u8],
+    selected: Selected,
+) -> Result<Answer, ReviewError> {
     use kube_core::admission::{AdmissionResponse, AdmissionReview, Operation};
     use kube_core::DynamicObject;
     let review: AdmissionReview<DynamicObject> =
@@ -1105,7 +1123,10 @@ pub fn review(cfg: &InjectorConfig, body: &[u8]) -> Result<Answer, ReviewError> 
         return Ok(refuse(base, "the pod has no spec".into()));
     };
     let namespace = req.namespace.clone().or(pod.metadata.namespace.clone());
-    let labels = BTreeMap::from([(INJECT.to_string(), "enabled".to_string())]);
+    let labels = match selected {
+        Selected::Namespace => BTreeMap::from([(INJECT.to_string(), "enabled".to_string())]),
+        Selected::Pod => BTreeMap::new(),
+    };
     let planned = plan(
         cfg,
         namespace.as_deref(),
@@ -1385,13 +1406,36 @@ mod tests {
             ),
             SkipReason::ExcludedNamespace
         );
-        // A pod may opt in where its namespace has not.
+        // A pod may opt in where its namespace has not, by annotation or label,
+        // and opt out by label too; the annotation wins over the label.
         let (d, _) = run(
             &pod(json!({"metadata": {"annotations": {INJECT: "enabled"}}})),
             &none,
         )
         .expect("plans");
         assert!(matches!(d, Decision::Inject { .. }));
+        let (d, _) = run(
+            &pod(json!({"metadata": {"labels": {INJECT: "enabled"}}})),
+            &none,
+        )
+        .expect("plans");
+        assert!(matches!(d, Decision::Inject { .. }));
+        assert_eq!(
+            skipped(
+                &pod(json!({"metadata": {"labels": {INJECT: "disabled"}}})),
+                &enabled()
+            ),
+            SkipReason::Disabled
+        );
+        assert_eq!(
+            skipped(
+                &pod(
+                    json!({"metadata": {"labels": {INJECT: "enabled"}, "annotations": {INJECT: "disabled"}}})
+                ),
+                &none
+            ),
+            SkipReason::Disabled
+        );
     }
 
     #[test]
@@ -1519,18 +1563,18 @@ mod tests {
     fn malformed_reviews_are_errors_not_panics() {
         let cfg = InjectorConfig::default();
         for body in [&b""[..], b"{", b"[]", b"{\"kind\":\"AdmissionReview\"}", b"{\"apiVersion\":\"admission.k8s.io/v1beta1\",\"kind\":\"AdmissionReview\",\"request\":{}}"] {
-            assert!(review(&cfg, body).is_err(), "{}", String::from_utf8_lossy(body));
+            assert!(review(&cfg, body, Selected::Namespace).is_err(), "{}", String::from_utf8_lossy(body));
         }
         let no_request = br#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview"}"#;
         assert!(matches!(
-            review(&cfg, no_request),
+            review(&cfg, no_request, Selected::Namespace),
             Err(ReviewError::NoRequest)
         ));
         let delete = json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {
             "uid": "u1", "kind": {"group": "", "version": "v1", "kind": "Pod"},
             "resource": {"group": "", "version": "v1", "resource": "pods"},
             "operation": "DELETE", "userInfo": {}, "oldObject": pod(json!({}))}});
-        let a = review(&cfg, delete.to_string().as_bytes()).expect("answered");
+        let a = review(&cfg, delete.to_string().as_bytes(), Selected::Namespace).expect("answered");
         assert!(!a.response.allowed);
         assert_eq!(a.response.uid, "u1");
         assert!(matches!(a.outcome, Outcome::Unsupported(_)));
@@ -1539,7 +1583,12 @@ mod tests {
             "resource": {"group": "", "version": "v1", "resource": "pods"},
             "operation": "CREATE", "userInfo": {},
             "object": {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "x"}, "spec": {"containers": "nope"}}}});
-        let a = review(&cfg, garbage_pod.to_string().as_bytes()).expect("answered");
+        let a = review(
+            &cfg,
+            garbage_pod.to_string().as_bytes(),
+            Selected::Namespace,
+        )
+        .expect("answered");
         assert!(!a.response.allowed);
         assert!(
             a.response.result.message.contains("does not parse"),

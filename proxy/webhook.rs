@@ -1,7 +1,8 @@
 //! `meshgate inject serve`: the MutatingAdmissionWebhook server.
 //!
-//! HTTPS (rustls) on `webhook.listen`: `POST /inject` takes an AdmissionReview
-//! v1 and answers with the same decision `meshgate inject -f` makes, as a
+//! HTTPS (rustls) on `webhook.listen`: `POST /inject` (pods of opted-in
+//! namespaces) and `POST /inject-pod` (pods labelled for injection elsewhere)
+//! take an AdmissionReview v1 and answer with the same decision `meshgate inject -f` makes, as a
 //! JSONPatch. A body that is not an AdmissionReview gets 400; a review the
 //! webhook cannot honour gets `allowed: false` with the reason. The
 //! certificate and key are re-read when their directory changes (cert-manager
@@ -337,9 +338,11 @@ fn respond(
 }
 
 async fn handle(state: &State, req: Request<Incoming>) -> Response<Full<Bytes>> {
-    if req.uri().path() != "/inject" {
-        return respond(StatusCode::NOT_FOUND, "text/plain", "not found\n");
-    }
+    let selected = match req.uri().path() {
+        "/inject" => crate::inject::Selected::Namespace,
+        "/inject-pod" => crate::inject::Selected::Pod,
+        _ => return respond(StatusCode::NOT_FOUND, "text/plain", "not found\n"),
+    };
     if req.method() != Method::POST {
         return respond(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -358,7 +361,7 @@ async fn handle(state: &State, req: Request<Incoming>) -> Response<Full<Bytes>> 
             );
         }
     };
-    let answer = match crate::inject::review(&state.cfg, &body) {
+    let answer = match crate::inject::review(&state.cfg, &body, selected) {
         Ok(a) => a,
         Err(e) => {
             state.metrics.error("invalid");

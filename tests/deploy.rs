@@ -112,6 +112,20 @@ fn base_is_valid_and_configures_the_webhook_as_documented() {
             .contains(&Value::from(ns)));
     }
 
+    // The second webhook: pods labelled for injection in other namespaces.
+    let w2 = &hook["webhooks"][1];
+    assert_eq!(w2["clientConfig"]["service"]["path"], "/inject-pod");
+    assert_eq!(
+        w2["objectSelector"]["matchLabels"]["meshgate.io/inject"],
+        "enabled"
+    );
+    assert_eq!(w2["failurePolicy"], "Fail");
+    assert_eq!(w2["reinvocationPolicy"], "IfNeeded");
+    assert_eq!(
+        w2["namespaceSelector"]["matchExpressions"][0]["operator"],
+        "NotIn"
+    );
+
     let deploy = find(&all, "Deployment", "meshgate-injector");
     assert_eq!(deploy["spec"]["replicas"], 2);
     assert!(deploy["spec"]["template"]["spec"]["affinity"]["podAntiAffinity"].is_object());

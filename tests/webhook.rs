@@ -60,6 +60,10 @@ fn review(uid: &str, pod: &Value) -> Value {
 
 /// POSTs `body` to the webhook with curl, trusting the test CA; (status, body).
 fn post(pki: &Pki, ca: &str, mg: &Meshgate, body: &str) -> (String, String) {
+    post_to(pki, ca, mg, "/inject", body)
+}
+
+fn post_to(pki: &Pki, ca: &str, mg: &Meshgate, path: &str, body: &str) -> (String, String) {
     let dir = tempfile::tempdir().expect("tempdir");
     let file = dir.path().join("review.json");
     std::fs::write(&file, body).expect("write review");
@@ -78,7 +82,7 @@ fn post(pki: &Pki, ca: &str, mg: &Meshgate, body: &str) -> (String, String) {
         .arg("--data-binary")
         .arg(format!("@{}", file.display()))
         .args(["-w", "\n%{http_code}"])
-        .arg(format!("https://localhost:{}/inject", mg.data.port()))
+        .arg(format!("https://localhost:{}{path}", mg.data.port()))
         .output()
         .expect("curl");
     let text = String::from_utf8_lossy(&out.stdout).to_string();
@@ -320,4 +324,39 @@ fn a_rotated_certificate_is_served_without_a_restart() {
     }
     let (status, _) = post(&pki, "ca.pem", &mg, &review("old-ca", &pod).to_string());
     assert_eq!(status, "000", "the old certificate is gone");
+}
+
+#[test]
+fn outside_opted_in_namespaces_only_pods_that_opt_in_are_injected() {
+    if !require_tool("curl") {
+        return;
+    }
+    let pki = Pki::new();
+    let mg = start(&pki);
+    let call = |uid: &str, pod: &Value| -> Value {
+        let (status, body) = post_to(
+            &pki,
+            "ca.pem",
+            &mg,
+            "/inject-pod",
+            &review(uid, pod).to_string(),
+        );
+        assert_eq!(status, "200", "{body}");
+        let v: Value = serde_json::from_str(&body).expect("json");
+        v["response"].clone()
+    };
+    // What /inject would inject is left alone here: the namespace is not opted in.
+    let plain = k8s_fixture("pod-deployment.json");
+    let r = call("uid-plain", &plain);
+    assert_eq!(r["allowed"], true);
+    assert!(r.get("patch").is_none(), "{r}");
+    mg.wait_metric(
+        "meshgate_injector_skipped_total{reason=\"not_enabled\"}",
+        1.0,
+    );
+    // The pod's own label (what the objectSelector matches) opts it in.
+    let mut labelled = plain.clone();
+    labelled["metadata"]["labels"]["meshgate.io/inject"] = json!("enabled");
+    let injected = apply(&call("uid-labelled", &labelled), &labelled);
+    assert_eq!(injected["spec"]["initContainers"][0]["name"], "meshgate");
 }
