@@ -153,6 +153,22 @@ pub struct WebhookConfig {
     pub listen: std::net::SocketAddr,
     pub admin: std::net::SocketAddr,
     pub tls: WebhookTls,
+    /// After SIGTERM, how long reviews are still served (with `/ready` at
+    /// 503) so the endpoint leaves the Service before the port closes.
+    #[serde(
+        default = "default_shutdown_delay",
+        deserialize_with = "crate::config::de_duration",
+        serialize_with = "ser_duration"
+    )]
+    pub shutdown_delay: std::time::Duration,
+}
+
+fn default_shutdown_delay() -> std::time::Duration {
+    std::time::Duration::from_secs(5)
+}
+
+fn ser_duration<S: serde::Serializer>(d: &std::time::Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&humantime::format_duration(*d).to_string())
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

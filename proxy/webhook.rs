@@ -158,6 +158,8 @@ struct State {
     cfg: InjectorConfig,
     metrics: InjectorMetrics,
     tls: ArcSwap<ServerConfig>,
+    /// Set on SIGTERM: `/ready` answers 503 while reviews are still served.
+    draining: std::sync::atomic::AtomicBool,
 }
 
 /// A bound webhook server, ready to serve.
@@ -199,6 +201,7 @@ pub async fn bind(cfg: InjectorConfig) -> Result<Bound, WebhookError> {
             cfg,
             metrics: InjectorMetrics::new(),
             tls: ArcSwap::new(tls),
+            draining: std::sync::atomic::AtomicBool::new(false),
         }),
         listener,
         admin,
@@ -256,21 +259,35 @@ impl Bound {
             admin = %admin_addr,
             "meshgate injector ready"
         );
+        let graceful = hyper_util::server::graceful::GracefulShutdown::new();
         tokio::pin!(shutdown);
+        // Serve until SIGTERM; then report not ready and keep serving for
+        // `shutdown_delay`, while the endpoint leaves the Service (the API
+        // server would otherwise meet a closed port and, with failurePolicy
+        // Fail, refuse pods); then drain the open requests.
+        let mut delay: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;
         loop {
-            let (tcp, _peer) = tokio::select! {
+            let accepted = tokio::select! {
                 biased;
-                _ = &mut shutdown => break,
-                r = listener.accept() => match r {
-                    Ok(x) => x,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                },
+                _ = &mut shutdown, if delay.is_none() => {
+                    state.draining.store(true, std::sync::atomic::Ordering::Release);
+                    tracing::info!(delay = ?webhook.shutdown_delay, "shutting down: not ready, still serving");
+                    delay = Some(Box::pin(tokio::time::sleep(webhook.shutdown_delay)));
+                    continue;
+                }
+                _ = async { if let Some(d) = delay.as_mut() { d.await } else { std::future::pending().await } } => break,
+                r = listener.accept() => r,
+            };
+            let (tcp, _peer) = match accepted {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
             };
             let state = state.clone();
+            let watcher = graceful.watcher();
             tokio::spawn(async move {
                 let acceptor = tokio_rustls::TlsAcceptor::from(state.tls.load_full());
                 let tls = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp))
@@ -293,8 +310,21 @@ impl Bound {
                     .http1()
                     .timer(TokioTimer::new())
                     .header_read_timeout(Duration::from_secs(10));
-                let _ = builder.serve_connection(TokioIo::new(tls), svc).await;
+                let _ = watcher
+                    .watch(
+                        builder
+                            .serve_connection(TokioIo::new(tls), svc)
+                            .into_owned(),
+                    )
+                    .await;
             });
+        }
+        drop(listener);
+        if tokio::time::timeout(Duration::from_secs(10), graceful.shutdown())
+            .await
+            .is_err()
+        {
+            tracing::warn!("requests still open after 10 s; closing them");
         }
         tracing::info!("meshgate injector stopped");
         Ok(())
@@ -439,7 +469,19 @@ async fn serve_admin(listener: TcpListener, state: Arc<State>) {
                 let state = state.clone();
                 async move {
                     let resp = match (req.method(), req.uri().path()) {
-                        (&Method::GET | &Method::HEAD, "/ready" | "/live") => {
+                        (&Method::GET | &Method::HEAD, "/live") => {
+                            respond(StatusCode::OK, "text/plain; charset=utf-8", "ok\n")
+                        }
+                        (&Method::GET | &Method::HEAD, "/ready")
+                            if state.draining.load(std::sync::atomic::Ordering::Acquire) =>
+                        {
+                            respond(
+                                StatusCode::SERVICE_UNAVAILABLE,
+                                "text/plain; charset=utf-8",
+                                "shutting down\n",
+                            )
+                        }
+                        (&Method::GET | &Method::HEAD, "/ready") => {
                             respond(StatusCode::OK, "text/plain; charset=utf-8", "ok\n")
                         }
                         (&Method::GET | &Method::HEAD, "/metrics") => respond(

@@ -18,7 +18,7 @@ fn start(pki: &Pki) -> Meshgate {
     std::fs::write(
         &cfg,
         format!(
-            "namespace: meshgate-system\nsidecar:\n  image: ghcr.io/meshgate/meshgate:test\nwebhook:\n  listen: 127.0.0.1:0\n  admin: 127.0.0.1:0\n  tls:\n    cert: {}\n    key: {}\n",
+            "namespace: meshgate-system\nsidecar:\n  image: ghcr.io/meshgate/meshgate:test\nwebhook:\n  listen: 127.0.0.1:0\n  admin: 127.0.0.1:0\n  shutdown_delay: 3s\n  tls:\n    cert: {}\n    key: {}\n",
             pki.path("server.pem").display(),
             pki.path("server-key.pem").display()
         ),
@@ -359,4 +359,49 @@ fn outside_opted_in_namespaces_only_pods_that_opt_in_are_injected() {
     labelled["metadata"]["labels"]["meshgate.io/inject"] = json!("enabled");
     let injected = apply(&call("uid-labelled", &labelled), &labelled);
     assert_eq!(injected["spec"]["initContainers"][0]["name"], "meshgate");
+}
+
+#[test]
+fn on_sigterm_it_reports_not_ready_serves_a_while_then_exits() {
+    if !require_tool("curl") {
+        return;
+    }
+    let pki = Pki::new();
+    let mut mg = start(&pki);
+    let ready = |mg: &Meshgate| {
+        let out = Command::new("curl")
+            .args([
+                "-sS",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                "--max-time",
+                "10",
+            ])
+            .arg(format!("http://{}/ready", mg.admin))
+            .output()
+            .expect("curl");
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    assert_eq!(ready(&mg), "200");
+    let from = mg.logs.len();
+    let term = Command::new("kill")
+        .args(["-TERM", &mg.pid().to_string()])
+        .status()
+        .expect("kill");
+    assert!(term.success());
+    mg.logs
+        .wait_for(from, std::time::Duration::from_secs(10), |l| {
+            l.contains("shutting down")
+        })
+        .unwrap_or_else(|| panic!("no shutdown line:\n{}", mg.logs.dump()));
+    // Not ready any more, but reviews are still answered during the delay.
+    assert_eq!(ready(&mg), "503");
+    let pod = k8s_fixture("pod-deployment.json");
+    let r = answer(&pki, &mg, "during-shutdown", &pod);
+    assert_eq!(r["allowed"], true);
+    let status = mg.child.wait().expect("wait");
+    assert!(status.success(), "{status:?}\n{}", mg.logs.dump());
+    assert!(mg.logs.dump().contains("meshgate injector stopped"));
 }
