@@ -461,3 +461,39 @@ fn the_injected_sidecar_starts_from_its_pod_spec_and_serves() {
     assert_eq!(policy["mode"], "enforcing");
     assert!(policy["routes"].as_u64().unwrap_or(0) > 0, "{policy}");
 }
+
+#[test]
+fn run_takes_its_configuration_from_meshgate_config() {
+    let run = |config: Option<&str>| {
+        let mut cmd = Command::new(bin());
+        cmd.arg("run")
+            .env_remove("MESHGATE_CONFIG")
+            .env_remove("RUST_LOG");
+        if let Some(c) = config {
+            cmd.env("MESHGATE_CONFIG", c);
+        }
+        let out = cmd.output().expect("meshgate run");
+        assert!(!out.status.success());
+        String::from_utf8_lossy(&out.stderr).to_string()
+    };
+    let none = run(None);
+    assert!(
+        none.contains("give --config FILE or set MESHGATE_CONFIG to the YAML text"),
+        "{none}"
+    );
+    let bad = run(Some(
+        "listen: 0.0.0.0:8080\nupstream: http://127.0.0.1:18080\ntls:\n  kee: x\n",
+    ));
+    assert!(
+        bad.starts_with("meshgate: MESHGATE_CONFIG:4:3: tls.kee: unknown field `kee`"),
+        "{bad}"
+    );
+    // Relative paths are the working directory's: here none of them exist.
+    let missing = run(Some(
+        "listen: 0.0.0.0:8080\nupstream: http://127.0.0.1:18080\ntls:\n  cert: var/run/secrets/spiffe.io/tls.crt\n  key: k\n  client_ca: c\n",
+    ));
+    assert!(
+        missing.contains("MESHGATE_CONFIG: tls.cert: var/run/secrets/spiffe.io/tls.crt:"),
+        "{missing}"
+    );
+}
