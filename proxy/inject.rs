@@ -246,6 +246,8 @@ pub enum InjectError {
     },
     #[error("{0}")]
     Ports(String),
+    #[error("the pod already has a volume named {0}")]
+    Volume(String),
     #[error("the pod has no containers")]
     NoContainers,
 }
@@ -722,9 +724,7 @@ fn build(
     for v in &volumes {
         let name = v["name"].as_str().unwrap_or_default();
         if spec.volumes.iter().flatten().any(|x| x.name == name) {
-            return Err(InjectError::Ports(format!(
-                "the pod already has a volume named {name}"
-            )));
+            return Err(InjectError::Volume(name.to_string()));
         }
     }
 
