@@ -270,6 +270,9 @@ pub struct Status {
     pub mesh_configmap: String,
     pub policy_configmap: Option<String>,
     pub contract_configmap: Option<String>,
+    /// Advice for whoever created the pod (not recorded in the annotation).
+    #[serde(skip)]
+    pub warnings: Vec<String>,
 }
 
 /// The outcome for one pod.
@@ -787,7 +790,16 @@ fn build(
         mesh_configmap: sc.mesh_configmap.clone(),
         policy_configmap: policy_cm.map(str::to_string),
         contract_configmap: contract_cm.map(str::to_string),
+        warnings: Vec::new(),
     };
+    let mut status = status;
+    if mode == Mode::Container
+        && matches!(spec.restart_policy.as_deref(), Some("Never" | "OnFailure"))
+    {
+        status.warnings.push(format!(
+            "meshgate: a regular sidecar container keeps this run-to-completion pod running after its work is done; use {SIDECAR_MODE}: native"
+        ));
+    }
 
     let mut ops = Vec::new();
     // The app: its served port leaves it, it learns where to listen.
@@ -1154,10 +1166,15 @@ pub fn review(
     Ok(match planned {
         Ok(Decision::Inject { patch, status }) => {
             match base.clone().with_patch(json_patch::Patch(patch)) {
-                Ok(response) => Answer {
-                    response,
-                    outcome: Outcome::Injected(status),
-                },
+                Ok(mut response) => {
+                    if !status.warnings.is_empty() {
+                        response.warnings = Some(status.warnings.clone());
+                    }
+                    Answer {
+                        response,
+                        outcome: Outcome::Injected(status),
+                    }
+                }
                 Err(e) => Answer {
                     response: base.deny(format!("meshgate injection: {e}")),
                     outcome: Outcome::Refused(e.to_string()),
@@ -1321,6 +1338,17 @@ mod tests {
 
     #[test]
     fn a_regular_container_when_annotated() {
+        let job = pod(
+            json!({"metadata": {"annotations": {SIDECAR_MODE: "container"}},
+            "spec": {"restartPolicy": "Never"}}),
+        );
+        match run(&job, &enabled()).expect("plans").0 {
+            Decision::Inject { status, .. } => {
+                assert_eq!(status.warnings.len(), 1);
+                assert!(status.warnings[0].contains("run-to-completion"));
+            }
+            other => panic!("{other:?}"),
+        }
         let out = injected(&pod(
             json!({"metadata": {"annotations": {SIDECAR_MODE: "container"}}}),
         ));

@@ -492,10 +492,15 @@ fn run(command: Command) -> anyhow::Result<()> {
             print!("{out}");
             for (doc, o) in &outcomes {
                 match o {
-                    meshgate::inject::DocOutcome::Injected(s) => eprintln!(
-                        "{doc} injected: {} sidecar serves port {}, app moved to {}",
-                        s.mode, s.port, s.upstream
-                    ),
+                    meshgate::inject::DocOutcome::Injected(s) => {
+                        eprintln!(
+                            "{doc} injected: {} sidecar serves port {}, app moved to {}",
+                            s.mode, s.port, s.upstream
+                        );
+                        for w in &s.warnings {
+                            eprintln!("{doc} warning: {w}");
+                        }
+                    }
                     meshgate::inject::DocOutcome::Skipped(r) => {
                         eprintln!("{doc} skipped: {}", r.as_str())
                     }

@@ -123,6 +123,10 @@ fn injects_every_workload_kind_of_a_multi_document_stream() {
     let cron_pod = pod_spec(&docs[5]);
     assert_eq!(cron_pod["spec"]["containers"][1]["name"], "meshgate");
     assert!(cron_pod["spec"].get("initContainers").is_none());
+    assert!(
+        stderr.contains("cronjob/orders-nightly warning: meshgate: a regular sidecar container keeps this run-to-completion pod running"),
+        "{stderr}"
+    );
     // Untouched: the Service, the opted-out pod, the hostNetwork pod.
     assert_eq!(docs[1], input[1]);
     assert_eq!(docs[6], input[6]);
