@@ -769,7 +769,7 @@ fn build(
         sidecar["restartPolicy"] = json!("Always");
     }
 
-    let status = Status {
+    let mut status = Status {
         version: env!("CARGO_PKG_VERSION").into(),
         mode: match mode {
             Mode::Native => "native",
@@ -792,7 +792,6 @@ fn build(
         contract_configmap: contract_cm.map(str::to_string),
         warnings: Vec::new(),
     };
-    let mut status = status;
     if mode == Mode::Container
         && matches!(spec.restart_policy.as_deref(), Some("Never" | "OnFailure"))
     {
