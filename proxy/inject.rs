@@ -78,6 +78,10 @@ pub const CONTRACTS_DIR: &str = "/etc/meshgate/contracts";
 /// files laid out under any directory.
 pub const WORKING_DIR: &str = "/";
 
+/// The CSI driver of the workload certificates and its file-group attribute.
+pub const CSI_DRIVER: &str = "spiffe.csi.cert-manager.io";
+pub const CSI_FS_GROUP: &str = "spiffe.csi.cert-manager.io/fs-group";
+
 const VOL_IDENTITY: &str = "meshgate-identity";
 const VOL_MESH: &str = "meshgate-mesh";
 const VOL_POLICIES: &str = "meshgate-policies";
@@ -126,6 +130,10 @@ pub struct SidecarConfig {
     /// which must exist in every injected namespace.
     pub mesh_configmap: String,
     pub run_as_user: i64,
+    /// The sidecar's group: the group of its certificate files (the CSI
+    /// volume's `fs-group` attribute; with a Secret, the pod's `fsGroup`
+    /// when the pod sets none).
+    pub run_as_group: i64,
 }
 
 impl Default for SidecarConfig {
@@ -142,6 +150,7 @@ impl Default for SidecarConfig {
             memory_limit: Some("256Mi".into()),
             mesh_configmap: "meshgate-mesh".into(),
             run_as_user: 65532,
+            run_as_group: 65532,
         }
     }
 }
@@ -706,12 +715,20 @@ fn build(
     );
 
     // Volumes and their mounts.
+    // The certificate files must be readable by the sidecar's non-root
+    // user: csi-driver-spiffe makes them so only for the group named by its
+    // `fs-group` attribute; a Secret volume's files (0440) belong to the
+    // pod's fsGroup, or to root when the pod has none (then it gets ours).
     let mut volumes = vec![match tls_secret {
-        None => {
-            json!({"name": VOL_IDENTITY, "csi": {"driver": "spiffe.csi.cert-manager.io", "readOnly": true}})
-        }
+        None => json!({"name": VOL_IDENTITY, "csi": {
+            "driver": CSI_DRIVER,
+            "readOnly": true,
+            "volumeAttributes": {CSI_FS_GROUP: sc.run_as_group.to_string()},
+        }}),
         Some(s) => json!({"name": VOL_IDENTITY, "secret": {"secretName": s, "defaultMode": 0o440}}),
     }];
+    let pod_fs_group = spec.security_context.as_ref().and_then(|s| s.fs_group);
+    let set_fs_group = tls_secret.is_some() && pod_fs_group.is_none();
     let mut mounts =
         vec![json!({"name": VOL_IDENTITY, "mountPath": IDENTITY_DIR, "readOnly": true})];
     volumes.push(json!({"name": VOL_MESH, "configMap": {"name": sc.mesh_configmap}}));
@@ -755,7 +772,7 @@ fn build(
         "securityContext": {
             "runAsNonRoot": true,
             "runAsUser": sc.run_as_user,
-            "runAsGroup": sc.run_as_user,
+            "runAsGroup": sc.run_as_group,
             "readOnlyRootFilesystem": true,
             "allowPrivilegeEscalation": false,
             "privileged": false,
@@ -856,6 +873,19 @@ fn build(
             )),
         },
         Mode::Container => ops.push(add(ptr(prefix, &["spec", "containers", "-"]), sidecar)),
+    }
+    if set_fs_group {
+        let group = json!(sc.run_as_group);
+        match &spec.security_context {
+            None => ops.push(add(
+                ptr(prefix, &["spec", "securityContext"]),
+                json!({ "fsGroup": group }),
+            )),
+            Some(_) => ops.push(add(
+                ptr(prefix, &["spec", "securityContext", "fsGroup"]),
+                group,
+            )),
+        }
     }
     match &spec.volumes {
         Some(_) => {
@@ -1279,10 +1309,15 @@ mod tests {
             json!([{"name": "MESHGATE_UPSTREAM_ADDR", "value": "127.0.0.1:18080"},
                    {"name": "MESHGATE_UPSTREAM_PORT", "value": "18080"}])
         );
+        // csi-driver-spiffe makes the files readable to the sidecar's group.
         assert_eq!(
             out["spec"]["volumes"][0],
-            json!({"name": "meshgate-identity", "csi": {"driver": "spiffe.csi.cert-manager.io", "readOnly": true}})
+            json!({"name": "meshgate-identity", "csi": {"driver": "spiffe.csi.cert-manager.io", "readOnly": true,
+                   "volumeAttributes": {"spiffe.csi.cert-manager.io/fs-group": "65532"}}})
         );
+        assert_eq!(sec["runAsGroup"], 65532);
+        // The pod's own securityContext is left alone with the CSI volume.
+        assert!(out["spec"].get("securityContext").is_none());
         assert_eq!(
             out["spec"]["volumes"][1]["configMap"]["name"],
             "meshgate-mesh"
@@ -1417,6 +1452,55 @@ mod tests {
                 "meshgate-policies",
                 "meshgate-contracts"
             ]
+        );
+    }
+
+    #[test]
+    fn a_secret_identity_is_readable_by_the_sidecar_group() {
+        let secret = |extra: Value| {
+            let mut v = pod(json!({"metadata": {"annotations": {TLS_SECRET: "orders-tls"}}}));
+            json_patch::merge(&mut v, &extra);
+            injected(&v)
+        };
+        // No securityContext at all: one is added with the sidecar's group.
+        let out = secret(json!({}));
+        assert_eq!(
+            out["spec"]["volumes"][0],
+            json!({"name": "meshgate-identity", "secret": {"secretName": "orders-tls", "defaultMode": 0o440}})
+        );
+        assert_eq!(out["spec"]["securityContext"], json!({"fsGroup": 65532}));
+        // A securityContext without fsGroup: fsGroup is added, the rest kept.
+        let out = secret(json!({"spec": {"securityContext": {"runAsNonRoot": true}}}));
+        assert_eq!(
+            out["spec"]["securityContext"],
+            json!({"runAsNonRoot": true, "fsGroup": 65532})
+        );
+        // The pod's own fsGroup is kept: it is a supplementary group of every
+        // container, the sidecar's too, so the files are readable.
+        let out = secret(json!({"spec": {"securityContext": {"fsGroup": 2000}}}));
+        assert_eq!(out["spec"]["securityContext"], json!({"fsGroup": 2000}));
+        // The configured group is the one used.
+        let mut cfg = InjectorConfig::default();
+        cfg.sidecar.run_as_group = 1234;
+        let v = pod(json!({"metadata": {"annotations": {TLS_SECRET: "orders-tls"}}}));
+        let p: Pod = serde_json::from_value(v.clone()).expect("pod");
+        let Decision::Inject { patch, .. } = plan(
+            &cfg,
+            Some("sales"),
+            &enabled(),
+            &p.metadata,
+            p.spec.as_ref().expect("spec"),
+            &PointerBuf::new(),
+        )
+        .expect("plans") else {
+            panic!("not injected")
+        };
+        let mut out = v;
+        json_patch::patch(&mut out, &patch).expect("applies");
+        assert_eq!(out["spec"]["securityContext"]["fsGroup"], 1234);
+        assert_eq!(
+            out["spec"]["initContainers"][0]["securityContext"]["runAsGroup"],
+            1234
         );
     }
 
