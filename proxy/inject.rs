@@ -220,6 +220,14 @@ pub enum SkipReason {
     AlreadyInjected,
     /// The injector's own namespace or a system namespace.
     ExcludedNamespace,
+    /// Selected by its namespace only, and no container port to serve.
+    NoPort,
+    /// Selected by its namespace only, and `meshgate.io/port` names a port
+    /// no container declares.
+    UnknownPort,
+    /// Selected by its namespace only, and an app probe targets the port
+    /// the sidecar would take.
+    ProbeOnServedPort,
 }
 
 impl SkipReason {
@@ -230,6 +238,39 @@ impl SkipReason {
             SkipReason::HostNetwork => "host_network",
             SkipReason::AlreadyInjected => "already_injected",
             SkipReason::ExcludedNamespace => "excluded_namespace",
+            SkipReason::NoPort => "no_port",
+            SkipReason::UnknownPort => "unknown_port",
+            SkipReason::ProbeOnServedPort => "probe_on_served_port",
+        }
+    }
+
+    /// For a pod its namespace selected but that cannot be injected whole:
+    /// what to tell whoever created it (an admission warning).
+    pub fn advice(self) -> Option<&'static str> {
+        match self {
+            SkipReason::NoPort => Some(
+                "meshgate: the sidecar was not injected: the pod declares no TCP container port to serve (declare one, or name it with meshgate.io/port)",
+            ),
+            SkipReason::UnknownPort => Some(
+                "meshgate: the sidecar was not injected: no container declares the port named by meshgate.io/port",
+            ),
+            SkipReason::ProbeOnServedPort => Some(
+                "meshgate: the sidecar was not injected: an app probe targets the port the sidecar would serve with mTLS (move the probe to another port)",
+            ),
+            _ => None,
+        }
+    }
+}
+
+impl InjectError {
+    /// Why a pod that only its namespace selected is left alone rather than
+    /// refused: it cannot be injected whole, and it never asked for it.
+    fn skip_reason(&self) -> Option<SkipReason> {
+        match self {
+            InjectError::NoPort => Some(SkipReason::NoPort),
+            InjectError::UnknownPort(_) => Some(SkipReason::UnknownPort),
+            InjectError::ProbeOnServedPort { .. } => Some(SkipReason::ProbeOnServedPort),
+            _ => None,
         }
     }
 }
@@ -340,9 +381,9 @@ pub fn plan(
     let pod_choice = ann
         .get(INJECT)
         .or_else(|| meta.labels.as_ref().and_then(|l| l.get(INJECT)));
-    match pod_choice.map(String::as_str) {
+    let explicit = match pod_choice.map(String::as_str) {
         Some("disabled") => return Ok(Decision::Skip(SkipReason::Disabled)),
-        Some("enabled") => {}
+        Some("enabled") => true,
         Some(other) => {
             return Err(InjectError::Annotation {
                 annotation: INJECT,
@@ -353,13 +394,21 @@ pub fn plan(
             if namespace_labels.get(INJECT).map(String::as_str) != Some("enabled") {
                 return Ok(Decision::Skip(SkipReason::NotEnabled));
             }
+            false
         }
+    };
+    // A pod that asked for the sidecar itself and cannot have it whole is
+    // refused; one its namespace selected is left alone, with the reason.
+    match build(cfg, ann, meta.labels.as_ref(), spec, prefix) {
+        Ok((patch, status)) => Ok(Decision::Inject {
+            patch,
+            status: Box::new(status),
+        }),
+        Err(e) => match e.skip_reason() {
+            Some(reason) if !explicit => Ok(Decision::Skip(reason)),
+            _ => Err(e),
+        },
     }
-    let (patch, status) = build(cfg, ann, meta.labels.as_ref(), spec, prefix)?;
-    Ok(Decision::Inject {
-        patch,
-        status: Box::new(status),
-    })
 }
 
 fn annotation<'a>(ann: &'a BTreeMap<String, String>, key: &str) -> Option<&'a str> {
@@ -1210,10 +1259,16 @@ pub fn review(
                 },
             }
         }
-        Ok(Decision::Skip(reason)) => Answer {
-            response: base,
-            outcome: Outcome::Skipped(reason),
-        },
+        Ok(Decision::Skip(reason)) => {
+            let mut response = base;
+            if let Some(advice) = reason.advice() {
+                response.warnings = Some(vec![advice.to_string()]);
+            }
+            Answer {
+                response,
+                outcome: Outcome::Skipped(reason),
+            }
+        }
         Err(error) => Answer {
             response: base.deny(format!("meshgate injection: {error}")),
             outcome: Outcome::Refused(error.to_string()),
@@ -1585,26 +1640,48 @@ mod tests {
                 ..
             }
         ));
-        assert!(matches!(
-            err(pod(json!({"metadata": {"annotations": {PORT: "grpc"}}}))),
-            InjectError::UnknownPort(_)
-        ));
-        assert!(matches!(
-            err(pod(
-                json!({"spec": {"containers": [{"name": "app", "image": "x"}]}})
-            )),
-            InjectError::NoPort
-        ));
-        let probed = pod(json!({"spec": {"containers": [{"name": "app", "image": "x",
-            "ports": [{"name": "http", "containerPort": 8080}],
-            "readinessProbe": {"httpGet": {"path": "/", "port": "http"}}}]}}));
-        assert!(matches!(
-            err(probed),
-            InjectError::ProbeOnServedPort {
-                probe: "readiness",
-                ..
-            }
-        ));
+        // The pod opted in itself (annotation or label): refused.
+        for opt_in in [
+            json!({"metadata": {"annotations": {INJECT: "enabled"}}}),
+            json!({"metadata": {"labels": {INJECT: "enabled"}}}),
+        ] {
+            let explicit = |v: Value| {
+                let mut v = pod(v);
+                json_patch::merge(&mut v, &opt_in);
+                v
+            };
+            assert!(matches!(
+                err(explicit(
+                    json!({"metadata": {"annotations": {PORT: "grpc"}}})
+                )),
+                InjectError::UnknownPort(_)
+            ));
+            assert!(matches!(
+                err(explicit(
+                    json!({"spec": {"containers": [{"name": "app", "image": "x"}]}})
+                )),
+                InjectError::NoPort
+            ));
+            let probed = explicit(json!({"spec": {"containers": [{"name": "app", "image": "x",
+                "ports": [{"name": "http", "containerPort": 8080}],
+                "readinessProbe": {"httpGet": {"path": "/", "port": "http"}}}]}}));
+            assert!(matches!(
+                err(probed),
+                InjectError::ProbeOnServedPort {
+                    probe: "readiness",
+                    ..
+                }
+            ));
+            // Without the namespace label too (the /inject-pod webhook).
+            let none = BTreeMap::new();
+            assert!(matches!(
+                run(
+                    &explicit(json!({"spec": {"containers": [{"name": "app", "image": "x"}]}})),
+                    &none
+                ),
+                Err(InjectError::NoPort)
+            ));
+        }
         assert!(matches!(
             err(pod(
                 json!({"metadata": {"annotations": {UPSTREAM_PORT: "8080"}}})
@@ -1638,6 +1715,85 @@ mod tests {
                 ..
             }
         ));
+    }
+
+    #[test]
+    fn a_pod_only_its_namespace_selected_is_skipped_when_it_cannot_be_injected_whole() {
+        assert_eq!(
+            skipped(
+                &pod(json!({"spec": {"containers": [{"name": "app", "image": "x"}]}})),
+                &enabled()
+            ),
+            SkipReason::NoPort
+        );
+        // Only UDP ports: nothing to serve either.
+        assert_eq!(
+            skipped(
+                &pod(json!({"spec": {"containers": [{"name": "dns", "image": "x",
+                    "ports": [{"containerPort": 53, "protocol": "UDP"}]}]}})),
+                &enabled()
+            ),
+            SkipReason::NoPort
+        );
+        assert_eq!(
+            skipped(
+                &pod(json!({"metadata": {"annotations": {PORT: "grpc"}}})),
+                &enabled()
+            ),
+            SkipReason::UnknownPort
+        );
+        for probe in [
+            json!({"httpGet": {"path": "/", "port": "http"}}),
+            json!({"httpGet": {"path": "/", "port": 8080}}),
+            json!({"tcpSocket": {"port": 8080}}),
+        ] {
+            let probed = pod(json!({"spec": {"containers": [{"name": "app", "image": "x",
+                "ports": [{"name": "http", "containerPort": 8080}],
+                "livenessProbe": probe}]}}));
+            assert_eq!(skipped(&probed, &enabled()), SkipReason::ProbeOnServedPort);
+        }
+        // A bad annotation is still refused: the pod's author asked for something.
+        assert!(matches!(
+            run(
+                &pod(json!({"metadata": {"annotations": {MEMORY_LIMIT: "lots"}}})),
+                &enabled()
+            ),
+            Err(InjectError::Annotation { .. })
+        ));
+        for r in [
+            SkipReason::NoPort,
+            SkipReason::UnknownPort,
+            SkipReason::ProbeOnServedPort,
+        ] {
+            assert!(r.advice().is_some(), "{r:?}");
+        }
+        assert!(SkipReason::Disabled.advice().is_none());
+        // The webhook allows such a pod unchanged, with the reason as a warning.
+        let cfg = InjectorConfig::default();
+        let body = json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {
+            "uid": "u3", "kind": {"group": "", "version": "v1", "kind": "Pod"},
+            "resource": {"group": "", "version": "v1", "resource": "pods"},
+            "operation": "CREATE", "userInfo": {}, "namespace": "sales",
+            "object": pod(json!({"spec": {"containers": [{"name": "app", "image": "x"}]}}))}});
+        let a = review(&cfg, body.to_string().as_bytes(), Selected::Namespace).expect("answered");
+        assert!(a.response.allowed);
+        assert!(a.response.patch.is_none());
+        assert_eq!(a.outcome, Outcome::Skipped(SkipReason::NoPort));
+        assert_eq!(
+            a.response.warnings.as_deref(),
+            SkipReason::NoPort
+                .advice()
+                .map(|w| vec![w.to_string()])
+                .as_deref()
+        );
+        // Through /inject-pod the pod opted in itself: refused.
+        let a = review(&cfg, body.to_string().as_bytes(), Selected::Pod).expect("answered");
+        assert_eq!(a.outcome, Outcome::Skipped(SkipReason::NotEnabled));
+        let mut labelled = body.clone();
+        labelled["request"]["object"]["metadata"]["labels"] = json!({INJECT: "enabled"});
+        let a = review(&cfg, labelled.to_string().as_bytes(), Selected::Pod).expect("answered");
+        assert!(!a.response.allowed);
+        assert!(matches!(a.outcome, Outcome::Refused(_)));
     }
 
     #[test]

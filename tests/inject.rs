@@ -195,8 +195,29 @@ fn reads_a_file_and_refuses_a_pod_it_cannot_inject_whole() {
         "meshgate"
     );
 
-    // A Job declares no port: without meshgate.io/port there is nothing to serve.
-    let out = inject_stdin(&k8s_fixture("job.json").to_string(), &[]);
+    // A Job declares no port: there is nothing to serve. Selected by its
+    // namespace only (as `inject -f` takes every pod to be), it is left
+    // alone with the reason; when the pod asked for the sidecar itself, it
+    // is refused and nothing is written.
+    let job = k8s_fixture("job.json");
+    let out = inject_stdin(&job.to_string(), &[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("job/orders-export skipped: no_port"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("job/orders-export warning: meshgate: the sidecar was not injected"),
+        "{stderr}"
+    );
+    assert_eq!(
+        yaml_docs(&String::from_utf8_lossy(&out.stdout)),
+        std::slice::from_ref(&job)
+    );
+    let mut asked = job;
+    asked["spec"]["template"]["metadata"]["annotations"] = json!({"meshgate.io/inject": "enabled"});
+    let out = inject_stdin(&asked.to_string(), &[]);
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(

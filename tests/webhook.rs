@@ -237,10 +237,27 @@ fn malformed_reviews_get_400_and_unsupported_ones_a_refusal() {
         .unwrap_or_default();
     assert!(message.contains("only Pod CREATE"), "{message}");
 
-    // A pod that opted in but cannot be injected whole: refused, not half-injected.
+    // A pod that cannot be injected whole and only its namespace selected:
+    // left alone, with the reason as a warning and in the skip metric.
     let mut probed = k8s_fixture("pod-deployment.json");
     probed["spec"]["containers"][0]["readinessProbe"] =
         json!({"httpGet": {"path": "/healthz", "port": 8080}});
+    let r = answer(&pki, &mg, "uid-probe-ns", &probed);
+    assert_eq!(r["allowed"], true, "{r}");
+    assert!(r.get("patch").is_none(), "{r}");
+    assert!(
+        r["warnings"][0]
+            .as_str()
+            .unwrap_or_default()
+            .contains("an app probe targets the port the sidecar would serve"),
+        "{r}"
+    );
+    mg.wait_metric(
+        "meshgate_injector_skipped_total{reason=\"probe_on_served_port\"}",
+        1.0,
+    );
+    // The same pod opted in itself: refused, not half-injected.
+    probed["metadata"]["annotations"] = json!({"meshgate.io/inject": "enabled"});
     let r = answer(&pki, &mg, "uid-probe", &probed);
     assert_eq!(r["allowed"], false);
     assert!(r.get("patch").is_none());
