@@ -232,6 +232,44 @@ fn the_sales_example_is_valid_before_and_after_injection() {
         .expect("ports")
         .iter()
         .any(|p| p["name"] == target));
+    // The NetworkPolicy lets in exactly the sidecar's ports (served and
+    // admin), by number, and nothing else of the product's pods.
+    let policy = find(&injected, "NetworkPolicy", "orders-ingress");
+    assert_eq!(
+        policy["spec"]["podSelector"]["matchLabels"],
+        orders["spec"]["selector"]["matchLabels"]
+    );
+    assert_eq!(
+        policy["spec"]["policyTypes"],
+        serde_json::json!(["Ingress"])
+    );
+    let rules = policy["spec"]["ingress"].as_array().expect("ingress");
+    assert_eq!(rules.len(), 1);
+    let mut allowed: Vec<(u64, &str)> = rules[0]["ports"]
+        .as_array()
+        .expect("ports")
+        .iter()
+        .map(|p| {
+            (
+                p["port"].as_u64().expect("a numbered port"),
+                p["protocol"].as_str().unwrap_or("TCP"),
+            )
+        })
+        .collect();
+    let mut sidecar: Vec<(u64, &str)> = pod["initContainers"][0]["ports"]
+        .as_array()
+        .expect("ports")
+        .iter()
+        .map(|p| {
+            (
+                p["containerPort"].as_u64().expect("port"),
+                p["protocol"].as_str().unwrap_or("TCP"),
+            )
+        })
+        .collect();
+    allowed.sort_unstable();
+    sidecar.sort_unstable();
+    assert_eq!(allowed, sidecar);
 }
 
 #[test]
