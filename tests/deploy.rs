@@ -83,7 +83,8 @@ fn base_is_valid_and_configures_the_webhook_as_documented() {
     let hook = find(&all, "MutatingWebhookConfiguration", "meshgate-injector");
     assert_eq!(
         hook["metadata"]["annotations"]["cert-manager.io/inject-ca-from"],
-        "meshgate-system/meshgate-injector"
+        "meshgate-system/meshgate-injector-ca",
+        "the caBundle is the CA's, stable across serving certificate renewals"
     );
     let w = &hook["webhooks"][0];
     assert_eq!(w["failurePolicy"], "Fail");
@@ -131,7 +132,37 @@ fn base_is_valid_and_configures_the_webhook_as_documented() {
     assert!(deploy["spec"]["template"]["spec"]["affinity"]["podAntiAffinity"].is_object());
     let pdb = find(&all, "PodDisruptionBudget", "meshgate-injector");
     assert_eq!(pdb["spec"]["minAvailable"], 1);
-    let cert = find(&all, "Certificate", "meshgate-injector");
+    // selfSigned Issuer -> CA Certificate -> CA Issuer -> serving Certificate.
+    let named = |kind: &str, name: &str| -> &Value {
+        all.iter()
+            .find(|d| d["kind"] == kind && d["metadata"]["name"] == name)
+            .unwrap_or_else(|| panic!("no {kind} {name}"))
+    };
+    let selfsigned = named("Issuer", "meshgate-injector-selfsigned");
+    assert!(selfsigned["spec"]["selfSigned"].is_object());
+    let ca = named("Certificate", "meshgate-injector-ca");
+    assert_eq!(ca["metadata"]["namespace"], "meshgate-system");
+    assert_eq!(ca["spec"]["isCA"], true);
+    assert_eq!(
+        ca["spec"]["issuerRef"]["name"],
+        "meshgate-injector-selfsigned"
+    );
+    assert_eq!(ca["spec"]["privateKey"]["rotationPolicy"], "Never");
+    let ca_issuer = named("Issuer", "meshgate-injector-ca");
+    assert_eq!(
+        ca_issuer["spec"]["ca"]["secretName"],
+        ca["spec"]["secretName"]
+    );
+    let cert = named("Certificate", "meshgate-injector");
+    assert_eq!(cert["spec"]["issuerRef"]["kind"], "Issuer");
+    assert_eq!(cert["spec"]["issuerRef"]["name"], "meshgate-injector-ca");
+    assert!(cert["spec"]["isCA"].is_null());
+    // The injector mounts the serving certificate's Secret.
+    assert!(deploy["spec"]["template"]["spec"]["volumes"]
+        .as_array()
+        .expect("volumes")
+        .iter()
+        .any(|v| v["secret"]["secretName"] == cert["spec"]["secretName"]));
     assert!(cert["spec"]["dnsNames"]
         .as_array()
         .expect("dnsNames")
