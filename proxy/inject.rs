@@ -286,7 +286,7 @@ pub enum InjectError {
     },
     #[error("the pod has no container port to serve; name one with the {PORT} annotation")]
     NoPort,
-    #[error("{PORT}: no container port named `{0}`")]
+    #[error("{PORT}: no container declares a port named or numbered `{0}`; declare it in the app container's ports")]
     UnknownPort(String),
     #[error("container `{container}`: its {probe} probe targets port {port}, which the sidecar now serves with mTLS; move the probe to another port")]
     ProbeOnServedPort {
@@ -482,12 +482,15 @@ fn quantity(
     }
 }
 
-/// The app port the sidecar takes: (container index, port index if declared, number, name).
+/// The app port the sidecar takes: its container, its index there, number,
+/// name, and the node port it is published on (kept on the sidecar's port).
 struct Taken {
     container: usize,
-    port_index: Option<usize>,
+    port_index: usize,
     number: u16,
     name: Option<String>,
+    host_port: Option<i32>,
+    host_ip: Option<String>,
 }
 
 fn find_port(spec: &PodSpec, wanted: Option<&str>) -> Result<Taken, InjectError> {
@@ -501,13 +504,23 @@ fn find_port(spec: &PodSpec, wanted: Option<&str>) -> Result<Taken, InjectError>
                     p.container_port
                 ))
             })?;
+        let protocol = p.protocol.as_deref().unwrap_or("TCP");
+        if protocol != "TCP" {
+            return Err(InjectError::Ports(format!(
+                "container port {} is {protocol}; the sidecar serves TCP",
+                p.container_port
+            )));
+        }
         Ok(Taken {
             container: c,
-            port_index: Some(i),
+            port_index: i,
             number,
             name: p.name.clone(),
+            host_port: p.host_port.filter(|h| *h > 0),
+            host_ip: p.host_ip.clone().filter(|h| !h.is_empty()),
         })
     };
+    let tcp = |p: &ContainerPort| p.protocol.as_deref().unwrap_or("TCP") == "TCP";
     let all = || {
         spec.containers.iter().enumerate().flat_map(|(c, k)| {
             k.ports
@@ -519,9 +532,7 @@ fn find_port(spec: &PodSpec, wanted: Option<&str>) -> Result<Taken, InjectError>
     };
     match wanted {
         None => {
-            let (c, i, p) = all()
-                .find(|(_, _, p)| p.protocol.as_deref().unwrap_or("TCP") == "TCP")
-                .ok_or(InjectError::NoPort)?;
+            let (c, i, p) = all().find(|(_, _, p)| tcp(p)).ok_or(InjectError::NoPort)?;
             declared(c, i, p)
         }
         Some(w) => match w.parse::<u16>() {
@@ -529,15 +540,16 @@ fn find_port(spec: &PodSpec, wanted: Option<&str>) -> Result<Taken, InjectError>
                 annotation: PORT,
                 message: "port 0".into(),
             }),
-            Ok(n) => match all().find(|(_, _, p)| p.container_port == i32::from(n)) {
-                Some((c, i, p)) => declared(c, i, p),
-                None => Ok(Taken {
-                    container: 0,
-                    port_index: None,
-                    number: n,
-                    name: None,
-                }),
-            },
+            // A number must be declared too: it says which container is the
+            // app, and an undeclared port may be no server's at all.
+            Ok(n) => {
+                let same = || all().filter(|(_, _, p)| p.container_port == i32::from(n));
+                let (c, i, p) = same()
+                    .find(|(_, _, p)| tcp(p))
+                    .or_else(|| same().next())
+                    .ok_or_else(|| InjectError::UnknownPort(n.to_string()))?;
+                declared(c, i, p)
+            }
             Err(_) => {
                 let (c, i, p) = all()
                     .find(|(_, _, p)| p.name.as_deref() == Some(w))
@@ -797,6 +809,19 @@ fn build(
         }
     }
 
+    // The taken port as the app declared it, hostPort and hostIP included:
+    // a pod published on a node port stays published, now through mTLS.
+    let mut served_port = json!({
+        "name": taken.name.clone().unwrap_or_else(|| "meshgate".into()),
+        "containerPort": taken.number,
+        "protocol": "TCP",
+    });
+    if let Some(h) = taken.host_port {
+        served_port["hostPort"] = json!(h);
+    }
+    if let Some(ip) = &taken.host_ip {
+        served_port["hostIP"] = json!(ip);
+    }
     let probe = |path: &str, period: i32, failures: i32| json!({"httpGet": {"path": path, "port": ADMIN_PORT_NAME}, "periodSeconds": period, "failureThreshold": failures, "timeoutSeconds": 1});
     let mut sidecar = json!({
         "name": CONTAINER,
@@ -810,10 +835,7 @@ fn build(
             {"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
             {"name": "NODE_NAME", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}},
         ],
-        "ports": [
-            {"name": taken.name.clone().unwrap_or_else(|| "meshgate".into()), "containerPort": taken.number, "protocol": "TCP"},
-            {"name": ADMIN_PORT_NAME, "containerPort": admin_port, "protocol": "TCP"},
-        ],
+        "ports": [served_port, {"name": ADMIN_PORT_NAME, "containerPort": admin_port, "protocol": "TCP"}],
         "startupProbe": probe("/ready", 1, 120),
         "readinessProbe": probe("/ready", 5, 3),
         "livenessProbe": probe("/live", 10, 3),
@@ -869,14 +891,18 @@ fn build(
     let mut ops = Vec::new();
     // The app: its served port leaves it, it learns where to listen.
     let ci = taken.container.to_string();
-    if let Some(pi) = taken.port_index {
-        ops.push(PatchOperation::Remove(RemoveOperation {
-            path: ptr(
-                prefix,
-                &["spec", "containers", &ci, "ports", &pi.to_string()],
-            ),
-        }));
-    }
+    ops.push(PatchOperation::Remove(RemoveOperation {
+        path: ptr(
+            prefix,
+            &[
+                "spec",
+                "containers",
+                &ci,
+                "ports",
+                &taken.port_index.to_string(),
+            ],
+        ),
+    }));
     let mut env = vec![
         (UPSTREAM_ADDR_ENV.to_string(), upstream.clone()),
         (
@@ -1797,19 +1823,75 @@ mod tests {
     }
 
     #[test]
-    fn a_numeric_port_annotation_needs_no_declared_port() {
-        let v = pod(json!({"metadata": {"annotations": {PORT: "8443"}},
-            "spec": {"containers": [{"name": "job", "image": "x"}]}}));
+    fn a_numeric_port_annotation_must_be_declared() {
+        // Declared: the container that declares it is the app.
+        let v = pod(json!({"metadata": {"annotations": {PORT: "9000"}},
+            "spec": {"containers": [
+                {"name": "logs", "image": "l", "ports": [{"containerPort": 7000}]},
+                {"name": "job", "image": "x", "ports": [{"containerPort": 9000}]}]}}));
         let out = injected(&v);
+        let sc = &out["spec"]["initContainers"][0];
+        assert_eq!(sc["ports"][0]["name"], "meshgate");
+        assert_eq!(sc["ports"][0]["containerPort"], 9000);
+        assert_eq!(out["spec"]["containers"][1]["ports"], json!([]));
+        assert_eq!(out["spec"]["containers"][1]["env"][1]["value"], "19000");
+        assert_eq!(
+            out["spec"]["containers"][0]["ports"][0]["containerPort"],
+            7000
+        );
+        assert!(out["spec"]["containers"][0].get("env").is_none());
+        // Not declared: refused when the pod opted in, skipped when only
+        // its namespace did; containers[0] is never patched on a guess.
+        let undeclared = json!({"metadata": {"annotations": {PORT: "8443"}},
+            "spec": {"containers": [{"name": "job", "image": "x"}]}});
+        assert_eq!(
+            skipped(&pod(undeclared.clone()), &enabled()),
+            SkipReason::UnknownPort
+        );
+        let mut asked = pod(undeclared);
+        asked["metadata"]["annotations"][INJECT] = json!("enabled");
+        let err = run(&asked, &BTreeMap::new()).expect_err("refused");
+        assert_eq!(err, InjectError::UnknownPort("8443".into()));
+        assert!(err.to_string().contains("no container declares"), "{err}");
+        // A UDP port is not served.
+        let udp = pod(
+            json!({"metadata": {"annotations": {PORT: "53", INJECT: "enabled"}},
+            "spec": {"containers": [{"name": "dns", "image": "x",
+                "ports": [{"containerPort": 53, "protocol": "UDP"}]}]}}),
+        );
+        assert!(matches!(run(&udp, &enabled()), Err(InjectError::Ports(_))));
+        // The same number over TCP and UDP: the TCP entry is taken.
+        let both = pod(json!({"metadata": {"annotations": {PORT: "53"}},
+            "spec": {"containers": [{"name": "dns", "image": "x",
+                "ports": [{"name": "dns-udp", "containerPort": 53, "protocol": "UDP"},
+                          {"name": "dns-tcp", "containerPort": 53, "protocol": "TCP"}]}]}}));
+        let out = injected(&both);
         assert_eq!(
             out["spec"]["initContainers"][0]["ports"][0]["name"],
-            "meshgate"
+            "dns-tcp"
         );
         assert_eq!(
-            out["spec"]["initContainers"][0]["ports"][0]["containerPort"],
-            8443
+            out["spec"]["containers"][0]["ports"],
+            json!([{"name": "dns-udp", "containerPort": 53, "protocol": "UDP"}])
         );
-        assert_eq!(out["spec"]["containers"][0]["env"][1]["value"], "18443");
+    }
+
+    #[test]
+    fn the_taken_port_keeps_its_host_port() {
+        let v = pod(json!({"spec": {"containers": [{"name": "app", "image": "x",
+            "ports": [{"name": "http", "containerPort": 8080, "hostPort": 30080, "hostIP": "10.0.0.1"}]}]}}));
+        let out = injected(&v);
+        assert_eq!(
+            out["spec"]["initContainers"][0]["ports"][0],
+            json!({"name": "http", "containerPort": 8080, "protocol": "TCP",
+                   "hostPort": 30080, "hostIP": "10.0.0.1"})
+        );
+        assert_eq!(out["spec"]["containers"][0]["ports"], json!([]));
+        // Without one, none is added.
+        let out = injected(&pod(json!({})));
+        assert!(out["spec"]["initContainers"][0]["ports"][0]
+            .get("hostPort")
+            .is_none());
     }
 
     #[test]

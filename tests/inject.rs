@@ -63,11 +63,17 @@ fn workloads() -> Vec<Value> {
         s.remove("replicas")
     });
     ds.as_object_mut().map(|s| s.remove("status"));
+    // kubectl declares no port for a Job: the port the sidecar takes is
+    // declared (an undeclared meshgate.io/port is not injected).
+    let port = json!([{"containerPort": 8080, "protocol": "TCP"}]);
     let mut job = k8s_fixture("job.json");
     job["spec"]["template"]["metadata"]["annotations"] = json!({"meshgate.io/port": "8080"});
+    job["spec"]["template"]["spec"]["containers"][0]["ports"] = port.clone();
     let mut cron = k8s_fixture("cronjob.json");
-    cron["spec"]["jobTemplate"]["spec"]["template"]["metadata"]["annotations"] =
+    let cron_pod = &mut cron["spec"]["jobTemplate"]["spec"]["template"];
+    cron_pod["metadata"]["annotations"] =
         json!({"meshgate.io/port": "8080", "meshgate.io/sidecar-mode": "container"});
+    cron_pod["spec"]["containers"][0]["ports"] = port;
     vec![
         deployment,
         k8s_fixture("service.json"),

@@ -164,7 +164,16 @@ fn injects_pods_of_a_deployment_and_a_job_and_skips_the_rest() {
         "meshgate"
     );
 
-    // Left alone, allowed without a patch.
+    // Left alone, allowed without a patch (the last two: only the namespace
+    // selected them and they cannot be injected whole).
+    let mut undeclared = job_pod.clone();
+    undeclared["spec"]["containers"][0]
+        .as_object_mut()
+        .map(|c| c.remove("ports"));
+    let mut portless = undeclared.clone();
+    portless["metadata"]
+        .as_object_mut()
+        .map(|m| m.remove("annotations"));
     for (uid, pod, reason) in [
         (
             "uid-host",
@@ -173,6 +182,8 @@ fn injects_pods_of_a_deployment_and_a_job_and_skips_the_rest() {
         ),
         ("uid-again", injected.clone(), "already_injected"),
         ("uid-optout", k8s_fixture("pod-optout.json"), "disabled"),
+        ("uid-undeclared", undeclared, "unknown_port"),
+        ("uid-portless", portless, "no_port"),
     ] {
         let r = answer(&pki, &mg, uid, &pod);
         assert_eq!(r["allowed"], true, "{uid}: {r}");
