@@ -172,12 +172,9 @@ fn injects_every_workload_kind_of_a_multi_document_stream() {
         })
         .collect();
     std::fs::write(&file, to_yaml_stream(&named)).expect("write");
-    let passed = kubernetes_validate(&file, &[]);
-    assert!(
-        passed == 0 || passed == docs.len(),
-        "{passed} of {}",
-        docs.len()
-    );
+    if let Some(passed) = kubernetes_validate(&file, &[]) {
+        assert_eq!(passed, docs.len(), "{passed} of {} validated", docs.len());
+    }
 }
 
 #[test]
