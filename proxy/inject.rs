@@ -1083,6 +1083,9 @@ pub fn inject_document(cfg: &InjectorConfig, doc: &mut Value) -> Result<DocOutco
     };
     // A template may leave its metadata out; the status annotation needs it.
     obj.entry("metadata").or_insert_with(|| json!({}));
+    if let Some(volumes) = obj.get_mut("spec").and_then(|s| s.get_mut("volumes")) {
+        yaml11_file_modes(volumes);
+    }
     let meta: ObjectMeta = serde_json::from_value(obj["metadata"].clone())
         .map_err(|e| shape(format!("pod metadata: {e}")))?;
     let spec: PodSpec = serde_json::from_value(obj.get("spec").cloned().unwrap_or(Value::Null))
@@ -1103,6 +1106,39 @@ pub fn inject_document(cfg: &InjectorConfig, doc: &mut Value) -> Result<DocOutco
             Ok(DocOutcome::Injected(status))
         }
     }
+}
+
+/// File modes written the YAML 1.1 way (`defaultMode: 0644`), as kubectl
+/// reads them (octal), in a pod's volumes. serde_yaml_ng reads YAML 1.2,
+/// where `0644` is neither an octal nor a decimal integer but a string; a
+/// string of a leading 0 and octal digits under a `defaultMode` or `mode`
+/// key becomes the number it means in YAML 1.1 (0644 = 420). YAML 1.2's
+/// `0o644` is read as a number already.
+fn yaml11_file_modes(v: &mut Value) {
+    match v {
+        Value::Object(map) => {
+            for (k, x) in map.iter_mut() {
+                if k == "defaultMode" || k == "mode" {
+                    if let Some(n) = x.as_str().and_then(yaml11_octal) {
+                        *x = Value::from(n);
+                        continue;
+                    }
+                }
+                yaml11_file_modes(x);
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(yaml11_file_modes),
+        _ => {}
+    }
+}
+
+/// `0644` -> 420; None for anything else (`644`, `0`, `0x1f`, `08`, `-0644`).
+fn yaml11_octal(s: &str) -> Option<u32> {
+    let digits = s.strip_prefix('0')?;
+    if digits.is_empty() || !digits.bytes().all(|b| (b'0'..=b'7').contains(&b)) {
+        return None;
+    }
+    u32::from_str_radix(digits, 8).ok()
 }
 
 /// Reads a stream of YAML (or JSON) documents, injects each, and writes them
@@ -1922,6 +1958,33 @@ mod tests {
             .collect();
         assert_eq!(docs[1], original[1]);
         assert_eq!(docs[2], original[2]);
+    }
+
+    #[test]
+    fn yaml_1_1_octal_file_modes_are_read_as_kubectl_reads_them() {
+        assert_eq!(yaml11_octal("0644"), Some(0o644));
+        assert_eq!(yaml11_octal("0400"), Some(0o400));
+        assert_eq!(yaml11_octal("00"), Some(0));
+        for not in ["644", "0", "0x1f", "08", "-0644", "0o644", "", "0644 "] {
+            assert_eq!(yaml11_octal(not), None, "{not}");
+        }
+        let input = "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: orders\nspec:\n  selector:\n    matchLabels: {app: orders}\n  template:\n    metadata:\n      labels: {app: orders}\n    spec:\n      containers:\n      - name: app\n        image: orders:1\n        ports:\n        - containerPort: 8080\n      volumes:\n      - name: conf\n        configMap:\n          name: conf\n          defaultMode: 0644\n          items:\n          - {key: a, path: a, mode: 0400}\n      - name: creds\n        projected:\n          defaultMode: 0o440\n          sources:\n          - secret:\n              name: s\n              items:\n              - {key: k, path: k, mode: 0600}\n      - name: plain\n        secret: {secretName: p, defaultMode: 420}\n---\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: conf\ndata:\n  mode: '0644'\n";
+        let (out, outcomes) = inject_stream(&InjectorConfig::default(), input).expect("injects");
+        assert!(matches!(outcomes[0].1, DocOutcome::Injected(_)));
+        let docs: Vec<Value> = serde_yaml_ng::Deserializer::from_str(&out)
+            .map(|d| Value::deserialize(d).expect("yaml out"))
+            .collect();
+        let volumes = &docs[0]["spec"]["template"]["spec"]["volumes"];
+        assert_eq!(volumes[0]["configMap"]["defaultMode"], 0o644);
+        assert_eq!(volumes[0]["configMap"]["items"][0]["mode"], 0o400);
+        assert_eq!(volumes[1]["projected"]["defaultMode"], 0o440);
+        assert_eq!(
+            volumes[1]["projected"]["sources"][0]["secret"]["items"][0]["mode"],
+            0o600
+        );
+        assert_eq!(volumes[2]["secret"]["defaultMode"], 420);
+        // Not a pod's volume: left as written.
+        assert_eq!(docs[1]["data"]["mode"], "0644");
     }
 
     #[test]
