@@ -78,6 +78,10 @@ pub const CONTRACTS_DIR: &str = "/etc/meshgate/contracts";
 /// files laid out under any directory.
 pub const WORKING_DIR: &str = "/";
 
+/// The CSI driver of the workload certificates and its file-group attribute.
+pub const CSI_DRIVER: &str = "spiffe.csi.cert-manager.io";
+pub const CSI_FS_GROUP: &str = "spiffe.csi.cert-manager.io/fs-group";
+
 const VOL_IDENTITY: &str = "meshgate-identity";
 const VOL_MESH: &str = "meshgate-mesh";
 const VOL_POLICIES: &str = "meshgate-policies";
@@ -126,6 +130,10 @@ pub struct SidecarConfig {
     /// which must exist in every injected namespace.
     pub mesh_configmap: String,
     pub run_as_user: i64,
+    /// The sidecar's group: the group of its certificate files (the CSI
+    /// volume's `fs-group` attribute; with a Secret, the pod's `fsGroup`
+    /// when the pod sets none).
+    pub run_as_group: i64,
 }
 
 impl Default for SidecarConfig {
@@ -142,6 +150,7 @@ impl Default for SidecarConfig {
             memory_limit: Some("256Mi".into()),
             mesh_configmap: "meshgate-mesh".into(),
             run_as_user: 65532,
+            run_as_group: 65532,
         }
     }
 }
@@ -211,6 +220,14 @@ pub enum SkipReason {
     AlreadyInjected,
     /// The injector's own namespace or a system namespace.
     ExcludedNamespace,
+    /// Selected by its namespace only, and no container port to serve.
+    NoPort,
+    /// Selected by its namespace only, and `meshgate.io/port` names a port
+    /// no container declares.
+    UnknownPort,
+    /// Selected by its namespace only, and an app probe targets the port
+    /// the sidecar would take.
+    ProbeOnServedPort,
 }
 
 impl SkipReason {
@@ -221,6 +238,39 @@ impl SkipReason {
             SkipReason::HostNetwork => "host_network",
             SkipReason::AlreadyInjected => "already_injected",
             SkipReason::ExcludedNamespace => "excluded_namespace",
+            SkipReason::NoPort => "no_port",
+            SkipReason::UnknownPort => "unknown_port",
+            SkipReason::ProbeOnServedPort => "probe_on_served_port",
+        }
+    }
+
+    /// For a pod its namespace selected but that cannot be injected whole:
+    /// what to tell whoever created it (an admission warning).
+    pub fn advice(self) -> Option<&'static str> {
+        match self {
+            SkipReason::NoPort => Some(
+                "meshgate: the sidecar was not injected: the pod declares no TCP container port to serve (declare one, or name it with meshgate.io/port)",
+            ),
+            SkipReason::UnknownPort => Some(
+                "meshgate: the sidecar was not injected: no container declares the port named by meshgate.io/port",
+            ),
+            SkipReason::ProbeOnServedPort => Some(
+                "meshgate: the sidecar was not injected: an app probe targets the port the sidecar would serve with mTLS (move the probe to another port)",
+            ),
+            _ => None,
+        }
+    }
+}
+
+impl InjectError {
+    /// Why a pod that only its namespace selected is left alone rather than
+    /// refused: it cannot be injected whole, and it never asked for it.
+    fn skip_reason(&self) -> Option<SkipReason> {
+        match self {
+            InjectError::NoPort => Some(SkipReason::NoPort),
+            InjectError::UnknownPort(_) => Some(SkipReason::UnknownPort),
+            InjectError::ProbeOnServedPort { .. } => Some(SkipReason::ProbeOnServedPort),
+            _ => None,
         }
     }
 }
@@ -236,7 +286,7 @@ pub enum InjectError {
     },
     #[error("the pod has no container port to serve; name one with the {PORT} annotation")]
     NoPort,
-    #[error("{PORT}: no container port named `{0}`")]
+    #[error("{PORT}: no container declares a port named or numbered `{0}`; declare it in the app container's ports")]
     UnknownPort(String),
     #[error("container `{container}`: its {probe} probe targets port {port}, which the sidecar now serves with mTLS; move the probe to another port")]
     ProbeOnServedPort {
@@ -331,9 +381,9 @@ pub fn plan(
     let pod_choice = ann
         .get(INJECT)
         .or_else(|| meta.labels.as_ref().and_then(|l| l.get(INJECT)));
-    match pod_choice.map(String::as_str) {
+    let explicit = match pod_choice.map(String::as_str) {
         Some("disabled") => return Ok(Decision::Skip(SkipReason::Disabled)),
-        Some("enabled") => {}
+        Some("enabled") => true,
         Some(other) => {
             return Err(InjectError::Annotation {
                 annotation: INJECT,
@@ -344,13 +394,21 @@ pub fn plan(
             if namespace_labels.get(INJECT).map(String::as_str) != Some("enabled") {
                 return Ok(Decision::Skip(SkipReason::NotEnabled));
             }
+            false
         }
+    };
+    // A pod that asked for the sidecar itself and cannot have it whole is
+    // refused; one its namespace selected is left alone, with the reason.
+    match build(cfg, ann, meta.labels.as_ref(), spec, prefix) {
+        Ok((patch, status)) => Ok(Decision::Inject {
+            patch,
+            status: Box::new(status),
+        }),
+        Err(e) => match e.skip_reason() {
+            Some(reason) if !explicit => Ok(Decision::Skip(reason)),
+            _ => Err(e),
+        },
     }
-    let (patch, status) = build(cfg, ann, meta.labels.as_ref(), spec, prefix)?;
-    Ok(Decision::Inject {
-        patch,
-        status: Box::new(status),
-    })
 }
 
 fn annotation<'a>(ann: &'a BTreeMap<String, String>, key: &str) -> Option<&'a str> {
@@ -424,12 +482,15 @@ fn quantity(
     }
 }
 
-/// The app port the sidecar takes: (container index, port index if declared, number, name).
+/// The app port the sidecar takes: its container, its index there, number,
+/// name, and the node port it is published on (kept on the sidecar's port).
 struct Taken {
     container: usize,
-    port_index: Option<usize>,
+    port_index: usize,
     number: u16,
     name: Option<String>,
+    host_port: Option<i32>,
+    host_ip: Option<String>,
 }
 
 fn find_port(spec: &PodSpec, wanted: Option<&str>) -> Result<Taken, InjectError> {
@@ -443,13 +504,23 @@ fn find_port(spec: &PodSpec, wanted: Option<&str>) -> Result<Taken, InjectError>
                     p.container_port
                 ))
             })?;
+        let protocol = p.protocol.as_deref().unwrap_or("TCP");
+        if protocol != "TCP" {
+            return Err(InjectError::Ports(format!(
+                "container port {} is {protocol}; the sidecar serves TCP",
+                p.container_port
+            )));
+        }
         Ok(Taken {
             container: c,
-            port_index: Some(i),
+            port_index: i,
             number,
             name: p.name.clone(),
+            host_port: p.host_port.filter(|h| *h > 0),
+            host_ip: p.host_ip.clone().filter(|h| !h.is_empty()),
         })
     };
+    let tcp = |p: &ContainerPort| p.protocol.as_deref().unwrap_or("TCP") == "TCP";
     let all = || {
         spec.containers.iter().enumerate().flat_map(|(c, k)| {
             k.ports
@@ -461,9 +532,7 @@ fn find_port(spec: &PodSpec, wanted: Option<&str>) -> Result<Taken, InjectError>
     };
     match wanted {
         None => {
-            let (c, i, p) = all()
-                .find(|(_, _, p)| p.protocol.as_deref().unwrap_or("TCP") == "TCP")
-                .ok_or(InjectError::NoPort)?;
+            let (c, i, p) = all().find(|(_, _, p)| tcp(p)).ok_or(InjectError::NoPort)?;
             declared(c, i, p)
         }
         Some(w) => match w.parse::<u16>() {
@@ -471,15 +540,16 @@ fn find_port(spec: &PodSpec, wanted: Option<&str>) -> Result<Taken, InjectError>
                 annotation: PORT,
                 message: "port 0".into(),
             }),
-            Ok(n) => match all().find(|(_, _, p)| p.container_port == i32::from(n)) {
-                Some((c, i, p)) => declared(c, i, p),
-                None => Ok(Taken {
-                    container: 0,
-                    port_index: None,
-                    number: n,
-                    name: None,
-                }),
-            },
+            // A number must be declared too: it says which container is the
+            // app, and an undeclared port may be no server's at all.
+            Ok(n) => {
+                let same = || all().filter(|(_, _, p)| p.container_port == i32::from(n));
+                let (c, i, p) = same()
+                    .find(|(_, _, p)| tcp(p))
+                    .or_else(|| same().next())
+                    .ok_or_else(|| InjectError::UnknownPort(n.to_string()))?;
+                declared(c, i, p)
+            }
             Err(_) => {
                 let (c, i, p) = all()
                     .find(|(_, _, p)| p.name.as_deref() == Some(w))
@@ -706,12 +776,20 @@ fn build(
     );
 
     // Volumes and their mounts.
+    // The certificate files must be readable by the sidecar's non-root
+    // user: csi-driver-spiffe makes them so only for the group named by its
+    // `fs-group` attribute; a Secret volume's files (0440) belong to the
+    // pod's fsGroup, or to root when the pod has none (then it gets ours).
     let mut volumes = vec![match tls_secret {
-        None => {
-            json!({"name": VOL_IDENTITY, "csi": {"driver": "spiffe.csi.cert-manager.io", "readOnly": true}})
-        }
+        None => json!({"name": VOL_IDENTITY, "csi": {
+            "driver": CSI_DRIVER,
+            "readOnly": true,
+            "volumeAttributes": {CSI_FS_GROUP: sc.run_as_group.to_string()},
+        }}),
         Some(s) => json!({"name": VOL_IDENTITY, "secret": {"secretName": s, "defaultMode": 0o440}}),
     }];
+    let pod_fs_group = spec.security_context.as_ref().and_then(|s| s.fs_group);
+    let set_fs_group = tls_secret.is_some() && pod_fs_group.is_none();
     let mut mounts =
         vec![json!({"name": VOL_IDENTITY, "mountPath": IDENTITY_DIR, "readOnly": true})];
     volumes.push(json!({"name": VOL_MESH, "configMap": {"name": sc.mesh_configmap}}));
@@ -731,6 +809,19 @@ fn build(
         }
     }
 
+    // The taken port as the app declared it, hostPort and hostIP included:
+    // a pod published on a node port stays published, now through mTLS.
+    let mut served_port = json!({
+        "name": taken.name.clone().unwrap_or_else(|| "meshgate".into()),
+        "containerPort": taken.number,
+        "protocol": "TCP",
+    });
+    if let Some(h) = taken.host_port {
+        served_port["hostPort"] = json!(h);
+    }
+    if let Some(ip) = &taken.host_ip {
+        served_port["hostIP"] = json!(ip);
+    }
     let probe = |path: &str, period: i32, failures: i32| json!({"httpGet": {"path": path, "port": ADMIN_PORT_NAME}, "periodSeconds": period, "failureThreshold": failures, "timeoutSeconds": 1});
     let mut sidecar = json!({
         "name": CONTAINER,
@@ -744,10 +835,7 @@ fn build(
             {"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
             {"name": "NODE_NAME", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}},
         ],
-        "ports": [
-            {"name": taken.name.clone().unwrap_or_else(|| "meshgate".into()), "containerPort": taken.number, "protocol": "TCP"},
-            {"name": ADMIN_PORT_NAME, "containerPort": admin_port, "protocol": "TCP"},
-        ],
+        "ports": [served_port, {"name": ADMIN_PORT_NAME, "containerPort": admin_port, "protocol": "TCP"}],
         "startupProbe": probe("/ready", 1, 120),
         "readinessProbe": probe("/ready", 5, 3),
         "livenessProbe": probe("/live", 10, 3),
@@ -755,7 +843,7 @@ fn build(
         "securityContext": {
             "runAsNonRoot": true,
             "runAsUser": sc.run_as_user,
-            "runAsGroup": sc.run_as_user,
+            "runAsGroup": sc.run_as_group,
             "readOnlyRootFilesystem": true,
             "allowPrivilegeEscalation": false,
             "privileged": false,
@@ -803,14 +891,18 @@ fn build(
     let mut ops = Vec::new();
     // The app: its served port leaves it, it learns where to listen.
     let ci = taken.container.to_string();
-    if let Some(pi) = taken.port_index {
-        ops.push(PatchOperation::Remove(RemoveOperation {
-            path: ptr(
-                prefix,
-                &["spec", "containers", &ci, "ports", &pi.to_string()],
-            ),
-        }));
-    }
+    ops.push(PatchOperation::Remove(RemoveOperation {
+        path: ptr(
+            prefix,
+            &[
+                "spec",
+                "containers",
+                &ci,
+                "ports",
+                &taken.port_index.to_string(),
+            ],
+        ),
+    }));
     let mut env = vec![
         (UPSTREAM_ADDR_ENV.to_string(), upstream.clone()),
         (
@@ -856,6 +948,19 @@ fn build(
             )),
         },
         Mode::Container => ops.push(add(ptr(prefix, &["spec", "containers", "-"]), sidecar)),
+    }
+    if set_fs_group {
+        let group = json!(sc.run_as_group);
+        match &spec.security_context {
+            None => ops.push(add(
+                ptr(prefix, &["spec", "securityContext"]),
+                json!({ "fsGroup": group }),
+            )),
+            Some(_) => ops.push(add(
+                ptr(prefix, &["spec", "securityContext", "fsGroup"]),
+                group,
+            )),
+        }
     }
     match &spec.volumes {
         Some(_) => {
@@ -978,6 +1083,9 @@ pub fn inject_document(cfg: &InjectorConfig, doc: &mut Value) -> Result<DocOutco
     };
     // A template may leave its metadata out; the status annotation needs it.
     obj.entry("metadata").or_insert_with(|| json!({}));
+    if let Some(volumes) = obj.get_mut("spec").and_then(|s| s.get_mut("volumes")) {
+        yaml11_file_modes(volumes);
+    }
     let meta: ObjectMeta = serde_json::from_value(obj["metadata"].clone())
         .map_err(|e| shape(format!("pod metadata: {e}")))?;
     let spec: PodSpec = serde_json::from_value(obj.get("spec").cloned().unwrap_or(Value::Null))
@@ -998,6 +1106,39 @@ pub fn inject_document(cfg: &InjectorConfig, doc: &mut Value) -> Result<DocOutco
             Ok(DocOutcome::Injected(status))
         }
     }
+}
+
+/// File modes written the YAML 1.1 way (`defaultMode: 0644`), as kubectl
+/// reads them (octal), in a pod's volumes. serde_yaml_ng reads YAML 1.2,
+/// where `0644` is neither an octal nor a decimal integer but a string; a
+/// string of a leading 0 and octal digits under a `defaultMode` or `mode`
+/// key becomes the number it means in YAML 1.1 (0644 = 420). YAML 1.2's
+/// `0o644` is read as a number already.
+fn yaml11_file_modes(v: &mut Value) {
+    match v {
+        Value::Object(map) => {
+            for (k, x) in map.iter_mut() {
+                if k == "defaultMode" || k == "mode" {
+                    if let Some(n) = x.as_str().and_then(yaml11_octal) {
+                        *x = Value::from(n);
+                        continue;
+                    }
+                }
+                yaml11_file_modes(x);
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(yaml11_file_modes),
+        _ => {}
+    }
+}
+
+/// `0644` -> 420; None for anything else (`644`, `0`, `0x1f`, `08`, `-0644`).
+fn yaml11_octal(s: &str) -> Option<u32> {
+    let digits = s.strip_prefix('0')?;
+    if digits.is_empty() || !digits.bytes().all(|b| (b'0'..=b'7').contains(&b)) {
+        return None;
+    }
+    u32::from_str_radix(digits, 8).ok()
 }
 
 /// Reads a stream of YAML (or JSON) documents, injects each, and writes them
@@ -1180,10 +1321,16 @@ pub fn review(
                 },
             }
         }
-        Ok(Decision::Skip(reason)) => Answer {
-            response: base,
-            outcome: Outcome::Skipped(reason),
-        },
+        Ok(Decision::Skip(reason)) => {
+            let mut response = base;
+            if let Some(advice) = reason.advice() {
+                response.warnings = Some(vec![advice.to_string()]);
+            }
+            Answer {
+                response,
+                outcome: Outcome::Skipped(reason),
+            }
+        }
         Err(error) => Answer {
             response: base.deny(format!("meshgate injection: {error}")),
             outcome: Outcome::Refused(error.to_string()),
@@ -1279,10 +1426,15 @@ mod tests {
             json!([{"name": "MESHGATE_UPSTREAM_ADDR", "value": "127.0.0.1:18080"},
                    {"name": "MESHGATE_UPSTREAM_PORT", "value": "18080"}])
         );
+        // csi-driver-spiffe makes the files readable to the sidecar's group.
         assert_eq!(
             out["spec"]["volumes"][0],
-            json!({"name": "meshgate-identity", "csi": {"driver": "spiffe.csi.cert-manager.io", "readOnly": true}})
+            json!({"name": "meshgate-identity", "csi": {"driver": "spiffe.csi.cert-manager.io", "readOnly": true,
+                   "volumeAttributes": {"spiffe.csi.cert-manager.io/fs-group": "65532"}}})
         );
+        assert_eq!(sec["runAsGroup"], 65532);
+        // The pod's own securityContext is left alone with the CSI volume.
+        assert!(out["spec"].get("securityContext").is_none());
         assert_eq!(
             out["spec"]["volumes"][1]["configMap"]["name"],
             "meshgate-mesh"
@@ -1421,6 +1573,55 @@ mod tests {
     }
 
     #[test]
+    fn a_secret_identity_is_readable_by_the_sidecar_group() {
+        let secret = |extra: Value| {
+            let mut v = pod(json!({"metadata": {"annotations": {TLS_SECRET: "orders-tls"}}}));
+            json_patch::merge(&mut v, &extra);
+            injected(&v)
+        };
+        // No securityContext at all: one is added with the sidecar's group.
+        let out = secret(json!({}));
+        assert_eq!(
+            out["spec"]["volumes"][0],
+            json!({"name": "meshgate-identity", "secret": {"secretName": "orders-tls", "defaultMode": 0o440}})
+        );
+        assert_eq!(out["spec"]["securityContext"], json!({"fsGroup": 65532}));
+        // A securityContext without fsGroup: fsGroup is added, the rest kept.
+        let out = secret(json!({"spec": {"securityContext": {"runAsNonRoot": true}}}));
+        assert_eq!(
+            out["spec"]["securityContext"],
+            json!({"runAsNonRoot": true, "fsGroup": 65532})
+        );
+        // The pod's own fsGroup is kept: it is a supplementary group of every
+        // container, the sidecar's too, so the files are readable.
+        let out = secret(json!({"spec": {"securityContext": {"fsGroup": 2000}}}));
+        assert_eq!(out["spec"]["securityContext"], json!({"fsGroup": 2000}));
+        // The configured group is the one used.
+        let mut cfg = InjectorConfig::default();
+        cfg.sidecar.run_as_group = 1234;
+        let v = pod(json!({"metadata": {"annotations": {TLS_SECRET: "orders-tls"}}}));
+        let p: Pod = serde_json::from_value(v.clone()).expect("pod");
+        let Decision::Inject { patch, .. } = plan(
+            &cfg,
+            Some("sales"),
+            &enabled(),
+            &p.metadata,
+            p.spec.as_ref().expect("spec"),
+            &PointerBuf::new(),
+        )
+        .expect("plans") else {
+            panic!("not injected")
+        };
+        let mut out = v;
+        json_patch::patch(&mut out, &patch).expect("applies");
+        assert_eq!(out["spec"]["securityContext"]["fsGroup"], 1234);
+        assert_eq!(
+            out["spec"]["initContainers"][0]["securityContext"]["runAsGroup"],
+            1234
+        );
+    }
+
+    #[test]
     fn skip_rules() {
         let none = BTreeMap::new();
         assert_eq!(skipped(&pod(json!({})), &none), SkipReason::NotEnabled);
@@ -1501,26 +1702,48 @@ mod tests {
                 ..
             }
         ));
-        assert!(matches!(
-            err(pod(json!({"metadata": {"annotations": {PORT: "grpc"}}}))),
-            InjectError::UnknownPort(_)
-        ));
-        assert!(matches!(
-            err(pod(
-                json!({"spec": {"containers": [{"name": "app", "image": "x"}]}})
-            )),
-            InjectError::NoPort
-        ));
-        let probed = pod(json!({"spec": {"containers": [{"name": "app", "image": "x",
-            "ports": [{"name": "http", "containerPort": 8080}],
-            "readinessProbe": {"httpGet": {"path": "/", "port": "http"}}}]}}));
-        assert!(matches!(
-            err(probed),
-            InjectError::ProbeOnServedPort {
-                probe: "readiness",
-                ..
-            }
-        ));
+        // The pod opted in itself (annotation or label): refused.
+        for opt_in in [
+            json!({"metadata": {"annotations": {INJECT: "enabled"}}}),
+            json!({"metadata": {"labels": {INJECT: "enabled"}}}),
+        ] {
+            let explicit = |v: Value| {
+                let mut v = pod(v);
+                json_patch::merge(&mut v, &opt_in);
+                v
+            };
+            assert!(matches!(
+                err(explicit(
+                    json!({"metadata": {"annotations": {PORT: "grpc"}}})
+                )),
+                InjectError::UnknownPort(_)
+            ));
+            assert!(matches!(
+                err(explicit(
+                    json!({"spec": {"containers": [{"name": "app", "image": "x"}]}})
+                )),
+                InjectError::NoPort
+            ));
+            let probed = explicit(json!({"spec": {"containers": [{"name": "app", "image": "x",
+                "ports": [{"name": "http", "containerPort": 8080}],
+                "readinessProbe": {"httpGet": {"path": "/", "port": "http"}}}]}}));
+            assert!(matches!(
+                err(probed),
+                InjectError::ProbeOnServedPort {
+                    probe: "readiness",
+                    ..
+                }
+            ));
+            // Without the namespace label too (the /inject-pod webhook).
+            let none = BTreeMap::new();
+            assert!(matches!(
+                run(
+                    &explicit(json!({"spec": {"containers": [{"name": "app", "image": "x"}]}})),
+                    &none
+                ),
+                Err(InjectError::NoPort)
+            ));
+        }
         assert!(matches!(
             err(pod(
                 json!({"metadata": {"annotations": {UPSTREAM_PORT: "8080"}}})
@@ -1557,19 +1780,154 @@ mod tests {
     }
 
     #[test]
-    fn a_numeric_port_annotation_needs_no_declared_port() {
-        let v = pod(json!({"metadata": {"annotations": {PORT: "8443"}},
-            "spec": {"containers": [{"name": "job", "image": "x"}]}}));
+    fn a_pod_only_its_namespace_selected_is_skipped_when_it_cannot_be_injected_whole() {
+        assert_eq!(
+            skipped(
+                &pod(json!({"spec": {"containers": [{"name": "app", "image": "x"}]}})),
+                &enabled()
+            ),
+            SkipReason::NoPort
+        );
+        // Only UDP ports: nothing to serve either.
+        assert_eq!(
+            skipped(
+                &pod(json!({"spec": {"containers": [{"name": "dns", "image": "x",
+                    "ports": [{"containerPort": 53, "protocol": "UDP"}]}]}})),
+                &enabled()
+            ),
+            SkipReason::NoPort
+        );
+        assert_eq!(
+            skipped(
+                &pod(json!({"metadata": {"annotations": {PORT: "grpc"}}})),
+                &enabled()
+            ),
+            SkipReason::UnknownPort
+        );
+        for probe in [
+            json!({"httpGet": {"path": "/", "port": "http"}}),
+            json!({"httpGet": {"path": "/", "port": 8080}}),
+            json!({"tcpSocket": {"port": 8080}}),
+        ] {
+            let probed = pod(json!({"spec": {"containers": [{"name": "app", "image": "x",
+                "ports": [{"name": "http", "containerPort": 8080}],
+                "livenessProbe": probe}]}}));
+            assert_eq!(skipped(&probed, &enabled()), SkipReason::ProbeOnServedPort);
+        }
+        // A bad annotation is still refused: the pod's author asked for something.
+        assert!(matches!(
+            run(
+                &pod(json!({"metadata": {"annotations": {MEMORY_LIMIT: "lots"}}})),
+                &enabled()
+            ),
+            Err(InjectError::Annotation { .. })
+        ));
+        for r in [
+            SkipReason::NoPort,
+            SkipReason::UnknownPort,
+            SkipReason::ProbeOnServedPort,
+        ] {
+            assert!(r.advice().is_some(), "{r:?}");
+        }
+        assert!(SkipReason::Disabled.advice().is_none());
+        // The webhook allows such a pod unchanged, with the reason as a warning.
+        let cfg = InjectorConfig::default();
+        let body = json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {
+            "uid": "u3", "kind": {"group": "", "version": "v1", "kind": "Pod"},
+            "resource": {"group": "", "version": "v1", "resource": "pods"},
+            "operation": "CREATE", "userInfo": {}, "namespace": "sales",
+            "object": pod(json!({"spec": {"containers": [{"name": "app", "image": "x"}]}}))}});
+        let a = review(&cfg, body.to_string().as_bytes(), Selected::Namespace).expect("answered");
+        assert!(a.response.allowed);
+        assert!(a.response.patch.is_none());
+        assert_eq!(a.outcome, Outcome::Skipped(SkipReason::NoPort));
+        assert_eq!(
+            a.response.warnings.as_deref(),
+            SkipReason::NoPort
+                .advice()
+                .map(|w| vec![w.to_string()])
+                .as_deref()
+        );
+        // Through /inject-pod the pod opted in itself: refused.
+        let a = review(&cfg, body.to_string().as_bytes(), Selected::Pod).expect("answered");
+        assert_eq!(a.outcome, Outcome::Skipped(SkipReason::NotEnabled));
+        let mut labelled = body.clone();
+        labelled["request"]["object"]["metadata"]["labels"] = json!({INJECT: "enabled"});
+        let a = review(&cfg, labelled.to_string().as_bytes(), Selected::Pod).expect("answered");
+        assert!(!a.response.allowed);
+        assert!(matches!(a.outcome, Outcome::Refused(_)));
+    }
+
+    #[test]
+    fn a_numeric_port_annotation_must_be_declared() {
+        // Declared: the container that declares it is the app.
+        let v = pod(json!({"metadata": {"annotations": {PORT: "9000"}},
+            "spec": {"containers": [
+                {"name": "logs", "image": "l", "ports": [{"containerPort": 7000}]},
+                {"name": "job", "image": "x", "ports": [{"containerPort": 9000}]}]}}));
         let out = injected(&v);
+        let sc = &out["spec"]["initContainers"][0];
+        assert_eq!(sc["ports"][0]["name"], "meshgate");
+        assert_eq!(sc["ports"][0]["containerPort"], 9000);
+        assert_eq!(out["spec"]["containers"][1]["ports"], json!([]));
+        assert_eq!(out["spec"]["containers"][1]["env"][1]["value"], "19000");
+        assert_eq!(
+            out["spec"]["containers"][0]["ports"][0]["containerPort"],
+            7000
+        );
+        assert!(out["spec"]["containers"][0].get("env").is_none());
+        // Not declared: refused when the pod opted in, skipped when only
+        // its namespace did; containers[0] is never patched on a guess.
+        let undeclared = json!({"metadata": {"annotations": {PORT: "8443"}},
+            "spec": {"containers": [{"name": "job", "image": "x"}]}});
+        assert_eq!(
+            skipped(&pod(undeclared.clone()), &enabled()),
+            SkipReason::UnknownPort
+        );
+        let mut asked = pod(undeclared);
+        asked["metadata"]["annotations"][INJECT] = json!("enabled");
+        let err = run(&asked, &BTreeMap::new()).expect_err("refused");
+        assert_eq!(err, InjectError::UnknownPort("8443".into()));
+        assert!(err.to_string().contains("no container declares"), "{err}");
+        // A UDP port is not served.
+        let udp = pod(
+            json!({"metadata": {"annotations": {PORT: "53", INJECT: "enabled"}},
+            "spec": {"containers": [{"name": "dns", "image": "x",
+                "ports": [{"containerPort": 53, "protocol": "UDP"}]}]}}),
+        );
+        assert!(matches!(run(&udp, &enabled()), Err(InjectError::Ports(_))));
+        // The same number over TCP and UDP: the TCP entry is taken.
+        let both = pod(json!({"metadata": {"annotations": {PORT: "53"}},
+            "spec": {"containers": [{"name": "dns", "image": "x",
+                "ports": [{"name": "dns-udp", "containerPort": 53, "protocol": "UDP"},
+                          {"name": "dns-tcp", "containerPort": 53, "protocol": "TCP"}]}]}}));
+        let out = injected(&both);
         assert_eq!(
             out["spec"]["initContainers"][0]["ports"][0]["name"],
-            "meshgate"
+            "dns-tcp"
         );
         assert_eq!(
-            out["spec"]["initContainers"][0]["ports"][0]["containerPort"],
-            8443
+            out["spec"]["containers"][0]["ports"],
+            json!([{"name": "dns-udp", "containerPort": 53, "protocol": "UDP"}])
         );
-        assert_eq!(out["spec"]["containers"][0]["env"][1]["value"], "18443");
+    }
+
+    #[test]
+    fn the_taken_port_keeps_its_host_port() {
+        let v = pod(json!({"spec": {"containers": [{"name": "app", "image": "x",
+            "ports": [{"name": "http", "containerPort": 8080, "hostPort": 30080, "hostIP": "10.0.0.1"}]}]}}));
+        let out = injected(&v);
+        assert_eq!(
+            out["spec"]["initContainers"][0]["ports"][0],
+            json!({"name": "http", "containerPort": 8080, "protocol": "TCP",
+                   "hostPort": 30080, "hostIP": "10.0.0.1"})
+        );
+        assert_eq!(out["spec"]["containers"][0]["ports"], json!([]));
+        // Without one, none is added.
+        let out = injected(&pod(json!({})));
+        assert!(out["spec"]["initContainers"][0]["ports"][0]
+            .get("hostPort")
+            .is_none());
     }
 
     #[test]
@@ -1600,6 +1958,33 @@ mod tests {
             .collect();
         assert_eq!(docs[1], original[1]);
         assert_eq!(docs[2], original[2]);
+    }
+
+    #[test]
+    fn yaml_1_1_octal_file_modes_are_read_as_kubectl_reads_them() {
+        assert_eq!(yaml11_octal("0644"), Some(0o644));
+        assert_eq!(yaml11_octal("0400"), Some(0o400));
+        assert_eq!(yaml11_octal("00"), Some(0));
+        for not in ["644", "0", "0x1f", "08", "-0644", "0o644", "", "0644 "] {
+            assert_eq!(yaml11_octal(not), None, "{not}");
+        }
+        let input = "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: orders\nspec:\n  selector:\n    matchLabels: {app: orders}\n  template:\n    metadata:\n      labels: {app: orders}\n    spec:\n      containers:\n      - name: app\n        image: orders:1\n        ports:\n        - containerPort: 8080\n      volumes:\n      - name: conf\n        configMap:\n          name: conf\n          defaultMode: 0644\n          items:\n          - {key: a, path: a, mode: 0400}\n      - name: creds\n        projected:\n          defaultMode: 0o440\n          sources:\n          - secret:\n              name: s\n              items:\n              - {key: k, path: k, mode: 0600}\n      - name: plain\n        secret: {secretName: p, defaultMode: 420}\n---\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: conf\ndata:\n  mode: '0644'\n";
+        let (out, outcomes) = inject_stream(&InjectorConfig::default(), input).expect("injects");
+        assert!(matches!(outcomes[0].1, DocOutcome::Injected(_)));
+        let docs: Vec<Value> = serde_yaml_ng::Deserializer::from_str(&out)
+            .map(|d| Value::deserialize(d).expect("yaml out"))
+            .collect();
+        let volumes = &docs[0]["spec"]["template"]["spec"]["volumes"];
+        assert_eq!(volumes[0]["configMap"]["defaultMode"], 0o644);
+        assert_eq!(volumes[0]["configMap"]["items"][0]["mode"], 0o400);
+        assert_eq!(volumes[1]["projected"]["defaultMode"], 0o440);
+        assert_eq!(
+            volumes[1]["projected"]["sources"][0]["secret"]["items"][0]["mode"],
+            0o600
+        );
+        assert_eq!(volumes[2]["secret"]["defaultMode"], 420);
+        // Not a pod's volume: left as written.
+        assert_eq!(docs[1]["data"]["mode"], "0644");
     }
 
     #[test]

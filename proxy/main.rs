@@ -502,7 +502,10 @@ fn run(command: Command) -> anyhow::Result<()> {
                         }
                     }
                     meshgate::inject::DocOutcome::Skipped(r) => {
-                        eprintln!("{doc} skipped: {}", r.as_str())
+                        eprintln!("{doc} skipped: {}", r.as_str());
+                        if let Some(advice) = r.advice() {
+                            eprintln!("{doc} warning: {advice}");
+                        }
                     }
                     meshgate::inject::DocOutcome::NotApplicable => {}
                 }

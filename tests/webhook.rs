@@ -164,7 +164,16 @@ fn injects_pods_of_a_deployment_and_a_job_and_skips_the_rest() {
         "meshgate"
     );
 
-    // Left alone, allowed without a patch.
+    // Left alone, allowed without a patch (the last two: only the namespace
+    // selected them and they cannot be injected whole).
+    let mut undeclared = job_pod.clone();
+    undeclared["spec"]["containers"][0]
+        .as_object_mut()
+        .map(|c| c.remove("ports"));
+    let mut portless = undeclared.clone();
+    portless["metadata"]
+        .as_object_mut()
+        .map(|m| m.remove("annotations"));
     for (uid, pod, reason) in [
         (
             "uid-host",
@@ -173,6 +182,8 @@ fn injects_pods_of_a_deployment_and_a_job_and_skips_the_rest() {
         ),
         ("uid-again", injected.clone(), "already_injected"),
         ("uid-optout", k8s_fixture("pod-optout.json"), "disabled"),
+        ("uid-undeclared", undeclared, "unknown_port"),
+        ("uid-portless", portless, "no_port"),
     ] {
         let r = answer(&pki, &mg, uid, &pod);
         assert_eq!(r["allowed"], true, "{uid}: {r}");
@@ -197,7 +208,9 @@ fn injects_pods_of_a_deployment_and_a_job_and_skips_the_rest() {
         pod["metadata"]["name"] = json!(generated);
         let file = dir.path().join(format!("{name}.json"));
         std::fs::write(&file, pod.to_string()).expect("write");
-        kubernetes_validate(&file, &[]);
+        if let Some(passed) = kubernetes_validate(&file, &[]) {
+            assert_eq!(passed, 1, "{name}");
+        }
     }
 }
 
@@ -237,10 +250,27 @@ fn malformed_reviews_get_400_and_unsupported_ones_a_refusal() {
         .unwrap_or_default();
     assert!(message.contains("only Pod CREATE"), "{message}");
 
-    // A pod that opted in but cannot be injected whole: refused, not half-injected.
+    // A pod that cannot be injected whole and only its namespace selected:
+    // left alone, with the reason as a warning and in the skip metric.
     let mut probed = k8s_fixture("pod-deployment.json");
     probed["spec"]["containers"][0]["readinessProbe"] =
         json!({"httpGet": {"path": "/healthz", "port": 8080}});
+    let r = answer(&pki, &mg, "uid-probe-ns", &probed);
+    assert_eq!(r["allowed"], true, "{r}");
+    assert!(r.get("patch").is_none(), "{r}");
+    assert!(
+        r["warnings"][0]
+            .as_str()
+            .unwrap_or_default()
+            .contains("an app probe targets the port the sidecar would serve"),
+        "{r}"
+    );
+    mg.wait_metric(
+        "meshgate_injector_skipped_total{reason=\"probe_on_served_port\"}",
+        1.0,
+    );
+    // The same pod opted in itself: refused, not half-injected.
+    probed["metadata"]["annotations"] = json!({"meshgate.io/inject": "enabled"});
     let r = answer(&pki, &mg, "uid-probe", &probed);
     assert_eq!(r["allowed"], false);
     assert!(r.get("patch").is_none());
