@@ -231,13 +231,17 @@ impl Audit {
             Sink::File(f) => f.resumed.clone(),
             Sink::Stdout(_) => None,
         };
+        let start_of_file = match &sink {
+            Sink::File(f) => f.size == 0,
+            Sink::Stdout(_) => true,
+        };
         let (tx, rx) = mpsc::channel(config.queue);
         let (done_tx, done) = std::sync::mpsc::sync_channel(1);
         let unrecorded_drops = Arc::new(AtomicU64::new(0));
         let mut writer = Writer {
             sink,
             chain: chain.unwrap_or_else(ChainState::genesis),
-            start_of_file: true,
+            start_of_file,
             pending: Vec::with_capacity(64 * 1024),
             ends: Vec::with_capacity(1024),
             line: Vec::with_capacity(2048),
@@ -245,13 +249,9 @@ impl Audit {
             pod: pod_name().map(Arc::from),
             last_error_log: None,
             metrics: metrics.clone(),
-            mode: config.mode(),
+            mode: config.when_full,
             unrecorded_drops: unrecorded_drops.clone(),
             flush_interval: config.flush_interval,
-        };
-        writer.start_of_file = match &writer.sink {
-            Sink::File(f) => f.size == 0,
-            Sink::Stdout(_) => true,
         };
         std::thread::Builder::new()
             .name("meshgate-audit".into())
@@ -263,7 +263,7 @@ impl Audit {
         Ok(Some((
             Audit {
                 tx,
-                mode: config.mode(),
+                mode: config.when_full,
                 max_wait: config.max_wait,
                 metrics,
                 unrecorded_drops,
@@ -345,12 +345,6 @@ impl Audit {
         tokio::task::spawn_blocking(move || ack.recv_timeout(rest).is_ok())
             .await
             .unwrap_or(false)
-    }
-}
-
-impl AuditConfig {
-    fn mode(&self) -> FullMode {
-        self.when_full
     }
 }
 
@@ -1007,6 +1001,11 @@ struct ParsedLine {
     #[serde(default)]
     prev: Option<String>,
     chain: String,
+    #[serde(default, rename = "type")]
+    kind: Option<String>,
+    /// Events a `dropped` record stands for.
+    #[serde(default)]
+    count: Option<u64>,
 }
 
 fn parse_line(line: &[u8]) -> Result<ParsedLine, String> {
@@ -1148,12 +1147,10 @@ pub fn verify(files: &[PathBuf]) -> Result<Verified, ChainBreak> {
                     return Err(brk(explain(&parsed, expected_seq, &seen, &lines[n..count])));
                 }
             }
-            if let Ok(v) = serde_json::from_slice::<serde_json::Value>(raw) {
-                if v["type"] == "dropped" {
-                    out.dropped += v["count"].as_u64().unwrap_or(0);
-                } else {
-                    out.events += 1;
-                }
+            if parsed.kind.as_deref() == Some("dropped") {
+                out.dropped += parsed.count.unwrap_or(0);
+            } else {
+                out.events += 1;
             }
             out.first_seq.get_or_insert(parsed.seq);
             out.last_seq = Some(parsed.seq);
@@ -1276,8 +1273,10 @@ mod tests {
         crate::metrics::Metrics::new().audit.clone()
     }
 
-    /// Writes `paths` as events through a real writer thread and waits for it.
-    fn write(config: &AuditConfig, paths: &[&str]) -> AuditMetrics {
+    /// A started audit trail, its metrics and a runtime to drive it.
+    fn running(
+        config: &AuditConfig,
+    ) -> (tokio::runtime::Runtime, Audit, WriterThread, AuditMetrics) {
         let m = metrics();
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -1286,6 +1285,12 @@ mod tests {
         let (audit, writer) = Audit::start(config, m.clone())
             .expect("start")
             .expect("enabled");
+        (rt, audit, writer, m)
+    }
+
+    /// Writes `paths` as events through a real writer thread and waits for it.
+    fn write(config: &AuditConfig, paths: &[&str]) -> AuditMetrics {
+        let (rt, audit, writer, m) = running(config);
         rt.block_on(async {
             for p in paths {
                 let slot = audit.slot().await.expect("slot").expect("place");
@@ -1422,14 +1427,7 @@ mod tests {
         let mut cfg = config(&file, 1 << 20);
         cfg.queue = 2;
         cfg.when_full = FullMode::Drop;
-        let m = metrics();
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("runtime");
-        let (audit, writer) = Audit::start(&cfg, m.clone())
-            .expect("start")
-            .expect("enabled");
+        let (rt, audit, writer, m) = running(&cfg);
         rt.block_on(async {
             // Two places held: the queue is full.
             let a = audit.slot().await.expect("slot").expect("place");
@@ -1462,14 +1460,7 @@ mod tests {
         let mut cfg = config(&file, 1 << 20);
         cfg.queue = 1;
         cfg.max_wait = Duration::from_millis(200);
-        let m = metrics();
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("runtime");
-        let (audit, writer) = Audit::start(&cfg, m.clone())
-            .expect("start")
-            .expect("enabled");
+        let (rt, audit, writer, m) = running(&cfg);
         rt.block_on(async {
             let held = audit.slot().await.expect("slot").expect("place");
             // Nothing frees the place: the wait ends in a refusal.

@@ -359,7 +359,7 @@ async fn decide_and_forward(
         .and_then(|a| a.state.as_ref())
         .map(|s| s.tier.clone());
     facts.forwarded = true;
-    let mut resp = forward(sc, conn, request_id, trace, facts, req, &path, timeout).await?;
+    let mut resp = forward(sc, conn, request_id, trace, facts, req, timeout).await?;
     // In-flight places are given back here, with the response headers.
     if let Some(state) = admitted.and_then(|a| a.state) {
         state.set_headers(resp.headers_mut());
@@ -509,7 +509,6 @@ fn authorize(
     Ok(outcome)
 }
 
-#[allow(clippy::too_many_arguments)]
 async fn forward(
     sc: &Sidecar,
     conn: &ConnInfo,
@@ -517,7 +516,6 @@ async fn forward(
     trace: &TraceContext,
     facts: &mut Facts,
     req: Request<Incoming>,
-    path: &NormalPath,
     timeout: Duration,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     let upstream = &sc.upstream;
@@ -526,8 +524,10 @@ async fn forward(
     if parts.method == Method::CONNECT {
         return Err(ProxyError::BadRequest("CONNECT"));
     }
-    // The path the upstream receives is the one that was authorised.
-    let mut target = path.encoded();
+    // The path the upstream receives is the one that was authorised
+    // (encoded once, in decide_and_forward).
+    let mut target = String::with_capacity(facts.path.len() + 64);
+    target.push_str(&facts.path);
     if let Some(q) = parts.uri.query() {
         target.push('?');
         target.push_str(q);
