@@ -754,7 +754,9 @@ async fn spoofed_identity_forwarding_and_trace_headers_never_reach_the_upstream(
             );
         }
     }
-    let mut sent = vec![(request_id, trace_id_of(&s.header("traceparent")[0]))];
+    let tp = s.header("traceparent");
+    assert_eq!(tp.len(), 1, "{tp:?}");
+    let mut sent = vec![(request_id, trace_id_of(&tp[0]))];
 
     // traceparent: continued only when there is exactly one valid header;
     // tracestate goes with the trace it belongs to.
