@@ -148,7 +148,30 @@ impl Pki {
 pub struct Upstream {
     pub addr: SocketAddr,
     pub arrivals: Mutex<mpsc::Receiver<String>>,
+    /// Every request that arrived, in order (recorded before it is answered).
+    pub seen: Arc<Mutex<Vec<Seen>>>,
     _shutdown: tokio::sync::oneshot::Sender<()>,
+}
+
+/// One request as the upstream received it.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub method: String,
+    /// The request target as received (path and query).
+    pub target: String,
+    /// Every header line, in order, value bytes as sent.
+    pub headers: Vec<(String, Vec<u8>)>,
+}
+
+impl Seen {
+    /// Every value of header `name` (lower case), lossily as text.
+    pub fn header(&self, name: &str) -> Vec<String> {
+        self.headers
+            .iter()
+            .filter(|(k, _)| k == name)
+            .map(|(_, v)| String::from_utf8_lossy(v).to_string())
+            .collect()
+    }
 }
 
 pub fn pattern_byte(i: u64) -> u8 {
@@ -192,6 +215,8 @@ impl Upstream {
         let addr = std_listener.local_addr().expect("addr");
         let (arr_tx, arr_rx) = mpsc::channel();
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
+        let record = seen.clone();
         std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(1)
@@ -207,9 +232,11 @@ impl Upstream {
                             continue;
                         };
                         let arr_tx = arr_tx.clone();
+                        let record = record.clone();
                         tokio::spawn(async move {
                             let svc = hyper::service::service_fn(move |req| {
                                 let arr_tx = arr_tx.clone();
+                                record_request(&record, &req);
                                 async move {
                                     Ok::<_, std::convert::Infallible>(
                                         upstream_route(req, arr_tx).await,
@@ -233,8 +260,19 @@ impl Upstream {
         Upstream {
             addr,
             arrivals: Mutex::new(arr_rx),
+            seen,
             _shutdown: stop_tx,
         }
+    }
+
+    /// The requests that arrived so far.
+    pub fn seen(&self) -> Vec<Seen> {
+        self.seen.lock().expect("lock").clone()
+    }
+
+    /// How many requests arrived so far.
+    pub fn count(&self) -> usize {
+        self.seen.lock().expect("lock").len()
     }
 
     pub fn url(&self) -> String {
@@ -249,6 +287,23 @@ impl Upstream {
             .recv_timeout(Duration::from_secs(20))
             .expect("request reached the upstream")
     }
+}
+
+fn record_request<B>(seen: &Mutex<Vec<Seen>>, req: &http::Request<B>) {
+    let entry = Seen {
+        method: req.method().to_string(),
+        target: req
+            .uri()
+            .path_and_query()
+            .map(|p| p.to_string())
+            .unwrap_or_default(),
+        headers: req
+            .headers()
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.as_bytes().to_vec()))
+            .collect(),
+    };
+    seen.lock().expect("lock").push(entry);
 }
 
 async fn upstream_route(
