@@ -17,7 +17,7 @@ mod common;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::PathBuf;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -36,6 +36,8 @@ struct Env {
     up: Upstream,
     mg: Meshgate,
     audit: PathBuf,
+    /// Sentinel requests sent so far (see `arrivals`).
+    sentinels: std::cell::Cell<u32>,
 }
 
 fn env(clients: impl FnOnce(&Pki), extra: &str) -> Env {
@@ -50,7 +52,13 @@ fn env(clients: impl FnOnce(&Pki), extra: &str) -> Env {
         audit.display()
     );
     let mg = Meshgate::start(pki.dir.path(), &config_yaml(&pki, &up.url(), &extra));
-    Env { pki, up, mg, audit }
+    Env {
+        pki,
+        up,
+        mg,
+        audit,
+        sentinels: Default::default(),
+    }
 }
 
 impl Env {
@@ -94,7 +102,8 @@ impl Env {
         wait_until("no open client connection", || {
             self.metric("meshgate_open_connections") == 0.0
         });
-        let sentinel = "/orders/sentinel";
+        self.sentinels.set(self.sentinels.get() + 1);
+        let sentinel = &self.sentinel();
         assert_eq!(
             status_of(
                 &self.pki,
@@ -106,19 +115,26 @@ impl Env {
         let mut seen = Vec::new();
         loop {
             let path = self.up.wait_arrival();
-            if path == sentinel {
+            if path == *sentinel {
                 return seen;
             }
             seen.push(path);
         }
     }
 
+    /// The path of the last sentinel request.
+    fn sentinel(&self) -> String {
+        format!("/orders/sentinel-{}", self.sentinels.get())
+    }
+
     /// The audit events written so far, once the one for `path` is there.
     fn audit_events_through(&self, path: &str) -> Vec<Value> {
         let mut events = Vec::new();
         wait_until("the audit event of the last request", || {
-            events = std::fs::read_to_string(&self.audit)
-                .unwrap_or_default()
+            let text = std::fs::read_to_string(&self.audit).unwrap_or_default();
+            // Whole lines only: the writer may be in the middle of one.
+            let whole = &text[..text.rfind('\n').map_or(0, |i| i + 1)];
+            events = whole
                 .lines()
                 .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
                 .collect::<Vec<Value>>();
@@ -136,7 +152,7 @@ impl Env {
             !arrived.iter().any(|p| p == PROTECTED),
             "the protected path reached the upstream"
         );
-        let events = self.audit_events_through("/orders/sentinel");
+        let events = self.audit_events_through(&self.sentinel());
         for e in &events {
             if e["path"] == PROTECTED {
                 assert_ne!(e["decision"], "allow", "{e}");
@@ -218,12 +234,6 @@ fn probe(env: &Env, case: &str, args: &[&str]) -> Value {
     v
 }
 
-/// The arrivals of the public path since the last call, after checking
-/// that the protected one never arrived.
-fn public_arrivals(env: &Env) -> usize {
-    env.assert_protected_never_arrived()
-}
-
 /// CVE-2023-44487. The limits are lowered from their defaults (20 and 1024)
 /// to show they are the configured ones.
 #[test]
@@ -236,7 +246,7 @@ fn h2_rapid_reset_is_cut_off_with_goaway() {
         "limits:\n  max_h2_pending_resets: 10\n  max_h2_error_resets: 300\n",
     );
     env.assert_still_serving();
-    assert_eq!(public_arrivals(&env), 1);
+    assert_eq!(env.assert_protected_never_arrived(), 1);
     let rss_before = rss_kib(env.mg.pid());
 
     // Bursts: HEADERS then RST_STREAM, with or without a partial body. The
@@ -249,8 +259,11 @@ fn h2_rapid_reset_is_cut_off_with_goaway() {
         assert_eq!(r["closed"], true, "{case}: {r}");
         env.assert_still_serving();
         // At most the 11 streams up to the GOAWAY; half of them public.
-        let arrived = public_arrivals(&env) - 1;
-        assert!(arrived <= 6, "{case}: {arrived} requests reached the upstream");
+        let arrived = env.assert_protected_never_arrived() - 1;
+        assert!(
+            arrived <= 6,
+            "{case}: {arrived} requests reached the upstream"
+        );
     }
 
     // Streams far past SETTINGS_MAX_CONCURRENT_STREAMS (128), left open,
@@ -263,8 +276,13 @@ fn h2_rapid_reset_is_cut_off_with_goaway() {
     assert_eq!(r["reset_codes"]["REFUSED_STREAM"], 300, "{r}");
     assert_eq!(r["closed"], true, "{r}");
     env.assert_still_serving();
-    let arrived = public_arrivals(&env) - 1;
-    assert!(arrived <= 64, "concurrent: {arrived} requests reached the upstream");
+    // A public stream keeps its place until reset (its body never ends), so
+    // at most 128 of them were ever taken up.
+    let arrived = env.assert_protected_never_arrived() - 1;
+    assert!(
+        arrived <= 128,
+        "concurrent: {arrived} requests reached the upstream"
+    );
 
     // Paced: each stream is reset only once meshgate has read it (a PING
     // answered in between), so none is pending when reset and the burst
@@ -276,14 +294,31 @@ fn h2_rapid_reset_is_cut_off_with_goaway() {
     assert_eq!(r["streams"], 1000, "{r}");
     assert_eq!(r["barrier_acked"], true, "{r}");
     env.assert_still_serving();
-    let arrived = public_arrivals(&env) - 1;
-    assert!(arrived <= 500, "paced: {arrived} of 500 public requests arrived");
-    let events = env.audit_events_through("/orders/sentinel");
+    let arrived = env.assert_protected_never_arrived() - 1;
+    assert!(
+        arrived <= 500,
+        "paced: {arrived} of 500 public requests arrived"
+    );
+    let events = env.audit_events_through(&env.sentinel());
     let cancelled = events.iter().filter(|e| e["status"] == 499).count();
     assert!(cancelled > 0, "no request was cancelled by its reset");
+    // Every attack request, in every phase, was answered or cancelled, and
+    // the protected one never allowed.
+    for e in &events {
+        let status = e["status"].as_u64().unwrap_or(0);
+        if e["path"] == PUBLIC {
+            assert!(status == 200 || status == 499, "{e}");
+        } else if e["path"] == PROTECTED {
+            assert!(status == 403 || status == 499, "{e}");
+            // deny, or cancelled before it was decided
+            assert_ne!(e["decision"], "allow", "{e}");
+        }
+    }
 
     let rss_after = rss_kib(env.mg.pid());
-    eprintln!("rss {rss_before} -> {rss_after} KiB; paced: {arrived} arrivals, {cancelled} cancelled");
+    eprintln!(
+        "rss {rss_before} -> {rss_after} KiB; paced: {arrived} arrivals, {cancelled} cancelled"
+    );
     assert!(
         rss_after < rss_before + 16 * 1024,
         "RSS grew from {rss_before} to {rss_after} KiB"
@@ -317,8 +352,14 @@ fn outcome_of(r: &Value) -> Outcome {
         assert_eq!(r["closed"], true, "{r}");
         return Outcome::GoAway(text(&r["goaway"]["error"]), text(&r["goaway"]["debug"]));
     }
-    assert_eq!(r["stream3"]["status"], 200, "the connection stopped serving: {r}");
-    match (r["stream1"]["status"].as_u64(), r["stream1"]["reset"].as_str()) {
+    assert_eq!(
+        r["stream3"]["status"], 200,
+        "the connection stopped serving: {r}"
+    );
+    match (
+        r["stream1"]["status"].as_u64(),
+        r["stream1"]["reset"].as_str(),
+    ) {
         (Some(status), _) => Outcome::Status(status),
         (None, Some(code)) => reset(code),
         _ => panic!("no answer on stream 1: {r}"),
@@ -337,19 +378,47 @@ fn h2_continuation_floods_and_hpack_abuse_are_refused() {
     for (case, args, expected) in [
         // A header block that never ends: empty CONTINUATION frames, small
         // ones, and full ones (16 KB each).
-        ("continuation", vec!["--n", "100000", "--fill", "0"], calm("too_many_continuations")),
-        ("continuation", vec!["--n", "100000", "--fill", "16"], calm("too_many_continuations")),
-        ("continuation", vec!["--n", "1000", "--fill", "16000"], calm("too_many_continuations")),
+        (
+            "continuation",
+            vec!["--n", "100000", "--fill", "0"],
+            calm("too_many_continuations"),
+        ),
+        (
+            "continuation",
+            vec!["--n", "100000", "--fill", "16"],
+            calm("too_many_continuations"),
+        ),
+        (
+            "continuation",
+            vec!["--n", "1000", "--fill", "16000"],
+            calm("too_many_continuations"),
+        ),
         // One 20 KB header, over SETTINGS_MAX_HEADER_LIST_SIZE (16 KB).
         ("oversize", vec!["--fill", "20000"], Outcome::Status(431)),
         // A 4 KB header indexed once, then referenced by its one-byte index:
         // 3 times (12 KB decoded) is a normal request for the protected
         // path, 5 times (20 KB) too large, 4000 times (16 MB) abuse.
-        ("hpack-bomb", vec!["--n", "3", "--fill", "4000"], Outcome::Status(403)),
-        ("hpack-bomb", vec!["--n", "5", "--fill", "4000"], Outcome::Status(431)),
-        ("hpack-bomb", vec!["--n", "4000", "--fill", "4000"], calm("header_list_way_too_large")),
+        (
+            "hpack-bomb",
+            vec!["--n", "3", "--fill", "4000"],
+            Outcome::Status(403),
+        ),
+        (
+            "hpack-bomb",
+            vec!["--n", "5", "--fill", "4000"],
+            Outcome::Status(431),
+        ),
+        (
+            "hpack-bomb",
+            vec!["--n", "4000", "--fill", "4000"],
+            calm("header_list_way_too_large"),
+        ),
         // A dynamic table size update to 1 MB, over the 4 KB allowed.
-        ("table-size", vec!["--fill", "1000000"], goaway("PROTOCOL_ERROR", "")),
+        (
+            "table-size",
+            vec!["--fill", "1000000"],
+            goaway("PROTOCOL_ERROR", ""),
+        ),
     ] {
         let r = probe(&env, case, &args);
         if let Outcome::GoAway(..) = expected {
@@ -394,36 +463,131 @@ fn h2_header_tricks_get_an_exact_status_or_a_stream_reset() {
     let protected = || base(&format!("{PROTECTED}?slow=0"));
     use Outcome::*;
     let bad = || reset("PROTOCOL_ERROR");
-    let cases: Vec<(&str, Vec<(String, String)>, Option<&str>, Outcome)> = vec![
+    // (what, the header list in order, a body, what must happen)
+    type Case<'a> = (&'a str, Vec<(String, String)>, Option<&'a str>, Outcome);
+    let cases: Vec<Case> = vec![
         // Paths: normalised to the protected row (denied) or refused.
-        ("encoded dot-dot", base("/orders/_schema/%2e%2e/SO-1?slow=0"), None, Status(403)),
-        ("dot-dot and %2F", base("/orders/_schema/..%2FSO-1?slow=0"), None, Status(400)),
-        ("backslash", base("/orders/_schema/..%5CSO-1?slow=0"), None, Status(400)),
+        (
+            "encoded dot-dot",
+            base("/orders/_schema/%2e%2e/SO-1?slow=0"),
+            None,
+            Status(403),
+        ),
+        (
+            "dot-dot and %2F",
+            base("/orders/_schema/..%2FSO-1?slow=0"),
+            None,
+            Status(400),
+        ),
+        (
+            "backslash",
+            base("/orders/_schema/..%5CSO-1?slow=0"),
+            None,
+            Status(400),
+        ),
         ("no leading slash", base("orders/SO-1?slow=0"), None, bad()),
         ("asterisk", base("*"), None, Status(400)),
-        ("absolute form", base("https://localhost/orders/SO-1?slow=0"), None, bad()),
-        ("NUL in path", base("/orders/_schema\u{0}/../SO-1?slow=0"), None, bad()),
-        ("space in path", base("/orders/_schema /../SO-1?slow=0"), None, bad()),
+        (
+            "absolute form",
+            base("https://localhost/orders/SO-1?slow=0"),
+            None,
+            bad(),
+        ),
+        (
+            "NUL in path",
+            base("/orders/_schema\u{0}/../SO-1?slow=0"),
+            None,
+            bad(),
+        ),
+        (
+            "space in path",
+            base("/orders/_schema /../SO-1?slow=0"),
+            None,
+            bad(),
+        ),
         // Pseudo-headers twice, missing, unknown, or after a regular header.
-        ("two :path", with(public(), &[(":path", "/orders/SO-1?slow=0")]), None, bad()),
-        ("two :authority", with(protected(), &[(":authority", "evil")]), None, bad()),
-        ("no :path", base("/").into_iter().filter(|(k, _)| k != ":path").collect(), None, bad()),
-        ("unknown pseudo-header", with(protected(), &[(":foo", "bar")]), None, goaway("PROTOCOL_ERROR", "")),
-        ("pseudo-header after a regular one", {
-            let mut h = public();
-            h.insert(1, ("x-a".into(), "b".into()));
-            h
-        }, None, bad()),
+        (
+            "two :path",
+            with(public(), &[(":path", "/orders/SO-1?slow=0")]),
+            None,
+            bad(),
+        ),
+        (
+            "two :authority",
+            with(protected(), &[(":authority", "evil")]),
+            None,
+            bad(),
+        ),
+        (
+            "no :path",
+            base("/")
+                .into_iter()
+                .filter(|(k, _)| k != ":path")
+                .collect(),
+            None,
+            bad(),
+        ),
+        (
+            "unknown pseudo-header",
+            with(protected(), &[(":foo", "bar")]),
+            None,
+            goaway("PROTOCOL_ERROR", ""),
+        ),
+        (
+            "pseudo-header after a regular one",
+            {
+                let mut h = public();
+                h.insert(1, ("x-a".into(), "b".into()));
+                h
+            },
+            None,
+            bad(),
+        ),
         // Uppercase names (here a spoofed identity header): a connection error in h2.
-        ("uppercase name", with(protected(), &[("X-Meshgate-Principal", REPORTING)]), None, goaway("PROTOCOL_ERROR", "")),
+        (
+            "uppercase name",
+            with(protected(), &[("X-Meshgate-Principal", REPORTING)]),
+            None,
+            goaway("PROTOCOL_ERROR", ""),
+        ),
         // Connection-specific headers (RFC 9113 8.2.2).
-        ("connection", with(protected(), &[("connection", "close")]), None, bad()),
-        ("transfer-encoding", with(protected(), &[("transfer-encoding", "chunked")]), None, bad()),
-        ("keep-alive", with(protected(), &[("keep-alive", "timeout=5")]), None, bad()),
-        ("te other than trailers", with(protected(), &[("te", "gzip")]), None, bad()),
+        (
+            "connection",
+            with(protected(), &[("connection", "close")]),
+            None,
+            bad(),
+        ),
+        (
+            "transfer-encoding",
+            with(protected(), &[("transfer-encoding", "chunked")]),
+            None,
+            bad(),
+        ),
+        (
+            "keep-alive",
+            with(protected(), &[("keep-alive", "timeout=5")]),
+            None,
+            bad(),
+        ),
+        (
+            "te other than trailers",
+            with(protected(), &[("te", "gzip")]),
+            None,
+            bad(),
+        ),
         // content-length that the DATA frames contradict.
-        ("content-length over the body", with(public(), &[("content-length", "100")]), Some("short"), bad()),
-        ("content-length under the body", with(public(), &[("content-length", "2")]), Some("longer body"), bad()),
+        (
+            "content-length over the body",
+            with(public(), &[("content-length", "100")]),
+            Some("short"),
+            bad(),
+        ),
+        (
+            "content-length under the body",
+            with(public(), &[("content-length", "2")]),
+            Some("longer body"),
+            bad(),
+        ),
     ];
     for (name, headers, body, expected) in cases {
         let h = serde_json::to_string(&headers).expect("json");
@@ -455,9 +619,15 @@ fn a_spiffe_id_in_the_wrong_san_type_is_never_the_service() {
         l.cn = cn.map(str::to_string);
         l
     };
-    // (client, SANs, CN, the principal policy must see; None: refused after
-    // the handshake, with this handshake-failure reason)
-    let cases: Vec<(&str, Vec<SanType>, Option<&str>, Result<String, &str>)> = vec![
+    // (client, SANs, CN, the principal policy must see, or Err: refused
+    // after the handshake, with this handshake-failure reason)
+    type Case<'a> = (
+        &'a str,
+        Vec<SanType>,
+        Option<&'a str>,
+        Result<String, &'a str>,
+    );
+    let cases: Vec<Case> = vec![
         (
             "dns-san",
             vec![SanType::DnsName(REPORTING.try_into().expect("ia5"))],
@@ -482,7 +652,12 @@ fn a_spiffe_id_in_the_wrong_san_type_is_never_the_service() {
             Some(REPORTING),
             Ok(CAMPAIGNS.into()),
         ),
-        ("cn-only", vec![], Some(REPORTING), Ok(format!("cn:{REPORTING}"))),
+        (
+            "cn-only",
+            vec![],
+            Some(REPORTING),
+            Ok(format!("cn:{REPORTING}")),
+        ),
         (
             "https-uri",
             vec![uri("https://mesh.local/ns/finance/sa/reporting")],
@@ -509,7 +684,10 @@ fn a_spiffe_id_in_the_wrong_san_type_is_never_the_service() {
         ),
         (
             "spiffe-and-https-uris",
-            vec![uri(REPORTING), uri("https://evil.example/ns/finance/sa/reporting")],
+            vec![
+                uri(REPORTING),
+                uri("https://evil.example/ns/finance/sa/reporting"),
+            ],
             Some("client"),
             Err("bad_identity"),
         ),
@@ -530,7 +708,11 @@ fn a_spiffe_id_in_the_wrong_san_type_is_never_the_service() {
     );
     // The real service reads a row: the path is reachable for the right principal.
     assert_eq!(
-        status_of(&env.pki, Some("reporting"), &env.mg.url("/orders/SO-real?slow=0")),
+        status_of(
+            &env.pki,
+            Some("reporting"),
+            &env.mg.url("/orders/SO-real?slow=0")
+        ),
         "200"
     );
     let mut refused = std::collections::BTreeMap::<&str, f64>::new();
@@ -541,7 +723,10 @@ fn a_spiffe_id_in_the_wrong_san_type_is_never_the_service() {
             Ok(principal) => {
                 assert_eq!(status, "403", "{name}");
                 let events = env.audit_events_through(&path);
-                let e = events.iter().find(|e| e["path"] == path.as_str()).expect("event");
+                let e = events
+                    .iter()
+                    .find(|e| e["path"] == path.as_str())
+                    .expect("event");
                 assert_eq!(e["principal"]["id"], principal.as_str(), "{name}: {e}");
                 assert_eq!(e["decision"], "deny", "{name}: {e}");
                 assert_eq!(e["status"], 403, "{name}: {e}");
@@ -549,13 +734,17 @@ fn a_spiffe_id_in_the_wrong_san_type_is_never_the_service() {
             Err(reason) => {
                 assert_eq!(status, "000", "{name} got an HTTP answer");
                 *refused.entry(reason).or_default() += 1.0;
-                let sample = format!("meshgate_tls_handshake_failures_total{{reason=\"{reason}\"}}");
+                let sample =
+                    format!("meshgate_tls_handshake_failures_total{{reason=\"{reason}\"}}");
                 wait_until(&sample, || env.metric(&sample) == refused[reason]);
             }
         }
     }
     let arrived = env.arrivals();
-    let rows: Vec<&String> = arrived.iter().filter(|p| p.starts_with("/orders/SO-")).collect();
+    let rows: Vec<&String> = arrived
+        .iter()
+        .filter(|p| p.starts_with("/orders/SO-"))
+        .collect();
     assert_eq!(rows, vec!["/orders/SO-real"]);
 }
 
@@ -599,8 +788,16 @@ fn s_client(env: &Env, who: Option<&str>, args: &[&str], input: &str) -> (Option
     };
     drop(stdin);
     let mut text = String::new();
-    let _ = child.stdout.take().expect("stdout").read_to_string(&mut text);
-    let _ = child.stderr.take().expect("stderr").read_to_string(&mut text);
+    let _ = child
+        .stdout
+        .take()
+        .expect("stdout")
+        .read_to_string(&mut text);
+    let _ = child
+        .stderr
+        .take()
+        .expect("stderr")
+        .read_to_string(&mut text);
     (code, text)
 }
 
@@ -645,23 +842,77 @@ fn old_protocols_renegotiation_and_weak_ciphers_are_refused() {
     ] {
         let (code, text) = s_client(&env, Some("campaigns"), &args, "");
         assert_eq!(code, Some(1), "{args:?}: {text}");
-        assert_eq!(alert_number(&text), Some(HANDSHAKE_FAILURE), "{args:?}: {text}");
-        assert!(text.contains("no peer certificate available"), "{args:?}: {text}");
+        assert_eq!(
+            alert_number(&text),
+            Some(HANDSHAKE_FAILURE),
+            "{args:?}: {text}"
+        );
+        assert!(
+            text.contains("no peer certificate available"),
+            "{args:?}: {text}"
+        );
         incompatible += 1.0;
-        wait_until("the refusal counted", || failures("incompatible") == incompatible);
+        wait_until("the refusal counted", || {
+            failures("incompatible") == incompatible
+        });
     }
 
     // Hand-made ClientHellos: SSL 2.0 and 3.0, TLS 1.0, and TLS 1.2 offering
     // only RC4, export, NULL, 3DES or CBC-SHA1 suites.
     for (name, hello, alert, reason) in [
-        ("SSL 2.0", sslv2_client_hello(), DECODE_ERROR, "protocol_error"),
-        ("SSL 3.0", client_hello(0x0300, 0x0300, &[0x000a, 0x0005, 0x002f], false), HANDSHAKE_FAILURE, "incompatible"),
-        ("TLS 1.0", client_hello(0x0301, 0x0301, &[0xc009, 0xc013, 0x002f], true), PROTOCOL_VERSION, "incompatible"),
-        ("RC4", client_hello(0x0301, 0x0303, &[0xc007, 0xc011, 0x0005, 0x0004], true), HANDSHAKE_FAILURE, "incompatible"),
-        ("export", client_hello(0x0301, 0x0303, &[0x0003, 0x0006, 0x0008, 0x0014], true), HANDSHAKE_FAILURE, "incompatible"),
-        ("NULL", client_hello(0x0301, 0x0303, &[0x0000, 0x0001, 0x0002, 0xc006, 0x003b], true), HANDSHAKE_FAILURE, "incompatible"),
-        ("3DES", client_hello(0x0301, 0x0303, &[0x000a, 0xc008, 0xc012], true), HANDSHAKE_FAILURE, "incompatible"),
-        ("CBC-SHA1", client_hello(0x0301, 0x0303, &[0xc009, 0xc013, 0x002f, 0x0035], true), HANDSHAKE_FAILURE, "incompatible"),
+        (
+            "SSL 2.0",
+            sslv2_client_hello(),
+            DECODE_ERROR,
+            "protocol_error",
+        ),
+        (
+            "SSL 3.0",
+            client_hello(0x0300, 0x0300, &[0x000a, 0x0005, 0x002f], false),
+            HANDSHAKE_FAILURE,
+            "incompatible",
+        ),
+        (
+            "TLS 1.0",
+            client_hello(0x0301, 0x0301, &[0xc009, 0xc013, 0x002f], true),
+            PROTOCOL_VERSION,
+            "incompatible",
+        ),
+        (
+            "RC4",
+            client_hello(0x0301, 0x0303, &[0xc007, 0xc011, 0x0005, 0x0004], true),
+            HANDSHAKE_FAILURE,
+            "incompatible",
+        ),
+        (
+            "export",
+            client_hello(0x0301, 0x0303, &[0x0003, 0x0006, 0x0008, 0x0014], true),
+            HANDSHAKE_FAILURE,
+            "incompatible",
+        ),
+        (
+            "NULL",
+            client_hello(
+                0x0301,
+                0x0303,
+                &[0x0000, 0x0001, 0x0002, 0xc006, 0x003b],
+                true,
+            ),
+            HANDSHAKE_FAILURE,
+            "incompatible",
+        ),
+        (
+            "3DES",
+            client_hello(0x0301, 0x0303, &[0x000a, 0xc008, 0xc012], true),
+            HANDSHAKE_FAILURE,
+            "incompatible",
+        ),
+        (
+            "CBC-SHA1",
+            client_hello(0x0301, 0x0303, &[0xc009, 0xc013, 0x002f, 0x0035], true),
+            HANDSHAKE_FAILURE,
+            "incompatible",
+        ),
     ] {
         let before = failures(reason);
         assert_eq!(raw_client_hello(&env, &hello), Ok((2, alert)), "{name}");
@@ -723,7 +974,12 @@ fn raw_client_hello(env: &Env, hello: &[u8]) -> Result<(u8, u8), String> {
 /// A ClientHello record: TLS record version, client_version, cipher suites;
 /// with `extensions`, the ones a TLS 1.2 client sends (groups, point formats,
 /// signature algorithms, secure renegotiation).
-fn client_hello(record_version: u16, client_version: u16, suites: &[u16], extensions: bool) -> Vec<u8> {
+fn client_hello(
+    record_version: u16,
+    client_version: u16,
+    suites: &[u16],
+    extensions: bool,
+) -> Vec<u8> {
     let mut body = Vec::new();
     body.extend(client_version.to_be_bytes());
     body.extend([0x5a; 32]);
@@ -778,15 +1034,13 @@ fn sslv2_client_hello() -> Vec<u8> {
 /// probes need no certificate (they read the ServerHello).
 #[test]
 fn testssl_finds_no_protocol_or_cipher_weakness() {
-    let tool = ["testssl", "testssl.sh"]
-        .into_iter()
-        .find(|t| {
-            Command::new("sh")
-                .arg("-c")
-                .arg(format!("command -v {t}"))
-                .output()
-                .is_ok_and(|o| o.status.success())
-        });
+    let tool = ["testssl", "testssl.sh"].into_iter().find(|t| {
+        Command::new("sh")
+            .arg("-c")
+            .arg(format!("command -v {t}"))
+            .output()
+            .is_ok_and(|o| o.status.success())
+    });
     let Some(tool) = tool else {
         require_tool("testssl");
         return;
@@ -805,12 +1059,25 @@ fn testssl_finds_no_protocol_or_cipher_weakness() {
         ),
     )
     .expect("write wrapper");
-    std::fs::set_permissions(&wrapper, std::os::unix::fs::PermissionsExt::from_mode(0o755))
-        .expect("chmod");
+    std::fs::set_permissions(
+        &wrapper,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .expect("chmod");
     let json = env.pki.path("testssl.json");
     let started = Instant::now();
     let out = Command::new(tool)
-        .args(["--quiet", "--color", "0", "--warnings", "off", "--nodns", "none", "--ip", "127.0.0.1"])
+        .args([
+            "--quiet",
+            "--color",
+            "0",
+            "--warnings",
+            "off",
+            "--nodns",
+            "none",
+            "--ip",
+            "127.0.0.1",
+        ])
         .args(["--connect-timeout", "5", "--openssl-timeout", "5"])
         .arg("--openssl")
         .arg(&wrapper)
@@ -818,17 +1085,77 @@ fn testssl_finds_no_protocol_or_cipher_weakness() {
         .arg(env.pki.path("ca.pem"))
         .arg("--jsonfile")
         .arg(&json)
-        .args(["-p", "-s", "-f", "-P", "-U"])
+        .args(["-p", "-s", "-f", "-U"])
         .arg(format!("localhost:{}", env.mg.data.port()))
         .stdin(Stdio::null())
         .output()
         .expect("testssl runs");
-    eprintln!("testssl took {:?}: {}", started.elapsed(), String::from_utf8_lossy(&out.stdout));
-    let findings: Vec<Value> = serde_json::from_str(&std::fs::read_to_string(&json).expect("json file")).expect("json");
+    let took = started.elapsed();
+    let text = std::fs::read_to_string(&json).unwrap_or_else(|e| {
+        panic!(
+            "testssl wrote no JSON ({e}): {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    let findings: Vec<Value> = serde_json::from_str(&text).expect("testssl JSON");
+    let finding = |id: &str| -> (String, String) {
+        let f = findings
+            .iter()
+            .find(|f| f["id"] == id)
+            .unwrap_or_else(|| panic!("testssl reported no {id}: {text}"));
+        (
+            f["severity"].as_str().unwrap_or_default().to_string(),
+            f["finding"].as_str().unwrap_or_default().to_string(),
+        )
+    };
+    // No weakness: nothing MEDIUM or worse (LOW neither, in fact), and every
+    // check ran. Accepted: the WARN `engine_problem`, about the local
+    // openssl's missing GOST engine, not about the server.
     for f in &findings {
-        eprintln!("{} {} {}", f["severity"], f["id"], f["finding"]);
+        let severity = f["severity"].as_str().unwrap_or_default();
+        assert!(
+            matches!(severity, "OK" | "INFO")
+                || (severity == "WARN" && f["id"] == "engine_problem"),
+            "testssl finding: {f}"
+        );
     }
+    // The mTLS wrapper got through to HTTP (the BREACH check needs it).
+    assert_eq!(finding("service").1, "HTTP");
+    for id in ["SSLv2", "SSLv3", "TLS1", "TLS1_1"] {
+        assert_eq!(finding(id).1, "not offered", "{id}");
+    }
+    assert_eq!(finding("TLS1_2"), ("OK".into(), "offered".into()));
+    assert_eq!(finding("TLS1_3").0, "OK");
+    for id in ["NULL", "aNULL", "EXPORT", "LOW", "3DES_IDEA", "AVERAGE"] {
+        assert_eq!(
+            finding(&format!("cipherlist_{id}")).1,
+            "not offered",
+            "{id}"
+        );
+    }
+    for id in [
+        "heartbleed",
+        "CCS",
+        "ticketbleed",
+        "ROBOT",
+        "secure_renego",
+        "secure_client_renego",
+        "CRIME_TLS",
+        "BREACH",
+        "POODLE_SSL",
+        "fallback_SCSV",
+        "SWEET32",
+        "FREAK",
+        "DROWN",
+        "LOGJAM",
+        "BEAST",
+        "LUCKY13",
+        "RC4",
+        "PFS",
+    ] {
+        assert_eq!(finding(id).0, "OK", "{id}: {:?}", finding(id));
+    }
+    eprintln!("testssl: {} findings in {took:?}", findings.len());
+    env.assert_still_serving();
 }
-
-#[allow(dead_code)]
-fn unused(_: Output) {}
