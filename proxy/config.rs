@@ -319,8 +319,14 @@ impl Config {
         }
         for (field, value) in [
             ("limits.max_h2_streams", self.limits.max_h2_streams as usize),
-            ("limits.max_h2_pending_resets", self.limits.max_h2_pending_resets),
-            ("limits.max_h2_error_resets", self.limits.max_h2_error_resets),
+            (
+                "limits.max_h2_pending_resets",
+                self.limits.max_h2_pending_resets,
+            ),
+            (
+                "limits.max_h2_error_resets",
+                self.limits.max_h2_error_resets,
+            ),
             (
                 "limits.max_h2_send_buffer_bytes",
                 self.limits.max_h2_send_buffer_bytes,

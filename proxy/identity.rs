@@ -83,7 +83,9 @@ pub enum IdentityError {
     Parse(String),
     #[error("certificate carries more than one SPIFFE id")]
     MultipleSpiffeIds,
-    #[error("certificate carries a SPIFFE id and other URI SANs (an X509-SVID has exactly one URI SAN)")]
+    #[error(
+        "certificate carries a SPIFFE id and other URI SANs (an X509-SVID has exactly one URI SAN)"
+    )]
     SpiffeIdWithOtherUris,
     #[error("SPIFFE id `{0}` names a trust domain, not a workload (a leaf SVID's id has a path)")]
     RootSpiffeId(String),
