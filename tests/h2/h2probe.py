@@ -367,7 +367,8 @@ def case_concurrent(args):
 def finish(c, **extra):
     if c.goaway is None and not c.eof and c.write_error is None:
         c.barrier()
-    if c.goaway is not None:
+    if c.goaway is not None or c.write_error is not None:
+        # The server is closing: read what it sent (its GOAWAY) to the end.
         c.drain()
     c.report(**extra)
 
