@@ -157,6 +157,11 @@ pub async fn bind(config: Config, embedded: Option<PolicyInputs>) -> Result<Boun
     let mut h2 = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
     h2.timer(TokioTimer::new())
         .max_concurrent_streams(config.limits.max_h2_streams)
+        // Rapid reset (CVE-2023-44487) and error floods: set here rather than
+        // left to hyper's and h2's defaults, which have changed between releases.
+        .max_pending_accept_reset_streams(config.limits.max_h2_pending_resets)
+        .max_local_error_reset_streams(config.limits.max_h2_error_resets)
+        .max_send_buf_size(config.limits.max_h2_send_buffer_bytes)
         .max_header_list_size(u32::try_from(config.limits.max_header_bytes).unwrap_or(u32::MAX))
         .keep_alive_interval(Some(config.timeouts.idle / 2))
         .keep_alive_timeout(config.timeouts.header_read);

@@ -47,6 +47,8 @@ impl Ca {
         let key = KeyPair::generate().expect("key");
         let mut p = CertificateParams::default();
         p.subject_alt_names = spec.sans;
+        // rcgen's default subject has a CN of its own; `cn: None` means none.
+        p.distinguished_name = rcgen::DistinguishedName::new();
         if let Some(cn) = spec.cn {
             p.distinguished_name.push(DnType::CommonName, cn);
         }
@@ -63,6 +65,7 @@ impl Ca {
 /// What a leaf certificate looks like.
 pub struct Leaf {
     pub sans: Vec<SanType>,
+    /// The subject's common name; None: an empty subject.
     pub cn: Option<String>,
     pub eku: Vec<ExtendedKeyUsagePurpose>,
     pub valid_from: time::Duration,
