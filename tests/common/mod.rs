@@ -148,7 +148,14 @@ impl Pki {
 pub struct Upstream {
     pub addr: SocketAddr,
     pub arrivals: Mutex<mpsc::Receiver<String>>,
-    _shutdown: tokio::sync::oneshot::Sender<()>,
+    arrivals_tx: mpsc::Sender<String>,
+    server: Option<UpstreamServer>,
+}
+
+/// One run of the upstream's server thread: dropping `stop` ends it.
+struct UpstreamServer {
+    stop: tokio::sync::oneshot::Sender<()>,
+    thread: std::thread::JoinHandle<()>,
 }
 
 pub fn pattern_byte(i: u64) -> u8 {
@@ -188,11 +195,56 @@ pub fn sha256_hex(data: &[u8]) -> String {
 impl Upstream {
     pub fn start() -> Upstream {
         let std_listener = StdListener::bind("127.0.0.1:0").expect("bind upstream");
-        std_listener.set_nonblocking(true).expect("nonblocking");
         let addr = std_listener.local_addr().expect("addr");
-        let (arr_tx, arr_rx) = mpsc::channel();
+        let (arrivals_tx, arr_rx) = mpsc::channel();
+        let server = UpstreamServer::spawn(std_listener, arrivals_tx.clone());
+        Upstream {
+            addr,
+            arrivals: Mutex::new(arr_rx),
+            arrivals_tx,
+            server: Some(server),
+        }
+    }
+
+    /// Stops the server as a killed process would: the listener and every
+    /// open connection are closed (in-flight requests get no answer), and
+    /// the port refuses connections until [`Upstream::restart`].
+    pub fn kill(&mut self) {
+        if let Some(server) = self.server.take() {
+            let _ = server.stop.send(());
+            server.thread.join().expect("upstream thread");
+        }
+    }
+
+    /// Serves again on the same port after [`Upstream::kill`].
+    pub fn restart(&mut self) {
+        assert!(self.server.is_none(), "the upstream is running");
+        let std_listener = StdListener::bind(self.addr).expect("bind the upstream's port again");
+        self.server = Some(UpstreamServer::spawn(
+            std_listener,
+            self.arrivals_tx.clone(),
+        ));
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Waits until a `/slow` request reached the upstream.
+    pub fn wait_arrival(&self) -> String {
+        self.arrivals
+            .lock()
+            .expect("lock")
+            .recv_timeout(Duration::from_secs(20))
+            .expect("request reached the upstream")
+    }
+}
+
+impl UpstreamServer {
+    fn spawn(std_listener: StdListener, arr_tx: mpsc::Sender<String>) -> UpstreamServer {
+        std_listener.set_nonblocking(true).expect("nonblocking");
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        std::thread::spawn(move || {
+        let thread = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(1)
                 .enable_all()
@@ -229,25 +281,13 @@ impl Upstream {
                     _ = stop_rx => {},
                 }
             });
+            // Dropping the runtime drops every connection task: their sockets close.
+            drop(rt);
         });
-        Upstream {
-            addr,
-            arrivals: Mutex::new(arr_rx),
-            _shutdown: stop_tx,
+        UpstreamServer {
+            stop: stop_tx,
+            thread,
         }
-    }
-
-    pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-
-    /// Waits until a `/slow` request reached the upstream.
-    pub fn wait_arrival(&self) -> String {
-        self.arrivals
-            .lock()
-            .expect("lock")
-            .recv_timeout(Duration::from_secs(20))
-            .expect("request reached the upstream")
     }
 }
 
