@@ -81,6 +81,34 @@ impl Sidecar {
     }
 }
 
+/// A write past the file size limit (RLIMIT_FSIZE: `ulimit -f`, a limit set
+/// by the platform) raises SIGXFSZ, whose default action kills the process:
+/// every audit event still queued (of requests already answered) would be
+/// lost with it. With a handler installed the write fails with EFBIG
+/// instead, like a full disk, and the audit writer's retry and the
+/// configured `audit.when_full` mode apply. The handler stays for the life
+/// of the process (tokio never uninstalls one); the first signal is logged.
+fn survive_file_size_limit() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::from_raw(libc::SIGXFSZ)) {
+        Ok(mut sigs) => {
+            tokio::spawn(async move {
+                if sigs.recv().await.is_some() {
+                    // Once: the log itself may be a file past the limit.
+                    tracing::warn!(
+                        "SIGXFSZ: a write went past the file size limit (RLIMIT_FSIZE); \
+                         such writes fail (EFBIG) and are retried or counted"
+                    );
+                }
+                while sigs.recv().await.is_some() {}
+            });
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot handle SIGXFSZ: a write past the file size limit will stop the process");
+        }
+    }
+}
+
 /// A sidecar with its listeners bound, not yet serving.
 pub struct Bound {
     sidecar: Arc<Sidecar>,
@@ -92,6 +120,7 @@ pub struct Bound {
 /// Loads TLS material and policies and binds both listeners. Nothing is served
 /// yet. `embedded` overrides the configuration's policy files (the demo).
 pub async fn bind(config: Config, embedded: Option<PolicyInputs>) -> Result<Bound, StartError> {
+    survive_file_size_limit();
     let metrics = Metrics::with_config(&config.metrics);
     let tls = TlsStore::load(config.tls.clone(), &metrics)?;
     let origin = match (embedded, &config.policy) {
@@ -557,4 +586,52 @@ fn watch_dirs(paths: &[std::path::PathBuf]) -> Vec<std::path::PathBuf> {
     dirs.sort();
     dirs.dedup();
     dirs
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Without the handler the kernel's SIGXFSZ kills the process at the
+    /// first write past `ulimit -f` (meshgate died that way, with its queued
+    /// audit events, when the audit file reached the limit). The test runs
+    /// itself again under the limit: there the write must fail with EFBIG.
+    #[test]
+    fn a_write_past_the_file_size_limit_fails_instead_of_killing_the_process() {
+        const CHILD: &str = "MESHGATE_TEST_FSIZE_CHILD";
+        if std::env::var_os(CHILD).is_some() {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(async { survive_file_size_limit() });
+            let dir = tempfile::tempdir().expect("tempdir");
+            let mut f = std::fs::File::create(dir.path().join("big")).expect("create");
+            let e = std::io::Write::write_all(&mut f, &[0u8; 64 * 1024])
+                .expect_err("a write past the limit");
+            assert_eq!(e.raw_os_error(), Some(libc::EFBIG), "{e}");
+            println!("EFBIG as expected");
+            return;
+        }
+        let exe = std::env::current_exe().expect("test binary");
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg("ulimit -f 16 && exec \"$0\" \"$@\"")
+            .arg(exe)
+            .args([
+                "--exact",
+                "server::tests::a_write_past_the_file_size_limit_fails_instead_of_killing_the_process",
+                "--nocapture",
+            ])
+            .env(CHILD, "1")
+            .output()
+            .expect("run the test binary");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && stdout.contains("EFBIG as expected"),
+            "{:?}\n{stdout}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
 }
