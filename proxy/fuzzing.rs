@@ -484,6 +484,11 @@ pub fn identity_rcgen(data: &[u8]) {
                 cn = Some((text.to_string(), true));
             }
             5 => {
+                // rcgen accepts `?` (X.680 allows it) but yasna 0.6, which
+                // writes the DER, panics on it.
+                if text.contains('?') {
+                    continue;
+                }
                 let Ok(v) = rcgen::string::PrintableString::try_from(text) else {
                     continue;
                 };
