@@ -1180,8 +1180,17 @@ pub fn verify(files: &[PathBuf]) -> Result<Verified, ChainBreak> {
                     return Err(brk(explain(&parsed, expected_seq, &seen, &lines[n..count])));
                 }
             }
+            // No line can follow the largest sequence number: the writer
+            // never reaches it, so the line was made by hand.
+            let next_seq = parsed.seq.checked_add(1).ok_or_else(|| {
+                brk(format!(
+                    "seq {} is the largest there is: not written by meshgate",
+                    parsed.seq
+                ))
+            })?;
             if parsed.kind.as_deref() == Some("dropped") {
-                out.dropped += parsed.count.unwrap_or(0);
+                // Counts that no longer fit say "at least this many".
+                out.dropped = out.dropped.saturating_add(parsed.count.unwrap_or(0));
             } else {
                 out.events += 1;
             }
@@ -1189,7 +1198,7 @@ pub fn verify(files: &[PathBuf]) -> Result<Verified, ChainBreak> {
             out.last_seq = Some(parsed.seq);
             seen.insert(parsed.seq, n);
             state = Some(ChainState {
-                next_seq: parsed.seq + 1,
+                next_seq,
                 prev: parsed.chain,
             });
         }
@@ -1584,6 +1593,45 @@ mod tests {
         assert!(file.exists());
         assert!(dir.path().join("audit.log.1").exists());
         assert!(!dir.path().join("audit.log.2").exists());
+    }
+
+    /// A line as the writer would chain it after `prev`.
+    fn chained(prev: &str, event: serde_json::Value) -> (String, String) {
+        let event = event.to_string();
+        let chain = chain_hash(prev, event.as_bytes());
+        let line = format!("{},\"chain\":\"{chain}\"}}\n", &event[..event.len() - 1]);
+        (line, chain)
+    }
+
+    /// Found by the `audit_verify` fuzz target
+    /// (fuzz/regressions/audit_verify/): correctly chained lines with the
+    /// largest sequence number or `dropped` counts whose sum overflows made
+    /// verify panic (debug) or wrap (release).
+    #[test]
+    fn verify_survives_the_largest_numbers() {
+        let dir = tempfile::tempdir().expect("dir");
+        let file = dir.path().join("audit.log");
+        let (a, c) = chained(
+            GENESIS,
+            serde_json::json!({"seq": 0, "prev": GENESIS, "type": "dropped", "count": 5}),
+        );
+        let (b, _) = chained(
+            &c,
+            serde_json::json!({"seq": 1, "type": "dropped", "count": u64::MAX}),
+        );
+        std::fs::write(&file, format!("{a}{b}")).expect("write");
+        let v = verify(std::slice::from_ref(&file)).expect("verifies");
+        assert_eq!((v.events, v.dropped, v.last_seq), (0, u64::MAX, Some(1)));
+
+        let (a, c) = chained(
+            GENESIS,
+            serde_json::json!({"seq": u64::MAX, "prev": GENESIS, "type": "request"}),
+        );
+        let (b, _) = chained(&c, serde_json::json!({"seq": 0, "type": "request"}));
+        std::fs::write(&file, format!("{a}{b}")).expect("write");
+        let e = verify(std::slice::from_ref(&file)).expect_err("refused");
+        assert_eq!(e.line, 1);
+        assert!(e.message.contains("the largest there is"), "{e}");
     }
 
     #[test]

@@ -129,7 +129,11 @@ pub fn from_leaf(der: &[u8]) -> Result<PeerIdentity, IdentityError> {
     let spiffe: Vec<&str> = uris
         .iter()
         .copied()
-        .filter(|u| u.len() >= 9 && u[..9].eq_ignore_ascii_case("spiffe://"))
+        .filter(|u| {
+            u.as_bytes()
+                .get(..9)
+                .is_some_and(|p| p.eq_ignore_ascii_case(b"spiffe://"))
+        })
         .collect();
     let cn = cert
         .subject()
@@ -297,6 +301,30 @@ mod tests {
         ] {
             assert!(parse_spiffe_id(bad).is_err(), "{bad} accepted");
         }
+    }
+
+    /// Found by the `identity_der` fuzz target
+    /// (fuzz/regressions/identity_der/non-ascii-uri-san.der): a URI SAN with
+    /// a multi-byte character across its ninth byte made the SPIFFE scheme
+    /// check slice inside the character and panic.
+    #[test]
+    fn a_non_ascii_uri_san_is_not_a_spiffe_id_and_does_not_panic() {
+        let mut params = rcgen::CertificateParams::default();
+        params.subject_alt_names = vec![
+            rcgen::SanType::URI("spiffe:/XXe.example/ns/a/sa/b".try_into().expect("ia5")),
+            rcgen::SanType::DnsName("fallback.example".try_into().expect("ia5")),
+        ];
+        let key = rcgen::KeyPair::generate().expect("key");
+        let mut der = params.self_signed(&key).expect("cert").der().to_vec();
+        // The same length in UTF-8: `ў` (D1 9E) where `XX` was, as IA5
+        // strings are not checked for ASCII by the parser.
+        let at = der
+            .windows(10)
+            .position(|w| w == b"spiffe:/XX")
+            .expect("the URI");
+        der[at + 8..at + 10].copy_from_slice("ў".as_bytes());
+        let id = from_leaf(&der).expect("an identity");
+        assert_eq!(id.principal, Principal::Dns("fallback.example".into()));
     }
 
     #[test]

@@ -1224,9 +1224,14 @@ pub enum Outcome {
     /// A well-formed review the webhook does not handle (not a Pod CREATE,
     /// no object, a pod that does not parse): refused.
     Unsupported(String),
+    /// A v1 review whose `request.uid` can be read but which does not parse
+    /// as a review: refused with that uid (the API server needs the uid to
+    /// take the answer), counted as invalid.
+    Invalid(String),
 }
 
-/// A body that is not an AdmissionReview v1 with a request: answered with 400.
+/// A body that is not an AdmissionReview v1 with a readable request uid:
+/// answered with 400.
 #[derive(Debug, thiserror::Error)]
 pub enum ReviewError {
     #[error("not an AdmissionReview: {0}")]
@@ -1256,8 +1261,23 @@ pub fn review(
 ) -> Result<Answer, ReviewError> {
     use kube_core::admission::{AdmissionResponse, AdmissionReview, Operation};
     use kube_core::DynamicObject;
-    let review: AdmissionReview<DynamicObject> =
-        serde_json::from_slice(body).map_err(|e| ReviewError::Parse(e.to_string()))?;
+    let review: AdmissionReview<DynamicObject> = match serde_json::from_slice(body) {
+        Ok(r) => r,
+        Err(e) => {
+            // A review the API server could match to a request gets an
+            // answer it can use: refused, with the uid.
+            let Some(uid) = readable_uid(body) else {
+                return Err(ReviewError::Parse(e.to_string()));
+            };
+            let why = format!("the review does not parse: {e}");
+            let mut response = AdmissionResponse::invalid(format!("meshgate injection: {why}"));
+            response.uid = uid;
+            return Ok(Answer {
+                response,
+                outcome: Outcome::Invalid(why),
+            });
+        }
+    };
     if review.types.api_version != "admission.k8s.io/v1" || review.types.kind != "AdmissionReview" {
         return Err(ReviewError::Version(format!(
             "{}, {}",
@@ -1336,6 +1356,18 @@ pub fn review(
             outcome: Outcome::Refused(error.to_string()),
         },
     })
+}
+
+/// `request.uid` of a body that says it is an `admission.k8s.io/v1`
+/// AdmissionReview, read leniently (a string, whatever else the body holds).
+fn readable_uid(body: &[u8]) -> Option<String> {
+    let v: Value = serde_json::from_slice(body).ok()?;
+    if v.get("apiVersion")?.as_str()? != "admission.k8s.io/v1"
+        || v.get("kind")?.as_str()? != "AdmissionReview"
+    {
+        return None;
+    }
+    Some(v.get("request")?.get("uid")?.as_str()?.to_string())
 }
 
 #[cfg(test)]
@@ -1985,6 +2017,47 @@ mod tests {
         assert_eq!(volumes[2]["secret"]["defaultMode"], 420);
         // Not a pod's volume: left as written.
         assert_eq!(docs[1]["data"]["mode"], "0644");
+    }
+
+    /// Found by the `admission_review` fuzz target
+    /// (fuzz/regressions/admission_review/uid-only.json): a v1 review whose
+    /// uid could be read but which did not parse got no response at all.
+    #[test]
+    fn a_malformed_review_with_a_readable_uid_is_refused_with_that_uid() {
+        let cfg = InjectorConfig::default();
+        for body in [
+            r#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":"uid-only"}}"#,
+            r#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":"uid-only","operation":"EXPLODE"}}"#,
+            r#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":"x","uid":"uid-only"}}"#,
+        ] {
+            let a = review(&cfg, body.as_bytes(), Selected::Namespace).expect("answered");
+            assert_eq!(a.response.uid, "uid-only", "{body}");
+            assert!(!a.response.allowed);
+            assert!(a.response.patch.is_none());
+            assert!(matches!(a.outcome, Outcome::Invalid(_)), "{:?}", a.outcome);
+            assert!(
+                a.response
+                    .result
+                    .message
+                    .starts_with("meshgate injection: the review does not parse"),
+                "{:?}",
+                a.response.result
+            );
+        }
+        // No uid to answer with: still an error (400).
+        for body in [
+            r#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":7}}"#,
+            r#"{"apiVersion":"admission.k8s.io/v1beta1","kind":"AdmissionReview","request":{"uid":"u"}}"#,
+            r#"{"apiVersion":"admission.k8s.io/v1","kind":"Other","request":{"uid":"u"}}"#,
+        ] {
+            assert!(
+                matches!(
+                    review(&cfg, body.as_bytes(), Selected::Namespace),
+                    Err(ReviewError::Parse(_))
+                ),
+                "{body}"
+            );
+        }
     }
 
     #[test]

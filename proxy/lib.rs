@@ -16,6 +16,8 @@ pub mod embedded;
 pub mod error;
 pub mod exposition;
 pub mod fetch;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod identity;
 pub mod inject;
 pub mod jwt;

@@ -4,7 +4,8 @@
 //! namespaces) and `POST /inject-pod` (pods labelled for injection elsewhere)
 //! take an AdmissionReview v1 and answer with the same decision `meshgate inject -f` makes, as a
 //! JSONPatch. A body that is not an AdmissionReview gets 400; a review the
-//! webhook cannot honour gets `allowed: false` with the reason. The
+//! webhook cannot honour, or one that does not parse but whose
+//! `request.uid` can be read, gets `allowed: false` with the reason. The
 //! certificate and key are re-read when their directory changes (cert-manager
 //! and the kubelet swap Secret volumes through a `..data` symlink) or on
 //! SIGHUP; a pair that does not load keeps the previous one.
@@ -89,7 +90,7 @@ impl InjectorMetrics {
         registry.register("skipped", "Pods left alone, by reason", skipped.clone());
         registry.register(
             "errors",
-            "Reviews refused (refused: the pod cannot be injected as asked; unsupported: not a Pod CREATE; invalid: not an AdmissionReview)",
+            "Reviews refused (refused: the pod cannot be injected as asked; unsupported: not a Pod CREATE; invalid: not a well-formed AdmissionReview)",
             errors.clone(),
         );
         registry.register(
@@ -423,6 +424,10 @@ async fn handle(state: &State, req: Request<Incoming>) -> Response<Full<Bytes>> 
             state.metrics.error("unsupported");
             tracing::warn!(uid, reason = %why, "refused: unsupported review");
         }
+        Outcome::Invalid(why) => {
+            state.metrics.error("invalid");
+            tracing::warn!(uid, reason = %why, "refused: invalid admission review");
+        }
     }
     match review_json(answer.response) {
         Ok(body) => respond(StatusCode::OK, "application/json", body),
@@ -440,7 +445,7 @@ async fn handle(state: &State, req: Request<Incoming>) -> Response<Full<Bytes>> 
 /// The AdmissionReview response body. kube-core serialises the patch bytes
 /// as a JSON array of numbers (kube-rs issue #1781); the API documents a
 /// base64 string (Go's `[]byte`), which is what is sent here.
-fn review_json(
+pub(crate) fn review_json(
     response: kube_core::admission::AdmissionResponse,
 ) -> Result<Vec<u8>, serde_json::Error> {
     use base64::Engine;

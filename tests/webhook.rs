@@ -237,6 +237,26 @@ fn malformed_reviews_get_400_and_unsupported_ones_a_refusal() {
         6.0
     );
 
+    // A v1 review that does not parse but whose uid can be read: refused
+    // with that uid, so the API server can use the answer.
+    let (status, text) = post(
+        &pki,
+        "ca.pem",
+        &mg,
+        r#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":"uid-only"}}"#,
+    );
+    assert_eq!(status, "200", "{text}");
+    let v: Value = serde_json::from_str(&text).expect("json");
+    assert_eq!(v["apiVersion"], "admission.k8s.io/v1");
+    assert_eq!(v["kind"], "AdmissionReview");
+    assert_eq!(v["response"]["uid"], "uid-only");
+    assert_eq!(v["response"]["allowed"], false);
+    assert!(v["response"].get("patch").is_none(), "{text}");
+    assert_eq!(
+        mg.metric("meshgate_injector_errors_total{reason=\"invalid\"}"),
+        7.0
+    );
+
     // A well-formed review of something else: refused, with the reason.
     let mut update = review("uid-update", &k8s_fixture("pod-deployment.json"));
     update["request"]["operation"] = json!("UPDATE");
