@@ -69,7 +69,6 @@ fn decisions(c: &mut Criterion) {
         let snapshot =
             Snapshot::build(&synth::inputs(PRODUCTS, policies, 42)).expect("synthetic snapshot");
         let cases = cases(1024, 7);
-        let now = SystemTime::now();
         let mut i = 0;
         group.bench_with_input(BenchmarkId::new("indexed", policies), &policies, |b, _| {
             b.iter(|| {
@@ -81,7 +80,9 @@ fn decisions(c: &mut Criterion) {
                     headers: &case.headers,
                     source_ip: [10, 0, 0, 1].into(),
                     tls_version: "TLSv1.3",
-                    time: now,
+                    // The clock as the proxy reads it: a new second makes
+                    // new contexts, as in production.
+                    time: SystemTime::now(),
                     user: None,
                 };
                 black_box(
@@ -112,7 +113,7 @@ fn decisions(c: &mut Criterion) {
                             source_ip: [10, 0, 0, 1].into(),
                             purpose: None,
                             tls_version: "TLSv1.3",
-                            time: now,
+                            time: SystemTime::now(),
                             user: None,
                         };
                         black_box(

@@ -1939,7 +1939,7 @@ static SNAPSHOT_SERIAL: std::sync::atomic::AtomicU64 = std::sync::atomic::Atomic
 
 thread_local! {
     static DECISIONS: std::cell::RefCell<DecisionCache> = std::cell::RefCell::new(DecisionCache::default());
-    static TIME_EXPR: std::cell::RefCell<Option<(u128, RestrictedExpression)>> =
+    static TIME_EXPR: std::cell::RefCell<Option<(u64, RestrictedExpression)>> =
         const { std::cell::RefCell::new(None) };
     static IP_EXPRS: std::cell::RefCell<HashMap<IpAddr, RestrictedExpression>> =
         std::cell::RefCell::new(HashMap::new());
@@ -1953,22 +1953,18 @@ type ContextKey = (
     String,
     Option<String>,
     Option<String>,
-    u128,
+    u64,
 );
 
 thread_local! {
-    /// The contexts of the current millisecond: requests repeat (same client,
+    /// The contexts of the current second: requests repeat (same client,
     /// same path), and evaluating a context's expressions costs microseconds.
-    static CONTEXTS: std::cell::RefCell<(u128, HashMap<ContextKey, Context>)> =
+    static CONTEXTS: std::cell::RefCell<(u64, HashMap<ContextKey, Context>)> =
         std::cell::RefCell::new((0, HashMap::new()));
 }
 
 fn cached_context(facts: &RequestFacts<'_>) -> Result<Context, String> {
-    let ms = facts
-        .time
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_millis())
-        .unwrap_or(0);
+    let second = policy_second(facts.time);
     let key: ContextKey = (
         facts.method.to_string(),
         facts.path.to_string(),
@@ -1976,12 +1972,12 @@ fn cached_context(facts: &RequestFacts<'_>) -> Result<Context, String> {
         facts.tls_version.to_string(),
         facts.purpose.map(str::to_string),
         facts.user.map(|u| u.id.clone()),
-        ms,
+        second,
     );
     let hit = CONTEXTS.with(|c| {
         let mut c = c.borrow_mut();
-        if c.0 != ms {
-            *c = (ms, HashMap::new());
+        if c.0 != second {
+            *c = (second, HashMap::new());
         }
         c.1.get(&key).cloned()
     });
@@ -1998,18 +1994,28 @@ fn cached_context(facts: &RequestFacts<'_>) -> Result<Context, String> {
     Ok(ctx)
 }
 
+/// The whole second of `t` since the epoch: policies see the request's
+/// time to the second. Cedar parses the `datetime` extension's name each
+/// time such an expression is made (about 10 µs), so a clock finer than the
+/// contexts it keys would cost every request that much at low rates.
+fn policy_second(t: SystemTime) -> u64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// `context.time`: the request's time, truncated to the second.
 fn time_expr(t: SystemTime) -> RestrictedExpression {
-    let ms = t
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_millis())
-        .unwrap_or(0);
+    let second = policy_second(t);
     TIME_EXPR.with(|cell| {
         let mut slot = cell.borrow_mut();
         match &*slot {
-            Some((at, e)) if *at == ms => e.clone(),
+            Some((at, e)) if *at == second => e.clone(),
             _ => {
-                let e = RestrictedExpression::new_datetime(cedar_datetime(t));
-                *slot = Some((ms, e.clone()));
+                let e = RestrictedExpression::new_datetime(cedar_datetime(
+                    SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(second),
+                ));
+                *slot = Some((second, e.clone()));
                 e
             }
         }

@@ -100,8 +100,10 @@ impl RequestIds {
 
     pub fn next(&self) -> HeaderValue {
         let n = self.counter.fetch_add(1, Ordering::Relaxed);
-        let id = format!("{:016x}{:016x}", self.prefix, n);
-        HeaderValue::from_str(&id).unwrap_or(HeaderValue::from_static("0"))
+        let mut id = [0u8; 16];
+        id[..8].copy_from_slice(&self.prefix.to_be_bytes());
+        id[8..].copy_from_slice(&n.to_be_bytes());
+        HeaderValue::from_str(&crate::trace::hex(&id)).unwrap_or(HeaderValue::from_static("0"))
     }
 }
 
@@ -566,6 +568,8 @@ async fn forward(
     let headers = &mut parts.headers;
     strip_hop_by_hop(headers);
     strip_identity_headers(headers);
+    // Room for the headers set below and the trace's, in one allocation.
+    headers.reserve(8);
     headers.insert(X_FORWARDED_CLIENT_CERT, conn.identity.xfcc.clone());
     headers.insert(X_MESHGATE_PRINCIPAL, conn.identity.principal_header.clone());
     headers.insert(X_REQUEST_ID, request_id.clone());

@@ -449,10 +449,12 @@ async fn connection(
         let sc = svc_sc.clone();
         let conn = conn.clone();
         seen.arrived();
-        async move {
+        // Boxed: the request's future is some 4 KB, and hyper moves the
+        // stream task holding it several times before it first runs.
+        Box::pin(async move {
             req.extensions_mut().insert(conn.clone());
             Ok::<_, Infallible>(proxy::handle(&sc, &conn, req).await)
-        }
+        })
     });
 
     let activity = Activity::default();
