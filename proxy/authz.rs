@@ -1888,8 +1888,9 @@ impl Snapshot {
 }
 
 // Building an extension value (`ip(..)`, `datetime(..)`) makes cedar-policy
-// parse the function's name anew, about 4 µs each; values repeat (a client's
-// address, the current millisecond), so each thread keeps the last ones.
+// parse the function's name anew (its lexer builds a regex cache each time),
+// several µs each; values repeat (a client's address, the current second),
+// so each thread keeps the last ones.
 
 /// What a thread remembers about a caller and a resource of one snapshot: the
 /// decision entities and, per enforced/shadow and action, the candidates.
@@ -1995,9 +1996,10 @@ fn cached_context(facts: &RequestFacts<'_>) -> Result<Context, String> {
 }
 
 /// The whole second of `t` since the epoch: policies see the request's
-/// time to the second. Cedar parses the `datetime` extension's name each
-/// time such an expression is made (about 10 µs), so a clock finer than the
-/// contexts it keys would cost every request that much at low rates.
+/// time rounded down to the second. Cedar parses the `datetime` extension's
+/// name each time such a value is made (several µs), so a finer clock would
+/// cost every request that much at low rates, and rebuild the contexts every
+/// millisecond at high ones.
 fn policy_second(t: SystemTime) -> u64 {
     t.duration_since(SystemTime::UNIX_EPOCH)
         .map(|d| d.as_secs())
@@ -2279,6 +2281,50 @@ mod tests {
             text: text.into(),
         });
         Snapshot::build(&inputs)
+    }
+
+    /// `context.time` is the request's time rounded down to the second: the
+    /// contexts and the datetime value are cached per second, and a new
+    /// second is never served a cached one.
+    #[test]
+    fn policies_see_the_time_rounded_down_to_the_second() {
+        let s = with_policy(
+            "@id(\"t.after\")\nforbid (principal, action, resource)\nwhen { context.time > datetime(\"2026-11-20T10:00:00Z\") };",
+        )
+        .expect("loads");
+        let path = normalize("/orders").expect("path");
+        let Lookup::Found(target) = s.routes().lookup(&Method::GET, &path) else {
+            panic!("no route for /orders")
+        };
+        let decoded = path.decoded();
+        let decide = |time: SystemTime| {
+            let facts = RequestFacts {
+                method: "GET",
+                path: &decoded,
+                source_ip: "10.1.2.3".parse().expect("ip"),
+                purpose: None,
+                tls_version: "TLSv1.3",
+                time,
+                user: None,
+            };
+            s.authorize(&spiffe(REPORTING), target, &facts)
+        };
+        let ms = std::time::Duration::from_millis;
+        let boundary = at(10) + std::time::Duration::from_secs(1);
+        // With the clock's own milliseconds this would be denied.
+        assert!(
+            decide(boundary - ms(1)).allowed,
+            "10:00:00.999 is seen as 10:00:00"
+        );
+        let d = decide(boundary);
+        assert!(!d.allowed);
+        assert_eq!(d.policies, ["t.after"]);
+        assert!(!decide(boundary + ms(999)).allowed);
+        assert!(
+            decide(boundary - ms(500)).allowed,
+            "an earlier second again"
+        );
+        assert!(!decide(boundary + ms(1)).allowed);
     }
 
     #[test]

@@ -51,7 +51,8 @@ enum Command {
         /// A request header, e.g. `x-data-purpose: fraud-investigation`. Repeatable.
         #[arg(long = "header", value_name = "NAME:VALUE")]
         headers: Vec<String>,
-        /// Request time, RFC 3339 (default: now).
+        /// Request time, RFC 3339 (default: now); policies see it rounded
+        /// down to the second, as the proxy gives it.
         #[arg(long, value_name = "RFC3339")]
         time: Option<String>,
         #[arg(long, value_name = "IP", default_value = "127.0.0.1")]

@@ -79,7 +79,7 @@ struct HttpCase {
     path: String,
     #[serde(default)]
     headers: HashMap<String, String>,
-    /// RFC 3339; default: now.
+    /// RFC 3339; default: now. Policies see it rounded down to the second.
     #[serde(default)]
     time: Option<String>,
     #[serde(default)]

@@ -19,15 +19,22 @@ pub struct TraceContext {
     pub flags: u8,
 }
 
+thread_local! {
+    static TRACE_RNG: std::cell::RefCell<Option<rand::rngs::StdRng>> =
+        std::cell::RefCell::new(rand::SeedableRng::try_from_os_rng().ok());
+}
+
 impl TraceContext {
     /// Continues the trace of a valid `traceparent`, else starts a new one.
     /// Exactly one `traceparent` is accepted; two are ambiguous and restart
     /// the trace, as the W3C specification asks.
     pub fn from_headers(headers: &HeaderMap) -> TraceContext {
-        // The thread's CSPRNG (ChaCha, seeded and reseeded from the OS): a
-        // call into aws-lc's RNG per request cost about 0.5 µs. An all-zero
-        // draw is replaced below by an always-valid id.
-        let random: [u8; 24] = rand::random();
+        // A per-thread CSPRNG seeded from the OS: a call into aws-lc's RNG
+        // per request cost about 0.5 µs. If the OS cannot seed it the draw
+        // is zeros, replaced below by always-valid ids: a request never
+        // fails for it.
+        let random: [u8; 24] =
+            TRACE_RNG.with(|rng| rng.borrow_mut().as_mut().map_or([0; 24], rand::Rng::random));
         let mut span_id = [0u8; 8];
         span_id.copy_from_slice(&random[16..]);
         if span_id == [0; 8] {
