@@ -866,7 +866,9 @@ pub fn admission_review(data: &[u8]) {
     use serde_json::Value;
     static CFG: OnceLock<InjectorConfig> = OnceLock::new();
     let cfg = CFG.get_or_init(InjectorConfig::default);
-    let request: Option<Value> = serde_json::from_slice(data).ok();
+    // Read as the webhook reads uids: bytes that are not UTF-8 replaced
+    // (the typed parse lets them through in fields it skips).
+    let request: Option<Value> = serde_json::from_str(&String::from_utf8_lossy(data)).ok();
     let uid = readable_uid(request.as_ref());
     for selected in [Selected::Namespace, Selected::Pod] {
         let answer = match review(cfg, data, selected) {

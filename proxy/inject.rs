@@ -1359,9 +1359,11 @@ pub fn review(
 }
 
 /// `request.uid` of a body that says it is an `admission.k8s.io/v1`
-/// AdmissionReview, read leniently (a string, whatever else the body holds).
+/// AdmissionReview, read leniently (a string, whatever else the body holds,
+/// bytes that are not UTF-8 included: the typed parse skips unknown fields
+/// without checking them, so this must not be stricter).
 fn readable_uid(body: &[u8]) -> Option<String> {
-    let v: Value = serde_json::from_slice(body).ok()?;
+    let v: Value = serde_json::from_str(&String::from_utf8_lossy(body)).ok()?;
     if v.get("apiVersion")?.as_str()? != "admission.k8s.io/v1"
         || v.get("kind")?.as_str()? != "AdmissionReview"
     {
@@ -2025,13 +2027,19 @@ mod tests {
     #[test]
     fn a_malformed_review_with_a_readable_uid_is_refused_with_that_uid() {
         let cfg = InjectorConfig::default();
+        // Not UTF-8 in a field the typed parse would skip unchecked.
+        let mut not_utf8 = br#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":"uid-only","x":"?"}}"#.to_vec();
+        let at = not_utf8.iter().rposition(|b| *b == b'?').expect("?");
+        not_utf8[at] = 0x82;
         for body in [
-            r#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":"uid-only"}}"#,
-            r#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":"uid-only","operation":"EXPLODE"}}"#,
-            r#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":"x","uid":"uid-only"}}"#,
+            br#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":"uid-only"}}"#.to_vec(),
+            br#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":"uid-only","operation":"EXPLODE"}}"#.to_vec(),
+            br#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":"x","uid":"uid-only"}}"#.to_vec(),
+            not_utf8,
         ] {
-            let a = review(&cfg, body.as_bytes(), Selected::Namespace).expect("answered");
-            assert_eq!(a.response.uid, "uid-only", "{body}");
+            let a = review(&cfg, &body, Selected::Namespace).expect("answered");
+            let shown = String::from_utf8_lossy(&body);
+            assert_eq!(a.response.uid, "uid-only", "{shown}");
             assert!(!a.response.allowed);
             assert!(a.response.patch.is_none());
             assert!(matches!(a.outcome, Outcome::Invalid(_)), "{:?}", a.outcome);
