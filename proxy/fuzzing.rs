@@ -747,7 +747,8 @@ fn check_config_error(text: &str, e: &crate::config::ConfigError) {
             field,
             ..
         } => {
-            let lines = text.split('\n').count();
+            // YAML breaks lines at `\n`, `\r\n` and a lone `\r`.
+            let lines = text.replace("\r\n", "\n").split(['\n', '\r']).count();
             assert!(
                 *line >= 1 && *line <= lines + 1,
                 "line {line} of a {lines}-line text: {shown}"
