@@ -399,9 +399,11 @@ fn parse_routes(
     Ok(routes)
 }
 
+/// A number, written as one or as a string; infinities and NaN are not.
 fn number(v: &serde_yaml_ng::Value) -> Option<f64> {
     v.as_f64()
         .or_else(|| v.as_str().and_then(|s| s.trim().parse().ok()))
+        .filter(|v: &f64| v.is_finite())
 }
 
 fn parse_sla(props: &[SlaProperty], file: &str) -> Result<Sla, ConfigError> {
@@ -432,7 +434,10 @@ fn parse_sla(props: &[SlaProperty], file: &str) -> Result<Sla, ConfigError> {
                     "" => return Err(bad("needs a unit (ms, s, m)")),
                     other => return Err(bad(&format!("unit `{other}`: use ms, s or m"))),
                 };
-                sla.latency = Some(Duration::from_secs_f64(secs));
+                sla.latency = Some(
+                    Duration::try_from_secs_f64(secs)
+                        .map_err(|_| bad("too large a latency to be a duration"))?,
+                );
             }
             "throughput" => {
                 let v = number(&p.value)
@@ -484,6 +489,33 @@ mod tests {
             .routes
             .iter()
             .any(|r| r.path == "/orders/{id}" && r.action == Action::Read));
+    }
+
+    /// A latency too large for a `Duration` (or infinite) made contract
+    /// loading panic; infinities and NaN are not numbers to an SLA; seen while writing the `contract` fuzz target, kept in
+    /// fuzz/regressions/contract/.
+    #[test]
+    fn an_unrepresentable_latency_is_an_error() {
+        let too_large = "too large a latency to be a duration";
+        let not_a_number = "value must be a positive number";
+        for (value, unit, why) in [
+            ("1e300", "m", too_large),
+            ("2e19", "s", too_large),
+            (".inf", "s", not_a_number),
+            ("\"inf\"", "ms", not_a_number),
+            (".nan", "ms", not_a_number),
+        ] {
+            let text = ORDERS.replace(
+                "{ property: latency, value: 250, unit: ms }",
+                &format!("{{ property: latency, value: {value}, unit: {unit} }}"),
+            );
+            let e = parse(&text, "o.yaml").unwrap_err().to_string();
+            assert_eq!(
+                e,
+                format!("o.yaml: slaProperties: latency: {why}"),
+                "{value} {unit}"
+            );
+        }
     }
 
     #[test]
