@@ -648,7 +648,8 @@ impl Writer {
             prev: self.start_of_file.then_some(self.chain.prev.as_str()),
             record,
         };
-        if serde_json::to_writer(&mut self.line, &envelope).is_err() || self.line.len() < 2 {
+        let mut json = serde_json::Serializer::with_formatter(&mut self.line, AsciiJson);
+        if envelope.serialize(&mut json).is_err() || self.line.len() < 2 {
             return;
         }
         let chain = chain_hash(&self.chain.prev, &self.line);
@@ -725,6 +726,36 @@ impl Writer {
     }
 }
 
+/// Compact JSON with every non-ASCII character written as a `\uXXXX`
+/// escape (serde_json already escapes control characters, `"` and `\`).
+/// An audit line is then plain ASCII: no reader finds a line break inside it
+/// (U+2028, U+2029 and U+0085 are line breaks to some, e.g. Python's
+/// `splitlines`), whatever a client put in a path, a token or a certificate.
+struct AsciiJson;
+
+impl serde_json::ser::Formatter for AsciiJson {
+    fn write_string_fragment<W: ?Sized + Write>(
+        &mut self,
+        writer: &mut W,
+        fragment: &str,
+    ) -> io::Result<()> {
+        if fragment.is_ascii() {
+            return writer.write_all(fragment.as_bytes());
+        }
+        for c in fragment.chars() {
+            if c.is_ascii() {
+                writer.write_all(&[c as u8])?;
+            } else {
+                let mut units = [0u16; 2];
+                for u in c.encode_utf16(&mut units) {
+                    write!(writer, "\\u{u:04x}")?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
 fn chain_hash(prev: &str, event: &[u8]) -> String {
     let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
     ctx.update(prev.as_bytes());
@@ -757,7 +788,7 @@ enum Record<'a> {
 struct Principal<'a> {
     #[serde(rename = "type")]
     kind: &'static str,
-    id: &'a str,
+    id: std::borrow::Cow<'a, str>,
 }
 
 #[derive(Serialize)]
@@ -818,7 +849,9 @@ fn request_record<'a>(e: &'a Event, node: &'a str, pod: Option<&'a str>) -> Reco
         trace_id: crate::trace::hex(&e.trace_id),
         principal: Principal {
             kind: "Mesh::Service",
-            id: e.conn.identity.principal_header.to_str().unwrap_or(""),
+            // The header form is made from a `str`: this borrows it whole,
+            // non-ASCII (a UTF-8 subject CN) included.
+            id: String::from_utf8_lossy(e.conn.identity.principal_header.as_bytes()),
         },
         user: e.user.as_deref().map(|u| u.id.as_str()),
         tier: e.tier.as_deref(),
@@ -1355,6 +1388,49 @@ mod tests {
         write(&config(&file, 1 << 20), &["/d"]);
         let v = verify(std::slice::from_ref(&file)).expect("verifies after restart");
         assert_eq!((v.events, v.last_seq), (4, Some(3)));
+    }
+
+    #[test]
+    fn lines_are_ascii_whatever_the_values_hold() {
+        let dir = tempfile::tempdir().expect("dir");
+        let file = dir.path().join("audit.log");
+        let nasty = "/caf\u{e9}\u{2028}\u{2029}\u{85}\u{1f600}\r\n\0\"\\";
+        write(&config(&file, 1 << 20), &[nasty, "/b"]);
+        let text = std::fs::read(&file).expect("read");
+        assert!(text.is_ascii(), "{}", String::from_utf8_lossy(&text));
+        let l = lines(&file);
+        assert_eq!(l.len(), 2);
+        assert!(
+            l[0].contains("caf\\u00e9\\u2028\\u2029\\u0085\\ud83d\\ude00\\r\\n\\u0000"),
+            "{}",
+            l[0]
+        );
+        let v: serde_json::Value = serde_json::from_str(&l[0]).expect("json");
+        assert_eq!(v["path"], nasty);
+        verify(std::slice::from_ref(&file)).expect("verifies");
+    }
+
+    #[test]
+    fn a_principal_that_is_not_ascii_is_recorded_whole() {
+        // A subject CN is UTF-8 text; the event names it as it is (it
+        // used to be recorded as "" because the header form is not ASCII).
+        let cn = "cn:Zoë \"q\" \\ \u{2028}end";
+        let principal: Principal = cn.parse().expect("principal");
+        let mut e = event("/x");
+        e.conn = Arc::new(ConnInfo {
+            identity: PeerIdentity {
+                principal_header: HeaderValue::from_str(cn).expect("header-safe"),
+                principal,
+                xfcc: HeaderValue::from_static("x"),
+                cert_sha256: String::new(),
+            },
+            peer: "127.0.0.1:40000".parse().expect("addr"),
+            peer_ip: HeaderValue::from_static("127.0.0.1"),
+            tls_version: "TLSv1.3",
+        });
+        let line = serde_json::to_string(&request_record(&e, "node", None)).expect("json");
+        let v: serde_json::Value = serde_json::from_str(&line).expect("json");
+        assert_eq!(v["principal"]["id"], cn);
     }
 
     #[test]

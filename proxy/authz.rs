@@ -1839,9 +1839,14 @@ impl Snapshot {
                     .ok_or(ProxyError::Unauthorized(crate::jwt::TokenError::Missing))?,
             ),
         };
-        let purpose = match req.headers.get(X_DATA_PURPOSE) {
-            None => None,
-            Some(v) => Some(
+        // One declared purpose: with two, policy would see the first and
+        // the upstream both (a conflict between what was authorised and
+        // what is served), so that is refused too.
+        let mut purposes = req.headers.get_all(X_DATA_PURPOSE).iter();
+        let purpose = match (purposes.next(), purposes.next()) {
+            (None, _) => None,
+            (Some(_), Some(_)) => return Err(ProxyError::BadRequest("x-data-purpose")),
+            (Some(v), None) => Some(
                 v.to_str()
                     .ok()
                     .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_graphic()))
@@ -2178,6 +2183,50 @@ mod tests {
                 vec!["sales.customers.fraud-investigators-may-read".to_string()]
             )
         );
+    }
+
+    #[test]
+    fn one_declared_purpose_only() {
+        let s = example();
+        let path = normalize("/customers/C-1").expect("path");
+        let decide = |purposes: &[&str]| {
+            let mut headers = http::HeaderMap::new();
+            for p in purposes {
+                headers.append(
+                    X_DATA_PURPOSE,
+                    http::HeaderValue::from_str(p).expect("value"),
+                );
+            }
+            s.decide_http(
+                &spiffe(FRAUD),
+                &HttpFacts {
+                    method: &Method::GET,
+                    path: &path,
+                    headers: &headers,
+                    source_ip: "10.1.2.3".parse().expect("ip"),
+                    tls_version: "TLSv1.3",
+                    time: at(10),
+                    user: None,
+                },
+            )
+            .map(|o| o.decision.allowed)
+        };
+        assert!(matches!(decide(&["fraud-investigation"]), Ok(true)));
+        assert!(matches!(decide(&["marketing"]), Ok(false)));
+        // Policy would see the first, the upstream both: refused.
+        for two in [
+            ["fraud-investigation", "marketing"],
+            ["fraud-investigation", "fraud-investigation"],
+        ] {
+            assert!(
+                matches!(decide(&two), Err(ProxyError::BadRequest("x-data-purpose"))),
+                "{two:?}"
+            );
+        }
+        assert!(matches!(
+            decide(&["fraud investigation"]),
+            Err(ProxyError::BadRequest("x-data-purpose"))
+        ));
     }
 
     #[test]

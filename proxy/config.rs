@@ -192,6 +192,17 @@ pub struct Limits {
     pub max_connections: usize,
     /// Concurrent HTTP/2 streams per client connection.
     pub max_h2_streams: u32,
+    /// HTTP/2 streams a client may open and reset before they were accepted
+    /// (rapid reset, CVE-2023-44487); past it the connection gets GOAWAY
+    /// ENHANCE_YOUR_CALM.
+    pub max_h2_pending_resets: usize,
+    /// HTTP/2 streams meshgate may reset for a client's protocol errors
+    /// (streams past `max_h2_streams`, malformed headers) on one connection;
+    /// past it the connection gets GOAWAY ENHANCE_YOUR_CALM.
+    pub max_h2_error_resets: usize,
+    /// Response bytes buffered per HTTP/2 stream for a client that does not
+    /// read them.
+    pub max_h2_send_buffer_bytes: usize,
     /// Requests being handled at once (until the upstream's response headers);
     /// past it, 503 at once.
     pub max_in_flight: usize,
@@ -203,6 +214,9 @@ impl Default for Limits {
             max_header_bytes: 16 * 1024,
             max_connections: 10_000,
             max_h2_streams: 128,
+            max_h2_pending_resets: 20,
+            max_h2_error_resets: 1024,
+            max_h2_send_buffer_bytes: 400 * 1024,
             max_in_flight: 10_000,
         }
     }
@@ -303,11 +317,24 @@ impl Config {
                 "must be at least 1".into(),
             ));
         }
-        if self.limits.max_h2_streams == 0 {
-            return Err(invalid(
-                "limits.max_h2_streams",
-                "must be at least 1".into(),
-            ));
+        for (field, value) in [
+            ("limits.max_h2_streams", self.limits.max_h2_streams as usize),
+            (
+                "limits.max_h2_pending_resets",
+                self.limits.max_h2_pending_resets,
+            ),
+            (
+                "limits.max_h2_error_resets",
+                self.limits.max_h2_error_resets,
+            ),
+            (
+                "limits.max_h2_send_buffer_bytes",
+                self.limits.max_h2_send_buffer_bytes,
+            ),
+        ] {
+            if value == 0 {
+                return Err(invalid(field, "must be at least 1".into()));
+            }
         }
         if self.workers == Some(0) {
             return Err(invalid("workers", "must be at least 1".into()));
@@ -467,6 +494,25 @@ mod tests {
         assert_eq!(c.upstream_protocol, UpstreamProtocol::Http1);
         assert_eq!(c.timeouts.header_read, Duration::from_secs(10));
         assert_eq!(c.workers, None);
+        assert_eq!(c.limits.max_h2_pending_resets, 20);
+        assert_eq!(c.limits.max_h2_error_resets, 1024);
+        assert_eq!(c.limits.max_h2_send_buffer_bytes, 400 * 1024);
+    }
+
+    #[test]
+    fn http2_abuse_limits_cannot_be_zero() {
+        for field in [
+            "max_h2_streams",
+            "max_h2_pending_resets",
+            "max_h2_error_resets",
+            "max_h2_send_buffer_bytes",
+        ] {
+            let text = format!("{MINIMAL}limits:\n  {field}: 0\n");
+            let config = Config::parse(&text, "m.yaml").expect("parses");
+            let err = config.validate("m.yaml").unwrap_err().to_string();
+            assert!(err.contains(&format!("limits.{field}")), "{err}");
+            assert!(err.contains("must be at least 1"), "{err}");
+        }
     }
 
     #[test]

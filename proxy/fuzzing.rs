@@ -265,8 +265,9 @@ use crate::identity::{from_leaf, IdentityError, Principal};
 
 /// What the rules of [`crate::identity`] say a certificate's principal is:
 /// exactly one `spiffe://` URI SAN (scheme case-insensitive) and it must be a
-/// valid SPIFFE id; none: the first DNS SAN, else a non-empty CN; several: no
-/// identity. `Err` holds the kind of refusal.
+/// valid SPIFFE id with a path, and the only URI SAN (X509-SVID 5.2); none:
+/// the first DNS SAN, else a non-empty CN; several: no identity. `Err` holds
+/// the kind of refusal.
 fn expected_principal(
     uris: &[&str],
     dns: &[&str],
@@ -282,13 +283,16 @@ fn expected_principal(
         .collect();
     match spiffe.as_slice() {
         [] => {}
+        [_] if uris.len() > 1 => return Err("spiffe_with_other_uris"),
         [one] => {
-            return if spiffe_id_is_valid(one) {
+            return if !spiffe_id_is_valid(one) {
+                Err("invalid_spiffe")
+            } else if !one["spiffe://".len()..].contains('/') {
+                Err("root_spiffe")
+            } else {
                 Ok(Principal::Spiffe(
                     crate::identity::parse_spiffe_id(one).map_err(|_| "valid id refused")?,
                 ))
-            } else {
-                Err("invalid_spiffe")
             }
         }
         _ => return Err("multiple_spiffe"),
@@ -331,6 +335,8 @@ fn refusal_kind(e: &IdentityError) -> &'static str {
     match e {
         IdentityError::Parse(_) => "parse",
         IdentityError::MultipleSpiffeIds => "multiple_spiffe",
+        IdentityError::SpiffeIdWithOtherUris => "spiffe_with_other_uris",
+        IdentityError::RootSpiffeId(_) => "root_spiffe",
         IdentityError::InvalidSpiffeId { .. } => "invalid_spiffe",
         IdentityError::NoIdentity => "no_identity",
         IdentityError::NotHeaderSafe(_) => "not_header_safe",

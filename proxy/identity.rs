@@ -1,9 +1,13 @@
 //! The verified client certificate turned into a principal, once per connection.
 //!
 //! Order: the SPIFFE URI SAN first, else the first DNS SAN, else the subject CN.
-//! A certificate that carries a malformed SPIFFE id, or more than one, has no
-//! identity at all: we never fall back to a weaker name when the strong one is
-//! present but wrong (SAN-type confusion).
+//! A certificate that carries a malformed SPIFFE id, or more than one, or a
+//! SPIFFE id beside another URI SAN, or a leaf SPIFFE id without a path (the
+//! X509-SVID rules, section 5.2), has no identity at all: we never fall back to
+//! a weaker name when the strong one is present but wrong (SAN-type confusion).
+//! Names only ever count in their own SAN type: a SPIFFE id written into a DNS
+//! SAN, an email SAN or the CN is that DNS name or CN (`dns:…`, `cn:…`), never
+//! the service.
 
 use std::fmt;
 
@@ -79,6 +83,12 @@ pub enum IdentityError {
     Parse(String),
     #[error("certificate carries more than one SPIFFE id")]
     MultipleSpiffeIds,
+    #[error(
+        "certificate carries a SPIFFE id and other URI SANs (an X509-SVID has exactly one URI SAN)"
+    )]
+    SpiffeIdWithOtherUris,
+    #[error("SPIFFE id `{0}` names a trust domain, not a workload (a leaf SVID's id has a path)")]
+    RootSpiffeId(String),
     #[error("malformed SPIFFE id `{id}`: {reason}")]
     InvalidSpiffeId { id: String, reason: &'static str },
     #[error("certificate names no principal (no URI or DNS SAN, no CN)")]
@@ -132,7 +142,14 @@ pub fn from_leaf(der: &[u8]) -> Result<PeerIdentity, IdentityError> {
         .and_then(|cn| cn.as_str().ok());
 
     let principal = match spiffe.as_slice() {
-        [one] => Principal::Spiffe(parse_spiffe_id(one)?),
+        [_] if uris.len() > 1 => return Err(IdentityError::SpiffeIdWithOtherUris),
+        [one] => {
+            let id = parse_spiffe_id(one)?;
+            if id.path.is_empty() {
+                return Err(IdentityError::RootSpiffeId(id.id));
+            }
+            Principal::Spiffe(id)
+        }
         [] => match (dns.first(), cn) {
             (Some(d), _) => Principal::Dns(d.to_string()),
             (None, Some(cn)) if !cn.is_empty() => Principal::CommonName(cn.to_string()),
@@ -321,6 +338,59 @@ mod tests {
         assert_eq!(
             v,
             "Hash=ab;Subject=\"CN=a, O=\\\"x\\\"\";URI=spiffe://t/ns/a/sa/b;DNS=a.b;DNS=\"c;d\""
+        );
+    }
+
+    /// A self-signed leaf with these SANs and CN, as DER.
+    fn leaf(sans: Vec<rcgen::SanType>, cn: Option<&str>) -> Vec<u8> {
+        let key = rcgen::KeyPair::generate().expect("key");
+        let mut p = rcgen::CertificateParams::default();
+        p.subject_alt_names = sans;
+        if let Some(cn) = cn {
+            p.distinguished_name.push(rcgen::DnType::CommonName, cn);
+        }
+        p.self_signed(&key).expect("cert").der().to_vec()
+    }
+
+    fn uri(u: &str) -> rcgen::SanType {
+        rcgen::SanType::URI(u.try_into().expect("ia5"))
+    }
+
+    const ID: &str = "spiffe://mesh.local/ns/finance/sa/reporting";
+
+    #[test]
+    fn a_spiffe_id_counts_only_in_a_uri_san() {
+        let principal = |sans, cn| from_leaf(&leaf(sans, cn)).map(|p| p.principal.header_form());
+        let dns = rcgen::SanType::DnsName(ID.try_into().expect("ia5"));
+        assert_eq!(principal(vec![dns], Some("x")), Ok(format!("dns:{ID}")));
+        let email = rcgen::SanType::Rfc822Name(ID.try_into().expect("ia5"));
+        assert_eq!(principal(vec![email], Some("x")), Ok("cn:x".into()));
+        assert_eq!(principal(vec![], Some(ID)), Ok(format!("cn:{ID}")));
+        let other = "spiffe://mesh.local/ns/marketing/sa/campaigns";
+        assert_eq!(principal(vec![uri(other)], Some(ID)), Ok(other.into()));
+        let https = "https://mesh.local/ns/finance/sa/reporting";
+        assert_eq!(principal(vec![uri(https)], Some("x")), Ok("cn:x".into()));
+    }
+
+    #[test]
+    fn a_spiffe_id_beside_another_uri_or_without_a_path_is_no_identity() {
+        for sans in [
+            vec![uri(ID), uri("https://evil.example/")],
+            vec![uri("https://evil.example/"), uri(ID)],
+            vec![uri(ID), uri("urn:x")],
+        ] {
+            assert_eq!(
+                from_leaf(&leaf(sans, None)).map(|p| p.principal),
+                Err(IdentityError::SpiffeIdWithOtherUris)
+            );
+        }
+        assert_eq!(
+            from_leaf(&leaf(vec![uri("spiffe://mesh.local")], None)).map(|p| p.principal),
+            Err(IdentityError::RootSpiffeId("spiffe://mesh.local".into()))
+        );
+        assert_eq!(
+            from_leaf(&leaf(vec![uri(ID), uri(ID)], None)).map(|p| p.principal),
+            Err(IdentityError::MultipleSpiffeIds)
         );
     }
 }

@@ -844,6 +844,11 @@ impl Verifier {
                 })
             }
         };
+        // RFC 7515 4.1.11: extensions the issuer marks critical must be
+        // understood, and none is here.
+        if header.crit.is_some() {
+            return Err(TokenError::Malformed);
+        }
         let claims = peek_claims(token)?;
         let iss = claims
             .get("iss")
@@ -1170,6 +1175,13 @@ mod tests {
             refused(sign(&signer, &c)).await,
             TokenError::BadClaim("dept".into())
         );
+        // A critical header extension, signed by the real key: not
+        // understood here, so the token is refused (RFC 7515 4.1.11).
+        let mut crit = Header::new(Algorithm::ES256);
+        crit.kid = Some("k1".into());
+        crit.crit = Some(vec!["exp-bound".into()]);
+        let critical = jsonwebtoken::encode(&crit, &claims(), &signer.key).expect("sign");
+        assert_eq!(refused(critical).await, TokenError::Malformed);
     }
 
     #[tokio::test]

@@ -323,6 +323,10 @@ async fn decide_and_forward(
     facts: &mut Facts,
     mut req: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, ProxyError> {
+    if let Err(e) = check_target(&req) {
+        facts.path = req.uri().path().to_string();
+        return Err(e);
+    }
     let path = match crate::path::normalize(req.uri().path()) {
         Ok(p) => p,
         Err(e) => {
@@ -365,6 +369,28 @@ async fn decide_and_forward(
         state.set_headers(resp.headers_mut());
     }
     Ok(resp)
+}
+
+/// Refuses, before anything else looks at it, a request whose target or
+/// authority is not one plain resource: `CONNECT` (authority-form, a
+/// tunnel), the asterisk-form (`OPTIONS *`), and a Host that is sent more
+/// than once or, in HTTP/1.1, not at all (RFC 9112 3.2: the server must
+/// answer 400; two Hosts let two hops disagree on which one counts).
+fn check_target<B>(req: &Request<B>) -> Result<(), ProxyError> {
+    if req.method() == Method::CONNECT {
+        return Err(ProxyError::BadRequest("CONNECT"));
+    }
+    if req.uri() == "*" {
+        return Err(ProxyError::BadRequest("asterisk-form target"));
+    }
+    let mut hosts = req.headers().get_all(header::HOST).iter();
+    match (hosts.next(), hosts.next()) {
+        (_, Some(_)) => Err(ProxyError::BadRequest("more than one Host")),
+        (None, None) if req.version() == Version::HTTP_11 && req.uri().authority().is_none() => {
+            Err(ProxyError::BadRequest("no Host"))
+        }
+        _ => Ok(()),
+    }
 }
 
 /// The upstream response timeout of a product whose contract promises a
@@ -521,9 +547,6 @@ async fn forward(
     let upstream = &sc.upstream;
     let (mut parts, body) = req.into_parts();
     let body = CountedBody::new(body, facts.bytes_in.clone());
-    if parts.method == Method::CONNECT {
-        return Err(ProxyError::BadRequest("CONNECT"));
-    }
     // The path the upstream receives is the one that was authorised
     // (encoded once, in decide_and_forward).
     let mut target = String::with_capacity(facts.path.len() + 64);
@@ -547,7 +570,7 @@ async fn forward(
     headers.insert(X_MESHGATE_PRINCIPAL, conn.identity.principal_header.clone());
     headers.insert(X_REQUEST_ID, request_id.clone());
     headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("https"));
-    headers.append(X_FORWARDED_FOR, conn.peer_ip.clone());
+    headers.insert(X_FORWARDED_FOR, conn.peer_ip.clone());
     trace.apply(headers);
     match upstream.protocol {
         UpstreamProtocol::Http1 => {
@@ -642,12 +665,33 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
-/// Removes every client-supplied copy of the headers only meshgate may set.
+/// Headers meshgate sets for the upstream (besides `x-meshgate-*`): a
+/// client's copies never reach it. `forwarded` (RFC 7239) carries the same
+/// facts as the `x-forwarded-*` headers, so a client's copy goes too.
+const SET_BY_MESHGATE: [&str; 7] = [
+    "x-forwarded-client-cert",
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-forwarded-host",
+    "forwarded",
+    "x-request-id",
+    "traceparent",
+];
+
+/// Whether a client header is one only meshgate may set. Names are read
+/// with `_` as `-` too: CGI-style servers (and many frameworks) map both to
+/// the same variable, so `x_meshgate_principal` would pass for ours.
+fn set_by_meshgate(name: &str) -> bool {
+    let is_ours = |n: &str| n.starts_with("x-meshgate-") || SET_BY_MESHGATE.contains(&n);
+    is_ours(name) || (name.contains('_') && is_ours(&name.replace('_', "-")))
+}
+
+/// Removes every client-supplied copy of the headers only meshgate may set
+/// (the verified ones are set after this).
 pub fn strip_identity_headers(headers: &mut HeaderMap) {
-    headers.remove(X_FORWARDED_CLIENT_CERT);
     let ours: Vec<HeaderName> = headers
         .keys()
-        .filter(|k| k.as_str().starts_with("x-meshgate-"))
+        .filter(|k| set_by_meshgate(k.as_str()))
         .cloned()
         .collect();
     for name in ours {
@@ -701,9 +745,84 @@ mod tests {
         );
         h.append("X-Meshgate-Anything", HeaderValue::from_static("x"));
         h.append("x-other", HeaderValue::from_static("kept"));
+        h.append("x_other", HeaderValue::from_static("kept"));
+        // Underscore spellings a CGI-style upstream reads as ours.
+        for name in [
+            "x_meshgate_principal",
+            "X_Meshgate-User",
+            "x_forwarded_client_cert",
+            "x_forwarded_for",
+            "x-forwarded_proto",
+            "x_request_id",
+        ] {
+            h.append(name, HeaderValue::from_static("spoofed"));
+        }
+        for name in [
+            "x-forwarded-for",
+            "x-forwarded-proto",
+            "x-forwarded-host",
+            "forwarded",
+            "x-request-id",
+            "traceparent",
+        ] {
+            h.append(name, HeaderValue::from_static("spoofed"));
+        }
         strip_identity_headers(&mut h);
-        assert_eq!(h.len(), 1);
-        assert!(h.contains_key("x-other"));
+        let mut left: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
+        left.sort_unstable();
+        assert_eq!(left, vec!["x-other", "x_other"]);
+    }
+
+    #[test]
+    fn refuses_tunnels_asterisk_targets_and_ambiguous_hosts() {
+        let req = |method: &str, target: &str, version: Version, hosts: &[&str]| {
+            let mut b = Request::builder()
+                .method(method)
+                .uri(target)
+                .version(version);
+            for h in hosts {
+                b = b.header(header::HOST, *h);
+            }
+            b.body(()).expect("request")
+        };
+        let refused = |r: Request<()>| match check_target(&r) {
+            Err(ProxyError::BadRequest(what)) => Some(what),
+            _ => None,
+        };
+        let h11 = Version::HTTP_11;
+        assert_eq!(
+            refused(req("CONNECT", "localhost:443", h11, &["localhost:443"])),
+            Some("CONNECT")
+        );
+        assert_eq!(
+            refused(req("CONNECT", "/orders", h11, &["localhost"])),
+            Some("CONNECT")
+        );
+        assert_eq!(
+            refused(req("OPTIONS", "*", h11, &["localhost"])),
+            Some("asterisk-form target")
+        );
+        assert_eq!(
+            refused(req("GET", "/orders", h11, &["localhost", "evil.example"])),
+            Some("more than one Host")
+        );
+        assert_eq!(
+            refused(req("GET", "/orders", h11, &["localhost", "localhost"])),
+            Some("more than one Host")
+        );
+        assert_eq!(refused(req("GET", "/orders", h11, &[])), Some("no Host"));
+        // HTTP/1.0 needs no Host, an absolute-form target names the
+        // authority itself, and HTTP/2 has :authority.
+        assert_eq!(refused(req("GET", "/orders", Version::HTTP_10, &[])), None);
+        assert_eq!(
+            refused(req("GET", "https://localhost/orders", h11, &[])),
+            None
+        );
+        assert_eq!(
+            refused(req("GET", "https://localhost/orders", Version::HTTP_2, &[])),
+            None
+        );
+        assert_eq!(refused(req("GET", "/orders", h11, &["localhost"])), None);
     }
 
     #[test]

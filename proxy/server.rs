@@ -13,10 +13,10 @@ use std::time::{Duration, Instant};
 
 use http::HeaderValue;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::graceful::{GracefulShutdown, Watcher};
+use hyper_util::server::graceful::GracefulConnection;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
+use tokio::sync::{watch, Notify, Semaphore};
 use tokio_rustls::TlsAcceptor;
 
 use crate::authz::PolicyInputs;
@@ -81,6 +81,34 @@ impl Sidecar {
     }
 }
 
+/// A write past the file size limit (RLIMIT_FSIZE: `ulimit -f`, a limit set
+/// by the platform) raises SIGXFSZ, whose default action kills the process:
+/// every audit event still queued (of requests already answered) would be
+/// lost with it. With a handler installed the write fails with EFBIG
+/// instead, like a full disk, and the audit writer's retry and the
+/// configured `audit.when_full` mode apply. The handler stays for the life
+/// of the process (tokio never uninstalls one); the first signal is logged.
+fn survive_file_size_limit() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::from_raw(libc::SIGXFSZ)) {
+        Ok(mut sigs) => {
+            tokio::spawn(async move {
+                if sigs.recv().await.is_some() {
+                    // Once: the log itself may be a file past the limit.
+                    tracing::warn!(
+                        "SIGXFSZ: a write went past the file size limit (RLIMIT_FSIZE); \
+                         such writes fail (EFBIG) and are retried or counted"
+                    );
+                }
+                while sigs.recv().await.is_some() {}
+            });
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot handle SIGXFSZ: a write past the file size limit will stop the process");
+        }
+    }
+}
+
 /// A sidecar with its listeners bound, not yet serving.
 pub struct Bound {
     sidecar: Arc<Sidecar>,
@@ -92,6 +120,7 @@ pub struct Bound {
 /// Loads TLS material and policies and binds both listeners. Nothing is served
 /// yet. `embedded` overrides the configuration's policy files (the demo).
 pub async fn bind(config: Config, embedded: Option<PolicyInputs>) -> Result<Bound, StartError> {
+    survive_file_size_limit();
     let metrics = Metrics::with_config(&config.metrics);
     let tls = TlsStore::load(config.tls.clone(), &metrics)?;
     let origin = match (embedded, &config.policy) {
@@ -157,6 +186,11 @@ pub async fn bind(config: Config, embedded: Option<PolicyInputs>) -> Result<Boun
     let mut h2 = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
     h2.timer(TokioTimer::new())
         .max_concurrent_streams(config.limits.max_h2_streams)
+        // Rapid reset (CVE-2023-44487) and error floods: set here rather than
+        // left to hyper's and h2's defaults, which have changed between releases.
+        .max_pending_accept_reset_streams(config.limits.max_h2_pending_resets)
+        .max_local_error_reset_streams(config.limits.max_h2_error_resets)
+        .max_send_buf_size(config.limits.max_h2_send_buffer_bytes)
         .max_header_list_size(u32::try_from(config.limits.max_header_bytes).unwrap_or(u32::MAX))
         .keep_alive_interval(Some(config.timeouts.idle / 2))
         .keep_alive_timeout(config.timeouts.header_read);
@@ -289,7 +323,8 @@ impl Bound {
 }
 
 async fn accept_loop(sc: Arc<Sidecar>, listener: TcpListener, shutdown: impl Future<Output = ()>) {
-    let graceful = GracefulShutdown::new();
+    // `true` once draining; every connection holds a receiver until it ends.
+    let (draining, _) = watch::channel(false);
     let limit = Arc::new(Semaphore::new(sc.config.limits.max_connections));
     tokio::pin!(shutdown);
     loop {
@@ -314,7 +349,7 @@ async fn accept_loop(sc: Arc<Sidecar>, listener: TcpListener, shutdown: impl Fut
                 }
             },
         };
-        let watcher = graceful.watcher();
+        let watcher = draining.subscribe();
         let sc = sc.clone();
         tokio::spawn(async move {
             connection(sc, tcp, peer, watcher).await;
@@ -323,9 +358,11 @@ async fn accept_loop(sc: Arc<Sidecar>, listener: TcpListener, shutdown: impl Fut
     }
     drop(listener);
     sc.draining.store(true, Ordering::Release);
+    // Every connection is told (an error: there are none), then announced.
+    let _ = draining.send(true);
     let grace = sc.config.timeouts.shutdown_grace;
     tracing::info!(grace = ?grace, "shutting down: draining in-flight requests");
-    match tokio::time::timeout(grace, graceful.shutdown()).await {
+    match tokio::time::timeout(grace, draining.closed()).await {
         Ok(()) => tracing::info!("drained"),
         Err(_) => tracing::warn!("grace period over; closing the remaining connections"),
     }
@@ -348,8 +385,14 @@ impl Drop for OpenConnection<'_> {
 }
 
 /// One client connection: TLS handshake, identity, then HTTP.
-async fn connection(sc: Arc<Sidecar>, tcp: TcpStream, peer: SocketAddr, watcher: Watcher) {
+async fn connection(
+    sc: Arc<Sidecar>,
+    tcp: TcpStream,
+    peer: SocketAddr,
+    draining: watch::Receiver<bool>,
+) {
     let _open = OpenConnection::new(&sc.metrics);
+    let accepted = tokio::time::Instant::now();
     let _ = tcp.set_nodelay(true);
     let acceptor = TlsAcceptor::from(sc.tls.server_config());
     let stream =
@@ -400,9 +443,12 @@ async fn connection(sc: Arc<Sidecar>, tcp: TcpStream, peer: SocketAddr, watcher:
     // The request path, top to bottom, is proxy::handle: in-flight limit,
     // authorization, quotas, the upstream, metrics and the audit event.
     let svc_sc = sc.clone();
+    let first = Arc::new(FirstRequest::default());
+    let seen = first.clone();
     let svc = hyper::service::service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
         let sc = svc_sc.clone();
         let conn = conn.clone();
+        seen.arrived();
         async move {
             req.extensions_mut().insert(conn.clone());
             Ok::<_, Infallible>(proxy::handle(&sc, &conn, req).await)
@@ -414,36 +460,99 @@ async fn connection(sc: Arc<Sidecar>, tcp: TcpStream, peer: SocketAddr, watcher:
         inner: stream,
         activity: activity.clone(),
     });
-    let idle = sc.config.timeouts.idle;
+    let lifetime = Lifetime {
+        activity: &activity,
+        idle: sc.config.timeouts.idle,
+        draining,
+        first: &first,
+        first_by: accepted + sc.config.timeouts.header_read,
+    };
     if h2 {
-        drive(
-            watcher.watch(sc.h2.serve_connection(io, svc)),
-            &activity,
-            idle,
-        )
-        .await;
+        drive(sc.h2.serve_connection(io, svc), lifetime).await;
     } else {
-        drive(
-            watcher.watch(sc.h1.serve_connection(io, svc)),
-            &activity,
-            idle,
-        )
-        .await;
+        drive(sc.h1.serve_connection(io, svc), lifetime).await;
     }
 }
 
-/// Runs a connection until it ends or no byte has moved for `idle`.
-async fn drive<F: Future>(conn: F, activity: &Activity, idle: Duration) {
+/// Whether a connection has carried a request yet.
+#[derive(Default)]
+struct FirstRequest {
+    seen: AtomicBool,
+    notify: Notify,
+}
+
+impl FirstRequest {
+    fn arrived(&self) {
+        if !self.seen.swap(true, Ordering::AcqRel) {
+            // A stored permit: a waiter that comes later returns at once.
+            self.notify.notify_one();
+        }
+    }
+
+    fn seen(&self) -> bool {
+        self.seen.load(Ordering::Acquire)
+    }
+
+    async fn wait(&self) {
+        if !self.seen() {
+            self.notify.notified().await;
+        }
+    }
+}
+
+/// What ends a connection besides the peer: no byte moving for `idle`, and
+/// shutdown.
+struct Lifetime<'a> {
+    activity: &'a Activity,
+    idle: Duration,
+    draining: watch::Receiver<bool>,
+    first: &'a FirstRequest,
+    /// When a client that has sent nothing yet stops being waited for.
+    first_by: tokio::time::Instant,
+}
+
+/// Runs a connection until it ends, no byte has moved for `idle`, or it has
+/// closed gracefully after shutdown began (HTTP/1.1: after the response in
+/// progress, with `Connection: close`; HTTP/2: GOAWAY, open streams finish).
+///
+/// A connection accepted before shutdown that has not carried a request yet
+/// (its TLS handshake done or still under way, its first request perhaps on
+/// the wire) is given until `timeouts.header_read` after its accept for that
+/// request, which is then served: told to close gracefully at once, hyper
+/// would close it unread, and the client, on a new connection, could not
+/// know that it may retry.
+async fn drive<C: GracefulConnection>(conn: C, mut life: Lifetime<'_>) {
     tokio::pin!(conn);
+    // Draining, and waiting for the first request before closing.
+    let mut waiting_first = false;
+    // Told to close gracefully.
+    let mut closing = false;
     loop {
-        let deadline = tokio::time::Instant::from_std(activity.last() + idle);
+        let idle_at = tokio::time::Instant::from_std(life.activity.last() + life.idle);
         tokio::select! {
             _ = &mut conn => return,
-            _ = tokio::time::sleep_until(deadline) => {
-                if activity.last().elapsed() >= idle {
+            _ = tokio::time::sleep_until(idle_at) => {
+                if life.activity.last().elapsed() >= life.idle {
                     tracing::debug!("closing idle connection");
                     return;
                 }
+            }
+            // (An error: the sender is gone, which also means draining.)
+            _ = life.draining.changed(), if !waiting_first && !closing => {
+                if life.first.seen() {
+                    conn.as_mut().graceful_shutdown();
+                    closing = true;
+                } else {
+                    waiting_first = true;
+                }
+            }
+            _ = life.first.wait(), if waiting_first && !closing => {
+                conn.as_mut().graceful_shutdown();
+                closing = true;
+            }
+            _ = tokio::time::sleep_until(life.first_by), if waiting_first && !closing => {
+                conn.as_mut().graceful_shutdown();
+                closing = true;
             }
         }
     }
@@ -557,4 +666,52 @@ fn watch_dirs(paths: &[std::path::PathBuf]) -> Vec<std::path::PathBuf> {
     dirs.sort();
     dirs.dedup();
     dirs
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Without the handler the kernel's SIGXFSZ kills the process at the
+    /// first write past `ulimit -f` (meshgate died that way, with its queued
+    /// audit events, when the audit file reached the limit). The test runs
+    /// itself again under the limit: there the write must fail with EFBIG.
+    #[test]
+    fn a_write_past_the_file_size_limit_fails_instead_of_killing_the_process() {
+        const CHILD: &str = "MESHGATE_TEST_FSIZE_CHILD";
+        if std::env::var_os(CHILD).is_some() {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(async { survive_file_size_limit() });
+            let dir = tempfile::tempdir().expect("tempdir");
+            let mut f = std::fs::File::create(dir.path().join("big")).expect("create");
+            let e = std::io::Write::write_all(&mut f, &[0u8; 64 * 1024])
+                .expect_err("a write past the limit");
+            assert_eq!(e.raw_os_error(), Some(libc::EFBIG), "{e}");
+            println!("EFBIG as expected");
+            return;
+        }
+        let exe = std::env::current_exe().expect("test binary");
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg("ulimit -f 16 && exec \"$0\" \"$@\"")
+            .arg(exe)
+            .args([
+                "--exact",
+                "server::tests::a_write_past_the_file_size_limit_fails_instead_of_killing_the_process",
+                "--nocapture",
+            ])
+            .env(CHILD, "1")
+            .output()
+            .expect("run the test binary");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && stdout.contains("EFBIG as expected"),
+            "{:?}\n{stdout}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
 }

