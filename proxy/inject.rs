@@ -1253,6 +1253,42 @@ pub enum Selected {
     Pod,
 }
 
+/// The review's object must say it is a v1 Pod wherever it says anything:
+/// the API server reads the patched object by its own type fields. They are
+/// read from the body itself, as the typed parse drops both when one is
+/// missing.
+fn object_is_a_v1_pod(body: &[u8]) -> Result<(), String> {
+    #[derive(serde::Deserialize)]
+    struct Review {
+        request: Request,
+    }
+    #[derive(serde::Deserialize)]
+    struct Request {
+        object: Types,
+    }
+    #[derive(serde::Deserialize)]
+    struct Types {
+        #[serde(rename = "apiVersion")]
+        api_version: Option<Value>,
+        kind: Option<Value>,
+    }
+    let types = serde_json::from_slice::<Review>(body)
+        .map_err(|e| format!("the object's type fields do not parse: {e}"))?
+        .request
+        .object;
+    for (field, value, want) in [
+        ("apiVersion", types.api_version, "v1"),
+        ("kind", types.kind, "Pod"),
+    ] {
+        match value {
+            None => {}
+            Some(Value::String(s)) if s == want => {}
+            Some(other) => return Err(format!("the object's {field} is {other}, not \"{want}\"")),
+        }
+    }
+    Ok(())
+}
+
 /// Decides one AdmissionReview (JSON bytes).
 pub fn review(
     cfg: &InjectorConfig,
@@ -1301,6 +1337,9 @@ pub fn review(
     let Some(object) = req.object.as_ref() else {
         return Ok(refuse(base, "the request has no object".into()));
     };
+    if let Err(why) = object_is_a_v1_pod(body) {
+        return Ok(refuse(base, why));
+    }
     let pod = serde_json::to_value(object)
         .and_then(serde_json::from_value::<k8s_openapi::api::core::v1::Pod>);
     let pod = match pod {
@@ -2066,6 +2105,48 @@ mod tests {
                 "{body}"
             );
         }
+    }
+
+    /// An object that says it is not a v1 Pod is refused, even when it
+    /// parses as one; found by the admission_review fuzz target (an object
+    /// of apiVersion "v0" without a kind was injected).
+    #[test]
+    fn an_object_that_is_not_a_v1_pod_is_refused() {
+        let cfg = InjectorConfig::default();
+        let review_of = |object: Value| {
+            json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {
+                "uid": "u9", "kind": {"group": "", "version": "v1", "kind": "Pod"},
+                "resource": {"group": "", "version": "v1", "resource": "pods"},
+                "operation": "CREATE", "userInfo": {}, "namespace": "sales", "object": object}})
+        };
+        let mut v0 = pod(json!({"apiVersion": "v0"}));
+        v0.as_object_mut().map(|o| o.remove("kind"));
+        for (object, why) in [
+            (v0, "the object's apiVersion is \"v0\", not \"v1\""),
+            (
+                pod(json!({"kind": "Deployment"})),
+                "the object's kind is \"Deployment\", not \"Pod\"",
+            ),
+            (
+                pod(json!({"kind": 7})),
+                "the object's kind is 7, not \"Pod\"",
+            ),
+        ] {
+            let body = review_of(object).to_string();
+            let a = review(&cfg, body.as_bytes(), Selected::Namespace).expect("answered");
+            assert_eq!(a.response.uid, "u9");
+            assert!(!a.response.allowed);
+            assert_eq!(a.outcome, Outcome::Unsupported(why.to_string()));
+        }
+        // Without type fields the object is read as the Pod the request names.
+        let mut untyped = pod(json!({}));
+        untyped.as_object_mut().map(|o| {
+            o.remove("kind");
+            o.remove("apiVersion")
+        });
+        let body = review_of(untyped).to_string();
+        let a = review(&cfg, body.as_bytes(), Selected::Namespace).expect("answered");
+        assert!(matches!(a.outcome, Outcome::Injected(_)), "{:?}", a.outcome);
     }
 
     #[test]
