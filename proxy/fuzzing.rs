@@ -753,8 +753,12 @@ fn check_config_error(text: &str, e: &crate::config::ConfigError) {
             field,
             ..
         } => {
-            // YAML breaks lines at `\n`, `\r\n` and a lone `\r`.
-            let lines = text.replace("\r\n", "\n").split(['\n', '\r']).count();
+            // libyaml breaks lines at `\n`, `\r\n` and a lone `\r`, and (as
+            // YAML 1.1 does) at NEL, LINE SEPARATOR and PARAGRAPH SEPARATOR.
+            let lines = text
+                .replace("\r\n", "\n")
+                .split(['\n', '\r', '\u{85}', '\u{2028}', '\u{2029}'])
+                .count();
             assert!(
                 *line >= 1 && *line <= lines + 1,
                 "line {line} of a {lines}-line text: {shown}"

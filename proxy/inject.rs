@@ -1253,10 +1253,11 @@ pub enum Selected {
     Pod,
 }
 
-/// The review's object must say it is a v1 Pod wherever it says anything:
-/// the API server reads the patched object by its own type fields. They are
-/// read from the body itself, as the typed parse drops both when one is
-/// missing.
+/// The review's object must say it is a v1 Pod wherever it says anything
+/// (the API server reads the patched object by its own type fields), and
+/// have the metadata object the patch adds to. Read from the body itself:
+/// the typed parse drops both type fields when one is missing, and makes up
+/// empty metadata.
 fn object_is_a_v1_pod(body: &[u8]) -> Result<(), String> {
     #[derive(serde::Deserialize)]
     struct Review {
@@ -1271,11 +1272,15 @@ fn object_is_a_v1_pod(body: &[u8]) -> Result<(), String> {
         #[serde(rename = "apiVersion")]
         api_version: Option<Value>,
         kind: Option<Value>,
+        metadata: Option<Value>,
     }
     let types = serde_json::from_slice::<Review>(body)
         .map_err(|e| format!("the object's type fields do not parse: {e}"))?
         .request
         .object;
+    if !matches!(types.metadata, Some(Value::Object(_))) {
+        return Err("the pod has no metadata object".into());
+    }
     for (field, value, want) in [
         ("apiVersion", types.api_version, "v1"),
         ("kind", types.kind, "Pod"),
@@ -2107,9 +2112,10 @@ mod tests {
         }
     }
 
-    /// An object that says it is not a v1 Pod is refused, even when it
-    /// parses as one; found by the admission_review fuzz target (an object
-    /// of apiVersion "v0" without a kind was injected).
+    /// An object that says it is not a v1 Pod, or has no metadata, is
+    /// refused, even when it parses as a pod; found by the admission_review
+    /// fuzz target (an object of apiVersion "v0" without a kind was
+    /// injected; one without metadata got a patch that does not apply).
     #[test]
     fn an_object_that_is_not_a_v1_pod_is_refused() {
         let cfg = InjectorConfig::default();
@@ -2138,6 +2144,14 @@ mod tests {
             assert!(!a.response.allowed);
             assert_eq!(a.outcome, Outcome::Unsupported(why.to_string()));
         }
+        let mut no_metadata = pod(json!({}));
+        no_metadata.as_object_mut().map(|o| o.remove("metadata"));
+        let body = review_of(no_metadata).to_string();
+        let a = review(&cfg, body.as_bytes(), Selected::Namespace).expect("answered");
+        assert_eq!(
+            a.outcome,
+            Outcome::Unsupported("the pod has no metadata object".into())
+        );
         // Without type fields the object is read as the Pod the request names.
         let mut untyped = pod(json!({}));
         untyped.as_object_mut().map(|o| {
