@@ -434,10 +434,12 @@ fn parse_sla(props: &[SlaProperty], file: &str) -> Result<Sla, ConfigError> {
                     "" => return Err(bad("needs a unit (ms, s, m)")),
                     other => return Err(bad(&format!("unit `{other}`: use ms, s or m"))),
                 };
-                sla.latency = Some(
-                    Duration::try_from_secs_f64(secs)
-                        .map_err(|_| bad("too large a latency to be a duration"))?,
-                );
+                let latency = Duration::try_from_secs_f64(secs)
+                    .map_err(|_| bad("too large a latency to be a duration"))?;
+                if latency.is_zero() {
+                    return Err(bad("too small a latency: it is zero in nanoseconds"));
+                }
+                sla.latency = Some(latency);
             }
             "throughput" => {
                 let v = number(&p.value)
@@ -456,6 +458,9 @@ fn parse_sla(props: &[SlaProperty], file: &str) -> Result<Sla, ConfigError> {
                         )))
                     }
                 };
+                if per_sec <= 0.0 {
+                    return Err(bad("too small a throughput: it is zero per second"));
+                }
                 sla.throughput = Some(per_sec);
             }
             _ => {}
@@ -501,6 +506,11 @@ mod tests {
         for (value, unit, why) in [
             ("1e300", "m", too_large),
             ("2e19", "s", too_large),
+            (
+                "1e-12",
+                "s",
+                "too small a latency: it is zero in nanoseconds",
+            ),
             (".inf", "s", not_a_number),
             ("\"inf\"", "ms", not_a_number),
             (".nan", "ms", not_a_number),
@@ -516,6 +526,19 @@ mod tests {
                 "{value} {unit}"
             );
         }
+    }
+
+    #[test]
+    fn a_throughput_that_is_zero_per_second_is_an_error() {
+        let text = ORDERS.replace(
+            "{ property: throughput, value: 200, unit: requests/s }",
+            "{ property: throughput, value: 5e-324, unit: requests/h }",
+        );
+        let e = parse(&text, "o.yaml").unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "o.yaml: slaProperties: throughput: too small a throughput: it is zero per second"
+        );
     }
 
     #[test]

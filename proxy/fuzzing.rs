@@ -813,7 +813,13 @@ pub fn contract(data: &[u8]) {
         assert!((0.0..=100.0).contains(&a));
     }
     if let Some(t) = p.sla.throughput {
-        assert!(t > 0.0, "throughput {t}");
+        assert!(t > 0.0 && t.is_finite(), "throughput {t}");
+    }
+    if let Some(l) = p.sla.latency {
+        assert!(!l.is_zero(), "latency {l:?}");
+    }
+    if let Some(r) = p.sla.error_rate {
+        assert!(r.is_finite(), "errorRate {r}");
     }
     let mut table = RouteTable::new();
     let mut accepted: Vec<(Method, String)> = Vec::new();
