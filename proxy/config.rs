@@ -461,7 +461,8 @@ pub fn parse_yaml<T: serde::de::DeserializeOwned>(
 /// The field an error is about, or `(document)` when it is about the syntax.
 fn yaml_field<E>(err: &serde_path_to_error::Error<E>) -> String {
     match err.path().to_string() {
-        p if p == "." || p == "?" => "(document)".to_string(),
+        // An empty key at the top has an empty path: that is the document too.
+        p if p.is_empty() || p == "." || p == "?" => "(document)".to_string(),
         p => p,
     }
 }
@@ -521,6 +522,24 @@ mod tests {
         assert!(err.starts_with("m.yaml:6:"), "{err}");
         assert!(err.contains("tls.kee"), "{err}");
         assert!(err.contains("unknown field `kee`"), "{err}");
+    }
+
+    /// Found by the `config` fuzz target (fuzz/regressions/config/):
+    /// an empty key left the error's field empty (`m.yaml:1:1: : unknown…`).
+    #[test]
+    fn an_empty_key_is_named_as_the_document() {
+        for text in ["! : \n", "\"\": 1\n"] {
+            let err = Config::parse(text, "m.yaml").unwrap_err();
+            let ConfigError::Syntax { field, .. } = &err else {
+                panic!("{err}");
+            };
+            assert_eq!(field, "(document)");
+            assert!(
+                err.to_string()
+                    .starts_with("m.yaml:1:1: (document): unknown field ``"),
+                "{err}"
+            );
+        }
     }
 
     #[test]

@@ -399,9 +399,11 @@ fn parse_routes(
     Ok(routes)
 }
 
+/// A number, written as one or as a string; infinities and NaN are not.
 fn number(v: &serde_yaml_ng::Value) -> Option<f64> {
     v.as_f64()
         .or_else(|| v.as_str().and_then(|s| s.trim().parse().ok()))
+        .filter(|v: &f64| v.is_finite())
 }
 
 fn parse_sla(props: &[SlaProperty], file: &str) -> Result<Sla, ConfigError> {
@@ -432,7 +434,12 @@ fn parse_sla(props: &[SlaProperty], file: &str) -> Result<Sla, ConfigError> {
                     "" => return Err(bad("needs a unit (ms, s, m)")),
                     other => return Err(bad(&format!("unit `{other}`: use ms, s or m"))),
                 };
-                sla.latency = Some(Duration::from_secs_f64(secs));
+                let latency = Duration::try_from_secs_f64(secs)
+                    .map_err(|_| bad("too large a latency to be a duration"))?;
+                if latency.is_zero() {
+                    return Err(bad("too small a latency: it is zero in nanoseconds"));
+                }
+                sla.latency = Some(latency);
             }
             "throughput" => {
                 let v = number(&p.value)
@@ -451,6 +458,9 @@ fn parse_sla(props: &[SlaProperty], file: &str) -> Result<Sla, ConfigError> {
                         )))
                     }
                 };
+                if per_sec <= 0.0 {
+                    return Err(bad("too small a throughput: it is zero per second"));
+                }
                 sla.throughput = Some(per_sec);
             }
             _ => {}
@@ -484,6 +494,51 @@ mod tests {
             .routes
             .iter()
             .any(|r| r.path == "/orders/{id}" && r.action == Action::Read));
+    }
+
+    /// A latency too large for a `Duration` (or infinite) made contract
+    /// loading panic; infinities and NaN are not numbers to an SLA; seen while writing the `contract` fuzz target, kept in
+    /// fuzz/regressions/contract/.
+    #[test]
+    fn an_unrepresentable_latency_is_an_error() {
+        let too_large = "too large a latency to be a duration";
+        let not_a_number = "value must be a positive number";
+        for (value, unit, why) in [
+            ("1e300", "m", too_large),
+            ("2e19", "s", too_large),
+            (
+                "1e-12",
+                "s",
+                "too small a latency: it is zero in nanoseconds",
+            ),
+            (".inf", "s", not_a_number),
+            ("\"inf\"", "ms", not_a_number),
+            (".nan", "ms", not_a_number),
+        ] {
+            let text = ORDERS.replace(
+                "{ property: latency, value: 250, unit: ms }",
+                &format!("{{ property: latency, value: {value}, unit: {unit} }}"),
+            );
+            let e = parse(&text, "o.yaml").unwrap_err().to_string();
+            assert_eq!(
+                e,
+                format!("o.yaml: slaProperties: latency: {why}"),
+                "{value} {unit}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_throughput_that_is_zero_per_second_is_an_error() {
+        let text = ORDERS.replace(
+            "{ property: throughput, value: 200, unit: requests/s }",
+            "{ property: throughput, value: 5e-324, unit: requests/h }",
+        );
+        let e = parse(&text, "o.yaml").unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "o.yaml: slaProperties: throughput: too small a throughput: it is zero per second"
+        );
     }
 
     #[test]

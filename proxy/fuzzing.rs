@@ -753,7 +753,12 @@ fn check_config_error(text: &str, e: &crate::config::ConfigError) {
             field,
             ..
         } => {
-            let lines = text.split('\n').count();
+            // libyaml breaks lines at `\n`, `\r\n` and a lone `\r`, and (as
+            // YAML 1.1 does) at NEL, LINE SEPARATOR and PARAGRAPH SEPARATOR.
+            let lines = text
+                .replace("\r\n", "\n")
+                .split(['\n', '\r', '\u{85}', '\u{2028}', '\u{2029}'])
+                .count();
             assert!(
                 *line >= 1 && *line <= lines + 1,
                 "line {line} of a {lines}-line text: {shown}"
@@ -808,7 +813,13 @@ pub fn contract(data: &[u8]) {
         assert!((0.0..=100.0).contains(&a));
     }
     if let Some(t) = p.sla.throughput {
-        assert!(t > 0.0, "throughput {t}");
+        assert!(t > 0.0 && t.is_finite(), "throughput {t}");
+    }
+    if let Some(l) = p.sla.latency {
+        assert!(!l.is_zero(), "latency {l:?}");
+    }
+    if let Some(r) = p.sla.error_rate {
+        assert!(r.is_finite(), "errorRate {r}");
     }
     let mut table = RouteTable::new();
     let mut accepted: Vec<(Method, String)> = Vec::new();
@@ -872,7 +883,9 @@ pub fn admission_review(data: &[u8]) {
     use serde_json::Value;
     static CFG: OnceLock<InjectorConfig> = OnceLock::new();
     let cfg = CFG.get_or_init(InjectorConfig::default);
-    let request: Option<Value> = serde_json::from_slice(data).ok();
+    // Read as the webhook reads uids: bytes that are not UTF-8 replaced
+    // (the typed parse lets them through in fields it skips).
+    let request: Option<Value> = serde_json::from_str(&String::from_utf8_lossy(data)).ok();
     let uid = readable_uid(request.as_ref());
     for selected in [Selected::Namespace, Selected::Pod] {
         let answer = match review(cfg, data, selected) {
@@ -1010,6 +1023,9 @@ pub fn audit_golden() -> &'static [(String, Vec<u8>)] {
     GOLDEN.get_or_init(|| {
         use crate::audit::{Audit, AuditConfig, FullMode, SinkKind};
         use std::time::{Duration, UNIX_EPOCH};
+        // The node name is in every line: fixed, so that positions in the
+        // committed inputs mean the same bytes on every machine.
+        std::env::set_var("NODE_NAME", "fuzz-node");
         let dir = scratch_dir("audit-golden");
         let file = dir.join("audit.log");
         let config = AuditConfig {
@@ -1169,7 +1185,12 @@ pub fn audit_mutation(data: &[u8]) {
         }
         _ => return,
     };
-    let line = 1 + original[..pos].iter().filter(|b| **b == b'\n').count();
+    let mut line = 1 + original[..pos].iter().filter(|b| **b == b'\n').count();
+    if op == 1 && byte == b'\n' && original.get(pos) == Some(&b'\n') {
+        // A newline put before a line's own: the line stays whole and the
+        // empty line after it is the break.
+        line += 1;
+    }
     std::fs::write(&paths[which], &mutated).expect("write");
     let result = crate::audit::verify(paths);
     std::fs::write(&paths[which], original).expect("restore");

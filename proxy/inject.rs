@@ -1253,6 +1253,47 @@ pub enum Selected {
     Pod,
 }
 
+/// The review's object must say it is a v1 Pod wherever it says anything
+/// (the API server reads the patched object by its own type fields), and
+/// have the metadata object the patch adds to. Read from the body itself:
+/// the typed parse drops both type fields when one is missing, and makes up
+/// empty metadata.
+fn object_is_a_v1_pod(body: &[u8]) -> Result<(), String> {
+    #[derive(serde::Deserialize)]
+    struct Review {
+        request: Request,
+    }
+    #[derive(serde::Deserialize)]
+    struct Request {
+        object: Types,
+    }
+    #[derive(serde::Deserialize)]
+    struct Types {
+        #[serde(rename = "apiVersion")]
+        api_version: Option<Value>,
+        kind: Option<Value>,
+        metadata: Option<Value>,
+    }
+    let types = serde_json::from_slice::<Review>(body)
+        .map_err(|e| format!("the object's type fields do not parse: {e}"))?
+        .request
+        .object;
+    if !matches!(types.metadata, Some(Value::Object(_))) {
+        return Err("the pod has no metadata object".into());
+    }
+    for (field, value, want) in [
+        ("apiVersion", types.api_version, "v1"),
+        ("kind", types.kind, "Pod"),
+    ] {
+        match value {
+            None => {}
+            Some(Value::String(s)) if s == want => {}
+            Some(other) => return Err(format!("the object's {field} is {other}, not \"{want}\"")),
+        }
+    }
+    Ok(())
+}
+
 /// Decides one AdmissionReview (JSON bytes).
 pub fn review(
     cfg: &InjectorConfig,
@@ -1301,6 +1342,9 @@ pub fn review(
     let Some(object) = req.object.as_ref() else {
         return Ok(refuse(base, "the request has no object".into()));
     };
+    if let Err(why) = object_is_a_v1_pod(body) {
+        return Ok(refuse(base, why));
+    }
     let pod = serde_json::to_value(object)
         .and_then(serde_json::from_value::<k8s_openapi::api::core::v1::Pod>);
     let pod = match pod {
@@ -1359,9 +1403,11 @@ pub fn review(
 }
 
 /// `request.uid` of a body that says it is an `admission.k8s.io/v1`
-/// AdmissionReview, read leniently (a string, whatever else the body holds).
+/// AdmissionReview, read leniently (a string, whatever else the body holds,
+/// bytes that are not UTF-8 included: the typed parse skips unknown fields
+/// without checking them, so this must not be stricter).
 fn readable_uid(body: &[u8]) -> Option<String> {
-    let v: Value = serde_json::from_slice(body).ok()?;
+    let v: Value = serde_json::from_str(&String::from_utf8_lossy(body)).ok()?;
     if v.get("apiVersion")?.as_str()? != "admission.k8s.io/v1"
         || v.get("kind")?.as_str()? != "AdmissionReview"
     {
@@ -2025,13 +2071,19 @@ mod tests {
     #[test]
     fn a_malformed_review_with_a_readable_uid_is_refused_with_that_uid() {
         let cfg = InjectorConfig::default();
+        // Not UTF-8 in a field the typed parse would skip unchecked.
+        let mut not_utf8 = br#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":"uid-only","x":"?"}}"#.to_vec();
+        let at = not_utf8.iter().rposition(|b| *b == b'?').expect("?");
+        not_utf8[at] = 0x82;
         for body in [
-            r#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":"uid-only"}}"#,
-            r#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":"uid-only","operation":"EXPLODE"}}"#,
-            r#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":"x","uid":"uid-only"}}"#,
+            br#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":"uid-only"}}"#.to_vec(),
+            br#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":"uid-only","operation":"EXPLODE"}}"#.to_vec(),
+            br#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":"x","uid":"uid-only"}}"#.to_vec(),
+            not_utf8,
         ] {
-            let a = review(&cfg, body.as_bytes(), Selected::Namespace).expect("answered");
-            assert_eq!(a.response.uid, "uid-only", "{body}");
+            let a = review(&cfg, &body, Selected::Namespace).expect("answered");
+            let shown = String::from_utf8_lossy(&body);
+            assert_eq!(a.response.uid, "uid-only", "{shown}");
             assert!(!a.response.allowed);
             assert!(a.response.patch.is_none());
             assert!(matches!(a.outcome, Outcome::Invalid(_)), "{:?}", a.outcome);
@@ -2058,6 +2110,57 @@ mod tests {
                 "{body}"
             );
         }
+    }
+
+    /// An object that says it is not a v1 Pod, or has no metadata, is
+    /// refused, even when it parses as a pod; found by the admission_review
+    /// fuzz target (an object of apiVersion "v0" without a kind was
+    /// injected; one without metadata got a patch that does not apply).
+    #[test]
+    fn an_object_that_is_not_a_v1_pod_is_refused() {
+        let cfg = InjectorConfig::default();
+        let review_of = |object: Value| {
+            json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {
+                "uid": "u9", "kind": {"group": "", "version": "v1", "kind": "Pod"},
+                "resource": {"group": "", "version": "v1", "resource": "pods"},
+                "operation": "CREATE", "userInfo": {}, "namespace": "sales", "object": object}})
+        };
+        let mut v0 = pod(json!({"apiVersion": "v0"}));
+        v0.as_object_mut().map(|o| o.remove("kind"));
+        for (object, why) in [
+            (v0, "the object's apiVersion is \"v0\", not \"v1\""),
+            (
+                pod(json!({"kind": "Deployment"})),
+                "the object's kind is \"Deployment\", not \"Pod\"",
+            ),
+            (
+                pod(json!({"kind": 7})),
+                "the object's kind is 7, not \"Pod\"",
+            ),
+        ] {
+            let body = review_of(object).to_string();
+            let a = review(&cfg, body.as_bytes(), Selected::Namespace).expect("answered");
+            assert_eq!(a.response.uid, "u9");
+            assert!(!a.response.allowed);
+            assert_eq!(a.outcome, Outcome::Unsupported(why.to_string()));
+        }
+        let mut no_metadata = pod(json!({}));
+        no_metadata.as_object_mut().map(|o| o.remove("metadata"));
+        let body = review_of(no_metadata).to_string();
+        let a = review(&cfg, body.as_bytes(), Selected::Namespace).expect("answered");
+        assert_eq!(
+            a.outcome,
+            Outcome::Unsupported("the pod has no metadata object".into())
+        );
+        // Without type fields the object is read as the Pod the request names.
+        let mut untyped = pod(json!({}));
+        untyped.as_object_mut().map(|o| {
+            o.remove("kind");
+            o.remove("apiVersion")
+        });
+        let body = review_of(untyped).to_string();
+        let a = review(&cfg, body.as_bytes(), Selected::Namespace).expect("answered");
+        assert!(matches!(a.outcome, Outcome::Injected(_)), "{:?}", a.outcome);
     }
 
     #[test]

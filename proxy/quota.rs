@@ -634,9 +634,16 @@ impl SharedStore {
     }
 }
 
-/// `None` for rates no `Duration` can express (absurdly slow or fast).
+/// The longest period between two requests a quota can have: governor
+/// counts in u64 nanoseconds (it panics past 584 years).
+const MAX_PERIOD: Duration = Duration::from_secs(100 * 365 * 86_400);
+
+/// `None` for rates no quota can express: slower than one request per
+/// [`MAX_PERIOD`], or faster than one per nanosecond.
 fn quota_of(rate: f64, burst: u32) -> Option<Quota> {
-    let period = Duration::try_from_secs_f64(1.0 / rate).ok()?;
+    let period = Duration::try_from_secs_f64(1.0 / rate)
+        .ok()
+        .filter(|p| *p <= MAX_PERIOD)?;
     Quota::with_period(period)
         .map(|q| q.allow_burst(NonZeroU32::new(burst.max(1)).unwrap_or(NonZeroU32::MIN)))
 }
@@ -811,7 +818,13 @@ impl<C: Clock + Clone> Quotas<C> {
             None => {
                 let rate = throughput? * self.config.sla_share;
                 let burst = one_second_of(rate);
-                let quota = quota_of(rate, burst)?;
+                let quota = match quota_of(rate, burst) {
+                    Some(q) => q,
+                    // Slower than any quota: the slowest, not none.
+                    None if rate < 1.0 => Quota::with_period(MAX_PERIOD)?,
+                    // Faster than one request a nanosecond: no limit to keep.
+                    None => return None,
+                };
                 (self.sla.clone(), quota, self.limiter_for(quota)?, None)
             }
         };
@@ -939,7 +952,12 @@ impl<C: Clock + Clone> Quotas<C> {
         let replicas = replicas.max(1);
         let burst =
             NonZeroU32::new(r.quota.burst_size().get() / replicas).unwrap_or(NonZeroU32::MIN);
-        let quota = Quota::with_period(r.quota.replenish_interval() * replicas)
+        let period = r
+            .quota
+            .replenish_interval()
+            .checked_mul(replicas)
+            .map_or(MAX_PERIOD, |p| p.min(MAX_PERIOD));
+        let quota = Quota::with_period(period)
             .map(|q| q.allow_burst(burst))
             .ok_or(Refusal::Unavailable)?;
         let limiter = self.limiter_for(quota).ok_or(Refusal::Unavailable)?;
@@ -1112,6 +1130,36 @@ products:
             service_groups: &[],
         };
         assert_eq!(tier(&q.check("p2", None, &who)), "e");
+    }
+
+    /// Rates no quota can express: a contract's throughput so slow that
+    /// its period overflows governor's nanoseconds got no quota at all (and
+    /// a tier that slow panicked); now the slowest quota, and a config error.
+    #[test]
+    fn rates_too_slow_for_a_quota_are_limited_or_refused() {
+        let q = Quotas::new(config("tiers: {}")).expect("quotas");
+        for (n, throughput) in [1e-12, 1e-200, 5e-324].into_iter().enumerate() {
+            let who = format!("svc{n}");
+            let first = q.check("p", Some(throughput), &service(&who));
+            assert!(
+                matches!(first, Verdict::Allowed(_)),
+                "{throughput}: {first:?}"
+            );
+            let second = q.check("p", Some(throughput), &service(&who));
+            assert!(
+                matches!(second, Verdict::Limited(..)),
+                "{throughput}: {second:?}"
+            );
+        }
+        // Faster than one a nanosecond: nothing to limit.
+        assert!(matches!(
+            q.check("p", Some(1e12), &service("svc")),
+            Verdict::Unlimited | Verdict::Allowed(_)
+        ));
+        let e = Quotas::new(config("tiers: { slow: { rate: 1e-12/h } }"))
+            .map(|_| ())
+            .unwrap_err();
+        assert_eq!(e, "quotas.tiers.slow.rate: too fast or too slow");
     }
 
     #[test]
