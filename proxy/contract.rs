@@ -496,9 +496,9 @@ mod tests {
             .any(|r| r.path == "/orders/{id}" && r.action == Action::Read));
     }
 
-    /// A latency too large for a `Duration` (or infinite) made contract
-    /// loading panic; infinities and NaN are not numbers to an SLA; seen while writing the `contract` fuzz target, kept in
-    /// fuzz/regressions/contract/.
+    /// A latency too large for a `Duration` made contract loading panic
+    /// (found by the `contract` fuzz target, kept in fuzz/regressions/);
+    /// one that is zero in nanoseconds, an infinity or NaN is refused too.
     #[test]
     fn an_unrepresentable_latency_is_an_error() {
         let too_large = "too large a latency to be a duration";
