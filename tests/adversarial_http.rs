@@ -645,18 +645,9 @@ fn audit_events(path: &std::path::Path) -> Vec<serde_json::Value> {
         .collect()
 }
 
-fn audit_verify(path: &std::path::Path) -> String {
-    let out = std::process::Command::new(bin())
-        .args(["audit", "verify"])
-        .arg(path)
-        .output()
-        .expect("meshgate audit verify");
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
-    assert!(
-        out.status.success(),
-        "{text}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+fn verified(path: &std::path::Path) -> String {
+    let (ok, text) = audit_verify(&[path]);
+    assert!(ok, "{text}");
     text
 }
 
@@ -876,7 +867,7 @@ async fn spoofed_identity_forwarding_and_trace_headers_never_reach_the_upstream(
         assert_eq!(event["principal"]["id"], CAMPAIGNS, "{event}");
         assert_eq!(event["path"], PUBLIC, "{event}");
     }
-    let ok = audit_verify(&audit);
+    let ok = verified(&audit);
     assert!(ok.contains(&format!("ok: {} events", sent.len())), "{ok}");
 }
 
@@ -1111,6 +1102,6 @@ async fn control_characters_and_quotes_stay_inside_one_audit_line() {
         };
         assert_eq!(got, value.as_str(), "{text}");
     }
-    let ok = audit_verify(&audit);
+    let ok = verified(&audit);
     assert!(ok.contains(&format!("ok: {} events", cases.len())), "{ok}");
 }

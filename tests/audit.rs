@@ -6,7 +6,7 @@
 mod common;
 
 use std::io::{BufRead, BufReader, Read};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 
 use common::*;
 
@@ -28,21 +28,6 @@ fn status(pki: &Pki, who: Option<&str>, mg: &Meshgate, args: &[&str], path: &str
     all.extend_from_slice(args);
     all.push(&url);
     String::from_utf8_lossy(&curl(pki, who, &all).stdout).to_string()
-}
-
-fn verify(files: &[&std::path::Path]) -> (bool, String) {
-    let out = Command::new(bin())
-        .arg("audit")
-        .arg("verify")
-        .args(files)
-        .output()
-        .expect("meshgate audit verify");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
 }
 
 #[test]
@@ -200,7 +185,7 @@ fn every_outcome_leaves_exactly_one_event_and_shutdown_flushes() {
         "Authorization is never logged"
     );
 
-    let (ok, out) = verify(&[&audit_file]);
+    let (ok, out) = audit_verify(&[&audit_file]);
     assert!(ok, "{out}");
     assert!(out.contains(&format!("ok: {} events", 8 * n + 1)), "{out}");
 
@@ -208,7 +193,7 @@ fn every_outcome_leaves_exactly_one_event_and_shutdown_flushes() {
     let mut lines: Vec<String> = text.lines().map(String::from).collect();
     lines[4] = lines[4].replace("\"decision\":\"", "\"decision\":\"x");
     std::fs::write(&audit_file, lines.join("\n") + "\n").expect("write");
-    let (ok, out) = verify(&[&audit_file]);
+    let (ok, out) = audit_verify(&[&audit_file]);
     assert!(!ok);
     assert!(out.contains("audit.log:5: "), "{out}");
 }
@@ -449,7 +434,7 @@ fn a_full_queue_blocks_requests_until_the_sink_takes_events() {
     assert_eq!(lines.len(), n);
     let file = pki.path("stdout.log");
     std::fs::write(&file, lines.join("\n") + "\n").expect("write");
-    let (ok, out) = verify(&[&file]);
+    let (ok, out) = audit_verify(&[&file]);
     assert!(ok && out.contains(&format!("ok: {n} events")), "{out}");
 }
 
@@ -501,7 +486,7 @@ fn a_full_queue_drops_counts_and_records_the_loss_in_drop_mode() {
     assert_eq!(recorded_lost as f64, dropped);
     let file = pki.path("stdout.log");
     std::fs::write(&file, text).expect("write");
-    let (ok, out) = verify(&[&file]);
+    let (ok, out) = audit_verify(&[&file]);
     assert!(ok, "{out}");
     assert!(
         out.contains(&format!("{recorded_lost} reported dropped")),

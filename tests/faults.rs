@@ -534,16 +534,6 @@ async fn h2_stream(
 // ---------------------------------------------------------------------------
 // What the process and the kernel say
 
-/// Resident set size of a process, KiB (`VmRSS`).
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS")
-}
-
 /// Open file descriptors of a process.
 fn fd_count(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd"))
@@ -613,17 +603,8 @@ fn audit_events(path: &std::path::Path) -> Vec<serde_json::Value> {
 }
 
 fn verify_chain(files: &[&std::path::Path]) -> String {
-    let out = Command::new(bin())
-        .args(["audit", "verify"])
-        .args(files)
-        .output()
-        .expect("meshgate audit verify");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "audit verify: {text}");
+    let (ok, text) = audit_verify(files);
+    assert!(ok, "audit verify: {text}");
     text
 }
 

@@ -874,3 +874,29 @@ pub fn kubernetes_validate(file: &Path, crd_kinds: &[&str]) -> Option<usize> {
     }
     Some(passed)
 }
+
+/// `meshgate audit verify FILES...`: whether the chain verifies, and what it
+/// printed (stdout, then stderr).
+pub fn audit_verify(files: &[&Path]) -> (bool, String) {
+    let out = Command::new(bin())
+        .args(["audit", "verify"])
+        .args(files)
+        .output()
+        .expect("meshgate audit verify");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+/// Resident set size of a process, KiB (`VmRSS`).
+pub fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS")
+}
