@@ -92,6 +92,34 @@ fn decisions(c: &mut Criterion) {
                 )
             })
         });
+        // The worst case: every decision in a new second, so nothing
+        // remembered about the context applies (contexts, condition outcomes).
+        let start = SystemTime::now();
+        let mut k = 0u64;
+        group.bench_with_input(
+            BenchmarkId::new("indexed_new_second", policies),
+            &policies,
+            |b, _| {
+                b.iter(|| {
+                    let case = &cases[k as usize % cases.len()];
+                    k += 1;
+                    let facts = HttpFacts {
+                        method: &case.method,
+                        path: &case.path,
+                        headers: &case.headers,
+                        source_ip: [10, 0, 0, 1].into(),
+                        tls_version: "TLSv1.3",
+                        time: start + Duration::from_secs(k),
+                        user: None,
+                    };
+                    black_box(
+                        snapshot
+                            .decide_http(&case.principal, &facts)
+                            .map(|o| o.decision.allowed),
+                    )
+                })
+            },
+        );
         if policies <= 1_000 {
             let mut j = 0;
             group.bench_with_input(

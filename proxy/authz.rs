@@ -18,6 +18,7 @@ use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 use std::str::FromStr;
 use std::sync::{Arc, OnceLock};
 use std::time::SystemTime;
@@ -499,6 +500,11 @@ struct Specialized {
     /// Whether any condition reads `context`; if not, the policy's outcome
     /// for a given caller, resource and action is the same for every request.
     reads_context: bool,
+    /// For a policy that reads the context: the few-valued context
+    /// attributes it reads (bits of `FEW_VALUED`), or `None` if it reads
+    /// anything else of the request (the path, the source address, the
+    /// user, the context as a whole).
+    reads: Option<u8>,
     /// The conditions in Cedar's JSON form: policies with equal conditions
     /// hold or fail together.
     conditions: String,
@@ -515,6 +521,9 @@ impl Specialized {
         let mut est = p.to_json().ok()?;
         let conditions = est.get("conditions")?;
         let reads_context = mentions_context(conditions) || mentions_user(conditions);
+        let mut mask = 0;
+        let reads =
+            (!mentions_user(conditions) && context_reads(conditions, &mut mask)).then_some(mask);
         let conditions = conditions.to_string();
         let obj = est.as_object_mut()?;
         for part in ["principal", "action", "resource"] {
@@ -535,6 +544,7 @@ impl Specialized {
             policy,
             forbid,
             reads_context,
+            reads,
             conditions,
             test,
         })
@@ -553,6 +563,50 @@ fn mentions_user(v: &serde_json::Value) -> bool {
     }
 }
 
+/// The context attributes with few distinct values (and so few outcomes per
+/// caller, resource and action for a condition that reads only them), as
+/// bits: `1 << position`.
+const FEW_VALUED: [&str; 5] = ["method", "time", "purpose", "tls", "has_user"];
+const READS_METHOD: u8 = 1;
+const READS_TIME: u8 = 1 << 1;
+const READS_PURPOSE: u8 = 1 << 2;
+const READS_TLS: u8 = 1 << 3;
+const READS_HAS_USER: u8 = 1 << 4;
+
+/// Adds to `mask` the `FEW_VALUED` attributes an EST expression reads as
+/// `context.<attr>` or `context has <attr>`; false if it reads the context in
+/// any other way (another attribute, or the record as a whole).
+fn context_reads(v: &serde_json::Value, mask: &mut u8) -> bool {
+    use serde_json::Value;
+    match v {
+        Value::Object(m) => m.iter().all(|(k, v)| {
+            let attr_of_context = (k == "." || k == "has")
+                .then(|| v.as_object())
+                .flatten()
+                .filter(|inner| {
+                    inner
+                        .get("left")
+                        .and_then(|l| l.get("Var"))
+                        .and_then(Value::as_str)
+                        == Some("context")
+                })
+                .map(|inner| inner.get("attr").and_then(Value::as_str));
+            match attr_of_context {
+                Some(attr) => match FEW_VALUED.iter().position(|a| Some(*a) == attr) {
+                    Some(bit) => {
+                        *mask |= 1 << bit;
+                        true
+                    }
+                    None => false,
+                },
+                None => !(k == "Var" && v.as_str() == Some("context")) && context_reads(v, mask),
+            }
+        }),
+        Value::Array(items) => items.iter().all(|v| context_reads(v, mask)),
+        _ => true,
+    }
+}
+
 /// Whether an EST expression contains the variable `context` anywhere.
 fn mentions_context(v: &serde_json::Value) -> bool {
     match v {
@@ -566,15 +620,17 @@ fn mentions_context(v: &serde_json::Value) -> bool {
 
 /// The candidates for one caller, resource and action, specialised: the
 /// outcome of the policies that do not read the context, decided once, and
-/// the distinct conditions of those that do, tested per request.
+/// the distinct conditions of those that do, tested per request (or
+/// remembered per value of the few-valued context attributes they read).
 #[derive(Debug, Default)]
 struct Candidates {
     /// Satisfied context-free `forbid`s and `permit`s, and their errors.
     forbids: Vec<String>,
     permits: Vec<String>,
     errors: Vec<String>,
-    /// One `permit` per distinct context-reading condition...
-    tests: PolicySet,
+    /// One `permit` per distinct context-reading condition, in parts by what
+    /// the conditions read...
+    parts: Vec<Part>,
     /// ...named by one of its policies, with every policy that has it:
     /// (is a `forbid`, id).
     members: HashMap<String, Vec<(bool, String)>>,
@@ -585,29 +641,136 @@ struct Candidates {
     untestable: bool,
 }
 
+/// The tests whose conditions read the same context attributes.
+#[derive(Debug)]
+struct Part {
+    /// What they read (bits of `FEW_VALUED`); `None`: something with many
+    /// values, so they are evaluated on every request.
+    reads: Option<u8>,
+    tests: PolicySet,
+    /// Outcomes by the values read: the satisfied tests, `None` if the
+    /// evaluation had errors. The candidates live in a per-thread cache,
+    /// hence the `RefCell`.
+    seen: std::cell::RefCell<Vec<(Seen, Option<Vec<String>>)>>,
+}
+
+/// The values of the few-valued context attributes of one request.
+#[derive(Debug)]
+struct Seen {
+    method: Box<str>,
+    second: u64,
+    purpose: Option<Box<str>>,
+    tls: Box<str>,
+    has_user: bool,
+}
+
+impl Seen {
+    fn of(facts: &RequestFacts<'_>) -> Seen {
+        Seen {
+            method: facts.method.into(),
+            second: policy_second(facts.time),
+            purpose: facts.purpose.map(Into::into),
+            tls: facts.tls_version.into(),
+            has_user: facts.user.is_some(),
+        }
+    }
+
+    /// Whether `facts` has these values for the attributes in `mask`.
+    fn matches(&self, mask: u8, facts: &RequestFacts<'_>) -> bool {
+        let on = |bit: u8| mask & bit != 0;
+        (!on(READS_METHOD) || *self.method == *facts.method)
+            && (!on(READS_TIME) || self.second == policy_second(facts.time))
+            && (!on(READS_PURPOSE) || self.purpose.as_deref() == facts.purpose)
+            && (!on(READS_TLS) || *self.tls == *facts.tls_version)
+            && (!on(READS_HAS_USER) || self.has_user == facts.user.is_some())
+    }
+}
+
+impl Part {
+    /// Outcomes remembered per part; beyond this, the part forgets them all.
+    const REMEMBERED: usize = 16;
+
+    /// The tests of this part that hold for the request, `None` if
+    /// evaluating them had errors; calls `each` with every satisfied test.
+    fn satisfied(
+        &self,
+        authorizer: &Authorizer,
+        request: &Request,
+        entities: &Entities,
+        facts: &RequestFacts<'_>,
+        mut each: impl FnMut(&str),
+    ) -> bool {
+        let evaluate = || {
+            let resp = authorizer.is_authorized(request, &self.tests, entities);
+            let ok = resp.diagnostics().errors().next().is_none();
+            ok.then(|| {
+                resp.diagnostics()
+                    .reason()
+                    .map(|id| AsRef::<str>::as_ref(id).to_owned())
+                    .collect::<Vec<_>>()
+            })
+        };
+        let Some(mask) = self.reads else {
+            return evaluate()
+                .map(|ids| ids.iter().for_each(|id| each(id)))
+                .is_some();
+        };
+        let mut seen = self.seen.borrow_mut();
+        let hit = seen.iter().position(|(s, _)| s.matches(mask, facts));
+        let at = match hit {
+            Some(at) => at,
+            None => {
+                if mask & READS_TIME != 0 {
+                    let now = policy_second(facts.time);
+                    seen.retain(|(s, _)| s.second == now);
+                }
+                if seen.len() >= Self::REMEMBERED {
+                    seen.clear();
+                }
+                seen.push((Seen::of(facts), evaluate()));
+                seen.len() - 1
+            }
+        };
+        match &seen[at].1 {
+            Some(ids) => {
+                ids.iter().for_each(|id| each(id));
+                true
+            }
+            None => false,
+        }
+    }
+}
+
 impl Candidates {
     /// The decision Cedar would make over all the candidates: a satisfied
     /// `forbid` denies and every satisfied `forbid` is a reason; otherwise any
     /// satisfied `permit` allows, with every satisfied `permit` as a reason.
-    fn decide(&self, authorizer: &Authorizer, request: &Request, entities: &Entities) -> Decision {
+    fn decide(
+        &self,
+        authorizer: &Authorizer,
+        request: &Request,
+        entities: &Entities,
+        facts: &RequestFacts<'_>,
+    ) -> Decision {
         let mut errors = self.errors.clone();
         let (mut forbids, mut permits) = (Vec::new(), Vec::new());
         let mut tested = false;
-        if !self.untestable && !self.tests.is_empty() {
-            let resp = authorizer.is_authorized(request, &self.tests, entities);
-            if resp.diagnostics().errors().next().is_none() {
-                tested = true;
+        if !self.untestable && !self.parts.is_empty() {
+            tested = self.parts.iter().all(|part| {
                 // Every test is a permit: the reasons are the conditions that hold.
-                for test in resp.diagnostics().reason() {
-                    let key: &str = test.as_ref();
-                    for (forbid, id) in self.members.get(key).into_iter().flatten() {
+                part.satisfied(authorizer, request, entities, facts, |test| {
+                    for (forbid, id) in self.members.get(test).into_iter().flatten() {
                         if *forbid {
                             forbids.push(id.clone());
                         } else {
                             permits.push(id.clone());
                         }
                     }
-                }
+                })
+            });
+            if !tested {
+                forbids.clear();
+                permits.clear();
             }
         }
         if !tested && !self.residual.is_empty() {
@@ -1508,7 +1671,7 @@ impl Snapshot {
         action: usize,
         who: &DecisionEntities,
         request: &Request,
-    ) -> Arc<Candidates> {
+    ) -> Rc<Candidates> {
         let key = (self.serial, resource.index);
         let slot = (usize::from(shadow), action);
         let cached = DECISIONS.with(|c| {
@@ -1554,7 +1717,18 @@ impl Snapshot {
                 let _ = found.residual.add(sp.policy.clone());
                 let id = AsRef::<str>::as_ref(sp.policy.id()).to_owned();
                 let test = tests.entry(sp.conditions.as_str()).or_insert_with(|| {
-                    let _ = found.tests.add(sp.test.clone());
+                    let at = match found.parts.iter().position(|p| p.reads == sp.reads) {
+                        Some(at) => at,
+                        None => {
+                            found.parts.push(Part {
+                                reads: sp.reads,
+                                tests: PolicySet::new(),
+                                seen: Default::default(),
+                            });
+                            found.parts.len() - 1
+                        }
+                    };
+                    let _ = found.parts[at].tests.add(sp.test.clone());
                     id.clone()
                 });
                 found
@@ -1584,7 +1758,7 @@ impl Snapshot {
                 .errors
                 .extend(resp.diagnostics().errors().map(|e| e.to_string()));
         }
-        let found = Arc::new(found);
+        let found = Rc::new(found);
         DECISIONS.with(|c| {
             if let Some(e) = c.borrow_mut().get_mut(name, key) {
                 e.candidates[slot.0][slot.1] = Some(found.clone());
@@ -1715,7 +1889,7 @@ impl Snapshot {
         };
         let eval = |index: &Index, shadow: bool| {
             self.candidate_set(index, shadow, &name, resource, action, &who, &request)
-                .decide(&self.authorizer, &request, entities)
+                .decide(&self.authorizer, &request, entities, facts)
         };
         let enforced = eval(&self.index, false);
         let shadow = match (&self.shadow_index, with_shadow) {
@@ -1896,7 +2070,7 @@ impl Snapshot {
 /// decision entities and, per enforced/shadow and action, the candidates.
 struct Remembered {
     who: DecisionEntities,
-    candidates: [[Option<Arc<Candidates>>; 5]; 2],
+    candidates: [[Option<Rc<Candidates>>; 5]; 2],
 }
 
 /// Per-thread decision cache: caller (header form) -> (snapshot serial,
@@ -2482,7 +2656,13 @@ when { principal has namespace && principal.namespace == "sales" && 922337203685
                         method,
                         path: &path,
                         purpose,
-                        hour: rng.below(24) as u64,
+                        // Half at one hour, so that requests repeat and
+                        // remembered outcomes are reused (and must agree).
+                        hour: if rng.below(2) == 0 {
+                            rng.below(24) as u64
+                        } else {
+                            9
+                        },
                     },
                 );
                 total += 1;
@@ -2508,6 +2688,44 @@ when { principal has namespace && principal.namespace == "sales" && 922337203685
             );
             assert_eq!(failed.len(), 4, "errors seen: {failed:?}");
         }
+    }
+
+    #[test]
+    fn conditions_are_remembered_only_by_few_valued_context_attributes() {
+        let reads = |cond: &str| {
+            let text =
+                format!("@id(\"t\") permit (principal, action, resource) when {{ {cond} }};");
+            let p = Policy::from_str(&text).expect("policy");
+            Specialized::of(&p).expect("specialised").reads
+        };
+        assert_eq!(
+            reads(r#"context has purpose && context.purpose == "audit""#),
+            Some(READS_PURPOSE)
+        );
+        assert_eq!(
+            reads(r#"context.method == "GET" && context.time.toTime() >= duration("9h")"#),
+            Some(READS_METHOD | READS_TIME)
+        );
+        assert_eq!(
+            reads(r#"context.tls.version == "TLSv1.3" && !context.has_user"#),
+            Some(READS_TLS | READS_HAS_USER)
+        );
+        assert_eq!(
+            reads(r#"principal.namespace == "sales" && context.method == "GET""#),
+            Some(READS_METHOD)
+        );
+        // Many-valued, or not an attribute: decided on every request.
+        assert_eq!(reads(r#"context.path like "/orders/*""#), None);
+        assert_eq!(reads(r#"context.source_ip.isLoopback()"#), None);
+        assert_eq!(
+            reads(r#"context has user && context.user in Mesh::Group::"x""#),
+            None
+        );
+        assert_eq!(reads(r#"context == { method: "GET" }"#), None);
+        assert_eq!(
+            reads(r#"context.method == "GET" || context has path"#),
+            None
+        );
     }
 
     #[test]
