@@ -294,8 +294,8 @@ fn resource_attrs(
     ])
 }
 
-/// Candidate policy sets, one per action; `None` where no policy applies.
-type PerAction = [Option<Arc<PolicySet>>; 5];
+/// Candidate policies (positions in `Index::policies`), one list per action.
+type PerAction = [Box<[u32]>; 5];
 
 /// Resource types: products and datasets.
 const PRODUCT: usize = 0;
@@ -323,18 +323,20 @@ struct Resource {
 /// - `scoped`: `==` a resource, or `in` a resource (a product and its
 ///   datasets), per resource.
 ///
-/// A decision takes the few sets for its resource and action, keeps the
+/// A decision takes the few lists for its resource and action, keeps the
 /// policies whose principal scope can match the caller, and evaluates them as
 /// one set (merged once per thread for each caller, resource and action).
 #[derive(Debug)]
 struct Index {
+    /// Every policy of the set, static or linked.
+    policies: Vec<Policy>,
     open: [PerAction; 2],
     groups: Vec<[PerAction; 2]>,
     scoped: Vec<PerAction>,
     /// Per resource: the groups it belongs to.
     member_of: Vec<Vec<usize>>,
-    /// Every policy's scope-free form, made on first use.
-    specialized: HashMap<PolicyId, OnceLock<Option<Specialized>>>,
+    /// Every policy's scope-free form, made on first use (by position).
+    specialized: Vec<OnceLock<Option<Specialized>>>,
 }
 
 impl Index {
@@ -366,12 +368,14 @@ impl Index {
                 }
             }
         }
-        type Bucket = [Vec<Policy>; 5];
+        type Bucket = [Vec<u32>; 5];
         let mut open: [Bucket; 2] = Default::default();
         let mut groups: Vec<[Bucket; 2]> =
             (0..group_of.len()).map(|_| Default::default()).collect();
         let mut scoped: Vec<Bucket> = (0..resources.len()).map(|_| Default::default()).collect();
-        for p in set.policies() {
+        let policies: Vec<Policy> = set.policies().cloned().collect();
+        for (at, p) in policies.iter().enumerate() {
+            let Ok(at) = u32::try_from(at) else { break };
             let acts: [bool; 5] = match p.action_constraint() {
                 ActionConstraint::Any => [true; 5],
                 ActionConstraint::Eq(a) => actions.each_ref().map(|x| *x == a),
@@ -380,7 +384,7 @@ impl Index {
             let file = |bucket: &mut Bucket| {
                 for (i, on) in acts.iter().enumerate() {
                     if *on {
-                        bucket[i].push(p.clone());
+                        bucket[i].push(at);
                     }
                 }
             };
@@ -417,52 +421,39 @@ impl Index {
                 }
             }
         }
-        let finish = |b: Bucket| -> PerAction {
-            b.map(|v| {
-                if v.is_empty() {
-                    return None;
-                }
-                let mut subset = PolicySet::new();
-                for p in &v {
-                    add_policy(&mut subset, p, set);
-                }
-                Some(Arc::new(subset))
-            })
-        };
+        let finish = |b: Bucket| -> PerAction { b.map(Vec::into_boxed_slice) };
         Index {
+            specialized: policies.iter().map(|_| OnceLock::new()).collect(),
+            policies,
             open: open.map(finish),
             groups: groups.into_iter().map(|g| g.map(finish)).collect(),
             scoped: scoped.into_iter().map(finish).collect(),
             member_of,
-            specialized: set
-                .policies()
-                .map(|p| (p.id().clone(), OnceLock::new()))
-                .collect(),
         }
     }
 
-    /// The candidate sets for one resource and action.
+    /// The candidates for one resource and action: their positions in
+    /// `policies`, list by list.
     fn candidates(
         &self,
         resource: usize,
         kind: usize,
         action: usize,
-    ) -> impl Iterator<Item = &PolicySet> {
+    ) -> impl Iterator<Item = usize> + '_ {
         let groups = self
             .member_of
             .get(resource)
             .map(Vec::as_slice)
             .unwrap_or(&[]);
-        std::iter::once(self.open[kind][action].as_deref())
+        std::iter::once(self.open[kind][action].as_ref())
             .chain(
                 groups
                     .iter()
-                    .map(move |&g| self.groups[g][kind][action].as_deref()),
+                    .map(move |&g| self.groups[g][kind][action].as_ref()),
             )
-            .chain(std::iter::once(
-                self.scoped.get(resource).and_then(|s| s[action].as_deref()),
-            ))
+            .chain(self.scoped.get(resource).map(|s| s[action].as_ref()))
             .flatten()
+            .map(|&at| at as usize)
     }
 }
 
@@ -815,8 +806,9 @@ struct DecisionEntities {
 
 /// What `Snapshot::assemble` builds besides the policies.
 struct Parts {
-    index: Index,
-    shadow_index: Option<Index>,
+    /// (uid, kind, ancestors) of every resource, in index order.
+    registry: Vec<(EntityUid, usize, HashSet<EntityUid>)>,
+    types: [EntityTypeName; 2],
     products: Vec<ProductEntry>,
     routes: RouteTable,
     service_parents: HashMap<String, HashSet<EntityUid>>,
@@ -914,6 +906,86 @@ pub struct RequestFacts<'a> {
     pub user: Option<&'a crate::jwt::User>,
 }
 
+/// Policy text longer than this is parsed in parts on several threads.
+const PARSE_PART: usize = 256 * 1024;
+
+/// Parses Cedar policy text. A large text is cut into parts at statement
+/// ends, one per CPU, and the parts are parsed in parallel (a reload of
+/// 10,000 policies in one file would otherwise spend most of its time in one
+/// thread). Any error reparses the whole text, so that errors are reported
+/// exactly as Cedar reports them for the file.
+fn parse_in_parts(text: &str) -> Result<Vec<PolicySet>, Box<cedar_policy::ParseErrors>> {
+    let whole = || {
+        PolicySet::from_str(text)
+            .map(|set| vec![set])
+            .map_err(Box::new)
+    };
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let parts = threads.min(text.len() / PARSE_PART + 1);
+    let cuts = if parts > 1 {
+        statement_cuts(text, parts)
+    } else {
+        Vec::new()
+    };
+    if cuts.is_empty() {
+        return whole();
+    }
+    let mut pieces = Vec::with_capacity(cuts.len() + 1);
+    let mut from = 0;
+    for &cut in &cuts {
+        pieces.push(&text[from..cut]);
+        from = cut;
+    }
+    pieces.push(&text[from..]);
+    let parsed: Vec<_> = std::thread::scope(|scope| {
+        let handles: Vec<_> = pieces
+            .iter()
+            .map(|piece| scope.spawn(move || PolicySet::from_str(piece).ok()))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().ok().flatten())
+            .collect()
+    });
+    match parsed.into_iter().collect::<Option<Vec<_>>>() {
+        Some(sets) => Ok(sets),
+        None => whole(),
+    }
+}
+
+/// Up to `parts - 1` byte offsets that cut Cedar text into about equal parts,
+/// each just after a `;` that ends a statement: outside string literals and
+/// `//` comments. Empty if the text has too few statements.
+fn statement_cuts(text: &str, parts: usize) -> Vec<usize> {
+    let step = text.len() / parts.max(1);
+    let mut cuts = Vec::new();
+    let (mut in_string, mut escaped, mut in_comment) = (false, false, false);
+    let bytes = text.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() && cuts.len() + 1 < parts {
+        let b = bytes[i];
+        if in_comment {
+            in_comment = b != b'\n';
+        } else if in_string {
+            if escaped {
+                escaped = false;
+            } else if b == b'\\' {
+                escaped = true;
+            } else if b == b'"' {
+                in_string = false;
+            }
+        } else if b == b'"' {
+            in_string = true;
+        } else if b == b'/' && bytes.get(i + 1) == Some(&b'/') {
+            in_comment = true;
+        } else if b == b';' && i + 1 >= step * (cuts.len() + 1) {
+            cuts.push(i + 1);
+        }
+        i += 1;
+    }
+    cuts
+}
+
 /// Parses policy sources into one set named by `@id`, collecting every error.
 fn parse_policies(
     sources: &[Source],
@@ -927,7 +999,7 @@ fn parse_policies(
         if src.name.ends_with(LINKS) {
             continue;
         }
-        let parsed = match PolicySet::from_str(&src.text) {
+        let parsed = match parse_in_parts(&src.text) {
             Ok(p) => p,
             Err(errs) => {
                 for e in errs.iter() {
@@ -944,7 +1016,7 @@ fn parse_policies(
                 .map(|o| position(&src.text, o))
                 .unwrap_or((1, 1))
         };
-        for t in parsed.templates() {
+        for t in parsed.iter().flat_map(PolicySet::templates) {
             let added = claim_id(t.annotation("id"), "template", &origin, sources).and_then(|id| {
                 set.add_template(t.new_id(PolicyId::new(&id)))
                     .map(|()| id)
@@ -959,7 +1031,7 @@ fn parse_policies(
                 errors,
             );
         }
-        for p in parsed.policies() {
+        for p in parsed.iter().flat_map(PolicySet::policies) {
             let added = claim_id(p.annotation("id"), "policy", &origin, sources).and_then(|id| {
                 set.add(p.new_id(PolicyId::new(&id)))
                     .map(|()| id)
@@ -1150,19 +1222,28 @@ impl Snapshot {
             }
         };
 
-        let (all, origin) = parse_policies(&inputs.policies, &mut errors);
-        let shadow = if inputs.shadow.is_empty() {
-            None
-        } else {
-            Some(parse_policies(&inputs.shadow, &mut errors))
-        };
-        // Strict validation runs beside the rest of the build (both are CPU
+        // The products, routes and entities do not depend on the policies:
+        // they are built while the policies are parsed.
+        let (all, origin, shadow, parts) = std::thread::scope(|scope| {
+            let parts = scope.spawn(|| Self::assemble(inputs, &schema));
+            let (all, origin) = parse_policies(&inputs.policies, &mut errors);
+            let shadow = if inputs.shadow.is_empty() {
+                None
+            } else {
+                Some(parse_policies(&inputs.shadow, &mut errors))
+            };
+            let parts = parts
+                .join()
+                .unwrap_or_else(|_| Err(vec!["building the products failed unexpectedly".into()]));
+            (all, origin, shadow, parts)
+        });
+        // Strict validation runs beside the candidate index (both are CPU
         // work; a reload of 10,000 policies should take well under a second).
         // A large set is validated in two halves on two threads (policies
         // validate independently), so a 2-core sidecar uses both cores.
         let (first, second) = split_for_validation(&all);
         let (schema_ref, origin_ref) = (&schema, &origin);
-        let (validation, parts) = std::thread::scope(|scope| {
+        let (validation, indexes) = std::thread::scope(|scope| {
             let halves = second.map(|second| {
                 scope.spawn(move || {
                     let mut errors = Vec::new();
@@ -1190,22 +1271,32 @@ impl Snapshot {
                 }
                 errors
             });
-            let parts =
-                Self::assemble(inputs, &schema, &all, shadow.as_ref().map(|s| &s.0), errors);
+            let indexes = match &parts {
+                Ok(p) if errors.is_empty() => {
+                    let index_of =
+                        |set: &PolicySet| Index::build(set, &p.registry, &p.types, &p.action_uids);
+                    Some((
+                        index_of(&all),
+                        shadow.as_ref().map(|(set, _)| index_of(set)),
+                    ))
+                }
+                _ => None,
+            };
             let failed = || vec!["policy validation failed unexpectedly".to_string()];
             let mut validation = validation.join().unwrap_or_else(|_| failed());
             if let Some(h) = halves {
                 validation.extend(h.join().unwrap_or_else(|_| failed()));
             }
-            (validation, parts)
+            (validation, indexes)
         });
-        let mut errors = validation;
-        let parts = match parts {
-            Ok(p) if errors.is_empty() => p,
-            Ok(_) => return Err(LoadErrors(errors)),
-            Err(more) => {
-                errors.extend(more);
-                return Err(LoadErrors(errors));
+        let mut all_errors = validation;
+        all_errors.append(&mut errors);
+        let (parts, (index, shadow_index)) = match (parts, indexes) {
+            (Ok(p), Some(indexes)) if all_errors.is_empty() => (p, indexes),
+            (Ok(_), _) => return Err(LoadErrors(all_errors)),
+            (Err(more), _) => {
+                all_errors.extend(more);
+                return Err(LoadErrors(all_errors));
             }
         };
         let shadow_all = shadow.map(|(set, _)| set);
@@ -1221,8 +1312,8 @@ impl Snapshot {
             schema,
             all,
             shadow_all,
-            index: parts.index,
-            shadow_index: parts.shadow_index,
+            index,
+            shadow_index,
             products: parts.products,
             routes: parts.routes,
             service_parents: parts.service_parents,
@@ -1234,15 +1325,10 @@ impl Snapshot {
         })
     }
 
-    /// Everything but the policies themselves: entities, contracts, routes and
-    /// the candidate index. `errors` holds what parsing found so far.
-    fn assemble(
-        inputs: &PolicyInputs,
-        schema: &Schema,
-        all: &PolicySet,
-        shadow_all: Option<&PolicySet>,
-        mut errors: Vec<String>,
-    ) -> Result<Parts, Vec<String>> {
+    /// Everything but the policies: entities, contracts, routes, and the
+    /// resources the candidate index files policies by.
+    fn assemble(inputs: &PolicyInputs, schema: &Schema) -> Result<Parts, Vec<String>> {
+        let mut errors = Vec::new();
         let static_entities = match &inputs.entities {
             None => Entities::empty(),
             Some(src) => match Entities::from_json_str(&src.text, Some(schema)) {
@@ -1427,12 +1513,9 @@ impl Snapshot {
             return Err(errors);
         }
 
-        let types = [product_t, dataset_t];
-        let index = Index::build(all, &registry, &types, &action_uids);
-        let shadow_index = shadow_all.map(|set| Index::build(set, &registry, &types, &action_uids));
         Ok(Parts {
-            index,
-            shadow_index,
+            registry,
+            types: [product_t, dataset_t],
             products: entries,
             routes,
             service_parents,
@@ -1686,57 +1769,63 @@ impl Snapshot {
         let mut free = [PolicySet::new(), PolicySet::new()];
         // condition -> the id naming its test
         let mut tests: HashMap<&str, String> = HashMap::new();
-        for set in index.candidates(resource.index, resource.kind, action) {
-            for p in set.policies() {
-                let admits = match p.principal_constraint() {
-                    PrincipalConstraint::Any => true,
-                    PrincipalConstraint::Eq(u) => u == who.principal,
-                    PrincipalConstraint::In(u) => who.principal_in.contains(&u),
-                    PrincipalConstraint::Is(t) => t == self.service_type,
-                    PrincipalConstraint::IsIn(t, u) => {
-                        t == self.service_type && who.principal_in.contains(&u)
+        // Where linked policies' templates are.
+        let from = match (shadow, &self.shadow_all) {
+            (true, Some(set)) => set,
+            _ => &self.all,
+        };
+        for pos in index.candidates(resource.index, resource.kind, action) {
+            let Some(p) = index.policies.get(pos) else {
+                continue;
+            };
+            let admits = match p.principal_constraint() {
+                PrincipalConstraint::Any => true,
+                PrincipalConstraint::Eq(u) => u == who.principal,
+                PrincipalConstraint::In(u) => who.principal_in.contains(&u),
+                PrincipalConstraint::Is(t) => t == self.service_type,
+                PrincipalConstraint::IsIn(t, u) => {
+                    t == self.service_type && who.principal_in.contains(&u)
+                }
+            };
+            if !admits {
+                continue;
+            }
+            let special = index
+                .specialized
+                .get(pos)
+                .and_then(|cell| cell.get_or_init(|| Specialized::of(p)).as_ref());
+            let Some(sp) = special else {
+                // Not specialised: evaluated as written, on every request.
+                add_policy(&mut found.residual, p, from);
+                found.untestable = true;
+                continue;
+            };
+            if !sp.reads_context {
+                let _ = free[usize::from(sp.forbid)].add(sp.policy.clone());
+                continue;
+            }
+            let _ = found.residual.add(sp.policy.clone());
+            let id = AsRef::<str>::as_ref(sp.policy.id()).to_owned();
+            let test = tests.entry(sp.conditions.as_str()).or_insert_with(|| {
+                let at = match found.parts.iter().position(|p| p.reads == sp.reads) {
+                    Some(at) => at,
+                    None => {
+                        found.parts.push(Part {
+                            reads: sp.reads,
+                            tests: PolicySet::new(),
+                            seen: Default::default(),
+                        });
+                        found.parts.len() - 1
                     }
                 };
-                if !admits {
-                    continue;
-                }
-                let special = index
-                    .specialized
-                    .get(p.id())
-                    .and_then(|cell| cell.get_or_init(|| Specialized::of(p)).as_ref());
-                let Some(sp) = special else {
-                    // Not specialised: evaluated as written, on every request.
-                    add_policy(&mut found.residual, p, set);
-                    found.untestable = true;
-                    continue;
-                };
-                if !sp.reads_context {
-                    let _ = free[usize::from(sp.forbid)].add(sp.policy.clone());
-                    continue;
-                }
-                let _ = found.residual.add(sp.policy.clone());
-                let id = AsRef::<str>::as_ref(sp.policy.id()).to_owned();
-                let test = tests.entry(sp.conditions.as_str()).or_insert_with(|| {
-                    let at = match found.parts.iter().position(|p| p.reads == sp.reads) {
-                        Some(at) => at,
-                        None => {
-                            found.parts.push(Part {
-                                reads: sp.reads,
-                                tests: PolicySet::new(),
-                                seen: Default::default(),
-                            });
-                            found.parts.len() - 1
-                        }
-                    };
-                    let _ = found.parts[at].tests.add(sp.test.clone());
-                    id.clone()
-                });
-                found
-                    .members
-                    .entry(test.clone())
-                    .or_default()
-                    .push((sp.forbid, id));
-            }
+                let _ = found.parts[at].tests.add(sp.test.clone());
+                id.clone()
+            });
+            found
+                .members
+                .entry(test.clone())
+                .or_default()
+                .push((sp.forbid, id));
         }
         // One evaluation per effect, so that each names all its satisfied policies.
         let [permit_set, forbid_set] = free;
@@ -2688,6 +2777,73 @@ when { principal has namespace && principal.namespace == "sales" && 922337203685
             );
             assert_eq!(failed.len(), 4, "errors seen: {failed:?}");
         }
+    }
+
+    #[test]
+    fn policy_text_is_cut_only_at_statement_ends() {
+        let text = concat!(
+            "@id(\"a;b\") permit (principal, action, resource) when { context.path == \"/x;\\\";y\" };\n",
+            "// forbid; (comment)\n",
+            "@id(\"c\") permit (principal, action, resource);\n",
+            "@id(\"d\") permit (principal, action, resource);\n",
+        );
+        let first = text.find("};").expect("first end") + 2;
+        let second = text.find("resource);").expect("second end") + "resource);".len();
+        // Four parts asked: only real statement ends, in order, qualify.
+        let cuts = statement_cuts(text, 4);
+        assert!(!cuts.is_empty());
+        assert!(
+            cuts.iter()
+                .all(|c| [first, second, text.len() - 1].contains(c)),
+            "{cuts:?}"
+        );
+        assert!(cuts.windows(2).all(|w| w[0] < w[1]));
+        assert_eq!(
+            statement_cuts("permit (principal, action, resource)", 2),
+            Vec::<usize>::new()
+        );
+    }
+
+    #[test]
+    fn a_large_policy_file_parses_in_parts_like_the_whole() {
+        let mut rng = crate::synth::Rng::new(5);
+        let text = crate::synth::policies(4000, 50, &mut rng);
+        assert!(
+            text.len() > 2 * PARSE_PART,
+            "the text must be long enough to cut"
+        );
+        let ids = |sets: &[PolicySet]| {
+            let mut ids: Vec<String> = sets
+                .iter()
+                .flat_map(PolicySet::policies)
+                .filter_map(|p| p.annotation("id").map(str::to_owned))
+                .collect();
+            ids.sort();
+            ids
+        };
+        let parts = parse_in_parts(&text).expect("parses");
+        if std::thread::available_parallelism().map_or(1, |n| n.get()) > 1 {
+            assert!(parts.len() > 1, "parsed in one part");
+        }
+        let whole = PolicySet::from_str(&text).expect("parses");
+        assert_eq!(ids(&parts), ids(&[whole]));
+        assert_eq!(ids(&parts).len(), 4000);
+        // An error late in the text is reported as for the whole file.
+        let broken =
+            format!("{text}\n@id(\"bad\") permit (principal, action, resource) when {{ 1 + }};\n");
+        let src = Source {
+            name: "big.cedar".into(),
+            text: broken.clone(),
+        };
+        let mut errors = Vec::new();
+        parse_policies(&[src], &mut errors);
+        let line = broken.lines().count();
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(
+            errors[0].starts_with(&format!("big.cedar:{line}:")),
+            "{}",
+            errors[0]
+        );
     }
 
     #[test]
