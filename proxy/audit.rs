@@ -891,6 +891,9 @@ fn request_record<'a>(e: &'a Event, node: &'a str, pod: Option<&'a str>) -> Reco
 pub struct ProxyBody {
     inner: Either<Incoming, Full<Bytes>>,
     pending: Option<Box<PendingEvent>>,
+    /// The upstream connection the body comes from: back to the pool when
+    /// the body has ended, closed if it is dropped before.
+    lease: Option<crate::pool::Lease>,
 }
 
 /// An event waiting for the end of its response.
@@ -902,17 +905,29 @@ pub struct PendingEvent {
 }
 
 impl ProxyBody {
-    pub fn upstream(body: Incoming) -> ProxyBody {
-        ProxyBody {
+    pub fn upstream(body: Incoming, lease: Option<crate::pool::Lease>) -> ProxyBody {
+        let mut body = ProxyBody {
             inner: Either::Left(body),
             pending: None,
-        }
+            lease,
+        };
+        body.release_if_ended();
+        body
     }
 
     pub fn full(bytes: Bytes) -> ProxyBody {
         ProxyBody {
             inner: Either::Right(Full::new(bytes)),
             pending: None,
+            lease: None,
+        }
+    }
+
+    fn release_if_ended(&mut self) {
+        if self.inner.is_end_stream() {
+            if let Some(lease) = self.lease.take() {
+                lease.release();
+            }
         }
     }
 
@@ -955,10 +970,17 @@ impl Body for ProxyBody {
                     p.event.bytes_out += data.len() as u64;
                 }
                 if this.inner.is_end_stream() {
+                    this.release_if_ended();
                     this.finish(true);
                 }
             }
-            Poll::Ready(None) => this.finish(true),
+            Poll::Ready(None) => {
+                // The end, whether or not the last frame said so.
+                if let Some(lease) = this.lease.take() {
+                    lease.release();
+                }
+                this.finish(true)
+            }
             Poll::Ready(Some(Err(_))) => this.finish(false),
             Poll::Pending => {}
         }
@@ -976,6 +998,8 @@ impl Body for ProxyBody {
 
 impl Drop for ProxyBody {
     fn drop(&mut self) {
+        // An unfinished upstream body closes its connection (with the lease).
+        self.release_if_ended();
         // hyper never polls the body of a response that has none.
         let bodiless = self
             .pending

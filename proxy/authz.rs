@@ -719,6 +719,7 @@ impl Part {
                     seen.clear();
                 }
                 seen.push((Seen::of(facts), evaluate()));
+                remembered_one_more();
                 seen.len() - 1
             }
         };
@@ -2174,6 +2175,12 @@ struct DecisionCache {
 impl DecisionCache {
     const CAPACITY: usize = 4096;
 
+    fn clear(&mut self) {
+        self.callers.clear();
+        self.len = 0;
+        MEMO_ENTRIES.with(|n| n.set(0));
+    }
+
     fn get(&self, caller: &str, key: (u64, usize)) -> Option<&Remembered> {
         self.callers.get(caller)?.get(&key)
     }
@@ -2184,8 +2191,7 @@ impl DecisionCache {
 
     fn insert(&mut self, caller: &str, key: (u64, usize), who: DecisionEntities) {
         if self.len >= Self::CAPACITY {
-            self.callers.clear();
-            self.len = 0;
+            self.clear();
         }
         let entry = Remembered {
             who,
@@ -2201,7 +2207,29 @@ impl DecisionCache {
 /// Distinguishes snapshots in the per-thread caches.
 static SNAPSHOT_SERIAL: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
+/// Condition outcomes a thread may remember across all its candidates (each
+/// about 100-200 bytes) before it forgets everything it cached.
+const MEMO_LIMIT: usize = 65_536;
+
+/// Counts one more remembered outcome; past `MEMO_LIMIT`, empties the
+/// thread's decision cache (the outcomes live in it), so that clients sending
+/// ever new purposes cannot grow it without bound.
+fn remembered_one_more() {
+    let n = MEMO_ENTRIES.with(|n| {
+        n.set(n.get() + 1);
+        n.get()
+    });
+    if n > MEMO_LIMIT {
+        DECISIONS.with(|c| {
+            if let Ok(mut c) = c.try_borrow_mut() {
+                c.clear();
+            }
+        });
+    }
+}
+
 thread_local! {
+    static MEMO_ENTRIES: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
     static DECISIONS: std::cell::RefCell<DecisionCache> = std::cell::RefCell::new(DecisionCache::default());
     static TIME_EXPR: std::cell::RefCell<Option<(u64, RestrictedExpression)>> =
         const { std::cell::RefCell::new(None) };

@@ -25,6 +25,7 @@ pub mod metrics;
 pub mod path;
 pub mod policy;
 pub mod policytest;
+pub mod pool;
 pub mod proxy;
 pub mod quota;
 pub mod routes;

@@ -26,6 +26,7 @@ use crate::jwt::{TokenError, User, Verifier};
 use crate::metrics::{Observed, QuotaLabels};
 use crate::path::NormalPath;
 use crate::policy::PolicyStore;
+use crate::pool::{Pool, SendError};
 use crate::quota::{Admitted, Consumer, Refusal};
 use crate::server::Sidecar;
 use crate::trace::TraceContext;
@@ -50,35 +51,53 @@ pub struct ConnInfo {
     pub tls_version: &'static str,
 }
 
-/// The pooled client to the one upstream.
+/// The pooled connections to the one upstream.
 pub struct Upstream {
-    client: Client<HttpConnector, CountedBody>,
+    transport: Transport,
     authority: Authority,
+    /// `Host` for a request that named none (HTTP/1.0 without `Host`).
+    host_header: Option<HeaderValue>,
     protocol: UpstreamProtocol,
     response_timeout: Duration,
 }
 
 impl Upstream {
     pub fn new(config: &Config) -> Upstream {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(config.timeouts.upstream_connect));
-        let mut builder = Client::builder(TokioExecutor::new());
-        builder
-            .pool_timer(TokioTimer::new())
-            .timer(TokioTimer::new())
-            .pool_idle_timeout(Duration::from_secs(60))
-            .pool_max_idle_per_host(1024);
-        if config.upstream_protocol == UpstreamProtocol::H2c {
-            builder.http2_only(true);
-        }
+        let authority = &config.upstream.authority;
+        let transport = match config.upstream_protocol {
+            UpstreamProtocol::Http1 => Transport::Http1(Pool::new(
+                authority.host(),
+                authority.port_u16().unwrap_or(80),
+                config.timeouts.upstream_connect,
+            )),
+            UpstreamProtocol::H2c => {
+                let mut connector = HttpConnector::new();
+                connector.set_nodelay(true);
+                connector.set_connect_timeout(Some(config.timeouts.upstream_connect));
+                let mut builder = Client::builder(TokioExecutor::new());
+                builder
+                    .pool_timer(TokioTimer::new())
+                    .timer(TokioTimer::new())
+                    .pool_idle_timeout(Duration::from_secs(60))
+                    .http2_only(true);
+                Transport::H2c(Box::new(builder.build(connector)))
+            }
+        };
         Upstream {
-            client: builder.build(connector),
+            transport,
             authority: config.upstream.authority.clone(),
+            host_header: HeaderValue::from_str(config.upstream.authority.as_str()).ok(),
             protocol: config.upstream_protocol,
             response_timeout: config.timeouts.upstream_response,
         }
     }
+}
+
+enum Transport {
+    /// HTTP/1.1: one request at a time per connection, our own pool.
+    Http1(Pool),
+    /// HTTP/2 without TLS: hyper-util's client multiplexes on one connection.
+    H2c(Box<Client<HttpConnector, CountedBody>>),
 }
 
 /// Unique request ids: a random per-process prefix and a counter.
@@ -579,7 +598,8 @@ async fn forward(
     match upstream.protocol {
         UpstreamProtocol::Http1 => {
             parts.version = Version::HTTP_11;
-            if let Some(h) = original_host {
+            let host = original_host.or_else(|| upstream.host_header.clone());
+            if let Some(h) = host {
                 headers.insert(header::HOST, h);
             }
         }
@@ -592,29 +612,47 @@ async fn forward(
             }
         }
     }
-    let mut uri = http::uri::Parts::default();
-    uri.scheme = Some(Scheme::HTTP);
-    uri.authority = Some(upstream.authority.clone());
-    uri.path_and_query = Some(path_and_query);
-    parts.uri = Uri::from_parts(uri).map_err(|_| ProxyError::BadRequest("request target"))?;
-
-    let call = upstream.client.request(Request::from_parts(parts, body));
     let t0 = Instant::now();
-    let r = tokio::time::timeout(timeout, call).await;
+    let r = match &upstream.transport {
+        // Origin-form target: the connection is to the upstream itself.
+        Transport::Http1(pool) => {
+            parts.uri = Uri::from(path_and_query);
+            let call = pool.send(Request::from_parts(parts, body));
+            match tokio::time::timeout(timeout, call).await {
+                Err(_) => Err(ProxyError::UpstreamTimeout),
+                Ok(Err(SendError::Connect(_))) => Err(ProxyError::UpstreamUnavailable),
+                Ok(Err(SendError::Failed(e))) => Err(ProxyError::UpstreamFailed(error_chain(&e))),
+                Ok(Ok((resp, lease))) => Ok((resp, Some(lease))),
+            }
+        }
+        Transport::H2c(client) => {
+            let mut uri = http::uri::Parts::default();
+            uri.scheme = Some(Scheme::HTTP);
+            uri.authority = Some(upstream.authority.clone());
+            uri.path_and_query = Some(path_and_query);
+            parts.uri =
+                Uri::from_parts(uri).map_err(|_| ProxyError::BadRequest("request target"))?;
+            let call = client.request(Request::from_parts(parts, body));
+            match tokio::time::timeout(timeout, call).await {
+                Err(_) => Err(ProxyError::UpstreamTimeout),
+                Ok(Err(e)) if e.is_connect() => Err(ProxyError::UpstreamUnavailable),
+                Ok(Err(e)) => Err(ProxyError::UpstreamFailed(error_chain(&e))),
+                Ok(Ok(resp)) => Ok((resp, None)),
+            }
+        }
+    };
     let took = t0.elapsed();
     facts.upstream = Some(took);
     sc.metrics
         .observe_upstream(facts.outcome.as_ref().map(|o| &o.product), took);
-    let resp = match r {
-        Err(_) => return Err(ProxyError::UpstreamTimeout),
-        Ok(Err(e)) if e.is_connect() => return Err(ProxyError::UpstreamUnavailable),
-        Ok(Err(e)) => return Err(ProxyError::UpstreamFailed(error_chain(&e))),
-        Ok(Ok(resp)) => resp,
-    };
+    let (resp, lease) = r?;
     let (mut parts, body) = resp.into_parts();
     strip_hop_by_hop(&mut parts.headers);
     parts.headers.insert(X_REQUEST_ID, request_id.clone());
-    Ok(Response::from_parts(parts, ProxyBody::upstream(body)))
+    Ok(Response::from_parts(
+        parts,
+        ProxyBody::upstream(body, lease),
+    ))
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {

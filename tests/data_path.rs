@@ -121,6 +121,97 @@ fn a_100mb_download_is_streamed_not_buffered() {
 }
 
 #[test]
+fn upstream_connections_are_reused_and_an_abandoned_response_closes_its_own() {
+    use std::io::Read;
+    use std::sync::atomic::Ordering;
+    let pki = Pki::new();
+    let up = Upstream::start();
+    let mg = start(&pki, &up, "");
+    let connections = || up.connections.load(Ordering::SeqCst);
+    // One request after another, of every body shape: one upstream connection.
+    for round in 0..3 {
+        assert_eq!(
+            status_of(&pki, Some("reporting"), &mg.url(&format!("/get/{round}"))),
+            "200"
+        );
+        let head = curl(
+            &pki,
+            Some("reporting"),
+            &[
+                "-I",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                &mg.url("/bytes/10"),
+            ],
+        );
+        assert_eq!(String::from_utf8_lossy(&head.stdout), "200", "HEAD");
+        let big = curl(
+            &pki,
+            Some("reporting"),
+            &[
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code} %{size_download}",
+                &mg.url("/bytes/300000"),
+            ],
+        );
+        assert_eq!(String::from_utf8_lossy(&big.stdout), "200 300000");
+        let upload = curl(
+            &pki,
+            Some("reporting"),
+            &[
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                "--data-binary",
+                "0123456789",
+                &mg.url("/upload"),
+            ],
+        );
+        assert_eq!(String::from_utf8_lossy(&upload.stdout), "200", "upload");
+    }
+    assert_eq!(
+        connections(),
+        1,
+        "sequential requests share one upstream connection"
+    );
+
+    // A client that goes away mid-body: its upstream connection, still
+    // carrying the rest of the body, is closed, never handed to the next request.
+    let mut cmd = curl_command(
+        &pki,
+        Some("reporting"),
+        &["-sS", &mg.url("/bytes/200000000")],
+    );
+    let mut child = cmd
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("curl");
+    let mut first = vec![0u8; 100_000];
+    child
+        .stdout
+        .as_mut()
+        .expect("stdout")
+        .read_exact(&mut first)
+        .expect("the start of the body");
+    let _ = child.kill();
+    let _ = child.wait();
+    let out = curl(
+        &pki,
+        Some("reporting"),
+        &["-w", " %{http_code}", &mg.url("/after")],
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.ends_with(" 200") && text.contains("/after"), "{text}");
+    assert_eq!(connections(), 2, "the abandoned connection was not reused");
+}
+
+#[test]
 fn http2_is_negotiated_by_alpn() {
     let pki = Pki::new();
     let up = Upstream::start();

@@ -7,6 +7,7 @@ use std::net::{SocketAddr, TcpListener as StdListener};
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Condvar, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -153,6 +154,8 @@ pub struct Upstream {
     pub arrivals: Mutex<mpsc::Receiver<String>>,
     /// Every request that arrived, in order (recorded before it is answered).
     pub seen: Arc<Mutex<Vec<Seen>>>,
+    /// Connections accepted so far.
+    pub connections: Arc<AtomicUsize>,
     arrivals_tx: mpsc::Sender<String>,
     server: Option<UpstreamServer>,
 }
@@ -224,11 +227,18 @@ impl Upstream {
         let addr = std_listener.local_addr().expect("addr");
         let (arrivals_tx, arr_rx) = mpsc::channel();
         let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
-        let server = UpstreamServer::spawn(std_listener, arrivals_tx.clone(), seen.clone());
+        let connections = Arc::new(AtomicUsize::new(0));
+        let server = UpstreamServer::spawn(
+            std_listener,
+            arrivals_tx.clone(),
+            seen.clone(),
+            connections.clone(),
+        );
         Upstream {
             addr,
             arrivals: Mutex::new(arr_rx),
             seen,
+            connections,
             arrivals_tx,
             server: Some(server),
         }
@@ -252,6 +262,7 @@ impl Upstream {
             std_listener,
             self.arrivals_tx.clone(),
             self.seen.clone(),
+            self.connections.clone(),
         ));
     }
 
@@ -284,6 +295,7 @@ impl UpstreamServer {
         std_listener: StdListener,
         arr_tx: mpsc::Sender<String>,
         record: Arc<Mutex<Vec<Seen>>>,
+        connections: Arc<AtomicUsize>,
     ) -> UpstreamServer {
         std_listener.set_nonblocking(true).expect("nonblocking");
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -301,6 +313,7 @@ impl UpstreamServer {
                         let Ok((tcp, _)) = listener.accept().await else {
                             continue;
                         };
+                        connections.fetch_add(1, Ordering::SeqCst);
                         let arr_tx = arr_tx.clone();
                         let record = record.clone();
                         tokio::spawn(async move {
