@@ -998,7 +998,8 @@ impl Body for ProxyBody {
 
 impl Drop for ProxyBody {
     fn drop(&mut self) {
-        // An unfinished upstream body closes its connection (with the lease).
+        // A finished upstream body returns its connection to the pool; an
+        // unfinished one drops the lease with this body, closing it.
         self.release_if_ended();
         // hyper never polls the body of a response that has none.
         let bodiless = self
