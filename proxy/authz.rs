@@ -680,6 +680,8 @@ impl Seen {
 impl Part {
     /// Outcomes remembered per part; beyond this, the part forgets them all.
     const REMEMBERED: usize = 16;
+    /// Longest method, purpose or TLS version an outcome is remembered for.
+    const LONGEST_VALUE: usize = 64;
 
     /// The tests of this part that hold for the request, `None` if
     /// evaluating them had errors; calls `each` with every satisfied test.
@@ -701,7 +703,12 @@ impl Part {
                     .collect::<Vec<_>>()
             })
         };
-        let Some(mask) = self.reads else {
+        // Values as long as a client may send are not worth keeping.
+        let short = |v: Option<&str>| v.is_none_or(|v| v.len() <= Self::LONGEST_VALUE);
+        let mask = self.reads.filter(|_| {
+            short(Some(facts.method)) && short(facts.purpose) && short(Some(facts.tls_version))
+        });
+        let Some(mask) = mask else {
             return evaluate()
                 .map(|ids| ids.iter().for_each(|id| each(id)))
                 .is_some();
@@ -711,6 +718,7 @@ impl Part {
         let at = match hit {
             Some(at) => at,
             None => {
+                let before = seen.len();
                 if mask & READS_TIME != 0 {
                     let now = policy_second(facts.time);
                     seen.retain(|(s, _)| s.second == now);
@@ -718,6 +726,7 @@ impl Part {
                 if seen.len() >= Self::REMEMBERED {
                     seen.clear();
                 }
+                forget(before - seen.len());
                 seen.push((Seen::of(facts), evaluate()));
                 remembered_one_more();
                 seen.len() - 1
@@ -915,14 +924,21 @@ const PARSE_PART: usize = 256 * 1024;
 /// 10,000 policies in one file would otherwise spend most of its time in one
 /// thread). Any error reparses the whole text, so that errors are reported
 /// exactly as Cedar reports them for the file.
-fn parse_in_parts(text: &str) -> Result<Vec<PolicySet>, Box<cedar_policy::ParseErrors>> {
+fn parse_in_parts(
+    text: &str,
+    split: bool,
+) -> Result<Vec<PolicySet>, Box<cedar_policy::ParseErrors>> {
     let whole = || {
         PolicySet::from_str(text)
             .map(|set| vec![set])
             .map_err(Box::new)
     };
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let parts = threads.min(text.len() / PARSE_PART + 1);
+    let parts = if split {
+        threads.min(text.len() / PARSE_PART + 1)
+    } else {
+        1
+    };
     let cuts = if parts > 1 {
         statement_cuts(text, parts)
     } else {
@@ -966,7 +982,8 @@ fn statement_cuts(text: &str, parts: usize) -> Vec<usize> {
     while i < bytes.len() && cuts.len() + 1 < parts {
         let b = bytes[i];
         if in_comment {
-            in_comment = b != b'\n';
+            // As Cedar's lexer: a comment ends at either line-break character.
+            in_comment = b != b'\n' && b != b'\r';
         } else if in_string {
             if escaped {
                 escaped = false;
@@ -990,6 +1007,7 @@ fn statement_cuts(text: &str, parts: usize) -> Vec<usize> {
 /// Parses policy sources into one set named by `@id`, collecting every error.
 fn parse_policies(
     sources: &[Source],
+    split: bool,
     errors: &mut Vec<String>,
 ) -> (PolicySet, HashMap<String, usize>) {
     let mut set = PolicySet::new();
@@ -1000,7 +1018,7 @@ fn parse_policies(
         if src.name.ends_with(LINKS) {
             continue;
         }
-        let parsed = match parse_in_parts(&src.text) {
+        let parsed = match parse_in_parts(&src.text, split) {
             Ok(p) => p,
             Err(errs) => {
                 for e in errs.iter() {
@@ -1206,6 +1224,19 @@ fn validate(
 impl Snapshot {
     /// Builds and validates a complete snapshot, or reports every error found.
     pub fn build(inputs: &PolicyInputs) -> Result<Snapshot, LoadErrors> {
+        let large = |s: &Source| s.text.len() > PARSE_PART;
+        match Self::build_with(inputs, true) {
+            // Cedar places a policy parsed from a part within that part:
+            // errors are located against whole files, so build again unsplit.
+            Err(_) if inputs.policies.iter().chain(&inputs.shadow).any(large) => {
+                Self::build_with(inputs, false)
+            }
+            built => built,
+        }
+    }
+
+    /// `split`: whether large policy files may be parsed in parts.
+    fn build_with(inputs: &PolicyInputs, split: bool) -> Result<Snapshot, LoadErrors> {
         let mut errors = Vec::new();
         let schema = match Schema::from_cedarschema_str(&inputs.schema.text) {
             Ok((schema, warnings)) => {
@@ -1227,11 +1258,11 @@ impl Snapshot {
         // they are built while the policies are parsed.
         let (all, origin, shadow, parts) = std::thread::scope(|scope| {
             let parts = scope.spawn(|| Self::assemble(inputs, &schema));
-            let (all, origin) = parse_policies(&inputs.policies, &mut errors);
+            let (all, origin) = parse_policies(&inputs.policies, split, &mut errors);
             let shadow = if inputs.shadow.is_empty() {
                 None
             } else {
-                Some(parse_policies(&inputs.shadow, &mut errors))
+                Some(parse_policies(&inputs.shadow, split, &mut errors))
             };
             let parts = parts
                 .join()
@@ -2176,9 +2207,9 @@ impl DecisionCache {
     const CAPACITY: usize = 4096;
 
     fn clear(&mut self) {
+        // Dropping the candidates uncounts their remembered outcomes.
         self.callers.clear();
         self.len = 0;
-        MEMO_ENTRIES.with(|n| n.set(0));
     }
 
     fn get(&self, caller: &str, key: (u64, usize)) -> Option<&Remembered> {
@@ -2208,8 +2239,21 @@ impl DecisionCache {
 static SNAPSHOT_SERIAL: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 /// Condition outcomes a thread may remember across all its candidates (each
-/// about 100-200 bytes) before it forgets everything it cached.
+/// at most a few hundred bytes: values longer than `Part::LONGEST_VALUE` are
+/// not remembered) before it forgets everything it cached.
 const MEMO_LIMIT: usize = 65_536;
+
+impl Drop for Part {
+    fn drop(&mut self) {
+        forget(self.seen.get_mut().len());
+    }
+}
+
+/// Counts `n` remembered outcomes fewer.
+fn forget(n: usize) {
+    // `try_with`: a part may be dropped while the thread's locals are torn down.
+    let _ = MEMO_ENTRIES.try_with(|c| c.set(c.get().saturating_sub(n)));
+}
 
 /// Counts one more remembered outcome; past `MEMO_LIMIT`, empties the
 /// thread's decision cache (the outcomes live in it), so that clients sending
@@ -2830,6 +2874,22 @@ when { principal has namespace && principal.namespace == "sales" && 922337203685
             statement_cuts("permit (principal, action, resource)", 2),
             Vec::<usize>::new()
         );
+        // A comment ends at a bare CR too, as in Cedar's lexer: otherwise the
+        // string below would look open, its end would be looked for in the
+        // comment after it, and the `;` there taken for a statement end.
+        let tricky = "// c\r@id(\"a\") permit (principal, action, resource) when { context.path == \"x\ny\" };\n// \" ; @id(\"evil\") permit (principal, action, resource);\n";
+        let end = tricky.find("};").expect("end") + 2;
+        for parts in 2..5 {
+            let cuts = statement_cuts(tricky, parts);
+            assert!(cuts.iter().all(|&c| c == end), "{cuts:?}");
+        }
+        assert_eq!(
+            PolicySet::from_str(tricky)
+                .expect("parses")
+                .policies()
+                .count(),
+            1
+        );
     }
 
     #[test]
@@ -2849,7 +2909,7 @@ when { principal has namespace && principal.namespace == "sales" && 922337203685
             ids.sort();
             ids
         };
-        let parts = parse_in_parts(&text).expect("parses");
+        let parts = parse_in_parts(&text, true).expect("parses");
         if std::thread::available_parallelism().map_or(1, |n| n.get()) > 1 {
             assert!(parts.len() > 1, "parsed in one part");
         }
@@ -2864,13 +2924,28 @@ when { principal has namespace && principal.namespace == "sales" && 922337203685
             text: broken.clone(),
         };
         let mut errors = Vec::new();
-        parse_policies(&[src], &mut errors);
+        parse_policies(&[src], true, &mut errors);
         let line = broken.lines().count();
         assert_eq!(errors.len(), 1, "{errors:?}");
         assert!(
             errors[0].starts_with(&format!("big.cedar:{line}:")),
             "{}",
             errors[0]
+        );
+
+        // A validation error late in a large file: located in the whole file.
+        let mut inputs = crate::synth::inputs(50, 4000, 5);
+        let big = &mut inputs.policies[0];
+        assert!(big.text.len() > 2 * PARSE_PART);
+        big.text.push_str("\n@id(\"bad.type\")\npermit (principal, action, resource)\nwhen { context.method == 1 };\n");
+        let line = big.text.lines().count();
+        let name = big.name.clone();
+        let errors = Snapshot::build(&inputs).expect_err("a type error").0;
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.starts_with(&format!("{name}:{line}:")) && e.contains("bad.type")),
+            "expected an error at {name}:{line}: {errors:?}"
         );
     }
 

@@ -50,11 +50,30 @@ pub struct Lease {
 }
 
 impl Lease {
-    /// The response has been read to its end: the connection can be reused.
+    /// The response has been read to its end: the connection can be reused
+    /// once its request has been written to the end too. An upstream may
+    /// answer before it has read the whole request body (a 413, a 401); such
+    /// a connection waits, in a task of its own, until hyper reports it
+    /// ready, so that no other request queues behind the rest of an upload.
     pub fn release(self) {
-        if let Some(pool) = self.pool.upgrade() {
-            pool.put(self.sender);
+        let Some(pool) = self.pool.upgrade() else {
+            return;
+        };
+        let mut sender = self.sender;
+        if sender.is_ready() {
+            return pool.put(sender);
         }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let pool = Arc::downgrade(&pool);
+        runtime.spawn(async move {
+            if sender.ready().await.is_ok() {
+                if let Some(pool) = pool.upgrade() {
+                    pool.put(sender);
+                }
+            }
+        });
     }
 }
 
@@ -81,11 +100,12 @@ impl Inner {
         }
     }
 
-    /// The most recently used idle connection that is still open.
+    /// The most recently used idle connection that is still open and not
+    /// expired.
     fn take(&self) -> Option<SendRequest<CountedBody>> {
         let mut idle = self.idle.lock().ok()?;
         while let Some(i) = idle.pop() {
-            if !i.sender.is_closed() {
+            if !i.sender.is_closed() && i.since.elapsed() < IDLE_TIMEOUT {
                 return Some(i.sender);
             }
         }
