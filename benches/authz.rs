@@ -62,6 +62,23 @@ fn cases(n: usize, seed: u64) -> Vec<Case> {
         .collect()
 }
 
+/// One decision as the proxy makes it, at `time`.
+fn decide(snapshot: &Snapshot, case: &Case, time: SystemTime) -> Option<bool> {
+    let facts = HttpFacts {
+        method: &case.method,
+        path: &case.path,
+        headers: &case.headers,
+        source_ip: [10, 0, 0, 1].into(),
+        tls_version: "TLSv1.3",
+        time,
+        user: None,
+    };
+    snapshot
+        .decide_http(&case.principal, &facts)
+        .map(|o| o.decision.allowed)
+        .ok()
+}
+
 fn decisions(c: &mut Criterion) {
     let mut group = c.benchmark_group("decision");
     group.measurement_time(Duration::from_secs(4));
@@ -74,22 +91,9 @@ fn decisions(c: &mut Criterion) {
             b.iter(|| {
                 let case = &cases[i % cases.len()];
                 i += 1;
-                let facts = HttpFacts {
-                    method: &case.method,
-                    path: &case.path,
-                    headers: &case.headers,
-                    source_ip: [10, 0, 0, 1].into(),
-                    tls_version: "TLSv1.3",
-                    // The clock as the proxy reads it: a new second makes
-                    // new contexts, as in production.
-                    time: SystemTime::now(),
-                    user: None,
-                };
-                black_box(
-                    snapshot
-                        .decide_http(&case.principal, &facts)
-                        .map(|o| o.decision.allowed),
-                )
+                // The clock as the proxy reads it: a new second makes new
+                // contexts, as in production.
+                black_box(decide(&snapshot, case, SystemTime::now()))
             })
         });
         // The worst case: every decision in a new second, so nothing
@@ -103,20 +107,7 @@ fn decisions(c: &mut Criterion) {
                 b.iter(|| {
                     let case = &cases[k as usize % cases.len()];
                     k += 1;
-                    let facts = HttpFacts {
-                        method: &case.method,
-                        path: &case.path,
-                        headers: &case.headers,
-                        source_ip: [10, 0, 0, 1].into(),
-                        tls_version: "TLSv1.3",
-                        time: start + Duration::from_secs(k),
-                        user: None,
-                    };
-                    black_box(
-                        snapshot
-                            .decide_http(&case.principal, &facts)
-                            .map(|o| o.decision.allowed),
-                    )
+                    black_box(decide(&snapshot, case, start + Duration::from_secs(k)))
                 })
             },
         );

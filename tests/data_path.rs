@@ -128,51 +128,30 @@ fn upstream_connections_are_reused_and_an_abandoned_response_closes_its_own() {
     let up = Upstream::start();
     let mg = start(&pki, &up, "");
     let connections = || up.connections.load(Ordering::SeqCst);
+    // The body discarded, what curl's `-w` writes about the exchange.
+    let written = |args: &[&str], what: &str| {
+        let mut all = vec!["-o", "/dev/null", "-w", what];
+        all.extend_from_slice(args);
+        String::from_utf8_lossy(&curl(&pki, Some("reporting"), &all).stdout).to_string()
+    };
     // One request after another, of every body shape: one upstream connection.
     for round in 0..3 {
         assert_eq!(
             status_of(&pki, Some("reporting"), &mg.url(&format!("/get/{round}"))),
             "200"
         );
-        let head = curl(
-            &pki,
-            Some("reporting"),
-            &[
-                "-I",
-                "-o",
-                "/dev/null",
-                "-w",
-                "%{http_code}",
-                &mg.url("/bytes/10"),
-            ],
+        assert_eq!(
+            written(&["-I", &mg.url("/bytes/10")], "%{http_code}"),
+            "200",
+            "HEAD"
         );
-        assert_eq!(String::from_utf8_lossy(&head.stdout), "200", "HEAD");
-        let big = curl(
-            &pki,
-            Some("reporting"),
-            &[
-                "-o",
-                "/dev/null",
-                "-w",
-                "%{http_code} %{size_download}",
-                &mg.url("/bytes/300000"),
-            ],
+        let big = written(&[&mg.url("/bytes/300000")], "%{http_code} %{size_download}");
+        assert_eq!(big, "200 300000");
+        let upload = written(
+            &["--data-binary", "0123456789", &mg.url("/upload")],
+            "%{http_code}",
         );
-        assert_eq!(String::from_utf8_lossy(&big.stdout), "200 300000");
-        let upload = curl(
-            &pki,
-            Some("reporting"),
-            &[
-                "-o",
-                "/dev/null",
-                "-w",
-                "%{http_code}",
-                "--data-binary",
-                "0123456789",
-                &mg.url("/upload"),
-            ],
-        );
-        assert_eq!(String::from_utf8_lossy(&upload.stdout), "200", "upload");
+        assert_eq!(upload, "200", "upload");
     }
     assert_eq!(
         connections(),
