@@ -37,6 +37,7 @@ use crate::identity::Principal;
 use crate::path::NormalPath;
 use crate::routes::Lookup;
 use crate::routes::{RouteTable, Target};
+use crate::FastMap;
 
 /// The `policy` section of the configuration.
 #[derive(Debug, Clone, Deserialize)]
@@ -2199,7 +2200,7 @@ struct Remembered {
 /// nothing; bounded by clearing it whole when full.
 #[derive(Default)]
 struct DecisionCache {
-    callers: HashMap<String, HashMap<(u64, usize), Remembered>>,
+    callers: FastMap<String, FastMap<(u64, usize), Remembered>>,
     len: usize,
 }
 
@@ -2277,45 +2278,83 @@ thread_local! {
     static DECISIONS: std::cell::RefCell<DecisionCache> = std::cell::RefCell::new(DecisionCache::default());
     static TIME_EXPR: std::cell::RefCell<Option<(u64, RestrictedExpression)>> =
         const { std::cell::RefCell::new(None) };
-    static IP_EXPRS: std::cell::RefCell<HashMap<IpAddr, RestrictedExpression>> =
-        std::cell::RefCell::new(HashMap::new());
+    static IP_EXPRS: std::cell::RefCell<FastMap<IpAddr, RestrictedExpression>> =
+        std::cell::RefCell::new(HashMap::default());
 }
 
-/// What a request's Cedar context is made of, as a cache key.
-type ContextKey = (
-    String,
-    String,
-    IpAddr,
-    String,
-    Option<String>,
-    Option<String>,
-    u64,
-);
+/// What a request's Cedar context is made of, owned: the key of a cached context.
+#[derive(PartialEq, Eq)]
+struct ContextKey {
+    method: String,
+    path: String,
+    source_ip: IpAddr,
+    tls_version: String,
+    purpose: Option<String>,
+    user: Option<String>,
+}
+
+impl ContextKey {
+    fn new(facts: &RequestFacts<'_>) -> Self {
+        ContextKey {
+            method: facts.method.to_string(),
+            path: facts.path.to_string(),
+            source_ip: facts.source_ip,
+            tls_version: facts.tls_version.to_string(),
+            purpose: facts.purpose.map(str::to_string),
+            user: facts.user.map(|u| u.id.clone()),
+        }
+    }
+
+    fn matches(&self, facts: &RequestFacts<'_>) -> bool {
+        self.method == facts.method
+            && self.path == facts.path
+            && self.source_ip == facts.source_ip
+            && self.tls_version == facts.tls_version
+            && self.purpose.as_deref() == facts.purpose
+            && self.user.as_deref() == facts.user.map(|u| u.id.as_str())
+    }
+}
+
+/// Contexts by the hash of their facts, with the facts to confirm a hit.
+type ContextCache = FastMap<u64, (ContextKey, Context)>;
+
+/// The hash of a request's context facts, computed without copying them.
+fn context_hash(facts: &RequestFacts<'_>) -> u64 {
+    use std::hash::{BuildHasher, Hash, Hasher};
+    CONTEXT_HASHER.with(|b| {
+        let mut h = b.build_hasher();
+        facts.method.hash(&mut h);
+        facts.path.hash(&mut h);
+        facts.source_ip.hash(&mut h);
+        facts.tls_version.hash(&mut h);
+        facts.purpose.hash(&mut h);
+        facts.user.map(|u| u.id.as_str()).hash(&mut h);
+        h.finish()
+    })
+}
 
 thread_local! {
-    /// The contexts of the current second: requests repeat (same client,
-    /// same path), and evaluating a context's expressions costs microseconds.
-    static CONTEXTS: std::cell::RefCell<(u64, HashMap<ContextKey, Context>)> =
-        std::cell::RefCell::new((0, HashMap::new()));
+    /// Seeded per thread: clients choose most of what is hashed.
+    static CONTEXT_HASHER: foldhash::fast::RandomState = foldhash::fast::RandomState::default();
+    /// The contexts of the current second, by the hash of their facts:
+    /// requests repeat (same client, same path), and evaluating a context's
+    /// expressions costs microseconds. A hash collision replaces the entry.
+    static CONTEXTS: std::cell::RefCell<(u64, ContextCache)> =
+        std::cell::RefCell::new((0, HashMap::default()));
 }
 
 fn cached_context(facts: &RequestFacts<'_>) -> Result<Context, String> {
     let second = policy_second(facts.time);
-    let key: ContextKey = (
-        facts.method.to_string(),
-        facts.path.to_string(),
-        facts.source_ip,
-        facts.tls_version.to_string(),
-        facts.purpose.map(str::to_string),
-        facts.user.map(|u| u.id.clone()),
-        second,
-    );
+    let hash = context_hash(facts);
     let hit = CONTEXTS.with(|c| {
         let mut c = c.borrow_mut();
         if c.0 != second {
-            *c = (second, HashMap::new());
+            c.0 = second;
+            c.1.clear();
         }
-        c.1.get(&key).cloned()
+        c.1.get(&hash)
+            .filter(|(key, _)| key.matches(facts))
+            .map(|(_, ctx)| ctx.clone())
     });
     if let Some(ctx) = hit {
         return Ok(ctx);
@@ -2323,8 +2362,8 @@ fn cached_context(facts: &RequestFacts<'_>) -> Result<Context, String> {
     let ctx = Snapshot::context(facts)?;
     CONTEXTS.with(|c| {
         let mut c = c.borrow_mut();
-        if c.1.len() < 1024 {
-            c.1.insert(key, ctx.clone());
+        if c.1.len() < 1024 || c.1.contains_key(&hash) {
+            c.1.insert(hash, (ContextKey::new(facts), ctx.clone()));
         }
     });
     Ok(ctx)

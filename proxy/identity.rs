@@ -159,7 +159,7 @@ pub fn from_leaf(der: &[u8]) -> Result<PeerIdentity, IdentityError> {
     };
 
     let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, der);
-    let cert_sha256 = hex(digest.as_ref());
+    let cert_sha256 = crate::trace::hex(digest.as_ref());
     let subject = cert.subject().to_string();
     let xfcc = xfcc_value(&cert_sha256, &subject, &uris, &dns);
 
@@ -197,16 +197,6 @@ fn quote(v: &str, force: bool) -> String {
     } else {
         v.to_string()
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        s.push(DIGITS[(b >> 4) as usize] as char);
-        s.push(DIGITS[(b & 0xf) as usize] as char);
-    }
-    s
 }
 
 /// Parses and validates a SPIFFE id (SPIFFE-ID spec §2).

@@ -36,3 +36,16 @@ pub mod synth;
 pub mod tls;
 pub mod trace;
 pub mod webhook;
+
+/// Hash map for lookups on the request path: foldhash, seeded at random per
+/// map; std's SipHash made up most of the hashing cost of a proxied request
+/// (route table, per-thread decision and context caches).
+pub(crate) type FastMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+
+/// mimalloc instead of the C library's allocator: a proxied request makes a
+/// few dozen short-lived allocations, freed on other threads too (audit
+/// events); with mimalloc a request costs 7% fewer instructions (callgrind,
+/// HTTP/2 load). Set here, in the library, so that the benches in benches/
+/// measure with the allocator the binary runs with.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;

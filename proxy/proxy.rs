@@ -122,7 +122,9 @@ impl RequestIds {
         let mut id = [0u8; 16];
         id[..8].copy_from_slice(&self.prefix.to_be_bytes());
         id[8..].copy_from_slice(&n.to_be_bytes());
-        HeaderValue::from_str(&crate::trace::hex(&id)).unwrap_or(HeaderValue::from_static("0"))
+        let mut hex = [0u8; 32];
+        crate::trace::hex_into(&id, &mut hex);
+        HeaderValue::from_bytes(&hex).unwrap_or(HeaderValue::from_static("0"))
     }
 }
 
@@ -669,6 +671,11 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 /// Removes hop-by-hop headers (RFC 9110 §7.6.1), including those named in
 /// `Connection`. `TE: trailers` survives: gRPC needs it end to end.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // Most messages carry none: one pass over the names instead of a
+    // lookup per hop-by-hop name.
+    if !headers.keys().any(is_hop_by_hop) {
+        return;
+    }
     if headers.contains_key(header::CONNECTION) {
         let named: Vec<HeaderName> = headers
             .get_all(header::CONNECTION)
@@ -705,6 +712,22 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     if te_trailers {
         headers.insert(header::TE, HeaderValue::from_static("trailers"));
     }
+}
+
+/// A header that `strip_hop_by_hop` removes or rewrites, whatever `Connection` names.
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    [
+        &header::CONNECTION,
+        &KEEP_ALIVE,
+        &PROXY_CONNECTION,
+        &header::PROXY_AUTHENTICATE,
+        &header::PROXY_AUTHORIZATION,
+        &header::TRAILER,
+        &header::TRANSFER_ENCODING,
+        &header::UPGRADE,
+        &header::TE,
+    ]
+    .contains(&name)
 }
 
 /// Headers meshgate sets for the upstream (besides `x-meshgate-*`): a
@@ -768,6 +791,36 @@ mod tests {
             h.get(header::TE).map(|v| v.as_bytes()),
             Some(&b"trailers"[..])
         );
+    }
+
+    #[test]
+    fn each_hop_by_hop_header_is_stripped_even_alone() {
+        for name in [
+            "connection",
+            "keep-alive",
+            "proxy-connection",
+            "proxy-authenticate",
+            "proxy-authorization",
+            "trailer",
+            "transfer-encoding",
+            "upgrade",
+            "te",
+        ] {
+            let mut h = HeaderMap::new();
+            h.insert(HeaderName::from_static(name), HeaderValue::from_static("x"));
+            h.insert("x-keep", HeaderValue::from_static("1"));
+            strip_hop_by_hop(&mut h);
+            let names: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
+            assert_eq!(names, vec!["x-keep"], "{name}");
+        }
+        // Without any, the message is left as it is.
+        let mut h = HeaderMap::new();
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+        h.append("x-keep", HeaderValue::from_static("1"));
+        h.append("x-keep", HeaderValue::from_static("2"));
+        let before = h.clone();
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h, before);
     }
 
     #[test]

@@ -1,8 +1,6 @@
 //! The route table: method + path pattern (`/orders/{id}`) -> product, action,
 //! dataset. A segment trie; literal segments win over `{name}` segments.
 
-use std::collections::HashMap;
-
 use http::Method;
 
 use crate::contract::Action;
@@ -32,7 +30,7 @@ pub enum Lookup<'a> {
 
 #[derive(Debug, Default)]
 struct Node {
-    literals: HashMap<String, Node>,
+    literals: crate::FastMap<String, Node>,
     param: Option<Box<Node>>,
     ends: Vec<(Method, Target)>,
 }

@@ -70,14 +70,13 @@ impl TraceContext {
 
     /// The `traceparent` for the upstream: same trace, meshgate's span as parent.
     pub fn header(&self) -> HeaderValue {
-        let s = format!(
-            "00-{}-{}-{:02x}",
-            hex(&self.trace_id),
-            hex(&self.span_id),
-            self.flags
-        );
+        let mut v = [b'-'; 55];
+        v[..2].copy_from_slice(b"00");
+        hex_into(&self.trace_id, &mut v[3..35]);
+        hex_into(&self.span_id, &mut v[36..52]);
+        hex_into(&[self.flags], &mut v[53..55]);
         // Hex digits and dashes only: always a valid header value.
-        HeaderValue::from_str(&s).unwrap_or(HeaderValue::from_static(
+        HeaderValue::from_bytes(&v).unwrap_or(HeaderValue::from_static(
             "00-00000000000000000000000000000001-0000000000000001-00",
         ))
     }
@@ -144,13 +143,18 @@ fn unhex<const N: usize>(s: &[u8]) -> Option<[u8; N]> {
 }
 
 pub fn hex(bytes: &[u8]) -> String {
+    let mut out = vec![0; bytes.len() * 2];
+    hex_into(bytes, &mut out);
+    String::from_utf8(out).unwrap_or_default()
+}
+
+/// Lowercase hex of `bytes` into `out`, which is twice as long.
+pub fn hex_into(bytes: &[u8], out: &mut [u8]) {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        s.push(DIGITS[usize::from(b >> 4)] as char);
-        s.push(DIGITS[usize::from(b & 0xf)] as char);
+    for (b, pair) in bytes.iter().zip(out.chunks_exact_mut(2)) {
+        pair[0] = DIGITS[usize::from(b >> 4)];
+        pair[1] = DIGITS[usize::from(b & 0xf)];
     }
-    s
 }
 
 #[cfg(test)]
