@@ -645,20 +645,20 @@ impl Writer {
                 &self.node,
                 self.pod.as_deref(),
             ),
-            Line::Dropped(count) => {
-                let line = DroppedLine {
-                    seq,
-                    prev,
-                    kind: "dropped",
-                    time: humantime::format_rfc3339_micros(SystemTime::now()).to_string(),
-                    count,
-                    node: &self.node,
-                };
-                let mut json = serde_json::Serializer::with_formatter(&mut self.line, AsciiJson);
-                line.serialize(&mut json)
-            }
+            Line::Dropped(count) => write_dropped(&mut self.line, seq, prev, count, &self.node),
         };
-        if written.is_err() || self.line.len() < 2 {
+        if let Err(e) = written {
+            // Only a clock outside 1970..9999 gets here; the loss is still
+            // recorded (a `dropped` line counts it), never silent.
+            let lost = match record {
+                Line::Request(_) => {
+                    self.metrics.dropped.inc();
+                    1
+                }
+                Line::Dropped(count) => count,
+            };
+            self.unrecorded_drops.fetch_add(lost, Ordering::Relaxed);
+            tracing::error!(error = %e, "cannot write an audit line; counted as dropped");
             return;
         }
         let chain = chain_hash(&self.chain.prev, &self.line);
@@ -825,9 +825,11 @@ fn write_request(
     }
     o.str("type", "request")?;
     o.key("time");
-    // Digits and punctuation, as is the socket address below.
-    write!(o.out, "\"{}\"", humantime::format_rfc3339_micros(e.time))
-        .map_err(serde_json::Error::io)?;
+    // Neither the time nor the socket address below can hold a quote, a
+    // backslash, a control or a non-ASCII character: written as they are.
+    o.out.push(b'"');
+    o.out.extend_from_slice(rfc3339_micros(e.time)?.as_bytes());
+    o.out.push(b'"');
     o.str("request_id", e.request_id.to_str().unwrap_or(""))?;
     let mut trace_id = [0u8; 32];
     crate::trace::hex_into(&e.trace_id, &mut trace_id);
@@ -890,6 +892,38 @@ fn write_request(
     o.opt_str("pod", pod)?;
     o.close();
     Ok(())
+}
+
+/// Writes a `dropped` line: `count` events lost before it.
+fn write_dropped(
+    out: &mut Vec<u8>,
+    seq: u64,
+    prev: Option<&str>,
+    count: u64,
+    node: &str,
+) -> serde_json::Result<()> {
+    let line = DroppedLine {
+        seq,
+        prev,
+        kind: "dropped",
+        time: rfc3339_micros(SystemTime::now())?,
+        count,
+        node,
+    };
+    line.serialize(&mut serde_json::Serializer::with_formatter(out, AsciiJson))
+}
+
+/// RFC 3339 with microseconds. humantime writes the years 1970 to 9999 only
+/// (and its `Display` fails, or panics before 1970, otherwise): a clock
+/// outside them is an error, not a crash of the writer thread.
+fn rfc3339_micros(t: SystemTime) -> serde_json::Result<String> {
+    const YEAR_10000: u64 = 253_402_300_800;
+    match t.duration_since(SystemTime::UNIX_EPOCH) {
+        Ok(d) if d.as_secs() < YEAR_10000 => Ok(humantime::format_rfc3339_micros(t).to_string()),
+        _ => Err(serde::ser::Error::custom(
+            "the clock is outside the years 1970 to 9999",
+        )),
+    }
 }
 
 /// The members of a JSON object being written. Keys are meshgate's own
@@ -1543,6 +1577,45 @@ mod tests {
         write_request(&mut line, 0, None, &e, "node", None).expect("written");
         let v: serde_json::Value = serde_json::from_slice(&line).expect("json");
         assert_eq!(v["principal"]["id"], cn);
+    }
+
+    #[test]
+    fn an_event_that_cannot_be_written_is_recorded_as_dropped() {
+        // humantime writes RFC 3339 for the years 1970 to 9999 only.
+        let dir = tempfile::tempdir().expect("dir");
+        let file = dir.path().join("audit.log");
+        let (rt, audit, writer, m) = running(&config(&file, 1 << 20));
+        rt.block_on(async {
+            let mut far = event("/far");
+            far.time = SystemTime::UNIX_EPOCH + Duration::from_secs(253_402_300_800);
+            audit.slot().await.expect("slot").expect("place").send(far);
+            let mut early = event("/early");
+            early.time = SystemTime::UNIX_EPOCH - Duration::from_secs(1);
+            audit
+                .slot()
+                .await
+                .expect("slot")
+                .expect("place")
+                .send(early);
+            assert!(audit.flush(Duration::from_secs(10)).await);
+            let slot = audit.slot().await.expect("slot").expect("place");
+            slot.send(event("/next"));
+            assert!(audit.flush(Duration::from_secs(10)).await);
+        });
+        drop(audit);
+        assert!(writer.join(Duration::from_secs(10)));
+        let l: Vec<serde_json::Value> = lines(&file)
+            .iter()
+            .map(|l| serde_json::from_str(l).expect("json"))
+            .collect();
+        // Each loss is chained as a `dropped` line before the next event.
+        let (last, dropped) = l.split_last().expect("lines");
+        assert_eq!(last["path"], "/next");
+        assert!(dropped.iter().all(|d| d["type"] == "dropped"), "{l:?}");
+        let counted: u64 = dropped.iter().filter_map(|d| d["count"].as_u64()).sum();
+        assert_eq!(counted, 2, "{l:?}");
+        assert_eq!(m.dropped.get(), 2);
+        verify(std::slice::from_ref(&file)).expect("verifies");
     }
 
     #[test]
