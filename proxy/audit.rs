@@ -1477,11 +1477,16 @@ mod tests {
 
     /// Writes `paths` as events through a real writer thread and waits for it.
     fn write(config: &AuditConfig, paths: &[&str]) -> AuditMetrics {
+        write_events(config, paths.iter().map(|p| event(p)))
+    }
+
+    /// Writes `events` through a real writer thread and waits for it.
+    fn write_events(config: &AuditConfig, events: impl Iterator<Item = Event>) -> AuditMetrics {
         let (rt, audit, writer, m) = running(config);
         rt.block_on(async {
-            for p in paths {
+            for e in events {
                 let slot = audit.slot().await.expect("slot").expect("place");
-                slot.send(event(p));
+                slot.send(e);
             }
             assert!(audit.flush(Duration::from_secs(10)).await);
         });
@@ -1584,26 +1589,14 @@ mod tests {
         // humantime writes RFC 3339 for the years 1970 to 9999 only.
         let dir = tempfile::tempdir().expect("dir");
         let file = dir.path().join("audit.log");
-        let (rt, audit, writer, m) = running(&config(&file, 1 << 20));
-        rt.block_on(async {
-            let mut far = event("/far");
-            far.time = SystemTime::UNIX_EPOCH + Duration::from_secs(253_402_300_800);
-            audit.slot().await.expect("slot").expect("place").send(far);
-            let mut early = event("/early");
-            early.time = SystemTime::UNIX_EPOCH - Duration::from_secs(1);
-            audit
-                .slot()
-                .await
-                .expect("slot")
-                .expect("place")
-                .send(early);
-            assert!(audit.flush(Duration::from_secs(10)).await);
-            let slot = audit.slot().await.expect("slot").expect("place");
-            slot.send(event("/next"));
-            assert!(audit.flush(Duration::from_secs(10)).await);
-        });
-        drop(audit);
-        assert!(writer.join(Duration::from_secs(10)));
+        let mut far = event("/far");
+        far.time = SystemTime::UNIX_EPOCH + Duration::from_secs(253_402_300_800);
+        let mut early = event("/early");
+        early.time = SystemTime::UNIX_EPOCH - Duration::from_secs(1);
+        let m = write_events(
+            &config(&file, 1 << 20),
+            [far, early, event("/next")].into_iter(),
+        );
         let l: Vec<serde_json::Value> = lines(&file)
             .iter()
             .map(|l| serde_json::from_str(l).expect("json"))
