@@ -827,9 +827,7 @@ fn write_request(
     o.key("time");
     // Neither the time nor the socket address below can hold a quote, a
     // backslash, a control or a non-ASCII character: written as they are.
-    o.out.push(b'"');
-    o.out.extend_from_slice(rfc3339_micros(e.time)?.as_bytes());
-    o.out.push(b'"');
+    write!(o.out, "\"{}\"", rfc3339_micros(e.time)?).map_err(serde_json::Error::io)?;
     o.str("request_id", e.request_id.to_str().unwrap_or(""))?;
     let mut trace_id = [0u8; 32];
     crate::trace::hex_into(&e.trace_id, &mut trace_id);
@@ -866,19 +864,11 @@ fn write_request(
     }
     o.num("status", u64::from(e.status));
     o.opt_str("error", e.error)?;
-    o.key("upstream_us");
-    match e.upstream {
-        Some(d) => o
-            .out
-            .extend_from_slice(itoa::Buffer::new().format(micros(d)).as_bytes()),
-        None => o.out.extend_from_slice(b"null"),
-    }
+    o.opt_num("upstream_us", e.upstream.map(micros));
     o.num("duration_us", micros(e.duration));
     o.num("bytes_in", e.bytes_in);
     o.num("bytes_out", e.bytes_out);
-    o.key("complete");
-    o.out
-        .extend_from_slice(if e.complete { b"true" } else { b"false" });
+    o.bool("complete", e.complete);
     o.key("source");
     write!(o.out, "\"{}\"", e.conn.peer).map_err(serde_json::Error::io)?;
     o.str("tls_version", e.conn.tls_version)?;
@@ -906,7 +896,7 @@ fn write_dropped(
         seq,
         prev,
         kind: "dropped",
-        time: rfc3339_micros(SystemTime::now())?,
+        time: rfc3339_micros(SystemTime::now())?.to_string(),
         count,
         node,
     };
@@ -916,10 +906,10 @@ fn write_dropped(
 /// RFC 3339 with microseconds. humantime writes the years 1970 to 9999 only
 /// (and its `Display` fails, or panics before 1970, otherwise): a clock
 /// outside them is an error, not a crash of the writer thread.
-fn rfc3339_micros(t: SystemTime) -> serde_json::Result<String> {
+fn rfc3339_micros(t: SystemTime) -> serde_json::Result<humantime::Rfc3339Timestamp> {
     const YEAR_10000: u64 = 253_402_300_800;
     match t.duration_since(SystemTime::UNIX_EPOCH) {
-        Ok(d) if d.as_secs() < YEAR_10000 => Ok(humantime::format_rfc3339_micros(t).to_string()),
+        Ok(d) if d.as_secs() < YEAR_10000 => Ok(humantime::format_rfc3339_micros(t)),
         _ => Err(serde::ser::Error::custom(
             "the clock is outside the years 1970 to 9999",
         )),
@@ -972,6 +962,22 @@ impl<'a> Members<'a> {
         self.key(key);
         self.out
             .extend_from_slice(itoa::Buffer::new().format(value).as_bytes());
+    }
+
+    fn opt_num(&mut self, key: &str, value: Option<u64>) {
+        match value {
+            Some(v) => self.num(key, v),
+            None => {
+                self.key(key);
+                self.out.extend_from_slice(b"null");
+            }
+        }
+    }
+
+    fn bool(&mut self, key: &str, value: bool) {
+        self.key(key);
+        self.out
+            .extend_from_slice(if value { b"true" } else { b"false" });
     }
 
     fn strs(&mut self, key: &str, values: &[String]) -> serde_json::Result<()> {

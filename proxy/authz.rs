@@ -2282,8 +2282,32 @@ thread_local! {
         std::cell::RefCell::new(HashMap::default());
 }
 
-/// What a request's Cedar context is made of, owned: the key of a cached context.
-#[derive(PartialEq, Eq)]
+/// What a request's Cedar context is made of (besides the second), borrowed
+/// from the request: hashed and compared without copying.
+#[derive(Hash, PartialEq, Eq)]
+struct ContextFacts<'a> {
+    method: &'a str,
+    path: &'a str,
+    source_ip: IpAddr,
+    tls_version: &'a str,
+    purpose: Option<&'a str>,
+    user: Option<&'a str>,
+}
+
+impl<'a> ContextFacts<'a> {
+    fn of(facts: &RequestFacts<'a>) -> Self {
+        ContextFacts {
+            method: facts.method,
+            path: facts.path,
+            source_ip: facts.source_ip,
+            tls_version: facts.tls_version,
+            purpose: facts.purpose,
+            user: facts.user.map(|u| u.id.as_str()),
+        }
+    }
+}
+
+/// The same facts, owned: kept with a cached context to confirm a hit.
 struct ContextKey {
     method: String,
     path: String,
@@ -2294,44 +2318,31 @@ struct ContextKey {
 }
 
 impl ContextKey {
-    fn new(facts: &RequestFacts<'_>) -> Self {
+    fn new(f: &ContextFacts<'_>) -> Self {
         ContextKey {
-            method: facts.method.to_string(),
-            path: facts.path.to_string(),
-            source_ip: facts.source_ip,
-            tls_version: facts.tls_version.to_string(),
-            purpose: facts.purpose.map(str::to_string),
-            user: facts.user.map(|u| u.id.clone()),
+            method: f.method.to_string(),
+            path: f.path.to_string(),
+            source_ip: f.source_ip,
+            tls_version: f.tls_version.to_string(),
+            purpose: f.purpose.map(str::to_string),
+            user: f.user.map(str::to_string),
         }
     }
 
-    fn matches(&self, facts: &RequestFacts<'_>) -> bool {
-        self.method == facts.method
-            && self.path == facts.path
-            && self.source_ip == facts.source_ip
-            && self.tls_version == facts.tls_version
-            && self.purpose.as_deref() == facts.purpose
-            && self.user.as_deref() == facts.user.map(|u| u.id.as_str())
+    fn facts(&self) -> ContextFacts<'_> {
+        ContextFacts {
+            method: &self.method,
+            path: &self.path,
+            source_ip: self.source_ip,
+            tls_version: &self.tls_version,
+            purpose: self.purpose.as_deref(),
+            user: self.user.as_deref(),
+        }
     }
 }
 
 /// Contexts by the hash of their facts, with the facts to confirm a hit.
 type ContextCache = FastMap<u64, (ContextKey, Context)>;
-
-/// The hash of a request's context facts, computed without copying them.
-fn context_hash(facts: &RequestFacts<'_>) -> u64 {
-    use std::hash::{BuildHasher, Hash, Hasher};
-    CONTEXT_HASHER.with(|b| {
-        let mut h = b.build_hasher();
-        facts.method.hash(&mut h);
-        facts.path.hash(&mut h);
-        facts.source_ip.hash(&mut h);
-        facts.tls_version.hash(&mut h);
-        facts.purpose.hash(&mut h);
-        facts.user.map(|u| u.id.as_str()).hash(&mut h);
-        h.finish()
-    })
-}
 
 thread_local! {
     /// Seeded per thread: clients choose most of what is hashed.
@@ -2345,7 +2356,8 @@ thread_local! {
 
 fn cached_context(facts: &RequestFacts<'_>) -> Result<Context, String> {
     let second = policy_second(facts.time);
-    let hash = context_hash(facts);
+    let wanted = ContextFacts::of(facts);
+    let hash = CONTEXT_HASHER.with(|b| std::hash::BuildHasher::hash_one(b, &wanted));
     let hit = CONTEXTS.with(|c| {
         let mut c = c.borrow_mut();
         if c.0 != second {
@@ -2353,7 +2365,7 @@ fn cached_context(facts: &RequestFacts<'_>) -> Result<Context, String> {
             c.1.clear();
         }
         c.1.get(&hash)
-            .filter(|(key, _)| key.matches(facts))
+            .filter(|(key, _)| key.facts() == wanted)
             .map(|(_, ctx)| ctx.clone())
     });
     if let Some(ctx) = hit {
@@ -2363,7 +2375,7 @@ fn cached_context(facts: &RequestFacts<'_>) -> Result<Context, String> {
     CONTEXTS.with(|c| {
         let mut c = c.borrow_mut();
         if c.1.len() < 1024 || c.1.contains_key(&hash) {
-            c.1.insert(hash, (ContextKey::new(facts), ctx.clone()));
+            c.1.insert(hash, (ContextKey::new(&wanted), ctx.clone()));
         }
     });
     Ok(ctx)
