@@ -104,9 +104,7 @@ impl Default for AuditConfig {
 impl AuditConfig {
     pub fn resolve(&mut self, base: &Path) {
         if let Some(f) = self.file.as_mut() {
-            if f.is_relative() {
-                *f = base.join(&*f);
-            }
+            crate::paths::resolve(base, f);
         }
     }
 

@@ -61,11 +61,7 @@ pub struct PolicyConfig {
 
 impl PolicyConfig {
     pub(crate) fn resolve(&mut self, base: &Path) {
-        let fix = |p: &mut PathBuf| {
-            if p.is_relative() {
-                *p = base.join(&*p);
-            }
-        };
+        let fix = |p: &mut PathBuf| crate::paths::resolve(base, p);
         fix(&mut self.schema);
         if let Some(e) = self.entities.as_mut() {
             fix(e);

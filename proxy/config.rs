@@ -253,21 +253,24 @@ pub(crate) fn de_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D
 
 impl Config {
     /// Reads, parses and validates `path`. Relative paths inside the file are
-    /// resolved against the file's own directory.
+    /// resolved against the file's own directory, made absolute.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let file = path.display().to_string();
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             file: file.clone(),
             source,
         })?;
-        Config::from_text(&text, &file, path.parent().unwrap_or(Path::new("")))
+        Config::from_text(&text, &file, &crate::paths::dir_of(path))
     }
 
     /// Parses and validates configuration text that came from somewhere else
     /// than a file (`MESHGATE_CONFIG`); `name` is used in error messages and
-    /// relative paths are resolved against `base`.
+    /// relative paths are resolved against `base` (an empty `base`: the
+    /// working directory), and every path is made absolute so that the file
+    /// watcher can match its events (they carry absolute paths).
     pub fn from_text(text: &str, name: &str, base: &Path) -> Result<Config, ConfigError> {
         let file = name.to_string();
+        let base = &crate::paths::absolute_dir(base);
         let mut config = Config::parse(text, &file)?;
         config.tls.resolve(base);
         if let Some(p) = config.policy.as_mut() {
@@ -428,9 +431,7 @@ impl Config {
 impl TlsPaths {
     fn resolve(&mut self, base: &Path) {
         for p in [&mut self.cert, &mut self.key, &mut self.client_ca] {
-            if p.is_relative() {
-                *p = base.join(&*p);
-            }
+            crate::paths::resolve(base, p);
         }
     }
 }

@@ -198,11 +198,9 @@ impl InjectorConfig {
             })?;
         let mut cfg: InjectorConfig = crate::config::parse_yaml(&text, &file)?;
         if let Some(w) = cfg.webhook.as_mut() {
-            let base = path.parent().unwrap_or(std::path::Path::new(""));
+            let base = crate::paths::dir_of(path);
             for p in [&mut w.tls.cert, &mut w.tls.key] {
-                if p.is_relative() {
-                    *p = base.join(&*p);
-                }
+                crate::paths::resolve(&base, p);
             }
         }
         Ok(cfg)

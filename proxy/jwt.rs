@@ -159,9 +159,7 @@ impl UsersConfig {
                 .into_iter()
                 .flatten()
             {
-                if p.is_relative() {
-                    *p = base.join(&*p);
-                }
+                crate::paths::resolve(base, p);
             }
         }
     }

@@ -23,6 +23,7 @@ pub mod inject;
 pub mod jwt;
 pub mod metrics;
 pub mod path;
+pub mod paths;
 pub mod policy;
 pub mod policytest;
 pub mod pool;

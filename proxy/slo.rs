@@ -238,7 +238,7 @@ pub fn policy_section(path: &Path) -> Result<PolicyConfig, ConfigError> {
         field: "policy",
         message: "missing: the SLOs come from the contracts of the policy section".into(),
     })?;
-    policy.resolve(path.parent().unwrap_or(Path::new("")));
+    policy.resolve(&crate::paths::dir_of(path));
     Ok(policy)
 }
 

@@ -227,11 +227,16 @@ fn publish_expiries(metrics: &Metrics, m: &TlsMaterial) {
 /// when it was set: swapping the link changes nothing there. So for every
 /// symlink on a watched directory's path, the directory holding the link is
 /// watched too, for events on the link itself.
+///
+/// Events carry absolute paths, so the directories are compared made
+/// absolute: a relative `policies` never matched `/srv/policies/x.cedar`.
 pub fn watch(
     dirs: &[PathBuf],
     debounce: Duration,
 ) -> Result<(notify::RecommendedWatcher, mpsc::Receiver<()>), notify::Error> {
     use notify::{RecursiveMode, Watcher};
+    let dirs: Vec<PathBuf> = dirs.iter().map(|d| crate::paths::absolute(d)).collect();
+    let dirs = dirs.as_slice();
     let links: Vec<PathBuf> = dirs.iter().flat_map(|d| symlinks_on(d)).collect();
     let link_dirs: Vec<PathBuf> = {
         let mut v: Vec<PathBuf> = links

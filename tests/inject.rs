@@ -516,12 +516,17 @@ fn run_takes_its_configuration_from_meshgate_config() {
         bad.starts_with("meshgate: MESHGATE_CONFIG:4:3: tls.kee: unknown field `kee`"),
         "{bad}"
     );
-    // Relative paths are the working directory's: here none of them exist.
+    // Relative paths are the working directory's (the message names the
+    // absolute path looked for): here none of them exist.
     let missing = run(Some(
         "listen: 0.0.0.0:8080\nupstream: http://127.0.0.1:18080\ntls:\n  cert: var/run/secrets/spiffe.io/tls.crt\n  key: k\n  client_ca: c\n",
     ));
+    let cwd = std::env::current_dir().expect("cwd");
     assert!(
-        missing.contains("MESHGATE_CONFIG: tls.cert: var/run/secrets/spiffe.io/tls.crt:"),
+        missing.contains(&format!(
+            "MESHGATE_CONFIG: tls.cert: {}/var/run/secrets/spiffe.io/tls.crt:",
+            cwd.display()
+        )),
         "{missing}"
     );
 }

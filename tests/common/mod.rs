@@ -2,6 +2,8 @@
 //! meshgate binary on OS-chosen ports, and real clients (curl, openssl, rustls).
 #![allow(dead_code)]
 
+pub mod tokens;
+
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpListener as StdListener};
 use std::path::{Path, PathBuf};
