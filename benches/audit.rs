@@ -15,10 +15,10 @@ use std::time::{Duration, Instant, SystemTime};
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use http::{HeaderValue, Method, StatusCode};
-use meshgate::audit::{Audit, AuditConfig, Event, FullMode, SinkKind};
-use meshgate::identity::{PeerIdentity, Principal};
-use meshgate::metrics::{Metrics, Observed};
-use meshgate::proxy::ConnInfo;
+use meshgate::ConnInfo;
+use meshgate::{Audit, AuditConfig, Event, FullMode, SinkKind};
+use meshgate::{Metrics, Observed};
+use meshgate::{PeerIdentity, Principal};
 
 const ID: &str = "spiffe://mesh.local/ns/finance/sa/reporting";
 

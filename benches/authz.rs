@@ -13,11 +13,11 @@ use std::time::{Duration, SystemTime};
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use http::{HeaderMap, Method};
-use meshgate::authz::{HttpFacts, Snapshot};
-use meshgate::identity::Principal;
-use meshgate::path::{normalize, NormalPath};
-use meshgate::routes::Lookup;
 use meshgate::synth::{self, Rng};
+use meshgate::Lookup;
+use meshgate::Principal;
+use meshgate::{normalize, NormalPath};
+use meshgate::{HttpFacts, Snapshot};
 
 const PRODUCTS: usize = 1000;
 
@@ -126,7 +126,7 @@ fn decisions(c: &mut Criterion) {
                             panic!("routed")
                         };
                         let decoded = case.path.decoded();
-                        let facts = meshgate::authz::RequestFacts {
+                        let facts = meshgate::RequestFacts {
                             method: case.method.as_str(),
                             path: &decoded,
                             source_ip: [10, 0, 0, 1].into(),

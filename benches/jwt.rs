@@ -29,7 +29,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use jsonwebtoken::jwk::Jwk;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
-use meshgate::jwt::{User, UsersConfig, Verifier};
+use meshgate::{User, UsersConfig, Verifier};
 use serde_json::json;
 
 const ISS: &str = "https://idp.bench";
@@ -151,7 +151,7 @@ fn verifier(rt: &tokio::runtime::Runtime, jwks: &Path, cache_entries: usize) -> 
         "issuers:\n  - issuer: {ISS}\n    audiences: [meshgate]\n    jwks_file: {}\n    attributes: {{ department: {{ claim: dept, type: string }} }}\ncache_entries: {cache_entries}\n",
         jwks.display()
     );
-    let cfg: UsersConfig = meshgate::config::parse_yaml(&yaml, "users").expect("users config");
+    let cfg: UsersConfig = meshgate::parse_yaml(&yaml, "users").expect("users config");
     rt.block_on(Verifier::start(&cfg, None))
         .expect("verifier starts")
 }

@@ -19,10 +19,10 @@
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use meshgate::quota::{Consumer, Quotas, QuotasConfig, Verdict};
+use meshgate::{Consumer, Quotas, QuotasConfig, Verdict};
 
 fn quota(c: &mut Criterion) {
-    let config: QuotasConfig = meshgate::config::parse_yaml(
+    let config: QuotasConfig = meshgate::parse_yaml(
         "tiers: { gold: { rate: 1000000000/s, burst: 1000000 } }\nconsumers:\n  - { prefix: \"spiffe://mesh.local/ns/finance/\", tier: gold }\n",
         "quotas",
     )
@@ -112,9 +112,8 @@ fn shared(c: &mut Criterion) {
             "backend: {backend}\nredis: {{ url: \"{url}\", lease: {lease} }}\ntiers:\n  gold: {{ rate: 1000000000/s, burst: 1000000, max_in_flight: 1000 }}\n  scarce: {{ rate: 1/h, burst: 1 }}\nproducts: {{ sales.orders: {{ max_in_flight: 1000 }} }}\nconsumers:\n  - {{ id: heavy, tier: scarce }}\n  - {{ prefix: \"spiffe://\", tier: gold }}\n"
         )
     };
-    let parse = |y: String| -> QuotasConfig {
-        meshgate::config::parse_yaml(&y, "quotas").expect("quotas config")
-    };
+    let parse =
+        |y: String| -> QuotasConfig { meshgate::parse_yaml(&y, "quotas").expect("quotas config") };
     // lease 1: every allowed check is a round trip (the miss); the default
     // lease of 8 lets a busy consumer spend 7 of 8 checks locally.
     let redis = Quotas::new(parse(yaml("redis", 1))).expect("redis quotas");

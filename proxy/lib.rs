@@ -1,42 +1,52 @@
 //! meshgate: a policy-enforcing mTLS sidecar for data products.
 //!
-//! The request path reads top to bottom in [`server`] (per connection: TLS,
-//! identity) and [`proxy`] (per request: path normalisation, route, Cedar
-//! decision, forwarding).
+//! The code is folders by concern (see docs/design.md): `base` and `model`
+//! at the bottom, `transport`, `decision` and `observe` above them, the
+//! request `pipeline` on top of those, and `runtime`, `k8s`, `tools`, `cli`
+//! and `devkit` at the edge. The request path reads top to bottom in
+//! `pipeline/request.rs`. Modules are private; what the binary, the tests,
+//! the benches and the fuzz targets use is re-exported below.
 #![forbid(unsafe_code)]
 
-pub mod admin;
-pub mod audit;
-pub mod authz;
-pub mod certs;
-pub mod config;
-pub mod contract;
-pub mod demo;
-pub mod embedded;
-pub mod error;
-pub mod exposition;
-pub mod fetch;
+mod base;
+mod cli;
+mod decision;
+mod devkit;
+mod k8s;
+mod model;
+mod observe;
+mod pipeline;
+mod runtime;
+mod tools;
+mod transport;
+
+pub use cli::main as cli;
+
+// What the tests, benches and fuzz targets use besides the binary.
+pub use base::yaml::parse_yaml;
+pub use decision::authz::{HttpFacts, RequestFacts, Snapshot};
+pub use decision::jwt::{User, UsersConfig, Verifier};
+pub use decision::quota::{Consumer, Quotas, QuotasConfig, Verdict};
+pub use decision::routes::Lookup;
+pub use k8s::inject::{InjectorConfig, ADMIN_PORT_NAME, SIDECAR_LABEL, SIDECAR_LABEL_VALUE};
+pub use model::connection::ConnInfo;
+pub use model::identity::{PeerIdentity, Principal};
+pub use model::path::{normalize, NormalPath};
+pub use observe::audit::{Audit, AuditConfig, Event, FullMode, SinkKind};
+pub use observe::metrics::{Metrics, Observed};
+pub use tools::slo::RuleFile;
+
+/// The fuzz harness bodies (one per target in fuzz/): not public API.
 #[doc(hidden)]
-pub mod fuzzing;
-pub mod identity;
-pub mod inject;
-pub mod jwt;
-pub mod metrics;
-pub mod path;
-pub mod paths;
-pub mod policy;
-pub mod policytest;
-pub mod pool;
-pub mod proxy;
-pub mod quota;
-pub mod routes;
-pub mod sample;
-pub mod server;
-pub mod slo;
-pub mod synth;
-pub mod tls;
-pub mod trace;
-pub mod webhook;
+pub mod fuzzing {
+    pub use crate::devkit::fuzzing::*;
+}
+
+/// Synthetic meshes for the benches: not public API.
+#[doc(hidden)]
+pub mod synth {
+    pub use crate::devkit::synth::*;
+}
 
 /// Hash map for lookups on the request path: foldhash, seeded at random per
 /// map; std's SipHash made up most of the hashing cost of a proxied request

@@ -181,7 +181,7 @@ fn base_is_valid_and_configures_the_webhook_as_documented() {
         cm["data"]["injector.yaml"].as_str().expect("injector.yaml"),
     )
     .expect("write");
-    meshgate::inject::InjectorConfig::load(&cfg).expect("the shipped injector configuration loads");
+    meshgate::InjectorConfig::load(&cfg).expect("the shipped injector configuration loads");
     // The mesh baseline, from policies/ as it is.
     let mesh = find(&all, "ConfigMap", "meshgate-mesh");
     assert_eq!(
@@ -312,11 +312,11 @@ fn monitoring_is_valid_and_prometheus_rule_matches_the_generated_rules() {
     let monitor = find(&all, "PodMonitor", "meshgate-sidecars");
     assert_eq!(
         monitor["spec"]["podMetricsEndpoints"][0]["port"],
-        meshgate::inject::ADMIN_PORT_NAME
+        meshgate::ADMIN_PORT_NAME
     );
     assert_eq!(
-        monitor["spec"]["selector"]["matchLabels"][meshgate::inject::SIDECAR_LABEL],
-        meshgate::inject::SIDECAR_LABEL_VALUE
+        monitor["spec"]["selector"]["matchLabels"][meshgate::SIDECAR_LABEL],
+        meshgate::SIDECAR_LABEL_VALUE
     );
     prometheus_rule_holds_the_generated_groups();
 }

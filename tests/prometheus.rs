@@ -90,7 +90,7 @@ fn committed_rules_are_what_slo_rules_generates() {
     );
 
     // Every example product, both SLOs, is in the file.
-    let rules: meshgate::slo::RuleFile = serde_yaml_ng::from_str(&committed).expect("rule file");
+    let rules: meshgate::RuleFile = serde_yaml_ng::from_str(&committed).expect("rule file");
     for product in ["finance.ledger", "sales.customers", "sales.orders"] {
         for slo in ["availability", "latency"] {
             let alerts = rules
@@ -140,7 +140,7 @@ fn slo_rules_round_latency_up_to_a_bucket_and_warn_about_slas_it_cannot_watch() 
         stderr.trim_end(),
         "meshgate: warning: sales.orders: availability 100% leaves no error budget; no availability SLO (promise e.g. 99.99)"
     );
-    let rules: meshgate::slo::RuleFile = serde_yaml_ng::from_str(&yaml).expect("rule file");
+    let rules: meshgate::RuleFile = serde_yaml_ng::from_str(&yaml).expect("rule file");
     let orders_slos: Vec<&str> = rules
         .groups
         .iter()
@@ -191,7 +191,7 @@ fn promtool_test_files() -> Vec<PathBuf> {
 
 #[test]
 fn every_alert_has_a_promtool_test_firing_and_one_silent() {
-    let rules: meshgate::slo::RuleFile = serde_yaml_ng::from_str(
+    let rules: meshgate::RuleFile = serde_yaml_ng::from_str(
         &std::fs::read_to_string(deploy().join("meshgate-slo.yml")).expect("rules"),
     )
     .expect("rule file");
@@ -655,7 +655,7 @@ fn metric_names(expr: &str) -> Vec<String> {
 
 /// Every recording rule name of the committed rule file.
 fn recorded() -> Vec<String> {
-    let rules: meshgate::slo::RuleFile = serde_yaml_ng::from_str(
+    let rules: meshgate::RuleFile = serde_yaml_ng::from_str(
         &std::fs::read_to_string(deploy().join("meshgate-slo.yml")).expect("rules"),
     )
     .expect("rule file");
@@ -710,7 +710,7 @@ fn metric_names_are_found_in_promql() {
 fn rules_and_dashboard_query_only_the_metric_contract() {
     let recorded = recorded();
     let known = |name: &str| METRICS.contains(&name) || recorded.iter().any(|r| r == name);
-    let rules: meshgate::slo::RuleFile = serde_yaml_ng::from_str(
+    let rules: meshgate::RuleFile = serde_yaml_ng::from_str(
         &std::fs::read_to_string(deploy().join("meshgate-slo.yml")).expect("rules"),
     )
     .expect("rule file");

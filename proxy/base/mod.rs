@@ -1,0 +1,8 @@
+//! Leaf helpers that know nothing of meshgate's own types: configured paths,
+//! HTTPS fetches. Nothing here imports another module of the crate.
+
+pub mod fetch;
+pub mod hex;
+pub mod paths;
+pub mod watch;
+pub mod yaml;

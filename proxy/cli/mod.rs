@@ -1,0 +1,93 @@
+//! The command line: one file per subcommand. `main.rs` hands off to
+//! [`main`]; every subcommand returns its exit code, so destructors run (the
+//! audit writer is joined) before the process exits.
+
+mod audit;
+mod authorize;
+mod certs;
+mod demo;
+mod inject;
+mod process;
+mod run;
+mod sample;
+mod slo_rules;
+mod test;
+mod validate;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// meshgate: a policy-enforcing mTLS sidecar for zero-trust access to data products.
+#[derive(Parser)]
+#[command(name = "meshgate", version, about, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the sidecar with a configuration file.
+    ///
+    /// Without --config the configuration is the YAML text of the
+    /// MESHGATE_CONFIG environment variable (what the Kubernetes injector
+    /// sets); its relative paths are resolved against the working directory.
+    Run(run::Args),
+    /// Check a configuration file and everything it names, then exit.
+    Validate(validate::Args),
+    /// Decide one request offline, through the same routes and request
+    /// building as the proxy. Exit 0 allow, 2 deny, 1 error.
+    Authorize(authorize::Args),
+    /// Run policy tests: Cedar `run-tests` JSON (*.test.json) and HTTP cases
+    /// (*.test.yaml). Ends with `N passed, M failed`; non-zero on any failure.
+    Test(test::Args),
+    /// Write Prometheus SLO rules for every product's contract SLA.
+    ///
+    /// Recording rules and multiwindow, multi-burn-rate alerts per product,
+    /// plus the sidecar's own alerts. Reads only the configuration's `policy`
+    /// section; warnings go to standard error.
+    SloRules(slo_rules::Args),
+    /// Inject the sidecar into Kubernetes manifests (like `linkerd inject`),
+    /// or serve the admission webhook that injects pods as they are created.
+    ///
+    /// Pods, Deployments, StatefulSets, DaemonSets, ReplicaSets, Jobs,
+    /// CronJobs and Lists of them are injected; other documents pass
+    /// through untouched. Output: YAML documents on standard output, one
+    /// line per injectable document on standard error.
+    #[command(args_conflicts_with_subcommands = true)]
+    Inject(inject::Args),
+    /// Run the demo: dev certificates, a sample data product and the sidecar.
+    Demo(demo::Args),
+    /// Certificate tooling.
+    Certs(certs::Args),
+    /// Audit trail tooling.
+    Audit(audit::Args),
+    /// Serve the demo's sample data product alone (used by the benchmarks).
+    SampleUpstream(sample::Args),
+}
+
+/// Parses the command line and runs the subcommand; an error is printed as
+/// one line, `meshgate: REASON`, with exit code 1.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Run(a) => run::run(a),
+        Command::Validate(a) => validate::run(a),
+        Command::Authorize(a) => authorize::run(a),
+        Command::Test(a) => test::run(a),
+        Command::SloRules(a) => slo_rules::run(a),
+        Command::Inject(a) => inject::run(a),
+        Command::Demo(a) => demo::run(a),
+        Command::Certs(a) => certs::run(a),
+        Command::Audit(a) => audit::run(a),
+        Command::SampleUpstream(a) => sample::run(a),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("meshgate: {}", format!("{e:#}").replace('\n', " "));
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,69 @@
+//! What the long-running subcommands share: the tokio runtime, logging and
+//! the shutdown signal.
+
+use crate::runtime::config::{LogConfig, LogFormat};
+
+/// A runtime of `workers` threads (1: the current thread only).
+pub fn runtime(workers: usize) -> std::io::Result<tokio::runtime::Runtime> {
+    if workers == 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(workers)
+            .enable_all()
+            .build()
+    }
+}
+
+/// Logs to standard error; `RUST_LOG` overrides the configured level.
+pub fn init_logging(log: &LogConfig) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env()
+        .ok()
+        .or_else(|| {
+            log.level
+                .as_deref()
+                .and_then(|l| EnvFilter::try_new(l).ok())
+        })
+        .unwrap_or_else(|| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match log.format {
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => {},
+                _ = tokio::signal::ctrl_c() => {},
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+/// Loads a policy snapshot; on failure prints every error on its own line.
+pub fn load_policy(
+    p: &crate::decision::authz::PolicyConfig,
+) -> anyhow::Result<crate::decision::authz::Snapshot> {
+    use crate::decision::authz::{PolicyInputs, Snapshot};
+    let built = PolicyInputs::read(p).and_then(|i| Snapshot::build(&i));
+    built.map_err(|e| {
+        for line in &e.0 {
+            eprintln!("{line}");
+        }
+        let n = e.0.len();
+        anyhow::anyhow!("policy: {n} error{}", if n == 1 { "" } else { "s" })
+    })
+}

@@ -1,0 +1,41 @@
+//! `meshgate slo-rules`: Prometheus rules from the contracts' SLAs.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use super::process::load_policy;
+use crate::tools::slo;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// The YAML configuration file (its `policy` section is used).
+    #[arg(long, value_name = "FILE")]
+    config: PathBuf,
+    /// Write the rules to this file instead of standard output.
+    #[arg(short = 'o', long = "out", value_name = "FILE")]
+    out: Option<PathBuf>,
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let policy = slo::policy_section(&args.config)?;
+    let snapshot = load_policy(&policy)?;
+    let generated = slo::generate(snapshot.products());
+    for w in &generated.warnings {
+        eprintln!("meshgate: warning: {w}");
+    }
+    let yaml = generated.to_yaml()?;
+    match args.out {
+        None => print!("{yaml}"),
+        Some(path) => {
+            std::fs::write(&path, yaml).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+            let n: usize = generated.rules.groups.iter().map(|g| g.rules.len()).sum();
+            let watched = generated
+                .slos
+                .iter()
+                .filter(|s| s.availability.is_some() || s.latency.is_some())
+                .count();
+            println!("{}: {n} rules, SLOs for {watched} products", path.display());
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

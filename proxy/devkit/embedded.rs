@@ -1,0 +1,45 @@
+//! The example policy tree (`policies/`), compiled into the binary so that
+//! `meshgate demo` runs from anywhere with no set-up.
+
+use crate::decision::authz::{PolicyInputs, Source};
+
+macro_rules! source {
+    ($path:literal) => {
+        Source {
+            name: $path.to_string(),
+            text: include_str!(concat!("../../", $path)).to_string(),
+        }
+    };
+}
+
+/// The whole example mesh: baseline, the sales and finance domains.
+pub fn example_inputs() -> PolicyInputs {
+    PolicyInputs {
+        schema: source!("policies/schema.cedarschema"),
+        entities: Some(source!("policies/entities.json")),
+        policies: vec![
+            source!("policies/mesh/baseline.cedar"),
+            source!("policies/domains/sales/policies.cedar"),
+            source!("policies/domains/sales/grants.links.json"),
+            source!("policies/domains/finance/policies.cedar"),
+        ],
+        contracts: vec![
+            source!("policies/domains/sales/orders.odcs.yaml"),
+            source!("policies/domains/sales/customers.odcs.yaml"),
+            source!("policies/domains/finance/ledger.odcs.yaml"),
+        ],
+        shadow: vec![],
+    }
+}
+
+/// What the demo's sidecar, in front of a sales node, enforces: the mesh
+/// baseline and the sales domain's policies, grants and contracts.
+pub fn demo_inputs() -> PolicyInputs {
+    let mut inputs = example_inputs();
+    let sales_or_mesh = |s: &Source| {
+        !s.name.starts_with("policies/domains/") || s.name.starts_with("policies/domains/sales/")
+    };
+    inputs.policies.retain(sales_or_mesh);
+    inputs.contracts.retain(sales_or_mesh);
+    inputs
+}

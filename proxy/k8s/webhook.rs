@@ -1,0 +1,494 @@
+//! `meshgate inject serve`: the MutatingAdmissionWebhook server.
+//!
+//! HTTPS (rustls) on `webhook.listen`: `POST /inject` (pods of opted-in
+//! namespaces) and `POST /inject-pod` (pods labelled for injection elsewhere)
+//! take an AdmissionReview v1 and answer with the same decision `meshgate inject -f` makes, as a
+//! JSONPatch. A body that is not an AdmissionReview gets 400; a review the
+//! webhook cannot honour, or one that does not parse but whose
+//! `request.uid` can be read, gets `allowed: false` with the reason. The
+//! certificate and key are re-read when their directory changes (cert-manager
+//! and the kubelet swap Secret volumes through a `..data` symlink) or on
+//! SIGHUP; a pair that does not load keeps the previous one.
+//!
+//! Plain HTTP on `webhook.admin`: `/ready`, `/live`, `/metrics`.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use http::{header, Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::registry::Registry;
+use rustls::ServerConfig;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use tokio::net::TcpListener;
+
+use crate::k8s::inject::{InjectorConfig, Outcome, WebhookConfig, WebhookTls};
+
+/// Largest AdmissionReview accepted (the API server's own request limit is 3 MiB).
+const MAX_BODY: usize = 8 * 1024 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum WebhookError {
+    #[error("the injector configuration has no webhook section (listen, admin, tls)")]
+    NotConfigured,
+    #[error("webhook.tls.{field}: {path}: {message}")]
+    Tls {
+        field: &'static str,
+        path: String,
+        message: String,
+    },
+    #[error("bind {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("watching the certificate: {0}")]
+    Watch(#[from] notify::Error),
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabels {
+    result: &'static str,
+}
+
+/// The injector's metrics.
+pub struct InjectorMetrics {
+    registry: Registry,
+    injected: Counter,
+    skipped: Family<ReasonLabels, Counter>,
+    errors: Family<ReasonLabels, Counter>,
+    tls_reloads: Family<ResultLabels, Counter>,
+}
+
+impl InjectorMetrics {
+    fn new() -> InjectorMetrics {
+        let mut registry = Registry::with_prefix("meshgate_injector");
+        let injected = Counter::default();
+        let skipped = Family::<ReasonLabels, Counter>::default();
+        let errors = Family::<ReasonLabels, Counter>::default();
+        let tls_reloads = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "injected",
+            "Pods injected with the sidecar",
+            injected.clone(),
+        );
+        registry.register("skipped", "Pods left alone, by reason", skipped.clone());
+        registry.register(
+            "errors",
+            "Reviews refused (refused: the pod cannot be injected as asked; unsupported: not a Pod CREATE; invalid: not a well-formed AdmissionReview)",
+            errors.clone(),
+        );
+        registry.register(
+            "tls_reloads",
+            "Webhook certificate reloads",
+            tls_reloads.clone(),
+        );
+        // Present from the start, so a rate over them exists before the first error.
+        for r in ["refused", "unsupported", "invalid"] {
+            let _ = errors.get_or_create(&ReasonLabels { reason: r.into() });
+        }
+        InjectorMetrics {
+            registry,
+            injected,
+            skipped,
+            errors,
+            tls_reloads,
+        }
+    }
+
+    fn encode(&self) -> String {
+        let mut out = String::new();
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+
+    fn error(&self, reason: &str) {
+        self.errors
+            .get_or_create(&ReasonLabels {
+                reason: reason.into(),
+            })
+            .inc();
+    }
+}
+
+fn tls_error(field: &'static str, path: &std::path::Path, message: impl ToString) -> WebhookError {
+    WebhookError::Tls {
+        field,
+        path: path.display().to_string(),
+        message: message.to_string(),
+    }
+}
+
+/// Loads the serving certificate chain and key.
+pub fn load_tls(tls: &WebhookTls) -> Result<Arc<ServerConfig>, WebhookError> {
+    let chain = CertificateDer::pem_file_iter(&tls.cert)
+        .map_err(|e| tls_error("cert", &tls.cert, e))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| tls_error("cert", &tls.cert, e))?;
+    if chain.is_empty() {
+        return Err(tls_error("cert", &tls.cert, "holds no CERTIFICATE block"));
+    }
+    let key = PrivateKeyDer::from_pem_file(&tls.key).map_err(|e| tls_error("key", &tls.key, e))?;
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut config = ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(|e| tls_error("cert", &tls.cert, e))?
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .map_err(|e| tls_error("key", &tls.key, e))?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+struct State {
+    cfg: InjectorConfig,
+    metrics: InjectorMetrics,
+    tls: ArcSwap<ServerConfig>,
+    /// Set on SIGTERM: `/ready` answers 503 while reviews are still served.
+    draining: std::sync::atomic::AtomicBool,
+}
+
+/// A bound webhook server, ready to serve.
+pub struct Bound {
+    state: Arc<State>,
+    listener: TcpListener,
+    admin: TcpListener,
+    webhook: WebhookConfig,
+}
+
+/// Loads the certificate and binds both listeners.
+pub async fn bind(cfg: InjectorConfig) -> Result<Bound, WebhookError> {
+    let webhook = cfg.webhook.clone().ok_or(WebhookError::NotConfigured)?;
+    let tls = load_tls(&webhook.tls)?;
+    let listener =
+        TcpListener::bind(webhook.listen)
+            .await
+            .map_err(|source| WebhookError::Bind {
+                addr: webhook.listen,
+                source,
+            })?;
+    let admin = TcpListener::bind(webhook.admin)
+        .await
+        .map_err(|source| WebhookError::Bind {
+            addr: webhook.admin,
+            source,
+        })?;
+    Ok(Bound {
+        state: Arc::new(State {
+            cfg,
+            metrics: InjectorMetrics::new(),
+            tls: ArcSwap::new(tls),
+            draining: std::sync::atomic::AtomicBool::new(false),
+        }),
+        listener,
+        admin,
+        webhook,
+    })
+}
+
+impl Bound {
+    /// Serves until `shutdown` resolves.
+    pub async fn serve(
+        self,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) -> Result<(), WebhookError> {
+        let Bound {
+            state,
+            listener,
+            admin,
+            webhook,
+        } = self;
+        let dirs =
+            crate::base::watch::dirs_of(&[webhook.tls.cert.clone(), webhook.tls.key.clone()]);
+        let (_watcher, mut changes) = crate::base::watch::watch(&dirs, Duration::from_millis(200))?;
+        let reload_state = state.clone();
+        let reload_tls = webhook.tls.clone();
+        tokio::spawn(async move {
+            let mut hup =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+            loop {
+                let hup_recv = async {
+                    match hup.as_mut() {
+                        Some(h) => h.recv().await,
+                        None => std::future::pending().await,
+                    }
+                };
+                tokio::select! {
+                    c = changes.recv() => if c.is_none() { break },
+                    _ = hup_recv => {},
+                }
+                reload(&reload_state, &reload_tls);
+            }
+        });
+        let admin_addr = admin
+            .local_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_default();
+        tokio::spawn(serve_admin(admin, state.clone()));
+        tracing::info!(
+            listen = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(),
+            admin = %admin_addr,
+            "meshgate injector ready"
+        );
+        let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+        tokio::pin!(shutdown);
+        // Serve until SIGTERM; then report not ready and keep serving for
+        // `shutdown_delay`, while the endpoint leaves the Service (the API
+        // server would otherwise meet a closed port and, with failurePolicy
+        // Fail, refuse pods); then drain the open requests.
+        let mut delay: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;
+        loop {
+            let accepted = tokio::select! {
+                biased;
+                _ = &mut shutdown, if delay.is_none() => {
+                    state.draining.store(true, std::sync::atomic::Ordering::Release);
+                    tracing::info!(delay = ?webhook.shutdown_delay, "shutting down: not ready, still serving");
+                    delay = Some(Box::pin(tokio::time::sleep(webhook.shutdown_delay)));
+                    continue;
+                }
+                _ = async { if let Some(d) = delay.as_mut() { d.await } else { std::future::pending().await } } => break,
+                r = listener.accept() => r,
+            };
+            let (tcp, _peer) = match accepted {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let state = state.clone();
+            let watcher = graceful.watcher();
+            tokio::spawn(async move {
+                let acceptor = tokio_rustls::TlsAcceptor::from(state.tls.load_full());
+                let tls = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp))
+                    .await
+                {
+                    Ok(Ok(t)) => t,
+                    Ok(Err(e)) => {
+                        tracing::debug!(error = %e, "webhook handshake failed");
+                        return;
+                    }
+                    Err(_) => return,
+                };
+                let svc = hyper::service::service_fn(move |req| {
+                    let state = state.clone();
+                    async move { Ok::<_, Infallible>(handle(&state, req).await) }
+                });
+                let mut builder =
+                    hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                builder
+                    .http1()
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(Duration::from_secs(10));
+                let _ = watcher
+                    .watch(
+                        builder
+                            .serve_connection(TokioIo::new(tls), svc)
+                            .into_owned(),
+                    )
+                    .await;
+            });
+        }
+        drop(listener);
+        if tokio::time::timeout(Duration::from_secs(10), graceful.shutdown())
+            .await
+            .is_err()
+        {
+            tracing::warn!("requests still open after 10 s; closing them");
+        }
+        tracing::info!("meshgate injector stopped");
+        Ok(())
+    }
+}
+
+fn reload(state: &State, tls: &WebhookTls) {
+    match load_tls(tls) {
+        Ok(c) => {
+            state.tls.store(c);
+            state
+                .metrics
+                .tls_reloads
+                .get_or_create(&ResultLabels { result: "ok" })
+                .inc();
+            tracing::info!("webhook certificate reloaded");
+        }
+        Err(e) => {
+            state
+                .metrics
+                .tls_reloads
+                .get_or_create(&ResultLabels { result: "error" })
+                .inc();
+            tracing::warn!(error = %e, "webhook certificate reload failed; keeping the previous one");
+        }
+    }
+}
+
+fn respond(
+    status: StatusCode,
+    content_type: &'static str,
+    body: impl Into<Bytes>,
+) -> Response<Full<Bytes>> {
+    let mut resp = Response::new(Full::new(body.into()));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static(content_type),
+    );
+    resp
+}
+
+async fn handle(state: &State, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    let selected = match req.uri().path() {
+        "/inject" => crate::k8s::inject::Selected::Namespace,
+        "/inject-pod" => crate::k8s::inject::Selected::Pod,
+        _ => return respond(StatusCode::NOT_FOUND, "text/plain", "not found\n"),
+    };
+    if req.method() != Method::POST {
+        return respond(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "text/plain",
+            "POST an AdmissionReview\n",
+        );
+    }
+    let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(e) => {
+            state.metrics.error("invalid");
+            return respond(
+                StatusCode::BAD_REQUEST,
+                "text/plain",
+                format!("cannot read the body: {e}\n"),
+            );
+        }
+    };
+    let answer = match crate::k8s::inject::review(&state.cfg, &body, selected) {
+        Ok(a) => a,
+        Err(e) => {
+            state.metrics.error("invalid");
+            tracing::warn!(error = %e, "invalid admission review");
+            return respond(StatusCode::BAD_REQUEST, "text/plain", format!("{e}\n"));
+        }
+    };
+    let uid = answer.response.uid.clone();
+    match &answer.outcome {
+        Outcome::Injected(status) => {
+            state.metrics.injected.inc();
+            tracing::info!(uid, mode = %status.mode, port = %status.port, "injected");
+        }
+        Outcome::Skipped(reason) => {
+            state
+                .metrics
+                .skipped
+                .get_or_create(&ReasonLabels {
+                    reason: reason.as_str().into(),
+                })
+                .inc();
+            tracing::debug!(uid, reason = reason.as_str(), "skipped");
+        }
+        Outcome::Refused(why) => {
+            state.metrics.error("refused");
+            tracing::warn!(uid, reason = %why, "refused: cannot inject as asked");
+        }
+        Outcome::Unsupported(why) => {
+            state.metrics.error("unsupported");
+            tracing::warn!(uid, reason = %why, "refused: unsupported review");
+        }
+        Outcome::Invalid(why) => {
+            state.metrics.error("invalid");
+            tracing::warn!(uid, reason = %why, "refused: invalid admission review");
+        }
+    }
+    match review_json(answer.response) {
+        Ok(body) => respond(StatusCode::OK, "application/json", body),
+        Err(e) => {
+            state.metrics.error("invalid");
+            respond(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "text/plain",
+                format!("{e}\n"),
+            )
+        }
+    }
+}
+
+/// The AdmissionReview response body. kube-core serialises the patch bytes
+/// as a JSON array of numbers (kube-rs issue #1781); the API documents a
+/// base64 string (Go's `[]byte`), which is what is sent here.
+pub(crate) fn review_json(
+    response: kube_core::admission::AdmissionResponse,
+) -> Result<Vec<u8>, serde_json::Error> {
+    use base64::Engine;
+    let patch = response.patch.clone();
+    let mut v = serde_json::to_value(response.into_review())?;
+    if let (Some(bytes), Some(r)) = (patch, v.get_mut("response")) {
+        r["patch"] =
+            serde_json::Value::String(base64::engine::general_purpose::STANDARD.encode(bytes));
+    }
+    serde_json::to_vec(&v)
+}
+
+async fn serve_admin(listener: TcpListener, state: Arc<State>) {
+    loop {
+        let (tcp, _) = match listener.accept().await {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::warn!(error = %e, "admin accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let state = state.clone();
+        tokio::spawn(async move {
+            let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+                let state = state.clone();
+                async move {
+                    let resp = match (req.method(), req.uri().path()) {
+                        (&Method::GET | &Method::HEAD, "/live") => {
+                            respond(StatusCode::OK, "text/plain; charset=utf-8", "ok\n")
+                        }
+                        (&Method::GET | &Method::HEAD, "/ready")
+                            if state.draining.load(std::sync::atomic::Ordering::Acquire) =>
+                        {
+                            respond(
+                                StatusCode::SERVICE_UNAVAILABLE,
+                                "text/plain; charset=utf-8",
+                                "shutting down\n",
+                            )
+                        }
+                        (&Method::GET | &Method::HEAD, "/ready") => {
+                            respond(StatusCode::OK, "text/plain; charset=utf-8", "ok\n")
+                        }
+                        (&Method::GET | &Method::HEAD, "/metrics") => respond(
+                            StatusCode::OK,
+                            crate::observe::exposition::PROMETHEUS_TEXT,
+                            crate::observe::exposition::to_prometheus_text(&state.metrics.encode()),
+                        ),
+                        _ => respond(StatusCode::NOT_FOUND, "text/plain", "not found\n"),
+                    };
+                    Ok::<_, Infallible>(resp)
+                }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(Duration::from_secs(10))
+                .serve_connection(TokioIo::new(tcp), svc)
+                .await;
+        });
+    }
+}

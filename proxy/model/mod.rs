@@ -1,0 +1,7 @@
+//! Nouns every layer shares: the peer's identity, the normalised request
+//! path, the trace context. Imports only `base`.
+
+pub mod connection;
+pub mod identity;
+pub mod path;
+pub mod trace;

@@ -1,0 +1,162 @@
+//! Every error a request can meet, and the one place that turns it into a response.
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Response, StatusCode};
+
+use crate::decision::authz::DecideError;
+use crate::decision::jwt::TokenError;
+use crate::pipeline::body::ProxyBody;
+use crate::transport::upstream::UpstreamError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    #[error("request target not supported: {0}")]
+    BadRequest(&'static str),
+    #[error("path refused: {0}")]
+    BadPath(#[from] crate::model::path::PathError),
+    #[error("no route for this path")]
+    NoRoute,
+    #[error("method not allowed on this path")]
+    MethodNotAllowed,
+    #[error("end-user token refused: {0}")]
+    Unauthorized(crate::decision::jwt::TokenError),
+    #[error("denied by policy")]
+    Forbidden,
+    #[error("over quota (tier {tier}); retry after {1} s", tier = .0.tier)]
+    TooManyRequests(crate::decision::quota::QuotaState, u64),
+    #[error("overloaded: too many requests in flight ({0})")]
+    Overloaded(&'static str),
+    #[error("the quota store does not answer (failure mode deny)")]
+    QuotaUnavailable,
+    #[error("the audit trail cannot take the request's event (when_full: block)")]
+    AuditUnavailable,
+    #[error("upstream refused the connection")]
+    UpstreamUnavailable,
+    #[error("upstream failed: {0}")]
+    UpstreamFailed(String),
+    #[error("upstream did not answer in time")]
+    UpstreamTimeout,
+}
+
+impl ProxyError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ProxyError::BadRequest(_) | ProxyError::BadPath(_) => StatusCode::BAD_REQUEST,
+            ProxyError::NoRoute => StatusCode::NOT_FOUND,
+            ProxyError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ProxyError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ProxyError::Forbidden => StatusCode::FORBIDDEN,
+            ProxyError::TooManyRequests(..) => StatusCode::TOO_MANY_REQUESTS,
+            ProxyError::Overloaded(_)
+            | ProxyError::QuotaUnavailable
+            | ProxyError::AuditUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::UpstreamUnavailable | ProxyError::UpstreamFailed(_) => {
+                StatusCode::BAD_GATEWAY
+            }
+            ProxyError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+        }
+    }
+
+    /// The stable, machine-readable error code in the body.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ProxyError::BadRequest(_) => "bad_request",
+            ProxyError::BadPath(_) => "bad_path",
+            ProxyError::NoRoute => "no_route",
+            ProxyError::MethodNotAllowed => "method_not_allowed",
+            ProxyError::Unauthorized(_) => "invalid_token",
+            ProxyError::Forbidden => "forbidden",
+            ProxyError::TooManyRequests(..) => "quota_exceeded",
+            ProxyError::Overloaded(_) => "overloaded",
+            ProxyError::QuotaUnavailable => "quota_unavailable",
+            ProxyError::AuditUnavailable => "audit_unavailable",
+            ProxyError::UpstreamUnavailable => "upstream_unavailable",
+            ProxyError::UpstreamFailed(_) => "upstream_failed",
+            ProxyError::UpstreamTimeout => "upstream_timeout",
+        }
+    }
+
+    /// The decision a refused or failed request is counted and audited under:
+    /// `deny` (policy), `unauthenticated` (end-user token), `rate_limited`
+    /// (quota), `shed` (in-flight limits, quota store or audit unavailable),
+    /// `no_route`, `invalid` (the request itself), or `allow` when the request
+    /// was allowed and the upstream failed it.
+    pub fn decision(&self) -> &'static str {
+        match self {
+            ProxyError::BadRequest(_) | ProxyError::BadPath(_) => "invalid",
+            ProxyError::NoRoute | ProxyError::MethodNotAllowed => "no_route",
+            ProxyError::Unauthorized(_) => "unauthenticated",
+            ProxyError::Forbidden => "deny",
+            ProxyError::TooManyRequests(..) => "rate_limited",
+            ProxyError::Overloaded(_)
+            | ProxyError::QuotaUnavailable
+            | ProxyError::AuditUnavailable => "shed",
+            ProxyError::UpstreamUnavailable
+            | ProxyError::UpstreamFailed(_)
+            | ProxyError::UpstreamTimeout => "allow",
+        }
+    }
+
+    /// The response: a small JSON object with the error code and the request id.
+    /// Details stay in the logs.
+    pub fn to_response(&self, request_id: &HeaderValue) -> Response<ProxyBody> {
+        let body = serde_json::json!({
+            "error": self.code(),
+            "request_id": request_id.to_str().unwrap_or(""),
+        })
+        .to_string();
+        let mut resp = Response::new(ProxyBody::full(Bytes::from(body)));
+        *resp.status_mut() = self.status();
+        let h = resp.headers_mut();
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        h.insert("x-request-id", request_id.clone());
+        if let ProxyError::Overloaded(_)
+        | ProxyError::QuotaUnavailable
+        | ProxyError::AuditUnavailable = self
+        {
+            // Shed at once; in-flight requests finish in milliseconds to seconds.
+            h.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        if let ProxyError::TooManyRequests(state, retry_after) = self {
+            h.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after));
+            state.set_headers(h);
+        }
+        if let ProxyError::Unauthorized(e) = self {
+            // RFC 6750: the description is our own text, never the token.
+            let challenge = format!("Bearer error=\"invalid_token\", error_description=\"{e}\"");
+            if let Ok(v) = HeaderValue::from_str(&challenge) {
+                h.insert(header::WWW_AUTHENTICATE, v);
+            }
+        }
+        resp
+    }
+}
+
+/// The decision layer's refusals, as the errors they answer with.
+impl From<DecideError> for ProxyError {
+    fn from(e: DecideError) -> ProxyError {
+        match e {
+            DecideError::NoRoute => ProxyError::NoRoute,
+            DecideError::MethodNotAllowed => ProxyError::MethodNotAllowed,
+            DecideError::UserTokenMissing => ProxyError::Unauthorized(TokenError::Missing),
+            DecideError::DuplicatePurpose | DecideError::InvalidPurpose => {
+                ProxyError::BadRequest("x-data-purpose")
+            }
+        }
+    }
+}
+
+/// The upstream's failures, as the errors they answer with.
+impl From<UpstreamError> for ProxyError {
+    fn from(e: UpstreamError) -> ProxyError {
+        match e {
+            UpstreamError::BadTarget => ProxyError::BadRequest("request target"),
+            UpstreamError::Unavailable => ProxyError::UpstreamUnavailable,
+            UpstreamError::Failed(detail) => ProxyError::UpstreamFailed(detail),
+            UpstreamError::Timeout => ProxyError::UpstreamTimeout,
+        }
+    }
+}

@@ -1,0 +1,207 @@
+//! Header hygiene between client and upstream: hop-by-hop headers go
+//! (RFC 9110 §7.6.1), and every client-supplied copy of the headers only
+//! meshgate may set, before the verified ones are set.
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+
+pub const X_FORWARDED_CLIENT_CERT: HeaderName = HeaderName::from_static("x-forwarded-client-cert");
+pub const X_MESHGATE_PRINCIPAL: HeaderName = HeaderName::from_static("x-meshgate-principal");
+pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+
+/// Hop-by-hop headers (RFC 9110 §7.6.1) removed whatever `Connection`
+/// names, besides `Connection` itself and `TE` (kept as `TE: trailers`).
+const HOP_BY_HOP: [HeaderName; 7] = [
+    KEEP_ALIVE,
+    PROXY_CONNECTION,
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+];
+
+/// Removes hop-by-hop headers (RFC 9110 §7.6.1), including those named in
+/// `Connection`. `TE: trailers` survives: gRPC needs it end to end.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // Most messages carry none: one pass over the names instead of a
+    // lookup per hop-by-hop name.
+    if !headers.keys().any(is_hop_by_hop) {
+        return;
+    }
+    if headers.contains_key(header::CONNECTION) {
+        let named: Vec<HeaderName> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+            .collect();
+        for name in named {
+            if name != header::TE {
+                headers.remove(&name);
+            }
+        }
+        headers.remove(header::CONNECTION);
+    }
+    for name in &HOP_BY_HOP {
+        headers.remove(name);
+    }
+    let te_trailers = headers.get_all(header::TE).iter().any(|v| {
+        v.to_str().is_ok_and(|s| {
+            s.split(',')
+                .any(|t| t.trim().eq_ignore_ascii_case("trailers"))
+        })
+    });
+    headers.remove(header::TE);
+    if te_trailers {
+        headers.insert(header::TE, HeaderValue::from_static("trailers"));
+    }
+}
+
+/// A header that `strip_hop_by_hop` removes or rewrites, whatever `Connection` names.
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    name == header::CONNECTION || name == header::TE || HOP_BY_HOP.contains(name)
+}
+
+/// Headers meshgate sets for the upstream (besides `x-meshgate-*`): a
+/// client's copies never reach it. `forwarded` (RFC 7239) carries the same
+/// facts as the `x-forwarded-*` headers, so a client's copy goes too.
+const SET_BY_MESHGATE: [&str; 7] = [
+    "x-forwarded-client-cert",
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-forwarded-host",
+    "forwarded",
+    "x-request-id",
+    "traceparent",
+];
+
+/// Whether a client header is one only meshgate may set. Names are read
+/// with `_` as `-` too: CGI-style servers (and many frameworks) map both to
+/// the same variable, so `x_meshgate_principal` would pass for ours.
+fn set_by_meshgate(name: &str) -> bool {
+    let is_ours = |n: &str| n.starts_with("x-meshgate-") || SET_BY_MESHGATE.contains(&n);
+    is_ours(name) || (name.contains('_') && is_ours(&name.replace('_', "-")))
+}
+
+/// Removes every client-supplied copy of the headers only meshgate may set
+/// (the verified ones are set after this).
+pub fn strip_identity_headers(headers: &mut HeaderMap) {
+    let ours: Vec<HeaderName> = headers
+        .keys()
+        .filter(|k| set_by_meshgate(k.as_str()))
+        .cloned()
+        .collect();
+    for name in ours {
+        headers.remove(name);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strips_hop_by_hop_and_connection_named_headers() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, x-secret, te"),
+        );
+        h.insert("x-secret", HeaderValue::from_static("1"));
+        h.insert(KEEP_ALIVE, HeaderValue::from_static("timeout=5"));
+        h.insert(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static("chunked"),
+        );
+        h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        h.insert(header::TE, HeaderValue::from_static("gzip, trailers"));
+        h.insert("x-keep", HeaderValue::from_static("1"));
+        strip_hop_by_hop(&mut h);
+        let names: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
+        assert_eq!(names, vec!["x-keep", "te"]);
+        assert_eq!(
+            h.get(header::TE).map(|v| v.as_bytes()),
+            Some(&b"trailers"[..])
+        );
+    }
+
+    #[test]
+    fn each_hop_by_hop_header_is_stripped_even_alone() {
+        for name in [
+            "connection",
+            "keep-alive",
+            "proxy-connection",
+            "proxy-authenticate",
+            "proxy-authorization",
+            "trailer",
+            "transfer-encoding",
+            "upgrade",
+            "te",
+        ] {
+            let mut h = HeaderMap::new();
+            h.insert(HeaderName::from_static(name), HeaderValue::from_static("x"));
+            h.insert("x-keep", HeaderValue::from_static("1"));
+            strip_hop_by_hop(&mut h);
+            let names: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
+            assert_eq!(names, vec!["x-keep"], "{name}");
+        }
+        // Without any, the message is left as it is.
+        let mut h = HeaderMap::new();
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+        h.append("x-keep", HeaderValue::from_static("1"));
+        h.append("x-keep", HeaderValue::from_static("2"));
+        let before = h.clone();
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h, before);
+    }
+
+    #[test]
+    fn strips_every_copy_of_identity_headers() {
+        let mut h = HeaderMap::new();
+        h.append(
+            X_FORWARDED_CLIENT_CERT,
+            HeaderValue::from_static("URI=spiffe://evil"),
+        );
+        h.append(
+            X_FORWARDED_CLIENT_CERT,
+            HeaderValue::from_static("URI=spiffe://evil2"),
+        );
+        h.append(
+            X_MESHGATE_PRINCIPAL,
+            HeaderValue::from_static("spiffe://evil"),
+        );
+        h.append("X-Meshgate-Anything", HeaderValue::from_static("x"));
+        h.append("x-other", HeaderValue::from_static("kept"));
+        h.append("x_other", HeaderValue::from_static("kept"));
+        // Underscore spellings a CGI-style upstream reads as ours.
+        for name in [
+            "x_meshgate_principal",
+            "X_Meshgate-User",
+            "x_forwarded_client_cert",
+            "x_forwarded_for",
+            "x-forwarded_proto",
+            "x_request_id",
+        ] {
+            h.append(name, HeaderValue::from_static("spoofed"));
+        }
+        for name in [
+            "x-forwarded-for",
+            "x-forwarded-proto",
+            "x-forwarded-host",
+            "forwarded",
+            "x-request-id",
+            "traceparent",
+        ] {
+            h.append(name, HeaderValue::from_static("spoofed"));
+        }
+        strip_identity_headers(&mut h);
+        let mut left: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
+        left.sort_unstable();
+        assert_eq!(left, vec!["x-other", "x_other"]);
+    }
+}

@@ -1,0 +1,56 @@
+//! Request ids: unique per process, 32 hex digits.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use http::HeaderValue;
+
+/// Unique request ids: a random per-process prefix and a counter.
+pub struct RequestIds {
+    prefix: u64,
+    counter: AtomicU64,
+}
+
+impl RequestIds {
+    pub fn new() -> RequestIds {
+        let mut seed = [0u8; 8];
+        // If the system RNG fails, ids are still unique within this process.
+        let _ = aws_lc_rs::rand::fill(&mut seed);
+        RequestIds {
+            prefix: u64::from_be_bytes(seed),
+            counter: AtomicU64::new(0),
+        }
+    }
+
+    pub fn next(&self) -> HeaderValue {
+        let n = self.counter.fetch_add(1, Ordering::Relaxed);
+        let mut id = [0u8; 16];
+        id[..8].copy_from_slice(&self.prefix.to_be_bytes());
+        id[8..].copy_from_slice(&n.to_be_bytes());
+        let mut hex = [0u8; 32];
+        crate::base::hex::hex_into(&id, &mut hex);
+        HeaderValue::from_bytes(&hex).unwrap_or(HeaderValue::from_static("0"))
+    }
+}
+
+impl Default for RequestIds {
+    fn default() -> Self {
+        RequestIds::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_ids_are_unique_hex() {
+        let ids = RequestIds::new();
+        let a = ids.next();
+        let b = ids.next();
+        assert_ne!(a, b);
+        assert_eq!(a.len(), 32);
+        assert!(a
+            .to_str()
+            .is_ok_and(|s| s.bytes().all(|c| c.is_ascii_hexdigit())));
+    }
+}

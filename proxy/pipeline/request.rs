@@ -1,0 +1,666 @@
+//! The request path, top to bottom, as typed stages. Each stage takes what
+//! the one before it produced and returns the next named type, or the
+//! error that answers the request:
+//!
+//! ```text
+//! start the record (ids, trace, span, clock)     Exchange
+//! take the audit place                     503
+//! check the target, normalise the path     400   -> Checked
+//! in-flight place                          503
+//! route, once, in one policy snapshot      404/405 -> Routed
+//! authenticate the end user                401
+//! decide with Cedar                        403   -> Decided
+//! admit against quotas                     429/503 -> Cleared
+//! forward over the pooled upstream         502/504
+//! response stage (quota headers)
+//! respond: error -> response (pipeline/error.rs), metrics, audit at the end of the body
+//! ```
+//!
+//! Without a `policy` section (authenticated mode) a checked request goes
+//! straight to forwarding. Header hygiene is in `headers.rs`.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use http::header::{self, HeaderValue};
+use http::uri::PathAndQuery;
+use http::{Method, Request, Response, Version};
+use hyper::body::Incoming;
+use tracing::Instrument;
+
+use super::body::{PendingEvent, ProxyBody};
+use super::error::ProxyError;
+use super::headers::{
+    strip_hop_by_hop, strip_identity_headers, X_FORWARDED_CLIENT_CERT, X_FORWARDED_FOR,
+    X_FORWARDED_PROTO, X_MESHGATE_PRINCIPAL, X_REQUEST_ID,
+};
+use super::Gate;
+use crate::decision::authz::{AuthzOutcome, HttpFacts, Snapshot};
+use crate::decision::contract::UserToken;
+use crate::decision::jwt::{TokenError, User, Verifier};
+use crate::decision::quota::{self, Consumer, Refusal};
+use crate::decision::routes::Target;
+use crate::model::connection::ConnInfo;
+use crate::model::path::NormalPath;
+use crate::model::trace::TraceContext;
+use crate::observe::audit::{Event, Slot};
+use crate::observe::metrics::{Observed, QuotaLabels};
+use crate::transport::upstream::CountedBody;
+
+/// Handles one request end to end and records it: metrics at once, the
+/// audit event when the response ends.
+pub async fn handle(
+    gate: &Gate,
+    conn: &Arc<ConnInfo>,
+    req: Request<Incoming>,
+) -> Response<ProxyBody> {
+    let mut ex = Exchange::start(gate, conn, &req);
+    // Enabled with `RUST_LOG=meshgate=debug`: every log line of the request
+    // then carries these fields.
+    let span = tracing::debug_span!(
+        "request",
+        request_id = ?ex.request_id,
+        trace_id = %ex.trace,
+        method = %req.method(),
+        principal = %conn.identity.principal,
+    );
+    async move {
+        let result = ex.run(req).await;
+        ex.respond(result)
+    }
+    .instrument(span)
+    .await
+}
+
+// === stage types ===
+
+/// A request whose target is one plain resource, its path normalised.
+struct Checked {
+    req: Request<Incoming>,
+    path: NormalPath,
+}
+
+/// Routed in the snapshot `snapshot` (held from routing to admission).
+struct Routed<'s> {
+    checked: Checked,
+    snapshot: &'s Snapshot,
+    target: &'s Target,
+}
+
+/// Decided and allowed, with the end user it was decided for.
+struct Decided<'s> {
+    routed: Routed<'s>,
+    user: Option<Arc<User>>,
+    outcome: Arc<AuthzOutcome>,
+}
+
+/// Cleared for forwarding: within quotas, with the upstream timeout of its
+/// product. The quota's in-flight places are held until the response
+/// headers are ready.
+struct Cleared {
+    req: Request<Incoming>,
+    timeout: Duration,
+    admission: Option<quota::Admitted>,
+}
+
+// === impl Exchange ===
+
+/// One request from its arrival to its audit event: who asked, its ids and
+/// clock, and what the stages learned on the way. If the request's future is
+/// dropped before there is a response (the client closed the connection or
+/// reset the stream, the idle timeout, shutdown), the event is written
+/// anyway: status 499, `complete: false`.
+struct Exchange<'a> {
+    gate: &'a Gate,
+    conn: &'a Arc<ConnInfo>,
+    request_id: HeaderValue,
+    trace: TraceContext,
+    method: Method,
+    received: SystemTime,
+    start: Instant,
+    /// The audit event's place, taken first.
+    slot: Option<Slot>,
+    learned: Learned,
+}
+
+/// What the stages learned, for metrics and the audit event.
+#[derive(Default)]
+struct Learned {
+    /// The normalised path as forwarded, or the path as sent when refused.
+    path: String,
+    outcome: Option<Arc<AuthzOutcome>>,
+    user: Option<Arc<User>>,
+    tier: Option<Arc<str>>,
+    upstream: Option<Duration>,
+    /// Request body bytes forwarded (counted only when audited).
+    bytes_in: Option<Arc<AtomicU64>>,
+    /// Allowed and on its way to the upstream.
+    forwarded: bool,
+}
+
+/// nginx's code for a request the client closed before the response.
+const CLIENT_CLOSED: u16 = 499;
+
+impl<'a> Exchange<'a> {
+    /// Starts the record: request id, trace context, clock.
+    fn start(gate: &'a Gate, conn: &'a Arc<ConnInfo>, req: &Request<Incoming>) -> Exchange<'a> {
+        Exchange {
+            gate,
+            conn,
+            request_id: gate.request_ids.next(),
+            trace: TraceContext::from_headers(req.headers()),
+            method: req.method().clone(),
+            received: SystemTime::now(),
+            start: Instant::now(),
+            slot: None,
+            learned: Learned::default(),
+        }
+    }
+
+    /// The stages, in order.
+    async fn run(&mut self, req: Request<Incoming>) -> Result<Response<ProxyBody>, ProxyError> {
+        if let Err(e) = self.take_audit_place().await {
+            self.learned.path = req.uri().path().to_string();
+            return Err(e);
+        }
+        let checked = self.check(req)?;
+        // Past `limits.max_in_flight` requests in flight, 503 at once (no
+        // queue). The place is held until the response headers are ready.
+        let Ok(_in_flight) = self.gate.in_flight.try_acquire() else {
+            self.gate.metrics.load_shed("global");
+            return Err(ProxyError::Overloaded("global"));
+        };
+        let cleared = match &self.gate.policy {
+            None => Cleared {
+                req: checked.req,
+                timeout: self.gate.upstream.response_timeout(),
+                admission: None,
+            },
+            Some(store) => {
+                // One snapshot from routing to admission: a reload meanwhile
+                // changes nothing for this request.
+                let snapshot = store.snapshot();
+                let routed = self.route(&snapshot, checked)?;
+                let user = self.authenticate(&routed).await?;
+                let decided = self.decide(routed, user)?;
+                self.admit(decided).await?
+            }
+        };
+        self.learned.tier = cleared
+            .admission
+            .as_ref()
+            .and_then(|a| a.state.as_ref())
+            .map(|s| s.tier.clone());
+        self.learned.forwarded = true;
+        let resp = self.forward(cleared.req, cleared.timeout).await?;
+        Ok(respond_stage(resp, cleared.admission))
+    }
+
+    async fn take_audit_place(&mut self) -> Result<(), ProxyError> {
+        // Nothing is decided or forwarded that the audit trail cannot
+        // record (when_full: block).
+        if let Some(audit) = &self.gate.audit {
+            let slot = audit
+                .slot()
+                .await
+                .map_err(|_| ProxyError::AuditUnavailable)?;
+            if slot.is_some() {
+                self.learned.bytes_in = Some(Arc::default());
+            }
+            self.slot = slot;
+        }
+        Ok(())
+    }
+
+    /// 400 for a target that is not one plain resource or a path that does
+    /// not normalise unambiguously.
+    fn check(&mut self, req: Request<Incoming>) -> Result<Checked, ProxyError> {
+        let checked = check_target(&req)
+            .and_then(|()| crate::model::path::normalize(req.uri().path()).map_err(Into::into));
+        match checked {
+            Ok(path) => {
+                self.learned.path = path.encoded();
+                Ok(Checked { req, path })
+            }
+            Err(e) => {
+                self.learned.path = req.uri().path().to_string();
+                Err(e)
+            }
+        }
+    }
+
+    /// 404 or 405 for a request no route of the snapshot names.
+    fn route<'s>(
+        &self,
+        snapshot: &'s Snapshot,
+        checked: Checked,
+    ) -> Result<Routed<'s>, ProxyError> {
+        let target = snapshot.route(checked.req.method(), &checked.path)?;
+        Ok(Routed {
+            checked,
+            snapshot,
+            target,
+        })
+    }
+
+    /// The verified end user of a request whose route takes a token. A
+    /// token that is sent is verified even where it is optional: a bad one
+    /// is refused (401), never ignored. Only `Authorization` is read.
+    async fn authenticate(&self, routed: &Routed<'_>) -> Result<Option<Arc<User>>, ProxyError> {
+        let mode = routed.target.user_token;
+        if mode == UserToken::None {
+            return Ok(None);
+        }
+        let users = &self.gate.users;
+        let refuse = |e: TokenError| {
+            if let Some(v) = users {
+                v.count(&Err(e.clone()));
+            }
+            ProxyError::Unauthorized(e)
+        };
+        let token = match Verifier::bearer(routed.checked.req.headers()) {
+            Ok(Some(t)) => t,
+            Ok(None) if mode == UserToken::Optional => return Ok(None),
+            Ok(None) => return Err(refuse(TokenError::Missing)),
+            Err(e) => return Err(refuse(e)),
+        };
+        let Some(verifier) = users else {
+            return Err(refuse(TokenError::NoKeys));
+        };
+        verifier
+            .verify(token)
+            .await
+            .map(Some)
+            .map_err(ProxyError::Unauthorized)
+    }
+
+    /// Cedar's decision (403 when it denies), timed and counted; a shadow
+    /// set that disagrees is logged.
+    fn decide<'s>(
+        &mut self,
+        routed: Routed<'s>,
+        user: Option<Arc<User>>,
+    ) -> Result<Decided<'s>, ProxyError> {
+        let gate = self.gate;
+        let conn = self.conn;
+        let req = &routed.checked.req;
+        let t0 = Instant::now();
+        let outcome = routed.snapshot.decide_routed(
+            &conn.identity.principal,
+            routed.target,
+            &HttpFacts {
+                method: req.method(),
+                path: &routed.checked.path,
+                headers: req.headers(),
+                source_ip: conn.peer.ip(),
+                tls_version: conn.tls_version,
+                time: SystemTime::now(),
+                user: user.as_deref(),
+            },
+        )?;
+        let m = &gate.metrics;
+        m.authorization_duration.observe(t0.elapsed());
+        let decision = &outcome.decision;
+        m.decision(decision.allowed);
+        if !decision.errors.is_empty() {
+            m.policy_evaluation_errors
+                .inc_by(decision.errors.len() as u64);
+        }
+        if let Some(s) = &outcome.shadow {
+            if s.allowed != decision.allowed {
+                m.shadow_disagreements.inc();
+                tracing::info!(
+                    principal = %conn.identity.principal,
+                    resource = %outcome.resource,
+                    action = outcome.action.as_str(),
+                    enforced = if decision.allowed { "allow" } else { "deny" },
+                    enforced_policies = ?decision.policies,
+                    shadow = if s.allowed { "allow" } else { "deny" },
+                    shadow_policies = ?s.policies,
+                    "shadow policy set disagrees"
+                );
+            }
+        }
+        let outcome = Arc::new(outcome);
+        self.learned.user = user.clone();
+        self.learned.outcome = Some(outcome.clone());
+        if !outcome.decision.allowed {
+            return Err(ProxyError::Forbidden);
+        }
+        Ok(Decided {
+            routed,
+            user,
+            outcome,
+        })
+    }
+
+    /// Admits the request under the product's and consumer's limits: 503
+    /// past an in-flight limit, 429 when the consumer's quota is used up.
+    async fn admit(&self, decided: Decided<'_>) -> Result<Cleared, ProxyError> {
+        let Decided {
+            routed,
+            user,
+            outcome,
+        } = decided;
+        let timeout = product_timeout(self.gate, &outcome)
+            .unwrap_or_else(|| self.gate.upstream.response_timeout());
+        let Some(quotas) = &self.gate.quotas else {
+            return Ok(Cleared {
+                req: routed.checked.req,
+                timeout,
+                admission: None,
+            });
+        };
+        let identity = &self.conn.identity;
+        // The header form is made from a `str`, so this never replaces a byte.
+        let service = String::from_utf8_lossy(identity.principal_header.as_bytes());
+        let service_groups = if quotas.uses_groups() {
+            routed.snapshot.service_groups(&identity.principal)
+        } else {
+            Vec::new()
+        };
+        let who = Consumer {
+            service: &service,
+            user: user.as_deref(),
+            service_groups: &service_groups,
+        };
+        match quotas
+            .admit(&outcome.product, outcome.throughput, &who)
+            .await
+        {
+            Ok(admitted) => Ok(Cleared {
+                req: routed.checked.req,
+                timeout,
+                admission: Some(admitted),
+            }),
+            Err(Refusal::Unavailable) => Err(ProxyError::QuotaUnavailable),
+            Err(Refusal::Overloaded(what)) => {
+                self.gate.metrics.load_shed(what);
+                Err(ProxyError::Overloaded(what))
+            }
+            Err(Refusal::OverQuota(state, retry_after)) => {
+                self.gate
+                    .metrics
+                    .quota_rejections
+                    .get_or_create(&QuotaLabels {
+                        product: outcome.product.to_string(),
+                        tier: state.tier.to_string(),
+                    })
+                    .inc();
+                Err(ProxyError::TooManyRequests(state, retry_after))
+            }
+        }
+    }
+
+    /// Sends the request upstream with the verified identity headers set
+    /// (every client copy removed first), and takes the response headers.
+    async fn forward(
+        &mut self,
+        req: Request<Incoming>,
+        timeout: Duration,
+    ) -> Result<Response<ProxyBody>, ProxyError> {
+        let conn = self.conn;
+        let (mut parts, body) = req.into_parts();
+        let body = CountedBody::new(body, self.learned.bytes_in.clone());
+        // The path the upstream receives is the one that was authorised
+        // (normalised and encoded once, in `check`).
+        let path = &self.learned.path;
+        let mut target = String::with_capacity(path.len() + 64);
+        target.push_str(path);
+        if let Some(q) = parts.uri.query() {
+            target.push('?');
+            target.push_str(q);
+        }
+        let path_and_query = PathAndQuery::from_maybe_shared(target)
+            .map_err(|_| ProxyError::BadRequest("request target"))?;
+        // Absolute-form (HTTP/1.1) and :authority (HTTP/2) name the host; Host follows it.
+        let original_host = match parts.uri.authority() {
+            Some(a) => HeaderValue::from_str(a.as_str()).ok(),
+            None => parts.headers.get(header::HOST).cloned(),
+        };
+        let headers = &mut parts.headers;
+        strip_hop_by_hop(headers);
+        strip_identity_headers(headers);
+        // Room for the headers set below and the trace's, in one allocation.
+        headers.reserve(8);
+        headers.insert(X_FORWARDED_CLIENT_CERT, conn.identity.xfcc.clone());
+        headers.insert(X_MESHGATE_PRINCIPAL, conn.identity.principal_header.clone());
+        headers.insert(X_REQUEST_ID, self.request_id.clone());
+        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("https"));
+        headers.insert(X_FORWARDED_FOR, conn.peer_ip.clone());
+        self.trace.apply(headers);
+        let t0 = Instant::now();
+        let sent = self
+            .gate
+            .upstream
+            .send(parts, body, path_and_query, original_host, timeout)
+            .await;
+        let took = t0.elapsed();
+        self.learned.upstream = Some(took);
+        let product = self.learned.outcome.as_ref().map(|o| &o.product);
+        self.gate.metrics.observe_upstream(product, took);
+        let (resp, lease) = sent?;
+        let (mut parts, body) = resp.into_parts();
+        strip_hop_by_hop(&mut parts.headers);
+        parts.headers.insert(X_REQUEST_ID, self.request_id.clone());
+        Ok(Response::from_parts(
+            parts,
+            ProxyBody::upstream(body, lease),
+        ))
+    }
+
+    /// The one place a result becomes the response: an error's response
+    /// (pipeline/error.rs), the request's metrics, and its audit event,
+    /// written when the response body ends.
+    fn respond(&mut self, result: Result<Response<ProxyBody>, ProxyError>) -> Response<ProxyBody> {
+        let (mut resp, decision, error) = match result {
+            Ok(resp) => (resp, "allow", None),
+            Err(e) => {
+                log_refusal(&e, &self.request_id, &self.trace, self.conn);
+                if let ProxyError::TooManyRequests(state, _) = &e {
+                    self.learned.tier = Some(state.tier.clone());
+                }
+                (
+                    e.to_response(&self.request_id),
+                    e.decision(),
+                    Some(e.code()),
+                )
+            }
+        };
+        let outcome = self.learned.outcome.as_ref();
+        self.gate.metrics.observe_request(&Observed {
+            product: outcome.map(|o| &o.product),
+            action: outcome.map_or("", |o| o.action.as_str()),
+            decision,
+            status: resp.status(),
+            elapsed: self.start.elapsed(),
+            tier: self.learned.tier.as_ref(),
+            service: &self.conn.identity.principal_header,
+        });
+        if let Some(slot) = self.slot.take() {
+            let bytes_in = self.learned.bytes_in.take();
+            let event = self.event(decision, error, resp.status().as_u16());
+            resp.body_mut().audit(Box::new(PendingEvent {
+                slot,
+                event,
+                start: self.start,
+                bytes_in,
+            }));
+        }
+        resp
+    }
+
+    fn event(&mut self, decision: &'static str, error: Option<&'static str>, status: u16) -> Event {
+        let learned = std::mem::take(&mut self.learned);
+        let policy_version = match (&learned.outcome, &self.gate.policy) {
+            (None, Some(store)) => Some(store.current().version.clone()),
+            _ => None,
+        };
+        Event {
+            time: self.received,
+            request_id: self.request_id.clone(),
+            trace_id: self.trace.trace_id,
+            conn: self.conn.clone(),
+            user: learned.user,
+            tier: learned.tier,
+            outcome: learned.outcome,
+            policy_version,
+            method: self.method.clone(),
+            path: learned.path,
+            decision,
+            error,
+            status,
+            upstream: learned.upstream,
+            duration: Duration::ZERO,
+            bytes_in: 0,
+            bytes_out: 0,
+            complete: false,
+        }
+    }
+}
+
+impl Drop for Exchange<'_> {
+    fn drop(&mut self) {
+        let Some(slot) = self.slot.take() else {
+            return;
+        };
+        let bytes_in = self.learned.bytes_in.take();
+        let decision = match &self.learned.outcome {
+            _ if self.learned.forwarded => "allow",
+            Some(o) if !o.decision.allowed => "deny",
+            // Cancelled before it was decided (and admitted).
+            _ => "cancelled",
+        };
+        let mut event = self.event(decision, Some("client_closed_request"), CLIENT_CLOSED);
+        event.duration = self.start.elapsed();
+        event.bytes_in = bytes_in.map_or(0, |n| n.load(Ordering::Relaxed));
+        slot.send(event);
+    }
+}
+
+/// The response stage: what the response carries besides the upstream's
+/// own, here the consumer's `RateLimit` headers. (Field plans and
+/// lifecycle headers plug in here.)
+fn respond_stage(
+    mut resp: Response<ProxyBody>,
+    admission: Option<quota::Admitted>,
+) -> Response<ProxyBody> {
+    // In-flight places are given back here, with the response headers.
+    if let Some(state) = admission.and_then(|a| a.state) {
+        state.set_headers(resp.headers_mut());
+    }
+    resp
+}
+
+/// The upstream response timeout of a product whose contract promises a
+/// latency: `timeouts.latency_factor` times it, at most `upstream_response`.
+fn product_timeout(gate: &Gate, outcome: &AuthzOutcome) -> Option<Duration> {
+    let factor = gate.latency_factor;
+    let latency = outcome.latency?;
+    if factor <= 0.0 {
+        return None;
+    }
+    let timeout = Duration::try_from_secs_f64(latency.as_secs_f64() * factor).ok()?;
+    Some(timeout.min(gate.upstream.response_timeout()))
+}
+
+fn log_refusal(e: &ProxyError, request_id: &HeaderValue, trace: &TraceContext, conn: &ConnInfo) {
+    let trace_id = trace;
+    match e {
+        // Refusals clients cause are counted in metrics and audited; a flood
+        // of them must not flood the logs.
+        ProxyError::Forbidden
+        | ProxyError::NoRoute
+        | ProxyError::MethodNotAllowed
+        | ProxyError::BadPath(_)
+        | ProxyError::Unauthorized(_)
+        | ProxyError::TooManyRequests(..)
+        | ProxyError::Overloaded(_)
+        | ProxyError::QuotaUnavailable => {
+            tracing::debug!(request_id = ?request_id, %trace_id, principal = %conn.identity.principal, error = %e, "request refused")
+        }
+        _ => {
+            tracing::warn!(request_id = ?request_id, %trace_id, principal = %conn.identity.principal, error = %e, "request failed")
+        }
+    }
+}
+
+/// Refuses, before anything else looks at it, a request whose target or
+/// authority is not one plain resource: `CONNECT` (authority-form, a
+/// tunnel), the asterisk-form (`OPTIONS *`), and a Host that is sent more
+/// than once or, in HTTP/1.1, not at all (RFC 9112 3.2: the server must
+/// answer 400; two Hosts let two hops disagree on which one counts).
+fn check_target<B>(req: &Request<B>) -> Result<(), ProxyError> {
+    if req.method() == Method::CONNECT {
+        return Err(ProxyError::BadRequest("CONNECT"));
+    }
+    if req.uri() == "*" {
+        return Err(ProxyError::BadRequest("asterisk-form target"));
+    }
+    let mut hosts = req.headers().get_all(header::HOST).iter();
+    match (hosts.next(), hosts.next()) {
+        (_, Some(_)) => Err(ProxyError::BadRequest("more than one Host")),
+        (None, None) if req.version() == Version::HTTP_11 && req.uri().authority().is_none() => {
+            Err(ProxyError::BadRequest("no Host"))
+        }
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refuses_tunnels_asterisk_targets_and_ambiguous_hosts() {
+        let req = |method: &str, target: &str, version: Version, hosts: &[&str]| {
+            let mut b = Request::builder()
+                .method(method)
+                .uri(target)
+                .version(version);
+            for h in hosts {
+                b = b.header(header::HOST, *h);
+            }
+            b.body(()).expect("request")
+        };
+        let refused = |r: Request<()>| match check_target(&r) {
+            Err(ProxyError::BadRequest(what)) => Some(what),
+            _ => None,
+        };
+        let h11 = Version::HTTP_11;
+        assert_eq!(
+            refused(req("CONNECT", "localhost:443", h11, &["localhost:443"])),
+            Some("CONNECT")
+        );
+        assert_eq!(
+            refused(req("CONNECT", "/orders", h11, &["localhost"])),
+            Some("CONNECT")
+        );
+        assert_eq!(
+            refused(req("OPTIONS", "*", h11, &["localhost"])),
+            Some("asterisk-form target")
+        );
+        assert_eq!(
+            refused(req("GET", "/orders", h11, &["localhost", "evil.example"])),
+            Some("more than one Host")
+        );
+        assert_eq!(
+            refused(req("GET", "/orders", h11, &["localhost", "localhost"])),
+            Some("more than one Host")
+        );
+        assert_eq!(refused(req("GET", "/orders", h11, &[])), Some("no Host"));
+        // HTTP/1.0 needs no Host, an absolute-form target names the
+        // authority itself, and HTTP/2 has :authority.
+        assert_eq!(refused(req("GET", "/orders", Version::HTTP_10, &[])), None);
+        assert_eq!(
+            refused(req("GET", "https://localhost/orders", h11, &[])),
+            None
+        );
+        assert_eq!(
+            refused(req("GET", "https://localhost/orders", Version::HTTP_2, &[])),
+            None
+        );
+        assert_eq!(refused(req("GET", "/orders", h11, &["localhost"])), None);
+    }
+}

@@ -1,0 +1,701 @@
+//! The data listener: accept, TLS, identity, HTTP/1.1 or HTTP/2 by ALPN, and the
+//! request path composed in one visible place (`connection`).
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use http::HeaderValue;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulConnection;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{watch, Notify, Semaphore};
+use tokio_rustls::TlsAcceptor;
+
+use crate::decision::authz::PolicyInputs;
+use crate::decision::store::{Origin, PolicyStore};
+use crate::model::connection::ConnInfo;
+use crate::model::identity;
+use crate::observe::metrics::Metrics;
+use crate::pipeline::{request, Gate, RequestIds};
+use crate::runtime::config::Config;
+use crate::transport::tls::{self, TlsError, TlsStore};
+use crate::transport::upstream::{Upstream, UpstreamSettings};
+
+/// Errors that stop the sidecar from starting.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    #[error("{field}: cannot bind {addr}: {source}")]
+    Bind {
+        field: &'static str,
+        addr: SocketAddr,
+        source: io::Error,
+    },
+    #[error("cannot watch files for changes: {0}")]
+    Watch(#[from] notify::Error),
+    #[error(transparent)]
+    Policy(#[from] crate::decision::authz::LoadErrors),
+    #[error("{0}")]
+    Users(String),
+    #[error("quotas: {0}")]
+    Quotas(String),
+    #[error("{0}")]
+    Audit(String),
+}
+
+/// Everything the running sidecar shares between connections. Immutable but for
+/// the atomically swapped snapshots inside.
+pub struct Sidecar {
+    pub config: Config,
+    pub tls: TlsStore,
+    /// What the request path is handed.
+    pub gate: Gate,
+    h1: hyper::server::conn::http1::Builder,
+    h2: hyper::server::conn::http2::Builder<TokioExecutor>,
+    ready: AtomicBool,
+    draining: AtomicBool,
+}
+
+impl Sidecar {
+    /// 200 on `/ready`: everything is loaded and we are not draining.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire) && !self.draining.load(Ordering::Acquire)
+    }
+}
+
+/// A write past the file size limit (RLIMIT_FSIZE: `ulimit -f`, a limit set
+/// by the platform) raises SIGXFSZ, whose default action kills the process:
+/// every audit event still queued (of requests already answered) would be
+/// lost with it. With a handler installed the write fails with EFBIG
+/// instead, like a full disk, and the audit writer's retry and the
+/// configured `audit.when_full` mode apply. The handler stays for the life
+/// of the process (tokio never uninstalls one); the first signal is logged.
+fn survive_file_size_limit() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::from_raw(libc::SIGXFSZ)) {
+        Ok(mut sigs) => {
+            tokio::spawn(async move {
+                if sigs.recv().await.is_some() {
+                    // Once: the log itself may be a file past the limit.
+                    tracing::warn!(
+                        "SIGXFSZ: a write went past the file size limit (RLIMIT_FSIZE); \
+                         such writes fail (EFBIG) and are retried or counted"
+                    );
+                }
+                while sigs.recv().await.is_some() {}
+            });
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot handle SIGXFSZ: a write past the file size limit will stop the process");
+        }
+    }
+}
+
+/// A sidecar with its listeners bound, not yet serving.
+pub struct Bound {
+    sidecar: Arc<Sidecar>,
+    data: TcpListener,
+    admin: TcpListener,
+    audit_writer: Option<crate::observe::audit::WriterThread>,
+}
+
+/// Loads TLS material and policies and binds both listeners. Nothing is served
+/// yet. `embedded` overrides the configuration's policy files (the demo).
+pub async fn bind(config: Config, embedded: Option<PolicyInputs>) -> Result<Bound, StartError> {
+    survive_file_size_limit();
+    let metrics = Metrics::with_config(&config.metrics);
+    let tls = TlsStore::load(config.tls.clone(), &metrics)?;
+    let origin = match (embedded, &config.policy) {
+        (Some(inputs), _) => Some(Origin::Embedded(Box::new(inputs))),
+        (None, Some(cfg)) => Some(Origin::Files(cfg.clone())),
+        (None, None) => None,
+    };
+    let policy = origin.map(PolicyStore::load).transpose()?;
+    if let Some(store) = &policy {
+        metrics.policy_loaded(&store.current().version);
+    }
+    let users = match &config.users {
+        None => None,
+        Some(u) => {
+            if let Some(store) = &policy {
+                let errors = store.current().check_user_mapping(u);
+                if !errors.is_empty() {
+                    return Err(StartError::Users(errors.join("\n")));
+                }
+            }
+            let verifier = crate::decision::jwt::Verifier::start(u, Some(metrics.jwt()))
+                .await
+                .map_err(StartError::Users)?;
+            verifier.spawn_refresh();
+            Some(verifier)
+        }
+    };
+    let quotas = match config.quotas.clone() {
+        None => None,
+        Some(q) => {
+            let mut quotas = crate::decision::quota::Quotas::new(q).map_err(StartError::Quotas)?;
+            quotas.count_store_errors_in(metrics.quota_store_errors.clone());
+            Some(quotas)
+        }
+    };
+    let (audit, audit_writer) =
+        match crate::observe::audit::Audit::start(&config.audit, metrics.audit.clone())
+            .map_err(StartError::Audit)?
+        {
+            Some((a, w)) => (Some(a), Some(w)),
+            None => {
+                tracing::warn!("audit.sink is off: requests leave no audit trail");
+                (None, None)
+            }
+        };
+    let data = TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| StartError::Bind {
+            field: "listen",
+            addr: config.listen,
+            source,
+        })?;
+    let admin = TcpListener::bind(config.admin)
+        .await
+        .map_err(|source| StartError::Bind {
+            field: "admin",
+            addr: config.admin,
+            source,
+        })?;
+
+    let mut h1 = hyper::server::conn::http1::Builder::new();
+    h1.timer(TokioTimer::new())
+        .header_read_timeout(config.timeouts.header_read)
+        .max_buf_size(config.limits.max_header_bytes)
+        .keep_alive(true);
+    let mut h2 = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+    h2.timer(TokioTimer::new())
+        .max_concurrent_streams(config.limits.max_h2_streams)
+        // Rapid reset (CVE-2023-44487) and error floods: set here rather than
+        // left to hyper's and h2's defaults, which have changed between releases.
+        .max_pending_accept_reset_streams(config.limits.max_h2_pending_resets)
+        .max_local_error_reset_streams(config.limits.max_h2_error_resets)
+        .max_send_buf_size(config.limits.max_h2_send_buffer_bytes)
+        .max_header_list_size(u32::try_from(config.limits.max_header_bytes).unwrap_or(u32::MAX))
+        .keep_alive_interval(Some(config.timeouts.idle / 2))
+        .keep_alive_timeout(config.timeouts.header_read);
+
+    let gate = Gate {
+        policy,
+        users,
+        quotas,
+        in_flight: tokio::sync::Semaphore::new(config.limits.max_in_flight),
+        audit,
+        upstream: Upstream::new(&UpstreamSettings {
+            authority: &config.upstream.authority,
+            protocol: config.upstream_protocol,
+            connect_timeout: config.timeouts.upstream_connect,
+            response_timeout: config.timeouts.upstream_response,
+        }),
+        request_ids: RequestIds::new(),
+        latency_factor: config.timeouts.latency_factor,
+        metrics,
+    };
+    let sidecar = Sidecar {
+        gate,
+        tls,
+        h1,
+        h2,
+        ready: AtomicBool::new(false),
+        draining: AtomicBool::new(false),
+        config,
+    };
+    Ok(Bound {
+        sidecar: Arc::new(sidecar),
+        data,
+        admin,
+        audit_writer,
+    })
+}
+
+impl Bound {
+    pub fn data_addr(&self) -> io::Result<SocketAddr> {
+        self.data.local_addr()
+    }
+
+    pub fn admin_addr(&self) -> io::Result<SocketAddr> {
+        self.admin.local_addr()
+    }
+
+    /// The audit writer thread, to wait for after the runtime has stopped:
+    /// events of requests cut off at shutdown are written then.
+    pub fn take_audit_writer(&mut self) -> Option<crate::observe::audit::WriterThread> {
+        self.audit_writer.take()
+    }
+
+    /// Serves until `shutdown` resolves, then drains in-flight requests for up to
+    /// the configured grace period.
+    pub async fn serve(self, shutdown: impl Future<Output = ()>) -> Result<(), StartError> {
+        let Bound {
+            sidecar: sc,
+            data,
+            admin,
+            ..
+        } = self;
+        let data_addr = data.local_addr().ok();
+        let admin_addr = admin.local_addr().ok();
+        tokio::spawn(crate::runtime::admin::serve(admin, sc.clone()));
+
+        let (_tls_watcher, mut tls_changes) =
+            crate::base::watch::watch(&sc.tls.watch_dirs(), Duration::from_millis(100))?;
+        let policy_dirs = match sc.gate.policy.as_ref().map(|p| p.origin()) {
+            Some(Origin::Files(cfg)) => crate::base::watch::dirs_of(&cfg.watched_paths()),
+            _ => Vec::new(),
+        };
+        let (_policy_watcher, mut policy_changes) =
+            crate::base::watch::watch(&policy_dirs, Duration::from_millis(250))?;
+        let reload_sc = sc.clone();
+        tokio::spawn(async move {
+            let mut hup =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+            loop {
+                let hangup = async {
+                    match hup.as_mut() {
+                        Some(s) => s.recv().await,
+                        None => std::future::pending().await,
+                    }
+                };
+                let (tls, policy) = tokio::select! {
+                    Some(()) = tls_changes.recv() => (true, false),
+                    Some(()) = policy_changes.recv() => (false, true),
+                    _ = hangup => {
+                        tracing::info!("SIGHUP: reloading TLS material and policies");
+                        (true, true)
+                    }
+                    else => break,
+                };
+                if tls {
+                    reload_sc.tls.reload(&reload_sc.gate.metrics);
+                }
+                if policy && reload_sc.gate.policy.is_some() {
+                    // Building a snapshot is CPU work: keep it off the request threads.
+                    let sc = reload_sc.clone();
+                    let _ = tokio::task::spawn_blocking(move || {
+                        if let Some(p) = sc.gate.policy.as_ref() {
+                            sc.gate.metrics.policy_reloaded(&p.reload());
+                        }
+                    })
+                    .await;
+                }
+            }
+        });
+
+        sc.ready.store(true, Ordering::Release);
+        tracing::info!(
+            data = %data_addr.map(|a| a.to_string()).unwrap_or_default(),
+            admin = %admin_addr.map(|a| a.to_string()).unwrap_or_default(),
+            upstream = %sc.config.upstream.authority,
+            "meshgate ready"
+        );
+        match sc.gate.policy.as_ref().map(|p| p.current()) {
+            Some(s) => tracing::info!(
+                version = %s.version,
+                policies = s.policy_count,
+                routes = s.routes().len(),
+                "policy snapshot loaded"
+            ),
+            None => tracing::warn!(
+                "no policy configured: running in authenticated mode, every verified client is let through"
+            ),
+        }
+
+        accept_loop(sc.clone(), data, shutdown).await;
+        if let Some(audit) = &sc.gate.audit {
+            if !audit.flush(sc.config.timeouts.shutdown_grace).await {
+                tracing::error!(
+                    "the audit sink did not take the queued events in time; exiting without them"
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
+async fn accept_loop(sc: Arc<Sidecar>, listener: TcpListener, shutdown: impl Future<Output = ()>) {
+    // `true` once draining; every connection holds a receiver until it ends.
+    let (draining, _) = watch::channel(false);
+    let limit = Arc::new(Semaphore::new(sc.config.limits.max_connections));
+    tokio::pin!(shutdown);
+    loop {
+        let permit = tokio::select! {
+            biased;
+            _ = &mut shutdown => break,
+            p = limit.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+        };
+        let (tcp, peer) = tokio::select! {
+            biased;
+            _ = &mut shutdown => break,
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let watcher = draining.subscribe();
+        let sc = sc.clone();
+        tokio::spawn(async move {
+            connection(sc, tcp, peer, watcher).await;
+            drop(permit);
+        });
+    }
+    drop(listener);
+    sc.draining.store(true, Ordering::Release);
+    // Every connection is told (an error: there are none), then announced.
+    let _ = draining.send(true);
+    let grace = sc.config.timeouts.shutdown_grace;
+    tracing::info!(grace = ?grace, "shutting down: draining in-flight requests");
+    match tokio::time::timeout(grace, draining.closed()).await {
+        Ok(()) => tracing::info!("drained"),
+        Err(_) => tracing::warn!("grace period over; closing the remaining connections"),
+    }
+}
+
+/// Counts an open connection for as long as it lives.
+struct OpenConnection<'a>(&'a Metrics);
+
+impl<'a> OpenConnection<'a> {
+    fn new(m: &'a Metrics) -> Self {
+        m.open_connections.inc();
+        OpenConnection(m)
+    }
+}
+
+impl Drop for OpenConnection<'_> {
+    fn drop(&mut self) {
+        self.0.open_connections.dec();
+    }
+}
+
+/// One client connection: TLS handshake, identity, then HTTP.
+async fn connection(
+    sc: Arc<Sidecar>,
+    tcp: TcpStream,
+    peer: SocketAddr,
+    draining: watch::Receiver<bool>,
+) {
+    let _open = OpenConnection::new(&sc.gate.metrics);
+    let accepted = tokio::time::Instant::now();
+    let _ = tcp.set_nodelay(true);
+    let acceptor = TlsAcceptor::from(sc.tls.server_config());
+    let stream =
+        match tokio::time::timeout(sc.config.timeouts.tls_handshake, acceptor.accept(tcp)).await {
+            Err(_) => {
+                sc.gate.metrics.handshake_failed("timeout");
+                tracing::debug!(%peer, "tls handshake timed out");
+                return;
+            }
+            Ok(Err(e)) => {
+                let reason = tls::handshake_failure_reason(&e);
+                sc.gate.metrics.handshake_failed(reason);
+                tracing::info!(%peer, reason, error = %e, "tls handshake refused");
+                return;
+            }
+            Ok(Ok(s)) => s,
+        };
+
+    let session = stream.get_ref().1;
+    let Some(leaf) = session.peer_certificates().and_then(|c| c.first()) else {
+        sc.gate.metrics.handshake_failed("no_client_cert");
+        return;
+    };
+    let identity = match identity::from_leaf(leaf) {
+        Ok(id) => id,
+        Err(e) => {
+            sc.gate.metrics.handshake_failed(e.reason());
+            tracing::warn!(%peer, error = %e, "client certificate names no usable identity");
+            return;
+        }
+    };
+    let h2 = session.alpn_protocol() == Some(b"h2");
+    let tls_version = match session.protocol_version() {
+        Some(rustls::ProtocolVersion::TLSv1_3) => "TLSv1.3",
+        Some(rustls::ProtocolVersion::TLSv1_2) => "TLSv1.2",
+        _ => "unknown",
+    };
+    let peer_ip = HeaderValue::from_str(&peer.ip().to_string())
+        .unwrap_or(HeaderValue::from_static("unknown"));
+    let conn = Arc::new(ConnInfo {
+        identity,
+        peer,
+        peer_ip,
+        tls_version,
+    });
+    tracing::debug!(%peer, principal = %conn.identity.principal, tls_version, h2, "connection established");
+
+    // The request path, top to bottom, is request::handle: in-flight limit,
+    // authorization, quotas, the upstream, metrics and the audit event.
+    let svc_sc = sc.clone();
+    let first = Arc::new(FirstRequest::default());
+    let seen = first.clone();
+    let svc = hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+        let sc = svc_sc.clone();
+        let conn = conn.clone();
+        seen.arrived();
+        // Boxed: the request's future is some 4 KB, and hyper moves the
+        // stream task holding it several times before it first runs.
+        Box::pin(async move { Ok::<_, Infallible>(request::handle(&sc.gate, &conn, req).await) })
+    });
+
+    let activity = Activity::default();
+    let io = TokioIo::new(IdleIo {
+        inner: stream,
+        activity: activity.clone(),
+    });
+    let lifetime = Lifetime {
+        activity: &activity,
+        idle: sc.config.timeouts.idle,
+        draining,
+        first: &first,
+        first_by: accepted + sc.config.timeouts.header_read,
+    };
+    if h2 {
+        drive(sc.h2.serve_connection(io, svc), lifetime).await;
+    } else {
+        drive(sc.h1.serve_connection(io, svc), lifetime).await;
+    }
+}
+
+/// Whether a connection has carried a request yet.
+#[derive(Default)]
+struct FirstRequest {
+    seen: AtomicBool,
+    notify: Notify,
+}
+
+impl FirstRequest {
+    fn arrived(&self) {
+        if !self.seen.swap(true, Ordering::AcqRel) {
+            // A stored permit: a waiter that comes later returns at once.
+            self.notify.notify_one();
+        }
+    }
+
+    fn seen(&self) -> bool {
+        self.seen.load(Ordering::Acquire)
+    }
+
+    async fn wait(&self) {
+        if !self.seen() {
+            self.notify.notified().await;
+        }
+    }
+}
+
+/// What ends a connection besides the peer: no byte moving for `idle`, and
+/// shutdown.
+struct Lifetime<'a> {
+    activity: &'a Activity,
+    idle: Duration,
+    draining: watch::Receiver<bool>,
+    first: &'a FirstRequest,
+    /// When a client that has sent nothing yet stops being waited for.
+    first_by: tokio::time::Instant,
+}
+
+/// Runs a connection until it ends, no byte has moved for `idle`, or it has
+/// closed gracefully after shutdown began (HTTP/1.1: after the response in
+/// progress, with `Connection: close`; HTTP/2: GOAWAY, open streams finish).
+///
+/// A connection accepted before shutdown that has not carried a request yet
+/// (its TLS handshake done or still under way, its first request perhaps on
+/// the wire) is given until `timeouts.header_read` after its accept for that
+/// request, which is then served: told to close gracefully at once, hyper
+/// would close it unread, and the client, on a new connection, could not
+/// know that it may retry.
+async fn drive<C: GracefulConnection>(conn: C, mut life: Lifetime<'_>) {
+    tokio::pin!(conn);
+    // Draining, and waiting for the first request before closing.
+    let mut waiting_first = false;
+    // Told to close gracefully.
+    let mut closing = false;
+    loop {
+        let idle_at = tokio::time::Instant::from_std(life.activity.last() + life.idle);
+        tokio::select! {
+            _ = &mut conn => return,
+            _ = tokio::time::sleep_until(idle_at) => {
+                if life.activity.last().elapsed() >= life.idle {
+                    tracing::debug!("closing idle connection");
+                    return;
+                }
+            }
+            // (An error: the sender is gone, which also means draining.)
+            _ = life.draining.changed(), if !waiting_first && !closing => {
+                if life.first.seen() {
+                    conn.as_mut().graceful_shutdown();
+                    closing = true;
+                } else {
+                    waiting_first = true;
+                }
+            }
+            _ = life.first.wait(), if waiting_first && !closing => {
+                conn.as_mut().graceful_shutdown();
+                closing = true;
+            }
+            _ = tokio::time::sleep_until(life.first_by), if waiting_first && !closing => {
+                conn.as_mut().graceful_shutdown();
+                closing = true;
+            }
+        }
+    }
+}
+
+/// When a connection last moved a byte.
+#[derive(Clone)]
+struct Activity(Arc<AtomicU64>);
+
+fn epoch() -> Instant {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
+}
+
+impl Default for Activity {
+    fn default() -> Self {
+        let a = Activity(Arc::new(AtomicU64::new(0)));
+        a.touch();
+        a
+    }
+}
+
+impl Activity {
+    fn touch(&self) {
+        let ms = epoch().elapsed().as_millis() as u64;
+        if self.0.load(Ordering::Relaxed) != ms {
+            self.0.store(ms, Ordering::Relaxed);
+        }
+    }
+
+    fn last(&self) -> Instant {
+        epoch() + Duration::from_millis(self.0.load(Ordering::Relaxed))
+    }
+}
+
+/// An IO stream that records activity for the idle timeout.
+struct IdleIo<T> {
+    inner: T,
+    activity: Activity,
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for IdleIo<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if matches!(r, Poll::Ready(Ok(()))) && buf.filled().len() > before {
+            self.activity.touch();
+        }
+        r
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for IdleIo<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let r = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
+            self.activity.touch();
+        }
+        r
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let r = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
+            self.activity.touch();
+        }
+        r
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Without the handler the kernel's SIGXFSZ kills the process at the
+    /// first write past `ulimit -f` (meshgate died that way, with its queued
+    /// audit events, when the audit file reached the limit). The test runs
+    /// itself again under the limit: there the write must fail with EFBIG.
+    #[test]
+    fn a_write_past_the_file_size_limit_fails_instead_of_killing_the_process() {
+        const CHILD: &str = "MESHGATE_TEST_FSIZE_CHILD";
+        if std::env::var_os(CHILD).is_some() {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(async { survive_file_size_limit() });
+            let dir = tempfile::tempdir().expect("tempdir");
+            let mut f = std::fs::File::create(dir.path().join("big")).expect("create");
+            let e = std::io::Write::write_all(&mut f, &[0u8; 64 * 1024])
+                .expect_err("a write past the limit");
+            assert_eq!(e.raw_os_error(), Some(libc::EFBIG), "{e}");
+            println!("EFBIG as expected");
+            return;
+        }
+        let exe = std::env::current_exe().expect("test binary");
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg("ulimit -f 16 && exec \"$0\" \"$@\"")
+            .arg(exe)
+            .arg("--exact")
+            // This test's name as the harness knows it (the module path
+            // without the crate), so a move of the module cannot break it.
+            .arg(format!(
+                "{}::a_write_past_the_file_size_limit_fails_instead_of_killing_the_process",
+                module_path!().split_once("::").map_or("", |(_, m)| m)
+            ))
+            .arg("--nocapture")
+            .env(CHILD, "1")
+            .output()
+            .expect("run the test binary");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && stdout.contains("EFBIG as expected"),
+            "{:?}\n{stdout}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}

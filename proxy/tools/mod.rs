@@ -1,0 +1,6 @@
+//! Offline tools over the same inputs as the sidecar: SLO alert rules,
+//! policy tests, development certificates.
+
+pub mod certs;
+pub mod policytest;
+pub mod slo;

@@ -1,0 +1,931 @@
+//! SLO rules: a Prometheus rule file generated from the products' contracts
+//! (`meshgate slo-rules`).
+//!
+//! Each product's `slaProperties` become up to two SLOs over a 30-day period:
+//!
+//! - **availability**: the share of allowed (or shed) requests answered
+//!   with a 5xx, against the contract's `availability`;
+//! - **latency**: the share of allowed requests slower than the contract's
+//!   `latency`, read from the request-duration histogram at the first bucket
+//!   bound at or above it, against [`LATENCY_OBJECTIVE`] (ODCS gives a latency
+//!   but no percentile).
+//!
+//! For every SLO: recording rules `slo:sli_error:ratio_rate<window>` over the
+//! windows of the alerts, and multiwindow, multi-burn-rate alerts as in the
+//! Google SRE workbook (chapter 5): page when the 1h and 5m error ratios are
+//! above 14.4× the budget or the 6h and 30m ones above 6×; ticket at 3× over
+//! 1d and 2h or 1× over 3d and 6h. A slower group records the 30-day ratio
+//! and the error budget left, for dashboards. One more group holds alerts
+//! that do not depend on contracts: certificates about to expire, failing
+//! policy reloads, dropped audit events, a spike of refused TLS handshakes.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::decision::authz::PolicyConfig;
+use crate::decision::contract::Product;
+use crate::observe::metrics::DURATION_BUCKETS;
+use crate::runtime::config::{Config, ConfigError};
+
+/// The SLO period: error budgets are counted over 30 days.
+pub const PERIOD: &str = "30d";
+
+/// The share of allowed requests that must be faster than the contract's
+/// latency.
+pub const LATENCY_OBJECTIVE: f64 = 0.99;
+
+/// Every window an SLI is recorded over: the alerts' short and long windows.
+pub const WINDOWS: [&str; 7] = ["5m", "30m", "1h", "2h", "6h", "1d", "3d"];
+
+/// How often the period (30-day) rules are evaluated: they read a month of
+/// samples, and dashboards need no fresher value.
+pub const PERIOD_INTERVAL: &str = "5m";
+
+/// One burn-rate condition: the error ratio over both windows is above
+/// `factor` × the error budget.
+struct Burn {
+    long: &'static str,
+    short: &'static str,
+    factor: f64,
+}
+
+/// An alert of one severity: any of its conditions.
+struct BurnAlert {
+    severity: &'static str,
+    conditions: [Burn; 2],
+    /// What firing means, for the description.
+    meaning: &'static str,
+}
+
+const BURN_ALERTS: [BurnAlert; 2] = [
+    BurnAlert {
+        severity: "page",
+        conditions: [
+            Burn {
+                long: "1h",
+                short: "5m",
+                factor: 14.4,
+            },
+            Burn {
+                long: "6h",
+                short: "30m",
+                factor: 6.0,
+            },
+        ],
+        meaning: "2% of the 30-day error budget spent in an hour (14.4x over 1h and 5m) or 5% in six hours (6x over 6h and 30m)",
+    },
+    BurnAlert {
+        severity: "ticket",
+        conditions: [
+            Burn {
+                long: "1d",
+                short: "2h",
+                factor: 3.0,
+            },
+            Burn {
+                long: "3d",
+                short: "6h",
+                factor: 1.0,
+            },
+        ],
+        meaning: "10% of the 30-day error budget spent in a day (3x over 1d and 2h) or in three days (1x over 3d and 6h)",
+    },
+];
+
+/// A Prometheus rule file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleFile {
+    pub groups: Vec<RuleGroup>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleGroup {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interval: Option<String>,
+    pub rules: Vec<Rule>,
+}
+
+/// A recording rule (`record`) or an alerting rule (`alert`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rule {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub record: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alert: Option<String>,
+    pub expr: String,
+    #[serde(default, rename = "for", skip_serializing_if = "Option::is_none")]
+    pub for_: Option<String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+}
+
+impl Rule {
+    fn record(name: &str, expr: String, labels: BTreeMap<String, String>) -> Rule {
+        Rule {
+            record: Some(name.to_string()),
+            alert: None,
+            expr,
+            for_: None,
+            labels,
+            annotations: BTreeMap::new(),
+        }
+    }
+
+    fn alert(
+        name: &str,
+        expr: String,
+        for_: Option<&str>,
+        labels: &[(&str, &str)],
+        annotations: &[(&str, String)],
+    ) -> Rule {
+        Rule {
+            record: None,
+            alert: Some(name.to_string()),
+            expr,
+            for_: for_.map(str::to_string),
+            labels: labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            annotations: annotations
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.clone()))
+                .collect(),
+        }
+    }
+}
+
+/// The latency SLO's threshold: a bucket bound of the duration histogram.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LatencyThreshold {
+    /// What the contract promises.
+    pub contract: Duration,
+    /// The bucket bound used, in seconds (at or above `contract`).
+    pub bound: f64,
+    /// The bound as the `le` label value of the exposition.
+    pub le: String,
+}
+
+impl LatencyThreshold {
+    /// The first bucket bound at or above `latency`; `None` above the last one.
+    pub fn for_latency(latency: Duration) -> Option<LatencyThreshold> {
+        let ns = latency.as_nanos();
+        let bound = DURATION_BUCKETS
+            .iter()
+            .copied()
+            .find(|b| (b * 1e9).round() as u128 >= ns)?;
+        Some(LatencyThreshold {
+            contract: latency,
+            bound,
+            le: le_label(bound),
+        })
+    }
+
+    /// Whether the contract's latency is not itself a bucket bound.
+    pub fn rounded(&self) -> bool {
+        (self.bound * 1e9).round() as u128 != self.contract.as_nanos()
+    }
+}
+
+/// A bucket bound as prometheus-client writes it in `le`: shortest
+/// round-trip decimal, integers with `.0` (`0.25`, `1.0`, `10.0`).
+pub fn le_label(bound: f64) -> String {
+    format!("{bound:?}")
+}
+
+/// The SLOs of one product.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProductSlos {
+    pub product: String,
+    pub domain: String,
+    pub version: String,
+    /// Objective, e.g. 0.999.
+    pub availability: Option<f64>,
+    pub latency: Option<LatencyThreshold>,
+}
+
+/// The generated rules and what the operator should know about them.
+#[derive(Debug, Clone)]
+pub struct Generated {
+    pub slos: Vec<ProductSlos>,
+    pub rules: RuleFile,
+    /// Contract SLAs that could not become (complete) SLOs.
+    pub warnings: Vec<String>,
+}
+
+/// The `policy` section of a sidecar configuration file, its paths resolved
+/// against the file's directory as `meshgate run` does. Only that section is
+/// read: the TLS files need not exist where rules are generated (CI of the
+/// policy repository holds no keys).
+pub fn policy_section(path: &Path) -> Result<PolicyConfig, ConfigError> {
+    let config: Config = crate::base::yaml::read_yaml(path)?;
+    let mut policy = config.policy.ok_or_else(|| ConfigError::Invalid {
+        file: path.display().to_string(),
+        field: "policy",
+        message: "missing: the SLOs come from the contracts of the policy section".into(),
+    })?;
+    policy.resolve(&crate::base::paths::dir_of(path));
+    Ok(policy)
+}
+
+/// The SLOs of each product, sorted by product id, and warnings for SLAs
+/// that cannot be watched.
+pub fn slos<'a>(
+    products: impl IntoIterator<Item = &'a Product>,
+) -> (Vec<ProductSlos>, Vec<String>) {
+    let mut warnings = Vec::new();
+    let mut out: Vec<ProductSlos> = products
+        .into_iter()
+        .map(|p| {
+            let availability = match p.sla.availability {
+                Some(a) if a >= 100.0 => {
+                    warnings.push(format!(
+                        "{}: availability {a}% leaves no error budget; no availability SLO (promise e.g. 99.99)",
+                        p.id
+                    ));
+                    None
+                }
+                Some(a) if a <= 0.0 => {
+                    warnings.push(format!(
+                        "{}: availability {a}% promises nothing; no availability SLO",
+                        p.id
+                    ));
+                    None
+                }
+                Some(a) => Some(a / 100.0),
+                None => None,
+            };
+            let latency = p.sla.latency.and_then(|l| {
+                let t = LatencyThreshold::for_latency(l);
+                if t.is_none() {
+                    warnings.push(format!(
+                        "{}: latency {} is above the largest bucket of meshgate_request_duration_seconds ({}s); no latency SLO",
+                        p.id,
+                        humantime::format_duration(l),
+                        le_label(DURATION_BUCKETS[DURATION_BUCKETS.len() - 1]),
+                    ));
+                }
+                t
+            });
+            if let Some(o) = availability {
+                let budget = 1.0 - o;
+                if BURN_ALERTS[0].conditions[0].factor * budget >= 1.0 {
+                    warnings.push(format!(
+                        "{}: with an error budget of {}%, a 14.4x burn needs more than 100% errors: the 1h/5m page condition can never fire",
+                        p.id,
+                        number(budget * 100.0)
+                    ));
+                }
+            }
+            ProductSlos {
+                product: p.id.clone(),
+                domain: p.domain.clone(),
+                version: p.version.clone(),
+                availability,
+                latency,
+            }
+        })
+        .collect();
+    out.sort_by(|a, b| a.product.cmp(&b.product));
+    (out, warnings)
+}
+
+/// The rule file for these products' SLAs, plus the static alerts.
+pub fn generate<'a>(products: impl IntoIterator<Item = &'a Product>) -> Generated {
+    let (slos, warnings) = slos(products);
+    let mut groups = Vec::new();
+    for s in &slos {
+        groups.extend(product_groups(s));
+    }
+    groups.push(static_group());
+    Generated {
+        slos,
+        rules: RuleFile { groups },
+        warnings,
+    }
+}
+
+impl Generated {
+    /// The rule file as YAML, with a header saying where it came from and
+    /// what each SLO measures.
+    pub fn to_yaml(&self) -> Result<String, serde_yaml_ng::Error> {
+        let body = serde_yaml_ng::to_string(&self.rules)?;
+        let mut out = String::new();
+        for line in HEADER.lines() {
+            out.push_str(line.trim_end());
+            out.push('\n');
+        }
+        if self.slos.is_empty() {
+            out.push_str("#   (no products)\n");
+        }
+        for s in &self.slos {
+            out.push_str(&format!(
+                "#   {} {} (domain {}):\n",
+                s.product, s.version, s.domain
+            ));
+            match s.availability {
+                Some(o) => out.push_str(&format!(
+                    "#     availability {}% of allowed requests without 5xx (error budget {}%)\n",
+                    number(o * 100.0),
+                    number((1.0 - o) * 100.0)
+                )),
+                None => out.push_str("#     availability: none promised\n"),
+            }
+            match &s.latency {
+                Some(t) if t.rounded() => out.push_str(&format!(
+                    "#     latency {}% of allowed requests within {}s: the contract's {} rounded up to the bucket le=\"{}\"\n",
+                    number(LATENCY_OBJECTIVE * 100.0),
+                    t.le,
+                    humantime::format_duration(t.contract),
+                    t.le
+                )),
+                Some(t) => out.push_str(&format!(
+                    "#     latency {}% of allowed requests within {} (bucket le=\"{}\")\n",
+                    number(LATENCY_OBJECTIVE * 100.0),
+                    humantime::format_duration(t.contract),
+                    t.le
+                )),
+                None => out.push_str("#     latency: none promised (or above the largest bucket)\n"),
+            }
+        }
+        out.push('\n');
+        out.push_str(&body);
+        Ok(out)
+    }
+}
+
+const HEADER: &str = "\
+# Prometheus rules for the SLOs of the data products' contracts.
+# Generated by `meshgate slo-rules`: do not edit; change the contracts and
+# generate again.
+#
+# Period: 30 days. Availability SLI: 5xx answers / requests allowed or shed,
+# from meshgate_requests_total. Latency SLI: allowed requests slower than the
+# threshold / allowed requests, from the buckets of
+# meshgate_request_duration_seconds (ODCS has no latency percentile: 99% of
+# requests must be within it). Alerts: multiwindow, multi-burn-rate (Google
+# SRE workbook, ch. 5): page at 14.4x the budget over 1h and 5m or 6x over 6h
+# and 30m; ticket at 3x over 1d and 2h or 1x over 3d and 6h.
+#
+# Products:
+";
+
+/// A number in PromQL or prose: at most 12 decimals, no trailing zeros.
+fn number(x: f64) -> String {
+    let s = format!("{x:.12}");
+    let s = s.trim_end_matches('0').trim_end_matches('.');
+    if s.is_empty() || s == "-" {
+        "0".to_string()
+    } else {
+        s.to_string()
+    }
+}
+
+/// A PromQL string literal.
+fn quoted(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Kind {
+    Availability,
+    Latency,
+}
+
+impl Kind {
+    fn as_str(self) -> &'static str {
+        match self {
+            Kind::Availability => "availability",
+            Kind::Latency => "latency",
+        }
+    }
+}
+
+/// One SLO of one product, with everything its rules need.
+struct Slo<'a> {
+    s: &'a ProductSlos,
+    kind: Kind,
+    objective: f64,
+}
+
+impl Slo<'_> {
+    fn budget(&self) -> f64 {
+        1.0 - self.objective
+    }
+
+    fn labels(&self) -> BTreeMap<String, String> {
+        BTreeMap::from([
+            ("domain".to_string(), self.s.domain.clone()),
+            ("product".to_string(), self.s.product.clone()),
+            ("slo".to_string(), self.kind.as_str().to_string()),
+        ])
+    }
+
+    /// The series of this SLO's recording rule `name`.
+    fn series(&self, name: &str) -> String {
+        format!(
+            "{name}{{product={},slo=\"{}\"}}",
+            quoted(&self.s.product),
+            self.kind.as_str()
+        )
+    }
+
+    /// The error ratio over `window`, from the raw metrics.
+    fn error_ratio(&self, window: &str) -> String {
+        let p = quoted(&self.s.product);
+        match self.kind {
+            // Errors are a subset of the total (5xx of allowed or shed
+            // requests); `or vector(0)`: no 5xx series yet means no errors.
+            Kind::Availability => format!(
+                "(\n  sum(rate(meshgate_requests_total{{product={p},decision=~\"allow|shed\",class=\"5xx\"}}[{window}]))\n  or vector(0)\n)\n/\nsum(rate(meshgate_requests_total{{product={p},decision=~\"allow|shed\"}}[{window}]))"
+            ),
+            Kind::Latency => {
+                let le = self.s.latency.as_ref().map(|t| t.le.as_str()).unwrap_or("+Inf");
+                format!(
+                    "(\n  sum(rate(meshgate_request_duration_seconds_count{{product={p},decision=\"allow\"}}[{window}]))\n  -\n  sum(rate(meshgate_request_duration_seconds_bucket{{product={p},decision=\"allow\",le=\"{le}\"}}[{window}]))\n)\n/\nsum(rate(meshgate_request_duration_seconds_count{{product={p},decision=\"allow\"}}[{window}]))"
+                )
+            }
+        }
+    }
+
+    fn describe(&self) -> String {
+        match self.kind {
+            Kind::Availability => format!(
+                "{}% of allowed and shed requests answered without 5xx over {PERIOD}",
+                number(self.objective * 100.0)
+            ),
+            Kind::Latency => {
+                let t = self.s.latency.as_ref();
+                let within = t.map(|t| format!("{}s", t.le)).unwrap_or_default();
+                let rounded = match t {
+                    Some(t) if t.rounded() => format!(
+                        "; the contract's {} rounded up to the bucket le=\"{}\"",
+                        humantime::format_duration(t.contract),
+                        t.le
+                    ),
+                    _ => String::new(),
+                };
+                format!(
+                    "{}% of allowed requests within {within} over {PERIOD}{rounded}",
+                    number(self.objective * 100.0)
+                )
+            }
+        }
+    }
+
+    fn runbook(&self) -> String {
+        let p = quoted(&self.s.product);
+        match self.kind {
+            Kind::Availability => format!(
+                "Split the 5xx by decision: sum by (decision) (rate(meshgate_requests_total{{product={p},class=\"5xx\"}}[5m])). decision=\"allow\": the product's server fails or times out (502/504; its sidecar logs say which, meshgate_upstream_duration_seconds how slow). decision=\"shed\": an in-flight limit is reached (meshgate_load_shed_total by scope): scale the product or raise its limits."
+            ),
+            Kind::Latency => format!(
+                "Compare histogram_quantile(0.99, sum by (le) (rate(meshgate_upstream_duration_seconds_bucket{{product={p}}}[5m]))) with the same over meshgate_request_duration_seconds_bucket{{product={p},decision=\"allow\"}}: when the upstream accounts for the time, the product's server is slow; otherwise look at the sidecar (meshgate_authorization_duration_seconds, CPU, the quota store)."
+            ),
+        }
+    }
+
+    fn alert_name(&self) -> &'static str {
+        match self.kind {
+            Kind::Availability => "MeshgateAvailabilityBudgetBurn",
+            Kind::Latency => "MeshgateLatencyBudgetBurn",
+        }
+    }
+
+    fn burn_alert(&self, a: &BurnAlert) -> Rule {
+        let budget = number(self.budget());
+        let cond = |b: &Burn| {
+            let factor = number(b.factor);
+            format!(
+                "(\n  {} > ({factor} * {budget})\n  and\n  {} > ({factor} * {budget})\n)",
+                self.series(&format!("slo:sli_error:ratio_rate{}", b.long)),
+                self.series(&format!("slo:sli_error:ratio_rate{}", b.short)),
+            )
+        };
+        let expr = format!("{}\nor\n{}", cond(&a.conditions[0]), cond(&a.conditions[1]));
+        let speed = if a.severity == "page" {
+            "fast"
+        } else {
+            "steadily"
+        };
+        let what = match self.kind {
+            Kind::Availability => "allowed and shed requests failed with 5xx",
+            Kind::Latency => "allowed requests were slower than the threshold",
+        };
+        Rule::alert(
+            self.alert_name(),
+            expr,
+            None,
+            &[
+                ("domain", &self.s.domain),
+                ("product", &self.s.product),
+                ("severity", a.severity),
+                ("slo", self.kind.as_str()),
+            ],
+            &[
+                (
+                    "summary",
+                    format!(
+                        "{} ({}) is burning its {} error budget {speed}",
+                        self.s.product,
+                        self.s.domain,
+                        self.kind.as_str()
+                    ),
+                ),
+                (
+                    "description",
+                    format!(
+                        "{{{{ $value | humanizePercentage }}}} of {}'s {what} over the alert's long window: {}. SLO: {}; error budget {}%.",
+                        self.s.product,
+                        a.meaning,
+                        self.describe(),
+                        number(self.budget() * 100.0),
+                    ),
+                ),
+                ("runbook", self.runbook()),
+            ],
+        )
+    }
+}
+
+/// A product's groups: SLIs and burn-rate alerts, then the period rules.
+fn product_groups(s: &ProductSlos) -> Vec<RuleGroup> {
+    let mut slos = Vec::new();
+    if let Some(o) = s.availability {
+        slos.push(Slo {
+            s,
+            kind: Kind::Availability,
+            objective: o,
+        });
+    }
+    if s.latency.is_some() {
+        slos.push(Slo {
+            s,
+            kind: Kind::Latency,
+            objective: LATENCY_OBJECTIVE,
+        });
+    }
+    if slos.is_empty() {
+        return Vec::new();
+    }
+    let mut sli = Vec::new();
+    let mut alerts = Vec::new();
+    let mut period = Vec::new();
+    for slo in &slos {
+        for w in WINDOWS {
+            sli.push(Rule::record(
+                &format!("slo:sli_error:ratio_rate{w}"),
+                slo.error_ratio(w),
+                slo.labels(),
+            ));
+        }
+        for a in &BURN_ALERTS {
+            alerts.push(slo.burn_alert(a));
+        }
+        period.push(Rule::record(
+            "slo:objective:ratio",
+            format!("vector({})", number(slo.objective)),
+            slo.labels(),
+        ));
+        period.push(Rule::record(
+            "slo:error_budget:ratio",
+            format!("vector({})", number(slo.budget())),
+            slo.labels(),
+        ));
+        period.push(Rule::record(
+            &format!("slo:sli_error:ratio_rate{PERIOD}"),
+            slo.error_ratio(PERIOD),
+            slo.labels(),
+        ));
+        // 1 with no errors, 0 when the budget is spent, negative beyond.
+        period.push(Rule::record(
+            "slo:error_budget_remaining:ratio",
+            format!(
+                "1 - {} / {}",
+                slo.series(&format!("slo:sli_error:ratio_rate{PERIOD}")),
+                number(slo.budget())
+            ),
+            slo.labels(),
+        ));
+    }
+    sli.extend(alerts);
+    vec![
+        RuleGroup {
+            name: format!("meshgate-slo-{}", s.product),
+            interval: None,
+            rules: sli,
+        },
+        RuleGroup {
+            name: format!("meshgate-slo-{}-period", s.product),
+            interval: Some(PERIOD_INTERVAL.to_string()),
+            rules: period,
+        },
+    ]
+}
+
+/// Alerts that hold for every sidecar, whatever the contracts say.
+fn static_group() -> RuleGroup {
+    let rules = vec![
+        Rule::alert(
+            "MeshgateCertificateExpiringSoon",
+            "meshgate_certificate_expiry_timestamp_seconds - time() < 7 * 86400".into(),
+            Some("15m"),
+            &[("severity", "ticket")],
+            &[
+                (
+                    "summary",
+                    "Certificate {{ $labels.cert }} of {{ $labels.instance }} expires in {{ $value | humanizeDuration }}".into(),
+                ),
+                (
+                    "description",
+                    "A certificate loaded by the sidecar (the server certificate, or a CA of the client trust bundle) expires within 7 days. Rotation should have replaced it long before: once it expires, handshakes fail.".into(),
+                ),
+                (
+                    "runbook",
+                    "Check the issuer (cert-manager Certificate, csi-driver-spiffe, SPIRE) of the pod's certificate files. meshgate reloads them when they change (or on SIGHUP): meshgate_tls_reloads_total{result=\"error\"} and the `tls reload failed` log line say when a replacement did not load.".into(),
+                ),
+            ],
+        ),
+        Rule::alert(
+            "MeshgatePolicyReloadFailing",
+            "meshgate_policy_last_reload_successful == 0".into(),
+            None,
+            &[("severity", "ticket")],
+            &[
+                (
+                    "summary",
+                    "Policy reload failing on {{ $labels.instance }}".into(),
+                ),
+                (
+                    "description",
+                    "The last reload of the policies, contracts or entities did not build into a valid snapshot, and no later one has. The sidecar keeps enforcing its last good snapshot: the change (a new grant, or a revocation) is not in force until the files are fixed.".into(),
+                ),
+                (
+                    "runbook",
+                    "GET /policy on the admin port shows last_error with file:line:col; `meshgate validate --config FILE` reproduces it. meshgate_policy_info{version} shows which snapshot each sidecar enforces.".into(),
+                ),
+            ],
+        ),
+        Rule::alert(
+            "MeshgateAuditEventsDropped",
+            "increase(meshgate_audit_dropped_total[5m]) > 0".into(),
+            None,
+            &[("severity", "page")],
+            &[
+                (
+                    "summary",
+                    "{{ $labels.instance }} dropped audit events".into(),
+                ),
+                (
+                    "description",
+                    "The audit queue was full and, in `drop` mode, events were discarded: decisions were made that no record proves.".into(),
+                ),
+                (
+                    "runbook",
+                    "The audit sink cannot keep up (disk full or slow, stdout not drained). Fix the sink, or enlarge the queue; `block` mode slows requests instead of losing events.".into(),
+                ),
+            ],
+        ),
+        Rule::alert(
+            "MeshgateTLSHandshakeFailureSpike",
+            "sum without (reason) (rate(meshgate_tls_handshake_failures_total[5m])) > 0.5".into(),
+            Some("5m"),
+            &[("severity", "ticket")],
+            &[
+                (
+                    "summary",
+                    "{{ $labels.instance }} refuses {{ $value | humanize }} TLS handshakes per second".into(),
+                ),
+                (
+                    "description",
+                    "More than 0.5 refused handshakes a second (averaged over 5 minutes) for 5 minutes: clients whose certificates expired, are not trusted (a trust bundle out of step) or lack clientAuth, or someone probing the port.".into(),
+                ),
+                (
+                    "runbook",
+                    "sum by (reason) (rate(meshgate_tls_handshake_failures_total[5m])) tells which; the sidecar logs each refused handshake (`tls handshake refused`) with the peer's address.".into(),
+                ),
+            ],
+        ),
+    ];
+    RuleGroup {
+        name: "meshgate".into(),
+        interval: None,
+        rules,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn product(id: &str, availability: Option<f64>, latency_ms: Option<u64>) -> Product {
+        let yaml = format!(
+            "apiVersion: v3.0.2\nkind: DataContract\nid: {id}\nversion: 1.0.0\ndomain: {domain}\nteam: [{{ username: owner@acme.example, role: owner }}]\ncustomProperties:\n  - {{ property: classification, value: internal }}\nslaProperties:\n{a}{l}  - {{ property: throughput, value: 10, unit: requests/s }}\n",
+            domain = id.split('.').next().unwrap_or("d"),
+            a = availability
+                .map(|a| format!("  - {{ property: availability, value: {a}, unit: percent }}\n"))
+                .unwrap_or_default(),
+            l = latency_ms
+                .map(|l| format!("  - {{ property: latency, value: {l}, unit: ms }}\n"))
+                .unwrap_or_default(),
+        );
+        crate::decision::contract::parse(&yaml, "test.odcs.yaml").expect("contract")
+    }
+
+    #[test]
+    fn le_labels_are_written_as_prometheus_client_writes_bucket_bounds() {
+        use prometheus_client::metrics::histogram::Histogram;
+        let h = Histogram::new(DURATION_BUCKETS);
+        let mut registry = prometheus_client::registry::Registry::default();
+        registry.register("d", "d", h);
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).expect("encode");
+        let written: Vec<&str> = text
+            .lines()
+            .filter_map(|l| l.split_once("le=\"")?.1.split_once('"').map(|(v, _)| v))
+            .filter(|v| *v != "+Inf")
+            .collect();
+        let ours: Vec<String> = DURATION_BUCKETS.iter().map(|b| le_label(*b)).collect();
+        assert_eq!(written, ours);
+        assert!(ours.contains(&"1.0".to_string()) && ours.contains(&"0.25".to_string()));
+    }
+
+    #[test]
+    fn latency_rounds_up_to_a_bucket_bound_and_says_so() {
+        let exact = LatencyThreshold::for_latency(Duration::from_millis(250)).expect("bucket");
+        assert_eq!(
+            (exact.bound, exact.le.as_str(), exact.rounded()),
+            (0.25, "0.25", false)
+        );
+        let up = LatencyThreshold::for_latency(Duration::from_millis(300)).expect("bucket");
+        assert_eq!((up.bound, up.le.as_str(), up.rounded()), (0.5, "0.5", true));
+        let tiny = LatencyThreshold::for_latency(Duration::from_micros(1)).expect("bucket");
+        assert_eq!(tiny.le, "0.0001");
+        let top = LatencyThreshold::for_latency(Duration::from_secs(10)).expect("bucket");
+        assert_eq!((top.le.as_str(), top.rounded()), ("10.0", false));
+        assert_eq!(
+            LatencyThreshold::for_latency(Duration::from_millis(10_001)),
+            None
+        );
+
+        let g = generate([&product("sales.slow", Some(99.0), Some(300))]);
+        let yaml = g.to_yaml().expect("yaml");
+        assert!(
+            yaml.contains("the contract's 300ms rounded up to the bucket le=\"0.5\""),
+            "{yaml}"
+        );
+        let latency_alert = g.rules.groups[0]
+            .rules
+            .iter()
+            .find(|r| r.alert.as_deref() == Some("MeshgateLatencyBudgetBurn"))
+            .expect("latency alert");
+        assert!(latency_alert.annotations["description"].contains("rounded up"));
+        let sli = &g.rules.groups[0]
+            .rules
+            .iter()
+            .find(|r| {
+                r.record.as_deref() == Some("slo:sli_error:ratio_rate5m")
+                    && r.labels["slo"] == "latency"
+            })
+            .expect("latency sli")
+            .expr;
+        assert!(sli.contains("le=\"0.5\"}[5m]"), "{sli}");
+    }
+
+    #[test]
+    fn each_slo_has_every_window_and_both_severities_with_the_workbook_factors() {
+        let g = generate([&product("sales.orders", Some(99.9), Some(250))]);
+        let group = &g.rules.groups[0];
+        assert_eq!(group.name, "meshgate-slo-sales.orders");
+        for slo in ["availability", "latency"] {
+            let windows: Vec<&str> = group
+                .rules
+                .iter()
+                .filter(|r| r.record.is_some() && r.labels["slo"] == slo)
+                .filter_map(|r| {
+                    r.record
+                        .as_deref()?
+                        .strip_prefix("slo:sli_error:ratio_rate")
+                })
+                .collect();
+            assert_eq!(windows, WINDOWS);
+            let alerts: Vec<&Rule> = group
+                .rules
+                .iter()
+                .filter(|r| r.alert.is_some() && r.labels["slo"] == slo)
+                .collect();
+            assert_eq!(alerts.len(), 2);
+            assert_eq!(alerts[0].labels["severity"], "page");
+            assert_eq!(alerts[1].labels["severity"], "ticket");
+            for a in &alerts {
+                assert_eq!(a.labels["product"], "sales.orders");
+                assert_eq!(a.labels["domain"], "sales");
+            }
+        }
+        let page = &group
+            .rules
+            .iter()
+            .find(|r| r.alert.is_some() && r.labels["slo"] == "availability")
+            .expect("page")
+            .expr;
+        assert!(
+            page.contains("slo:sli_error:ratio_rate1h{product=\"sales.orders\",slo=\"availability\"} > (14.4 * 0.001)"),
+            "{page}"
+        );
+        assert!(page.contains("slo:sli_error:ratio_rate5m{product=\"sales.orders\",slo=\"availability\"} > (14.4 * 0.001)"));
+        assert!(page
+            .contains("ratio_rate6h{product=\"sales.orders\",slo=\"availability\"} > (6 * 0.001)"));
+        assert!(page.contains(
+            "ratio_rate30m{product=\"sales.orders\",slo=\"availability\"} > (6 * 0.001)"
+        ));
+        let period = &g.rules.groups[1];
+        assert_eq!(period.interval.as_deref(), Some(PERIOD_INTERVAL));
+        let remaining = period
+            .rules
+            .iter()
+            .find(|r| {
+                r.record.as_deref() == Some("slo:error_budget_remaining:ratio")
+                    && r.labels["slo"] == "latency"
+            })
+            .expect("budget remaining");
+        assert_eq!(
+            remaining.expr,
+            "1 - slo:sli_error:ratio_rate30d{product=\"sales.orders\",slo=\"latency\"} / 0.01"
+        );
+        assert_eq!(
+            g.rules.groups.last().map(|g| g.name.as_str()),
+            Some("meshgate")
+        );
+    }
+
+    #[test]
+    fn slas_that_cannot_be_watched_are_warned_about_not_generated() {
+        let g = generate([
+            &product("a.none", None, None),
+            &product("a.perfect", Some(100.0), Some(20_000)),
+            &product("a.loose", Some(90.0), None),
+        ]);
+        // a.none and a.perfect get no groups; a.loose its SLI and period groups.
+        let names: Vec<&str> = g.rules.groups.iter().map(|g| g.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "meshgate-slo-a.loose",
+                "meshgate-slo-a.loose-period",
+                "meshgate"
+            ]
+        );
+        let w = g.warnings.join("\n");
+        assert!(
+            w.contains("a.perfect: availability 100% leaves no error budget"),
+            "{w}"
+        );
+        assert!(
+            w.contains("a.perfect: latency 20s is above the largest bucket"),
+            "{w}"
+        );
+        assert!(w.contains("a.loose: with an error budget of 10%"), "{w}");
+        assert_eq!(g.warnings.len(), 3, "{w}");
+    }
+
+    #[test]
+    fn the_yaml_reads_back_as_the_same_rules_and_numbers_are_exact() {
+        let g = generate([
+            &product("sales.orders", Some(99.9), Some(250)),
+            &product("finance.ledger", Some(99.95), Some(1000)),
+        ]);
+        let yaml = g.to_yaml().expect("yaml");
+        let back: RuleFile = serde_yaml_ng::from_str(&yaml).expect("parses");
+        assert_eq!(back, g.rules);
+        // Sorted by product id; budgets without floating-point noise.
+        assert_eq!(back.groups[0].name, "meshgate-slo-finance.ledger");
+        assert!(yaml.contains("(14.4 * 0.0005)"), "{yaml}");
+        assert!(yaml.contains("vector(0.9995)"));
+        assert!(yaml
+            .contains("availability 99.95% of allowed requests without 5xx (error budget 0.05%)"));
+        assert_eq!(number(1.0 - 0.999), "0.001");
+        assert_eq!(number(14.4), "14.4");
+        assert_eq!(number(6.0), "6");
+        assert_eq!(quoted("a\"b\\c"), "\"a\\\"b\\\\c\"");
+    }
+}

@@ -1,0 +1,254 @@
+//! TLS material for the data listener: load, validate, swap atomically on change.
+//!
+//! The server certificate chain, its key and the client-CA trust bundle are one
+//! snapshot. A change on disk (cert-manager and the kubelet swap files through
+//! symlinks) builds a new snapshot; one that does not load keeps the old one.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use rustls::server::WebPkiClientVerifier;
+use rustls::{RootCertStore, ServerConfig};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+
+use crate::observe::metrics::{CertLabels, Metrics, ResultLabels};
+
+/// Server certificate, its key, and the bundle of CAs trusted for client certificates.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsPaths {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub client_ca: PathBuf,
+}
+
+impl TlsPaths {
+    pub(crate) fn resolve(&mut self, base: &Path) {
+        for p in [&mut self.cert, &mut self.key, &mut self.client_ca] {
+            crate::base::paths::resolve(base, p);
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("{field}: {path}: {message}")]
+    File {
+        field: &'static str,
+        path: String,
+        message: String,
+    },
+    #[error("tls: {0}")]
+    Config(String),
+}
+
+fn file_error(field: &'static str, path: &Path, message: impl ToString) -> TlsError {
+    TlsError::File {
+        field,
+        path: path.display().to_string(),
+        message: message.to_string(),
+    }
+}
+
+/// One loaded, validated set of TLS material.
+pub struct TlsMaterial {
+    pub server_config: Arc<ServerConfig>,
+    /// SHA-256 over the three files' bytes: equal hash, nothing to reload.
+    pub content_hash: [u8; 32],
+    /// (label, notAfter as Unix seconds) for the server leaf and each trusted CA.
+    pub expiries: Vec<(String, i64)>,
+}
+
+impl std::fmt::Debug for TlsMaterial {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsMaterial")
+            .field("expiries", &self.expiries)
+            .finish_non_exhaustive()
+    }
+}
+
+fn read(field: &'static str, path: &Path) -> Result<Vec<u8>, TlsError> {
+    std::fs::read(path).map_err(|e| file_error(field, path, e))
+}
+
+fn parse_certs(
+    field: &'static str,
+    path: &Path,
+    pem: &[u8],
+) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let certs = CertificateDer::pem_slice_iter(pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| file_error(field, path, format!("not valid PEM: {e}")))?;
+    if certs.is_empty() {
+        return Err(file_error(field, path, "holds no CERTIFICATE block"));
+    }
+    Ok(certs)
+}
+
+fn not_after(field: &'static str, path: &Path, der: &[u8]) -> Result<(String, i64), TlsError> {
+    use x509_parser::prelude::{FromDer, X509Certificate};
+    let (_, cert) = X509Certificate::from_der(der)
+        .map_err(|e| file_error(field, path, format!("certificate does not parse: {e}")))?;
+    Ok((
+        cert.subject().to_string(),
+        cert.validity().not_after.timestamp(),
+    ))
+}
+
+impl TlsMaterial {
+    /// Loads and validates the three files; any problem names the field and file.
+    pub fn load(paths: &TlsPaths) -> Result<TlsMaterial, TlsError> {
+        let cert_pem = read("tls.cert", &paths.cert)?;
+        let key_pem = read("tls.key", &paths.key)?;
+        let ca_pem = read("tls.client_ca", &paths.client_ca)?;
+
+        let chain = parse_certs("tls.cert", &paths.cert, &cert_pem)?;
+        let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| {
+            file_error("tls.key", &paths.key, format!("no usable private key: {e}"))
+        })?;
+        let cas = parse_certs("tls.client_ca", &paths.client_ca, &ca_pem)?;
+
+        let mut expiries = vec![(
+            "server".to_string(),
+            not_after("tls.cert", &paths.cert, &chain[0])?.1,
+        )];
+        let mut roots = RootCertStore::empty();
+        for ca in cas {
+            let (subject, exp) = not_after("tls.client_ca", &paths.client_ca, &ca)?;
+            expiries.push((format!("client_ca:{subject}"), exp));
+            roots.add(ca).map_err(|e| {
+                file_error(
+                    "tls.client_ca",
+                    &paths.client_ca,
+                    format!("not a usable CA certificate: {e}"),
+                )
+            })?;
+        }
+
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let verifier =
+            WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+                .build()
+                .map_err(|e| file_error("tls.client_ca", &paths.client_ca, e))?;
+        let mut config = ServerConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+            .map_err(|e| TlsError::Config(e.to_string()))?
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(chain, key)
+            .map_err(|e| match e {
+                rustls::Error::InconsistentKeys(_) => file_error(
+                    "tls.key",
+                    &paths.key,
+                    format!("does not match the certificate in {}", paths.cert.display()),
+                ),
+                other => file_error("tls.key", &paths.key, other),
+            })?;
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        config.ignore_client_order = true;
+
+        let mut hasher = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+        for part in [&cert_pem, &key_pem, &ca_pem] {
+            hasher.update(&(part.len() as u64).to_be_bytes());
+            hasher.update(part);
+        }
+        let mut content_hash = [0u8; 32];
+        content_hash.copy_from_slice(hasher.finish().as_ref());
+
+        Ok(TlsMaterial {
+            server_config: Arc::new(config),
+            content_hash,
+            expiries,
+        })
+    }
+}
+
+/// The live TLS snapshot, swapped atomically.
+pub struct TlsStore {
+    paths: TlsPaths,
+    current: ArcSwap<TlsMaterial>,
+}
+
+impl TlsStore {
+    pub fn load(paths: TlsPaths, metrics: &Metrics) -> Result<TlsStore, TlsError> {
+        let material = TlsMaterial::load(&paths)?;
+        publish_expiries(metrics, &material);
+        Ok(TlsStore {
+            paths,
+            current: ArcSwap::from_pointee(material),
+        })
+    }
+
+    /// The server config for a new handshake.
+    pub fn server_config(&self) -> Arc<ServerConfig> {
+        self.current.load().server_config.clone()
+    }
+
+    /// Re-reads the files; keeps the old material when the new one fails.
+    pub fn reload(&self, metrics: &Metrics) {
+        match TlsMaterial::load(&self.paths) {
+            Ok(m) if m.content_hash == self.current.load().content_hash => {}
+            Ok(m) => {
+                publish_expiries(metrics, &m);
+                self.current.store(Arc::new(m));
+                metrics
+                    .tls_reloads
+                    .get_or_create(&ResultLabels { result: "ok" })
+                    .inc();
+                tracing::info!("tls material reloaded");
+            }
+            Err(e) => {
+                metrics
+                    .tls_reloads
+                    .get_or_create(&ResultLabels { result: "error" })
+                    .inc();
+                tracing::warn!(error = %e, "tls reload failed; keeping the previous certificate, key and trust bundle");
+            }
+        }
+    }
+
+    /// The directories to watch: a file's own directory, where atomic swaps happen.
+    pub fn watch_dirs(&self) -> Vec<PathBuf> {
+        crate::base::watch::dirs_of(&[
+            self.paths.cert.clone(),
+            self.paths.key.clone(),
+            self.paths.client_ca.clone(),
+        ])
+    }
+}
+
+fn publish_expiries(metrics: &Metrics, m: &TlsMaterial) {
+    metrics.cert_expiry.clear();
+    for (cert, ts) in &m.expiries {
+        metrics
+            .cert_expiry
+            .get_or_create(&CertLabels { cert: cert.clone() })
+            .set(*ts);
+    }
+}
+
+/// Why a handshake was refused, as a metric label.
+pub fn handshake_failure_reason(e: &std::io::Error) -> &'static str {
+    use rustls::{CertificateError as C, Error as E};
+    let Some(tls) = e.get_ref().and_then(|inner| inner.downcast_ref::<E>()) else {
+        return match e.kind() {
+            std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::ConnectionReset => "closed",
+            _ => "io",
+        };
+    };
+    match tls {
+        E::NoCertificatesPresented => "no_client_cert",
+        E::InvalidCertificate(c) => match c {
+            C::UnknownIssuer | C::BadSignature => "untrusted",
+            C::Expired | C::ExpiredContext { .. } => "expired",
+            C::NotValidYet | C::NotValidYetContext { .. } => "not_yet_valid",
+            C::InvalidPurpose | C::InvalidPurposeContext { .. } => "bad_usage",
+            C::Revoked => "revoked",
+            _ => "bad_certificate",
+        },
+        E::PeerIncompatible(_) => "incompatible",
+        E::AlertReceived(_) => "alert_received",
+        _ => "protocol_error",
+    }
+}
