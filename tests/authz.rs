@@ -297,6 +297,52 @@ async fn an_invalid_policy_written_under_load_is_rejected_and_no_request_fails()
     assert!(statuses[&200] > 0);
 }
 
+/// After a failed reload, putting the files back as they were ends the
+/// failure: `/policy` loses its `last_error` and the gauge the
+/// `MeshgatePolicyReloadFailing` alert reads goes back to 1 (it stayed at 0,
+/// and the alert kept firing, while nothing was wrong any more).
+#[test]
+fn restoring_the_files_after_a_failed_reload_clears_the_failure_and_the_gauge() {
+    let pki = pki();
+    let up = Upstream::start();
+    let mg = start(&pki, &up);
+    let before = policy_json(&mg);
+    let policy = pki.path("policies/domains/sales/policies.cedar");
+    let good = std::fs::read_to_string(&policy).expect("read policy");
+
+    let from = mg.logs.len();
+    std::fs::write(
+        &policy,
+        format!("{good}\n@id(\"sales.broken\")\npermit (principal, action, resource) when {{ resource.no_such_attr }};\n"),
+    )
+    .expect("break policy");
+    mg.logs
+        .wait_for(from, Duration::from_secs(30), |l| {
+            l.contains("policy reload failed")
+        })
+        .unwrap_or_else(|| panic!("no reload failure:\n{}", mg.logs.dump()));
+    assert_eq!(mg.metric("meshgate_policy_last_reload_successful"), 0.0);
+    assert!(policy_json(&mg)["last_error"].is_object());
+
+    let from = mg.logs.len();
+    std::fs::write(&policy, &good).expect("restore policy");
+    mg.logs
+        .wait_for(from, Duration::from_secs(30), |l| {
+            l.contains("the reload failure is cleared")
+        })
+        .unwrap_or_else(|| panic!("no recovery:\n{}", mg.logs.dump()));
+    assert_eq!(mg.metric("meshgate_policy_last_reload_successful"), 1.0);
+    let after = policy_json(&mg);
+    assert!(after["last_error"].is_null(), "{after}");
+    assert_eq!(after["version"], before["version"], "the same snapshot");
+    // Nothing was swapped: no successful reload is counted.
+    assert_eq!(
+        mg.metric("meshgate_policy_reloads_total{result=\"ok\"}"),
+        0.0
+    );
+    assert_eq!(call(&pki, "campaigns", &[], &mg.url("/orders")).0, "403");
+}
+
 #[test]
 fn a_policy_change_on_disk_is_enforced_without_restart() {
     let pki = pki();

@@ -18,17 +18,6 @@ pub enum Origin {
     Embedded(Box<PolicyInputs>),
 }
 
-/// What a reload did.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Reload {
-    /// The inputs build the snapshot in force (or the policies are embedded).
-    Unchanged,
-    /// A new snapshot is in force.
-    Swapped { version: String },
-    /// The inputs do not build; the last good snapshot stays.
-    Failed,
-}
-
 #[derive(Debug, Clone)]
 pub struct ReloadError {
     pub at: SystemTime,
@@ -52,12 +41,14 @@ impl PolicyStore {
         })
     }
 
-    /// The snapshot to decide with; requests hold it for their whole decision.
+    /// The snapshot in force, for a quick look (`/policy`, the version in
+    /// an audit event); a request holds [`PolicyStore::snapshot`].
     pub fn current(&self) -> arc_swap::Guard<Arc<Snapshot>> {
         self.current.load()
     }
 
-    /// The snapshot in force, to hold across awaits: a request routes,
+    /// The snapshot in force, held by a request from routing to admission
+    /// (across the end-user token check and the quota store): it routes,
     /// authenticates, decides and is admitted with this one.
     pub fn snapshot(&self) -> Arc<Snapshot> {
         self.current.load_full()
@@ -72,34 +63,40 @@ impl PolicyStore {
     }
 
     /// Rebuilds from the origin; swaps only a complete, valid, changed
-    /// snapshot. Logs what happened; the caller records it in metrics.
+    /// snapshot, and keeps `last_error` up to date. Says what it did: the
+    /// caller records it in metrics, then logs it ([`Reload::log`]), then
+    /// lets the replaced snapshot go ([`Reload::retire`]), so that whoever
+    /// sees the log line also sees the metrics and `/policy` agree.
     pub fn reload(&self) -> Reload {
         if matches!(self.origin, Origin::Embedded(_)) {
-            return Reload::Unchanged;
+            return Reload::Unchanged { recovered: false };
         }
         match build(&self.origin) {
             Ok(s) if s.version == self.current.load().version => {
+                // The inputs build the snapshot in force: nothing is pending,
+                // and a failure before this one is over (the files were put
+                // back as they were).
+                let recovered = self.last_error().is_some();
                 self.set_error(None);
-                Reload::Unchanged
+                Reload::Unchanged { recovered }
             }
             Ok(s) => {
-                let version = s.version.to_string();
-                let count = s.policy_count;
+                let version = s.version.clone();
+                let policies = s.policy_count;
                 let old = self.current.swap(Arc::new(s));
                 self.set_error(None);
-                tracing::info!(version = %version, policies = count, "policy snapshot reloaded");
-                retire(old);
-                Reload::Swapped { version }
+                Reload::Swapped {
+                    version,
+                    policies,
+                    old,
+                }
             }
             Err(e) => {
-                for line in &e.0 {
-                    tracing::warn!(error = %line, "policy reload failed; keeping the last good snapshot");
-                }
                 self.set_error(Some(ReloadError {
                     at: SystemTime::now(),
-                    errors: e.0,
+                    errors: e.0.clone(),
                 }));
-                Reload::Failed
+                Reload::Failed { errors: e.0 }
             }
         }
     }
@@ -111,19 +108,71 @@ impl PolicyStore {
     }
 }
 
-/// Drops a replaced snapshot on the reload thread, once the requests that
-/// still decide with it are done, rather than on whichever request thread
-/// lets go of it last: freeing 10,000 policies takes milliseconds a request
-/// should not wait for. Requests hold a snapshot for one decision, so this
-/// takes at most a few milliseconds; past a second the snapshot is left to
-/// its last holder.
-fn retire(mut old: Arc<Snapshot>) {
-    for _ in 0..1000 {
-        match Arc::try_unwrap(old) {
-            Ok(snapshot) => return drop(snapshot),
-            Err(held) => old = held,
+/// What a reload did.
+pub enum Reload {
+    /// The inputs build the snapshot in force (or the policies are
+    /// embedded); `recovered`: the reload before this one had failed.
+    Unchanged { recovered: bool },
+    /// A new snapshot is in force; `old` is the one it replaced.
+    Swapped {
+        version: Arc<str>,
+        policies: usize,
+        old: Arc<Snapshot>,
+    },
+    /// The inputs do not build; the last good snapshot stays.
+    Failed { errors: Vec<String> },
+}
+
+impl Reload {
+    /// The log lines of a reload.
+    pub fn log(&self) {
+        match self {
+            Reload::Unchanged { recovered: true } => tracing::info!(
+                "policy files build the snapshot in force again; the reload failure is cleared"
+            ),
+            Reload::Unchanged { recovered: false } => {}
+            Reload::Swapped {
+                version, policies, ..
+            } => tracing::info!(version = %version, policies, "policy snapshot reloaded"),
+            Reload::Failed { errors } => {
+                for line in errors {
+                    tracing::warn!(error = %line, "policy reload failed; keeping the last good snapshot");
+                }
+            }
         }
-        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+
+    /// Frees a replaced snapshot once no request holds it any more, on a
+    /// thread of its own rather than on whichever request lets go of it
+    /// last: freeing 10,000 policies takes milliseconds a request should
+    /// not wait for. Requests hold a snapshot for at most their upstream
+    /// timeout (an end-user key fetch or a quota store round trip may come
+    /// between routing and admission); past a minute it is left to its last
+    /// holder.
+    pub fn retire(self) {
+        let Reload::Swapped { mut old, .. } = self else {
+            return;
+        };
+        let spawned = std::thread::Builder::new()
+            .name("meshgate-retire".into())
+            .spawn(move || {
+                let mut wait = std::time::Duration::from_millis(1);
+                let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+                loop {
+                    match Arc::try_unwrap(old) {
+                        Ok(snapshot) => return drop(snapshot),
+                        Err(held) => old = held,
+                    }
+                    if std::time::Instant::now() >= deadline {
+                        return;
+                    }
+                    std::thread::sleep(wait);
+                    wait = (wait * 2).min(std::time::Duration::from_millis(100));
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::debug!(error = %e, "no thread to free the replaced snapshot on; its last holder frees it");
+        }
     }
 }
 

@@ -535,12 +535,16 @@ impl Metrics {
     /// Records what a policy reload did.
     pub fn policy_reloaded(&self, reload: &Reload) {
         match reload {
-            Reload::Unchanged => {}
-            Reload::Swapped { version } => {
+            // The inputs build the snapshot in force (again, after a failed
+            // reload): nothing is pending, so the last reload succeeded.
+            Reload::Unchanged { .. } => {
+                self.policy_last_reload_successful.set(1);
+            }
+            Reload::Swapped { version, .. } => {
                 self.policy_loaded(version);
                 self.policy_reload("ok");
             }
-            Reload::Failed => self.policy_reload("error"),
+            Reload::Failed { .. } => self.policy_reload("error"),
         }
     }
 

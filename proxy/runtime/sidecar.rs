@@ -286,7 +286,10 @@ impl Bound {
                     let sc = reload_sc.clone();
                     let _ = tokio::task::spawn_blocking(move || {
                         if let Some(p) = sc.gate.policy.as_ref() {
-                            sc.gate.metrics.policy_reloaded(&p.reload());
+                            let reload = p.reload();
+                            sc.gate.metrics.policy_reloaded(&reload);
+                            reload.log();
+                            reload.retire();
                         }
                     })
                     .await;
