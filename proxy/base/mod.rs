@@ -1,5 +1,6 @@
-//! Leaf helpers that know nothing of meshgate's own types: configured paths,
-//! HTTPS fetches. Nothing here imports another module of the crate.
+//! Leaf helpers that know nothing of meshgate's own types: YAML files read
+//! with positioned errors, configured paths made absolute, file watching,
+//! hex, HTTPS fetches. Nothing here imports another module of the crate.
 
 pub mod fetch;
 pub mod hex;

@@ -2092,7 +2092,7 @@ pub struct HttpFacts<'a> {
     pub source_ip: IpAddr,
     pub tls_version: &'a str,
     pub time: SystemTime,
-    /// The verified end user (see [`Snapshot::user_token`]); ignored on
+    /// The verified end user (see [`Snapshot::route`]); ignored on
     /// routes that take no token.
     pub user: Option<&'a crate::decision::jwt::User>,
 }

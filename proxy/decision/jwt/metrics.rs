@@ -23,7 +23,7 @@ pub struct IssuerResultLabels {
 }
 
 /// Tokens checked by result, key fetches by issuer and result, keys held.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct JwtMetrics {
     pub user_tokens: Family<TokenResultLabels, Counter>,
     pub jwks_refreshes: Family<IssuerResultLabels, Counter>,

@@ -42,6 +42,7 @@ pub struct UpstreamSettings<'a> {
 /// Why a request got no response from the upstream.
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamError {
+    /// Cannot happen with a valid authority and path; kept rather than a panic.
     #[error("the request target cannot be sent upstream")]
     BadTarget,
     #[error("upstream refused the connection")]
@@ -107,19 +108,18 @@ impl Upstream {
         self.response_timeout
     }
 
-    /// Sends a request whose headers are ready but for the protocol's own:
-    /// the version, `Host` (HTTP/1.1; `x-forwarded-host` on HTTP/2, which
-    /// forbids a Host other than :authority) and the target, built from
-    /// `target`. `original_host` is the host the client named. An HTTP/1.1
-    /// response comes with the lease of its pooled connection.
-    pub async fn send(
+    /// The request as this upstream takes it, from one whose headers are
+    /// ready but for the protocol's own: the version, `Host` (HTTP/1.1;
+    /// `x-forwarded-host` on HTTP/2, which forbids a Host other than
+    /// :authority) and the target, built from `target`. `original_host` is
+    /// the host the client named.
+    pub fn prepare(
         &self,
         mut parts: http::request::Parts,
         body: CountedBody,
         target: PathAndQuery,
         original_host: Option<HeaderValue>,
-        timeout: Duration,
-    ) -> Result<(Response<Incoming>, Option<Lease>), UpstreamError> {
+    ) -> Result<Request<CountedBody>, UpstreamError> {
         let headers = &mut parts.headers;
         match self.protocol {
             UpstreamProtocol::Http1 => {
@@ -128,6 +128,8 @@ impl Upstream {
                 if let Some(h) = host {
                     headers.insert(header::HOST, h);
                 }
+                // Origin-form target: the connection is to the upstream itself.
+                parts.uri = Uri::from(target);
             }
             UpstreamProtocol::H2c => {
                 parts.version = Version::HTTP_2;
@@ -135,31 +137,32 @@ impl Upstream {
                 if let Some(h) = original_host {
                     headers.insert(X_FORWARDED_HOST, h);
                 }
-            }
-        }
-        match &self.transport {
-            // Origin-form target: the connection is to the upstream itself.
-            Transport::Http1(pool) => {
-                parts.uri = Uri::from(target);
-                let call = pool.send(Request::from_parts(parts, body));
-                match tokio::time::timeout(timeout, call).await {
-                    Err(_) => Err(UpstreamError::Timeout),
-                    Ok(Err(SendError::Connect(e))) => {
-                        tracing::debug!(error = %e, "upstream connect failed");
-                        Err(UpstreamError::Unavailable)
-                    }
-                    Ok(Err(SendError::Failed(e))) => Err(UpstreamError::Failed(error_chain(&e))),
-                    Ok(Ok((resp, lease))) => Ok((resp, Some(lease))),
-                }
-            }
-            Transport::H2c(client) => {
                 let mut uri = http::uri::Parts::default();
                 uri.scheme = Some(Scheme::HTTP);
                 uri.authority = Some(self.authority.clone());
                 uri.path_and_query = Some(target);
                 parts.uri = Uri::from_parts(uri).map_err(|_| UpstreamError::BadTarget)?;
-                let call = client.request(Request::from_parts(parts, body));
-                match tokio::time::timeout(timeout, call).await {
+            }
+        }
+        Ok(Request::from_parts(parts, body))
+    }
+
+    /// Sends a prepared request; an HTTP/1.1 response comes with the lease
+    /// of its pooled connection.
+    pub async fn send(
+        &self,
+        req: Request<CountedBody>,
+        timeout: Duration,
+    ) -> Result<(Response<Incoming>, Option<Lease>), UpstreamError> {
+        match &self.transport {
+            Transport::Http1(pool) => match tokio::time::timeout(timeout, pool.send(req)).await {
+                Err(_) => Err(UpstreamError::Timeout),
+                Ok(Err(SendError::Connect)) => Err(UpstreamError::Unavailable),
+                Ok(Err(SendError::Failed(e))) => Err(UpstreamError::Failed(error_chain(&e))),
+                Ok(Ok((resp, lease))) => Ok((resp, Some(lease))),
+            },
+            Transport::H2c(client) => {
+                match tokio::time::timeout(timeout, client.request(req)).await {
                     Err(_) => Err(UpstreamError::Timeout),
                     Ok(Err(e)) if e.is_connect() => Err(UpstreamError::Unavailable),
                     Ok(Err(e)) => Err(UpstreamError::Failed(error_chain(&e))),

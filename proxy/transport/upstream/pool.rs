@@ -80,7 +80,7 @@ impl Lease {
 #[derive(Debug)]
 pub enum SendError {
     /// No connection could be made.
-    Connect(std::io::Error),
+    Connect,
     /// The exchange failed on a connection.
     Failed(hyper::Error),
 }
@@ -140,15 +140,11 @@ impl Pool {
         let connect = tokio::net::TcpStream::connect((self.inner.host.as_str(), self.inner.port));
         let stream = match tokio::time::timeout(self.inner.connect_timeout, connect).await {
             Ok(Ok(s)) => s,
-            Ok(Err(e)) => return Err(SendError::Connect(e)),
-            Err(_) => {
-                return Err(SendError::Connect(std::io::Error::new(
-                    std::io::ErrorKind::TimedOut,
-                    "connect timed out",
-                )))
-            }
+            Ok(Err(_)) => return Err(SendError::Connect),
+            // The connect timed out.
+            Err(_) => return Err(SendError::Connect),
         };
-        stream.set_nodelay(true).map_err(SendError::Connect)?;
+        stream.set_nodelay(true).map_err(|_| SendError::Connect)?;
         let (sender, conn) = http1::handshake(TokioIo::new(stream))
             .await
             .map_err(SendError::Failed)?;
