@@ -1,8 +1,8 @@
 //! The dependency rules of docs/design.md, read from the source: every
 //! `crate::…` path of every file under proxy/ (`use` trees expanded), by the
 //! folder it is in. A broken rule names the file, the line and the import.
-//! Unit tests (`#[cfg(test)] mod tests`, at the end of a file) may use what
-//! they like and are not read.
+//! Unit tests (a `#[cfg(test)] mod tests` block, or a `tests.rs` beside the
+//! module) may use what they like and are not read.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -237,6 +237,10 @@ fn all_imports() -> BTreeMap<String, Vec<Import>> {
         let first = parts.next().and_then(|p| p.to_str()).unwrap_or_default();
         if parts.next().is_none() {
             // lib.rs (the facade) and main.rs: the crate's root.
+            continue;
+        }
+        if f.file_name().is_some_and(|n| n == "tests.rs") {
+            // A module's unit tests, beside it (`#[cfg(test)] mod tests;`).
             continue;
         }
         let text = std::fs::read_to_string(&f).expect("read source");

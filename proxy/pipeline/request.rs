@@ -86,8 +86,12 @@ struct Routed<'s> {
     checked: Checked,
     snapshot: &'s Snapshot,
     target: &'s Target,
-    /// The route lookup's share of `meshgate_authorization_duration_seconds`.
-    lookup: Duration,
+    /// When the route lookup began: `meshgate_authorization_duration_seconds`
+    /// counts the lookup and the decision.
+    lookup_began: Instant,
+    /// How long the lookup took, when an end-user token is verified between
+    /// it and the decision (and must not be counted).
+    lookup: Option<Duration>,
 }
 
 /// Decided and allowed, with the end user it was decided for.
@@ -238,13 +242,15 @@ impl<'a> Exchange<'a> {
         snapshot: &'s Snapshot,
         checked: Checked,
     ) -> Result<Routed<'s>, ProxyError> {
-        let t0 = Instant::now();
+        let lookup_began = Instant::now();
         let target = snapshot.route(checked.req.method(), &checked.path)?;
+        let lookup = (target.user_token != UserToken::None).then(|| lookup_began.elapsed());
         Ok(Routed {
             checked,
             snapshot,
             target,
-            lookup: t0.elapsed(),
+            lookup_began,
+            lookup,
         })
     }
 
@@ -289,7 +295,12 @@ impl<'a> Exchange<'a> {
         let gate = self.gate;
         let conn = self.conn;
         let req = &routed.checked.req;
-        let t0 = Instant::now();
+        // Without a token check in between, the decision's time runs on
+        // from the lookup's start: one clock read fewer per request.
+        let t0 = match routed.lookup {
+            None => routed.lookup_began,
+            Some(_) => Instant::now(),
+        };
         let outcome = routed.snapshot.decide_routed(
             &conn.identity.principal,
             routed.target,
@@ -305,7 +316,7 @@ impl<'a> Exchange<'a> {
         )?;
         let m = &gate.metrics;
         m.authorization_duration
-            .observe(routed.lookup + t0.elapsed());
+            .observe(routed.lookup.unwrap_or_default() + t0.elapsed());
         let decision = &outcome.decision;
         m.decision(decision.allowed);
         if !decision.errors.is_empty() {

@@ -1,0 +1,661 @@
+//! Building a snapshot: policies parsed (large files in parts, on every
+//! CPU), grants linked, the whole validated in strict mode, then assembled.
+
+use std::collections::{HashMap, HashSet};
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use cedar_policy::{
+    Authorizer, Entities, Entity, EntityUid, Policy, PolicyId, PolicySet, RestrictedExpression,
+    Schema, ValidationMode, Validator,
+};
+use serde::Deserialize;
+
+use crate::decision::contract::{self, Action};
+use crate::decision::routes::{RouteTable, Target};
+
+use super::*;
+
+/// Policy text longer than this is parsed in parts on several threads.
+pub(super) const PARSE_PART: usize = 256 * 1024;
+
+/// Parses Cedar policy text. A large text is cut into parts at statement
+/// ends, one per CPU, and the parts are parsed in parallel (a reload of
+/// 10,000 policies in one file would otherwise spend most of its time in one
+/// thread). Any error reparses the whole text, so that errors are reported
+/// exactly as Cedar reports them for the file.
+pub(super) fn parse_in_parts(
+    text: &str,
+    split: bool,
+) -> Result<Vec<PolicySet>, Box<cedar_policy::ParseErrors>> {
+    let whole = || {
+        PolicySet::from_str(text)
+            .map(|set| vec![set])
+            .map_err(Box::new)
+    };
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let parts = if split {
+        threads.min(text.len() / PARSE_PART + 1)
+    } else {
+        1
+    };
+    let cuts = if parts > 1 {
+        statement_cuts(text, parts)
+    } else {
+        Vec::new()
+    };
+    if cuts.is_empty() {
+        return whole();
+    }
+    let mut pieces = Vec::with_capacity(cuts.len() + 1);
+    let mut from = 0;
+    for &cut in &cuts {
+        pieces.push(&text[from..cut]);
+        from = cut;
+    }
+    pieces.push(&text[from..]);
+    let parsed: Vec<_> = std::thread::scope(|scope| {
+        let handles: Vec<_> = pieces
+            .iter()
+            .map(|piece| scope.spawn(move || PolicySet::from_str(piece).ok()))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().ok().flatten())
+            .collect()
+    });
+    match parsed.into_iter().collect::<Option<Vec<_>>>() {
+        Some(sets) => Ok(sets),
+        None => whole(),
+    }
+}
+
+/// Up to `parts - 1` byte offsets that cut Cedar text into about equal parts,
+/// each just after a `;` that ends a statement: outside string literals and
+/// `//` comments. Empty if the text has too few statements.
+pub(super) fn statement_cuts(text: &str, parts: usize) -> Vec<usize> {
+    let step = text.len() / parts.max(1);
+    let mut cuts = Vec::new();
+    let (mut in_string, mut escaped, mut in_comment) = (false, false, false);
+    let bytes = text.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() && cuts.len() + 1 < parts {
+        let b = bytes[i];
+        if in_comment {
+            // As Cedar's lexer: a comment ends at either line-break character.
+            in_comment = b != b'\n' && b != b'\r';
+        } else if in_string {
+            if escaped {
+                escaped = false;
+            } else if b == b'\\' {
+                escaped = true;
+            } else if b == b'"' {
+                in_string = false;
+            }
+        } else if b == b'"' {
+            in_string = true;
+        } else if b == b'/' && bytes.get(i + 1) == Some(&b'/') {
+            in_comment = true;
+        } else if b == b';' && i + 1 >= step * (cuts.len() + 1) {
+            cuts.push(i + 1);
+        }
+        i += 1;
+    }
+    cuts
+}
+
+/// Parses policy sources into one set named by `@id`, collecting every error.
+pub(super) fn parse_policies(
+    sources: &[Source],
+    split: bool,
+    errors: &mut Vec<String>,
+) -> (PolicySet, HashMap<String, usize>) {
+    let mut set = PolicySet::new();
+    // @id -> index of the source that defines it
+    let mut origin: HashMap<String, usize> = HashMap::new();
+    // Policies and templates first, then the links that instantiate them.
+    for (i, src) in sources.iter().enumerate() {
+        if src.name.ends_with(LINKS) {
+            continue;
+        }
+        let parsed = match parse_in_parts(&src.text, split) {
+            Ok(p) => p,
+            Err(errs) => {
+                for e in errs.iter() {
+                    errors.push(diag(&src.name, &src.text, e));
+                }
+                continue;
+            }
+        };
+        // Cedar keeps each policy's own text: find it to report a position
+        // (only for errors: searching is linear in the file).
+        let at_of = |text: String| {
+            src.text
+                .find(&text)
+                .map(|o| position(&src.text, o))
+                .unwrap_or((1, 1))
+        };
+        for t in parsed.iter().flat_map(PolicySet::templates) {
+            let added = claim_id(t.annotation("id"), "template", &origin, sources).and_then(|id| {
+                set.add_template(t.new_id(PolicyId::new(&id)))
+                    .map(|()| id)
+                    .map_err(|e| e.to_string())
+            });
+            settle(
+                added,
+                i,
+                &src.name,
+                || at_of(t.to_string()),
+                &mut origin,
+                errors,
+            );
+        }
+        for p in parsed.iter().flat_map(PolicySet::policies) {
+            let added = claim_id(p.annotation("id"), "policy", &origin, sources).and_then(|id| {
+                set.add(p.new_id(PolicyId::new(&id)))
+                    .map(|()| id)
+                    .map_err(|e| e.to_string())
+            });
+            settle(
+                added,
+                i,
+                &src.name,
+                || at_of(p.to_string()),
+                &mut origin,
+                errors,
+            );
+        }
+    }
+    for (i, src) in sources.iter().enumerate() {
+        if src.name.ends_with(LINKS) {
+            link_grants(&mut set, &mut origin, i, src, errors);
+        }
+    }
+    (set, origin)
+}
+
+/// Records a policy's or template's `@id` as defined in source `i`, or the
+/// reason it was not added, at its position.
+pub(super) fn settle(
+    added: Result<String, String>,
+    i: usize,
+    file: &str,
+    at: impl FnOnce() -> (usize, usize),
+    origin: &mut HashMap<String, usize>,
+    errors: &mut Vec<String>,
+) {
+    match added {
+        Ok(id) => {
+            origin.insert(id, i);
+        }
+        Err(m) => {
+            let (l, c) = at();
+            errors.push(format!("{file}:{l}:{c}: {m}"));
+        }
+    }
+}
+
+/// The `@id` a policy or template is known by: present, and not taken yet.
+pub(super) fn claim_id(
+    annotation: Option<&str>,
+    what: &str,
+    origin: &HashMap<String, usize>,
+    sources: &[Source],
+) -> Result<String, String> {
+    let id = match annotation {
+        Some(id) if !id.trim().is_empty() => id.to_string(),
+        _ => return Err(format!("{what} has no @id(\"…\") annotation")),
+    };
+    match origin.get(&id) {
+        Some(&j) => Err(format!(
+            "@id(\"{id}\") is already used in {}",
+            sources[j].name
+        )),
+        None => Ok(id),
+    }
+}
+
+/// Template-link files: Cedar's template-links JSON (what `cedar -k` reads).
+pub const LINKS: &str = ".links.json";
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct Link {
+    pub(super) template_id: String,
+    pub(super) link_id: String,
+    pub(super) args: HashMap<String, String>,
+}
+
+/// Instantiates the templates of `set` with the grants in one links file.
+pub(super) fn link_grants(
+    set: &mut PolicySet,
+    origin: &mut HashMap<String, usize>,
+    i: usize,
+    src: &Source,
+    errors: &mut Vec<String>,
+) {
+    let links: Vec<Link> = match serde_json::from_str(&src.text) {
+        Ok(l) => l,
+        Err(e) => {
+            errors.push(format!("{}:{}:{}: {e}", src.name, e.line(), e.column()));
+            return;
+        }
+    };
+    for (n, link) in links.into_iter().enumerate() {
+        let at = format!("{}: [{n}] `{}`", src.name, link.link_id);
+        let mut env = HashMap::new();
+        for (slot, value) in &link.args {
+            let slot_id = match slot.as_str() {
+                "?principal" => cedar_policy::SlotId::principal(),
+                "?resource" => cedar_policy::SlotId::resource(),
+                other => {
+                    errors.push(format!(
+                        "{at}: unknown slot `{other}` (?principal or ?resource)"
+                    ));
+                    continue;
+                }
+            };
+            match EntityUid::from_str(value) {
+                Ok(uid) => {
+                    env.insert(slot_id, uid);
+                }
+                Err(e) => errors.push(format!("{at}: {slot}: {e}")),
+            }
+        }
+        if let Err(e) = set.link(
+            PolicyId::new(&link.template_id),
+            PolicyId::new(&link.link_id),
+            env,
+        ) {
+            errors.push(format!("{at}: {e}"));
+            continue;
+        }
+        origin.insert(link.link_id, i);
+    }
+}
+
+/// Static policies at or above which validation is split in two.
+pub(super) const SPLIT_VALIDATION_AT: usize = 2000;
+
+/// Two sets that together hold every policy of `all`, to validate in
+/// parallel: (`all` without the second half of its static policies, that
+/// half). `(None, None)`: small enough to validate whole.
+pub(super) fn split_for_validation(all: &PolicySet) -> (Option<PolicySet>, Option<PolicySet>) {
+    let statics: Vec<&Policy> = all.policies().filter(|p| p.is_static()).collect();
+    if statics.len() < SPLIT_VALIDATION_AT {
+        return (None, None);
+    }
+    let mut first = all.clone();
+    let mut second = PolicySet::new();
+    for p in &statics[statics.len() / 2..] {
+        // Neither fails for a static policy of `all`; if one did, validate whole.
+        let Ok(p) = first.remove_static(p.id().clone()) else {
+            return (None, None);
+        };
+        if second.add(p).is_err() {
+            return (None, None);
+        }
+    }
+    (Some(first), Some(second))
+}
+
+pub(super) fn validate(
+    schema: &Schema,
+    set: &PolicySet,
+    sources: &[Source],
+    origin: &HashMap<String, usize>,
+    errors: &mut Vec<String>,
+) {
+    let result = Validator::new(schema.clone()).validate(set, ValidationMode::Strict);
+    for e in result.validation_errors() {
+        let src = origin
+            .get(e.policy_id().to_string().as_str())
+            .map(|&i| &sources[i]);
+        match src {
+            Some(s) => errors.push(diag(&s.name, &s.text, e)),
+            None => errors.push(format!("policy {}: {e}", e.policy_id())),
+        }
+    }
+    for w in result.validation_warnings() {
+        tracing::warn!(warning = %w, "policy validation warning");
+    }
+}
+
+impl Snapshot {
+    /// Builds and validates a complete snapshot, or reports every error found.
+    pub fn build(inputs: &PolicyInputs) -> Result<Snapshot, LoadErrors> {
+        let large = |s: &Source| s.text.len() > PARSE_PART;
+        match Self::build_with(inputs, true) {
+            // Cedar places a policy parsed from a part within that part:
+            // errors are located against whole files, so build again unsplit.
+            Err(_) if inputs.policies.iter().chain(&inputs.shadow).any(large) => {
+                Self::build_with(inputs, false)
+            }
+            built => built,
+        }
+    }
+
+    /// `split`: whether large policy files may be parsed in parts.
+    pub(super) fn build_with(inputs: &PolicyInputs, split: bool) -> Result<Snapshot, LoadErrors> {
+        let mut errors = Vec::new();
+        let schema = match Schema::from_cedarschema_str(&inputs.schema.text) {
+            Ok((schema, warnings)) => {
+                for w in warnings {
+                    tracing::warn!(file = %inputs.schema.name, warning = %w, "schema warning");
+                }
+                schema
+            }
+            Err(e) => {
+                return Err(LoadErrors(vec![diag(
+                    &inputs.schema.name,
+                    &inputs.schema.text,
+                    &e,
+                )]));
+            }
+        };
+
+        // The products, routes and entities do not depend on the policies:
+        // they are built while the policies are parsed.
+        let (all, origin, shadow, parts) = std::thread::scope(|scope| {
+            let parts = scope.spawn(|| Self::assemble(inputs, &schema));
+            let (all, origin) = parse_policies(&inputs.policies, split, &mut errors);
+            let shadow = if inputs.shadow.is_empty() {
+                None
+            } else {
+                Some(parse_policies(&inputs.shadow, split, &mut errors))
+            };
+            let parts = parts
+                .join()
+                .unwrap_or_else(|_| Err(vec!["building the products failed unexpectedly".into()]));
+            (all, origin, shadow, parts)
+        });
+        // Strict validation runs beside the candidate index (both are CPU
+        // work; a reload of 10,000 policies should take well under a second).
+        // A large set is validated in two halves on two threads (policies
+        // validate independently), so a 2-core sidecar uses both cores.
+        let (first, second) = split_for_validation(&all);
+        let (schema_ref, origin_ref) = (&schema, &origin);
+        let (validation, indexes) = std::thread::scope(|scope| {
+            let halves = second.map(|second| {
+                scope.spawn(move || {
+                    let mut errors = Vec::new();
+                    validate(
+                        schema_ref,
+                        &second,
+                        &inputs.policies,
+                        origin_ref,
+                        &mut errors,
+                    );
+                    errors
+                })
+            });
+            let validation = scope.spawn(|| {
+                let mut errors = Vec::new();
+                validate(
+                    &schema,
+                    first.as_ref().unwrap_or(&all),
+                    &inputs.policies,
+                    &origin,
+                    &mut errors,
+                );
+                if let Some((set, origin)) = &shadow {
+                    validate(&schema, set, &inputs.shadow, origin, &mut errors);
+                }
+                errors
+            });
+            let indexes = match &parts {
+                Ok(p) if errors.is_empty() => {
+                    let index_of =
+                        |set: &PolicySet| Index::build(set, &p.registry, &p.types, &p.action_uids);
+                    Some((
+                        index_of(&all),
+                        shadow.as_ref().map(|(set, _)| index_of(set)),
+                    ))
+                }
+                _ => None,
+            };
+            let failed = || vec!["policy validation failed unexpectedly".to_string()];
+            let mut validation = validation.join().unwrap_or_else(|_| failed());
+            if let Some(h) = halves {
+                validation.extend(h.join().unwrap_or_else(|_| failed()));
+            }
+            (validation, indexes)
+        });
+        let mut all_errors = validation;
+        all_errors.append(&mut errors);
+        let (parts, (index, shadow_index)) = match (parts, indexes) {
+            (Ok(p), Some(indexes)) if all_errors.is_empty() => (p, indexes),
+            (Ok(_), _) => return Err(LoadErrors(all_errors)),
+            (Err(more), _) => {
+                all_errors.extend(more);
+                return Err(LoadErrors(all_errors));
+            }
+        };
+        let shadow_all = shadow.map(|(set, _)| set);
+        Ok(Snapshot {
+            serial: SNAPSHOT_SERIAL.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            version: Arc::from(inputs.version()),
+            loaded_at: SystemTime::now(),
+            policy_count: all.policies().count(),
+            shadow_policy_count: shadow_all
+                .as_ref()
+                .map(|s| s.policies().count())
+                .unwrap_or(0),
+            schema,
+            all,
+            shadow_all,
+            index,
+            shadow_index,
+            products: parts.products,
+            routes: parts.routes,
+            service_parents: parts.service_parents,
+            namespace_parents: parts.namespace_parents,
+            group_parents: parts.group_parents,
+            action_uids: parts.action_uids,
+            authorizer: Authorizer::new(),
+            service_type: parts.service_type,
+        })
+    }
+
+    /// Everything but the policies: entities, contracts, routes, and the
+    /// resources the candidate index files policies by.
+    pub(super) fn assemble(inputs: &PolicyInputs, schema: &Schema) -> Result<Parts, Vec<String>> {
+        let mut errors = Vec::new();
+        let static_entities = match &inputs.entities {
+            None => Entities::empty(),
+            Some(src) => match Entities::from_json_str(&src.text, Some(schema)) {
+                Ok(e) => e,
+                Err(e) => {
+                    errors.push(diag(&src.name, &src.text, &e));
+                    Entities::empty()
+                }
+            },
+        };
+
+        let mut products = Vec::new();
+        for src in &inputs.contracts {
+            match contract::parse(&src.text, &src.name) {
+                Ok(p) => products.push(p),
+                Err(e) => errors.push(e.to_string()),
+            }
+        }
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+
+        let domain_t = type_name("Domain");
+        let product_t = type_name("DataProduct");
+        let dataset_t = type_name("Dataset");
+        let service_t = type_name("Service");
+        let action_t = type_name("Action");
+        let action_uids = Action::ALL.map(|a| uid(&action_t, a.as_str()));
+
+        let ancestors_of = |u: &EntityUid| -> HashSet<EntityUid> {
+            static_entities
+                .ancestors(u)
+                .map(|it| it.cloned().collect())
+                .unwrap_or_default()
+        };
+        let with_ancestors = |u: &EntityUid| -> HashSet<EntityUid> {
+            let mut s = ancestors_of(u);
+            s.insert(u.clone());
+            s
+        };
+
+        // Groups declared in entities.json: a user in a group is in its ancestors too.
+        let group_t = type_name("Group");
+        let group_parents: HashMap<String, HashSet<EntityUid>> = static_entities
+            .iter()
+            .map(|e| e.uid())
+            .filter(|u| u.type_name() == &group_t)
+            .map(|u| (u.id().unescaped().to_string(), ancestors_of(&u)))
+            .collect();
+
+        // Services declared in entities.json, and namespaces of domains.
+        let mut service_parents = HashMap::new();
+        let mut namespace_parents: HashMap<String, HashSet<EntityUid>> = HashMap::new();
+        for e in static_entities.iter() {
+            let u = e.uid();
+            if u.type_name() == &service_t {
+                service_parents.insert(u.id().unescaped().to_string(), ancestors_of(&u));
+            }
+            if u.type_name() == &domain_t {
+                if let Some(Ok(cedar_policy::EvalResult::Set(set))) = e.attr("namespaces") {
+                    for v in set.iter() {
+                        if let cedar_policy::EvalResult::String(ns) = v {
+                            namespace_parents
+                                .entry(ns.clone())
+                                .or_default()
+                                .extend(with_ancestors(&u));
+                        }
+                    }
+                }
+            }
+        }
+
+        // Product and dataset entities, validated against the schema together.
+        let mut routes = RouteTable::new();
+        let mut entries = Vec::new();
+        let mut seen_ids: HashMap<String, String> = HashMap::new();
+        let mut all_entities: Vec<Entity> = Vec::new();
+        // (uid, kind, ancestors) of every resource, in index order.
+        let mut registry: Vec<(EntityUid, usize, HashSet<EntityUid>)> = Vec::new();
+        for (pi, p) in products.into_iter().enumerate() {
+            if let Some(other) = seen_ids.insert(p.id.clone(), p.file.clone()) {
+                errors.push(format!(
+                    "{}: id: product `{}` is also defined in {other}",
+                    p.file, p.id
+                ));
+                continue;
+            }
+            let domain_uid = uid(&domain_t, &p.domain);
+            let product_uid = uid(&product_t, &p.id);
+            let mut product_ancestors = with_ancestors(&domain_uid);
+            let mut attrs = resource_attrs(&p, &domain_uid, &p.classification);
+            attrs.insert(
+                "owner".into(),
+                RestrictedExpression::new_string(p.owner.clone()),
+            );
+            attrs.insert(
+                "version".into(),
+                RestrictedExpression::new_string(p.version.clone()),
+            );
+            attrs.insert("tags".into(), string_set(&p.tags));
+            let product_entity =
+                match Entity::new(product_uid.clone(), attrs, product_ancestors.clone()) {
+                    Ok(e) => e,
+                    Err(e) => {
+                        errors.push(format!("{}: {e}", p.file));
+                        continue;
+                    }
+                };
+            let domain_entity = static_entities.get(&domain_uid).cloned();
+            let mut base_entities = vec![product_entity.clone()];
+            base_entities.extend(domain_entity.clone());
+
+            let mut datasets = Vec::new();
+            product_ancestors.insert(product_uid.clone());
+            for (name, classification) in &p.datasets {
+                let ds_uid = uid(&dataset_t, &format!("{}/{name}", p.id));
+                let mut attrs = resource_attrs(&p, &domain_uid, classification);
+                attrs.insert(
+                    "name".into(),
+                    RestrictedExpression::new_string(name.clone()),
+                );
+                match Entity::new(ds_uid.clone(), attrs, product_ancestors.clone()) {
+                    Ok(ds) => {
+                        let mut ents = vec![ds.clone()];
+                        ents.extend(base_entities.iter().cloned());
+                        all_entities.push(ds);
+                        registry.push((ds_uid.clone(), DATASET, product_ancestors.clone()));
+                        datasets.push(Resource {
+                            id: Arc::from(format!("{}/{name}", p.id)),
+                            index: registry.len() - 1,
+                            kind: DATASET,
+                            uid: ds_uid,
+                            entities: ents,
+                        });
+                    }
+                    Err(e) => errors.push(format!("{}: dataset {name}: {e}", p.file)),
+                }
+            }
+            product_ancestors.remove(&product_uid);
+            all_entities.push(product_entity);
+
+            for r in &p.routes {
+                let dataset = r
+                    .dataset
+                    .as_ref()
+                    .and_then(|d| p.datasets.iter().position(|(n, _)| n == d));
+                let target = Target {
+                    product: entries.len(),
+                    action: r.action,
+                    dataset,
+                    pattern: r.path.clone(),
+                    user_token: r.user_token.unwrap_or(p.user_token),
+                };
+                if let Err(e) = routes.insert(r.method.clone(), &r.path, target) {
+                    errors.push(format!("{}: customProperties.meshgateRoutes: {e}", p.file));
+                }
+            }
+            registry.push((product_uid.clone(), PRODUCT, product_ancestors.clone()));
+            let resource = Resource {
+                id: Arc::from(p.id.as_str()),
+                index: registry.len() - 1,
+                kind: PRODUCT,
+                uid: product_uid,
+                entities: base_entities,
+            };
+            let _ = pi;
+            entries.push(ProductEntry {
+                product: p,
+                resource,
+                datasets,
+            });
+        }
+        // The constructed entities must conform to the schema like any other.
+        let mut check = all_entities;
+        check.extend(static_entities.iter().cloned());
+        if let Err(e) = Entities::from_entities(check, Some(schema)) {
+            errors.push(format!(
+                "contracts: entities built from the contracts do not match the schema: {e}"
+            ));
+        }
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+
+        Ok(Parts {
+            registry,
+            types: [product_t, dataset_t],
+            products: entries,
+            routes,
+            service_parents,
+            namespace_parents,
+            group_parents,
+            action_uids,
+            service_type: service_t,
+        })
+    }
+}

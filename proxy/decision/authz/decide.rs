@@ -1,0 +1,402 @@
+//! Deciding a request: candidates, context, Cedar's evaluation, with the
+//! shadow set beside; routing an HTTP request onto a target first.
+
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use cedar_policy::{
+    Context, Entities, PolicySet, PrincipalConstraint, Request, RestrictedExpression,
+};
+
+use crate::decision::contract::UserToken;
+use crate::decision::routes::Lookup;
+use crate::decision::routes::Target;
+use crate::model::identity::Principal;
+use crate::model::path::NormalPath;
+
+use super::*;
+
+impl Snapshot {
+    /// The specialised candidates for a caller, resource and action: the
+    /// index's candidates whose principal scope can match this caller. Built
+    /// once per thread for each (snapshot, caller, resource, action); the
+    /// context-free ones are decided with this request, which is valid for
+    /// every request with the same key.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn candidate_set(
+        &self,
+        index: &Index,
+        shadow: bool,
+        name: &str,
+        resource: &Resource,
+        action: usize,
+        who: &DecisionEntities,
+        request: &Request,
+    ) -> Rc<Candidates> {
+        let key = (self.serial, resource.index);
+        let slot = (usize::from(shadow), action);
+        let cached = DECISIONS.with(|c| {
+            c.borrow()
+                .get(name, key)
+                .and_then(|e| e.candidates[slot.0][slot.1].clone())
+        });
+        if let Some(hit) = cached {
+            return hit;
+        }
+        let mut found = Candidates::default();
+        let mut free = [PolicySet::new(), PolicySet::new()];
+        // condition -> the id naming its test
+        let mut tests: HashMap<&str, String> = HashMap::new();
+        // Where linked policies' templates are.
+        let from = match (shadow, &self.shadow_all) {
+            (true, Some(set)) => set,
+            _ => &self.all,
+        };
+        for pos in index.candidates(resource.index, resource.kind, action) {
+            let Some(p) = index.policies.get(pos) else {
+                continue;
+            };
+            let admits = match p.principal_constraint() {
+                PrincipalConstraint::Any => true,
+                PrincipalConstraint::Eq(u) => u == who.principal,
+                PrincipalConstraint::In(u) => who.principal_in.contains(&u),
+                PrincipalConstraint::Is(t) => t == self.service_type,
+                PrincipalConstraint::IsIn(t, u) => {
+                    t == self.service_type && who.principal_in.contains(&u)
+                }
+            };
+            if !admits {
+                continue;
+            }
+            let special = index
+                .specialized
+                .get(pos)
+                .and_then(|cell| cell.get_or_init(|| Specialized::of(p)).as_ref());
+            let Some(sp) = special else {
+                // Not specialised: evaluated as written, on every request.
+                add_policy(&mut found.residual, p, from);
+                found.untestable = true;
+                continue;
+            };
+            if !sp.reads_context {
+                let _ = free[usize::from(sp.forbid)].add(sp.policy.clone());
+                continue;
+            }
+            let _ = found.residual.add(sp.policy.clone());
+            let id = AsRef::<str>::as_ref(sp.policy.id()).to_owned();
+            let test = tests.entry(sp.conditions.as_str()).or_insert_with(|| {
+                let at = match found.parts.iter().position(|p| p.reads == sp.reads) {
+                    Some(at) => at,
+                    None => {
+                        found.parts.push(Part {
+                            reads: sp.reads,
+                            tests: PolicySet::new(),
+                            seen: Default::default(),
+                        });
+                        found.parts.len() - 1
+                    }
+                };
+                let _ = found.parts[at].tests.add(sp.test.clone());
+                id.clone()
+            });
+            found
+                .members
+                .entry(test.clone())
+                .or_default()
+                .push((sp.forbid, id));
+        }
+        // One evaluation per effect, so that each names all its satisfied policies.
+        let [permit_set, forbid_set] = free;
+        for (set, into_forbids) in [(permit_set, false), (forbid_set, true)] {
+            if set.is_empty() {
+                continue;
+            }
+            let resp = self.authorizer.is_authorized(request, &set, &who.entities);
+            let reasons = resp
+                .diagnostics()
+                .reason()
+                .map(|id| AsRef::<str>::as_ref(id).to_owned());
+            if into_forbids {
+                found.forbids.extend(reasons);
+            } else {
+                found.permits.extend(reasons);
+            }
+            found
+                .errors
+                .extend(resp.diagnostics().errors().map(|e| e.to_string()));
+        }
+        let found = Rc::new(found);
+        DECISIONS.with(|c| {
+            if let Some(e) = c.borrow_mut().get_mut(name, key) {
+                e.candidates[slot.0][slot.1] = Some(found.clone());
+            }
+        });
+        found
+    }
+
+    pub(super) fn context(facts: &RequestFacts<'_>) -> Result<Context, String> {
+        let mut pairs = vec![
+            (
+                "method".to_string(),
+                RestrictedExpression::new_string(facts.method.to_string()),
+            ),
+            (
+                "path".to_string(),
+                RestrictedExpression::new_string(facts.path.to_string()),
+            ),
+            ("source_ip".to_string(), ip_expr(facts.source_ip)),
+            ("time".to_string(), time_expr(facts.time)),
+            (
+                "tls".to_string(),
+                RestrictedExpression::new_record([(
+                    "version".to_string(),
+                    RestrictedExpression::new_string(facts.tls_version.to_string()),
+                )])
+                .map_err(|e| e.to_string())?,
+            ),
+            (
+                "has_user".to_string(),
+                RestrictedExpression::new_bool(facts.user.is_some()),
+            ),
+        ];
+        if let Some(u) = facts.user {
+            pairs.push((
+                "user".to_string(),
+                RestrictedExpression::new_entity_uid(uid(&type_name("User"), &u.id)),
+            ));
+        }
+        if let Some(p) = facts.purpose {
+            pairs.push((
+                "purpose".to_string(),
+                RestrictedExpression::new_string(p.to_string()),
+            ));
+        }
+        Context::from_pairs(pairs).map_err(|e| e.to_string())
+    }
+
+    /// Decides one request. Anything that goes wrong building it denies.
+    pub fn authorize_with_shadow(
+        &self,
+        principal: &Principal,
+        target: &Target,
+        facts: &RequestFacts<'_>,
+    ) -> (Decision, Option<Decision>) {
+        self.decide(principal, target, facts, true)
+    }
+
+    /// Decides one request with the enforced set only.
+    pub fn authorize(
+        &self,
+        principal: &Principal,
+        target: &Target,
+        facts: &RequestFacts<'_>,
+    ) -> Decision {
+        self.decide(principal, target, facts, false).0
+    }
+
+    /// Decides with the enforced index and, when asked and configured, the
+    /// shadow index, building the Cedar request and entities once.
+    pub(super) fn decide(
+        &self,
+        principal: &Principal,
+        target: &Target,
+        facts: &RequestFacts<'_>,
+        with_shadow: bool,
+    ) -> (Decision, Option<Decision>) {
+        let deny = |e: String| {
+            let d = Decision::denied(e);
+            (
+                d.clone(),
+                (with_shadow && self.shadow_index.is_some()).then_some(d),
+            )
+        };
+        let Some(resource) = self.resource(target) else {
+            return deny("route names an unknown product".into());
+        };
+        let name = principal.header_form();
+        let who = match self.entities_for(principal, &name, resource) {
+            Ok(x) => x,
+            Err(e) => return deny(e),
+        };
+        let context = match cached_context(facts) {
+            Ok(c) => c,
+            Err(e) => return deny(e),
+        };
+        let action = target.action.index();
+        let request = match Request::new(
+            who.principal.clone(),
+            self.action_uids[action].clone(),
+            resource.uid.clone(),
+            context,
+            None,
+        ) {
+            Ok(r) => r,
+            Err(e) => return deny(e.to_string()),
+        };
+        // A user joins the cached entities for this request only. Context-free
+        // policies cannot see it (a policy naming a user is context-dependent).
+        let with_user;
+        let entities: &Entities = match facts.user {
+            None => &who.entities,
+            Some(u) => {
+                let added = self.user_entity(u).and_then(|e| {
+                    (*who.entities)
+                        .clone()
+                        .add_entities([e], None)
+                        .map_err(|e| e.to_string())
+                });
+                match added {
+                    Ok(e) => {
+                        with_user = e;
+                        &with_user
+                    }
+                    Err(e) => return deny(e),
+                }
+            }
+        };
+        let eval = |index: &Index, shadow: bool| {
+            self.candidate_set(index, shadow, &name, resource, action, &who, &request)
+                .decide(&self.authorizer, &request, entities, facts)
+        };
+        let enforced = eval(&self.index, false);
+        let shadow = match (&self.shadow_index, with_shadow) {
+            (Some(index), true) => Some(eval(index, true)),
+            _ => None,
+        };
+        (enforced, shadow)
+    }
+
+    /// A Cedar request with its own entities, against the whole policy set
+    /// (Cedar's `run-tests` semantics).
+    pub fn authorize_request(&self, request: &Request, entities: &Entities) -> Decision {
+        Decision::from_response(&self.authorizer.is_authorized(request, &self.all, entities))
+    }
+
+    /// The same decision with the plain `Authorizer` over every policy; the
+    /// reference the candidate index is tested against.
+    pub fn authorize_unindexed(
+        &self,
+        principal: &Principal,
+        target: &Target,
+        facts: &RequestFacts<'_>,
+    ) -> Decision {
+        let Some(resource) = self.resource(target) else {
+            return Decision::denied("unknown product");
+        };
+        let (Ok(principal_entity), Ok(context)) =
+            (self.principal_entity(principal), Self::context(facts))
+        else {
+            return Decision::denied("request");
+        };
+        let principal_uid = principal_entity.uid();
+        let mut ents = vec![principal_entity];
+        ents.extend(resource.entities.iter().cloned());
+        if let Some(u) = facts.user {
+            match self.user_entity(u) {
+                Ok(e) => ents.push(e),
+                Err(e) => return Decision::denied(e),
+            }
+        }
+        let (Ok(entities), Ok(request)) = (
+            Entities::from_entities(ents, None),
+            Request::new(
+                principal_uid,
+                self.action_uids[target.action.index()].clone(),
+                resource.uid.clone(),
+                context,
+                Some(&self.schema),
+            ),
+        ) else {
+            return Decision::denied("request");
+        };
+        let resp = self
+            .authorizer
+            .is_authorized(&request, &self.all, &entities);
+        Decision::from_response(&resp)
+    }
+}
+
+impl Snapshot {
+    /// The route of a request: what it names (product, action, dataset)
+    /// and whether it takes an end-user token. The proxy routes once and
+    /// decides with the same snapshot ([`Snapshot::decide_routed`]).
+    pub fn route(&self, method: &http::Method, path: &NormalPath) -> Result<&Target, DecideError> {
+        match self.routes.lookup(method, path) {
+            Lookup::Found(t) => Ok(t),
+            Lookup::MethodNotAllowed => Err(DecideError::MethodNotAllowed),
+            Lookup::NotFound => Err(DecideError::NoRoute),
+        }
+    }
+
+    /// Routes an HTTP request and decides it: the one path shared by the proxy,
+    /// `meshgate authorize` and `meshgate test`.
+    pub fn decide_http(
+        &self,
+        principal: &Principal,
+        req: &HttpFacts<'_>,
+    ) -> Result<AuthzOutcome, DecideError> {
+        let target = self.route(req.method, req.path)?;
+        self.decide_routed(principal, target, req)
+    }
+
+    /// Decides a request already routed (by [`Snapshot::route`] of this
+    /// snapshot) to `target`.
+    pub fn decide_routed(
+        &self,
+        principal: &Principal,
+        target: &Target,
+        req: &HttpFacts<'_>,
+    ) -> Result<AuthzOutcome, DecideError> {
+        let user = match target.user_token {
+            UserToken::None => None,
+            UserToken::Optional => req.user,
+            UserToken::Required => Some(req.user.ok_or(DecideError::UserTokenMissing)?),
+        };
+        // One declared purpose: with two, policy would see the first and
+        // the upstream both (a conflict between what was authorised and
+        // what is served), so that is refused too.
+        let mut purposes = req.headers.get_all(X_DATA_PURPOSE).iter();
+        let purpose = match (purposes.next(), purposes.next()) {
+            (None, _) => None,
+            (Some(_), Some(_)) => return Err(DecideError::DuplicatePurpose),
+            (Some(v), None) => Some(
+                v.to_str()
+                    .ok()
+                    .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_graphic()))
+                    .ok_or(DecideError::InvalidPurpose)?,
+            ),
+        };
+        let decoded = req.path.decoded();
+        let facts = RequestFacts {
+            method: req.method.as_str(),
+            path: &decoded,
+            source_ip: req.source_ip,
+            purpose,
+            tls_version: req.tls_version,
+            time: req.time,
+            user,
+        };
+        let (decision, shadow) = self.authorize_with_shadow(principal, target, &facts);
+        let (product, resource, sla) = match self.products.get(target.product) {
+            Some(entry) => (
+                entry.resource.id.clone(),
+                self.resource(target)
+                    .map(|r| r.id.clone())
+                    .unwrap_or_else(|| entry.resource.id.clone()),
+                (entry.product.sla.throughput, entry.product.sla.latency),
+            ),
+            None => (Arc::from(""), Arc::from(""), (None, None)),
+        };
+        Ok(AuthzOutcome {
+            product,
+            action: target.action,
+            resource,
+            decision,
+            shadow,
+            policy_version: self.version.clone(),
+            throughput: sla.0,
+            latency: sla.1,
+        })
+    }
+}

@@ -1,0 +1,655 @@
+use super::*;
+use crate::decision::routes::Lookup;
+use crate::model::identity::parse_spiffe_id;
+use crate::model::identity::Principal;
+use crate::model::path::normalize;
+use cedar_policy::Policy;
+use http::Method;
+use std::str::FromStr;
+
+fn spiffe(id: &str) -> Principal {
+    Principal::Spiffe(parse_spiffe_id(id).expect("valid id"))
+}
+
+fn at(hour: u64) -> SystemTime {
+    // 2026-11-20T00:00:00Z plus `hour` hours
+    SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_795_132_800 + hour * 3600)
+}
+
+struct Ask<'a> {
+    who: &'a str,
+    method: Method,
+    path: &'a str,
+    purpose: Option<&'a str>,
+    hour: u64,
+}
+
+fn ask(s: &Snapshot, a: Ask<'_>) -> Decision {
+    let path = normalize(a.path).expect("path");
+    let Lookup::Found(target) = s.routes().lookup(&a.method, &path) else {
+        panic!("no route for {} {}", a.method, a.path)
+    };
+    let decoded = path.decoded();
+    let facts = RequestFacts {
+        method: a.method.as_str(),
+        path: &decoded,
+        source_ip: "10.1.2.3".parse().expect("ip"),
+        purpose: a.purpose,
+        tls_version: "TLSv1.3",
+        time: at(a.hour),
+        user: None,
+    };
+    let d = s.authorize(&spiffe(a.who), target, &facts);
+    let reference = s.authorize_unindexed(&spiffe(a.who), target, &facts);
+    assert_eq!(d, reference, "index and plain authorizer disagree");
+    d
+}
+
+fn get<'a>(who: &'a str, path: &'a str) -> Ask<'a> {
+    Ask {
+        who,
+        method: Method::GET,
+        path,
+        purpose: None,
+        hour: 10,
+    }
+}
+
+const REPORTING: &str = "spiffe://mesh.local/ns/finance/sa/reporting";
+const CAMPAIGNS: &str = "spiffe://mesh.local/ns/marketing/sa/campaigns";
+const FRAUD: &str = "spiffe://mesh.local/ns/risk/sa/fraud-scanner";
+const SALES_ETL: &str = "spiffe://mesh.local/ns/sales/sa/etl";
+
+fn example() -> Snapshot {
+    Snapshot::build(&crate::devkit::embedded::example_inputs()).expect("example policies load")
+}
+
+#[test]
+fn example_policies_decide_by_identity() {
+    let s = example();
+    let d = ask(&s, get(REPORTING, "/orders"));
+    assert!(d.allowed);
+    assert_eq!(d.policies, vec!["sales.orders.finance-may-read"]);
+    let d = ask(&s, get(CAMPAIGNS, "/orders/SO-1"));
+    assert!(!d.allowed);
+    assert!(d.policies.is_empty() && d.errors.is_empty(), "{d:?}");
+    let d = ask(&s, get(CAMPAIGNS, "/orders/_schema"));
+    assert_eq!(
+        (d.allowed, d.policies),
+        (
+            true,
+            vec!["sales.orders.marketing-may-describe".to_string()]
+        )
+    );
+    let other_td = ask(
+        &s,
+        get(
+            "spiffe://partner.example/ns/finance/sa/reporting",
+            "/orders",
+        ),
+    );
+    assert!(!other_td.allowed);
+    assert_eq!(other_td.policies, vec!["mesh.foreign-trust-domain"]);
+}
+
+#[test]
+fn baseline_forbid_beats_a_domain_permit() {
+    let s = example();
+    let write = |who| Ask {
+        who,
+        method: Method::POST,
+        path: "/ledger/entries",
+        purpose: None,
+        hour: 10,
+    };
+    let d = ask(&s, write(SALES_ETL));
+    assert!(!d.allowed);
+    assert_eq!(d.policies, vec!["mesh.write-only-from-owning-domain"]);
+    let d = ask(&s, write("spiffe://mesh.local/ns/finance-batch/sa/booker"));
+    assert_eq!(
+        (d.allowed, d.policies),
+        (true, vec!["finance.ledger.finance-may-write".to_string()])
+    );
+}
+
+#[test]
+fn restricted_data_needs_an_allowed_declared_purpose() {
+    let s = example();
+    let with = |purpose| Ask {
+        purpose,
+        ..get(FRAUD, "/customers/C-1")
+    };
+    let d = ask(&s, with(None));
+    assert_eq!(
+        (d.allowed, d.policies),
+        (
+            false,
+            vec!["mesh.restricted-requires-allowed-purpose".to_string()]
+        )
+    );
+    let d = ask(&s, with(Some("marketing")));
+    assert!(!d.allowed);
+    let d = ask(&s, with(Some("fraud-investigation")));
+    assert_eq!(
+        (d.allowed, d.policies),
+        (
+            true,
+            vec!["sales.customers.fraud-investigators-may-read".to_string()]
+        )
+    );
+}
+
+#[test]
+fn one_declared_purpose_only() {
+    let s = example();
+    let path = normalize("/customers/C-1").expect("path");
+    let decide = |purposes: &[&str]| {
+        let mut headers = http::HeaderMap::new();
+        for p in purposes {
+            headers.append(
+                X_DATA_PURPOSE,
+                http::HeaderValue::from_str(p).expect("value"),
+            );
+        }
+        s.decide_http(
+            &spiffe(FRAUD),
+            &HttpFacts {
+                method: &Method::GET,
+                path: &path,
+                headers: &headers,
+                source_ip: "10.1.2.3".parse().expect("ip"),
+                tls_version: "TLSv1.3",
+                time: at(10),
+                user: None,
+            },
+        )
+        .map(|o| o.decision.allowed)
+    };
+    assert!(matches!(decide(&["fraud-investigation"]), Ok(true)));
+    assert!(matches!(decide(&["marketing"]), Ok(false)));
+    // Policy would see the first, the upstream both: refused.
+    for two in [
+        ["fraud-investigation", "marketing"],
+        ["fraud-investigation", "fraud-investigation"],
+    ] {
+        assert!(
+            matches!(decide(&two), Err(DecideError::DuplicatePurpose)),
+            "{two:?}"
+        );
+    }
+    assert!(matches!(
+        decide(&["fraud investigation"]),
+        Err(DecideError::InvalidPurpose)
+    ));
+}
+
+#[test]
+fn time_windows_use_the_request_time() {
+    let s = example();
+    let d = ask(
+        &s,
+        Ask {
+            hour: 10,
+            ..get(REPORTING, "/ledger/entries")
+        },
+    );
+    assert_eq!(
+        d.policies,
+        vec!["finance.ledger.controlling-business-hours"]
+    );
+    assert!(d.allowed);
+    assert!(
+        !ask(
+            &s,
+            Ask {
+                hour: 23,
+                ..get(REPORTING, "/ledger/entries")
+            }
+        )
+        .allowed
+    );
+    assert!(
+        !ask(
+            &s,
+            Ask {
+                hour: 5,
+                ..get(REPORTING, "/ledger/entries")
+            }
+        )
+        .allowed
+    );
+}
+
+fn with_policy(text: &str) -> Result<Snapshot, LoadErrors> {
+    let mut inputs = crate::devkit::embedded::example_inputs();
+    inputs.policies.push(Source {
+        name: "extra.cedar".into(),
+        text: text.into(),
+    });
+    Snapshot::build(&inputs)
+}
+
+/// `context.time` is the request's time rounded down to the second: the
+/// contexts and the datetime value are cached per second, and a new
+/// second is never served a cached one.
+#[test]
+fn policies_see_the_time_rounded_down_to_the_second() {
+    let s = with_policy(
+        "@id(\"t.after\")\nforbid (principal, action, resource)\nwhen { context.time > datetime(\"2026-11-20T10:00:00Z\") };",
+    )
+    .expect("loads");
+    let path = normalize("/orders").expect("path");
+    let Lookup::Found(target) = s.routes().lookup(&Method::GET, &path) else {
+        panic!("no route for /orders")
+    };
+    let decoded = path.decoded();
+    let decide = |time: SystemTime| {
+        let facts = RequestFacts {
+            method: "GET",
+            path: &decoded,
+            source_ip: "10.1.2.3".parse().expect("ip"),
+            purpose: None,
+            tls_version: "TLSv1.3",
+            time,
+            user: None,
+        };
+        s.authorize(&spiffe(REPORTING), target, &facts)
+    };
+    let ms = std::time::Duration::from_millis;
+    let boundary = at(10) + std::time::Duration::from_secs(1);
+    // With the clock's own milliseconds this would be denied.
+    assert!(
+        decide(boundary - ms(1)).allowed,
+        "10:00:00.999 is seen as 10:00:00"
+    );
+    let d = decide(boundary);
+    assert!(!d.allowed);
+    assert_eq!(d.policies, ["t.after"]);
+    assert!(!decide(boundary + ms(999)).allowed);
+    assert!(
+        decide(boundary - ms(500)).allowed,
+        "an earlier second again"
+    );
+    assert!(!decide(boundary + ms(1)).allowed);
+}
+
+#[test]
+fn thousands_of_template_linked_grants_decide_like_policies() {
+    let mut inputs = crate::devkit::embedded::example_inputs();
+    let links: Vec<serde_json::Value> = (0..3000)
+        .map(|n| {
+            serde_json::json!({
+                "template_id": "sales.grant.read",
+                "link_id": format!("grant.{n}"),
+                "args": {
+                    "?principal": format!("Mesh::Service::\"spiffe://mesh.local/ns/partners/sa/p{n}\""),
+                    "?resource": if n % 2 == 0 { "Mesh::DataProduct::\"sales.orders\"" } else { "Mesh::DataProduct::\"sales.customers\"" },
+                }
+            })
+        })
+        .collect();
+    inputs.policies.push(Source {
+        name: "many.links.json".into(),
+        text: serde_json::Value::Array(links).to_string(),
+    });
+    let s = Snapshot::build(&inputs).expect("grants load");
+    assert!(s.policy_count > 3000);
+    let d = ask(
+        &s,
+        get("spiffe://mesh.local/ns/partners/sa/p1234", "/orders/SO-1"),
+    );
+    assert_eq!(
+        (d.allowed, d.policies),
+        (true, vec!["grant.1234".to_string()])
+    );
+    // p1235's grant is on customers (restricted: the baseline still wants a purpose).
+    let d = ask(
+        &s,
+        get("spiffe://mesh.local/ns/partners/sa/p1235", "/orders/SO-1"),
+    );
+    assert!(!d.allowed);
+    let d = ask(
+        &s,
+        get("spiffe://mesh.local/ns/partners/sa/p1235", "/customers/C-1"),
+    );
+    assert_eq!(d.policies, vec!["mesh.restricted-requires-allowed-purpose"]);
+}
+
+#[test]
+fn bad_links_are_reported_with_their_file_and_entry() {
+    let mut inputs = crate::devkit::embedded::example_inputs();
+    inputs.policies.push(Source {
+        name: "bad.links.json".into(),
+        text: r#"[{"template_id": "no.such.template", "link_id": "x", "args": {"?principal": "Mesh::Service::\"a\"", "?resource": "Mesh::DataProduct::\"sales.orders\""}}]"#.into(),
+    });
+    let e = Snapshot::build(&inputs).unwrap_err();
+    assert!(e.0[0].starts_with("bad.links.json: [0] `x`: "), "{e}");
+}
+
+#[test]
+fn load_errors_carry_file_line_and_column() {
+    let e = with_policy("\n\n@id(\"x\")\npermit (principal, action, resource) when { nope };")
+        .unwrap_err();
+    assert!(e.0[0].starts_with("extra.cedar:4:"), "{e}");
+    let e = with_policy("permit (principal, action, resource);").unwrap_err();
+    assert_eq!(
+        e.0,
+        vec!["extra.cedar:1:1: policy has no @id(\"…\") annotation"]
+    );
+    let e =
+        with_policy("\n@id(\"mesh.foreign-trust-domain\")\npermit (principal, action, resource);")
+            .unwrap_err();
+    assert!(e.0[0].starts_with("extra.cedar:2:1: @id(\"mesh.foreign-trust-domain\") is already used in policies/mesh/baseline.cedar"), "{e}");
+    let e = with_policy("@id(\"bad-attr\")\npermit (principal, action, resource)\nwhen { resource.colour == \"red\" };").unwrap_err();
+    assert!(e.0[0].starts_with("extra.cedar:3:"), "{e}");
+    assert!(e.0[0].contains("colour"), "{e}");
+    let e = with_policy(
+        "@id(\"bad-type\")\npermit (principal == Mesh::Robot::\"r\", action, resource);",
+    )
+    .unwrap_err();
+    assert!(e.0[0].starts_with("extra.cedar:2:"), "{e}");
+}
+
+#[test]
+fn a_large_set_validated_in_halves_reports_every_error() {
+    let mut inputs = crate::devkit::synth::inputs(20, SPLIT_VALIDATION_AT + 500, 5);
+    let whole = Snapshot::build(&inputs).expect("synthetic set loads");
+    let (first, second) = split_for_validation(&whole.all);
+    let (first, second) = (first.expect("split"), second.expect("split"));
+    assert_eq!(
+        first.policies().count() + second.policies().count(),
+        whole.all.policies().count()
+    );
+    for (i, attr) in ["colour", "flavour", "texture"].iter().enumerate() {
+        inputs.policies.push(Source {
+            name: format!("bad{i}.cedar"),
+            text: format!(
+                "@id(\"bad.{i}\")\npermit (principal, action, resource)\nwhen {{ resource.{attr} == \"x\" }};"
+            ),
+        });
+    }
+    let e = Snapshot::build(&inputs).expect_err("three invalid policies");
+    for (i, attr) in ["colour", "flavour", "texture"].iter().enumerate() {
+        assert!(
+            e.0.iter()
+                .any(|m| m.starts_with(&format!("bad{i}.cedar:3:")) && m.contains(attr)),
+            "{e}"
+        );
+    }
+}
+
+#[test]
+fn candidate_index_agrees_with_the_plain_authorizer_on_random_requests() {
+    use crate::devkit::synth::{self, Rng};
+    // Policies that fail at run time (overflow), with and without reading
+    // the context, some only for one purpose: errors must be reported
+    // like Cedar reports them, each under its own policy.
+    let failing = r#"
+@id("err.ctx")
+permit (principal, action, resource in Mesh::DataProduct::"p1")
+when { context.time.offset(duration("9223372036854775807ms")) > context.time };
+@id("err.purpose")
+forbid (principal, action, resource in Mesh::DataProduct::"p2")
+when { context has purpose && context.purpose == "audit" && 9223372036854775807 + 1 > 0 };
+@id("err.same-condition")
+permit (principal, action, resource in Mesh::DataProduct::"p2")
+when { context has purpose && context.purpose == "audit" && 9223372036854775807 + 1 > 0 };
+@id("err.principal")
+forbid (principal, action == Mesh::Action::"read", resource in Mesh::DataProduct::"p3")
+when { principal has namespace && principal.namespace == "sales" && 9223372036854775807 + 1 > 0 };
+"#;
+    for (products, policies, seed) in [(20, 300, 7), (50, 1000, 11)] {
+        let mut inputs = synth::inputs(products, policies, seed);
+        inputs.policies.push(Source {
+            name: "synth/failing.cedar".into(),
+            text: failing.into(),
+        });
+        let s = Snapshot::build(&inputs).expect("synthetic set loads");
+        let mut rng = Rng::new(seed * 31);
+        let paths = ["rows", "rows/k1", "query", "meta", "feed", "audit"];
+        let (mut allowed, mut total, mut failed) = (0, 0, HashSet::new());
+        for _ in 0..3000 {
+            let p = rng.below(products);
+            let sub = *rng.pick(&paths);
+            let method = match sub {
+                "query" => Method::POST,
+                "rows" if rng.below(3) == 0 => Method::POST,
+                _ => Method::GET,
+            };
+            let path = format!("/p{p}/{sub}");
+            let ns = *rng.pick(&synth::DOMAINS);
+            let who = format!("spiffe://mesh.local/ns/{ns}/sa/app");
+            let purpose = (rng.below(2) == 0).then(|| *rng.pick(&synth::PURPOSES));
+            let d = ask(
+                &s,
+                Ask {
+                    who: &who,
+                    method,
+                    path: &path,
+                    purpose,
+                    // Half at one hour, so that requests repeat and
+                    // remembered outcomes are reused (and must agree).
+                    hour: if rng.below(2) == 0 {
+                        rng.below(24) as u64
+                    } else {
+                        9
+                    },
+                },
+            );
+            total += 1;
+            allowed += usize::from(d.allowed);
+            for e in &d.errors {
+                if let Some(id) = [
+                    "err.ctx",
+                    "err.purpose",
+                    "err.same-condition",
+                    "err.principal",
+                ]
+                .into_iter()
+                .find(|id| e.contains(id))
+                {
+                    failed.insert(id);
+                }
+            }
+        }
+        // The generator must exercise both outcomes for the comparison to mean anything.
+        assert!(
+            allowed > total / 20 && allowed < total * 19 / 20,
+            "{allowed}/{total} allowed"
+        );
+        assert_eq!(failed.len(), 4, "errors seen: {failed:?}");
+    }
+}
+
+#[test]
+fn policy_text_is_cut_only_at_statement_ends() {
+    let text = concat!(
+        "@id(\"a;b\") permit (principal, action, resource) when { context.path == \"/x;\\\";y\" };\n",
+        "// forbid; (comment)\n",
+        "@id(\"c\") permit (principal, action, resource);\n",
+        "@id(\"d\") permit (principal, action, resource);\n",
+    );
+    let first = text.find("};").expect("first end") + 2;
+    let second = text.find("resource);").expect("second end") + "resource);".len();
+    // Four parts asked: only real statement ends, in order, qualify.
+    let cuts = statement_cuts(text, 4);
+    assert!(!cuts.is_empty());
+    assert!(
+        cuts.iter()
+            .all(|c| [first, second, text.len() - 1].contains(c)),
+        "{cuts:?}"
+    );
+    assert!(cuts.windows(2).all(|w| w[0] < w[1]));
+    assert_eq!(
+        statement_cuts("permit (principal, action, resource)", 2),
+        Vec::<usize>::new()
+    );
+    // A comment ends at a bare CR too, as in Cedar's lexer: otherwise the
+    // string below would look open, its end would be looked for in the
+    // comment after it, and the `;` there taken for a statement end.
+    let tricky = "// c\r@id(\"a\") permit (principal, action, resource) when { context.path == \"x\ny\" };\n// \" ; @id(\"evil\") permit (principal, action, resource);\n";
+    let end = tricky.find("};").expect("end") + 2;
+    for parts in 2..5 {
+        let cuts = statement_cuts(tricky, parts);
+        assert!(cuts.iter().all(|&c| c == end), "{cuts:?}");
+    }
+    assert_eq!(
+        PolicySet::from_str(tricky)
+            .expect("parses")
+            .policies()
+            .count(),
+        1
+    );
+}
+
+#[test]
+fn a_large_policy_file_parses_in_parts_like_the_whole() {
+    let mut rng = crate::devkit::synth::Rng::new(5);
+    let text = crate::devkit::synth::policies(4000, 50, &mut rng);
+    assert!(
+        text.len() > 2 * PARSE_PART,
+        "the text must be long enough to cut"
+    );
+    let ids = |sets: &[PolicySet]| {
+        let mut ids: Vec<String> = sets
+            .iter()
+            .flat_map(PolicySet::policies)
+            .filter_map(|p| p.annotation("id").map(str::to_owned))
+            .collect();
+        ids.sort();
+        ids
+    };
+    let parts = parse_in_parts(&text, true).expect("parses");
+    if std::thread::available_parallelism().map_or(1, |n| n.get()) > 1 {
+        assert!(parts.len() > 1, "parsed in one part");
+    }
+    let whole = PolicySet::from_str(&text).expect("parses");
+    assert_eq!(ids(&parts), ids(&[whole]));
+    assert_eq!(ids(&parts).len(), 4000);
+    // An error late in the text is reported as for the whole file.
+    let broken =
+        format!("{text}\n@id(\"bad\") permit (principal, action, resource) when {{ 1 + }};\n");
+    let src = Source {
+        name: "big.cedar".into(),
+        text: broken.clone(),
+    };
+    let mut errors = Vec::new();
+    parse_policies(&[src], true, &mut errors);
+    let line = broken.lines().count();
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(
+        errors[0].starts_with(&format!("big.cedar:{line}:")),
+        "{}",
+        errors[0]
+    );
+
+    // A validation error late in a large file: located in the whole file.
+    let mut inputs = crate::devkit::synth::inputs(50, 4000, 5);
+    let big = &mut inputs.policies[0];
+    assert!(big.text.len() > 2 * PARSE_PART);
+    big.text.push_str("\n@id(\"bad.type\")\npermit (principal, action, resource)\nwhen { context.method == 1 };\n");
+    let line = big.text.lines().count();
+    let name = big.name.clone();
+    let errors = Snapshot::build(&inputs).expect_err("a type error").0;
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.starts_with(&format!("{name}:{line}:")) && e.contains("bad.type")),
+        "expected an error at {name}:{line}: {errors:?}"
+    );
+}
+
+#[test]
+fn conditions_are_remembered_only_by_few_valued_context_attributes() {
+    let reads = |cond: &str| {
+        let text = format!("@id(\"t\") permit (principal, action, resource) when {{ {cond} }};");
+        let p = Policy::from_str(&text).expect("policy");
+        Specialized::of(&p).expect("specialised").reads
+    };
+    assert_eq!(
+        reads(r#"context has purpose && context.purpose == "audit""#),
+        Some(READS_PURPOSE)
+    );
+    assert_eq!(
+        reads(r#"context.method == "GET" && context.time.toTime() >= duration("9h")"#),
+        Some(READS_METHOD | READS_TIME)
+    );
+    assert_eq!(
+        reads(r#"context.tls.version == "TLSv1.3" && !context.has_user"#),
+        Some(READS_TLS | READS_HAS_USER)
+    );
+    assert_eq!(
+        reads(r#"principal.namespace == "sales" && context.method == "GET""#),
+        Some(READS_METHOD)
+    );
+    // Many-valued, or not an attribute: decided on every request.
+    assert_eq!(reads(r#"context.path like "/orders/*""#), None);
+    assert_eq!(reads(r#"context.source_ip.isLoopback()"#), None);
+    assert_eq!(
+        reads(r#"context has user && context.user in Mesh::Group::"x""#),
+        None
+    );
+    assert_eq!(reads(r#"context == { method: "GET" }"#), None);
+    assert_eq!(
+        reads(r#"context.method == "GET" || context has path"#),
+        None
+    );
+}
+
+#[test]
+fn on_behalf_of_needs_the_service_and_a_user_in_the_group() {
+    let s = example();
+    let user = |groups: &[&str]| crate::decision::jwt::User {
+        id: "https://idp.mesh.local|alice".into(),
+        issuer: "https://idp.mesh.local".into(),
+        subject: "alice".into(),
+        groups: groups.iter().map(|g| g.to_string()).collect(),
+        scopes: vec!["ledger:read".into()],
+        attributes: vec![],
+        expires_at: u64::MAX,
+    };
+    let decide = |who: &str, u: Option<&crate::decision::jwt::User>| {
+        let path = normalize("/ledger/summary").expect("path");
+        let Lookup::Found(target) = s.routes().lookup(&Method::GET, &path) else {
+            panic!("routed")
+        };
+        let decoded = path.decoded();
+        let facts = RequestFacts {
+            method: "GET",
+            path: &decoded,
+            source_ip: "10.1.2.3".parse().expect("ip"),
+            purpose: None,
+            tls_version: "TLSv1.3",
+            time: at(10),
+            user: u,
+        };
+        let d = s.authorize(&spiffe(who), target, &facts);
+        assert_eq!(d, s.authorize_unindexed(&spiffe(who), target, &facts));
+        d
+    };
+    let dashboard = "spiffe://mesh.local/ns/reporting/sa/dashboard";
+    let analyst = user(&["finance-analysts"]);
+    let d = decide(dashboard, Some(&analyst));
+    assert!(d.allowed, "{d:?}");
+    assert_eq!(d.policies, vec!["finance.ledger.dashboard-for-analysts"]);
+    // Not in the group, no user, or another service with the analyst's token.
+    assert!(!decide(dashboard, Some(&user(&["marketing"]))).allowed);
+    assert!(!decide(dashboard, None).allowed);
+    assert!(
+        !decide(
+            "spiffe://mesh.local/ns/marketing/sa/campaigns",
+            Some(&analyst)
+        )
+        .allowed
+    );
+    // Static group hierarchy applies to token groups: finance-analysts is in finance-staff.
+    let e = s.user_entity(&analyst).expect("user entity");
+    let staff = uid(&type_name("Group"), "finance-staff");
+    let ents = Entities::from_entities([e], None).expect("entities");
+    let ancestors: Vec<_> = ents
+        .ancestors(&uid(&type_name("User"), &analyst.id))
+        .expect("user present")
+        .cloned()
+        .collect();
+    assert!(ancestors.contains(&staff), "{ancestors:?}");
+}

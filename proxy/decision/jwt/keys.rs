@@ -1,0 +1,101 @@
+//! Signing keys: a JWKS read into keys by id, where they come from, OIDC discovery.
+
+use jsonwebtoken::jwk::{AlgorithmParameters, JwkSet, KeyAlgorithm, PublicKeyUse};
+use jsonwebtoken::{Algorithm, AlgorithmFamily, DecodingKey};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// One signing key from a JWKS.
+pub(super) struct Key {
+    pub(super) key: DecodingKey,
+    /// The JWK's `alg`, when it names one: the token must use exactly it.
+    pub(super) alg: Option<Algorithm>,
+    pub(super) family: AlgorithmFamily,
+}
+
+#[derive(Default)]
+pub(super) struct KeySet {
+    pub(super) by_kid: HashMap<String, Arc<Key>>,
+    /// Keys without a `kid`: used only for tokens without one, when alone.
+    pub(super) anonymous: Vec<Arc<Key>>,
+}
+
+impl KeySet {
+    pub(super) fn len(&self) -> usize {
+        self.by_kid.len() + self.anonymous.len()
+    }
+
+    /// Public signing keys of a JWKS; symmetric (`oct`) keys and keys meant
+    /// for encryption are skipped.
+    pub(super) fn from_jwks(set: &JwkSet) -> KeySet {
+        let mut keys = KeySet::default();
+        for jwk in &set.keys {
+            if matches!(jwk.algorithm, AlgorithmParameters::OctetKey(_)) {
+                continue;
+            }
+            if matches!(jwk.common.public_key_use, Some(PublicKeyUse::Encryption)) {
+                continue;
+            }
+            let Ok(key) = DecodingKey::from_jwk(jwk) else {
+                continue;
+            };
+            let alg = jwk.common.key_algorithm.and_then(|a| key_algorithm(a).ok());
+            if jwk.common.key_algorithm.is_some() && alg.is_none() {
+                continue;
+            }
+            let family = key.family();
+            let entry = Arc::new(Key { key, alg, family });
+            match &jwk.common.key_id {
+                Some(kid) => {
+                    keys.by_kid.insert(kid.clone(), entry);
+                }
+                None => keys.anonymous.push(entry),
+            }
+        }
+        keys
+    }
+}
+
+pub(super) fn key_algorithm(a: KeyAlgorithm) -> Result<Algorithm, ()> {
+    Ok(match a {
+        KeyAlgorithm::RS256 => Algorithm::RS256,
+        KeyAlgorithm::RS384 => Algorithm::RS384,
+        KeyAlgorithm::RS512 => Algorithm::RS512,
+        KeyAlgorithm::PS256 => Algorithm::PS256,
+        KeyAlgorithm::PS384 => Algorithm::PS384,
+        KeyAlgorithm::PS512 => Algorithm::PS512,
+        KeyAlgorithm::ES256 => Algorithm::ES256,
+        KeyAlgorithm::ES384 => Algorithm::ES384,
+        KeyAlgorithm::EdDSA => Algorithm::EdDSA,
+        _ => return Err(()),
+    })
+}
+
+/// Where an issuer's keys come from.
+#[derive(Debug, Clone)]
+pub(super) enum KeySource {
+    File(PathBuf),
+    Url(String),
+    Discovery(String),
+    /// Only an HMAC secret.
+    None,
+}
+
+/// OIDC discovery: the provider document's `jwks_uri`, then the keys.
+pub(super) async fn discover(
+    client: &crate::base::fetch::Client,
+    url: &str,
+) -> Result<Vec<u8>, String> {
+    let doc = client.get(url).await?;
+    let v: serde_json::Value =
+        serde_json::from_slice(&doc).map_err(|e| format!("{url}: not JSON: {e}"))?;
+    let jwks = v
+        .get("jwks_uri")
+        .and_then(|u| u.as_str())
+        .ok_or_else(|| format!("{url}: no jwks_uri"))?;
+    if !jwks.starts_with("https://") {
+        return Err(format!("{url}: jwks_uri `{jwks}` is not https"));
+    }
+    client.get(jwks).await
+}

@@ -1,0 +1,222 @@
+use super::*;
+use jsonwebtoken::jwk::Jwk;
+use jsonwebtoken::{EncodingKey, Header};
+use serde_json::json;
+use std::path::Path;
+
+const ISS: &str = "https://idp.test";
+
+struct Signer {
+    key: EncodingKey,
+    alg: Algorithm,
+    kid: String,
+}
+
+fn es256(kid: &str) -> (Signer, Jwk) {
+    let pair = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).expect("key");
+    let key = EncodingKey::from_ec_der(&pair.serialize_der());
+    let mut jwk = Jwk::from_encoding_key(&key, Algorithm::ES256).expect("jwk");
+    jwk.common.key_id = Some(kid.into());
+    (
+        Signer {
+            key,
+            alg: Algorithm::ES256,
+            kid: kid.into(),
+        },
+        jwk,
+    )
+}
+
+fn now() -> u64 {
+    now_secs()
+}
+
+fn claims() -> serde_json::Value {
+    json!({"iss": ISS, "sub": "alice", "aud": "meshgate", "exp": now() + 600,
+           "groups": ["finance-analysts"], "scope": "ledger:read ledger:list", "dept": "finance"})
+}
+
+fn sign(s: &Signer, claims: &serde_json::Value) -> String {
+    let mut h = Header::new(s.alg);
+    h.kid = Some(s.kid.clone());
+    jsonwebtoken::encode(&h, claims, &s.key).expect("sign")
+}
+
+async fn verifier(dir: &Path, jwks: &[Jwk]) -> Arc<Verifier> {
+    let file = dir.join("jwks.json");
+    std::fs::write(&file, json!({ "keys": jwks }).to_string()).expect("write jwks");
+    let yaml = format!(
+        "issuers:\n  - issuer: {ISS}\n    audiences: [meshgate]\n    jwks_file: {}\n    min_refresh: 0s\n    attributes: {{ department: {{ claim: dept, type: string }} }}\n",
+        file.display()
+    );
+    let cfg: UsersConfig = crate::base::yaml::parse_yaml(&yaml, "users.yaml").expect("config");
+    Verifier::start(&cfg, None).await.expect("verifier")
+}
+
+fn b64(bytes: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+#[tokio::test]
+async fn a_valid_token_maps_to_a_user_and_every_attack_is_refused_with_its_reason() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let (signer, jwk) = es256("k1");
+    let v = verifier(dir.path(), std::slice::from_ref(&jwk)).await;
+
+    let token = sign(&signer, &claims());
+    let user = v.verify(&token).await.expect("valid token");
+    assert_eq!(user.id, "https://idp.test|alice");
+    assert_eq!(user.groups, vec!["finance-analysts"]);
+    assert_eq!(user.scopes, vec!["ledger:read", "ledger:list"]);
+    assert_eq!(
+        user.attributes,
+        vec![(
+            "department".to_string(),
+            AttrValue::String("finance".into())
+        )]
+    );
+    // The second time comes from the cache, the same user.
+    assert_eq!(v.verify(&token).await.expect("cached"), user);
+
+    let refused = |t: String| {
+        let v = v.clone();
+        async move { v.verify(&t).await.expect_err("must be refused") }
+    };
+    let [h, p, sig]: [&str; 3] = token
+        .split('.')
+        .collect::<Vec<_>>()
+        .try_into()
+        .expect("three parts");
+
+    // alg none, unsigned.
+    let none_header = b64(br#"{"alg":"none","typ":"JWT"}"#);
+    assert_eq!(
+        refused(format!("{none_header}.{p}.")).await,
+        TokenError::AlgNone
+    );
+    // HS256 "signed" with the public key as the secret (key confusion).
+    let public = serde_json::to_vec(&jwk).expect("jwk json");
+    let mut hs = Header::new(Algorithm::HS256);
+    hs.kid = Some("k1".into());
+    let confused =
+        jsonwebtoken::encode(&hs, &claims(), &EncodingKey::from_secret(&public)).expect("hs256");
+    assert_eq!(refused(confused).await, TokenError::AlgNotAllowed);
+    // Time.
+    let mut c = claims();
+    c["exp"] = json!(now() - 3600);
+    assert_eq!(refused(sign(&signer, &c)).await, TokenError::Expired);
+    let mut c = claims();
+    c["nbf"] = json!(now() + 3600);
+    assert_eq!(refused(sign(&signer, &c)).await, TokenError::NotYetValid);
+    // Audience and issuer.
+    let mut c = claims();
+    c["aud"] = json!("someone-else");
+    assert_eq!(refused(sign(&signer, &c)).await, TokenError::WrongAudience);
+    let mut c = claims();
+    c["iss"] = json!("https://evil.test");
+    assert_eq!(refused(sign(&signer, &c)).await, TokenError::UnknownIssuer);
+    // A key the issuer never published.
+    let (stranger, _) = es256("k-unknown");
+    assert_eq!(
+        refused(sign(&stranger, &claims())).await,
+        TokenError::UnknownKey
+    );
+    // Tampered payload and header, same signature.
+    let mut c = claims();
+    c["groups"] = json!(["admins"]);
+    let forged_payload = b64(c.to_string().as_bytes());
+    assert_eq!(
+        refused(format!("{h}.{forged_payload}.{sig}")).await,
+        TokenError::BadSignature
+    );
+    let forged_header = b64(br#"{"alg":"ES256","kid":"k1","typ":"JWT","x":1}"#);
+    assert_eq!(
+        refused(format!("{forged_header}.{p}.{sig}")).await,
+        TokenError::BadSignature
+    );
+    // Oversized.
+    let mut c = claims();
+    c["pad"] = json!("x".repeat(17 * 1024));
+    assert_eq!(
+        refused(sign(&signer, &c)).await,
+        TokenError::TooLarge(16 * 1024)
+    );
+    // Claims of the wrong type.
+    let mut c = claims();
+    c["dept"] = json!(42);
+    assert_eq!(
+        refused(sign(&signer, &c)).await,
+        TokenError::BadClaim("dept".into())
+    );
+    // A critical header extension, signed by the real key: not
+    // understood here, so the token is refused (RFC 7515 4.1.11).
+    let mut crit = Header::new(Algorithm::ES256);
+    crit.kid = Some("k1".into());
+    crit.crit = Some(vec!["exp-bound".into()]);
+    let critical = jsonwebtoken::encode(&crit, &claims(), &signer.key).expect("sign");
+    assert_eq!(refused(critical).await, TokenError::Malformed);
+}
+
+#[tokio::test]
+async fn a_new_key_at_the_issuer_is_fetched_when_a_token_names_it() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let (old, old_jwk) = es256("2026-01");
+    let v = verifier(dir.path(), std::slice::from_ref(&old_jwk)).await;
+    assert!(v.verify(&sign(&old, &claims())).await.is_ok());
+    // The issuer rotates: the new key is published, the old withdrawn.
+    let (new, new_jwk) = es256("2026-02");
+    std::fs::write(
+        dir.path().join("jwks.json"),
+        json!({ "keys": [new_jwk] }).to_string(),
+    )
+    .expect("rotate");
+    assert!(v.verify(&sign(&new, &claims())).await.is_ok());
+    // Tokens of the withdrawn key are refused, cached or not.
+    assert_eq!(
+        v.verify(&sign(&old, &claims())).await,
+        Err(TokenError::UnknownKey)
+    );
+    // An unreadable key source keeps the keys held.
+    std::fs::write(dir.path().join("jwks.json"), "not json").expect("break");
+    let (other, _) = es256("2026-03");
+    assert_eq!(
+        v.verify(&sign(&other, &claims())).await,
+        Err(TokenError::UnknownKey)
+    );
+    assert!(v.verify(&sign(&new, &claims())).await.is_ok());
+}
+
+#[test]
+fn configuration_refuses_none_and_hmac_without_a_secret() {
+    let cfg: UsersConfig = crate::base::yaml::parse_yaml(
+        "issuers:\n  - issuer: https://idp.test\n    audiences: [a]\n    jwks_file: k.json\n    algorithms: [none, HS256]\n",
+        "u.yaml",
+    )
+    .expect("parses");
+    let errors = cfg.check().join("\n");
+    assert!(errors.contains("`none` is never accepted"), "{errors}");
+    assert!(
+        errors.contains("HS256/384/512 need hs_secret_file"),
+        "{errors}"
+    );
+}
+
+#[test]
+fn bearer_comes_only_from_one_authorization_header() {
+    let mut h = http::HeaderMap::new();
+    assert_eq!(Verifier::bearer(&h), Ok(None));
+    h.insert(
+        http::header::AUTHORIZATION,
+        "Bearer abc".parse().expect("v"),
+    );
+    assert_eq!(Verifier::bearer(&h), Ok(Some("abc")));
+    h.append(
+        http::header::AUTHORIZATION,
+        "Bearer def".parse().expect("v"),
+    );
+    assert_eq!(Verifier::bearer(&h), Err(TokenError::BadHeader));
+    let mut h = http::HeaderMap::new();
+    h.insert(http::header::AUTHORIZATION, "Basic abc".parse().expect("v"));
+    assert_eq!(Verifier::bearer(&h), Err(TokenError::BadHeader));
+}

@@ -1,0 +1,175 @@
+//! The shared store: GCRA in Redis (one Lua script), leases of local capacity.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use super::*;
+
+/// GCRA over Redis: `KEYS[1]` the bucket, `ARGV[1]` the emission interval
+/// (µs), `ARGV[2]` the burst, `ARGV[3]` how many requests to take at most.
+/// Time is Redis's own. Answers `{taken (>= 1), remaining, µs until full}`
+/// or `{0, µs until a request may pass, µs until full}`.
+pub(super) const GCRA_LUA: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local emission = tonumber(ARGV[1])
+local tolerance = emission * tonumber(ARGV[2])
+local want = tonumber(ARGV[3])
+local tat = tonumber(redis.call('GET', KEYS[1])) or now
+if tat < now then tat = now end
+local fit = math.floor((tolerance - (tat - now)) / emission)
+if fit < 1 then
+  return {0, tat + emission - tolerance - now, tat - now}
+end
+local took = math.min(want, fit)
+local new_tat = tat + took * emission
+redis.call('SET', KEYS[1], string.format('%d', new_tat), 'PX', math.ceil((new_tat - now) / 1000) + 1)
+return {took, math.floor((tolerance - (new_tat - now)) / emission), new_tat - now}
+";
+
+/// What the local lease of a consumer says.
+pub(super) enum Lease {
+    /// A leased request was spent: the state to report.
+    Took { remaining: u32, reset: u64 },
+    /// Seen within the last second: worth leasing several.
+    Busy,
+    /// Not seen lately: ask for one.
+    Quiet,
+}
+
+/// Requests a replica took from Redis ahead of use, per consumer key.
+pub(super) struct Leased {
+    pub(super) left: u32,
+    pub(super) remaining: u32,
+    pub(super) reset: u64,
+    /// Until when the leased requests may be spent.
+    pub(super) until: std::time::Instant,
+    /// When the key was last asked for.
+    pub(super) seen: std::time::Instant,
+}
+
+/// The Redis connection and what this process remembers of it.
+pub(super) struct SharedStore {
+    pub(super) config: RedisConfig,
+    pub(super) conn: redis::aio::ConnectionManager,
+    pub(super) script: redis::Script,
+    /// The local pre-check: keys Redis refused, and until when.
+    pub(super) refused: Mutex<HashMap<String, std::time::Instant>>,
+    /// Requests leased from Redis for busy consumers.
+    pub(super) leases: Mutex<HashMap<String, Leased>>,
+    /// Whether the last call was answered (to log changes, not every failure).
+    pub(super) up: std::sync::atomic::AtomicBool,
+    /// Until when Redis is not asked, after a failure.
+    pub(super) rest_until: Mutex<Option<std::time::Instant>>,
+    pub(super) errors: prometheus_client::metrics::counter::Counter,
+}
+
+impl SharedStore {
+    /// Spends a leased request of `key` if one is left; otherwise says
+    /// whether the key is busy (asked for within the last second).
+    pub(super) fn leased(&self, key: &str, max: usize) -> Lease {
+        let Ok(mut leases) = self.leases.lock() else {
+            return Lease::Quiet;
+        };
+        let now = std::time::Instant::now();
+        let second = Duration::from_secs(1);
+        if let Some(l) = leases.get_mut(key) {
+            let busy = now.duration_since(l.seen) < second;
+            l.seen = now;
+            if l.left > 0 && now < l.until {
+                l.left -= 1;
+                return Lease::Took {
+                    remaining: l.remaining.saturating_add(l.left),
+                    reset: l.reset,
+                };
+            }
+            l.left = 0;
+            return if busy { Lease::Busy } else { Lease::Quiet };
+        }
+        if leases.len() >= max {
+            leases.retain(|_, l| now.duration_since(l.seen) < second);
+        }
+        if leases.len() < max {
+            leases.insert(
+                key.to_string(),
+                Leased {
+                    left: 0,
+                    remaining: 0,
+                    reset: 0,
+                    until: now,
+                    seen: now,
+                },
+            );
+        }
+        Lease::Quiet
+    }
+
+    pub(super) fn lease(&self, key: &str, left: u32, remaining: u32, reset: u64, valid: Duration) {
+        if let Ok(mut leases) = self.leases.lock() {
+            if let Some(l) = leases.get_mut(key) {
+                // Concurrent fetches add up: nothing taken from Redis is lost.
+                let now = std::time::Instant::now();
+                l.left = if l.until > now { l.left + left } else { left };
+                l.remaining = remaining;
+                l.reset = reset;
+                l.until = l.until.max(now + valid);
+            }
+        }
+    }
+
+    pub(super) fn refused_until(&self, key: &str) -> Option<Duration> {
+        let mut refused = self.refused.lock().ok()?;
+        let until = *refused.get(key)?;
+        let now = std::time::Instant::now();
+        if until > now {
+            Some(until - now)
+        } else {
+            refused.remove(key);
+            None
+        }
+    }
+
+    pub(super) fn refuse(&self, key: &str, wait: Duration, max: usize) {
+        let Ok(mut refused) = self.refused.lock() else {
+            return;
+        };
+        let now = std::time::Instant::now();
+        if refused.len() >= max {
+            refused.retain(|_, until| *until > now);
+        }
+        if refused.len() < max {
+            refused.insert(key.to_string(), now + wait);
+        }
+    }
+
+    pub(super) fn answered(&self) {
+        if !self.up.swap(true, Ordering::Relaxed) {
+            tracing::info!(url = %self.config.url, "quota store answers");
+        }
+    }
+
+    /// Whether Redis failed less than a second ago.
+    pub(super) fn resting(&self) -> bool {
+        self.rest_until
+            .lock()
+            .map(|r| r.is_some_and(|t| std::time::Instant::now() < t))
+            .unwrap_or(false)
+    }
+
+    pub(super) fn failed(&self, why: &str) {
+        self.errors.inc();
+        if let Ok(mut r) = self.rest_until.lock() {
+            let now = std::time::Instant::now();
+            if r.is_none_or(|t| now >= t) {
+                *r = Some(now + Duration::from_secs(1));
+            }
+        }
+        if self.up.swap(false, Ordering::Relaxed) {
+            tracing::warn!(url = %self.config.url, error = %why, failure_mode = ?self.config.failure_mode, "quota store does not answer; applying the failure mode");
+        } else {
+            tracing::debug!(error = %why, "quota store still does not answer");
+        }
+    }
+}

@@ -1,0 +1,178 @@
+use super::*;
+use governor::clock::FakeRelativeClock;
+
+fn config(yaml: &str) -> QuotasConfig {
+    crate::base::yaml::parse_yaml(yaml, "quotas.yaml").expect("quotas config")
+}
+
+fn tier(v: &Verdict) -> &str {
+    match v {
+        Verdict::Unlimited => "-",
+        Verdict::Allowed(s) | Verdict::Limited(s, _) => &s.tier,
+    }
+}
+
+fn service(id: &str) -> Consumer<'_> {
+    Consumer {
+        service: id,
+        user: None,
+        service_groups: &[],
+    }
+}
+
+#[test]
+fn tiers_resolve_exact_then_group_then_longest_prefix_product_first() {
+    let q = Quotas::new(config(
+        r#"
+tiers: { a: { rate: 10/s }, b: { rate: 10/s }, c: { rate: 10/s }, d: { rate: 10/s }, e: { rate: 10/s } }
+consumers:
+  - { prefix: "spiffe://m/ns/", tier: a }
+  - { prefix: "spiffe://m/ns/x/", tier: b }
+  - { id: "spiffe://m/ns/x/sa/exact", tier: c }
+products:
+  p1: { tier: d, consumers: [ { prefix: "spiffe://m/ns/y/", tier: e } ] }
+  p2: { consumer: user, consumers: [ { group: analysts, tier: e } ] }
+"#,
+    ))
+    .expect("quotas");
+    let t = |product: &str, id: &str, thr: Option<f64>| {
+        tier(&q.check(product, thr, &service(id))).to_string()
+    };
+    assert_eq!(t("p0", "spiffe://m/ns/z/sa/s", None), "a");
+    assert_eq!(t("p0", "spiffe://m/ns/x/sa/s", None), "b");
+    assert_eq!(t("p0", "spiffe://m/ns/x/sa/exact", None), "c");
+    // A product's own rules come first, then the mesh's, then its tier.
+    assert_eq!(t("p1", "spiffe://m/ns/y/sa/s", None), "e");
+    assert_eq!(t("p1", "spiffe://m/ns/x/sa/s", None), "b");
+    assert_eq!(t("p1", "spiffe://other/sa/s", None), "d");
+    // No rule: the contract's throughput, else no quota.
+    assert_eq!(t("p0", "spiffe://other/sa/s", Some(50.0)), "sla");
+    assert_eq!(t("p0", "spiffe://other/sa/s", None), "-");
+    // A user-keyed product counts the user and matches their groups.
+    let user = crate::decision::jwt::User {
+        id: "https://idp|alice".into(),
+        issuer: "https://idp".into(),
+        subject: "alice".into(),
+        groups: vec!["analysts".into()],
+        scopes: vec![],
+        attributes: vec![],
+        expires_at: u64::MAX,
+    };
+    let who = Consumer {
+        service: "spiffe://other/sa/s",
+        user: Some(&user),
+        service_groups: &[],
+    };
+    assert_eq!(tier(&q.check("p2", None, &who)), "e");
+}
+
+/// Rates no quota can express: a contract's throughput so slow that
+/// its period overflows governor's nanoseconds got no quota at all (and
+/// a tier that slow panicked); now the slowest quota, and a config error.
+#[test]
+fn rates_too_slow_for_a_quota_are_limited_or_refused() {
+    let q = Quotas::new(config("tiers: {}")).expect("quotas");
+    for (n, throughput) in [1e-12, 1e-200, 5e-324].into_iter().enumerate() {
+        let who = format!("svc{n}");
+        let first = q.check("p", Some(throughput), &service(&who));
+        assert!(
+            matches!(first, Verdict::Allowed(_)),
+            "{throughput}: {first:?}"
+        );
+        let second = q.check("p", Some(throughput), &service(&who));
+        assert!(
+            matches!(second, Verdict::Limited(..)),
+            "{throughput}: {second:?}"
+        );
+    }
+    // Faster than one a nanosecond: nothing to limit.
+    assert!(matches!(
+        q.check("p", Some(1e12), &service("svc")),
+        Verdict::Unlimited | Verdict::Allowed(_)
+    ));
+    let e = Quotas::new(config("tiers: { slow: { rate: 1e-12/h } }"))
+        .map(|_| ())
+        .unwrap_err();
+    assert_eq!(e, "quotas.tiers.slow.rate: too fast or too slow");
+}
+
+#[test]
+fn a_burst_then_refusal_with_an_exact_retry_after() {
+    let clock = FakeRelativeClock::default();
+    let q = Quotas::with_clock(
+        config("tiers: { t: { rate: 2/s, burst: 4 } }\nconsumers: [ { prefix: s, tier: t } ]\n"),
+        clock.clone(),
+    )
+    .expect("quotas");
+    for left in [3, 2, 1, 0] {
+        match q.check("p", None, &service("svc")) {
+            Verdict::Allowed(s) => {
+                assert_eq!(s.remaining, left);
+                assert_eq!(s.policy_header(), "\"t\";q=4;w=2");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    let Verdict::Limited(state, retry) = q.check("p", None, &service("svc")) else {
+        panic!("the fifth request must be refused")
+    };
+    assert_eq!((state.remaining, retry), (0, 1));
+    // Half a second later one request has come back, exactly one.
+    clock.advance(Duration::from_millis(500));
+    assert!(matches!(
+        q.check("p", None, &service("svc")),
+        Verdict::Allowed(_)
+    ));
+    assert!(matches!(
+        q.check("p", None, &service("svc")),
+        Verdict::Limited(..)
+    ));
+    // Another consumer is untouched.
+    assert!(matches!(
+        q.check("p", None, &service("svc2")),
+        Verdict::Allowed(_)
+    ));
+}
+
+/// 1,000,000 identities, one request each, at a simulated million requests
+/// a second, through one tier (1,000/s, burst 5: a bucket is full again
+/// 1 ms after its last request), with one abuser among them sending every
+/// hundredth request. The store never holds more than `max_buckets` plus the
+/// 256 checks between two evictions, and eviction never gives the abuser
+/// more than GCRA allows.
+#[test]
+fn a_million_identities_keep_the_store_bounded_and_the_abuser_limited() {
+    let clock = FakeRelativeClock::default();
+    let q = Quotas::with_clock(
+        config("max_buckets: 10000\ntiers: { t: { rate: 1000/s, burst: 5 } }\nconsumers: [ { prefix: \"\", tier: t } ]\n"),
+        clock.clone(),
+    )
+    .expect("quotas");
+    let (mut most, mut abuser_allowed, mut abuser_sent) = (0, 0u64, 0u64);
+    for i in 0..1_000_000u32 {
+        clock.advance(Duration::from_micros(1));
+        let id = format!("spiffe://mesh/ns/flood/sa/{i}");
+        assert!(!matches!(
+            q.check("p", None, &service(&id)),
+            Verdict::Limited(..)
+        ));
+        if i % 100 == 0 {
+            abuser_sent += 1;
+            if matches!(
+                q.check("p", None, &service("spiffe://mesh/ns/x/sa/abuser")),
+                Verdict::Allowed(_)
+            ) {
+                abuser_allowed += 1;
+            }
+        }
+        if i % 1000 == 0 {
+            most = most.max(q.keys());
+        }
+    }
+    most = most.max(q.keys());
+    assert!(most <= 10_000 + 256 + 1, "{most} keys held");
+    // One simulated second at 1,000/s plus the burst: at most 1,005.
+    assert_eq!(abuser_sent, 10_000);
+    assert!(abuser_allowed <= 1_005, "{abuser_allowed}");
+    assert!(abuser_allowed >= 900, "{abuser_allowed}");
+}

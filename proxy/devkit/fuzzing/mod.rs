@@ -1,0 +1,46 @@
+//! Fuzz target bodies, shared by the `cargo fuzz` targets in `fuzz/` and by
+//! `tests/fuzz_corpus.rs`, which replays every committed seed and regression
+//! input through the same functions under plain `cargo test`.
+//!
+//! Each function takes arbitrary bytes, drives one parser of untrusted input
+//! and panics when an invariant does not hold (a panic is what a fuzzer
+//! reports). Not part of meshgate's interface.
+
+mod admission;
+mod audit;
+mod config;
+mod identity;
+mod jwt;
+mod paths;
+
+use std::sync::OnceLock;
+
+use http::Method;
+
+use crate::decision::routes::{Lookup, RouteTable, Target};
+use crate::model::identity::{from_leaf, IdentityError, Principal};
+use crate::model::path::{normalize, NormalPath};
+
+pub use admission::*;
+pub use audit::*;
+pub use config::*;
+pub use identity::*;
+pub use jwt::*;
+pub use paths::*;
+
+/// A target's body.
+pub type Body = fn(&[u8]);
+
+/// Every target: its name (the directory under `fuzz/corpus/` and
+/// `fuzz/regressions/`) and its body.
+pub const TARGETS: &[(&str, Body)] = &[
+    ("path_routes", path_routes),
+    ("identity_der", identity_der),
+    ("identity_rcgen", identity_rcgen),
+    ("jwt", jwt),
+    ("config", config),
+    ("contract", contract),
+    ("admission_review", admission_review),
+    ("audit_verify", audit_verify),
+    ("audit_mutation", audit_mutation),
+];

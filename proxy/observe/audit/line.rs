@@ -1,0 +1,284 @@
+//! One audit line: the event's members written in order, ASCII only, and
+//! the hash that chains it to the line before.
+
+use serde::Serialize;
+use std::io::{self, Write};
+use std::time::{Duration, SystemTime};
+
+use super::*;
+
+/// Compact JSON with every non-ASCII character written as a `\uXXXX`
+/// escape (serde_json already escapes control characters, `"` and `\`).
+/// An audit line is then plain ASCII: no reader finds a line break inside it
+/// (U+2028, U+2029 and U+0085 are line breaks to some, e.g. Python's
+/// `splitlines`), whatever a client put in a path, a token or a certificate.
+pub(super) struct AsciiJson;
+
+impl serde_json::ser::Formatter for AsciiJson {
+    fn write_string_fragment<W: ?Sized + Write>(
+        &mut self,
+        writer: &mut W,
+        fragment: &str,
+    ) -> io::Result<()> {
+        if fragment.is_ascii() {
+            return writer.write_all(fragment.as_bytes());
+        }
+        for c in fragment.chars() {
+            if c.is_ascii() {
+                writer.write_all(&[c as u8])?;
+            } else {
+                let mut units = [0u16; 2];
+                for u in c.encode_utf16(&mut units) {
+                    write!(writer, "\\u{u:04x}")?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+pub(super) fn chain_hash(prev: &str, event: &[u8]) -> String {
+    let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+    ctx.update(prev.as_bytes());
+    ctx.update(event);
+    crate::base::hex::hex(ctx.finish().as_ref())
+}
+
+/// What the writer chains next.
+pub(super) enum Line<'a> {
+    Request(&'a Event),
+    /// Events lost before this line (queue full or write failure in mode `drop`).
+    Dropped(u64),
+}
+
+#[derive(Serialize)]
+pub(super) struct DroppedLine<'a> {
+    pub(super) seq: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) prev: Option<&'a str>,
+    #[serde(rename = "type")]
+    pub(super) kind: &'static str,
+    pub(super) time: String,
+    pub(super) count: u64,
+    pub(super) node: &'a str,
+}
+
+pub(super) fn micros(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
+}
+
+pub(super) fn verdict(allowed: bool) -> &'static str {
+    if allowed {
+        "allow"
+    } else {
+        "deny"
+    }
+}
+
+/// Writes a request's line, `{"seq":…,"prev":…,"type":"request",…}`.
+/// Written member by member rather than derived with serde: the keys are
+/// ours and need no escaping, and most values need none either. The line is
+/// the same; the writer's work per event besides the hash is a third less
+/// (callgrind: about 16,000 instructions down to 11,000).
+pub(super) fn write_request(
+    out: &mut Vec<u8>,
+    seq: u64,
+    prev: Option<&str>,
+    e: &Event,
+    node: &str,
+    pod: Option<&str>,
+) -> serde_json::Result<()> {
+    pub(super) const NONE: &[String] = &[];
+    let outcome = e.outcome.as_deref();
+    let mut o = Members::open(out);
+    o.num("seq", seq);
+    if let Some(prev) = prev {
+        o.str("prev", prev)?;
+    }
+    o.str("type", "request")?;
+    o.key("time");
+    // Neither the time nor the socket address below can hold a quote, a
+    // backslash, a control or a non-ASCII character: written as they are.
+    write!(o.out, "\"{}\"", rfc3339_micros(e.time)?).map_err(serde_json::Error::io)?;
+    o.str("request_id", e.request_id.to_str().unwrap_or(""))?;
+    let mut trace_id = [0u8; 32];
+    crate::base::hex::hex_into(&e.trace_id, &mut trace_id);
+    o.str("trace_id", std::str::from_utf8(&trace_id).unwrap_or(""))?;
+    o.key("principal");
+    let mut principal = Members::open(o.out);
+    principal.str("type", "Mesh::Service")?;
+    // The header form is made from a `str`: this borrows it whole,
+    // non-ASCII (a UTF-8 subject CN) included.
+    principal.str(
+        "id",
+        &String::from_utf8_lossy(e.conn.identity.principal_header.as_bytes()),
+    )?;
+    principal.close();
+    o.opt_str("user", e.user.as_deref().map(|u| u.id.as_str()))?;
+    o.opt_str("tier", e.tier.as_deref())?;
+    o.opt_str("product", outcome.map(|o| &*o.product))?;
+    o.opt_str("action", outcome.map(|o| o.action.as_str()))?;
+    o.opt_str("resource", outcome.map(|o| &*o.resource))?;
+    o.str("method", e.method.as_str())?;
+    o.str("path", &e.path)?;
+    o.str("decision", e.decision)?;
+    o.strs("policies", outcome.map_or(NONE, |o| &o.decision.policies))?;
+    o.strs("errors", outcome.map_or(NONE, |o| &o.decision.errors))?;
+    o.key("shadow");
+    match outcome.and_then(|o| o.shadow.as_ref()) {
+        Some(s) => {
+            let mut shadow = Members::open(o.out);
+            shadow.str("decision", verdict(s.allowed))?;
+            shadow.strs("policies", &s.policies)?;
+            shadow.close();
+        }
+        None => o.out.extend_from_slice(b"null"),
+    }
+    o.num("status", u64::from(e.status));
+    o.opt_str("error", e.error)?;
+    o.opt_num("upstream_us", e.upstream.map(micros));
+    o.num("duration_us", micros(e.duration));
+    o.num("bytes_in", e.bytes_in);
+    o.num("bytes_out", e.bytes_out);
+    o.bool("complete", e.complete);
+    o.key("source");
+    write!(o.out, "\"{}\"", e.conn.peer).map_err(serde_json::Error::io)?;
+    o.str("tls_version", e.conn.tls_version)?;
+    o.opt_str(
+        "policy_version",
+        e.policy_version
+            .as_deref()
+            .or(outcome.map(|o| &*o.policy_version)),
+    )?;
+    o.str("node", node)?;
+    o.opt_str("pod", pod)?;
+    o.close();
+    Ok(())
+}
+
+/// Writes a `dropped` line: `count` events lost before it.
+pub(super) fn write_dropped(
+    out: &mut Vec<u8>,
+    seq: u64,
+    prev: Option<&str>,
+    count: u64,
+    node: &str,
+) -> serde_json::Result<()> {
+    let line = DroppedLine {
+        seq,
+        prev,
+        kind: "dropped",
+        time: rfc3339_micros(SystemTime::now())?.to_string(),
+        count,
+        node,
+    };
+    line.serialize(&mut serde_json::Serializer::with_formatter(out, AsciiJson))
+}
+
+/// RFC 3339 with microseconds. humantime writes the years 1970 to 9999 only
+/// (and its `Display` fails, or panics before 1970, otherwise): a clock
+/// outside them is an error, not a crash of the writer thread.
+pub(super) fn rfc3339_micros(t: SystemTime) -> serde_json::Result<humantime::Rfc3339Timestamp> {
+    pub(super) const YEAR_10000: u64 = 253_402_300_800;
+    match t.duration_since(SystemTime::UNIX_EPOCH) {
+        Ok(d) if d.as_secs() < YEAR_10000 => Ok(humantime::format_rfc3339_micros(t)),
+        _ => Err(serde::ser::Error::custom(
+            "the clock is outside the years 1970 to 9999",
+        )),
+    }
+}
+
+/// The members of a JSON object being written. Keys are meshgate's own
+/// (plain ASCII, written as they are); string values go through
+/// [`json_string`].
+pub(super) struct Members<'a> {
+    pub(super) out: &'a mut Vec<u8>,
+    pub(super) first: bool,
+}
+
+impl<'a> Members<'a> {
+    pub(super) fn open(out: &'a mut Vec<u8>) -> Self {
+        out.push(b'{');
+        Members { out, first: true }
+    }
+
+    pub(super) fn close(self) {
+        self.out.push(b'}');
+    }
+
+    pub(super) fn key(&mut self, key: &str) {
+        self.out
+            .extend_from_slice(if self.first { b"\"" } else { b",\"" });
+        self.first = false;
+        self.out.extend_from_slice(key.as_bytes());
+        self.out.extend_from_slice(b"\":");
+    }
+
+    pub(super) fn str(&mut self, key: &str, value: &str) -> serde_json::Result<()> {
+        self.key(key);
+        json_string(self.out, value)
+    }
+
+    pub(super) fn opt_str(&mut self, key: &str, value: Option<&str>) -> serde_json::Result<()> {
+        match value {
+            Some(v) => self.str(key, v),
+            None => {
+                self.key(key);
+                self.out.extend_from_slice(b"null");
+                Ok(())
+            }
+        }
+    }
+
+    pub(super) fn num(&mut self, key: &str, value: u64) {
+        self.key(key);
+        self.out
+            .extend_from_slice(itoa::Buffer::new().format(value).as_bytes());
+    }
+
+    pub(super) fn opt_num(&mut self, key: &str, value: Option<u64>) {
+        match value {
+            Some(v) => self.num(key, v),
+            None => {
+                self.key(key);
+                self.out.extend_from_slice(b"null");
+            }
+        }
+    }
+
+    pub(super) fn bool(&mut self, key: &str, value: bool) {
+        self.key(key);
+        self.out
+            .extend_from_slice(if value { b"true" } else { b"false" });
+    }
+
+    pub(super) fn strs(&mut self, key: &str, values: &[String]) -> serde_json::Result<()> {
+        self.key(key);
+        self.out.push(b'[');
+        for (i, v) in values.iter().enumerate() {
+            if i > 0 {
+                self.out.push(b',');
+            }
+            json_string(self.out, v)?;
+        }
+        self.out.push(b']');
+        Ok(())
+    }
+}
+
+/// A JSON string in the trail's ASCII-only form: printable ASCII without
+/// `"` or `\\` is copied as it is; anything else is escaped by serde_json
+/// with [`AsciiJson`].
+pub(super) fn json_string(out: &mut Vec<u8>, s: &str) -> serde_json::Result<()> {
+    if s.bytes()
+        .all(|b| matches!(b, b' '..=b'~') && b != b'"' && b != b'\\')
+    {
+        out.push(b'"');
+        out.extend_from_slice(s.as_bytes());
+        out.push(b'"');
+        Ok(())
+    } else {
+        use serde::Serializer as _;
+        serde_json::Serializer::with_formatter(out, AsciiJson).serialize_str(s)
+    }
+}

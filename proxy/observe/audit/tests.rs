@@ -1,0 +1,566 @@
+use super::*;
+use crate::model::identity::{PeerIdentity, Principal};
+use std::pin::Pin;
+use std::task::Poll;
+
+fn conn() -> Arc<ConnInfo> {
+    let principal: Principal = "spiffe://acme.example/ns/finance/sa/reporting"
+        .parse()
+        .expect("principal");
+    Arc::new(ConnInfo {
+        identity: PeerIdentity {
+            principal_header: HeaderValue::from_static(
+                "spiffe://acme.example/ns/finance/sa/reporting",
+            ),
+            principal,
+            xfcc: HeaderValue::from_static("x"),
+            cert_sha256: String::new(),
+        },
+        peer: "127.0.0.1:40000".parse().expect("addr"),
+        peer_ip: HeaderValue::from_static("127.0.0.1"),
+        tls_version: "TLSv1.3",
+    })
+}
+
+fn event(path: &str) -> Event {
+    Event {
+        time: SystemTime::now(),
+        request_id: HeaderValue::from_static("0123"),
+        trace_id: [7; 16],
+        conn: conn(),
+        user: None,
+        tier: None,
+        outcome: None,
+        policy_version: Some(Arc::from("v1")),
+        method: Method::GET,
+        path: path.to_string(),
+        decision: "no_route",
+        error: Some("no_route"),
+        status: 404,
+        upstream: None,
+        duration: Duration::from_micros(12),
+        bytes_in: 0,
+        bytes_out: 10,
+        complete: true,
+    }
+}
+
+fn config(file: &Path, max_file_bytes: u64) -> AuditConfig {
+    AuditConfig {
+        sink: SinkKind::File,
+        file: Some(file.to_path_buf()),
+        max_file_bytes,
+        retain: 20,
+        queue: 8,
+        when_full: FullMode::Block,
+        max_wait: Duration::from_secs(5),
+        flush_interval: Duration::from_millis(2),
+    }
+}
+
+fn metrics() -> AuditMetrics {
+    crate::observe::metrics::Metrics::new().audit.clone()
+}
+
+/// A started audit trail, its metrics and a runtime to drive it.
+fn running(config: &AuditConfig) -> (tokio::runtime::Runtime, Audit, WriterThread, AuditMetrics) {
+    let m = metrics();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let (audit, writer) = Audit::start(config, m.clone())
+        .expect("start")
+        .expect("enabled");
+    (rt, audit, writer, m)
+}
+
+/// Writes `paths` as events through a real writer thread and waits for it.
+fn write(config: &AuditConfig, paths: &[&str]) -> AuditMetrics {
+    write_events(config, paths.iter().map(|p| event(p)))
+}
+
+/// Writes `events` through a real writer thread and waits for it.
+fn write_events(config: &AuditConfig, events: impl Iterator<Item = Event>) -> AuditMetrics {
+    let (rt, audit, writer, m) = running(config);
+    rt.block_on(async {
+        for e in events {
+            let slot = audit.slot().await.expect("slot").expect("place");
+            slot.send(e);
+        }
+        assert!(audit.flush(Duration::from_secs(10)).await);
+    });
+    drop(audit);
+    assert!(writer.join(Duration::from_secs(10)));
+    m
+}
+
+fn lines(path: &Path) -> Vec<String> {
+    std::fs::read_to_string(path)
+        .expect("read")
+        .lines()
+        .map(String::from)
+        .collect()
+}
+
+fn rewrite(path: &Path, lines: &[String]) {
+    let mut text = lines.join("\n");
+    text.push('\n');
+    std::fs::write(path, text).expect("write");
+}
+
+#[test]
+fn events_are_chained_json_lines_that_verify() {
+    let dir = tempfile::tempdir().expect("dir");
+    let file = dir.path().join("audit.log");
+    let m = write(&config(&file, 1 << 20), &["/a", "/b\n\"x", "/c"]);
+    assert_eq!(m.events.get(), 3);
+    let l = lines(&file);
+    assert_eq!(l.len(), 3);
+    let first: serde_json::Value = serde_json::from_str(&l[0]).expect("json");
+    assert_eq!(first["seq"], 0);
+    assert_eq!(first["prev"], GENESIS);
+    assert_eq!(first["type"], "request");
+    assert_eq!(first["decision"], "no_route");
+    assert_eq!(first["principal"]["type"], "Mesh::Service");
+    assert_eq!(first["trace_id"], "07070707070707070707070707070707");
+    assert_eq!(first["source"], "127.0.0.1:40000");
+    let second: serde_json::Value = serde_json::from_str(&l[1]).expect("json");
+    assert_eq!(
+        second["path"], "/b\n\"x",
+        "control characters stay inside one line"
+    );
+    assert!(second.get("prev").is_none());
+    let v = verify(std::slice::from_ref(&file)).expect("verifies");
+    assert_eq!((v.events, v.first_seq, v.last_seq), (3, Some(0), Some(2)));
+
+    // A restart appends and continues the chain.
+    write(&config(&file, 1 << 20), &["/d"]);
+    let v = verify(std::slice::from_ref(&file)).expect("verifies after restart");
+    assert_eq!((v.events, v.last_seq), (4, Some(3)));
+}
+
+#[test]
+fn lines_are_ascii_whatever_the_values_hold() {
+    let dir = tempfile::tempdir().expect("dir");
+    let file = dir.path().join("audit.log");
+    let nasty = "/caf\u{e9}\u{2028}\u{2029}\u{85}\u{1f600}\r\n\0\"\\";
+    write(&config(&file, 1 << 20), &[nasty, "/b"]);
+    let text = std::fs::read(&file).expect("read");
+    assert!(text.is_ascii(), "{}", String::from_utf8_lossy(&text));
+    let l = lines(&file);
+    assert_eq!(l.len(), 2);
+    assert!(
+        l[0].contains("caf\\u00e9\\u2028\\u2029\\u0085\\ud83d\\ude00\\r\\n\\u0000"),
+        "{}",
+        l[0]
+    );
+    let v: serde_json::Value = serde_json::from_str(&l[0]).expect("json");
+    assert_eq!(v["path"], nasty);
+    verify(std::slice::from_ref(&file)).expect("verifies");
+}
+
+#[test]
+fn a_principal_that_is_not_ascii_is_recorded_whole() {
+    // A subject CN is UTF-8 text; the event names it as it is (it
+    // used to be recorded as "" because the header form is not ASCII).
+    let cn = "cn:Zoë \"q\" \\ \u{2028}end";
+    let principal: Principal = cn.parse().expect("principal");
+    let mut e = event("/x");
+    e.conn = Arc::new(ConnInfo {
+        identity: PeerIdentity {
+            principal_header: HeaderValue::from_str(cn).expect("header-safe"),
+            principal,
+            xfcc: HeaderValue::from_static("x"),
+            cert_sha256: String::new(),
+        },
+        peer: "127.0.0.1:40000".parse().expect("addr"),
+        peer_ip: HeaderValue::from_static("127.0.0.1"),
+        tls_version: "TLSv1.3",
+    });
+    let mut line = Vec::new();
+    write_request(&mut line, 0, None, &e, "node", None).expect("written");
+    let v: serde_json::Value = serde_json::from_slice(&line).expect("json");
+    assert_eq!(v["principal"]["id"], cn);
+}
+
+#[test]
+fn an_event_that_cannot_be_written_is_recorded_as_dropped() {
+    // humantime writes RFC 3339 for the years 1970 to 9999 only.
+    let dir = tempfile::tempdir().expect("dir");
+    let file = dir.path().join("audit.log");
+    let mut far = event("/far");
+    far.time = SystemTime::UNIX_EPOCH + Duration::from_secs(253_402_300_800);
+    let mut early = event("/early");
+    early.time = SystemTime::UNIX_EPOCH - Duration::from_secs(1);
+    let m = write_events(
+        &config(&file, 1 << 20),
+        [far, early, event("/next")].into_iter(),
+    );
+    let l: Vec<serde_json::Value> = lines(&file)
+        .iter()
+        .map(|l| serde_json::from_str(l).expect("json"))
+        .collect();
+    // Each loss is chained as a `dropped` line before the next event.
+    let (last, dropped) = l.split_last().expect("lines");
+    assert_eq!(last["path"], "/next");
+    assert!(dropped.iter().all(|d| d["type"] == "dropped"), "{l:?}");
+    let counted: u64 = dropped.iter().filter_map(|d| d["count"].as_u64()).sum();
+    assert_eq!(counted, 2, "{l:?}");
+    assert_eq!(m.dropped.get(), 2);
+    verify(std::slice::from_ref(&file)).expect("verifies");
+}
+
+#[test]
+fn a_request_line_has_every_member_in_order_and_is_plain_ascii() {
+    let nasty = "q\"b\\s\u{7}\u{7f}é\u{2028}\u{1F600}/\n";
+    let mut e = event(nasty);
+    e.time = SystemTime::UNIX_EPOCH + Duration::from_micros(1_780_000_000_123_456);
+    e.user = Some(Arc::new(User {
+        id: format!("idp|{nasty}"),
+        issuer: "idp".into(),
+        subject: nasty.into(),
+        groups: vec![],
+        scopes: vec![],
+        attributes: vec![],
+        expires_at: u64::MAX,
+    }));
+    e.tier = Some(Arc::from("gold"));
+    e.outcome = Some(Arc::new(AuthzOutcome {
+        product: Arc::from("sales.orders"),
+        action: crate::decision::contract::Action::Read,
+        resource: Arc::from("sales.orders/orders"),
+        decision: crate::decision::authz::Decision {
+            allowed: true,
+            policies: vec!["p\"1".into(), "p2".into()],
+            errors: vec![nasty.into()],
+        },
+        shadow: Some(crate::decision::authz::Decision {
+            allowed: false,
+            policies: vec![],
+            errors: vec![],
+        }),
+        policy_version: Arc::from("v2"),
+        throughput: None,
+        latency: None,
+    }));
+    e.policy_version = None;
+    e.decision = "allow";
+    e.error = None;
+    e.status = 200;
+    e.upstream = Some(Duration::from_micros(u64::MAX));
+    e.bytes_in = u64::MAX;
+    e.complete = false;
+    let mut line = Vec::new();
+    write_request(&mut line, u64::MAX, Some("ab"), &e, "n\"ode", Some("pod")).expect("written");
+    // ASCII without control characters below DEL (so no line break of any kind).
+    assert!(
+        line.iter().all(|&b| b.is_ascii() && b >= b' '),
+        "{}",
+        String::from_utf8_lossy(&line)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&line).expect("json");
+    let expected = serde_json::json!({
+        "seq": u64::MAX, "prev": "ab", "type": "request",
+        "time": "2026-05-28T20:26:40.123456Z", "request_id": "0123",
+        "trace_id": "07070707070707070707070707070707",
+        "principal": {"type": "Mesh::Service", "id": "spiffe://acme.example/ns/finance/sa/reporting"},
+        "user": format!("idp|{nasty}"), "tier": "gold", "product": "sales.orders",
+        "action": "read", "resource": "sales.orders/orders", "method": "GET", "path": nasty,
+        "decision": "allow", "policies": ["p\"1", "p2"], "errors": [nasty],
+        "shadow": {"decision": "deny", "policies": []}, "status": 200, "error": null,
+        "upstream_us": u64::MAX, "duration_us": 12, "bytes_in": u64::MAX, "bytes_out": 10,
+        "complete": false, "source": "127.0.0.1:40000", "tls_version": "TLSv1.3",
+        "policy_version": "v2", "node": "n\"ode", "pod": "pod",
+    });
+    assert_eq!(v, expected);
+    // Members in the documented order (serde_json::Value sorts them).
+    let text = String::from_utf8_lossy(&line);
+    let mut at = 0;
+    for k in [
+        "seq",
+        "prev",
+        "type",
+        "time",
+        "request_id",
+        "trace_id",
+        "principal",
+        "user",
+        "tier",
+        "product",
+        "action",
+        "resource",
+        "method",
+        "path",
+        "decision",
+        "policies",
+        "errors",
+        "shadow",
+        "status",
+        "error",
+        "upstream_us",
+        "duration_us",
+        "bytes_in",
+        "bytes_out",
+        "complete",
+        "source",
+        "tls_version",
+        "policy_version",
+        "node",
+        "pod",
+    ] {
+        match text[at..].find(&format!("\"{k}\":")) {
+            Some(i) => at += i,
+            None => panic!("{k} missing or out of order in {text}"),
+        }
+    }
+    // No optional member is left out: absent values are null.
+    let mut e = event("/x");
+    e.policy_version = None;
+    let mut line = Vec::new();
+    write_request(&mut line, 0, None, &e, "node", None).expect("written");
+    let v: serde_json::Value = serde_json::from_slice(&line).expect("json");
+    for k in [
+        "user",
+        "tier",
+        "product",
+        "action",
+        "resource",
+        "shadow",
+        "upstream_us",
+        "policy_version",
+        "pod",
+    ] {
+        assert_eq!(v[k], serde_json::Value::Null, "{k}");
+    }
+    assert_eq!(v.get("prev"), None);
+    assert_eq!(v.as_object().map(|o| o.len()), Some(29));
+}
+
+#[test]
+fn every_kind_of_tampering_is_found_with_its_line() {
+    let dir = tempfile::tempdir().expect("dir");
+    let file = dir.path().join("audit.log");
+    write(&config(&file, 1 << 20), &["/0", "/1", "/2", "/3", "/4"]);
+    let orig = lines(&file);
+    let check = |edited: Vec<String>, line: usize, word: &str| {
+        rewrite(&file, &edited);
+        let e = verify(std::slice::from_ref(&file)).expect_err("broken");
+        assert_eq!(e.line, line, "{e}");
+        assert!(e.message.contains(word), "{e}");
+    };
+    let mut edited = orig.clone();
+    edited[2] = edited[2].replace("\"/2\"", "\"/x\"");
+    check(edited, 3, "edited");
+    let mut deleted = orig.clone();
+    deleted.remove(2);
+    check(deleted, 3, "deleted");
+    let mut reordered = orig.clone();
+    reordered.swap(1, 2);
+    check(reordered, 2, "reordered");
+    let mut inserted = orig.clone();
+    inserted.insert(3, orig[1].clone());
+    check(inserted, 4, "inserted");
+    let mut forged = orig.clone();
+    forged.insert(
+        1,
+        r#"{"seq":1,"type":"request","path":"/evil"}"#.to_string(),
+    );
+    check(forged, 2, "inserted");
+    let mut head_cut = orig.clone();
+    head_cut.remove(0);
+    check(head_cut, 1, "deleted");
+    let mut torn = orig.clone().join("\n");
+    torn.truncate(torn.len() - 10);
+    std::fs::write(&file, torn).expect("write");
+    let e = verify(std::slice::from_ref(&file)).expect_err("torn");
+    assert_eq!(e.line, 5, "{e}");
+    rewrite(&file, &orig);
+    assert!(verify(std::slice::from_ref(&file)).is_ok());
+}
+
+#[test]
+fn rotation_keeps_the_chain_across_files() {
+    let dir = tempfile::tempdir().expect("dir");
+    let file = dir.path().join("audit.log");
+    let paths: Vec<String> = (0..40).map(|i| format!("/orders/{i}")).collect();
+    let refs: Vec<&str> = paths.iter().map(String::as_str).collect();
+    write(&config(&file, 4096), &refs);
+    let mut files: Vec<PathBuf> = (1..=20)
+        .rev()
+        .map(|n| dir.path().join(format!("audit.log.{n}")))
+        .filter(|p| p.exists())
+        .collect();
+    assert!(files.len() >= 3, "{files:?}");
+    files.push(file.clone());
+    let v = verify(&files).expect("the rotated files verify in order");
+    assert_eq!((v.events, v.first_seq, v.last_seq), (40, Some(0), Some(39)));
+    // Each file alone verifies too: its first line names its prev.
+    for f in &files {
+        verify(std::slice::from_ref(f)).expect("alone");
+        let first: serde_json::Value = serde_json::from_str(&lines(f)[0]).expect("json");
+        assert!(first["prev"].is_string(), "{f:?}");
+    }
+    // A missing file in the middle is found.
+    let mut gap = files.clone();
+    gap.remove(1);
+    let e = verify(&gap).expect_err("gap");
+    assert_eq!(e.line, 1);
+    assert!(e.message.contains("missing"), "{e}");
+}
+
+#[test]
+fn a_full_queue_drops_and_counts_in_drop_mode() {
+    let dir = tempfile::tempdir().expect("dir");
+    let file = dir.path().join("audit.log");
+    let mut cfg = config(&file, 1 << 20);
+    cfg.queue = 2;
+    cfg.when_full = FullMode::Drop;
+    let (rt, audit, writer, m) = running(&cfg);
+    rt.block_on(async {
+        // Two places held: the queue is full.
+        let a = audit.slot().await.expect("slot").expect("place");
+        let b = audit.slot().await.expect("slot").expect("place");
+        assert!(audit.slot().await.expect("drop mode").is_none());
+        assert!(audit.slot().await.expect("drop mode").is_none());
+        a.send(event("/a"));
+        b.send(event("/b"));
+        assert!(audit.flush(Duration::from_secs(10)).await);
+        let c = audit.slot().await.expect("slot").expect("room again");
+        c.send(event("/c"));
+        assert!(audit.flush(Duration::from_secs(10)).await);
+    });
+    drop(audit);
+    assert!(writer.join(Duration::from_secs(10)));
+    assert_eq!(m.dropped.get(), 2);
+    assert_eq!(m.events.get(), 3);
+    let v = verify(std::slice::from_ref(&file)).expect("verifies");
+    assert_eq!(
+        (v.events, v.dropped),
+        (3, 2),
+        "the loss is recorded in the chain"
+    );
+}
+
+#[test]
+fn a_full_queue_makes_requests_wait_in_block_mode() {
+    let dir = tempfile::tempdir().expect("dir");
+    let file = dir.path().join("audit.log");
+    let mut cfg = config(&file, 1 << 20);
+    cfg.queue = 1;
+    cfg.max_wait = Duration::from_millis(200);
+    let (rt, audit, writer, m) = running(&cfg);
+    rt.block_on(async {
+        let held = audit.slot().await.expect("slot").expect("place");
+        // Nothing frees the place: the wait ends in a refusal.
+        assert_eq!(audit.slot().await.err(), Some(SlotError::Unavailable));
+        assert_eq!(m.backpressure_waits.get(), 1);
+        assert!(m.backpressure_seconds.get() > 0.0);
+        // A place freed while waiting is taken.
+        let waiter = audit.slot();
+        tokio::pin!(waiter);
+        assert!(futures_poll_once(&mut waiter).await.is_none(), "it waits");
+        held.send(event("/held"));
+        let s = waiter.await.expect("slot").expect("place");
+        s.send(event("/waited"));
+        assert!(audit.flush(Duration::from_secs(10)).await);
+    });
+    drop(audit);
+    assert!(writer.join(Duration::from_secs(10)));
+    assert_eq!(m.events.get(), 2);
+    assert_eq!(m.dropped.get(), 1, "the refused request's event");
+    let v = verify(std::slice::from_ref(&file)).expect("verifies");
+    assert_eq!((v.events, v.dropped), (2, 1));
+}
+
+/// Polls a future once: `Some` if it is ready.
+async fn futures_poll_once<F: std::future::Future + Unpin>(f: &mut F) -> Option<F::Output> {
+    std::future::poll_fn(|cx| match Pin::new(&mut *f).poll(cx) {
+        Poll::Ready(v) => Poll::Ready(Some(v)),
+        Poll::Pending => Poll::Ready(None),
+    })
+    .await
+}
+
+#[test]
+fn an_empty_file_verifies_and_a_half_done_rotation_only_reopens() {
+    let dir = tempfile::tempdir().expect("dir");
+    let file = dir.path().join("audit.log");
+    std::fs::write(&file, "").expect("write");
+    let v = verify(std::slice::from_ref(&file)).expect("an empty file verifies");
+    assert_eq!(v.events, 0);
+    // FILE was renamed to FILE.1 but reopening failed: the next rotation
+    // reopens FILE and shifts nothing.
+    let mut sink = FileSink::open(&file, 4096, 3).expect("open");
+    std::fs::rename(&file, dir.path().join("audit.log.1")).expect("rename");
+    sink.rotate().expect("reopen");
+    assert!(file.exists());
+    assert!(dir.path().join("audit.log.1").exists());
+    assert!(!dir.path().join("audit.log.2").exists());
+}
+
+/// A line as the writer would chain it after `prev`.
+fn chained(prev: &str, event: serde_json::Value) -> (String, String) {
+    let event = event.to_string();
+    let chain = chain_hash(prev, event.as_bytes());
+    let line = format!("{},\"chain\":\"{chain}\"}}\n", &event[..event.len() - 1]);
+    (line, chain)
+}
+
+/// Found by the `audit_verify` fuzz target
+/// (fuzz/regressions/audit_verify/): correctly chained lines with the
+/// largest sequence number or `dropped` counts whose sum overflows made
+/// verify panic (debug) or wrap (release).
+#[test]
+fn verify_survives_the_largest_numbers() {
+    let dir = tempfile::tempdir().expect("dir");
+    let file = dir.path().join("audit.log");
+    let (a, c) = chained(
+        GENESIS,
+        serde_json::json!({"seq": 0, "prev": GENESIS, "type": "dropped", "count": 5}),
+    );
+    let (b, _) = chained(
+        &c,
+        serde_json::json!({"seq": 1, "type": "dropped", "count": u64::MAX}),
+    );
+    std::fs::write(&file, format!("{a}{b}")).expect("write");
+    let v = verify(std::slice::from_ref(&file)).expect("verifies");
+    assert_eq!((v.events, v.dropped, v.last_seq), (0, u64::MAX, Some(1)));
+
+    let (a, c) = chained(
+        GENESIS,
+        serde_json::json!({"seq": u64::MAX, "prev": GENESIS, "type": "request"}),
+    );
+    let (b, _) = chained(&c, serde_json::json!({"seq": 0, "type": "request"}));
+    std::fs::write(&file, format!("{a}{b}")).expect("write");
+    let e = verify(std::slice::from_ref(&file)).expect_err("refused");
+    assert_eq!(e.line, 1);
+    assert!(e.message.contains("the largest there is"), "{e}");
+}
+
+#[test]
+fn a_foreign_file_is_refused_at_start() {
+    let dir = tempfile::tempdir().expect("dir");
+    let file = dir.path().join("audit.log");
+    std::fs::write(&file, "hello\n").expect("write");
+    let e = Audit::start(&config(&file, 1 << 20), metrics())
+        .err()
+        .expect("refused");
+    assert!(e.contains("not a meshgate audit event"), "{e}");
+}
+
+#[test]
+fn a_torn_last_line_is_rotated_out_and_the_chain_goes_on() {
+    let dir = tempfile::tempdir().expect("dir");
+    let file = dir.path().join("audit.log");
+    write(&config(&file, 1 << 20), &["/a", "/b"]);
+    let mut text = std::fs::read(&file).expect("read");
+    text.extend_from_slice(b"{\"seq\":2,\"ty");
+    std::fs::write(&file, text).expect("write");
+    write(&config(&file, 1 << 20), &["/c"]);
+    let rotated = dir.path().join("audit.log.1");
+    let e = verify(std::slice::from_ref(&rotated)).expect_err("torn");
+    assert_eq!(e.line, 3);
+    let v = verify(std::slice::from_ref(&file)).expect("the new file verifies");
+    assert_eq!(v.first_seq, Some(2));
+}

@@ -1,0 +1,231 @@
+//! `meshgate audit verify`: the chain of audit files checked line by line.
+
+use serde::Deserialize;
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use super::*;
+
+/// What a line of an audit file says about the chain.
+#[derive(Debug, Deserialize)]
+pub(super) struct ParsedLine {
+    pub(super) seq: u64,
+    #[serde(default)]
+    pub(super) prev: Option<String>,
+    pub(super) chain: String,
+    #[serde(default, rename = "type")]
+    pub(super) kind: Option<String>,
+    /// Events a `dropped` record stands for.
+    #[serde(default)]
+    pub(super) count: Option<u64>,
+}
+
+pub(super) fn parse_line(line: &[u8]) -> Result<ParsedLine, String> {
+    serde_json::from_slice::<ParsedLine>(line).map_err(|e| e.to_string())
+}
+
+/// The bytes a line's chain covers: the line up to its `,"chain":"…"` field,
+/// closed with `}`. `"` never appears unescaped inside a JSON string, so the
+/// last such field is the real one.
+pub(super) fn chained_bytes(line: &[u8]) -> Option<Vec<u8>> {
+    pub(super) const FIELD: &[u8] = b",\"chain\":\"";
+    let at = line.windows(FIELD.len()).rposition(|w| w == FIELD)?;
+    let rest = &line[at + FIELD.len()..];
+    if rest.len() != 66 || &rest[64..] != b"\"}" {
+        return None;
+    }
+    let mut v = Vec::with_capacity(at + 1);
+    v.extend_from_slice(&line[..at]);
+    v.push(b'}');
+    Some(v)
+}
+
+/// A verified sequence of audit files.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Verified {
+    pub events: u64,
+    pub first_seq: Option<u64>,
+    pub last_seq: Option<u64>,
+    /// Chains started afresh (a process restart writing to stdout).
+    pub restarts: u64,
+    /// `dropped` records: events the sidecar reported lost.
+    pub dropped: u64,
+}
+
+/// The first break in the chain: `file:line: message`.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{file}:{line}: {message}")]
+pub struct ChainBreak {
+    pub file: String,
+    pub line: usize,
+    pub message: String,
+}
+
+/// Checks files given oldest first (FILE.N .. FILE.1 FILE).
+pub fn verify(files: &[PathBuf]) -> Result<Verified, ChainBreak> {
+    let mut state: Option<ChainState> = None;
+    let mut out = Verified {
+        events: 0,
+        first_seq: None,
+        last_seq: None,
+        restarts: 0,
+        dropped: 0,
+    };
+    for path in files {
+        let name = path.display().to_string();
+        let text = std::fs::read(path).map_err(|e| ChainBreak {
+            file: name.clone(),
+            line: 0,
+            message: format!("cannot read: {e}"),
+        })?;
+        if text.is_empty() {
+            // A fresh file (just rotated, or nothing written yet).
+            continue;
+        }
+        let lines: Vec<&[u8]> = text.split(|&b| b == b'\n').collect();
+        // `split` yields one empty piece after a final newline.
+        let complete = text.last() == Some(&b'\n');
+        let count = if complete {
+            lines.len() - 1
+        } else {
+            lines.len()
+        };
+        // Where each sequence number sits in this file, for explanations.
+        let mut seen: HashMap<u64, usize> = HashMap::new();
+        for (i, raw) in lines.iter().take(count).enumerate() {
+            let n = i + 1;
+            let brk = |message: String| ChainBreak {
+                file: name.clone(),
+                line: n,
+                message,
+            };
+            if !complete && n == count {
+                return Err(brk(
+                    "incomplete last line (a write cut short, or the line was edited)".into(),
+                ));
+            }
+            let parsed = parse_line(raw).map_err(|e| {
+                brk(format!(
+                    "not a meshgate audit event ({e}): edited or inserted"
+                ))
+            })?;
+            let body = chained_bytes(raw).ok_or_else(|| {
+                brk("the chain field is missing or malformed: edited or inserted".into())
+            })?;
+            let expected_seq = state.as_ref().map(|s| s.next_seq);
+            let prev = match (&parsed.prev, &state) {
+                (Some(p), None) => p.clone(),
+                (None, None) => {
+                    return Err(brk(
+                        "the file starts mid-chain (no `prev`): lines before it were deleted"
+                            .into(),
+                    ))
+                }
+                (Some(p), Some(s)) if *p == s.prev => s.prev.clone(),
+                (Some(p), Some(_)) if p == GENESIS && parsed.seq == 0 => {
+                    out.restarts += 1;
+                    p.clone()
+                }
+                (Some(_), Some(s)) if n == 1 => {
+                    let why = if parsed.seq > s.next_seq {
+                        format!(
+                            "starts at seq {} where {} was expected: the end of the \
+                             previous file was cut, or a file is missing between them",
+                            parsed.seq, s.next_seq
+                        )
+                    } else {
+                        "does not continue the chain of the previous file: \
+                         they are out of order, or one was edited"
+                            .to_string()
+                    };
+                    return Err(brk(why));
+                }
+                (Some(p), Some(s)) => {
+                    return Err(brk(format!(
+                        "names prev {p} but the line before ends at {}: edited or inserted",
+                        s.prev
+                    )))
+                }
+                (None, Some(s)) => s.prev.clone(),
+            };
+            let computed = chain_hash(&prev, &body);
+            let restart =
+                parsed.prev.as_deref() == Some(GENESIS) && parsed.seq == 0 && state.is_some();
+            if computed != parsed.chain {
+                return Err(brk(explain(&parsed, expected_seq, &seen, &lines[n..count])));
+            }
+            if let Some(e) = expected_seq {
+                if parsed.seq != e && !restart {
+                    return Err(brk(explain(&parsed, expected_seq, &seen, &lines[n..count])));
+                }
+            }
+            // No line can follow the largest sequence number: the writer
+            // never reaches it, so the line was made by hand.
+            let next_seq = parsed.seq.checked_add(1).ok_or_else(|| {
+                brk(format!(
+                    "seq {} is the largest there is: not written by meshgate",
+                    parsed.seq
+                ))
+            })?;
+            if parsed.kind.as_deref() == Some("dropped") {
+                // Counts that no longer fit say "at least this many".
+                out.dropped = out.dropped.saturating_add(parsed.count.unwrap_or(0));
+            } else {
+                out.events += 1;
+            }
+            out.first_seq.get_or_insert(parsed.seq);
+            out.last_seq = Some(parsed.seq);
+            seen.insert(parsed.seq, n);
+            state = Some(ChainState {
+                next_seq,
+                prev: parsed.chain,
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// Why a line does not chain: from its sequence number and the lines around it.
+pub(super) fn explain(
+    parsed: &ParsedLine,
+    expected: Option<u64>,
+    seen: &HashMap<u64, usize>,
+    later: &[&[u8]],
+) -> String {
+    let Some(expected) = expected else {
+        return "the chain does not match the line: edited".into();
+    };
+    if parsed.seq == expected {
+        return format!(
+            "seq {expected}: the chain does not match the line: this line (or, if its chain \
+             was rewritten too, the one before it) was edited"
+        );
+    }
+    if let Some(at) = seen.get(&parsed.seq) {
+        return format!(
+            "seq {} already appeared on line {at}: inserted or reordered",
+            parsed.seq
+        );
+    }
+    if parsed.seq > expected {
+        let found_later = later
+            .iter()
+            .filter_map(|l| parse_line(l).ok())
+            .any(|p| p.seq == expected);
+        if found_later {
+            return format!(
+                "seq {} where {expected} was expected, and {expected} comes later: reordered",
+                parsed.seq
+            );
+        }
+        return format!(
+            "seq {} where {expected} was expected: {} line(s) deleted before this one",
+            parsed.seq,
+            parsed.seq - expected
+        );
+    }
+    format!(
+        "seq {} where {expected} was expected: inserted or reordered",
+        parsed.seq
+    )
+}

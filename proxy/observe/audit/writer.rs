@@ -1,0 +1,376 @@
+//! The writer thread: the chain state, the file sink (append, rotate, the
+//! chain resumed from the last line), batches of lines written and synced.
+
+use crate::observe::metrics::AuditMetrics;
+use std::fs::{File, OpenOptions};
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+
+use super::*;
+
+/// Where the chain stands: the last written line's sequence number and chain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct ChainState {
+    /// The next line's sequence number.
+    pub(super) next_seq: u64,
+    pub(super) prev: String,
+}
+
+impl ChainState {
+    pub(super) fn genesis() -> ChainState {
+        ChainState {
+            next_seq: 0,
+            prev: GENESIS.to_string(),
+        }
+    }
+}
+
+pub(super) enum Sink {
+    Stdout(io::Stdout),
+    File(FileSink),
+}
+
+pub(super) struct FileSink {
+    pub(super) path: PathBuf,
+    pub(super) file: File,
+    pub(super) size: u64,
+    pub(super) max_bytes: u64,
+    pub(super) retain: usize,
+    /// The chain found at the end of an existing file.
+    pub(super) resumed: Option<ChainState>,
+}
+
+impl FileSink {
+    pub(super) fn open(path: &Path, max_bytes: u64, retain: usize) -> Result<FileSink, String> {
+        let shown = path.display();
+        let mut resumed = None;
+        let mut rotate_first = false;
+        if let Ok(mut f) = File::open(path) {
+            match last_line(&mut f) {
+                Err(e) => return Err(format!("audit.file: {shown}: {e}")),
+                Ok(Tail::Empty) => {}
+                Ok(Tail::Complete(line)) => {
+                    resumed = Some(chain_of(&line).ok_or_else(|| {
+                        format!(
+                            "audit.file: {shown}: its last line is not a meshgate audit event; \
+                             move the file away or name another"
+                        )
+                    })?);
+                }
+                Ok(Tail::Torn(previous)) => {
+                    // A write cut short (crash, full disk): start a new file so
+                    // the torn line stays where verification will report it.
+                    tracing::error!(
+                        file = %shown,
+                        "audit file ends in an incomplete line; rotating it out"
+                    );
+                    resumed = previous.as_deref().and_then(chain_of);
+                    rotate_first = true;
+                }
+            }
+        }
+        if rotate_first {
+            rotate_files(path, retain).map_err(|e| format!("audit.file: {shown}: {e}"))?;
+        }
+        let file = open_append(path).map_err(|e| format!("audit.file: {shown}: {e}"))?;
+        let size = file.metadata().map(|m| m.len()).unwrap_or(0);
+        Ok(FileSink {
+            path: path.to_path_buf(),
+            file,
+            size,
+            max_bytes,
+            retain,
+            resumed,
+        })
+    }
+
+    pub(super) fn rotate(&mut self) -> io::Result<()> {
+        // After a rotation whose reopen failed, FILE is already FILE.1:
+        // only the reopen is retried, nothing is shifted again.
+        if self.path.exists() {
+            rotate_files(&self.path, self.retain)?;
+        }
+        self.file = open_append(&self.path)?;
+        self.size = 0;
+        Ok(())
+    }
+}
+
+pub(super) fn open_append(path: &Path) -> io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o640)
+        .open(path)
+}
+
+/// FILE -> FILE.1 -> ... -> FILE.retain (the oldest is removed).
+pub(super) fn rotate_files(path: &Path, retain: usize) -> io::Result<()> {
+    let numbered = |n: usize| {
+        let mut s = path.as_os_str().to_owned();
+        s.push(format!(".{n}"));
+        PathBuf::from(s)
+    };
+    match std::fs::remove_file(numbered(retain)) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
+    for n in (1..retain).rev() {
+        match std::fs::rename(numbered(n), numbered(n + 1)) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
+    }
+    std::fs::rename(path, numbered(1))
+}
+
+pub(super) enum Tail {
+    Empty,
+    Complete(Vec<u8>),
+    /// The file does not end in a newline; the last complete line, if any.
+    Torn(Option<Vec<u8>>),
+}
+
+/// The last line of a file, read from its end.
+pub(super) fn last_line(f: &mut File) -> io::Result<Tail> {
+    let len = f.metadata()?.len();
+    if len == 0 {
+        return Ok(Tail::Empty);
+    }
+    // Events are far smaller than this; a longer last line is not ours.
+    let window = len.min(1024 * 1024);
+    f.seek(SeekFrom::Start(len - window))?;
+    let mut buf = Vec::with_capacity(window as usize);
+    f.take(window).read_to_end(&mut buf)?;
+    let torn = buf.last() != Some(&b'\n');
+    let body = if torn {
+        &buf[..]
+    } else {
+        &buf[..buf.len() - 1]
+    };
+    let (before, last) = match body.iter().rposition(|&b| b == b'\n') {
+        Some(i) => (Some(&body[..i]), &body[i + 1..]),
+        None => (None, body),
+    };
+    if !torn {
+        return Ok(Tail::Complete(last.to_vec()));
+    }
+    let previous = before.map(|b| match b.iter().rposition(|&c| c == b'\n') {
+        Some(i) => b[i + 1..].to_vec(),
+        None => b.to_vec(),
+    });
+    Ok(Tail::Torn(previous))
+}
+
+/// The chain state after `line`, if it is an audit event.
+pub(super) fn chain_of(line: &[u8]) -> Option<ChainState> {
+    let parsed = parse_line(line).ok()?;
+    Some(ChainState {
+        next_seq: parsed.seq.checked_add(1)?,
+        prev: parsed.chain,
+    })
+}
+
+pub(super) struct Writer {
+    pub(super) sink: Sink,
+    pub(super) chain: ChainState,
+    /// The next line is the first of its file (or of the stream).
+    pub(super) start_of_file: bool,
+    /// Lines chained but not yet written, and where each ends.
+    pub(super) pending: Vec<u8>,
+    pub(super) ends: Vec<(usize, LineKind)>,
+    pub(super) line: Vec<u8>,
+    pub(super) node: Arc<str>,
+    pub(super) pod: Option<Arc<str>>,
+    pub(super) metrics: AuditMetrics,
+    pub(super) mode: FullMode,
+    pub(super) unrecorded_drops: Arc<AtomicU64>,
+    pub(super) last_error_log: Option<Instant>,
+    pub(super) flush_interval: Duration,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub(super) enum LineKind {
+    Request,
+    /// A `dropped` record.
+    Dropped,
+}
+
+/// Write what is pending once this much has gathered, even mid-burst.
+pub(super) const BATCH_BYTES: usize = 256 * 1024;
+
+impl Writer {
+    pub(super) fn run(&mut self, mut rx: mpsc::Receiver<Msg>) {
+        while let Some(msg) = rx.blocking_recv() {
+            let mut acks = Vec::new();
+            self.take(msg, &mut acks);
+            let mut caught_up = false;
+            while self.pending.len() < BATCH_BYTES {
+                match rx.try_recv() {
+                    Ok(msg) => self.take(msg, &mut acks),
+                    Err(_) => {
+                        caught_up = true;
+                        break;
+                    }
+                }
+            }
+            // Losses happen only while the queue is full, so a batch follows
+            // each of them: recorded here at the latest.
+            self.record_drops();
+            self.write_pending();
+            for ack in acks {
+                let _ = ack.send(());
+            }
+            // Waking this thread per event costs the request threads more
+            // than the event itself: under load, let the next batch gather.
+            // (An idle writer waits in `blocking_recv`: the first event
+            // wakes it at once.)
+            if caught_up && !self.flush_interval.is_zero() {
+                std::thread::sleep(self.flush_interval);
+            }
+        }
+        self.record_drops();
+        self.write_pending();
+    }
+
+    pub(super) fn take(&mut self, msg: Msg, acks: &mut Vec<std::sync::mpsc::SyncSender<()>>) {
+        match msg {
+            Msg::Flush(ack) => acks.push(ack),
+            Msg::Event(event) => {
+                self.record_drops();
+                self.append(Line::Request(&event), LineKind::Request);
+            }
+        }
+    }
+
+    /// Chains a `dropped` record for the events lost since the last one.
+    pub(super) fn record_drops(&mut self) {
+        let lost = self.unrecorded_drops.swap(0, Ordering::Relaxed);
+        if lost > 0 {
+            self.append(Line::Dropped(lost), LineKind::Dropped);
+        }
+    }
+
+    /// Chains one record and appends its line to what is pending.
+    pub(super) fn append(&mut self, record: Line<'_>, kind: LineKind) {
+        if let Sink::File(f) = &self.sink {
+            let would_be = f.size + self.pending.len() as u64;
+            if would_be >= f.max_bytes {
+                self.write_pending();
+                if let Sink::File(f) = &mut self.sink {
+                    match f.rotate() {
+                        Ok(()) => self.start_of_file = true,
+                        Err(e) => {
+                            self.metrics.write_errors.inc();
+                            tracing::error!(error = %e, "cannot rotate the audit file; writing on");
+                        }
+                    }
+                }
+            }
+        }
+        self.line.clear();
+        let seq = self.chain.next_seq;
+        let prev = self.start_of_file.then_some(self.chain.prev.as_str());
+        let written = match record {
+            Line::Request(e) => write_request(
+                &mut self.line,
+                seq,
+                prev,
+                e,
+                &self.node,
+                self.pod.as_deref(),
+            ),
+            Line::Dropped(count) => write_dropped(&mut self.line, seq, prev, count, &self.node),
+        };
+        if let Err(e) = written {
+            // Only a clock outside 1970..9999 gets here; the loss is still
+            // recorded (a `dropped` line counts it), never silent.
+            let lost = match record {
+                Line::Request(_) => {
+                    self.metrics.dropped.inc();
+                    1
+                }
+                Line::Dropped(count) => count,
+            };
+            self.unrecorded_drops.fetch_add(lost, Ordering::Relaxed);
+            tracing::error!(error = %e, "cannot write an audit line; counted as dropped");
+            return;
+        }
+        let chain = chain_hash(&self.chain.prev, &self.line);
+        // Replace the closing brace with the chain field.
+        self.line.pop();
+        self.line.extend_from_slice(b",\"chain\":\"");
+        self.line.extend_from_slice(chain.as_bytes());
+        self.line.extend_from_slice(b"\"}\n");
+        self.pending.extend_from_slice(&self.line);
+        self.ends.push((self.pending.len(), kind));
+        self.chain = ChainState {
+            next_seq: self.chain.next_seq + 1,
+            prev: chain,
+        };
+        self.start_of_file = false;
+    }
+
+    /// Writes what is pending, retrying a failed write (a full disk) with
+    /// back-off until it succeeds: a chained line is never thrown away, so
+    /// the file stays verifiable. Meanwhile the queue fills, and the mode
+    /// applies there: `block` makes requests wait, `drop` counts their
+    /// events as lost (recorded in the chain once writing resumes).
+    pub(super) fn write_pending(&mut self) {
+        let mut written = 0;
+        let mut lines_done = 0;
+        let mut backoff = Duration::from_millis(50);
+        loop {
+            while let Some(&(end, kind)) = self.ends.get(lines_done) {
+                if end > written {
+                    break;
+                }
+                if let LineKind::Request = kind {
+                    self.metrics.events.inc();
+                }
+                lines_done += 1;
+            }
+            if written == self.pending.len() {
+                break;
+            }
+            let r = match &mut self.sink {
+                Sink::Stdout(s) => s.lock().write(&self.pending[written..]),
+                Sink::File(f) => f.file.write(&self.pending[written..]),
+            };
+            let e = match r {
+                Ok(0) => io::Error::from(io::ErrorKind::WriteZero),
+                Ok(n) => {
+                    written += n;
+                    if let Sink::File(f) = &mut self.sink {
+                        f.size += n as u64;
+                    }
+                    continue;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => e,
+            };
+            self.metrics.write_errors.inc();
+            let now = Instant::now();
+            if self
+                .last_error_log
+                .is_none_or(|t| now.duration_since(t) >= Duration::from_secs(1))
+            {
+                self.last_error_log = Some(now);
+                tracing::error!(error = %e, mode = ?self.mode, "AUDIT WRITE FAILED");
+            }
+            // The writer's own thread: waiting here is the back-pressure.
+            std::thread::sleep(backoff);
+            backoff = (backoff * 2).min(Duration::from_secs(1));
+        }
+        if let Sink::Stdout(s) = &mut self.sink {
+            let _ = s.lock().flush();
+        }
+        self.pending.clear();
+        self.ends.clear();
+    }
+}
