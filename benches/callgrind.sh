@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# Instructions per proxied request under callgrind: the noise-free figure to quote beside timings.
+#
+#   bash benches/callgrind.sh MESHGATE_BINARY h1|h2 [N]     (e.g. target/release/meshgate h2 2000)
+#
+# The sidecar runs under `valgrind --tool=callgrind --instr-atstart=no` with one worker, the example
+# policies of policies/ (mesh baseline + sales) and the audit trail to a file, in front of the sample
+# upstream. After a 200-request warm-up, counting is switched on for N requests (oha: h1 -c 8,
+# h2 --http2 -c 4 -p 8) and off again; the dump's `totals:` divided by N is printed. Compare two
+# builds by running both the same way (alternate them: the count is deterministic to ~0.3%).
+# Needs valgrind (apt) and oha (cargo install --locked oha).
+set -euo pipefail
+[ $# -ge 2 ] || { echo "usage: $0 MESHGATE_BINARY h1|h2 [N]" >&2; exit 2; }
+MG=$(realpath "$1"); MODE=$2; N=${3:-2000}
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+command -v valgrind >/dev/null || { echo "valgrind is needed (apt-get install valgrind)" >&2; exit 1; }
+command -v oha >/dev/null || { echo "oha is needed (cargo install --locked oha)" >&2; exit 1; }
+W=$(mktemp -d)
+read -r UP MGP ADM <<<"$(python3 -c 'import socket; ss=[socket.socket() for _ in range(3)]
+for s in ss: s.bind(("127.0.0.1", 0))
+print(*[s.getsockname()[1] for s in ss])')"
+"$MG" certs dev --out "$W/c" --client bench=spiffe://mesh.local/ns/finance/sa/reporting >/dev/null
+"$MG" sample-upstream --listen "127.0.0.1:$UP" 2>/dev/null & UPPID=$!
+P=$ROOT/policies
+cat >"$W/mg.yaml" <<Y
+listen: 127.0.0.1:$MGP
+admin: 127.0.0.1:$ADM
+upstream: http://127.0.0.1:$UP
+workers: 1
+tls: { cert: $W/c/server.pem, key: $W/c/server-key.pem, client_ca: $W/c/ca.pem }
+log: { level: warn }
+audit: { sink: file, file: $W/audit.log }
+policy:
+  schema: $P/schema.cedarschema
+  entities: $P/entities.json
+  sources: [$P/mesh, $P/domains/sales]
+  contracts: [$P/domains/sales]
+Y
+valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$W/cg.out" "$MG" run --config "$W/mg.yaml" 2>"$W/mg.log" & VPID=$!
+trap 'kill $VPID $UPPID 2>/dev/null; wait 2>/dev/null; rm -rf "$W"' EXIT
+TLS=(--cert "$W/c/bench.pem" --key "$W/c/bench-key.pem" --cacert "$W/c/ca.pem")
+for _ in $(seq 1 240); do
+  curl -fsS -o /dev/null --max-time 5 --cert "$W/c/bench.pem" --key "$W/c/bench-key.pem" --cacert "$W/c/ca.pem" "https://127.0.0.1:$MGP/orders" 2>/dev/null && break
+  sleep 0.5
+done
+if [ "$MODE" = h2 ]; then ARGS=(--http2 -c 4 -p 8); else ARGS=(-c 8); fi
+oha -n 200 --no-tui "${ARGS[@]}" "${TLS[@]}" "https://127.0.0.1:$MGP/orders" >/dev/null
+callgrind_control -i on "$VPID" >/dev/null
+oha -n "$N" --no-tui --output-format json "${ARGS[@]}" "${TLS[@]}" "https://127.0.0.1:$MGP/orders" >"$W/oha.json"
+callgrind_control -i off "$VPID" >/dev/null
+callgrind_control -d "$VPID" >/dev/null
+sleep 3
+ok=$(python3 -c "import json,sys; d=json.load(open('$W/oha.json')); print(d['statusCodeDistribution'])")
+total=$(cat "$W"/cg.out.* 2>/dev/null | awk '/^totals:/ {s+=$2} END {print s}')
+echo "$MODE $MG: status $ok, Ir total $total, per request $((total / N))"
