@@ -49,7 +49,8 @@ callgrind_control -i on "$VPID" >/dev/null
 oha -n "$N" --no-tui --output-format json "${ARGS[@]}" "${TLS[@]}" "https://127.0.0.1:$MGP/orders" >"$W/oha.json"
 callgrind_control -i off "$VPID" >/dev/null
 callgrind_control -d "$VPID" >/dev/null
-sleep 3
+# The dump is written by valgrind after the command returns: wait for its totals (at most 30 s).
+for _ in $(seq 1 150); do grep -qs '^totals:' "$W"/cg.out.1 && break; sleep 0.2; done
 ok=$(python3 -c "import json,sys; d=json.load(open('$W/oha.json')); print(d['statusCodeDistribution'])")
 total=$(cat "$W"/cg.out.* 2>/dev/null | awk '/^totals:/ {s+=$2} END {print s}')
 echo "$MODE $MG: status $ok, Ir total $total, per request $((total / N))"

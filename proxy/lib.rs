@@ -45,7 +45,7 @@ pub mod fuzzing {
 /// Synthetic meshes for the benches: not public API.
 #[doc(hidden)]
 pub mod synth {
-    pub use crate::devkit::synth::*;
+    pub use crate::decision::authz::synth::*;
 }
 
 /// Hash map for lookups on the request path: foldhash, seeded at random per

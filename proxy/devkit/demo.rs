@@ -55,8 +55,11 @@ pub async fn run(opts: DemoOptions, shutdown: impl Future<Output = ()>) -> anyho
 
     let config = demo_config(&opts, product_addr)?;
     config.validate("(demo)")?;
-    let bound =
-        crate::runtime::sidecar::bind(config, Some(crate::devkit::embedded::demo_inputs())).await?;
+    let bound = crate::runtime::sidecar::bind(
+        config,
+        Some(crate::decision::authz::examples::demo_inputs()),
+    )
+    .await?;
     let data = bound.data_addr()?;
     let admin = bound.admin_addr()?;
     let dir = opts.certs.display();

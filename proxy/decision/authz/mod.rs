@@ -18,8 +18,11 @@ mod build;
 mod cache;
 mod decide;
 mod entities;
+pub mod examples;
 mod index;
 mod inputs;
+#[doc(hidden)]
+pub mod synth;
 
 use build::*;
 use cache::*;

@@ -61,7 +61,8 @@ const FRAUD: &str = "spiffe://mesh.local/ns/risk/sa/fraud-scanner";
 const SALES_ETL: &str = "spiffe://mesh.local/ns/sales/sa/etl";
 
 fn example() -> Snapshot {
-    Snapshot::build(&crate::devkit::embedded::example_inputs()).expect("example policies load")
+    Snapshot::build(&crate::decision::authz::examples::example_inputs())
+        .expect("example policies load")
 }
 
 #[test]
@@ -221,7 +222,7 @@ fn time_windows_use_the_request_time() {
 }
 
 fn with_policy(text: &str) -> Result<Snapshot, LoadErrors> {
-    let mut inputs = crate::devkit::embedded::example_inputs();
+    let mut inputs = crate::decision::authz::examples::example_inputs();
     inputs.policies.push(Source {
         name: "extra.cedar".into(),
         text: text.into(),
@@ -275,7 +276,7 @@ fn policies_see_the_time_rounded_down_to_the_second() {
 
 #[test]
 fn thousands_of_template_linked_grants_decide_like_policies() {
-    let mut inputs = crate::devkit::embedded::example_inputs();
+    let mut inputs = crate::decision::authz::examples::example_inputs();
     let links: Vec<serde_json::Value> = (0..3000)
         .map(|n| {
             serde_json::json!({
@@ -317,7 +318,7 @@ fn thousands_of_template_linked_grants_decide_like_policies() {
 
 #[test]
 fn bad_links_are_reported_with_their_file_and_entry() {
-    let mut inputs = crate::devkit::embedded::example_inputs();
+    let mut inputs = crate::decision::authz::examples::example_inputs();
     inputs.policies.push(Source {
         name: "bad.links.json".into(),
         text: r#"[{"template_id": "no.such.template", "link_id": "x", "args": {"?principal": "Mesh::Service::\"a\"", "?resource": "Mesh::DataProduct::\"sales.orders\""}}]"#.into(),
@@ -352,7 +353,7 @@ fn load_errors_carry_file_line_and_column() {
 
 #[test]
 fn a_large_set_validated_in_halves_reports_every_error() {
-    let mut inputs = crate::devkit::synth::inputs(20, SPLIT_VALIDATION_AT + 500, 5);
+    let mut inputs = crate::decision::authz::synth::inputs(20, SPLIT_VALIDATION_AT + 500, 5);
     let whole = Snapshot::build(&inputs).expect("synthetic set loads");
     let (first, second) = split_for_validation(&whole.all);
     let (first, second) = (first.expect("split"), second.expect("split"));
@@ -380,7 +381,7 @@ fn a_large_set_validated_in_halves_reports_every_error() {
 
 #[test]
 fn candidate_index_agrees_with_the_plain_authorizer_on_random_requests() {
-    use crate::devkit::synth::{self, Rng};
+    use crate::decision::authz::synth::{self, Rng};
     // Policies that fail at run time (overflow), with and without reading
     // the context, some only for one purpose: errors must be reported
     // like Cedar reports them, each under its own policy.
@@ -504,8 +505,8 @@ fn policy_text_is_cut_only_at_statement_ends() {
 
 #[test]
 fn a_large_policy_file_parses_in_parts_like_the_whole() {
-    let mut rng = crate::devkit::synth::Rng::new(5);
-    let text = crate::devkit::synth::policies(4000, 50, &mut rng);
+    let mut rng = crate::decision::authz::synth::Rng::new(5);
+    let text = crate::decision::authz::synth::policies(4000, 50, &mut rng);
     assert!(
         text.len() > 2 * PARSE_PART,
         "the text must be long enough to cut"
@@ -544,7 +545,7 @@ fn a_large_policy_file_parses_in_parts_like_the_whole() {
     );
 
     // A validation error late in a large file: located in the whole file.
-    let mut inputs = crate::devkit::synth::inputs(50, 4000, 5);
+    let mut inputs = crate::decision::authz::synth::inputs(50, 4000, 5);
     let big = &mut inputs.policies[0];
     assert!(big.text.len() > 2 * PARSE_PART);
     big.text.push_str("\n@id(\"bad.type\")\npermit (principal, action, resource)\nwhen { context.method == 1 };\n");

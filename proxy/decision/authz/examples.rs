@@ -7,7 +7,7 @@ macro_rules! source {
     ($path:literal) => {
         Source {
             name: $path.to_string(),
-            text: include_str!(concat!("../../", $path)).to_string(),
+            text: include_str!(concat!("../../../", $path)).to_string(),
         }
     };
 }

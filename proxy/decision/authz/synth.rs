@@ -184,7 +184,7 @@ pub fn grants(count: usize, products: usize, rng: &mut Rng) -> String {
 /// `count` synthetic policies.
 pub fn inputs(products: usize, count: usize, seed: u64) -> PolicyInputs {
     let mut rng = Rng::new(seed);
-    let base = crate::devkit::embedded::example_inputs();
+    let base = crate::decision::authz::examples::example_inputs();
     let entities = format!(
         "[{}]",
         DOMAINS
