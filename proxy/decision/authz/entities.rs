@@ -67,7 +67,7 @@ pub(super) fn resource_attrs(
 }
 
 /// Candidate policies (positions in `Index::policies`), one list per action.
-pub(super) type PerAction = [Box<[u32]>; 5];
+pub(super) type PerAction = [Box<[u32]>; ACTIONS];
 
 /// Resource types: products and datasets.
 pub(super) const PRODUCT: usize = 0;
@@ -117,7 +117,7 @@ impl Index {
         set: &PolicySet,
         resources: &[(EntityUid, usize, HashSet<EntityUid>)],
         types: &[EntityTypeName; 2],
-        actions: &[EntityUid; 5],
+        actions: &[EntityUid; ACTIONS],
     ) -> Index {
         let by_uid: HashMap<&EntityUid, usize> = resources
             .iter()
@@ -140,7 +140,7 @@ impl Index {
                 }
             }
         }
-        type Bucket = [Vec<u32>; 5];
+        type Bucket = [Vec<u32>; ACTIONS];
         let mut open: [Bucket; 2] = Default::default();
         let mut groups: Vec<[Bucket; 2]> =
             (0..group_of.len()).map(|_| Default::default()).collect();
@@ -148,8 +148,8 @@ impl Index {
         let policies: Vec<Policy> = set.policies().cloned().collect();
         for (at, p) in policies.iter().enumerate() {
             let Ok(at) = u32::try_from(at) else { break };
-            let acts: [bool; 5] = match p.action_constraint() {
-                ActionConstraint::Any => [true; 5],
+            let acts: [bool; ACTIONS] = match p.action_constraint() {
+                ActionConstraint::Any => [true; ACTIONS],
                 ActionConstraint::Eq(a) => actions.each_ref().map(|x| *x == a),
                 ActionConstraint::In(list) => actions.each_ref().map(|x| list.contains(x)),
             };

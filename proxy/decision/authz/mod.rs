@@ -42,6 +42,9 @@ use crate::decision::contract::Action;
 use crate::decision::routes::RouteTable;
 use crate::model::path::NormalPath;
 
+/// How many actions there are: the candidate index keeps one list per action.
+const ACTIONS: usize = Action::ALL.len();
+
 /// The caller's side of a decision, cached per thread.
 #[derive(Clone)]
 struct DecisionEntities {
@@ -61,7 +64,7 @@ struct Parts {
     service_parents: HashMap<String, HashSet<EntityUid>>,
     namespace_parents: HashMap<String, HashSet<EntityUid>>,
     group_parents: HashMap<String, HashSet<EntityUid>>,
-    action_uids: [EntityUid; 5],
+    action_uids: [EntityUid; ACTIONS],
     service_type: EntityTypeName,
 }
 
@@ -86,7 +89,7 @@ pub struct Snapshot {
     namespace_parents: HashMap<String, HashSet<EntityUid>>,
     /// Transitive static parents of groups named in entities.json.
     group_parents: HashMap<String, HashSet<EntityUid>>,
-    action_uids: [EntityUid; 5],
+    action_uids: [EntityUid; ACTIONS],
     authorizer: Authorizer,
     service_type: EntityTypeName,
 }
