@@ -29,7 +29,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             }
             println!(
                 "{path}: ok ({} policies, {} routes, version {})",
-                snapshot.policy_count,
+                snapshot.policy_count(),
                 snapshot.routes().len(),
                 snapshot.version
             );

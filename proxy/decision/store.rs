@@ -82,7 +82,7 @@ impl PolicyStore {
             }
             Ok(s) => {
                 let version = s.version.clone();
-                let policies = s.policy_count;
+                let policies = s.policy_count();
                 let old = self.current.swap(Arc::new(s));
                 self.set_error(None);
                 Reload::Swapped {

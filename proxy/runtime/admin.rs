@@ -97,8 +97,8 @@ fn policy(sc: &Sidecar) -> Response<Full<Bytes>> {
                 "mode": "enforcing",
                 "version": &*s.version,
                 "loaded_at": humantime::format_rfc3339_seconds(s.loaded_at).to_string(),
-                "policies": s.policy_count,
-                "shadow_policies": s.shadow_policy_count,
+                "policies": s.policy_count(),
+                "shadow_policies": s.shadow_policy_count(),
                 "routes": s.routes().len(),
                 "last_error": last_error,
             })

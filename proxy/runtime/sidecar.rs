@@ -307,7 +307,7 @@ impl Bound {
         match sc.gate.policy.as_ref().map(|p| p.current()) {
             Some(s) => tracing::info!(
                 version = %s.version,
-                policies = s.policy_count,
+                policies = s.policy_count(),
                 routes = s.routes().len(),
                 "policy snapshot loaded"
             ),

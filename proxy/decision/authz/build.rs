@@ -432,21 +432,14 @@ impl Snapshot {
                 return Err(LoadErrors(all_errors));
             }
         };
-        let shadow_all = shadow.map(|(set, _)| set);
         Ok(Snapshot {
             serial: SNAPSHOT_SERIAL.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             version: Arc::from(inputs.version()),
             loaded_at: SystemTime::now(),
-            policy_count: all.policies().count(),
-            shadow_policy_count: shadow_all
-                .as_ref()
-                .map(|s| s.policies().count())
-                .unwrap_or(0),
             schema,
-            all,
-            shadow_all,
-            index,
-            shadow_index,
+            enforced: IndexedPolicies::new(all, index, ENFORCED),
+            shadow: (shadow.map(|(set, _)| set).zip(shadow_index))
+                .map(|(set, index)| IndexedPolicies::new(set, index, SHADOW)),
             products: parts.products,
             routes: parts.routes,
             service_parents: parts.service_parents,

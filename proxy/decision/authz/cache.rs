@@ -21,7 +21,7 @@ use super::*;
 /// decision entities and, per enforced/shadow and action, the candidates.
 pub(super) struct Remembered {
     pub(super) who: DecisionEntities,
-    pub(super) candidates: [[Option<Rc<Candidates>>; ACTIONS]; 2],
+    pub(super) candidates: [[Option<Rc<Candidates>>; ACTIONS]; SLOTS],
 }
 
 /// Per-thread decision cache: caller (header form) -> (snapshot serial,

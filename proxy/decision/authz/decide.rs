@@ -17,42 +17,49 @@ use crate::model::path::NormalPath;
 
 use super::*;
 
-impl Snapshot {
+/// One request as each policy set is asked it: built once, then decided by
+/// the enforced set and, beside it, the shadow set.
+pub(super) struct Question<'a> {
+    /// The caller's header form (keys the per-thread caches).
+    pub(super) name: &'a str,
+    pub(super) resource: &'a Resource,
+    /// `Action::index` of the route's action.
+    pub(super) action: usize,
+    pub(super) who: &'a DecisionEntities,
+    pub(super) request: &'a Request,
+    /// The caller's entities, with the end user if there is one.
+    pub(super) entities: &'a Entities,
+    pub(super) facts: &'a RequestFacts<'a>,
+}
+
+impl IndexedPolicies {
+    /// Decides `q` with these policies.
+    pub(super) fn decide(&self, snapshot: &Snapshot, q: &Question<'_>) -> Decision {
+        self.candidates(snapshot, q)
+            .decide(&snapshot.authorizer, q.request, q.entities, q.facts)
+    }
+
     /// The specialised candidates for a caller, resource and action: the
     /// index's candidates whose principal scope can match this caller. Built
     /// once per thread for each (snapshot, caller, resource, action); the
     /// context-free ones are decided with this request, which is valid for
     /// every request with the same key.
-    #[allow(clippy::too_many_arguments)]
-    pub(super) fn candidate_set(
-        &self,
-        index: &Index,
-        shadow: bool,
-        name: &str,
-        resource: &Resource,
-        action: usize,
-        who: &DecisionEntities,
-        request: &Request,
-    ) -> Rc<Candidates> {
-        let key = (self.serial, resource.index);
-        let slot = (usize::from(shadow), action);
+    pub(super) fn candidates(&self, snapshot: &Snapshot, q: &Question<'_>) -> Rc<Candidates> {
+        let (name, resource, action, who) = (q.name, q.resource, q.action, q.who);
+        let key = (snapshot.serial, resource.index);
         let cached = DECISIONS.with(|c| {
             c.borrow()
                 .get(name, key)
-                .and_then(|e| e.candidates[slot.0][slot.1].clone())
+                .and_then(|e| e.candidates[self.slot][action].clone())
         });
         if let Some(hit) = cached {
             return hit;
         }
+        let index = &self.index;
         let mut found = Candidates::default();
         let mut free = [PolicySet::new(), PolicySet::new()];
         // condition -> the id naming its test
         let mut tests: HashMap<&str, String> = HashMap::new();
-        // Where linked policies' templates are.
-        let from = match (shadow, &self.shadow_all) {
-            (true, Some(set)) => set,
-            _ => &self.all,
-        };
         for pos in index.candidates(resource.index, resource.kind, action) {
             let Some(p) = index.policies.get(pos) else {
                 continue;
@@ -61,9 +68,9 @@ impl Snapshot {
                 PrincipalConstraint::Any => true,
                 PrincipalConstraint::Eq(u) => u == who.principal,
                 PrincipalConstraint::In(u) => who.principal_in.contains(&u),
-                PrincipalConstraint::Is(t) => t == self.service_type,
+                PrincipalConstraint::Is(t) => t == snapshot.service_type,
                 PrincipalConstraint::IsIn(t, u) => {
-                    t == self.service_type && who.principal_in.contains(&u)
+                    t == snapshot.service_type && who.principal_in.contains(&u)
                 }
             };
             if !admits {
@@ -74,8 +81,9 @@ impl Snapshot {
                 .get(pos)
                 .and_then(|cell| cell.get_or_init(|| Specialized::of(p)).as_ref());
             let Some(sp) = special else {
-                // Not specialised: evaluated as written, on every request.
-                add_policy(&mut found.residual, p, from);
+                // Not specialised: evaluated as written, on every request
+                // (a linked policy's template is in this set).
+                add_policy(&mut found.residual, p, &self.set);
                 found.untestable = true;
                 continue;
             };
@@ -112,7 +120,9 @@ impl Snapshot {
             if set.is_empty() {
                 continue;
             }
-            let resp = self.authorizer.is_authorized(request, &set, &who.entities);
+            let resp = snapshot
+                .authorizer
+                .is_authorized(q.request, &set, &who.entities);
             let reasons = resp
                 .diagnostics()
                 .reason()
@@ -129,12 +139,14 @@ impl Snapshot {
         let found = Rc::new(found);
         DECISIONS.with(|c| {
             if let Some(e) = c.borrow_mut().get_mut(name, key) {
-                e.candidates[slot.0][slot.1] = Some(found.clone());
+                e.candidates[self.slot][action] = Some(found.clone());
             }
         });
         found
     }
+}
 
+impl Snapshot {
     pub(super) fn context(facts: &RequestFacts<'_>) -> Result<Context, String> {
         let mut pairs = vec![
             (
@@ -204,12 +216,10 @@ impl Snapshot {
         facts: &RequestFacts<'_>,
         with_shadow: bool,
     ) -> (Decision, Option<Decision>) {
+        let shadow = self.shadow.as_ref().filter(|_| with_shadow);
         let deny = |e: String| {
             let d = Decision::denied(e);
-            (
-                d.clone(),
-                (with_shadow && self.shadow_index.is_some()).then_some(d),
-            )
+            (d.clone(), shadow.map(|_| d))
         };
         let Some(resource) = self.resource(target) else {
             return deny("route names an unknown product".into());
@@ -255,22 +265,29 @@ impl Snapshot {
                 }
             }
         };
-        let eval = |index: &Index, shadow: bool| {
-            self.candidate_set(index, shadow, &name, resource, action, &who, &request)
-                .decide(&self.authorizer, &request, entities, facts)
+        let q = Question {
+            name: &name,
+            resource,
+            action,
+            who: &who,
+            request: &request,
+            entities,
+            facts,
         };
-        let enforced = eval(&self.index, false);
-        let shadow = match (&self.shadow_index, with_shadow) {
-            (Some(index), true) => Some(eval(index, true)),
-            _ => None,
-        };
-        (enforced, shadow)
+        (
+            self.enforced.decide(self, &q),
+            shadow.map(|s| s.decide(self, &q)),
+        )
     }
 
     /// A Cedar request with its own entities, against the whole policy set
     /// (Cedar's `run-tests` semantics).
     pub fn authorize_request(&self, request: &Request, entities: &Entities) -> Decision {
-        Decision::from_response(&self.authorizer.is_authorized(request, &self.all, entities))
+        Decision::from_response(&self.authorizer.is_authorized(
+            request,
+            &self.enforced.set,
+            entities,
+        ))
     }
 
     /// The same decision with the plain `Authorizer` over every policy; the
@@ -312,7 +329,7 @@ impl Snapshot {
         };
         let resp = self
             .authorizer
-            .is_authorized(&request, &self.all, &entities);
+            .is_authorized(&request, &self.enforced.set, &entities);
         Decision::from_response(&resp)
     }
 }

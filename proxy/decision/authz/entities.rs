@@ -264,7 +264,17 @@ impl Snapshot {
     }
 
     pub fn has_shadow(&self) -> bool {
-        self.shadow_all.is_some()
+        self.shadow.is_some()
+    }
+
+    /// Policies enforced, static and linked.
+    pub fn policy_count(&self) -> usize {
+        self.enforced.count
+    }
+
+    /// Policies of the shadow set; 0 without one.
+    pub fn shadow_policy_count(&self) -> usize {
+        self.shadow.as_ref().map_or(0, |s| s.count)
     }
 
     /// The product a route target names.

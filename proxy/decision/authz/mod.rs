@@ -68,19 +68,45 @@ struct Parts {
     service_type: EntityTypeName,
 }
 
+/// A policy set with its candidate index. The enforced set and the shadow set
+/// are each one of these, and each decides a request the same way
+/// ([`IndexedPolicies::decide`]).
+struct IndexedPolicies {
+    set: PolicySet,
+    index: Index,
+    /// Policies in `set`, static and linked.
+    count: usize,
+    /// Which per-thread candidate slot it fills: `ENFORCED` or `SHADOW`.
+    slot: usize,
+}
+
+/// The per-thread candidate slots of the enforced and the shadow set.
+const ENFORCED: usize = 0;
+const SHADOW: usize = 1;
+const SLOTS: usize = 2;
+
+impl IndexedPolicies {
+    fn new(set: PolicySet, index: Index, slot: usize) -> IndexedPolicies {
+        IndexedPolicies {
+            count: set.policies().count(),
+            set,
+            index,
+            slot,
+        }
+    }
+}
+
 /// One immutable, validated policy snapshot.
 pub struct Snapshot {
     pub version: Arc<str>,
     /// Unique per built snapshot (keys the per-thread caches).
     serial: u64,
     pub loaded_at: SystemTime,
-    pub policy_count: usize,
-    pub shadow_policy_count: usize,
     schema: Schema,
-    all: PolicySet,
-    shadow_all: Option<PolicySet>,
-    index: Index,
-    shadow_index: Option<Index>,
+    /// The policies decisions enforce.
+    enforced: IndexedPolicies,
+    /// The policies decided beside them and never enforced, if configured.
+    shadow: Option<IndexedPolicies>,
     products: Vec<ProductEntry>,
     routes: RouteTable,
     /// Transitive static parents of services named in entities.json.
@@ -98,7 +124,7 @@ impl fmt::Debug for Snapshot {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Snapshot")
             .field("version", &self.version)
-            .field("policy_count", &self.policy_count)
+            .field("policy_count", &self.policy_count())
             .field("products", &self.products.len())
             .finish_non_exhaustive()
     }

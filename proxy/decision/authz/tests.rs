@@ -294,7 +294,7 @@ fn thousands_of_template_linked_grants_decide_like_policies() {
         text: serde_json::Value::Array(links).to_string(),
     });
     let s = Snapshot::build(&inputs).expect("grants load");
-    assert!(s.policy_count > 3000);
+    assert!(s.policy_count() > 3000);
     let d = ask(
         &s,
         get("spiffe://mesh.local/ns/partners/sa/p1234", "/orders/SO-1"),
@@ -355,11 +355,11 @@ fn load_errors_carry_file_line_and_column() {
 fn a_large_set_validated_in_halves_reports_every_error() {
     let mut inputs = crate::decision::authz::synth::inputs(20, SPLIT_VALIDATION_AT + 500, 5);
     let whole = Snapshot::build(&inputs).expect("synthetic set loads");
-    let (first, second) = split_for_validation(&whole.all);
+    let (first, second) = split_for_validation(&whole.enforced.set);
     let (first, second) = (first.expect("split"), second.expect("split"));
     assert_eq!(
         first.policies().count() + second.policies().count(),
-        whole.all.policies().count()
+        whole.enforced.set.policies().count()
     );
     for (i, attr) in ["colour", "flavour", "texture"].iter().enumerate() {
         inputs.policies.push(Source {
