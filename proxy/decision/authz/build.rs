@@ -7,12 +7,12 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use cedar_policy::{
-    Authorizer, Entities, Entity, EntityUid, Policy, PolicyId, PolicySet, RestrictedExpression,
-    Schema, ValidationMode, Validator,
+    Authorizer, Entities, Entity, EntityTypeName, EntityUid, Policy, PolicyId, PolicySet,
+    RestrictedExpression, Schema, ValidationMode, Validator,
 };
 use serde::Deserialize;
 
-use crate::decision::contract::{self, Action};
+use crate::decision::contract::{self, Action, Product};
 use crate::decision::routes::{RouteTable, Target};
 
 use super::*;
@@ -454,181 +454,20 @@ impl Snapshot {
     /// Everything but the policies: entities, contracts, routes, and the
     /// resources the candidate index files policies by.
     pub(super) fn assemble(inputs: &PolicyInputs, schema: &Schema) -> Result<Parts, Vec<String>> {
-        let mut errors = Vec::new();
-        let static_entities = match &inputs.entities {
-            None => Entities::empty(),
-            Some(src) => match Entities::from_json_str(&src.text, Some(schema)) {
-                Ok(e) => e,
-                Err(e) => {
-                    errors.push(diag(&src.name, &src.text, &e));
-                    Entities::empty()
-                }
-            },
-        };
-
-        let mut products = Vec::new();
-        for src in &inputs.contracts {
-            match contract::parse(&src.text, &src.name) {
-                Ok(p) => products.push(p),
-                Err(e) => errors.push(e.to_string()),
-            }
-        }
-        if !errors.is_empty() {
-            return Err(errors);
-        }
-
-        let domain_t = type_name("Domain");
-        let product_t = type_name("DataProduct");
-        let dataset_t = type_name("Dataset");
-        let service_t = type_name("Service");
+        let (static_entities, products) = read_entities_and_contracts(inputs, schema)?;
+        let types = MeshTypes::new();
         let action_t = type_name("Action");
         let action_uids = Action::ALL.map(|a| uid(&action_t, a.as_str()));
-
-        let ancestors_of = |u: &EntityUid| -> HashSet<EntityUid> {
-            static_entities
-                .ancestors(u)
-                .map(|it| it.cloned().collect())
-                .unwrap_or_default()
-        };
-        let with_ancestors = |u: &EntityUid| -> HashSet<EntityUid> {
-            let mut s = ancestors_of(u);
-            s.insert(u.clone());
-            s
-        };
-
-        // Groups declared in entities.json: a user in a group is in its ancestors too.
-        let group_t = type_name("Group");
-        let group_parents: HashMap<String, HashSet<EntityUid>> = static_entities
-            .iter()
-            .map(|e| e.uid())
-            .filter(|u| u.type_name() == &group_t)
-            .map(|u| (u.id().unescaped().to_string(), ancestors_of(&u)))
-            .collect();
-
-        // Services declared in entities.json, and namespaces of domains.
-        let mut service_parents = HashMap::new();
-        let mut namespace_parents: HashMap<String, HashSet<EntityUid>> = HashMap::new();
-        for e in static_entities.iter() {
-            let u = e.uid();
-            if u.type_name() == &service_t {
-                service_parents.insert(u.id().unescaped().to_string(), ancestors_of(&u));
-            }
-            if u.type_name() == &domain_t {
-                if let Some(Ok(cedar_policy::EvalResult::Set(set))) = e.attr("namespaces") {
-                    for v in set.iter() {
-                        if let cedar_policy::EvalResult::String(ns) = v {
-                            namespace_parents
-                                .entry(ns.clone())
-                                .or_default()
-                                .extend(with_ancestors(&u));
-                        }
-                    }
-                }
-            }
-        }
+        let parents = StaticParents::of(&static_entities, &types);
 
         // Product and dataset entities, validated against the schema together.
-        let mut routes = RouteTable::new();
-        let mut entries = Vec::new();
-        let mut seen_ids: HashMap<String, String> = HashMap::new();
-        let mut all_entities: Vec<Entity> = Vec::new();
-        // (uid, kind, ancestors) of every resource, in index order.
-        let mut registry: Vec<(EntityUid, usize, HashSet<EntityUid>)> = Vec::new();
-        for (pi, p) in products.into_iter().enumerate() {
-            if let Some(other) = seen_ids.insert(p.id.clone(), p.file.clone()) {
-                errors.push(format!(
-                    "{}: id: product `{}` is also defined in {other}",
-                    p.file, p.id
-                ));
-                continue;
-            }
-            let domain_uid = uid(&domain_t, &p.domain);
-            let product_uid = uid(&product_t, &p.id);
-            let mut product_ancestors = with_ancestors(&domain_uid);
-            let mut attrs = resource_attrs(&p, &domain_uid, &p.classification);
-            attrs.insert(
-                "owner".into(),
-                RestrictedExpression::new_string(p.owner.clone()),
-            );
-            attrs.insert(
-                "version".into(),
-                RestrictedExpression::new_string(p.version.clone()),
-            );
-            attrs.insert("tags".into(), string_set(&p.tags));
-            let product_entity =
-                match Entity::new(product_uid.clone(), attrs, product_ancestors.clone()) {
-                    Ok(e) => e,
-                    Err(e) => {
-                        errors.push(format!("{}: {e}", p.file));
-                        continue;
-                    }
-                };
-            let domain_entity = static_entities.get(&domain_uid).cloned();
-            let mut base_entities = vec![product_entity.clone()];
-            base_entities.extend(domain_entity.clone());
-
-            let mut datasets = Vec::new();
-            product_ancestors.insert(product_uid.clone());
-            for (name, classification) in &p.datasets {
-                let ds_uid = uid(&dataset_t, &format!("{}/{name}", p.id));
-                let mut attrs = resource_attrs(&p, &domain_uid, classification);
-                attrs.insert(
-                    "name".into(),
-                    RestrictedExpression::new_string(name.clone()),
-                );
-                match Entity::new(ds_uid.clone(), attrs, product_ancestors.clone()) {
-                    Ok(ds) => {
-                        let mut ents = vec![ds.clone()];
-                        ents.extend(base_entities.iter().cloned());
-                        all_entities.push(ds);
-                        registry.push((ds_uid.clone(), DATASET, product_ancestors.clone()));
-                        datasets.push(Resource {
-                            id: Arc::from(format!("{}/{name}", p.id)),
-                            index: registry.len() - 1,
-                            kind: DATASET,
-                            uid: ds_uid,
-                            entities: ents,
-                        });
-                    }
-                    Err(e) => errors.push(format!("{}: dataset {name}: {e}", p.file)),
-                }
-            }
-            product_ancestors.remove(&product_uid);
-            all_entities.push(product_entity);
-
-            for r in &p.routes {
-                let dataset = r
-                    .dataset
-                    .as_ref()
-                    .and_then(|d| p.datasets.iter().position(|(n, _)| n == d));
-                let target = Target {
-                    product: entries.len(),
-                    action: r.action,
-                    dataset,
-                    pattern: r.path.clone(),
-                    user_token: r.user_token.unwrap_or(p.user_token),
-                };
-                if let Err(e) = routes.insert(r.method.clone(), &r.path, target) {
-                    errors.push(format!("{}: customProperties.meshgateRoutes: {e}", p.file));
-                }
-            }
-            registry.push((product_uid.clone(), PRODUCT, product_ancestors.clone()));
-            let resource = Resource {
-                id: Arc::from(p.id.as_str()),
-                index: registry.len() - 1,
-                kind: PRODUCT,
-                uid: product_uid,
-                entities: base_entities,
-            };
-            let _ = pi;
-            entries.push(ProductEntry {
-                product: p,
-                resource,
-                datasets,
-            });
+        let mut errors = Vec::new();
+        let mut catalogue = Catalogue::default();
+        for p in products {
+            catalogue.add(p, &static_entities, &types, &mut errors);
         }
         // The constructed entities must conform to the schema like any other.
-        let mut check = all_entities;
+        let mut check = catalogue.entities;
         check.extend(static_entities.iter().cloned());
         if let Err(e) = Entities::from_entities(check, Some(schema)) {
             errors.push(format!(
@@ -640,15 +479,273 @@ impl Snapshot {
         }
 
         Ok(Parts {
-            registry,
-            types: [product_t, dataset_t],
-            products: entries,
-            routes,
-            service_parents,
-            namespace_parents,
-            group_parents,
+            registry: catalogue.registry,
+            types: [types.product, types.dataset],
+            products: catalogue.entries,
+            routes: catalogue.routes,
+            service_parents: parents.service,
+            namespace_parents: parents.namespace,
+            group_parents: parents.group,
             action_uids,
-            service_type: service_t,
+            service_type: types.service,
         })
+    }
+}
+
+/// The static entities (entities.json) and the parsed contracts, or every
+/// error found in them.
+fn read_entities_and_contracts(
+    inputs: &PolicyInputs,
+    schema: &Schema,
+) -> Result<(Entities, Vec<Product>), Vec<String>> {
+    let mut errors = Vec::new();
+    let static_entities = match &inputs.entities {
+        None => Entities::empty(),
+        Some(src) => match Entities::from_json_str(&src.text, Some(schema)) {
+            Ok(e) => e,
+            Err(e) => {
+                errors.push(diag(&src.name, &src.text, &e));
+                Entities::empty()
+            }
+        },
+    };
+    let mut products = Vec::new();
+    for src in &inputs.contracts {
+        match contract::parse(&src.text, &src.name) {
+            Ok(p) => products.push(p),
+            Err(e) => errors.push(e.to_string()),
+        }
+    }
+    if errors.is_empty() {
+        Ok((static_entities, products))
+    } else {
+        Err(errors)
+    }
+}
+
+/// The entity types a snapshot makes entities of.
+struct MeshTypes {
+    domain: EntityTypeName,
+    product: EntityTypeName,
+    dataset: EntityTypeName,
+    service: EntityTypeName,
+    group: EntityTypeName,
+}
+
+impl MeshTypes {
+    fn new() -> MeshTypes {
+        MeshTypes {
+            domain: type_name("Domain"),
+            product: type_name("DataProduct"),
+            dataset: type_name("Dataset"),
+            service: type_name("Service"),
+            group: type_name("Group"),
+        }
+    }
+}
+
+/// The static ancestors of `u` in `entities`.
+fn ancestors_in(entities: &Entities, u: &EntityUid) -> HashSet<EntityUid> {
+    entities
+        .ancestors(u)
+        .map(|it| it.cloned().collect())
+        .unwrap_or_default()
+}
+
+/// `u` and its static ancestors in `entities`.
+fn with_ancestors_in(entities: &Entities, u: &EntityUid) -> HashSet<EntityUid> {
+    let mut s = ancestors_in(entities, u);
+    s.insert(u.clone());
+    s
+}
+
+/// What entities.json says callers and users belong to, by id.
+struct StaticParents {
+    /// Services declared in entities.json: their ancestors.
+    service: HashMap<String, HashSet<EntityUid>>,
+    /// Namespaces of domains: the domain and its ancestors.
+    namespace: HashMap<String, HashSet<EntityUid>>,
+    /// Groups declared in entities.json: a user in a group is in its
+    /// ancestors too.
+    group: HashMap<String, HashSet<EntityUid>>,
+}
+
+impl StaticParents {
+    fn of(entities: &Entities, types: &MeshTypes) -> StaticParents {
+        let group = entities
+            .iter()
+            .map(|e| e.uid())
+            .filter(|u| u.type_name() == &types.group)
+            .map(|u| (u.id().unescaped().to_string(), ancestors_in(entities, &u)))
+            .collect();
+        let mut service = HashMap::new();
+        let mut namespace: HashMap<String, HashSet<EntityUid>> = HashMap::new();
+        for e in entities.iter() {
+            let u = e.uid();
+            if u.type_name() == &types.service {
+                service.insert(u.id().unescaped().to_string(), ancestors_in(entities, &u));
+            }
+            if u.type_name() == &types.domain {
+                if let Some(Ok(cedar_policy::EvalResult::Set(set))) = e.attr("namespaces") {
+                    for v in set.iter() {
+                        if let cedar_policy::EvalResult::String(ns) = v {
+                            namespace
+                                .entry(ns.clone())
+                                .or_default()
+                                .extend(with_ancestors_in(entities, &u));
+                        }
+                    }
+                }
+            }
+        }
+        StaticParents {
+            service,
+            namespace,
+            group,
+        }
+    }
+}
+
+/// The contracts' products as Cedar resources, with their routes: built one
+/// contract at a time, in order.
+#[derive(Default)]
+struct Catalogue {
+    routes: RouteTable,
+    entries: Vec<ProductEntry>,
+    /// Product id -> the file that defines it.
+    seen_ids: HashMap<String, String>,
+    /// Every product and dataset entity, to check against the schema.
+    entities: Vec<Entity>,
+    /// (uid, kind, ancestors) of every resource, in index order.
+    registry: Vec<(EntityUid, usize, HashSet<EntityUid>)>,
+}
+
+impl Catalogue {
+    /// Adds one product, its datasets and its routes; what is wrong with them
+    /// goes to `errors`.
+    fn add(
+        &mut self,
+        p: Product,
+        static_entities: &Entities,
+        types: &MeshTypes,
+        errors: &mut Vec<String>,
+    ) {
+        if let Some(other) = self.seen_ids.insert(p.id.clone(), p.file.clone()) {
+            errors.push(format!(
+                "{}: id: product `{}` is also defined in {other}",
+                p.file, p.id
+            ));
+            return;
+        }
+        let domain_uid = uid(&types.domain, &p.domain);
+        let product_uid = uid(&types.product, &p.id);
+        let mut product_ancestors = with_ancestors_in(static_entities, &domain_uid);
+        let mut attrs = resource_attrs(&p, &domain_uid, &p.classification);
+        attrs.insert(
+            "owner".into(),
+            RestrictedExpression::new_string(p.owner.clone()),
+        );
+        attrs.insert(
+            "version".into(),
+            RestrictedExpression::new_string(p.version.clone()),
+        );
+        attrs.insert("tags".into(), string_set(&p.tags));
+        let product_entity =
+            match Entity::new(product_uid.clone(), attrs, product_ancestors.clone()) {
+                Ok(e) => e,
+                Err(e) => {
+                    errors.push(format!("{}: {e}", p.file));
+                    return;
+                }
+            };
+        let mut base_entities = vec![product_entity.clone()];
+        base_entities.extend(static_entities.get(&domain_uid).cloned());
+
+        product_ancestors.insert(product_uid.clone());
+        let datasets = self.add_datasets(
+            &p,
+            &domain_uid,
+            &product_ancestors,
+            &base_entities,
+            types,
+            errors,
+        );
+        product_ancestors.remove(&product_uid);
+        self.entities.push(product_entity);
+        self.add_routes(&p, errors);
+        self.registry
+            .push((product_uid.clone(), PRODUCT, product_ancestors));
+        let resource = Resource {
+            id: Arc::from(p.id.as_str()),
+            index: self.registry.len() - 1,
+            kind: PRODUCT,
+            uid: product_uid,
+            entities: base_entities,
+        };
+        self.entries.push(ProductEntry {
+            product: p,
+            resource,
+            datasets,
+        });
+    }
+
+    /// The datasets of `p` as resources in the product (`ancestors`: the
+    /// product and its own), each with its product's entities.
+    fn add_datasets(
+        &mut self,
+        p: &Product,
+        domain_uid: &EntityUid,
+        ancestors: &HashSet<EntityUid>,
+        product_entities: &[Entity],
+        types: &MeshTypes,
+        errors: &mut Vec<String>,
+    ) -> Vec<Resource> {
+        let mut datasets = Vec::new();
+        for (name, classification) in &p.datasets {
+            let ds_uid = uid(&types.dataset, &format!("{}/{name}", p.id));
+            let mut attrs = resource_attrs(p, domain_uid, classification);
+            attrs.insert(
+                "name".into(),
+                RestrictedExpression::new_string(name.clone()),
+            );
+            match Entity::new(ds_uid.clone(), attrs, ancestors.clone()) {
+                Ok(ds) => {
+                    let mut ents = vec![ds.clone()];
+                    ents.extend(product_entities.iter().cloned());
+                    self.entities.push(ds);
+                    self.registry
+                        .push((ds_uid.clone(), DATASET, ancestors.clone()));
+                    datasets.push(Resource {
+                        id: Arc::from(format!("{}/{name}", p.id)),
+                        index: self.registry.len() - 1,
+                        kind: DATASET,
+                        uid: ds_uid,
+                        entities: ents,
+                    });
+                }
+                Err(e) => errors.push(format!("{}: dataset {name}: {e}", p.file)),
+            }
+        }
+        datasets
+    }
+
+    /// The routes of `p`, the next product entry.
+    fn add_routes(&mut self, p: &Product, errors: &mut Vec<String>) {
+        for r in &p.routes {
+            let dataset = r
+                .dataset
+                .as_ref()
+                .and_then(|d| p.datasets.iter().position(|(n, _)| n == d));
+            let target = Target {
+                product: self.entries.len(),
+                action: r.action,
+                dataset,
+                pattern: r.path.clone(),
+                user_token: r.user_token.unwrap_or(p.user_token),
+            };
+            if let Err(e) = self.routes.insert(r.method.clone(), &r.path, target) {
+                errors.push(format!("{}: customProperties.meshgateRoutes: {e}", p.file));
+            }
+        }
     }
 }
