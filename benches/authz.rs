@@ -126,7 +126,7 @@ fn decisions(c: &mut Criterion) {
                             panic!("routed")
                         };
                         let decoded = case.path.decoded();
-                        let facts = meshgate::RequestFacts {
+                        let facts = meshgate::ParsedRequest {
                             method: case.method.as_str(),
                             path: &decoded,
                             source_ip: [10, 0, 0, 1].into(),

@@ -24,7 +24,7 @@ pub use cli::main as cli;
 
 // What the tests, benches and fuzz targets use besides the binary.
 pub use base::yaml::parse_yaml;
-pub use decision::authz::{HttpFacts, RequestFacts, Snapshot};
+pub use decision::authz::{HttpFacts, ParsedRequest, Snapshot};
 pub use decision::jwt::{User, UsersConfig, Verifier};
 pub use decision::quota::{Consumer, Quotas, QuotasConfig, Verdict};
 pub use decision::routes::Lookup;

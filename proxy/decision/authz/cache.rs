@@ -112,10 +112,11 @@ thread_local! {
         std::cell::RefCell::new(HashMap::default());
 }
 
-/// What a request's Cedar context is made of (besides the second), borrowed
-/// from the request: hashed and compared without copying.
+/// The key of a cached context, borrowed from the request: what its Cedar
+/// context is made of besides the second (the cache holds one second's
+/// contexts). Hashed and compared without copying.
 #[derive(Hash, PartialEq, Eq)]
-pub(super) struct ContextFacts<'a> {
+pub(super) struct ContextKeyRef<'a> {
     pub(super) method: &'a str,
     pub(super) path: &'a str,
     pub(super) source_ip: IpAddr,
@@ -124,20 +125,20 @@ pub(super) struct ContextFacts<'a> {
     pub(super) user: Option<&'a str>,
 }
 
-impl<'a> ContextFacts<'a> {
-    pub(super) fn of(facts: &RequestFacts<'a>) -> Self {
-        ContextFacts {
-            method: facts.method,
-            path: facts.path,
-            source_ip: facts.source_ip,
-            tls_version: facts.tls_version,
-            purpose: facts.purpose,
-            user: facts.user.map(|u| u.id.as_str()),
+impl<'a> ContextKeyRef<'a> {
+    pub(super) fn of(parsed: &ParsedRequest<'a>) -> Self {
+        ContextKeyRef {
+            method: parsed.method,
+            path: parsed.path,
+            source_ip: parsed.source_ip,
+            tls_version: parsed.tls_version,
+            purpose: parsed.purpose,
+            user: parsed.user.map(|u| u.id.as_str()),
         }
     }
 }
 
-/// The same facts, owned: kept with a cached context to confirm a hit.
+/// The same key, owned: kept with a cached context to confirm a hit.
 pub(super) struct ContextKey {
     pub(super) method: String,
     pub(super) path: String,
@@ -148,7 +149,7 @@ pub(super) struct ContextKey {
 }
 
 impl ContextKey {
-    pub(super) fn new(f: &ContextFacts<'_>) -> Self {
+    pub(super) fn new(f: &ContextKeyRef<'_>) -> Self {
         ContextKey {
             method: f.method.to_string(),
             path: f.path.to_string(),
@@ -159,8 +160,8 @@ impl ContextKey {
         }
     }
 
-    pub(super) fn facts(&self) -> ContextFacts<'_> {
-        ContextFacts {
+    pub(super) fn borrowed(&self) -> ContextKeyRef<'_> {
+        ContextKeyRef {
             method: &self.method,
             path: &self.path,
             source_ip: self.source_ip,
@@ -171,22 +172,22 @@ impl ContextKey {
     }
 }
 
-/// Contexts by the hash of their facts, with the facts to confirm a hit.
+/// Contexts by the hash of their key, with the key to confirm a hit.
 pub(super) type ContextCache = FastMap<u64, (ContextKey, Context)>;
 
 thread_local! {
     /// Seeded per thread: clients choose most of what is hashed.
     static CONTEXT_HASHER: foldhash::fast::RandomState = foldhash::fast::RandomState::default();
-    /// The contexts of the current second, by the hash of their facts:
+    /// The contexts of the current second, by the hash of their key:
     /// requests repeat (same client, same path), and evaluating a context's
     /// expressions costs microseconds. A hash collision replaces the entry.
     static CONTEXTS: std::cell::RefCell<(u64, ContextCache)> =
         std::cell::RefCell::new((0, HashMap::default()));
 }
 
-pub(super) fn cached_context(facts: &RequestFacts<'_>) -> Result<Context, String> {
-    let second = policy_second(facts.time);
-    let wanted = ContextFacts::of(facts);
+pub(super) fn cached_context(parsed: &ParsedRequest<'_>) -> Result<Context, String> {
+    let second = policy_second(parsed.time);
+    let wanted = ContextKeyRef::of(parsed);
     let hash = CONTEXT_HASHER.with(|b| std::hash::BuildHasher::hash_one(b, &wanted));
     let hit = CONTEXTS.with(|c| {
         let mut c = c.borrow_mut();
@@ -195,13 +196,13 @@ pub(super) fn cached_context(facts: &RequestFacts<'_>) -> Result<Context, String
             c.1.clear();
         }
         c.1.get(&hash)
-            .filter(|(key, _)| key.facts() == wanted)
+            .filter(|(key, _)| key.borrowed() == wanted)
             .map(|(_, ctx)| ctx.clone())
     });
     if let Some(ctx) = hit {
         return Ok(ctx);
     }
-    let ctx = Snapshot::context(facts)?;
+    let ctx = Snapshot::context(parsed)?;
     CONTEXTS.with(|c| {
         let mut c = c.borrow_mut();
         if c.1.len() < 1024 || c.1.contains_key(&hash) {

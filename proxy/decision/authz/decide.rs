@@ -29,14 +29,14 @@ pub(super) struct Question<'a> {
     pub(super) request: &'a Request,
     /// The caller's entities, with the end user if there is one.
     pub(super) entities: &'a Entities,
-    pub(super) facts: &'a RequestFacts<'a>,
+    pub(super) parsed: &'a ParsedRequest<'a>,
 }
 
 impl IndexedPolicies {
     /// Decides `q` with these policies.
     pub(super) fn decide(&self, snapshot: &Snapshot, q: &Question<'_>) -> Decision {
         self.candidates(snapshot, q)
-            .decide(&snapshot.authorizer, q.request, q.entities, q.facts)
+            .decide(&snapshot.authorizer, q.request, q.entities, q.parsed)
     }
 
     /// The specialised candidates for a caller, resource and action: the
@@ -147,38 +147,38 @@ impl IndexedPolicies {
 }
 
 impl Snapshot {
-    pub(super) fn context(facts: &RequestFacts<'_>) -> Result<Context, String> {
+    pub(super) fn context(parsed: &ParsedRequest<'_>) -> Result<Context, String> {
         let mut pairs = vec![
             (
                 "method".to_string(),
-                RestrictedExpression::new_string(facts.method.to_string()),
+                RestrictedExpression::new_string(parsed.method.to_string()),
             ),
             (
                 "path".to_string(),
-                RestrictedExpression::new_string(facts.path.to_string()),
+                RestrictedExpression::new_string(parsed.path.to_string()),
             ),
-            ("source_ip".to_string(), ip_expr(facts.source_ip)),
-            ("time".to_string(), time_expr(facts.time)),
+            ("source_ip".to_string(), ip_expr(parsed.source_ip)),
+            ("time".to_string(), time_expr(parsed.time)),
             (
                 "tls".to_string(),
                 RestrictedExpression::new_record([(
                     "version".to_string(),
-                    RestrictedExpression::new_string(facts.tls_version.to_string()),
+                    RestrictedExpression::new_string(parsed.tls_version.to_string()),
                 )])
                 .map_err(|e| e.to_string())?,
             ),
             (
                 "has_user".to_string(),
-                RestrictedExpression::new_bool(facts.user.is_some()),
+                RestrictedExpression::new_bool(parsed.user.is_some()),
             ),
         ];
-        if let Some(u) = facts.user {
+        if let Some(u) = parsed.user {
             pairs.push((
                 "user".to_string(),
                 RestrictedExpression::new_entity_uid(uid(&type_name("User"), &u.id)),
             ));
         }
-        if let Some(p) = facts.purpose {
+        if let Some(p) = parsed.purpose {
             pairs.push((
                 "purpose".to_string(),
                 RestrictedExpression::new_string(p.to_string()),
@@ -192,9 +192,9 @@ impl Snapshot {
         &self,
         principal: &Principal,
         target: &Target,
-        facts: &RequestFacts<'_>,
+        parsed: &ParsedRequest<'_>,
     ) -> (Decision, Option<Decision>) {
-        self.decide(principal, target, facts, true)
+        self.decide(principal, target, parsed, true)
     }
 
     /// Decides one request with the enforced set only.
@@ -202,9 +202,9 @@ impl Snapshot {
         &self,
         principal: &Principal,
         target: &Target,
-        facts: &RequestFacts<'_>,
+        parsed: &ParsedRequest<'_>,
     ) -> Decision {
-        self.decide(principal, target, facts, false).0
+        self.decide(principal, target, parsed, false).0
     }
 
     /// Decides with the enforced index and, when asked and configured, the
@@ -213,7 +213,7 @@ impl Snapshot {
         &self,
         principal: &Principal,
         target: &Target,
-        facts: &RequestFacts<'_>,
+        parsed: &ParsedRequest<'_>,
         with_shadow: bool,
     ) -> (Decision, Option<Decision>) {
         let shadow = self.shadow.as_ref().filter(|_| with_shadow);
@@ -229,7 +229,7 @@ impl Snapshot {
             Ok(x) => x,
             Err(e) => return deny(e),
         };
-        let context = match cached_context(facts) {
+        let context = match cached_context(parsed) {
             Ok(c) => c,
             Err(e) => return deny(e),
         };
@@ -247,7 +247,7 @@ impl Snapshot {
         // A user joins the cached entities for this request only. Context-free
         // policies cannot see it (a policy naming a user is context-dependent).
         let with_user;
-        let entities: &Entities = match facts.user {
+        let entities: &Entities = match parsed.user {
             None => &who.entities,
             Some(u) => {
                 let added = self.user_entity(u).and_then(|e| {
@@ -272,7 +272,7 @@ impl Snapshot {
             who: &who,
             request: &request,
             entities,
-            facts,
+            parsed,
         };
         (
             self.enforced.decide(self, &q),
@@ -296,20 +296,20 @@ impl Snapshot {
         &self,
         principal: &Principal,
         target: &Target,
-        facts: &RequestFacts<'_>,
+        parsed: &ParsedRequest<'_>,
     ) -> Decision {
         let Some(resource) = self.resource(target) else {
             return Decision::denied("unknown product");
         };
         let (Ok(principal_entity), Ok(context)) =
-            (self.principal_entity(principal), Self::context(facts))
+            (self.principal_entity(principal), Self::context(parsed))
         else {
             return Decision::denied("request");
         };
         let principal_uid = principal_entity.uid();
         let mut ents = vec![principal_entity];
         ents.extend(resource.entities.iter().cloned());
-        if let Some(u) = facts.user {
+        if let Some(u) = parsed.user {
             match self.user_entity(u) {
                 Ok(e) => ents.push(e),
                 Err(e) => return Decision::denied(e),
@@ -385,7 +385,7 @@ impl Snapshot {
             ),
         };
         let decoded = req.path.decoded();
-        let facts = RequestFacts {
+        let parsed = ParsedRequest {
             method: req.method.as_str(),
             path: &decoded,
             source_ip: req.source_ip,
@@ -394,7 +394,7 @@ impl Snapshot {
             time: req.time,
             user,
         };
-        let (decision, shadow) = self.authorize_with_shadow(principal, target, &facts);
+        let (decision, shadow) = self.authorize_with_shadow(principal, target, &parsed);
         let (product, resource, sla) = match self.products.get(target.product) {
             Some(entry) => (
                 entry.resource.id.clone(),

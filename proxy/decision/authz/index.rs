@@ -181,24 +181,24 @@ pub(super) struct Seen {
 }
 
 impl Seen {
-    pub(super) fn of(facts: &RequestFacts<'_>) -> Seen {
+    pub(super) fn of(parsed: &ParsedRequest<'_>) -> Seen {
         Seen {
-            method: facts.method.into(),
-            second: policy_second(facts.time),
-            purpose: facts.purpose.map(Into::into),
-            tls: facts.tls_version.into(),
-            has_user: facts.user.is_some(),
+            method: parsed.method.into(),
+            second: policy_second(parsed.time),
+            purpose: parsed.purpose.map(Into::into),
+            tls: parsed.tls_version.into(),
+            has_user: parsed.user.is_some(),
         }
     }
 
-    /// Whether `facts` has these values for the attributes in `mask`.
-    pub(super) fn matches(&self, mask: u8, facts: &RequestFacts<'_>) -> bool {
+    /// Whether `parsed` has these values for the attributes in `mask`.
+    pub(super) fn matches(&self, mask: u8, parsed: &ParsedRequest<'_>) -> bool {
         let on = |bit: u8| mask & bit != 0;
-        (!on(READS_METHOD) || *self.method == *facts.method)
-            && (!on(READS_TIME) || self.second == policy_second(facts.time))
-            && (!on(READS_PURPOSE) || self.purpose.as_deref() == facts.purpose)
-            && (!on(READS_TLS) || *self.tls == *facts.tls_version)
-            && (!on(READS_HAS_USER) || self.has_user == facts.user.is_some())
+        (!on(READS_METHOD) || *self.method == *parsed.method)
+            && (!on(READS_TIME) || self.second == policy_second(parsed.time))
+            && (!on(READS_PURPOSE) || self.purpose.as_deref() == parsed.purpose)
+            && (!on(READS_TLS) || *self.tls == *parsed.tls_version)
+            && (!on(READS_HAS_USER) || self.has_user == parsed.user.is_some())
     }
 }
 
@@ -215,7 +215,7 @@ impl Part {
         authorizer: &Authorizer,
         request: &Request,
         entities: &Entities,
-        facts: &RequestFacts<'_>,
+        parsed: &ParsedRequest<'_>,
         mut each: impl FnMut(&str),
     ) -> bool {
         let evaluate = || {
@@ -231,7 +231,7 @@ impl Part {
         // Values as long as a client may send are not worth keeping.
         let short = |v: Option<&str>| v.is_none_or(|v| v.len() <= Self::LONGEST_VALUE);
         let mask = self.reads.filter(|_| {
-            short(Some(facts.method)) && short(facts.purpose) && short(Some(facts.tls_version))
+            short(Some(parsed.method)) && short(parsed.purpose) && short(Some(parsed.tls_version))
         });
         let Some(mask) = mask else {
             return evaluate()
@@ -239,20 +239,20 @@ impl Part {
                 .is_some();
         };
         let mut seen = self.seen.borrow_mut();
-        let hit = seen.iter().position(|(s, _)| s.matches(mask, facts));
+        let hit = seen.iter().position(|(s, _)| s.matches(mask, parsed));
         let at = match hit {
             Some(at) => at,
             None => {
                 let before = seen.len();
                 if mask & READS_TIME != 0 {
-                    let now = policy_second(facts.time);
+                    let now = policy_second(parsed.time);
                     seen.retain(|(s, _)| s.second == now);
                 }
                 if seen.len() >= Self::REMEMBERED {
                     seen.clear();
                 }
                 forget(before - seen.len());
-                seen.push((Seen::of(facts), evaluate()));
+                seen.push((Seen::of(parsed), evaluate()));
                 remembered_one_more();
                 seen.len() - 1
             }
@@ -276,7 +276,7 @@ impl Candidates {
         authorizer: &Authorizer,
         request: &Request,
         entities: &Entities,
-        facts: &RequestFacts<'_>,
+        parsed: &ParsedRequest<'_>,
     ) -> Decision {
         let mut errors = self.errors.clone();
         let (mut forbids, mut permits) = (Vec::new(), Vec::new());
@@ -284,7 +284,7 @@ impl Candidates {
         if !self.untestable && !self.parts.is_empty() {
             tested = self.parts.iter().all(|part| {
                 // Every test is a permit: the reasons are the conditions that hold.
-                part.satisfied(authorizer, request, entities, facts, |test| {
+                part.satisfied(authorizer, request, entities, parsed, |test| {
                     for (forbid, id) in self.members.get(test).into_iter().flatten() {
                         if *forbid {
                             forbids.push(id.clone());

@@ -168,9 +168,12 @@ impl Decision {
     }
 }
 
-/// The facts of one request that a decision needs besides the route.
+/// A request as a decision reads it besides the caller and the route: what
+/// [`Snapshot::decide_routed`] makes of [`HttpFacts`] (the decoded path, the
+/// one valid declared purpose, the end user if the route takes one). The
+/// Cedar context is made of it, and the user's entity with a user.
 #[derive(Debug, Clone)]
-pub struct RequestFacts<'a> {
+pub struct ParsedRequest<'a> {
     pub method: &'a str,
     /// The normalised, decoded path.
     pub path: &'a str,

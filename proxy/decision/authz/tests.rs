@@ -30,7 +30,7 @@ fn ask(s: &Snapshot, a: Ask<'_>) -> Decision {
         panic!("no route for {} {}", a.method, a.path)
     };
     let decoded = path.decoded();
-    let facts = RequestFacts {
+    let parsed = ParsedRequest {
         method: a.method.as_str(),
         path: &decoded,
         source_ip: "10.1.2.3".parse().expect("ip"),
@@ -39,8 +39,8 @@ fn ask(s: &Snapshot, a: Ask<'_>) -> Decision {
         time: at(a.hour),
         user: None,
     };
-    let d = s.authorize(&spiffe(a.who), target, &facts);
-    let reference = s.authorize_unindexed(&spiffe(a.who), target, &facts);
+    let d = s.authorize(&spiffe(a.who), target, &parsed);
+    let reference = s.authorize_unindexed(&spiffe(a.who), target, &parsed);
     assert_eq!(d, reference, "index and plain authorizer disagree");
     d
 }
@@ -245,7 +245,7 @@ fn policies_see_the_time_rounded_down_to_the_second() {
     };
     let decoded = path.decoded();
     let decide = |time: SystemTime| {
-        let facts = RequestFacts {
+        let parsed = ParsedRequest {
             method: "GET",
             path: &decoded,
             source_ip: "10.1.2.3".parse().expect("ip"),
@@ -254,7 +254,7 @@ fn policies_see_the_time_rounded_down_to_the_second() {
             time,
             user: None,
         };
-        s.authorize(&spiffe(REPORTING), target, &facts)
+        s.authorize(&spiffe(REPORTING), target, &parsed)
     };
     let ms = std::time::Duration::from_millis;
     let boundary = at(10) + std::time::Duration::from_secs(1);
@@ -615,7 +615,7 @@ fn on_behalf_of_needs_the_service_and_a_user_in_the_group() {
             panic!("routed")
         };
         let decoded = path.decoded();
-        let facts = RequestFacts {
+        let parsed = ParsedRequest {
             method: "GET",
             path: &decoded,
             source_ip: "10.1.2.3".parse().expect("ip"),
@@ -624,8 +624,8 @@ fn on_behalf_of_needs_the_service_and_a_user_in_the_group() {
             time: at(10),
             user: u,
         };
-        let d = s.authorize(&spiffe(who), target, &facts);
-        assert_eq!(d, s.authorize_unindexed(&spiffe(who), target, &facts));
+        let d = s.authorize(&spiffe(who), target, &parsed);
+        assert_eq!(d, s.authorize_unindexed(&spiffe(who), target, &parsed));
         d
     };
     let dashboard = "spiffe://mesh.local/ns/reporting/sa/dashboard";

@@ -472,22 +472,21 @@ impl<C: Clock + Clone> Quotas<C> {
         }
         // A busy consumer takes several requests from Redis at once and
         // spends them here: no round trip per request for a hot key.
-        let want = match redis.leased(&r.key, self.config.max_buckets) {
-            Lease::Took { remaining, reset } => {
+        let want = match redis.check_lease(&r.key, self.config.max_buckets) {
+            LeaseCheck::Took { remaining, reset } => {
                 return Ok(Verdict::Allowed(state(remaining.min(burst), reset)));
             }
             // At most a replica's share of the burst, so the replicas'
-            // leases together never exceed one burst.
-            // At most a replica's share of the burst and what refills in the
+            // leases together never exceed one burst, and what refills in the
             // second a lease lasts: held leases add at most one second's
             // worth of the rate per replica to what Redis hands out.
-            Lease::Busy => redis
+            LeaseCheck::Busy => redis
                 .config
                 .lease
                 .min(burst / redis.config.replicas.max(1))
                 .min((Duration::from_secs(1).as_nanos() / period.as_nanos().max(1)) as u32)
                 .max(1),
-            Lease::Quiet => 1,
+            LeaseCheck::Quiet => 1,
         };
         let emission_us = period.as_micros().max(1) as u64;
         let mut conn = redis.conn.clone();

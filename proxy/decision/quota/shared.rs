@@ -29,8 +29,9 @@ redis.call('SET', KEYS[1], string.format('%d', new_tat), 'PX', math.ceil((new_ta
 return {took, math.floor((tolerance - (new_tat - now)) / emission), new_tat - now}
 ";
 
-/// What the local lease of a consumer says.
-pub(super) enum Lease {
+/// What checking a consumer's local lease found: a leased request spent, or
+/// how busy the consumer is (how many to ask Redis for).
+pub(super) enum LeaseCheck {
     /// A leased request was spent: the state to report.
     Took { remaining: u32, reset: u64 },
     /// Seen within the last second: worth leasing several.
@@ -69,9 +70,9 @@ pub(super) struct SharedStore {
 impl SharedStore {
     /// Spends a leased request of `key` if one is left; otherwise says
     /// whether the key is busy (asked for within the last second).
-    pub(super) fn leased(&self, key: &str, max: usize) -> Lease {
+    pub(super) fn check_lease(&self, key: &str, max: usize) -> LeaseCheck {
         let Ok(mut leases) = self.leases.lock() else {
-            return Lease::Quiet;
+            return LeaseCheck::Quiet;
         };
         let now = std::time::Instant::now();
         let second = Duration::from_secs(1);
@@ -80,13 +81,17 @@ impl SharedStore {
             l.seen = now;
             if l.left > 0 && now < l.until {
                 l.left -= 1;
-                return Lease::Took {
+                return LeaseCheck::Took {
                     remaining: l.remaining.saturating_add(l.left),
                     reset: l.reset,
                 };
             }
             l.left = 0;
-            return if busy { Lease::Busy } else { Lease::Quiet };
+            return if busy {
+                LeaseCheck::Busy
+            } else {
+                LeaseCheck::Quiet
+            };
         }
         if leases.len() >= max {
             leases.retain(|_, l| now.duration_since(l.seen) < second);
@@ -103,7 +108,7 @@ impl SharedStore {
                 },
             );
         }
-        Lease::Quiet
+        LeaseCheck::Quiet
     }
 
     pub(super) fn lease(&self, key: &str, left: u32, remaining: u32, reset: u64, valid: Duration) {
