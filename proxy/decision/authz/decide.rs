@@ -35,8 +35,12 @@ pub(super) struct Question<'a> {
 impl IndexedPolicies {
     /// Decides `q` with these policies.
     pub(super) fn decide(&self, snapshot: &Snapshot, q: &Question<'_>) -> Decision {
-        self.candidates(snapshot, q)
-            .decide(&snapshot.authorizer, q.request, q.entities, q.parsed)
+        self.candidate_set(snapshot, q).decide(
+            &snapshot.authorizer,
+            q.request,
+            q.entities,
+            q.parsed,
+        )
     }
 
     /// The specialised candidates for a caller, resource and action: the
@@ -44,7 +48,7 @@ impl IndexedPolicies {
     /// once per thread for each (snapshot, caller, resource, action); the
     /// context-free ones are decided with this request, which is valid for
     /// every request with the same key.
-    pub(super) fn candidates(&self, snapshot: &Snapshot, q: &Question<'_>) -> Rc<Candidates> {
+    fn candidate_set(&self, snapshot: &Snapshot, q: &Question<'_>) -> Rc<Candidates> {
         let (name, resource, action, who) = (q.name, q.resource, q.action, q.who);
         let key = (snapshot.serial, resource.index);
         let cached = DECISIONS.with(|c| {
@@ -207,8 +211,8 @@ impl Snapshot {
         self.decide(principal, target, parsed, false).0
     }
 
-    /// Decides with the enforced index and, when asked and configured, the
-    /// shadow index, building the Cedar request and entities once.
+    /// Decides with the enforced policies and, when asked and configured, the
+    /// shadow policies, building the Cedar request and entities once.
     pub(super) fn decide(
         &self,
         principal: &Principal,
