@@ -11,6 +11,7 @@ use http::Method;
 use serde::Deserialize;
 
 use crate::base::yaml::ConfigError;
+use crate::decision::lifecycle::{Lifecycle, Status};
 
 pub const CLASSIFICATIONS: [&str; 4] = ["public", "internal", "confidential", "restricted"];
 
@@ -128,6 +129,8 @@ pub struct Product {
     pub user_token: UserToken,
     /// Where it was read from.
     pub file: String,
+    /// `status`, end of support and of life, successor.
+    pub lifecycle: Lifecycle,
 }
 
 #[derive(Debug, Deserialize)]
@@ -139,6 +142,8 @@ struct Odcs {
     #[serde(default)]
     name: Option<String>,
     version: String,
+    #[serde(default)]
+    status: Option<Status>,
     #[serde(default)]
     domain: Option<String>,
     #[serde(default)]
@@ -309,6 +314,17 @@ pub fn parse(text: &str, file: &str) -> Result<Product, ConfigError> {
     };
 
     let sla = parse_sla(&odcs.sla_properties, file)?;
+    let lifecycle = Lifecycle::read(
+        odcs.status,
+        |key| {
+            odcs.sla_properties
+                .iter()
+                .find(|p| p.property == key)
+                .map(|p| &p.value)
+        },
+        custom,
+    )
+    .map_err(|e| invalid(file, e.field, e.message))?;
 
     Ok(Product {
         name: odcs
@@ -327,6 +343,7 @@ pub fn parse(text: &str, file: &str) -> Result<Product, ConfigError> {
         routes,
         user_token,
         file: file.to_string(),
+        lifecycle,
     })
 }
 

@@ -5,6 +5,7 @@
 pub mod authz;
 pub mod contract;
 pub mod jwt;
+pub mod lifecycle;
 pub mod quota;
 pub mod routes;
 pub mod store;

@@ -1,7 +1,9 @@
 //! The body of every response on the data listener: the upstream's,
 //! streamed, or a small one of our own. It counts the bytes, returns the
 //! upstream connection to the pool when it ends, and sends the request's
-//! audit event at the end of the body.
+//! audit event at the end of the body. When the route's response stage
+//! rewrites the body, the upstream's frames go through its
+//! [`BodyTransform`] on the way.
 
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -15,6 +17,7 @@ use http_body::{Body, Frame, SizeHint};
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 
+use crate::model::response::{BodyTransform, TransformError};
 use crate::observe::audit::{Event, Slot};
 use crate::transport::upstream::Lease;
 
@@ -27,7 +30,21 @@ pub struct ProxyBody {
     /// The upstream connection the body comes from: back to the pool when
     /// the body has ended, closed if it is dropped before.
     lease: Option<Lease>,
+    /// The response stage's rewrite of the body, when its route has one.
+    rewrite: Option<Box<Rewrite>>,
 }
+
+/// A body on its way through a [`BodyTransform`].
+struct Rewrite {
+    transform: Box<dyn BodyTransform>,
+    /// A trailers frame that waits for the transform's held-back bytes.
+    trailers: Option<Frame<Bytes>>,
+    /// The transform has been told the end, and what it held back is out.
+    done: bool,
+}
+
+/// The audit event's error code for a body the response stage cut.
+pub const RESPONSE_REFUSED: &str = "response_refused";
 
 /// An event waiting for the end of its response.
 pub struct PendingEvent {
@@ -43,6 +60,7 @@ impl ProxyBody {
             inner: Either::Left(body),
             pending: None,
             lease,
+            rewrite: None,
         };
         body.release_if_ended();
         body
@@ -53,7 +71,17 @@ impl ProxyBody {
             inner: Either::Right(Full::new(bytes)),
             pending: None,
             lease: None,
+            rewrite: None,
         }
+    }
+
+    /// Sends this body through `transform` as it streams.
+    pub fn rewrite(&mut self, transform: Box<dyn BodyTransform>) {
+        self.rewrite = Some(Box::new(Rewrite {
+            transform,
+            trailers: None,
+            done: false,
+        }));
     }
 
     fn release_if_ended(&mut self) {
@@ -87,15 +115,21 @@ impl ProxyBody {
     }
 }
 
+/// Why a response body ended before its end.
+pub type BodyError = Box<dyn std::error::Error + Send + Sync>;
+
 impl Body for ProxyBody {
     type Data = Bytes;
-    type Error = Box<dyn std::error::Error + Send + Sync>;
+    type Error = BodyError;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         let this = &mut *self;
+        if this.rewrite.is_some() {
+            return this.poll_rewritten(cx);
+        }
         let r = Pin::new(&mut this.inner).poll_frame(cx);
         match &r {
             Poll::Ready(Some(Ok(frame))) => {
@@ -121,11 +155,18 @@ impl Body for ProxyBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        match &self.rewrite {
+            None => self.inner.is_end_stream(),
+            Some(r) => r.done && r.trailers.is_none(),
+        }
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        match self.rewrite {
+            None => self.inner.size_hint(),
+            // The rewritten length is known only at the end.
+            Some(_) => SizeHint::default(),
+        }
     }
 }
 
@@ -139,7 +180,168 @@ impl Drop for ProxyBody {
             .pending
             .as_ref()
             .is_some_and(|p| p.event.method == Method::HEAD || matches!(p.event.status, 204 | 304));
-        let complete = bodiless || self.inner.is_end_stream();
+        let complete = bodiless || self.is_end_stream();
         self.finish(complete);
+    }
+}
+
+impl ProxyBody {
+    /// `poll_frame` of a rewritten body: the upstream's data frames go
+    /// through the transform (a chunk it holds back entirely is not sent
+    /// as an empty frame), what it held back goes out at the end, before
+    /// any trailers. An error of the transform ends the body with an error,
+    /// so the client never takes the cut body for a whole one.
+    fn poll_rewritten(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        loop {
+            let Some(rw) = self.rewrite.as_mut() else {
+                return Poll::Ready(None);
+            };
+            if rw.done {
+                let trailers = rw.trailers.take();
+                if trailers.is_none() {
+                    self.ended();
+                }
+                return Poll::Ready(trailers.map(Ok));
+            }
+            let out = match Pin::new(&mut self.inner).poll_frame(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Some(Err(e))) => {
+                    self.finish(false);
+                    return Poll::Ready(Some(Err(e)));
+                }
+                Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
+                    Ok(chunk) => rw.transform.data(chunk),
+                    Err(trailers) => {
+                        rw.trailers = Some(trailers);
+                        rw.done = true;
+                        rw.transform.end()
+                    }
+                },
+                Poll::Ready(None) => {
+                    rw.done = true;
+                    rw.transform.end()
+                }
+            };
+            match out {
+                Err(e) => return Poll::Ready(Some(Err(self.refused(e)))),
+                Ok(bytes) if bytes.is_empty() => continue,
+                Ok(bytes) => {
+                    if let Some(p) = self.pending.as_mut() {
+                        p.event.bytes_out += bytes.len() as u64;
+                    }
+                    return Poll::Ready(Some(Ok(Frame::data(bytes))));
+                }
+            }
+        }
+    }
+
+    /// The upstream body has ended and all of it is out.
+    fn ended(&mut self) {
+        if let Some(lease) = self.lease.take() {
+            lease.release();
+        }
+        self.finish(true);
+    }
+
+    /// The transform refused the rest of the body: nothing more is read or
+    /// sent (the upstream connection is closed with the body), and the
+    /// event records the cut.
+    fn refused(&mut self, e: TransformError) -> BodyError {
+        self.rewrite = None;
+        self.inner = Either::Right(Full::new(Bytes::new()));
+        self.lease = None;
+        if let Some(p) = self.pending.as_mut() {
+            tracing::warn!(request_id = ?p.event.request_id, error = %e, "response cut by the response stage");
+            p.event.error = Some(RESPONSE_REFUSED);
+        } else {
+            tracing::warn!(error = %e, "response cut by the response stage");
+        }
+        self.finish(false);
+        Box::new(e)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+
+    /// Upper-cases what it is given, holding back the last byte of each
+    /// chunk until the next one (or the end), and refuses `!`.
+    struct Shout {
+        held: Option<u8>,
+    }
+
+    impl BodyTransform for Shout {
+        fn data(&mut self, chunk: Bytes) -> Result<Bytes, TransformError> {
+            if chunk.contains(&b'!') {
+                return Err(TransformError {
+                    transform: "shout",
+                    reason: "a `!` cannot be shouted".into(),
+                });
+            }
+            let mut out: Vec<u8> = self.held.take().into_iter().collect();
+            out.extend(chunk.to_ascii_uppercase());
+            self.held = out.pop();
+            Ok(Bytes::from(out))
+        }
+
+        fn end(&mut self) -> Result<Bytes, TransformError> {
+            Ok(self
+                .held
+                .take()
+                .map(|b| Bytes::from(vec![b]))
+                .unwrap_or_default())
+        }
+    }
+
+    async fn frames(mut body: ProxyBody) -> Vec<Result<Bytes, String>> {
+        let mut out = Vec::new();
+        while let Some(f) = body.frame().await {
+            match f {
+                Ok(f) => out.push(Ok(f.into_data().unwrap_or_default())),
+                Err(e) => {
+                    out.push(Err(e.to_string()));
+                    break;
+                }
+            }
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn a_rewritten_body_streams_through_its_transform_and_holds_back_what_it_must() {
+        let mut body = ProxyBody::full(Bytes::from_static(b"orders"));
+        assert_eq!(body.size_hint().exact(), Some(6));
+        body.rewrite(Box::new(Shout { held: None }));
+        // The length is no longer known from the upstream's.
+        assert_eq!(body.size_hint().exact(), None);
+        assert!(!body.is_end_stream());
+        assert_eq!(
+            frames(body).await,
+            [
+                Ok(Bytes::from_static(b"ORDER")),
+                Ok(Bytes::from_static(b"S"))
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_transform_that_refuses_ends_the_body_with_an_error_and_nothing_of_it() {
+        let mut body = ProxyBody::full(Bytes::from_static(b"secret!"));
+        body.rewrite(Box::new(Shout { held: None }));
+        let got = frames(body).await;
+        assert_eq!(got.len(), 1, "{got:?}");
+        let e = got[0].clone().expect_err("cut");
+        assert_eq!(e, "shout: a `!` cannot be shouted");
+    }
+
+    #[tokio::test]
+    async fn a_body_without_a_transform_is_passed_as_it_is() {
+        let body = ProxyBody::full(Bytes::from_static(b"orders"));
+        assert_eq!(frames(body).await, [Ok(Bytes::from_static(b"orders"))]);
     }
 }

@@ -36,6 +36,10 @@ pub enum ProxyError {
     UpstreamFailed(String),
     #[error("upstream did not answer in time")]
     UpstreamTimeout,
+    /// The response stage could not make the upstream's response fit to
+    /// pass on (fail closed: nothing of it is sent).
+    #[error("response refused by the response stage: {0}")]
+    ResponseRefused(#[from] crate::model::response::TransformError),
 }
 
 impl ProxyError {
@@ -50,9 +54,9 @@ impl ProxyError {
             ProxyError::Overloaded(_)
             | ProxyError::QuotaUnavailable
             | ProxyError::AuditUnavailable => StatusCode::SERVICE_UNAVAILABLE,
-            ProxyError::UpstreamUnavailable | ProxyError::UpstreamFailed(_) => {
-                StatusCode::BAD_GATEWAY
-            }
+            ProxyError::UpstreamUnavailable
+            | ProxyError::UpstreamFailed(_)
+            | ProxyError::ResponseRefused(_) => StatusCode::BAD_GATEWAY,
             ProxyError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
         }
     }
@@ -73,6 +77,7 @@ impl ProxyError {
             ProxyError::UpstreamUnavailable => "upstream_unavailable",
             ProxyError::UpstreamFailed(_) => "upstream_failed",
             ProxyError::UpstreamTimeout => "upstream_timeout",
+            ProxyError::ResponseRefused(_) => "response_refused",
         }
     }
 
@@ -93,7 +98,8 @@ impl ProxyError {
             | ProxyError::AuditUnavailable => "shed",
             ProxyError::UpstreamUnavailable
             | ProxyError::UpstreamFailed(_)
-            | ProxyError::UpstreamTimeout => "allow",
+            | ProxyError::UpstreamTimeout
+            | ProxyError::ResponseRefused(_) => "allow",
         }
     }
 

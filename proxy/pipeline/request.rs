@@ -12,7 +12,7 @@
 //! decide with Cedar                        403   -> Decided
 //! admit against quotas                     429/503 -> Cleared
 //! forward over the pooled upstream         502/504
-//! response stage (quota headers)
+//! response stage: the route's transform    502    (and quota headers)
 //! respond: error -> response (pipeline/error.rs), metrics, audit at the end of the body
 //! ```
 //!
@@ -43,6 +43,7 @@ use crate::decision::quota::{self, Consumer, Refusal};
 use crate::decision::routes::Target;
 use crate::model::connection::ConnInfo;
 use crate::model::path::NormalPath;
+use crate::model::response::ResponseTransform;
 use crate::model::trace::TraceContext;
 use crate::observe::audit::{Event, Slot};
 use crate::observe::metrics::{Observed, QuotaLabels};
@@ -86,6 +87,8 @@ struct Routed<'s> {
     checked: Checked,
     snapshot: &'s Snapshot,
     target: &'s Target,
+    /// The route's response transform, chosen now, run on the response.
+    response: Option<Arc<dyn ResponseTransform>>,
     /// When the route lookup began: `meshgate_authorization_duration_seconds`
     /// counts the lookup and the decision.
     lookup_began: Instant,
@@ -108,6 +111,7 @@ struct Cleared {
     req: Request<Incoming>,
     timeout: Duration,
     admission: Option<quota::Admitted>,
+    response: Option<Arc<dyn ResponseTransform>>,
 }
 
 // === impl Exchange ===
@@ -182,6 +186,7 @@ impl<'a> Exchange<'a> {
                 req: checked.req,
                 timeout: self.gate.upstream.response_timeout(),
                 admission: None,
+                response: None,
             },
             Some(store) => {
                 // One snapshot from routing to admission: a reload meanwhile
@@ -200,7 +205,7 @@ impl<'a> Exchange<'a> {
             .map(|s| s.tier.clone());
         self.learned.forwarded = true;
         let resp = self.forward(cleared.req, cleared.timeout).await?;
-        Ok(respond_stage(resp, cleared.admission))
+        response_stage(resp, &self.method, cleared.admission, cleared.response)
     }
 
     async fn take_audit_place(&mut self) -> Result<(), ProxyError> {
@@ -249,6 +254,7 @@ impl<'a> Exchange<'a> {
             checked,
             snapshot,
             target,
+            response: snapshot.response_transform(target).cloned(),
             lookup_began,
             lookup,
         })
@@ -359,6 +365,7 @@ impl<'a> Exchange<'a> {
             user,
             outcome,
         } = decided;
+        let response = routed.response;
         let timeout = product_timeout(self.gate, &outcome)
             .unwrap_or_else(|| self.gate.upstream.response_timeout());
         let Some(quotas) = &self.gate.quotas else {
@@ -366,6 +373,7 @@ impl<'a> Exchange<'a> {
                 req: routed.checked.req,
                 timeout,
                 admission: None,
+                response,
             });
         };
         let identity = &self.conn.identity;
@@ -389,6 +397,7 @@ impl<'a> Exchange<'a> {
                 req: routed.checked.req,
                 timeout,
                 admission: Some(admitted),
+                response,
             }),
             Err(Refusal::Unavailable) => Err(ProxyError::QuotaUnavailable),
             Err(Refusal::Overloaded(what)) => {
@@ -553,18 +562,38 @@ impl Drop for Exchange<'_> {
     }
 }
 
-/// The response stage: what the response carries besides the upstream's
-/// own, here the consumer's `RateLimit` headers. (Field plans and
-/// lifecycle headers plug in here.)
-fn respond_stage(
-    mut resp: Response<ProxyBody>,
+/// The response stage: the route's transform, when it has one, sees the
+/// head and may rewrite the body as it streams (a refusal here is a 502,
+/// nothing of the upstream's response is sent); then the consumer's
+/// `RateLimit` headers. A route without a transform costs one branch.
+fn response_stage(
+    resp: Response<ProxyBody>,
+    method: &Method,
     admission: Option<quota::Admitted>,
-) -> Response<ProxyBody> {
+    transform: Option<Arc<dyn ResponseTransform>>,
+) -> Result<Response<ProxyBody>, ProxyError> {
+    let mut resp = match transform {
+        None => resp,
+        Some(t) => {
+            let (mut head, mut body) = resp.into_parts();
+            let rewrite = t.head(&mut head)?;
+            // HEAD, 204 and 304 have no body to rewrite (RFC 9110 6.4.1).
+            let bodiless = method == Method::HEAD
+                || matches!(head.status.as_u16(), 204 | 304)
+                || head.status.is_informational();
+            if let (Some(rewrite), false) = (rewrite, bodiless) {
+                // The length is no longer the upstream's.
+                head.headers.remove(header::CONTENT_LENGTH);
+                body.rewrite(rewrite);
+            }
+            Response::from_parts(head, body)
+        }
+    };
     // In-flight places are given back here, with the response headers.
     if let Some(state) = admission.and_then(|a| a.state) {
         state.set_headers(resp.headers_mut());
     }
-    resp
+    Ok(resp)
 }
 
 /// The upstream response timeout of a product whose contract promises a

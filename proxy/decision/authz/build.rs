@@ -14,6 +14,7 @@ use serde::Deserialize;
 
 use crate::decision::contract::{self, Action, Product};
 use crate::decision::routes::{RouteTable, Target};
+use crate::model::response::ResponseTransform;
 
 use super::*;
 
@@ -682,10 +683,20 @@ impl Catalogue {
             uid: product_uid,
             entities: base_entities,
         };
+        // Checked when the contract was read; a version with nothing to
+        // announce has no transform.
+        let response = match p.lifecycle.headers() {
+            Ok(h) => h.map(|h| Arc::new(h) as Arc<dyn ResponseTransform>),
+            Err(e) => {
+                errors.push(format!("{}: {}: {}", p.file, e.field, e.message));
+                return;
+            }
+        };
         self.entries.push(ProductEntry {
             product: p,
             resource,
             datasets,
+            response,
         });
     }
 

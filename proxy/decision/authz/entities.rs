@@ -13,6 +13,7 @@ use cedar_policy::{
 use crate::decision::contract::Product;
 use crate::decision::routes::{RouteTable, Target};
 use crate::model::identity::Principal;
+use crate::model::response::ResponseTransform;
 
 use super::*;
 
@@ -234,6 +235,9 @@ pub(super) struct ProductEntry {
     pub(super) product: Product,
     pub(super) resource: Resource,
     pub(super) datasets: Vec<Resource>,
+    /// What the response stage does to its responses (today: lifecycle
+    /// headers); `None` for most products, and then nothing runs.
+    pub(super) response: Option<Arc<dyn ResponseTransform>>,
 }
 
 /// Adds `p` (static, or linked from a template of `from`) to `to`. Ids are
@@ -257,6 +261,12 @@ pub(super) fn add_policy(to: &mut PolicySet, p: &Policy, from: &PolicySet) {
 impl Snapshot {
     pub fn routes(&self) -> &RouteTable {
         &self.routes
+    }
+
+    /// The response transform of what `target` leads to, chosen when the
+    /// request is routed.
+    pub fn response_transform(&self, target: &Target) -> Option<&Arc<dyn ResponseTransform>> {
+        self.products.get(target.product)?.response.as_ref()
     }
 
     pub fn schema(&self) -> &Schema {

@@ -1,0 +1,359 @@
+//! A product version's lifecycle, read from its contract, and what it
+//! puts on the wire: `Deprecation` (RFC 9745), `Sunset` (RFC 8594) and
+//! `Link` headers on every response of a version that is or will be
+//! deprecated.
+//!
+//! From the ODCS contract: `status` (`proposed`, `draft`, `active`,
+//! `deprecated`, `retired`); `slaProperties` `endOfSupport` (the date the
+//! version is deprecated: `Deprecation`) and `endOfLife` (the date it stops
+//! answering: `Sunset`); and two custom properties, `successorVersion` (a
+//! URI reference to the version that replaces it: `Link` with
+//! `rel="successor-version"`, RFC 5829) and `deprecationLink` (a page
+//! about the deprecation: `Link` with `rel="deprecation"`, RFC 9745).
+//! Dates are RFC 3339 dates (`2027-06-30`, midnight UTC) or date-times.
+
+use std::time::SystemTime;
+
+use http::header::{HeaderName, HeaderValue, LINK};
+
+use crate::model::response::{BodyTransform, ResponseTransform, TransformError};
+
+/// The contract's `status`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Proposed,
+    Draft,
+    #[default]
+    Active,
+    Deprecated,
+    Retired,
+}
+
+/// Where a product version stands in its life.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Lifecycle {
+    pub status: Status,
+    /// `endOfSupport`: when the version is (or was) deprecated.
+    pub end_of_support: Option<SystemTime>,
+    /// `endOfLife`: when it stops answering.
+    pub end_of_life: Option<SystemTime>,
+    /// `successorVersion`: the version to move to.
+    pub successor: Option<String>,
+    /// `deprecationLink`: what to read about the deprecation.
+    pub deprecation_link: Option<String>,
+}
+
+/// A lifecycle field that does not hold what it must; the contract
+/// reader names the file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LifecycleError {
+    pub field: &'static str,
+    pub message: String,
+}
+
+impl Lifecycle {
+    /// Reads a contract's lifecycle: its `status`, an `slaProperties`
+    /// value by property name, a custom property by name.
+    pub fn read<'v>(
+        status: Option<Status>,
+        sla: impl Fn(&str) -> Option<&'v serde_yaml_ng::Value>,
+        custom: impl Fn(&str) -> Option<&'v serde_yaml_ng::Value>,
+    ) -> Result<Lifecycle, LifecycleError> {
+        let date = |property: &str, field: &'static str| {
+            sla(property)
+                .map(|v| {
+                    let text = v.as_str().ok_or_else(|| LifecycleError {
+                        field,
+                        message: "must be a date written as a string, e.g. \"2027-06-30\"".into(),
+                    })?;
+                    parse_date(text).map_err(|message| LifecycleError { field, message })
+                })
+                .transpose()
+        };
+        let text = |property: &str, field: &'static str| {
+            custom(property)
+                .map(|v| {
+                    v.as_str()
+                        .map(str::to_string)
+                        .ok_or_else(|| LifecycleError {
+                            field,
+                            message: "must be a string (a URI reference)".into(),
+                        })
+                })
+                .transpose()
+        };
+        let lifecycle = Lifecycle {
+            status: status.unwrap_or_default(),
+            end_of_support: date("endOfSupport", "slaProperties.endOfSupport")?,
+            end_of_life: date("endOfLife", "slaProperties.endOfLife")?,
+            successor: text("successorVersion", "customProperties.successorVersion")?,
+            deprecation_link: text("deprecationLink", "customProperties.deprecationLink")?,
+        };
+        lifecycle.check()?;
+        // Made once here so that a bad link is refused at load.
+        lifecycle.headers()?;
+        Ok(lifecycle)
+    }
+
+    /// Checks what the reader took from the contract: a deprecated version
+    /// says from when, and a version does not sunset before it is
+    /// deprecated (RFC 8594 section 3 and RFC 9745 section 5.1).
+    pub fn check(&self) -> Result<(), LifecycleError> {
+        if self.status == Status::Deprecated && self.end_of_support.is_none() {
+            return Err(LifecycleError {
+                field: "slaProperties.endOfSupport",
+                message: "required when `status` is `deprecated`: the date the version is deprecated (sent as `Deprecation`)".into(),
+            });
+        }
+        if let (Some(dep), Some(sunset)) = (self.end_of_support, self.end_of_life) {
+            if sunset < dep {
+                return Err(LifecycleError {
+                    field: "slaProperties.endOfLife",
+                    message: format!(
+                        "{} is before endOfSupport {}: a version cannot sunset before it is deprecated",
+                        humantime::format_rfc3339_seconds(sunset),
+                        humantime::format_rfc3339_seconds(dep),
+                    ),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// The headers every response of this version carries, when it is or
+    /// will be deprecated or sunset; `None` for a version with nothing to
+    /// announce.
+    pub fn headers(&self) -> Result<Option<LifecycleHeaders>, LifecycleError> {
+        if self.end_of_support.is_none() && self.end_of_life.is_none() {
+            return Ok(None);
+        }
+        // A structured-field Date (RFC 9651 3.3.7): `@` and Unix seconds.
+        let deprecation = self
+            .end_of_support
+            .map(|t| HeaderValue::from_str(&format!("@{}", unix_seconds(t))))
+            .transpose()
+            .map_err(|_| LifecycleError {
+                field: "slaProperties.endOfSupport",
+                message: "cannot be written as a structured-field date".into(),
+            })?;
+        let sunset = self
+            .end_of_life
+            .map(|t| HeaderValue::from_str(&httpdate::fmt_http_date(t)))
+            .transpose()
+            .map_err(|_| LifecycleError {
+                field: "slaProperties.endOfLife",
+                message: "cannot be written as an HTTP-date".into(),
+            })?;
+        let mut links = Vec::new();
+        for (target, rel, field) in [
+            (
+                &self.deprecation_link,
+                "deprecation",
+                "customProperties.deprecationLink",
+            ),
+            (
+                &self.successor,
+                "successor-version",
+                "customProperties.successorVersion",
+            ),
+        ] {
+            if let Some(t) = target {
+                links.push(link(t, rel, field)?);
+            }
+        }
+        Ok(Some(LifecycleHeaders {
+            deprecation,
+            sunset,
+            links,
+        }))
+    }
+}
+
+/// One `Link` field value (RFC 8288): `<target>; rel="…"`. The target must
+/// be a URI reference without what would end or break the `<…>`.
+fn link(target: &str, rel: &str, field: &'static str) -> Result<HeaderValue, LifecycleError> {
+    let refused = |why: &str| LifecycleError {
+        field,
+        message: format!("`{}`: {why}", target.escape_debug()),
+    };
+    if target.is_empty() {
+        return Err(refused("empty"));
+    }
+    if target
+        .chars()
+        .any(|c| c.is_whitespace() || c.is_control() || matches!(c, '<' | '>' | '"'))
+    {
+        return Err(refused(
+            "not a URI reference (spaces, quotes or angle brackets)",
+        ));
+    }
+    target
+        .parse::<http::Uri>()
+        .map_err(|e| refused(&format!("not a URI reference: {e}")))?;
+    HeaderValue::from_str(&format!("<{target}>; rel=\"{rel}\""))
+        .map_err(|_| refused("not valid in a header"))
+}
+
+/// Seconds since the Unix epoch, negative before it.
+fn unix_seconds(t: SystemTime) -> i64 {
+    match t.duration_since(SystemTime::UNIX_EPOCH) {
+        Ok(d) => i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+        Err(e) => i64::try_from(e.duration().as_secs()).map_or(i64::MIN, |s| -s),
+    }
+}
+
+/// Parses an RFC 3339 date (midnight UTC) or date-time.
+pub fn parse_date(text: &str) -> Result<SystemTime, String> {
+    use time::format_description::well_known::{Iso8601, Rfc3339};
+    let t = text.trim();
+    let at = match time::OffsetDateTime::parse(t, &Rfc3339) {
+        Ok(dt) => dt,
+        Err(_) => time::Date::parse(t, &Iso8601::DATE)
+            .map(|d| d.midnight().assume_utc())
+            .map_err(|_| {
+                format!(
+                    "`{}`: not an RFC 3339 date (2027-06-30) or date-time (2027-06-30T12:00:00Z)",
+                    t.escape_debug()
+                )
+            })?,
+    };
+    Ok(SystemTime::from(at))
+}
+
+/// The response transform of a version with a lifecycle to announce:
+/// header values made once, when the snapshot is built.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LifecycleHeaders {
+    deprecation: Option<HeaderValue>,
+    sunset: Option<HeaderValue>,
+    links: Vec<HeaderValue>,
+}
+
+const DEPRECATION: HeaderName = HeaderName::from_static("deprecation");
+const SUNSET: HeaderName = HeaderName::from_static("sunset");
+
+impl ResponseTransform for LifecycleHeaders {
+    /// Sets `Deprecation` and `Sunset` (the contract, not the upstream, is
+    /// what the node answers for) and adds the `Link`s beside any of the
+    /// upstream's own.
+    fn head(
+        &self,
+        head: &mut http::response::Parts,
+    ) -> Result<Option<Box<dyn BodyTransform>>, TransformError> {
+        let h = &mut head.headers;
+        if let Some(v) = &self.deprecation {
+            h.insert(DEPRECATION, v.clone());
+        }
+        if let Some(v) = &self.sunset {
+            h.insert(SUNSET, v.clone());
+        }
+        for l in &self.links {
+            h.append(LINK, l.clone());
+        }
+        Ok(None)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn at(text: &str) -> SystemTime {
+        parse_date(text).expect("date")
+    }
+
+    #[test]
+    fn dates_are_rfc3339_dates_or_date_times() {
+        assert_eq!(
+            at("2027-06-30"),
+            SystemTime::UNIX_EPOCH + Duration::from_secs(1_814_313_600)
+        );
+        assert_eq!(
+            at("2027-06-30T02:00:00+02:00"),
+            SystemTime::UNIX_EPOCH + Duration::from_secs(1_814_313_600)
+        );
+        let e = parse_date("30/06/2027").expect_err("not RFC 3339");
+        assert!(e.contains("not an RFC 3339 date"), "{e}");
+        assert!(parse_date("2027-02-30").is_err());
+    }
+
+    #[test]
+    fn headers_have_the_rfc_formats() {
+        let l = Lifecycle {
+            status: Status::Deprecated,
+            end_of_support: Some(at("2026-01-01")),
+            end_of_life: Some(at("2027-06-30")),
+            successor: Some("/v2/orders".into()),
+            deprecation_link: Some("https://docs.example/orders/v1".into()),
+        };
+        l.check().expect("consistent");
+        let t = l
+            .headers()
+            .expect("headers")
+            .expect("something to announce");
+        let mut head = http::Response::new(()).into_parts().0;
+        head.headers
+            .insert(LINK, HeaderValue::from_static("</next>; rel=\"next\""));
+        assert!(t.head(&mut head).expect("head").is_none());
+        assert_eq!(head.headers["deprecation"], "@1767225600");
+        assert_eq!(head.headers["sunset"], "Wed, 30 Jun 2027 00:00:00 GMT");
+        let links: Vec<_> = head.headers.get_all(LINK).iter().collect();
+        assert_eq!(
+            links,
+            [
+                "</next>; rel=\"next\"",
+                "<https://docs.example/orders/v1>; rel=\"deprecation\"",
+                "</v2/orders>; rel=\"successor-version\"",
+            ]
+        );
+    }
+
+    #[test]
+    fn read_takes_the_contract_fields_and_names_the_bad_one() {
+        let sla: serde_yaml_ng::Value =
+            serde_yaml_ng::from_str("endOfSupport: '2026-01-01'\nendOfLife: 2027-06-30\n")
+                .expect("yaml");
+        let custom: serde_yaml_ng::Value =
+            serde_yaml_ng::from_str("successorVersion: /v2/orders\n").expect("yaml");
+        let l = Lifecycle::read(Some(Status::Deprecated), |k| sla.get(k), |k| custom.get(k))
+            .expect("lifecycle");
+        assert_eq!(l.end_of_life, Some(at("2027-06-30")));
+        assert_eq!(l.successor.as_deref(), Some("/v2/orders"));
+        let number: serde_yaml_ng::Value =
+            serde_yaml_ng::from_str("endOfLife: 2027").expect("yaml");
+        let e = Lifecycle::read(None, |k| number.get(k), |_| None).expect_err("a number");
+        assert_eq!(e.field, "slaProperties.endOfLife");
+    }
+
+    #[test]
+    fn inconsistent_or_malformed_lifecycles_are_refused() {
+        let deprecated = Lifecycle {
+            status: Status::Deprecated,
+            ..Lifecycle::default()
+        };
+        assert_eq!(
+            deprecated.check().expect_err("no date").field,
+            "slaProperties.endOfSupport"
+        );
+        let backwards = Lifecycle {
+            end_of_support: Some(at("2027-01-01")),
+            end_of_life: Some(at("2026-01-01")),
+            ..Lifecycle::default()
+        };
+        let e = backwards.check().expect_err("sunset first");
+        assert_eq!(e.field, "slaProperties.endOfLife");
+        assert!(e.message.contains("before endOfSupport"), "{}", e.message);
+        let bad_link = Lifecycle {
+            end_of_support: Some(at("2027-01-01")),
+            successor: Some("/v2> ; rel=\"evil\"".into()),
+            ..Lifecycle::default()
+        };
+        assert_eq!(
+            bad_link.headers().expect_err("link").field,
+            "customProperties.successorVersion"
+        );
+        assert_eq!(Lifecycle::default().headers(), Ok(None));
+    }
+}

@@ -1,0 +1,45 @@
+//! The response stage's seam: what may change a response on its way from
+//! the product's server to the caller.
+//!
+//! A [`ResponseTransform`] is chosen when the request is routed (the
+//! decision layer attaches one to what a route leads to; absent by
+//! default, and then nothing of this runs). It sees the response head and
+//! may change its headers; when the body must change too it returns a
+//! [`BodyTransform`], which the pipeline feeds the body through as it
+//! streams. Failing is closed: an error from either ends the response
+//! without the bytes that could not be made safe (before the head: a 502;
+//! after it: the stream is cut, which the client sees as an incomplete
+//! response, and the audit event says `complete: false`).
+
+use bytes::Bytes;
+
+/// Why the response stage could not pass a response on. The message is
+/// logged; the caller learns only that the response failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{transform}: {reason}")]
+pub struct TransformError {
+    /// The transform that failed.
+    pub transform: &'static str,
+    pub reason: String,
+}
+
+/// Changes the responses of one route.
+pub trait ResponseTransform: Send + Sync + std::fmt::Debug {
+    /// Adjusts the head of an upstream response. Returns the transformer
+    /// of its body when the body must change too (the pipeline then drops
+    /// `Content-Length`: the length is no longer the upstream's).
+    fn head(
+        &self,
+        head: &mut http::response::Parts,
+    ) -> Result<Option<Box<dyn BodyTransform>>, TransformError>;
+}
+
+/// Rewrites one response body as it streams: each chunk in, what may be
+/// sent now out (possibly nothing, while a value is still incomplete).
+pub trait BodyTransform: Send {
+    fn data(&mut self, chunk: Bytes) -> Result<Bytes, TransformError>;
+
+    /// The body has ended: what is still held back, or an error if the
+    /// body, taken whole, could not be made safe.
+    fn end(&mut self) -> Result<Bytes, TransformError>;
+}

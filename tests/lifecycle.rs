@@ -1,0 +1,150 @@
+//! A product version's lifecycle on the wire, through the real binary and
+//! curl: the response stage adds `Deprecation` (RFC 9745), `Sunset` (RFC
+//! 8594) and `Link` headers to every response of a deprecated version, and
+//! a contract whose lifecycle does not hold together is refused at load.
+
+mod common;
+
+use std::process::Command;
+
+use common::*;
+
+/// The example tree with the sales orders contract made a deprecated
+/// version: `status`, `endOfSupport`/`endOfLife` and the custom properties
+/// inserted into the contract as committed.
+fn deprecate_orders(pki: &Pki, end_of_support: &str, end_of_life: &str) -> String {
+    let policy = copy_policies(pki.dir.path());
+    let path = pki.path("policies/domains/sales/orders.odcs.yaml");
+    let text = std::fs::read_to_string(&path).expect("read contract");
+    let text = text
+        .replace("\nstatus: active\n", "\nstatus: deprecated\n")
+        .replace(
+            "slaProperties:\n",
+            &format!(
+                "slaProperties:\n  - {{ property: endOfSupport, value: \"{end_of_support}\" }}\n  - {{ property: endOfLife, value: \"{end_of_life}\" }}\n"
+            ),
+        )
+        .replace(
+            "customProperties:\n",
+            "customProperties:\n  - property: successorVersion\n    value: /v2/orders\n  - property: deprecationLink\n    value: https://docs.example/sales/orders/v1-deprecation\n",
+        );
+    assert!(text.contains("status: deprecated") && text.contains("successorVersion"));
+    std::fs::write(&path, text).expect("write contract");
+    policy
+}
+
+/// The response headers of one request (`curl -D -`), lower-cased names.
+fn headers(pki: &Pki, args: &[&str], url: &str) -> Vec<(String, String)> {
+    let mut all = vec!["-o", "/dev/null", "-D", "-"];
+    all.extend_from_slice(args);
+    all.push(url);
+    let out = curl(pki, Some("reporting"), &all);
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect()
+}
+
+fn values<'h>(h: &'h [(String, String)], name: &str) -> Vec<&'h str> {
+    h.iter()
+        .filter(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
+        .collect()
+}
+
+#[test]
+fn responses_of_a_deprecated_version_carry_deprecation_sunset_and_links() {
+    let pki = Pki::new();
+    pki.client(
+        "campaigns",
+        Leaf::client_spiffe("spiffe://mesh.local/ns/marketing/sa/campaigns"),
+    );
+    let up = Upstream::start();
+    // Deprecated in the past, sunset in the future: it still answers.
+    let policy = deprecate_orders(&pki, "2026-01-01", "2099-06-30T12:00:00Z");
+    let mg = Meshgate::start(pki.dir.path(), &config_yaml(&pki, &up.url(), &policy));
+
+    for (args, proto) in [
+        (&["--http1.1"][..], "HTTP/1.1"),
+        (&["--http2"][..], "HTTP/2"),
+        (&["-I"][..], "HEAD"),
+    ] {
+        let h = headers(&pki, args, &mg.url("/orders"));
+        let ctx = format!("{proto}: {h:?}");
+        // RFC 9745: a structured-field Date, `@` and Unix seconds.
+        assert_eq!(values(&h, "deprecation"), ["@1767225600"], "{ctx}");
+        // RFC 8594: an IMF-fixdate.
+        assert_eq!(
+            values(&h, "sunset"),
+            ["Tue, 30 Jun 2099 12:00:00 GMT"],
+            "{ctx}"
+        );
+        assert_eq!(
+            values(&h, "link"),
+            [
+                "<https://docs.example/sales/orders/v1-deprecation>; rel=\"deprecation\"",
+                "</v2/orders>; rel=\"successor-version\"",
+            ],
+            "{ctx}"
+        );
+    }
+
+    // The same node's other products announce nothing.
+    let h = headers(&pki, &[], &mg.url("/customers"));
+    assert!(
+        values(&h, "deprecation").is_empty() && values(&h, "sunset").is_empty(),
+        "{h:?}"
+    );
+    // A refusal is meshgate's own answer, not a response of the version.
+    let out = curl(
+        &pki,
+        Some("campaigns"),
+        &["-o", "/dev/null", "-D", "-", &mg.url("/orders")],
+    );
+    let text = String::from_utf8_lossy(&out.stdout).to_ascii_lowercase();
+    assert!(
+        text.lines().next().is_some_and(|l| l.contains(" 403")),
+        "{text}"
+    );
+    assert!(!text.contains("deprecation:"), "{text}");
+}
+
+#[test]
+fn a_lifecycle_that_does_not_hold_together_is_refused_with_its_file_and_field() {
+    let pki = Pki::new();
+    for (support, life, field, why) in [
+        (
+            "2027-01-01",
+            "2026-06-30",
+            "slaProperties.endOfLife",
+            "before endOfSupport",
+        ),
+        (
+            "30/06/2027",
+            "2028-01-01",
+            "slaProperties.endOfSupport",
+            "not an RFC 3339 date",
+        ),
+    ] {
+        let policy = deprecate_orders(&pki, support, life);
+        let cfg = pki.path("bad.yaml");
+        std::fs::write(&cfg, config_yaml(&pki, "http://127.0.0.1:8080", &policy))
+            .expect("write config");
+        for cmd in ["run", "validate"] {
+            let out = Command::new(bin())
+                .args([cmd, "--config"])
+                .arg(&cfg)
+                .output()
+                .expect("meshgate");
+            assert!(!out.status.success(), "{cmd} accepted {support}..{life}");
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(
+                err.contains("domains/sales/orders.odcs.yaml")
+                    && err.contains(field)
+                    && err.contains(why),
+                "{cmd}: {err}"
+            );
+        }
+    }
+}
