@@ -1,10 +1,93 @@
 //! Watching files for changes: a debounced tick per burst of changes in a
-//! set of directories, and the directories to watch for a set of files.
+//! set of directories, the directories to watch for a set of files, and
+//! `Changes`, the watched sets and SIGHUP as one stream of reasons to reload.
 
 use std::path::{Path, PathBuf};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
+use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::sync::mpsc;
+
+/// Why to reload: a change in the watched set tagged `T`, or SIGHUP
+/// (everything).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Change<T> {
+    Files(T),
+    Hangup,
+}
+
+/// Sets of directories watched, each with its own debounce and tag, and
+/// SIGHUP: what a process that reloads on either waits on.
+pub struct Changes<T> {
+    /// Kept alive: dropping a watcher ends its watch.
+    watchers: Vec<notify::RecommendedWatcher>,
+    sets: Vec<(T, mpsc::Receiver<()>)>,
+    hangup: Option<Signal>,
+}
+
+impl<T: Copy> Changes<T> {
+    /// SIGHUP alone, until sets are added with `watch`. Without a SIGHUP
+    /// handler (it could not be installed: logged) only files count.
+    pub fn new() -> Changes<T> {
+        let hangup = signal(SignalKind::hangup())
+            .inspect_err(|e| tracing::warn!(error = %e, "cannot handle SIGHUP"))
+            .ok();
+        Changes {
+            watchers: Vec::new(),
+            sets: Vec::new(),
+            hangup,
+        }
+    }
+
+    /// Also watches `dirs` (see `watch`), a burst of changes there reported
+    /// once as `Change::Files(tag)`.
+    pub fn watch(
+        mut self,
+        tag: T,
+        dirs: &[PathBuf],
+        debounce: Duration,
+    ) -> Result<Changes<T>, notify::Error> {
+        let (watcher, ticks) = watch(dirs, debounce)?;
+        self.watchers.push(watcher);
+        self.sets.push((tag, ticks));
+        Ok(self)
+    }
+
+    /// The next reason to reload; `None` once none can come.
+    pub async fn next(&mut self) -> Option<Change<T>> {
+        std::future::poll_fn(|cx| self.poll_next(cx)).await
+    }
+
+    fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<Change<T>>> {
+        if let Some(hup) = self.hangup.as_mut() {
+            match hup.poll_recv(cx) {
+                Poll::Ready(Some(())) => return Poll::Ready(Some(Change::Hangup)),
+                Poll::Ready(None) => self.hangup = None,
+                Poll::Pending => {}
+            }
+        }
+        let mut open = self.hangup.is_some();
+        for (tag, ticks) in &mut self.sets {
+            match ticks.poll_recv(cx) {
+                Poll::Ready(Some(())) => return Poll::Ready(Some(Change::Files(*tag))),
+                Poll::Ready(None) => {}
+                Poll::Pending => open = true,
+            }
+        }
+        if open {
+            Poll::Pending
+        } else {
+            Poll::Ready(None)
+        }
+    }
+}
+
+impl<T: Copy> Default for Changes<T> {
+    fn default() -> Self {
+        Changes::new()
+    }
+}
 
 /// Watches `dirs` and sends a tick (debounced) whenever something in them changes.
 /// The returned watcher must be kept alive.
@@ -141,6 +224,31 @@ mod tests {
                 .await
                 .is_err(),
             "a change beside the link counted"
+        );
+    }
+
+    /// Each set reports its own tag, and nothing else is reported.
+    #[tokio::test]
+    async fn changes_tell_the_sets_apart() {
+        let a = tempfile::tempdir().expect("tempdir");
+        let b = tempfile::tempdir().expect("tempdir");
+        let mut changes = Changes::new()
+            .watch('a', &[a.path().to_path_buf()], Duration::from_millis(50))
+            .expect("watch a")
+            .watch('b', &[b.path().to_path_buf()], Duration::from_millis(50))
+            .expect("watch b");
+        for (dir, tag) in [(&b, 'b'), (&a, 'a')] {
+            std::fs::write(dir.path().join("x"), "x").expect("write");
+            let change = tokio::time::timeout(Duration::from_secs(5), changes.next())
+                .await
+                .expect("a change in time");
+            assert_eq!(change, Some(Change::Files(tag)));
+        }
+        assert!(
+            tokio::time::timeout(Duration::from_millis(300), changes.next())
+                .await
+                .is_err(),
+            "a change reported twice"
         );
     }
 }

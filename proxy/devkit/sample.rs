@@ -11,6 +11,8 @@ use hyper_util::rt::TokioIo;
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
 
+use crate::transport::listener::Acceptor;
+
 /// The product's data, serialized once.
 struct Orders {
     all: Bytes,
@@ -66,11 +68,9 @@ fn orders() -> Orders {
 /// Serves the sample product on `listener` until the task is dropped.
 pub async fn serve(listener: TcpListener) {
     let data = Arc::new(orders());
+    let mut listener = Acceptor::new(listener, "sample");
     loop {
-        let Ok((tcp, _)) = listener.accept().await else {
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-            continue;
-        };
+        let (tcp, _) = listener.accept().await;
         let _ = tcp.set_nodelay(true);
         let data = data.clone();
         tokio::spawn(async move {

@@ -10,7 +10,8 @@
 //! and the kubelet swap Secret volumes through a `..data` symlink) or on
 //! SIGHUP; a pair that does not load keeps the previous one.
 //!
-//! Plain HTTP on `webhook.admin`: `/ready`, `/live`, `/metrics`.
+//! Plain HTTP on `webhook.admin`: `/ready`, `/live`, `/metrics`, served by
+//! the sidecar's admin server (`runtime::admin`).
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -32,7 +33,10 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::net::TcpListener;
 
+use crate::base::watch::Changes;
 use crate::k8s::inject::{InjectorConfig, Outcome, WebhookConfig, WebhookTls};
+use crate::runtime::admin::{Admin, Probes};
+use crate::transport::listener::Acceptor;
 
 /// Largest AdmissionReview accepted (the API server's own request limit is 3 MiB).
 const MAX_BODY: usize = 8 * 1024 * 1024;
@@ -215,23 +219,12 @@ impl Bound {
         } = self;
         let dirs =
             crate::base::watch::dirs_of(&[webhook.tls.cert.clone(), webhook.tls.key.clone()]);
-        let (_watcher, mut changes) = crate::base::watch::watch(&dirs, Duration::from_millis(200))?;
+        let mut changes = Changes::new().watch((), &dirs, Duration::from_millis(200))?;
         let reload_state = state.clone();
         let reload_tls = webhook.tls.clone();
         tokio::spawn(async move {
-            let mut hup =
-                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
-            loop {
-                let hup_recv = async {
-                    match hup.as_mut() {
-                        Some(h) => h.recv().await,
-                        None => std::future::pending().await,
-                    }
-                };
-                tokio::select! {
-                    c = changes.recv() => if c.is_none() { break },
-                    _ = hup_recv => {},
-                }
+            // A change of the pair's directory or SIGHUP: re-read it.
+            while changes.next().await.is_some() {
                 reload(&reload_state, &reload_tls);
             }
         });
@@ -239,7 +232,8 @@ impl Bound {
             .local_addr()
             .map(|a| a.to_string())
             .unwrap_or_default();
-        tokio::spawn(serve_admin(admin, state.clone()));
+        tokio::spawn(crate::runtime::admin::serve(admin, state.clone()));
+        let mut listener = Acceptor::new(listener, "webhook");
         tracing::info!(
             listen = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(),
             admin = %admin_addr,
@@ -253,7 +247,7 @@ impl Bound {
         // Fail, refuse pods); then drain the open requests.
         let mut delay: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;
         loop {
-            let accepted = tokio::select! {
+            let (tcp, _peer) = tokio::select! {
                 biased;
                 _ = &mut shutdown, if delay.is_none() => {
                     state.draining.store(true, std::sync::atomic::Ordering::Release);
@@ -262,48 +256,9 @@ impl Bound {
                     continue;
                 }
                 _ = async { if let Some(d) = delay.as_mut() { d.await } else { std::future::pending().await } } => break,
-                r = listener.accept() => r,
+                accepted = listener.accept() => accepted,
             };
-            let (tcp, _peer) = match accepted {
-                Ok(x) => x,
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            };
-            let state = state.clone();
-            let watcher = graceful.watcher();
-            tokio::spawn(async move {
-                let acceptor = tokio_rustls::TlsAcceptor::from(state.tls.load_full());
-                let tls = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp))
-                    .await
-                {
-                    Ok(Ok(t)) => t,
-                    Ok(Err(e)) => {
-                        tracing::debug!(error = %e, "webhook handshake failed");
-                        return;
-                    }
-                    Err(_) => return,
-                };
-                let svc = hyper::service::service_fn(move |req| {
-                    let state = state.clone();
-                    async move { Ok::<_, Infallible>(handle(&state, req).await) }
-                });
-                let mut builder =
-                    hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-                builder
-                    .http1()
-                    .timer(TokioTimer::new())
-                    .header_read_timeout(Duration::from_secs(10));
-                let _ = watcher
-                    .watch(
-                        builder
-                            .serve_connection(TokioIo::new(tls), svc)
-                            .into_owned(),
-                    )
-                    .await;
-            });
+            tokio::spawn(connection(state.clone(), tcp, graceful.watcher()));
         }
         drop(listener);
         if tokio::time::timeout(Duration::from_secs(10), graceful.shutdown())
@@ -315,6 +270,40 @@ impl Bound {
         tracing::info!("meshgate injector stopped");
         Ok(())
     }
+}
+
+/// One API server connection: TLS, then HTTP/1.1 or HTTP/2 until it closes
+/// or, at shutdown, closes gracefully.
+async fn connection(
+    state: Arc<State>,
+    tcp: tokio::net::TcpStream,
+    watcher: hyper_util::server::graceful::Watcher,
+) {
+    let acceptor = tokio_rustls::TlsAcceptor::from(state.tls.load_full());
+    let tls = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
+        Ok(Ok(t)) => t,
+        Ok(Err(e)) => {
+            tracing::debug!(error = %e, "webhook handshake failed");
+            return;
+        }
+        Err(_) => return,
+    };
+    let svc = hyper::service::service_fn(move |req| {
+        let state = state.clone();
+        async move { Ok::<_, Infallible>(handle(&state, req).await) }
+    });
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(10));
+    let _ = watcher
+        .watch(
+            builder
+                .serve_connection(TokioIo::new(tls), svc)
+                .into_owned(),
+        )
+        .await;
 }
 
 fn reload(state: &State, tls: &WebhookTls) {
@@ -443,52 +432,19 @@ pub(crate) fn review_json(
     serde_json::to_vec(&v)
 }
 
-async fn serve_admin(listener: TcpListener, state: Arc<State>) {
-    loop {
-        let (tcp, _) = match listener.accept().await {
-            Ok(x) => x,
-            Err(e) => {
-                tracing::warn!(error = %e, "admin accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let state = state.clone();
-        tokio::spawn(async move {
-            let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
-                let state = state.clone();
-                async move {
-                    let resp = match (req.method(), req.uri().path()) {
-                        (&Method::GET | &Method::HEAD, "/live") => {
-                            respond(StatusCode::OK, "text/plain; charset=utf-8", "ok\n")
-                        }
-                        (&Method::GET | &Method::HEAD, "/ready")
-                            if state.draining.load(std::sync::atomic::Ordering::Acquire) =>
-                        {
-                            respond(
-                                StatusCode::SERVICE_UNAVAILABLE,
-                                "text/plain; charset=utf-8",
-                                "shutting down\n",
-                            )
-                        }
-                        (&Method::GET | &Method::HEAD, "/ready") => {
-                            respond(StatusCode::OK, "text/plain; charset=utf-8", "ok\n")
-                        }
-                        (&Method::GET | &Method::HEAD, "/metrics") => respond(
-                            StatusCode::OK,
-                            crate::observe::exposition::PROMETHEUS_TEXT,
-                            crate::observe::exposition::to_prometheus_text(&state.metrics.encode()),
-                        ),
-                        _ => respond(StatusCode::NOT_FOUND, "text/plain", "not found\n"),
-                    };
-                    Ok::<_, Infallible>(resp)
-                }
-            });
-            let _ = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(Duration::from_secs(10))
-                .serve_connection(TokioIo::new(tcp), svc)
-                .await;
-        });
+impl Admin for State {
+    const PROBES: Probes = Probes {
+        live: "ok\n",
+        ready: "ok\n",
+        not_ready: "shutting down\n",
+    };
+
+    /// Not after SIGTERM: the endpoint is leaving the Service.
+    fn is_ready(&self) -> bool {
+        !self.draining.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    fn metrics(&self) -> String {
+        self.metrics.encode()
     }
 }

@@ -30,6 +30,16 @@ pub fn wants_openmetrics(accept: Option<&str>) -> bool {
     })
 }
 
+/// The body and content type of `/metrics` for a request's `Accept`, from
+/// the OpenMetrics exposition of a registry.
+pub fn negotiate(accept: Option<&str>, openmetrics: String) -> (String, &'static str) {
+    if wants_openmetrics(accept) {
+        (openmetrics, OPENMETRICS)
+    } else {
+        (to_prometheus_text(&openmetrics), PROMETHEUS_TEXT)
+    }
+}
+
 /// The Prometheus text format (0.0.4) of an OpenMetrics exposition.
 pub fn to_prometheus_text(openmetrics: &str) -> String {
     // Families whose samples carry a suffix their OpenMetrics name lacks.

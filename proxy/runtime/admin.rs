@@ -1,113 +1,188 @@
-//! The admin listener (plain HTTP, its own port): /live, /ready, /metrics.
+//! The admin listener (plain HTTP, its own port) of the sidecar and of the
+//! injector's webhook alike: `/live`, `/ready`, `/metrics` (OpenMetrics to
+//! a scraper that asks for it, the Prometheus text format to anyone else),
+//! and the routes a process adds (the sidecar's `/policy`). GET and HEAD
+//! only (405); anything else is 404.
+//!
+//! Here, not in `observe/`, because it chooses HTTP statuses; the webhook
+//! (`k8s/`) may import the runtime.
 
 use std::convert::Infallible;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
-use http::{header, Method, Request, Response, StatusCode};
+use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::Full;
-use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 
 use crate::observe::exposition;
-use crate::runtime::sidecar::Sidecar;
+use crate::transport::listener::Acceptor;
 
-pub async fn serve(listener: TcpListener, sc: Arc<Sidecar>) {
+/// What differs between the processes serving an admin port.
+pub trait Admin: Send + Sync + 'static {
+    /// The bodies of the probes' answers.
+    const PROBES: Probes;
+
+    /// 200 on `/ready` (else 503).
+    fn is_ready(&self) -> bool;
+
+    /// The metrics, in OpenMetrics text.
+    fn metrics(&self) -> String;
+
+    /// An answer to a GET of a path the admin port does not know itself.
+    fn route(&self, _path: &str) -> Option<Response<Full<Bytes>>> {
+        None
+    }
+}
+
+/// The bodies of the probes' answers. They differ by process (the sidecar
+/// says `live`/`ready`, the injector `ok`) and stay so: a script may read them.
+pub struct Probes {
+    pub live: &'static str,
+    pub ready: &'static str,
+    pub not_ready: &'static str,
+}
+
+/// Serves the admin port until the task is dropped.
+pub async fn serve<A: Admin>(listener: TcpListener, admin: Arc<A>) {
+    let mut acceptor = Acceptor::new(listener, "admin");
     loop {
-        let (tcp, _) = match listener.accept().await {
-            Ok(x) => x,
-            Err(e) => {
-                tracing::warn!(error = %e, "admin accept failed");
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let sc = sc.clone();
+        let (tcp, _) = acceptor.accept().await;
+        let admin = admin.clone();
         tokio::spawn(async move {
             let svc = hyper::service::service_fn(move |req| {
-                let sc = sc.clone();
-                async move { Ok::<_, Infallible>(route(&sc, &req)) }
+                let admin = admin.clone();
+                async move { Ok::<_, Infallible>(route(&*admin, &req)) }
             });
             let _ = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
-                .header_read_timeout(std::time::Duration::from_secs(10))
+                .header_read_timeout(Duration::from_secs(10))
                 .serve_connection(TokioIo::new(tcp), svc)
                 .await;
         });
     }
 }
 
-fn route(sc: &Sidecar, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+fn route<A: Admin, B>(admin: &A, req: &Request<B>) -> Response<Full<Bytes>> {
     if req.method() != Method::GET && req.method() != Method::HEAD {
         return text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
     }
     match req.uri().path() {
-        "/live" => text(StatusCode::OK, "live\n"),
-        "/ready" if sc.is_ready() => text(StatusCode::OK, "ready\n"),
-        "/ready" => text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n"),
-        "/policy" => policy(sc),
+        "/live" => text(StatusCode::OK, A::PROBES.live),
+        "/ready" if admin.is_ready() => text(StatusCode::OK, A::PROBES.ready),
+        "/ready" => text(StatusCode::SERVICE_UNAVAILABLE, A::PROBES.not_ready),
         "/metrics" => {
             let accept = req
                 .headers()
                 .get(header::ACCEPT)
                 .and_then(|v| v.to_str().ok());
-            let (body, content_type) = if exposition::wants_openmetrics(accept) {
-                (sc.gate.metrics.encode(), exposition::OPENMETRICS)
-            } else {
-                (
-                    exposition::to_prometheus_text(&sc.gate.metrics.encode()),
-                    exposition::PROMETHEUS_TEXT,
-                )
-            };
-            let mut resp = Response::new(Full::new(Bytes::from(body)));
-            resp.headers_mut().insert(
-                header::CONTENT_TYPE,
-                header::HeaderValue::from_static(content_type),
-            );
-            resp
+            let (body, content_type) = exposition::negotiate(accept, admin.metrics());
+            with_type(Response::new(Full::new(Bytes::from(body))), content_type)
         }
-        _ => text(StatusCode::NOT_FOUND, "not found\n"),
+        path => admin
+            .route(path)
+            .unwrap_or_else(|| text(StatusCode::NOT_FOUND, "not found\n")),
     }
 }
 
 fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
     let mut resp = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
     *resp.status_mut() = status;
-    resp.headers_mut().insert(
-        header::CONTENT_TYPE,
-        header::HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
+    with_type(resp, "text/plain; charset=utf-8")
+}
+
+/// `resp` with its `Content-Type`.
+pub fn with_type(
+    mut resp: Response<Full<Bytes>>,
+    content_type: &'static str,
+) -> Response<Full<Bytes>> {
+    resp.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     resp
 }
 
-/// `GET /policy`: which snapshot is live, and the last reload error.
-fn policy(sc: &Sidecar) -> Response<Full<Bytes>> {
-    let body = match &sc.gate.policy {
-        None => serde_json::json!({ "mode": "authenticated", "version": null }),
-        Some(store) => {
-            let s = store.current();
-            let last_error = store.last_error().map(|e| {
-                serde_json::json!({
-                    "at": humantime::format_rfc3339_seconds(e.at).to_string(),
-                    "errors": e.errors,
-                })
-            });
-            serde_json::json!({
-                "mode": "enforcing",
-                "version": &*s.version,
-                "loaded_at": humantime::format_rfc3339_seconds(s.loaded_at).to_string(),
-                "policies": s.policy_count(),
-                "shadow_policies": s.shadow_policy_count(),
-                "routes": s.routes().len(),
-                "last_error": last_error,
-            })
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Fake {
+        ready: bool,
+    }
+
+    impl Admin for Fake {
+        const PROBES: Probes = Probes {
+            live: "alive\n",
+            ready: "yes\n",
+            not_ready: "no\n",
+        };
+        fn is_ready(&self) -> bool {
+            self.ready
         }
-    };
-    let mut resp = Response::new(Full::new(Bytes::from(body.to_string())));
-    resp.headers_mut().insert(
-        header::CONTENT_TYPE,
-        header::HeaderValue::from_static("application/json"),
-    );
-    resp
+        fn metrics(&self) -> String {
+            "# TYPE x counter\nx_total 1\n# EOF\n".into()
+        }
+        fn route(&self, path: &str) -> Option<Response<Full<Bytes>>> {
+            (path == "/extra").then(|| Response::new(Full::new(Bytes::from_static(b"extra"))))
+        }
+    }
+
+    fn get(
+        admin: &Fake,
+        method: Method,
+        path: &str,
+        accept: Option<&str>,
+    ) -> Response<Full<Bytes>> {
+        let mut req = Request::builder().method(method).uri(path);
+        if let Some(a) = accept {
+            req = req.header(header::ACCEPT, a);
+        }
+        route(admin, &req.body(()).expect("request"))
+    }
+
+    fn content_type(resp: &Response<Full<Bytes>>) -> &str {
+        resp.headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn probes_metrics_extra_routes_and_the_rest() {
+        let up = Fake { ready: true };
+        let down = Fake { ready: false };
+        assert_eq!(
+            get(&up, Method::GET, "/live", None).status(),
+            StatusCode::OK
+        );
+        assert_eq!(
+            get(&up, Method::HEAD, "/ready", None).status(),
+            StatusCode::OK
+        );
+        assert_eq!(
+            get(&down, Method::GET, "/ready", None).status(),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        let m = get(&up, Method::GET, "/metrics", None);
+        assert_eq!(content_type(&m), exposition::PROMETHEUS_TEXT);
+        let m = get(
+            &up,
+            Method::GET,
+            "/metrics",
+            Some("application/openmetrics-text"),
+        );
+        assert_eq!(content_type(&m), exposition::OPENMETRICS);
+        assert_eq!(
+            get(&up, Method::GET, "/extra", None).status(),
+            StatusCode::OK
+        );
+        let nope = get(&up, Method::GET, "/nope", None);
+        assert_eq!(nope.status(), StatusCode::NOT_FOUND);
+        assert_eq!(content_type(&nope), "text/plain; charset=utf-8");
+        assert_eq!(
+            get(&up, Method::POST, "/live", None).status(),
+            StatusCode::METHOD_NOT_ALLOWED
+        );
+    }
 }

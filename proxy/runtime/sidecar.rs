@@ -1,5 +1,6 @@
 //! The data listener: accept, TLS, identity, HTTP/1.1 or HTTP/2 by ALPN, and the
-//! request path composed in one visible place (`connection`).
+//! request path composed in one visible place (`connection`); reloads on
+//! file changes and SIGHUP; what the admin port says of the sidecar.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -11,7 +12,9 @@ use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use http::HeaderValue;
+use http_body_util::Full;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulConnection;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -19,13 +22,16 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Notify, Semaphore};
 use tokio_rustls::TlsAcceptor;
 
+use crate::base::watch::{dirs_of, Change, Changes};
 use crate::decision::authz::PolicyInputs;
 use crate::decision::store::{Origin, PolicyStore};
 use crate::model::connection::ConnInfo;
 use crate::model::identity;
 use crate::observe::metrics::Metrics;
 use crate::pipeline::{request, Gate, RequestIds};
+use crate::runtime::admin::{self, Admin, Probes};
 use crate::runtime::config::Config;
+use crate::transport::listener::Acceptor;
 use crate::transport::tls::{self, TlsError, TlsStore};
 use crate::transport::upstream::{Upstream, UpstreamSettings};
 
@@ -65,10 +71,55 @@ pub struct Sidecar {
     draining: AtomicBool,
 }
 
-impl Sidecar {
-    /// 200 on `/ready`: everything is loaded and we are not draining.
-    pub fn is_ready(&self) -> bool {
+impl Admin for Sidecar {
+    const PROBES: Probes = Probes {
+        live: "live\n",
+        ready: "ready\n",
+        not_ready: "not ready\n",
+    };
+
+    /// Everything is loaded and we are not draining.
+    fn is_ready(&self) -> bool {
         self.ready.load(Ordering::Acquire) && !self.draining.load(Ordering::Acquire)
+    }
+
+    fn metrics(&self) -> String {
+        self.gate.metrics.encode()
+    }
+
+    fn route(&self, path: &str) -> Option<http::Response<Full<Bytes>>> {
+        (path == "/policy").then(|| self.policy())
+    }
+}
+
+impl Sidecar {
+    /// `GET /policy`: which snapshot is live, and the last reload error.
+    fn policy(&self) -> http::Response<Full<Bytes>> {
+        let body = match &self.gate.policy {
+            None => serde_json::json!({ "mode": "authenticated", "version": null }),
+            Some(store) => {
+                let s = store.current();
+                let last_error = store.last_error().map(|e| {
+                    serde_json::json!({
+                        "at": humantime::format_rfc3339_seconds(e.at).to_string(),
+                        "errors": e.errors,
+                    })
+                });
+                serde_json::json!({
+                    "mode": "enforcing",
+                    "version": &*s.version,
+                    "loaded_at": humantime::format_rfc3339_seconds(s.loaded_at).to_string(),
+                    "policies": s.policy_count(),
+                    "shadow_policies": s.shadow_policy_count(),
+                    "routes": s.routes().len(),
+                    "last_error": last_error,
+                })
+            }
+        };
+        admin::with_type(
+            http::Response::new(Full::new(Bytes::from(body.to_string()))),
+            "application/json",
+        )
     }
 }
 
@@ -249,53 +300,18 @@ impl Bound {
         let data_addr = data.local_addr().ok();
         let admin_addr = admin.local_addr().ok();
         tokio::spawn(crate::runtime::admin::serve(admin, sc.clone()));
-
-        let (_tls_watcher, mut tls_changes) =
-            crate::base::watch::watch(&sc.tls.watch_dirs(), Duration::from_millis(100))?;
         let policy_dirs = match sc.gate.policy.as_ref().map(|p| p.origin()) {
-            Some(Origin::Files(cfg)) => crate::base::watch::dirs_of(&cfg.watched_paths()),
+            Some(Origin::Files(cfg)) => dirs_of(&cfg.watched_paths()),
             _ => Vec::new(),
         };
-        let (_policy_watcher, mut policy_changes) =
-            crate::base::watch::watch(&policy_dirs, Duration::from_millis(250))?;
-        let reload_sc = sc.clone();
-        tokio::spawn(async move {
-            let mut hup =
-                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
-            loop {
-                let hangup = async {
-                    match hup.as_mut() {
-                        Some(s) => s.recv().await,
-                        None => std::future::pending().await,
-                    }
-                };
-                let (tls, policy) = tokio::select! {
-                    Some(()) = tls_changes.recv() => (true, false),
-                    Some(()) = policy_changes.recv() => (false, true),
-                    _ = hangup => {
-                        tracing::info!("SIGHUP: reloading TLS material and policies");
-                        (true, true)
-                    }
-                    else => break,
-                };
-                if tls {
-                    reload_sc.tls.reload(&reload_sc.gate.metrics);
-                }
-                if policy && reload_sc.gate.policy.is_some() {
-                    // Building a snapshot is CPU work: keep it off the request threads.
-                    let sc = reload_sc.clone();
-                    let _ = tokio::task::spawn_blocking(move || {
-                        if let Some(p) = sc.gate.policy.as_ref() {
-                            let reload = p.reload();
-                            sc.gate.metrics.policy_reloaded(&reload);
-                            reload.log();
-                            reload.retire();
-                        }
-                    })
-                    .await;
-                }
-            }
-        });
+        let changes = Changes::new()
+            .watch(
+                Watched::Tls,
+                &sc.tls.watch_dirs(),
+                Duration::from_millis(100),
+            )?
+            .watch(Watched::Policy, &policy_dirs, Duration::from_millis(250))?;
+        tokio::spawn(reload_on_change(sc.clone(), changes));
 
         sc.ready.store(true, Ordering::Release);
         tracing::info!(
@@ -328,7 +344,46 @@ impl Bound {
     }
 }
 
+/// What the sidecar watches for changes.
+#[derive(Clone, Copy)]
+enum Watched {
+    Tls,
+    Policy,
+}
+
+/// Reloads the TLS material or the policies when their files change, both
+/// on SIGHUP.
+async fn reload_on_change(sc: Arc<Sidecar>, mut changes: Changes<Watched>) {
+    while let Some(change) = changes.next().await {
+        let (tls, policy) = match change {
+            Change::Files(Watched::Tls) => (true, false),
+            Change::Files(Watched::Policy) => (false, true),
+            Change::Hangup => {
+                tracing::info!("SIGHUP: reloading TLS material and policies");
+                (true, true)
+            }
+        };
+        if tls {
+            sc.tls.reload(&sc.gate.metrics);
+        }
+        if policy && sc.gate.policy.is_some() {
+            // Building a snapshot is CPU work: keep it off the request threads.
+            let sc = sc.clone();
+            let _ = tokio::task::spawn_blocking(move || {
+                if let Some(p) = sc.gate.policy.as_ref() {
+                    let reload = p.reload();
+                    sc.gate.metrics.policy_reloaded(&reload);
+                    reload.log();
+                    reload.retire();
+                }
+            })
+            .await;
+        }
+    }
+}
+
 async fn accept_loop(sc: Arc<Sidecar>, listener: TcpListener, shutdown: impl Future<Output = ()>) {
+    let mut listener = Acceptor::new(listener, "data");
     // `true` once draining; every connection holds a receiver until it ends.
     let (draining, _) = watch::channel(false);
     let limit = Arc::new(Semaphore::new(sc.config.limits.max_connections));
@@ -345,15 +400,7 @@ async fn accept_loop(sc: Arc<Sidecar>, listener: TcpListener, shutdown: impl Fut
         let (tcp, peer) = tokio::select! {
             biased;
             _ = &mut shutdown => break,
-            r = listener.accept() => match r {
-                Ok(x) => x,
-                Err(e) => {
-                    // Out of file descriptors and the like: back off instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
+            accepted = listener.accept() => accepted,
         };
         let watcher = draining.subscribe();
         let sc = sc.clone();

@@ -1,5 +1,7 @@
-//! Bytes in and out: the TLS store and the upstream connection pool. Never
-//! imports the decision, the pipeline, the runtime or the audit trail.
+//! Bytes in and out: accepting connections, the TLS store and the upstream
+//! connection pool. Never imports the decision, the pipeline, the runtime or
+//! the audit trail.
 
+pub mod listener;
 pub mod tls;
 pub mod upstream;
