@@ -148,3 +148,71 @@ fn a_lifecycle_that_does_not_hold_together_is_refused_with_its_file_and_field() 
         }
     }
 }
+
+#[test]
+fn a_version_past_its_end_of_life_answers_410_naming_its_successor_audited_and_counted() {
+    let pki = Pki::new();
+    pki.client(
+        "campaigns",
+        Leaf::client_spiffe("spiffe://mesh.local/ns/marketing/sa/campaigns"),
+    );
+    let up = Upstream::start();
+    let policy = deprecate_orders(&pki, "2020-01-01", "2021-01-01");
+    let audit = pki.path("audit.log");
+    let extra = format!(
+        "{policy}audit:\n  sink: file\n  file: {}\n",
+        audit.display()
+    );
+    let mut mg = Meshgate::start(pki.dir.path(), &config_yaml(&pki, &up.url(), &extra));
+
+    let out = curl(
+        &pki,
+        Some("reporting"),
+        &["-D", "-", "--http1.1", &mg.url("/orders")],
+    );
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    assert!(head.starts_with("HTTP/1.1 410"), "{text}");
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("\r\nlink: </v2/orders>; rel=\"successor-version\""),
+        "{head}"
+    );
+    let v: serde_json::Value = serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}"));
+    assert_eq!(v["error"], "gone");
+    assert_eq!(v["successor"], "/v2/orders");
+    assert_eq!(
+        up.count(),
+        0,
+        "nothing of a retired version reaches the upstream"
+    );
+
+    // A caller the policies refuse learns nothing about the version.
+    let out = curl(
+        &pki,
+        Some("campaigns"),
+        &["-o", "/dev/null", "-w", "%{http_code}", &mg.url("/orders")],
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "403");
+
+    let m = mg.metrics();
+    assert_eq!(
+        metric_value(
+            &m,
+            "meshgate_requests_total{product=\"sales.orders\",action=\"read\",decision=\"retired\",class=\"4xx\"}"
+        ),
+        1.0,
+        "{m}"
+    );
+    assert!(mg.terminate().success());
+    let events: Vec<serde_json::Value> = std::fs::read_to_string(&audit)
+        .expect("audit file")
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    let gone: Vec<_> = events.iter().filter(|e| e["status"] == 410).collect();
+    assert_eq!(gone.len(), 1, "{events:?}");
+    assert_eq!(gone[0]["decision"], "retired");
+    assert_eq!(gone[0]["error"], "gone");
+    assert_eq!(gone[0]["product"], "sales.orders");
+}

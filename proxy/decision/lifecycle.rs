@@ -53,6 +53,12 @@ pub struct LifecycleError {
 }
 
 impl Lifecycle {
+    /// Whether the version has stopped answering at `now`: `retired`, or
+    /// past its `endOfLife`.
+    pub fn is_retired(&self, now: SystemTime) -> bool {
+        self.status == Status::Retired || self.end_of_life.is_some_and(|t| t <= now)
+    }
+
     /// Reads a contract's lifecycle: its `status`, an `slaProperties`
     /// value by property name, a custom property by name.
     pub fn read<'v>(
@@ -325,6 +331,23 @@ mod tests {
             serde_yaml_ng::from_str("endOfLife: 2027").expect("yaml");
         let e = Lifecycle::read(None, |k| number.get(k), |_| None).expect_err("a number");
         assert_eq!(e.field, "slaProperties.endOfLife");
+    }
+
+    #[test]
+    fn a_version_is_retired_by_its_status_or_past_its_end_of_life() {
+        let now = at("2027-01-01");
+        assert!(!Lifecycle::default().is_retired(now));
+        let retired = Lifecycle {
+            status: Status::Retired,
+            ..Lifecycle::default()
+        };
+        assert!(retired.is_retired(now));
+        let sunset = |date| Lifecycle {
+            end_of_life: Some(at(date)),
+            ..Lifecycle::default()
+        };
+        assert!(sunset("2027-01-01").is_retired(now));
+        assert!(!sunset("2027-01-02").is_retired(now));
     }
 
     #[test]

@@ -22,6 +22,10 @@ pub enum ProxyError {
     Unauthorized(crate::decision::jwt::TokenError),
     #[error("denied by policy")]
     Forbidden,
+    /// The product version is retired or past its end of life; the
+    /// version that replaces it, when its contract names one.
+    #[error("the product version is retired")]
+    Gone(Option<String>),
     #[error("over quota (tier {tier}); retry after {1} s", tier = .0.tier)]
     TooManyRequests(crate::decision::quota::QuotaState, u64),
     #[error("overloaded: too many requests in flight ({0})")]
@@ -50,6 +54,7 @@ impl ProxyError {
             ProxyError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ProxyError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ProxyError::Forbidden => StatusCode::FORBIDDEN,
+            ProxyError::Gone(_) => StatusCode::GONE,
             ProxyError::TooManyRequests(..) => StatusCode::TOO_MANY_REQUESTS,
             ProxyError::Overloaded(_)
             | ProxyError::QuotaUnavailable
@@ -70,6 +75,7 @@ impl ProxyError {
             ProxyError::MethodNotAllowed => "method_not_allowed",
             ProxyError::Unauthorized(_) => "invalid_token",
             ProxyError::Forbidden => "forbidden",
+            ProxyError::Gone(_) => "gone",
             ProxyError::TooManyRequests(..) => "quota_exceeded",
             ProxyError::Overloaded(_) => "overloaded",
             ProxyError::QuotaUnavailable => "quota_unavailable",
@@ -92,6 +98,7 @@ impl ProxyError {
             ProxyError::NoRoute | ProxyError::MethodNotAllowed => "no_route",
             ProxyError::Unauthorized(_) => "unauthenticated",
             ProxyError::Forbidden => "deny",
+            ProxyError::Gone(_) => "retired",
             ProxyError::TooManyRequests(..) => "rate_limited",
             ProxyError::Overloaded(_)
             | ProxyError::QuotaUnavailable
@@ -106,11 +113,14 @@ impl ProxyError {
     /// The response: a small JSON object with the error code and the request id.
     /// Details stay in the logs.
     pub fn to_response(&self, request_id: &HeaderValue) -> Response<ProxyBody> {
-        let body = serde_json::json!({
+        let mut body = serde_json::json!({
             "error": self.code(),
             "request_id": request_id.to_str().unwrap_or(""),
-        })
-        .to_string();
+        });
+        if let ProxyError::Gone(Some(successor)) = self {
+            body["successor"] = serde_json::Value::String(successor.clone());
+        }
+        let body = body.to_string();
         let mut resp = Response::new(ProxyBody::full(Bytes::from(body)));
         *resp.status_mut() = self.status();
         let h = resp.headers_mut();
@@ -129,6 +139,14 @@ impl ProxyError {
         if let ProxyError::TooManyRequests(state, retry_after) = self {
             h.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after));
             state.set_headers(h);
+        }
+        if let ProxyError::Gone(Some(successor)) = self {
+            // Checked to be a URI reference when the contract was read.
+            if let Ok(v) =
+                HeaderValue::from_str(&format!("<{successor}>; rel=\"successor-version\""))
+            {
+                h.insert(header::LINK, v);
+            }
         }
         if let ProxyError::Unauthorized(e) = self {
             // RFC 6750: the description is our own text, never the token.

@@ -10,6 +10,7 @@
 //! route, once, in one policy snapshot      404/405 -> Routed
 //! authenticate the end user                401
 //! decide with Cedar                        403   -> Decided
+//! a retired version (after the decision)   410
 //! admit against quotas                     429/503 -> Cleared
 //! forward over the pooled upstream         502/504
 //! response stage: the route's transform    502    (and quota headers)
@@ -307,6 +308,7 @@ impl<'a> Exchange<'a> {
             None => routed.lookup_began,
             Some(_) => Instant::now(),
         };
+        let now = SystemTime::now();
         let outcome = routed.snapshot.decide_routed(
             &conn.identity.principal,
             routed.target,
@@ -316,7 +318,7 @@ impl<'a> Exchange<'a> {
                 headers: req.headers(),
                 source_ip: conn.peer.ip(),
                 tls_version: conn.tls_version,
-                time: SystemTime::now(),
+                time: now,
                 user: user.as_deref(),
             },
         )?;
@@ -349,6 +351,13 @@ impl<'a> Exchange<'a> {
         self.learned.outcome = Some(outcome.clone());
         if !outcome.decision.allowed {
             return Err(ProxyError::Forbidden);
+        }
+        // Only a caller that may use the product learns that this version
+        // is gone, and where to go instead.
+        if let Some(l) = routed.snapshot.lifecycle(routed.target) {
+            if l.is_retired(now) {
+                return Err(ProxyError::Gone(l.successor.clone()));
+            }
         }
         Ok(Decided {
             routed,
@@ -614,6 +623,7 @@ fn log_refusal(e: &ProxyError, request_id: &HeaderValue, trace: &TraceContext, c
         // Refusals clients cause are counted in metrics and audited; a flood
         // of them must not flood the logs.
         ProxyError::Forbidden
+        | ProxyError::Gone(_)
         | ProxyError::NoRoute
         | ProxyError::MethodNotAllowed
         | ProxyError::BadPath(_)

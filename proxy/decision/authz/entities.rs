@@ -263,6 +263,13 @@ impl Snapshot {
         &self.routes
     }
 
+    /// The lifecycle of the product version `target` leads to.
+    pub fn lifecycle(&self, target: &Target) -> Option<&crate::decision::lifecycle::Lifecycle> {
+        self.products
+            .get(target.product)
+            .map(|p| &p.product.lifecycle)
+    }
+
     /// The response transform of what `target` leads to, chosen when the
     /// request is routed.
     pub fn response_transform(&self, target: &Target) -> Option<&Arc<dyn ResponseTransform>> {
