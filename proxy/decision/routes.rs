@@ -20,6 +20,21 @@ pub struct Target {
     pub user_token: crate::decision::contract::UserToken,
 }
 
+/// A route that cannot be added.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RouteError {
+    #[error("{0}")]
+    Pattern(String),
+    /// The method and path are routed already, by the product at index
+    /// `by_product` (the snapshot's reader names its file).
+    #[error("{route} is already routed (pattern `{by_pattern}`)")]
+    Taken {
+        route: String,
+        by_product: usize,
+        by_pattern: String,
+    },
+}
+
 #[derive(Debug, PartialEq, Eq)]
 pub enum Lookup<'a> {
     Found(&'a Target),
@@ -97,19 +112,25 @@ impl RouteTable {
     }
 
     /// Adds a route; the same method on the same pattern shape twice is an error.
-    pub fn insert(&mut self, method: Method, pattern: &str, target: Target) -> Result<(), String> {
+    pub fn insert(
+        &mut self,
+        method: Method,
+        pattern: &str,
+        target: Target,
+    ) -> Result<(), RouteError> {
         let mut node = &mut self.root;
-        for seg in segments(pattern)? {
+        for seg in segments(pattern).map_err(RouteError::Pattern)? {
             node = match seg {
                 Seg::Literal(l) => node.literals.entry(l.to_string()).or_default(),
                 Seg::Param => node.param.get_or_insert_with(Default::default),
             };
         }
         if let Some((_, existing)) = node.ends.iter().find(|(m, _)| *m == method) {
-            return Err(format!(
-                "{method} {pattern} is already routed (pattern `{}`)",
-                existing.pattern
-            ));
+            return Err(RouteError::Taken {
+                route: format!("{method} {pattern}"),
+                by_product: existing.product,
+                by_pattern: existing.pattern.clone(),
+            });
         }
         node.ends.push((method, target));
         self.len += 1;

@@ -13,7 +13,7 @@ use cedar_policy::{
 use serde::Deserialize;
 
 use crate::decision::contract::{self, Action, Product};
-use crate::decision::routes::{RouteTable, Target};
+use crate::decision::routes::{RouteError, RouteTable, Target};
 use crate::model::response::ResponseTransform;
 
 use super::*;
@@ -754,8 +754,26 @@ impl Catalogue {
                 pattern: r.path.clone(),
                 user_token: r.user_token.unwrap_or(p.user_token),
             };
-            if let Err(e) = self.routes.insert(r.method.clone(), &r.path, target) {
-                errors.push(format!("{}: customProperties.meshgateRoutes: {e}", p.file));
+            match self.routes.insert(r.method.clone(), &r.path, target) {
+                Ok(()) => {}
+                // Two contracts claiming one route: both files are named.
+                Err(RouteError::Taken {
+                    route,
+                    by_product,
+                    by_pattern,
+                }) if by_product != self.entries.len() => {
+                    let other = self
+                        .entries
+                        .get(by_product)
+                        .map_or("another contract", |e| e.product.file.as_str());
+                    errors.push(format!(
+                        "{}: customProperties.meshgateRoutes: {route} is already routed by {other} (pattern `{by_pattern}`)",
+                        p.file
+                    ));
+                }
+                Err(e) => {
+                    errors.push(format!("{}: customProperties.meshgateRoutes: {e}", p.file));
+                }
             }
         }
     }
