@@ -168,20 +168,6 @@ fn get(target: &str) -> Vec<u8> {
     format!("GET {target} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").into_bytes()
 }
 
-fn pki() -> Pki {
-    let pki = Pki::new();
-    pki.client("campaigns", Leaf::client_spiffe(CAMPAIGNS));
-    pki
-}
-
-fn start(pki: &Pki, up: &Upstream, extra: &str) -> Meshgate {
-    let policy = copy_policies(pki.dir.path());
-    Meshgate::start(
-        pki.dir.path(),
-        &config_yaml(pki, &up.url(), &format!("{policy}{extra}")),
-    )
-}
-
 /// What must come of one adversarial request.
 #[derive(Debug, Clone, Copy)]
 enum Want {
@@ -238,9 +224,9 @@ async fn run_cases(pki: &Pki, up: &Upstream, mg: &Meshgate, cases: &[(&str, Vec<
 #[tokio::test]
 async fn path_encodings_map_to_exactly_the_resource_authorised_or_are_refused() {
     use Want::*;
-    let pki = pki();
+    let pki = Pki::with_clients(&[("campaigns", CAMPAIGNS)]);
     let up = Upstream::start();
-    let mg = start(&pki, &up, "");
+    let mg = Meshgate::builder(&pki, &up).policies().start();
     let g = |t: &str| get(t);
     let cases: Vec<(&str, Vec<u8>, Want)> = vec![
         ("the public path", g(PUBLIC), Forwarded(PUBLIC)),
@@ -474,9 +460,9 @@ async fn path_encodings_map_to_exactly_the_resource_authorised_or_are_refused() 
 #[tokio::test]
 async fn duplicate_conflicting_and_malformed_headers_never_smuggle_a_request() {
     use Want::*;
-    let pki = pki();
+    let pki = Pki::with_clients(&[("campaigns", CAMPAIGNS)]);
     let up = Upstream::start();
-    let mg = start(&pki, &up, "");
+    let mg = Meshgate::builder(&pki, &up).policies().start();
     // A request to the protected path, as it would be hidden in a body.
     const HIDDEN: &str = "GET /orders/SO-1 HTTP/1.1\r\nHost: localhost\r\n\r\n";
     let raw = |head: &str, body: &str| format!("{head}\r\n{body}").into_bytes();
@@ -660,14 +646,13 @@ fn trace_id_of(traceparent: &str) -> String {
 
 #[tokio::test]
 async fn spoofed_identity_forwarding_and_trace_headers_never_reach_the_upstream() {
-    let pki = pki();
+    let pki = Pki::with_clients(&[("campaigns", CAMPAIGNS)]);
     let up = Upstream::start();
     let audit = pki.path("audit.log");
-    let mut mg = start(
-        &pki,
-        &up,
-        &format!("audit:\n  sink: file\n  file: {}\n", audit.display()),
-    );
+    let mut mg = Meshgate::builder(&pki, &up)
+        .policies()
+        .audit_file(&audit)
+        .start();
     // Every header meshgate sets for the upstream, sent by the client in
     // several spellings and more than once, and the forms an upstream may
     // read as the same thing (`_` for `-`, RFC 7239 `Forwarded`).
@@ -874,9 +859,12 @@ async fn spoofed_identity_forwarding_and_trace_headers_never_reach_the_upstream(
 #[tokio::test]
 async fn oversized_headers_and_bodies_are_refused_and_the_proxy_keeps_serving() {
     use Want::*;
-    let pki = pki();
+    let pki = Pki::with_clients(&[("campaigns", CAMPAIGNS)]);
     let up = Upstream::start();
-    let mg = start(&pki, &up, "limits:\n  max_header_bytes: 16384\n");
+    let mg = Meshgate::builder(&pki, &up)
+        .policies()
+        .limit("max_header_bytes: 16384")
+        .start();
     let big = |n: usize| "a".repeat(n);
     let many_large: Vec<String> = (0..30).map(|i| format!("x-h{i}: {}", big(1000))).collect();
     let many_small: Vec<String> = (0..150).map(|i| format!("x-h{i}: 1")).collect();
@@ -988,7 +976,7 @@ impl TokenKey {
 
 #[tokio::test]
 async fn control_characters_and_quotes_stay_inside_one_audit_line() {
-    let pki = pki();
+    let pki = Pki::with_clients(&[("campaigns", CAMPAIGNS)]);
     pki.client("dashboard", Leaf::client_spiffe(DASHBOARD));
     // A certificate whose only name is a subject CN full of quotes,
     // backslashes, braces and non-ASCII line separators.
@@ -1001,15 +989,14 @@ async fn control_characters_and_quotes_stay_inside_one_audit_line() {
     let audit = pki.path("audit.log");
     let jwks = pki.path("jwks.json");
     let key = TokenKey::new(&jwks);
-    let mut mg = start(
-        &pki,
-        &up,
-        &format!(
-            "audit:\n  sink: file\n  file: {}\nusers:\n  issuers:\n    - issuer: {ISSUER}\n      audiences: [meshgate]\n      jwks_file: {}\n",
-            audit.display(),
+    let mut mg = Meshgate::builder(&pki, &up)
+        .policies()
+        .audit_file(&audit)
+        .issuer(&format!(
+            "issuer: {ISSUER}\naudiences: [meshgate]\njwks_file: {}",
             jwks.display()
-        ),
-    );
+        ))
+        .start();
     let chain_field = format!("x\",\"chain\":\"{}\"}}", "0".repeat(64));
     // (who, raw request, status, what the event must say: field, value)
     let mut cases: Vec<(&str, Vec<u8>, u16, &str, String)> = Vec::new();

@@ -40,18 +40,18 @@ struct Env {
     sentinels: std::cell::Cell<u32>,
 }
 
-fn env(clients: impl FnOnce(&Pki), extra: &str) -> Env {
-    let pki = Pki::new();
-    pki.client("campaigns", Leaf::client_spiffe(CAMPAIGNS));
+/// The sidecar of [`Env`]; `clients` issues more clients, `limits` are
+/// lines of its `limits` section.
+fn env(clients: impl FnOnce(&Pki), limits: &[&str]) -> Env {
+    let pki = Pki::with_clients(&[("campaigns", CAMPAIGNS)]);
     clients(&pki);
     let up = Upstream::start();
     let audit = pki.path("audit.log");
-    let extra = format!(
-        "{}audit:\n  sink: file\n  file: {}\n{extra}",
-        copy_policies(pki.dir.path()),
-        audit.display()
-    );
-    let mg = Meshgate::start(pki.dir.path(), &config_yaml(&pki, &up.url(), &extra));
+    let mut sidecar = Meshgate::builder(&pki, &up).policies().audit_file(&audit);
+    for l in limits {
+        sidecar = sidecar.limit(l);
+    }
+    let mg = sidecar.start();
     Env {
         pki,
         up,
@@ -233,7 +233,7 @@ fn h2_rapid_reset_is_cut_off_with_goaway() {
     }
     let env = env(
         |_| {},
-        "limits:\n  max_h2_pending_resets: 10\n  max_h2_error_resets: 300\n",
+        &["max_h2_pending_resets: 10", "max_h2_error_resets: 300"],
     );
     env.assert_still_serving();
     assert_eq!(env.assert_protected_never_arrived(), 1);
@@ -362,7 +362,7 @@ fn h2_continuation_floods_and_hpack_abuse_are_refused() {
     if !require_python_h2() {
         return;
     }
-    let env = env(|_| {}, "");
+    let env = env(|_| {}, &[]);
     let rss_before = rss_kib(env.mg.pid());
     let calm = |debug| goaway("ENHANCE_YOUR_CALM", debug);
     for (case, args, expected) in [
@@ -436,7 +436,7 @@ fn h2_header_tricks_get_an_exact_status_or_a_stream_reset() {
     if !require_python_h2() {
         return;
     }
-    let env = env(|_| {}, "");
+    let env = env(|_| {}, &[]);
     let base = |path: &str| -> Vec<(String, String)> {
         vec![
             (":method".into(), "GET".into()),
@@ -694,7 +694,7 @@ fn a_spiffe_id_in_the_wrong_san_type_is_never_the_service() {
                 pki.client(name, leaf(sans.clone(), *cn));
             }
         },
-        "",
+        &[],
     );
     // The real service reads a row: the path is reachable for the right principal.
     assert_eq!(
@@ -808,7 +808,7 @@ fn old_protocols_renegotiation_and_weak_ciphers_are_refused() {
     if !require_tool("openssl") {
         return;
     }
-    let env = env(|_| {}, "");
+    let env = env(|_| {}, &[]);
     let failures = |reason: &str| {
         env.metric(&format!(
             "meshgate_tls_handshake_failures_total{{reason=\"{reason}\"}}"
@@ -1038,7 +1038,7 @@ fn testssl_finds_no_protocol_or_cipher_weakness() {
     if !require_tool("openssl") {
         return;
     }
-    let env = env(|_| {}, "");
+    let env = env(|_| {}, &[]);
     let wrapper = env.pki.path("openssl-mtls");
     std::fs::write(
         &wrapper,

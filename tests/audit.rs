@@ -6,7 +6,6 @@
 mod common;
 
 use std::io::{BufRead, BufReader, Read};
-use std::process::Stdio;
 
 use common::*;
 
@@ -32,23 +31,25 @@ fn status(pki: &Pki, who: Option<&str>, mg: &Meshgate, args: &[&str], path: &str
 
 #[test]
 fn every_outcome_leaves_exactly_one_event_and_shutdown_flushes() {
-    let pki = Pki::new();
-    pki.client("campaigns", Leaf::client_spiffe(MARKETING));
-    pki.client("etl", Leaf::client_spiffe(SALES_ETL));
-    pki.client("forecasting", Leaf::client_spiffe(FORECASTING));
+    let pki = Pki::with_clients(&[
+        ("campaigns", MARKETING),
+        ("etl", SALES_ETL),
+        ("forecasting", FORECASTING),
+    ]);
     let up = Upstream::start();
-    let policy = copy_policies(pki.dir.path());
     let audit_file = pki.path("audit.log");
     // Orders time out after 3 x 250 ms, the ledger after 3 x 1 s; finance
     // reporting gets 3 requests a minute; the ledger serves one at a time.
-    let extra = format!(
-        "{policy}timeouts:\n  latency_factor: 3\naudit:\n  sink: file\n  file: {}\n\
-         quotas:\n  tiers:\n    three: {{ rate: 1/m, burst: 3 }}\n  consumers:\n    \
-         - {{ id: \"{REPORTING}\", tier: three }}\n  products:\n    \
-         finance.ledger:\n      max_in_flight: 1\n",
-        audit_file.display()
-    );
-    let mut mg = Meshgate::start(pki.dir.path(), &config_yaml(&pki, &up.url(), &extra));
+    let mut mg = Meshgate::builder(&pki, &up)
+        .policies()
+        .timeout("latency_factor: 3")
+        .audit_file(&audit_file)
+        .extra(&format!(
+            "quotas:\n  tiers:\n    three: {{ rate: 1/m, burst: 3 }}\n  consumers:\n    \
+             - {{ id: \"{REPORTING}\", tier: three }}\n  products:\n    \
+             finance.ledger:\n      max_in_flight: 1\n"
+        ))
+        .start();
 
     let n = 3;
     let secret = "Bearer SECRET-TOKEN-VALUE";
@@ -200,18 +201,12 @@ fn every_outcome_leaves_exactly_one_event_and_shutdown_flushes() {
 
 #[test]
 fn metrics_count_requests_by_product_action_and_decision() {
-    let pki = Pki::new();
-    pki.client("campaigns", Leaf::client_spiffe(MARKETING));
+    let pki = Pki::with_clients(&[("campaigns", MARKETING)]);
     let up = Upstream::start();
-    let policy = copy_policies(pki.dir.path());
-    let mg = Meshgate::start(
-        pki.dir.path(),
-        &config_yaml(
-            &pki,
-            &up.url(),
-            &format!("{policy}metrics:\n  consumer_label: service\n  max_consumers: 1\n"),
-        ),
-    );
+    let mg = Meshgate::builder(&pki, &up)
+        .policies()
+        .extra("metrics:\n  consumer_label: service\n  max_consumers: 1\n")
+        .start();
     assert_eq!(status(&pki, Some("reporting"), &mg, &[], "/orders"), "200");
     assert_eq!(status(&pki, Some("campaigns"), &mg, &[], "/orders"), "403");
     assert_eq!(status(&pki, Some("campaigns"), &mg, &[], "/nope"), "404");
@@ -238,14 +233,7 @@ fn trace_context_is_continued_to_the_upstream_and_audited() {
     let pki = Pki::new();
     let up = Upstream::start();
     let audit_file = pki.path("audit.log");
-    let mut mg = Meshgate::start(
-        pki.dir.path(),
-        &config_yaml(
-            &pki,
-            &up.url(),
-            &format!("audit:\n  sink: file\n  file: {}\n", audit_file.display()),
-        ),
-    );
+    let mut mg = Meshgate::builder(&pki, &up).audit_file(&audit_file).start();
     let upstream_headers = |extra: &[&str]| -> Vec<(String, String)> {
         let mut args = vec!["-sS"];
         args.extend_from_slice(extra);
@@ -407,15 +395,12 @@ fn a_full_queue_blocks_requests_until_the_sink_takes_events() {
     let up = Upstream::start();
     // stdout is a pipe nobody reads yet: once the pipe buffer is full the
     // writer waits, the one-event queue fills, and requests wait for room.
-    let mut mg = Meshgate::start_with_stdout(
-        pki.dir.path(),
-        &config_yaml(
-            &pki,
-            &up.url(),
-            "audit:\n  queue: 1\n  when_full: block\n  max_wait: 60s\n",
-        ),
-        Stdio::piped(),
-    );
+    let mut mg = Meshgate::builder(&pki, &up)
+        .audit("queue: 1")
+        .audit("when_full: block")
+        .audit("max_wait: 60s")
+        .stdout_piped()
+        .start();
     let stdout = mg.child.stdout.take().expect("stdout");
     let n = 400;
     let load = requests_in_background(&pki, &mg, n);
@@ -442,11 +427,11 @@ fn a_full_queue_blocks_requests_until_the_sink_takes_events() {
 fn a_full_queue_drops_counts_and_records_the_loss_in_drop_mode() {
     let pki = Pki::new();
     let up = Upstream::start();
-    let mut mg = Meshgate::start_with_stdout(
-        pki.dir.path(),
-        &config_yaml(&pki, &up.url(), "audit:\n  queue: 1\n  when_full: drop\n"),
-        Stdio::piped(),
-    );
+    let mut mg = Meshgate::builder(&pki, &up)
+        .audit("queue: 1")
+        .audit("when_full: drop")
+        .stdout_piped()
+        .start();
     let mut stdout = mg.child.stdout.take().expect("stdout");
     let n = 400;
     // Nobody reads: the requests go on, their events are dropped.

@@ -12,18 +12,12 @@ const CAMPAIGNS: &str = "spiffe://mesh.local/ns/marketing/sa/campaigns";
 const FRAUD: &str = "spiffe://mesh.local/ns/risk/sa/fraud-scanner";
 const SALES_ETL: &str = "spiffe://mesh.local/ns/sales/sa/etl";
 
-fn pki() -> Pki {
-    let pki = Pki::new();
-    pki.client("campaigns", Leaf::client_spiffe(CAMPAIGNS));
-    pki.client("fraud", Leaf::client_spiffe(FRAUD));
-    pki.client("etl", Leaf::client_spiffe(SALES_ETL));
-    pki
-}
-
-fn start(pki: &Pki, up: &Upstream) -> Meshgate {
-    let policy = copy_policies(pki.dir.path());
-    Meshgate::start(pki.dir.path(), &config_yaml(pki, &up.url(), &policy))
-}
+/// The clients every test has, beside `reporting`.
+const CLIENTS: &[(&str, &str)] = &[
+    ("campaigns", CAMPAIGNS),
+    ("fraud", FRAUD),
+    ("etl", SALES_ETL),
+];
 
 /// (status, body) of one request; `args` go to curl before the URL.
 fn call(pki: &Pki, who: &str, args: &[&str], url: &str) -> (String, String) {
@@ -43,9 +37,9 @@ fn upstream_path(body: &str) -> String {
 
 #[test]
 fn allows_and_denies_by_identity_with_a_json_403() {
-    let pki = pki();
+    let pki = Pki::with_clients(CLIENTS);
     let up = Upstream::start();
-    let mg = start(&pki, &up);
+    let mg = Meshgate::builder(&pki, &up).policies().start();
     let (status, body) = call(&pki, "reporting", &[], &mg.url("/orders"));
     assert_eq!(status, "200", "{body}");
     assert_eq!(upstream_path(&body), "/orders");
@@ -85,9 +79,9 @@ fn allows_and_denies_by_identity_with_a_json_403() {
 
 #[test]
 fn unrouted_paths_are_404_and_unrouted_methods_405() {
-    let pki = pki();
+    let pki = Pki::with_clients(CLIENTS);
     let up = Upstream::start();
-    let mg = start(&pki, &up);
+    let mg = Meshgate::builder(&pki, &up).policies().start();
     let (status, body) = call(&pki, "reporting", &[], &mg.url("/nothing/here"));
     assert_eq!(status, "404");
     assert!(body.contains("\"error\":\"no_route\""), "{body}");
@@ -98,9 +92,9 @@ fn unrouted_paths_are_404_and_unrouted_methods_405() {
 
 #[test]
 fn declared_purpose_unlocks_restricted_data() {
-    let pki = pki();
+    let pki = Pki::with_clients(CLIENTS);
     let up = Upstream::start();
-    let mg = start(&pki, &up);
+    let mg = Meshgate::builder(&pki, &up).policies().start();
     let url = mg.url("/customers/C-7");
     assert_eq!(call(&pki, "fraud", &[], &url).0, "403");
     assert_eq!(
@@ -130,9 +124,9 @@ fn declared_purpose_unlocks_restricted_data() {
 
 #[test]
 fn baseline_forbid_beats_a_domain_permit_over_http() {
-    let pki = pki();
+    let pki = Pki::with_clients(CLIENTS);
     let up = Upstream::start();
-    let mg = start(&pki, &up);
+    let mg = Meshgate::builder(&pki, &up).policies().start();
     // finance's own policy permits the sales ETL to write the ledger; the
     // mesh baseline forbids writes from outside the owning domain.
     let (status, _) = call(
@@ -166,9 +160,9 @@ fn baseline_forbid_beats_a_domain_permit_over_http() {
 
 #[test]
 fn path_confusion_maps_to_the_right_resource_or_is_refused() {
-    let pki = pki();
+    let pki = Pki::with_clients(CLIENTS);
     let up = Upstream::start();
-    let mg = start(&pki, &up);
+    let mg = Meshgate::builder(&pki, &up).policies().start();
     // campaigns may only *describe* /orders/_schema; every trick below must
     // either land exactly there, or be refused / denied.
     let cases: &[(&str, &str, Option<&str>)] = &[
@@ -227,9 +221,9 @@ fn policy_json(mg: &Meshgate) -> serde_json::Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_invalid_policy_written_under_load_is_rejected_and_no_request_fails() {
-    let pki = pki();
+    let pki = Pki::with_clients(CLIENTS);
     let up = Upstream::start();
-    let mg = start(&pki, &up);
+    let mg = Meshgate::builder(&pki, &up).policies().start();
     let before = policy_json(&mg);
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
 
@@ -303,9 +297,9 @@ async fn an_invalid_policy_written_under_load_is_rejected_and_no_request_fails()
 /// and the alert kept firing, while nothing was wrong any more).
 #[test]
 fn restoring_the_files_after_a_failed_reload_clears_the_failure_and_the_gauge() {
-    let pki = pki();
+    let pki = Pki::with_clients(CLIENTS);
     let up = Upstream::start();
-    let mg = start(&pki, &up);
+    let mg = Meshgate::builder(&pki, &up).policies().start();
     let before = policy_json(&mg);
     let policy = pki.path("policies/domains/sales/policies.cedar");
     let good = std::fs::read_to_string(&policy).expect("read policy");
@@ -345,9 +339,9 @@ fn restoring_the_files_after_a_failed_reload_clears_the_failure_and_the_gauge() 
 
 #[test]
 fn a_policy_change_on_disk_is_enforced_without_restart() {
-    let pki = pki();
+    let pki = Pki::with_clients(CLIENTS);
     let up = Upstream::start();
-    let mg = start(&pki, &up);
+    let mg = Meshgate::builder(&pki, &up).policies().start();
     let before = policy_json(&mg);
     assert_eq!(call(&pki, "campaigns", &[], &mg.url("/orders")).0, "403");
 
@@ -384,16 +378,15 @@ fn a_policy_change_on_disk_is_enforced_without_restart() {
 
 #[test]
 fn start_up_refuses_an_invalid_policy_with_its_position() {
-    let pki = pki();
-    let policy = copy_policies(pki.dir.path());
+    let pki = Pki::with_clients(CLIENTS);
+    let sidecar = Meshgate::builder(&pki, "http://127.0.0.1:8080").policies();
     std::fs::write(
         pki.path("policies/mesh/extra.cedar"),
         "@id(\"x\")\npermit (principal, action, resource) when { 1 + };\n",
     )
     .expect("write");
     let cfg = pki.path("bad.yaml");
-    std::fs::write(&cfg, config_yaml(&pki, "http://127.0.0.1:8080", &policy))
-        .expect("write config");
+    std::fs::write(&cfg, sidecar.yaml()).expect("write config");
     for cmd in ["run", "validate"] {
         let out = Command::new(bin())
             .args([cmd, "--config"])
@@ -408,9 +401,9 @@ fn start_up_refuses_an_invalid_policy_with_its_position() {
 
 #[test]
 fn shadow_policies_are_evaluated_never_enforced_and_disagreements_counted() {
-    let pki = pki();
+    let pki = Pki::with_clients(CLIENTS);
     let up = Upstream::start();
-    let mut policy = copy_policies(pki.dir.path());
+    let sidecar = Meshgate::builder(&pki, &up).policies();
     let next = pki.path("policies/sales-next");
     std::fs::create_dir_all(&next).expect("mkdir");
     // The trial: sales would let marketing read orders.
@@ -425,12 +418,9 @@ fn shadow_policies_are_evaluated_never_enforced_and_disagreements_counted() {
     )
     .expect("write");
     let d = pki.path("policies");
-    policy.push_str(&format!(
-        "  shadow:\n    - {0}/mesh\n    - {1}\n    - {0}/domains/finance\n",
-        d.display(),
-        next.display()
-    ));
-    let mg = Meshgate::start(pki.dir.path(), &config_yaml(&pki, &up.url(), &policy));
+    let mg = sidecar
+        .shadow(&[d.join("mesh"), next, d.join("domains/finance")])
+        .start();
 
     assert_eq!(
         call(&pki, "campaigns", &[], &mg.url("/orders")).0,

@@ -24,7 +24,7 @@ fn stderr(o: &std::process::Output) -> String {
 #[test]
 fn config_errors_name_the_file_and_field() {
     let pki = Pki::new();
-    let good = config_yaml(&pki, "http://127.0.0.1:8080", "");
+    let good = Meshgate::builder(&pki, "http://127.0.0.1:8080").yaml();
     let file = pki.path("bad.yaml");
     let f = file.to_str().expect("utf-8");
     let cases: Vec<(String, &str)> = vec![
@@ -83,7 +83,9 @@ fn unknown_field_error_carries_line_and_column() {
     let file = pki.path("bad.yaml");
     std::fs::write(
         &file,
-        config_yaml(&pki, "http://127.0.0.1:8080", "").replace("  key:", "  kee:"),
+        Meshgate::builder(&pki, "http://127.0.0.1:8080")
+            .yaml()
+            .replace("  key:", "  kee:"),
     )
     .expect("write");
     let out = meshgate(&["validate", "--config", file.to_str().expect("utf-8")]);
@@ -95,7 +97,11 @@ fn unknown_field_error_carries_line_and_column() {
 fn validate_checks_tls_material_and_says_ok() {
     let pki = Pki::new();
     let file = pki.path("ok.yaml");
-    std::fs::write(&file, config_yaml(&pki, "http://127.0.0.1:8080", "")).expect("write");
+    std::fs::write(
+        &file,
+        Meshgate::builder(&pki, "http://127.0.0.1:8080").yaml(),
+    )
+    .expect("write");
     let f = file.to_str().expect("utf-8");
     let out = meshgate(&["validate", "--config", f]);
     assert!(out.status.success(), "{}", stderr(&out));

@@ -8,10 +8,6 @@ use std::time::Duration;
 use common::*;
 use rcgen::{ExtendedKeyUsagePurpose, SanType};
 
-fn start(pki: &Pki, upstream: &Upstream, extra: &str) -> Meshgate {
-    Meshgate::start(pki.dir.path(), &config_yaml(pki, &upstream.url(), extra))
-}
-
 fn headers_seen(body: &str) -> Vec<(String, String)> {
     let v: serde_json::Value = serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}"));
     v["headers"]
@@ -38,7 +34,7 @@ fn values<'a>(h: &'a [(String, String)], name: &str) -> Vec<&'a str> {
 fn streams_a_10mb_download_and_upload_byte_for_byte() {
     let pki = Pki::new();
     let up = Upstream::start();
-    let mg = start(&pki, &up, "");
+    let mg = Meshgate::builder(&pki, &up).start();
     let total: u64 = 10 * 1024 * 1024;
     let expected: Vec<u8> = (0..total).map(pattern_byte).collect();
 
@@ -85,7 +81,7 @@ fn streams_a_10mb_download_and_upload_byte_for_byte() {
 fn a_100mb_download_is_streamed_not_buffered() {
     let pki = Pki::new();
     let up = Upstream::start();
-    let mg = start(&pki, &up, "");
+    let mg = Meshgate::builder(&pki, &up).start();
     let hwm = || -> u64 {
         let status =
             std::fs::read_to_string(format!("/proc/{}/status", mg.pid())).expect("proc status");
@@ -126,7 +122,7 @@ fn upstream_connections_are_reused_and_an_abandoned_response_closes_its_own() {
     use std::sync::atomic::Ordering;
     let pki = Pki::new();
     let up = Upstream::start();
-    let mg = start(&pki, &up, "");
+    let mg = Meshgate::builder(&pki, &up).start();
     let connections = || up.connections.load(Ordering::SeqCst);
     // The body discarded, what curl's `-w` writes about the exchange.
     let written = |args: &[&str], what: &str| {
@@ -194,7 +190,7 @@ fn upstream_connections_are_reused_and_an_abandoned_response_closes_its_own() {
 fn http2_is_negotiated_by_alpn() {
     let pki = Pki::new();
     let up = Upstream::start();
-    let mg = start(&pki, &up, "");
+    let mg = Meshgate::builder(&pki, &up).start();
     let out = curl(
         &pki,
         Some("reporting"),
@@ -230,7 +226,7 @@ fn http2_is_negotiated_by_alpn() {
 fn denies_spoofed_identity_headers() {
     let pki = Pki::new();
     let up = Upstream::start();
-    let mg = start(&pki, &up, "");
+    let mg = Meshgate::builder(&pki, &up).start();
     for proto in ["--http1.1", "--http2"] {
         let out = curl(
             &pki,
@@ -320,7 +316,7 @@ fn refuses_bad_client_certificates_at_the_handshake() {
     pki.client("serveronly", server_only);
 
     let up = Upstream::start();
-    let mg = start(&pki, &up, "");
+    let mg = Meshgate::builder(&pki, &up).start();
     let cases = [
         (None, "no_client_cert"),
         (Some("foreign"), "untrusted"),
@@ -416,7 +412,7 @@ fn identity_falls_back_from_spiffe_to_dns_to_cn_and_refuses_ambiguous_ids() {
     pki.client("badspiffe", bad);
 
     let up = Upstream::start();
-    let mg = start(&pki, &up, "");
+    let mg = Meshgate::builder(&pki, &up).start();
     let principal = |who: &str| {
         let out = curl(&pki, Some(who), &[&mg.url("/headers")]);
         let h = headers_seen(&String::from_utf8_lossy(&out.stdout));
@@ -448,10 +444,7 @@ fn identity_falls_back_from_spiffe_to_dns_to_cn_and_refuses_ambiguous_ids() {
 fn upstream_down_is_502_with_a_request_id() {
     let pki = Pki::new();
     let port = unused_port();
-    let mg = Meshgate::start(
-        pki.dir.path(),
-        &config_yaml(&pki, &format!("http://127.0.0.1:{port}"), ""),
-    );
+    let mg = Meshgate::builder(&pki, &format!("http://127.0.0.1:{port}")).start();
     let out = curl(
         &pki,
         Some("reporting"),
@@ -469,7 +462,9 @@ fn upstream_down_is_502_with_a_request_id() {
 fn slow_upstream_is_504() {
     let pki = Pki::new();
     let up = Upstream::start();
-    let mg = start(&pki, &up, "timeouts:\n  upstream_response: 300ms\n");
+    let mg = Meshgate::builder(&pki, &up)
+        .timeout("upstream_response: 300ms")
+        .start();
     let out = curl(
         &pki,
         Some("reporting"),
@@ -491,7 +486,9 @@ fn slow_upstream_is_504() {
 fn sigterm_drains_an_in_flight_request() {
     let pki = Pki::new();
     let up = Upstream::start();
-    let mut mg = start(&pki, &up, "timeouts:\n  shutdown_grace: 20s\n");
+    let mut mg = Meshgate::builder(&pki, &up)
+        .timeout("shutdown_grace: 20s")
+        .start();
     let url = mg.url("/slow/1500");
     let ca = pki.path("ca.pem");
     let cert = pki.path("reporting.pem");
@@ -535,7 +532,10 @@ async fn slow_loris_is_cut_off_at_the_header_timeout() {
     let pki = Pki::new();
     let up = Upstream::start();
     // The idle timeout is far away: only the header timeout can close this connection.
-    let mg = start(&pki, &up, "timeouts:\n  header_read: 1s\n  idle: 120s\n");
+    let mg = Meshgate::builder(&pki, &up)
+        .timeout("header_read: 1s")
+        .timeout("idle: 120s")
+        .start();
     let mut tls = tls_connect(&pki, "reporting", mg.data).await;
     tls.write_all(b"GET /headers HTTP/1.1\r\nHost: localhost\r\nX-Slow: 1")
         .await
@@ -556,7 +556,7 @@ async fn idle_connections_are_closed() {
     use tokio::io::AsyncReadExt;
     let pki = Pki::new();
     let up = Upstream::start();
-    let mg = start(&pki, &up, "timeouts:\n  idle: 1s\n");
+    let mg = Meshgate::builder(&pki, &up).timeout("idle: 1s").start();
     let mut tls = tls_connect(&pki, "reporting", mg.data).await;
     let mut buf = Vec::new();
     let read = tokio::time::timeout(Duration::from_secs(20), tls.read_to_end(&mut buf)).await;
@@ -586,11 +586,11 @@ async fn certificate_rotation_keeps_open_connections_and_serves_the_new_one() {
         std::os::unix::fs::symlink(format!("..data/{f}"), certs.join(f)).expect("symlink");
     }
     let up = Upstream::start();
-    let yaml = format!(
-        "listen: 127.0.0.1:0\nadmin: 127.0.0.1:0\nupstream: {}\ntls:\n  cert: mounted/tls.crt\n  key: mounted/tls.key\n  client_ca: mounted/ca.crt\nlog:\n  format: json\n",
-        up.url()
-    );
-    let mg = Meshgate::start(pki.dir.path(), &yaml);
+    let mg = Meshgate::builder(&pki, &up)
+        .tls("mounted/tls.crt", "mounted/tls.key", "mounted/ca.crt")
+        .default_workers()
+        .default_log_level()
+        .start();
 
     let (mut open, first_cert) = h1_client(&pki, "reporting", mg.data).await;
     assert_eq!(get_on(&mut open, "/headers").await.0, 200);
@@ -621,7 +621,7 @@ use rustls_pki_types::pem::PemObject;
 async fn corrupt_or_mismatched_replacement_keeps_the_old_certificate() {
     let pki = Pki::new();
     let up = Upstream::start();
-    let mg = start(&pki, &up, "");
+    let mg = Meshgate::builder(&pki, &up).start();
     let (_, original) = h1_client(&pki, "reporting", mg.data).await;
 
     // 1. garbage certificate
@@ -662,7 +662,7 @@ async fn corrupt_or_mismatched_replacement_keeps_the_old_certificate() {
 fn admin_port_reports_liveness_readiness_and_metrics() {
     let pki = Pki::new();
     let up = Upstream::start();
-    let mg = start(&pki, &up, "");
+    let mg = Meshgate::builder(&pki, &up).start();
     assert_eq!(
         status_of(&pki, Some("reporting"), &mg.url("/headers")),
         "200"
@@ -704,7 +704,9 @@ async fn grpc_trailers_pass_through_to_an_h2c_upstream() {
     use http_body_util::BodyExt;
     let pki = Pki::new();
     let up = Upstream::start();
-    let mg = start(&pki, &up, "upstream_protocol: h2c\n");
+    let mg = Meshgate::builder(&pki, &up)
+        .extra("upstream_protocol: h2c\n")
+        .start();
     let tls = tls_connect_alpn(&pki, "reporting", mg.data, &[b"h2"]).await;
     assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
     let (mut sender, conn) = hyper::client::conn::http2::handshake(
@@ -744,7 +746,9 @@ async fn grpc_trailers_pass_through_to_an_h2c_upstream() {
 fn oversized_request_headers_are_refused() {
     let pki = Pki::new();
     let up = Upstream::start();
-    let mg = start(&pki, &up, "limits:\n  max_header_bytes: 16384\n");
+    let mg = Meshgate::builder(&pki, &up)
+        .limit("max_header_bytes: 16384")
+        .start();
     let big = format!("x-big: {}", "a".repeat(20_000));
     let out = curl(
         &pki,

@@ -590,8 +590,9 @@ fn eventually(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
     }
 }
 
-fn quiet_config(pki: &Pki, upstream: &str, extra: &str) -> String {
-    config_yaml(pki, upstream, extra).replace("level: info,meshgate=debug", "level: info")
+/// The sidecar logging at `info`: no debug line per request under load.
+fn quiet(pki: &Pki, upstream: &(impl Target + ?Sized)) -> Sidecar {
+    Meshgate::builder(pki, upstream).log_level("info")
 }
 
 fn audit_events(path: &std::path::Path) -> Vec<serde_json::Value> {
@@ -642,7 +643,7 @@ fn is_status(r: &Record, status: u16) -> bool {
 fn upstream_killed_and_restarted_under_load_gives_502s_then_recovers_with_no_stuck_connections() {
     let pki = Pki::new();
     let mut up = Upstream::start();
-    let mg = Meshgate::start(pki.dir.path(), &quiet_config(&pki, &up.url(), ""));
+    let mg = quiet(&pki, &up).start();
     let tls = rustls_client(&pki, "reporting");
     let mut clients = Vec::new();
     for _ in 0..4 {
@@ -833,14 +834,9 @@ fn hanging_upstream_gives_504_at_the_timeout_and_memory_stays_flat() {
     let pki = Pki::new();
     let up = HangingUpstream::start();
     let timeout = Duration::from_millis(150);
-    let mg = Meshgate::start(
-        pki.dir.path(),
-        &quiet_config(
-            &pki,
-            &format!("http://{}", up.addr),
-            "timeouts:\n  upstream_response: 150ms\n",
-        ),
-    );
+    let mg = quiet(&pki, &format!("http://{}", up.addr))
+        .timeout("upstream_response: 150ms")
+        .start();
     let tls = rustls_client(&pki, "reporting");
     let clients = (0..32)
         .map(|_| Client::new("reporting", tls.clone(), "/hang", Mode::KeepAlive))
@@ -1003,12 +999,9 @@ fn certificate_and_trust_bundle_rotated_100_times_under_load_fail_no_request() {
         std::os::unix::fs::symlink(format!("..data/{f}"), certs.join(f)).expect("symlink");
     }
     let up = Upstream::start();
-    let yaml = format!(
-        "listen: 127.0.0.1:0\nadmin: 127.0.0.1:0\nupstream: {}\nworkers: 2\ntls:\n  cert: mounted/tls.crt\n  \
-         key: mounted/tls.key\n  client_ca: mounted/ca.crt\nlog:\n  level: info\n  format: json\n",
-        up.url()
-    );
-    let mg = Meshgate::start(pki.dir.path(), &yaml);
+    let mg = quiet(&pki, &up)
+        .tls("mounted/tls.crt", "mounted/tls.key", "mounted/ca.crt")
+        .start();
 
     let current = Arc::new(RwLock::new(client_for(0)));
     let mut clients = Vec::new();
@@ -1154,16 +1147,12 @@ fn policy_set_replaced_100_times_under_load_with_invalid_sets_fails_and_wrongly_
         std::os::unix::fs::symlink(format!("steps/{i}"), &tmp).expect("symlink");
         std::fs::rename(&tmp, &toggle).expect("atomic swap");
     };
-    let policy = copy_policies(dir).replace(
-        "  contracts:\n",
-        &format!("    - {}\n  contracts:\n", toggle.display()),
-    );
     let audit_file = pki.path("audit.log");
-    let extra = format!(
-        "{policy}audit:\n  sink: file\n  file: {}\n",
-        audit_file.display()
-    );
-    let mut mg = Meshgate::start(dir, &quiet_config(&pki, &up.url(), &extra));
+    let mut mg = quiet(&pki, &up)
+        .policies()
+        .policy_source(&toggle)
+        .audit_file(&audit_file)
+        .start();
 
     let permit = |i: usize| {
         format!(
@@ -1426,11 +1415,12 @@ fn audit_disk_full(
     let pki = Pki::new();
     let up = Upstream::start();
     let file = pki.path("audit.log");
-    let extra = format!(
-        "audit:\n  sink: file\n  file: {}\n  queue: 16\n  when_full: {mode}\n  max_wait: 300ms\n",
-        file.display()
-    );
-    let mut mg = Meshgate::start(pki.dir.path(), &quiet_config(&pki, &up.url(), &extra));
+    let mut mg = quiet(&pki, &up)
+        .audit_file(&file)
+        .audit("queue: 16")
+        .audit(&format!("when_full: {mode}"))
+        .audit("max_wait: 300ms")
+        .start();
     let tls = rustls_client(&pki, "reporting");
     let clients = (0..4)
         .map(|_| Client::new("reporting", tls.clone(), "/orders/1", Mode::KeepAlive))
@@ -1601,11 +1591,10 @@ fn sigterm_under_load_completes_or_refuses_every_request_and_audits_each_complet
     let pki = Pki::new();
     let up = Upstream::start();
     let file = pki.path("audit.log");
-    let extra = format!(
-        "timeouts:\n  shutdown_grace: 10s\naudit:\n  sink: file\n  file: {}\n",
-        file.display()
-    );
-    let mut mg = Meshgate::start(pki.dir.path(), &quiet_config(&pki, &up.url(), &extra));
+    let mut mg = quiet(&pki, &up)
+        .timeout("shutdown_grace: 10s")
+        .audit_file(&file)
+        .start();
     let tls = rustls_client(&pki, "reporting");
     // Each request spends 100 ms at the upstream, so some are always in flight.
     let path = "/slow/100";
@@ -1764,7 +1753,7 @@ fn sigterm_under_load_completes_or_refuses_every_request_and_audits_each_complet
 fn a_connection_accepted_before_sigterm_has_its_first_request_served() {
     let pki = Pki::new();
     let up = Upstream::start();
-    let mut mg = Meshgate::start(pki.dir.path(), &quiet_config(&pki, &up.url(), ""));
+    let mut mg = quiet(&pki, &up).start();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

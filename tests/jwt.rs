@@ -173,24 +173,16 @@ fn idp_route(
 }
 
 /// The sidecar with the example policies and one issuer: the test's IdP,
-/// found by discovery. `issuer_extra` is appended to the issuer's block.
-fn start(pki: &Pki, up: &Upstream, idp: &Idp, issuer_extra: &str) -> Meshgate {
-    let policy = copy_policies(pki.dir.path());
-    let users = format!(
-        "limits:\n  max_header_bytes: 65536\nusers:\n  issuers:\n    - issuer: {}\n      audiences: [meshgate]\n      discovery: true\n      ca: {}\n      algorithms: [ES256, RS256]\n{issuer_extra}",
-        idp.issuer(),
-        pki.path("ca.pem").display()
-    );
-    Meshgate::start(
-        pki.dir.path(),
-        &config_yaml(pki, &up.url(), &format!("{policy}{users}")),
-    )
-}
-
-fn pki() -> Pki {
-    let pki = Pki::new();
-    pki.client("dashboard", Leaf::client_spiffe(DASHBOARD));
-    pki
+/// found by discovery, with `fields` added to the issuer's own.
+fn sidecar(pki: &Pki, up: &Upstream, idp: &Idp, fields: &str) -> Sidecar {
+    Meshgate::builder(pki, up)
+        .policies()
+        .limit("max_header_bytes: 65536")
+        .issuer(&format!(
+            "issuer: {}\naudiences: [meshgate]\ndiscovery: true\nca: {}\nalgorithms: [ES256, RS256]\n{fields}",
+            idp.issuer(),
+            pki.path("ca.pem").display()
+        ))
 }
 
 struct Reply {
@@ -258,13 +250,13 @@ fn analyst(iss: &str) -> serde_json::Value {
 
 #[test]
 fn a_group_member_is_allowed_and_every_forged_or_stale_token_gets_401_counted_by_reason() {
-    let pki = pki();
+    let pki = Pki::with_clients(&[("dashboard", DASHBOARD)]);
     let up = Upstream::start();
     let es = Signer::new(Algorithm::ES256, "es-1");
     let rs = Signer::new(Algorithm::RS256, "rs-1");
     let idp = Idp::start(&pki, vec![es.jwk.clone(), rs.jwk.clone()]);
     let iss = idp.issuer();
-    let mg = start(&pki, &up, &idp, "");
+    let mg = sidecar(&pki, &up, &idp, "").start();
 
     // Valid tokens of both key types: allowed by the group-based policy.
     for signer in [&es, &rs] {
@@ -425,13 +417,13 @@ fn a_group_member_is_allowed_and_every_forged_or_stale_token_gets_401_counted_by
 
 #[test]
 fn a_rotated_key_is_picked_up_without_restart_and_a_down_idp_keeps_the_cached_keys() {
-    let pki = pki();
+    let pki = Pki::with_clients(&[("dashboard", DASHBOARD)]);
     let up = Upstream::start();
     let old = Signer::new(Algorithm::ES256, "2026-10");
     let mut idp = Idp::start(&pki, vec![old.jwk.clone()]);
     let iss = idp.issuer();
     // Unknown key ids may trigger a fetch at any time (0s: no rate limit here).
-    let mg = start(&pki, &up, &idp, "      min_refresh: 0s\n");
+    let mg = sidecar(&pki, &up, &idp, "min_refresh: 0s").start();
     assert_eq!(
         with_token(&pki, &mg, &old.sign(&analyst(&iss))).status,
         "200"
@@ -478,18 +470,19 @@ fn a_rotated_key_is_picked_up_without_restart_and_a_down_idp_keeps_the_cached_ke
 
 #[test]
 fn unknown_kids_cannot_hammer_the_idp_and_an_issuer_without_keys_fails_closed() {
-    let pki = pki();
+    let pki = Pki::with_clients(&[("dashboard", DASHBOARD)]);
     let up = Upstream::start();
     let key = Signer::new(Algorithm::ES256, "k1");
     let idp = Idp::start(&pki, vec![key.jwk.clone()]);
     let iss = idp.issuer();
     // A second issuer whose keys cannot be fetched: nothing listens there.
     let dead = format!("https://localhost:{}", unused_port());
-    let extra = format!(
-        "      min_refresh: 1h\n    - issuer: {dead}\n      audiences: [meshgate]\n      jwks_url: {dead}/jwks\n      ca: {}\n",
-        pki.path("ca.pem").display()
-    );
-    let mg = start(&pki, &up, &idp, &extra);
+    let mg = sidecar(&pki, &up, &idp, "min_refresh: 1h")
+        .issuer(&format!(
+            "issuer: {dead}\naudiences: [meshgate]\njwks_url: {dead}/jwks\nca: {}",
+            pki.path("ca.pem").display()
+        ))
+        .start();
     let at_start = idp.fetches();
     assert_eq!(at_start, 1);
 
@@ -522,28 +515,23 @@ fn unknown_kids_cannot_hammer_the_idp_and_an_issuer_without_keys_fails_closed() 
 
 #[test]
 fn on_behalf_of_policies_are_testable_offline_with_claims_or_a_token() {
-    let pki = pki();
+    let pki = Pki::with_clients(&[("dashboard", DASHBOARD)]);
     let key = Signer::new(Algorithm::ES256, "k1");
     let iss = "https://idp.mesh.local";
     let jwks = pki.path("jwks.json");
     std::fs::write(&jwks, json!({ "keys": [key.jwk] }).to_string()).expect("jwks");
-    let users = |dept_type: &str| {
-        format!(
-            "users:\n  issuers:\n    - issuer: {iss}\n      audiences: [meshgate]\n      jwks_file: {}\n      attributes: {{ department: {{ claim: dept, type: {dept_type} }} }}\n",
-            jwks.display()
-        )
+    let sidecar = Meshgate::builder(&pki, "http://127.0.0.1:8080").policies();
+    let yaml = |dept_type: &str| {
+        sidecar
+            .clone()
+            .issuer(&format!(
+                "issuer: {iss}\naudiences: [meshgate]\njwks_file: {}\nattributes: {{ department: {{ claim: dept, type: {dept_type} }} }}",
+                jwks.display()
+            ))
+            .yaml()
     };
-    let policy = copy_policies(pki.dir.path());
     let config = pki.path("offline.yaml");
-    std::fs::write(
-        &config,
-        config_yaml(
-            &pki,
-            "http://127.0.0.1:8080",
-            &format!("{policy}{}", users("string")),
-        ),
-    )
-    .expect("config");
+    std::fs::write(&config, yaml("string")).expect("config");
     let config = config.to_str().expect("utf-8");
     let run = |args: &[&str]| {
         std::process::Command::new(bin())
@@ -644,15 +632,7 @@ fn on_behalf_of_policies_are_testable_offline_with_claims_or_a_token() {
     // validate checks the claim mapping against the schema's Mesh::User.
     let out = run(&["validate", "--config", config]);
     assert!(out.status.success(), "{}", text(&out));
-    std::fs::write(
-        config,
-        config_yaml(
-            &pki,
-            "http://127.0.0.1:8080",
-            &format!("{policy}{}", users("long")),
-        ),
-    )
-    .expect("config");
+    std::fs::write(config, yaml("long")).expect("config");
     let out = run(&["validate", "--config", config]);
     assert_eq!(out.status.code(), Some(1));
     assert!(
@@ -664,17 +644,12 @@ fn on_behalf_of_policies_are_testable_offline_with_claims_or_a_token() {
 
 #[test]
 fn keys_are_fetched_again_on_the_refresh_interval() {
-    let pki = pki();
+    let pki = Pki::with_clients(&[("dashboard", DASHBOARD)]);
     let up = Upstream::start();
     let old = Signer::new(Algorithm::ES256, "a");
     let mut idp = Idp::start(&pki, vec![old.jwk.clone()]);
     let iss = idp.issuer();
-    let mg = start(
-        &pki,
-        &up,
-        &idp,
-        "      refresh: 1s\n      min_refresh: 1h\n",
-    );
+    let mg = sidecar(&pki, &up, &idp, "refresh: 1s\nmin_refresh: 1h").start();
     let new = Signer::new(Algorithm::ES256, "b");
     idp.publish(vec![new.jwk.clone()]);
     // Wait for the interval's fetch (the start-up fetch was the first).
@@ -697,7 +672,7 @@ fn keys_are_fetched_again_on_the_refresh_interval() {
 
 #[test]
 fn header_injection_key_confusion_and_framing_attacks_get_401_counted_by_reason() {
-    let pki = pki();
+    let pki = Pki::with_clients(&[("dashboard", DASHBOARD)]);
     let up = Upstream::start();
     let es = Signer::new(Algorithm::ES256, "es-1");
     let rs = Signer::new(Algorithm::RS256, "rs-1");
@@ -712,8 +687,8 @@ fn header_injection_key_confusion_and_framing_attacks_get_401_counted_by_reason(
     let secret = pki.path("hs-secret");
     std::fs::write(&secret, "a-shared-secret-of-at-least-32-bytes!").expect("secret");
     let hs_iss = "https://hs.mesh.local";
-    let extra = format!(
-        "    - issuer: {hs_iss}\n      audiences: [meshgate]\n      jwks_file: {}\n      hs_secret_file: {}\n      algorithms: [HS256, ES256]\n",
+    let hs_issuer = format!(
+        "issuer: {hs_iss}\naudiences: [meshgate]\njwks_file: {}\nhs_secret_file: {}\nalgorithms: [HS256, ES256]",
         pki.path("hs-jwks.json").display(),
         secret.display()
     );
@@ -722,7 +697,7 @@ fn header_injection_key_confusion_and_framing_attacks_get_401_counted_by_reason(
         json!({ "keys": [es.jwk] }).to_string(),
     )
     .expect("jwks");
-    let mg = start(&pki, &up, &idp, &extra);
+    let mg = sidecar(&pki, &up, &idp, "").issuer(&hs_issuer).start();
     let good = es.sign(&analyst(&iss));
     assert_eq!(with_token(&pki, &mg, &good).status, "200");
 

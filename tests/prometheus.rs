@@ -34,17 +34,6 @@ fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).to_string()
 }
 
-fn pki() -> Pki {
-    let pki = Pki::new();
-    pki.client("campaigns", Leaf::client_spiffe(CAMPAIGNS));
-    pki
-}
-
-fn start(pki: &Pki, up: &Upstream) -> Meshgate {
-    let policy = copy_policies(pki.dir.path());
-    Meshgate::start(pki.dir.path(), &config_yaml(pki, &up.url(), &policy))
-}
-
 /// `n` requests as `who`, each expected to get `status`.
 fn send(pki: &Pki, mg: &Meshgate, who: &str, path: &str, n: usize, status: &str) {
     for _ in 0..n {
@@ -110,7 +99,9 @@ fn committed_rules_are_what_slo_rules_generates() {
 fn slo_rules_round_latency_up_to_a_bucket_and_warn_about_slas_it_cannot_watch() {
     let dir = tempfile::tempdir().expect("tempdir");
     let pki = Pki::new();
-    let policy = copy_policies(dir.path());
+    let sidecar = Meshgate::builder(&pki, "http://127.0.0.1:8080")
+        .dir(dir.path())
+        .policies();
     let orders = dir.path().join("policies/domains/sales/orders.odcs.yaml");
     let contract = std::fs::read_to_string(&orders).expect("orders contract");
     let edited = contract
@@ -125,7 +116,7 @@ fn slo_rules_round_latency_up_to_a_bucket_and_warn_about_slas_it_cannot_watch() 
     assert_ne!(edited, contract);
     std::fs::write(&orders, edited).expect("write contract");
     let config = dir.path().join("meshgate.yaml");
-    std::fs::write(&config, config_yaml(&pki, "http://127.0.0.1:8080", &policy)).expect("config");
+    std::fs::write(&config, sidecar.yaml()).expect("config");
 
     let out = meshgate(&["slo-rules", "--config", config.to_str().expect("utf-8")]);
     assert!(out.status.success(), "{}", text(&out.stderr));
@@ -166,7 +157,11 @@ fn slo_rules_round_latency_up_to_a_bucket_and_warn_about_slas_it_cannot_watch() 
     assert!(stderr.ends_with("meshgate: policy: 1 error\n"), "{stderr}");
 
     // No policy section, no SLOs: a one-line reason.
-    std::fs::write(&config, config_yaml(&pki, "http://127.0.0.1:8080", "")).expect("config");
+    std::fs::write(
+        &config,
+        Meshgate::builder(&pki, "http://127.0.0.1:8080").yaml(),
+    )
+    .expect("config");
     let out = meshgate(&["slo-rules", "--config", config.to_str().expect("utf-8")]);
     assert!(!out.status.success());
     let stderr = text(&out.stderr);
@@ -266,9 +261,9 @@ fn admin_metrics_pass_promtool_check_metrics() {
     if !require_tool("promtool") || !require_tool("curl") {
         return;
     }
-    let pki = pki();
+    let pki = Pki::with_clients(&[("campaigns", CAMPAIGNS)]);
     let up = Upstream::start();
-    let mg = start(&pki, &up);
+    let mg = Meshgate::builder(&pki, &up).policies().start();
     send(&pki, &mg, "reporting", "/orders", 3, "200");
     send(&pki, &mg, "campaigns", "/orders", 2, "403");
     send(&pki, &mg, "reporting", "/nowhere", 1, "404");
@@ -465,9 +460,9 @@ fn a_real_prometheus_scrapes_the_sidecar_and_evaluates_the_slo_rules() {
     if !require_tool("prometheus") || !require_tool("curl") {
         return;
     }
-    let pki = pki();
+    let pki = Pki::with_clients(&[("campaigns", CAMPAIGNS)]);
     let up = Upstream::start();
-    let mg = start(&pki, &up);
+    let mg = Meshgate::builder(&pki, &up).policies().start();
     let mut prom = Prometheus::start(mg.admin, &deploy().join("meshgate-slo.yml"));
     prom.wait_value("up{job=\"meshgate\"}", 1.0);
 

@@ -32,14 +32,6 @@ const QUOTAS: &str = r#"quotas:
         - { id: "spiffe://mesh.local/ns/finance/sa/reporting", tier: gold }
 "#;
 
-fn start(pki: &Pki, up: &Upstream, quotas: &str) -> Meshgate {
-    let policy = copy_policies(pki.dir.path());
-    Meshgate::start(
-        pki.dir.path(),
-        &config_yaml(pki, &up.url(), &format!("{policy}{quotas}")),
-    )
-}
-
 struct Reply {
     status: String,
     headers: Vec<(String, String)>,
@@ -105,7 +97,10 @@ fn a_burst_passes_then_429_with_retry_after_and_consumers_are_independent() {
     let pki = Pki::new();
     pki.client("forecasting", Leaf::client_spiffe(FINANCE_OTHER));
     let up = Upstream::start();
-    let mg = start(&pki, &up, QUOTAS);
+    let mg = Meshgate::builder(&pki, &up)
+        .policies()
+        .extra(QUOTAS)
+        .start();
 
     // `reporting` is in tier `minute` by its namespace prefix: exactly the
     // burst of 3 passes, each response telling what is left.
@@ -145,7 +140,10 @@ fn after_retry_after_seconds_a_request_passes_again() {
     let pki = Pki::new();
     pki.client("planner", Leaf::client_spiffe(PLANNER));
     let up = Upstream::start();
-    let mg = start(&pki, &up, QUOTAS);
+    let mg = Meshgate::builder(&pki, &up)
+        .policies()
+        .extra(QUOTAS)
+        .start();
     // Tier `second`: one request, then one a second. Send until refused.
     let mut refused = None;
     for _ in 0..20 {
@@ -183,7 +181,10 @@ fn tiers_come_from_exact_ids_prefixes_groups_and_the_contract() {
         "        - { id: \"spiffe://mesh.local/ns/logistics/sa/planner\", tier: second }\n",
         "",
     );
-    let mg = start(&pki, &up, &quotas);
+    let mg = Meshgate::builder(&pki, &up)
+        .policies()
+        .extra(&quotas)
+        .start();
     let policy = |who: &str, path: &str| {
         let r = get(&pki, who, &mg, path);
         assert_eq!(r.status, "200", "{who} {path}");
@@ -222,7 +223,7 @@ fn tiers_come_from_exact_ids_prefixes_groups_and_the_contract() {
 #[test]
 fn a_bad_quota_section_is_refused_with_its_field() {
     let pki = Pki::new();
-    let policy = copy_policies(pki.dir.path());
+    let sidecar = Meshgate::builder(&pki, "http://127.0.0.1:8080").policies();
     let file = pki.path("bad.yaml");
     for (quotas, message) in [
         (
@@ -238,11 +239,7 @@ fn a_bad_quota_section_is_refused_with_its_field() {
             "quotas.consumers[0]: exactly one of id, prefix or group",
         ),
     ] {
-        std::fs::write(
-            &file,
-            config_yaml(&pki, "http://127.0.0.1:8080", &format!("{policy}{quotas}")),
-        )
-        .expect("write");
+        std::fs::write(&file, sidecar.clone().extra(quotas).yaml()).expect("write");
         let out = std::process::Command::new(bin())
             .args(["validate", "--config"])
             .arg(&file)
@@ -291,11 +288,11 @@ fn in_flight_limits_shed_with_503_at_once_while_slow_requests_run() {
             "    sales.orders:\n      max_in_flight: 2\n",
         );
     // Slow requests, beyond the orders' promised latency: no latency timeout.
-    let mg = start(
-        &pki,
-        &up,
-        &format!("timeouts:\n  latency_factor: 0\n{quotas}"),
-    );
+    let mg = Meshgate::builder(&pki, &up)
+        .policies()
+        .timeout("latency_factor: 0")
+        .extra(&quotas)
+        .start();
 
     // The etl's first request is slow: its second is shed (consumer limit).
     let first = in_background(&pki, "etl", &mg, "/orders?slow=4000");
@@ -333,11 +330,11 @@ fn in_flight_limits_shed_with_503_at_once_while_slow_requests_run() {
 fn the_global_in_flight_limit_sheds_every_product() {
     let pki = Pki::new();
     let up = Upstream::start();
-    let mg = start(
-        &pki,
-        &up,
-        "limits:\n  max_in_flight: 1\ntimeouts:\n  latency_factor: 0\n",
-    );
+    let mg = Meshgate::builder(&pki, &up)
+        .policies()
+        .limit("max_in_flight: 1")
+        .timeout("latency_factor: 0")
+        .start();
     let slow = in_background(&pki, "reporting", &mg, "/orders?slow=4000");
     up.wait_arrival();
     let r = get(&pki, "reporting", &mg, "/ledger/entries");
@@ -354,7 +351,10 @@ fn a_product_promising_a_latency_times_out_at_a_multiple_of_it() {
     let up = Upstream::start();
     // orders promise 250 ms: with a factor of 2, 500 ms; the ledger promises
     // none and keeps the global 15 s.
-    let mg = start(&pki, &up, "timeouts:\n  latency_factor: 2\n");
+    let mg = Meshgate::builder(&pki, &up)
+        .policies()
+        .timeout("latency_factor: 2")
+        .start();
     let r = get(&pki, "reporting", &mg, "/orders?slow=5000");
     assert_eq!(r.status, "504");
     assert_eq!(get(&pki, "reporting", &mg, "/orders").status, "200");
@@ -431,8 +431,14 @@ fn two_sidecars_sharing_redis_enforce_one_quota() {
     };
     let up = Upstream::start();
     let quotas = shared(&redis.url, "deny", 1);
-    let a = start(&pki, &up, &quotas);
-    let b = start(&pki, &up, &quotas);
+    let a = Meshgate::builder(&pki, &up)
+        .policies()
+        .extra(&quotas)
+        .start();
+    let b = Meshgate::builder(&pki, &up)
+        .policies()
+        .extra(&quotas)
+        .start();
     // One bucket of 4 for the pair: alternate between the two replicas.
     let statuses: Vec<String> = (0..10)
         .map(|i| {
@@ -462,9 +468,18 @@ fn when_redis_dies_the_failure_mode_applies() {
         return;
     };
     let up = Upstream::start();
-    let local = start(&pki, &up, &shared(&redis.url, "local", 1));
-    let deny = start(&pki, &up, &shared(&redis.url, "deny", 1));
-    let allow = start(&pki, &up, &shared(&redis.url, "allow", 1));
+    let local = Meshgate::builder(&pki, &up)
+        .policies()
+        .extra(&shared(&redis.url, "local", 1))
+        .start();
+    let deny = Meshgate::builder(&pki, &up)
+        .policies()
+        .extra(&shared(&redis.url, "deny", 1))
+        .start();
+    let allow = Meshgate::builder(&pki, &up)
+        .policies()
+        .extra(&shared(&redis.url, "allow", 1))
+        .start();
     // While Redis answers, all three share it.
     assert_eq!(get(&pki, "reporting", &local, "/orders").status, "200");
     redis.kill();
@@ -505,7 +520,10 @@ fn a_policy_reload_keeps_the_live_buckets() {
             "        - { id: \"spiffe://mesh.local/ns/logistics/sa/planner\", tier: second }\n",
             "",
         );
-    let mg = start(&pki, &up, &quotas);
+    let mg = Meshgate::builder(&pki, &up)
+        .policies()
+        .extra(&quotas)
+        .start();
     assert_eq!(get(&pki, "planner", &mg, "/orders").status, "200");
     assert_eq!(get(&pki, "planner", &mg, "/orders").status, "429");
     for _ in 0..3 {
@@ -579,7 +597,10 @@ fn a_busy_consumer_does_not_cost_a_redis_round_trip_per_request() {
         "minute: { rate: 1/m, burst: 4 }",
         "minute: { rate: 1000/s, burst: 500 }",
     );
-    let mg = start(&pki, &up, &quotas);
+    let mg = Meshgate::builder(&pki, &up)
+        .policies()
+        .extra(&quotas)
+        .start();
     // 16 requests on one kept-alive connection (one curl), well within the
     // second a lease lasts.
     let url = mg.url("/orders");

@@ -50,11 +50,11 @@ fn follows_a_trust_bundle_rotation_through_data_symlink_swaps() {
     volume.stage("..2026_11_21_00_00_00.1", &c1, &k1, &pki.ca.pem);
 
     let up = Upstream::start();
-    let yaml = format!(
-        "listen: 127.0.0.1:0\nadmin: 127.0.0.1:0\nupstream: {}\ntls:\n  cert: spiffe.io/tls.crt\n  key: spiffe.io/tls.key\n  client_ca: spiffe.io/ca.crt\nlog:\n  format: json\n",
-        up.url()
-    );
-    let mg = Meshgate::start(pki.dir.path(), &yaml);
+    let mg = Meshgate::builder(&pki, &up)
+        .tls("spiffe.io/tls.crt", "spiffe.io/tls.key", "spiffe.io/ca.crt")
+        .default_workers()
+        .default_log_level()
+        .start();
     let url = mg.url("/headers");
     assert_eq!(status_of(&pki, Some("reporting"), &url), "200");
     assert_eq!(

@@ -120,6 +120,15 @@ impl Pki {
         pki
     }
 
+    /// The same, with one SPIFFE client per (file name, identity).
+    pub fn with_clients(clients: &[(&str, &str)]) -> Pki {
+        let pki = Pki::new();
+        for (name, id) in clients {
+            pki.client(name, Leaf::client_spiffe(id));
+        }
+        pki
+    }
+
     pub fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
     }
@@ -522,25 +531,251 @@ pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_meshgate")
 }
 
-/// The YAML for a sidecar using `pki`'s files and `upstream`; `extra` is appended.
-pub fn config_yaml(pki: &Pki, upstream: &str, extra: &str) -> String {
-    format!(
-        "listen: 127.0.0.1:0\nadmin: 127.0.0.1:0\nupstream: {upstream}\nworkers: 2\ntls:\n  cert: {}\n  key: {}\n  client_ca: {}\nlog:\n  level: info,meshgate=debug\n  format: json\n{extra}",
-        pki.path("server.pem").display(),
-        pki.path("server-key.pem").display(),
-        pki.path("ca.pem").display(),
-    )
+/// What a sidecar forwards to: a test [`Upstream`] or any URL.
+pub trait Target {
+    fn target_url(&self) -> String;
+}
+
+impl Target for Upstream {
+    fn target_url(&self) -> String {
+        self.url()
+    }
+}
+
+impl Target for str {
+    fn target_url(&self) -> String {
+        self.to_string()
+    }
+}
+
+impl Target for String {
+    fn target_url(&self) -> String {
+        self.clone()
+    }
+}
+
+/// A sidecar configuration under construction, from [`Meshgate::builder`]:
+/// `pki`'s certificates, OS-chosen ports, two workers, JSON logs at
+/// `info,meshgate=debug`, and the sections a test adds. [`Sidecar::start`]
+/// writes it to `DIR/meshgate.yaml` and runs it; [`Sidecar::yaml`] is the
+/// text, for tests that run other commands on it.
+#[derive(Clone)]
+pub struct Sidecar {
+    dir: PathBuf,
+    upstream: String,
+    /// cert, key, client CA.
+    tls: [String; 3],
+    workers: Option<u32>,
+    log_level: Option<String>,
+    /// The copied example policy tree, and what is added to its section.
+    policies: Option<PathBuf>,
+    more_sources: Vec<PathBuf>,
+    shadow: Vec<PathBuf>,
+    timeouts: Vec<String>,
+    limits: Vec<String>,
+    audit: Vec<String>,
+    issuers: Vec<String>,
+    extra: String,
+    stdout_piped: bool,
+}
+
+impl Sidecar {
+    /// Copies the example policy tree of this repository into the
+    /// sidecar's directory now (a test may edit it before starting) and
+    /// names it in the `policy` section.
+    pub fn policies(mut self) -> Sidecar {
+        let root = self.dir.join("policies");
+        copy_dir(
+            &Path::new(env!("CARGO_MANIFEST_DIR")).join("policies"),
+            &root,
+        );
+        self.policies = Some(root);
+        self
+    }
+
+    /// Writes the configuration (and copies policies) into `dir` instead of
+    /// the PKI's directory; call it before [`Sidecar::policies`].
+    pub fn dir(mut self, dir: &Path) -> Sidecar {
+        assert!(self.policies.is_none(), "dir() must come before policies()");
+        self.dir = dir.to_path_buf();
+        self
+    }
+
+    /// One more policy source after the example's own.
+    pub fn policy_source(mut self, dir: &Path) -> Sidecar {
+        self.more_sources.push(dir.to_path_buf());
+        self
+    }
+
+    /// Shadow policy sources: evaluated, never enforced.
+    pub fn shadow(mut self, dirs: &[PathBuf]) -> Sidecar {
+        self.shadow.extend(dirs.iter().cloned());
+        self
+    }
+
+    /// TLS files other than the PKI's (paths as written, e.g. relative to
+    /// a mounted volume).
+    pub fn tls(mut self, cert: &str, key: &str, client_ca: &str) -> Sidecar {
+        self.tls = [cert.into(), key.into(), client_ca.into()];
+        self
+    }
+
+    /// No `workers` line: the sidecar's default.
+    pub fn default_workers(mut self) -> Sidecar {
+        self.workers = None;
+        self
+    }
+
+    /// The log filter (`info`: quiet under load).
+    pub fn log_level(mut self, level: &str) -> Sidecar {
+        self.log_level = Some(level.into());
+        self
+    }
+
+    /// No log level: the sidecar's default.
+    pub fn default_log_level(mut self) -> Sidecar {
+        self.log_level = None;
+        self
+    }
+
+    /// A line of the `timeouts` section (`upstream_response: 300ms`).
+    pub fn timeout(mut self, line: &str) -> Sidecar {
+        self.timeouts.push(line.into());
+        self
+    }
+
+    /// A line of the `limits` section (`max_header_bytes: 16384`).
+    pub fn limit(mut self, line: &str) -> Sidecar {
+        self.limits.push(line.into());
+        self
+    }
+
+    /// Audit events to `file` (the default sink is stdout).
+    pub fn audit_file(self, file: &Path) -> Sidecar {
+        self.audit("sink: file")
+            .audit(&format!("file: {}", file.display()))
+    }
+
+    /// A line of the `audit` section (`queue: 1`).
+    pub fn audit(mut self, line: &str) -> Sidecar {
+        self.audit.push(line.into());
+        self
+    }
+
+    /// One entry of `users.issuers`, its fields one a line, unindented.
+    pub fn issuer(mut self, fields: &str) -> Sidecar {
+        self.issuers.push(fields.into());
+        self
+    }
+
+    /// Top-level YAML appended as written (`quotas`, `metrics`, ...).
+    pub fn extra(mut self, yaml: &str) -> Sidecar {
+        self.extra.push_str(yaml);
+        self
+    }
+
+    /// The sidecar's stdout (the audit sink `stdout`) left in a pipe in
+    /// [`Meshgate::child`]; otherwise it is discarded.
+    pub fn stdout_piped(mut self) -> Sidecar {
+        self.stdout_piped = true;
+        self
+    }
+
+    /// The configuration's text.
+    pub fn yaml(&self) -> String {
+        let mut y = format!(
+            "listen: 127.0.0.1:0\nadmin: 127.0.0.1:0\nupstream: {}\n",
+            self.upstream
+        );
+        if let Some(n) = self.workers {
+            y += &format!("workers: {n}\n");
+        }
+        let [cert, key, ca] = &self.tls;
+        y += &format!("tls:\n  cert: {cert}\n  key: {key}\n  client_ca: {ca}\nlog:\n");
+        if let Some(level) = &self.log_level {
+            y += &format!("  level: {level}\n");
+        }
+        y += "  format: json\n";
+        if let Some(d) = &self.policies {
+            let d = d.display();
+            y += &format!(
+                "policy:\n  schema: {d}/schema.cedarschema\n  entities: {d}/entities.json\n  sources:\n    - {d}/mesh\n    - {d}/domains/sales\n    - {d}/domains/finance\n"
+            );
+            for s in &self.more_sources {
+                y += &format!("    - {}\n", s.display());
+            }
+            y += &format!("  contracts:\n    - {d}/domains/sales\n    - {d}/domains/finance\n");
+            if !self.shadow.is_empty() {
+                y += "  shadow:\n";
+                for s in &self.shadow {
+                    y += &format!("    - {}\n", s.display());
+                }
+            }
+        }
+        for (name, lines) in [
+            ("timeouts", &self.timeouts),
+            ("limits", &self.limits),
+            ("audit", &self.audit),
+        ] {
+            if !lines.is_empty() {
+                y += &format!("{name}:\n");
+                for l in lines.iter() {
+                    y += &format!("  {l}\n");
+                }
+            }
+        }
+        if !self.issuers.is_empty() {
+            y += "users:\n  issuers:\n";
+            for issuer in &self.issuers {
+                for (i, l) in issuer.lines().enumerate() {
+                    y += if i == 0 { "    - " } else { "      " };
+                    y += l;
+                    y += "\n";
+                }
+            }
+        }
+        y + &self.extra
+    }
+
+    /// Writes the configuration to `DIR/meshgate.yaml`, starts `meshgate
+    /// run` on it and waits for its ready line.
+    pub fn start(self) -> Meshgate {
+        let stdout = if self.stdout_piped {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        };
+        Meshgate::start_with_stdout(&self.dir, &self.yaml(), stdout)
+    }
 }
 
 impl Meshgate {
-    /// Starts `meshgate run` with `yaml` and waits for its ready line.
-    pub fn start(dir: &Path, yaml: &str) -> Meshgate {
-        Meshgate::start_with_stdout(dir, yaml, Stdio::null())
+    /// A sidecar with `pki`'s certificates in front of `upstream`, its
+    /// configuration written to `pki`'s directory; see [`Sidecar`].
+    pub fn builder(pki: &Pki, upstream: &(impl Target + ?Sized)) -> Sidecar {
+        Sidecar {
+            dir: pki.dir.path().to_path_buf(),
+            upstream: upstream.target_url(),
+            tls: ["server.pem", "server-key.pem", "ca.pem"]
+                .map(|f| pki.path(f).display().to_string()),
+            workers: Some(2),
+            log_level: Some("info,meshgate=debug".into()),
+            policies: None,
+            more_sources: Vec::new(),
+            shadow: Vec::new(),
+            timeouts: Vec::new(),
+            limits: Vec::new(),
+            audit: Vec::new(),
+            issuers: Vec::new(),
+            extra: String::new(),
+            stdout_piped: false,
+        }
     }
 
-    /// Like [`Meshgate::start`], with the sidecar's stdout (the audit sink
-    /// `stdout`) going to `stdout`; `Stdio::piped()` leaves it in `child`.
-    pub fn start_with_stdout(dir: &Path, yaml: &str, stdout: Stdio) -> Meshgate {
+    /// Starts `meshgate run` with `yaml` (written to `dir/meshgate.yaml`),
+    /// its stdout (the audit sink `stdout`) going to `stdout`, and waits
+    /// for its ready line.
+    fn start_with_stdout(dir: &Path, yaml: &str, stdout: Stdio) -> Meshgate {
         let config_path = dir.join("meshgate.yaml");
         std::fs::write(&config_path, yaml).expect("write config");
         let mut cmd = Command::new(bin());
@@ -808,18 +1043,7 @@ pub async fn get_on(
     (status, String::from_utf8_lossy(&body).to_string())
 }
 
-/// The example policy tree of this repository, copied into `dir` so a test may
-/// edit it; returns the YAML `policy` section naming the copy.
-pub fn copy_policies(dir: &Path) -> String {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("policies");
-    let dst = dir.join("policies");
-    copy_dir(&src, &dst);
-    format!(
-        "policy:\n  schema: {d}/schema.cedarschema\n  entities: {d}/entities.json\n  sources:\n    - {d}/mesh\n    - {d}/domains/sales\n    - {d}/domains/finance\n  contracts:\n    - {d}/domains/sales\n    - {d}/domains/finance\n",
-        d = dst.display()
-    )
-}
-
+/// Copies the directory tree `src` to `dst`.
 fn copy_dir(src: &Path, dst: &Path) {
     std::fs::create_dir_all(dst).expect("mkdir");
     for e in std::fs::read_dir(src).expect("read_dir") {
