@@ -400,6 +400,44 @@ fn start_up_refuses_an_invalid_policy_with_its_position() {
 }
 
 #[test]
+fn two_contracts_claiming_one_route_are_refused_naming_both_files() {
+    let pki = Pki::with_clients(CLIENTS);
+    let sidecar = Meshgate::builder(&pki, "http://127.0.0.1:8080").policies();
+    // A second version of the ledger that claims the sales orders route.
+    let ledger = std::fs::read_to_string(pki.path("policies/domains/finance/ledger.odcs.yaml"))
+        .expect("read");
+    let copy = ledger
+        .replace("id: finance.ledger\n", "id: finance.ledger-v4\n")
+        .replace("path: /ledger/summary,", "path: /orders,");
+    assert!(copy.contains("path: /orders,"));
+    std::fs::write(
+        pki.path("policies/domains/finance/ledger-v4.odcs.yaml"),
+        copy,
+    )
+    .expect("write");
+    let cfg = pki.path("bad.yaml");
+    std::fs::write(&cfg, sidecar.yaml()).expect("write config");
+    for cmd in ["run", "validate"] {
+        let out = Command::new(bin())
+            .args([cmd, "--config"])
+            .arg(&cfg)
+            .output()
+            .expect("meshgate");
+        assert!(
+            !out.status.success(),
+            "{cmd} accepted a route claimed twice"
+        );
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("GET /orders is already routed by")
+                && err.contains("domains/sales/orders.odcs.yaml")
+                && err.contains("domains/finance/ledger-v4.odcs.yaml"),
+            "{cmd}: {err}"
+        );
+    }
+}
+
+#[test]
 fn shadow_policies_are_evaluated_never_enforced_and_disagreements_counted() {
     let pki = Pki::with_clients(CLIENTS);
     let up = Upstream::start();

@@ -9,11 +9,11 @@ use std::process::Command;
 
 use common::*;
 
-/// The example tree with the sales orders contract made a deprecated
-/// version: `status`, `endOfSupport`/`endOfLife` and the custom properties
-/// inserted into the contract as committed.
-fn deprecate_orders(pki: &Pki, end_of_support: &str, end_of_life: &str) -> String {
-    let policy = copy_policies(pki.dir.path());
+/// A sidecar on the example tree with the sales orders contract made a
+/// deprecated version: `status`, `endOfSupport`/`endOfLife` and the custom
+/// properties inserted into the contract as committed.
+fn deprecate_orders(pki: &Pki, upstream: &str, end_of_support: &str, end_of_life: &str) -> Sidecar {
+    let sidecar = Meshgate::builder(pki, upstream).policies();
     let path = pki.path("policies/domains/sales/orders.odcs.yaml");
     let text = std::fs::read_to_string(&path).expect("read contract");
     let text = text
@@ -30,7 +30,7 @@ fn deprecate_orders(pki: &Pki, end_of_support: &str, end_of_life: &str) -> Strin
         );
     assert!(text.contains("status: deprecated") && text.contains("successorVersion"));
     std::fs::write(&path, text).expect("write contract");
-    policy
+    sidecar
 }
 
 /// The response headers of one request (`curl -D -`), lower-cased names.
@@ -62,8 +62,7 @@ fn responses_of_a_deprecated_version_carry_deprecation_sunset_and_links() {
     );
     let up = Upstream::start();
     // Deprecated in the past, sunset in the future: it still answers.
-    let policy = deprecate_orders(&pki, "2026-01-01", "2099-06-30T12:00:00Z");
-    let mg = Meshgate::start(pki.dir.path(), &config_yaml(&pki, &up.url(), &policy));
+    let mg = deprecate_orders(&pki, &up.url(), "2026-01-01", "2099-06-30T12:00:00Z").start();
 
     for (args, proto) in [
         (&["--http1.1"][..], "HTTP/1.1"),
@@ -127,10 +126,9 @@ fn a_lifecycle_that_does_not_hold_together_is_refused_with_its_file_and_field() 
             "not an RFC 3339 date",
         ),
     ] {
-        let policy = deprecate_orders(&pki, support, life);
+        let sidecar = deprecate_orders(&pki, "http://127.0.0.1:8080", support, life);
         let cfg = pki.path("bad.yaml");
-        std::fs::write(&cfg, config_yaml(&pki, "http://127.0.0.1:8080", &policy))
-            .expect("write config");
+        std::fs::write(&cfg, sidecar.yaml()).expect("write config");
         for cmd in ["run", "validate"] {
             let out = Command::new(bin())
                 .args([cmd, "--config"])
@@ -157,13 +155,10 @@ fn a_version_past_its_end_of_life_answers_410_naming_its_successor_audited_and_c
         Leaf::client_spiffe("spiffe://mesh.local/ns/marketing/sa/campaigns"),
     );
     let up = Upstream::start();
-    let policy = deprecate_orders(&pki, "2020-01-01", "2021-01-01");
     let audit = pki.path("audit.log");
-    let extra = format!(
-        "{policy}audit:\n  sink: file\n  file: {}\n",
-        audit.display()
-    );
-    let mut mg = Meshgate::start(pki.dir.path(), &config_yaml(&pki, &up.url(), &extra));
+    let mut mg = deprecate_orders(&pki, &up.url(), "2020-01-01", "2021-01-01")
+        .audit_file(&audit)
+        .start();
 
     let out = curl(
         &pki,
