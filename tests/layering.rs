@@ -3,6 +3,9 @@
 //! folder it is in. A broken rule names the file, the line and the import.
 //! Unit tests (a `#[cfg(test)] mod tests` block, or a `tests.rs` beside the
 //! module) are exempt from the rules, not from the no-cycle check.
+//!
+//! And the size of the rooms (issue 18): no file under proxy/ over 1,000
+//! lines, no function over 120, unit tests included.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -60,44 +63,122 @@ fn without_tests(text: &str) -> String {
     format!("{}{cut}{}", &text[..at], &text[end..])
 }
 
-/// Drops comments (`//` to the end of the line) and string literals, which
-/// may mention paths without importing them.
+/// One line's code: without comments and string literals, which may
+/// mention paths without importing them (see `code_lines`).
 fn code_only(line: &str) -> String {
-    let mut out = String::new();
-    let mut in_str = false;
-    let mut chars = line.chars().peekable();
+    code_lines(line).concat()
+}
+
+/// The code of `text`, line by line, without comments (`//`, nested
+/// `/* */`), string literals (plain, byte and raw, over any number of
+/// lines) and char literals (`'"'`, `'\''`, `'\u{7b}'`); a lifetime or a
+/// label (`'a`) is kept. There is one entry per line of `text`.
+fn code_lines(text: &str) -> Vec<String> {
+    let mut lines = vec![String::new()];
+    let mut chars = text.chars().peekable();
+    // The char before the current one, in the code kept or not.
+    let mut prev = ' ';
+    // Inside a literal or a comment, newlines still start a new line.
+    let skip = |c: char, lines: &mut Vec<String>| {
+        if c == '\n' {
+            lines.push(String::new());
+        }
+    };
     while let Some(c) = chars.next() {
-        if in_str {
-            match c {
-                '\\' => {
+        let ident_before = prev.is_alphanumeric() || prev == '_';
+        prev = c;
+        match c {
+            '\n' => lines.push(String::new()),
+            '"' => {
+                while let Some(c) = chars.next() {
+                    skip(c, &mut lines);
+                    match c {
+                        '\\' => {
+                            if let Some(e) = chars.next() {
+                                skip(e, &mut lines);
+                            }
+                        }
+                        '"' => break,
+                        _ => {}
+                    }
+                }
+                prev = '"';
+            }
+            // A raw string: `r"…"`, `r#"…"#`, `br#"…"#` (and not `r#type`).
+            'r' if (!ident_before || lines.last().is_some_and(|l| l.ends_with('b')))
+                && matches!(chars.peek(), Some('#' | '"')) =>
+            {
+                let ahead: String = chars.clone().take_while(|c| *c == '#').collect();
+                let hashes = ahead.len();
+                if chars.clone().nth(hashes) != Some('"') {
+                    lines.last_mut().expect("a line").push(c);
+                    continue;
+                }
+                for _ in 0..=hashes {
                     chars.next();
                 }
-                '"' => in_str = false,
-                _ => {}
+                let end = format!("\"{ahead}");
+                let mut seen = String::new();
+                for c in chars.by_ref() {
+                    skip(c, &mut lines);
+                    seen.push(c);
+                    if seen.ends_with(&end) {
+                        break;
+                    }
+                }
+                prev = '"';
             }
-            continue;
-        }
-        match c {
-            '"' => in_str = true,
-            '/' if chars.peek() == Some(&'/') => break,
-            // A char literal (`'"'`, `'\''`); a lifetime (`'a`) is kept.
+            '/' if chars.peek() == Some(&'/') => {
+                while chars.peek().is_some_and(|c| *c != '\n') {
+                    chars.next();
+                }
+            }
+            '/' if chars.peek() == Some(&'*') => {
+                chars.next();
+                let mut depth = 1;
+                while depth > 0 {
+                    let Some(c) = chars.next() else { break };
+                    skip(c, &mut lines);
+                    match (c, chars.peek()) {
+                        ('/', Some('*')) => {
+                            chars.next();
+                            depth += 1;
+                        }
+                        ('*', Some('/')) => {
+                            chars.next();
+                            depth -= 1;
+                        }
+                        _ => {}
+                    }
+                }
+                prev = ' ';
+            }
+            // A char literal; a lifetime or a label is kept.
             '\'' => {
-                let rest: String = chars.clone().take(3).collect();
-                if rest.starts_with('\\') {
+                let rest: Vec<char> = chars.clone().take(2).collect();
+                if rest.first() == Some(&'\\') {
                     chars.next();
                     chars.next();
-                    chars.next();
-                } else if rest.chars().nth(1) == Some('\'') {
+                    for c in chars.by_ref() {
+                        if c == '\'' {
+                            break;
+                        }
+                    }
+                } else if rest.get(1) == Some(&'\'') {
                     chars.next();
                     chars.next();
                 } else {
-                    out.push(c);
+                    lines.last_mut().expect("a line").push(c);
                 }
             }
-            _ => out.push(c),
+            _ => lines.last_mut().expect("a line").push(c),
         }
     }
-    out
+    // `str::lines` does not count a last, empty line after a final newline.
+    if text.ends_with('\n') || text.is_empty() {
+        lines.pop();
+    }
+    lines
 }
 
 /// Expands a use tree (`a::{b, c::{d, e}}`) into full paths.
@@ -156,7 +237,7 @@ fn absolute(module: &[String], path: &str) -> Option<String> {
 /// Every `crate::`, `super::` and `self::` path in `code` (the file of
 /// module `module`), as a `crate::` path, with its line.
 fn imports_of(file: &str, module: &[String], code: &str) -> Vec<Import> {
-    let lines: Vec<String> = code.lines().map(code_only).collect();
+    let lines = code_lines(code);
     let mut found = Vec::new();
     let mut push = |line: usize, path: &str| {
         let path =
@@ -528,10 +609,10 @@ fn no_http_status_is_chosen_outside_the_pipeline() {
         source_files(&root.join(folder), &mut files);
         for f in files {
             let text = std::fs::read_to_string(&f).expect("read source");
-            for (n, line) in without_tests(&text).lines().enumerate() {
+            let code = without_tests(&text);
+            for (n, (line, code)) in code.lines().zip(code_lines(&code)).enumerate() {
                 // Reading a status (`response.status() != StatusCode::OK`)
                 // is not choosing one.
-                let code = code_only(line);
                 if code.contains("StatusCode::") && !code.contains("==") && !code.contains("!=") {
                     found.push(format!("{}:{}: {}", f.display(), n + 1, line.trim()));
                 }
@@ -608,4 +689,180 @@ fn no_import_cycle_between_folders() {
             to.iter().copied().collect::<Vec<_>>().join(", ")
         );
     }
+}
+
+/// A function of a source file: its name, the line of its `fn` and the
+/// number of lines from there to its closing brace.
+#[derive(Debug, PartialEq)]
+struct Function {
+    name: String,
+    line: usize,
+    lines: usize,
+}
+
+/// Every function with a body in `text`, nested ones too, in order. The
+/// braces counted are the code's: those in literals and comments are
+/// dropped first by `code_lines`.
+fn functions(text: &str) -> Vec<Function> {
+    let code: Vec<Vec<char>> = code_lines(text)
+        .iter()
+        .map(|l| l.chars().collect())
+        .collect();
+    let ident = |c: char| c.is_alphanumeric() || c == '_';
+    let mut found = Vec::new();
+    for (n, line) in code.iter().enumerate() {
+        let mut i = 0;
+        while i + 2 < line.len() {
+            let word = line[i] == 'f'
+                && line[i + 1] == 'n'
+                && line[i + 2].is_whitespace()
+                && (i == 0 || !ident(line[i - 1]));
+            if !word {
+                i += 1;
+                continue;
+            }
+            let mut at = i + 2;
+            while at < line.len() && line[at].is_whitespace() {
+                at += 1;
+            }
+            let name: String = line[at..].iter().take_while(|c| ident(**c)).collect();
+            // `fn(u8) -> u8` is a type; `fn $name` is inside a macro.
+            if !name.is_empty() && !name.starts_with(|c: char| c.is_ascii_digit()) {
+                if let Some(end) = body_end(&code, n, at + name.len()) {
+                    found.push(Function {
+                        name,
+                        line: n + 1,
+                        lines: end - n + 1,
+                    });
+                }
+            }
+            i = at;
+        }
+    }
+    found
+}
+
+/// The line (from 0) of the brace closing the body of the function whose
+/// signature goes on from `code[line][col]`; `None` for a declaration
+/// without a body (`fn f();` in a trait).
+fn body_end(code: &[Vec<char>], line: usize, col: usize) -> Option<usize> {
+    // Parentheses and brackets of the signature (`-> [u8; 4]`) first, then
+    // the braces of the body.
+    let mut nesting = 0usize;
+    let mut depth = 0usize;
+    let mut col = col;
+    for (n, l) in code.iter().enumerate().skip(line) {
+        for &c in l.iter().skip(col) {
+            match c {
+                '(' | '[' if depth == 0 => nesting += 1,
+                ')' | ']' if depth == 0 => nesting = nesting.saturating_sub(1),
+                ';' if depth == 0 && nesting == 0 => return None,
+                '{' => depth += 1,
+                '}' => {
+                    depth = depth.checked_sub(1)?;
+                    if depth == 0 {
+                        return Some(n);
+                    }
+                }
+                _ => {}
+            }
+        }
+        col = 0;
+    }
+    None
+}
+
+/// Most a file under proxy/ may have.
+const MAX_FILE_LINES: usize = 1000;
+/// Most a function may have, from its `fn` to its closing brace.
+const MAX_FN_LINES: usize = 120;
+
+/// Issue 18, "no big rooms": no file over 1,000 lines, no function over
+/// 120, unit tests (`tests.rs`, `#[cfg(test)]` blocks) included.
+#[test]
+fn no_big_rooms() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("proxy");
+    let mut files = Vec::new();
+    source_files(&root, &mut files);
+    files.sort();
+    let mut big = Vec::new();
+    for f in &files {
+        let text = std::fs::read_to_string(f).expect("read source");
+        let name = format!(
+            "proxy/{}",
+            f.strip_prefix(&root).expect("under proxy/").display()
+        );
+        let count = text.lines().count();
+        if count > MAX_FILE_LINES {
+            big.push(format!("{name}: {count} lines (file)"));
+        }
+        for func in functions(&text) {
+            if func.lines > MAX_FN_LINES {
+                big.push(format!(
+                    "{name}:{} fn {}: {} lines",
+                    func.line, func.name, func.lines
+                ));
+            }
+        }
+    }
+    assert!(
+        big.is_empty(),
+        "no file over {MAX_FILE_LINES} lines, no function over {MAX_FN_LINES}; split by what each part does:\n{}",
+        big.join("\n")
+    );
+}
+
+/// The reader of `no_big_rooms`: braces in strings, raw strings, chars and
+/// comments are not the code's; a signature's `;` is not a declaration's.
+#[test]
+fn the_function_reader_counts_code_braces_only() {
+    let text = r####"
+/// A doc comment with a brace {
+pub fn one(a: [u8; 4]) -> Result<(), String> {
+    let s = "}}} \" {";
+    let r = r#"}"# ;
+    let c = '}';
+    let e = '\'';
+    let b = (b'{', '\u{7b}', br#"{"#, b"{");
+    /* } /* nested } */ } */
+    fn inner<'a>(x: &'a str) -> &'a str {
+        x
+    }
+    Ok(())
+}
+trait T {
+    fn declared(&self);
+}
+type F = fn(u8) -> u8;
+fn two()
+where
+    u8: Copy,
+{
+    let multi = "
+    }
+    ";
+}
+"####;
+    let got: Vec<(String, usize, usize)> = functions(text)
+        .into_iter()
+        .map(|f| (f.name, f.line, f.lines))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("one".to_string(), 3, 12),
+            ("inner".to_string(), 10, 3),
+            ("two".to_string(), 19, 8),
+        ]
+    );
+    assert_eq!(code_lines(text).len(), text.lines().count());
+    // And it reads proxy/: every file has its functions found.
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("proxy");
+    let mut files = Vec::new();
+    source_files(&root, &mut files);
+    let found: usize = files
+        .iter()
+        .map(|f| functions(&std::fs::read_to_string(f).expect("read source")).len())
+        .sum();
+    assert!(found > 500, "the reader found {found} functions in proxy/");
 }

@@ -190,9 +190,73 @@ fn invalid(file: &str, field: &'static str, message: impl Into<String>) -> Confi
     }
 }
 
-/// Parses one contract; `file` names it in errors.
+impl Odcs {
+    /// A custom property's value.
+    fn custom(&self, key: &str) -> Option<&serde_yaml_ng::Value> {
+        self.custom_properties
+            .iter()
+            .find(|c| c.property == key)
+            .map(|c| &c.value)
+    }
+}
+
+/// Parses one contract; `file` names it in errors. The sections are read
+/// in the order their mistakes are reported.
 pub fn parse(text: &str, file: &str) -> Result<Product, ConfigError> {
     let odcs: Odcs = crate::base::yaml::parse_yaml(text, file)?;
+    check_header(&odcs, file)?;
+    let domain = odcs
+        .domain
+        .clone()
+        .filter(|d| !d.is_empty())
+        .ok_or_else(|| invalid(file, "domain", "required: the domain that owns the product"))?;
+    let classification = classification(&odcs, file)?;
+    let owner = owner(&odcs, file)?;
+    let allowed_purposes = allowed_purposes(&odcs, file)?;
+    let datasets = datasets(&odcs, &classification, file)?;
+    let routes = match odcs.custom("meshgateRoutes") {
+        None => Vec::new(),
+        Some(v) => parse_routes(v, &datasets, file)?,
+    };
+    let user_token = user_token(&odcs, file)?;
+    let sla = parse_sla(&odcs.sla_properties, file)?;
+    let lifecycle = lifecycle(&odcs, file)?;
+    Ok(Product {
+        name: odcs
+            .name
+            .or(odcs.data_product)
+            .unwrap_or_else(|| odcs.id.clone()),
+        id: odcs.id,
+        domain,
+        owner,
+        classification,
+        version: odcs.version,
+        tags: odcs.tags,
+        allowed_purposes,
+        datasets,
+        sla,
+        routes,
+        user_token,
+        file: file.to_string(),
+        lifecycle,
+    })
+}
+
+/// `status`, `endOfSupport`/`endOfLife` and the successor links.
+fn lifecycle(odcs: &Odcs, file: &str) -> Result<Lifecycle, ConfigError> {
+    let sla = |key: &str| {
+        odcs.sla_properties
+            .iter()
+            .find(|p| p.property == key)
+            .map(|p| &p.value)
+    };
+    Lifecycle::read(odcs.status, sla, |key| odcs.custom(key))
+        .map_err(|e| invalid(file, e.field, e.message))
+}
+
+/// `kind`, `apiVersion` and `id`: an ODCS v3 data contract with an id that
+/// can stand in a Cedar entity and a URL.
+fn check_header(odcs: &Odcs, file: &str) -> Result<(), ConfigError> {
     if odcs.kind != "DataContract" {
         return Err(invalid(
             file,
@@ -217,19 +281,13 @@ pub fn parse(text: &str, file: &str) -> Result<Product, ConfigError> {
             format!("`{}` is not a usable product id", odcs.id.escape_debug()),
         ));
     }
-    let domain = odcs
-        .domain
-        .filter(|d| !d.is_empty())
-        .ok_or_else(|| invalid(file, "domain", "required: the domain that owns the product"))?;
+    Ok(())
+}
 
-    let custom = |key: &str| {
-        odcs.custom_properties
-            .iter()
-            .find(|c| c.property == key)
-            .map(|c| &c.value)
-    };
-
-    let classification = match custom("classification") {
+/// The product's classification: its custom property, else the strictest
+/// of its schema objects'.
+fn classification(odcs: &Odcs, file: &str) -> Result<String, ConfigError> {
+    let classification = match odcs.custom("classification") {
         Some(v) => v
             .as_str()
             .map(str::to_string)
@@ -251,32 +309,46 @@ pub fn parse(text: &str, file: &str) -> Result<Product, ConfigError> {
             format!("`{classification}`: one of public, internal, confidential, restricted"),
         ));
     }
+    Ok(classification)
+}
 
-    let owner = match custom("owner") {
+/// The owner: its custom property, else the team member with role `owner`.
+fn owner(odcs: &Odcs, file: &str) -> Result<String, ConfigError> {
+    match odcs.custom("owner") {
         Some(v) => v
             .as_str()
             .map(str::to_string)
-            .ok_or_else(|| invalid(file, "customProperties.owner", "must be a string"))?,
+            .ok_or_else(|| invalid(file, "customProperties.owner", "must be a string")),
         None => team_owner(odcs.team.as_ref()).ok_or_else(|| {
             invalid(
                 file,
                 "customProperties.owner",
                 "required (or a team member with role `owner`)",
             )
-        })?,
-    };
+        }),
+    }
+}
 
-    let allowed_purposes: Vec<String> = match custom("allowedPurposes") {
-        None => Vec::new(),
+fn allowed_purposes(odcs: &Odcs, file: &str) -> Result<Vec<String>, ConfigError> {
+    match odcs.custom("allowedPurposes") {
+        None => Ok(Vec::new()),
         Some(v) => serde_yaml_ng::from_value(v.clone()).map_err(|e| {
             invalid(
                 file,
                 "customProperties.allowedPurposes",
                 format!("must be a list of strings: {e}"),
             )
-        })?,
-    };
+        }),
+    }
+}
 
+/// The datasets (`schema[].name`), each with its own classification or
+/// the product's.
+fn datasets(
+    odcs: &Odcs,
+    classification: &str,
+    file: &str,
+) -> Result<Vec<(String, String)>, ConfigError> {
     let datasets: Vec<(String, String)> = odcs
         .schema
         .iter()
@@ -284,7 +356,7 @@ pub fn parse(text: &str, file: &str) -> Result<Product, ConfigError> {
             let c = s
                 .classification
                 .clone()
-                .unwrap_or_else(|| classification.clone());
+                .unwrap_or_else(|| classification.to_string());
             (s.name.clone(), c)
         })
         .collect();
@@ -297,54 +369,20 @@ pub fn parse(text: &str, file: &str) -> Result<Product, ConfigError> {
             ));
         }
     }
+    Ok(datasets)
+}
 
-    let routes = match custom("meshgateRoutes") {
-        None => Vec::new(),
-        Some(v) => parse_routes(v, &datasets, file)?,
-    };
-    let user_token: UserToken = match custom("userToken") {
-        None => UserToken::None,
+fn user_token(odcs: &Odcs, file: &str) -> Result<UserToken, ConfigError> {
+    match odcs.custom("userToken") {
+        None => Ok(UserToken::None),
         Some(v) => serde_yaml_ng::from_value(v.clone()).map_err(|_| {
             invalid(
                 file,
                 "customProperties.userToken",
                 "one of none, optional, required",
             )
-        })?,
-    };
-
-    let sla = parse_sla(&odcs.sla_properties, file)?;
-    let lifecycle = Lifecycle::read(
-        odcs.status,
-        |key| {
-            odcs.sla_properties
-                .iter()
-                .find(|p| p.property == key)
-                .map(|p| &p.value)
-        },
-        custom,
-    )
-    .map_err(|e| invalid(file, e.field, e.message))?;
-
-    Ok(Product {
-        name: odcs
-            .name
-            .or(odcs.data_product)
-            .unwrap_or_else(|| odcs.id.clone()),
-        id: odcs.id,
-        domain,
-        owner,
-        classification,
-        version: odcs.version,
-        tags: odcs.tags,
-        allowed_purposes,
-        datasets,
-        sla,
-        routes,
-        user_token,
-        file: file.to_string(),
-        lifecycle,
-    })
+        }),
+    }
 }
 
 fn strictest<'a>(levels: impl Iterator<Item = &'a str>) -> Option<&'a str> {

@@ -95,8 +95,8 @@ pub fn inject_document(cfg: &InjectorConfig, doc: &mut Value) -> Result<DocOutco
             }
         })?;
     match decision {
-        Decision::Skip(r) => Ok(DocOutcome::Skipped(r)),
-        Decision::Inject { patch, status } => {
+        PodOutcome::Skip(r) => Ok(DocOutcome::Skipped(r)),
+        PodOutcome::Inject { patch, status } => {
             json_patch::patch(doc, &patch).map_err(|e| shape(format!("patch: {e}")))?;
             Ok(DocOutcome::Injected(status))
         }

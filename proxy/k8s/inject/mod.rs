@@ -11,6 +11,8 @@
 
 mod document;
 mod patch;
+mod plan;
+mod render;
 mod review;
 
 pub use document::*;
@@ -326,7 +328,7 @@ pub struct Status {
 
 /// The outcome for one pod.
 #[derive(Debug, Clone)]
-pub enum Decision {
+pub enum PodOutcome {
     Inject {
         /// Operations on the pod object (paths under the prefix given).
         patch: Vec<PatchOperation>,
@@ -356,11 +358,11 @@ pub fn plan(
     meta: &ObjectMeta,
     spec: &PodSpec,
     prefix: &PointerBuf,
-) -> Result<Decision, InjectError> {
+) -> Result<PodOutcome, InjectError> {
     let empty = BTreeMap::new();
     let ann = meta.annotations.as_ref().unwrap_or(&empty);
     if spec.host_network == Some(true) {
-        return Ok(Decision::Skip(SkipReason::HostNetwork));
+        return Ok(PodOutcome::Skip(SkipReason::HostNetwork));
     }
     let has_sidecar = spec
         .containers
@@ -368,11 +370,11 @@ pub fn plan(
         .chain(spec.init_containers.iter().flatten())
         .any(|c| c.name == CONTAINER);
     if has_sidecar || ann.contains_key(STATUS) {
-        return Ok(Decision::Skip(SkipReason::AlreadyInjected));
+        return Ok(PodOutcome::Skip(SkipReason::AlreadyInjected));
     }
     if let Some(ns) = namespace {
         if ns == cfg.namespace || cfg.skip_namespaces.iter().any(|s| s == ns) {
-            return Ok(Decision::Skip(SkipReason::ExcludedNamespace));
+            return Ok(PodOutcome::Skip(SkipReason::ExcludedNamespace));
         }
     }
     // The pod's own choice: its annotation, else its label (a label can be
@@ -381,7 +383,7 @@ pub fn plan(
         .get(INJECT)
         .or_else(|| meta.labels.as_ref().and_then(|l| l.get(INJECT)));
     let explicit = match pod_choice.map(String::as_str) {
-        Some("disabled") => return Ok(Decision::Skip(SkipReason::Disabled)),
+        Some("disabled") => return Ok(PodOutcome::Skip(SkipReason::Disabled)),
         Some("enabled") => true,
         Some(other) => {
             return Err(InjectError::Annotation {
@@ -391,7 +393,7 @@ pub fn plan(
         }
         None => {
             if namespace_labels.get(INJECT).map(String::as_str) != Some("enabled") {
-                return Ok(Decision::Skip(SkipReason::NotEnabled));
+                return Ok(PodOutcome::Skip(SkipReason::NotEnabled));
             }
             false
         }
@@ -399,12 +401,12 @@ pub fn plan(
     // A pod that asked for the sidecar itself and cannot have it whole is
     // refused; one its namespace selected is left alone, with the reason.
     match build(cfg, ann, meta.labels.as_ref(), spec, prefix) {
-        Ok((patch, status)) => Ok(Decision::Inject {
+        Ok((patch, status)) => Ok(PodOutcome::Inject {
             patch,
             status: Box::new(status),
         }),
         Err(e) => match e.skip_reason() {
-            Some(reason) if !explicit => Ok(Decision::Skip(reason)),
+            Some(reason) if !explicit => Ok(PodOutcome::Skip(reason)),
             _ => Err(e),
         },
     }

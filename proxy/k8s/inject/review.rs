@@ -168,7 +168,7 @@ pub fn review(
         &PointerBuf::new(),
     );
     Ok(match planned {
-        Ok(Decision::Inject { patch, status }) => {
+        Ok(PodOutcome::Inject { patch, status }) => {
             match base.clone().with_patch(json_patch::Patch(patch)) {
                 Ok(mut response) => {
                     if !status.warnings.is_empty() {
@@ -185,7 +185,7 @@ pub fn review(
                 },
             }
         }
-        Ok(Decision::Skip(reason)) => {
+        Ok(PodOutcome::Skip(reason)) => {
             let mut response = base;
             if let Some(advice) = reason.advice() {
                 response.warnings = Some(vec![advice.to_string()]);

@@ -19,7 +19,7 @@ fn enabled() -> BTreeMap<String, String> {
 
 /// Plans for `v` in namespace `sales` with `labels`; returns the decision
 /// and, when injected, the pod with the patch applied.
-fn run(v: &Value, labels: &BTreeMap<String, String>) -> Result<(Decision, Value), InjectError> {
+fn run(v: &Value, labels: &BTreeMap<String, String>) -> Result<(PodOutcome, Value), InjectError> {
     let p: Pod = serde_json::from_value(v.clone()).expect("pod parses");
     let spec = p.spec.expect("spec");
     let d = plan(
@@ -31,7 +31,7 @@ fn run(v: &Value, labels: &BTreeMap<String, String>) -> Result<(Decision, Value)
         &PointerBuf::new(),
     )?;
     let mut out = v.clone();
-    if let Decision::Inject { patch, .. } = &d {
+    if let PodOutcome::Inject { patch, .. } = &d {
         json_patch::patch(&mut out, patch).expect("patch applies");
     }
     Ok((d, out))
@@ -39,14 +39,14 @@ fn run(v: &Value, labels: &BTreeMap<String, String>) -> Result<(Decision, Value)
 
 fn injected(v: &Value) -> Value {
     match run(v, &enabled()).expect("plans") {
-        (Decision::Inject { .. }, out) => out,
+        (PodOutcome::Inject { .. }, out) => out,
         (other, _) => panic!("not injected: {other:?}"),
     }
 }
 
 fn skipped(v: &Value, labels: &BTreeMap<String, String>) -> SkipReason {
     match run(v, labels).expect("plans").0 {
-        Decision::Skip(r) => r,
+        PodOutcome::Skip(r) => r,
         other => panic!("injected: {other:?}"),
     }
 }
@@ -154,7 +154,7 @@ fn a_regular_container_when_annotated() {
         "spec": {"restartPolicy": "Never"}}),
     );
     match run(&job, &enabled()).expect("plans").0 {
-        Decision::Inject { status, .. } => {
+        PodOutcome::Inject { status, .. } => {
             assert_eq!(status.warnings.len(), 1);
             assert!(status.warnings[0].contains("run-to-completion"));
         }
@@ -261,7 +261,7 @@ fn a_secret_identity_is_readable_by_the_sidecar_group() {
     cfg.sidecar.run_as_group = 1234;
     let v = pod(json!({"metadata": {"annotations": {TLS_SECRET: "orders-tls"}}}));
     let p: Pod = serde_json::from_value(v.clone()).expect("pod");
-    let Decision::Inject { patch, .. } = plan(
+    let PodOutcome::Inject { patch, .. } = plan(
         &cfg,
         Some("sales"),
         &enabled(),
@@ -317,13 +317,13 @@ fn skip_rules() {
         &none,
     )
     .expect("plans");
-    assert!(matches!(d, Decision::Inject { .. }));
+    assert!(matches!(d, PodOutcome::Inject { .. }));
     let (d, _) = run(
         &pod(json!({"metadata": {"labels": {INJECT: "enabled"}}})),
         &none,
     )
     .expect("plans");
-    assert!(matches!(d, Decision::Inject { .. }));
+    assert!(matches!(d, PodOutcome::Inject { .. }));
     assert_eq!(
         skipped(
             &pod(json!({"metadata": {"labels": {INJECT: "disabled"}}})),

@@ -78,111 +78,133 @@ pub fn verify(files: &[PathBuf]) -> Result<Verified, ChainBreak> {
             line: 0,
             message: format!("cannot read: {e}"),
         })?;
-        if text.is_empty() {
-            // A fresh file (just rotated, or nothing written yet).
-            continue;
-        }
-        let lines: Vec<&[u8]> = text.split(|&b| b == b'\n').collect();
-        // `split` yields one empty piece after a final newline.
-        let complete = text.last() == Some(&b'\n');
-        let count = if complete {
-            lines.len() - 1
-        } else {
-            lines.len()
-        };
-        // Where each sequence number sits in this file, for explanations.
-        let mut seen: HashMap<u64, usize> = HashMap::new();
-        for (i, raw) in lines.iter().take(count).enumerate() {
-            let n = i + 1;
-            let brk = |message: String| ChainBreak {
-                file: name.clone(),
-                line: n,
-                message,
-            };
-            if !complete && n == count {
-                return Err(brk(
-                    "incomplete last line (a write cut short, or the line was edited)".into(),
-                ));
-            }
-            let parsed = parse_line(raw).map_err(|e| {
-                brk(format!(
-                    "not a meshgate audit event ({e}): edited or inserted"
-                ))
-            })?;
-            let body = chained_bytes(raw).ok_or_else(|| {
-                brk("the chain field is missing or malformed: edited or inserted".into())
-            })?;
-            let expected_seq = state.as_ref().map(|s| s.next_seq);
-            let prev = match (&parsed.prev, &state) {
-                (Some(p), None) => p.clone(),
-                (None, None) => {
-                    return Err(brk(
-                        "the file starts mid-chain (no `prev`): lines before it were deleted"
-                            .into(),
-                    ))
-                }
-                (Some(p), Some(s)) if *p == s.prev => s.prev.clone(),
-                (Some(p), Some(_)) if p == GENESIS && parsed.seq == 0 => {
-                    out.restarts += 1;
-                    p.clone()
-                }
-                (Some(_), Some(s)) if n == 1 => {
-                    let why = if parsed.seq > s.next_seq {
-                        format!(
-                            "starts at seq {} where {} was expected: the end of the \
-                             previous file was cut, or a file is missing between them",
-                            parsed.seq, s.next_seq
-                        )
-                    } else {
-                        "does not continue the chain of the previous file: \
-                         they are out of order, or one was edited"
-                            .to_string()
-                    };
-                    return Err(brk(why));
-                }
-                (Some(p), Some(s)) => {
-                    return Err(brk(format!(
-                        "names prev {p} but the line before ends at {}: edited or inserted",
-                        s.prev
-                    )))
-                }
-                (None, Some(s)) => s.prev.clone(),
-            };
-            let computed = chain_hash(&prev, &body);
-            let restart =
-                parsed.prev.as_deref() == Some(GENESIS) && parsed.seq == 0 && state.is_some();
-            if computed != parsed.chain {
-                return Err(brk(explain(&parsed, expected_seq, &seen, &lines[n..count])));
-            }
-            if let Some(e) = expected_seq {
-                if parsed.seq != e && !restart {
-                    return Err(brk(explain(&parsed, expected_seq, &seen, &lines[n..count])));
-                }
-            }
-            // No line can follow the largest sequence number: the writer
-            // never reaches it, so the line was made by hand.
-            let next_seq = parsed.seq.checked_add(1).ok_or_else(|| {
-                brk(format!(
-                    "seq {} is the largest there is: not written by meshgate",
-                    parsed.seq
-                ))
-            })?;
-            if parsed.kind.as_deref() == Some("dropped") {
-                // Counts that no longer fit say "at least this many".
-                out.dropped = out.dropped.saturating_add(parsed.count.unwrap_or(0));
-            } else {
-                out.events += 1;
-            }
-            out.first_seq.get_or_insert(parsed.seq);
-            out.last_seq = Some(parsed.seq);
-            seen.insert(parsed.seq, n);
-            state = Some(ChainState {
-                next_seq,
-                prev: parsed.chain,
-            });
-        }
+        verify_file(&name, &text, &mut state, &mut out)?;
     }
     Ok(out)
+}
+
+/// The lines of one file, continuing the chain of the files before it.
+fn verify_file(
+    name: &str,
+    text: &[u8],
+    state: &mut Option<ChainState>,
+    out: &mut Verified,
+) -> Result<(), ChainBreak> {
+    if text.is_empty() {
+        // A fresh file (just rotated, or nothing written yet).
+        return Ok(());
+    }
+    let lines: Vec<&[u8]> = text.split(|&b| b == b'\n').collect();
+    // `split` yields one empty piece after a final newline.
+    let complete = text.last() == Some(&b'\n');
+    let count = if complete {
+        lines.len() - 1
+    } else {
+        lines.len()
+    };
+    // Where each sequence number sits in this file, for explanations.
+    let mut seen: HashMap<u64, usize> = HashMap::new();
+    for (i, raw) in lines.iter().take(count).enumerate() {
+        let n = i + 1;
+        let checked = if !complete && n == count {
+            Err("incomplete last line (a write cut short, or the line was edited)".into())
+        } else {
+            verify_line(raw, n, &lines[n..count], &mut seen, state, out)
+        };
+        checked.map_err(|message| ChainBreak {
+            file: name.to_string(),
+            line: n,
+            message,
+        })?;
+    }
+    Ok(())
+}
+
+/// Line `n` of a file (`later`: the lines after it): it links to the line
+/// before and its chain covers it; counted in `out`.
+fn verify_line(
+    raw: &[u8],
+    n: usize,
+    later: &[&[u8]],
+    seen: &mut HashMap<u64, usize>,
+    state: &mut Option<ChainState>,
+    out: &mut Verified,
+) -> Result<(), String> {
+    let parsed = parse_line(raw)
+        .map_err(|e| format!("not a meshgate audit event ({e}): edited or inserted"))?;
+    let body =
+        chained_bytes(raw).ok_or("the chain field is missing or malformed: edited or inserted")?;
+    let expected_seq = state.as_ref().map(|s| s.next_seq);
+    let prev = link(&parsed, state.as_ref(), n, out)?;
+    let computed = chain_hash(&prev, &body);
+    let restart = parsed.prev.as_deref() == Some(GENESIS) && parsed.seq == 0 && state.is_some();
+    if computed != parsed.chain {
+        return Err(explain(&parsed, expected_seq, seen, later));
+    }
+    if let Some(e) = expected_seq {
+        if parsed.seq != e && !restart {
+            return Err(explain(&parsed, expected_seq, seen, later));
+        }
+    }
+    // No line can follow the largest sequence number: the writer
+    // never reaches it, so the line was made by hand.
+    let next_seq = parsed.seq.checked_add(1).ok_or_else(|| {
+        format!(
+            "seq {} is the largest there is: not written by meshgate",
+            parsed.seq
+        )
+    })?;
+    if parsed.kind.as_deref() == Some("dropped") {
+        // Counts that no longer fit say "at least this many".
+        out.dropped = out.dropped.saturating_add(parsed.count.unwrap_or(0));
+    } else {
+        out.events += 1;
+    }
+    out.first_seq.get_or_insert(parsed.seq);
+    out.last_seq = Some(parsed.seq);
+    seen.insert(parsed.seq, n);
+    *state = Some(ChainState {
+        next_seq,
+        prev: parsed.chain,
+    });
+    Ok(())
+}
+
+/// The chain value line `n` continues: its own `prev` where the chain
+/// starts (or starts afresh, counted in `out`), else the line before's.
+fn link(
+    parsed: &ParsedLine,
+    state: Option<&ChainState>,
+    n: usize,
+    out: &mut Verified,
+) -> Result<String, String> {
+    match (&parsed.prev, state) {
+        (Some(p), None) => Ok(p.clone()),
+        (None, None) => {
+            Err("the file starts mid-chain (no `prev`): lines before it were deleted".into())
+        }
+        (Some(p), Some(s)) if *p == s.prev => Ok(s.prev.clone()),
+        (Some(p), Some(_)) if p == GENESIS && parsed.seq == 0 => {
+            out.restarts += 1;
+            Ok(p.clone())
+        }
+        (Some(_), Some(s)) if n == 1 => Err(if parsed.seq > s.next_seq {
+            format!(
+                "starts at seq {} where {} was expected: the end of the \
+                 previous file was cut, or a file is missing between them",
+                parsed.seq, s.next_seq
+            )
+        } else {
+            "does not continue the chain of the previous file: \
+             they are out of order, or one was edited"
+                .to_string()
+        }),
+        (Some(p), Some(s)) => Err(format!(
+            "names prev {p} but the line before ends at {}: edited or inserted",
+            s.prev
+        )),
+        (None, Some(s)) => Ok(s.prev.clone()),
+    }
 }
 
 /// Why a line does not chain: from its sequence number and the lines around it.

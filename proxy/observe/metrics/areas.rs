@@ -1,0 +1,391 @@
+//! The metrics of each area, one struct each, registered by one function
+//! each. [`super::Metrics::with_config`] registers the areas in the order
+//! the exposition lists them.
+
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::time::Duration;
+
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::{Registry, Unit};
+
+use crate::decision::jwt::{IssuerLabels, IssuerResultLabels, JwtMetrics, TokenResultLabels};
+
+use super::*;
+
+pub(super) type HistogramFamily<L> = Family<L, AtomicHistogram, fn() -> AtomicHistogram>;
+
+fn request_histogram() -> AtomicHistogram {
+    AtomicHistogram::new(&DURATION_BUCKETS)
+}
+
+/// The status classes of `meshgate_requests_total`.
+const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+
+/// Requests answered: counts, durations and, when configured, consumers.
+pub(super) struct Traffic {
+    pub(super) requests: Family<RequestLabels, Counter>,
+    pub(super) request_duration: HistogramFamily<DurationLabels>,
+    pub(super) upstream_duration: HistogramFamily<ProductLabels>,
+    pub(super) consumer_requests: Option<Family<ConsumerLabels, Counter>>,
+    pub(super) consumer_label: ConsumerLabel,
+    pub(super) max_consumers: usize,
+    /// Services given their own consumer series (label `service`).
+    pub(super) consumers_seen: std::sync::RwLock<std::collections::HashSet<Arc<str>>>,
+    pub(super) no_product: Arc<str>,
+    pub(super) other_consumer: Arc<str>,
+}
+
+impl Traffic {
+    pub(super) fn register(registry: &mut Registry, config: &MetricsConfig) -> Traffic {
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register(
+            "requests",
+            "Requests answered, by data product, action, decision and HTTP status class",
+            requests.clone(),
+        );
+        let request_duration: HistogramFamily<DurationLabels> =
+            Family::new_with_constructor(request_histogram);
+        registry.register_with_unit(
+            "request_duration",
+            "Time from request received to response headers sent, by data product and decision",
+            Unit::Seconds,
+            request_duration.clone(),
+        );
+        let upstream_duration: HistogramFamily<ProductLabels> =
+            Family::new_with_constructor(request_histogram);
+        registry.register_with_unit(
+            "upstream_duration",
+            "Time from forwarding a request to the upstream's response headers, by data product",
+            Unit::Seconds,
+            upstream_duration.clone(),
+        );
+        let consumer_requests = match config.consumer_label {
+            ConsumerLabel::None => None,
+            _ => {
+                let f = Family::<ConsumerLabels, Counter>::default();
+                registry.register(
+                    "consumer_requests",
+                    "Requests by data product, consumer and decision (metrics.consumer_label)",
+                    f.clone(),
+                );
+                Some(f)
+            }
+        };
+        Traffic {
+            requests,
+            request_duration,
+            upstream_duration,
+            consumer_requests,
+            consumer_label: config.consumer_label,
+            max_consumers: config.max_consumers,
+            consumers_seen: Default::default(),
+            no_product: Arc::from(""),
+            other_consumer: Arc::from("other"),
+        }
+    }
+}
+
+impl Traffic {
+    /// Records one answered request.
+    pub(super) fn observe_request(&self, r: &Observed<'_>) {
+        let class = CLASSES[(r.status.as_u16() / 100).clamp(1, 5) as usize - 1];
+        let product = r.product.unwrap_or(&self.no_product);
+        self.requests
+            .get_or_create(&RequestLabels {
+                product: product.clone(),
+                action: r.action,
+                decision: r.decision,
+                class,
+            })
+            .inc();
+        self.request_duration
+            .get_or_create(&DurationLabels {
+                product: product.clone(),
+                decision: r.decision,
+            })
+            .observe(r.elapsed);
+        if let Some(family) = &self.consumer_requests {
+            let consumer = match self.consumer_label {
+                ConsumerLabel::Tier => r.tier.cloned().unwrap_or_else(|| self.no_product.clone()),
+                _ => self.bounded_consumer(r.service.to_str().unwrap_or("")),
+            };
+            family
+                .get_or_create(&ConsumerLabels {
+                    product: product.clone(),
+                    consumer,
+                    decision: r.decision,
+                })
+                .inc();
+        }
+    }
+
+    /// The service's own label while fewer than `max_consumers` have one.
+    fn bounded_consumer(&self, service: &str) -> Arc<str> {
+        if let Ok(seen) = self.consumers_seen.read() {
+            if let Some(s) = seen.get(service) {
+                return s.clone();
+            }
+            if seen.len() >= self.max_consumers {
+                return self.other_consumer.clone();
+            }
+        }
+        let Ok(mut seen) = self.consumers_seen.write() else {
+            return self.other_consumer.clone();
+        };
+        if let Some(s) = seen.get(service) {
+            return s.clone();
+        }
+        if seen.len() >= self.max_consumers {
+            return self.other_consumer.clone();
+        }
+        let s: Arc<str> = Arc::from(service);
+        seen.insert(s.clone());
+        s
+    }
+
+    /// Records the upstream's time to response headers.
+    pub(super) fn observe_upstream(&self, product: Option<&Arc<str>>, elapsed: Duration) {
+        self.upstream_duration
+            .get_or_create(&ProductLabels {
+                product: product.unwrap_or(&self.no_product).clone(),
+            })
+            .observe(elapsed);
+    }
+}
+
+impl AuditMetrics {
+    pub(super) fn register(registry: &mut Registry) -> AuditMetrics {
+        let audit = AuditMetrics {
+            events: Counter::default(),
+            dropped: Counter::default(),
+            backpressure_waits: Counter::default(),
+            backpressure_seconds: Counter::<f64, AtomicU64>::default(),
+            backpressure_waiting: Gauge::default(),
+            write_errors: Counter::default(),
+        };
+        registry.register(
+            "audit_events",
+            "Audit events written to the sink",
+            audit.events.clone(),
+        );
+        registry.register(
+            "audit_dropped",
+            "Audit events lost: queue full or write failed in mode drop, or the request refused in mode block",
+            audit.dropped.clone(),
+        );
+        registry.register(
+            "audit_backpressure_waits",
+            "Requests that waited for room in the full audit queue (mode block)",
+            audit.backpressure_waits.clone(),
+        );
+        registry.register_with_unit(
+            "audit_backpressure",
+            "Time requests spent waiting for room in the full audit queue (mode block)",
+            Unit::Seconds,
+            audit.backpressure_seconds.clone(),
+        );
+        registry.register(
+            "audit_backpressure_waiting",
+            "Requests waiting for room in the full audit queue now (mode block)",
+            audit.backpressure_waiting.clone(),
+        );
+        registry.register(
+            "audit_write_errors",
+            "Failed writes to the audit sink",
+            audit.write_errors.clone(),
+        );
+        audit
+    }
+}
+
+/// The data listener's connections and certificates.
+pub(super) struct Connections {
+    pub(super) handshake_failures: Family<ReasonLabels, Counter>,
+    pub(super) open_connections: Gauge,
+    pub(super) tls_reloads: Family<ResultLabels, Counter>,
+    pub(super) cert_expiry: Family<CertLabels, Gauge>,
+}
+
+impl Connections {
+    pub(super) fn register(registry: &mut Registry) -> Connections {
+        let handshake_failures = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "tls_handshake_failures",
+            "TLS handshakes refused, by reason",
+            handshake_failures.clone(),
+        );
+        let open_connections = Gauge::default();
+        registry.register(
+            "open_connections",
+            "Client connections currently open on the data listener",
+            open_connections.clone(),
+        );
+        let tls_reloads = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "tls_reloads",
+            "Reloads of the server certificate, key and trust bundle, by result",
+            tls_reloads.clone(),
+        );
+        for result in ["ok", "error"] {
+            let _ = tls_reloads.get_or_create(&ResultLabels { result });
+        }
+        let cert_expiry = Family::<CertLabels, Gauge>::default();
+        registry.register_with_unit(
+            "certificate_expiry_timestamp",
+            "notAfter of the loaded server certificate and trust-bundle CAs, Unix time",
+            Unit::Seconds,
+            cert_expiry.clone(),
+        );
+        Connections {
+            handshake_failures,
+            open_connections,
+            tls_reloads,
+            cert_expiry,
+        }
+    }
+}
+
+/// Authorization decisions and the policy snapshot they are made with.
+pub(super) struct Policy {
+    /// allow, deny
+    pub(super) decisions: [Counter; 2],
+    pub(super) authorization_duration: AtomicHistogram,
+    pub(super) evaluation_errors: Counter,
+    pub(super) reloads: Family<ResultLabels, Counter>,
+    pub(super) last_reload_successful: Gauge,
+    pub(super) info: Family<VersionLabels, Gauge>,
+    pub(super) shadow_disagreements: Counter,
+}
+
+impl Policy {
+    pub(super) fn register(registry: &mut Registry) -> Policy {
+        let decisions_family = Family::<DecisionLabels, Counter>::default();
+        registry.register(
+            "authorization_decisions",
+            "Cedar decisions on routed requests, by decision",
+            decisions_family.clone(),
+        );
+        let decisions = ["allow", "deny"].map(|decision| {
+            decisions_family
+                .get_or_create(&DecisionLabels { decision })
+                .clone()
+        });
+        let authorization_duration = AtomicHistogram::new(&AUTHZ_BUCKETS);
+        registry.register_with_unit(
+            "authorization_duration",
+            "Time to build the Cedar request and decide it",
+            Unit::Seconds,
+            authorization_duration.clone(),
+        );
+        let evaluation_errors = Counter::default();
+        registry.register(
+            "policy_evaluation_errors",
+            "Policy evaluation errors (an erroring policy does not apply)",
+            evaluation_errors.clone(),
+        );
+        let reloads = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "policy_reloads",
+            "Policy snapshot reloads, by result",
+            reloads.clone(),
+        );
+        for result in ["ok", "error"] {
+            let _ = reloads.get_or_create(&ResultLabels { result });
+        }
+        let last_reload_successful = Gauge::default();
+        // Nothing has failed yet (and without a policy nothing can).
+        last_reload_successful.set(1);
+        registry.register(
+            "policy_last_reload_successful",
+            "1 if the last policy load or reload succeeded, 0 while the sidecar enforces an older snapshot because it failed",
+            last_reload_successful.clone(),
+        );
+        let info = Family::<VersionLabels, Gauge>::default();
+        registry.register(
+            "policy_info",
+            "The live policy snapshot: 1 for its version (sha256 of every input)",
+            info.clone(),
+        );
+        let shadow_disagreements = Counter::default();
+        registry.register(
+            "shadow_disagreements",
+            "Requests on which the shadow policy set decided otherwise than the enforced one",
+            shadow_disagreements.clone(),
+        );
+        Policy {
+            decisions,
+            authorization_duration,
+            evaluation_errors,
+            reloads,
+            last_reload_successful,
+            info,
+            shadow_disagreements,
+        }
+    }
+}
+
+/// End-user tokens and their issuers' keys.
+pub(super) fn register_jwt(registry: &mut Registry) -> JwtMetrics {
+    let user_tokens = Family::<TokenResultLabels, Counter>::default();
+    registry.register(
+        "user_token_validations",
+        "End-user bearer tokens checked, by result (ok or the reason for refusal)",
+        user_tokens.clone(),
+    );
+    let jwks_refreshes = Family::<IssuerResultLabels, Counter>::default();
+    registry.register(
+        "jwks_refreshes",
+        "Fetches of a token issuer's signing keys, by issuer and result",
+        jwks_refreshes.clone(),
+    );
+    let jwks_keys = Family::<IssuerLabels, Gauge>::default();
+    registry.register(
+        "jwks_keys",
+        "Signing keys currently held for a token issuer",
+        jwks_keys.clone(),
+    );
+    JwtMetrics {
+        user_tokens,
+        jwks_refreshes,
+        jwks_keys,
+    }
+}
+
+/// Quotas and in-flight limits.
+pub(super) struct Quota {
+    pub(super) rejections: Family<QuotaLabels, Counter>,
+    pub(super) load_shed: [Counter; 3],
+    pub(super) store_errors: Counter,
+}
+
+impl Quota {
+    pub(super) fn register(registry: &mut Registry) -> Quota {
+        let rejections = Family::<QuotaLabels, Counter>::default();
+        registry.register(
+            "quota_rejections",
+            "Requests refused with 429 because the consumer's quota was used up, by product and tier",
+            rejections.clone(),
+        );
+        let shed = Family::<ScopeLabels, Counter>::default();
+        registry.register(
+            "load_shed",
+            "Requests refused with 503 at once because an in-flight limit was reached, by scope (global, product, consumer)",
+            shed.clone(),
+        );
+        let load_shed = SHED_SCOPES.map(|scope| shed.get_or_create(&ScopeLabels { scope }).clone());
+        let store_errors = Counter::default();
+        registry.register(
+            "quota_store_errors",
+            "Quota checks the shared store (Redis) did not answer; the failure mode applied",
+            store_errors.clone(),
+        );
+        Quota {
+            rejections,
+            load_shed,
+            store_errors,
+        }
+    }
+}

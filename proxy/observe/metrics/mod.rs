@@ -1,0 +1,405 @@
+//! Prometheus metrics (the official `prometheus-client` crate), all prefixed `meshgate_`.
+//!
+//! The hot-path handles (per status class counters, the duration histogram) are
+//! resolved once at start-up so that recording a request takes no lock.
+
+mod areas;
+mod histogram;
+
+pub use histogram::AtomicHistogram;
+
+use crate::decision::jwt::JwtMetrics;
+use crate::decision::store::Reload;
+use areas::{register_jwt, Connections, Policy, Quota, Traffic};
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+/// Request duration buckets: 100 µs to 10 s.
+pub const DURATION_BUCKETS: [f64; 16] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0,
+];
+
+/// `meshgate_requests_total`: product ("" when no route matched), action,
+/// decision (see [`crate::pipeline::error::ProxyError::decision`]) and status class.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    pub product: Arc<str>,
+    pub action: &'static str,
+    pub decision: &'static str,
+    pub class: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DurationLabels {
+    pub product: Arc<str>,
+    pub decision: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ProductLabels {
+    pub product: Arc<str>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ConsumerLabels {
+    pub product: Arc<str>,
+    pub consumer: Arc<str>,
+    pub decision: &'static str,
+}
+
+/// Which consumer label `meshgate_consumer_requests_total` carries. Consumer
+/// labels exist only where their set is bounded, so cardinality cannot explode.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ConsumerLabel {
+    /// No per-consumer series (the default).
+    #[default]
+    None,
+    /// The quota tier (bounded by the configuration).
+    Tier,
+    /// The calling service's identity, for the first `max_consumers` seen;
+    /// later ones are counted as `other`.
+    Service,
+}
+
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    pub consumer_label: ConsumerLabel,
+    pub max_consumers: usize,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig {
+            consumer_label: ConsumerLabel::None,
+            max_consumers: 100,
+        }
+    }
+}
+
+/// One answered request, as the metrics see it.
+#[derive(Debug)]
+pub struct Observed<'a> {
+    pub product: Option<&'a Arc<str>>,
+    pub action: &'static str,
+    pub decision: &'static str,
+    pub status: http::StatusCode,
+    pub elapsed: Duration,
+    pub tier: Option<&'a Arc<str>>,
+    /// The calling service (`x-meshgate-principal` form).
+    pub service: &'a http::HeaderValue,
+}
+
+/// The handles the audit trail records with.
+#[derive(Clone, Debug)]
+pub struct AuditMetrics {
+    /// Events written to the sink.
+    pub events: Counter,
+    /// Events lost (mode `drop`, or refused requests in mode `block`).
+    pub dropped: Counter,
+    /// Requests that waited for room in the audit queue, and how long in all.
+    pub backpressure_waits: Counter,
+    pub backpressure_seconds: Counter<f64, AtomicU64>,
+    /// Requests waiting for room right now.
+    pub backpressure_waiting: Gauge,
+    pub write_errors: Counter,
+}
+
+/// Seconds since the Unix epoch.
+pub fn unix_seconds() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabels {
+    pub result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DecisionLabels {
+    pub decision: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct VersionLabels {
+    pub version: String,
+}
+
+/// Authorization duration buckets: 1 µs to 10 ms.
+pub const AUTHZ_BUCKETS: [f64; 12] = [
+    0.000001, 0.0000025, 0.000005, 0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001,
+    0.0025, 0.01,
+];
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CertLabels {
+    pub cert: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ScopeLabels {
+    pub scope: &'static str,
+}
+
+const SHED_SCOPES: [&str; 3] = ["global", "product", "consumer"];
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct QuotaLabels {
+    pub product: String,
+    pub tier: String,
+}
+
+/// Every metric of the sidecar. The areas keep their own structs where
+/// nothing outside reads their handles; the handles the transport, the
+/// pipeline and the runtime record with directly are fields of their own.
+pub struct Metrics {
+    registry: Registry,
+    traffic: Traffic,
+    pub audit: AuditMetrics,
+    pub handshake_failures: Family<ReasonLabels, Counter>,
+    pub open_connections: Gauge,
+    pub tls_reloads: Family<ResultLabels, Counter>,
+    pub cert_expiry: Family<CertLabels, Gauge>,
+    /// allow, deny
+    decisions: [Counter; 2],
+    pub authorization_duration: AtomicHistogram,
+    pub policy_evaluation_errors: Counter,
+    policy_reloads: Family<ResultLabels, Counter>,
+    policy_last_reload_successful: Gauge,
+    policy_info: Family<VersionLabels, Gauge>,
+    pub shadow_disagreements: Counter,
+    /// End-user tokens checked (`ok` or the reason for refusal), issuers' keys.
+    jwt: JwtMetrics,
+    /// Requests refused with 429, by product and consumer tier.
+    pub quota_rejections: Family<QuotaLabels, Counter>,
+    /// Requests shed with 503: global, product and consumer in-flight limits.
+    load_shed: [Counter; 3],
+    /// Quota checks the shared store (Redis) did not answer.
+    pub quota_store_errors: Counter,
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        Metrics::with_config(&MetricsConfig::default())
+    }
+
+    pub fn with_config(config: &MetricsConfig) -> Metrics {
+        let mut registry = Registry::with_prefix("meshgate");
+        let traffic = Traffic::register(&mut registry, config);
+        let audit = AuditMetrics::register(&mut registry);
+        let Connections {
+            handshake_failures,
+            open_connections,
+            tls_reloads,
+            cert_expiry,
+        } = Connections::register(&mut registry);
+        let policy = Policy::register(&mut registry);
+        let jwt = register_jwt(&mut registry);
+        let quota = Quota::register(&mut registry);
+        Metrics {
+            registry,
+            traffic,
+            audit,
+            handshake_failures,
+            open_connections,
+            tls_reloads,
+            cert_expiry,
+            decisions: policy.decisions,
+            authorization_duration: policy.authorization_duration,
+            policy_evaluation_errors: policy.evaluation_errors,
+            policy_reloads: policy.reloads,
+            policy_last_reload_successful: policy.last_reload_successful,
+            policy_info: policy.info,
+            shadow_disagreements: policy.shadow_disagreements,
+            jwt,
+            quota_rejections: quota.rejections,
+            load_shed: quota.load_shed,
+            quota_store_errors: quota.store_errors,
+        }
+    }
+
+    /// Counts a request shed by the in-flight limit of `scope`.
+    pub fn load_shed(&self, scope: &str) {
+        if let Some(i) = SHED_SCOPES.iter().position(|s| *s == scope) {
+            self.load_shed[i].inc();
+        }
+    }
+
+    pub fn jwt(&self) -> JwtMetrics {
+        self.jwt.clone()
+    }
+
+    /// Records one answered request.
+    pub fn observe_request(&self, r: &Observed<'_>) {
+        self.traffic.observe_request(r);
+    }
+
+    /// Records the upstream's time to response headers.
+    pub fn observe_upstream(&self, product: Option<&Arc<str>>, elapsed: Duration) {
+        self.traffic.observe_upstream(product, elapsed);
+    }
+
+    pub fn decision(&self, allowed: bool) {
+        self.decisions[usize::from(!allowed)].inc();
+    }
+
+    /// A snapshot became live.
+    pub fn policy_loaded(&self, version: &str) {
+        self.policy_info.clear();
+        self.policy_info
+            .get_or_create(&VersionLabels {
+                version: version.to_string(),
+            })
+            .set(1);
+        self.policy_last_reload_successful.set(1);
+    }
+
+    /// Records what a policy reload did.
+    pub fn policy_reloaded(&self, reload: &Reload) {
+        match reload {
+            // The inputs build the snapshot in force (again, after a failed
+            // reload): nothing is pending, so the last reload succeeded.
+            Reload::Unchanged { .. } => {
+                self.policy_last_reload_successful.set(1);
+            }
+            Reload::Swapped { version, .. } => {
+                self.policy_loaded(version);
+                self.policy_reload("ok");
+            }
+            Reload::Failed { .. } => self.policy_reload("error"),
+        }
+    }
+
+    fn policy_reload(&self, result: &'static str) {
+        self.policy_reloads
+            .get_or_create(&ResultLabels { result })
+            .inc();
+        self.policy_last_reload_successful
+            .set(i64::from(result == "ok"));
+    }
+
+    pub fn handshake_failed(&self, reason: &'static str) {
+        self.handshake_failures
+            .get_or_create(&ReasonLabels { reason })
+            .inc();
+    }
+
+    /// The exposition text (OpenMetrics).
+    pub fn encode(&self) -> String {
+        let mut out = String::with_capacity(8 * 1024);
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn observed<'a>(
+        product: Option<&'a Arc<str>>,
+        decision: &'static str,
+        status: u16,
+        elapsed: Duration,
+        service: &'a http::HeaderValue,
+    ) -> Observed<'a> {
+        Observed {
+            product,
+            action: if product.is_some() { "read" } else { "" },
+            decision,
+            status: http::StatusCode::from_u16(status).expect("status"),
+            elapsed,
+            tier: None,
+            service,
+        }
+    }
+
+    #[test]
+    fn requests_are_counted_by_product_decision_and_class() {
+        let m = Metrics::new();
+        let orders: Arc<str> = Arc::from("sales.orders");
+        let p = Some(&orders);
+        let a = http::HeaderValue::from_static("spiffe://a");
+        m.observe_request(&observed(p, "allow", 200, Duration::from_micros(50), &a));
+        m.observe_request(&observed(p, "allow", 502, Duration::from_millis(3), &a));
+        m.observe_request(&observed(p, "allow", 200, Duration::from_secs(20), &a));
+        m.observe_request(&observed(
+            None,
+            "no_route",
+            404,
+            Duration::from_micros(5),
+            &a,
+        ));
+        let text = m.encode();
+        for line in [
+            r#"meshgate_requests_total{product="sales.orders",action="read",decision="allow",class="2xx"} 2"#,
+            r#"meshgate_requests_total{product="sales.orders",action="read",decision="allow",class="5xx"} 1"#,
+            r#"meshgate_requests_total{product="",action="",decision="no_route",class="4xx"} 1"#,
+            r#"meshgate_request_duration_seconds_bucket{le="0.0001",product="sales.orders",decision="allow"} 1"#,
+            r#"meshgate_request_duration_seconds_bucket{le="0.005",product="sales.orders",decision="allow"} 2"#,
+            r#"meshgate_request_duration_seconds_bucket{le="10.0",product="sales.orders",decision="allow"} 2"#,
+            r#"meshgate_request_duration_seconds_bucket{le="+Inf",product="sales.orders",decision="allow"} 3"#,
+            r#"meshgate_request_duration_seconds_count{product="sales.orders",decision="allow"} 3"#,
+        ] {
+            assert!(text.contains(line), "{line} not in\n{text}");
+        }
+        assert!(!text.contains("consumer_requests"), "off by default");
+    }
+
+    #[test]
+    fn consumer_labels_stay_bounded() {
+        let m = Metrics::with_config(&MetricsConfig {
+            consumer_label: ConsumerLabel::Service,
+            max_consumers: 2,
+        });
+        let orders: Arc<str> = Arc::from("sales.orders");
+        for service in [
+            "spiffe://a",
+            "spiffe://b",
+            "spiffe://c",
+            "spiffe://d",
+            "spiffe://a",
+        ] {
+            let service = http::HeaderValue::from_static(service);
+            m.observe_request(&observed(
+                Some(&orders),
+                "deny",
+                403,
+                Duration::ZERO,
+                &service,
+            ));
+        }
+        let text = m.encode();
+        for line in [
+            r#"meshgate_consumer_requests_total{product="sales.orders",consumer="spiffe://a",decision="deny"} 2"#,
+            r#"meshgate_consumer_requests_total{product="sales.orders",consumer="spiffe://b",decision="deny"} 1"#,
+            r#"meshgate_consumer_requests_total{product="sales.orders",consumer="other",decision="deny"} 2"#,
+        ] {
+            assert!(text.contains(line), "{line} not in\n{text}");
+        }
+    }
+}
