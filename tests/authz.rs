@@ -385,16 +385,7 @@ fn start_up_refuses_an_invalid_policy_with_its_position() {
         "@id(\"x\")\npermit (principal, action, resource) when { 1 + };\n",
     )
     .expect("write");
-    let cfg = pki.path("bad.yaml");
-    std::fs::write(&cfg, sidecar.yaml()).expect("write config");
-    for cmd in ["run", "validate"] {
-        let out = Command::new(bin())
-            .args([cmd, "--config"])
-            .arg(&cfg)
-            .output()
-            .expect("meshgate");
-        assert!(!out.status.success(), "{cmd} accepted an invalid policy");
-        let err = String::from_utf8_lossy(&out.stderr);
+    for (cmd, err) in sidecar.refusals("bad.yaml") {
         assert!(err.contains("policies/mesh/extra.cedar:2:"), "{cmd}: {err}");
     }
 }
@@ -415,19 +406,7 @@ fn two_contracts_claiming_one_route_are_refused_naming_both_files() {
         copy,
     )
     .expect("write");
-    let cfg = pki.path("bad.yaml");
-    std::fs::write(&cfg, sidecar.yaml()).expect("write config");
-    for cmd in ["run", "validate"] {
-        let out = Command::new(bin())
-            .args([cmd, "--config"])
-            .arg(&cfg)
-            .output()
-            .expect("meshgate");
-        assert!(
-            !out.status.success(),
-            "{cmd} accepted a route claimed twice"
-        );
-        let err = String::from_utf8_lossy(&out.stderr);
+    for (cmd, err) in sidecar.refusals("bad.yaml") {
         assert!(
             err.contains("GET /orders is already routed by")
                 && err.contains("domains/sales/orders.odcs.yaml")

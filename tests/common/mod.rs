@@ -580,6 +580,31 @@ pub struct Sidecar {
 }
 
 impl Sidecar {
+    /// Writes the configuration to `DIR/NAME` and runs `meshgate run` and
+    /// `meshgate validate` on it, each of which must refuse it; their
+    /// stderr, for the test to look for the reason in.
+    pub fn refusals(&self, name: &str) -> Vec<(&'static str, String)> {
+        let cfg = self.dir.join(name);
+        std::fs::write(&cfg, self.yaml()).expect("write config");
+        ["run", "validate"]
+            .into_iter()
+            .map(|cmd| {
+                let out = Command::new(bin())
+                    .args([cmd, "--config"])
+                    .arg(&cfg)
+                    .output()
+                    .expect("meshgate runs");
+                let err = String::from_utf8_lossy(&out.stderr).to_string();
+                assert!(
+                    !out.status.success(),
+                    "{cmd} accepted {}: {err}",
+                    cfg.display()
+                );
+                (cmd, err)
+            })
+            .collect()
+    }
+
     /// Copies the example policy tree of this repository into the
     /// sidecar's directory now (a test may edit it before starting) and
     /// names it in the `policy` section.
