@@ -8,6 +8,7 @@
 # upstream. After a 200-request warm-up, counting is switched on for N requests (oha: h1 -c 8,
 # h2 --http2 -c 4 -p 8) and off again; the dump's `totals:` divided by N is printed. Compare two
 # builds by running both the same way (alternate them: the count is deterministic to ~0.3%).
+# CG_KEEP=FILE keeps the dump for callgrind_annotate.
 # Needs valgrind (apt) and oha (cargo install --locked oha).
 set -euo pipefail
 [ $# -ge 2 ] || { echo "usage: $0 MESHGATE_BINARY h1|h2 [N]" >&2; exit 2; }
@@ -54,3 +55,5 @@ for _ in $(seq 1 150); do grep -qs '^totals:' "$W"/cg.out.1 && break; sleep 0.2;
 ok=$(python3 -c "import json,sys; d=json.load(open('$W/oha.json')); print(d['statusCodeDistribution'])")
 total=$(cat "$W"/cg.out.* 2>/dev/null | awk '/^totals:/ {s+=$2} END {print s}')
 echo "$MODE $MG: status $ok, Ir total $total, per request $((total / N))"
+# CG_KEEP=FILE keeps the dump, for `callgrind_annotate FILE` (where the instructions go).
+if [ -n "${CG_KEEP:-}" ]; then cp "$W"/cg.out.1 "$CG_KEEP"; fi

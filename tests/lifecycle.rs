@@ -87,6 +87,17 @@ fn responses_of_a_deprecated_version_carry_deprecation_sunset_and_links() {
         );
     }
 
+    // Who still calls the deprecated version: the three requests above.
+    let m = mg.metrics();
+    assert_eq!(
+        metric_value(
+            &m,
+            &format!("meshgate_deprecated_requests_total{{product=\"sales.orders\",version=\"1.2.0\",consumer=\"{REPORTING}\"}}")
+        ),
+        3.0,
+        "{m}"
+    );
+
     // The same node's other products announce nothing.
     let h = headers(&pki, &[], &mg.url("/customers"));
     assert!(

@@ -53,6 +53,13 @@ pub struct LifecycleError {
 }
 
 impl Lifecycle {
+    /// Whether the version is deprecated at `now` (and still answers):
+    /// `deprecated`, or past its `endOfSupport`.
+    pub fn is_deprecated(&self, now: SystemTime) -> bool {
+        !self.is_retired(now)
+            && (self.status == Status::Deprecated || self.end_of_support.is_some_and(|t| t <= now))
+    }
+
     /// Whether the version has stopped answering at `now`: `retired`, or
     /// past its `endOfLife`.
     pub fn is_retired(&self, now: SystemTime) -> bool {
@@ -348,6 +355,14 @@ mod tests {
         };
         assert!(sunset("2027-01-01").is_retired(now));
         assert!(!sunset("2027-01-02").is_retired(now));
+        assert!(!sunset("2027-01-01").is_deprecated(now));
+        let deprecated_from = |date| Lifecycle {
+            end_of_support: Some(at(date)),
+            ..Lifecycle::default()
+        };
+        assert!(deprecated_from("2027-01-01").is_deprecated(now));
+        // Announced ahead: not deprecated yet.
+        assert!(!deprecated_from("2027-01-02").is_deprecated(now));
     }
 
     #[test]

@@ -78,14 +78,15 @@ pub async fn handle(
 // === stage types ===
 
 /// A request whose target is one plain resource, its path normalised.
-struct Checked {
-    req: Request<Incoming>,
+/// The stages borrow the request; it moves once, into `forward`.
+struct Checked<'r> {
+    req: &'r Request<Incoming>,
     path: NormalPath,
 }
 
 /// Routed in the snapshot `snapshot` (held from routing to admission).
-struct Routed<'s> {
-    checked: Checked,
+struct Routed<'r, 's> {
+    checked: Checked<'r>,
     snapshot: &'s Snapshot,
     target: &'s Target,
     /// The route's response transform, chosen now, run on the response.
@@ -99,8 +100,8 @@ struct Routed<'s> {
 }
 
 /// Decided and allowed, with the end user it was decided for.
-struct Decided<'s> {
-    routed: Routed<'s>,
+struct Decided<'r, 's> {
+    routed: Routed<'r, 's>,
     user: Option<Arc<User>>,
     outcome: Arc<AuthzOutcome>,
 }
@@ -109,7 +110,6 @@ struct Decided<'s> {
 /// product. The quota's in-flight places are held until the response
 /// headers are ready.
 struct Cleared {
-    req: Request<Incoming>,
     timeout: Duration,
     admission: Option<quota::Admitted>,
     response: Option<Arc<dyn ResponseTransform>>,
@@ -175,7 +175,7 @@ impl<'a> Exchange<'a> {
             self.learned.path = req.uri().path().to_string();
             return Err(e);
         }
-        let checked = self.check(req)?;
+        let checked = self.check(&req)?;
         // Past `limits.max_in_flight` requests in flight, 503 at once (no
         // queue). The place is held until the response headers are ready.
         let Ok(_in_flight) = self.gate.in_flight.try_acquire() else {
@@ -184,7 +184,6 @@ impl<'a> Exchange<'a> {
         };
         let cleared = match &self.gate.policy {
             None => Cleared {
-                req: checked.req,
                 timeout: self.gate.upstream.response_timeout(),
                 admission: None,
                 response: None,
@@ -205,7 +204,7 @@ impl<'a> Exchange<'a> {
             .and_then(|a| a.state.as_ref())
             .map(|s| s.tier.clone());
         self.learned.forwarded = true;
-        let resp = self.forward(cleared.req, cleared.timeout).await?;
+        let resp = self.forward(req, cleared.timeout).await?;
         response_stage(resp, &self.method, cleared.admission, cleared.response)
     }
 
@@ -227,8 +226,8 @@ impl<'a> Exchange<'a> {
 
     /// 400 for a target that is not one plain resource or a path that does
     /// not normalise unambiguously.
-    fn check(&mut self, req: Request<Incoming>) -> Result<Checked, ProxyError> {
-        let checked = check_target(&req)
+    fn check<'r>(&mut self, req: &'r Request<Incoming>) -> Result<Checked<'r>, ProxyError> {
+        let checked = check_target(req)
             .and_then(|()| crate::model::path::normalize(req.uri().path()).map_err(Into::into));
         match checked {
             Ok(path) => {
@@ -243,11 +242,11 @@ impl<'a> Exchange<'a> {
     }
 
     /// 404 or 405 for a request no route of the snapshot names.
-    fn route<'s>(
+    fn route<'r, 's>(
         &self,
         snapshot: &'s Snapshot,
-        checked: Checked,
-    ) -> Result<Routed<'s>, ProxyError> {
+        checked: Checked<'r>,
+    ) -> Result<Routed<'r, 's>, ProxyError> {
         let lookup_began = Instant::now();
         let target = snapshot.route(checked.req.method(), &checked.path)?;
         let lookup = (target.user_token != UserToken::None).then(|| lookup_began.elapsed());
@@ -264,7 +263,7 @@ impl<'a> Exchange<'a> {
     /// The verified end user of a request whose route takes a token. A
     /// token that is sent is verified even where it is optional: a bad one
     /// is refused (401), never ignored. Only `Authorization` is read.
-    async fn authenticate(&self, routed: &Routed<'_>) -> Result<Option<Arc<User>>, ProxyError> {
+    async fn authenticate(&self, routed: &Routed<'_, '_>) -> Result<Option<Arc<User>>, ProxyError> {
         let mode = routed.target.user_token;
         if mode == UserToken::None {
             return Ok(None);
@@ -294,11 +293,11 @@ impl<'a> Exchange<'a> {
 
     /// Cedar's decision (403 when it denies), timed and counted; a shadow
     /// set that disagrees is logged.
-    fn decide<'s>(
+    fn decide<'r, 's>(
         &mut self,
-        routed: Routed<'s>,
+        routed: Routed<'r, 's>,
         user: Option<Arc<User>>,
-    ) -> Result<Decided<'s>, ProxyError> {
+    ) -> Result<Decided<'r, 's>, ProxyError> {
         let gate = self.gate;
         let conn = self.conn;
         let req = &routed.checked.req;
@@ -354,9 +353,12 @@ impl<'a> Exchange<'a> {
         }
         // Only a caller that may use the product learns that this version
         // is gone, and where to go instead.
-        if let Some(l) = routed.snapshot.lifecycle(routed.target) {
+        if let Some((version, l)) = routed.snapshot.lifecycle(routed.target) {
             if l.is_retired(now) {
                 return Err(ProxyError::Gone(l.successor.clone()));
+            }
+            if l.is_deprecated(now) {
+                m.deprecated_request(&outcome.product, version, &conn.identity.principal_header);
             }
         }
         Ok(Decided {
@@ -368,7 +370,7 @@ impl<'a> Exchange<'a> {
 
     /// Admits the request under the product's and consumer's limits: 503
     /// past an in-flight limit, 429 when the consumer's quota is used up.
-    async fn admit(&self, decided: Decided<'_>) -> Result<Cleared, ProxyError> {
+    async fn admit(&self, decided: Decided<'_, '_>) -> Result<Cleared, ProxyError> {
         let Decided {
             routed,
             user,
@@ -379,7 +381,6 @@ impl<'a> Exchange<'a> {
             .unwrap_or_else(|| self.gate.upstream.response_timeout());
         let Some(quotas) = &self.gate.quotas else {
             return Ok(Cleared {
-                req: routed.checked.req,
                 timeout,
                 admission: None,
                 response,
@@ -403,7 +404,6 @@ impl<'a> Exchange<'a> {
             .await
         {
             Ok(admitted) => Ok(Cleared {
-                req: routed.checked.req,
                 timeout,
                 admission: Some(admitted),
                 response,

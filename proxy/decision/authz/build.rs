@@ -693,6 +693,7 @@ impl Catalogue {
             }
         };
         self.entries.push(ProductEntry {
+            version: Arc::from(p.version.as_str()),
             product: p,
             resource,
             datasets,

@@ -235,6 +235,8 @@ pub(super) struct ProductEntry {
     pub(super) product: Product,
     pub(super) resource: Resource,
     pub(super) datasets: Vec<Resource>,
+    /// The contract's `version`, as metrics label it.
+    pub(super) version: Arc<str>,
     /// What the response stage does to its responses (today: lifecycle
     /// headers); `None` for most products, and then nothing runs.
     pub(super) response: Option<Arc<dyn ResponseTransform>>,
@@ -263,11 +265,14 @@ impl Snapshot {
         &self.routes
     }
 
-    /// The lifecycle of the product version `target` leads to.
-    pub fn lifecycle(&self, target: &Target) -> Option<&crate::decision::lifecycle::Lifecycle> {
+    /// The version and lifecycle of the product `target` leads to.
+    pub fn lifecycle(
+        &self,
+        target: &Target,
+    ) -> Option<(&Arc<str>, &crate::decision::lifecycle::Lifecycle)> {
         self.products
             .get(target.product)
-            .map(|p| &p.product.lifecycle)
+            .map(|p| (&p.version, &p.product.lifecycle))
     }
 
     /// The response transform of what `target` leads to, chosen when the

@@ -30,6 +30,7 @@ pub(super) struct Traffic {
     pub(super) request_duration: HistogramFamily<DurationLabels>,
     pub(super) upstream_duration: HistogramFamily<ProductLabels>,
     pub(super) consumer_requests: Option<Family<ConsumerLabels, Counter>>,
+    pub(super) deprecated_requests: Family<DeprecatedLabels, Counter>,
     pub(super) consumer_label: ConsumerLabel,
     pub(super) max_consumers: usize,
     /// Services given their own consumer series (label `service`).
@@ -74,11 +75,18 @@ impl Traffic {
                 Some(f)
             }
         };
+        let deprecated_requests = Family::<DeprecatedLabels, Counter>::default();
+        registry.register(
+            "deprecated_requests",
+            "Requests allowed to a deprecated product version, by product, version and consumer (the calling service; past metrics.max_consumers, `other`)",
+            deprecated_requests.clone(),
+        );
         Traffic {
             requests,
             request_duration,
             upstream_duration,
             consumer_requests,
+            deprecated_requests,
             consumer_label: config.consumer_label,
             max_consumers: config.max_consumers,
             consumers_seen: Default::default(),
@@ -120,6 +128,21 @@ impl Traffic {
                 })
                 .inc();
         }
+    }
+
+    pub(super) fn deprecated_request(
+        &self,
+        product: &Arc<str>,
+        version: &Arc<str>,
+        service: &http::HeaderValue,
+    ) {
+        self.deprecated_requests
+            .get_or_create(&DeprecatedLabels {
+                product: product.clone(),
+                version: version.clone(),
+                consumer: self.bounded_consumer(service.to_str().unwrap_or("")),
+            })
+            .inc();
     }
 
     /// The service's own label while fewer than `max_consumers` have one.

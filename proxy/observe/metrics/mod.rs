@@ -48,6 +48,15 @@ pub struct ProductLabels {
     pub product: Arc<str>,
 }
 
+/// `meshgate_deprecated_requests_total`: who still calls which deprecated
+/// version.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DeprecatedLabels {
+    pub product: Arc<str>,
+    pub version: Arc<str>,
+    pub consumer: Arc<str>,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ConsumerLabels {
     pub product: Arc<str>,
@@ -249,6 +258,17 @@ impl Metrics {
     /// Records one answered request.
     pub fn observe_request(&self, r: &Observed<'_>) {
         self.traffic.observe_request(r);
+    }
+
+    /// A request a consumer's policies allowed to a deprecated version
+    /// (`service` in the `x-meshgate-principal` form).
+    pub fn deprecated_request(
+        &self,
+        product: &Arc<str>,
+        version: &Arc<str>,
+        service: &http::HeaderValue,
+    ) {
+        self.traffic.deprecated_request(product, version, service);
     }
 
     /// Records the upstream's time to response headers.
