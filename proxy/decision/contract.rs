@@ -143,7 +143,7 @@ struct Odcs {
     name: Option<String>,
     version: String,
     #[serde(default)]
-    status: Option<Status>,
+    status: Option<String>,
     #[serde(default)]
     domain: Option<String>,
     #[serde(default)]
@@ -250,7 +250,13 @@ fn lifecycle(odcs: &Odcs, file: &str) -> Result<Lifecycle, ConfigError> {
             .find(|p| p.property == key)
             .map(|p| &p.value)
     };
-    Lifecycle::read(odcs.status, sla, |key| odcs.custom(key))
+    let status = odcs
+        .status
+        .as_deref()
+        .map(str::parse::<Status>)
+        .transpose()
+        .map_err(|message| invalid(file, "status", message))?;
+    Lifecycle::read(status, sla, |key| odcs.custom(key))
         .map_err(|e| invalid(file, e.field, e.message))
 }
 

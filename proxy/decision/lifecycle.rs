@@ -19,8 +19,7 @@ use http::header::{HeaderName, HeaderValue, LINK};
 use crate::model::response::{BodyTransform, ResponseTransform, TransformError};
 
 /// The contract's `status`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum Status {
     Proposed,
     Draft,
@@ -28,6 +27,30 @@ pub enum Status {
     Active,
     Deprecated,
     Retired,
+}
+
+impl std::str::FromStr for Status {
+    type Err = String;
+
+    /// ODCS writes the values in lower case; any case is taken.
+    fn from_str(s: &str) -> Result<Status, String> {
+        let all = [
+            ("proposed", Status::Proposed),
+            ("draft", Status::Draft),
+            ("active", Status::Active),
+            ("deprecated", Status::Deprecated),
+            ("retired", Status::Retired),
+        ];
+        all.into_iter()
+            .find(|(name, _)| name.eq_ignore_ascii_case(s.trim()))
+            .map(|(_, st)| st)
+            .ok_or_else(|| {
+                format!(
+                    "`{}`: one of proposed, draft, active, deprecated, retired",
+                    s.escape_debug()
+                )
+            })
+    }
 }
 
 /// Where a product version stands in its life.
@@ -104,8 +127,16 @@ impl Lifecycle {
             deprecation_link: text("deprecationLink", "customProperties.deprecationLink")?,
         };
         lifecycle.check()?;
-        // Made once here so that a bad link is refused at load.
+        // Made once here so that a bad link is refused at load, whether or
+        // not there are dates to announce (a retired version's 410 names
+        // its successor too).
         lifecycle.headers()?;
+        if let Some(s) = &lifecycle.successor {
+            link(s, "successor-version", "customProperties.successorVersion")?;
+        }
+        if let Some(d) = &lifecycle.deprecation_link {
+            link(d, "deprecation", "customProperties.deprecationLink")?;
+        }
         Ok(lifecycle)
     }
 
@@ -220,17 +251,38 @@ fn unix_seconds(t: SystemTime) -> i64 {
 pub fn parse_date(text: &str) -> Result<SystemTime, String> {
     use time::format_description::well_known::{Iso8601, Rfc3339};
     let t = text.trim();
+    let refused = || {
+        format!(
+            "`{}`: not an RFC 3339 date (2027-06-30) or date-time (2027-06-30T12:00:00Z)",
+            t.escape_debug()
+        )
+    };
+    // RFC 3339's full-date only: ISO 8601's ordinal, week and basic forms
+    // (2027-181, 20270630) are not dates a contract means.
+    let full_date = t.len() == 10
+        && t.bytes().enumerate().all(|(i, b)| {
+            if i == 4 || i == 7 {
+                b == b'-'
+            } else {
+                b.is_ascii_digit()
+            }
+        });
     let at = match time::OffsetDateTime::parse(t, &Rfc3339) {
         Ok(dt) => dt,
-        Err(_) => time::Date::parse(t, &Iso8601::DATE)
+        Err(_) if full_date => time::Date::parse(t, &Iso8601::DATE)
             .map(|d| d.midnight().assume_utc())
-            .map_err(|_| {
-                format!(
-                    "`{}`: not an RFC 3339 date (2027-06-30) or date-time (2027-06-30T12:00:00Z)",
-                    t.escape_debug()
-                )
-            })?,
+            .map_err(|_| refused())?,
+        Err(_) => return Err(refused()),
     };
+    // HTTP-dates and the Unix seconds of `Deprecation` cover 1970 to 9999.
+    // 9999-12-31T23:59:59Z in Unix seconds.
+    const LAST: i64 = 253_402_300_799;
+    if !(0..=LAST).contains(&at.unix_timestamp()) {
+        return Err(format!(
+            "`{}`: a date between 1970 and 9999, in UTC",
+            t.escape_debug()
+        ));
+    }
     Ok(SystemTime::from(at))
 }
 
@@ -290,6 +342,15 @@ mod tests {
         let e = parse_date("30/06/2027").expect_err("not RFC 3339");
         assert!(e.contains("not an RFC 3339 date"), "{e}");
         assert!(parse_date("2027-02-30").is_err());
+        // ISO 8601 forms that RFC 3339 does not have.
+        assert!(parse_date("2027-181").is_err());
+        assert!(parse_date("20270630").is_err());
+        // Outside what HTTP-dates and Unix seconds carry (and a typo).
+        for far in ["1969-12-31", "0227-06-30", "9999-12-31T23:00:00-02:00"] {
+            let e = parse_date(far).expect_err(far);
+            assert!(e.contains("between 1970 and 9999"), "{e}");
+        }
+        assert!(parse_date("9999-12-31").is_ok());
     }
 
     #[test]
@@ -393,5 +454,12 @@ mod tests {
             "customProperties.successorVersion"
         );
         assert_eq!(Lifecycle::default().headers(), Ok(None));
+        // A retired version with no dates still has its link checked: the
+        // 410 carries it.
+        let custom: serde_yaml_ng::Value =
+            serde_yaml_ng::from_str("successorVersion: '/v2>; rel=\"evil\"'").expect("yaml");
+        let e =
+            Lifecycle::read(Some(Status::Retired), |_| None, |k| custom.get(k)).expect_err("link");
+        assert_eq!(e.field, "customProperties.successorVersion");
     }
 }

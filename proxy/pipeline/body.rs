@@ -217,12 +217,16 @@ impl ProxyBody {
                     Err(trailers) => {
                         rw.trailers = Some(trailers);
                         rw.done = true;
-                        rw.transform.end()
+                        let out = rw.transform.end();
+                        self.upstream_ended();
+                        out
                     }
                 },
                 Poll::Ready(None) => {
                     rw.done = true;
-                    rw.transform.end()
+                    let out = rw.transform.end();
+                    self.upstream_ended();
+                    out
                 }
             };
             match out {
@@ -238,11 +242,18 @@ impl ProxyBody {
         }
     }
 
-    /// The upstream body has ended and all of it is out.
-    fn ended(&mut self) {
+    /// The upstream body has been read to its end: its connection goes
+    /// back to the pool now, whether or not hyper polls this body again
+    /// (it stops after a frame that ends the body, and after trailers).
+    fn upstream_ended(&mut self) {
         if let Some(lease) = self.lease.take() {
             lease.release();
         }
+    }
+
+    /// The upstream body has ended and all of it is out.
+    fn ended(&mut self) {
+        self.upstream_ended();
         self.finish(true);
     }
 

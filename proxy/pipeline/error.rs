@@ -12,6 +12,10 @@ use crate::transport::upstream::UpstreamError;
 pub enum ProxyError {
     #[error("request target not supported: {0}")]
     BadRequest(&'static str),
+    /// The declared purpose cannot be read: sent twice, empty or not
+    /// printable ASCII.
+    #[error("{0}")]
+    BadPurpose(DecideError),
     #[error("path refused: {0}")]
     BadPath(#[from] crate::model::path::PathError),
     #[error("no route for this path")]
@@ -49,7 +53,9 @@ pub enum ProxyError {
 impl ProxyError {
     pub fn status(&self) -> StatusCode {
         match self {
-            ProxyError::BadRequest(_) | ProxyError::BadPath(_) => StatusCode::BAD_REQUEST,
+            ProxyError::BadRequest(_) | ProxyError::BadPurpose(_) | ProxyError::BadPath(_) => {
+                StatusCode::BAD_REQUEST
+            }
             ProxyError::NoRoute => StatusCode::NOT_FOUND,
             ProxyError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ProxyError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
@@ -69,7 +75,7 @@ impl ProxyError {
     /// The stable, machine-readable error code in the body.
     pub fn code(&self) -> &'static str {
         match self {
-            ProxyError::BadRequest(_) => "bad_request",
+            ProxyError::BadRequest(_) | ProxyError::BadPurpose(_) => "bad_request",
             ProxyError::BadPath(_) => "bad_path",
             ProxyError::NoRoute => "no_route",
             ProxyError::MethodNotAllowed => "method_not_allowed",
@@ -90,11 +96,14 @@ impl ProxyError {
     /// The decision a refused or failed request is counted and audited under:
     /// `deny` (policy), `unauthenticated` (end-user token), `rate_limited`
     /// (quota), `shed` (in-flight limits, quota store or audit unavailable),
-    /// `no_route`, `invalid` (the request itself), or `allow` when the request
+    /// `no_route`, `invalid` (the request itself), `retired` (410: the product
+    /// version is past its end of life), or `allow` when the request
     /// was allowed and the upstream failed it.
     pub fn decision(&self) -> &'static str {
         match self {
-            ProxyError::BadRequest(_) | ProxyError::BadPath(_) => "invalid",
+            ProxyError::BadRequest(_) | ProxyError::BadPurpose(_) | ProxyError::BadPath(_) => {
+                "invalid"
+            }
             ProxyError::NoRoute | ProxyError::MethodNotAllowed => "no_route",
             ProxyError::Unauthorized(_) => "unauthenticated",
             ProxyError::Forbidden => "deny",
@@ -167,7 +176,7 @@ impl From<DecideError> for ProxyError {
             DecideError::MethodNotAllowed => ProxyError::MethodNotAllowed,
             DecideError::UserTokenMissing => ProxyError::Unauthorized(TokenError::Missing),
             DecideError::DuplicatePurpose | DecideError::InvalidPurpose => {
-                ProxyError::BadRequest("x-data-purpose")
+                ProxyError::BadPurpose(e)
             }
         }
     }
@@ -181,6 +190,24 @@ impl From<UpstreamError> for ProxyError {
             UpstreamError::Unavailable => ProxyError::UpstreamUnavailable,
             UpstreamError::Failed(detail) => ProxyError::UpstreamFailed(detail),
             UpstreamError::Timeout => ProxyError::UpstreamTimeout,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_purpose_that_cannot_be_read_is_a_400_whose_message_names_the_header() {
+        for e in [DecideError::DuplicatePurpose, DecideError::InvalidPurpose] {
+            let p = ProxyError::from(e);
+            assert_eq!(p.status(), StatusCode::BAD_REQUEST);
+            assert_eq!(p.code(), "bad_request");
+            assert_eq!(p.decision(), "invalid");
+            let message = p.to_string();
+            assert!(message.contains("x-data-purpose"), "{message}");
+            assert!(!message.contains("request target"), "{message}");
         }
     }
 }

@@ -128,6 +128,7 @@ struct Exchange<'a> {
     request_id: HeaderValue,
     trace: TraceContext,
     method: Method,
+    version: Version,
     received: SystemTime,
     start: Instant,
     /// The audit event's place, taken first.
@@ -162,6 +163,7 @@ impl<'a> Exchange<'a> {
             request_id: gate.request_ids.next(),
             trace: TraceContext::from_headers(req.headers()),
             method: req.method().clone(),
+            version: req.version(),
             received: SystemTime::now(),
             start: Instant::now(),
             slot: None,
@@ -205,7 +207,12 @@ impl<'a> Exchange<'a> {
             .map(|s| s.tier.clone());
         self.learned.forwarded = true;
         let resp = self.forward(req, cleared.timeout).await?;
-        response_stage(resp, &self.method, cleared.admission, cleared.response)
+        response_stage(
+            resp,
+            (&self.method, self.version),
+            cleared.admission,
+            cleared.response,
+        )
     }
 
     async fn take_audit_place(&mut self) -> Result<(), ProxyError> {
@@ -577,7 +584,7 @@ impl Drop for Exchange<'_> {
 /// `RateLimit` headers. A route without a transform costs one branch.
 fn response_stage(
     resp: Response<ProxyBody>,
-    method: &Method,
+    request: (&Method, Version),
     admission: Option<quota::Admitted>,
     transform: Option<Arc<dyn ResponseTransform>>,
 ) -> Result<Response<ProxyBody>, ProxyError> {
@@ -587,12 +594,11 @@ fn response_stage(
             let (mut head, mut body) = resp.into_parts();
             let rewrite = t.head(&mut head)?;
             // HEAD, 204 and 304 have no body to rewrite (RFC 9110 6.4.1).
-            let bodiless = method == Method::HEAD
+            let bodiless = request.0 == Method::HEAD
                 || matches!(head.status.as_u16(), 204 | 304)
                 || head.status.is_informational();
             if let (Some(rewrite), false) = (rewrite, bodiless) {
-                // The length is no longer the upstream's.
-                head.headers.remove(header::CONTENT_LENGTH);
+                prepare_rewrite(&mut head, request.1)?;
                 body.rewrite(rewrite);
             }
             Response::from_parts(head, body)
@@ -603,6 +609,52 @@ fn response_stage(
         state.set_headers(resp.headers_mut());
     }
     Ok(resp)
+}
+
+/// Makes a response head fit for a body the response stage rewrites, or
+/// refuses it. The rewritten body must end in a way the client can tell
+/// from a cut (chunked HTTP/1.1 or an HTTP/2 stream, never the end of the
+/// connection), must be the bytes the transform can read (not a range,
+/// not compressed), and must not carry what described the upstream's
+/// bytes (length, digests, a strong validator, range support).
+fn prepare_rewrite(head: &mut http::response::Parts, client: Version) -> Result<(), ProxyError> {
+    let refuse = |reason: &str| {
+        ProxyError::ResponseRefused(crate::model::response::TransformError {
+            transform: "response stage",
+            reason: reason.into(),
+        })
+    };
+    if client < Version::HTTP_11 {
+        return Err(refuse(
+            "an HTTP/1.0 client cannot tell a rewritten body's end from a cut",
+        ));
+    }
+    if head.status == http::StatusCode::PARTIAL_CONTENT {
+        return Err(refuse("a range (206) cannot be rewritten"));
+    }
+    let encoded = head
+        .headers
+        .get_all(header::CONTENT_ENCODING)
+        .iter()
+        .any(|v| !v.as_bytes().eq_ignore_ascii_case(b"identity"));
+    if encoded {
+        return Err(refuse("an encoded (compressed) body cannot be rewritten"));
+    }
+    // The upstream may have answered in HTTP/1.0; the client is sent
+    // HTTP/1.1 framing (chunked) either way.
+    head.version = Version::HTTP_11;
+    for name in [
+        header::CONTENT_LENGTH,
+        header::ETAG,
+        header::ACCEPT_RANGES,
+        header::HeaderName::from_static("content-md5"),
+        header::HeaderName::from_static("digest"),
+        header::HeaderName::from_static("content-digest"),
+        header::HeaderName::from_static("repr-digest"),
+    ] {
+        head.headers.remove(name);
+    }
+    Ok(())
 }
 
 /// The upstream response timeout of a product whose contract promises a
@@ -664,6 +716,44 @@ fn check_target<B>(req: &Request<B>) -> Result<(), ProxyError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_rewritten_body_is_framed_for_its_end_and_loses_what_described_the_upstreams_bytes() {
+        let head = |status: u16, headers: &[(&'static str, &'static str)]| {
+            let mut b = Response::builder().status(status).version(Version::HTTP_10);
+            for (k, v) in headers {
+                b = b.header(*k, *v);
+            }
+            b.body(()).expect("response").into_parts().0
+        };
+        let refused = |mut h: http::response::Parts, client| match prepare_rewrite(&mut h, client) {
+            Err(ProxyError::ResponseRefused(e)) => Some(e.reason),
+            _ => None,
+        };
+        let h11 = Version::HTTP_11;
+        assert!(refused(head(200, &[]), Version::HTTP_10)
+            .is_some_and(|r| r.contains("HTTP/1.0 client")));
+        assert!(refused(head(206, &[]), h11).is_some_and(|r| r.contains("range")));
+        assert!(
+            refused(head(200, &[("content-encoding", "gzip")]), Version::HTTP_2)
+                .is_some_and(|r| r.contains("encoded"))
+        );
+        let mut h = head(
+            200,
+            &[
+                ("content-encoding", "identity"),
+                ("content-length", "42"),
+                ("etag", "\"v1\""),
+                ("accept-ranges", "bytes"),
+                ("content-digest", "sha-256=:AAAA:"),
+                ("content-type", "application/json"),
+            ],
+        );
+        assert!(prepare_rewrite(&mut h, h11).is_ok());
+        assert_eq!(h.version, h11, "chunked, whatever the upstream spoke");
+        let names: Vec<&str> = h.headers.keys().map(|k| k.as_str()).collect();
+        assert_eq!(names, ["content-encoding", "content-type"]);
+    }
 
     #[test]
     fn refuses_tunnels_asterisk_targets_and_ambiguous_hosts() {
