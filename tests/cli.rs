@@ -170,6 +170,9 @@ fn certs_dev_writes_ca_server_and_clients_with_private_keys_0600() {
 fn demo_runs_with_no_setup_and_prints_working_curl_commands() {
     let dir = tempfile::tempdir().expect("tempdir");
     let certs = dir.path().join("certs");
+    // `meshgate demo > trail`: only audit events on stdout; the banner and
+    // the logs on stderr, without colour codes when it is not a terminal.
+    let trail = dir.path().join("trail");
     let mut child = Command::new(bin())
         .args([
             "demo",
@@ -180,24 +183,28 @@ fn demo_runs_with_no_setup_and_prints_working_curl_commands() {
             "--admin",
             "127.0.0.1:0",
         ])
+        .env_remove("RUST_LOG")
         .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stdout(std::fs::File::create(&trail).expect("trail"))
+        .stderr(Stdio::piped())
         .spawn()
         .expect("spawn demo");
-    let stdout = child.stdout.take().expect("stdout");
+    let stderr_pipe = child.stderr.take().expect("stderr");
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+        for line in BufReader::new(stderr_pipe).lines().map_while(Result::ok) {
             let _ = tx.send(line);
         }
     });
     let mut commands = Vec::new();
+    let mut banner = Vec::new();
     while let Ok(line) = rx.recv_timeout(Duration::from_secs(30)) {
         if line.trim_start().starts_with("curl ") {
             commands.push(line.trim().to_string());
         }
-        if line.starts_with("Ctrl-C") {
+        let done = line.starts_with("Ctrl-C");
+        banner.push(line);
+        if done {
             break;
         }
     }
@@ -213,8 +220,12 @@ fn demo_runs_with_no_setup_and_prints_working_curl_commands() {
             .output()
             .expect("sh")
     });
-    let _ = child.kill();
+    // SIGTERM: the demo drains and writes the last events before it exits.
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
     let _ = child.wait();
+    let logs: Vec<String> = rx.try_iter().collect();
     let reporting = reporting.expect("a curl command for the reporting client");
     assert!(reporting.contains("https://localhost:"), "{reporting}");
     let out = out.expect("ran");
@@ -224,6 +235,17 @@ fn demo_runs_with_no_setup_and_prints_working_curl_commands() {
         "{body} {}",
         String::from_utf8_lossy(&out.stderr)
     );
+    assert!(
+        !banner.iter().chain(&logs).any(|l| l.contains('\u{1b}')),
+        "colour codes on a stderr that is not a terminal: {banner:?}"
+    );
+    let events = std::fs::read_to_string(&trail).expect("trail");
+    assert!(
+        !events.is_empty() && events.lines().all(|l| l.starts_with('{')),
+        "stdout is the audit trail alone: {events}"
+    );
+    let verify = meshgate(&["audit", "verify", trail.to_str().expect("utf-8")]);
+    assert!(verify.status.success(), "{}", stderr(&verify));
     for f in [
         "ca.pem",
         "server.pem",

@@ -28,8 +28,12 @@ pub fn init_logging(log: &LogConfig) {
                 .and_then(|l| EnvFilter::try_new(l).ok())
         })
         .unwrap_or_else(|| EnvFilter::new("info"));
+    use std::io::IsTerminal;
+    // Colour codes only for a person at a terminal, not in a file or a
+    // log collector.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     match log.format {
         LogFormat::Json => builder.json().flatten_event(true).init(),

@@ -47,7 +47,7 @@ pub async fn run(opts: DemoOptions, shutdown: impl Future<Output = ()>) -> anyho
     let clients = demo_clients();
     if !dev_certs_usable(&opts.certs, &clients) {
         generate_dev(&opts.certs, &clients)?;
-        println!("created dev certificates in {}/", opts.certs.display());
+        eprintln!("created dev certificates in {}/", opts.certs.display());
     }
     let product = TcpListener::bind("127.0.0.1:0").await?;
     let product_addr = product.local_addr()?;
@@ -67,28 +67,28 @@ pub async fn run(opts: DemoOptions, shutdown: impl Future<Output = ()>) -> anyho
     let curl = |who: &str| {
         format!("curl --cacert {dir}/ca.pem --cert {dir}/{who}.pem --key {dir}/{who}-key.pem {url}")
     };
-    println!();
-    println!("meshgate demo: sample data product \"sales.orders\" on http://{product_addr}, behind the sidecar on {data}");
-    println!();
-    println!(
+    eprintln!();
+    eprintln!("meshgate demo: sample data product \"sales.orders\" on http://{product_addr}, behind the sidecar on {data}");
+    eprintln!();
+    eprintln!(
         "  # reporting ({}), finance domain: allowed to read orders -> 200",
         clients[0].spiffe_id
     );
-    println!("  {}", curl(&clients[0].name));
-    println!(
+    eprintln!("  {}", curl(&clients[0].name));
+    eprintln!(
         "  # campaigns ({}), marketing domain: denied by policy -> 403",
         clients[1].spiffe_id
     );
-    println!("  {}", curl(&clients[1].name));
-    println!("  # the policy snapshot that decides (version, policies, last reload error)");
-    println!("  curl http://{admin}/policy");
-    println!("  # without a client certificate: refused at the TLS handshake");
-    println!("  curl --cacert {dir}/ca.pem {url}");
-    println!("  # metrics");
-    println!("  curl http://{admin}/metrics");
-    println!();
-    println!("Every request leaves a hash-chained audit event: JSON lines printed below.");
-    println!("Ctrl-C stops the demo.");
+    eprintln!("  {}", curl(&clients[1].name));
+    eprintln!("  # the policy snapshot that decides (version, policies, last reload error)");
+    eprintln!("  curl http://{admin}/policy");
+    eprintln!("  # without a client certificate: refused at the TLS handshake");
+    eprintln!("  curl --cacert {dir}/ca.pem {url}");
+    eprintln!("  # metrics");
+    eprintln!("  curl http://{admin}/metrics");
+    eprintln!();
+    eprintln!("Every request leaves a hash-chained audit event: JSON lines on standard output (`meshgate demo > trail` keeps them for `meshgate audit verify trail`).");
+    eprintln!("Ctrl-C stops the demo.");
     bound.serve(shutdown).await?;
     Ok(())
 }
