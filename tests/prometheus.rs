@@ -127,9 +127,13 @@ fn slo_rules_round_latency_up_to_a_bucket_and_warn_about_slas_it_cannot_watch() 
     );
     assert!(yaml.contains("product=\"sales.orders\",decision=\"allow\",le=\"0.5\"}[5m]"));
     let stderr = text(&out.stderr);
+    // The rounding is said on the terminal too, not only in the file.
     assert_eq!(
-        stderr.trim_end(),
-        "meshgate: warning: sales.orders: availability 100% leaves no error budget; no availability SLO (promise e.g. 99.99)"
+        stderr.lines().collect::<Vec<_>>(),
+        [
+            "meshgate: warning: sales.orders: availability 100% leaves no error budget; no availability SLO (promise e.g. 99.99)",
+            "meshgate: note: sales.orders: the contract's latency 300ms is watched as 0.5s, the histogram bucket le=\"0.5\" at or above it",
+        ]
     );
     let rules: meshgate::RuleFile = serde_yaml_ng::from_str(&yaml).expect("rule file");
     let orders_slos: Vec<&str> = rules

@@ -23,6 +23,20 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     for w in &generated.warnings {
         eprintln!("meshgate: warning: {w}");
     }
+    // The request-duration histogram has fixed buckets: a latency between
+    // two bounds is watched at the next one up, which the operator should
+    // know before trusting the alert.
+    for s in &generated.slos {
+        if let Some(t) = s.latency.as_ref().filter(|t| t.rounded()) {
+            eprintln!(
+                "meshgate: note: {}: the contract's latency {} is watched as {}s, the histogram bucket le=\"{}\" at or above it",
+                s.product,
+                humantime::format_duration(t.contract),
+                t.le,
+                t.le
+            );
+        }
+    }
     let yaml = generated.to_yaml()?;
     match args.out {
         None => print!("{yaml}"),
