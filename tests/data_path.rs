@@ -23,13 +23,6 @@ fn headers_seen(body: &str) -> Vec<(String, String)> {
         .collect()
 }
 
-fn values<'a>(h: &'a [(String, String)], name: &str) -> Vec<&'a str> {
-    h.iter()
-        .filter(|(k, _)| k == name)
-        .map(|(_, v)| v.as_str())
-        .collect()
-}
-
 #[test]
 fn streams_a_10mb_download_and_upload_byte_for_byte() {
     let pki = Pki::new();
@@ -200,10 +193,10 @@ fn http2_is_negotiated_by_alpn() {
     let (body, version) = text.rsplit_once('\n').expect("version line");
     assert_eq!(version, "2");
     let h = headers_seen(body);
-    assert_eq!(values(&h, "x-meshgate-principal"), vec![REPORTING]);
+    assert_eq!(header_values(&h, "x-meshgate-principal"), vec![REPORTING]);
     // The original authority reaches the upstream as Host.
     assert_eq!(
-        values(&h, "host"),
+        header_values(&h, "host"),
         vec![format!("localhost:{}", mg.data.port()).as_str()]
     );
 
@@ -251,19 +244,29 @@ fn denies_spoofed_identity_headers() {
         let body = String::from_utf8_lossy(&out.stdout).to_string();
         let h = headers_seen(&body);
         assert_eq!(
-            values(&h, "x-meshgate-principal"),
+            header_values(&h, "x-meshgate-principal"),
             vec![REPORTING],
             "{proto}: {body}"
         );
-        assert!(values(&h, "x-meshgate-user").is_empty(), "{proto}: {body}");
         assert!(
-            values(&h, "x_meshgate_principal").is_empty(),
+            header_values(&h, "x-meshgate-user").is_empty(),
             "{proto}: {body}"
         );
-        assert_eq!(values(&h, "x-forwarded-for"), vec!["127.0.0.1"], "{proto}");
-        assert!(values(&h, "x-forwarded-host").is_empty(), "{proto}: {body}");
-        assert!(values(&h, "forwarded").is_empty(), "{proto}: {body}");
-        let xfcc = values(&h, "x-forwarded-client-cert");
+        assert!(
+            header_values(&h, "x_meshgate_principal").is_empty(),
+            "{proto}: {body}"
+        );
+        assert_eq!(
+            header_values(&h, "x-forwarded-for"),
+            vec!["127.0.0.1"],
+            "{proto}"
+        );
+        assert!(
+            header_values(&h, "x-forwarded-host").is_empty(),
+            "{proto}: {body}"
+        );
+        assert!(header_values(&h, "forwarded").is_empty(), "{proto}: {body}");
+        let xfcc = header_values(&h, "x-forwarded-client-cert");
         assert_eq!(xfcc.len(), 1, "{proto}: {body}");
         assert!(xfcc[0].starts_with("Hash="), "{}", xfcc[0]);
         assert!(
@@ -279,16 +282,16 @@ fn denies_spoofed_identity_headers() {
         if proto == "--http1.1" {
             // (HTTP/2 has no Connection header: curl drops it, so x-custom is end to end there.)
             assert!(
-                values(&h, "x-custom").is_empty(),
+                header_values(&h, "x-custom").is_empty(),
                 "{proto}: Connection-named header forwarded"
             );
         }
-        assert!(values(&h, "connection")
+        assert!(header_values(&h, "connection")
             .iter()
             .all(|v| !v.contains("x-custom")));
-        assert_eq!(values(&h, "x-end-to-end"), vec!["kept"]);
-        assert_eq!(values(&h, "x-forwarded-proto"), vec!["https"]);
-        let ids = values(&h, "x-request-id");
+        assert_eq!(header_values(&h, "x-end-to-end"), vec!["kept"]);
+        assert_eq!(header_values(&h, "x-forwarded-proto"), vec!["https"]);
+        let ids = header_values(&h, "x-request-id");
         assert!(ids.len() == 1 && ids[0].len() == 32, "{proto}: {ids:?}");
         let v: serde_json::Value = serde_json::from_str(&body).expect("json");
         assert_eq!(v["uri"], "/headers?q=1", "method, path and query preserved");
@@ -416,7 +419,7 @@ fn identity_falls_back_from_spiffe_to_dns_to_cn_and_refuses_ambiguous_ids() {
     let principal = |who: &str| {
         let out = curl(&pki, Some(who), &[&mg.url("/headers")]);
         let h = headers_seen(&String::from_utf8_lossy(&out.stdout));
-        values(&h, "x-meshgate-principal")
+        header_values(&h, "x-meshgate-principal")
             .iter()
             .map(|s| s.to_string())
             .collect::<Vec<_>>()

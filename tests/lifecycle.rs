@@ -44,13 +44,6 @@ fn headers(pki: &Pki, args: &[&str], url: &str) -> Vec<(String, String)> {
         .collect()
 }
 
-fn values<'h>(h: &'h [(String, String)], name: &str) -> Vec<&'h str> {
-    h.iter()
-        .filter(|(k, _)| k == name)
-        .map(|(_, v)| v.as_str())
-        .collect()
-}
-
 #[test]
 fn responses_of_a_deprecated_version_carry_deprecation_sunset_and_links() {
     let pki = Pki::new();
@@ -70,15 +63,15 @@ fn responses_of_a_deprecated_version_carry_deprecation_sunset_and_links() {
         let h = headers(&pki, args, &mg.url("/orders"));
         let ctx = format!("{proto}: {h:?}");
         // RFC 9745: a structured-field Date, `@` and Unix seconds.
-        assert_eq!(values(&h, "deprecation"), ["@1767225600"], "{ctx}");
+        assert_eq!(header_values(&h, "deprecation"), ["@1767225600"], "{ctx}");
         // RFC 8594: an IMF-fixdate.
         assert_eq!(
-            values(&h, "sunset"),
+            header_values(&h, "sunset"),
             ["Tue, 30 Jun 2099 12:00:00 GMT"],
             "{ctx}"
         );
         assert_eq!(
-            values(&h, "link"),
+            header_values(&h, "link"),
             [
                 "<https://docs.example/sales/orders/v1-deprecation>; rel=\"deprecation\"",
                 "</v2/orders>; rel=\"successor-version\"",
@@ -101,7 +94,7 @@ fn responses_of_a_deprecated_version_carry_deprecation_sunset_and_links() {
     // The same node's other products announce nothing.
     let h = headers(&pki, &[], &mg.url("/customers"));
     assert!(
-        values(&h, "deprecation").is_empty() && values(&h, "sunset").is_empty(),
+        header_values(&h, "deprecation").is_empty() && header_values(&h, "sunset").is_empty(),
         "{h:?}"
     );
     // A refusal is meshgate's own answer, not a response of the version.

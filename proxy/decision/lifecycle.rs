@@ -127,10 +127,8 @@ impl Lifecycle {
             deprecation_link: text("deprecationLink", "customProperties.deprecationLink")?,
         };
         lifecycle.check()?;
-        // Made once here so that a bad link is refused at load, whether or
-        // not there are dates to announce (a retired version's 410 names
-        // its successor too).
-        lifecycle.headers()?;
+        // A bad link is refused at load, whether or not there are dates to
+        // announce (a retired version's 410 names its successor too).
         if let Some(s) = &lifecycle.successor {
             link(s, "successor-version", "customProperties.successorVersion")?;
         }

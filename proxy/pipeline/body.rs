@@ -143,10 +143,7 @@ impl Body for ProxyBody {
             }
             Poll::Ready(None) => {
                 // The end, whether or not the last frame said so.
-                if let Some(lease) = this.lease.take() {
-                    lease.release();
-                }
-                this.finish(true)
+                this.ended()
             }
             Poll::Ready(Some(Err(_))) => this.finish(false),
             Poll::Pending => {}
