@@ -53,6 +53,20 @@ impl std::str::FromStr for Status {
     }
 }
 
+impl Status {
+    /// The value as ODCS writes it (lower case); what Cedar policies see
+    /// as `resource.status`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Proposed => "proposed",
+            Status::Draft => "draft",
+            Status::Active => "active",
+            Status::Deprecated => "deprecated",
+            Status::Retired => "retired",
+        }
+    }
+}
+
 /// Where a product version stands in its life.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Lifecycle {

@@ -646,10 +646,6 @@ impl Catalogue {
             "owner".into(),
             RestrictedExpression::new_string(p.owner.clone()),
         );
-        attrs.insert(
-            "version".into(),
-            RestrictedExpression::new_string(p.version.clone()),
-        );
         attrs.insert("tags".into(), string_set(&p.tags));
         let product_entity =
             match Entity::new(product_uid.clone(), attrs, product_ancestors.clone()) {

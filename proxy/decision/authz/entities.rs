@@ -37,7 +37,9 @@ pub(super) fn string_set(items: &[String]) -> RestrictedExpression {
     )
 }
 
-/// The attributes products and datasets share (see the schema).
+/// The attributes products and datasets share (see the schema): a
+/// dataset is of its product's version, and has its status (the
+/// contract's `status` in lower case, `active` when it has none).
 pub(super) fn resource_attrs(
     p: &Product,
     domain: &EntityUid,
@@ -63,6 +65,14 @@ pub(super) fn resource_attrs(
         (
             "allowed_purposes".to_string(),
             string_set(&p.allowed_purposes),
+        ),
+        (
+            "version".to_string(),
+            RestrictedExpression::new_string(p.version.clone()),
+        ),
+        (
+            "status".to_string(),
+            RestrictedExpression::new_string(p.lifecycle.status.as_str().to_string()),
         ),
     ])
 }

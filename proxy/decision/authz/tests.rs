@@ -654,3 +654,86 @@ fn on_behalf_of_needs_the_service_and_a_user_in_the_group() {
         .collect();
     assert!(ancestors.contains(&staff), "{ancestors:?}");
 }
+
+/// The example inputs with the orders contract declared `deprecated`.
+fn with_orders_deprecated(extra_policy: Option<&str>) -> Snapshot {
+    let mut inputs = crate::decision::authz::examples::example_inputs();
+    let orders = inputs
+        .contracts
+        .iter_mut()
+        .find(|c| c.name.ends_with("sales/orders.odcs.yaml"))
+        .expect("orders contract");
+    let text = orders
+        .text
+        .replace("\nstatus: active\n", "\nstatus: Deprecated\n")
+        .replace(
+            "slaProperties:\n",
+            "slaProperties:\n  - { property: endOfSupport, value: \"2026-06-30\" }\n",
+        );
+    assert!(text.contains("status: Deprecated") && text.contains("endOfSupport"));
+    orders.text = text;
+    if let Some(p) = extra_policy {
+        inputs.policies.push(Source {
+            name: "extra.cedar".into(),
+            text: p.into(),
+        });
+    }
+    Snapshot::build(&inputs).expect("loads")
+}
+
+#[test]
+fn products_and_datasets_carry_their_contract_status_and_version() {
+    // Read from the resource, product (describe) and dataset (read) alike.
+    let probe = "@id(\"t.status\")\npermit (principal, action, resource)\nwhen { resource.status == \"deprecated\" && resource.version == \"1.2.0\" };";
+    let s = with_orders_deprecated(Some(probe));
+    for path in ["/orders/_schema", "/orders/SO-1"] {
+        let d = ask(&s, get(CAMPAIGNS, path));
+        assert!(
+            d.allowed && d.policies.contains(&"t.status".to_string()),
+            "{path}: {d:?}"
+        );
+    }
+    // An active contract (and one without status) is "active".
+    let s = with_policy(probe.replace("deprecated", "active").as_str()).expect("loads");
+    for path in ["/orders/_schema", "/orders/SO-1"] {
+        let d = ask(&s, get(CAMPAIGNS, path));
+        assert!(
+            d.allowed && d.policies.contains(&"t.status".to_string()),
+            "{path}: {d:?}"
+        );
+    }
+    let d = ask(&s, get(CAMPAIGNS, "/customers/C-1"));
+    assert!(!d.policies.contains(&"t.status".to_string()), "{d:?}");
+}
+
+#[test]
+fn the_baseline_refuses_writes_to_a_deprecated_version_but_not_reads() {
+    let post = || Ask {
+        who: SALES_ETL,
+        method: Method::POST,
+        path: "/orders",
+        purpose: None,
+        hour: 10,
+    };
+    let active = example();
+    let d = ask(&active, post());
+    assert_eq!(
+        (d.allowed, d.policies),
+        (true, vec!["sales.own-domain-full-access".to_string()])
+    );
+    let deprecated = with_orders_deprecated(None);
+    let d = ask(&deprecated, post());
+    assert_eq!(
+        (d.allowed, d.policies),
+        (
+            false,
+            vec!["mesh.no-writes-to-deprecated-version".to_string()]
+        )
+    );
+    // Its consumers still read it until its sunset.
+    let d = ask(&deprecated, get(REPORTING, "/orders"));
+    assert_eq!(
+        (d.allowed, d.policies),
+        (true, vec!["sales.orders.finance-may-read".to_string()])
+    );
+}
