@@ -220,6 +220,17 @@ fn demo_runs_with_no_setup_and_prints_working_curl_commands() {
             .output()
             .expect("sh")
     });
+    // The deprecated version 1, with its lifecycle headers shown (`-i`).
+    let v1 = commands
+        .iter()
+        .find(|c| c.contains("/v1/orders"))
+        .map(|cmd| {
+            Command::new("sh")
+                .arg("-c")
+                .arg(format!("{cmd} -sS"))
+                .output()
+                .expect("sh")
+        });
     // SIGTERM: the demo drains and writes the last events before it exits.
     let _ = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
@@ -235,6 +246,21 @@ fn demo_runs_with_no_setup_and_prints_working_curl_commands() {
         "{body} {}",
         String::from_utf8_lossy(&out.stderr)
     );
+    let v1 = v1.expect("a curl command for version 1");
+    let v1_out = String::from_utf8_lossy(&v1.stdout).to_ascii_lowercase();
+    for shown in [
+        " 200",
+        "deprecation: @1782777600",
+        "sunset: tue, 31 dec 2030 00:00:00 gmt",
+        "rel=\"successor-version\"",
+        "\"sales.orders.v1\"",
+    ] {
+        assert!(
+            v1_out.contains(shown),
+            "{shown} not in {v1_out} {}",
+            String::from_utf8_lossy(&v1.stderr)
+        );
+    }
     assert!(
         !banner.iter().chain(&logs).any(|l| l.contains('\u{1b}')),
         "colour codes on a stderr that is not a terminal: {banner:?}"

@@ -85,7 +85,7 @@ fn responses_of_a_deprecated_version_carry_deprecation_sunset_and_links() {
     assert_eq!(
         metric_value(
             &m,
-            &format!("meshgate_deprecated_requests_total{{product=\"sales.orders\",version=\"1.2.0\",consumer=\"{REPORTING}\"}}")
+            &format!("meshgate_deprecated_requests_total{{product=\"sales.orders\",version=\"2.0.0\",consumer=\"{REPORTING}\"}}")
         ),
         3.0,
         "{m}"
@@ -109,6 +109,66 @@ fn responses_of_a_deprecated_version_carry_deprecation_sunset_and_links() {
         "{text}"
     );
     assert!(!text.contains("deprecation:"), "{text}");
+}
+
+/// The example tree as committed: version 1 of orders (`/v1/orders`,
+/// `sales.orders.v1`) is deprecated, version 2 (`/orders`) is active.
+#[test]
+fn the_example_version_1_carries_its_lifecycle_and_only_its_existing_consumer_reads_it() {
+    let pki = Pki::new();
+    pki.client(
+        "planner",
+        Leaf::client_spiffe("spiffe://mesh.local/ns/logistics/sa/planner"),
+    );
+    let up = Upstream::start();
+    let mg = Meshgate::builder(&pki, &up.url()).policies().start();
+
+    assert_eq!(
+        status_of(&pki, Some("reporting"), &mg.url("/v1/orders")),
+        "200"
+    );
+    let h = headers(&pki, &[], &mg.url("/v1/orders/SO-1001"));
+    // 2026-06-30 and 2030-12-31, midnight UTC.
+    assert_eq!(header_values(&h, "deprecation"), ["@1782777600"], "{h:?}");
+    assert_eq!(
+        header_values(&h, "sunset"),
+        ["Tue, 31 Dec 2030 00:00:00 GMT"],
+        "{h:?}"
+    );
+    assert_eq!(
+        header_values(&h, "link"),
+        [
+            "<https://docs.acme.example/sales/orders/v1-deprecation>; rel=\"deprecation\"",
+            "</orders>; rel=\"successor-version\"",
+        ],
+        "{h:?}"
+    );
+    // Version 2 announces nothing.
+    let h = headers(&pki, &[], &mg.url("/orders"));
+    assert!(
+        header_values(&h, "deprecation").is_empty() && header_values(&h, "link").is_empty(),
+        "{h:?}"
+    );
+    // A consumer granted version 2 is not one of version 1's.
+    assert_eq!(status_of(&pki, Some("planner"), &mg.url("/orders")), "200");
+    assert_eq!(
+        status_of(&pki, Some("planner"), &mg.url("/v1/orders")),
+        "403"
+    );
+
+    let m = mg.metrics();
+    assert_eq!(
+        metric_value(
+            &m,
+            &format!("meshgate_deprecated_requests_total{{product=\"sales.orders.v1\",version=\"1.2.0\",consumer=\"{REPORTING}\"}}")
+        ),
+        2.0,
+        "{m}"
+    );
+    assert!(
+        !m.contains("meshgate_deprecated_requests_total{product=\"sales.orders\","),
+        "{m}"
+    );
 }
 
 #[test]

@@ -73,14 +73,19 @@ fn committed_rules_are_what_slo_rules_generates() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(std::fs::read_to_string(&file).expect("written"), committed);
     assert!(
-        text(&out.stdout).contains("SLOs for 3 products"),
+        text(&out.stdout).contains("SLOs for 4 products"),
         "{}",
         text(&out.stdout)
     );
 
     // Every example product, both SLOs, is in the file.
     let rules: meshgate::RuleFile = serde_yaml_ng::from_str(&committed).expect("rule file");
-    for product in ["finance.ledger", "sales.customers", "sales.orders"] {
+    for product in [
+        "finance.ledger",
+        "sales.customers",
+        "sales.orders",
+        "sales.orders.v1",
+    ] {
         for slo in ["availability", "latency"] {
             let alerts = rules
                 .groups

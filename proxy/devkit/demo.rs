@@ -67,6 +67,7 @@ pub async fn run(opts: DemoOptions, shutdown: impl Future<Output = ()>) -> anyho
     let curl = |who: &str| {
         format!("curl --cacert {dir}/ca.pem --cert {dir}/{who}.pem --key {dir}/{who}-key.pem {url}")
     };
+    let v1 = format!("https://localhost:{}/v1/orders", data.port());
     eprintln!();
     eprintln!("meshgate demo: sample data product \"sales.orders\" on http://{product_addr}, behind the sidecar on {data}");
     eprintln!();
@@ -80,6 +81,11 @@ pub async fn run(opts: DemoOptions, shutdown: impl Future<Output = ()>) -> anyho
         clients[1].spiffe_id
     );
     eprintln!("  {}", curl(&clients[1].name));
+    eprintln!("  # reporting reads the deprecated version 1 of orders: -i shows its Deprecation, Sunset and Link headers");
+    eprintln!(
+        "  curl -i --cacert {dir}/ca.pem --cert {dir}/{who}.pem --key {dir}/{who}-key.pem {v1}",
+        who = clients[0].name
+    );
     eprintln!("  # the policy snapshot that decides (version, policies, last reload error)");
     eprintln!("  curl http://{admin}/policy");
     eprintln!("  # without a client certificate: refused at the TLS handshake");

@@ -1,5 +1,7 @@
 //! The demo's sample data product: a small "sales orders" JSON API on loopback.
-//! It stands in for a domain team's own server behind the sidecar.
+//! It stands in for a domain team's own server behind the sidecar, and serves
+//! both versions of the product: 2 at `/orders`, the deprecated 1 at
+//! `/v1/orders`.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -16,6 +18,8 @@ use crate::transport::listener::Acceptor;
 /// The product's data, serialized once.
 struct Orders {
     all: Bytes,
+    /// The list as version 1 (`/v1/orders`) answers it.
+    all_v1: Bytes,
     by_id: Vec<(String, Bytes)>,
 }
 
@@ -59,8 +63,10 @@ fn orders() -> Orders {
         })
         .collect();
     let all = json!({ "product": "sales.orders", "orders": rows }).to_string();
+    let all_v1 = json!({ "product": "sales.orders.v1", "orders": rows }).to_string();
     Orders {
         all: Bytes::from(all),
+        all_v1: Bytes::from(all_v1),
         by_id,
     }
 }
@@ -96,10 +102,17 @@ fn route<B>(data: &Orders, req: &Request<B>) -> Response<Full<Bytes>> {
     if path == "/orders" {
         return json_response(StatusCode::OK, data.all.clone());
     }
+    if path == "/v1/orders" {
+        return json_response(StatusCode::OK, data.all_v1.clone());
+    }
     if path == "/healthz" {
         return json_response(StatusCode::OK, Bytes::from_static(br#"{"status":"ok"}"#));
     }
-    if let Some(id) = path.strip_prefix("/orders/") {
+    // Version 1 has the same rows.
+    let one = path
+        .strip_prefix("/orders/")
+        .or_else(|| path.strip_prefix("/v1/orders/"));
+    if let Some(id) = one {
         if let Some((_, body)) = data.by_id.iter().find(|(k, _)| k == id) {
             return json_response(StatusCode::OK, body.clone());
         }
@@ -133,6 +146,23 @@ mod tests {
         let req = Request::get("/orders/SO-1003").body(()).expect("request");
         assert_eq!(route(&o, &req).status(), StatusCode::OK);
         let req = Request::get("/orders/SO-9").body(()).expect("request");
+        assert_eq!(route(&o, &req).status(), StatusCode::NOT_FOUND);
+    }
+
+    #[test]
+    fn version_1_answers_under_v1() {
+        let o = orders();
+        let req = Request::get("/v1/orders").body(()).expect("request");
+        let resp = route(&o, &req);
+        assert_eq!(resp.status(), StatusCode::OK);
+        let v: Value = serde_json::from_slice(&o.all_v1).expect("valid JSON");
+        assert_eq!(v["product"], "sales.orders.v1");
+        assert_eq!(v["orders"].as_array().map(|a| a.len()), Some(6));
+        let req = Request::get("/v1/orders/SO-1003")
+            .body(())
+            .expect("request");
+        assert_eq!(route(&o, &req).status(), StatusCode::OK);
+        let req = Request::get("/v1/orders/SO-9").body(()).expect("request");
         assert_eq!(route(&o, &req).status(), StatusCode::NOT_FOUND);
     }
 }

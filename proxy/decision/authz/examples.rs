@@ -25,6 +25,7 @@ pub fn example_inputs() -> PolicyInputs {
         ],
         contracts: vec![
             source!("policies/domains/sales/orders.odcs.yaml"),
+            source!("policies/domains/sales/orders-v1.odcs.yaml"),
             source!("policies/domains/sales/customers.odcs.yaml"),
             source!("policies/domains/finance/ledger.odcs.yaml"),
         ],

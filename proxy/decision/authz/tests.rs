@@ -684,7 +684,7 @@ fn with_orders_deprecated(extra_policy: Option<&str>) -> Snapshot {
 #[test]
 fn products_and_datasets_carry_their_contract_status_and_version() {
     // Read from the resource, product (describe) and dataset (read) alike.
-    let probe = "@id(\"t.status\")\npermit (principal, action, resource)\nwhen { resource.status == \"deprecated\" && resource.version == \"1.2.0\" };";
+    let probe = "@id(\"t.status\")\npermit (principal, action, resource)\nwhen { resource.status == \"deprecated\" && resource.version == \"2.0.0\" };";
     let s = with_orders_deprecated(Some(probe));
     for path in ["/orders/_schema", "/orders/SO-1"] {
         let d = ask(&s, get(CAMPAIGNS, path));
