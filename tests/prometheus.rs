@@ -571,6 +571,7 @@ const METRICS: &[&str] = &[
     "meshgate_load_shed_total",
     "meshgate_audit_events_total",
     "meshgate_audit_dropped_total",
+    "meshgate_deprecated_requests_total",
 ];
 
 /// The metric names a PromQL expression selects: identifiers that are not

@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use super::process::load_policy;
 use crate::tools::slo;
@@ -14,12 +15,26 @@ pub struct Args {
     /// Write the rules to this file instead of standard output.
     #[arg(short = 'o', long = "out", value_name = "FILE")]
     out: Option<PathBuf>,
+    /// How long before a deprecated version's sunset (its contract's
+    /// `endOfLife`) a consumer still calling it raises an alert, e.g. 30d,
+    /// 2w, 72h.
+    #[arg(long, value_name = "DURATION", default_value = "30d", value_parser = sunset_window)]
+    sunset_window: Duration,
+}
+
+/// A positive duration in humantime's form (`30d`, `2w 3d`, `72h`).
+fn sunset_window(text: &str) -> Result<Duration, String> {
+    match humantime::parse_duration(text) {
+        Ok(d) if !d.is_zero() => Ok(d),
+        Ok(_) => Err("must be longer than zero".into()),
+        Err(e) => Err(format!("{e} (write e.g. 30d, 2w or 72h)")),
+    }
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let policy = slo::policy_section(&args.config)?;
     let snapshot = load_policy(&policy)?;
-    let generated = slo::generate(snapshot.products());
+    let generated = slo::generate(snapshot.products(), args.sunset_window);
     for w in &generated.warnings {
         eprintln!("meshgate: warning: {w}");
     }

@@ -4,3 +4,4 @@
 pub mod certs;
 pub mod policytest;
 pub mod slo;
+pub mod sunset;

@@ -217,6 +217,7 @@ pub struct ProductSlos {
 #[derive(Debug, Clone)]
 pub struct Generated {
     pub slos: Vec<ProductSlos>,
+    pub sunsets: Vec<super::sunset::Sunset>,
     pub rules: RuleFile,
     /// Contract SLAs that could not become (complete) SLOs.
     pub warnings: Vec<String>,
@@ -299,16 +300,24 @@ pub fn slos<'a>(
     (out, warnings)
 }
 
-/// The rule file for these products' SLAs, plus the static alerts.
-pub fn generate<'a>(products: impl IntoIterator<Item = &'a Product>) -> Generated {
-    let (slos, warnings) = slos(products);
+/// The rule file for these products' SLAs, the sunset alerts of their
+/// deprecated versions (from `sunset_window` before), and the static alerts.
+pub fn generate<'a>(
+    products: impl IntoIterator<Item = &'a Product>,
+    sunset_window: Duration,
+) -> Generated {
+    let products: Vec<&Product> = products.into_iter().collect();
+    let (slos, mut warnings) = slos(products.iter().copied());
+    let sunsets = super::sunset::sunsets(&products, sunset_window, &mut warnings);
     let mut groups = Vec::new();
     for s in &slos {
         groups.extend(product_groups(s));
     }
+    groups.extend(super::sunset::group(&sunsets));
     groups.push(static_group());
     Generated {
         slos,
+        sunsets,
         rules: RuleFile { groups },
         warnings,
     }
@@ -357,6 +366,7 @@ impl Generated {
                 None => out.push_str("#     latency: none promised (or above the largest bucket)\n"),
             }
         }
+        out.push_str(&super::sunset::header(&self.sunsets));
         out.push('\n');
         out.push_str(&body);
         Ok(out)
@@ -737,6 +747,11 @@ fn static_group() -> RuleGroup {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Without sunsets (see tools::sunset for those).
+    fn generate<'a>(products: impl IntoIterator<Item = &'a Product>) -> Generated {
+        super::generate(products, Duration::ZERO)
+    }
 
     fn product(id: &str, availability: Option<f64>, latency_ms: Option<u64>) -> Product {
         let yaml = format!(
