@@ -401,7 +401,7 @@ fn number(x: f64) -> String {
 }
 
 /// A PromQL string literal.
-fn quoted(s: &str) -> String {
+pub(super) fn quoted(s: &str) -> String {
     let mut out = String::with_capacity(s.len() + 2);
     out.push('"');
     for c in s.chars() {

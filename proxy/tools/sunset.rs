@@ -15,7 +15,7 @@ use std::time::{Duration, SystemTime};
 use crate::decision::contract::Product;
 use crate::decision::lifecycle::Status;
 
-use super::slo::{Rule, RuleGroup};
+use super::slo::{quoted, Rule, RuleGroup};
 
 /// The range over which a consumer counts as still calling.
 pub const CALLING_RANGE: &str = "1h";
@@ -79,11 +79,6 @@ fn epoch(t: SystemTime) -> u64 {
 
 fn date(t: SystemTime) -> String {
     humantime::format_rfc3339_seconds(t).to_string()
-}
-
-/// A PromQL string literal (label values: contract ids and versions).
-fn quoted(s: &str) -> String {
-    serde_json::Value::String(s.to_string()).to_string()
 }
 
 impl Sunset {
