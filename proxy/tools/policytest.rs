@@ -244,7 +244,8 @@ fn discover_root(file: &Path) -> Result<PathBuf, String> {
         })
 }
 
-/// The policy layout of a `policies/` tree.
+/// The policy layout of a `policies/` tree: `mesh/` is the baseline, each
+/// `domains/<name>/` belongs to domain `<name>`.
 pub fn tree_config(root: &Path) -> PolicyConfig {
     let mut domains: Vec<PathBuf> = std::fs::read_dir(root.join("domains"))
         .map(|rd| {
@@ -256,9 +257,17 @@ pub fn tree_config(root: &Path) -> PolicyConfig {
     domains.sort();
     let mut sources = Vec::new();
     if root.join("mesh").is_dir() {
-        sources.push(root.join("mesh"));
+        sources.push(root.join("mesh").into());
     }
-    sources.extend(domains.iter().cloned());
+    // `domains/<name>/` speaks with the authority of domain `<name>`.
+    sources.extend(
+        domains
+            .iter()
+            .map(|d| crate::decision::authz::PolicySource {
+                path: d.clone(),
+                domain: d.file_name().map(|n| n.to_string_lossy().into_owned()),
+            }),
+    );
     let entities = root.join("entities.json");
     PolicyConfig {
         schema: root.join("schema.cedarschema"),
