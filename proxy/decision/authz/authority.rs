@@ -188,3 +188,154 @@ fn refusal(
         src.name
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn owned(name: &str, text: &str, domain: Option<&str>) -> Source {
+        Source {
+            name: name.into(),
+            text: text.into(),
+            domain: domain.map(str::to_string),
+        }
+    }
+
+    /// The example mesh with one more policy source.
+    fn build_with(extra: Source) -> Result<Snapshot, LoadErrors> {
+        let mut inputs = crate::decision::authz::examples::example_inputs();
+        inputs.policies.push(extra);
+        Snapshot::build(&inputs)
+    }
+
+    const OVERSTEPPING: &str = r#"// line 1
+@id("sales.ok.domain")
+permit (principal, action, resource in Mesh::Domain::"sales");
+
+@id("sales.open")
+permit (principal, action, resource);
+
+@id("sales.type-only")
+forbid (principal, action, resource is Mesh::DataProduct);
+
+@id("sales.finance-ledger")
+permit (principal, action, resource in Mesh::DataProduct::"finance.ledger");
+
+@id("sales.unknown")
+permit (principal, action, resource == Mesh::DataProduct::"sales.nonexistent");
+
+@id("sales.other-domain")
+forbid (principal, action, resource is Mesh::Dataset in Mesh::Domain::"finance");
+
+@id("sales.template.finance")
+permit (principal == ?principal, action, resource in Mesh::DataProduct::"finance.ledger");
+
+@id("sales.ok.dataset")
+permit (principal, action, resource == Mesh::Dataset::"sales.orders/orders");
+"#;
+
+    #[test]
+    fn every_overstepping_policy_is_refused_with_its_place_id_domain_and_reason() {
+        let err = build_with(owned("sales/extra.cedar", OVERSTEPPING, Some("sales")))
+            .expect_err("refused");
+        let e = &err.0;
+        assert_eq!(e.len(), 6, "{e:#?}");
+        let expect = [
+            ("sales/extra.cedar:5:1: policy `sales.open` of domain `sales` is refused: its resource scope `resource` could match another domain's resources", ""),
+            ("sales/extra.cedar:8:1: policy `sales.type-only` of domain `sales` is refused: its resource scope `resource is Mesh::DataProduct`", ""),
+            ("sales/extra.cedar:11:1: policy `sales.finance-ledger` of domain `sales` is refused: `resource in Mesh::DataProduct::\"finance.ledger\"` names a resource of domain `finance`", ""),
+            ("sales/extra.cedar:14:1: policy `sales.unknown` of domain `sales` is refused: `resource == Mesh::DataProduct::\"sales.nonexistent\"` names Mesh::DataProduct::\"sales.nonexistent\", which is not known to belong to domain `sales`", ""),
+            ("sales/extra.cedar:17:1: policy `sales.other-domain` of domain `sales` is refused: `resource is Mesh::Dataset in Mesh::Domain::\"finance\"` names a resource of domain `finance`", ""),
+            ("sales/extra.cedar:20:1: template `sales.template.finance` of domain `sales` is refused: `resource in Mesh::DataProduct::\"finance.ledger\"` names a resource of domain `finance`", ""),
+        ];
+        for ((want, _), got) in expect.iter().zip(e) {
+            assert!(got.starts_with(want), "want {want}\n got {got}");
+        }
+    }
+
+    #[test]
+    fn the_same_file_loads_as_the_mesh_baseline() {
+        let snapshot = build_with(owned("mesh/extra.cedar", OVERSTEPPING, None));
+        assert!(snapshot.is_ok(), "{:?}", snapshot.err());
+    }
+
+    #[test]
+    fn grants_are_checked_by_the_resource_they_fill_in() {
+        let links = r#"[
+  {
+    "template_id": "sales.grant.read",
+    "link_id": "sales.grant.ok",
+    "args": {
+      "?principal": "Mesh::Service::\"a\"",
+      "?resource": "Mesh::Dataset::\"sales.customers/customers\""
+    }
+  },
+  {
+    "template_id": "sales.grant.read",
+    "link_id": "sales.grant.ledger",
+    "args": {
+      "?principal": "Mesh::Service::\"a\"",
+      "?resource": "Mesh::DataProduct::\"finance.ledger\""
+    }
+  }
+]"#;
+        let err =
+            build_with(owned("sales/more.links.json", links, Some("sales"))).expect_err("refused");
+        assert_eq!(err.0.len(), 1, "{:#?}", err.0);
+        assert!(
+            err.0[0].starts_with("sales/more.links.json:12:16: grant (link of template `sales.grant.read`) `sales.grant.ledger` of domain `sales` is refused: `resource in Mesh::DataProduct::\"finance.ledger\"` names a resource of domain `finance`"),
+            "{}",
+            err.0[0]
+        );
+        // The same grant under the mesh's authority is the mesh's to give.
+        assert!(build_with(owned("mesh/more.links.json", links, None)).is_ok());
+    }
+
+    #[test]
+    fn a_shadow_set_is_held_to_the_same_rules() {
+        let mut inputs = crate::decision::authz::examples::example_inputs();
+        inputs.shadow = inputs.policies.clone();
+        inputs.shadow.push(owned(
+            "shadow/finance.cedar",
+            "@id(\"finance.reads-orders\")\npermit (principal, action, resource in Mesh::DataProduct::\"sales.orders\");\n",
+            Some("finance"),
+        ));
+        let err = Snapshot::build(&inputs).expect_err("refused");
+        assert_eq!(err.0.len(), 1, "{:#?}", err.0);
+        assert!(
+            err.0[0].starts_with(
+                "shadow/finance.cedar:1:1: policy `finance.reads-orders` of domain `finance` is refused"
+            ),
+            "{}",
+            err.0[0]
+        );
+    }
+
+    #[test]
+    fn a_source_is_a_path_or_a_path_with_its_domain() {
+        let parse = |sources: &str| {
+            crate::base::yaml::parse_yaml::<PolicyConfig>(
+                &format!("schema: s.cedarschema\nsources: {sources}\n"),
+                "cfg.yaml",
+            )
+        };
+        let cfg = parse("[mesh/, { path: domains/sales/, domain: sales }]").expect("parses");
+        assert_eq!(
+            cfg.sources[0],
+            PolicySource::from(std::path::PathBuf::from("mesh/"))
+        );
+        assert_eq!(cfg.sources[1].domain.as_deref(), Some("sales"));
+        let typo = parse("[{ path: d/, domian: sales }]").expect_err("refused");
+        assert!(
+            typo.to_string().contains("unknown field `domian`"),
+            "{typo}"
+        );
+        let empty = parse("[{ path: d/, domain: \"\" }]").expect_err("refused");
+        assert!(empty.to_string().contains("is not a domain id"), "{empty}");
+        let missing = parse("[{ domain: sales }]").expect_err("refused");
+        assert!(
+            missing.to_string().contains("missing field `path`"),
+            "{missing}"
+        );
+    }
+}
