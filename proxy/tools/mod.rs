@@ -2,5 +2,6 @@
 //! policy tests, development certificates.
 
 pub mod certs;
+pub mod junit;
 pub mod policytest;
 pub mod slo;
