@@ -8,14 +8,14 @@ use super::plan::{Plan, Source, Volume};
 use super::*;
 
 /// The sidecar's configuration (YAML), paths relative to [`WORKING_DIR`].
+/// `policies`: whether there is a domain policy ConfigMap, and its domain.
 pub(super) fn sidecar_config(
     data_port: u16,
     admin_port: u16,
     upstream: &str,
     protocol: &str,
     log_level: &str,
-    policies: bool,
-    policy_domain: Option<&str>,
+    policies: Option<Option<&str>>,
     contracts: Option<&str>,
 ) -> String {
     let rel = |dir: &str| dir.trim_start_matches('/').to_string();
@@ -28,11 +28,11 @@ pub(super) fn sidecar_config(
     y.push_str(&format!(
         "policy:\n  schema: {mesh}/schema.cedarschema\n  entities: {mesh}/entities.json\n  sources:\n    - {mesh}\n"
     ));
-    match (policies, policy_domain) {
-        (false, _) => {}
-        (true, None) => y.push_str(&format!("    - {}\n", rel(POLICIES_DIR))),
+    match policies {
+        None => {}
+        Some(None) => y.push_str(&format!("    - {}\n", rel(POLICIES_DIR))),
         // The domain's ConfigMap speaks only for the domain.
-        (true, Some(d)) => y.push_str(&format!(
+        Some(Some(d)) => y.push_str(&format!(
             "    - {{ path: {}, domain: {} }}\n",
             rel(POLICIES_DIR),
             yaml_string(d)
@@ -108,8 +108,7 @@ pub(super) fn sidecar(plan: &Plan, sc: &SidecarConfig) -> Value {
         &plan.upstream(),
         plan.protocol,
         plan.log_level,
-        plan.policy_configmap.is_some(),
-        plan.policy_domain,
+        plan.policy_configmap.map(|_| plan.policy_domain),
         plan.contracts_dir(),
     );
     let mounts: Vec<Value> = plan
