@@ -341,9 +341,9 @@ impl Config {
             let named = [("policy.schema", &p.schema)]
                 .into_iter()
                 .chain(p.entities.iter().map(|e| ("policy.entities", e)))
-                .chain(p.sources.iter().map(|s| ("policy.sources", s)))
+                .chain(p.sources.iter().map(|s| ("policy.sources", &s.path)))
                 .chain(p.contracts.iter().map(|c| ("policy.contracts", c)))
-                .chain(p.shadow.iter().map(|c| ("policy.shadow", c)));
+                .chain(p.shadow.iter().map(|c| ("policy.shadow", &c.path)));
             for (field, path) in named {
                 if let Err(e) = std::fs::metadata(path) {
                     return Err(invalid(field, format!("{}: {e}", path.display())));

@@ -2,6 +2,7 @@
 //! policy tests, development certificates.
 
 pub mod certs;
+pub mod junit;
 pub mod policytest;
 pub mod slo;
 pub mod sunset;

@@ -21,7 +21,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, Instant, SystemTime};
 
 use cedar_policy::{Context, Entities, EntityUid, Request};
 use serde::Deserialize;
@@ -31,10 +31,51 @@ use crate::decision::jwt::{User, UsersConfig, Verifier};
 use crate::model::identity::Principal;
 use crate::pipeline::error::ProxyError;
 
+/// The outcome of one test case.
+#[derive(Debug, Clone)]
+pub struct CaseResult {
+    /// The test file, as named on the command line or found under it.
+    pub file: String,
+    /// The case's `name` (Cedar tests without one: `test #N`).
+    pub name: String,
+    /// Why it failed; `None`: it passed.
+    pub failure: Option<String>,
+    /// How long deciding it took.
+    pub time: Duration,
+}
+
+/// Every case run, in file order.
 #[derive(Debug, Default)]
 pub struct Report {
-    pub passed: usize,
-    pub failures: Vec<String>,
+    pub cases: Vec<CaseResult>,
+}
+
+impl Report {
+    pub fn passed(&self) -> usize {
+        self.cases.iter().filter(|c| c.failure.is_none()).count()
+    }
+
+    pub fn failed(&self) -> usize {
+        self.cases.len() - self.passed()
+    }
+
+    /// The failed cases, `file: name: reason` each.
+    pub fn failures(&self) -> impl Iterator<Item = String> + '_ {
+        self.cases.iter().filter_map(|c| {
+            c.failure
+                .as_ref()
+                .map(|f| format!("{}: {}: {f}", c.file, c.name))
+        })
+    }
+
+    fn record(&mut self, file: &str, name: String, started: Instant, problems: Vec<String>) {
+        self.cases.push(CaseResult {
+            file: file.to_string(),
+            name,
+            failure: (!problems.is_empty()).then(|| problems.join("; ")),
+            time: started.elapsed(),
+        });
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -244,7 +285,8 @@ fn discover_root(file: &Path) -> Result<PathBuf, String> {
         })
 }
 
-/// The policy layout of a `policies/` tree.
+/// The policy layout of a `policies/` tree: `mesh/` is the baseline, each
+/// `domains/<name>/` belongs to domain `<name>`.
 pub fn tree_config(root: &Path) -> PolicyConfig {
     let mut domains: Vec<PathBuf> = std::fs::read_dir(root.join("domains"))
         .map(|rd| {
@@ -256,9 +298,17 @@ pub fn tree_config(root: &Path) -> PolicyConfig {
     domains.sort();
     let mut sources = Vec::new();
     if root.join("mesh").is_dir() {
-        sources.push(root.join("mesh"));
+        sources.push(root.join("mesh").into());
     }
-    sources.extend(domains.iter().cloned());
+    // `domains/<name>/` speaks with the authority of domain `<name>`.
+    sources.extend(
+        domains
+            .iter()
+            .map(|d| crate::decision::authz::PolicySource {
+                path: d.clone(),
+                domain: d.file_name().map(|n| n.to_string_lossy().into_owned()),
+            }),
+    );
     let entities = root.join("entities.json");
     PolicyConfig {
         schema: root.join("schema.cedarschema"),
@@ -273,52 +323,53 @@ fn run_cedar(s: &Snapshot, file: &str, text: &str, report: &mut Report) -> Resul
     let tests: Vec<CedarTest> = serde_json::from_str(text)
         .map_err(|e| format!("{file}:{}:{}: {e}", e.line(), e.column()))?;
     for (i, t) in tests.into_iter().enumerate() {
-        let label = format!(
-            "{file}: {}",
-            t.name.clone().unwrap_or_else(|| format!("test #{}", i + 1))
-        );
-        match cedar_case(s, &t) {
-            Err(e) => report.failures.push(format!("{label}: {e}")),
-            Ok((allowed, mut reason, errors)) => {
-                let mut want_reason = t.reason.clone();
-                want_reason.sort();
-                reason.sort();
-                let want_allow = t.decision.eq_ignore_ascii_case("allow");
-                let mut problems = Vec::new();
-                if allowed != want_allow {
-                    problems.push(format!(
-                        "expected decision {}, got {}",
-                        t.decision.to_lowercase(),
-                        if allowed { "allow" } else { "deny" }
-                    ));
-                }
-                if reason != want_reason {
-                    problems.push(format!("expected reason {want_reason:?}, got {reason:?}"));
-                }
-                if let Some(n) = t.num_errors {
-                    if n != errors.len() {
-                        problems.push(format!(
-                            "expected {n} errors, got {}: {errors:?}",
-                            errors.len()
-                        ));
-                    }
-                }
-                if let Some(h) = t.has_error {
-                    if h == errors.is_empty() {
-                        problems.push(format!("expected has_error {h}, got errors {errors:?}"));
-                    }
-                }
-                if problems.is_empty() {
-                    report.passed += 1;
-                } else {
-                    report
-                        .failures
-                        .push(format!("{label}: {}", problems.join("; ")));
-                }
-            }
-        }
+        let started = Instant::now();
+        let name = t.name.clone().unwrap_or_else(|| format!("test #{}", i + 1));
+        let problems = match cedar_case(s, &t) {
+            Err(e) => vec![e],
+            Ok((allowed, reason, errors)) => cedar_problems(&t, allowed, reason, &errors),
+        };
+        report.record(file, name, started, problems);
     }
     Ok(())
+}
+
+/// How a Cedar test's outcome differs from what it expects.
+fn cedar_problems(
+    t: &CedarTest,
+    allowed: bool,
+    mut reason: Vec<String>,
+    errors: &[String],
+) -> Vec<String> {
+    let mut want_reason = t.reason.clone();
+    want_reason.sort();
+    reason.sort();
+    let want_allow = t.decision.eq_ignore_ascii_case("allow");
+    let mut problems = Vec::new();
+    if allowed != want_allow {
+        problems.push(format!(
+            "expected decision {}, got {}",
+            t.decision.to_lowercase(),
+            if allowed { "allow" } else { "deny" }
+        ));
+    }
+    if reason != want_reason {
+        problems.push(format!("expected reason {want_reason:?}, got {reason:?}"));
+    }
+    if let Some(n) = t.num_errors {
+        if n != errors.len() {
+            problems.push(format!(
+                "expected {n} errors, got {}: {errors:?}",
+                errors.len()
+            ));
+        }
+    }
+    if let Some(h) = t.has_error {
+        if h == errors.is_empty() {
+            problems.push(format!("expected has_error {h}, got errors {errors:?}"));
+        }
+    }
+    problems
 }
 
 fn cedar_case(s: &Snapshot, t: &CedarTest) -> Result<(bool, Vec<String>, Vec<String>), String> {
@@ -354,14 +405,9 @@ fn run_http(
 ) -> Result<(), String> {
     let parsed: HttpFile = crate::base::yaml::parse_yaml(text, file).map_err(|e| e.to_string())?;
     for case in parsed.cases {
-        let label = format!("{file}: {}", case.name);
-        match http_case(s, users, &case) {
-            Err(e) => report.failures.push(format!("{label}: {e}")),
-            Ok(problems) if problems.is_empty() => report.passed += 1,
-            Ok(problems) => report
-                .failures
-                .push(format!("{label}: {}", problems.join("; "))),
-        }
+        let started = Instant::now();
+        let problems = http_case(s, users, &case).unwrap_or_else(|e| vec![e]);
+        report.record(file, case.name, started, problems);
     }
     Ok(())
 }

@@ -724,7 +724,7 @@ impl Sidecar {
         if let Some(d) = &self.policies {
             let d = d.display();
             y += &format!(
-                "policy:\n  schema: {d}/schema.cedarschema\n  entities: {d}/entities.json\n  sources:\n    - {d}/mesh\n    - {d}/domains/sales\n    - {d}/domains/finance\n"
+                "policy:\n  schema: {d}/schema.cedarschema\n  entities: {d}/entities.json\n  sources:\n    - {d}/mesh\n    - {{ path: {d}/domains/sales, domain: sales }}\n    - {{ path: {d}/domains/finance, domain: finance }}\n"
             );
             for s in &self.more_sources {
                 y += &format!("    - {}\n", s.display());

@@ -371,6 +371,13 @@ impl Snapshot {
                 .unwrap_or_else(|_| Err(vec!["building the products failed unexpectedly".into()]));
             (all, origin, shadow, parts)
         });
+        // A domain's sources speak only about the domain's own resources.
+        if let Ok(p) = &parts {
+            super::authority::check(&all, &origin, &inputs.policies, &p.products, &mut errors);
+            if let Some((set, origin)) = &shadow {
+                super::authority::check(set, origin, &inputs.shadow, &p.products, &mut errors);
+            }
+        }
         // Strict validation runs beside the candidate index (both are CPU
         // work; a reload of 10,000 policies should take well under a second).
         // A large set is validated in two halves on two threads (policies

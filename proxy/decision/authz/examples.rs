@@ -8,20 +8,29 @@ macro_rules! source {
         Source {
             name: $path.to_string(),
             text: include_str!(concat!("../../../", $path)).to_string(),
+            domain: None,
+        }
+    };
+    // A domain's policy file: it speaks only about the domain's resources.
+    ($path:literal, $domain:literal) => {
+        Source {
+            domain: Some($domain.to_string()),
+            ..source!($path)
         }
     };
 }
 
-/// The whole example mesh: baseline, the sales and finance domains.
+/// The whole example mesh: baseline, the sales and finance domains (each
+/// domain's policies and grants under its own authority).
 pub fn example_inputs() -> PolicyInputs {
     PolicyInputs {
         schema: source!("policies/schema.cedarschema"),
         entities: Some(source!("policies/entities.json")),
         policies: vec![
             source!("policies/mesh/baseline.cedar"),
-            source!("policies/domains/sales/policies.cedar"),
-            source!("policies/domains/sales/grants.links.json"),
-            source!("policies/domains/finance/policies.cedar"),
+            source!("policies/domains/sales/policies.cedar", "sales"),
+            source!("policies/domains/sales/grants.links.json", "sales"),
+            source!("policies/domains/finance/policies.cedar", "finance"),
         ],
         contracts: vec![
             source!("policies/domains/sales/orders.odcs.yaml"),

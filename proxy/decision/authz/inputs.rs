@@ -17,15 +17,16 @@ pub struct PolicyConfig {
     /// Static entities (Cedar entities JSON): domains, teams, groups, services.
     #[serde(default)]
     pub entities: Option<PathBuf>,
-    /// Policy files or directories of `*.cedar`, mesh baseline first.
-    pub sources: Vec<PathBuf>,
+    /// Policy files or directories of `*.cedar`, mesh baseline first; a
+    /// source may belong to a domain (see [`PolicySource`]).
+    pub sources: Vec<PolicySource>,
     /// ODCS contracts: files or directories of `*.odcs.yaml`.
     #[serde(default)]
     pub contracts: Vec<PathBuf>,
     /// A complete alternative policy set evaluated beside the enforced one and
     /// never enforced: disagreements are logged and counted.
     #[serde(default)]
-    pub shadow: Vec<PathBuf>,
+    pub shadow: Vec<PolicySource>,
 }
 
 impl PolicyConfig {
@@ -35,19 +36,76 @@ impl PolicyConfig {
         if let Some(e) = self.entities.as_mut() {
             fix(e);
         }
-        self.sources.iter_mut().for_each(fix);
+        self.sources.iter_mut().for_each(|s| fix(&mut s.path));
         self.contracts.iter_mut().for_each(fix);
-        self.shadow.iter_mut().for_each(fix);
+        self.shadow.iter_mut().for_each(|s| fix(&mut s.path));
     }
 
     /// Every path named, for the file watcher.
     pub fn watched_paths(&self) -> Vec<PathBuf> {
         let mut v = vec![self.schema.clone()];
         v.extend(self.entities.clone());
-        v.extend(self.sources.iter().cloned());
+        v.extend(self.sources.iter().map(|s| s.path.clone()));
         v.extend(self.contracts.iter().cloned());
-        v.extend(self.shadow.iter().cloned());
+        v.extend(self.shadow.iter().map(|s| s.path.clone()));
         v
+    }
+}
+
+/// One entry of `policy.sources` (or `policy.shadow`): a file or directory,
+/// written as a plain path (the mesh baseline's authority) or as
+/// `{ path: …, domain: … }` (a domain's: its policies may speak only about
+/// the domain's own resources, see `authority`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicySource {
+    pub path: PathBuf,
+    pub domain: Option<String>,
+}
+
+impl From<PathBuf> for PolicySource {
+    fn from(path: PathBuf) -> PolicySource {
+        PolicySource { path, domain: None }
+    }
+}
+
+/// The `{ path, domain }` form.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OwnedSource {
+    path: PathBuf,
+    domain: String,
+}
+
+impl<'de> Deserialize<'de> for PolicySource {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<PolicySource, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = PolicySource;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a path, or a map `{ path: …, domain: … }`")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<PolicySource, E> {
+                Ok(PathBuf::from(v).into())
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<PolicySource, A::Error> {
+                let o =
+                    OwnedSource::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
+                if o.domain.trim().is_empty() || o.domain.chars().any(char::is_control) {
+                    return Err(serde::de::Error::custom(format!(
+                        "domain: {:?} is not a domain id (a contract's `domain`)",
+                        o.domain
+                    )));
+                }
+                Ok(PolicySource {
+                    path: o.path,
+                    domain: Some(o.domain),
+                })
+            }
+        }
+        d.deserialize_any(Visitor)
     }
 }
 
@@ -56,6 +114,9 @@ impl PolicyConfig {
 pub struct Source {
     pub name: String,
     pub text: String,
+    /// The domain whose authority the file speaks with (policy sources
+    /// only); `None`: the mesh baseline's.
+    pub domain: Option<String>,
 }
 
 /// Everything a snapshot is built from.
@@ -94,6 +155,7 @@ pub(super) fn read_source(path: &Path) -> Result<Source, String> {
         .map(|text| Source {
             name: path.display().to_string(),
             text,
+            domain: None,
         })
         .map_err(|e| format!("{}: {e}", path.display()))
 }
@@ -122,14 +184,17 @@ impl PolicyInputs {
     /// Reads every file the configuration names.
     pub fn read(cfg: &PolicyConfig) -> Result<PolicyInputs, LoadErrors> {
         let mut errors = Vec::new();
-        let mut read_all = |paths: &[PathBuf], suffix: &[&str]| -> Vec<Source> {
+        let mut read_all = |paths: &[(&Path, Option<&str>)], suffix: &[&str]| -> Vec<Source> {
             let mut out = Vec::new();
-            for p in paths {
+            for &(p, domain) in paths {
                 match expand(p, suffix) {
                     Ok(files) => {
                         for f in files {
                             match read_source(&f) {
-                                Ok(s) => out.push(s),
+                                Ok(mut s) => {
+                                    s.domain = domain.map(str::to_string);
+                                    out.push(s)
+                                }
                                 Err(e) => errors.push(e),
                             }
                         }
@@ -139,9 +204,16 @@ impl PolicyInputs {
             }
             out
         };
-        let policies = read_all(&cfg.sources, &[".cedar", LINKS]);
-        let contracts = read_all(&cfg.contracts, &[".odcs.yaml"]);
-        let shadow = read_all(&cfg.shadow, &[".cedar", LINKS]);
+        fn owned(list: &[PolicySource]) -> Vec<(&Path, Option<&str>)> {
+            list.iter()
+                .map(|s| (s.path.as_path(), s.domain.as_deref()))
+                .collect()
+        }
+        let unowned: Vec<(&Path, Option<&str>)> =
+            cfg.contracts.iter().map(|p| (p.as_path(), None)).collect();
+        let policies = read_all(&owned(&cfg.sources), &[".cedar", LINKS]);
+        let contracts = read_all(&unowned, &[".odcs.yaml"]);
+        let shadow = read_all(&owned(&cfg.shadow), &[".cedar", LINKS]);
         let schema = read_source(&cfg.schema);
         let entities = cfg.entities.as_deref().map(read_source).transpose();
         match (schema, entities) {
@@ -167,6 +239,13 @@ impl PolicyInputs {
             for part in [tag, s.name.as_str(), s.text.as_str()] {
                 h.update(&(part.len() as u64).to_be_bytes());
                 h.update(part.as_bytes());
+            }
+            // A file's owner is part of what it means (unowned: as before).
+            if let Some(d) = &s.domain {
+                for part in ["domain", d.as_str()] {
+                    h.update(&(part.len() as u64).to_be_bytes());
+                    h.update(part.as_bytes());
+                }
             }
         };
         add("schema", &self.schema);

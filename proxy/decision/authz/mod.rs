@@ -14,6 +14,7 @@
 //! whose conditions never read `context` are decided once and remembered; a
 //! request then evaluates only the conditions that depend on it.
 
+mod authority;
 mod build;
 mod cache;
 mod decide;

@@ -200,21 +200,25 @@ pub fn inputs(products: usize, count: usize, seed: u64) -> PolicyInputs {
         entities: Some(Source {
             name: "synth/entities.json".into(),
             text: entities,
+            domain: None,
         }),
         policies: vec![
             Source {
                 name: "synth/policies.cedar".into(),
                 text: policies(count, products, &mut rng) + GRANT_TEMPLATE,
+                domain: None,
             },
             Source {
                 name: "synth/grants.links.json".into(),
                 text: grants(count / 10 + 1, products, &mut rng),
+                domain: None,
             },
         ],
         contracts: (0..products)
             .map(|i| Source {
                 name: format!("synth/p{i}.odcs.yaml"),
                 text: contract(i),
+                domain: None,
             })
             .collect(),
         shadow: vec![],

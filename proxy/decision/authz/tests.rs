@@ -226,6 +226,7 @@ fn with_policy(text: &str) -> Result<Snapshot, LoadErrors> {
     inputs.policies.push(Source {
         name: "extra.cedar".into(),
         text: text.into(),
+        domain: None,
     });
     Snapshot::build(&inputs)
 }
@@ -292,6 +293,7 @@ fn thousands_of_template_linked_grants_decide_like_policies() {
     inputs.policies.push(Source {
         name: "many.links.json".into(),
         text: serde_json::Value::Array(links).to_string(),
+        domain: None,
     });
     let s = Snapshot::build(&inputs).expect("grants load");
     assert!(s.policy_count() > 3000);
@@ -322,6 +324,7 @@ fn bad_links_are_reported_with_their_file_and_entry() {
     inputs.policies.push(Source {
         name: "bad.links.json".into(),
         text: r#"[{"template_id": "no.such.template", "link_id": "x", "args": {"?principal": "Mesh::Service::\"a\"", "?resource": "Mesh::DataProduct::\"sales.orders\""}}]"#.into(),
+        domain: None,
     });
     let e = Snapshot::build(&inputs).unwrap_err();
     assert!(e.0[0].starts_with("bad.links.json: [0] `x`: "), "{e}");
@@ -367,6 +370,7 @@ fn a_large_set_validated_in_halves_reports_every_error() {
             text: format!(
                 "@id(\"bad.{i}\")\npermit (principal, action, resource)\nwhen {{ resource.{attr} == \"x\" }};"
             ),
+            domain: None,
         });
     }
     let e = Snapshot::build(&inputs).expect_err("three invalid policies");
@@ -404,6 +408,7 @@ when { principal has namespace && principal.namespace == "sales" && 922337203685
         inputs.policies.push(Source {
             name: "synth/failing.cedar".into(),
             text: failing.into(),
+            domain: None,
         });
         let s = Snapshot::build(&inputs).expect("synthetic set loads");
         let mut rng = Rng::new(seed * 31);
@@ -533,6 +538,7 @@ fn a_large_policy_file_parses_in_parts_like_the_whole() {
     let src = Source {
         name: "big.cedar".into(),
         text: broken.clone(),
+        domain: None,
     };
     let mut errors = Vec::new();
     parse_policies(&[src], true, &mut errors);

@@ -46,6 +46,10 @@ pub const UPSTREAM_PROTOCOL: &str = "meshgate.io/upstream-protocol";
 pub const ADMIN_PORT: &str = "meshgate.io/admin-port";
 /// The ConfigMap with the domain's policies (`*.cedar`, `*.links.json`).
 pub const POLICY_CONFIGMAP: &str = "meshgate.io/policy-configmap";
+/// The domain that policy ConfigMap belongs to: its policies and grants may
+/// then speak only about that domain's resources (without it they carry the
+/// mesh baseline's authority, as before).
+pub const POLICY_DOMAIN: &str = "meshgate.io/policy-domain";
 /// The ConfigMap with the product's ODCS contracts (default: the policy ConfigMap).
 pub const CONTRACT_CONFIGMAP: &str = "meshgate.io/contract-configmap";
 /// Workload certificates from this Secret (`tls.crt`, `tls.key`, `ca.crt`)
@@ -320,6 +324,9 @@ pub struct Status {
     pub identity: String,
     pub mesh_configmap: String,
     pub policy_configmap: Option<String>,
+    /// The domain whose authority the policy ConfigMap speaks with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy_domain: Option<String>,
     pub contract_configmap: Option<String>,
     /// Advice for whoever created the pod (not recorded in the annotation).
     #[serde(skip)]

@@ -25,6 +25,8 @@ pub(super) struct Plan<'a> {
     pub(super) protocol: &'static str,
     pub(super) log_level: &'a str,
     pub(super) policy_configmap: Option<&'a str>,
+    /// The domain the policy ConfigMap belongs to.
+    pub(super) policy_domain: Option<&'a str>,
     pub(super) contract_configmap: Option<&'a str>,
     /// The Secret of the workload certificates; none: the CSI driver.
     pub(super) tls_secret: Option<&'a str>,
@@ -96,6 +98,7 @@ pub(super) fn resolve<'a>(
     let log_level = log_level(sc, ann)?;
     let upstream_env = name_env(ann)?;
     let policy_configmap = name_annotation(ann, POLICY_CONFIGMAP)?;
+    let policy_domain = policy_domain(ann, policy_configmap)?;
     let contract_configmap = name_annotation(ann, CONTRACT_CONFIGMAP)?;
     let tls_secret = name_annotation(ann, TLS_SECRET)?;
     let resources = resources(sc, ann)?;
@@ -116,12 +119,37 @@ pub(super) fn resolve<'a>(
         protocol,
         log_level,
         policy_configmap,
+        policy_domain,
         contract_configmap,
         tls_secret,
         resources,
         volumes,
         set_fs_group: tls_secret.is_some() && pod_fs_group.is_none(),
     })
+}
+
+/// The policy ConfigMap's domain: a contract's `domain`, only beside a
+/// policy ConfigMap.
+fn policy_domain<'a>(
+    ann: &'a BTreeMap<String, String>,
+    policy_configmap: Option<&str>,
+) -> Result<Option<&'a str>, InjectError> {
+    let Some(domain) = annotation(ann, POLICY_DOMAIN) else {
+        return Ok(None);
+    };
+    let refuse = |message: String| InjectError::Annotation {
+        annotation: POLICY_DOMAIN,
+        message,
+    };
+    if policy_configmap.is_none() {
+        return Err(refuse(format!(
+            "names the domain of the policy ConfigMap, and {POLICY_CONFIGMAP} names none"
+        )));
+    }
+    if domain.chars().any(char::is_control) {
+        return Err(refuse(format!("{domain:?} is not a domain id")));
+    }
+    Ok(Some(domain))
 }
 
 fn mode(ann: &BTreeMap<String, String>) -> Result<Mode, InjectError> {

@@ -8,13 +8,14 @@ use super::plan::{Plan, Source, Volume};
 use super::*;
 
 /// The sidecar's configuration (YAML), paths relative to [`WORKING_DIR`].
+/// `policies`: whether there is a domain policy ConfigMap, and its domain.
 pub(super) fn sidecar_config(
     data_port: u16,
     admin_port: u16,
     upstream: &str,
     protocol: &str,
     log_level: &str,
-    policies: bool,
+    policies: Option<Option<&str>>,
     contracts: Option<&str>,
 ) -> String {
     let rel = |dir: &str| dir.trim_start_matches('/').to_string();
@@ -27,8 +28,15 @@ pub(super) fn sidecar_config(
     y.push_str(&format!(
         "policy:\n  schema: {mesh}/schema.cedarschema\n  entities: {mesh}/entities.json\n  sources:\n    - {mesh}\n"
     ));
-    if policies {
-        y.push_str(&format!("    - {}\n", rel(POLICIES_DIR)));
+    match policies {
+        None => {}
+        Some(None) => y.push_str(&format!("    - {}\n", rel(POLICIES_DIR))),
+        // The domain's ConfigMap speaks only for the domain.
+        Some(Some(d)) => y.push_str(&format!(
+            "    - {{ path: {}, domain: {} }}\n",
+            rel(POLICIES_DIR),
+            yaml_string(d)
+        )),
     }
     if let Some(dir) = contracts {
         y.push_str(&format!("  contracts:\n    - {}\n", rel(dir)));
@@ -100,7 +108,7 @@ pub(super) fn sidecar(plan: &Plan, sc: &SidecarConfig) -> Value {
         &plan.upstream(),
         plan.protocol,
         plan.log_level,
-        plan.policy_configmap.is_some(),
+        plan.policy_configmap.map(|_| plan.policy_domain),
         plan.contracts_dir(),
     );
     let mounts: Vec<Value> = plan
@@ -168,6 +176,7 @@ pub(super) fn status(plan: &Plan, sc: &SidecarConfig, spec: &PodSpec) -> Status 
         },
         mesh_configmap: sc.mesh_configmap.clone(),
         policy_configmap: plan.policy_configmap.map(str::to_string),
+        policy_domain: plan.policy_domain.map(str::to_string),
         contract_configmap: plan.contract_configmap.map(str::to_string),
         warnings: Vec::new(),
     };

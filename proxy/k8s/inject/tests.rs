@@ -782,3 +782,41 @@ fn malformed_reviews_are_errors_not_panics() {
         a.response.result
     );
 }
+
+#[test]
+fn a_policy_domain_annotation_makes_the_configmap_a_domain_source() {
+    let out = injected(&pod(json!({"metadata": {"annotations": {
+        POLICY_CONFIGMAP: "sales-policies", POLICY_DOMAIN: "sales"}}})));
+    let text = out["spec"]["initContainers"][0]["env"][0]["value"]
+        .as_str()
+        .expect("config text");
+    let cfg =
+        crate::runtime::config::Config::parse(text, CONFIG_ENV).expect("sidecar config parses");
+    let sources = cfg.policy.expect("policy section").sources;
+    assert_eq!(sources.len(), 2);
+    assert_eq!(sources[0].domain, None, "the mesh baseline is no domain's");
+    assert_eq!(
+        sources[1].path,
+        std::path::Path::new("etc/meshgate/policies")
+    );
+    assert_eq!(sources[1].domain.as_deref(), Some("sales"));
+    let status: Status = serde_json::from_str(
+        out["metadata"]["annotations"][STATUS]
+            .as_str()
+            .expect("status"),
+    )
+    .expect("status json");
+    assert_eq!(status.policy_domain.as_deref(), Some("sales"));
+
+    // A domain without a policy ConfigMap to belong to is refused.
+    assert!(matches!(
+        run(
+            &pod(json!({"metadata": {"annotations": {POLICY_DOMAIN: "sales"}}})),
+            &enabled()
+        ),
+        Err(InjectError::Annotation {
+            annotation: POLICY_DOMAIN,
+            ..
+        })
+    ));
+}

@@ -1,0 +1,171 @@
+//! Domain-scoped policy authority through the real binary: a domain's policy
+//! source (`{ path, domain }`) may speak only about the domain's own
+//! resources; what oversteps is refused at start-up, by `meshgate validate`
+//! and at reload (the last good snapshot keeps serving).
+
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use common::*;
+
+const CAMPAIGNS: &str = "spiffe://mesh.local/ns/marketing/sa/campaigns";
+
+/// Sales permits marketing to read finance's ledger: not sales' to give.
+const LEDGER_FOR_MARKETING: &str = r#"// Sales speaking for finance's ledger.
+@id("sales.marketing-reads-ledger")
+permit (
+  principal in Mesh::Domain::"marketing",
+  action == Mesh::Action::"read",
+  resource in Mesh::DataProduct::"finance.ledger"
+);
+"#;
+
+/// Two more ways to overstep: an open scope, and a grant of the ledger.
+const OPEN_FORBID: &str = r#"@id("sales.no-deletes-anywhere")
+forbid (principal, action == Mesh::Action::"write", resource)
+when { context.method == "DELETE" };
+"#;
+
+const LEDGER_GRANT: &str = r#"[
+  {
+    "template_id": "sales.grant.read",
+    "link_id": "sales.grant.read.campaigns.ledger",
+    "args": {
+      "?principal": "Mesh::Service::\"spiffe://mesh.local/ns/marketing/sa/campaigns\"",
+      "?resource": "Mesh::DataProduct::\"finance.ledger\""
+    }
+  }
+]
+"#;
+
+fn policy_json(mg: &Meshgate) -> serde_json::Value {
+    let out = Command::new("curl")
+        .args(["-sS", "--max-time", "10"])
+        .arg(format!("http://{}/policy", mg.admin))
+        .output()
+        .expect("curl");
+    serde_json::from_slice(&out.stdout).expect("policy json")
+}
+
+#[test]
+fn a_domain_file_permitting_another_domains_product_is_refused_at_start_up() {
+    let pki = Pki::with_clients(&[("campaigns", CAMPAIGNS)]);
+    let up = Upstream::start();
+    let sidecar = Meshgate::builder(&pki, &up).policies();
+    let sales = pki.path("policies/domains/sales");
+    std::fs::write(sales.join("zz-ledger.cedar"), LEDGER_FOR_MARKETING).expect("write");
+    std::fs::write(sales.join("zz-open.cedar"), OPEN_FORBID).expect("write");
+    std::fs::write(sales.join("zz-ledger.links.json"), LEDGER_GRANT).expect("write");
+
+    let ledger = "zz-ledger.cedar:2:1: policy `sales.marketing-reads-ledger` of domain `sales` is refused: `resource in Mesh::DataProduct::\"finance.ledger\"` names a resource of domain `finance`";
+    let open = "zz-open.cedar:1:1: policy `sales.no-deletes-anywhere` of domain `sales` is refused: its resource scope `resource` could match another domain's resources";
+    let grant = "zz-ledger.links.json:4:16: grant (link of template `sales.grant.read`) `sales.grant.read.campaigns.ledger` of domain `sales` is refused: `resource in Mesh::DataProduct::\"finance.ledger\"` names a resource of domain `finance`";
+    for (cmd, err) in sidecar.refusals("meshgate.yaml") {
+        if cmd == "validate" {
+            // Every violation, each with its place, id, domain and why.
+            for want in [ledger, grant, open] {
+                assert!(err.contains(want), "{cmd}: no `{want}` in:\n{err}");
+            }
+            assert!(err.contains("policy: 3 errors"), "{cmd}: {err}");
+        } else {
+            // `run` stops at start-up with the first, and says how many more.
+            assert!(err.contains(ledger), "{cmd}: {err}");
+            assert!(err.contains("(and 2 more errors)"), "{cmd}: {err}");
+        }
+    }
+
+    // The very same files under the mesh baseline's authority load (the
+    // refusal is about who speaks, not what is said), and the permit works.
+    let mesh_extra = pki.path("mesh-extra");
+    std::fs::create_dir_all(&mesh_extra).expect("mkdir");
+    for f in ["zz-ledger.cedar", "zz-open.cedar", "zz-ledger.links.json"] {
+        std::fs::rename(sales.join(f), mesh_extra.join(f)).expect("move");
+    }
+    let mg = sidecar.policy_source(&mesh_extra).start();
+    let (status, _) = status_and_body(&pki, "campaigns", &mg.url("/ledger/entries"));
+    assert_eq!(status, "200", "the mesh may grant what a domain may not");
+}
+
+/// (status, body) of a GET by `who`.
+fn status_and_body(pki: &Pki, who: &str, url: &str) -> (String, String) {
+    let out = curl(pki, Some(who), &["-w", "\n%{http_code}", url]);
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let (body, status) = text.rsplit_once('\n').unwrap_or(("", &text));
+    (status.to_string(), body.to_string())
+}
+
+#[test]
+fn a_domain_file_permitting_another_domains_product_is_refused_at_reload() {
+    let pki = Pki::with_clients(&[("campaigns", CAMPAIGNS)]);
+    let up = Upstream::start();
+    let mg = Meshgate::builder(&pki, &up).policies().start();
+    let before = policy_json(&mg);
+    let ledger = mg.url("/ledger/entries");
+    assert_eq!(status_and_body(&pki, "campaigns", &ledger).0, "403");
+    assert_eq!(
+        status_and_body(&pki, "reporting", &mg.url("/orders")).0,
+        "200"
+    );
+
+    let from = mg.logs.len();
+    std::fs::write(
+        pki.path("policies/domains/sales/zz-ledger.cedar"),
+        LEDGER_FOR_MARKETING,
+    )
+    .expect("write");
+    let line = mg
+        .logs
+        .wait_for(from, Duration::from_secs(30), |l| {
+            l.contains("policy reload failed")
+        })
+        .unwrap_or_else(|| panic!("no reload failure:\n{}", mg.logs.dump()));
+    for want in [
+        "zz-ledger.cedar:2:1",
+        "sales.marketing-reads-ledger",
+        "of domain `sales`",
+        "names a resource of domain `finance`",
+    ] {
+        assert!(line.contains(want), "no `{want}` in {line}");
+    }
+    // The last good snapshot keeps serving: same version, same decisions.
+    let after = policy_json(&mg);
+    assert_eq!(after["version"], before["version"]);
+    assert!(
+        after["last_error"]
+            .to_string()
+            .contains("zz-ledger.cedar:2:1"),
+        "{after}"
+    );
+    assert_eq!(mg.metric("meshgate_policy_last_reload_successful"), 0.0);
+    assert_eq!(
+        mg.metric("meshgate_policy_reloads_total{result=\"error\"}"),
+        1.0
+    );
+    assert_eq!(status_and_body(&pki, "campaigns", &ledger).0, "403");
+    assert_eq!(
+        status_and_body(&pki, "reporting", &mg.url("/orders")).0,
+        "200"
+    );
+
+    // Scoped to its own product, the same grant is sales' to give.
+    let from = mg.logs.len();
+    std::fs::write(
+        pki.path("policies/domains/sales/zz-ledger.cedar"),
+        LEDGER_FOR_MARKETING
+            .replace("finance.ledger", "sales.orders")
+            .replace("reads-ledger", "reads-orders"),
+    )
+    .expect("write");
+    mg.logs
+        .wait_for(from, Duration::from_secs(30), |l| {
+            l.contains("policy snapshot reloaded")
+        })
+        .unwrap_or_else(|| panic!("no reload:\n{}", mg.logs.dump()));
+    assert_eq!(
+        status_and_body(&pki, "campaigns", &mg.url("/orders")).0,
+        "200"
+    );
+    assert_eq!(status_and_body(&pki, "campaigns", &ledger).0, "403");
+}
