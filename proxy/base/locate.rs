@@ -37,6 +37,18 @@ pub fn locate(text: &str, path: &[Step]) -> Option<(usize, usize)> {
     }
 }
 
+/// The same for a JSON document (`entities.json`): serde_json stamps the
+/// error with where it was reading, just inside the node (after a mapping's
+/// `{`, after a key).
+pub fn locate_json(text: &str, path: &[Step]) -> Option<(usize, usize)> {
+    let mut de = serde_json::Deserializer::from_str(text);
+    match (Probe { path }).deserialize(&mut de) {
+        Ok(()) => Some((1, 1)),
+        Err(e) if e.line() == 0 => None,
+        Err(e) => Some((e.line(), e.column())),
+    }
+}
+
 /// The message of the error a probe stops with; any other error (a syntax
 /// error) is the parser's own, and its position is as good.
 const FOUND: &str = "(located)";
@@ -212,6 +224,18 @@ customProperties:
         assert_eq!(at(&[Step::Index(1), key("dataset")]), Some((8, 9)));
         // An item past the end: the sequence.
         assert_eq!(at(&[Step::Index(5)]), Some((7, 7)));
+    }
+
+    #[test]
+    fn finds_json_entities_and_attributes() {
+        let json = "[\n  { \"uid\": {}, \"attrs\": {} },\n  { \"uid\": {},\n    \"attrs\": { \"a\": 1, \"namespaces\": 2 } }\n]";
+        assert_eq!(locate_json(json, &[Step::Index(1)]).map(|p| p.0), Some(3));
+        let attr = [
+            Step::Index(1),
+            key("attrs"),
+            Step::KeyName("namespaces".into()),
+        ];
+        assert_eq!(locate_json(json, &attr).map(|p| p.0), Some(4));
     }
 
     #[test]

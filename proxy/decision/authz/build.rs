@@ -13,6 +13,7 @@ use cedar_policy::{
 use serde::Deserialize;
 
 use crate::decision::contract::{self, Action, Product};
+use crate::decision::finding::Finding;
 use crate::decision::routes::{RouteError, RouteTable, Target};
 use crate::model::response::ResponseTransform;
 
@@ -433,7 +434,10 @@ impl Snapshot {
                 return Err(LoadErrors(all_errors));
             }
         };
+        let mut warnings = parts.warnings;
+        warnings.extend(parts.declared.in_policies(&all, &inputs.policies, &origin));
         Ok(Snapshot {
+            warnings,
             serial: SNAPSHOT_SERIAL.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             version: Arc::from(inputs.version()),
             loaded_at: SystemTime::now(),
@@ -455,7 +459,11 @@ impl Snapshot {
     /// Everything but the policies: entities, contracts, routes, and the
     /// resources the candidate index files policies by.
     pub(super) fn assemble(inputs: &PolicyInputs, schema: &Schema) -> Result<Parts, Vec<String>> {
-        let (static_entities, products) = read_entities_and_contracts(inputs, schema)?;
+        let Read {
+            entities: static_entities,
+            products,
+            warnings,
+        } = read_entities_and_contracts(inputs, schema)?;
         let types = MeshTypes::new();
         let action_t = type_name("Action");
         let action_uids = Action::ALL.map(|a| uid(&action_t, a.as_str()));
@@ -480,6 +488,8 @@ impl Snapshot {
         }
 
         Ok(Parts {
+            declared: declared::Declared::of(&static_entities, inputs.entities.is_some()),
+            warnings,
             registry: catalogue.registry,
             types: [types.product, types.dataset],
             products: catalogue.entries,
@@ -493,32 +503,55 @@ impl Snapshot {
     }
 }
 
+/// What entities.json and the contracts hold: the static entities, the
+/// products, and the warnings found on the way.
+pub(super) struct Read {
+    pub(super) entities: Entities,
+    pub(super) products: Vec<Product>,
+    pub(super) warnings: Vec<Finding>,
+}
+
 /// The static entities (entities.json) and the parsed contracts, or every
 /// error found in them.
 fn read_entities_and_contracts(
     inputs: &PolicyInputs,
     schema: &Schema,
-) -> Result<(Entities, Vec<Product>), Vec<String>> {
+) -> Result<Read, Vec<String>> {
     let mut errors = Vec::new();
     let static_entities = match &inputs.entities {
         None => Entities::empty(),
         Some(src) => match Entities::from_json_str(&src.text, Some(schema)) {
             Ok(e) => e,
             Err(e) => {
-                errors.push(diag(&src.name, &src.text, &e));
+                errors.extend(declared::entity_errors(src, schema, &e));
                 Entities::empty()
             }
         },
     };
     let mut products = Vec::new();
+    let mut warnings = Vec::new();
     for src in &inputs.contracts {
-        match contract::parse(&src.text, &src.name) {
-            Ok(p) => products.push(p),
-            Err(e) => errors.push(e.to_string()),
+        match contract::read(&src.text, &src.name) {
+            Ok(c) => {
+                warnings.extend(c.warnings);
+                if inputs.entities.is_some() && errors.is_empty() {
+                    warnings.extend(declared::contract_domain(
+                        &c.product,
+                        &src.text,
+                        &static_entities,
+                    ));
+                }
+                products.push(c.product);
+            }
+            Err(e) => errors.extend(e.0.iter().map(ToString::to_string)),
         }
     }
     if errors.is_empty() {
-        Ok((static_entities, products))
+        Ok(Read {
+            entities: static_entities,
+            products,
+            warnings,
+        })
     } else {
         Err(errors)
     }
