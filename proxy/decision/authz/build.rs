@@ -139,7 +139,7 @@ pub(super) fn parse_policies(
                 .unwrap_or((1, 1))
         };
         for t in parsed.iter().flat_map(PolicySet::templates) {
-            let added = claim_id(t.annotation("id"), "template", &origin, sources).and_then(|id| {
+            let added = claim_id(t.annotation("id"), "template", &origin, sources, &set).and_then(|id| {
                 set.add_template(t.new_id(PolicyId::new(&id)))
                     .map(|()| id)
                     .map_err(|e| e.to_string())
@@ -154,7 +154,7 @@ pub(super) fn parse_policies(
             );
         }
         for p in parsed.iter().flat_map(PolicySet::policies) {
-            let added = claim_id(p.annotation("id"), "policy", &origin, sources).and_then(|id| {
+            let added = claim_id(p.annotation("id"), "policy", &origin, sources, &set).and_then(|id| {
                 set.add(p.new_id(PolicyId::new(&id)))
                     .map(|()| id)
                     .map_err(|e| e.to_string())
@@ -198,22 +198,36 @@ pub(super) fn settle(
     }
 }
 
-/// The `@id` a policy or template is known by: present, and not taken yet.
+/// The `@id` a policy or template is known by: present, and not taken yet
+/// (a duplicate names where the first one is, `file:line:col`).
 pub(super) fn claim_id(
     annotation: Option<&str>,
     what: &str,
     origin: &HashMap<String, usize>,
     sources: &[Source],
+    set: &PolicySet,
 ) -> Result<String, String> {
     let id = match annotation {
         Some(id) if !id.trim().is_empty() => id.to_string(),
         _ => return Err(format!("{what} has no @id(\"…\") annotation")),
     };
     match origin.get(&id) {
-        Some(&j) => Err(format!(
-            "@id(\"{id}\") is already used in {}",
-            sources[j].name
-        )),
+        Some(&j) => {
+            let first = &sources[j];
+            // Cedar keeps a parsed policy's text: it is found in its file.
+            let pid = PolicyId::new(&id);
+            let text = set
+                .policy(&pid)
+                .map(ToString::to_string)
+                .or_else(|| set.template(&pid).map(ToString::to_string));
+            let at = text
+                .and_then(|t| first.text.find(&t))
+                .map(|o| position(&first.text, o));
+            Err(match at {
+                Some((l, c)) => format!("@id(\"{id}\") is already used in {}:{l}:{c}", first.name),
+                None => format!("@id(\"{id}\") is already used in {}", first.name),
+            })
+        }
         None => Ok(id),
     }
 }
