@@ -21,7 +21,7 @@ pub struct Args {
     config: PathBuf,
     /// Fail on warnings too (exit code 2 when there are warnings and no
     /// errors): ignored keys and properties, a product with no routes or no
-    /// SLA, undeclared domains, groups, teams and services.
+    /// SLA, undeclared domains, teams and groups.
     #[arg(long)]
     strict: bool,
 }

@@ -139,11 +139,12 @@ pub(super) fn parse_policies(
                 .unwrap_or((1, 1))
         };
         for t in parsed.iter().flat_map(PolicySet::templates) {
-            let added = claim_id(t.annotation("id"), "template", &origin, sources, &set).and_then(|id| {
-                set.add_template(t.new_id(PolicyId::new(&id)))
-                    .map(|()| id)
-                    .map_err(|e| e.to_string())
-            });
+            let added =
+                claim_id(t.annotation("id"), "template", &origin, sources, &set).and_then(|id| {
+                    set.add_template(t.new_id(PolicyId::new(&id)))
+                        .map(|()| id)
+                        .map_err(|e| e.to_string())
+                });
             settle(
                 added,
                 i,
@@ -154,11 +155,12 @@ pub(super) fn parse_policies(
             );
         }
         for p in parsed.iter().flat_map(PolicySet::policies) {
-            let added = claim_id(p.annotation("id"), "policy", &origin, sources, &set).and_then(|id| {
-                set.add(p.new_id(PolicyId::new(&id)))
-                    .map(|()| id)
-                    .map_err(|e| e.to_string())
-            });
+            let added =
+                claim_id(p.annotation("id"), "policy", &origin, sources, &set).and_then(|id| {
+                    set.add(p.new_id(PolicyId::new(&id)))
+                        .map(|()| id)
+                        .map_err(|e| e.to_string())
+                });
             settle(
                 added,
                 i,

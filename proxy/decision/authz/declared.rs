@@ -1,8 +1,13 @@
 //! What entities.json declares, and what the other inputs name without it:
-//! a domain, group, team or service in a policy's scope or a contract's
-//! `domain` that is not declared is a warning (a policy about it matches
-//! nothing, a product in it is in no domain's hierarchy); and entities.json
-//! errors that name the entity and attribute at fault, at their line.
+//! a domain, team or group in a policy's scope or a contract's `domain`
+//! that is not declared is a warning (a policy about it matches nothing
+//! but a token's group, a product in it is in no domain's hierarchy); and
+//! entities.json errors that name the entity and attribute at fault, at
+//! their line.
+//!
+//! Services are not checked: a caller's `Mesh::Service` entity is made from
+//! its certificate, so `principal == Mesh::Service::"spiffe://…"` matches
+//! whether or not entities.json declares it (it only adds parents).
 //!
 //! Undeclared names are warnings, not load errors: a mesh may rely on
 //! namespaces alone for callers, and one that loads today must go on
@@ -19,10 +24,11 @@ use crate::base::locate::{locate, locate_json, Step};
 use crate::decision::contract::Product;
 use crate::decision::finding::Finding;
 
-/// The kinds of entity only entities.json declares.
-const DECLARED_KINDS: [&str; 4] = ["Domain", "Group", "Team", "Service"];
+/// The kinds of entity that only entities.json makes (a group also comes
+/// from a user's token).
+const DECLARED_KINDS: [&str; 3] = ["Domain", "Group", "Team"];
 
-/// The domains, groups, teams and services entities.json declares.
+/// The domains, groups and teams entities.json declares.
 pub(super) struct Declared {
     uids: HashSet<EntityUid>,
     /// Whether an entities file is configured at all.
@@ -59,7 +65,7 @@ impl Declared {
         })
     }
 
-    /// A warning for each undeclared domain, group, team or service named in
+    /// A warning for each undeclared domain, group or team named in
     /// the scope of a policy of `set` (static or linked), at the policy (or
     /// the link).
     pub(super) fn in_policies(

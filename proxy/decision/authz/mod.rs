@@ -130,7 +130,7 @@ pub struct Snapshot {
 impl Snapshot {
     /// What was doubtful in the inputs, each where it is: keys and custom
     /// properties meshgate ignores, a product with no routes or no SLA,
-    /// domains, groups, teams and services named but not declared.
+    /// domains, teams and groups named but not declared.
     pub fn warnings(&self) -> &[crate::decision::finding::Finding] {
         &self.warnings
     }

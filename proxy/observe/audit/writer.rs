@@ -107,7 +107,7 @@ impl FileSink {
 pub(super) fn check_file(path: &Path) -> Result<(), String> {
     let shown = path.display();
     let fail = |e: &dyn std::fmt::Display| format!("audit.file: {shown}: {e}");
-    match OpenOptions::new().append(true).open(path) {
+    match OpenOptions::new().read(true).append(true).open(path) {
         Ok(mut f) => match last_line(&mut f).map_err(|e| fail(&e))? {
             Tail::Complete(line) if chain_of(&line).is_none() => Err(fail(
                 &"its last line is not a meshgate audit event; move the file away or name another",
