@@ -259,7 +259,8 @@ fn syntax_error(r: &mut Reader, e: ConfigError) {
 /// with a plain scalar holding `{`: `{ path: /orders/{id} }`.
 pub(super) fn unquoted_braces(text: &str, line: usize) -> bool {
     let lines: Vec<&str> = text.lines().collect();
-    let near = line.saturating_sub(2)..line.min(lines.len());
+    let end = line.min(lines.len());
+    let near = line.saturating_sub(2).min(end)..end;
     lines[near].iter().any(|l| {
         let Some(open) = l.find('{') else {
             return false;

@@ -218,6 +218,8 @@ fn an_unquoted_pattern_in_a_flow_mapping_gets_a_hint() {
         e.ends_with("(a path pattern with `{…}` inside a flow mapping `{ … }` must be quoted: path: \"/orders/{id}\")"),
         "{e}"
     );
+    // A line past the end (found by the `contract` fuzz target) is no hint.
+    assert!(!sections::unquoted_braces("a: b", 3));
     // Another syntax error gets no hint.
     let e = one_error(&ORDERS.replace("tags: [sales, orders]", "tags: [sales, orders"));
     assert!(!e.contains("must be quoted"), "{e}");
