@@ -151,11 +151,17 @@ fn warnings_pass_but_fail_under_strict_and_the_run_logs_them() {
 fn undeclared_domains_in_policies_and_contracts_are_warnings() {
     let pki = Pki::with_clients(CLIENTS);
     let (_, config) = with_policies(&pki);
+    let read = "action == Mesh::Action::\"read\"";
     std::fs::write(
         pki.path("policies/domains/sales/logistics.cedar"),
-        "// Shipping reads orders.\n@id(\"sales.logistics-read\")\npermit (principal in Mesh::Domain::\"logistics\", action == Mesh::Action::\"read\", resource in Mesh::Domain::\"sales\");\n",
+        format!(
+            "// Shipping reads orders.\n@id(\"sales.logistics-read\")\npermit (principal in Mesh::Domain::\"logistics\", {read}, resource in Mesh::Domain::\"sales\");\n\
+             @id(\"treasury-read\")\npermit (principal in Mesh::Domain::\"finance\", {read}, resource in Mesh::Domain::\"treasury\");\n\
+             @id(\"shipping-read\")\npermit (principal in Mesh::Domain::\"finance\", {read}, resource in Mesh::Domain::\"shipping\");\n"
+        ),
     )
     .expect("write");
+    // The ledger moves to a domain entities.json does not declare.
     edit(
         &pki,
         "policies/domains/finance/ledger.odcs.yaml",
@@ -164,23 +170,39 @@ fn undeclared_domains_in_policies_and_contracts_are_warnings() {
     );
     let out = validate(&config, false);
     assert_eq!(out.code, Some(0), "{}", out.stderr);
-    let policy = pki.path("policies/domains/sales/logistics.cedar");
-    let ledger = pki.path("policies/domains/finance/ledger.odcs.yaml");
-    let expected = [
-        format!("{}:2:1: warning: @id(\"sales.logistics-read\") principal: Mesh::Domain::\"logistics\" is not declared in entities.json: the scope matches nothing", policy.display()),
-        format!("{}:", ledger.display()),
-    ];
-    for e in &expected {
-        assert!(
-            out.stderr.lines().any(|l| l.starts_with(e.as_str())),
-            "no `{e}` in:\n{}",
-            out.stderr
-        );
-    }
+    let policy = pki
+        .path("policies/domains/sales/logistics.cedar")
+        .display()
+        .to_string();
+    let ledger = pki
+        .path("policies/domains/finance/ledger.odcs.yaml")
+        .display()
+        .to_string();
+    let line = |l: usize| format!("{ledger}:{l}:9: warning: domain: ");
+    let domain_line = std::fs::read_to_string(&ledger)
+        .expect("read")
+        .lines()
+        .position(|l| l == "domain: treasury")
+        .expect("domain line")
+        + 1;
+    let mut warnings: Vec<&str> = out.stderr.lines().collect();
+    warnings.sort_unstable();
+    assert_eq!(warnings.len(), 3, "{}", out.stderr);
     assert!(
-        out.stderr.contains(
-            "warning: domain: Mesh::Domain::\"treasury\" is not declared in entities.json"
-        ),
+        warnings.contains(&format!("{policy}:2:1: warning: @id(\"sales.logistics-read\") principal: Mesh::Domain::\"logistics\" is not declared in entities.json: the scope matches nothing").as_str()),
+        "{}",
+        out.stderr
+    );
+    // A resource is in its contract's domain, declared or not: `treasury`
+    // is not reported on the resource side, `shipping` is.
+    assert!(
+        warnings.contains(&format!("{policy}:6:1: warning: @id(\"shipping-read\") resource: Mesh::Domain::\"shipping\" is not declared in entities.json and is no contract's domain: the scope matches nothing").as_str()),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        warnings.iter().any(|w| w.starts_with(&line(domain_line))
+            && w.contains("Mesh::Domain::\"treasury\" is not declared in entities.json: no caller is in this domain")),
         "{}",
         out.stderr
     );
@@ -197,9 +219,22 @@ fn an_entities_error_names_the_entity_and_attribute_at_its_line() {
         "\"namespaces\": [\"finance\", \"finance-batch\"]",
         "\"namespaces\": \"finance\"",
     );
+    // A service without its required `name`.
+    edit(
+        &pki,
+        "policies/entities.json",
+        "\"attrs\": { \"kind\": \"spiffe\", \"name\": \"spiffe://mesh.local/ns/finance/sa/reporting\" }",
+        "\"attrs\": { \"kind\": \"spiffe\" }",
+    );
     let out = validate(&config, false);
     assert_eq!(out.code, Some(1), "{}", out.stderr);
     let file = pki.path("policies/entities.json").display().to_string();
+    assert!(
+        out.stderr.lines().any(|l| l.starts_with(&format!("{file}:10:"))
+            && l.contains("entity Mesh::Service::\"spiffe://mesh.local/ns/finance/sa/reporting\", attribute `name`:")),
+        "{}",
+        out.stderr
+    );
     let line = out
         .stderr
         .lines()

@@ -484,6 +484,8 @@ impl Snapshot {
         let action_t = type_name("Action");
         let action_uids = Action::ALL.map(|a| uid(&action_t, a.as_str()));
         let parents = StaticParents::of(&static_entities, &types);
+        let declared =
+            declared::Declared::of(&static_entities, inputs.entities.is_some(), &products);
 
         // Product and dataset entities, validated against the schema together.
         let mut errors = Vec::new();
@@ -504,7 +506,7 @@ impl Snapshot {
         }
 
         Ok(Parts {
-            declared: declared::Declared::of(&static_entities, inputs.entities.is_some()),
+            declared,
             warnings,
             registry: catalogue.registry,
             types: [types.product, types.dataset],

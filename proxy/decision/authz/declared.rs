@@ -1,7 +1,7 @@
 //! What entities.json declares, and what the other inputs name without it:
 //! a domain, team or group in a policy's scope or a contract's `domain`
-//! that is not declared is a warning (a policy about it matches nothing
-//! but a token's group, a product in it is in no domain's hierarchy); and
+//! that is not declared is a warning (a caller is never in it, but for a
+//! token's group; a resource only when it is a contract's domain); and
 //! entities.json errors that name the entity and attribute at fault, at
 //! their line.
 //!
@@ -31,6 +31,8 @@ const DECLARED_KINDS: [&str; 3] = ["Domain", "Group", "Team"];
 /// The domains, groups and teams entities.json declares.
 pub(super) struct Declared {
     uids: HashSet<EntityUid>,
+    /// The contracts' domains: a product is in its domain, declared or not.
+    contract_domains: HashSet<EntityUid>,
     /// Whether an entities file is configured at all.
     configured: bool,
 }
@@ -43,25 +45,39 @@ fn declared_kind(u: &EntityUid) -> bool {
 }
 
 impl Declared {
-    pub(super) fn of(entities: &Entities, configured: bool) -> Declared {
+    pub(super) fn of(entities: &Entities, configured: bool, products: &[Product]) -> Declared {
+        let domain = type_name("Domain");
         Declared {
             uids: entities
                 .iter()
                 .map(|e| e.uid())
                 .filter(declared_kind)
                 .collect(),
+            contract_domains: products.iter().map(|p| uid(&domain, &p.domain)).collect(),
             configured,
         }
     }
 
-    fn missing(&self, u: &EntityUid) -> Option<String> {
+    /// Why `u`, in a scope on `side`, matches nothing; `None` if it may.
+    /// A caller is in a domain, team or group only through entities.json
+    /// (or a token's groups); a resource is in its contract's domain.
+    fn missing(&self, u: &EntityUid, side: &str) -> Option<String> {
         if !declared_kind(u) || self.uids.contains(u) {
             return None;
         }
-        Some(if self.configured {
-            format!("{u} is not declared in entities.json: the scope matches nothing")
+        if side == "resource" && self.contract_domains.contains(u) {
+            return None;
+        }
+        let not = if self.configured {
+            "is not declared in entities.json"
         } else {
-            format!("{u} is named but no entities file is configured: the scope matches nothing")
+            "is named but no entities file is configured"
+        };
+        Some(match side {
+            "resource" => {
+                format!("{u} {not} and is no contract's domain: the scope matches nothing")
+            }
+            _ => format!("{u} {not}: the scope matches nothing"),
         })
     }
 
@@ -89,7 +105,7 @@ impl Declared {
                 _ => None,
             };
             for (side, u) in [("principal", principal), ("resource", resource)] {
-                let Some(message) = u.as_ref().and_then(|u| self.missing(u)) else {
+                let Some(message) = u.as_ref().and_then(|u| self.missing(u, side)) else {
                     continue;
                 };
                 let id = p.id().to_string();
@@ -132,7 +148,7 @@ pub(super) fn contract_domain(p: &Product, text: &str, entities: &Entities) -> O
         at: locate(text, &[Step::Key("domain".into())]),
         field: "domain".into(),
         message: format!(
-            "{domain} is not declared in entities.json: policies on the domain (`resource in {domain}`) do not match this product"
+            "{domain} is not declared in entities.json: no caller is in this domain (it has no namespaces) and it has no parents"
         ),
     })
 }
@@ -171,9 +187,14 @@ pub(super) fn entity_errors(
             });
         let mut path = vec![Step::Index(i)];
         let mut what = name;
-        if let Some(a) = &attr {
-            path.extend([Step::Key("attrs".into()), Step::KeyName(a.clone())]);
-            what.push_str(&format!(", attribute `{a}`"));
+        match (&attr, named_attribute(&message)) {
+            (Some(a), _) => {
+                path.extend([Step::Key("attrs".into()), Step::KeyName(a.clone())]);
+                what.push_str(&format!(", attribute `{a}`"));
+            }
+            // An attribute that is missing is named, at its entity.
+            (None, Some(a)) => what.push_str(&format!(", attribute `{a}`")),
+            (None, None) => {}
         }
         let place = match locate_json(&src.text, &path) {
             Some((l, c)) => format!("{}:{l}:{c}", src.name),
@@ -186,6 +207,12 @@ pub(super) fn entity_errors(
         errors.push(diag(&src.name, &src.text, whole));
     }
     errors
+}
+
+/// The attribute Cedar's message is about (`… attribute `name` …`).
+fn named_attribute(message: &str) -> Option<&str> {
+    let (_, rest) = message.split_once("attribute `")?;
+    rest.split_once('`').map(|(a, _)| a)
 }
 
 /// An error with its causes and Cedar's help, on one line.
