@@ -224,3 +224,25 @@ fn an_unquoted_pattern_in_a_flow_mapping_gets_a_hint() {
     let e = one_error(&ORDERS.replace("tags: [sales, orders]", "tags: [sales, orders"));
     assert!(!e.contains("must be quoted"), "{e}");
 }
+
+#[test]
+fn misspelt_sla_properties_and_route_keys_are_errors() {
+    let text = ORDERS
+        .replace("property: latency,", "property: latncy,")
+        .replace("action: describe }", "action: describe, datset: orders }")
+        .replace("property: classification", "property: clasification");
+    let e = errors(&text);
+    assert_eq!(e.len(), 3, "{e:#?}");
+    assert_eq!(
+        e[0],
+        "o.yaml:31:17: slaProperties[1].property: `latncy`: did you mean `latency`?"
+    );
+    assert!(
+        e[1].starts_with("o.yaml:35:15: customProperties[0].property: `clasification` is not a property meshgate reads: did you mean `classification`?"),
+        "{e:#?}"
+    );
+    assert_eq!(
+        e[2],
+        "o.yaml:49:65: customProperties.meshgateRoutes[4].datset: unknown field: did you mean `dataset`?"
+    );
+}
