@@ -84,7 +84,10 @@ fn custom_path(i: usize) -> Vec<Step> {
 impl Odcs {
     fn read(r: &mut Reader, map: &Mapping) -> Odcs {
         let field = |r: &mut Reader, k: &str| -> Option<String> {
-            map.get(k).and_then(|v| r.value(v, &[key(k)], k))
+            // `key:` with no value is as good as no key, as for serde's `Option`.
+            map.get(k)
+                .filter(|v| !v.is_null())
+                .and_then(|v| r.value(v, &[key(k)], k))
         };
         let mut odcs = Odcs {
             api_version: field(r, "apiVersion"),
@@ -169,9 +172,9 @@ pub(super) fn product(r: &mut Reader) -> Option<Product> {
     keys::top_level(r, map);
     keys::custom_properties(r, &odcs);
     keys::sla_properties(r, &odcs);
-    let id = header(r, &odcs);
+    let id = header(r, &odcs, map);
     let domain = odcs.domain.clone().filter(|d| !d.is_empty());
-    if domain.is_none() && !map.contains_key("domain") {
+    if absent(map, "domain") {
         r.error(
             Vec::new(),
             "domain",
@@ -233,6 +236,11 @@ pub(super) fn product(r: &mut Reader) -> Option<Product> {
     })
 }
 
+/// Whether `k` is missing or has no value (a wrong value is its own error).
+fn absent(map: &Mapping, k: &str) -> bool {
+    map.get(k).is_none_or(Value::is_null)
+}
+
 /// A document that is not YAML: the parser's position, with a hint for the
 /// commonest mistake (a path pattern's `{id}` unquoted in a flow mapping).
 fn syntax_error(r: &mut Reader, e: ConfigError) {
@@ -276,14 +284,9 @@ pub(super) fn unquoted_braces(text: &str, line: usize) -> bool {
 
 /// `kind`, `apiVersion`, `version` and `id`: an ODCS v3 data contract with
 /// an id that can stand in a Cedar entity and a URL.
-fn header(r: &mut Reader, odcs: &Odcs) -> Option<String> {
-    for (k, v) in [
-        ("apiVersion", &odcs.api_version),
-        ("kind", &odcs.kind),
-        ("id", &odcs.id),
-        ("version", &odcs.version),
-    ] {
-        if v.is_none() {
+fn header(r: &mut Reader, odcs: &Odcs, map: &Mapping) -> Option<String> {
+    for k in ["apiVersion", "kind", "id", "version"] {
+        if absent(map, k) {
             r.error(Vec::new(), k, "required");
         }
     }

@@ -246,3 +246,16 @@ fn misspelt_sla_properties_and_route_keys_are_errors() {
         "o.yaml:49:65: customProperties.meshgateRoutes[4].datset: unknown field: did you mean `dataset`?"
     );
 }
+
+#[test]
+fn a_wrong_value_is_one_error_and_a_missing_one_is_required() {
+    let e = one_error(&ORDERS.replace("domain: sales", "domain: [sales]"));
+    assert!(
+        e.starts_with("o.yaml:8:9: domain: invalid type: sequence"),
+        "{e}"
+    );
+    let e = one_error(&ORDERS.replace("domain: sales", "domain:"));
+    assert!(e.starts_with("o.yaml:2:1: domain: required"), "{e}");
+    let e = one_error(&ORDERS.replace("version: 1.2.0\n", ""));
+    assert_eq!(e, "o.yaml:2:1: version: required");
+}
