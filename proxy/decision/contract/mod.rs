@@ -4,6 +4,14 @@
 //! `schema[].name` (the datasets), `team` (owner), `slaProperties`. From
 //! `customProperties` (where ODCS puts what it does not define): `classification`,
 //! `owner`, `allowedPurposes` and `meshgateRoutes`, the product's route table.
+//!
+//! A contract is read into values once (serde_yaml_ng); each section, each
+//! list item and each route is then read on its own, so that every mistake
+//! is reported, not only the first. Findings carry the path of their node
+//! and are located (`file:line:col`) by [`crate::base::locate`] only when
+//! reported. Errors stop the contract from loading; warnings (what meshgate
+//! ignores, a product with no routes or no SLA) are returned beside the
+//! product ([`Contract::warnings`]).
 
 mod keys;
 mod sections;
