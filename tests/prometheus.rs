@@ -160,7 +160,7 @@ fn slo_rules_round_latency_up_to_a_bucket_and_warn_about_slas_it_cannot_watch() 
     assert!(!out.status.success());
     let stderr = text(&out.stderr);
     assert!(
-        stderr.contains("orders.odcs.yaml: domain: required"),
+        stderr.contains("orders.odcs.yaml:2:1: domain: required"),
         "{stderr}"
     );
     assert!(stderr.ends_with("meshgate: policy: 1 error\n"), "{stderr}");

@@ -4,6 +4,7 @@
 
 pub mod fetch;
 pub mod hex;
+pub mod locate;
 pub mod paths;
 pub mod watch;
 pub mod yaml;

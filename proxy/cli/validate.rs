@@ -1,39 +1,91 @@
-//! `meshgate validate`: check a configuration and everything it names.
+//! `meshgate validate`: check a configuration and everything it names, as
+//! `run` would, and report every mistake at its position.
+//!
+//! Exit codes: 0 clean (warnings are printed but pass), 1 errors, 2 with
+//! `--strict` when there are warnings and no errors.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use super::process::load_policy;
+use crate::decision::authz::{PolicyInputs, Snapshot};
+use crate::decision::finding::Finding;
 use crate::runtime::config::Config;
+
+/// Exit code of `validate --strict` when there are warnings and no errors.
+pub const WARNINGS_EXIT: u8 = 2;
 
 #[derive(clap::Args)]
 pub struct Args {
     /// The YAML configuration file.
     #[arg(long, value_name = "FILE")]
     config: PathBuf,
+    /// Fail on warnings too (exit code 2 when there are warnings and no
+    /// errors): ignored keys and properties, a product with no routes or no
+    /// SLA, undeclared domains, teams and groups.
+    #[arg(long)]
+    strict: bool,
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let path = args.config.display().to_string();
     let config = Config::load(&args.config)?;
-    crate::transport::tls::TlsMaterial::load(&config.tls)?;
-    match &config.policy {
-        None => println!("{path}: ok (no policy section: authenticated mode)"),
-        Some(p) => {
-            let snapshot = load_policy(p)?;
-            if let Some(users) = &config.users {
-                let errors = snapshot.check_user_mapping(users);
-                if !errors.is_empty() {
-                    anyhow::bail!("{path}: {}", errors.join("; "));
-                }
-            }
-            println!(
-                "{path}: ok ({} policies, {} routes, version {})",
-                snapshot.policy_count(),
-                snapshot.routes().len(),
-                snapshot.version
-            );
-        }
+    let mut errors = Vec::new();
+    // What `run` opens before it serves: the TLS material and the trail.
+    if let Err(e) = crate::transport::tls::TlsMaterial::load(&config.tls) {
+        errors.push(format!("{path}: {e:#}"));
     }
-    Ok(ExitCode::SUCCESS)
+    if let Err(e) = config.audit.check_sink() {
+        errors.push(format!("{path}: {e}"));
+    }
+    let mut warnings: Vec<Finding> = Vec::new();
+    let summary = match &config.policy {
+        None => "no policy section: authenticated mode".to_string(),
+        Some(p) => match PolicyInputs::read(p).and_then(|i| Snapshot::build(&i)) {
+            Err(e) => {
+                errors.extend(e.0);
+                String::new()
+            }
+            Ok(snapshot) => {
+                warnings.extend(snapshot.warnings().iter().cloned());
+                if let Some(users) = &config.users {
+                    let mapping = snapshot.check_user_mapping(users);
+                    errors.extend(mapping.into_iter().map(|e| format!("{path}: {e}")));
+                }
+                format!(
+                    "{} policies, {} routes, version {}",
+                    snapshot.policy_count(),
+                    snapshot.routes().len(),
+                    snapshot.version
+                )
+            }
+        },
+    };
+    for w in &warnings {
+        eprintln!("{}", w.warning());
+    }
+    for e in &errors {
+        eprintln!("{e}");
+    }
+    let counted = |n: usize, what: &str| format!("{n} {what}{}", if n == 1 { "" } else { "s" });
+    if !errors.is_empty() {
+        eprintln!(
+            "meshgate: {path}: {}, {}",
+            counted(errors.len(), "error"),
+            counted(warnings.len(), "warning")
+        );
+        return Ok(ExitCode::FAILURE);
+    }
+    if warnings.is_empty() {
+        println!("{path}: ok ({summary})");
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "{path}: ok ({summary}; {})",
+        counted(warnings.len(), "warning")
+    );
+    Ok(if args.strict {
+        ExitCode::from(WARNINGS_EXIT)
+    } else {
+        ExitCode::SUCCESS
+    })
 }

@@ -8,6 +8,7 @@ use std::time::SystemTime;
 use arc_swap::ArcSwap;
 
 use crate::decision::authz::{LoadErrors, PolicyConfig, PolicyInputs, Snapshot};
+use crate::decision::finding::Finding;
 
 /// Where snapshots come from.
 #[derive(Debug, Clone)]
@@ -34,6 +35,7 @@ impl PolicyStore {
     /// Loads the first snapshot; failure stops start-up.
     pub fn load(origin: Origin) -> Result<PolicyStore, LoadErrors> {
         let snapshot = build(&origin)?;
+        log_warnings(snapshot.warnings());
         Ok(PolicyStore {
             origin,
             current: ArcSwap::from_pointee(snapshot),
@@ -83,11 +85,13 @@ impl PolicyStore {
             Ok(s) => {
                 let version = s.version.clone();
                 let policies = s.policy_count();
+                let warnings = s.warnings().to_vec();
                 let old = self.current.swap(Arc::new(s));
                 self.set_error(None);
                 Reload::Swapped {
                     version,
                     policies,
+                    warnings,
                     old,
                 }
             }
@@ -117,6 +121,8 @@ pub enum Reload {
     Swapped {
         version: Arc<str>,
         policies: usize,
+        /// What is doubtful in the new snapshot's inputs.
+        warnings: Vec<Finding>,
         old: Arc<Snapshot>,
     },
     /// The inputs do not build; the last good snapshot stays.
@@ -132,8 +138,14 @@ impl Reload {
             ),
             Reload::Unchanged { recovered: false } => {}
             Reload::Swapped {
-                version, policies, ..
-            } => tracing::info!(version = %version, policies, "policy snapshot reloaded"),
+                version,
+                policies,
+                warnings,
+                ..
+            } => {
+                tracing::info!(version = %version, policies, "policy snapshot reloaded");
+                log_warnings(warnings);
+            }
             Reload::Failed { errors } => {
                 for line in errors {
                     tracing::warn!(error = %line, "policy reload failed; keeping the last good snapshot");
@@ -173,6 +185,13 @@ impl Reload {
         if let Err(e) = spawned {
             tracing::debug!(error = %e, "no thread to free the replaced snapshot on; its last holder frees it");
         }
+    }
+}
+
+/// Each warning of a snapshot's inputs, as `meshgate validate` prints it.
+fn log_warnings(warnings: &[Finding]) {
+    for w in warnings {
+        tracing::warn!(warning = %w, "policy input warning");
     }
 }
 

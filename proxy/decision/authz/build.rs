@@ -13,6 +13,7 @@ use cedar_policy::{
 use serde::Deserialize;
 
 use crate::decision::contract::{self, Action, Product};
+use crate::decision::finding::Finding;
 use crate::decision::routes::{RouteError, RouteTable, Target};
 use crate::model::response::ResponseTransform;
 
@@ -138,11 +139,12 @@ pub(super) fn parse_policies(
                 .unwrap_or((1, 1))
         };
         for t in parsed.iter().flat_map(PolicySet::templates) {
-            let added = claim_id(t.annotation("id"), "template", &origin, sources).and_then(|id| {
-                set.add_template(t.new_id(PolicyId::new(&id)))
-                    .map(|()| id)
-                    .map_err(|e| e.to_string())
-            });
+            let added =
+                claim_id(t.annotation("id"), "template", &origin, sources, &set).and_then(|id| {
+                    set.add_template(t.new_id(PolicyId::new(&id)))
+                        .map(|()| id)
+                        .map_err(|e| e.to_string())
+                });
             settle(
                 added,
                 i,
@@ -153,11 +155,12 @@ pub(super) fn parse_policies(
             );
         }
         for p in parsed.iter().flat_map(PolicySet::policies) {
-            let added = claim_id(p.annotation("id"), "policy", &origin, sources).and_then(|id| {
-                set.add(p.new_id(PolicyId::new(&id)))
-                    .map(|()| id)
-                    .map_err(|e| e.to_string())
-            });
+            let added =
+                claim_id(p.annotation("id"), "policy", &origin, sources, &set).and_then(|id| {
+                    set.add(p.new_id(PolicyId::new(&id)))
+                        .map(|()| id)
+                        .map_err(|e| e.to_string())
+                });
             settle(
                 added,
                 i,
@@ -197,22 +200,36 @@ pub(super) fn settle(
     }
 }
 
-/// The `@id` a policy or template is known by: present, and not taken yet.
+/// The `@id` a policy or template is known by: present, and not taken yet
+/// (a duplicate names where the first one is, `file:line:col`).
 pub(super) fn claim_id(
     annotation: Option<&str>,
     what: &str,
     origin: &HashMap<String, usize>,
     sources: &[Source],
+    set: &PolicySet,
 ) -> Result<String, String> {
     let id = match annotation {
         Some(id) if !id.trim().is_empty() => id.to_string(),
         _ => return Err(format!("{what} has no @id(\"…\") annotation")),
     };
     match origin.get(&id) {
-        Some(&j) => Err(format!(
-            "@id(\"{id}\") is already used in {}",
-            sources[j].name
-        )),
+        Some(&j) => {
+            let first = &sources[j];
+            // Cedar keeps a parsed policy's text: it is found in its file.
+            let pid = PolicyId::new(&id);
+            let text = set
+                .policy(&pid)
+                .map(ToString::to_string)
+                .or_else(|| set.template(&pid).map(ToString::to_string));
+            let at = text
+                .and_then(|t| first.text.find(&t))
+                .map(|o| position(&first.text, o));
+            Err(match at {
+                Some((l, c)) => format!("@id(\"{id}\") is already used in {}:{l}:{c}", first.name),
+                None => format!("@id(\"{id}\") is already used in {}", first.name),
+            })
+        }
         None => Ok(id),
     }
 }
@@ -440,7 +457,10 @@ impl Snapshot {
                 return Err(LoadErrors(all_errors));
             }
         };
+        let mut warnings = parts.warnings;
+        warnings.extend(parts.declared.in_policies(&all, &inputs.policies, &origin));
         Ok(Snapshot {
+            warnings,
             serial: SNAPSHOT_SERIAL.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             version: Arc::from(inputs.version()),
             loaded_at: SystemTime::now(),
@@ -462,11 +482,17 @@ impl Snapshot {
     /// Everything but the policies: entities, contracts, routes, and the
     /// resources the candidate index files policies by.
     pub(super) fn assemble(inputs: &PolicyInputs, schema: &Schema) -> Result<Parts, Vec<String>> {
-        let (static_entities, products) = read_entities_and_contracts(inputs, schema)?;
+        let Read {
+            entities: static_entities,
+            products,
+            warnings,
+        } = read_entities_and_contracts(inputs, schema)?;
         let types = MeshTypes::new();
         let action_t = type_name("Action");
         let action_uids = Action::ALL.map(|a| uid(&action_t, a.as_str()));
         let parents = StaticParents::of(&static_entities, &types);
+        let declared =
+            declared::Declared::of(&static_entities, inputs.entities.is_some(), &products);
 
         // Product and dataset entities, validated against the schema together.
         let mut errors = Vec::new();
@@ -487,6 +513,8 @@ impl Snapshot {
         }
 
         Ok(Parts {
+            declared,
+            warnings,
             registry: catalogue.registry,
             types: [types.product, types.dataset],
             products: catalogue.entries,
@@ -500,32 +528,55 @@ impl Snapshot {
     }
 }
 
+/// What entities.json and the contracts hold: the static entities, the
+/// products, and the warnings found on the way.
+pub(super) struct Read {
+    pub(super) entities: Entities,
+    pub(super) products: Vec<Product>,
+    pub(super) warnings: Vec<Finding>,
+}
+
 /// The static entities (entities.json) and the parsed contracts, or every
 /// error found in them.
 fn read_entities_and_contracts(
     inputs: &PolicyInputs,
     schema: &Schema,
-) -> Result<(Entities, Vec<Product>), Vec<String>> {
+) -> Result<Read, Vec<String>> {
     let mut errors = Vec::new();
     let static_entities = match &inputs.entities {
         None => Entities::empty(),
         Some(src) => match Entities::from_json_str(&src.text, Some(schema)) {
             Ok(e) => e,
             Err(e) => {
-                errors.push(diag(&src.name, &src.text, &e));
+                errors.extend(declared::entity_errors(src, schema, &e));
                 Entities::empty()
             }
         },
     };
     let mut products = Vec::new();
+    let mut warnings = Vec::new();
     for src in &inputs.contracts {
-        match contract::parse(&src.text, &src.name) {
-            Ok(p) => products.push(p),
-            Err(e) => errors.push(e.to_string()),
+        match contract::read(&src.text, &src.name) {
+            Ok(c) => {
+                warnings.extend(c.warnings);
+                if inputs.entities.is_some() && errors.is_empty() {
+                    warnings.extend(declared::contract_domain(
+                        &c.product,
+                        &src.text,
+                        &static_entities,
+                    ));
+                }
+                products.push(c.product);
+            }
+            Err(e) => errors.extend(e.0.iter().map(ToString::to_string)),
         }
     }
     if errors.is_empty() {
-        Ok((static_entities, products))
+        Ok(Read {
+            entities: static_entities,
+            products,
+            warnings,
+        })
     } else {
         Err(errors)
     }

@@ -18,6 +18,7 @@ mod authority;
 mod build;
 mod cache;
 mod decide;
+mod declared;
 mod entities;
 pub mod examples;
 mod index;
@@ -57,6 +58,10 @@ struct DecisionEntities {
 
 /// What `Snapshot::assemble` builds besides the policies.
 struct Parts {
+    /// The domains, teams, groups and services entities.json declares.
+    declared: declared::Declared,
+    /// What the contracts and entities.json hold that meshgate ignores.
+    warnings: Vec<crate::decision::finding::Finding>,
     /// (uid, kind, ancestors) of every resource, in index order.
     registry: Vec<(EntityUid, usize, HashSet<EntityUid>)>,
     types: [EntityTypeName; 2],
@@ -119,6 +124,17 @@ pub struct Snapshot {
     action_uids: [EntityUid; ACTIONS],
     authorizer: Authorizer,
     service_type: EntityTypeName,
+    /// What was doubtful in the inputs (see [`Snapshot::warnings`]).
+    warnings: Vec<crate::decision::finding::Finding>,
+}
+
+impl Snapshot {
+    /// What was doubtful in the inputs, each where it is: keys and custom
+    /// properties meshgate ignores, a product with no routes or no SLA,
+    /// domains, teams and groups named but not declared.
+    pub fn warnings(&self) -> &[crate::decision::finding::Finding] {
+        &self.warnings
+    }
 }
 
 impl fmt::Debug for Snapshot {

@@ -343,7 +343,7 @@ fn load_errors_carry_file_line_and_column() {
     let e =
         with_policy("\n@id(\"mesh.foreign-trust-domain\")\npermit (principal, action, resource);")
             .unwrap_err();
-    assert!(e.0[0].starts_with("extra.cedar:2:1: @id(\"mesh.foreign-trust-domain\") is already used in policies/mesh/baseline.cedar"), "{e}");
+    assert!(e.0[0].starts_with("extra.cedar:2:1: @id(\"mesh.foreign-trust-domain\") is already used in policies/mesh/baseline.cedar:17:1"), "{e}");
     let e = with_policy("@id(\"bad-attr\")\npermit (principal, action, resource)\nwhen { resource.colour == \"red\" };").unwrap_err();
     assert!(e.0[0].starts_with("extra.cedar:3:"), "{e}");
     assert!(e.0[0].contains("colour"), "{e}");

@@ -33,6 +33,27 @@ fn check_config_error(text: &str, e: &crate::base::yaml::ConfigError) {
     }
 }
 
+/// Checks the errors of a contract: at least one, each in the text
+/// (1-based, at most one line past its end) and naming a field.
+fn check_contract_errors(text: &str, e: &crate::decision::contract::ContractErrors) {
+    assert!(!e.0.is_empty(), "an error with no finding");
+    let lines = text
+        .replace("\r\n", "\n")
+        .split(['\n', '\r', '\u{85}', '\u{2028}', '\u{2029}'])
+        .count();
+    for f in &e.0 {
+        let shown = f.to_string();
+        assert!(!f.field.is_empty(), "{shown}");
+        if let Some((line, column)) = f.at {
+            assert!(
+                line >= 1 && line <= lines + 1,
+                "line {line} of {lines}: {shown}"
+            );
+            assert!(column >= 1, "{shown}");
+        }
+    }
+}
+
 /// YAML bytes as the sidecar's configuration: a `Config` or a typed error
 /// with a position, never a panic. Relative paths resolve under a
 /// directory that does not exist.
@@ -62,7 +83,7 @@ pub fn contract(data: &[u8]) {
     };
     let p = match crate::decision::contract::parse(text, "fuzz.odcs.yaml") {
         Ok(p) => p,
-        Err(e) => return check_config_error(text, &e),
+        Err(e) => return check_contract_errors(text, &e),
     };
     assert!(CLASSIFICATIONS.contains(&p.classification.as_str()));
     for (name, c) in &p.datasets {

@@ -108,6 +108,15 @@ impl AuditConfig {
         }
     }
 
+    /// What starting the trail would fail on, found without starting it
+    /// (`meshgate validate`): for sink `file`, the file can be appended to.
+    pub fn check_sink(&self) -> Result<(), String> {
+        match (self.sink, &self.file) {
+            (SinkKind::File, Some(path)) => writer::check_file(path),
+            _ => Ok(()),
+        }
+    }
+
     /// Problems as `field: message`.
     pub fn check(&self) -> Vec<String> {
         let mut errors = Vec::new();

@@ -100,6 +100,40 @@ impl FileSink {
     }
 }
 
+/// What [`FileSink::open`] would fail on, changing nothing in the trail:
+/// an existing file opens for appending and ends in an audit event (or a
+/// torn line, which `run` rotates out); otherwise its directory exists and
+/// a file can be made in it (one is made and removed at once).
+pub(super) fn check_file(path: &Path) -> Result<(), String> {
+    let shown = path.display();
+    let fail = |e: &dyn std::fmt::Display| format!("audit.file: {shown}: {e}");
+    match OpenOptions::new().read(true).append(true).open(path) {
+        Ok(mut f) => match last_line(&mut f).map_err(|e| fail(&e))? {
+            Tail::Complete(line) if chain_of(&line).is_none() => Err(fail(
+                &"its last line is not a meshgate audit event; move the file away or name another",
+            )),
+            _ => Ok(()),
+        },
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            let dir = match path.parent() {
+                Some(d) if !d.as_os_str().is_empty() => d,
+                _ => Path::new("."),
+            };
+            if !dir.is_dir() {
+                return Err(fail(&format!("directory {} does not exist", dir.display())));
+            }
+            let probe = dir.join(format!(".meshgate-validate-{}", std::process::id()));
+            OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&probe)
+                .map_err(|e| fail(&format!("cannot create a file in {}: {e}", dir.display())))?;
+            std::fs::remove_file(&probe).map_err(|e| fail(&e))
+        }
+        Err(e) => Err(fail(&e)),
+    }
+}
+
 pub(super) fn open_append(path: &Path) -> io::Result<File> {
     use std::os::unix::fs::OpenOptionsExt;
     OpenOptions::new()

@@ -1,0 +1,185 @@
+//! Keys meshgate does not read: a misspelling of one it does is an error
+//! (`slaPropertes`, a `meshgateRoute` property), a key the standard allows
+//! or a property of the domain's own is a warning, since meshgate ignores it.
+
+use serde_yaml_ng::{Mapping, Value};
+
+use super::sections::Odcs;
+use super::Reader;
+use crate::base::locate::Step;
+
+/// Top-level keys of ODCS v3 (3.0 and 3.1).
+const ODCS_KEYS: [&str; 23] = [
+    "apiVersion",
+    "kind",
+    "id",
+    "name",
+    "version",
+    "status",
+    "tenant",
+    "domain",
+    "dataProduct",
+    "description",
+    "tags",
+    "schema",
+    "servers",
+    "support",
+    "price",
+    "team",
+    "roles",
+    "slaDefaultElement",
+    "slaProperties",
+    "authoritativeDefinitions",
+    "customProperties",
+    "contractCreatedTs",
+    "quality",
+];
+
+/// The top-level keys meshgate reads.
+const READ_KEYS: [&str; 13] = [
+    "apiVersion",
+    "kind",
+    "id",
+    "name",
+    "version",
+    "status",
+    "domain",
+    "dataProduct",
+    "tags",
+    "schema",
+    "team",
+    "slaProperties",
+    "customProperties",
+];
+
+/// The custom properties meshgate reads.
+pub(super) const CUSTOM: [&str; 7] = [
+    "classification",
+    "owner",
+    "allowedPurposes",
+    "meshgateRoutes",
+    "userToken",
+    "successorVersion",
+    "deprecationLink",
+];
+
+/// The SLA properties meshgate reads.
+const SLA: [&str; 6] = [
+    "availability",
+    "latency",
+    "throughput",
+    "errorRate",
+    "endOfSupport",
+    "endOfLife",
+];
+
+/// Top-level keys: one that misspells a key meshgate reads is an error; one
+/// that is not ODCS at all a warning.
+pub(super) fn top_level(r: &mut Reader, map: &Mapping) {
+    for k in map.keys().filter_map(Value::as_str) {
+        if ODCS_KEYS.contains(&k) {
+            continue;
+        }
+        let path = vec![Step::KeyName(k.to_string())];
+        match near(k, &READ_KEYS) {
+            Some(known) => r.error(path, k, format!("unknown key: did you mean `{known}`?")),
+            None => r.warn(path, k, "not an ODCS v3 key: meshgate ignores it"),
+        }
+    }
+}
+
+/// Custom properties: one that looks like meshgate's (a misspelling, or any
+/// `meshgate…`) is an error; another a warning.
+pub(super) fn custom_properties(r: &mut Reader, odcs: &Odcs) {
+    for (i, c) in &odcs.custom {
+        let name = c.property.as_str();
+        if CUSTOM.contains(&name) {
+            continue;
+        }
+        let path = vec![
+            Step::Key("customProperties".into()),
+            Step::Index(*i),
+            Step::Key("property".into()),
+        ];
+        let field = format!("customProperties[{i}].property");
+        match near(name, &CUSTOM) {
+            Some(known) => r.error(
+                path,
+                field,
+                format!("`{name}` is not a property meshgate reads: did you mean `{known}`?"),
+            ),
+            None if name.to_ascii_lowercase().starts_with("meshgate") => r.error(
+                path,
+                field,
+                format!(
+                    "`{name}` is not a property meshgate reads (meshgate reads meshgateRoutes)"
+                ),
+            ),
+            None => r.warn(
+                path,
+                field,
+                format!("`{name}`: meshgate does not read this custom property and ignores it"),
+            ),
+        }
+    }
+}
+
+/// SLA properties: one that misspells a property meshgate reads is an
+/// error; the others are ODCS's own (`retention`, `frequency`…).
+pub(super) fn sla_properties(r: &mut Reader, odcs: &Odcs) {
+    for (i, p) in &odcs.sla {
+        let name = p.property.as_str();
+        if SLA.contains(&name) {
+            continue;
+        }
+        if let Some(known) = near(name, &SLA) {
+            r.error(
+                vec![
+                    Step::Key("slaProperties".into()),
+                    Step::Index(*i),
+                    Step::Key("property".into()),
+                ],
+                format!("slaProperties[{i}].property"),
+                format!("`{name}`: did you mean `{known}`?"),
+            );
+        }
+    }
+}
+
+/// The message for an unknown key among `known`.
+pub(super) fn unknown_field(k: &str, known: &[&str]) -> String {
+    match near(k, known) {
+        Some(n) => format!("unknown field: did you mean `{n}`?"),
+        None => format!("unknown field; one of {}", known.join(", ")),
+    }
+}
+
+/// The key of `known` that `word` most likely misspells: the same but for
+/// case, or at most two edits away (one for short words).
+pub(super) fn near<'k>(word: &str, known: &[&'k str]) -> Option<&'k str> {
+    let w = word.to_ascii_lowercase();
+    let allowed = if w.chars().count() > 5 { 2 } else { 1 };
+    known
+        .iter()
+        .map(|k| (*k, edits(&w, &k.to_ascii_lowercase())))
+        .filter(|(_, d)| *d <= allowed)
+        .min_by_key(|(_, d)| *d)
+        .map(|(k, _)| k)
+}
+
+/// Levenshtein distance.
+fn edits(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let cost = usize::from(ca != *cb);
+            let next = (row[j + 1] + 1).min(row[j] + 1).min(prev + cost);
+            prev = row[j + 1];
+            row[j + 1] = next;
+        }
+    }
+    row[b.len()]
+}

@@ -1,0 +1,50 @@
+//! Something wrong or doubtful in an input file, and where: what validation
+//! reports as an error or a warning (`file:line:col: field: message`).
+
+use std::fmt;
+
+/// One finding in one file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Finding {
+    pub file: String,
+    /// 1-based line and column, when known.
+    pub at: Option<(usize, usize)>,
+    /// The field as the file's reader names it
+    /// (`customProperties.meshgateRoutes[3].dataset`); empty for the file.
+    pub field: String,
+    pub message: String,
+}
+
+impl Finding {
+    /// The finding as a warning line: `file:line:col: warning: field: message`.
+    pub fn warning(&self) -> String {
+        let mut s = self.place();
+        s.push_str("warning: ");
+        self.push_field(&mut s);
+        s.push_str(&self.message);
+        s
+    }
+
+    fn place(&self) -> String {
+        match self.at {
+            Some((l, c)) => format!("{}:{l}:{c}: ", self.file),
+            None => format!("{}: ", self.file),
+        }
+    }
+
+    fn push_field(&self, s: &mut String) {
+        if !self.field.is_empty() {
+            s.push_str(&self.field);
+            s.push_str(": ");
+        }
+    }
+}
+
+impl fmt::Display for Finding {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut s = self.place();
+        self.push_field(&mut s);
+        s.push_str(&self.message);
+        f.write_str(&s)
+    }
+}

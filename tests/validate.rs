@@ -1,0 +1,342 @@
+//! `meshgate validate`: every mistake at its position, warnings on their
+//! own channel, exit codes 0 (clean), 1 (errors), 2 (`--strict`, warnings).
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use common::*;
+
+const CLIENTS: &[(&str, &str)] = &[("reporting", "spiffe://mesh.local/ns/finance/sa/reporting")];
+
+struct Out {
+    code: Option<i32>,
+    stdout: String,
+    stderr: String,
+}
+
+fn validate(config: &Path, strict: bool) -> Out {
+    let mut cmd = Command::new(bin());
+    cmd.arg("validate").arg("--config").arg(config);
+    if strict {
+        cmd.arg("--strict");
+    }
+    let out = cmd.output().expect("meshgate runs");
+    Out {
+        code: out.status.code(),
+        stdout: String::from_utf8_lossy(&out.stdout).to_string(),
+        stderr: String::from_utf8_lossy(&out.stderr).to_string(),
+    }
+}
+
+/// A sidecar with the example policy tree copied (to edit) and its
+/// configuration written; the path of that configuration.
+fn with_policies(pki: &Pki) -> (Sidecar, PathBuf) {
+    let sidecar = Meshgate::builder(pki, "http://127.0.0.1:8080").policies();
+    let config = pki.path("meshgate.yaml");
+    std::fs::write(&config, sidecar.yaml()).expect("write config");
+    (sidecar, config)
+}
+
+fn edit(pki: &Pki, file: &str, from: &str, to: &str) {
+    let path = pki.path(file);
+    let text = std::fs::read_to_string(&path).expect("read");
+    assert!(text.contains(from), "{file} has no `{from}`");
+    std::fs::write(&path, text.replacen(from, to, 1)).expect("write");
+}
+
+#[test]
+fn the_example_tree_is_clean() {
+    let pki = Pki::with_clients(CLIENTS);
+    let (_, config) = with_policies(&pki);
+    let out = validate(&config, true);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert!(!out.stderr.contains("warning"), "{}", out.stderr);
+    assert!(out.stdout.contains(": ok ("), "{}", out.stdout);
+}
+
+#[test]
+fn every_contract_error_is_reported_at_its_position_and_run_refuses_them() {
+    let pki = Pki::with_clients(CLIENTS);
+    let (sidecar, config) = with_policies(&pki);
+    let orders = "policies/domains/sales/orders.odcs.yaml";
+    edit(&pki, orders, "kind: DataContract", "kind: DataContrakt");
+    edit(&pki, orders, "unit: ms", "unit: fortnights");
+    edit(
+        &pki,
+        orders,
+        "{ method: POST, path: /orders/search, action: query, dataset: orders }",
+        "{ method: POST, path: /orders/search, action: query, dataset: order }",
+    );
+    edit(
+        &pki,
+        orders,
+        "property: allowedPurposes",
+        "property: meshgateRoute",
+    );
+    let out = validate(&config, false);
+    assert_eq!(out.code, Some(1), "{}", out.stderr);
+    let file = pki.path(orders).display().to_string();
+    for expected in [
+        format!("{file}:3:7: kind: `DataContrakt`: expected `DataContract`"),
+        format!("{file}:31:33: slaProperties[1]: latency: unit `fortnights`: use ms, s or m"),
+        format!("{file}:39:15: customProperties[2].property: `meshgateRoute` is not a property meshgate reads: did you mean `meshgateRoutes`?"),
+        format!("{file}:47:71: customProperties.meshgateRoutes[2].dataset: `order` is not a schema object of this contract"),
+    ] {
+        assert!(
+            out.stderr.lines().any(|l| l == expected),
+            "no line `{expected}` in:\n{}",
+            out.stderr
+        );
+    }
+    assert!(
+        out.stderr.ends_with(&format!(
+            "meshgate: {}: 4 errors, 0 warnings\n",
+            config.display()
+        )),
+        "{}",
+        out.stderr
+    );
+    // `run` refuses the same files: the first error, and how many more.
+    for (cmd, err) in sidecar.refusals("meshgate.yaml") {
+        assert!(err.contains(&format!("{file}:3:7: kind:")), "{cmd}: {err}");
+        if cmd == "run" {
+            assert!(err.contains("(and 3 more errors)"), "{err}");
+        }
+    }
+}
+
+#[test]
+fn warnings_pass_but_fail_under_strict_and_the_run_logs_them() {
+    let pki = Pki::with_clients(CLIENTS);
+    let (sidecar, config) = with_policies(&pki);
+    let orders = "policies/domains/sales/orders.odcs.yaml";
+    edit(
+        &pki,
+        orders,
+        "tenant: acme",
+        "tenant: acme\nreviewBoard: data-council",
+    );
+    let file = pki.path(orders).display().to_string();
+    let warning =
+        format!("{file}:11:1: warning: reviewBoard: not an ODCS v3 key: meshgate ignores it");
+
+    let out = validate(&config, false);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert_eq!(out.stderr.trim_end(), warning);
+    assert!(
+        out.stdout.trim_end().ends_with("; 1 warning)"),
+        "{}",
+        out.stdout
+    );
+
+    let out = validate(&config, true);
+    assert_eq!(out.code, Some(2), "{}", out.stderr);
+    assert_eq!(out.stderr.trim_end(), warning);
+
+    // The sidecar serves, and says what it ignores.
+    let mg = sidecar.start();
+    let logged = mg
+        .logs
+        .wait_for(0, Duration::from_secs(10), |l| {
+            l.contains("policy input warning") && l.contains("reviewBoard")
+        })
+        .unwrap_or_else(|| panic!("no warning logged:\n{}", mg.logs.dump()));
+    assert!(logged.contains(&format!("{file}:11:1")), "{logged}");
+}
+
+#[test]
+fn undeclared_domains_in_policies_and_contracts_are_warnings() {
+    let pki = Pki::with_clients(CLIENTS);
+    let (_, config) = with_policies(&pki);
+    let read = "action == Mesh::Action::\"read\"";
+    std::fs::write(
+        pki.path("policies/domains/sales/logistics.cedar"),
+        format!(
+            "// Shipping reads orders.\n@id(\"sales.logistics-read\")\npermit (principal in Mesh::Domain::\"logistics\", {read}, resource in Mesh::Domain::\"sales\");\n\
+             @id(\"treasury-read\")\npermit (principal in Mesh::Domain::\"finance\", {read}, resource in Mesh::Domain::\"treasury\");\n\
+             @id(\"shipping-read\")\npermit (principal in Mesh::Domain::\"finance\", {read}, resource in Mesh::Domain::\"shipping\");\n"
+        ),
+    )
+    .expect("write");
+    // The ledger moves to a domain entities.json does not declare.
+    edit(
+        &pki,
+        "policies/domains/finance/ledger.odcs.yaml",
+        "domain: finance",
+        "domain: treasury",
+    );
+    let out = validate(&config, false);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    let policy = pki
+        .path("policies/domains/sales/logistics.cedar")
+        .display()
+        .to_string();
+    let ledger = pki
+        .path("policies/domains/finance/ledger.odcs.yaml")
+        .display()
+        .to_string();
+    let line = |l: usize| format!("{ledger}:{l}:9: warning: domain: ");
+    let domain_line = std::fs::read_to_string(&ledger)
+        .expect("read")
+        .lines()
+        .position(|l| l == "domain: treasury")
+        .expect("domain line")
+        + 1;
+    let mut warnings: Vec<&str> = out.stderr.lines().collect();
+    warnings.sort_unstable();
+    assert_eq!(warnings.len(), 3, "{}", out.stderr);
+    assert!(
+        warnings.contains(&format!("{policy}:2:1: warning: @id(\"sales.logistics-read\") principal: Mesh::Domain::\"logistics\" is not declared in entities.json: the scope matches nothing").as_str()),
+        "{}",
+        out.stderr
+    );
+    // A resource is in its contract's domain, declared or not: `treasury`
+    // is not reported on the resource side, `shipping` is.
+    assert!(
+        warnings.contains(&format!("{policy}:6:1: warning: @id(\"shipping-read\") resource: Mesh::Domain::\"shipping\" is not declared in entities.json and is no contract's domain: the scope matches nothing").as_str()),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        warnings.iter().any(|w| w.starts_with(&line(domain_line))
+            && w.contains("Mesh::Domain::\"treasury\" is not declared in entities.json: no caller is in this domain")),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(validate(&config, true).code, Some(2));
+}
+
+#[test]
+fn an_entities_error_names_the_entity_and_attribute_at_its_line() {
+    let pki = Pki::with_clients(CLIENTS);
+    let (sidecar, config) = with_policies(&pki);
+    edit(
+        &pki,
+        "policies/entities.json",
+        "\"namespaces\": [\"finance\", \"finance-batch\"]",
+        "\"namespaces\": \"finance\"",
+    );
+    // A service without its required `name`.
+    edit(
+        &pki,
+        "policies/entities.json",
+        "\"attrs\": { \"kind\": \"spiffe\", \"name\": \"spiffe://mesh.local/ns/finance/sa/reporting\" }",
+        "\"attrs\": { \"kind\": \"spiffe\" }",
+    );
+    let out = validate(&config, false);
+    assert_eq!(out.code, Some(1), "{}", out.stderr);
+    let file = pki.path("policies/entities.json").display().to_string();
+    assert!(
+        out.stderr.lines().any(|l| l.starts_with(&format!("{file}:10:"))
+            && l.contains("entity Mesh::Service::\"spiffe://mesh.local/ns/finance/sa/reporting\", attribute `name`:")),
+        "{}",
+        out.stderr
+    );
+    let line = out
+        .stderr
+        .lines()
+        .find(|l| l.starts_with(&format!("{file}:3:")))
+        .unwrap_or_else(|| panic!("no line at entities.json:3:\n{}", out.stderr));
+    assert!(
+        line.contains("entity Mesh::Domain::\"finance\", attribute `namespaces`:"),
+        "{line}"
+    );
+    for (cmd, err) in sidecar.refusals("meshgate.yaml") {
+        assert!(err.contains("attribute `namespaces`"), "{cmd}: {err}");
+    }
+}
+
+#[test]
+fn a_duplicate_id_names_both_positions() {
+    let pki = Pki::with_clients(CLIENTS);
+    let (_, config) = with_policies(&pki);
+    std::fs::write(
+        pki.path("policies/domains/sales/again.cedar"),
+        "\n@id(\"mesh.foreign-trust-domain\")\npermit (principal, action, resource);\n",
+    )
+    .expect("write");
+    let out = validate(&config, false);
+    assert_eq!(out.code, Some(1), "{}", out.stderr);
+    let again = pki.path("policies/domains/sales/again.cedar");
+    let baseline = pki.path("policies/mesh/baseline.cedar");
+    let expected = format!(
+        "{}:2:1: @id(\"mesh.foreign-trust-domain\") is already used in {}:17:1",
+        again.display(),
+        baseline.display()
+    );
+    assert!(out.stderr.lines().any(|l| l == expected), "{}", out.stderr);
+}
+
+#[test]
+fn an_unquoted_pattern_gets_a_hint() {
+    let pki = Pki::with_clients(CLIENTS);
+    let (_, config) = with_policies(&pki);
+    edit(
+        &pki,
+        "policies/domains/sales/orders.odcs.yaml",
+        "path: \"/orders/{id}\"",
+        "path: /orders/{id}",
+    );
+    let out = validate(&config, false);
+    assert_eq!(out.code, Some(1), "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("must be quoted: path: \"/orders/{id}\")"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn validate_checks_the_audit_file_as_run_would_open_it() {
+    let pki = Pki::with_clients(CLIENTS);
+    let config = pki.path("audit.yaml");
+    let missing = pki.path("no-such-dir/audit.log");
+    let sidecar = Meshgate::builder(&pki, "http://127.0.0.1:8080").audit_file(&missing);
+    std::fs::write(&config, sidecar.yaml()).expect("write");
+    let out = validate(&config, false);
+    assert_eq!(out.code, Some(1), "{}", out.stderr);
+    assert!(
+        out.stderr.contains(&format!(
+            "audit.file: {}: directory {} does not exist",
+            missing.display(),
+            pki.path("no-such-dir").display()
+        )),
+        "{}",
+        out.stderr
+    );
+
+    // A file that is not an audit trail would not be appended to either.
+    let foreign = pki.path("notes.txt");
+    std::fs::write(&foreign, "shopping list\n").expect("write");
+    let sidecar = Meshgate::builder(&pki, "http://127.0.0.1:8080").audit_file(&foreign);
+    std::fs::write(&config, sidecar.yaml()).expect("write");
+    let out = validate(&config, false);
+    assert_eq!(out.code, Some(1), "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("its last line is not a meshgate audit event"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(
+        std::fs::read_to_string(&foreign).expect("read"),
+        "shopping list\n",
+        "validate wrote to the file"
+    );
+
+    // A directory that exists: clean, and nothing is left in it.
+    let fine = pki.path("trail/audit.log");
+    std::fs::create_dir_all(pki.path("trail")).expect("mkdir");
+    let sidecar = Meshgate::builder(&pki, "http://127.0.0.1:8080").audit_file(&fine);
+    std::fs::write(&config, sidecar.yaml()).expect("write");
+    let out = validate(&config, false);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    let left: Vec<_> = std::fs::read_dir(pki.path("trail"))
+        .expect("read dir")
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+}
