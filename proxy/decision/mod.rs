@@ -4,6 +4,7 @@
 
 pub mod authz;
 pub mod contract;
+pub mod describe;
 pub mod jwt;
 pub mod lifecycle;
 pub mod quota;
