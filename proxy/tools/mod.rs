@@ -1,6 +1,7 @@
 //! Offline tools over the same inputs as the sidecar: SLO alert rules,
-//! policy tests, development certificates.
+//! policy tests, development certificates, the well-known documents.
 
 pub mod certs;
+pub mod describe;
 pub mod policytest;
 pub mod slo;

@@ -78,8 +78,17 @@ impl Exchange<'_> {
         // Answered here: counted and audited as allowed.
         self.learned.forwarded = true;
         let (content_type, body) = self.document(snapshot, req, ask, &allowed, user.as_deref())?;
-        let mut resp = Response::new(ProxyBody::full(Bytes::from(body)));
+        // HEAD: the GET's head, its length included, and no body (an
+        // HTTP/2 stream must not carry one).
+        let length = HeaderValue::from(body.len());
+        let body = if req.method() == Method::HEAD {
+            Bytes::new()
+        } else {
+            Bytes::from(body)
+        };
+        let mut resp = Response::new(ProxyBody::full(body));
         let h = resp.headers_mut();
+        h.insert(header::CONTENT_LENGTH, length);
         h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
         // What a caller sees depends on who asks (and, for a descriptor,
         // on Accept): no shared cache may keep it.
