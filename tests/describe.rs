@@ -588,3 +588,69 @@ fn meshgate_describe_prints_the_same_documents_offline() {
         "{err}"
     );
 }
+
+#[test]
+fn a_product_whose_contract_requires_an_end_user_token_is_described_only_with_one() {
+    let pki = pki();
+    let up = Upstream::start();
+    let key = common::tokens::Signer::new(jsonwebtoken::Algorithm::ES256, "k1");
+    let iss = "https://idp.mesh.local";
+    let jwks = pki.path("jwks.json");
+    std::fs::write(&jwks, serde_json::json!({ "keys": [key.jwk] }).to_string()).expect("jwks");
+    let sidecar = sidecar(&pki, &up.url()).issuer(&format!(
+        "issuer: {iss}\naudiences: [meshgate]\njwks_file: {}",
+        jwks.display()
+    ));
+    // Version 2 takes requests on behalf of a person only.
+    std::fs::write(
+        pki.path("policies/domains/sales/orders-v2.odcs.yaml"),
+        ORDERS_V2.replace(
+            "customProperties:\n",
+            "customProperties:\n  - property: userToken\n    value: required\n",
+        ),
+    )
+    .expect("write contract");
+    let mg = sidecar.start();
+    let descriptor = mg.url("/.well-known/data-product/sales.orders");
+
+    // The product's strictest contract asks for a token: none, 401.
+    let a = get(&pki, "reporting", &descriptor, &[]);
+    assert_eq!(a.status, 401, "{}", String::from_utf8_lossy(&a.body));
+    assert_eq!(a.json()["error"], "invalid_token");
+    assert!(a
+        .header("www-authenticate")
+        .is_some_and(|v| v.starts_with("Bearer")));
+    // A bad token is refused, never ignored.
+    let bad = get(
+        &pki,
+        "reporting",
+        &descriptor,
+        &["-H", "Authorization: Bearer not.a.token"],
+    );
+    assert_eq!(bad.status, 401);
+    // The index verifies a token when sent and otherwise leaves out what
+    // requires one: version 1 still lists the product, at version 1.
+    let index = get(&pki, "reporting", &mg.url("/.well-known/data-product"), &[]).json();
+    assert_eq!(index["dataProducts"][0]["id"], "sales.orders", "{index}");
+    assert_eq!(index["dataProducts"][0]["version"], "1.2.0", "{index}");
+
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs();
+    let token = key.sign(&serde_json::json!({
+        "iss": iss, "sub": "alice", "aud": "meshgate", "iat": now, "exp": now + 600
+    }));
+    let bearer = format!("Authorization: Bearer {token}");
+    let a = get(&pki, "reporting", &descriptor, &["-H", &bearer]);
+    assert_eq!(a.status, 200, "{}", String::from_utf8_lossy(&a.body));
+    assert_eq!(a.json()["outputPorts"].as_array().map(Vec::len), Some(2));
+    let caller = get(
+        &pki,
+        "reporting",
+        &mg.url("/.well-known/data-product/sales.orders/caller"),
+        &["-H", &bearer],
+    )
+    .json();
+    assert_eq!(caller["caller"]["user"], format!("{iss}|alice"), "{caller}");
+}
