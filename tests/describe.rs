@@ -201,9 +201,24 @@ fn the_descriptor_is_odps_json_by_default_and_yaml_on_request_with_the_ports_the
     assert_eq!(j.header("content-type"), Some("application/json"));
 
     // HEAD: the head of the GET, no body; HTTP/2 answers the same.
-    let h = get(&pki, "reporting", &url, &["-I"]);
-    assert_eq!(h.status, 200);
-    assert_eq!(h.header("content-type"), Some("application/json"));
+    for args in [&["-I"][..], &["-I", "--http1.1"][..]] {
+        let h = get(&pki, "reporting", &url, args);
+        assert_eq!(h.status, 200, "{args:?}");
+        assert_eq!(
+            h.header("content-type"),
+            Some("application/json"),
+            "{args:?}"
+        );
+        let length = a.body.len().to_string();
+        assert_eq!(
+            h.header("content-length"),
+            Some(length.as_str()),
+            "{args:?}"
+        );
+        // curl -I prints the head on stdout too: nothing else came.
+        let out = String::from_utf8_lossy(&h.body);
+        assert!(!out.contains("apiVersion"), "{args:?}: {out}");
+    }
     let h2 = get(&pki, "reporting", &url, &["--http2"]);
     assert_eq!(h2.status, 200);
     assert_eq!(h2.json(), odps);
