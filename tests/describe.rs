@@ -669,3 +669,63 @@ fn a_product_whose_contract_requires_an_end_user_token_is_described_only_with_on
     .json();
     assert_eq!(caller["caller"]["user"], format!("{iss}|alice"), "{caller}");
 }
+
+#[test]
+fn the_documents_follow_a_reload_and_a_bad_contract_keeps_the_last_good_ones() {
+    let pki = pki();
+    let up = Upstream::start();
+    // Start without version 2.
+    let sidecar = sidecar(&pki, &up.url());
+    let v2 = pki.path("policies/domains/sales/orders-v2.odcs.yaml");
+    std::fs::remove_file(&v2).expect("remove v2");
+    let mg = sidecar.start();
+    let url = mg.url("/.well-known/data-product/sales.orders");
+    let ports = |who: &str| -> Vec<String> {
+        get(&pki, who, &url, &[]).json()["outputPorts"]
+            .as_array()
+            .expect("outputPorts")
+            .iter()
+            .filter_map(|p| p["contractId"].as_str().map(str::to_string))
+            .collect()
+    };
+    assert_eq!(ports("reporting"), ["sales.orders"]);
+    let v2_url = mg.url("/.well-known/data-product/sales.orders/contracts/sales.orders.v2");
+    assert_eq!(get(&pki, "reporting", &v2_url, &[]).status, 404);
+
+    let reload = |result: &str| {
+        let sample = format!("meshgate_policy_reloads_total{{result=\"{result}\"}}");
+        let before = mg.metric(&sample);
+        mg.sighup();
+        mg.wait_metric(&sample, before + 1.0);
+    };
+    std::fs::write(&v2, ORDERS_V2).expect("write v2");
+    reload("ok");
+    assert_eq!(ports("reporting"), ["sales.orders.v2", "sales.orders"]);
+    assert_eq!(
+        get(&pki, "reporting", &v2_url, &[]).body,
+        ORDERS_V2.as_bytes()
+    );
+
+    // A contract that routes under the well-known prefix does not load:
+    // the node keeps describing what it described.
+    std::fs::write(
+        &v2,
+        ORDERS_V2.replace(
+            "customProperties:\n",
+            "customProperties:\n  - property: meshgateRoutes\n    value:\n      - { method: GET, path: /.well-known/api-catalog, action: read }\n",
+        ),
+    )
+    .expect("write v2");
+    reload("error");
+    assert_eq!(ports("reporting"), ["sales.orders.v2", "sales.orders"]);
+    assert_eq!(
+        get(&pki, "reporting", &v2_url, &[]).body,
+        ORDERS_V2.as_bytes()
+    );
+    let policy = curl(&pki, None, &["-s", &format!("http://{}/policy", mg.admin)]);
+    let text = String::from_utf8_lossy(&policy.stdout);
+    assert!(
+        text.contains("orders-v2.odcs.yaml") && text.contains("/.well-known/api-catalog"),
+        "{text}"
+    );
+}
