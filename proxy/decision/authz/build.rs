@@ -484,7 +484,7 @@ impl Snapshot {
             .collect();
         let described = Described::new(catalogue.entries.iter().map(|e| {
             let text = texts.get(e.product.file.as_str()).copied().unwrap_or("");
-            (&e.product, Arc::from(text))
+            (&e.product, bytes::Bytes::copy_from_slice(text.as_bytes()))
         }))
         .unwrap_or_else(|more| {
             errors.extend(more);

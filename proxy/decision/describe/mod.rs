@@ -19,8 +19,7 @@
 //! describe. The pipeline decides and answers (statuses are its own); the
 //! offline `meshgate describe` renders the same documents for every contract.
 
-use std::sync::Arc;
-
+use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 mod documents;
@@ -77,7 +76,7 @@ struct Contract {
     name: String,
     status: String,
     /// The file as committed.
-    text: Arc<str>,
+    text: Bytes,
     /// The decision `describe` on this contract's `DataProduct`.
     target: Target,
     product: ProductFacts,
@@ -118,6 +117,17 @@ struct Group {
     contracts: Vec<usize>,
 }
 
+/// A set of contracts (positions in [`Described`]): those a caller may
+/// describe.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Allowed(Vec<bool>);
+
+impl Allowed {
+    fn has(&self, contract: usize) -> bool {
+        self.0.get(contract).copied().unwrap_or(false)
+    }
+}
+
 /// Every product and contract of a snapshot, as the well-known documents
 /// show them.
 #[derive(Debug, Default)]
@@ -143,7 +153,7 @@ impl Described {
     /// prefixes, or a product id no URL can carry, is an error naming the
     /// file and field.
     pub fn new<'a>(
-        contracts: impl IntoIterator<Item = (&'a Product, Arc<str>)>,
+        contracts: impl IntoIterator<Item = (&'a Product, Bytes)>,
     ) -> Result<Described, Vec<String>> {
         let mut errors = Vec::new();
         let mut described = Described::default();
@@ -156,7 +166,7 @@ impl Described {
                     ));
                 }
             }
-            let extra: Extra = serde_yaml_ng::from_str(&text).unwrap_or_default();
+            let extra: Extra = serde_yaml_ng::from_slice(&text).unwrap_or_default();
             let group_id = match &extra.data_product {
                 Some(dp) if !dp.is_empty() => format!("{}.{dp}", p.domain),
                 _ => p.id.clone(),
@@ -276,8 +286,19 @@ impl Described {
     }
 
     /// Every contract, for offline documents.
-    pub fn all(&self) -> Vec<usize> {
-        (0..self.contracts.len()).collect()
+    pub fn all(&self) -> Allowed {
+        Allowed(vec![true; self.contracts.len()])
+    }
+
+    /// The contracts at these positions (what a caller may describe).
+    pub fn allowed(&self, positions: impl IntoIterator<Item = usize>) -> Allowed {
+        let mut set = vec![false; self.contracts.len()];
+        for at in positions {
+            if let Some(slot) = set.get_mut(at) {
+                *slot = true;
+            }
+        }
+        Allowed(set)
     }
 
     /// The ODPS ids, sorted.
@@ -306,18 +327,18 @@ impl Described {
     }
 
     /// A contract as committed.
-    pub fn contract_text(&self, contract: usize) -> &Arc<str> {
-        &self.contracts[contract].text
+    pub fn contract_text(&self, contract: usize) -> Bytes {
+        self.contracts[contract].text.clone()
     }
 
     /// The ODPS descriptor of product `group` with the output ports of
     /// the contracts in `allowed` (positions).
-    pub fn descriptor(&self, group: usize, allowed: &[usize]) -> Odps {
+    pub fn descriptor(&self, group: usize, allowed: &Allowed) -> Odps {
         let g = &self.groups[group];
         let ports: Vec<&Contract> = g
             .contracts
             .iter()
-            .filter(|c| allowed.contains(c))
+            .filter(|&&c| allowed.has(c))
             .map(|&c| &self.contracts[c])
             .collect();
         let newest = ports.first().copied();
@@ -396,22 +417,24 @@ impl Described {
 
     /// The products that have at least one contract in `allowed`, as
     /// the index lists them.
-    pub fn index(&self, allowed: &[usize]) -> Index {
+    pub fn index(&self, allowed: &Allowed) -> Index {
         Index {
             data_products: self
                 .groups
                 .iter()
                 .enumerate()
-                .filter(|(_, g)| g.contracts.iter().any(|c| allowed.contains(c)))
-                .map(|(i, g)| {
-                    let d = self.descriptor(i, allowed);
-                    IndexEntry {
-                        id: g.id.clone(),
-                        name: g.name.clone(),
-                        domain: g.domain.clone(),
-                        version: d.version,
-                        href: product_path(&g.id),
-                    }
+                .filter(|(_, g)| g.contracts.iter().any(|&c| allowed.has(c)))
+                .map(|(_, g)| IndexEntry {
+                    id: g.id.clone(),
+                    name: g.name.clone(),
+                    domain: g.domain.clone(),
+                    // The newest version the caller may describe.
+                    version: g
+                        .contracts
+                        .iter()
+                        .find(|&&c| allowed.has(c))
+                        .map(|&c| self.contracts[c].version.clone()),
+                    href: product_path(&g.id),
                 })
                 .collect(),
         }
@@ -422,7 +445,7 @@ impl Described {
     /// descriptor's context links its YAML form (`alternate`), the
     /// caller view (`service-meta`) and each contract it may be described
     /// by (`describedby`). References are relative to the node.
-    pub fn linkset(&self, allowed: &[usize]) -> serde_json::Value {
+    pub fn linkset(&self, allowed: &Allowed) -> serde_json::Value {
         use serde_json::json;
         let link = |href: String, ty: &str| json!({ "href": href, "type": ty });
         let mut items = Vec::new();
@@ -431,7 +454,7 @@ impl Described {
             let ports: Vec<&Contract> = g
                 .contracts
                 .iter()
-                .filter(|c| allowed.contains(c))
+                .filter(|&&c| allowed.has(c))
                 .map(|&c| &self.contracts[c])
                 .collect();
             if ports.is_empty() {
@@ -464,7 +487,7 @@ impl Described {
     pub fn caller_view(
         &self,
         group: usize,
-        allowed: &[usize],
+        allowed: &Allowed,
         caller: CallerFacts,
         quota: impl Fn(&Target) -> Option<QuotaView>,
     ) -> CallerView {
@@ -476,7 +499,7 @@ impl Described {
                 .contracts
                 .iter()
                 .copied()
-                .filter(|c| allowed.contains(c))
+                .filter(|&c| allowed.has(c))
                 .map(|at| {
                     let c = &self.contracts[at];
                     PortView {

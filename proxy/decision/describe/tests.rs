@@ -14,11 +14,11 @@ fn version(id: &str, version: &str) -> String {
 }
 
 fn described(texts: &[(&str, String)]) -> Result<Described, Vec<String>> {
-    let products: Vec<(Product, Arc<str>)> = texts
+    let products: Vec<(Product, Bytes)> = texts
         .iter()
         .map(|(file, text)| {
             let p = crate::decision::contract::parse(text, file).expect("contract");
-            (p, Arc::from(text.as_str()))
+            (p, Bytes::from(text.clone()))
         })
         .collect();
     Described::new(products.iter().map(|(p, t)| (p, t.clone())))
@@ -54,7 +54,7 @@ fn contracts_of_one_domain_and_data_product_are_one_product_newest_version_first
     );
     assert_eq!(odps.version.as_deref(), Some("2.10.0"));
     // Only the contracts the caller may describe are ports.
-    let only_v1 = d.descriptor(orders, &[0]);
+    let only_v1 = d.descriptor(orders, &d.allowed([0]));
     assert_eq!(only_v1.output_ports.len(), 1);
     assert_eq!(only_v1.version.as_deref(), Some("1.2.0"));
     // The scope of a descriptor is its product's contracts, the scope

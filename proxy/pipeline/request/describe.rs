@@ -18,9 +18,13 @@ use bytes::Bytes;
 use super::*;
 use crate::decision::authz::DecideError;
 use crate::decision::describe::{
-    self, Ask, CallerFacts, DescribeError, QuotaView, JSON_TYPE, LINKSET_TYPE, YAML_TYPE,
+    self, Allowed, Ask, CallerFacts, DescribeError, QuotaView, JSON_TYPE, LINKSET_TYPE, YAML_TYPE,
 };
 use crate::decision::routes::Target;
+
+/// The contract a request about one product is recorded and admitted
+/// under: the first whose `describe` was allowed, with its outcome.
+type Chosen<'s> = Option<(&'s Target, Arc<AuthzOutcome>)>;
 
 impl Exchange<'_> {
     /// Answers a well-known request from `snapshot`.
@@ -46,12 +50,12 @@ impl Exchange<'_> {
         let user = self.user_for(mode, req.headers()).await?;
         self.learned.user = user.clone();
         let t0 = Instant::now();
-        let (allowed, chosen) =
-            self.decide_each(snapshot, &checked, &scope, user.as_deref(), listing)?;
+        let decided = self.decide_each(snapshot, &checked, &scope, user.as_deref(), listing);
         self.gate
             .metrics
             .authorization_duration
             .observe(t0.elapsed());
+        let (allowed, chosen) = decided?;
         let admission = match chosen {
             None => None,
             Some((target, outcome)) => {
@@ -77,6 +81,7 @@ impl Exchange<'_> {
             .map(|s| s.tier.clone());
         // Answered here: counted and audited as allowed.
         self.learned.forwarded = true;
+        let allowed = snapshot.described().allowed(allowed);
         let (content_type, body) = self.document(snapshot, req, ask, &allowed, user.as_deref())?;
         // HEAD: the GET's head, its length included, and no body (an
         // HTTP/2 stream must not carry one).
@@ -84,7 +89,7 @@ impl Exchange<'_> {
         let body = if req.method() == Method::HEAD {
             Bytes::new()
         } else {
-            Bytes::from(body)
+            body
         };
         let mut resp = Response::new(ProxyBody::full(body));
         let h = resp.headers_mut();
@@ -110,7 +115,6 @@ impl Exchange<'_> {
     /// allowed, and the first allowed with its outcome (recorded for the
     /// audit event and admitted). A request about one product that no
     /// contract allows is refused, its first denial recorded.
-    #[allow(clippy::type_complexity)]
     fn decide_each<'s>(
         &mut self,
         snapshot: &'s Snapshot,
@@ -118,7 +122,7 @@ impl Exchange<'_> {
         scope: &[(usize, &'s Target)],
         user: Option<&User>,
         listing: bool,
-    ) -> Result<(Vec<usize>, Option<(&'s Target, Arc<AuthzOutcome>)>), ProxyError> {
+    ) -> Result<(Vec<usize>, Chosen<'s>), ProxyError> {
         let req = checked.req;
         let conn = self.conn;
         let facts = HttpFacts {
@@ -170,9 +174,9 @@ impl Exchange<'_> {
         snapshot: &Snapshot,
         req: &Request<Incoming>,
         ask: Ask,
-        allowed: &[usize],
+        allowed: &Allowed,
         user: Option<&User>,
-    ) -> Result<(&'static str, Vec<u8>), ProxyError> {
+    ) -> Result<(&'static str, Bytes), ProxyError> {
         let described = snapshot.described();
         let json = |bytes: Result<Vec<u8>, DescribeError>| bytes.map(|b| (JSON_TYPE, b));
         let doc = match ask {
@@ -191,9 +195,10 @@ impl Exchange<'_> {
                 });
                 json(describe::render(&view, false))
             }
-            Ask::Contract(_, c) => Ok((YAML_TYPE, described.contract_text(c).as_bytes().to_vec())),
+            Ask::Contract(_, c) => return Ok((YAML_TYPE, described.contract_text(c))),
         };
-        doc.map_err(ProxyError::from)
+        doc.map(|(ty, bytes)| (ty, Bytes::from(bytes)))
+            .map_err(ProxyError::from)
     }
 
     /// Who asks, as the caller view shows it.
