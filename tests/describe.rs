@@ -178,9 +178,10 @@ fn the_descriptor_is_odps_json_by_default_and_yaml_on_request_with_the_ports_the
         .iter()
         .filter_map(|p| p["url"].as_str())
         .collect();
+    // Links are absolute, from the authority the client asked for.
     assert!(
-        management.contains(&"/.well-known/data-product/sales.orders")
-            && management.contains(&"/.well-known/api-catalog"),
+        management.contains(&url.as_str())
+            && management.contains(&mg.url("/.well-known/api-catalog").as_str()),
         "{management:?}"
     );
 
@@ -409,7 +410,7 @@ fn the_api_catalog_is_a_linkset_with_its_media_type_linking_the_descriptors_and_
     );
     let v = a.json();
     let linkset = v["linkset"].as_array().expect("linkset array");
-    assert_eq!(linkset[0]["anchor"], "/.well-known/api-catalog");
+    assert_eq!(linkset[0]["anchor"], mg.url("/.well-known/api-catalog"));
     let items: Vec<&str> = linkset[0]["item"]
         .as_array()
         .expect("item")
@@ -418,7 +419,7 @@ fn the_api_catalog_is_a_linkset_with_its_media_type_linking_the_descriptors_and_
         .collect();
     // Reporting (finance) may describe sales orders only: not sales
     // customers, not even finance's own ledger (no policy lets it).
-    assert_eq!(items, ["/.well-known/data-product/sales.orders"]);
+    assert_eq!(items, [mg.url("/.well-known/data-product/sales.orders")]);
     // Every link of every context answers (RFC 9264: each target an
     // object with href and type).
     for context in linkset {
@@ -430,12 +431,7 @@ fn the_api_catalog_is_a_linkset_with_its_media_type_linking_the_descriptors_and_
             for t in targets.as_array().expect("targets") {
                 let href = t["href"].as_str().expect("href");
                 let ty = t["type"].as_str().expect("type");
-                let got = get(
-                    &pki,
-                    "reporting",
-                    &mg.url(href),
-                    &["-H", &format!("Accept: {ty}")],
-                );
+                let got = get(&pki, "reporting", href, &["-H", &format!("Accept: {ty}")]);
                 assert_eq!(got.status, 200, "{anchor} {rel} {href}");
                 assert_eq!(
                     got.header("content-type"),
@@ -447,7 +443,7 @@ fn the_api_catalog_is_a_linkset_with_its_media_type_linking_the_descriptors_and_
     }
     let orders = linkset
         .iter()
-        .find(|c| c["anchor"] == "/.well-known/data-product/sales.orders")
+        .find(|c| c["anchor"] == mg.url("/.well-known/data-product/sales.orders"))
         .expect("orders context");
     let contracts: Vec<&str> = orders["describedby"]
         .as_array()
@@ -458,8 +454,8 @@ fn the_api_catalog_is_a_linkset_with_its_media_type_linking_the_descriptors_and_
     assert_eq!(
         contracts,
         [
-            "/.well-known/data-product/sales.orders/contracts/sales.orders.v2/2.0.0",
-            "/.well-known/data-product/sales.orders/contracts/sales.orders/1.2.0"
+            mg.url("/.well-known/data-product/sales.orders/contracts/sales.orders.v2/2.0.0"),
+            mg.url("/.well-known/data-product/sales.orders/contracts/sales.orders/1.2.0")
         ]
     );
 }
@@ -567,9 +563,22 @@ fn meshgate_describe_prints_the_same_documents_offline() {
         &[],
     )
     .json();
-    let one: serde_json::Value =
-        serde_json::from_slice(&describe(&["--product", "sales.orders"])).expect("json");
+    let base = mg.url("");
+    let one: serde_json::Value = serde_json::from_slice(&describe(&[
+        "--product",
+        "sales.orders",
+        "--base-url",
+        &format!("{base}/"),
+    ]))
+    .expect("json");
     assert_eq!(one, served);
+    // Without --base-url the links are relative to the node.
+    let relative: serde_json::Value =
+        serde_json::from_slice(&describe(&["--product", "sales.orders"])).expect("json");
+    assert_eq!(
+        relative["managementPorts"][0]["url"],
+        "/.well-known/data-product/sales.orders"
+    );
     let all: serde_json::Value = serde_json::from_slice(&describe(&[])).expect("json");
     let ids: Vec<&str> = all
         .as_array()
@@ -590,18 +599,21 @@ fn meshgate_describe_prints_the_same_documents_offline() {
         Some(3)
     );
 
-    let out = Command::new(bin())
-        .args(["describe", "--config"])
-        .arg(&config)
-        .args(["--product", "nope"])
-        .output()
-        .expect("meshgate describe");
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains("no data product `nope`") && err.contains("sales.orders"),
-        "{err}"
-    );
+    for (args, why) in [
+        (&["--product", "nope"][..], "no data product `nope`; the contracts describe: finance.ledger, sales.customers, sales.orders"),
+        (&["--base-url", "ftp://node.example"][..], "--base-url `ftp://node.example`: the scheme must be https or http"),
+        (&["--base-url", "https://node.example/x"][..], "only a scheme and an authority"),
+    ] {
+        let out = Command::new(bin())
+            .args(["describe", "--config"])
+            .arg(&config)
+            .args(args)
+            .output()
+            .expect("meshgate describe");
+        assert!(!out.status.success(), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.starts_with("meshgate: ") && err.contains(why), "{args:?}: {err}");
+    }
 }
 
 #[test]

@@ -27,9 +27,17 @@ pub struct Args {
     /// Only this data product (its ODPS id, `<domain>.<dataProduct>`).
     #[arg(long, value_name = "ID")]
     product: Option<String>,
+    /// Where clients reach the node (`https://orders.sales.example:8443`):
+    /// links start with it. Without it they are relative to the node.
+    #[arg(long, value_name = "URL")]
+    base_url: Option<String>,
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let origin = match &args.base_url {
+        Some(url) => describe::base_url(url)?,
+        None => String::new(),
+    };
     let policy = describe::policy_section(&args.config)?;
     let snapshot = load_policy(&policy)?;
     let format = match args.format {
@@ -39,7 +47,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     };
     print!(
         "{}",
-        describe::generate(&snapshot, format, args.product.as_deref())?
+        describe::generate(&snapshot, format, args.product.as_deref(), &origin)?
     );
     Ok(ExitCode::SUCCESS)
 }

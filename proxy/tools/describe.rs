@@ -39,15 +39,42 @@ pub fn policy_section(path: &Path) -> Result<PolicyConfig, ConfigError> {
 pub enum Error {
     #[error("no data product `{0}`; the contracts describe: {1}")]
     UnknownProduct(String, String),
+    #[error("--base-url `{0}`: {1}")]
+    BaseUrl(String, String),
     #[error(transparent)]
     Render(#[from] DescribeError),
 }
 
-/// The documents of `snapshot` in `format`; `product`: one ODPS id only.
+/// Checks a `--base-url`: `http(s)://host[:port]` and nothing more; the
+/// links' prefix, without a trailing slash.
+pub fn base_url(url: &str) -> Result<String, Error> {
+    let bad = |why: &str| Error::BaseUrl(url.to_string(), why.to_string());
+    let uri: http::Uri = url
+        .parse()
+        .map_err(|e: http::uri::InvalidUri| bad(&e.to_string()))?;
+    let scheme = match uri.scheme_str() {
+        Some(s @ ("https" | "http")) => s,
+        _ => return Err(bad("the scheme must be https or http")),
+    };
+    let authority = uri.authority().ok_or_else(|| bad("no host"))?;
+    if authority.as_str().contains('@') {
+        return Err(bad("no user information"));
+    }
+    if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
+        return Err(bad(
+            "only a scheme and an authority: the paths are the node's own",
+        ));
+    }
+    Ok(format!("{scheme}://{authority}"))
+}
+
+/// The documents of `snapshot` in `format`; `product`: one ODPS id only;
+/// `origin`: what links start with (from [`base_url`]; empty: relative).
 pub fn generate(
     snapshot: &Snapshot,
     format: Format,
     product: Option<&str>,
+    origin: &str,
 ) -> Result<String, Error> {
     let described = snapshot.described();
     let all = described.all();
@@ -64,15 +91,15 @@ pub fn generate(
     };
     let text = |bytes: Vec<u8>| String::from_utf8_lossy(&bytes).into_owned();
     Ok(match format {
-        Format::Linkset => text(describe::render(&described.linkset(&all), false)?),
+        Format::Linkset => text(describe::render(&described.linkset(&all, origin), false)?),
         Format::OdpsJson if product.is_some() => text(describe::render(
-            &described.descriptor(groups[0], &all),
+            &described.descriptor(groups[0], &all, origin),
             false,
         )?),
         Format::OdpsJson => {
             let docs: Vec<describe::Odps> = groups
                 .iter()
-                .map(|&g| described.descriptor(g, &all))
+                .map(|&g| described.descriptor(g, &all, origin))
                 .collect();
             text(describe::render(&docs, false)?)
         }
@@ -81,7 +108,7 @@ pub fn generate(
             for &g in &groups {
                 out.push_str("---\n");
                 out.push_str(&text(describe::render(
-                    &described.descriptor(g, &all),
+                    &described.descriptor(g, &all, origin),
                     true,
                 )?));
             }

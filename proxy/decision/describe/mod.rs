@@ -332,8 +332,9 @@ impl Described {
     }
 
     /// The ODPS descriptor of product `group` with the output ports of
-    /// the contracts in `allowed` (positions).
-    pub fn descriptor(&self, group: usize, allowed: &Allowed) -> Odps {
+    /// the contracts in `allowed`; links start with `origin`
+    /// (`https://host:port`, or empty for references relative to the node).
+    pub fn descriptor(&self, group: usize, allowed: &Allowed, origin: &str) -> Odps {
         let g = &self.groups[group];
         let ports: Vec<&Contract> = g
             .contracts
@@ -356,7 +357,7 @@ impl Described {
                 }
             }
         }
-        let base = product_path(&g.id);
+        let base = format!("{origin}{}", product_path(&g.id));
         let now = std::time::SystemTime::now();
         Odps {
             api_version: ODPS_API_VERSION,
@@ -401,7 +402,7 @@ impl Described {
                     name: "api-catalog",
                     content: "discoverability",
                     r#type: "rest",
-                    url: API_CATALOG.to_string(),
+                    url: format!("{origin}{API_CATALOG}"),
                     description: "RFC 9727 API catalog of this node",
                 },
             ],
@@ -417,7 +418,7 @@ impl Described {
 
     /// The products that have at least one contract in `allowed`, as
     /// the index lists them.
-    pub fn index(&self, allowed: &Allowed) -> Index {
+    pub fn index(&self, allowed: &Allowed, origin: &str) -> Index {
         Index {
             data_products: self
                 .groups
@@ -434,7 +435,7 @@ impl Described {
                         .iter()
                         .find(|&&c| allowed.has(c))
                         .map(|&c| self.contracts[c].version.clone()),
-                    href: product_path(&g.id),
+                    href: format!("{origin}{}", product_path(&g.id)),
                 })
                 .collect(),
         }
@@ -444,8 +445,9 @@ impl Described {
     /// context lists each product descriptor as an `item`; each
     /// descriptor's context links its YAML form (`alternate`), the
     /// caller view (`service-meta`) and each contract it may be described
-    /// by (`describedby`). References are relative to the node.
-    pub fn linkset(&self, allowed: &Allowed) -> serde_json::Value {
+    /// by (`describedby`). Links start with `origin`, as in
+    /// [`Described::descriptor`].
+    pub fn linkset(&self, allowed: &Allowed, origin: &str) -> serde_json::Value {
         use serde_json::json;
         let link = |href: String, ty: &str| json!({ "href": href, "type": ty });
         let mut items = Vec::new();
@@ -460,11 +462,14 @@ impl Described {
             if ports.is_empty() {
                 continue;
             }
-            let base = product_path(&g.id);
+            let base = format!("{origin}{}", product_path(&g.id));
             items.push(link(base.clone(), JSON_TYPE));
             let described_by: Vec<serde_json::Value> = ports
                 .iter()
-                .map(|c| link(contract_path(&g.id, &c.id, &c.version), YAML_TYPE))
+                .map(|c| {
+                    let path = contract_path(&g.id, &c.id, &c.version);
+                    link(format!("{origin}{path}"), YAML_TYPE)
+                })
                 .collect();
             contexts.push(json!({
                 "anchor": base,
@@ -475,7 +480,7 @@ impl Described {
             }));
         }
         let mut linkset = vec![json!({
-            "anchor": API_CATALOG,
+            "anchor": format!("{origin}{API_CATALOG}"),
             "item": items,
         })];
         linkset.extend(contexts);

@@ -38,7 +38,7 @@ fn contracts_of_one_domain_and_data_product_are_one_product_newest_version_first
         ["finance.ledger", "sales.orders"]
     );
     let orders = d.product("sales.orders").expect("orders");
-    let odps = d.descriptor(orders, &d.all());
+    let odps = d.descriptor(orders, &d.all(), "");
     let ports: Vec<(&str, &str)> = odps
         .output_ports
         .iter()
@@ -54,7 +54,7 @@ fn contracts_of_one_domain_and_data_product_are_one_product_newest_version_first
     );
     assert_eq!(odps.version.as_deref(), Some("2.10.0"));
     // Only the contracts the caller may describe are ports.
-    let only_v1 = d.descriptor(orders, &d.allowed([0]));
+    let only_v1 = d.descriptor(orders, &d.allowed([0]), "https://n:8443");
     assert_eq!(only_v1.output_ports.len(), 1);
     assert_eq!(only_v1.version.as_deref(), Some("1.2.0"));
     // The scope of a descriptor is its product's contracts, the scope

@@ -178,16 +178,16 @@ impl Exchange<'_> {
         user: Option<&User>,
     ) -> Result<(&'static str, Bytes), ProxyError> {
         let described = snapshot.described();
+        let origin = origin(req);
         let json = |bytes: Result<Vec<u8>, DescribeError>| bytes.map(|b| (JSON_TYPE, b));
         let doc = match ask {
-            Ask::Index => json(describe::render(&described.index(allowed), false)),
-            Ask::Catalog => {
-                describe::render(&described.linkset(allowed), false).map(|b| (LINKSET_TYPE, b))
-            }
+            Ask::Index => json(describe::render(&described.index(allowed, &origin), false)),
+            Ask::Catalog => describe::render(&described.linkset(allowed, &origin), false)
+                .map(|b| (LINKSET_TYPE, b)),
             Ask::Descriptor(g) => {
                 let yaml = wants_yaml(req.headers());
                 let ty = if yaml { YAML_TYPE } else { JSON_TYPE };
-                describe::render(&described.descriptor(g, allowed), yaml).map(|b| (ty, b))
+                describe::render(&described.descriptor(g, allowed, &origin), yaml).map(|b| (ty, b))
             }
             Ask::Caller(g) => {
                 let view = described.caller_view(g, allowed, self.caller(req, user), |target| {
@@ -243,6 +243,26 @@ impl Exchange<'_> {
                 tier: s.tier.to_string(),
                 rate_limit_policy: s.policy_header(),
             })
+    }
+}
+
+/// `https://` and the authority the client asked for (HTTP/2 `:authority`,
+/// an absolute-form target, or `Host`), which the documents' links start
+/// with; empty (links relative to the node) when there is none that is a
+/// plain `host[:port]`. Echoed only to the client that sent it (the
+/// answers are `private`).
+fn origin(req: &Request<Incoming>) -> String {
+    let authority = match req.uri().authority() {
+        Some(a) => Some(a.clone()),
+        None => req
+            .headers()
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .and_then(|h| h.parse::<http::uri::Authority>().ok()),
+    };
+    match authority {
+        Some(a) if !a.as_str().contains('@') => format!("https://{a}"),
+        _ => String::new(),
     }
 }
 
