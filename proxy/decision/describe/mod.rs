@@ -20,7 +20,7 @@
 //! offline `meshgate describe` renders the same documents for every contract.
 
 use bytes::Bytes;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 mod documents;
 pub use documents::*;
@@ -94,18 +94,39 @@ struct ProductFacts {
 }
 
 /// What the descriptors read from a contract that meshgate does not need
-/// otherwise (read leniently: the contract parser has checked the rest).
-#[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "camelCase")]
+/// otherwise (the contract parser has checked the rest).
+#[derive(Debug, Default)]
 struct Extra {
-    #[serde(default)]
     data_product: Option<String>,
-    #[serde(default)]
     tenant: Option<String>,
-    #[serde(default)]
     description: Option<serde_yaml_ng::Value>,
-    #[serde(default)]
     support: Option<serde_yaml_ng::Value>,
+}
+
+impl Extra {
+    /// Reads them from the contract's text; `dataProduct`, which names
+    /// the product a contract belongs to, must be a string.
+    fn read(text: &[u8], file: &str) -> Result<Extra, String> {
+        let doc: serde_yaml_ng::Value =
+            serde_yaml_ng::from_slice(text).map_err(|e| format!("{file}: {e}"))?;
+        let data_product = match doc.get("dataProduct") {
+            None | Some(serde_yaml_ng::Value::Null) => None,
+            Some(v) => Some(
+                v.as_str()
+                    .ok_or_else(|| format!("{file}: dataProduct: must be a string"))?
+                    .to_string(),
+            ),
+        };
+        Ok(Extra {
+            data_product: data_product.filter(|d| !d.is_empty()),
+            tenant: doc
+                .get("tenant")
+                .and_then(|v| v.as_str())
+                .map(str::to_string),
+            description: doc.get("description").cloned(),
+            support: doc.get("support").cloned(),
+        })
+    }
 }
 
 /// One ODPS product: its id and its contracts (newest version first).
@@ -166,10 +187,16 @@ impl Described {
                     ));
                 }
             }
-            let extra: Extra = serde_yaml_ng::from_slice(&text).unwrap_or_default();
+            let extra = match Extra::read(&text, &p.file) {
+                Ok(extra) => extra,
+                Err(e) => {
+                    errors.push(e);
+                    continue;
+                }
+            };
             let group_id = match &extra.data_product {
-                Some(dp) if !dp.is_empty() => format!("{}.{dp}", p.domain),
-                _ => p.id.clone(),
+                Some(dp) => format!("{}.{dp}", p.domain),
+                None => p.id.clone(),
             };
             if group_id.contains(['/', '\\', '?', '#']) || group_id.chars().any(char::is_control) {
                 errors.push(format!(
@@ -209,7 +236,6 @@ impl Described {
                         .extra
                         .data_product
                         .clone()
-                        .filter(|d| !d.is_empty())
                         .unwrap_or_else(|| p.name.clone()),
                     id: group_id,
                     domain: p.domain.clone(),

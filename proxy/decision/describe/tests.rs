@@ -133,3 +133,16 @@ fn ids_are_percent_encoded_in_links_and_versions_order_by_their_numbers() {
     assert!(version_key("1.0.0-rc2") > version_key("1.0.0-rc1"));
     assert_eq!(version_key("1.0.0+build.7"), version_key("1.0.0"));
 }
+
+#[test]
+fn data_product_must_be_a_string_and_the_rest_is_read_leniently() {
+    let e = Extra::read(b"dataProduct: [orders]\n", "o.yaml").expect_err("refused");
+    assert_eq!(e, "o.yaml: dataProduct: must be a string");
+    let x = Extra::read(b"dataProduct: ''\ntenant: 7\nsupport: nope\n", "o.yaml").expect("read");
+    assert_eq!(
+        x.data_product, None,
+        "empty: the contract's own id groups it"
+    );
+    assert_eq!(x.tenant, None);
+    assert!(support_of(x.support.as_ref()).is_empty());
+}
