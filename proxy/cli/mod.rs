@@ -6,6 +6,7 @@ mod audit;
 mod authorize;
 mod certs;
 mod demo;
+mod describe;
 mod inject;
 mod process;
 mod run;
@@ -48,6 +49,9 @@ enum Command {
     /// plus the sidecar's own alerts. Reads only the configuration's `policy`
     /// section; warnings go to standard error.
     SloRules(slo_rules::Args),
+    /// Print the ODPS descriptors or the api-catalog linkset the node serves
+    /// under /.well-known/, for every contract (to publish to a catalog).
+    Describe(describe::Args),
     /// Inject the sidecar into Kubernetes manifests (like `linkerd inject`),
     /// or serve the admission webhook that injects pods as they are created.
     ///
@@ -77,6 +81,7 @@ pub fn main() -> ExitCode {
         Command::Authorize(a) => authorize::run(a),
         Command::Test(a) => test::run(a),
         Command::SloRules(a) => slo_rules::run(a),
+        Command::Describe(a) => describe::run(a),
         Command::Inject(a) => inject::run(a),
         Command::Demo(a) => demo::run(a),
         Command::Certs(a) => certs::run(a),

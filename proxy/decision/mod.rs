@@ -4,6 +4,7 @@
 
 pub mod authz;
 pub mod contract;
+pub mod describe;
 pub mod finding;
 pub mod jwt;
 pub mod lifecycle;

@@ -4,6 +4,7 @@ use bytes::Bytes;
 use http::{header, HeaderValue, Response, StatusCode};
 
 use crate::decision::authz::DecideError;
+use crate::decision::describe::DescribeError;
 use crate::decision::jwt::TokenError;
 use crate::pipeline::body::ProxyBody;
 use crate::transport::upstream::UpstreamError;
@@ -48,6 +49,10 @@ pub enum ProxyError {
     /// pass on (fail closed: nothing of it is sent).
     #[error("response refused by the response stage: {0}")]
     ResponseRefused(#[from] crate::model::response::TransformError),
+    /// The sidecar could not write a document it answers itself (a
+    /// well-known descriptor).
+    #[error("internal error: {0}")]
+    Internal(String),
 }
 
 impl ProxyError {
@@ -69,6 +74,7 @@ impl ProxyError {
             | ProxyError::UpstreamFailed(_)
             | ProxyError::ResponseRefused(_) => StatusCode::BAD_GATEWAY,
             ProxyError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+            ProxyError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
@@ -90,6 +96,7 @@ impl ProxyError {
             ProxyError::UpstreamFailed(_) => "upstream_failed",
             ProxyError::UpstreamTimeout => "upstream_timeout",
             ProxyError::ResponseRefused(_) => "response_refused",
+            ProxyError::Internal(_) => "internal_error",
         }
     }
 
@@ -115,7 +122,8 @@ impl ProxyError {
             ProxyError::UpstreamUnavailable
             | ProxyError::UpstreamFailed(_)
             | ProxyError::UpstreamTimeout
-            | ProxyError::ResponseRefused(_) => "allow",
+            | ProxyError::ResponseRefused(_)
+            | ProxyError::Internal(_) => "allow",
         }
     }
 
@@ -178,6 +186,16 @@ impl From<DecideError> for ProxyError {
             DecideError::DuplicatePurpose | DecideError::InvalidPurpose => {
                 ProxyError::BadPurpose(e)
             }
+        }
+    }
+}
+
+/// A well-known path that names nothing is a 404 like any unrouted path.
+impl From<DescribeError> for ProxyError {
+    fn from(e: DescribeError) -> ProxyError {
+        match e {
+            DescribeError::Unknown => ProxyError::NoRoute,
+            DescribeError::Render(why) => ProxyError::Internal(why),
         }
     }
 }

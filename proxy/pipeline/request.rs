@@ -17,6 +17,10 @@
 //! respond: error -> response (pipeline/error.rs), metrics, audit at the end of the body
 //! ```
 //!
+//! A request under the well-known prefixes (`/.well-known/data-product`,
+//! `/.well-known/api-catalog`) takes the same stages with the action
+//! `describe` and is answered by the sidecar (`request/describe.rs`).
+//!
 //! Without a `policy` section (authenticated mode) a checked request goes
 //! straight to forwarding. Header hygiene is in `headers.rs`.
 
@@ -49,6 +53,8 @@ use crate::model::trace::TraceContext;
 use crate::observe::audit::{Event, Slot};
 use crate::observe::metrics::{Observed, QuotaLabels};
 use crate::transport::upstream::CountedBody;
+
+mod describe;
 
 /// Handles one request end to end and records it: metrics at once, the
 /// audit event when the response ends.
@@ -194,6 +200,9 @@ impl<'a> Exchange<'a> {
                 // One snapshot from routing to admission: a reload meanwhile
                 // changes nothing for this request.
                 let snapshot = store.snapshot();
+                if crate::decision::describe::is_well_known(&self.learned.path) {
+                    return self.describe(&snapshot, checked).await;
+                }
                 let routed = self.route(&snapshot, checked)?;
                 let user = self.authenticate(&routed).await?;
                 let decided = self.decide(routed, user)?;
@@ -271,7 +280,16 @@ impl<'a> Exchange<'a> {
     /// token that is sent is verified even where it is optional: a bad one
     /// is refused (401), never ignored. Only `Authorization` is read.
     async fn authenticate(&self, routed: &Routed<'_, '_>) -> Result<Option<Arc<User>>, ProxyError> {
-        let mode = routed.target.user_token;
+        self.user_for(routed.target.user_token, routed.checked.req.headers())
+            .await
+    }
+
+    /// The verified end user for a token requirement `mode`.
+    async fn user_for(
+        &self,
+        mode: UserToken,
+        headers: &http::HeaderMap,
+    ) -> Result<Option<Arc<User>>, ProxyError> {
         if mode == UserToken::None {
             return Ok(None);
         }
@@ -282,7 +300,7 @@ impl<'a> Exchange<'a> {
             }
             ProxyError::Unauthorized(e)
         };
-        let token = match Verifier::bearer(routed.checked.req.headers()) {
+        let token = match Verifier::bearer(headers) {
             Ok(Some(t)) => t,
             Ok(None) if mode == UserToken::Optional => return Ok(None),
             Ok(None) => return Err(refuse(TokenError::Missing)),
@@ -331,27 +349,7 @@ impl<'a> Exchange<'a> {
         let m = &gate.metrics;
         m.authorization_duration
             .observe(routed.lookup.unwrap_or_default() + t0.elapsed());
-        let decision = &outcome.decision;
-        m.decision(decision.allowed);
-        if !decision.errors.is_empty() {
-            m.policy_evaluation_errors
-                .inc_by(decision.errors.len() as u64);
-        }
-        if let Some(s) = &outcome.shadow {
-            if s.allowed != decision.allowed {
-                m.shadow_disagreements.inc();
-                tracing::info!(
-                    principal = %conn.identity.principal,
-                    resource = %outcome.resource,
-                    action = outcome.action.as_str(),
-                    enforced = if decision.allowed { "allow" } else { "deny" },
-                    enforced_policies = ?decision.policies,
-                    shadow = if s.allowed { "allow" } else { "deny" },
-                    shadow_policies = ?s.policies,
-                    "shadow policy set disagrees"
-                );
-            }
-        }
+        self.count_decision(&outcome);
         let outcome = Arc::new(outcome);
         self.learned.user = user.clone();
         self.learned.outcome = Some(outcome.clone());
@@ -373,6 +371,34 @@ impl<'a> Exchange<'a> {
             user,
             outcome,
         })
+    }
+
+    /// Counts a decision (and its evaluation errors); a shadow set that
+    /// disagrees is counted and logged.
+    fn count_decision(&self, outcome: &AuthzOutcome) {
+        let m = &self.gate.metrics;
+        let conn = self.conn;
+        let decision = &outcome.decision;
+        m.decision(decision.allowed);
+        if !decision.errors.is_empty() {
+            m.policy_evaluation_errors
+                .inc_by(decision.errors.len() as u64);
+        }
+        if let Some(s) = &outcome.shadow {
+            if s.allowed != decision.allowed {
+                m.shadow_disagreements.inc();
+                tracing::info!(
+                    principal = %conn.identity.principal,
+                    resource = %outcome.resource,
+                    action = outcome.action.as_str(),
+                    enforced = if decision.allowed { "allow" } else { "deny" },
+                    enforced_policies = ?decision.policies,
+                    shadow = if s.allowed { "allow" } else { "deny" },
+                    shadow_policies = ?s.policies,
+                    "shadow policy set disagrees"
+                );
+            }
+        }
     }
 
     /// Admits the request under the product's and consumer's limits: 503

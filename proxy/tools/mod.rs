@@ -1,7 +1,8 @@
 //! Offline tools over the same inputs as the sidecar: SLO alert rules,
-//! policy tests, development certificates.
+//! policy tests, development certificates, the well-known documents.
 
 pub mod certs;
+pub mod describe;
 pub mod junit;
 pub mod policytest;
 pub mod slo;

@@ -470,6 +470,7 @@ impl Snapshot {
                 .map(|(set, index)| IndexedPolicies::new(set, index, SHADOW)),
             products: parts.products,
             routes: parts.routes,
+            described: parts.described,
             service_parents: parts.service_parents,
             namespace_parents: parts.namespace_parents,
             group_parents: parts.group_parents,
@@ -508,6 +509,20 @@ impl Snapshot {
                 "contracts: entities built from the contracts do not match the schema: {e}"
             ));
         }
+        // The well-known documents keep each contract as committed.
+        let texts: HashMap<&str, &str> = inputs
+            .contracts
+            .iter()
+            .map(|s| (s.name.as_str(), s.text.as_str()))
+            .collect();
+        let described = Described::new(catalogue.entries.iter().map(|e| {
+            let text = texts.get(e.product.file.as_str()).copied().unwrap_or("");
+            (&e.product, bytes::Bytes::copy_from_slice(text.as_bytes()))
+        }))
+        .unwrap_or_else(|more| {
+            errors.extend(more);
+            Described::default()
+        });
         if !errors.is_empty() {
             return Err(errors);
         }
@@ -524,6 +539,7 @@ impl Snapshot {
             group_parents: parents.group,
             action_uids,
             service_type: types.service,
+            described,
         })
     }
 }

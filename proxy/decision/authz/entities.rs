@@ -319,6 +319,11 @@ impl Snapshot {
         self.products.iter().map(|p| &p.product)
     }
 
+    /// The products and contracts as the well-known documents show them.
+    pub fn described(&self) -> &crate::decision::describe::Described {
+        &self.described
+    }
+
     pub(super) fn resource(&self, target: &Target) -> Option<&Resource> {
         let p = self.products.get(target.product)?;
         match target.dataset {

@@ -41,6 +41,7 @@ use std::time::SystemTime;
 use cedar_policy::{Authorizer, Entities, EntityTypeName, EntityUid, PolicySet, Schema};
 
 use crate::decision::contract::Action;
+use crate::decision::describe::Described;
 use crate::decision::routes::RouteTable;
 use crate::model::path::NormalPath;
 
@@ -72,6 +73,7 @@ struct Parts {
     group_parents: HashMap<String, HashSet<EntityUid>>,
     action_uids: [EntityUid; ACTIONS],
     service_type: EntityTypeName,
+    described: Described,
 }
 
 /// A policy set with its candidate index. The enforced set and the shadow set
@@ -115,6 +117,8 @@ pub struct Snapshot {
     shadow: Option<IndexedPolicies>,
     products: Vec<ProductEntry>,
     routes: RouteTable,
+    /// The products and contracts as the well-known documents show them.
+    described: Described,
     /// Transitive static parents of services named in entities.json.
     service_parents: HashMap<String, HashSet<EntityUid>>,
     /// Namespace -> its domain and the domain's ancestors.

@@ -359,6 +359,26 @@ impl<C: Clock + Clone> Quotas<C> {
         }
     }
 
+    /// The quota a consumer of `product` is held to, as a full bucket
+    /// (`remaining` = `burst`), without taking from it; `None`: no quota.
+    /// What the caller view (`/.well-known/data-product/{id}/caller`) shows.
+    pub fn policy(
+        &self,
+        product: &str,
+        throughput: Option<f64>,
+        who: &Consumer<'_>,
+    ) -> Option<QuotaState> {
+        let r = self.resolve(product, throughput, who)?;
+        let burst = r.quota.burst_size().get();
+        Some(QuotaState {
+            tier: r.tier,
+            burst,
+            window: ceil_secs(r.quota.replenish_interval() * burst),
+            remaining: burst,
+            reset: 0,
+        })
+    }
+
     /// Admits one request: the product's and the consumer's in-flight limits
     /// first (a shed request takes nothing from the bucket), then the bucket.
     /// The returned guard holds the in-flight places until dropped.
