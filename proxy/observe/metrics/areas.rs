@@ -31,6 +31,8 @@ pub(super) struct Traffic {
     pub(super) upstream_duration: HistogramFamily<ProductLabels>,
     pub(super) consumer_requests: Option<Family<ConsumerLabels, Counter>>,
     pub(super) deprecated_requests: Family<DeprecatedLabels, Counter>,
+    /// Bodies of refused HTTP/2 requests read and discarded (`limits.linger`).
+    pub(super) lingers: Family<ResultLabels, Counter>,
     pub(super) consumer_label: ConsumerLabel,
     pub(super) max_consumers: usize,
     /// Services given their own consumer series (label `service`).
@@ -81,12 +83,19 @@ impl Traffic {
             "Requests allowed to a deprecated product version, by product, version and consumer (the calling service; past metrics.max_consumers, `other`)",
             deprecated_requests.clone(),
         );
+        let lingers = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "request_body_lingers",
+            "Bodies of HTTP/2 requests answered before forwarding, read and discarded (limits.linger), by how that ended: complete (the stream ended without a reset), bytes and time (past the bound, reset), error",
+            lingers.clone(),
+        );
         Traffic {
             requests,
             request_duration,
             upstream_duration,
             consumer_requests,
             deprecated_requests,
+            lingers,
             consumer_label: config.consumer_label,
             max_consumers: config.max_consumers,
             consumers_seen: Default::default(),

@@ -251,6 +251,11 @@ impl Metrics {
         }
     }
 
+    /// `meshgate_request_body_lingers_total`, by `result`.
+    pub fn lingers(&self) -> &Family<ResultLabels, Counter> {
+        &self.traffic.lingers
+    }
+
     pub fn jwt(&self) -> JwtMetrics {
         self.jwt.clone()
     }
