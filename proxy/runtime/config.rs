@@ -304,6 +304,9 @@ impl Config {
         if !errors.is_empty() {
             return Err(invalid("audit", errors.join("; ")));
         }
+        if let Err(message) = self.metrics.check_buckets() {
+            return Err(invalid("metrics.duration_buckets", message));
+        }
         if self.metrics.consumer_label == crate::observe::metrics::ConsumerLabel::Service
             && self.metrics.max_consumers == 0
         {
