@@ -34,9 +34,11 @@ use crate::observe::metrics::ResultLabels;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LingerConfig {
-    /// Request body bytes read at most (0: reset at once). Reading stops
-    /// with the DATA frame that takes it past this (a frame is at most
-    /// 16 KiB, the HTTP/2 default `SETTINGS_MAX_FRAME_SIZE`).
+    /// Request body bytes read at most (0: reset at once). A body whose
+    /// Content-Length is larger is reset at once, unread; one of unknown
+    /// length is read until it ends or the DATA frame that takes it past
+    /// this (a frame is at most 16 KiB, the HTTP/2 default
+    /// `SETTINGS_MAX_FRAME_SIZE`).
     pub bytes: usize,
     /// How long the body is read at most, from the answer (0: reset at once).
     #[serde(deserialize_with = "de_duration")]
@@ -88,7 +90,8 @@ pub enum Lingered {
     /// The client finished its body within the bounds: the stream ended
     /// without a reset.
     Complete,
-    /// The body went past `limits.linger.bytes`: reset.
+    /// The body went past `limits.linger.bytes`, or its Content-Length
+    /// says it would: reset.
     Bytes,
     /// The body was still coming after `limits.linger.time`: reset.
     Time,
@@ -122,6 +125,20 @@ pub(super) fn linger(
         return;
     }
     let (bytes, time) = (config.bytes, config.time);
+    let count = |result: Lingered| {
+        counter
+            .get_or_create(&ResultLabels {
+                result: result.as_str(),
+            })
+            .inc();
+    };
+    // A declared Content-Length past the bound cannot end within it:
+    // reset at once rather than read what would be thrown away anyway.
+    let declared = http_body::Body::size_hint(&body).exact();
+    if declared.is_some_and(|n| n > bytes as u64) {
+        count(Lingered::Bytes);
+        return;
+    }
     let counter = counter.clone();
     tokio::spawn(async move {
         let result = tokio::time::timeout(time, discard(body, bytes))
