@@ -272,6 +272,118 @@ fn the_injector_configuration_sets_the_sidecar() {
     assert!(stderr.contains("sidecar.imgae: unknown field"), "{stderr}");
 }
 
+/// The Deployment fixture with its policy ConfigMap named.
+fn deployment_with_policies() -> Value {
+    let mut d = k8s_fixture("deployment.json");
+    d["spec"]["template"]["metadata"]["annotations"] =
+        json!({"meshgate.io/policy-configmap": "sales-policies"});
+    d
+}
+
+#[test]
+fn says_what_it_did_and_warns_when_no_policy_configmap_is_named() {
+    let out = inject_stdin(&deployment_with_policies().to_string(), &[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    // The app is told its new address; it is not moved.
+    assert!(
+        stderr.contains(
+            "deployment/orders injected: native sidecar serves port 8080 with mTLS and forwards to 127.0.0.1:18080; container `sales-orders` is told that address through MESHGATE_UPSTREAM_ADDR and must listen there"
+        ),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("warning"), "{stderr}");
+    assert!(!stderr.contains("moved to"), "{stderr}");
+
+    // No policy ConfigMap: injected, with a warning naming the workload.
+    let out = inject_stdin(&k8s_fixture("deployment.json").to_string(), &[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("deployment/orders warning: meshgate: no policy ConfigMap is named (meshgate.io/policy-configmap)"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("every request would be answered 404"),
+        "{stderr}"
+    );
+    let docs = yaml_docs(&String::from_utf8_lossy(&out.stdout));
+    assert_eq!(
+        pod_spec(&docs[0])["spec"]["initContainers"][0]["name"],
+        "meshgate"
+    );
+}
+
+#[test]
+fn strict_writes_nothing_and_fails_when_a_workload_is_skipped_or_warned() {
+    // Everything injected, nothing to warn about: written, exit 0; injecting
+    // the output again (already injected) passes too.
+    let out = inject_stdin(&deployment_with_policies().to_string(), &["--strict"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let injected = String::from_utf8_lossy(&out.stdout).to_string();
+    assert_eq!(yaml_docs(&injected).len(), 1);
+    let again = inject_stdin(&injected, &["--strict"]);
+    assert_eq!(
+        again.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+    assert_eq!(
+        yaml_docs(&String::from_utf8_lossy(&again.stdout)),
+        yaml_docs(&injected)
+    );
+
+    // A warned workload (no policy ConfigMap), a skipped one (no port) and
+    // an opted-out one, beside a good one: exit 2, standard output empty
+    // (so `| kubectl apply -f -` applies nothing), each one named.
+    let mut job = k8s_fixture("job.json");
+    job["spec"]["template"]["metadata"]["annotations"] =
+        json!({"meshgate.io/policy-configmap": "sales-policies"});
+    for (input, flagged) in [
+        (
+            vec![k8s_fixture("deployment.json")],
+            vec!["deployment/orders"],
+        ),
+        (
+            vec![deployment_with_policies(), job],
+            vec!["job/orders-export"],
+        ),
+        (
+            vec![deployment_with_policies(), k8s_fixture("pod-optout.json")],
+            vec!["pod/debug-6b8d-"],
+        ),
+    ] {
+        let out = inject_stdin(&to_yaml_stream(&input), &["--strict"]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{stderr}");
+        assert!(out.stdout.is_empty(), "nothing written: {stderr}");
+        let summary = format!(
+            "error: --strict: {} workload(s) skipped or warned about ({}); nothing written",
+            flagged.len(),
+            flagged.join(", ")
+        );
+        assert!(stderr.contains(&summary), "{stderr}");
+        // Without --strict the same stream is written, and exits 0.
+        let out = inject_stdin(&to_yaml_stream(&input), &[]);
+        assert_eq!(out.status.code(), Some(0));
+        assert_eq!(
+            yaml_docs(&String::from_utf8_lossy(&out.stdout)).len(),
+            input.len()
+        );
+    }
+
+    // --help documents the flag and its exit code.
+    let help = std::process::Command::new(bin())
+        .args(["inject", "--help"])
+        .output()
+        .expect("meshgate inject --help");
+    let help = String::from_utf8_lossy(&help.stdout);
+    assert!(help.contains("--strict"), "{help}");
+    assert!(help.contains("exit 2"), "{help}");
+}
+
 /// Writes a volume's files the way the kubelet does: a timestamped
 /// directory, `..data` pointing at it, and one symlink per key.
 fn kubelet_volume(dir: &Path, files: &BTreeMap<String, String>) {

@@ -137,7 +137,7 @@ fn slo_rules_round_latency_up_to_a_bucket_and_warn_about_slas_it_cannot_watch() 
         stderr.lines().collect::<Vec<_>>(),
         [
             "meshgate: warning: sales.orders: availability 100% leaves no error budget; no availability SLO (promise e.g. 99.99)",
-            "meshgate: note: sales.orders: the contract's latency 300ms is watched as 0.5s, the histogram bucket le=\"0.5\" at or above it",
+            "meshgate: note: sales.orders: the contract's latency 300ms is watched as 0.5s, the histogram bucket le=\"0.5\" at or above it (add 0.3 to metrics.duration_buckets to watch it exactly)",
         ]
     );
     let rules: meshgate::RuleFile = serde_yaml_ng::from_str(&yaml).expect("rule file");

@@ -145,10 +145,16 @@ fn injects_pods_of_a_deployment_and_a_job_and_skips_the_rest() {
     let mg = start(&pki);
 
     let deployment_pod = k8s_fixture("pod-deployment.json");
-    let injected = apply(
-        &answer(&pki, &mg, "uid-deploy", &deployment_pod),
-        &deployment_pod,
+    let response = answer(&pki, &mg, "uid-deploy", &deployment_pod);
+    // It names no policy ConfigMap: injected, and kubectl is warned.
+    assert!(
+        response["warnings"][0]
+            .as_str()
+            .unwrap_or_default()
+            .contains("no policy ConfigMap is named"),
+        "{response}"
     );
+    let injected = apply(&response, &deployment_pod);
     expect_golden("pod-deployment.injected.json", &injected);
     assert_eq!(
         injected["spec"]["initContainers"][0]["restartPolicy"],

@@ -4,7 +4,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use super::process::{init_logging, runtime, shutdown_signal};
-use crate::k8s::inject::{inject_stream, DocOutcome, InjectorConfig};
+use crate::k8s::inject::{
+    inject_stream, DocOutcome, InjectorConfig, SkipReason, UPSTREAM_ADDR_ENV,
+};
 use crate::runtime::config::{LogConfig, LogFormat};
 
 #[derive(clap::Args)]
@@ -17,7 +19,16 @@ pub struct Args {
     /// The injector configuration (sidecar image and defaults); default: built in.
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
+    /// Fail (exit 2, nothing on standard output) when any workload is skipped
+    /// (other than already injected) or warned about, so that
+    /// `meshgate inject --strict -f x.yaml | kubectl apply -f -` applies nothing
+    /// rather than a product without its sidecar.
+    #[arg(long)]
+    strict: bool,
 }
+
+/// The exit code of `--strict` when a workload was skipped or warned about.
+const STRICT_FAILED: u8 = 2;
 
 #[derive(clap::Subcommand)]
 enum InjectCommand {
@@ -32,7 +43,7 @@ enum InjectCommand {
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     match args.command {
         Some(InjectCommand::Serve { config }) => serve(&config),
-        None => inject(args.file, args.config),
+        None => inject(args.file, args.config, args.strict),
     }
 }
 
@@ -51,7 +62,11 @@ fn serve(config: &std::path::Path) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn inject(file: Option<PathBuf>, config: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+fn inject(
+    file: Option<PathBuf>,
+    config: Option<PathBuf>,
+    strict: bool,
+) -> anyhow::Result<ExitCode> {
     let cfg = match config {
         Some(c) => InjectorConfig::load(&c)?,
         None => InjectorConfig::default(),
@@ -71,26 +86,49 @@ fn inject(file: Option<PathBuf>, config: Option<PathBuf>) -> anyhow::Result<Exit
     };
     let (out, outcomes) =
         inject_stream(&cfg, &input).map_err(|e| anyhow::anyhow!("{name}: {e}"))?;
-    print!("{out}");
+    let mut flagged = Vec::new();
     for (doc, o) in &outcomes {
-        match o {
-            DocOutcome::Injected(s) => {
-                eprintln!(
-                    "{doc} injected: {} sidecar serves port {}, app moved to {}",
-                    s.mode, s.port, s.upstream
-                );
-                for w in &s.warnings {
-                    eprintln!("{doc} warning: {w}");
-                }
-            }
-            DocOutcome::Skipped(r) => {
-                eprintln!("{doc} skipped: {}", r.as_str());
-                if let Some(advice) = r.advice() {
-                    eprintln!("{doc} warning: {advice}");
-                }
-            }
-            DocOutcome::NotApplicable => {}
+        if report(doc, o) {
+            flagged.push(doc.as_str());
         }
     }
+    if strict && !flagged.is_empty() {
+        eprintln!(
+            "error: --strict: {} workload(s) skipped or warned about ({}); nothing written",
+            flagged.len(),
+            flagged.join(", ")
+        );
+        return Ok(ExitCode::from(STRICT_FAILED));
+    }
+    print!("{out}");
     Ok(ExitCode::SUCCESS)
+}
+
+/// Says on stderr what happened to one document; true when it was skipped
+/// (other than already injected) or warned about, which `--strict` refuses.
+fn report(doc: &str, o: &DocOutcome) -> bool {
+    match o {
+        DocOutcome::Injected(s) => {
+            let also = match &s.upstream_env {
+                Some(v) => format!(" (and its port through {v})"),
+                None => String::new(),
+            };
+            eprintln!(
+                "{doc} injected: {} sidecar serves port {} with mTLS and forwards to {}; container `{}` is told that address through {UPSTREAM_ADDR_ENV}{also} and must listen there (the injector cannot move it)",
+                s.mode, s.port, s.upstream, s.app
+            );
+            for w in &s.warnings {
+                eprintln!("{doc} warning: {w}");
+            }
+            !s.warnings.is_empty()
+        }
+        DocOutcome::Skipped(r) => {
+            eprintln!("{doc} skipped: {}", r.as_str());
+            if let Some(advice) = r.advice() {
+                eprintln!("{doc} warning: {advice}");
+            }
+            *r != SkipReason::AlreadyInjected
+        }
+        DocOutcome::NotApplicable => false,
+    }
 }

@@ -1,10 +1,12 @@
 //! `meshgate slo-rules`: Prometheus rules from the contracts' SLAs.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
 use super::process::load_policy;
+use crate::base::yaml::read_yaml;
+use crate::runtime::config::{Config, ConfigError};
 use crate::tools::slo;
 
 #[derive(clap::Args)]
@@ -32,23 +34,25 @@ fn sunset_window(text: &str) -> Result<Duration, String> {
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let buckets = duration_buckets(&args.config)?;
     let policy = slo::policy_section(&args.config)?;
     let snapshot = load_policy(&policy)?;
-    let generated = slo::generate(snapshot.products(), args.sunset_window);
+    let generated = slo::generate(snapshot.products(), &buckets, args.sunset_window);
     for w in &generated.warnings {
         eprintln!("meshgate: warning: {w}");
     }
-    // The request-duration histogram has fixed buckets: a latency between
-    // two bounds is watched at the next one up, which the operator should
-    // know before trusting the alert.
+    // The request-duration histogram has the configured buckets: a latency
+    // between two bounds is watched at the next one up, which the operator
+    // should know before trusting the alert, and can change.
     for s in &generated.slos {
         if let Some(t) = s.latency.as_ref().filter(|t| t.rounded()) {
             eprintln!(
-                "meshgate: note: {}: the contract's latency {} is watched as {}s, the histogram bucket le=\"{}\" at or above it",
+                "meshgate: note: {}: the contract's latency {} is watched as {}s, the histogram bucket le=\"{}\" at or above it (add {} to metrics.duration_buckets to watch it exactly)",
                 s.product,
                 humantime::format_duration(t.contract),
                 t.le,
-                t.le
+                t.le,
+                t.contract.as_secs_f64()
             );
         }
     }
@@ -67,4 +71,20 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `metrics.duration_buckets` of the configuration (the built-in buckets
+/// when absent), checked as `meshgate run` checks it: the rules must read
+/// the buckets the sidecars expose.
+fn duration_buckets(path: &Path) -> anyhow::Result<Vec<f64>> {
+    let config: Config = read_yaml(path)?;
+    config
+        .metrics
+        .check_buckets()
+        .map_err(|message| ConfigError::Invalid {
+            file: path.display().to_string(),
+            field: "metrics.duration_buckets",
+            message,
+        })?;
+    Ok(config.metrics.duration_buckets().to_vec())
 }

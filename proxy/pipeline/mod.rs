@@ -5,6 +5,7 @@ pub mod body;
 pub mod error;
 pub mod headers;
 mod ids;
+pub mod linger;
 pub mod request;
 
 use std::sync::Arc;
@@ -38,4 +39,7 @@ pub struct Gate {
     /// `timeouts.latency_factor`: a product's upstream timeout is this
     /// times the latency its contract promises.
     pub latency_factor: f64,
+    /// `limits.linger`: the body of a request answered before forwarding is
+    /// read and discarded within these bounds (HTTP/2).
+    pub linger: linger::LingerConfig,
 }

@@ -20,6 +20,7 @@
 //! A request under the well-known prefixes (`/.well-known/data-product`,
 //! `/.well-known/api-catalog`) takes the same stages with the action
 //! `describe` and is answered by the sidecar (`request/describe.rs`).
+//! The body of a request answered before forwarding lingers (`linger.rs`).
 //!
 //! Without a `policy` section (authenticated mode) a checked request goes
 //! straight to forwarding. Header hygiene is in `headers.rs`.
@@ -32,6 +33,7 @@ use http::header::{self, HeaderValue};
 use http::uri::PathAndQuery;
 use http::{Method, Request, Response, Version};
 use hyper::body::Incoming;
+use tokio::sync::SemaphorePermit;
 use tracing::Instrument;
 
 use super::body::{PendingEvent, ProxyBody};
@@ -40,6 +42,7 @@ use super::headers::{
     strip_hop_by_hop, strip_identity_headers, X_FORWARDED_CLIENT_CERT, X_FORWARDED_FOR,
     X_FORWARDED_PROTO, X_MESHGATE_PRINCIPAL, X_REQUEST_ID,
 };
+use super::linger::linger;
 use super::Gate;
 use crate::decision::authz::{AuthzOutcome, HttpFacts, Snapshot};
 use crate::decision::contract::UserToken;
@@ -121,6 +124,14 @@ struct Cleared {
     response: Option<Arc<dyn ResponseTransform>>,
 }
 
+/// What the stages before forwarding came to: cleared for forwarding (with
+/// the in-flight place, held until the response headers are ready), or
+/// answered by the sidecar itself (the well-known documents).
+enum Clearance<'a> {
+    Forward(Cleared, SemaphorePermit<'a>),
+    Answered(Response<ProxyBody>),
+}
+
 // === impl Exchange ===
 
 /// One request from its arrival to its audit event: who asked, its ids and
@@ -177,37 +188,14 @@ impl<'a> Exchange<'a> {
         }
     }
 
-    /// The stages, in order.
+    /// The stages, in order. A request answered before forwarding leaves
+    /// its body to linger (`linger.rs`): the answer is not delayed, and the
+    /// in-flight place and quotas are released with it.
     async fn run(&mut self, req: Request<Incoming>) -> Result<Response<ProxyBody>, ProxyError> {
-        if let Err(e) = self.take_audit_place().await {
-            self.learned.path = req.uri().path().to_string();
-            return Err(e);
-        }
-        let checked = self.check(&req)?;
-        // Past `limits.max_in_flight` requests in flight, 503 at once (no
-        // queue). The place is held until the response headers are ready.
-        let Ok(_in_flight) = self.gate.in_flight.try_acquire() else {
-            self.gate.metrics.load_shed("global");
-            return Err(ProxyError::Overloaded("global"));
-        };
-        let cleared = match &self.gate.policy {
-            None => Cleared {
-                timeout: self.gate.upstream.response_timeout(),
-                admission: None,
-                response: None,
-            },
-            Some(store) => {
-                // One snapshot from routing to admission: a reload meanwhile
-                // changes nothing for this request.
-                let snapshot = store.snapshot();
-                if crate::decision::describe::is_well_known(&self.learned.path) {
-                    return self.describe(&snapshot, checked).await;
-                }
-                let routed = self.route(&snapshot, checked)?;
-                let user = self.authenticate(&routed).await?;
-                let decided = self.decide(routed, user)?;
-                self.admit(decided).await?
-            }
+        let (cleared, _in_flight) = match self.clear(&req).await {
+            Ok(Clearance::Forward(cleared, in_flight)) => (cleared, in_flight),
+            Ok(Clearance::Answered(resp)) => return self.early(req, Ok(resp)),
+            Err(e) => return self.early(req, Err(e)),
         };
         self.learned.tier = cleared
             .admission
@@ -222,6 +210,63 @@ impl<'a> Exchange<'a> {
             cleared.admission,
             cleared.response,
         )
+    }
+
+    /// An answer before forwarding: the request's body is left to linger.
+    fn early(
+        &self,
+        req: Request<Incoming>,
+        answer: Result<Response<ProxyBody>, ProxyError>,
+    ) -> Result<Response<ProxyBody>, ProxyError> {
+        let version = req.version();
+        linger(
+            &self.gate.linger,
+            version,
+            req.into_body(),
+            self.gate.metrics.lingers(),
+        );
+        answer
+    }
+
+    /// Every stage before forwarding: the request cleared, with its
+    /// in-flight place (held until the response headers are ready), or the
+    /// error that answers it.
+    async fn clear(
+        &mut self,
+        req: &Request<Incoming>,
+    ) -> Result<Clearance<'a>, ProxyError> {
+        if let Err(e) = self.take_audit_place().await {
+            self.learned.path = req.uri().path().to_string();
+            return Err(e);
+        }
+        let checked = self.check(req)?;
+        // Past `limits.max_in_flight` requests in flight, 503 at once (no
+        // queue).
+        let gate = self.gate;
+        let Ok(in_flight) = gate.in_flight.try_acquire() else {
+            gate.metrics.load_shed("global");
+            return Err(ProxyError::Overloaded("global"));
+        };
+        let cleared = match &gate.policy {
+            None => Cleared {
+                timeout: gate.upstream.response_timeout(),
+                admission: None,
+                response: None,
+            },
+            Some(store) => {
+                // One snapshot from routing to admission: a reload meanwhile
+                // changes nothing for this request.
+                let snapshot = store.snapshot();
+                if crate::decision::describe::is_well_known(&self.learned.path) {
+                    return self.describe(&snapshot, checked).await.map(Clearance::Answered);
+                }
+                let routed = self.route(&snapshot, checked)?;
+                let user = self.authenticate(&routed).await?;
+                let decided = self.decide(routed, user)?;
+                self.admit(decided).await?
+            }
+        };
+        Ok(Clearance::Forward(cleared, in_flight))
     }
 
     async fn take_audit_place(&mut self) -> Result<(), ProxyError> {

@@ -169,6 +169,9 @@ pub struct Limits {
     /// Requests being handled at once (until the upstream's response headers);
     /// past it, 503 at once.
     pub max_in_flight: usize,
+    /// The body of an HTTP/2 request answered before forwarding: read and
+    /// discarded up to these bounds, so that the client sees the answer.
+    pub linger: crate::pipeline::linger::LingerConfig,
 }
 
 impl Default for Limits {
@@ -181,7 +184,40 @@ impl Default for Limits {
             max_h2_error_resets: 1024,
             max_h2_send_buffer_bytes: 400 * 1024,
             max_in_flight: 10_000,
+            linger: Default::default(),
         }
+    }
+}
+
+impl Limits {
+    /// The first field out of its range, and why.
+    fn check(&self) -> Result<(), (&'static str, String)> {
+        if self.max_header_bytes < 8192 {
+            return Err((
+                "limits.max_header_bytes",
+                format!("{} is below the minimum of 8192", self.max_header_bytes),
+            ));
+        }
+        for (field, value) in [
+            ("limits.max_in_flight", self.max_in_flight),
+            ("limits.max_connections", self.max_connections),
+            ("limits.max_h2_streams", self.max_h2_streams as usize),
+            ("limits.max_h2_pending_resets", self.max_h2_pending_resets),
+            ("limits.max_h2_error_resets", self.max_h2_error_resets),
+            (
+                "limits.max_h2_send_buffer_bytes",
+                self.max_h2_send_buffer_bytes,
+            ),
+        ] {
+            if value == 0 {
+                return Err((field, "must be at least 1".into()));
+            }
+        }
+        let errors = self.linger.check();
+        if !errors.is_empty() {
+            return Err(("limits.linger", errors.join("; ")));
+        }
+        Ok(())
     }
 }
 
@@ -246,48 +282,14 @@ impl Config {
             field,
             message,
         };
-        if self.limits.max_header_bytes < 8192 {
-            return Err(invalid(
-                "limits.max_header_bytes",
-                format!(
-                    "{} is below the minimum of 8192",
-                    self.limits.max_header_bytes
-                ),
-            ));
-        }
-        if self.limits.max_in_flight == 0 {
-            return Err(invalid("limits.max_in_flight", "must be at least 1".into()));
+        if let Err((field, message)) = self.limits.check() {
+            return Err(invalid(field, message));
         }
         if !(self.timeouts.latency_factor >= 0.0 && self.timeouts.latency_factor.is_finite()) {
             return Err(invalid(
                 "timeouts.latency_factor",
                 format!("{} is not a factor >= 0", self.timeouts.latency_factor),
             ));
-        }
-        if self.limits.max_connections == 0 {
-            return Err(invalid(
-                "limits.max_connections",
-                "must be at least 1".into(),
-            ));
-        }
-        for (field, value) in [
-            ("limits.max_h2_streams", self.limits.max_h2_streams as usize),
-            (
-                "limits.max_h2_pending_resets",
-                self.limits.max_h2_pending_resets,
-            ),
-            (
-                "limits.max_h2_error_resets",
-                self.limits.max_h2_error_resets,
-            ),
-            (
-                "limits.max_h2_send_buffer_bytes",
-                self.limits.max_h2_send_buffer_bytes,
-            ),
-        ] {
-            if value == 0 {
-                return Err(invalid(field, "must be at least 1".into()));
-            }
         }
         if self.workers == Some(0) {
             return Err(invalid("workers", "must be at least 1".into()));
@@ -301,6 +303,9 @@ impl Config {
         let errors = self.audit.check();
         if !errors.is_empty() {
             return Err(invalid("audit", errors.join("; ")));
+        }
+        if let Err(message) = self.metrics.check_buckets() {
+            return Err(invalid("metrics.duration_buckets", message));
         }
         if self.metrics.consumer_label == crate::observe::metrics::ConsumerLabel::Service
             && self.metrics.max_consumers == 0
@@ -411,6 +416,34 @@ mod tests {
             assert!(err.contains(&format!("limits.{field}")), "{err}");
             assert!(err.contains("must be at least 1"), "{err}");
         }
+    }
+
+    #[test]
+    fn linger_has_bounded_defaults_and_refuses_more() {
+        let c = Config::parse(MINIMAL, "m.yaml").expect("parses");
+        assert_eq!(c.limits.linger.bytes, 256 * 1024);
+        assert_eq!(c.limits.linger.time, Duration::from_secs(1));
+        let off = format!("{MINIMAL}limits:\n  linger: {{ bytes: 0 }}\n");
+        let c = Config::parse(&off, "m.yaml").expect("parses");
+        assert_eq!(c.limits.linger.bytes, 0);
+        assert_eq!(c.limits.linger.time, Duration::from_secs(1));
+        for (line, says) in [
+            (
+                "{ bytes: 16777217 }",
+                "bytes: 16777217 is above the maximum",
+            ),
+            ("{ time: 61s }", "time: 61s is above the maximum of 60s"),
+        ] {
+            let text = format!("{MINIMAL}limits:\n  linger: {line}\n");
+            let config = Config::parse(&text, "m.yaml").expect("parses");
+            let err = config.validate("m.yaml").unwrap_err().to_string();
+            assert!(err.contains("limits.linger"), "{err}");
+            assert!(err.contains(says), "{err}");
+        }
+        let text = format!("{MINIMAL}limits:\n  linger:\n    byte: 1\n");
+        let err = Config::parse(&text, "m.yaml").unwrap_err().to_string();
+        assert!(err.starts_with("m.yaml:10:"), "{err}");
+        assert!(err.contains("limits.linger.byte"), "{err}");
     }
 
     #[test]

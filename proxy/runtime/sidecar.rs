@@ -254,6 +254,7 @@ pub async fn bind(config: Config, embedded: Option<PolicyInputs>) -> Result<Boun
         }),
         request_ids: RequestIds::new(),
         latency_factor: config.timeouts.latency_factor,
+        linger: config.limits.linger,
         metrics,
     };
     let sidecar = Sidecar {

@@ -27,7 +27,6 @@ use serde::{Deserialize, Serialize};
 
 use crate::decision::authz::PolicyConfig;
 use crate::decision::contract::Product;
-use crate::observe::metrics::DURATION_BUCKETS;
 use crate::runtime::config::{Config, ConfigError};
 
 /// The SLO period: error budgets are counted over 30 days.
@@ -176,10 +175,11 @@ pub struct LatencyThreshold {
 }
 
 impl LatencyThreshold {
-    /// The first bucket bound at or above `latency`; `None` above the last one.
-    pub fn for_latency(latency: Duration) -> Option<LatencyThreshold> {
+    /// The first of `buckets` (`metrics.duration_buckets`) at or above
+    /// `latency`; `None` above the last one.
+    pub fn for_latency(latency: Duration, buckets: &[f64]) -> Option<LatencyThreshold> {
         let ns = latency.as_nanos();
-        let bound = DURATION_BUCKETS
+        let bound = buckets
             .iter()
             .copied()
             .find(|b| (b * 1e9).round() as u128 >= ns)?;
@@ -242,6 +242,7 @@ pub fn policy_section(path: &Path) -> Result<PolicyConfig, ConfigError> {
 /// that cannot be watched.
 pub fn slos<'a>(
     products: impl IntoIterator<Item = &'a Product>,
+    buckets: &[f64],
 ) -> (Vec<ProductSlos>, Vec<String>) {
     let mut warnings = Vec::new();
     let mut out: Vec<ProductSlos> = products
@@ -266,13 +267,13 @@ pub fn slos<'a>(
                 None => None,
             };
             let latency = p.sla.latency.and_then(|l| {
-                let t = LatencyThreshold::for_latency(l);
+                let t = LatencyThreshold::for_latency(l, buckets);
                 if t.is_none() {
                     warnings.push(format!(
-                        "{}: latency {} is above the largest bucket of meshgate_request_duration_seconds ({}s); no latency SLO",
+                        "{}: latency {} is above the largest bucket of meshgate_request_duration_seconds ({}s); no latency SLO (add a bucket to metrics.duration_buckets)",
                         p.id,
                         humantime::format_duration(l),
-                        le_label(DURATION_BUCKETS[DURATION_BUCKETS.len() - 1]),
+                        buckets.last().map_or_else(String::new, |b| le_label(*b)),
                     ));
                 }
                 t
@@ -300,14 +301,16 @@ pub fn slos<'a>(
     (out, warnings)
 }
 
-/// The rule file for these products' SLAs, the sunset alerts of their
-/// deprecated versions (from `sunset_window` before), and the static alerts.
+/// The rule file for these products' SLAs (latency thresholds on `buckets`,
+/// `metrics.duration_buckets`), the sunset alerts of their deprecated
+/// versions (from `sunset_window` before), and the static alerts.
 pub fn generate<'a>(
     products: impl IntoIterator<Item = &'a Product>,
+    buckets: &[f64],
     sunset_window: Duration,
 ) -> Generated {
     let products: Vec<&Product> = products.into_iter().collect();
-    let (slos, mut warnings) = slos(products.iter().copied());
+    let (slos, mut warnings) = slos(products.iter().copied(), buckets);
     let sunsets = super::sunset::sunsets(&products, sunset_window, &mut warnings);
     let mut groups = Vec::new();
     for s in &slos {
@@ -747,6 +750,7 @@ fn static_group() -> RuleGroup {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::observe::metrics::DURATION_BUCKETS;
 
     /// Without sunsets (see tools::sunset for those).
     fn generate<'a>(products: impl IntoIterator<Item = &'a Product>) -> Generated {
@@ -787,23 +791,30 @@ mod tests {
 
     #[test]
     fn latency_rounds_up_to_a_bucket_bound_and_says_so() {
-        let exact = LatencyThreshold::for_latency(Duration::from_millis(250)).expect("bucket");
+        let exact = LatencyThreshold::for_latency(Duration::from_millis(250), &DURATION_BUCKETS)
+            .expect("bucket");
         assert_eq!(
             (exact.bound, exact.le.as_str(), exact.rounded()),
             (0.25, "0.25", false)
         );
-        let up = LatencyThreshold::for_latency(Duration::from_millis(300)).expect("bucket");
+        let up = LatencyThreshold::for_latency(Duration::from_millis(300), &DURATION_BUCKETS)
+            .expect("bucket");
         assert_eq!((up.bound, up.le.as_str(), up.rounded()), (0.5, "0.5", true));
-        let tiny = LatencyThreshold::for_latency(Duration::from_micros(1)).expect("bucket");
+        let tiny = LatencyThreshold::for_latency(Duration::from_micros(1), &DURATION_BUCKETS)
+            .expect("bucket");
         assert_eq!(tiny.le, "0.0001");
-        let top = LatencyThreshold::for_latency(Duration::from_secs(10)).expect("bucket");
+        let top = LatencyThreshold::for_latency(Duration::from_secs(10), &DURATION_BUCKETS)
+            .expect("bucket");
         assert_eq!((top.le.as_str(), top.rounded()), ("10.0", false));
         assert_eq!(
-            LatencyThreshold::for_latency(Duration::from_millis(10_001)),
+            LatencyThreshold::for_latency(Duration::from_millis(10_001), &DURATION_BUCKETS),
             None
         );
 
-        let g = generate([&product("sales.slow", Some(99.0), Some(300))]);
+        let g = generate(
+            [&product("sales.slow", Some(99.0), Some(300))],
+            &DURATION_BUCKETS,
+        );
         let yaml = g.to_yaml().expect("yaml");
         assert!(
             yaml.contains("the contract's 300ms rounded up to the bucket le=\"0.5\""),
@@ -829,7 +840,10 @@ mod tests {
 
     #[test]
     fn each_slo_has_every_window_and_both_severities_with_the_workbook_factors() {
-        let g = generate([&product("sales.orders", Some(99.9), Some(250))]);
+        let g = generate(
+            [&product("sales.orders", Some(99.9), Some(250))],
+            &DURATION_BUCKETS,
+        );
         let group = &g.rules.groups[0];
         assert_eq!(group.name, "meshgate-slo-sales.orders");
         for slo in ["availability", "latency"] {
@@ -895,11 +909,14 @@ mod tests {
 
     #[test]
     fn slas_that_cannot_be_watched_are_warned_about_not_generated() {
-        let g = generate([
-            &product("a.none", None, None),
-            &product("a.perfect", Some(100.0), Some(20_000)),
-            &product("a.loose", Some(90.0), None),
-        ]);
+        let g = generate(
+            [
+                &product("a.none", None, None),
+                &product("a.perfect", Some(100.0), Some(20_000)),
+                &product("a.loose", Some(90.0), None),
+            ],
+            &DURATION_BUCKETS,
+        );
         // a.none and a.perfect get no groups; a.loose its SLI and period groups.
         let names: Vec<&str> = g.rules.groups.iter().map(|g| g.name.as_str()).collect();
         assert_eq!(
@@ -925,10 +942,13 @@ mod tests {
 
     #[test]
     fn the_yaml_reads_back_as_the_same_rules_and_numbers_are_exact() {
-        let g = generate([
-            &product("sales.orders", Some(99.9), Some(250)),
-            &product("finance.ledger", Some(99.95), Some(1000)),
-        ]);
+        let g = generate(
+            [
+                &product("sales.orders", Some(99.9), Some(250)),
+                &product("finance.ledger", Some(99.95), Some(1000)),
+            ],
+            &DURATION_BUCKETS,
+        );
         let yaml = g.to_yaml().expect("yaml");
         let back: RuleFile = serde_yaml_ng::from_str(&yaml).expect("parses");
         assert_eq!(back, g.rules);

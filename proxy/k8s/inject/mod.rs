@@ -316,8 +316,12 @@ pub struct Status {
     /// The port the sidecar serves with mTLS: `name/number` or `number`.
     pub port: String,
     pub admin_port: u16,
-    /// Where the app now listens.
+    /// Where the app is told to listen (`MESHGATE_UPSTREAM_ADDR`).
     pub upstream: String,
+    /// A further app variable told the upstream port
+    /// (`meshgate.io/upstream-port-env`; not recorded in the annotation).
+    #[serde(skip)]
+    pub upstream_env: Option<String>,
     /// The app container that moved to loopback.
     pub app: String,
     /// `csi` or `secret:NAME`.

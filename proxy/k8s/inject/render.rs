@@ -169,6 +169,7 @@ pub(super) fn status(plan: &Plan, sc: &SidecarConfig, spec: &PodSpec) -> Status 
         },
         admin_port: plan.admin_port,
         upstream: plan.upstream(),
+        upstream_env: plan.upstream_env.map(str::to_string),
         app: plan.app.name.clone(),
         identity: match plan.tls_secret {
             None => "csi".into(),
@@ -180,6 +181,15 @@ pub(super) fn status(plan: &Plan, sc: &SidecarConfig, spec: &PodSpec) -> Status 
         contract_configmap: plan.contract_configmap.map(str::to_string),
         warnings: Vec::new(),
     };
+    match (plan.policy_configmap, plan.contract_configmap) {
+        (Some(_), _) => {}
+        (None, None) => status.warnings.push(format!(
+            "meshgate: no policy ConfigMap is named ({POLICY_CONFIGMAP}): the sidecar gets no contract, so no route, and every request would be answered 404 (no_route)"
+        )),
+        (None, Some(_)) => status.warnings.push(format!(
+            "meshgate: no policy ConfigMap is named ({POLICY_CONFIGMAP}): the sidecar gets only the mesh baseline's policies, so every request the baseline does not permit would be answered 403"
+        )),
+    }
     if plan.mode == Mode::Container
         && matches!(spec.restart_policy.as_deref(), Some("Never" | "OnFailure"))
     {

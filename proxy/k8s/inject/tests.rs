@@ -155,8 +155,9 @@ fn a_regular_container_when_annotated() {
     );
     match run(&job, &enabled()).expect("plans").0 {
         PodOutcome::Inject { status, .. } => {
-            assert_eq!(status.warnings.len(), 1);
-            assert!(status.warnings[0].contains("run-to-completion"));
+            assert_eq!(status.warnings.len(), 2, "{:?}", status.warnings);
+            assert!(status.warnings[0].contains("no policy ConfigMap is named"));
+            assert!(status.warnings[1].contains("run-to-completion"));
         }
         other => panic!("{other:?}"),
     }
@@ -819,4 +820,26 @@ fn a_policy_domain_annotation_makes_the_configmap_a_domain_source() {
             ..
         })
     ));
+}
+
+#[test]
+fn a_pod_without_a_policy_configmap_is_warned_what_it_will_answer() {
+    let warnings = |v: Value| match run(&pod(v), &enabled()).expect("plans").0 {
+        PodOutcome::Inject { status, .. } => status.warnings,
+        other => panic!("{other:?}"),
+    };
+    let none = warnings(json!({}));
+    assert_eq!(none.len(), 1, "{none:?}");
+    assert!(none[0].contains(POLICY_CONFIGMAP), "{none:?}");
+    assert!(
+        none[0].contains("every request would be answered 404"),
+        "{none:?}"
+    );
+    let contracts_only =
+        warnings(json!({"metadata": {"annotations": {CONTRACT_CONFIGMAP: "sales-contracts"}}}));
+    assert_eq!(contracts_only.len(), 1, "{contracts_only:?}");
+    assert!(contracts_only[0].contains("403"), "{contracts_only:?}");
+    let named =
+        warnings(json!({"metadata": {"annotations": {POLICY_CONFIGMAP: "sales-policies"}}}));
+    assert!(named.is_empty(), "{named:?}");
 }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::family::{Family, MetricConstructor};
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::{Registry, Unit};
 
@@ -15,10 +15,17 @@ use crate::decision::jwt::{IssuerLabels, IssuerResultLabels, JwtMetrics, TokenRe
 
 use super::*;
 
-pub(super) type HistogramFamily<L> = Family<L, AtomicHistogram, fn() -> AtomicHistogram>;
+pub(super) type HistogramFamily<L> = Family<L, AtomicHistogram, Buckets>;
 
-fn request_histogram() -> AtomicHistogram {
-    AtomicHistogram::new(&DURATION_BUCKETS)
+/// Makes each series of a duration family with the configured buckets
+/// (`metrics.duration_buckets`).
+#[derive(Clone)]
+pub(super) struct Buckets(Arc<[f64]>);
+
+impl MetricConstructor<AtomicHistogram> for Buckets {
+    fn new_metric(&self) -> AtomicHistogram {
+        AtomicHistogram::new(&self.0)
+    }
 }
 
 /// The status classes of `meshgate_requests_total`.
@@ -31,6 +38,8 @@ pub(super) struct Traffic {
     pub(super) upstream_duration: HistogramFamily<ProductLabels>,
     pub(super) consumer_requests: Option<Family<ConsumerLabels, Counter>>,
     pub(super) deprecated_requests: Family<DeprecatedLabels, Counter>,
+    /// Bodies of refused HTTP/2 requests read and discarded (`limits.linger`).
+    pub(super) lingers: Family<ResultLabels, Counter>,
     pub(super) consumer_label: ConsumerLabel,
     pub(super) max_consumers: usize,
     /// Services given their own consumer series (label `service`).
@@ -47,8 +56,9 @@ impl Traffic {
             "Requests answered, by data product, action, decision and HTTP status class",
             requests.clone(),
         );
+        let buckets = Buckets(Arc::from(config.duration_buckets()));
         let request_duration: HistogramFamily<DurationLabels> =
-            Family::new_with_constructor(request_histogram);
+            Family::new_with_constructor(buckets.clone());
         registry.register_with_unit(
             "request_duration",
             "Time from request received to response headers sent, by data product and decision",
@@ -56,7 +66,7 @@ impl Traffic {
             request_duration.clone(),
         );
         let upstream_duration: HistogramFamily<ProductLabels> =
-            Family::new_with_constructor(request_histogram);
+            Family::new_with_constructor(buckets);
         registry.register_with_unit(
             "upstream_duration",
             "Time from forwarding a request to the upstream's response headers, by data product",
@@ -81,12 +91,19 @@ impl Traffic {
             "Requests allowed to a deprecated product version, by product, version and consumer (the calling service; past metrics.max_consumers, `other`)",
             deprecated_requests.clone(),
         );
+        let lingers = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "request_body_lingers",
+            "Bodies of HTTP/2 requests answered before forwarding, read and discarded (limits.linger), by how that ended: complete (the stream ended without a reset), bytes and time (past the bound, reset), error",
+            lingers.clone(),
+        );
         Traffic {
             requests,
             request_duration,
             upstream_duration,
             consumer_requests,
             deprecated_requests,
+            lingers,
             consumer_label: config.consumer_label,
             max_consumers: config.max_consumers,
             consumers_seen: Default::default(),

@@ -21,7 +21,8 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
-/// Request duration buckets: 100 µs to 10 s.
+/// Request duration buckets: 100 µs to 10 s (`metrics.duration_buckets`
+/// replaces them).
 pub const DURATION_BUCKETS: [f64; 16] = [
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
     5.0, 10.0,
@@ -84,6 +85,10 @@ pub enum ConsumerLabel {
 pub struct MetricsConfig {
     pub consumer_label: ConsumerLabel,
     pub max_consumers: usize,
+    /// The bucket bounds of `meshgate_request_duration_seconds` and
+    /// `meshgate_upstream_duration_seconds`, in seconds; absent: the
+    /// built-in [`DURATION_BUCKETS`].
+    pub duration_buckets: Option<Vec<f64>>,
 }
 
 impl Default for MetricsConfig {
@@ -91,7 +96,58 @@ impl Default for MetricsConfig {
         MetricsConfig {
             consumer_label: ConsumerLabel::None,
             max_consumers: 100,
+            duration_buckets: None,
         }
+    }
+}
+
+/// Most bucket bounds `metrics.duration_buckets` may list: each is one
+/// series per product and decision.
+pub const MAX_DURATION_BUCKETS: usize = 40;
+
+impl MetricsConfig {
+    /// The duration histograms' bucket bounds, in seconds.
+    pub fn duration_buckets(&self) -> &[f64] {
+        self.duration_buckets
+            .as_deref()
+            .unwrap_or(&DURATION_BUCKETS)
+    }
+
+    /// What is wrong with `duration_buckets`: positive, finite, strictly
+    /// increasing, 1 to [`MAX_DURATION_BUCKETS`] of them.
+    pub fn check_buckets(&self) -> Result<(), String> {
+        let Some(b) = &self.duration_buckets else {
+            return Ok(());
+        };
+        if b.is_empty() || b.len() > MAX_DURATION_BUCKETS {
+            return Err(format!(
+                "{} bounds; list 1 to {MAX_DURATION_BUCKETS} (+Inf is always added)",
+                b.len()
+            ));
+        }
+        for (i, &x) in b.iter().enumerate() {
+            if !(x.is_finite() && x > 0.0) {
+                return Err(format!(
+                    "bound {} ({x}) is not a positive, finite number of seconds",
+                    i + 1
+                ));
+            }
+            if i > 0 && x <= b[i - 1] {
+                return Err(format!(
+                    "bound {} ({x}) is not above the one before it ({}); list the bounds in increasing order, each once",
+                    i + 1,
+                    b[i - 1]
+                ));
+            }
+            // Observations are compared in whole nanoseconds.
+            if !(1e-9..=1e9).contains(&x) {
+                return Err(format!(
+                    "bound {} ({x}) is outside 1ns to 1e9 seconds",
+                    i + 1
+                ));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -251,6 +307,11 @@ impl Metrics {
         }
     }
 
+    /// `meshgate_request_body_lingers_total`, by `result`.
+    pub fn lingers(&self) -> &Family<ResultLabels, Counter> {
+        &self.traffic.lingers
+    }
+
     pub fn jwt(&self) -> JwtMetrics {
         self.jwt.clone()
     }
@@ -395,6 +456,7 @@ mod tests {
         let m = Metrics::with_config(&MetricsConfig {
             consumer_label: ConsumerLabel::Service,
             max_consumers: 2,
+            duration_buckets: None,
         });
         let orders: Arc<str> = Arc::from("sales.orders");
         for service in [
