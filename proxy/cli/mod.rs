@@ -6,6 +6,7 @@ mod audit;
 mod authorize;
 mod certs;
 mod demo;
+mod init;
 mod inject;
 mod process;
 mod run;
@@ -57,6 +58,9 @@ enum Command {
     /// line per injectable document on standard error.
     #[command(args_conflicts_with_subcommands = true)]
     Inject(inject::Args),
+    /// Write the skeleton of a domain or a data product (contract, policies,
+    /// tests, kustomization) that `validate` and `test` pass as written.
+    Init(init::Args),
     /// Run the demo: dev certificates, a sample data product and the sidecar.
     Demo(demo::Args),
     /// Certificate tooling.
@@ -78,6 +82,7 @@ pub fn main() -> ExitCode {
         Command::Test(a) => test::run(a),
         Command::SloRules(a) => slo_rules::run(a),
         Command::Inject(a) => inject::run(a),
+        Command::Init(a) => init::run(a),
         Command::Demo(a) => demo::run(a),
         Command::Certs(a) => certs::run(a),
         Command::Audit(a) => audit::run(a),
