@@ -323,28 +323,36 @@ pub fn init_product(dir: &Path, spec: &ProductSpec) -> Result<Written, ScaffoldE
         ),
     ];
     write_all(&files)?;
-    let mut notes = Vec::new();
+    Ok(Written {
+        files: files.into_iter().map(|(p, _)| p).collect(),
+        notes: kustomization_note(&home, spec).into_iter().collect(),
+    })
+}
+
+/// What the user has to add to the domain's kustomization for the
+/// product's files to reach its ConfigMap, if anything.
+fn kustomization_note(home: &Path, spec: &ProductSpec) -> Option<String> {
+    let p = &spec.product;
     let kustomization = home.join("kustomization.yaml");
-    let listed = std::fs::read_to_string(&kustomization).unwrap_or_default();
+    let Ok(listed) = std::fs::read_to_string(&kustomization) else {
+        return Some(format!(
+            "{}: not found; list {p}.odcs.yaml and {p}.cedar in the kustomization that makes the ConfigMap {}-policies",
+            kustomization.display(),
+            spec.domain
+        ));
+    };
     let missing: Vec<String> = [format!("{p}.odcs.yaml"), format!("{p}.cedar")]
         .into_iter()
         .filter(|f| !listed.lines().any(|l| l.trim() == format!("- {f}")))
+        .map(|f| format!("      - {f}"))
         .collect();
-    if !missing.is_empty() {
-        notes.push(format!(
+    (!missing.is_empty()).then(|| {
+        format!(
             "add to the `files:` of {} (meshgate init never edits an existing file), so that the ConfigMap {}-policies carries them:\n{}",
             kustomization.display(),
             spec.domain,
-            missing
-                .iter()
-                .map(|f| format!("      - {f}"))
-                .collect::<Vec<_>>()
-                .join("\n")
-        ));
-    }
-    Ok(Written {
-        files: files.into_iter().map(|(p, _)| p).collect(),
-        notes,
+            missing.join("\n")
+        )
     })
 }
 

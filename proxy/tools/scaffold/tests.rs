@@ -133,3 +133,29 @@ fn init_needs_the_baseline_and_the_domain() {
         "{e}"
     );
 }
+
+#[test]
+fn a_product_names_the_kustomization_lines_it_needs() {
+    let dir = baseline();
+    let spec = DomainSpec::new("logistics", &[], DEFAULT_TRUST_DOMAIN).expect("spec");
+    init_domain(dir.path(), &spec).expect("domain");
+    let p =
+        ProductSpec::new("logistics.shipments", None, DEFAULT_TRUST_DOMAIN, None).expect("spec");
+    let w = init_product(dir.path(), &p).expect("product");
+    assert_eq!(w.files.len(), 4);
+    assert!(
+        w.notes[0].ends_with("      - shipments.odcs.yaml\n      - shipments.cedar"),
+        "{:?}",
+        w.notes
+    );
+    // Without the kustomization, the note says so instead.
+    std::fs::remove_file(dir.path().join("domains/logistics/kustomization.yaml")).expect("rm");
+    let p = ProductSpec::new("logistics.carriers", None, DEFAULT_TRUST_DOMAIN, None).expect("spec");
+    let w = init_product(dir.path(), &p).expect("product");
+    assert!(
+        w.notes[0]
+            .contains("kustomization.yaml: not found; list carriers.odcs.yaml and carriers.cedar"),
+        "{:?}",
+        w.notes
+    );
+}
