@@ -7,6 +7,7 @@ mod authorize;
 mod certs;
 mod demo;
 mod describe;
+mod init;
 mod inject;
 mod process;
 mod run;
@@ -61,6 +62,9 @@ enum Command {
     /// line per injectable document on standard error.
     #[command(args_conflicts_with_subcommands = true)]
     Inject(inject::Args),
+    /// Write the skeleton of a domain or a data product (contract, policies,
+    /// tests, kustomization) that `validate` and `test` pass as written.
+    Init(init::Args),
     /// Run the demo: dev certificates, a sample data product and the sidecar.
     Demo(demo::Args),
     /// Certificate tooling.
@@ -83,6 +87,7 @@ pub fn main() -> ExitCode {
         Command::SloRules(a) => slo_rules::run(a),
         Command::Describe(a) => describe::run(a),
         Command::Inject(a) => inject::run(a),
+        Command::Init(a) => init::run(a),
         Command::Demo(a) => demo::run(a),
         Command::Certs(a) => certs::run(a),
         Command::Audit(a) => audit::run(a),
