@@ -231,10 +231,7 @@ impl<'a> Exchange<'a> {
     /// Every stage before forwarding: the request cleared, with its
     /// in-flight place (held until the response headers are ready), or the
     /// error that answers it.
-    async fn clear(
-        &mut self,
-        req: &Request<Incoming>,
-    ) -> Result<Clearance<'a>, ProxyError> {
+    async fn clear(&mut self, req: &Request<Incoming>) -> Result<Clearance<'a>, ProxyError> {
         if let Err(e) = self.take_audit_place().await {
             self.learned.path = req.uri().path().to_string();
             return Err(e);
@@ -258,7 +255,10 @@ impl<'a> Exchange<'a> {
                 // changes nothing for this request.
                 let snapshot = store.snapshot();
                 if crate::decision::describe::is_well_known(&self.learned.path) {
-                    return self.describe(&snapshot, checked).await.map(Clearance::Answered);
+                    return self
+                        .describe(&snapshot, checked)
+                        .await
+                        .map(Clearance::Answered);
                 }
                 let routed = self.route(&snapshot, checked)?;
                 let user = self.authenticate(&routed).await?;

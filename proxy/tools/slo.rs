@@ -753,8 +753,8 @@ mod tests {
     use crate::observe::metrics::DURATION_BUCKETS;
 
     /// Without sunsets (see tools::sunset for those).
-    fn generate<'a>(products: impl IntoIterator<Item = &'a Product>) -> Generated {
-        super::generate(products, Duration::ZERO)
+    fn generate<'a>(products: impl IntoIterator<Item = &'a Product>, buckets: &[f64]) -> Generated {
+        super::generate(products, buckets, Duration::ZERO)
     }
 
     fn product(id: &str, availability: Option<f64>, latency_ms: Option<u64>) -> Product {

@@ -682,6 +682,7 @@ fn with_orders_deprecated(extra_policy: Option<&str>) -> Snapshot {
         inputs.policies.push(Source {
             name: "extra.cedar".into(),
             text: p.into(),
+            domain: None,
         });
     }
     Snapshot::build(&inputs).expect("loads")
