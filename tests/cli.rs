@@ -231,6 +231,17 @@ fn demo_runs_with_no_setup_and_prints_working_curl_commands() {
                 .output()
                 .expect("sh")
         });
+    // The product's descriptor, for a caller who may describe but not read.
+    let descriptor = commands
+        .iter()
+        .find(|c| c.contains("/.well-known/data-product/"))
+        .map(|cmd| {
+            Command::new("sh")
+                .arg("-c")
+                .arg(format!("{cmd} -sS"))
+                .output()
+                .expect("sh")
+        });
     // SIGTERM: the demo drains and writes the last events before it exits.
     let _ = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
@@ -261,6 +272,27 @@ fn demo_runs_with_no_setup_and_prints_working_curl_commands() {
             String::from_utf8_lossy(&v1.stderr)
         );
     }
+    let descriptor = descriptor.expect("a curl command for the descriptor");
+    let odps: serde_json::Value = serde_json::from_slice(&descriptor.stdout).unwrap_or_else(|e| {
+        panic!(
+            "{e}: {} {}",
+            String::from_utf8_lossy(&descriptor.stdout),
+            String::from_utf8_lossy(&descriptor.stderr)
+        )
+    });
+    assert_eq!(odps["kind"], "DataProduct", "{odps}");
+    assert_eq!(odps["id"], "sales.orders", "{odps}");
+    let ports: Vec<&str> = odps["outputPorts"]
+        .as_array()
+        .map(|ports| {
+            ports
+                .iter()
+                .filter_map(|p| p["contractId"].as_str())
+                .collect()
+        })
+        .unwrap_or_default();
+    // Marketing may describe version 2 only (`sales.orders.marketing-may-describe`).
+    assert_eq!(ports, ["sales.orders"], "{odps}");
     assert!(
         !banner.iter().chain(&logs).any(|l| l.contains('\u{1b}')),
         "colour codes on a stderr that is not a terminal: {banner:?}"
@@ -315,7 +347,12 @@ fn a_failing_policy_test_shows_expected_and_actual() {
         root.join("mesh/baseline.cedar"),
     )
     .expect("copy");
-    for f in ["policies.cedar", "orders.odcs.yaml", "customers.odcs.yaml"] {
+    for f in [
+        "policies.cedar",
+        "orders.odcs.yaml",
+        "orders-v1.odcs.yaml",
+        "customers.odcs.yaml",
+    ] {
         std::fs::copy(
             src.join("domains/sales").join(f),
             root.join("domains/sales").join(f),
@@ -342,4 +379,116 @@ fn a_failing_policy_test_shows_expected_and_actual() {
         "{stdout}"
     );
     assert_eq!(stdout.lines().last(), Some("1 passed, 1 failed"));
+}
+
+/// A Cedar test case without `entities` decides with the caller and the
+/// resource as the snapshot makes them, so it follows the contracts: the
+/// same case with hand-made entities keeps passing when the contract
+/// changes under it, the filled-in one fails.
+#[test]
+fn cedar_test_cases_without_entities_follow_the_real_contracts() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("policies");
+    let root = dir.path().join("policies");
+    std::fs::create_dir_all(root.join("domains/sales/tests")).expect("mkdir");
+    std::fs::create_dir_all(root.join("mesh")).expect("mkdir");
+    for f in [
+        "schema.cedarschema",
+        "entities.json",
+        "mesh/baseline.cedar",
+        "domains/sales/policies.cedar",
+        "domains/sales/orders.odcs.yaml",
+        "domains/sales/orders-v1.odcs.yaml",
+        "domains/sales/customers.odcs.yaml",
+    ] {
+        std::fs::copy(src.join(f), root.join(f)).expect("copy");
+    }
+    let case = |entities: &str| {
+        format!(
+            r#"{{
+  "name": "finance reads orders",
+  "request": {{
+    "principal": "Mesh::Service::\"spiffe://mesh.local/ns/finance/sa/reporting\"",
+    "action": "Mesh::Action::\"read\"",
+    "resource": "Mesh::Dataset::\"sales.orders/orders\"",
+    "context": {{ "method": "GET", "path": "/orders",
+      "source_ip": {{ "__extn": {{ "fn": "ip", "arg": "10.0.0.7" }} }},
+      "time": {{ "__extn": {{ "fn": "datetime", "arg": "2026-11-20T10:00:00Z" }} }},
+      "tls": {{ "version": "TLSv1.3" }}, "has_user": false }}
+  }},
+  {entities}
+  "decision": "allow",
+  "reason": ["sales.orders.finance-may-read"]
+}}"#
+        )
+    };
+    // The hand-made entities: what the contract said when they were written.
+    let hand_made = r#""entities": [
+    { "uid": { "type": "Mesh::Domain", "id": "sales" }, "attrs": { "namespaces": ["sales"] }, "parents": [] },
+    { "uid": { "type": "Mesh::Domain", "id": "finance" }, "attrs": { "namespaces": ["finance"] }, "parents": [] },
+    { "uid": { "type": "Mesh::Service", "id": "spiffe://mesh.local/ns/finance/sa/reporting" },
+      "attrs": { "kind": "spiffe", "name": "spiffe://mesh.local/ns/finance/sa/reporting", "trust_domain": "mesh.local", "namespace": "finance" },
+      "parents": [ { "type": "Mesh::Domain", "id": "finance" } ] },
+    { "uid": { "type": "Mesh::DataProduct", "id": "sales.orders" },
+      "attrs": { "product_id": "sales.orders", "domain": "sales", "owning_domain": { "__entity": { "type": "Mesh::Domain", "id": "sales" } },
+        "owner": "sales-data-team@acme.example", "classification": "internal", "version": "2.0.0", "status": "active",
+        "tags": ["sales", "orders"], "allowed_purposes": ["reporting", "fulfilment"] },
+      "parents": [ { "type": "Mesh::Domain", "id": "sales" } ] },
+    { "uid": { "type": "Mesh::Dataset", "id": "sales.orders/orders" },
+      "attrs": { "product_id": "sales.orders", "name": "orders", "domain": "sales", "owning_domain": { "__entity": { "type": "Mesh::Domain", "id": "sales" } },
+        "classification": "internal", "version": "2.0.0", "status": "active", "allowed_purposes": ["reporting", "fulfilment"] },
+      "parents": [ { "type": "Mesh::DataProduct", "id": "sales.orders" } ] }
+  ],"#;
+    let tests = root.join("domains/sales/tests");
+    std::fs::write(tests.join("filled.test.json"), format!("[{}]", case(""))).expect("write");
+    std::fs::write(
+        tests.join("hand-made.test.json"),
+        format!("[{}]", case(hand_made)),
+    )
+    .expect("write");
+    let run = || {
+        let out = meshgate(&["test", root.to_str().expect("utf-8")]);
+        (
+            out.status.code(),
+            format!("{}{}", String::from_utf8_lossy(&out.stdout), stderr(&out)),
+        )
+    };
+    let (code, text) = run();
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains("2 passed, 0 failed"), "{text}");
+
+    // The product turns restricted: the baseline now wants a purpose.
+    let contract = root.join("domains/sales/orders.odcs.yaml");
+    let before = std::fs::read_to_string(&contract).expect("read");
+    // (the product's and its dataset's classification)
+    let after = before.replace("internal", "restricted");
+    assert_eq!(after.matches("restricted").count(), 2, "{after}");
+    std::fs::write(&contract, after).expect("write");
+    let (code, text) = run();
+    assert_eq!(code, Some(1), "{text}");
+    assert!(text.contains("1 passed, 1 failed"), "{text}");
+    let failed: Vec<&str> = text.lines().filter(|l| l.contains("FAIL ")).collect();
+    assert_eq!(failed.len(), 1, "{text}");
+    assert!(
+        failed[0].contains("filled.test.json")
+            && failed[0].contains("expected decision allow, got deny"),
+        "{text}"
+    );
+
+    // A principal that is not a service cannot be made up: a clear error.
+    std::fs::write(
+        tests.join("filled.test.json"),
+        format!("[{}]", case("")).replace(
+            "Mesh::Service::\\\"spiffe://mesh.local/ns/finance/sa/reporting\\\"",
+            "Mesh::Group::\\\"finance-staff\\\"",
+        ),
+    )
+    .expect("write");
+    let (_, text) = run();
+    assert!(
+        text.contains(
+            "only a Mesh::Service is built from the snapshot; give the case its own entities"
+        ),
+        "{text}"
+    );
 }

@@ -104,7 +104,14 @@ fn the_skeleton_passes_validate_and_test_as_written() {
     scaffold(repo);
     let config = "domains/logistics/local/meshgate.yaml";
 
-    let v = ok(repo, &["validate", "--config", config]);
+    // Clean even under --strict: no warnings (unknown keys, a missing SLA,
+    // an undeclared domain) and the domain's sources held to its products.
+    let v = ok(repo, &["validate", "--strict", "--config", config]);
+    let written = std::fs::read_to_string(repo.join(config)).expect("config");
+    assert!(
+        written.contains("{ path: .., domain: logistics }"),
+        "the domain's source is declared as the domain's: {written}"
+    );
     assert!(v.contains(": ok (") && v.contains(" 5 routes,"), "{v}");
     let policies: u32 = v
         .split_once(": ok (")

@@ -86,6 +86,12 @@ pub async fn run(opts: DemoOptions, shutdown: impl Future<Output = ()>) -> anyho
         "  curl -i --cacert {dir}/ca.pem --cert {dir}/{who}.pem --key {dir}/{who}-key.pem {v1}",
         who = clients[0].name
     );
+    eprintln!("  # campaigns may describe the orders product (not read it): its ODPS descriptor, the ports it may see");
+    eprintln!(
+        "  curl --cacert {dir}/ca.pem --cert {dir}/{who}.pem --key {dir}/{who}-key.pem https://localhost:{port}/.well-known/data-product/sales.orders",
+        who = clients[1].name,
+        port = data.port()
+    );
     eprintln!("  # the policy snapshot that decides (version, policies, last reload error)");
     eprintln!("  curl http://{admin}/policy");
     eprintln!("  # without a client certificate: refused at the TLS handshake");

@@ -384,12 +384,13 @@ fn cedar_case(s: &Snapshot, t: &CedarTest) -> Result<(bool, Vec<String>, Vec<Str
     };
     let context = Context::from_json_value(context_json, Some((s.schema(), &action)))
         .map_err(|e| format!("request.context: {e}"))?;
-    let entities_json = match &t.entities {
-        serde_json::Value::Null => serde_json::json!([]),
-        v => v.clone(),
+    // Without `entities`, the caller and the resource as the snapshot makes
+    // them (contracts, entities.json); with them, the case's own.
+    let entities = match &t.entities {
+        serde_json::Value::Null => s.case_entities(&principal, &resource)?,
+        v => Entities::from_json_value(v.clone(), Some(s.schema()))
+            .map_err(|e| format!("entities: {e}"))?,
     };
-    let entities = Entities::from_json_value(entities_json, Some(s.schema()))
-        .map_err(|e| format!("entities: {e}"))?;
     let request = Request::new(principal, action, resource, context, Some(s.schema()))
         .map_err(|e| format!("request: {e}"))?;
     let d = s.authorize_request(&request, &entities);

@@ -487,6 +487,39 @@ impl Snapshot {
         Entity::new(uid(&self.service_type, &name), attrs, parents).map_err(|e| e.to_string())
     }
 
+    /// The entities a Cedar policy test decides with when it gives none:
+    /// the caller as the sidecar builds it from its certificate's id (its
+    /// domain by namespace, its parents from `entities.json`) and the
+    /// resource with its product and domain as the contracts make them. A
+    /// case filled in this way cannot drift from the real setup.
+    pub fn case_entities(
+        &self,
+        principal: &EntityUid,
+        resource: &EntityUid,
+    ) -> Result<Entities, String> {
+        if principal.type_name() != &self.service_type {
+            return Err(format!(
+                "request.principal: `{principal}`: only a {} is built from the snapshot; give the case its own entities",
+                self.service_type
+            ));
+        }
+        let id = principal.id().unescaped();
+        let caller =
+            Principal::from_str(id).map_err(|e| format!("request.principal: `{id}`: {e}"))?;
+        let found = self
+            .products
+            .iter()
+            .flat_map(|p| std::iter::once(&p.resource).chain(&p.datasets))
+            .find(|r| &r.uid == resource)
+            .ok_or_else(|| {
+                format!("request.resource: `{resource}` is no product or dataset of the contracts; give the case its own entities")
+            })?;
+        let mut entities = Vec::with_capacity(found.entities.len() + 1);
+        entities.push(self.principal_entity(&caller)?);
+        entities.extend(found.entities.iter().cloned());
+        Entities::from_entities(entities, None).map_err(|e| e.to_string())
+    }
+
     /// The entities of one decision: the caller and the resource with its
     /// ancestors. Building them (Cedar computes their transitive closure) costs
     /// more than most decisions, and a client asks for the same few resources

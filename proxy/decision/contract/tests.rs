@@ -256,6 +256,6 @@ fn a_wrong_value_is_one_error_and_a_missing_one_is_required() {
     );
     let e = one_error(&ORDERS.replace("domain: sales", "domain:"));
     assert!(e.starts_with("o.yaml:2:1: domain: required"), "{e}");
-    let e = one_error(&ORDERS.replace("version: 1.2.0\n", ""));
+    let e = one_error(&ORDERS.replace("version: 2.0.0\n", ""));
     assert_eq!(e, "o.yaml:2:1: version: required");
 }

@@ -9,7 +9,7 @@ const LEDGER: &str = include_str!("../../../policies/domains/finance/ledger.odcs
 fn version(id: &str, version: &str) -> String {
     ORDERS
         .replace("id: sales.orders\n", &format!("id: {id}\n"))
-        .replace("version: 1.2.0\n", &format!("version: {version}\n"))
+        .replace("version: 2.0.0\n", &format!("version: {version}\n"))
         .replace("  - property: meshgateRoutes", "  - property: unused")
 }
 
@@ -49,14 +49,14 @@ fn contracts_of_one_domain_and_data_product_are_one_product_newest_version_first
         [
             ("sales.orders.v3", "2.10.0"),
             ("sales.orders.v2", "2.9.1"),
-            ("sales.orders", "1.2.0")
+            ("sales.orders", "2.0.0")
         ]
     );
     assert_eq!(odps.version.as_deref(), Some("2.10.0"));
     // Only the contracts the caller may describe are ports.
     let only_v1 = d.descriptor(orders, &d.allowed([0]), "https://n:8443");
     assert_eq!(only_v1.output_ports.len(), 1);
-    assert_eq!(only_v1.version.as_deref(), Some("1.2.0"));
+    assert_eq!(only_v1.version.as_deref(), Some("2.0.0"));
     // The scope of a descriptor is its product's contracts, the scope
     // of a listing every contract.
     assert_eq!(d.scope(Ask::Descriptor(orders)).len(), 3);
@@ -67,7 +67,7 @@ fn contracts_of_one_domain_and_data_product_are_one_product_newest_version_first
 fn paths_name_the_index_a_descriptor_the_caller_view_and_contracts_by_id_and_version() {
     let d = described(&[
         ("orders.yaml", ORDERS.to_string()),
-        ("v2.yaml", version("sales.orders.v2", "2.0.0")),
+        ("v2.yaml", version("sales.orders.v2", "3.0.0")),
     ])
     .expect("described");
     let p = d.product("sales.orders").expect("product");
@@ -83,11 +83,11 @@ fn paths_name_the_index_a_descriptor_the_caller_view_and_contracts_by_id_and_ver
         Ok(Ask::Contract(p, 1))
     );
     assert_eq!(
-        d.ask(&contract_path("sales.orders", "sales.orders", "1.2.0")),
+        d.ask(&contract_path("sales.orders", "sales.orders", "2.0.0")),
         Ok(Ask::Contract(p, 0))
     );
     for unknown in [
-        format!("{PREFIX}/sales.orders/contracts/sales.orders/2.0.0"),
+        format!("{PREFIX}/sales.orders/contracts/sales.orders/1.2.0"),
         format!("{PREFIX}/sales.orders/contracts"),
         format!("{PREFIX}/sales.orders/"),
         format!("{PREFIX}/sales"),

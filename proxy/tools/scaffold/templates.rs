@@ -96,10 +96,11 @@ policy:
   # The platform's: the schema, the mesh's entities and the baseline.
   schema: ../../../schema.cedarschema
   entities: {entities}
-  # The baseline first, then this domain's *.cedar and *.links.json.
+  # The baseline first, then this domain's *.cedar and *.links.json, held
+  # to the domain's own products (README: Domain authority).
   sources:
     - ../../../mesh
-    - ..
+    - {{ path: .., domain: {n} }}
   # This domain's *.odcs.yaml.
   contracts:
     - ..
