@@ -4,6 +4,14 @@
 //! action `describe` (403 without it, the baseline able to forbid it),
 //! audited and counted like any request; `meshgate describe` prints the
 //! same documents offline.
+//!
+//! The example's sales orders product has two versions, two contracts of
+//! domain `sales` and `dataProduct: orders`: `sales.orders` 2.0.0
+//! (orders.odcs.yaml, /orders) and the deprecated `sales.orders.v1` 1.2.0
+//! (orders-v1.odcs.yaml, /v1/orders). Its policies let finance describe
+//! `sales.orders` (`resource in`) and marketing describe it too (`==`);
+//! version 1 is a product of its own, which finance reporting may only
+//! read: [`sidecar`] lets reporting describe it as well.
 
 mod common;
 
@@ -14,13 +22,24 @@ use common::*;
 const CAMPAIGNS: &str = "spiffe://mesh.local/ns/marketing/sa/campaigns";
 const DISPATCH: &str = "spiffe://mesh.local/ns/shipping/sa/dispatch";
 
-/// Version 2 of the sales orders product: another contract of the same
-/// domain and `dataProduct`, with no routes of its own.
-const ORDERS_V2: &str = r#"apiVersion: v3.0.2
+/// Finance reporting, version 1's consumer, may describe it as well (the
+/// example lets it only read version 1). No one else may.
+const DESCRIBE_V1: &str = r#"@id("sales.orders.v1.reporting-may-describe")
+permit (
+  principal == Mesh::Service::"spiffe://mesh.local/ns/finance/sa/reporting",
+  action == Mesh::Action::"describe",
+  resource == Mesh::DataProduct::"sales.orders.v1"
+);
+"#;
+
+/// A version 3 of the sales orders product, newer than both committed
+/// ones: another contract of the same domain and `dataProduct`, with no
+/// routes of its own.
+const ORDERS_V3: &str = r#"apiVersion: v3.0.2
 kind: DataContract
-id: sales.orders.v2
-name: Sales orders
-version: 2.0.0
+id: sales.orders.v3
+name: Sales orders (v3)
+version: 3.0.0
 status: active
 domain: sales
 dataProduct: orders
@@ -40,30 +59,39 @@ customProperties:
     value: [reporting]
 "#;
 
-/// Finance may describe version 2 as well; marketing describes only the
-/// first (its policy names `sales.orders`).
-const DESCRIBE_V2: &str = r#"@id("sales.orders.v2.finance-may-describe")
+/// Finance may describe version 3 as well; marketing describes only
+/// `sales.orders` (its policy names it with `==`).
+const DESCRIBE_V3: &str = r#"@id("sales.orders.v3.finance-may-describe")
 permit (
   principal in Mesh::Domain::"finance",
   action == Mesh::Action::"describe",
-  resource == Mesh::DataProduct::"sales.orders.v2"
+  resource == Mesh::DataProduct::"sales.orders.v3"
 );
 "#;
 
-/// A sidecar on the example tree with orders v2 added.
+/// A sidecar on the example tree, reporting allowed to describe version 1.
 fn sidecar(pki: &Pki, upstream: &str) -> Sidecar {
     let sidecar = Meshgate::builder(pki, upstream).policies();
     std::fs::write(
-        pki.path("policies/domains/sales/orders-v2.odcs.yaml"),
-        ORDERS_V2,
-    )
-    .expect("write contract");
-    std::fs::write(
-        pki.path("policies/domains/sales/describe-v2.cedar"),
-        DESCRIBE_V2,
+        pki.path("policies/domains/sales/describe-v1.cedar"),
+        DESCRIBE_V1,
     )
     .expect("write policy");
     sidecar
+}
+
+/// Adds version 3 (and finance's permit to describe it) to the tree.
+fn add_v3(pki: &Pki) {
+    std::fs::write(
+        pki.path("policies/domains/sales/orders-v3.odcs.yaml"),
+        ORDERS_V3,
+    )
+    .expect("write contract");
+    std::fs::write(
+        pki.path("policies/domains/sales/describe-v3.cedar"),
+        DESCRIBE_V3,
+    )
+    .expect("write policy");
 }
 
 fn pki() -> Pki {
@@ -132,7 +160,9 @@ fn the_descriptor_is_odps_json_by_default_and_yaml_on_request_with_the_ports_the
 ) {
     let pki = pki();
     let up = Upstream::start();
-    let mg = sidecar(&pki, &up.url()).start();
+    let sidecar = sidecar(&pki, &up.url());
+    add_v3(&pki);
+    let mg = sidecar.start();
     let url = mg.url("/.well-known/data-product/sales.orders");
 
     let a = get(&pki, "reporting", &url, &[]);
@@ -146,26 +176,31 @@ fn the_descriptor_is_odps_json_by_default_and_yaml_on_request_with_the_ports_the
     assert_eq!(odps["name"], "orders");
     assert_eq!(odps["domain"], "sales");
     // The newest version leads, and gives the product its version.
-    assert_eq!(odps["version"], "2.0.0");
+    assert_eq!(odps["version"], "3.0.0");
     assert_eq!(odps["status"], "active");
-    let ports: Vec<(String, String)> = odps["outputPorts"]
+    // Reporting may describe every version: one port each, newest first,
+    // the deprecated version marked.
+    let ports: Vec<(&str, &str, &str, bool)> = odps["outputPorts"]
         .as_array()
         .expect("outputPorts")
         .iter()
         .map(|p| {
-            assert_eq!(p["name"], "Sales orders", "{p}");
             (
-                p["contractId"].as_str().unwrap_or("").to_string(),
-                p["version"].as_str().unwrap_or("").to_string(),
+                p["contractId"].as_str().unwrap_or(""),
+                p["version"].as_str().unwrap_or(""),
+                p["name"].as_str().unwrap_or(""),
+                p["deprecated"].as_bool().unwrap_or(false),
             )
         })
         .collect();
     assert_eq!(
         ports,
         [
-            ("sales.orders.v2".to_string(), "2.0.0".to_string()),
-            ("sales.orders".to_string(), "1.2.0".to_string())
-        ]
+            ("sales.orders.v3", "3.0.0", "Sales orders (v3)", false),
+            ("sales.orders", "2.0.0", "Sales orders", false),
+            ("sales.orders.v1", "1.2.0", "Sales orders (v1)", true),
+        ],
+        "{odps}"
     );
     assert_eq!(odps["support"][0]["channel"], "sales-data");
     assert_eq!(
@@ -224,7 +259,9 @@ fn the_descriptor_is_odps_json_by_default_and_yaml_on_request_with_the_ports_the
     assert_eq!(h2.status, 200);
     assert_eq!(h2.json(), odps);
 
-    // Marketing may describe version 1 only: it sees that port alone.
+    // Marketing may describe `sales.orders` only (not version 1, nor the
+    // newer version 3): it sees that port alone, and the product has that
+    // port's version.
     let m = get(&pki, "campaigns", &url, &[]).json();
     let ids: Vec<&str> = m["outputPorts"]
         .as_array()
@@ -233,7 +270,7 @@ fn the_descriptor_is_odps_json_by_default_and_yaml_on_request_with_the_ports_the
         .filter_map(|p| p["contractId"].as_str())
         .collect();
     assert_eq!(ids, ["sales.orders"]);
-    assert_eq!(m["version"], "1.2.0");
+    assert_eq!(m["version"], "2.0.0");
     assert_eq!(up.count(), 0, "nothing well-known reaches the upstream");
 }
 
@@ -242,28 +279,30 @@ fn contracts_are_served_as_committed_by_id_and_version_and_unknown_names_are_404
     let pki = pki();
     let up = Upstream::start();
     let mg = sidecar(&pki, &up.url()).start();
-    let committed =
-        std::fs::read(pki.path("policies/domains/sales/orders.odcs.yaml")).expect("contract");
+    let committed = |file: &str| {
+        std::fs::read(pki.path(&format!("policies/domains/sales/{file}"))).expect("contract")
+    };
+    let v2 = committed("orders.odcs.yaml");
+    let v1 = committed("orders-v1.odcs.yaml");
+    assert_ne!(v2, v1);
     let base = "/.well-known/data-product/sales.orders/contracts";
-    for path in [
-        format!("{base}/sales.orders"),
-        format!("{base}/sales.orders/1.2.0"),
+    for (path, text) in [
+        (format!("{base}/sales.orders"), &v2),
+        (format!("{base}/sales.orders/2.0.0"), &v2),
+        (format!("{base}/sales.orders.v1"), &v1),
+        (format!("{base}/sales.orders.v1/1.2.0"), &v1),
     ] {
         let a = get(&pki, "reporting", &mg.url(&path), &[]);
         assert_eq!(a.status, 200, "{path}");
         assert_eq!(a.header("content-type"), Some("application/yaml"), "{path}");
-        assert_eq!(a.body, committed, "{path}: byte for byte as committed");
+        assert_eq!(&a.body, text, "{path}: byte for byte as committed");
     }
-    let v2 = get(
-        &pki,
-        "reporting",
-        &mg.url(&format!("{base}/sales.orders.v2/2.0.0")),
-        &[],
-    );
-    assert_eq!(v2.body, ORDERS_V2.as_bytes());
 
     for path in [
         format!("{base}/sales.orders/9.9.9"),
+        // A version is one contract's: each id with the other's version.
+        format!("{base}/sales.orders/1.2.0"),
+        format!("{base}/sales.orders.v1/2.0.0"),
         format!("{base}/finance.ledger"),
         format!("{base}/nope"),
         "/.well-known/data-product/nope".to_string(),
@@ -297,16 +336,17 @@ fn a_caller_who_may_not_describe_gets_403_and_every_answer_is_audited_and_counte
     let mut mg = sidecar(&pki, &up.url()).audit_file(&audit).start();
     let descriptor = mg.url("/.well-known/data-product/sales.orders");
     let contract = mg.url("/.well-known/data-product/sales.orders/contracts/sales.orders");
+    let v1 = mg.url("/.well-known/data-product/sales.orders/contracts/sales.orders.v1");
 
     // Shipping has no policy that lets it describe anything.
-    for url in [&descriptor, &contract] {
+    for url in [&descriptor, &v1] {
         let a = get(&pki, "dispatch", url, &[]);
         assert_eq!(a.status, 403, "{url}");
         assert_eq!(a.json()["error"], "forbidden");
     }
-    // Marketing describes version 1, not version 2 nor finance's ledger.
-    let v2 = mg.url("/.well-known/data-product/sales.orders/contracts/sales.orders.v2");
-    assert_eq!(get(&pki, "campaigns", &v2, &[]).status, 403);
+    // Marketing describes `sales.orders`, not version 1 (its policy names
+    // `sales.orders` with `==`) nor finance's ledger.
+    assert_eq!(get(&pki, "campaigns", &v1, &[]).status, 403);
     let ledger = mg.url("/.well-known/data-product/finance.ledger");
     assert_eq!(get(&pki, "campaigns", &ledger, &[]).status, 403);
     assert_eq!(get(&pki, "campaigns", &contract, &[]).status, 200);
@@ -324,11 +364,12 @@ fn a_caller_who_may_not_describe_gets_403_and_every_answer_is_audited_and_counte
     assert_eq!(listed("campaigns"), ["sales.orders"]);
 
     // A refused descriptor is counted under the contract decided first
-    // (the newest version), a refused contract under itself.
+    // (the newest version, `sales.orders`), a refused contract under
+    // itself.
     let m = mg.metrics();
     for (product, decision, class, n) in [
         ("sales.orders", "deny", "4xx", 1.0),
-        ("sales.orders.v2", "deny", "4xx", 2.0),
+        ("sales.orders.v1", "deny", "4xx", 2.0),
         ("finance.ledger", "deny", "4xx", 1.0),
         ("sales.orders", "allow", "2xx", 1.0),
     ] {
@@ -357,7 +398,7 @@ fn a_caller_who_may_not_describe_gets_403_and_every_answer_is_audited_and_counte
         .iter()
         .filter_map(|e| e["product"].as_str())
         .collect();
-    assert_eq!(products, ["sales.orders.v2", "sales.orders"]);
+    assert_eq!(products, ["sales.orders", "sales.orders.v1"]);
     let allowed: Vec<_> = events
         .iter()
         .filter(|e| {
@@ -454,8 +495,8 @@ fn the_api_catalog_is_a_linkset_with_its_media_type_linking_the_descriptors_and_
     assert_eq!(
         contracts,
         [
-            mg.url("/.well-known/data-product/sales.orders/contracts/sales.orders.v2/2.0.0"),
-            mg.url("/.well-known/data-product/sales.orders/contracts/sales.orders/1.2.0")
+            mg.url("/.well-known/data-product/sales.orders/contracts/sales.orders/2.0.0"),
+            mg.url("/.well-known/data-product/sales.orders/contracts/sales.orders.v1/1.2.0")
         ]
     );
 }
@@ -483,33 +524,47 @@ fn the_caller_view_shows_its_tier_rate_limit_policy_purposes_and_sla() {
     assert_eq!(v["caller"]["service"], REPORTING);
     assert_eq!(v["caller"]["purpose"], "reporting");
     let ports = v["outputPorts"].as_array().expect("outputPorts");
-    assert_eq!(ports.len(), 2, "{v}");
-    let v1 = ports
+    let ids: Vec<(&str, &str, &str)> = ports
         .iter()
-        .find(|p| p["contractId"] == "sales.orders")
-        .expect("v1");
-    assert_eq!(v1["quota"]["tier"], "bronze");
-    assert_eq!(v1["quota"]["rateLimitPolicy"], "\"bronze\";q=20;w=2");
+        .map(|p| {
+            (
+                p["contractId"].as_str().unwrap_or(""),
+                p["version"].as_str().unwrap_or(""),
+                p["status"].as_str().unwrap_or(""),
+            )
+        })
+        .collect();
     assert_eq!(
-        v1["allowedPurposes"],
+        ids,
+        [
+            ("sales.orders", "2.0.0", "active"),
+            ("sales.orders.v1", "1.2.0", "deprecated")
+        ],
+        "{v}"
+    );
+    let sla_has = |port: &serde_json::Value, property: &str, value: f64, unit: &str| {
+        let sla = port["sla"].as_array().expect("sla");
+        assert!(
+            sla.iter()
+                .any(|p| p["property"] == property && p["value"] == value && p["unit"] == unit),
+            "{property}: {sla:?}"
+        );
+    };
+    let v2 = &ports[0];
+    assert_eq!(v2["quota"]["tier"], "bronze");
+    assert_eq!(v2["quota"]["rateLimitPolicy"], "\"bronze\";q=20;w=2");
+    assert_eq!(
+        v2["allowedPurposes"],
         serde_json::json!(["reporting", "fulfilment"])
     );
-    let sla = v1["sla"].as_array().expect("sla");
-    assert!(
-        sla.iter()
-            .any(|p| p["property"] == "availability" && p["value"] == 99.9),
-        "{sla:?}"
-    );
-    assert!(
-        sla.iter()
-            .any(|p| p["property"] == "latency" && p["value"] == 250.0 && p["unit"] == "ms"),
-        "{sla:?}"
-    );
-    let v2 = ports
-        .iter()
-        .find(|p| p["contractId"] == "sales.orders.v2")
-        .expect("v2");
-    assert_eq!(v2["allowedPurposes"], serde_json::json!(["reporting"]));
+    sla_has(v2, "availability", 99.9, "percent");
+    sla_has(v2, "latency", 250.0, "ms");
+    let v1 = &ports[1];
+    assert_eq!(v1["quota"]["tier"], "bronze");
+    assert_eq!(v1["quota"]["rateLimitPolicy"], "\"bronze\";q=20;w=2");
+    assert_eq!(v1["allowedPurposes"], serde_json::json!(["reporting"]));
+    sla_has(v1, "availability", 99.5, "percent");
+    sla_has(v1, "latency", 500.0, "ms");
 }
 
 #[test]
@@ -554,8 +609,9 @@ fn meshgate_describe_prints_the_same_documents_offline() {
     };
     let mg = sidecar.start();
 
-    // Reporting may describe every contract of sales.orders: what it is
-    // served is what CI publishes.
+    // Reporting may describe every contract of sales.orders (both
+    // versions, with `describe-v1.cedar`): what it is served is what CI
+    // publishes, which is every contract.
     let served = get(
         &pki,
         "reporting",
@@ -572,6 +628,13 @@ fn meshgate_describe_prints_the_same_documents_offline() {
     ]))
     .expect("json");
     assert_eq!(one, served);
+    let ids: Vec<&str> = served["outputPorts"]
+        .as_array()
+        .expect("outputPorts")
+        .iter()
+        .filter_map(|p| p["contractId"].as_str())
+        .collect();
+    assert_eq!(ids, ["sales.orders", "sales.orders.v1"]);
     // Without --base-url the links are relative to the node.
     let relative: serde_json::Value =
         serde_json::from_slice(&describe(&["--product", "sales.orders"])).expect("json");
@@ -628,10 +691,14 @@ fn a_product_whose_contract_requires_an_end_user_token_is_described_only_with_on
         "issuer: {iss}\naudiences: [meshgate]\njwks_file: {}",
         jwks.display()
     ));
-    // Version 2 takes requests on behalf of a person only.
+    // Version 2 (`sales.orders`) takes requests on behalf of a person
+    // only; version 1 does not.
+    let v2 = pki.path("policies/domains/sales/orders.odcs.yaml");
+    let text = std::fs::read_to_string(&v2).expect("contract");
+    assert_eq!(text.matches("customProperties:\n").count(), 1);
     std::fs::write(
-        pki.path("policies/domains/sales/orders-v2.odcs.yaml"),
-        ORDERS_V2.replace(
+        &v2,
+        text.replace(
             "customProperties:\n",
             "customProperties:\n  - property: userToken\n    value: required\n",
         ),
@@ -658,6 +725,11 @@ fn a_product_whose_contract_requires_an_end_user_token_is_described_only_with_on
     // The index verifies a token when sent and otherwise leaves out what
     // requires one: version 1 still lists the product, at version 1.
     let index = get(&pki, "reporting", &mg.url("/.well-known/data-product"), &[]).json();
+    assert_eq!(
+        index["dataProducts"].as_array().map(Vec::len),
+        Some(1),
+        "{index}"
+    );
     assert_eq!(index["dataProducts"][0]["id"], "sales.orders", "{index}");
     assert_eq!(index["dataProducts"][0]["version"], "1.2.0", "{index}");
 
@@ -671,7 +743,24 @@ fn a_product_whose_contract_requires_an_end_user_token_is_described_only_with_on
     let bearer = format!("Authorization: Bearer {token}");
     let a = get(&pki, "reporting", &descriptor, &["-H", &bearer]);
     assert_eq!(a.status, 200, "{}", String::from_utf8_lossy(&a.body));
-    assert_eq!(a.json()["outputPorts"].as_array().map(Vec::len), Some(2));
+    let d = a.json();
+    let ids: Vec<&str> = d["outputPorts"]
+        .as_array()
+        .expect("outputPorts")
+        .iter()
+        .filter_map(|p| p["contractId"].as_str())
+        .collect();
+    assert_eq!(ids, ["sales.orders", "sales.orders.v1"], "{d}");
+    assert_eq!(d["version"], "2.0.0", "{d}");
+    // With the token the index lists the product at version 2.
+    let index = get(
+        &pki,
+        "reporting",
+        &mg.url("/.well-known/data-product"),
+        &["-H", &bearer],
+    )
+    .json();
+    assert_eq!(index["dataProducts"][0]["version"], "2.0.0", "{index}");
     let caller = get(
         &pki,
         "reporting",
@@ -686,11 +775,8 @@ fn a_product_whose_contract_requires_an_end_user_token_is_described_only_with_on
 fn the_documents_follow_a_reload_and_a_bad_contract_keeps_the_last_good_ones() {
     let pki = pki();
     let up = Upstream::start();
-    // Start without version 2.
-    let sidecar = sidecar(&pki, &up.url());
-    let v2 = pki.path("policies/domains/sales/orders-v2.odcs.yaml");
-    std::fs::remove_file(&v2).expect("remove v2");
-    let mg = sidecar.start();
+    // Start with the two committed versions.
+    let mg = sidecar(&pki, &up.url()).start();
     let url = mg.url("/.well-known/data-product/sales.orders");
     let ports = |who: &str| -> Vec<String> {
         get(&pki, who, &url, &[]).json()["outputPorts"]
@@ -700,9 +786,9 @@ fn the_documents_follow_a_reload_and_a_bad_contract_keeps_the_last_good_ones() {
             .filter_map(|p| p["contractId"].as_str().map(str::to_string))
             .collect()
     };
-    assert_eq!(ports("reporting"), ["sales.orders"]);
-    let v2_url = mg.url("/.well-known/data-product/sales.orders/contracts/sales.orders.v2");
-    assert_eq!(get(&pki, "reporting", &v2_url, &[]).status, 404);
+    assert_eq!(ports("reporting"), ["sales.orders", "sales.orders.v1"]);
+    let v3_url = mg.url("/.well-known/data-product/sales.orders/contracts/sales.orders.v3");
+    assert_eq!(get(&pki, "reporting", &v3_url, &[]).status, 404);
 
     let reload = |result: &str| {
         let sample = format!("meshgate_policy_reloads_total{{result=\"{result}\"}}");
@@ -710,34 +796,42 @@ fn the_documents_follow_a_reload_and_a_bad_contract_keeps_the_last_good_ones() {
         mg.sighup();
         mg.wait_metric(&sample, before + 1.0);
     };
-    std::fs::write(&v2, ORDERS_V2).expect("write v2");
+    // Version 3 and finance's permit to describe it arrive.
+    add_v3(&pki);
     reload("ok");
-    assert_eq!(ports("reporting"), ["sales.orders.v2", "sales.orders"]);
     assert_eq!(
-        get(&pki, "reporting", &v2_url, &[]).body,
-        ORDERS_V2.as_bytes()
+        ports("reporting"),
+        ["sales.orders.v3", "sales.orders", "sales.orders.v1"]
+    );
+    assert_eq!(
+        get(&pki, "reporting", &v3_url, &[]).body,
+        ORDERS_V3.as_bytes()
     );
 
     // A contract that routes under the well-known prefix does not load:
     // the node keeps describing what it described.
+    let v3 = pki.path("policies/domains/sales/orders-v3.odcs.yaml");
     std::fs::write(
-        &v2,
-        ORDERS_V2.replace(
+        &v3,
+        ORDERS_V3.replace(
             "customProperties:\n",
             "customProperties:\n  - property: meshgateRoutes\n    value:\n      - { method: GET, path: /.well-known/api-catalog, action: read }\n",
         ),
     )
-    .expect("write v2");
+    .expect("write v3");
     reload("error");
-    assert_eq!(ports("reporting"), ["sales.orders.v2", "sales.orders"]);
     assert_eq!(
-        get(&pki, "reporting", &v2_url, &[]).body,
-        ORDERS_V2.as_bytes()
+        ports("reporting"),
+        ["sales.orders.v3", "sales.orders", "sales.orders.v1"]
+    );
+    assert_eq!(
+        get(&pki, "reporting", &v3_url, &[]).body,
+        ORDERS_V3.as_bytes()
     );
     let policy = curl(&pki, None, &["-s", &format!("http://{}/policy", mg.admin)]);
     let text = String::from_utf8_lossy(&policy.stdout);
     assert!(
-        text.contains("orders-v2.odcs.yaml") && text.contains("/.well-known/api-catalog"),
+        text.contains("orders-v3.odcs.yaml") && text.contains("/.well-known/api-catalog"),
         "{text}"
     );
 }
