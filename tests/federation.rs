@@ -68,7 +68,7 @@ fn a_domain_file_permitting_another_domains_product_is_refused_at_start_up() {
             for want in [ledger, grant, open] {
                 assert!(err.contains(want), "{cmd}: no `{want}` in:\n{err}");
             }
-            assert!(err.contains("policy: 3 errors"), "{cmd}: {err}");
+            assert!(err.contains(": 3 errors, 0 warnings"), "{cmd}: {err}");
         } else {
             // `run` stops at start-up with the first, and says how many more.
             assert!(err.contains(ledger), "{cmd}: {err}");
@@ -168,4 +168,65 @@ fn a_domain_file_permitting_another_domains_product_is_refused_at_reload() {
         "200"
     );
     assert_eq!(status_and_body(&pki, "campaigns", &ledger).0, "403");
+}
+
+/// A minimal contract of `domain` with one route.
+fn contract(id: &str, domain: &str, route: &str) -> String {
+    format!(
+        "apiVersion: v3.0.2\nkind: DataContract\nid: {id}\nversion: 1.0.0\nstatus: active\ndomain: {domain}\nschema:\n  - {{ name: rows, classification: internal }}\nslaProperties:\n  - {{ property: availability, value: 99.0, unit: percent }}\ncustomProperties:\n  - {{ property: owner, value: team@example }}\n  - property: meshgateRoutes\n    value:\n      - {{ method: GET, path: \"{route}\", action: read, dataset: rows }}\n"
+    )
+}
+
+/// A domain publishes only its own products, and cannot take another
+/// domain's paths: a contract of another domain in its source, or a route
+/// that matches a path another domain's route matches (literal segments win
+/// at lookup, so `/ledger/{entry}` beside `/ledger/entries` is refused too),
+/// is refused by `run` and `validate`, naming both files.
+#[test]
+fn a_domain_cannot_publish_another_domains_product_or_take_its_paths() {
+    let pki = Pki::new();
+    let up = Upstream::start();
+    let sidecar = Meshgate::builder(&pki, &up).policies();
+    let sales = pki.path("policies/domains/sales");
+    let claimed = sales.join("claimed.odcs.yaml");
+    std::fs::write(
+        &claimed,
+        contract("finance.claimed", "finance", "/claimed/{id}"),
+    )
+    .expect("write");
+    let tap = sales.join("tap.odcs.yaml");
+    std::fs::write(&tap, contract("sales.tap", "sales", "/ledger/{entry}")).expect("write");
+    let ledger = pki.path("policies/domains/finance/ledger.odcs.yaml");
+    let wrong_domain = format!(
+        "{}: domain: the contract is of domain `finance`, but its source belongs to domain `sales`",
+        claimed.display()
+    );
+    for (cmd, err) in sidecar.refusals("meshgate.yaml") {
+        assert!(
+            err.contains(&wrong_domain),
+            "{cmd}: no `{wrong_domain}` in:\n{err}"
+        );
+        if cmd == "validate" {
+            // The contract errors come first; with them gone, the routes.
+            assert!(!err.contains("overlaps"), "{cmd}: {err}");
+        }
+    }
+    std::fs::remove_file(&claimed).expect("remove");
+    // Whichever is read second is refused, naming the other (finance's
+    // contracts are read after sales' here).
+    let overlap = format!(
+        "{}: customProperties.meshgateRoutes: GET /ledger/entries overlaps `GET /ledger/{{entry}}` of {} (domain `sales`): routes of different domains must not match the same path",
+        ledger.display(),
+        tap.display()
+    );
+    for (cmd, err) in sidecar.refusals("meshgate.yaml") {
+        assert!(err.contains(&overlap), "{cmd}: no `{overlap}` in:\n{err}");
+    }
+    // Its own paths are sales' to route: the sidecar starts and serves.
+    std::fs::write(&tap, contract("sales.tap", "sales", "/tap/{entry}")).expect("write");
+    let mg = sidecar.start();
+    assert_eq!(
+        status_and_body(&pki, "reporting", &mg.url("/orders")).0,
+        "200"
+    );
 }

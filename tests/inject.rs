@@ -272,11 +272,13 @@ fn the_injector_configuration_sets_the_sidecar() {
     assert!(stderr.contains("sidecar.imgae: unknown field"), "{stderr}");
 }
 
-/// The Deployment fixture with its policy ConfigMap named.
+/// The Deployment fixture with its policy ConfigMap named, and its domain.
 fn deployment_with_policies() -> Value {
     let mut d = k8s_fixture("deployment.json");
-    d["spec"]["template"]["metadata"]["annotations"] =
-        json!({"meshgate.io/policy-configmap": "sales-policies"});
+    d["spec"]["template"]["metadata"]["annotations"] = json!({
+        "meshgate.io/policy-configmap": "sales-policies",
+        "meshgate.io/policy-domain": "sales",
+    });
     d
 }
 
@@ -294,6 +296,19 @@ fn says_what_it_did_and_warns_when_no_policy_configmap_is_named() {
     );
     assert!(!stderr.contains("warning"), "{stderr}");
     assert!(!stderr.contains("moved to"), "{stderr}");
+
+    // A policy ConfigMap of no domain: its policies could speak about any
+    // domain's products; injected, with a warning.
+    let mut mesh_wide = k8s_fixture("deployment.json");
+    mesh_wide["spec"]["template"]["metadata"]["annotations"] =
+        json!({"meshgate.io/policy-configmap": "sales-policies"});
+    let out = inject_stdin(&mesh_wide.to_string(), &[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("deployment/orders warning: meshgate: the policy ConfigMap has no domain (meshgate.io/policy-domain)"),
+        "{stderr}"
+    );
 
     // No policy ConfigMap: injected, with a warning naming the workload.
     let out = inject_stdin(&k8s_fixture("deployment.json").to_string(), &[]);

@@ -93,6 +93,33 @@ fn segments(pattern: &str) -> Result<Vec<Seg<'_>>, String> {
         .collect()
 }
 
+fn overlap<'t>(node: &'t Node, segs: &[Seg<'_>], method: &Method, out: &mut Vec<&'t Target>) {
+    let Some((first, rest)) = segs.split_first() else {
+        out.extend(
+            node.ends
+                .iter()
+                .filter(|(m, _)| m == method)
+                .map(|(_, t)| t),
+        );
+        return;
+    };
+    match first {
+        Seg::Literal(l) => {
+            if let Some(n) = node.literals.get(*l) {
+                overlap(n, rest, method, out);
+            }
+        }
+        Seg::Param => {
+            for n in node.literals.values() {
+                overlap(n, rest, method, out);
+            }
+        }
+    }
+    if let Some(p) = &node.param {
+        overlap(p, rest, method, out);
+    }
+}
+
 /// Checks a pattern's syntax.
 pub fn check_pattern(pattern: &str) -> Result<(), String> {
     segments(pattern).map(|_| ())
@@ -135,6 +162,18 @@ impl RouteTable {
         node.ends.push((method, target));
         self.len += 1;
         Ok(())
+    }
+
+    /// The routes of `method` whose patterns match some path that `pattern`
+    /// matches too: as many segments, and each pair of segments equal or
+    /// one of them a parameter (literal segments win at lookup, so such a
+    /// route can take paths from the other).
+    pub fn overlapping(&self, method: &Method, pattern: &str) -> Vec<&Target> {
+        let mut out = Vec::new();
+        if let Ok(segs) = segments(pattern) {
+            overlap(&self.root, &segs, method, &mut out);
+        }
+        out
     }
 
     pub fn lookup(&self, method: &Method, path: &NormalPath) -> Lookup<'_> {

@@ -212,12 +212,20 @@ impl<'a> Exchange<'a> {
         )
     }
 
-    /// An answer before forwarding: the request's body is left to linger.
+    /// An answer before forwarding: the request's body is left to linger,
+    /// except when the node sheds load or cannot audit (no work is added
+    /// exactly then; the stream is reset as before).
     fn early(
         &self,
         req: Request<Incoming>,
         answer: Result<Response<ProxyBody>, ProxyError>,
     ) -> Result<Response<ProxyBody>, ProxyError> {
+        if matches!(
+            answer,
+            Err(ProxyError::Overloaded(_) | ProxyError::AuditUnavailable)
+        ) {
+            return answer;
+        }
         let version = req.version();
         linger(
             &self.gate.linger,

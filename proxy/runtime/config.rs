@@ -347,7 +347,7 @@ impl Config {
                 .into_iter()
                 .chain(p.entities.iter().map(|e| ("policy.entities", e)))
                 .chain(p.sources.iter().map(|s| ("policy.sources", &s.path)))
-                .chain(p.contracts.iter().map(|c| ("policy.contracts", c)))
+                .chain(p.contracts.iter().map(|c| ("policy.contracts", &c.path)))
                 .chain(p.shadow.iter().map(|c| ("policy.shadow", &c.path)));
             for (field, path) in named {
                 if let Err(e) = std::fs::metadata(path) {

@@ -300,15 +300,16 @@ pub fn tree_config(root: &Path) -> PolicyConfig {
     if root.join("mesh").is_dir() {
         sources.push(root.join("mesh").into());
     }
-    // `domains/<name>/` speaks with the authority of domain `<name>`.
-    sources.extend(
-        domains
-            .iter()
-            .map(|d| crate::decision::authz::PolicySource {
-                path: d.clone(),
-                domain: d.file_name().map(|n| n.to_string_lossy().into_owned()),
-            }),
-    );
+    // `domains/<name>/` speaks with the authority of domain `<name>`, and
+    // holds only its contracts.
+    let domains: Vec<crate::decision::authz::PolicySource> = domains
+        .iter()
+        .map(|d| crate::decision::authz::PolicySource {
+            path: d.clone(),
+            domain: d.file_name().map(|n| n.to_string_lossy().into_owned()),
+        })
+        .collect();
+    sources.extend(domains.iter().cloned());
     let entities = root.join("entities.json");
     PolicyConfig {
         schema: root.join("schema.cedarschema"),

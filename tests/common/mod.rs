@@ -729,7 +729,7 @@ impl Sidecar {
             for s in &self.more_sources {
                 y += &format!("    - {}\n", s.display());
             }
-            y += &format!("  contracts:\n    - {d}/domains/sales\n    - {d}/domains/finance\n");
+            y += &format!("  contracts:\n    - {{ path: {d}/domains/sales, domain: sales }}\n    - {{ path: {d}/domains/finance, domain: finance }}\n");
             if !self.shadow.is_empty() {
                 y += "  shadow:\n";
                 for s in &self.shadow {

@@ -12,7 +12,7 @@ use cedar_policy::{
 };
 use serde::Deserialize;
 
-use crate::decision::contract::{self, Action, Product};
+use crate::decision::contract::{self, Action, Product, RouteSpec};
 use crate::decision::finding::Finding;
 use crate::decision::routes::{RouteError, RouteTable, Target};
 use crate::model::response::ResponseTransform;
@@ -357,21 +357,7 @@ impl Snapshot {
     /// `split`: whether large policy files may be parsed in parts.
     pub(super) fn build_with(inputs: &PolicyInputs, split: bool) -> Result<Snapshot, LoadErrors> {
         let mut errors = Vec::new();
-        let schema = match Schema::from_cedarschema_str(&inputs.schema.text) {
-            Ok((schema, warnings)) => {
-                for w in warnings {
-                    tracing::warn!(file = %inputs.schema.name, warning = %w, "schema warning");
-                }
-                schema
-            }
-            Err(e) => {
-                return Err(LoadErrors(vec![diag(
-                    &inputs.schema.name,
-                    &inputs.schema.text,
-                    &e,
-                )]));
-            }
-        };
+        let schema = read_schema(&inputs.schema)?;
 
         // The products, routes and entities do not depend on the policies:
         // they are built while the policies are parsed.
@@ -552,6 +538,19 @@ pub(super) struct Read {
     pub(super) warnings: Vec<Finding>,
 }
 
+/// The Cedar schema (its warnings logged), or its error.
+fn read_schema(src: &Source) -> Result<Schema, LoadErrors> {
+    match Schema::from_cedarschema_str(&src.text) {
+        Ok((schema, warnings)) => {
+            for w in warnings {
+                tracing::warn!(file = %src.name, warning = %w, "schema warning");
+            }
+            Ok(schema)
+        }
+        Err(e) => Err(LoadErrors(vec![diag(&src.name, &src.text, &e)])),
+    }
+}
+
 /// The static entities (entities.json) and the parsed contracts, or every
 /// error found in them.
 fn read_entities_and_contracts(
@@ -573,6 +572,15 @@ fn read_entities_and_contracts(
     let mut warnings = Vec::new();
     for src in &inputs.contracts {
         match contract::read(&src.text, &src.name) {
+            // A domain's source holds only the domain's contracts.
+            Ok(c) if src.domain.as_ref().is_some_and(|d| *d != c.product.domain) => {
+                errors.push(format!(
+                    "{}: domain: the contract is of domain `{}`, but its source belongs to domain `{}`; a domain publishes only its own products",
+                    src.name,
+                    c.product.domain,
+                    src.domain.as_deref().unwrap_or_default()
+                ));
+            }
             Ok(c) => {
                 warnings.extend(c.warnings);
                 if inputs.entities.is_some() && errors.is_empty() {
@@ -811,6 +819,28 @@ impl Catalogue {
         datasets
     }
 
+    /// A route of `p` that overlaps one of another domain's products: a path
+    /// both match would go to the more literal one, so a domain could take
+    /// another's paths and decide them with its own policies.
+    fn foreign_overlap(&self, p: &Product, r: &RouteSpec, errors: &mut Vec<String>) {
+        let own = self.entries.len();
+        let other = self
+            .routes
+            .overlapping(&r.method, &r.path)
+            .into_iter()
+            .filter(|t| t.product != own)
+            .find_map(|t| {
+                let e = self.entries.get(t.product)?;
+                (e.product.domain != p.domain).then_some((t, e))
+            });
+        if let Some((t, e)) = other {
+            errors.push(format!(
+                "{}: customProperties.meshgateRoutes: {} {} overlaps `{} {}` of {} (domain `{}`): routes of different domains must not match the same path",
+                p.file, r.method, r.path, r.method, t.pattern, e.product.file, e.product.domain
+            ));
+        }
+    }
+
     /// The routes of `p`, the next product entry.
     fn add_routes(&mut self, p: &Product, errors: &mut Vec<String>) {
         for r in &p.routes {
@@ -826,7 +856,7 @@ impl Catalogue {
                 user_token: r.user_token.unwrap_or(p.user_token),
             };
             match self.routes.insert(r.method.clone(), &r.path, target) {
-                Ok(()) => {}
+                Ok(()) => self.foreign_overlap(p, r, errors),
                 // Two contracts claiming one route: both files are named.
                 Err(RouteError::Taken {
                     route,

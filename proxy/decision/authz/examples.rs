@@ -11,7 +11,8 @@ macro_rules! source {
             domain: None,
         }
     };
-    // A domain's policy file: it speaks only about the domain's resources.
+    // A domain's file: its policies speak only about the domain's resources,
+    // its contracts are only the domain's.
     ($path:literal, $domain:literal) => {
         Source {
             domain: Some($domain.to_string()),
@@ -33,10 +34,10 @@ pub fn example_inputs() -> PolicyInputs {
             source!("policies/domains/finance/policies.cedar", "finance"),
         ],
         contracts: vec![
-            source!("policies/domains/sales/orders.odcs.yaml"),
-            source!("policies/domains/sales/orders-v1.odcs.yaml"),
-            source!("policies/domains/sales/customers.odcs.yaml"),
-            source!("policies/domains/finance/ledger.odcs.yaml"),
+            source!("policies/domains/sales/orders.odcs.yaml", "sales"),
+            source!("policies/domains/sales/orders-v1.odcs.yaml", "sales"),
+            source!("policies/domains/sales/customers.odcs.yaml", "sales"),
+            source!("policies/domains/finance/ledger.odcs.yaml", "finance"),
         ],
         shadow: vec![],
     }

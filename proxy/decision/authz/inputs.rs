@@ -20,9 +20,10 @@ pub struct PolicyConfig {
     /// Policy files or directories of `*.cedar`, mesh baseline first; a
     /// source may belong to a domain (see [`PolicySource`]).
     pub sources: Vec<PolicySource>,
-    /// ODCS contracts: files or directories of `*.odcs.yaml`.
+    /// ODCS contracts: files or directories of `*.odcs.yaml`; a source may
+    /// belong to a domain, and then holds only that domain's contracts.
     #[serde(default)]
-    pub contracts: Vec<PathBuf>,
+    pub contracts: Vec<PolicySource>,
     /// A complete alternative policy set evaluated beside the enforced one and
     /// never enforced: disagreements are logged and counted.
     #[serde(default)]
@@ -37,7 +38,7 @@ impl PolicyConfig {
             fix(e);
         }
         self.sources.iter_mut().for_each(|s| fix(&mut s.path));
-        self.contracts.iter_mut().for_each(fix);
+        self.contracts.iter_mut().for_each(|s| fix(&mut s.path));
         self.shadow.iter_mut().for_each(|s| fix(&mut s.path));
     }
 
@@ -46,7 +47,7 @@ impl PolicyConfig {
         let mut v = vec![self.schema.clone()];
         v.extend(self.entities.clone());
         v.extend(self.sources.iter().map(|s| s.path.clone()));
-        v.extend(self.contracts.iter().cloned());
+        v.extend(self.contracts.iter().map(|s| s.path.clone()));
         v.extend(self.shadow.iter().map(|s| s.path.clone()));
         v
     }
@@ -209,10 +210,8 @@ impl PolicyInputs {
                 .map(|s| (s.path.as_path(), s.domain.as_deref()))
                 .collect()
         }
-        let unowned: Vec<(&Path, Option<&str>)> =
-            cfg.contracts.iter().map(|p| (p.as_path(), None)).collect();
         let policies = read_all(&owned(&cfg.sources), &[".cedar", LINKS]);
-        let contracts = read_all(&unowned, &[".odcs.yaml"]);
+        let contracts = read_all(&owned(&cfg.contracts), &[".odcs.yaml"]);
         let shadow = read_all(&owned(&cfg.shadow), &[".cedar", LINKS]);
         let schema = read_source(&cfg.schema);
         let entities = cfg.entities.as_deref().map(read_source).transpose();

@@ -178,6 +178,9 @@ impl Described {
     ) -> Result<Described, Vec<String>> {
         let mut errors = Vec::new();
         let mut described = Described::default();
+        // Group id -> (position, whether named by domain and dataProduct).
+        let mut index: std::collections::HashMap<String, (usize, bool)> =
+            std::collections::HashMap::new();
         for (entry, (p, text)) in contracts.into_iter().enumerate() {
             for (i, r) in p.routes.iter().enumerate() {
                 if is_well_known(&r.path) {
@@ -229,18 +232,29 @@ impl Described {
                 },
                 extra,
             });
-            match described.groups.iter_mut().find(|g| g.id == group_id) {
-                Some(g) => g.contracts.push(at),
-                None => described.groups.push(Group {
-                    name: described.contracts[at]
-                        .extra
-                        .data_product
-                        .clone()
-                        .unwrap_or_else(|| p.name.clone()),
-                    id: group_id,
-                    domain: p.domain.clone(),
-                    contracts: vec![at],
-                }),
+            let by_product = described.contracts[at].extra.data_product.is_some();
+            match index.get(&group_id) {
+                // A contract's own id cannot name another product's group.
+                Some(&(_, by)) if by != by_product => {
+                    errors.push(format!(
+                        "{}: id: `{group_id}` is also the product id of other contracts (their domain and dataProduct); give this contract a dataProduct or another id",
+                        p.file
+                    ));
+                }
+                Some(&(g, _)) => described.groups[g].contracts.push(at),
+                None => {
+                    index.insert(group_id.clone(), (described.groups.len(), by_product));
+                    described.groups.push(Group {
+                        name: described.contracts[at]
+                            .extra
+                            .data_product
+                            .clone()
+                            .unwrap_or_else(|| p.name.clone()),
+                        id: group_id,
+                        domain: p.domain.clone(),
+                        contracts: vec![at],
+                    })
+                }
             }
         }
         let contracts = &described.contracts;
@@ -271,11 +285,11 @@ impl Described {
             .ok_or(DescribeError::Unknown)?
             .split('/')
             .collect();
+        // Groups are sorted by id.
         let group = self
             .groups
-            .iter()
-            .position(|g| g.id == parts[0])
-            .ok_or(DescribeError::Unknown)?;
+            .binary_search_by(|g| g.id.as_str().cmp(parts[0]))
+            .map_err(|_| DescribeError::Unknown)?;
         let contract = |id: &str, version: Option<&str>| {
             self.groups[group]
                 .contracts

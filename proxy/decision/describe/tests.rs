@@ -146,3 +146,23 @@ fn data_product_must_be_a_string_and_the_rest_is_read_leniently() {
     assert_eq!(x.tenant, None);
     assert!(support_of(x.support.as_ref()).is_empty());
 }
+
+/// A contract without `dataProduct` is a product of its own, by its id: an
+/// id that is another product's (domain and dataProduct) would merge two
+/// products into one descriptor, and is refused.
+#[test]
+fn a_contract_id_that_is_another_products_id_is_refused() {
+    let ledger = LEDGER
+        .replace("id: finance.ledger\n", "id: sales.orders\n")
+        .replace("dataProduct: ledger\n", "");
+    let e = described(&[("orders.yaml", ORDERS.to_string()), ("ledger.yaml", ledger)])
+        .err()
+        .expect("refused");
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert!(
+        e[0].starts_with(
+            "ledger.yaml: id: `sales.orders` is also the product id of other contracts"
+        ),
+        "{e:?}"
+    );
+}

@@ -38,8 +38,15 @@ pub(super) fn sidecar_config(
             yaml_string(d)
         )),
     }
-    if let Some(dir) = contracts {
-        y.push_str(&format!("  contracts:\n    - {}\n", rel(dir)));
+    match (contracts, policies.flatten()) {
+        (None, _) => {}
+        (Some(dir), None) => y.push_str(&format!("  contracts:\n    - {}\n", rel(dir))),
+        // Only the domain's own contracts.
+        (Some(dir), Some(d)) => y.push_str(&format!(
+            "  contracts:\n    - {{ path: {}, domain: {} }}\n",
+            rel(dir),
+            yaml_string(d)
+        )),
     }
     y
 }
@@ -182,6 +189,9 @@ pub(super) fn status(plan: &Plan, sc: &SidecarConfig, spec: &PodSpec) -> Status 
         warnings: Vec::new(),
     };
     match (plan.policy_configmap, plan.contract_configmap) {
+        (Some(_), _) if plan.policy_domain.is_none() => status.warnings.push(format!(
+            "meshgate: the policy ConfigMap has no domain ({POLICY_DOMAIN}): its policies and contracts speak with the mesh baseline's authority, about any domain's products"
+        )),
         (Some(_), _) => {}
         (None, None) => status.warnings.push(format!(
             "meshgate: no policy ConfigMap is named ({POLICY_CONFIGMAP}): the sidecar gets no contract, so no route, and every request would be answered 404 (no_route)"

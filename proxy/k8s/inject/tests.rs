@@ -137,7 +137,7 @@ fn the_generated_config_is_a_valid_sidecar_config() {
     assert_eq!(policy.sources.len(), 2);
     assert_eq!(
         policy.contracts,
-        vec![std::path::PathBuf::from("etc/meshgate/policies")]
+        vec![std::path::PathBuf::from("etc/meshgate/policies").into()]
     );
     assert_eq!(
         out["spec"]["volumes"][2]["configMap"]["name"],
@@ -793,7 +793,8 @@ fn a_policy_domain_annotation_makes_the_configmap_a_domain_source() {
         .expect("config text");
     let cfg =
         crate::runtime::config::Config::parse(text, CONFIG_ENV).expect("sidecar config parses");
-    let sources = cfg.policy.expect("policy section").sources;
+    let policy = cfg.policy.expect("policy section");
+    let sources = policy.sources;
     assert_eq!(sources.len(), 2);
     assert_eq!(sources[0].domain, None, "the mesh baseline is no domain's");
     assert_eq!(
@@ -801,6 +802,13 @@ fn a_policy_domain_annotation_makes_the_configmap_a_domain_source() {
         std::path::Path::new("etc/meshgate/policies")
     );
     assert_eq!(sources[1].domain.as_deref(), Some("sales"));
+    // Its contracts are the domain's only.
+    let domains: Vec<Option<&str>> = policy
+        .contracts
+        .iter()
+        .map(|c| c.domain.as_deref())
+        .collect();
+    assert_eq!(domains, [Some("sales")]);
     let status: Status = serde_json::from_str(
         out["metadata"]["annotations"][STATUS]
             .as_str()
@@ -839,7 +847,15 @@ fn a_pod_without_a_policy_configmap_is_warned_what_it_will_answer() {
         warnings(json!({"metadata": {"annotations": {CONTRACT_CONFIGMAP: "sales-contracts"}}}));
     assert_eq!(contracts_only.len(), 1, "{contracts_only:?}");
     assert!(contracts_only[0].contains("403"), "{contracts_only:?}");
+    // A policy ConfigMap with no domain speaks with the mesh's authority.
     let named =
         warnings(json!({"metadata": {"annotations": {POLICY_CONFIGMAP: "sales-policies"}}}));
-    assert!(named.is_empty(), "{named:?}");
+    assert_eq!(named.len(), 1, "{named:?}");
+    assert!(
+        named[0].contains(POLICY_DOMAIN) && named[0].contains("the mesh baseline's authority"),
+        "{named:?}"
+    );
+    let owned = warnings(json!({"metadata": {"annotations": {
+        POLICY_CONFIGMAP: "sales-policies", POLICY_DOMAIN: "sales"}}}));
+    assert!(owned.is_empty(), "{owned:?}");
 }

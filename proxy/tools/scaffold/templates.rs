@@ -245,36 +245,12 @@ cases:
     )
 }
 
-/// Cedar `run-tests` JSON: the request and the entities written out, as the
-/// sidecar would build them from the certificate and the contract.
+/// Cedar `run-tests` JSON without `entities`: `meshgate test` decides each
+/// case with the caller and the product as the sidecar builds them (the
+/// certificate's namespace, `entities.json`, the contract), so the cases
+/// cannot drift from the real setup.
 pub fn cedar_tests(p: &ProductSpec) -> String {
-    let (own, other, other_ns) = callers(p);
-    let service = |id: &str, ns: &str, sa: &str, parents: Value| {
-        json!({
-            "uid": { "type": "Mesh::Service", "id": id },
-            "attrs": {
-                "kind": "spiffe", "name": id, "trust_domain": p.trust_domain,
-                "namespace": ns, "service_account": sa
-            },
-            "parents": parents
-        })
-    };
-    let domain = json!({ "type": "Mesh::Domain", "id": p.domain });
-    let entities = json!([
-        { "uid": domain, "attrs": { "namespaces": [p.namespace] }, "parents": [] },
-        service(&own, &p.namespace, &p.product, json!([domain])),
-        service(&other, &other_ns, "reader", json!([])),
-        {
-            "uid": { "type": "Mesh::DataProduct", "id": p.id },
-            "attrs": {
-                "product_id": p.id, "domain": p.domain,
-                "owning_domain": { "__entity": domain },
-                "owner": p.owner, "classification": "internal", "version": "0.1.0",
-                "tags": [p.domain, p.product], "allowed_purposes": []
-            },
-            "parents": [domain]
-        }
-    ]);
+    let (own, other, _) = callers(p);
     let case = |name: &str, who: &str, decision: &str, reason: Value| {
         json!({
             "name": name,
@@ -291,7 +267,6 @@ pub fn cedar_tests(p: &ProductSpec) -> String {
                     "has_user": false
                 }
             },
-            "entities": entities,
             "decision": decision,
             "reason": reason,
             "num_errors": 0
