@@ -155,9 +155,9 @@ fn a_contract_id_that_is_another_products_id_is_refused() {
     let ledger = LEDGER
         .replace("id: finance.ledger\n", "id: sales.orders\n")
         .replace("dataProduct: ledger\n", "");
-    let e = described(&[("orders.yaml", ORDERS.to_string()), ("ledger.yaml", ledger)])
-        .err()
-        .expect("refused");
+    let Err(e) = described(&[("orders.yaml", ORDERS.to_string()), ("ledger.yaml", ledger)]) else {
+        panic!("two products under one id were accepted");
+    };
     assert_eq!(e.len(), 1, "{e:?}");
     assert!(
         e[0].starts_with(
