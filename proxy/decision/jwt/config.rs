@@ -206,9 +206,9 @@ impl UsersConfig {
                 bad(
                     "max_lifetime",
                     format!(
-                        "`{}`: at most {}",
-                        humantime::format_duration(c.max_lifetime),
-                        humantime::format_duration(MAX_LIFETIME_BOUND)
+                        "{} s is longer than the bound of {} days",
+                        c.max_lifetime.as_secs(),
+                        MAX_LIFETIME_BOUND.as_secs() / 86_400
                     ),
                 );
             }

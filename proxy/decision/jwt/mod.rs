@@ -474,18 +474,23 @@ impl Verifier {
             .validation
             .get(&header.alg)
             .ok_or(TokenError::AlgNotAllowed)?;
+        let window = lifetime::Window {
+            now: now_secs(),
+            leeway: issuer.config.leeway,
+            max_lifetime: issuer.config.max_lifetime,
+        };
         let data = jsonwebtoken::decode::<serde_json::Map<String, serde_json::Value>>(
             token, key, validation,
         )
-        .map_err(|e| map_error(e.kind()))?;
-        lifetime::check(
-            &data.claims,
-            lifetime::Window {
-                now: now_secs(),
-                leeway: issuer.config.leeway,
-                max_lifetime: issuer.config.max_lifetime,
-            },
-        )?;
+        .map_err(|e| match e.kind() {
+            // The signature held, but jsonwebtoken's own claim reading stumbled
+            // (on a time claim that is a list or an object): name the claim.
+            jsonwebtoken::errors::ErrorKind::Json(_) => lifetime::check(&claims, window)
+                .err()
+                .unwrap_or(TokenError::Malformed),
+            kind => map_error(kind),
+        })?;
+        lifetime::check(&data.claims, window)?;
         map_claims(&issuer.config, &data.claims)
     }
 }
