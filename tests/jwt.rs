@@ -992,3 +992,153 @@ fn header_injection_key_confusion_and_framing_attacks_get_401_counted_by_reason(
     let reached: Vec<String> = up.seen().iter().map(|s| s.target.clone()).collect();
     assert_eq!(reached, vec![SUMMARY.to_string()]);
 }
+
+/// A token over an exact payload text, for numbers serde_json would not write
+/// (`1e400`, 2^64 as written by an issuer).
+fn sign_raw(signer: &Signer, payload: &str) -> String {
+    let header = b64(
+        json!({ "alg": format!("{:?}", signer.alg), "typ": "JWT", "kid": signer.kid })
+            .to_string()
+            .as_bytes(),
+    );
+    let message = format!("{header}.{}", b64(payload.as_bytes()));
+    let sig =
+        jsonwebtoken::crypto::sign(message.as_bytes(), &signer.key, signer.alg).expect("sign");
+    format!("{message}.{sig}")
+}
+
+#[test]
+fn absurd_lifetimes_and_malformed_time_claims_get_401_with_a_precise_reason() {
+    let pki = Pki::with_clients(&[("dashboard", DASHBOARD)]);
+    let up = Upstream::start();
+    let es = Signer::new(Algorithm::ES256, "es-1");
+    let idp = Idp::start(&pki, vec![es.jwk.clone()]);
+    let iss = idp.issuer();
+    let mg = sidecar(&pki, &up, &idp, "max_lifetime: 1h").start();
+    let n = now();
+    let with = |f: &dyn Fn(&mut serde_json::Value)| {
+        let mut c = analyst(&iss);
+        f(&mut c);
+        es.sign(&c)
+    };
+    let raw = |time_claims: &str| {
+        sign_raw(
+            &es,
+            &format!(
+                r#"{{"iss":"{iss}","sub":"alice","aud":"meshgate","groups":["finance-analysts"],{time_claims}}}"#
+            ),
+        )
+    };
+
+    // Within the hour, with and without iat, even as an integral float: allowed.
+    for token in [
+        with(&|c| c["exp"] = json!(n + 3000)),
+        with(&|c| {
+            c.as_object_mut().expect("object").remove("iat");
+            c["exp"] = json!(n + 3600);
+        }),
+        with(&|c| c["exp"] = json!((n + 600) as f64)),
+    ] {
+        let r = with_token(&pki, &mg, &token);
+        assert_eq!(r.status, "200", "{}", r.body);
+    }
+    assert_eq!(tokens_counted(&mg, "ok"), 3.0);
+
+    let too_long = "the token lives longer than its issuer's max_lifetime of 1h";
+    let malformed = |c: &str| {
+        format!("the token's claim `{c}` is not a whole number of seconds from 0 to 2^63-1")
+    };
+    let cases: Vec<(&str, String, &str, String)> = vec![
+        (
+            "exp two hours after iat",
+            with(&|c| c["exp"] = json!(n + 7200)),
+            "lifetime_too_long",
+            too_long.into(),
+        ),
+        (
+            "exp two hours away, no iat",
+            with(&|c| {
+                c.as_object_mut().expect("object").remove("iat");
+                c["exp"] = json!(n + 7200);
+            }),
+            "lifetime_too_long",
+            too_long.into(),
+        ),
+        (
+            "exp at 2^63-1",
+            raw(&format!(r#""iat":{n},"exp":9223372036854775807"#)),
+            "lifetime_too_long",
+            too_long.into(),
+        ),
+        (
+            "exp at 2^64-1",
+            raw(&format!(r#""iat":{n},"exp":18446744073709551615"#)),
+            "malformed_claim",
+            malformed("exp"),
+        ),
+        (
+            "exp at 2^64",
+            raw(&format!(r#""iat":{n},"exp":18446744073709551616"#)),
+            "malformed_claim",
+            malformed("exp"),
+        ),
+        (
+            "exp 1e400",
+            raw(&format!(r#""iat":{n},"exp":1e400"#)),
+            "malformed_claim",
+            malformed("exp"),
+        ),
+        (
+            "exp with a fraction",
+            raw(&format!(r#""iat":{n},"exp":{}.5"#, n + 600)),
+            "malformed_claim",
+            malformed("exp"),
+        ),
+        (
+            "exp as a string",
+            with(&|c| c["exp"] = json!((n + 600).to_string())),
+            "malformed_claim",
+            malformed("exp"),
+        ),
+        (
+            "negative nbf",
+            with(&|c| c["nbf"] = json!(-1)),
+            "malformed_claim",
+            malformed("nbf"),
+        ),
+        (
+            "iat as a list",
+            with(&|c| c["iat"] = json!([n])),
+            "malformed_claim",
+            malformed("iat"),
+        ),
+        (
+            "no exp at all",
+            with(&|c| {
+                c.as_object_mut().expect("object").remove("exp");
+            }),
+            "missing_claim",
+            "the token lacks the claim `exp`".into(),
+        ),
+    ];
+    for (what, token, reason, description) in &cases {
+        let before = tokens_counted(&mg, reason);
+        let r = with_token(&pki, &mg, token);
+        assert_eq!(r.status, "401", "{what}: {}", r.body);
+        assert_eq!(
+            r.www_authenticate,
+            format!("Bearer error=\"invalid_token\", error_description=\"{description}\""),
+            "{what}"
+        );
+        assert_eq!(
+            tokens_counted(&mg, reason),
+            before + 1.0,
+            "{what}: {reason}"
+        );
+    }
+    assert_eq!(tokens_counted(&mg, "malformed_claim"), 7.0);
+    assert_eq!(tokens_counted(&mg, "lifetime_too_long"), 3.0);
+    // The sidecar is still serving.
+    let r = with_token(&pki, &mg, &with(&|_| {}));
+    assert_eq!(r.status, "200", "{}", r.body);
+}
