@@ -1142,3 +1142,78 @@ fn absurd_lifetimes_and_malformed_time_claims_get_401_with_a_precise_reason() {
     let r = with_token(&pki, &mg, &with(&|_| {}));
     assert_eq!(r.status, "200", "{}", r.body);
 }
+
+#[test]
+fn max_lifetime_is_validated_and_claims_given_offline_are_read_as_strictly() {
+    let pki = Pki::with_clients(&[("dashboard", DASHBOARD)]);
+    let jwks = pki.path("jwks.json");
+    let key = Signer::new(Algorithm::ES256, "k");
+    std::fs::write(&jwks, json!({ "keys": [key.jwk] }).to_string()).expect("jwks");
+    let iss = "https://idp.mesh.local";
+    let config = pki.path("lifetime.yaml");
+    let write = |max_lifetime: &str| {
+        let yaml = Meshgate::builder(&pki, "http://127.0.0.1:8080")
+            .policies()
+            .issuer(&format!(
+                "issuer: {iss}\naudiences: [meshgate]\njwks_file: {}\nmax_lifetime: {max_lifetime}",
+                jwks.display()
+            ))
+            .yaml();
+        std::fs::write(&config, yaml).expect("config");
+    };
+    let run = |args: &[&str]| {
+        let o = std::process::Command::new(bin())
+            .args(args)
+            .output()
+            .expect("meshgate runs");
+        let all = format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        (o.status.code(), all)
+    };
+    let cfg = config.to_str().expect("utf-8");
+
+    write("12h");
+    let (code, all) = run(&["validate", "--config", cfg]);
+    assert_eq!(code, Some(0), "{all}");
+    write("400days");
+    let (code, all) = run(&["validate", "--config", cfg]);
+    assert_eq!(code, Some(1), "{all}");
+    assert!(
+        all.contains(
+            "users.issuers[0].max_lifetime: 34560000 s is longer than the bound of 366 days"
+        ),
+        "{all}"
+    );
+    write("0s");
+    let (code, all) = run(&["validate", "--config", cfg]);
+    assert_eq!(code, Some(1), "{all}");
+    assert!(
+        all.contains("max_lifetime") && all.contains("zero"),
+        "{all}"
+    );
+
+    // `authorize --claims`: a malformed exp is named, not taken for absent.
+    write("12h");
+    for exp in ["1.5", "\"123\"", "-1", "18446744073709551616"] {
+        let claims = format!(r#"{{"iss":"{iss}","sub":"alice","exp":{exp}}}"#);
+        let (code, all) = run(&[
+            "authorize",
+            "--config",
+            cfg,
+            "--principal",
+            DASHBOARD,
+            "--path",
+            SUMMARY,
+            "--claims",
+            &claims,
+        ]);
+        assert_ne!(code, Some(0), "{exp}: {all}");
+        assert!(
+            all.contains("the token's claim `exp` is not a whole number of seconds"),
+            "{exp}: {all}"
+        );
+    }
+}
