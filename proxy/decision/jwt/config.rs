@@ -61,10 +61,7 @@ pub struct IssuerConfig {
     pub leeway: Duration,
     /// The longest a token may live: `exp - iat`, and, with or without
     /// `iat`, `exp - now` (plus the leeway). At most a year.
-    #[serde(
-        default = "default_max_lifetime",
-        deserialize_with = "crate::base::yaml::de_duration"
-    )]
+    #[serde(default = "default_max_lifetime", deserialize_with = "de_interval")]
     pub max_lifetime: Duration,
     /// Claims every token must carry (`exp`, `iss`, `aud` and `sub` always are).
     #[serde(default)]
@@ -200,6 +197,12 @@ impl UsersConfig {
                 bad(
                     "discovery",
                     format!("`{}`: discovery needs an https issuer", c.issuer),
+                );
+            }
+            if c.max_lifetime.is_zero() {
+                bad(
+                    "max_lifetime",
+                    "zero would refuse every token; give a positive duration such as 24h".into(),
                 );
             }
             if c.max_lifetime > MAX_LIFETIME_BOUND {

@@ -147,7 +147,11 @@ fn check_user(
         None => assert_eq!(user.expires_at, i64::MAX as u64),
         Some(exp) => {
             assert!(user.expires_at <= i64::MAX as u64, "exp {exp} mapped");
-            assert_eq!(exp.as_f64(), Some(user.expires_at as f64), "exp {exp} mapped");
+            assert_eq!(
+                exp.as_f64(),
+                Some(user.expires_at as f64),
+                "exp {exp} mapped"
+            );
         }
     }
     let issuer = users.and_then(|u| u.issuers.iter().find(|i| Some(i.issuer.as_str()) == iss));
