@@ -42,10 +42,9 @@ pub(super) fn numeric_date(
         return Err(malformed());
     }
     match n.as_f64() {
-        // 2^63 as f64 is exact; below it, an integral f64 fits in u64.
-        Some(f)
-            if f.is_finite() && f.fract() == 0.0 && f >= 0.0 && f < 9_223_372_036_854_775_808.0 =>
-        {
+        // 2^63 as f64 is exact; an integral f64 below it fits in u64 (the
+        // range also shuts out NaN and the infinities).
+        Some(f) if (0.0..9_223_372_036_854_775_808.0).contains(&f) && f.fract() == 0.0 => {
             Ok(Some(f as u64))
         }
         _ => Err(malformed()),
