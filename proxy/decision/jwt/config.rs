@@ -59,6 +59,10 @@ pub struct IssuerConfig {
         deserialize_with = "crate::base::yaml::de_duration"
     )]
     pub leeway: Duration,
+    /// The longest a token may live: `exp - iat`, and, with or without
+    /// `iat`, `exp - now` (plus the leeway). At most a year.
+    #[serde(default = "default_max_lifetime", deserialize_with = "de_interval")]
+    pub max_lifetime: Duration,
     /// Claims every token must carry (`exp`, `iss`, `aud` and `sub` always are).
     #[serde(default)]
     pub required_claims: Vec<String>,
@@ -100,6 +104,13 @@ pub(super) fn default_algorithms() -> Vec<String> {
 pub(super) fn default_leeway() -> Duration {
     Duration::from_secs(30)
 }
+
+pub(super) fn default_max_lifetime() -> Duration {
+    Duration::from_secs(24 * 3600)
+}
+
+/// The largest `max_lifetime` accepted.
+pub(super) const MAX_LIFETIME_BOUND: Duration = Duration::from_secs(366 * 24 * 3600);
 
 pub(super) fn default_refresh() -> Duration {
     Duration::from_secs(300)
@@ -186,6 +197,22 @@ impl UsersConfig {
                 bad(
                     "discovery",
                     format!("`{}`: discovery needs an https issuer", c.issuer),
+                );
+            }
+            if c.max_lifetime.is_zero() {
+                bad(
+                    "max_lifetime",
+                    "zero would refuse every token; give a positive duration such as 24h".into(),
+                );
+            }
+            if c.max_lifetime > MAX_LIFETIME_BOUND {
+                bad(
+                    "max_lifetime",
+                    format!(
+                        "{} s is longer than the bound of {} days",
+                        c.max_lifetime.as_secs(),
+                        MAX_LIFETIME_BOUND.as_secs() / 86_400
+                    ),
                 );
             }
             if c.audiences.is_empty() {

@@ -12,6 +12,7 @@
 
 mod config;
 mod keys;
+mod lifetime;
 mod metrics;
 mod user;
 
@@ -62,6 +63,11 @@ pub enum TokenError {
     MissingClaim(String),
     #[error("the token's claim `{0}` has the wrong type")]
     BadClaim(String),
+    /// A time claim present but not a NumericDate.
+    #[error("the token's claim `{0}` is not a whole number of seconds from 0 to 2^63-1")]
+    MalformedClaim(String),
+    #[error("the token lives longer than its issuer's max_lifetime of {}", humantime::format_duration(*.0))]
+    LifetimeTooLong(Duration),
 }
 
 impl TokenError {
@@ -82,6 +88,8 @@ impl TokenError {
             TokenError::WrongAudience => "wrong_audience",
             TokenError::MissingClaim(_) => "missing_claim",
             TokenError::BadClaim(_) => "bad_claim",
+            TokenError::MalformedClaim(_) => "malformed_claim",
+            TokenError::LifetimeTooLong(_) => "lifetime_too_long",
         }
     }
 }
@@ -190,9 +198,10 @@ impl Verifier {
                     let mut v = Validation::new(alg);
                     v.set_issuer(&[c.issuer.as_str()]);
                     v.set_audience(&c.audiences);
-                    v.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
-                    v.leeway = c.leeway.as_secs();
-                    v.validate_nbf = true;
+                    // The time claims are read and checked by `lifetime`.
+                    v.set_required_spec_claims(&["iss", "aud", "sub"]);
+                    v.validate_exp = false;
+                    v.validate_nbf = false;
                     (alg, v)
                 })
                 .collect();
@@ -465,10 +474,23 @@ impl Verifier {
             .validation
             .get(&header.alg)
             .ok_or(TokenError::AlgNotAllowed)?;
+        let window = lifetime::Window {
+            now: now_secs(),
+            leeway: issuer.config.leeway,
+            max_lifetime: issuer.config.max_lifetime,
+        };
         let data = jsonwebtoken::decode::<serde_json::Map<String, serde_json::Value>>(
             token, key, validation,
         )
-        .map_err(|e| map_error(e.kind()))?;
+        .map_err(|e| match e.kind() {
+            // The signature held, but jsonwebtoken's own claim reading stumbled
+            // (on a time claim that is a list or an object): name the claim.
+            jsonwebtoken::errors::ErrorKind::Json(_) => lifetime::check(&claims, window)
+                .err()
+                .unwrap_or(TokenError::Malformed),
+            kind => map_error(kind),
+        })?;
+        lifetime::check(&data.claims, window)?;
         map_claims(&issuer.config, &data.claims)
     }
 }
@@ -516,7 +538,8 @@ fn peek_claims(token: &str) -> Result<serde_json::Map<String, serde_json::Value>
         return Err(TokenError::Malformed);
     };
     let bytes = b64(payload).ok_or(TokenError::Malformed)?;
-    serde_json::from_slice(&bytes).map_err(|_| TokenError::Malformed)
+    serde_json::from_slice(&bytes)
+        .map_err(|e| lifetime::out_of_range_claim(&bytes, &e).unwrap_or(TokenError::Malformed))
 }
 
 #[cfg(test)]

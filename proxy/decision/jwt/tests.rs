@@ -220,3 +220,161 @@ fn bearer_comes_only_from_one_authorization_header() {
     h.insert(http::header::AUTHORIZATION, "Basic abc".parse().expect("v"));
     assert_eq!(Verifier::bearer(&h), Err(TokenError::BadHeader));
 }
+
+/// A token over an exact payload text (numbers serde_json would not write).
+fn sign_raw(s: &Signer, payload: &str) -> String {
+    let header = b64(format!(r#"{{"alg":"ES256","typ":"JWT","kid":"{}"}}"#, s.kid).as_bytes());
+    let message = format!("{header}.{}", b64(payload.as_bytes()));
+    let sig = jsonwebtoken::crypto::sign(message.as_bytes(), &s.key, s.alg).expect("sign");
+    format!("{message}.{sig}")
+}
+
+#[tokio::test]
+async fn time_claims_that_are_not_integer_numeric_dates_are_malformed_not_missing() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let (signer, jwk) = es256("k1");
+    let v = verifier(dir.path(), std::slice::from_ref(&jwk)).await;
+    let n = now();
+    let malformed = |c: &str| TokenError::MalformedClaim(c.into());
+    let cases: Vec<(&str, serde_json::Value, TokenError)> = vec![
+        ("exp", json!(n as f64 + 600.5), malformed("exp")),
+        ("exp", json!((n + 600).to_string()), malformed("exp")),
+        ("exp", json!(-1), malformed("exp")),
+        ("exp", json!(null), malformed("exp")),
+        ("exp", json!([n + 600]), malformed("exp")),
+        ("exp", json!(u64::MAX), malformed("exp")),
+        ("exp", json!(i64::MAX as u64 + 1), malformed("exp")),
+        (
+            "exp",
+            json!(18_446_744_073_709_551_616.0_f64),
+            malformed("exp"),
+        ),
+        ("nbf", json!(1.5), malformed("nbf")),
+        ("nbf", json!("0"), malformed("nbf")),
+        ("iat", json!(n as f64 - 0.25), malformed("iat")),
+        ("iat", json!(true), malformed("iat")),
+    ];
+    for (claim, value, want) in cases {
+        let mut c = claims();
+        c[claim] = value.clone();
+        let got = v.verify(&sign(&signer, &c)).await;
+        assert_eq!(got, Err(want.clone()), "{claim}: {value}");
+        assert_eq!(want.reason(), "malformed_claim");
+        assert!(want.to_string().contains(&format!("`{claim}`")), "{want}");
+    }
+    // Beyond f64: serde_json cannot read the payload, and still the claim is named.
+    for (payload, claim) in [
+        (format!(r#"{{"iss":"{ISS}","sub":"a","aud":"meshgate","exp":1e400}}"#), "exp"),
+        (
+            format!("{{\"iss\":\"{ISS}\",\"sub\":\"a\",\n \"aud\":\"meshgate\",\n \"exp\": {},\n \"nbf\" : -1E+999}}", n + 600),
+            "nbf",
+        ),
+        (format!(r#"{{"iss":"{ISS}","iat":1e400,"exp":{}}}"#, n + 600), "iat"),
+    ] {
+        assert_eq!(v.verify(&sign_raw(&signer, &payload)).await, Err(malformed(claim)), "{payload}");
+    }
+    // Another number out of range is a malformed token, not a claim's fault.
+    let payload = format!(
+        r#"{{"iss":"{ISS}","sub":"a","aud":"meshgate","exp":{},"x":1e400}}"#,
+        n + 600
+    );
+    assert_eq!(
+        v.verify(&sign_raw(&signer, &payload)).await,
+        Err(TokenError::Malformed)
+    );
+    // An integer-valued float is a NumericDate; an absent `exp` is missing.
+    let mut c = claims();
+    c["exp"] = json!((n + 600) as f64);
+    c["iat"] = json!(n as f64);
+    assert_eq!(
+        v.verify(&sign(&signer, &c))
+            .await
+            .expect("valid")
+            .expires_at,
+        n + 600
+    );
+    let mut c = claims();
+    c.as_object_mut().expect("object").remove("exp");
+    assert_eq!(
+        v.verify(&sign(&signer, &c)).await,
+        Err(TokenError::MissingClaim("exp".into()))
+    );
+}
+
+#[tokio::test]
+async fn a_token_living_longer_than_max_lifetime_is_refused() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let (signer, jwk) = es256("k1");
+    let v = verifier(dir.path(), std::slice::from_ref(&jwk)).await;
+    let n = now();
+    let day = 24 * 3600;
+    let too_long = Err(TokenError::LifetimeTooLong(Duration::from_secs(day)));
+    let token = |exp: u64, iat: Option<u64>| {
+        let mut c = claims();
+        c["exp"] = json!(exp);
+        match iat {
+            Some(iat) => c["iat"] = json!(iat),
+            None => {
+                c.as_object_mut().expect("object").remove("iat");
+            }
+        }
+        sign(&signer, &c)
+    };
+    // exp - iat over a day, with iat now or in the past.
+    assert_eq!(v.verify(&token(n + day + 60, Some(n))).await, too_long);
+    assert_eq!(v.verify(&token(n + 600, Some(n - day))).await, too_long);
+    // No iat: exp more than a day (and the 30 s leeway) away.
+    assert_eq!(v.verify(&token(n + day + 120, None)).await, too_long);
+    // A future iat does not stretch the bound.
+    assert_eq!(v.verify(&token(n + 2 * day, Some(n + day))).await, too_long);
+    // At the edges of u64 and i64: no overflow, a precise reason.
+    assert_eq!(v.verify(&token(i64::MAX as u64, Some(0))).await, too_long);
+    assert_eq!(v.verify(&token(i64::MAX as u64, None)).await, too_long);
+    assert_eq!(
+        v.verify(&token(i64::MAX as u64, Some(i64::MAX as u64)))
+            .await,
+        too_long
+    );
+    // Exactly a day, with and without iat: accepted.
+    assert!(v.verify(&token(n + day, Some(n))).await.is_ok());
+    assert!(v.verify(&token(n + day, None)).await.is_ok());
+    let e = TokenError::LifetimeTooLong(Duration::from_secs(day));
+    assert_eq!(e.reason(), "lifetime_too_long");
+    assert_eq!(
+        e.to_string(),
+        "the token lives longer than its issuer's max_lifetime of 1day"
+    );
+}
+
+#[test]
+fn max_lifetime_is_positive_and_at_most_a_year() {
+    let yaml = |v: &str| {
+        format!("issuers:\n  - issuer: https://idp.test\n    audiences: [a]\n    jwks_file: k.json\n    max_lifetime: {v}\n")
+    };
+    let cfg: UsersConfig = crate::base::yaml::parse_yaml(&yaml("8h"), "u.yaml").expect("parses");
+    assert_eq!(cfg.issuers[0].max_lifetime, Duration::from_secs(8 * 3600));
+    assert!(cfg.check().is_empty(), "{:?}", cfg.check());
+    let cfg: UsersConfig = crate::base::yaml::parse_yaml(&yaml("0s"), "u.yaml").expect("parses");
+    assert_eq!(
+        cfg.check(),
+        vec![
+            "users.issuers[0].max_lifetime: zero would refuse every token; give a positive duration such as 24h"
+                .to_string()
+        ]
+    );
+    let cfg: UsersConfig =
+        crate::base::yaml::parse_yaml(&yaml("400days"), "u.yaml").expect("parses");
+    assert_eq!(
+        cfg.check(),
+        vec![
+            "users.issuers[0].max_lifetime: 34560000 s is longer than the bound of 366 days"
+                .to_string()
+        ]
+    );
+    let cfg: UsersConfig = crate::base::yaml::parse_yaml(
+        "issuers:\n  - issuer: https://idp.test\n    audiences: [a]\n    jwks_file: k.json\n",
+        "u.yaml",
+    )
+    .expect("parses");
+    assert_eq!(cfg.issuers[0].max_lifetime, Duration::from_secs(24 * 3600));
+}

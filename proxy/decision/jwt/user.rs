@@ -61,7 +61,7 @@ impl User {
         let mut claims = claims.clone();
         claims
             .entry("exp")
-            .or_insert_with(|| serde_json::Value::from(u64::MAX));
+            .or_insert_with(|| serde_json::Value::from(lifetime::LATEST));
         map_claims(issuer, &claims).map_err(|e| format!("claims: {e}"))
     }
 }
@@ -156,13 +156,8 @@ pub(super) fn map_claims(
     };
     let issuer = string("iss")?;
     let subject = string("sub")?;
-    let expires_at = match claims.get("exp") {
-        Some(v) => v
-            .as_u64()
-            .or_else(|| v.as_f64().map(|f| f as u64))
-            .ok_or_else(|| TokenError::BadClaim("exp".into()))?,
-        None => return Err(TokenError::MissingClaim("exp".into())),
-    };
+    let expires_at = lifetime::numeric_date(claims, "exp")?
+        .ok_or_else(|| TokenError::MissingClaim("exp".into()))?;
     let mut attributes = Vec::new();
     for (attr, spec) in &c.attributes {
         let Some(v) = claims.get(&spec.claim) else {
