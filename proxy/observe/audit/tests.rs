@@ -55,6 +55,7 @@ fn config(file: &Path, max_file_bytes: u64) -> AuditConfig {
         when_full: FullMode::Block,
         max_wait: Duration::from_secs(5),
         flush_interval: Duration::from_millis(2),
+        checkpoint_interval: Duration::from_secs(60),
     }
 }
 

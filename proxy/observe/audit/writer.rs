@@ -226,6 +226,8 @@ pub(super) struct Writer {
     pub(super) unrecorded_drops: Arc<AtomicU64>,
     pub(super) last_error_log: Option<Instant>,
     pub(super) flush_interval: Duration,
+    /// The head published outside the trail, moved after each write.
+    pub(super) head: HeadCell,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -270,6 +272,8 @@ impl Writer {
         }
         self.record_drops();
         self.write_pending();
+        // The last head of this process, on the log stream too.
+        self.head.checkpoint();
     }
 
     pub(super) fn take(&mut self, msg: Msg, acks: &mut Vec<std::sync::mpsc::SyncSender<()>>) {
@@ -403,6 +407,10 @@ impl Writer {
         }
         if let Sink::Stdout(s) = &mut self.sink {
             let _ = s.lock().flush();
+        }
+        if !self.pending.is_empty() {
+            self.head
+                .moved(self.chain.next_seq.saturating_sub(1), &self.chain.prev);
         }
         self.pending.clear();
         self.ends.clear();
