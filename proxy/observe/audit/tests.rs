@@ -569,3 +569,72 @@ fn a_torn_last_line_is_rotated_out_and_the_chain_goes_on() {
     let v = verify(std::slice::from_ref(&file)).expect("the new file verifies");
     assert_eq!(v.first_seq, Some(2));
 }
+
+#[test]
+fn the_head_spans_rotated_files_and_a_cut_is_found_against_it() {
+    let dir = tempfile::tempdir().expect("dir");
+    let file = dir.path().join("audit.log");
+    let cfg = config(&file, 4096);
+    let (rt, audit, writer, m) = running(&cfg);
+    assert_eq!(audit.head(), None);
+    assert_eq!(m.chain_seq.get(), -1);
+    rt.block_on(async {
+        for i in 0..40 {
+            let slot = audit.slot().await.expect("slot").expect("place");
+            slot.send(event(&format!("/orders/{i}")));
+        }
+        assert!(audit.flush(Duration::from_secs(10)).await);
+    });
+    let head = audit.head().expect("a head");
+    drop(audit);
+    assert!(writer.join(Duration::from_secs(10)));
+    let last: serde_json::Value =
+        serde_json::from_str(lines(&file).last().expect("a line")).expect("json");
+    assert_eq!(head.seq, 39);
+    assert_eq!(head.hash, last["chain"].as_str().expect("chain"));
+    assert_eq!(head.file.as_deref(), Some(file.as_path()));
+    assert_eq!(m.chain_seq.get(), 39);
+
+    let mut files: Vec<PathBuf> = (1..=20)
+        .rev()
+        .map(|n| dir.path().join(format!("audit.log.{n}")))
+        .filter(|p| p.exists())
+        .collect();
+    assert!(files.len() >= 2, "{files:?}");
+    files.push(file.clone());
+    let anchor = |seq, hash: &str| Anchor {
+        seq,
+        hash: Some(hash.to_string()),
+    };
+    let at_head = [anchor(39, &head.hash)];
+    assert!(verify_against(&files, &at_head).is_ok());
+    // The current file alone holds the head.
+    assert!(verify_against(std::slice::from_ref(&file), &at_head).is_ok());
+    // A head rotated away is checked for its number only; with its file
+    // given, for its hash too.
+    let wrong = anchor(0, GENESIS);
+    assert!(verify_against(std::slice::from_ref(&file), std::slice::from_ref(&wrong)).is_ok());
+    match verify_against(&files, &[wrong]) {
+        Err(VerifyError::Differs {
+            seq: 0, expected, ..
+        }) => assert_eq!(expected, GENESIS),
+        other => panic!("{other:?}"),
+    }
+
+    // Cut the last line: the chain alone passes, the head does not.
+    let mut cut = lines(&file);
+    cut.pop();
+    rewrite(&file, &cut);
+    assert!(verify(&files).is_ok());
+    assert_eq!(
+        verify_against(&files, &at_head),
+        Err(VerifyError::Short {
+            last: 38,
+            expected: 39
+        })
+    );
+    // A writer started on the cut file resumes from the lower head at once.
+    let (_rt, audit, _writer, m) = running(&cfg);
+    assert_eq!(audit.head().map(|h| h.seq), Some(38));
+    assert_eq!(m.chain_seq.get(), 38);
+}
