@@ -29,11 +29,17 @@ impl Head {
             Some(h) => serde_json::json!({
                 "seq": h.seq,
                 "hash": h.hash,
-                "at": humantime::format_rfc3339_micros(h.at).to_string(),
+                "at": at_text(h.at),
                 "file": h.file.as_ref().map(|f| f.display().to_string()),
             }),
         }
     }
+}
+
+/// RFC 3339; none for a clock outside the years 1970 to 9999 (where
+/// humantime would panic: this runs on the writer thread too).
+fn at_text(t: SystemTime) -> Option<String> {
+    super::line::rfc3339_micros(t).ok().map(|t| t.to_string())
 }
 
 #[derive(Default)]
@@ -109,7 +115,7 @@ impl HeadCell {
         tracing::info!(
             seq = h.seq,
             hash = %h.hash,
-            at = %humantime::format_rfc3339_micros(h.at),
+            at = at_text(h.at).as_deref().unwrap_or("null"),
             "audit checkpoint"
         );
         s.checkpointed = Some((h.seq, h.hash.clone()));

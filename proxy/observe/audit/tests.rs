@@ -638,3 +638,15 @@ fn the_head_spans_rotated_files_and_a_cut_is_found_against_it() {
     assert_eq!(audit.head().map(|h| h.seq), Some(38));
     assert_eq!(m.chain_seq.get(), 38);
 }
+
+#[test]
+fn a_checkpoint_interval_below_10ms_is_refused_by_name() {
+    let dir = tempfile::tempdir().expect("dir");
+    let mut cfg = config(&dir.path().join("audit.log"), 1 << 20);
+    assert!(cfg.check().is_empty(), "{:?}", cfg.check());
+    cfg.checkpoint_interval = Duration::ZERO;
+    assert_eq!(
+        cfg.check(),
+        vec!["audit.checkpoint_interval: 0ns is below the minimum of 10ms".to_string()]
+    );
+}
