@@ -202,3 +202,24 @@ fn the_head_is_404_without_a_trail_and_null_before_the_first_event() {
         .expect("curl");
     assert_eq!(String::from_utf8_lossy(&out.stdout), "404");
 }
+
+#[test]
+fn the_last_head_is_logged_at_shutdown() {
+    let pki = Pki::new();
+    let up = Upstream::start();
+    let file = pki.path("audit.log");
+    // No periodic checkpoint falls within the test: the one logged comes
+    // from the shutdown.
+    let mut mg = Meshgate::builder(&pki, &up)
+        .audit_file(&file)
+        .audit("checkpoint_interval: 1h")
+        .start();
+    requests(&pki, &mg, 2);
+    assert!(mg.terminate().success());
+    let last = logged(&mg, 0, "audit checkpoint", 1);
+    let text = std::fs::read_to_string(&file).expect("read");
+    let chain = text.lines().last().and_then(|l| l.rsplit('"').nth(1));
+    assert_eq!(last["hash"].as_str(), chain, "{last}");
+    let (ok, out) = verify_expect(&file, &[&last.to_string()]);
+    assert!(ok, "{out}");
+}

@@ -123,7 +123,9 @@ impl HeadCell {
 
     /// Logs a checkpoint every `interval` (when the head moved), for ever.
     pub(super) async fn checkpoints(self, interval: Duration) {
-        let mut tick = tokio::time::interval(interval);
+        // The first one an interval from now, not at once.
+        let first = tokio::time::Instant::now() + interval;
+        let mut tick = tokio::time::interval_at(first, interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
