@@ -650,3 +650,24 @@ fn a_checkpoint_interval_below_10ms_is_refused_by_name() {
         vec!["audit.checkpoint_interval: 0ns is below the minimum of 10ms".to_string()]
     );
 }
+
+#[test]
+fn a_restart_just_after_a_rotation_goes_on_from_the_rotated_file() {
+    let dir = tempfile::tempdir().expect("dir");
+    let file = dir.path().join("audit.log");
+    let cfg = config(&file, 1 << 20);
+    write(&cfg, &["/a", "/b"]);
+    // Stopped right after a rotation: FILE.1 holds the chain, FILE is empty.
+    std::fs::rename(&file, dir.path().join("audit.log.1")).expect("rename");
+    std::fs::write(&file, "").expect("empty");
+    let (_rt, audit, writer, _m) = running(&cfg);
+    assert_eq!(audit.head().map(|h| h.seq), Some(1));
+    drop(audit);
+    assert!(writer.join(Duration::from_secs(10)));
+    write(&cfg, &["/c"]);
+    let first: serde_json::Value = serde_json::from_str(&lines(&file)[0]).expect("json");
+    assert_eq!(first["seq"], 2, "{first}");
+    let files = [dir.path().join("audit.log.1"), file];
+    let v = verify(&files).expect("one chain across the rotation");
+    assert_eq!((v.events, v.restarts, v.last_seq), (3, 0, Some(2)));
+}

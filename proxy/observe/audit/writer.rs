@@ -73,6 +73,11 @@ impl FileSink {
                 }
             }
         }
+        if resumed.is_none() && !rotate_first {
+            // An empty or missing file just after a rotation: the chain
+            // goes on from the end of the file rotated before it.
+            resumed = rotated_head(path);
+        }
         if rotate_first {
             rotate_files(path, retain).map_err(|e| format!("audit.file: {shown}: {e}"))?;
         }
@@ -131,6 +136,19 @@ pub(super) fn check_file(path: &Path) -> Result<(), String> {
             std::fs::remove_file(&probe).map_err(|e| fail(&e))
         }
         Err(e) => Err(fail(&e)),
+    }
+}
+
+/// The chain at the end of FILE.1, if it ends in an audit event (or in a
+/// torn line after one: a torn file rotated out just before a stop).
+fn rotated_head(path: &Path) -> Option<ChainState> {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".1");
+    let mut f = File::open(PathBuf::from(name)).ok()?;
+    match last_line(&mut f).ok()? {
+        Tail::Complete(line) => chain_of(&line),
+        Tail::Torn(previous) => previous.as_deref().and_then(chain_of),
+        Tail::Empty => None,
     }
 }
 
