@@ -88,6 +88,7 @@ fn recording(c: &mut Criterion) {
         when_full: FullMode::Block,
         max_wait: Duration::from_secs(60),
         flush_interval: Duration::from_millis(2),
+        checkpoint_interval: Duration::from_secs(60),
     };
     let (audit, writer) = Audit::start(&config, metrics.audit.clone())
         .expect("audit")

@@ -1,7 +1,10 @@
-//! `meshgate audit verify`: check the hash chain of audit files.
+//! `meshgate audit verify`: check the hash chain of audit files, and that
+//! they reach the head the sidecar published (`--expect`).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+
+use anyhow::Context;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -13,23 +16,52 @@ pub struct Args {
 enum AuditCommand {
     /// Check the hash chain of audit files, given oldest first
     /// (FILE.N .. FILE.1 FILE). Reports the first edited, deleted, inserted
-    /// or reordered line as FILE:LINE; exit 1 if the chain is broken.
+    /// or reordered line as FILE:LINE; exit 1 if the chain is broken, or if
+    /// the trail ends before (or disagrees with) an expected head.
     Verify {
         #[arg(required = true, value_name = "FILE")]
         files: Vec<PathBuf>,
+        /// A head the trail must reach, held outside it: SEQ or SEQ:HASH,
+        /// the JSON of the admin port's `GET /audit/head`, or an `audit
+        /// checkpoint` log line; or a file holding one of these (of a log,
+        /// the last checkpoint line counts). Repeatable.
+        #[arg(long, value_name = "SEQ[:HASH]|JSON|LINE|FILE")]
+        expect: Vec<String>,
     },
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let AuditCommand::Verify { files } = args.command;
-    let v = crate::observe::audit::verify(&files)?;
+    let AuditCommand::Verify { files, expect } = args.command;
+    let anchors = expect
+        .iter()
+        .map(|e| anchor(e))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let v = crate::observe::audit::verify_against(&files, &anchors)?;
     let range = match (v.first_seq, v.last_seq) {
         (Some(a), Some(b)) => format!(", seq {a}..{b}"),
         _ => String::new(),
     };
+    let reached = match anchors.iter().map(|a| a.seq).max() {
+        Some(seq) => format!("; reaches the expected head (seq {seq})"),
+        None => "; no expected head given: a cut tail cannot be seen (--expect)".into(),
+    };
     println!(
-        "ok: {} events{range}, {} reported dropped, {} chain restart(s)",
+        "ok: {} events{range}, {} reported dropped, {} chain restart(s){reached}",
         v.events, v.dropped, v.restarts
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// An `--expect` value, or the file it names.
+fn anchor(value: &str) -> anyhow::Result<crate::observe::audit::Anchor> {
+    let path = Path::new(value);
+    let looks_like_file = !value.trim_start().starts_with('{') && path.is_file();
+    let (text, shown) = if looks_like_file {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("--expect {}: cannot read", path.display()))?;
+        (text, path.display().to_string())
+    } else {
+        (value.to_string(), value.to_string())
+    };
+    crate::observe::audit::parse_anchor(&text).map_err(|e| anyhow::anyhow!("--expect {shown}: {e}"))
 }

@@ -88,11 +88,32 @@ impl Admin for Sidecar {
     }
 
     fn route(&self, path: &str) -> Option<http::Response<Full<Bytes>>> {
-        (path == "/policy").then(|| self.policy())
+        match path {
+            "/policy" => Some(self.policy()),
+            "/audit/head" => Some(self.audit_head()),
+            _ => None,
+        }
     }
 }
 
 impl Sidecar {
+    /// `GET /audit/head`: the audit chain's head, to hold outside the trail
+    /// (`meshgate audit verify --expect`); 404 when the trail is off.
+    fn audit_head(&self) -> http::Response<Full<Bytes>> {
+        let Some(audit) = &self.gate.audit else {
+            let mut resp = http::Response::new(Full::new(Bytes::from_static(
+                b"{\"error\":\"audit.sink is off: there is no audit trail\"}",
+            )));
+            *resp.status_mut() = http::StatusCode::NOT_FOUND;
+            return admin::with_type(resp, "application/json");
+        };
+        let body = crate::observe::audit::Head::to_json(audit.head().as_ref());
+        admin::with_type(
+            http::Response::new(Full::new(Bytes::from(body.to_string()))),
+            "application/json",
+        )
+    }
+
     /// `GET /policy`: which snapshot is live, and the last reload error.
     fn policy(&self) -> http::Response<Full<Bytes>> {
         let body = match &self.gate.policy {
@@ -313,6 +334,9 @@ impl Bound {
             )?
             .watch(Watched::Policy, &policy_dirs, Duration::from_millis(250))?;
         tokio::spawn(reload_on_change(sc.clone(), changes));
+        if let Some(audit) = &sc.gate.audit {
+            tokio::spawn(audit.checkpoints());
+        }
 
         sc.ready.store(true, Ordering::Release);
         tracing::info!(
@@ -340,6 +364,7 @@ impl Bound {
                     "the audit sink did not take the queued events in time; exiting without them"
                 );
             }
+            audit.checkpoint();
         }
         Ok(())
     }

@@ -91,6 +91,7 @@ pub fn audit_golden() -> &'static [(String, Vec<u8>)] {
             when_full: FullMode::Block,
             max_wait: Duration::from_secs(10),
             flush_interval: Duration::from_millis(1),
+            checkpoint_interval: Duration::from_secs(60),
         };
         let principal: Principal = "spiffe://acme.example/ns/finance/sa/reporting"
             .parse()

@@ -16,10 +16,13 @@
 //! `prev` chain it continues, so each file can be verified on its own and in
 //! sequence with the file rotated before it.
 
+mod head;
 mod line;
 mod verify;
 mod writer;
 
+use head::HeadCell;
+pub use head::{parse_anchor, Anchor, Head};
 use line::*;
 pub use verify::*;
 use writer::*;
@@ -84,6 +87,10 @@ pub struct AuditConfig {
     /// that it wakes once per batch rather than once per request.
     #[serde(deserialize_with = "crate::base::yaml::de_duration")]
     pub flush_interval: Duration,
+    /// How often the chain's head is logged as an `audit checkpoint` line
+    /// (only when it moved; also at shutdown).
+    #[serde(deserialize_with = "crate::base::yaml::de_duration")]
+    pub checkpoint_interval: Duration,
 }
 
 impl Default for AuditConfig {
@@ -97,6 +104,7 @@ impl Default for AuditConfig {
             when_full: FullMode::Block,
             max_wait: Duration::from_secs(5),
             flush_interval: Duration::from_millis(2),
+            checkpoint_interval: Duration::from_secs(60),
         }
     }
 }
@@ -137,6 +145,12 @@ impl AuditConfig {
             errors.push(format!(
                 "audit.flush_interval: {:?} is above the maximum of 1s",
                 self.flush_interval
+            ));
+        }
+        if self.checkpoint_interval < Duration::from_millis(10) {
+            errors.push(format!(
+                "audit.checkpoint_interval: {:?} is below the minimum of 10ms",
+                self.checkpoint_interval
             ));
         }
         if self.max_file_bytes < 4096 {
@@ -205,6 +219,8 @@ pub struct Audit {
     /// Events lost since the writer last recorded the loss in the chain.
     unrecorded_drops: Arc<AtomicU64>,
     last_drop_log: AtomicU64,
+    head: HeadCell,
+    checkpoint_interval: Duration,
 }
 
 /// The writer thread; [`WriterThread::join`] waits for it to write every
@@ -238,6 +254,15 @@ impl Audit {
             Sink::File(f) => f.resumed.clone(),
             Sink::Stdout(_) => None,
         };
+        let file = head_file_of(&sink);
+        if let (None, Some(f)) = (&chain, &file) {
+            tracing::info!(file = %f.display(), "audit trail starts a new chain");
+        }
+        let head = HeadCell::new(metrics.chain_seq.clone(), file);
+        if let Some(c) = &chain {
+            // Where the chain goes on from, on the log stream.
+            head.resumed(c.next_seq.saturating_sub(1), &c.prev);
+        }
         let start_of_file = match &sink {
             Sink::File(f) => f.size == 0,
             Sink::Stdout(_) => true,
@@ -259,6 +284,7 @@ impl Audit {
             mode: config.when_full,
             unrecorded_drops: unrecorded_drops.clone(),
             flush_interval: config.flush_interval,
+            head: head.clone(),
         };
         std::thread::Builder::new()
             .name("meshgate-audit".into())
@@ -275,9 +301,26 @@ impl Audit {
                 metrics,
                 unrecorded_drops,
                 last_drop_log: AtomicU64::new(0),
+                head,
+                checkpoint_interval: config.checkpoint_interval,
             },
             WriterThread { done },
         )))
+    }
+
+    /// The chain's head: the last line written (`GET /audit/head`).
+    pub fn head(&self) -> Option<Head> {
+        self.head.get()
+    }
+
+    /// Logs the head as an `audit checkpoint` line if it moved since the last.
+    pub fn checkpoint(&self) {
+        self.head.checkpoint();
+    }
+
+    /// A task that logs a checkpoint every `audit.checkpoint_interval`.
+    pub fn checkpoints(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        self.head.clone().checkpoints(self.checkpoint_interval)
     }
 
     /// A place for the request's event. `Ok(None)`: mode `drop` and the queue
@@ -352,6 +395,13 @@ impl Audit {
         tokio::task::spawn_blocking(move || ack.recv_timeout(rest).is_ok())
             .await
             .unwrap_or(false)
+    }
+}
+
+fn head_file_of(sink: &Sink) -> Option<PathBuf> {
+    match sink {
+        Sink::File(f) => Some(f.path.clone()),
+        Sink::Stdout(_) => None,
     }
 }
 

@@ -55,6 +55,7 @@ fn config(file: &Path, max_file_bytes: u64) -> AuditConfig {
         when_full: FullMode::Block,
         max_wait: Duration::from_secs(5),
         flush_interval: Duration::from_millis(2),
+        checkpoint_interval: Duration::from_secs(60),
     }
 }
 
@@ -567,4 +568,106 @@ fn a_torn_last_line_is_rotated_out_and_the_chain_goes_on() {
     assert_eq!(e.line, 3);
     let v = verify(std::slice::from_ref(&file)).expect("the new file verifies");
     assert_eq!(v.first_seq, Some(2));
+}
+
+#[test]
+fn the_head_spans_rotated_files_and_a_cut_is_found_against_it() {
+    let dir = tempfile::tempdir().expect("dir");
+    let file = dir.path().join("audit.log");
+    let cfg = config(&file, 4096);
+    let (rt, audit, writer, m) = running(&cfg);
+    assert_eq!(audit.head(), None);
+    assert_eq!(m.chain_seq.get(), -1);
+    rt.block_on(async {
+        for i in 0..40 {
+            let slot = audit.slot().await.expect("slot").expect("place");
+            slot.send(event(&format!("/orders/{i}")));
+        }
+        assert!(audit.flush(Duration::from_secs(10)).await);
+    });
+    let head = audit.head().expect("a head");
+    drop(audit);
+    assert!(writer.join(Duration::from_secs(10)));
+    let last: serde_json::Value =
+        serde_json::from_str(lines(&file).last().expect("a line")).expect("json");
+    assert_eq!(head.seq, 39);
+    assert_eq!(head.hash, last["chain"].as_str().expect("chain"));
+    assert_eq!(head.file.as_deref(), Some(file.as_path()));
+    assert_eq!(m.chain_seq.get(), 39);
+
+    let mut files: Vec<PathBuf> = (1..=20)
+        .rev()
+        .map(|n| dir.path().join(format!("audit.log.{n}")))
+        .filter(|p| p.exists())
+        .collect();
+    assert!(files.len() >= 2, "{files:?}");
+    files.push(file.clone());
+    let anchor = |seq, hash: &str| Anchor {
+        seq,
+        hash: Some(hash.to_string()),
+    };
+    let at_head = [anchor(39, &head.hash)];
+    assert!(verify_against(&files, &at_head).is_ok());
+    // The current file alone holds the head.
+    assert!(verify_against(std::slice::from_ref(&file), &at_head).is_ok());
+    // A head rotated away is checked for its number only; with its file
+    // given, for its hash too.
+    let wrong = anchor(0, GENESIS);
+    assert!(verify_against(std::slice::from_ref(&file), std::slice::from_ref(&wrong)).is_ok());
+    match verify_against(&files, &[wrong]) {
+        Err(VerifyError::Differs {
+            seq: 0, expected, ..
+        }) => assert_eq!(expected, GENESIS),
+        other => panic!("{other:?}"),
+    }
+
+    // Cut the last line: the chain alone passes, the head does not.
+    let mut cut = lines(&file);
+    cut.pop();
+    rewrite(&file, &cut);
+    assert!(verify(&files).is_ok());
+    assert_eq!(
+        verify_against(&files, &at_head),
+        Err(VerifyError::Short {
+            last: 38,
+            expected: 39
+        })
+    );
+    // A writer started on the cut file resumes from the lower head at once.
+    let (_rt, audit, _writer, m) = running(&cfg);
+    assert_eq!(audit.head().map(|h| h.seq), Some(38));
+    assert_eq!(m.chain_seq.get(), 38);
+}
+
+#[test]
+fn a_checkpoint_interval_below_10ms_is_refused_by_name() {
+    let dir = tempfile::tempdir().expect("dir");
+    let mut cfg = config(&dir.path().join("audit.log"), 1 << 20);
+    assert!(cfg.check().is_empty(), "{:?}", cfg.check());
+    cfg.checkpoint_interval = Duration::ZERO;
+    assert_eq!(
+        cfg.check(),
+        vec!["audit.checkpoint_interval: 0ns is below the minimum of 10ms".to_string()]
+    );
+}
+
+#[test]
+fn a_restart_just_after_a_rotation_goes_on_from_the_rotated_file() {
+    let dir = tempfile::tempdir().expect("dir");
+    let file = dir.path().join("audit.log");
+    let cfg = config(&file, 1 << 20);
+    write(&cfg, &["/a", "/b"]);
+    // Stopped right after a rotation: FILE.1 holds the chain, FILE is empty.
+    std::fs::rename(&file, dir.path().join("audit.log.1")).expect("rename");
+    std::fs::write(&file, "").expect("empty");
+    let (_rt, audit, writer, _m) = running(&cfg);
+    assert_eq!(audit.head().map(|h| h.seq), Some(1));
+    drop(audit);
+    assert!(writer.join(Duration::from_secs(10)));
+    write(&cfg, &["/c"]);
+    let first: serde_json::Value = serde_json::from_str(&lines(&file)[0]).expect("json");
+    assert_eq!(first["seq"], 2, "{first}");
+    let files = [dir.path().join("audit.log.1"), file];
+    let v = verify(&files).expect("one chain across the rotation");
+    assert_eq!((v.events, v.restarts, v.last_seq), (3, 0, Some(2)));
 }

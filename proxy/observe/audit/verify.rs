@@ -50,6 +50,8 @@ pub struct Verified {
     pub restarts: u64,
     /// `dropped` records: events the sidecar reported lost.
     pub dropped: u64,
+    /// The chain of the last line of each watched sequence number.
+    pub(super) watched: Vec<(u64, Option<String>)>,
 }
 
 /// The first break in the chain: `file:line: message`.
@@ -61,8 +63,73 @@ pub struct ChainBreak {
     pub message: String,
 }
 
+/// Why a trail does not reach, or does not agree with, an expected head.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum VerifyError {
+    #[error(transparent)]
+    Chain(#[from] ChainBreak),
+    /// The trail ends before the expected head: its tail was cut.
+    #[error("trail ends at seq {last}, expected at least {expected} (the tail was cut?)")]
+    Short { last: u64, expected: u64 },
+    /// No line at all, where a head was expected.
+    #[error("trail holds no event, expected at least seq {expected} (the tail was cut?)")]
+    Empty { expected: u64 },
+    /// The line at the expected sequence number is not the one published.
+    #[error(
+        "seq {seq} has hash {found}, expected {expected} \
+         (the trail was cut and written on, or rewritten)"
+    )]
+    Differs {
+        seq: u64,
+        found: String,
+        expected: String,
+    },
+}
+
 /// Checks files given oldest first (FILE.N .. FILE.1 FILE).
 pub fn verify(files: &[PathBuf]) -> Result<Verified, ChainBreak> {
+    verify_watching(files, Vec::new())
+}
+
+/// [`verify`], then the trail against heads the sidecar published: it must
+/// reach each one's sequence number, and hold the same chain there. (A
+/// head older than the trail's first line is only checked for its number:
+/// its line was rotated away.)
+pub fn verify_against(files: &[PathBuf], anchors: &[Anchor]) -> Result<Verified, VerifyError> {
+    let watch = anchors.iter().map(|a| (a.seq, None)).collect();
+    let v = verify_watching(files, watch)?;
+    for a in anchors {
+        let Some(last) = v.last_seq else {
+            return Err(VerifyError::Empty { expected: a.seq });
+        };
+        if last < a.seq {
+            return Err(VerifyError::Short {
+                last,
+                expected: a.seq,
+            });
+        }
+        let found = v
+            .watched
+            .iter()
+            .find(|(s, _)| *s == a.seq)
+            .and_then(|(_, c)| c.as_ref());
+        if let (Some(expected), Some(found)) = (&a.hash, found) {
+            if expected != found {
+                return Err(VerifyError::Differs {
+                    seq: a.seq,
+                    found: found.clone(),
+                    expected: expected.clone(),
+                });
+            }
+        }
+    }
+    Ok(v)
+}
+
+fn verify_watching(
+    files: &[PathBuf],
+    watched: Vec<(u64, Option<String>)>,
+) -> Result<Verified, ChainBreak> {
     let mut state: Option<ChainState> = None;
     let mut out = Verified {
         events: 0,
@@ -70,6 +137,7 @@ pub fn verify(files: &[PathBuf]) -> Result<Verified, ChainBreak> {
         last_seq: None,
         restarts: 0,
         dropped: 0,
+        watched,
     };
     for path in files {
         let name = path.display().to_string();
@@ -159,6 +227,11 @@ fn verify_line(
         out.dropped = out.dropped.saturating_add(parsed.count.unwrap_or(0));
     } else {
         out.events += 1;
+    }
+    for (seq, chain) in out.watched.iter_mut() {
+        if *seq == parsed.seq {
+            *chain = Some(parsed.chain.clone());
+        }
     }
     out.first_seq.get_or_insert(parsed.seq);
     out.last_seq = Some(parsed.seq);

@@ -73,6 +73,11 @@ impl FileSink {
                 }
             }
         }
+        if resumed.is_none() && !rotate_first {
+            // An empty or missing file just after a rotation: the chain
+            // goes on from the end of the file rotated before it.
+            resumed = rotated_head(path);
+        }
         if rotate_first {
             rotate_files(path, retain).map_err(|e| format!("audit.file: {shown}: {e}"))?;
         }
@@ -131,6 +136,19 @@ pub(super) fn check_file(path: &Path) -> Result<(), String> {
             std::fs::remove_file(&probe).map_err(|e| fail(&e))
         }
         Err(e) => Err(fail(&e)),
+    }
+}
+
+/// The chain at the end of FILE.1, if it ends in an audit event (or in a
+/// torn line after one: a torn file rotated out just before a stop).
+fn rotated_head(path: &Path) -> Option<ChainState> {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".1");
+    let mut f = File::open(PathBuf::from(name)).ok()?;
+    match last_line(&mut f).ok()? {
+        Tail::Complete(line) => chain_of(&line),
+        Tail::Torn(previous) => previous.as_deref().and_then(chain_of),
+        Tail::Empty => None,
     }
 }
 
@@ -226,6 +244,8 @@ pub(super) struct Writer {
     pub(super) unrecorded_drops: Arc<AtomicU64>,
     pub(super) last_error_log: Option<Instant>,
     pub(super) flush_interval: Duration,
+    /// The head published outside the trail, moved after each write.
+    pub(super) head: HeadCell,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -270,6 +290,8 @@ impl Writer {
         }
         self.record_drops();
         self.write_pending();
+        // The last head of this process, on the log stream too.
+        self.head.checkpoint();
     }
 
     pub(super) fn take(&mut self, msg: Msg, acks: &mut Vec<std::sync::mpsc::SyncSender<()>>) {
@@ -403,6 +425,10 @@ impl Writer {
         }
         if let Sink::Stdout(s) = &mut self.sink {
             let _ = s.lock().flush();
+        }
+        if !self.pending.is_empty() {
+            self.head
+                .moved(self.chain.next_seq.saturating_sub(1), &self.chain.prev);
         }
         self.pending.clear();
         self.ends.clear();

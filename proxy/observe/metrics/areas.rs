@@ -205,7 +205,9 @@ impl AuditMetrics {
             backpressure_seconds: Counter::<f64, AtomicU64>::default(),
             backpressure_waiting: Gauge::default(),
             write_errors: Counter::default(),
+            chain_seq: Gauge::default(),
         };
+        audit.chain_seq.set(-1);
         registry.register(
             "audit_events",
             "Audit events written to the sink",
@@ -236,6 +238,12 @@ impl AuditMetrics {
             "audit_write_errors",
             "Failed writes to the audit sink",
             audit.write_errors.clone(),
+        );
+        registry.register(
+            "audit_chain_seq",
+            "Sequence number of the audit chain's head (the last line written; -1: none yet), \
+             to compare with `meshgate audit verify --expect`",
+            audit.chain_seq.clone(),
         );
         audit
     }

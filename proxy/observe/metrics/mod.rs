@@ -177,6 +177,10 @@ pub struct AuditMetrics {
     /// Requests waiting for room right now.
     pub backpressure_waiting: Gauge,
     pub write_errors: Counter,
+    /// The sequence number of the chain's head (the last line written);
+    /// -1 while the trail holds no line. The head's hash is not a label:
+    /// a new value per batch would make a new series each time.
+    pub chain_seq: Gauge,
 }
 
 /// Seconds since the Unix epoch.
