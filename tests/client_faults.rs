@@ -189,7 +189,10 @@ async fn malformed_chunked_bodies_and_a_client_gone_mid_body_are_the_clients_fau
         5.0,
         "{m}"
     );
-    assert!(!m.contains("class=\"5xx\""), "a client fault counted as 5xx: {m}");
+    assert!(
+        !m.contains("class=\"5xx\""),
+        "a client fault counted as 5xx: {m}"
+    );
 
     let events = audit_events(&audit);
     assert_eq!(events.len(), 9, "{events:?}");
@@ -268,7 +271,10 @@ async fn an_http2_client_resetting_its_stream_mid_body_is_a_499_not_an_upstream_
         .await
         .expect("body open");
     let answered = response.await.expect("task");
-    assert!(answered.is_err(), "the reset stream got a response: {answered:?}");
+    assert!(
+        answered.is_err(),
+        "the reset stream got a response: {answered:?}"
+    );
     next_upload_is_served(&pki, &mg, &up);
 
     mg.wait_metric("meshgate_audit_events_total", 3.0);
@@ -285,7 +291,10 @@ async fn an_http2_client_resetting_its_stream_mid_body_is_a_499_not_an_upstream_
         1.0,
         "{m}"
     );
-    assert!(!m.contains("class=\"5xx\""), "a client fault counted as 5xx: {m}");
+    assert!(
+        !m.contains("class=\"5xx\""),
+        "a client fault counted as 5xx: {m}"
+    );
     assert!(!m.contains("reason=\"malformed\""), "{m}");
     let events = audit_events(&audit);
     let reset: Vec<_> = events.iter().filter(|e| e["status"] != 200).collect();
