@@ -572,6 +572,7 @@ const METRICS: &[&str] = &[
     "meshgate_audit_events_total",
     "meshgate_audit_dropped_total",
     "meshgate_deprecated_requests_total",
+    "meshgate_request_body_errors_total",
 ];
 
 /// The metric names a PromQL expression selects: identifiers that are not

@@ -7,7 +7,16 @@ use crate::decision::authz::DecideError;
 use crate::decision::describe::DescribeError;
 use crate::decision::jwt::TokenError;
 use crate::pipeline::body::ProxyBody;
-use crate::transport::upstream::UpstreamError;
+use crate::transport::upstream::{ClientBodyFault, UpstreamError};
+
+/// nginx's code for a request the client closed before the response.
+pub const CLIENT_CLOSED: u16 = 499;
+/// The error code of a request the client closed before the response.
+pub const CLIENT_CLOSED_REQUEST: &str = "client_closed_request";
+
+fn client_closed() -> StatusCode {
+    StatusCode::from_u16(CLIENT_CLOSED).unwrap_or(StatusCode::BAD_REQUEST)
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProxyError {
@@ -45,6 +54,14 @@ pub enum ProxyError {
     UpstreamFailed(String),
     #[error("upstream did not answer in time")]
     UpstreamTimeout,
+    /// The client's request body failed while it was forwarded: malformed
+    /// framing (400) or the client gone mid-body (499). The client's
+    /// fault, never the upstream's.
+    #[error("the request body failed: {}", match .0 {
+        ClientBodyFault::Malformed => "malformed framing",
+        ClientBodyFault::Gone => "the client went away mid-body",
+    })]
+    ClientBody(ClientBodyFault),
     /// The response stage could not make the upstream's response fit to
     /// pass on (fail closed: nothing of it is sent).
     #[error("response refused by the response stage: {0}")]
@@ -74,6 +91,8 @@ impl ProxyError {
             | ProxyError::UpstreamFailed(_)
             | ProxyError::ResponseRefused(_) => StatusCode::BAD_GATEWAY,
             ProxyError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+            ProxyError::ClientBody(ClientBodyFault::Malformed) => StatusCode::BAD_REQUEST,
+            ProxyError::ClientBody(ClientBodyFault::Gone) => client_closed(),
             ProxyError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -95,6 +114,8 @@ impl ProxyError {
             ProxyError::UpstreamUnavailable => "upstream_unavailable",
             ProxyError::UpstreamFailed(_) => "upstream_failed",
             ProxyError::UpstreamTimeout => "upstream_timeout",
+            ProxyError::ClientBody(ClientBodyFault::Malformed) => "bad_request_body",
+            ProxyError::ClientBody(ClientBodyFault::Gone) => CLIENT_CLOSED_REQUEST,
             ProxyError::ResponseRefused(_) => "response_refused",
             ProxyError::Internal(_) => "internal_error",
         }
@@ -105,7 +126,7 @@ impl ProxyError {
     /// (quota), `shed` (in-flight limits, quota store or audit unavailable),
     /// `no_route`, `invalid` (the request itself), `retired` (410: the product
     /// version is past its end of life), or `allow` when the request
-    /// was allowed and the upstream failed it.
+    /// was allowed and the upstream failed it, or its own body did.
     pub fn decision(&self) -> &'static str {
         match self {
             ProxyError::BadRequest(_) | ProxyError::BadPurpose(_) | ProxyError::BadPath(_) => {
@@ -122,6 +143,7 @@ impl ProxyError {
             ProxyError::UpstreamUnavailable
             | ProxyError::UpstreamFailed(_)
             | ProxyError::UpstreamTimeout
+            | ProxyError::ClientBody(_)
             | ProxyError::ResponseRefused(_)
             | ProxyError::Internal(_) => "allow",
         }
@@ -208,6 +230,7 @@ impl From<UpstreamError> for ProxyError {
             UpstreamError::Unavailable => ProxyError::UpstreamUnavailable,
             UpstreamError::Failed(detail) => ProxyError::UpstreamFailed(detail),
             UpstreamError::Timeout => ProxyError::UpstreamTimeout,
+            UpstreamError::ClientBody(fault) => ProxyError::ClientBody(fault),
         }
     }
 }
@@ -215,6 +238,18 @@ impl From<UpstreamError> for ProxyError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_broken_request_body_is_the_clients_fault_never_an_upstream_failure() {
+        let malformed = ProxyError::from(UpstreamError::ClientBody(ClientBodyFault::Malformed));
+        assert_eq!(malformed.status(), StatusCode::BAD_REQUEST);
+        assert_eq!(malformed.code(), "bad_request_body");
+        assert_eq!(malformed.decision(), "allow");
+        let gone = ProxyError::from(UpstreamError::ClientBody(ClientBodyFault::Gone));
+        assert_eq!(gone.status().as_u16(), 499);
+        assert_eq!(gone.code(), "client_closed_request");
+        assert_eq!(gone.decision(), "allow");
+    }
 
     #[test]
     fn a_purpose_that_cannot_be_read_is_a_400_whose_message_names_the_header() {

@@ -12,7 +12,7 @@
 //! decide with Cedar                        403   -> Decided
 //! a retired version (after the decision)   410
 //! admit against quotas                     429/503 -> Cleared
-//! forward over the pooled upstream         502/504
+//! forward over the pooled upstream         502/504 (400/499: the client's own body failed)
 //! response stage: the route's transform    502    (and quota headers)
 //! respond: error -> response (pipeline/error.rs), metrics, audit at the end of the body
 //! ```
@@ -37,7 +37,7 @@ use tokio::sync::SemaphorePermit;
 use tracing::Instrument;
 
 use super::body::{PendingEvent, ProxyBody};
-use super::error::ProxyError;
+use super::error::{ProxyError, CLIENT_CLOSED, CLIENT_CLOSED_REQUEST};
 use super::headers::{
     strip_hop_by_hop, strip_identity_headers, X_FORWARDED_CLIENT_CERT, X_FORWARDED_FOR,
     X_FORWARDED_PROTO, X_MESHGATE_PRINCIPAL, X_REQUEST_ID,
@@ -55,7 +55,7 @@ use crate::model::response::ResponseTransform;
 use crate::model::trace::TraceContext;
 use crate::observe::audit::{Event, Slot};
 use crate::observe::metrics::{Observed, QuotaLabels};
-use crate::transport::upstream::CountedBody;
+use crate::transport::upstream::{BodyWatch, ClientBodyFault, CountedBody};
 
 mod describe;
 
@@ -166,10 +166,9 @@ struct Learned {
     bytes_in: Option<Arc<AtomicU64>>,
     /// Allowed and on its way to the upstream.
     forwarded: bool,
+    /// Whether the forwarded body failed on the client's side.
+    body: Option<BodyWatch>,
 }
-
-/// nginx's code for a request the client closed before the response.
-const CLIENT_CLOSED: u16 = 499;
 
 impl<'a> Exchange<'a> {
     /// Starts the record: request id, trace context, clock.
@@ -523,6 +522,7 @@ impl<'a> Exchange<'a> {
         let conn = self.conn;
         let (mut parts, body) = req.into_parts();
         let body = CountedBody::new(body, self.learned.bytes_in.clone());
+        self.learned.body = Some(body.watch());
         // The path the upstream receives is the one that was authorised
         // (normalised and encoded once, in `check`).
         let path = &self.learned.path;
@@ -572,12 +572,20 @@ impl<'a> Exchange<'a> {
     /// (pipeline/error.rs), the request's metrics, and its audit event,
     /// written when the response body ends.
     fn respond(&mut self, result: Result<Response<ProxyBody>, ProxyError>) -> Response<ProxyBody> {
+        // Answered: a body fault is counted here, not when dropped.
+        self.learned.body = None;
         let (mut resp, decision, error) = match result {
             Ok(resp) => (resp, "allow", None),
             Err(e) => {
                 log_refusal(&e, &self.request_id, &self.trace, self.conn);
                 if let ProxyError::TooManyRequests(state, _) = &e {
                     self.learned.tier = Some(state.tier.clone());
+                }
+                if let ProxyError::ClientBody(fault) = &e {
+                    let product = self.learned.outcome.as_ref().map(|o| &o.product);
+                    self.gate
+                        .metrics
+                        .request_body_error(product, body_error_reason(*fault));
                 }
                 (
                     e.to_response(&self.request_id),
@@ -640,6 +648,9 @@ impl<'a> Exchange<'a> {
 
 impl Drop for Exchange<'_> {
     fn drop(&mut self) {
+        if let Some(fault) = self.learned.body.take().as_ref().and_then(BodyWatch::fault) {
+            self.count_dropped_body_error(fault);
+        }
         let Some(slot) = self.slot.take() else {
             return;
         };
@@ -650,10 +661,38 @@ impl Drop for Exchange<'_> {
             // Cancelled before it was decided (and admitted).
             _ => "cancelled",
         };
-        let mut event = self.event(decision, Some("client_closed_request"), CLIENT_CLOSED);
+        let mut event = self.event(decision, Some(CLIENT_CLOSED_REQUEST), CLIENT_CLOSED);
         event.duration = self.start.elapsed();
         event.bytes_in = bytes_in.map_or(0, |n| n.load(Ordering::Relaxed));
         slot.send(event);
+    }
+}
+
+impl Exchange<'_> {
+    /// A forwarded request dropped after its body failed (an HTTP/2 stream
+    /// reset mid-body, a closed HTTP/1.1 connection): counted as the 499 it
+    /// is audited as, the same as when the failure is answered.
+    fn count_dropped_body_error(&self, fault: ClientBodyFault) {
+        let outcome = self.learned.outcome.as_ref();
+        let metrics = &self.gate.metrics;
+        metrics.request_body_error(outcome.map(|o| &o.product), body_error_reason(fault));
+        metrics.observe_request(&Observed {
+            product: outcome.map(|o| &o.product),
+            action: outcome.map_or("", |o| o.action.as_str()),
+            decision: "allow",
+            status: ProxyError::ClientBody(ClientBodyFault::Gone).status(),
+            elapsed: self.start.elapsed(),
+            tier: self.learned.tier.as_ref(),
+            service: &self.conn.identity.principal_header,
+        });
+    }
+}
+
+/// The `reason` label of `meshgate_request_body_errors_total`.
+fn body_error_reason(fault: ClientBodyFault) -> &'static str {
+    match fault {
+        ClientBodyFault::Malformed => "malformed",
+        ClientBodyFault::Gone => "client_gone",
     }
 }
 

@@ -4,7 +4,8 @@
 //! Each product's `slaProperties` become up to two SLOs over a 30-day period:
 //!
 //! - **availability**: the share of allowed (or shed) requests answered
-//!   with a 5xx, against the contract's `availability`;
+//!   with a 5xx, against the contract's `availability`; requests whose own
+//!   body failed (the client's fault, 400/499) count neither way;
 //! - **latency**: the share of allowed requests slower than the contract's
 //!   `latency`, read from the request-duration histogram at the first bucket
 //!   bound at or above it, against [`LATENCY_OBJECTIVE`] (ODCS gives a latency
@@ -382,7 +383,8 @@ const HEADER: &str = "\
 # generate again.
 #
 # Period: 30 days. Availability SLI: 5xx answers / requests allowed or shed,
-# from meshgate_requests_total. Latency SLI: allowed requests slower than the
+# from meshgate_requests_total, less those whose own body failed (the
+# client's fault, meshgate_request_body_errors_total). Latency SLI: allowed requests slower than the
 # threshold / allowed requests, from the buckets of
 # meshgate_request_duration_seconds (ODCS has no latency percentile: 99% of
 # requests must be within it). Alerts: multiwindow, multi-burn-rate (Google
@@ -469,8 +471,10 @@ impl Slo<'_> {
         match self.kind {
             // Errors are a subset of the total (5xx of allowed or shed
             // requests); `or vector(0)`: no 5xx series yet means no errors.
+            // A request whose own body failed (400/499, the client's fault)
+            // is neither: it leaves the total too.
             Kind::Availability => format!(
-                "(\n  sum(rate(meshgate_requests_total{{product={p},decision=~\"allow|shed\",class=\"5xx\"}}[{window}]))\n  or vector(0)\n)\n/\nsum(rate(meshgate_requests_total{{product={p},decision=~\"allow|shed\"}}[{window}]))"
+                "(\n  sum(rate(meshgate_requests_total{{product={p},decision=~\"allow|shed\",class=\"5xx\"}}[{window}]))\n  or vector(0)\n)\n/\n(\n  sum(rate(meshgate_requests_total{{product={p},decision=~\"allow|shed\"}}[{window}]))\n  -\n  (sum(rate(meshgate_request_body_errors_total{{product={p}}}[{window}])) or vector(0))\n)"
             ),
             Kind::Latency => {
                 let le = self.s.latency.as_ref().map(|t| t.le.as_str()).unwrap_or("+Inf");

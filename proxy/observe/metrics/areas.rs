@@ -40,6 +40,8 @@ pub(super) struct Traffic {
     pub(super) deprecated_requests: Family<DeprecatedLabels, Counter>,
     /// Bodies of refused HTTP/2 requests read and discarded (`limits.linger`).
     pub(super) lingers: Family<ResultLabels, Counter>,
+    /// Forwarded requests whose own body failed (the client's fault).
+    pub(super) body_errors: Family<BodyErrorLabels, Counter>,
     pub(super) consumer_label: ConsumerLabel,
     pub(super) max_consumers: usize,
     /// Services given their own consumer series (label `service`).
@@ -97,8 +99,15 @@ impl Traffic {
             "Bodies of HTTP/2 requests answered before forwarding, read and discarded (limits.linger), by how that ended: complete (the stream ended without a reset), bytes and time (past the bound, reset), error",
             lingers.clone(),
         );
+        let body_errors = Family::<BodyErrorLabels, Counter>::default();
+        registry.register(
+            "request_body_errors",
+            "Allowed requests whose own body failed while forwarded, by data product and reason: malformed (answered 400 bad_request_body) or client_gone (499); the client's fault, never counted as an upstream failure",
+            body_errors.clone(),
+        );
         Traffic {
             requests,
+            body_errors,
             request_duration,
             upstream_duration,
             consumer_requests,
@@ -187,6 +196,15 @@ impl Traffic {
     }
 
     /// Records the upstream's time to response headers.
+    pub(super) fn request_body_error(&self, product: Option<&Arc<str>>, reason: &'static str) {
+        self.body_errors
+            .get_or_create(&BodyErrorLabels {
+                product: product.unwrap_or(&self.no_product).clone(),
+                reason,
+            })
+            .inc();
+    }
+
     pub(super) fn observe_upstream(&self, product: Option<&Arc<str>>, elapsed: Duration) {
         self.upstream_duration
             .get_or_create(&ProductLabels {

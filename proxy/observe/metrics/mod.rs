@@ -196,6 +196,14 @@ pub struct ReasonLabels {
     pub reason: &'static str,
 }
 
+/// `meshgate_request_body_errors_total`: forwarded requests whose own body
+/// failed, by product and reason (`malformed`, `client_gone`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BodyErrorLabels {
+    pub product: Arc<str>,
+    pub reason: &'static str,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResultLabels {
     pub result: &'static str,
@@ -334,6 +342,13 @@ impl Metrics {
         service: &http::HeaderValue,
     ) {
         self.traffic.deprecated_request(product, version, service);
+    }
+
+    /// A forwarded request whose body failed on the client's side
+    /// (`reason`: `malformed` or `client_gone`); the client's fault,
+    /// counted apart from the upstream's failures.
+    pub fn request_body_error(&self, product: Option<&Arc<str>>, reason: &'static str) {
+        self.traffic.request_body_error(product, reason);
     }
 
     /// Records the upstream's time to response headers.

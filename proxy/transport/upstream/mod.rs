@@ -16,7 +16,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use serde::Deserialize;
 
-pub use body::CountedBody;
+pub use body::{BodyWatch, ClientBodyFault, CountedBody};
 pub use pool::Lease;
 use pool::{Pool, SendError};
 
@@ -51,6 +51,10 @@ pub enum UpstreamError {
     Failed(String),
     #[error("upstream did not answer in time")]
     Timeout,
+    /// The exchange failed because the client's request body did: the
+    /// client's fault, not the upstream's. Its connection is not reused.
+    #[error("the client's request body failed: {0:?}")]
+    ClientBody(ClientBodyFault),
 }
 
 /// The pooled connections to the one upstream.
@@ -154,7 +158,8 @@ impl Upstream {
         req: Request<CountedBody>,
         timeout: Duration,
     ) -> Result<(Response<Incoming>, Option<Lease>), UpstreamError> {
-        match &self.transport {
+        let watch = req.body().watch();
+        let sent = match &self.transport {
             Transport::Http1(pool) => match tokio::time::timeout(timeout, pool.send(req)).await {
                 Err(_) => Err(UpstreamError::Timeout),
                 Ok(Err(SendError::Connect)) => Err(UpstreamError::Unavailable),
@@ -169,6 +174,11 @@ impl Upstream {
                     Ok(Ok(resp)) => Ok((resp, None)),
                 }
             }
+        };
+        // A failure that follows a broken request body is the client's.
+        match (sent, watch.fault()) {
+            (Err(_), Some(fault)) => Err(UpstreamError::ClientBody(fault)),
+            (sent, _) => sent,
         }
     }
 }

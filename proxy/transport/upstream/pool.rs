@@ -17,7 +17,7 @@ use hyper::body::Incoming;
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
 
-use super::body::CountedBody;
+use super::body::{BodyWatch, CountedBody};
 
 /// Idle connections kept at most; more are closed when they come back.
 const MAX_IDLE: usize = 1024;
@@ -43,10 +43,12 @@ struct Idle {
 }
 
 /// A connection in use by one request; [`Lease::release`] returns it.
-/// Dropped instead (the response did not end cleanly), it is closed.
+/// Dropped instead (the response did not end cleanly), it is closed; so is
+/// one whose request body failed on the client's side.
 pub struct Lease {
     sender: SendRequest<CountedBody>,
     pool: Weak<Inner>,
+    body: BodyWatch,
 }
 
 impl Lease {
@@ -56,10 +58,14 @@ impl Lease {
     /// a connection waits, in a task of its own, until hyper reports it
     /// ready, so that no other request queues behind the rest of an upload.
     pub fn release(self) {
+        if self.body.fault().is_some() {
+            return;
+        }
         let Some(pool) = self.pool.upgrade() else {
             return;
         };
         let mut sender = self.sender;
+        let body = self.body;
         if sender.is_ready() {
             return pool.put(sender);
         }
@@ -68,7 +74,7 @@ impl Lease {
         };
         let pool = Arc::downgrade(&pool);
         runtime.spawn(async move {
-            if sender.ready().await.is_ok() {
+            if sender.ready().await.is_ok() && body.fault().is_none() {
                 if let Some(pool) = pool.upgrade() {
                     pool.put(sender);
                 }
@@ -176,6 +182,7 @@ impl Pool {
         &self,
         mut req: Request<CountedBody>,
     ) -> Result<(Response<Incoming>, Lease), SendError> {
+        let body = req.body().watch();
         loop {
             let (mut sender, pooled) = match self.inner.take() {
                 Some(s) => (s, true),
@@ -193,6 +200,7 @@ impl Pool {
                     let lease = Lease {
                         sender,
                         pool: Arc::downgrade(&self.inner),
+                        body,
                     };
                     return Ok((resp, lease));
                 }
