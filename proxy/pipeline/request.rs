@@ -43,6 +43,7 @@ use super::headers::{
     X_FORWARDED_PROTO, X_MESHGATE_PRINCIPAL, X_REQUEST_ID,
 };
 use super::linger::linger;
+use super::overrides::{forwarded, method_in, method_value, strip_overrides, X_REAL_IP};
 use super::Gate;
 use crate::decision::authz::{AuthzOutcome, HttpFacts, Snapshot};
 use crate::decision::contract::UserToken;
@@ -98,6 +99,11 @@ struct Routed<'r, 's> {
     checked: Checked<'r>,
     snapshot: &'s Snapshot,
     target: &'s Target,
+    /// The method routed and decided: the one sent, or the one in the
+    /// method-override header its product allows.
+    method: Method,
+    /// That header, when the method came from it.
+    method_override: Option<http::HeaderName>,
     /// The route's response transform, chosen now, run on the response.
     response: Option<Arc<dyn ResponseTransform>>,
     /// When the route lookup began: `meshgate_authorization_duration_seconds`
@@ -120,6 +126,8 @@ struct Decided<'r, 's> {
 /// headers are ready.
 struct Cleared {
     timeout: Duration,
+    /// The method-override header forwarded, with the method decided.
+    method_override: Option<(http::HeaderName, Method)>,
     admission: Option<quota::Admitted>,
     response: Option<Arc<dyn ResponseTransform>>,
 }
@@ -203,7 +211,9 @@ impl<'a> Exchange<'a> {
             .and_then(|a| a.state.as_ref())
             .map(|s| s.tier.clone());
         self.learned.forwarded = true;
-        let resp = self.forward(req, cleared.timeout).await?;
+        let resp = self
+            .forward(req, cleared.timeout, cleared.method_override)
+            .await?;
         response_stage(
             resp,
             (&self.method, self.version),
@@ -247,6 +257,7 @@ impl<'a> Exchange<'a> {
         let cleared = match &gate.policy {
             None => Cleared {
                 timeout: gate.upstream.response_timeout(),
+                method_override: None,
                 admission: None,
                 response: None,
             },
@@ -304,17 +315,21 @@ impl<'a> Exchange<'a> {
 
     /// 404 or 405 for a request no route of the snapshot names.
     fn route<'r, 's>(
-        &self,
+        &mut self,
         snapshot: &'s Snapshot,
         checked: Checked<'r>,
     ) -> Result<Routed<'r, 's>, ProxyError> {
         let lookup_began = Instant::now();
-        let target = snapshot.route(checked.req.method(), &checked.path)?;
+        let (target, method, method_override) = route_effective(snapshot, &checked)?;
+        // The audit event and the response stage see the method decided.
+        self.method = method.clone();
         let lookup = (target.user_token != UserToken::None).then(|| lookup_began.elapsed());
         Ok(Routed {
             checked,
             snapshot,
             target,
+            method,
+            method_override,
             response: snapshot.response_transform(target).cloned(),
             lookup_began,
             lookup,
@@ -382,7 +397,7 @@ impl<'a> Exchange<'a> {
             &conn.identity.principal,
             routed.target,
             &HttpFacts {
-                method: req.method(),
+                method: &routed.method,
                 path: &routed.checked.path,
                 headers: req.headers(),
                 source_ip: conn.peer.ip(),
@@ -455,11 +470,13 @@ impl<'a> Exchange<'a> {
             outcome,
         } = decided;
         let response = routed.response;
+        let method_override = routed.method_override.map(|h| (h, routed.method));
         let timeout = product_timeout(self.gate, &outcome)
             .unwrap_or_else(|| self.gate.upstream.response_timeout());
         let Some(quotas) = &self.gate.quotas else {
             return Ok(Cleared {
                 timeout,
+                method_override,
                 admission: None,
                 response,
             });
@@ -483,6 +500,7 @@ impl<'a> Exchange<'a> {
         {
             Ok(admitted) => Ok(Cleared {
                 timeout,
+                method_override,
                 admission: Some(admitted),
                 response,
             }),
@@ -511,6 +529,7 @@ impl<'a> Exchange<'a> {
         &mut self,
         req: Request<Incoming>,
         timeout: Duration,
+        method_override: Option<(http::HeaderName, Method)>,
     ) -> Result<Response<ProxyBody>, ProxyError> {
         let conn = self.conn;
         let (mut parts, body) = req.into_parts();
@@ -534,13 +553,19 @@ impl<'a> Exchange<'a> {
         let headers = &mut parts.headers;
         strip_hop_by_hop(headers);
         strip_identity_headers(headers);
+        strip_overrides(headers, &self.gate.strip_extra);
         // Room for the headers set below and the trace's, in one allocation.
-        headers.reserve(8);
+        headers.reserve(10);
+        if let Some((name, method)) = method_override {
+            headers.insert(name, method_value(&method));
+        }
         headers.insert(X_FORWARDED_CLIENT_CERT, conn.identity.xfcc.clone());
         headers.insert(X_MESHGATE_PRINCIPAL, conn.identity.principal_header.clone());
         headers.insert(X_REQUEST_ID, self.request_id.clone());
         headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("https"));
         headers.insert(X_FORWARDED_FOR, conn.peer_ip.clone());
+        headers.insert(X_REAL_IP, conn.peer_ip.clone());
+        headers.insert(header::FORWARDED, forwarded(conn.peer.ip()));
         self.trace.apply(headers);
         let upstream = &self.gate.upstream;
         let req = upstream.prepare(parts, body, path_and_query, original_host)?;
@@ -647,6 +672,45 @@ impl Drop for Exchange<'_> {
         event.bytes_in = bytes_in.map_or(0, |n| n.load(Ordering::Relaxed));
         slot.send(event);
     }
+}
+
+/// Routes a request on the method it will be decided as: the one sent, or,
+/// on a `POST` carrying the method-override header the path's product
+/// allows (`meshgateAllowOverride`), the method in that header (405 when the
+/// product has no route for it). Any other override is ignored here and
+/// removed before forwarding. A malformed override of a header some product
+/// allows is a 400.
+fn route_effective<'s>(
+    snapshot: &'s Snapshot,
+    checked: &Checked<'_>,
+) -> Result<(&'s Target, Method, Option<http::HeaderName>), ProxyError> {
+    let sent = checked.req.method();
+    let path = &checked.path;
+    if sent == Method::POST {
+        let allows = |t: &Target, h: &http::HeaderName| {
+            snapshot
+                .product(t)
+                .and_then(|p| p.method_override.as_ref())
+                == Some(h)
+        };
+        let headers = checked.req.headers();
+        for h in snapshot.products().filter_map(|p| p.method_override.as_ref()) {
+            let Some(method) = method_in(headers, h).map_err(|e| ProxyError::BadRequest(e.as_str()))? else {
+                continue;
+            };
+            match snapshot.route(&method, path) {
+                Ok(t) if allows(t, h) => return Ok((t, method, Some(h.clone()))),
+                Ok(_) => {}
+                // The product the path leads to allows the override but
+                // has no route for its method: refused as that method.
+                Err(e) => match snapshot.route(sent, path) {
+                    Ok(t) if allows(t, h) => return Err(e.into()),
+                    _ => {}
+                },
+            }
+        }
+    }
+    Ok((snapshot.route(sent, path)?, sent.clone(), None))
 }
 
 /// The response stage: the route's transform, when it has one, sees the
