@@ -320,9 +320,14 @@ impl<'a> Exchange<'a> {
         checked: Checked<'r>,
     ) -> Result<Routed<'r, 's>, ProxyError> {
         let lookup_began = Instant::now();
-        let (target, method, method_override) = route_effective(snapshot, &checked)?;
+        let Effective {
+            target,
+            method,
+            header: method_override,
+        } = route_effective(snapshot, &checked)?;
         // The audit event and the response stage see the method decided.
         self.method = method.clone();
+        let target = target?;
         let lookup = (target.user_token != UserToken::None).then(|| lookup_began.elapsed());
         Ok(Routed {
             checked,
@@ -683,7 +688,7 @@ impl Drop for Exchange<'_> {
 fn route_effective<'s>(
     snapshot: &'s Snapshot,
     checked: &Checked<'_>,
-) -> Result<(&'s Target, Method, Option<http::HeaderName>), ProxyError> {
+) -> Result<Effective<'s>, ProxyError> {
     let sent = checked.req.method();
     let path = &checked.path;
     if sent == Method::POST {
@@ -699,18 +704,42 @@ fn route_effective<'s>(
                 continue;
             };
             match snapshot.route(&method, path) {
-                Ok(t) if allows(t, h) => return Ok((t, method, Some(h.clone()))),
+                Ok(t) if allows(t, h) => {
+                    return Ok(Effective {
+                        target: Ok(t),
+                        method,
+                        header: Some(h.clone()),
+                    })
+                }
                 Ok(_) => {}
                 // The product the path leads to allows the override but
                 // has no route for its method: refused as that method.
                 Err(e) => match snapshot.route(sent, path) {
-                    Ok(t) if allows(t, h) => return Err(e.into()),
+                    Ok(t) if allows(t, h) => {
+                        return Ok(Effective {
+                            target: Err(e),
+                            method,
+                            header: None,
+                        })
+                    }
                     _ => {}
                 },
             }
         }
     }
-    Ok((snapshot.route(sent, path)?, sent.clone(), None))
+    Ok(Effective {
+        target: snapshot.route(sent, path),
+        method: sent.clone(),
+        header: None,
+    })
+}
+
+/// What a request is routed and decided as.
+struct Effective<'s> {
+    target: Result<&'s Target, crate::decision::authz::DecideError>,
+    method: Method,
+    /// The method-override header the method came from.
+    header: Option<http::HeaderName>,
 }
 
 /// The response stage: the route's transform, when it has one, sees the
