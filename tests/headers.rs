@@ -75,13 +75,20 @@ fn assert_clean(seen: &Seen, what: &str, extra: bool) {
         if ["x-forwarded-for", "forwarded", "x-real-ip"].contains(&lower.as_str()) {
             continue;
         }
-        assert!(seen.header(&lower).is_empty(), "{what}: {name} reached the upstream: {seen:?}");
+        assert!(
+            seen.header(&lower).is_empty(),
+            "{what}: {name} reached the upstream: {seen:?}"
+        );
     }
     let addresses = ["x-real-ip", "x-forwarded-for"];
     for name in addresses {
         assert_eq!(seen.header(name), ["127.0.0.1"], "{what}: {name}");
     }
-    assert_eq!(seen.header("forwarded"), ["for=127.0.0.1;proto=https"], "{what}");
+    assert_eq!(
+        seen.header("forwarded"),
+        ["for=127.0.0.1;proto=https"],
+        "{what}"
+    );
 }
 
 #[test]
@@ -125,7 +132,12 @@ fn authenticated_mode_strips_them_too() {
     let mg = Meshgate::builder(&pki, &up).start();
     for (proto, version) in [("--http1.1", "1.1"), ("--http2", "2")] {
         let before = up.count();
-        let got = run(&pki, "reporting", &spoofing_args(proto), &mg.url("/anything"));
+        let got = run(
+            &pki,
+            "reporting",
+            &spoofing_args(proto),
+            &mg.url("/anything"),
+        );
         assert_eq!(got, format!("200 {version}"), "{proto}");
         let seen = up.seen();
         assert_eq!(seen.len(), before + 1);
@@ -166,7 +178,12 @@ fn an_allowed_method_override_is_decided_as_the_method_it_names() {
     let mut mg = sidecar.start();
     let call = |who: &str, proto: &'static str, extra: &[&str], path: &str| {
         let mut args = vec![proto.to_string(), "-o".into(), "/dev/null".into()];
-        args.extend(["-w".into(), "%{http_code}".into(), "-X".into(), "POST".into()]);
+        args.extend([
+            "-w".into(),
+            "%{http_code}".into(),
+            "-X".into(),
+            "POST".into(),
+        ]);
         args.extend(extra.iter().map(|s| s.to_string()));
         run(&pki, who, &args, &mg.url(path))
     };
@@ -182,7 +199,11 @@ fn an_allowed_method_override_is_decided_as_the_method_it_names() {
             "/orders/SO-1",
         );
         assert_eq!(got, "403", "{proto}");
-        assert_eq!(up.count(), before, "{proto}: a refused request reached the upstream");
+        assert_eq!(
+            up.count(),
+            before,
+            "{proto}: a refused request reached the upstream"
+        );
         expected_methods.push(("DELETE", 403));
 
         // The same POST without the override is the query it is.
@@ -195,7 +216,12 @@ fn an_allowed_method_override_is_decided_as_the_method_it_names() {
         let got = call(
             "etl",
             proto,
-            &["-H", "X-HTTP-Method-Override: delete", "-H", "X-Method-Override: PUT"],
+            &[
+                "-H",
+                "X-HTTP-Method-Override: delete",
+                "-H",
+                "X-Method-Override: PUT",
+            ],
             "/orders/SO-1",
         );
         assert_eq!(got, "200", "{proto}");
@@ -236,12 +262,18 @@ fn an_allowed_method_override_is_decided_as_the_method_it_names() {
         let mut args = vec![proto.to_string(), "-o".into(), "/dev/null".into()];
         args.extend(["-w".into(), "%{http_code}".into()]);
         args.extend(["-H".into(), "X-HTTP-Method-Override: DELETE".into()]);
-        assert_eq!(run(&pki, "reporting", &args, &mg.url("/orders/SO-1")), "200");
+        assert_eq!(
+            run(&pki, "reporting", &args, &mg.url("/orders/SO-1")),
+            "200"
+        );
         expected_methods.push(("GET", 200));
         let seen = up.seen();
         assert_eq!(seen.len(), before + 1);
         assert_eq!(seen[before].method, "GET", "{proto}");
-        assert!(seen[before].header("x-http-method-override").is_empty(), "{proto}");
+        assert!(
+            seen[before].header("x-http-method-override").is_empty(),
+            "{proto}"
+        );
     }
     // SIGTERM flushes every event: the audit records the method decided.
     assert!(mg.terminate().success(), "{}", mg.logs.dump());
@@ -282,14 +314,25 @@ fn without_the_contract_property_an_override_is_only_removed() {
             .map(|s| s.to_string())
             .chain(["-H".into(), "X-HTTP-Method-Override: GET".into()])
             .collect();
-        assert_eq!(run(&pki, "reporting", &args, &mg.url("/orders")), "403", "{proto}");
+        assert_eq!(
+            run(&pki, "reporting", &args, &mg.url("/orders")),
+            "403",
+            "{proto}"
+        );
         // Sales may: it is forwarded as the POST it is, without the header.
         let before = up.count();
-        assert_eq!(run(&pki, "etl", &args, &mg.url("/orders")), "200", "{proto}");
+        assert_eq!(
+            run(&pki, "etl", &args, &mg.url("/orders")),
+            "200",
+            "{proto}"
+        );
         let seen = up.seen();
         assert_eq!(seen.len(), before + 1);
         assert_eq!(seen[before].method, "POST");
-        assert!(seen[before].header("x-http-method-override").is_empty(), "{proto}");
+        assert!(
+            seen[before].header("x-http-method-override").is_empty(),
+            "{proto}"
+        );
     }
 }
 
@@ -301,7 +344,10 @@ fn bad_configuration_and_contracts_are_refused_with_their_place() {
         .extra("headers:\n  strip_overrides_extra: [X-Ok, \"X Bad\"]\n")
         .refusals("bad-headers.yaml");
     for (cmd, err) in refusals {
-        assert!(err.contains("headers.strip_overrides_extra"), "{cmd}: {err}");
+        assert!(
+            err.contains("headers.strip_overrides_extra"),
+            "{cmd}: {err}"
+        );
         assert!(err.contains("`X Bad` is not a header name"), "{cmd}: {err}");
     }
 
@@ -319,6 +365,9 @@ fn bad_configuration_and_contracts_are_refused_with_their_place() {
             err.contains("customProperties.meshgateAllowOverride.methodHeader"),
             "{cmd}: {err}"
         );
-        assert!(err.contains("a header meshgate sets or reads itself"), "{cmd}: {err}");
+        assert!(
+            err.contains("a header meshgate sets or reads itself"),
+            "{cmd}: {err}"
+        );
     }
 }

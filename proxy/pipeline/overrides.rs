@@ -152,7 +152,10 @@ impl OverrideError {
 
 /// The method a request's `header` names, upper-cased as frameworks read
 /// it (Rack, Symfony); `None` without the header.
-pub fn method_in(headers: &HeaderMap, header: &HeaderName) -> Result<Option<Method>, OverrideError> {
+pub fn method_in(
+    headers: &HeaderMap,
+    header: &HeaderName,
+) -> Result<Option<Method>, OverrideError> {
     let mut values = headers.get_all(header).iter();
     let value = match (values.next(), values.next()) {
         (None, _) => return Ok(None),

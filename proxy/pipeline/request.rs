@@ -693,14 +693,16 @@ fn route_effective<'s>(
     let path = &checked.path;
     if sent == Method::POST {
         let allows = |t: &Target, h: &http::HeaderName| {
-            snapshot
-                .product(t)
-                .and_then(|p| p.method_override.as_ref())
-                == Some(h)
+            snapshot.product(t).and_then(|p| p.method_override.as_ref()) == Some(h)
         };
         let headers = checked.req.headers();
-        for h in snapshot.products().filter_map(|p| p.method_override.as_ref()) {
-            let Some(method) = method_in(headers, h).map_err(|e| ProxyError::BadRequest(e.as_str()))? else {
+        for h in snapshot
+            .products()
+            .filter_map(|p| p.method_override.as_ref())
+        {
+            let Some(method) =
+                method_in(headers, h).map_err(|e| ProxyError::BadRequest(e.as_str()))?
+            else {
                 continue;
             };
             match snapshot.route(&method, path) {

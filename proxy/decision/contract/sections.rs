@@ -264,8 +264,14 @@ impl<'de> Deserialize<'de> for OverrideHeader {
         let folded = name.as_str().replace('_', "-");
         let reserved = folded.starts_with("x-meshgate-")
             || folded.starts_with("x-forwarded-")
-            || ["forwarded", "x-request-id", "traceparent", "host", "authorization"]
-                .contains(&folded.as_str());
+            || [
+                "forwarded",
+                "x-request-id",
+                "traceparent",
+                "host",
+                "authorization",
+            ]
+            .contains(&folded.as_str());
         if reserved {
             return Err(D::Error::custom(format!(
                 "`{s}` is a header meshgate sets or reads itself, not a method override"
