@@ -683,8 +683,9 @@ impl Drop for Exchange<'_> {
 /// on a `POST` carrying the method-override header the path's product
 /// allows (`meshgateAllowOverride`), the method in that header (405 when the
 /// product has no route for it). Any other override is ignored here and
-/// removed before forwarding. A malformed override of a header some product
-/// allows is a 400.
+/// removed before forwarding. A malformed override (sent twice, not a
+/// method) is a 400 unless the path leads to a product that does not allow
+/// that header.
 fn route_effective<'s>(
     snapshot: &'s Snapshot,
     checked: &Checked<'_>,
@@ -700,10 +701,15 @@ fn route_effective<'s>(
             .products()
             .filter_map(|p| p.method_override.as_ref())
         {
-            let Some(method) =
-                method_in(headers, h).map_err(|e| ProxyError::BadRequest(e.as_str()))?
-            else {
-                continue;
+            let method = match method_in(headers, h) {
+                Ok(Some(m)) => m,
+                Ok(None) => continue,
+                // Refused unless the path leads, as sent, to a product that
+                // does not honour this header (there it is only removed).
+                Err(e) => match snapshot.route(sent, path) {
+                    Ok(t) if !allows(t, h) => continue,
+                    _ => return Err(ProxyError::BadRequest(e.as_str())),
+                },
             };
             match snapshot.route(&method, path) {
                 Ok(t) if allows(t, h) => {
