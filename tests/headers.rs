@@ -12,8 +12,10 @@ const SALES_ETL: &str = "spiffe://mesh.local/ns/sales/sa/etl";
 
 /// Every override and client-address header a client may send, each with a
 /// value that would mislead an upstream that honours it.
-const SPOOFED: [(&str, &str); 30] = [
+const SPOOFED: [(&str, &str); 32] = [
     ("X-HTTP-Method-Override", "DELETE"),
+    ("X-Request-URI", "/admin"),
+    ("X-Real-Host", "evil.example"),
     ("X-HTTP-Method", "DELETE"),
     ("X-Method-Override", "DELETE"),
     ("X-Method", "DELETE"),

@@ -17,9 +17,11 @@ use http::Method;
 use serde::{Deserialize, Deserializer};
 
 /// Method overrides: Rails (`Rack::MethodOverride`), Express
-/// `method-override`, Symfony and Laravel, ASP.NET (`X-HTTP-Method`,
-/// `X-HTTP-Method-Override`, `X-Method-Override`), Jersey's
-/// `HttpMethodOverrideFilter`, Google APIs, OData.
+/// `method-override`, Symfony and Laravel, Django REST framework (on any
+/// method, GET included, in some versions), Martini, Ktor, Mojolicious,
+/// WAI, ASP.NET (`X-HTTP-Method`, `X-HTTP-Method-Override`,
+/// `X-Method-Override`), Jersey's `HttpMethodOverrideFilter`, Google APIs,
+/// OData.
 pub const METHOD_OVERRIDES: [&str; 4] = [
     "x-http-method-override",
     "x-http-method",
@@ -30,14 +32,24 @@ pub const METHOD_OVERRIDES: [&str; 4] = [
 /// Path, URL and authority overrides: IIS URL Rewrite and Zend/Laminas
 /// (`X-Original-URL`, `X-Rewrite-URL`), `X-Override-URL`, nginx's
 /// `X-Original-URI`, Envoy's `x-envoy-original-path`, Traefik's
-/// `X-Forwarded-Uri`, Spring's and Werkzeug's `X-Forwarded-Prefix`, and the
-/// forwarded host/port/scheme family frameworks build absolute URLs from.
-pub const PATH_OVERRIDES: [&str; 16] = [
+/// `X-Forwarded-Uri`, Spring's and Werkzeug's `X-Forwarded-Prefix`, legacy
+/// connectors' `X-Request-Uri`/`X-Request-URL`, rewrite modules'
+/// `X-Rewrite-Path`/`X-Real-URL`, and the forwarded host/port/scheme family
+/// frameworks build absolute URLs from.
+pub const PATH_OVERRIDES: [&str; 24] = [
     "x-original-url",
     "x-rewrite-url",
     "x-override-url",
     "x-original-uri",
     "x-original-path",
+    "x-request-uri",
+    "x-request-url",
+    "x-rewrite-path",
+    "x-real-url",
+    "x-real-uri",
+    "x-forwarded-url",
+    "x-original-host",
+    "x-real-host",
     "x-envoy-original-path",
     "x-envoy-original-url",
     "x-forwarded-uri",
