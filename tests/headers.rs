@@ -373,3 +373,74 @@ fn bad_configuration_and_contracts_are_refused_with_their_place() {
         );
     }
 }
+
+#[test]
+fn a_products_own_override_header_is_removed_wherever_it_is_not_honoured() {
+    let pki = Pki::with_clients(&[("etl", SALES_ETL)]);
+    let up = Upstream::start();
+    let sidecar = Meshgate::builder(&pki, &up).policies();
+    allow_override(&pki);
+    // A header no built-in list names.
+    let file = pki.path("policies/domains/sales/orders.odcs.yaml");
+    let text = std::fs::read_to_string(&file).expect("orders contract");
+    std::fs::write(
+        &file,
+        text.replace(
+            "methodHeader: X-HTTP-Method-Override",
+            "methodHeader: X-Verb",
+        ),
+    )
+    .expect("write contract");
+    let mg = sidecar.start();
+    for proto in ["--http1.1", "--http2"] {
+        let args = |method: &str, verb: &str| -> Vec<String> {
+            [proto, "-o", "/dev/null", "-w", "%{http_code}", "-X", method]
+                .iter()
+                .map(|s| s.to_string())
+                .chain(["-H".into(), format!("X-Verb: {verb}")])
+                .chain(["-H".into(), format!("x_verb: {verb}")])
+                .collect()
+        };
+        // A GET is decided as a GET: neither spelling reaches the upstream,
+        // here or on another product of the sidecar.
+        for path in ["/orders/SO-1", "/v1/orders/SO-1"] {
+            let before = up.count();
+            assert_eq!(
+                run(&pki, "reporting", &args("GET", "DELETE"), &mg.url(path)),
+                "200",
+                "{proto} {path}"
+            );
+            let seen = up.seen();
+            assert_eq!(seen.len(), before + 1, "{proto} {path}");
+            assert!(seen[before].header("x-verb").is_empty(), "{proto} {path}");
+            assert!(seen[before].header("x_verb").is_empty(), "{proto} {path}");
+        }
+        // A POST carrying it is decided as the method it names, which the
+        // upstream receives in it (and only in it).
+        assert_eq!(
+            run(
+                &pki,
+                "etl",
+                &args("POST", "delete"),
+                &mg.url("/orders/SO-1")
+            ),
+            "200",
+            "{proto}"
+        );
+        let seen = up.seen();
+        let last = seen.last().expect("a request");
+        assert_eq!(last.method, "POST");
+        assert_eq!(last.header("x-verb"), ["DELETE"], "{proto}");
+        assert!(last.header("x_verb").is_empty(), "{proto}");
+        assert_eq!(
+            run(
+                &pki,
+                "reporting",
+                &args("POST", "delete"),
+                &mg.url("/orders/SO-1")
+            ),
+            "403",
+            "{proto}"
+        );
+    }
+}

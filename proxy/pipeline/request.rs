@@ -102,8 +102,9 @@ struct Routed<'r, 's> {
     /// The method routed and decided: the one sent, or the one in the
     /// method-override header its product allows.
     method: Method,
-    /// That header, when the method came from it.
-    method_override: Option<http::HeaderName>,
+    /// The method-override headers the snapshot's products allow, and the
+    /// one the method came from.
+    method_override: MethodOverride,
     /// The route's response transform, chosen now, run on the response.
     response: Option<Arc<dyn ResponseTransform>>,
     /// When the route lookup began: `meshgate_authorization_duration_seconds`
@@ -126,8 +127,7 @@ struct Decided<'r, 's> {
 /// headers are ready.
 struct Cleared {
     timeout: Duration,
-    /// The method-override header forwarded, with the method decided.
-    method_override: Option<(http::HeaderName, Method)>,
+    method_override: MethodOverride,
     admission: Option<quota::Admitted>,
     response: Option<Arc<dyn ResponseTransform>>,
 }
@@ -257,7 +257,7 @@ impl<'a> Exchange<'a> {
         let cleared = match &gate.policy {
             None => Cleared {
                 timeout: gate.upstream.response_timeout(),
-                method_override: None,
+                method_override: MethodOverride::default(),
                 admission: None,
                 response: None,
             },
@@ -323,11 +323,19 @@ impl<'a> Exchange<'a> {
         let Effective {
             target,
             method,
-            header: method_override,
+            header,
         } = route_effective(snapshot, &checked)?;
         // The audit event and the response stage see the method decided.
         self.method = method.clone();
         let target = target?;
+        let method_override = MethodOverride {
+            // Rarely any: collecting none allocates nothing.
+            allowed: snapshot
+                .products()
+                .filter_map(|p| p.method_override.clone())
+                .collect(),
+            decided: header.map(|h| (h, method.clone())),
+        };
         let lookup = (target.user_token != UserToken::None).then(|| lookup_began.elapsed());
         Ok(Routed {
             checked,
@@ -475,7 +483,7 @@ impl<'a> Exchange<'a> {
             outcome,
         } = decided;
         let response = routed.response;
-        let method_override = routed.method_override.map(|h| (h, routed.method));
+        let method_override = routed.method_override;
         let timeout = product_timeout(self.gate, &outcome)
             .unwrap_or_else(|| self.gate.upstream.response_timeout());
         let Some(quotas) = &self.gate.quotas else {
@@ -534,7 +542,7 @@ impl<'a> Exchange<'a> {
         &mut self,
         req: Request<Incoming>,
         timeout: Duration,
-        method_override: Option<(http::HeaderName, Method)>,
+        method_override: MethodOverride,
     ) -> Result<Response<ProxyBody>, ProxyError> {
         let conn = self.conn;
         let (mut parts, body) = req.into_parts();
@@ -561,7 +569,11 @@ impl<'a> Exchange<'a> {
         strip_overrides(headers, &self.gate.strip_extra);
         // Room for the headers set below and the trace's, in one allocation.
         headers.reserve(10);
-        if let Some((name, method)) = method_override {
+        if !method_override.allowed.is_empty() {
+            // The products' own headers, even when not in the lists.
+            strip_overrides(headers, &method_override.allowed);
+        }
+        if let Some((name, method)) = method_override.decided {
             headers.insert(name, method_value(&method));
         }
         headers.insert(X_FORWARDED_CLIENT_CERT, conn.identity.xfcc.clone());
@@ -740,6 +752,15 @@ fn route_effective<'s>(
         method: sent.clone(),
         header: None,
     })
+}
+
+/// The method-override headers of a request's snapshot: every one a
+/// product allows is removed from what the client sent (they need not be
+/// in the built-in lists); the one the decided method came from is set to it.
+#[derive(Default)]
+struct MethodOverride {
+    allowed: Vec<http::HeaderName>,
+    decided: Option<(http::HeaderName, Method)>,
 }
 
 /// What a request is routed and decided as.

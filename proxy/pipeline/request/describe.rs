@@ -65,7 +65,7 @@ impl Exchange<'_> {
                     snapshot,
                     target,
                     method,
-                    method_override: None,
+                    method_override: Default::default(),
                     response: None,
                     lookup_began: t0,
                     lookup: None,
