@@ -1,6 +1,6 @@
 //! Headers that would make the upstream act on another method, path, host
 //! or client than the one meshgate decided on. Web frameworks and proxies
-//! honour them (see README "Header reference"); meshgate removes every
+//! honour them (README "Override and client-address headers"); meshgate removes every
 //! client copy before forwarding, under its own spelling and with `_` read
 //! as `-` (CGI-style servers map both to one variable), and sets the
 //! client's verified address itself.
@@ -8,13 +8,19 @@
 //! A product whose framework needs a method override names its header in
 //! its contract (`meshgateAllowOverride.methodHeader`): on a `POST`, the
 //! method in that header is the one routed and decided, and the upstream
-//! receives the header with exactly that method. Path overrides are never
+//! receives the header with exactly that method ([`route_effective`]).
+//! Path overrides are never
 //! honoured: the path is what routing, Cedar and the audit see, and the
 //! normalised path already is what the upstream receives.
 
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 use http::Method;
 use serde::{Deserialize, Deserializer};
+
+use super::error::ProxyError;
+use crate::decision::authz::{DecideError, Snapshot};
+use crate::decision::routes::Target;
+use crate::model::path::NormalPath;
 
 /// Method overrides: Rails (`Rack::MethodOverride`), Express
 /// `method-override`, Symfony and Laravel, Django REST framework (on any
@@ -199,6 +205,85 @@ pub fn forwarded(peer: std::net::IpAddr) -> HeaderValue {
         std::net::IpAddr::V6(ip) => format!("for=\"[{ip}]\";proto=https"),
     };
     HeaderValue::from_str(&value).unwrap_or_else(|_| HeaderValue::from_static("proto=https"))
+}
+
+/// Routes a request on the method it will be decided as: the one sent, or,
+/// on a `POST` carrying the method-override header the path's product
+/// allows (`meshgateAllowOverride`), the method in that header (405 when the
+/// product has no route for it). Any other override is ignored here and
+/// removed before forwarding. A malformed override (sent twice, not a
+/// method) is a 400 unless the path leads to a product that does not allow
+/// that header.
+pub(super) fn route_effective<'s>(
+    snapshot: &'s Snapshot,
+    sent: &Method,
+    headers: &HeaderMap,
+    path: &NormalPath,
+) -> Result<Effective<'s>, ProxyError> {
+    if sent == Method::POST {
+        let allows = |t: &Target, h: &HeaderName| {
+            snapshot.product(t).and_then(|p| p.method_override.as_ref()) == Some(h)
+        };
+        for h in snapshot
+            .products()
+            .filter_map(|p| p.method_override.as_ref())
+        {
+            let method = match method_in(headers, h) {
+                Ok(Some(m)) => m,
+                Ok(None) => continue,
+                // Refused unless the path leads, as sent, to a product that
+                // does not honour this header (there it is only removed).
+                Err(e) => match snapshot.route(sent, path) {
+                    Ok(t) if !allows(t, h) => continue,
+                    _ => return Err(ProxyError::BadRequest(e.as_str())),
+                },
+            };
+            match snapshot.route(&method, path) {
+                Ok(t) if allows(t, h) => {
+                    return Ok(Effective {
+                        target: Ok(t),
+                        method,
+                        header: Some(h.clone()),
+                    })
+                }
+                Ok(_) => {}
+                // The product the path leads to allows the override but
+                // has no route for its method: refused as that method.
+                Err(e) => match snapshot.route(sent, path) {
+                    Ok(t) if allows(t, h) => {
+                        return Ok(Effective {
+                            target: Err(e),
+                            method,
+                            header: None,
+                        })
+                    }
+                    _ => {}
+                },
+            }
+        }
+    }
+    Ok(Effective {
+        target: snapshot.route(sent, path),
+        method: sent.clone(),
+        header: None,
+    })
+}
+
+/// The method-override headers of a request's snapshot: every one a
+/// product allows is removed from what the client sent (they need not be
+/// in the built-in lists); the one the decided method came from is set to it.
+#[derive(Default)]
+pub(super) struct MethodOverride {
+    pub(super) allowed: Vec<HeaderName>,
+    pub(super) decided: Option<(HeaderName, Method)>,
+}
+
+/// What a request is routed and decided as.
+pub(super) struct Effective<'s> {
+    pub(super) target: Result<&'s Target, DecideError>,
+    pub(super) method: Method,
+    /// The method-override header the method came from.
+    pub(super) header: Option<HeaderName>,
 }
 
 #[cfg(test)]

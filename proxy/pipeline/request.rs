@@ -23,7 +23,9 @@
 //! The body of a request answered before forwarding lingers (`linger.rs`).
 //!
 //! Without a `policy` section (authenticated mode) a checked request goes
-//! straight to forwarding. Header hygiene is in `headers.rs`.
+//! straight to forwarding. Header hygiene is in `headers.rs`; override and
+//! client-address headers, and the method a product's allowed override
+//! names, in `overrides.rs`.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -43,7 +45,9 @@ use super::headers::{
     X_FORWARDED_PROTO, X_MESHGATE_PRINCIPAL, X_REQUEST_ID,
 };
 use super::linger::linger;
-use super::overrides::{forwarded, method_in, method_value, strip_overrides, X_REAL_IP};
+use super::overrides::{
+    forwarded, method_value, route_effective, strip_overrides, Effective, MethodOverride, X_REAL_IP,
+};
 use super::Gate;
 use crate::decision::authz::{AuthzOutcome, HttpFacts, Snapshot};
 use crate::decision::contract::UserToken;
@@ -324,7 +328,12 @@ impl<'a> Exchange<'a> {
             target,
             method,
             header,
-        } = route_effective(snapshot, &checked)?;
+        } = route_effective(
+            snapshot,
+            checked.req.method(),
+            checked.req.headers(),
+            &checked.path,
+        )?;
         // The audit event and the response stage see the method decided.
         self.method = method.clone();
         let target = target?;
@@ -689,86 +698,6 @@ impl Drop for Exchange<'_> {
         event.bytes_in = bytes_in.map_or(0, |n| n.load(Ordering::Relaxed));
         slot.send(event);
     }
-}
-
-/// Routes a request on the method it will be decided as: the one sent, or,
-/// on a `POST` carrying the method-override header the path's product
-/// allows (`meshgateAllowOverride`), the method in that header (405 when the
-/// product has no route for it). Any other override is ignored here and
-/// removed before forwarding. A malformed override (sent twice, not a
-/// method) is a 400 unless the path leads to a product that does not allow
-/// that header.
-fn route_effective<'s>(
-    snapshot: &'s Snapshot,
-    checked: &Checked<'_>,
-) -> Result<Effective<'s>, ProxyError> {
-    let sent = checked.req.method();
-    let path = &checked.path;
-    if sent == Method::POST {
-        let allows = |t: &Target, h: &http::HeaderName| {
-            snapshot.product(t).and_then(|p| p.method_override.as_ref()) == Some(h)
-        };
-        let headers = checked.req.headers();
-        for h in snapshot
-            .products()
-            .filter_map(|p| p.method_override.as_ref())
-        {
-            let method = match method_in(headers, h) {
-                Ok(Some(m)) => m,
-                Ok(None) => continue,
-                // Refused unless the path leads, as sent, to a product that
-                // does not honour this header (there it is only removed).
-                Err(e) => match snapshot.route(sent, path) {
-                    Ok(t) if !allows(t, h) => continue,
-                    _ => return Err(ProxyError::BadRequest(e.as_str())),
-                },
-            };
-            match snapshot.route(&method, path) {
-                Ok(t) if allows(t, h) => {
-                    return Ok(Effective {
-                        target: Ok(t),
-                        method,
-                        header: Some(h.clone()),
-                    })
-                }
-                Ok(_) => {}
-                // The product the path leads to allows the override but
-                // has no route for its method: refused as that method.
-                Err(e) => match snapshot.route(sent, path) {
-                    Ok(t) if allows(t, h) => {
-                        return Ok(Effective {
-                            target: Err(e),
-                            method,
-                            header: None,
-                        })
-                    }
-                    _ => {}
-                },
-            }
-        }
-    }
-    Ok(Effective {
-        target: snapshot.route(sent, path),
-        method: sent.clone(),
-        header: None,
-    })
-}
-
-/// The method-override headers of a request's snapshot: every one a
-/// product allows is removed from what the client sent (they need not be
-/// in the built-in lists); the one the decided method came from is set to it.
-#[derive(Default)]
-struct MethodOverride {
-    allowed: Vec<http::HeaderName>,
-    decided: Option<(http::HeaderName, Method)>,
-}
-
-/// What a request is routed and decided as.
-struct Effective<'s> {
-    target: Result<&'s Target, crate::decision::authz::DecideError>,
-    method: Method,
-    /// The method-override header the method came from.
-    header: Option<http::HeaderName>,
 }
 
 /// The response stage: the route's transform, when it has one, sees the
