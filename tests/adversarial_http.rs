@@ -701,6 +701,7 @@ async fn spoofed_identity_forwarding_and_trace_headers_never_reach_the_upstream(
     );
     assert_eq!(s.header("x-forwarded-for"), vec!["127.0.0.1"]);
     assert_eq!(s.header("x-forwarded-proto"), vec!["https"]);
+    assert_eq!(s.header("forwarded"), vec!["for=127.0.0.1;proto=https"]);
     let request_id = reply
         .header("x-request-id")
         .expect("x-request-id")
@@ -721,6 +722,7 @@ async fn spoofed_identity_forwarding_and_trace_headers_never_reach_the_upstream(
                     "x-forwarded-client-cert",
                     "x-forwarded-for",
                     "x-forwarded-proto",
+                    "forwarded",
                     "x-request-id",
                     "traceparent",
                 ]

@@ -31,6 +31,7 @@ pub fn demo_config(opts: &DemoOptions, upstream: SocketAddr) -> anyhow::Result<C
         workers: None,
         timeouts: Default::default(),
         limits: Default::default(),
+        headers: Default::default(),
         log: LogConfig {
             level: None,
             format: LogFormat::Text,

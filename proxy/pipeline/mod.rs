@@ -6,6 +6,7 @@ pub mod error;
 pub mod headers;
 mod ids;
 pub mod linger;
+pub mod overrides;
 pub mod request;
 
 use std::sync::Arc;
@@ -42,4 +43,7 @@ pub struct Gate {
     /// `limits.linger`: the body of a request answered before forwarding is
     /// read and discarded within these bounds (HTTP/2).
     pub linger: linger::LingerConfig,
+    /// `headers.strip_overrides_extra`: override headers removed besides
+    /// the built-in lists (`overrides.rs`).
+    pub strip_extra: Vec<http::HeaderName>,
 }

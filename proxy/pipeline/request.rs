@@ -23,7 +23,9 @@
 //! The body of a request answered before forwarding lingers (`linger.rs`).
 //!
 //! Without a `policy` section (authenticated mode) a checked request goes
-//! straight to forwarding. Header hygiene is in `headers.rs`.
+//! straight to forwarding. Header hygiene is in `headers.rs`; override and
+//! client-address headers, and the method a product's allowed override
+//! names, in `overrides.rs`.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -43,6 +45,9 @@ use super::headers::{
     X_FORWARDED_PROTO, X_MESHGATE_PRINCIPAL, X_REQUEST_ID,
 };
 use super::linger::linger;
+use super::overrides::{
+    forwarded, method_value, route_effective, strip_overrides, Effective, MethodOverride, X_REAL_IP,
+};
 use super::Gate;
 use crate::decision::authz::{AuthzOutcome, HttpFacts, Snapshot};
 use crate::decision::contract::UserToken;
@@ -98,6 +103,12 @@ struct Routed<'r, 's> {
     checked: Checked<'r>,
     snapshot: &'s Snapshot,
     target: &'s Target,
+    /// The method routed and decided: the one sent, or the one in the
+    /// method-override header its product allows.
+    method: Method,
+    /// The method-override headers the snapshot's products allow, and the
+    /// one the method came from.
+    method_override: MethodOverride,
     /// The route's response transform, chosen now, run on the response.
     response: Option<Arc<dyn ResponseTransform>>,
     /// When the route lookup began: `meshgate_authorization_duration_seconds`
@@ -120,6 +131,7 @@ struct Decided<'r, 's> {
 /// headers are ready.
 struct Cleared {
     timeout: Duration,
+    method_override: MethodOverride,
     admission: Option<quota::Admitted>,
     response: Option<Arc<dyn ResponseTransform>>,
 }
@@ -202,7 +214,9 @@ impl<'a> Exchange<'a> {
             .and_then(|a| a.state.as_ref())
             .map(|s| s.tier.clone());
         self.learned.forwarded = true;
-        let resp = self.forward(req, cleared.timeout).await?;
+        let resp = self
+            .forward(req, cleared.timeout, cleared.method_override)
+            .await?;
         response_stage(
             resp,
             (&self.method, self.version),
@@ -254,6 +268,7 @@ impl<'a> Exchange<'a> {
         let cleared = match &gate.policy {
             None => Cleared {
                 timeout: gate.upstream.response_timeout(),
+                method_override: MethodOverride::default(),
                 admission: None,
                 response: None,
             },
@@ -311,17 +326,39 @@ impl<'a> Exchange<'a> {
 
     /// 404 or 405 for a request no route of the snapshot names.
     fn route<'r, 's>(
-        &self,
+        &mut self,
         snapshot: &'s Snapshot,
         checked: Checked<'r>,
     ) -> Result<Routed<'r, 's>, ProxyError> {
         let lookup_began = Instant::now();
-        let target = snapshot.route(checked.req.method(), &checked.path)?;
+        let Effective {
+            target,
+            method,
+            header,
+        } = route_effective(
+            snapshot,
+            checked.req.method(),
+            checked.req.headers(),
+            &checked.path,
+        )?;
+        // The audit event and the response stage see the method decided.
+        self.method = method.clone();
+        let target = target?;
+        let method_override = MethodOverride {
+            // Rarely any: collecting none allocates nothing.
+            allowed: snapshot
+                .products()
+                .filter_map(|p| p.method_override.clone())
+                .collect(),
+            decided: header.map(|h| (h, method.clone())),
+        };
         let lookup = (target.user_token != UserToken::None).then(|| lookup_began.elapsed());
         Ok(Routed {
             checked,
             snapshot,
             target,
+            method,
+            method_override,
             response: snapshot.response_transform(target).cloned(),
             lookup_began,
             lookup,
@@ -389,7 +426,7 @@ impl<'a> Exchange<'a> {
             &conn.identity.principal,
             routed.target,
             &HttpFacts {
-                method: req.method(),
+                method: &routed.method,
                 path: &routed.checked.path,
                 headers: req.headers(),
                 source_ip: conn.peer.ip(),
@@ -462,11 +499,13 @@ impl<'a> Exchange<'a> {
             outcome,
         } = decided;
         let response = routed.response;
+        let method_override = routed.method_override;
         let timeout = product_timeout(self.gate, &outcome)
             .unwrap_or_else(|| self.gate.upstream.response_timeout());
         let Some(quotas) = &self.gate.quotas else {
             return Ok(Cleared {
                 timeout,
+                method_override,
                 admission: None,
                 response,
             });
@@ -490,6 +529,7 @@ impl<'a> Exchange<'a> {
         {
             Ok(admitted) => Ok(Cleared {
                 timeout,
+                method_override,
                 admission: Some(admitted),
                 response,
             }),
@@ -518,6 +558,7 @@ impl<'a> Exchange<'a> {
         &mut self,
         req: Request<Incoming>,
         timeout: Duration,
+        method_override: MethodOverride,
     ) -> Result<Response<ProxyBody>, ProxyError> {
         let conn = self.conn;
         let (mut parts, body) = req.into_parts();
@@ -542,13 +583,23 @@ impl<'a> Exchange<'a> {
         let headers = &mut parts.headers;
         strip_hop_by_hop(headers);
         strip_identity_headers(headers);
+        strip_overrides(headers, &self.gate.strip_extra);
         // Room for the headers set below and the trace's, in one allocation.
-        headers.reserve(8);
+        headers.reserve(10);
+        if !method_override.allowed.is_empty() {
+            // The products' own headers, even when not in the lists.
+            strip_overrides(headers, &method_override.allowed);
+        }
+        if let Some((name, method)) = method_override.decided {
+            headers.insert(name, method_value(&method));
+        }
         headers.insert(X_FORWARDED_CLIENT_CERT, conn.identity.xfcc.clone());
         headers.insert(X_MESHGATE_PRINCIPAL, conn.identity.principal_header.clone());
         headers.insert(X_REQUEST_ID, self.request_id.clone());
         headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("https"));
         headers.insert(X_FORWARDED_FOR, conn.peer_ip.clone());
+        headers.insert(X_REAL_IP, conn.peer_ip.clone());
+        headers.insert(header::FORWARDED, forwarded(conn.peer.ip()));
         self.trace.apply(headers);
         let upstream = &self.gate.upstream;
         let req = upstream.prepare(parts, body, path_and_query, original_host)?;

@@ -39,6 +39,9 @@ pub struct Config {
     pub limits: Limits,
     #[serde(default)]
     pub log: LogConfig,
+    /// Header hygiene: more override headers to remove before forwarding.
+    #[serde(default)]
+    pub headers: crate::pipeline::overrides::HeadersConfig,
     /// Cedar authorization. Absent: authenticated mode (any verified client passes).
     #[serde(default)]
     pub policy: Option<crate::decision::authz::PolicyConfig>,

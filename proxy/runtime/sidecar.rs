@@ -276,6 +276,7 @@ pub async fn bind(config: Config, embedded: Option<PolicyInputs>) -> Result<Boun
         request_ids: RequestIds::new(),
         latency_factor: config.timeouts.latency_factor,
         linger: config.limits.linger,
+        strip_extra: config.headers.strip_overrides_extra.clone(),
         metrics,
     };
     let sidecar = Sidecar {

@@ -53,11 +53,12 @@ const READ_KEYS: [&str; 13] = [
 ];
 
 /// The custom properties meshgate reads.
-pub(super) const CUSTOM: [&str; 7] = [
+pub(super) const CUSTOM: [&str; 8] = [
     "classification",
     "owner",
     "allowedPurposes",
     "meshgateRoutes",
+    "meshgateAllowOverride",
     "userToken",
     "successorVersion",
     "deprecationLink",

@@ -3,7 +3,8 @@
 //! From the standard: `id`, `name`, `version`, `domain`, `dataProduct`, `tags`,
 //! `schema[].name` (the datasets), `team` (owner), `slaProperties`. From
 //! `customProperties` (where ODCS puts what it does not define): `classification`,
-//! `owner`, `allowedPurposes` and `meshgateRoutes`, the product's route table.
+//! `owner`, `allowedPurposes`, `meshgateRoutes`, the product's route table, and
+//! `meshgateAllowOverride`, the method-override header its server honours.
 //!
 //! A contract is read into values once (serde_yaml_ng); each section, each
 //! list item and each route is then read on its own, so that every mistake
@@ -132,6 +133,10 @@ pub struct Product {
     pub file: String,
     /// `status`, end of support and of life, successor.
     pub lifecycle: Lifecycle,
+    /// The one method-override header its server honours
+    /// (`meshgateAllowOverride.methodHeader`): on a `POST`, the method it
+    /// names is routed and decided, and forwarded in it.
+    pub method_override: Option<http::HeaderName>,
 }
 
 /// A contract as read: its product, and what is doubtful in it.

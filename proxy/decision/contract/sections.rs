@@ -205,6 +205,12 @@ pub(super) fn product(r: &mut Reader) -> Option<Product> {
         None => Some(UserToken::None),
         Some((path, v)) => r.value(v, &path, "customProperties.userToken"),
     };
+    let method_override = match odcs.custom("meshgateAllowOverride") {
+        None => Some(None),
+        Some((path, v)) => r
+            .value::<AllowOverride>(v, &path, "customProperties.meshgateAllowOverride")
+            .map(|a| Some(a.method_header.0)),
+    };
     let sla = sla(r, &odcs);
     if sla == Sla::default() {
         r.warn(
@@ -233,7 +239,46 @@ pub(super) fn product(r: &mut Reader) -> Option<Product> {
         user_token: user_token?,
         file: r.file().to_string(),
         lifecycle: lifecycle?,
+        method_override: method_override?,
     })
+}
+
+/// `customProperties.meshgateAllowOverride`: the method-override header
+/// the product's server honours. Path overrides cannot be allowed.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct AllowOverride {
+    method_header: OverrideHeader,
+}
+
+/// A header name, read lowercase; `x-meshgate-*` and the headers meshgate
+/// sets are refused.
+struct OverrideHeader(http::HeaderName);
+
+impl<'de> Deserialize<'de> for OverrideHeader {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        let s = String::deserialize(d)?;
+        let name = http::HeaderName::from_bytes(s.as_bytes())
+            .map_err(|_| D::Error::custom(format!("`{s}` is not a header name")))?;
+        let folded = name.as_str().replace('_', "-");
+        let reserved = folded.starts_with("x-meshgate-")
+            || folded.starts_with("x-forwarded-")
+            || [
+                "forwarded",
+                "x-request-id",
+                "traceparent",
+                "host",
+                "authorization",
+            ]
+            .contains(&folded.as_str());
+        if reserved {
+            return Err(D::Error::custom(format!(
+                "`{s}` is a header meshgate sets or reads itself, not a method override"
+            )));
+        }
+        Ok(OverrideHeader(name))
+    }
 }
 
 /// Whether `k` is missing or has no value (a wrong value is its own error).

@@ -259,3 +259,40 @@ fn a_wrong_value_is_one_error_and_a_missing_one_is_required() {
     let e = one_error(&ORDERS.replace("version: 2.0.0\n", ""));
     assert_eq!(e, "o.yaml:2:1: version: required");
 }
+
+#[test]
+fn a_method_override_is_read_and_a_bad_one_named_with_its_place() {
+    let with = |value: &str| {
+        ORDERS.replace(
+            "customProperties:\n",
+            &format!(
+                "customProperties:\n  - property: meshgateAllowOverride\n    value: {value}\n"
+            ),
+        )
+    };
+    assert_eq!(
+        read(ORDERS, "o.yaml")
+            .expect("parses")
+            .product
+            .method_override,
+        None
+    );
+    let p = read(&with("{ methodHeader: X-HTTP-Method-Override }"), "o.yaml")
+        .expect("parses")
+        .product;
+    assert_eq!(
+        p.method_override.as_ref().map(|h| h.as_str()),
+        Some("x-http-method-override")
+    );
+    let e = one_error(&with("{ methodHeader: \"X Verb\" }"));
+    assert!(
+        e.starts_with("o.yaml:")
+            && e.contains("customProperties.meshgateAllowOverride.methodHeader")
+            && e.contains("`X Verb` is not a header name"),
+        "{e}"
+    );
+    let e = one_error(&with("{ methodHeader: X_Forwarded_For }"));
+    assert!(e.contains("a header meshgate sets or reads itself"), "{e}");
+    let e = one_error(&with("{ pathHeader: X-Original-URL }"));
+    assert!(e.contains("pathHeader"), "{e}");
+}

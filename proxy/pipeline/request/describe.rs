@@ -59,10 +59,13 @@ impl Exchange<'_> {
         let admission = match chosen {
             None => None,
             Some((target, outcome)) => {
+                let method = checked.req.method().clone();
                 let routed = Routed {
                     checked,
                     snapshot,
                     target,
+                    method,
+                    method_override: Default::default(),
                     response: None,
                     lookup_began: t0,
                     lookup: None,

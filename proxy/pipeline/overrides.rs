@@ -1,0 +1,350 @@
+//! Headers that would make the upstream act on another method, path, host
+//! or client than the one meshgate decided on. Web frameworks and proxies
+//! honour them (README "Override and client-address headers"); meshgate removes every
+//! client copy before forwarding, under its own spelling and with `_` read
+//! as `-` (CGI-style servers map both to one variable), and sets the
+//! client's verified address itself.
+//!
+//! A product whose framework needs a method override names its header in
+//! its contract (`meshgateAllowOverride.methodHeader`): on a `POST`, the
+//! method in that header is the one routed and decided, and the upstream
+//! receives the header with exactly that method ([`route_effective`]).
+//! Path overrides are never
+//! honoured: the path is what routing, Cedar and the audit see, and the
+//! normalised path already is what the upstream receives.
+
+use http::header::{HeaderMap, HeaderName, HeaderValue};
+use http::Method;
+use serde::{Deserialize, Deserializer};
+
+use super::error::ProxyError;
+use crate::decision::authz::{DecideError, Snapshot};
+use crate::decision::routes::Target;
+use crate::model::path::NormalPath;
+
+/// Method overrides: Rails (`Rack::MethodOverride`), Express
+/// `method-override`, Symfony and Laravel, Django REST framework (on any
+/// method, GET included, in some versions), Martini, Ktor, Mojolicious,
+/// WAI, ASP.NET (`X-HTTP-Method`, `X-HTTP-Method-Override`,
+/// `X-Method-Override`), Jersey's `HttpMethodOverrideFilter`, Google APIs,
+/// OData.
+pub const METHOD_OVERRIDES: [&str; 4] = [
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
+    "x-method",
+];
+
+/// Path, URL and authority overrides: IIS URL Rewrite and Zend/Laminas
+/// (`X-Original-URL`, `X-Rewrite-URL`), `X-Override-URL`, nginx's
+/// `X-Original-URI`, Envoy's `x-envoy-original-path`, Traefik's
+/// `X-Forwarded-Uri`, Spring's and Werkzeug's `X-Forwarded-Prefix`, legacy
+/// connectors' `X-Request-Uri`/`X-Request-URL`, rewrite modules'
+/// `X-Rewrite-Path`/`X-Real-URL`, and the forwarded host/port/scheme family
+/// frameworks build absolute URLs from.
+pub const PATH_OVERRIDES: [&str; 24] = [
+    "x-original-url",
+    "x-rewrite-url",
+    "x-override-url",
+    "x-original-uri",
+    "x-original-path",
+    "x-request-uri",
+    "x-request-url",
+    "x-rewrite-path",
+    "x-real-url",
+    "x-real-uri",
+    "x-forwarded-url",
+    "x-original-host",
+    "x-real-host",
+    "x-envoy-original-path",
+    "x-envoy-original-url",
+    "x-forwarded-uri",
+    "x-forwarded-path",
+    "x-forwarded-prefix",
+    "x-forwarded-port",
+    "x-forwarded-server",
+    "x-forwarded-scheme",
+    "x-forwarded-ssl",
+    "x-host",
+    "x-http-host-override",
+];
+
+/// Client addresses set by CDNs and proxies (Cloudflare, Akamai, Fastly,
+/// nginx `real_ip`, Envoy, App Engine, Azure): only the verified peer's
+/// address reaches the upstream.
+pub const CLIENT_ADDRESSES: [&str; 14] = [
+    "x-real-ip",
+    "true-client-ip",
+    "x-client-ip",
+    "client-ip",
+    "cf-connecting-ip",
+    "cf-connecting-ipv6",
+    "fastly-client-ip",
+    "x-cluster-client-ip",
+    "x-original-forwarded-for",
+    "forwarded-for",
+    "x-forwarded",
+    "x-envoy-external-address",
+    "x-appengine-user-ip",
+    "x-azure-clientip",
+];
+
+pub const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
+
+/// `headers` in the configuration file.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HeadersConfig {
+    /// More override headers to remove before forwarding, besides the
+    /// built-in lists.
+    #[serde(deserialize_with = "de_header_names")]
+    pub strip_overrides_extra: Vec<HeaderName>,
+}
+
+fn de_header_names<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<HeaderName>, D::Error> {
+    let names = Vec::<String>::deserialize(d)?;
+    names
+        .iter()
+        .map(|n| header_name(n).map_err(serde::de::Error::custom))
+        .collect()
+}
+
+/// A header name as configured: a token (RFC 9110 5.1), read lowercase.
+pub fn header_name(name: &str) -> Result<HeaderName, String> {
+    if name.is_empty() {
+        return Err("an empty header name".into());
+    }
+    HeaderName::from_bytes(name.as_bytes())
+        .map_err(|_| format!("`{name}` is not a header name (letters, digits and !#$%&'*+-.^_`|~)"))
+}
+
+/// `name` with `_` read as `-`.
+fn folded(name: &str) -> std::borrow::Cow<'_, str> {
+    if name.contains('_') {
+        name.replace('_', "-").into()
+    } else {
+        name.into()
+    }
+}
+
+/// Whether a client header is an override or a client address.
+fn is_override(name: &str, extra: &[HeaderName]) -> bool {
+    let name = folded(name);
+    let name = name.as_ref();
+    METHOD_OVERRIDES.contains(&name)
+        || PATH_OVERRIDES.contains(&name)
+        || CLIENT_ADDRESSES.contains(&name)
+        || extra.iter().any(|e| folded(e.as_str()) == name)
+}
+
+/// Removes every override and client-address header (and those in
+/// `extra`), every copy.
+pub fn strip_overrides(headers: &mut HeaderMap, extra: &[HeaderName]) {
+    let found: Vec<HeaderName> = headers
+        .keys()
+        .filter(|k| is_override(k.as_str(), extra))
+        .cloned()
+        .collect();
+    for name in found {
+        headers.remove(name);
+    }
+}
+
+/// A method override that cannot be honoured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OverrideError {
+    /// Sent more than once: which one the upstream reads is unknown.
+    Repeated,
+    /// Not an HTTP method, or `CONNECT`.
+    NotAMethod,
+}
+
+impl OverrideError {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OverrideError::Repeated => "method override sent more than once",
+            OverrideError::NotAMethod => "method override is not an HTTP method",
+        }
+    }
+}
+
+/// The method a request's `header` names, upper-cased as frameworks read
+/// it (Rack, Symfony); `None` without the header.
+pub fn method_in(
+    headers: &HeaderMap,
+    header: &HeaderName,
+) -> Result<Option<Method>, OverrideError> {
+    let mut values = headers.get_all(header).iter();
+    let value = match (values.next(), values.next()) {
+        (None, _) => return Ok(None),
+        (Some(_), Some(_)) => return Err(OverrideError::Repeated),
+        (Some(v), None) => v,
+    };
+    let upper = value
+        .to_str()
+        .map_err(|_| OverrideError::NotAMethod)?
+        .trim()
+        .to_ascii_uppercase();
+    let method = Method::from_bytes(upper.as_bytes()).map_err(|_| OverrideError::NotAMethod)?;
+    if upper.is_empty() || method == Method::CONNECT {
+        return Err(OverrideError::NotAMethod);
+    }
+    Ok(Some(method))
+}
+
+/// The header value that carries `method` to the upstream.
+pub fn method_value(method: &Method) -> HeaderValue {
+    // A method is a token, so always a valid header value.
+    HeaderValue::from_str(method.as_str()).unwrap_or_else(|_| HeaderValue::from_static("POST"))
+}
+
+/// `Forwarded` (RFC 7239) for the verified peer: `for=` quoted when IPv6.
+pub fn forwarded(peer: std::net::IpAddr) -> HeaderValue {
+    let value = match peer {
+        std::net::IpAddr::V4(ip) => format!("for={ip};proto=https"),
+        std::net::IpAddr::V6(ip) => format!("for=\"[{ip}]\";proto=https"),
+    };
+    HeaderValue::from_str(&value).unwrap_or_else(|_| HeaderValue::from_static("proto=https"))
+}
+
+/// Routes a request on the method it will be decided as: the one sent, or,
+/// on a `POST` carrying the method-override header the path's product
+/// allows (`meshgateAllowOverride`), the method in that header (405 when the
+/// product has no route for it). Any other override is ignored here and
+/// removed before forwarding. A malformed override (sent twice, not a
+/// method) is a 400 unless the path leads to a product that does not allow
+/// that header.
+pub(super) fn route_effective<'s>(
+    snapshot: &'s Snapshot,
+    sent: &Method,
+    headers: &HeaderMap,
+    path: &NormalPath,
+) -> Result<Effective<'s>, ProxyError> {
+    if sent == Method::POST {
+        let allows = |t: &Target, h: &HeaderName| {
+            snapshot.product(t).and_then(|p| p.method_override.as_ref()) == Some(h)
+        };
+        for h in snapshot
+            .products()
+            .filter_map(|p| p.method_override.as_ref())
+        {
+            let method = match method_in(headers, h) {
+                Ok(Some(m)) => m,
+                Ok(None) => continue,
+                // Refused unless the path leads, as sent, to a product that
+                // does not honour this header (there it is only removed).
+                Err(e) => match snapshot.route(sent, path) {
+                    Ok(t) if !allows(t, h) => continue,
+                    _ => return Err(ProxyError::BadRequest(e.as_str())),
+                },
+            };
+            match snapshot.route(&method, path) {
+                Ok(t) if allows(t, h) => {
+                    return Ok(Effective {
+                        target: Ok(t),
+                        method,
+                        header: Some(h.clone()),
+                    })
+                }
+                Ok(_) => {}
+                // The product the path leads to allows the override but
+                // has no route for its method: refused as that method.
+                Err(e) => match snapshot.route(sent, path) {
+                    Ok(t) if allows(t, h) => {
+                        return Ok(Effective {
+                            target: Err(e),
+                            method,
+                            header: None,
+                        })
+                    }
+                    _ => {}
+                },
+            }
+        }
+    }
+    Ok(Effective {
+        target: snapshot.route(sent, path),
+        method: sent.clone(),
+        header: None,
+    })
+}
+
+/// The method-override headers of a request's snapshot: every one a
+/// product allows is removed from what the client sent (they need not be
+/// in the built-in lists); the one the decided method came from is set to it.
+#[derive(Default)]
+pub(super) struct MethodOverride {
+    pub(super) allowed: Vec<HeaderName>,
+    pub(super) decided: Option<(HeaderName, Method)>,
+}
+
+/// What a request is routed and decided as.
+pub(super) struct Effective<'s> {
+    pub(super) target: Result<&'s Target, DecideError>,
+    pub(super) method: Method,
+    /// The method-override header the method came from.
+    pub(super) header: Option<HeaderName>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strips_every_override_and_client_address_in_any_spelling() {
+        let mut h = HeaderMap::new();
+        for name in METHOD_OVERRIDES
+            .iter()
+            .chain(&PATH_OVERRIDES)
+            .chain(&CLIENT_ADDRESSES)
+        {
+            h.append(*name, HeaderValue::from_static("x"));
+            h.append(*name, HeaderValue::from_static("y"));
+        }
+        for name in ["X_HTTP_Method_Override", "x_original_url", "x_real_ip"] {
+            h.append(name, HeaderValue::from_static("x"));
+        }
+        h.append("x-custom-verb", HeaderValue::from_static("DELETE"));
+        h.append("x_custom_verb", HeaderValue::from_static("DELETE"));
+        h.append("x-kept", HeaderValue::from_static("1"));
+        let extra = vec![header_name("X-Custom-Verb").expect("name")];
+        strip_overrides(&mut h, &extra);
+        let left: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
+        assert_eq!(left, ["x-kept"]);
+    }
+
+    #[test]
+    fn reads_one_method_override_upper_cased_and_refuses_doubtful_ones() {
+        let name = HeaderName::from_static("x-http-method-override");
+        let with = |values: &[&'static str]| {
+            let mut h = HeaderMap::new();
+            for v in values {
+                h.append(name.clone(), HeaderValue::from_static(v));
+            }
+            method_in(&h, &name)
+        };
+        assert_eq!(with(&[]), Ok(None));
+        assert_eq!(with(&["delete"]), Ok(Some(Method::DELETE)));
+        assert_eq!(with(&[" PATCH "]), Ok(Some(Method::PATCH)));
+        assert_eq!(with(&["DELETE", "GET"]), Err(OverrideError::Repeated));
+        assert_eq!(with(&["DE LETE"]), Err(OverrideError::NotAMethod));
+        assert_eq!(with(&[""]), Err(OverrideError::NotAMethod));
+        assert_eq!(with(&["connect"]), Err(OverrideError::NotAMethod));
+    }
+
+    #[test]
+    fn configured_names_are_checked() {
+        assert!(header_name("X-Verb").is_ok());
+        let e = header_name("X Verb").expect_err("space");
+        assert!(e.contains("`X Verb` is not a header name"), "{e}");
+        assert!(header_name("").is_err());
+    }
+
+    #[test]
+    fn forwarded_quotes_ipv6() {
+        let v4 = forwarded("10.1.2.3".parse().expect("ip"));
+        assert_eq!(v4, "for=10.1.2.3;proto=https");
+        let v6 = forwarded("::1".parse().expect("ip"));
+        assert_eq!(v6, "for=\"[::1]\";proto=https");
+    }
+}
