@@ -157,6 +157,13 @@ pub enum OverrideError {
     Repeated,
     /// Not an HTTP method, or `CONNECT`.
     NotAMethod,
+    /// Not `PUT`, `PATCH` or `DELETE`: a `POST` is never decided as a safe
+    /// method (the upstream could still read the body as a write, or send
+    /// a body the response stage would not see).
+    NotAWrite,
+    /// The body is a form: frameworks read a `_method` field in it before
+    /// the header, so what the upstream does is not what was decided.
+    FormBody,
 }
 
 impl OverrideError {
@@ -164,6 +171,10 @@ impl OverrideError {
         match self {
             OverrideError::Repeated => "method override sent more than once",
             OverrideError::NotAMethod => "method override is not an HTTP method",
+            OverrideError::NotAWrite => "method override is not PUT, PATCH or DELETE",
+            OverrideError::FormBody => {
+                "method override on a form body, whose _method field the upstream may read instead"
+            }
         }
     }
 }
@@ -188,6 +199,19 @@ pub fn method_in(
     let method = Method::from_bytes(upper.as_bytes()).map_err(|_| OverrideError::NotAMethod)?;
     if upper.is_empty() || method == Method::CONNECT {
         return Err(OverrideError::NotAMethod);
+    }
+    if ![Method::PUT, Method::PATCH, Method::DELETE].contains(&method) {
+        return Err(OverrideError::NotAWrite);
+    }
+    let form = headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.trim_start().to_ascii_lowercase())
+        .is_some_and(|v| {
+            v.starts_with("application/x-www-form-urlencoded") || v.starts_with("multipart/")
+        });
+    if form {
+        return Err(OverrideError::FormBody);
     }
     Ok(Some(method))
 }

@@ -251,9 +251,20 @@ struct AllowOverride {
     method_header: OverrideHeader,
 }
 
-/// A header name, read lowercase; `x-meshgate-*` and the headers meshgate
-/// sets are refused.
+/// One of the method-override headers frameworks read (Rack, Symfony,
+/// Laravel, Express method-override, ASP.NET), read lowercase. Another name
+/// is refused: every header a product allows is removed from every request
+/// it does not decide, so `content-type` or `cookie` here would strip it
+/// from all products of the node.
 struct OverrideHeader(http::HeaderName);
+
+/// The headers a product may allow as its method override.
+pub const METHOD_OVERRIDE_HEADERS: [&str; 4] = [
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
+    "x-method",
+];
 
 impl<'de> Deserialize<'de> for OverrideHeader {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -262,19 +273,9 @@ impl<'de> Deserialize<'de> for OverrideHeader {
         let name = http::HeaderName::from_bytes(s.as_bytes())
             .map_err(|_| D::Error::custom(format!("`{s}` is not a header name")))?;
         let folded = name.as_str().replace('_', "-");
-        let reserved = folded.starts_with("x-meshgate-")
-            || folded.starts_with("x-forwarded-")
-            || [
-                "forwarded",
-                "x-request-id",
-                "traceparent",
-                "host",
-                "authorization",
-            ]
-            .contains(&folded.as_str());
-        if reserved {
+        if !METHOD_OVERRIDE_HEADERS.contains(&folded.as_str()) {
             return Err(D::Error::custom(format!(
-                "`{s}` is a header meshgate sets or reads itself, not a method override"
+                "`{s}` is not a method-override header; one of X-HTTP-Method-Override, X-HTTP-Method, X-Method-Override, X-Method"
             )));
         }
         Ok(OverrideHeader(name))
