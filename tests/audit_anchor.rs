@@ -156,6 +156,18 @@ fn a_cut_tail_is_found_against_the_published_head() {
         assert!(found.contains(&format!(", expected {hash}")), "{out}");
         assert!(!found.starts_with(&hash), "{out}");
     }
+    // The log stream as shipped, both runs in one: its last checkpoint is
+    // the forged continuation's, but the resume below the first run's
+    // checkpoint gives the cut away.
+    let shipped = pki.path("shipped.log");
+    let first = std::fs::read_to_string(&first_run_log).expect("read");
+    std::fs::write(&shipped, first + "\n" + &mg.logs.dump()).expect("write log");
+    let (ok, out) = verify_expect(&file, &[&shipped.display().to_string()]);
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains("the sidecar resumed its trail at seq 2 after a checkpoint at seq 4: the tail was cut before a restart"),
+        "{out}"
+    );
     // The new head verifies.
     let head = admin_head(&mg);
     let (ok, out) = verify_expect(&file, &[&head]);

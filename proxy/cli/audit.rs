@@ -32,10 +32,12 @@ enum AuditCommand {
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let AuditCommand::Verify { files, expect } = args.command;
-    let anchors = expect
-        .iter()
-        .map(|e| anchor(e))
-        .collect::<anyhow::Result<Vec<_>>>()?;
+    let mut anchors = Vec::new();
+    for e in &expect {
+        anchors.extend(anchor(e)?);
+    }
+    // The highest first: a trail that ends early is told against it.
+    anchors.sort_by(|a, b| b.seq.cmp(&a.seq));
     let v = crate::observe::audit::verify_against(&files, &anchors)?;
     let range = match (v.first_seq, v.last_seq) {
         (Some(a), Some(b)) => format!(", seq {a}..{b}"),
@@ -52,8 +54,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// An `--expect` value, or the file it names.
-fn anchor(value: &str) -> anyhow::Result<crate::observe::audit::Anchor> {
+/// The heads of an `--expect` value, or of the file it names.
+fn anchor(value: &str) -> anyhow::Result<Vec<crate::observe::audit::Anchor>> {
     let path = Path::new(value);
     let looks_like_file = !value.trim_start().starts_with('{') && path.is_file();
     let (text, shown) = if looks_like_file {
@@ -63,5 +65,6 @@ fn anchor(value: &str) -> anyhow::Result<crate::observe::audit::Anchor> {
     } else {
         (value.to_string(), value.to_string())
     };
-    crate::observe::audit::parse_anchor(&text).map_err(|e| anyhow::anyhow!("--expect {shown}: {e}"))
+    crate::observe::audit::parse_anchors(&text)
+        .map_err(|e| anyhow::anyhow!("--expect {shown}: {e}"))
 }

@@ -142,31 +142,51 @@ pub struct Anchor {
     pub hash: Option<String>,
 }
 
-/// Reads an expected head: `SEQ` or `SEQ:HASH`, the JSON of `GET
-/// /audit/head`, or a log stream (JSON or text) holding `audit checkpoint`
-/// or `audit trail resumed` lines, of which the last one counts.
-pub fn parse_anchor(text: &str) -> Result<Anchor, String> {
+/// Reads the expected heads: `SEQ` or `SEQ:HASH`, the JSON of `GET
+/// /audit/head`, or a log stream (JSON or text) of the sidecar. In a log,
+/// every `audit checkpoint` line is an anchor (the last one alone could be
+/// a forged continuation's, after a cut and a restart; the earlier ones
+/// then disagree with the trail), and an `audit trail resumed` line below a
+/// checkpoint seen before it is a cut before a restart, refused here.
+pub fn parse_anchors(text: &str) -> Result<Vec<Anchor>, String> {
     let t = text.trim();
     if t.is_empty() {
         return Err("empty: expected SEQ[:HASH], a checkpoint log line or /audit/head JSON".into());
     }
     if let Some(a) = plain(t) {
-        return a;
+        return a.map(|a| vec![a]);
     }
-    if t.starts_with('{') && !t.contains('\n') {
-        return from_json(t);
+    if t.starts_with('{') && !t.contains('\n') && !t.contains("audit trail resumed") {
+        return from_json(t).map(|a| vec![a]);
     }
-    let line = t
-        .lines()
-        .rev()
-        .find(|l| l.contains("audit checkpoint") || l.contains("audit trail resumed"))
-        .ok_or("no `audit checkpoint` line in it")?;
-    let l = line.trim();
-    if l.starts_with('{') {
-        from_json(l)
-    } else {
-        from_text_log(l)
+    let read = |l: &str| {
+        let l = l.trim();
+        if l.starts_with('{') {
+            from_json(l)
+        } else {
+            from_text_log(l)
+        }
+    };
+    let mut anchors: Vec<Anchor> = Vec::new();
+    for line in t.lines() {
+        if line.contains("audit checkpoint") {
+            anchors.push(read(line)?);
+        } else if line.contains("audit trail resumed") {
+            let resumed = read(line)?;
+            if let Some(top) = anchors.iter().map(|a| a.seq).max() {
+                if resumed.seq < top {
+                    return Err(format!(
+                        "the sidecar resumed its trail at seq {} after a checkpoint at seq {top}: the tail was cut before a restart",
+                        resumed.seq
+                    ));
+                }
+            }
+        }
     }
+    if anchors.is_empty() {
+        return Err("no `audit checkpoint` line in it".into());
+    }
+    Ok(anchors)
 }
 
 /// `SEQ` or `SEQ:HASH`; `None` when it is not of that shape at all.
@@ -240,6 +260,13 @@ mod tests {
 
     const H: &str = "ab00000000000000000000000000000000000000000000000000000000000000";
 
+    /// One anchor, for the shapes that hold one.
+    fn parse_anchor(text: &str) -> Result<Anchor, String> {
+        let mut all = parse_anchors(text)?;
+        assert_eq!(all.len(), 1, "{all:?}");
+        Ok(all.remove(0))
+    }
+
     #[test]
     fn every_shape_of_an_expected_head() {
         let with = |seq| Anchor {
@@ -262,7 +289,8 @@ mod tests {
              {{\"message\":\"audit checkpoint\",\"seq\":9,\"hash\":\"{H}\"}}\n\
              {{\"message\":\"shutting down\"}}\n"
         );
-        assert_eq!(parse_anchor(&json_log), Ok(with(9)));
+        // Every checkpoint of a log is an anchor.
+        assert_eq!(parse_anchors(&json_log), Ok(vec![with(3), with(9)]));
         let nested =
             format!(r#"{{"fields":{{"message":"audit checkpoint","seq":4,"hash":"{H}"}}}}"#);
         assert_eq!(parse_anchor(&nested), Ok(with(4)));
@@ -271,9 +299,28 @@ mod tests {
         assert_eq!(parse_anchor(&text), Ok(with(5)));
     }
 
+    /// A log holding a cut and a restart: the trail resumed below a
+    /// checkpoint logged before.
+    #[test]
+    fn a_resume_below_an_earlier_checkpoint_is_a_cut() {
+        let log = format!(
+            "{{\"message\":\"audit checkpoint\",\"seq\":4,\"hash\":\"{H}\"}}\n\
+             {{\"message\":\"audit trail resumed\",\"seq\":2,\"hash\":\"{H}\"}}\n\
+             {{\"message\":\"audit checkpoint\",\"seq\":5,\"hash\":\"{H}\"}}\n"
+        );
+        let e = parse_anchors(&log).unwrap_err();
+        assert_eq!(
+            e,
+            "the sidecar resumed its trail at seq 2 after a checkpoint at seq 4: the tail was cut before a restart"
+        );
+        // Resumed at (or past) the last checkpoint: a plain restart.
+        let ok = log.replace("\"seq\":2", "\"seq\":4");
+        assert_eq!(parse_anchors(&ok).map(|a| a.len()), Ok(2));
+    }
+
     #[test]
     fn a_bad_expected_head_says_what_is_wrong() {
-        let err = |s: &str| parse_anchor(s).unwrap_err();
+        let err = |s: &str| parse_anchors(s).unwrap_err();
         assert!(
             err("12:abc").contains("64 lowercase hex"),
             "{}",

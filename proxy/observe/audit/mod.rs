@@ -22,7 +22,7 @@ mod verify;
 mod writer;
 
 use head::HeadCell;
-pub use head::{parse_anchor, Anchor, Head};
+pub use head::{parse_anchors, Anchor, Head};
 use line::*;
 pub use verify::*;
 use writer::*;
