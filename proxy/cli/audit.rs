@@ -37,7 +37,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         anchors.extend(anchor(e)?);
     }
     // The highest first: a trail that ends early is told against it.
-    anchors.sort_by(|a, b| b.seq.cmp(&a.seq));
+    anchors.sort_by_key(|a| std::cmp::Reverse(a.seq));
     let v = crate::observe::audit::verify_against(&files, &anchors)?;
     let range = match (v.first_seq, v.last_seq) {
         (Some(a), Some(b)) => format!(", seq {a}..{b}"),
