@@ -120,21 +120,30 @@ pub fn header_name(name: &str) -> Result<HeaderName, String> {
 
 /// `name` with `_` read as `-`.
 fn folded(name: &str) -> std::borrow::Cow<'_, str> {
-    if name.contains('_') {
+    if name.as_bytes().contains(&b'_') {
         name.replace('_', "-").into()
     } else {
         name.into()
     }
 }
 
+/// The built-in lists as one set (one hash per header of a request).
+static BUILT_IN: std::sync::LazyLock<
+    std::collections::HashSet<&'static str, foldhash::fast::RandomState>,
+> = std::sync::LazyLock::new(|| {
+    METHOD_OVERRIDES
+        .iter()
+        .chain(&PATH_OVERRIDES)
+        .chain(&CLIENT_ADDRESSES)
+        .copied()
+        .collect()
+});
+
 /// Whether a client header is an override or a client address.
 fn is_override(name: &str, extra: &[HeaderName]) -> bool {
     let name = folded(name);
     let name = name.as_ref();
-    METHOD_OVERRIDES.contains(&name)
-        || PATH_OVERRIDES.contains(&name)
-        || CLIENT_ADDRESSES.contains(&name)
-        || extra.iter().any(|e| folded(e.as_str()) == name)
+    BUILT_IN.contains(name) || extra.iter().any(|e| folded(e.as_str()) == name)
 }
 
 /// Removes every override and client-address header (and those in
@@ -220,15 +229,6 @@ pub fn method_in(
 pub fn method_value(method: &Method) -> HeaderValue {
     // A method is a token, so always a valid header value.
     HeaderValue::from_str(method.as_str()).unwrap_or_else(|_| HeaderValue::from_static("POST"))
-}
-
-/// `Forwarded` (RFC 7239) for the verified peer: `for=` quoted when IPv6.
-pub fn forwarded(peer: std::net::IpAddr) -> HeaderValue {
-    let value = match peer {
-        std::net::IpAddr::V4(ip) => format!("for={ip};proto=https"),
-        std::net::IpAddr::V6(ip) => format!("for=\"[{ip}]\";proto=https"),
-    };
-    HeaderValue::from_str(&value).unwrap_or_else(|_| HeaderValue::from_static("proto=https"))
 }
 
 /// Routes a request on the method it will be decided as: the one sent, or,
@@ -366,9 +366,9 @@ mod tests {
 
     #[test]
     fn forwarded_quotes_ipv6() {
-        let v4 = forwarded("10.1.2.3".parse().expect("ip"));
+        let v4 = crate::model::connection::forwarded_for("10.1.2.3".parse().expect("ip"));
         assert_eq!(v4, "for=10.1.2.3;proto=https");
-        let v6 = forwarded("::1".parse().expect("ip"));
+        let v6 = crate::model::connection::forwarded_for("::1".parse().expect("ip"));
         assert_eq!(v6, "for=\"[::1]\";proto=https");
     }
 }

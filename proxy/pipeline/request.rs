@@ -46,7 +46,7 @@ use super::headers::{
 };
 use super::linger::linger;
 use super::overrides::{
-    forwarded, method_value, route_effective, strip_overrides, Effective, MethodOverride, X_REAL_IP,
+    method_value, route_effective, strip_overrides, Effective, MethodOverride, X_REAL_IP,
 };
 use super::Gate;
 use crate::decision::authz::{AuthzOutcome, HttpFacts, Snapshot};
@@ -599,7 +599,7 @@ impl<'a> Exchange<'a> {
         headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("https"));
         headers.insert(X_FORWARDED_FOR, conn.peer_ip.clone());
         headers.insert(X_REAL_IP, conn.peer_ip.clone());
-        headers.insert(header::FORWARDED, forwarded(conn.peer.ip()));
+        headers.insert(header::FORWARDED, conn.forwarded.clone());
         self.trace.apply(headers);
         let upstream = &self.gate.upstream;
         let req = upstream.prepare(parts, body, path_and_query, original_host)?;

@@ -516,6 +516,7 @@ async fn connection(
         identity,
         peer,
         peer_ip,
+        forwarded: crate::model::connection::forwarded_for(peer.ip()),
         tls_version,
     });
     tracing::debug!(%peer, principal = %conn.identity.principal, tls_version, h2, "connection established");

@@ -107,6 +107,7 @@ pub fn audit_golden() -> &'static [(String, Vec<u8>)] {
             },
             peer: "127.0.0.1:40000".parse().expect("addr"),
             peer_ip: http::HeaderValue::from_static("127.0.0.1"),
+            forwarded: http::HeaderValue::from_static("for=127.0.0.1;proto=https"),
             tls_version: "TLSv1.3",
         });
         let user = std::sync::Arc::new(crate::decision::jwt::User {

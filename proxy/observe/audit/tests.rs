@@ -18,6 +18,7 @@ fn conn() -> Arc<ConnInfo> {
         },
         peer: "127.0.0.1:40000".parse().expect("addr"),
         peer_ip: HeaderValue::from_static("127.0.0.1"),
+        forwarded: http::HeaderValue::from_static("for=127.0.0.1;proto=https"),
         tls_version: "TLSv1.3",
     })
 }
@@ -177,6 +178,7 @@ fn a_principal_that_is_not_ascii_is_recorded_whole() {
         },
         peer: "127.0.0.1:40000".parse().expect("addr"),
         peer_ip: HeaderValue::from_static("127.0.0.1"),
+        forwarded: http::HeaderValue::from_static("for=127.0.0.1;proto=https"),
         tls_version: "TLSv1.3",
     });
     let mut line = Vec::new();
