@@ -136,8 +136,12 @@ fn parse_replies(buf: &[u8]) -> (Vec<Reply>, usize) {
 /// most 15 s.
 async fn exchange(pki: &Pki, who: &str, mg: &Meshgate, raw: &[u8]) -> Exchange {
     let mut tls = tls_connect(pki, who, mg.data).await;
-    tls.write_all(raw).await.expect("write request");
-    tls.flush().await.expect("flush");
+    // The server may answer and close before all of `raw` is written (an
+    // early 403 or 431 with `Connection: close`): a failed write is that,
+    // and what it answered is still read below.
+    if tls.write_all(raw).await.is_ok() {
+        let _ = tls.flush().await;
+    }
     let mut buf = Vec::new();
     let read = tokio::time::timeout(Duration::from_secs(15), async {
         let mut chunk = [0u8; 16384];
