@@ -208,49 +208,32 @@ fn demo_runs_with_no_setup_and_prints_working_curl_commands() {
             break;
         }
     }
-    let reporting = commands
-        .iter()
-        .find(|c| c.contains("reporting.pem"))
-        .cloned();
-    // Run the printed command through a shell, as a user pasting it would.
-    let out = reporting.as_ref().map(|cmd| {
-        Command::new("sh")
-            .arg("-c")
-            .arg(format!("{cmd} -sS"))
-            .output()
-            .expect("sh")
-    });
+    // Run a printed command through a shell, as a user pasting it would.
+    let paste = |marker: &str| {
+        commands.iter().find(|c| c.contains(marker)).map(|cmd| {
+            (
+                cmd.clone(),
+                Command::new("sh")
+                    .arg("-c")
+                    .arg(format!("{cmd} -sS"))
+                    .output()
+                    .expect("sh"),
+            )
+        })
+    };
+    let reporting = paste("reporting.pem");
     // The deprecated version 1, with its lifecycle headers shown (`-i`).
-    let v1 = commands
-        .iter()
-        .find(|c| c.contains("/v1/orders"))
-        .map(|cmd| {
-            Command::new("sh")
-                .arg("-c")
-                .arg(format!("{cmd} -sS"))
-                .output()
-                .expect("sh")
-        });
+    let v1 = paste("/v1/orders").map(|(_, out)| out);
     // The product's descriptor, for a caller who may describe but not read.
-    let descriptor = commands
-        .iter()
-        .find(|c| c.contains("/.well-known/data-product/"))
-        .map(|cmd| {
-            Command::new("sh")
-                .arg("-c")
-                .arg(format!("{cmd} -sS"))
-                .output()
-                .expect("sh")
-        });
+    let descriptor = paste("/.well-known/data-product/").map(|(_, out)| out);
     // SIGTERM: the demo drains and writes the last events before it exits.
     let _ = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status();
     let _ = child.wait();
     let logs: Vec<String> = rx.try_iter().collect();
-    let reporting = reporting.expect("a curl command for the reporting client");
+    let (reporting, out) = reporting.expect("a curl command for the reporting client");
     assert!(reporting.contains("https://localhost:"), "{reporting}");
-    let out = out.expect("ran");
     let body = String::from_utf8_lossy(&out.stdout);
     assert!(
         body.contains("\"SO-1001\""),
