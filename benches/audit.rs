@@ -75,6 +75,7 @@ fn recording(c: &mut Criterion) {
                 elapsed: Duration::from_micros(230),
                 tier: None,
                 service: &service,
+                client_fault: false,
             }))
         })
     });

@@ -304,3 +304,150 @@ async fn an_http2_client_resetting_its_stream_mid_body_is_a_499_not_an_upstream_
     assert_eq!(reset[0]["decision"], "allow", "{}", reset[0]);
     assert_eq!(reset[0]["path"], "/upload", "{}", reset[0]);
 }
+
+/// An upload the client stops sending is the client's fault too: when the
+/// upstream's response times out while the body waits for the client's
+/// next bytes, the answer is 408 `request_body_timeout`, decision `allow`,
+/// counted with `reason="stalled"`, as a 4xx and out of the request
+/// duration histogram (the latency SLI), over HTTP/1.1 and HTTP/2. A
+/// whole body the upstream then fails to answer in time stays the
+/// upstream's 504.
+#[tokio::test]
+async fn an_upload_the_client_stops_sending_is_a_408_not_an_upstream_timeout() {
+    let pki = Pki::with_clients(&[("orders", ORDER_SERVICE)]);
+    let up = Upstream::start();
+    let audit = pki.path("audit.log");
+    let mg = Meshgate::builder(&pki, &up)
+        .audit_file(&audit)
+        .timeout("upstream_response: 1s")
+        .start();
+    next_upload_is_served(&pki, &mg, &up);
+
+    // HTTP/1.1: a chunked upload whose second chunk never comes.
+    let before = up.count();
+    let mut tls = tls_connect(&pki, "orders", mg.data).await;
+    let head = "POST /upload HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n";
+    tls.write_all(head.as_bytes()).await.expect("write head");
+    tls.flush().await.expect("flush");
+    until_upstream_saw(&up, before + 1).await;
+    let (status, body) = read_reply(&mut tls).await.expect("a response");
+    assert_eq!(status, 408, "{body}");
+    assert_eq!(body["error"], "request_body_timeout", "{body}");
+    next_upload_is_served(&pki, &mg, &up);
+
+    // HTTP/2: a stream whose body stays open with nothing more sent.
+    let tls = tls_connect_alpn(&pki, "orders", mg.data, &[b"h2"]).await;
+    let (mut sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tls),
+    )
+    .await
+    .expect("h2 handshake");
+    tokio::spawn(conn);
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let req = http::Request::post(mg.url("/upload"))
+        .body(ChannelBody(rx))
+        .expect("request");
+    tx.send(Ok(Bytes::from_static(b"hello")))
+        .await
+        .expect("body open");
+    let resp = sender.send_request(req).await.expect("a response");
+    assert_eq!(resp.status(), 408);
+    drop(tx);
+    next_upload_is_served(&pki, &mg, &up);
+
+    // The whole body sent, the upstream slower than the timeout: its 504.
+    let out = curl(
+        &pki,
+        Some("orders"),
+        &[
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "--data-binary",
+            "hello",
+            &mg.url("/slow/3000"),
+        ],
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "504");
+
+    // 3 good uploads, 2 stalled, 1 timed out: 6 events.
+    mg.wait_metric("meshgate_audit_events_total", 6.0);
+    let m = mg.metrics();
+    let value = |sample: &str| metric_value(&m, sample);
+    assert_eq!(
+        value("meshgate_request_body_errors_total{product=\"\",reason=\"stalled\"}"),
+        2.0,
+        "{m}"
+    );
+    assert_eq!(
+        value("meshgate_requests_total{product=\"\",action=\"\",decision=\"allow\",class=\"4xx\"}"),
+        2.0,
+        "{m}"
+    );
+    assert_eq!(
+        value("meshgate_requests_total{product=\"\",action=\"\",decision=\"allow\",class=\"5xx\"}"),
+        1.0,
+        "{m}"
+    );
+    assert_eq!(
+        value("meshgate_request_duration_seconds_count{product=\"\",decision=\"allow\"}"),
+        4.0,
+        "the stalled uploads were timed as the product's requests: {m}"
+    );
+    let seen: Vec<(u64, String)> = audit_events(&audit)
+        .iter()
+        .filter(|e| e["status"] != 200)
+        .map(|e| {
+            assert_eq!(e["decision"], "allow", "{e}");
+            (
+                e["status"].as_u64().unwrap_or(0),
+                e["error"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect();
+    let expected = [
+        (408, "request_body_timeout"),
+        (408, "request_body_timeout"),
+        (504, "upstream_timeout"),
+    ];
+    let expected: Vec<(u64, String)> = expected.iter().map(|(s, e)| (*s, e.to_string())).collect();
+    assert_eq!(seen, expected);
+}
+
+/// A TLS record that does not decrypt, mid-body, ends the connection: the
+/// client is gone (499 `client_closed_request`, `reason="client_gone"`),
+/// not a malformed body that a 400 could still answer.
+#[tokio::test]
+async fn a_broken_tls_record_mid_body_is_a_client_gone() {
+    let pki = Pki::with_clients(&[("orders", ORDER_SERVICE)]);
+    let up = Upstream::start();
+    let audit = pki.path("audit.log");
+    let mg = Meshgate::builder(&pki, &up).audit_file(&audit).start();
+    let before = up.count();
+    let mut tls = tls_connect(&pki, "orders", mg.data).await;
+    let head = "POST /upload HTTP/1.1\r\nHost: localhost\r\nContent-Length: 100\r\n\r\n0123456789";
+    tls.write_all(head.as_bytes()).await.expect("write head");
+    tls.flush().await.expect("flush");
+    until_upstream_saw(&up, before + 1).await;
+    // An application-data record of 32 bytes that no key encrypted.
+    let mut record = vec![0x17, 0x03, 0x03, 0x00, 0x20];
+    record.extend_from_slice(&[0x5a; 32]);
+    let tcp = tls.get_mut().0;
+    tcp.write_all(&record).await.expect("write record");
+    tcp.flush().await.expect("flush");
+    mg.wait_metric(
+        "meshgate_request_body_errors_total{product=\"\",reason=\"client_gone\"}",
+        1.0,
+    );
+    mg.wait_metric("meshgate_audit_events_total", 1.0);
+    let m = mg.metrics();
+    assert!(!m.contains("reason=\"malformed\""), "{m}");
+    assert!(!m.contains("class=\"5xx\""), "{m}");
+    let events = audit_events(&audit);
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0]["status"], 499, "{}", events[0]);
+    assert_eq!(events[0]["error"], "client_closed_request", "{}", events[0]);
+    assert_eq!(events[0]["decision"], "allow", "{}", events[0]);
+}

@@ -55,11 +55,13 @@ pub enum ProxyError {
     #[error("upstream did not answer in time")]
     UpstreamTimeout,
     /// The client's request body failed while it was forwarded: malformed
-    /// framing (400) or the client gone mid-body (499). The client's
-    /// fault, never the upstream's.
+    /// framing (400), the client gone mid-body (499), or stalled until the
+    /// upstream's response timed out (408). The client's fault, never the
+    /// upstream's.
     #[error("the request body failed: {}", match .0 {
         ClientBodyFault::Malformed => "malformed framing",
         ClientBodyFault::Gone => "the client went away mid-body",
+        ClientBodyFault::Stalled => "the client stopped sending it before the upstream's response timed out",
     })]
     ClientBody(ClientBodyFault),
     /// The response stage could not make the upstream's response fit to
@@ -93,6 +95,7 @@ impl ProxyError {
             ProxyError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::ClientBody(ClientBodyFault::Malformed) => StatusCode::BAD_REQUEST,
             ProxyError::ClientBody(ClientBodyFault::Gone) => client_closed(),
+            ProxyError::ClientBody(ClientBodyFault::Stalled) => StatusCode::REQUEST_TIMEOUT,
             ProxyError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -116,6 +119,7 @@ impl ProxyError {
             ProxyError::UpstreamTimeout => "upstream_timeout",
             ProxyError::ClientBody(ClientBodyFault::Malformed) => "bad_request_body",
             ProxyError::ClientBody(ClientBodyFault::Gone) => CLIENT_CLOSED_REQUEST,
+            ProxyError::ClientBody(ClientBodyFault::Stalled) => "request_body_timeout",
             ProxyError::ResponseRefused(_) => "response_refused",
             ProxyError::Internal(_) => "internal_error",
         }
@@ -249,6 +253,10 @@ mod tests {
         assert_eq!(gone.status().as_u16(), 499);
         assert_eq!(gone.code(), "client_closed_request");
         assert_eq!(gone.decision(), "allow");
+        let stalled = ProxyError::from(UpstreamError::ClientBody(ClientBodyFault::Stalled));
+        assert_eq!(stalled.status(), StatusCode::REQUEST_TIMEOUT);
+        assert_eq!(stalled.code(), "request_body_timeout");
+        assert_eq!(stalled.decision(), "allow");
     }
 
     #[test]

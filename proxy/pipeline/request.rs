@@ -625,6 +625,7 @@ impl<'a> Exchange<'a> {
     fn respond(&mut self, result: Result<Response<ProxyBody>, ProxyError>) -> Response<ProxyBody> {
         // Answered: a body fault is counted here, not when dropped.
         self.learned.body = None;
+        let client_fault = matches!(result, Err(ProxyError::ClientBody(_)));
         let (mut resp, decision, error) = match result {
             Ok(resp) => (resp, "allow", None),
             Err(e) => {
@@ -654,6 +655,7 @@ impl<'a> Exchange<'a> {
             elapsed: self.start.elapsed(),
             tier: self.learned.tier.as_ref(),
             service: &self.conn.identity.principal_header,
+            client_fault,
         });
         if let Some(slot) = self.slot.take() {
             let bytes_in = self.learned.bytes_in.take();
@@ -699,7 +701,8 @@ impl<'a> Exchange<'a> {
 
 impl Drop for Exchange<'_> {
     fn drop(&mut self) {
-        if let Some(fault) = self.learned.body.take().as_ref().and_then(BodyWatch::fault) {
+        let watch = self.learned.body.take();
+        if let Some(fault) = watch.as_ref().and_then(BodyWatch::fault_when_dropped) {
             self.count_dropped_body_error(fault);
         }
         let Some(slot) = self.slot.take() else {
@@ -735,6 +738,7 @@ impl Exchange<'_> {
             elapsed: self.start.elapsed(),
             tier: self.learned.tier.as_ref(),
             service: &self.conn.identity.principal_header,
+            client_fault: true,
         });
     }
 }
@@ -744,6 +748,7 @@ fn body_error_reason(fault: ClientBodyFault) -> &'static str {
     match fault {
         ClientBodyFault::Malformed => "malformed",
         ClientBodyFault::Gone => "client_gone",
+        ClientBodyFault::Stalled => "stalled",
     }
 }
 

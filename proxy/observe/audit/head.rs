@@ -83,19 +83,19 @@ impl HeadCell {
         self.gauge.set(i64::try_from(seq).unwrap_or(i64::MAX));
     }
 
-    /// The head found at the end of an existing file, logged as where the
-    /// chain resumes: a shipped log then shows a cut-and-restart as a head
-    /// lower than the last checkpoint before it.
-    pub(super) fn resumed(&self, seq: u64, hash: &str) {
+    /// The head found at the end of an existing file (`in_file`: FILE,
+    /// or FILE.1 when FILE was just rotated), logged as where the chain
+    /// resumes: a shipped log then shows a cut-and-restart as a head lower
+    /// than the last checkpoint before it. The next event written moves
+    /// the head into FILE.
+    pub(super) fn resumed(&self, seq: u64, hash: &str, in_file: PathBuf) {
         self.moved(seq, hash);
         let mut s = self.lock();
         s.checkpointed = Some((seq, hash.to_string()));
-        tracing::info!(
-            seq,
-            hash,
-            file = %self.file.as_deref().map(|f| f.display().to_string()).unwrap_or_default(),
-            "audit trail resumed"
-        );
+        tracing::info!(seq, hash, file = %in_file.display(), "audit trail resumed");
+        if let Some(h) = s.head.as_mut() {
+            h.file = Some(in_file);
+        }
     }
 
     pub(super) fn get(&self) -> Option<Head> {

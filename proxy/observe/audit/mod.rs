@@ -250,18 +250,19 @@ impl Audit {
             }
             (SinkKind::File, None) => return Err("audit.file: sink `file` needs a file".into()),
         };
-        let chain = match &sink {
+        let resumed = match &sink {
             Sink::File(f) => f.resumed.clone(),
             Sink::Stdout(_) => None,
         };
+        let chain = resumed.as_ref().map(|(c, _)| c.clone());
         let file = head_file_of(&sink);
         if let (None, Some(f)) = (&chain, &file) {
             tracing::info!(file = %f.display(), "audit trail starts a new chain");
         }
         let head = HeadCell::new(metrics.chain_seq.clone(), file);
-        if let Some(c) = &chain {
+        if let Some((c, in_file)) = resumed {
             // Where the chain goes on from, on the log stream.
-            head.resumed(c.next_seq.saturating_sub(1), &c.prev);
+            head.resumed(c.next_seq.saturating_sub(1), &c.prev, in_file);
         }
         let start_of_file = match &sink {
             Sink::File(f) => f.size == 0,

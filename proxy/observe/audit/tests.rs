@@ -612,10 +612,31 @@ fn the_head_spans_rotated_files_and_a_cut_is_found_against_it() {
     assert!(verify_against(&files, &at_head).is_ok());
     // The current file alone holds the head.
     assert!(verify_against(std::slice::from_ref(&file), &at_head).is_ok());
-    // A head rotated away is checked for its number only; with its file
-    // given, for its hash too.
+    // A head rotated away cannot be checked from the current file alone:
+    // refused when it is the newest head (a forged file numbered above it
+    // would pass a check of its number), passed over when a newer head is
+    // checked; with its file given, checked for its hash.
     let wrong = anchor(0, GENESIS);
-    assert!(verify_against(std::slice::from_ref(&file), std::slice::from_ref(&wrong)).is_ok());
+    let live = std::slice::from_ref(&file);
+    let first: serde_json::Value =
+        serde_json::from_str(&lines(&file)[0]).expect("first line is JSON");
+    let first_seq = first["seq"].as_u64().expect("seq");
+    assert!(first_seq > 1, "{first}");
+    assert_eq!(
+        verify_against(live, std::slice::from_ref(&wrong)).map(|v| v.events),
+        Err(VerifyError::NotCovered {
+            seq: 0,
+            first: first_seq
+        })
+    );
+    assert!(verify_against(live, &[wrong.clone(), at_head[0].clone()]).is_ok());
+    // The head just before the first line: checked against its `prev`.
+    let prev = first["prev"].as_str().expect("prev");
+    assert!(verify_against(live, &[anchor(first_seq - 1, prev)]).is_ok());
+    assert!(matches!(
+        verify_against(live, &[anchor(first_seq - 1, GENESIS)]),
+        Err(VerifyError::Differs { .. })
+    ));
     match verify_against(&files, &[wrong]) {
         Err(VerifyError::Differs {
             seq: 0, expected, ..
@@ -663,7 +684,10 @@ fn a_restart_just_after_a_rotation_goes_on_from_the_rotated_file() {
     std::fs::rename(&file, dir.path().join("audit.log.1")).expect("rename");
     std::fs::write(&file, "").expect("empty");
     let (_rt, audit, writer, _m) = running(&cfg);
-    assert_eq!(audit.head().map(|h| h.seq), Some(1));
+    let head = audit.head().expect("a head");
+    assert_eq!(head.seq, 1);
+    // The head's line is in the rotated file until the next event.
+    assert_eq!(head.file, Some(dir.path().join("audit.log.1")));
     drop(audit);
     assert!(writer.join(Duration::from_secs(10)));
     write(&cfg, &["/c"]);

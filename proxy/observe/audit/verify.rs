@@ -45,6 +45,9 @@ pub(super) fn chained_bytes(line: &[u8]) -> Option<Vec<u8>> {
 pub struct Verified {
     pub events: u64,
     pub first_seq: Option<u64>,
+    /// The `prev` of the first line: the chain of the line before it, in
+    /// a file rotated away (or the genesis value).
+    pub(super) first_prev: Option<String>,
     pub last_seq: Option<u64>,
     /// Chains started afresh (a process restart writing to stdout).
     pub restarts: u64,
@@ -74,6 +77,16 @@ pub enum VerifyError {
     /// No line at all, where a head was expected.
     #[error("trail holds no event, expected at least seq {expected} (the tail was cut?)")]
     Empty { expected: u64 },
+    /// The newest expected head lies before the trail's first line: its
+    /// line was rotated away, and nothing in these files can show that
+    /// they continue it (a wholly forged trail numbered above it would
+    /// pass a check of the number alone).
+    #[error(
+        "seq {seq} is before the trail's first line (seq {first}): its line is in a \
+         rotated file; verify with the rotated files too (FILE.N .. FILE.1 FILE), \
+         or against a later head"
+    )]
+    NotCovered { seq: u64, first: u64 },
     /// The line at the expected sequence number is not the one published.
     #[error(
         "seq {seq} has hash {found}, expected {expected} \
@@ -92,12 +105,20 @@ pub fn verify(files: &[PathBuf]) -> Result<Verified, ChainBreak> {
 }
 
 /// [`verify`], then the trail against heads the sidecar published: it must
-/// reach each one's sequence number, and hold the same chain there. (A
-/// head older than the trail's first line is only checked for its number:
-/// its line was rotated away.)
+/// reach each one's sequence number, and hold the same chain there. The
+/// head just before the first line is checked against that line's `prev`.
+/// A head older still was rotated away: it is passed over when a newer
+/// head with a hash is checked (that one vouches for every line before
+/// it), and refused when it is the newest ([`VerifyError::NotCovered`]).
+/// A head given by its number alone is checked for its number.
 pub fn verify_against(files: &[PathBuf], anchors: &[Anchor]) -> Result<Verified, VerifyError> {
     let watch = anchors.iter().map(|a| (a.seq, None)).collect();
     let v = verify_watching(files, watch)?;
+    let newest_hashed = anchors
+        .iter()
+        .filter(|a| a.hash.is_some())
+        .map(|a| a.seq)
+        .max();
     for a in anchors {
         let Some(last) = v.last_seq else {
             return Err(VerifyError::Empty { expected: a.seq });
@@ -108,19 +129,36 @@ pub fn verify_against(files: &[PathBuf], anchors: &[Anchor]) -> Result<Verified,
                 expected: a.seq,
             });
         }
+        let Some(expected) = &a.hash else {
+            continue;
+        };
         let found = v
             .watched
             .iter()
             .find(|(s, _)| *s == a.seq)
-            .and_then(|(_, c)| c.as_ref());
-        if let (Some(expected), Some(found)) = (&a.hash, found) {
-            if expected != found {
+            .and_then(|(_, c)| c.as_ref())
+            .or_else(|| {
+                let before_first = v.first_seq.and_then(|f| f.checked_sub(1));
+                v.first_prev
+                    .as_ref()
+                    .filter(|_| before_first == Some(a.seq))
+            });
+        match found {
+            Some(found) if found != expected => {
                 return Err(VerifyError::Differs {
                     seq: a.seq,
                     found: found.clone(),
                     expected: expected.clone(),
                 });
             }
+            Some(_) => {}
+            None if Some(a.seq) == newest_hashed => {
+                return Err(VerifyError::NotCovered {
+                    seq: a.seq,
+                    first: v.first_seq.unwrap_or(0),
+                });
+            }
+            None => {}
         }
     }
     Ok(v)
@@ -134,6 +172,7 @@ fn verify_watching(
     let mut out = Verified {
         events: 0,
         first_seq: None,
+        first_prev: None,
         last_seq: None,
         restarts: 0,
         dropped: 0,
@@ -233,7 +272,10 @@ fn verify_line(
             *chain = Some(parsed.chain.clone());
         }
     }
-    out.first_seq.get_or_insert(parsed.seq);
+    if out.first_seq.is_none() {
+        out.first_seq = Some(parsed.seq);
+        out.first_prev = parsed.prev.clone();
+    }
     out.last_seq = Some(parsed.seq);
     seen.insert(parsed.seq, n);
     *state = Some(ChainState {

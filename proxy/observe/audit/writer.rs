@@ -40,8 +40,9 @@ pub(super) struct FileSink {
     pub(super) size: u64,
     pub(super) max_bytes: u64,
     pub(super) retain: usize,
-    /// The chain found at the end of an existing file.
-    pub(super) resumed: Option<ChainState>,
+    /// The chain found at the end of an existing file, and the file its
+    /// line is in (FILE, or FILE.1 just after a rotation).
+    pub(super) resumed: Option<(ChainState, PathBuf)>,
 }
 
 impl FileSink {
@@ -54,12 +55,13 @@ impl FileSink {
                 Err(e) => return Err(format!("audit.file: {shown}: {e}")),
                 Ok(Tail::Empty) => {}
                 Ok(Tail::Complete(line)) => {
-                    resumed = Some(chain_of(&line).ok_or_else(|| {
+                    let chain = chain_of(&line).ok_or_else(|| {
                         format!(
                             "audit.file: {shown}: its last line is not a meshgate audit event; \
                              move the file away or name another"
                         )
-                    })?);
+                    })?;
+                    resumed = Some((chain, path.to_path_buf()));
                 }
                 Ok(Tail::Torn(previous)) => {
                     // A write cut short (crash, full disk): start a new file so
@@ -68,7 +70,11 @@ impl FileSink {
                         file = %shown,
                         "audit file ends in an incomplete line; rotating it out"
                     );
-                    resumed = previous.as_deref().and_then(chain_of);
+                    // Rotated out below: the line is in FILE.1 then.
+                    resumed = previous
+                        .as_deref()
+                        .and_then(chain_of)
+                        .map(|c| (c, rotated_name(path)));
                     rotate_first = true;
                 }
             }
@@ -76,7 +82,7 @@ impl FileSink {
         if resumed.is_none() && !rotate_first {
             // An empty or missing file just after a rotation: the chain
             // goes on from the end of the file rotated before it.
-            resumed = rotated_head(path);
+            resumed = rotated_head(path).map(|c| (c, rotated_name(path)));
         }
         if rotate_first {
             rotate_files(path, retain).map_err(|e| format!("audit.file: {shown}: {e}"))?;
@@ -142,14 +148,19 @@ pub(super) fn check_file(path: &Path) -> Result<(), String> {
 /// The chain at the end of FILE.1, if it ends in an audit event (or in a
 /// torn line after one: a torn file rotated out just before a stop).
 fn rotated_head(path: &Path) -> Option<ChainState> {
-    let mut name = path.as_os_str().to_owned();
-    name.push(".1");
-    let mut f = File::open(PathBuf::from(name)).ok()?;
+    let mut f = File::open(rotated_name(path)).ok()?;
     match last_line(&mut f).ok()? {
         Tail::Complete(line) => chain_of(&line),
         Tail::Torn(previous) => previous.as_deref().and_then(chain_of),
         Tail::Empty => None,
     }
+}
+
+/// FILE.1, the newest file rotated out of FILE.
+fn rotated_name(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".1");
+    PathBuf::from(name)
 }
 
 pub(super) fn open_append(path: &Path) -> io::Result<File> {

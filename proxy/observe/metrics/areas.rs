@@ -135,12 +135,14 @@ impl Traffic {
                 class,
             })
             .inc();
-        self.request_duration
-            .get_or_create(&DurationLabels {
-                product: product.clone(),
-                decision: r.decision,
-            })
-            .observe(r.elapsed);
+        if !r.client_fault {
+            self.request_duration
+                .get_or_create(&DurationLabels {
+                    product: product.clone(),
+                    decision: r.decision,
+                })
+                .observe(r.elapsed);
+        }
         if let Some(family) = &self.consumer_requests {
             let consumer = match self.consumer_label {
                 ConsumerLabel::Tier => r.tier.cloned().unwrap_or_else(|| self.no_product.clone()),

@@ -162,6 +162,10 @@ pub struct Observed<'a> {
     pub tier: Option<&'a Arc<str>>,
     /// The calling service (`x-meshgate-principal` form).
     pub service: &'a http::HeaderValue,
+    /// The request's own body failed (the client's fault): counted, but
+    /// its duration is not the product's and stays out of the histogram
+    /// (and so out of the latency SLI).
+    pub client_fault: bool,
 }
 
 /// The handles the audit trail records with.
@@ -435,6 +439,7 @@ mod tests {
             elapsed,
             tier: None,
             service,
+            client_fault: false,
         }
     }
 

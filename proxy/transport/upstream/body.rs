@@ -2,10 +2,13 @@
 //! audit event, and its failures recorded: when the client's body breaks
 //! (malformed framing, a connection closed or a stream reset mid-body), the
 //! exchange with the upstream fails too, and the [`BodyWatch`] tells that the
-//! fault was the client's, not the upstream's.
+//! fault was the client's, not the upstream's. It also tells who a timeout
+//! waited on: a body whose last read was still waiting for the client's
+//! bytes when the upstream's response timed out stalled on the client's
+//! side (a slow or stopped upload), not the upstream's.
 
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 
@@ -23,12 +26,17 @@ pub enum ClientBodyFault {
     /// body declared by `Content-Length` or chunked framing ended, or was
     /// reset; an HTTP/2 stream reset.
     Gone,
+    /// The client stopped sending its body: the upstream's response timed
+    /// out while the body was waiting for the client's next bytes (the
+    /// upstream was ready to take them).
+    Stalled,
 }
 
 impl ClientBodyFault {
     /// Which fault a body error is. Malformed only when hyper's HTTP/1.1
     /// decoder refused the framing (an I/O error of kind `InvalidInput` or
-    /// `InvalidData`: chunk size, extension, bare CR or LF); everything else
+    /// `InvalidData`: chunk size, extension, bare CR or LF; not a TLS
+    /// record error, which arrives with the same kind); everything else
     /// (end of file before the declared length, a connection error or
     /// reset, an HTTP/2 stream reset) means the client is gone: on HTTP/2
     /// a broken body resets the stream, so no answer can reach the client.
@@ -37,7 +45,13 @@ impl ClientBodyFault {
         while let Some(inner) = src {
             if let Some(io) = inner.downcast_ref::<std::io::Error>() {
                 use std::io::ErrorKind::{InvalidData, InvalidInput};
-                if matches!(io.kind(), InvalidInput | InvalidData) {
+                // A TLS record that does not decrypt or parse also comes as
+                // `InvalidData`, but it ends the connection: no answer can
+                // reach the client, which is gone.
+                let tls = io
+                    .get_ref()
+                    .is_some_and(|e| e.downcast_ref::<rustls::Error>().is_some());
+                if matches!(io.kind(), InvalidInput | InvalidData) && !tls {
                     return ClientBodyFault::Malformed;
                 }
             }
@@ -48,18 +62,49 @@ impl ClientBodyFault {
 }
 
 /// Shared between the body and whoever sent it: the first fault of the
-/// client's body, if it had one.
+/// client's body, if it had one, and whether its last read was waiting on
+/// the client.
 #[derive(Debug, Clone, Default)]
-pub struct BodyWatch(Arc<OnceLock<ClientBodyFault>>);
+pub struct BodyWatch(Arc<Watched>);
+
+#[derive(Debug, Default)]
+struct Watched {
+    fault: OnceLock<ClientBodyFault>,
+    /// The last read of the body found no bytes from the client yet.
+    waiting_on_client: AtomicBool,
+    /// The body was read to its end.
+    ended: AtomicBool,
+}
 
 impl BodyWatch {
     /// The client's fault, if its body failed.
     pub fn fault(&self) -> Option<ClientBodyFault> {
-        self.0.get().copied()
+        self.0.fault.get().copied()
+    }
+
+    /// The client's fault in an exchange whose response timed out: a body
+    /// that failed, or one left waiting for the client's bytes (stalled).
+    /// A body that ended, or that the upstream stopped reading (its last
+    /// read returned bytes and none was asked for since), is not.
+    pub fn fault_at_timeout(&self) -> Option<ClientBodyFault> {
+        self.fault().or_else(|| {
+            self.0
+                .waiting_on_client
+                .load(Ordering::Relaxed)
+                .then_some(ClientBodyFault::Stalled)
+        })
+    }
+
+    /// The client's fault in an exchange dropped before it was answered
+    /// (its connection failed): a body that failed, or one not read to its
+    /// end, which the client left mid-body.
+    pub fn fault_when_dropped(&self) -> Option<ClientBodyFault> {
+        self.fault()
+            .or_else(|| (!self.0.ended.load(Ordering::Relaxed)).then_some(ClientBodyFault::Gone))
     }
 
     fn record(&self, fault: ClientBodyFault) {
-        let _ = self.0.set(fault);
+        let _ = self.0.fault.set(fault);
     }
 }
 
@@ -68,14 +113,22 @@ pub struct CountedBody {
     inner: Incoming,
     count: Option<Arc<AtomicU64>>,
     watch: BodyWatch,
+    /// A copy of the watch's `waiting_on_client`, so the shared flag is
+    /// written only when it changes.
+    waiting: bool,
 }
 
 impl CountedBody {
     pub fn new(inner: Incoming, count: Option<Arc<AtomicU64>>) -> CountedBody {
+        let watch = BodyWatch::default();
+        if inner.is_end_stream() {
+            watch.0.ended.store(true, Ordering::Relaxed);
+        }
         CountedBody {
             inner,
             count,
-            watch: BodyWatch::default(),
+            watch,
+            waiting: false,
         }
     }
 
@@ -94,6 +147,14 @@ impl Body for CountedBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         let r = Pin::new(&mut self.inner).poll_frame(cx);
+        let waiting = r.is_pending();
+        if waiting != self.waiting {
+            self.waiting = waiting;
+            self.watch
+                .0
+                .waiting_on_client
+                .store(waiting, Ordering::Relaxed);
+        }
         match (&r, &self.count) {
             (Poll::Ready(Some(Ok(frame))), Some(c)) => {
                 if let Some(d) = frame.data_ref() {
@@ -102,6 +163,9 @@ impl Body for CountedBody {
             }
             (Poll::Ready(Some(Err(e))), _) => self.watch.record(ClientBodyFault::of(e)),
             _ => {}
+        }
+        if matches!(r, Poll::Ready(None)) || (r.is_ready() && self.inner.is_end_stream()) {
+            self.watch.0.ended.store(true, Ordering::Relaxed);
         }
         r
     }

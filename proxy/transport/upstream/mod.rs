@@ -175,10 +175,16 @@ impl Upstream {
                 }
             }
         };
-        // A failure that follows a broken request body is the client's.
-        match (sent, watch.fault()) {
-            (Err(_), Some(fault)) => Err(UpstreamError::ClientBody(fault)),
-            (sent, _) => sent,
+        // A failure that follows a broken request body is the client's, and
+        // so is a timeout while the body waited for the client's bytes.
+        let fault = match &sent {
+            Ok(_) => None,
+            Err(UpstreamError::Timeout) => watch.fault_at_timeout(),
+            Err(_) => watch.fault(),
+        };
+        match fault {
+            Some(fault) => Err(UpstreamError::ClientBody(fault)),
+            None => sent,
         }
     }
 }
