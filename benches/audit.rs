@@ -58,6 +58,7 @@ fn event(conn: &Arc<ConnInfo>, version: &Arc<str>) -> Event {
         bytes_in: 0,
         bytes_out: 2048,
         complete: true,
+        reason: None,
     }
 }
 

@@ -112,7 +112,10 @@ fn absurd_lifetimes_and_malformed_time_claims_get_401_with_a_precise_reason() {
     let up = Upstream::start();
     let es = Signer::new(Algorithm::ES256, "es-1");
     let iss = ISS.to_string();
-    let mg = sidecar(&pki, &up, &es, "max_lifetime: 1h").start();
+    let audit = pki.path("audit.log");
+    let mg = sidecar(&pki, &up, &es, "max_lifetime: 1h")
+        .audit_file(&audit)
+        .start();
     let n = now();
     let with = |f: &dyn Fn(&mut serde_json::Value)| {
         let mut c = analyst(&iss);
@@ -239,6 +242,28 @@ fn absurd_lifetimes_and_malformed_time_claims_get_401_with_a_precise_reason() {
     // The sidecar is still serving.
     let r = with_token(&pki, &mg, &with(&|_| {}));
     assert_eq!(r.status, "200", "{}", r.body);
+
+    // Each refusal's audit event names its token's reason beside the code.
+    let events = 3 + cases.len() + 1;
+    mg.wait_metric("meshgate_audit_events_total", events as f64);
+    let text = std::fs::read_to_string(&audit).expect("audit file");
+    let seen: Vec<(String, String, String)> = text
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("an event"))
+        .filter(|e| e["type"] == "request")
+        .map(|e| {
+            let s = |k: &str| e[k].as_str().unwrap_or("null").to_string();
+            (s("decision"), s("error"), s("reason"))
+        })
+        .collect();
+    let allowed = || ("allow".to_string(), "null".to_string(), "null".to_string());
+    let mut expected = vec![allowed(), allowed(), allowed()];
+    for (_, _, reason, _) in &cases {
+        let refused = ("unauthenticated", "invalid_token", *reason);
+        expected.push((refused.0.into(), refused.1.into(), refused.2.into()));
+    }
+    expected.push(allowed());
+    assert_eq!(seen, expected);
 }
 
 #[test]

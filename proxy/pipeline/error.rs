@@ -100,6 +100,14 @@ impl ProxyError {
         }
     }
 
+    /// The error's own reason, for the audit event: a refused token's.
+    pub fn reason(&self) -> Option<&'static str> {
+        match self {
+            ProxyError::Unauthorized(e) => Some(e.reason()),
+            _ => None,
+        }
+    }
+
     /// The stable, machine-readable error code in the body.
     pub fn code(&self) -> &'static str {
         match self {

@@ -626,6 +626,7 @@ impl<'a> Exchange<'a> {
         // Answered: a body fault is counted here, not when dropped.
         self.learned.body = None;
         let client_fault = matches!(result, Err(ProxyError::ClientBody(_)));
+        let reason = result.as_ref().err().and_then(ProxyError::reason);
         let (mut resp, decision, error) = match result {
             Ok(resp) => (resp, "allow", None),
             Err(e) => {
@@ -659,7 +660,8 @@ impl<'a> Exchange<'a> {
         });
         if let Some(slot) = self.slot.take() {
             let bytes_in = self.learned.bytes_in.take();
-            let event = self.event(decision, error, resp.status().as_u16());
+            let mut event = self.event(decision, error, resp.status().as_u16());
+            event.reason = reason;
             resp.body_mut().audit(Box::new(PendingEvent {
                 slot,
                 event,
@@ -695,6 +697,7 @@ impl<'a> Exchange<'a> {
             bytes_in: 0,
             bytes_out: 0,
             complete: false,
+            reason: None,
         }
     }
 }

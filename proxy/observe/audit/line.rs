@@ -136,6 +136,7 @@ pub(super) fn write_request(
     }
     o.num("status", u64::from(e.status));
     o.opt_str("error", e.error)?;
+    o.opt_str("reason", e.reason)?;
     o.opt_num("upstream_us", e.upstream.map(micros));
     o.num("duration_us", micros(e.duration));
     o.num("bytes_in", e.bytes_in);

@@ -180,6 +180,9 @@ pub struct Event {
     pub decision: &'static str,
     /// The error code of a refused or failed request.
     pub error: Option<&'static str>,
+    /// Why, more precisely, where the error has a reason of its own: the
+    /// refused end-user token's (`expired`, `unknown_kid`, `malformed_claim`, ...).
+    pub reason: Option<&'static str>,
     pub status: u16,
     pub upstream: Option<Duration>,
     pub duration: Duration,

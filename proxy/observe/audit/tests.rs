@@ -43,6 +43,7 @@ fn event(path: &str) -> Event {
         bytes_in: 0,
         bytes_out: 10,
         complete: true,
+        reason: None,
     }
 }
 
@@ -254,6 +255,7 @@ fn a_request_line_has_every_member_in_order_and_is_plain_ascii() {
     e.upstream = Some(Duration::from_micros(u64::MAX));
     e.bytes_in = u64::MAX;
     e.complete = false;
+    e.reason = Some("expired");
     let mut line = Vec::new();
     write_request(&mut line, u64::MAX, Some("ab"), &e, "n\"ode", Some("pod")).expect("written");
     // ASCII without control characters below DEL (so no line break of any kind).
@@ -272,7 +274,7 @@ fn a_request_line_has_every_member_in_order_and_is_plain_ascii() {
         "action": "read", "resource": "sales.orders/orders", "method": "GET", "path": nasty,
         "decision": "allow", "policies": ["p\"1", "p2"], "errors": [nasty],
         "shadow": {"decision": "deny", "policies": []}, "status": 200, "error": null,
-        "upstream_us": u64::MAX, "duration_us": 12, "bytes_in": u64::MAX, "bytes_out": 10,
+        "reason": "expired", "upstream_us": u64::MAX, "duration_us": 12, "bytes_in": u64::MAX, "bytes_out": 10,
         "complete": false, "source": "127.0.0.1:40000", "tls_version": "TLSv1.3",
         "policy_version": "v2", "node": "n\"ode", "pod": "pod",
     });
@@ -301,6 +303,7 @@ fn a_request_line_has_every_member_in_order_and_is_plain_ascii() {
         "shadow",
         "status",
         "error",
+        "reason",
         "upstream_us",
         "duration_us",
         "bytes_in",
@@ -337,11 +340,12 @@ fn a_request_line_writes_absent_values_as_null() {
         "upstream_us",
         "policy_version",
         "pod",
+        "reason",
     ] {
         assert_eq!(v[k], serde_json::Value::Null, "{k}");
     }
     assert_eq!(v.get("prev"), None);
-    assert_eq!(v.as_object().map(|o| o.len()), Some(29));
+    assert_eq!(v.as_object().map(|o| o.len()), Some(30));
 }
 
 #[test]
