@@ -5,171 +5,19 @@
 
 mod common;
 
-use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
-
-use bytes::Bytes;
-use http_body_util::Full;
-use jsonwebtoken::jwk::Jwk;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::json;
 
-use common::tokens::Signer;
+use common::idp::Idp;
+use common::tokens::{analyst, now, Signer};
 use common::*;
 
 const DASHBOARD: &str = "spiffe://mesh.local/ns/reporting/sa/dashboard";
 const SUMMARY: &str = "/ledger/summary";
 
-fn now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock")
-        .as_secs()
-}
-
 fn b64(bytes: &[u8]) -> String {
     use base64::Engine;
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
-}
-
-/// An OIDC identity provider over HTTPS: `/.well-known/openid-configuration`
-/// names `/jwks`, which serves whatever keys the test publishes. Stopped (its
-/// port closed) by `stop` or on drop.
-struct Idp {
-    addr: SocketAddr,
-    keys: Arc<Mutex<Vec<Jwk>>>,
-    jwks_fetches: Arc<AtomicUsize>,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Idp {
-    fn start(pki: &Pki, keys: Vec<Jwk>) -> Idp {
-        use rustls_pki_types::pem::PemObject;
-        use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-        let chain: Vec<CertificateDer<'static>> =
-            CertificateDer::pem_file_iter(pki.path("server.pem"))
-                .expect("server cert")
-                .map(|c| c.expect("cert"))
-                .collect();
-        let key = PrivateKeyDer::from_pem_file(pki.path("server-key.pem")).expect("server key");
-        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-        let mut tls = rustls::ServerConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .expect("versions")
-            .with_no_client_auth()
-            .with_single_cert(chain, key)
-            .expect("server config");
-        tls.alpn_protocols = vec![b"http/1.1".to_vec()];
-        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
-
-        let std_listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind idp");
-        std_listener.set_nonblocking(true).expect("nonblocking");
-        let addr = std_listener.local_addr().expect("addr");
-        let keys = Arc::new(Mutex::new(keys));
-        let jwks_fetches = Arc::new(AtomicUsize::new(0));
-        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let (served_keys, fetches) = (keys.clone(), jwks_fetches.clone());
-        let thread = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime");
-            rt.block_on(async move {
-                let listener = tokio::net::TcpListener::from_std(std_listener).expect("listener");
-                let accept = async {
-                    loop {
-                        let Ok((tcp, _)) = listener.accept().await else {
-                            continue;
-                        };
-                        let (acceptor, keys, fetches) =
-                            (acceptor.clone(), served_keys.clone(), fetches.clone());
-                        tokio::spawn(async move {
-                            let Ok(tls) = acceptor.accept(tcp).await else {
-                                return;
-                            };
-                            let svc = hyper::service::service_fn(move |req| {
-                                let body = idp_route(req.uri().path(), addr, &keys, &fetches);
-                                async move { Ok::<_, std::convert::Infallible>(body) }
-                            });
-                            let _ = hyper::server::conn::http1::Builder::new()
-                                .serve_connection(hyper_util::rt::TokioIo::new(tls), svc)
-                                .await;
-                        });
-                    }
-                };
-                tokio::select! {
-                    _ = accept => {},
-                    _ = stop_rx => {},
-                }
-            });
-        });
-        Idp {
-            addr,
-            keys,
-            jwks_fetches,
-            stop: Some(stop_tx),
-            thread: Some(thread),
-        }
-    }
-
-    fn issuer(&self) -> String {
-        format!("https://localhost:{}", self.addr.port())
-    }
-
-    fn publish(&self, keys: Vec<Jwk>) {
-        *self.keys.lock().expect("lock") = keys;
-    }
-
-    fn fetches(&self) -> usize {
-        self.jwks_fetches.load(Ordering::SeqCst)
-    }
-
-    /// Closes the port: every later fetch fails to connect.
-    fn stop(&mut self) {
-        if let Some(tx) = self.stop.take() {
-            let _ = tx.send(());
-        }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-impl Drop for Idp {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
-fn idp_route(
-    path: &str,
-    addr: SocketAddr,
-    keys: &Mutex<Vec<Jwk>>,
-    fetches: &AtomicUsize,
-) -> http::Response<Full<Bytes>> {
-    let base = format!("https://localhost:{}", addr.port());
-    let body = match path {
-        "/.well-known/openid-configuration" => {
-            json!({ "issuer": base, "jwks_uri": format!("{base}/jwks") })
-        }
-        "/jwks" => {
-            fetches.fetch_add(1, Ordering::SeqCst);
-            json!({ "keys": *keys.lock().expect("lock") })
-        }
-        _ => {
-            let mut r = http::Response::new(Full::new(Bytes::from_static(b"not found")));
-            *r.status_mut() = http::StatusCode::NOT_FOUND;
-            return r;
-        }
-    };
-    let mut r = http::Response::new(Full::new(Bytes::from(body.to_string())));
-    r.headers_mut().insert(
-        http::header::CONTENT_TYPE,
-        http::HeaderValue::from_static("application/json"),
-    );
-    r
 }
 
 /// The sidecar with the example policies and one issuer: the test's IdP,
@@ -178,11 +26,7 @@ fn sidecar(pki: &Pki, up: &Upstream, idp: &Idp, fields: &str) -> Sidecar {
     Meshgate::builder(pki, up)
         .policies()
         .limit("max_header_bytes: 65536")
-        .issuer(&format!(
-            "issuer: {}\naudiences: [meshgate]\ndiscovery: true\nca: {}\nalgorithms: [ES256, RS256]\n{fields}",
-            idp.issuer(),
-            pki.path("ca.pem").display()
-        ))
+        .issuer(&idp.issuer_yaml(pki, fields))
 }
 
 struct Reply {
@@ -240,12 +84,6 @@ fn tokens_counted(mg: &Meshgate, result: &str) -> f64 {
 fn upstream_path(body: &str) -> String {
     let v: serde_json::Value = serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}"));
     v["upstream_path"].as_str().unwrap_or_default().to_string()
-}
-
-/// An analyst's claims, valid for ten minutes.
-fn analyst(iss: &str) -> serde_json::Value {
-    json!({ "iss": iss, "sub": "alice", "aud": "meshgate", "iat": now(), "exp": now() + 600,
-            "groups": ["finance-analysts"], "scope": "ledger:read" })
 }
 
 #[test]

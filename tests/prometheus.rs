@@ -433,6 +433,13 @@ impl Prometheus {
             .map(|v| v.parse().unwrap_or(f64::NAN))
     }
 
+    /// The alerts active now (pending or firing), as `/api/v1/alerts` lists them.
+    fn alerts(&self) -> Vec<serde_json::Value> {
+        let v = self.get("/api/v1/alerts", None);
+        assert_eq!(v["status"], "success", "{v}");
+        v["data"]["alerts"].as_array().cloned().unwrap_or_default()
+    }
+
     fn wait_value(&mut self, q: &str, expected: f64) {
         self.wait(&format!("{q} == {expected}"), |p| {
             p.value(q) == Some(expected)
@@ -470,7 +477,7 @@ fn a_real_prometheus_scrapes_the_sidecar_and_evaluates_the_slo_rules() {
         return;
     }
     let pki = Pki::with_clients(&[("campaigns", CAMPAIGNS)]);
-    let up = Upstream::start();
+    let mut up = Upstream::start();
     let mg = Meshgate::builder(&pki, &up).policies().start();
     let mut prom = Prometheus::start(mg.admin, &deploy().join("meshgate-slo.yml"));
     prom.wait_value("up{job=\"meshgate\"}", 1.0);
@@ -507,19 +514,21 @@ fn a_real_prometheus_scrapes_the_sidecar_and_evaluates_the_slo_rules() {
         );
     }
 
-    // Where requests carry their product (the metric contract), the SLO
-    // rules measure this traffic: every allowed request succeeded, in time.
-    if prom
-        .value("count(meshgate_requests_total{product=\"sales.orders\"})")
-        .is_some()
-    {
-        for slo in ["availability", "latency"] {
-            prom.wait_value(
-                &format!("slo:sli_error:ratio_rate5m{{product=\"sales.orders\",slo=\"{slo}\"}}"),
-                0.0,
-            );
-        }
+    // Requests carry their product (the metric contract), so the SLO rules
+    // measure this traffic: every allowed request succeeded, in time.
+    assert!(
+        prom.value("count(meshgate_requests_total{product=\"sales.orders\"})")
+            .is_some_and(|n| n >= 1.0),
+        "{:?}",
+        prom.query("meshgate_requests_total")
+    );
+    for slo in ["availability", "latency"] {
+        prom.wait_value(
+            &format!("slo:sli_error:ratio_rate5m{{product=\"sales.orders\",slo=\"{slo}\"}}"),
+            0.0,
+        );
     }
+    upstream_failures_burn_the_availability_budget(&mut prom, &pki, &mg, &mut up);
 
     // Every query of the dashboard is valid PromQL for this Prometheus.
     for (title, expr) in dashboard_queries() {
@@ -547,6 +556,56 @@ fn a_real_prometheus_scrapes_the_sidecar_and_evaluates_the_slo_rules() {
     prom.wait("rules evaluated", |p| p.rule_health().0 > 0);
     let (ok, errors) = prom.rule_health();
     assert!(ok > 0 && errors.is_empty(), "rule errors: {errors:?}");
+}
+
+/// The product's server goes down: its allowed requests fail (502), the
+/// availability error ratio of sales.orders rises above 0 over the page
+/// alert's two windows (1h and 5m) and above 14.4 times its budget, and its
+/// page alert becomes active. The generated burn-rate alerts have no `for:`,
+/// so Prometheus marks the alert firing at the first evaluation that sees
+/// the burn, without a pending phase; either state is accepted here.
+fn upstream_failures_burn_the_availability_budget(
+    prom: &mut Prometheus,
+    pki: &Pki,
+    mg: &Meshgate,
+    up: &mut Upstream,
+) {
+    up.kill();
+    let failed = "sum(meshgate_requests_total{product=\"sales.orders\",class=\"5xx\"})";
+    // Two rounds, each seen by a scrape: the 5xx series is new, and a rate
+    // needs it to grow between two samples.
+    send(pki, mg, "reporting", "/orders", 4, "502");
+    prom.wait_value(failed, 4.0);
+    send(pki, mg, "reporting", "/orders", 4, "502");
+    prom.wait_value(failed, 8.0);
+    // sales.orders promises 99.9%: a budget of 0.1%, paged at 14.4 times it.
+    let page = 14.4 * 0.001;
+    for window in ["5m", "1h"] {
+        let q = format!(
+            "slo:sli_error:ratio_rate{window}{{product=\"sales.orders\",slo=\"availability\"}}"
+        );
+        prom.wait(&format!("{q} > {page}"), |p| {
+            p.value(&q).is_some_and(|v| v > page)
+        });
+        let ratio = prom.value(&q).unwrap_or_default();
+        assert!(ratio > page && ratio <= 1.0, "{q} = {ratio}");
+    }
+    let burning = |p: &Prometheus| {
+        p.alerts().into_iter().find(|a| {
+            a["labels"]["alertname"] == "MeshgateAvailabilityBudgetBurn"
+                && a["labels"]["product"] == "sales.orders"
+                && a["labels"]["severity"] == "page"
+        })
+    };
+    prom.wait("the page alert of sales.orders active", |p| {
+        burning(p).is_some()
+    });
+    let alert = burning(prom).unwrap_or_default();
+    assert!(
+        alert["state"] == "pending" || alert["state"] == "firing",
+        "{alert}"
+    );
+    assert_eq!(alert["labels"]["slo"], "availability", "{alert}");
 }
 
 /// What the sidecar exposes (the metric contract the rules and the

@@ -2,7 +2,12 @@
 //! meshgate binary on OS-chosen ports, and real clients (curl, openssl, rustls).
 #![allow(dead_code)]
 
+pub mod chain;
+pub mod held;
+pub mod idp;
+pub mod reply;
 pub mod tokens;
+pub mod trail;
 
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpListener as StdListener};

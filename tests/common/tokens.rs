@@ -50,3 +50,18 @@ fn pkcs1_of(pkcs8: &[u8]) -> Vec<u8> {
     let fields = info.as_sequence().expect("PrivateKeyInfo");
     fields[2].as_slice().expect("privateKey").to_vec()
 }
+
+/// Now, in whole seconds since the Unix epoch (what JWT time claims count).
+pub fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs()
+}
+
+/// An analyst's claims for issuer `iss`, valid for ten minutes: subject
+/// `alice`, audience `meshgate`, group `finance-analysts`.
+pub fn analyst(iss: &str) -> serde_json::Value {
+    serde_json::json!({ "iss": iss, "sub": "alice", "aud": "meshgate", "iat": now(), "exp": now() + 600,
+            "groups": ["finance-analysts"], "scope": "ledger:read" })
+}

@@ -1,0 +1,37 @@
+//! The audit trail a sidecar writes to a file, read back by request id.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use super::Meshgate;
+
+/// Every line of the trail `path`, as JSON (none when it does not exist yet).
+pub fn events(path: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect()
+}
+
+/// The event of request `request_id` in the trail `path`: events are
+/// written at the end of a response, so this waits (up to 20 s) for it,
+/// looking again at each new log line of the sidecar.
+pub fn event_of(mg: &Meshgate, path: &Path, request_id: &str) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let found = events(path)
+            .into_iter()
+            .find(|e| e["request_id"] == request_id);
+        if let Some(e) = found {
+            return e;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no audit event of request {request_id} in {}",
+            path.display()
+        );
+        mg.logs
+            .wait_for(mg.logs.len(), Duration::from_millis(200), |_| true);
+    }
+}
