@@ -116,6 +116,9 @@ impl ProxyError {
             ProxyError::UpstreamTimeout => "upstream_timeout",
             ProxyError::ClientBody(ClientBodyFault::Malformed) => "bad_request_body",
             ProxyError::ClientBody(ClientBodyFault::Gone) => CLIENT_CLOSED_REQUEST,
+            ProxyError::ResponseRefused(e) if e.transform == crate::pipeline::mask::MASKING => {
+                "unmaskable_response"
+            }
             ProxyError::ResponseRefused(_) => "response_refused",
             ProxyError::Internal(_) => "internal_error",
         }
