@@ -107,6 +107,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             list(&s.policies)
         );
     }
+    if let Some(plan) = &outcome.fields {
+        print!("{}", plan.describe());
+    }
     Ok(if d.allowed {
         ExitCode::SUCCESS
     } else {

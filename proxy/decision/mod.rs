@@ -5,6 +5,7 @@
 pub mod authz;
 pub mod contract;
 pub mod describe;
+pub mod fields;
 pub mod finding;
 pub mod jwt;
 pub mod lifecycle;

@@ -41,6 +41,7 @@ pub fn demo_config(opts: &DemoOptions, upstream: SocketAddr) -> anyhow::Result<C
         quotas: None,
         audit: Default::default(),
         metrics: Default::default(),
+        fields: None,
     })
 }
 

@@ -128,6 +128,9 @@ impl ProxyError {
             ProxyError::ClientBody(ClientBodyFault::Malformed) => "bad_request_body",
             ProxyError::ClientBody(ClientBodyFault::Gone) => CLIENT_CLOSED_REQUEST,
             ProxyError::ClientBody(ClientBodyFault::Stalled) => "request_body_timeout",
+            ProxyError::ResponseRefused(e) if e.transform == crate::pipeline::mask::MASKING => {
+                "unmaskable_response"
+            }
             ProxyError::ResponseRefused(_) => "response_refused",
             ProxyError::Internal(_) => "internal_error",
         }

@@ -6,6 +6,7 @@ pub mod error;
 pub mod headers;
 mod ids;
 pub mod linger;
+pub mod mask;
 pub mod overrides;
 pub mod request;
 
@@ -46,4 +47,6 @@ pub struct Gate {
     /// `headers.strip_overrides_extra`: override headers removed besides
     /// the built-in lists (`overrides.rs`).
     pub strip_extra: Vec<http::HeaderName>,
+    /// `fields.hash_key_file`: the key of `hash`-masked fields.
+    pub mask_key: Option<mask::HashKey>,
 }

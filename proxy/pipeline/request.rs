@@ -498,7 +498,13 @@ impl<'a> Exchange<'a> {
             user,
             outcome,
         } = decided;
-        let response = routed.response;
+        // A field plan that changes the response masks it, after the
+        // route's own transform.
+        let response = crate::pipeline::mask::FieldMasking::for_plan(
+            outcome.fields.as_deref(),
+            self.gate.mask_key.as_ref(),
+            routed.response,
+        );
         let method_override = routed.method_override;
         let timeout = product_timeout(self.gate, &outcome)
             .unwrap_or_else(|| self.gate.upstream.response_timeout());

@@ -58,6 +58,9 @@ pub struct Config {
     /// Optional per-consumer metric labels.
     #[serde(default)]
     pub metrics: crate::observe::metrics::MetricsConfig,
+    /// Field masking: the hash key (`fields.hash_key_file`).
+    #[serde(default)]
+    pub fields: Option<crate::pipeline::mask::FieldsConfig>,
 }
 
 fn default_admin() -> SocketAddr {
@@ -269,6 +272,9 @@ impl Config {
             u.resolve(base);
         }
         config.audit.resolve(base);
+        if let Some(f) = config.fields.as_mut() {
+            f.resolve(base);
+        }
         config.validate(&file)?;
         Ok(config)
     }

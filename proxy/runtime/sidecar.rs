@@ -56,6 +56,8 @@ pub enum StartError {
     Quotas(String),
     #[error("{0}")]
     Audit(String),
+    #[error("fields.hash_key_file: {0}")]
+    Fields(String),
 }
 
 /// Everything the running sidecar shares between connections. Immutable but for
@@ -261,7 +263,14 @@ pub async fn bind(config: Config, embedded: Option<PolicyInputs>) -> Result<Boun
         .keep_alive_interval(Some(config.timeouts.idle / 2))
         .keep_alive_timeout(config.timeouts.header_read);
 
+    let mask_key = match &config.fields {
+        None => None,
+        Some(f) => {
+            Some(crate::pipeline::mask::read_key(&f.hash_key_file).map_err(StartError::Fields)?)
+        }
+    };
     let gate = Gate {
+        mask_key,
         policy,
         users,
         quotas,

@@ -151,6 +151,13 @@ struct Expect {
     status: Option<u16>,
     #[serde(default)]
     policies: Option<Vec<String>>,
+    /// Fields (paths in the dataset, `shipping/city`) the caller's field
+    /// plan must hide.
+    #[serde(default)]
+    hidden: Option<Vec<String>>,
+    /// Fields the plan must leave visible.
+    #[serde(default)]
+    visible: Option<Vec<String>>,
 }
 
 /// Where each test file's policy set comes from.
@@ -452,10 +459,14 @@ fn http_case(s: &Snapshot, users: &mut Users<'_>, c: &HttpCase) -> Result<Vec<St
             };
             match s.decide_http(&principal, &facts) {
                 Err(e) => (ProxyError::from(e).status().as_u16(), None),
-                Ok(o) if o.decision.allowed => (200, Some(o.decision)),
-                Ok(o) => (403, Some(o.decision)),
+                Ok(o) if o.decision.allowed => (200, Some((o.decision, o.fields))),
+                Ok(o) => (403, Some((o.decision, None))),
             }
         }
+    };
+    let (decision, plan) = match decision {
+        Some((d, p)) => (Some(d), p),
+        None => (None, None),
     };
     let mut problems = Vec::new();
     let got_decision = decision
@@ -485,8 +496,50 @@ fn http_case(s: &Snapshot, users: &mut Users<'_>, c: &HttpCase) -> Result<Vec<St
             problems.push(format!("expected policies {want:?}, got {got:?}"));
         }
     }
-    if c.expect.decision.is_none() && c.expect.status.is_none() && c.expect.policies.is_none() {
-        return Err("expect: names nothing to check (decision, status or policies)".into());
+    problems.extend(field_problems(&c.expect, plan.as_deref()));
+    let e = &c.expect;
+    if e.decision.is_none()
+        && e.status.is_none()
+        && e.policies.is_none()
+        && e.hidden.is_none()
+        && e.visible.is_none()
+    {
+        return Err(
+            "expect: names nothing to check (decision, status, policies, hidden or visible)".into(),
+        );
     }
     Ok(problems)
+}
+
+/// How a case's field plan differs from its `hidden:` and `visible:`.
+fn field_problems(
+    expect: &Expect,
+    plan: Option<&crate::decision::fields::FieldPlan>,
+) -> Vec<String> {
+    let mut problems = Vec::new();
+    for (list, want_hidden) in [(&expect.hidden, true), (&expect.visible, false)] {
+        let Some(list) = list else { continue };
+        let Some(plan) = plan else {
+            problems.push(
+                "expected a field plan, got none (denied, or the dataset declares no fields)"
+                    .into(),
+            );
+            continue;
+        };
+        for f in list {
+            let hidden = plan.hidden.iter().any(|h| *h.path == **f);
+            let visible = plan.visible.iter().any(|v| **v == **f);
+            match (hidden || visible, hidden == want_hidden) {
+                (false, _) => {
+                    problems.push(format!("`{f}` is not a declared field of {}", plan.dataset))
+                }
+                (true, true) => {}
+                (true, false) if want_hidden => {
+                    problems.push(format!("expected `{f}` hidden, it is visible"))
+                }
+                (true, false) => problems.push(format!("expected `{f}` visible, it is hidden")),
+            }
+        }
+    }
+    problems
 }

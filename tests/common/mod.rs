@@ -5,6 +5,7 @@
 pub mod chain;
 pub mod held;
 pub mod idp;
+pub mod json_upstream;
 pub mod reply;
 pub mod tokens;
 pub mod trail;

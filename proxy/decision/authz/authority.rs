@@ -41,6 +41,9 @@ impl<'a> Owners<'a> {
             for d in &p.datasets {
                 by_uid.insert(&d.uid, domain);
             }
+            for f in p.fields.iter().flatten().flat_map(|f| &f.resources) {
+                by_uid.insert(&f.uid, domain);
+            }
         }
         Owners {
             by_uid,
@@ -62,10 +65,10 @@ impl<'a> Owners<'a> {
         match self.owner(e) {
             Some(d) if d == domain => None,
             Some(other) => Some(format!(
-                "`{scope}` names a resource of domain `{other}`; a domain's policies may name only its own Mesh::Domain, products and datasets"
+                "`{scope}` names a resource of domain `{other}`; a domain's policies may name only its own Mesh::Domain, products, datasets and fields"
             )),
             None => Some(format!(
-                "`{scope}` names {e}, which is not known to belong to domain `{domain}` (neither its Mesh::Domain nor a product or dataset of its contracts)"
+                "`{scope}` names {e}, which is not known to belong to domain `{domain}` (neither its Mesh::Domain nor a product, dataset or field of its contracts)"
             )),
         }
     }

@@ -517,7 +517,7 @@ impl Snapshot {
             declared,
             warnings,
             registry: catalogue.registry,
-            types: [types.product, types.dataset],
+            types: [types.product, types.dataset, types.field],
             products: catalogue.entries,
             routes: catalogue.routes,
             service_parents: parents.service,
@@ -607,10 +607,11 @@ fn read_entities_and_contracts(
 }
 
 /// The entity types a snapshot makes entities of.
-struct MeshTypes {
-    domain: EntityTypeName,
+pub(super) struct MeshTypes {
+    pub(super) domain: EntityTypeName,
     product: EntityTypeName,
-    dataset: EntityTypeName,
+    pub(super) dataset: EntityTypeName,
+    pub(super) field: EntityTypeName,
     service: EntityTypeName,
     group: EntityTypeName,
 }
@@ -621,6 +622,7 @@ impl MeshTypes {
             domain: type_name("Domain"),
             product: type_name("DataProduct"),
             dataset: type_name("Dataset"),
+            field: type_name("Field"),
             service: type_name("Service"),
             group: type_name("Group"),
         }
@@ -692,15 +694,15 @@ impl StaticParents {
 /// The contracts' products as Cedar resources, with their routes: built one
 /// contract at a time, in order.
 #[derive(Default)]
-struct Catalogue {
+pub(super) struct Catalogue {
     routes: RouteTable,
     entries: Vec<ProductEntry>,
     /// Product id -> the file that defines it.
     seen_ids: HashMap<String, String>,
-    /// Every product and dataset entity, to check against the schema.
-    entities: Vec<Entity>,
+    /// Every product, dataset and field entity, to check against the schema.
+    pub(super) entities: Vec<Entity>,
     /// (uid, kind, ancestors) of every resource, in index order.
-    registry: Vec<(EntityUid, usize, HashSet<EntityUid>)>,
+    pub(super) registry: Vec<(EntityUid, usize, HashSet<EntityUid>)>,
 }
 
 impl Catalogue {
@@ -749,6 +751,7 @@ impl Catalogue {
             types,
             errors,
         );
+        let fields = self.add_fields(&p, &datasets, &domain_uid, types, errors);
         product_ancestors.remove(&product_uid);
         self.entities.push(product_entity);
         self.add_routes(&p, errors);
@@ -776,6 +779,7 @@ impl Catalogue {
             resource,
             datasets,
             response,
+            fields,
         });
     }
 

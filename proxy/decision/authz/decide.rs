@@ -220,16 +220,33 @@ impl Snapshot {
         parsed: &ParsedRequest<'_>,
         with_shadow: bool,
     ) -> (Decision, Option<Decision>) {
+        let Some(resource) = self.resource(target) else {
+            let d = Decision::denied("route names an unknown product");
+            let shadow = (with_shadow && self.shadow.is_some()).then(|| d.clone());
+            return (d, shadow);
+        };
+        let name = principal.header_form();
+        let action = target.action.index();
+        self.decide_resource(principal, &name, resource, action, parsed, with_shadow)
+    }
+
+    /// Decides `action` on one resource (a route's, or a field of a
+    /// plan) for `principal` (whose header form is `name`).
+    pub(super) fn decide_resource(
+        &self,
+        principal: &Principal,
+        name: &str,
+        resource: &Resource,
+        action: usize,
+        parsed: &ParsedRequest<'_>,
+        with_shadow: bool,
+    ) -> (Decision, Option<Decision>) {
         let shadow = self.shadow.as_ref().filter(|_| with_shadow);
         let deny = |e: String| {
             let d = Decision::denied(e);
             (d.clone(), shadow.map(|_| d))
         };
-        let Some(resource) = self.resource(target) else {
-            return deny("route names an unknown product".into());
-        };
-        let name = principal.header_form();
-        let who = match self.entities_for(principal, &name, resource) {
+        let who = match self.entities_for(principal, name, resource) {
             Ok(x) => x,
             Err(e) => return deny(e),
         };
@@ -237,7 +254,6 @@ impl Snapshot {
             Ok(c) => c,
             Err(e) => return deny(e),
         };
-        let action = target.action.index();
         let request = match Request::new(
             who.principal.clone(),
             self.action_uids[action].clone(),
@@ -270,7 +286,7 @@ impl Snapshot {
             }
         };
         let q = Question {
-            name: &name,
+            name,
             resource,
             action,
             who: &who,
@@ -399,6 +415,12 @@ impl Snapshot {
             user,
         };
         let (decision, shadow) = self.authorize_with_shadow(principal, target, &parsed);
+        // What of the response the caller sees: only an allowed request has one.
+        let fields = if decision.allowed {
+            self.field_plan(principal, target, &parsed)
+        } else {
+            None
+        };
         let (product, resource, sla) = match self.products.get(target.product) {
             Some(entry) => (
                 entry.resource.id.clone(),
@@ -418,6 +440,7 @@ impl Snapshot {
             policy_version: self.version.clone(),
             throughput: sla.0,
             latency: sla.1,
+            fields,
         })
     }
 }

@@ -80,19 +80,22 @@ pub(super) fn resource_attrs(
 /// Candidate policies (positions in `Index::policies`), one list per action.
 pub(super) type PerAction = [Box<[u32]>; ACTIONS];
 
-/// Resource types: products and datasets.
+/// Resource types: products, datasets and fields.
 pub(super) const PRODUCT: usize = 0;
 pub(super) const DATASET: usize = 1;
+pub(super) const FIELD: usize = 2;
+pub(super) const KINDS: usize = 3;
 
-/// A resource (product or dataset) with what a decision about it needs.
+/// A resource (product, dataset or field) with what a decision about it needs.
 #[derive(Debug)]
 pub(super) struct Resource {
     pub(super) uid: EntityUid,
-    /// Its id for decision records: `<product>` or `<product>/<dataset>`.
+    /// Its id for decision records: `<product>`, `<product>/<dataset>` or
+    /// `<product>/<dataset>/<field path>`.
     pub(super) id: Arc<str>,
     /// Position in the candidate index.
     pub(super) index: usize,
-    /// `PRODUCT` or `DATASET`.
+    /// `PRODUCT`, `DATASET` or `FIELD`.
     pub(super) kind: usize,
     /// The resource entity and its ancestors' entities (product, domain).
     pub(super) entities: Vec<Entity>,
@@ -113,8 +116,8 @@ pub(super) struct Resource {
 pub(super) struct Index {
     /// Every policy of the set, static or linked.
     pub(super) policies: Vec<Policy>,
-    pub(super) open: [PerAction; 2],
-    pub(super) groups: Vec<[PerAction; 2]>,
+    pub(super) open: [PerAction; KINDS],
+    pub(super) groups: Vec<[PerAction; KINDS]>,
     pub(super) scoped: Vec<PerAction>,
     /// Per resource: the groups it belongs to.
     pub(super) member_of: Vec<Vec<usize>>,
@@ -127,7 +130,7 @@ impl Index {
     pub(super) fn build(
         set: &PolicySet,
         resources: &[(EntityUid, usize, HashSet<EntityUid>)],
-        types: &[EntityTypeName; 2],
+        types: &[EntityTypeName; KINDS],
         actions: &[EntityUid; ACTIONS],
     ) -> Index {
         let by_uid: HashMap<&EntityUid, usize> = resources
@@ -152,8 +155,8 @@ impl Index {
             }
         }
         type Bucket = [Vec<u32>; ACTIONS];
-        let mut open: [Bucket; 2] = Default::default();
-        let mut groups: Vec<[Bucket; 2]> =
+        let mut open: [Bucket; KINDS] = Default::default();
+        let mut groups: Vec<[Bucket; KINDS]> =
             (0..group_of.len()).map(|_| Default::default()).collect();
         let mut scoped: Vec<Bucket> = (0..resources.len()).map(|_| Default::default()).collect();
         let policies: Vec<Policy> = set.policies().cloned().collect();
@@ -250,6 +253,9 @@ pub(super) struct ProductEntry {
     /// What the response stage does to its responses (today: lifecycle
     /// headers); `None` for most products, and then nothing runs.
     pub(super) response: Option<Arc<dyn ResponseTransform>>,
+    /// Per dataset (as `datasets`): its declared fields as resources, if
+    /// it declares any.
+    pub(super) fields: Vec<Option<super::fields::FieldSet>>,
 }
 
 /// Adds `p` (static, or linked from a template of `from`) to `to`. Ids are
@@ -509,10 +515,14 @@ impl Snapshot {
         let found = self
             .products
             .iter()
-            .flat_map(|p| std::iter::once(&p.resource).chain(&p.datasets))
+            .flat_map(|p| {
+                std::iter::once(&p.resource)
+                    .chain(&p.datasets)
+                    .chain(p.fields.iter().flatten().flat_map(|f| &f.resources))
+            })
             .find(|r| &r.uid == resource)
             .ok_or_else(|| {
-                format!("request.resource: `{resource}` is no product or dataset of the contracts; give the case its own entities")
+                format!("request.resource: `{resource}` is no product, dataset or field of the contracts; give the case its own entities")
             })?;
         let mut entities = Vec::with_capacity(found.entities.len() + 1);
         entities.push(self.principal_entity(&caller)?);

@@ -21,8 +21,10 @@ mod decide;
 mod declared;
 mod entities;
 pub mod examples;
+mod fields;
 mod index;
 mod inputs;
+mod plan;
 #[doc(hidden)]
 pub mod synth;
 
@@ -65,7 +67,7 @@ struct Parts {
     warnings: Vec<crate::decision::finding::Finding>,
     /// (uid, kind, ancestors) of every resource, in index order.
     registry: Vec<(EntityUid, usize, HashSet<EntityUid>)>,
-    types: [EntityTypeName; 2],
+    types: [EntityTypeName; KINDS],
     products: Vec<ProductEntry>,
     routes: RouteTable,
     service_parents: HashMap<String, HashSet<EntityUid>>,
@@ -221,6 +223,9 @@ pub struct AuthzOutcome {
     pub throughput: Option<f64>,
     /// The product contract's SLA latency.
     pub latency: Option<std::time::Duration>,
+    /// What of the response the caller sees, when the request is allowed
+    /// and its dataset declares fields.
+    pub fields: Option<Arc<crate::decision::fields::FieldPlan>>,
 }
 
 /// An HTTP request as authorization sees it.

@@ -53,7 +53,7 @@ const READ_KEYS: [&str; 13] = [
 ];
 
 /// The custom properties meshgate reads.
-pub(super) const CUSTOM: [&str; 8] = [
+pub(super) const CUSTOM: [&str; 9] = [
     "classification",
     "owner",
     "allowedPurposes",
@@ -62,6 +62,7 @@ pub(super) const CUSTOM: [&str; 8] = [
     "userToken",
     "successorVersion",
     "deprecationLink",
+    "meshgateUndeclared",
 ];
 
 /// The SLA properties meshgate reads.

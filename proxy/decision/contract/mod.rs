@@ -14,6 +14,7 @@
 //! ignores, a product with no routes or no SLA) are returned beside the
 //! product ([`Contract::warnings`]).
 
+mod fields;
 mod keys;
 mod sections;
 
@@ -38,15 +39,20 @@ pub enum Action {
     Describe,
     Subscribe,
     Write,
+    /// Whether the caller sees a field of an allowed response: decided by
+    /// the field plan, never named by a route.
+    #[serde(skip_deserializing)]
+    ReadField,
 }
 
 impl Action {
-    pub const ALL: [Action; 5] = [
+    pub const ALL: [Action; 6] = [
         Action::Read,
         Action::Query,
         Action::Describe,
         Action::Subscribe,
         Action::Write,
+        Action::ReadField,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -56,6 +62,7 @@ impl Action {
             Action::Describe => "describe",
             Action::Subscribe => "subscribe",
             Action::Write => "write",
+            Action::ReadField => "read_field",
         }
     }
 
@@ -71,7 +78,7 @@ impl std::str::FromStr for Action {
             .into_iter()
             .find(|a| a.as_str() == s)
             .ok_or_else(|| {
-                format!("unknown action `{s}`; one of read, query, describe, subscribe, write")
+                format!("unknown action `{s}`; one of read, query, describe, subscribe, write, read_field")
             })
     }
 }
@@ -137,6 +144,10 @@ pub struct Product {
     /// (`meshgateAllowOverride.methodHeader`): on a `POST`, the method it
     /// names is routed and decided, and forwarded in it.
     pub method_override: Option<http::HeaderName>,
+    /// The declared fields of its datasets (`schema[].properties`).
+    pub fields: Vec<crate::decision::fields::DatasetFields>,
+    /// `meshgateUndeclared`, when the contract sets it.
+    pub undeclared: Option<crate::decision::fields::Undeclared>,
 }
 
 /// A contract as read: its product, and what is doubtful in it.

@@ -220,6 +220,8 @@ pub(super) fn product(r: &mut Reader) -> Option<Product> {
         );
     }
     let lifecycle = lifecycle(r, &odcs);
+    let fields = super::fields::read(r, map);
+    let undeclared = super::fields::undeclared(r, odcs.custom("meshgateUndeclared"));
     Some(Product {
         name: odcs
             .name
@@ -240,6 +242,8 @@ pub(super) fn product(r: &mut Reader) -> Option<Product> {
         file: r.file().to_string(),
         lifecycle: lifecycle?,
         method_override: method_override?,
+        fields,
+        undeclared,
     })
 }
 

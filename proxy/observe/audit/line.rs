@@ -134,6 +134,24 @@ pub(super) fn write_request(
         }
         None => o.out.extend_from_slice(b"null"),
     }
+    // The fields the caller's plan hid: only on requests it hid some of.
+    if let Some(plan) = outcome.and_then(|o| o.fields.as_ref()) {
+        if !plan.hidden.is_empty() {
+            o.key("hidden");
+            o.out.push(b'[');
+            for (i, h) in plan.hidden.iter().enumerate() {
+                if i > 0 {
+                    o.out.push(b',');
+                }
+                let mut f = Members::open(o.out);
+                f.str("field", &h.path)?;
+                f.str("mask", h.mask.as_str())?;
+                f.strs("policies", &h.policies)?;
+                f.close();
+            }
+            o.out.push(b']');
+        }
+    }
     o.num("status", u64::from(e.status));
     o.opt_str("error", e.error)?;
     o.opt_str("reason", e.reason)?;

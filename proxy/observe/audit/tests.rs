@@ -247,6 +247,7 @@ fn a_request_line_has_every_member_in_order_and_is_plain_ascii() {
         policy_version: Arc::from("v2"),
         throughput: None,
         latency: None,
+        fields: None,
     }));
     e.policy_version = None;
     e.decision = "allow";

@@ -1,0 +1,230 @@
+//! Response governance, the decision's side: what a contract declares
+//! about the fields of its datasets (each a `Mesh::Field` resource, how a
+//! hidden one is hidden, what happens to undeclared ones), and the field
+//! plan a caller's response is shaped by.
+//!
+//! The contract's properties are read in `contract/fields.rs`, the field
+//! entities and plans are built and cached in `authz/fields.rs` and
+//! `authz/plan.rs`; the pipeline applies a plan to a body
+//! (`pipeline/mask/`).
+
+use std::fmt;
+use std::sync::Arc;
+
+/// How a hidden field is hidden (custom property `meshgateMask` of a
+/// property; `omit` when it has none).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Mask {
+    /// The key and its value are removed.
+    #[default]
+    Omit,
+    /// The value becomes `null`.
+    Null,
+    /// A fixed placeholder of the same JSON type: `"***"` for a string,
+    /// `0` for a number, `false` for a boolean, `{}`/`[]` for an object
+    /// or array, `null` for `null`.
+    Redact,
+    /// `"hmac-sha256:<hex>"` of the value's JSON text, keyed with the
+    /// mesh key: the same value pseudonymises the same way everywhere.
+    Hash,
+    /// A string's last four characters, the rest as `*`; another type is
+    /// redacted.
+    Last4,
+    /// A date's or timestamp's year (`"1987"`); another type is redacted.
+    Year,
+}
+
+impl Mask {
+    pub const ALL: [Mask; 6] = [
+        Mask::Omit,
+        Mask::Null,
+        Mask::Redact,
+        Mask::Hash,
+        Mask::Last4,
+        Mask::Year,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mask::Omit => "omit",
+            Mask::Null => "null",
+            Mask::Redact => "redact",
+            Mask::Hash => "hash",
+            Mask::Last4 => "last4",
+            Mask::Year => "year",
+        }
+    }
+}
+
+impl std::str::FromStr for Mask {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Mask, String> {
+        Mask::ALL
+            .into_iter()
+            .find(|m| m.as_str() == s)
+            .ok_or_else(|| {
+                format!("unknown mask method `{s}`; one of omit, null, redact, hash, last4, year")
+            })
+    }
+}
+
+impl fmt::Display for Mask {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What happens to a response field the contract does not declare
+/// (custom property `meshgateUndeclared` of the product).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Undeclared {
+    /// Sent as the upstream sent it.
+    Pass,
+    /// Removed.
+    Omit,
+    /// The response is refused (a 502 before the head is sent, a cut
+    /// stream after).
+    Refuse,
+}
+
+impl Undeclared {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Undeclared::Pass => "pass",
+            Undeclared::Omit => "omit",
+            Undeclared::Refuse => "refuse",
+        }
+    }
+
+    /// The default when a contract does not set `meshgateUndeclared`:
+    /// `pass`, whatever the classification. Failing closed by default
+    /// (`omit` above `internal`) would change the answers of every
+    /// confidential or restricted product that declares properties on the
+    /// day the sidecar is upgraded (a non-JSON answer of such a product
+    /// would become a 502); a product opts in with `omit` or `refuse`.
+    pub fn default_for(_classification: &str) -> Undeclared {
+        Undeclared::Pass
+    }
+}
+
+impl std::str::FromStr for Undeclared {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Undeclared, String> {
+        match s {
+            "pass" => Ok(Undeclared::Pass),
+            "omit" => Ok(Undeclared::Omit),
+            "refuse" => Ok(Undeclared::Refuse),
+            _ => Err(format!("unknown value `{s}`; one of pass, omit, refuse")),
+        }
+    }
+}
+
+/// What a declared property holds below it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shape {
+    /// A value with no declared properties below it.
+    Leaf,
+    /// An object whose properties are declared.
+    Object,
+    /// An array of objects whose properties are declared (`items`).
+    Array,
+}
+
+/// One declared property of a dataset, as the contract gives it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldSpec {
+    /// The property's name.
+    pub name: String,
+    /// Its path from the dataset's record: names joined by `/`
+    /// (`shipping/city`); the Cedar id is `<product>/<dataset>/<path>`.
+    pub path: String,
+    /// The enclosing declared property (index in the dataset's list).
+    pub parent: Option<usize>,
+    /// Its own classification, if it has one.
+    pub classification: Option<String>,
+    pub tags: Vec<String>,
+    /// Personal data: a `pii` tag or custom property `pii: true`.
+    pub pii: bool,
+    pub logical_type: Option<String>,
+    pub mask: Mask,
+    pub shape: Shape,
+}
+
+/// The declared properties of one dataset, in file order (a parent before
+/// its children).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DatasetFields {
+    pub dataset: String,
+    pub fields: Vec<FieldSpec>,
+}
+
+/// One hidden field of a plan.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hidden {
+    /// The field's path in its dataset (`shipping/city`).
+    pub path: Arc<str>,
+    pub mask: Mask,
+    /// The `@id`s of the policies that decided it (the forbids that
+    /// hid it; none when no permit applied).
+    pub policies: Vec<String>,
+}
+
+/// What a caller sees of one dataset's responses: built once per
+/// snapshot, caller and the context values the field policies read, and
+/// shared by every response it applies to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldPlan {
+    /// `<product>/<dataset>`.
+    pub dataset: Arc<str>,
+    /// The hidden fields, in the contract's order.
+    pub hidden: Vec<Hidden>,
+    /// The visible fields' paths, in the contract's order.
+    pub visible: Vec<Arc<str>>,
+    /// Every declared field's index in `specs` order: `Some(i)` hidden as
+    /// `hidden[i]`.
+    pub verdicts: Vec<Option<usize>>,
+    /// The paths the shadow set would hide, when one is configured.
+    pub shadow_hidden: Option<Vec<Arc<str>>>,
+    /// The dataset's declared fields.
+    pub specs: Arc<DatasetFields>,
+    pub undeclared: Undeclared,
+    /// Evaluation errors of field policies (a field whose decision errs is
+    /// hidden).
+    pub errors: Vec<String>,
+}
+
+impl FieldPlan {
+    /// Whether a response needs rewriting at all under this plan.
+    pub fn rewrites(&self) -> bool {
+        !self.hidden.is_empty() || self.undeclared != Undeclared::Pass
+    }
+}
+
+impl FieldPlan {
+    /// The plan as `meshgate authorize` prints it: one line per hidden
+    /// field (`hidden: path (method) by policy, …`), then the visible ones.
+    pub fn describe(&self) -> String {
+        let mut out = format!(
+            "fields: {} ({} hidden, {} visible; undeclared: {})\n",
+            self.dataset,
+            self.hidden.len(),
+            self.visible.len(),
+            self.undeclared.as_str()
+        );
+        for h in &self.hidden {
+            let by = if h.policies.is_empty() {
+                "no permit".to_string()
+            } else {
+                h.policies.join(", ")
+            };
+            out.push_str(&format!("  hidden: {} ({}) by {by}\n", h.path, h.mask));
+        }
+        for v in &self.visible {
+            out.push_str(&format!("  visible: {v}\n"));
+        }
+        for e in &self.errors {
+            out.push_str(&format!("  error: {e}\n"));
+        }
+        out
+    }
+}

@@ -1,0 +1,504 @@
+//! The streaming JSON scanner that applies a field plan: it validates the
+//! body as it goes (any byte that is not JSON fails it), copies what is
+//! visible as it was sent (byte for byte: numbers are not re-formatted,
+//! escapes not re-encoded) and replaces or drops what is hidden. Nothing is
+//! parsed into a tree: it holds the stack of open containers, the key being
+//! read at a declared level, and a hidden value that a method needs whole
+//! (`hash`, `last4`, `year`; at most `CAPTURE_LIMIT` bytes).
+//!
+//! Inside a declared level (the record, a declared object, the objects of
+//! a declared array) the scanner writes the structure itself (`{`, `,`,
+//! `:`, `}`) and drops the whitespace between members, so that a removed
+//! member leaves no dangling comma; below a visible member that declares
+//! nothing, every byte is copied as it is.
+
+use std::sync::Arc;
+
+use aws_lc_rs::hmac;
+
+use super::methods;
+use super::tree::{Level, Rule};
+use crate::decision::fields::{Mask, Shape, Undeclared};
+
+/// The longest hidden value a method reads whole.
+pub const CAPTURE_LIMIT: usize = 1 << 20;
+
+/// Where the bytes of the current token go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Copy,
+    Skip,
+    Capture,
+    /// A key at a declared level, held until it is whole.
+    Key,
+}
+
+/// What happens to the value of the member being read at a declared level.
+#[derive(Debug, Clone)]
+enum Member {
+    Copy,
+    Skip,
+    Null,
+    Redact,
+    Capture(Mask),
+    Into(Shape, Arc<Level>),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// Object: a key or `}`; array: a value or `]`.
+    First,
+    /// After a comma (object: a key; array: a value).
+    Next,
+    Colon,
+    Value,
+    CommaOrEnd,
+}
+
+#[derive(Debug)]
+struct Frame {
+    object: bool,
+    /// A declared level (its own object, or its array's objects).
+    level: Option<Arc<Level>>,
+    mode: Mode,
+    state: State,
+    /// Whether a member or item has been written (declared levels).
+    any: bool,
+    member: Member,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Num {
+    Minus,
+    Zero,
+    Int,
+    Dot,
+    Frac,
+    E,
+    ESign,
+    Exp,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Lex {
+    Between,
+    Str { key: bool, escape: u8 },
+    Num(Num),
+    Lit { word: &'static [u8], at: usize },
+}
+
+/// One response body's scan.
+pub struct Scanner {
+    root: Arc<Level>,
+    key: Option<Arc<hmac::Key>>,
+    stack: Vec<Frame>,
+    lex: Lex,
+    /// Where the current scalar's bytes go.
+    mode: Mode,
+    out: Vec<u8>,
+    capture: Vec<u8>,
+    keybuf: Vec<u8>,
+    started: bool,
+    done: bool,
+}
+
+type Failed = String;
+
+impl Scanner {
+    pub fn new(root: Arc<Level>, key: Option<Arc<hmac::Key>>) -> Scanner {
+        Scanner {
+            root,
+            key,
+            stack: Vec::new(),
+            lex: Lex::Between,
+            mode: Mode::Copy,
+            out: Vec::new(),
+            capture: Vec::new(),
+            keybuf: Vec::new(),
+            started: false,
+            done: false,
+        }
+    }
+
+    /// Scans one chunk; what may be sent now.
+    pub fn feed(&mut self, chunk: &[u8]) -> Result<Vec<u8>, Failed> {
+        self.out.reserve(chunk.len());
+        let mut i = 0;
+        while i < chunk.len() {
+            i = self.step(chunk, i)?;
+        }
+        Ok(std::mem::take(&mut self.out))
+    }
+
+    /// The body has ended: the rest, or why it is not a whole JSON value.
+    pub fn finish(&mut self) -> Result<Vec<u8>, Failed> {
+        if let Lex::Num(n) = self.lex {
+            if self.stack.is_empty() && matches!(n, Num::Zero | Num::Int | Num::Frac | Num::Exp) {
+                self.lex = Lex::Between;
+                self.value_done()?;
+            }
+        }
+        if !self.done {
+            return Err("the body ended before its JSON value did".into());
+        }
+        Ok(std::mem::take(&mut self.out))
+    }
+
+    fn emit(&mut self, mode: Mode, bytes: &[u8]) -> Result<(), Failed> {
+        match mode {
+            Mode::Copy => self.out.extend_from_slice(bytes),
+            Mode::Skip => {}
+            Mode::Capture => {
+                if self.capture.len() + bytes.len() > CAPTURE_LIMIT {
+                    return Err(format!(
+                        "a hidden value is longer than {CAPTURE_LIMIT} bytes"
+                    ));
+                }
+                self.capture.extend_from_slice(bytes);
+            }
+            Mode::Key => {
+                if self.keybuf.len() + bytes.len() > CAPTURE_LIMIT {
+                    return Err("a key is too long".into());
+                }
+                self.keybuf.extend_from_slice(bytes);
+            }
+        }
+        Ok(())
+    }
+
+    /// Scans from `chunk[i]`; returns where to go on.
+    fn step(&mut self, chunk: &[u8], i: usize) -> Result<usize, Failed> {
+        let b = chunk[i];
+        match self.lex {
+            Lex::Str { key, escape } => self.string(chunk, i, key, escape),
+            Lex::Num(n) => {
+                let next = match (n, b) {
+                    (Num::Minus, b'0') => Some(Num::Zero),
+                    (Num::Minus, b'1'..=b'9') => Some(Num::Int),
+                    (Num::Int, b'0'..=b'9') => Some(Num::Int),
+                    (Num::Zero | Num::Int, b'.') => Some(Num::Dot),
+                    (Num::Dot | Num::Frac, b'0'..=b'9') => Some(Num::Frac),
+                    (Num::Zero | Num::Int | Num::Frac, b'e' | b'E') => Some(Num::E),
+                    (Num::E, b'+' | b'-') => Some(Num::ESign),
+                    (Num::E | Num::ESign | Num::Exp, b'0'..=b'9') => Some(Num::Exp),
+                    _ => None,
+                };
+                match next {
+                    Some(n) => {
+                        self.emit(self.mode, &[b])?;
+                        self.lex = Lex::Num(n);
+                        Ok(i + 1)
+                    }
+                    None if matches!(n, Num::Zero | Num::Int | Num::Frac | Num::Exp) => {
+                        // The byte after a number is read again as structure.
+                        self.lex = Lex::Between;
+                        self.value_done()?;
+                        Ok(i)
+                    }
+                    None => Err(format!("a malformed number (at `{}`)", b as char)),
+                }
+            }
+            Lex::Lit { word, at } => {
+                if word.get(at) != Some(&b) {
+                    return Err("a malformed literal".into());
+                }
+                self.emit(self.mode, &[b])?;
+                if at + 1 == word.len() {
+                    self.lex = Lex::Between;
+                    self.value_done()?;
+                } else {
+                    self.lex = Lex::Lit { word, at: at + 1 };
+                }
+                Ok(i + 1)
+            }
+            Lex::Between => {
+                self.structure(b)?;
+                Ok(i + 1)
+            }
+        }
+    }
+
+    /// Inside a string: a run of plain bytes at once, then the byte that
+    /// ends it (quote, backslash, or a control character, which JSON forbids).
+    fn string(&mut self, chunk: &[u8], i: usize, key: bool, escape: u8) -> Result<usize, Failed> {
+        let mode = self.mode;
+        if escape == 1 {
+            let b = chunk[i];
+            self.lex = match b {
+                b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => {
+                    Lex::Str { key, escape: 0 }
+                }
+                b'u' => Lex::Str { key, escape: 2 },
+                _ => return Err("a malformed escape in a string".into()),
+            };
+            self.emit(mode, &[b])?;
+            return Ok(i + 1);
+        }
+        if escape >= 2 {
+            let b = chunk[i];
+            if !b.is_ascii_hexdigit() {
+                return Err("a malformed \\u escape in a string".into());
+            }
+            self.lex = Lex::Str {
+                key,
+                escape: if escape == 5 { 0 } else { escape + 1 },
+            };
+            self.emit(mode, &[b])?;
+            return Ok(i + 1);
+        }
+        let rest = &chunk[i..];
+        let run = rest
+            .iter()
+            .position(|&c| c == b'"' || c == b'\\' || c < 0x20)
+            .unwrap_or(rest.len());
+        self.emit(mode, &rest[..run])?;
+        let Some(&b) = rest.get(run) else {
+            return Ok(chunk.len());
+        };
+        self.emit(mode, &[b])?;
+        match b {
+            b'\\' => self.lex = Lex::Str { key, escape: 1 },
+            b'"' => {
+                self.lex = Lex::Between;
+                if key {
+                    self.key_done()?;
+                } else {
+                    self.value_done()?;
+                }
+            }
+            _ => return Err("a control character in a string".into()),
+        }
+        Ok(i + run + 1)
+    }
+
+    /// A byte between tokens.
+    fn structure(&mut self, b: u8) -> Result<(), Failed> {
+        let ws = matches!(b, b' ' | b'\t' | b'\n' | b'\r');
+        let Some(top) = self.stack.last_mut() else {
+            if ws {
+                return Ok(());
+            }
+            if self.done || self.started {
+                return Err("more after the JSON value".into());
+            }
+            self.started = true;
+            return self.start_value(b);
+        };
+        let managed = top.level.is_some();
+        let mode = top.mode;
+        if ws {
+            return if managed {
+                Ok(())
+            } else {
+                self.emit(mode, &[b])
+            };
+        }
+        match (top.object, top.state, b) {
+            (true, State::First | State::CommaOrEnd, b'}')
+            | (false, State::First | State::CommaOrEnd, b']') => self.close(b),
+            (true, State::First | State::Next, b'"') => {
+                if managed {
+                    self.keybuf.clear();
+                    self.mode = Mode::Key;
+                } else {
+                    self.mode = mode;
+                }
+                self.lex = Lex::Str {
+                    key: true,
+                    escape: 0,
+                };
+                self.emit(self.mode, b"\"")
+            }
+            (true, State::Colon, b':') => {
+                top.state = State::Value;
+                if managed {
+                    Ok(())
+                } else {
+                    self.emit(mode, b":")
+                }
+            }
+            (true, State::CommaOrEnd, b',') | (false, State::CommaOrEnd, b',') => {
+                top.state = State::Next;
+                if managed {
+                    Ok(())
+                } else {
+                    self.emit(mode, b",")
+                }
+            }
+            (true, State::Value, _) | (false, State::First | State::Next, _) => self.start_value(b),
+            _ => Err(format!("unexpected `{}`", b as char)),
+        }
+    }
+
+    /// A whole key at a declared level: what its member gets.
+    fn key_done(&mut self) -> Result<(), Failed> {
+        let Some(top) = self.stack.last() else {
+            return Err("a key outside an object".into());
+        };
+        if top.level.is_none() {
+            if let Some(top) = self.stack.last_mut() {
+                top.state = State::Colon;
+            }
+            return Ok(());
+        }
+        let level = top.level.clone().unwrap_or_default();
+        let raw = &self.keybuf[1..self.keybuf.len() - 1];
+        let decoded;
+        let name: &[u8] = if raw.contains(&b'\\') {
+            decoded = serde_json::from_slice::<String>(&self.keybuf)
+                .map_err(|_| "a malformed key".to_string())?;
+            decoded.as_bytes()
+        } else {
+            raw
+        };
+        let member = match level.rule(name) {
+            Some(Rule::Show(Shape::Leaf, _)) => Member::Copy,
+            Some(Rule::Show(shape, Some(below))) => Member::Into(*shape, below.clone()),
+            Some(Rule::Show(_, None)) => Member::Copy,
+            Some(Rule::Hide(Mask::Omit)) => Member::Skip,
+            Some(Rule::Hide(Mask::Null)) => Member::Null,
+            Some(Rule::Hide(Mask::Redact)) => Member::Redact,
+            Some(Rule::Hide(m)) => Member::Capture(*m),
+            None => match level.undeclared {
+                Some(Undeclared::Pass) | None => Member::Copy,
+                Some(Undeclared::Omit) => Member::Skip,
+                Some(Undeclared::Refuse) => {
+                    return Err(format!(
+                        "an undeclared field `{}`",
+                        String::from_utf8_lossy(name)
+                    ))
+                }
+            },
+        };
+        let kept = !matches!(member, Member::Skip);
+        let Some(top) = self.stack.last_mut() else {
+            return Err("a key outside an object".into());
+        };
+        top.state = State::Colon;
+        top.member = member;
+        if kept {
+            if top.any {
+                self.out.push(b',');
+            }
+            top.any = true;
+            self.out.extend_from_slice(&self.keybuf);
+            self.out.push(b':');
+        }
+        Ok(())
+    }
+
+    /// The first byte of a value: where its bytes go, and its frame or token.
+    fn start_value(&mut self, b: u8) -> Result<(), Failed> {
+        // (mode of the value, its declared level if it opens one)
+        let (mode, level): (Mode, Option<Arc<Level>>) = match self.stack.last_mut() {
+            None => (Mode::Copy, Some(self.root.clone())),
+            Some(top) if top.level.is_none() => (top.mode, None),
+            Some(top) if !top.object => {
+                if top.any {
+                    self.out.push(b',');
+                }
+                top.any = true;
+                (Mode::Copy, top.level.clone().filter(|_| b == b'{'))
+            }
+            Some(top) => match top.member.clone() {
+                Member::Copy => (Mode::Copy, None),
+                Member::Skip => (Mode::Skip, None),
+                Member::Null => {
+                    self.out.extend_from_slice(b"null");
+                    (Mode::Skip, None)
+                }
+                Member::Redact => {
+                    self.out.extend_from_slice(methods::placeholder(b));
+                    (Mode::Skip, None)
+                }
+                Member::Capture(_) => {
+                    self.capture.clear();
+                    (Mode::Capture, None)
+                }
+                Member::Into(shape, below) => {
+                    let opens = matches!((shape, b), (Shape::Object, b'{') | (Shape::Array, b'['));
+                    (Mode::Copy, opens.then_some(below))
+                }
+            },
+        };
+        // A root that is no object or array has no fields: copied.
+        let level = level.filter(|_| matches!(b, b'{' | b'['));
+        match b {
+            b'{' | b'[' => {
+                let managed = level.is_some();
+                self.stack.push(Frame {
+                    object: b == b'{',
+                    level,
+                    mode,
+                    state: State::First,
+                    any: false,
+                    member: Member::Copy,
+                });
+                if managed {
+                    self.out.push(b);
+                    Ok(())
+                } else {
+                    self.emit(mode, &[b])
+                }
+            }
+            _ => {
+                self.mode = mode;
+                self.lex = match b {
+                    b'"' => Lex::Str {
+                        key: false,
+                        escape: 0,
+                    },
+                    b'-' => Lex::Num(Num::Minus),
+                    b'0' => Lex::Num(Num::Zero),
+                    b'1'..=b'9' => Lex::Num(Num::Int),
+                    b't' => Lex::Lit {
+                        word: b"true",
+                        at: 1,
+                    },
+                    b'f' => Lex::Lit {
+                        word: b"false",
+                        at: 1,
+                    },
+                    b'n' => Lex::Lit {
+                        word: b"null",
+                        at: 1,
+                    },
+                    _ => return Err(format!("unexpected `{}`", b as char)),
+                };
+                self.emit(mode, &[b])
+            }
+        }
+    }
+
+    /// `}` or `]` closing the top frame.
+    fn close(&mut self, b: u8) -> Result<(), Failed> {
+        let Some(frame) = self.stack.pop() else {
+            return Err("a close outside a container".into());
+        };
+        if frame.level.is_some() {
+            self.out.push(b);
+        } else {
+            self.emit(frame.mode, &[b])?;
+        }
+        self.value_done()
+    }
+
+    /// A value has ended: its member's method, if it was held whole.
+    fn value_done(&mut self) -> Result<(), Failed> {
+        let Some(top) = self.stack.last_mut() else {
+            self.done = true;
+            return Ok(());
+        };
+        top.state = State::CommaOrEnd;
+        if top.level.is_some() && top.object {
+            if let Member::Capture(m) = top.member {
+                let key = self.key.as_deref();
+                let replaced = methods::replace(m, &self.capture, key)
+                    .ok_or_else(|| format!("no hash key for a `{m}` field"))?;
+                self.out.extend_from_slice(&replaced);
+                self.capture.clear();
+            }
+        }
+        Ok(())
+    }
+}

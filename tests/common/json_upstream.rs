@@ -1,0 +1,87 @@
+//! A product server answering fixed bodies by path: `(path, content type,
+//! body)`; one request per connection (`Connection: close`), 404 for any
+//! other path. For tests of what the response stage does to a body.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+pub struct FixedUpstream {
+    addr: std::net::SocketAddr,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl FixedUpstream {
+    pub fn start(bodies: Vec<(&str, &str, String)>) -> FixedUpstream {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let stop = Arc::new(AtomicBool::new(false));
+        let bodies: Arc<Vec<(String, String, String)>> = Arc::new(
+            bodies
+                .into_iter()
+                .map(|(p, t, b)| (p.to_string(), t.to_string(), b))
+                .collect(),
+        );
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                if flag.load(Ordering::SeqCst) {
+                    break;
+                }
+                let Ok(conn) = conn else { continue };
+                let bodies = bodies.clone();
+                std::thread::spawn(move || answer(conn, &bodies));
+            }
+        });
+        FixedUpstream {
+            addr,
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+fn answer(mut conn: TcpStream, bodies: &[(String, String, String)]) {
+    let mut reader = BufReader::new(conn.try_clone().expect("clone"));
+    let mut line = String::new();
+    if reader.read_line(&mut line).is_err() {
+        return;
+    }
+    let path = line.split_whitespace().nth(1).unwrap_or("").to_string();
+    loop {
+        let mut h = String::new();
+        match reader.read_line(&mut h) {
+            Ok(0) | Err(_) => return,
+            Ok(_) if h == "\r\n" => break,
+            Ok(_) => {}
+        }
+    }
+    let (status, ctype, body) = match bodies.iter().find(|(p, _, _)| *p == path) {
+        Some((_, t, b)) => ("200 OK", t.as_str(), b.as_str()),
+        None => ("404 Not Found", "text/plain", "no such body"),
+    };
+    let _ = write!(
+        conn,
+        "HTTP/1.1 {status}\r\ncontent-type: {ctype}\r\ncontent-length: {}\r\netag: \"v1\"\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+}
+
+impl super::Target for FixedUpstream {
+    fn target_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
+
+impl Drop for FixedUpstream {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        // Wakes the accept loop so that it sees the flag.
+        let _ = TcpStream::connect(self.addr);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
