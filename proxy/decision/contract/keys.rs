@@ -53,11 +53,12 @@ const READ_KEYS: [&str; 13] = [
 ];
 
 /// The custom properties meshgate reads.
-pub(super) const CUSTOM: [&str; 8] = [
+pub(super) const CUSTOM: [&str; 9] = [
     "classification",
     "owner",
     "allowedPurposes",
     "meshgateRoutes",
+    super::grpc::PROPERTY,
     "meshgateAllowOverride",
     "userToken",
     "successorVersion",

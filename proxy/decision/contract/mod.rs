@@ -3,7 +3,8 @@
 //! From the standard: `id`, `name`, `version`, `domain`, `dataProduct`, `tags`,
 //! `schema[].name` (the datasets), `team` (owner), `slaProperties`. From
 //! `customProperties` (where ODCS puts what it does not define): `classification`,
-//! `owner`, `allowedPurposes`, `meshgateRoutes`, the product's route table, and
+//! `owner`, `allowedPurposes`, `meshgateRoutes`, the product's route table,
+//! `meshgateGrpc`, its gRPC methods as routes (`grpc.rs`), and
 //! `meshgateAllowOverride`, the method-override header its server honours.
 //!
 //! A contract is read into values once (serde_yaml_ng); each section, each
@@ -14,6 +15,7 @@
 //! ignores, a product with no routes or no SLA) are returned beside the
 //! product ([`Contract::warnings`]).
 
+mod grpc;
 mod keys;
 mod sections;
 
