@@ -60,7 +60,7 @@ fn allowed_calls_pass_whole_and_every_refusal_is_the_grpc_status_the_client_rais
     let mut watch = call("Watch");
     watch["kind"] = json!("stream");
     let mut slow = call("Slow");
-    slow["timeout"] = json!(0.5);
+    slow["timeout"] = json!(2.0);
     let before_slow = server.lines.len();
     let results = grpc_calls(
         &pki,
@@ -114,9 +114,11 @@ fn allowed_calls_pass_whole_and_every_refusal_is_the_grpc_status_the_client_rais
     assert!(metadata(&results[3], "trailing", "www-authenticate").is_some());
     // The client's deadline, shorter than the server's wait.
     assert_eq!(code(6), "DEADLINE_EXCEEDED", "{}", results[6]);
+    // grpc-core rounds the grpc-timeout it sends up a little (coarser
+    // units compress better): about 2 s, not the sidecar's 30 s.
     let left = server.wait_arrival("Slow", before_slow);
     assert!(
-        left.is_some_and(|s| s > 0.0 && s <= 0.5),
+        left.is_some_and(|s| s > 0.0 && s <= 2.2),
         "the server sees the client's deadline: {left:?}"
     );
     for refused in ["Put", "Mine"] {
@@ -210,11 +212,11 @@ fn the_grpc_timeout_bounds_the_upstream_wait_capped_by_the_configured_timeout() 
     }
     let mut server = GrpcServer::start();
     let pki = Pki::new();
-    let mg = sidecar(&pki, &server, |b| b.timeout("upstream_response: 2s"));
+    let mg = sidecar(&pki, &server, |b| b.timeout("upstream_response: 3s"));
     // The client's deadline comes first: the sidecar gives up at it, with
     // DEADLINE_EXCEEDED, and the server was told the deadline left.
     let from = server.lines.len();
-    let head = curl_grpc(&pki, &mg, "Slow", "300m");
+    let head = curl_grpc(&pki, &mg, "Slow", "1S");
     assert!(head.starts_with("HTTP/2 200"), "{head}");
     assert!(head.contains("grpc-status: 4\r\n"), "{head}");
     assert!(
@@ -222,7 +224,7 @@ fn the_grpc_timeout_bounds_the_upstream_wait_capped_by_the_configured_timeout() 
         "{head}"
     );
     let left = server.wait_arrival("Slow", from);
-    assert!(left.is_some_and(|s| s <= 0.3), "{left:?}");
+    assert!(left.is_some_and(|s| s <= 1.0), "{left:?}");
     // The configured timeout comes first: the same.
     let head = curl_grpc(&pki, &mg, "Slow", "100S");
     assert!(head.contains("grpc-status: 4\r\n"), "{head}");
