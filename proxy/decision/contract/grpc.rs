@@ -175,7 +175,7 @@ impl Service<'_> {
 }
 
 /// `item` without the keys not in `known`, each reported by name.
-fn without_unknown(
+pub(super) fn without_unknown(
     r: &mut Reader,
     item: &Value,
     at: &[Step],

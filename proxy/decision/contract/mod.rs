@@ -4,7 +4,8 @@
 //! `schema[].name` (the datasets), `team` (owner), `slaProperties`. From
 //! `customProperties` (where ODCS puts what it does not define): `classification`,
 //! `owner`, `allowedPurposes`, `meshgateRoutes`, the product's route table,
-//! `meshgateGrpc`, its gRPC methods as routes (`grpc.rs`), and
+//! `meshgateGrpc`, its gRPC methods as routes (`grpc.rs`), `meshgateFlight`,
+//! its Arrow Flight RPCs as routes (`flight.rs`), and
 //! `meshgateAllowOverride`, the method-override header its server honours.
 //!
 //! A contract is read into values once (serde_yaml_ng); each section, each
@@ -15,6 +16,7 @@
 //! ignores, a product with no routes or no SLA) are returned beside the
 //! product ([`Contract::warnings`]).
 
+mod flight;
 mod grpc;
 mod keys;
 mod sections;
