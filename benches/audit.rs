@@ -53,6 +53,7 @@ fn event(conn: &Arc<ConnInfo>, version: &Arc<str>) -> Event {
         decision: "allow",
         error: None,
         status: 200,
+        grpc_status: None,
         upstream: Some(Duration::from_micros(180)),
         duration: Duration::from_micros(230),
         bytes_in: 0,

@@ -19,6 +19,7 @@ use hyper::body::Incoming;
 
 use crate::model::response::{BodyTransform, TransformError};
 use crate::observe::audit::{Event, Slot};
+use crate::pipeline::grpc::GrpcEnd;
 use crate::transport::upstream::Lease;
 
 /// The body of every response the data listener sends: the upstream's,
@@ -32,6 +33,8 @@ pub struct ProxyBody {
     lease: Option<Lease>,
     /// The response stage's rewrite of the body, when its route has one.
     rewrite: Option<Box<Rewrite>>,
+    /// A forwarded gRPC call: its status is read from the trailers.
+    grpc: Option<Box<GrpcEnd>>,
 }
 
 /// A body on its way through a [`BodyTransform`].
@@ -61,6 +64,7 @@ impl ProxyBody {
             pending: None,
             lease,
             rewrite: None,
+            grpc: None,
         };
         body.release_if_ended();
         body
@@ -72,6 +76,7 @@ impl ProxyBody {
             pending: None,
             lease: None,
             rewrite: None,
+            grpc: None,
         }
     }
 
@@ -89,6 +94,23 @@ impl ProxyBody {
             if let Some(lease) = self.lease.take() {
                 lease.release();
             }
+        }
+    }
+
+    /// Reads the gRPC status from the trailers, when they pass, into the
+    /// metrics and the audit event.
+    pub fn grpc(&mut self, end: GrpcEnd) {
+        self.grpc = Some(Box::new(end));
+    }
+
+    /// A trailers frame on its way to the client: a gRPC call's status.
+    fn saw_trailers(&mut self, frame: &Frame<Bytes>) {
+        let (Some(end), Some(trailers)) = (self.grpc.take(), frame.trailers_ref()) else {
+            return;
+        };
+        let code = end.trailers(trailers);
+        if let (Some(p), Some(code)) = (self.pending.as_mut(), code) {
+            p.event.grpc_status = Some(code.number());
         }
     }
 
@@ -135,6 +157,9 @@ impl Body for ProxyBody {
             Poll::Ready(Some(Ok(frame))) => {
                 if let (Some(p), Some(data)) = (this.pending.as_mut(), frame.data_ref()) {
                     p.event.bytes_out += data.len() as u64;
+                }
+                if frame.is_trailers() {
+                    this.saw_trailers(frame);
                 }
                 if this.inner.is_end_stream() {
                     this.release_if_ended();
@@ -198,8 +223,9 @@ impl ProxyBody {
             };
             if rw.done {
                 let trailers = rw.trailers.take();
-                if trailers.is_none() {
-                    self.ended();
+                match &trailers {
+                    None => self.ended(),
+                    Some(t) => self.saw_trailers(t),
                 }
                 return Poll::Ready(trailers.map(Ok));
             }

@@ -7,6 +7,7 @@ use crate::decision::authz::DecideError;
 use crate::decision::describe::DescribeError;
 use crate::decision::jwt::TokenError;
 use crate::pipeline::body::ProxyBody;
+use crate::pipeline::grpc::{self, Code};
 use crate::transport::upstream::{ClientBodyFault, UpstreamError};
 
 /// nginx's code for a request the client closed before the response.
@@ -28,6 +29,9 @@ pub enum ProxyError {
     BadPurpose(DecideError),
     #[error("path refused: {0}")]
     BadPath(#[from] crate::model::path::PathError),
+    /// A gRPC call's `grpc-timeout` cannot be read.
+    #[error("grpc-timeout is not 1 to 8 digits and a unit (H, M, S, m, u, n), or is sent twice")]
+    BadGrpcTimeout,
     #[error("no route for this path")]
     NoRoute,
     #[error("method not allowed on this path")]
@@ -77,9 +81,10 @@ pub enum ProxyError {
 impl ProxyError {
     pub fn status(&self) -> StatusCode {
         match self {
-            ProxyError::BadRequest(_) | ProxyError::BadPurpose(_) | ProxyError::BadPath(_) => {
-                StatusCode::BAD_REQUEST
-            }
+            ProxyError::BadRequest(_)
+            | ProxyError::BadPurpose(_)
+            | ProxyError::BadPath(_)
+            | ProxyError::BadGrpcTimeout => StatusCode::BAD_REQUEST,
             ProxyError::NoRoute => StatusCode::NOT_FOUND,
             ProxyError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ProxyError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
@@ -113,6 +118,7 @@ impl ProxyError {
         match self {
             ProxyError::BadRequest(_) | ProxyError::BadPurpose(_) => "bad_request",
             ProxyError::BadPath(_) => "bad_path",
+            ProxyError::BadGrpcTimeout => "bad_grpc_timeout",
             ProxyError::NoRoute => "no_route",
             ProxyError::MethodNotAllowed => "method_not_allowed",
             ProxyError::Unauthorized(_) => "invalid_token",
@@ -144,9 +150,10 @@ impl ProxyError {
     /// was allowed and the upstream failed it, or its own body did.
     pub fn decision(&self) -> &'static str {
         match self {
-            ProxyError::BadRequest(_) | ProxyError::BadPurpose(_) | ProxyError::BadPath(_) => {
-                "invalid"
-            }
+            ProxyError::BadRequest(_)
+            | ProxyError::BadPurpose(_)
+            | ProxyError::BadPath(_)
+            | ProxyError::BadGrpcTimeout => "invalid",
             ProxyError::NoRoute | ProxyError::MethodNotAllowed => "no_route",
             ProxyError::Unauthorized(_) => "unauthenticated",
             ProxyError::Forbidden => "deny",
@@ -164,12 +171,68 @@ impl ProxyError {
         }
     }
 
-    /// The response: a small JSON object with the error code and the request id.
-    /// Details stay in the logs.
-    pub fn to_response(&self, request_id: &HeaderValue) -> Response<ProxyBody> {
+    /// The status a gRPC call refused or failed with this error ends with
+    /// (README, "gRPC"). gRPC's own HTTP-to-gRPC table is for clients that
+    /// got no `grpc-status`; the sidecar always sends one, the code that
+    /// says what happened: a policy denial is PERMISSION_DENIED (not the
+    /// table's UNKNOWN for a 403's neighbours), a quota RESOURCE_EXHAUSTED
+    /// (not UNAVAILABLE, which clients retry at once), an upstream timeout
+    /// DEADLINE_EXCEEDED. What the client sent wrong is INVALID_ARGUMENT;
+    /// a broken framing or `grpc-timeout` is INTERNAL, as gRPC's own
+    /// servers answer a malformed request (grpc-go: "malformed
+    /// grpc-timeout" is INTERNAL).
+    pub fn grpc_code(&self) -> Code {
+        match self {
+            ProxyError::BadRequest(_) | ProxyError::BadPurpose(_) | ProxyError::BadPath(_) => {
+                Code::InvalidArgument
+            }
+            ProxyError::BadGrpcTimeout | ProxyError::ClientBody(ClientBodyFault::Malformed) => {
+                Code::Internal
+            }
+            ProxyError::NoRoute | ProxyError::MethodNotAllowed => Code::Unimplemented,
+            ProxyError::Unauthorized(_) => Code::Unauthenticated,
+            ProxyError::Forbidden => Code::PermissionDenied,
+            ProxyError::Gone(_) => Code::NotFound,
+            ProxyError::TooManyRequests(..) => Code::ResourceExhausted,
+            ProxyError::Overloaded(_)
+            | ProxyError::QuotaUnavailable
+            | ProxyError::AuditUnavailable
+            | ProxyError::UpstreamUnavailable
+            | ProxyError::UpstreamFailed(_) => Code::Unavailable,
+            // A stalled request stream also ran out of its time.
+            ProxyError::UpstreamTimeout | ProxyError::ClientBody(ClientBodyFault::Stalled) => {
+                Code::DeadlineExceeded
+            }
+            ProxyError::ClientBody(ClientBodyFault::Gone) => Code::Cancelled,
+            ProxyError::ResponseRefused(_) | ProxyError::Internal(_) => Code::Internal,
+        }
+    }
+
+    /// The response. For HTTP, a small JSON object with the error code and
+    /// the request id; for a gRPC call (`grpc`), a trailers-only response
+    /// whose `grpc-message` says the same. Details stay in the logs; the
+    /// advice headers (`Retry-After`, `RateLimit`, `Link`,
+    /// `WWW-Authenticate`) are sent either way, as gRPC metadata for a call.
+    pub fn to_response(&self, request_id: &HeaderValue, grpc: bool) -> Response<ProxyBody> {
+        let id = request_id.to_str().unwrap_or("");
+        let mut resp = if grpc {
+            grpc::trailers_only(
+                self.grpc_code(),
+                &format!("meshgate: {} (request id {id})", self.code()),
+            )
+        } else {
+            self.json_response(id)
+        };
+        let h = resp.headers_mut();
+        h.insert("x-request-id", request_id.clone());
+        self.advice_headers(h);
+        resp
+    }
+
+    fn json_response(&self, request_id: &str) -> Response<ProxyBody> {
         let mut body = serde_json::json!({
             "error": self.code(),
-            "request_id": request_id.to_str().unwrap_or(""),
+            "request_id": request_id,
         });
         if let ProxyError::Gone(Some(successor)) = self {
             body["successor"] = serde_json::Value::String(successor.clone());
@@ -177,12 +240,16 @@ impl ProxyError {
         let body = body.to_string();
         let mut resp = Response::new(ProxyBody::full(Bytes::from(body)));
         *resp.status_mut() = self.status();
-        let h = resp.headers_mut();
-        h.insert(
+        resp.headers_mut().insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         );
-        h.insert("x-request-id", request_id.clone());
+        resp
+    }
+
+    /// What the client may do next: when to come back, its quota, the
+    /// successor of a retired version, the token challenge.
+    fn advice_headers(&self, h: &mut http::HeaderMap) {
         if let ProxyError::Overloaded(_)
         | ProxyError::QuotaUnavailable
         | ProxyError::AuditUnavailable = self
@@ -209,7 +276,6 @@ impl ProxyError {
                 h.insert(header::WWW_AUTHENTICATE, v);
             }
         }
-        resp
     }
 }
 
@@ -281,5 +347,53 @@ mod tests {
             assert!(message.contains("x-data-purpose"), "{message}");
             assert!(!message.contains("request target"), "{message}");
         }
+    }
+
+    #[test]
+    fn a_refused_grpc_call_is_a_trailers_only_200_with_its_status_and_the_advice_as_metadata() {
+        use crate::pipeline::grpc::{GRPC_MESSAGE, GRPC_STATUS};
+        let id = HeaderValue::from_static("req-1");
+        let cases: [(ProxyError, &str); 12] = [
+            (ProxyError::Forbidden, "7"),
+            (ProxyError::Unauthorized(TokenError::Missing), "16"),
+            (ProxyError::NoRoute, "12"),
+            (ProxyError::MethodNotAllowed, "12"),
+            (ProxyError::BadRequest("request target"), "3"),
+            (ProxyError::BadGrpcTimeout, "13"),
+            (ProxyError::Overloaded("global"), "14"),
+            (ProxyError::UpstreamUnavailable, "14"),
+            (ProxyError::UpstreamFailed("reset".into()), "14"),
+            (ProxyError::UpstreamTimeout, "4"),
+            (ProxyError::ClientBody(ClientBodyFault::Gone), "1"),
+            (ProxyError::Gone(Some("/v2".into())), "5"),
+        ];
+        for (e, status) in cases {
+            let resp = e.to_response(&id, true);
+            assert_eq!(resp.status(), StatusCode::OK, "{e}");
+            let h = resp.headers();
+            assert_eq!(h[GRPC_STATUS], status, "{e}");
+            assert_eq!(h[header::CONTENT_TYPE], "application/grpc");
+            assert_eq!(h["x-request-id"], "req-1");
+            let message = h[GRPC_MESSAGE].to_str().unwrap();
+            assert_eq!(
+                message,
+                format!("meshgate: {} (request id req-1)", e.code()),
+                "the code and the request id, nothing of the details"
+            );
+        }
+        let gone = ProxyError::Gone(Some("/v2".into())).to_response(&id, true);
+        assert_eq!(
+            gone.headers()[header::LINK],
+            "</v2>; rel=\"successor-version\""
+        );
+        let challenge = ProxyError::Unauthorized(TokenError::Missing).to_response(&id, true);
+        assert!(challenge.headers().contains_key(header::WWW_AUTHENTICATE));
+        let shed = ProxyError::Overloaded("global").to_response(&id, true);
+        assert_eq!(shed.headers()[header::RETRY_AFTER], "1");
+        // The same errors answer HTTP clients as before.
+        let http = ProxyError::Forbidden.to_response(&id, false);
+        assert_eq!(http.status(), StatusCode::FORBIDDEN);
+        assert_eq!(http.headers()[header::CONTENT_TYPE], "application/json");
+        assert!(!http.headers().contains_key(GRPC_STATUS));
     }
 }

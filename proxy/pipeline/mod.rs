@@ -3,6 +3,7 @@
 
 pub mod body;
 pub mod error;
+pub mod grpc;
 pub mod headers;
 mod ids;
 pub mod linger;

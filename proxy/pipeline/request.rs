@@ -40,6 +40,7 @@ use tracing::Instrument;
 
 use super::body::{PendingEvent, ProxyBody};
 use super::error::{ProxyError, CLIENT_CLOSED, CLIENT_CLOSED_REQUEST};
+use super::grpc::{self, GrpcCall, GrpcEnd};
 use super::headers::{
     strip_hop_by_hop, strip_identity_headers, X_FORWARDED_CLIENT_CERT, X_FORWARDED_FOR,
     X_FORWARDED_PROTO, X_MESHGATE_PRINCIPAL, X_REQUEST_ID,
@@ -63,6 +64,9 @@ use crate::observe::metrics::{Observed, QuotaLabels};
 use crate::transport::upstream::{BodyWatch, ClientBodyFault, CountedBody};
 
 mod describe;
+mod target;
+
+use target::check_target;
 
 /// Handles one request end to end and records it: metrics at once, the
 /// audit event when the response ends.
@@ -162,6 +166,9 @@ struct Exchange<'a> {
     start: Instant,
     /// The audit event's place, taken first.
     slot: Option<Slot>,
+    /// A gRPC call (`content-type: application/grpc…`): refused with a
+    /// gRPC status, its deadline bounding the upstream's.
+    grpc: Option<GrpcCall>,
     learned: Learned,
 }
 
@@ -195,6 +202,7 @@ impl<'a> Exchange<'a> {
             received: SystemTime::now(),
             start: Instant::now(),
             slot: None,
+            grpc: grpc::is_grpc(req.headers()).then(GrpcCall::default),
             learned: Learned::default(),
         }
     }
@@ -214,9 +222,11 @@ impl<'a> Exchange<'a> {
             .and_then(|a| a.state.as_ref())
             .map(|s| s.tier.clone());
         self.learned.forwarded = true;
-        let resp = self
-            .forward(req, cleared.timeout, cleared.method_override)
-            .await?;
+        let timeout = match &self.grpc {
+            Some(call) => call.bound(cleared.timeout, self.start.elapsed()),
+            None => cleared.timeout,
+        };
+        let resp = self.forward(req, timeout, cleared.method_override).await?;
         response_stage(
             resp,
             (&self.method, self.version),
@@ -258,6 +268,9 @@ impl<'a> Exchange<'a> {
             return Err(e);
         }
         let checked = self.check(req)?;
+        if let Some(call) = &mut self.grpc {
+            *call = GrpcCall::read(req.headers()).map_err(|_| ProxyError::BadGrpcTimeout)?;
+        }
         // Past `limits.max_in_flight` requests in flight, 503 at once (no
         // queue).
         let gate = self.gate;
@@ -607,6 +620,9 @@ impl<'a> Exchange<'a> {
         headers.insert(X_REAL_IP, conn.peer_ip.clone());
         headers.insert(header::FORWARDED, conn.forwarded.clone());
         self.trace.apply(headers);
+        if let Some(call) = &self.grpc {
+            call.forward(headers, self.start.elapsed());
+        }
         let upstream = &self.gate.upstream;
         let req = upstream.prepare(parts, body, path_and_query, original_host)?;
         let t0 = Instant::now();
@@ -633,8 +649,14 @@ impl<'a> Exchange<'a> {
         self.learned.body = None;
         let client_fault = matches!(result, Err(ProxyError::ClientBody(_)));
         let reason = result.as_ref().err().and_then(ProxyError::reason);
-        let (mut resp, decision, error) = match result {
-            Ok(resp) => (resp, "allow", None),
+        // A refused gRPC call is a 200 on the wire; it is counted and
+        // audited with the HTTP status it has for HTTP clients, beside its
+        // gRPC status.
+        let (mut resp, decision, error, status, refused) = match result {
+            Ok(resp) => {
+                let status = resp.status();
+                (resp, "allow", None, status, None)
+            }
             Err(e) => {
                 log_refusal(&e, &self.request_id, &self.trace, self.conn);
                 if let ProxyError::TooManyRequests(state, _) = &e {
@@ -646,19 +668,23 @@ impl<'a> Exchange<'a> {
                         .metrics
                         .request_body_error(product, body_error_reason(*fault));
                 }
+                let grpc = self.grpc.is_some();
                 (
-                    e.to_response(&self.request_id),
+                    e.to_response(&self.request_id, grpc),
                     e.decision(),
                     Some(e.code()),
+                    e.status(),
+                    grpc.then(|| e.grpc_code()),
                 )
             }
         };
+        let grpc_status = self.grpc_status(&mut resp, refused);
         let outcome = self.learned.outcome.as_ref();
         self.gate.metrics.observe_request(&Observed {
             product: outcome.map(|o| &o.product),
             action: outcome.map_or("", |o| o.action.as_str()),
             decision,
-            status: resp.status(),
+            status,
             elapsed: self.start.elapsed(),
             tier: self.learned.tier.as_ref(),
             service: &self.conn.identity.principal_header,
@@ -666,8 +692,9 @@ impl<'a> Exchange<'a> {
         });
         if let Some(slot) = self.slot.take() {
             let bytes_in = self.learned.bytes_in.take();
-            let mut event = self.event(decision, error, resp.status().as_u16());
+            let mut event = self.event(decision, error, status.as_u16());
             event.reason = reason;
+            event.grpc_status = grpc_status;
             resp.body_mut().audit(Box::new(PendingEvent {
                 slot,
                 event,
@@ -676,6 +703,32 @@ impl<'a> Exchange<'a> {
             }));
         }
         resp
+    }
+
+    /// A gRPC call's status, counted: meshgate's own (`refused`), or one
+    /// in the upstream's headers (a trailers-only response); otherwise the
+    /// body reads it from the trailers when they pass.
+    fn grpc_status(
+        &self,
+        resp: &mut Response<ProxyBody>,
+        refused: Option<grpc::Code>,
+    ) -> Option<u8> {
+        self.grpc.as_ref()?;
+        let product = self.learned.outcome.as_ref().map(|o| o.product.clone());
+        let statuses = self.gate.metrics.grpc_statuses();
+        match refused.or_else(|| grpc::status_in(resp.headers())) {
+            Some(code) => {
+                statuses.count(product.as_ref(), code.name());
+                Some(code.number())
+            }
+            None => {
+                resp.body_mut().grpc(GrpcEnd {
+                    statuses: statuses.clone(),
+                    product,
+                });
+                None
+            }
+        }
     }
 
     fn event(&mut self, decision: &'static str, error: Option<&'static str>, status: u16) -> Event {
@@ -698,6 +751,7 @@ impl<'a> Exchange<'a> {
             decision,
             error,
             status,
+            grpc_status: None,
             upstream: learned.upstream,
             duration: Duration::ZERO,
             bytes_in: 0,
@@ -874,28 +928,6 @@ fn log_refusal(e: &ProxyError, request_id: &HeaderValue, trace: &TraceContext, c
     }
 }
 
-/// Refuses, before anything else looks at it, a request whose target or
-/// authority is not one plain resource: `CONNECT` (authority-form, a
-/// tunnel), the asterisk-form (`OPTIONS *`), and a Host that is sent more
-/// than once or, in HTTP/1.1, not at all (RFC 9112 3.2: the server must
-/// answer 400; two Hosts let two hops disagree on which one counts).
-fn check_target<B>(req: &Request<B>) -> Result<(), ProxyError> {
-    if req.method() == Method::CONNECT {
-        return Err(ProxyError::BadRequest("CONNECT"));
-    }
-    if req.uri() == "*" {
-        return Err(ProxyError::BadRequest("asterisk-form target"));
-    }
-    let mut hosts = req.headers().get_all(header::HOST).iter();
-    match (hosts.next(), hosts.next()) {
-        (_, Some(_)) => Err(ProxyError::BadRequest("more than one Host")),
-        (None, None) if req.version() == Version::HTTP_11 && req.uri().authority().is_none() => {
-            Err(ProxyError::BadRequest("no Host"))
-        }
-        _ => Ok(()),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -936,57 +968,5 @@ mod tests {
         assert_eq!(h.version, h11, "chunked, whatever the upstream spoke");
         let names: Vec<&str> = h.headers.keys().map(|k| k.as_str()).collect();
         assert_eq!(names, ["content-encoding", "content-type"]);
-    }
-
-    #[test]
-    fn refuses_tunnels_asterisk_targets_and_ambiguous_hosts() {
-        let req = |method: &str, target: &str, version: Version, hosts: &[&str]| {
-            let mut b = Request::builder()
-                .method(method)
-                .uri(target)
-                .version(version);
-            for h in hosts {
-                b = b.header(header::HOST, *h);
-            }
-            b.body(()).expect("request")
-        };
-        let refused = |r: Request<()>| match check_target(&r) {
-            Err(ProxyError::BadRequest(what)) => Some(what),
-            _ => None,
-        };
-        let h11 = Version::HTTP_11;
-        assert_eq!(
-            refused(req("CONNECT", "localhost:443", h11, &["localhost:443"])),
-            Some("CONNECT")
-        );
-        assert_eq!(
-            refused(req("CONNECT", "/orders", h11, &["localhost"])),
-            Some("CONNECT")
-        );
-        assert_eq!(
-            refused(req("OPTIONS", "*", h11, &["localhost"])),
-            Some("asterisk-form target")
-        );
-        assert_eq!(
-            refused(req("GET", "/orders", h11, &["localhost", "evil.example"])),
-            Some("more than one Host")
-        );
-        assert_eq!(
-            refused(req("GET", "/orders", h11, &["localhost", "localhost"])),
-            Some("more than one Host")
-        );
-        assert_eq!(refused(req("GET", "/orders", h11, &[])), Some("no Host"));
-        // HTTP/1.0 needs no Host, an absolute-form target names the
-        // authority itself, and HTTP/2 has :authority.
-        assert_eq!(refused(req("GET", "/orders", Version::HTTP_10, &[])), None);
-        assert_eq!(
-            refused(req("GET", "https://localhost/orders", h11, &[])),
-            None
-        );
-        assert_eq!(
-            refused(req("GET", "https://localhost/orders", Version::HTTP_2, &[])),
-            None
-        );
-        assert_eq!(refused(req("GET", "/orders", h11, &["localhost"])), None);
     }
 }

@@ -53,11 +53,13 @@ const READ_KEYS: [&str; 13] = [
 ];
 
 /// The custom properties meshgate reads.
-pub(super) const CUSTOM: [&str; 9] = [
+pub(super) const CUSTOM: [&str; 11] = [
     "classification",
     "owner",
     "allowedPurposes",
     "meshgateRoutes",
+    super::grpc::PROPERTY,
+    super::flight::PROPERTY,
     "meshgateAllowOverride",
     "userToken",
     "successorVersion",

@@ -3,7 +3,9 @@
 //! From the standard: `id`, `name`, `version`, `domain`, `dataProduct`, `tags`,
 //! `schema[].name` (the datasets), `team` (owner), `slaProperties`. From
 //! `customProperties` (where ODCS puts what it does not define): `classification`,
-//! `owner`, `allowedPurposes`, `meshgateRoutes`, the product's route table, and
+//! `owner`, `allowedPurposes`, `meshgateRoutes`, the product's route table,
+//! `meshgateGrpc`, its gRPC methods as routes (`grpc.rs`), `meshgateFlight`,
+//! its Arrow Flight RPCs as routes (`flight.rs`), and
 //! `meshgateAllowOverride`, the method-override header its server honours.
 //!
 //! A contract is read into values once (serde_yaml_ng); each section, each
@@ -15,6 +17,8 @@
 //! product ([`Contract::warnings`]).
 
 mod fields;
+mod flight;
+mod grpc;
 mod keys;
 mod sections;
 

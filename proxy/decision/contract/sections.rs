@@ -190,7 +190,10 @@ pub(super) fn product(r: &mut Reader) -> Option<Product> {
         Some((path, v)) => r.value(v, &path, "customProperties.allowedPurposes"),
     };
     let datasets = datasets(r, &odcs, classification.as_deref());
-    let routes = match odcs.custom("meshgateRoutes") {
+    let grpc = odcs.custom(super::grpc::PROPERTY);
+    let flight = odcs.custom(super::flight::PROPERTY);
+    let mut routes = match odcs.custom("meshgateRoutes") {
+        None if grpc.is_some() || flight.is_some() => Vec::new(),
         None => {
             r.warn(
                 vec![key("customProperties")],
@@ -201,6 +204,12 @@ pub(super) fn product(r: &mut Reader) -> Option<Product> {
         }
         Some((path, v)) => routes(r, v, &path, &datasets),
     };
+    if let Some((path, v)) = grpc {
+        routes.extend(super::grpc::routes(r, v, &path, &datasets));
+    }
+    if let Some((path, v)) = flight {
+        routes.extend(super::flight::routes(r, v, &path, &datasets));
+    }
     let user_token = match odcs.custom("userToken") {
         None => Some(UserToken::None),
         Some((path, v)) => r.value(v, &path, "customProperties.userToken"),

@@ -159,6 +159,7 @@ pub fn audit_golden() -> &'static [(String, Vec<u8>)] {
                         decision: "no_route",
                         error: Some("no_route"),
                         status: 404,
+                        grpc_status: None,
                         upstream: None,
                         duration: Duration::from_micros(12 + i),
                         bytes_in: i,

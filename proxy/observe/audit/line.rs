@@ -153,6 +153,10 @@ pub(super) fn write_request(
         }
     }
     o.num("status", u64::from(e.status));
+    // Only on gRPC calls: an HTTP request's line is as it was.
+    if let Some(code) = e.grpc_status {
+        o.num("grpc_status", u64::from(code));
+    }
     o.opt_str("error", e.error)?;
     o.opt_str("reason", e.reason)?;
     o.opt_num("upstream_us", e.upstream.map(micros));

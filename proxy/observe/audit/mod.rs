@@ -184,6 +184,9 @@ pub struct Event {
     /// refused end-user token's (`expired`, `unknown_kid`, `malformed_claim`, ...).
     pub reason: Option<&'static str>,
     pub status: u16,
+    /// A gRPC call's status: meshgate's own refusal's, or the one the
+    /// upstream's trailers (or trailers-only headers) carried.
+    pub grpc_status: Option<u8>,
     pub upstream: Option<Duration>,
     pub duration: Duration,
     pub bytes_in: u64,

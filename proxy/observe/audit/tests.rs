@@ -38,6 +38,7 @@ fn event(path: &str) -> Event {
         decision: "no_route",
         error: Some("no_route"),
         status: 404,
+        grpc_status: None,
         upstream: None,
         duration: Duration::from_micros(12),
         bytes_in: 0,

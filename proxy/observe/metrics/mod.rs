@@ -4,8 +4,10 @@
 //! resolved once at start-up so that recording a request takes no lock.
 
 mod areas;
+mod grpc;
 mod histogram;
 
+pub use grpc::GrpcStatuses;
 pub use histogram::AtomicHistogram;
 
 use crate::decision::jwt::JwtMetrics;
@@ -274,6 +276,8 @@ pub struct Metrics {
     load_shed: [Counter; 3],
     /// Quota checks the shared store (Redis) did not answer.
     pub quota_store_errors: Counter,
+    /// gRPC calls by product and the gRPC status they ended with.
+    grpc: GrpcStatuses,
 }
 
 impl Metrics {
@@ -294,6 +298,7 @@ impl Metrics {
         let policy = Policy::register(&mut registry);
         let jwt = register_jwt(&mut registry);
         let quota = Quota::register(&mut registry);
+        let grpc = GrpcStatuses::register(&mut registry);
         Metrics {
             registry,
             traffic,
@@ -313,6 +318,7 @@ impl Metrics {
             quota_rejections: quota.rejections,
             load_shed: quota.load_shed,
             quota_store_errors: quota.store_errors,
+            grpc,
         }
     }
 
@@ -326,6 +332,11 @@ impl Metrics {
     /// `meshgate_request_body_lingers_total`, by `result`.
     pub fn lingers(&self) -> &Family<ResultLabels, Counter> {
         &self.traffic.lingers
+    }
+
+    /// `meshgate_grpc_requests_total`, by product and gRPC status.
+    pub fn grpc_statuses(&self) -> &GrpcStatuses {
+        &self.grpc
     }
 
     pub fn jwt(&self) -> JwtMetrics {

@@ -1,0 +1,85 @@
+//! The first check of every request: is its target one plain resource?
+
+use http::header;
+use http::{Method, Request, Version};
+
+use crate::pipeline::error::ProxyError;
+
+/// Refuses, before anything else looks at it, a request whose target or
+/// authority is not one plain resource: `CONNECT` (authority-form, a
+/// tunnel), the asterisk-form (`OPTIONS *`), and a Host that is sent more
+/// than once or, in HTTP/1.1, not at all (RFC 9112 3.2: the server must
+/// answer 400; two Hosts let two hops disagree on which one counts).
+pub(super) fn check_target<B>(req: &Request<B>) -> Result<(), ProxyError> {
+    if req.method() == Method::CONNECT {
+        return Err(ProxyError::BadRequest("CONNECT"));
+    }
+    if req.uri() == "*" {
+        return Err(ProxyError::BadRequest("asterisk-form target"));
+    }
+    let mut hosts = req.headers().get_all(header::HOST).iter();
+    match (hosts.next(), hosts.next()) {
+        (_, Some(_)) => Err(ProxyError::BadRequest("more than one Host")),
+        (None, None) if req.version() == Version::HTTP_11 && req.uri().authority().is_none() => {
+            Err(ProxyError::BadRequest("no Host"))
+        }
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refuses_tunnels_asterisk_targets_and_ambiguous_hosts() {
+        let req = |method: &str, target: &str, version: Version, hosts: &[&str]| {
+            let mut b = Request::builder()
+                .method(method)
+                .uri(target)
+                .version(version);
+            for h in hosts {
+                b = b.header(header::HOST, *h);
+            }
+            b.body(()).expect("request")
+        };
+        let refused = |r: Request<()>| match check_target(&r) {
+            Err(ProxyError::BadRequest(what)) => Some(what),
+            _ => None,
+        };
+        let h11 = Version::HTTP_11;
+        assert_eq!(
+            refused(req("CONNECT", "localhost:443", h11, &["localhost:443"])),
+            Some("CONNECT")
+        );
+        assert_eq!(
+            refused(req("CONNECT", "/orders", h11, &["localhost"])),
+            Some("CONNECT")
+        );
+        assert_eq!(
+            refused(req("OPTIONS", "*", h11, &["localhost"])),
+            Some("asterisk-form target")
+        );
+        assert_eq!(
+            refused(req("GET", "/orders", h11, &["localhost", "evil.example"])),
+            Some("more than one Host")
+        );
+        assert_eq!(
+            refused(req("GET", "/orders", h11, &["localhost", "localhost"])),
+            Some("more than one Host")
+        );
+        assert_eq!(refused(req("GET", "/orders", h11, &[])), Some("no Host"));
+        // HTTP/1.0 needs no Host, an absolute-form target names the
+        // authority itself, and HTTP/2 has :authority.
+        assert_eq!(refused(req("GET", "/orders", Version::HTTP_10, &[])), None);
+        assert_eq!(
+            refused(req("GET", "https://localhost/orders", h11, &[])),
+            None
+        );
+        assert_eq!(
+            refused(req("GET", "https://localhost/orders", Version::HTTP_2, &[])),
+            None
+        );
+        assert_eq!(refused(req("GET", "/orders", h11, &["localhost"])), None);
+    }
+}
