@@ -42,6 +42,7 @@ pub fn demo_config(opts: &DemoOptions, upstream: SocketAddr) -> anyhow::Result<C
         audit: Default::default(),
         metrics: Default::default(),
         fields: None,
+        tracing: Default::default(),
     })
 }
 

@@ -19,6 +19,7 @@ use hyper::body::Incoming;
 
 use crate::model::response::{BodyTransform, TransformError};
 use crate::observe::audit::{Event, Slot};
+use crate::observe::trace::Draft;
 use crate::pipeline::grpc::GrpcEnd;
 use crate::transport::upstream::Lease;
 
@@ -35,6 +36,8 @@ pub struct ProxyBody {
     rewrite: Option<Box<Rewrite>>,
     /// A forwarded gRPC call: its status is read from the trailers.
     grpc: Option<Box<GrpcEnd>>,
+    /// A sampled request's spans, ended with the body.
+    span: Option<Box<Draft>>,
 }
 
 /// A body on its way through a [`BodyTransform`].
@@ -65,6 +68,7 @@ impl ProxyBody {
             lease,
             rewrite: None,
             grpc: None,
+            span: None,
         };
         body.release_if_ended();
         body
@@ -77,6 +81,7 @@ impl ProxyBody {
             lease: None,
             rewrite: None,
             grpc: None,
+            span: None,
         }
     }
 
@@ -109,6 +114,9 @@ impl ProxyBody {
             return;
         };
         let code = end.trailers(trailers);
+        if let (Some(span), Some(code)) = (self.span.as_mut(), code) {
+            span.grpc_status(code.number());
+        }
         if let (Some(p), Some(code)) = (self.pending.as_mut(), code) {
             p.event.grpc_status = Some(code.number());
         }
@@ -119,7 +127,15 @@ impl ProxyBody {
         self.pending = Some(pending);
     }
 
+    /// Ends the request's spans when this body ends or is dropped.
+    pub fn trace(&mut self, span: Box<Draft>) {
+        self.span = Some(span);
+    }
+
     fn finish(&mut self, complete: bool) {
+        if let Some(span) = self.span.take() {
+            span.end(complete);
+        }
         if let Some(p) = self.pending.take() {
             let PendingEvent {
                 slot,

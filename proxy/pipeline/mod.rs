@@ -50,4 +50,6 @@ pub struct Gate {
     pub strip_extra: Vec<http::HeaderName>,
     /// `fields.hash_key_file`: the key of `hash`-masked fields.
     pub mask_key: Option<mask::HashKey>,
+    /// OpenTelemetry spans (`tracing.otlp`); `None`: off.
+    pub tracer: Option<crate::observe::trace::Tracer>,
 }

@@ -61,10 +61,12 @@ use crate::model::response::ResponseTransform;
 use crate::model::trace::TraceContext;
 use crate::observe::audit::{Event, Slot};
 use crate::observe::metrics::{Observed, QuotaLabels};
+use crate::observe::trace::Draft;
 use crate::transport::upstream::{BodyWatch, ClientBodyFault, CountedBody};
 
 mod describe;
 mod target;
+mod traced;
 
 use target::check_target;
 
@@ -169,6 +171,8 @@ struct Exchange<'a> {
     /// A gRPC call (`content-type: application/grpc…`): refused with a
     /// gRPC status, its deadline bounding the upstream's.
     grpc: Option<GrpcCall>,
+    /// A sampled request's spans (`request/traced.rs`); `None` when tracing is off.
+    span: Option<Box<Draft>>,
     learned: Learned,
 }
 
@@ -192,11 +196,16 @@ struct Learned {
 impl<'a> Exchange<'a> {
     /// Starts the record: request id, trace context, clock.
     fn start(gate: &'a Gate, conn: &'a Arc<ConnInfo>, req: &Request<Incoming>) -> Exchange<'a> {
+        let request_id = gate.request_ids.next();
+        let mut trace = TraceContext::from_headers(req.headers());
+        let span =
+            (gate.tracer.as_ref()).and_then(|t| t.sample(&mut trace, req, conn, &request_id));
         Exchange {
             gate,
             conn,
-            request_id: gate.request_ids.next(),
-            trace: TraceContext::from_headers(req.headers()),
+            request_id,
+            trace,
+            span,
             method: req.method().clone(),
             version: req.version(),
             received: SystemTime::now(),
@@ -626,7 +635,9 @@ impl<'a> Exchange<'a> {
         let upstream = &self.gate.upstream;
         let req = upstream.prepare(parts, body, path_and_query, original_host)?;
         let t0 = Instant::now();
+        self.span_upstream(None);
         let sent = upstream.send(req, timeout).await;
+        self.span_upstream(Some(sent.as_ref().ok().map(|(r, _)| r.status())));
         let took = t0.elapsed();
         self.learned.upstream = Some(took);
         let product = self.learned.outcome.as_ref().map(|o| &o.product);
@@ -679,6 +690,7 @@ impl<'a> Exchange<'a> {
             }
         };
         let grpc_status = self.grpc_status(&mut resp, refused);
+        self.span_answered(&mut resp, decision, error, grpc_status);
         let outcome = self.learned.outcome.as_ref();
         self.gate.metrics.observe_request(&Observed {
             product: outcome.map(|o| &o.product),
@@ -768,16 +780,12 @@ impl Drop for Exchange<'_> {
         if let Some(fault) = watch.as_ref().and_then(BodyWatch::fault_when_dropped) {
             self.count_dropped_body_error(fault);
         }
+        let decision = self.cancelled_decision();
+        self.span_cancelled(decision);
         let Some(slot) = self.slot.take() else {
             return;
         };
         let bytes_in = self.learned.bytes_in.take();
-        let decision = match &self.learned.outcome {
-            _ if self.learned.forwarded => "allow",
-            Some(o) if !o.decision.allowed => "deny",
-            // Cancelled before it was decided (and admitted).
-            _ => "cancelled",
-        };
         let mut event = self.event(decision, Some(CLIENT_CLOSED_REQUEST), CLIENT_CLOSED);
         event.duration = self.start.elapsed();
         event.bytes_in = bytes_in.map_or(0, |n| n.load(Ordering::Relaxed));

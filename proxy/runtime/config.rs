@@ -61,6 +61,9 @@ pub struct Config {
     /// Field masking: the hash key (`fields.hash_key_file`).
     #[serde(default)]
     pub fields: Option<crate::pipeline::mask::FieldsConfig>,
+    /// OpenTelemetry spans (`tracing.otlp`); absent: off.
+    #[serde(default)]
+    pub tracing: crate::observe::trace::TracingConfig,
 }
 
 fn default_admin() -> SocketAddr {
@@ -292,6 +295,9 @@ impl Config {
             message,
         };
         if let Err((field, message)) = self.limits.check() {
+            return Err(invalid(field, message));
+        }
+        if let Err((field, message)) = self.tracing.check() {
             return Err(invalid(field, message));
         }
         if !(self.timeouts.latency_factor >= 0.0 && self.timeouts.latency_factor.is_finite()) {

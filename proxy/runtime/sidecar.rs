@@ -58,6 +58,8 @@ pub enum StartError {
     Audit(String),
     #[error("fields.hash_key_file: {0}")]
     Fields(String),
+    #[error("{0}")]
+    Tracing(String),
 }
 
 /// Everything the running sidecar shares between connections. Immutable but for
@@ -246,22 +248,7 @@ pub async fn bind(config: Config, embedded: Option<PolicyInputs>) -> Result<Boun
             source,
         })?;
 
-    let mut h1 = hyper::server::conn::http1::Builder::new();
-    h1.timer(TokioTimer::new())
-        .header_read_timeout(config.timeouts.header_read)
-        .max_buf_size(config.limits.max_header_bytes)
-        .keep_alive(true);
-    let mut h2 = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
-    h2.timer(TokioTimer::new())
-        .max_concurrent_streams(config.limits.max_h2_streams)
-        // Rapid reset (CVE-2023-44487) and error floods: set here rather than
-        // left to hyper's and h2's defaults, which have changed between releases.
-        .max_pending_accept_reset_streams(config.limits.max_h2_pending_resets)
-        .max_local_error_reset_streams(config.limits.max_h2_error_resets)
-        .max_send_buf_size(config.limits.max_h2_send_buffer_bytes)
-        .max_header_list_size(u32::try_from(config.limits.max_header_bytes).unwrap_or(u32::MAX))
-        .keep_alive_interval(Some(config.timeouts.idle / 2))
-        .keep_alive_timeout(config.timeouts.header_read);
+    let (h1, h2) = http_builders(&config);
 
     let mask_key = match &config.fields {
         None => None,
@@ -270,6 +257,7 @@ pub async fn bind(config: Config, embedded: Option<PolicyInputs>) -> Result<Boun
         }
     };
     let gate = Gate {
+        tracer: start_tracer(&config, &metrics)?,
         mask_key,
         policy,
         users,
@@ -303,6 +291,47 @@ pub async fn bind(config: Config, embedded: Option<PolicyInputs>) -> Result<Boun
         admin,
         audit_writer,
     })
+}
+
+/// The HTTP/1.1 and HTTP/2 server settings of the data listener.
+fn http_builders(
+    config: &Config,
+) -> (
+    hyper::server::conn::http1::Builder,
+    hyper::server::conn::http2::Builder<TokioExecutor>,
+) {
+    let mut h1 = hyper::server::conn::http1::Builder::new();
+    h1.timer(TokioTimer::new())
+        .header_read_timeout(config.timeouts.header_read)
+        .max_buf_size(config.limits.max_header_bytes)
+        .keep_alive(true);
+    let mut h2 = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+    h2.timer(TokioTimer::new())
+        .max_concurrent_streams(config.limits.max_h2_streams)
+        // Rapid reset (CVE-2023-44487) and error floods: set here rather than
+        // left to hyper's and h2's defaults, which have changed between releases.
+        .max_pending_accept_reset_streams(config.limits.max_h2_pending_resets)
+        .max_local_error_reset_streams(config.limits.max_h2_error_resets)
+        .max_send_buf_size(config.limits.max_h2_send_buffer_bytes)
+        .max_header_list_size(u32::try_from(config.limits.max_header_bytes).unwrap_or(u32::MAX))
+        .keep_alive_interval(Some(config.timeouts.idle / 2))
+        .keep_alive_timeout(config.timeouts.header_read);
+    (h1, h2)
+}
+
+/// The span exporter (`tracing.otlp`), started on this runtime; `None`: off.
+fn start_tracer(
+    config: &Config,
+    metrics: &Metrics,
+) -> Result<Option<crate::observe::trace::Tracer>, StartError> {
+    let Some(otlp) = &config.tracing.otlp else {
+        return Ok(None);
+    };
+    let h2c = config.upstream_protocol == crate::runtime::config::UpstreamProtocol::H2c;
+    let peer = crate::observe::trace::UpstreamPeer::new(&config.upstream.authority, h2c);
+    crate::observe::trace::Tracer::start(otlp, peer, metrics.trace.clone())
+        .map(Some)
+        .map_err(StartError::Tracing)
 }
 
 impl Bound {
@@ -368,6 +397,13 @@ impl Bound {
         }
 
         accept_loop(sc.clone(), data, shutdown).await;
+        if let (Some(tracer), Some(otlp)) = (&sc.gate.tracer, &sc.config.tracing.otlp) {
+            if !tracer.flush(otlp.timeout).await {
+                tracing::warn!(
+                    "the span exporter did not send the queued spans in time; exiting without them"
+                );
+            }
+        }
         if let Some(audit) = &sc.gate.audit {
             if !audit.flush(sc.config.timeouts.shutdown_grace).await {
                 tracing::error!(

@@ -6,9 +6,11 @@
 mod areas;
 mod grpc;
 mod histogram;
+mod trace;
 
 pub use grpc::GrpcStatuses;
 pub use histogram::AtomicHistogram;
+pub use trace::TraceMetrics;
 
 use crate::decision::jwt::JwtMetrics;
 use crate::decision::store::Reload;
@@ -278,6 +280,8 @@ pub struct Metrics {
     pub quota_store_errors: Counter,
     /// gRPC calls by product and the gRPC status they ended with.
     grpc: GrpcStatuses,
+    /// Spans exported and dropped (`tracing.otlp`).
+    pub trace: TraceMetrics,
 }
 
 impl Metrics {
@@ -299,6 +303,7 @@ impl Metrics {
         let jwt = register_jwt(&mut registry);
         let quota = Quota::register(&mut registry);
         let grpc = GrpcStatuses::register(&mut registry);
+        let trace = TraceMetrics::register(&mut registry);
         Metrics {
             registry,
             traffic,
@@ -319,6 +324,7 @@ impl Metrics {
             load_shed: quota.load_shed,
             quota_store_errors: quota.store_errors,
             grpc,
+            trace,
         }
     }
 

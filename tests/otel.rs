@@ -1,0 +1,369 @@
+//! OpenTelemetry spans (`tracing.otlp`) through the real binary, exported
+//! to a real OTLP/HTTP receiver (`tests/common/otlp.rs`, decoding with the
+//! official `opentelemetry-proto` types): the spans, their parent/child
+//! links and attributes, parent-based ratio sampling, the flush at
+//! shutdown, and collectors that hang or die under load.
+
+mod common;
+
+use std::process::Command;
+
+use common::otlp::{Mode, OtlpReceiver, Span};
+use common::*;
+use serde_json::{json, Value};
+
+const CAMPAIGNS: &str = "spiffe://mesh.local/ns/marketing/sa/campaigns";
+
+/// The `tracing` section for `receiver`, with more `otlp` fields.
+fn tracing(receiver: &OtlpReceiver, more: &str) -> String {
+    format!(
+        "tracing:\n  otlp:\n    endpoint: {}\n    protocol: http/protobuf\n{more}",
+        receiver.endpoint()
+    )
+}
+
+/// A trace id of 32 hex digits ending in `n`.
+fn trace_id(n: u32) -> String {
+    format!("4bf92f3577b34da6a3ce929d{n:08x}")
+}
+
+/// GET `url` as `who` over HTTP/1.1 with extra curl `args`: status and
+/// response headers (lower-case names).
+fn get(pki: &Pki, who: &str, url: &str, args: &[&str]) -> (String, String) {
+    let mut all = vec![
+        "--http1.1",
+        "-o",
+        "/dev/null",
+        "-D",
+        "-",
+        "-w",
+        "%{http_code}",
+    ];
+    all.extend_from_slice(args);
+    all.push(url);
+    let out = curl(pki, Some(who), &all);
+    let text = String::from_utf8_lossy(&out.stdout).to_lowercase();
+    let (head, status) = text.rsplit_once("\r\n\r\n").unwrap_or(("", &text));
+    (status.to_string(), head.to_string())
+}
+
+fn header<'a>(head: &'a str, name: &str) -> &'a str {
+    head.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name}: ")))
+        .unwrap_or("")
+        .trim()
+}
+
+fn kind(spans: &[Span], kind: i32) -> Span {
+    let of: Vec<&Span> = spans.iter().filter(|s| s.kind == kind).collect();
+    assert_eq!(of.len(), 1, "one span of kind {kind}: {spans:#?}");
+    of[0].clone()
+}
+
+/// The traceparent the upstream received for the request to `target`.
+fn upstream_traceparent(up: &Upstream, target: &str) -> String {
+    let seen = up.seen();
+    let req = seen
+        .iter()
+        .rev()
+        .find(|s| s.target == target)
+        .unwrap_or_else(|| panic!("{target} never reached the upstream"));
+    req.header("traceparent").join(",")
+}
+
+#[test]
+fn a_request_is_a_server_span_in_the_callers_trace_with_its_upstream_call_as_a_client_child() {
+    let receiver = OtlpReceiver::start(Mode::Answer);
+    let pki = Pki::with_clients(&[("campaigns", CAMPAIGNS)]);
+    let mut up = Upstream::start();
+    let more = "    service_name: orders-sidecar\n    resource: {deployment.environment.name: test}\n    queue: {delay: 20ms}\n";
+    let mg = Meshgate::builder(&pki, &up)
+        .policies()
+        .extra(&tracing(&receiver, more))
+        .start();
+
+    // Allowed, in the caller's sampled trace.
+    let t = trace_id(1);
+    let caller = "00f067aa0ba902b7";
+    let tp = format!("traceparent: 00-{t}-{caller}-01");
+    let url = mg.url("/orders?secret=s3cr3t");
+    let (status, head) = get(&pki, "reporting", &url, &["-H", &tp, "-A", "otel-test/1"]);
+    assert_eq!(status, "200", "{head}");
+    let spans = receiver.wait_trace(&t, 2);
+    assert_eq!(spans.len(), 2, "{spans:#?}");
+    let (server, client) = (kind(&spans, 2), kind(&spans, 3));
+    assert_eq!(server.parent, caller, "the caller's span is the parent");
+    assert_eq!(
+        client.parent, server.span_id,
+        "the upstream call is a child"
+    );
+    assert_eq!(
+        upstream_traceparent(&up, "/orders?secret=s3cr3t"),
+        format!("00-{t}-{}-01", client.span_id),
+        "the upstream's parent is the client span"
+    );
+    assert!(
+        server.start <= client.start && client.end <= server.end,
+        "{spans:#?}"
+    );
+    assert_eq!(server.name, "GET");
+    assert_eq!(server.status, 0, "unset: {server:#?}");
+    assert_eq!(
+        server.flags, 0x301,
+        "sampled, its parent remote: {server:#?}"
+    );
+    let expected = [
+        ("http.request.method", json!("GET")),
+        ("url.scheme", json!("https")),
+        ("url.path", json!("/orders")),
+        ("http.response.status_code", json!(200)),
+        ("server.address", json!("localhost")),
+        ("server.port", json!(mg.data.port())),
+        ("network.protocol.name", json!("http")),
+        ("network.protocol.version", json!("1.1")),
+        ("client.address", json!("127.0.0.1")),
+        ("user_agent.original", json!("otel-test/1")),
+        ("meshgate.action", json!("read")),
+        ("meshgate.decision", json!("allow")),
+        ("meshgate.principal", json!(REPORTING)),
+        ("meshgate.request_id", json!(header(&head, "x-request-id"))),
+    ];
+    for (key, value) in expected {
+        assert_eq!(server.attr(key), value, "{key}: {server:#?}");
+    }
+    assert!(server.attr("client.port").is_i64(), "{server:#?}");
+    assert!(server
+        .attr("meshgate.product")
+        .as_str()
+        .is_some_and(|p| !p.is_empty()));
+    let permits = server.attr("meshgate.policy_ids");
+    assert!(
+        permits.as_array().is_some_and(|a| !a.is_empty()),
+        "{permits}"
+    );
+    let texts = format!("{spans:?}");
+    assert!(!texts.contains("s3cr3t"), "no query in spans: {texts}");
+    for (key, value) in [
+        ("http.request.method", json!("GET")),
+        ("server.address", json!("127.0.0.1")),
+        ("server.port", json!(up.addr.port())),
+        ("network.protocol.version", json!("1.1")),
+        ("http.response.status_code", json!(200)),
+    ] {
+        assert_eq!(client.attr(key), value, "{key}: {client:#?}");
+    }
+    assert_eq!(server.resource["service.name"], json!("orders-sidecar"));
+    assert_eq!(
+        server.resource["deployment.environment.name"],
+        json!("test")
+    );
+    assert_eq!(server.scope, "meshgate");
+
+    // Denied: a server span only, with the decision and no client span.
+    let t = trace_id(2);
+    let tp = format!("traceparent: 00-{t}-{caller}-01");
+    let (status, _) = get(&pki, "campaigns", &mg.url("/orders"), &["-H", &tp]);
+    assert_eq!(status, "403");
+    let spans = receiver.wait_trace(&t, 1);
+    let server = kind(&spans, 2);
+    assert_eq!(spans.len(), 1, "no upstream call: {spans:#?}");
+    assert_eq!(server.attr("meshgate.decision"), json!("deny"));
+    assert_eq!(server.attr("http.response.status_code"), json!(403));
+    assert_eq!(server.attr("error.type"), json!("forbidden"));
+    assert_eq!(server.attr("meshgate.principal"), json!(CAMPAIGNS));
+    assert!(server.attr("meshgate.policy_ids").is_array());
+    assert_eq!(server.status, 0, "a 4xx is not the server's error");
+
+    // The upstream down: both spans are errors.
+    up.kill();
+    let t = trace_id(3);
+    let tp = format!("traceparent: 00-{t}-{caller}-01");
+    let (status, _) = get(&pki, "reporting", &mg.url("/orders"), &["-H", &tp]);
+    assert_eq!(status, "502");
+    let spans = receiver.wait_trace(&t, 2);
+    let (server, client) = (kind(&spans, 2), kind(&spans, 3));
+    assert_eq!((server.status, client.status), (2, 2), "{spans:#?}");
+    assert_eq!(client.attr("http.response.status_code"), Value::Null);
+    assert_eq!(client.attr("error.type"), server.attr("error.type"));
+    assert!(client
+        .attr("error.type")
+        .as_str()
+        .is_some_and(|e| e.starts_with("upstream")));
+}
+
+/// Three requests to a sidecar sampling with `sampler`: one starting a
+/// trace, one in an unsampled and one in a sampled caller trace (the
+/// last one's spans mark that the ones before it were exported, if at
+/// all). Returns the spans of the first two traces and the flags the
+/// upstream received for them.
+fn sample(sampler: &str) -> (Vec<Span>, [String; 2]) {
+    let receiver = OtlpReceiver::start(Mode::Answer);
+    let pki = Pki::new();
+    let up = Upstream::start();
+    let more = format!("    sampler: {sampler}\n    queue: {{delay: 10ms}}\n");
+    let mg = Meshgate::builder(&pki, &up)
+        .extra(&tracing(&receiver, &more))
+        .start();
+    assert_eq!(get(&pki, "reporting", &mg.url("/new"), &[]).0, "200");
+    let new = upstream_traceparent(&up, "/new");
+    let (new_trace, new_flags) = (new[3..35].to_string(), new[53..].to_string());
+    let unsampled = trace_id(10);
+    let tp = format!("traceparent: 00-{unsampled}-00f067aa0ba902b7-00");
+    assert_eq!(
+        get(&pki, "reporting", &mg.url("/unsampled"), &["-H", &tp]).0,
+        "200"
+    );
+    let unsampled_flags = upstream_traceparent(&up, "/unsampled")[53..].to_string();
+    let marker = trace_id(11);
+    let tp = format!("traceparent: 00-{marker}-00f067aa0ba902b7-01");
+    assert_eq!(
+        get(&pki, "reporting", &mg.url("/marker"), &["-H", &tp]).0,
+        "200"
+    );
+    receiver.wait_trace(&marker, 2);
+    let spans = receiver
+        .spans()
+        .into_iter()
+        .filter(|s| s.trace_id == new_trace || s.trace_id == unsampled)
+        .collect();
+    (spans, [new_flags, unsampled_flags])
+}
+
+#[test]
+fn sampling_follows_the_ratio_for_new_traces_and_the_callers_flag_for_continued_ones() {
+    // Ratio 0: no new trace is sampled, a sampled caller's trace is.
+    let (spans, flags) = sample("{ratio: 0}");
+    assert!(spans.is_empty(), "{spans:#?}");
+    assert_eq!(flags, ["00", "00"]);
+    // Ratio 1: every new trace (the upstream told so), and still not
+    // an unsampled caller's.
+    let (spans, flags) = sample("{ratio: 1}");
+    assert_eq!(spans.len(), 2, "{spans:#?}");
+    assert!(spans.iter().all(|s| s.parent.is_empty() || s.kind == 3));
+    assert_eq!(flags, ["01", "00"]);
+    // Not parent-based: the ratio decides continued traces too.
+    let (spans, flags) = sample("{ratio: 1, parent_based: false}");
+    assert_eq!(spans.len(), 4, "{spans:#?}");
+    assert_eq!(flags, ["01", "01"]);
+}
+
+#[test]
+fn spans_still_queued_at_shutdown_are_exported_before_the_process_exits() {
+    let receiver = OtlpReceiver::start(Mode::Answer);
+    let pki = Pki::new();
+    let up = Upstream::start();
+    let mut mg = Meshgate::builder(&pki, &up)
+        .extra(&tracing(&receiver, "    queue: {delay: 60s}\n"))
+        .start();
+    let t = trace_id(20);
+    let tp = format!("traceparent: 00-{t}-00f067aa0ba902b7-01");
+    assert_eq!(
+        get(&pki, "reporting", &mg.url("/last"), &["-H", &tp]).0,
+        "200"
+    );
+    assert!(mg.terminate().success());
+    let spans: Vec<Span> = receiver
+        .spans()
+        .into_iter()
+        .filter(|s| s.trace_id == t)
+        .collect();
+    assert_eq!(spans.len(), 2, "flushed at shutdown: {spans:#?}");
+}
+
+/// `n` GETs of `path` in parallel over HTTP/2 (one curl): their statuses.
+fn load(pki: &Pki, mg: &Meshgate, path: &str, n: usize) -> Vec<String> {
+    let url = mg.url(path);
+    let mut args = vec!["--parallel", "--parallel-max", "32", "-w", "%{http_code}\n"];
+    for _ in 0..n {
+        args.extend(["-o", "/dev/null", url.as_str()]);
+    }
+    let out = curl_command(pki, Some("reporting"), &[])
+        .args(["--max-time", "10"])
+        .args(&args)
+        .output()
+        .expect("curl runs");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn a_stuck_collector_neither_delays_nor_fails_a_request_and_the_dropped_spans_are_counted() {
+    let receiver = OtlpReceiver::start(Mode::Hang);
+    let pki = Pki::new();
+    let up = Upstream::start();
+    let more = "    timeout: 60s\n    queue: {max_spans: 8, max_batch: 4, delay: 10ms}\n";
+    let mg = Meshgate::builder(&pki, &up)
+        .extra(&tracing(&receiver, more))
+        .start();
+    // Each request has 10 s (curl's --max-time), far less than the
+    // exporter waits for the stuck collector.
+    let statuses = load(&pki, &mg, "/load", 200);
+    assert_eq!(statuses.len(), 200);
+    assert!(statuses.iter().all(|s| s == "200"), "{statuses:?}");
+    // 400 spans: at most 4 in the stuck export and 8 queued, the rest dropped.
+    let full = "meshgate_trace_spans_dropped_total{reason=\"queue_full\"}";
+    mg.wait_metric(full, 388.0);
+    assert_eq!(mg.metric("meshgate_trace_spans_exported_total"), 0.0);
+}
+
+#[test]
+fn a_collector_that_dies_under_load_fails_no_request_and_its_lost_batches_are_counted() {
+    let receiver = OtlpReceiver::start(Mode::Answer);
+    let pki = Pki::new();
+    let up = Upstream::start();
+    let more = "    timeout: 2s\n    queue: {max_spans: 64, max_batch: 16, delay: 10ms}\n";
+    let mg = Meshgate::builder(&pki, &up)
+        .extra(&tracing(&receiver, more))
+        .start();
+    let t = trace_id(30);
+    let tp = format!("traceparent: 00-{t}-00f067aa0ba902b7-01");
+    assert_eq!(
+        get(&pki, "reporting", &mg.url("/before"), &["-H", &tp]).0,
+        "200"
+    );
+    receiver.wait_trace(&t, 2);
+    mg.wait_metric("meshgate_trace_spans_exported_total", 2.0);
+    drop(receiver);
+    let statuses = load(&pki, &mg, "/after", 200);
+    assert_eq!(statuses.len(), 200);
+    assert!(statuses.iter().all(|s| s == "200"), "{statuses:?}");
+    mg.wait_metric(
+        "meshgate_trace_spans_dropped_total{reason=\"export_failed\"}",
+        1.0,
+    );
+    assert_eq!(mg.metric("meshgate_trace_spans_exported_total"), 2.0);
+}
+
+#[test]
+fn a_bad_tracing_section_is_refused_naming_its_field() {
+    let receiver = OtlpReceiver::start(Mode::Answer);
+    let pki = Pki::new();
+    let up = Upstream::start();
+    for (more, says) in [
+        (
+            "    sampler: {ratio: 2}\n",
+            "tracing.otlp.sampler.ratio: 2 is not a ratio from 0 to 1",
+        ),
+        ("    sampler: {rate: 1}\n", "tracing.otlp.sampler.rate"),
+        (
+            "    queue: {max_batch: 0}\n",
+            "tracing.otlp.queue.max_batch: 0 is outside",
+        ),
+    ] {
+        let yaml = Meshgate::builder(&pki, &up)
+            .extra(&tracing(&receiver, more))
+            .yaml();
+        let path = pki.path("bad-tracing.yaml");
+        std::fs::write(&path, &yaml).expect("write");
+        let out = Command::new(bin())
+            .args(["validate", "--config"])
+            .arg(&path)
+            .output()
+            .expect("meshgate runs");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(err.contains(says), "{says}: {err}");
+    }
+}
