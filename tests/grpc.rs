@@ -7,10 +7,9 @@
 
 mod common;
 
-use std::path::Path;
 use std::process::Output;
 
-use common::grpc::{grpc_calls, metadata, require_grpcio, GrpcServer};
+use common::grpc::{add_orders_rpc, grpc_calls, metadata, require_grpcio, GrpcServer};
 use common::*;
 use serde_json::{json, Value};
 
@@ -27,11 +26,7 @@ fn sidecar(pki: &Pki, server: &GrpcServer, more: impl FnOnce(Sidecar) -> Sidecar
         .extra(&format!(
             "upstream_protocol: h2c\nquotas:\n  tiers:\n    tiny: {{ rate: 1/h, burst: 1 }}\n  consumers:\n    - {{ id: \"{BATCH}\", tier: tiny }}\n"
         ));
-    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/grpc");
-    let sales = pki.path("policies/domains/sales");
-    for f in ["orders-rpc.odcs.yaml", "orders-rpc.cedar"] {
-        std::fs::copy(fixtures.join(f), sales.join(f)).expect("copy fixture");
-    }
+    add_orders_rpc(pki);
     more(builder).start()
 }
 

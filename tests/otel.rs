@@ -367,3 +367,75 @@ fn a_bad_tracing_section_is_refused_naming_its_field() {
         assert!(err.contains(says), "{says}: {err}");
     }
 }
+
+/// One gRPC call of `meshgate.test.Orders` with curl (HTTP/2, an empty
+/// message) in the sampled trace `trace`: what curl printed.
+fn grpc_call(pki: &Pki, mg: &Meshgate, method: &str, trace: &str) -> String {
+    let frame = pki.path("empty-message.bin");
+    std::fs::write(&frame, [0u8; 5]).expect("write frame");
+    let tp = format!("traceparent: 00-{trace}-00f067aa0ba902b7-01");
+    let data = format!("@{}", frame.display());
+    let url = mg.url(&format!("/meshgate.test.Orders/{method}"));
+    let mut args = vec!["--http2", "-H", "content-type: application/grpc"];
+    args.extend([
+        "-H",
+        "te: trailers",
+        "-H",
+        &tp,
+        "--data-binary",
+        &data,
+        &url,
+    ]);
+    let out = curl(pki, Some("reporting"), &args);
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+#[test]
+fn a_grpc_call_is_named_by_its_method_with_its_grpc_status_exported_over_otlp_grpc() {
+    if !common::grpc::require_grpcio() {
+        return;
+    }
+    let receiver = OtlpReceiver::start(Mode::Answer);
+    let server = common::grpc::GrpcServer::start();
+    let pki = Pki::new();
+    let builder = Meshgate::builder(&pki, &server.url()).policies();
+    common::grpc::add_orders_rpc(&pki);
+    let more = format!(
+        "upstream_protocol: h2c\ntracing:\n  otlp:\n    endpoint: {}\n    protocol: grpc\n    queue: {{delay: 10ms}}\n",
+        receiver.grpc_endpoint()
+    );
+    let mg = builder.extra(&more).start();
+
+    // Forwarded: the server's status, from its trailers, on both spans.
+    let t = trace_id(40);
+    grpc_call(&pki, &mg, "Get", &t);
+    let spans = receiver.wait_trace(&t, 2);
+    let (server, client) = (kind(&spans, 2), kind(&spans, 3));
+    assert_eq!(server.name, "meshgate.test.Orders/Get");
+    for (key, value) in [
+        ("rpc.system", json!("grpc")),
+        ("rpc.service", json!("meshgate.test.Orders")),
+        ("rpc.method", json!("Get")),
+        ("rpc.grpc.status_code", json!(0)),
+        ("http.response.status_code", json!(200)),
+        ("network.protocol.version", json!("2")),
+        ("meshgate.decision", json!("allow")),
+    ] {
+        assert_eq!(server.attr(key), value, "{key}: {server:#?}");
+    }
+    assert_eq!(client.attr("rpc.grpc.status_code"), json!(0));
+    assert_eq!(client.attr("network.protocol.version"), json!("2"));
+    assert_eq!((server.status, client.status), (0, 0));
+
+    // Refused by the sidecar: a 200 on the wire, PERMISSION_DENIED in the span.
+    let t = trace_id(41);
+    grpc_call(&pki, &mg, "Put", &t);
+    let spans = receiver.wait_trace(&t, 1);
+    let server = kind(&spans, 2);
+    assert_eq!(spans.len(), 1, "{spans:#?}");
+    assert_eq!(server.attr("rpc.grpc.status_code"), json!(7));
+    assert_eq!(server.attr("meshgate.decision"), json!("deny"));
+    assert_eq!(server.attr("http.response.status_code"), json!(200));
+    assert_eq!(server.status, 0, "a caller's error, not the server's");
+}

@@ -31,6 +31,17 @@ pub fn require_grpcio() -> bool {
     found
 }
 
+/// Adds the gRPC product of `tests/fixtures/grpc` (`meshgate.test.Orders`,
+/// its contract and policies) to the sales domain of `pki`'s copy of the
+/// policies (`Sidecar::policies`).
+pub fn add_orders_rpc(pki: &Pki) {
+    let fixtures = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/grpc");
+    let sales = pki.path("policies/domains/sales");
+    for f in ["orders-rpc.odcs.yaml", "orders-rpc.cedar"] {
+        std::fs::copy(fixtures.join(f), sales.join(f)).expect("copy fixture");
+    }
+}
+
 /// `tests/grpc/server.py`: the service `meshgate.test.Orders` over h2c on
 /// an OS-chosen port, killed on drop.
 pub struct GrpcServer {

@@ -1,7 +1,8 @@
-//! A real OTLP/HTTP receiver (`POST /v1/traces`, binary protobuf) for the
-//! span tests: it decodes each `ExportTraceServiceRequest` with the
-//! official `opentelemetry-proto` types and keeps every span, flattened for
-//! assertions. [`Mode::Hang`] accepts exports and never answers them (a
+//! A real OTLP receiver for the span tests, both transports on one port:
+//! OTLP/HTTP (`POST /v1/traces`, binary protobuf, HTTP/1.1) and OTLP/gRPC
+//! (`TraceService/Export` over h2c). It decodes each
+//! `ExportTraceServiceRequest` with the official `opentelemetry-proto`
+//! types and keeps every span, flattened for assertions. [`Mode::Hang`] accepts exports and never answers them (a
 //! stuck collector); dropping the receiver closes it (a dead one).
 
 use std::collections::BTreeMap;
@@ -10,6 +11,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full};
 use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTraceServiceRequest, ExportTraceServiceResponse,
@@ -90,6 +92,11 @@ impl OtlpReceiver {
         format!("http://{}/v1/traces", self.addr)
     }
 
+    /// The `tracing.otlp.endpoint` for grpc.
+    pub fn grpc_endpoint(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
     pub fn spans(&self) -> Vec<Span> {
         self.spans.0.lock().expect("lock").clone()
     }
@@ -165,37 +172,42 @@ async fn serve(
         connections.spawn(async move {
             let service = hyper::service::service_fn(move |req| export(req, spans.clone(), mode));
             let io = hyper_util::rt::TokioIo::new(tcp);
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(io, service)
-                .await;
+            let _ =
+                hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new())
+                    .serve_connection(io, service)
+                    .await;
         });
     }
     // Every open connection is closed with the receiver.
     connections.abort_all();
 }
 
+/// The gRPC method of OTLP/gRPC's trace export.
+const GRPC_EXPORT: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
+
+type Reply = hyper::Response<BoxBody<Bytes, std::convert::Infallible>>;
+
 async fn export(
     req: hyper::Request<hyper::body::Incoming>,
     spans: Spans,
     mode: Mode,
-) -> Result<hyper::Response<Full<Bytes>>, std::convert::Infallible> {
-    let reply = |status: u16, body: Vec<u8>| {
-        let mut r = hyper::Response::new(Full::new(Bytes::from(body)));
-        *r.status_mut() = hyper::StatusCode::from_u16(status).expect("status");
-        r.headers_mut().insert(
-            http::header::CONTENT_TYPE,
-            http::HeaderValue::from_static("application/x-protobuf"),
-        );
-        Ok(r)
-    };
-    if req.uri().path() != "/v1/traces" || req.method() != http::Method::POST {
-        return reply(404, Vec::new());
+) -> Result<Reply, std::convert::Infallible> {
+    let grpc = req.uri().path() == GRPC_EXPORT;
+    if !(grpc || req.uri().path() == "/v1/traces") || req.method() != http::Method::POST {
+        return Ok(reply(404, "text/plain", Bytes::new()));
     }
     let Ok(body) = req.into_body().collect().await else {
-        return reply(400, Vec::new());
+        return Ok(reply(400, "text/plain", Bytes::new()));
     };
-    let Ok(export) = ExportTraceServiceRequest::decode(body.to_bytes()) else {
-        return reply(400, Vec::new());
+    let body = body.to_bytes();
+    // A gRPC message is framed: a compression flag and a 4-byte length.
+    let message = if grpc {
+        body.get(5..).unwrap_or_default()
+    } else {
+        &body[..]
+    };
+    let Ok(export) = ExportTraceServiceRequest::decode(message) else {
+        return Ok(reply(400, "text/plain", Bytes::new()));
     };
     if mode == Mode::Hang {
         std::future::pending::<()>().await;
@@ -203,7 +215,32 @@ async fn export(
     let (m, c) = &*spans;
     m.lock().expect("lock").extend(flatten(export));
     c.notify_all();
-    reply(200, ExportTraceServiceResponse::default().encode_to_vec())
+    let answer = ExportTraceServiceResponse::default().encode_to_vec();
+    if !grpc {
+        return Ok(reply(200, "application/x-protobuf", Bytes::from(answer)));
+    }
+    let mut framed = vec![0u8];
+    framed.extend(u32::try_from(answer.len()).expect("small").to_be_bytes());
+    framed.extend(answer);
+    let mut trailers = http::HeaderMap::new();
+    trailers.insert("grpc-status", http::HeaderValue::from_static("0"));
+    let body = Full::new(Bytes::from(framed)).with_trailers(async { Some(Ok(trailers)) });
+    let mut r = hyper::Response::new(body.boxed());
+    r.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/grpc"),
+    );
+    Ok(r)
+}
+
+fn reply(status: u16, content_type: &'static str, body: Bytes) -> Reply {
+    let mut r = hyper::Response::new(Full::new(body).boxed());
+    *r.status_mut() = hyper::StatusCode::from_u16(status).expect("status");
+    r.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static(content_type),
+    );
+    r
 }
 
 fn flatten(export: ExportTraceServiceRequest) -> Vec<Span> {
