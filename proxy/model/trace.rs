@@ -14,7 +14,8 @@ pub const TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TraceContext {
     pub trace_id: [u8; 16],
-    /// meshgate's span: the parent id the upstream sees.
+    /// meshgate's span: the parent id the upstream sees (with
+    /// `tracing.otlp`, a sampled request's client span).
     pub span_id: [u8; 8],
     /// The caller's span, when the trace was continued.
     pub parent_id: Option<[u8; 8]>,

@@ -62,6 +62,9 @@ pub enum StartError {
     Tracing(String),
 }
 
+/// At most this long at shutdown for the spans still queued.
+const SPAN_FLUSH: Duration = Duration::from_secs(5);
+
 /// Everything the running sidecar shares between connections. Immutable but for
 /// the atomically swapped snapshots inside.
 pub struct Sidecar {
@@ -397,13 +400,6 @@ impl Bound {
         }
 
         accept_loop(sc.clone(), data, shutdown).await;
-        if let (Some(tracer), Some(otlp)) = (&sc.gate.tracer, &sc.config.tracing.otlp) {
-            if !tracer.flush(otlp.timeout).await {
-                tracing::warn!(
-                    "the span exporter did not send the queued spans in time; exiting without them"
-                );
-            }
-        }
         if let Some(audit) = &sc.gate.audit {
             if !audit.flush(sc.config.timeouts.shutdown_grace).await {
                 tracing::error!(
@@ -411,6 +407,14 @@ impl Bound {
                 );
             }
             audit.checkpoint();
+        }
+        if let (Some(tracer), Some(otlp)) = (&sc.gate.tracer, &sc.config.tracing.otlp) {
+            // Bounded: a dead collector must not hold the exit up for long.
+            if !tracer.flush(otlp.timeout.min(SPAN_FLUSH)).await {
+                tracing::warn!(
+                    "the span exporter did not send the queued spans in time; exiting without them"
+                );
+            }
         }
         Ok(())
     }

@@ -235,7 +235,8 @@ impl Draft {
         }
         if let Some(code) = answer.error {
             a.push(KeyValue::new("error.type", code));
-            if answer.status.is_none_or(|s| s >= 500) && !grpc_call {
+            // A 4xx, or a client that went away, is not the server's error.
+            if answer.status.is_some_and(|s| s >= 500) && !grpc_call {
                 self.error = Some(code);
             }
         } else if answer.status.is_some_and(|s| s >= 500) {
