@@ -439,3 +439,31 @@ fn a_grpc_call_is_named_by_its_method_with_its_grpc_status_exported_over_otlp_gr
     assert_eq!(server.attr("http.response.status_code"), json!(200));
     assert_eq!(server.status, 0, "a caller's error, not the server's");
 }
+
+#[test]
+fn spans_reach_a_collector_over_tls_trusted_through_ca_with_either_protocol() {
+    let pki = Pki::new();
+    let receiver = OtlpReceiver::start_tls(Mode::Answer, &pki);
+    let up = Upstream::start();
+    for (n, (protocol, endpoint)) in [
+        ("http/protobuf", receiver.endpoint()),
+        ("grpc", receiver.grpc_endpoint()),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let ca = pki.path("ca.pem");
+        let more = format!(
+            "tracing:\n  otlp:\n    endpoint: {endpoint}\n    protocol: {protocol}\n    ca: {}\n    queue: {{delay: 10ms}}\n",
+            ca.display()
+        );
+        let mg = Meshgate::builder(&pki, &up).extra(&more).start();
+        let t = trace_id(50 + n as u32);
+        let tp = format!("traceparent: 00-{t}-00f067aa0ba902b7-01");
+        assert_eq!(
+            get(&pki, "reporting", &mg.url("/tls"), &["-H", &tp]).0,
+            "200"
+        );
+        assert_eq!(receiver.wait_trace(&t, 2).len(), 2, "{protocol}");
+    }
+}

@@ -1,5 +1,7 @@
 //! HTTPS GET for small documents (JWKS, OIDC discovery): rustls with the
 //! system's roots plus an optional PEM bundle, a time limit and a size limit.
+//! Its roots and TLS client settings also serve the span exporter's
+//! collector connection (`observe::trace`).
 
 use std::path::Path;
 use std::time::Duration;
@@ -21,39 +23,51 @@ pub struct Client {
     >,
 }
 
+/// The system's roots and the CAs in `ca` (PEM), if given: a file that
+/// cannot be read or holds no certificate is an error.
+pub fn roots(ca: Option<&Path>) -> Result<rustls::RootCertStore, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    let native = rustls_native_certs::load_native_certs();
+    for cert in native.certs {
+        let _ = roots.add(cert);
+    }
+    if let Some(path) = ca {
+        use rustls_pki_types::pem::PemObject;
+        let certs = rustls_pki_types::CertificateDer::pem_file_iter(path)
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        let mut n = 0;
+        for cert in certs {
+            let cert = cert.map_err(|e| format!("{}: {e}", path.display()))?;
+            roots
+                .add(cert)
+                .map_err(|e| format!("{}: {e}", path.display()))?;
+            n += 1;
+        }
+        if n == 0 {
+            return Err(format!("{}: no certificate", path.display()));
+        }
+    }
+    Ok(roots)
+}
+
+/// A TLS client (rustls with aws-lc-rs, its safe defaults) trusting `roots`.
+pub fn client_config(roots: rustls::RootCertStore) -> Result<rustls::ClientConfig, String> {
+    let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth())
+}
+
 impl Client {
     /// Trusts the system's roots and the CAs in `ca` (PEM), if given.
     pub fn new(ca: Option<&Path>) -> Result<Client, String> {
-        let mut roots = rustls::RootCertStore::empty();
-        let native = rustls_native_certs::load_native_certs();
-        for cert in native.certs {
-            let _ = roots.add(cert);
-        }
-        if let Some(path) = ca {
-            use rustls_pki_types::pem::PemObject;
-            let certs = rustls_pki_types::CertificateDer::pem_file_iter(path)
-                .map_err(|e| format!("{}: {e}", path.display()))?;
-            let mut n = 0;
-            for cert in certs {
-                let cert = cert.map_err(|e| format!("{}: {e}", path.display()))?;
-                roots
-                    .add(cert)
-                    .map_err(|e| format!("{}: {e}", path.display()))?;
-                n += 1;
-            }
-            if n == 0 {
-                return Err(format!("{}: no certificate", path.display()));
-            }
-        }
+        let roots = roots(ca)?;
         if roots.is_empty() {
             return Err("no trusted roots: give a ca bundle".into());
         }
-        let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-        let tls = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .map_err(|e| e.to_string())?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
+        let tls = client_config(roots)?;
         let https = hyper_rustls::HttpsConnectorBuilder::new()
             .with_tls_config(tls)
             .https_only()

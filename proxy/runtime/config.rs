@@ -275,6 +275,7 @@ impl Config {
             u.resolve(base);
         }
         config.audit.resolve(base);
+        config.tracing.resolve(base);
         if let Some(f) = config.fields.as_mut() {
             f.resolve(base);
         }

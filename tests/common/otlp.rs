@@ -2,8 +2,10 @@
 //! OTLP/HTTP (`POST /v1/traces`, binary protobuf, HTTP/1.1) and OTLP/gRPC
 //! (`TraceService/Export` over h2c). It decodes each
 //! `ExportTraceServiceRequest` with the official `opentelemetry-proto`
-//! types and keeps every span, flattened for assertions. [`Mode::Hang`] accepts exports and never answers them (a
-//! stuck collector); dropping the receiver closes it (a dead one).
+//! types and keeps every span, flattened for assertions;
+//! [`OtlpReceiver::start_tls`] serves both over TLS instead. [`Mode::Hang`]
+//! accepts exports and never answers them (a stuck collector); dropping the
+//! receiver closes it (a dead one).
 
 use std::collections::BTreeMap;
 use std::net::{SocketAddr, TcpListener as StdListener};
@@ -59,6 +61,7 @@ type Spans = Arc<(Mutex<Vec<Span>>, Condvar)>;
 
 pub struct OtlpReceiver {
     pub addr: SocketAddr,
+    tls: bool,
     spans: Spans,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -66,10 +69,36 @@ pub struct OtlpReceiver {
 
 impl OtlpReceiver {
     pub fn start(mode: Mode) -> OtlpReceiver {
+        OtlpReceiver::start_with(mode, None)
+    }
+
+    /// Over TLS with `pki`'s server certificate (`localhost`), offering
+    /// HTTP/2 and HTTP/1.1; its endpoints are then `https://localhost:…`.
+    pub fn start_tls(mode: Mode, pki: &super::Pki) -> OtlpReceiver {
+        use rustls_pki_types::pem::PemObject;
+        let certs = rustls_pki_types::CertificateDer::pem_file_iter(pki.path("server.pem"))
+            .expect("server.pem")
+            .collect::<Result<Vec<_>, _>>()
+            .expect("certificates");
+        let key = rustls_pki_types::PrivateKeyDer::from_pem_file(pki.path("server-key.pem"))
+            .expect("server-key.pem");
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let mut config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("versions")
+            .with_no_client_auth()
+            .with_single_cert(certs, key)
+            .expect("server config");
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        OtlpReceiver::start_with(mode, Some(Arc::new(config)))
+    }
+
+    fn start_with(mode: Mode, tls: Option<Arc<rustls::ServerConfig>>) -> OtlpReceiver {
         let listener = StdListener::bind("127.0.0.1:0").expect("bind receiver");
         listener.set_nonblocking(true).expect("nonblocking");
         let addr = listener.local_addr().expect("addr");
         let spans: Spans = Arc::default();
+        let tls_on = tls.is_some();
         let (stop, stopped) = tokio::sync::oneshot::channel();
         let kept = spans.clone();
         let thread = std::thread::spawn(move || {
@@ -77,10 +106,11 @@ impl OtlpReceiver {
                 .enable_all()
                 .build()
                 .expect("runtime");
-            rt.block_on(serve(listener, kept, mode, stopped));
+            rt.block_on(serve(listener, kept, mode, tls, stopped));
         });
         OtlpReceiver {
             addr,
+            tls: tls_on,
             spans,
             stop: Some(stop),
             thread: Some(thread),
@@ -89,12 +119,15 @@ impl OtlpReceiver {
 
     /// The `tracing.otlp.endpoint` for http/protobuf.
     pub fn endpoint(&self) -> String {
-        format!("http://{}/v1/traces", self.addr)
+        format!("{}/v1/traces", self.grpc_endpoint())
     }
 
     /// The `tracing.otlp.endpoint` for grpc.
     pub fn grpc_endpoint(&self) -> String {
-        format!("http://{}", self.addr)
+        match self.tls {
+            true => format!("https://localhost:{}", self.addr.port()),
+            false => format!("http://{}", self.addr),
+        }
     }
 
     pub fn spans(&self) -> Vec<Span> {
@@ -156,8 +189,10 @@ async fn serve(
     listener: StdListener,
     spans: Spans,
     mode: Mode,
+    tls: Option<Arc<rustls::ServerConfig>>,
     mut stopped: tokio::sync::oneshot::Receiver<()>,
 ) {
+    let tls = tls.map(tokio_rustls::TlsAcceptor::from);
     let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
     let mut connections = tokio::task::JoinSet::new();
     loop {
@@ -169,17 +204,31 @@ async fn serve(
             },
         };
         let spans = spans.clone();
+        let tls = tls.clone();
         connections.spawn(async move {
-            let service = hyper::service::service_fn(move |req| export(req, spans.clone(), mode));
-            let io = hyper_util::rt::TokioIo::new(tcp);
-            let _ =
-                hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new())
-                    .serve_connection(io, service)
-                    .await;
+            match tls {
+                None => connection(tcp, spans, mode).await,
+                Some(tls) => {
+                    if let Ok(stream) = tls.accept(tcp).await {
+                        connection(stream, spans, mode).await;
+                    }
+                }
+            }
         });
     }
     // Every open connection is closed with the receiver.
     connections.abort_all();
+}
+
+/// Serves one connection, HTTP/1.1 or HTTP/2 (h2c or ALPN).
+async fn connection<IO>(io: IO, spans: Spans, mode: Mode)
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service = hyper::service::service_fn(move |req| export(req, spans.clone(), mode));
+    let _ = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new())
+        .serve_connection(hyper_util::rt::TokioIo::new(io), service)
+        .await;
 }
 
 /// The gRPC method of OTLP/gRPC's trace export.

@@ -3,6 +3,7 @@
 //! request path pays one branch.
 
 use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -32,8 +33,12 @@ pub enum Protocol {
 pub struct OtlpConfig {
     /// The collector: `http://host:4318/v1/traces` (http/protobuf: the
     /// whole URL, path included) or `http://host:4317` (grpc); `https://`
-    /// is verified against the system's roots.
+    /// is verified against the system's roots and `ca`.
     pub endpoint: String,
+    /// PEM: more CA certificates trusted for an `https://` endpoint (a
+    /// mesh's own collector); relative to the configuration file.
+    #[serde(default)]
+    pub ca: Option<PathBuf>,
     #[serde(default)]
     pub protocol: Protocol,
     /// The resource's `service.name`.
@@ -119,12 +124,27 @@ const MAX_WAIT: Duration = Duration::from_secs(60);
 const MAX_QUEUE: usize = 1 << 20;
 
 impl TracingConfig {
+    /// Makes `otlp.ca` absolute, against the configuration's directory.
+    pub fn resolve(&mut self, base: &Path) {
+        if let Some(ca) = self.otlp.as_mut().and_then(|o| o.ca.as_mut()) {
+            crate::base::paths::resolve(base, ca);
+        }
+    }
+
     /// The first field out of its range, and why.
     pub fn check(&self) -> Result<(), (&'static str, String)> {
         let Some(o) = &self.otlp else {
             return Ok(());
         };
         check_endpoint(&o.endpoint, o.protocol).map_err(|m| ("tracing.otlp.endpoint", m))?;
+        if let Some(ca) = &o.ca {
+            if !o.endpoint.starts_with("https:") {
+                return Err(("tracing.otlp.ca", "only used with an https endpoint".into()));
+            }
+            if let Err(e) = std::fs::metadata(ca) {
+                return Err(("tracing.otlp.ca", format!("{}: {e}", ca.display())));
+            }
+        }
         if o.service_name.trim().is_empty() {
             return Err(("tracing.otlp.service_name", "must not be empty".into()));
         }
@@ -320,6 +340,16 @@ mod tests {
             assert!(m.contains(says), "{endpoint}: {m}");
         }
         assert!(check("otlp: {endpoint: 'https://c:4317', protocol: grpc}").is_ok());
+        let (f, m) = check("otlp: {endpoint: 'http://c:4317', protocol: grpc, ca: /x.pem}")
+            .expect_err("ca without https");
+        assert_eq!(
+            (f, m.as_str()),
+            ("tracing.otlp.ca", "only used with an https endpoint")
+        );
+        let (f, m) = check("otlp: {endpoint: 'https://c:4317', protocol: grpc, ca: /no/such.pem}")
+            .expect_err("missing ca");
+        assert_eq!(f, "tracing.otlp.ca");
+        assert!(m.starts_with("/no/such.pem: "), "{m}");
         let err = serde_yaml_ng::from_str::<TracingConfig>(
             "otlp: {endpoint: 'http://c:4317', protocol: thrift}",
         )

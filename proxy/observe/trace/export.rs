@@ -7,6 +7,7 @@
 //! request.
 
 use std::collections::HashMap;
+use std::path::Path;
 use std::time::Duration;
 
 use opentelemetry::KeyValue;
@@ -74,7 +75,7 @@ fn exporter(config: &OtlpConfig) -> Result<opentelemetry_otlp::SpanExporter, Str
             .with_endpoint(config.endpoint.clone())
             .with_timeout(config.timeout)
             .with_headers(headers)
-            .with_http_client(http_client(config.timeout)?)
+            .with_http_client(http_client(config.timeout, config.ca.as_deref())?)
             .build(),
         Protocol::Grpc => {
             let mut map = http::HeaderMap::new();
@@ -94,10 +95,14 @@ fn exporter(config: &OtlpConfig) -> Result<opentelemetry_otlp::SpanExporter, Str
                 .with_timeout(config.timeout)
                 .with_metadata(metadata);
             if config.endpoint.starts_with("https:") {
-                builder = builder.with_tls_config(
-                    opentelemetry_otlp::tonic_types::transport::ClientTlsConfig::new()
-                        .with_native_roots(),
-                );
+                use opentelemetry_otlp::tonic_types::transport::{Certificate, ClientTlsConfig};
+                let mut tls = ClientTlsConfig::new().with_native_roots();
+                if let Some(ca) = &config.ca {
+                    let pem =
+                        std::fs::read(ca).map_err(|e| format!("ca: {}: {e}", ca.display()))?;
+                    tls = tls.ca_certificate(Certificate::from_pem(pem));
+                }
+                builder = builder.with_tls_config(tls);
             }
             builder.build()
         }
@@ -105,21 +110,14 @@ fn exporter(config: &OtlpConfig) -> Result<opentelemetry_otlp::SpanExporter, Str
     built.map_err(|e| e.to_string())
 }
 
-/// OTLP/HTTP over hyper with rustls (aws-lc-rs, the system's roots): the
-/// crypto provider of the rest of meshgate.
+/// OTLP/HTTP over hyper with rustls (aws-lc-rs, the system's roots and
+/// `ca`): the crypto provider of the rest of meshgate.
 fn http_client(
     timeout: Duration,
+    ca: Option<&Path>,
 ) -> Result<opentelemetry_http::hyper::HyperClient<HttpsConnector>, String> {
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls_native_certs::load_native_certs().certs {
-        let _ = roots.add(cert);
-    }
-    let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let tls = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+    let roots = crate::base::fetch::roots(ca).map_err(|e| format!("ca: {e}"))?;
+    let tls = crate::base::fetch::client_config(roots)?;
     let connector = hyper_rustls::HttpsConnectorBuilder::new()
         .with_tls_config(tls)
         .https_or_http()
