@@ -174,6 +174,21 @@ fn a_request_is_a_server_span_in_the_callers_trace_with_its_upstream_call_as_a_c
     assert!(server.attr("meshgate.policy_ids").is_array());
     assert_eq!(server.status, 0, "a 4xx is not the server's error");
 
+    // A method the conventions do not know.
+    let t = trace_id(4);
+    let tp = format!("traceparent: 00-{t}-{caller}-01");
+    let (status, _) = get(
+        &pki,
+        "reporting",
+        &mg.url("/orders"),
+        &["-X", "PURGE", "-H", &tp],
+    );
+    assert_eq!(status, "405");
+    let server = kind(&receiver.wait_trace(&t, 1), 2);
+    assert_eq!(server.name, "HTTP");
+    assert_eq!(server.attr("http.request.method"), json!("_OTHER"));
+    assert_eq!(server.attr("http.request.method_original"), json!("PURGE"));
+
     // The upstream down: both spans are errors.
     up.kill();
     let t = trace_id(3);
@@ -370,22 +385,16 @@ fn a_bad_tracing_section_is_refused_naming_its_field() {
 
 /// One gRPC call of `meshgate.test.Orders` with curl (HTTP/2, an empty
 /// message) in the sampled trace `trace`: what curl printed.
-fn grpc_call(pki: &Pki, mg: &Meshgate, method: &str, trace: &str) -> String {
+fn grpc_call(pki: &Pki, mg: &Meshgate, method: &str, trace: &str, timeout: &str) -> String {
     let frame = pki.path("empty-message.bin");
     std::fs::write(&frame, [0u8; 5]).expect("write frame");
     let tp = format!("traceparent: 00-{trace}-00f067aa0ba902b7-01");
     let data = format!("@{}", frame.display());
     let url = mg.url(&format!("/meshgate.test.Orders/{method}"));
     let mut args = vec!["--http2", "-H", "content-type: application/grpc"];
-    args.extend([
-        "-H",
-        "te: trailers",
-        "-H",
-        &tp,
-        "--data-binary",
-        &data,
-        &url,
-    ]);
+    let timeout = format!("grpc-timeout: {timeout}");
+    args.extend(["-H", "te: trailers", "-H", &tp, "-H", &timeout]);
+    args.extend(["--data-binary", &data, &url]);
     let out = curl(pki, Some("reporting"), &args);
     assert!(out.status.success(), "{out:?}");
     String::from_utf8_lossy(&out.stdout).to_string()
@@ -409,7 +418,7 @@ fn a_grpc_call_is_named_by_its_method_with_its_grpc_status_exported_over_otlp_gr
 
     // Forwarded: the server's status, from its trailers, on both spans.
     let t = trace_id(40);
-    grpc_call(&pki, &mg, "Get", &t);
+    grpc_call(&pki, &mg, "Get", &t, "20S");
     let spans = receiver.wait_trace(&t, 2);
     let (server, client) = (kind(&spans, 2), kind(&spans, 3));
     assert_eq!(server.name, "meshgate.test.Orders/Get");
@@ -430,7 +439,7 @@ fn a_grpc_call_is_named_by_its_method_with_its_grpc_status_exported_over_otlp_gr
 
     // Refused by the sidecar: a 200 on the wire, PERMISSION_DENIED in the span.
     let t = trace_id(41);
-    grpc_call(&pki, &mg, "Put", &t);
+    grpc_call(&pki, &mg, "Put", &t, "20S");
     let spans = receiver.wait_trace(&t, 1);
     let server = kind(&spans, 2);
     assert_eq!(spans.len(), 1, "{spans:#?}");
@@ -438,6 +447,15 @@ fn a_grpc_call_is_named_by_its_method_with_its_grpc_status_exported_over_otlp_gr
     assert_eq!(server.attr("meshgate.decision"), json!("deny"));
     assert_eq!(server.attr("http.response.status_code"), json!(200));
     assert_eq!(server.status, 0, "a caller's error, not the server's");
+
+    // Past the client's deadline: the server's error, on both spans.
+    let t = trace_id(42);
+    grpc_call(&pki, &mg, "Slow", &t, "1S");
+    let spans = receiver.wait_trace(&t, 2);
+    let (server, client) = (kind(&spans, 2), kind(&spans, 3));
+    assert_eq!(server.attr("rpc.grpc.status_code"), json!(4));
+    assert_eq!(server.attr("error.type"), json!("upstream_timeout"));
+    assert_eq!((server.status, client.status), (2, 2), "{spans:#?}");
 }
 
 #[test]

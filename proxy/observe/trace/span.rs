@@ -274,6 +274,8 @@ impl Draft {
     fn build(mut self, end: SystemTime, complete: bool) -> (SpanData, Option<SpanData>) {
         let name: Cow<'static, str> = match self.rpc.take() {
             Some(name) => name.into(),
+            // The conventions name a span of an unknown method `HTTP`.
+            None if self.method == "_OTHER" => "HTTP".into(),
             None => self.method.into(),
         };
         let mut status = match self.error {
