@@ -2,6 +2,7 @@
 //! meshgate binary on OS-chosen ports, and real clients (curl, openssl, rustls).
 #![allow(dead_code)]
 
+pub mod redis;
 pub mod tokens;
 
 use std::io::{BufRead, BufReader};
