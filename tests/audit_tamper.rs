@@ -124,19 +124,17 @@ fn forged(line: &str, seq: u64, prev_chain: &str) -> String {
     format!("{},\"chain\":\"{chain}\"}}", &edited[..cut])
 }
 
-#[test]
-fn deleted_reordered_inserted_and_cut_lines_are_each_found_by_audit_verify() {
-    let pki = Pki::new();
-    let up = Upstream::start();
+/// A trail the sidecar wrote: 24 events in small files (the minimum size,
+/// a few events each), verified clean; its files, oldest first.
+fn written_trail(pki: &Pki, up: &Upstream) -> Vec<PathBuf> {
     let file = pki.path("audit.log");
-    // Small files (the minimum size): the trail rotates every few events.
-    let mut mg = Meshgate::builder(&pki, &up)
+    let mut mg = Meshgate::builder(pki, up)
         .audit_file(&file)
         .audit("max_file_bytes: 4096")
         .audit("retain: 20")
         .start();
     let n = 24;
-    load(&pki, &mg, 1, n);
+    load(pki, &mg, 1, n);
     assert!(mg.terminate().success());
     let files = trail(&file);
     assert!(files.len() >= 4, "rotated: {files:?}");
@@ -151,18 +149,31 @@ fn deleted_reordered_inserted_and_cut_lines_are_each_found_by_audit_verify() {
             n - 1
         )
     );
+    assert_eq!(
+        verify(&[&files[1]]).0,
+        Some(0),
+        "a rotated file verifies alone"
+    );
+    files
+}
 
+/// A line's string member.
+fn field(line: &str, name: &str) -> String {
+    let v: serde_json::Value = serde_json::from_str(line).expect("json");
+    v[name].as_str().expect(name).to_string()
+}
+
+#[test]
+fn deleted_reordered_and_inserted_lines_are_each_found_by_audit_verify() {
+    let pki = Pki::new();
+    let up = Upstream::start();
+    let files = written_trail(&pki, &up);
     // A rotated file from the middle of the trail, tampered with in copies.
     let dir = tempfile::tempdir().expect("tempdir");
     let middle = &files[1];
     let lines = lines_of(middle);
     assert!(lines.len() >= 4, "{lines:?}");
     let seq: Vec<u64> = lines.iter().map(|l| seq_of(l)).collect();
-    assert_eq!(
-        verify(&[middle]).0,
-        Some(0),
-        "a rotated file verifies alone"
-    );
 
     let mut deleted = lines.clone();
     deleted.remove(2);
@@ -184,10 +195,6 @@ fn deleted_reordered_inserted_and_cut_lines_are_each_found_by_audit_verify() {
 
     // A copy of an earlier line inserted further down: the file's first
     // line (which names its `prev`), then one after it.
-    let field = |line: &str, name: &str| -> String {
-        let v: serde_json::Value = serde_json::from_str(line).expect("json");
-        v[name].as_str().expect(name).to_string()
-    };
     let mut copied = lines.clone();
     copied.insert(3, lines[0].clone());
     let f = tampered(dir.path(), "inserted-first", &copied);
@@ -224,9 +231,19 @@ fn deleted_reordered_inserted_and_cut_lines_are_each_found_by_audit_verify() {
         seq[2]
     );
     refused(&[&f], &f, 4, &message);
+}
 
-    // Cut: the last line torn in half, the first lines cut off, the end of
-    // a rotated file cut before the next, a file missing, files out of order.
+#[test]
+fn cut_lines_and_missing_or_misordered_files_are_each_found_by_audit_verify() {
+    let pki = Pki::new();
+    let up = Upstream::start();
+    let files = written_trail(&pki, &up);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let middle = &files[1];
+    let lines = lines_of(middle);
+
+    // The last line torn in half, the first lines cut off, the end of a
+    // rotated file cut before the next, a file missing, files out of order.
     let mut torn = std::fs::read_to_string(middle).expect("read");
     torn.truncate(torn.len() - 40);
     let f = dir.path().join("torn");
@@ -248,7 +265,7 @@ fn deleted_reordered_inserted_and_cut_lines_are_each_found_by_audit_verify() {
     );
     refused(&[&f, next], next, 1, &message);
 
-    let first_of_middle = seq[0];
+    let first_of_middle = seq_of(&lines[0]);
     let message = format!(
         "starts at seq {} where {first_of_middle} was expected: the end of the previous \
          file was cut, or a file is missing between them",
