@@ -558,7 +558,8 @@ impl<C: Clock + Clone> Quotas<C> {
             }
             failed => {
                 let why = match failed {
-                    Some(Ok(Err(e))) => e.to_string(),
+                    // The client's own response timeout is the same bound.
+                    Some(Ok(Err(e))) if !e.is_timeout() => e.to_string(),
                     Some(_) => format!("no answer within {:?}", redis.config.timeout),
                     None => "resting after a failure".to_string(),
                 };
