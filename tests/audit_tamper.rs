@@ -398,17 +398,17 @@ fn shutdown_grace_bounds_the_flush_when_the_audit_sink_takes_nothing() {
         l.contains("the audit sink did not take the queued events in time")
     });
     assert!(logged.is_some(), "{}", mg.logs.dump());
-    let last = mg
-        .logs
-        .dump()
-        .lines()
-        .last()
-        .unwrap_or_default()
-        .to_string();
+    let reason = mg.logs.wait_for(from, Duration::from_secs(5), |l| {
+        l.starts_with("meshgate: ")
+    });
     assert_eq!(
-        last,
-        "meshgate: the audit sink did not take the queued events within \
-         timeouts.shutdown_grace (2s); they were not written"
+        reason.as_deref(),
+        Some(
+            "meshgate: the audit sink did not take the queued events within \
+             timeouts.shutdown_grace (2s); they were not written"
+        ),
+        "{}",
+        mg.logs.dump()
     );
     drop(stuck);
 }
