@@ -412,10 +412,6 @@ fn two_sidecars_under_concurrent_load_allow_no_more_than_the_documented_lease_bo
     for (mg, s) in sidecars.iter().zip(&statuses) {
         assert_eq!(s.len(), threads * each);
         assert_eq!(count(s, 200) + count(s, 429), s.len(), "{s:?}");
-        assert!(
-            count(s, 200) > 0,
-            "each replica takes from the shared bucket"
-        );
         assert_eq!(
             mg.metric("meshgate_quota_rejections_total{product=\"sales.orders\",tier=\"t\"}"),
             count(s, 429) as f64
