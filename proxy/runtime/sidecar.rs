@@ -35,6 +35,15 @@ use crate::transport::listener::Acceptor;
 use crate::transport::tls::{self, TlsError, TlsStore};
 use crate::transport::upstream::{Upstream, UpstreamSettings};
 
+/// How a sidecar's shutdown ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stopped {
+    /// The audit sink took every queued event within
+    /// `timeouts.shutdown_grace` (true without a trail). When it did not,
+    /// it takes nothing more in time: nobody should wait for its writer.
+    pub audit_flushed: bool,
+}
+
 /// Errors that stop the sidecar from starting.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -322,7 +331,7 @@ impl Bound {
 
     /// Serves until `shutdown` resolves, then drains in-flight requests for up to
     /// the configured grace period.
-    pub async fn serve(self, shutdown: impl Future<Output = ()>) -> Result<(), StartError> {
+    pub async fn serve(self, shutdown: impl Future<Output = ()>) -> Result<Stopped, StartError> {
         let Bound {
             sidecar: sc,
             data,
@@ -368,15 +377,18 @@ impl Bound {
         }
 
         accept_loop(sc.clone(), data, shutdown).await;
+        let mut audit_flushed = true;
         if let Some(audit) = &sc.gate.audit {
-            if !audit.flush(sc.config.timeouts.shutdown_grace).await {
+            audit_flushed = audit.flush(sc.config.timeouts.shutdown_grace).await;
+            if !audit_flushed {
                 tracing::error!(
+                    grace = ?sc.config.timeouts.shutdown_grace,
                     "the audit sink did not take the queued events in time; exiting without them"
                 );
             }
             audit.checkpoint();
         }
-        Ok(())
+        Ok(Stopped { audit_flushed })
     }
 }
 

@@ -7,6 +7,7 @@ pub mod grpc;
 pub mod held;
 pub mod idp;
 pub mod json_upstream;
+pub mod redis;
 pub mod reply;
 pub mod tokens;
 pub mod trail;
