@@ -62,8 +62,9 @@ def stime(expect, *files):
 
 # ---- counters the proxies keep --------------------------------------------------------------------
 def counters(kind, url):
-    """Responses since start: `2xx not-2xx aborted`. meshgate: meshgate_requests_total from /metrics
-    (a request the client gave up before its answer is not counted there: aborted 0); haproxy: its
+    """Responses since start: `2xx not-2xx aborted`. meshgate: meshgate_requests_total from /metrics,
+    where a request the client gave up before its answer is a 4xx (the 499 it is audited as) of
+    decision `allow` (forwarded) or `cancelled` (not yet decided): aborted; haproxy: its
     data frontend's hrsp_* from the stats CSV, where a request the client aborted before the
     answer (termination state CD, status -1) counts as hrsp_other."""
     text = urllib.request.urlopen(url, timeout=10).read().decode()
@@ -76,6 +77,8 @@ def counters(kind, url):
                 v = int(float(line.rsplit(" ", 1)[1]))
                 if 'class="2xx"' in line:
                     ok += v
+                elif 'class="4xx"' in line and ('decision="allow"' in line or 'decision="cancelled"' in line):
+                    aborted += v
                 else:
                     bad += v
         if not found:
@@ -106,7 +109,7 @@ def metric(url, name):
 def trail(*files):
     """Counts a meshgate audit trail's request events: prints `answered cancelled`, where
     cancelled are the requests whose client went away before there was a response (status 499,
-    client_closed_request: audited, not counted in meshgate_requests_total). Fails on two events
+    client_closed_request; counted as aborted by `counters`). Fails on two events
     with one request id."""
     answered = cancelled = 0
     ids = set()

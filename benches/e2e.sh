@@ -378,7 +378,7 @@ if [[ $AUDIT == 1 ]]; then
   AUDIT_NOTE=""
   for t in "${MESHGATES[@]}"; do
     file="$WORK/audit.log"; [[ $t == meshgate+q ]] && file="$WORK/audit-q.log"
-    c=$(counters "$t"); read -r ok other _ <<<"$c"; served=$((ok + other))
+    c=$(counters "$t"); read -r ok other aborted <<<"$c"; served=$((ok + other))
     dropped=$("${PY[@]}" metric "${COUNTERS[$t]}" meshgate_audit_dropped_total) || die "$t: no audit drop counter"
     # Stopped (SIGTERM) so that every event is written before the trail is read.
     use "$t"; kill "${PROXY_PIDS[0]}"; end=$((SECONDS + 60))
@@ -390,8 +390,8 @@ if [[ $AUDIT == 1 ]]; then
     [[ -n $events && -n $lost ]] || die "$t: cannot read audit verify's answer: $v"
     read -r answered cancelled < <("${PY[@]}" trail "${AF[@]}" "$file") || die "$t: cannot count the audit trail (above)"
     (( answered + cancelled == events )) || die "$t: audit verify counts $events events, the trail $answered + $cancelled"
-    (( answered == served && lost == 0 && dropped == 0 )) \
-      || die "$t: the audit trail holds $answered events of answered requests ($lost reported dropped, meshgate_audit_dropped_total $dropped) for $served requests answered (meshgate_requests_total)"
+    (( answered == served && cancelled == aborted && lost == 0 && dropped == 0 )) \
+      || die "$t: the audit trail holds $answered events of answered requests and $cancelled of cancelled ones ($lost reported dropped, meshgate_audit_dropped_total $dropped) for $served requests answered and $aborted cancelled (meshgate_requests_total)"
     log "$t audit trail: $v"
     AUDIT_NOTE+="${AUDIT_NOTE:+; }$t: $answered events for the $served requests answered and $cancelled for requests cancelled by the client before an answer (oha's deadline), none dropped, the chain verified"
   done

@@ -170,6 +170,8 @@ struct Exchange<'a> {
     /// gRPC status, its deadline bounding the upstream's.
     grpc: Option<GrpcCall>,
     learned: Learned,
+    /// Answered (`respond` ran): a drop after it is no cancellation.
+    answered: bool,
 }
 
 /// What the stages learned, for metrics and the audit event.
@@ -204,6 +206,7 @@ impl<'a> Exchange<'a> {
             slot: None,
             grpc: grpc::is_grpc(req.headers()).then(GrpcCall::default),
             learned: Learned::default(),
+            answered: false,
         }
     }
 
@@ -581,7 +584,12 @@ impl<'a> Exchange<'a> {
     ) -> Result<Response<ProxyBody>, ProxyError> {
         let conn = self.conn;
         let (mut parts, body) = req.into_parts();
-        let body = CountedBody::new(body, self.learned.bytes_in.clone());
+        // A body the client owes whole before the answer: HTTP/1.x, or a
+        // declared length; never a gRPC call's stream.
+        let bounded = self.grpc.is_none()
+            && (parts.version < Version::HTTP_2
+                || parts.headers.contains_key(http::header::CONTENT_LENGTH));
+        let body = CountedBody::new(body, self.learned.bytes_in.clone(), bounded);
         self.learned.body = Some(body.watch());
         // The path the upstream receives is the one that was authorised
         // (normalised and encoded once, in `check`).
@@ -647,6 +655,7 @@ impl<'a> Exchange<'a> {
     fn respond(&mut self, result: Result<Response<ProxyBody>, ProxyError>) -> Response<ProxyBody> {
         // Answered: a body fault is counted here, not when dropped.
         self.learned.body = None;
+        self.answered = true;
         let client_fault = matches!(result, Err(ProxyError::ClientBody(_)));
         let reason = result.as_ref().err().and_then(ProxyError::reason);
         // A refused gRPC call is a 200 on the wire; it is counted and
@@ -764,20 +773,20 @@ impl<'a> Exchange<'a> {
 
 impl Drop for Exchange<'_> {
     fn drop(&mut self) {
-        let watch = self.learned.body.take();
-        if let Some(fault) = watch.as_ref().and_then(BodyWatch::fault_when_dropped) {
-            self.count_dropped_body_error(fault);
-        }
-        let Some(slot) = self.slot.take() else {
+        if self.answered {
             return;
-        };
-        let bytes_in = self.learned.bytes_in.take();
+        }
         let decision = match &self.learned.outcome {
             _ if self.learned.forwarded => "allow",
             Some(o) if !o.decision.allowed => "deny",
             // Cancelled before it was decided (and admitted).
             _ => "cancelled",
         };
+        self.count_cancelled(decision);
+        let Some(slot) = self.slot.take() else {
+            return;
+        };
+        let bytes_in = self.learned.bytes_in.take();
         let mut event = self.event(decision, Some(CLIENT_CLOSED_REQUEST), CLIENT_CLOSED);
         event.duration = self.start.elapsed();
         event.bytes_in = bytes_in.map_or(0, |n| n.load(Ordering::Relaxed));
@@ -786,22 +795,33 @@ impl Drop for Exchange<'_> {
 }
 
 impl Exchange<'_> {
-    /// A forwarded request dropped after its body failed (an HTTP/2 stream
-    /// reset mid-body, a closed HTTP/1.1 connection): counted as the 499 it
-    /// is audited as, the same as when the failure is answered.
-    fn count_dropped_body_error(&self, fault: ClientBodyFault) {
+    /// A request dropped before it was answered (its client went away):
+    /// counted as the 499 it is audited as, under the same decision. A
+    /// forwarded one whose body failed or was left unfinished (an HTTP/2
+    /// stream reset mid-body, a connection closed or broken mid-body) is
+    /// also a body error of the client's, kept out of the duration
+    /// histogram as when such a failure is answered.
+    fn count_cancelled(&mut self, decision: &'static str) {
+        let fault = self
+            .learned
+            .body
+            .take()
+            .as_ref()
+            .and_then(BodyWatch::fault_when_dropped);
         let outcome = self.learned.outcome.as_ref();
         let metrics = &self.gate.metrics;
-        metrics.request_body_error(outcome.map(|o| &o.product), body_error_reason(fault));
+        if let Some(fault) = fault {
+            metrics.request_body_error(outcome.map(|o| &o.product), body_error_reason(fault));
+        }
         metrics.observe_request(&Observed {
             product: outcome.map(|o| &o.product),
             action: outcome.map_or("", |o| o.action.as_str()),
-            decision: "allow",
+            decision,
             status: ProxyError::ClientBody(ClientBodyFault::Gone).status(),
             elapsed: self.start.elapsed(),
             tier: self.learned.tier.as_ref(),
             service: &self.conn.identity.principal_header,
-            client_fault: true,
+            client_fault: fault.is_some(),
         });
     }
 }
