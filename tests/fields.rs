@@ -45,7 +45,7 @@ const RECORD: &str = r#"{"id": "SO-1", "amount": 12.50, "customer_email": "ana@e
 
 /// A sidecar on the example tree with the fields above declared, the
 /// forbid added and a hash key; `reporting` (finance) and `orders` (sales).
-fn masked(pki: &Pki, up: &FixedUpstream) -> Meshgate {
+fn masked(pki: &Pki, up: &impl Target) -> Meshgate {
     pki.client(
         "orders",
         Leaf::client_spiffe("spiffe://mesh.local/ns/sales/sa/order-service"),
@@ -163,4 +163,66 @@ fn what_cannot_be_masked_is_never_sent() {
         );
         assert!(!body.contains("ana@example.com"), "{proto}: {body}");
     }
+}
+
+/// A masked response says nothing of the unmasked bytes and the request
+/// asks nothing of them: a HEAD carries no length or validator of the
+/// upstream's body; ranges, conditions on its validators and compression
+/// are not forwarded (a 304 to a guessed ETag would tell the guess right).
+#[test]
+fn a_masked_response_neither_tells_nor_asks_of_the_unmasked_bytes() {
+    let pki = Pki::new();
+    let up = FixedUpstream::start(bodies());
+    let mg = masked(&pki, &up);
+    let url = mg.url("/orders/SO-1");
+    for proto in ["--http1.1", "--http2"] {
+        let out = curl(&pki, Some("reporting"), &[proto, "-I", &url]);
+        let head = String::from_utf8_lossy(&out.stdout).to_ascii_lowercase();
+        assert!(head.starts_with("http/"), "{head}");
+        assert!(head.contains(" 200"), "{head}");
+        assert!(!head.contains("etag:"), "{proto}: {head}");
+        assert!(
+            !head.contains(&format!("content-length: {}", RECORD.len())),
+            "{proto}: {head}"
+        );
+    }
+
+    // What the product's server is asked, recorded by the plain upstream
+    // (its text answer on a masked route is then refused, 502).
+    let recording = Upstream::start();
+    let pki = Pki::new();
+    let mg = masked(&pki, &recording);
+    let out = curl(
+        &pki,
+        Some("reporting"),
+        &[
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "-H",
+            "If-None-Match: \"v1\"",
+            "-H",
+            "If-Modified-Since: Thu, 01 Jan 2026 00:00:00 GMT",
+            "-H",
+            "Range: bytes=0-10",
+            "-H",
+            "Accept-Encoding: gzip, br",
+            &mg.url("/orders/SO-1"),
+        ],
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "502");
+    let seen = recording.seen();
+    let asked = seen.last().expect("the request reached the upstream");
+    for name in ["if-none-match", "if-modified-since", "range"] {
+        assert!(
+            asked.header(name).is_empty(),
+            "{name} forwarded: {:?}",
+            asked.headers
+        );
+    }
+    assert_eq!(
+        asked.header("accept-encoding"),
+        vec!["identity".to_string()]
+    );
 }

@@ -64,8 +64,10 @@ use crate::observe::metrics::{Observed, QuotaLabels};
 use crate::transport::upstream::{BodyWatch, ClientBodyFault, CountedBody};
 
 mod describe;
+mod response;
 mod target;
 
+use response::{ask_for_the_whole_body, response_stage};
 use target::check_target;
 
 /// Handles one request end to end and records it: metrics at once, the
@@ -229,7 +231,10 @@ impl<'a> Exchange<'a> {
             Some(call) => call.bound(cleared.timeout, self.start.elapsed()),
             None => cleared.timeout,
         };
-        let resp = self.forward(req, timeout, cleared.method_override).await?;
+        let whole_body = cleared.response.as_ref().is_some_and(|t| t.rewrites_body());
+        let resp = self
+            .forward(req, timeout, cleared.method_override, whole_body)
+            .await?;
         response_stage(
             resp,
             (&self.method, self.version),
@@ -581,6 +586,7 @@ impl<'a> Exchange<'a> {
         req: Request<Incoming>,
         timeout: Duration,
         method_override: MethodOverride,
+        whole_body: bool,
     ) -> Result<Response<ProxyBody>, ProxyError> {
         let conn = self.conn;
         let (mut parts, body) = req.into_parts();
@@ -611,6 +617,9 @@ impl<'a> Exchange<'a> {
         strip_hop_by_hop(headers);
         strip_identity_headers(headers);
         strip_overrides(headers, &self.gate.strip_extra);
+        if whole_body {
+            ask_for_the_whole_body(headers);
+        }
         // Room for the headers set below and the trace's, in one allocation.
         headers.reserve(10);
         if !method_override.allowed.is_empty() {
@@ -835,85 +844,6 @@ fn body_error_reason(fault: ClientBodyFault) -> &'static str {
     }
 }
 
-/// The response stage: the route's transform, when it has one, sees the
-/// head and may rewrite the body as it streams (a refusal here is a 502,
-/// nothing of the upstream's response is sent); then the consumer's
-/// `RateLimit` headers. A route without a transform costs one branch.
-fn response_stage(
-    resp: Response<ProxyBody>,
-    request: (&Method, Version),
-    admission: Option<quota::Admitted>,
-    transform: Option<Arc<dyn ResponseTransform>>,
-) -> Result<Response<ProxyBody>, ProxyError> {
-    let mut resp = match transform {
-        None => resp,
-        Some(t) => {
-            let (mut head, mut body) = resp.into_parts();
-            let rewrite = t.head(&mut head)?;
-            // HEAD, 204 and 304 have no body to rewrite (RFC 9110 6.4.1).
-            let bodiless = request.0 == Method::HEAD
-                || matches!(head.status.as_u16(), 204 | 304)
-                || head.status.is_informational();
-            if let (Some(rewrite), false) = (rewrite, bodiless) {
-                prepare_rewrite(&mut head, request.1)?;
-                body.rewrite(rewrite);
-            }
-            Response::from_parts(head, body)
-        }
-    };
-    // In-flight places are given back here, with the response headers.
-    if let Some(state) = admission.and_then(|a| a.state) {
-        state.set_headers(resp.headers_mut());
-    }
-    Ok(resp)
-}
-
-/// Makes a response head fit for a body the response stage rewrites, or
-/// refuses it. The rewritten body must end in a way the client can tell
-/// from a cut (chunked HTTP/1.1 or an HTTP/2 stream, never the end of the
-/// connection), must be the bytes the transform can read (not a range,
-/// not compressed), and must not carry what described the upstream's
-/// bytes (length, digests, a strong validator, range support).
-fn prepare_rewrite(head: &mut http::response::Parts, client: Version) -> Result<(), ProxyError> {
-    let refuse = |reason: &str| {
-        ProxyError::ResponseRefused(crate::model::response::TransformError {
-            transform: "response stage",
-            reason: reason.into(),
-        })
-    };
-    if client < Version::HTTP_11 {
-        return Err(refuse(
-            "an HTTP/1.0 client cannot tell a rewritten body's end from a cut",
-        ));
-    }
-    if head.status == http::StatusCode::PARTIAL_CONTENT {
-        return Err(refuse("a range (206) cannot be rewritten"));
-    }
-    let encoded = head
-        .headers
-        .get_all(header::CONTENT_ENCODING)
-        .iter()
-        .any(|v| !v.as_bytes().eq_ignore_ascii_case(b"identity"));
-    if encoded {
-        return Err(refuse("an encoded (compressed) body cannot be rewritten"));
-    }
-    // The upstream may have answered in HTTP/1.0; the client is sent
-    // HTTP/1.1 framing (chunked) either way.
-    head.version = Version::HTTP_11;
-    for name in [
-        header::CONTENT_LENGTH,
-        header::ETAG,
-        header::ACCEPT_RANGES,
-        header::HeaderName::from_static("content-md5"),
-        header::HeaderName::from_static("digest"),
-        header::HeaderName::from_static("content-digest"),
-        header::HeaderName::from_static("repr-digest"),
-    ] {
-        head.headers.remove(name);
-    }
-    Ok(())
-}
-
 /// The upstream response timeout of a product whose contract promises a
 /// latency: `timeouts.latency_factor` times it, at most `upstream_response`.
 fn product_timeout(gate: &Gate, outcome: &AuthzOutcome) -> Option<Duration> {
@@ -945,48 +875,5 @@ fn log_refusal(e: &ProxyError, request_id: &HeaderValue, trace: &TraceContext, c
         _ => {
             tracing::warn!(request_id = ?request_id, %trace_id, principal = %conn.identity.principal, error = %e, "request failed")
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_rewritten_body_is_framed_for_its_end_and_loses_what_described_the_upstreams_bytes() {
-        let head = |status: u16, headers: &[(&'static str, &'static str)]| {
-            let mut b = Response::builder().status(status).version(Version::HTTP_10);
-            for (k, v) in headers {
-                b = b.header(*k, *v);
-            }
-            b.body(()).expect("response").into_parts().0
-        };
-        let refused = |mut h: http::response::Parts, client| match prepare_rewrite(&mut h, client) {
-            Err(ProxyError::ResponseRefused(e)) => Some(e.reason),
-            _ => None,
-        };
-        let h11 = Version::HTTP_11;
-        assert!(refused(head(200, &[]), Version::HTTP_10)
-            .is_some_and(|r| r.contains("HTTP/1.0 client")));
-        assert!(refused(head(206, &[]), h11).is_some_and(|r| r.contains("range")));
-        assert!(
-            refused(head(200, &[("content-encoding", "gzip")]), Version::HTTP_2)
-                .is_some_and(|r| r.contains("encoded"))
-        );
-        let mut h = head(
-            200,
-            &[
-                ("content-encoding", "identity"),
-                ("content-length", "42"),
-                ("etag", "\"v1\""),
-                ("accept-ranges", "bytes"),
-                ("content-digest", "sha-256=:AAAA:"),
-                ("content-type", "application/json"),
-            ],
-        );
-        assert!(prepare_rewrite(&mut h, h11).is_ok());
-        assert_eq!(h.version, h11, "chunked, whatever the upstream spoke");
-        let names: Vec<&str> = h.headers.keys().map(|k| k.as_str()).collect();
-        assert_eq!(names, ["content-encoding", "content-type"]);
     }
 }

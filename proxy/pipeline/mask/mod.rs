@@ -107,8 +107,21 @@ fn is_json(head: &http::response::Parts) -> bool {
         .unwrap_or("")
         .trim()
         .to_ascii_lowercase();
+    // gRPC's JSON (`application/grpc+json`) is framed in gRPC messages, not
+    // one JSON value: it cannot be masked as JSON.
     essence == "application/json"
-        || (essence.starts_with("application/") && essence.ends_with("+json"))
+        || (essence.starts_with("application/")
+            && essence.ends_with("+json")
+            && !essence.starts_with("application/grpc"))
+}
+
+/// A response with no body to mask: 204, 304, or a declared length of 0.
+fn empty(head: &http::response::Parts) -> bool {
+    matches!(head.status.as_u16(), 204 | 304)
+        || head
+            .headers
+            .get(http::header::CONTENT_LENGTH)
+            .is_some_and(|v| v.as_bytes() == b"0")
 }
 
 impl std::fmt::Debug for FieldMasking {
@@ -120,6 +133,10 @@ impl std::fmt::Debug for FieldMasking {
 }
 
 impl ResponseTransform for FieldMasking {
+    fn rewrites_body(&self) -> bool {
+        true
+    }
+
     fn head(
         &self,
         head: &mut http::response::Parts,
@@ -128,6 +145,9 @@ impl ResponseTransform for FieldMasking {
             if inner.head(head)?.is_some() {
                 return Err(refused("the route's own transform rewrites the body too"));
             }
+        }
+        if empty(head) {
+            return Ok(None);
         }
         if !is_json(head) {
             if head.status.is_success() {

@@ -11,6 +11,14 @@
 //! `:`, `}`) and drops the whitespace between members, so that a removed
 //! member leaves no dangling comma; below a visible member that declares
 //! nothing, every byte is copied as it is.
+//!
+//! A declared level applies to whatever container comes where it is
+//! expected, whatever the contract says its shape is: an object is the
+//! level itself, an array (or an array of arrays) has it on its objects. So
+//! a member declared an object that arrives as an array of objects, or
+//! records nested in arrays, are masked all the same (fail closed: an
+//! upstream that changes its shape cannot unhide a field). Scalars carry no
+//! fields and pass. Containers nest at most [`MAX_DEPTH`] deep.
 
 use std::sync::Arc;
 
@@ -22,6 +30,10 @@ use crate::decision::fields::{Mask, Shape, Undeclared};
 
 /// The longest hidden value a method reads whole.
 pub const CAPTURE_LIMIT: usize = 1 << 20;
+
+/// The deepest nesting of containers a body may have (each open one holds
+/// a frame: a body of nothing but `[` would otherwise grow it unbounded).
+pub const MAX_DEPTH: usize = 512;
 
 /// Where the bytes of the current token go.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,7 +53,7 @@ enum Member {
     Null,
     Redact,
     Capture(Mask),
-    Into(Shape, Arc<Level>),
+    Into(Arc<Level>),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -353,7 +365,7 @@ impl Scanner {
         };
         let member = match level.rule(name) {
             Some(Rule::Show(Shape::Leaf, _)) => Member::Copy,
-            Some(Rule::Show(shape, Some(below))) => Member::Into(*shape, below.clone()),
+            Some(Rule::Show(_, Some(below))) => Member::Into(below.clone()),
             Some(Rule::Show(_, None)) => Member::Copy,
             Some(Rule::Hide(Mask::Omit)) => Member::Skip,
             Some(Rule::Hide(Mask::Null)) => Member::Null,
@@ -398,7 +410,8 @@ impl Scanner {
                     self.out.push(b',');
                 }
                 top.any = true;
-                (Mode::Copy, top.level.clone().filter(|_| b == b'{'))
+                // Records (or arrays of them) in a declared array.
+                (Mode::Copy, top.level.clone())
             }
             Some(top) => match top.member.clone() {
                 Member::Copy => (Mode::Copy, None),
@@ -415,16 +428,17 @@ impl Scanner {
                     self.capture.clear();
                     (Mode::Capture, None)
                 }
-                Member::Into(shape, below) => {
-                    let opens = matches!((shape, b), (Shape::Object, b'{') | (Shape::Array, b'['));
-                    (Mode::Copy, opens.then_some(below))
-                }
+                // The level below, on whichever container comes.
+                Member::Into(below) => (Mode::Copy, Some(below)),
             },
         };
         // A root that is no object or array has no fields: copied.
         let level = level.filter(|_| matches!(b, b'{' | b'['));
         match b {
             b'{' | b'[' => {
+                if self.stack.len() >= MAX_DEPTH {
+                    return Err(format!("containers nested deeper than {MAX_DEPTH}"));
+                }
                 let managed = level.is_some();
                 self.stack.push(Frame {
                     object: b == b'{',

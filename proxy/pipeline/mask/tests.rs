@@ -167,3 +167,54 @@ fn fails_on_anything_that_is_not_one_json_value() {
     // A scalar at the top has no fields: copied.
     assert_eq!(mask(&p, " 42 ", 1).as_deref(), Ok("42"));
 }
+
+#[test]
+fn a_shape_other_than_declared_is_masked_all_the_same() {
+    let p = plan(Mask::Omit, Undeclared::Pass);
+    for (body, want) in [
+        // `shipping` is declared an object; it comes as an array of them.
+        (
+            r#"{"shipping":[{"street":"s","city":"c"},{"street":"t"}]}"#,
+            r#"{"shipping":[{"city":"c"},{}]}"#,
+        ),
+        // `lines` is declared an array; it comes as one object.
+        (
+            r#"{"lines":{"sku":"X","cost":3}}"#,
+            r#"{"lines":{"sku":"X","cost":0}}"#,
+        ),
+        // Records in arrays of arrays, at the root and below.
+        (
+            r#"[[{"email":"e","id":1}],[[{"email":"f"}]]]"#,
+            r#"[[{"id":1}],[[{}]]]"#,
+        ),
+        (r#"{"lines":[[{"cost":1}]]}"#, r#"{"lines":[[{"cost":0}]]}"#),
+        // Scalars carry no fields.
+        (
+            r#"{"shipping":null,"lines":7}"#,
+            r#"{"shipping":null,"lines":7}"#,
+        ),
+        (r#"[1,"a",null]"#, r#"[1,"a",null]"#),
+    ] {
+        for step in [1, 3, 64] {
+            assert_eq!(
+                mask(&p, body, step).as_deref(),
+                Ok(want),
+                "{body} by {step}"
+            );
+        }
+    }
+}
+
+#[test]
+fn nesting_deeper_than_the_bound_fails() {
+    let p = plan(Mask::Omit, Undeclared::Pass);
+    let deep = "[".repeat(super::scan::MAX_DEPTH + 1);
+    let e = mask(&p, &deep, 4096).expect_err("too deep");
+    assert!(e.contains("nested deeper"), "{e}");
+    let ok = format!(
+        "{}{}",
+        "[".repeat(super::scan::MAX_DEPTH),
+        "]".repeat(super::scan::MAX_DEPTH)
+    );
+    assert!(mask(&p, &ok, 4096).is_ok());
+}
