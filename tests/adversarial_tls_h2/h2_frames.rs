@@ -8,6 +8,7 @@ use crate::setup::*;
 /// CVE-2024-27316 (CONTINUATION flood) and HPACK abuse.
 #[test]
 fn h2_continuation_floods_and_hpack_abuse_are_refused() {
+    let _heavy = heavy();
     if !require_python_h2() {
         return;
     }

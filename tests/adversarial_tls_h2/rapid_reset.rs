@@ -9,6 +9,7 @@ use crate::setup::*;
 /// to show they are the configured ones.
 #[test]
 fn h2_rapid_reset_is_cut_off_with_goaway() {
+    let _heavy = heavy();
     if !require_python_h2() {
         return;
     }

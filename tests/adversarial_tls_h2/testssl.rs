@@ -13,6 +13,7 @@ use crate::setup::*;
 /// probes need no certificate (they read the ServerHello).
 #[test]
 fn testssl_finds_no_protocol_or_cipher_weakness() {
+    let _heavy = heavy();
     let tool = ["testssl", "testssl.sh"].into_iter().find(|t| {
         Command::new("sh")
             .arg("-c")

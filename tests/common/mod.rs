@@ -5,15 +5,21 @@
 #![allow(dead_code, unused_imports)]
 
 pub mod clients;
+pub mod heavy;
 pub mod pki;
+pub mod process;
 pub mod sidecar;
+pub mod skip;
 pub mod tokens;
 pub mod tools;
 pub mod upstream;
 
 pub use clients::*;
+pub use heavy::*;
 pub use pki::*;
+pub use process::*;
 pub use sidecar::*;
+pub use skip::*;
 pub use tools::*;
 pub use upstream::*;
 

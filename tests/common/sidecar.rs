@@ -9,7 +9,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use super::tools::copy_dir;
-use super::{Pki, Upstream};
+use super::{output_within, wait_within, Pki, Upstream};
 
 /// Collected log lines of a child process, with a way to wait for one.
 #[derive(Clone, Default)]
@@ -52,6 +52,11 @@ impl Logs {
         self.0 .0.lock().expect("lock").join("\n")
     }
 }
+
+/// How long `meshgate run` may take to exit after SIGTERM: its drain and
+/// audit flush (each bounded by `timeouts.shutdown_grace`, 20 s by default),
+/// with room for a loaded machine.
+pub const TERMINATE_DEADLINE: Duration = Duration::from_secs(60);
 
 /// The real meshgate binary, killed on drop.
 pub struct Meshgate {
@@ -124,11 +129,7 @@ impl Sidecar {
         ["run", "validate"]
             .into_iter()
             .map(|cmd| {
-                let out = Command::new(bin())
-                    .args([cmd, "--config"])
-                    .arg(&cfg)
-                    .output()
-                    .expect("meshgate runs");
+                let out = output_within(Command::new(bin()).args([cmd, "--config"]).arg(&cfg));
                 let err = String::from_utf8_lossy(&out.stderr).to_string();
                 assert!(
                     !out.status.success(),
@@ -417,14 +418,41 @@ impl Meshgate {
         self.child.id()
     }
 
-    /// Sends SIGTERM and waits for the process to exit.
+    /// Sends SIGTERM and waits for the process to exit, at most
+    /// [`TERMINATE_DEADLINE`]; past it the process is killed (SIGKILL) and
+    /// the test fails.
     pub fn terminate(&mut self) -> std::process::ExitStatus {
+        self.terminate_within(TERMINATE_DEADLINE)
+    }
+
+    /// [`Meshgate::terminate`] with another deadline (a test that holds
+    /// requests open past the drain gives it room).
+    pub fn terminate_within(&mut self, limit: Duration) -> std::process::ExitStatus {
+        self.sigterm();
+        self.exit_within(limit)
+    }
+
+    /// Sends SIGTERM, without waiting.
+    pub fn sigterm(&self) {
         let term = Command::new("kill")
             .args(["-TERM", &self.pid().to_string()])
             .status()
             .expect("kill");
         assert!(term.success());
-        self.child.wait().expect("wait")
+    }
+
+    /// Waits for the process to exit (after a [`Meshgate::sigterm`]), at
+    /// most `limit`; past it the process is killed and the test fails.
+    pub fn exit_within(&mut self, limit: Duration) -> std::process::ExitStatus {
+        let status = wait_within(&mut self.child, limit);
+        status.unwrap_or_else(|| {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+            panic!(
+                "meshgate did not exit within {limit:?} of SIGTERM; killed:\n{}",
+                self.logs.dump()
+            )
+        })
     }
 
     /// Sends SIGHUP (reload policies and certificates).

@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
-use super::{bin, Pki};
+use super::{bin, skip, Pki};
 
 /// Runs curl against the sidecar as client `who` (`None`: no client certificate).
 pub fn curl(pki: &Pki, who: Option<&str>, args: &[&str]) -> Output {
@@ -32,7 +32,8 @@ pub fn status_of(pki: &Pki, who: Option<&str>, url: &str) -> String {
     String::from_utf8_lossy(&out.stdout).to_string()
 }
 
-/// Requires a command-line tool; under CI its absence fails the test.
+/// Requires a command-line tool; under CI its absence fails the test,
+/// elsewhere it is a [`skip`] (the caller returns on `false`).
 pub fn require_tool(tool: &str) -> bool {
     let found = Command::new("sh")
         .arg("-c")
@@ -41,10 +42,7 @@ pub fn require_tool(tool: &str) -> bool {
         .map(|o| o.status.success())
         .unwrap_or(false);
     if !found {
-        if std::env::var("CI").is_ok_and(|v| v == "true") {
-            panic!("{tool} is required (CI=true); .ci/run installs it");
-        }
-        eprintln!("\n*** SKIPPING: {tool} is not installed ***\n");
+        skip(tool);
     }
     found
 }

@@ -19,7 +19,10 @@ use http_body_util::{BodyExt, Full};
 /// - `/upload` answers `<len> <sha256>` of the body it received
 /// - `/slow/MS` reports arrival on `arrivals`, waits MS, answers `slow done`
 /// - anything else answers `{"upstream_path": "<target as received>"}`, after
-///   reporting arrival and waiting MS when the query has `slow=MS`
+///   reporting arrival and waiting MS when the query has `slow=MS`, or
+///   until the test calls [`Upstream::release`]`(KEY)` when it has
+///   `hold=KEY` (a request held open for exactly as long as the test
+///   needs, whatever the load: no wall-clock window)
 pub struct Upstream {
     pub addr: SocketAddr,
     pub arrivals: Mutex<mpsc::Receiver<String>>,
@@ -28,7 +31,29 @@ pub struct Upstream {
     /// Connections accepted so far.
     pub connections: Arc<AtomicUsize>,
     arrivals_tx: mpsc::Sender<String>,
+    holds: Arc<Holds>,
     server: Option<UpstreamServer>,
+}
+
+/// The keys of `hold=KEY` requests the test has released.
+#[derive(Default)]
+pub struct Holds {
+    released: Mutex<std::collections::HashSet<String>>,
+    changed: tokio::sync::Notify,
+}
+
+impl Holds {
+    /// Returns when `key` is released (at once if it was already).
+    async fn until_released(&self, key: &str) {
+        loop {
+            // Created before the check: a release in between still wakes it.
+            let changed = self.changed.notified();
+            if self.released.lock().expect("lock").contains(key) {
+                return;
+            }
+            changed.await;
+        }
+    }
 }
 
 /// One request as the upstream received it.
@@ -99,11 +124,13 @@ impl Upstream {
         let (arrivals_tx, arr_rx) = mpsc::channel();
         let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
         let connections = Arc::new(AtomicUsize::new(0));
+        let holds: Arc<Holds> = Arc::default();
         let server = UpstreamServer::spawn(
             std_listener,
             arrivals_tx.clone(),
             seen.clone(),
             connections.clone(),
+            holds.clone(),
         );
         Upstream {
             addr,
@@ -111,6 +138,7 @@ impl Upstream {
             seen,
             connections,
             arrivals_tx,
+            holds,
             server: Some(server),
         }
     }
@@ -134,7 +162,18 @@ impl Upstream {
             self.arrivals_tx.clone(),
             self.seen.clone(),
             self.connections.clone(),
+            self.holds.clone(),
         ));
+    }
+
+    /// Lets every `hold=KEY` request (held now or arriving later) answer.
+    pub fn release(&self, key: &str) {
+        self.holds
+            .released
+            .lock()
+            .expect("lock")
+            .insert(key.to_string());
+        self.holds.changed.notify_waiters();
     }
 
     /// The requests that arrived so far.
@@ -167,6 +206,7 @@ impl UpstreamServer {
         arr_tx: mpsc::Sender<String>,
         record: Arc<Mutex<Vec<Seen>>>,
         connections: Arc<AtomicUsize>,
+        holds: Arc<Holds>,
     ) -> UpstreamServer {
         std_listener.set_nonblocking(true).expect("nonblocking");
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -187,13 +227,15 @@ impl UpstreamServer {
                         connections.fetch_add(1, Ordering::SeqCst);
                         let arr_tx = arr_tx.clone();
                         let record = record.clone();
+                        let holds = holds.clone();
                         tokio::spawn(async move {
                             let svc = hyper::service::service_fn(move |req| {
                                 let arr_tx = arr_tx.clone();
+                                let holds = holds.clone();
                                 record_request(&record, &req);
                                 async move {
                                     Ok::<_, std::convert::Infallible>(
-                                        upstream_route(req, arr_tx).await,
+                                        upstream_route(req, arr_tx, &holds).await,
                                     )
                                 }
                             });
@@ -240,6 +282,7 @@ fn record_request<B>(seen: &Mutex<Vec<Seen>>, req: &http::Request<B>) {
 async fn upstream_route(
     req: http::Request<hyper::body::Incoming>,
     arrivals: Arc<Mutex<mpsc::Sender<String>>>,
+    holds: &Holds,
 ) -> http::Response<UpBody> {
     let path = req.uri().path().to_string();
     let full = |s: String| http::Response::new(UpBody::Left(Full::new(Bytes::from(s))));
@@ -324,6 +367,14 @@ async fn upstream_route(
     if let Some(ms) = slow {
         let _ = arrivals.lock().map(|tx| tx.send(path.clone()));
         tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
+    let hold = req
+        .uri()
+        .query()
+        .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("hold=")));
+    if let Some(key) = hold {
+        let _ = arrivals.lock().map(|tx| tx.send(path.clone()));
+        holds.until_released(key).await;
     }
     full(serde_json::json!({ "upstream_path": req.uri().to_string() }).to_string())
 }

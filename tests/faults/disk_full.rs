@@ -60,14 +60,14 @@ fn audit_disk_full(
         .map(|_| Client::new("reporting", tls.clone(), "/orders/1", Mode::KeepAlive))
         .collect();
     let load = Load::start(mg.data, clients, BOUNDED);
-    load.wait("200s", Duration::from_secs(10), |r| {
+    load.wait("200s", EVENT_WAIT, |r| {
         count(r, |r| is_status(r, 200)) >= 50
     });
 
     let size = std::fs::metadata(&file).expect("audit file").len();
     let full = Instant::now();
     set_file_size_limit(mg.pid(), Some(size));
-    eventually("an audit write error", Duration::from_secs(10), || {
+    eventually("an audit write error", EVENT_WAIT, || {
         if let Some(exit) = mg.child.try_wait().expect("try_wait") {
             panic!(
                 "meshgate died with the disk full: {exit}\n{}",
@@ -76,9 +76,7 @@ fn audit_disk_full(
         }
         mg.metric("meshgate_audit_write_errors_total") >= 1.0
     });
-    load.wait("the disk-full effect", Duration::from_secs(15), |r| {
-        enough(r, full, &mg)
-    });
+    load.wait("the disk-full effect", EVENT_WAIT, |r| enough(r, full, &mg));
     assert!(
         mg.child.try_wait().expect("try_wait").is_none(),
         "meshgate died with the disk full:\n{}",
@@ -87,7 +85,7 @@ fn audit_disk_full(
 
     let space = Instant::now();
     set_file_size_limit(mg.pid(), None);
-    load.wait("200s with space again", Duration::from_secs(15), |r| {
+    load.wait("200s with space again", EVENT_WAIT, |r| {
         count(r, |r| r.sent > space && is_status(r, 200)) >= 50
     });
     let (records, _) = load.finish();
@@ -109,6 +107,7 @@ fn audit_disk_full(
 
 #[test]
 fn audit_disk_full_in_block_mode_serves_nothing_unrecorded_and_catches_up() {
+    let _heavy = heavy();
     let max_wait = Duration::from_millis(300);
     let Some(run) = audit_disk_full("block", |r, full, _| {
         count(r, |r| r.sent > full && is_status(r, 503)) >= 20
@@ -183,6 +182,7 @@ fn audit_disk_full_in_block_mode_serves_nothing_unrecorded_and_catches_up() {
 
 #[test]
 fn audit_disk_full_in_drop_mode_counts_every_lost_event_and_the_chain_verifies() {
+    let _heavy = heavy();
     let Some(run) = audit_disk_full("drop", |_, _, mg| {
         mg.metric("meshgate_audit_dropped_total") >= 200.0
     }) else {

@@ -16,6 +16,12 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 /// of the two CPUs the test machine has.
 pub(crate) const PACE: Duration = Duration::from_millis(20);
 
+/// How long a test waits for an event it expects (responses of a kind, a log
+/// line, a metric, connections closing) before it fails. It bounds a wait
+/// on an event, it is no window the event must fall into: a loaded machine
+/// makes a test slower, never wrong, and only a hang spends all of it.
+pub(crate) const EVENT_WAIT: Duration = Duration::from_secs(60);
+
 /// No request may take longer than this, whatever the fault.
 pub(crate) const DEADLINE: Duration = Duration::from_secs(10);
 

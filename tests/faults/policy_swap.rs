@@ -1,6 +1,6 @@
 //! The policy set replaced 100 times under load, invalid sets among them.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use crate::common::*;
 use crate::load::*;
@@ -28,6 +28,7 @@ struct Live {
 
 #[test]
 fn policy_set_replaced_100_times_under_load_with_invalid_sets_fails_and_wrongly_allows_nothing() {
+    let _heavy = heavy();
     const STEPS: usize = 100;
     let pki = Pki::new();
     pki.client("campaigns", Leaf::client_spiffe(CAMPAIGNS));
@@ -92,9 +93,7 @@ fn policy_set_replaced_100_times_under_load_with_invalid_sets_fails_and_wrongly_
     .map(|c| c.paced(PACE))
     .collect();
     let load = Load::start(mg.data, clients, BOUNDED);
-    load.wait("first responses", Duration::from_secs(10), |r| {
-        r.len() >= 20
-    });
+    load.wait("first responses", EVENT_WAIT, |r| r.len() >= 20);
 
     let started = Instant::now();
     let (mut valid, mut invalid) = (0, 0);
@@ -135,9 +134,7 @@ fn policy_set_replaced_100_times_under_load_with_invalid_sets_fails_and_wrongly_
             Some(allows) => {
                 let line = mg
                     .logs
-                    .wait_for(from, Duration::from_secs(10), |l| {
-                        l.contains("policy snapshot reloaded")
-                    })
+                    .wait_for(from, EVENT_WAIT, |l| l.contains("policy snapshot reloaded"))
                     .unwrap_or_else(|| panic!("step {i}: no reload:\n{}", mg.logs.dump()));
                 let seen = Instant::now();
                 let v: serde_json::Value = serde_json::from_str(&line).expect("json log");
@@ -161,21 +158,17 @@ fn policy_set_replaced_100_times_under_load_with_invalid_sets_fails_and_wrongly_
             None => {
                 let line = mg
                     .logs
-                    .wait_for(from, Duration::from_secs(10), |l| {
+                    .wait_for(from, EVENT_WAIT, |l| {
                         l.contains("policy reload failed") && l.contains(&broken)
                     })
                     .unwrap_or_else(|| panic!("step {i}: not rejected:\n{}", mg.logs.dump()));
                 assert!(line.contains(&format!("{broken}:")), "{line}");
                 // (The failure is logged just before /policy shows it.)
                 let mut p = policy_json(&mg);
-                eventually(
-                    "/policy shows the rejection",
-                    Duration::from_secs(10),
-                    || {
-                        p = policy_json(&mg);
-                        p["last_error"]["errors"].to_string().contains(&broken)
-                    },
-                );
+                eventually("/policy shows the rejection", EVENT_WAIT, || {
+                    p = policy_json(&mg);
+                    p["last_error"]["errors"].to_string().contains(&broken)
+                });
                 let live = timeline.last().map(|l| l.version.as_str());
                 assert_eq!(
                     p["version"].as_str(),

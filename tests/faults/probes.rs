@@ -38,8 +38,7 @@ pub(crate) fn connections_to(port: u16) -> (usize, usize) {
 pub(crate) fn admin_get(mg: &Meshgate, path: &str) -> String {
     use std::io::{Read, Write};
     let mut tcp = std::net::TcpStream::connect(mg.admin).expect("admin port");
-    tcp.set_read_timeout(Some(Duration::from_secs(10)))
-        .expect("timeout");
+    tcp.set_read_timeout(Some(EVENT_WAIT)).expect("timeout");
     write!(tcp, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").expect("request");
     let mut text = String::new();
     tcp.read_to_string(&mut text).expect("response");

@@ -38,6 +38,7 @@ fn not_after(pem: &str) -> i64 {
 
 #[test]
 fn certificate_and_trust_bundle_rotated_100_times_under_load_fail_no_request() {
+    let _heavy = heavy();
     const ROTATIONS: usize = 100;
     let pki = Pki::new();
     // CA i issues the server certificate of step i; at step i meshgate
@@ -97,9 +98,7 @@ fn certificate_and_trust_bundle_rotated_100_times_under_load_fail_no_request() {
         clients.push(Client::shared("fresh", current.clone(), "/orders", Mode::Fresh).paced(PACE));
     }
     let load = Load::start(mg.data, clients, BOUNDED);
-    load.wait("first responses", Duration::from_secs(10), |r| {
-        r.len() >= 20
-    });
+    load.wait("first responses", EVENT_WAIT, |r| r.len() >= 20);
 
     let started = Instant::now();
     for i in 1..=ROTATIONS {
@@ -108,7 +107,7 @@ fn certificate_and_trust_bundle_rotated_100_times_under_load_fail_no_request() {
         let ca_label = format!(
             "meshgate_certificate_expiry_timestamp_seconds{{cert=\"client_ca:CN=rotation CA {i}\"}}"
         );
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let deadline = Instant::now() + EVENT_WAIT;
         loop {
             // Metrics change before the reload is logged: a reload logged
             // after `seen` is in what the scrape below says, or still to come.
@@ -133,19 +132,15 @@ fn certificate_and_trust_bundle_rotated_100_times_under_load_fail_no_request() {
         *current.write().expect("lock") = client_for(i);
         // A new handshake meets this step's certificate before the next.
         let live = Instant::now();
-        load.wait(
-            "a new handshake at this step",
-            Duration::from_secs(10),
-            |r| r.iter().rev().any(|r| r.who == "fresh" && r.sent > live),
-        );
+        load.wait("a new handshake at this step", EVENT_WAIT, |r| {
+            r.iter().rev().any(|r| r.who == "fresh" && r.sent > live)
+        });
     }
     let rotating = started.elapsed();
     let served_during = load.shared.records.lock().expect("lock").len();
-    load.wait(
-        "requests after the last rotation",
-        Duration::from_secs(10),
-        |r| r.len() >= served_during + 20,
-    );
+    load.wait("requests after the last rotation", EVENT_WAIT, |r| {
+        r.len() >= served_during + 20
+    });
     let (records, shared) = load.finish();
 
     let sum = summary(&records);

@@ -1,8 +1,7 @@
 //! SIGTERM under load.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::Bytes;
 use http_body_util::Empty;
@@ -14,6 +13,7 @@ use crate::probes::*;
 
 #[test]
 fn sigterm_under_load_completes_or_refuses_every_request_and_audits_each_completed_one() {
+    let _heavy = heavy();
     let pki = Pki::new();
     let up = Upstream::start();
     let file = pki.path("audit.log");
@@ -41,23 +41,19 @@ fn sigterm_under_load_completes_or_refuses_every_request_and_audits_each_complet
             stop_on_refused: true,
         },
     );
-    load.wait("responses", Duration::from_secs(10), |r| r.len() >= 60);
+    load.wait("responses", EVENT_WAIT, |r| r.len() >= 60);
 
     let term = Instant::now();
-    let kill = Command::new("kill")
-        .args(["-TERM", &mg.pid().to_string()])
-        .status()
-        .expect("kill");
-    assert!(kill.success());
-    let exit = mg.child.wait().expect("wait");
+    mg.sigterm();
+    let exit = mg.exit_within(TERMINATE_DEADLINE);
     let exited = Instant::now();
     assert!(exit.success(), "exit {exit:?}\n{}", mg.logs.dump());
     assert!(mg
         .logs
-        .wait_for(0, Duration::from_secs(5), |l| l.contains("\"drained\""))
+        .wait_for(0, EVENT_WAIT, |l| l.contains("\"drained\""))
         .is_some());
     // Every client goes on until it meets the closed listener.
-    load.wait("every client refused", Duration::from_secs(10), |r| {
+    load.wait("every client refused", EVENT_WAIT, |r| {
         let done: HashSet<usize> = r
             .iter()
             .filter(|r| r.outcome == Outcome::Refused)
@@ -177,6 +173,7 @@ fn sigterm_under_load_completes_or_refuses_every_request_and_audits_each_complet
 /// know that it may retry.
 #[test]
 fn a_connection_accepted_before_sigterm_has_its_first_request_served() {
+    let _heavy = heavy();
     let pki = Pki::new();
     let up = Upstream::start();
     let mut mg = quiet(&pki, &up).start();
@@ -195,19 +192,13 @@ fn a_connection_accepted_before_sigterm_has_its_first_request_served() {
         tokio::spawn(driver);
         (h1, h2)
     });
-    eventually("both connections open", Duration::from_secs(10), || {
+    eventually("both connections open", EVENT_WAIT, || {
         mg.metric("meshgate_open_connections") == 2.0
     });
     let from = mg.logs.len();
-    let kill = Command::new("kill")
-        .args(["-TERM", &mg.pid().to_string()])
-        .status()
-        .expect("kill");
-    assert!(kill.success());
+    mg.sigterm();
     mg.logs
-        .wait_for(from, Duration::from_secs(10), |l| {
-            l.contains("shutting down")
-        })
+        .wait_for(from, EVENT_WAIT, |l| l.contains("shutting down"))
         .expect("draining");
 
     let (r1, r2) = rt.block_on(async {
@@ -232,6 +223,6 @@ fn a_connection_accepted_before_sigterm_has_its_first_request_served() {
         h1.is_closed() || rt.block_on(h1.ready()).is_err(),
         "HTTP/1.1 connection closed after"
     );
-    let exit = mg.child.wait().expect("wait");
+    let exit = mg.exit_within(TERMINATE_DEADLINE);
     assert!(exit.success(), "{exit:?}\n{}", mg.logs.dump());
 }

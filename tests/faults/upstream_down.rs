@@ -11,6 +11,7 @@ use crate::probes::*;
 
 #[test]
 fn upstream_killed_and_restarted_under_load_gives_502s_then_recovers_with_no_stuck_connections() {
+    let _heavy = heavy();
     let pki = Pki::new();
     let mut up = Upstream::start();
     let mg = quiet(&pki, &up).start();
@@ -30,7 +31,7 @@ fn upstream_killed_and_restarted_under_load_gives_502s_then_recovers_with_no_stu
     let fds_idle = fd_count(mg.pid());
     let load = Load::start(mg.data, clients, BOUNDED);
 
-    load.wait("200s before the kill", Duration::from_secs(10), |r| {
+    load.wait("200s before the kill", EVENT_WAIT, |r| {
         count(r, |r| is_status(r, 200)) >= 200
     });
     let (pool_before, _) = connections_to(up.addr.port());
@@ -38,11 +39,9 @@ fn upstream_killed_and_restarted_under_load_gives_502s_then_recovers_with_no_stu
     let t_kill = Instant::now();
     up.kill();
     let t_killed = Instant::now();
-    load.wait(
-        "502s while the upstream is down",
-        Duration::from_secs(10),
-        |r| count(r, |r| r.sent > t_killed && is_status(r, 502)) >= 100,
-    );
+    load.wait("502s while the upstream is down", EVENT_WAIT, |r| {
+        count(r, |r| r.sent > t_killed && is_status(r, 502)) >= 100
+    });
     // The four kept client connections stay open while the upstream is
     // down (plus up to two fresh ones in flight).
     let open_while_down = mg.metric("meshgate_open_connections") as usize;
@@ -50,7 +49,7 @@ fn upstream_killed_and_restarted_under_load_gives_502s_then_recovers_with_no_stu
     let t_restart = Instant::now();
     up.restart();
     let t_restarted = Instant::now();
-    load.wait("200s after the restart", Duration::from_secs(10), |r| {
+    load.wait("200s after the restart", EVENT_WAIT, |r| {
         count(r, |r| r.sent > t_restarted && is_status(r, 200)) >= 200
     });
     let (pool_after_recovery, close_wait_after_recovery) = connections_to(up.addr.port());
@@ -128,15 +127,13 @@ fn upstream_killed_and_restarted_under_load_gives_502s_then_recovers_with_no_stu
         "{m}"
     );
     // Every client connection closes; meshgate's gauge and descriptors return.
-    eventually(
-        "meshgate_open_connections back to 0",
-        Duration::from_secs(10),
-        || mg.metric("meshgate_open_connections") == 0.0,
-    );
+    eventually("meshgate_open_connections back to 0", EVENT_WAIT, || {
+        mg.metric("meshgate_open_connections") == 0.0
+    });
     // Only the pooled upstream connections stay (one per concurrent client).
     eventually(
         "meshgate's descriptors back to idle + the pool",
-        Duration::from_secs(10),
+        EVENT_WAIT,
         || fd_count(mg.pid()) <= fds_idle + 6,
     );
     eprintln!(
@@ -201,6 +198,7 @@ impl Drop for HangingUpstream {
 
 #[test]
 fn hanging_upstream_gives_504_at_the_timeout_and_memory_stays_flat() {
+    let _heavy = heavy();
     let pki = Pki::new();
     let up = HangingUpstream::start();
     let timeout = Duration::from_millis(150);
@@ -215,13 +213,11 @@ fn hanging_upstream_gives_504_at_the_timeout_and_memory_stays_flat() {
     let load = Load::start(mg.data, clients, BOUNDED);
 
     let warm_up = 200;
-    load.wait("warm-up", Duration::from_secs(15), |r| r.len() >= warm_up);
+    load.wait("warm-up", EVENT_WAIT, |r| r.len() >= warm_up);
     let rss_warm = rss_kib(mg.pid());
     let fds_warm = fd_count(mg.pid());
     let total = warm_up + 1000;
-    load.wait("hung requests", Duration::from_secs(20), |r| {
-        r.len() >= total
-    });
+    load.wait("hung requests", EVENT_WAIT, |r| r.len() >= total);
     let rss_after = rss_kib(mg.pid());
     let fds_loaded = fd_count(mg.pid());
     let (records, _) = load.finish();
@@ -249,7 +245,7 @@ fn hanging_upstream_gives_504_at_the_timeout_and_memory_stays_flat() {
     // closed it at the timeout: none is left open.
     eventually(
         "meshgate closes every hung upstream connection",
-        Duration::from_secs(10),
+        EVENT_WAIT,
         || up.open.load(Ordering::Relaxed) == 0,
     );
     let accepted = up.accepted.load(Ordering::Relaxed);
@@ -258,15 +254,13 @@ fn hanging_upstream_gives_504_at_the_timeout_and_memory_stays_flat() {
         records.len(),
         "one upstream connection per hung request"
     );
-    eventually("client connections closed", Duration::from_secs(10), || {
+    eventually("client connections closed", EVENT_WAIT, || {
         mg.metric("meshgate_open_connections") == 0.0
     });
     // (The admin connection of the last scrape may still be closing.)
-    eventually(
-        "meshgate's descriptors back to idle",
-        Duration::from_secs(10),
-        || fd_count(mg.pid()) <= fds_idle,
-    );
+    eventually("meshgate's descriptors back to idle", EVENT_WAIT, || {
+        fd_count(mg.pid()) <= fds_idle
+    });
     let fds_after = fd_count(mg.pid());
 
     // Memory: what 1,000 more hung requests leave behind, against the
