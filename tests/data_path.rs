@@ -333,7 +333,7 @@ fn refuses_bad_client_certificates_at_the_handshake() {
     ];
     for (who, reason) in cases {
         let sample = format!("meshgate_tls_handshake_failures_total{{reason=\"{reason}\"}}");
-        let before = mg.metric(&sample);
+        let before = mg.counter(&sample);
         // curl (TLS 1.3): no HTTP response at all.
         assert_eq!(
             status_of(&pki, who, &mg.url("/headers")),

@@ -50,9 +50,9 @@ set +e
 if [ "$limit" -gt 0 ]; then
   # timeout(1) runs cargo in a process group of its own and signals the whole
   # group: cargo, the test binaries and every process they started.
-  timeout -k 30 "$limit" cargo test --locked 2>&1 | tee "$log"
+  timeout -k 30 "$limit" cargo test --locked --no-fail-fast 2>&1 | tee "$log"
 else
-  cargo test --locked 2>&1 | tee "$log"
+  cargo test --locked --no-fail-fast 2>&1 | tee "$log"
 fi
 status=${PIPESTATUS[0]}
 set -e

@@ -75,8 +75,10 @@ impl Env {
         );
     }
 
+    /// A sample's value; 0 for a labelled counter not counted yet (see
+    /// [`Meshgate::counter`]), a failure for a name the sidecar lacks.
     pub(crate) fn metric(&self, sample: &str) -> f64 {
-        self.mg.metric(sample)
+        self.mg.counter(sample)
     }
 
     /// Every path that reached the upstream so far. Waits until no client

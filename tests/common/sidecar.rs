@@ -409,9 +409,25 @@ impl Meshgate {
         String::from_utf8_lossy(&out.stdout).to_string()
     }
 
-    /// The value of one sample line (`name{labels}`), 0 when absent.
+    /// The value of one sample line (`name{labels}`, labels as the
+    /// sidecar writes them); a scrape without that sample fails the test (a
+    /// misspelt name or label would otherwise read as 0 and pass).
     pub fn metric(&self, sample: &str) -> f64 {
         metric_value(&self.metrics(), sample)
+    }
+
+    /// A counter's value: its sample line's, or 0 when the counter exists
+    /// (its `# TYPE NAME counter` line is in the scrape) and this label set
+    /// was never counted (a labelled counter shows a label set only once
+    /// it is incremented). A counter the scrape does not have fails the test.
+    pub fn counter(&self, sample: &str) -> f64 {
+        counter_value(&self.metrics(), sample)
+    }
+
+    /// The value of one sample line, None when the scrape has none (for a
+    /// test that expects a sample to be absent, or not there yet).
+    pub fn metric_opt(&self, sample: &str) -> Option<f64> {
+        metric_value_opt(&self.metrics(), sample)
     }
 
     pub fn pid(&self) -> u32 {
@@ -468,7 +484,7 @@ impl Meshgate {
     /// looking again at each new log line.
     pub fn wait_metric(&self, sample: &str, at_least: f64) {
         let deadline = Instant::now() + Duration::from_secs(20);
-        while self.metric(sample) < at_least {
+        while self.metric_opt(sample).is_none_or(|v| v < at_least) {
             assert!(
                 Instant::now() < deadline,
                 "{sample} < {at_least}:\n{}",
@@ -480,14 +496,64 @@ impl Meshgate {
     }
 }
 
+/// The value of one sample line of a scrape; its absence fails the test.
 pub fn metric_value(text: &str, sample: &str) -> f64 {
+    metric_value_opt(text, sample).unwrap_or_else(|| panic!("no sample {sample} in:\n{text}"))
+}
+
+/// [`Meshgate::counter`] on a scrape.
+pub fn counter_value(text: &str, sample: &str) -> f64 {
+    if let Some(v) = metric_value_opt(text, sample) {
+        return v;
+    }
+    let name = sample.split('{').next().unwrap_or(sample);
+    assert!(
+        text.lines().any(|l| l == format!("# TYPE {name} counter")) || registered(name),
+        "no counter {name}: not in the scrape, and registered nowhere under proxy/:\n{text}"
+    );
+    0.0
+}
+
+/// Whether a counter named `name` is registered in the sidecar's source: a
+/// labelled family none of whose label sets was counted yet is not in the
+/// scrape at all, so a misspelt name is told from it by the registration
+/// (`"request_body_lingers"` for `meshgate_request_body_lingers_total`).
+fn registered(name: &str) -> bool {
+    static SOURCE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let source = SOURCE.get_or_init(|| {
+        let mut all = String::new();
+        let mut dirs = vec![Path::new(env!("CARGO_MANIFEST_DIR")).join("proxy")];
+        while let Some(dir) = dirs.pop() {
+            for e in std::fs::read_dir(&dir).expect("read proxy/") {
+                let p = e.expect("entry").path();
+                if p.is_dir() {
+                    dirs.push(p);
+                } else if p.extension().is_some_and(|x| x == "rs") {
+                    all += &std::fs::read_to_string(&p).expect("read source");
+                }
+            }
+        }
+        all
+    });
+    let base = name.strip_suffix("_total").unwrap_or(name);
+    ["meshgate_injector_", "meshgate_"]
+        .iter()
+        .filter_map(|prefix| base.strip_prefix(prefix))
+        .any(|short| source.contains(&format!("\"{short}\"")))
+}
+
+/// The value of one sample line of a scrape, None when absent.
+pub fn metric_value_opt(text: &str, sample: &str) -> Option<f64> {
     text.lines()
         .find_map(|l| {
             l.strip_prefix(sample)
                 .and_then(|rest| rest.strip_prefix(' '))
         })
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0.0)
+        .map(|v| {
+            v.trim()
+                .parse()
+                .unwrap_or_else(|e| panic!("{sample}: {v}: {e}"))
+        })
 }
 
 impl Drop for Meshgate {
