@@ -148,12 +148,15 @@ impl Env {
     }
 }
 
-/// Polls `cond` until it holds, for at most 20 s.
+/// Polls `cond` until it holds, for at most 60 s (a bound on a wait for an
+/// event, not a window), parking 1 ms at first and up to 50 ms between looks.
 pub(crate) fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(20);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut pause = Duration::from_millis(1);
     while !cond() {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
+        std::thread::park_timeout(pause);
+        pause = (pause * 2).min(Duration::from_millis(50));
     }
 }
 
