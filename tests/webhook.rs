@@ -116,16 +116,14 @@ fn apply(response: &Value, pod: &Value) -> Value {
     out
 }
 
-/// Compares with the expected pod in tests/fixtures/k8s (rewritten when
-/// MESHGATE_REGENERATE=1).
+/// Compares with the expected pod in tests/fixtures/k8s (rewritten, and the
+/// test failed, when MESHGATE_REGENERATE=1; see `regenerate_if_asked`).
 fn expect_golden(name: &str, pod: &Value) {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures/k8s")
         .join(name);
     let text = serde_json::to_string_pretty(pod).expect("json") + "\n";
-    if std::env::var("MESHGATE_REGENERATE").is_ok_and(|v| v == "1") {
-        std::fs::write(&path, &text).expect("write golden");
-    }
+    regenerate_if_asked(&path, &text);
     let want = std::fs::read_to_string(&path)
         .unwrap_or_else(|e| panic!("{}: {e} (MESHGATE_REGENERATE=1 writes it)", path.display()));
     let want: Value = serde_json::from_str(&want).expect("golden json");

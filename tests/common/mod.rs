@@ -5,6 +5,7 @@
 #![allow(dead_code, unused_imports)]
 
 pub mod clients;
+pub mod golden;
 pub mod heavy;
 pub mod pki;
 pub mod process;
@@ -15,6 +16,7 @@ pub mod tools;
 pub mod upstream;
 
 pub use clients::*;
+pub use golden::*;
 pub use heavy::*;
 pub use pki::*;
 pub use process::*;
