@@ -781,10 +781,7 @@ const MAX_FN_LINES: usize = 120;
 /// 24): (file, fn). Each is to
 /// be split by what it checks; the list may only shrink (an entry no longer
 /// over the bound fails the test, so it is taken off when it is split).
-const LONG_TESTS_TO_SPLIT: [(&str, &str); 21] = [
-    ("tests/adversarial_http/paths.rs", "path_encodings_map_to_exactly_the_resource_authorised_or_are_refused"),
-    ("tests/adversarial_http/smuggling.rs", "duplicate_conflicting_and_malformed_headers_never_smuggle_a_request"),
-    ("tests/adversarial_http/spoofing.rs", "spoofed_identity_forwarding_and_trace_headers_never_reach_the_upstream"),
+const LONG_TESTS_TO_SPLIT: [(&str, &str); 18] = [
     ("tests/adversarial_tls_h2/h2_frames.rs", "h2_header_tricks_get_an_exact_status_or_a_stream_reset"),
     ("tests/adversarial_tls_h2/san.rs", "a_spiffe_id_in_the_wrong_san_type_is_never_the_service"),
     ("tests/adversarial_tls_h2/testssl.rs", "testssl_finds_no_protocol_or_cipher_weakness"),

@@ -5,17 +5,89 @@ use crate::raw::*;
 
 #[tokio::test]
 async fn duplicate_conflicting_and_malformed_headers_never_smuggle_a_request() {
-    use Want::*;
     let pki = Pki::with_clients(&[("campaigns", CAMPAIGNS)]);
     let up = Upstream::start();
     let mg = Meshgate::builder(&pki, &up).policies().start();
+    let cases = smuggling_cases();
+    let close = "Connection: close\r\n";
+    let host = "Host: localhost\r\n";
+    run_cases(&pki, &up, &mg, &cases).await;
+    let forwarded = cases
+        .iter()
+        .filter(|(_, _, w)| matches!(w, Want::Forwarded(_)))
+        .count();
+    assert_eq!(
+        up.count(),
+        forwarded,
+        "one upstream request per forwarded case"
+    );
+    // The absolute-form authority, not the conflicting Host, went upstream.
+    let seen = up.seen();
+    assert_eq!(seen[0].header("host"), vec!["localhost"]);
+
+    // Pipelined requests are each authorised on their own: the protected
+    // one is refused, and the upstream sees only the public one.
+    let before = up.count();
+    let mut two = format!("GET {PUBLIC} HTTP/1.1\r\n{host}\r\n").into_bytes();
+    two.extend(get("/orders/SO-1"));
+    let ex = exchange(&pki, "campaigns", &mg, &two).await;
+    let statuses: Vec<u16> = ex.replies.iter().map(|r| r.status).collect();
+    assert_eq!(statuses, vec![200, 403], "{ex:?}");
+    assert_eq!(up.count(), before + 1);
+    assert_eq!(up.seen()[before].target, PUBLIC);
+
+    // The declared purpose decides restricted data: policy and upstream
+    // must see the same one, so two are refused.
+    pki.client("fraud", Leaf::client_spiffe(FRAUD));
+    let customer = |purposes: &[&str]| {
+        let mut req = format!("GET /customers/C-7 HTTP/1.1\r\n{host}");
+        for p in purposes {
+            req.push_str(&format!("x-data-purpose: {p}\r\n"));
+        }
+        req.push_str(close);
+        req.push_str("\r\n");
+        req.into_bytes()
+    };
+    for (purposes, status) in [
+        (&["fraud-investigation", "marketing"][..], 400),
+        (&["marketing", "fraud-investigation"][..], 400),
+        (&["fraud-investigation", "fraud-investigation"][..], 400),
+        (&["marketing"][..], 403),
+        (&["fraud-investigation"][..], 200),
+    ] {
+        let before = up.count();
+        let ex = exchange(&pki, "fraud", &mg, &customer(purposes)).await;
+        assert_eq!(ex.replies.len(), 1, "{purposes:?}: {ex:?}");
+        let r = &ex.replies[0];
+        assert_eq!(r.status, status, "{purposes:?}");
+        if status == 200 {
+            assert_eq!(up.count(), before + 1);
+            let s = &up.seen()[before];
+            assert_eq!(s.target, "/customers/C-7");
+            assert_eq!(s.header("x-data-purpose"), vec!["fraud-investigation"]);
+        } else {
+            let code = if status == 400 {
+                "bad_request"
+            } else {
+                "forbidden"
+            };
+            assert_eq!(r.error(), code, "{purposes:?}");
+            assert_eq!(up.count(), before, "{purposes:?}: reached the upstream");
+        }
+    }
+}
+
+/// Requests that try to smuggle another past the policy, or to confuse
+/// what the upstream takes the request to be; what each must get.
+fn smuggling_cases() -> Vec<(&'static str, Vec<u8>, Want)> {
+    use Want::*;
     // A request to the protected path, as it would be hidden in a body.
     const HIDDEN: &str = "GET /orders/SO-1 HTTP/1.1\r\nHost: localhost\r\n\r\n";
     let raw = |head: &str, body: &str| format!("{head}\r\n{body}").into_bytes();
     let public = |headers: &str| format!("GET /orders/_schema HTTP/1.1\r\n{headers}");
     let close = "Connection: close\r\n";
     let host = "Host: localhost\r\n";
-    let cases: Vec<(&str, Vec<u8>, Want)> = vec![
+    vec![
         ("Host twice", raw(&public(&format!("{host}Host: evil.example\r\n{close}")), ""), Refused(400, "bad_request")),
         ("Host twice, the same", raw(&public(&format!("{host}{host}{close}")), ""), Refused(400, "bad_request")),
         ("no Host", raw(&public(close), ""), Refused(400, "bad_request")),
@@ -85,69 +157,5 @@ async fn duplicate_conflicting_and_malformed_headers_never_smuggle_a_request() {
             b"GET /orders/_schema HTTP/1.1\nHost: localhost\nConnection: close\n\n".to_vec(),
             Forwarded(PUBLIC),
         ),
-    ];
-    run_cases(&pki, &up, &mg, &cases).await;
-    let forwarded = cases
-        .iter()
-        .filter(|(_, _, w)| matches!(w, Want::Forwarded(_)))
-        .count();
-    assert_eq!(
-        up.count(),
-        forwarded,
-        "one upstream request per forwarded case"
-    );
-    // The absolute-form authority, not the conflicting Host, went upstream.
-    let seen = up.seen();
-    assert_eq!(seen[0].header("host"), vec!["localhost"]);
-
-    // Pipelined requests are each authorised on their own: the protected
-    // one is refused, and the upstream sees only the public one.
-    let before = up.count();
-    let mut two = format!("GET {PUBLIC} HTTP/1.1\r\n{host}\r\n").into_bytes();
-    two.extend(get("/orders/SO-1"));
-    let ex = exchange(&pki, "campaigns", &mg, &two).await;
-    let statuses: Vec<u16> = ex.replies.iter().map(|r| r.status).collect();
-    assert_eq!(statuses, vec![200, 403], "{ex:?}");
-    assert_eq!(up.count(), before + 1);
-    assert_eq!(up.seen()[before].target, PUBLIC);
-
-    // The declared purpose decides restricted data: policy and upstream
-    // must see the same one, so two are refused.
-    pki.client("fraud", Leaf::client_spiffe(FRAUD));
-    let customer = |purposes: &[&str]| {
-        let mut req = format!("GET /customers/C-7 HTTP/1.1\r\n{host}");
-        for p in purposes {
-            req.push_str(&format!("x-data-purpose: {p}\r\n"));
-        }
-        req.push_str(close);
-        req.push_str("\r\n");
-        req.into_bytes()
-    };
-    for (purposes, status) in [
-        (&["fraud-investigation", "marketing"][..], 400),
-        (&["marketing", "fraud-investigation"][..], 400),
-        (&["fraud-investigation", "fraud-investigation"][..], 400),
-        (&["marketing"][..], 403),
-        (&["fraud-investigation"][..], 200),
-    ] {
-        let before = up.count();
-        let ex = exchange(&pki, "fraud", &mg, &customer(purposes)).await;
-        assert_eq!(ex.replies.len(), 1, "{purposes:?}: {ex:?}");
-        let r = &ex.replies[0];
-        assert_eq!(r.status, status, "{purposes:?}");
-        if status == 200 {
-            assert_eq!(up.count(), before + 1);
-            let s = &up.seen()[before];
-            assert_eq!(s.target, "/customers/C-7");
-            assert_eq!(s.header("x-data-purpose"), vec!["fraud-investigation"]);
-        } else {
-            let code = if status == 400 {
-                "bad_request"
-            } else {
-                "forbidden"
-            };
-            assert_eq!(r.error(), code, "{purposes:?}");
-            assert_eq!(up.count(), before, "{purposes:?}: reached the upstream");
-        }
-    }
+    ]
 }
