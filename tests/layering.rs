@@ -781,7 +781,7 @@ const MAX_FN_LINES: usize = 120;
 /// 24): (file, fn). Each is to
 /// be split by what it checks; the list may only shrink (an entry no longer
 /// over the bound fails the test, so it is taken off when it is split).
-const LONG_TESTS_TO_SPLIT: [(&str, &str); 18] = [
+const LONG_TESTS_TO_SPLIT: [(&str, &str); 16] = [
     ("tests/adversarial_tls_h2/h2_frames.rs", "h2_header_tricks_get_an_exact_status_or_a_stream_reset"),
     ("tests/adversarial_tls_h2/san.rs", "a_spiffe_id_in_the_wrong_san_type_is_never_the_service"),
     ("tests/adversarial_tls_h2/testssl.rs", "testssl_finds_no_protocol_or_cipher_weakness"),
@@ -821,14 +821,6 @@ const LONG_TESTS_TO_SPLIT: [(&str, &str); 18] = [
     (
         "tests/jwt_lifetime.rs",
         "absurd_lifetimes_and_malformed_time_claims_get_401_with_a_precise_reason",
-    ),
-    (
-        "tests/audit.rs",
-        "every_outcome_leaves_exactly_one_event_and_shutdown_flushes",
-    ),
-    (
-        "tests/audit.rs",
-        "trace_context_is_continued_to_the_upstream_and_audited",
     ),
 ];
 
