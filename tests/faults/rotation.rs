@@ -1,5 +1,6 @@
 //! Certificates and trust bundles rotated 100 times under load.
 
+use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
@@ -36,24 +37,33 @@ fn not_after(pem: &str) -> i64 {
     cert.validity().not_after.timestamp()
 }
 
-#[test]
-fn certificate_and_trust_bundle_rotated_100_times_under_load_fail_no_request() {
-    let _heavy = heavy();
-    const ROTATIONS: usize = 100;
-    let pki = Pki::new();
-    // CA i issues the server certificate of step i; at step i meshgate
-    // trusts CAs i-2..=i for clients. A client's certificate comes from the
-    // CA of the last step seen live, j, and it trusts CAs j..=j+2 for the
-    // server: a client stays valid across two more swaps, so one that read
-    // its configuration just before a swap still is when it connects.
-    let cas: Vec<Ca> = (0..=ROTATIONS + 2)
-        .map(|i| Ca::new(&format!("rotation CA {i}")))
-        .collect();
-    let certs = pki.path("mounted");
-    std::fs::create_dir(&certs).expect("mkdir");
-    // The kubelet's layout: files are symlinks through `..data`, which is
-    // swapped atomically to a new directory.
-    let stage = |i: usize| -> i64 {
+/// The certificates of the rotation test. CA i issues the server
+/// certificate of step i; at step i meshgate trusts CAs i-2..=i for
+/// clients. A client's certificate comes from the CA of the last step seen
+/// live, j, and it trusts CAs j..=j+2 for the server: a client stays valid
+/// across two more swaps, so one that read its configuration just before a
+/// swap still is when it connects.
+struct Rotation {
+    cas: Vec<Ca>,
+    /// The mounted directory, in the kubelet's layout: files are symlinks
+    /// through `..data`, which is swapped atomically to a new directory.
+    certs: PathBuf,
+}
+
+impl Rotation {
+    fn new(pki: &Pki, rotations: usize) -> Rotation {
+        let cas: Vec<Ca> = (0..=rotations + 2)
+            .map(|i| Ca::new(&format!("rotation CA {i}")))
+            .collect();
+        let certs = pki.path("mounted");
+        std::fs::create_dir(&certs).expect("mkdir");
+        Rotation { cas, certs }
+    }
+
+    /// Stages step `i`'s files and swaps them in; the server certificate's
+    /// expiry.
+    fn stage(&self, i: usize) -> i64 {
+        let (cas, certs) = (&self.cas, &self.certs);
         let (cert, key) = cas[i].issue(Leaf::server());
         let bundle: String = cas[i.saturating_sub(2)..=i]
             .iter()
@@ -68,15 +78,29 @@ fn certificate_and_trust_bundle_rotated_100_times_under_load_fail_no_request() {
         std::os::unix::fs::symlink(format!("..v{i}"), &tmp).expect("symlink");
         std::fs::rename(&tmp, certs.join("..data")).expect("atomic swap");
         not_after(&cert)
-    };
-    let client_for = |i: usize| {
+    }
+
+    /// A client of step `i`.
+    fn client_for(&self, i: usize) -> Arc<rustls::ClientConfig> {
+        let cas = &self.cas;
         let (cert, key) = cas[i].issue(Leaf::client_spiffe(REPORTING));
         client_config(
             &[&cas[i].pem, &cas[i + 1].pem, &cas[i + 2].pem],
             &cert,
             &key,
         )
-    };
+    }
+}
+
+#[test]
+fn certificate_and_trust_bundle_rotated_100_times_under_load_fail_no_request() {
+    let _heavy = heavy();
+    const ROTATIONS: usize = 100;
+    let pki = Pki::new();
+    let rotation = Rotation::new(&pki, ROTATIONS);
+    let certs = &rotation.certs;
+    let stage = |i: usize| rotation.stage(i);
+    let client_for = |i: usize| rotation.client_for(i);
     stage(0);
     for f in ["tls.crt", "tls.key", "ca.crt"] {
         std::os::unix::fs::symlink(format!("..data/{f}"), certs.join(f)).expect("symlink");

@@ -71,10 +71,75 @@ fn sigterm_under_load_completes_or_refuses_every_request_and_audits_each_complet
         .collect();
 
     // Classify every request.
-    let mut classes: BTreeMap<&str, usize> = BTreeMap::new();
+    let Classified {
+        classes,
+        mut failures,
+        answered,
+    } = classify(&records, &by_id, &by_trace, term, exited);
+    // No event of a request whose client did not get the response.
+    for (id, e) in &by_id {
+        if !answered.contains(id) {
+            failures.push(format!("processed, response lost: {e}"));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{classes:?}\n{}",
+        failures[..failures.len().min(5)].join("\n")
+    );
+    assert!(
+        classes
+            .get("200, in flight at SIGTERM")
+            .copied()
+            .unwrap_or(0)
+            > 0,
+        "{classes:?}"
+    );
+    let unanswered: BTreeMap<String, usize> = records
+        .iter()
+        .filter_map(|r| match &r.outcome {
+            Outcome::NotSent(e) | Outcome::NoResponse(e) | Outcome::Handshake(e) => {
+                Some(format!("{} {}: {e}", r.who, r.outcome.kind()))
+            }
+            _ => None,
+        })
+        .fold(BTreeMap::new(), |mut m, k| {
+            *m.entry(k).or_insert(0) += 1;
+            m
+        });
+    eprintln!(
+        "sigterm: {} requests, exit after {:?}: {classes:?} {unanswered:?}; {} audit events; {}",
+        records.len(),
+        exited - term,
+        by_id.len(),
+        verified.trim()
+    );
+}
+
+/// What became of each request of the SIGTERM test.
+struct Classified {
+    /// How many requests had each fate.
+    classes: BTreeMap<&'static str, usize>,
+    /// The requests whose fate is not one allowed, described.
+    failures: Vec<String>,
+    /// The request ids of every response received.
+    answered: HashSet<String>,
+}
+
+/// Sorts every request by its fate around SIGTERM (sent at `term`, the
+/// process gone at `exited`), checking each answered one against its audit
+/// event (by request id; `by_trace`: the events by trace id).
+fn classify(
+    records: &[Record],
+    by_id: &HashMap<String, serde_json::Value>,
+    by_trace: &HashMap<&str, &serde_json::Value>,
+    term: Instant,
+    exited: Instant,
+) -> Classified {
+    let mut classes: BTreeMap<&'static str, usize> = BTreeMap::new();
     let mut failures = Vec::new();
     let mut answered = HashSet::new();
-    for r in &records {
+    for r in records {
         let after_term = r.sent >= term;
         let class = match &r.outcome {
             Outcome::Response {
@@ -125,44 +190,11 @@ fn sigterm_under_load_completes_or_refuses_every_request_and_audits_each_complet
         };
         *classes.entry(class).or_insert(0) += 1;
     }
-    // No event of a request whose client did not get the response.
-    for (id, e) in &by_id {
-        if !answered.contains(id) {
-            failures.push(format!("processed, response lost: {e}"));
-        }
+    Classified {
+        classes,
+        failures,
+        answered,
     }
-    assert!(
-        failures.is_empty(),
-        "{classes:?}\n{}",
-        failures[..failures.len().min(5)].join("\n")
-    );
-    assert!(
-        classes
-            .get("200, in flight at SIGTERM")
-            .copied()
-            .unwrap_or(0)
-            > 0,
-        "{classes:?}"
-    );
-    let unanswered: BTreeMap<String, usize> = records
-        .iter()
-        .filter_map(|r| match &r.outcome {
-            Outcome::NotSent(e) | Outcome::NoResponse(e) | Outcome::Handshake(e) => {
-                Some(format!("{} {}: {e}", r.who, r.outcome.kind()))
-            }
-            _ => None,
-        })
-        .fold(BTreeMap::new(), |mut m, k| {
-            *m.entry(k).or_insert(0) += 1;
-            m
-        });
-    eprintln!(
-        "sigterm: {} requests, exit after {:?}: {classes:?} {unanswered:?}; {} audit events; {}",
-        records.len(),
-        exited - term,
-        by_id.len(),
-        verified.trim()
-    );
 }
 
 /// The race the load above meets now and then, made certain: connections

@@ -56,44 +56,15 @@ fn upstream_killed_and_restarted_under_load_gives_502s_then_recovers_with_no_stu
     let (records, _) = load.finish();
 
     let sum = summary(&records);
-    let mut failures = Vec::new();
-    for r in &records {
-        let ok = match &r.outcome {
-            Outcome::Response {
-                status,
-                body,
-                request_id,
-            } => {
-                let code = error_code(body);
-                if *status == 502 {
-                    // meshgate's own JSON error, naming the request.
-                    let v: serde_json::Value = serde_json::from_str(body).unwrap_or_default();
-                    assert_eq!(
-                        v["request_id"].as_str(),
-                        Some(request_id.as_str()),
-                        "{body}"
-                    );
-                    assert_eq!(request_id.len(), 32);
-                }
-                let failed_upstream = *status == 502
-                    && matches!(
-                        code.as_deref(),
-                        Some("upstream_unavailable" | "upstream_failed")
-                    );
-                if r.done < t_kill || r.sent > t_restarted {
-                    *status == 200
-                } else if r.sent > t_killed && r.done < t_restart {
-                    failed_upstream
-                } else {
-                    *status == 200 || failed_upstream
-                }
-            }
-            _ => false,
-        };
-        if !ok {
-            failures.push(r.clone());
-        }
-    }
+    let failures = wrong_for_their_phase(
+        &records,
+        Phases {
+            kill: t_kill,
+            killed: t_killed,
+            restart: t_restart,
+            restarted: t_restarted,
+        },
+    );
     assert!(failures.is_empty(), "{failures:#?}\n{sum:?}");
     let keepalive = count(&records, |r| r.who == "keepalive");
     let reconnects = count(&records, |r| r.who == "keepalive" && !r.reused);
@@ -140,6 +111,59 @@ fn upstream_killed_and_restarted_under_load_gives_502s_then_recovers_with_no_stu
         "meshgate fds: {fds_idle} idle before, {} after",
         fd_count(mg.pid())
     );
+}
+
+/// When the upstream was killed and restarted: before and after each step.
+struct Phases {
+    kill: Instant,
+    killed: Instant,
+    restart: Instant,
+    restarted: Instant,
+}
+
+/// The requests whose outcome is not the one their phase allows: 200 while
+/// the upstream is up, meshgate's own 502 (naming the request) while it is
+/// down, either across a step.
+fn wrong_for_their_phase(records: &[Record], p: Phases) -> Vec<Record> {
+    let mut failures = Vec::new();
+    for r in records {
+        let ok = match &r.outcome {
+            Outcome::Response {
+                status,
+                body,
+                request_id,
+            } => {
+                let code = error_code(body);
+                if *status == 502 {
+                    // meshgate's own JSON error, naming the request.
+                    let v: serde_json::Value = serde_json::from_str(body).unwrap_or_default();
+                    assert_eq!(
+                        v["request_id"].as_str(),
+                        Some(request_id.as_str()),
+                        "{body}"
+                    );
+                    assert_eq!(request_id.len(), 32);
+                }
+                let failed_upstream = *status == 502
+                    && matches!(
+                        code.as_deref(),
+                        Some("upstream_unavailable" | "upstream_failed")
+                    );
+                if r.done < p.kill || r.sent > p.restarted {
+                    *status == 200
+                } else if r.sent > p.killed && r.done < p.restart {
+                    failed_upstream
+                } else {
+                    *status == 200 || failed_upstream
+                }
+            }
+            _ => false,
+        };
+        if !ok {
+            failures.push(r.clone());
+        }
+    }
+    failures
 }
 
 // ---------------------------------------------------------------------------
