@@ -781,23 +781,7 @@ const MAX_FN_LINES: usize = 120;
 /// 24): (file, fn). Each is to
 /// be split by what it checks; the list may only shrink (an entry no longer
 /// over the bound fails the test, so it is taken off when it is split).
-const LONG_TESTS_TO_SPLIT: [(&str, &str); 12] = [
-    (
-        "tests/adversarial_tls_h2/h2_frames.rs",
-        "h2_header_tricks_get_an_exact_status_or_a_stream_reset",
-    ),
-    (
-        "tests/adversarial_tls_h2/san.rs",
-        "a_spiffe_id_in_the_wrong_san_type_is_never_the_service",
-    ),
-    (
-        "tests/adversarial_tls_h2/testssl.rs",
-        "testssl_finds_no_protocol_or_cipher_weakness",
-    ),
-    (
-        "tests/adversarial_tls_h2/tls_old.rs",
-        "old_protocols_renegotiation_and_weak_ciphers_are_refused",
-    ),
+const LONG_TESTS_TO_SPLIT: [(&str, &str); 8] = [
     (
         "tests/cli.rs",
         "demo_runs_with_no_setup_and_prints_working_curl_commands",

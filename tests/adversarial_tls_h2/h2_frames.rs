@@ -94,6 +94,45 @@ fn h2_header_tricks_get_an_exact_status_or_a_stream_reset() {
         return;
     }
     let env = env(|_| {}, &[]);
+    let cases = header_trick_cases();
+    for (name, headers, body, expected) in cases {
+        let h = serde_json::to_string(&headers).expect("json");
+        let mut args = vec!["--headers", h.as_str()];
+        if let Some(b) = body {
+            args.push("--body");
+            args.push(b);
+        }
+        let r = probe(&env, "request", &args);
+        assert_eq!(outcome_of(&r), expected, "{name}: {r}");
+        if let Outcome::GoAway(..) = expected {
+            assert_eq!(r["goaway"]["last_stream_id"], 0, "{name}: {r}");
+        }
+    }
+    env.assert_still_serving();
+    env.assert_protected_never_arrived();
+}
+
+// --- TLS ------------------------------------------------------------------
+
+/// One HTTP/2 request of `h2_header_tricks_get_an_exact_status_or_a_stream_reset`:
+/// what it is, its header list in order, a body, what must happen.
+type Case = (
+    &'static str,
+    Vec<(String, String)>,
+    Option<&'static str>,
+    Outcome,
+);
+
+/// The header tricks, each with what must happen.
+fn header_trick_cases() -> Vec<Case> {
+    let mut cases = paths_and_pseudo_headers();
+    cases.extend(names_and_connection_headers());
+    cases
+}
+
+/// Paths that try to leave the public route; pseudo-headers twice,
+/// missing, unknown or misplaced.
+fn paths_and_pseudo_headers() -> Vec<Case> {
     let base = |path: &str| -> Vec<(String, String)> {
         vec![
             (":method".into(), "GET".into()),
@@ -110,9 +149,7 @@ fn h2_header_tricks_get_an_exact_status_or_a_stream_reset() {
     let protected = || base(&format!("{PROTECTED}?slow=0"));
     use Outcome::*;
     let bad = || reset("PROTOCOL_ERROR");
-    // (what, the header list in order, a body, what must happen)
-    type Case<'a> = (&'a str, Vec<(String, String)>, Option<&'a str>, Outcome);
-    let cases: Vec<Case> = vec![
+    vec![
         // Paths: normalised to the protected row (denied) or refused.
         (
             "encoded dot-dot",
@@ -190,6 +227,28 @@ fn h2_header_tricks_get_an_exact_status_or_a_stream_reset() {
             None,
             bad(),
         ),
+    ]
+}
+
+/// Uppercase names, connection-specific headers, a contradicted
+/// content-length.
+fn names_and_connection_headers() -> Vec<Case> {
+    let base = |path: &str| -> Vec<(String, String)> {
+        vec![
+            (":method".into(), "GET".into()),
+            (":scheme".into(), "https".into()),
+            (":authority".into(), "localhost".into()),
+            (":path".into(), path.into()),
+        ]
+    };
+    let with = |mut h: Vec<(String, String)>, extra: &[(&str, &str)]| {
+        h.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        h
+    };
+    let public = || base(&format!("{PUBLIC}?slow=0"));
+    let protected = || base(&format!("{PROTECTED}?slow=0"));
+    let bad = || reset("PROTOCOL_ERROR");
+    vec![
         // Uppercase names (here a spoofed identity header): a connection error in h2.
         (
             "uppercase name",
@@ -235,22 +294,5 @@ fn h2_header_tricks_get_an_exact_status_or_a_stream_reset() {
             Some("longer body"),
             bad(),
         ),
-    ];
-    for (name, headers, body, expected) in cases {
-        let h = serde_json::to_string(&headers).expect("json");
-        let mut args = vec!["--headers", h.as_str()];
-        if let Some(b) = body {
-            args.push("--body");
-            args.push(b);
-        }
-        let r = probe(&env, "request", &args);
-        assert_eq!(outcome_of(&r), expected, "{name}: {r}");
-        if let GoAway(..) = expected {
-            assert_eq!(r["goaway"]["last_stream_id"], 0, "{name}: {r}");
-        }
-    }
-    env.assert_still_serving();
-    env.assert_protected_never_arrived();
+    ]
 }
-
-// --- TLS ------------------------------------------------------------------

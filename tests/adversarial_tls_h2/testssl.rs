@@ -2,7 +2,7 @@
 
 use serde_json::Value;
 use std::process::{Command, Stdio};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::common::*;
 use crate::setup::*;
@@ -29,55 +29,7 @@ fn testssl_finds_no_protocol_or_cipher_weakness() {
         return;
     }
     let env = env(|_| {}, &[]);
-    let wrapper = env.pki.path("openssl-mtls");
-    std::fs::write(
-        &wrapper,
-        format!(
-            "#!/bin/sh\nif [ \"$1\" = s_client ]; then shift; exec openssl s_client -cert {} -key {} \"$@\"; fi\nexec openssl \"$@\"\n",
-            env.pki.path("campaigns.pem").display(),
-            env.pki.path("campaigns-key.pem").display()
-        ),
-    )
-    .expect("write wrapper");
-    std::fs::set_permissions(
-        &wrapper,
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )
-    .expect("chmod");
-    let json = env.pki.path("testssl.json");
-    let started = Instant::now();
-    let out = Command::new(tool)
-        .args([
-            "--quiet",
-            "--color",
-            "0",
-            "--warnings",
-            "off",
-            "--nodns",
-            "none",
-            "--ip",
-            "127.0.0.1",
-        ])
-        .args(["--connect-timeout", "5", "--openssl-timeout", "5"])
-        .arg("--openssl")
-        .arg(&wrapper)
-        .arg("--add-ca")
-        .arg(env.pki.path("ca.pem"))
-        .arg("--jsonfile")
-        .arg(&json)
-        .args(["-p", "-s", "-f", "-U"])
-        .arg(format!("localhost:{}", env.mg.data.port()))
-        .stdin(Stdio::null())
-        .output()
-        .expect("testssl runs");
-    let took = started.elapsed();
-    let text = std::fs::read_to_string(&json).unwrap_or_else(|e| {
-        panic!(
-            "testssl wrote no JSON ({e}): {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        )
-    });
+    let (text, took) = run_testssl(tool, &env);
     let findings: Vec<Value> = serde_json::from_str(&text).expect("testssl JSON");
     let finding = |id: &str| -> (String, String) {
         let f = findings
@@ -138,4 +90,61 @@ fn testssl_finds_no_protocol_or_cipher_weakness() {
     }
     eprintln!("testssl: {} findings in {took:?}", findings.len());
     env.assert_still_serving();
+}
+
+/// Runs `tool` (testssl) against the sidecar of `env` with an openssl that
+/// presents campaigns' certificate; its JSON report, and how long it took.
+fn run_testssl(tool: &str, env: &Env) -> (String, Duration) {
+    let wrapper = env.pki.path("openssl-mtls");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\nif [ \"$1\" = s_client ]; then shift; exec openssl s_client -cert {} -key {} \"$@\"; fi\nexec openssl \"$@\"\n",
+            env.pki.path("campaigns.pem").display(),
+            env.pki.path("campaigns-key.pem").display()
+        ),
+    )
+    .expect("write wrapper");
+    std::fs::set_permissions(
+        &wrapper,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .expect("chmod");
+    let json = env.pki.path("testssl.json");
+    let started = Instant::now();
+    // A run takes minutes; the deadline only bounds a hang.
+    let out = output_within_limit(
+        Command::new(tool)
+            .args([
+                "--quiet",
+                "--color",
+                "0",
+                "--warnings",
+                "off",
+                "--nodns",
+                "none",
+                "--ip",
+                "127.0.0.1",
+            ])
+            .args(["--connect-timeout", "30", "--openssl-timeout", "30"])
+            .arg("--openssl")
+            .arg(&wrapper)
+            .arg("--add-ca")
+            .arg(env.pki.path("ca.pem"))
+            .arg("--jsonfile")
+            .arg(&json)
+            .args(["-p", "-s", "-f", "-U"])
+            .arg(format!("localhost:{}", env.mg.data.port()))
+            .stdin(Stdio::null()),
+        Duration::from_secs(900),
+    );
+    let took = started.elapsed();
+    let text = std::fs::read_to_string(&json).unwrap_or_else(|e| {
+        panic!(
+            "testssl wrote no JSON ({e}): {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    (text, took)
 }

@@ -54,7 +54,47 @@ fn old_protocols_renegotiation_and_weak_ciphers_are_refused() {
 
     // Hand-made ClientHellos: SSL 2.0 and 3.0, TLS 1.0, and TLS 1.2 offering
     // only RC4, export, NULL, 3DES or CBC-SHA1 suites.
-    for (name, hello, alert, reason) in [
+    for (name, hello, alert, reason) in weak_client_hellos() {
+        let before = failures(reason);
+        assert_eq!(raw_client_hello(&env, &hello), Ok((2, alert)), "{name}");
+        wait_until("the refusal counted", || failures(reason) == before + 1.0);
+    }
+    let refused = handshake_failures(&env);
+    assert_eq!(refused, 4.0 + 8.0);
+
+    // Renegotiation on an established TLS 1.2 connection (s_client's `R`),
+    // secure and legacy: refused with a no_renegotiation alert, which
+    // openssl treats as fatal. The handshake had succeeded: nothing more is
+    // counted as refused.
+    for extra in [&[][..], &["-legacy_renegotiation"][..]] {
+        let mut args = vec!["-tls1_2"];
+        args.extend_from_slice(extra);
+        let (code, text) = s_client(&env, Some("campaigns"), &args, "R\n");
+        assert_eq!(code, Some(1), "{args:?}: {text}");
+        assert!(text.contains("Protocol  : TLSv1.2"), "{args:?}: {text}");
+        assert!(text.contains("RENEGOTIATING"), "{args:?}: {text}");
+        assert!(text.contains(":no renegotiation:"), "{args:?}: {text}");
+    }
+    let after = handshake_failures(&env);
+    assert_eq!(after, refused);
+    env.assert_still_serving();
+    assert_eq!(env.assert_protected_never_arrived(), 1);
+}
+
+/// Every handshake failure counted so far, whatever the reason.
+fn handshake_failures(env: &Env) -> f64 {
+    env.mg
+        .metrics()
+        .lines()
+        .filter(|l| l.starts_with("meshgate_tls_handshake_failures_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// Hand-made ClientHellos nothing modern sends: (what, the bytes, the alert
+/// the server must answer, the failure reason it must count).
+fn weak_client_hellos() -> Vec<(&'static str, Vec<u8>, u8, &'static str)> {
+    vec![
         (
             "SSL 2.0",
             sslv2_client_hello(),
@@ -108,43 +148,7 @@ fn old_protocols_renegotiation_and_weak_ciphers_are_refused() {
             HANDSHAKE_FAILURE,
             "incompatible",
         ),
-    ] {
-        let before = failures(reason);
-        assert_eq!(raw_client_hello(&env, &hello), Ok((2, alert)), "{name}");
-        wait_until("the refusal counted", || failures(reason) == before + 1.0);
-    }
-    let refused: f64 = env
-        .mg
-        .metrics()
-        .lines()
-        .filter(|l| l.starts_with("meshgate_tls_handshake_failures_total{"))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum();
-    assert_eq!(refused, 4.0 + 8.0);
-
-    // Renegotiation on an established TLS 1.2 connection (s_client's `R`),
-    // secure and legacy: refused with a no_renegotiation alert, which
-    // openssl treats as fatal. The handshake had succeeded: nothing more is
-    // counted as refused.
-    for extra in [&[][..], &["-legacy_renegotiation"][..]] {
-        let mut args = vec!["-tls1_2"];
-        args.extend_from_slice(extra);
-        let (code, text) = s_client(&env, Some("campaigns"), &args, "R\n");
-        assert_eq!(code, Some(1), "{args:?}: {text}");
-        assert!(text.contains("Protocol  : TLSv1.2"), "{args:?}: {text}");
-        assert!(text.contains("RENEGOTIATING"), "{args:?}: {text}");
-        assert!(text.contains(":no renegotiation:"), "{args:?}: {text}");
-    }
-    let after: f64 = env
-        .mg
-        .metrics()
-        .lines()
-        .filter(|l| l.starts_with("meshgate_tls_handshake_failures_total{"))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum();
-    assert_eq!(after, refused);
-    env.assert_still_serving();
-    assert_eq!(env.assert_protected_never_arrived(), 1);
+    ]
 }
 
 /// Sends one hand-made ClientHello and returns the server's answer: the
