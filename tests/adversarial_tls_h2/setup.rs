@@ -181,8 +181,9 @@ pub(crate) fn require_python_h2() -> bool {
 /// Runs one case of h2probe.py as campaigns; its JSON report.
 pub(crate) fn probe(env: &Env, case: &str, args: &[&str]) -> Value {
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/h2/h2probe.py");
-    let out = Command::new("python3")
-        .arg(script)
+    // The probe bounds each of its own waits; this bounds the process.
+    let mut cmd = Command::new("python3");
+    cmd.arg(script)
         .arg(case)
         .arg("--port")
         .arg(env.mg.data.port().to_string())
@@ -196,9 +197,8 @@ pub(crate) fn probe(env: &Env, case: &str, args: &[&str]) -> Value {
         .arg(format!("{PUBLIC}?slow=0"))
         .arg("--protected")
         .arg(format!("{PROTECTED}?slow=0"))
-        .args(args)
-        .output()
-        .expect("python3 runs");
+        .args(args);
+    let out = output_within_limit(&mut cmd, Duration::from_secs(120));
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),

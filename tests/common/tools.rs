@@ -3,8 +3,9 @@
 
 use std::path::Path;
 use std::process::{Command, Output};
+use std::time::Duration;
 
-use super::{bin, skip, Pki};
+use super::{bin, output_within, output_within_limit, skip, Pki};
 
 /// Runs curl against the sidecar as client `who` (`None`: no client certificate).
 pub fn curl(pki: &Pki, who: Option<&str>, args: &[&str]) -> Output {
@@ -82,11 +83,12 @@ pub fn kubernetes_validate(file: &Path, crd_kinds: &[&str]) -> Option<usize> {
     if !require_tool("kubernetes-validate") {
         return None;
     }
-    let out = Command::new("kubernetes-validate")
-        .args(["--strict", "--kubernetes-version", K8S_VERSION])
-        .arg(file)
-        .output()
-        .expect("kubernetes-validate runs");
+    let out = output_within_limit(
+        Command::new("kubernetes-validate")
+            .args(["--strict", "--kubernetes-version", K8S_VERSION])
+            .arg(file),
+        Duration::from_secs(120),
+    );
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
@@ -121,11 +123,7 @@ pub fn kubernetes_validate(file: &Path, crd_kinds: &[&str]) -> Option<usize> {
 /// `meshgate audit verify FILES...`: whether the chain verifies, and what it
 /// printed (stdout, then stderr).
 pub fn audit_verify(files: &[&Path]) -> (bool, String) {
-    let out = Command::new(bin())
-        .args(["audit", "verify"])
-        .args(files)
-        .output()
-        .expect("meshgate audit verify");
+    let out = output_within(Command::new(bin()).args(["audit", "verify"]).args(files));
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
