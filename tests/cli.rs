@@ -10,11 +10,10 @@ use std::time::Duration;
 
 use common::*;
 
+/// Runs meshgate, at most [`EXIT_DEADLINE`]: a `run` that should refuse its
+/// configuration and serves instead fails the test rather than hanging it.
 fn meshgate(args: &[&str]) -> std::process::Output {
-    Command::new(bin())
-        .args(args)
-        .output()
-        .expect("meshgate runs")
+    output_within(Command::new(bin()).args(args))
 }
 
 fn stderr(o: &std::process::Output) -> String {

@@ -295,14 +295,15 @@ fn in_flight_limits_shed_with_503_at_once_while_slow_requests_run() {
         .extra(&quotas)
         .start();
 
-    // The etl's first request is slow: its second is shed (consumer limit).
-    let first = in_background(&pki, "etl", &mg, "/orders?slow=4000");
+    // The etl's first request is held at the upstream until the checks are
+    // done: its second is shed (consumer limit).
+    let first = in_background(&pki, "etl", &mg, "/orders?hold=slow");
     up.wait_arrival();
     let r = get(&pki, "etl", &mg, "/orders");
     assert_eq!(r.status, "503");
     assert_eq!(r.header("retry-after"), Some("1"));
     // Another consumer gets the product's second place, then it is full.
-    let second = in_background(&pki, "forecasting", &mg, "/orders?slow=4000");
+    let second = in_background(&pki, "forecasting", &mg, "/orders?hold=slow");
     up.wait_arrival();
     assert_eq!(get(&pki, "reporting", &mg, "/orders").status, "503");
     // Other products are not affected, and nothing queued: all answered now.
@@ -321,7 +322,8 @@ fn in_flight_limits_shed_with_503_at_once_while_slow_requests_run() {
         1.0,
         "{m}"
     );
-    // The slow ones finish normally, and give their places back.
+    // The held ones finish normally, and give their places back.
+    up.release("slow");
     assert_eq!(first.join().expect("first"), "200");
     assert_eq!(second.join().expect("second"), "200");
     assert_eq!(get(&pki, "etl", &mg, "/orders").status, "200");
@@ -336,12 +338,13 @@ fn the_global_in_flight_limit_sheds_every_product() {
         .limit("max_in_flight: 1")
         .timeout("latency_factor: 0")
         .start();
-    let slow = in_background(&pki, "reporting", &mg, "/orders?slow=4000");
+    let slow = in_background(&pki, "reporting", &mg, "/orders?hold=slow");
     up.wait_arrival();
     let r = get(&pki, "reporting", &mg, "/ledger/entries");
     assert_eq!(r.status, "503");
     assert_eq!(r.header("retry-after"), Some("1"));
     assert_eq!(mg.metric("meshgate_load_shed_total{scope=\"global\"}"), 1.0);
+    up.release("slow");
     assert_eq!(slow.join().expect("slow"), "200");
     assert_eq!(get(&pki, "reporting", &mg, "/orders").status, "200");
 }
@@ -356,7 +359,9 @@ fn a_product_promising_a_latency_times_out_at_a_multiple_of_it() {
         .policies()
         .timeout("latency_factor: 2")
         .start();
-    let r = get(&pki, "reporting", &mg, "/orders?slow=5000");
+    // Held until the test ends: the sidecar's timeout answers, however slow
+    // the machine.
+    let r = get(&pki, "reporting", &mg, "/orders?hold=never");
     assert_eq!(r.status, "504");
     assert_eq!(get(&pki, "reporting", &mg, "/orders").status, "200");
 }
