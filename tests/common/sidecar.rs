@@ -109,6 +109,8 @@ pub struct Sidecar {
     log_level: Option<String>,
     /// The copied example policy tree, and what is added to its section.
     policies: Option<PathBuf>,
+    /// Domains of the copied tree beyond sales and finance.
+    domains: Vec<String>,
     more_sources: Vec<PathBuf>,
     shadow: Vec<PathBuf>,
     timeouts: Vec<String>,
@@ -159,6 +161,13 @@ impl Sidecar {
     pub fn dir(mut self, dir: &Path) -> Sidecar {
         assert!(self.policies.is_none(), "dir() must come before policies()");
         self.dir = dir.to_path_buf();
+        self
+    }
+
+    /// One more domain of the copied tree (`domains/NAME/`, e.g. `risk`):
+    /// its policies and contracts, with its authority.
+    pub fn domain(mut self, name: &str) -> Sidecar {
+        self.domains.push(name.into());
         self
     }
 
@@ -262,10 +271,16 @@ impl Sidecar {
             y += &format!(
                 "policy:\n  schema: {d}/schema.cedarschema\n  entities: {d}/entities.json\n  sources:\n    - {d}/mesh\n    - {{ path: {d}/domains/sales, domain: sales }}\n    - {{ path: {d}/domains/finance, domain: finance }}\n"
             );
+            for n in &self.domains {
+                y += &format!("    - {{ path: {d}/domains/{n}, domain: {n} }}\n");
+            }
             for s in &self.more_sources {
                 y += &format!("    - {}\n", s.display());
             }
             y += &format!("  contracts:\n    - {{ path: {d}/domains/sales, domain: sales }}\n    - {{ path: {d}/domains/finance, domain: finance }}\n");
+            for n in &self.domains {
+                y += &format!("    - {{ path: {d}/domains/{n}, domain: {n} }}\n");
+            }
             if !self.shadow.is_empty() {
                 y += "  shadow:\n";
                 for s in &self.shadow {
@@ -322,6 +337,7 @@ impl Meshgate {
             workers: Some(2),
             log_level: Some("info,meshgate=debug".into()),
             policies: None,
+            domains: Vec::new(),
             more_sources: Vec::new(),
             shadow: Vec::new(),
             timeouts: Vec::new(),

@@ -18,17 +18,27 @@ pub fn events(path: &Path) -> Vec<serde_json::Value> {
 /// written at the end of a response, so this waits (up to 20 s) for it,
 /// looking again at each new log line of the sidecar.
 pub fn event_of(mg: &Meshgate, path: &Path, request_id: &str) -> serde_json::Value {
+    event_where(mg, path, &format!("of request {request_id}"), |events| {
+        events.into_iter().find(|e| e["request_id"] == request_id)
+    })
+}
+
+/// The event `pick` finds among the events of the trail `path`, waited
+/// for like [`event_of`]; `what` names it in the failure.
+pub fn event_where(
+    mg: &Meshgate,
+    path: &Path,
+    what: &str,
+    pick: impl Fn(Vec<serde_json::Value>) -> Option<serde_json::Value>,
+) -> serde_json::Value {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let found = events(path)
-            .into_iter()
-            .find(|e| e["request_id"] == request_id);
-        if let Some(e) = found {
+        if let Some(e) = pick(events(path)) {
             return e;
         }
         assert!(
             Instant::now() < deadline,
-            "no audit event of request {request_id} in {}",
+            "no audit event {what} in {}",
             path.display()
         );
         mg.logs
