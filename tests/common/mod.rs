@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod chain;
+pub mod fields;
 pub mod grpc;
 pub mod held;
 pub mod idp;
