@@ -11,7 +11,7 @@ mod common;
 use common::fields::{get, masked, MASKED, RECORD};
 use common::json_upstream::FixedUpstream;
 use common::reply::fetch;
-use common::trail::event_of;
+use common::trail::{event_of, events_of_path};
 use common::*;
 use serde_json::json;
 
@@ -105,6 +105,23 @@ fn personal_fields_are_masked_for_callers_outside_the_domain_and_audited_over_h1
     }
     let (ok, out) = audit_verify(&[&trail]);
     assert!(ok, "{out}");
+    // Each masked response adds the fields its plan hid, by mask: per
+    // protocol, two responses to finance (one record, a list) and one to
+    // sales hiding the cost; the response with nothing hidden adds none.
+    let hidden = |mask: &str| {
+        mg.metric(&format!(
+            "meshgate_fields_hidden_total{{product=\"sales.orders\",dataset=\"orders\",mask=\"{mask}\"}}"
+        ))
+    };
+    for (mask, n) in [
+        ("hash", 4.0),
+        ("last4", 4.0),
+        ("year", 4.0),
+        ("omit", 4.0),
+        ("redact", 6.0),
+    ] {
+        assert_eq!(hidden(mask), n, "{mask}:\n{}", mg.metrics());
+    }
 }
 
 #[test]
@@ -126,5 +143,11 @@ fn what_cannot_be_masked_is_never_sent() {
             "{proto}: a cut body looked complete: {status} {body}"
         );
         assert!(!body.contains("ana@example.com"), "{proto}: {body}");
+    }
+    // The cut responses' audit events: incomplete, and why.
+    for event in events_of_path(&mg, &trail, "/orders/broken", 2) {
+        assert_eq!(event["error"], "unmaskable_response", "{event}");
+        assert_eq!(event["complete"], false, "{event}");
+        assert_eq!(event["status"], 200, "{event}");
     }
 }

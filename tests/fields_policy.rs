@@ -1,6 +1,8 @@
 //! Field policies through the real binary: a reload changes the next
-//! response's field plan, and `meshgate test` cases assert which fields a
-//! caller's plan hides and which it leaves visible.
+//! response's field plan, a shadow set's field plans are compared with the
+//! enforced ones (counted and logged, never applied), and `meshgate test`
+//! cases assert which fields a caller's plan hides and which it leaves
+//! visible.
 
 mod common;
 
@@ -101,4 +103,59 @@ fn policy_test_cases_assert_hidden_and_visible_fields() {
     }
     let last = stdout.lines().last().unwrap_or_default();
     assert!(last.ends_with(" passed, 2 failed"), "{stdout}");
+}
+
+/// A trial in the shadow set: finance would not see the amount either.
+const TRIAL: &str = r#"@id("trial.amount-for-sales-only")
+forbid (principal, action == Mesh::Action::"read_field", resource in Mesh::Dataset::"sales.orders/orders")
+when { resource.name == "amount" }
+unless { principal in Mesh::Domain::"sales" };
+"#;
+
+#[test]
+fn shadow_field_plans_that_differ_are_counted_and_logged_never_applied() {
+    let pki = Pki::new();
+    let up = FixedUpstream::start(vec![("/orders/SO-1", "application/json", RECORD.into())]);
+    let d = pki.path("policies");
+    let trial = pki.path("trial");
+    let sidecar = masked(&pki, &up);
+    std::fs::create_dir_all(&trial).expect("mkdir");
+    std::fs::write(trial.join("trial.cedar"), TRIAL).expect("write");
+    let mg = sidecar
+        .shadow(&[
+            d.join("mesh"),
+            d.join("domains/sales"),
+            d.join("domains/finance"),
+            trial,
+        ])
+        .start();
+    let url = mg.url("/orders/SO-1");
+    let sample =
+        "meshgate_shadow_field_disagreements_total{product=\"sales.orders\",dataset=\"orders\"}";
+    let from = mg.logs.len();
+    // Finance: the shadow plan would hide the amount too; the enforced one is applied.
+    let (_, status, body) = get(&pki, "reporting", &["--http2"], &url);
+    assert_eq!(status, "200", "{body}");
+    assert!(body.starts_with(MASKED), "{body}");
+    assert_eq!(mg.metric(sample), 1.0, "{}", mg.metrics());
+    let line = mg
+        .logs
+        .wait_for(from, std::time::Duration::from_secs(10), |l| {
+            l.contains("shadow field policies disagree")
+        })
+        .unwrap_or_else(|| panic!("no log line:\n{}", mg.logs.dump()));
+    assert!(
+        line.contains("spiffe://mesh.local/ns/finance/sa/reporting")
+            && line.contains("sales.orders/orders")
+            && line.contains("amount"),
+        "{line}"
+    );
+    // The request's own decision agrees: not a request disagreement.
+    assert_eq!(mg.metric("meshgate_shadow_disagreements_total"), 0.0);
+    // Sales: both sets hide the same (the restricted cost only).
+    let (_, _, body) = get(&pki, "orders", &[], &url);
+    assert!(body.contains("ana@example.com"), "{body}");
+    assert_eq!(mg.metric(sample), 1.0, "{}", mg.metrics());
+    let (_, _, _) = get(&pki, "reporting", &["--http1.1"], &url);
+    assert_eq!(mg.metric(sample), 2.0, "{}", mg.metrics());
 }

@@ -17,8 +17,11 @@ use std::sync::Arc;
 use aws_lc_rs::hmac;
 use bytes::Bytes;
 
-use crate::decision::fields::FieldPlan;
+use prometheus_client::metrics::counter::Counter;
+
+use crate::decision::fields::{FieldPlan, Mask};
 use crate::model::response::{BodyTransform, ResponseTransform, TransformError};
+use crate::observe::metrics::{DatasetLabels, FieldMetrics, HiddenLabels};
 
 /// The transform's name in its errors; `pipeline/error.rs` answers its
 /// refusals as `unmaskable_response`.
@@ -64,25 +67,78 @@ pub struct FieldMasking {
     tree: Arc<tree::Level>,
     key: Option<HashKey>,
     inner: Option<Arc<dyn ResponseTransform>>,
+    /// `meshgate_fields_hidden_total` of the plan's product and dataset,
+    /// by mask, and how many fields of each a masked response hides.
+    hidden: Vec<(Counter, u64)>,
+}
+
+/// What the transform of one request is made from.
+pub struct Masking<'a> {
+    pub plan: Option<&'a FieldPlan>,
+    pub product: &'a Arc<str>,
+    pub key: Option<&'a HashKey>,
+    pub metrics: &'a FieldMetrics,
 }
 
 impl FieldMasking {
-    /// The transform for `plan`, or the route's own when the plan changes
-    /// nothing.
+    /// The transform for `m.plan`, or the route's own when the plan
+    /// changes nothing.
     pub fn for_plan(
-        plan: Option<&FieldPlan>,
-        key: Option<&HashKey>,
+        m: Masking<'_>,
         inner: Option<Arc<dyn ResponseTransform>>,
     ) -> Option<Arc<dyn ResponseTransform>> {
-        match plan.filter(|p| p.rewrites()) {
-            None => inner,
-            Some(plan) => Some(Arc::new(FieldMasking {
-                tree: tree::of(plan),
-                key: key.cloned(),
-                inner,
-            })),
+        let Some(plan) = m.plan.filter(|p| p.rewrites()) else {
+            return inner;
+        };
+        let mut hidden: Vec<(Counter, u64)> = Vec::new();
+        let dataset: Arc<str> = Arc::from(plan.specs.dataset.as_str());
+        for mask in Mask::ALL {
+            let n = plan.hidden.iter().filter(|h| h.mask == mask).count() as u64;
+            if n > 0 {
+                let labels = HiddenLabels {
+                    product: m.product.clone(),
+                    dataset: dataset.clone(),
+                    mask: mask.as_str(),
+                };
+                hidden.push((m.metrics.hidden.get_or_create(&labels).clone(), n));
+            }
         }
+        Some(Arc::new(FieldMasking {
+            tree: tree::of(plan),
+            key: m.key.cloned(),
+            inner,
+            hidden,
+        }))
     }
+}
+
+/// Counts and logs an allowed request whose field plan the shadow policy
+/// set would make otherwise (as a shadow decision that disagrees is).
+pub fn shadow_plan(
+    metrics: &FieldMetrics,
+    principal: &dyn std::fmt::Display,
+    product: &Arc<str>,
+    plan: &FieldPlan,
+) {
+    if !plan.shadow_disagrees() {
+        return;
+    }
+    metrics
+        .shadow_disagreements
+        .get_or_create(&DatasetLabels {
+            product: product.clone(),
+            dataset: Arc::from(plan.specs.dataset.as_str()),
+        })
+        .inc();
+    let enforced: Vec<&str> = plan.hidden.iter().map(|h| &*h.path).collect();
+    let shadow: Vec<&str> = plan.shadow_hidden.iter().flatten().map(|p| &**p).collect();
+    tracing::info!(
+        principal = %principal,
+        dataset = %plan.dataset,
+        enforced_hidden = ?enforced,
+        shadow_hidden = ?shadow,
+        "shadow field policies disagree"
+    );
 }
 
 fn refused(reason: impl Into<String>) -> TransformError {
@@ -134,6 +190,9 @@ impl ResponseTransform for FieldMasking {
                 return Err(refused("the response is not JSON and a field plan applies"));
             }
             return Ok(None);
+        }
+        for (counter, n) in &self.hidden {
+            counter.inc_by(*n);
         }
         Ok(Some(Box::new(MaskBody(scan::Scanner::new(
             self.tree.clone(),
