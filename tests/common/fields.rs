@@ -78,13 +78,33 @@ pub fn declare(contract: &Path, fields: &str) {
 /// [`FORBID`] added and `hash.key` holding [`KEY`]; clients `reporting`
 /// (finance) and `orders` (sales).
 pub fn masked(pki: &Pki, up: &(impl Target + ?Sized)) -> Sidecar {
+    masked_in(pki, up, pki.dir.path(), KEY)
+}
+
+/// The same with its configuration, policies and `hash.key` (holding
+/// `key`) in `dir`: for several sidecars of one PKI.
+pub fn masked_in(pki: &Pki, up: &(impl Target + ?Sized), dir: &Path, key: &str) -> Sidecar {
     pki.client("orders", Leaf::client_spiffe(ORDERS));
-    let sidecar = Meshgate::builder(pki, up).policies();
-    declare(&pki.path("policies/domains/sales/orders.odcs.yaml"), FIELDS);
-    pki.write("policies/domains/sales/fields.cedar", FORBID);
-    pki.write("hash.key", KEY);
-    let key = pki.path("hash.key");
-    sidecar.extra(&format!("fields:\n  hash_key_file: {}\n", key.display()))
+    std::fs::create_dir_all(dir).expect("mkdir");
+    let sidecar = Meshgate::builder(pki, up).dir(dir).policies();
+    let sales = dir.join("policies/domains/sales");
+    declare(&sales.join("orders.odcs.yaml"), FIELDS);
+    std::fs::write(sales.join("fields.cedar"), FORBID).expect("write");
+    let key_file = dir.join("hash.key");
+    std::fs::write(&key_file, key).expect("write key");
+    sidecar.extra(&format!(
+        "fields:\n  hash_key_file: {}\n",
+        key_file.display()
+    ))
+}
+
+/// `"hmac-sha256:<hex>"`: the pseudonym of the string `value` under `key`
+/// (its text, whitespace around it trimmed), computed here.
+pub fn pseudonym(key: &str, value: &str) -> String {
+    let key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, key.trim().as_bytes());
+    let tag = aws_lc_rs::hmac::sign(&key, value.as_bytes());
+    let hex: String = tag.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+    format!("hmac-sha256:{hex}")
 }
 
 /// (curl's exit code, status, body) of one GET as `who`; `args` before

@@ -8,35 +8,34 @@
 //! a body that is not JSON, a value a method cannot make, or an undeclared
 //! field under `undeclared: refuse`, cuts the stream.
 
+mod key;
 mod methods;
 pub mod scan;
 pub mod tree;
 
 use std::sync::Arc;
 
-use aws_lc_rs::hmac;
 use bytes::Bytes;
 
 use prometheus_client::metrics::counter::Counter;
 
 use crate::decision::fields::{FieldPlan, Mask};
 use crate::model::response::{BodyTransform, ResponseTransform, TransformError};
+
 use crate::observe::metrics::{DatasetLabels, FieldMetrics, HiddenLabels};
+pub use key::{HashKey, HashKeys};
 
 /// The transform's name in its errors; `pipeline/error.rs` answers its
 /// refusals as `unmaskable_response`.
 pub const MASKING: &str = "field masking";
-
-/// The mesh's pseudonymisation key (`fields.hash_key_file`).
-pub type HashKey = Arc<hmac::Key>;
 
 /// The `fields` section: what field masking needs besides the contracts.
 #[derive(Debug, Clone, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FieldsConfig {
     /// The mesh's key for `hash`-masked fields (at least 32 bytes; the same
-    /// file on every node, so that pseudonyms join). Without it, a plan
-    /// that hashes a field cuts the response.
+    /// file on every node, so that pseudonyms join; reloaded when it
+    /// changes). Without it, a plan that hashes a field cuts the response.
     pub hash_key_file: std::path::PathBuf,
 }
 
@@ -44,21 +43,6 @@ impl FieldsConfig {
     pub fn resolve(&mut self, base: &std::path::Path) {
         crate::base::paths::resolve(base, &mut self.hash_key_file);
     }
-}
-
-/// Reads a hash key file: its bytes, trimmed of surrounding whitespace, at
-/// least 32 of them.
-pub fn read_key(path: &std::path::Path) -> Result<HashKey, String> {
-    let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let trimmed = bytes.trim_ascii();
-    if trimmed.len() < 32 {
-        return Err(format!(
-            "{}: a hash key has at least 32 bytes (this one has {})",
-            path.display(),
-            trimmed.len()
-        ));
-    }
-    Ok(Arc::new(hmac::Key::new(hmac::HMAC_SHA256, trimmed)))
 }
 
 /// Masks the responses of one request by its field plan, after the route's
@@ -76,7 +60,8 @@ pub struct FieldMasking {
 pub struct Masking<'a> {
     pub plan: Option<&'a FieldPlan>,
     pub product: &'a Arc<str>,
-    pub key: Option<&'a HashKey>,
+    /// The mesh's key, when configured: its current key masks the response.
+    pub key: Option<&'a HashKeys>,
     pub metrics: &'a FieldMetrics,
 }
 
@@ -105,7 +90,7 @@ impl FieldMasking {
         }
         Some(Arc::new(FieldMasking {
             tree: tree::of(plan),
-            key: m.key.cloned(),
+            key: m.key.map(HashKeys::current),
             inner,
             hidden,
         }))
