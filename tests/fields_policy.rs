@@ -78,7 +78,11 @@ fn policy_test_cases_assert_hidden_and_visible_fields() {
     // The sidecar is not started: its builder lays out the policy tree.
     let _ = masked(&pki, "http://127.0.0.1:9");
     let root = pki.path("policies");
-    pki.write("policies/domains/sales/tests/fields.test.yaml", CASES);
+    // Only these cases: the example's own expect the example's field rules.
+    let tests = root.join("domains/sales/tests");
+    std::fs::remove_dir_all(&tests).expect("rm");
+    std::fs::create_dir_all(&tests).expect("mkdir");
+    std::fs::write(tests.join("fields.test.yaml"), CASES).expect("write");
     let out = Command::new(bin())
         .arg("test")
         .arg(&root)
