@@ -1,13 +1,17 @@
 //! Field masking on the wire: the response stage's transform for a request
 //! whose field plan hides something (or does not pass undeclared fields).
 //!
-//! It needs an `application/json` body (or a `+json` type): a successful
-//! response of another type is refused before its head is sent (502
-//! `unmaskable_response`); an error response of another type is passed on
-//! as it is (it holds no records). The body goes through [`scan::Scanner`]:
-//! a body that is not JSON, a value a method cannot make, or an undeclared
-//! field under `undeclared: refuse`, cuts the stream.
+//! It needs a body it can read as records: `application/json` (or a
+//! `+json` type), NDJSON (`application/x-ndjson`, `application/jsonl`) or
+//! CSV with a header row (`text/csv`); a successful response of another
+//! type is refused before its head is sent (502 `unmaskable_response`); an
+//! error response of another type is passed on as it is (it holds no
+//! records). JSON and NDJSON go through [`scan::Scanner`], CSV through
+//! [`csv::CsvMasker`]: a body that is not of its type, a value a method
+//! cannot make, or an undeclared field under `undeclared: refuse`, cuts
+//! the stream.
 
+pub mod csv;
 mod key;
 mod methods;
 pub mod scan;
@@ -133,23 +137,40 @@ fn refused(reason: impl Into<String>) -> TransformError {
     }
 }
 
-/// Whether a `Content-Type` is JSON: `application/json` or a `+json` type.
-fn is_json(head: &http::response::Parts) -> bool {
-    let Some(v) = head
+/// The formats a body is masked in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Format {
+    /// `application/json` or a `+json` type: one value.
+    Json,
+    /// `application/x-ndjson`, `application/jsonl`: a value per line.
+    Lines,
+    /// `text/csv` with a header row.
+    Csv,
+}
+
+/// The format of a response by its `Content-Type`, or why it cannot be
+/// masked.
+fn format(head: &http::response::Parts) -> Result<Format, &'static str> {
+    let value = head
         .headers
         .get(http::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-    else {
-        return false;
-    };
-    let essence = v
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
+        .ok_or("the response names no content type")?
         .to_ascii_lowercase();
-    essence == "application/json"
-        || (essence.starts_with("application/") && essence.ends_with("+json"))
+    let mut parts = value.split(';').map(str::trim);
+    let essence = parts.next().unwrap_or("");
+    match essence {
+        "application/json" => Ok(Format::Json),
+        "application/x-ndjson" | "application/jsonl" => Ok(Format::Lines),
+        // RFC 4180's `header` parameter: without a header row the columns
+        // have no names.
+        "text/csv" if parts.any(|p| p.replace(' ', "") == "header=absent") => {
+            Err("a CSV response without a header row")
+        }
+        "text/csv" => Ok(Format::Csv),
+        e if e.starts_with("application/") && e.ends_with("+json") => Ok(Format::Json),
+        _ => Err("the response is not JSON, NDJSON or CSV"),
+    }
 }
 
 impl std::fmt::Debug for FieldMasking {
@@ -170,31 +191,45 @@ impl ResponseTransform for FieldMasking {
                 return Err(refused("the route's own transform rewrites the body too"));
             }
         }
-        if !is_json(head) {
-            if head.status.is_success() {
-                return Err(refused("the response is not JSON and a field plan applies"));
-            }
-            return Ok(None);
-        }
+        let format = match format(head) {
+            Ok(f) => f,
+            // An error's body holds no records: passed as it is.
+            Err(_) if !head.status.is_success() => return Ok(None),
+            Err(why) => return Err(refused(format!("{why}, and a field plan applies"))),
+        };
         for (counter, n) in &self.hidden {
             counter.inc_by(*n);
         }
-        Ok(Some(Box::new(MaskBody(scan::Scanner::new(
-            self.tree.clone(),
-            self.key.clone(),
-        )))))
+        let (tree, key) = (self.tree.clone(), self.key.clone());
+        Ok(Some(match format {
+            Format::Json => Box::new(MaskBody::Json(scan::Scanner::new(tree, key))),
+            Format::Lines => Box::new(MaskBody::Json(scan::Scanner::lines(tree, key))),
+            Format::Csv => Box::new(MaskBody::Csv(csv::CsvMasker::new(tree, key))),
+        }))
     }
 }
 
-struct MaskBody(scan::Scanner);
+enum MaskBody {
+    /// JSON, or NDJSON (the scanner's `lines`).
+    Json(scan::Scanner),
+    Csv(csv::CsvMasker),
+}
 
 impl BodyTransform for MaskBody {
     fn data(&mut self, chunk: Bytes) -> Result<Bytes, TransformError> {
-        self.0.feed(&chunk).map(Bytes::from).map_err(refused)
+        let out = match self {
+            MaskBody::Json(s) => s.feed(&chunk),
+            MaskBody::Csv(c) => c.feed(&chunk),
+        };
+        out.map(Bytes::from).map_err(refused)
     }
 
     fn end(&mut self) -> Result<Bytes, TransformError> {
-        self.0.finish().map(Bytes::from).map_err(refused)
+        let out = match self {
+            MaskBody::Json(s) => s.finish(),
+            MaskBody::Csv(c) => c.finish(),
+        };
+        out.map(Bytes::from).map_err(refused)
     }
 }
 
