@@ -9,6 +9,7 @@ pub mod held;
 pub mod idp;
 pub mod json_upstream;
 pub mod reply;
+pub mod stream_upstream;
 pub mod tokens;
 pub mod trail;
 
