@@ -2,7 +2,8 @@
 //! pseudonym is HMAC-SHA256 of the value under the mesh's key, equal on
 //! two sidecars with the same key file and different under another key;
 //! a new key file is used from the next request on, and one that does not
-//! load keeps the last good key (logged and counted).
+//! load keeps the last good key (logged and counted); without a key,
+//! start-up names the hashed fields and a response hashing one is cut.
 
 mod common;
 
@@ -97,4 +98,28 @@ fn a_new_key_is_used_from_the_next_request_and_a_bad_one_keeps_the_last_good_key
         email_of(&pki, &mg, "--http2"),
         pseudonym(third, "ana@example.com")
     );
+}
+
+#[test]
+fn without_a_key_start_up_warns_and_a_response_that_hashes_is_cut() {
+    let pki = Pki::with_clients(&[("analytics", "spiffe://mesh.local/ns/marketing/sa/analytics")]);
+    let up = upstream();
+    // The example tree as committed: analytics sees orders' e-mails hashed.
+    let mg = Meshgate::builder(&pki, &up).policies().start();
+    let warned = mg
+        .logs
+        .wait_for(0, Duration::from_secs(10), |l| {
+            l.contains("fields.hash_key_file is not set")
+        })
+        .unwrap_or_else(|| panic!("no warning:\n{}", mg.logs.dump()));
+    assert!(
+        warned.contains("sales.orders/orders/customer_email"),
+        "{warned}"
+    );
+    let (code, status, body) = get(&pki, "analytics", &["--http2"], &mg.url("/orders/SO-1"));
+    assert_ne!(code, 0, "a cut body looked complete: {status} {body}");
+    assert!(!body.contains("ana@example.com"), "{body}");
+    // Finance hashes nothing: served as it is.
+    let (code, _, body) = get(&pki, "reporting", &[], &mg.url("/orders/SO-1"));
+    assert_eq!((code, body.as_str()), (0, RECORD));
 }

@@ -360,12 +360,18 @@ impl Bound {
             "meshgate ready"
         );
         match sc.gate.policy.as_ref().map(|p| p.current()) {
-            Some(s) => tracing::info!(
-                version = %s.version,
-                policies = s.policy_count(),
-                routes = s.routes().len(),
-                "policy snapshot loaded"
-            ),
+            Some(s) => {
+                tracing::info!(
+                    version = %s.version,
+                    policies = s.policy_count(),
+                    routes = s.routes().len(),
+                    "policy snapshot loaded"
+                );
+                let hashed = crate::pipeline::mask::hashed_fields(s.products());
+                if sc.gate.mask_key.is_none() && !hashed.is_empty() {
+                    tracing::warn!(fields = ?hashed, "contracts hash these fields but fields.hash_key_file is not set: a response that hides one of them is cut");
+                }
+            }
             None => tracing::warn!(
                 "no policy configured: running in authenticated mode, every verified client is let through"
             ),

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use aws_lc_rs::{digest, hmac};
 
+use crate::decision::fields::Mask;
 use crate::observe::metrics::{FieldMetrics, ResultLabels};
 
 /// A key as the scanner uses it.
@@ -88,4 +89,21 @@ fn read(path: &Path) -> Result<Loaded, String> {
         key: Arc::new(hmac::Key::new(hmac::HMAC_SHA256, trimmed)),
         digest: digest::digest(&digest::SHA256, trimmed).as_ref().to_vec(),
     })
+}
+
+/// The fields of `products` whose contract hashes them
+/// (`<product>/<dataset>/<path>`): with no hash key configured, a response
+/// that hashes one of them is cut, which start-up warns about.
+pub fn hashed_fields<'a>(
+    products: impl Iterator<Item = &'a crate::decision::contract::Product>,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    for p in products {
+        for d in &p.fields {
+            for f in d.fields.iter().filter(|f| f.mask == Mask::Hash) {
+                out.push(format!("{}/{}/{}", p.id, d.dataset, f.path));
+            }
+        }
+    }
+    out
 }

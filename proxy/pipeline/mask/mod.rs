@@ -27,7 +27,7 @@ use crate::decision::fields::{FieldPlan, Mask};
 use crate::model::response::{BodyTransform, ResponseTransform, TransformError};
 
 use crate::observe::metrics::{DatasetLabels, FieldMetrics, HiddenLabels};
-pub use key::{HashKey, HashKeys};
+pub use key::{hashed_fields, HashKey, HashKeys};
 
 /// The transform's name in its errors; `pipeline/error.rs` answers its
 /// refusals as `unmaskable_response`.
