@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::fields::{get, masked, pseudonym, KEY, RECORD};
+use common::fields::{get, masked, masked_in, pseudonym, KEY, RECORD};
 use common::json_upstream::FixedUpstream;
 use common::trail::events_of_path;
 use common::*;
@@ -130,6 +130,55 @@ fn what_cannot_be_masked_in_ndjson_or_csv_is_never_sent_whole() {
         for event in events_of_path(&mg, &trail, path, 2) {
             assert_eq!(event["error"], "unmaskable_response", "{event}");
             assert_eq!(event["complete"], false, "{event}");
+        }
+    }
+}
+
+/// A record with members the contract does not declare, at every level.
+const EXTRA: &str = r#"{"id": "SO-1", "note": "n", "shipping": {"city": "K", "zip": "5"}, "lines": [{"sku": "X", "qty": 2}]}"#;
+const EXTRA_CSV: &str = "id,note,amount\nSO-1,n,3\n";
+
+/// A masked sidecar in `dir` whose orders contract sets
+/// `meshgateUndeclared: mode`.
+fn undeclared(pki: &Pki, up: &FixedUpstream, dir: &str, mode: &str) -> Meshgate {
+    let dir = pki.path(dir);
+    let sidecar = masked_in(pki, up, &dir, KEY);
+    let contract = dir.join("policies/domains/sales/orders.odcs.yaml");
+    let mut text = std::fs::read_to_string(&contract).expect("read");
+    text.push_str(&format!(
+        "  - property: meshgateUndeclared\n    value: {mode}\n"
+    ));
+    std::fs::write(&contract, text).expect("write");
+    sidecar.start()
+}
+
+#[test]
+fn undeclared_fields_pass_are_removed_or_refuse_the_response() {
+    let pki = Pki::new();
+    let up = FixedUpstream::start(vec![
+        ("/orders/extra", "application/json", EXTRA.into()),
+        ("/orders/extra.csv", "text/csv", EXTRA_CSV.into()),
+    ]);
+    let omit = undeclared(&pki, &up, "omit", "omit");
+    let refuse = undeclared(&pki, &up, "refuse", "refuse");
+    let pass = masked(&pki, &up).start();
+    for proto in PROTOCOLS {
+        // This record holds nothing sales may not see: only the mode changes
+        // it (the plan still rewrites it, without the spaces between members).
+        let (_, _, body) = get(&pki, "orders", &[proto], &pass.url("/orders/extra"));
+        let json = |t: &str| serde_json::from_str::<serde_json::Value>(t).expect("JSON");
+        assert_eq!(json(&body), json(EXTRA), "{proto}: passed");
+        let (_, _, body) = get(&pki, "orders", &[proto], &omit.url("/orders/extra"));
+        assert_eq!(
+            body, r#"{"id":"SO-1","shipping":{"city":"K"},"lines":[{"sku":"X"}]}"#,
+            "{proto}"
+        );
+        let (_, _, body) = get(&pki, "orders", &[proto], &omit.url("/orders/extra.csv"));
+        assert_eq!(body, "id,amount\nSO-1,3\n", "{proto}");
+        for path in ["/orders/extra", "/orders/extra.csv"] {
+            let (code, status, body) = get(&pki, "orders", &[proto], &refuse.url(path));
+            assert_ne!(code, 0, "{proto} {path}: {status} {body}");
+            assert!(!body.contains("\"n\"") && !body.contains(",n,"), "{body}");
         }
     }
 }
