@@ -511,6 +511,10 @@ impl<'a> Exchange<'a> {
                 );
             }
         }
+        if let Some(plan) = &outcome.fields {
+            let principal = &conn.identity.principal;
+            crate::pipeline::mask::shadow_plan(&m.fields, principal, &outcome.product, plan);
+        }
     }
 
     /// Admits the request under the product's and consumer's limits: 503
@@ -523,11 +527,13 @@ impl<'a> Exchange<'a> {
         } = decided;
         // A field plan that changes the response masks it, after the
         // route's own transform.
-        let response = crate::pipeline::mask::FieldMasking::for_plan(
-            outcome.fields.as_deref(),
-            self.gate.mask_key.as_ref(),
-            routed.response,
-        );
+        let masking = crate::pipeline::mask::Masking {
+            plan: outcome.fields.as_deref(),
+            product: &outcome.product,
+            key: self.gate.mask_key.as_ref(),
+            metrics: &self.gate.metrics.fields,
+        };
+        let response = crate::pipeline::mask::FieldMasking::for_plan(masking, routed.response);
         let method_override = routed.method_override;
         let timeout = product_timeout(self.gate, &outcome)
             .unwrap_or_else(|| self.gate.upstream.response_timeout());

@@ -6,6 +6,7 @@
 
 pub mod chain;
 pub mod clients;
+pub mod fields;
 pub mod flight;
 pub mod golden;
 pub mod grpc;
@@ -20,6 +21,7 @@ pub mod redis;
 pub mod reply;
 pub mod sidecar;
 pub mod skip;
+pub mod stream_upstream;
 pub mod tokens;
 pub mod tools;
 pub mod trail;

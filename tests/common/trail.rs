@@ -45,3 +45,32 @@ pub fn event_where(
             .wait_for(mg.logs.len(), Duration::from_millis(200), |_| true);
     }
 }
+
+/// The events in the trail `path` of requests to `request_path`, once
+/// there are at least `n` of them (waiting up to 20 s, as [`event_of`]):
+/// for responses that were cut before their head, which name no request id.
+pub fn events_of_path(
+    mg: &Meshgate,
+    path: &Path,
+    request_path: &str,
+    n: usize,
+) -> Vec<serde_json::Value> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let found: Vec<_> = events(path)
+            .into_iter()
+            .filter(|e| e["path"] == request_path)
+            .collect();
+        if found.len() >= n {
+            return found;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} events of {request_path} in {}, not {n}",
+            found.len(),
+            path.display()
+        );
+        mg.logs
+            .wait_for(mg.logs.len(), Duration::from_millis(200), |_| true);
+    }
+}

@@ -156,6 +156,9 @@ impl Snapshot {
             errors: Vec::new(),
         };
         let mut shadow_hidden = self.shadow.as_ref().map(|_| Vec::new());
+        // Whether the shadow set hides each field so far (its own decision
+        // or its enclosing field's), as the enforced verdicts do.
+        let mut shadow_verdicts: Vec<bool> = Vec::with_capacity(set.resources.len());
         for (spec, field) in set.specs.fields.iter().zip(&set.resources) {
             let path: Arc<str> = Arc::from(spec.path.as_str());
             // A field under a hidden one is hidden with it.
@@ -165,9 +168,12 @@ impl Snapshot {
             let (decision, shadow) =
                 self.decide_resource(principal, name, field, READ_FIELD, parsed, true);
             if let (Some(list), Some(s)) = (shadow_hidden.as_mut(), shadow) {
-                if !s.allowed {
+                let under = spec.parent.and_then(|p| shadow_verdicts.get(p).copied());
+                let hidden = !s.allowed || under == Some(true);
+                if hidden {
                     list.push(path.clone());
                 }
+                shadow_verdicts.push(hidden);
             }
             plan.errors.extend(decision.errors.iter().cloned());
             // Fail closed: a field whose decision erred (a forbid that

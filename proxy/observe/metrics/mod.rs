@@ -4,9 +4,11 @@
 //! resolved once at start-up so that recording a request takes no lock.
 
 mod areas;
+mod fields;
 mod grpc;
 mod histogram;
 
+pub use fields::{DatasetLabels, FieldMetrics, HiddenLabels};
 pub use grpc::GrpcStatuses;
 pub use histogram::AtomicHistogram;
 
@@ -278,6 +280,8 @@ pub struct Metrics {
     pub quota_store_errors: Counter,
     /// gRPC calls by product and the gRPC status they ended with.
     grpc: GrpcStatuses,
+    /// Response governance: hidden fields, shadow field plans, the hash key.
+    pub fields: FieldMetrics,
 }
 
 impl Metrics {
@@ -299,6 +303,7 @@ impl Metrics {
         let jwt = register_jwt(&mut registry);
         let quota = Quota::register(&mut registry);
         let grpc = GrpcStatuses::register(&mut registry);
+        let fields = FieldMetrics::register(&mut registry);
         Metrics {
             registry,
             traffic,
@@ -319,6 +324,7 @@ impl Metrics {
             load_shed: quota.load_shed,
             quota_store_errors: quota.store_errors,
             grpc,
+            fields,
         }
     }
 

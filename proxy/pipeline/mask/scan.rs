@@ -112,6 +112,11 @@ pub struct Scanner {
     keybuf: Vec<u8>,
     started: bool,
     done: bool,
+    /// NDJSON / JSON Lines: a value per line, each a record (or an array
+    /// of them), instead of one value.
+    lines: bool,
+    /// A line break since the last whole value (`lines` only).
+    broke: bool,
 }
 
 type Failed = String;
@@ -129,6 +134,17 @@ impl Scanner {
             keybuf: Vec::new(),
             started: false,
             done: false,
+            lines: false,
+            broke: false,
+        }
+    }
+
+    /// A scanner of NDJSON (JSON Lines): values one a line, the line
+    /// breaks and blank lines kept as they were sent.
+    pub fn lines(root: Arc<Level>, key: Option<Arc<hmac::Key>>) -> Scanner {
+        Scanner {
+            lines: true,
+            ..Scanner::new(root, key)
         }
     }
 
@@ -150,7 +166,12 @@ impl Scanner {
                 self.value_done()?;
             }
         }
-        if !self.done {
+        let whole = if self.lines {
+            self.stack.is_empty() && self.lex == Lex::Between
+        } else {
+            self.done
+        };
+        if !whole {
             return Err("the body ended before its JSON value did".into());
         }
         Ok(std::mem::take(&mut self.out))
@@ -287,14 +308,7 @@ impl Scanner {
     fn structure(&mut self, b: u8) -> Result<(), Failed> {
         let ws = matches!(b, b' ' | b'\t' | b'\n' | b'\r');
         let Some(top) = self.stack.last_mut() else {
-            if ws {
-                return Ok(());
-            }
-            if self.done || self.started {
-                return Err("more after the JSON value".into());
-            }
-            self.started = true;
-            return self.start_value(b);
+            return self.between_values(b, ws);
         };
         let managed = top.level.is_some();
         let mode = top.mode;
@@ -340,6 +354,30 @@ impl Scanner {
             (true, State::Value, _) | (false, State::First | State::Next, _) => self.start_value(b),
             _ => Err(format!("unexpected `{}`", b as char)),
         }
+    }
+
+    /// A byte outside any value: whitespace, or the start of the (next)
+    /// value. JSON has one value; NDJSON one per line, its line breaks
+    /// (and other whitespace between values) copied as sent.
+    fn between_values(&mut self, b: u8, ws: bool) -> Result<(), Failed> {
+        if ws {
+            if self.lines {
+                self.broke |= b == b'\n';
+                self.out.push(b);
+            }
+            return Ok(());
+        }
+        if self.lines {
+            if self.done && !self.broke {
+                return Err("two JSON values on one line".into());
+            }
+            self.done = false;
+            self.broke = false;
+        } else if self.done || self.started {
+            return Err("more after the JSON value".into());
+        }
+        self.started = true;
+        self.start_value(b)
     }
 
     /// A whole key at a declared level: what its member gets.
