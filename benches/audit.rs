@@ -6,6 +6,9 @@
 //! wherever the temp dir is). The pipeline figure is per event at the rate
 //! the writer keeps up with (the queue is bounded: when the writer is the
 //! bottleneck, senders wait), so it bounds the audited requests per second.
+//! The event is an allowed read as the proxy records it, with the outcome of
+//! a real decision (a synthetic mesh's snapshot deciding the request): its
+//! product, action, resource and determining policy ids are written.
 //!
 //!     cargo bench --bench audit
 
@@ -15,12 +18,15 @@ use std::time::{Duration, Instant, SystemTime};
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use http::{HeaderValue, Method, StatusCode};
+use meshgate::synth;
 use meshgate::ConnInfo;
+use meshgate::{normalize, HttpFacts, Snapshot};
 use meshgate::{Audit, AuditConfig, Event, FullMode, SinkKind};
 use meshgate::{Metrics, Observed};
 use meshgate::{PeerIdentity, Principal};
 
-const ID: &str = "spiffe://mesh.local/ns/finance/sa/reporting";
+/// The caller: its domain's service, which the synthetic policies name.
+const ID: &str = "spiffe://mesh.local/ns/sales/sa/app";
 
 fn conn() -> Arc<ConnInfo> {
     let principal: Principal = ID.parse().expect("principal");
@@ -38,28 +44,86 @@ fn conn() -> Arc<ConnInfo> {
     })
 }
 
-fn event(conn: &Arc<ConnInfo>, version: &Arc<str>) -> Event {
+/// The event of the first read of a synthetic mesh (100 products, 1,000
+/// policies) that its policies allow through at least two policies, decided
+/// as the proxy decides it.
+fn decided_event(conn: &Arc<ConnInfo>) -> Event {
+    let snapshot = Snapshot::build(&synth::inputs(100, 1_000, 42)).expect("synthetic snapshot");
+    let headers = http::HeaderMap::new();
+    for p in 0..100 {
+        let path = normalize(&format!("/p{p}/rows")).expect("path");
+        let facts = HttpFacts {
+            method: &Method::GET,
+            path: &path,
+            headers: &headers,
+            source_ip: conn.peer.ip(),
+            tls_version: conn.tls_version,
+            time: SystemTime::now(),
+            user: None,
+        };
+        let Ok(outcome) = snapshot.decide_http(&conn.identity.principal, &facts) else {
+            continue;
+        };
+        if !outcome.decision.allowed || outcome.decision.policies.len() < 2 {
+            continue;
+        }
+        eprintln!(
+            "audit/pipeline: the event of GET {} ({} {} of {}, allowed by {})",
+            path.decoded(),
+            outcome.action.as_str(),
+            outcome.resource,
+            outcome.product,
+            outcome.decision.policies.join(", ")
+        );
+        return Event {
+            time: SystemTime::now(),
+            request_id: HeaderValue::from_static("5b1f0c2e9a7d4e3f0000000000000001"),
+            trace_id: [0x4b; 16],
+            conn: conn.clone(),
+            user: None,
+            tier: Some(Arc::from("gold")),
+            policy_version: Some(outcome.policy_version.clone()),
+            outcome: Some(Arc::new(outcome)),
+            method: Method::GET,
+            path: path.decoded().to_string(),
+            decision: "allow",
+            error: None,
+            status: 200,
+            upstream: Some(Duration::from_micros(180)),
+            duration: Duration::from_micros(230),
+            bytes_in: 0,
+            bytes_out: 2048,
+            complete: true,
+            grpc_status: None,
+            reason: None,
+        };
+    }
+    panic!("no read of the synthetic mesh is allowed by two policies");
+}
+
+/// A new event like `t`, as each request makes its own.
+fn event(t: &Event) -> Event {
     Event {
         time: SystemTime::now(),
-        request_id: HeaderValue::from_static("5b1f0c2e9a7d4e3f0000000000000001"),
-        trace_id: [0x4b; 16],
-        conn: conn.clone(),
+        request_id: t.request_id.clone(),
+        trace_id: t.trace_id,
+        conn: t.conn.clone(),
         user: None,
-        tier: Some(Arc::from("gold")),
-        outcome: None,
-        policy_version: Some(version.clone()),
-        method: Method::GET,
-        path: "/orders/12345".to_string(),
-        decision: "allow",
-        error: None,
-        status: 200,
-        grpc_status: None,
-        upstream: Some(Duration::from_micros(180)),
-        duration: Duration::from_micros(230),
-        bytes_in: 0,
-        bytes_out: 2048,
-        complete: true,
-        reason: None,
+        tier: t.tier.clone(),
+        outcome: t.outcome.clone(),
+        policy_version: t.policy_version.clone(),
+        method: t.method.clone(),
+        path: t.path.clone(),
+        decision: t.decision,
+        error: t.error,
+        status: t.status,
+        grpc_status: t.grpc_status,
+        upstream: t.upstream,
+        duration: t.duration,
+        bytes_in: t.bytes_in,
+        bytes_out: t.bytes_out,
+        complete: t.complete,
+        reason: t.reason,
     }
 }
 
@@ -101,15 +165,14 @@ fn recording(c: &mut Criterion) {
         .enable_all()
         .build()
         .expect("runtime");
-    let conn = conn();
-    let version: Arc<str> = Arc::from("9f2c".repeat(16));
+    let template = decided_event(&conn());
     c.bench_function("audit/pipeline", |b| {
         b.iter_custom(|iters| {
             rt.block_on(async {
                 let t0 = Instant::now();
                 for _ in 0..iters {
                     let slot = audit.slot().await.expect("slot").expect("place");
-                    slot.send(event(&conn, &version));
+                    slot.send(event(&template));
                 }
                 assert!(audit.flush(Duration::from_secs(10)).await);
                 t0.elapsed()

@@ -1,36 +1,65 @@
 #!/usr/bin/env bash
-# End-to-end load benchmark: the sample upstream direct vs nginx (mTLS) vs meshgate (mTLS), side by side,
-# same load generator (oha, with a client certificate) and the same load each time.
+# End-to-end load benchmark: meshgate (mTLS) against two peers, nginx and HAProxy (mTLS-terminating reverse
+# proxies with access logs), and the sample upstream direct; the same load generator (oha, with a client
+# certificate) and the same load for each.
 #
-#   Run from the repo root:   bash benches/e2e.sh        (about 3 minutes plus the release build)
+#   Run from the repo root:   bash benches/e2e.sh        (about 10 minutes plus the release build)
 #
-# Knobs (env): DURATION=10s WARMUP=2s (each measured run; s or m suffix), CONNS=32 (HTTP/1.1 runs),
-#   H2_CONNS=4 H2_STREAMS=8 (oha --http2 -c 4 -p 8: 32 concurrent streams over 4 TLS connections),
-#   HS_PROCS=4 (parallel `openssl s_time -new` clients), IDLE_CONNS=1000, AUDIT=1 (meshgate's audit trail to a
-#   file, and nginx's access log to a file, for fairness; AUDIT=0 turns both off), KEEP_WORK=1 (keep the temp dir), MAX_TOTAL=1800 (hard limit, seconds, build included),
-#   QUIET_WAIT=120 (seconds to wait for an otherwise idle machine), RETRIES=2 (a run during which other processes
-#   took > 5% of CPU 0 is repeated), MESHGATE=path (use this binary instead of building),
-#   POLICY=1 (meshgate enforces the example Cedar policies of policies/: mesh baseline + sales domain),
-#   QUOTAS=1 (implies POLICY=1: a second meshgate, "meshgate+q", the same plus a local quota for the
-#   client that never runs out, measured beside the first in the h1-keepalive and h2 runs).
+# THE FIGURE THAT MATTERS FOR A SIDECAR is the proxy's CPU time per request (utime+stime from /proc/PID/stat;
+# nginx = master + worker): a sidecar runs beside every pod and pays it on every request. Requests/s and p99
+# are reported beside it; with the proxy pinned to one core they say how much that core serves.
+#
+# Rounds: every mode is measured in ROUNDS rounds (at least 3); each round runs every proxy once, the order
+# rotating from round to round, and the report compares the medians (single runs on a shared VM move by
+# 10-20%). Ratios against both peers are printed side by side.
+#
+# A run that is not what it claims fails the whole benchmark (exit status 1, the reason in the log):
+# - oha runs: any non-2xx response, any error other than the requests still in flight when the duration ended,
+#   or a body of another size than the upstream's own answer (oha's JSON: status code distribution, bytes);
+# - full-hs runs: every `openssl s_time` must succeed, and the bytes it read must be exactly connections x the
+#   bytes of one 200 answer to its HTTP/1.0 GET (probed through the same proxy before); for meshgate the growth
+#   of meshgate_requests_total{class="2xx"} must equal the connections made (no other class may grow), and for
+#   HAProxy the growth of its frontend's 2xx responses (stats CSV) likewise;
+# - meshgate and HAProxy: in every run their 2xx counters grow by at least the 2xx responses oha saw, and
+#   nothing else grows;
+# - the audit trail (AUDIT=1): after the load, meshgate is stopped (flushing the trail) and `meshgate audit
+#   verify` must pass with one event per request meshgate counted (meshgate_requests_total, every class) and
+#   none reported dropped (and meshgate_audit_dropped_total 0).
+#
+# Knobs (env): DURATION=10s WARMUP=2s (each measured run; s or m suffix), ROUNDS=3, MODES="h1-keepalive h2
+#   new-conn full-hs" (a subset runs those only), CONNS=32 (HTTP/1.1 runs), H2_CONNS=4 H2_STREAMS=8 (oha --http2
+#   -c 4 -p 8: 32 concurrent streams over 4 TLS connections), HS_PROCS=4 (parallel `openssl s_time -new`
+#   clients), IDLE_CONNS=1000 (0: no idle-connection memory phase), AUDIT=1 (meshgate's audit trail to a file,
+#   and the peers' access logs to files, for fairness; AUDIT=0 turns all off), KEEP_WORK=1 (keep the temp dir),
+#   MAX_TOTAL=3600 (hard limit, seconds, build included), QUIET_WAIT=120 (seconds to wait for an otherwise
+#   idle machine), RETRIES=2 (a run during which other processes took > 5% of CPU 0 is repeated),
+#   MESHGATE=path (use this binary instead of building), POLICY=1 (meshgate enforces the example Cedar
+#   policies of policies/: mesh baseline + sales domain), QUOTAS=1 (implies POLICY=1: a second meshgate,
+#   "meshgate+q", the same plus a local quota for the client that never runs out, measured beside the first in
+#   the h1-keepalive and h2 runs), EXPECT_SIZE=N (expect N body bytes instead of the upstream's answer: for
+#   checking the checks; the run must fail).
 # Pinning: the proxy under test on CPU 0; oha, the upstream and the helper clients on CPU 1.
-# Installs what is missing: nginx curl openssl python3 util-linux procps (apt), oha (cargo install --locked).
-# Each run reports req/s, p50/p99 (oha JSON), the proxy's CPU time per request (utime+stime from
-# /proc/PID/stat; nginx = master + worker) and how busy each CPU was (cpu1 near 100% = load generator bound).
-# Modes: h1-keepalive, h2, new-conn = oha --disable-keepalive (one TLS connection per request; oha's rustls
-# client resumes sessions when the server offers it, so these are mostly *resumed* handshakes), and
+# Installs what is missing: nginx haproxy curl openssl python3 util-linux procps (apt), oha (cargo install
+# --locked). Modes: h1-keepalive, h2, new-conn = oha --disable-keepalive (one TLS connection per request;
+# oha's rustls client resumes sessions when the server offers it, so these are mostly *resumed* handshakes),
 # full-hs = `openssl s_time -new` (never resumes: a full mTLS handshake + GET /orders per connection).
+# Helpers (checks, TLS clients, counters, the report) are in benches/e2e.py.
 set -euo pipefail
-if [[ -z ${E2E_INNER:-} ]]; then E2E_INNER=1 exec timeout --foreground -k 15 "${MAX_TOTAL:-1800}" bash "$0" "$@"; fi
+if [[ -z ${E2E_INNER:-} ]]; then E2E_INNER=1 exec timeout --foreground -k 15 "${MAX_TOTAL:-3600}" bash "$0" "$@"; fi
 
-DURATION=${DURATION:-10s} WARMUP=${WARMUP:-2s} CONNS=${CONNS:-32} H2_CONNS=${H2_CONNS:-4}
-H2_STREAMS=${H2_STREAMS:-8} HS_PROCS=${HS_PROCS:-4} IDLE_CONNS=${IDLE_CONNS:-1000}
-AUDIT=${AUDIT:-1} READY_TIMEOUT=${READY_TIMEOUT:-30} QUIET_WAIT=${QUIET_WAIT:-120} RETRIES=${RETRIES:-2}
+DURATION=${DURATION:-10s} WARMUP=${WARMUP:-2s} ROUNDS=${ROUNDS:-3} CONNS=${CONNS:-32} H2_CONNS=${H2_CONNS:-4}
+H2_STREAMS=${H2_STREAMS:-8} HS_PROCS=${HS_PROCS:-4} IDLE_CONNS=${IDLE_CONNS:-1000} AUDIT=${AUDIT:-1}
+READY_TIMEOUT=${READY_TIMEOUT:-30} QUIET_WAIT=${QUIET_WAIT:-120} RETRIES=${RETRIES:-2}
+MODES=${MODES:-h1-keepalive h2 new-conn full-hs}
 export PATH="$PATH:/usr/sbin:/sbin:$HOME/.cargo/bin"
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
+PY=(python3 "$ROOT/benches/e2e.py")
 log() { printf '[e2e %s] %s\n' "$(date +%T)" "$*" >&2; }
-die() { log "ERROR: $*"; exit 1; }
+die() { log "FAILED: $*"; exit 1; }
 secs() { case $1 in *s) echo "${1%s}";; *m) echo $(( ${1%m} * 60 ));; *) echo "$1";; esac; }  # 10s, 2m -> seconds
+for m in $MODES; do [[ " h1-keepalive h2 new-conn full-hs " == *" $m "* ]] || die "unknown mode $m in MODES"; done
+(( ROUNDS >= 1 )) || die "ROUNDS must be at least 1"
+(( ROUNDS >= 3 )) || log "WARNING: ROUNDS=$ROUNDS: medians of fewer than 3 rounds are not a result"
 
 # ---- tools -------------------------------------------------------------------------------------
 apt_need() { # command package (run as root)
@@ -39,11 +68,13 @@ apt_need() { # command package (run as root)
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$2" >/dev/null && command -v "$1" >/dev/null || die "cannot install $2"
 }
 for t in curl:curl openssl:openssl python3:python3 taskset:util-linux pgrep:procps timeout:coreutils; do apt_need "${t%%:*}" "${t#*:}"; done
-if ! command -v nginx >/dev/null; then
-  had_pid=$([[ -e /run/nginx.pid ]] && echo 1 || true); apt_need nginx nginx
-  # The package may start the system nginx (port 80); it is not part of the benchmark.
-  [[ -z $had_pid && -e /run/nginx.pid ]] && { log "stopping the nginx service the package started"; nginx -s quit || true; }
-fi
+apt_server() { # command package pidfile: install a server; stop the system service the package may start
+  command -v "$1" >/dev/null && return 0
+  local had; had=$([[ -e $3 ]] && echo 1 || true); apt_need "$1" "$2"
+  if [[ -z $had && -s $3 ]]; then log "stopping the $1 service the package started"; kill "$(cat "$3")" 2>/dev/null || true; fi
+}
+apt_server nginx nginx /run/nginx.pid
+apt_server haproxy haproxy /run/haproxy.pid
 command -v oha >/dev/null || { log "installing oha (cargo)"; cargo install oha --locked; }
 (( $(nproc) >= 2 )) || die "needs at least 2 CPUs (proxy on CPU 0, load on CPU 1)"
 if [[ -n ${MESHGATE:-} ]]; then MG=$MESHGATE; log "using $MG (MESHGATE set: no build)"
@@ -59,9 +90,9 @@ stop() { kill "$1" 2>/dev/null || true; for _ in $(seq 50); do kill -0 "$1" 2>/d
 cleanup() { local p; for p in "${PIDS[@]}"; do stop "$p"; done
   if [[ ${KEEP_WORK:-0} == 1 ]]; then log "work dir kept: $WORK"; else rm -rf "$WORK"; fi; }
 trap cleanup EXIT; trap 'exit 130' INT TERM
-# Ports chosen by the OS, all held at once so they are distinct.
 [[ ${QUOTAS:-0} == 1 ]] && POLICY=1
-read -r UP_PORT NG_PORT MG_PORT MG_ADMIN MQ_PORT MQ_ADMIN <<<"$(python3 -c 'import socket; ss=[socket.socket() for _ in range(6)]
+# Ports chosen by the OS, all held at once so they are distinct.
+read -r UP_PORT NG_PORT HA_PORT HA_STATS MG_PORT MG_ADMIN MQ_PORT MQ_ADMIN <<<"$(python3 -c 'import socket; ss=[socket.socket() for _ in range(8)]
 for s in ss: s.bind(("127.0.0.1", 0))
 print(*[s.getsockname()[1] for s in ss])')"
 C="$WORK/certs"
@@ -80,21 +111,13 @@ wait_ready() { # name pid logfile curl-args...
 }
 
 # ---- measurement helpers -----------------------------------------------------------------------
-TCK=$(getconf CLK_TCK) RESULTS="$WORK/results.tsv" MEM="$WORK/mem.tsv"; : >"$RESULTS"; : >"$MEM"
+TCK=$(getconf CLK_TCK) RESULTS="$WORK/results.tsv" MEM="$WORK/mem.tsv"; : >"$RESULTS"; : >"$MEM"; : >"$WORK/resumes.txt"
 PROXY_PIDS=()  # the processes of the proxy under test
 cpu_ticks() { local s=0 p st f; for p in "$@"; do st=$(<"/proc/$p/stat"); st=${st##*) }; read -ra f <<<"$st"
   s=$((s + f[11] + f[12])); done; echo "$s"; }  # utime+stime (stat fields 14, 15)
 cpu_stat() { awk '/^cpu[01] /{printf "%d %d %d ", $2+$3+$4+$5+$6+$7+$8+$9, $5+$6, $2+$3+$4}' /proc/stat; } # total idle tasks, CPU 0 and 1
 status_kb() { local k=$1; shift; awk -v k="$k:" '$1 == k {s += $2} END {print s + 0}' $(printf '/proc/%s/status ' "$@"); }
 mem() { printf '%s\t%s\t%s\n' "$1" "$2" "$3" >>"$MEM"; }  # target what kB
-record() { # target mode requests errors seconds p50 p99 proxy-ticks cpu-stat-before cpu-stat-after
-  python3 -c 'import sys; t, m, n, err, secs, p50, p99, ticks, a, b = sys.argv[1:]
-a, b = [list(map(int, x.split())) for x in (a, b)]
-d = [y - x for x, y in zip(a, b)]; pct = lambda v, tot: "%.0f" % max(0, 100 * v / max(1, tot))
-busy = [pct(d[0] - d[1], d[0]), pct(d[3] - d[4], d[3])]
-other0 = pct(d[2] - int(ticks), d[0])  # task time on CPU 0 that was not the proxy: other work on the machine
-print("\t".join([t, m, "%.0f" % (int(n) / float(secs)), p50, p99, ticks, n, err] + busy + [other0]))' "$@"
-}
 wait_quiet() { # max-seconds: wait for 3 quiet 2-second samples in a row (both CPUs < 10% busy)
   local end=$((SECONDS + $1)) quiet=0 s0 busy
   while (( quiet < 3 )); do
@@ -110,96 +133,101 @@ keep() { # row attempt: keep the row; or, if other processes took CPU 0 during t
   printf '%s\n' "$1" >>"$RESULTS"
 }
 
-run_oha() { # target mode url [oha args...]
-  local target=$1 mode=$2 url=$3; shift 3; local out="$WORK/$target-$mode.json" s0 t0 n err secs p50 p99 try
+declare -A PROC PORT URL COUNTERS HS_BYTES  # per target: processes, data port, base URL, counters URL, full-hs answer
+use() { read -ra PROXY_PIDS <<<"${PROC[$1]}"; }
+counters() { # target: "2xx not-2xx aborted" responses so far (e2e.py counters), "- - -" for a proxy without
+  [[ -n ${COUNTERS[$1]:-} ]] || { echo "- - -"; return; }
+  "${PY[@]}" counters "${1%+q}" "${COUNTERS[$1]}" || die "cannot read $1's counters"
+}
+grew() { # target what before after min max: the 2xx counter grew by at least min, 2xx and requests the
+  # client aborted before an answer by at most max together, and no other status was counted
+  local t=$1 what=$2 ok0 bad0 ab0 ok1 bad1 ab1; read -r ok0 bad0 ab0 <<<"$3"; read -r ok1 bad1 ab1 <<<"$4"
+  [[ $ok0 == - ]] && return 0
+  (( bad1 == bad0 )) || die "$t $what: $((bad1 - bad0)) responses that were not 2xx ($t's own counters)"
+  (( ok1 - ok0 >= $5 && ok1 - ok0 + ab1 - ab0 <= $6 )) \
+    || die "$t $what: $t counted $((ok1 - ok0)) 2xx responses and $((ab1 - ab0)) requests aborted by the client, for $5 2xx responses received$( (( $6 > $5 )) && echo " (and at most $(( $6 - $5 )) in flight at the end)")"
+}
+
+run_oha() { # target mode round [oha args...]
+  local t=$1 mode=$2 rnd=$3; shift 3; local out="$WORK/$t-$mode-$rnd.json" s0 t0 c0 c1 n secs p50 p99 try oha_pid
   for try in $(seq 0 "$RETRIES"); do
-    log "$target $mode: warm-up $WARMUP, then $DURATION"
-    taskset -c 1 oha -z "$WARMUP" -t 5s --no-tui --output-format json "$@" "$url" >/dev/null
-    s0=$(cpu_stat); t0=$(cpu_ticks "${PROXY_PIDS[@]}")
-    taskset -c 1 oha -z "$DURATION" -t 5s --no-tui --output-format json "$@" "$url" >"$out" & local oha=$!
-    if [[ $mode == h1-keepalive && $target != upstream ]]; then
-      sleep "$(( $(secs "$DURATION") / 2 ))"; mem "$target" "under h1 keep-alive load (mid-run)" "$(status_kb VmRSS "${PROXY_PIDS[@]}")"
+    log "$t $mode (round $rnd): warm-up $WARMUP, then $DURATION"
+    taskset -c 1 oha -z "$WARMUP" -t 5s --no-tui --output-format json "$@" "${URL[$t]}/orders" >"$out.warm" \
+      || die "oha failed for $t $mode (warm-up)"
+    "${PY[@]}" oha "$out.warm" "$EXPECT" >/dev/null || die "$t $mode (warm-up): the check above failed"
+    c0=$(counters "$t"); s0=$(cpu_stat); t0=$(cpu_ticks "${PROXY_PIDS[@]}")
+    taskset -c 1 oha -z "$DURATION" -t 5s --no-tui --output-format json "$@" "${URL[$t]}/orders" >"$out" & oha_pid=$!
+    if [[ $mode == h1-keepalive && $t != upstream ]]; then
+      sleep "$(( $(secs "$DURATION") / 2 ))"; mem "$t" "under h1 keep-alive load (mid-run)" "$(status_kb VmRSS "${PROXY_PIDS[@]}")"
     fi
-    wait "$oha" || die "oha failed for $target $mode"
-    read -r n err secs p50 p99 < <(python3 -c 'import json, sys; d = json.load(open(sys.argv[1]))
-codes, p = d["statusCodeDistribution"], d["latencyPercentiles"]
-err = sum(v for k, v in d["errorDistribution"].items() if "deadline" not in k) + sum(v for k, v in codes.items() if k[0] != "2")
-print(sum(codes.values()), err, d["summary"]["total"], "%.3f %.3f" % (p["p50"] * 1e3, p["p99"] * 1e3))' "$out") \
-      || die "cannot read oha output $out"
-    keep "$(record "$target" "$mode" "$n" "$err" "$secs" "$p50" "$p99" "$(( $(cpu_ticks "${PROXY_PIDS[@]}") - t0 ))" "$s0" "$(cpu_stat)")" "$try" && break
+    wait "$oha_pid" || die "oha failed for $t $mode"
+    local ticks=$(( $(cpu_ticks "${PROXY_PIDS[@]}") - t0 )) s1; s1=$(cpu_stat)
+    read -r n secs p50 p99 < <("${PY[@]}" oha "$out" "$EXPECT") || die "$t $mode (round $rnd): the check above failed (oha output $out; KEEP_WORK=1 keeps it)"
+    # Requests cut off by oha's deadline may have been answered too: at least n, at most n + those in flight.
+    c1=$(counters "$t"); grew "$t" "$mode" "$c0" "$c1" "$n" $(( n + CONNS + H2_CONNS * H2_STREAMS ))
+    keep "$("${PY[@]}" row "$t" "$mode" "$rnd" "$n" "$secs" "$p50" "$p99" "$ticks" "$s0" "$s1")" "$try" && break
   done
 }
 
-run_full_hs() { # target port: HS_PROCS parallel `openssl s_time -new`, each connection a full handshake + GET
-  local target=$1 port=$2 d s0 t0 w0 i n ps try
+run_full_hs() { # target round: HS_PROCS parallel `openssl s_time -new`, each connection a full handshake + GET
+  local t=$1 rnd=$2 d s0 t0 w0 c0 c1 i n ps try
   for try in $(seq 0 "$RETRIES"); do
-    d=$(secs "$DURATION") ps=(); log "$target full-hs: $HS_PROCS x openssl s_time -new for ${d}s"
-    s0=$(cpu_stat); t0=$(cpu_ticks "${PROXY_PIDS[@]}"); w0=$EPOCHREALTIME
+    d=$(secs "$DURATION") ps=(); log "$t full-hs (round $rnd): $HS_PROCS x openssl s_time -new for ${d}s"
+    rm -f "$WORK/$t-stime-"*.txt
+    c0=$(counters "$t"); s0=$(cpu_stat); t0=$(cpu_ticks "${PROXY_PIDS[@]}"); w0=$EPOCHREALTIME
     for i in $(seq "$HS_PROCS"); do
-      taskset -c 1 openssl s_time -connect "127.0.0.1:$port" -new -time "$d" -www /orders -cert "$C/bench.pem" \
-        -key "$C/bench-key.pem" -CAfile "$C/ca.pem" >"$WORK/$target-stime-$i.txt" 2>&1 & ps+=($!)
+      taskset -c 1 openssl s_time -connect "127.0.0.1:${PORT[$t]}" -new -time "$d" -www /orders -cert "$C/bench.pem" \
+        -key "$C/bench-key.pem" -CAfile "$C/ca.pem" >"$WORK/$t-stime-$i.txt" 2>&1 & ps+=($!)
     done
-    wait "${ps[@]}" || true; d=$(awk -v a="$w0" -v b="$EPOCHREALTIME" 'BEGIN {print b - a}')
-    n=$(cat "$WORK/$target"-stime-*.txt | awk '/connections in .* real seconds/{s += $1} END{print s + 0}')
-    (( n > 0 )) || { cat "$WORK/$target-stime-1.txt" >&2; die "openssl s_time made no connections to $target"; }
-    keep "$(record "$target" full-hs "$n" 0 "$d" - - "$(( $(cpu_ticks "${PROXY_PIDS[@]}") - t0 ))" "$s0" "$(cpu_stat)")" "$try" && break
+    for i in "${!ps[@]}"; do
+      wait "${ps[$i]}" || { cat "$WORK/$t-stime-$((i + 1)).txt" >&2; die "$t full-hs: openssl s_time failed (above)"; }
+    done
+    local ticks=$(( $(cpu_ticks "${PROXY_PIDS[@]}") - t0 )) s1; s1=$(cpu_stat)
+    d=$(awk -v a="$w0" -v b="$EPOCHREALTIME" 'BEGIN {print b - a}')
+    n=$("${PY[@]}" stime "${HS_BYTES[$t]}" "$WORK/$t-stime-"*.txt) || die "$t full-hs (round $rnd): the check above failed"
+    c1=$(counters "$t"); grew "$t" full-hs "$c0" "$c1" "$n" "$n"
+    keep "$("${PY[@]}" row "$t" full-hs "$rnd" "$n" "$d" - - "$ticks" "$s0" "$s1")" "$try" && break
   done
 }
 
-cat >"$WORK/tlsclient.py" <<'PY'
-# resume PORT CERTDIR: does the server resume a returning client's TLS session?  (prints yes/no)
-# idle PORT CERTDIR N: open N mTLS connections, one keep-alive request each, print N, then hold them idle.
-import socket, ssl, sys, time
-mode, port, c = sys.argv[1], int(sys.argv[2]), sys.argv[3]
-ctx = ssl.create_default_context(cafile=f"{c}/ca.pem"); ctx.load_cert_chain(f"{c}/bench.pem", f"{c}/bench-key.pem")
-ctx.set_alpn_protocols(["http/1.1"])
-def get(sess=None, close=False):
-    s = ctx.wrap_socket(socket.create_connection(("127.0.0.1", port), timeout=10), server_hostname="127.0.0.1", session=sess)
-    s.sendall(b"GET /orders HTTP/1.1\r\nHost: 127.0.0.1\r\n" + (b"Connection: close\r\n" if close else b"") + b"\r\n")
-    buf = b""
-    while b"\r\n\r\n" not in buf: buf += s.recv(65536)
-    head, _, body = buf.partition(b"\r\n\r\n")
-    cl = [int(l.split(b":")[1]) for l in head.split(b"\r\n") if l.lower().startswith(b"content-length:")]
-    while cl and len(body) < cl[0]: body += s.recv(65536)
-    return s
-if mode == "resume":
-    s = get(close=True); s.recv(1); sess = s.session; s.close()  # recv: let TLS 1.3 tickets arrive
-    print("yes" if get(sess, close=True).session_reused else "no")
-else:
-    conns = [get() for _ in range(int(sys.argv[4]))]
-    print(len(conns), flush=True); time.sleep(120)
-PY
-
-idle_rss() { # target port: proxy RSS with IDLE_CONNS idle keep-alive connections open
-  local target=$1 port=$2 out="$WORK/idle-$1.out" before py with end=$((SECONDS + 90))
-  before=$(status_kb VmRSS "${PROXY_PIDS[@]}")
-  taskset -c 1 python3 "$WORK/tlsclient.py" idle "$port" "$C" "$IDLE_CONNS" >"$out" 2>&1 & py=$!; PIDS+=("$py")
+idle_rss() { # target: proxy RSS with IDLE_CONNS idle keep-alive connections open
+  local t=$1 out="$WORK/idle-$1.out" before py with end=$((SECONDS + 120))
+  use "$t"; before=$(status_kb VmRSS "${PROXY_PIDS[@]}")
+  taskset -c 1 "${PY[@]}" idle "${PORT[$t]}" "$C" "$IDLE_CONNS" >"$out" 2>&1 & py=$!; PIDS+=("$py")
   until grep -qx "$IDLE_CONNS" "$out" 2>/dev/null; do
-    kill -0 "$py" 2>/dev/null || { cat "$out" >&2; die "idle-connection helper failed"; }
-    (( SECONDS < end )) || die "idle-connection helper too slow"; sleep 0.2
+    kill -0 "$py" 2>/dev/null || { cat "$out" >&2; die "idle-connection helper failed against $t"; }
+    (( SECONDS < end )) || die "idle-connection helper too slow against $t"; sleep 0.2
   done
   sleep 1; with=$(status_kb VmRSS "${PROXY_PIDS[@]}"); stop "$py"
-  mem "$target" "after the load runs" "$before"; mem "$target" "with $IDLE_CONNS idle keep-alive conns" "$with"
-  mem "$target" "peak (VmHWM)" "$(status_kb VmHWM "${PROXY_PIDS[@]}")"
+  mem "$t" "after the load runs" "$before"; mem "$t" "with $IDLE_CONNS idle keep-alive conns" "$with"
+  mem "$t" "peak (VmHWM)" "$(status_kb VmHWM "${PROXY_PIDS[@]}")"
 }
 
-declare -A PROC PORT  # per proxy: its processes, its data port
-use() { read -ra PROXY_PIDS <<<"${PROC[$1]}"; }
-check_proxy() { # target: refuses a client without a certificate; idle RSS; does it resume TLS sessions?
-  curl -fsS -o /dev/null --max-time 5 --cacert "$C/ca.pem" "https://127.0.0.1:${PORT[$1]}/orders" 2>/dev/null \
-    && die "$1 served a client without a certificate"
-  use "$1"; sleep 1; mem "$1" "idle (after start)" "$(status_kb VmRSS "${PROXY_PIDS[@]}")"
-  echo "$1 $(python3 "$WORK/tlsclient.py" resume "${PORT[$1]}" "$C")" >>"$WORK/resumes.txt"
+check_proxy() { # target: refuses a client without a certificate, answers as the upstream does; idle RSS, resumption
+  local t=$1 got status bytes
+  curl -fsS -o /dev/null --max-time 5 --cacert "$C/ca.pem" "${URL[$t]}/orders" 2>/dev/null \
+    && die "$t served a client without a certificate"
+  got=$(curl -sS -o /dev/null --max-time 5 -w '%{http_code} %{size_download}' "${TLS_CLIENT[@]}" "${URL[$t]}/orders") \
+    || die "$t: GET /orders failed"
+  [[ $got == "200 $BODY" ]] || die "$t answers GET /orders with status and size '$got', the upstream with '200 $BODY'"
+  read -r status bytes < <("${PY[@]}" raw "${PORT[$t]}" "$C" /orders) || die "$t: the HTTP/1.0 probe failed"
+  [[ $status == 200 ]] || die "$t answers openssl s_time's HTTP/1.0 GET /orders with $status (full-hs would count errors)"
+  HS_BYTES[$t]=$bytes
+  use "$t"; sleep 1; mem "$t" "idle (after start)" "$(status_kb VmRSS "${PROXY_PIDS[@]}")"
+  echo "$t $("${PY[@]}" resume "${PORT[$t]}" "$C")" >>"$WORK/resumes.txt"
 }
 
 # Other work on the machine skews everything: wait for a quiet machine first; runs disturbed anyway are retried.
 wait_quiet "$QUIET_WAIT"
-s0=$(cpu_stat); sleep 2; keep "$(record background idle 0 0 1 - - 0 "$s0" "$(cpu_stat)")" "$RETRIES"
+s0=$(cpu_stat); sleep 2; keep "$("${PY[@]}" row background idle - 0 1 - - 0 "$s0" "$(cpu_stat)")" "$RETRIES"
 
 # ---- (a) the upstream, directly ----------------------------------------------------------------
 taskset -c 1 "$MG" sample-upstream --listen "127.0.0.1:$UP_PORT" 2>"$WORK/upstream.log" & UP_PID=$!; PIDS+=("$UP_PID")
 wait_ready upstream "$UP_PID" "$WORK/upstream.log" "http://127.0.0.1:$UP_PORT/orders"
-run_oha upstream h1-keepalive "http://127.0.0.1:$UP_PORT/orders" -c "$CONNS"
+BODY=$(curl -fsS -o /dev/null -w '%{size_download}' "http://127.0.0.1:$UP_PORT/orders") || die "upstream: GET /orders failed"
+EXPECT=${EXPECT_SIZE:-$BODY}
+[[ $EXPECT == "$BODY" ]] || log "EXPECT_SIZE=$EXPECT: expecting $EXPECT body bytes where the upstream answers $BODY (this run must fail)"
+URL[upstream]="http://127.0.0.1:$UP_PORT" PROC[upstream]=$UP_PID
 
 # ---- (b) nginx ---------------------------------------------------------------------------------
 NG="$WORK/nginx"; mkdir -p "$NG/tmp"
@@ -232,9 +260,51 @@ taskset -c 0 nginx -p "$NG" -c "$NG/nginx.conf" -e "$NG/error.log" 2>>"$NG/error
 wait_ready nginx "$NG_PID" "$NG/error.log" "${TLS_CLIENT[@]}" "https://127.0.0.1:$NG_PORT/orders"
 mapfile -t NG_WORKERS < <(pgrep -P "$NG_PID" || true)
 (( ${#NG_WORKERS[@]} )) || die "cannot find the nginx worker process"
-PROC[nginx]="$NG_PID ${NG_WORKERS[*]}" PORT[nginx]=$NG_PORT; check_proxy nginx
+PROC[nginx]="$NG_PID ${NG_WORKERS[*]}" PORT[nginx]=$NG_PORT URL[nginx]="https://127.0.0.1:$NG_PORT"; check_proxy nginx
 
-# ---- (c) meshgate ------------------------------------------------------------------------------
+# ---- (c) HAProxy -------------------------------------------------------------------------------
+# One thread (as nginx has one worker and meshgate one), client certificates required, h2 and HTTP/1.1 by
+# ALPN, upstream connections kept and shared (http-reuse always); with AUDIT=1 one log line per request,
+# written to stdout, which is a file. Its stats listener (plain HTTP, another port) gives the response counters.
+HA="$WORK/haproxy"; mkdir -p "$HA"; cat "$C/server.pem" "$C/server-key.pem" >"$HA/server.pem"
+HA_LOG="    no log"; [[ $AUDIT == 1 ]] && HA_LOG="    log stdout format raw local0 info
+    option httplog"
+cat >"$HA/haproxy.cfg" <<EOF
+global
+    nbthread 1
+    maxconn 8192
+    ssl-default-bind-options ssl-min-ver TLSv1.2
+defaults
+    mode http
+$HA_LOG
+    timeout connect 5s
+    timeout client 60s
+    timeout server 60s
+    timeout http-keep-alive 60s
+frontend fe
+    bind 127.0.0.1:$HA_PORT ssl crt $HA/server.pem ca-file $C/ca.pem verify required alpn h2,http/1.1
+    # Roughly the headers meshgate adds, as for nginx.
+    option forwardfor
+    http-request set-header X-Forwarded-Proto https
+    http-request set-header X-Request-Id %[uuid]
+    http-request set-header X-Forwarded-Client-Cert "Hash=%[ssl_c_sha1,hex];Subject=\"%[ssl_c_s_dn]\""
+    default_backend app
+backend app
+    http-reuse always
+    server up 127.0.0.1:$UP_PORT
+listen stats
+    bind 127.0.0.1:$HA_STATS
+    no log
+    stats enable
+    stats uri /stats
+EOF
+haproxy -c -q -f "$HA/haproxy.cfg" >"$WORK/haproxy-c.log" 2>&1 || { cat "$WORK/haproxy-c.log" >&2; die "haproxy -c failed"; }
+taskset -c 0 haproxy -db -f "$HA/haproxy.cfg" >"$HA/access.log" 2>"$HA/error.log" & HA_PID=$!; PIDS+=("$HA_PID")
+wait_ready haproxy "$HA_PID" "$HA/error.log" "${TLS_CLIENT[@]}" "https://127.0.0.1:$HA_PORT/orders"
+PROC[haproxy]=$HA_PID PORT[haproxy]=$HA_PORT URL[haproxy]="https://127.0.0.1:$HA_PORT"
+COUNTERS[haproxy]="http://127.0.0.1:$HA_STATS/stats;csv"; check_proxy haproxy
+
+# ---- (d) meshgate ------------------------------------------------------------------------------
 cat >"$WORK/meshgate.yaml" <<EOF
 listen: 127.0.0.1:$MG_PORT
 admin: 127.0.0.1:$MG_ADMIN
@@ -255,10 +325,13 @@ policy:
   contracts: [$P/domains/sales]
 EOF
 fi
-taskset -c 0 "$MG" run --config "$WORK/meshgate.yaml" 2>"$WORK/meshgate.log" & MG_PID=$!; PIDS+=("$MG_PID")
-wait_ready "meshgate admin" "$MG_PID" "$WORK/meshgate.log" "http://127.0.0.1:$MG_ADMIN/ready"
-wait_ready meshgate "$MG_PID" "$WORK/meshgate.log" "${TLS_CLIENT[@]}" "https://127.0.0.1:$MG_PORT/orders"
-PROC[meshgate]=$MG_PID PORT[meshgate]=$MG_PORT; check_proxy meshgate
+start_meshgate() { # target config port admin
+  local t=$1 pid; taskset -c 0 "$MG" run --config "$2" 2>"$WORK/$t.log" & pid=$!; PIDS+=("$pid")
+  wait_ready "$t admin" "$pid" "$WORK/$t.log" "http://127.0.0.1:$4/ready"
+  wait_ready "$t" "$pid" "$WORK/$t.log" "${TLS_CLIENT[@]}" "https://127.0.0.1:$3/orders"
+  PROC[$t]=$pid PORT[$t]=$3 URL[$t]="https://127.0.0.1:$3" COUNTERS[$t]="http://127.0.0.1:$4/metrics"
+}
+start_meshgate meshgate "$WORK/meshgate.yaml" "$MG_PORT" "$MG_ADMIN"; check_proxy meshgate
 MESHGATES=(meshgate)
 if [[ ${QUOTAS:-0} == 1 ]]; then  # the same sidecar with a quota that never runs out for the client
   sed -e "s/127.0.0.1:$MG_PORT/127.0.0.1:$MQ_PORT/" -e "s/127.0.0.1:$MG_ADMIN/127.0.0.1:$MQ_ADMIN/" \
@@ -270,61 +343,72 @@ quotas:
   consumers: [ { prefix: "spiffe://mesh.local/ns/finance/", tier: bench } ]
   products: { sales.orders: { max_in_flight: 100000 } }
 EOF
-  taskset -c 0 "$MG" run --config "$WORK/meshgate-q.yaml" 2>"$WORK/meshgate-q.log" & MQ_PID=$!; PIDS+=("$MQ_PID")
-  wait_ready "meshgate+q admin" "$MQ_PID" "$WORK/meshgate-q.log" "http://127.0.0.1:$MQ_ADMIN/ready"
-  wait_ready meshgate+q "$MQ_PID" "$WORK/meshgate-q.log" "${TLS_CLIENT[@]}" "https://127.0.0.1:$MQ_PORT/orders"
-  curl -fsS -D - -o /dev/null "${TLS_CLIENT[@]}" "https://127.0.0.1:$MQ_PORT/orders" | grep -qi '^ratelimit:' \
+  start_meshgate meshgate+q "$WORK/meshgate-q.yaml" "$MQ_PORT" "$MQ_ADMIN"
+  curl -fsS -D - -o /dev/null "${TLS_CLIENT[@]}" "${URL[meshgate+q]}/orders" | grep -qi '^ratelimit:' \
     || die "meshgate+q does not apply its quota (no RateLimit header)"
-  PROC[meshgate+q]=$MQ_PID PORT[meshgate+q]=$MQ_PORT; MESHGATES+=(meshgate+q)
+  MESHGATES+=(meshgate+q)
 fi
 
-# ---- the runs, alternating between the proxies mode by mode (both stay up; the idle one costs ~0) --------
-for t in nginx "${MESHGATES[@]}"; do use $t; run_oha $t h1-keepalive "https://127.0.0.1:${PORT[$t]}/orders" -c "$CONNS" "${TLS_CLIENT[@]}"; done
-for t in nginx "${MESHGATES[@]}"; do use $t; run_oha $t h2 "https://127.0.0.1:${PORT[$t]}/orders" --http2 -c "$H2_CONNS" -p "$H2_STREAMS" "${TLS_CLIENT[@]}"; done
-for t in nginx meshgate; do use $t; run_oha $t new-conn "https://127.0.0.1:${PORT[$t]}/orders" --disable-keepalive -c "$CONNS" "${TLS_CLIENT[@]}"; done
-for t in nginx meshgate; do use $t; run_full_hs $t "${PORT[$t]}"; done
-for t in nginx meshgate; do use $t; idle_rss $t "${PORT[$t]}"; done
-if grep -E '"level":"ERROR"|panick' "$WORK/meshgate.log" >&2; then log "meshgate logged errors (above)"; fi
-if [[ $AUDIT == 1 ]]; then  # the audit trail written under load verifies (rotated files oldest first)
-  mapfile -t AF < <(ls "$WORK"/audit.log.* 2>/dev/null | awk -F. '{print $NF"\t"$0}' | sort -rn | cut -f2)
-  AUDIT_VERIFY=$("$MG" audit verify "${AF[@]}" "$WORK/audit.log" 2>&1) || die "audit verify: $AUDIT_VERIFY"
-else AUDIT_VERIFY="audit off (AUDIT=0)"; fi
+# ---- the runs: mode by mode, ROUNDS rounds, every proxy once a round, the order rotating ----------
+rotate() { local r=$1; shift; local a=("$@"); local k=$(( (r - 1) % ${#a[@]} )); echo "${a[@]:k}" "${a[@]:0:k}"; }
+for mode in $MODES; do
+  case $mode in
+    h1-keepalive) targets=(upstream nginx haproxy "${MESHGATES[@]}") args=(-c "$CONNS");;
+    h2) targets=(nginx haproxy "${MESHGATES[@]}") args=(--http2 -c "$H2_CONNS" -p "$H2_STREAMS");;
+    new-conn) targets=(nginx haproxy meshgate) args=(--disable-keepalive -c "$CONNS");;
+    full-hs) targets=(nginx haproxy meshgate) args=();;
+  esac
+  for rnd in $(seq "$ROUNDS"); do
+    for t in $(rotate "$rnd" "${targets[@]}"); do
+      use "$t"
+      if [[ $mode == full-hs ]]; then run_full_hs "$t" "$rnd"
+      elif [[ $t == upstream ]]; then run_oha "$t" "$mode" "$rnd" "${args[@]}"
+      else run_oha "$t" "$mode" "$rnd" "${args[@]}" "${TLS_CLIENT[@]}"; fi
+    done
+  done
+done
+if (( IDLE_CONNS > 0 )); then for t in nginx haproxy meshgate; do idle_rss "$t"; done; fi
+for t in "${MESHGATES[@]}"; do
+  if grep -E '"level":"ERROR"|panick' "$WORK/$t.log" >&2; then log "$t logged errors (above)"; fi
+done
 
-# ---- summary -----------------------------------------------------------------------------------
-python3 - "$RESULTS" "$MEM" "$TCK" "$WORK/resumes.txt" <<PY
-import sys
-rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1])]
-mem = [l.rstrip("\n").split("\t") for l in open(sys.argv[2])]
-tck, resumes, res = int(sys.argv[3]), dict(l.split() for l in open(sys.argv[4])), {}
-print("\n=== meshgate e2e benchmark ($(cd "$ROOT" && git describe --always --dirty 2>/dev/null || echo no-git)): $(nproc) CPUs, $(nginx -v 2>&1 | sed 's/.*: //'), $(oha --version), $(openssl version | cut -d' ' -f1-2)")
-print("audit: " + ("meshgate audit trail and nginx access log to files; meshgate audit verify: $AUDIT_VERIFY" if "$AUDIT" == "1" else "off (AUDIT=0)"))
-print("load: DURATION=$DURATION after WARMUP=$WARMUP; h1-keepalive = -c $CONNS; h2 = --http2 -c $H2_CONNS -p $H2_STREAMS;"
-      "\n      new-conn = --disable-keepalive -c $CONNS (TLS resumption as offered); full-hs = $HS_PROCS x openssl s_time -new + GET")
-print("pinning: proxy on CPU 0; oha, upstream, helpers on CPU 1. cpuN% = how busy CPU N was;\n"
-      "         other0% = CPU 0 time used by processes other than the proxy (other work on the machine; should be 0).\n")
-h = f"{'target':<10} {'mode':<13} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'proxy CPU us/req':>17} {'cpu0%':>6} {'cpu1%':>6} {'other0%':>8} {'errors':>6}"
-print(h); print("-" * len(h))
-for t, mode, rps, p50, p99, ticks, n, err, c0, c1, o0 in rows:
-    cpu = int(ticks) / tck * 1e6 / max(1, int(n)) if t in ("nginx", "meshgate", "meshgate+q") else None
-    res[(t, mode)] = (float(rps), None if p99 == "-" else float(p99), cpu)
-    rps = "-" if t == "background" else rps
-    print(f"{t:<10} {mode:<13} {rps:>8} {p50:>8} {p99:>8} {('-' if cpu is None else f'{cpu:.1f}'):>17} {c0:>6} {c1:>6} {o0:>8} {err:>6}")
-noisy = [f"{t} {mode}" for t, mode, *_, o0 in rows if int(o0) > 5]
-if noisy: print("WARNING: other processes used more than 5% of CPU 0 during:", ", ".join(noisy), "- rerun for clean figures")
-print("\nratios meshgate/nginx   (req/s: >1 = meshgate better; p99 and CPU/req: <1 = meshgate better)")
-f = lambda a, b: "-" if a is None or b is None or b == 0 else f"{a / b:.2f}"
-for mode in ("h1-keepalive", "h2", "new-conn", "full-hs"):
-    m, n = res.get(("meshgate", mode)), res.get(("nginx", mode))
-    if m and n: print(f"  {mode:<13} req/s {f(m[0], n[0]):>5}   p99 {f(m[1], n[1]):>5}   CPU/req {f(m[2], n[2]):>5}")
-for mode in ("h1-keepalive", "h2"):
-    q, m = res.get(("meshgate+q", mode)), res.get(("meshgate", mode))
-    if q and m: print(f"  quotas on/off {mode:<13} req/s {f(q[0], m[0]):>5}   p99 {f(q[1], m[1]):>5}   CPU/req {f(q[2], m[2]):>5}")
-print("\nTLS session resumption offered to a returning client: nginx", resumes.get("nginx"), "| meshgate", resumes.get("meshgate"))
-d = {(t, w): int(kb) for t, w, kb in mem}
-print(f"\nmemory: VmRSS in MiB (nginx = master + worker)  {'nginx':>8} {'meshgate':>9}")
-for w in dict.fromkeys(w for _, w, _ in mem):
-    print(f"  {w:<46}" + "".join(f"{d.get((t, w), float('nan')) / 1024:>{x}.1f}" for t, x in (("nginx", 8), ("meshgate", 10))))
-for t in ("nginx", "meshgate"):
-    a, b = d.get((t, "after the load runs")), d.get((t, "with $IDLE_CONNS idle keep-alive conns"))
-    if a and b: print(f"  {t:<9} per idle keep-alive connection: {(b - a) / $IDLE_CONNS:.1f} KiB")
-PY
+# ---- the audit trail: one event per request meshgate served, none dropped -----------------------
+AUDIT_NOTE="off (AUDIT=0)"
+if [[ $AUDIT == 1 ]]; then
+  AUDIT_NOTE=""
+  for t in "${MESHGATES[@]}"; do
+    file="$WORK/audit.log"; [[ $t == meshgate+q ]] && file="$WORK/audit-q.log"
+    c=$(counters "$t"); read -r ok other aborted <<<"$c"; served=$((ok + other))
+    dropped=$("${PY[@]}" metric "${COUNTERS[$t]}" meshgate_audit_dropped_total) || die "$t: no audit drop counter"
+    # Stopped (SIGTERM) so that every event is written before the trail is read.
+    use "$t"; kill "${PROXY_PIDS[0]}"; end=$((SECONDS + 60))
+    while kill -0 "${PROXY_PIDS[0]}" 2>/dev/null; do (( SECONDS < end )) || die "$t did not stop within 60 s"; sleep 0.1; done
+    wait "${PROXY_PIDS[0]}" || die "$t exited with status $? on SIGTERM"
+    mapfile -t AF < <(ls "$file".* 2>/dev/null | awk -F. '{print $NF"\t"$0}' | sort -rn | cut -f2)
+    v=$("$MG" audit verify "${AF[@]}" "$file" 2>&1) || die "$t: audit verify: $v"
+    events=$(sed -nE 's/^ok: ([0-9]+) events.*/\1/p' <<<"$v"); lost=$(sed -nE 's/.* ([0-9]+) reported dropped.*/\1/p' <<<"$v")
+    [[ -n $events && -n $lost ]] || die "$t: cannot read audit verify's answer: $v"
+    read -r answered cancelled < <("${PY[@]}" trail "${AF[@]}" "$file") || die "$t: cannot count the audit trail (above)"
+    (( answered + cancelled == events )) || die "$t: audit verify counts $events events, the trail $answered + $cancelled"
+    (( answered == served && cancelled == aborted && lost == 0 && dropped == 0 )) \
+      || die "$t: the audit trail holds $answered events of answered requests and $cancelled of cancelled ones ($lost reported dropped, meshgate_audit_dropped_total $dropped) for $served requests answered and $aborted cancelled (meshgate_requests_total)"
+    log "$t audit trail: $v"
+    AUDIT_NOTE+="${AUDIT_NOTE:+; }$t: $answered events for the $served requests answered and $cancelled for requests cancelled by the client before an answer (oha's deadline), none dropped, the chain verified"
+  done
+fi
+
+# ---- the report --------------------------------------------------------------------------------
+cat >"$WORK/notes.txt" <<EOF
+$(nproc) CPUs; $(nginx -v 2>&1 | sed 's/.*: //'); $(haproxy -v | head -1 | cut -d' ' -f1-3); $(oha --version); $(openssl version | cut -d' ' -f1-2)
+meshgate: $( [[ ${POLICY:-0} == 1 ]] && echo "example Cedar policies (POLICY=1)" || echo "no policy (passthrough)"); audit: $AUDIT_NOTE
+peers: $( [[ $AUDIT == 1 ]] && echo "access logs to files" || echo "no access logs")
+load: ROUNDS=$ROUNDS, each run DURATION=$DURATION after WARMUP=$WARMUP; h1-keepalive = -c $CONNS; h2 = --http2 -c $H2_CONNS -p $H2_STREAMS;
+      new-conn = --disable-keepalive -c $CONNS (TLS resumption as offered); full-hs = $HS_PROCS x openssl s_time -new + GET
+modes: $MODES
+checks passed: every response 2xx with the upstream's $BODY body bytes (oha); full-hs: bytes read = connections x one
+      200 answer, meshgate's and HAProxy's 2xx counters grew by the connections made; no other status counted
+pinning: proxy on CPU 0; oha, upstream, helpers on CPU 1. cpuN% = how busy CPU N was; other0% = CPU 0 time
+      used by processes other than the proxy (other work on the machine; should be 0)
+EOF
+"${PY[@]}" report "$RESULTS" "$MEM" "$TCK" "$WORK/resumes.txt" "$IDLE_CONNS" \
+  "meshgate e2e benchmark ($(cd "$ROOT" && git describe --always --dirty 2>/dev/null || echo no-git), $(date -u +%F))" "$WORK/notes.txt"

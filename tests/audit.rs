@@ -38,18 +38,7 @@ fn every_outcome_leaves_exactly_one_event_and_shutdown_flushes() {
     ]);
     let up = Upstream::start();
     let audit_file = pki.path("audit.log");
-    // Orders time out after 3 x 250 ms, the ledger after 3 x 1 s; finance
-    // reporting gets 3 requests a minute; the ledger serves one at a time.
-    let mut mg = Meshgate::builder(&pki, &up)
-        .policies()
-        .timeout("latency_factor: 3")
-        .audit_file(&audit_file)
-        .extra(&format!(
-            "quotas:\n  tiers:\n    three: {{ rate: 1/m, burst: 3 }}\n  consumers:\n    \
-             - {{ id: \"{REPORTING}\", tier: three }}\n  products:\n    \
-             finance.ledger:\n      max_in_flight: 1\n"
-        ))
-        .start();
+    let mut mg = every_outcome_sidecar(&pki, &up, &audit_file);
 
     let n = 3;
     let secret = "Bearer SECRET-TOKEN-VALUE";
@@ -83,15 +72,16 @@ fn every_outcome_leaves_exactly_one_event_and_shutdown_flushes() {
             status(&pki, Some("campaigns"), &mg, &[], "/ledger/summary"),
             "401"
         );
-        // allowed, and the upstream fails it: 504 after 750 ms
+        // allowed, and the upstream fails it: 504 after 750 ms (it holds
+        // the request until the test ends, however slow the machine)
         assert_eq!(
-            status(&pki, Some("etl"), &mg, &[], "/orders?slow=5000"),
+            status(&pki, Some("etl"), &mg, &[], "/orders?hold=never"),
             "504"
         );
         up.wait_arrival();
     }
-    // shed: while one ledger write is in flight (it times out after 3 s),
-    // the next ones are refused at once.
+    // shed: while one ledger write is in flight (held at the upstream until
+    // the test releases it), the next ones are refused at once.
     let mut slow = curl_command(
         &pki,
         Some("forecasting"),
@@ -102,7 +92,7 @@ fn every_outcome_leaves_exactly_one_event_and_shutdown_flushes() {
             "/dev/null",
             "-w",
             "%{http_code}",
-            &mg.url("/ledger/entries?slow=10000"),
+            &mg.url("/ledger/entries?hold=ledger"),
         ],
     );
     let slow = std::thread::spawn(move || slow.output().expect("curl"));
@@ -119,28 +109,59 @@ fn every_outcome_leaves_exactly_one_event_and_shutdown_flushes() {
             "503"
         );
     }
+    up.release("ledger");
     let slow = slow.join().expect("thread");
-    assert_eq!(String::from_utf8_lossy(&slow.stdout), "504");
+    assert_eq!(String::from_utf8_lossy(&slow.stdout), "200");
 
     // SIGTERM: every queued event is written before the process exits.
     assert!(mg.terminate().success(), "{}", mg.logs.dump());
     let all = events(&audit_file);
+    exactly_one_event_per_request(&all, n);
+
+    allowed_and_denied_events_say_who_what_and_how(&all);
+    let text = std::fs::read_to_string(&audit_file).expect("read");
+    assert!(
+        !text.contains("SECRET-QUERY"),
+        "query strings are never logged"
+    );
+    assert!(
+        !text.contains("SECRET-TOKEN"),
+        "Authorization is never logged"
+    );
+
+    let (ok, out) = audit_verify(&[&audit_file]);
+    assert!(ok, "{out}");
+    assert!(out.contains(&format!("ok: {} events", 8 * n + 1)), "{out}");
+
+    // An edited line is found, with its line number.
+    let mut lines: Vec<String> = text.lines().map(String::from).collect();
+    lines[4] = lines[4].replace("\"decision\":\"", "\"decision\":\"x");
+    std::fs::write(&audit_file, lines.join("\n") + "\n").expect("write");
+    let (ok, out) = audit_verify(&[&audit_file]);
+    assert!(!ok);
+    assert!(out.contains("audit.log:5: "), "{out}");
+}
+
+/// `n` events of each outcome (and the ledger write let through), nothing else.
+fn exactly_one_event_per_request(all: &[serde_json::Value], n: usize) {
     let count = |decision: &str, status: u64| {
         all.iter()
             .filter(|e| e["decision"] == decision && e["status"] == status)
             .count()
     };
-    assert_eq!(count("allow", 200), n);
+    assert_eq!(count("allow", 200), n + 1);
     assert_eq!(count("rate_limited", 429), n);
     assert_eq!(count("deny", 403), n);
     assert_eq!(count("no_route", 404), n);
     assert_eq!(count("invalid", 400), n);
     assert_eq!(count("unauthenticated", 401), n);
-    assert_eq!(count("allow", 504), n + 1);
+    assert_eq!(count("allow", 504), n);
     assert_eq!(count("shed", 503), n);
     assert_eq!(all.len(), 8 * n + 1, "exactly one event per request");
+}
 
-    // What an allowed request's event says.
+/// What an allowed request's event says, and a denied one's.
+fn allowed_and_denied_events_say_who_what_and_how(all: &[serde_json::Value]) {
     let ok = all
         .iter()
         .find(|e| e["status"] == 200)
@@ -176,27 +197,32 @@ fn every_outcome_leaves_exactly_one_event_and_shutdown_flushes() {
     let denied = all.iter().find(|e| e["status"] == 403).expect("a deny");
     assert_eq!(denied["principal"]["id"], MARKETING);
     assert!(denied["upstream_us"].is_null());
-    let text = std::fs::read_to_string(&audit_file).expect("read");
-    assert!(
-        !text.contains("SECRET-QUERY"),
-        "query strings are never logged"
-    );
-    assert!(
-        !text.contains("SECRET-TOKEN"),
-        "Authorization is never logged"
-    );
+}
 
-    let (ok, out) = audit_verify(&[&audit_file]);
-    assert!(ok, "{out}");
-    assert!(out.contains(&format!("ok: {} events", 8 * n + 1)), "{out}");
-
-    // An edited line is found, with its line number.
-    let mut lines: Vec<String> = text.lines().map(String::from).collect();
-    lines[4] = lines[4].replace("\"decision\":\"", "\"decision\":\"x");
-    std::fs::write(&audit_file, lines.join("\n") + "\n").expect("write");
-    let (ok, out) = audit_verify(&[&audit_file]);
-    assert!(!ok);
-    assert!(out.contains("audit.log:5: "), "{out}");
+/// The sidecar of `every_outcome_leaves_exactly_one_event_and_shutdown_flushes`.
+fn every_outcome_sidecar(pki: &Pki, up: &Upstream, audit_file: &std::path::Path) -> Meshgate {
+    // Orders time out after 3 x 250 ms, the ledger (its contract made to
+    // promise 20 s here) after 3 x 20 s; finance reporting gets 3 requests a
+    // minute; the ledger serves one at a time.
+    let sidecar = Meshgate::builder(pki, up)
+        .policies()
+        .timeout("latency_factor: 3")
+        .audit_file(audit_file)
+        .extra(&format!(
+            "quotas:\n  tiers:\n    three: {{ rate: 1/m, burst: 3 }}\n  consumers:\n    \
+             - {{ id: \"{REPORTING}\", tier: three }}\n  products:\n    \
+             finance.ledger:\n      max_in_flight: 1\n"
+        ));
+    let ledger = pki.path("policies/domains/finance/ledger.odcs.yaml");
+    let contract = std::fs::read_to_string(&ledger).expect("ledger contract");
+    let promise = "{ property: latency, value: 1, unit: s }";
+    assert!(contract.contains(promise), "{contract}");
+    std::fs::write(
+        &ledger,
+        contract.replace(promise, "{ property: latency, value: 20, unit: s }"),
+    )
+    .expect("write contract");
+    sidecar.start()
 }
 
 #[test]
@@ -285,36 +311,7 @@ fn trace_context_is_continued_to_the_upstream_and_audited() {
     assert_eq!(fresh.len(), 1);
     assert_eq!(fresh[0].len(), 55);
 
-    // Log lines of a request carry its span (request id, trace id).
-    let url = mg.url("/a%2Fb");
-    let out = curl(
-        &pki,
-        Some("reporting"),
-        &[
-            "-sS",
-            "-o",
-            "/dev/null",
-            "-w",
-            "%{http_code}",
-            "-H",
-            &format!("traceparent: {incoming}"),
-            &url,
-        ],
-    );
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "400");
-    let line = mg
-        .logs
-        .wait_for(0, std::time::Duration::from_secs(10), |l| {
-            l.contains("request refused")
-        })
-        .expect("a refusal log line");
-    let v: serde_json::Value = serde_json::from_str(&line).expect("json log");
-    assert_eq!(v["trace_id"], "4bf92f3577b34da6a3ce929d0e0e4736", "{line}");
-    assert_eq!(v["span"]["name"], "request", "{line}");
-    assert_eq!(
-        v["span"]["trace_id"], "4bf92f3577b34da6a3ce929d0e0e4736",
-        "{line}"
-    );
+    a_refused_requests_log_line_carries_its_span(&pki, &mg, incoming);
 
     // A HEAD has no body to send: complete.
     let url = mg.url("/headers");
@@ -324,8 +321,9 @@ fn trace_context_is_continued_to_the_upstream_and_audited() {
         &["-sS", "-I", "-o", "/dev/null", "-w", "%{http_code}", &url],
     );
     assert_eq!(String::from_utf8_lossy(&out.stdout), "200");
-    // A client that gives up before the response still leaves its event.
-    let url = mg.url("/slow/5000");
+    // A client that gives up before the response (held at the upstream
+    // until the test ends) still leaves its event.
+    let url = mg.url("/abandoned?hold=never");
     let mut gone = curl_command(&pki, Some("reporting"), &["-sS", "--max-time", "30", &url]);
     let mut gone = gone.spawn().expect("curl");
     up.wait_arrival();
@@ -361,6 +359,40 @@ fn trace_context_is_continued_to_the_upstream_and_audited() {
         "authenticated mode: no product"
     );
     assert_eq!(all[0]["decision"], "allow");
+}
+
+/// Log lines of a request carry its span (request id, trace id): a request
+/// refused with the trace `incoming` continues.
+fn a_refused_requests_log_line_carries_its_span(pki: &Pki, mg: &Meshgate, incoming: &str) {
+    let url = mg.url("/a%2Fb");
+    let out = curl(
+        pki,
+        Some("reporting"),
+        &[
+            "-sS",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "-H",
+            &format!("traceparent: {incoming}"),
+            &url,
+        ],
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "400");
+    let line = mg
+        .logs
+        .wait_for(0, std::time::Duration::from_secs(10), |l| {
+            l.contains("request refused")
+        })
+        .expect("a refusal log line");
+    let v: serde_json::Value = serde_json::from_str(&line).expect("json log");
+    assert_eq!(v["trace_id"], "4bf92f3577b34da6a3ce929d0e0e4736", "{line}");
+    assert_eq!(v["span"]["name"], "request", "{line}");
+    assert_eq!(
+        v["span"]["trace_id"], "4bf92f3577b34da6a3ce929d0e0e4736",
+        "{line}"
+    );
 }
 
 /// Sends `n` requests on one connection in the background.

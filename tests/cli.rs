@@ -10,11 +10,10 @@ use std::time::Duration;
 
 use common::*;
 
+/// Runs meshgate, at most [`EXIT_DEADLINE`]: a `run` that should refuse its
+/// configuration and serves instead fails the test rather than hanging it.
 fn meshgate(args: &[&str]) -> std::process::Output {
-    Command::new(bin())
-        .args(args)
-        .output()
-        .expect("meshgate runs")
+    output_within(Command::new(bin()).args(args))
 }
 
 fn stderr(o: &std::process::Output) -> String {
@@ -166,6 +165,50 @@ fn certs_dev_writes_ca_server_and_clients_with_private_keys_0600() {
     );
 }
 
+/// The demo's orders as its three clients see them: reporting (`out`)
+/// with the customers' e-mail and phone, analytics with both masked as the
+/// banner says, campaigns refused.
+fn check_demo_fields(
+    banner: &[String],
+    out: &std::process::Output,
+    analytics: Option<(String, std::process::Output)>,
+    campaigns: Option<(String, std::process::Output)>,
+) {
+    let reporting: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(reporting[0]["customer_email"], "buying@northwind.example");
+    assert_eq!(reporting[0]["customer_phone"], "+44 20 7946 0958");
+    let said = banner
+        .iter()
+        .find(|l| l.contains("spiffe://mesh.local/ns/marketing/sa/analytics"))
+        .unwrap_or_else(|| panic!("no analytics line: {banner:?}"));
+    assert!(said.contains("200") && said.contains("masked"), "{said}");
+    let (_, analytics) = analytics.expect("a curl command for the analytics client");
+    let orders: serde_json::Value = serde_json::from_slice(&analytics.stdout).unwrap_or_else(|e| {
+        panic!(
+            "{e}: {} {}",
+            String::from_utf8_lossy(&analytics.stdout),
+            String::from_utf8_lossy(&analytics.stderr)
+        )
+    });
+    let orders = orders.as_array().expect("the order list");
+    assert_eq!(orders.len(), 6);
+    for o in orders {
+        let email = o["customer_email"].as_str().unwrap_or_default();
+        assert!(
+            email.starts_with("hmac-sha256:") && email.len() == 76,
+            "{o}"
+        );
+        let phone = o["customer_phone"].as_str().unwrap_or_default();
+        assert!(phone.starts_with("****") && !phone.contains('+'), "{o}");
+        assert!(o["amount"].is_number() && o["customer"].is_string(), "{o}");
+    }
+    assert_eq!(orders[0]["customer_phone"], "************0958");
+    let (cmd, campaigns) = campaigns.expect("a curl command for campaigns");
+    assert!(cmd.ends_with("/orders"), "{cmd}");
+    let refused = String::from_utf8_lossy(&campaigns.stdout);
+    assert!(refused.contains("\"forbidden\""), "{refused}");
+}
+
 #[test]
 fn demo_runs_with_no_setup_and_prints_working_curl_commands() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -222,6 +265,10 @@ fn demo_runs_with_no_setup_and_prints_working_curl_commands() {
         })
     };
     let reporting = paste("reporting.pem");
+    // The order list as marketing's analytics (personal fields masked) and
+    // campaigns (refused) see it.
+    let analytics = paste("analytics.pem");
+    let campaigns = paste("campaigns.pem");
     // The deprecated version 1, with its lifecycle headers shown (`-i`).
     let v1 = paste("/v1/orders").map(|(_, out)| out);
     // The product's descriptor, for a caller who may describe but not read.
@@ -240,6 +287,7 @@ fn demo_runs_with_no_setup_and_prints_working_curl_commands() {
         "{body} {}",
         String::from_utf8_lossy(&out.stderr)
     );
+    check_demo_fields(&banner, &out, analytics, campaigns);
     let v1 = v1.expect("a curl command for version 1");
     let v1_out = String::from_utf8_lossy(&v1.stdout).to_ascii_lowercase();
     for shown in [

@@ -310,7 +310,8 @@ async fn an_http2_client_resetting_its_stream_mid_body_is_a_499_not_an_upstream_
 /// next bytes, the answer is 408 `request_body_timeout`, decision `allow`,
 /// counted with `reason="stalled"`, as a 4xx and out of the request
 /// duration histogram (the latency SLI), over HTTP/1.1 and HTTP/2. A
-/// whole body the upstream then fails to answer in time stays the
+/// whole body the upstream then fails to answer in time, or an HTTP/2
+/// stream with no declared length (a streaming call), stays the
 /// upstream's 504.
 #[tokio::test]
 async fn an_upload_the_client_stops_sending_is_a_408_not_an_upstream_timeout() {
@@ -335,7 +336,9 @@ async fn an_upload_the_client_stops_sending_is_a_408_not_an_upstream_timeout() {
     assert_eq!(body["error"], "request_body_timeout", "{body}");
     next_upload_is_served(&pki, &mg, &up);
 
-    // HTTP/2: a stream whose body stays open with nothing more sent.
+    // HTTP/2: a stream that declares 100 bytes, sends 5 and nothing more.
+    // (Without a declared length, an open stream is a streaming call
+    // waiting for its answer, as gRPC's are: its timeout stays a 504.)
     let tls = tls_connect_alpn(&pki, "orders", mg.data, &[b"h2"]).await;
     let (mut sender, conn) = hyper::client::conn::http2::handshake(
         hyper_util::rt::TokioExecutor::new(),
@@ -346,6 +349,7 @@ async fn an_upload_the_client_stops_sending_is_a_408_not_an_upstream_timeout() {
     tokio::spawn(conn);
     let (tx, rx) = tokio::sync::mpsc::channel(4);
     let req = http::Request::post(mg.url("/upload"))
+        .header("content-length", "100")
         .body(ChannelBody(rx))
         .expect("request");
     tx.send(Ok(Bytes::from_static(b"hello")))
@@ -355,6 +359,18 @@ async fn an_upload_the_client_stops_sending_is_a_408_not_an_upstream_timeout() {
     assert_eq!(resp.status(), 408);
     drop(tx);
     next_upload_is_served(&pki, &mg, &up);
+
+    // HTTP/2, no declared length: an open stream waiting for its answer.
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let req = http::Request::post(mg.url("/upload"))
+        .body(ChannelBody(rx))
+        .expect("request");
+    tx.send(Ok(Bytes::from_static(b"hello")))
+        .await
+        .expect("body open");
+    let resp = sender.send_request(req).await.expect("a response");
+    assert_eq!(resp.status(), 504);
+    drop(tx);
 
     // The whole body sent, the upstream slower than the timeout: its 504.
     let out = curl(
@@ -372,8 +388,8 @@ async fn an_upload_the_client_stops_sending_is_a_408_not_an_upstream_timeout() {
     );
     assert_eq!(String::from_utf8_lossy(&out.stdout), "504");
 
-    // 3 good uploads, 2 stalled, 1 timed out: 6 events.
-    mg.wait_metric("meshgate_audit_events_total", 6.0);
+    // 3 good uploads, 2 stalled, 2 timed out: 7 events.
+    mg.wait_metric("meshgate_audit_events_total", 7.0);
     let m = mg.metrics();
     let value = |sample: &str| metric_value(&m, sample);
     assert_eq!(
@@ -388,12 +404,12 @@ async fn an_upload_the_client_stops_sending_is_a_408_not_an_upstream_timeout() {
     );
     assert_eq!(
         value("meshgate_requests_total{product=\"\",action=\"\",decision=\"allow\",class=\"5xx\"}"),
-        1.0,
+        2.0,
         "{m}"
     );
     assert_eq!(
         value("meshgate_request_duration_seconds_count{product=\"\",decision=\"allow\"}"),
-        4.0,
+        5.0,
         "the stalled uploads were timed as the product's requests: {m}"
     );
     let seen: Vec<(u64, String)> = audit_events(&audit)
@@ -410,6 +426,7 @@ async fn an_upload_the_client_stops_sending_is_a_408_not_an_upstream_timeout() {
     let expected = [
         (408, "request_body_timeout"),
         (408, "request_body_timeout"),
+        (504, "upstream_timeout"),
         (504, "upstream_timeout"),
     ];
     let expected: Vec<(u64, String)> = expected.iter().map(|(s, e)| (*s, e.to_string())).collect();

@@ -333,7 +333,7 @@ fn refuses_bad_client_certificates_at_the_handshake() {
     ];
     for (who, reason) in cases {
         let sample = format!("meshgate_tls_handshake_failures_total{{reason=\"{reason}\"}}");
-        let before = mg.metric(&sample);
+        let before = mg.counter(&sample);
         // curl (TLS 1.3): no HTTP response at all.
         assert_eq!(
             status_of(&pki, who, &mg.url("/headers")),
@@ -533,9 +533,33 @@ fn sigterm_drains_an_in_flight_request() {
         .is_some());
 }
 
+/// How long a connection lasted: from just before the client connected
+/// (the sidecar's timers cannot start earlier, so a correct close is never
+/// before `bound`) until the sidecar closed it (at most 20 s). A close
+/// before the bound, an immediate one included, fails.
+async fn closed_after(
+    bound: Duration,
+    started: std::time::Instant,
+    tls: &mut tokio_rustls::client::TlsStream<tokio::net::TcpStream>,
+) -> String {
+    use tokio::io::AsyncReadExt;
+    let mut buf = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(20), tls.read_to_end(&mut buf)).await;
+    let lasted = started.elapsed();
+    assert!(
+        read.is_ok(),
+        "connection still open 20 s after a {bound:?} timeout"
+    );
+    assert!(
+        lasted >= bound,
+        "closed after {lasted:?}, before the {bound:?} timeout"
+    );
+    String::from_utf8_lossy(&buf).to_string()
+}
+
 #[tokio::test]
 async fn slow_loris_is_cut_off_at_the_header_timeout() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncWriteExt;
     let pki = Pki::new();
     let up = Upstream::start();
     // The idle timeout is far away: only the header timeout can close this connection.
@@ -543,31 +567,33 @@ async fn slow_loris_is_cut_off_at_the_header_timeout() {
         .timeout("header_read: 1s")
         .timeout("idle: 120s")
         .start();
+    let started = std::time::Instant::now();
     let mut tls = tls_connect(&pki, "reporting", mg.data).await;
     tls.write_all(b"GET /headers HTTP/1.1\r\nHost: localhost\r\nX-Slow: 1")
         .await
         .expect("write");
     tls.flush().await.expect("flush");
-    let mut buf = Vec::new();
-    let read = tokio::time::timeout(Duration::from_secs(20), tls.read_to_end(&mut buf)).await;
-    assert!(
-        read.is_ok(),
-        "connection still open 20 s after a 1 s header timeout"
-    );
-    let text = String::from_utf8_lossy(&buf);
+    let text = closed_after(Duration::from_secs(1), started, &mut tls).await;
     assert!(!text.contains("200 OK"), "{text}");
+    assert_eq!(up.count(), 0, "the unfinished request reached the upstream");
 }
 
 #[tokio::test]
 async fn idle_connections_are_closed() {
-    use tokio::io::AsyncReadExt;
+    use tokio::io::AsyncWriteExt;
     let pki = Pki::new();
     let up = Upstream::start();
     let mg = Meshgate::builder(&pki, &up).timeout("idle: 1s").start();
+    // One request served on the connection, then nothing: it is closed no
+    // sooner than a second after (the idle time starts after the response).
+    let started = std::time::Instant::now();
     let mut tls = tls_connect(&pki, "reporting", mg.data).await;
-    let mut buf = Vec::new();
-    let read = tokio::time::timeout(Duration::from_secs(20), tls.read_to_end(&mut buf)).await;
-    assert!(read.is_ok(), "idle connection still open");
+    tls.write_all(b"GET /headers HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .await
+        .expect("write");
+    tls.flush().await.expect("flush");
+    let text = closed_after(Duration::from_secs(1), started, &mut tls).await;
+    assert!(text.starts_with("HTTP/1.1 200 OK"), "{text}");
 }
 
 #[tokio::test]

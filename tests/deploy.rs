@@ -302,13 +302,46 @@ fn the_sales_example_is_valid_before_and_after_injection() {
     assert_eq!(allowed, sidecar);
 }
 
+/// deploy/monitoring holds Prometheus Operator kinds, which
+/// kubernetes-validate has no schema for; so each is checked here against
+/// what it must point at: exactly the two PodMonitors and the
+/// PrometheusRule, every field one the operator's CRDs define, each
+/// PodMonitor selecting pods that exist (an injected pod, the injector's
+/// Deployment in deploy/base) by a port those pods name, and the rules
+/// passing `promtool check rules` and equal to the generated file.
 #[test]
-fn monitoring_is_valid_and_prometheus_rule_matches_the_generated_rules() {
-    let Some(text) = kustomize("deploy/monitoring") else {
+fn monitoring_resources_select_real_pods_and_ports_and_carry_checked_rules() {
+    let (Some(text), Some(base)) = (kustomize("deploy/monitoring"), kustomize("deploy/base"))
+    else {
         return;
     };
     let all = docs(&text);
     validate("monitoring", &text, 0);
+    let mut kinds: Vec<(String, String)> = all
+        .iter()
+        .map(|d| {
+            let s = |v: &Value| v.as_str().unwrap_or_default().to_string();
+            (s(&d["kind"]), s(&d["metadata"]["name"]))
+        })
+        .collect();
+    kinds.sort();
+    assert_eq!(
+        kinds,
+        [
+            ("PodMonitor".into(), "meshgate-injector".into()),
+            ("PodMonitor".into(), "meshgate-sidecars".into()),
+            ("PrometheusRule".into(), "meshgate-slo".into()),
+        ]
+    );
+    for d in &all {
+        assert_eq!(d["apiVersion"], "monitoring.coreos.com/v1", "{d}");
+        assert_eq!(d["metadata"]["namespace"], "meshgate-system", "{d}");
+    }
+    for name in ["meshgate-sidecars", "meshgate-injector"] {
+        pod_monitor_fields_are_the_crds(find(&all, "PodMonitor", name));
+    }
+
+    // The sidecars: the label the injector sets, the admin port it names.
     let monitor = find(&all, "PodMonitor", "meshgate-sidecars");
     assert_eq!(
         monitor["spec"]["podMetricsEndpoints"][0]["port"],
@@ -318,7 +351,119 @@ fn monitoring_is_valid_and_prometheus_rule_matches_the_generated_rules() {
         monitor["spec"]["selector"]["matchLabels"][meshgate::SIDECAR_LABEL],
         meshgate::SIDECAR_LABEL_VALUE
     );
+    assert_eq!(monitor["spec"]["namespaceSelector"]["any"], true);
+
+    // The injector: its selector matches the Deployment's pod labels, and
+    // the port it scrapes is one the injector container names.
+    let monitor = find(&all, "PodMonitor", "meshgate-injector");
+    let base = docs(&base);
+    let deployment = find(&base, "Deployment", "meshgate-injector");
+    let pod_labels = &deployment["spec"]["template"]["metadata"]["labels"];
+    let selector = monitor["spec"]["selector"]["matchLabels"]
+        .as_object()
+        .expect("matchLabels");
+    assert!(!selector.is_empty());
+    for (k, v) in selector {
+        assert_eq!(&pod_labels[k], v, "the injector's pods lack {k}={v}");
+    }
+    let port = &monitor["spec"]["podMetricsEndpoints"][0]["port"];
+    let named: Vec<&Value> = deployment["spec"]["template"]["spec"]["containers"]
+        .as_array()
+        .expect("containers")
+        .iter()
+        .flat_map(|c| c["ports"].as_array().into_iter().flatten())
+        .map(|p| &p["name"])
+        .collect();
+    assert!(named.contains(&port), "no container port {port}: {named:?}");
+
+    // The rules: promtool accepts them as Prometheus would load them.
+    let rule = find(&all, "PrometheusRule", "meshgate-slo");
+    if require_tool("promtool") {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("rules.yml");
+        let groups = serde_json::json!({ "groups": rule["spec"]["groups"] });
+        std::fs::write(&file, serde_yaml_ng::to_string(&groups).expect("yaml")).expect("write");
+        let out = output_within(Command::new("promtool").args(["check", "rules"]).arg(&file));
+        assert!(
+            out.status.success(),
+            "promtool check rules: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
     prometheus_rule_holds_the_generated_groups();
+}
+
+/// Every field of a PodMonitor is one the Prometheus Operator's CRD
+/// (monitoring.coreos.com/v1) defines, with the type it has there: a
+/// misspelt field would be dropped by the API server without a word.
+fn pod_monitor_fields_are_the_crds(monitor: &Value) {
+    let keys = |v: &Value| -> Vec<String> {
+        v.as_object()
+            .unwrap_or_else(|| panic!("an object: {v}"))
+            .keys()
+            .cloned()
+            .collect()
+    };
+    let within = |v: &Value, allowed: &[&str]| {
+        for k in keys(v) {
+            assert!(allowed.contains(&k.as_str()), "unknown field {k} in {v}");
+        }
+    };
+    within(monitor, &["apiVersion", "kind", "metadata", "spec"]);
+    let spec = &monitor["spec"];
+    within(
+        spec,
+        &[
+            "jobLabel",
+            "namespaceSelector",
+            "podMetricsEndpoints",
+            "podTargetLabels",
+            "sampleLimit",
+            "selector",
+        ],
+    );
+    within(&spec["selector"], &["matchLabels", "matchExpressions"]);
+    if !spec["namespaceSelector"].is_null() {
+        within(&spec["namespaceSelector"], &["any", "matchNames"]);
+    }
+    let endpoints = spec["podMetricsEndpoints"].as_array().expect("endpoints");
+    assert!(!endpoints.is_empty());
+    for e in endpoints {
+        within(
+            e,
+            &[
+                "interval",
+                "metricRelabelings",
+                "path",
+                "port",
+                "relabelings",
+                "scheme",
+                "scrapeTimeout",
+            ],
+        );
+        assert!(e["port"].is_string(), "a named port: {e}");
+        assert!(
+            e["path"].as_str().is_some_and(|p| p.starts_with('/')),
+            "{e}"
+        );
+        let interval = e["interval"].as_str().expect("interval");
+        assert!(humantime::parse_duration(interval).is_ok(), "{interval}");
+        for r in e["relabelings"].as_array().into_iter().flatten() {
+            within(
+                r,
+                &[
+                    "action",
+                    "modulus",
+                    "regex",
+                    "replacement",
+                    "separator",
+                    "sourceLabels",
+                    "targetLabel",
+                ],
+            );
+        }
+    }
 }
 
 fn prometheus_rule_holds_the_generated_groups() {
@@ -329,9 +474,7 @@ fn prometheus_rule_holds_the_generated_groups() {
     let cr_path = root().join("deploy/monitoring/prometheusrule.yaml");
     let cr_text = std::fs::read_to_string(&cr_path).expect("PrometheusRule");
     let cr: Value = serde_yaml_ng::from_str(&cr_text).expect("PrometheusRule yaml");
-    if cr["spec"]["groups"] != rules["groups"]
-        && std::env::var("MESHGATE_REGENERATE").is_ok_and(|v| v == "1")
-    {
+    if cr["spec"]["groups"] != rules["groups"] {
         let header: String = cr_text
             .lines()
             .take_while(|l| l.starts_with('#'))
@@ -340,8 +483,7 @@ fn prometheus_rule_holds_the_generated_groups() {
         let mut fresh = cr.clone();
         fresh["spec"]["groups"] = rules["groups"].clone();
         let body = serde_yaml_ng::to_string(&fresh).expect("yaml");
-        std::fs::write(&cr_path, header + &body).expect("write PrometheusRule");
-        return;
+        regenerate_if_asked(&cr_path, &(header + &body));
     }
     assert_eq!(
         cr["spec"]["groups"], rules["groups"],

@@ -792,7 +792,7 @@ fn the_documents_follow_a_reload_and_a_bad_contract_keeps_the_last_good_ones() {
 
     let reload = |result: &str| {
         let sample = format!("meshgate_policy_reloads_total{{result=\"{result}\"}}");
-        let before = mg.metric(&sample);
+        let before = mg.counter(&sample);
         mg.sighup();
         mg.wait_metric(&sample, before + 1.0);
     };

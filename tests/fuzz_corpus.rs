@@ -65,9 +65,12 @@ fn every_target_has_a_corpus_and_every_input_passes() {
     assert_eq!(ran.len(), 9, "{ran:?}");
 }
 
-/// The fuzz crate lists exactly the targets the library has.
+/// The fuzz crate declares every target the library has, each calling its
+/// entry point. (It does not build them: that needs `cargo fuzz` on a
+/// nightly toolchain, see fuzz/README.md; the entry points themselves are
+/// built and run on the seeds above.)
 #[test]
-fn the_fuzz_crate_builds_every_target() {
+fn the_fuzz_crate_declares_every_target_and_each_calls_its_entry_point() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz");
     let manifest = std::fs::read_to_string(root.join("Cargo.toml")).expect("fuzz/Cargo.toml");
     for (target, _) in meshgate::fuzzing::TARGETS {

@@ -627,7 +627,7 @@ fn run_takes_its_configuration_from_meshgate_config() {
         if let Some(c) = config {
             cmd.env("MESHGATE_CONFIG", c);
         }
-        let out = cmd.output().expect("meshgate run");
+        let out = output_within(&mut cmd);
         assert!(!out.status.success());
         String::from_utf8_lossy(&out.stderr).to_string()
     };

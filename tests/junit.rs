@@ -136,10 +136,13 @@ fn junit_has_one_testcase_per_case_and_failures_with_the_reason() {
     let suites = report["suites"].as_array().expect("suites");
     // One suite per test file.
     let names: Vec<&str> = suites.iter().filter_map(|s| s["name"].as_str()).collect();
-    assert_eq!(names.len(), 6, "{names:?}");
+    assert_eq!(names.len(), 8, "{names:?}");
     assert!(names
         .iter()
         .any(|n| n.ends_with("finance/tests/ledger.test.yaml")));
+    assert!(names
+        .iter()
+        .any(|n| n.ends_with("risk/tests/exposures.test.json")));
     assert!(names
         .iter()
         .any(|n| n.ends_with("sales/tests/orders.test.json")));

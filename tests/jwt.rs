@@ -76,7 +76,7 @@ fn with_token(pki: &Pki, mg: &Meshgate, token: &str) -> Reply {
 }
 
 fn tokens_counted(mg: &Meshgate, result: &str) -> f64 {
-    mg.metric(&format!(
+    mg.counter(&format!(
         "meshgate_user_token_validations_total{{result=\"{result}\"}}"
     ))
 }
@@ -285,12 +285,12 @@ fn a_rotated_key_is_picked_up_without_restart_and_a_down_idp_keeps_the_cached_ke
     // keep working for new tokens; a token naming a key nobody has is refused.
     idp.stop();
     let errors = format!("meshgate_jwks_refreshes_total{{issuer=\"{iss}\",result=\"error\"}}");
-    assert_eq!(mg.metric(&errors), 0.0);
+    assert_eq!(mg.counter(&errors), 0.0);
     let log_mark = mg.logs.len();
     let unknown = Signer::new(Algorithm::ES256, "2026-12");
     let r = with_token(&pki, &mg, &unknown.sign(&analyst(&iss)));
     assert_eq!(r.status, "401");
-    assert!(mg.metric(&errors) >= 1.0, "{}", mg.metrics());
+    assert!(mg.counter(&errors) >= 1.0, "{}", mg.metrics());
     assert!(mg
         .logs
         .wait_for(log_mark, std::time::Duration::from_secs(5), |l| l

@@ -81,7 +81,7 @@ fn with_token(pki: &Pki, mg: &Meshgate, token: &str) -> Reply {
 }
 
 fn tokens_counted(mg: &Meshgate, result: &str) -> f64 {
-    mg.metric(&format!(
+    mg.counter(&format!(
         "meshgate_user_token_validations_total{{result=\"{result}\"}}"
     ))
 }

@@ -53,7 +53,7 @@ fn audit_events(path: &Path) -> Vec<serde_json::Value> {
 }
 
 fn lingers(mg: &Meshgate, result: &str) -> f64 {
-    mg.metric(&format!(
+    mg.counter(&format!(
         "meshgate_request_body_lingers_total{{result=\"{result}\"}}"
     ))
 }

@@ -4,6 +4,7 @@
 
 mod common;
 
+use common::redis::*;
 use common::*;
 
 const FINANCE_OTHER: &str = "spiffe://mesh.local/ns/finance/sa/forecasting";
@@ -294,14 +295,15 @@ fn in_flight_limits_shed_with_503_at_once_while_slow_requests_run() {
         .extra(&quotas)
         .start();
 
-    // The etl's first request is slow: its second is shed (consumer limit).
-    let first = in_background(&pki, "etl", &mg, "/orders?slow=4000");
+    // The etl's first request is held at the upstream until the checks are
+    // done: its second is shed (consumer limit).
+    let first = in_background(&pki, "etl", &mg, "/orders?hold=slow");
     up.wait_arrival();
     let r = get(&pki, "etl", &mg, "/orders");
     assert_eq!(r.status, "503");
     assert_eq!(r.header("retry-after"), Some("1"));
     // Another consumer gets the product's second place, then it is full.
-    let second = in_background(&pki, "forecasting", &mg, "/orders?slow=4000");
+    let second = in_background(&pki, "forecasting", &mg, "/orders?hold=slow");
     up.wait_arrival();
     assert_eq!(get(&pki, "reporting", &mg, "/orders").status, "503");
     // Other products are not affected, and nothing queued: all answered now.
@@ -320,7 +322,8 @@ fn in_flight_limits_shed_with_503_at_once_while_slow_requests_run() {
         1.0,
         "{m}"
     );
-    // The slow ones finish normally, and give their places back.
+    // The held ones finish normally, and give their places back.
+    up.release("slow");
     assert_eq!(first.join().expect("first"), "200");
     assert_eq!(second.join().expect("second"), "200");
     assert_eq!(get(&pki, "etl", &mg, "/orders").status, "200");
@@ -335,12 +338,13 @@ fn the_global_in_flight_limit_sheds_every_product() {
         .limit("max_in_flight: 1")
         .timeout("latency_factor: 0")
         .start();
-    let slow = in_background(&pki, "reporting", &mg, "/orders?slow=4000");
+    let slow = in_background(&pki, "reporting", &mg, "/orders?hold=slow");
     up.wait_arrival();
     let r = get(&pki, "reporting", &mg, "/ledger/entries");
     assert_eq!(r.status, "503");
     assert_eq!(r.header("retry-after"), Some("1"));
     assert_eq!(mg.metric("meshgate_load_shed_total{scope=\"global\"}"), 1.0);
+    up.release("slow");
     assert_eq!(slow.join().expect("slow"), "200");
     assert_eq!(get(&pki, "reporting", &mg, "/orders").status, "200");
 }
@@ -355,65 +359,11 @@ fn a_product_promising_a_latency_times_out_at_a_multiple_of_it() {
         .policies()
         .timeout("latency_factor: 2")
         .start();
-    let r = get(&pki, "reporting", &mg, "/orders?slow=5000");
+    // Held until the test ends: the sidecar's timeout answers, however slow
+    // the machine.
+    let r = get(&pki, "reporting", &mg, "/orders?hold=never");
     assert_eq!(r.status, "504");
     assert_eq!(get(&pki, "reporting", &mg, "/orders").status, "200");
-}
-
-/// A real redis-server on a free loopback port, killed on drop.
-struct RedisServer {
-    child: std::process::Child,
-    url: String,
-}
-
-impl RedisServer {
-    /// `None` (with a loud message) when redis-server is missing outside CI.
-    fn start(dir: &std::path::Path) -> Option<RedisServer> {
-        use std::io::BufRead;
-        if !require_tool("redis-server") {
-            return None;
-        }
-        let port = unused_port();
-        let mut child = std::process::Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .arg("--dir")
-            .arg(dir)
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("redis-server starts");
-        let stdout = child.stdout.take().expect("stdout");
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in std::io::BufReader::new(stdout)
-                .lines()
-                .map_while(Result::ok)
-            {
-                if line.contains("Ready to accept connections") {
-                    let _ = tx.send(());
-                }
-            }
-        });
-        let ready = rx.recv_timeout(std::time::Duration::from_secs(20));
-        let server = RedisServer {
-            child,
-            url: format!("redis://127.0.0.1:{port}"),
-        };
-        ready.expect("redis-server ready");
-        Some(server)
-    }
-
-    fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        self.kill();
-    }
 }
 
 /// Quotas in Redis at `url`; `lease: 1` asks Redis for every request.
@@ -564,33 +514,12 @@ fn a_policy_reload_keeps_the_live_buckets() {
     assert_eq!(get(&pki, "reporting", &mg, "/orders").status, "429");
 }
 
-/// Scripts Redis ran (EVALSHA and EVAL calls), from `INFO commandstats`.
-fn scripts_run(url: &str) -> u64 {
-    let port = url.rsplit(':').next().unwrap_or_default();
-    let out = std::process::Command::new("redis-cli")
-        .args(["-p", port, "INFO", "commandstats"])
-        .output()
-        .expect("redis-cli runs");
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter(|l| l.starts_with("cmdstat_evalsha:") || l.starts_with("cmdstat_eval:"))
-        .filter_map(|l| {
-            l.split([':', ','])
-                .find_map(|kv| kv.strip_prefix("calls="))
-                .and_then(|n| n.parse::<u64>().ok())
-        })
-        .sum()
-}
-
 #[test]
 fn a_busy_consumer_does_not_cost_a_redis_round_trip_per_request() {
     let pki = Pki::new();
     let Some(redis) = RedisServer::start(pki.dir.path()) else {
         return;
     };
-    if !require_tool("redis-cli") {
-        return;
-    }
     let up = Upstream::start();
     // A generous tier: every request passes; the default lease is 8.
     let quotas = shared(&redis.url, "deny", 8).replace(

@@ -240,7 +240,7 @@ fn an_entities_error_names_the_entity_and_attribute_at_its_line() {
     assert_eq!(out.code, Some(1), "{}", out.stderr);
     let file = pki.path("policies/entities.json").display().to_string();
     assert!(
-        out.stderr.lines().any(|l| l.starts_with(&format!("{file}:10:"))
+        out.stderr.lines().any(|l| l.starts_with(&format!("{file}:11:"))
             && l.contains("entity Mesh::Service::\"spiffe://mesh.local/ns/finance/sa/reporting\", attribute `name`:")),
         "{}",
         out.stderr

@@ -26,16 +26,26 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     };
     init_logging(&config.log);
     let rt = runtime(config.worker_threads().map_err(anyhow::Error::msg)?)?;
-    let writer = rt.block_on(async {
+    let grace = config.timeouts.shutdown_grace;
+    let (writer, stopped) = rt.block_on(async {
         let mut bound = crate::runtime::sidecar::bind(config, None).await?;
         let writer = bound.take_audit_writer();
-        bound.serve(shutdown_signal()).await?;
-        anyhow::Ok(writer)
+        let stopped = bound.serve(shutdown_signal()).await?;
+        anyhow::Ok((writer, stopped))
     })?;
     // Stopping the runtime ends the requests still open after the grace
     // period; their events are written before the process exits.
     drop(rt);
     if let Some(w) = writer {
+        // A sink that took nothing within the grace will not take these
+        // either: `shutdown_grace` bounds the wait for it, once.
+        if !stopped.audit_flushed {
+            anyhow::bail!(
+                "the audit sink did not take the queued events within timeouts.shutdown_grace ({}); \
+                 they were not written",
+                humantime::format_duration(grace)
+            );
+        }
         if !w.join(std::time::Duration::from_secs(10)) {
             anyhow::bail!("the audit writer did not finish within 10 s");
         }

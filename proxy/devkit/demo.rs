@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use tokio::net::TcpListener;
 
 use crate::runtime::config::{parse_upstream, Config, LogConfig, LogFormat, TlsPaths};
-use crate::tools::certs::{demo_clients, dev_certs_usable, generate_dev};
+use crate::tools::certs::{demo_clients, dev_certs_usable, dev_hash_key, generate_dev};
 
 pub struct DemoOptions {
     pub certs: PathBuf,
@@ -41,7 +41,9 @@ pub fn demo_config(opts: &DemoOptions, upstream: SocketAddr) -> anyhow::Result<C
         quotas: None,
         audit: Default::default(),
         metrics: Default::default(),
-        fields: None,
+        fields: Some(crate::pipeline::mask::FieldsConfig {
+            hash_key_file: opts.certs.join("hash.key"),
+        }),
         tracing: Default::default(),
     })
 }
@@ -52,6 +54,7 @@ pub async fn run(opts: DemoOptions, shutdown: impl Future<Output = ()>) -> anyho
         generate_dev(&opts.certs, &clients)?;
         eprintln!("created dev certificates in {}/", opts.certs.display());
     }
+    dev_hash_key(&opts.certs)?;
     let product = TcpListener::bind("127.0.0.1:0").await?;
     let product_addr = product.local_addr()?;
     tokio::spawn(crate::devkit::sample::serve(product));
@@ -75,7 +78,7 @@ pub async fn run(opts: DemoOptions, shutdown: impl Future<Output = ()>) -> anyho
     eprintln!("meshgate demo: sample data product \"sales.orders\" on http://{product_addr}, behind the sidecar on {data}");
     eprintln!();
     eprintln!(
-        "  # reporting ({}), finance domain: allowed to read orders -> 200",
+        "  # reporting ({}), finance domain: allowed to read orders, the customers' e-mail and phone included -> 200",
         clients[0].spiffe_id
     );
     eprintln!("  {}", curl(&clients[0].name));
@@ -84,6 +87,11 @@ pub async fn run(opts: DemoOptions, shutdown: impl Future<Output = ()>) -> anyho
         clients[1].spiffe_id
     );
     eprintln!("  {}", curl(&clients[1].name));
+    eprintln!(
+        "  # analytics ({}), marketing domain: granted to read orders -> 200, but personal fields are masked: customer_email pseudonymised (\"hmac-sha256:...\", the same for the same address), customer_phone cut to its last four digits",
+        clients[2].spiffe_id
+    );
+    eprintln!("  {}", curl(&clients[2].name));
     eprintln!("  # reporting reads the deprecated version 1 of orders: -i shows its Deprecation, Sunset and Link headers");
     eprintln!(
         "  curl -i --cacert {dir}/ca.pem --cert {dir}/{who}.pem --key {dir}/{who}-key.pem {v1}",

@@ -1,7 +1,8 @@
 //! The demo's sample data product: a small "sales orders" JSON API on loopback.
 //! It stands in for a domain team's own server behind the sidecar, and serves
-//! both versions of the product: 2 at `/orders`, the deprecated 1 at
-//! `/v1/orders`.
+//! both versions of the product: 2 at `/orders` (an array of orders, each
+//! with its customer's e-mail and phone), the deprecated 1 at `/v1/orders`
+//! (the array in an envelope).
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -25,33 +26,78 @@ struct Orders {
 
 fn orders() -> Orders {
     let rows: Vec<Value> = [
-        ("SO-1001", "Northwind Traders", "EMEA", 1289.50, "shipped"),
-        ("SO-1002", "Contoso Ltd", "NA", 342.00, "open"),
-        ("SO-1003", "Fabrikam Inc", "NA", 5120.75, "invoiced"),
-        ("SO-1004", "Tailspin Toys", "APAC", 89.99, "open"),
+        (
+            "SO-1001",
+            "Northwind Traders",
+            "EMEA",
+            1289.50,
+            "shipped",
+            "buying@northwind.example",
+            "+44 20 7946 0958",
+        ),
+        (
+            "SO-1002",
+            "Contoso Ltd",
+            "NA",
+            342.00,
+            "open",
+            "orders@contoso.example",
+            "+1 425 555 0143",
+        ),
+        (
+            "SO-1003",
+            "Fabrikam Inc",
+            "NA",
+            5120.75,
+            "invoiced",
+            "ap@fabrikam.example",
+            "+1 206 555 0187",
+        ),
+        (
+            "SO-1004",
+            "Tailspin Toys",
+            "APAC",
+            89.99,
+            "open",
+            "hello@tailspin.example",
+            "+61 2 5550 1234",
+        ),
         (
             "SO-1005",
             "Wide World Importers",
             "EMEA",
             2310.00,
             "shipped",
+            "purchasing@wwi.example",
+            "+49 30 5550 9876",
         ),
-        ("SO-1006", "Adventure Works", "LATAM", 760.25, "cancelled"),
+        (
+            "SO-1006",
+            "Adventure Works",
+            "LATAM",
+            760.25,
+            "cancelled",
+            "compras@adventure.example",
+            "+55 11 5550 4321",
+        ),
     ]
     .iter()
     .enumerate()
-    .map(|(i, (id, customer, region, amount, status))| {
-        json!({
-            "id": id,
-            "customer": customer,
-            "region": region,
-            "amount": amount,
-            "currency": "EUR",
-            "status": status,
-            "placed_at": format!("2026-11-{:02}T09:{:02}:00Z", 10 + i, 5 * i),
-            "classification": "internal",
-        })
-    })
+    .map(
+        |(i, (id, customer, region, amount, status, email, phone))| {
+            json!({
+                "id": id,
+                "customer": customer,
+                "region": region,
+                "amount": amount,
+                "currency": "EUR",
+                "status": status,
+                "placed_at": format!("2026-11-{:02}T09:{:02}:00Z", 10 + i, 5 * i),
+                "customer_email": email,
+                "customer_phone": phone,
+            })
+        },
+    )
     .collect();
     let by_id = rows
         .iter()
@@ -62,7 +108,9 @@ fn orders() -> Orders {
             )
         })
         .collect();
-    let all = json!({ "product": "sales.orders", "orders": rows }).to_string();
+    // Version 2 answers the records themselves, which field masking
+    // reads (a wrapping object's members would be fields of their own).
+    let all = Value::Array(rows.clone()).to_string();
     let all_v1 = json!({ "product": "sales.orders.v1", "orders": rows }).to_string();
     Orders {
         all: Bytes::from(all),
@@ -138,11 +186,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn order_list_is_about_one_kilobyte_of_json() {
+    fn order_list_is_about_one_and_a_half_kilobytes_of_json() {
         let o = orders();
         let v: Value = serde_json::from_slice(&o.all).expect("valid JSON");
-        assert_eq!(v["orders"].as_array().map(|a| a.len()), Some(6));
-        assert!((900..=1400).contains(&o.all.len()), "{} bytes", o.all.len());
+        assert_eq!(v.as_array().map(|a| a.len()), Some(6));
+        assert!(v[0]["customer_email"].is_string() && v[0]["customer_phone"].is_string());
+        assert!(
+            (1300..=2000).contains(&o.all.len()),
+            "{} bytes",
+            o.all.len()
+        );
         let req = Request::get("/orders/SO-1003").body(()).expect("request");
         assert_eq!(route(&o, &req).status(), StatusCode::OK);
         let req = Request::get("/orders/SO-9").body(()).expect("request");

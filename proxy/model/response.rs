@@ -32,6 +32,12 @@ pub trait ResponseTransform: Send + Sync + std::fmt::Debug {
         &self,
         head: &mut http::response::Parts,
     ) -> Result<Option<Box<dyn BodyTransform>>, TransformError>;
+
+    /// Whether it rewrites bodies (then the request asks the upstream for
+    /// the whole body as it is: no range, condition or compression).
+    fn rewrites_body(&self) -> bool {
+        false
+    }
 }
 
 /// Rewrites one response body as it streams: each chunk in, what may be

@@ -49,7 +49,8 @@ struct Rewrite {
     done: bool,
 }
 
-/// The audit event's error code for a body the response stage cut.
+/// The audit event's error code for a body the response stage cut (one
+/// field masking cut is `unmaskable_response`: `error::refusal_code`).
 pub const RESPONSE_REFUSED: &str = "response_refused";
 
 /// An event waiting for the end of its response.
@@ -305,7 +306,7 @@ impl ProxyBody {
         self.lease = None;
         if let Some(p) = self.pending.as_mut() {
             tracing::warn!(request_id = ?p.event.request_id, error = %e, "response cut by the response stage");
-            p.event.error = Some(RESPONSE_REFUSED);
+            p.event.error = Some(crate::pipeline::error::refusal_code(&e));
         } else {
             tracing::warn!(error = %e, "response cut by the response stage");
         }

@@ -15,6 +15,18 @@ pub const CLIENT_CLOSED: u16 = 499;
 /// The error code of a request the client closed before the response.
 pub const CLIENT_CLOSED_REQUEST: &str = "client_closed_request";
 
+/// The error code of a response the response stage refused, before its
+/// head (the 502's body) or inside its body (the audit event of the cut
+/// stream): `unmaskable_response` when field masking could not make it
+/// safe, `response_refused` for another transform.
+pub fn refusal_code(e: &crate::model::response::TransformError) -> &'static str {
+    if e.transform == crate::pipeline::mask::MASKING {
+        "unmaskable_response"
+    } else {
+        crate::pipeline::body::RESPONSE_REFUSED
+    }
+}
+
 fn client_closed() -> StatusCode {
     StatusCode::from_u16(CLIENT_CLOSED).unwrap_or(StatusCode::BAD_REQUEST)
 }
@@ -134,10 +146,7 @@ impl ProxyError {
             ProxyError::ClientBody(ClientBodyFault::Malformed) => "bad_request_body",
             ProxyError::ClientBody(ClientBodyFault::Gone) => CLIENT_CLOSED_REQUEST,
             ProxyError::ClientBody(ClientBodyFault::Stalled) => "request_body_timeout",
-            ProxyError::ResponseRefused(e) if e.transform == crate::pipeline::mask::MASKING => {
-                "unmaskable_response"
-            }
-            ProxyError::ResponseRefused(_) => "response_refused",
+            ProxyError::ResponseRefused(e) => refusal_code(e),
             ProxyError::Internal(_) => "internal_error",
         }
     }

@@ -6,7 +6,7 @@
 //! "PROTOCOL-HTTP2" of the gRPC repository).
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -139,14 +139,11 @@ impl GrpcCall {
         Ok(GrpcCall { timeout })
     }
 
-    /// How long to wait for the upstream's response headers: the
-    /// configured timeout, or less when the client's deadline (less the
-    /// time `spent` in the sidecar) comes first.
-    pub fn bound(&self, configured: Duration, spent: Duration) -> Duration {
-        match self.timeout {
-            Some(t) => configured.min(t.saturating_sub(spent)),
-            None => configured,
-        }
+    /// The client's deadline, for a call that reached the sidecar at
+    /// `started`: the upstream's response headers are waited for until
+    /// then at the latest, however the request body progresses.
+    pub fn deadline(&self, started: Instant) -> Option<Instant> {
+        self.timeout.map(|t| started + t)
     }
 
     /// The `grpc-timeout` sent upstream: what is left of the client's
@@ -330,10 +327,9 @@ mod tests {
             timeout: Some(Duration::from_millis(500)),
         };
         let ms = Duration::from_millis;
-        assert_eq!(call.bound(ms(30_000), ms(20)), ms(480));
-        assert_eq!(call.bound(ms(100), ms(20)), ms(100), "capped by the config");
-        assert_eq!(call.bound(ms(100), ms(900)), Duration::ZERO);
-        assert_eq!(GrpcCall::default().bound(ms(100), ms(20)), ms(100));
+        let started = Instant::now();
+        assert_eq!(call.deadline(started), Some(started + ms(500)));
+        assert_eq!(GrpcCall::default().deadline(started), None);
         let mut h = HeaderMap::new();
         call.forward(&mut h, ms(20));
         assert_eq!(h[GRPC_TIMEOUT], "480000u");

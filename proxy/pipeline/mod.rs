@@ -48,8 +48,9 @@ pub struct Gate {
     /// `headers.strip_overrides_extra`: override headers removed besides
     /// the built-in lists (`overrides.rs`).
     pub strip_extra: Vec<http::HeaderName>,
-    /// `fields.hash_key_file`: the key of `hash`-masked fields.
-    pub mask_key: Option<mask::HashKey>,
+    /// `fields.hash_key_file`: the key of `hash`-masked fields, reloaded
+    /// when its file changes.
+    pub mask_key: Option<mask::HashKeys>,
     /// OpenTelemetry spans (`tracing.otlp`); `None`: off.
     pub tracer: Option<crate::observe::trace::Tracer>,
 }

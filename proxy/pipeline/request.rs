@@ -62,12 +62,14 @@ use crate::model::trace::TraceContext;
 use crate::observe::audit::{Event, Slot};
 use crate::observe::metrics::{Observed, QuotaLabels};
 use crate::observe::trace::Draft;
-use crate::transport::upstream::{BodyWatch, ClientBodyFault, CountedBody};
+use crate::transport::upstream::{BodyWatch, ClientBodyFault, CountedBody, Wait};
 
 mod describe;
+mod response;
 mod target;
 mod traced;
 
+use response::{ask_for_the_whole_body, response_stage};
 use target::check_target;
 
 /// Handles one request end to end and records it: metrics at once, the
@@ -174,6 +176,8 @@ struct Exchange<'a> {
     /// A sampled request's spans (`request/traced.rs`); `None` when tracing is off.
     span: Option<Box<Draft>>,
     learned: Learned,
+    /// Answered (`respond` ran): a drop after it is no cancellation.
+    answered: bool,
 }
 
 /// What the stages learned, for metrics and the audit event.
@@ -213,6 +217,7 @@ impl<'a> Exchange<'a> {
             slot: None,
             grpc: grpc::is_grpc(req.headers()).then(GrpcCall::default),
             learned: Learned::default(),
+            answered: false,
         }
     }
 
@@ -231,11 +236,16 @@ impl<'a> Exchange<'a> {
             .and_then(|a| a.state.as_ref())
             .map(|s| s.tier.clone());
         self.learned.forwarded = true;
-        let timeout = match &self.grpc {
-            Some(call) => call.bound(cleared.timeout, self.start.elapsed()),
-            None => cleared.timeout,
+        // The configured timeout, or a gRPC client's deadline when that
+        // comes first (transport/upstream/wait.rs).
+        let wait = Wait {
+            timeout: cleared.timeout,
+            deadline: self.grpc.as_ref().and_then(|c| c.deadline(self.start)),
         };
-        let resp = self.forward(req, timeout, cleared.method_override).await?;
+        let whole_body = cleared.response.as_ref().is_some_and(|t| t.rewrites_body());
+        let resp = self
+            .forward(req, wait, cleared.method_override, whole_body)
+            .await?;
         response_stage(
             resp,
             (&self.method, self.version),
@@ -510,6 +520,10 @@ impl<'a> Exchange<'a> {
                 );
             }
         }
+        if let Some(plan) = &outcome.fields {
+            let principal = &conn.identity.principal;
+            crate::pipeline::mask::shadow_plan(&m.fields, principal, &outcome.product, plan);
+        }
     }
 
     /// Admits the request under the product's and consumer's limits: 503
@@ -522,11 +536,13 @@ impl<'a> Exchange<'a> {
         } = decided;
         // A field plan that changes the response masks it, after the
         // route's own transform.
-        let response = crate::pipeline::mask::FieldMasking::for_plan(
-            outcome.fields.as_deref(),
-            self.gate.mask_key.as_ref(),
-            routed.response,
-        );
+        let masking = crate::pipeline::mask::Masking {
+            plan: outcome.fields.as_deref(),
+            product: &outcome.product,
+            key: self.gate.mask_key.as_ref(),
+            metrics: &self.gate.metrics.fields,
+        };
+        let response = crate::pipeline::mask::FieldMasking::for_plan(masking, routed.response);
         let method_override = routed.method_override;
         let timeout = product_timeout(self.gate, &outcome)
             .unwrap_or_else(|| self.gate.upstream.response_timeout());
@@ -585,12 +601,18 @@ impl<'a> Exchange<'a> {
     async fn forward(
         &mut self,
         req: Request<Incoming>,
-        timeout: Duration,
+        wait: Wait,
         method_override: MethodOverride,
+        whole_body: bool,
     ) -> Result<Response<ProxyBody>, ProxyError> {
         let conn = self.conn;
         let (mut parts, body) = req.into_parts();
-        let body = CountedBody::new(body, self.learned.bytes_in.clone());
+        // A body the client owes whole before the answer: HTTP/1.x, or a
+        // declared length; never a gRPC call's stream.
+        let bounded = self.grpc.is_none()
+            && (parts.version < Version::HTTP_2
+                || parts.headers.contains_key(http::header::CONTENT_LENGTH));
+        let body = CountedBody::new(body, self.learned.bytes_in.clone(), bounded);
         self.learned.body = Some(body.watch());
         // The path the upstream receives is the one that was authorised
         // (normalised and encoded once, in `check`).
@@ -612,6 +634,9 @@ impl<'a> Exchange<'a> {
         strip_hop_by_hop(headers);
         strip_identity_headers(headers);
         strip_overrides(headers, &self.gate.strip_extra);
+        if whole_body {
+            ask_for_the_whole_body(headers);
+        }
         // Room for the headers set below and the trace's, in one allocation.
         headers.reserve(10);
         if !method_override.allowed.is_empty() {
@@ -636,7 +661,7 @@ impl<'a> Exchange<'a> {
         let req = upstream.prepare(parts, body, path_and_query, original_host)?;
         let t0 = Instant::now();
         self.span_upstream(None);
-        let sent = upstream.send(req, timeout).await;
+        let sent = upstream.send(req, wait).await;
         self.span_upstream(Some(sent.as_ref().ok().map(|(r, _)| r.status())));
         let took = t0.elapsed();
         self.learned.upstream = Some(took);
@@ -658,6 +683,7 @@ impl<'a> Exchange<'a> {
     fn respond(&mut self, result: Result<Response<ProxyBody>, ProxyError>) -> Response<ProxyBody> {
         // Answered: a body fault is counted here, not when dropped.
         self.learned.body = None;
+        self.answered = true;
         let client_fault = matches!(result, Err(ProxyError::ClientBody(_)));
         let reason = result.as_ref().err().and_then(ProxyError::reason);
         // A refused gRPC call is a 200 on the wire; it is counted and
@@ -776,12 +802,12 @@ impl<'a> Exchange<'a> {
 
 impl Drop for Exchange<'_> {
     fn drop(&mut self) {
-        let watch = self.learned.body.take();
-        if let Some(fault) = watch.as_ref().and_then(BodyWatch::fault_when_dropped) {
-            self.count_dropped_body_error(fault);
+        if self.answered {
+            return;
         }
         let decision = self.cancelled_decision();
         self.span_cancelled(decision);
+        self.count_cancelled(decision);
         let Some(slot) = self.slot.take() else {
             return;
         };
@@ -794,22 +820,33 @@ impl Drop for Exchange<'_> {
 }
 
 impl Exchange<'_> {
-    /// A forwarded request dropped after its body failed (an HTTP/2 stream
-    /// reset mid-body, a closed HTTP/1.1 connection): counted as the 499 it
-    /// is audited as, the same as when the failure is answered.
-    fn count_dropped_body_error(&self, fault: ClientBodyFault) {
+    /// A request dropped before it was answered (its client went away):
+    /// counted as the 499 it is audited as, under the same decision. A
+    /// forwarded one whose body failed or was left unfinished (an HTTP/2
+    /// stream reset mid-body, a connection closed or broken mid-body) is
+    /// also a body error of the client's, kept out of the duration
+    /// histogram as when such a failure is answered.
+    fn count_cancelled(&mut self, decision: &'static str) {
+        let fault = self
+            .learned
+            .body
+            .take()
+            .as_ref()
+            .and_then(BodyWatch::fault_when_dropped);
         let outcome = self.learned.outcome.as_ref();
         let metrics = &self.gate.metrics;
-        metrics.request_body_error(outcome.map(|o| &o.product), body_error_reason(fault));
+        if let Some(fault) = fault {
+            metrics.request_body_error(outcome.map(|o| &o.product), body_error_reason(fault));
+        }
         metrics.observe_request(&Observed {
             product: outcome.map(|o| &o.product),
             action: outcome.map_or("", |o| o.action.as_str()),
-            decision: "allow",
+            decision,
             status: ProxyError::ClientBody(ClientBodyFault::Gone).status(),
             elapsed: self.start.elapsed(),
             tier: self.learned.tier.as_ref(),
             service: &self.conn.identity.principal_header,
-            client_fault: true,
+            client_fault: fault.is_some(),
         });
     }
 }
@@ -821,85 +858,6 @@ fn body_error_reason(fault: ClientBodyFault) -> &'static str {
         ClientBodyFault::Gone => "client_gone",
         ClientBodyFault::Stalled => "stalled",
     }
-}
-
-/// The response stage: the route's transform, when it has one, sees the
-/// head and may rewrite the body as it streams (a refusal here is a 502,
-/// nothing of the upstream's response is sent); then the consumer's
-/// `RateLimit` headers. A route without a transform costs one branch.
-fn response_stage(
-    resp: Response<ProxyBody>,
-    request: (&Method, Version),
-    admission: Option<quota::Admitted>,
-    transform: Option<Arc<dyn ResponseTransform>>,
-) -> Result<Response<ProxyBody>, ProxyError> {
-    let mut resp = match transform {
-        None => resp,
-        Some(t) => {
-            let (mut head, mut body) = resp.into_parts();
-            let rewrite = t.head(&mut head)?;
-            // HEAD, 204 and 304 have no body to rewrite (RFC 9110 6.4.1).
-            let bodiless = request.0 == Method::HEAD
-                || matches!(head.status.as_u16(), 204 | 304)
-                || head.status.is_informational();
-            if let (Some(rewrite), false) = (rewrite, bodiless) {
-                prepare_rewrite(&mut head, request.1)?;
-                body.rewrite(rewrite);
-            }
-            Response::from_parts(head, body)
-        }
-    };
-    // In-flight places are given back here, with the response headers.
-    if let Some(state) = admission.and_then(|a| a.state) {
-        state.set_headers(resp.headers_mut());
-    }
-    Ok(resp)
-}
-
-/// Makes a response head fit for a body the response stage rewrites, or
-/// refuses it. The rewritten body must end in a way the client can tell
-/// from a cut (chunked HTTP/1.1 or an HTTP/2 stream, never the end of the
-/// connection), must be the bytes the transform can read (not a range,
-/// not compressed), and must not carry what described the upstream's
-/// bytes (length, digests, a strong validator, range support).
-fn prepare_rewrite(head: &mut http::response::Parts, client: Version) -> Result<(), ProxyError> {
-    let refuse = |reason: &str| {
-        ProxyError::ResponseRefused(crate::model::response::TransformError {
-            transform: "response stage",
-            reason: reason.into(),
-        })
-    };
-    if client < Version::HTTP_11 {
-        return Err(refuse(
-            "an HTTP/1.0 client cannot tell a rewritten body's end from a cut",
-        ));
-    }
-    if head.status == http::StatusCode::PARTIAL_CONTENT {
-        return Err(refuse("a range (206) cannot be rewritten"));
-    }
-    let encoded = head
-        .headers
-        .get_all(header::CONTENT_ENCODING)
-        .iter()
-        .any(|v| !v.as_bytes().eq_ignore_ascii_case(b"identity"));
-    if encoded {
-        return Err(refuse("an encoded (compressed) body cannot be rewritten"));
-    }
-    // The upstream may have answered in HTTP/1.0; the client is sent
-    // HTTP/1.1 framing (chunked) either way.
-    head.version = Version::HTTP_11;
-    for name in [
-        header::CONTENT_LENGTH,
-        header::ETAG,
-        header::ACCEPT_RANGES,
-        header::HeaderName::from_static("content-md5"),
-        header::HeaderName::from_static("digest"),
-        header::HeaderName::from_static("content-digest"),
-        header::HeaderName::from_static("repr-digest"),
-    ] {
-        head.headers.remove(name);
-    }
-    Ok(())
 }
 
 /// The upstream response timeout of a product whose contract promises a
@@ -933,48 +891,5 @@ fn log_refusal(e: &ProxyError, request_id: &HeaderValue, trace: &TraceContext, c
         _ => {
             tracing::warn!(request_id = ?request_id, %trace_id, principal = %conn.identity.principal, error = %e, "request failed")
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_rewritten_body_is_framed_for_its_end_and_loses_what_described_the_upstreams_bytes() {
-        let head = |status: u16, headers: &[(&'static str, &'static str)]| {
-            let mut b = Response::builder().status(status).version(Version::HTTP_10);
-            for (k, v) in headers {
-                b = b.header(*k, *v);
-            }
-            b.body(()).expect("response").into_parts().0
-        };
-        let refused = |mut h: http::response::Parts, client| match prepare_rewrite(&mut h, client) {
-            Err(ProxyError::ResponseRefused(e)) => Some(e.reason),
-            _ => None,
-        };
-        let h11 = Version::HTTP_11;
-        assert!(refused(head(200, &[]), Version::HTTP_10)
-            .is_some_and(|r| r.contains("HTTP/1.0 client")));
-        assert!(refused(head(206, &[]), h11).is_some_and(|r| r.contains("range")));
-        assert!(
-            refused(head(200, &[("content-encoding", "gzip")]), Version::HTTP_2)
-                .is_some_and(|r| r.contains("encoded"))
-        );
-        let mut h = head(
-            200,
-            &[
-                ("content-encoding", "identity"),
-                ("content-length", "42"),
-                ("etag", "\"v1\""),
-                ("accept-ranges", "bytes"),
-                ("content-digest", "sha-256=:AAAA:"),
-                ("content-type", "application/json"),
-            ],
-        );
-        assert!(prepare_rewrite(&mut h, h11).is_ok());
-        assert_eq!(h.version, h11, "chunked, whatever the upstream spoke");
-        let names: Vec<&str> = h.headers.keys().map(|k| k.as_str()).collect();
-        assert_eq!(names, ["content-encoding", "content-type"]);
     }
 }

@@ -35,6 +35,15 @@ use crate::transport::listener::Acceptor;
 use crate::transport::tls::{self, TlsError, TlsStore};
 use crate::transport::upstream::{Upstream, UpstreamSettings};
 
+/// How a sidecar's shutdown ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stopped {
+    /// The audit sink took every queued event within
+    /// `timeouts.shutdown_grace` (true without a trail). When it did not,
+    /// it takes nothing more in time: nobody should wait for its writer.
+    pub audit_flushed: bool,
+}
+
 /// Errors that stop the sidecar from starting.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -255,9 +264,9 @@ pub async fn bind(config: Config, embedded: Option<PolicyInputs>) -> Result<Boun
 
     let mask_key = match &config.fields {
         None => None,
-        Some(f) => {
-            Some(crate::pipeline::mask::read_key(&f.hash_key_file).map_err(StartError::Fields)?)
-        }
+        Some(f) => Some(
+            crate::pipeline::mask::HashKeys::load(&f.hash_key_file).map_err(StartError::Fields)?,
+        ),
     };
     let gate = Gate {
         tracer: start_tracer(&config, &metrics)?,
@@ -354,7 +363,7 @@ impl Bound {
 
     /// Serves until `shutdown` resolves, then drains in-flight requests for up to
     /// the configured grace period.
-    pub async fn serve(self, shutdown: impl Future<Output = ()>) -> Result<(), StartError> {
+    pub async fn serve(self, shutdown: impl Future<Output = ()>) -> Result<Stopped, StartError> {
         let Bound {
             sidecar: sc,
             data,
@@ -368,13 +377,17 @@ impl Bound {
             Some(Origin::Files(cfg)) => dirs_of(&cfg.watched_paths()),
             _ => Vec::new(),
         };
-        let changes = Changes::new()
+        let mut changes = Changes::new()
             .watch(
                 Watched::Tls,
                 &sc.tls.watch_dirs(),
                 Duration::from_millis(100),
             )?
             .watch(Watched::Policy, &policy_dirs, Duration::from_millis(250))?;
+        if let Some(keys) = &sc.gate.mask_key {
+            let dirs = keys.watch_dirs();
+            changes = changes.watch(Watched::HashKey, &dirs, Duration::from_millis(100))?;
+        }
         tokio::spawn(reload_on_change(sc.clone(), changes));
         if let Some(audit) = &sc.gate.audit {
             tokio::spawn(audit.checkpoints());
@@ -388,21 +401,30 @@ impl Bound {
             "meshgate ready"
         );
         match sc.gate.policy.as_ref().map(|p| p.current()) {
-            Some(s) => tracing::info!(
-                version = %s.version,
-                policies = s.policy_count(),
-                routes = s.routes().len(),
-                "policy snapshot loaded"
-            ),
+            Some(s) => {
+                tracing::info!(
+                    version = %s.version,
+                    policies = s.policy_count(),
+                    routes = s.routes().len(),
+                    "policy snapshot loaded"
+                );
+                let hashed = crate::pipeline::mask::hashed_fields(s.products());
+                if sc.gate.mask_key.is_none() && !hashed.is_empty() {
+                    tracing::warn!(fields = ?hashed, "contracts hash these fields but fields.hash_key_file is not set: a response that hides one of them is cut");
+                }
+            }
             None => tracing::warn!(
                 "no policy configured: running in authenticated mode, every verified client is let through"
             ),
         }
 
         accept_loop(sc.clone(), data, shutdown).await;
+        let mut audit_flushed = true;
         if let Some(audit) = &sc.gate.audit {
-            if !audit.flush(sc.config.timeouts.shutdown_grace).await {
+            audit_flushed = audit.flush(sc.config.timeouts.shutdown_grace).await;
+            if !audit_flushed {
                 tracing::error!(
+                    grace = ?sc.config.timeouts.shutdown_grace,
                     "the audit sink did not take the queued events in time; exiting without them"
                 );
             }
@@ -416,7 +438,7 @@ impl Bound {
                 );
             }
         }
-        Ok(())
+        Ok(Stopped { audit_flushed })
     }
 }
 
@@ -425,22 +447,28 @@ impl Bound {
 enum Watched {
     Tls,
     Policy,
+    /// `fields.hash_key_file`.
+    HashKey,
 }
 
-/// Reloads the TLS material or the policies when their files change, both
-/// on SIGHUP.
+/// Reloads the TLS material, the policies or the hash key when their files
+/// change, all on SIGHUP.
 async fn reload_on_change(sc: Arc<Sidecar>, mut changes: Changes<Watched>) {
     while let Some(change) = changes.next().await {
-        let (tls, policy) = match change {
-            Change::Files(Watched::Tls) => (true, false),
-            Change::Files(Watched::Policy) => (false, true),
+        let (tls, policy, key) = match change {
+            Change::Files(Watched::Tls) => (true, false, false),
+            Change::Files(Watched::Policy) => (false, true, false),
+            Change::Files(Watched::HashKey) => (false, false, true),
             Change::Hangup => {
-                tracing::info!("SIGHUP: reloading TLS material and policies");
-                (true, true)
+                tracing::info!("SIGHUP: reloading TLS material, policies and the hash key");
+                (true, true, true)
             }
         };
         if tls {
             sc.tls.reload(&sc.gate.metrics);
+        }
+        if let Some(keys) = sc.gate.mask_key.as_ref().filter(|_| key) {
+            keys.reload(&sc.gate.metrics.fields);
         }
         if policy && sc.gate.policy.is_some() {
             // Building a snapshot is CPU work: keep it off the request threads.

@@ -83,12 +83,29 @@ impl DevClient {
     }
 }
 
-/// The demo's clients: one the example policies allow, one they deny.
+/// The demo's clients: one the example policies allow, one they deny, and
+/// one they allow with the customers' personal fields masked.
 pub fn demo_clients() -> Vec<DevClient> {
     vec![
         DevClient::new("reporting", "spiffe://mesh.local/ns/finance/sa/reporting"),
         DevClient::new("campaigns", "spiffe://mesh.local/ns/marketing/sa/campaigns"),
+        DevClient::new("analytics", "spiffe://mesh.local/ns/marketing/sa/analytics"),
     ]
+}
+
+/// `DIR/hash.key`, a dev key for `hash`-masked fields (32 random bytes as
+/// 64 hex digits, mode 0600), written when missing; its path.
+pub fn dev_hash_key(dir: &Path) -> Result<std::path::PathBuf, CertsError> {
+    let path = dir.join("hash.key");
+    if !path.is_file() {
+        let mut key = [0u8; 32];
+        aws_lc_rs::rand::fill(&mut key).map_err(|_| CertsError::Io {
+            path: path.display().to_string(),
+            source: std::io::Error::other("no random bytes"),
+        })?;
+        write_private(&path, &crate::base::hex::hex(&key))?;
+    }
+    Ok(path)
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> CertsError + '_ {

@@ -415,8 +415,10 @@ impl Snapshot {
             user,
         };
         let (decision, shadow) = self.authorize_with_shadow(principal, target, &parsed);
-        // What of the response the caller sees: only an allowed request has one.
-        let fields = if decision.allowed {
+        // What of the response the caller sees: only an allowed request has
+        // one, and not a `describe`, whose answer is about the data (a
+        // schema, a listing), not records of it.
+        let fields = if decision.allowed && target.action != Action::Describe {
             self.field_plan(principal, target, &parsed)
         } else {
             None

@@ -30,6 +30,7 @@ pub fn example_inputs() -> PolicyInputs {
         policies: vec![
             source!("policies/mesh/baseline.cedar"),
             source!("policies/domains/sales/policies.cedar", "sales"),
+            source!("policies/domains/sales/fields.cedar", "sales"),
             source!("policies/domains/sales/grants.links.json", "sales"),
             source!("policies/domains/finance/policies.cedar", "finance"),
         ],

@@ -29,7 +29,9 @@ struct PlanKey {
     seen: Seen,
     path: Option<Box<str>>,
     source_ip: Option<IpAddr>,
-    user: Option<Box<str>>,
+    /// The whole user (its groups, scopes and claims, not only its id: two
+    /// tokens of one subject may carry different ones).
+    user: Option<Box<crate::decision::jwt::User>>,
 }
 
 impl PlanKey {
@@ -40,7 +42,7 @@ impl PlanKey {
             seen: Seen::of(parsed),
             path: all.then(|| parsed.path.into()),
             source_ip: all.then_some(parsed.source_ip),
-            user: parsed.user.filter(|_| all).map(|u| u.id.as_str().into()),
+            user: parsed.user.filter(|_| all).map(|u| Box::new(u.clone())),
         }
     }
 
@@ -51,7 +53,7 @@ impl PlanKey {
                 self.seen.matches(u8::MAX, parsed)
                     && self.path.as_deref() == Some(parsed.path)
                     && self.source_ip == Some(parsed.source_ip)
-                    && self.user.as_deref() == parsed.user.map(|u| u.id.as_str())
+                    && self.user.as_deref() == parsed.user
             }
         }
     }
@@ -154,6 +156,9 @@ impl Snapshot {
             errors: Vec::new(),
         };
         let mut shadow_hidden = self.shadow.as_ref().map(|_| Vec::new());
+        // Whether the shadow set hides each field so far (its own decision
+        // or its enclosing field's), as the enforced verdicts do.
+        let mut shadow_verdicts: Vec<bool> = Vec::with_capacity(set.resources.len());
         for (spec, field) in set.specs.fields.iter().zip(&set.resources) {
             let path: Arc<str> = Arc::from(spec.path.as_str());
             // A field under a hidden one is hidden with it.
@@ -163,12 +168,18 @@ impl Snapshot {
             let (decision, shadow) =
                 self.decide_resource(principal, name, field, READ_FIELD, parsed, true);
             if let (Some(list), Some(s)) = (shadow_hidden.as_mut(), shadow) {
-                if !s.allowed {
+                let under = spec.parent.and_then(|p| shadow_verdicts.get(p).copied());
+                let hidden = !s.allowed || under == Some(true);
+                if hidden {
                     list.push(path.clone());
                 }
+                shadow_verdicts.push(hidden);
             }
             plan.errors.extend(decision.errors.iter().cloned());
-            match (decision.allowed, under_hidden) {
+            // Fail closed: a field whose decision erred (a forbid that
+            // could not be evaluated is skipped by Cedar) is hidden.
+            let visible = decision.allowed && decision.errors.is_empty();
+            match (visible, under_hidden) {
                 (true, None) => {
                     plan.verdicts.push(None);
                     plan.visible.push(path);
@@ -185,10 +196,17 @@ impl Snapshot {
                 }
                 (false, _) => {
                     plan.verdicts.push(Some(plan.hidden.len()));
+                    // Hidden by its forbids; or, when it erred, by no
+                    // policy (the errors are in the plan's).
+                    let policies = if decision.allowed {
+                        Vec::new()
+                    } else {
+                        decision.policies
+                    };
                     plan.hidden.push(Hidden {
                         path,
                         mask: spec.mask,
-                        policies: decision.policies,
+                        policies,
                     });
                 }
             }

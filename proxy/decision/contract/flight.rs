@@ -209,7 +209,7 @@ mod tests {
     #[test]
     fn a_bad_flight_declaration_is_an_error_at_its_line_and_column() {
         let text = contract(
-            "      dataset: order\n      user: x\n      methods:\n        DoGett: read\n        DoPut: wrte\n",
+            "      dataset: order\n      user: x\n      methods:\n        DoGett: read\n        DoPut: wrte\n        DoGet: read_field\n",
         );
         let errors = read(&text, "flight.odcs.yaml").expect_err("refused").0;
         let shown: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
@@ -221,6 +221,9 @@ mod tests {
                 "`DoGett` is not a Flight RPC: did you mean `DoGet`?",
             ),
             ("flight.odcs.yaml:20:16", "unknown action `wrte`"),
+            // Decided only by field plans: a route naming it would be
+            // allowed for every caller by the baseline's field permit.
+            ("flight.odcs.yaml:21:16", "unknown action `read_field`"),
         ];
         assert_eq!(shown.len(), expect.len(), "{shown:#?}");
         for (line, (at, what)) in shown.iter().zip(expect) {

@@ -75,14 +75,17 @@ impl Action {
     }
 }
 
+/// An action a route may name: `read_field` is never one (it is decided
+/// only by the field plan, on the fields of an allowed response).
 impl std::str::FromStr for Action {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
         Action::ALL
             .into_iter()
+            .filter(|a| *a != Action::ReadField)
             .find(|a| a.as_str() == s)
             .ok_or_else(|| {
-                format!("unknown action `{s}`; one of read, query, describe, subscribe, write, read_field")
+                format!("unknown action `{s}`; one of read, query, describe, subscribe, write")
             })
     }
 }

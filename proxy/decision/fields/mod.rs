@@ -183,7 +183,8 @@ pub struct FieldPlan {
     /// Every declared field's index in `specs` order: `Some(i)` hidden as
     /// `hidden[i]`.
     pub verdicts: Vec<Option<usize>>,
-    /// The paths the shadow set would hide, when one is configured.
+    /// The paths the shadow set would hide (in the contract's order, a
+    /// field under a hidden one included), when one is configured.
     pub shadow_hidden: Option<Vec<Arc<str>>>,
     /// The dataset's declared fields.
     pub specs: Arc<DatasetFields>,
@@ -197,6 +198,15 @@ impl FieldPlan {
     /// Whether a response needs rewriting at all under this plan.
     pub fn rewrites(&self) -> bool {
         !self.hidden.is_empty() || self.undeclared != Undeclared::Pass
+    }
+
+    /// Whether the shadow policy set, when there is one, hides other
+    /// fields than the enforced plan does.
+    pub fn shadow_disagrees(&self) -> bool {
+        self.shadow_hidden.as_ref().is_some_and(|shadow| {
+            shadow.len() != self.hidden.len()
+                || shadow.iter().zip(&self.hidden).any(|(s, h)| *s != h.path)
+        })
     }
 }
 

@@ -487,26 +487,38 @@ impl<C: Clock + Clone> Quotas<C> {
             remaining,
             reset,
         };
-        if let Some(retry) = redis.refused_until(&r.key) {
-            return Ok(Verdict::Limited(state(0, window), ceil_secs(retry).max(1)));
-        }
         // A busy consumer takes several requests from Redis at once and
-        // spends them here: no round trip per request for a hot key.
-        let want = match redis.check_lease(&r.key, self.config.max_buckets) {
+        // spends them here: no round trip per request for a hot key. Leased
+        // requests were taken from Redis already: they are spent before the
+        // local refusal below, which would otherwise leave them to expire.
+        let busy = match redis.check_lease(&r.key, self.config.max_buckets) {
             LeaseCheck::Took { remaining, reset } => {
                 return Ok(Verdict::Allowed(state(remaining.min(burst), reset)));
             }
-            // At most a replica's share of the burst, so the replicas'
-            // leases together never exceed one burst, and what refills in the
-            // second a lease lasts: held leases add at most one second's
-            // worth of the rate per replica to what Redis hands out.
-            LeaseCheck::Busy => redis
+            LeaseCheck::Busy => true,
+            LeaseCheck::Quiet => false,
+        };
+        // The one lease fetch of this key, ended however this call ends.
+        let _fetching = busy.then_some(Fetching {
+            store: redis,
+            key: &r.key,
+        });
+        if let Some(retry) = redis.refused_until(&r.key) {
+            return Ok(Verdict::Limited(state(0, window), ceil_secs(retry).max(1)));
+        }
+        // At most a replica's share of the burst, so the replicas' leases
+        // together never exceed one burst, and what refills in the second a
+        // lease lasts: held leases add at most one second's worth of the
+        // rate per replica to what Redis hands out.
+        let want = if busy {
+            redis
                 .config
                 .lease
                 .min(burst / redis.config.replicas.max(1))
                 .min((Duration::from_secs(1).as_nanos() / period.as_nanos().max(1)) as u32)
-                .max(1),
-            LeaseCheck::Quiet => 1,
+                .max(1)
+        } else {
+            1
         };
         let emission_us = period.as_micros().max(1) as u64;
         let mut conn = redis.conn.clone();
@@ -546,7 +558,8 @@ impl<C: Clock + Clone> Quotas<C> {
             }
             failed => {
                 let why = match failed {
-                    Some(Ok(Err(e))) => e.to_string(),
+                    // The client's own response timeout is the same bound.
+                    Some(Ok(Err(e))) if !e.is_timeout() => e.to_string(),
                     Some(_) => format!("no answer within {:?}", redis.config.timeout),
                     None => "resting after a failure".to_string(),
                 };

@@ -31,12 +31,14 @@ return {took, math.floor((tolerance - (new_tat - now)) / emission), new_tat - no
 
 /// What checking a consumer's local lease found: a leased request spent, or
 /// how busy the consumer is (how many to ask Redis for).
+#[derive(Debug, PartialEq, Eq)]
 pub(super) enum LeaseCheck {
     /// A leased request was spent: the state to report.
     Took { remaining: u32, reset: u64 },
-    /// Seen within the last second: worth leasing several.
+    /// Seen within the last second and no lease on its way: worth leasing
+    /// several. The caller fetches them and then calls [`SharedStore::fetched`].
     Busy,
-    /// Not seen lately: ask for one.
+    /// Not seen lately, or a lease is already on its way: ask for one.
     Quiet,
 }
 
@@ -49,6 +51,10 @@ pub(super) struct Leased {
     pub(super) until: std::time::Instant,
     /// When the key was last asked for.
     pub(super) seen: std::time::Instant,
+    /// A lease is being fetched from Redis: one at a time per key, so that
+    /// concurrent requests cannot each lease a share and together hold more
+    /// than this replica's share of the burst.
+    pub(super) fetching: bool,
 }
 
 /// The Redis connection and what this process remembers of it.
@@ -87,7 +93,8 @@ impl SharedStore {
                 };
             }
             l.left = 0;
-            return if busy {
+            return if busy && !l.fetching {
+                l.fetching = true;
                 LeaseCheck::Busy
             } else {
                 LeaseCheck::Quiet
@@ -105,10 +112,21 @@ impl SharedStore {
                     reset: 0,
                     until: now,
                     seen: now,
+                    fetching: false,
                 },
             );
         }
         LeaseCheck::Quiet
+    }
+
+    /// The lease fetch [`LeaseCheck::Busy`] started for `key` is over
+    /// (answered, failed or abandoned): the next busy check may fetch again.
+    pub(super) fn fetched(&self, key: &str) {
+        if let Ok(mut leases) = self.leases.lock() {
+            if let Some(l) = leases.get_mut(key) {
+                l.fetching = false;
+            }
+        }
     }
 
     pub(super) fn lease(&self, key: &str, left: u32, remaining: u32, reset: u64, valid: Duration) {
@@ -176,5 +194,18 @@ impl SharedStore {
         } else {
             tracing::debug!(error = %why, "quota store still does not answer");
         }
+    }
+}
+
+/// Ends a lease fetch when dropped: also when the request is abandoned
+/// while Redis has not answered.
+pub(super) struct Fetching<'a> {
+    pub(super) store: &'a SharedStore,
+    pub(super) key: &'a str,
+}
+
+impl Drop for Fetching<'_> {
+    fn drop(&mut self) {
+        self.store.fetched(self.key);
     }
 }

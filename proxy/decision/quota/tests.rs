@@ -176,3 +176,51 @@ fn a_million_identities_keep_the_store_bounded_and_the_abuser_limited() {
     assert!(abuser_allowed <= 1_005, "{abuser_allowed}");
     assert!(abuser_allowed >= 900, "{abuser_allowed}");
 }
+
+/// Quotas in a Redis nobody runs (connected lazily: these tests never reach
+/// it), tier `t` for every service.
+fn shared_quotas() -> Quotas {
+    Quotas::new(config(
+        "backend: redis\nredis: { url: \"redis://127.0.0.1:9\", failure_mode: deny, replicas: 2 }\ntiers: { t: { rate: 100/s, burst: 40 } }\nconsumers: [ { prefix: s, tier: t } ]\n",
+    ))
+    .expect("quotas")
+}
+
+#[tokio::test]
+async fn a_busy_consumer_has_one_lease_fetch_at_a_time() {
+    let q = shared_quotas();
+    let store = q.redis.as_ref().expect("redis backend");
+    assert_eq!(store.check_lease("k", 10), LeaseCheck::Quiet, "first seen");
+    assert_eq!(store.check_lease("k", 10), LeaseCheck::Busy);
+    // While that lease is on its way, concurrent requests ask for one each:
+    // a replica never holds more than one lease of a key.
+    assert_eq!(store.check_lease("k", 10), LeaseCheck::Quiet);
+    assert_eq!(store.check_lease("k", 10), LeaseCheck::Quiet);
+    // The fetch ends (here abandoned: its guard dropped) and the next may lease.
+    drop(Fetching { store, key: "k" });
+    assert_eq!(store.check_lease("k", 10), LeaseCheck::Busy);
+}
+
+#[tokio::test]
+async fn leased_requests_are_spent_before_a_local_refusal() {
+    let q = shared_quotas();
+    let store = q.redis.as_ref().expect("redis backend");
+    let key = "p\u{0}svc";
+    store.check_lease(key, 10);
+    assert_eq!(store.check_lease(key, 10), LeaseCheck::Busy);
+    // Three requests leased, then Redis refused a concurrent request of the
+    // same consumer (the bucket is empty in Redis).
+    store.lease(key, 3, 0, 1, Duration::from_secs(60));
+    store.fetched(key);
+    store.refuse(key, Duration::from_secs(60), 10);
+    // The three taken from Redis are spent; then the refusal holds, without
+    // asking Redis (which does not run here).
+    for _ in 0..3 {
+        let admitted = q.admit("p", None, &service("svc")).await;
+        assert!(admitted.is_ok_and(|a| a.state.is_some()));
+    }
+    assert!(matches!(
+        q.admit("p", None, &service("svc")).await,
+        Err(Refusal::OverQuota(_, 60))
+    ));
+}

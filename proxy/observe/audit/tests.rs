@@ -703,3 +703,46 @@ fn a_restart_just_after_a_rotation_goes_on_from_the_rotated_file() {
     let v = verify(&files).expect("one chain across the rotation");
     assert_eq!((v.events, v.restarts, v.last_seq), (3, 0, Some(2)));
 }
+
+/// A sink that takes nothing (a FIFO whose reader never reads): a flush
+/// gives up at its limit. `meshgate run` waits this once, for
+/// `timeouts.shutdown_grace`, and then no longer for the writer.
+#[test]
+fn a_flush_gives_up_at_its_limit_when_the_sink_takes_nothing() {
+    use std::os::unix::fs::OpenOptionsExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let fifo = dir.path().join("audit.log");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .expect("mkfifo runs");
+    assert!(made.success());
+    // Both ends held open, neither used: the sink's opens do not wait, and
+    // its writes fill the pipe and then block.
+    let _reader = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(&fifo)
+        .expect("read end");
+    let _writer = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&fifo)
+        .expect("write end");
+    let mut config = config(&fifo, 1 << 30);
+    config.queue = 1024;
+    let (rt, audit, _thread, m) = running(&config);
+    rt.block_on(async {
+        // Far more than a pipe holds (64 KiB).
+        for _ in 0..400 {
+            let slot = audit.slot().await.expect("slot").expect("place");
+            slot.send(event("/orders"));
+        }
+        let limit = Duration::from_millis(300);
+        let started = Instant::now();
+        assert!(!audit.flush(limit).await, "the sink took everything?");
+        let took = started.elapsed();
+        assert!(took >= limit, "{took:?}");
+        assert!(took < limit + Duration::from_secs(5), "{took:?}");
+    });
+    assert!(m.events.get() < 400);
+}

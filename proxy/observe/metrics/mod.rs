@@ -4,10 +4,12 @@
 //! resolved once at start-up so that recording a request takes no lock.
 
 mod areas;
+mod fields;
 mod grpc;
 mod histogram;
 mod trace;
 
+pub use fields::{DatasetLabels, FieldMetrics, HiddenLabels};
 pub use grpc::GrpcStatuses;
 pub use histogram::AtomicHistogram;
 pub use trace::TraceMetrics;
@@ -282,6 +284,8 @@ pub struct Metrics {
     grpc: GrpcStatuses,
     /// Spans exported and dropped (`tracing.otlp`).
     pub trace: TraceMetrics,
+    /// Response governance: hidden fields, shadow field plans, the hash key.
+    pub fields: FieldMetrics,
 }
 
 impl Metrics {
@@ -304,6 +308,7 @@ impl Metrics {
         let quota = Quota::register(&mut registry);
         let grpc = GrpcStatuses::register(&mut registry);
         let trace = TraceMetrics::register(&mut registry);
+        let fields = FieldMetrics::register(&mut registry);
         Metrics {
             registry,
             traffic,
@@ -325,6 +330,7 @@ impl Metrics {
             quota_store_errors: quota.store_errors,
             grpc,
             trace,
+            fields,
         }
     }
 

@@ -1,39 +1,45 @@
 //! Field masking on the wire: the response stage's transform for a request
 //! whose field plan hides something (or does not pass undeclared fields).
 //!
-//! It needs an `application/json` body (or a `+json` type): a successful
-//! response of another type is refused before its head is sent (502
-//! `unmaskable_response`); an error response of another type is passed on
-//! as it is (it holds no records). The body goes through [`scan::Scanner`]:
-//! a body that is not JSON, a value a method cannot make, or an undeclared
-//! field under `undeclared: refuse`, cuts the stream.
+//! It needs a body it can read as records: `application/json` (or a
+//! `+json` type), NDJSON (`application/x-ndjson`, `application/jsonl`) or
+//! CSV with a header row (`text/csv`); a successful response of another
+//! type is refused before its head is sent (502 `unmaskable_response`); an
+//! error response of another type is passed on as it is (it holds no
+//! records). JSON and NDJSON go through [`scan::Scanner`], CSV through
+//! [`csv::CsvMasker`]: a body that is not of its type, a value a method
+//! cannot make, or an undeclared field under `undeclared: refuse`, cuts
+//! the stream.
 
+pub mod csv;
+mod key;
 mod methods;
 pub mod scan;
 pub mod tree;
 
 use std::sync::Arc;
 
-use aws_lc_rs::hmac;
 use bytes::Bytes;
 
-use crate::decision::fields::FieldPlan;
+use prometheus_client::metrics::counter::Counter;
+
+use crate::decision::fields::{FieldPlan, Mask};
 use crate::model::response::{BodyTransform, ResponseTransform, TransformError};
+
+use crate::observe::metrics::{DatasetLabels, FieldMetrics, HiddenLabels};
+pub use key::{hashed_fields, HashKey, HashKeys};
 
 /// The transform's name in its errors; `pipeline/error.rs` answers its
 /// refusals as `unmaskable_response`.
 pub const MASKING: &str = "field masking";
-
-/// The mesh's pseudonymisation key (`fields.hash_key_file`).
-pub type HashKey = Arc<hmac::Key>;
 
 /// The `fields` section: what field masking needs besides the contracts.
 #[derive(Debug, Clone, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FieldsConfig {
     /// The mesh's key for `hash`-masked fields (at least 32 bytes; the same
-    /// file on every node, so that pseudonyms join). Without it, a plan
-    /// that hashes a field cuts the response.
+    /// file on every node, so that pseudonyms join; reloaded when it
+    /// changes). Without it, a plan that hashes a field cuts the response.
     pub hash_key_file: std::path::PathBuf,
 }
 
@@ -43,46 +49,85 @@ impl FieldsConfig {
     }
 }
 
-/// Reads a hash key file: its bytes, trimmed of surrounding whitespace, at
-/// least 32 of them.
-pub fn read_key(path: &std::path::Path) -> Result<HashKey, String> {
-    let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let trimmed = bytes.trim_ascii();
-    if trimmed.len() < 32 {
-        return Err(format!(
-            "{}: a hash key has at least 32 bytes (this one has {})",
-            path.display(),
-            trimmed.len()
-        ));
-    }
-    Ok(Arc::new(hmac::Key::new(hmac::HMAC_SHA256, trimmed)))
-}
-
 /// Masks the responses of one request by its field plan, after the route's
 /// own transform (lifecycle headers), if it has one.
 pub struct FieldMasking {
     tree: Arc<tree::Level>,
     key: Option<HashKey>,
     inner: Option<Arc<dyn ResponseTransform>>,
+    /// `meshgate_fields_hidden_total` of the plan's product and dataset,
+    /// by mask, and how many fields of each a masked response hides.
+    hidden: Vec<(Counter, u64)>,
+}
+
+/// What the transform of one request is made from.
+pub struct Masking<'a> {
+    pub plan: Option<&'a FieldPlan>,
+    pub product: &'a Arc<str>,
+    /// The mesh's key, when configured: its current key masks the response.
+    pub key: Option<&'a HashKeys>,
+    pub metrics: &'a FieldMetrics,
 }
 
 impl FieldMasking {
-    /// The transform for `plan`, or the route's own when the plan changes
-    /// nothing.
+    /// The transform for `m.plan`, or the route's own when the plan
+    /// changes nothing.
     pub fn for_plan(
-        plan: Option<&FieldPlan>,
-        key: Option<&HashKey>,
+        m: Masking<'_>,
         inner: Option<Arc<dyn ResponseTransform>>,
     ) -> Option<Arc<dyn ResponseTransform>> {
-        match plan.filter(|p| p.rewrites()) {
-            None => inner,
-            Some(plan) => Some(Arc::new(FieldMasking {
-                tree: tree::of(plan),
-                key: key.cloned(),
-                inner,
-            })),
+        let Some(plan) = m.plan.filter(|p| p.rewrites()) else {
+            return inner;
+        };
+        let mut hidden: Vec<(Counter, u64)> = Vec::new();
+        let dataset: Arc<str> = Arc::from(plan.specs.dataset.as_str());
+        for mask in Mask::ALL {
+            let n = plan.hidden.iter().filter(|h| h.mask == mask).count() as u64;
+            if n > 0 {
+                let labels = HiddenLabels {
+                    product: m.product.clone(),
+                    dataset: dataset.clone(),
+                    mask: mask.as_str(),
+                };
+                hidden.push((m.metrics.hidden.get_or_create(&labels).clone(), n));
+            }
         }
+        Some(Arc::new(FieldMasking {
+            tree: tree::of(plan),
+            key: m.key.map(HashKeys::current),
+            inner,
+            hidden,
+        }))
     }
+}
+
+/// Counts and logs an allowed request whose field plan the shadow policy
+/// set would make otherwise (as a shadow decision that disagrees is).
+pub fn shadow_plan(
+    metrics: &FieldMetrics,
+    principal: &dyn std::fmt::Display,
+    product: &Arc<str>,
+    plan: &FieldPlan,
+) {
+    if !plan.shadow_disagrees() {
+        return;
+    }
+    metrics
+        .shadow_disagreements
+        .get_or_create(&DatasetLabels {
+            product: product.clone(),
+            dataset: Arc::from(plan.specs.dataset.as_str()),
+        })
+        .inc();
+    let enforced: Vec<&str> = plan.hidden.iter().map(|h| &*h.path).collect();
+    let shadow: Vec<&str> = plan.shadow_hidden.iter().flatten().map(|p| &**p).collect();
+    tracing::info!(
+        principal = %principal,
+        dataset = %plan.dataset,
+        enforced_hidden = ?enforced,
+        shadow_hidden = ?shadow,
+        "shadow field policies disagree"
+    );
 }
 
 fn refused(reason: impl Into<String>) -> TransformError {
@@ -92,23 +137,56 @@ fn refused(reason: impl Into<String>) -> TransformError {
     }
 }
 
-/// Whether a `Content-Type` is JSON: `application/json` or a `+json` type.
-fn is_json(head: &http::response::Parts) -> bool {
-    let Some(v) = head
+/// The formats a body is masked in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Format {
+    /// `application/json` or a `+json` type: one value.
+    Json,
+    /// `application/x-ndjson`, `application/jsonl`: a value per line.
+    Lines,
+    /// `text/csv` with a header row.
+    Csv,
+}
+
+/// The format of a response by its `Content-Type`, or why it cannot be
+/// masked.
+fn format(head: &http::response::Parts) -> Result<Format, &'static str> {
+    let value = head
         .headers
         .get(http::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-    else {
-        return false;
-    };
-    let essence = v
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
+        .ok_or("the response names no content type")?
         .to_ascii_lowercase();
-    essence == "application/json"
-        || (essence.starts_with("application/") && essence.ends_with("+json"))
+    let mut parts = value.split(';').map(str::trim);
+    let essence = parts.next().unwrap_or("");
+    match essence {
+        "application/json" => Ok(Format::Json),
+        "application/x-ndjson" | "application/jsonl" => Ok(Format::Lines),
+        // RFC 4180's `header` parameter: without a header row the columns
+        // have no names.
+        "text/csv" if parts.any(|p| p.replace(' ', "") == "header=absent") => {
+            Err("a CSV response without a header row")
+        }
+        "text/csv" => Ok(Format::Csv),
+        // gRPC's JSON (`application/grpc+json`) is framed in gRPC
+        // messages, not one JSON value: it cannot be masked as JSON.
+        e if e.starts_with("application/")
+            && e.ends_with("+json")
+            && !e.starts_with("application/grpc") =>
+        {
+            Ok(Format::Json)
+        }
+        _ => Err("the response is not JSON, NDJSON or CSV"),
+    }
+}
+
+/// A response with no body to mask: 204, 304, or a declared length of 0.
+fn empty(head: &http::response::Parts) -> bool {
+    matches!(head.status.as_u16(), 204 | 304)
+        || head
+            .headers
+            .get(http::header::CONTENT_LENGTH)
+            .is_some_and(|v| v.as_bytes() == b"0")
 }
 
 impl std::fmt::Debug for FieldMasking {
@@ -120,6 +198,10 @@ impl std::fmt::Debug for FieldMasking {
 }
 
 impl ResponseTransform for FieldMasking {
+    fn rewrites_body(&self) -> bool {
+        true
+    }
+
     fn head(
         &self,
         head: &mut http::response::Parts,
@@ -129,28 +211,48 @@ impl ResponseTransform for FieldMasking {
                 return Err(refused("the route's own transform rewrites the body too"));
             }
         }
-        if !is_json(head) {
-            if head.status.is_success() {
-                return Err(refused("the response is not JSON and a field plan applies"));
-            }
+        if empty(head) {
             return Ok(None);
         }
-        Ok(Some(Box::new(MaskBody(scan::Scanner::new(
-            self.tree.clone(),
-            self.key.clone(),
-        )))))
+        let format = match format(head) {
+            Ok(f) => f,
+            // An error's body holds no records: passed as it is.
+            Err(_) if !head.status.is_success() => return Ok(None),
+            Err(why) => return Err(refused(format!("{why}, and a field plan applies"))),
+        };
+        for (counter, n) in &self.hidden {
+            counter.inc_by(*n);
+        }
+        let (tree, key) = (self.tree.clone(), self.key.clone());
+        Ok(Some(match format {
+            Format::Json => Box::new(MaskBody::Json(scan::Scanner::new(tree, key))),
+            Format::Lines => Box::new(MaskBody::Json(scan::Scanner::lines(tree, key))),
+            Format::Csv => Box::new(MaskBody::Csv(csv::CsvMasker::new(tree, key))),
+        }))
     }
 }
 
-struct MaskBody(scan::Scanner);
+enum MaskBody {
+    /// JSON, or NDJSON (the scanner's `lines`).
+    Json(scan::Scanner),
+    Csv(csv::CsvMasker),
+}
 
 impl BodyTransform for MaskBody {
     fn data(&mut self, chunk: Bytes) -> Result<Bytes, TransformError> {
-        self.0.feed(&chunk).map(Bytes::from).map_err(refused)
+        let out = match self {
+            MaskBody::Json(s) => s.feed(&chunk),
+            MaskBody::Csv(c) => c.feed(&chunk),
+        };
+        out.map(Bytes::from).map_err(refused)
     }
 
     fn end(&mut self) -> Result<Bytes, TransformError> {
-        self.0.finish().map(Bytes::from).map_err(refused)
+        let out = match self {
+            MaskBody::Json(s) => s.finish(),
+            MaskBody::Csv(c) => c.finish(),
+        };
+        out.map(Bytes::from).map_err(refused)
     }
 }
 

@@ -11,6 +11,14 @@
 //! `:`, `}`) and drops the whitespace between members, so that a removed
 //! member leaves no dangling comma; below a visible member that declares
 //! nothing, every byte is copied as it is.
+//!
+//! A declared level applies to whatever container comes where it is
+//! expected, whatever the contract says its shape is: an object is the
+//! level itself, an array (or an array of arrays) has it on its objects. So
+//! a member declared an object that arrives as an array of objects, or
+//! records nested in arrays, are masked all the same (fail closed: an
+//! upstream that changes its shape cannot unhide a field). Scalars carry no
+//! fields and pass. Containers nest at most [`MAX_DEPTH`] deep.
 
 use std::sync::Arc;
 
@@ -22,6 +30,10 @@ use crate::decision::fields::{Mask, Shape, Undeclared};
 
 /// The longest hidden value a method reads whole.
 pub const CAPTURE_LIMIT: usize = 1 << 20;
+
+/// The deepest nesting of containers a body may have (each open one holds
+/// a frame: a body of nothing but `[` would otherwise grow it unbounded).
+pub const MAX_DEPTH: usize = 512;
 
 /// Where the bytes of the current token go.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,7 +53,7 @@ enum Member {
     Null,
     Redact,
     Capture(Mask),
-    Into(Shape, Arc<Level>),
+    Into(Arc<Level>),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -100,6 +112,11 @@ pub struct Scanner {
     keybuf: Vec<u8>,
     started: bool,
     done: bool,
+    /// NDJSON / JSON Lines: a value per line, each a record (or an array
+    /// of them), instead of one value.
+    lines: bool,
+    /// A line break since the last whole value (`lines` only).
+    broke: bool,
 }
 
 type Failed = String;
@@ -117,6 +134,17 @@ impl Scanner {
             keybuf: Vec::new(),
             started: false,
             done: false,
+            lines: false,
+            broke: false,
+        }
+    }
+
+    /// A scanner of NDJSON (JSON Lines): values one a line, the line
+    /// breaks and blank lines kept as they were sent.
+    pub fn lines(root: Arc<Level>, key: Option<Arc<hmac::Key>>) -> Scanner {
+        Scanner {
+            lines: true,
+            ..Scanner::new(root, key)
         }
     }
 
@@ -138,7 +166,12 @@ impl Scanner {
                 self.value_done()?;
             }
         }
-        if !self.done {
+        let whole = if self.lines {
+            self.stack.is_empty() && self.lex == Lex::Between
+        } else {
+            self.done
+        };
+        if !whole {
             return Err("the body ended before its JSON value did".into());
         }
         Ok(std::mem::take(&mut self.out))
@@ -275,14 +308,7 @@ impl Scanner {
     fn structure(&mut self, b: u8) -> Result<(), Failed> {
         let ws = matches!(b, b' ' | b'\t' | b'\n' | b'\r');
         let Some(top) = self.stack.last_mut() else {
-            if ws {
-                return Ok(());
-            }
-            if self.done || self.started {
-                return Err("more after the JSON value".into());
-            }
-            self.started = true;
-            return self.start_value(b);
+            return self.between_values(b, ws);
         };
         let managed = top.level.is_some();
         let mode = top.mode;
@@ -330,6 +356,30 @@ impl Scanner {
         }
     }
 
+    /// A byte outside any value: whitespace, or the start of the (next)
+    /// value. JSON has one value; NDJSON one per line, its line breaks
+    /// (and other whitespace between values) copied as sent.
+    fn between_values(&mut self, b: u8, ws: bool) -> Result<(), Failed> {
+        if ws {
+            if self.lines {
+                self.broke |= b == b'\n';
+                self.out.push(b);
+            }
+            return Ok(());
+        }
+        if self.lines {
+            if self.done && !self.broke {
+                return Err("two JSON values on one line".into());
+            }
+            self.done = false;
+            self.broke = false;
+        } else if self.done || self.started {
+            return Err("more after the JSON value".into());
+        }
+        self.started = true;
+        self.start_value(b)
+    }
+
     /// A whole key at a declared level: what its member gets.
     fn key_done(&mut self) -> Result<(), Failed> {
         let Some(top) = self.stack.last() else {
@@ -353,7 +403,7 @@ impl Scanner {
         };
         let member = match level.rule(name) {
             Some(Rule::Show(Shape::Leaf, _)) => Member::Copy,
-            Some(Rule::Show(shape, Some(below))) => Member::Into(*shape, below.clone()),
+            Some(Rule::Show(_, Some(below))) => Member::Into(below.clone()),
             Some(Rule::Show(_, None)) => Member::Copy,
             Some(Rule::Hide(Mask::Omit)) => Member::Skip,
             Some(Rule::Hide(Mask::Null)) => Member::Null,
@@ -398,7 +448,8 @@ impl Scanner {
                     self.out.push(b',');
                 }
                 top.any = true;
-                (Mode::Copy, top.level.clone().filter(|_| b == b'{'))
+                // Records (or arrays of them) in a declared array.
+                (Mode::Copy, top.level.clone())
             }
             Some(top) => match top.member.clone() {
                 Member::Copy => (Mode::Copy, None),
@@ -415,16 +466,17 @@ impl Scanner {
                     self.capture.clear();
                     (Mode::Capture, None)
                 }
-                Member::Into(shape, below) => {
-                    let opens = matches!((shape, b), (Shape::Object, b'{') | (Shape::Array, b'['));
-                    (Mode::Copy, opens.then_some(below))
-                }
+                // The level below, on whichever container comes.
+                Member::Into(below) => (Mode::Copy, Some(below)),
             },
         };
         // A root that is no object or array has no fields: copied.
         let level = level.filter(|_| matches!(b, b'{' | b'['));
         match b {
             b'{' | b'[' => {
+                if self.stack.len() >= MAX_DEPTH {
+                    return Err(format!("containers nested deeper than {MAX_DEPTH}"));
+                }
                 let managed = level.is_some();
                 self.stack.push(Frame {
                     object: b == b'{',

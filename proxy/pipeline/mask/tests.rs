@@ -167,3 +167,222 @@ fn fails_on_anything_that_is_not_one_json_value() {
     // A scalar at the top has no fields: copied.
     assert_eq!(mask(&p, " 42 ", 1).as_deref(), Ok("42"));
 }
+
+#[test]
+fn a_shape_other_than_declared_is_masked_all_the_same() {
+    let p = plan(Mask::Omit, Undeclared::Pass);
+    for (body, want) in [
+        // `shipping` is declared an object; it comes as an array of them.
+        (
+            r#"{"shipping":[{"street":"s","city":"c"},{"street":"t"}]}"#,
+            r#"{"shipping":[{"city":"c"},{}]}"#,
+        ),
+        // `lines` is declared an array; it comes as one object.
+        (
+            r#"{"lines":{"sku":"X","cost":3}}"#,
+            r#"{"lines":{"sku":"X","cost":0}}"#,
+        ),
+        // Records in arrays of arrays, at the root and below.
+        (
+            r#"[[{"email":"e","id":1}],[[{"email":"f"}]]]"#,
+            r#"[[{"id":1}],[[{}]]]"#,
+        ),
+        (r#"{"lines":[[{"cost":1}]]}"#, r#"{"lines":[[{"cost":0}]]}"#),
+        // Scalars carry no fields.
+        (
+            r#"{"shipping":null,"lines":7}"#,
+            r#"{"shipping":null,"lines":7}"#,
+        ),
+        (r#"[1,"a",null]"#, r#"[1,"a",null]"#),
+    ] {
+        for step in [1, 3, 64] {
+            assert_eq!(
+                mask(&p, body, step).as_deref(),
+                Ok(want),
+                "{body} by {step}"
+            );
+        }
+    }
+}
+
+#[test]
+fn nesting_deeper_than_the_bound_fails() {
+    let p = plan(Mask::Omit, Undeclared::Pass);
+    let deep = "[".repeat(super::scan::MAX_DEPTH + 1);
+    let e = mask(&p, &deep, 4096).expect_err("too deep");
+    assert!(e.contains("nested deeper"), "{e}");
+    let ok = format!(
+        "{}{}",
+        "[".repeat(super::scan::MAX_DEPTH),
+        "]".repeat(super::scan::MAX_DEPTH)
+    );
+    assert!(mask(&p, &ok, 4096).is_ok());
+}
+
+/// An NDJSON body masked, fed in chunks of `step` bytes.
+fn mask_lines(p: &FieldPlan, body: &str, step: usize) -> Result<String, String> {
+    let mut s = Scanner::lines(tree::of(p), Some(key()));
+    let mut out = Vec::new();
+    for chunk in body.as_bytes().chunks(step.max(1)) {
+        out.extend(s.feed(chunk)?);
+    }
+    out.extend(s.finish()?);
+    String::from_utf8(out).map_err(|e| e.to_string())
+}
+
+#[test]
+fn ndjson_masks_each_line_and_keeps_the_line_breaks() {
+    let p = plan(Mask::Omit, Undeclared::Pass);
+    let want = r#"{"id":1.50e3,"shipping":{"city":"Köln"},"lines":[{"sku":"X","cost":0},7],"extra":[true, null]}"#;
+    let body = format!("{RECORD}\r\n{RECORD}\n\n  {RECORD}\n");
+    for step in [1, 3, 64, 4096] {
+        assert_eq!(
+            mask_lines(&p, &body, step),
+            Ok(format!("{want}\r\n{want}\n\n  {want}\n")),
+            "chunks of {step}"
+        );
+    }
+    // No final line break, a number alone on the last line, an empty body.
+    assert_eq!(
+        mask_lines(&p, "{\"email\":\"x\"}\n12", 2).as_deref(),
+        Ok("{}\n12")
+    );
+    assert_eq!(mask_lines(&p, "", 1).as_deref(), Ok(""));
+    // Two values on one line, a line that is not JSON, a cut record: refused.
+    for bad in [
+        "{} {}",
+        "{}\n{\"id\": tru}\n",
+        "{}\n{\"id\": 1",
+        "{}\nnope\n",
+    ] {
+        assert!(mask_lines(&p, bad, 3).is_err(), "{bad:?}");
+    }
+}
+
+/// A CSV body masked, fed in chunks of `step` bytes.
+fn mask_csv(p: &FieldPlan, body: &str, step: usize) -> Result<String, String> {
+    let mut c = super::csv::CsvMasker::new(tree::of(p), Some(key()));
+    let mut out = Vec::new();
+    for chunk in body.as_bytes().chunks(step.max(1)) {
+        out.extend(c.feed(chunk)?);
+    }
+    out.extend(c.finish()?);
+    String::from_utf8(out).map_err(|e| e.to_string())
+}
+
+/// id, email (hidden by `mask`), note (visible), a numeric cost and
+/// a flag (both redacted): top-level columns only.
+fn csv_plan(mask: Mask, undeclared: Undeclared) -> FieldPlan {
+    let typed = |name: &str, t: &str, m| FieldSpec {
+        logical_type: Some(t.into()),
+        ..spec(name, name, None, Shape::Leaf, m)
+    };
+    let fields = vec![
+        spec("id", "id", None, Shape::Leaf, Mask::Omit),
+        spec("email", "email", None, Shape::Leaf, mask),
+        spec("note", "note", None, Shape::Leaf, Mask::Omit),
+        typed("cost", "number", Mask::Redact),
+        typed("vip", "boolean", Mask::Redact),
+    ];
+    let hidden = |path: &str, mask| Hidden {
+        path: Arc::from(path),
+        mask,
+        policies: vec!["p".into()],
+    };
+    FieldPlan {
+        dataset: Arc::from("p/d"),
+        hidden: vec![
+            hidden("email", mask),
+            hidden("cost", Mask::Redact),
+            hidden("vip", Mask::Redact),
+        ],
+        visible: Vec::new(),
+        verdicts: vec![None, Some(0), None, Some(1), Some(2)],
+        shadow_hidden: None,
+        specs: Arc::new(DatasetFields {
+            dataset: "d".into(),
+            fields,
+        }),
+        undeclared,
+        errors: Vec::new(),
+    }
+}
+
+const CSV: &str = "\u{feff}id,email,note,cost,vip,extra\r\n1,a@b.example,\"x, \"\"quoted\"\"\n2nd line\",9.5,true,e\r\n2,\"c@d.example\",,0.25,false,\r\n";
+
+#[test]
+fn csv_masks_columns_by_the_header_in_any_chunking() {
+    let p = csv_plan(Mask::Omit, Undeclared::Pass);
+    let want = "\u{feff}id,note,cost,vip,extra\r\n1,\"x, \"\"quoted\"\"\n2nd line\",0,false,e\r\n2,,0,false,\r\n";
+    for step in [1, 2, 5, 64, 4096] {
+        assert_eq!(
+            mask_csv(&p, CSV, step).as_deref(),
+            Ok(want),
+            "chunks of {step}"
+        );
+    }
+    // Undeclared columns: removed under `omit`, refused under `refuse`.
+    let omit = mask_csv(&csv_plan(Mask::Null, Undeclared::Omit), CSV, 7);
+    let want = "\u{feff}id,email,note,cost,vip\r\n1,,\"x, \"\"quoted\"\"\n2nd line\",0,false\r\n2,,,0,false\r\n";
+    assert_eq!(omit.as_deref(), Ok(want));
+    assert!(mask_csv(&csv_plan(Mask::Null, Undeclared::Refuse), CSV, 7).is_err());
+}
+
+#[test]
+fn csv_methods_make_the_same_values_as_in_json() {
+    let body = "email,id\n+49 170 1234567,1\n\"a,b@c.example\",2";
+    let cell = |m| {
+        let out = mask_csv(&csv_plan(m, Undeclared::Pass), body, 3).expect("masked");
+        out.lines().nth(1).map(str::to_string).unwrap_or_default()
+    };
+    assert_eq!(cell(Mask::Last4), "***********4567,1");
+    assert_eq!(cell(Mask::Null), ",1");
+    assert_eq!(cell(Mask::Redact), "***,1");
+    let json = mask(
+        &plan(Mask::Hash, Undeclared::Pass),
+        r#"{"email":"+49 170 1234567"}"#,
+        4,
+    )
+    .expect("masked");
+    let hashed = cell(Mask::Hash);
+    assert!(hashed.starts_with("hmac-sha256:"), "{hashed}");
+    assert!(
+        json.contains(hashed.trim_end_matches(",1")),
+        "{json} {hashed}"
+    );
+    // A made value with a comma is quoted; a date's year.
+    let out = mask_csv(&csv_plan(Mask::Last4, Undeclared::Pass), "email\nab,cd", 1);
+    assert_eq!(
+        out,
+        Err("a record with more cells than the header's 1".to_string())
+    );
+    let out = mask_csv(
+        &csv_plan(Mask::Last4, Undeclared::Pass),
+        "email\n\"ab,cd\"",
+        1,
+    );
+    assert_eq!(out.as_deref(), Ok("email\n\"*b,cd\""));
+    let dates = mask_csv(
+        &csv_plan(Mask::Year, Undeclared::Pass),
+        "email\n1987-06-05\nsoon\n",
+        2,
+    );
+    assert_eq!(dates.as_deref(), Ok("email\n1987\n***\n"));
+}
+
+#[test]
+fn csv_that_is_not_csv_is_refused() {
+    let p = csv_plan(Mask::Omit, Undeclared::Pass);
+    for bad in [
+        "id,email\n1,a\"b\n",
+        "id,email\n1,\"a\"b\n",
+        "id,email\n1,a,extra\n",
+        "id,email\n1\n",
+        "id,email\r1,a\n",
+        "id,email\n1,\"open",
+    ] {
+        assert!(mask_csv(&p, bad, 2).is_err(), "{bad:?}");
+    }
+    // A blank line is kept, a final record without a line break is whole.
+    assert_eq!(mask_csv(&p, "id,email\n\n1,a", 1).as_deref(), Ok("id\n\n1"));
+}

@@ -21,9 +21,32 @@ pub enum Rule {
 pub struct Level {
     pub members: HashMap<Box<[u8]>, Rule>,
     pub undeclared: Option<Undeclared>,
+    /// `redact`'s placeholder in a text format (CSV), where a value has no
+    /// type of its own, by the hidden member's `logicalType`.
+    pub text_placeholders: HashMap<Box<[u8]>, &'static [u8]>,
+}
+
+/// `redact`'s placeholder for a value of `logical_type` in a text format.
+fn text_placeholder(logical_type: Option<&str>) -> &'static [u8] {
+    match logical_type {
+        Some("number" | "integer") => b"0",
+        Some("boolean") => b"false",
+        _ => b"***",
+    }
 }
 
 impl Level {
+    /// Whether anything at or below this level is hidden (or undeclared
+    /// members are not passed).
+    pub fn hides_anything(&self) -> bool {
+        !matches!(self.undeclared, Some(Undeclared::Pass) | None)
+            || self.members.values().any(|r| match r {
+                Rule::Hide(_) => true,
+                Rule::Show(_, Some(below)) => below.hides_anything(),
+                Rule::Show(_, None) => false,
+            })
+    }
+
     /// The rule for a key (its decoded name).
     pub fn rule(&self, name: &[u8]) -> Option<&Rule> {
         self.members.get(name)
@@ -40,6 +63,7 @@ fn build(plan: &FieldPlan, parent: Option<usize>) -> Arc<Level> {
     let mut level = Level {
         members: HashMap::new(),
         undeclared: Some(plan.undeclared),
+        text_placeholders: HashMap::new(),
     };
     for (i, spec) in plan.specs.fields.iter().enumerate() {
         if spec.parent != parent {
@@ -52,9 +76,12 @@ fn build(plan: &FieldPlan, parent: Option<usize>) -> Arc<Level> {
                 shape => Rule::Show(shape, Some(build(plan, Some(i)))),
             },
         };
-        level
-            .members
-            .insert(spec.name.as_bytes().to_vec().into_boxed_slice(), rule);
+        let name: Box<[u8]> = spec.name.as_bytes().into();
+        if matches!(rule, Rule::Hide(Mask::Redact)) {
+            let placeholder = text_placeholder(spec.logical_type.as_deref());
+            level.text_placeholders.insert(name.clone(), placeholder);
+        }
+        level.members.insert(name, rule);
     }
     Arc::new(level)
 }

@@ -74,6 +74,11 @@ struct Watched {
     waiting_on_client: AtomicBool,
     /// The body was read to its end.
     ended: AtomicBool,
+    /// The body is one the client owes in full before it can expect the
+    /// answer (a declared length, or HTTP/1.x): waiting on it at a timeout
+    /// is a stall. Not an open HTTP/2 stream (a gRPC call streaming its
+    /// requests waits for the answer with its body open, as it should).
+    bounded: bool,
 }
 
 impl BodyWatch {
@@ -83,7 +88,8 @@ impl BodyWatch {
     }
 
     /// The client's fault in an exchange whose response timed out: a body
-    /// that failed, or one left waiting for the client's bytes (stalled).
+    /// that failed, or a bounded one left waiting for the client's bytes
+    /// (stalled).
     /// A body that ended, or that the upstream stopped reading (its last
     /// read returned bytes and none was asked for since), is not.
     pub fn fault_at_timeout(&self) -> Option<ClientBodyFault> {
@@ -92,6 +98,7 @@ impl BodyWatch {
                 .waiting_on_client
                 .load(Ordering::Relaxed)
                 .then_some(ClientBodyFault::Stalled)
+                .filter(|_| self.0.bounded)
         })
     }
 
@@ -119,11 +126,14 @@ pub struct CountedBody {
 }
 
 impl CountedBody {
-    pub fn new(inner: Incoming, count: Option<Arc<AtomicU64>>) -> CountedBody {
-        let watch = BodyWatch::default();
-        if inner.is_end_stream() {
-            watch.0.ended.store(true, Ordering::Relaxed);
-        }
+    /// `bounded`: the client owes the whole body before the answer (see
+    /// [`BodyWatch::fault_at_timeout`]).
+    pub fn new(inner: Incoming, count: Option<Arc<AtomicU64>>, bounded: bool) -> CountedBody {
+        let watch = BodyWatch(Arc::new(Watched {
+            ended: AtomicBool::new(inner.is_end_stream()),
+            bounded,
+            ..Watched::default()
+        }));
         CountedBody {
             inner,
             count,
@@ -155,13 +165,13 @@ impl Body for CountedBody {
                 .waiting_on_client
                 .store(waiting, Ordering::Relaxed);
         }
-        match (&r, &self.count) {
-            (Poll::Ready(Some(Ok(frame))), Some(c)) => {
-                if let Some(d) = frame.data_ref() {
+        match &r {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let (Some(d), Some(c)) = (frame.data_ref(), &self.count) {
                     c.fetch_add(d.len() as u64, Ordering::Relaxed);
                 }
             }
-            (Poll::Ready(Some(Err(e))), _) => self.watch.record(ClientBodyFault::of(e)),
+            Poll::Ready(Some(Err(e))) => self.watch.record(ClientBodyFault::of(e)),
             _ => {}
         }
         if matches!(r, Poll::Ready(None)) || (r.is_ready() && self.inner.is_end_stream()) {

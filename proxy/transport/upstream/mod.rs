@@ -4,6 +4,7 @@
 
 mod body;
 mod pool;
+mod wait;
 
 use std::time::Duration;
 
@@ -19,6 +20,7 @@ use serde::Deserialize;
 pub use body::{BodyWatch, ClientBodyFault, CountedBody};
 pub use pool::Lease;
 use pool::{Pool, SendError};
+pub use wait::Wait;
 
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
@@ -151,29 +153,28 @@ impl Upstream {
         Ok(Request::from_parts(parts, body))
     }
 
-    /// Sends a prepared request; an HTTP/1.1 response comes with the lease
-    /// of its pooled connection.
+    /// Sends a prepared request and waits for its response headers as
+    /// `wait` bounds it (see `wait.rs`); an HTTP/1.1 response comes with
+    /// the lease of its pooled connection.
     pub async fn send(
         &self,
         req: Request<CountedBody>,
-        timeout: Duration,
+        wait: Wait,
     ) -> Result<(Response<Incoming>, Option<Lease>), UpstreamError> {
         let watch = req.body().watch();
         let sent = match &self.transport {
-            Transport::Http1(pool) => match tokio::time::timeout(timeout, pool.send(req)).await {
-                Err(_) => Err(UpstreamError::Timeout),
-                Ok(Err(SendError::Connect)) => Err(UpstreamError::Unavailable),
-                Ok(Err(SendError::Failed(e))) => Err(UpstreamError::Failed(error_chain(&e))),
-                Ok(Ok((resp, lease))) => Ok((resp, Some(lease))),
+            Transport::Http1(pool) => match wait::within(wait, &watch, pool.send(req)).await {
+                None => Err(UpstreamError::Timeout),
+                Some(Err(SendError::Connect)) => Err(UpstreamError::Unavailable),
+                Some(Err(SendError::Failed(e))) => Err(UpstreamError::Failed(error_chain(&e))),
+                Some(Ok((resp, lease))) => Ok((resp, Some(lease))),
             },
-            Transport::H2c(client) => {
-                match tokio::time::timeout(timeout, client.request(req)).await {
-                    Err(_) => Err(UpstreamError::Timeout),
-                    Ok(Err(e)) if e.is_connect() => Err(UpstreamError::Unavailable),
-                    Ok(Err(e)) => Err(UpstreamError::Failed(error_chain(&e))),
-                    Ok(Ok(resp)) => Ok((resp, None)),
-                }
-            }
+            Transport::H2c(client) => match wait::within(wait, &watch, client.request(req)).await {
+                None => Err(UpstreamError::Timeout),
+                Some(Err(e)) if e.is_connect() => Err(UpstreamError::Unavailable),
+                Some(Err(e)) => Err(UpstreamError::Failed(error_chain(&e))),
+                Some(Ok(resp)) => Ok((resp, None)),
+            },
         };
         // A failure that follows a broken request body is the client's, and
         // so is a timeout while the body waited for the client's bytes.

@@ -1,0 +1,332 @@
+//! The streaming CSV masker (`text/csv`, RFC 4180): the header row names
+//! the columns, each a top-level field of the dataset. A visible column's
+//! cells are copied as they were sent (quotes and all); a hidden one is
+//! dropped (`omit`: from the header too), emptied (`null`), replaced by a
+//! placeholder of its `logicalType` (`redact`: `0`, `false`, `***`), or
+//! made by its method from the cell's text (`hash`, `last4`, `year`, as in
+//! JSON: a pseudonym of a value is the same in both formats). Only the
+//! cell being read and the header row are held; line endings (`\n` or
+//! `\r\n`) and a byte-order mark are kept.
+//!
+//! It fails closed: a quote inside an unquoted cell, text after a closing
+//! quote, a lone carriage return, a record with another number of cells
+//! than the header, a body that ends inside quotes, a hidden cell that is
+//! not UTF-8, an undeclared column under `undeclared: refuse`, or a
+//! visible column whose own declared fields hide something (a cell cannot
+//! be masked inside) cut the stream.
+
+use std::borrow::Cow;
+use std::sync::Arc;
+
+use aws_lc_rs::hmac;
+
+use super::methods;
+use super::scan::CAPTURE_LIMIT;
+use super::tree::{Level, Rule};
+use crate::decision::fields::{Mask, Undeclared};
+
+type Failed = String;
+
+const BOM: &[u8] = b"\xEF\xBB\xBF";
+
+/// What happens to the cells of one column.
+#[derive(Debug, Clone, Copy)]
+enum Column {
+    Copy,
+    Drop,
+    Null,
+    Redact(&'static [u8]),
+    Method(Mask),
+}
+
+/// Where the reader is in the current cell.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Cell {
+    /// Nothing of the cell yet.
+    Start,
+    Plain,
+    /// Inside quotes.
+    Quoted,
+    /// A quote inside quotes: the closing one, or the first of `""`.
+    QuoteInQuoted,
+    /// A carriage return, which a line feed must follow.
+    Cr,
+}
+
+/// One response body's CSV masking.
+pub struct CsvMasker {
+    root: Arc<Level>,
+    key: Option<Arc<hmac::Key>>,
+    /// The columns' treatment, once the header row has been read.
+    columns: Option<Vec<Column>>,
+    /// The header row's cells as sent, until it is whole.
+    header: Vec<Vec<u8>>,
+    cell: Vec<u8>,
+    state: Cell,
+    /// The index of the current cell in its record.
+    col: usize,
+    /// Whether a cell of the current record has been written.
+    kept: bool,
+    out: Vec<u8>,
+}
+
+impl CsvMasker {
+    pub fn new(root: Arc<Level>, key: Option<Arc<hmac::Key>>) -> CsvMasker {
+        CsvMasker {
+            root,
+            key,
+            columns: None,
+            header: Vec::new(),
+            cell: Vec::new(),
+            state: Cell::Start,
+            col: 0,
+            kept: false,
+            out: Vec::new(),
+        }
+    }
+
+    /// Masks one chunk; what may be sent now.
+    pub fn feed(&mut self, chunk: &[u8]) -> Result<Vec<u8>, Failed> {
+        self.out.reserve(chunk.len());
+        let mut i = 0;
+        while i < chunk.len() {
+            // A run of ordinary bytes at once.
+            let special: fn(u8) -> bool = match self.state {
+                Cell::Start | Cell::Plain => |b| matches!(b, b',' | b'"' | b'\r' | b'\n'),
+                Cell::Quoted => |b| b == b'"',
+                Cell::QuoteInQuoted | Cell::Cr => |_| true,
+            };
+            let run = chunk[i..]
+                .iter()
+                .position(|&b| special(b))
+                .unwrap_or(chunk.len() - i);
+            if run > 0 {
+                self.take(&chunk[i..i + run])?;
+                if self.state == Cell::Start {
+                    self.state = Cell::Plain;
+                }
+                i += run;
+                continue;
+            }
+            self.byte(chunk[i])?;
+            i += 1;
+        }
+        Ok(std::mem::take(&mut self.out))
+    }
+
+    /// The body has ended: the last record (it may lack a line ending).
+    pub fn finish(&mut self) -> Result<Vec<u8>, Failed> {
+        match self.state {
+            Cell::Quoted => return Err("the body ended inside a quoted cell".into()),
+            Cell::Cr => return Err("a carriage return without a line feed".into()),
+            _ => {}
+        }
+        if self.col > 0 || !self.cell.is_empty() {
+            self.end_record(b"")?;
+        }
+        Ok(std::mem::take(&mut self.out))
+    }
+
+    fn take(&mut self, bytes: &[u8]) -> Result<(), Failed> {
+        if self.cell.len() + bytes.len() > CAPTURE_LIMIT {
+            return Err(format!("a cell is longer than {CAPTURE_LIMIT} bytes"));
+        }
+        self.cell.extend_from_slice(bytes);
+        Ok(())
+    }
+
+    /// One structural byte (or any byte after a quote or a carriage return).
+    fn byte(&mut self, b: u8) -> Result<(), Failed> {
+        match (self.state, b) {
+            (Cell::Quoted, b'"') => {
+                self.state = Cell::QuoteInQuoted;
+                self.take(&[b])
+            }
+            (Cell::QuoteInQuoted, b'"') => {
+                self.state = Cell::Quoted;
+                self.take(&[b])
+            }
+            (Cell::Start, b'"') => {
+                self.state = Cell::Quoted;
+                self.take(&[b])
+            }
+            (Cell::Plain, b'"') => Err("a quote inside an unquoted cell".into()),
+            (Cell::Start | Cell::Plain | Cell::QuoteInQuoted, b',') => self.end_cell(),
+            (Cell::Start | Cell::Plain | Cell::QuoteInQuoted, b'\n') => self.end_record(b"\n"),
+            (Cell::Start | Cell::Plain | Cell::QuoteInQuoted, b'\r') => {
+                self.state = Cell::Cr;
+                Ok(())
+            }
+            (Cell::Cr, b'\n') => self.end_record(b"\r\n"),
+            (Cell::Cr, _) => Err("a carriage return without a line feed".into()),
+            (Cell::QuoteInQuoted, _) => Err("text after the closing quote of a cell".into()),
+            // `feed` hands every other byte of these states over as a run.
+            (Cell::Start | Cell::Plain | Cell::Quoted, _) => self.take(&[b]),
+        }
+    }
+
+    /// The current cell has ended (a comma or the record's end).
+    fn end_cell(&mut self) -> Result<(), Failed> {
+        let raw = std::mem::take(&mut self.cell);
+        self.state = Cell::Start;
+        let Some(columns) = &self.columns else {
+            let held: usize = self.header.iter().map(Vec::len).sum();
+            if held + raw.len() > CAPTURE_LIMIT {
+                return Err(format!("a header row longer than {CAPTURE_LIMIT} bytes"));
+            }
+            self.header.push(raw);
+            self.col += 1;
+            return Ok(());
+        };
+        let Some(&column) = columns.get(self.col) else {
+            return Err(format!(
+                "a record with more cells than the header's {}",
+                columns.len()
+            ));
+        };
+        self.col += 1;
+        let written: Cow<'_, [u8]> = match column {
+            Column::Drop => return Ok(()),
+            Column::Copy => Cow::Owned(raw),
+            Column::Null => Cow::Borrowed(b""),
+            Column::Redact(p) => Cow::Borrowed(p),
+            Column::Method(m) => Cow::Owned(self.method(m, &raw)?),
+        };
+        self.write(&written);
+        Ok(())
+    }
+
+    fn write(&mut self, cell: &[u8]) {
+        if self.kept {
+            self.out.push(b',');
+        }
+        self.kept = true;
+        self.out.extend_from_slice(cell);
+    }
+
+    /// The record has ended with `ending` (empty at the body's end).
+    fn end_record(&mut self, ending: &[u8]) -> Result<(), Failed> {
+        if self.col == 0 && self.cell.is_empty() {
+            // A blank line (before the header too): kept as it is.
+            self.state = Cell::Start;
+            self.out.extend_from_slice(ending);
+            return Ok(());
+        }
+        self.end_cell()?;
+        match &self.columns {
+            None => self.read_header()?,
+            Some(columns) if self.col != columns.len() => {
+                return Err(format!(
+                    "a record of {} cells under a header of {}",
+                    self.col,
+                    columns.len()
+                ))
+            }
+            Some(_) => {}
+        }
+        self.out.extend_from_slice(ending);
+        self.col = 0;
+        self.kept = false;
+        Ok(())
+    }
+
+    /// The header row is whole: each column's treatment, and the header
+    /// as sent without the dropped columns.
+    fn read_header(&mut self) -> Result<(), Failed> {
+        let mut header = std::mem::take(&mut self.header);
+        if let Some(first) = header.first_mut() {
+            if first.starts_with(BOM) {
+                first.drain(..BOM.len());
+                self.out.extend_from_slice(BOM);
+            }
+        }
+        let mut columns = Vec::with_capacity(header.len());
+        for raw in &header {
+            let name = unquote(raw);
+            let column = self.column(&name)?;
+            if !matches!(column, Column::Drop) {
+                self.write(raw);
+            }
+            columns.push(column);
+        }
+        self.columns = Some(columns);
+        Ok(())
+    }
+
+    /// What a column named `name` gets.
+    fn column(&self, name: &[u8]) -> Result<Column, Failed> {
+        let shown = || String::from_utf8_lossy(name).into_owned();
+        Ok(match self.root.rule(name) {
+            Some(Rule::Show(_, Some(below))) if below.hides_anything() => {
+                return Err(format!(
+                    "column `{}` declares fields of its own that are hidden; a CSV cell cannot be masked inside",
+                    shown()
+                ))
+            }
+            Some(Rule::Show(..)) => Column::Copy,
+            Some(Rule::Hide(Mask::Omit)) => Column::Drop,
+            Some(Rule::Hide(Mask::Null)) => Column::Null,
+            Some(Rule::Hide(Mask::Redact)) => Column::Redact(
+                self.root
+                    .text_placeholders
+                    .get(name)
+                    .copied()
+                    .unwrap_or(b"***"),
+            ),
+            Some(Rule::Hide(m)) => Column::Method(*m),
+            None => match self.root.undeclared {
+                Some(Undeclared::Pass) | None => Column::Copy,
+                Some(Undeclared::Omit) => Column::Drop,
+                Some(Undeclared::Refuse) => {
+                    return Err(format!("an undeclared column `{}`", shown()))
+                }
+            },
+        })
+    }
+
+    /// A hidden cell made by `mask` from its text, quoted when it must be.
+    fn method(&self, mask: Mask, raw: &[u8]) -> Result<Vec<u8>, Failed> {
+        let text = String::from_utf8(unquote(raw).into_owned())
+            .map_err(|_| "a hidden cell that is not UTF-8".to_string())?;
+        let json = serde_json::to_vec(&text).map_err(|e| e.to_string())?;
+        let made = methods::replace(mask, &json, self.key.as_deref())
+            .ok_or_else(|| format!("no hash key for a `{mask}` column"))?;
+        Ok(match serde_json::from_slice::<String>(&made) {
+            Ok(s) => quoted(&s),
+            Err(_) => made,
+        })
+    }
+}
+
+/// A cell's text: without its quotes, `""` read as `"`.
+fn unquote(raw: &[u8]) -> Cow<'_, [u8]> {
+    match raw {
+        [b'"', inner @ .., b'"'] => {
+            let mut out = Vec::with_capacity(inner.len());
+            let mut i = 0;
+            while i < inner.len() {
+                out.push(inner[i]);
+                i += if inner[i] == b'"' { 2 } else { 1 };
+            }
+            Cow::Owned(out)
+        }
+        _ => Cow::Borrowed(raw),
+    }
+}
+
+/// `text` as a cell: quoted when it holds a comma, a quote or a line break.
+fn quoted(text: &str) -> Vec<u8> {
+    if !text.contains([',', '"', '\r', '\n']) {
+        return text.as_bytes().to_vec();
+    }
+    let mut out = Vec::with_capacity(text.len() + 2);
+    out.push(b'"');
+    for b in text.bytes() {
+        if b == b'"' {
+            out.push(b'"');
+        }
+        out.push(b);
+    }
+    out.push(b'"');
+    out
+}

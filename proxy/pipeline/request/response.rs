@@ -1,0 +1,172 @@
+//! The response stage: the route's transform (lifecycle headers, field
+//! masking) on the upstream's response, then the consumer's `RateLimit`
+//! headers; and, before forwarding, what a request whose response will be
+//! rewritten must not ask for.
+
+use std::sync::Arc;
+
+use http::header::{self, HeaderName, HeaderValue};
+use http::{HeaderMap, Method, Response, Version};
+
+use crate::decision::quota;
+use crate::model::response::ResponseTransform;
+use crate::pipeline::body::ProxyBody;
+use crate::pipeline::error::ProxyError;
+
+/// What describes the upstream's bytes, untrue of a rewritten body: its
+/// length, validator, range support and digests.
+const DESCRIBE_THE_BYTES: [HeaderName; 7] = [
+    header::CONTENT_LENGTH,
+    header::ETAG,
+    header::ACCEPT_RANGES,
+    HeaderName::from_static("content-md5"),
+    HeaderName::from_static("digest"),
+    HeaderName::from_static("content-digest"),
+    HeaderName::from_static("repr-digest"),
+];
+
+/// What a request asks of the upstream's bytes: a part of them, or an
+/// answer that depends on them (a 304 or 412 to a guessed validator tells
+/// whether the guess matched the whole, unmasked body).
+const ASK_OF_THE_BYTES: [HeaderName; 6] = [
+    header::RANGE,
+    header::IF_RANGE,
+    header::IF_MATCH,
+    header::IF_NONE_MATCH,
+    header::IF_MODIFIED_SINCE,
+    header::IF_UNMODIFIED_SINCE,
+];
+
+/// A request whose response body will be rewritten asks for the whole
+/// body, as it is (no range, no condition on the upstream's validators,
+/// no compression the transform cannot read).
+pub(super) fn ask_for_the_whole_body(headers: &mut HeaderMap) {
+    for name in ASK_OF_THE_BYTES {
+        headers.remove(name);
+    }
+    headers.insert(
+        header::ACCEPT_ENCODING,
+        HeaderValue::from_static("identity"),
+    );
+}
+
+/// The response stage: the route's transform, when it has one, sees the
+/// head and may rewrite the body as it streams (a refusal here is a 502,
+/// nothing of the upstream's response is sent); then the consumer's
+/// `RateLimit` headers. A route without a transform costs one branch.
+pub(super) fn response_stage(
+    resp: Response<ProxyBody>,
+    request: (&Method, Version),
+    admission: Option<quota::Admitted>,
+    transform: Option<Arc<dyn ResponseTransform>>,
+) -> Result<Response<ProxyBody>, ProxyError> {
+    let mut resp = match transform {
+        None => resp,
+        Some(t) => {
+            let (mut head, mut body) = resp.into_parts();
+            if let Some(rewrite) = t.head(&mut head)? {
+                // Said of the bytes the upstream would have sent, even
+                // where none are (HEAD): untrue of the rewritten ones.
+                forget_the_bytes(&mut head.headers);
+                // HEAD, 204 and 304 have no body to rewrite (RFC 9110 6.4.1).
+                let bodiless = request.0 == Method::HEAD
+                    || matches!(head.status.as_u16(), 204 | 304)
+                    || head.status.is_informational();
+                if !bodiless {
+                    prepare_rewrite(&mut head, request.1)?;
+                    body.rewrite(rewrite);
+                }
+            }
+            Response::from_parts(head, body)
+        }
+    };
+    // In-flight places are given back here, with the response headers.
+    if let Some(state) = admission.and_then(|a| a.state) {
+        state.set_headers(resp.headers_mut());
+    }
+    Ok(resp)
+}
+
+fn forget_the_bytes(headers: &mut HeaderMap) {
+    for name in DESCRIBE_THE_BYTES {
+        headers.remove(name);
+    }
+}
+
+/// Makes a response head fit for a body the response stage rewrites, or
+/// refuses it. The rewritten body must end in a way the client can tell
+/// from a cut (chunked HTTP/1.1 or an HTTP/2 stream, never the end of the
+/// connection) and must be the bytes the transform can read (not a range,
+/// not compressed).
+fn prepare_rewrite(head: &mut http::response::Parts, client: Version) -> Result<(), ProxyError> {
+    let refuse = |reason: &str| {
+        ProxyError::ResponseRefused(crate::model::response::TransformError {
+            transform: "response stage",
+            reason: reason.into(),
+        })
+    };
+    if client < Version::HTTP_11 {
+        return Err(refuse(
+            "an HTTP/1.0 client cannot tell a rewritten body's end from a cut",
+        ));
+    }
+    if head.status == http::StatusCode::PARTIAL_CONTENT {
+        return Err(refuse("a range (206) cannot be rewritten"));
+    }
+    let encoded = head
+        .headers
+        .get_all(header::CONTENT_ENCODING)
+        .iter()
+        .any(|v| !v.as_bytes().eq_ignore_ascii_case(b"identity"));
+    if encoded {
+        return Err(refuse("an encoded (compressed) body cannot be rewritten"));
+    }
+    // The upstream may have answered in HTTP/1.0; the client is sent
+    // HTTP/1.1 framing (chunked) either way.
+    head.version = Version::HTTP_11;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_rewritten_body_is_framed_for_its_end_and_loses_what_described_the_upstreams_bytes() {
+        let head = |status: u16, headers: &[(&'static str, &'static str)]| {
+            let mut b = Response::builder().status(status).version(Version::HTTP_10);
+            for (k, v) in headers {
+                b = b.header(*k, *v);
+            }
+            b.body(()).expect("response").into_parts().0
+        };
+        let refused = |mut h: http::response::Parts, client| match prepare_rewrite(&mut h, client) {
+            Err(ProxyError::ResponseRefused(e)) => Some(e.reason),
+            _ => None,
+        };
+        let h11 = Version::HTTP_11;
+        assert!(refused(head(200, &[]), Version::HTTP_10)
+            .is_some_and(|r| r.contains("HTTP/1.0 client")));
+        assert!(refused(head(206, &[]), h11).is_some_and(|r| r.contains("range")));
+        assert!(
+            refused(head(200, &[("content-encoding", "gzip")]), Version::HTTP_2)
+                .is_some_and(|r| r.contains("encoded"))
+        );
+        let mut h = head(
+            200,
+            &[
+                ("content-encoding", "identity"),
+                ("content-length", "42"),
+                ("etag", "\"v1\""),
+                ("accept-ranges", "bytes"),
+                ("content-digest", "sha-256=:AAAA:"),
+                ("content-type", "application/json"),
+            ],
+        );
+        assert!(prepare_rewrite(&mut h, h11).is_ok());
+        forget_the_bytes(&mut h.headers);
+        assert_eq!(h.version, h11, "chunked, whatever the upstream spoke");
+        let names: Vec<&str> = h.headers.keys().map(|k| k.as_str()).collect();
+        assert_eq!(names, ["content-encoding", "content-type"]);
+    }
+}

@@ -1,0 +1,90 @@
+//! Child processes with deadlines: no wait on a child is unbounded. A
+//! process that outlives its deadline is killed (SIGKILL) and the test fails
+//! with what it printed so far.
+
+use std::io::Read;
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// How long a command that should exit by itself may take (one that refuses
+/// its configuration exits in milliseconds; this is for a loaded machine).
+pub const EXIT_DEADLINE: Duration = Duration::from_secs(30);
+
+/// Waits for `child` to exit, at most `limit`; None if it has not.
+/// Polls with a growing pause (1 ms to 50 ms): std has no wait with a
+/// timeout, and a thread blocked in `wait` could not be taken back.
+pub fn wait_within(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
+    let deadline = Instant::now() + limit;
+    let mut pause = Duration::from_millis(1);
+    loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            return Some(status);
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            return None;
+        }
+        std::thread::park_timeout(pause.min(deadline - now));
+        pause = (pause * 2).min(Duration::from_millis(50));
+    }
+}
+
+/// Waits for `child` to exit within `limit`; past it, kills it and fails
+/// the test, naming `what`.
+pub fn wait_or_kill(child: &mut Child, limit: Duration, what: &str) -> ExitStatus {
+    if let Some(status) = wait_within(child, limit) {
+        return status;
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    panic!("{what} did not exit within {limit:?}; killed");
+}
+
+/// `cmd.output()` with a deadline ([`EXIT_DEADLINE`]): stdin closed, stdout
+/// and stderr collected; a process still running at the deadline (a `run`
+/// that accepted a configuration it should have refused, say) is killed and
+/// the test fails with its output.
+pub fn output_within(cmd: &mut Command) -> Output {
+    output_within_limit(cmd, EXIT_DEADLINE)
+}
+
+/// [`output_within`] with another deadline.
+pub fn output_within_limit(cmd: &mut Command, limit: Duration) -> Output {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    let drain = |r: Option<Box<dyn Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            if let Some(mut r) = r {
+                let _ = r.read_to_end(&mut buf);
+            }
+            buf
+        })
+    };
+    let out = drain(child.stdout.take().map(|s| Box::new(s) as _));
+    let err = drain(child.stderr.take().map(|s| Box::new(s) as _));
+    let status = wait_within(&mut child, limit);
+    if status.is_none() {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    // The pipes close when the process is gone (it started nothing that
+    // keeps them open), so the readers end.
+    let stdout = out.join().expect("stdout reader");
+    let stderr = err.join().expect("stderr reader");
+    let Some(status) = status else {
+        panic!(
+            "{cmd:?} did not exit within {limit:?}; killed. stderr:\n{}",
+            String::from_utf8_lossy(&stderr)
+        );
+    };
+    Output {
+        status,
+        stdout,
+        stderr,
+    }
+}
