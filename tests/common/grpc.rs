@@ -1,6 +1,7 @@
 //! gRPC with real clients and servers: Python `grpcio` (pip), no generated
 //! stubs. The server and client scripts are in `tests/grpc/`.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use super::python::{require_module, run_json, script, PyServer};
