@@ -159,10 +159,23 @@ fn a_request_is_a_server_span_in_the_callers_trace_with_its_upstream_call_as_a_c
     );
     assert_eq!(server.scope, "meshgate");
 
+    the_other_outcomes_are_spans_too(&receiver, &pki, &mg, &mut up, caller);
+}
+
+/// Denied, an unknown method and the upstream down, in the same sidecar:
+/// a server span with the decision (no client span), `_OTHER`, and both
+/// spans marked as errors.
+fn the_other_outcomes_are_spans_too(
+    receiver: &OtlpReceiver,
+    pki: &Pki,
+    mg: &Meshgate,
+    up: &mut Upstream,
+    caller: &str,
+) {
     // Denied: a server span only, with the decision and no client span.
     let t = trace_id(2);
     let tp = format!("traceparent: 00-{t}-{caller}-01");
-    let (status, _) = get(&pki, "campaigns", &mg.url("/orders"), &["-H", &tp]);
+    let (status, _) = get(pki, "campaigns", &mg.url("/orders"), &["-H", &tp]);
     assert_eq!(status, "403");
     let spans = receiver.wait_trace(&t, 1);
     let server = kind(&spans, 2);
@@ -178,7 +191,7 @@ fn a_request_is_a_server_span_in_the_callers_trace_with_its_upstream_call_as_a_c
     let t = trace_id(4);
     let tp = format!("traceparent: 00-{t}-{caller}-01");
     let (status, _) = get(
-        &pki,
+        pki,
         "reporting",
         &mg.url("/orders"),
         &["-X", "PURGE", "-H", &tp],
@@ -193,7 +206,7 @@ fn a_request_is_a_server_span_in_the_callers_trace_with_its_upstream_call_as_a_c
     up.kill();
     let t = trace_id(3);
     let tp = format!("traceparent: 00-{t}-{caller}-01");
-    let (status, _) = get(&pki, "reporting", &mg.url("/orders"), &["-H", &tp]);
+    let (status, _) = get(pki, "reporting", &mg.url("/orders"), &["-H", &tp]);
     assert_eq!(status, "502");
     let spans = receiver.wait_trace(&t, 2);
     let (server, client) = (kind(&spans, 2), kind(&spans, 3));
