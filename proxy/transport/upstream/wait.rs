@@ -27,11 +27,16 @@ pub struct Wait {
 
 /// Runs `fut` until it completes (`Some`) or the wait runs out (`None`).
 pub(super) async fn within<F: Future>(wait: Wait, _watch: &BodyWatch, fut: F) -> Option<F::Output> {
-    let mut until = Instant::now() + wait.timeout;
-    if let Some(deadline) = wait.deadline {
-        until = until.min(deadline);
+    // A timeout too large to add to now (an absurd configuration) is no
+    // bound, rather than a panic.
+    let until = match (Instant::now().checked_add(wait.timeout), wait.deadline) {
+        (Some(t), Some(d)) => Some(t.min(d)),
+        (t, d) => t.or(d),
+    };
+    match until {
+        Some(until) => tokio::time::timeout_at(tokio::time::Instant::from_std(until), fut)
+            .await
+            .ok(),
+        None => Some(fut.await),
     }
-    tokio::time::timeout_at(tokio::time::Instant::from_std(until), fut)
-        .await
-        .ok()
 }
