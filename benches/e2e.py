@@ -96,6 +96,38 @@ def counters(kind, url):
     print(ok, bad, aborted)
 
 
+def otlp_sink(port):
+    """An OTLP/HTTP trace receiver that accepts every export and discards it (answers 200 with an empty
+    ExportTraceServiceResponse, which is a valid empty protobuf message); GET /count prints
+    `exports bytes` received so far."""
+    import http.server
+    seen = [0, 0]
+
+    class H(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def reply(self, body, ctype):
+            self.send_response(200)
+            self.send_header("content-type", ctype)
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def do_POST(self):
+            n = int(self.headers.get("content-length") or 0)
+            self.rfile.read(n)
+            seen[0] += 1
+            seen[1] += n
+            self.reply(b"", "application/x-protobuf")
+
+        def do_GET(self):
+            self.reply(f"{seen[0]} {seen[1]}\n".encode(), "text/plain")
+
+        def log_message(self, *args):
+            pass
+    http.server.ThreadingHTTPServer(("127.0.0.1", int(port)), H).serve_forever()
+
+
 def metric(url, name):
     """The sum of a meshgate metric's samples (fails when it has none)."""
     text = urllib.request.urlopen(url, timeout=10).read().decode()
@@ -211,7 +243,12 @@ def row(target, mode, rnd, n, secs, p50, p99, ticks, a, b):
     print("\t".join([target, mode, rnd, "%.0f" % (int(n) / float(secs)), p50, p99, ticks, n] + busy + [other0]))
 
 
-PROXIES = ("nginx", "haproxy", "meshgate", "meshgate+q")
+PROXIES = ("nginx", "haproxy", "meshgate")
+
+
+def is_proxy(t):
+    """A proxy under test: a peer, meshgate, or a meshgate variant (meshgate+q, meshgate+t0.01, ...)."""
+    return t in PROXIES or t.startswith("meshgate+")
 MODES = ("h1-keepalive", "h2", "new-conn", "full-hs")
 
 
@@ -228,13 +265,13 @@ def report(results, mem, tck, resumes, idle_conns, title, notes):
           "\nevery pod and that time is paid on every request of every pod; requests/s here only says how much"
           "\none pinned core serves before the load generator's core runs out.")
     runs = {}
-    h = (f"{'target':<11} {'mode':<13} {'round':>5} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} "
+    h = (f"{'target':<15} {'mode':<13} {'round':>5} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} "
          f"{'CPU us/req':>11} {'cpu0%':>6} {'cpu1%':>6} {'other0%':>8}")
     print("\nevery run, in the order run (rounds alternate the proxies):\n" + h + "\n" + "-" * len(h))
     for t, mode, rnd, rps, p50, p99, ticks, n, c0, c1, o0 in rows:
-        cpu = int(ticks) / tck * 1e6 / max(1, int(n)) if t in PROXIES else None
+        cpu = int(ticks) / tck * 1e6 / max(1, int(n)) if is_proxy(t) else None
         runs.setdefault((t, mode), []).append((float(rps), None if p99 == "-" else float(p99), cpu, int(o0)))
-        print(f"{t:<11} {mode:<13} {rnd:>5} {'-' if t == 'background' else rps:>8} {p50:>8} {p99:>8} "
+        print(f"{t:<15} {mode:<13} {rnd:>5} {'-' if t == 'background' else rps:>8} {p50:>8} {p99:>8} "
               f"{fmt(cpu, '.1f'):>11} {c0:>6} {c1:>6} {o0:>8}")
     noisy = sorted({f"{t} {m}" for t, m, *_, o0 in rows if int(o0) > 5})
     if noisy:
@@ -243,12 +280,12 @@ def report(results, mem, tck, resumes, idle_conns, title, notes):
     def med(t, mode, i):
         vs = [r[i] for r in runs.get((t, mode), []) if r[i] is not None]
         return statistics.median(vs) if vs else None
-    h = f"{'target':<11} {'mode':<13} {'rounds':>6} {'req/s':>8} {'p99 ms':>8} {'CPU us/req':>11}"
+    h = f"{'target':<15} {'mode':<13} {'rounds':>6} {'req/s':>8} {'p99 ms':>8} {'CPU us/req':>11}"
     print("\nmedians over the rounds:\n" + h + "\n" + "-" * len(h))
     for (t, mode), rs in runs.items():
         if t == "background":
             continue
-        print(f"{t:<11} {mode:<13} {len(rs):>6} {med(t, mode, 0):>8.0f} {fmt(med(t, mode, 1), '.3f'):>8} "
+        print(f"{t:<15} {mode:<13} {len(rs):>6} {med(t, mode, 0):>8.0f} {fmt(med(t, mode, 1), '.3f'):>8} "
               f"{fmt(med(t, mode, 2), '.1f'):>11}")
 
     def ratio(a, b):
@@ -257,7 +294,8 @@ def report(results, mem, tck, resumes, idle_conns, title, notes):
     print("\nmeshgate against each peer, ratios of the medians (req/s: >1 = meshgate better; p99 and"
           "\nCPU/req: <1 = meshgate better):")
     print(f"  {'':<24}" + "".join(f" | {'vs ' + p + ': req/s':>18} {'p99':>5} {'CPU/req':>7}" for p in peers))
-    for mg in ("meshgate", "meshgate+q"):
+    variants = list(dict.fromkeys(t for t, _ in runs if t.startswith("meshgate+")))
+    for mg in ["meshgate"] + variants:
         for mode in MODES:
             if (mg, mode) not in runs:
                 continue
@@ -266,11 +304,11 @@ def report(results, mem, tck, resumes, idle_conns, title, notes):
                 line += " | " + " ".join(f"{ratio(med(mg, mode, i), med(p, mode, i)):>{w}}"
                                          for i, w in ((0, 18), (1, 5), (2, 7)))
             print(line)
-    q = [m for m in MODES if ("meshgate+q", m) in runs]
-    if q:
-        print("  meshgate+q against meshgate (quotas on/off):")
-        for mode in q:
-            print(f"    {mode:<20} | " + "   ".join(f"{name} {ratio(med('meshgate+q', mode, i), med('meshgate', mode, i))}"
+    for v in variants:
+        what = "quotas on/off" if v == "meshgate+q" else f"spans sampled at {v[len('meshgate+t'):]} / tracing off"
+        print(f"  {v} against meshgate ({what}):")
+        for mode in [m for m in MODES if (v, m) in runs]:
+            print(f"    {mode:<20} | " + "   ".join(f"{name} {ratio(med(v, mode, i), med('meshgate', mode, i))}"
                                                for name, i in (("req/s", 0), ("p99", 1), ("CPU/req", 2))))
     print("\nproxy CPU per request, medians in us:  " + "".join(f"{t:>12}" for t in ("nginx", "haproxy", "meshgate")))
     for mode in MODES:
@@ -300,4 +338,4 @@ def report(results, mem, tck, resumes, idle_conns, title, notes):
 if __name__ == "__main__":
     cmd, args = sys.argv[1], sys.argv[2:]
     {"oha": oha, "stime": stime, "counters": counters, "metric": metric, "trail": trail, "resume": resume, "idle": idle,
-     "raw": raw, "row": row, "report": report}[cmd](*args)
+     "raw": raw, "row": row, "report": report, "otlp-sink": otlp_sink}[cmd](*args)

@@ -36,7 +36,10 @@
 #   MESHGATE=path (use this binary instead of building), POLICY=1 (meshgate enforces the example Cedar
 #   policies of policies/: mesh baseline + sales domain), QUOTAS=1 (implies POLICY=1: a second meshgate,
 #   "meshgate+q", the same plus a local quota for the client that never runs out, measured beside the first in
-#   the h1-keepalive and h2 runs), EXPECT_SIZE=N (expect N body bytes instead of the upstream's answer: for
+#   the h1-keepalive and h2 runs), TRACING="0.01 1" (one more meshgate per sampling ratio, "meshgate+tRATIO",
+#   the same plus OpenTelemetry spans exported over OTLP/HTTP to a sink on CPU 1 that accepts and discards
+#   them, measured beside the first in the h1-keepalive and h2 runs; the report gives each against meshgate
+#   and the spans each exported and dropped), EXPECT_SIZE=N (expect N body bytes instead of the upstream's answer: for
 #   checking the checks; the run must fail).
 # Pinning: the proxy under test on CPU 0; oha, the upstream and the helper clients on CPU 1.
 # Installs what is missing: nginx haproxy curl openssl python3 util-linux procps (apt), oha (cargo install
@@ -92,9 +95,11 @@ cleanup() { local p; for p in "${PIDS[@]}"; do stop "$p"; done
 trap cleanup EXIT; trap 'exit 130' INT TERM
 [[ ${QUOTAS:-0} == 1 ]] && POLICY=1
 # Ports chosen by the OS, all held at once so they are distinct.
-read -r UP_PORT NG_PORT HA_PORT HA_STATS MG_PORT MG_ADMIN MQ_PORT MQ_ADMIN <<<"$(python3 -c 'import socket; ss=[socket.socket() for _ in range(8)]
+TRACING=${TRACING:-}
+for r in $TRACING; do [[ $r =~ ^(0|1|0?\.[0-9]+)$ ]] || die "TRACING: '$r' is not a sampling ratio from 0 to 1"; done
+read -r UP_PORT NG_PORT HA_PORT HA_STATS MG_PORT MG_ADMIN MQ_PORT MQ_ADMIN SINK_PORT TPORTS <<<"$(python3 -c 'import socket, sys; ss=[socket.socket() for _ in range(9 + 2 * int(sys.argv[1]))]
 for s in ss: s.bind(("127.0.0.1", 0))
-print(*[s.getsockname()[1] for s in ss])')"
+print(*[s.getsockname()[1] for s in ss])' "$(wc -w <<<"$TRACING")")"
 C="$WORK/certs"
 # The finance reporting service: the example policies let it read sales orders (POLICY=1).
 "$MG" certs dev --out "$C" --client bench=spiffe://mesh.local/ns/finance/sa/reporting >/dev/null || die "meshgate certs dev failed"
@@ -137,7 +142,7 @@ declare -A PROC PORT URL COUNTERS HS_BYTES  # per target: processes, data port, 
 use() { read -ra PROXY_PIDS <<<"${PROC[$1]}"; }
 counters() { # target: "2xx not-2xx aborted" responses so far (e2e.py counters), "- - -" for a proxy without
   [[ -n ${COUNTERS[$1]:-} ]] || { echo "- - -"; return; }
-  "${PY[@]}" counters "${1%+q}" "${COUNTERS[$1]}" || die "cannot read $1's counters"
+  "${PY[@]}" counters "${1%%+*}" "${COUNTERS[$1]}" || die "cannot read $1's counters"
 }
 grew() { # target what before after min max: the 2xx counter grew by at least min, 2xx and requests the
   # client aborted before an answer by at most max together, and no other status was counted
@@ -313,7 +318,9 @@ workers: 1
 tls: { cert: $C/server.pem, key: $C/server-key.pem, client_ca: $C/ca.pem }
 log: { level: warn }
 EOF
-if [[ $AUDIT == 1 ]]; then echo "audit: { sink: file, file: $WORK/audit.log }" >>"$WORK/meshgate.yaml"
+# Every event is counted after the runs, so none may be rotated away: retain far more than a run writes
+# (a round of every mode writes about 1 GB, ten files of the default 100 MiB).
+if [[ $AUDIT == 1 ]]; then echo "audit: { sink: file, file: $WORK/audit.log, retain: 1000 }" >>"$WORK/meshgate.yaml"
 else echo "audit: { sink: off }" >>"$WORK/meshgate.yaml"; fi
 if [[ ${POLICY:-0} == 1 ]]; then  # Cedar on: the mesh baseline and the sales domain of policies/
   P="$ROOT/policies"
@@ -348,6 +355,26 @@ EOF
     || die "meshgate+q does not apply its quota (no RateLimit header)"
   MESHGATES+=(meshgate+q)
 fi
+declare -A AUDIT_FILE=([meshgate]="$WORK/audit.log" [meshgate+q]="$WORK/audit-q.log")
+if [[ -n $TRACING ]]; then  # the same sidecar exporting spans, one per sampling ratio
+  taskset -c 1 "${PY[@]}" otlp-sink "$SINK_PORT" 2>"$WORK/sink.log" & SINK_PID=$!; PIDS+=("$SINK_PID")
+  wait_ready "OTLP sink" "$SINK_PID" "$WORK/sink.log" "http://127.0.0.1:$SINK_PORT/count"
+  read -ra tp <<<"$TPORTS"; i=0
+  for r in $TRACING; do
+    t="meshgate+t$r" port=${tp[i]} admin=${tp[i + 1]}; i=$((i + 2))
+    sed -e "s/127.0.0.1:$MG_PORT/127.0.0.1:$port/" -e "s/127.0.0.1:$MG_ADMIN/127.0.0.1:$admin/" \
+      -e "s|$WORK/audit.log|$WORK/audit-t$r.log|" "$WORK/meshgate.yaml" >"$WORK/$t.yaml"
+    cat >>"$WORK/$t.yaml" <<EOF
+tracing:
+  otlp:
+    endpoint: http://127.0.0.1:$SINK_PORT/v1/traces
+    protocol: http/protobuf
+    sampler: { ratio: $r }
+EOF
+    start_meshgate "$t" "$WORK/$t.yaml" "$port" "$admin"; check_proxy "$t"
+    AUDIT_FILE[$t]="$WORK/audit-t$r.log"; MESHGATES+=("$t")
+  done
+fi
 
 # ---- the runs: mode by mode, ROUNDS rounds, every proxy once a round, the order rotating ----------
 rotate() { local r=$1; shift; local a=("$@"); local k=$(( (r - 1) % ${#a[@]} )); echo "${a[@]:k}" "${a[@]:0:k}"; }
@@ -372,12 +399,23 @@ for t in "${MESHGATES[@]}"; do
   if grep -E '"level":"ERROR"|panick' "$WORK/$t.log" >&2; then log "$t logged errors (above)"; fi
 done
 
+# ---- the spans (TRACING): what each traced sidecar exported and dropped, what the sink received ---
+TRACE_NOTE=""
+for t in "${MESHGATES[@]}"; do
+  [[ $t == meshgate+t* ]] || continue
+  ex=$("${PY[@]}" metric "${COUNTERS[$t]}" meshgate_trace_spans_exported_total) || die "$t: no span export counter"
+  dr=$("${PY[@]}" metric "${COUNTERS[$t]}" meshgate_trace_spans_dropped_total) || die "$t: no span drop counter"
+  (( ex > 0 )) || [[ ${t#meshgate+t} == 0 ]] || die "$t exported no span: tracing is not on (see $WORK/$t.log)"
+  TRACE_NOTE+="${TRACE_NOTE:+; }$t: $ex spans exported, $dr dropped"
+done
+[[ -n $TRACE_NOTE ]] && TRACE_NOTE="tracing: $TRACE_NOTE; the OTLP sink received $(curl -fsS "http://127.0.0.1:$SINK_PORT/count" | awk '{print $1 " exports, " $2 " bytes"}')"
+
 # ---- the audit trail: one event per request meshgate served, none dropped -----------------------
 AUDIT_NOTE="off (AUDIT=0)"
 if [[ $AUDIT == 1 ]]; then
   AUDIT_NOTE=""
   for t in "${MESHGATES[@]}"; do
-    file="$WORK/audit.log"; [[ $t == meshgate+q ]] && file="$WORK/audit-q.log"
+    file=${AUDIT_FILE[$t]}
     c=$(counters "$t"); read -r ok other aborted <<<"$c"; served=$((ok + other))
     dropped=$("${PY[@]}" metric "${COUNTERS[$t]}" meshgate_audit_dropped_total) || die "$t: no audit drop counter"
     # Stopped (SIGTERM) so that every event is written before the trail is read.
@@ -401,7 +439,8 @@ fi
 cat >"$WORK/notes.txt" <<EOF
 $(nproc) CPUs; $(nginx -v 2>&1 | sed 's/.*: //'); $(haproxy -v | head -1 | cut -d' ' -f1-3); $(oha --version); $(openssl version | cut -d' ' -f1-2)
 meshgate: $( [[ ${POLICY:-0} == 1 ]] && echo "example Cedar policies (POLICY=1)" || echo "no policy (passthrough)"); audit: $AUDIT_NOTE
-peers: $( [[ $AUDIT == 1 ]] && echo "access logs to files" || echo "no access logs")
+${TRACE_NOTE:+$TRACE_NOTE
+}peers: $( [[ $AUDIT == 1 ]] && echo "access logs to files" || echo "no access logs")
 load: ROUNDS=$ROUNDS, each run DURATION=$DURATION after WARMUP=$WARMUP; h1-keepalive = -c $CONNS; h2 = --http2 -c $H2_CONNS -p $H2_STREAMS;
       new-conn = --disable-keepalive -c $CONNS (TLS resumption as offered); full-hs = $HS_PROCS x openssl s_time -new + GET
 modes: $MODES
