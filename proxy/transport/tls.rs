@@ -173,7 +173,7 @@ pub struct TlsStore {
 impl TlsStore {
     pub fn load(paths: TlsPaths, metrics: &Metrics) -> Result<TlsStore, TlsError> {
         let material = TlsMaterial::load(&paths)?;
-        publish_expiries(metrics, &material);
+        publish_expiries(metrics, None, &material);
         Ok(TlsStore {
             paths,
             current: ArcSwap::from_pointee(material),
@@ -190,7 +190,7 @@ impl TlsStore {
         match TlsMaterial::load(&self.paths) {
             Ok(m) if m.content_hash == self.current.load().content_hash => {}
             Ok(m) => {
-                publish_expiries(metrics, &m);
+                publish_expiries(metrics, Some(&self.current.load()), &m);
                 self.current.store(Arc::new(m));
                 metrics
                     .tls_reloads
@@ -218,13 +218,25 @@ impl TlsStore {
     }
 }
 
-fn publish_expiries(metrics: &Metrics, m: &TlsMaterial) {
-    metrics.cert_expiry.clear();
-    for (cert, ts) in &m.expiries {
+/// Sets the new material's expiries, then removes the series only the old
+/// material had: a scrape during a reload sees the old or the new value of
+/// every series both have, never a gap (an alert on the expiry would
+/// otherwise see the series vanish for a moment).
+fn publish_expiries(metrics: &Metrics, old: Option<&TlsMaterial>, new: &TlsMaterial) {
+    for (cert, ts) in &new.expiries {
         metrics
             .cert_expiry
             .get_or_create(&CertLabels { cert: cert.clone() })
             .set(*ts);
+    }
+    let gone = old
+        .into_iter()
+        .flat_map(|o| o.expiries.iter())
+        .filter(|(cert, _)| !new.expiries.iter().any(|(c, _)| c == cert));
+    for (cert, _) in gone {
+        metrics
+            .cert_expiry
+            .remove(&CertLabels { cert: cert.clone() });
     }
 }
 
