@@ -225,7 +225,7 @@ impl Snapshot {
         } else {
             &[ENFORCED]
         };
-        DECISIONS.with(|c| {
+        decisions_of(FIELD).with(|c| {
             let c = c.borrow();
             for (field, &slot) in set
                 .resources
