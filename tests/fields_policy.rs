@@ -1,8 +1,8 @@
 //! Field policies through the real binary: a reload changes the next
 //! response's field plan, a shadow set's field plans are compared with the
-//! enforced ones (counted, logged and audited where they differ, never applied), and `meshgate test`
-//! cases assert which fields a caller's plan hides and which it leaves
-//! visible.
+//! enforced ones (counted, logged and audited where they differ, never
+//! applied), and `meshgate test` cases assert which fields a caller's plan
+//! hides and which it leaves visible.
 
 mod common;
 
