@@ -148,6 +148,19 @@ fn the_generated_config_is_a_valid_sidecar_config() {
     );
     let mounts = &out["spec"]["initContainers"][0]["volumeMounts"];
     assert_eq!(mounts[2]["mountPath"], POLICIES_DIR);
+    assert!(cfg.fields.is_none());
+    // With the hash key's Secret: its file, relative like the others.
+    let out = injected(&pod(
+        json!({"metadata": {"annotations": {HASH_KEY_SECRET: "mesh-hash-key"}}}),
+    ));
+    let text = out["spec"]["initContainers"][0]["env"][0]["value"]
+        .as_str()
+        .expect("config text");
+    let cfg = crate::runtime::config::Config::parse(text, CONFIG_ENV).expect("parses");
+    assert_eq!(
+        cfg.fields.expect("fields").hash_key_file,
+        std::path::Path::new("etc/meshgate/hash-key/hash.key")
+    );
 }
 
 #[test]
