@@ -144,8 +144,7 @@ fn the_injector_config_refuses_a_bad_secret_name_naming_file_and_field() {
     let file = dir.path().join("injector.yaml");
     std::fs::write(&file, "sidecar:\n  hash_key_secret: Not/A/Name\n").expect("write");
     let err = InjectorConfig::load(&file)
-        .err()
-        .expect("refused")
+        .expect_err("refused")
         .to_string();
     assert_eq!(
         err,

@@ -49,8 +49,12 @@ fn shadow_of(outcome: Arc<AuthzOutcome>) -> serde_json::Value {
 fn differ(i: usize) -> ShadowField {
     ShadowField {
         path: Arc::from(format!("f{i}/é").as_str()),
-        hide: i % 2 == 0,
-        mask: if i % 2 == 0 { Mask::Hash } else { Mask::Omit },
+        hide: i.is_multiple_of(2),
+        mask: if i.is_multiple_of(2) {
+            Mask::Hash
+        } else {
+            Mask::Omit
+        },
         policies: vec![format!("trial.p{i}")],
     }
 }
