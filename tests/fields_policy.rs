@@ -1,8 +1,8 @@
 //! Field policies through the real binary: a reload changes the next
 //! response's field plan, a shadow set's field plans are compared with the
-//! enforced ones (counted and logged, never applied), and `meshgate test`
-//! cases assert which fields a caller's plan hides and which it leaves
-//! visible.
+//! enforced ones (counted, logged and audited where they differ, never
+//! applied), and `meshgate test` cases assert which fields a caller's plan
+//! hides and which it leaves visible.
 
 mod common;
 
@@ -116,28 +116,40 @@ when { resource.name == "amount" }
 unless { principal in Mesh::Domain::"sales" };
 "#;
 
+/// The shadow set's sales domain: the policies, grants and contracts of
+/// `sales` without its field rule (so personal fields would be shown),
+/// and [`TRIAL`] (so the amount would be hidden).
+fn trial_sales(pki: &Pki) -> std::path::PathBuf {
+    let sales = pki.path("policies/domains/sales");
+    let trial = pki.path("trial-sales");
+    std::fs::create_dir_all(&trial).expect("mkdir");
+    for entry in std::fs::read_dir(&sales).expect("read sales") {
+        let path = entry.expect("entry").path();
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        let kept = name.ends_with(".cedar") || name.ends_with(".json") || name.ends_with(".yaml");
+        if path.is_file() && kept && name != "fields.cedar" && name != "kustomization.yaml" {
+            std::fs::copy(&path, trial.join(name)).expect("copy");
+        }
+    }
+    std::fs::write(trial.join("trial.cedar"), TRIAL).expect("write");
+    trial
+}
+
 #[test]
-fn shadow_field_plans_that_differ_are_counted_and_logged_never_applied() {
+fn shadow_field_plans_that_differ_are_counted_logged_and_audited_never_applied() {
     let pki = Pki::new();
     let up = FixedUpstream::start(vec![("/orders/SO-1", "application/json", RECORD.into())]);
     let d = pki.path("policies");
-    let trial = pki.path("trial");
-    let sidecar = masked(&pki, &up);
-    std::fs::create_dir_all(&trial).expect("mkdir");
-    std::fs::write(trial.join("trial.cedar"), TRIAL).expect("write");
-    let mg = sidecar
-        .shadow(&[
-            d.join("mesh"),
-            d.join("domains/sales"),
-            d.join("domains/finance"),
-            trial,
-        ])
-        .start();
+    let trail = pki.path("audit.log");
+    let sidecar = masked(&pki, &up).audit_file(&trail);
+    let shadow = [d.join("mesh"), trial_sales(&pki), d.join("domains/finance")];
+    let mg = sidecar.shadow(&shadow).start();
     let url = mg.url("/orders/SO-1");
     let sample =
         "meshgate_shadow_field_disagreements_total{product=\"sales.orders\",dataset=\"orders\"}";
     let from = mg.logs.len();
-    // Finance: the shadow plan would hide the amount too; the enforced one is applied.
+    // Finance: the shadow plan would hide the amount and show the personal
+    // fields; the enforced one is applied.
     let (_, status, body) = get(&pki, "reporting", &["--http2"], &url);
     assert_eq!(status, "200", "{body}");
     assert!(body.starts_with(MASKED), "{body}");
@@ -162,4 +174,42 @@ fn shadow_field_plans_that_differ_are_counted_and_logged_never_applied() {
     assert_eq!(mg.metric(sample), 1.0, "{}", mg.metrics());
     let (_, _, _) = get(&pki, "reporting", &["--http1.1"], &url);
     assert_eq!(mg.metric(sample), 2.0, "{}", mg.metrics());
+    audited_shadow_fields(&mg, &trail);
+}
+
+/// The three requests' audit events: finance's list the fields the shadow
+/// plan would hide or show, with method and policies; sales' has none.
+fn audited_shadow_fields(mg: &Meshgate, trail: &std::path::Path) {
+    let events = common::trail::events_of_path(mg, trail, "/orders/SO-1", 3);
+    let shown = |field: &str, mask: &str| {
+        serde_json::json!({"field": field, "would": "show", "mask": mask,
+            "policies": ["mesh.fields-visible-unless-forbidden"]})
+    };
+    let expected = serde_json::json!([
+        {"field": "amount", "would": "hide", "mask": "omit", "policies": ["trial.amount-for-sales-only"]},
+        shown("customer_email", "hash"),
+        shown("customer_phone", "last4"),
+        shown("customer_since", "year"),
+        shown("shipping/street", "omit"),
+    ]);
+    for e in [&events[0], &events[2]] {
+        assert_eq!(e["principal"]["id"], common::REPORTING, "{e}");
+        assert_eq!(e["shadow"]["decision"], "allow", "{e}");
+        assert_eq!(e["shadow"]["fields"], expected, "{e}");
+        assert!(e["shadow"].get("fields_left_off").is_none(), "{e}");
+        // The enforced plan's own member is as before.
+        let hidden: Vec<&str> = e["hidden"]
+            .as_array()
+            .expect("hidden")
+            .iter()
+            .filter_map(|h| h["field"].as_str())
+            .collect();
+        assert!(hidden.contains(&"customer_email"), "{e}");
+        assert!(!hidden.contains(&"amount"), "{e}");
+    }
+    assert_eq!(events[1]["principal"]["id"], common::fields::ORDERS);
+    assert_eq!(events[1]["shadow"]["decision"], "allow", "{}", events[1]);
+    assert!(events[1]["shadow"].get("fields").is_none(), "{}", events[1]);
+    let (ok, out) = audit_verify(&[trail]);
+    assert!(ok, "{out}");
 }

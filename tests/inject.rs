@@ -412,10 +412,29 @@ fn kubelet_volume(dir: &Path, files: &BTreeMap<String, String>) {
     std::os::unix::fs::symlink(stamp, dir.join("..data")).expect("symlink");
 }
 
+/// Updates a volume as the kubelet does when its Secret or ConfigMap
+/// changes: the new files in a new timestamped directory, a new link
+/// renamed over `..data` (one atomic swap), the old directory removed.
+fn kubelet_update(dir: &Path, files: &BTreeMap<String, String>) {
+    let old = std::fs::read_link(dir.join("..data")).expect("..data");
+    let stamp = "..2026_11_21_01_00_00.000000002";
+    std::fs::create_dir_all(dir.join(stamp)).expect("mkdir");
+    for (k, v) in files {
+        std::fs::write(dir.join(stamp).join(k), v).expect("write");
+    }
+    std::os::unix::fs::symlink(stamp, dir.join("..data_tmp")).expect("symlink");
+    std::fs::rename(dir.join("..data_tmp"), dir.join("..data")).expect("swap ..data");
+    std::fs::remove_dir_all(dir.join(old)).expect("remove the old files");
+}
+
 /// The sidecar of an injected pod, started from its container spec, with its
 /// mounts laid out under a directory that stands for the container's root.
 struct Started {
     meshgate: Meshgate,
+    /// The injected document.
+    injected: Value,
+    /// Where each of the sidecar's volumes is mounted, under the root.
+    mounts: BTreeMap<String, PathBuf>,
     _root: tempfile::TempDir,
 }
 
@@ -428,27 +447,35 @@ fn field_ref(path: &str) -> &'static str {
     }
 }
 
-#[test]
-fn the_injected_sidecar_starts_from_its_pod_spec_and_serves() {
-    if !require_tool("kubectl") || !require_tool("curl") {
-        return;
-    }
-    let pki = Pki::new();
-    let upstream = Upstream::start();
-    let port = unused_port();
-    let admin = unused_port();
+/// The ConfigMaps as kustomize makes them for the sales namespace.
+fn sales_configmaps() -> BTreeMap<String, BTreeMap<String, String>> {
+    let kustomized = Command::new("kubectl")
+        .args(["kustomize"])
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/examples/sales"))
+        .output()
+        .expect("kubectl kustomize");
+    assert!(kustomized.status.success());
+    yaml_docs(&String::from_utf8_lossy(&kustomized.stdout))
+        .into_iter()
+        .filter(|d| d["kind"] == "ConfigMap")
+        .map(|d| {
+            let name = d["metadata"]["name"].as_str().expect("name").to_string();
+            let data = serde_json::from_value(d["data"].clone()).expect("data");
+            (name, data)
+        })
+        .collect()
+}
 
-    // The sample product's Deployment, its port and the sidecar's ports
-    // chosen free here.
-    let mut deployment = k8s_fixture("deployment.json");
-    let template = &mut deployment["spec"]["template"];
-    template["spec"]["containers"][0]["ports"][0]["containerPort"] = json!(port);
-    template["metadata"]["annotations"] = json!({
-        "meshgate.io/policy-configmap": "sales-policies",
-        "meshgate.io/admin-port": admin.to_string(),
-        "meshgate.io/upstream-port": upstream.addr.port().to_string(),
-        "meshgate.io/log-level": "info,meshgate=debug",
-    });
+/// Injects `deployment` and starts its sidecar: the pod's volumes laid out
+/// under a temporary root where they are mounted (the CSI volume holding
+/// `pki`'s server certificate, ConfigMaps as kustomize makes them for the
+/// sales namespace, Secrets from `secrets`), then the container's command
+/// run in its working directory with its environment.
+fn start_injected(
+    pki: &Pki,
+    deployment: &Value,
+    secrets: &BTreeMap<&str, BTreeMap<String, String>>,
+) -> Started {
     let out = inject_stdin(&deployment.to_string(), &[]);
     assert!(
         out.status.success(),
@@ -457,36 +484,8 @@ fn the_injected_sidecar_starts_from_its_pod_spec_and_serves() {
     );
     let injected = yaml_docs(&String::from_utf8_lossy(&out.stdout)).remove(0);
     let pod = &injected["spec"]["template"]["spec"];
-    let sidecar = pod["initContainers"][0].clone();
-    let app = &pod["containers"][0];
-    // The app is told to listen where the sidecar forwards.
-    let app_env: BTreeMap<&str, &str> = app["env"]
-        .as_array()
-        .expect("app env")
-        .iter()
-        .filter_map(|e| Some((e["name"].as_str()?, e["value"].as_str()?)))
-        .collect();
-    assert_eq!(app_env["MESHGATE_UPSTREAM_ADDR"], upstream.addr.to_string());
-
-    // The ConfigMaps as kustomize makes them for the sales namespace.
-    let kustomized = Command::new("kubectl")
-        .args(["kustomize"])
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/examples/sales"))
-        .output()
-        .expect("kubectl kustomize");
-    assert!(kustomized.status.success());
-    let configmaps: BTreeMap<String, BTreeMap<String, String>> =
-        yaml_docs(&String::from_utf8_lossy(&kustomized.stdout))
-            .into_iter()
-            .filter(|d| d["kind"] == "ConfigMap")
-            .map(|d| {
-                let name = d["metadata"]["name"].as_str().expect("name").to_string();
-                let data = serde_json::from_value(d["data"].clone()).expect("data");
-                (name, data)
-            })
-            .collect();
-
-    // The pod's volumes, laid out under `root` where they are mounted.
+    let sidecar = &pod["initContainers"][0];
+    let configmaps = sales_configmaps();
     let root = tempfile::tempdir().expect("root");
     let volumes: BTreeMap<&str, &Value> = pod["volumes"]
         .as_array()
@@ -494,14 +493,12 @@ fn the_injected_sidecar_starts_from_its_pod_spec_and_serves() {
         .iter()
         .filter_map(|v| Some((v["name"].as_str()?, v)))
         .collect();
+    let mut mounts = BTreeMap::new();
     for mount in sidecar["volumeMounts"].as_array().expect("mounts") {
         let name = mount["name"].as_str().expect("mount name");
-        let at = root.path().join(
-            mount["mountPath"]
-                .as_str()
-                .expect("path")
-                .trim_start_matches('/'),
-        );
+        assert_eq!(mount["readOnly"], true, "{mount}");
+        let mount_path = mount["mountPath"].as_str().expect("path");
+        let at = root.path().join(mount_path.trim_start_matches('/'));
         let volume = volumes[name];
         let files = if volume["csi"]["driver"] == "spiffe.csi.cert-manager.io" {
             // csi-driver-spiffe's files: the SVID, its key, the trust bundle.
@@ -511,6 +508,22 @@ fn the_injected_sidecar_starts_from_its_pod_spec_and_serves() {
                 ("tls.key".to_string(), read("server-key.pem")),
                 ("ca.crt".to_string(), read("ca.pem")),
             ])
+        } else if let Some(secret) = volume["secret"]["secretName"].as_str() {
+            let data = secrets
+                .get(secret)
+                .unwrap_or_else(|| panic!("no Secret {secret} given"));
+            // Only the keys the volume projects, when it lists them.
+            match volume["secret"]["items"].as_array() {
+                Some(items) => items
+                    .iter()
+                    .map(|i| {
+                        let key = i["key"].as_str().expect("key");
+                        let path = i["path"].as_str().expect("path").to_string();
+                        (path, data[key].clone())
+                    })
+                    .collect(),
+                None => data.clone(),
+            }
         } else {
             let cm = volume["configMap"]["name"]
                 .as_str()
@@ -521,9 +534,19 @@ fn the_injected_sidecar_starts_from_its_pod_spec_and_serves() {
                 .clone()
         };
         kubelet_volume(&at, &files);
+        mounts.insert(name.to_string(), at);
     }
+    let meshgate = spawn_from_spec(root.path(), sidecar);
+    Started {
+        meshgate,
+        injected,
+        mounts,
+        _root: root,
+    }
+}
 
-    // The container's command, environment and working directory.
+/// Runs the container `sidecar` as its spec says, under `root`.
+fn spawn_from_spec(root: &Path, sidecar: &Value) -> Meshgate {
     let command: Vec<String> = sidecar["command"]
         .as_array()
         .expect("command")
@@ -532,7 +555,7 @@ fn the_injected_sidecar_starts_from_its_pod_spec_and_serves() {
         .map(|v| v.as_str().expect("string").to_string())
         .collect();
     assert_eq!(command[0], "meshgate", "the image's binary, found on PATH");
-    let workdir: PathBuf = root.path().join(
+    let workdir: PathBuf = root.join(
         sidecar["workingDir"]
             .as_str()
             .expect("workingDir")
@@ -557,36 +580,70 @@ fn the_injected_sidecar_starts_from_its_pod_spec_and_serves() {
         };
         cmd.env(name, value);
     }
-    let started = Started {
-        meshgate: Meshgate::spawn(cmd, PathBuf::new()),
-        _root: root,
-    };
+    Meshgate::spawn(cmd, PathBuf::new())
+}
+
+/// An admin endpoint's status code, as the kubelet's probe sees it.
+fn probe(admin: u16, path: &str) -> String {
+    let url = format!("http://127.0.0.1:{admin}{path}");
+    let out = Command::new("curl")
+        .args([
+            "-sS",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "--max-time",
+            "10",
+            &url,
+        ])
+        .output()
+        .expect("curl");
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+#[test]
+fn the_injected_sidecar_starts_from_its_pod_spec_and_serves() {
+    if !require_tool("kubectl") || !require_tool("curl") {
+        return;
+    }
+    let pki = Pki::new();
+    let upstream = Upstream::start();
+    let port = unused_port();
+    let admin = unused_port();
+
+    // The sample product's Deployment, its port and the sidecar's ports
+    // chosen free here.
+    let mut deployment = k8s_fixture("deployment.json");
+    let template = &mut deployment["spec"]["template"];
+    template["spec"]["containers"][0]["ports"][0]["containerPort"] = json!(port);
+    template["metadata"]["annotations"] = json!({
+        "meshgate.io/policy-configmap": "sales-policies",
+        "meshgate.io/admin-port": admin.to_string(),
+        "meshgate.io/upstream-port": upstream.addr.port().to_string(),
+        "meshgate.io/log-level": "info,meshgate=debug",
+    });
+    let started = start_injected(&pki, &deployment, &BTreeMap::new());
+    let pod = &started.injected["spec"]["template"]["spec"];
+    let sidecar = &pod["initContainers"][0];
+    // The app is told to listen where the sidecar forwards.
+    let app_env: BTreeMap<&str, &str> = pod["containers"][0]["env"]
+        .as_array()
+        .expect("app env")
+        .iter()
+        .filter_map(|e| Some((e["name"].as_str()?, e["value"].as_str()?)))
+        .collect();
+    assert_eq!(app_env["MESHGATE_UPSTREAM_ADDR"], upstream.addr.to_string());
     let mg = &started.meshgate;
     assert_eq!(mg.data.port(), port);
     assert_eq!(mg.admin.port(), admin);
 
     // The kubelet's probes, as the spec writes them.
-    for probe in ["startupProbe", "readinessProbe", "livenessProbe"] {
-        let get = &sidecar[probe]["httpGet"];
+    for kind in ["startupProbe", "readinessProbe", "livenessProbe"] {
+        let get = &sidecar[kind]["httpGet"];
         assert_eq!(get["port"], "meshgate-admin");
-        let url = format!(
-            "http://127.0.0.1:{admin}{}",
-            get["path"].as_str().expect("path")
-        );
-        let out = Command::new("curl")
-            .args([
-                "-sS",
-                "-o",
-                "/dev/null",
-                "-w",
-                "%{http_code}",
-                "--max-time",
-                "10",
-                &url,
-            ])
-            .output()
-            .expect("curl");
-        assert_eq!(String::from_utf8_lossy(&out.stdout), "200", "{probe}");
+        let path = get["path"].as_str().expect("path");
+        assert_eq!(probe(admin, path), "200", "{kind}");
     }
 
     // A caller of the finance domain reads sales orders through the sidecar:
@@ -615,6 +672,98 @@ fn the_injected_sidecar_starts_from_its_pod_spec_and_serves() {
     let policy: Value = serde_json::from_slice(&policy.stdout).expect("policy json");
     assert_eq!(policy["mode"], "enforcing");
     assert!(policy["routes"].as_u64().unwrap_or(0) > 0, "{policy}");
+}
+
+const ANALYTICS: &str = "spiffe://mesh.local/ns/marketing/sa/analytics";
+
+/// The customer e-mail of the orders `who` reads through `mg`.
+fn email_seen(pki: &Pki, who: &str, url: &str) -> String {
+    let (code, status, body) = common::fields::get(pki, who, &[], url);
+    assert_eq!((code, status.as_str()), (0, "200"), "{body}");
+    let v: Value = serde_json::from_str(&body).expect("JSON");
+    v[0]["customer_email"]
+        .as_str()
+        .expect("a string")
+        .to_string()
+}
+
+#[test]
+fn the_injected_sidecar_reads_the_hash_key_from_its_secret_and_follows_its_rotation() {
+    if !require_tool("kubectl") || !require_tool("curl") {
+        return;
+    }
+    use common::fields::{pseudonym, KEY, RECORD};
+    let pki = Pki::with_clients(&[("analytics", ANALYTICS)]);
+    let up = common::json_upstream::FixedUpstream::start(vec![(
+        "/orders",
+        "application/json",
+        format!("[{RECORD}]"),
+    )]);
+    let up_url = up.target_url();
+    let up_port = up_url.rsplit(':').next().expect("a port");
+    let (port, admin) = (unused_port(), unused_port());
+    let mut deployment = deployment_with_policies();
+    let template = &mut deployment["spec"]["template"];
+    template["spec"]["containers"][0]["ports"][0]["containerPort"] = json!(port);
+    let annotations = template["metadata"]["annotations"]
+        .as_object_mut()
+        .expect("annotations");
+    for (k, v) in [
+        ("meshgate.io/admin-port", admin.to_string()),
+        ("meshgate.io/upstream-port", up_port.to_string()),
+        ("meshgate.io/hash-key-secret", "mesh-hash-key".to_string()),
+    ] {
+        annotations.insert(k.to_string(), json!(v));
+    }
+    // The Secret holds another key beside the hash key: only the hash key
+    // is projected.
+    let key_of = |key: &str| {
+        BTreeMap::from([
+            ("hash.key".to_string(), key.to_string()),
+            ("unrelated".to_string(), "not for the sidecar".to_string()),
+        ])
+    };
+    let secrets = BTreeMap::from([("mesh-hash-key", key_of(KEY))]);
+    let started = start_injected(&pki, &deployment, &secrets);
+    let key_dir = &started.mounts["meshgate-hash-key"];
+    assert!(key_dir.join("hash.key").exists());
+    assert!(!key_dir.join("unrelated").exists());
+    validates(&started.injected);
+
+    // Analytics sees the customer's e-mail as a pseudonym under the key.
+    let mg = &started.meshgate;
+    let url = format!("https://localhost:{port}/orders");
+    let email = email_seen(&pki, "analytics", &url);
+    assert_eq!(
+        email,
+        pseudonym(KEY, "ana@example.com"),
+        "{}",
+        mg.logs.dump()
+    );
+
+    // The Secret is rotated: the kubelet swaps the volume's `..data`; the
+    // sidecar, whose configuration names the key by a relative path, sees
+    // it and uses the new key from the next request on.
+    let rotated = "the rotated mesh key, at least thirty-two bytes";
+    kubelet_update(key_dir, &key_of(rotated));
+    mg.wait_metric("meshgate_hash_key_reloads_total{result=\"ok\"}", 1.0);
+    let email = email_seen(&pki, "analytics", &url);
+    assert_eq!(email, pseudonym(rotated, "ana@example.com"));
+    assert_eq!(
+        mg.metric("meshgate_hash_key_reloads_total{result=\"error\"}"),
+        0.0
+    );
+}
+
+/// The injected document is valid Kubernetes (when kubernetes-validate is
+/// installed).
+fn validates(doc: &Value) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("injected.yaml");
+    std::fs::write(&file, to_yaml_stream(std::slice::from_ref(doc))).expect("write");
+    if let Some(passed) = kubernetes_validate(&file, &[]) {
+        assert_eq!(passed, 1, "the injected document validates");
+    }
 }
 
 #[test]

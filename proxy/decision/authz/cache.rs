@@ -26,7 +26,10 @@ pub(super) struct Remembered {
 
 /// Per-thread decision cache: caller (header form) -> (snapshot serial,
 /// resource index) -> what was built. Looked up by `&str`, so a hit allocates
-/// nothing; bounded by clearing it whole when full.
+/// nothing; bounded by clearing it whole when full. A thread keeps two: one
+/// for the resources requests name (products and datasets), one for fields
+/// ([`decisions_of`]), so that building the field plans of a wide dataset
+/// for many callers never empties the cache requests are decided from.
 #[derive(Default)]
 pub(super) struct DecisionCache {
     pub(super) callers: FastMap<String, FastMap<(u64, usize), Remembered>>,
@@ -34,6 +37,7 @@ pub(super) struct DecisionCache {
 }
 
 impl DecisionCache {
+    /// Entries of each of a thread's two caches.
     pub(super) const CAPACITY: usize = 4096;
 
     pub(super) fn clear(&mut self) {
@@ -95,17 +99,38 @@ pub(super) fn remembered_one_more() {
         n.get()
     });
     if n > MEMO_LIMIT {
-        DECISIONS.with(|c| {
-            if let Ok(mut c) = c.try_borrow_mut() {
-                c.clear();
-            }
-        });
+        for cache in [&DECISIONS, &FIELD_DECISIONS] {
+            cache.with(|c| {
+                if let Ok(mut c) = c.try_borrow_mut() {
+                    c.clear();
+                }
+            });
+        }
     }
 }
 
+/// The thread's decision cache for a resource of `kind`: fields have
+/// their own. A field's entry is still worth keeping beside the plans:
+/// when a plan misses (another purpose, another second), its fields'
+/// entities and specialised candidates are found here, and a plan's key is
+/// made from what their candidates read.
+pub(super) fn decisions_of(kind: usize) -> &'static DecisionCacheKey {
+    if kind == FIELD {
+        &FIELD_DECISIONS
+    } else {
+        &DECISIONS
+    }
+}
+
+/// One of a thread's decision caches.
+pub(super) type DecisionCacheKey = std::thread::LocalKey<std::cell::RefCell<DecisionCache>>;
+
 thread_local! {
     static MEMO_ENTRIES: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
-    pub(super) static DECISIONS: std::cell::RefCell<DecisionCache> = std::cell::RefCell::new(DecisionCache::default());
+    /// Products and datasets: what requests are decided about.
+    static DECISIONS: std::cell::RefCell<DecisionCache> = std::cell::RefCell::new(DecisionCache::default());
+    /// Fields: what field plans are built from.
+    static FIELD_DECISIONS: std::cell::RefCell<DecisionCache> = std::cell::RefCell::new(DecisionCache::default());
     static TIME_EXPR: std::cell::RefCell<Option<(u64, RestrictedExpression)>> =
         const { std::cell::RefCell::new(None) };
     static IP_EXPRS: std::cell::RefCell<FastMap<IpAddr, RestrictedExpression>> =

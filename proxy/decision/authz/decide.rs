@@ -51,7 +51,8 @@ impl IndexedPolicies {
     fn candidate_set(&self, snapshot: &Snapshot, q: &Question<'_>) -> Rc<Candidates> {
         let (name, resource, action, who) = (q.name, q.resource, q.action, q.who);
         let key = (snapshot.serial, resource.index);
-        let cached = DECISIONS.with(|c| {
+        let cache = decisions_of(resource.kind);
+        let cached = cache.with(|c| {
             c.borrow()
                 .get(name, key)
                 .and_then(|e| e.candidates[self.slot][action].clone())
@@ -141,7 +142,7 @@ impl IndexedPolicies {
                 .extend(resp.diagnostics().errors().map(|e| e.to_string()));
         }
         let found = Rc::new(found);
-        DECISIONS.with(|c| {
+        cache.with(|c| {
             if let Some(e) = c.borrow_mut().get_mut(name, key) {
                 e.candidates[self.slot][action] = Some(found.clone());
             }

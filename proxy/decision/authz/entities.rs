@@ -541,7 +541,8 @@ impl Snapshot {
         resource: &Resource,
     ) -> Result<DecisionEntities, String> {
         let key = (self.serial, resource.index);
-        let cached = DECISIONS.with(|c| c.borrow().get(name, key).map(|e| e.who.clone()));
+        let cache = decisions_of(resource.kind);
+        let cached = cache.with(|c| c.borrow().get(name, key).map(|e| e.who.clone()));
         if let Some(hit) = cached {
             return Ok(hit);
         }
@@ -558,7 +559,7 @@ impl Snapshot {
             entities,
             principal_in: Arc::new(keys),
         };
-        DECISIONS.with(|c| c.borrow_mut().insert(name, key, found.clone()));
+        cache.with(|c| c.borrow_mut().insert(name, key, found.clone()));
         Ok(found)
     }
 }

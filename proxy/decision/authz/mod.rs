@@ -261,4 +261,6 @@ pub enum DecideError {
 }
 
 #[cfg(test)]
+mod cache_tests;
+#[cfg(test)]
 mod tests;

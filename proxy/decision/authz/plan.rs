@@ -10,7 +10,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use crate::decision::contract::Action;
-use crate::decision::fields::{FieldPlan, Hidden};
+use crate::decision::fields::{FieldPlan, FieldSpec, Hidden, Mask, ShadowField};
 use crate::decision::routes::Target;
 use crate::model::identity::Principal;
 use crate::FastMap;
@@ -151,30 +151,23 @@ impl Snapshot {
             visible: Vec::new(),
             verdicts: Vec::with_capacity(set.resources.len()),
             shadow_hidden: None,
+            shadow_differs: Vec::new(),
             specs: set.specs.clone(),
             undeclared: set.undeclared,
             errors: Vec::new(),
         };
-        let mut shadow_hidden = self.shadow.as_ref().map(|_| Vec::new());
-        // Whether the shadow set hides each field so far (its own decision
-        // or its enclosing field's), as the enforced verdicts do.
-        let mut shadow_verdicts: Vec<bool> = Vec::with_capacity(set.resources.len());
+        let mut shadow = self
+            .shadow
+            .as_ref()
+            .map(|_| ShadowPlan::with_capacity(set.resources.len()));
         for (spec, field) in set.specs.fields.iter().zip(&set.resources) {
             let path: Arc<str> = Arc::from(spec.path.as_str());
             // A field under a hidden one is hidden with it.
             let under_hidden = spec
                 .parent
                 .and_then(|p| plan.verdicts.get(p).copied().flatten());
-            let (decision, shadow) =
+            let (decision, shadow_decision) =
                 self.decide_resource(principal, name, field, READ_FIELD, parsed, true);
-            if let (Some(list), Some(s)) = (shadow_hidden.as_mut(), shadow) {
-                let under = spec.parent.and_then(|p| shadow_verdicts.get(p).copied());
-                let hidden = !s.allowed || under == Some(true);
-                if hidden {
-                    list.push(path.clone());
-                }
-                shadow_verdicts.push(hidden);
-            }
             plan.errors.extend(decision.errors.iter().cloned());
             // Fail closed: a field whose decision erred (a forbid that
             // could not be evaluated is skipped by Cedar) is hidden.
@@ -182,14 +175,14 @@ impl Snapshot {
             match (visible, under_hidden) {
                 (true, None) => {
                     plan.verdicts.push(None);
-                    plan.visible.push(path);
+                    plan.visible.push(path.clone());
                 }
                 (true, Some(h)) => {
                     let mut policies = plan.hidden[h].policies.clone();
                     policies.sort_unstable();
                     plan.verdicts.push(Some(plan.hidden.len()));
                     plan.hidden.push(Hidden {
-                        path,
+                        path: path.clone(),
                         mask: plan.hidden[h].mask,
                         policies,
                     });
@@ -204,14 +197,22 @@ impl Snapshot {
                         decision.policies
                     };
                     plan.hidden.push(Hidden {
-                        path,
+                        path: path.clone(),
                         mask: spec.mask,
                         policies,
                     });
                 }
             }
+            if let (Some(sp), Some(s)) = (shadow.as_mut(), shadow_decision) {
+                let enforced = plan.verdicts.last().copied().flatten();
+                let enforced = enforced.and_then(|h| plan.hidden.get(h));
+                sp.add(spec, path, s, enforced);
+            }
         }
-        plan.shadow_hidden = shadow_hidden;
+        if let Some(sp) = shadow {
+            plan.shadow_hidden = Some(sp.hidden);
+            plan.shadow_differs = sp.differs;
+        }
         plan
     }
 
@@ -225,7 +226,7 @@ impl Snapshot {
         } else {
             &[ENFORCED]
         };
-        DECISIONS.with(|c| {
+        decisions_of(FIELD).with(|c| {
             let c = c.borrow();
             for (field, &slot) in set
                 .resources
@@ -246,5 +247,58 @@ impl Snapshot {
             }
             Some(mask)
         })
+    }
+}
+
+/// The shadow set's side of a plan, field by field beside the enforced one.
+struct ShadowPlan {
+    /// The paths it hides.
+    hidden: Vec<Arc<str>>,
+    /// Where it differs from the enforced plan.
+    differs: Vec<ShadowField>,
+    /// Per field so far: `Some` (how, and by which forbids) when the shadow
+    /// set hides it (by its own decision or its enclosing field's).
+    verdicts: Vec<Option<(Mask, Vec<String>)>>,
+}
+
+impl ShadowPlan {
+    fn with_capacity(n: usize) -> ShadowPlan {
+        ShadowPlan {
+            hidden: Vec::new(),
+            differs: Vec::new(),
+            verdicts: Vec::with_capacity(n),
+        }
+    }
+
+    /// The shadow decision `s` of the next field, whose enforced verdict
+    /// is `enforced` (`Some`: hidden so).
+    fn add(&mut self, spec: &FieldSpec, path: Arc<str>, s: Decision, enforced: Option<&Hidden>) {
+        let under = spec
+            .parent
+            .and_then(|p| self.verdicts.get(p).cloned().flatten());
+        let verdict = match under {
+            Some(parent) => Some(parent),
+            None if !s.allowed => Some((spec.mask, s.policies.clone())),
+            None => None,
+        };
+        if verdict.is_some() {
+            self.hidden.push(path.clone());
+        }
+        match (&verdict, enforced) {
+            (Some((mask, policies)), None) => self.differs.push(ShadowField {
+                path,
+                hide: true,
+                mask: *mask,
+                policies: policies.clone(),
+            }),
+            (None, Some(h)) => self.differs.push(ShadowField {
+                path,
+                hide: false,
+                mask: h.mask,
+                policies: s.policies,
+            }),
+            _ => {}
+        }
+        self.verdicts.push(verdict);
     }
 }

@@ -169,6 +169,34 @@ pub struct Hidden {
     pub policies: Vec<String>,
 }
 
+/// A field the shadow policy set would treat otherwise than the enforced
+/// plan: hide a field the plan shows, or show one it hides.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShadowField {
+    /// The field's path in its dataset.
+    pub path: Arc<str>,
+    /// `true`: the shadow set would hide it; `false`: show it.
+    pub hide: bool,
+    /// How it is hidden: as the shadow set would hide it, or as the
+    /// enforced plan hides it.
+    pub mask: Mask,
+    /// The shadow set's determining policies: the forbids that would hide
+    /// it (those of its enclosing field when it goes with that one), or
+    /// the permits that would show it.
+    pub policies: Vec<String>,
+}
+
+impl ShadowField {
+    /// What the shadow set would do: `hide` or `show`.
+    pub fn would(&self) -> &'static str {
+        if self.hide {
+            "hide"
+        } else {
+            "show"
+        }
+    }
+}
+
 /// What a caller sees of one dataset's responses: built once per
 /// snapshot, caller and the context values the field policies read, and
 /// shared by every response it applies to.
@@ -186,6 +214,9 @@ pub struct FieldPlan {
     /// The paths the shadow set would hide (in the contract's order, a
     /// field under a hidden one included), when one is configured.
     pub shadow_hidden: Option<Vec<Arc<str>>>,
+    /// The fields the shadow set would hide or show otherwise than this
+    /// plan does, in the contract's order (none without a shadow set).
+    pub shadow_differs: Vec<ShadowField>,
     /// The dataset's declared fields.
     pub specs: Arc<DatasetFields>,
     pub undeclared: Undeclared,
@@ -203,10 +234,7 @@ impl FieldPlan {
     /// Whether the shadow policy set, when there is one, hides other
     /// fields than the enforced plan does.
     pub fn shadow_disagrees(&self) -> bool {
-        self.shadow_hidden.as_ref().is_some_and(|shadow| {
-            shadow.len() != self.hidden.len()
-                || shadow.iter().zip(&self.hidden).any(|(s, h)| *s != h.path)
-        })
+        !self.shadow_differs.is_empty()
     }
 }
 

@@ -55,6 +55,10 @@ pub const CONTRACT_CONFIGMAP: &str = "meshgate.io/contract-configmap";
 /// Workload certificates from this Secret (`tls.crt`, `tls.key`, `ca.crt`)
 /// instead of the csi-driver-spiffe volume.
 pub const TLS_SECRET: &str = "meshgate.io/tls-secret";
+/// The Secret holding the mesh's key for `hash`-masked fields (key
+/// [`HASH_KEY_FILE`]), mounted read-only and named in the sidecar's
+/// `fields.hash_key_file` (default: the injector's `sidecar.hash_key_secret`).
+pub const HASH_KEY_SECRET: &str = "meshgate.io/hash-key-secret";
 /// The sidecar's log filter.
 pub const LOG_LEVEL: &str = "meshgate.io/log-level";
 pub const CPU_REQUEST: &str = "meshgate.io/cpu-request";
@@ -86,6 +90,10 @@ pub const MESH_DIR: &str = "/etc/meshgate/mesh";
 pub const POLICIES_DIR: &str = "/etc/meshgate/policies";
 /// Where a separate contract ConfigMap is mounted.
 pub const CONTRACTS_DIR: &str = "/etc/meshgate/contracts";
+/// Where the hash key's Secret is mounted.
+pub const HASH_KEY_DIR: &str = "/etc/meshgate/hash-key";
+/// The hash key's Secret key, and its file's name in [`HASH_KEY_DIR`].
+pub const HASH_KEY_FILE: &str = "hash.key";
 /// The sidecar's working directory; the paths of its configuration are
 /// relative to it, so the same configuration runs in a copy of the pod's
 /// files laid out under any directory.
@@ -99,6 +107,7 @@ const VOL_IDENTITY: &str = "meshgate-identity";
 const VOL_MESH: &str = "meshgate-mesh";
 const VOL_POLICIES: &str = "meshgate-policies";
 const VOL_CONTRACTS: &str = "meshgate-contracts";
+const VOL_HASH_KEY: &str = "meshgate-hash-key";
 
 /// What `meshgate inject` and `meshgate inject serve` are configured with.
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -142,6 +151,11 @@ pub struct SidecarConfig {
     /// The mesh baseline ConfigMap (schema, entities, baseline policies),
     /// which must exist in every injected namespace.
     pub mesh_configmap: String,
+    /// The Secret holding the mesh's hash key (key `hash.key`), mounted in
+    /// every injected pod (the `meshgate.io/hash-key-secret` annotation
+    /// names another per pod); it must then exist in every injected
+    /// namespace. None: no key unless a pod names one.
+    pub hash_key_secret: Option<String>,
     pub run_as_user: i64,
     /// The sidecar's group: the group of its certificate files (the CSI
     /// volume's `fs-group` attribute; with a Secret, the pod's `fsGroup`
@@ -162,6 +176,7 @@ impl Default for SidecarConfig {
             cpu_limit: None,
             memory_limit: Some("256Mi".into()),
             mesh_configmap: "meshgate-mesh".into(),
+            hash_key_secret: None,
             run_as_user: 65532,
             run_as_group: 65532,
         }
@@ -204,6 +219,15 @@ impl InjectorConfig {
     /// Reads the YAML file; relative paths are resolved against its directory.
     pub fn load(path: &std::path::Path) -> Result<InjectorConfig, crate::base::yaml::ConfigError> {
         let mut cfg: InjectorConfig = crate::base::yaml::read_yaml(path)?;
+        if let Some(name) = cfg.sidecar.hash_key_secret.as_deref() {
+            if !resource_name(name) {
+                return Err(crate::base::yaml::ConfigError::Invalid {
+                    file: path.display().to_string(),
+                    field: "sidecar.hash_key_secret",
+                    message: format!("`{name}` is not a valid Secret name"),
+                });
+            }
+        }
         if let Some(w) = cfg.webhook.as_mut() {
             let base = crate::base::paths::dir_of(path);
             for p in [&mut w.tls.cert, &mut w.tls.key] {
@@ -332,6 +356,9 @@ pub struct Status {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub policy_domain: Option<String>,
     pub contract_configmap: Option<String>,
+    /// The Secret of the mesh's hash key, when one is mounted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hash_key_secret: Option<String>,
     /// Advice for whoever created the pod (not recorded in the annotation).
     #[serde(skip)]
     pub warnings: Vec<String>,
@@ -450,12 +477,7 @@ fn name_annotation<'a>(
     let Some(v) = annotation(ann, key) else {
         return Ok(None);
     };
-    let ok = v.len() <= 253
-        && v.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
-        && v.starts_with(|c: char| c.is_ascii_alphanumeric())
-        && v.ends_with(|c: char| c.is_ascii_alphanumeric());
-    if ok {
+    if resource_name(v) {
         Ok(Some(v))
     } else {
         Err(InjectError::Annotation {
@@ -463,6 +485,15 @@ fn name_annotation<'a>(
             message: format!("`{v}` is not a valid resource name"),
         })
     }
+}
+
+/// Whether `v` is a Kubernetes resource name (DNS-1123 subdomain).
+fn resource_name(v: &str) -> bool {
+    v.len() <= 253
+        && v.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+        && v.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && v.ends_with(|c: char| c.is_ascii_alphanumeric())
 }
 
 /// A resource quantity such as `100m`, `64Mi`, `1.5`, `2e3`.
@@ -609,5 +640,7 @@ fn check_probes(c: &Container, taken: &Taken) -> Result<(), InjectError> {
     Ok(())
 }
 
+#[cfg(test)]
+mod hash_key_tests;
 #[cfg(test)]
 mod tests;

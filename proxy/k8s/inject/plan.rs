@@ -30,6 +30,8 @@ pub(super) struct Plan<'a> {
     pub(super) contract_configmap: Option<&'a str>,
     /// The Secret of the workload certificates; none: the CSI driver.
     pub(super) tls_secret: Option<&'a str>,
+    /// The Secret of the mesh's hash key; none: no key.
+    pub(super) hash_key_secret: Option<&'a str>,
     pub(super) resources: Resources,
     /// The sidecar's volumes, in the order they are added to the pod.
     pub(super) volumes: Vec<Volume<'a>>,
@@ -74,6 +76,11 @@ pub(super) enum Source<'a> {
         fs_group: i64,
     },
     Secret(&'a str),
+    /// One key of a Secret, as a file of the same name.
+    SecretKey {
+        secret: &'a str,
+        key: &'static str,
+    },
     ConfigMap(&'a str),
 }
 
@@ -101,8 +108,20 @@ pub(super) fn resolve<'a>(
     let policy_domain = policy_domain(ann, policy_configmap)?;
     let contract_configmap = name_annotation(ann, CONTRACT_CONFIGMAP)?;
     let tls_secret = name_annotation(ann, TLS_SECRET)?;
+    let hash_key_secret = name_annotation(ann, HASH_KEY_SECRET)?.or(sc.hash_key_secret.as_deref());
     let resources = resources(sc, ann)?;
-    let volumes = volumes(sc, tls_secret, policy_configmap, contract_configmap);
+    let mut volumes = volumes(sc, tls_secret, policy_configmap, contract_configmap);
+    if let Some(secret) = hash_key_secret {
+        // Only the key, read-only: the Secret's other keys stay out.
+        volumes.push(Volume {
+            name: VOL_HASH_KEY,
+            source: Source::SecretKey {
+                secret,
+                key: HASH_KEY_FILE,
+            },
+            mount: HASH_KEY_DIR,
+        });
+    }
     for v in &volumes {
         if spec.volumes.iter().flatten().any(|x| x.name == v.name) {
             return Err(InjectError::Volume(v.name.to_string()));
@@ -122,9 +141,11 @@ pub(super) fn resolve<'a>(
         policy_domain,
         contract_configmap,
         tls_secret,
+        hash_key_secret,
         resources,
         volumes,
-        set_fs_group: tls_secret.is_some() && pod_fs_group.is_none(),
+        // A Secret's files are root's without a pod fsGroup.
+        set_fs_group: (tls_secret.is_some() || hash_key_secret.is_some()) && pod_fs_group.is_none(),
     })
 }
 

@@ -8,21 +8,19 @@ use super::plan::{Plan, Source, Volume};
 use super::*;
 
 /// The sidecar's configuration (YAML), paths relative to [`WORKING_DIR`].
-/// `policies`: whether there is a domain policy ConfigMap, and its domain.
-pub(super) fn sidecar_config(
-    data_port: u16,
-    admin_port: u16,
-    upstream: &str,
-    protocol: &str,
-    log_level: &str,
-    policies: Option<Option<&str>>,
-    contracts: Option<&str>,
-) -> String {
+pub(super) fn sidecar_config(plan: &Plan) -> String {
     let rel = |dir: &str| dir.trim_start_matches('/').to_string();
+    // Whether there is a domain policy ConfigMap, and its domain.
+    let policies = plan.policy_configmap.map(|_| plan.policy_domain);
+    let contracts = plan.contracts_dir();
     let mut y = format!(
         "listen: 0.0.0.0:{data_port}\nadmin: 0.0.0.0:{admin_port}\nupstream: http://{upstream}\nupstream_protocol: {protocol}\ntls:\n  cert: {id}/tls.crt\n  key: {id}/tls.key\n  client_ca: {id}/ca.crt\nlog:\n  level: {log}\n",
+        data_port = plan.taken.number,
+        admin_port = plan.admin_port,
+        upstream = plan.upstream(),
+        protocol = plan.protocol,
         id = rel(IDENTITY_DIR),
-        log = yaml_string(log_level),
+        log = yaml_string(plan.log_level),
     );
     let mesh = rel(MESH_DIR);
     y.push_str(&format!(
@@ -48,6 +46,13 @@ pub(super) fn sidecar_config(
             yaml_string(d)
         )),
     }
+    if plan.hash_key_secret.is_some() {
+        // Watched where the kubelet swaps the Secret's files.
+        y.push_str(&format!(
+            "fields:\n  hash_key_file: {}/{HASH_KEY_FILE}\n",
+            rel(HASH_KEY_DIR)
+        ));
+    }
     y
 }
 
@@ -67,6 +72,11 @@ pub(super) fn volume(v: &Volume) -> Value {
         Source::Secret(s) => {
             json!({"name": v.name, "secret": {"secretName": s, "defaultMode": 0o440}})
         }
+        Source::SecretKey { secret, key } => json!({"name": v.name, "secret": {
+            "secretName": secret,
+            "defaultMode": 0o440,
+            "items": [{"key": key, "path": key}],
+        }}),
         Source::ConfigMap(cm) => json!({"name": v.name, "configMap": {"name": cm}}),
     }
 }
@@ -109,15 +119,7 @@ fn served_port(taken: &Taken) -> Value {
 
 /// The sidecar container.
 pub(super) fn sidecar(plan: &Plan, sc: &SidecarConfig) -> Value {
-    let config = sidecar_config(
-        plan.taken.number,
-        plan.admin_port,
-        &plan.upstream(),
-        plan.protocol,
-        plan.log_level,
-        plan.policy_configmap.map(|_| plan.policy_domain),
-        plan.contracts_dir(),
-    );
+    let config = sidecar_config(plan);
     let mounts: Vec<Value> = plan
         .volumes
         .iter()
@@ -186,6 +188,7 @@ pub(super) fn status(plan: &Plan, sc: &SidecarConfig, spec: &PodSpec) -> Status 
         policy_configmap: plan.policy_configmap.map(str::to_string),
         policy_domain: plan.policy_domain.map(str::to_string),
         contract_configmap: plan.contract_configmap.map(str::to_string),
+        hash_key_secret: plan.hash_key_secret.map(str::to_string),
         warnings: Vec::new(),
     };
     match (plan.policy_configmap, plan.contract_configmap) {

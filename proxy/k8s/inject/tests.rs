@@ -2,7 +2,7 @@ use super::*;
 use k8s_openapi::api::core::v1::Pod;
 use serde_json::{json, Value};
 
-fn pod(v: Value) -> Value {
+pub(super) fn pod(v: Value) -> Value {
     let mut base = json!({
         "apiVersion": "v1", "kind": "Pod",
         "metadata": {"name": "orders", "namespace": "sales"},
@@ -13,13 +13,16 @@ fn pod(v: Value) -> Value {
     base
 }
 
-fn enabled() -> BTreeMap<String, String> {
+pub(super) fn enabled() -> BTreeMap<String, String> {
     BTreeMap::from([(INJECT.to_string(), "enabled".to_string())])
 }
 
 /// Plans for `v` in namespace `sales` with `labels`; returns the decision
 /// and, when injected, the pod with the patch applied.
-fn run(v: &Value, labels: &BTreeMap<String, String>) -> Result<(PodOutcome, Value), InjectError> {
+pub(super) fn run(
+    v: &Value,
+    labels: &BTreeMap<String, String>,
+) -> Result<(PodOutcome, Value), InjectError> {
     let p: Pod = serde_json::from_value(v.clone()).expect("pod parses");
     let spec = p.spec.expect("spec");
     let d = plan(
@@ -37,7 +40,7 @@ fn run(v: &Value, labels: &BTreeMap<String, String>) -> Result<(PodOutcome, Valu
     Ok((d, out))
 }
 
-fn injected(v: &Value) -> Value {
+pub(super) fn injected(v: &Value) -> Value {
     match run(v, &enabled()).expect("plans") {
         (PodOutcome::Inject { .. }, out) => out,
         (other, _) => panic!("not injected: {other:?}"),
@@ -145,6 +148,19 @@ fn the_generated_config_is_a_valid_sidecar_config() {
     );
     let mounts = &out["spec"]["initContainers"][0]["volumeMounts"];
     assert_eq!(mounts[2]["mountPath"], POLICIES_DIR);
+    assert!(cfg.fields.is_none());
+    // With the hash key's Secret: its file, relative like the others.
+    let out = injected(&pod(
+        json!({"metadata": {"annotations": {HASH_KEY_SECRET: "mesh-hash-key"}}}),
+    ));
+    let text = out["spec"]["initContainers"][0]["env"][0]["value"]
+        .as_str()
+        .expect("config text");
+    let cfg = crate::runtime::config::Config::parse(text, CONFIG_ENV).expect("parses");
+    assert_eq!(
+        cfg.fields.expect("fields").hash_key_file,
+        std::path::Path::new("etc/meshgate/hash-key/hash.key")
+    );
 }
 
 #[test]

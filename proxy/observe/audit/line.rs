@@ -125,15 +125,7 @@ pub(super) fn write_request(
     o.strs("policies", outcome.map_or(NONE, |o| &o.decision.policies))?;
     o.strs("errors", outcome.map_or(NONE, |o| &o.decision.errors))?;
     o.key("shadow");
-    match outcome.and_then(|o| o.shadow.as_ref()) {
-        Some(s) => {
-            let mut shadow = Members::open(o.out);
-            shadow.str("decision", verdict(s.allowed))?;
-            shadow.strs("policies", &s.policies)?;
-            shadow.close();
-        }
-        None => o.out.extend_from_slice(b"null"),
-    }
+    write_shadow(o.out, outcome)?;
     // The fields the caller's plan hid: only on requests it hid some of.
     if let Some(plan) = outcome.and_then(|o| o.fields.as_ref()) {
         if !plan.hidden.is_empty() {
@@ -176,6 +168,47 @@ pub(super) fn write_request(
     o.str("node", node)?;
     o.opt_str("pod", pod)?;
     o.close();
+    Ok(())
+}
+
+/// The most fields a `shadow` member lists; the rest are counted in its
+/// `fields_left_off`.
+pub(super) const SHADOW_FIELDS: usize = 32;
+
+/// The `shadow` member's value: the shadow set's decision and policies,
+/// and the fields its plan would hide or show otherwise than the enforced
+/// plan (only where it differs); `null` without a shadow set.
+fn write_shadow(out: &mut Vec<u8>, outcome: Option<&AuthzOutcome>) -> serde_json::Result<()> {
+    let Some(s) = outcome.and_then(|o| o.shadow.as_ref()) else {
+        out.extend_from_slice(b"null");
+        return Ok(());
+    };
+    let mut shadow = Members::open(out);
+    shadow.str("decision", verdict(s.allowed))?;
+    shadow.strs("policies", &s.policies)?;
+    let differs = outcome
+        .and_then(|o| o.fields.as_ref())
+        .map_or(&[][..], |p| &p.shadow_differs[..]);
+    if !differs.is_empty() {
+        shadow.key("fields");
+        shadow.out.push(b'[');
+        for (i, d) in differs.iter().take(SHADOW_FIELDS).enumerate() {
+            if i > 0 {
+                shadow.out.push(b',');
+            }
+            let mut f = Members::open(shadow.out);
+            f.str("field", &d.path)?;
+            f.str("would", d.would())?;
+            f.str("mask", d.mask.as_str())?;
+            f.strs("policies", &d.policies)?;
+            f.close();
+        }
+        shadow.out.push(b']');
+        if differs.len() > SHADOW_FIELDS {
+            shadow.num("fields_left_off", (differs.len() - SHADOW_FIELDS) as u64);
+        }
+    }
+    shadow.close();
     Ok(())
 }
 

@@ -437,4 +437,6 @@ fn hostname() -> String {
 }
 
 #[cfg(test)]
+mod shadow_tests;
+#[cfg(test)]
 mod tests;

@@ -3,7 +3,7 @@ use crate::model::identity::{PeerIdentity, Principal};
 use std::pin::Pin;
 use std::task::Poll;
 
-fn conn() -> Arc<ConnInfo> {
+pub(super) fn conn() -> Arc<ConnInfo> {
     let principal: Principal = "spiffe://acme.example/ns/finance/sa/reporting"
         .parse()
         .expect("principal");
@@ -23,7 +23,7 @@ fn conn() -> Arc<ConnInfo> {
     })
 }
 
-fn event(path: &str) -> Event {
+pub(super) fn event(path: &str) -> Event {
     Event {
         time: SystemTime::now(),
         request_id: HeaderValue::from_static("0123"),

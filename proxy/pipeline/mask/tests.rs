@@ -54,6 +54,7 @@ fn plan(mask: Mask, undeclared: Undeclared) -> FieldPlan {
         visible: Vec::new(),
         verdicts: vec![None, Some(0), None, None, Some(1), None, None, Some(2)],
         shadow_hidden: None,
+        shadow_differs: Vec::new(),
         specs: Arc::new(DatasetFields {
             dataset: "d".into(),
             fields,
@@ -299,6 +300,7 @@ fn csv_plan(mask: Mask, undeclared: Undeclared) -> FieldPlan {
         visible: Vec::new(),
         verdicts: vec![None, Some(0), None, Some(1), Some(2)],
         shadow_hidden: None,
+        shadow_differs: Vec::new(),
         specs: Arc::new(DatasetFields {
             dataset: "d".into(),
             fields,
