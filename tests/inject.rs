@@ -437,9 +437,36 @@ fn the_injected_sidecar_starts_from_its_pod_spec_and_serves() {
     let upstream = Upstream::start();
     let port = unused_port();
     let admin = unused_port();
+    let injected = inject_sample(&upstream, port, admin);
+    let pod = &injected["spec"]["template"]["spec"];
+    let sidecar = &pod["initContainers"][0];
+    let app = &pod["containers"][0];
+    // The app is told to listen where the sidecar forwards.
+    let app_env: BTreeMap<&str, &str> = app["env"]
+        .as_array()
+        .expect("app env")
+        .iter()
+        .filter_map(|e| Some((e["name"].as_str()?, e["value"].as_str()?)))
+        .collect();
+    assert_eq!(app_env["MESHGATE_UPSTREAM_ADDR"], upstream.addr.to_string());
 
-    // The sample product's Deployment, its port and the sidecar's ports
-    // chosen free here.
+    // The pod's volumes, laid out under `root` where they are mounted.
+    let root = tempfile::tempdir().expect("root");
+    lay_out_volumes(&pki, root.path(), pod, &sales_config_maps());
+    let started = Started {
+        meshgate: Meshgate::spawn(sidecar_command(sidecar, root.path()), PathBuf::new()),
+        _root: root,
+    };
+    let mg = &started.meshgate;
+    assert_eq!(mg.data.port(), port);
+    assert_eq!(mg.admin.port(), admin);
+    check_probes(sidecar, admin);
+    check_serving(&pki, mg, port, admin);
+}
+
+/// The sample product's Deployment, injected, with its port and the
+/// sidecar's ports (`port`, `admin`) chosen free here.
+fn inject_sample(upstream: &Upstream, port: u16, admin: u16) -> Value {
     let mut deployment = k8s_fixture("deployment.json");
     let template = &mut deployment["spec"]["template"];
     template["spec"]["containers"][0]["ports"][0]["containerPort"] = json!(port);
@@ -455,39 +482,38 @@ fn the_injected_sidecar_starts_from_its_pod_spec_and_serves() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let injected = yaml_docs(&String::from_utf8_lossy(&out.stdout)).remove(0);
-    let pod = &injected["spec"]["template"]["spec"];
-    let sidecar = pod["initContainers"][0].clone();
-    let app = &pod["containers"][0];
-    // The app is told to listen where the sidecar forwards.
-    let app_env: BTreeMap<&str, &str> = app["env"]
-        .as_array()
-        .expect("app env")
-        .iter()
-        .filter_map(|e| Some((e["name"].as_str()?, e["value"].as_str()?)))
-        .collect();
-    assert_eq!(app_env["MESHGATE_UPSTREAM_ADDR"], upstream.addr.to_string());
+    yaml_docs(&String::from_utf8_lossy(&out.stdout)).remove(0)
+}
 
-    // The ConfigMaps as kustomize makes them for the sales namespace.
+/// The ConfigMaps as kustomize makes them for the sales namespace: name ->
+/// data.
+fn sales_config_maps() -> BTreeMap<String, BTreeMap<String, String>> {
     let kustomized = Command::new("kubectl")
         .args(["kustomize"])
         .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/examples/sales"))
         .output()
         .expect("kubectl kustomize");
     assert!(kustomized.status.success());
-    let configmaps: BTreeMap<String, BTreeMap<String, String>> =
-        yaml_docs(&String::from_utf8_lossy(&kustomized.stdout))
-            .into_iter()
-            .filter(|d| d["kind"] == "ConfigMap")
-            .map(|d| {
-                let name = d["metadata"]["name"].as_str().expect("name").to_string();
-                let data = serde_json::from_value(d["data"].clone()).expect("data");
-                (name, data)
-            })
-            .collect();
+    yaml_docs(&String::from_utf8_lossy(&kustomized.stdout))
+        .into_iter()
+        .filter(|d| d["kind"] == "ConfigMap")
+        .map(|d| {
+            let name = d["metadata"]["name"].as_str().expect("name").to_string();
+            let data = serde_json::from_value(d["data"].clone()).expect("data");
+            (name, data)
+        })
+        .collect()
+}
 
-    // The pod's volumes, laid out under `root` where they are mounted.
-    let root = tempfile::tempdir().expect("root");
+/// The sidecar's volumes of `pod`, laid out under `root` where it mounts
+/// them: csi-driver-spiffe's files from `pki`, ConfigMaps from `configmaps`.
+fn lay_out_volumes(
+    pki: &Pki,
+    root: &Path,
+    pod: &Value,
+    configmaps: &BTreeMap<String, BTreeMap<String, String>>,
+) {
+    let sidecar = &pod["initContainers"][0];
     let volumes: BTreeMap<&str, &Value> = pod["volumes"]
         .as_array()
         .expect("volumes")
@@ -496,7 +522,7 @@ fn the_injected_sidecar_starts_from_its_pod_spec_and_serves() {
         .collect();
     for mount in sidecar["volumeMounts"].as_array().expect("mounts") {
         let name = mount["name"].as_str().expect("mount name");
-        let at = root.path().join(
+        let at = root.join(
             mount["mountPath"]
                 .as_str()
                 .expect("path")
@@ -522,8 +548,11 @@ fn the_injected_sidecar_starts_from_its_pod_spec_and_serves() {
         };
         kubelet_volume(&at, &files);
     }
+}
 
-    // The container's command, environment and working directory.
+/// The sidecar container's command, environment and working directory
+/// (under `root`), as the kubelet would start it.
+fn sidecar_command(sidecar: &Value, root: &Path) -> Command {
     let command: Vec<String> = sidecar["command"]
         .as_array()
         .expect("command")
@@ -532,7 +561,7 @@ fn the_injected_sidecar_starts_from_its_pod_spec_and_serves() {
         .map(|v| v.as_str().expect("string").to_string())
         .collect();
     assert_eq!(command[0], "meshgate", "the image's binary, found on PATH");
-    let workdir: PathBuf = root.path().join(
+    let workdir: PathBuf = root.join(
         sidecar["workingDir"]
             .as_str()
             .expect("workingDir")
@@ -557,15 +586,11 @@ fn the_injected_sidecar_starts_from_its_pod_spec_and_serves() {
         };
         cmd.env(name, value);
     }
-    let started = Started {
-        meshgate: Meshgate::spawn(cmd, PathBuf::new()),
-        _root: root,
-    };
-    let mg = &started.meshgate;
-    assert_eq!(mg.data.port(), port);
-    assert_eq!(mg.admin.port(), admin);
+    cmd
+}
 
-    // The kubelet's probes, as the spec writes them.
+/// The kubelet's probes, as the spec writes them, answered on `admin`.
+fn check_probes(sidecar: &Value, admin: u16) {
     for probe in ["startupProbe", "readinessProbe", "livenessProbe"] {
         let get = &sidecar[probe]["httpGet"];
         assert_eq!(get["port"], "meshgate-admin");
@@ -588,12 +613,14 @@ fn the_injected_sidecar_starts_from_its_pod_spec_and_serves() {
             .expect("curl");
         assert_eq!(String::from_utf8_lossy(&out.stdout), "200", "{probe}");
     }
+}
 
-    // A caller of the finance domain reads sales orders through the sidecar:
-    // mTLS on the pod's port, the mesh baseline and the sales policies from
-    // their ConfigMaps, the product on loopback.
+/// A caller of the finance domain reads sales orders through the sidecar:
+/// mTLS on the pod's port, the mesh baseline and the sales policies from
+/// their ConfigMaps, the product on loopback.
+fn check_serving(pki: &Pki, mg: &Meshgate, port: u16, admin: u16) {
     let url = format!("https://localhost:{port}/orders/SO-1001");
-    let out = curl(&pki, Some("reporting"), &["-w", "\n%{http_code}", &url]);
+    let out = curl(pki, Some("reporting"), &["-w", "\n%{http_code}", &url]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.ends_with("\n200"), "{text}\n{}", mg.logs.dump());
     assert!(
@@ -601,7 +628,7 @@ fn the_injected_sidecar_starts_from_its_pod_spec_and_serves() {
         "{text}"
     );
     // Without a client certificate there is no way in.
-    assert_eq!(status_of(&pki, None, &url), "000");
+    assert_eq!(status_of(pki, None, &url), "000");
     // The policies in force are the ConfigMaps' (mesh baseline + sales).
     let policy = Command::new("curl")
         .args([
