@@ -165,6 +165,33 @@ fn certs_dev_writes_ca_server_and_clients_with_private_keys_0600() {
     );
 }
 
+/// The harness notices a process that exits before its ready line at once,
+/// by its stderr closing, and fails the start with that stderr (before, it
+/// waited out the 30 s ready deadline and said only "not ready").
+#[test]
+fn a_sidecar_that_exits_before_it_is_ready_fails_its_start_with_its_stderr() {
+    let pki = Pki::new();
+    let file = pki.path("bad.yaml");
+    std::fs::write(&file, "listen: [\n").expect("write");
+    let mut cmd = Command::new(bin());
+    cmd.args(["run", "--config"])
+        .arg(&file)
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let start = std::panic::AssertUnwindSafe(|| Meshgate::spawn(cmd, file.clone()));
+    let Err(panic) = std::panic::catch_unwind(start) else {
+        panic!("meshgate started on an unreadable configuration");
+    };
+    let message = panic.downcast_ref::<String>().cloned().unwrap_or_default();
+    assert!(
+        message.contains("meshgate exited (exit status: ")
+            && message.contains(&format!("meshgate: {}", file.display())),
+        "{message}"
+    );
+}
+
 /// The demo's orders as its three clients see them: reporting (`out`)
 /// with the customers' e-mail and phone, analytics with both masked as the
 /// banner says, campaigns refused.

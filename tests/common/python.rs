@@ -3,7 +3,7 @@
 //! script that reads its calls as JSON on stdin and prints its results as
 //! JSON.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::time::Duration;
@@ -56,14 +56,8 @@ impl PyServer {
             .stderr(Stdio::inherit())
             .spawn()
             .unwrap_or_else(|e| panic!("python3 {}: {e}", script.display()));
-        let stdout = child.stdout.take().expect("stdout");
         let lines = Logs::default();
-        let sink = lines.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                sink.push(line);
-            }
-        });
+        lines.collect(child.stdout.take().expect("stdout"));
         let stdin = child.stdin.take();
         let mut server = PyServer {
             child,
