@@ -165,6 +165,33 @@ fn certs_dev_writes_ca_server_and_clients_with_private_keys_0600() {
     );
 }
 
+/// The harness notices a process that exits before its ready line at once,
+/// by its stderr closing, and fails the start with that stderr (before, it
+/// waited out the 30 s ready deadline and said only "not ready").
+#[test]
+fn a_sidecar_that_exits_before_it_is_ready_fails_its_start_with_its_stderr() {
+    let pki = Pki::new();
+    let file = pki.path("bad.yaml");
+    std::fs::write(&file, "listen: [\n").expect("write");
+    let mut cmd = Command::new(bin());
+    cmd.args(["run", "--config"])
+        .arg(&file)
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let start = std::panic::AssertUnwindSafe(|| Meshgate::spawn(cmd, file.clone()));
+    let Err(panic) = std::panic::catch_unwind(start) else {
+        panic!("meshgate started on an unreadable configuration");
+    };
+    let message = panic.downcast_ref::<String>().cloned().unwrap_or_default();
+    assert!(
+        message.contains("meshgate exited (exit status: ")
+            && message.contains(&format!("meshgate: {}", file.display())),
+        "{message}"
+    );
+}
+
 /// The demo's orders as its three clients see them: reporting (`out`)
 /// with the customers' e-mail and phone, analytics with both masked as the
 /// banner says, campaigns refused.
@@ -209,76 +236,113 @@ fn check_demo_fields(
     assert!(refused.contains("\"forbidden\""), "{refused}");
 }
 
+/// `meshgate demo` running, its stderr read line by line; killed on drop.
+struct Demo {
+    child: std::process::Child,
+    /// Its stderr up to the banner's last line (`Ctrl-C ...`).
+    banner: Vec<String>,
+    /// The banner's curl commands.
+    commands: Vec<String>,
+    /// The stderr lines after the banner.
+    rest: mpsc::Receiver<String>,
+}
+
+impl Demo {
+    /// Starts `meshgate demo > trail` writing its certificates to `certs`:
+    /// only audit events on stdout; the banner and the logs on stderr,
+    /// without colour codes when it is not a terminal.
+    fn start(certs: &std::path::Path, trail: &std::path::Path) -> Demo {
+        let mut child = Command::new(bin())
+            .args([
+                "demo",
+                "--certs",
+                certs.to_str().expect("utf-8"),
+                "--listen",
+                "127.0.0.1:0",
+                "--admin",
+                "127.0.0.1:0",
+            ])
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(trail).expect("trail"))
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn demo");
+        let stderr_pipe = child.stderr.take().expect("stderr");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr_pipe).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        let mut commands = Vec::new();
+        let mut banner = Vec::new();
+        while let Ok(line) = rx.recv_timeout(Duration::from_secs(30)) {
+            if line.trim_start().starts_with("curl ") {
+                commands.push(line.trim().to_string());
+            }
+            let done = line.starts_with("Ctrl-C");
+            banner.push(line);
+            if done {
+                break;
+            }
+        }
+        Demo {
+            child,
+            banner,
+            commands,
+            rest: rx,
+        }
+    }
+
+    /// Runs the printed command containing `marker` through a shell, as a
+    /// user pasting it would: the command and what it printed.
+    fn paste(&self, marker: &str) -> Option<(String, std::process::Output)> {
+        self.commands
+            .iter()
+            .find(|c| c.contains(marker))
+            .map(|cmd| {
+                (
+                    cmd.clone(),
+                    output_within(Command::new("sh").arg("-c").arg(format!("{cmd} -sS"))),
+                )
+            })
+    }
+
+    /// SIGTERM: the demo drains and writes the last events before it exits.
+    /// The stderr lines it wrote after the banner.
+    fn stop(&mut self) -> Vec<String> {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        wait_or_kill(&mut self.child, TERMINATE_DEADLINE, "meshgate demo");
+        self.rest.try_iter().collect()
+    }
+}
+
+impl Drop for Demo {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 #[test]
 fn demo_runs_with_no_setup_and_prints_working_curl_commands() {
     let dir = tempfile::tempdir().expect("tempdir");
     let certs = dir.path().join("certs");
-    // `meshgate demo > trail`: only audit events on stdout; the banner and
-    // the logs on stderr, without colour codes when it is not a terminal.
     let trail = dir.path().join("trail");
-    let mut child = Command::new(bin())
-        .args([
-            "demo",
-            "--certs",
-            certs.to_str().expect("utf-8"),
-            "--listen",
-            "127.0.0.1:0",
-            "--admin",
-            "127.0.0.1:0",
-        ])
-        .env_remove("RUST_LOG")
-        .stdin(Stdio::null())
-        .stdout(std::fs::File::create(&trail).expect("trail"))
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn demo");
-    let stderr_pipe = child.stderr.take().expect("stderr");
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr_pipe).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let mut commands = Vec::new();
-    let mut banner = Vec::new();
-    while let Ok(line) = rx.recv_timeout(Duration::from_secs(30)) {
-        if line.trim_start().starts_with("curl ") {
-            commands.push(line.trim().to_string());
-        }
-        let done = line.starts_with("Ctrl-C");
-        banner.push(line);
-        if done {
-            break;
-        }
-    }
-    // Run a printed command through a shell, as a user pasting it would.
-    let paste = |marker: &str| {
-        commands.iter().find(|c| c.contains(marker)).map(|cmd| {
-            (
-                cmd.clone(),
-                Command::new("sh")
-                    .arg("-c")
-                    .arg(format!("{cmd} -sS"))
-                    .output()
-                    .expect("sh"),
-            )
-        })
-    };
-    let reporting = paste("reporting.pem");
+    let mut demo = Demo::start(&certs, &trail);
+    let reporting = demo.paste("reporting.pem");
     // The order list as marketing's analytics (personal fields masked) and
     // campaigns (refused) see it.
-    let analytics = paste("analytics.pem");
-    let campaigns = paste("campaigns.pem");
+    let analytics = demo.paste("analytics.pem");
+    let campaigns = demo.paste("campaigns.pem");
     // The deprecated version 1, with its lifecycle headers shown (`-i`).
-    let v1 = paste("/v1/orders").map(|(_, out)| out);
+    let v1 = demo.paste("/v1/orders").map(|(_, out)| out);
     // The product's descriptor, for a caller who may describe but not read.
-    let descriptor = paste("/.well-known/data-product/").map(|(_, out)| out);
-    // SIGTERM: the demo drains and writes the last events before it exits.
-    let _ = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status();
-    let _ = child.wait();
-    let logs: Vec<String> = rx.try_iter().collect();
+    let descriptor = demo.paste("/.well-known/data-product/").map(|(_, out)| out);
+    let logs = demo.stop();
     let (reporting, out) = reporting.expect("a curl command for the reporting client");
     assert!(reporting.contains("https://localhost:"), "{reporting}");
     let body = String::from_utf8_lossy(&out.stdout);
@@ -287,8 +351,40 @@ fn demo_runs_with_no_setup_and_prints_working_curl_commands() {
         "{body} {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    check_demo_fields(&banner, &out, analytics, campaigns);
-    let v1 = v1.expect("a curl command for version 1");
+    check_demo_fields(&demo.banner, &out, analytics, campaigns);
+    check_demo_v1(v1.expect("a curl command for version 1"));
+    check_demo_descriptor(descriptor.expect("a curl command for the descriptor"));
+    assert!(
+        !demo
+            .banner
+            .iter()
+            .chain(&logs)
+            .any(|l| l.contains('\u{1b}')),
+        "colour codes on a stderr that is not a terminal: {:?}",
+        demo.banner
+    );
+    let events = std::fs::read_to_string(&trail).expect("trail");
+    assert!(
+        !events.is_empty() && events.lines().all(|l| l.starts_with('{')),
+        "stdout is the audit trail alone: {events}"
+    );
+    let verify = meshgate(&["audit", "verify", trail.to_str().expect("utf-8")]);
+    assert!(verify.status.success(), "{}", stderr(&verify));
+    for f in [
+        "ca.pem",
+        "server.pem",
+        "server-key.pem",
+        "reporting-key.pem",
+        "campaigns.pem",
+        "campaigns-key.pem",
+    ] {
+        assert!(certs.join(f).is_file(), "{f} missing");
+    }
+}
+
+/// The demo's deprecated version 1 as `curl -i` shows it: 200 with its
+/// lifecycle headers.
+fn check_demo_v1(v1: std::process::Output) {
     let v1_out = String::from_utf8_lossy(&v1.stdout).to_ascii_lowercase();
     for shown in [
         " 200",
@@ -303,7 +399,11 @@ fn demo_runs_with_no_setup_and_prints_working_curl_commands() {
             String::from_utf8_lossy(&v1.stderr)
         );
     }
-    let descriptor = descriptor.expect("a curl command for the descriptor");
+}
+
+/// The demo product's descriptor (ODPS) as marketing, who may describe
+/// version 2 only, sees it.
+fn check_demo_descriptor(descriptor: std::process::Output) {
     let odps: serde_json::Value = serde_json::from_slice(&descriptor.stdout).unwrap_or_else(|e| {
         panic!(
             "{e}: {} {}",
@@ -324,27 +424,6 @@ fn demo_runs_with_no_setup_and_prints_working_curl_commands() {
         .unwrap_or_default();
     // Marketing may describe version 2 only (`sales.orders.marketing-may-describe`).
     assert_eq!(ports, ["sales.orders"], "{odps}");
-    assert!(
-        !banner.iter().chain(&logs).any(|l| l.contains('\u{1b}')),
-        "colour codes on a stderr that is not a terminal: {banner:?}"
-    );
-    let events = std::fs::read_to_string(&trail).expect("trail");
-    assert!(
-        !events.is_empty() && events.lines().all(|l| l.starts_with('{')),
-        "stdout is the audit trail alone: {events}"
-    );
-    let verify = meshgate(&["audit", "verify", trail.to_str().expect("utf-8")]);
-    assert!(verify.status.success(), "{}", stderr(&verify));
-    for f in [
-        "ca.pem",
-        "server.pem",
-        "server-key.pem",
-        "reporting-key.pem",
-        "campaigns.pem",
-        "campaigns-key.pem",
-    ] {
-        assert!(certs.join(f).is_file(), "{f} missing");
-    }
 }
 
 #[test]

@@ -475,8 +475,10 @@ fn slow_upstream_is_504() {
     let out = curl(
         &pki,
         Some("reporting"),
-        &["-w", "\n%{http_code}", &mg.url("/slow/10000")],
+        &["-w", "\n%{http_code}", &mg.url("/orders/1?hold=slow")],
     );
+    // Held at the upstream until now: the 504 came from the timeout alone.
+    up.release("slow");
     let text = String::from_utf8_lossy(&out.stdout).to_string();
     let (body, status) = text.rsplit_once('\n').expect("status line");
     assert_eq!(status, "504", "{body}");

@@ -79,7 +79,21 @@ fn base_is_valid_and_configures_the_webhook_as_documented() {
             .count(),
     );
 
-    let hook = find(&all, "MutatingWebhookConfiguration", "meshgate-injector");
+    check_webhooks(&all);
+    let deploy = find(&all, "Deployment", "meshgate-injector");
+    assert_eq!(deploy["spec"]["replicas"], 2);
+    assert!(deploy["spec"]["template"]["spec"]["affinity"]["podAntiAffinity"].is_object());
+    let pdb = find(&all, "PodDisruptionBudget", "meshgate-injector");
+    assert_eq!(pdb["spec"]["minAvailable"], 1);
+    check_serving_certificate(&all, deploy);
+    check_config_maps(&all, deploy);
+}
+
+/// The two webhooks of the base: namespaces labelled for injection
+/// (system namespaces excluded) and pods labelled in other namespaces,
+/// both failing closed, with the CA bundle cert-manager injects.
+fn check_webhooks(all: &[Value]) {
+    let hook = find(all, "MutatingWebhookConfiguration", "meshgate-injector");
     assert_eq!(
         hook["metadata"]["annotations"]["cert-manager.io/inject-ca-from"],
         "meshgate-system/meshgate-injector-ca",
@@ -125,12 +139,12 @@ fn base_is_valid_and_configures_the_webhook_as_documented() {
         w2["namespaceSelector"]["matchExpressions"][0]["operator"],
         "NotIn"
     );
+}
 
-    let deploy = find(&all, "Deployment", "meshgate-injector");
-    assert_eq!(deploy["spec"]["replicas"], 2);
-    assert!(deploy["spec"]["template"]["spec"]["affinity"]["podAntiAffinity"].is_object());
-    let pdb = find(&all, "PodDisruptionBudget", "meshgate-injector");
-    assert_eq!(pdb["spec"]["minAvailable"], 1);
+/// cert-manager's chain for the injector's serving certificate: selfSigned
+/// Issuer -> CA Certificate -> CA Issuer -> serving Certificate, mounted by
+/// the injector's Deployment `deploy`.
+fn check_serving_certificate(all: &[Value], deploy: &Value) {
     // selfSigned Issuer -> CA Certificate -> CA Issuer -> serving Certificate.
     let named = |kind: &str, name: &str| -> &Value {
         all.iter()
@@ -166,9 +180,14 @@ fn base_is_valid_and_configures_the_webhook_as_documented() {
         .as_array()
         .expect("dnsNames")
         .contains(&Value::from("meshgate-injector.meshgate-system.svc")));
+}
+
+/// The injector's configuration (a generated ConfigMap, mounted by
+/// `deploy`) and the mesh baseline ConfigMap.
+fn check_config_maps(all: &[Value], deploy: &Value) {
     // The injector's configuration (a generated ConfigMap) is a valid one,
     // and the Deployment mounts that ConfigMap under its hashed name.
-    let cm = find(&all, "ConfigMap", "meshgate-injector");
+    let cm = find(all, "ConfigMap", "meshgate-injector");
     let cm_name = cm["metadata"]["name"].as_str().expect("name");
     let volumes = deploy["spec"]["template"]["spec"]["volumes"]
         .as_array()
@@ -183,7 +202,7 @@ fn base_is_valid_and_configures_the_webhook_as_documented() {
     .expect("write");
     meshgate::InjectorConfig::load(&cfg).expect("the shipped injector configuration loads");
     // The mesh baseline, from policies/ as it is.
-    let mesh = find(&all, "ConfigMap", "meshgate-mesh");
+    let mesh = find(all, "ConfigMap", "meshgate-mesh");
     assert_eq!(
         mesh["metadata"]["name"], "meshgate-mesh",
         "no hash: pods name it"

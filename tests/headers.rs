@@ -170,6 +170,23 @@ fn allow_override(pki: &Pki) {
     std::fs::write(&file, text).expect("write contract");
 }
 
+/// One POST with curl's `proto` flag and `extra` arguments as `who`: the
+/// status code.
+fn post(pki: &Pki, mg: &Meshgate, who: &str, proto: &str, extra: &[&str], path: &str) -> String {
+    let mut args = vec![proto.to_string(), "-o".into(), "/dev/null".into()];
+    args.extend([
+        "-w".into(),
+        "%{http_code}".into(),
+        "-X".into(),
+        "POST".into(),
+    ]);
+    args.extend(extra.iter().map(|s| s.to_string()));
+    run(pki, who, &args, &mg.url(path))
+}
+
+/// The method (as decided) and status of each request sent.
+type Decided = Vec<(&'static str, u64)>;
+
 #[test]
 fn an_allowed_method_override_is_decided_as_the_method_it_names() {
     let pki = Pki::with_clients(&[("etl", SALES_ETL)]);
@@ -178,128 +195,11 @@ fn an_allowed_method_override_is_decided_as_the_method_it_names() {
     let sidecar = Meshgate::builder(&pki, &up).policies().audit_file(&audit);
     allow_override(&pki);
     let mut mg = sidecar.start();
-    let call = |who: &str, proto: &'static str, extra: &[&str], path: &str| {
-        let mut args = vec![proto.to_string(), "-o".into(), "/dev/null".into()];
-        args.extend([
-            "-w".into(),
-            "%{http_code}".into(),
-            "-X".into(),
-            "POST".into(),
-        ]);
-        args.extend(extra.iter().map(|s| s.to_string()));
-        run(&pki, who, &args, &mg.url(path))
-    };
     let mut expected_methods = Vec::new();
     for proto in ["--http1.1", "--http2"] {
-        let before = up.count();
-        // Finance may query but not write: a POST overridden to DELETE is
-        // decided as DELETE (a write) and refused; the upstream never sees it.
-        let got = call(
-            "reporting",
-            proto,
-            &["-H", "X-HTTP-Method-Override: delete"],
-            "/orders/SO-1",
-        );
-        assert_eq!(got, "403", "{proto}");
-        assert_eq!(
-            up.count(),
-            before,
-            "{proto}: a refused request reached the upstream"
-        );
-        expected_methods.push(("DELETE", 403));
-
-        // The same POST without the override is the query it is.
-        let got = call("reporting", proto, &[], "/orders/SO-1");
-        assert_eq!(got, "200", "{proto}");
-        expected_methods.push(("POST", 200));
-
-        // Sales may write: the upstream gets the POST with exactly the
-        // method decided, and no other override.
-        let got = call(
-            "etl",
-            proto,
-            &[
-                "-H",
-                "X-HTTP-Method-Override: delete",
-                "-H",
-                "X-Method-Override: PUT",
-            ],
-            "/orders/SO-1",
-        );
-        assert_eq!(got, "200", "{proto}");
-        expected_methods.push(("DELETE", 200));
-        let seen = up.seen();
-        let last = seen.last().expect("a request");
-        assert_eq!(last.method, "POST", "{proto}");
-        assert_eq!(last.target, "/orders/SO-1", "{proto}");
-        assert_eq!(last.header("x-http-method-override"), ["DELETE"], "{proto}");
-        assert!(last.header("x-method-override").is_empty(), "{proto}");
-
-        // Overridden to a method the product has no route for: 405.
-        let got = call(
-            "etl",
-            proto,
-            &["-H", "X-HTTP-Method-Override: PATCH"],
-            "/orders/SO-1",
-        );
-        assert_eq!(got, "405", "{proto}");
-        expected_methods.push(("PATCH", 405));
-
-        // Two overrides, or one that is not a method: 400.
-        let two = [
-            "-H",
-            "X-HTTP-Method-Override: GET",
-            "-H",
-            "X-HTTP-Method-Override: DELETE",
-        ];
-        assert_eq!(call("etl", proto, &two, "/orders/SO-1"), "400", "{proto}");
-        expected_methods.push(("POST", 400));
-        let bad = ["-H", "X-HTTP-Method-Override: DE(LETE"];
-        assert_eq!(call("etl", proto, &bad, "/orders/SO-1"), "400", "{proto}");
-        expected_methods.push(("POST", 400));
-        // Never lowered to a safe method (the upstream could run it as a
-        // write, or answer with a body no response stage saw), and never on
-        // a form body (whose `_method` field frameworks read first): 400,
-        // nothing forwarded.
-        let before = up.count();
-        for safe in ["GET", "HEAD", "OPTIONS"] {
-            let lowered = ["-H", &format!("X-HTTP-Method-Override: {safe}")];
-            let lowered: Vec<&str> = lowered.iter().map(|s| s.as_ref()).collect();
-            assert_eq!(
-                call("etl", proto, &lowered, "/orders/SO-1"),
-                "400",
-                "{proto} {safe}"
-            );
-            expected_methods.push(("POST", 400));
-        }
-        let form = [
-            "-H",
-            "X-HTTP-Method-Override: DELETE",
-            "-H",
-            "Content-Type: application/x-www-form-urlencoded",
-        ];
-        assert_eq!(call("etl", proto, &form, "/orders/SO-1"), "400", "{proto}");
-        expected_methods.push(("POST", 400));
-        assert_eq!(up.count(), before, "{proto}: nothing refused was forwarded");
-
-        // Only a POST is overridden: a GET's override header is removed and
-        // the GET is decided (and forwarded) as a GET.
-        let before = up.count();
-        let mut args = vec![proto.to_string(), "-o".into(), "/dev/null".into()];
-        args.extend(["-w".into(), "%{http_code}".into()]);
-        args.extend(["-H".into(), "X-HTTP-Method-Override: DELETE".into()]);
-        assert_eq!(
-            run(&pki, "reporting", &args, &mg.url("/orders/SO-1")),
-            "200"
-        );
-        expected_methods.push(("GET", 200));
-        let seen = up.seen();
-        assert_eq!(seen.len(), before + 1);
-        assert_eq!(seen[before].method, "GET", "{proto}");
-        assert!(
-            seen[before].header("x-http-method-override").is_empty(),
-            "{proto}"
-        );
+        expected_methods.extend(overrides_decided(&pki, &up, &mg, proto));
+        expected_methods.extend(overrides_refused(&pki, &up, &mg, proto));
+        expected_methods.extend(a_get_is_not_overridden(&pki, &up, &mg, proto));
     }
     // SIGTERM flushes every event: the audit records the method decided.
     assert!(mg.terminate().success(), "{}", mg.logs.dump());
@@ -325,6 +225,148 @@ fn an_allowed_method_override_is_decided_as_the_method_it_names() {
     let denied = &events[0];
     assert_eq!(denied["decision"], "deny");
     assert_eq!(denied["action"], "write");
+}
+
+/// An override the product allows is decided as the method it names, and
+/// forwarded as the POST it is with exactly that override.
+fn overrides_decided(pki: &Pki, up: &Upstream, mg: &Meshgate, proto: &str) -> Decided {
+    let mut expected = Vec::new();
+    let before = up.count();
+    // Finance may query but not write: a POST overridden to DELETE is
+    // decided as DELETE (a write) and refused; the upstream never sees it.
+    let got = post(
+        pki,
+        mg,
+        "reporting",
+        proto,
+        &["-H", "X-HTTP-Method-Override: delete"],
+        "/orders/SO-1",
+    );
+    assert_eq!(got, "403", "{proto}");
+    assert_eq!(
+        up.count(),
+        before,
+        "{proto}: a refused request reached the upstream"
+    );
+    expected.push(("DELETE", 403));
+
+    // The same POST without the override is the query it is.
+    let got = post(pki, mg, "reporting", proto, &[], "/orders/SO-1");
+    assert_eq!(got, "200", "{proto}");
+    expected.push(("POST", 200));
+
+    // Sales may write: the upstream gets the POST with exactly the
+    // method decided, and no other override.
+    let got = post(
+        pki,
+        mg,
+        "etl",
+        proto,
+        &[
+            "-H",
+            "X-HTTP-Method-Override: delete",
+            "-H",
+            "X-Method-Override: PUT",
+        ],
+        "/orders/SO-1",
+    );
+    assert_eq!(got, "200", "{proto}");
+    expected.push(("DELETE", 200));
+    let seen = up.seen();
+    let last = seen.last().expect("a request");
+    assert_eq!(last.method, "POST", "{proto}");
+    assert_eq!(last.target, "/orders/SO-1", "{proto}");
+    assert_eq!(last.header("x-http-method-override"), ["DELETE"], "{proto}");
+    assert!(last.header("x-method-override").is_empty(), "{proto}");
+
+    // Overridden to a method the product has no route for: 405.
+    let got = post(
+        pki,
+        mg,
+        "etl",
+        proto,
+        &["-H", "X-HTTP-Method-Override: PATCH"],
+        "/orders/SO-1",
+    );
+    assert_eq!(got, "405", "{proto}");
+    expected.push(("PATCH", 405));
+
+    expected
+}
+
+/// Overrides that are refused (400) before anything is forwarded.
+fn overrides_refused(pki: &Pki, up: &Upstream, mg: &Meshgate, proto: &str) -> Decided {
+    let mut expected = Vec::new();
+    // Two overrides, or one that is not a method: 400.
+    let two = [
+        "-H",
+        "X-HTTP-Method-Override: GET",
+        "-H",
+        "X-HTTP-Method-Override: DELETE",
+    ];
+    assert_eq!(
+        post(pki, mg, "etl", proto, &two, "/orders/SO-1"),
+        "400",
+        "{proto}"
+    );
+    expected.push(("POST", 400));
+    let bad = ["-H", "X-HTTP-Method-Override: DE(LETE"];
+    assert_eq!(
+        post(pki, mg, "etl", proto, &bad, "/orders/SO-1"),
+        "400",
+        "{proto}"
+    );
+    expected.push(("POST", 400));
+    // Never lowered to a safe method (the upstream could run it as a
+    // write, or answer with a body no response stage saw), and never on
+    // a form body (whose `_method` field frameworks read first): 400,
+    // nothing forwarded.
+    let before = up.count();
+    for safe in ["GET", "HEAD", "OPTIONS"] {
+        let lowered = ["-H", &format!("X-HTTP-Method-Override: {safe}")];
+        let lowered: Vec<&str> = lowered.iter().map(|s| s.as_ref()).collect();
+        assert_eq!(
+            post(pki, mg, "etl", proto, &lowered, "/orders/SO-1"),
+            "400",
+            "{proto} {safe}"
+        );
+        expected.push(("POST", 400));
+    }
+    let form = [
+        "-H",
+        "X-HTTP-Method-Override: DELETE",
+        "-H",
+        "Content-Type: application/x-www-form-urlencoded",
+    ];
+    assert_eq!(
+        post(pki, mg, "etl", proto, &form, "/orders/SO-1"),
+        "400",
+        "{proto}"
+    );
+    expected.push(("POST", 400));
+    assert_eq!(up.count(), before, "{proto}: nothing refused was forwarded");
+
+    expected
+}
+
+/// Only a POST is overridden: a GET's override header is removed and the
+/// GET is decided (and forwarded) as a GET.
+fn a_get_is_not_overridden(pki: &Pki, up: &Upstream, mg: &Meshgate, proto: &str) -> Decided {
+    let mut expected = Vec::new();
+    let before = up.count();
+    let mut args = vec![proto.to_string(), "-o".into(), "/dev/null".into()];
+    args.extend(["-w".into(), "%{http_code}".into()]);
+    args.extend(["-H".into(), "X-HTTP-Method-Override: DELETE".into()]);
+    assert_eq!(run(pki, "reporting", &args, &mg.url("/orders/SO-1")), "200");
+    expected.push(("GET", 200));
+    let seen = up.seen();
+    assert_eq!(seen.len(), before + 1);
+    assert_eq!(seen[before].method, "GET", "{proto}");
+    assert!(
+        seen[before].header("x-http-method-override").is_empty(),
+        "{proto}"
+    );
+    expected
 }
 
 #[test]

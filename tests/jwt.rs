@@ -110,103 +110,10 @@ fn a_group_member_is_allowed_and_every_forged_or_stale_token_gets_401_counted_by
     assert_eq!(with_token(&pki, &mg, &es.sign(&outsider)).status, "403");
 
     let good = es.sign(&analyst(&iss));
-    let [h, p, sig]: [&str; 3] = good
-        .split('.')
-        .collect::<Vec<_>>()
-        .try_into()
-        .expect("three parts");
-    let with = |f: &dyn Fn(&mut serde_json::Value)| {
-        let mut c = analyst(&iss);
-        f(&mut c);
-        c
-    };
-    let mut confusion = Header::new(Algorithm::HS256);
-    confusion.kid = Some(rs.kid.clone());
-    let mut forged_groups = analyst(&iss);
-    forged_groups["groups"] = json!(["finance-analysts", "admins"]);
-    let stranger = Signer::new(Algorithm::ES256, "not-published");
-
-    let attacks: Vec<(&str, String, &str)> = vec![
-        (
-            "alg none",
-            format!("{}.{p}.", b64(br#"{"alg":"none","typ":"JWT"}"#)),
-            "alg_none",
-        ),
-        (
-            "HS256 keyed with the RSA public key (key confusion)",
-            jsonwebtoken::encode(
-                &confusion,
-                &analyst(&iss),
-                &EncodingKey::from_secret(rs.public_pem.as_bytes()),
-            )
-            .expect("hs256"),
-            "alg_not_allowed",
-        ),
-        (
-            "expired an hour ago",
-            es.sign(&with(&|c| c["exp"] = json!(now() - 3600))),
-            "expired",
-        ),
-        (
-            "not valid for another hour",
-            es.sign(&with(&|c| c["nbf"] = json!(now() + 3600))),
-            "not_yet_valid",
-        ),
-        (
-            "for another audience",
-            es.sign(&with(&|c| c["aud"] = json!("billing"))),
-            "wrong_audience",
-        ),
-        (
-            "from an untrusted issuer",
-            es.sign(&with(&|c| c["iss"] = json!("https://evil.example"))),
-            "unknown_issuer",
-        ),
-        (
-            "signed by a key the IdP never published",
-            stranger.sign(&analyst(&iss)),
-            "unknown_kid",
-        ),
-        (
-            "payload tampered (groups), signature kept",
-            format!("{h}.{}.{sig}", b64(forged_groups.to_string().as_bytes())),
-            "bad_signature",
-        ),
-        (
-            "header tampered, signature kept",
-            format!(
-                "{}.{p}.{sig}",
-                b64(br#"{"alg":"ES256","kid":"es-1","typ":"JWT","jku":"https://evil.example"}"#)
-            ),
-            "bad_signature",
-        ),
-        (
-            "larger than 16 KiB",
-            es.sign(&with(&|c| c["pad"] = json!("x".repeat(17 * 1024)))),
-            "too_large",
-        ),
-    ];
+    let sig = good.rsplit('.').next().unwrap_or_default();
+    let attacks = forged_tokens(&es, &rs, &iss, &good);
     for (what, token, reason) in &attacks {
-        let before = tokens_counted(&mg, reason);
-        let r = with_token(&pki, &mg, token);
-        assert_eq!(r.status, "401", "{what}: {}", r.body);
-        assert!(
-            r.www_authenticate
-                .starts_with("Bearer error=\"invalid_token\", error_description=\""),
-            "{what}: {}",
-            r.www_authenticate
-        );
-        assert!(
-            !r.www_authenticate.contains(token.as_str()) && !r.body.contains(token.as_str()),
-            "{what}: the token is echoed"
-        );
-        let v: serde_json::Value = serde_json::from_str(&r.body).expect("json body");
-        assert_eq!(v["error"], "invalid_token", "{what}");
-        assert_eq!(
-            tokens_counted(&mg, reason),
-            before + 1.0,
-            "{what}: {reason}"
-        );
+        assert_refused_and_counted(&pki, &mg, what, token, reason);
     }
 
     // A token only in the query string is not a token: missing, 401, and it
@@ -251,6 +158,113 @@ fn a_group_member_is_allowed_and_every_forged_or_stale_token_gets_401_counted_by
         );
     }
     assert!(!logs.contains(sig), "a token is in the logs");
+}
+
+/// Forged, stale and malformed tokens, each with the reason it is counted
+/// under; `good` is a valid ES256 token of `es` whose parts they reuse.
+fn forged_tokens(
+    es: &Signer,
+    rs: &Signer,
+    iss: &str,
+    good: &str,
+) -> Vec<(&'static str, String, &'static str)> {
+    let [h, p, sig]: [&str; 3] = good
+        .split('.')
+        .collect::<Vec<_>>()
+        .try_into()
+        .expect("three parts");
+    let with = |f: &dyn Fn(&mut serde_json::Value)| {
+        let mut c = analyst(iss);
+        f(&mut c);
+        c
+    };
+    let mut confusion = Header::new(Algorithm::HS256);
+    confusion.kid = Some(rs.kid.clone());
+    let mut forged_groups = analyst(iss);
+    forged_groups["groups"] = json!(["finance-analysts", "admins"]);
+    let stranger = Signer::new(Algorithm::ES256, "not-published");
+
+    vec![
+        (
+            "alg none",
+            format!("{}.{p}.", b64(br#"{"alg":"none","typ":"JWT"}"#)),
+            "alg_none",
+        ),
+        (
+            "HS256 keyed with the RSA public key (key confusion)",
+            jsonwebtoken::encode(
+                &confusion,
+                &analyst(iss),
+                &EncodingKey::from_secret(rs.public_pem.as_bytes()),
+            )
+            .expect("hs256"),
+            "alg_not_allowed",
+        ),
+        (
+            "expired an hour ago",
+            es.sign(&with(&|c| c["exp"] = json!(now() - 3600))),
+            "expired",
+        ),
+        (
+            "not valid for another hour",
+            es.sign(&with(&|c| c["nbf"] = json!(now() + 3600))),
+            "not_yet_valid",
+        ),
+        (
+            "for another audience",
+            es.sign(&with(&|c| c["aud"] = json!("billing"))),
+            "wrong_audience",
+        ),
+        (
+            "from an untrusted issuer",
+            es.sign(&with(&|c| c["iss"] = json!("https://evil.example"))),
+            "unknown_issuer",
+        ),
+        (
+            "signed by a key the IdP never published",
+            stranger.sign(&analyst(iss)),
+            "unknown_kid",
+        ),
+        (
+            "payload tampered (groups), signature kept",
+            format!("{h}.{}.{sig}", b64(forged_groups.to_string().as_bytes())),
+            "bad_signature",
+        ),
+        (
+            "header tampered, signature kept",
+            format!(
+                "{}.{p}.{sig}",
+                b64(br#"{"alg":"ES256","kid":"es-1","typ":"JWT","jku":"https://evil.example"}"#)
+            ),
+            "bad_signature",
+        ),
+        (
+            "larger than 16 KiB",
+            es.sign(&with(&|c| c["pad"] = json!("x".repeat(17 * 1024)))),
+            "too_large",
+        ),
+    ]
+}
+
+/// `token` (`what`) is refused with 401, `WWW-Authenticate: Bearer
+/// error="invalid_token"`, never echoed, and counted under `reason`.
+fn assert_refused_and_counted(pki: &Pki, mg: &Meshgate, what: &str, token: &str, reason: &str) {
+    let before = tokens_counted(mg, reason);
+    let r = with_token(pki, mg, token);
+    assert_eq!(r.status, "401", "{what}: {}", r.body);
+    assert!(
+        r.www_authenticate
+            .starts_with("Bearer error=\"invalid_token\", error_description=\""),
+        "{what}: {}",
+        r.www_authenticate
+    );
+    assert!(
+        !r.www_authenticate.contains(token) && !r.body.contains(token),
+        "{what}: the token is echoed"
+    );
+    let v: serde_json::Value = serde_json::from_str(&r.body).expect("json body");
+    assert_eq!(v["error"], "invalid_token", "{what}");
+    assert_eq!(tokens_counted(mg, reason), before + 1.0, "{what}: {reason}");
 }
 
 #[test]
@@ -371,20 +385,6 @@ fn on_behalf_of_policies_are_testable_offline_with_claims_or_a_token() {
     let config = pki.path("offline.yaml");
     std::fs::write(&config, yaml("string")).expect("config");
     let config = config.to_str().expect("utf-8");
-    let run = |args: &[&str]| {
-        std::process::Command::new(bin())
-            .args(args)
-            .output()
-            .expect("meshgate runs")
-    };
-    let text = |o: &std::process::Output| {
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr)
-        )
-    };
-
     // Test cases: raw claims (mapped like a token's), and real tokens.
     let mut analyst_claims = analyst(iss);
     analyst_claims["dept"] = json!("finance");
@@ -392,6 +392,41 @@ fn on_behalf_of_policies_are_testable_offline_with_claims_or_a_token() {
     let mut expired = analyst(iss);
     expired["exp"] = json!(now() - 3600);
     let expired = key.sign(&expired);
+    check_offline_cases(&pki, config, iss, &valid, &expired);
+
+    check_offline_authorize(config, &analyst_claims, &valid, &expired);
+
+    // validate checks the claim mapping against the schema's Mesh::User.
+    let out = offline(&["validate", "--config", config]);
+    assert!(out.status.success(), "{}", text(&out));
+    std::fs::write(config, yaml("long")).expect("config");
+    let out = offline(&["validate", "--config", config]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out).contains("users.issuers[0].attributes: the mapped user does not match"),
+        "{}",
+        text(&out)
+    );
+}
+
+/// `meshgate ARGS`, run to its end (at most [`EXIT_DEADLINE`]).
+fn offline(args: &[&str]) -> std::process::Output {
+    output_within(std::process::Command::new(bin()).args(args))
+}
+
+/// What a command printed, stdout then stderr.
+fn text(o: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// `meshgate test` cases of on-behalf-of requests: raw claims (mapped like
+/// a token's) and real tokens (`valid`, `expired`) of the issuer `iss`
+/// that `config` names.
+fn check_offline_cases(pki: &Pki, config: &str, iss: &str, valid: &str, expired: &str) {
     let cases = pki.path("obo.test.yaml");
     std::fs::write(
         &cases,
@@ -421,7 +456,7 @@ fn on_behalf_of_policies_are_testable_offline_with_claims_or_a_token() {
         ),
     )
     .expect("cases");
-    let out = run(&["test", "--config", config, cases.to_str().expect("utf-8")]);
+    let out = offline(&["test", "--config", config, cases.to_str().expect("utf-8")]);
     let all = text(&out);
     assert_eq!(out.status.code(), Some(1), "{all}");
     assert!(
@@ -429,8 +464,15 @@ fn on_behalf_of_policies_are_testable_offline_with_claims_or_a_token() {
         "{all}"
     );
     assert!(all.ends_with("3 passed, 1 failed\n"), "{all}");
+}
 
-    // authorize: --claims and --token.
+/// `meshgate authorize` with `--claims` and `--token`.
+fn check_offline_authorize(
+    config: &str,
+    analyst_claims: &serde_json::Value,
+    valid: &str,
+    expired: &str,
+) {
     let base = [
         "authorize",
         "--config",
@@ -441,8 +483,8 @@ fn on_behalf_of_policies_are_testable_offline_with_claims_or_a_token() {
         SUMMARY,
     ];
     let claims = analyst_claims.to_string();
-    for extra in [["--claims", claims.as_str()], ["--token", valid.as_str()]] {
-        let out = run(&[&base[..], &extra[..]].concat());
+    for extra in [["--claims", claims.as_str()], ["--token", valid]] {
+        let out = offline(&[&base[..], &extra[..]].concat());
         let all = text(&out);
         assert_eq!(out.status.code(), Some(0), "{extra:?}: {all}");
         assert!(
@@ -452,29 +494,17 @@ fn on_behalf_of_policies_are_testable_offline_with_claims_or_a_token() {
         );
     }
     let stranger = json!({ "iss": "https://elsewhere", "sub": "eve" }).to_string();
-    let out = run(&[&base[..], &["--claims", stranger.as_str()]].concat());
+    let out = offline(&[&base[..], &["--claims", stranger.as_str()]].concat());
     assert_eq!(out.status.code(), Some(1));
     assert!(
         text(&out).contains("`https://elsewhere` is not a configured issuer"),
         "{}",
         text(&out)
     );
-    let out = run(&[&base[..], &["--token", expired.as_str()]].concat());
+    let out = offline(&[&base[..], &["--token", expired]].concat());
     assert_eq!(out.status.code(), Some(1));
     assert!(
         text(&out).contains("--token refused (expired)"),
-        "{}",
-        text(&out)
-    );
-
-    // validate checks the claim mapping against the schema's Mesh::User.
-    let out = run(&["validate", "--config", config]);
-    assert!(out.status.success(), "{}", text(&out));
-    std::fs::write(config, yaml("long")).expect("config");
-    let out = run(&["validate", "--config", config]);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(
-        text(&out).contains("users.issuers[0].attributes: the mapped user does not match"),
         "{}",
         text(&out)
     );
@@ -539,226 +569,18 @@ fn header_injection_key_confusion_and_framing_attacks_get_401_counted_by_reason(
     let good = es.sign(&analyst(&iss));
     assert_eq!(with_token(&pki, &mg, &good).status, "200");
 
-    let signed = |h: Header, claims: &serde_json::Value, key: &EncodingKey| {
-        jsonwebtoken::encode(&h, claims, key).expect("sign")
+    let forge = Forge {
+        es: &es,
+        rs: &rs,
+        attacker: &attacker,
+        iss: &iss,
+        hs_iss,
+        evil_url: format!("{}/jwks", evil.issuer()),
+        good: &good,
     };
-    let header = |alg: Algorithm, kid: Option<&str>, f: &dyn Fn(&mut Header)| {
-        let mut h = Header::new(alg);
-        h.kid = kid.map(String::from);
-        f(&mut h);
-        h
-    };
-    let hmac = |secret: &[u8]| EncodingKey::from_secret(secret);
-    let es_pub_der = {
-        use rustls_pki_types::pem::PemObject;
-        rustls_pki_types::SubjectPublicKeyInfoDer::from_pem_slice(es.public_pem.as_bytes())
-            .expect("spki")
-            .to_vec()
-    };
-    let es_jwk_json = serde_json::to_string(&es.jwk).expect("jwk json");
-    let [gh, gp, gs]: [&str; 3] = good
-        .split('.')
-        .collect::<Vec<_>>()
-        .try_into()
-        .expect("three parts");
-    let none_header = |alg: &str| b64(format!(r#"{{"alg":"{alg}","typ":"JWT"}}"#).as_bytes());
-    let no = |_: &mut Header| {};
-    let evil_url = format!("{}/jwks", evil.issuer());
-
-    let attacks: Vec<(&str, String, &str)> = vec![
-        // alg none in every spelling, with and without a signature.
-        (
-            "alg None",
-            format!("{}.{gp}.", none_header("None")),
-            "alg_none",
-        ),
-        (
-            "alg NONE",
-            format!("{}.{gp}.", none_header("NONE")),
-            "alg_none",
-        ),
-        (
-            "alg nOnE, signature kept",
-            format!("{}.{gp}.{gs}", none_header("nOnE")),
-            "alg_none",
-        ),
-        // Algorithm confusion: the EC public key as the HMAC secret, in
-        // each form an attacker could take it from the JWKS.
-        (
-            "HS256 keyed with the EC public key PEM, kid of the EC key",
-            signed(
-                header(Algorithm::HS256, Some("es-1"), &no),
-                &analyst(&iss),
-                &hmac(es.public_pem.as_bytes()),
-            ),
-            "alg_not_allowed",
-        ),
-        (
-            "HS256 keyed with the EC public key DER, no kid",
-            signed(
-                header(Algorithm::HS256, None, &no),
-                &analyst(&iss),
-                &hmac(&es_pub_der),
-            ),
-            "alg_not_allowed",
-        ),
-        (
-            "HS256 keyed with the EC key's JWK JSON",
-            signed(
-                header(Algorithm::HS256, Some("es-1"), &no),
-                &analyst(&iss),
-                &hmac(es_jwk_json.as_bytes()),
-            ),
-            "alg_not_allowed",
-        ),
-        (
-            "HS512 keyed with the RSA public key, kid of the RSA key",
-            signed(
-                header(Algorithm::HS512, Some("rs-1"), &no),
-                &analyst(&iss),
-                &hmac(rs.public_pem.as_bytes()),
-            ),
-            "alg_not_allowed",
-        ),
-        (
-            "HS256 at an issuer that takes HS256, keyed with its EC public key",
-            signed(
-                header(Algorithm::HS256, Some("es-1"), &no),
-                &analyst(hs_iss),
-                &hmac(es.public_pem.as_bytes()),
-            ),
-            "bad_signature",
-        ),
-        (
-            "RS256 header on an ES256 signature (kid of the EC key)",
-            format!(
-                "{}.{gp}.{gs}",
-                b64(br#"{"alg":"RS256","kid":"es-1","typ":"JWT"}"#)
-            ),
-            "alg_not_allowed",
-        ),
-        // kid used as a path or a query.
-        (
-            "kid path traversal",
-            signed(
-                header(Algorithm::ES256, Some("../../../../../../dev/null"), &no),
-                &analyst(&iss),
-                &attacker.key,
-            ),
-            "unknown_kid",
-        ),
-        (
-            "kid SQL",
-            signed(
-                header(
-                    Algorithm::ES256,
-                    Some("x' UNION SELECT 'attacker-1' --"),
-                    &no,
-                ),
-                &analyst(&iss),
-                &attacker.key,
-            ),
-            "unknown_kid",
-        ),
-        (
-            "HS256 with kid /dev/null and an empty secret",
-            signed(
-                header(Algorithm::HS256, Some("/dev/null"), &no),
-                &analyst(&iss),
-                &hmac(b""),
-            ),
-            "alg_not_allowed",
-        ),
-        // The token brings its own key, or says where to fetch one.
-        (
-            "embedded jwk of the attacker, attacker's kid",
-            signed(
-                header(Algorithm::ES256, Some("attacker-1"), &|h| {
-                    h.jwk = Some(attacker.jwk.clone())
-                }),
-                &analyst(&iss),
-                &attacker.key,
-            ),
-            "unknown_kid",
-        ),
-        (
-            "embedded jwk of the attacker, the real kid",
-            signed(
-                header(Algorithm::ES256, Some("es-1"), &|h| {
-                    h.jwk = Some(attacker.jwk.clone())
-                }),
-                &analyst(&iss),
-                &attacker.key,
-            ),
-            "bad_signature",
-        ),
-        (
-            "jku to the attacker's JWKS, attacker's kid",
-            signed(
-                header(Algorithm::ES256, Some("attacker-1"), &|h| {
-                    h.jku = Some(evil_url.clone())
-                }),
-                &analyst(&iss),
-                &attacker.key,
-            ),
-            "unknown_kid",
-        ),
-        (
-            "x5u to the attacker, the real kid",
-            signed(
-                header(Algorithm::ES256, Some("es-1"), &|h| {
-                    h.x5u = Some(evil_url.clone())
-                }),
-                &analyst(&iss),
-                &attacker.key,
-            ),
-            "bad_signature",
-        ),
-        (
-            "embedded jwk, no kid (two keys published)",
-            signed(
-                header(Algorithm::ES256, None, &|h| {
-                    h.jwk = Some(attacker.jwk.clone())
-                }),
-                &analyst(&iss),
-                &attacker.key,
-            ),
-            "unknown_kid",
-        ),
-        // An extension the issuer marks critical is not understood here
-        // (RFC 7515 4.1.11): the token is refused even though it is signed.
-        (
-            "crit extension",
-            signed(
-                header(Algorithm::ES256, Some("es-1"), &|h| {
-                    h.crit = Some(vec!["exp-bound".into()])
-                }),
-                &analyst(&iss),
-                &es.key,
-            ),
-            "malformed",
-        ),
-        // Framing: extra segments, trailing garbage, padding.
-        ("a fourth segment", format!("{good}.{gs}"), "malformed"),
-        (
-            "five segments (JWE shape)",
-            format!("{gh}.{gp}.{gs}.{gs}.{gs}"),
-            "malformed",
-        ),
-        ("a trailing dot", format!("{good}."), "malformed"),
-        (
-            "trailing garbage after a space",
-            format!("{good} garbage"),
-            "malformed",
-        ),
-        (
-            "garbage appended to the signature",
-            format!("{good}AAAA"),
-            "bad_signature",
-        ),
-        ("padding on the signature", format!("{good}=="), "malformed"),
-        ("two segments", format!("{gh}.{gp}"), "malformed"),
-    ];
+    let mut attacks = forge.alg_attacks();
+    attacks.extend(forge.key_attacks());
+    attacks.extend(forge.framing_attacks());
     for (what, token, reason) in &attacks {
         let before = tokens_counted(&mg, reason);
         let r = with_token(&pki, &mg, token);
@@ -778,8 +600,300 @@ fn header_injection_key_confusion_and_framing_attacks_get_401_counted_by_reason(
         "a token made the sidecar fetch from jku/x5u"
     );
 
-    // The Authorization header itself: exactly one, scheme Bearer.
-    let headers: Vec<(&str, Vec<String>, &str)> = vec![
+    for (what, hs, reason) in &header_attacks(&good) {
+        let before = tokens_counted(&mg, reason);
+        let mut args: Vec<&str> = Vec::new();
+        for h in hs {
+            args.extend(["-H", h.as_str()]);
+        }
+        let r = get(&pki, &mg, SUMMARY, &args);
+        assert_eq!(r.status, "401", "{what}: {}", r.body);
+        assert_eq!(
+            tokens_counted(&mg, reason),
+            before + 1.0,
+            "{what}: not counted as {reason}"
+        );
+    }
+    // Nothing of the above reached the upstream; the good token did, once.
+    let reached: Vec<String> = up.seen().iter().map(|s| s.target.clone()).collect();
+    assert_eq!(reached, vec![SUMMARY.to_string()]);
+}
+
+/// The keys and the valid token the attacks of
+/// `header_injection_key_confusion_and_framing_attacks_get_401_counted_by_reason`
+/// are made from: each attack is named, with the reason it is counted under.
+struct Forge<'a> {
+    es: &'a Signer,
+    rs: &'a Signer,
+    /// The attacker's own key, served by the attacker's IdP at `evil_url`.
+    attacker: &'a Signer,
+    iss: &'a str,
+    /// An issuer that takes HS256 with a secret of its own.
+    hs_iss: &'a str,
+    evil_url: String,
+    good: &'a str,
+}
+
+type Attacks = Vec<(&'static str, String, &'static str)>;
+
+fn signed(h: Header, claims: &serde_json::Value, key: &EncodingKey) -> String {
+    jsonwebtoken::encode(&h, claims, key).expect("sign")
+}
+
+fn header(alg: Algorithm, kid: Option<&str>, f: &dyn Fn(&mut Header)) -> Header {
+    let mut h = Header::new(alg);
+    h.kid = kid.map(String::from);
+    f(&mut h);
+    h
+}
+
+fn hmac(secret: &[u8]) -> EncodingKey {
+    EncodingKey::from_secret(secret)
+}
+
+fn none_header(alg: &str) -> String {
+    b64(format!(r#"{{"alg":"{alg}","typ":"JWT"}}"#).as_bytes())
+}
+
+fn no(_: &mut Header) {}
+
+impl Forge<'_> {
+    /// The valid token's header, payload and signature.
+    fn parts(&self) -> [&str; 3] {
+        self.good
+            .split('.')
+            .collect::<Vec<_>>()
+            .try_into()
+            .expect("three parts")
+    }
+
+    /// `alg: none` and algorithm confusion.
+    fn alg_attacks(&self) -> Attacks {
+        let f = self;
+        let [_, gp, gs] = self.parts();
+        let es_pub_der = {
+            use rustls_pki_types::pem::PemObject;
+            rustls_pki_types::SubjectPublicKeyInfoDer::from_pem_slice(f.es.public_pem.as_bytes())
+                .expect("spki")
+                .to_vec()
+        };
+        let es_jwk_json = serde_json::to_string(&f.es.jwk).expect("jwk json");
+        vec![
+            // alg none in every spelling, with and without a signature.
+            (
+                "alg None",
+                format!("{}.{gp}.", none_header("None")),
+                "alg_none",
+            ),
+            (
+                "alg NONE",
+                format!("{}.{gp}.", none_header("NONE")),
+                "alg_none",
+            ),
+            (
+                "alg nOnE, signature kept",
+                format!("{}.{gp}.{gs}", none_header("nOnE")),
+                "alg_none",
+            ),
+            // Algorithm confusion: the EC public key as the HMAC secret, in
+            // each form an attacker could take it from the JWKS.
+            (
+                "HS256 keyed with the EC public key PEM, kid of the EC key",
+                signed(
+                    header(Algorithm::HS256, Some("es-1"), &no),
+                    &analyst(f.iss),
+                    &hmac(f.es.public_pem.as_bytes()),
+                ),
+                "alg_not_allowed",
+            ),
+            (
+                "HS256 keyed with the EC public key DER, no kid",
+                signed(
+                    header(Algorithm::HS256, None, &no),
+                    &analyst(f.iss),
+                    &hmac(&es_pub_der),
+                ),
+                "alg_not_allowed",
+            ),
+            (
+                "HS256 keyed with the EC key's JWK JSON",
+                signed(
+                    header(Algorithm::HS256, Some("es-1"), &no),
+                    &analyst(f.iss),
+                    &hmac(es_jwk_json.as_bytes()),
+                ),
+                "alg_not_allowed",
+            ),
+            (
+                "HS512 keyed with the RSA public key, kid of the RSA key",
+                signed(
+                    header(Algorithm::HS512, Some("rs-1"), &no),
+                    &analyst(f.iss),
+                    &hmac(f.rs.public_pem.as_bytes()),
+                ),
+                "alg_not_allowed",
+            ),
+            (
+                "HS256 at an issuer that takes HS256, keyed with its EC public key",
+                signed(
+                    header(Algorithm::HS256, Some("es-1"), &no),
+                    &analyst(f.hs_iss),
+                    &hmac(f.es.public_pem.as_bytes()),
+                ),
+                "bad_signature",
+            ),
+            (
+                "RS256 header on an ES256 signature (kid of the EC key)",
+                format!(
+                    "{}.{gp}.{gs}",
+                    b64(br#"{"alg":"RS256","kid":"es-1","typ":"JWT"}"#)
+                ),
+                "alg_not_allowed",
+            ),
+        ]
+    }
+
+    /// A `kid` used as a path or a query, keys the token brings or points
+    /// at, a critical extension.
+    fn key_attacks(&self) -> Attacks {
+        let f = self;
+        vec![
+            // kid used as a path or a query.
+            (
+                "kid path traversal",
+                signed(
+                    header(Algorithm::ES256, Some("../../../../../../dev/null"), &no),
+                    &analyst(f.iss),
+                    &f.attacker.key,
+                ),
+                "unknown_kid",
+            ),
+            (
+                "kid SQL",
+                signed(
+                    header(
+                        Algorithm::ES256,
+                        Some("x' UNION SELECT 'attacker-1' --"),
+                        &no,
+                    ),
+                    &analyst(f.iss),
+                    &f.attacker.key,
+                ),
+                "unknown_kid",
+            ),
+            (
+                "HS256 with kid /dev/null and an empty secret",
+                signed(
+                    header(Algorithm::HS256, Some("/dev/null"), &no),
+                    &analyst(f.iss),
+                    &hmac(b""),
+                ),
+                "alg_not_allowed",
+            ),
+            // The token brings its own key, or says where to fetch one.
+            (
+                "embedded jwk of the attacker, attacker's kid",
+                signed(
+                    header(Algorithm::ES256, Some("attacker-1"), &|h| {
+                        h.jwk = Some(f.attacker.jwk.clone())
+                    }),
+                    &analyst(f.iss),
+                    &f.attacker.key,
+                ),
+                "unknown_kid",
+            ),
+            (
+                "embedded jwk of the attacker, the real kid",
+                signed(
+                    header(Algorithm::ES256, Some("es-1"), &|h| {
+                        h.jwk = Some(f.attacker.jwk.clone())
+                    }),
+                    &analyst(f.iss),
+                    &f.attacker.key,
+                ),
+                "bad_signature",
+            ),
+            (
+                "jku to the attacker's JWKS, attacker's kid",
+                signed(
+                    header(Algorithm::ES256, Some("attacker-1"), &|h| {
+                        h.jku = Some(f.evil_url.clone())
+                    }),
+                    &analyst(f.iss),
+                    &f.attacker.key,
+                ),
+                "unknown_kid",
+            ),
+            (
+                "x5u to the attacker, the real kid",
+                signed(
+                    header(Algorithm::ES256, Some("es-1"), &|h| {
+                        h.x5u = Some(f.evil_url.clone())
+                    }),
+                    &analyst(f.iss),
+                    &f.attacker.key,
+                ),
+                "bad_signature",
+            ),
+            (
+                "embedded jwk, no kid (two keys published)",
+                signed(
+                    header(Algorithm::ES256, None, &|h| {
+                        h.jwk = Some(f.attacker.jwk.clone())
+                    }),
+                    &analyst(f.iss),
+                    &f.attacker.key,
+                ),
+                "unknown_kid",
+            ),
+            // An extension the issuer marks critical is not understood here
+            // (RFC 7515 4.1.11): the token is refused even though it is signed.
+            (
+                "crit extension",
+                signed(
+                    header(Algorithm::ES256, Some("es-1"), &|h| {
+                        h.crit = Some(vec!["exp-bound".into()])
+                    }),
+                    &analyst(f.iss),
+                    &f.es.key,
+                ),
+                "malformed",
+            ),
+        ]
+    }
+
+    /// Framing: extra segments, trailing garbage, padding.
+    fn framing_attacks(&self) -> Attacks {
+        let [gh, gp, gs] = self.parts();
+        let good = self.good;
+        vec![
+            ("a fourth segment", format!("{good}.{gs}"), "malformed"),
+            (
+                "five segments (JWE shape)",
+                format!("{gh}.{gp}.{gs}.{gs}.{gs}"),
+                "malformed",
+            ),
+            ("a trailing dot", format!("{good}."), "malformed"),
+            (
+                "trailing garbage after a space",
+                format!("{good} garbage"),
+                "malformed",
+            ),
+            (
+                "garbage appended to the signature",
+                format!("{good}AAAA"),
+                "bad_signature",
+            ),
+            ("padding on the signature", format!("{good}=="), "malformed"),
+            ("two segments", format!("{gh}.{gp}"), "malformed"),
+        ]
+    }
+}
+
+/// The Authorization header itself: exactly one, scheme Bearer. Each case:
+/// its name, its header lines, the reason it is counted under.
+fn header_attacks(good: &str) -> Vec<(&'static str, Vec<String>, &'static str)> {
+    vec![
         (
             "the valid token twice",
             vec![
@@ -811,22 +925,5 @@ fn header_injection_key_confusion_and_framing_attacks_get_401_counted_by_reason(
             vec!["Authorization: Bearer ".to_string()],
             "missing",
         ),
-    ];
-    for (what, hs, reason) in &headers {
-        let before = tokens_counted(&mg, reason);
-        let mut args: Vec<&str> = Vec::new();
-        for h in hs {
-            args.extend(["-H", h.as_str()]);
-        }
-        let r = get(&pki, &mg, SUMMARY, &args);
-        assert_eq!(r.status, "401", "{what}: {}", r.body);
-        assert_eq!(
-            tokens_counted(&mg, reason),
-            before + 1.0,
-            "{what}: not counted as {reason}"
-        );
-    }
-    // Nothing of the above reached the upstream; the good token did, once.
-    let reached: Vec<String> = up.seen().iter().map(|s| s.target.clone()).collect();
-    assert_eq!(reached, vec![SUMMARY.to_string()]);
+    ]
 }

@@ -122,15 +122,6 @@ fn absurd_lifetimes_and_malformed_time_claims_get_401_with_a_precise_reason() {
         f(&mut c);
         es.sign(&c)
     };
-    let raw = |time_claims: &str| {
-        sign_raw(
-            &es,
-            &format!(
-                r#"{{"iss":"{iss}","sub":"alice","aud":"meshgate","groups":["finance-analysts"],{time_claims}}}"#
-            ),
-        )
-    };
-
     // Within the hour, with and without iat, even as an integral float: allowed.
     for token in [
         with(&|c| c["exp"] = json!(n + 3000)),
@@ -145,11 +136,61 @@ fn absurd_lifetimes_and_malformed_time_claims_get_401_with_a_precise_reason() {
     }
     assert_eq!(tokens_counted(&mg, "ok"), 3.0);
 
+    let cases = time_claim_cases(&es, n);
+    for (what, token, reason, description) in &cases {
+        let before = tokens_counted(&mg, reason);
+        let r = with_token(&pki, &mg, token);
+        assert_eq!(r.status, "401", "{what}: {}", r.body);
+        assert_eq!(
+            r.www_authenticate,
+            format!("Bearer error=\"invalid_token\", error_description=\"{description}\""),
+            "{what}"
+        );
+        assert_eq!(
+            tokens_counted(&mg, reason),
+            before + 1.0,
+            "{what}: {reason}"
+        );
+    }
+    assert_eq!(tokens_counted(&mg, "malformed_claim"), 7.0);
+    assert_eq!(tokens_counted(&mg, "lifetime_too_long"), 3.0);
+    // The sidecar is still serving.
+    let r = with_token(&pki, &mg, &with(&|_| {}));
+    assert_eq!(r.status, "200", "{}", r.body);
+
+    // Each refusal's audit event names its token's reason beside the code.
+    let events = 3 + cases.len() + 1;
+    mg.wait_metric("meshgate_audit_events_total", events as f64);
+    check_audited_reasons(&audit, &cases);
+}
+
+/// A refused token: what it is, the token, the reason it is counted under,
+/// the `error_description` of its `WWW-Authenticate`.
+type Case = (&'static str, String, &'static str, String);
+
+/// Tokens of `es` whose time claims (around `n`, now) are absurd or
+/// malformed, for an issuer with `max_lifetime: 1h`.
+fn time_claim_cases(es: &Signer, n: u64) -> Vec<Case> {
+    let iss = ISS;
+    let with = |f: &dyn Fn(&mut serde_json::Value)| {
+        let mut c = analyst(iss);
+        f(&mut c);
+        es.sign(&c)
+    };
+    let raw = |time_claims: &str| {
+        sign_raw(
+            es,
+            &format!(
+                r#"{{"iss":"{iss}","sub":"alice","aud":"meshgate","groups":["finance-analysts"],{time_claims}}}"#
+            ),
+        )
+    };
+
     let too_long = "the token lives longer than its issuer's max_lifetime of 1h";
     let malformed = |c: &str| {
         format!("the token's claim `{c}` is not a whole number of seconds from 0 to 2^63-1")
     };
-    let cases: Vec<(&str, String, &str, String)> = vec![
+    vec![
         (
             "exp two hours after iat",
             with(&|c| c["exp"] = json!(n + 7200)),
@@ -221,32 +262,13 @@ fn absurd_lifetimes_and_malformed_time_claims_get_401_with_a_precise_reason() {
             "missing_claim",
             "the token lacks the claim `exp`".into(),
         ),
-    ];
-    for (what, token, reason, description) in &cases {
-        let before = tokens_counted(&mg, reason);
-        let r = with_token(&pki, &mg, token);
-        assert_eq!(r.status, "401", "{what}: {}", r.body);
-        assert_eq!(
-            r.www_authenticate,
-            format!("Bearer error=\"invalid_token\", error_description=\"{description}\""),
-            "{what}"
-        );
-        assert_eq!(
-            tokens_counted(&mg, reason),
-            before + 1.0,
-            "{what}: {reason}"
-        );
-    }
-    assert_eq!(tokens_counted(&mg, "malformed_claim"), 7.0);
-    assert_eq!(tokens_counted(&mg, "lifetime_too_long"), 3.0);
-    // The sidecar is still serving.
-    let r = with_token(&pki, &mg, &with(&|_| {}));
-    assert_eq!(r.status, "200", "{}", r.body);
+    ]
+}
 
-    // Each refusal's audit event names its token's reason beside the code.
-    let events = 3 + cases.len() + 1;
-    mg.wait_metric("meshgate_audit_events_total", events as f64);
-    let text = std::fs::read_to_string(&audit).expect("audit file");
+/// Each event of the `audit` file, in order: three allowed, the refusal of
+/// each of `cases` naming its token's reason beside the code, one allowed.
+fn check_audited_reasons(audit: &std::path::Path, cases: &[Case]) {
+    let text = std::fs::read_to_string(audit).expect("audit file");
     let seen: Vec<(String, String, String)> = text
         .lines()
         .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("an event"))
@@ -258,7 +280,7 @@ fn absurd_lifetimes_and_malformed_time_claims_get_401_with_a_precise_reason() {
         .collect();
     let allowed = || ("allow".to_string(), "null".to_string(), "null".to_string());
     let mut expected = vec![allowed(), allowed(), allowed()];
-    for (_, _, reason, _) in &cases {
+    for (_, _, reason, _) in cases {
         let refused = ("unauthenticated", "invalid_token", *reason);
         expected.push((refused.0.into(), refused.1.into(), refused.2.into()));
     }

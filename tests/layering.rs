@@ -777,41 +777,6 @@ const MAX_FILE_LINES: usize = 1000;
 /// Most a function may have, from its `fn` to its closing brace.
 const MAX_FN_LINES: usize = 120;
 
-/// Integration tests over 120 lines when tests/ came under the rule (issue
-/// 24): (file, fn). Each is to
-/// be split by what it checks; the list may only shrink (an entry no longer
-/// over the bound fails the test, so it is taken off when it is split).
-const LONG_TESTS_TO_SPLIT: [(&str, &str); 7] = [
-    (
-        "tests/cli.rs",
-        "demo_runs_with_no_setup_and_prints_working_curl_commands",
-    ),
-    (
-        "tests/deploy.rs",
-        "base_is_valid_and_configures_the_webhook_as_documented",
-    ),
-    (
-        "tests/headers.rs",
-        "an_allowed_method_override_is_decided_as_the_method_it_names",
-    ),
-    (
-        "tests/jwt.rs",
-        "a_group_member_is_allowed_and_every_forged_or_stale_token_gets_401_counted_by_reason",
-    ),
-    (
-        "tests/jwt.rs",
-        "on_behalf_of_policies_are_testable_offline_with_claims_or_a_token",
-    ),
-    (
-        "tests/jwt.rs",
-        "header_injection_key_confusion_and_framing_attacks_get_401_counted_by_reason",
-    ),
-    (
-        "tests/jwt_lifetime.rs",
-        "absurd_lifetimes_and_malformed_time_claims_get_401_with_a_precise_reason",
-    ),
-];
-
 /// Issue 18, "no big rooms": no file over 1,000 lines, no function over
 /// 120, unit tests (`tests.rs`, `#[cfg(test)]` blocks) and integration
 /// tests (issue 24) included.
@@ -824,7 +789,6 @@ fn no_big_rooms() {
     }
     files.sort();
     let mut big = Vec::new();
-    let mut seen = Vec::new();
     for f in &files {
         let text = std::fs::read_to_string(f).expect("read source");
         let name = f
@@ -837,29 +801,12 @@ fn no_big_rooms() {
             big.push(format!("{name}: {count} lines (file)"));
         }
         for func in functions(&text) {
-            let listed = LONG_TESTS_TO_SPLIT.contains(&(name.as_str(), func.name.as_str()));
-            if listed {
-                seen.push(func.name.clone());
-            }
-            if listed && func.lines <= MAX_FN_LINES {
-                big.push(format!(
-                    "{name} fn {}: {} lines now, take it off LONG_TESTS_TO_SPLIT",
-                    func.name, func.lines
-                ));
-            }
-            if func.lines > MAX_FN_LINES && !listed {
+            if func.lines > MAX_FN_LINES {
                 big.push(format!(
                     "{name}:{} fn {}: {} lines",
                     func.line, func.name, func.lines
                 ));
             }
-        }
-    }
-    for (file, func) in LONG_TESTS_TO_SPLIT {
-        if !seen.iter().any(|s| s == func) {
-            big.push(format!(
-                "{file} fn {func}: gone, take it off LONG_TESTS_TO_SPLIT"
-            ));
         }
     }
     assert!(

@@ -381,7 +381,15 @@ impl Prometheus {
                 "prometheus: not {what} in 60 s:\n{}",
                 self.log()
             );
-            // Waiting on Prometheus's own schedule (scrapes, rule evaluations).
+            // A bounded poll, not a sleep standing in for an event: what is
+            // waited for happens on Prometheus's own schedule (its
+            // readiness, scrapes every `scrape_interval`, rule evaluations,
+            // an alert going pending), and Prometheus tells nobody when
+            // one is done: its HTTP API has no watch or long poll, it logs
+            // no line per scrape or evaluation, and the scrape of the
+            // sidecar's /metrics is not yet the sample stored and
+            // queryable. So the test asks again every 200 ms, fails fast if
+            // Prometheus exits, and fails at the 60 s deadline.
             std::thread::sleep(Duration::from_millis(200));
         }
     }

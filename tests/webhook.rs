@@ -13,12 +13,17 @@ use serde_json::{json, Value};
 
 /// The injector on OS-chosen ports with a certificate of `pki` for localhost.
 fn start(pki: &Pki) -> Meshgate {
+    start_with_delay(pki, "10s")
+}
+
+/// [`start`] with `webhook.shutdown_delay: DELAY`.
+fn start_with_delay(pki: &Pki, delay: &str) -> Meshgate {
     let dir = pki.dir.path();
     let cfg = dir.join("injector.yaml");
     std::fs::write(
         &cfg,
         format!(
-            "namespace: meshgate-system\nsidecar:\n  image: ghcr.io/meshgate/meshgate:test\nwebhook:\n  listen: 127.0.0.1:0\n  admin: 127.0.0.1:0\n  shutdown_delay: 10s\n  tls:\n    cert: {}\n    key: {}\n",
+            "namespace: meshgate-system\nsidecar:\n  image: ghcr.io/meshgate/meshgate:test\nwebhook:\n  listen: 127.0.0.1:0\n  admin: 127.0.0.1:0\n  shutdown_delay: {delay}\n  tls:\n    cert: {}\n    key: {}\n",
             pki.path("server.pem").display(),
             pki.path("server-key.pem").display()
         ),
@@ -415,15 +420,10 @@ fn outside_opted_in_namespaces_only_pods_that_opt_in_are_injected() {
     assert_eq!(injected["spec"]["initContainers"][0]["name"], "meshgate");
 }
 
-#[test]
-fn on_sigterm_it_reports_not_ready_serves_a_while_then_exits() {
-    if !require_tool("curl") {
-        return;
-    }
-    let pki = Pki::new();
-    let mut mg = start(&pki);
-    let ready = |mg: &Meshgate| {
-        let out = Command::new("curl")
+/// The injector's `/ready` status code.
+fn ready(mg: &Meshgate) -> String {
+    let out = output_within(
+        Command::new("curl")
             .args([
                 "-sS",
                 "-o",
@@ -433,12 +433,13 @@ fn on_sigterm_it_reports_not_ready_serves_a_while_then_exits() {
                 "--max-time",
                 "10",
             ])
-            .arg(format!("http://{}/ready", mg.admin))
-            .output()
-            .expect("curl");
-        String::from_utf8_lossy(&out.stdout).to_string()
-    };
-    assert_eq!(ready(&mg), "200");
+            .arg(format!("http://{}/ready", mg.admin)),
+    );
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+/// Sends SIGTERM and waits for the injector's shutdown line.
+fn sigterm_and_wait_for_shutdown(mg: &Meshgate) {
     let from = mg.logs.len();
     mg.sigterm();
     mg.logs
@@ -446,14 +447,49 @@ fn on_sigterm_it_reports_not_ready_serves_a_while_then_exits() {
             l.contains("shutting down")
         })
         .unwrap_or_else(|| panic!("no shutdown line:\n{}", mg.logs.dump()));
-    // Not ready any more, but reviews are still answered during the delay
-    // (10 s in `start`: two curl calls fit in it many times over on a loaded
-    // machine; the injector has no way to hold the delay open for a test).
+}
+
+/// During the delay after SIGTERM, `/ready` is 503 and reviews are still
+/// answered. The delay is an hour here, so no load on the machine can end
+/// it before the test has looked (the injector has no event that holds it
+/// open; the test kills the process after); the exit after the delay is
+/// the next test's.
+#[test]
+fn on_sigterm_it_reports_not_ready_and_still_serves() {
+    if !require_tool("curl") {
+        return;
+    }
+    let pki = Pki::new();
+    let mg = start_with_delay(&pki, "1h");
+    assert_eq!(ready(&mg), "200");
+    sigterm_and_wait_for_shutdown(&mg);
     assert_eq!(ready(&mg), "503");
     let pod = k8s_fixture("pod-deployment.json");
     let r = answer(&pki, &mg, "during-shutdown", &pod);
     assert_eq!(r["allowed"], true);
+    assert!(
+        !mg.logs.dump().contains("meshgate injector stopped"),
+        "stopped within the hour:\n{}",
+        mg.logs.dump()
+    );
+}
+
+/// After the delay (a short one here: nothing is asked of the injector
+/// during it) the injector stops and exits 0.
+#[test]
+fn on_sigterm_it_exits_after_the_shutdown_delay() {
+    let pki = Pki::new();
+    let mut mg = start_with_delay(&pki, "100ms");
+    sigterm_and_wait_for_shutdown(&mg);
     let status = mg.exit_within(TERMINATE_DEADLINE);
     assert!(status.success(), "{status:?}\n{}", mg.logs.dump());
-    assert!(mg.logs.dump().contains("meshgate injector stopped"));
+    let logs = mg.logs.dump();
+    let (shutting, stopped) = (
+        logs.find("shutting down: not ready, still serving"),
+        logs.find("meshgate injector stopped"),
+    );
+    assert!(
+        shutting.is_some() && stopped.is_some() && shutting < stopped,
+        "{logs}"
+    );
 }

@@ -31,13 +31,19 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             .map(|n| n.get())
             .unwrap_or(1),
     )?;
+    // The signal handlers are installed in the runtime, before the demo
+    // reports ready.
+    let stop = {
+        let _in_runtime = rt.enter();
+        shutdown_signal()
+    };
     rt.block_on(demo::run(
         DemoOptions {
             certs: args.certs,
             listen: args.listen,
             admin: args.admin,
         },
-        shutdown_signal(),
+        stop,
     ))?;
     Ok(ExitCode::SUCCESS)
 }

@@ -15,11 +15,12 @@ pub struct Args {
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let rt = runtime(1)?;
     rt.block_on(async {
+        let stop = shutdown_signal();
         let listener = tokio::net::TcpListener::bind(args.listen).await?;
         eprintln!("sample data product on http://{}", listener.local_addr()?);
         tokio::select! {
             _ = crate::devkit::sample::serve(listener) => {},
-            _ = shutdown_signal() => {},
+            _ = stop => {},
         }
         anyhow::Ok(())
     })?;

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use super::python::{require_module, run_json, script, PyServer};
+use super::python::{client_calls, require_module, script, PyServer};
 use super::{Meshgate, Pki};
 
 /// Whether Python's `pyarrow.flight` can be imported; under a non-empty
@@ -81,15 +81,5 @@ pub fn flight_calls(
     sidecar: &Meshgate,
     calls: serde_json::Value,
 ) -> Vec<serde_json::Value> {
-    let spec = serde_json::json!({
-        "target": format!("grpc+tls://localhost:{}", sidecar.data.port()),
-        "ca": pki.path("ca.pem"),
-        "cert": pki.path(&format!("{who}.pem")),
-        "key": pki.path(&format!("{who}-key.pem")),
-        "calls": calls,
-    });
-    match run_json(script("flight", "client.py"), &spec) {
-        serde_json::Value::Array(results) => results,
-        other => panic!("client.py printed {other}"),
-    }
+    client_calls("flight", "grpc+tls://", pki, who, sidecar, calls)
 }

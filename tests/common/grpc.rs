@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::python::{require_module, run_json, script, PyServer};
+use super::python::{client_calls, require_module, script, PyServer};
 use super::{Logs, Meshgate, Pki};
 
 /// Whether Python's `grpcio` can be imported; under a non-empty `CI` its
@@ -75,17 +75,7 @@ pub fn grpc_calls(
     sidecar: &Meshgate,
     calls: serde_json::Value,
 ) -> Vec<serde_json::Value> {
-    let spec = serde_json::json!({
-        "target": format!("localhost:{}", sidecar.data.port()),
-        "ca": pki.path("ca.pem"),
-        "cert": pki.path(&format!("{who}.pem")),
-        "key": pki.path(&format!("{who}-key.pem")),
-        "calls": calls,
-    });
-    match run_json(script("grpc", "client.py"), &spec) {
-        serde_json::Value::Array(results) => results,
-        other => panic!("client.py printed {other}"),
-    }
+    client_calls("grpc", "", pki, who, sidecar, calls)
 }
 
 /// The value of metadata `key` in a call result's `initial` or `trailing` list.

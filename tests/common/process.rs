@@ -50,12 +50,32 @@ pub fn output_within(cmd: &mut Command) -> Output {
 
 /// [`output_within`] with another deadline.
 pub fn output_within_limit(cmd: &mut Command, limit: Duration) -> Output {
+    output_fed(cmd, None, limit)
+}
+
+/// [`output_within_limit`] with `input` written to the command's stdin
+/// (then closed); `None`: stdin closed at once.
+pub fn output_fed(cmd: &mut Command, input: Option<&[u8]>, limit: Duration) -> Output {
+    let stdin = if input.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    };
     let mut child = cmd
-        .stdin(Stdio::null())
+        .stdin(stdin)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    if let (Some(input), Some(mut pipe)) = (input, child.stdin.take()) {
+        // A thread: a command that fills its stdout before it reads all of
+        // its stdin must not block the writer and the readers together.
+        let input = input.to_vec();
+        std::thread::spawn(move || {
+            use std::io::Write;
+            let _ = pipe.write_all(&input);
+        });
+    }
     let drain = |r: Option<Box<dyn Read + Send>>| {
         std::thread::spawn(move || {
             let mut buf = Vec::new();

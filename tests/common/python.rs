@@ -3,12 +3,12 @@
 //! script that reads its calls as JSON on stdin and prints its results as
 //! JSON.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::time::Duration;
 
-use super::Logs;
+use super::{output_fed, Logs, Meshgate, Pki};
 
 /// `tests/<dir>/<name>` of this repository.
 pub fn script(dir: &str, name: &str) -> PathBuf {
@@ -56,14 +56,8 @@ impl PyServer {
             .stderr(Stdio::inherit())
             .spawn()
             .unwrap_or_else(|e| panic!("python3 {}: {e}", script.display()));
-        let stdout = child.stdout.take().expect("stdout");
         let lines = Logs::default();
-        let sink = lines.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                sink.push(line);
-            }
-        });
+        lines.collect(child.stdout.take().expect("stdout"));
         let stdin = child.stdin.take();
         let mut server = PyServer {
             child,
@@ -124,22 +118,18 @@ impl Drop for PyServer {
     }
 }
 
-/// Runs a client script with `spec` on its stdin; what it printed, as JSON.
+/// How long a client script may take: it starts Python and its library
+/// (pyarrow takes seconds on a loaded machine) and makes a test's calls.
+pub const CLIENT_DEADLINE: Duration = Duration::from_secs(120);
+
+/// Runs a client script with `spec` on its stdin, at most
+/// [`CLIENT_DEADLINE`]; what it printed, as JSON.
 pub fn run_json(script: PathBuf, spec: &serde_json::Value) -> serde_json::Value {
-    let mut child = Command::new("python3")
-        .arg(&script)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("python3 {}: {e}", script.display()));
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(spec.to_string().as_bytes())
-        .expect("write the calls");
-    let out = child.wait_with_output().expect("the client script");
+    let out = output_fed(
+        Command::new("python3").arg(&script),
+        Some(spec.to_string().as_bytes()),
+        CLIENT_DEADLINE,
+    );
     assert!(
         out.status.success(),
         "{} failed: {}",
@@ -147,4 +137,29 @@ pub fn run_json(script: PathBuf, spec: &serde_json::Value) -> serde_json::Value 
         String::from_utf8_lossy(&out.stderr)
     );
     serde_json::from_slice(&out.stdout).expect("the client script prints JSON")
+}
+
+/// Runs `tests/<dir>/client.py` (grpc, flight) with `calls` on one
+/// connection to `sidecar` at `scheme` + `localhost:PORT`, over mTLS with
+/// `who`'s client certificate: the spec both client scripts read. One
+/// result per call.
+pub fn client_calls(
+    dir: &str,
+    scheme: &str,
+    pki: &Pki,
+    who: &str,
+    sidecar: &Meshgate,
+    calls: serde_json::Value,
+) -> Vec<serde_json::Value> {
+    let spec = serde_json::json!({
+        "target": format!("{scheme}localhost:{}", sidecar.data.port()),
+        "ca": pki.path("ca.pem"),
+        "cert": pki.path(&format!("{who}.pem")),
+        "key": pki.path(&format!("{who}-key.pem")),
+        "calls": calls,
+    });
+    match run_json(script(dir, "client.py"), &spec) {
+        serde_json::Value::Array(results) => results,
+        other => panic!("tests/{dir}/client.py printed {other}"),
+    }
 }

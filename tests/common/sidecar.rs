@@ -13,16 +13,50 @@ use super::{output_within, wait_within, Pki, Upstream};
 
 /// Collected log lines of a child process, with a way to wait for one.
 #[derive(Clone, Default)]
-pub struct Logs(Arc<(Mutex<Vec<String>>, Condvar)>);
+pub struct Logs(Arc<(Mutex<Lines>, Condvar)>);
+
+/// The lines so far, and whether the stream they come from has ended.
+#[derive(Default)]
+pub struct Lines {
+    lines: Vec<String>,
+    /// The process closed the stream (it exited, or will print no more).
+    closed: bool,
+}
 
 impl Logs {
     pub fn push(&self, line: String) {
         let (m, c) = &*self.0;
-        m.lock().expect("lock").push(line);
+        m.lock().expect("lock").lines.push(line);
         c.notify_all();
     }
 
-    /// Waits until a line satisfying `pred` appears after index `from`; returns it.
+    /// The stream ended: no line will come any more, and a waiter returns.
+    pub fn close(&self) {
+        let (m, c) = &*self.0;
+        m.lock().expect("lock").closed = true;
+        c.notify_all();
+    }
+
+    /// Whether the stream has ended.
+    pub fn closed(&self) -> bool {
+        self.0 .0.lock().expect("lock").closed
+    }
+
+    /// Reads `stream` line by line into these logs on a thread of its own,
+    /// closing them at its end.
+    pub fn collect(&self, stream: impl std::io::Read + Send + 'static) {
+        let sink = self.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                sink.push(line);
+            }
+            sink.close();
+        });
+    }
+
+    /// Waits until a line satisfying `pred` appears after index `from`;
+    /// returns it. None at the deadline, or at once when the stream has
+    /// ended without such a line (the process is gone: no line can come).
     pub fn wait_for(
         &self,
         from: usize,
@@ -31,27 +65,32 @@ impl Logs {
     ) -> Option<String> {
         let (m, c) = &*self.0;
         let deadline = Instant::now() + timeout;
-        let mut lines = m.lock().expect("lock");
+        let mut state = m.lock().expect("lock");
         loop {
-            if let Some(l) = lines.iter().skip(from).find(|l| pred(l)) {
+            if let Some(l) = state.lines.iter().skip(from).find(|l| pred(l)) {
                 return Some(l.clone());
             }
             let now = Instant::now();
-            if now >= deadline {
+            if now >= deadline || state.closed {
                 return None;
             }
-            lines = c.wait_timeout(lines, deadline - now).expect("lock").0;
+            state = c.wait_timeout(state, deadline - now).expect("lock").0;
         }
     }
 
     pub fn len(&self) -> usize {
-        self.0 .0.lock().expect("lock").len()
+        self.0 .0.lock().expect("lock").lines.len()
     }
 
     pub fn dump(&self) -> String {
-        self.0 .0.lock().expect("lock").join("\n")
+        self.0 .0.lock().expect("lock").lines.join("\n")
     }
 }
+
+/// How long a started process may take to print its ready line (it takes
+/// milliseconds; this is for a loaded machine). One that exits first is
+/// noticed at once, by its stderr closing.
+pub const READY_DEADLINE: Duration = Duration::from_secs(30);
 
 /// How long `meshgate run` may take to exit after SIGTERM: its drain and
 /// audit flush (each bounded by `timeouts.shutdown_grace`, 20 s by default),
@@ -384,18 +423,24 @@ impl Meshgate {
         let needle = format!("\"{message}\"");
         let mut child = cmd.spawn().expect("spawn meshgate");
         let logs = Logs::default();
-        let stderr = child.stderr.take().expect("stderr");
-        let sink = logs.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                sink.push(line);
-            }
-        });
-        let ready = logs.wait_for(0, Duration::from_secs(30), |l| l.contains(&needle));
+        logs.collect(child.stderr.take().expect("stderr"));
+        // Returns at the ready line, or as soon as the process has closed
+        // its stderr (it exited: a refused configuration, a port taken).
+        let ready = logs.wait_for(0, READY_DEADLINE, |l| l.contains(&needle));
         let Some(ready) = ready else {
+            let exited = wait_within(&mut child, Duration::from_secs(5));
             let _ = child.kill();
             let _ = child.wait();
-            panic!("meshgate did not become ready:\n{}", logs.dump());
+            match exited {
+                Some(status) => panic!(
+                    "meshgate exited ({status}) before it was ready; its stderr:\n{}",
+                    logs.dump()
+                ),
+                None => panic!(
+                    "meshgate did not become ready within {READY_DEADLINE:?}; killed. Its stderr:\n{}",
+                    logs.dump()
+                ),
+            }
         };
         let v: serde_json::Value = serde_json::from_str(&ready).expect("json log line");
         let addr = |k: &str| -> SocketAddr {
@@ -501,6 +546,11 @@ impl Meshgate {
     pub fn wait_metric(&self, sample: &str, at_least: f64) {
         let deadline = Instant::now() + Duration::from_secs(20);
         while self.metric_opt(sample).is_none_or(|v| v < at_least) {
+            assert!(
+                !self.logs.closed(),
+                "{sample} < {at_least}, and meshgate has exited:\n{}",
+                self.logs.dump()
+            );
             assert!(
                 Instant::now() < deadline,
                 "{sample} < {at_least}:\n{}",

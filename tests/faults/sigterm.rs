@@ -62,6 +62,14 @@ fn sigterm_under_load_completes_or_refuses_every_request_and_audits_each_complet
         done.len() == tasks
     });
     let (records, _) = load.finish();
+    // The trace ids the upstream received (meshgate forwards the caller's
+    // trace with a span of its own).
+    let reached: HashSet<String> = up
+        .seen()
+        .iter()
+        .flat_map(|s| s.header("traceparent"))
+        .filter_map(|tp| tp.split('-').nth(1).map(str::to_string))
+        .collect();
     let verified = verify_chain(&[&file]);
     let events = audit_events(&file);
     let by_id = events_by_request_id(&events);
@@ -75,10 +83,13 @@ fn sigterm_under_load_completes_or_refuses_every_request_and_audits_each_complet
         classes,
         mut failures,
         answered,
-    } = classify(&records, &by_id, &by_trace, term, exited);
-    // No event of a request whose client did not get the response.
+        cut,
+    } = classify(&records, &by_id, &by_trace, &reached, term, exited);
+    // No event of a request whose client did not get the response, but for
+    // one cut on a closing connection before it was forwarded (499).
     for (id, e) in &by_id {
-        if !answered.contains(id) {
+        let trace = e["trace_id"].as_str().unwrap_or_default();
+        if !answered.contains(id) && !cut.contains(trace) {
             failures.push(format!("processed, response lost: {e}"));
         }
     }
@@ -124,23 +135,54 @@ struct Classified {
     failures: Vec<String>,
     /// The request ids of every response received.
     answered: HashSet<String>,
+    /// The trace ids of the requests cut on a closing connection before
+    /// they were forwarded.
+    cut: HashSet<String>,
+}
+
+/// Whether a request that got no response was cut on a closing connection
+/// before meshgate forwarded it: the upstream never received its trace
+/// (`reached`), and meshgate either has no event of it (never read) or one
+/// that says so (499, incomplete, no upstream time).
+fn cut_unforwarded(
+    r: &Record,
+    by_trace: &HashMap<&str, &serde_json::Value>,
+    reached: &HashSet<String>,
+) -> bool {
+    !reached.contains(&r.trace_id)
+        && by_trace.get(r.trace_id.as_str()).is_none_or(|e| {
+            e["status"] == 499 && e["complete"] == false && e["upstream_us"].is_null()
+        })
 }
 
 /// Sorts every request by its fate around SIGTERM (sent at `term`, the
 /// process gone at `exited`), checking each answered one against its audit
-/// event (by request id; `by_trace`: the events by trace id).
+/// event (by request id; `by_trace`: the events by trace id; `reached`: the trace ids the
+/// upstream received).
+///
+/// Whether a refusal came after the signal is judged by when the client
+/// learnt its outcome (`done`), not by when it began the request (`sent`):
+/// `sent` is taken before the connect and the write, and the sidecar acts
+/// on the signal some time after `term` (the `kill` command, then its
+/// signal task), so a request begun just before `term` can still meet the
+/// closed listener, be reset in the listen backlog, or sit unread on an
+/// idle kept connection that the drain closes (runs of this test on a
+/// loaded machine saw each, 6 in 30). That it was not processed is judged
+/// by the evidence: no response, and the upstream never received it.
 fn classify(
     records: &[Record],
     by_id: &HashMap<String, serde_json::Value>,
     by_trace: &HashMap<&str, &serde_json::Value>,
+    reached: &HashSet<String>,
     term: Instant,
     exited: Instant,
 ) -> Classified {
     let mut classes: BTreeMap<&'static str, usize> = BTreeMap::new();
     let mut failures = Vec::new();
     let mut answered = HashSet::new();
+    let mut cut = HashSet::new();
     for r in records {
-        let after_term = r.sent >= term;
+        let after_term = r.done > term;
         let class = match &r.outcome {
             Outcome::Response {
                 status, request_id, ..
@@ -164,12 +206,16 @@ fn classify(
             // Connected into the listen backlog just before it closed.
             Outcome::Handshake(_) if after_term => "handshake cut (backlog at close)",
             // Sent on a kept connection as meshgate closed it after its last
-            // response (HTTP/1.1 keep-alive race; HTTP/2 GOAWAY): never read,
-            // never processed, so safe to retry.
+            // response (HTTP/1.1 keep-alive race; HTTP/2 GOAWAY): never
+            // forwarded, so safe to retry. Mostly never read at all; once in
+            // 30 stressed runs an HTTP/2 stream opened just after the
+            // signal entered the pipeline and was cut as the connection
+            // closed, audited 499 before it reached the upstream.
             Outcome::NotSent(_) | Outcome::NoResponse(_)
-                if after_term && r.reused && !by_trace.contains_key(r.trace_id.as_str()) =>
+                if after_term && r.reused && cut_unforwarded(r, by_trace, reached) =>
             {
-                "no response on a closing connection (not processed)"
+                cut.insert(r.trace_id.clone());
+                "no response on a closing connection (not forwarded)"
             }
             _ => {
                 let at = |t: Instant| {
@@ -194,6 +240,7 @@ fn classify(
         classes,
         failures,
         answered,
+        cut,
     }
 }
 

@@ -12,6 +12,20 @@ fn errors(text: &str) -> Vec<String> {
         .collect()
 }
 
+/// `text` (read as the contract file `file`) is refused with exactly the
+/// errors `expect`, in order: each at its `file:line:column`, saying what.
+pub(super) fn assert_errors_at(text: &str, file: &str, expect: &[(&str, &str)]) {
+    let errors = read(text, file).expect_err("refused").0;
+    let shown: Vec<String> = errors.iter().map(ToString::to_string).collect();
+    assert_eq!(shown.len(), expect.len(), "{shown:#?}");
+    for (line, (at, what)) in shown.iter().zip(expect) {
+        assert!(
+            line.starts_with(at) && line.contains(what),
+            "{line} vs {at} {what}"
+        );
+    }
+}
+
 fn one_error(text: &str) -> String {
     let e = errors(text);
     assert_eq!(e.len(), 1, "{e:#?}");
