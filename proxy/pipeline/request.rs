@@ -45,7 +45,7 @@ use super::headers::{
     strip_hop_by_hop, strip_identity_headers, X_FORWARDED_CLIENT_CERT, X_FORWARDED_FOR,
     X_FORWARDED_PROTO, X_MESHGATE_PRINCIPAL, X_REQUEST_ID,
 };
-use super::linger::linger;
+use super::linger::{linger, read_first};
 use super::overrides::{
     method_value, route_effective, strip_overrides, Effective, MethodOverride, X_REAL_IP,
 };
@@ -227,8 +227,8 @@ impl<'a> Exchange<'a> {
     async fn run(&mut self, req: Request<Incoming>) -> Result<Response<ProxyBody>, ProxyError> {
         let (cleared, _in_flight) = match self.clear(&req).await {
             Ok(Clearance::Forward(cleared, in_flight)) => (cleared, in_flight),
-            Ok(Clearance::Answered(resp)) => return self.early(req, Ok(resp)),
-            Err(e) => return self.early(req, Err(e)),
+            Ok(Clearance::Answered(resp)) => return self.early(req, Ok(resp)).await,
+            Err(e) => return self.early(req, Err(e)).await,
         };
         self.learned.tier = cleared
             .admission
@@ -256,8 +256,10 @@ impl<'a> Exchange<'a> {
 
     /// An answer before forwarding: the request's body is left to linger,
     /// except when the node sheds load or cannot audit (no work is added
-    /// exactly then; the stream is reset as before).
-    fn early(
+    /// exactly then; the stream is reset as before). A gRPC call's answer is
+    /// an HTTP 200: a body of a declared length within `limits.linger` is
+    /// read before it (`linger.rs`, [`read_first`]).
+    async fn early(
         &self,
         req: Request<Incoming>,
         answer: Result<Response<ProxyBody>, ProxyError>,
@@ -269,12 +271,15 @@ impl<'a> Exchange<'a> {
             return answer;
         }
         let version = req.version();
-        linger(
-            &self.gate.linger,
-            version,
-            req.into_body(),
-            self.gate.metrics.lingers(),
-        );
+        let (config, counter) = (&self.gate.linger, self.gate.metrics.lingers());
+        let mut body = req.into_body();
+        if self.grpc.is_some() {
+            match read_first(config, version, body, counter).await {
+                Some(unread) => body = unread,
+                None => return answer,
+            }
+        }
+        linger(config, version, body, counter);
         answer
     }
 

@@ -48,8 +48,27 @@ impl PyServer {
     /// Runs `python3 script args…` and waits (up to `ready_within`) for its
     /// `PORT` line.
     pub fn start(script: PathBuf, args: &[&str], ready_within: Duration) -> PyServer {
+        let mut server = PyServer::spawn(&script, args);
+        let ready = server
+            .lines
+            .wait_for(0, ready_within, |l| l.starts_with("PORT "));
+        server.port = ready
+            .and_then(|l| l["PORT ".len()..].trim().parse().ok())
+            .unwrap_or_else(|| {
+                panic!(
+                    "{} printed no port: {}",
+                    script.display(),
+                    server.lines.dump()
+                )
+            });
+        server
+    }
+
+    /// Runs `python3 script args…` without waiting for anything (`port`
+    /// 0): a script that talks over its stdin and stdout lines.
+    pub fn spawn(script: &std::path::Path, args: &[&str]) -> PyServer {
         let mut child = Command::new("python3")
-            .arg(&script)
+            .arg(script)
             .args(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -65,25 +84,12 @@ impl PyServer {
             }
         });
         let stdin = child.stdin.take();
-        let mut server = PyServer {
+        PyServer {
             child,
             stdin,
             port: 0,
             lines,
-        };
-        let ready = server
-            .lines
-            .wait_for(0, ready_within, |l| l.starts_with("PORT "));
-        server.port = ready
-            .and_then(|l| l["PORT ".len()..].trim().parse().ok())
-            .unwrap_or_else(|| {
-                panic!(
-                    "{} printed no port: {}",
-                    script.display(),
-                    server.lines.dump()
-                )
-            });
-        server
+        }
     }
 
     /// Its address as the sidecar's `upstream` (h2c).
