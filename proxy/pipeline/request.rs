@@ -236,10 +236,10 @@ impl<'a> Exchange<'a> {
             .and_then(|a| a.state.as_ref())
             .map(|s| s.tier.clone());
         self.learned.forwarded = true;
-        // The configured timeout, or a gRPC client's deadline when that
-        // comes first (transport/upstream/wait.rs).
+        // The configured timeout bounds a wait without progress; a gRPC
+        // client's deadline is a fixed instant (transport/upstream/wait.rs).
         let wait = Wait {
-            timeout: cleared.timeout,
+            idle: cleared.timeout,
             deadline: self.grpc.as_ref().and_then(|c| c.deadline(self.start)),
         };
         let whole_body = cleared.response.as_ref().is_some_and(|t| t.rewrites_body());
