@@ -185,6 +185,9 @@ struct Exchange<'a> {
 struct Learned {
     /// The normalised path as forwarded, or the path as sent when refused.
     path: String,
+    /// The matched route's pattern (`http.route`), kept for a sampled
+    /// request only.
+    route: Option<String>,
     outcome: Option<Arc<AuthzOutcome>>,
     user: Option<Arc<User>>,
     tier: Option<Arc<str>>,
@@ -381,6 +384,9 @@ impl<'a> Exchange<'a> {
         // The audit event and the response stage see the method decided.
         self.method = method.clone();
         let target = target?;
+        if self.span.is_some() {
+            self.learned.route = Some(target.pattern.clone());
+        }
         let method_override = MethodOverride {
             // Rarely any: collecting none allocates nothing.
             allowed: snapshot
