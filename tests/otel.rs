@@ -511,6 +511,17 @@ fn spans_reach_a_collector_over_tls_trusted_through_ca_with_either_protocol() {
     }
 }
 
+/// One cut response: who asks (with `args`), for what, in which trace, the
+/// `error.type` expected, and whether the upstream's part failed.
+struct Cut {
+    who: &'static str,
+    args: &'static [&'static str],
+    path: &'static str,
+    trace: u32,
+    reason: &'static str,
+    upstream: bool,
+}
+
 /// A response cut after its head (a 200 already sent): field masking
 /// refusing the rest (`unmaskable_response`), or the upstream dying
 /// mid-body (`upstream_failed`), masked and passed through. The server
@@ -533,30 +544,44 @@ fn a_response_cut_mid_stream_leaves_an_error_span_with_its_reason() {
     let mg = common::fields::masked(&pki, &up)
         .extra(&tracing(&receiver, queue))
         .start();
-    // (client, extra curl arguments, path, trace, error.type, client span error)
-    let purpose = ["-H", "x-data-purpose: reporting"];
-    let cases: [(&str, &[&str], &str, u32, &str, bool); 3] = [
-        (
-            "reporting",
-            &[],
-            "/orders/broken",
-            60,
-            "unmaskable_response",
-            false,
-        ),
-        ("reporting", &[], "/orders/cut", 61, "upstream_failed", true),
+    let purpose: &[&str] = &["-H", "x-data-purpose: reporting"];
+    let cases = [
+        Cut {
+            who: "reporting",
+            args: &[],
+            path: "/orders/broken",
+            trace: 60,
+            reason: "unmaskable_response",
+            upstream: false,
+        },
+        Cut {
+            who: "reporting",
+            args: &[],
+            path: "/orders/cut",
+            trace: 61,
+            reason: "upstream_failed",
+            upstream: true,
+        },
         // Nothing hidden from sales: the body passes as it comes.
-        (
-            "orders",
-            &purpose,
-            "/orders/cut",
-            62,
-            "upstream_failed",
-            true,
-        ),
+        Cut {
+            who: "orders",
+            args: purpose,
+            path: "/orders/cut",
+            trace: 62,
+            reason: "upstream_failed",
+            upstream: true,
+        },
     ];
-    for (who, args, path, n, reason, upstream) in cases {
-        let t = trace_id(n);
+    for Cut {
+        who,
+        args,
+        path,
+        trace,
+        reason,
+        upstream,
+    } in cases
+    {
+        let t = trace_id(trace);
         let tp = format!("traceparent: 00-{t}-00f067aa0ba902b7-01");
         let mut all = vec!["--http1.1", "-H", &tp];
         all.extend_from_slice(args);
