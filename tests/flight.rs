@@ -205,3 +205,44 @@ fn refusals_are_pyarrow_errors_and_never_reach_the_server() {
     assert_eq!(server.arrivals("DoPut"), [ENGINE]);
     assert_eq!(server.arrivals("DoAction"), Vec::<String>::new());
 }
+
+/// The response timeout is for an upstream late to answer, not for an
+/// upload it is reading: a DoPut that streams for 3 s, three times the
+/// timeout, is answered (the server sends its response headers only once
+/// it has read the whole stream). The client paces its batches, 20 ms
+/// apart: the shape of a slow uploader, not a synchronisation.
+#[test]
+fn an_upload_the_server_is_reading_outlasts_the_response_timeout() {
+    if !require_pyarrow() {
+        return;
+    }
+    let server = FlightServer::start(1000);
+    let pki = Pki::with_clients(&[("engine", ENGINE)]);
+    let mg = Meshgate::builder(&pki, &server.url())
+        .policies()
+        .domain("risk")
+        .audit_file(&pki.path("audit.jsonl"))
+        .timeout("upstream_response: 1s")
+        .extra("upstream_protocol: h2c\n")
+        .start();
+    let put = json!({ "rpc": "do_put", "rows": 1000, "batches": 150, "pace": 0.02 });
+    let results = flight_calls(&pki, "engine", &mg, json!([put]));
+    let put = ok(&results[0]);
+    assert_eq!(
+        server.server.wait_line(0, "STORED "),
+        format!(
+            "STORED rows=150000 sha256={}",
+            put["sha256"].as_str().unwrap_or("")
+        )
+    );
+    let e = event(&pki, &mg, "DoPut", 0);
+    assert_eq!(
+        (e["status"].as_u64(), e["grpc_status"].as_u64()),
+        (Some(200), Some(0)),
+        "{e}"
+    );
+    assert!(
+        e["upstream_us"].as_u64() > Some(2_000_000),
+        "answered after the whole upload: {e}"
+    );
+}

@@ -267,3 +267,80 @@ fn http1_refusals_are_unchanged_nothing_lingers() {
         assert_eq!(lingers(&mg, result), 0.0, "{result}");
     }
 }
+
+/// A gRPC refusal is an HTTP 200 (trailers-only): a client still sending
+/// may take it for an answer it has to finish its upload for, and curl
+/// 7.88 then never saw the exchange end (tests/grpc.rs). So the body of a
+/// refused call that declares its length is read before the answer: the
+/// answer (here INTERNAL for a `grpc-timeout` it cannot read) is sent only
+/// once the body has ended, and the stream then ends without a reset.
+#[test]
+fn a_grpc_refusal_waits_for_the_body_the_call_declared() {
+    if !common::python::require_module("hpack", "h2") {
+        return;
+    }
+    let pki = Pki::with_clients(&[("campaigns", CAMPAIGNS)]);
+    let up = Upstream::start();
+    // A time bound longer than any wait below: the body decides.
+    let mg = Meshgate::builder(&pki, &up)
+        .limit("linger: { bytes: 65536, time: 60s }")
+        .log_level("meshgate=debug")
+        .start();
+    let headers = serde_json::json!([
+        [":method", "POST"],
+        [":scheme", "https"],
+        [":authority", "localhost"],
+        [":path", "/orders.v1.Orders/Get"],
+        ["content-type", "application/grpc"],
+        ["te", "trailers"],
+        ["grpc-timeout", "1.5S"],
+        ["content-length", "5"]
+    ])
+    .to_string();
+    let port = mg.data.port().to_string();
+    let [ca, cert, key] =
+        ["ca.pem", "campaigns.pem", "campaigns-key.pem"].map(|f| pki.path(f).display().to_string());
+    let args = [
+        "late-body",
+        "--port",
+        &port,
+        "--ca",
+        &ca,
+        "--cert",
+        &cert,
+        "--key",
+        &key,
+        "--headers",
+        &headers,
+        "--body",
+        // Five bytes: what a gRPC message prefix would take (never read as one).
+        "hello",
+    ];
+    let script = common::python::script("h2", "h2probe.py");
+    let mut probe = common::python::PyServer::spawn(&script, &args);
+    probe.wait_line(0, "SENT");
+    // The sidecar has refused the call and waits for its body.
+    let waiting = mg
+        .logs
+        .wait_for(0, std::time::Duration::from_secs(30), |l| {
+            l.contains("refused request body to be read before the answer")
+        });
+    assert!(waiting.is_some(), "{}", mg.logs.dump());
+    probe.send_line("go");
+    let report: serde_json::Value =
+        serde_json::from_str(&probe.wait_line(0, "{")).expect("h2probe report is JSON");
+    assert_eq!(report["answered_before_body"], false, "{report}");
+    assert_eq!(report["stream1"]["status"], 200, "{report}");
+    assert_eq!(report["headers"]["grpc-status"], "13", "{report}");
+    assert_eq!(report["ended"], true, "{report}");
+    assert_eq!(
+        report["stream1"]["reset"],
+        serde_json::Value::Null,
+        "{report}"
+    );
+    mg.wait_metric(
+        "meshgate_request_body_lingers_total{result=\"complete\"}",
+        1.0,
+    );
+    assert_eq!(up.count(), 0);
+}

@@ -116,6 +116,7 @@ fn a_request_is_a_server_span_in_the_callers_trace_with_its_upstream_call_as_a_c
         ("http.request.method", json!("GET")),
         ("url.scheme", json!("https")),
         ("url.path", json!("/orders")),
+        ("http.route", json!("/orders")),
         ("http.response.status_code", json!(200)),
         ("server.address", json!("localhost")),
         ("server.port", json!(mg.data.port())),
@@ -183,6 +184,11 @@ fn the_other_outcomes_are_spans_too(
     assert_eq!(server.attr("meshgate.decision"), json!("deny"));
     assert_eq!(server.attr("http.response.status_code"), json!(403));
     assert_eq!(server.attr("error.type"), json!("forbidden"));
+    assert_eq!(
+        server.attr("http.route"),
+        json!("/orders"),
+        "routed, then denied"
+    );
     assert_eq!(server.attr("meshgate.principal"), json!(CAMPAIGNS));
     assert!(server.attr("meshgate.policy_ids").is_array());
     assert_eq!(server.status, 0, "a 4xx is not the server's error");
@@ -201,6 +207,7 @@ fn the_other_outcomes_are_spans_too(
     assert_eq!(server.name, "HTTP");
     assert_eq!(server.attr("http.request.method"), json!("_OTHER"));
     assert_eq!(server.attr("http.request.method_original"), json!("PURGE"));
+    assert_eq!(server.attr("http.route"), Value::Null, "no route matched");
 
     // The upstream down: both spans are errors.
     up.kill();
@@ -439,6 +446,7 @@ fn a_grpc_call_is_named_by_its_method_with_its_grpc_status_exported_over_otlp_gr
         ("rpc.system", json!("grpc")),
         ("rpc.service", json!("meshgate.test.Orders")),
         ("rpc.method", json!("Get")),
+        ("http.route", json!("/meshgate.test.Orders/Get")),
         ("rpc.grpc.status_code", json!(0)),
         ("http.response.status_code", json!(200)),
         ("network.protocol.version", json!("2")),
@@ -457,6 +465,10 @@ fn a_grpc_call_is_named_by_its_method_with_its_grpc_status_exported_over_otlp_gr
     let server = kind(&spans, 2);
     assert_eq!(spans.len(), 1, "{spans:#?}");
     assert_eq!(server.attr("rpc.grpc.status_code"), json!(7));
+    assert_eq!(
+        server.attr("http.route"),
+        json!("/meshgate.test.Orders/Put")
+    );
     assert_eq!(server.attr("meshgate.decision"), json!("deny"));
     assert_eq!(server.attr("http.response.status_code"), json!(200));
     assert_eq!(server.status, 0, "a caller's error, not the server's");
@@ -496,5 +508,102 @@ fn spans_reach_a_collector_over_tls_trusted_through_ca_with_either_protocol() {
             "200"
         );
         assert_eq!(receiver.wait_trace(&t, 2).len(), 2, "{protocol}");
+    }
+}
+
+/// One cut response: who asks (with `args`), for what, in which trace, the
+/// `error.type` expected, and whether the upstream's part failed.
+struct Cut {
+    who: &'static str,
+    args: &'static [&'static str],
+    path: &'static str,
+    trace: u32,
+    reason: &'static str,
+    upstream: bool,
+}
+
+/// A response cut after its head (a 200 already sent): field masking
+/// refusing the rest (`unmaskable_response`), or the upstream dying
+/// mid-body (`upstream_failed`), masked and passed through. The server
+/// span is an error with the reason, `meshgate.complete` false; the
+/// client span is an error only when the upstream failed.
+#[test]
+fn a_response_cut_mid_stream_leaves_an_error_span_with_its_reason() {
+    let receiver = OtlpReceiver::start(Mode::Answer);
+    let pki = Pki::new();
+    let record = r#"{"id": "SO-1", "customer_email": "ana@example.com"}"#;
+    let up = common::json_upstream::FixedUpstream::start(vec![
+        (
+            "/orders/broken",
+            "application/json",
+            format!("[{record}, {{\"id\": tru}}]"),
+        ),
+        ("/orders/cut", "application/json", format!("[{record}, ")),
+    ]);
+    let queue = "    queue: {delay: 10ms}\n";
+    let mg = common::fields::masked(&pki, &up)
+        .extra(&tracing(&receiver, queue))
+        .start();
+    let purpose: &[&str] = &["-H", "x-data-purpose: reporting"];
+    let cases = [
+        Cut {
+            who: "reporting",
+            args: &[],
+            path: "/orders/broken",
+            trace: 60,
+            reason: "unmaskable_response",
+            upstream: false,
+        },
+        Cut {
+            who: "reporting",
+            args: &[],
+            path: "/orders/cut",
+            trace: 61,
+            reason: "upstream_failed",
+            upstream: true,
+        },
+        // Nothing hidden from sales: the body passes as it comes.
+        Cut {
+            who: "orders",
+            args: purpose,
+            path: "/orders/cut",
+            trace: 62,
+            reason: "upstream_failed",
+            upstream: true,
+        },
+    ];
+    for Cut {
+        who,
+        args,
+        path,
+        trace,
+        reason,
+        upstream,
+    } in cases
+    {
+        let t = trace_id(trace);
+        let tp = format!("traceparent: 00-{t}-00f067aa0ba902b7-01");
+        let mut all = vec!["--http1.1", "-H", &tp];
+        all.extend_from_slice(args);
+        let (code, status, body) = common::fields::get(&pki, who, &all, &mg.url(path));
+        assert_ne!(
+            code, 0,
+            "{path}: a cut body looked complete: {status} {body}"
+        );
+        let spans = receiver.wait_trace(&t, 2);
+        let (server, client) = (kind(&spans, 2), kind(&spans, 3));
+        assert_eq!(server.attr("http.response.status_code"), json!(200));
+        assert_eq!(server.attr("http.route"), json!("/orders/{id}"));
+        assert_eq!(server.attr("error.type"), json!(reason), "{server:#?}");
+        assert_eq!(server.attr("meshgate.complete"), json!(false));
+        assert_eq!(server.status, 2, "{path}: an error: {server:#?}");
+        assert_eq!(client.attr("http.response.status_code"), json!(200));
+        if upstream {
+            assert_eq!(client.attr("error.type"), json!(reason), "{client:#?}");
+            assert_eq!(client.status, 2, "{client:#?}");
+        } else {
+            assert_eq!(client.attr("error.type"), Value::Null, "{client:#?}");
+            assert_eq!(client.status, 0, "the upstream's part went well");
+        }
     }
 }

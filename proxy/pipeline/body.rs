@@ -187,7 +187,10 @@ impl Body for ProxyBody {
                 // The end, whether or not the last frame said so.
                 this.ended()
             }
-            Poll::Ready(Some(Err(_))) => this.finish(false),
+            Poll::Ready(Some(Err(_))) => {
+                this.upstream_failed();
+                this.finish(false);
+            }
             Poll::Pending => {}
         }
         r
@@ -249,6 +252,7 @@ impl ProxyBody {
             let out = match Pin::new(&mut self.inner).poll_frame(cx) {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(Some(Err(e))) => {
+                    self.upstream_failed();
                     self.finish(false);
                     return Poll::Ready(Some(Err(e)));
                 }
@@ -297,16 +301,28 @@ impl ProxyBody {
         self.finish(true);
     }
 
+    /// The upstream's body broke off (it reset or closed the connection):
+    /// the server and client spans are errors (`upstream_failed`).
+    fn upstream_failed(&mut self) {
+        if let Some(span) = self.span.as_mut() {
+            span.body_failed(crate::pipeline::error::UPSTREAM_FAILED, true);
+        }
+    }
+
     /// The transform refused the rest of the body: nothing more is read or
     /// sent (the upstream connection is closed with the body), and the
-    /// event records the cut.
+    /// event and the server span record the cut.
     fn refused(&mut self, e: TransformError) -> BodyError {
         self.rewrite = None;
         self.inner = Either::Right(Full::new(Bytes::new()));
         self.lease = None;
+        let code = crate::pipeline::error::refusal_code(&e);
+        if let Some(span) = self.span.as_mut() {
+            span.body_failed(code, false);
+        }
         if let Some(p) = self.pending.as_mut() {
             tracing::warn!(request_id = ?p.event.request_id, error = %e, "response cut by the response stage");
-            p.event.error = Some(crate::pipeline::error::refusal_code(&e));
+            p.event.error = Some(code);
         } else {
             tracing::warn!(error = %e, "response cut by the response stage");
         }

@@ -27,6 +27,11 @@ pub fn refusal_code(e: &crate::model::response::TransformError) -> &'static str 
     }
 }
 
+/// The error code of an upstream that reset or closed the connection
+/// mid-request, or mid-body once its response had begun (the span's
+/// `error.type`).
+pub const UPSTREAM_FAILED: &str = "upstream_failed";
+
 fn client_closed() -> StatusCode {
     StatusCode::from_u16(CLIENT_CLOSED).unwrap_or(StatusCode::BAD_REQUEST)
 }
@@ -141,7 +146,7 @@ impl ProxyError {
             ProxyError::QuotaUnavailable => "quota_unavailable",
             ProxyError::AuditUnavailable => "audit_unavailable",
             ProxyError::UpstreamUnavailable => "upstream_unavailable",
-            ProxyError::UpstreamFailed(_) => "upstream_failed",
+            ProxyError::UpstreamFailed(_) => UPSTREAM_FAILED,
             ProxyError::UpstreamTimeout => "upstream_timeout",
             ProxyError::ClientBody(ClientBodyFault::Malformed) => "bad_request_body",
             ProxyError::ClientBody(ClientBodyFault::Gone) => CLIENT_CLOSED_REQUEST,

@@ -45,7 +45,7 @@ use super::headers::{
     strip_hop_by_hop, strip_identity_headers, X_FORWARDED_CLIENT_CERT, X_FORWARDED_FOR,
     X_FORWARDED_PROTO, X_MESHGATE_PRINCIPAL, X_REQUEST_ID,
 };
-use super::linger::linger;
+use super::linger::{linger, read_first};
 use super::overrides::{
     method_value, route_effective, strip_overrides, Effective, MethodOverride, X_REAL_IP,
 };
@@ -185,6 +185,9 @@ struct Exchange<'a> {
 struct Learned {
     /// The normalised path as forwarded, or the path as sent when refused.
     path: String,
+    /// The matched route's pattern (`http.route`), kept for a sampled
+    /// request only.
+    route: Option<String>,
     outcome: Option<Arc<AuthzOutcome>>,
     user: Option<Arc<User>>,
     tier: Option<Arc<str>>,
@@ -227,8 +230,8 @@ impl<'a> Exchange<'a> {
     async fn run(&mut self, req: Request<Incoming>) -> Result<Response<ProxyBody>, ProxyError> {
         let (cleared, _in_flight) = match self.clear(&req).await {
             Ok(Clearance::Forward(cleared, in_flight)) => (cleared, in_flight),
-            Ok(Clearance::Answered(resp)) => return self.early(req, Ok(resp)),
-            Err(e) => return self.early(req, Err(e)),
+            Ok(Clearance::Answered(resp)) => return self.early(req, Ok(resp)).await,
+            Err(e) => return self.early(req, Err(e)).await,
         };
         self.learned.tier = cleared
             .admission
@@ -236,10 +239,10 @@ impl<'a> Exchange<'a> {
             .and_then(|a| a.state.as_ref())
             .map(|s| s.tier.clone());
         self.learned.forwarded = true;
-        // The configured timeout, or a gRPC client's deadline when that
-        // comes first (transport/upstream/wait.rs).
+        // The configured timeout bounds a wait without progress; a gRPC
+        // client's deadline is a fixed instant (transport/upstream/wait.rs).
         let wait = Wait {
-            timeout: cleared.timeout,
+            idle: cleared.timeout,
             deadline: self.grpc.as_ref().and_then(|c| c.deadline(self.start)),
         };
         let whole_body = cleared.response.as_ref().is_some_and(|t| t.rewrites_body());
@@ -256,8 +259,10 @@ impl<'a> Exchange<'a> {
 
     /// An answer before forwarding: the request's body is left to linger,
     /// except when the node sheds load or cannot audit (no work is added
-    /// exactly then; the stream is reset as before).
-    fn early(
+    /// exactly then; the stream is reset as before). A gRPC call's answer is
+    /// an HTTP 200: a body of a declared length within `limits.linger` is
+    /// read before it (`linger.rs`, [`read_first`]).
+    async fn early(
         &self,
         req: Request<Incoming>,
         answer: Result<Response<ProxyBody>, ProxyError>,
@@ -269,12 +274,15 @@ impl<'a> Exchange<'a> {
             return answer;
         }
         let version = req.version();
-        linger(
-            &self.gate.linger,
-            version,
-            req.into_body(),
-            self.gate.metrics.lingers(),
-        );
+        let (config, counter) = (&self.gate.linger, self.gate.metrics.lingers());
+        let mut body = req.into_body();
+        if self.grpc.is_some() {
+            match read_first(config, version, body, counter).await {
+                Some(unread) => body = unread,
+                None => return answer,
+            }
+        }
+        linger(config, version, body, counter);
         answer
     }
 
@@ -376,6 +384,9 @@ impl<'a> Exchange<'a> {
         // The audit event and the response stage see the method decided.
         self.method = method.clone();
         let target = target?;
+        if self.span.is_some() {
+            self.learned.route = Some(target.pattern.clone());
+        }
         let method_override = MethodOverride {
             // Rarely any: collecting none allocates nothing.
             allowed: snapshot

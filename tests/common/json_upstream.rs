@@ -1,6 +1,8 @@
 //! A product server answering fixed bodies by path: `(path, content type,
 //! body)`; one request per connection (`Connection: close`), 404 for any
-//! other path. For tests of what the response stage does to a body.
+//! other path. For tests of what the response stage does to a body. A path
+//! ending in `/cut` is sent its body under a `Content-Length` twice as long,
+//! and the connection then closed: an upstream that dies mid-body.
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
@@ -62,10 +64,14 @@ fn answer(mut conn: TcpStream, bodies: &[(String, String, String)]) {
         Some((_, t, b)) => ("200 OK", t.as_str(), b.as_str()),
         None => ("404 Not Found", "text/plain", "no such body"),
     };
+    let declared = if path.ends_with("/cut") {
+        2 * body.len()
+    } else {
+        body.len()
+    };
     let _ = write!(
         conn,
-        "HTTP/1.1 {status}\r\ncontent-type: {ctype}\r\ncontent-length: {}\r\netag: \"v1\"\r\nconnection: close\r\n\r\n{body}",
-        body.len()
+        "HTTP/1.1 {status}\r\ncontent-type: {ctype}\r\ncontent-length: {declared}\r\netag: \"v1\"\r\nconnection: close\r\n\r\n{body}"
     );
 }
 

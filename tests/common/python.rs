@@ -48,23 +48,7 @@ impl PyServer {
     /// Runs `python3 script args…` and waits (up to `ready_within`) for its
     /// `PORT` line.
     pub fn start(script: PathBuf, args: &[&str], ready_within: Duration) -> PyServer {
-        let mut child = Command::new("python3")
-            .arg(&script)
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap_or_else(|e| panic!("python3 {}: {e}", script.display()));
-        let lines = Logs::default();
-        lines.collect(child.stdout.take().expect("stdout"));
-        let stdin = child.stdin.take();
-        let mut server = PyServer {
-            child,
-            stdin,
-            port: 0,
-            lines,
-        };
+        let mut server = PyServer::spawn(&script, args);
         let ready = server
             .lines
             .wait_for(0, ready_within, |l| l.starts_with("PORT "));
@@ -78,6 +62,28 @@ impl PyServer {
                 )
             });
         server
+    }
+
+    /// Runs `python3 script args…` without waiting for anything (`port`
+    /// 0): a script that talks over its stdin and stdout lines.
+    pub fn spawn(script: &std::path::Path, args: &[&str]) -> PyServer {
+        let mut child = Command::new("python3")
+            .arg(script)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap_or_else(|e| panic!("python3 {}: {e}", script.display()));
+        let lines = Logs::default();
+        lines.collect(child.stdout.take().expect("stdout"));
+        let stdin = child.stdin.take();
+        PyServer {
+            child,
+            stdin,
+            port: 0,
+            lines,
+        }
     }
 
     /// Its address as the sidecar's `upstream` (h2c).

@@ -152,6 +152,8 @@ class Conn:
         self.data_bytes = 0
         self.barrier_acked = False
         self.bytes_sent = 0
+        self.headers = {}  # sid -> the response's first header block, as a dict
+        self.ended = set()  # streams the server ended (END_STREAM)
 
     # Frames from the server.
     def on_frame(self, ftype, flags, sid, payload):
@@ -174,7 +176,11 @@ class Conn:
             self.resets[sid] = error_name(struct.unpack(">I", payload[:4])[0])
         elif ftype == DATA:
             self.data_bytes += len(payload)
+            if flags & END_STREAM:
+                self.ended.add(sid)
         elif ftype == HEADERS:
+            if flags & END_STREAM:
+                self.ended.add(sid)
             if flags & PADDED:
                 pad = payload[0]
                 payload = payload[1:len(payload) - pad]
@@ -192,6 +198,7 @@ class Conn:
         sid, parts = self.partial
         self.partial = None
         headers = self.decoder.decode(b"".join(parts))
+        self.headers.setdefault(sid, {name: value for name, value in headers})
         for name, value in headers:
             if name == ":status":
                 self.statuses.setdefault(sid, int(value))
@@ -464,7 +471,33 @@ def case_request(args):
     c.report()
 
 
+def case_late_body(args):
+    """A request whose body comes late: HEADERS (--headers, no END_STREAM),
+    then `SENT` on stdout; the body (--body, one DATA frame with END_STREAM)
+    only once a line arrives on stdin. Reports whether the server had
+    answered stream 1 before the body was sent, its answer's headers, and
+    whether it ended the stream or reset it."""
+    c = start(args)
+    headers = [tuple(h) for h in json.loads(args.headers)]
+    c.send(headers_frames(1, block(headers), end_stream=False))
+    c.barrier()
+    print("SENT", flush=True)
+    sys.stdin.readline()
+    # Whatever the server sent before the barrier's answer has been read.
+    c.barrier_acked = False
+    c.barrier()
+    answered_early = 1 in c.statuses or 1 in c.resets
+    c.send(frame(DATA, END_STREAM, 1, (args.body or "").encode()))
+    c.pump(lambda: 1 in c.ended or 1 in c.resets or c.goaway is not None)
+    # A reset that follows the end of the stream arrives before this.
+    c.barrier_acked = False
+    c.barrier()
+    c.report(answered_before_body=answered_early, ended=1 in c.ended,
+             headers=c.headers.get(1))
+
+
 CASES = {
+    "late-body": case_late_body,
     "rapid-reset": case_rapid_reset,
     "rapid-reset-data": case_rapid_reset_data,
     "rapid-reset-paced": case_rapid_reset_paced,

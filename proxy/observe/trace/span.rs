@@ -62,6 +62,9 @@ pub struct Draft {
     /// The server span's status: an error for a 5xx or a gRPC server error.
     error: Option<&'static str>,
     grpc_status: Option<u8>,
+    /// The response body broke off after its head: why (`error.type`); the
+    /// server span is an error whatever the status said.
+    cut: Option<&'static str>,
 }
 
 /// The upstream exchange, as far as it got.
@@ -78,6 +81,10 @@ struct Upstream {
 pub struct Answer<'a> {
     /// The normalised path as forwarded, or the path as sent when refused.
     pub path: &'a str,
+    /// The matched route's template (`/orders/{id}`, a gRPC method's
+    /// `/package.Service/Method`): `http.route`; `None` when no route
+    /// matched.
+    pub route: Option<&'a str>,
     /// The status on the wire; `None` when the client went away first.
     pub status: Option<u16>,
     /// `allow`, `deny`, … (the audit event's `decision`).
@@ -172,6 +179,7 @@ impl Draft {
             upstream: None,
             error: None,
             grpc_status: None,
+            cut: None,
         }
     }
 
@@ -200,6 +208,9 @@ impl Draft {
     pub fn answered(&mut self, answer: &Answer<'_>, grpc_call: bool) {
         let a = &mut self.attributes;
         a.push(KeyValue::new("url.path", answer.path.to_string()));
+        if let Some(route) = answer.route {
+            a.push(KeyValue::new("http.route", route.to_string()));
+        }
         if let Some(status) = answer.status {
             a.push(KeyValue::new(
                 "http.response.status_code",
@@ -258,6 +269,17 @@ impl Draft {
         self.grpc_status = Some(code);
     }
 
+    /// The response body broke off after its head, for `code` (its
+    /// `error.type`): field masking refused the rest (`unmaskable_response`),
+    /// or the upstream died mid-body (`upstream_failed`, `upstream`: the
+    /// client span is an error too).
+    pub fn body_failed(&mut self, code: &'static str, upstream: bool) {
+        self.cut = Some(code);
+        if let Some(u) = self.upstream.as_mut().filter(|_| upstream) {
+            u.error = Some(code);
+        }
+    }
+
     /// The response has ended (`complete`: to its last byte): both spans
     /// are queued for export.
     pub fn end(self: Box<Self>, complete: bool) {
@@ -289,6 +311,11 @@ impl Draft {
             if matches!(code, 2 | 4 | 12 | 13 | 14 | 15) {
                 status = Status::error(format!("gRPC status {code}"));
             }
+        }
+        if let Some(code) = self.cut {
+            self.attributes.retain(|kv| kv.key.as_str() != "error.type");
+            self.attributes.push(KeyValue::new("error.type", code));
+            status = Status::error(code);
         }
         if !complete {
             self.attributes

@@ -36,6 +36,7 @@ impl Exchange<'_> {
         span.answered(
             &Answer {
                 path: &self.learned.path,
+                route: self.learned.route.as_deref(),
                 status: Some(resp.status().as_u16()),
                 decision,
                 error,
@@ -57,6 +58,7 @@ impl Exchange<'_> {
         span.answered(
             &Answer {
                 path: &self.learned.path,
+                route: self.learned.route.as_deref(),
                 status: None,
                 decision,
                 error: Some(super::CLIENT_CLOSED_REQUEST),

@@ -5,12 +5,15 @@
 //! fault was the client's, not the upstream's. It also tells who a timeout
 //! waited on: a body whose last read was still waiting for the client's
 //! bytes when the upstream's response timed out stalled on the client's
-//! side (a slow or stopped upload), not the upstream's.
+//! side (a slow or stopped upload), not the upstream's. And it tells when
+//! the upstream last took a chunk of the body: an upload in progress is
+//! not an upstream late to answer (`wait.rs`).
 
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
@@ -79,6 +82,15 @@ struct Watched {
     /// is a stall. Not an open HTTP/2 stream (a gRPC call streaming its
     /// requests waits for the answer with its body open, as it should).
     bounded: bool,
+    /// When the upstream last took a frame of the body: nanoseconds after
+    /// [`epoch`], plus one (0: never).
+    taken: AtomicU64,
+}
+
+/// The instant the `taken` stamps count from.
+fn epoch() -> Instant {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
 }
 
 impl BodyWatch {
@@ -110,8 +122,22 @@ impl BodyWatch {
             .or_else(|| (!self.0.ended.load(Ordering::Relaxed)).then_some(ClientBodyFault::Gone))
     }
 
+    /// When the upstream last took a frame of the body (`None`: never).
+    pub fn last_taken(&self) -> Option<Instant> {
+        match self.0.taken.load(Ordering::Relaxed) {
+            0 => None,
+            n => Some(epoch() + Duration::from_nanos(n - 1)),
+        }
+    }
+
     fn record(&self, fault: ClientBodyFault) {
         let _ = self.0.fault.set(fault);
+    }
+
+    fn stamp_taken(&self) {
+        let nanos = Instant::now().saturating_duration_since(epoch()).as_nanos();
+        let n = u64::try_from(nanos).unwrap_or(u64::MAX - 1);
+        self.0.taken.store(n + 1, Ordering::Relaxed);
     }
 }
 
@@ -167,6 +193,7 @@ impl Body for CountedBody {
         }
         match &r {
             Poll::Ready(Some(Ok(frame))) => {
+                self.watch.stamp_taken();
                 if let (Some(d), Some(c)) = (frame.data_ref(), &self.count) {
                     c.fetch_add(d.len() as u64, Ordering::Relaxed);
                 }
