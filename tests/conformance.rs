@@ -143,9 +143,11 @@ fn observe_counts_each_kind_and_changes_no_byte_over_h1_and_h2() {
         assert_eq!((code, status.as_str()), (0, "200"), "{proto}: {body}");
         assert!(body.ends_with("tru}]"), "{proto}: {body}");
     }
-    for kind in ["required", "type", "enum", "undeclared"] {
+    for kind in ["required", "enum", "undeclared"] {
         assert_eq!(violations(&mg, kind), 4.0, "{kind}:\n{}", mg.metrics());
     }
+    // The broken body's `"id": tru` is no string before it is no JSON.
+    assert_eq!(violations(&mg, "type"), 6.0, "{}", mg.metrics());
     assert_eq!(violations(&mg, "malformed"), 2.0, "{}", mg.metrics());
     assert_eq!(checks(&mg), 8.0, "{}", mg.metrics());
     let (ok, out) = audit_verify(&[&trail]);
@@ -181,7 +183,11 @@ fn enforce_refuses_a_violating_first_record_before_the_head_and_cuts_a_later_one
     for event in events_of_path(&mg, &trail, "/orders/kinds", 4) {
         assert_eq!(event["status"], 502, "{event}");
         assert_eq!(event["error"], "contract_violation", "{event}");
-        assert_eq!(event["violations"], serde_json::json!(["required"]), "{event}");
+        assert_eq!(
+            event["violations"],
+            serde_json::json!(["required"]),
+            "{event}"
+        );
     }
     assert_eq!(violations(&mg, "required"), 4.0, "{}", mg.metrics());
 
@@ -274,7 +280,10 @@ fn bad_conformance_settings_are_refused_where_they_are_written() {
         .expect("the line")
         + 1;
     assert!(err.contains(&format!("meshgate.yaml:{line}:")), "{err}");
-    assert!(err.contains("conformance.sample") && err.contains("between 0 and 1"), "{err}");
+    assert!(
+        err.contains("conformance.sample") && err.contains("between 0 and 1"),
+        "{err}"
+    );
 
     for (i, (value, field, why)) in [
         ("{ mode: loud }", "meshgateConformance.mode", "loud"),
@@ -293,9 +302,19 @@ fn bad_conformance_settings_are_refused_where_they_are_written() {
     }
     let (sidecar, contract) = conformed(&pki, &up, "typed", "{}", None);
     let text = std::fs::read_to_string(&contract).expect("read");
-    std::fs::write(&contract, text.replace("{ name: amount, logicalType: number }", "{ name: amount, logicalType: numbr }")).expect("write");
+    std::fs::write(
+        &contract,
+        text.replace(
+            "{ name: amount, logicalType: number }",
+            "{ name: amount, logicalType: numbr }",
+        ),
+    )
+    .expect("write");
     let config = pki.path("typed/meshgate.yaml");
     std::fs::write(&config, sidecar.yaml()).expect("config");
     let err = validate(&config);
-    assert!(err.contains("logicalType") && err.contains("numbr"), "{err}");
+    assert!(
+        err.contains("logicalType") && err.contains("numbr"),
+        "{err}"
+    );
 }

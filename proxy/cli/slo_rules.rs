@@ -93,5 +93,8 @@ fn duration_buckets(
             field: "metrics.duration_buckets",
             message,
         })?;
-    Ok((config.metrics.duration_buckets().to_vec(), config.conformance))
+    Ok((
+        config.metrics.duration_buckets().to_vec(),
+        config.conformance,
+    ))
 }

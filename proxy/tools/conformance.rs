@@ -64,7 +64,7 @@ impl Watched {
     fn expr(&self) -> String {
         let p = quoted(&self.product);
         format!(
-            "sum by (product, dataset, kind) (rate(meshgate_contract_violations_total{{product={p}}}[{RANGE}]))\n/ ignoring (kind) group_left\nsum by (product, dataset) (rate(meshgate_contract_checks_total{{product={p}}}[{RANGE}]))\n> {THRESHOLD}"
+            "sum by (product, dataset, kind) (rate(meshgate_contract_violations_total{{product={p}}}[{RANGE}]))\n/ ignoring (kind) group_left ()\nsum by (product, dataset) (rate(meshgate_contract_checks_total{{product={p}}}[{RANGE}]))\n> {THRESHOLD}"
         )
     }
 
@@ -196,7 +196,9 @@ mod tests {
         assert_eq!(rules[0].labels["severity"], "ticket");
         assert_eq!(rules[1].labels["severity"], "page");
         assert_eq!(rules[1].labels["mode"], "enforce");
-        assert!(rules[0].expr.contains("meshgate_contract_checks_total{product=\"a.observed\"}[10m]"));
+        assert!(rules[0]
+            .expr
+            .contains("meshgate_contract_checks_total{product=\"a.observed\"}[10m]"));
         assert!(rules[0].annotations["description"].contains("one in 2 responses"));
         assert!(group(&[]).is_none());
     }

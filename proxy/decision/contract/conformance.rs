@@ -26,7 +26,12 @@ fn key(k: &str) -> Step {
 }
 
 /// The checks of the property `item` at `at`.
-pub(super) fn field_check(r: &mut Reader, item: &Value, at: &[Step], field_path: &str) -> FieldCheck {
+pub(super) fn field_check(
+    r: &mut Reader,
+    item: &Value,
+    at: &[Step],
+    field_path: &str,
+) -> FieldCheck {
     let mut check = FieldCheck::default();
     let node = |k: &str| {
         let mut p = at.to_vec();
@@ -38,7 +43,11 @@ pub(super) fn field_check(r: &mut Reader, item: &Value, at: &[Step], field_path:
         match v.as_str().map(str::parse::<LogicalType>) {
             Some(Ok(t)) => check.ty = Some(t),
             Some(Err(m)) => r.error(p.clone(), shown(&p), format!("{field_path}: {m}")),
-            None => r.error(p.clone(), shown(&p), format!("{field_path}: a logical type")),
+            None => r.error(
+                p.clone(),
+                shown(&p),
+                format!("{field_path}: a logical type"),
+            ),
         }
     }
     if let Some(v) = item.get("required").filter(|v| !v.is_null()) {
@@ -101,10 +110,12 @@ fn valid_values(
     let mut out = Vec::with_capacity(items.len());
     for (i, v) in items.iter().enumerate() {
         match serde_json::to_value(v) {
-            Ok(j @ (serde_json::Value::Null
-            | serde_json::Value::Bool(_)
-            | serde_json::Value::Number(_)
-            | serde_json::Value::String(_))) => out.push(j),
+            Ok(
+                j @ (serde_json::Value::Null
+                | serde_json::Value::Bool(_)
+                | serde_json::Value::Number(_)
+                | serde_json::Value::String(_)),
+            ) => out.push(j),
             _ => {
                 let mut q = p.clone();
                 q.push(Step::Index(i));

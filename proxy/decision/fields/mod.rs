@@ -13,9 +13,9 @@ use std::sync::Arc;
 
 pub mod conformance;
 
-pub use conformance::{Conformance, ConformanceSettings, FieldCheck, LogicalType, Mode};
 #[cfg(test)]
 pub use conformance::Sample;
+pub use conformance::{Conformance, ConformanceSettings, FieldCheck, LogicalType, Mode};
 
 /// How a hidden field is hidden (custom property `meshgateMask` of a
 /// property; `omit` when it has none).

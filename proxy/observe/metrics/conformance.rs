@@ -60,8 +60,11 @@ impl ConformanceMetrics {
 /// held back since.
 #[derive(Debug, Default)]
 pub struct LogGate {
-    last: Mutex<HashMap<(Arc<str>, Kind), (Instant, u64)>>,
+    last: Mutex<HashMap<(Arc<str>, Kind), Logged>>,
 }
+
+/// When a line was last let through, and the lines held back since.
+type Logged = (Instant, u64);
 
 /// The shortest time between two log lines of one product and kind.
 pub const LOG_EVERY: Duration = Duration::from_secs(1);
@@ -98,8 +101,14 @@ mod tests {
         let p: Arc<str> = Arc::from("sales.orders");
         let t0 = Instant::now();
         assert_eq!(gate.pass(&p, Kind::Type, t0), Some(0));
-        assert_eq!(gate.pass(&p, Kind::Type, t0 + Duration::from_millis(10)), None);
-        assert_eq!(gate.pass(&p, Kind::Type, t0 + Duration::from_millis(999)), None);
+        assert_eq!(
+            gate.pass(&p, Kind::Type, t0 + Duration::from_millis(10)),
+            None
+        );
+        assert_eq!(
+            gate.pass(&p, Kind::Type, t0 + Duration::from_millis(999)),
+            None
+        );
         // Another kind has its own second.
         assert_eq!(gate.pass(&p, Kind::Enum, t0), Some(0));
         assert_eq!(gate.pass(&p, Kind::Type, t0 + LOG_EVERY), Some(2));

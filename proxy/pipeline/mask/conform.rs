@@ -204,7 +204,12 @@ impl Checker {
 
     /// A CSV cell (`text` unquoted; `quoted` when it was sent in quotes)
     /// against its column's check. An unquoted empty cell is `null`.
-    pub fn csv_cell(&mut self, check: &FieldCheck, text: &[u8], quoted: bool) -> Result<(), Failed> {
+    pub fn csv_cell(
+        &mut self,
+        check: &FieldCheck,
+        text: &[u8],
+        quoted: bool,
+    ) -> Result<(), Failed> {
         if text.is_empty() && !quoted {
             if check.required {
                 self.violation(Kind::Required)?;
@@ -333,7 +338,9 @@ pub fn cell_fits(ty: LogicalType, s: &str) -> bool {
             !digits.is_empty() && digits.bytes().all(|c| c.is_ascii_digit())
         }
         LogicalType::Number => {
-            s.bytes().next().is_some_and(|c| c == b'-' || c.is_ascii_digit())
+            s.bytes()
+                .next()
+                .is_some_and(|c| c == b'-' || c.is_ascii_digit())
                 && serde_json::from_str::<serde_json::Number>(s).is_ok()
         }
         LogicalType::Boolean => s.eq_ignore_ascii_case("true") || s.eq_ignore_ascii_case("false"),

@@ -354,7 +354,10 @@ impl CsvMasker {
                 checker.violation(Kind::Undeclared)?;
             }
             let index = found.unwrap_or(NO_CHECK);
-            seen |= checks.list.get(usize::from(index)).map_or(0, |(_, bit)| *bit);
+            seen |= checks
+                .list
+                .get(usize::from(index))
+                .map_or(0, |(_, bit)| *bit);
             self.col_checks.push(index);
         }
         if seen & checks.required != checks.required {

@@ -87,7 +87,7 @@ impl FieldMasking {
         let plan = m.plan?;
         if !plan.rewrites() {
             return match m.conformance {
-                Some(sampled) => Some(watch::Watching::new(plan, sampled, inner)),
+                Some(sampled) => Some(watch::Watching::transform(plan, sampled, inner)),
                 None => inner,
             };
         }

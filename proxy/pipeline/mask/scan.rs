@@ -658,7 +658,10 @@ impl Scanner {
             }
             return Ok(mode);
         }
-        let found = level.checks.as_deref().and_then(|c| c.list.get(usize::from(top.cur)));
+        let found = level
+            .checks
+            .as_deref()
+            .and_then(|c| c.list.get(usize::from(top.cur)));
         let Some((check, _)) = found else {
             return Ok(mode);
         };

@@ -30,7 +30,7 @@ pub struct Watching {
 }
 
 impl Watching {
-    pub fn new(
+    pub fn transform(
         plan: &FieldPlan,
         sampled: Sampled,
         inner: Option<Arc<dyn ResponseTransform>>,

@@ -6,9 +6,7 @@
 use std::sync::Arc;
 
 use super::*;
-use crate::decision::fields::{
-    DatasetFields, FieldPlan, FieldSpec, Mask, Shape, Undeclared,
-};
+use crate::decision::fields::{DatasetFields, FieldPlan, FieldSpec, Mask, Shape, Undeclared};
 use crate::pipeline::mask::csv::CsvMasker;
 use crate::pipeline::mask::scan::Scanner;
 use crate::pipeline::mask::tree;
@@ -113,7 +111,12 @@ fn plan(hide: bool) -> FieldPlan {
         ),
         spec("placed", None, Shape::Leaf, check(T::Date, false, None)),
         spec("qty", None, Shape::Leaf, check(T::Integer, false, None)),
-        spec("shipping", None, Shape::Object, check(T::Object, false, None)),
+        spec(
+            "shipping",
+            None,
+            Shape::Object,
+            check(T::Object, false, None),
+        ),
         spec("city", Some(5), Shape::Leaf, check(T::String, true, None)),
         spec("email", None, Shape::Leaf, check(T::String, false, None)),
     ];
@@ -148,10 +151,14 @@ const GOOD: &str = r#"{"id": "SO-1", "amount": 12.50, "status": "paid", "placed"
 /// The kinds a JSON body shows under `observe`, and the masker's output
 /// (fed a byte at a time: a value's text is held across chunks).
 fn json_kinds(body: &str, hide: bool) -> (Kinds, String) {
-    let mut s = Scanner::new(tree::checked(&plan(hide)), None).checking(Checker::quiet(Mode::Observe));
+    let mut s =
+        Scanner::new(tree::checked(&plan(hide)), None).checking(Checker::quiet(Mode::Observe));
     let mut out = Vec::new();
     for b in body.as_bytes() {
-        out.extend(s.feed(std::slice::from_ref(b)).expect("observe never fails"));
+        out.extend(
+            s.feed(std::slice::from_ref(b))
+                .expect("observe never fails"),
+        );
     }
     out.extend(s.finish().expect("whole"));
     let kinds = s.checker().map(Checker::kinds).unwrap_or_default();
@@ -168,13 +175,19 @@ fn each_kind_is_found_where_the_record_breaks_the_contract_and_observe_changes_n
         (GOOD.to_string(), vec![]),
         (GOOD.replace(r#""id": "SO-1", "#, ""), vec!["required"]),
         (GOOD.replace(r#""SO-1""#, "null"), vec!["required"]),
-        (GOOD.replace(r#""city": "K""#, r#""town": "K""#), vec!["required", "undeclared"]),
+        (
+            GOOD.replace(r#""city": "K""#, r#""town": "K""#),
+            vec!["required", "undeclared"],
+        ),
         (GOOD.replace("12.50", r#""12.50""#), vec!["type"]),
         (GOOD.replace(r#""qty": 2"#, r#""qty": 2.5"#), vec!["type"]),
         (GOOD.replace("2019-04-01", "April 1st"), vec!["type"]),
         (GOOD.replace(r#"{"city": "K"}"#, r#"["K"]"#), vec!["type"]),
         (GOOD.replace("paid", "lost"), vec!["enum"]),
-        (GOOD.replace(r#""qty""#, r#""note": 1, "qty""#), vec!["undeclared"]),
+        (
+            GOOD.replace(r#""qty""#, r#""note": 1, "qty""#),
+            vec!["undeclared"],
+        ),
         (format!("[{GOOD}, 7]"), vec!["type"]),
     ] {
         let (kinds, checked) = json_kinds(&body, false);
@@ -186,7 +199,7 @@ fn each_kind_is_found_where_the_record_breaks_the_contract_and_observe_changes_n
         assert_eq!(checked.as_bytes(), out, "{body}");
     }
     // A hidden (omitted) member is checked all the same.
-    let (kinds, out) = json_kinds(&GOOD.replace("a@b", "7"), true);
+    let (kinds, out) = json_kinds(&GOOD.replace("\"a@b\"", "7"), true);
     assert_eq!(names(kinds), ["type"]);
     assert!(!out.contains("email"), "{out}");
 }
@@ -194,16 +207,23 @@ fn each_kind_is_found_where_the_record_breaks_the_contract_and_observe_changes_n
 #[test]
 fn enforce_stops_at_the_first_violation_and_the_first_record_settles_the_look_ahead() {
     let records = format!("[{GOOD}, {}]", GOOD.replace("paid", "lost"));
-    let mut s = Scanner::new(tree::checked(&plan(false)), None).checking(Checker::quiet(Mode::Enforce));
+    let mut s =
+        Scanner::new(tree::checked(&plan(false)), None).checking(Checker::quiet(Mode::Enforce));
     let first = GOOD.len() + 1;
     assert!(s.feed(&records.as_bytes()[..first]).is_ok());
-    assert!(s.checker().is_some_and(Checker::settled), "the first record is whole");
-    let e = s.feed(&records.as_bytes()[first..]).expect_err("the second violates");
+    assert!(
+        s.checker().is_some_and(Checker::settled),
+        "the first record is whole"
+    );
+    let e = s
+        .feed(&records.as_bytes()[first..])
+        .expect_err("the second violates");
     assert!(e.contains("enum"), "{e}");
     assert!(s.checker().is_some_and(Checker::refused));
 
     // A nested object closing does not settle the record it is in.
-    let mut s = Scanner::new(tree::checked(&plan(false)), None).checking(Checker::quiet(Mode::Enforce));
+    let mut s =
+        Scanner::new(tree::checked(&plan(false)), None).checking(Checker::quiet(Mode::Enforce));
     let upto = GOOD.find("\"email\"").expect("email");
     assert!(s.feed(&GOOD.as_bytes()[..upto]).is_ok());
     assert!(!s.checker().is_some_and(Checker::settled));
@@ -212,12 +232,16 @@ fn enforce_stops_at_the_first_violation_and_the_first_record_settles_the_look_ah
 #[test]
 fn csv_columns_and_cells_are_checked_by_the_header_row() {
     let kinds = |body: &str| {
-        let mut m = CsvMasker::new(tree::checked(&plan(false)), None).checking(Checker::quiet(Mode::Observe));
+        let mut m = CsvMasker::new(tree::checked(&plan(false)), None)
+            .checking(Checker::quiet(Mode::Observe));
         m.feed(body.as_bytes()).expect("observe never fails");
         m.finish().expect("whole");
         names(m.checker().map(Checker::kinds).unwrap_or_default())
     };
-    assert_eq!(kinds("id,amount,status,placed,qty\nSO-1,12.5,new,2019-04-01,3\n"), Vec::<&str>::new());
+    assert_eq!(
+        kinds("id,amount,status,placed,qty\nSO-1,12.5,new,2019-04-01,3\n"),
+        Vec::<&str>::new()
+    );
     assert_eq!(kinds("amount\n1\n"), ["required"]);
     assert_eq!(kinds("id,extra\nSO-1,x\n"), ["undeclared"]);
     assert_eq!(kinds("id,qty\nSO-1,many\n"), ["type"]);
