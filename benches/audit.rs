@@ -96,6 +96,7 @@ fn decided_event(conn: &Arc<ConnInfo>) -> Event {
             complete: true,
             grpc_status: None,
             reason: None,
+            violations: Default::default(),
         };
     }
     panic!("no read of the synthetic mesh is allowed by two policies");
@@ -124,6 +125,7 @@ fn event(t: &Event) -> Event {
         bytes_out: t.bytes_out,
         complete: t.complete,
         reason: t.reason,
+        violations: t.violations,
     }
 }
 

@@ -640,6 +640,8 @@ const METRICS: &[&str] = &[
     "meshgate_audit_dropped_total",
     "meshgate_deprecated_requests_total",
     "meshgate_request_body_errors_total",
+    "meshgate_contract_checks_total",
+    "meshgate_contract_violations_total",
 ];
 
 /// The metric names a PromQL expression selects: identifiers that are not

@@ -34,10 +34,15 @@ fn sunset_window(text: &str) -> Result<Duration, String> {
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let buckets = duration_buckets(&args.config)?;
+    let (buckets, conformance) = duration_buckets(&args.config)?;
     let policy = slo::policy_section(&args.config)?;
     let snapshot = load_policy(&policy)?;
-    let generated = slo::generate(snapshot.products(), &buckets, args.sunset_window);
+    let generated = slo::generate(
+        snapshot.products(),
+        &buckets,
+        args.sunset_window,
+        conformance,
+    );
     for w in &generated.warnings {
         eprintln!("meshgate: warning: {w}");
     }
@@ -75,8 +80,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 
 /// `metrics.duration_buckets` of the configuration (the built-in buckets
 /// when absent), checked as `meshgate run` checks it: the rules must read
-/// the buckets the sidecars expose.
-fn duration_buckets(path: &Path) -> anyhow::Result<Vec<f64>> {
+/// the buckets the sidecars expose; and its mesh-wide `conformance`.
+fn duration_buckets(
+    path: &Path,
+) -> anyhow::Result<(Vec<f64>, crate::decision::fields::ConformanceSettings)> {
     let config: Config = read_yaml(path)?;
     config
         .metrics
@@ -86,5 +93,8 @@ fn duration_buckets(path: &Path) -> anyhow::Result<Vec<f64>> {
             field: "metrics.duration_buckets",
             message,
         })?;
-    Ok(config.metrics.duration_buckets().to_vec())
+    Ok((
+        config.metrics.duration_buckets().to_vec(),
+        config.conformance,
+    ))
 }

@@ -45,6 +45,7 @@ pub fn demo_config(opts: &DemoOptions, upstream: SocketAddr) -> anyhow::Result<C
             hash_key_file: opts.certs.join("hash.key"),
         }),
         tracing: Default::default(),
+        conformance: Default::default(),
     })
 }
 

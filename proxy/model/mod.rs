@@ -2,6 +2,7 @@
 //! connection, the normalised request path, the trace context, and the
 //! response stage's transform traits. Imports only `base`.
 
+pub mod conformance;
 pub mod connection;
 pub mod identity;
 pub mod path;

@@ -48,4 +48,27 @@ pub trait BodyTransform: Send {
     /// The body has ended: what is still held back, or an error if the
     /// body, taken whole, could not be made safe.
     fn end(&mut self) -> Result<Bytes, TransformError>;
+
+    /// Whether it passes every byte as it came (it only watches): the
+    /// head keeps what describes the upstream's bytes.
+    fn verbatim(&self) -> bool {
+        false
+    }
+
+    /// Whether the head waits until [`settled`](Self::settled) (within a
+    /// bound), so that what the transform finds in the first record is
+    /// answered before the head is sent.
+    fn look_ahead(&self) -> bool {
+        false
+    }
+
+    /// Whether it has seen enough to let the head go.
+    fn settled(&self) -> bool {
+        true
+    }
+
+    /// The contract violations it found, for the audit event.
+    fn violations(&self) -> crate::model::conformance::Kinds {
+        crate::model::conformance::Kinds::NONE
+    }
 }

@@ -47,11 +47,20 @@ struct Rewrite {
     trailers: Option<Frame<Bytes>>,
     /// The transform has been told the end, and what it held back is out.
     done: bool,
+    /// What the transform let through while the head waited for it
+    /// ([`ProxyBody::look_ahead`]), sent first.
+    ready: std::collections::VecDeque<Bytes>,
+    /// The upstream body's failure met while looking ahead, for after `ready`.
+    failed: Option<BodyError>,
 }
 
 /// The audit event's error code for a body the response stage cut (one
 /// field masking cut is `unmaskable_response`: `error::refusal_code`).
 pub const RESPONSE_REFUSED: &str = "response_refused";
+
+/// The most of the upstream's body read (through the transform) before the
+/// head is sent, when the transform looks ahead.
+pub const LOOK_AHEAD_LIMIT: usize = 256 * 1024;
 
 /// An event waiting for the end of its response.
 pub struct PendingEvent {
@@ -92,7 +101,72 @@ impl ProxyBody {
             transform,
             trailers: None,
             done: false,
+            ready: Default::default(),
+            failed: None,
         }));
+    }
+
+    /// The contract violations its transform found so far.
+    pub fn violations(&self) -> crate::model::conformance::Kinds {
+        self.rewrite
+            .as_ref()
+            .map_or(Default::default(), |rw| rw.transform.violations())
+    }
+
+    /// Reads the upstream's body through the transform, before the head is
+    /// sent, until the transform is settled (it has judged the first
+    /// record), the body has ended, or [`LOOK_AHEAD_LIMIT`] bytes were read.
+    /// What it lets through is kept and sent first; its refusal is returned
+    /// (nothing of the body has been sent: the caller answers 502).
+    pub async fn look_ahead(&mut self) -> Result<(), TransformError> {
+        let mut read = 0usize;
+        loop {
+            match self.rewrite.as_deref() {
+                Some(rw) if !rw.done && !rw.transform.settled() && read < LOOK_AHEAD_LIMIT => {}
+                _ => return Ok(()),
+            }
+            let inner = &mut self.inner;
+            let frame = std::future::poll_fn(|cx| Pin::new(&mut *inner).poll_frame(cx)).await;
+            let Some(rw) = self.rewrite.as_mut() else {
+                return Ok(());
+            };
+            let out = match frame {
+                Some(Ok(frame)) => match frame.into_data() {
+                    Ok(chunk) => {
+                        read += chunk.len();
+                        let out = rw.transform.data(chunk);
+                        if out.is_ok() && self.inner.is_end_stream() {
+                            rw.done = true;
+                            rw.transform
+                                .end()
+                                .and_then(|last| out.map(|b| joined(b, last)))
+                        } else {
+                            out
+                        }
+                    }
+                    Err(trailers) => {
+                        rw.trailers = Some(trailers);
+                        rw.done = true;
+                        rw.transform.end()
+                    }
+                },
+                None => {
+                    rw.done = true;
+                    rw.transform.end()
+                }
+                Some(Err(e)) => {
+                    rw.failed = Some(e);
+                    return Ok(());
+                }
+            };
+            let bytes = out?;
+            if !bytes.is_empty() {
+                rw.ready.push_back(bytes);
+            }
+            if rw.done {
+                self.upstream_ended();
+            }
+        }
     }
 
     fn release_if_ended(&mut self) {
@@ -134,6 +208,7 @@ impl ProxyBody {
     }
 
     fn finish(&mut self, complete: bool) {
+        self.note_violations();
         if let Some(span) = self.span.take() {
             span.end(complete);
         }
@@ -151,6 +226,15 @@ impl ProxyBody {
             }
             slot.send(event);
         }
+    }
+}
+
+/// Two pieces of a body as one (copied only when both hold bytes).
+fn joined(a: Bytes, b: Bytes) -> Bytes {
+    match (a.is_empty(), b.is_empty()) {
+        (_, true) => a,
+        (true, false) => b,
+        (false, false) => [a, b].concat().into(),
     }
 }
 
@@ -199,13 +283,15 @@ impl Body for ProxyBody {
     fn is_end_stream(&self) -> bool {
         match &self.rewrite {
             None => self.inner.is_end_stream(),
-            Some(r) => r.done && r.trailers.is_none(),
+            Some(r) => r.done && r.trailers.is_none() && r.ready.is_empty() && r.failed.is_none(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
-        match self.rewrite {
+        match &self.rewrite {
             None => self.inner.size_hint(),
+            // Every byte as it came (and none of it sent yet).
+            Some(rw) if rw.transform.verbatim() && rw.ready.is_empty() => self.inner.size_hint(),
             // The rewritten length is known only at the end.
             Some(_) => SizeHint::default(),
         }
@@ -241,6 +327,16 @@ impl ProxyBody {
             let Some(rw) = self.rewrite.as_mut() else {
                 return Poll::Ready(None);
             };
+            if let Some(bytes) = rw.ready.pop_front() {
+                if let Some(p) = self.pending.as_mut() {
+                    p.event.bytes_out += bytes.len() as u64;
+                }
+                return Poll::Ready(Some(Ok(Frame::data(bytes))));
+            }
+            if let Some(e) = rw.failed.take() {
+                self.finish(false);
+                return Poll::Ready(Some(Err(e)));
+            }
             if rw.done {
                 let trailers = rw.trailers.take();
                 match &trailers {
@@ -257,6 +353,17 @@ impl ProxyBody {
                     return Poll::Ready(Some(Err(e)));
                 }
                 Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
+                    // The last data of a body of known length: the end is
+                    // told now, as hyper may not poll past its length.
+                    Ok(chunk) if self.inner.is_end_stream() => {
+                        rw.done = true;
+                        let out = rw
+                            .transform
+                            .data(chunk)
+                            .and_then(|b| rw.transform.end().map(|last| joined(b, last)));
+                        self.upstream_ended();
+                        out
+                    }
                     Ok(chunk) => rw.transform.data(chunk),
                     Err(trailers) => {
                         rw.trailers = Some(trailers);
@@ -295,6 +402,13 @@ impl ProxyBody {
         }
     }
 
+    /// The transform's violations into the audit event.
+    fn note_violations(&mut self) {
+        if let (Some(p), Some(rw)) = (self.pending.as_mut(), self.rewrite.as_ref()) {
+            p.event.violations = rw.transform.violations();
+        }
+    }
+
     /// The upstream body has ended and all of it is out.
     fn ended(&mut self) {
         self.upstream_ended();
@@ -313,6 +427,7 @@ impl ProxyBody {
     /// sent (the upstream connection is closed with the body), and the
     /// event and the server span record the cut.
     fn refused(&mut self, e: TransformError) -> BodyError {
+        self.note_violations();
         self.rewrite = None;
         self.inner = Either::Right(Full::new(Bytes::new()));
         self.lease = None;
@@ -387,13 +502,21 @@ mod tests {
         // The length is no longer known from the upstream's.
         assert_eq!(body.size_hint().exact(), None);
         assert!(!body.is_end_stream());
-        assert_eq!(
-            frames(body).await,
-            [
-                Ok(Bytes::from_static(b"ORDER")),
-                Ok(Bytes::from_static(b"S"))
-            ]
-        );
+        // The last frame of a body of known length is told the end at once
+        // (hyper may not poll past the length): what the transform held
+        // back goes with it, and the body has ended.
+        let mut frames_of = Vec::new();
+        while let Some(f) = body.frame().await {
+            frames_of.push(
+                f.map(|f| f.into_data().unwrap_or_default())
+                    .map_err(|e| e.to_string()),
+            );
+            if body.is_end_stream() {
+                break;
+            }
+        }
+        assert_eq!(frames_of, [Ok(Bytes::from_static(b"ORDERS"))]);
+        assert!(body.is_end_stream());
     }
 
     #[tokio::test]

@@ -15,13 +15,20 @@ pub const CLIENT_CLOSED: u16 = 499;
 /// The error code of a request the client closed before the response.
 pub const CLIENT_CLOSED_REQUEST: &str = "client_closed_request";
 
+/// The error code of a response refused because it violates its contract
+/// (conformance under `enforce`).
+pub const CONTRACT_VIOLATION: &str = "contract_violation";
+
 /// The error code of a response the response stage refused, before its
 /// head (the 502's body) or inside its body (the audit event of the cut
 /// stream): `unmaskable_response` when field masking could not make it
-/// safe, `response_refused` for another transform.
+/// safe, `contract_violation` when it violates its contract under
+/// `enforce`, `response_refused` for another transform.
 pub fn refusal_code(e: &crate::model::response::TransformError) -> &'static str {
     if e.transform == crate::pipeline::mask::MASKING {
         "unmaskable_response"
+    } else if e.transform == crate::pipeline::mask::conform::CONFORMANCE {
+        CONTRACT_VIOLATION
     } else {
         crate::pipeline::body::RESPONSE_REFUSED
     }

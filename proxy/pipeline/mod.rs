@@ -51,6 +51,9 @@ pub struct Gate {
     /// `fields.hash_key_file`: the key of `hash`-masked fields, reloaded
     /// when its file changes.
     pub mask_key: Option<mask::HashKeys>,
+    /// `conformance`: the mesh's checks of responses against their
+    /// contracts (a product's `meshgateConformance` wins over it).
+    pub conformance: crate::decision::fields::ConformanceSettings,
     /// OpenTelemetry spans (`tracing.otlp`); `None`: off.
     pub tracer: Option<crate::observe::trace::Tracer>,
 }

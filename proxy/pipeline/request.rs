@@ -55,6 +55,7 @@ use crate::decision::contract::UserToken;
 use crate::decision::jwt::{TokenError, User, Verifier};
 use crate::decision::quota::{self, Consumer, Refusal};
 use crate::decision::routes::Target;
+use crate::model::conformance::Kinds;
 use crate::model::connection::ConnInfo;
 use crate::model::path::NormalPath;
 use crate::model::response::ResponseTransform;
@@ -198,6 +199,8 @@ struct Learned {
     forwarded: bool,
     /// Whether the forwarded body failed on the client's side.
     body: Option<BodyWatch>,
+    /// The contract violations of a response refused before its head.
+    violations: Kinds,
 }
 
 impl<'a> Exchange<'a> {
@@ -249,12 +252,18 @@ impl<'a> Exchange<'a> {
         let resp = self
             .forward(req, wait, cleared.method_override, whole_body)
             .await?;
-        response_stage(
+        let mut violations = Kinds::NONE;
+        let answer = response_stage(
             resp,
             (&self.method, self.version),
             cleared.admission,
             cleared.response,
+            cleared.timeout,
+            &mut violations,
         )
+        .await;
+        self.learned.violations = violations;
+        answer
     }
 
     /// An answer before forwarding: the request's body is left to linger,
@@ -547,11 +556,22 @@ impl<'a> Exchange<'a> {
         } = decided;
         // A field plan that changes the response masks it, after the
         // route's own transform.
+        let plan = outcome.fields.as_deref();
+        let conformance = plan.and_then(|plan| {
+            let settings = routed.snapshot.conformance(routed.target);
+            crate::pipeline::mask::conform::sample(
+                settings.over(self.gate.conformance),
+                &outcome.product,
+                plan,
+                &self.gate.metrics.fields,
+            )
+        });
         let masking = crate::pipeline::mask::Masking {
-            plan: outcome.fields.as_deref(),
+            plan,
             product: &outcome.product,
             key: self.gate.mask_key.as_ref(),
             metrics: &self.gate.metrics.fields,
+            conformance,
         };
         let response = crate::pipeline::mask::FieldMasking::for_plan(masking, routed.response);
         let method_override = routed.method_override;
@@ -807,6 +827,7 @@ impl<'a> Exchange<'a> {
             bytes_out: 0,
             complete: false,
             reason: None,
+            violations: learned.violations,
         }
     }
 }

@@ -61,6 +61,11 @@ pub struct Config {
     /// Field masking: the hash key (`fields.hash_key_file`).
     #[serde(default)]
     pub fields: Option<crate::pipeline::mask::FieldsConfig>,
+    /// Contract conformance of responses, mesh-wide: `sample` (0 to 1,
+    /// default 0.01) and `mode` (`observe`, the default, or `enforce`); a
+    /// product's `meshgateConformance` wins over it, setting by setting.
+    #[serde(default)]
+    pub conformance: crate::decision::fields::ConformanceSettings,
     /// OpenTelemetry spans (`tracing.otlp`); absent: off.
     #[serde(default)]
     pub tracing: crate::observe::trace::TracingConfig,

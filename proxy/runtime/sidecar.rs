@@ -271,6 +271,7 @@ pub async fn bind(config: Config, embedded: Option<PolicyInputs>) -> Result<Boun
     let gate = Gate {
         tracer: start_tracer(&config, &metrics)?,
         mask_key,
+        conformance: config.conformance,
         policy,
         users,
         quotas,

@@ -3,6 +3,7 @@
 //! skeletons of `meshgate init`.
 
 pub mod certs;
+pub mod conformance;
 pub mod describe;
 pub mod junit;
 pub mod policytest;

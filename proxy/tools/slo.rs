@@ -219,6 +219,7 @@ pub struct ProductSlos {
 pub struct Generated {
     pub slos: Vec<ProductSlos>,
     pub sunsets: Vec<super::sunset::Sunset>,
+    pub conformance: Vec<super::conformance::Watched>,
     pub rules: RuleFile,
     /// Contract SLAs that could not become (complete) SLOs.
     pub warnings: Vec<String>,
@@ -309,6 +310,7 @@ pub fn generate<'a>(
     products: impl IntoIterator<Item = &'a Product>,
     buckets: &[f64],
     sunset_window: Duration,
+    conformance: crate::decision::fields::ConformanceSettings,
 ) -> Generated {
     let products: Vec<&Product> = products.into_iter().collect();
     let (slos, mut warnings) = slos(products.iter().copied(), buckets);
@@ -318,10 +320,13 @@ pub fn generate<'a>(
         groups.extend(product_groups(s));
     }
     groups.extend(super::sunset::group(&sunsets));
+    let conformance = super::conformance::watched(&products, conformance);
+    groups.extend(super::conformance::group(&conformance));
     groups.push(static_group());
     Generated {
         slos,
         sunsets,
+        conformance,
         rules: RuleFile { groups },
         warnings,
     }
@@ -371,6 +376,7 @@ impl Generated {
             }
         }
         out.push_str(&super::sunset::header(&self.sunsets));
+        out.push_str(&super::conformance::header(&self.conformance));
         out.push('\n');
         out.push_str(&body);
         Ok(out)
@@ -758,7 +764,7 @@ mod tests {
 
     /// Without sunsets (see tools::sunset for those).
     fn generate<'a>(products: impl IntoIterator<Item = &'a Product>, buckets: &[f64]) -> Generated {
-        super::generate(products, buckets, Duration::ZERO)
+        super::generate(products, buckets, Duration::ZERO, Default::default())
     }
 
     fn product(id: &str, availability: Option<f64>, latency_ms: Option<u64>) -> Product {

@@ -2,7 +2,9 @@
 //! tests of how much memory masking a large response takes:
 //! `/orders/big.json?n=N` (a JSON array), `/orders/big.ndjson?n=N` and
 //! `/orders/big.csv?n=N`, each record carrying the personal fields of
-//! [`super::fields::FIELDS`]. One request per connection.
+//! [`super::fields::FIELDS`]; with `&bad=K`, record `K`'s amount is a
+//! string (a contract violation, for conformance tests). One request per
+//! connection.
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
@@ -22,8 +24,18 @@ pub const PHONE: &str = "+49 170 1234567";
 /// The CSV header of `/orders/big.csv`.
 pub const CSV_HEADER: &str = "id,amount,customer_email,customer_phone,customer_since\n";
 
-/// Record `i` in `format` (`json`, `ndjson`, `csv`), with its separator.
-fn record(format: &str, i: u64, first: bool) -> String {
+/// Record `i` in `format` (`json`, `ndjson`, `csv`), with its separator;
+/// its amount a string when `bad`.
+fn record(format: &str, i: u64, first: bool, bad: bool) -> String {
+    let r = plain_record(format, i, first);
+    if bad {
+        r.replacen("12.50", "\"12.50\"", 1)
+    } else {
+        r
+    }
+}
+
+fn plain_record(format: &str, i: u64, first: bool) -> String {
     match format {
         "csv" => format!("SO-{i},12.50,{EMAIL},{PHONE},2019-04-01\n"),
         _ => {
@@ -76,10 +88,14 @@ fn answer(mut conn: TcpStream) -> std::io::Result<()> {
         }
     }
     let (path, query) = target.split_once('?').unwrap_or((&target, ""));
-    let n: u64 = query
-        .strip_prefix("n=")
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1);
+    let param = |name: &str| {
+        query
+            .split('&')
+            .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
+            .and_then(|v| v.parse::<u64>().ok())
+    };
+    let n = param("n").unwrap_or(1);
+    let bad = param("bad");
     let (format, ctype) = match path {
         "/orders/big.json" => ("json", "application/json"),
         "/orders/big.ndjson" => ("ndjson", "application/x-ndjson"),
@@ -101,7 +117,7 @@ fn answer(mut conn: TcpStream) -> std::io::Result<()> {
         _ => String::new(),
     };
     for i in 0..n {
-        chunk.push_str(&record(format, i, i == 0));
+        chunk.push_str(&record(format, i, i == 0, bad == Some(i)));
         if chunk.len() >= 64 * 1024 {
             write!(conn, "{:x}\r\n{chunk}\r\n", chunk.len())?;
             chunk.clear();

@@ -137,6 +137,15 @@ impl Snapshot {
         Some(plan)
     }
 
+    /// What the contract of `target`'s product sets of conformance
+    /// (nothing, for a target of no product).
+    pub fn conformance(&self, target: &Target) -> crate::decision::fields::ConformanceSettings {
+        self.products
+            .get(target.product)
+            .map(|e| e.product.conformance)
+            .unwrap_or_default()
+    }
+
     /// Decides every field of `set` for the caller.
     fn build_plan(
         &self,

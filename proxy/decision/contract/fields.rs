@@ -22,7 +22,7 @@ fn key(k: &str) -> Step {
 }
 
 /// A node's path shown as a field: `schema[0].properties[2].name`.
-fn shown(path: &[Step]) -> String {
+pub(super) fn shown(path: &[Step]) -> String {
     let mut s = String::new();
     for step in path {
         match step {
@@ -154,6 +154,7 @@ fn property(
         .unwrap_or_default();
     tags.retain(|t| !t.is_empty());
     let (mask, pii_property) = custom(r, item, at, &field_path);
+    let check = super::conformance::field_check(r, item, at, &field_path);
     let pii = pii_property || tags.iter().any(|t| t.eq_ignore_ascii_case("pii"));
     let nested = item.get("properties").filter(|v| !v.is_null());
     let items = item
@@ -175,6 +176,7 @@ fn property(
         logical_type: text("logicalType"),
         mask,
         shape,
+        check,
     });
     let me = Some(ds.fields.len() - 1);
     let mut below = at.to_vec();

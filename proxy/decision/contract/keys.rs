@@ -53,7 +53,7 @@ const READ_KEYS: [&str; 13] = [
 ];
 
 /// The custom properties meshgate reads.
-pub(super) const CUSTOM: [&str; 11] = [
+pub(super) const CUSTOM: [&str; 12] = [
     "classification",
     "owner",
     "allowedPurposes",
@@ -65,6 +65,7 @@ pub(super) const CUSTOM: [&str; 11] = [
     "successorVersion",
     "deprecationLink",
     "meshgateUndeclared",
+    super::conformance::PROPERTY,
 ];
 
 /// The SLA properties meshgate reads.

@@ -16,6 +16,7 @@
 //! ignores, a product with no routes or no SLA) are returned beside the
 //! product ([`Contract::warnings`]).
 
+mod conformance;
 mod fields;
 mod flight;
 mod grpc;
@@ -155,6 +156,9 @@ pub struct Product {
     pub fields: Vec<crate::decision::fields::DatasetFields>,
     /// `meshgateUndeclared`, when the contract sets it.
     pub undeclared: Option<crate::decision::fields::Undeclared>,
+    /// `meshgateConformance`: what the contract sets of how its responses
+    /// are checked (over the mesh's `conformance`).
+    pub conformance: crate::decision::fields::ConformanceSettings,
 }
 
 /// A contract as read: its product, and what is doubtful in it.

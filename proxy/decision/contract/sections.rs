@@ -231,6 +231,7 @@ pub(super) fn product(r: &mut Reader) -> Option<Product> {
     let lifecycle = lifecycle(r, &odcs);
     let fields = super::fields::read(r, map);
     let undeclared = super::fields::undeclared(r, odcs.custom("meshgateUndeclared"));
+    let conformance = super::conformance::settings(r, odcs.custom(super::conformance::PROPERTY));
     Some(Product {
         name: odcs
             .name
@@ -253,6 +254,7 @@ pub(super) fn product(r: &mut Reader) -> Option<Product> {
         method_override: method_override?,
         fields,
         undeclared,
+        conformance,
     })
 }
 

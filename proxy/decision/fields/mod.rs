@@ -11,6 +11,12 @@
 use std::fmt;
 use std::sync::Arc;
 
+pub mod conformance;
+
+#[cfg(test)]
+pub use conformance::Sample;
+pub use conformance::{Conformance, ConformanceSettings, FieldCheck, LogicalType, Mode};
+
 /// How a hidden field is hidden (custom property `meshgateMask` of a
 /// property; `omit` when it has none).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -148,6 +154,8 @@ pub struct FieldSpec {
     pub logical_type: Option<String>,
     pub mask: Mask,
     pub shape: Shape,
+    /// What a response's value of it is checked against (conformance).
+    pub check: FieldCheck,
 }
 
 /// The declared properties of one dataset, in file order (a parent before

@@ -166,6 +166,7 @@ pub fn audit_golden() -> &'static [(String, Vec<u8>)] {
                         bytes_out: 10 * i,
                         complete: i % 5 != 4,
                         reason: None,
+                        violations: Default::default(),
                     });
                 }
                 assert!(audit.flush(Duration::from_secs(10)).await, "audit flush");

@@ -144,6 +144,20 @@ pub(super) fn write_request(
             o.out.push(b']');
         }
     }
+    // The kinds of contract violation: only on responses that showed some.
+    if !e.violations.is_empty() {
+        o.key("violations");
+        o.out.push(b'[');
+        for (i, kind) in e.violations.iter().enumerate() {
+            if i > 0 {
+                o.out.push(b',');
+            }
+            o.out.push(b'"');
+            o.out.extend_from_slice(kind.as_str().as_bytes());
+            o.out.push(b'"');
+        }
+        o.out.push(b']');
+    }
     o.num("status", u64::from(e.status));
     // Only on gRPC calls: an HTTP request's line is as it was.
     if let Some(code) = e.grpc_status {

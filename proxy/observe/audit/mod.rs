@@ -193,6 +193,8 @@ pub struct Event {
     pub bytes_out: u64,
     /// The response body was sent to its end (false: the client went away).
     pub complete: bool,
+    /// The contract violations a response checked for conformance showed.
+    pub violations: crate::model::conformance::Kinds,
 }
 
 enum Msg {

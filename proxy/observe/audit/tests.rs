@@ -45,6 +45,7 @@ pub(super) fn event(path: &str) -> Event {
         bytes_out: 10,
         complete: true,
         reason: None,
+        violations: Default::default(),
     }
 }
 

@@ -36,6 +36,8 @@ pub struct FieldMetrics {
     pub hidden: Family<HiddenLabels, Counter>,
     pub shadow_disagreements: Family<DatasetLabels, Counter>,
     pub key_reloads: Family<ResultLabels, Counter>,
+    /// Contract conformance (`conformance.rs`).
+    pub conformance: super::ConformanceMetrics,
 }
 
 impl FieldMetrics {
@@ -65,6 +67,7 @@ impl FieldMetrics {
             hidden,
             shadow_disagreements,
             key_reloads,
+            conformance: super::ConformanceMetrics::register(registry),
         }
     }
 }

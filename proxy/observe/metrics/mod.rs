@@ -4,11 +4,13 @@
 //! resolved once at start-up so that recording a request takes no lock.
 
 mod areas;
+mod conformance;
 mod fields;
 mod grpc;
 mod histogram;
 mod trace;
 
+pub use conformance::{ConformanceMetrics, ViolationLabels};
 pub use fields::{DatasetLabels, FieldMetrics, HiddenLabels};
 pub use grpc::GrpcStatuses;
 pub use histogram::AtomicHistogram;

@@ -20,10 +20,12 @@ use std::sync::Arc;
 
 use aws_lc_rs::hmac;
 
+use super::conform::Checker;
 use super::methods;
 use super::scan::CAPTURE_LIMIT;
-use super::tree::{Level, Rule};
+use super::tree::{Level, Rule, NO_CHECK};
 use crate::decision::fields::{Mask, Undeclared};
+use crate::model::conformance::Kind;
 
 type Failed = String;
 
@@ -68,6 +70,10 @@ pub struct CsvMasker {
     /// Whether a cell of the current record has been written.
     kept: bool,
     out: Vec<u8>,
+    /// Contract conformance, on a sampled response (`conform.rs`), and
+    /// each column's check (`tree::NO_CHECK`: none).
+    check: Option<Box<Checker>>,
+    col_checks: Vec<u16>,
 }
 
 impl CsvMasker {
@@ -82,7 +88,24 @@ impl CsvMasker {
             col: 0,
             kept: false,
             out: Vec::new(),
+            check: None,
+            col_checks: Vec::new(),
         }
+    }
+
+    /// This masker, checking the body against the contract as well (the
+    /// tree must be `tree::checked`).
+    pub fn checking(mut self, checker: Checker) -> CsvMasker {
+        self.check = Some(Box::new(checker));
+        self
+    }
+
+    pub fn checker(&self) -> Option<&Checker> {
+        self.check.as_deref()
+    }
+
+    pub fn checker_mut(&mut self) -> Option<&mut Checker> {
+        self.check.as_deref_mut()
     }
 
     /// Masks one chunk; what may be sent now.
@@ -123,6 +146,9 @@ impl CsvMasker {
         }
         if self.col > 0 || !self.cell.is_empty() {
             self.end_record(b"")?;
+        }
+        if let Some(c) = self.check.as_deref_mut() {
+            c.settle();
         }
         Ok(std::mem::take(&mut self.out))
     }
@@ -185,6 +211,9 @@ impl CsvMasker {
             ));
         };
         self.col += 1;
+        if self.check.is_some() {
+            self.check_cell(&raw)?;
+        }
         let written: Cow<'_, [u8]> = match column {
             Column::Drop => return Ok(()),
             Column::Copy => Cow::Owned(raw),
@@ -222,7 +251,11 @@ impl CsvMasker {
                     columns.len()
                 ))
             }
-            Some(_) => {}
+            Some(_) => {
+                if let Some(c) = self.check.as_deref_mut() {
+                    c.settle();
+                }
+            }
         }
         self.out.extend_from_slice(ending);
         self.col = 0;
@@ -239,6 +272,9 @@ impl CsvMasker {
                 first.drain(..BOM.len());
                 self.out.extend_from_slice(BOM);
             }
+        }
+        if self.check.is_some() {
+            self.check_header(&header)?;
         }
         let mut columns = Vec::with_capacity(header.len());
         for raw in &header {
@@ -295,6 +331,56 @@ impl CsvMasker {
             Ok(s) => quoted(&s),
             Err(_) => made,
         })
+    }
+}
+
+// === conformance (a sampled response: `conform.rs`) ===
+
+impl CsvMasker {
+    /// The header row: undeclared columns, required ones missing, and
+    /// each column's check.
+    fn check_header(&mut self, header: &[Vec<u8>]) -> Result<(), Failed> {
+        let Some(checker) = self.check.as_deref_mut() else {
+            return Ok(());
+        };
+        let Some(checks) = self.root.checks.as_deref() else {
+            return Ok(());
+        };
+        let mut seen = 0u64;
+        self.col_checks.clear();
+        for raw in header {
+            let found = checks.members.get(unquote(raw).as_ref()).copied();
+            if found.is_none() {
+                checker.violation(Kind::Undeclared)?;
+            }
+            let index = found.unwrap_or(NO_CHECK);
+            seen |= checks
+                .list
+                .get(usize::from(index))
+                .map_or(0, |(_, bit)| *bit);
+            self.col_checks.push(index);
+        }
+        if seen & checks.required != checks.required {
+            checker.violation(Kind::Required)?;
+        }
+        Ok(())
+    }
+
+    /// A data cell of the current column against its check.
+    fn check_cell(&mut self, raw: &[u8]) -> Result<(), Failed> {
+        let Some(checker) = self.check.as_deref_mut() else {
+            return Ok(());
+        };
+        let index = self.col.checked_sub(1).and_then(|c| self.col_checks.get(c));
+        let found = index.and_then(|i| {
+            let checks = self.root.checks.as_deref()?;
+            checks.list.get(usize::from(*i))
+        });
+        let Some((check, _)) = found else {
+            return Ok(());
+        };
+        let quoted = raw.first() == Some(&b'"');
+        checker.csv_cell(check, &unquote(raw), quoted)
     }
 }
 

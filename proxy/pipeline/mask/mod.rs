@@ -11,11 +11,13 @@
 //! cannot make, or an undeclared field under `undeclared: refuse`, cuts
 //! the stream.
 
+pub mod conform;
 pub mod csv;
 mod key;
 mod methods;
 pub mod scan;
 pub mod tree;
+mod watch;
 
 use std::sync::Arc;
 
@@ -24,6 +26,7 @@ use bytes::Bytes;
 use prometheus_client::metrics::counter::Counter;
 
 use crate::decision::fields::{FieldPlan, Mask};
+use crate::model::conformance::Kinds;
 use crate::model::response::{BodyTransform, ResponseTransform, TransformError};
 
 use crate::observe::metrics::{DatasetLabels, FieldMetrics, HiddenLabels};
@@ -58,6 +61,8 @@ pub struct FieldMasking {
     /// `meshgate_fields_hidden_total` of the plan's product and dataset,
     /// by mask, and how many fields of each a masked response hides.
     hidden: Vec<(Counter, u64)>,
+    /// Checked against the contract as well (a sampled response).
+    conformance: Option<conform::Sampled>,
 }
 
 /// What the transform of one request is made from.
@@ -67,18 +72,25 @@ pub struct Masking<'a> {
     /// The mesh's key, when configured: its current key masks the response.
     pub key: Option<&'a HashKeys>,
     pub metrics: &'a FieldMetrics,
+    /// The response is checked against its contract (sampled).
+    pub conformance: Option<conform::Sampled>,
 }
 
 impl FieldMasking {
     /// The transform for `m.plan`, or the route's own when the plan
-    /// changes nothing.
+    /// changes nothing (then watching the body when it is checked against
+    /// the contract).
     pub fn for_plan(
         m: Masking<'_>,
         inner: Option<Arc<dyn ResponseTransform>>,
     ) -> Option<Arc<dyn ResponseTransform>> {
-        let Some(plan) = m.plan.filter(|p| p.rewrites()) else {
-            return inner;
-        };
+        let plan = m.plan?;
+        if !plan.rewrites() {
+            return match m.conformance {
+                Some(sampled) => Some(watch::Watching::transform(plan, sampled, inner)),
+                None => inner,
+            };
+        }
         let mut hidden: Vec<(Counter, u64)> = Vec::new();
         let dataset: Arc<str> = Arc::from(plan.specs.dataset.as_str());
         for mask in Mask::ALL {
@@ -92,11 +104,16 @@ impl FieldMasking {
                 hidden.push((m.metrics.hidden.get_or_create(&labels).clone(), n));
             }
         }
+        let tree = match m.conformance {
+            Some(_) => tree::checked(plan),
+            None => tree::of(plan),
+        };
         Some(Arc::new(FieldMasking {
-            tree: tree::of(plan),
+            tree,
             key: m.key.map(HashKeys::current),
             inner,
             hidden,
+            conformance: m.conformance,
         }))
     }
 }
@@ -139,7 +156,7 @@ fn refused(reason: impl Into<String>) -> TransformError {
 
 /// The formats a body is masked in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Format {
+pub(super) enum Format {
     /// `application/json` or a `+json` type: one value.
     Json,
     /// `application/x-ndjson`, `application/jsonl`: a value per line.
@@ -150,7 +167,7 @@ enum Format {
 
 /// The format of a response by its `Content-Type`, or why it cannot be
 /// masked.
-fn format(head: &http::response::Parts) -> Result<Format, &'static str> {
+pub(super) fn format(head: &http::response::Parts) -> Result<Format, &'static str> {
     let value = head
         .headers
         .get(http::header::CONTENT_TYPE)
@@ -181,7 +198,7 @@ fn format(head: &http::response::Parts) -> Result<Format, &'static str> {
 }
 
 /// A response with no body to mask: 204, 304, or a declared length of 0.
-fn empty(head: &http::response::Parts) -> bool {
+pub(super) fn empty(head: &http::response::Parts) -> bool {
     matches!(head.status.as_u16(), 204 | 304)
         || head
             .headers
@@ -224,15 +241,52 @@ impl ResponseTransform for FieldMasking {
             counter.inc_by(*n);
         }
         let (tree, key) = (self.tree.clone(), self.key.clone());
-        Ok(Some(match format {
-            Format::Json => Box::new(MaskBody::Json(scan::Scanner::new(tree, key))),
-            Format::Lines => Box::new(MaskBody::Json(scan::Scanner::lines(tree, key))),
-            Format::Csv => Box::new(MaskBody::Csv(csv::CsvMasker::new(tree, key))),
-        }))
+        let body = MaskBody::of(format, tree, key, self.conformance.clone());
+        Ok(Some(Box::new(body)))
     }
 }
 
-enum MaskBody {
+impl MaskBody {
+    /// The masker of a body in `format`, checking it against the contract
+    /// when `conformance` says so (the tree is then `tree::checked`).
+    pub(super) fn of(
+        format: Format,
+        tree: Arc<tree::Level>,
+        key: Option<Arc<aws_lc_rs::hmac::Key>>,
+        conformance: Option<conform::Sampled>,
+    ) -> MaskBody {
+        let checker = conformance.map(conform::Checker::new);
+        match (format, checker) {
+            (Format::Json, None) => MaskBody::Json(scan::Scanner::new(tree, key)),
+            (Format::Json, Some(c)) => MaskBody::Json(scan::Scanner::new(tree, key).checking(c)),
+            (Format::Lines, None) => MaskBody::Json(scan::Scanner::lines(tree, key)),
+            (Format::Lines, Some(c)) => MaskBody::Json(scan::Scanner::lines(tree, key).checking(c)),
+            (Format::Csv, None) => MaskBody::Csv(csv::CsvMasker::new(tree, key)),
+            (Format::Csv, Some(c)) => MaskBody::Csv(csv::CsvMasker::new(tree, key).checking(c)),
+        }
+    }
+
+    pub(super) fn checker(&self) -> Option<&conform::Checker> {
+        match self {
+            MaskBody::Json(s) => s.checker(),
+            MaskBody::Csv(c) => c.checker(),
+        }
+    }
+
+    /// Why the body was cut: a contract violation under `enforce`, or
+    /// what masking could not do.
+    fn refusal(&self, reason: String) -> TransformError {
+        match self.checker() {
+            Some(c) if c.refused() => TransformError {
+                transform: conform::CONFORMANCE,
+                reason,
+            },
+            _ => refused(reason),
+        }
+    }
+}
+
+pub(super) enum MaskBody {
     /// JSON, or NDJSON (the scanner's `lines`).
     Json(scan::Scanner),
     Csv(csv::CsvMasker),
@@ -244,7 +298,7 @@ impl BodyTransform for MaskBody {
             MaskBody::Json(s) => s.feed(&chunk),
             MaskBody::Csv(c) => c.feed(&chunk),
         };
-        out.map(Bytes::from).map_err(refused)
+        out.map(Bytes::from).map_err(|e| self.refusal(e))
     }
 
     fn end(&mut self) -> Result<Bytes, TransformError> {
@@ -252,7 +306,20 @@ impl BodyTransform for MaskBody {
             MaskBody::Json(s) => s.finish(),
             MaskBody::Csv(c) => c.finish(),
         };
-        out.map(Bytes::from).map_err(refused)
+        out.map(Bytes::from).map_err(|e| self.refusal(e))
+    }
+
+    fn look_ahead(&self) -> bool {
+        self.checker()
+            .is_some_and(|c| c.mode() == crate::decision::fields::Mode::Enforce)
+    }
+
+    fn settled(&self) -> bool {
+        self.checker().is_none_or(conform::Checker::settled)
+    }
+
+    fn violations(&self) -> Kinds {
+        self.checker().map_or(Kinds::NONE, conform::Checker::kinds)
     }
 }
 

@@ -24,9 +24,11 @@ use std::sync::Arc;
 
 use aws_lc_rs::hmac;
 
+use super::conform::Checker;
 use super::methods;
-use super::tree::{Level, Rule};
+use super::tree::{Level, Rule, NO_CHECK};
 use crate::decision::fields::{Mask, Shape, Undeclared};
+use crate::model::conformance::Kind;
 
 /// The longest hidden value a method reads whole.
 pub const CAPTURE_LIMIT: usize = 1 << 20;
@@ -43,6 +45,10 @@ enum Mode {
     Capture,
     /// A key at a declared level, held until it is whole.
     Key,
+    /// Copied, and held for a conformance check.
+    CopyCheck,
+    /// Held for a conformance check only (a hidden value).
+    Check,
 }
 
 /// What happens to the value of the member being read at a declared level.
@@ -77,6 +83,10 @@ struct Frame {
     /// Whether a member or item has been written (declared levels).
     any: bool,
     member: Member,
+    /// Conformance: the current member's check (`tree::NO_CHECK`: none),
+    /// and the required members seen (bits of `LevelChecks::required`).
+    cur: u16,
+    seen: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -117,6 +127,10 @@ pub struct Scanner {
     lines: bool,
     /// A line break since the last whole value (`lines` only).
     broke: bool,
+    /// Contract conformance, on a sampled response (`conform.rs`).
+    check: Option<Box<Checker>>,
+    /// A scalar's text is held for its member's check.
+    pending_check: bool,
 }
 
 type Failed = String;
@@ -136,7 +150,24 @@ impl Scanner {
             done: false,
             lines: false,
             broke: false,
+            check: None,
+            pending_check: false,
         }
+    }
+
+    /// This scanner, checking the body against the contract as well (the
+    /// tree must be `tree::checked`).
+    pub fn checking(mut self, checker: Checker) -> Scanner {
+        self.check = Some(Box::new(checker));
+        self
+    }
+
+    pub fn checker(&self) -> Option<&Checker> {
+        self.check.as_deref()
+    }
+
+    pub fn checker_mut(&mut self) -> Option<&mut Checker> {
+        self.check.as_deref_mut()
     }
 
     /// A scanner of NDJSON (JSON Lines): values one a line, the line
@@ -174,6 +205,9 @@ impl Scanner {
         if !whole {
             return Err("the body ended before its JSON value did".into());
         }
+        if let Some(c) = self.check.as_deref_mut() {
+            c.settle();
+        }
         Ok(std::mem::take(&mut self.out))
     }
 
@@ -194,6 +228,17 @@ impl Scanner {
                     return Err("a key is too long".into());
                 }
                 self.keybuf.extend_from_slice(bytes);
+            }
+            Mode::CopyCheck => {
+                self.out.extend_from_slice(bytes);
+                if let Some(c) = self.check.as_deref_mut() {
+                    c.take_text(bytes);
+                }
+            }
+            Mode::Check => {
+                if let Some(c) = self.check.as_deref_mut() {
+                    c.take_text(bytes);
+                }
             }
         }
         Ok(())
@@ -401,6 +446,14 @@ impl Scanner {
         } else {
             raw
         };
+        // Conformance: the member's check, or an undeclared member.
+        let check = match (&self.check, level.checks.as_deref()) {
+            (Some(_), Some(c)) => Some(c.members.get(name).copied()),
+            _ => None,
+        };
+        if let (Some(None), Some(c)) = (check, self.check.as_deref_mut()) {
+            c.violation(Kind::Undeclared)?;
+        }
         let member = match level.rule(name) {
             Some(Rule::Show(Shape::Leaf, _)) => Member::Copy,
             Some(Rule::Show(_, Some(below))) => Member::Into(below.clone()),
@@ -426,6 +479,13 @@ impl Scanner {
         };
         top.state = State::Colon;
         top.member = member;
+        if let Some(found) = check {
+            top.cur = found.unwrap_or(NO_CHECK);
+            let bit = found
+                .and_then(|i| level.checks.as_deref()?.list.get(usize::from(i)))
+                .map_or(0, |(_, bit)| *bit);
+            top.seen |= bit;
+        }
         if kept {
             if top.any {
                 self.out.push(b',');
@@ -470,6 +530,10 @@ impl Scanner {
                 Member::Into(below) => (Mode::Copy, Some(below)),
             },
         };
+        let mode = match self.check {
+            Some(_) => self.check_start(b, mode)?,
+            None => mode,
+        };
         // A root that is no object or array has no fields: copied.
         let level = level.filter(|_| matches!(b, b'{' | b'['));
         match b {
@@ -485,6 +549,8 @@ impl Scanner {
                     state: State::First,
                     any: false,
                     member: Member::Copy,
+                    cur: NO_CHECK,
+                    seen: 0,
                 });
                 if managed {
                     self.out.push(b);
@@ -532,6 +598,9 @@ impl Scanner {
         } else {
             self.emit(frame.mode, &[b])?;
         }
+        if self.check.is_some() {
+            self.check_close(&frame)?;
+        }
         self.value_done()
     }
 
@@ -542,6 +611,13 @@ impl Scanner {
             return Ok(());
         };
         top.state = State::CommaOrEnd;
+        if self.pending_check {
+            self.pending_check = false;
+            self.check_value()?;
+        }
+        let Some(top) = self.stack.last_mut() else {
+            return Ok(());
+        };
         if top.level.is_some() && top.object {
             if let Member::Capture(m) = top.member {
                 let key = self.key.as_deref();
@@ -550,6 +626,94 @@ impl Scanner {
                 self.out.extend_from_slice(&replaced);
                 self.capture.clear();
             }
+        }
+        Ok(())
+    }
+}
+
+// === conformance (a sampled response: `conform.rs`) ===
+
+impl Scanner {
+    /// The first byte of a value, against what is expected where it comes:
+    /// a record in the root or a declared array, or a declared member's
+    /// value. Returns the value's mode, made to hold its text when its
+    /// check needs it.
+    fn check_start(&mut self, b: u8, mode: Mode) -> Result<Mode, Failed> {
+        let Some(checker) = self.check.as_deref_mut() else {
+            return Ok(mode);
+        };
+        let record = |b: u8| matches!(b, b'{' | b'[');
+        let Some(top) = self.stack.last() else {
+            if !record(b) {
+                checker.violation(Kind::Type)?;
+            }
+            return Ok(mode);
+        };
+        let Some(level) = &top.level else {
+            return Ok(mode);
+        };
+        if !top.object {
+            if !record(b) {
+                checker.violation(Kind::Type)?;
+            }
+            return Ok(mode);
+        }
+        let found = level
+            .checks
+            .as_deref()
+            .and_then(|c| c.list.get(usize::from(top.cur)));
+        let Some((check, _)) = found else {
+            return Ok(mode);
+        };
+        if !checker.json_first(check, b)? {
+            return Ok(mode);
+        }
+        checker.begin_text();
+        self.pending_check = true;
+        Ok(match mode {
+            Mode::Copy => Mode::CopyCheck,
+            Mode::Skip => Mode::Check,
+            // `Capture` holds the text already.
+            m => m,
+        })
+    }
+
+    /// A declared member's scalar has ended: its text against its check.
+    fn check_value(&mut self) -> Result<(), Failed> {
+        let (Some(checker), Some(top)) = (self.check.as_deref_mut(), self.stack.last()) else {
+            return Ok(());
+        };
+        let found = top
+            .level
+            .as_ref()
+            .and_then(|l| l.checks.as_deref())
+            .and_then(|c| c.list.get(usize::from(top.cur)));
+        let Some((check, _)) = found else {
+            return Ok(());
+        };
+        if matches!(top.member, Member::Capture(_)) {
+            checker.begin_text();
+            checker.take_text(&self.capture);
+        }
+        checker.json_held(check)
+    }
+
+    /// A declared object has closed: its required members, and whether
+    /// it was the first record.
+    fn check_close(&mut self, frame: &Frame) -> Result<(), Failed> {
+        let Some(checker) = self.check.as_deref_mut() else {
+            return Ok(());
+        };
+        let (Some(level), true) = (&frame.level, frame.object) else {
+            return Ok(());
+        };
+        if let Some(checks) = level.checks.as_deref() {
+            if frame.seen & checks.required != checks.required {
+                checker.violation(Kind::Required)?;
+            }
+        }
+        if !checker.settled() && self.stack.iter().all(|f| !f.object) {
+            checker.settle();
         }
         Ok(())
     }

@@ -17,6 +17,7 @@ fn spec(name: &str, path: &str, parent: Option<usize>, shape: Shape, mask: Mask)
         logical_type: None,
         mask,
         shape,
+        check: Default::default(),
     }
 }
 

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use crate::decision::fields::{FieldPlan, Mask, Shape, Undeclared};
+use crate::decision::fields::{FieldCheck, FieldPlan, Mask, Shape, Undeclared};
 
 /// What the scanner does with a member of a declared object.
 #[derive(Debug, Clone)]
@@ -24,7 +24,26 @@ pub struct Level {
     /// `redact`'s placeholder in a text format (CSV), where a value has no
     /// type of its own, by the hidden member's `logicalType`.
     pub text_placeholders: HashMap<Box<[u8]>, &'static [u8]>,
+    /// What its members are checked against, in the tree of a response
+    /// sampled for conformance (`conform.rs`); `None` otherwise.
+    pub checks: Option<Box<LevelChecks>>,
 }
+
+/// A declared level's conformance checks.
+#[derive(Debug, Default)]
+pub struct LevelChecks {
+    /// Each declared member's index in `list`.
+    pub members: HashMap<Box<[u8]>, u16>,
+    /// Each declared member's check, and its bit among the level's
+    /// `required` ones (0 when it is not required).
+    pub list: Vec<(FieldCheck, u64)>,
+    /// The bits of the required members (the first 64 of a level are
+    /// checked for presence).
+    pub required: u64,
+}
+
+/// `Frame::cur` of a member without a check.
+pub const NO_CHECK: u16 = u16::MAX;
 
 /// `redact`'s placeholder for a value of `logical_type` in a text format.
 fn text_placeholder(logical_type: Option<&str>) -> &'static [u8] {
@@ -55,15 +74,21 @@ impl Level {
 
 /// The record level of a plan's dataset.
 pub fn of(plan: &FieldPlan) -> Arc<Level> {
-    build(plan, None)
+    build(plan, None, false)
+}
+
+/// The same, with each level's conformance checks.
+pub fn checked(plan: &FieldPlan) -> Arc<Level> {
+    build(plan, None, true)
 }
 
 /// The level of the fields whose parent is `parent`.
-fn build(plan: &FieldPlan, parent: Option<usize>) -> Arc<Level> {
+fn build(plan: &FieldPlan, parent: Option<usize>, checked: bool) -> Arc<Level> {
     let mut level = Level {
         members: HashMap::new(),
         undeclared: Some(plan.undeclared),
         text_placeholders: HashMap::new(),
+        checks: checked.then(Box::default),
     };
     for (i, spec) in plan.specs.fields.iter().enumerate() {
         if spec.parent != parent {
@@ -73,10 +98,13 @@ fn build(plan: &FieldPlan, parent: Option<usize>) -> Arc<Level> {
             Some(h) => Rule::Hide(plan.hidden.get(h).map_or(Mask::Omit, |h| h.mask)),
             None => match spec.shape {
                 Shape::Leaf => Rule::Show(Shape::Leaf, None),
-                shape => Rule::Show(shape, Some(build(plan, Some(i)))),
+                shape => Rule::Show(shape, Some(build(plan, Some(i), checked))),
             },
         };
         let name: Box<[u8]> = spec.name.as_bytes().into();
+        if let Some(checks) = level.checks.as_mut() {
+            add_check(checks, &name, &spec.check);
+        }
         if matches!(rule, Rule::Hide(Mask::Redact)) {
             let placeholder = text_placeholder(spec.logical_type.as_deref());
             level.text_placeholders.insert(name.clone(), placeholder);
@@ -84,4 +112,23 @@ fn build(plan: &FieldPlan, parent: Option<usize>) -> Arc<Level> {
         level.members.insert(name, rule);
     }
     Arc::new(level)
+}
+
+/// A member's check in its level's.
+fn add_check(checks: &mut LevelChecks, name: &[u8], check: &FieldCheck) {
+    let Ok(index) = u16::try_from(checks.list.len()) else {
+        return;
+    };
+    if index == NO_CHECK {
+        return;
+    }
+    let taken = checks.required.count_ones();
+    let bit = if check.required && taken < 64 {
+        1u64 << taken
+    } else {
+        0
+    };
+    checks.required |= bit;
+    checks.list.push((check.clone(), bit));
+    checks.members.insert(name.into(), index);
 }

@@ -54,27 +54,50 @@ pub(super) fn ask_for_the_whole_body(headers: &mut HeaderMap) {
 /// head and may rewrite the body as it streams (a refusal here is a 502,
 /// nothing of the upstream's response is sent); then the consumer's
 /// `RateLimit` headers. A route without a transform costs one branch.
-pub(super) fn response_stage(
+///
+/// A transform that looks ahead (contract conformance under `enforce`)
+/// reads the body's first record before the head goes, within
+/// `look_ahead` and [`LOOK_AHEAD_LIMIT`](crate::pipeline::body::LOOK_AHEAD_LIMIT)
+/// bytes: a violation there is a 502, not a cut transfer. The violations
+/// of a response refused here are left in `violations` for its audit event.
+pub(super) async fn response_stage(
     resp: Response<ProxyBody>,
     request: (&Method, Version),
     admission: Option<quota::Admitted>,
     transform: Option<Arc<dyn ResponseTransform>>,
+    look_ahead: std::time::Duration,
+    violations: &mut crate::model::conformance::Kinds,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     let mut resp = match transform {
         None => resp,
         Some(t) => {
             let (mut head, mut body) = resp.into_parts();
             if let Some(rewrite) = t.head(&mut head)? {
+                let verbatim = rewrite.verbatim();
                 // Said of the bytes the upstream would have sent, even
                 // where none are (HEAD): untrue of the rewritten ones.
-                forget_the_bytes(&mut head.headers);
+                if !verbatim {
+                    forget_the_bytes(&mut head.headers);
+                }
                 // HEAD, 204 and 304 have no body to rewrite (RFC 9110 6.4.1).
                 let bodiless = request.0 == Method::HEAD
                     || matches!(head.status.as_u16(), 204 | 304)
                     || head.status.is_informational();
                 if !bodiless {
-                    prepare_rewrite(&mut head, request.1)?;
+                    if !verbatim {
+                        prepare_rewrite(&mut head, request.1)?;
+                    }
+                    let ahead = rewrite.look_ahead();
                     body.rewrite(rewrite);
+                    if ahead {
+                        let read = tokio::time::timeout(look_ahead, body.look_ahead()).await;
+                        // Past the bound the head goes: the rest is still
+                        // checked as it streams.
+                        if let Ok(Err(e)) = read {
+                            *violations = body.violations();
+                            return Err(e.into());
+                        }
+                    }
                 }
             }
             Response::from_parts(head, body)

@@ -1,0 +1,178 @@
+//! Conformance on a response whose field plan hides nothing: the body is
+//! parsed as masking would parse it (the same scanner or CSV masker, on
+//! the plan's tree with its checks), and every byte passes as it came; the
+//! masker's output is not sent. Only a sampled response is watched.
+//!
+//! What cannot be checked is passed unchecked: an error response, a body
+//! of another content type (the contract describes records, not every
+//! answer of the route), and, under `observe`, a compressed body or a
+//! range. Under `enforce` the request asks for the whole body as it is
+//! (`rewrites_body`), and a compressed body or a range the upstream sends
+//! anyway is refused. A body that is not the JSON, NDJSON or CSV its type
+//! says is a `malformed` violation: noted under `observe` (and the rest
+//! passes unchecked), refused under `enforce`.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use super::conform::{Checker, Sampled, CONFORMANCE};
+use super::{empty, format, tree, MaskBody};
+use crate::decision::fields::{FieldPlan, Mode};
+use crate::model::conformance::{Kind, Kinds};
+use crate::model::response::{BodyTransform, ResponseTransform, TransformError};
+
+/// Checks the responses of one request against the contract, unchanged.
+pub struct Watching {
+    tree: Arc<tree::Level>,
+    sampled: Sampled,
+    inner: Option<Arc<dyn ResponseTransform>>,
+}
+
+impl Watching {
+    pub fn transform(
+        plan: &FieldPlan,
+        sampled: Sampled,
+        inner: Option<Arc<dyn ResponseTransform>>,
+    ) -> Arc<dyn ResponseTransform> {
+        Arc::new(Watching {
+            tree: tree::checked(plan),
+            sampled,
+            inner,
+        })
+    }
+}
+
+impl std::fmt::Debug for Watching {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Watching")
+            .field("mode", &self.sampled.mode)
+            .field("inner", &self.inner)
+            .finish_non_exhaustive()
+    }
+}
+
+fn refused(reason: &str) -> TransformError {
+    TransformError {
+        transform: CONFORMANCE,
+        reason: reason.into(),
+    }
+}
+
+impl ResponseTransform for Watching {
+    fn rewrites_body(&self) -> bool {
+        self.sampled.mode == Mode::Enforce
+    }
+
+    fn head(
+        &self,
+        head: &mut http::response::Parts,
+    ) -> Result<Option<Box<dyn BodyTransform>>, TransformError> {
+        if let Some(inner) = &self.inner {
+            if inner.head(head)?.is_some() {
+                return Err(refused("the route's own transform rewrites the body"));
+            }
+        }
+        if empty(head) || !head.status.is_success() {
+            return Ok(None);
+        }
+        let Ok(format) = format(head) else {
+            return Ok(None);
+        };
+        let encoded = head
+            .headers
+            .get_all(http::header::CONTENT_ENCODING)
+            .iter()
+            .any(|v| !v.as_bytes().eq_ignore_ascii_case(b"identity"));
+        if encoded || head.status == http::StatusCode::PARTIAL_CONTENT {
+            return match self.sampled.mode {
+                Mode::Observe => Ok(None),
+                Mode::Enforce => Err(refused("a compressed body or a range cannot be checked")),
+            };
+        }
+        let body = MaskBody::of(format, self.tree.clone(), None, Some(self.sampled.clone()));
+        Ok(Some(Box::new(Watch {
+            body,
+            stopped: false,
+        })))
+    }
+}
+
+/// One body, watched.
+struct Watch {
+    body: MaskBody,
+    /// The body turned out malformed (under `observe`): the rest is not
+    /// checked.
+    stopped: bool,
+}
+
+impl Watch {
+    fn checker_mut(&mut self) -> Option<&mut Checker> {
+        match &mut self.body {
+            MaskBody::Json(s) => s.checker_mut(),
+            MaskBody::Csv(c) => c.checker_mut(),
+        }
+    }
+
+    /// The parse failed with `reason`: a violation under `enforce` (found
+    /// now, or one that failed it), else a malformed body noted.
+    fn failed(&mut self, reason: String) -> Result<(), TransformError> {
+        self.stopped = true;
+        let Some(checker) = self.checker_mut() else {
+            return Ok(());
+        };
+        if checker.refused() || checker.violation(Kind::Malformed).is_err() {
+            return Err(TransformError {
+                transform: CONFORMANCE,
+                reason,
+            });
+        }
+        Ok(())
+    }
+}
+
+impl BodyTransform for Watch {
+    fn data(&mut self, chunk: Bytes) -> Result<Bytes, TransformError> {
+        if !self.stopped {
+            let fed = match &mut self.body {
+                MaskBody::Json(s) => s.feed(&chunk),
+                MaskBody::Csv(c) => c.feed(&chunk),
+            };
+            if let Err(reason) = fed {
+                self.failed(reason)?;
+            }
+        }
+        Ok(chunk)
+    }
+
+    fn end(&mut self) -> Result<Bytes, TransformError> {
+        if !self.stopped {
+            let fed = match &mut self.body {
+                MaskBody::Json(s) => s.finish(),
+                MaskBody::Csv(c) => c.finish(),
+            };
+            if let Err(reason) = fed {
+                self.failed(reason)?;
+            }
+        }
+        Ok(Bytes::new())
+    }
+
+    fn verbatim(&self) -> bool {
+        true
+    }
+
+    fn look_ahead(&self) -> bool {
+        self.body
+            .checker()
+            .is_some_and(|c| c.mode() == Mode::Enforce)
+    }
+
+    fn settled(&self) -> bool {
+        self.stopped || self.body.checker().is_none_or(Checker::settled)
+    }
+
+    fn violations(&self) -> Kinds {
+        self.body.checker().map_or(Kinds::NONE, Checker::kinds)
+    }
+}
