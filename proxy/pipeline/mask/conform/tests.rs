@@ -137,6 +137,7 @@ fn plan(hide: bool) -> FieldPlan {
         visible: Vec::new(),
         verdicts,
         shadow_hidden: None,
+        shadow_differs: Vec::new(),
         specs: Arc::new(DatasetFields {
             dataset: "orders".into(),
             fields,
