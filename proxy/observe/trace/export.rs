@@ -119,7 +119,8 @@ impl Exporter {
     /// Gathers batches and exports them until every sender is gone.
     async fn run(mut self, mut rx: mpsc::Receiver<Item>, queue: QueueConfig) {
         let mut items = Vec::with_capacity(queue.max_batch);
-        let mut batch: Vec<u8> = Vec::new();
+        let room = self.envelope.room();
+        let mut batch: Vec<u8> = vec![0; room];
         let mut flushes = Vec::new();
         loop {
             // A request's spans travel together: a batch takes items of at
@@ -150,8 +151,8 @@ impl Exporter {
                 }
             }
             if spans > 0 {
-                let body = self.envelope.request(&batch);
-                batch.clear();
+                let full = std::mem::replace(&mut batch, vec![0; room]);
+                let body = self.envelope.request(full);
                 self.export(body, spans as u64).await;
             }
             for done in flushes.drain(..) {
@@ -162,7 +163,7 @@ impl Exporter {
 
     /// Sends one batch; counts it exported or dropped. A dead collector is
     /// logged once, and its recovery too, rather than once per batch.
-    async fn export(&mut self, body: Vec<u8>, n: u64) {
+    async fn export(&mut self, body: bytes::Bytes, n: u64) {
         let error = match tokio::time::timeout(self.timeout, self.sender.send(body)).await {
             Ok(Ok(())) => None,
             Ok(Err(e)) => Some(e),

@@ -72,7 +72,7 @@ impl Sender {
     }
 
     /// Sends one export; an error says why it was not accepted.
-    pub(super) async fn send(&self, body: Vec<u8>) -> Result<(), String> {
+    pub(super) async fn send(&self, body: Bytes) -> Result<(), String> {
         match self {
             Sender::Http {
                 client,
@@ -81,7 +81,7 @@ impl Sender {
             } => {
                 let mut req = http::Request::post(endpoint.clone())
                     .header(CONTENT_TYPE, "application/x-protobuf")
-                    .body(Bytes::from(body))
+                    .body(body)
                     .map_err(|e| e.to_string())?;
                 req.headers_mut().extend(headers.clone());
                 let resp = client.send_bytes(req).await.map_err(|e| e.to_string())?;
@@ -93,7 +93,7 @@ impl Sender {
             Sender::Grpc { client, metadata } => {
                 let mut client = client.clone();
                 client.ready().await.map_err(|e| e.to_string())?;
-                let mut req = tonic::Request::new(Bytes::from(body));
+                let mut req = tonic::Request::new(body);
                 *req.metadata_mut() = metadata.clone();
                 let path = http::uri::PathAndQuery::from_static(EXPORT_PATH);
                 client

@@ -47,8 +47,9 @@ pub struct Draft {
     /// `http.request.method` as the conventions name it (`_OTHER` for an
     /// unknown method).
     method: &'static str,
-    /// The server span's attributes so far, encoded.
-    attributes: Vec<u8>,
+    /// The spans' bytes: the server span begun (at 0) and its attributes
+    /// so far; at the end, its other fields and the client span.
+    out: Vec<u8>,
     upstream: Option<Upstream>,
     /// The server span's status: an error for a 5xx or a gRPC server error.
     error: Option<StatusMessage>,
@@ -142,11 +143,12 @@ impl Draft {
             start: now(),
             rpc: None,
             method,
-            attributes: Vec::with_capacity(1024),
+            out: Vec::with_capacity(1536),
             upstream: None,
             error: None,
             grpc_status: None,
         };
+        wire::open_span(&mut d.out);
         d.attr("http.request.method", method);
         if method == "_OTHER" {
             d.attr("http.request.method_original", Val::Str(sent));
@@ -166,25 +168,20 @@ impl Draft {
         }
         d.attr("network.protocol.name", "http");
         d.attr("network.protocol.version", version(req.version()));
-        d.attr("client.address", Val::Shown(&conn.peer.ip()));
+        d.attr("client.address", Val::Str(&text(&conn.peer_ip)));
         d.attr("client.port", i64::from(conn.peer.port()));
         if let Some(ua) = req.headers().get(http::header::USER_AGENT) {
-            d.attr(
-                "user_agent.original",
-                Val::Str(&String::from_utf8_lossy(ua.as_bytes())),
-            );
+            d.attr("user_agent.original", Val::Str(&text(ua)));
         }
-        d.attr("meshgate.principal", Val::Shown(&conn.identity.principal));
-        d.attr(
-            "meshgate.request_id",
-            Val::Str(&String::from_utf8_lossy(request_id.as_bytes())),
-        );
+        let principal = &conn.identity.principal_header;
+        d.attr("meshgate.principal", Val::Str(&text(principal)));
+        d.attr("meshgate.request_id", Val::Str(&text(request_id)));
         d
     }
 
     /// Adds an attribute to the server span.
     pub(super) fn attr<'a>(&mut self, name: &'static str, value: impl Into<Val<'a>>) {
-        wire::attribute(&mut self.attributes, SPAN_ATTRIBUTES, name, value.into());
+        wire::attribute(&mut self.out, SPAN_ATTRIBUTES, name, value.into());
     }
 
     /// The request goes to the upstream now.
@@ -277,7 +274,6 @@ impl Draft {
             (None, "_OTHER") => "HTTP",
             (None, method) => method,
         };
-        let mut out = Vec::with_capacity(self.attributes.len() + 640);
         let server = Fields {
             trace_id: &self.trace_id,
             span_id: &self.server,
@@ -290,12 +286,13 @@ impl Draft {
             end,
             error: self.error.as_ref().map(|e| e as &dyn fmt::Display),
         };
+        let mut out = std::mem::take(&mut self.out);
+        wire::close_span(&mut out, 0, &server);
         let mut spans = 1;
         if let Some(u) = &self.upstream {
             self.client_span(&mut out, u, &server);
             spans = 2;
         }
-        wire::span(&mut out, &server, |b| b.extend_from_slice(&self.attributes));
         self.shared.queue.push(out, spans);
     }
 
@@ -319,8 +316,9 @@ impl Draft {
             ..*server
         };
         let peer = &self.shared.upstream;
-        wire::span(out, &fields, |b| {
-            let mut a = |name, value| wire::attribute(b, SPAN_ATTRIBUTES, name, value);
+        let at = wire::open_span(out);
+        {
+            let mut a = |name, value| wire::attribute(out, SPAN_ATTRIBUTES, name, value);
             a("http.request.method", Val::Str(self.method));
             a("server.address", Val::Str(&peer.host));
             a("server.port", Val::Int(i64::from(peer.port)));
@@ -336,7 +334,16 @@ impl Draft {
                 a("rpc.system", Val::Str("grpc"));
                 a("rpc.grpc.status_code", Val::Int(i64::from(code)));
             }
-        });
+        }
+        wire::close_span(out, at, &fields);
+    }
+}
+
+/// A header's text (always UTF-8 where meshgate made it).
+fn text(v: &http::HeaderValue) -> std::borrow::Cow<'_, str> {
+    match std::str::from_utf8(v.as_bytes()) {
+        Ok(s) => s.into(),
+        Err(_) => String::from_utf8_lossy(v.as_bytes()),
     }
 }
 
@@ -356,8 +363,28 @@ fn split_authority(a: &str) -> Option<(&str, Option<u16>)> {
             None => (a, None),
         },
     };
-    let valid = |c: char| c.is_ascii_alphanumeric() || "-._~%!$&'()*+,;=".contains(c);
-    if host.is_empty() || !(host.starts_with('[') || host.chars().all(valid)) {
+    let valid = |c: u8| {
+        c.is_ascii_alphanumeric()
+            || matches!(
+                c,
+                b'-' | b'.'
+                    | b'_'
+                    | b'~'
+                    | b'%'
+                    | b'!'
+                    | b'$'
+                    | b'&'
+                    | b'\''
+                    | b'('
+                    | b')'
+                    | b'*'
+                    | b'+'
+                    | b','
+                    | b';'
+                    | b'='
+            )
+    };
+    if host.is_empty() || !(host.starts_with('[') || host.bytes().all(valid)) {
         return None;
     }
     match port {

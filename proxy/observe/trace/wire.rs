@@ -26,6 +26,7 @@ pub(super) const SPAN_ATTRIBUTES: u32 = 9;
 /// `ScopeSpans.spans`.
 const SCOPE_SPANS_SPANS: u32 = 2;
 
+#[inline]
 fn varint(buf: &mut Vec<u8>, mut v: u64) {
     while v >= 0x80 {
         buf.push((v as u8 & 0x7f) | 0x80);
@@ -34,30 +35,36 @@ fn varint(buf: &mut Vec<u8>, mut v: u64) {
     buf.push(v as u8);
 }
 
+#[inline]
 fn varint_len(v: u64) -> usize {
     (64 - (v | 1).leading_zeros() as usize).div_ceil(7)
 }
 
+#[inline]
 fn key(buf: &mut Vec<u8>, field: u32, wire: u32) {
     varint(buf, u64::from((field << 3) | wire));
 }
 
+#[inline]
 fn bytes(buf: &mut Vec<u8>, field: u32, b: &[u8]) {
     key(buf, field, LEN);
     varint(buf, b.len() as u64);
     buf.extend_from_slice(b);
 }
 
+#[inline]
 fn uint(buf: &mut Vec<u8>, field: u32, v: u64) {
     key(buf, field, VARINT);
     varint(buf, v);
 }
 
+#[inline]
 fn fixed64(buf: &mut Vec<u8>, field: u32, v: u64) {
     key(buf, field, I64);
     buf.extend_from_slice(&v.to_le_bytes());
 }
 
+#[inline]
 fn fixed32(buf: &mut Vec<u8>, field: u32, v: u32) {
     key(buf, field, I32);
     buf.extend_from_slice(&v.to_le_bytes());
@@ -65,18 +72,27 @@ fn fixed32(buf: &mut Vec<u8>, field: u32, v: u32) {
 
 /// A length-delimited field whose length is known once it is written: one
 /// byte is reserved for the length, and the content moved along when the
-/// length needs more (a span, not its attributes).
+/// length needs more.
 fn nested(buf: &mut Vec<u8>, field: u32, write: impl FnOnce(&mut Vec<u8>)) {
     key(buf, field, LEN);
     let at = buf.len();
     buf.push(0);
     write(buf);
+    patch_len(buf, at, 1);
+}
+
+/// Writes the length of what follows `width` bytes reserved at `at`,
+/// moving it when the length takes another width.
+fn patch_len(buf: &mut Vec<u8>, at: usize, width: usize) {
     let end = buf.len();
-    let len = (end - at - 1) as u64;
+    let len = (end - at - width) as u64;
     let n = varint_len(len);
-    if n > 1 {
-        buf.resize(end + n - 1, 0);
-        buf.copy_within(at + 1..end, at + n);
+    if n != width {
+        if n > width {
+            buf.resize(end + n - width, 0);
+        }
+        buf.copy_within(at + width..end, at + n);
+        buf.truncate(end + n - width);
     }
     let mut v = len;
     for b in &mut buf[at..at + n] {
@@ -98,8 +114,6 @@ impl fmt::Write for Appender<'_> {
 /// An attribute's value (`AnyValue`).
 pub(super) enum Val<'a> {
     Str(&'a str),
-    /// A string as `Display` writes it (an address, the principal).
-    Shown(&'a dyn Display),
     Int(i64),
     Bool(bool),
     Strs(&'a [String]),
@@ -124,27 +138,62 @@ impl From<bool> for Val<'_> {
 }
 
 /// One `KeyValue` as field `field` (a span's or a resource's attributes).
+/// A string, an integer or a boolean is written in one pass, its lengths
+/// computed first.
 pub(super) fn attribute(buf: &mut Vec<u8>, field: u32, name: &str, value: Val<'_>) {
-    nested(buf, field, |b| {
-        bytes(b, 1, name.as_bytes());
-        nested(b, 2, |b| any_value(b, value));
-    });
+    // `AnyValue`'s field and its payload: a string's bytes, or a varint.
+    let mut scalar = [0u8; 10];
+    let (tag, payload): (u8, &[u8]) = match value {
+        Val::Str(s) => (0x0a, s.as_bytes()),
+        Val::Int(v) => (0x18, varint_into(&mut scalar, v as u64)),
+        Val::Bool(v) => (0x10, varint_into(&mut scalar, u64::from(v))),
+        Val::Strs(list) => return attribute_list(buf, field, name, list),
+    };
+    let any = if tag == 0x0a {
+        1 + varint_len(payload.len() as u64) + payload.len()
+    } else {
+        1 + payload.len()
+    };
+    let kv = 1 + varint_len(name.len() as u64) + name.len() + 1 + varint_len(any as u64) + any;
+    buf.reserve(kv + 6);
+    key(buf, field, LEN);
+    varint(buf, kv as u64);
+    buf.push(0x0a);
+    varint(buf, name.len() as u64);
+    buf.extend_from_slice(name.as_bytes());
+    buf.push(0x12);
+    varint(buf, any as u64);
+    buf.push(tag);
+    if tag == 0x0a {
+        varint(buf, payload.len() as u64);
+    }
+    buf.extend_from_slice(payload);
 }
 
-fn any_value(b: &mut Vec<u8>, value: Val<'_>) {
-    match value {
-        Val::Str(s) => bytes(b, 1, s.as_bytes()),
-        Val::Shown(d) => nested(b, 1, |b| {
-            let _ = write!(Appender(b), "{d}");
-        }),
-        Val::Bool(v) => uint(b, 2, u64::from(v)),
-        Val::Int(v) => uint(b, 3, v as u64),
-        Val::Strs(list) => nested(b, 5, |b| {
-            for s in list {
-                nested(b, 1, |b| bytes(b, 1, s.as_bytes()));
-            }
-        }),
+/// `v` as a varint in `out`: the bytes written.
+fn varint_into(out: &mut [u8; 10], mut v: u64) -> &[u8] {
+    let mut n = 0;
+    while v >= 0x80 {
+        out[n] = (v as u8 & 0x7f) | 0x80;
+        v >>= 7;
+        n += 1;
     }
+    out[n] = v as u8;
+    &out[..=n]
+}
+
+/// A `KeyValue` of a list of strings (`ArrayValue`).
+fn attribute_list(buf: &mut Vec<u8>, field: u32, name: &str, list: &[String]) {
+    nested(buf, field, |b| {
+        bytes(b, 1, name.as_bytes());
+        nested(b, 2, |b| {
+            nested(b, 5, |b| {
+                for s in list {
+                    nested(b, 1, |b| bytes(b, 1, s.as_bytes()));
+                }
+            });
+        });
+    });
 }
 
 /// An SDK attribute value (the resource's), as `AnyValue`.
@@ -204,40 +253,49 @@ pub(super) struct Fields<'a> {
     pub error: Option<&'a dyn Display>,
 }
 
-/// One span as `ScopeSpans.spans` (the bytes an export concatenates);
-/// `attributes` writes its attributes (fields [`SPAN_ATTRIBUTES`]).
-pub(super) fn span(buf: &mut Vec<u8>, f: &Fields<'_>, attributes: impl FnOnce(&mut Vec<u8>)) {
-    nested(buf, SCOPE_SPANS_SPANS, |b| {
-        bytes(b, 1, f.trace_id);
-        bytes(b, 2, f.span_id);
-        if let Some(state) = f.trace_state.filter(|s| !s.is_empty()) {
-            bytes(b, 3, state.as_bytes());
+/// Starts a span (`ScopeSpans.spans`) in `buf`: its attributes follow
+/// (fields [`SPAN_ATTRIBUTES`]), then [`close_span`] with what `open_span`
+/// returned. A span's length is reserved two bytes (128 to 16383 bytes:
+/// every span but an odd one, which is moved).
+pub(super) fn open_span(buf: &mut Vec<u8>) -> usize {
+    key(buf, SCOPE_SPANS_SPANS, LEN);
+    let at = buf.len();
+    buf.extend_from_slice(&[0, 0]);
+    at
+}
+
+/// Ends the span begun at `at` with its other fields.
+pub(super) fn close_span(buf: &mut Vec<u8>, at: usize, f: &Fields<'_>) {
+    let b = &mut *buf;
+    bytes(b, 1, f.trace_id);
+    bytes(b, 2, f.span_id);
+    if let Some(state) = f.trace_state.filter(|s| !s.is_empty()) {
+        bytes(b, 3, state.as_bytes());
+    }
+    if let Some(parent) = f.parent {
+        bytes(b, 4, parent);
+    }
+    bytes(b, 5, f.name.as_bytes());
+    uint(b, 6, f.kind as u64);
+    fixed64(b, 7, f.start);
+    fixed64(b, 8, f.end);
+    // `Status`: message 2, code 3 (2: error); unset is empty.
+    nested(b, 15, |b| {
+        if let Some(message) = f.error {
+            nested(b, 2, |b| {
+                let _ = write!(Appender(b), "{message}");
+            });
+            uint(b, 3, 2);
         }
-        if let Some(parent) = f.parent {
-            bytes(b, 4, parent);
-        }
-        bytes(b, 5, f.name.as_bytes());
-        uint(b, 6, f.kind as u64);
-        fixed64(b, 7, f.start);
-        fixed64(b, 8, f.end);
-        attributes(b);
-        // `Status`: message 2, code 3 (2: error); unset is empty.
-        nested(b, 15, |b| {
-            if let Some(message) = f.error {
-                nested(b, 2, |b| {
-                    let _ = write!(Appender(b), "{message}");
-                });
-                uint(b, 3, 2);
-            }
-        });
-        let remote = if f.parent_is_remote {
-            FLAGS_IS_REMOTE
-        } else {
-            0
-        };
-        // The W3C flags (sampled) and whether the parent is remote.
-        fixed32(b, 16, 1 | FLAGS_HAS_IS_REMOTE | remote);
     });
+    let remote = if f.parent_is_remote {
+        FLAGS_IS_REMOTE
+    } else {
+        0
+    };
+    // The W3C flags (sampled) and whether the parent is remote.
+    fixed32(b, 16, 1 | FLAGS_HAS_IS_REMOTE | remote);
+    patch_len(buf, at, 2);
 }
 
 /// What surrounds every export's spans: the resource and the scope,
@@ -278,24 +336,36 @@ impl Envelope {
         }
     }
 
-    /// An `ExportTraceServiceRequest` of `spans` (encoded by [`span`]).
-    pub(super) fn request(&self, spans: &[u8]) -> Vec<u8> {
-        let scope_spans = self.scope.len() + spans.len();
+    /// The bytes a batch reserves in front of its spans for
+    /// [`Envelope::request`].
+    pub(super) fn room(&self) -> usize {
+        self.resource.len() + self.scope.len() + self.schema_url.len() + 2 * (1 + 10)
+    }
+
+    /// An `ExportTraceServiceRequest` of the spans (encoded by
+    /// [`open_span`] and [`close_span`]) that follow [`Envelope::room`]
+    /// bytes in `batch`: written in front of them, without moving them.
+    pub(super) fn request(&self, mut batch: Vec<u8>) -> bytes::Bytes {
+        let room = self.room();
+        let spans = batch.len().saturating_sub(room);
+        let scope_spans = self.scope.len() + spans;
         let resource_spans = self.resource.len()
             + 1
             + varint_len(scope_spans as u64)
             + scope_spans
             + self.schema_url.len();
-        let mut b = Vec::with_capacity(resource_spans + 11);
-        key(&mut b, 1, LEN);
-        varint(&mut b, resource_spans as u64);
-        b.extend_from_slice(&self.resource);
-        key(&mut b, 2, LEN);
-        varint(&mut b, scope_spans as u64);
-        b.extend_from_slice(&self.scope);
-        b.extend_from_slice(spans);
-        b.extend_from_slice(&self.schema_url);
-        b
+        let mut head = Vec::with_capacity(room);
+        key(&mut head, 1, LEN);
+        varint(&mut head, resource_spans as u64);
+        head.extend_from_slice(&self.resource);
+        key(&mut head, 2, LEN);
+        varint(&mut head, scope_spans as u64);
+        head.extend_from_slice(&self.scope);
+        let start = room - head.len();
+        batch[start..room].copy_from_slice(&head);
+        // `schema_url` is a field of `ResourceSpans`: after the scope's.
+        batch.extend_from_slice(&self.schema_url);
+        bytes::Bytes::from(batch).slice(start..)
     }
 }
 
@@ -346,7 +416,7 @@ mod tests {
             ])
             .build();
         let envelope = Envelope::new(&resource, "meshgate", "1.2.3");
-        let mut spans = Vec::new();
+        let mut spans = vec![0; envelope.room()];
         let ids = ["p1".to_string(), "p2".to_string()];
         let long = "x".repeat(300);
         let fields = Fields {
@@ -361,13 +431,14 @@ mod tests {
             end: 2_000,
             error: Some(&"upstream_timeout"),
         };
-        span(&mut spans, &fields, |b| {
-            attribute(b, SPAN_ATTRIBUTES, "url.path", Val::Str(&long));
-            attribute(b, SPAN_ATTRIBUTES, "client.port", Val::Int(-5));
-            attribute(b, SPAN_ATTRIBUTES, "meshgate.complete", Val::Bool(false));
-            attribute(b, SPAN_ATTRIBUTES, "ids", Val::Strs(&ids));
-            attribute(b, SPAN_ATTRIBUTES, "addr", Val::Shown(&"10.0.0.1"));
-        });
+        let at = open_span(&mut spans);
+        let b = &mut spans;
+        attribute(b, SPAN_ATTRIBUTES, "url.path", Val::Str(&long));
+        attribute(b, SPAN_ATTRIBUTES, "client.port", Val::Int(-5));
+        attribute(b, SPAN_ATTRIBUTES, "meshgate.complete", Val::Bool(false));
+        attribute(b, SPAN_ATTRIBUTES, "ids", Val::Strs(&ids));
+        attribute(b, SPAN_ATTRIBUTES, "addr", Val::Str("10.0.0.1"));
+        close_span(&mut spans, at, &fields);
         let client = Fields {
             span_id: &[4; 8],
             parent: Some(&[2; 8]),
@@ -377,9 +448,10 @@ mod tests {
             error: None,
             ..fields
         };
-        span(&mut spans, &client, |_| {});
-        let req =
-            ExportTraceServiceRequest::decode(&envelope.request(&spans)[..]).expect("decodes");
+        // Shorter than 128 bytes: its length is moved into one byte.
+        let at = open_span(&mut spans);
+        close_span(&mut spans, at, &client);
+        let req = ExportTraceServiceRequest::decode(envelope.request(spans)).expect("decodes");
         assert_eq!(req.resource_spans.len(), 1);
         let rs = &req.resource_spans[0];
         let attrs = &rs.resource.as_ref().expect("resource").attributes;
