@@ -141,11 +141,11 @@ impl Exporter {
                         Item::Flush(done) => flushes.push(done),
                     }
                 }
-                let room = queue.max_batch.saturating_sub(spans) / 2;
-                if !flushes.is_empty() || room == 0 {
+                let fits = queue.max_batch.saturating_sub(spans) / 2;
+                if !flushes.is_empty() || fits == 0 {
                     break;
                 }
-                match tokio::time::timeout_at(deadline, rx.recv_many(&mut items, room)).await {
+                match tokio::time::timeout_at(deadline, rx.recv_many(&mut items, fits)).await {
                     Ok(n) if n > 0 => {}
                     _ => break,
                 }

@@ -47,9 +47,11 @@ pub struct Draft {
     /// `http.request.method` as the conventions name it (`_OTHER` for an
     /// unknown method).
     method: &'static str,
-    /// The spans' bytes: the server span begun (at 0) and its attributes
+    /// The spans' bytes: the server span begun and its attributes
     /// so far; at the end, its other fields and the client span.
     out: Vec<u8>,
+    /// Where the server span's length goes in `out`.
+    server_at: usize,
     upstream: Option<Upstream>,
     /// The server span's status: an error for a 5xx or a gRPC server error.
     error: Option<StatusMessage>,
@@ -144,11 +146,12 @@ impl Draft {
             rpc: None,
             method,
             out: Vec::with_capacity(1536),
+            server_at: 0,
             upstream: None,
             error: None,
             grpc_status: None,
         };
-        wire::open_span(&mut d.out);
+        d.server_at = wire::open_span(&mut d.out);
         d.attr("http.request.method", method);
         if method == "_OTHER" {
             d.attr("http.request.method_original", Val::Str(sent));
@@ -287,7 +290,7 @@ impl Draft {
             error: self.error.as_ref().map(|e| e as &dyn fmt::Display),
         };
         let mut out = std::mem::take(&mut self.out);
-        wire::close_span(&mut out, 0, &server);
+        wire::close_span(&mut out, self.server_at, &server);
         let mut spans = 1;
         if let Some(u) = &self.upstream {
             self.client_span(&mut out, u, &server);
