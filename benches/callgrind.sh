@@ -9,6 +9,13 @@
 # h2 --http2 -c 4 -p 8) and off again; the dump's `totals:` divided by N is printed. Compare two
 # builds by running both the same way (alternate them: the count is deterministic to ~0.3%).
 # CG_KEEP=FILE keeps the dump for callgrind_annotate.
+# TRACING=RATIO adds OpenTelemetry spans (`tracing.otlp`, sampler ratio RATIO, e.g. 0.01 or 1) exported over
+# OTLP/HTTP to the discarding sink of benches/e2e.py (`otlp-sink`, a separate process, not counted). The
+# export runs in the sidecar's process, so it is counted too: batches of up to 512 spans gather for
+# TRACE_DELAY seconds (default 5, `queue.delay`; long enough under valgrind for full batches, as at full speed);
+# the warm-up's spans are exported before counting starts, and counting stops TRACE_DELAY + 3 s after the
+# last request, once the last batch is out. The spans exported inside the window are printed (ratio 1:
+# exactly 2 per request, checked), so two builds are compared on the same export work.
 # Needs valgrind (apt) and oha (cargo install --locked oha).
 set -euo pipefail
 [ $# -ge 2 ] || { echo "usage: $0 MESHGATE_BINARY h1|h2 [N]" >&2; exit 2; }
@@ -37,8 +44,23 @@ policy:
   sources: [$P/mesh, $P/domains/sales]
   contracts: [$P/domains/sales]
 Y
+SINKPID=
+if [ -n "${TRACING:-}" ]; then
+  SINK=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  python3 "$ROOT/benches/e2e.py" otlp-sink "$SINK" 2>"$W/sink.log" & SINKPID=$!
+  cat >>"$W/mg.yaml" <<Y
+tracing:
+  otlp:
+    endpoint: http://127.0.0.1:$SINK/v1/traces
+    protocol: http/protobuf
+    sampler: { ratio: $TRACING }
+    queue: { delay: ${TRACE_DELAY:-5}s }
+Y
+fi
+exported() { python3 "$ROOT/benches/e2e.py" metric "http://127.0.0.1:$ADM/metrics" meshgate_trace_spans_exported_total; }
+settle() { [ -z "${TRACING:-}" ] || sleep $(( ${TRACE_DELAY:-5} + 3 )); }
 valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$W/cg.out" "$MG" run --config "$W/mg.yaml" 2>"$W/mg.log" & VPID=$!
-trap 'kill $VPID $UPPID 2>/dev/null; wait 2>/dev/null; rm -rf "$W"' EXIT
+trap 'kill $VPID $UPPID $SINKPID 2>/dev/null; wait 2>/dev/null; rm -rf "$W"' EXIT
 TLS=(--cert "$W/c/bench.pem" --key "$W/c/bench-key.pem" --cacert "$W/c/ca.pem")
 for _ in $(seq 1 240); do
   curl -fsS -o /dev/null --max-time 5 --cert "$W/c/bench.pem" --key "$W/c/bench-key.pem" --cacert "$W/c/ca.pem" "https://127.0.0.1:$MGP/orders" 2>/dev/null && break
@@ -46,14 +68,24 @@ for _ in $(seq 1 240); do
 done
 if [ "$MODE" = h2 ]; then ARGS=(--http2 -c 4 -p 8); else ARGS=(-c 8); fi
 oha -n 200 --no-tui "${ARGS[@]}" "${TLS[@]}" "https://127.0.0.1:$MGP/orders" >/dev/null
+settle; [ -z "${TRACING:-}" ] || EX0=$(exported)
 callgrind_control -i on "$VPID" >/dev/null
 oha -n "$N" --no-tui --output-format json "${ARGS[@]}" "${TLS[@]}" "https://127.0.0.1:$MGP/orders" >"$W/oha.json"
+settle
 callgrind_control -i off "$VPID" >/dev/null
+SPANS=
+if [ -n "${TRACING:-}" ]; then
+  SPANS=$(( $(exported) - EX0 ))
+  if [ "$TRACING" = 1 ] && [ "$SPANS" != $((2 * N)) ]; then
+    echo "TRACING=1: $SPANS spans exported while counting, not $((2 * N)) (raise TRACE_DELAY?)" >&2; exit 1
+  fi
+  SPANS=", tracing ratio $TRACING: $SPANS spans exported while counting"
+fi
 callgrind_control -d "$VPID" >/dev/null
 # The dump is written by valgrind after the command returns: wait for its totals (at most 30 s).
 for _ in $(seq 1 150); do grep -qs '^totals:' "$W"/cg.out.1 && break; sleep 0.2; done
 ok=$(python3 -c "import json,sys; d=json.load(open('$W/oha.json')); print(d['statusCodeDistribution'])")
 total=$(cat "$W"/cg.out.* 2>/dev/null | awk '/^totals:/ {s+=$2} END {print s}')
-echo "$MODE $MG: status $ok, Ir total $total, per request $((total / N))"
+echo "$MODE $MG: status $ok, Ir total $total, per request $((total / N))$SPANS"
 # CG_KEEP=FILE keeps the dump, for `callgrind_annotate FILE` (where the instructions go).
 if [ -n "${CG_KEEP:-}" ]; then cp "$W"/cg.out.1 "$CG_KEEP"; fi

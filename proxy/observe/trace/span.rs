@@ -1,79 +1,104 @@
-//! One sampled request's spans while it is under way ([`Draft`]), and the
-//! SDK's `SpanData` they become when its response ends: the server span
+//! One sampled request's spans while it is under way ([`Draft`]), encoded
+//! as OTLP protobuf when its response ends (`wire.rs`): the server span
 //! with the HTTP semantic conventions' attributes and meshgate's own
 //! (`meshgate.product`, `.action`, `.decision`, `.policy_ids`,
-//! `.principal`), and the client span of the upstream exchange.
+//! `.principal`), and the client span of the upstream exchange. The server
+//! span's attributes are encoded as the stages learn them ([`Draft::attr`]):
+//! no attribute is held as a string of its own.
 
-use std::borrow::Cow;
+use std::fmt;
 use std::sync::Arc;
-use std::time::SystemTime;
-
-use opentelemetry::trace::{
-    SpanContext, SpanId, SpanKind, Status, TraceFlags, TraceId, TraceState,
-};
-use opentelemetry::{Array, InstrumentationScope, KeyValue, StringValue, Value};
-use opentelemetry_sdk::trace::{SpanData, SpanEvents, SpanLinks};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::export::Queue;
+use super::wire::{self, Fields, Kind, Val, SPAN_ATTRIBUTES};
 use super::UpstreamPeer;
 use crate::decision::authz::AuthzOutcome;
 use crate::decision::jwt::User;
 use crate::model::connection::ConnInfo;
 use crate::model::trace::TraceContext;
 
-/// What every draft shares: the queue, the upstream's name, the scope.
+/// What every draft shares: the queue and the upstream's name.
 pub(super) struct Shared {
     pub(super) queue: Queue,
     upstream: UpstreamPeer,
-    scope: InstrumentationScope,
 }
 
 impl Shared {
     pub(super) fn new(queue: Queue, upstream: UpstreamPeer) -> Shared {
-        Shared {
-            queue,
-            upstream,
-            scope: InstrumentationScope::builder("meshgate")
-                .with_version(env!("CARGO_PKG_VERSION"))
-                .build(),
-        }
+        Shared { queue, upstream }
     }
 }
 
 /// A sampled request's spans, from its arrival to the end of its response.
 pub struct Draft {
     shared: Arc<Shared>,
-    trace_id: TraceId,
-    flags: TraceFlags,
-    state: TraceState,
+    trace_id: [u8; 16],
+    /// The caller's `tracestate`, when the trace was continued.
+    state: Option<String>,
     /// The caller's span, when the trace was continued.
-    parent: Option<SpanId>,
-    server: SpanId,
-    client: SpanId,
-    start: SystemTime,
+    parent: Option<[u8; 8]>,
+    server: [u8; 8],
+    client: [u8; 8],
+    /// Unix nanoseconds.
+    start: u64,
     /// A gRPC call's `package.Service/Method`: the spans' name.
     rpc: Option<String>,
     /// `http.request.method` as the conventions name it (`_OTHER` for an
     /// unknown method).
     method: &'static str,
-    /// The server span's attributes so far.
-    attributes: Vec<KeyValue>,
+    /// The spans' bytes: the server span begun and its attributes
+    /// so far; at the end, its other fields and the client span.
+    out: Vec<u8>,
+    /// Where the server span's length goes in `out`.
+    server_at: usize,
     upstream: Option<Upstream>,
     /// The server span's status: an error for a 5xx or a gRPC server error.
-    error: Option<&'static str>,
+    error: Option<StatusMessage>,
     grpc_status: Option<u8>,
     /// The response body broke off after its head: why (`error.type`); the
     /// server span is an error whatever the status said.
     cut: Option<&'static str>,
+    /// `error.type` is written already (attributes are encoded as they come,
+    /// so one cannot be replaced later).
+    typed: bool,
+}
+
+/// An error status's message.
+#[derive(Debug, Clone, Copy)]
+enum StatusMessage {
+    /// meshgate's error code.
+    Code(&'static str),
+    /// `status 503`.
+    Http(u16),
+    /// `gRPC status 14`.
+    Grpc(u8),
+}
+
+impl fmt::Display for StatusMessage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StatusMessage::Code(c) => f.write_str(c),
+            StatusMessage::Http(s) => write!(f, "status {s}"),
+            StatusMessage::Grpc(c) => write!(f, "gRPC status {c}"),
+        }
+    }
 }
 
 /// The upstream exchange, as far as it got.
 struct Upstream {
-    start: SystemTime,
+    start: u64,
     /// When it failed before a response; otherwise it ends with the body.
-    failed: Option<SystemTime>,
+    failed: Option<u64>,
     status: Option<u16>,
     error: Option<&'static str>,
+}
+
+/// Now, as OTLP's Unix nanoseconds.
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
 }
 
 /// How a request was answered, as the pipeline learned it.
@@ -105,8 +130,7 @@ impl Draft {
     pub(super) fn new<B>(
         shared: &Arc<Shared>,
         trace: &TraceContext,
-        server: SpanId,
-        client: SpanId,
+        client: [u8; 8],
         req: &http::Request<B>,
         conn: &ConnInfo,
         request_id: &http::HeaderValue,
@@ -116,77 +140,69 @@ impl Draft {
             .into_iter()
             .find(|m| *m == sent)
             .unwrap_or("_OTHER");
-        let mut a = Vec::with_capacity(24);
-        a.push(KeyValue::new("http.request.method", method));
-        if method == "_OTHER" {
-            a.push(KeyValue::new(
-                "http.request.method_original",
-                sent.to_string(),
-            ));
-        }
-        a.push(KeyValue::new("url.scheme", "https"));
-        let authority = req.uri().authority().map(|a| a.as_str()).or_else(|| {
-            req.headers()
-                .get(http::header::HOST)
-                .and_then(|h| h.to_str().ok())
-        });
-        if let Some(authority) = authority.and_then(|a| a.parse::<http::uri::Authority>().ok()) {
-            a.push(KeyValue::new(
-                "server.address",
-                authority.host().to_string(),
-            ));
-            if let Some(port) = authority.port_u16() {
-                a.push(KeyValue::new("server.port", i64::from(port)));
-            }
-        }
-        a.push(KeyValue::new("network.protocol.name", "http"));
-        a.push(KeyValue::new(
-            "network.protocol.version",
-            version(req.version()),
-        ));
-        a.push(KeyValue::new("client.address", conn.peer.ip().to_string()));
-        a.push(KeyValue::new("client.port", i64::from(conn.peer.port())));
-        if let Some(ua) = req.headers().get(http::header::USER_AGENT) {
-            a.push(KeyValue::new(
-                "user_agent.original",
-                String::from_utf8_lossy(ua.as_bytes()).into_owned(),
-            ));
-        }
-        a.push(KeyValue::new(
-            "meshgate.principal",
-            conn.identity.principal.to_string(),
-        ));
-        a.push(KeyValue::new(
-            "meshgate.request_id",
-            String::from_utf8_lossy(request_id.as_bytes()).into_owned(),
-        ));
         let tracestate = trace.parent_id.and_then(|_| {
             let v = req.headers().get(crate::model::trace::TRACESTATE)?;
-            v.to_str().ok()?.parse::<TraceState>().ok()
+            let state = v.to_str().ok()?.parse::<opentelemetry::trace::TraceState>();
+            state.ok().map(|s| s.header())
         });
-        Draft {
+        let mut d = Draft {
             shared: shared.clone(),
-            trace_id: TraceId::from_bytes(trace.trace_id),
-            flags: TraceFlags::SAMPLED,
-            state: tracestate.unwrap_or_default(),
-            parent: trace.parent_id.map(SpanId::from_bytes),
-            server,
+            trace_id: trace.trace_id,
+            state: tracestate,
+            parent: trace.parent_id,
+            server: trace.span_id,
             client,
-            start: SystemTime::now(),
+            start: now(),
             rpc: None,
             method,
-            attributes: a,
+            out: Vec::with_capacity(1536),
+            server_at: 0,
             upstream: None,
             error: None,
             grpc_status: None,
             cut: None,
+            typed: false,
+        };
+        d.server_at = wire::open_span(&mut d.out);
+        d.attr("http.request.method", method);
+        if method == "_OTHER" {
+            d.attr("http.request.method_original", Val::Str(sent));
         }
+        d.attr("url.scheme", "https");
+        let authority = match req.uri().authority() {
+            Some(a) => Some((a.host(), a.port_u16())),
+            None => (req.headers().get(http::header::HOST))
+                .and_then(|h| h.to_str().ok())
+                .and_then(split_authority),
+        };
+        if let Some((host, port)) = authority {
+            d.attr("server.address", Val::Str(host));
+            if let Some(port) = port {
+                d.attr("server.port", i64::from(port));
+            }
+        }
+        d.attr("network.protocol.name", "http");
+        d.attr("network.protocol.version", version(req.version()));
+        d.attr("client.address", Val::Str(&text(&conn.peer_ip)));
+        d.attr("client.port", i64::from(conn.peer.port()));
+        if let Some(ua) = req.headers().get(http::header::USER_AGENT) {
+            d.attr("user_agent.original", Val::Str(&text(ua)));
+        }
+        let principal = &conn.identity.principal_header;
+        d.attr("meshgate.principal", Val::Str(&text(principal)));
+        d.attr("meshgate.request_id", Val::Str(&text(request_id)));
+        d
+    }
+
+    /// Adds an attribute to the server span.
+    pub(super) fn attr<'a>(&mut self, name: &'static str, value: impl Into<Val<'a>>) {
+        wire::attribute(&mut self.out, SPAN_ATTRIBUTES, name, value.into());
     }
 
     /// The request goes to the upstream now.
     pub fn upstream_sent(&mut self) {
         self.upstream = Some(Upstream {
-            start: SystemTime::now(),
+            start: now(),
             failed: None,
             status: None,
             error: None,
@@ -198,7 +214,7 @@ impl Draft {
         if let Some(u) = &mut self.upstream {
             u.status = status;
             if status.is_none() {
-                u.failed = Some(SystemTime::now());
+                u.failed = Some(now());
             }
         }
     }
@@ -206,52 +222,40 @@ impl Draft {
     /// The answer: the server span's attributes from what the stages
     /// learned. The spans end with the response body ([`Draft::end`]).
     pub fn answered(&mut self, answer: &Answer<'_>, grpc_call: bool) {
-        let a = &mut self.attributes;
-        a.push(KeyValue::new("url.path", answer.path.to_string()));
+        self.attr("url.path", Val::Str(answer.path));
         if let Some(route) = answer.route {
-            a.push(KeyValue::new("http.route", route.to_string()));
+            self.attr("http.route", Val::Str(route));
         }
         if let Some(status) = answer.status {
-            a.push(KeyValue::new(
-                "http.response.status_code",
-                i64::from(status),
-            ));
+            self.attr("http.response.status_code", i64::from(status));
         }
-        a.push(KeyValue::new("meshgate.decision", answer.decision));
+        self.attr("meshgate.decision", answer.decision);
         if let Some(o) = answer.outcome {
-            a.push(KeyValue::new("meshgate.product", o.product.clone()));
-            a.push(KeyValue::new("meshgate.action", o.action.as_str()));
-            let ids: Vec<StringValue> = o
-                .decision
-                .policies
-                .iter()
-                .map(|p| p.clone().into())
-                .collect();
-            a.push(KeyValue::new(
-                "meshgate.policy_ids",
-                Value::Array(Array::String(ids)),
-            ));
+            self.attr("meshgate.product", Val::Str(&o.product));
+            self.attr("meshgate.action", o.action.as_str());
+            self.attr("meshgate.policy_ids", Val::Strs(&o.decision.policies));
         }
         if let Some(u) = answer.user {
-            a.push(KeyValue::new("enduser.id", u.id.clone()));
+            self.attr("enduser.id", Val::Str(&u.id));
         }
         if grpc_call {
-            a.push(KeyValue::new("rpc.system", "grpc"));
+            self.attr("rpc.system", "grpc");
             let name = answer.path.trim_start_matches('/');
             if let Some((service, method)) = name.split_once('/') {
-                a.push(KeyValue::new("rpc.service", service.to_string()));
-                a.push(KeyValue::new("rpc.method", method.to_string()));
+                self.attr("rpc.service", Val::Str(service));
+                self.attr("rpc.method", Val::Str(method));
                 self.rpc = Some(name.to_string());
             }
         }
         if let Some(code) = answer.error {
-            a.push(KeyValue::new("error.type", code));
+            self.attr("error.type", code);
+            self.typed = true;
             // A 4xx, or a client that went away, is not the server's error.
             if answer.status.is_some_and(|s| s >= 500) && !grpc_call {
-                self.error = Some(code);
+                self.error = Some(StatusMessage::Code(code));
             }
         } else if answer.status.is_some_and(|s| s >= 500) {
-            self.error = Some("upstream status");
+            self.error = Some(StatusMessage::Code("upstream status"));
         }
         if let Some(u) = &mut self.upstream {
             if u.status.is_none() {
@@ -281,113 +285,148 @@ impl Draft {
     }
 
     /// The response has ended (`complete`: to its last byte): both spans
-    /// are queued for export.
-    pub fn end(self: Box<Self>, complete: bool) {
-        let end = SystemTime::now();
-        let this = *self;
-        let shared = this.shared.clone();
-        let (server, client) = this.build(end, complete);
-        if let Some(client) = client {
-            shared.queue.push(client);
-        }
-        shared.queue.push(server);
-    }
-
-    fn build(mut self, end: SystemTime, complete: bool) -> (SpanData, Option<SpanData>) {
-        let name: Cow<'static, str> = match self.rpc.take() {
-            Some(name) => name.into(),
-            // The conventions name a span of an unknown method `HTTP`.
-            None if self.method == "_OTHER" => "HTTP".into(),
-            None => self.method.into(),
-        };
-        let mut status = match self.error {
-            Some(e) => Status::error(e),
-            None => Status::Unset,
-        };
+    /// are encoded and queued for export.
+    pub fn end(mut self: Box<Self>, complete: bool) {
+        let end = now();
         if let Some(code) = self.grpc_status {
-            self.attributes
-                .push(KeyValue::new("rpc.grpc.status_code", i64::from(code)));
+            self.attr("rpc.grpc.status_code", i64::from(code));
             // The codes a gRPC server reports as its own errors.
             if matches!(code, 2 | 4 | 12 | 13 | 14 | 15) {
-                status = Status::error(format!("gRPC status {code}"));
+                self.error = Some(StatusMessage::Grpc(code));
             }
         }
         if let Some(code) = self.cut {
-            self.attributes.retain(|kv| kv.key.as_str() != "error.type");
-            self.attributes.push(KeyValue::new("error.type", code));
-            status = Status::error(code);
+            // A head that was already an error keeps its own error.type.
+            if !self.typed {
+                self.attr("error.type", code);
+            }
+            self.error = Some(StatusMessage::Code(code));
         }
         if !complete {
-            self.attributes
-                .push(KeyValue::new("meshgate.complete", false));
+            self.attr("meshgate.complete", false);
         }
-        let client = self
-            .upstream
-            .take()
-            .map(|u| self.client_span(u, name.clone(), end));
-        let server = SpanData {
-            span_context: self.context(self.server),
-            parent_span_id: self.parent.unwrap_or(SpanId::INVALID),
-            parent_span_is_remote: self.parent.is_some(),
-            span_kind: SpanKind::Server,
-            name,
-            start_time: self.start,
-            end_time: end,
-            attributes: self.attributes,
-            dropped_attributes_count: 0,
-            events: SpanEvents::default(),
-            links: SpanLinks::default(),
-            status,
-            instrumentation_scope: self.shared.scope.clone(),
+        let name = match (&self.rpc, self.method) {
+            (Some(name), _) => name.as_str(),
+            // The conventions name a span of an unknown method `HTTP`.
+            (None, "_OTHER") => "HTTP",
+            (None, method) => method,
         };
-        (server, client)
-    }
-
-    fn client_span(&self, u: Upstream, name: Cow<'static, str>, end: SystemTime) -> SpanData {
-        let peer = &self.shared.upstream;
-        let mut a = Vec::with_capacity(8);
-        a.push(KeyValue::new("http.request.method", self.method));
-        a.push(KeyValue::new("server.address", peer.host.clone()));
-        a.push(KeyValue::new("server.port", i64::from(peer.port)));
-        a.push(KeyValue::new("network.protocol.name", "http"));
-        a.push(KeyValue::new("network.protocol.version", peer.version));
-        let mut status = Status::Unset;
-        if let Some(s) = u.status {
-            a.push(KeyValue::new("http.response.status_code", i64::from(s)));
-            if s >= 400 {
-                status = Status::error(format!("status {s}"));
-            }
-        }
-        if let Some(e) = u.error {
-            a.push(KeyValue::new("error.type", e));
-            status = Status::error(e);
-        }
-        if let Some(code) = self.grpc_status.filter(|_| u.status.is_some()) {
-            a.push(KeyValue::new("rpc.system", "grpc"));
-            a.push(KeyValue::new("rpc.grpc.status_code", i64::from(code)));
-            if code != 0 {
-                status = Status::error(format!("gRPC status {code}"));
-            }
-        }
-        SpanData {
-            span_context: self.context(self.client),
-            parent_span_id: self.server,
-            parent_span_is_remote: false,
-            span_kind: SpanKind::Client,
+        let server = Fields {
+            trace_id: &self.trace_id,
+            span_id: &self.server,
+            trace_state: self.state.as_deref(),
+            parent: self.parent.as_ref(),
+            parent_is_remote: self.parent.is_some(),
             name,
-            start_time: u.start,
-            end_time: u.failed.unwrap_or(end),
-            attributes: a,
-            dropped_attributes_count: 0,
-            events: SpanEvents::default(),
-            links: SpanLinks::default(),
-            status,
-            instrumentation_scope: self.shared.scope.clone(),
+            kind: Kind::Server,
+            start: self.start,
+            end,
+            error: self.error.as_ref().map(|e| e as &dyn fmt::Display),
+        };
+        let mut out = std::mem::take(&mut self.out);
+        wire::close_span(&mut out, self.server_at, &server);
+        let mut spans = 1;
+        if let Some(u) = &self.upstream {
+            self.client_span(&mut out, u, &server);
+            spans = 2;
         }
+        self.shared.queue.push(out, spans);
     }
 
-    fn context(&self, span: SpanId) -> SpanContext {
-        SpanContext::new(self.trace_id, span, self.flags, false, self.state.clone())
+    fn client_span(&self, out: &mut Vec<u8>, u: &Upstream, server: &Fields<'_>) {
+        let mut error = u.status.filter(|s| *s >= 400).map(StatusMessage::Http);
+        if let Some(e) = u.error {
+            error = Some(StatusMessage::Code(e));
+        }
+        let grpc = self.grpc_status.filter(|_| u.status.is_some());
+        if let Some(code) = grpc.filter(|c| *c != 0) {
+            error = Some(StatusMessage::Grpc(code));
+        }
+        let fields = Fields {
+            span_id: &self.client,
+            parent: Some(&self.server),
+            parent_is_remote: false,
+            kind: Kind::Client,
+            start: u.start,
+            end: u.failed.unwrap_or(server.end),
+            error: error.as_ref().map(|e| e as &dyn fmt::Display),
+            ..*server
+        };
+        let peer = &self.shared.upstream;
+        let at = wire::open_span(out);
+        {
+            let mut a = |name, value| wire::attribute(out, SPAN_ATTRIBUTES, name, value);
+            a("http.request.method", Val::Str(self.method));
+            a("server.address", Val::Str(&peer.host));
+            a("server.port", Val::Int(i64::from(peer.port)));
+            a("network.protocol.name", Val::Str("http"));
+            a("network.protocol.version", Val::Str(peer.version));
+            if let Some(s) = u.status {
+                a("http.response.status_code", Val::Int(i64::from(s)));
+            }
+            if let Some(e) = u.error {
+                a("error.type", Val::Str(e));
+            }
+            if let Some(code) = grpc {
+                a("rpc.system", Val::Str("grpc"));
+                a("rpc.grpc.status_code", Val::Int(i64::from(code)));
+            }
+        }
+        wire::close_span(out, at, &fields);
+    }
+}
+
+/// A header's text (always UTF-8 where meshgate made it).
+fn text(v: &http::HeaderValue) -> std::borrow::Cow<'_, str> {
+    match std::str::from_utf8(v.as_bytes()) {
+        Ok(s) => s.into(),
+        Err(_) => String::from_utf8_lossy(v.as_bytes()),
+    }
+}
+
+/// `host[:port]` of a `Host` header (`[v6]:port` too); `None` when it is
+/// not one.
+fn split_authority(a: &str) -> Option<(&str, Option<u16>)> {
+    let (host, port) = match a.strip_prefix('[') {
+        Some(rest) => {
+            let (v6, after) = rest.split_once(']')?;
+            (
+                &a[..v6.len() + 2],
+                after.strip_prefix(':').map(Some).unwrap_or(None),
+            )
+        }
+        None => match a.rsplit_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (a, None),
+        },
+    };
+    let valid = |c: u8| {
+        c.is_ascii_alphanumeric()
+            || matches!(
+                c,
+                b'-' | b'.'
+                    | b'_'
+                    | b'~'
+                    | b'%'
+                    | b'!'
+                    | b'$'
+                    | b'&'
+                    | b'\''
+                    | b'('
+                    | b')'
+                    | b'*'
+                    | b'+'
+                    | b','
+                    | b';'
+                    | b'='
+            )
+    };
+    if host.is_empty() || !(host.starts_with('[') || host.bytes().all(valid)) {
+        return None;
+    }
+    match port {
+        None => Some((host, None)),
+        Some(p) => p.parse::<u16>().ok().map(|p| (host, Some(p))),
     }
 }
 
@@ -398,5 +437,24 @@ fn version(v: http::Version) -> &'static str {
         http::Version::HTTP_2 => "2",
         http::Version::HTTP_3 => "3",
         _ => "1.1",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::split_authority;
+
+    #[test]
+    fn a_host_header_is_split_as_an_authority() {
+        assert_eq!(
+            split_authority("orders.sales:8443"),
+            Some(("orders.sales", Some(8443)))
+        );
+        assert_eq!(split_authority("orders"), Some(("orders", None)));
+        assert_eq!(split_authority("[::1]:443"), Some(("[::1]", Some(443))));
+        assert_eq!(split_authority("[::1]"), Some(("[::1]", None)));
+        for bad in ["", ":80", "a:b", "a:70000", "a b:1", "[::1"] {
+            assert_eq!(split_authority(bad), None, "{bad}");
+        }
     }
 }
