@@ -51,7 +51,7 @@ fn verify_expect(file: &Path, expect: &[&str]) -> (bool, String) {
     for e in expect {
         cmd.args(["--expect", e]);
     }
-    let out = cmd.output().expect("meshgate audit verify");
+    let out = output_within(&mut cmd);
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
@@ -208,7 +208,15 @@ fn the_head_is_404_without_a_trail_and_null_before_the_first_event() {
 
     let off = Meshgate::builder(&pki, &up).audit("sink: off").start();
     let out = Command::new("curl")
-        .args(["-sS", "-o", "/dev/null", "-w", "%{http_code}"])
+        .args([
+            "-sS",
+            "--max-time",
+            "10",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+        ])
         .arg(format!("http://{}/audit/head", off.admin))
         .output()
         .expect("curl");

@@ -15,11 +15,7 @@ use common::*;
 
 /// `meshgate audit verify FILES...`: exit code, stdout, stderr.
 fn verify(files: &[&Path]) -> (Option<i32>, String, String) {
-    let out = Command::new(bin())
-        .args(["audit", "verify"])
-        .args(files)
-        .output()
-        .expect("meshgate audit verify");
+    let out = output_within(Command::new(bin()).args(["audit", "verify"]).args(files));
     (
         out.status.code(),
         String::from_utf8_lossy(&out.stdout).to_string(),

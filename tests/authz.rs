@@ -136,19 +136,19 @@ fn baseline_forbid_beats_a_domain_permit_over_http() {
         &mg.url("/ledger/entries"),
     );
     assert_eq!(status, "403");
-    let out = Command::new(bin())
-        .args(["authorize", "--config"])
-        .arg(&mg.config_path)
-        .args([
-            "--principal",
-            SALES_ETL,
-            "--method",
-            "POST",
-            "--path",
-            "/ledger/entries",
-        ])
-        .output()
-        .expect("authorize");
+    let out = output_within(
+        Command::new(bin())
+            .args(["authorize", "--config"])
+            .arg(&mg.config_path)
+            .args([
+                "--principal",
+                SALES_ETL,
+                "--method",
+                "POST",
+                "--path",
+                "/ledger/entries",
+            ]),
+    );
     assert_eq!(out.status.code(), Some(2));
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("decision: deny"), "{text}");

@@ -6,8 +6,7 @@
 
 mod common;
 
-use std::io::Write;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 
 use common::*;
 
@@ -16,10 +15,7 @@ use common::*;
 const BUCKETS: &str = "metrics:\n  duration_buckets: [0.05, 0.3, 0.5, 1, 5]\n";
 
 fn meshgate(args: &[&str]) -> Output {
-    Command::new(bin())
-        .args(args)
-        .output()
-        .expect("meshgate runs")
+    output_within(Command::new(bin()).args(args))
 }
 
 fn text(b: &[u8]) -> String {
@@ -72,20 +68,11 @@ fn configured_buckets_are_exposed_and_checked_by_promtool() {
     if !require_tool("promtool") {
         return;
     }
-    let mut child = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("promtool runs");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(metrics.as_bytes())
-        .expect("write metrics");
-    let out = child.wait_with_output().expect("promtool exits");
+    let out = output_fed(
+        Command::new("promtool").args(["check", "metrics"]),
+        Some(metrics.as_bytes()),
+        EXIT_DEADLINE,
+    );
     let report = format!("{}{}", text(&out.stdout), text(&out.stderr));
     assert!(out.status.success() && report.is_empty(), "{report}");
 }

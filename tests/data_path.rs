@@ -358,10 +358,7 @@ fn refuses_bad_client_certificates_at_the_handshake() {
                 .arg("-key")
                 .arg(pki.path(&format!("{w}-key.pem")));
         }
-        let out = cmd
-            .stdin(std::process::Stdio::null())
-            .output()
-            .expect("openssl runs");
+        let out = output_within(&mut cmd);
         assert!(
             !out.status.success(),
             "{who:?}: openssl handshake succeeded:\n{}",
@@ -523,7 +520,7 @@ fn sigterm_drains_an_in_flight_request() {
     assert!(kill.success());
     let out = client.join().expect("client thread");
     assert_eq!(String::from_utf8_lossy(&out.stdout), "slow done 200");
-    let status = mg.child.wait().expect("exit status");
+    let status = wait_or_kill(&mut mg.child, EXIT_DEADLINE, "meshgate after SIGTERM");
     assert!(
         status.success(),
         "exit status {status:?}\n{}",
@@ -704,7 +701,15 @@ fn admin_port_reports_liveness_readiness_and_metrics() {
     );
     for (path, code) in [("/live", "200"), ("/ready", "200"), ("/nope", "404")] {
         let out = Command::new("curl")
-            .args(["-s", "-o", "/dev/null", "-w", "%{http_code}"])
+            .args([
+                "-s",
+                "--max-time",
+                "10",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+            ])
             .arg(format!("http://{}{path}", mg.admin))
             .output()
             .expect("curl");

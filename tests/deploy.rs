@@ -5,9 +5,8 @@
 
 mod common;
 
-use std::io::Write;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use common::*;
 use serde::Deserialize;
@@ -31,11 +30,11 @@ fn kustomize(dir: &str) -> Option<String> {
     if !require_tool("kubectl") {
         return None;
     }
-    let out = Command::new("kubectl")
-        .arg("kustomize")
-        .arg(root().join(dir))
-        .output()
-        .expect("kubectl kustomize");
+    let out = output_within(
+        Command::new("kubectl")
+            .arg("kustomize")
+            .arg(root().join(dir)),
+    );
     assert!(
         out.status.success(),
         "{dir}: {}",
@@ -229,21 +228,13 @@ fn the_sales_example_is_valid_before_and_after_injection() {
 
     // What the webhook makes of the product's pods, with the shipped injector
     // configuration.
-    let mut child = Command::new(bin())
-        .args(["inject", "-f", "-", "--config"])
-        .arg(root().join("deploy/base/injector.yaml"))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("meshgate inject");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(text.as_bytes())
-        .expect("stdin");
-    let out = child.wait_with_output().expect("meshgate inject");
+    let out = output_fed(
+        Command::new(bin())
+            .args(["inject", "-f", "-", "--config"])
+            .arg(root().join("deploy/base/injector.yaml")),
+        Some(text.as_bytes()),
+        EXIT_DEADLINE,
+    );
     assert!(
         out.status.success(),
         "{}",

@@ -597,13 +597,13 @@ fn meshgate_describe_prints_the_same_documents_offline() {
     let config = pki.path("offline.yaml");
     std::fs::write(&config, sidecar.yaml()).expect("config");
     let describe = |args: &[&str]| {
-        let out = Command::new(bin())
-            .arg("describe")
-            .arg("--config")
-            .arg(&config)
-            .args(args)
-            .output()
-            .expect("meshgate describe");
+        let out = output_within(
+            Command::new(bin())
+                .arg("describe")
+                .arg("--config")
+                .arg(&config)
+                .args(args),
+        );
         assert!(out.status.success(), "{args:?}: {out:?}");
         out.stdout
     };
@@ -667,12 +667,10 @@ fn meshgate_describe_prints_the_same_documents_offline() {
         (&["--base-url", "ftp://node.example"][..], "--base-url `ftp://node.example`: the scheme must be https or http"),
         (&["--base-url", "https://node.example/x"][..], "only a scheme and an authority"),
     ] {
-        let out = Command::new(bin())
+        let out = output_within(Command::new(bin())
             .args(["describe", "--config"])
             .arg(&config)
-            .args(args)
-            .output()
-            .expect("meshgate describe");
+            .args(args));
         assert!(!out.status.success(), "{args:?}");
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.starts_with("meshgate: ") && err.contains(why), "{args:?}: {err}");

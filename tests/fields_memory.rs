@@ -6,6 +6,7 @@
 mod common;
 
 use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use common::fields::masked;
 use common::stream_upstream::{StreamUpstream, EMAIL};
@@ -41,7 +42,10 @@ fn download(pki: &Pki, args: &[&str], url: &str, needles: &[&str]) -> (i32, Vec<
         grep.args(["-e", n]);
     }
     let found = grep.stdin(Stdio::from(body)).output().expect("grep runs");
-    let code = curl.wait().expect("wait").code().unwrap_or(-1);
+    // curl's --max-time 600 ends it; the deadline only guards against that failing.
+    let code = wait_or_kill(&mut curl, Duration::from_secs(660), "curl")
+        .code()
+        .unwrap_or(-1);
     let text = String::from_utf8_lossy(&found.stdout);
     let counts = needles
         .iter()

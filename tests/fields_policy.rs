@@ -83,11 +83,7 @@ fn policy_test_cases_assert_hidden_and_visible_fields() {
     std::fs::remove_dir_all(&tests).expect("rm");
     std::fs::create_dir_all(&tests).expect("mkdir");
     std::fs::write(tests.join("fields.test.yaml"), CASES).expect("write");
-    let out = Command::new(bin())
-        .arg("test")
-        .arg(&root)
-        .output()
-        .expect("meshgate test");
+    let out = output_within(Command::new(bin()).arg("test").arg(&root));
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "{stdout}");
     // Only failures are listed: the three right cases are not.

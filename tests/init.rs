@@ -15,11 +15,7 @@ const OWN: &str = "spiffe://mesh.local/ns/logistics/sa/shipments";
 const OTHER: &str = "spiffe://mesh.local/ns/sales/sa/reporting";
 
 fn meshgate(dir: &Path, args: &[&str]) -> Output {
-    Command::new(bin())
-        .current_dir(dir)
-        .args(args)
-        .output()
-        .expect("meshgate runs")
+    output_within(Command::new(bin()).current_dir(dir).args(args))
 }
 
 fn text(b: &[u8]) -> String {
@@ -171,11 +167,11 @@ fn the_skeleton_passes_validate_and_test_as_written() {
     let y = std::fs::read_to_string(&rules).expect("rules");
     assert!(y.contains("product: logistics.shipments"), "{y}");
     if require_tool("promtool") {
-        let check = Command::new("promtool")
-            .args(["check", "rules"])
-            .arg(&rules)
-            .output()
-            .expect("promtool");
+        let check = output_within(
+            Command::new("promtool")
+                .args(["check", "rules"])
+                .arg(&rules),
+        );
         assert!(check.status.success(), "{}", text(&check.stderr));
     }
 }
@@ -272,11 +268,11 @@ fn the_kustomization_makes_the_domain_configmap() {
     assert_ne!(before, after);
     std::fs::write(&k, after).expect("write");
 
-    let built = Command::new("kubectl")
-        .arg("kustomize")
-        .arg(repo.join("domains/logistics"))
-        .output()
-        .expect("kubectl kustomize");
+    let built = output_within(
+        Command::new("kubectl")
+            .arg("kustomize")
+            .arg(repo.join("domains/logistics")),
+    );
     assert!(built.status.success(), "{}", text(&built.stderr));
     let cm: serde_yaml_ng::Value = serde_yaml_ng::from_slice(&built.stdout).expect("yaml");
     assert_eq!(cm["kind"], "ConfigMap");

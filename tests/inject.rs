@@ -5,7 +5,6 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
@@ -14,21 +13,11 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 fn inject_stdin(input: &str, extra: &[&str]) -> Output {
-    let mut child = Command::new(bin())
-        .args(["inject", "-f", "-"])
-        .args(extra)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn meshgate inject");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(input.as_bytes())
-        .expect("write stdin");
-    child.wait_with_output().expect("meshgate inject")
+    output_fed(
+        Command::new(bin()).args(["inject", "-f", "-"]).args(extra),
+        Some(input.as_bytes()),
+        EXIT_DEADLINE,
+    )
 }
 
 fn yaml_docs(text: &str) -> Vec<Value> {
@@ -182,11 +171,7 @@ fn reads_a_file_and_refuses_a_pod_it_cannot_inject_whole() {
     let dir = tempfile::tempdir().expect("tempdir");
     let file = dir.path().join("deploy.json");
     std::fs::write(&file, k8s_fixture("deployment.json").to_string()).expect("write");
-    let out = Command::new(bin())
-        .args(["inject", "-f"])
-        .arg(&file)
-        .output()
-        .expect("meshgate inject");
+    let out = output_within(Command::new(bin()).args(["inject", "-f"]).arg(&file));
     assert!(
         out.status.success(),
         "{}",
@@ -390,10 +375,7 @@ fn strict_writes_nothing_and_fails_when_a_workload_is_skipped_or_warned() {
     }
 
     // --help documents the flag and its exit code.
-    let help = std::process::Command::new(bin())
-        .args(["inject", "--help"])
-        .output()
-        .expect("meshgate inject --help");
+    let help = output_within(std::process::Command::new(bin()).args(["inject", "--help"]));
     let help = String::from_utf8_lossy(&help.stdout);
     assert!(help.contains("--strict"), "{help}");
     assert!(help.contains("exit 2"), "{help}");
@@ -449,11 +431,11 @@ fn field_ref(path: &str) -> &'static str {
 
 /// The ConfigMaps as kustomize makes them for the sales namespace.
 fn sales_configmaps() -> BTreeMap<String, BTreeMap<String, String>> {
-    let kustomized = Command::new("kubectl")
-        .args(["kustomize"])
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/examples/sales"))
-        .output()
-        .expect("kubectl kustomize");
+    let kustomized = output_within(
+        Command::new("kubectl")
+            .args(["kustomize"])
+            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/examples/sales")),
+    );
     assert!(kustomized.status.success());
     yaml_docs(&String::from_utf8_lossy(&kustomized.stdout))
         .into_iter()

@@ -5,7 +5,7 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 
 use common::*;
 
@@ -43,19 +43,11 @@ print(json.dumps({"tests": int(root.get("tests")), "failures": int(root.get("fai
 "#;
 
 fn read_junit(xml: &[u8]) -> serde_json::Value {
-    let mut child = Command::new("python3")
-        .args(["-c", READ_JUNIT])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("python3 runs");
-    {
-        use std::io::Write;
-        let mut stdin = child.stdin.take().expect("stdin");
-        stdin.write_all(xml).expect("write xml");
-    }
-    let out = child.wait_with_output().expect("python3 ends");
+    let out = output_fed(
+        Command::new("python3").args(["-c", READ_JUNIT]),
+        Some(xml),
+        EXIT_DEADLINE,
+    );
     assert!(
         out.status.success(),
         "not valid JUnit XML: {}\n{}",
@@ -66,11 +58,7 @@ fn read_junit(xml: &[u8]) -> serde_json::Value {
 }
 
 fn meshgate_test(args: &[&str]) -> Output {
-    Command::new(bin())
-        .arg("test")
-        .args(args)
-        .output()
-        .expect("meshgate runs")
+    output_within(Command::new(bin()).arg("test").args(args))
 }
 
 /// A copy of this repository's `policies/` tree in `dir`.

@@ -307,10 +307,7 @@ fn max_lifetime_is_validated_and_claims_given_offline_are_read_as_strictly() {
         std::fs::write(&config, yaml).expect("config");
     };
     let run = |args: &[&str]| {
-        let o = std::process::Command::new(bin())
-            .args(args)
-            .output()
-            .expect("meshgate runs");
+        let o = output_within(std::process::Command::new(bin()).args(args));
         let all = format!(
             "{}{}",
             String::from_utf8_lossy(&o.stdout),

@@ -392,11 +392,11 @@ fn a_bad_tracing_section_is_refused_naming_its_field() {
             .yaml();
         let path = pki.path("bad-tracing.yaml");
         std::fs::write(&path, &yaml).expect("write");
-        let out = Command::new(bin())
-            .args(["validate", "--config"])
-            .arg(&path)
-            .output()
-            .expect("meshgate runs");
+        let out = output_within(
+            Command::new(bin())
+                .args(["validate", "--config"])
+                .arg(&path),
+        );
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(1), "{err}");
         assert!(err.contains(says), "{says}: {err}");

@@ -5,7 +5,6 @@
 
 mod common;
 
-use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -24,10 +23,7 @@ fn deploy() -> PathBuf {
 }
 
 fn meshgate(args: &[&str]) -> Output {
-    Command::new(bin())
-        .args(args)
-        .output()
-        .expect("meshgate runs")
+    output_within(Command::new(bin()).args(args))
 }
 
 fn text(b: &[u8]) -> String {
@@ -237,11 +233,11 @@ fn committed_rules_pass_promtool_check_and_unit_tests() {
     if !require_tool("promtool") {
         return;
     }
-    let out = Command::new("promtool")
-        .args(["check", "rules"])
-        .arg(deploy().join("meshgate-slo.yml"))
-        .output()
-        .expect("promtool runs");
+    let out = output_within(
+        Command::new("promtool")
+            .args(["check", "rules"])
+            .arg(deploy().join("meshgate-slo.yml")),
+    );
     assert!(
         out.status.success(),
         "{}{}",
@@ -254,12 +250,12 @@ fn committed_rules_pass_promtool_check_and_unit_tests() {
         text(&out.stdout)
     );
 
-    let out = Command::new("promtool")
-        .args(["test", "rules"])
-        .args(promtool_test_files())
-        .current_dir(deploy())
-        .output()
-        .expect("promtool runs");
+    let out = output_within(
+        Command::new("promtool")
+            .args(["test", "rules"])
+            .args(promtool_test_files())
+            .current_dir(deploy()),
+    );
     let report = format!("{}{}", text(&out.stdout), text(&out.stderr));
     assert!(out.status.success(), "{report}");
     assert!(!report.contains("FAILED"), "{report}");
@@ -298,20 +294,11 @@ fn admin_metrics_pass_promtool_check_metrics() {
         "{openmetrics}"
     );
 
-    let mut child = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("promtool runs");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(metrics.as_bytes())
-        .expect("write metrics");
-    let out = child.wait_with_output().expect("promtool exits");
+    let out = output_fed(
+        Command::new("promtool").args(["check", "metrics"]),
+        Some(metrics.as_bytes()),
+        EXIT_DEADLINE,
+    );
     let report = format!("{}{}", text(&out.stdout), text(&out.stderr));
     assert!(
         out.status.success() && report.is_empty(),

@@ -241,11 +241,9 @@ fn a_bad_quota_section_is_refused_with_its_field() {
         ),
     ] {
         std::fs::write(&file, sidecar.clone().extra(quotas).yaml()).expect("write");
-        let out = std::process::Command::new(bin())
+        let out = output_within(std::process::Command::new(bin())
             .args(["validate", "--config"])
-            .arg(&file)
-            .output()
-            .expect("runs");
+            .arg(&file));
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success());
         assert!(err.contains(message), "{err}");

@@ -37,7 +37,8 @@ fn spawn_get(pki: &Pki, who: &str, url: &str) -> Child {
 
 /// The status a background GET ended with.
 fn status_of_child(child: Child) -> String {
-    let out = child.wait_with_output().expect("curl exits");
+    // curl's own --max-time ends it; the deadline only guards against that failing.
+    let out = output_of(child, EXIT_DEADLINE * 2, "curl");
     let text = String::from_utf8_lossy(&out.stdout).to_string();
     text.rsplit_once('\n')
         .map(|(_, s)| s.to_string())

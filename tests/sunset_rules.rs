@@ -22,11 +22,7 @@ fn deploy(path: &str) -> PathBuf {
 }
 
 fn slo_rules(args: &[&str]) -> Output {
-    Command::new(bin())
-        .arg("slo-rules")
-        .args(args)
-        .output()
-        .expect("meshgate runs")
+    output_within(Command::new(bin()).arg("slo-rules").args(args))
 }
 
 fn text(b: &[u8]) -> String {
@@ -119,11 +115,11 @@ fn the_1970_example_rules_are_generated_and_pass_promtool_unit_tests() {
     if !require_tool("promtool") {
         return;
     }
-    let out = Command::new("promtool")
-        .args(["test", "rules", "sunset.test.yml"])
-        .current_dir(deploy(""))
-        .output()
-        .expect("promtool runs");
+    let out = output_within(
+        Command::new("promtool")
+            .args(["test", "rules", "sunset.test.yml"])
+            .current_dir(deploy("")),
+    );
     let report = format!("{}{}", text(&out.stdout), text(&out.stderr));
     assert!(out.status.success(), "{report}");
     assert!(

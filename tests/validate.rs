@@ -23,7 +23,7 @@ fn validate(config: &Path, strict: bool) -> Out {
     if strict {
         cmd.arg("--strict");
     }
-    let out = cmd.output().expect("meshgate runs");
+    let out = output_within(&mut cmd);
     Out {
         code: out.status.code(),
         stdout: String::from_utf8_lossy(&out.stdout).to_string(),

@@ -76,6 +76,14 @@ pub fn output_fed(cmd: &mut Command, input: Option<&[u8]>, limit: Duration) -> O
             let _ = pipe.write_all(&input);
         });
     }
+    let what = format!("{cmd:?}");
+    output_of(child, limit, &what)
+}
+
+/// What a started `child` printed (its stdout and stderr, when piped) and
+/// how it exited, waiting at most `limit`; past it the child is killed and
+/// the test fails, naming `what`.
+pub fn output_of(mut child: Child, limit: Duration, what: &str) -> Output {
     let drain = |r: Option<Box<dyn Read + Send>>| {
         std::thread::spawn(move || {
             let mut buf = Vec::new();
@@ -98,7 +106,7 @@ pub fn output_fed(cmd: &mut Command, input: Option<&[u8]>, limit: Duration) -> O
     let stderr = err.join().expect("stderr reader");
     let Some(status) = status else {
         panic!(
-            "{cmd:?} did not exit within {limit:?}; killed. stderr:\n{}",
+            "{what} did not exit within {limit:?}; killed. stderr:\n{}",
             String::from_utf8_lossy(&stderr)
         );
     };

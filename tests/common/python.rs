@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::time::Duration;
 
-use super::{output_fed, Logs, Meshgate, Pki};
+use super::{output_fed, output_of, Logs, Meshgate, Pki, EXIT_DEADLINE};
 
 /// `tests/<dir>/<name>` of this repository.
 pub fn script(dir: &str, name: &str) -> PathBuf {
@@ -23,8 +23,14 @@ pub fn script(dir: &str, name: &str) -> PathBuf {
 pub fn require_module(module: &str, pip: &str) -> bool {
     let found = Command::new("python3")
         .args(["-c", &format!("import {module}")])
-        .output()
-        .map(|o| o.status.success())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map(|c| {
+            output_of(c, EXIT_DEADLINE, "python3 -c import")
+                .status
+                .success()
+        })
         .unwrap_or(false);
     if !found {
         if std::env::var("CI").is_ok_and(|v| !v.is_empty()) {
