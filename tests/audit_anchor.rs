@@ -207,20 +207,8 @@ fn the_head_is_404_without_a_trail_and_null_before_the_first_event() {
     drop(mg);
 
     let off = Meshgate::builder(&pki, &up).audit("sink: off").start();
-    let out = Command::new("curl")
-        .args([
-            "-sS",
-            "--max-time",
-            "10",
-            "-o",
-            "/dev/null",
-            "-w",
-            "%{http_code}",
-        ])
-        .arg(format!("http://{}/audit/head", off.admin))
-        .output()
-        .expect("curl");
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "404");
+    let head = plain_status(&format!("http://{}/audit/head", off.admin));
+    assert_eq!(head, "404");
 }
 
 #[test]

@@ -700,20 +700,8 @@ fn admin_port_reports_liveness_readiness_and_metrics() {
         "200"
     );
     for (path, code) in [("/live", "200"), ("/ready", "200"), ("/nope", "404")] {
-        let out = Command::new("curl")
-            .args([
-                "-s",
-                "--max-time",
-                "10",
-                "-o",
-                "/dev/null",
-                "-w",
-                "%{http_code}",
-            ])
-            .arg(format!("http://{}{path}", mg.admin))
-            .output()
-            .expect("curl");
-        assert_eq!(String::from_utf8_lossy(&out.stdout), code, "{path}");
+        let status = plain_status(&format!("http://{}{path}", mg.admin));
+        assert_eq!(status, code, "{path}");
     }
     let m = mg.metrics();
     assert_eq!(

@@ -567,21 +567,7 @@ fn spawn_from_spec(root: &Path, sidecar: &Value) -> Meshgate {
 
 /// An admin endpoint's status code, as the kubelet's probe sees it.
 fn probe(admin: u16, path: &str) -> String {
-    let url = format!("http://127.0.0.1:{admin}{path}");
-    let out = Command::new("curl")
-        .args([
-            "-sS",
-            "-o",
-            "/dev/null",
-            "-w",
-            "%{http_code}",
-            "--max-time",
-            "10",
-            &url,
-        ])
-        .output()
-        .expect("curl");
-    String::from_utf8_lossy(&out.stdout).to_string()
+    plain_status(&format!("http://127.0.0.1:{admin}{path}"))
 }
 
 #[test]

@@ -318,22 +318,8 @@ fn malformed_reviews_get_400_and_unsupported_ones_a_refusal() {
     );
 
     // Wrong path and method.
-    let out = Command::new("curl")
-        .args([
-            "-sS",
-            "-o",
-            "/dev/null",
-            "-w",
-            "%{http_code}",
-            "--max-time",
-            "10",
-            "--cacert",
-        ])
-        .arg(pki.path("ca.pem"))
-        .arg(format!("https://localhost:{}/inject", mg.data.port()))
-        .output()
-        .expect("curl");
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "405");
+    let url = format!("https://localhost:{}/inject", mg.data.port());
+    assert_eq!(status_of(&pki, None, &url), "405");
     // Still serving, and ready.
     let out = Command::new("curl")
         .args(["-sS", "--max-time", "10"])

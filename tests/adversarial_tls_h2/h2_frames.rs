@@ -130,21 +130,25 @@ fn header_trick_cases() -> Vec<Case> {
     cases
 }
 
+/// A GET's pseudo-headers for `path`.
+fn base(path: &str) -> Vec<(String, String)> {
+    vec![
+        (":method".into(), "GET".into()),
+        (":scheme".into(), "https".into()),
+        (":authority".into(), "localhost".into()),
+        (":path".into(), path.into()),
+    ]
+}
+
+/// `h` with `extra` appended.
+fn with(mut h: Vec<(String, String)>, extra: &[(&str, &str)]) -> Vec<(String, String)> {
+    h.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    h
+}
+
 /// Paths that try to leave the public route; pseudo-headers twice,
 /// missing, unknown or misplaced.
 fn paths_and_pseudo_headers() -> Vec<Case> {
-    let base = |path: &str| -> Vec<(String, String)> {
-        vec![
-            (":method".into(), "GET".into()),
-            (":scheme".into(), "https".into()),
-            (":authority".into(), "localhost".into()),
-            (":path".into(), path.into()),
-        ]
-    };
-    let with = |mut h: Vec<(String, String)>, extra: &[(&str, &str)]| {
-        h.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-        h
-    };
     let public = || base(&format!("{PUBLIC}?slow=0"));
     let protected = || base(&format!("{PROTECTED}?slow=0"));
     use Outcome::*;
@@ -233,18 +237,6 @@ fn paths_and_pseudo_headers() -> Vec<Case> {
 /// Uppercase names, connection-specific headers, a contradicted
 /// content-length.
 fn names_and_connection_headers() -> Vec<Case> {
-    let base = |path: &str| -> Vec<(String, String)> {
-        vec![
-            (":method".into(), "GET".into()),
-            (":scheme".into(), "https".into()),
-            (":authority".into(), "localhost".into()),
-            (":path".into(), path.into()),
-        ]
-    };
-    let with = |mut h: Vec<(String, String)>, extra: &[(&str, &str)]| {
-        h.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-        h
-    };
     let public = || base(&format!("{PUBLIC}?slow=0"));
     let protected = || base(&format!("{PROTECTED}?slow=0"));
     let bad = || reset("PROTOCOL_ERROR");

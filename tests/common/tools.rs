@@ -33,6 +33,22 @@ pub fn status_of(pki: &Pki, who: Option<&str>, url: &str) -> String {
     String::from_utf8_lossy(&out.stdout).to_string()
 }
 
+/// The status code of a plain-HTTP GET (the admin port, as a kubelet probe
+/// or a scraper sees it); "000" when no HTTP response came.
+pub fn plain_status(url: &str) -> String {
+    let out = output_within(Command::new("curl").args([
+        "-sS",
+        "--max-time",
+        "10",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        url,
+    ]));
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
 /// Requires a command-line tool; under CI its absence fails the test,
 /// elsewhere it is a [`skip`] (the caller returns on `false`).
 pub fn require_tool(tool: &str) -> bool {

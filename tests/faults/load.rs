@@ -146,6 +146,26 @@ pub(crate) struct Record {
 }
 
 impl Record {
+    /// A request of client `id` that ends now.
+    pub(crate) fn now(
+        client: usize,
+        who: &'static str,
+        trace_id: String,
+        sent: Instant,
+        reused: bool,
+        outcome: Outcome,
+    ) -> Self {
+        Record {
+            client,
+            who,
+            trace_id,
+            sent,
+            done: Instant::now(),
+            reused,
+            outcome,
+        }
+    }
+
     pub(crate) fn took(&self) -> Duration {
         self.done - self.sent
     }
@@ -440,15 +460,7 @@ pub(crate) async fn h1_loop(
             conn = None;
         }
         let refused = outcome == Outcome::Refused;
-        shared.push(Record {
-            client: id,
-            who: c.who,
-            trace_id,
-            sent,
-            done: Instant::now(),
-            reused,
-            outcome,
-        });
+        shared.push(Record::now(id, c.who, trace_id, sent, reused, outcome));
         if refused && bounds.stop_on_refused {
             break;
         }
@@ -520,15 +532,7 @@ pub(crate) async fn h2_stream(
             Err(_) => (Outcome::Deadline, true),
         };
         let refused = outcome == Outcome::Refused;
-        shared.push(Record {
-            client: id,
-            who: c.who,
-            trace_id,
-            sent,
-            done: Instant::now(),
-            reused,
-            outcome,
-        });
+        shared.push(Record::now(id, c.who, trace_id, sent, reused, outcome));
         if refused && bounds.stop_on_refused {
             break;
         }
