@@ -38,7 +38,7 @@ fn spawn_get(pki: &Pki, who: &str, url: &str) -> Child {
 /// The status a background GET ended with.
 fn status_of_child(child: Child) -> String {
     // curl's own --max-time ends it; the deadline only guards against that failing.
-    let out = output_of(child, EXIT_DEADLINE * 2, "curl");
+    let out = output_of(child, EXIT_DEADLINE, "curl");
     let text = String::from_utf8_lossy(&out.stdout).to_string();
     text.rsplit_once('\n')
         .map(|(_, s)| s.to_string())
