@@ -3,6 +3,8 @@
     python3 benches/memory.py breakdown PID [LABEL]   one line of KiB per component (tab-separated)
     python3 benches/memory.py table FILE               the lines of one or more breakdowns, as a table
     python3 benches/memory.py maps PID [MIN_KIB]       every mapping with at least MIN_KIB resident
+    python3 benches/memory.py text PID [TOP]           whose code is resident, per crate
+    python3 benches/memory.py coverage EXE ORDER_FILE  how many functions of benches/link-order.txt EXE has
 
 Components (Rss of the mappings; what a mapping is, from its name, permissions and neighbours):
 - binary text / rodata / data+bss: the executable's own mappings (r-x, r--, rw- and the anonymous
@@ -156,6 +158,16 @@ def text(pid, top="25"):
         print(f"{v:>8} KiB  {k}")
 
 
+def coverage(exe, order):
+    """How many of the functions benches/link-order.txt lists the binary has (a stale list places fewer
+    of the functions the sidecar runs together: see build.rs)."""
+    import subprocess
+    out = subprocess.run(["nm", "--defined-only", exe], capture_output=True, text=True).stdout
+    have = {p[2] for p in (l.split() for l in out.splitlines()) if len(p) == 3}
+    listed = [l.strip() for l in open(order) if l.strip()]
+    print(f"link order: the binary has {sum(n in have for n in listed)} of the {len(listed)} functions {order} lists")
+
+
 if __name__ == "__main__":
     cmd, args = sys.argv[1], sys.argv[2:]
-    {"breakdown": breakdown, "table": table, "maps": maps, "text": text}[cmd](*args)
+    {"breakdown": breakdown, "table": table, "maps": maps, "text": text, "coverage": coverage}[cmd](*args)

@@ -74,3 +74,4 @@ if (( IDLE_CONNS > 0 )); then
 fi
 echo "meshgate memory: $MG ($(date -u +%F))"
 "${PY[@]}" table "$W/mem.tsv"
+"${PY[@]}" coverage "$MG" "$ROOT/benches/link-order.txt"
