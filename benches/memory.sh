@@ -46,7 +46,7 @@ Y
 TLS=(--cert "$W/c/bench.pem" --key "$W/c/bench-key.pem" --cacert "$W/c/ca.pem")
 URL="https://127.0.0.1:$MGP/orders"
 for _ in $(seq 1 100); do curl -fsS -o /dev/null --max-time 2 "${TLS[@]}" "$URL" 2>/dev/null && break; sleep 0.2; done
-kill -0 "$MGPID" 2>/dev/null || { cat "$W/mg.log" >&2; exit 1; }
+curl -fsS -o /dev/null --max-time 5 "${TLS[@]}" "$URL" || { echo "meshgate is not serving (its log below)" >&2; cat "$W/mg.log" >&2; exit 1; }
 PY=(python3 "$ROOT/benches/memory.py") E2E=(python3 "$ROOT/benches/e2e.py")
 phase() { # label
   "${PY[@]}" breakdown "$MGPID" "$1" >>"$W/mem.tsv"
