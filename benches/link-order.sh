@@ -9,7 +9,9 @@
 # and validate the policies, HTTP/1.1 and HTTP/2 requests (allowed, denied, not routed), the self-description,
 # the admin endpoints, a policy reload (SIGHUP), TLS resumption, idle keep-alive connections, shutdown. Every
 # function of the binary with instructions counted is listed (mangled, as the linker names it), by instructions
-# in the function itself, most first. Run it again after a dependency or compiler update: names the binary no
+# in the function itself, most first, under a `# made with rustc ...` line (the compiler of the binary). Run it
+# again after a compiler update (build.rs warns then: no name matches), a dependency update or larger code
+# changes (`bash benches/memory.sh` ends with how many listed names the binary still has): names the binary no
 # longer has are skipped by the linker, and functions it does not list are placed after the listed ones.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -63,7 +65,7 @@ curl -s -o /dev/null --max-time 5 "${TLS[@]}" "$BASE/orders" || true
 timeout 60 "${E2E[@]}" idle "$MGP" "$W/c" 20 >/dev/null 2>&1 || true
 kill -TERM "$VPID"; wait "$VPID" || true
 python3 - "$W/cg.out" "$MG" "$ROOT/benches/link-order.txt" <<'PY'
-import collections, subprocess, sys
+import collections, re, subprocess, sys
 cg, exe, out = sys.argv[1:]
 cost, ob, fn, call = collections.Counter(), None, None, False
 for line in open(cg, errors="replace"):
@@ -84,7 +86,19 @@ for l in subprocess.run(["nm", "--defined-only", exe], capture_output=True, text
     if len(p) == 3 and p[1] in "tTwW":
         names.add(p[2])
 order = [f for f, _ in cost.most_common() if f in names]
+try:  # how stale the list it replaces had become
+    prev = [l.strip() for l in open(out) if l.strip() and not l.startswith("#")]
+    print(f"{out} before: the binary had {sum(n in names for n in prev)} of the {len(prev)} functions it listed")
+except OSError:
+    pass
+# The compiler that built the binary (its .comment section): build.rs warns when another one builds with this
+# file, whose names then match nothing. LLD skips lines that start with '#'.
+comment = subprocess.run(["readelf", "-p", ".comment", exe], capture_output=True, text=True).stdout
+m = re.search(r"rustc version (\S+ \([^)]*\))", comment)
+head = [f"# made with rustc {m.group(1) if m else '(unknown)'}",
+        "# by bash benches/link-order.sh: the functions the sidecar ran under callgrind, most instructions first",
+        "# (mangled, as the linker names them); build.rs gives the file to LLD for release builds."]
 with open(out, "w") as f:
-    f.write("".join(n + "\n" for n in order))
+    f.write("".join(n + "\n" for n in head + order))
 print(f"{out}: {len(order)} functions ({len(cost) - len(order)} counted but not named in the binary)")
 PY

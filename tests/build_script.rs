@@ -259,3 +259,14 @@ fn the_order_file_is_used_or_the_build_says_why_and_a_stale_one_is_named() {
         "{lines:?}"
     );
 }
+
+/// benches/link-order.sh heads the file with the compiler it was made
+/// with; build.rs compares it with the one building.
+#[test]
+fn the_order_file_names_its_compiler() {
+    let text = std::fs::read_to_string(root().join("benches/link-order.txt")).expect("order file");
+    assert!(
+        text.lines().next().unwrap_or("").starts_with("# made with rustc "),
+        "benches/link-order.txt must start with `# made with rustc ...`: regenerate it with bash benches/link-order.sh"
+    );
+}
