@@ -19,6 +19,7 @@ RUN mkdir proxy benches \
  && for b in authz jwt quota audit; do echo 'fn main() {}' > benches/$b.rs; done \
  && cargo build --release --locked --target x86_64-unknown-linux-musl --bin meshgate \
  && rm -rf proxy benches
+COPY build.rs ./
 COPY proxy proxy
 COPY benches benches
 COPY policies policies
