@@ -65,3 +65,18 @@ fn request_decisions_survive_a_burst_of_field_decisions() {
     // The request's decision is still where it was.
     assert!(remembered(&s, REPORTING, resource));
 }
+
+#[test]
+fn a_datetime_made_from_the_name_parsed_once_is_cedars_own() {
+    for text in [
+        "2026-12-04T15:00:00.000Z",
+        "1970-01-01T00:00:00.000Z",
+        "not a date",
+    ] {
+        assert_eq!(
+            super::cache::datetime_expr(text),
+            cedar_policy::RestrictedExpression::new_datetime(text),
+            "{text}"
+        );
+    }
+}
