@@ -47,7 +47,13 @@ struct Rewrite {
     trailers: Option<Frame<Bytes>>,
     /// The transform has been told the end, and what it held back is out.
     done: bool,
+    /// A chunk (or the end) is in hand: the transform may make more of it.
+    more: bool,
 }
+
+/// How many empty parts a rewritten body makes before it lets the task
+/// yield (a decoder can read long stretches that the mask drops).
+const EMPTY_PARTS_BEFORE_YIELD: u32 = 64;
 
 /// The audit event's error code for a body the response stage cut (one
 /// field masking cut is `unmaskable_response`: `error::refusal_code`).
@@ -92,6 +98,7 @@ impl ProxyBody {
             transform,
             trailers: None,
             done: false,
+            more: false,
         }));
     }
 
@@ -196,7 +203,7 @@ impl Body for ProxyBody {
     fn is_end_stream(&self) -> bool {
         match &self.rewrite {
             None => self.inner.is_end_stream(),
-            Some(r) => r.done && r.trailers.is_none(),
+            Some(r) => r.done && !r.more && r.trailers.is_none(),
         }
     }
 
@@ -228,16 +235,33 @@ impl ProxyBody {
     /// `poll_frame` of a rewritten body: the upstream's data frames go
     /// through the transform (a chunk it holds back entirely is not sent
     /// as an empty frame), what it held back goes out at the end, before
-    /// any trailers. An error of the transform ends the body with an error,
-    /// so the client never takes the cut body for a whole one.
+    /// any trailers; what the transform makes of a chunk in parts (`more`)
+    /// goes out before the next chunk is read. An error of the transform
+    /// ends the body with an error, so the client never takes the cut body
+    /// for a whole one.
     fn poll_rewritten(
         &mut self,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        let mut empty = 0;
         loop {
             let Some(rw) = self.rewrite.as_mut() else {
                 return Poll::Ready(None);
             };
+            if rw.more {
+                let out = match rw.transform.more() {
+                    Ok(None) => {
+                        rw.more = false;
+                        continue;
+                    }
+                    Ok(Some(bytes)) => Ok(bytes),
+                    Err(e) => Err(e),
+                };
+                match self.send(out, &mut empty, cx) {
+                    Some(poll) => return poll,
+                    None => continue,
+                }
+            }
             if rw.done {
                 let trailers = rw.trailers.take();
                 match &trailers {
@@ -253,10 +277,14 @@ impl ProxyBody {
                     return Poll::Ready(Some(Err(e)));
                 }
                 Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
-                    Ok(chunk) => rw.transform.data(chunk),
+                    Ok(chunk) => {
+                        rw.more = true;
+                        rw.transform.data(chunk)
+                    }
                     Err(trailers) => {
                         rw.trailers = Some(trailers);
                         rw.done = true;
+                        rw.more = true;
                         let out = rw.transform.end();
                         self.upstream_ended();
                         out
@@ -264,20 +292,42 @@ impl ProxyBody {
                 },
                 Poll::Ready(None) => {
                     rw.done = true;
+                    rw.more = true;
                     let out = rw.transform.end();
                     self.upstream_ended();
                     out
                 }
             };
-            match out {
-                Err(e) => return Poll::Ready(Some(Err(self.refused(e)))),
-                Ok(bytes) if bytes.is_empty() => continue,
-                Ok(bytes) => {
-                    if let Some(p) = self.pending.as_mut() {
-                        p.event.bytes_out += bytes.len() as u64;
-                    }
-                    return Poll::Ready(Some(Ok(Frame::data(bytes))));
+            if let Some(poll) = self.send(out, &mut empty, cx) {
+                return poll;
+            }
+        }
+    }
+
+    /// What the transform made, as the rewritten body's next frame: its
+    /// error ends the body; nothing is no frame (`None`: read on), though
+    /// after many empty parts in a row the task yields, woken at once.
+    fn send(
+        &mut self,
+        out: Result<Bytes, TransformError>,
+        empty: &mut u32,
+        cx: &mut Context<'_>,
+    ) -> Option<Poll<Option<Result<Frame<Bytes>, BodyError>>>> {
+        match out {
+            Err(e) => Some(Poll::Ready(Some(Err(self.refused(e))))),
+            Ok(bytes) if bytes.is_empty() => {
+                *empty += 1;
+                if *empty < EMPTY_PARTS_BEFORE_YIELD {
+                    return None;
                 }
+                cx.waker().wake_by_ref();
+                Some(Poll::Pending)
+            }
+            Ok(bytes) => {
+                if let Some(p) = self.pending.as_mut() {
+                    p.event.bytes_out += bytes.len() as u64;
+                }
+                Some(Poll::Ready(Some(Ok(Frame::data(bytes)))))
             }
         }
     }
@@ -388,6 +438,40 @@ mod tests {
         assert_eq!(got.len(), 1, "{got:?}");
         let e = got[0].clone().expect_err("cut");
         assert_eq!(e, "shout: a `!` cannot be shouted");
+    }
+
+    /// Makes each chunk (and the end, `.`) in parts of two bytes, the rest
+    /// through `more`: as a decoder bounds what one call makes.
+    struct Pieces {
+        held: Vec<u8>,
+    }
+
+    impl BodyTransform for Pieces {
+        fn data(&mut self, chunk: Bytes) -> Result<Bytes, TransformError> {
+            self.held = chunk.to_vec();
+            Ok(self.more()?.unwrap_or_default())
+        }
+
+        fn more(&mut self) -> Result<Option<Bytes>, TransformError> {
+            if self.held.is_empty() {
+                return Ok(None);
+            }
+            let n = self.held.len().min(2);
+            Ok(Some(Bytes::from(self.held.drain(..n).collect::<Vec<u8>>())))
+        }
+
+        fn end(&mut self) -> Result<Bytes, TransformError> {
+            self.data(Bytes::from_static(b"..."))
+        }
+    }
+
+    #[tokio::test]
+    async fn what_a_transform_makes_in_parts_is_sent_part_by_part_to_the_end() {
+        let mut body = ProxyBody::full(Bytes::from_static(b"orders"));
+        body.rewrite(Box::new(Pieces { held: Vec::new() }));
+        let got = frames(body).await;
+        let parts: Vec<&[u8]> = got.iter().map(|p| p.as_deref().expect("part")).collect();
+        assert_eq!(parts, [&b"or"[..], b"de", b"rs", b"..", b"."]);
     }
 
     #[tokio::test]

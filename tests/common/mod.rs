@@ -6,6 +6,7 @@
 
 pub mod chain;
 pub mod clients;
+pub mod coded;
 pub mod fields;
 pub mod flight;
 pub mod golden;
