@@ -164,6 +164,9 @@ impl ProxyBody {
 /// Why a response body ended before its end.
 pub type BodyError = Box<dyn std::error::Error + Send + Sync>;
 
+/// What a poll of the body returns.
+type Polled = Poll<Option<Result<Frame<Bytes>, BodyError>>>;
+
 impl Body for ProxyBody {
     type Data = Bytes;
     type Error = BodyError;
@@ -312,7 +315,7 @@ impl ProxyBody {
         out: Result<Bytes, TransformError>,
         empty: &mut u32,
         cx: &mut Context<'_>,
-    ) -> Option<Poll<Option<Result<Frame<Bytes>, BodyError>>>> {
+    ) -> Option<Polled> {
         match out {
             Err(e) => Some(Poll::Ready(Some(Err(self.refused(e))))),
             Ok(bytes) if bytes.is_empty() => {
