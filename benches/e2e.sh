@@ -472,6 +472,7 @@ if [[ $AUDIT == 1 ]]; then
 fi
 
 # ---- the report --------------------------------------------------------------------------------
+MASK_NOTE=""; [[ -n ${SIZE[meshgate+m]:-} ]] && MASK_NOTE=", meshgate+m's masked ${SIZE[meshgate+m]}"
 cat >"$WORK/notes.txt" <<EOF
 $(nproc) CPUs; $(nginx -v 2>&1 | sed 's/.*: //'); $(haproxy -v | head -1 | cut -d' ' -f1-3); $(oha --version); $(openssl version | cut -d' ' -f1-2)
 meshgate: $( [[ ${POLICY:-0} == 1 ]] && echo "example Cedar policies (POLICY=1)" || echo "no policy (passthrough)"); audit: $AUDIT_NOTE
@@ -480,7 +481,7 @@ ${TRACE_NOTE:+$TRACE_NOTE
 load: ROUNDS=$ROUNDS, each run DURATION=$DURATION after WARMUP=$WARMUP; h1-keepalive = -c $CONNS; h2 = --http2 -c $H2_CONNS -p $H2_STREAMS;
       new-conn = --disable-keepalive -c $CONNS (TLS resumption as offered); full-hs = $HS_PROCS x openssl s_time -new + GET
 modes: $MODES
-checks passed: every response 2xx with the upstream's $BODY body bytes (oha)${SIZE[meshgate+m]:+, meshgate+m's masked ${SIZE[meshgate+m]}}; full-hs: bytes read = connections x one
+checks passed: every response 2xx with the upstream's $BODY body bytes (oha)$MASK_NOTE; full-hs: bytes read = connections x one
       200 answer, meshgate's and HAProxy's 2xx counters grew by the connections made; no other status counted
 pinning: proxy on CPU 0; oha, upstream, helpers on CPU 1. cpuN% = how busy CPU N was; other0% = CPU 0 time
       used by processes other than the proxy (other work on the machine; should be 0)
