@@ -9,10 +9,13 @@
 //! records). JSON and NDJSON go through [`scan::Scanner`], CSV through
 //! [`csv::CsvMasker`]: a body that is not of its type, a value a method
 //! cannot make, or an undeclared field under `undeclared: refuse`, cuts
-//! the stream.
+//! the stream. A compressed body (`gzip`, `deflate`, `br`, `zstd`, though
+//! the request asked for `identity`) is decoded as it streams
+//! ([`decode`]) and sent as identity.
 
 pub mod conform;
 pub mod csv;
+pub mod decode;
 mod key;
 mod methods;
 pub mod scan;
@@ -237,12 +240,22 @@ impl ResponseTransform for FieldMasking {
             Err(_) if !head.status.is_success() => return Ok(None),
             Err(why) => return Err(refused(format!("{why}, and a field plan applies"))),
         };
+        let coding = decode::coding(&head.headers)
+            .map_err(|why| refused(format!("{why}, and a field plan applies")))?;
         for (counter, n) in &self.hidden {
             counter.inc_by(*n);
         }
         let (tree, key) = (self.tree.clone(), self.key.clone());
-        let body = MaskBody::of(format, tree, key, self.conformance.clone());
-        Ok(Some(Box::new(body)))
+        let body: Box<dyn BodyTransform> =
+            Box::new(MaskBody::of(format, tree, key, self.conformance.clone()));
+        Ok(Some(match coding {
+            None => body,
+            Some(coding) => {
+                // Sent as identity.
+                head.headers.remove(http::header::CONTENT_ENCODING);
+                Box::new(decode::Decoded::new(coding, body))
+            }
+        }))
     }
 }
 
