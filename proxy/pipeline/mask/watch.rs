@@ -42,7 +42,7 @@ impl Watching {
         inner: Option<Arc<dyn ResponseTransform>>,
     ) -> Arc<dyn ResponseTransform> {
         Arc::new(Watching {
-            tree: tree::checked(plan),
+            tree: plan.checked_tree(),
             sampled,
             inner,
         })
