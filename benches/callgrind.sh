@@ -9,6 +9,9 @@
 # h2 --http2 -c 4 -p 8) and off again; the dump's `totals:` divided by N is printed. Compare two
 # builds by running both the same way (alternate them: the count is deterministic to ~0.3%).
 # CG_KEEP=FILE keeps the dump for callgrind_annotate.
+# MASK=1 adds e2e.sh's meshgate+m field rule (a sales-domain forbid of `read_field` on the personal fields of
+# orders for the bench client): every GET /orders is masked by its field plan (customer_email pseudonymised,
+# customer_phone cut to its last four), checked once before counting.
 # TRACING=RATIO adds OpenTelemetry spans (`tracing.otlp`, sampler ratio RATIO, e.g. 0.01 or 1) exported over
 # OTLP/HTTP to the discarding sink of benches/e2e.py (`otlp-sink`, a separate process, not counted). The
 # export runs in the sidecar's process, so it is counted too: batches of up to 512 spans gather for
@@ -44,6 +47,23 @@ policy:
   sources: [$P/mesh, $P/domains/sales]
   contracts: [$P/domains/sales]
 Y
+if [ "${MASK:-0}" = 1 ]; then
+  mkdir -p "$W/mask"
+  cat >"$W/mask/bench-fields.cedar" <<'CEDAR'
+@id("bench.orders.personal-fields-masked-for-reporting")
+forbid (
+  principal == Mesh::Service::"spiffe://mesh.local/ns/finance/sa/reporting",
+  action == Mesh::Action::"read_field",
+  resource in Mesh::Dataset::"sales.orders/orders"
+)
+when { resource.pii };
+CEDAR
+  # A fixed key: the count does not depend on it, and the run is repeatable.
+  printf '%s' "callgrind-bench-hash-key-0123456789abcdef" >"$W/hash.key"
+  sed -i "s|^  sources: \\[\\(.*\\)\\]$|  sources: [\\1, { path: $W/mask, domain: sales }]|" "$W/mg.yaml"
+  grep -q "$W/mask" "$W/mg.yaml" || { echo "MASK=1: cannot add the field rule" >&2; exit 1; }
+  echo "fields: { hash_key_file: $W/hash.key }" >>"$W/mg.yaml"
+fi
 SINKPID=
 if [ -n "${TRACING:-}" ]; then
   SINK=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
@@ -66,6 +86,10 @@ for _ in $(seq 1 240); do
   curl -fsS -o /dev/null --max-time 5 --cert "$W/c/bench.pem" --key "$W/c/bench-key.pem" --cacert "$W/c/ca.pem" "https://127.0.0.1:$MGP/orders" 2>/dev/null && break
   sleep 0.5
 done
+if [ "${MASK:-0}" = 1 ]; then
+  curl -fsS --max-time 30 "${TLS[@]}" "https://127.0.0.1:$MGP/orders" | grep -q 'hmac-sha256:' \
+    || { echo "MASK=1: GET /orders is not masked" >&2; exit 1; }
+fi
 if [ "$MODE" = h2 ]; then ARGS=(--http2 -c 4 -p 8); else ARGS=(-c 8); fi
 oha -n 200 --no-tui "${ARGS[@]}" "${TLS[@]}" "https://127.0.0.1:$MGP/orders" >/dev/null
 settle; [ -z "${TRACING:-}" ] || EX0=$(exported)

@@ -60,6 +60,29 @@ def stime(expect, *files):
     print(n)
 
 
+def masked(plain, masked_path, *hidden):
+    """Checks meshgate+m's answer against the upstream's: the same records, each `hidden` field
+    (`customer_email`, `customer_phone`) masked (a pseudonym, the last four characters), no
+    hidden value anywhere in the body, every other field as the upstream sent it. Prints its size."""
+    text = open(masked_path, "rb").read()
+    up, got = json.load(open(plain)), json.loads(text)
+    if not isinstance(got, list) or len(got) != len(up):
+        fail(f"masked: {len(got) if isinstance(got, list) else 'no'} records for the upstream's {len(up)}")
+    for a, b in zip(up, got):
+        for k, v in a.items():
+            if k not in hidden:
+                if b.get(k) != v:
+                    fail(f"masked: visible field {k} changed: {v!r} -> {b.get(k)!r}")
+                continue
+            if v.encode() in text:
+                fail(f"masked: the hidden value {v!r} of {k} is in the masked body")
+            m = b.get(k)
+            ok = m.startswith("hmac-sha256:") if k == "customer_email" else (m == "*" * (len(v) - 4) + v[-4:])
+            if not ok:
+                fail(f"masked: {k} {v!r} became {m!r}")
+    print(len(text))
+
+
 # ---- counters the proxies keep --------------------------------------------------------------------
 def counters(kind, url):
     """Responses since start: `2xx not-2xx aborted`. meshgate: meshgate_requests_total from /metrics,
@@ -305,7 +328,8 @@ def report(results, mem, tck, resumes, idle_conns, title, notes):
                                          for i, w in ((0, 18), (1, 5), (2, 7)))
             print(line)
     for v in variants:
-        what = "quotas on/off" if v == "meshgate+q" else f"spans sampled at {v[len('meshgate+t'):]} / tracing off"
+        what = {"meshgate+q": "quotas on/off", "meshgate+m": "personal fields masked / not masked"}.get(
+            v, f"spans sampled at {v[len('meshgate+t'):]} / tracing off")
         print(f"  {v} against meshgate ({what}):")
         for mode in [m for m in MODES if (v, m) in runs]:
             print(f"    {mode:<20} | " + "   ".join(f"{name} {ratio(med(v, mode, i), med('meshgate', mode, i))}"
@@ -338,4 +362,4 @@ def report(results, mem, tck, resumes, idle_conns, title, notes):
 if __name__ == "__main__":
     cmd, args = sys.argv[1], sys.argv[2:]
     {"oha": oha, "stime": stime, "counters": counters, "metric": metric, "trail": trail, "resume": resume, "idle": idle,
-     "raw": raw, "row": row, "report": report, "otlp-sink": otlp_sink}[cmd](*args)
+     "raw": raw, "row": row, "report": report, "otlp-sink": otlp_sink, "masked": masked}[cmd](*args)

@@ -39,7 +39,11 @@
 #   the h1-keepalive and h2 runs), TRACING="0.01 1" (one more meshgate per sampling ratio, "meshgate+tRATIO",
 #   the same plus OpenTelemetry spans exported over OTLP/HTTP to a sink on CPU 1 that accepts and discards
 #   them, measured beside the first in the h1-keepalive and h2 runs; the report gives each against meshgate
-#   and the spans each exported and dropped), EXPECT_SIZE=N (expect N body bytes instead of the upstream's answer: for
+#   and the spans each exported and dropped), MASK=1 (implies POLICY=1: one more meshgate, "meshgate+m", the
+#   same plus a sales-domain field rule hiding the personal fields of orders (customer_email pseudonymised,
+#   customer_phone cut to its last four digits) from the bench client, so that every GET /orders is masked by
+#   its field plan; measured beside meshgate in the h1-keepalive and h2 runs, its answers checked against the
+#   masked size, probed once and checked to lack every hidden value), EXPECT_SIZE=N (expect N body bytes instead of the upstream's answer: for
 #   checking the checks; the run must fail).
 # Pinning: the proxy under test on CPU 0; oha, the upstream and the helper clients on CPU 1.
 # Installs what is missing: nginx haproxy curl openssl python3 util-linux procps (apt), oha (cargo install
@@ -93,11 +97,11 @@ stop() { kill "$1" 2>/dev/null || true; for _ in $(seq 50); do kill -0 "$1" 2>/d
 cleanup() { local p; for p in "${PIDS[@]}"; do stop "$p"; done
   if [[ ${KEEP_WORK:-0} == 1 ]]; then log "work dir kept: $WORK"; else rm -rf "$WORK"; fi; }
 trap cleanup EXIT; trap 'exit 130' INT TERM
-[[ ${QUOTAS:-0} == 1 ]] && POLICY=1
+[[ ${QUOTAS:-0} == 1 || ${MASK:-0} == 1 ]] && POLICY=1
 # Ports chosen by the OS, all held at once so they are distinct.
 TRACING=${TRACING:-}
 for r in $TRACING; do [[ $r =~ ^(0|1|0?\.[0-9]+)$ ]] || die "TRACING: '$r' is not a sampling ratio from 0 to 1"; done
-read -r UP_PORT NG_PORT HA_PORT HA_STATS MG_PORT MG_ADMIN MQ_PORT MQ_ADMIN SINK_PORT TPORTS <<<"$(python3 -c 'import socket, sys; ss=[socket.socket() for _ in range(9 + 2 * int(sys.argv[1]))]
+read -r UP_PORT NG_PORT HA_PORT HA_STATS MG_PORT MG_ADMIN MQ_PORT MQ_ADMIN MM_PORT MM_ADMIN SINK_PORT TPORTS <<<"$(python3 -c 'import socket, sys; ss=[socket.socket() for _ in range(11 + 2 * int(sys.argv[1]))]
 for s in ss: s.bind(("127.0.0.1", 0))
 print(*[s.getsockname()[1] for s in ss])' "$(wc -w <<<"$TRACING")")"
 C="$WORK/certs"
@@ -139,6 +143,7 @@ keep() { # row attempt: keep the row; or, if other processes took CPU 0 during t
 }
 
 declare -A PROC PORT URL COUNTERS HS_BYTES  # per target: processes, data port, base URL, counters URL, full-hs answer
+declare -A SIZE  # per target, when not the upstream's: the body bytes of its answer to GET /orders (meshgate+m)
 use() { read -ra PROXY_PIDS <<<"${PROC[$1]}"; }
 counters() { # target: "2xx not-2xx aborted" responses so far (e2e.py counters), "- - -" for a proxy without
   [[ -n ${COUNTERS[$1]:-} ]] || { echo "- - -"; return; }
@@ -159,7 +164,7 @@ run_oha() { # target mode round [oha args...]
     log "$t $mode (round $rnd): warm-up $WARMUP, then $DURATION"
     taskset -c 1 oha -z "$WARMUP" -t 5s --no-tui --output-format json "$@" "${URL[$t]}/orders" >"$out.warm" \
       || die "oha failed for $t $mode (warm-up)"
-    "${PY[@]}" oha "$out.warm" "$EXPECT" >/dev/null || die "$t $mode (warm-up): the check above failed"
+    "${PY[@]}" oha "$out.warm" "${SIZE[$t]:-$EXPECT}" >/dev/null || die "$t $mode (warm-up): the check above failed"
     c0=$(counters "$t"); s0=$(cpu_stat); t0=$(cpu_ticks "${PROXY_PIDS[@]}")
     taskset -c 1 oha -z "$DURATION" -t 5s --no-tui --output-format json "$@" "${URL[$t]}/orders" >"$out" & oha_pid=$!
     if [[ $mode == h1-keepalive && $t != upstream ]]; then
@@ -167,7 +172,7 @@ run_oha() { # target mode round [oha args...]
     fi
     wait "$oha_pid" || die "oha failed for $t $mode"
     local ticks=$(( $(cpu_ticks "${PROXY_PIDS[@]}") - t0 )) s1; s1=$(cpu_stat)
-    read -r n secs p50 p99 < <("${PY[@]}" oha "$out" "$EXPECT") || die "$t $mode (round $rnd): the check above failed (oha output $out; KEEP_WORK=1 keeps it)"
+    read -r n secs p50 p99 < <("${PY[@]}" oha "$out" "${SIZE[$t]:-$EXPECT}") || die "$t $mode (round $rnd): the check above failed (oha output $out; KEEP_WORK=1 keeps it)"
     # Requests cut off by oha's deadline may have been answered too: at least n, at most n + those in flight.
     c1=$(counters "$t"); grew "$t" "$mode" "$c0" "$c1" "$n" $(( n + CONNS + H2_CONNS * H2_STREAMS ))
     keep "$("${PY[@]}" row "$t" "$mode" "$rnd" "$n" "$secs" "$p50" "$p99" "$ticks" "$s0" "$s1")" "$try" && break
@@ -214,9 +219,14 @@ check_proxy() { # target: refuses a client without a certificate, answers as the
     && die "$t served a client without a certificate"
   got=$(curl -sS -o /dev/null --max-time 5 -w '%{http_code} %{size_download}' "${TLS_CLIENT[@]}" "${URL[$t]}/orders") \
     || die "$t: GET /orders failed"
-  [[ $got == "200 $BODY" ]] || die "$t answers GET /orders with status and size '$got', the upstream with '200 $BODY'"
+  [[ $got == "200 ${SIZE[$t]:-$BODY}" ]] \
+    || die "$t answers GET /orders with status and size '$got', expected '200 ${SIZE[$t]:-$BODY}' (the upstream: '200 $BODY')"
   read -r status bytes < <("${PY[@]}" raw "${PORT[$t]}" "$C" /orders) || die "$t: the HTTP/1.0 probe failed"
-  [[ $status == 200 ]] || die "$t answers openssl s_time's HTTP/1.0 GET /orders with $status (full-hs would count errors)"
+  if [[ $t == meshgate+m ]]; then  # a masked body's end cannot be told from a cut in HTTP/1.0: refused, no full-hs
+    [[ $status == 502 ]] || die "$t answers an HTTP/1.0 GET /orders with $status, not 502 (a masked body needs HTTP/1.1)"
+    bytes=-
+  fi
+  [[ $status == 200 || $t == meshgate+m ]] || die "$t answers openssl s_time's HTTP/1.0 GET /orders with $status (full-hs would count errors)"
   HS_BYTES[$t]=$bytes
   use "$t"; sleep 1; mem "$t" "idle (after start)" "$(status_kb VmRSS "${PROXY_PIDS[@]}")"
   echo "$t $("${PY[@]}" resume "${PORT[$t]}" "$C")" >>"$WORK/resumes.txt"
@@ -355,7 +365,33 @@ EOF
     || die "meshgate+q does not apply its quota (no RateLimit header)"
   MESHGATES+=(meshgate+q)
 fi
-declare -A AUDIT_FILE=([meshgate]="$WORK/audit.log" [meshgate+q]="$WORK/audit-q.log")
+if [[ ${MASK:-0} == 1 ]]; then  # the same sidecar with a field rule that masks the client's orders
+  mkdir -p "$WORK/mask"
+  cat >"$WORK/mask/bench-fields.cedar" <<'EOF'
+@id("bench.orders.personal-fields-masked-for-reporting")
+forbid (
+  principal == Mesh::Service::"spiffe://mesh.local/ns/finance/sa/reporting",
+  action == Mesh::Action::"read_field",
+  resource in Mesh::Dataset::"sales.orders/orders"
+)
+when { resource.pii };
+EOF
+  head -c 48 /dev/urandom | base64 -w0 >"$WORK/hash.key"
+  sed -e "s/127.0.0.1:$MG_PORT/127.0.0.1:$MM_PORT/" -e "s/127.0.0.1:$MG_ADMIN/127.0.0.1:$MM_ADMIN/" \
+    -e "s|$WORK/audit.log|$WORK/audit-m.log|" -e "s|^  sources: \\[\\(.*\\)\\]$|  sources: [\\1, { path: $WORK/mask, domain: sales }]|" \
+    "$WORK/meshgate.yaml" >"$WORK/meshgate-m.yaml"
+  grep -q "$WORK/mask" "$WORK/meshgate-m.yaml" || die "meshgate+m: cannot add the field rule to the configuration"
+  echo "fields: { hash_key_file: $WORK/hash.key }" >>"$WORK/meshgate-m.yaml"
+  start_meshgate meshgate+m "$WORK/meshgate-m.yaml" "$MM_PORT" "$MM_ADMIN"
+  curl -fsS -o "$WORK/orders.json" "http://127.0.0.1:$UP_PORT/orders" || die "upstream: GET /orders failed"
+  curl -fsS -o "$WORK/orders-m.json" "${TLS_CLIENT[@]}" "${URL[meshgate+m]}/orders" || die "meshgate+m: GET /orders failed"
+  SIZE[meshgate+m]=$("${PY[@]}" masked "$WORK/orders.json" "$WORK/orders-m.json" customer_email customer_phone) \
+    || die "meshgate+m does not mask the orders as its field rule says (above)"
+  log "meshgate+m masks GET /orders: ${SIZE[meshgate+m]} body bytes for the upstream's $BODY"
+  check_proxy meshgate+m
+  MESHGATES+=(meshgate+m)
+fi
+declare -A AUDIT_FILE=([meshgate]="$WORK/audit.log" [meshgate+q]="$WORK/audit-q.log" [meshgate+m]="$WORK/audit-m.log")
 if [[ -n $TRACING ]]; then  # the same sidecar exporting spans, one per sampling ratio
   taskset -c 1 "${PY[@]}" otlp-sink "$SINK_PORT" 2>"$WORK/sink.log" & SINK_PID=$!; PIDS+=("$SINK_PID")
   wait_ready "OTLP sink" "$SINK_PID" "$WORK/sink.log" "http://127.0.0.1:$SINK_PORT/count"
@@ -436,6 +472,7 @@ if [[ $AUDIT == 1 ]]; then
 fi
 
 # ---- the report --------------------------------------------------------------------------------
+MASK_NOTE=""; [[ -n ${SIZE[meshgate+m]:-} ]] && MASK_NOTE=", meshgate+m's masked ${SIZE[meshgate+m]}"
 cat >"$WORK/notes.txt" <<EOF
 $(nproc) CPUs; $(nginx -v 2>&1 | sed 's/.*: //'); $(haproxy -v | head -1 | cut -d' ' -f1-3); $(oha --version); $(openssl version | cut -d' ' -f1-2)
 meshgate: $( [[ ${POLICY:-0} == 1 ]] && echo "example Cedar policies (POLICY=1)" || echo "no policy (passthrough)"); audit: $AUDIT_NOTE
@@ -444,7 +481,7 @@ ${TRACE_NOTE:+$TRACE_NOTE
 load: ROUNDS=$ROUNDS, each run DURATION=$DURATION after WARMUP=$WARMUP; h1-keepalive = -c $CONNS; h2 = --http2 -c $H2_CONNS -p $H2_STREAMS;
       new-conn = --disable-keepalive -c $CONNS (TLS resumption as offered); full-hs = $HS_PROCS x openssl s_time -new + GET
 modes: $MODES
-checks passed: every response 2xx with the upstream's $BODY body bytes (oha); full-hs: bytes read = connections x one
+checks passed: every response 2xx with the upstream's $BODY body bytes (oha)$MASK_NOTE; full-hs: bytes read = connections x one
       200 answer, meshgate's and HAProxy's 2xx counters grew by the connections made; no other status counted
 pinning: proxy on CPU 0; oha, upstream, helpers on CPU 1. cpuN% = how busy CPU N was; other0% = CPU 0 time
       used by processes other than the proxy (other work on the machine; should be 0)

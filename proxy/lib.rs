@@ -48,6 +48,16 @@ pub mod synth {
     pub use crate::decision::authz::synth::*;
 }
 
+/// Field masking's parts (the response stage's transform of a field plan),
+/// for the benches: not public API.
+#[doc(hidden)]
+pub mod masking {
+    pub use crate::model::response::{BodyTransform, ResponseTransform, TransformError};
+    pub use crate::pipeline::mask::csv::CsvMasker;
+    pub use crate::pipeline::mask::scan::Scanner;
+    pub use crate::pipeline::mask::{tree, FieldMasking, HashKeys, Masking};
+}
+
 /// Hash map for lookups on the request path: foldhash, seeded at random per
 /// map; std's SipHash made up most of the hashing cost of a proxied request
 /// (route table, per-thread decision and context caches).

@@ -6,12 +6,14 @@
 //! `contract_violation` when the first record violates and cuts the
 //! transfer when a later one does; `sample: 0` checks nothing; a
 //! contract reload changes the mode; bad settings are refused where they
-//! are written.
+//! are written. A compressed body on a watched route is checked on its
+//! decoded records and passed as it came.
 
 mod common;
 
 use std::path::Path;
 
+use common::coded::{encode, CODINGS};
 use common::fields::{declare, get, masked_in, FIELDS, KEY, RECORD};
 use common::json_upstream::FixedUpstream;
 use common::stream_upstream::StreamUpstream;
@@ -317,4 +319,142 @@ fn bad_conformance_settings_are_refused_where_they_are_written() {
         err.contains("logicalType") && err.contains("numbr"),
         "{err}"
     );
+}
+
+/// Each coding's `kinds` and `good` bodies, a gzip body corrupt in its
+/// first record, and one in stacked codings.
+fn coded_bodies() -> Vec<(String, String, Vec<u8>)> {
+    let mut all = Vec::new();
+    for coding in CODINGS {
+        for (name, body) in [("kinds", kinds_body()), ("good", format!("[{RECORD}]"))] {
+            let path = format!("/orders/{name}-{coding}");
+            all.push((path, coding.to_string(), encode(coding, body.as_bytes())));
+        }
+    }
+    let mut corrupt = encode("gzip", kinds_body().as_bytes());
+    for b in &mut corrupt[12..20] {
+        *b ^= 0x5a;
+    }
+    all.push(("/orders/corrupt".into(), "gzip".into(), corrupt));
+    let stacked = encode("br", &encode("gzip", kinds_body().as_bytes()));
+    all.push(("/orders/stacked".into(), "gzip, br".into(), stacked));
+    all
+}
+
+/// (curl's exit code, the head lower-cased, the body's bytes as sent).
+fn fetch_raw(pki: &Pki, proto: &str, url: &str) -> (i32, String, Vec<u8>) {
+    let out = curl(
+        pki,
+        Some("orders"),
+        &[proto, SEES_ALL[0], SEES_ALL[1], "-D", "-", url],
+    );
+    let text = &out.stdout;
+    let split = text
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map_or(text.len(), |i| i + 4);
+    let head = String::from_utf8_lossy(&text[..split]).to_ascii_lowercase();
+    (
+        out.status.code().unwrap_or(-1),
+        head,
+        text[split..].to_vec(),
+    )
+}
+
+#[test]
+fn a_compressed_body_on_a_watched_route_is_checked_decoded_and_passed_as_it_came() {
+    let pki = Pki::new();
+    let bodies = coded_bodies();
+    let up = FixedUpstream::start_encoded(
+        bodies
+            .iter()
+            .map(|(p, c, b)| (p.as_str(), "application/json", c.as_str(), b.clone()))
+            .collect(),
+    );
+    let body_of = |path: &str| {
+        let found = bodies.iter().find(|(p, _, _)| p == path);
+        found.map(|(_, _, b)| b.clone()).expect("a body")
+    };
+
+    // observe: each coding's violations found, every byte passed coded.
+    let (sidecar, _) = conformed(
+        &pki,
+        &up,
+        "coded-observe",
+        "{ sample: 1, mode: observe }",
+        None,
+    );
+    let trail = pki.path("coded-observe/audit.log");
+    let mg = sidecar.start();
+    for proto in PROTOCOLS {
+        for coding in CODINGS {
+            let path = format!("/orders/kinds-{coding}");
+            let (code, head, body) = fetch_raw(&pki, proto, &mg.url(&path));
+            assert_eq!(code, 0, "{proto} {coding}: {head}");
+            assert!(
+                head.contains(&format!("content-encoding: {coding}\r\n")),
+                "{proto}: {head}"
+            );
+            assert!(
+                body == body_of(&path),
+                "{proto} {coding}: the bytes changed"
+            );
+        }
+        // Corrupt: a malformed body, passed; stacked: passed unchecked.
+        for path in ["/orders/corrupt", "/orders/stacked"] {
+            let (code, _, body) = fetch_raw(&pki, proto, &mg.url(path));
+            assert_eq!(code, 0, "{proto} {path}");
+            assert!(body == body_of(path), "{proto} {path}: the bytes changed");
+        }
+    }
+    for event in events_of_path(&mg, &trail, "/orders/kinds-gzip", 2) {
+        assert_eq!(
+            event["violations"],
+            serde_json::json!(["required", "type", "enum", "undeclared"]),
+            "{event}"
+        );
+        assert_eq!(event["complete"], true, "{event}");
+    }
+    assert_eq!(violations(&mg, "required"), 8.0, "{}", mg.metrics());
+    assert_eq!(violations(&mg, "malformed"), 2.0, "{}", mg.metrics());
+
+    // enforce: a violating first record, a corrupt stream and stacked
+    // codings are refused before the head; a conforming body passes coded.
+    let (sidecar, _) = conformed(
+        &pki,
+        &up,
+        "coded-enforce",
+        "{ sample: 1, mode: enforce }",
+        None,
+    );
+    let mg = sidecar.start();
+    for proto in PROTOCOLS {
+        for coding in CODINGS {
+            let good = format!("/orders/good-{coding}");
+            let (code, head, body) = fetch_raw(&pki, proto, &mg.url(&good));
+            assert_eq!(code, 0, "{proto} {coding}: {head}");
+            assert!(head.contains(" 200"), "{proto} {coding}: {head}");
+            assert!(
+                body == body_of(&good),
+                "{proto} {coding}: the bytes changed"
+            );
+            let kinds = format!("/orders/kinds-{coding}");
+            let (_, head, body) = fetch_raw(&pki, proto, &mg.url(&kinds));
+            let text = String::from_utf8_lossy(&body);
+            assert!(head.contains(" 502"), "{proto} {coding}: {head}");
+            assert!(
+                text.contains("contract_violation"),
+                "{proto} {coding}: {text}"
+            );
+        }
+        for path in ["/orders/corrupt", "/orders/stacked"] {
+            let (_, head, body) = fetch_raw(&pki, proto, &mg.url(path));
+            let text = String::from_utf8_lossy(&body);
+            assert!(head.contains(" 502"), "{proto} {path}: {head}");
+            assert!(
+                text.contains("contract_violation"),
+                "{proto} {path}: {text}"
+            );
+        }
+    }
 }

@@ -34,6 +34,15 @@ pub enum Principal {
 }
 
 impl Principal {
+    /// [`header_form`](Self::header_form) without a copy where it is
+    /// the id as it is (a SPIFFE id), for per-request lookups.
+    pub fn header_form_ref(&self) -> std::borrow::Cow<'_, str> {
+        match self {
+            Principal::Spiffe(s) => std::borrow::Cow::Borrowed(&s.id),
+            other => std::borrow::Cow::Owned(other.header_form()),
+        }
+    }
+
     /// The value of `x-meshgate-principal`: the SPIFFE id as is, `dns:NAME` or `cn:NAME`,
     /// so that a DNS name can never pass for a SPIFFE id or a CN for a DNS name.
     pub fn header_form(&self) -> String {

@@ -45,6 +45,14 @@ pub trait ResponseTransform: Send + Sync + std::fmt::Debug {
 pub trait BodyTransform: Send {
     fn data(&mut self, chunk: Bytes) -> Result<Bytes, TransformError>;
 
+    /// More of what the last chunk (or the end) makes, for a transform
+    /// that bounds what one call returns (a decoder: a small chunk may
+    /// expand a thousandfold). The pipeline calls it after each `data` and
+    /// after `end`, sending each part, until it returns `None`.
+    fn more(&mut self) -> Result<Option<Bytes>, TransformError> {
+        Ok(None)
+    }
+
     /// The body has ended: what is still held back, or an error if the
     /// body, taken whole, could not be made safe.
     fn end(&mut self) -> Result<Bytes, TransformError>;

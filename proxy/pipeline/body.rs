@@ -52,7 +52,17 @@ struct Rewrite {
     ready: std::collections::VecDeque<Bytes>,
     /// The upstream body's failure met while looking ahead, for after `ready`.
     failed: Option<BodyError>,
+    /// A chunk (or the end) is in hand: the transform may make more of it
+    /// ([`BodyTransform::more`]).
+    more: bool,
+    /// The upstream's body has ended with the chunk in hand: the
+    /// transform is told the end once it has made all of that chunk.
+    ending: bool,
 }
+
+/// How many empty parts a rewritten body makes before it lets the task
+/// yield (a decoder can read long stretches that the mask drops).
+const EMPTY_PARTS_BEFORE_YIELD: u32 = 64;
 
 /// The audit event's error code for a body the response stage cut (one
 /// field masking cut is `unmaskable_response`: `error::refusal_code`).
@@ -103,6 +113,8 @@ impl ProxyBody {
             done: false,
             ready: Default::default(),
             failed: None,
+            more: false,
+            ending: false,
         }));
     }
 
@@ -115,55 +127,61 @@ impl ProxyBody {
 
     /// Reads the upstream's body through the transform, before the head is
     /// sent, until the transform is settled (it has judged the first
-    /// record), the body has ended, or [`LOOK_AHEAD_LIMIT`] bytes were read.
-    /// What it lets through is kept and sent first; its refusal is returned
-    /// (nothing of the body has been sent: the caller answers 502).
+    /// record), the body has ended, or [`LOOK_AHEAD_LIMIT`] bytes were read
+    /// or made. What it lets through is kept and sent first; its refusal is
+    /// returned (nothing of the body has been sent: the caller answers 502).
     pub async fn look_ahead(&mut self) -> Result<(), TransformError> {
         let mut read = 0usize;
         loop {
-            match self.rewrite.as_deref() {
-                Some(rw) if !rw.done && !rw.transform.settled() && read < LOOK_AHEAD_LIMIT => {}
-                _ => return Ok(()),
-            }
-            let inner = &mut self.inner;
-            let frame = std::future::poll_fn(|cx| Pin::new(&mut *inner).poll_frame(cx)).await;
-            let Some(rw) = self.rewrite.as_mut() else {
-                return Ok(());
-            };
-            let out = match frame {
-                Some(Ok(frame)) => match frame.into_data() {
-                    Ok(chunk) => {
-                        read += chunk.len();
-                        let out = rw.transform.data(chunk);
-                        if out.is_ok() && self.inner.is_end_stream() {
-                            rw.done = true;
-                            rw.transform
-                                .end()
-                                .and_then(|last| out.map(|b| joined(b, last)))
-                        } else {
-                            out
+            let out = match self.rewrite.as_deref_mut() {
+                Some(rw)
+                    if rw.failed.is_none()
+                        && !rw.transform.settled()
+                        && read < LOOK_AHEAD_LIMIT =>
+                {
+                    match rw.owed() {
+                        Some(out) => out,
+                        None if rw.done => return Ok(()),
+                        None => {
+                            let inner = &mut self.inner;
+                            let frame =
+                                std::future::poll_fn(|cx| Pin::new(&mut *inner).poll_frame(cx))
+                                    .await;
+                            let last = self.inner.is_end_stream();
+                            let Some(rw) = self.rewrite.as_deref_mut() else {
+                                return Ok(());
+                            };
+                            match frame {
+                                Some(Ok(frame)) => match frame.into_data() {
+                                    Ok(chunk) => {
+                                        read += chunk.len();
+                                        rw.data(chunk, last)
+                                    }
+                                    Err(trailers) => {
+                                        rw.trailers = Some(trailers);
+                                        rw.end()
+                                    }
+                                },
+                                None => rw.end(),
+                                Some(Err(e)) => {
+                                    rw.failed = Some(e);
+                                    return Ok(());
+                                }
+                            }
                         }
                     }
-                    Err(trailers) => {
-                        rw.trailers = Some(trailers);
-                        rw.done = true;
-                        rw.transform.end()
-                    }
-                },
-                None => {
-                    rw.done = true;
-                    rw.transform.end()
                 }
-                Some(Err(e)) => {
-                    rw.failed = Some(e);
-                    return Ok(());
-                }
+                _ => return Ok(()),
             };
             let bytes = out?;
+            read += bytes.len();
+            let Some(rw) = self.rewrite.as_deref_mut() else {
+                return Ok(());
+            };
             if !bytes.is_empty() {
                 rw.ready.push_back(bytes);
             }
-            if rw.done {
+            if rw.done || self.inner.is_end_stream() {
                 self.upstream_ended();
             }
         }
@@ -238,8 +256,89 @@ fn joined(a: Bytes, b: Bytes) -> Bytes {
     }
 }
 
+// === impl Rewrite ===
+
+impl Rewrite {
+    /// A data frame of the upstream's body through the transform. `last`:
+    /// the body ends with it (its length was known): hyper may not poll
+    /// past the length, so the end is told at once when the chunk has made
+    /// all it makes.
+    fn data(&mut self, chunk: Bytes, last: bool) -> Result<Bytes, TransformError> {
+        let first = self.transform.data(chunk)?;
+        self.more = true;
+        if !last {
+            return Ok(first);
+        }
+        match self.transform.more()? {
+            Some(next) => {
+                self.ending = true;
+                Ok(self.queue([first, next]))
+            }
+            None => {
+                // The chunk's last part and what the end lets go: one frame.
+                let [end, next] = self.told_end()?;
+                Ok(self.queue([joined(first, end), next]))
+            }
+        }
+    }
+
+    /// The upstream's body has ended (or its trailers came).
+    fn end(&mut self) -> Result<Bytes, TransformError> {
+        let next = self.told_end()?;
+        Ok(self.queue(next))
+    }
+
+    /// Tells the transform the end: what it returns, and its first further
+    /// part (so that the body knows at once whether it has ended).
+    fn told_end(&mut self) -> Result<[Bytes; 2], TransformError> {
+        self.done = true;
+        self.ending = false;
+        let end = self.transform.end()?;
+        let next = self.transform.more()?;
+        self.more = next.is_some();
+        Ok([end, next.unwrap_or_default()])
+    }
+
+    /// What the transform still makes of what it was given, without
+    /// reading the upstream: the parts of the chunk in hand, then the end
+    /// it is owed. `None` when it needs the next frame (or has ended).
+    fn owed(&mut self) -> Option<Result<Bytes, TransformError>> {
+        if self.more {
+            match self.transform.more() {
+                Ok(Some(part)) => return Some(Ok(part)),
+                Ok(None) => self.more = false,
+                Err(e) => return Some(Err(e)),
+            }
+        }
+        if !self.ending {
+            return None;
+        }
+        Some(self.end())
+    }
+
+    /// Two parts made at once, in order, as the next frame; each its own
+    /// frame (through `ready`) when both hold bytes, or when `ready`
+    /// already holds some (the head waits).
+    fn queue(&mut self, [a, b]: [Bytes; 2]) -> Bytes {
+        if self.ready.is_empty() {
+            if b.is_empty() {
+                return a;
+            }
+            if a.is_empty() {
+                return b;
+            }
+        }
+        self.ready
+            .extend([a, b].into_iter().filter(|p| !p.is_empty()));
+        Bytes::new()
+    }
+}
+
 /// Why a response body ended before its end.
 pub type BodyError = Box<dyn std::error::Error + Send + Sync>;
+
+/// What a poll of the body returns.
+type Polled = Poll<Option<Result<Frame<Bytes>, BodyError>>>;
 
 impl Body for ProxyBody {
     type Data = Bytes;
@@ -283,7 +382,13 @@ impl Body for ProxyBody {
     fn is_end_stream(&self) -> bool {
         match &self.rewrite {
             None => self.inner.is_end_stream(),
-            Some(r) => r.done && r.trailers.is_none() && r.ready.is_empty() && r.failed.is_none(),
+            Some(r) => {
+                r.done
+                    && !r.more
+                    && r.trailers.is_none()
+                    && r.ready.is_empty()
+                    && r.failed.is_none()
+            }
         }
     }
 
@@ -317,12 +422,12 @@ impl ProxyBody {
     /// `poll_frame` of a rewritten body: the upstream's data frames go
     /// through the transform (a chunk it holds back entirely is not sent
     /// as an empty frame), what it held back goes out at the end, before
-    /// any trailers. An error of the transform ends the body with an error,
-    /// so the client never takes the cut body for a whole one.
-    fn poll_rewritten(
-        &mut self,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+    /// any trailers; what the transform makes of a chunk in parts (`more`)
+    /// goes out before the next chunk is read. An error of the transform
+    /// ends the body with an error, so the client never takes the cut body
+    /// for a whole one.
+    fn poll_rewritten(&mut self, cx: &mut Context<'_>) -> Polled {
+        let mut empty = 0;
         loop {
             let Some(rw) = self.rewrite.as_mut() else {
                 return Poll::Ready(None);
@@ -332,6 +437,12 @@ impl ProxyBody {
                     p.event.bytes_out += bytes.len() as u64;
                 }
                 return Poll::Ready(Some(Ok(Frame::data(bytes))));
+            }
+            if let Some(out) = rw.owed() {
+                match self.send(out, &mut empty, cx) {
+                    Some(poll) => return poll,
+                    None => continue,
+                }
             }
             if let Some(e) = rw.failed.take() {
                 self.finish(false);
@@ -353,42 +464,57 @@ impl ProxyBody {
                     return Poll::Ready(Some(Err(e)));
                 }
                 Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
-                    // The last data of a body of known length: the end is
-                    // told now, as hyper may not poll past its length.
-                    Ok(chunk) if self.inner.is_end_stream() => {
-                        rw.done = true;
-                        let out = rw
-                            .transform
-                            .data(chunk)
-                            .and_then(|b| rw.transform.end().map(|last| joined(b, last)));
-                        self.upstream_ended();
+                    Ok(chunk) => {
+                        let last = self.inner.is_end_stream();
+                        let out = rw.data(chunk, last);
+                        if last {
+                            self.upstream_ended();
+                        }
                         out
                     }
-                    Ok(chunk) => rw.transform.data(chunk),
                     Err(trailers) => {
                         rw.trailers = Some(trailers);
-                        rw.done = true;
-                        let out = rw.transform.end();
+                        let out = rw.end();
                         self.upstream_ended();
                         out
                     }
                 },
                 Poll::Ready(None) => {
-                    rw.done = true;
-                    let out = rw.transform.end();
+                    let out = rw.end();
                     self.upstream_ended();
                     out
                 }
             };
-            match out {
-                Err(e) => return Poll::Ready(Some(Err(self.refused(e)))),
-                Ok(bytes) if bytes.is_empty() => continue,
-                Ok(bytes) => {
-                    if let Some(p) = self.pending.as_mut() {
-                        p.event.bytes_out += bytes.len() as u64;
-                    }
-                    return Poll::Ready(Some(Ok(Frame::data(bytes))));
+            if let Some(poll) = self.send(out, &mut empty, cx) {
+                return poll;
+            }
+        }
+    }
+
+    /// What the transform made, as the rewritten body's next frame: its
+    /// error ends the body; nothing is no frame (`None`: read on), though
+    /// after many empty parts in a row the task yields, woken at once.
+    fn send(
+        &mut self,
+        out: Result<Bytes, TransformError>,
+        empty: &mut u32,
+        cx: &mut Context<'_>,
+    ) -> Option<Polled> {
+        match out {
+            Err(e) => Some(Poll::Ready(Some(Err(self.refused(e))))),
+            Ok(bytes) if bytes.is_empty() => {
+                *empty += 1;
+                if *empty < EMPTY_PARTS_BEFORE_YIELD {
+                    return None;
                 }
+                cx.waker().wake_by_ref();
+                Some(Poll::Pending)
+            }
+            Ok(bytes) => {
+                if let Some(p) = self.pending.as_mut() {
+                    p.event.bytes_out += bytes.len() as u64;
+                }
+                Some(Poll::Ready(Some(Ok(Frame::data(bytes)))))
             }
         }
     }
@@ -527,6 +653,40 @@ mod tests {
         assert_eq!(got.len(), 1, "{got:?}");
         let e = got[0].clone().expect_err("cut");
         assert_eq!(e, "shout: a `!` cannot be shouted");
+    }
+
+    /// Makes each chunk (and the end, `.`) in parts of two bytes, the rest
+    /// through `more`: as a decoder bounds what one call makes.
+    struct Pieces {
+        held: Vec<u8>,
+    }
+
+    impl BodyTransform for Pieces {
+        fn data(&mut self, chunk: Bytes) -> Result<Bytes, TransformError> {
+            self.held = chunk.to_vec();
+            Ok(self.more()?.unwrap_or_default())
+        }
+
+        fn more(&mut self) -> Result<Option<Bytes>, TransformError> {
+            if self.held.is_empty() {
+                return Ok(None);
+            }
+            let n = self.held.len().min(2);
+            Ok(Some(Bytes::from(self.held.drain(..n).collect::<Vec<u8>>())))
+        }
+
+        fn end(&mut self) -> Result<Bytes, TransformError> {
+            self.data(Bytes::from_static(b"..."))
+        }
+    }
+
+    #[tokio::test]
+    async fn what_a_transform_makes_in_parts_is_sent_part_by_part_to_the_end() {
+        let mut body = ProxyBody::full(Bytes::from_static(b"orders"));
+        body.rewrite(Box::new(Pieces { held: Vec::new() }));
+        let got = frames(body).await;
+        let parts: Vec<&[u8]> = got.iter().map(|p| p.as_deref().expect("part")).collect();
+        assert_eq!(parts, [&b"or"[..], b"de", b"rs", b"..", b"."]);
     }
 
     #[tokio::test]

@@ -1,8 +1,10 @@
 //! A product server answering fixed bodies by path: `(path, content type,
-//! body)`; one request per connection (`Connection: close`), 404 for any
-//! other path. For tests of what the response stage does to a body. A path
-//! ending in `/cut` is sent its body under a `Content-Length` twice as long,
-//! and the connection then closed: an upstream that dies mid-body.
+//! body)`, or with a `Content-Encoding` too (sent whatever the request's
+//! `Accept-Encoding`, as a server that ignores it would); one request per
+//! connection (`Connection: close`), 404 for any other path. For tests of
+//! what the response stage does to a body. A path ending in `/cut` is sent
+//! its body under a `Content-Length` twice as long, and the connection then
+//! closed: an upstream that dies mid-body.
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
@@ -15,17 +17,50 @@ pub struct FixedUpstream {
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
+/// One fixed answer.
+struct Fixed {
+    path: String,
+    ctype: String,
+    encoding: Option<String>,
+    body: Vec<u8>,
+}
+
 impl FixedUpstream {
     pub fn start(bodies: Vec<(&str, &str, String)>) -> FixedUpstream {
+        FixedUpstream::serve(
+            bodies
+                .into_iter()
+                .map(|(p, t, b)| Fixed {
+                    path: p.to_string(),
+                    ctype: t.to_string(),
+                    encoding: None,
+                    body: b.into_bytes(),
+                })
+                .collect(),
+        )
+    }
+
+    /// Bodies `(path, content type, content coding, encoded bytes)`; an
+    /// empty coding sends no `Content-Encoding`.
+    pub fn start_encoded(bodies: Vec<(&str, &str, &str, Vec<u8>)>) -> FixedUpstream {
+        FixedUpstream::serve(
+            bodies
+                .into_iter()
+                .map(|(p, t, e, b)| Fixed {
+                    path: p.to_string(),
+                    ctype: t.to_string(),
+                    encoding: (!e.is_empty()).then(|| e.to_string()),
+                    body: b,
+                })
+                .collect(),
+        )
+    }
+
+    fn serve(bodies: Vec<Fixed>) -> FixedUpstream {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
         let addr = listener.local_addr().expect("addr");
         let stop = Arc::new(AtomicBool::new(false));
-        let bodies: Arc<Vec<(String, String, String)>> = Arc::new(
-            bodies
-                .into_iter()
-                .map(|(p, t, b)| (p.to_string(), t.to_string(), b))
-                .collect(),
-        );
+        let bodies = Arc::new(bodies);
         let flag = stop.clone();
         let thread = std::thread::spawn(move || {
             for conn in listener.incoming() {
@@ -45,7 +80,7 @@ impl FixedUpstream {
     }
 }
 
-fn answer(mut conn: TcpStream, bodies: &[(String, String, String)]) {
+fn answer(mut conn: TcpStream, bodies: &[Fixed]) {
     let mut reader = BufReader::new(conn.try_clone().expect("clone"));
     let mut line = String::new();
     if reader.read_line(&mut line).is_err() {
@@ -60,19 +95,28 @@ fn answer(mut conn: TcpStream, bodies: &[(String, String, String)]) {
             Ok(_) => {}
         }
     }
-    let (status, ctype, body) = match bodies.iter().find(|(p, _, _)| *p == path) {
-        Some((_, t, b)) => ("200 OK", t.as_str(), b.as_str()),
-        None => ("404 Not Found", "text/plain", "no such body"),
+    let (status, ctype, coding, body) = match bodies.iter().find(|f| f.path == path) {
+        Some(f) => (
+            "200 OK",
+            f.ctype.as_str(),
+            f.encoding.as_deref(),
+            &f.body[..],
+        ),
+        None => ("404 Not Found", "text/plain", None, &b"no such body"[..]),
     };
     let declared = if path.ends_with("/cut") {
         2 * body.len()
     } else {
         body.len()
     };
+    let coding = coding
+        .map(|c| format!("content-encoding: {c}\r\nvary: accept-encoding\r\n"))
+        .unwrap_or_default();
     let _ = write!(
         conn,
-        "HTTP/1.1 {status}\r\ncontent-type: {ctype}\r\ncontent-length: {declared}\r\netag: \"v1\"\r\nconnection: close\r\n\r\n{body}"
+        "HTTP/1.1 {status}\r\ncontent-type: {ctype}\r\n{coding}content-length: {declared}\r\netag: \"v1\"\r\nconnection: close\r\n\r\n"
     );
+    let _ = conn.write_all(body);
 }
 
 impl super::Target for FixedUpstream {

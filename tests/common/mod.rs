@@ -6,6 +6,7 @@
 
 pub mod chain;
 pub mod clients;
+pub mod coded;
 pub mod fields;
 pub mod flight;
 pub mod golden;
@@ -14,6 +15,7 @@ pub mod heavy;
 pub mod held;
 pub mod idp;
 pub mod json_upstream;
+pub mod memory;
 pub mod otlp;
 pub mod pki;
 pub mod process;

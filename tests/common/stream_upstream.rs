@@ -3,8 +3,11 @@
 //! `/orders/big.json?n=N` (a JSON array), `/orders/big.ndjson?n=N` and
 //! `/orders/big.csv?n=N`, each record carrying the personal fields of
 //! [`super::fields::FIELDS`]; with `&bad=K`, record `K`'s amount is a
-//! string (a contract violation, for conformance tests). One request per
-//! connection.
+//! string (a contract violation, for conformance tests); `&coding=C` sends
+//! it compressed in `C` (`gzip`, `deflate`, `br`, `zstd`) as it is
+//! generated, whatever the request accepts; `&pad=M` puts M MiB of spaces
+//! after the first JSON record (a decompression bomb: spaces compress a
+//! thousandfold). One request per connection.
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
@@ -92,10 +95,11 @@ fn answer(mut conn: TcpStream) -> std::io::Result<()> {
         query
             .split('&')
             .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
-            .and_then(|v| v.parse::<u64>().ok())
     };
-    let n = param("n").unwrap_or(1);
-    let bad = param("bad");
+    let n: u64 = param("n").and_then(|v| v.parse().ok()).unwrap_or(1);
+    let bad: Option<u64> = param("bad").and_then(|v| v.parse().ok());
+    let coding = param("coding");
+    let pad: usize = param("pad").and_then(|v| v.parse().ok()).unwrap_or(0);
     let (format, ctype) = match path {
         "/orders/big.json" => ("json", "application/json"),
         "/orders/big.ndjson" => ("ndjson", "application/x-ndjson"),
@@ -107,10 +111,51 @@ fn answer(mut conn: TcpStream) -> std::io::Result<()> {
             )
         }
     };
+    let coded = coding
+        .map(|c| format!("content-encoding: {c}\r\n"))
+        .unwrap_or_default();
     write!(
         conn,
-        "HTTP/1.1 200 OK\r\ncontent-type: {ctype}\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n"
+        "HTTP/1.1 200 OK\r\ncontent-type: {ctype}\r\n{coded}transfer-encoding: chunked\r\nconnection: close\r\n\r\n"
     )?;
+    {
+        let mut chunked = Chunked(&mut conn);
+        match coding {
+            None => records(&mut chunked, format, n, pad, bad)?,
+            Some(c) => records(&mut super::coded::encoder(c, chunked), format, n, pad, bad)?,
+        }
+    }
+    write!(conn, "0\r\n\r\n")?;
+    conn.flush()
+}
+
+/// Writes each buffer it is given as one HTTP/1.1 chunk.
+struct Chunked<'a>(&'a mut TcpStream);
+
+impl Write for Chunked<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if !buf.is_empty() {
+            write!(self.0, "{:x}\r\n", buf.len())?;
+            self.0.write_all(buf)?;
+            self.0.write_all(b"\r\n")?;
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.flush()
+    }
+}
+
+/// `n` records in `format`, written in pieces of about 64 KiB, with `pad`
+/// MiB of spaces after the first (JSON), record `bad` a violation.
+fn records(
+    out: &mut dyn Write,
+    format: &str,
+    n: u64,
+    pad: usize,
+    bad: Option<u64>,
+) -> std::io::Result<()> {
     let mut chunk = match format {
         "json" => "[".to_string(),
         "csv" => CSV_HEADER.to_string(),
@@ -118,19 +163,23 @@ fn answer(mut conn: TcpStream) -> std::io::Result<()> {
     };
     for i in 0..n {
         chunk.push_str(&record(format, i, i == 0, bad == Some(i)));
+        if i == 0 && pad > 0 {
+            out.write_all(chunk.as_bytes())?;
+            chunk.clear();
+            let spaces = vec![b' '; 1 << 20];
+            for _ in 0..pad {
+                out.write_all(&spaces)?;
+            }
+        }
         if chunk.len() >= 64 * 1024 {
-            write!(conn, "{:x}\r\n{chunk}\r\n", chunk.len())?;
+            out.write_all(chunk.as_bytes())?;
             chunk.clear();
         }
     }
     if format == "json" {
         chunk.push(']');
     }
-    if !chunk.is_empty() {
-        write!(conn, "{:x}\r\n{chunk}\r\n", chunk.len())?;
-    }
-    write!(conn, "0\r\n\r\n")?;
-    conn.flush()
+    out.write_all(chunk.as_bytes())
 }
 
 impl super::Target for StreamUpstream {

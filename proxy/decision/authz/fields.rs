@@ -46,7 +46,7 @@ impl Catalogue {
                 let specs = p
                     .fields
                     .iter()
-                    .find(|f| &f.dataset == name && !f.fields.is_empty())?;
+                    .find(|f| *f.dataset == **name && !f.fields.is_empty())?;
                 let resources =
                     self.field_resources(p, specs, ds, classification, domain_uid, types, errors);
                 Some(FieldSet {

@@ -92,7 +92,7 @@ impl Snapshot {
     ) -> Option<Arc<FieldPlan>> {
         let d = target.dataset?;
         let set = self.products.get(target.product)?.fields.get(d)?.as_ref()?;
-        let name = principal.header_form();
+        let name = principal.header_form_ref();
         let key = (self.serial, target.product, d);
         // Values as long as a client may send are not worth keeping.
         let short = |v: Option<&str>| v.is_none_or(|v| v.len() <= Part::LONGEST_VALUE);
@@ -101,7 +101,7 @@ impl Snapshot {
         if cacheable {
             let hit = PLANS.with(|c| {
                 let c = c.borrow();
-                let plans = c.callers.get(name.as_str())?.get(&key)?;
+                let plans = c.callers.get(&*name)?.get(&key)?;
                 plans
                     .built
                     .iter()
@@ -122,7 +122,7 @@ impl Snapshot {
                     c.callers.clear();
                     c.len = 0;
                 }
-                let per_caller = c.callers.entry(name.clone()).or_default();
+                let per_caller = c.callers.entry(name.into_owned()).or_default();
                 let fresh = !per_caller.contains_key(&key);
                 let plans = per_caller.entry(key).or_default();
                 if plans.built.len() >= PLANS_PER_DATASET {
@@ -164,6 +164,7 @@ impl Snapshot {
             specs: set.specs.clone(),
             undeclared: set.undeclared,
             errors: Vec::new(),
+            trees: Default::default(),
         };
         let mut shadow = self
             .shadow

@@ -224,3 +224,49 @@ pub fn inputs(products: usize, count: usize, seed: u64) -> PolicyInputs {
         shadow: vec![],
     }
 }
+
+/// The personal fields of [`fields_inputs`]' orders, as they are masked.
+pub const PERSONAL: [(&str, &str); 3] = [
+    ("customer_email", "hash"),
+    ("customer_phone", "last4"),
+    ("customer_name", "omit"),
+];
+
+/// The example mesh with the sales orders dataset declaring `fields`
+/// properties (the three [`PERSONAL`] ones tagged `pii` first, then
+/// `f3`, `f4`, ... alternately strings and numbers), and a sales field rule
+/// hiding personal fields from callers outside sales: a caller of another
+/// domain gets a plan hiding three fields of `fields`.
+pub fn fields_inputs(fields: usize) -> PolicyInputs {
+    let mut inputs = crate::decision::authz::examples::example_inputs();
+    let mut props = String::new();
+    for (name, mask) in PERSONAL {
+        props.push_str(&format!(
+            "      - {{ name: {name}, logicalType: string, tags: [pii], customProperties: [{{ property: meshgateMask, value: {mask} }}] }}\n"
+        ));
+    }
+    for i in PERSONAL.len()..fields {
+        let kind = if i % 2 == 0 { "string" } else { "number" };
+        props.push_str(&format!("      - {{ name: f{i}, logicalType: {kind} }}\n"));
+    }
+    for c in &mut inputs.contracts {
+        if c.name.ends_with("sales/orders.odcs.yaml") {
+            let start = c.text.find("    properties:\n").map(|i| i + 16);
+            let end = c.text.find("team:\n");
+            if let (Some(start), Some(end)) = (start, end) {
+                c.text = format!("{}{props}{}", &c.text[..start], &c.text[end..]);
+            }
+        }
+    }
+    inputs.policies.push(Source {
+        name: "synth/fields.cedar".into(),
+        text: r#"@id("synth.pii-for-sales-only")
+forbid (principal, action == Mesh::Action::"read_field", resource in Mesh::Dataset::"sales.orders/orders")
+when { resource.pii }
+unless { principal in Mesh::Domain::"sales" };
+"#
+        .into(),
+        domain: Some("sales".into()),
+    });
+    inputs
+}

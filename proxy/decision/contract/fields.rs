@@ -50,7 +50,7 @@ pub(super) fn read(r: &mut Reader, map: &Mapping) -> Vec<DatasetFields> {
             continue;
         };
         let mut ds = DatasetFields {
-            dataset: name.to_string(),
+            dataset: name.into(),
             fields: Vec::new(),
         };
         let path = vec![key("schema"), Step::Index(i), key("properties")];

@@ -9,9 +9,10 @@
 //! (`pipeline/mask/`).
 
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 pub mod conformance;
+pub mod tree;
 
 #[cfg(test)]
 pub use conformance::Sample;
@@ -162,7 +163,8 @@ pub struct FieldSpec {
 /// its children).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DatasetFields {
-    pub dataset: String,
+    /// Its name (shared: it labels the metrics of every masked response).
+    pub dataset: Arc<str>,
     pub fields: Vec<FieldSpec>,
 }
 
@@ -231,9 +233,58 @@ pub struct FieldPlan {
     /// Evaluation errors of field policies (a field whose decision errs is
     /// hidden).
     pub errors: Vec<String>,
+    /// The plan as the masker walks it, built on first use.
+    pub trees: Trees,
+}
+
+/// A plan's [`tree`]s, built on first use and kept with it: plans are
+/// cached per thread for each snapshot, caller and dataset, so a response
+/// takes an `Arc` instead of building one (the levels' maps, a boxed key
+/// per declared field). A clone starts empty (it may be changed before use);
+/// two plans compare by what they decide, not by these.
+#[derive(Default)]
+pub struct Trees {
+    plain: OnceLock<Arc<tree::Level>>,
+    checked: OnceLock<Arc<tree::Level>>,
+}
+
+impl Clone for Trees {
+    fn clone(&self) -> Trees {
+        Trees::default()
+    }
+}
+
+impl PartialEq for Trees {
+    fn eq(&self, _: &Trees) -> bool {
+        true
+    }
+}
+
+impl Eq for Trees {}
+
+impl fmt::Debug for Trees {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Trees")
+            .field("plain", &self.plain.get().is_some())
+            .field("checked", &self.checked.get().is_some())
+            .finish()
+    }
 }
 
 impl FieldPlan {
+    /// The record level of the plan's dataset, as masking walks it.
+    pub fn tree(&self) -> Arc<tree::Level> {
+        self.trees.plain.get_or_init(|| tree::of(self)).clone()
+    }
+
+    /// The same with each level's conformance checks.
+    pub fn checked_tree(&self) -> Arc<tree::Level> {
+        self.trees
+            .checked
+            .get_or_init(|| tree::checked(self))
+            .clone()
+    }
+
     /// Whether a response needs rewriting at all under this plan.
     pub fn rewrites(&self) -> bool {
         !self.hidden.is_empty() || self.undeclared != Undeclared::Pass

@@ -31,6 +31,7 @@ fn outcome(shadow_differs: Vec<ShadowField>) -> Arc<AuthzOutcome> {
             specs: Arc::new(DatasetFields::default()),
             undeclared: Undeclared::Pass,
             errors: vec![],
+            trees: Default::default(),
         })),
     })
 }

@@ -63,7 +63,7 @@ pub fn sample(
     Some(Sampled {
         mode: conformance.mode,
         product: product.clone(),
-        dataset: Arc::from(plan.specs.dataset.as_str()),
+        dataset: plan.specs.dataset.clone(),
         metrics: metrics.conformance.clone(),
     })
 }

@@ -1,6 +1,8 @@
 //! What a hidden value becomes: `redact`'s placeholders, and the methods
 //! that read the whole value (`hash`, `last4`, `year`).
 
+use std::borrow::Cow;
+
 use aws_lc_rs::hmac;
 
 use crate::decision::fields::Mask;
@@ -25,23 +27,27 @@ pub fn placeholder(first: u8) -> &'static [u8] {
 /// `mask`; `key` is the mesh's hash key. `None`: it cannot be made (no
 /// key for `hash`).
 pub fn replace(mask: Mask, raw: &[u8], key: Option<&hmac::Key>) -> Option<Vec<u8>> {
-    let text = string_value(raw);
     match mask {
         Mask::Omit | Mask::Null => Some(b"null".to_vec()),
         Mask::Redact => Some(placeholder(raw.first().copied().unwrap_or(b'n')).to_vec()),
         Mask::Hash => {
             // A string is keyed by its text, so that escapes do not matter.
+            let text = string_value(raw);
             let tag = hmac::sign(key?, text.as_deref().map_or(raw, str::as_bytes));
-            let mut out = String::with_capacity(HASH_PREFIX.len() + 66);
-            out.push('"');
-            out.push_str(HASH_PREFIX);
-            out.push_str(&crate::base::hex::hex(tag.as_ref()));
-            out.push('"');
-            Some(out.into_bytes())
+            let tag = tag.as_ref();
+            let mut out = Vec::with_capacity(HASH_PREFIX.len() + 2 * tag.len() + 2);
+            out.push(b'"');
+            out.extend_from_slice(HASH_PREFIX.as_bytes());
+            let at = out.len();
+            out.resize(at + 2 * tag.len(), 0);
+            crate::base::hex::hex_into(tag, &mut out[at..]);
+            out.push(b'"');
+            Some(out)
         }
         Mask::Last4 => {
+            let text = string_value(raw);
             let digits = match (&text, raw.first()) {
-                (Some(t), _) => t.clone(),
+                (Some(t), _) => t.to_string(),
                 (None, Some(b'-' | b'0'..=b'9')) => String::from_utf8_lossy(raw).into_owned(),
                 _ => return Some(placeholder(raw.first().copied().unwrap_or(b'n')).to_vec()),
             };
@@ -54,6 +60,7 @@ pub fn replace(mask: Mask, raw: &[u8], key: Option<&hmac::Key>) -> Option<Vec<u8
             serde_json::to_vec(&shown).ok()
         }
         Mask::Year => {
+            let text = string_value(raw);
             let year = text.as_deref().and_then(|t| {
                 let y = t.get(..4)?;
                 let dated = y.bytes().all(|b| b.is_ascii_digit())
@@ -68,10 +75,13 @@ pub fn replace(mask: Mask, raw: &[u8], key: Option<&hmac::Key>) -> Option<Vec<u8
     }
 }
 
-/// A JSON string's text, or `None` for another value.
-fn string_value(raw: &[u8]) -> Option<String> {
-    if raw.first() != Some(&b'"') {
-        return None;
+/// A JSON string's text, or `None` for another value (or one that is not
+/// valid). Without a copy when it has no escape (most values).
+fn string_value(raw: &[u8]) -> Option<Cow<'_, str>> {
+    let inner = raw.strip_prefix(b"\"")?.strip_suffix(b"\"")?;
+    // What JSON lets stand in a string as it is.
+    if inner.iter().all(|&b| b != b'\\' && b != b'"' && b >= 0x20) {
+        return std::str::from_utf8(inner).ok().map(Cow::Borrowed);
     }
-    serde_json::from_slice(raw).ok()
+    serde_json::from_slice::<String>(raw).ok().map(Cow::Owned)
 }

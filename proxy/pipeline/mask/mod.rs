@@ -9,14 +9,17 @@
 //! records). JSON and NDJSON go through [`scan::Scanner`], CSV through
 //! [`csv::CsvMasker`]: a body that is not of its type, a value a method
 //! cannot make, or an undeclared field under `undeclared: refuse`, cuts
-//! the stream.
+//! the stream. A compressed body (`gzip`, `deflate`, `br`, `zstd`, though
+//! the request asked for `identity`) is decoded as it streams
+//! ([`decode`]) and sent as identity.
 
 pub mod conform;
 pub mod csv;
+pub mod decode;
 mod key;
 mod methods;
 pub mod scan;
-pub mod tree;
+pub use crate::decision::fields::tree;
 mod watch;
 
 use std::sync::Arc;
@@ -92,7 +95,7 @@ impl FieldMasking {
             };
         }
         let mut hidden: Vec<(Counter, u64)> = Vec::new();
-        let dataset: Arc<str> = Arc::from(plan.specs.dataset.as_str());
+        let dataset = &plan.specs.dataset;
         for mask in Mask::ALL {
             let n = plan.hidden.iter().filter(|h| h.mask == mask).count() as u64;
             if n > 0 {
@@ -105,8 +108,8 @@ impl FieldMasking {
             }
         }
         let tree = match m.conformance {
-            Some(_) => tree::checked(plan),
-            None => tree::of(plan),
+            Some(_) => plan.checked_tree(),
+            None => plan.tree(),
         };
         Some(Arc::new(FieldMasking {
             tree,
@@ -133,7 +136,7 @@ pub fn shadow_plan(
         .shadow_disagreements
         .get_or_create(&DatasetLabels {
             product: product.clone(),
-            dataset: Arc::from(plan.specs.dataset.as_str()),
+            dataset: plan.specs.dataset.clone(),
         })
         .inc();
     let enforced: Vec<&str> = plan.hidden.iter().map(|h| &*h.path).collect();
@@ -166,34 +169,51 @@ pub(super) enum Format {
 }
 
 /// The format of a response by its `Content-Type`, or why it cannot be
-/// masked.
+/// masked. (Compared without case, and without a lower-cased copy: it is
+/// read for every masked response.)
 pub(super) fn format(head: &http::response::Parts) -> Result<Format, &'static str> {
     let value = head
         .headers
         .get(http::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .ok_or("the response names no content type")?
-        .to_ascii_lowercase();
+        .ok_or("the response names no content type")?;
     let mut parts = value.split(';').map(str::trim);
     let essence = parts.next().unwrap_or("");
-    match essence {
-        "application/json" => Ok(Format::Json),
-        "application/x-ndjson" | "application/jsonl" => Ok(Format::Lines),
-        // RFC 4180's `header` parameter: without a header row the columns
-        // have no names.
-        "text/csv" if parts.any(|p| p.replace(' ', "") == "header=absent") => {
-            Err("a CSV response without a header row")
+    let is = |name: &str| essence.eq_ignore_ascii_case(name);
+    let starts = |prefix: &str| {
+        essence
+            .get(..prefix.len())
+            .is_some_and(|p| p.eq_ignore_ascii_case(prefix))
+    };
+    let ends = |suffix: &str| {
+        essence
+            .len()
+            .checked_sub(suffix.len())
+            .and_then(|at| essence.get(at..))
+            .is_some_and(|s| s.eq_ignore_ascii_case(suffix))
+    };
+    // RFC 4180's `header` parameter, spaces aside.
+    let no_header_row = |p: &str| {
+        let text = p.bytes().filter(|b| *b != b' ');
+        text.map(|b| b.to_ascii_lowercase())
+            .eq(b"header=absent".iter().copied())
+    };
+    if is("application/json") {
+        Ok(Format::Json)
+    } else if is("application/x-ndjson") || is("application/jsonl") {
+        Ok(Format::Lines)
+    } else if is("text/csv") {
+        // Without a header row the columns have no names.
+        match parts.any(no_header_row) {
+            true => Err("a CSV response without a header row"),
+            false => Ok(Format::Csv),
         }
-        "text/csv" => Ok(Format::Csv),
+    } else if starts("application/") && ends("+json") && !starts("application/grpc") {
         // gRPC's JSON (`application/grpc+json`) is framed in gRPC
         // messages, not one JSON value: it cannot be masked as JSON.
-        e if e.starts_with("application/")
-            && e.ends_with("+json")
-            && !e.starts_with("application/grpc") =>
-        {
-            Ok(Format::Json)
-        }
-        _ => Err("the response is not JSON, NDJSON or CSV"),
+        Ok(Format::Json)
+    } else {
+        Err("the response is not JSON, NDJSON or CSV")
     }
 }
 
@@ -237,12 +257,22 @@ impl ResponseTransform for FieldMasking {
             Err(_) if !head.status.is_success() => return Ok(None),
             Err(why) => return Err(refused(format!("{why}, and a field plan applies"))),
         };
+        let coding = decode::coding(&head.headers)
+            .map_err(|why| refused(format!("{why}, and a field plan applies")))?;
         for (counter, n) in &self.hidden {
             counter.inc_by(*n);
         }
         let (tree, key) = (self.tree.clone(), self.key.clone());
-        let body = MaskBody::of(format, tree, key, self.conformance.clone());
-        Ok(Some(Box::new(body)))
+        let body: Box<dyn BodyTransform> =
+            Box::new(MaskBody::of(format, tree, key, self.conformance.clone()));
+        Ok(Some(match coding {
+            None => body,
+            Some(coding) => {
+                // Sent as identity.
+                head.headers.remove(http::header::CONTENT_ENCODING);
+                Box::new(decode::Decoded::new(coding, body))
+            }
+        }))
     }
 }
 

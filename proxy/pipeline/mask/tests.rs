@@ -62,6 +62,7 @@ fn plan(mask: Mask, undeclared: Undeclared) -> FieldPlan {
         }),
         undeclared,
         errors: Vec::new(),
+        trees: Default::default(),
     }
 }
 
@@ -308,6 +309,7 @@ fn csv_plan(mask: Mask, undeclared: Undeclared) -> FieldPlan {
         }),
         undeclared,
         errors: Vec::new(),
+        trees: Default::default(),
     }
 }
 
@@ -388,4 +390,32 @@ fn csv_that_is_not_csv_is_refused() {
     }
     // A blank line is kept, a final record without a line break is whole.
     assert_eq!(mask_csv(&p, "id,email\n\n1,a", 1).as_deref(), Ok("id\n\n1"));
+}
+
+#[test]
+fn the_format_is_read_from_the_content_type_whatever_its_case() {
+    let of = |ctype: &str| {
+        let head = http::Response::builder()
+            .header(http::header::CONTENT_TYPE, ctype)
+            .body(())
+            .expect("head")
+            .into_parts()
+            .0;
+        super::format(&head)
+    };
+    use super::Format::{Csv, Json, Lines};
+    assert_eq!(of("application/json"), Ok(Json));
+    assert_eq!(of("Application/JSON; charset=utf-8"), Ok(Json));
+    assert_eq!(of("application/vnd.orders+JSON"), Ok(Json));
+    assert_eq!(of("application/x-ndjson"), Ok(Lines));
+    assert_eq!(of("APPLICATION/JSONL"), Ok(Lines));
+    assert_eq!(of("text/csv; charset=utf-8"), Ok(Csv));
+    assert_eq!(of("text/csv; header=present"), Ok(Csv));
+    assert!(of("Text/CSV; Header = Absent").is_err());
+    assert!(of("application/grpc+json").is_err());
+    assert!(of("application/GRPC+json").is_err());
+    assert!(of("text/plain").is_err());
+    assert!(of("+json").is_err());
+    assert!(of("application/").is_err());
+    assert!(of("é").is_err());
 }

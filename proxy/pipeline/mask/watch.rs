@@ -3,20 +3,26 @@
 //! the plan's tree with its checks), and every byte passes as it came; the
 //! masker's output is not sent. Only a sampled response is watched.
 //!
+//! A compressed body (`gzip`, `deflate`, `br`, `zstd`) is checked on a
+//! decoded copy ([`decode::Decoder`], 64 KiB a piece) while its own bytes
+//! pass as they came, `Content-Encoding` and all.
+//!
 //! What cannot be checked is passed unchecked: an error response, a body
 //! of another content type (the contract describes records, not every
-//! answer of the route), and, under `observe`, a compressed body or a
-//! range. Under `enforce` the request asks for the whole body as it is
-//! (`rewrites_body`), and a compressed body or a range the upstream sends
-//! anyway is refused. A body that is not the JSON, NDJSON or CSV its type
-//! says is a `malformed` violation: noted under `observe` (and the rest
-//! passes unchecked), refused under `enforce`.
+//! answer of the route), and, under `observe`, a range or a body in
+//! stacked or unknown codings. Under `enforce` the request asks for the
+//! whole body as it is (`rewrites_body`), and a range or such a body the
+//! upstream sends anyway is refused. A body that is not the JSON, NDJSON
+//! or CSV its type says, or a compressed one that is corrupt or cut, is a
+//! `malformed` violation: noted under `observe` (and the rest passes
+//! unchecked), refused under `enforce`.
 
 use std::sync::Arc;
 
 use bytes::Bytes;
 
 use super::conform::{Checker, Sampled, CONFORMANCE};
+use super::decode::{self, Decoder};
 use super::{empty, format, tree, MaskBody};
 use crate::decision::fields::{FieldPlan, Mode};
 use crate::model::conformance::{Kind, Kinds};
@@ -36,7 +42,7 @@ impl Watching {
         inner: Option<Arc<dyn ResponseTransform>>,
     ) -> Arc<dyn ResponseTransform> {
         Arc::new(Watching {
-            tree: tree::checked(plan),
+            tree: plan.checked_tree(),
             sampled,
             inner,
         })
@@ -79,20 +85,21 @@ impl ResponseTransform for Watching {
         let Ok(format) = format(head) else {
             return Ok(None);
         };
-        let encoded = head
-            .headers
-            .get_all(http::header::CONTENT_ENCODING)
-            .iter()
-            .any(|v| !v.as_bytes().eq_ignore_ascii_case(b"identity"));
-        if encoded || head.status == http::StatusCode::PARTIAL_CONTENT {
-            return match self.sampled.mode {
-                Mode::Observe => Ok(None),
-                Mode::Enforce => Err(refused("a compressed body or a range cannot be checked")),
-            };
-        }
+        let coding = match decode::coding(&head.headers) {
+            Ok(coding) if head.status != http::StatusCode::PARTIAL_CONTENT => coding,
+            _ => {
+                return match self.sampled.mode {
+                    Mode::Observe => Ok(None),
+                    Mode::Enforce => Err(refused(
+                        "a range, or a body in stacked or unknown codings, cannot be checked",
+                    )),
+                }
+            }
+        };
         let body = MaskBody::of(format, self.tree.clone(), None, Some(self.sampled.clone()));
         Ok(Some(Box::new(Watch {
             body,
+            decoder: coding.map(Decoder::new),
             stopped: false,
         })))
     }
@@ -101,6 +108,8 @@ impl ResponseTransform for Watching {
 /// One body, watched.
 struct Watch {
     body: MaskBody,
+    /// A compressed body's decoder: the body is checked on what it makes.
+    decoder: Option<Decoder>,
     /// The body turned out malformed (under `observe`): the rest is not
     /// checked.
     stopped: bool,
@@ -129,23 +138,56 @@ impl Watch {
         }
         Ok(())
     }
+
+    /// Checks `piece` of the (decoded) body.
+    fn check(&mut self, piece: &[u8]) -> Result<(), TransformError> {
+        let fed = match &mut self.body {
+            MaskBody::Json(s) => s.feed(piece),
+            MaskBody::Csv(c) => c.feed(piece),
+        };
+        match fed {
+            Ok(_) => Ok(()),
+            Err(reason) => self.failed(reason),
+        }
+    }
+
+    /// Checks all the decoder makes of what it holds (the whole stream,
+    /// after `close`), a piece at a time.
+    fn check_decoded(&mut self) -> Result<(), TransformError> {
+        while !self.stopped {
+            let Some(decoder) = self.decoder.as_mut() else {
+                return Ok(());
+            };
+            match decoder.next() {
+                Ok(Some(piece)) => self.check(&piece)?,
+                Ok(None) => return Ok(()),
+                Err(reason) => self.failed(reason)?,
+            }
+        }
+        Ok(())
+    }
 }
 
 impl BodyTransform for Watch {
     fn data(&mut self, chunk: Bytes) -> Result<Bytes, TransformError> {
-        if !self.stopped {
-            let fed = match &mut self.body {
-                MaskBody::Json(s) => s.feed(&chunk),
-                MaskBody::Csv(c) => c.feed(&chunk),
-            };
-            if let Err(reason) = fed {
-                self.failed(reason)?;
+        if self.stopped {
+            return Ok(chunk);
+        }
+        match self.decoder.as_mut() {
+            None => self.check(&chunk)?,
+            Some(decoder) => {
+                decoder.push(chunk.clone());
+                self.check_decoded()?;
             }
         }
         Ok(chunk)
     }
 
     fn end(&mut self) -> Result<Bytes, TransformError> {
+        if let Some(decoder) = self.decoder.as_mut() {
+            decoder.close();
+            self.check_decoded()?;
+        }
         if !self.stopped {
             let fed = match &mut self.body {
                 MaskBody::Json(s) => s.finish(),

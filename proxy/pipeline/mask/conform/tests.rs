@@ -144,6 +144,7 @@ fn plan(hide: bool) -> FieldPlan {
         }),
         undeclared: Undeclared::Pass,
         errors: Vec::new(),
+        trees: Default::default(),
     }
 }
 

@@ -1,10 +1,12 @@
-//! A field plan as the scanner walks it: per declared object level, what
-//! to do with each key.
+//! A field plan as the masker walks it: per declared object level, what
+//! to do with each key. Built once per plan, on its first masked (or
+//! checked) response, and kept with the plan ([`FieldPlan::tree`]): a
+//! response takes an `Arc` of it.
 
-use std::collections::HashMap;
+use crate::FastMap;
 use std::sync::Arc;
 
-use crate::decision::fields::{FieldCheck, FieldPlan, Mask, Shape, Undeclared};
+use super::{FieldCheck, FieldPlan, Mask, Shape, Undeclared};
 
 /// What the scanner does with a member of a declared object.
 #[derive(Debug, Clone)]
@@ -19,11 +21,11 @@ pub enum Rule {
 /// members get.
 #[derive(Debug, Default)]
 pub struct Level {
-    pub members: HashMap<Box<[u8]>, Rule>,
+    pub members: FastMap<Box<[u8]>, Rule>,
     pub undeclared: Option<Undeclared>,
     /// `redact`'s placeholder in a text format (CSV), where a value has no
     /// type of its own, by the hidden member's `logicalType`.
-    pub text_placeholders: HashMap<Box<[u8]>, &'static [u8]>,
+    pub text_placeholders: FastMap<Box<[u8]>, &'static [u8]>,
     /// What its members are checked against, in the tree of a response
     /// sampled for conformance (`conform.rs`); `None` otherwise.
     pub checks: Option<Box<LevelChecks>>,
@@ -33,7 +35,7 @@ pub struct Level {
 #[derive(Debug, Default)]
 pub struct LevelChecks {
     /// Each declared member's index in `list`.
-    pub members: HashMap<Box<[u8]>, u16>,
+    pub members: FastMap<Box<[u8]>, u16>,
     /// Each declared member's check, and its bit among the level's
     /// `required` ones (0 when it is not required).
     pub list: Vec<(FieldCheck, u64)>,
@@ -72,12 +74,14 @@ impl Level {
     }
 }
 
-/// The record level of a plan's dataset.
+/// The record level of a plan's dataset (built anew: a response takes the
+/// plan's own, [`FieldPlan::tree`]).
 pub fn of(plan: &FieldPlan) -> Arc<Level> {
     build(plan, None, false)
 }
 
-/// The same, with each level's conformance checks.
+/// The same, with each level's conformance checks
+/// ([`FieldPlan::checked_tree`]).
 pub fn checked(plan: &FieldPlan) -> Arc<Level> {
     build(plan, None, true)
 }
@@ -85,9 +89,9 @@ pub fn checked(plan: &FieldPlan) -> Arc<Level> {
 /// The level of the fields whose parent is `parent`.
 fn build(plan: &FieldPlan, parent: Option<usize>, checked: bool) -> Arc<Level> {
     let mut level = Level {
-        members: HashMap::new(),
+        members: FastMap::default(),
         undeclared: Some(plan.undeclared),
-        text_placeholders: HashMap::new(),
+        text_placeholders: FastMap::default(),
         checks: checked.then(Box::default),
     };
     for (i, spec) in plan.specs.fields.iter().enumerate() {
