@@ -22,6 +22,7 @@ use aws_lc_rs::hmac;
 
 use super::conform::Checker;
 use super::methods;
+use super::run;
 use super::scan::CAPTURE_LIMIT;
 use super::tree::{Level, Rule, NO_CHECK};
 use crate::decision::fields::{Mask, Undeclared};
@@ -114,15 +115,11 @@ impl CsvMasker {
         let mut i = 0;
         while i < chunk.len() {
             // A run of ordinary bytes at once.
-            let special: fn(u8) -> bool = match self.state {
-                Cell::Start | Cell::Plain => |b| matches!(b, b',' | b'"' | b'\r' | b'\n'),
-                Cell::Quoted => |b| b == b'"',
-                Cell::QuoteInQuoted | Cell::Cr => |_| true,
+            let run = match self.state {
+                Cell::Start | Cell::Plain => run::csv_plain(&chunk[i..]),
+                Cell::Quoted => run::csv_quoted(&chunk[i..]),
+                Cell::QuoteInQuoted | Cell::Cr => 0,
             };
-            let run = chunk[i..]
-                .iter()
-                .position(|&b| special(b))
-                .unwrap_or(chunk.len() - i);
             if run > 0 {
                 self.take(&chunk[i..i + run])?;
                 if self.state == Cell::Start {
@@ -193,9 +190,9 @@ impl CsvMasker {
 
     /// The current cell has ended (a comma or the record's end).
     fn end_cell(&mut self) -> Result<(), Failed> {
-        let raw = std::mem::take(&mut self.cell);
         self.state = Cell::Start;
-        let Some(columns) = &self.columns else {
+        if self.columns.is_none() {
+            let raw = std::mem::take(&mut self.cell);
             let held: usize = self.header.iter().map(Vec::len).sum();
             if held + raw.len() > CAPTURE_LIMIT {
                 return Err(format!("a header row longer than {CAPTURE_LIMIT} bytes"));
@@ -203,6 +200,20 @@ impl CsvMasker {
             self.header.push(raw);
             self.col += 1;
             return Ok(());
+        }
+        // The cell's buffer is handed back for the next cell, whatever
+        // became of this one.
+        let mut raw = std::mem::take(&mut self.cell);
+        let done = self.data_cell(&raw);
+        raw.clear();
+        self.cell = raw;
+        done
+    }
+
+    /// A data cell, whole: written as its column says.
+    fn data_cell(&mut self, raw: &[u8]) -> Result<(), Failed> {
+        let Some(columns) = &self.columns else {
+            return Err("a data cell before the header row".into());
         };
         let Some(&column) = columns.get(self.col) else {
             return Err(format!(
@@ -212,14 +223,14 @@ impl CsvMasker {
         };
         self.col += 1;
         if self.check.is_some() {
-            self.check_cell(&raw)?;
+            self.check_cell(raw)?;
         }
         let written: Cow<'_, [u8]> = match column {
             Column::Drop => return Ok(()),
-            Column::Copy => Cow::Owned(raw),
+            Column::Copy => Cow::Borrowed(raw),
             Column::Null => Cow::Borrowed(b""),
             Column::Redact(p) => Cow::Borrowed(p),
-            Column::Method(m) => Cow::Owned(self.method(m, &raw)?),
+            Column::Method(m) => Cow::Owned(self.method(m, raw)?),
         };
         self.write(&written);
         Ok(())
@@ -320,16 +331,27 @@ impl CsvMasker {
         })
     }
 
-    /// A hidden cell made by `mask` from its text, quoted when it must be.
+    /// A hidden cell made by `mask` from its text, quoted when it must be
+    /// (the same text as the JSON methods make of a string).
     fn method(&self, mask: Mask, raw: &[u8]) -> Result<Vec<u8>, Failed> {
-        let text = String::from_utf8(unquote(raw).into_owned())
+        let text = unquote(raw);
+        let text = std::str::from_utf8(&text)
             .map_err(|_| "a hidden cell that is not UTF-8".to_string())?;
-        let json = serde_json::to_vec(&text).map_err(|e| e.to_string())?;
-        let made = methods::replace(mask, &json, self.key.as_deref())
-            .ok_or_else(|| format!("no hash key for a `{mask}` column"))?;
-        Ok(match serde_json::from_slice::<String>(&made) {
-            Ok(s) => quoted(&s),
-            Err(_) => made,
+        Ok(match mask {
+            Mask::Hash => {
+                let key = self
+                    .key
+                    .as_deref()
+                    .ok_or_else(|| format!("no hash key for a `{mask}` column"))?;
+                let mut out = Vec::new();
+                methods::hash_into(key, text.as_bytes(), &mut out);
+                out
+            }
+            Mask::Last4 => quoted(&methods::last4(text)),
+            Mask::Year => quoted(methods::year(text).unwrap_or("***")),
+            // Made by their columns without the text.
+            Mask::Omit | Mask::Null => Vec::new(),
+            Mask::Redact => b"***".to_vec(),
         })
     }
 }

@@ -24,55 +24,91 @@ pub fn placeholder(first: u8) -> &'static [u8] {
 }
 
 /// The replacement of a whole value (`raw`: its JSON text, valid) by
-/// `mask`; `key` is the mesh's hash key. `None`: it cannot be made (no
-/// key for `hash`).
-pub fn replace(mask: Mask, raw: &[u8], key: Option<&hmac::Key>) -> Option<Vec<u8>> {
+/// `mask`, appended to `out`; `key` is the mesh's hash key. `None`: it
+/// cannot be made (no key for `hash`), and the stream must be cut.
+pub fn replace(mask: Mask, raw: &[u8], key: Option<&hmac::Key>, out: &mut Vec<u8>) -> Option<()> {
+    let first = raw.first().copied().unwrap_or(b'n');
     match mask {
-        Mask::Omit | Mask::Null => Some(b"null".to_vec()),
-        Mask::Redact => Some(placeholder(raw.first().copied().unwrap_or(b'n')).to_vec()),
+        Mask::Omit | Mask::Null => out.extend_from_slice(b"null"),
+        Mask::Redact => out.extend_from_slice(placeholder(first)),
         Mask::Hash => {
             // A string is keyed by its text, so that escapes do not matter.
+            let key = key?;
             let text = string_value(raw);
-            let tag = hmac::sign(key?, text.as_deref().map_or(raw, str::as_bytes));
-            let tag = tag.as_ref();
-            let mut out = Vec::with_capacity(HASH_PREFIX.len() + 2 * tag.len() + 2);
             out.push(b'"');
-            out.extend_from_slice(HASH_PREFIX.as_bytes());
-            let at = out.len();
-            out.resize(at + 2 * tag.len(), 0);
-            crate::base::hex::hex_into(tag, &mut out[at..]);
+            hash_into(key, text.as_deref().map_or(raw, str::as_bytes), out);
             out.push(b'"');
-            Some(out)
         }
         Mask::Last4 => {
-            let text = string_value(raw);
-            let digits = match (&text, raw.first()) {
-                (Some(t), _) => t.to_string(),
-                (None, Some(b'-' | b'0'..=b'9')) => String::from_utf8_lossy(raw).into_owned(),
-                _ => return Some(placeholder(raw.first().copied().unwrap_or(b'n')).to_vec()),
+            let shown = match string_value(raw) {
+                Some(t) => last4(&t),
+                // A number: its digits as sent.
+                None if matches!(first, b'-' | b'0'..=b'9') => last4(&String::from_utf8_lossy(raw)),
+                None => {
+                    out.extend_from_slice(placeholder(first));
+                    return Some(());
+                }
             };
-            let n = digits.chars().count();
-            let shown: String = digits
-                .chars()
-                .enumerate()
-                .map(|(i, c)| if n > 4 && i >= n - 4 { c } else { '*' })
-                .collect();
-            serde_json::to_vec(&shown).ok()
+            json_string(&shown, out)?;
         }
-        Mask::Year => {
-            let text = string_value(raw);
-            let year = text.as_deref().and_then(|t| {
-                let y = t.get(..4)?;
-                let dated = y.bytes().all(|b| b.is_ascii_digit())
-                    && matches!(t.as_bytes().get(4), None | Some(b'-'));
-                dated.then(|| y.to_string())
-            });
-            match year {
-                Some(y) => serde_json::to_vec(&y).ok(),
-                None => Some(placeholder(raw.first().copied().unwrap_or(b'n')).to_vec()),
-            }
-        }
+        Mask::Year => match string_value(raw).as_deref().and_then(year) {
+            Some(y) => json_string(y, out)?,
+            None => out.extend_from_slice(placeholder(first)),
+        },
     }
+    Some(())
+}
+
+/// `hash`: the pseudonym of `text` under `key` (the prefix and the hex
+/// of its HMAC-SHA256), appended to `out`.
+pub fn hash_into(key: &hmac::Key, text: &[u8], out: &mut Vec<u8>) {
+    let tag = hmac::sign(key, text);
+    let tag = tag.as_ref();
+    out.extend_from_slice(HASH_PREFIX.as_bytes());
+    let at = out.len();
+    out.resize(at + 2 * tag.len(), 0);
+    crate::base::hex::hex_into(tag, &mut out[at..]);
+}
+
+/// `last4`: every character but the last four replaced by `*` (all of
+/// them when there are four or fewer).
+pub fn last4(text: &str) -> String {
+    let n = text.chars().count();
+    let masked = if n > 4 { n - 4 } else { n };
+    let tail = text
+        .char_indices()
+        .nth(masked)
+        .map_or("", |(at, _)| &text[at..]);
+    let mut shown = String::with_capacity(masked + tail.len());
+    shown.extend(std::iter::repeat_n('*', masked));
+    shown.push_str(tail);
+    shown
+}
+
+/// `year`: the year of a date or timestamp (`YYYY`, `YYYY-...`), or
+/// `None` when the text does not start with one.
+pub fn year(text: &str) -> Option<&str> {
+    let y = text.get(..4)?;
+    let dated = y.bytes().all(|b| b.is_ascii_digit())
+        && matches!(text.as_bytes().get(4), None | Some(b'-'));
+    dated.then_some(y)
+}
+
+/// `text` as a JSON string, appended to `out`.
+fn json_string(text: &str, out: &mut Vec<u8>) -> Option<()> {
+    if text.bytes().all(plain) {
+        out.push(b'"');
+        out.extend_from_slice(text.as_bytes());
+        out.push(b'"');
+        return Some(());
+    }
+    // Only the escapes need serde_json.
+    serde_json::to_writer(out, text).ok()
+}
+
+/// A byte that stands in a JSON string as it is.
+fn plain(b: u8) -> bool {
+    b != b'\\' && b != b'"' && b >= 0x20
 }
 
 /// A JSON string's text, or `None` for another value (or one that is not
@@ -80,7 +116,7 @@ pub fn replace(mask: Mask, raw: &[u8], key: Option<&hmac::Key>) -> Option<Vec<u8
 fn string_value(raw: &[u8]) -> Option<Cow<'_, str>> {
     let inner = raw.strip_prefix(b"\"")?.strip_suffix(b"\"")?;
     // What JSON lets stand in a string as it is.
-    if inner.iter().all(|&b| b != b'\\' && b != b'"' && b >= 0x20) {
+    if inner.iter().all(|&b| plain(b)) {
         return std::str::from_utf8(inner).ok().map(Cow::Borrowed);
     }
     serde_json::from_slice::<String>(raw).ok().map(Cow::Owned)

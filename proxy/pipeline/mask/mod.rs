@@ -18,6 +18,7 @@ pub mod csv;
 pub mod decode;
 mod key;
 mod methods;
+mod run;
 pub mod scan;
 pub use crate::decision::fields::tree;
 mod watch;

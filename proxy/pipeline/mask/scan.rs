@@ -26,6 +26,7 @@ use aws_lc_rs::hmac;
 
 use super::conform::Checker;
 use super::methods;
+use super::run;
 use super::tree::{Level, Rule, NO_CHECK};
 use crate::decision::fields::{Mask, Shape, Undeclared};
 use crate::model::conformance::Kind;
@@ -250,30 +251,27 @@ impl Scanner {
         match self.lex {
             Lex::Str { key, escape } => self.string(chunk, i, key, escape),
             Lex::Num(n) => {
-                let next = match (n, b) {
-                    (Num::Minus, b'0') => Some(Num::Zero),
-                    (Num::Minus, b'1'..=b'9') => Some(Num::Int),
-                    (Num::Int, b'0'..=b'9') => Some(Num::Int),
-                    (Num::Zero | Num::Int, b'.') => Some(Num::Dot),
-                    (Num::Dot | Num::Frac, b'0'..=b'9') => Some(Num::Frac),
-                    (Num::Zero | Num::Int | Num::Frac, b'e' | b'E') => Some(Num::E),
-                    (Num::E, b'+' | b'-') => Some(Num::ESign),
-                    (Num::E | Num::ESign | Num::Exp, b'0'..=b'9') => Some(Num::Exp),
-                    _ => None,
+                // The run of bytes that may be a number's, validated as read.
+                let rest = &chunk[i..];
+                let run = run::json_number(rest);
+                let mut n = n;
+                let mut k = 0;
+                while let Some(next) = rest[..run].get(k).and_then(|&b| number(n, b)) {
+                    n = next;
+                    k += 1;
+                }
+                self.emit(self.mode, &rest[..k])?;
+                self.lex = Lex::Num(n);
+                let Some(&after) = rest.get(k) else {
+                    return Ok(chunk.len());
                 };
-                match next {
-                    Some(n) => {
-                        self.emit(self.mode, &[b])?;
-                        self.lex = Lex::Num(n);
-                        Ok(i + 1)
-                    }
-                    None if matches!(n, Num::Zero | Num::Int | Num::Frac | Num::Exp) => {
-                        // The byte after a number is read again as structure.
-                        self.lex = Lex::Between;
-                        self.value_done()?;
-                        Ok(i)
-                    }
-                    None => Err(format!("a malformed number (at `{}`)", b as char)),
+                if matches!(n, Num::Zero | Num::Int | Num::Frac | Num::Exp) {
+                    // The byte after a number is read again as structure.
+                    self.lex = Lex::Between;
+                    self.value_done()?;
+                    Ok(i + k)
+                } else {
+                    Err(format!("a malformed number (at `{}`)", after as char))
                 }
             }
             Lex::Lit { word, at } => {
@@ -289,10 +287,32 @@ impl Scanner {
                 }
                 Ok(i + 1)
             }
+            Lex::Between if matches!(b, b' ' | b'\t' | b'\n' | b'\r') => {
+                let run = run::json_space(&chunk[i..]);
+                self.space(&chunk[i..i + run])?;
+                Ok(i + run)
+            }
             Lex::Between => {
                 self.structure(b)?;
                 Ok(i + 1)
             }
+        }
+    }
+
+    /// Whitespace between tokens: dropped at a declared level (which
+    /// writes its own structure), copied elsewhere; between NDJSON's
+    /// values, kept, a line break noted.
+    fn space(&mut self, ws: &[u8]) -> Result<(), Failed> {
+        match self.stack.last() {
+            None => {
+                if self.lines {
+                    self.broke |= ws.contains(&b'\n');
+                    self.out.extend_from_slice(ws);
+                }
+                Ok(())
+            }
+            Some(top) if top.level.is_some() => Ok(()),
+            Some(top) => self.emit(top.mode, ws),
         }
     }
 
@@ -325,10 +345,7 @@ impl Scanner {
             return Ok(i + 1);
         }
         let rest = &chunk[i..];
-        let run = rest
-            .iter()
-            .position(|&c| c == b'"' || c == b'\\' || c < 0x20)
-            .unwrap_or(rest.len());
+        let run = run::json_text(rest);
         self.emit(mode, &rest[..run])?;
         let Some(&b) = rest.get(run) else {
             return Ok(chunk.len());
@@ -349,21 +366,13 @@ impl Scanner {
         Ok(i + run + 1)
     }
 
-    /// A byte between tokens.
+    /// A byte between tokens, other than whitespace.
     fn structure(&mut self, b: u8) -> Result<(), Failed> {
-        let ws = matches!(b, b' ' | b'\t' | b'\n' | b'\r');
         let Some(top) = self.stack.last_mut() else {
-            return self.between_values(b, ws);
+            return self.between_values(b);
         };
         let managed = top.level.is_some();
         let mode = top.mode;
-        if ws {
-            return if managed {
-                Ok(())
-            } else {
-                self.emit(mode, &[b])
-            };
-        }
         match (top.object, top.state, b) {
             (true, State::First | State::CommaOrEnd, b'}')
             | (false, State::First | State::CommaOrEnd, b']') => self.close(b),
@@ -401,17 +410,9 @@ impl Scanner {
         }
     }
 
-    /// A byte outside any value: whitespace, or the start of the (next)
-    /// value. JSON has one value; NDJSON one per line, its line breaks
-    /// (and other whitespace between values) copied as sent.
-    fn between_values(&mut self, b: u8, ws: bool) -> Result<(), Failed> {
-        if ws {
-            if self.lines {
-                self.broke |= b == b'\n';
-                self.out.push(b);
-            }
-            return Ok(());
-        }
+    /// A byte outside any value, other than whitespace: the start of the
+    /// (next) value. JSON has one value; NDJSON one per line.
+    fn between_values(&mut self, b: u8) -> Result<(), Failed> {
         if self.lines {
             if self.done && !self.broke {
                 return Err("two JSON values on one line".into());
@@ -621,13 +622,27 @@ impl Scanner {
         if top.level.is_some() && top.object {
             if let Member::Capture(m) = top.member {
                 let key = self.key.as_deref();
-                let replaced = methods::replace(m, &self.capture, key)
+                methods::replace(m, &self.capture, key, &mut self.out)
                     .ok_or_else(|| format!("no hash key for a `{m}` field"))?;
-                self.out.extend_from_slice(&replaced);
                 self.capture.clear();
             }
         }
         Ok(())
+    }
+}
+
+/// The number's state after `b`, or `None` where `b` cannot follow.
+fn number(n: Num, b: u8) -> Option<Num> {
+    match (n, b) {
+        (Num::Minus, b'0') => Some(Num::Zero),
+        (Num::Minus, b'1'..=b'9') => Some(Num::Int),
+        (Num::Int, b'0'..=b'9') => Some(Num::Int),
+        (Num::Zero | Num::Int, b'.') => Some(Num::Dot),
+        (Num::Dot | Num::Frac, b'0'..=b'9') => Some(Num::Frac),
+        (Num::Zero | Num::Int | Num::Frac, b'e' | b'E') => Some(Num::E),
+        (Num::E, b'+' | b'-') => Some(Num::ESign),
+        (Num::E | Num::ESign | Num::Exp, b'0'..=b'9') => Some(Num::Exp),
+        _ => None,
     }
 }
 
