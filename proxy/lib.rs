@@ -27,7 +27,7 @@ pub use base::yaml::parse_yaml;
 pub use decision::authz::{HttpFacts, ParsedRequest, Snapshot};
 pub use decision::jwt::{User, UsersConfig, Verifier};
 pub use decision::quota::{Consumer, Quotas, QuotasConfig, Verdict};
-pub use decision::routes::Lookup;
+pub use decision::routes::{Lookup, Target};
 pub use k8s::inject::{InjectorConfig, ADMIN_PORT_NAME, SIDECAR_LABEL, SIDECAR_LABEL_VALUE};
 pub use model::connection::ConnInfo;
 pub use model::identity::{PeerIdentity, Principal};

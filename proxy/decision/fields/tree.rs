@@ -21,7 +21,10 @@ pub enum Rule {
 /// members get.
 #[derive(Debug, Default)]
 pub struct Level {
-    pub members: FastMap<Box<[u8]>, Rule>,
+    /// The declared members in the contract's order, and each one's place
+    /// in it by name.
+    order: Vec<(Box<[u8]>, Rule)>,
+    members: FastMap<Box<[u8]>, usize>,
     pub undeclared: Option<Undeclared>,
     /// `redact`'s placeholder in a text format (CSV), where a value has no
     /// type of its own, by the hidden member's `logicalType`.
@@ -61,7 +64,7 @@ impl Level {
     /// members are not passed).
     pub fn hides_anything(&self) -> bool {
         !matches!(self.undeclared, Some(Undeclared::Pass) | None)
-            || self.members.values().any(|r| match r {
+            || self.order.iter().any(|(_, r)| match r {
                 Rule::Hide(_) => true,
                 Rule::Show(_, Some(below)) => below.hides_anything(),
                 Rule::Show(_, None) => false,
@@ -70,7 +73,23 @@ impl Level {
 
     /// The rule for a key (its decoded name).
     pub fn rule(&self, name: &[u8]) -> Option<&Rule> {
-        self.members.get(name)
+        self.members.get(name).map(|&at| &self.order[at].1)
+    }
+
+    /// The rule for a key, tried first at `hint`, where the member after
+    /// the last one found would be: records of one upstream send their
+    /// members in one order, so most keys cost a comparison instead of a
+    /// hash. Returns the hint for the next key too.
+    pub fn rule_from(&self, name: &[u8], hint: usize) -> (Option<&Rule>, usize) {
+        if let Some((n, rule)) = self.order.get(hint) {
+            if **n == *name {
+                return (Some(rule), hint + 1);
+            }
+        }
+        match self.members.get(name) {
+            Some(&at) => (Some(&self.order[at].1), at + 1),
+            None => (None, hint),
+        }
     }
 }
 
@@ -89,6 +108,7 @@ pub fn checked(plan: &FieldPlan) -> Arc<Level> {
 /// The level of the fields whose parent is `parent`.
 fn build(plan: &FieldPlan, parent: Option<usize>, checked: bool) -> Arc<Level> {
     let mut level = Level {
+        order: Vec::new(),
         members: FastMap::default(),
         undeclared: Some(plan.undeclared),
         text_placeholders: FastMap::default(),
@@ -113,7 +133,15 @@ fn build(plan: &FieldPlan, parent: Option<usize>, checked: bool) -> Arc<Level> {
             let placeholder = text_placeholder(spec.logical_type.as_deref());
             level.text_placeholders.insert(name.clone(), placeholder);
         }
-        level.members.insert(name, rule);
+        // (A contract declares a name once per level; were it twice, the
+        // last would stand.)
+        match level.members.get(&name) {
+            Some(&at) => level.order[at].1 = rule,
+            None => {
+                level.members.insert(name.clone(), level.order.len());
+                level.order.push((name, rule));
+            }
+        }
     }
     Arc::new(level)
 }

@@ -88,6 +88,8 @@ struct Frame {
     /// and the required members seen (bits of `LevelChecks::required`).
     cur: u16,
     seen: u64,
+    /// Where in its level's order the next member is looked for first.
+    hint: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -212,7 +214,21 @@ impl Scanner {
         Ok(std::mem::take(&mut self.out))
     }
 
+    /// `bytes` of the current token to where `mode` says.
+    #[inline]
     fn emit(&mut self, mode: Mode, bytes: &[u8]) -> Result<(), Failed> {
+        match mode {
+            Mode::Copy => {
+                self.out.extend_from_slice(bytes);
+                Ok(())
+            }
+            Mode::Skip => Ok(()),
+            _ => self.hold(mode, bytes),
+        }
+    }
+
+    /// `bytes` held (a key, a hidden value a method reads, a checked one).
+    fn hold(&mut self, mode: Mode, bytes: &[u8]) -> Result<(), Failed> {
         match mode {
             Mode::Copy => self.out.extend_from_slice(bytes),
             Mode::Skip => {}
@@ -346,11 +362,12 @@ impl Scanner {
         }
         let rest = &chunk[i..];
         let run = run::json_text(rest);
-        self.emit(mode, &rest[..run])?;
         let Some(&b) = rest.get(run) else {
+            self.emit(mode, rest)?;
             return Ok(chunk.len());
         };
-        self.emit(mode, &[b])?;
+        // The run and the byte that ends it go to the same place.
+        self.emit(mode, &rest[..=run])?;
         match b {
             b'\\' => self.lex = Lex::Str { key, escape: 1 },
             b'"' => {
@@ -455,7 +472,8 @@ impl Scanner {
         if let (Some(None), Some(c)) = (check, self.check.as_deref_mut()) {
             c.violation(Kind::Undeclared)?;
         }
-        let member = match level.rule(name) {
+        let (rule, hint) = level.rule_from(name, top.hint);
+        let member = match rule {
             Some(Rule::Show(Shape::Leaf, _)) => Member::Copy,
             Some(Rule::Show(_, Some(below))) => Member::Into(below.clone()),
             Some(Rule::Show(_, None)) => Member::Copy,
@@ -480,6 +498,7 @@ impl Scanner {
         };
         top.state = State::Colon;
         top.member = member;
+        top.hint = hint;
         if let Some(found) = check {
             top.cur = found.unwrap_or(NO_CHECK);
             let bit = found
@@ -552,6 +571,7 @@ impl Scanner {
                     member: Member::Copy,
                     cur: NO_CHECK,
                     seen: 0,
+                    hint: 0,
                 });
                 if managed {
                     self.out.push(b);

@@ -103,6 +103,44 @@ fn hides_each_declared_field_at_every_level_in_any_chunking() {
 }
 
 #[test]
+fn members_in_any_order_get_their_own_rules() {
+    // The scanner looks for each member where the contract's order says
+    // the next one is: records in another order, or in changing orders,
+    // must be masked the same.
+    let p = plan(Mask::Omit, Undeclared::Omit);
+    let records = [
+        r#"{"email":"e","id":1,"lines":[{"cost":2,"sku":"s"}],"shipping":{"street":"x","city":"c"}}"#,
+        r#"{"id":1,"email":"e","shipping":{"city":"c","street":"x"},"lines":[{"sku":"s","cost":2}]}"#,
+        r#"{"shipping":{"street":"x","city":"c"},"zz":0,"lines":[{"cost":2,"sku":"s"}],"id":1}"#,
+    ];
+    let body = format!("[{}]", records.join(","));
+    let want = concat!(
+        r#"[{"id":1,"lines":[{"cost":0,"sku":"s"}],"shipping":{"city":"c"}},"#,
+        r#"{"id":1,"shipping":{"city":"c"},"lines":[{"sku":"s","cost":0}]},"#,
+        r#"{"shipping":{"city":"c"},"lines":[{"cost":0,"sku":"s"}],"id":1}]"#,
+    );
+    for step in [1, 5, 4096] {
+        assert_eq!(
+            mask(&p, &body, step).as_deref(),
+            Ok(want),
+            "chunks of {step}"
+        );
+    }
+}
+
+#[test]
+fn last4_counts_characters_not_bytes() {
+    let got = mask(
+        &plan(Mask::Last4, Undeclared::Omit),
+        r#"{"email":"Jürgen-Öß"}"#,
+        1,
+    );
+    assert_eq!(got.as_deref(), Ok(r#"{"email":"*****n-Öß"}"#));
+    let short = mask(&plan(Mask::Last4, Undeclared::Omit), r#"{"email":"äb"}"#, 1);
+    assert_eq!(short.as_deref(), Ok(r#"{"email":"**"}"#));
+}
+
+#[test]
 fn each_method_replaces_the_value() {
     let got = |m| {
         mask(
