@@ -308,11 +308,30 @@ impl Scanner {
                 self.space(&chunk[i..i + run])?;
                 Ok(i + run)
             }
+            Lex::Between if b == b'"' && self.expects_declared_key() => {
+                // A key at a declared level, whole in this chunk and without
+                // escapes (most are): read in place instead of held.
+                let rest = &chunk[i + 1..];
+                let run = run::json_text(rest);
+                if rest.get(run) != Some(&b'"') {
+                    self.structure(b)?;
+                    return Ok(i + 1);
+                }
+                self.key(&chunk[i..i + run + 2])?;
+                Ok(i + run + 2)
+            }
             Lex::Between => {
                 self.structure(b)?;
                 Ok(i + 1)
             }
         }
+    }
+
+    /// Whether a key of a declared object comes next.
+    fn expects_declared_key(&self) -> bool {
+        self.stack.last().is_some_and(|top| {
+            top.object && top.level.is_some() && matches!(top.state, State::First | State::Next)
+        })
     }
 
     /// Whitespace between tokens: dropped at a declared level (which
@@ -445,6 +464,15 @@ impl Scanner {
 
     /// A whole key at a declared level: what its member gets.
     fn key_done(&mut self) -> Result<(), Failed> {
+        let held = std::mem::take(&mut self.keybuf);
+        let done = self.key(&held);
+        self.keybuf = held;
+        done
+    }
+
+    /// A whole key (`quoted`: as sent, quotes and all): what its member
+    /// gets.
+    fn key(&mut self, quoted: &[u8]) -> Result<(), Failed> {
         let Some(top) = self.stack.last() else {
             return Err("a key outside an object".into());
         };
@@ -455,10 +483,12 @@ impl Scanner {
             return Ok(());
         }
         let level = top.level.clone().unwrap_or_default();
-        let raw = &self.keybuf[1..self.keybuf.len() - 1];
+        let raw = quoted
+            .get(1..quoted.len().saturating_sub(1))
+            .unwrap_or_default();
         let decoded;
         let name: &[u8] = if raw.contains(&b'\\') {
-            decoded = serde_json::from_slice::<String>(&self.keybuf)
+            decoded = serde_json::from_slice::<String>(quoted)
                 .map_err(|_| "a malformed key".to_string())?;
             decoded.as_bytes()
         } else {
@@ -511,7 +541,7 @@ impl Scanner {
                 self.out.push(b',');
             }
             top.any = true;
-            self.out.extend_from_slice(&self.keybuf);
+            self.out.extend_from_slice(quoted);
             self.out.push(b':');
         }
         Ok(())
