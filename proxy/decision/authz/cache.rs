@@ -310,18 +310,3 @@ pub(super) fn ip_expr(ip: IpAddr) -> RestrictedExpression {
         e
     })
 }
-
-/// Cedar's datetime format, UTC with milliseconds.
-pub fn cedar_datetime(t: SystemTime) -> String {
-    let dt = time::OffsetDateTime::from(t);
-    format!(
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
-        dt.year(),
-        u8::from(dt.month()),
-        dt.day(),
-        dt.hour(),
-        dt.minute(),
-        dt.second(),
-        dt.millisecond()
-    )
-}

@@ -5,9 +5,7 @@ use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::Arc;
 
-use cedar_policy::{
-    Context, Entities, PolicySet, PrincipalConstraint, Request, RestrictedExpression,
-};
+use cedar_policy::{Entities, PolicySet, PrincipalConstraint, Request};
 
 use crate::decision::contract::UserToken;
 use crate::decision::routes::Lookup;
@@ -152,46 +150,6 @@ impl IndexedPolicies {
 }
 
 impl Snapshot {
-    pub(super) fn context(parsed: &ParsedRequest<'_>) -> Result<Context, String> {
-        let mut pairs = vec![
-            (
-                "method".to_string(),
-                RestrictedExpression::new_string(parsed.method.to_string()),
-            ),
-            (
-                "path".to_string(),
-                RestrictedExpression::new_string(parsed.path.to_string()),
-            ),
-            ("source_ip".to_string(), ip_expr(parsed.source_ip)),
-            ("time".to_string(), time_expr(parsed.time)),
-            (
-                "tls".to_string(),
-                RestrictedExpression::new_record([(
-                    "version".to_string(),
-                    RestrictedExpression::new_string(parsed.tls_version.to_string()),
-                )])
-                .map_err(|e| e.to_string())?,
-            ),
-            (
-                "has_user".to_string(),
-                RestrictedExpression::new_bool(parsed.user.is_some()),
-            ),
-        ];
-        if let Some(u) = parsed.user {
-            pairs.push((
-                "user".to_string(),
-                RestrictedExpression::new_entity_uid(uid(&type_name("User"), &u.id)),
-            ));
-        }
-        if let Some(p) = parsed.purpose {
-            pairs.push((
-                "purpose".to_string(),
-                RestrictedExpression::new_string(p.to_string()),
-            ));
-        }
-        Context::from_pairs(pairs).map_err(|e| e.to_string())
-    }
-
     /// Decides one request. Anything that goes wrong building it denies.
     pub fn authorize_with_shadow(
         &self,
@@ -322,9 +280,10 @@ impl Snapshot {
         let Some(resource) = self.resource(target) else {
             return Decision::denied("unknown product");
         };
-        let (Ok(principal_entity), Ok(context)) =
-            (self.principal_entity(principal), Self::context(parsed))
-        else {
+        let (Ok(principal_entity), Ok(context)) = (
+            self.principal_entity(principal),
+            Self::cedar_context(parsed),
+        ) else {
             return Decision::denied("request");
         };
         let principal_uid = principal_entity.uid();

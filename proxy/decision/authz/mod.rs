@@ -17,6 +17,7 @@
 mod authority;
 mod build;
 mod cache;
+mod context;
 mod decide;
 mod declared;
 mod entities;
@@ -30,6 +31,7 @@ pub mod synth;
 
 use build::*;
 use cache::*;
+use context::*;
 use entities::*;
 use index::*;
 pub use inputs::*;
