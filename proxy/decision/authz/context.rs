@@ -84,6 +84,14 @@ fn ip_value(ip: IpAddr) -> Made {
     })
 }
 
+/// Whether the context of `parsed` can be made: only its extension values
+/// can fail (they are remembered, so this costs two look-ups).
+pub(super) fn context_can_be_made(parsed: &ParsedRequest<'_>) -> Result<(), String> {
+    time_value(parsed.time)?;
+    ip_value(parsed.source_ip)?;
+    Ok(())
+}
+
 static USER_TYPE: LazyLock<EntityTypeName> = LazyLock::new(|| type_name("User"));
 
 impl Snapshot {

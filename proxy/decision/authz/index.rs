@@ -3,7 +3,9 @@
 
 use std::collections::HashMap;
 
-use cedar_policy::{Authorizer, Entities, Policy, PolicySet, Request};
+use cedar_policy::{Authorizer, Entities, Policy, PolicySet};
+
+use super::decide::LazyRequest;
 
 use super::*;
 
@@ -213,20 +215,21 @@ impl Part {
     pub(super) fn satisfied(
         &self,
         authorizer: &Authorizer,
-        request: &Request,
+        request: &LazyRequest<'_>,
         entities: &Entities,
         parsed: &ParsedRequest<'_>,
         mut each: impl FnMut(&str),
-    ) -> bool {
+    ) -> Result<bool, String> {
+        // `Err`: the request could not be made (nothing is remembered then).
         let evaluate = || {
-            let resp = authorizer.is_authorized(request, &self.tests, entities);
+            let resp = authorizer.is_authorized(request.get()?, &self.tests, entities);
             let ok = resp.diagnostics().errors().next().is_none();
-            ok.then(|| {
+            Ok::<_, String>(ok.then(|| {
                 resp.diagnostics()
                     .reason()
                     .map(|id| AsRef::<str>::as_ref(id).to_owned())
                     .collect::<Vec<_>>()
-            })
+            }))
         };
         // Values as long as a client may send are not worth keeping.
         let short = |v: Option<&str>| v.is_none_or(|v| v.len() <= Self::LONGEST_VALUE);
@@ -234,15 +237,16 @@ impl Part {
             short(Some(parsed.method)) && short(parsed.purpose) && short(Some(parsed.tls_version))
         });
         let Some(mask) = mask else {
-            return evaluate()
+            return Ok(evaluate()?
                 .map(|ids| ids.iter().for_each(|id| each(id)))
-                .is_some();
+                .is_some());
         };
         let mut seen = self.seen.borrow_mut();
         let hit = seen.iter().position(|(s, _)| s.matches(mask, parsed));
         let at = match hit {
             Some(at) => at,
             None => {
+                let outcome = evaluate()?;
                 let before = seen.len();
                 if mask & READS_TIME != 0 {
                     let now = policy_second(parsed.time);
@@ -252,18 +256,18 @@ impl Part {
                     seen.clear();
                 }
                 forget(before - seen.len());
-                seen.push((Seen::of(parsed), evaluate()));
+                seen.push((Seen::of(parsed), outcome));
                 remembered_one_more();
                 seen.len() - 1
             }
         };
-        match &seen[at].1 {
+        Ok(match &seen[at].1 {
             Some(ids) => {
                 ids.iter().for_each(|id| each(id));
                 true
             }
             None => false,
-        }
+        })
     }
 }
 
@@ -274,7 +278,7 @@ impl Candidates {
     pub(super) fn decide(
         &self,
         authorizer: &Authorizer,
-        request: &Request,
+        request: &LazyRequest<'_>,
         entities: &Entities,
         parsed: &ParsedRequest<'_>,
     ) -> Decision {
@@ -282,9 +286,10 @@ impl Candidates {
         let (mut forbids, mut permits) = (Vec::new(), Vec::new());
         let mut tested = false;
         if !self.untestable && !self.parts.is_empty() {
+            let mut unmade = None;
             tested = self.parts.iter().all(|part| {
                 // Every test is a permit: the reasons are the conditions that hold.
-                part.satisfied(authorizer, request, entities, parsed, |test| {
+                let held = part.satisfied(authorizer, request, entities, parsed, |test| {
                     for (forbid, id) in self.members.get(test).into_iter().flatten() {
                         if *forbid {
                             forbids.push(id.clone());
@@ -292,14 +297,25 @@ impl Candidates {
                             permits.push(id.clone());
                         }
                     }
+                });
+                held.unwrap_or_else(|e| {
+                    unmade = Some(e);
+                    false
                 })
             });
+            if let Some(e) = unmade {
+                return Decision::denied(e);
+            }
             if !tested {
                 forbids.clear();
                 permits.clear();
             }
         }
         if !tested && !self.residual.is_empty() {
+            let request = match request.get() {
+                Ok(r) => r,
+                Err(e) => return Decision::denied(e),
+            };
             let resp = authorizer.is_authorized(request, &self.residual, entities);
             let reasons = resp
                 .diagnostics()
