@@ -51,6 +51,47 @@ fn evaluated(e: RestrictedExpression) -> Made {
     }
 }
 
+/// The names of the extension constructors the context calls, parsed once;
+/// `None` if Cedar stopped accepting one (then [`evaluated`] takes Cedar's
+/// own way).
+static IP_NAME: LazyLock<Option<ast::Name>> = LazyLock::new(|| unqualified("ip"));
+pub(super) static DATETIME_NAME: LazyLock<Option<ast::Name>> =
+    LazyLock::new(|| unqualified("datetime"));
+
+fn unqualified(name: &str) -> Option<ast::Name> {
+    name.parse::<ast::UnreservedId>()
+        .ok()
+        .map(ast::Name::unqualified_name)
+}
+
+/// `name("<text>")` as Cedar's evaluator makes it of a context's
+/// restricted expression: the extension function looked up and called on
+/// the string, without the evaluator around it (half the cost of
+/// [`evaluated`], callgrind, 2026-12-04); Cedar's own way if the name
+/// could not be parsed.
+fn constructed(
+    name: Option<&ast::Name>,
+    text: &str,
+    cedars_way: impl FnOnce() -> RestrictedExpression,
+) -> Made {
+    match name {
+        Some(name) => call_constructor(name, text),
+        None => evaluated(cedars_way()),
+    }
+}
+
+/// What Cedar's evaluator does with an extension call on values: the
+/// function looked up and called.
+fn call_constructor(name: &ast::Name, text: &str) -> Made {
+    let extensions = cedar_policy_core::extensions::Extensions::all_available();
+    let f = extensions.func(name).map_err(|e| e.to_string())?;
+    match f.call(&[ast::Value::from(text)]) {
+        Ok(ast::PartialValue::Value(v)) => Ok(v),
+        Ok(ast::PartialValue::Residual(_)) => Err("value not concrete".to_string()),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
 /// `context.time`: the request's second, as Cedar's `datetime` of
 /// [`time_expr`]'s text; made once per second per thread.
 fn time_value(t: SystemTime) -> Made {
@@ -62,7 +103,8 @@ fn time_value(t: SystemTime) -> Made {
                 return v.clone();
             }
         }
-        let v = evaluated(time_expr(t));
+        let text = cedar_datetime(SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(second));
+        let v = constructed(DATETIME_NAME.as_ref(), &text, || time_expr(t));
         *slot = Some((second, v.clone()));
         v
     })
@@ -78,7 +120,7 @@ fn ip_value(ip: IpAddr) -> Made {
         if map.len() >= IP_VALUES_KEPT {
             map.clear();
         }
-        let v = evaluated(ip_expr(ip));
+        let v = constructed(IP_NAME.as_ref(), &ip.to_string(), || ip_expr(ip));
         map.insert(ip, v.clone());
         v
     })
