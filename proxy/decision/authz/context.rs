@@ -64,6 +64,14 @@ fn unqualified(name: &str) -> Option<ast::Name> {
         .map(ast::Name::unqualified_name)
 }
 
+/// `name("<text>")` as Cedar's evaluator makes it of a call on a string
+/// literal, `name` one of the extension constructors (`Err` if there is no
+/// such extension function or it refuses the text).
+pub(super) fn construct(name: &str, text: &str) -> Made {
+    let name = unqualified(name).ok_or_else(|| format!("not a name: {name}"))?;
+    call_constructor(&name, text)
+}
+
 /// `name("<text>")` as Cedar's evaluator makes it of a context's
 /// restricted expression: the extension function looked up and called on
 /// the string, without the evaluator around it (half the cost of

@@ -65,6 +65,8 @@ impl IndexedPolicies {
         let mut free = [PolicySet::new(), PolicySet::new()];
         // condition -> the id naming its test
         let mut tests: HashMap<&str, String> = HashMap::new();
+        // the tests' extension literals, by key
+        let mut literals: Vec<(String, cedar_policy_core::ast::Value)> = Vec::new();
         for pos in index.candidates(resource.index, resource.kind, action) {
             let Some(p) = index.policies.get(pos) else {
                 continue;
@@ -99,6 +101,7 @@ impl IndexedPolicies {
             let _ = found.residual.add(sp.policy.clone());
             let id = AsRef::<str>::as_ref(sp.policy.id()).to_owned();
             let test = tests.entry(sp.conditions.as_str()).or_insert_with(|| {
+                literals.extend(sp.literals.iter().cloned());
                 let at = match found.parts.iter().position(|p| p.reads == sp.reads) {
                     Some(at) => at,
                     None => {
@@ -118,6 +121,9 @@ impl IndexedPolicies {
                 .entry(test.clone())
                 .or_default()
                 .push((sp.forbid, id));
+        }
+        if !literals.is_empty() {
+            found.literals = Some(cedar_policy_core::ast::Value::record(literals, None));
         }
         // One evaluation per effect, so that each names all its satisfied policies.
         let [permit_set, forbid_set] = free;
@@ -179,6 +185,30 @@ impl LazyRequest<'_> {
             })
             .as_ref()
             .map_err(Clone::clone)
+    }
+
+    /// Another request, whose context has `value` as attribute `name`
+    /// beside the request's own.
+    pub(super) fn with_attribute(
+        &self,
+        name: &str,
+        value: cedar_policy_core::ast::Value,
+    ) -> Result<Request, String> {
+        use cedar_policy_core::ast;
+        let context = cached_context(self.parsed)?;
+        let ast::Context::Value(attrs) = context.as_ref() else {
+            return Err("context not concrete".to_string());
+        };
+        let mut attrs = (**attrs).clone();
+        attrs.insert(name.into(), value);
+        Request::new(
+            self.principal.clone(),
+            self.action.clone(),
+            self.resource.clone(),
+            cedar_policy::Context::from(ast::Context::Value(Arc::new(attrs))),
+            None,
+        )
+        .map_err(|e| e.to_string())
     }
 }
 

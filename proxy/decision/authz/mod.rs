@@ -25,6 +25,7 @@ pub mod examples;
 mod fields;
 mod index;
 mod inputs;
+mod literals;
 mod plan;
 #[doc(hidden)]
 pub mod synth;
