@@ -266,23 +266,13 @@ pub(super) fn time_expr(t: SystemTime) -> RestrictedExpression {
     })
 }
 
-/// The `datetime` extension's name, parsed once. cedar-policy's
+/// `datetime("<text>")` as a restricted expression: the same expression
+/// `RestrictedExpression::new_datetime` builds (a test holds them equal),
+/// made from the name parsed once ([`DATETIME_NAME`]). cedar-policy's
 /// `RestrictedExpression::new_datetime` parses it on every call, and a parse
 /// builds the whole lexer (its regex caches) anew: 46,000 of the 113,000
 /// instructions of a decision in a new second at 10,000 policies (callgrind,
-/// 2026-12-04). `None` only if cedar stopped accepting the name, and then
-/// [`datetime_expr`] takes cedar's own way.
-static DATETIME_NAME: std::sync::LazyLock<Option<cedar_policy_core::ast::Name>> =
-    std::sync::LazyLock::new(|| {
-        "datetime"
-            .parse::<cedar_policy_core::ast::UnreservedId>()
-            .ok()
-            .map(cedar_policy_core::ast::Name::unqualified_name)
-    });
-
-/// `datetime("<text>")` as a restricted expression: the same expression
-/// `RestrictedExpression::new_datetime` builds (a test holds them equal),
-/// made from the name parsed once. The conversion from cedar-policy-core's
+/// 2026-12-04). The conversion from cedar-policy-core's
 /// expression is public but hidden from cedar-policy's docs; the core is
 /// pinned to the version cedar-policy itself pins, so a mismatch is a build
 /// error, never a silent change.
@@ -309,19 +299,4 @@ pub(super) fn ip_expr(ip: IpAddr) -> RestrictedExpression {
         map.insert(ip, e.clone());
         e
     })
-}
-
-/// Cedar's datetime format, UTC with milliseconds.
-pub fn cedar_datetime(t: SystemTime) -> String {
-    let dt = time::OffsetDateTime::from(t);
-    format!(
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
-        dt.year(),
-        u8::from(dt.month()),
-        dt.day(),
-        dt.hour(),
-        dt.minute(),
-        dt.second(),
-        dt.millisecond()
-    )
 }

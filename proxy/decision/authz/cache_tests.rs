@@ -80,3 +80,85 @@ fn a_datetime_made_from_the_name_parsed_once_is_cedars_own() {
         );
     }
 }
+
+#[test]
+fn a_context_made_of_values_is_the_one_cedar_makes() {
+    let user = crate::decision::jwt::User {
+        id: "https://idp.example|alice".to_string(),
+        issuer: "https://idp.example".to_string(),
+        subject: "alice".to_string(),
+        groups: vec!["analysts".to_string()],
+        scopes: Vec::new(),
+        attributes: Vec::new(),
+        expires_at: 0,
+    };
+    let at = |s: u64| SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(s);
+    let times = [
+        at(0),
+        at(1_795_168_800),
+        at(1_795_168_801) + std::time::Duration::from_millis(999),
+        at(253_402_300_799),
+    ];
+    let ips: [std::net::IpAddr; 3] = [
+        [10, 0, 0, 1].into(),
+        "::1".parse().expect("ip"),
+        "2001:db8::7".parse().expect("ip"),
+    ];
+    for (i, time) in times.into_iter().enumerate() {
+        for ip in ips {
+            for purpose in [None, Some("reporting"), Some("")] {
+                for user in [None, Some(&user)] {
+                    let parsed = ParsedRequest {
+                        method: ["GET", "POST"][i % 2],
+                        path: "/p1/rows/a b",
+                        source_ip: ip,
+                        purpose,
+                        tls_version: "TLSv1.3",
+                        time,
+                        user,
+                    };
+                    let ours = Snapshot::context(&parsed);
+                    let cedars = Snapshot::cedar_context(&parsed);
+                    match (ours, cedars) {
+                        (Ok(a), Ok(b)) => {
+                            assert_eq!(a.as_ref(), b.as_ref(), "{parsed:?}");
+                            assert_eq!(a.to_string(), b.to_string(), "{parsed:?}");
+                        }
+                        (a, b) => panic!("{parsed:?}: {a:?} vs {b:?}"),
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn cedar_datetime_is_the_text_format_wrote() {
+    for s in [
+        0u64,
+        1,
+        59,
+        86_399,
+        951_782_400,
+        1_795_168_801,
+        253_402_300_799,
+    ] {
+        for ms in [0u64, 7, 999] {
+            let t = SystemTime::UNIX_EPOCH
+                + std::time::Duration::from_secs(s)
+                + std::time::Duration::from_millis(ms);
+            let dt = time::OffsetDateTime::from(t);
+            let expected = format!(
+                "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
+                dt.year(),
+                u8::from(dt.month()),
+                dt.day(),
+                dt.hour(),
+                dt.minute(),
+                dt.second(),
+                dt.millisecond()
+            );
+            assert_eq!(super::context::cedar_datetime(t), expected);
+        }
+    }
+}

@@ -5,6 +5,9 @@ use std::collections::HashMap;
 
 use cedar_policy::{Authorizer, Entities, Policy, PolicySet, Request};
 
+use super::decide::LazyRequest;
+use super::literals::LITERALS;
+
 use super::*;
 
 /// A policy whose scope is known to hold, as Cedar evaluates it: the same id,
@@ -25,8 +28,12 @@ pub(super) struct Specialized {
     /// hold or fail together.
     pub(super) conditions: String,
     /// The same conditions as a `permit` with the same id: evaluated, Cedar
-    /// names it if and only if the conditions hold.
+    /// names it if and only if the conditions hold. When `reads` is `Some`,
+    /// its extension literals are looked up in the context instead
+    /// (see `literals.rs`).
     pub(super) test: Policy,
+    /// The values the test looks up: (key in `LITERALS`, value).
+    pub(super) literals: Vec<(String, cedar_policy_core::ast::Value)>,
 }
 
 impl Specialized {
@@ -46,15 +53,16 @@ impl Specialized {
             obj.insert(part.into(), serde_json::json!({ "op": "All" }));
         }
         let forbid = p.effect() == cedar_policy::Effect::Forbid;
-        let test = if forbid {
-            let mut permit = est.clone();
-            permit
-                .as_object_mut()?
-                .insert("effect".into(), "permit".into());
-            Policy::from_json(Some(p.id().clone()), permit).ok()?
-        } else {
-            Policy::from_json(Some(p.id().clone()), est.clone()).ok()?
-        };
+        let mut test = est.clone();
+        let test_obj = test.as_object_mut()?;
+        test_obj.insert("effect".into(), "permit".into());
+        let mut literals = Vec::new();
+        if reads.is_some() {
+            if let Some(c) = test_obj.get_mut("conditions") {
+                super::literals::hoist(c, &mut literals);
+            }
+        }
+        let test = Policy::from_json(Some(p.id().clone()), test).ok()?;
         let policy = Policy::from_json(Some(p.id().clone()), est).ok()?;
         Some(Specialized {
             policy,
@@ -63,6 +71,7 @@ impl Specialized {
             reads,
             conditions,
             test,
+            literals,
         })
     }
 }
@@ -155,6 +164,9 @@ pub(super) struct Candidates {
     /// a policy could not be specialised.
     pub(super) residual: PolicySet,
     pub(super) untestable: bool,
+    /// The extension literals the tests look up (a record, the value of
+    /// the `LITERALS` attribute), if any.
+    pub(super) literals: Option<cedar_policy_core::ast::Value>,
 }
 
 /// The tests whose conditions read the same context attributes.
@@ -210,23 +222,24 @@ impl Part {
 
     /// The tests of this part that hold for the request, `None` if
     /// evaluating them had errors; calls `each` with every satisfied test.
-    pub(super) fn satisfied(
+    pub(super) fn satisfied<'r>(
         &self,
         authorizer: &Authorizer,
-        request: &Request,
+        request: &dyn Fn() -> Result<&'r Request, String>,
         entities: &Entities,
         parsed: &ParsedRequest<'_>,
         mut each: impl FnMut(&str),
-    ) -> bool {
+    ) -> Result<bool, String> {
+        // `Err`: the request could not be made (nothing is remembered then).
         let evaluate = || {
-            let resp = authorizer.is_authorized(request, &self.tests, entities);
+            let resp = authorizer.is_authorized(request()?, &self.tests, entities);
             let ok = resp.diagnostics().errors().next().is_none();
-            ok.then(|| {
+            Ok::<_, String>(ok.then(|| {
                 resp.diagnostics()
                     .reason()
                     .map(|id| AsRef::<str>::as_ref(id).to_owned())
                     .collect::<Vec<_>>()
-            })
+            }))
         };
         // Values as long as a client may send are not worth keeping.
         let short = |v: Option<&str>| v.is_none_or(|v| v.len() <= Self::LONGEST_VALUE);
@@ -234,15 +247,16 @@ impl Part {
             short(Some(parsed.method)) && short(parsed.purpose) && short(Some(parsed.tls_version))
         });
         let Some(mask) = mask else {
-            return evaluate()
+            return Ok(evaluate()?
                 .map(|ids| ids.iter().for_each(|id| each(id)))
-                .is_some();
+                .is_some());
         };
         let mut seen = self.seen.borrow_mut();
         let hit = seen.iter().position(|(s, _)| s.matches(mask, parsed));
         let at = match hit {
             Some(at) => at,
             None => {
+                let outcome = evaluate()?;
                 let before = seen.len();
                 if mask & READS_TIME != 0 {
                     let now = policy_second(parsed.time);
@@ -252,18 +266,18 @@ impl Part {
                     seen.clear();
                 }
                 forget(before - seen.len());
-                seen.push((Seen::of(parsed), evaluate()));
+                seen.push((Seen::of(parsed), outcome));
                 remembered_one_more();
                 seen.len() - 1
             }
         };
-        match &seen[at].1 {
+        Ok(match &seen[at].1 {
             Some(ids) => {
                 ids.iter().for_each(|id| each(id));
                 true
             }
             None => false,
-        }
+        })
     }
 }
 
@@ -274,7 +288,7 @@ impl Candidates {
     pub(super) fn decide(
         &self,
         authorizer: &Authorizer,
-        request: &Request,
+        request: &LazyRequest<'_>,
         entities: &Entities,
         parsed: &ParsedRequest<'_>,
     ) -> Decision {
@@ -282,9 +296,19 @@ impl Candidates {
         let (mut forbids, mut permits) = (Vec::new(), Vec::new());
         let mut tested = false;
         if !self.untestable && !self.parts.is_empty() {
+            let mut unmade = None;
+            // The tests' request: with their literals, if they look any up.
+            let with_literals = std::cell::OnceCell::new();
+            let tests_request = || match &self.literals {
+                None => request.get(),
+                Some(lits) => with_literals
+                    .get_or_init(|| request.with_attribute(LITERALS, lits.clone()))
+                    .as_ref()
+                    .map_err(Clone::clone),
+            };
             tested = self.parts.iter().all(|part| {
                 // Every test is a permit: the reasons are the conditions that hold.
-                part.satisfied(authorizer, request, entities, parsed, |test| {
+                let held = part.satisfied(authorizer, &tests_request, entities, parsed, |test| {
                     for (forbid, id) in self.members.get(test).into_iter().flatten() {
                         if *forbid {
                             forbids.push(id.clone());
@@ -292,14 +316,25 @@ impl Candidates {
                             permits.push(id.clone());
                         }
                     }
+                });
+                held.unwrap_or_else(|e| {
+                    unmade = Some(e);
+                    false
                 })
             });
+            if let Some(e) = unmade {
+                return Decision::denied(e);
+            }
             if !tested {
                 forbids.clear();
                 permits.clear();
             }
         }
         if !tested && !self.residual.is_empty() {
+            let request = match request.get() {
+                Ok(r) => r,
+                Err(e) => return Decision::denied(e),
+            };
             let resp = authorizer.is_authorized(request, &self.residual, entities);
             let reasons = resp
                 .diagnostics()

@@ -17,6 +17,7 @@
 mod authority;
 mod build;
 mod cache;
+mod context;
 mod decide;
 mod declared;
 mod entities;
@@ -24,12 +25,14 @@ pub mod examples;
 mod fields;
 mod index;
 mod inputs;
+mod literals;
 mod plan;
 #[doc(hidden)]
 pub mod synth;
 
 use build::*;
 use cache::*;
+use context::*;
 use entities::*;
 use index::*;
 pub use inputs::*;

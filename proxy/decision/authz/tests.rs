@@ -604,6 +604,39 @@ fn conditions_are_remembered_only_by_few_valued_context_attributes() {
 }
 
 #[test]
+fn extension_literals_of_remembered_conditions_are_made_once() {
+    let literals = |cond: &str| {
+        let text = format!("@id(\"t\") permit (principal, action, resource) when {{ {cond} }};");
+        let p = Policy::from_str(&text).expect("policy");
+        let sp = Specialized::of(&p).expect("specialised");
+        let mut keys: Vec<String> = sp.literals.iter().map(|(k, _)| k.clone()).collect();
+        keys.sort();
+        (
+            keys,
+            sp.test.to_string().contains(super::literals::LITERALS),
+        )
+    };
+    assert_eq!(
+        literals(
+            r#"context.time.toTime() >= duration("9h") && context.time.toTime() < duration("17h") && context.time < datetime("2027-01-01")"#
+        ),
+        (
+            vec![
+                r#"datetime("2027-01-01")"#.to_string(),
+                r#"duration("17h")"#.to_string(),
+                r#"duration("9h")"#.to_string(),
+            ],
+            true
+        )
+    );
+    // Read on every request (the source address): left as written.
+    assert_eq!(
+        literals(r#"context.source_ip.isInRange(ip("10.0.0.0/8"))"#),
+        (Vec::new(), false)
+    );
+}
+
+#[test]
 fn on_behalf_of_needs_the_service_and_a_user_in_the_group() {
     let s = example();
     let user = |groups: &[&str]| crate::decision::jwt::User {
