@@ -42,6 +42,9 @@ struct Shared<T> {
     sent: usize,
     /// Flushes wait for `TurnFlush::poll_flush`.
     deferred: bool,
+    /// Bytes have been written since `io` last finished a flush (TLS may
+    /// hold some of them after a write the socket took only in part).
+    unflushed: bool,
     /// A write to `io` failed outside the server's own calls: reported to
     /// the server at its next call.
     failed: Option<io::ErrorKind>,
@@ -54,6 +57,7 @@ pub fn turn_io<T>(io: T) -> (TurnIo<T>, TurnFlush<T>) {
         out: Vec::new(),
         sent: 0,
         deferred: false,
+        unflushed: false,
         failed: None,
     }));
     (
@@ -103,8 +107,10 @@ impl<T: AsyncWrite + Unpin> Shared<T> {
             Poll::Ready(Ok(())) => Pin::new(&mut self.io).poll_flush(cx),
             other => other,
         };
-        if let Poll::Ready(Err(e)) = &r {
-            self.failed = Some(e.kind());
+        match &r {
+            Poll::Ready(Ok(())) => self.unflushed = false,
+            Poll::Ready(Err(e)) => self.failed = Some(e.kind()),
+            Poll::Pending => {}
         }
         r
     }
@@ -155,11 +161,14 @@ impl<T> TurnFlush<T> {
 
 impl<T: AsyncWrite + Unpin> TurnFlush<T> {
     /// Hands the turn's writes to the stream below and flushes it. Pending
-    /// while the stream waits (the task is woken when it can go on); an
-    /// error is also reported to the server at its next read or write.
+    /// while the stream waits (the task is woken when it can go on). An
+    /// error is returned once, and reported to the server at its next read
+    /// or write.
     pub fn poll_flush(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let mut s = lock(&self.shared);
-        if s.out.is_empty() && s.failed.is_none() {
+        // A failure is returned once, when it happens; the server sees it at
+        // its next read or write.
+        if !s.unflushed || s.failed.is_some() {
             return Poll::Ready(Ok(()));
         }
         s.poll_send_flush(cx)
@@ -225,6 +234,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for TurnIo<T> {
         let mut s = lock(&self.shared);
         std::task::ready!(s.poll_room(cx))?;
         s.out.extend_from_slice(buf);
+        s.unflushed = true;
         Poll::Ready(Ok(buf.len()))
     }
 
@@ -240,6 +250,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for TurnIo<T> {
             s.out.extend_from_slice(b);
             n += b.len();
         }
+        s.unflushed = true;
         Poll::Ready(Ok(n))
     }
 
@@ -274,6 +285,9 @@ mod tests {
         writes: Vec<Vec<u8>>,
         flushes: usize,
         blocked: bool,
+        /// Takes writes, but its flush waits (TLS with ciphertext the
+        /// socket did not take).
+        flush_blocked: bool,
         broken: bool,
         shut: bool,
     }
@@ -294,7 +308,7 @@ mod tests {
             Poll::Ready(Ok(buf.len()))
         }
         fn poll_flush(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
-            if self.blocked {
+            if self.blocked || self.flush_blocked {
                 return Poll::Pending;
             }
             self.flushes += 1;
@@ -381,6 +395,22 @@ mod tests {
     }
 
     #[test]
+    fn a_flush_the_stream_below_did_not_finish_is_finished_at_the_next_turn() {
+        let (mut io, turn) = turn_io(Recorder {
+            flush_blocked: true,
+            ..Recorder::default()
+        });
+        turn.defer();
+        assert!(matches!(write(&mut io, b"data"), Poll::Ready(Ok(4))));
+        assert!(turn.poll_flush(&mut cx()).is_pending());
+        turn.with_io(|r| assert_eq!((r.writes.len(), r.flushes), (1, 0)));
+        lock(&turn.shared).io.flush_blocked = false;
+        // Nothing new was written, but the stream below still holds bytes.
+        assert!(matches!(turn.poll_flush(&mut cx()), Poll::Ready(Ok(()))));
+        turn.with_io(|r| assert_eq!((r.writes.len(), r.flushes), (1, 1)));
+    }
+
+    #[test]
     fn a_failed_send_is_reported_at_the_servers_next_call() {
         let (mut io, turn) = turn_io(Recorder {
             broken: true,
@@ -391,6 +421,8 @@ mod tests {
         assert!(
             matches!(turn.poll_flush(&mut cx()), Poll::Ready(Err(e)) if e.kind() == io::ErrorKind::BrokenPipe)
         );
+        // Once: the driving task is not woken again and again for it.
+        assert!(matches!(turn.poll_flush(&mut cx()), Poll::Ready(Ok(()))));
         assert!(
             matches!(write(&mut io, b"y"), Poll::Ready(Err(e)) if e.kind() == io::ErrorKind::BrokenPipe)
         );
