@@ -693,6 +693,9 @@ struct Lifetime<'a> {
 /// request, which is then served: told to close gracefully at once, hyper
 /// would close it unread, and the client, on a new connection, could not
 /// know that it may retry.
+///
+/// `turns`: the connection's IO gathers its writes (transport/turns.rs),
+/// sent after every poll of `conn`.
 async fn drive<C: GracefulConnection, T: AsyncWrite + Unpin>(
     conn: C,
     mut life: Lifetime<'_>,
