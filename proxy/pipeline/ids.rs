@@ -32,6 +32,17 @@ impl RequestIds {
     }
 }
 
+/// `id` as a response header: marked never to be indexed, so that HTTP/2's
+/// header compression (HPACK) sends it as a literal instead of adding it to
+/// the connection's table, where a value that never repeats would only push
+/// out the ones that do (`content-type`, `date`) and cost an insertion and an
+/// eviction per response. HTTP/1.1 ignores the mark.
+pub fn response_header(id: &HeaderValue) -> HeaderValue {
+    let mut v = id.clone();
+    v.set_sensitive(true);
+    v
+}
+
 impl Default for RequestIds {
     fn default() -> Self {
         RequestIds::new()

@@ -45,6 +45,7 @@ use super::headers::{
     strip_hop_by_hop, strip_identity_headers, X_FORWARDED_CLIENT_CERT, X_FORWARDED_FOR,
     X_FORWARDED_PROTO, X_MESHGATE_PRINCIPAL, X_REQUEST_ID,
 };
+use super::ids;
 use super::linger::{linger, read_first};
 use super::overrides::{
     method_value, route_effective, strip_overrides, Effective, MethodOverride, X_REAL_IP,
@@ -701,7 +702,9 @@ impl<'a> Exchange<'a> {
         let (resp, lease) = sent?;
         let (mut parts, body) = resp.into_parts();
         strip_hop_by_hop(&mut parts.headers);
-        parts.headers.insert(X_REQUEST_ID, self.request_id.clone());
+        parts
+            .headers
+            .insert(X_REQUEST_ID, ids::response_header(&self.request_id));
         Ok(Response::from_parts(
             parts,
             ProxyBody::upstream(body, lease),

@@ -33,6 +33,7 @@ use crate::runtime::admin::{self, Admin, Probes};
 use crate::runtime::config::Config;
 use crate::transport::listener::Acceptor;
 use crate::transport::tls::{self, TlsError, TlsStore};
+use crate::transport::turns::{turn, turn_io, TurnFlush};
 use crate::transport::upstream::{Upstream, UpstreamSettings};
 
 /// How a sidecar's shutdown ended.
@@ -614,10 +615,6 @@ async fn connection(
     });
 
     let activity = Activity::default();
-    let io = TokioIo::new(IdleIo {
-        inner: stream,
-        activity: activity.clone(),
-    });
     let lifetime = Lifetime {
         activity: &activity,
         idle: sc.config.timeouts.idle,
@@ -626,9 +623,26 @@ async fn connection(
         first_by: accepted + sc.config.timeouts.header_read,
     };
     if h2 {
-        drive(sc.h2.serve_connection(io, svc), lifetime).await;
+        // Many streams' responses in one poll of the connection: sent
+        // together at its end (transport/turns.rs).
+        let (stream, turns) = turn_io(stream);
+        turns.defer();
+        let io = TokioIo::new(IdleIo {
+            inner: stream,
+            activity: activity.clone(),
+        });
+        drive(sc.h2.serve_connection(io, svc), lifetime, Some(&turns)).await;
     } else {
-        drive(sc.h1.serve_connection(io, svc), lifetime).await;
+        let io = TokioIo::new(IdleIo {
+            inner: stream,
+            activity: activity.clone(),
+        });
+        drive(
+            sc.h1.serve_connection(io, svc),
+            lifetime,
+            None::<&TurnFlush<tokio_rustls::server::TlsStream<TcpStream>>>,
+        )
+        .await;
     }
 }
 
@@ -679,7 +693,14 @@ struct Lifetime<'a> {
 /// request, which is then served: told to close gracefully at once, hyper
 /// would close it unread, and the client, on a new connection, could not
 /// know that it may retry.
-async fn drive<C: GracefulConnection>(conn: C, mut life: Lifetime<'_>) {
+///
+/// `turns`: the connection's IO gathers its writes (transport/turns.rs),
+/// sent after every poll of `conn`.
+async fn drive<C: GracefulConnection, T: AsyncWrite + Unpin>(
+    conn: C,
+    mut life: Lifetime<'_>,
+    turns: Option<&TurnFlush<T>>,
+) {
     tokio::pin!(conn);
     // Draining, and waiting for the first request before closing.
     let mut waiting_first = false;
@@ -688,7 +709,7 @@ async fn drive<C: GracefulConnection>(conn: C, mut life: Lifetime<'_>) {
     loop {
         let idle_at = tokio::time::Instant::from_std(life.activity.last() + life.idle);
         tokio::select! {
-            _ = &mut conn => return,
+            _ = turn(conn.as_mut(), turns) => return,
             _ = tokio::time::sleep_until(idle_at) => {
                 if life.activity.last().elapsed() >= life.idle {
                     tracing::debug!("closing idle connection");

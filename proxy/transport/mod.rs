@@ -4,4 +4,5 @@
 
 pub mod listener;
 pub mod tls;
+pub mod turns;
 pub mod upstream;
