@@ -93,9 +93,23 @@ impl<T: AsyncWrite + Unpin> Shared<T> {
             };
             self.sent += n;
         }
-        self.out.clear();
+        // A connection between turns keeps no more than a small buffer: the
+        // 32 KiB a busy turn may gather, kept by each of 1,000 idle
+        // connections, would be 32 MB.
+        if self.out.capacity() > TURN_START {
+            self.out = Vec::new();
+        } else {
+            self.out.clear();
+        }
         self.sent = 0;
         Poll::Ready(Ok(()))
+    }
+
+    /// Room in the buffer for `n` more bytes (at least `TURN_START` at a
+    /// turn's first write, so that a few responses need no regrowth).
+    fn reserve(&mut self, n: usize) {
+        self.out
+            .reserve(n.max(TURN_START.saturating_sub(self.out.len())));
     }
 
     /// The buffer handed over and `io` flushed.
@@ -139,6 +153,10 @@ impl<T: AsyncWrite + Unpin> Shared<T> {
         }
     }
 }
+
+/// The buffer a turn starts with, and the most a connection keeps between
+/// turns.
+const TURN_START: usize = 4 * 1024;
 
 impl<T> TurnIo<T> {
     /// Buffered bytes past which a write first hands the buffer over: two
@@ -233,6 +251,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for TurnIo<T> {
     ) -> Poll<io::Result<usize>> {
         let mut s = lock(&self.shared);
         std::task::ready!(s.poll_room(cx))?;
+        s.reserve(buf.len());
         s.out.extend_from_slice(buf);
         s.unflushed = true;
         Poll::Ready(Ok(buf.len()))
@@ -245,6 +264,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for TurnIo<T> {
     ) -> Poll<io::Result<usize>> {
         let mut s = lock(&self.shared);
         std::task::ready!(s.poll_room(cx))?;
+        s.reserve(bufs.iter().map(|b| b.len()).sum());
         let mut n = 0;
         for b in bufs {
             s.out.extend_from_slice(b);
@@ -359,6 +379,22 @@ mod tests {
         // Nothing new: nothing written, no flush.
         assert!(matches!(turn.poll_flush(&mut cx()), Poll::Ready(Ok(()))));
         turn.with_io(|r| assert_eq!((r.writes.len(), r.flushes), (1, 1)));
+    }
+
+    #[test]
+    fn between_turns_a_connection_keeps_no_large_buffer() {
+        let (mut io, turn) = turn_io(Recorder::default());
+        turn.defer();
+        for _ in 0..3 {
+            assert!(matches!(
+                write(&mut io, &[1u8; 20_000]),
+                Poll::Ready(Ok(20_000))
+            ));
+        }
+        assert!(matches!(turn.poll_flush(&mut cx()), Poll::Ready(Ok(()))));
+        let kept = lock(&turn.shared).out.capacity();
+        assert!(kept <= TURN_START, "{kept} bytes kept after the turn");
+        turn.with_io(|r| assert_eq!(r.writes.concat().len(), 60_000));
     }
 
     #[test]
