@@ -148,6 +148,18 @@ impl Snapshot {
     /// The Cedar context of a request: the record [`Snapshot::cedar_context`]
     /// makes, from values.
     pub(super) fn context(parsed: &ParsedRequest<'_>) -> Result<Context, String> {
+        Self::context_with(parsed, None)
+    }
+
+    /// [`Snapshot::context`] with `extra`, an attribute no condition of a
+    /// policy reads (the tests' literals, see `literals.rs`), beside its
+    /// own: made directly, not looked up in the per-thread cache of
+    /// contexts and copied (in a new second the look-up always missed, and
+    /// then kept copies of the key and the context for nothing).
+    pub(super) fn context_with(
+        parsed: &ParsedRequest<'_>,
+        extra: Option<(&str, ast::Value)>,
+    ) -> Result<Context, String> {
         let time = time_value(parsed.time)?;
         let source_ip = ip_value(parsed.source_ip)?;
         let tls = ast::Value::record([("version", parsed.tls_version)], None);
@@ -164,6 +176,9 @@ impl Snapshot {
         }
         if let Some(p) = parsed.purpose {
             attrs.insert("purpose".into(), ast::Value::from(p));
+        }
+        if let Some((name, value)) = extra {
+            attrs.insert(name.into(), value);
         }
         Ok(Context::from(ast::Context::Value(Arc::new(attrs))))
     }
