@@ -122,12 +122,111 @@ fn a_context_made_of_values_is_the_one_cedar_makes() {
                     match (ours, cedars) {
                         (Ok(a), Ok(b)) => {
                             assert_eq!(a.as_ref(), b.as_ref(), "{parsed:?}");
-                            assert_eq!(a.to_string(), b.to_string(), "{parsed:?}");
+                            // Written alike too, but for a time offset
+                            // from the thread's last second (see
+                            // `a_time_offset_from_the_last_second_is_the_parsed_one`).
+                            assert_eq!(written(&a), written(&b), "{parsed:?}");
                         }
                         (a, b) => panic!("{parsed:?}: {a:?} vs {b:?}"),
                     }
                 }
             }
+        }
+    }
+}
+
+/// A context's attributes as Cedar writes them, `time` left out.
+fn written(c: &cedar_policy::Context) -> Vec<(String, String)> {
+    let cedar_policy_core::ast::Context::Value(attrs) = c.as_ref() else {
+        panic!("context not concrete");
+    };
+    attrs
+        .iter()
+        .filter(|(k, _)| k.as_str() != "time")
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+#[test]
+fn a_time_offset_from_the_last_second_is_the_parsed_one() {
+    use cedar_policy::{Authorizer, Entities, EntityUid, PolicySet, Request};
+    let at = |s: u64| SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(s);
+    // Steps of one second, of several, across a day and a year, of the
+    // largest made by `offset` and the first parsed instead, and back.
+    let mut second = 1_795_168_790;
+    let mut seconds = Vec::new();
+    for step in [1, 1, 2, 3, 7, 59, 86_399, 1, 31_536_000, 65_535, 65_536, 1] {
+        second += step;
+        seconds.push(second);
+    }
+    seconds.extend([
+        second - 5,
+        0,
+        1,
+        951_782_399,
+        951_782_400,
+        253_402_300_798,
+        253_402_300_799,
+    ]);
+    // Conditions on the time, evaluated by Cedar on both contexts.
+    let policies: PolicySet = r#"
+        permit(principal, action, resource) when { context.time.toTime() < duration("12h") };
+        permit(principal, action, resource) when { context.time.toDate() == datetime("2026-11-19") };
+        permit(principal, action, resource) when { context.time > datetime("2026-11-19T20:00:00Z") };
+        permit(principal, action, resource) when { context.time.durationSince(datetime("2000-02-29")).toDays() > 9500 };
+        permit(principal, action, resource) when { context.time.offset(duration("-1ms")) < context.time };
+        permit(principal, action, resource) when { [context.time].contains(datetime("2026-11-19T22:13:11Z")) };
+    "#
+    .parse()
+    .expect("policies");
+    let uid = |s: &str| s.parse::<EntityUid>().expect("uid");
+    for second in seconds {
+        let parsed = ParsedRequest {
+            method: "GET",
+            path: "/p1/rows",
+            source_ip: [10, 0, 0, 1].into(),
+            purpose: None,
+            tls_version: "TLSv1.3",
+            time: at(second),
+            user: None,
+        };
+        let ours = Snapshot::context(&parsed).expect("ours");
+        let cedars = Snapshot::cedar_context(&parsed).expect("cedar's");
+        assert_eq!(ours.as_ref(), cedars.as_ref(), "{second}");
+        let decide = |c: cedar_policy::Context| {
+            let r = Request::new(
+                uid(r#"A::"a""#),
+                uid(r#"A::"b""#),
+                uid(r#"A::"c""#),
+                c,
+                None,
+            )
+            .expect("request");
+            let resp = Authorizer::new().is_authorized(&r, &policies, &Entities::empty());
+            let mut reasons: Vec<String> =
+                resp.diagnostics().reason().map(|p| p.to_string()).collect();
+            reasons.sort();
+            let errors: Vec<String> = resp.diagnostics().errors().map(|e| e.to_string()).collect();
+            (resp.decision(), reasons, errors)
+        };
+        assert_eq!(decide(ours), decide(cedars), "{second}");
+    }
+}
+
+#[test]
+fn offset_steps_a_datetime_as_cedar_parses_the_later_one() {
+    use super::context::{cedar_datetime, construct, offset_seconds};
+    let parsed = |s: u64| {
+        let t = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(s);
+        construct("datetime", &cedar_datetime(t)).expect("datetime")
+    };
+    for from in [0u64, 951_782_399, 1_795_168_800, 252_000_000_000] {
+        for step in [1u64, 2, 3, 5, 60, 3_600, 65_535] {
+            let stepped = offset_seconds(&parsed(from), step);
+            assert_eq!(stepped, Some(parsed(from + step)), "{from} + {step}");
+        }
+        for step in [0u64, 65_536, u64::MAX] {
+            assert_eq!(offset_seconds(&parsed(from), step), None, "{from} + {step}");
         }
     }
 }

@@ -194,18 +194,11 @@ impl LazyRequest<'_> {
         name: &str,
         value: cedar_policy_core::ast::Value,
     ) -> Result<Request, String> {
-        use cedar_policy_core::ast;
-        let context = cached_context(self.parsed)?;
-        let ast::Context::Value(attrs) = context.as_ref() else {
-            return Err("context not concrete".to_string());
-        };
-        let mut attrs = (**attrs).clone();
-        attrs.insert(name.into(), value);
         Request::new(
             self.principal.clone(),
             self.action.clone(),
             self.resource.clone(),
-            cedar_policy::Context::from(ast::Context::Value(Arc::new(attrs))),
+            Snapshot::context_with(self.parsed, Some((name, value)))?,
             None,
         )
         .map_err(|e| e.to_string())
