@@ -317,7 +317,28 @@ impl Scanner {
                     self.structure(b)?;
                     return Ok(i + 1);
                 }
-                self.key(&chunk[i..i + run + 2])?;
+                self.key(&chunk[i..i + run + 2], false)?;
+                // Compact JSON: the colon right after it.
+                let at = i + run + 2;
+                if chunk.get(at) == Some(&b':') {
+                    if let Some(top) = self.stack.last_mut() {
+                        top.state = State::Value;
+                        return Ok(at + 1);
+                    }
+                }
+                Ok(at)
+            }
+            Lex::Between if b == b'"' && self.copies_declared_value() => {
+                // A visible string of a declared member, whole in this chunk
+                // and without escapes: copied as one slice.
+                let rest = &chunk[i + 1..];
+                let run = run::json_text(rest);
+                if rest.get(run) != Some(&b'"') {
+                    self.structure(b)?;
+                    return Ok(i + 1);
+                }
+                self.out.extend_from_slice(&chunk[i..i + run + 2]);
+                self.value_done()?;
                 Ok(i + run + 2)
             }
             Lex::Between => {
@@ -325,6 +346,18 @@ impl Scanner {
                 Ok(i + 1)
             }
         }
+    }
+
+    /// Whether the value of a visible member of a declared object comes
+    /// next, copied as it is (and not checked against the contract).
+    fn copies_declared_value(&self) -> bool {
+        self.check.is_none()
+            && self.stack.last().is_some_and(|top| {
+                top.object
+                    && top.level.is_some()
+                    && top.state == State::Value
+                    && matches!(top.member, Member::Copy)
+            })
     }
 
     /// Whether a key of a declared object comes next.
@@ -465,29 +498,45 @@ impl Scanner {
     /// A whole key at a declared level: what its member gets.
     fn key_done(&mut self) -> Result<(), Failed> {
         let held = std::mem::take(&mut self.keybuf);
-        let done = self.key(&held);
+        let done = self.key(&held, true);
         self.keybuf = held;
         done
     }
 
     /// A whole key (`quoted`: as sent, quotes and all): what its member
     /// gets.
-    fn key(&mut self, quoted: &[u8]) -> Result<(), Failed> {
-        let Some(top) = self.stack.last() else {
+    fn key(&mut self, quoted: &[u8], escaped: bool) -> Result<(), Failed> {
+        let Some(top) = self.stack.last_mut() else {
             return Err("a key outside an object".into());
         };
-        if top.level.is_none() {
-            if let Some(top) = self.stack.last_mut() {
-                top.state = State::Colon;
-            }
+        // The level is taken out of its frame while the key is read, and
+        // put back (not an `Arc` cloned and dropped per key).
+        let Some(level) = top.level.take() else {
+            top.state = State::Colon;
             return Ok(());
+        };
+        let hint = top.hint;
+        let done = self.declared_key(&level, quoted, escaped, hint);
+        if let Some(top) = self.stack.last_mut() {
+            top.level = Some(level);
         }
-        let level = top.level.clone().unwrap_or_default();
+        done
+    }
+
+    /// A whole key of a declared object at `level` (`escaped`: it may hold
+    /// an escape); `hint`: where the level's order is tried first.
+    fn declared_key(
+        &mut self,
+        level: &Level,
+        quoted: &[u8],
+        escaped: bool,
+        hint: usize,
+    ) -> Result<(), Failed> {
         let raw = quoted
             .get(1..quoted.len().saturating_sub(1))
             .unwrap_or_default();
         let decoded;
-        let name: &[u8] = if raw.contains(&b'\\') {
+        let name: &[u8] = if escaped && raw.contains(&b'\\') {
             decoded = serde_json::from_slice::<String>(quoted)
                 .map_err(|_| "a malformed key".to_string())?;
             decoded.as_bytes()
@@ -502,7 +551,7 @@ impl Scanner {
         if let (Some(None), Some(c)) = (check, self.check.as_deref_mut()) {
             c.violation(Kind::Undeclared)?;
         }
-        let (rule, hint) = level.rule_from(name, top.hint);
+        let (rule, hint) = level.rule_from(name, hint);
         let member = match rule {
             Some(Rule::Show(Shape::Leaf, _)) => Member::Copy,
             Some(Rule::Show(_, Some(below))) => Member::Into(below.clone()),
