@@ -60,6 +60,8 @@ READY_TIMEOUT=${READY_TIMEOUT:-30} QUIET_WAIT=${QUIET_WAIT:-120} RETRIES=${RETRI
 MODES=${MODES:-h1-keepalive h2 new-conn full-hs}
 export PATH="$PATH:/usr/sbin:/sbin:$HOME/.cargo/bin"
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
+# shellcheck source=benches/peers.sh
+source "$ROOT/benches/peers.sh"
 PY=(python3 "$ROOT/benches/e2e.py")
 log() { printf '[e2e %s] %s\n' "$(date +%T)" "$*" >&2; }
 die() { log "FAILED: $*"; exit 1; }
@@ -245,31 +247,7 @@ EXPECT=${EXPECT_SIZE:-$BODY}
 URL[upstream]="http://127.0.0.1:$UP_PORT" PROC[upstream]=$UP_PID
 
 # ---- (b) nginx ---------------------------------------------------------------------------------
-NG="$WORK/nginx"; mkdir -p "$NG/tmp"
-ACCESS="access_log off;"; [[ $AUDIT == 1 ]] && ACCESS="access_log $NG/access.log;"
-cat >"$NG/nginx.conf" <<EOF
-worker_processes 1; daemon off; master_process on; pid $NG/nginx.pid; error_log $NG/error.log warn;
-events { worker_connections 4096; }
-http {
-  $ACCESS
-  client_body_temp_path $NG/tmp/body; proxy_temp_path $NG/tmp/proxy; fastcgi_temp_path $NG/tmp/fastcgi;
-  uwsgi_temp_path $NG/tmp/uwsgi; scgi_temp_path $NG/tmp/scgi;
-  keepalive_requests 1000000;  # the default (1000) would recycle oha's connections; meshgate has no such cap
-  upstream app { server 127.0.0.1:$UP_PORT; keepalive 64; keepalive_requests 1000000; }
-  server {
-    listen 127.0.0.1:$NG_PORT ssl http2;  # nginx 1.22 (bookworm): http2 is a listen parameter
-    ssl_certificate $C/server.pem; ssl_certificate_key $C/server-key.pem;
-    ssl_client_certificate $C/ca.pem; ssl_verify_client on; ssl_protocols TLSv1.2 TLSv1.3;
-    location / {
-      proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection "";
-      # Roughly the headers meshgate adds, so that both do comparable work per request.
-      proxy_set_header X-Forwarded-Proto https; proxy_set_header X-Forwarded-For \$remote_addr;
-      proxy_set_header X-Request-Id \$request_id;
-      proxy_set_header X-Forwarded-Client-Cert "Hash=\$ssl_client_fingerprint;Subject=\"\$ssl_client_s_dn\"";
-    }
-  }
-}
-EOF
+NG="$WORK/nginx"; nginx_conf "$NG" "$NG_PORT" "$UP_PORT" "$C" "$AUDIT"
 nginx -t -q -p "$NG" -c "$NG/nginx.conf" -e "$NG/error.log" 2>"$WORK/nginx-t.log" || { cat "$WORK/nginx-t.log" >&2; die "nginx -t failed"; }
 taskset -c 0 nginx -p "$NG" -c "$NG/nginx.conf" -e "$NG/error.log" 2>>"$NG/error.log" & NG_PID=$!; PIDS+=("$NG_PID")
 wait_ready nginx "$NG_PID" "$NG/error.log" "${TLS_CLIENT[@]}" "https://127.0.0.1:$NG_PORT/orders"
@@ -281,38 +259,7 @@ PROC[nginx]="$NG_PID ${NG_WORKERS[*]}" PORT[nginx]=$NG_PORT URL[nginx]="https://
 # One thread (as nginx has one worker and meshgate one), client certificates required, h2 and HTTP/1.1 by
 # ALPN, upstream connections kept and shared (http-reuse always); with AUDIT=1 one log line per request,
 # written to stdout, which is a file. Its stats listener (plain HTTP, another port) gives the response counters.
-HA="$WORK/haproxy"; mkdir -p "$HA"; cat "$C/server.pem" "$C/server-key.pem" >"$HA/server.pem"
-HA_LOG="    no log"; [[ $AUDIT == 1 ]] && HA_LOG="    log stdout format raw local0 info
-    option httplog"
-cat >"$HA/haproxy.cfg" <<EOF
-global
-    nbthread 1
-    maxconn 8192
-    ssl-default-bind-options ssl-min-ver TLSv1.2
-defaults
-    mode http
-$HA_LOG
-    timeout connect 5s
-    timeout client 60s
-    timeout server 60s
-    timeout http-keep-alive 60s
-frontend fe
-    bind 127.0.0.1:$HA_PORT ssl crt $HA/server.pem ca-file $C/ca.pem verify required alpn h2,http/1.1
-    # Roughly the headers meshgate adds, as for nginx.
-    option forwardfor
-    http-request set-header X-Forwarded-Proto https
-    http-request set-header X-Request-Id %[uuid]
-    http-request set-header X-Forwarded-Client-Cert "Hash=%[ssl_c_sha1,hex];Subject=\"%[ssl_c_s_dn]\""
-    default_backend app
-backend app
-    http-reuse always
-    server up 127.0.0.1:$UP_PORT
-listen stats
-    bind 127.0.0.1:$HA_STATS
-    no log
-    stats enable
-    stats uri /stats
-EOF
+HA="$WORK/haproxy"; haproxy_conf "$HA" "$HA_PORT" "$UP_PORT" "$C" "$AUDIT" "$HA_STATS"
 haproxy -c -q -f "$HA/haproxy.cfg" >"$WORK/haproxy-c.log" 2>&1 || { cat "$WORK/haproxy-c.log" >&2; die "haproxy -c failed"; }
 taskset -c 0 haproxy -db -f "$HA/haproxy.cfg" >"$HA/access.log" 2>"$HA/error.log" & HA_PID=$!; PIDS+=("$HA_PID")
 wait_ready haproxy "$HA_PID" "$HA/error.log" "${TLS_CLIENT[@]}" "https://127.0.0.1:$HA_PORT/orders"

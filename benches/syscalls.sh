@@ -23,6 +23,8 @@ TARGETS=${TARGETS:-meshgate:h1 meshgate:h2 haproxy:h2 nginx:h2}
 CONNS=${CONNS:-32} H2_CONNS=${H2_CONNS:-4} H2_STREAMS=${H2_STREAMS:-8}
 export PATH="$PATH:/usr/sbin:/sbin:$HOME/.cargo/bin"
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
+# shellcheck source=benches/peers.sh
+source "$ROOT/benches/peers.sh"
 for t in perf oha nginx haproxy curl; do command -v $t >/dev/null || { echo "$t is needed" >&2; exit 1; }; done
 W=$(mktemp -d /tmp/meshgate-sys.XXXXXX); chmod 755 "$W"
 PIDS=()
@@ -65,59 +67,13 @@ want meshgate && start_meshgate meshgate "$MG" "$MGP" "$ADM"
 if want meshgate2; then [ -n "$MG2" ] || { echo "meshgate2 needs MESHGATE2=path" >&2; exit 2; }
   start_meshgate meshgate2 "$MG2" "$MG2P" "$ADM2"; fi
 if want nginx; then  # as benches/e2e.sh configures it
-  NG=$W/nginx; mkdir -p "$NG/tmp"
-  cat >"$NG/nginx.conf" <<EOF
-worker_processes 1; daemon off; master_process on; pid $NG/nginx.pid; error_log $NG/error.log warn;
-events { worker_connections 4096; }
-http {
-  access_log $NG/access.log;
-  client_body_temp_path $NG/tmp/body; proxy_temp_path $NG/tmp/proxy; fastcgi_temp_path $NG/tmp/fastcgi;
-  uwsgi_temp_path $NG/tmp/uwsgi; scgi_temp_path $NG/tmp/scgi;
-  keepalive_requests 1000000;
-  upstream app { server 127.0.0.1:$UP; keepalive 64; keepalive_requests 1000000; }
-  server {
-    listen 127.0.0.1:$NGP ssl http2;
-    ssl_certificate $C/server.pem; ssl_certificate_key $C/server-key.pem;
-    ssl_client_certificate $C/ca.pem; ssl_verify_client on; ssl_protocols TLSv1.2 TLSv1.3;
-    location / {
-      proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection "";
-      proxy_set_header X-Forwarded-Proto https; proxy_set_header X-Forwarded-For \$remote_addr;
-      proxy_set_header X-Request-Id \$request_id;
-      proxy_set_header X-Forwarded-Client-Cert "Hash=\$ssl_client_fingerprint;Subject=\"\$ssl_client_s_dn\"";
-    }
-  }
-}
-EOF
+  NG=$W/nginx; nginx_conf "$NG" "$NGP" "$UP" "$C" 1
   taskset -c 0 nginx -p "$NG" -c "$NG/nginx.conf" -e "$NG/error.log" 2>>"$NG/error.log" & PIDS+=($!); ngpid=$!
   ready "${TLS[@]}" "https://127.0.0.1:$NGP/orders"
   PROC[nginx]="$ngpid,$(pgrep -P "$ngpid" | paste -sd,)" PORT[nginx]=$NGP
 fi
 if want haproxy; then  # as benches/e2e.sh configures it
-  HA=$W/haproxy; mkdir -p "$HA"; cat "$C/server.pem" "$C/server-key.pem" >"$HA/server.pem"
-  cat >"$HA/haproxy.cfg" <<EOF
-global
-    nbthread 1
-    maxconn 8192
-    ssl-default-bind-options ssl-min-ver TLSv1.2
-defaults
-    mode http
-    log stdout format raw local0 info
-    option httplog
-    timeout connect 5s
-    timeout client 60s
-    timeout server 60s
-    timeout http-keep-alive 60s
-frontend fe
-    bind 127.0.0.1:$HAP ssl crt $HA/server.pem ca-file $C/ca.pem verify required alpn h2,http/1.1
-    option forwardfor
-    http-request set-header X-Forwarded-Proto https
-    http-request set-header X-Request-Id %[uuid]
-    http-request set-header X-Forwarded-Client-Cert "Hash=%[ssl_c_sha1,hex];Subject=\"%[ssl_c_s_dn]\""
-    default_backend app
-backend app
-    http-reuse always
-    server up 127.0.0.1:$UP
-EOF
+  HA=$W/haproxy; haproxy_conf "$HA" "$HAP" "$UP" "$C" 1
   taskset -c 0 haproxy -db -f "$HA/haproxy.cfg" >"$HA/access.log" 2>"$HA/error.log" & PIDS+=($!); PROC[haproxy]=$!
   PORT[haproxy]=$HAP; ready "${TLS[@]}" "https://127.0.0.1:$HAP/orders"
 fi
