@@ -246,17 +246,7 @@ fn cedar_datetime_is_the_text_format_wrote() {
             let t = SystemTime::UNIX_EPOCH
                 + std::time::Duration::from_secs(s)
                 + std::time::Duration::from_millis(ms);
-            let dt = time::OffsetDateTime::from(t);
-            let expected = format!(
-                "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
-                dt.year(),
-                u8::from(dt.month()),
-                dt.day(),
-                dt.hour(),
-                dt.minute(),
-                dt.second(),
-                dt.millisecond()
-            );
+            let expected = super::context::formatted(&time::OffsetDateTime::from(t));
             assert_eq!(super::context::cedar_datetime(t), expected);
         }
     }

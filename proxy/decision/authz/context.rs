@@ -294,16 +294,7 @@ pub fn cedar_datetime(t: SystemTime) -> String {
     if !(0..=9999).contains(&year) {
         // Before the epoch (`SystemTime`s past 9999 do not convert): the
         // text as `format!` writes it, sign included.
-        return format!(
-            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
-            year,
-            u8::from(dt.month()),
-            dt.day(),
-            dt.hour(),
-            dt.minute(),
-            dt.second(),
-            dt.millisecond()
-        );
+        return formatted(&dt);
     }
     // `format!` cost 3,000 instructions of every new second.
     let mut out = String::with_capacity(24);
@@ -325,4 +316,19 @@ pub fn cedar_datetime(t: SystemTime) -> String {
     push(u32::from(dt.second()), 2, Some('.'));
     push(u32::from(dt.millisecond()), 3, Some('Z'));
     out
+}
+
+/// A time as `format!` writes it (the text `cedar_datetime` makes by hand
+/// for the years 0 to 9999, and the one it uses outside them).
+pub(super) fn formatted(dt: &time::OffsetDateTime) -> String {
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
+        dt.year(),
+        u8::from(dt.month()),
+        dt.day(),
+        dt.hour(),
+        dt.minute(),
+        dt.second(),
+        dt.millisecond()
+    )
 }

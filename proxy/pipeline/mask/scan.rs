@@ -311,15 +311,12 @@ impl Scanner {
             Lex::Between if b == b'"' && self.expects_declared_key() => {
                 // A key at a declared level, whole in this chunk and without
                 // escapes (most are): read in place instead of held.
-                let rest = &chunk[i + 1..];
-                let run = run::json_text(rest);
-                if rest.get(run) != Some(&b'"') {
+                let Some(at) = plain_string(chunk, i) else {
                     self.structure(b)?;
                     return Ok(i + 1);
-                }
-                self.key(&chunk[i..i + run + 2], false)?;
+                };
+                self.key(&chunk[i..at], false)?;
                 // Compact JSON: the colon right after it.
-                let at = i + run + 2;
                 if chunk.get(at) == Some(&b':') {
                     if let Some(top) = self.stack.last_mut() {
                         top.state = State::Value;
@@ -331,15 +328,13 @@ impl Scanner {
             Lex::Between if b == b'"' && self.copies_declared_value() => {
                 // A visible string of a declared member, whole in this chunk
                 // and without escapes: copied as one slice.
-                let rest = &chunk[i + 1..];
-                let run = run::json_text(rest);
-                if rest.get(run) != Some(&b'"') {
+                let Some(at) = plain_string(chunk, i) else {
                     self.structure(b)?;
                     return Ok(i + 1);
-                }
-                self.out.extend_from_slice(&chunk[i..i + run + 2]);
+                };
+                self.out.extend_from_slice(&chunk[i..at]);
                 self.value_done()?;
-                Ok(i + run + 2)
+                Ok(at)
             }
             Lex::Between => {
                 self.structure(b)?;
@@ -728,6 +723,15 @@ impl Scanner {
         }
         Ok(())
     }
+}
+
+/// Where the string that opens at `chunk[i]` (a quote) ends, past its
+/// closing quote, when it ends in this chunk without an escape (or a
+/// control character); `None` otherwise (it is read token by token).
+fn plain_string(chunk: &[u8], i: usize) -> Option<usize> {
+    let rest = chunk.get(i + 1..)?;
+    let run = run::json_text(rest);
+    (rest.get(run) == Some(&b'"')).then_some(i + run + 2)
 }
 
 /// The number's state after `b`, or `None` where `b` cannot follow.
