@@ -230,8 +230,8 @@ impl Scanner {
     /// `bytes` held (a key, a hidden value a method reads, a checked one).
     fn hold(&mut self, mode: Mode, bytes: &[u8]) -> Result<(), Failed> {
         match mode {
-            Mode::Copy => self.out.extend_from_slice(bytes),
-            Mode::Skip => {}
+            // Not held: `emit` writes or drops them.
+            Mode::Copy | Mode::Skip => return self.emit(mode, bytes),
             Mode::Capture => {
                 if self.capture.len() + bytes.len() > CAPTURE_LIMIT {
                     return Err(format!(
