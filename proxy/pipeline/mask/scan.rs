@@ -264,6 +264,12 @@ impl Scanner {
     /// Scans from `chunk[i]`; returns where to go on.
     fn step(&mut self, chunk: &[u8], i: usize) -> Result<usize, Failed> {
         let b = chunk[i];
+        if matches!(b, b',' | b'"') && self.lex == Lex::Between && self.check.is_none() {
+            let at = self.visible_members(chunk, i);
+            if at > i {
+                return Ok(at);
+            }
+        }
         match self.lex {
             Lex::Str { key, escape } => self.string(chunk, i, key, escape),
             Lex::Num(n) => {
@@ -341,6 +347,82 @@ impl Scanner {
                 Ok(i + 1)
             }
         }
+    }
+
+    /// The members of a declared object from `chunk[i]` (its comma, or the
+    /// key after one) that are visible, hold a scalar and come whole and
+    /// compact in this chunk (most members of most records): checked and
+    /// copied as one stretch of the chunk, instead of token by token.
+    /// Stops before the first member it cannot take so (a hidden one, one
+    /// that opens a container or holds an escape or whitespace, one cut by
+    /// the chunk's end), which the token path then reads; returns where it
+    /// stopped (`i`: it took none). Not used while checking conformance.
+    fn visible_members(&mut self, chunk: &[u8], mut i: usize) -> usize {
+        let Scanner { stack, out, .. } = self;
+        let Some(top) = stack.last_mut() else {
+            return i;
+        };
+        if !top.object {
+            return i;
+        }
+        let Some(level) = top.level.take() else {
+            return i;
+        };
+        // `chunk[from..i]` is owed to the output.
+        let mut from = i;
+        loop {
+            // The comma the chunk has before the key, if it has one here.
+            let comma = match top.state {
+                State::CommaOrEnd if chunk.get(i) == Some(&b',') => true,
+                State::First | State::Next => false,
+                _ => break,
+            };
+            let k = i + usize::from(comma);
+            if chunk.get(k) != Some(&b'"') {
+                break;
+            }
+            let Some(colon) = plain_string(chunk, k) else {
+                break;
+            };
+            if chunk.get(colon) != Some(&b':') {
+                break;
+            }
+            let (rule, hint) = level.rule_from(&chunk[k + 1..colon - 1], top.hint);
+            let visible = match rule {
+                Some(Rule::Show(Shape::Leaf, _) | Rule::Show(_, None)) => true,
+                Some(_) => false,
+                None => matches!(level.undeclared, Some(Undeclared::Pass) | None),
+            };
+            if !visible {
+                break;
+            }
+            let Some(end) = scalar_end(chunk, colon + 1) else {
+                break;
+            };
+            // The output's comma: kept when a member was written before,
+            // dropped after members that were all left out, written after
+            // a comma the token path has read.
+            match (comma, top.any) {
+                (true, false) => {
+                    out.extend_from_slice(&chunk[from..i]);
+                    from = k;
+                }
+                (false, true) => {
+                    out.extend_from_slice(&chunk[from..i]);
+                    out.push(b',');
+                    from = k;
+                }
+                _ => {}
+            }
+            top.any = true;
+            top.state = State::CommaOrEnd;
+            top.hint = hint;
+            top.member = Member::Copy;
+            i = end;
+        }
+        out.extend_from_slice(&chunk[from..i]);
+        top.level = Some(level);
+        i
     }
 
     /// Whether the value of a visible member of a declared object comes
@@ -732,6 +814,32 @@ fn plain_string(chunk: &[u8], i: usize) -> Option<usize> {
     let rest = chunk.get(i + 1..)?;
     let run = run::json_text(rest);
     (rest.get(run) == Some(&b'"')).then_some(i + run + 2)
+}
+
+/// Where the scalar that starts at `chunk[v]` ends, when it is whole in
+/// this chunk: a string without escapes, a number followed by another byte
+/// (it could go on in the next chunk otherwise), a literal. `None` for
+/// anything else, malformed values included (the token path reads them).
+fn scalar_end(chunk: &[u8], v: usize) -> Option<usize> {
+    let rest = chunk.get(v..)?;
+    let first = *rest.first()?;
+    let start = match first {
+        b'"' => return plain_string(chunk, v),
+        b't' => return rest.starts_with(b"true").then_some(v + 4),
+        b'f' => return rest.starts_with(b"false").then_some(v + 5),
+        b'n' => return rest.starts_with(b"null").then_some(v + 4),
+        b'-' => Num::Minus,
+        b'0' => Num::Zero,
+        b'1'..=b'9' => Num::Int,
+        _ => return None,
+    };
+    let run = run::json_number(&rest[1..]);
+    // The byte after the number must be here, and the number whole.
+    rest.get(1 + run)?;
+    let n = rest[1..1 + run]
+        .iter()
+        .try_fold(start, |n, &b| number(n, b))?;
+    matches!(n, Num::Zero | Num::Int | Num::Frac | Num::Exp).then_some(v + 1 + run)
 }
 
 /// The number's state after `b`, or `None` where `b` cannot follow.

@@ -129,6 +129,81 @@ fn members_in_any_order_get_their_own_rules() {
 }
 
 #[test]
+fn members_taken_whole_mask_as_token_by_token() {
+    // Whole compact members are taken as stretches of a chunk; fed a byte
+    // at a time, every member goes token by token. Both must make the same
+    // body, and refuse the same malformed ones.
+    let members = [
+        r#""id":0"#,
+        r#""id":-1.5e3"#,
+        r#""id":7E+2"#,
+        r#""email":"a@b.example""#,
+        r#""email":"a\"b""#,
+        r#""shipping":{"city":"c","street":"s"}"#,
+        r#""lines":[{"sku":"x","cost":3},{"cost":true,"sku":"y"}]"#,
+        r#""zz":true"#,
+        r#""note":"x\u0041y""#,
+        r#""n":null"#,
+        r#""f":false"#,
+        r#""id": 1"#,
+        r#""lines":[]"#,
+    ];
+    let broken = [
+        r#""id":01"#,
+        r#""id":-"#,
+        r#""id":1."#,
+        r#""f":fals"#,
+        r#""id":1x"#,
+        r#""zz":tru"#,
+        r#""id":"a"#,
+    ];
+    let mut seed = 0x2545_f491_u32;
+    let mut next = |n: usize| {
+        seed = seed.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+        (seed >> 16) as usize % n
+    };
+    for round in 0..400 {
+        let mut records = Vec::new();
+        for _ in 0..1 + next(3) {
+            let picked: Vec<&str> = (0..next(7)).map(|_| members[next(members.len())]).collect();
+            records.push(format!("{{{}}}", picked.join(",")));
+        }
+        if round % 5 == 4 {
+            let at = next(records.len());
+            let bad = broken[next(broken.len())];
+            records[at] = records[at].replacen('{', &format!("{{{bad},"), 1);
+        }
+        let body = format!("[{}]", records.join(","));
+        let masks = [
+            Mask::Omit,
+            Mask::Null,
+            Mask::Redact,
+            Mask::Hash,
+            Mask::Last4,
+        ];
+        let p = plan(
+            masks[round % masks.len()],
+            [Undeclared::Pass, Undeclared::Omit][round % 2],
+        );
+        let whole = mask(&p, &body, body.len());
+        for step in [1, 1 + next(9)] {
+            let cut = mask(&p, &body, step);
+            assert_eq!(
+                whole.is_ok(),
+                cut.is_ok(),
+                "{body} in chunks of {step}: {cut:?}"
+            );
+            if let (Ok(whole), Ok(cut)) = (&whole, &cut) {
+                assert_eq!(whole, cut, "{body} in chunks of {step}");
+            }
+        }
+        if let Ok(out) = whole {
+            serde_json::from_str::<serde_json::Value>(&out).expect("the masked body is JSON");
+        }
+    }
+}
+
+#[test]
 fn last4_counts_characters_not_bytes() {
     let got = mask(
         &plan(Mask::Last4, Undeclared::Omit),
