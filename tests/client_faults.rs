@@ -62,13 +62,11 @@ async fn read_reply(
     Some((status, json))
 }
 
-/// The audit events of a file, one JSON object per line.
+/// The request events of a trail, whole lines only (`common::trail`).
 fn audit_events(path: &std::path::Path) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(path)
-        .expect("audit file")
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
-        .filter(|e: &serde_json::Value| e["type"] == "request")
+    trail::events(path)
+        .into_iter()
+        .filter(|e| e["type"] == "request")
         .collect()
 }
 

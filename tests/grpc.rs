@@ -33,11 +33,7 @@ fn sidecar(pki: &Pki, server: &GrpcServer, more: impl FnOnce(Sidecar) -> Sidecar
 /// The audit events written so far, once `n` of them are.
 fn audit_events(pki: &Pki, mg: &Meshgate, n: usize) -> Vec<Value> {
     mg.wait_metric("meshgate_audit_events_total", n as f64);
-    std::fs::read_to_string(pki.path("audit.jsonl"))
-        .expect("audit file")
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("audit line is JSON"))
-        .collect()
+    common::trail::events(&pki.path("audit.jsonl"))
 }
 
 fn call(method: &str) -> Value {

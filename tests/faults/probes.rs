@@ -67,11 +67,7 @@ pub(crate) fn quiet(pki: &Pki, upstream: &(impl Target + ?Sized)) -> Sidecar {
 }
 
 pub(crate) fn audit_events(path: &std::path::Path) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(path)
-        .expect("audit file")
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
-        .collect()
+    trail::events(path)
 }
 
 pub(crate) fn verify_chain(files: &[&std::path::Path]) -> String {
