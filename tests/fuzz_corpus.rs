@@ -58,6 +58,7 @@ fn every_target_has_a_corpus_and_every_input_passes() {
         }
     }
     std::panic::set_hook(hook);
+    meshgate::fuzzing::remove_scratch();
     assert!(failures.is_empty(), "{}", failures.join("\n"));
     for (target, seeds, _) in &ran {
         assert!(*seeds >= 5, "{target}: only {seeds} seed inputs");

@@ -31,6 +31,23 @@ pub use paths::*;
 /// A target's body.
 pub type Body = fn(&[u8]);
 
+/// Removes this process's scratch directories (the targets' files under
+/// the temporary directory). For a process that has run its last input:
+/// a later `audit_mutation` would find its golden files gone.
+pub fn remove_scratch() {
+    let own = format!("-{}", std::process::id());
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with("meshgate-fuzz-") && name.ends_with(&own) {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+}
+
 /// Every target: its name (the directory under `fuzz/corpus/` and
 /// `fuzz/regressions/`) and its body.
 pub const TARGETS: &[(&str, Body)] = &[
