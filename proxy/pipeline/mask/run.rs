@@ -143,7 +143,7 @@ mod tests {
             (seed >> 24) as u8
         };
         for _ in 0..20_000 {
-            let len = usize::from(next() % 40);
+            let len = usize::from(next() % 64);
             let s: Vec<u8> = (0..len)
                 .map(|_| match next() % 4 {
                     // Bytes next to the stopping ones too.
