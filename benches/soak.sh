@@ -18,7 +18,9 @@
 #
 # Knobs (env): DURATION=30m WARMUP=2m INTERVAL=10s RATE_H1=1500 RATE_H2=1500 RATE_DENIED=300 RATE_QUOTA=300
 #   QUOTA_RATE=100 RATE_JWT=300 AUDIT=1 (0: audit sink off) MESHGATE=path (no build) KEEP_WORK=1 (keep the temp dir with samples.tsv)
-# Pass/fail (exit 1 on fail): RSS growth after warm-up < 5%, open fds flat (max - min <= FD_SLACK=8), and no
+# Pass/fail (exit 1 on fail): RSS growth after warm-up < 5%, open fds flat (max - min <= FD_SLACK=8) apart from the
+# upstream pool's connections (counted from /proc/PID/net/tcp; the pool follows the load's bursts and closes
+# connections idle for a minute), those at most the requests the load can have in flight, and no
 # outcome other than each stream's expected ones (oha errors, 5xx, 401 ...). Samples go to $WORK/samples.tsv.
 set -euo pipefail
 DURATION=${DURATION:-30m} WARMUP=${WARMUP:-2m} INTERVAL=${INTERVAL:-10s} FD_SLACK=${FD_SLACK:-8}
@@ -128,6 +130,8 @@ oha_run() { # name rate args...
   OHA+=($!)
 }
 OHA=()
+# The most requests the load can have in flight: each stream's connections x streams per connection.
+IN_FLIGHT=$(( 16 + 2 * 8 + 4 + 4 + 1 * 4 ))
 # shellcheck disable=SC2046
 { oha_run h1 "$RATE_H1" -c 16 $(tls reporting) "$URL/orders"
   oha_run h2 "$RATE_H2" --http2 -c 2 -p 8 $(tls reporting) "$URL/orders"
@@ -139,10 +143,10 @@ PIDS+=("${OHA[@]}")
 # The sampler: every INTERVAL, meshgate's RSS and open fds (/proc) and a scrape of its /metrics; the window's
 # p99 comes from the request-duration histogram's bucket increments (interpolated as histogram_quantile does).
 python3 - "$MG_PID" "http://127.0.0.1:$MG_ADMIN/metrics" "$(secs "$DURATION")" "$(secs "$INTERVAL")" \
-  "$WORK/samples.tsv" "${OHA[@]}" <<'PY'
+  "$WORK/samples.tsv" "$UP_PORT" "${OHA[@]}" <<'PY'
 import os, re, sys, time, urllib.request
 pid, url, duration, interval, out = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
-oha = sys.argv[6:]
+up_port, oha = int(sys.argv[6]), sys.argv[7:]
 line_re = re.compile(r'^(\w+)(?:\{(.*)\})? (\S+)$')
 def scrape():
     buckets, decisions, fivexx = {}, {}, 0.0
@@ -168,24 +172,41 @@ def quantile(q, b0, b1):
             return prev_le + (le - prev_le) * (rank - prev_c) / max(c - prev_c, 1e-12)
         prev_le, prev_c = le, c
     return les[-2]
+def upstream_sockets(fds):
+    # The sockets among `fds` connected to the upstream's port (/proc/PID/net/tcp: remote address, inode).
+    remote = {}
+    for table in ("tcp", "tcp6"):
+        try: lines = open(f"/proc/{pid}/net/{table}").read().splitlines()[1:]
+        except OSError: continue
+        for l in lines:
+            f = l.split()
+            remote[f[9]] = int(f[2].rsplit(":", 1)[1], 16)
+    n = 0
+    for fd in fds:
+        try: link = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError: continue
+        if link.startswith("socket:[") and remote.get(link[8:-1]) == up_port: n += 1
+    return n
 def proc():
     rss = int(next(l.split()[1] for l in open(f"/proc/{pid}/status") if l.startswith("VmRSS:")))
-    return rss, len(os.listdir(f"/proc/{pid}/fd"))
+    fds = os.listdir(f"/proc/{pid}/fd")
+    return rss, len(fds), upstream_sockets(fds)
 t0 = time.monotonic(); prev = scrape()
 with open(out, "w") as f:
-    f.write("t_s\trss_kib\tfds\treq_per_s\tp99_ms\tallow\tdeny\trate_limited\tother\t5xx\n")
+    f.write("t_s\trss_kib\tfds\treq_per_s\tp99_ms\tallow\tdeny\trate_limited\tother\t5xx\tupstream_conns\n")
     while True:
         nxt = t0 + interval * (1 + int((time.monotonic() - t0) / interval))
         time.sleep(max(0.0, nxt - time.monotonic()))
         if not os.path.exists(f"/proc/{pid}"): sys.exit("meshgate is gone")
-        cur = scrape(); rss, fds = proc(); t = time.monotonic() - t0
+        cur = scrape(); rss, fds, up = proc(); t = time.monotonic() - t0
         d = {k: cur[1].get(k, 0) - prev[1].get(k, 0) for k in cur[1]}
         other = sum(v for k, v in d.items() if k not in ("allow", "deny", "rate_limited"))
         row = [f"{t:.0f}", rss, fds, f"{sum(d.values()) / interval:.0f}", f"{quantile(0.99, prev[0], cur[0]) * 1e3:.3f}",
                f"{d.get('allow', 0):.0f}", f"{d.get('deny', 0):.0f}", f"{d.get('rate_limited', 0):.0f}", f"{other:.0f}",
-               f"{cur[2] - prev[2]:.0f}"]
+               f"{cur[2] - prev[2]:.0f}", up]
         f.write("\t".join(map(str, row)) + "\n"); f.flush(); prev = cur
-        print("  " + "  ".join(f"{h}={v}" for h, v in zip(("t", "rss_kib", "fds", "rps", "p99_ms"), row)), file=sys.stderr)
+        print("  " + "  ".join(f"{h}={v}" for h, v in zip(("t", "rss_kib", "fds", "rps", "p99_ms"), row)) + f"  upstream={up}",
+              file=sys.stderr)
         # The last window would see the load generators finish: stop one interval before they do.
         if t + interval > duration or not any(os.path.exists(f"/proc/{p}") for p in oha): break
 PY
@@ -196,11 +217,13 @@ if [[ $AUDIT == 1 ]]; then
     || { cat "$WORK/verify.txt" >&2; die "the audit trail written during the soak does not verify"; }
 else echo "off (AUDIT=0)" >"$WORK/verify.txt"; fi
 
-python3 - "$WORK" "$(secs "$WARMUP")" "$FD_SLACK" "$(cd "$ROOT" && git describe --always --dirty 2>/dev/null || echo no-git)" <<'PY'
+python3 - "$WORK" "$(secs "$WARMUP")" "$FD_SLACK" "$(cd "$ROOT" && git describe --always --dirty 2>/dev/null || echo no-git)" \
+  "$IN_FLIGHT" <<'PY'
 import json, statistics, sys
-work, warmup, fd_slack, rev = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+work, warmup, fd_slack, rev, in_flight = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], int(sys.argv[5])
 rows = [l.rstrip("\n").split("\t") for l in open(f"{work}/samples.tsv")][1:]
-rows = [dict(t=int(r[0]), rss=int(r[1]), fds=int(r[2]), rps=int(r[3]), p99=float(r[4]), other=int(r[8]), e5=int(r[9])) for r in rows]
+rows = [dict(t=int(r[0]), rss=int(r[1]), fds=int(r[2]), rps=int(r[3]), p99=float(r[4]), other=int(r[8]), e5=int(r[9]),
+             up=int(r[10])) for r in rows]
 after = [r for r in rows if r["t"] > warmup]
 if len(after) < 2: sys.exit("soak: too few samples after warm-up; run longer than WARMUP")
 expected = {"h1": {"200"}, "h2": {"200"}, "denied": {"403"}, "quota": {"200", "429"}, "jwt": {"404"}}
@@ -221,18 +244,24 @@ rss0, rss1 = statistics.median(r["rss"] for r in after[:k]), statistics.median(r
 rssmax, growth = max(r["rss"] for r in after), 100.0 * (rss1 - rss0) / rss0
 mt, mr = statistics.fmean(r["t"] for r in after), statistics.fmean(r["rss"] for r in after)
 slope = 60 * sum((r["t"] - mt) * (r["rss"] - mr) for r in after) / sum((r["t"] - mt) ** 2 for r in after)
-fmin, fmax = min(r["fds"] for r in after), max(r["fds"] for r in after)
+# The upstream pool grows with the load's bursts and closes what stays idle for a minute: its sockets are
+# counted apart, bounded by the requests the load can have in flight (one each on HTTP/1.1), and the
+# rest of the fds must stay flat.
+fmin, fmax = min(r["fds"] - r["up"] for r in after), max(r["fds"] - r["up"] for r in after)
+umin, umax = min(r["up"] for r in after), max(r["up"] for r in after)
 p99a, p99b = statistics.median(r["p99"] for r in after[:k]), statistics.median(r["p99"] for r in after[-k:])
 other, e5 = sum(r["other"] for r in rows), sum(r["e5"] for r in rows)
 print(f"\nRSS (median of {k} samples) after warm-up {rss0 / 1024:.1f} MiB -> at the end {rss1 / 1024:.1f} MiB: growth {growth:+.2f}%"
       f" (target < 5%); max {rssmax / 1024:.1f} MiB; trend {slope:+.0f} KiB/min")
-print(f"open fds after warm-up: min {fmin}, max {fmax} (flat: max - min <= {fd_slack})")
+print(f"open fds after warm-up, upstream connections apart: min {fmin}, max {fmax} (flat: max - min <= {fd_slack});"
+      f" upstream connections {umin}..{umax} (at most the {in_flight} requests the load can have in flight)")
 print(f"p99 (meshgate's histogram, per {rows[1]['t'] - rows[0]['t'] if len(rows) > 1 else '?'} s window): median of the first "
       f"{k} windows after warm-up {p99a:.3f} ms, of the last {k} {p99b:.3f} ms")
 print(f"decisions other than allow/deny/rate_limited: {other}; 5xx responses: {e5}")
 print("audit trail: " + open(f"{work}/verify.txt").read().strip())
 if growth >= 5: fails.append(f"RSS grew {growth:.2f}%")
 if fmax - fmin > fd_slack: fails.append(f"open fds not flat ({fmin}..{fmax})")
+if umax > in_flight: fails.append(f"{umax} upstream connections for at most {in_flight} requests in flight")
 if other or e5: fails.append(f"{other} unexpected decisions, {e5} 5xx")
 print("\nresult: " + ("PASS" if not fails else "FAIL: " + "; ".join(fails)))
 sys.exit(1 if fails else 0)
