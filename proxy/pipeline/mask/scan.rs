@@ -388,12 +388,11 @@ impl Scanner {
                 break;
             }
             let (rule, hint) = level.rule_from(&chunk[k + 1..colon - 1], top.hint);
-            let visible = match rule {
-                Some(Rule::Show(Shape::Leaf, _) | Rule::Show(_, None)) => true,
-                Some(_) => false,
-                None => matches!(level.undeclared, Some(Undeclared::Pass) | None),
-            };
-            if !visible {
+            // (A member with a level below goes to the token path before
+            // its level's `Arc` would be cloned for nothing.)
+            if matches!(rule, Some(Rule::Show(_, Some(_))))
+                || !matches!(member_of(rule, level.undeclared), Some(Member::Copy))
+            {
                 break;
             }
             let Some(end) = scalar_end(chunk, colon + 1) else {
@@ -629,24 +628,11 @@ impl Scanner {
             c.violation(Kind::Undeclared)?;
         }
         let (rule, hint) = level.rule_from(name, hint);
-        let member = match rule {
-            Some(Rule::Show(Shape::Leaf, _)) => Member::Copy,
-            Some(Rule::Show(_, Some(below))) => Member::Into(below.clone()),
-            Some(Rule::Show(_, None)) => Member::Copy,
-            Some(Rule::Hide(Mask::Omit)) => Member::Skip,
-            Some(Rule::Hide(Mask::Null)) => Member::Null,
-            Some(Rule::Hide(Mask::Redact)) => Member::Redact,
-            Some(Rule::Hide(m)) => Member::Capture(*m),
-            None => match level.undeclared {
-                Some(Undeclared::Pass) | None => Member::Copy,
-                Some(Undeclared::Omit) => Member::Skip,
-                Some(Undeclared::Refuse) => {
-                    return Err(format!(
-                        "an undeclared field `{}`",
-                        String::from_utf8_lossy(name)
-                    ))
-                }
-            },
+        let Some(member) = member_of(rule, level.undeclared) else {
+            return Err(format!(
+                "an undeclared field `{}`",
+                String::from_utf8_lossy(name)
+            ));
         };
         let kept = !matches!(member, Member::Skip);
         let Some(top) = self.stack.last_mut() else {
@@ -814,6 +800,25 @@ fn plain_string(chunk: &[u8], i: usize) -> Option<usize> {
     let rest = chunk.get(i + 1..)?;
     let run = run::json_text(rest);
     (rest.get(run) == Some(&b'"')).then_some(i + run + 2)
+}
+
+/// What the value of a member with `rule` gets (`None`: an undeclared
+/// member under `undeclared: refuse`).
+fn member_of(rule: Option<&Rule>, undeclared: Option<Undeclared>) -> Option<Member> {
+    Some(match rule {
+        Some(Rule::Show(Shape::Leaf, _)) => Member::Copy,
+        Some(Rule::Show(_, Some(below))) => Member::Into(below.clone()),
+        Some(Rule::Show(_, None)) => Member::Copy,
+        Some(Rule::Hide(Mask::Omit)) => Member::Skip,
+        Some(Rule::Hide(Mask::Null)) => Member::Null,
+        Some(Rule::Hide(Mask::Redact)) => Member::Redact,
+        Some(Rule::Hide(m)) => Member::Capture(*m),
+        None => match undeclared {
+            Some(Undeclared::Pass) | None => Member::Copy,
+            Some(Undeclared::Omit) => Member::Skip,
+            Some(Undeclared::Refuse) => return None,
+        },
+    })
 }
 
 /// Where the scalar that starts at `chunk[v]` ends, when it is whole in
