@@ -14,7 +14,7 @@ const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection")
 
 /// Hop-by-hop headers (RFC 9110 §7.6.1) removed whatever `Connection`
 /// names, besides `Connection` itself and `TE` (kept as `TE: trailers`).
-const HOP_BY_HOP: [HeaderName; 7] = [
+static HOP_BY_HOP: [HeaderName; 7] = [
     KEEP_ALIVE,
     PROXY_CONNECTION,
     header::PROXY_AUTHENTICATE,
@@ -63,8 +63,21 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 }
 
 /// A header that `strip_hop_by_hop` removes or rewrites, whatever `Connection` names.
+/// (Matched by its text: read for every header of every message, and
+/// `HOP_BY_HOP.contains` made and dropped a copy of the array each time.)
 fn is_hop_by_hop(name: &HeaderName) -> bool {
-    name == header::CONNECTION || name == header::TE || HOP_BY_HOP.contains(name)
+    matches!(
+        name.as_str(),
+        "connection"
+            | "te"
+            | "keep-alive"
+            | "proxy-connection"
+            | "proxy-authenticate"
+            | "proxy-authorization"
+            | "trailer"
+            | "transfer-encoding"
+            | "upgrade"
+    )
 }
 
 /// Headers meshgate sets for the upstream (besides `x-meshgate-*`): a
@@ -128,6 +141,16 @@ mod tests {
             h.get(header::TE).map(|v| v.as_bytes()),
             Some(&b"trailers"[..])
         );
+    }
+
+    #[test]
+    fn the_names_matched_are_the_names_removed() {
+        for name in HOP_BY_HOP.iter().chain([&header::CONNECTION, &header::TE]) {
+            assert!(is_hop_by_hop(name), "{name}");
+        }
+        for name in [header::CONTENT_TYPE, X_REQUEST_ID, header::TRAILER] {
+            assert_eq!(is_hop_by_hop(&name), name == header::TRAILER, "{name}");
+        }
     }
 
     #[test]

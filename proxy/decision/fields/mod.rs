@@ -11,6 +11,8 @@
 use std::fmt;
 use std::sync::{Arc, OnceLock};
 
+use prometheus_client::metrics::counter::Counter;
+
 pub mod conformance;
 pub mod tree;
 
@@ -246,7 +248,18 @@ pub struct FieldPlan {
 pub struct Trees {
     plain: OnceLock<Arc<tree::Level>>,
     checked: OnceLock<Arc<tree::Level>>,
+    /// `meshgate_fields_hidden_total` of the plan's dataset by mask, and
+    /// how many fields each masked response adds to it (looked up in the
+    /// metric family once, not per response).
+    counters: OnceLock<HiddenCounters>,
+    /// The hidden fields as the audit line writes them (the same for every
+    /// request under the plan).
+    audited: OnceLock<Box<[u8]>>,
 }
+
+/// The counters a masked response adds its hidden fields to, with the
+/// number it adds to each.
+pub type HiddenCounters = Arc<[(Counter, u64)]>;
 
 impl Clone for Trees {
     fn clone(&self) -> Trees {
@@ -267,6 +280,8 @@ impl fmt::Debug for Trees {
         f.debug_struct("Trees")
             .field("plain", &self.plain.get().is_some())
             .field("checked", &self.checked.get().is_some())
+            .field("counters", &self.counters.get().is_some())
+            .field("audited", &self.audited.get().is_some())
             .finish()
     }
 }
@@ -283,6 +298,25 @@ impl FieldPlan {
             .checked
             .get_or_init(|| tree::checked(self))
             .clone()
+    }
+
+    /// The counters of the plan's hidden fields: `make`'s, the first time.
+    pub fn hidden_counters(&self, make: impl FnOnce() -> HiddenCounters) -> HiddenCounters {
+        self.trees.counters.get_or_init(make).clone()
+    }
+
+    /// The plan's hidden fields as an audit line holds them: `write`'s
+    /// text, written the first time it succeeds.
+    pub fn audited_hidden<E>(
+        &self,
+        write: impl FnOnce(&mut Vec<u8>) -> Result<(), E>,
+    ) -> Result<&[u8], E> {
+        if let Some(text) = self.trees.audited.get() {
+            return Ok(text);
+        }
+        let mut out = Vec::new();
+        write(&mut out)?;
+        Ok(self.trees.audited.get_or_init(|| out.into_boxed_slice()))
     }
 
     /// Whether a response needs rewriting at all under this plan.

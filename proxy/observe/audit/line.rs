@@ -127,21 +127,12 @@ pub(super) fn write_request(
     o.key("shadow");
     write_shadow(o.out, outcome)?;
     // The fields the caller's plan hid: only on requests it hid some of.
+    // (Written once per plan: the same for every request it applies to.)
     if let Some(plan) = outcome.and_then(|o| o.fields.as_ref()) {
         if !plan.hidden.is_empty() {
             o.key("hidden");
-            o.out.push(b'[');
-            for (i, h) in plan.hidden.iter().enumerate() {
-                if i > 0 {
-                    o.out.push(b',');
-                }
-                let mut f = Members::open(o.out);
-                f.str("field", &h.path)?;
-                f.str("mask", h.mask.as_str())?;
-                f.strs("policies", &h.policies)?;
-                f.close();
-            }
-            o.out.push(b']');
+            let text = plan.audited_hidden(|out| write_hidden(out, &plan.hidden))?;
+            o.out.extend_from_slice(text);
         }
     }
     // The kinds of contract violation: only on responses that showed some.
@@ -182,6 +173,27 @@ pub(super) fn write_request(
     o.str("node", node)?;
     o.opt_str("pod", pod)?;
     o.close();
+    Ok(())
+}
+
+/// The `hidden` member's value: each field the plan hides, how, and the
+/// policies that decided it.
+fn write_hidden(
+    out: &mut Vec<u8>,
+    hidden: &[crate::decision::fields::Hidden],
+) -> serde_json::Result<()> {
+    out.push(b'[');
+    for (i, h) in hidden.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        let mut f = Members::open(out);
+        f.str("field", &h.path)?;
+        f.str("mask", h.mask.as_str())?;
+        f.strs("policies", &h.policies)?;
+        f.close();
+    }
+    out.push(b']');
     Ok(())
 }
 

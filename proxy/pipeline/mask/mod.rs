@@ -27,9 +27,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use prometheus_client::metrics::counter::Counter;
-
-use crate::decision::fields::{FieldPlan, Mask};
+use crate::decision::fields::{FieldPlan, HiddenCounters, Mask};
 use crate::model::conformance::Kinds;
 use crate::model::response::{BodyTransform, ResponseTransform, TransformError};
 
@@ -63,8 +61,9 @@ pub struct FieldMasking {
     key: Option<HashKey>,
     inner: Option<Arc<dyn ResponseTransform>>,
     /// `meshgate_fields_hidden_total` of the plan's product and dataset,
-    /// by mask, and how many fields of each a masked response hides.
-    hidden: Vec<(Counter, u64)>,
+    /// by mask, and how many fields of each a masked response hides
+    /// (kept with the plan).
+    hidden: HiddenCounters,
     /// Checked against the contract as well (a sampled response).
     conformance: Option<conform::Sampled>,
 }
@@ -95,19 +94,21 @@ impl FieldMasking {
                 None => inner,
             };
         }
-        let mut hidden: Vec<(Counter, u64)> = Vec::new();
-        let dataset = &plan.specs.dataset;
-        for mask in Mask::ALL {
-            let n = plan.hidden.iter().filter(|h| h.mask == mask).count() as u64;
-            if n > 0 {
-                let labels = HiddenLabels {
-                    product: m.product.clone(),
-                    dataset: dataset.clone(),
-                    mask: mask.as_str(),
-                };
-                hidden.push((m.metrics.hidden.get_or_create(&labels).clone(), n));
-            }
-        }
+        let hidden = plan.hidden_counters(|| {
+            let dataset = &plan.specs.dataset;
+            Mask::ALL
+                .into_iter()
+                .filter_map(|mask| {
+                    let n = plan.hidden.iter().filter(|h| h.mask == mask).count() as u64;
+                    let labels = HiddenLabels {
+                        product: m.product.clone(),
+                        dataset: dataset.clone(),
+                        mask: mask.as_str(),
+                    };
+                    (n > 0).then(|| (m.metrics.hidden.get_or_create(&labels).clone(), n))
+                })
+                .collect()
+        });
         let tree = match m.conformance {
             Some(_) => plan.checked_tree(),
             None => plan.tree(),
@@ -260,7 +261,7 @@ impl ResponseTransform for FieldMasking {
         };
         let coding = decode::coding(&head.headers)
             .map_err(|why| refused(format!("{why}, and a field plan applies")))?;
-        for (counter, n) in &self.hidden {
+        for (counter, n) in self.hidden.iter() {
             counter.inc_by(*n);
         }
         let (tree, key) = (self.tree.clone(), self.key.clone());
