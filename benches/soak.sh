@@ -123,15 +123,16 @@ check() { # name expected-status curl-args...
 log "meshgate ready (pid $MG_PID); load for $DURATION, samples every $INTERVAL (warm-up $WARMUP)"
 
 oha_run() { # name rate args...
-  local name=$1 rate=$2; shift 2
+  local name=$1 rate=$2 c=1 p=1 a prev=; shift 2
+  # The most requests this stream can have in flight: its connections x streams per connection.
+  for a in "$@"; do case $prev in -c) c=$a ;; -p) p=$a ;; esac; prev=$a; done
+  IN_FLIGHT=$(( IN_FLIGHT + c * p ))
   # shellcheck disable=SC2046
   taskset -c 1 oha -z "$DURATION" -q "$rate" -t 10s --no-tui --output-format json "$@" >"$WORK/oha-$name.json" \
     2>"$WORK/oha-$name.err" &
   OHA+=($!)
 }
-OHA=()
-# The most requests the load can have in flight: each stream's connections x streams per connection.
-IN_FLIGHT=$(( 16 + 2 * 8 + 4 + 4 + 1 * 4 ))
+OHA=() IN_FLIGHT=0  # the most requests the load can have in flight, summed by oha_run
 # shellcheck disable=SC2046
 { oha_run h1 "$RATE_H1" -c 16 $(tls reporting) "$URL/orders"
   oha_run h2 "$RATE_H2" --http2 -c 2 -p 8 $(tls reporting) "$URL/orders"

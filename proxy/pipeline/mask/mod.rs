@@ -100,12 +100,14 @@ impl FieldMasking {
                 .into_iter()
                 .filter_map(|mask| {
                     let n = plan.hidden.iter().filter(|h| h.mask == mask).count() as u64;
-                    let labels = HiddenLabels {
-                        product: m.product.clone(),
-                        dataset: dataset.clone(),
-                        mask: mask.as_str(),
-                    };
-                    (n > 0).then(|| (m.metrics.hidden.get_or_create(&labels).clone(), n))
+                    (n > 0).then(|| {
+                        let labels = HiddenLabels {
+                            product: m.product.clone(),
+                            dataset: dataset.clone(),
+                            mask: mask.as_str(),
+                        };
+                        (m.metrics.hidden.get_or_create(&labels).clone(), n)
+                    })
                 })
                 .collect()
         });
