@@ -7,7 +7,9 @@
 //! and edits went unseen until SIGHUP. The paths are made absolute lexically
 //! (`std::path::absolute`), never canonicalised: a symlink such as the
 //! kubelet's `..data` must stay in the path, or its swap would go unseen.
+//! [`read_whole`] reads files that are replaced together as one generation.
 
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
 /// The absolute directory relative paths of the configuration file `file`
@@ -47,6 +49,58 @@ fn working_dir() -> PathBuf {
     std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"))
 }
 
+/// Where each of `paths` leads on disk, symlinks followed, and for a
+/// directory where each of its entries leads: what an atomic replacement
+/// changes. git-sync swaps a symlink to a new worktree; a Kubernetes volume
+/// swaps the `..data` symlink its files point through.
+type Resolution = Vec<(Option<PathBuf>, Vec<(OsString, Option<PathBuf>)>)>;
+
+fn resolution(paths: &[PathBuf]) -> Resolution {
+    paths
+        .iter()
+        .map(|p| {
+            let mut entries: Vec<_> = match std::fs::read_dir(p) {
+                Ok(dir) => dir
+                    .filter_map(Result::ok)
+                    .map(|e| (e.file_name(), std::fs::canonicalize(e.path()).ok()))
+                    .collect(),
+                Err(_) => Vec::new(),
+            };
+            entries.sort();
+            (std::fs::canonicalize(p).ok(), entries)
+        })
+        .collect()
+}
+
+/// Runs `read`, which reads the files at `paths`, until they were not
+/// replaced while it ran, at most `attempts` times: a read that began
+/// before a swap and ended after it (a directory listed in the old
+/// generation, its files read in the new, or one file of each) is not
+/// returned. `Err`: the paths replaced during every attempt.
+pub fn read_whole<T>(
+    paths: &[PathBuf],
+    attempts: usize,
+    mut read: impl FnMut() -> T,
+) -> Result<T, Vec<PathBuf>> {
+    let mut before = resolution(paths);
+    let mut changed = Vec::new();
+    for _ in 0..attempts {
+        let value = read();
+        let after = resolution(paths);
+        if after == before {
+            return Ok(value);
+        }
+        changed = paths
+            .iter()
+            .zip(before.iter().zip(&after))
+            .filter(|(_, (b, a))| b != a)
+            .map(|(p, _)| p.clone())
+            .collect();
+        before = after;
+    }
+    Err(changed)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -76,5 +130,42 @@ mod tests {
         let mut p = PathBuf::from("/etc/ca.pem");
         resolve(Path::new("/srv"), &mut p);
         assert_eq!(p, Path::new("/etc/ca.pem"));
+    }
+
+    #[test]
+    fn files_read_across_a_data_link_swap_are_read_again_and_a_quiet_read_once() {
+        use std::os::unix::fs::symlink;
+        let t = tempfile::tempdir().expect("tempdir");
+        let vol = t.path();
+        for (generation, text) in [("..g1", "old"), ("..g2", "new")] {
+            std::fs::create_dir(vol.join(generation)).expect("mkdir");
+            for f in ["tls.crt", "tls.key"] {
+                std::fs::write(vol.join(generation).join(f), text).expect("write");
+            }
+        }
+        symlink("..g1", vol.join("..data")).expect("symlink");
+        let files: Vec<PathBuf> = ["tls.crt", "tls.key"]
+            .iter()
+            .map(|f| {
+                symlink(format!("..data/{f}"), vol.join(f)).expect("symlink");
+                vol.join(f)
+            })
+            .collect();
+        let read = |p: &PathBuf| std::fs::read_to_string(p).expect("read");
+        let mut calls = 0;
+        let pair = read_whole(&files, 3, || {
+            calls += 1;
+            let crt = read(&files[0]);
+            if calls == 1 {
+                symlink("..g2", vol.join("..tmp")).expect("symlink");
+                std::fs::rename(vol.join("..tmp"), vol.join("..data")).expect("rename");
+            }
+            (crt, read(&files[1]))
+        });
+        assert_eq!(pair, Ok(("new".to_string(), "new".to_string())));
+        assert_eq!(calls, 2);
+        let mut calls = 0;
+        assert_eq!(read_whole(&files, 3, || calls += 1), Ok(()));
+        assert_eq!(calls, 1);
     }
 }

@@ -69,6 +69,10 @@ impl std::fmt::Debug for TlsMaterial {
     }
 }
 
+/// How many times the files are read again when they were replaced while
+/// being read.
+const READ_ATTEMPTS: usize = 5;
+
 fn read(field: &'static str, path: &Path) -> Result<Vec<u8>, TlsError> {
     std::fs::read(path).map_err(|e| file_error(field, path, e))
 }
@@ -100,9 +104,33 @@ fn not_after(field: &'static str, path: &Path, der: &[u8]) -> Result<(String, i6
 impl TlsMaterial {
     /// Loads and validates the three files; any problem names the field and file.
     pub fn load(paths: &TlsPaths) -> Result<TlsMaterial, TlsError> {
-        let cert_pem = read("tls.cert", &paths.cert)?;
-        let key_pem = read("tls.key", &paths.key)?;
-        let ca_pem = read("tls.client_ca", &paths.client_ca)?;
+        // All three of one generation: a kubelet or csi-driver-spiffe
+        // volume swaps them together under a `..data` symlink.
+        let files = [
+            ("tls.cert", &paths.cert),
+            ("tls.key", &paths.key),
+            ("tls.client_ca", &paths.client_ca),
+        ];
+        let all: Vec<PathBuf> = files.iter().map(|(_, p)| p.to_path_buf()).collect();
+        let (cert_pem, key_pem, ca_pem) =
+            crate::base::paths::read_whole(&all, READ_ATTEMPTS, || {
+                Ok::<_, TlsError>((
+                    read("tls.cert", &paths.cert)?,
+                    read("tls.key", &paths.key)?,
+                    read("tls.client_ca", &paths.client_ca)?,
+                ))
+            })
+            .unwrap_or_else(|changed| {
+                let (field, path) = files
+                    .iter()
+                    .find(|(_, p)| changed.first() == Some(*p))
+                    .unwrap_or(&files[0]);
+                Err(file_error(
+                    field,
+                    path,
+                    format!("replaced while being read, {READ_ATTEMPTS} times in a row"),
+                ))
+            })?;
 
         let chain = parse_certs("tls.cert", &paths.cert, &cert_pem)?;
         let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| {

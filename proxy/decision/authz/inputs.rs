@@ -181,9 +181,43 @@ pub(super) fn expand(path: &Path, suffixes: &[&str]) -> Result<Vec<PathBuf>, Str
     Ok(files)
 }
 
+/// How many times [`PolicyInputs::read`] reads the files again when they
+/// were replaced while it read them.
+const READ_ATTEMPTS: usize = 5;
+
 impl PolicyInputs {
-    /// Reads every file the configuration names.
+    /// Reads every file the configuration names, all of one generation:
+    /// when a path was swapped to new files while they were read (a
+    /// listing from the old directory, files from the new), it reads them
+    /// again, and refuses after [`READ_ATTEMPTS`] tries rather than build
+    /// a set nobody wrote.
     pub fn read(cfg: &PolicyConfig) -> Result<PolicyInputs, LoadErrors> {
+        Self::read_consistently(cfg, Self::read_once)
+    }
+
+    fn read_consistently(
+        cfg: &PolicyConfig,
+        mut read_once: impl FnMut(&PolicyConfig) -> Result<PolicyInputs, LoadErrors>,
+    ) -> Result<PolicyInputs, LoadErrors> {
+        crate::base::paths::read_whole(&cfg.watched_paths(), READ_ATTEMPTS, || read_once(cfg))
+            .unwrap_or_else(|changed| {
+                Err(LoadErrors(
+                    changed
+                        .iter()
+                        .map(|p| {
+                            format!(
+                                "{}: replaced while being read, {READ_ATTEMPTS} times in a row; \
+                                 not loaded",
+                                p.display()
+                            )
+                        })
+                        .collect(),
+                ))
+            })
+    }
+
+    /// Reads every file the configuration names, once.
+    fn read_once(cfg: &PolicyConfig) -> Result<PolicyInputs, LoadErrors> {
         let mut errors = Vec::new();
         let mut read_all = |paths: &[(&Path, Option<&str>)], suffix: &[&str]| -> Vec<Source> {
             let mut out = Vec::new();
@@ -285,5 +319,136 @@ pub(super) fn diag(file: &str, text: &str, d: &(dyn Diagnostic + Send + Sync)) -
             format!("{file}:{line}:{col}: {msg}")
         }
         None => format!("{file}: {msg}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::symlink;
+
+    fn config(dir: &Path, source: &str) -> PolicyConfig {
+        std::fs::write(dir.join("schema.cedarschema"), "namespace Mesh {}\n").expect("schema");
+        PolicyConfig {
+            schema: dir.join("schema.cedarschema"),
+            entities: None,
+            sources: vec![dir.join(source).into()],
+            contracts: Vec::new(),
+            shadow: Vec::new(),
+        }
+    }
+
+    fn write(dir: &Path, files: &[&str]) {
+        std::fs::create_dir_all(dir).expect("mkdir");
+        for f in files {
+            std::fs::write(dir.join(f), format!("// {f}\n")).expect("write");
+        }
+    }
+
+    /// Points `link` (in `dir`) at `target` atomically, as git-sync and the
+    /// kubelet do.
+    fn swap(dir: &Path, link: &str, target: &str) {
+        let tmp = dir.join(format!("{link}.tmp"));
+        symlink(target, &tmp).expect("symlink");
+        std::fs::rename(&tmp, dir.join(link)).expect("rename");
+    }
+
+    fn names(inputs: &PolicyInputs) -> Vec<String> {
+        inputs.policies.iter().map(|s| s.name.clone()).collect()
+    }
+
+    #[test]
+    fn a_worktree_swapped_during_the_read_is_read_again_whole() {
+        let t = tempfile::tempdir().expect("tempdir");
+        let dir = t.path();
+        write(&dir.join("gen/1"), &["allow.cedar", "broken.cedar"]);
+        write(&dir.join("gen/2"), &["deny.cedar"]);
+        symlink("gen/1", dir.join("live")).expect("symlink");
+        let cfg = config(dir, "live");
+        let mut calls = 0;
+        let read = PolicyInputs::read_consistently(&cfg, |cfg| {
+            calls += 1;
+            let r = PolicyInputs::read_once(cfg);
+            if calls == 1 {
+                swap(dir, "live", "gen/2");
+            }
+            r
+        })
+        .expect("read");
+        assert_eq!(calls, 2);
+        assert_eq!(
+            names(&read),
+            [dir.join("live/deny.cedar").display().to_string()]
+        );
+        assert_eq!(read.policies[0].text, "// deny.cedar\n");
+    }
+
+    #[test]
+    fn a_volume_whose_data_link_is_swapped_during_the_read_is_read_again() {
+        // A ConfigMap volume: each file is a symlink through `..data`,
+        // itself a symlink to the generation in force.
+        let t = tempfile::tempdir().expect("tempdir");
+        let vol = t.path().join("vol");
+        write(&vol.join("..gen1"), &["allow.cedar"]);
+        write(&vol.join("..gen2"), &["allow.cedar"]);
+        std::fs::write(vol.join("..gen2/allow.cedar"), "// new\n").expect("write");
+        symlink("..gen1", vol.join("..data")).expect("symlink");
+        symlink("..data/allow.cedar", vol.join("allow.cedar")).expect("symlink");
+        let cfg = config(t.path(), "vol");
+        let mut calls = 0;
+        let read = PolicyInputs::read_consistently(&cfg, |cfg| {
+            calls += 1;
+            let r = PolicyInputs::read_once(cfg);
+            if calls == 1 {
+                swap(&vol, "..data", "..gen2");
+            }
+            r
+        })
+        .expect("read");
+        assert_eq!(calls, 2);
+        assert_eq!(read.policies[0].text, "// new\n");
+    }
+
+    #[test]
+    fn files_unchanged_during_the_read_are_read_once() {
+        let t = tempfile::tempdir().expect("tempdir");
+        write(&t.path().join("p"), &["a.cedar", "b.cedar", "notes.txt"]);
+        let cfg = config(t.path(), "p");
+        let mut calls = 0;
+        let read = PolicyInputs::read_consistently(&cfg, |cfg| {
+            calls += 1;
+            PolicyInputs::read_once(cfg)
+        })
+        .expect("read");
+        assert_eq!(calls, 1);
+        let p = |f: &str| t.path().join("p").join(f).display().to_string();
+        assert_eq!(names(&read), [p("a.cedar"), p("b.cedar")]);
+    }
+
+    #[test]
+    fn files_replaced_at_every_read_are_refused_naming_the_path() {
+        let t = tempfile::tempdir().expect("tempdir");
+        let dir = t.path();
+        for g in 0..=READ_ATTEMPTS {
+            write(&dir.join(format!("gen/{g}")), &["allow.cedar"]);
+        }
+        symlink("gen/0", dir.join("live")).expect("symlink");
+        let cfg = config(dir, "live");
+        let mut calls = 0;
+        let err = PolicyInputs::read_consistently(&cfg, |cfg| {
+            calls += 1;
+            let r = PolicyInputs::read_once(cfg);
+            swap(dir, "live", &format!("gen/{calls}"));
+            r
+        })
+        .expect_err("never the same twice");
+        assert_eq!(calls, READ_ATTEMPTS);
+        assert_eq!(
+            err.0,
+            [format!(
+                "{}: replaced while being read, {READ_ATTEMPTS} times in a row; not loaded",
+                dir.join("live").display()
+            )]
+        );
     }
 }
