@@ -1,5 +1,5 @@
-//! Watching files for changes: a debounced tick per burst of changes in a
-//! set of directories, the directories to watch for a set of files, and
+//! Watching files for changes: a debounced tick per burst of changes to a
+//! set of files and directories, and
 //! `Changes`, the watched sets and SIGHUP as one stream of reasons to reload.
 
 use std::path::{Path, PathBuf};
@@ -40,15 +40,15 @@ impl<T: Copy> Changes<T> {
         }
     }
 
-    /// Also watches `dirs` (see `watch`), a burst of changes there reported
-    /// once as `Change::Files(tag)`.
+    /// Also watches `paths`, files and directories (see [`watch`]), a burst
+    /// of changes there reported once as `Change::Files(tag)`.
     pub fn watch(
         mut self,
         tag: T,
-        dirs: &[PathBuf],
+        paths: &[PathBuf],
         debounce: Duration,
     ) -> Result<Changes<T>, notify::Error> {
-        let (watcher, ticks) = watch(dirs, debounce)?;
+        let (watcher, ticks) = watch(paths, debounce)?;
         self.watchers.push(watcher);
         self.sets.push((tag, ticks));
         Ok(self)
@@ -89,53 +89,72 @@ impl<T: Copy> Default for Changes<T> {
     }
 }
 
-/// Watches `dirs` and sends a tick (debounced) whenever something in them changes.
-/// The returned watcher must be kept alive.
+/// Watches `paths`, files and directories, and sends a tick (debounced)
+/// whenever one of them changes: a directory, when anything in it changes; a
+/// file, when it does (written, or replaced by a rename over it). A file is
+/// watched through its directory, where atomic replacements happen, but the
+/// other files there do not count: an audit log beside a key file must not
+/// reload the key at every event it writes. The returned watcher must be
+/// kept alive.
 ///
-/// A watch on a directory reached through a symlink (`policies -> wt/abc`,
-/// as git-sync lays a checkout out) is on the directory the link pointed to
-/// when it was set: swapping the link changes nothing there. So for every
-/// symlink on a watched directory's path, the directory holding the link is
-/// watched too, for events on the link itself.
+/// Every symlink met on the way to a path counts too, and the directory
+/// holding it is watched for events on the link itself: git-sync swaps a
+/// link to a new checkout (`policies -> wt/abc`), and the kubelet and
+/// csi-driver-spiffe swap a volume's `..data` link, through which each of
+/// its files points (`tls.crt -> ..data/tls.crt`). A watch on a directory
+/// reached through a link stays on the directory it pointed to when set.
 ///
-/// Events carry absolute paths, so the directories are compared made
-/// absolute: a relative `policies` never matched `/srv/policies/x.cedar`.
+/// Events carry absolute paths, so the paths are compared made absolute: a
+/// relative `policies` never matched `/srv/policies/x.cedar`.
 pub fn watch(
-    dirs: &[PathBuf],
+    paths: &[PathBuf],
     debounce: Duration,
 ) -> Result<(notify::RecommendedWatcher, mpsc::Receiver<()>), notify::Error> {
     use notify::{RecursiveMode, Watcher};
-    let dirs: Vec<PathBuf> = dirs
+    let paths: Vec<PathBuf> = paths
         .iter()
-        .map(|d| crate::base::paths::absolute(d))
+        .map(|p| crate::base::paths::absolute(p))
         .collect();
-    let dirs = dirs.as_slice();
-    let links: Vec<PathBuf> = dirs.iter().flat_map(|d| symlinks_on(d)).collect();
-    let link_dirs: Vec<PathBuf> = {
-        let mut v: Vec<PathBuf> = links
-            .iter()
-            .filter_map(|l| l.parent().map(Path::to_path_buf))
-            .filter(|p| !p.as_os_str().is_empty() && !dirs.contains(p))
-            .collect();
+    let links: Vec<PathBuf> = {
+        let mut v: Vec<PathBuf> = paths.iter().flat_map(|p| links_through(p)).collect();
         v.sort();
         v.dedup();
         v
     };
-    let watched = dirs.to_vec();
+    let mut dirs: Vec<PathBuf> = paths
+        .iter()
+        .filter_map(|p| {
+            if p.is_dir() {
+                Some(p.clone())
+            } else {
+                p.parent().map(Path::to_path_buf)
+            }
+        })
+        .chain(
+            links
+                .iter()
+                .filter_map(|l| l.parent().map(Path::to_path_buf)),
+        )
+        .filter(|d| !d.as_os_str().is_empty())
+        .collect();
+    dirs.sort();
+    dirs.dedup();
     let (raw_tx, mut raw_rx) = mpsc::unbounded_channel::<()>();
     let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
         if let Ok(ev) = res {
+            // (A path under a watched file is the file's own, when it is a
+            // directory after all.)
             let relevant = ev.paths.is_empty()
                 || ev
                     .paths
                     .iter()
-                    .any(|p| links.contains(p) || watched.iter().any(|d| p.starts_with(d)));
+                    .any(|p| links.contains(p) || paths.iter().any(|w| p.starts_with(w)));
             if !ev.kind.is_access() && relevant {
                 let _ = raw_tx.send(());
             }
         }
     })?;
-    for d in dirs.iter().chain(&link_dirs) {
+    for d in &dirs {
         watcher.watch(d, RecursiveMode::NonRecursive)?;
     }
     let (tx, rx) = mpsc::channel(1);
@@ -152,36 +171,51 @@ pub fn watch(
     Ok((watcher, rx))
 }
 
-/// `path` and its ancestors that are symlinks.
-fn symlinks_on(path: &Path) -> Vec<PathBuf> {
-    path.ancestors()
-        .filter(|a| {
-            !a.as_os_str().is_empty()
-                && std::fs::symlink_metadata(a).is_ok_and(|m| m.file_type().is_symlink())
-        })
-        .map(Path::to_path_buf)
-        .collect()
-}
-
-/// Directories to watch for a set of files and directories: a directory
-/// itself, a file's parent (where atomic swaps happen).
-pub fn dirs_of(paths: &[PathBuf]) -> Vec<PathBuf> {
-    let mut dirs: Vec<PathBuf> = paths
-        .iter()
-        .map(|p| {
-            if p.is_dir() {
-                p.clone()
-            } else {
-                match p.parent() {
-                    Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-                    _ => PathBuf::from("."),
+/// The symlinks met while resolving `path` (absolute), outermost first:
+/// those on its ancestors, then those on the way from each link's target.
+fn links_through(path: &Path) -> Vec<PathBuf> {
+    use std::path::Component;
+    let mut links = Vec::new();
+    // Resolved so far: a path free of symlinks and of `..`.
+    let mut done = PathBuf::new();
+    let mut rest: Vec<std::ffi::OsString> = Vec::new();
+    let push = |rest: &mut Vec<std::ffi::OsString>, done: &mut PathBuf, p: &Path| {
+        for c in p.components().rev() {
+            match c {
+                Component::RootDir | Component::Prefix(_) => {
+                    *done = PathBuf::from("/");
                 }
+                other => rest.push(other.as_os_str().to_os_string()),
             }
-        })
-        .collect();
-    dirs.sort();
-    dirs.dedup();
-    dirs
+        }
+    };
+    push(&mut rest, &mut done, path);
+    // A loop of links ends here rather than never.
+    let mut hops = 40;
+    while let Some(name) = rest.pop() {
+        if name == "." {
+            continue;
+        }
+        if name == ".." {
+            done.pop();
+            continue;
+        }
+        let next = done.join(&name);
+        let Ok(target) = std::fs::read_link(&next) else {
+            done = next;
+            continue;
+        };
+        hops -= 1;
+        if hops == 0 {
+            break;
+        }
+        links.push(next);
+        if target.is_absolute() {
+            done = PathBuf::new();
+        }
+        push(&mut rest, &mut done, &target);
+    }
+    links
 }
 
 #[cfg(test)]
@@ -250,5 +284,80 @@ mod tests {
                 .is_err(),
             "a change reported twice"
         );
+    }
+
+    /// A key file beside an audit log: the log's writes do not count; the
+    /// file's own replacement and its volume's `..data` swap do.
+    #[tokio::test]
+    async fn a_file_counts_its_own_changes_and_its_links_not_its_neighbours() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let dir = root.path();
+        for (g, text) in [("..g1", "one"), ("..g2", "two")] {
+            std::fs::create_dir(dir.join(g)).expect("mkdir");
+            std::fs::write(dir.join(g).join("hash.key"), text).expect("write");
+        }
+        std::os::unix::fs::symlink("..g1", dir.join("..data")).expect("symlink");
+        std::os::unix::fs::symlink("..data/hash.key", dir.join("hash.key")).expect("symlink");
+        std::fs::write(dir.join("plain.key"), "k").expect("write");
+        let (_w, mut ticks) = watch(
+            &[dir.join("hash.key"), dir.join("plain.key")],
+            Duration::from_millis(10),
+        )
+        .expect("watch");
+        std::fs::write(dir.join("audit.log"), "event").expect("write");
+        assert!(
+            tokio::time::timeout(Duration::from_millis(300), ticks.recv())
+                .await
+                .is_err(),
+            "a neighbour's write counted"
+        );
+        for change in ["swap ..data", "write plain.key", "rename over plain.key"] {
+            match change {
+                "swap ..data" => {
+                    std::os::unix::fs::symlink("..g2", dir.join("..data_tmp")).expect("symlink");
+                    std::fs::rename(dir.join("..data_tmp"), dir.join("..data")).expect("rename");
+                }
+                "write plain.key" => std::fs::write(dir.join("plain.key"), "k2").expect("write"),
+                _ => {
+                    std::fs::write(dir.join("plain.key.new"), "k3").expect("write");
+                    std::fs::rename(dir.join("plain.key.new"), dir.join("plain.key"))
+                        .expect("rename");
+                }
+            }
+            tokio::time::timeout(Duration::from_secs(5), ticks.recv())
+                .await
+                .unwrap_or_else(|_| panic!("{change} was not seen"))
+                .expect("tick");
+            // Drain the burst before the next change.
+            while tokio::time::timeout(Duration::from_millis(100), ticks.recv())
+                .await
+                .is_ok()
+            {}
+        }
+    }
+
+    #[test]
+    fn the_links_through_a_path_are_its_ancestors_and_their_targets() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let dir = root.path().canonicalize().expect("canonical");
+        std::fs::create_dir_all(dir.join("wt/abc/..g1")).expect("mkdir");
+        std::os::unix::fs::symlink("wt/abc", dir.join("repo")).expect("symlink");
+        std::os::unix::fs::symlink("..g1", dir.join("wt/abc/..data")).expect("symlink");
+        std::os::unix::fs::symlink("..data/k", dir.join("wt/abc/k")).expect("symlink");
+        assert_eq!(
+            links_through(&dir.join("repo/k")),
+            [
+                dir.join("repo"),
+                dir.join("wt/abc/k"),
+                dir.join("wt/abc/..data")
+            ]
+        );
+        assert_eq!(
+            links_through(&dir.join("wt/abc/..g1")),
+            Vec::<PathBuf>::new()
+        );
+        // A loop ends.
+        std::os::unix::fs::symlink("loop", dir.join("loop")).expect("symlink");
+        assert_eq!(links_through(&dir.join("loop")).len(), 39);
     }
 }

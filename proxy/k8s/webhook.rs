@@ -217,13 +217,12 @@ impl Bound {
             admin,
             webhook,
         } = self;
-        let dirs =
-            crate::base::watch::dirs_of(&[webhook.tls.cert.clone(), webhook.tls.key.clone()]);
-        let mut changes = Changes::new().watch((), &dirs, Duration::from_millis(200))?;
+        let pair = [webhook.tls.cert.clone(), webhook.tls.key.clone()];
+        let mut changes = Changes::new().watch((), &pair, Duration::from_millis(200))?;
         let reload_state = state.clone();
         let reload_tls = webhook.tls.clone();
         tokio::spawn(async move {
-            // A change of the pair's directory or SIGHUP: re-read it.
+            // A change of the pair or SIGHUP: re-read it.
             while changes.next().await.is_some() {
                 reload(&reload_state, &reload_tls);
             }

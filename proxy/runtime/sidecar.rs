@@ -22,7 +22,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Notify, Semaphore};
 use tokio_rustls::TlsAcceptor;
 
-use crate::base::watch::{dirs_of, Change, Changes};
+use crate::base::watch::{Change, Changes};
 use crate::decision::authz::PolicyInputs;
 use crate::decision::store::{Origin, PolicyStore};
 use crate::model::connection::ConnInfo;
@@ -375,20 +375,20 @@ impl Bound {
         let data_addr = data.local_addr().ok();
         let admin_addr = admin.local_addr().ok();
         tokio::spawn(crate::runtime::admin::serve(admin, sc.clone()));
-        let policy_dirs = match sc.gate.policy.as_ref().map(|p| p.origin()) {
-            Some(Origin::Files(cfg)) => dirs_of(&cfg.watched_paths()),
+        let policy_paths = match sc.gate.policy.as_ref().map(|p| p.origin()) {
+            Some(Origin::Files(cfg)) => cfg.watched_paths(),
             _ => Vec::new(),
         };
         let mut changes = Changes::new()
             .watch(
                 Watched::Tls,
-                &sc.tls.watch_dirs(),
+                &sc.tls.watch_paths(),
                 Duration::from_millis(100),
             )?
-            .watch(Watched::Policy, &policy_dirs, Duration::from_millis(250))?;
+            .watch(Watched::Policy, &policy_paths, Duration::from_millis(250))?;
         if let Some(keys) = &sc.gate.mask_key {
-            let dirs = keys.watch_dirs();
-            changes = changes.watch(Watched::HashKey, &dirs, Duration::from_millis(100))?;
+            let paths = keys.watch_paths();
+            changes = changes.watch(Watched::HashKey, &paths, Duration::from_millis(100))?;
         }
         tokio::spawn(reload_on_change(sc.clone(), changes));
         if let Some(audit) = &sc.gate.audit {

@@ -236,13 +236,13 @@ impl TlsStore {
         }
     }
 
-    /// The directories to watch: a file's own directory, where atomic swaps happen.
-    pub fn watch_dirs(&self) -> Vec<PathBuf> {
-        crate::base::watch::dirs_of(&[
+    /// The files to watch.
+    pub fn watch_paths(&self) -> Vec<PathBuf> {
+        vec![
             self.paths.cert.clone(),
             self.paths.key.clone(),
             self.paths.client_ca.clone(),
-        ])
+        ]
     }
 }
 

@@ -67,9 +67,9 @@ impl HashKeys {
             .inc();
     }
 
-    /// The directory to watch: the file's own, where atomic swaps happen.
-    pub fn watch_dirs(&self) -> Vec<PathBuf> {
-        crate::base::watch::dirs_of(std::slice::from_ref(&self.path))
+    /// The file to watch.
+    pub fn watch_paths(&self) -> Vec<PathBuf> {
+        vec![self.path.clone()]
     }
 }
 
