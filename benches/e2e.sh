@@ -323,12 +323,16 @@ forbid (
 )
 when { resource.pii };
 EOF
-  head -c 48 /dev/urandom | base64 -w0 >"$WORK/hash.key"
+  # In a directory of its own, as a Secret volume would hold it: the key file
+  # is watched through its directory, and the audit logs written in $WORK
+  # would wake the watcher at every write.
+  mkdir -p "$WORK/key"
+  head -c 48 /dev/urandom | base64 -w0 >"$WORK/key/hash.key"
   sed -e "s/127.0.0.1:$MG_PORT/127.0.0.1:$MM_PORT/" -e "s/127.0.0.1:$MG_ADMIN/127.0.0.1:$MM_ADMIN/" \
     -e "s|$WORK/audit.log|$WORK/audit-m.log|" -e "s|^  sources: \\[\\(.*\\)\\]$|  sources: [\\1, { path: $WORK/mask, domain: sales }]|" \
     "$WORK/meshgate.yaml" >"$WORK/meshgate-m.yaml"
   grep -q "$WORK/mask" "$WORK/meshgate-m.yaml" || die "meshgate+m: cannot add the field rule to the configuration"
-  echo "fields: { hash_key_file: $WORK/hash.key }" >>"$WORK/meshgate-m.yaml"
+  echo "fields: { hash_key_file: $WORK/key/hash.key }" >>"$WORK/meshgate-m.yaml"
   start_meshgate meshgate+m "$WORK/meshgate-m.yaml" "$MM_PORT" "$MM_ADMIN"
   curl -fsS -o "$WORK/orders.json" "http://127.0.0.1:$UP_PORT/orders" || die "upstream: GET /orders failed"
   curl -fsS -o "$WORK/orders-m.json" "${TLS_CLIENT[@]}" "${URL[meshgate+m]}/orders" || die "meshgate+m: GET /orders failed"
