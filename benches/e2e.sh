@@ -91,6 +91,14 @@ else log "building meshgate (release)"; MG="$ROOT/target/release/meshgate"
   (cd "$ROOT" && cargo build --release --quiet) || die "cargo build --release failed (MESHGATE=path skips the build)"
 fi
 [[ -x $MG ]] || die "$MG is not an executable"
+# How much of the committed link order the binary still has: a stale list places the functions the
+# sidecar runs apart, and its memory and CPU figures are then not the code's (docs/benchmarks.md).
+LINK_ORDER=$(python3 "$ROOT/benches/memory.py" coverage "$MG" "$ROOT/benches/link-order.txt" 2>/dev/null || echo "link order: not checked (nm?)")
+log "$LINK_ORDER"
+if [[ $LINK_ORDER =~ has\ ([0-9]+)\ of\ the\ ([0-9]+) ]] && (( BASH_REMATCH[1] * 100 < BASH_REMATCH[2] * 98 )); then
+  LINK_ORDER="$LINK_ORDER: STALE (under 98%), regenerate it (bash benches/link-order.sh) and rebuild before quoting figures"
+  log "$LINK_ORDER"
+fi
 
 # ---- workspace, processes, ports, certificates -------------------------------------------------
 WORK=$(mktemp -d /tmp/meshgate-e2e.XXXXXX); chmod 755 "$WORK"
@@ -432,6 +440,7 @@ ${TRACE_NOTE:+$TRACE_NOTE
 load: ROUNDS=$ROUNDS, each run DURATION=$DURATION after WARMUP=$WARMUP; h1-keepalive = -c $CONNS; h2 = --http2 -c $H2_CONNS -p $H2_STREAMS;
       new-conn = --disable-keepalive -c $CONNS (TLS resumption as offered); full-hs = $HS_PROCS x openssl s_time -new + GET
 modes: $MODES
+$LINK_ORDER
 checks passed: every response 2xx with the upstream's $BODY body bytes (oha)$MASK_NOTE; full-hs: bytes read = connections x one
       200 answer, meshgate's and HAProxy's 2xx counters grew by the connections made; no other status counted
 pinning: proxy on CPU 0; oha, upstream, helpers on CPU 1. cpuN% = how busy CPU N was; other0% = CPU 0 time
