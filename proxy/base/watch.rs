@@ -17,8 +17,8 @@ pub enum Change<T> {
     Hangup,
 }
 
-/// Sets of directories watched, each with its own debounce and tag, and
-/// SIGHUP: what a process that reloads on either waits on.
+/// Sets of files and directories watched, each with its own debounce and
+/// tag, and SIGHUP: what a process that reloads on either waits on.
 pub struct Changes<T> {
     /// Kept alive: dropping a watcher ends its watch.
     watchers: Vec<notify::RecommendedWatcher>,
@@ -97,58 +97,68 @@ impl<T: Copy> Default for Changes<T> {
 /// reload the key at every event it writes. The returned watcher must be
 /// kept alive.
 ///
-/// Every symlink met on the way to a path counts too, and the directory
-/// holding it is watched for events on the link itself: git-sync swaps a
-/// link to a new checkout (`policies -> wt/abc`), and the kubelet and
-/// csi-driver-spiffe swap a volume's `..data` link, through which each of
-/// its files points (`tls.crt -> ..data/tls.crt`). A watch on a directory
-/// reached through a link stays on the directory it pointed to when set.
+/// The symlinks met on the way to a path when the watch is set count too,
+/// and the directory holding each is watched for events on the link itself:
+/// git-sync swaps a link to a new checkout (`policies -> wt/abc`). So do the
+/// `..`-prefixed entries beside a watched file, whenever they appear: the
+/// kubelet and csi-driver-spiffe swap a volume's `..data` link, through
+/// which each of its files points (`tls.crt -> ..data/tls.crt`). A watch on
+/// a directory reached through a link stays on the directory it pointed to
+/// when set.
 ///
-/// Events carry absolute paths, so the paths are compared made absolute: a
-/// relative `policies` never matched `/srv/policies/x.cedar`.
+/// Directories are watched, and events compared, by their paths on disk
+/// (symlinks resolved): inotify reports a directory's events under one name
+/// only, whichever it was last watched by, so `/var/run/secrets` and
+/// `/run/secrets` must not both be used. Relative paths are made absolute
+/// first.
 pub fn watch(
     paths: &[PathBuf],
     debounce: Duration,
 ) -> Result<(notify::RecommendedWatcher, mpsc::Receiver<()>), notify::Error> {
     use notify::{RecursiveMode, Watcher};
-    let paths: Vec<PathBuf> = paths
-        .iter()
-        .map(|p| crate::base::paths::absolute(p))
-        .collect();
-    let links: Vec<PathBuf> = {
-        let mut v: Vec<PathBuf> = paths.iter().flat_map(|p| links_through(p)).collect();
+    let mut interest = Interest::default();
+    // Watched or the watch fails; watched if it can be (a link's directory).
+    let (mut dirs, mut also) = (Vec::new(), Vec::new());
+    for p in paths.iter().map(|p| crate::base::paths::absolute(p)) {
+        for link in links_through(&p) {
+            also.extend(link.parent().map(Path::to_path_buf));
+            interest.exact.push(link);
+        }
+        if p.is_dir() {
+            let real = std::fs::canonicalize(&p).unwrap_or(p);
+            dirs.push(real.clone());
+            interest.under.push(real);
+            continue;
+        }
+        let entry = on_disk(&p);
+        if let Some(parent) = entry.parent() {
+            dirs.push(parent.to_path_buf());
+            interest.beside.push(parent.to_path_buf());
+        }
+        // A file that is a link to a file elsewhere: where it leads, too.
+        if let Ok(target) = std::fs::canonicalize(&p) {
+            if target != entry {
+                also.extend(target.parent().map(Path::to_path_buf));
+                interest.exact.push(target);
+            }
+        }
+        interest.exact.push(entry);
+    }
+    for v in [
+        &mut dirs,
+        &mut also,
+        &mut interest.exact,
+        &mut interest.beside,
+    ] {
+        v.retain(|d| !d.as_os_str().is_empty());
         v.sort();
         v.dedup();
-        v
-    };
-    let mut dirs: Vec<PathBuf> = paths
-        .iter()
-        .filter_map(|p| {
-            if p.is_dir() {
-                Some(p.clone())
-            } else {
-                p.parent().map(Path::to_path_buf)
-            }
-        })
-        .chain(
-            links
-                .iter()
-                .filter_map(|l| l.parent().map(Path::to_path_buf)),
-        )
-        .filter(|d| !d.as_os_str().is_empty())
-        .collect();
-    dirs.sort();
-    dirs.dedup();
+    }
+    also.retain(|d| !dirs.contains(d));
     let (raw_tx, mut raw_rx) = mpsc::unbounded_channel::<()>();
     let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
         if let Ok(ev) = res {
-            // (A path under a watched file is the file's own, when it is a
-            // directory after all.)
-            let relevant = ev.paths.is_empty()
-                || ev
-                    .paths
-                    .iter()
-                    .any(|p| links.contains(p) || paths.iter().any(|w| p.starts_with(w)));
+            let relevant = ev.paths.is_empty() || ev.paths.iter().any(|p| interest.counts(p));
             if !ev.kind.is_access() && relevant {
                 let _ = raw_tx.send(());
             }
@@ -156,6 +166,11 @@ pub fn watch(
     })?;
     for d in &dirs {
         watcher.watch(d, RecursiveMode::NonRecursive)?;
+    }
+    for d in &also {
+        if let Err(e) = watcher.watch(d, RecursiveMode::NonRecursive) {
+            tracing::warn!(dir = %d.display(), error = %e, "cannot watch a directory holding a symlink on a watched path; a swap of that link is seen only on SIGHUP");
+        }
     }
     let (tx, rx) = mpsc::channel(1);
     tokio::spawn(async move {
@@ -169,6 +184,42 @@ pub fn watch(
         }
     });
     Ok((watcher, rx))
+}
+
+/// Which event paths count, all paths on disk.
+#[derive(Default)]
+struct Interest {
+    /// Watched files, the symlinks on the way to a watched path, and where
+    /// a watched file that is a link leads.
+    exact: Vec<PathBuf>,
+    /// Watched directories: anything in them.
+    under: Vec<PathBuf>,
+    /// Directories of watched files: their `..`-prefixed entries (a
+    /// volume's `..data` and the generations it points to).
+    beside: Vec<PathBuf>,
+}
+
+impl Interest {
+    fn counts(&self, p: &Path) -> bool {
+        self.exact.iter().any(|e| e == p)
+            || self.under.iter().any(|d| p.starts_with(d))
+            || (p
+                .file_name()
+                .is_some_and(|n| n.as_encoded_bytes().starts_with(b".."))
+                && p.parent()
+                    .is_some_and(|d| self.beside.iter().any(|b| b == d)))
+    }
+}
+
+/// `path` (absolute) with its directory's symlinks resolved, but not its
+/// own last component: where its directory entry is on disk.
+fn on_disk(path: &Path) -> PathBuf {
+    match (path.parent(), path.file_name()) {
+        (Some(dir), Some(name)) => std::fs::canonicalize(dir)
+            .map(|d| d.join(name))
+            .unwrap_or_else(|_| path.to_path_buf()),
+        _ => path.to_path_buf(),
+    }
 }
 
 /// The symlinks met while resolving `path` (absolute), outermost first:
@@ -329,6 +380,46 @@ mod tests {
                 .unwrap_or_else(|_| panic!("{change} was not seen"))
                 .expect("tick");
             // Drain the burst before the next change.
+            while tokio::time::timeout(Duration::from_millis(100), ticks.recv())
+                .await
+                .is_ok()
+            {}
+        }
+    }
+
+    /// A volume reached under two names (a symlinked parent whose name sorts
+    /// after its target, as `/var/run` -> `/run`, and a path through `..`):
+    /// inotify reports the directory's events under one of them only.
+    #[tokio::test]
+    async fn a_data_swap_is_seen_whatever_name_the_volume_is_reached_by() {
+        use std::os::unix::fs::symlink;
+        let root = tempfile::tempdir().expect("tempdir");
+        let dir = root.path();
+        let vol = dir.join("run/secrets");
+        for g in ["..g1", "..g2"] {
+            std::fs::create_dir_all(vol.join(g)).expect("mkdir");
+            std::fs::write(vol.join(g).join("tls.crt"), g).expect("write");
+        }
+        symlink("..g1", vol.join("..data")).expect("symlink");
+        symlink("..data/tls.crt", vol.join("tls.crt")).expect("symlink");
+        std::fs::create_dir(dir.join("var")).expect("mkdir");
+        symlink("../run", dir.join("var/run")).expect("symlink");
+        std::fs::create_dir(dir.join("conf")).expect("mkdir");
+        let (_w, mut ticks) = watch(
+            &[
+                dir.join("var/run/secrets/tls.crt"),
+                dir.join("conf/../run/secrets/tls.crt"),
+            ],
+            Duration::from_millis(10),
+        )
+        .expect("watch");
+        for g in ["..g2", "..g1"] {
+            symlink(g, vol.join("..data_tmp")).expect("symlink");
+            std::fs::rename(vol.join("..data_tmp"), vol.join("..data")).expect("rename");
+            tokio::time::timeout(Duration::from_secs(5), ticks.recv())
+                .await
+                .unwrap_or_else(|_| panic!("the swap to {g} was not seen"))
+                .expect("tick");
             while tokio::time::timeout(Duration::from_millis(100), ticks.recv())
                 .await
                 .is_ok()

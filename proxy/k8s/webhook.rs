@@ -139,15 +139,32 @@ fn tls_error(field: &'static str, path: &std::path::Path, message: impl ToString
 }
 
 /// Loads the serving certificate chain and key.
+/// The pair is read as one generation (a Secret volume swaps both under
+/// `..data`): read again when it was replaced meanwhile, five times at most.
 pub fn load_tls(tls: &WebhookTls) -> Result<Arc<ServerConfig>, WebhookError> {
-    let chain = CertificateDer::pem_file_iter(&tls.cert)
-        .map_err(|e| tls_error("cert", &tls.cert, e))?
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| tls_error("cert", &tls.cert, e))?;
+    let pair = [tls.cert.clone(), tls.key.clone()];
+    let read = || -> Result<_, WebhookError> {
+        let chain = CertificateDer::pem_file_iter(&tls.cert)
+            .map_err(|e| tls_error("cert", &tls.cert, e))?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| tls_error("cert", &tls.cert, e))?;
+        let key =
+            PrivateKeyDer::from_pem_file(&tls.key).map_err(|e| tls_error("key", &tls.key, e))?;
+        Ok((chain, key))
+    };
+    let (chain, key) =
+        crate::base::paths::read_whole(&pair, 5, read).unwrap_or_else(|changed| {
+            let path = changed.first().unwrap_or(&tls.cert);
+            let field = if *path == tls.key { "key" } else { "cert" };
+            Err(tls_error(
+                field,
+                path,
+                "replaced while being read, 5 times in a row",
+            ))
+        })?;
     if chain.is_empty() {
         return Err(tls_error("cert", &tls.cert, "holds no CERTIFICATE block"));
     }
-    let key = PrivateKeyDer::from_pem_file(&tls.key).map_err(|e| tls_error("key", &tls.key, e))?;
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
