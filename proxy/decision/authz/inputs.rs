@@ -152,27 +152,46 @@ impl fmt::Display for LoadErrors {
 impl std::error::Error for LoadErrors {}
 
 pub(super) fn read_source(path: &Path) -> Result<Source, String> {
-    std::fs::read_to_string(path)
+    read_source_from(path, path)
+}
+
+/// The file at `from`, named `name` (its path in the configured directory).
+fn read_source_from(name: &Path, from: &Path) -> Result<Source, String> {
+    std::fs::read_to_string(from)
         .map(|text| Source {
-            name: path.display().to_string(),
+            name: name.display().to_string(),
             text,
             domain: None,
         })
-        .map_err(|e| format!("{}: {e}", path.display()))
+        .map_err(|e| format!("{}: {e}", name.display()))
 }
 
-/// A file as is, or a directory's files ending in `suffix`, sorted by name.
-pub(super) fn expand(path: &Path, suffixes: &[&str]) -> Result<Vec<PathBuf>, String> {
+/// A file as is, or a directory's files ending in `suffix`, sorted by name:
+/// each as (its name in `path`, where to read it).
+///
+/// A Kubernetes volume (a ConfigMap's, a Secret's) holds each file as a link
+/// through `..data` to the generation in force; the kubelet swaps `..data`
+/// first and makes the links to files new in that generation after it. So
+/// such a directory is listed by its `..data`: a read between the two steps
+/// would otherwise load the new generation without its new files.
+pub(super) fn expand(path: &Path, suffixes: &[&str]) -> Result<Vec<(PathBuf, PathBuf)>, String> {
     let meta = std::fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
     if !meta.is_dir() {
-        return Ok(vec![path.to_path_buf()]);
+        return Ok(vec![(path.to_path_buf(), path.to_path_buf())]);
     }
-    let mut files: Vec<PathBuf> = std::fs::read_dir(path)
-        .map_err(|e| format!("{}: {e}", path.display()))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            p.is_file()
-                && p.file_name()
+    let generation = path.join("..data");
+    let listed = if generation.is_dir() {
+        generation.as_path()
+    } else {
+        path
+    };
+    let mut files: Vec<(PathBuf, PathBuf)> = std::fs::read_dir(listed)
+        .map_err(|e| format!("{}: {e}", listed.display()))?
+        .filter_map(|e| e.ok().map(|e| (path.join(e.file_name()), e.path())))
+        .filter(|(name, from)| {
+            from.is_file()
+                && name
+                    .file_name()
                     .and_then(|n| n.to_str())
                     .is_some_and(|n| suffixes.iter().any(|s| n.ends_with(s)))
         })
@@ -224,8 +243,8 @@ impl PolicyInputs {
             for &(p, domain) in paths {
                 match expand(p, suffix) {
                     Ok(files) => {
-                        for f in files {
-                            match read_source(&f) {
+                        for (name, from) in files {
+                            match read_source_from(&name, &from) {
                                 Ok(mut s) => {
                                     s.domain = domain.map(str::to_string);
                                     out.push(s)
@@ -407,6 +426,25 @@ mod tests {
         .expect("read");
         assert_eq!(calls, 2);
         assert_eq!(read.policies[0].text, "// new\n");
+    }
+
+    #[test]
+    fn a_volume_is_listed_by_its_generation_before_the_links_to_new_files_exist() {
+        // The moment after the kubelet has swapped `..data` and before it
+        // has made the link to the generation's new file.
+        let t = tempfile::tempdir().expect("tempdir");
+        let vol = t.path().join("vol");
+        write(
+            &vol.join("..gen2"),
+            &["allow.cedar", "deny.cedar", "notes.txt"],
+        );
+        symlink("..gen2", vol.join("..data")).expect("symlink");
+        symlink("..data/allow.cedar", vol.join("allow.cedar")).expect("symlink");
+        let cfg = config(t.path(), "vol");
+        let read = PolicyInputs::read(&cfg).expect("read");
+        let p = |f: &str| vol.join(f).display().to_string();
+        assert_eq!(names(&read), [p("allow.cedar"), p("deny.cedar")]);
+        assert_eq!(read.policies[1].text, "// deny.cedar\n");
     }
 
     #[test]
