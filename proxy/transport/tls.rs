@@ -69,8 +69,8 @@ impl std::fmt::Debug for TlsMaterial {
     }
 }
 
-/// How many times the files are read again when they were replaced while
-/// being read.
+/// How many times at most the files are read, when they are replaced
+/// while being read.
 const READ_ATTEMPTS: usize = 5;
 
 fn read(field: &'static str, path: &Path) -> Result<Vec<u8>, TlsError> {

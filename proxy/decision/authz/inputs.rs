@@ -200,8 +200,8 @@ pub(super) fn expand(path: &Path, suffixes: &[&str]) -> Result<Vec<(PathBuf, Pat
     Ok(files)
 }
 
-/// How many times [`PolicyInputs::read`] reads the files again when they
-/// were replaced while it read them.
+/// How many times at most [`PolicyInputs::read`] reads the files, when
+/// they are replaced while it reads them.
 const READ_ATTEMPTS: usize = 5;
 
 impl PolicyInputs {
