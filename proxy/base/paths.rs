@@ -72,19 +72,33 @@ fn resolution(paths: &[PathBuf]) -> Resolution {
         .collect()
 }
 
+/// How many times at most [`read_whole`] reads, when the files are
+/// replaced while it reads them.
+pub const READ_ATTEMPTS: usize = 5;
+
+/// The paths replaced during every one of [`read_whole`]'s reads; shown,
+/// the reason (the same for each path).
+#[derive(Debug, PartialEq, Eq)]
+pub struct Replaced(pub Vec<PathBuf>);
+
+impl std::fmt::Display for Replaced {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "replaced while being read, {READ_ATTEMPTS} times in a row"
+        )
+    }
+}
+
 /// Runs `read`, which reads the files at `paths`, until they were not
-/// replaced while it ran, at most `attempts` times: a read that began
-/// before a swap and ended after it (a directory listed in the old
+/// replaced while it ran, at most [`READ_ATTEMPTS`] times: a read that
+/// began before a swap and ended after it (a directory listed in the old
 /// generation, its files read in the new, or one file of each) is not
-/// returned. `Err`: the paths replaced during every attempt.
-pub fn read_whole<T>(
-    paths: &[PathBuf],
-    attempts: usize,
-    mut read: impl FnMut() -> T,
-) -> Result<T, Vec<PathBuf>> {
+/// returned.
+pub fn read_whole<T>(paths: &[PathBuf], mut read: impl FnMut() -> T) -> Result<T, Replaced> {
     let mut before = resolution(paths);
     let mut changed = Vec::new();
-    for _ in 0..attempts {
+    for _ in 0..READ_ATTEMPTS {
         let value = read();
         let after = resolution(paths);
         if after == before {
@@ -98,7 +112,7 @@ pub fn read_whole<T>(
             .collect();
         before = after;
     }
-    Err(changed)
+    Err(Replaced(changed))
 }
 
 #[cfg(test)]
@@ -153,7 +167,7 @@ mod tests {
             .collect();
         let read = |p: &PathBuf| std::fs::read_to_string(p).expect("read");
         let mut calls = 0;
-        let pair = read_whole(&files, 3, || {
+        let pair = read_whole(&files, || {
             calls += 1;
             let crt = read(&files[0]);
             if calls == 1 {
@@ -165,7 +179,7 @@ mod tests {
         assert_eq!(pair, Ok(("new".to_string(), "new".to_string())));
         assert_eq!(calls, 2);
         let mut calls = 0;
-        assert_eq!(read_whole(&files, 3, || calls += 1), Ok(()));
+        assert_eq!(read_whole(&files, || calls += 1), Ok(()));
         assert_eq!(calls, 1);
     }
 }

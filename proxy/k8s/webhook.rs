@@ -140,7 +140,7 @@ fn tls_error(field: &'static str, path: &std::path::Path, message: impl ToString
 
 /// Loads the serving certificate chain and key.
 /// The pair is read as one generation (a Secret volume swaps both under
-/// `..data`): read again when it was replaced meanwhile, five times at most.
+/// `..data`; see `base::paths::read_whole`).
 pub fn load_tls(tls: &WebhookTls) -> Result<Arc<ServerConfig>, WebhookError> {
     let pair = [tls.cert.clone(), tls.key.clone()];
     let read = || -> Result<_, WebhookError> {
@@ -152,16 +152,11 @@ pub fn load_tls(tls: &WebhookTls) -> Result<Arc<ServerConfig>, WebhookError> {
             PrivateKeyDer::from_pem_file(&tls.key).map_err(|e| tls_error("key", &tls.key, e))?;
         Ok((chain, key))
     };
-    let (chain, key) =
-        crate::base::paths::read_whole(&pair, 5, read).unwrap_or_else(|changed| {
-            let path = changed.first().unwrap_or(&tls.cert);
-            let field = if *path == tls.key { "key" } else { "cert" };
-            Err(tls_error(
-                field,
-                path,
-                "replaced while being read, 5 times in a row",
-            ))
-        })?;
+    let (chain, key) = crate::base::paths::read_whole(&pair, read).unwrap_or_else(|replaced| {
+        let path = replaced.0.first().unwrap_or(&tls.cert);
+        let field = if *path == tls.key { "key" } else { "cert" };
+        Err(tls_error(field, path, &replaced))
+    })?;
     if chain.is_empty() {
         return Err(tls_error("cert", &tls.cert, "holds no CERTIFICATE block"));
     }

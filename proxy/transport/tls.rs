@@ -69,10 +69,6 @@ impl std::fmt::Debug for TlsMaterial {
     }
 }
 
-/// How many times at most the files are read, when they are replaced
-/// while being read.
-const READ_ATTEMPTS: usize = 5;
-
 fn read(field: &'static str, path: &Path) -> Result<Vec<u8>, TlsError> {
     std::fs::read(path).map_err(|e| file_error(field, path, e))
 }
@@ -112,25 +108,20 @@ impl TlsMaterial {
             ("tls.client_ca", &paths.client_ca),
         ];
         let all: Vec<PathBuf> = files.iter().map(|(_, p)| p.to_path_buf()).collect();
-        let (cert_pem, key_pem, ca_pem) =
-            crate::base::paths::read_whole(&all, READ_ATTEMPTS, || {
-                Ok::<_, TlsError>((
-                    read("tls.cert", &paths.cert)?,
-                    read("tls.key", &paths.key)?,
-                    read("tls.client_ca", &paths.client_ca)?,
-                ))
-            })
-            .unwrap_or_else(|changed| {
-                let (field, path) = files
-                    .iter()
-                    .find(|(_, p)| changed.first() == Some(*p))
-                    .unwrap_or(&files[0]);
-                Err(file_error(
-                    field,
-                    path,
-                    format!("replaced while being read, {READ_ATTEMPTS} times in a row"),
-                ))
-            })?;
+        let (cert_pem, key_pem, ca_pem) = crate::base::paths::read_whole(&all, || {
+            Ok::<_, TlsError>((
+                read("tls.cert", &paths.cert)?,
+                read("tls.key", &paths.key)?,
+                read("tls.client_ca", &paths.client_ca)?,
+            ))
+        })
+        .unwrap_or_else(|replaced| {
+            let (field, path) = files
+                .iter()
+                .find(|(_, p)| replaced.0.first() == Some(*p))
+                .unwrap_or(&files[0]);
+            Err(file_error(field, path, replaced))
+        })?;
 
         let chain = parse_certs("tls.cert", &paths.cert, &cert_pem)?;
         let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| {

@@ -200,16 +200,12 @@ pub(super) fn expand(path: &Path, suffixes: &[&str]) -> Result<Vec<(PathBuf, Pat
     Ok(files)
 }
 
-/// How many times at most [`PolicyInputs::read`] reads the files, when
-/// they are replaced while it reads them.
-const READ_ATTEMPTS: usize = 5;
-
 impl PolicyInputs {
     /// Reads every file the configuration names, all of one generation:
     /// when a path was swapped to new files while they were read (a
     /// listing from the old directory, files from the new), it reads them
-    /// again, and refuses after [`READ_ATTEMPTS`] tries rather than build
-    /// a set nobody wrote.
+    /// again, and refuses after `base::paths::READ_ATTEMPTS` tries rather
+    /// than build a set nobody wrote.
     pub fn read(cfg: &PolicyConfig) -> Result<PolicyInputs, LoadErrors> {
         Self::read_consistently(cfg, Self::read_once)
     }
@@ -218,21 +214,17 @@ impl PolicyInputs {
         cfg: &PolicyConfig,
         mut read_once: impl FnMut(&PolicyConfig) -> Result<PolicyInputs, LoadErrors>,
     ) -> Result<PolicyInputs, LoadErrors> {
-        crate::base::paths::read_whole(&cfg.watched_paths(), READ_ATTEMPTS, || read_once(cfg))
-            .unwrap_or_else(|changed| {
+        crate::base::paths::read_whole(&cfg.watched_paths(), || read_once(cfg)).unwrap_or_else(
+            |replaced| {
                 Err(LoadErrors(
-                    changed
+                    replaced
+                        .0
                         .iter()
-                        .map(|p| {
-                            format!(
-                                "{}: replaced while being read, {READ_ATTEMPTS} times in a row; \
-                                 not loaded",
-                                p.display()
-                            )
-                        })
+                        .map(|p| format!("{}: {replaced}; not loaded", p.display()))
                         .collect(),
                 ))
-            })
+            },
+        )
     }
 
     /// Reads every file the configuration names, once.
@@ -344,6 +336,7 @@ pub(super) fn diag(file: &str, text: &str, d: &(dyn Diagnostic + Send + Sync)) -
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::base::paths::READ_ATTEMPTS;
     use std::os::unix::fs::symlink;
 
     fn config(dir: &Path, source: &str) -> PolicyConfig {
