@@ -265,7 +265,7 @@ impl Scanner {
     fn step(&mut self, chunk: &[u8], i: usize) -> Result<usize, Failed> {
         let b = chunk[i];
         if matches!(b, b',' | b'"') && self.lex == Lex::Between && self.check.is_none() {
-            let at = self.visible_members(chunk, i);
+            let at = self.plain_members(chunk, i);
             if at > i {
                 return Ok(at);
             }
@@ -350,15 +350,21 @@ impl Scanner {
     }
 
     /// The members of a declared object from `chunk[i]` (its comma, or the
-    /// key after one) that are visible, hold a scalar and come whole and
-    /// compact in this chunk (most members of most records): checked and
-    /// copied as one stretch of the chunk, instead of token by token.
-    /// Stops before the first member it cannot take so (a hidden one, one
-    /// that opens a container or holds an escape or whitespace, one cut by
-    /// the chunk's end), which the token path then reads; returns where it
-    /// stopped (`i`: it took none). Not used while checking conformance.
-    fn visible_members(&mut self, chunk: &[u8], mut i: usize) -> usize {
-        let Scanner { stack, out, .. } = self;
+    /// key after one) that hold a scalar and come whole and compact in this
+    /// chunk (most members of most records), taken as stretches of the
+    /// chunk instead of token by token: visible ones are checked and copied
+    /// together as one slice; a hidden one is written as its method says
+    /// (its key and the replacement, or nothing when it is left out),
+    /// straight from the chunk. Stops before the first member it cannot
+    /// take so (one that opens a container or holds an escape or
+    /// whitespace, one cut by the chunk's end, an undeclared one the
+    /// product refuses, a `hash` without a key), which the token path then
+    /// reads (and refuses where it must); returns where it stopped (`i`: it
+    /// took none). Not used while checking conformance.
+    fn plain_members(&mut self, chunk: &[u8], mut i: usize) -> usize {
+        let Scanner {
+            stack, out, key, ..
+        } = self;
         let Some(top) = stack.last_mut() else {
             return i;
         };
@@ -390,30 +396,66 @@ impl Scanner {
             let (rule, hint) = level.rule_from(&chunk[k + 1..colon - 1], top.hint);
             // (A member with a level below goes to the token path before
             // its level's `Arc` would be cloned for nothing.)
-            if matches!(rule, Some(Rule::Show(_, Some(_))))
-                || !matches!(member_of(rule, level.undeclared), Some(Member::Copy))
-            {
+            if matches!(rule, Some(Rule::Show(_, Some(_)))) {
                 break;
             }
+            let Some(member) = member_of(rule, level.undeclared) else {
+                break;
+            };
             let Some(end) = scalar_end(chunk, colon + 1) else {
                 break;
             };
-            // The output's comma: kept when a member was written before,
-            // dropped after members that were all left out, written after
-            // a comma the token path has read.
-            match (comma, top.any) {
-                (true, false) => {
-                    out.extend_from_slice(&chunk[from..i]);
-                    from = k;
+            let value = &chunk[colon + 1..end];
+            match member {
+                // The output's comma: kept when a member was written
+                // before, dropped after members that were all left out,
+                // written after a comma the token path has read.
+                Member::Copy => {
+                    match (comma, top.any) {
+                        (true, false) => {
+                            out.extend_from_slice(&chunk[from..i]);
+                            from = k;
+                        }
+                        (false, true) => {
+                            out.extend_from_slice(&chunk[from..i]);
+                            out.push(b',');
+                            from = k;
+                        }
+                        _ => {}
+                    }
+                    top.any = true;
                 }
-                (false, true) => {
+                // Left out, with the comma before it.
+                Member::Skip => {
                     out.extend_from_slice(&chunk[from..i]);
-                    out.push(b',');
-                    from = k;
+                    from = end;
                 }
-                _ => {}
+                Member::Null | Member::Redact | Member::Capture(_) => {
+                    let mask = match member {
+                        Member::Null => Mask::Null,
+                        Member::Capture(m) => m,
+                        _ => Mask::Redact,
+                    };
+                    if value.len() > CAPTURE_LIMIT {
+                        break;
+                    }
+                    out.extend_from_slice(&chunk[from..i]);
+                    from = i;
+                    let mark = out.len();
+                    if top.any {
+                        out.push(b',');
+                    }
+                    out.extend_from_slice(&chunk[k..=colon]);
+                    // (`None`: no key to `hash` with; the token path says so.)
+                    if methods::replace(mask, value, key.as_deref(), out).is_none() {
+                        out.truncate(mark);
+                        break;
+                    }
+                    top.any = true;
+                    from = end;
+                }
+                Member::Into(_) => break,
             }
-            top.any = true;
             top.state = State::CommaOrEnd;
             top.hint = hint;
             top.member = Member::Copy;

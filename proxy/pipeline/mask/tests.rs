@@ -75,7 +75,17 @@ fn key() -> super::HashKey {
 
 /// The body masked, fed in chunks of `step` bytes.
 fn mask(p: &FieldPlan, body: &str, step: usize) -> Result<String, String> {
-    let mut s = Scanner::new(tree::of(p), Some(key()));
+    mask_keyed(p, body, step, Some(key()))
+}
+
+/// The same, with this hash key (or none).
+fn mask_keyed(
+    p: &FieldPlan,
+    body: &str,
+    step: usize,
+    key: Option<super::HashKey>,
+) -> Result<String, String> {
+    let mut s = Scanner::new(tree::of(p), key);
     let mut out = Vec::new();
     for chunk in body.as_bytes().chunks(step.max(1)) {
         out.extend(s.feed(chunk)?);
@@ -130,9 +140,11 @@ fn members_in_any_order_get_their_own_rules() {
 
 #[test]
 fn members_taken_whole_mask_as_token_by_token() {
-    // Whole compact members are taken as stretches of a chunk; fed a byte
-    // at a time, every member goes token by token. Both must make the same
-    // body, and refuse the same malformed ones.
+    // Whole compact members, visible or hidden, are taken as stretches of
+    // a chunk; fed a byte at a time, every member goes token by token. Both
+    // must make the same body, and refuse the same bodies: malformed ones,
+    // undeclared members where the product refuses them, a `hash` without
+    // a key.
     let members = [
         r#""id":0"#,
         r#""id":-1.5e3"#,
@@ -147,6 +159,11 @@ fn members_taken_whole_mask_as_token_by_token() {
         r#""f":false"#,
         r#""id": 1"#,
         r#""lines":[]"#,
+        r#""email":12345678"#,
+        r#""email":true"#,
+        r#""email":"Jürgen-Öß 0172""#,
+        r#""email":"1987-06-05T10:00:00Z""#,
+        r#""email": "a""#,
     ];
     let broken = [
         r#""id":01"#,
@@ -156,6 +173,9 @@ fn members_taken_whole_mask_as_token_by_token() {
         r#""id":1x"#,
         r#""zz":tru"#,
         r#""id":"a"#,
+        r#""email":tru"#,
+        r#""email":1.e"#,
+        r#""email":"a"#,
     ];
     let mut seed = 0x2545_f491_u32;
     let mut next = |n: usize| {
@@ -180,14 +200,18 @@ fn members_taken_whole_mask_as_token_by_token() {
             Mask::Redact,
             Mask::Hash,
             Mask::Last4,
+            Mask::Year,
         ];
+        let undeclared = [Undeclared::Pass, Undeclared::Omit, Undeclared::Refuse];
         let p = plan(
             masks[round % masks.len()],
-            [Undeclared::Pass, Undeclared::Omit][round % 2],
+            undeclared[(round / masks.len()) % undeclared.len()],
         );
-        let whole = mask(&p, &body, body.len());
+        // Every seventh round without a hash key.
+        let key = (round % 7 != 3).then(key);
+        let whole = mask_keyed(&p, &body, body.len(), key.clone());
         for step in [1, 1 + next(9)] {
-            let cut = mask(&p, &body, step);
+            let cut = mask_keyed(&p, &body, step, key.clone());
             assert_eq!(
                 whole.is_ok(),
                 cut.is_ok(),
@@ -213,6 +237,14 @@ fn last4_counts_characters_not_bytes() {
     assert_eq!(got.as_deref(), Ok(r#"{"email":"*****n-Öß"}"#));
     let short = mask(&plan(Mask::Last4, Undeclared::Omit), r#"{"email":"äb"}"#, 1);
     assert_eq!(short.as_deref(), Ok(r#"{"email":"**"}"#));
+    // A tail that needs escapes gets them back; a number shows its digits.
+    for step in [1, 64] {
+        let p = plan(Mask::Last4, Undeclared::Omit);
+        let escaped = mask(&p, r#"{"email":"abc\"d\\e"}"#, step);
+        assert_eq!(escaped.as_deref(), Ok(r#"{"email":"***\"d\\e"}"#));
+        let number = mask(&p, r#"{"email":-1234567}"#, step);
+        assert_eq!(number.as_deref(), Ok(r#"{"email":"****4567"}"#));
+    }
 }
 
 #[test]
