@@ -39,18 +39,14 @@ pub fn replace(mask: Mask, raw: &[u8], key: Option<&hmac::Key>, out: &mut Vec<u8
             hash_into(key, text.as_deref().map_or(raw, str::as_bytes), out);
             out.push(b'"');
         }
-        Mask::Last4 => {
-            let shown = match string_value(raw) {
-                Some(t) => last4(&t),
-                // A number: its digits as sent.
-                None if matches!(first, b'-' | b'0'..=b'9') => last4(&String::from_utf8_lossy(raw)),
-                None => {
-                    out.extend_from_slice(placeholder(first));
-                    return Some(());
-                }
-            };
-            json_string(&shown, out)?;
-        }
+        Mask::Last4 => match string_value(raw) {
+            Some(t) => last4_into(&t, out)?,
+            // A number: its digits as sent.
+            None if matches!(first, b'-' | b'0'..=b'9') => {
+                last4_into(&String::from_utf8_lossy(raw), out)?;
+            }
+            None => out.extend_from_slice(placeholder(first)),
+        },
         Mask::Year => match string_value(raw).as_deref().and_then(year) {
             Some(y) => json_string(y, out)?,
             None => out.extend_from_slice(placeholder(first)),
@@ -73,16 +69,36 @@ pub fn hash_into(key: &hmac::Key, text: &[u8], out: &mut Vec<u8>) {
 /// `last4`: every character but the last four replaced by `*` (all of
 /// them when there are four or fewer).
 pub fn last4(text: &str) -> String {
+    let (masked, tail) = last4_parts(text);
+    let mut shown = String::with_capacity(masked + tail.len());
+    shown.extend(std::iter::repeat_n('*', masked));
+    shown.push_str(tail);
+    shown
+}
+
+/// How many characters `last4` hides, and the tail it shows.
+fn last4_parts(text: &str) -> (usize, &str) {
     let n = text.chars().count();
     let masked = if n > 4 { n - 4 } else { n };
     let tail = text
         .char_indices()
         .nth(masked)
         .map_or("", |(at, _)| &text[at..]);
-    let mut shown = String::with_capacity(masked + tail.len());
-    shown.extend(std::iter::repeat_n('*', masked));
-    shown.push_str(tail);
-    shown
+    (masked, tail)
+}
+
+/// `last4` of `text` as a JSON string, appended to `out`: the stars and
+/// the tail written straight in when the tail needs no escape (most).
+fn last4_into(text: &str, out: &mut Vec<u8>) -> Option<()> {
+    let (masked, tail) = last4_parts(text);
+    if !tail.bytes().all(plain) {
+        return json_string(&last4(text), out);
+    }
+    out.push(b'"');
+    out.resize(out.len() + masked, b'*');
+    out.extend_from_slice(tail.as_bytes());
+    out.push(b'"');
+    Some(())
 }
 
 /// `year`: the year of a date or timestamp (`YYYY`, `YYYY-...`), or
