@@ -48,24 +48,10 @@ policy:
   contracts: [$P/domains/sales]
 Y
 if [ "${MASK:-0}" = 1 ]; then
-  mkdir -p "$W/mask"
-  cat >"$W/mask/bench-fields.cedar" <<'CEDAR'
-@id("bench.orders.personal-fields-masked-for-reporting")
-forbid (
-  principal == Mesh::Service::"spiffe://mesh.local/ns/finance/sa/reporting",
-  action == Mesh::Action::"read_field",
-  resource in Mesh::Dataset::"sales.orders/orders"
-)
-when { resource.pii };
-CEDAR
+  # shellcheck source=benches/masking.sh
+  source "$ROOT/benches/masking.sh"
   # A fixed key: the count does not depend on it, and the run is repeatable.
-  # In a directory of its own (a Secret volume): the audit log beside it would
-  # wake the file watcher, which watches the key through its directory.
-  mkdir -p "$W/key"
-  printf '%s' "callgrind-bench-hash-key-0123456789abcdef" >"$W/key/hash.key"
-  sed -i "s|^  sources: \\[\\(.*\\)\\]$|  sources: [\\1, { path: $W/mask, domain: sales }]|" "$W/mg.yaml"
-  grep -q "$W/mask" "$W/mg.yaml" || { echo "MASK=1: cannot add the field rule" >&2; exit 1; }
-  echo "fields: { hash_key_file: $W/key/hash.key }" >>"$W/mg.yaml"
+  masking_config "$W" "$W/mg.yaml" "callgrind-bench-hash-key-0123456789abcdef" || exit 1
 fi
 SINKPID=
 if [ -n "${TRACING:-}" ]; then

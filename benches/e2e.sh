@@ -62,6 +62,8 @@ export PATH="$PATH:/usr/sbin:/sbin:$HOME/.cargo/bin"
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 # shellcheck source=benches/peers.sh
 source "$ROOT/benches/peers.sh"
+# shellcheck source=benches/masking.sh
+source "$ROOT/benches/masking.sh"
 PY=(python3 "$ROOT/benches/e2e.py")
 log() { printf '[e2e %s] %s\n' "$(date +%T)" "$*" >&2; }
 die() { log "FAILED: $*"; exit 1; }
@@ -323,26 +325,9 @@ EOF
   MESHGATES+=(meshgate+q)
 fi
 if [[ ${MASK:-0} == 1 ]]; then  # the same sidecar with a field rule that masks the client's orders
-  mkdir -p "$WORK/mask"
-  cat >"$WORK/mask/bench-fields.cedar" <<'EOF'
-@id("bench.orders.personal-fields-masked-for-reporting")
-forbid (
-  principal == Mesh::Service::"spiffe://mesh.local/ns/finance/sa/reporting",
-  action == Mesh::Action::"read_field",
-  resource in Mesh::Dataset::"sales.orders/orders"
-)
-when { resource.pii };
-EOF
-  # In a directory of its own, as a Secret volume would hold it: the key file
-  # is watched through its directory, and the audit logs written in $WORK
-  # would wake the watcher at every write.
-  mkdir -p "$WORK/key"
-  head -c 48 /dev/urandom | base64 -w0 >"$WORK/key/hash.key"
   sed -e "s/127.0.0.1:$MG_PORT/127.0.0.1:$MM_PORT/" -e "s/127.0.0.1:$MG_ADMIN/127.0.0.1:$MM_ADMIN/" \
-    -e "s|$WORK/audit.log|$WORK/audit-m.log|" -e "s|^  sources: \\[\\(.*\\)\\]$|  sources: [\\1, { path: $WORK/mask, domain: sales }]|" \
-    "$WORK/meshgate.yaml" >"$WORK/meshgate-m.yaml"
-  grep -q "$WORK/mask" "$WORK/meshgate-m.yaml" || die "meshgate+m: cannot add the field rule to the configuration"
-  echo "fields: { hash_key_file: $WORK/key/hash.key }" >>"$WORK/meshgate-m.yaml"
+    -e "s|$WORK/audit.log|$WORK/audit-m.log|" "$WORK/meshgate.yaml" >"$WORK/meshgate-m.yaml"
+  masking_config "$WORK" "$WORK/meshgate-m.yaml" || die "meshgate+m: cannot add the field rule to the configuration"
   start_meshgate meshgate+m "$WORK/meshgate-m.yaml" "$MM_PORT" "$MM_ADMIN"
   curl -fsS -o "$WORK/orders.json" "http://127.0.0.1:$UP_PORT/orders" || die "upstream: GET /orders failed"
   curl -fsS -o "$WORK/orders-m.json" "${TLS_CLIENT[@]}" "${URL[meshgate+m]}/orders" || die "meshgate+m: GET /orders failed"

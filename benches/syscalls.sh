@@ -13,18 +13,24 @@
 # 32 and 4 x 8) and off again; every count is printed divided by N.
 # Knobs (env): TARGETS="meshgate:h1 meshgate:h2 haproxy:h2 nginx:h2" (name:mode; also haproxy:h1, nginx:h1,
 # and meshgate2:h1|h2 for MESHGATE2=path, a second binary measured the same way), CONNS, H2_CONNS,
-# H2_STREAMS, KEEP=1 (keep the work dir).
+# H2_STREAMS, KEEP=1 (keep the work dir), MASKED="meshgate2" (the meshgate targets named get e2e.sh's meshgate+m
+# field rule, benches/masking.sh, so that every GET /orders they answer is masked, checked once: "meshgate2" with
+# MESHGATE2 unset compares masked with unmasked on one build, "meshgate meshgate2" two builds masked).
 # Needs perf (linux-perf), oha, nginx, haproxy (e2e.sh installs them).
 set -euo pipefail
 [ $# -ge 1 ] || { echo "usage: $0 MESHGATE_BINARY [N]" >&2; exit 2; }
 MG=$(realpath "$1"); N=${2:-20000}
 MG2=${MESHGATE2:+$(realpath "$MESHGATE2")}
+MASKED=${MASKED:-}
+[[ " $MASKED " == *" meshgate2 "* && -z $MG2 ]] && MG2=$MG
 TARGETS=${TARGETS:-meshgate:h1 meshgate:h2 haproxy:h2 nginx:h2}
 CONNS=${CONNS:-32} H2_CONNS=${H2_CONNS:-4} H2_STREAMS=${H2_STREAMS:-8}
 export PATH="$PATH:/usr/sbin:/sbin:$HOME/.cargo/bin"
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 # shellcheck source=benches/peers.sh
 source "$ROOT/benches/peers.sh"
+# shellcheck source=benches/masking.sh
+source "$ROOT/benches/masking.sh"
 for t in perf oha nginx haproxy curl; do command -v $t >/dev/null || { echo "$t is needed" >&2; exit 1; }; done
 W=$(mktemp -d /tmp/meshgate-sys.XXXXXX); chmod 755 "$W"
 PIDS=()
@@ -60,8 +66,15 @@ policy:
   sources: [$P/mesh, $P/domains/sales]
   contracts: [$P/domains/sales]
 Y
+  if [[ " $MASKED " == *" $1 "* ]]; then  # as e2e.sh's meshgate+m
+    masking_config "$W/$1-m" "$W/$1.yaml" || exit 1
+  fi
   taskset -c 0 "$2" run --config "$W/$1.yaml" 2>"$W/$1.log" & PIDS+=($!); PROC[$1]=$! PORT[$1]=$3
   ready "${TLS[@]}" "https://127.0.0.1:$3/orders"
+  if [[ " $MASKED " == *" $1 "* ]]; then
+    curl -fsS "${TLS[@]}" "https://127.0.0.1:$3/orders" | grep -q '"customer_email":"hmac-sha256:' \
+      || { echo "$1 does not mask GET /orders (MASKED)" >&2; exit 1; }
+  fi
 }
 want meshgate && start_meshgate meshgate "$MG" "$MGP" "$ADM"
 if want meshgate2; then [ -n "$MG2" ] || { echo "meshgate2 needs MESHGATE2=path" >&2; exit 2; }
