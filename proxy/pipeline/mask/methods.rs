@@ -24,9 +24,16 @@ pub fn placeholder(first: u8) -> &'static [u8] {
 }
 
 /// The replacement of a whole value (`raw`: its JSON text, valid) by
-/// `mask`, appended to `out`; `key` is the mesh's hash key. `None`: it
+/// `mask`, appended to `out`; `unescaped`: the caller knows that `raw`, if
+/// a string, holds no escape; `key` is the mesh's hash key. `None`: it
 /// cannot be made (no key for `hash`), and the stream must be cut.
-pub fn replace(mask: Mask, raw: &[u8], key: Option<&hmac::Key>, out: &mut Vec<u8>) -> Option<()> {
+pub fn replace(
+    mask: Mask,
+    raw: &[u8],
+    unescaped: bool,
+    key: Option<&hmac::Key>,
+    out: &mut Vec<u8>,
+) -> Option<()> {
     let first = raw.first().copied().unwrap_or(b'n');
     match mask {
         Mask::Omit | Mask::Null => out.extend_from_slice(b"null"),
@@ -34,12 +41,12 @@ pub fn replace(mask: Mask, raw: &[u8], key: Option<&hmac::Key>, out: &mut Vec<u8
         Mask::Hash => {
             // A string is keyed by its text, so that escapes do not matter.
             let key = key?;
-            let text = string_value(raw);
+            let text = string_value(raw, unescaped);
             out.push(b'"');
             hash_into(key, text.as_deref().map_or(raw, str::as_bytes), out);
             out.push(b'"');
         }
-        Mask::Last4 => match string_value(raw) {
+        Mask::Last4 => match string_value(raw, unescaped) {
             Some(t) => last4_into(&t, out)?,
             // A number: its digits as sent.
             None if matches!(first, b'-' | b'0'..=b'9') => {
@@ -47,7 +54,7 @@ pub fn replace(mask: Mask, raw: &[u8], key: Option<&hmac::Key>, out: &mut Vec<u8
             }
             None => out.extend_from_slice(placeholder(first)),
         },
-        Mask::Year => match string_value(raw).as_deref().and_then(year) {
+        Mask::Year => match string_value(raw, unescaped).as_deref().and_then(year) {
             Some(y) => json_string(y, out)?,
             None => out.extend_from_slice(placeholder(first)),
         },
@@ -128,11 +135,12 @@ fn plain(b: u8) -> bool {
 }
 
 /// A JSON string's text, or `None` for another value (or one that is not
-/// valid). Without a copy when it has no escape (most values).
-fn string_value(raw: &[u8]) -> Option<Cow<'_, str>> {
+/// valid). Without a copy when it has no escape (most values; `unescaped`:
+/// the caller knows it has none).
+fn string_value(raw: &[u8], unescaped: bool) -> Option<Cow<'_, str>> {
     let inner = raw.strip_prefix(b"\"")?.strip_suffix(b"\"")?;
     // What JSON lets stand in a string as it is.
-    if inner.iter().all(|&b| plain(b)) {
+    if unescaped || inner.iter().all(|&b| plain(b)) {
         return std::str::from_utf8(inner).ok().map(Cow::Borrowed);
     }
     serde_json::from_slice::<String>(raw).ok().map(Cow::Owned)

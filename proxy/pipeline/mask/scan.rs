@@ -447,7 +447,7 @@ impl Scanner {
                     }
                     out.extend_from_slice(&chunk[k..=colon]);
                     // (`None`: no key to `hash` with; the token path says so.)
-                    if methods::replace(mask, value, key.as_deref(), out).is_none() {
+                    if methods::replace(mask, value, true, key.as_deref(), out).is_none() {
                         out.truncate(mark);
                         break;
                     }
@@ -826,7 +826,7 @@ impl Scanner {
         if top.level.is_some() && top.object {
             if let Member::Capture(m) = top.member {
                 let key = self.key.as_deref();
-                methods::replace(m, &self.capture, key, &mut self.out)
+                methods::replace(m, &self.capture, false, key, &mut self.out)
                     .ok_or_else(|| format!("no hash key for a `{m}` field"))?;
                 self.capture.clear();
             }
