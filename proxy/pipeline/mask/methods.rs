@@ -25,8 +25,10 @@ pub fn placeholder(first: u8) -> &'static [u8] {
 
 /// The replacement of a whole value (`raw`: its JSON text, valid) by
 /// `mask`, appended to `out`; `unescaped`: the caller knows that `raw`, if
-/// a string, holds no escape; `key` is the mesh's hash key. `None`: it
-/// cannot be made (no key for `hash`), and the stream must be cut.
+/// a string, holds no escape and no control character (were it wrong, an
+/// escaped string would be read by its raw text: `a\u0040b` would not
+/// hash as `a@b` does); `key` is the mesh's hash key. `None`: it cannot be
+/// made (no key for `hash`), and the stream must be cut.
 pub fn replace(
     mask: Mask,
     raw: &[u8],
@@ -140,6 +142,7 @@ fn plain(b: u8) -> bool {
 fn string_value(raw: &[u8], unescaped: bool) -> Option<Cow<'_, str>> {
     let inner = raw.strip_prefix(b"\"")?.strip_suffix(b"\"")?;
     // What JSON lets stand in a string as it is.
+    debug_assert!(!unescaped || inner.iter().all(|&b| plain(b)));
     if unescaped || inner.iter().all(|&b| plain(b)) {
         return std::str::from_utf8(inner).ok().map(Cow::Borrowed);
     }

@@ -357,10 +357,11 @@ impl Scanner {
     /// (its key and the replacement, or nothing when it is left out),
     /// straight from the chunk. Stops before the first member it cannot
     /// take so (one that opens a container or holds an escape or
-    /// whitespace, one cut by the chunk's end, an undeclared one the
-    /// product refuses, a `hash` without a key), which the token path then
-    /// reads (and refuses where it must); returns where it stopped (`i`: it
-    /// took none). Not used while checking conformance.
+    /// whitespace, one cut by the chunk's end, one with a declared level
+    /// below it, an undeclared one the product refuses, a hidden value
+    /// longer than `CAPTURE_LIMIT`, a `hash` without a key), which the
+    /// token path then reads (and refuses where it must); returns where it
+    /// stopped (`i`: it took none). Not used while checking conformance.
     fn plain_members(&mut self, chunk: &[u8], mut i: usize) -> usize {
         let Scanner {
             stack, out, key, ..
@@ -454,6 +455,8 @@ impl Scanner {
                     top.any = true;
                     from = end;
                 }
+                // (Not reached: a member with a level below stopped the
+                // stretch before `member_of`.)
                 Member::Into(_) => break,
             }
             top.state = State::CommaOrEnd;

@@ -186,7 +186,9 @@ fn members_taken_whole_mask_as_token_by_token() {
         let mut records = Vec::new();
         for _ in 0..1 + next(3) {
             let picked: Vec<&str> = (0..next(7)).map(|_| members[next(members.len())]).collect();
-            records.push(format!("{{{}}}", picked.join(",")));
+            // A space after a comma sends the member after it to the
+            // stretch in the state where the token path has read the comma.
+            records.push(format!("{{{}}}", picked.join([",", ", "][next(2)])));
         }
         if round % 5 == 4 {
             let at = next(records.len());
@@ -210,7 +212,7 @@ fn members_taken_whole_mask_as_token_by_token() {
         // Every seventh round without a hash key.
         let key = (round % 7 != 3).then(key);
         let whole = mask_keyed(&p, &body, body.len(), key.clone());
-        for step in [1, 1 + next(9)] {
+        for step in [1, 1 + next(9), 1 + next(48)] {
             let cut = mask_keyed(&p, &body, step, key.clone());
             assert_eq!(
                 whole.is_ok(),
@@ -225,6 +227,24 @@ fn members_taken_whole_mask_as_token_by_token() {
             serde_json::from_str::<serde_json::Value>(&out).expect("the masked body is JSON");
         }
     }
+}
+
+#[test]
+fn a_hidden_value_longer_than_the_capture_limit_is_refused_however_it_comes() {
+    // Whole in one chunk (the stretch) or in pieces (the token path): a
+    // value a method must read whole is refused past the bound.
+    let long = "x".repeat(super::scan::CAPTURE_LIMIT);
+    let body = format!(r#"[{{"id":1,"email":"{long}","x":2}}]"#);
+    for step in [body.len(), 1 << 16] {
+        let got = mask(&plan(Mask::Hash, Undeclared::Omit), &body, step);
+        let why = got.expect_err("refused");
+        assert!(why.contains("longer than"), "{why}");
+    }
+    // Within the bound it is hashed.
+    let fits = "x".repeat(super::scan::CAPTURE_LIMIT - 2);
+    let body = format!(r#"{{"email":"{fits}"}}"#);
+    let got = mask(&plan(Mask::Hash, Undeclared::Omit), &body, body.len()).expect("masked");
+    assert!(got.starts_with(r#"{"email":"hmac-sha256:"#), "{got}");
 }
 
 #[test]
