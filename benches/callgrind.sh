@@ -12,6 +12,8 @@
 # MASK=1 adds e2e.sh's meshgate+m field rule (a sales-domain forbid of `read_field` on the personal fields of
 # orders for the bench client): every GET /orders is masked by its field plan (customer_email pseudonymised,
 # customer_phone cut to its last four), checked once before counting.
+# BENCH_PATH=PATH requests PATH instead of /orders, e.g. /orders/SO-1003 (one order: with MASK=1, one pseudonym
+# and one last-four in a 219-byte record, where the list has six of each in 1.5 KB).
 # TRACING=RATIO adds OpenTelemetry spans (`tracing.otlp`, sampler ratio RATIO, e.g. 0.01 or 1) exported over
 # OTLP/HTTP to the discarding sink of benches/e2e.py (`otlp-sink`, a separate process, not counted). The
 # export runs in the sidecar's process, so it is counted too: batches of up to 512 spans gather for
@@ -23,6 +25,7 @@
 set -euo pipefail
 [ $# -ge 2 ] || { echo "usage: $0 MESHGATE_BINARY h1|h2 [N]" >&2; exit 2; }
 MG=$(realpath "$1"); MODE=$2; N=${3:-2000}
+BENCH_PATH=${BENCH_PATH:-/orders}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 command -v valgrind >/dev/null || { echo "valgrind is needed (apt-get install valgrind)" >&2; exit 1; }
 command -v oha >/dev/null || { echo "oha is needed (cargo install --locked oha)" >&2; exit 1; }
@@ -72,18 +75,18 @@ valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$W/cg.out" "$
 trap 'kill $VPID $UPPID $SINKPID 2>/dev/null; wait 2>/dev/null; rm -rf "$W"' EXIT
 TLS=(--cert "$W/c/bench.pem" --key "$W/c/bench-key.pem" --cacert "$W/c/ca.pem")
 for _ in $(seq 1 240); do
-  curl -fsS -o /dev/null --max-time 5 --cert "$W/c/bench.pem" --key "$W/c/bench-key.pem" --cacert "$W/c/ca.pem" "https://127.0.0.1:$MGP/orders" 2>/dev/null && break
+  curl -fsS -o /dev/null --max-time 5 --cert "$W/c/bench.pem" --key "$W/c/bench-key.pem" --cacert "$W/c/ca.pem" "https://127.0.0.1:$MGP$BENCH_PATH" 2>/dev/null && break
   sleep 0.5
 done
 if [ "${MASK:-0}" = 1 ]; then
-  curl -fsS --max-time 30 "${TLS[@]}" "https://127.0.0.1:$MGP/orders" | grep -q 'hmac-sha256:' \
-    || { echo "MASK=1: GET /orders is not masked" >&2; exit 1; }
+  curl -fsS --max-time 30 "${TLS[@]}" "https://127.0.0.1:$MGP$BENCH_PATH" | grep -q 'hmac-sha256:' \
+    || { echo "MASK=1: GET $BENCH_PATH is not masked" >&2; exit 1; }
 fi
 if [ "$MODE" = h2 ]; then ARGS=(--http2 -c 4 -p 8); else ARGS=(-c 8); fi
-oha -n 200 --no-tui "${ARGS[@]}" "${TLS[@]}" "https://127.0.0.1:$MGP/orders" >/dev/null
+oha -n 200 --no-tui "${ARGS[@]}" "${TLS[@]}" "https://127.0.0.1:$MGP$BENCH_PATH" >/dev/null
 settle; [ -z "${TRACING:-}" ] || EX0=$(exported)
 callgrind_control -i on "$VPID" >/dev/null
-oha -n "$N" --no-tui --output-format json "${ARGS[@]}" "${TLS[@]}" "https://127.0.0.1:$MGP/orders" >"$W/oha.json"
+oha -n "$N" --no-tui --output-format json "${ARGS[@]}" "${TLS[@]}" "https://127.0.0.1:$MGP$BENCH_PATH" >"$W/oha.json"
 settle
 callgrind_control -i off "$VPID" >/dev/null
 SPANS=

@@ -66,6 +66,8 @@ def masked(plain, masked_path, *hidden):
     hidden value anywhere in the body, every other field as the upstream sent it. Prints its size."""
     text = open(masked_path, "rb").read()
     up, got = json.load(open(plain)), json.loads(text)
+    if isinstance(up, dict):  # one record (BENCH_PATH=/orders/ID)
+        up, got = [up], [got]
     if not isinstance(got, list) or len(got) != len(up):
         fail(f"masked: {len(got) if isinstance(got, list) else 'no'} records for the upstream's {len(up)}")
     for a, b in zip(up, got):

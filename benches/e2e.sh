@@ -44,7 +44,9 @@
 #   customer_phone cut to its last four digits) from the bench client, so that every GET /orders is masked by
 #   its field plan; measured beside meshgate in the h1-keepalive and h2 runs, its answers checked against the
 #   masked size, probed once and checked to lack every hidden value), EXPECT_SIZE=N (expect N body bytes instead of the upstream's answer: for
-#   checking the checks; the run must fail).
+#   checking the checks; the run must fail), BENCH_PATH=/orders (what every client requests, e.g. /orders/SO-1003:
+#   one order of 219 bytes, which MASK=1 masks with one pseudonym and one last four where the list of six has
+#   six of each).
 # Pinning: the proxy under test on CPU 0; oha, the upstream and the helper clients on CPU 1.
 # Installs what is missing: nginx haproxy curl openssl python3 util-linux procps (apt), oha (cargo install
 # --locked). Modes: h1-keepalive, h2, new-conn = oha --disable-keepalive (one TLS connection per request;
@@ -57,7 +59,8 @@ if [[ -z ${E2E_INNER:-} ]]; then E2E_INNER=1 exec timeout --foreground -k 15 "${
 DURATION=${DURATION:-10s} WARMUP=${WARMUP:-2s} ROUNDS=${ROUNDS:-3} CONNS=${CONNS:-32} H2_CONNS=${H2_CONNS:-4}
 H2_STREAMS=${H2_STREAMS:-8} HS_PROCS=${HS_PROCS:-4} IDLE_CONNS=${IDLE_CONNS:-1000} AUDIT=${AUDIT:-1}
 READY_TIMEOUT=${READY_TIMEOUT:-30} QUIET_WAIT=${QUIET_WAIT:-120} RETRIES=${RETRIES:-2}
-MODES=${MODES:-h1-keepalive h2 new-conn full-hs}
+MODES=${MODES:-h1-keepalive h2 new-conn full-hs} BENCH_PATH=${BENCH_PATH:-/orders}
+[[ $BENCH_PATH =~ ^/[A-Za-z0-9/_.-]*$ ]] || { echo "BENCH_PATH: '$BENCH_PATH' is not a plain absolute path" >&2; exit 2; }
 export PATH="$PATH:/usr/sbin:/sbin:$HOME/.cargo/bin"
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 # shellcheck source=benches/peers.sh
@@ -157,7 +160,7 @@ keep() { # row attempt: keep the row; or, if other processes took CPU 0 during t
 }
 
 declare -A PROC PORT URL COUNTERS HS_BYTES  # per target: processes, data port, base URL, counters URL, full-hs answer
-declare -A SIZE  # per target, when not the upstream's: the body bytes of its answer to GET /orders (meshgate+m)
+declare -A SIZE  # per target, when not the upstream's: the body bytes of its answer to GET $BENCH_PATH (meshgate+m)
 use() { read -ra PROXY_PIDS <<<"${PROC[$1]}"; }
 counters() { # target: "2xx not-2xx aborted" responses so far (e2e.py counters), "- - -" for a proxy without
   [[ -n ${COUNTERS[$1]:-} ]] || { echo "- - -"; return; }
@@ -176,11 +179,11 @@ run_oha() { # target mode round [oha args...]
   local t=$1 mode=$2 rnd=$3; shift 3; local out="$WORK/$t-$mode-$rnd.json" s0 t0 c0 c1 n secs p50 p99 try oha_pid
   for try in $(seq 0 "$RETRIES"); do
     log "$t $mode (round $rnd): warm-up $WARMUP, then $DURATION"
-    taskset -c 1 oha -z "$WARMUP" -t 5s --no-tui --output-format json "$@" "${URL[$t]}/orders" >"$out.warm" \
+    taskset -c 1 oha -z "$WARMUP" -t 5s --no-tui --output-format json "$@" "${URL[$t]}$BENCH_PATH" >"$out.warm" \
       || die "oha failed for $t $mode (warm-up)"
     "${PY[@]}" oha "$out.warm" "${SIZE[$t]:-$EXPECT}" >/dev/null || die "$t $mode (warm-up): the check above failed"
     c0=$(counters "$t"); s0=$(cpu_stat); t0=$(cpu_ticks "${PROXY_PIDS[@]}")
-    taskset -c 1 oha -z "$DURATION" -t 5s --no-tui --output-format json "$@" "${URL[$t]}/orders" >"$out" & oha_pid=$!
+    taskset -c 1 oha -z "$DURATION" -t 5s --no-tui --output-format json "$@" "${URL[$t]}$BENCH_PATH" >"$out" & oha_pid=$!
     if [[ $mode == h1-keepalive && $t != upstream ]]; then
       sleep "$(( $(secs "$DURATION") / 2 ))"; mem "$t" "under h1 keep-alive load (mid-run)" "$(status_kb VmRSS "${PROXY_PIDS[@]}")"
     fi
@@ -200,7 +203,7 @@ run_full_hs() { # target round: HS_PROCS parallel `openssl s_time -new`, each co
     rm -f "$WORK/$t-stime-"*.txt
     c0=$(counters "$t"); s0=$(cpu_stat); t0=$(cpu_ticks "${PROXY_PIDS[@]}"); w0=$EPOCHREALTIME
     for i in $(seq "$HS_PROCS"); do
-      taskset -c 1 openssl s_time -connect "127.0.0.1:${PORT[$t]}" -new -time "$d" -www /orders -cert "$C/bench.pem" \
+      taskset -c 1 openssl s_time -connect "127.0.0.1:${PORT[$t]}" -new -time "$d" -www "$BENCH_PATH" -cert "$C/bench.pem" \
         -key "$C/bench-key.pem" -CAfile "$C/ca.pem" >"$WORK/$t-stime-$i.txt" 2>&1 & ps+=($!)
     done
     for i in "${!ps[@]}"; do
@@ -229,18 +232,18 @@ idle_rss() { # target: proxy RSS with IDLE_CONNS idle keep-alive connections ope
 
 check_proxy() { # target: refuses a client without a certificate, answers as the upstream does; idle RSS, resumption
   local t=$1 got status bytes
-  curl -fsS -o /dev/null --max-time 5 --cacert "$C/ca.pem" "${URL[$t]}/orders" 2>/dev/null \
+  curl -fsS -o /dev/null --max-time 5 --cacert "$C/ca.pem" "${URL[$t]}$BENCH_PATH" 2>/dev/null \
     && die "$t served a client without a certificate"
-  got=$(curl -sS -o /dev/null --max-time 5 -w '%{http_code} %{size_download}' "${TLS_CLIENT[@]}" "${URL[$t]}/orders") \
-    || die "$t: GET /orders failed"
+  got=$(curl -sS -o /dev/null --max-time 5 -w '%{http_code} %{size_download}' "${TLS_CLIENT[@]}" "${URL[$t]}$BENCH_PATH") \
+    || die "$t: GET $BENCH_PATH failed"
   [[ $got == "200 ${SIZE[$t]:-$BODY}" ]] \
-    || die "$t answers GET /orders with status and size '$got', expected '200 ${SIZE[$t]:-$BODY}' (the upstream: '200 $BODY')"
-  read -r status bytes < <("${PY[@]}" raw "${PORT[$t]}" "$C" /orders) || die "$t: the HTTP/1.0 probe failed"
+    || die "$t answers GET $BENCH_PATH with status and size '$got', expected '200 ${SIZE[$t]:-$BODY}' (the upstream: '200 $BODY')"
+  read -r status bytes < <("${PY[@]}" raw "${PORT[$t]}" "$C" "$BENCH_PATH") || die "$t: the HTTP/1.0 probe failed"
   if [[ $t == meshgate+m ]]; then  # a masked body's end cannot be told from a cut in HTTP/1.0: refused, no full-hs
-    [[ $status == 502 ]] || die "$t answers an HTTP/1.0 GET /orders with $status, not 502 (a masked body needs HTTP/1.1)"
+    [[ $status == 502 ]] || die "$t answers an HTTP/1.0 GET $BENCH_PATH with $status, not 502 (a masked body needs HTTP/1.1)"
     bytes=-
   fi
-  [[ $status == 200 || $t == meshgate+m ]] || die "$t answers openssl s_time's HTTP/1.0 GET /orders with $status (full-hs would count errors)"
+  [[ $status == 200 || $t == meshgate+m ]] || die "$t answers openssl s_time's HTTP/1.0 GET $BENCH_PATH with $status (full-hs would count errors)"
   HS_BYTES[$t]=$bytes
   use "$t"; sleep 1; mem "$t" "idle (after start)" "$(status_kb VmRSS "${PROXY_PIDS[@]}")"
   echo "$t $("${PY[@]}" resume "${PORT[$t]}" "$C")" >>"$WORK/resumes.txt"
@@ -252,8 +255,8 @@ s0=$(cpu_stat); sleep 2; keep "$("${PY[@]}" row background idle - 0 1 - - 0 "$s0
 
 # ---- (a) the upstream, directly ----------------------------------------------------------------
 taskset -c 1 "$MG" sample-upstream --listen "127.0.0.1:$UP_PORT" 2>"$WORK/upstream.log" & UP_PID=$!; PIDS+=("$UP_PID")
-wait_ready upstream "$UP_PID" "$WORK/upstream.log" "http://127.0.0.1:$UP_PORT/orders"
-BODY=$(curl -fsS -o /dev/null -w '%{size_download}' "http://127.0.0.1:$UP_PORT/orders") || die "upstream: GET /orders failed"
+wait_ready upstream "$UP_PID" "$WORK/upstream.log" "http://127.0.0.1:$UP_PORT$BENCH_PATH"
+BODY=$(curl -fsS -o /dev/null -w '%{size_download}' "http://127.0.0.1:$UP_PORT$BENCH_PATH") || die "upstream: GET $BENCH_PATH failed"
 EXPECT=${EXPECT_SIZE:-$BODY}
 [[ $EXPECT == "$BODY" ]] || log "EXPECT_SIZE=$EXPECT: expecting $EXPECT body bytes where the upstream answers $BODY (this run must fail)"
 URL[upstream]="http://127.0.0.1:$UP_PORT" PROC[upstream]=$UP_PID
@@ -262,7 +265,7 @@ URL[upstream]="http://127.0.0.1:$UP_PORT" PROC[upstream]=$UP_PID
 NG="$WORK/nginx"; nginx_conf "$NG" "$NG_PORT" "$UP_PORT" "$C" "$AUDIT"
 nginx -t -q -p "$NG" -c "$NG/nginx.conf" -e "$NG/error.log" 2>"$WORK/nginx-t.log" || { cat "$WORK/nginx-t.log" >&2; die "nginx -t failed"; }
 taskset -c 0 nginx -p "$NG" -c "$NG/nginx.conf" -e "$NG/error.log" 2>>"$NG/error.log" & NG_PID=$!; PIDS+=("$NG_PID")
-wait_ready nginx "$NG_PID" "$NG/error.log" "${TLS_CLIENT[@]}" "https://127.0.0.1:$NG_PORT/orders"
+wait_ready nginx "$NG_PID" "$NG/error.log" "${TLS_CLIENT[@]}" "https://127.0.0.1:$NG_PORT$BENCH_PATH"
 mapfile -t NG_WORKERS < <(pgrep -P "$NG_PID" || true)
 (( ${#NG_WORKERS[@]} )) || die "cannot find the nginx worker process"
 PROC[nginx]="$NG_PID ${NG_WORKERS[*]}" PORT[nginx]=$NG_PORT URL[nginx]="https://127.0.0.1:$NG_PORT"; check_proxy nginx
@@ -274,7 +277,7 @@ PROC[nginx]="$NG_PID ${NG_WORKERS[*]}" PORT[nginx]=$NG_PORT URL[nginx]="https://
 HA="$WORK/haproxy"; haproxy_conf "$HA" "$HA_PORT" "$UP_PORT" "$C" "$AUDIT" "$HA_STATS"
 haproxy -c -q -f "$HA/haproxy.cfg" >"$WORK/haproxy-c.log" 2>&1 || { cat "$WORK/haproxy-c.log" >&2; die "haproxy -c failed"; }
 taskset -c 0 haproxy -db -f "$HA/haproxy.cfg" >"$HA/access.log" 2>"$HA/error.log" & HA_PID=$!; PIDS+=("$HA_PID")
-wait_ready haproxy "$HA_PID" "$HA/error.log" "${TLS_CLIENT[@]}" "https://127.0.0.1:$HA_PORT/orders"
+wait_ready haproxy "$HA_PID" "$HA/error.log" "${TLS_CLIENT[@]}" "https://127.0.0.1:$HA_PORT$BENCH_PATH"
 PROC[haproxy]=$HA_PID PORT[haproxy]=$HA_PORT URL[haproxy]="https://127.0.0.1:$HA_PORT"
 COUNTERS[haproxy]="http://127.0.0.1:$HA_STATS/stats;csv"; check_proxy haproxy
 
@@ -304,7 +307,7 @@ fi
 start_meshgate() { # target config port admin
   local t=$1 pid; taskset -c 0 "$MG" run --config "$2" 2>"$WORK/$t.log" & pid=$!; PIDS+=("$pid")
   wait_ready "$t admin" "$pid" "$WORK/$t.log" "http://127.0.0.1:$4/ready"
-  wait_ready "$t" "$pid" "$WORK/$t.log" "${TLS_CLIENT[@]}" "https://127.0.0.1:$3/orders"
+  wait_ready "$t" "$pid" "$WORK/$t.log" "${TLS_CLIENT[@]}" "https://127.0.0.1:$3$BENCH_PATH"
   PROC[$t]=$pid PORT[$t]=$3 URL[$t]="https://127.0.0.1:$3" COUNTERS[$t]="http://127.0.0.1:$4/metrics"
 }
 start_meshgate meshgate "$WORK/meshgate.yaml" "$MG_PORT" "$MG_ADMIN"; check_proxy meshgate
@@ -320,7 +323,7 @@ quotas:
   products: { sales.orders: { max_in_flight: 100000 } }
 EOF
   start_meshgate meshgate+q "$WORK/meshgate-q.yaml" "$MQ_PORT" "$MQ_ADMIN"
-  curl -fsS -D - -o /dev/null "${TLS_CLIENT[@]}" "${URL[meshgate+q]}/orders" | grep -qi '^ratelimit:' \
+  curl -fsS -D - -o /dev/null "${TLS_CLIENT[@]}" "${URL[meshgate+q]}$BENCH_PATH" | grep -qi '^ratelimit:' \
     || die "meshgate+q does not apply its quota (no RateLimit header)"
   MESHGATES+=(meshgate+q)
 fi
@@ -329,11 +332,11 @@ if [[ ${MASK:-0} == 1 ]]; then  # the same sidecar with a field rule that masks 
     -e "s|$WORK/audit.log|$WORK/audit-m.log|" "$WORK/meshgate.yaml" >"$WORK/meshgate-m.yaml"
   masking_config "$WORK" "$WORK/meshgate-m.yaml" || die "meshgate+m: cannot add the field rule to the configuration"
   start_meshgate meshgate+m "$WORK/meshgate-m.yaml" "$MM_PORT" "$MM_ADMIN"
-  curl -fsS -o "$WORK/orders.json" "http://127.0.0.1:$UP_PORT/orders" || die "upstream: GET /orders failed"
-  curl -fsS -o "$WORK/orders-m.json" "${TLS_CLIENT[@]}" "${URL[meshgate+m]}/orders" || die "meshgate+m: GET /orders failed"
+  curl -fsS -o "$WORK/orders.json" "http://127.0.0.1:$UP_PORT$BENCH_PATH" || die "upstream: GET $BENCH_PATH failed"
+  curl -fsS -o "$WORK/orders-m.json" "${TLS_CLIENT[@]}" "${URL[meshgate+m]}$BENCH_PATH" || die "meshgate+m: GET $BENCH_PATH failed"
   SIZE[meshgate+m]=$("${PY[@]}" masked "$WORK/orders.json" "$WORK/orders-m.json" customer_email customer_phone) \
     || die "meshgate+m does not mask the orders as its field rule says (above)"
-  log "meshgate+m masks GET /orders: ${SIZE[meshgate+m]} body bytes for the upstream's $BODY"
+  log "meshgate+m masks GET $BENCH_PATH: ${SIZE[meshgate+m]} body bytes for the upstream's $BODY"
   check_proxy meshgate+m
   MESHGATES+=(meshgate+m)
 fi
@@ -424,7 +427,7 @@ $(nproc) CPUs; $(nginx -v 2>&1 | sed 's/.*: //'); $(haproxy -v | head -1 | cut -
 meshgate: $( [[ ${POLICY:-0} == 1 ]] && echo "example Cedar policies (POLICY=1)" || echo "no policy (passthrough)"); audit: $AUDIT_NOTE
 ${TRACE_NOTE:+$TRACE_NOTE
 }peers: $( [[ $AUDIT == 1 ]] && echo "access logs to files" || echo "no access logs")
-load: ROUNDS=$ROUNDS, each run DURATION=$DURATION after WARMUP=$WARMUP; h1-keepalive = -c $CONNS; h2 = --http2 -c $H2_CONNS -p $H2_STREAMS;
+load: GET $BENCH_PATH; ROUNDS=$ROUNDS, each run DURATION=$DURATION after WARMUP=$WARMUP; h1-keepalive = -c $CONNS; h2 = --http2 -c $H2_CONNS -p $H2_STREAMS;
       new-conn = --disable-keepalive -c $CONNS (TLS resumption as offered); full-hs = $HS_PROCS x openssl s_time -new + GET
 modes: $MODES
 $LINK_ORDER

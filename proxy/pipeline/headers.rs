@@ -80,6 +80,19 @@ fn is_hop_by_hop(name: &HeaderName) -> bool {
     )
 }
 
+/// Removes every header named in `names` (lowercase, as `HeaderName`s are).
+/// Most messages carry none of them: one pass over the names present, and
+/// a removal only for each one found, instead of a lookup per name.
+pub fn remove_named(headers: &mut HeaderMap, names: &[&str]) {
+    while let Some(name) = headers
+        .keys()
+        .find(|k| names.contains(&k.as_str()))
+        .cloned()
+    {
+        headers.remove(&name);
+    }
+}
+
 /// Headers meshgate sets for the upstream (besides `x-meshgate-*`): a
 /// client's copies never reach it. `forwarded` (RFC 7239) carries the same
 /// facts as the `x-forwarded-*` headers, so a client's copy goes too.
@@ -141,6 +154,24 @@ mod tests {
             h.get(header::TE).map(|v| v.as_bytes()),
             Some(&b"trailers"[..])
         );
+    }
+
+    #[test]
+    fn named_headers_go_with_every_copy_and_the_rest_stay() {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/csv"));
+        h.append("digest", HeaderValue::from_static("sha-256=a"));
+        h.append("digest", HeaderValue::from_static("md5=b"));
+        h.insert(header::ETAG, HeaderValue::from_static("\"v1\""));
+        h.insert("x-etag", HeaderValue::from_static("kept"));
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("9"));
+        remove_named(&mut h, &["content-length", "etag", "digest", "repr-digest"]);
+        let mut names: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
+        names.sort_unstable();
+        assert_eq!(names, vec!["content-type", "x-etag"]);
+        let mut none = h.clone();
+        remove_named(&mut none, &[]);
+        assert_eq!(none, h);
     }
 
     #[test]

@@ -5,45 +5,44 @@
 
 use std::sync::Arc;
 
-use http::header::{self, HeaderName, HeaderValue};
+use http::header::{self, HeaderValue};
 use http::{HeaderMap, Method, Response, Version};
 
 use crate::decision::quota;
 use crate::model::response::ResponseTransform;
 use crate::pipeline::body::ProxyBody;
 use crate::pipeline::error::ProxyError;
+use crate::pipeline::headers::remove_named;
 
 /// What describes the upstream's bytes, untrue of a rewritten body: its
 /// length, validator, range support and digests.
-const DESCRIBE_THE_BYTES: [HeaderName; 7] = [
-    header::CONTENT_LENGTH,
-    header::ETAG,
-    header::ACCEPT_RANGES,
-    HeaderName::from_static("content-md5"),
-    HeaderName::from_static("digest"),
-    HeaderName::from_static("content-digest"),
-    HeaderName::from_static("repr-digest"),
+const DESCRIBE_THE_BYTES: [&str; 7] = [
+    "content-length",
+    "etag",
+    "accept-ranges",
+    "content-md5",
+    "digest",
+    "content-digest",
+    "repr-digest",
 ];
 
 /// What a request asks of the upstream's bytes: a part of them, or an
 /// answer that depends on them (a 304 or 412 to a guessed validator tells
 /// whether the guess matched the whole, unmasked body).
-const ASK_OF_THE_BYTES: [HeaderName; 6] = [
-    header::RANGE,
-    header::IF_RANGE,
-    header::IF_MATCH,
-    header::IF_NONE_MATCH,
-    header::IF_MODIFIED_SINCE,
-    header::IF_UNMODIFIED_SINCE,
+const ASK_OF_THE_BYTES: [&str; 6] = [
+    "range",
+    "if-range",
+    "if-match",
+    "if-none-match",
+    "if-modified-since",
+    "if-unmodified-since",
 ];
 
 /// A request whose response body will be rewritten asks for the whole
 /// body, as it is (no range, no condition on the upstream's validators,
 /// no compression the transform cannot read).
 pub(super) fn ask_for_the_whole_body(headers: &mut HeaderMap) {
-    for name in ASK_OF_THE_BYTES {
-        headers.remove(name);
-    }
+    remove_named(headers, &ASK_OF_THE_BYTES);
     headers.insert(
         header::ACCEPT_ENCODING,
         HeaderValue::from_static("identity"),
@@ -111,9 +110,7 @@ pub(super) async fn response_stage(
 }
 
 fn forget_the_bytes(headers: &mut HeaderMap) {
-    for name in DESCRIBE_THE_BYTES {
-        headers.remove(name);
-    }
+    remove_named(headers, &DESCRIBE_THE_BYTES);
 }
 
 /// Makes a response head fit for a body the response stage rewrites, or
