@@ -13,7 +13,7 @@
 # orders for the bench client): every GET /orders is masked by its field plan (customer_email pseudonymised,
 # customer_phone cut to its last four), checked once before counting.
 # BENCH_PATH=PATH requests PATH instead of /orders, e.g. /orders/SO-1003 (one order: with MASK=1, one pseudonym
-# and one last-four in a 219-byte record, where the list has six of each in 1.5 KB).
+# and one last-four in a 219-byte record, where the list of 1,353 bytes has six of each).
 # TRACING=RATIO adds OpenTelemetry spans (`tracing.otlp`, sampler ratio RATIO, e.g. 0.01 or 1) exported over
 # OTLP/HTTP to the discarding sink of benches/e2e.py (`otlp-sink`, a separate process, not counted). The
 # export runs in the sidecar's process, so it is counted too: batches of up to 512 spans gather for
