@@ -26,6 +26,7 @@ set -euo pipefail
 [ $# -ge 2 ] || { echo "usage: $0 MESHGATE_BINARY h1|h2 [N]" >&2; exit 2; }
 MG=$(realpath "$1"); MODE=$2; N=${3:-2000}
 BENCH_PATH=${BENCH_PATH:-/orders}
+[[ $BENCH_PATH =~ ^/[A-Za-z0-9/_.-]*$ ]] || { echo "BENCH_PATH: '$BENCH_PATH' is not a plain absolute path" >&2; exit 2; }
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 command -v valgrind >/dev/null || { echo "valgrind is needed (apt-get install valgrind)" >&2; exit 1; }
 command -v oha >/dev/null || { echo "oha is needed (cargo install --locked oha)" >&2; exit 1; }

@@ -67,9 +67,14 @@ def masked(plain, masked_path, *hidden):
     text = open(masked_path, "rb").read()
     up, got = json.load(open(plain)), json.loads(text)
     if isinstance(up, dict):  # one record (BENCH_PATH=/orders/ID)
+        if not isinstance(got, dict):
+            fail("masked: the upstream answers one record, meshgate+m something else")
         up, got = [up], [got]
     if not isinstance(got, list) or len(got) != len(up):
         fail(f"masked: {len(got) if isinstance(got, list) else 'no'} records for the upstream's {len(up)}")
+    for k in hidden:  # a path without the personal fields would pass with nothing masked
+        if not any(k in a for a in up):
+            fail(f"masked: no record of the upstream's answer has {k}: nothing to mask (BENCH_PATH?)")
     for a, b in zip(up, got):
         for k, v in a.items():
             if k not in hidden:
@@ -200,7 +205,8 @@ def connect(ctx, port, sess=None):
 
 
 def get(ctx, port, sess=None, close=False):
-    """One keep-alive GET /orders; returns the socket, the response read."""
+    """One keep-alive GET /orders (whatever BENCH_PATH says: resumption and idle-connection probes);
+    returns the socket, the response read."""
     s = connect(ctx, port, sess)
     s.sendall(b"GET /orders HTTP/1.1\r\nHost: 127.0.0.1\r\n" + (b"Connection: close\r\n" if close else b"") + b"\r\n")
     buf = b""

@@ -51,7 +51,7 @@
 # Installs what is missing: nginx haproxy curl openssl python3 util-linux procps (apt), oha (cargo install
 # --locked). Modes: h1-keepalive, h2, new-conn = oha --disable-keepalive (one TLS connection per request;
 # oha's rustls client resumes sessions when the server offers it, so these are mostly *resumed* handshakes),
-# full-hs = `openssl s_time -new` (never resumes: a full mTLS handshake + GET /orders per connection).
+# full-hs = `openssl s_time -new` (never resumes: a full mTLS handshake + GET $BENCH_PATH per connection).
 # Helpers (checks, TLS clients, counters, the report) are in benches/e2e.py.
 set -euo pipefail
 if [[ -z ${E2E_INNER:-} ]]; then E2E_INNER=1 exec timeout --foreground -k 15 "${MAX_TOTAL:-3600}" bash "$0" "$@"; fi

@@ -81,8 +81,8 @@ fn is_hop_by_hop(name: &HeaderName) -> bool {
 }
 
 /// Removes every header named in `names` (lowercase, as `HeaderName`s are).
-/// Most messages carry none of them: one pass over the names present, and
-/// a removal only for each one found, instead of a lookup per name.
+/// Most messages carry few of them: a pass over the names present per name
+/// found (and one more that finds none), instead of a lookup per name.
 pub fn remove_named(headers: &mut HeaderMap, names: &[&str]) {
     while let Some(name) = headers
         .keys()

@@ -152,6 +152,39 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_names_removed_are_header_names_as_the_map_spells_them() {
+        let names = || DESCRIBE_THE_BYTES.iter().chain(&ASK_OF_THE_BYTES);
+        for name in names() {
+            let parsed = header::HeaderName::from_bytes(name.as_bytes()).ok();
+            assert_eq!(parsed.as_ref().map(|n| n.as_str()), Some(*name), "{name}");
+        }
+        let mut response = HeaderMap::new();
+        for name in names() {
+            let name = header::HeaderName::from_static(name);
+            response.append(name, HeaderValue::from_static("x"));
+        }
+        response.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/csv"));
+        let mut request = response.clone();
+        forget_the_bytes(&mut response);
+        ask_for_the_whole_body(&mut request);
+        fn left(h: &HeaderMap) -> Vec<&str> {
+            let mut names: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
+            names.sort_unstable();
+            names
+        }
+        let mut asks = ASK_OF_THE_BYTES.to_vec();
+        asks.push("content-type");
+        asks.sort_unstable();
+        assert_eq!(left(&response), asks);
+        let mut describes = DESCRIBE_THE_BYTES.to_vec();
+        describes.extend(["content-type", "accept-encoding"]);
+        describes.sort_unstable();
+        assert_eq!(left(&request), describes);
+        let coding = request.get(header::ACCEPT_ENCODING);
+        assert_eq!(coding.map(|v| v.as_bytes()), Some(&b"identity"[..]));
+    }
+
+    #[test]
     fn a_rewritten_body_is_framed_for_its_end_and_loses_what_described_the_upstreams_bytes() {
         let head = |status: u16, headers: &[(&'static str, &'static str)]| {
             let mut b = Response::builder().status(status).version(Version::HTTP_10);
