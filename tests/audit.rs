@@ -13,10 +13,13 @@ const MARKETING: &str = "spiffe://mesh.local/ns/marketing/sa/campaigns";
 const SALES_ETL: &str = "spiffe://mesh.local/ns/sales/sa/etl";
 const FORECASTING: &str = "spiffe://mesh.local/ns/finance/sa/forecasting";
 
+/// The events written whole so far: a line still being written (no
+/// newline yet) is left for the next read, as any tail of a live trail.
 fn events(path: &std::path::Path) -> Vec<serde_json::Value> {
     std::fs::read_to_string(path)
         .unwrap_or_default()
-        .lines()
+        .split_inclusive('\n')
+        .filter_map(|l| l.strip_suffix('\n'))
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
         .collect()
 }
