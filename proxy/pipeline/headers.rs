@@ -81,15 +81,21 @@ fn is_hop_by_hop(name: &HeaderName) -> bool {
 }
 
 /// Removes every header named in `names` (lowercase, as `HeaderName`s are).
-/// Most messages carry few of them: a pass over the names present per name
-/// found (and one more that finds none), instead of a lookup per name.
 pub fn remove_named(headers: &mut HeaderMap, names: &[&str]) {
-    while let Some(name) = headers
+    remove_where(headers, |name| names.contains(&name));
+}
+
+/// Removes every header (every copy) whose name `matches`: one pass over
+/// the names present, then a removal for each one found (most messages
+/// carry none: nothing is allocated then), instead of a lookup per name.
+pub fn remove_where(headers: &mut HeaderMap, mut matches: impl FnMut(&str) -> bool) {
+    let found: Vec<HeaderName> = headers
         .keys()
-        .find(|k| names.contains(&k.as_str()))
+        .filter(|k| matches(k.as_str()))
         .cloned()
-    {
-        headers.remove(&name);
+        .collect();
+    for name in found {
+        headers.remove(name);
     }
 }
 
@@ -117,14 +123,7 @@ fn set_by_meshgate(name: &str) -> bool {
 /// Removes every client-supplied copy of the headers only meshgate may set
 /// (the verified ones are set after this).
 pub fn strip_identity_headers(headers: &mut HeaderMap) {
-    let ours: Vec<HeaderName> = headers
-        .keys()
-        .filter(|k| set_by_meshgate(k.as_str()))
-        .cloned()
-        .collect();
-    for name in ours {
-        headers.remove(name);
-    }
+    remove_where(headers, set_by_meshgate);
 }
 
 #[cfg(test)]

@@ -149,14 +149,7 @@ fn is_override(name: &str, extra: &[HeaderName]) -> bool {
 /// Removes every override and client-address header (and those in
 /// `extra`), every copy.
 pub fn strip_overrides(headers: &mut HeaderMap, extra: &[HeaderName]) {
-    let found: Vec<HeaderName> = headers
-        .keys()
-        .filter(|k| is_override(k.as_str(), extra))
-        .cloned()
-        .collect();
-    for name in found {
-        headers.remove(name);
-    }
+    super::headers::remove_where(headers, |name| is_override(name, extra));
 }
 
 /// A method override that cannot be honoured.
