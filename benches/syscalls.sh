@@ -15,13 +15,15 @@
 # and meshgate2:h1|h2 for MESHGATE2=path, a second binary measured the same way), CONNS, H2_CONNS,
 # H2_STREAMS, KEEP=1 (keep the work dir), MASKED="meshgate2" (the meshgate targets named get e2e.sh's meshgate+m
 # field rule, benches/masking.sh, so that every GET /orders they answer is masked, checked once: "meshgate2" with
-# MESHGATE2 unset compares masked with unmasked on one build, "meshgate meshgate2" two builds masked).
+# MESHGATE2 unset compares masked with unmasked on one build, "meshgate meshgate2" two builds masked),
+# BENCH_PATH=/orders (what every request asks for, as in e2e.sh: e.g. /orders/SO-1003, one order).
 # Needs perf (linux-perf), oha, nginx, haproxy (e2e.sh installs them).
 set -euo pipefail
 [ $# -ge 1 ] || { echo "usage: $0 MESHGATE_BINARY [N]" >&2; exit 2; }
 MG=$(realpath "$1"); N=${2:-20000}
 MG2=${MESHGATE2:+$(realpath "$MESHGATE2")}
-MASKED=${MASKED:-}
+MASKED=${MASKED:-} BENCH_PATH=${BENCH_PATH:-/orders}
+[[ $BENCH_PATH =~ ^/[A-Za-z0-9/_.-]*$ ]] || { echo "BENCH_PATH: '$BENCH_PATH' is not a plain absolute path" >&2; exit 2; }
 [[ " $MASKED " == *" meshgate2 "* && -z $MG2 ]] && MG2=$MG
 TARGETS=${TARGETS:-meshgate:h1 meshgate:h2 haproxy:h2 nginx:h2}
 CONNS=${CONNS:-32} H2_CONNS=${H2_CONNS:-4} H2_STREAMS=${H2_STREAMS:-8}
@@ -46,7 +48,7 @@ TLS=(--cert "$C/bench.pem" --key "$C/bench-key.pem" --cacert "$C/ca.pem")
 ready() { for _ in $(seq 1 150); do curl -fsS -o /dev/null --max-time 2 "$@" 2>/dev/null && return 0; sleep 0.2; done
   echo "not ready: $*" >&2; exit 1; }
 taskset -c 1 "$MG" sample-upstream --listen "127.0.0.1:$UP" 2>"$W/upstream.log" & PIDS+=($!)
-ready "http://127.0.0.1:$UP/orders"
+ready "http://127.0.0.1:$UP$BENCH_PATH"
 
 declare -A PROC PORT
 want() { [[ " $TARGETS " == *" $1:"* ]]; }
@@ -70,10 +72,10 @@ Y
     masking_config "$W/$1-m" "$W/$1.yaml" || exit 1
   fi
   taskset -c 0 "$2" run --config "$W/$1.yaml" 2>"$W/$1.log" & PIDS+=($!); PROC[$1]=$! PORT[$1]=$3
-  ready "${TLS[@]}" "https://127.0.0.1:$3/orders"
+  ready "${TLS[@]}" "https://127.0.0.1:$3$BENCH_PATH"
   if [[ " $MASKED " == *" $1 "* ]]; then
-    curl -fsS "${TLS[@]}" "https://127.0.0.1:$3/orders" | grep -q '"customer_email":"hmac-sha256:' \
-      || { echo "$1 does not mask GET /orders (MASKED)" >&2; exit 1; }
+    curl -fsS "${TLS[@]}" "https://127.0.0.1:$3$BENCH_PATH" | grep -q '"customer_email":"hmac-sha256:' \
+      || { echo "$1 does not mask GET $BENCH_PATH (MASKED)" >&2; exit 1; }
   fi
 }
 want meshgate && start_meshgate meshgate "$MG" "$MGP" "$ADM"
@@ -82,13 +84,13 @@ if want meshgate2; then [ -n "$MG2" ] || { echo "meshgate2 needs MESHGATE2=path"
 if want nginx; then  # as benches/e2e.sh configures it
   NG=$W/nginx; nginx_conf "$NG" "$NGP" "$UP" "$C" 1
   taskset -c 0 nginx -p "$NG" -c "$NG/nginx.conf" -e "$NG/error.log" 2>>"$NG/error.log" & PIDS+=($!); ngpid=$!
-  ready "${TLS[@]}" "https://127.0.0.1:$NGP/orders"
+  ready "${TLS[@]}" "https://127.0.0.1:$NGP$BENCH_PATH"
   PROC[nginx]="$ngpid,$(pgrep -P "$ngpid" | paste -sd,)" PORT[nginx]=$NGP
 fi
 if want haproxy; then  # as benches/e2e.sh configures it
   HA=$W/haproxy; haproxy_conf "$HA" "$HAP" "$UP" "$C" 1
   taskset -c 0 haproxy -db -f "$HA/haproxy.cfg" >"$HA/access.log" 2>"$HA/error.log" & PIDS+=($!); PROC[haproxy]=$!
-  PORT[haproxy]=$HAP; ready "${TLS[@]}" "https://127.0.0.1:$HAP/orders"
+  PORT[haproxy]=$HAP; ready "${TLS[@]}" "https://127.0.0.1:$HAP$BENCH_PATH"
 fi
 
 ticks() { # pids,comma-separated: "utime stime" in clock ticks (/proc/PID/stat fields 14, 15), all threads
@@ -101,7 +103,7 @@ printf '%-12s %-3s' target mode; printf ' %9s %7s %7s' task-us user-us sys-us; p
 for tm in $TARGETS; do
   t=${tm%%:*} mode=${tm#*:}
   if [ "$mode" = h2 ]; then ARGS=(--http2 -c "$H2_CONNS" -p "$H2_STREAMS"); else ARGS=(-c "$CONNS"); fi
-  url="https://127.0.0.1:${PORT[$t]}/orders"
+  url="https://127.0.0.1:${PORT[$t]}$BENCH_PATH"
   taskset -c 1 oha -n 2000 --no-tui "${ARGS[@]}" "${TLS[@]}" "$url" >/dev/null
   rm -f "$W/ctl" "$W/ack"; mkfifo "$W/ctl" "$W/ack"
   perf stat -x, -o "$W/$t-$mode.csv" -e "$EV" -p "${PROC[$t]}" -D -1 --control "fifo:$W/ctl,$W/ack" 2>/dev/null & perf=$!
