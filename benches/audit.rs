@@ -30,18 +30,16 @@ const ID: &str = "spiffe://mesh.local/ns/sales/sa/app";
 
 fn conn() -> Arc<ConnInfo> {
     let principal: Principal = ID.parse().expect("principal");
-    Arc::new(ConnInfo {
-        identity: PeerIdentity {
+    Arc::new(ConnInfo::new(
+        PeerIdentity {
             principal,
             principal_header: HeaderValue::from_static(ID),
             xfcc: HeaderValue::from_static("x"),
             cert_sha256: String::new(),
         },
-        peer: "127.0.0.1:40000".parse().expect("addr"),
-        peer_ip: HeaderValue::from_static("127.0.0.1"),
-        forwarded: http::HeaderValue::from_static("for=127.0.0.1;proto=https"),
-        tls_version: "TLSv1.3",
-    })
+        "127.0.0.1:40000".parse().expect("addr"),
+        "TLSv1.3",
+    ))
 }
 
 /// The event of the first read of a synthetic mesh (100 products, 1,000

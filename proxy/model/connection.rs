@@ -17,7 +17,27 @@ pub struct ConnInfo {
     pub peer_ip: HeaderValue,
     /// `Forwarded` (RFC 7239) for the peer: made once per connection.
     pub forwarded: HeaderValue,
+    /// The peer's address as text (`127.0.0.1:40000`, `[::1]:40000`): the
+    /// audit event's `source`, formatted once per connection.
+    pub peer_text: Box<str>,
     pub tls_version: &'static str,
+}
+
+impl ConnInfo {
+    /// A connection's facts, with the forms of its peer's address that its
+    /// requests send on and record made once.
+    pub fn new(identity: PeerIdentity, peer: SocketAddr, tls_version: &'static str) -> Self {
+        let peer_ip = HeaderValue::from_str(&peer.ip().to_string())
+            .unwrap_or(HeaderValue::from_static("unknown"));
+        ConnInfo {
+            identity,
+            peer,
+            peer_ip,
+            forwarded: forwarded_for(peer.ip()),
+            peer_text: peer.to_string().into(),
+            tls_version,
+        }
+    }
 }
 
 /// `Forwarded` (RFC 7239) for a verified peer: `for=` quoted and bracketed
@@ -28,4 +48,37 @@ pub fn forwarded_for(peer: std::net::IpAddr) -> HeaderValue {
         std::net::IpAddr::V6(ip) => format!("for=\"[{ip}]\";proto=https"),
     };
     HeaderValue::from_str(&value).unwrap_or_else(|_| HeaderValue::from_static("proto=https"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::identity::Principal;
+
+    fn identity() -> PeerIdentity {
+        let id = "spiffe://mesh.local/ns/sales/sa/app";
+        PeerIdentity {
+            principal: id.parse::<Principal>().expect("principal"),
+            principal_header: HeaderValue::from_static(id),
+            xfcc: HeaderValue::from_static("x"),
+            cert_sha256: String::new(),
+        }
+    }
+
+    #[test]
+    fn the_peers_forms_are_made_for_v4_and_v6() {
+        let v4 = ConnInfo::new(identity(), "10.1.2.3:40000".parse().expect("v4"), "TLSv1.3");
+        assert_eq!(&*v4.peer_text, "10.1.2.3:40000");
+        assert_eq!(v4.peer_ip, "10.1.2.3");
+        assert_eq!(v4.forwarded, "for=10.1.2.3;proto=https");
+        let v6 = ConnInfo::new(
+            identity(),
+            "[2001:db8::7]:443".parse().expect("v6"),
+            "TLSv1.2",
+        );
+        assert_eq!(&*v6.peer_text, "[2001:db8::7]:443");
+        assert_eq!(v6.peer_ip, "2001:db8::7");
+        assert_eq!(v6.forwarded, "for=\"[2001:db8::7]\";proto=https");
+        assert_eq!(v6.tls_version, "TLSv1.2");
+    }
 }

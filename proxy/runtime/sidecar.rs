@@ -13,7 +13,6 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::HeaderValue;
 use http_body_util::Full;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulConnection;
@@ -589,15 +588,7 @@ async fn connection(
         Some(rustls::ProtocolVersion::TLSv1_2) => "TLSv1.2",
         _ => "unknown",
     };
-    let peer_ip = HeaderValue::from_str(&peer.ip().to_string())
-        .unwrap_or(HeaderValue::from_static("unknown"));
-    let conn = Arc::new(ConnInfo {
-        identity,
-        peer,
-        peer_ip,
-        forwarded: crate::model::connection::forwarded_for(peer.ip()),
-        tls_version,
-    });
+    let conn = Arc::new(ConnInfo::new(identity, peer, tls_version));
     tracing::debug!(%peer, principal = %conn.identity.principal, tls_version, h2, "connection established");
 
     // The request path, top to bottom, is request::handle: in-flight limit,

@@ -96,8 +96,8 @@ pub fn audit_golden() -> &'static [(String, Vec<u8>)] {
         let principal: Principal = "spiffe://acme.example/ns/finance/sa/reporting"
             .parse()
             .expect("principal");
-        let conn = std::sync::Arc::new(crate::model::connection::ConnInfo {
-            identity: crate::model::identity::PeerIdentity {
+        let conn = std::sync::Arc::new(crate::model::connection::ConnInfo::new(
+            crate::model::identity::PeerIdentity {
                 principal_header: http::HeaderValue::from_static(
                     "spiffe://acme.example/ns/finance/sa/reporting",
                 ),
@@ -105,11 +105,9 @@ pub fn audit_golden() -> &'static [(String, Vec<u8>)] {
                 xfcc: http::HeaderValue::from_static("Hash=00"),
                 cert_sha256: "00".into(),
             },
-            peer: "127.0.0.1:40000".parse().expect("addr"),
-            peer_ip: http::HeaderValue::from_static("127.0.0.1"),
-            forwarded: http::HeaderValue::from_static("for=127.0.0.1;proto=https"),
-            tls_version: "TLSv1.3",
-        });
+            "127.0.0.1:40000".parse().expect("addr"),
+            "TLSv1.3",
+        ));
         let user = std::sync::Arc::new(crate::decision::jwt::User {
             id: "https://idp.test|al\"ice".into(),
             issuer: "https://idp.test".into(),

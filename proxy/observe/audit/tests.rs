@@ -7,8 +7,8 @@ pub(super) fn conn() -> Arc<ConnInfo> {
     let principal: Principal = "spiffe://acme.example/ns/finance/sa/reporting"
         .parse()
         .expect("principal");
-    Arc::new(ConnInfo {
-        identity: PeerIdentity {
+    Arc::new(ConnInfo::new(
+        PeerIdentity {
             principal_header: HeaderValue::from_static(
                 "spiffe://acme.example/ns/finance/sa/reporting",
             ),
@@ -16,11 +16,9 @@ pub(super) fn conn() -> Arc<ConnInfo> {
             xfcc: HeaderValue::from_static("x"),
             cert_sha256: String::new(),
         },
-        peer: "127.0.0.1:40000".parse().expect("addr"),
-        peer_ip: HeaderValue::from_static("127.0.0.1"),
-        forwarded: http::HeaderValue::from_static("for=127.0.0.1;proto=https"),
-        tls_version: "TLSv1.3",
-    })
+        "127.0.0.1:40000".parse().expect("addr"),
+        "TLSv1.3",
+    ))
 }
 
 pub(super) fn event(path: &str) -> Event {
@@ -172,18 +170,16 @@ fn a_principal_that_is_not_ascii_is_recorded_whole() {
     let cn = "cn:Zoë \"q\" \\ \u{2028}end";
     let principal: Principal = cn.parse().expect("principal");
     let mut e = event("/x");
-    e.conn = Arc::new(ConnInfo {
-        identity: PeerIdentity {
+    e.conn = Arc::new(ConnInfo::new(
+        PeerIdentity {
             principal_header: HeaderValue::from_str(cn).expect("header-safe"),
             principal,
             xfcc: HeaderValue::from_static("x"),
             cert_sha256: String::new(),
         },
-        peer: "127.0.0.1:40000".parse().expect("addr"),
-        peer_ip: HeaderValue::from_static("127.0.0.1"),
-        forwarded: http::HeaderValue::from_static("for=127.0.0.1;proto=https"),
-        tls_version: "TLSv1.3",
-    });
+        "127.0.0.1:40000".parse().expect("addr"),
+        "TLSv1.3",
+    ));
     let mut line = Vec::new();
     write_request(&mut line, 0, None, &e, "node", None).expect("written");
     let v: serde_json::Value = serde_json::from_slice(&line).expect("json");
