@@ -1,7 +1,8 @@
 //! Leaf helpers that know nothing of meshgate's own types: YAML files read
 //! with positioned errors, configured paths made absolute, file watching,
-//! hex, HTTPS fetches. Nothing here imports another module of the crate.
+//! hex, byte searches, HTTPS fetches. Nothing here imports another module of the crate.
 
+pub mod bytes;
 pub mod fetch;
 pub mod hex;
 pub mod locate;

@@ -161,8 +161,7 @@ pub(super) fn write_request(
     o.num("bytes_in", e.bytes_in);
     o.num("bytes_out", e.bytes_out);
     o.bool("complete", e.complete);
-    o.key("source");
-    write!(o.out, "\"{}\"", e.conn.peer).map_err(serde_json::Error::io)?;
+    o.str("source", &e.conn.peer_text)?;
     o.str("tls_version", e.conn.tls_version)?;
     o.opt_str(
         "policy_version",
@@ -352,9 +351,8 @@ impl<'a> Members<'a> {
 /// `"` or `\\` is copied as it is; anything else is escaped by serde_json
 /// with [`AsciiJson`].
 pub(super) fn json_string(out: &mut Vec<u8>, s: &str) -> serde_json::Result<()> {
-    if s.bytes()
-        .all(|b| matches!(b, b' '..=b'~') && b != b'"' && b != b'\\')
-    {
+    let escaped = |b: u8| !(b' '..=b'~').contains(&b) | (b == b'"') | (b == b'\\');
+    if crate::base::bytes::find(s.as_bytes(), escaped) == s.len() {
         out.push(b'"');
         out.extend_from_slice(s.as_bytes());
         out.push(b'"');

@@ -1,30 +1,11 @@
 //! Finding the next byte a masker must look at. Most of a body is text
 //! inside strings or cells, copied as it is; the maskers hand such a run
 //! over whole and stop only at the bytes that end it. The test is made 16
-//! bytes at a time, which the compiler turns into vector compares (SSE2 on
-//! every x86-64, NEON on aarch64), so a run costs about a cycle per 16
-//! bytes instead of a compare and a branch per byte. String text, where
+//! bytes at a time ([`find`]). String text, where
 //! most runs are short (a key, a code, a name), is searched a word at a
 //! time instead ([`json_text`]).
 
-const BLOCK: usize = 16;
-
-/// The index of the first byte of `s` that `stop` picks, or `s.len()`.
-#[inline(always)]
-pub fn find(s: &[u8], stop: impl Fn(u8) -> bool + Copy) -> usize {
-    let mut at = 0;
-    for block in s.chunks_exact(BLOCK) {
-        let Ok(block) = <&[u8; BLOCK]>::try_from(block) else {
-            break;
-        };
-        if block.iter().fold(false, |any, &b| any | stop(b)) {
-            break;
-        }
-        at += BLOCK;
-    }
-    let rest = &s[at..];
-    at + rest.iter().position(|&b| stop(b)).unwrap_or(rest.len())
-}
+use crate::base::bytes::find;
 
 /// Where a run of a JSON string's own text ends: a quote, a backslash or
 /// a control character (which JSON forbids in a string).

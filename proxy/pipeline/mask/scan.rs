@@ -184,7 +184,8 @@ impl Scanner {
 
     /// Scans one chunk; what may be sent now.
     pub fn feed(&mut self, chunk: &[u8]) -> Result<Vec<u8>, Failed> {
-        self.out.reserve(chunk.len());
+        // Room for pseudonyms (77 bytes) longer than what they replace.
+        self.out.reserve(chunk.len() + chunk.len() / 8 + 256);
         let mut i = 0;
         while i < chunk.len() {
             i = self.step(chunk, i)?;
