@@ -184,7 +184,7 @@ impl Scanner {
 
     /// Scans one chunk; what may be sent now.
     pub fn feed(&mut self, chunk: &[u8]) -> Result<Vec<u8>, Failed> {
-        // Room for pseudonyms (77 bytes) longer than what they replace.
+        // Room for pseudonyms (78 bytes quoted) longer than what they replace.
         self.out.reserve(chunk.len() + chunk.len() / 8 + 256);
         let mut i = 0;
         while i < chunk.len() {
