@@ -48,6 +48,8 @@ pub(super) struct Traffic {
     pub(super) consumers_seen: std::sync::RwLock<std::collections::HashSet<Arc<str>>>,
     pub(super) no_product: Arc<str>,
     pub(super) other_consumer: Arc<str>,
+    /// The request and upstream-duration series by label set.
+    pub(super) handles: super::handles::Handles,
 }
 
 impl Traffic {
@@ -118,6 +120,7 @@ impl Traffic {
             consumers_seen: Default::default(),
             no_product: Arc::from(""),
             other_consumer: Arc::from("other"),
+            handles: Default::default(),
         }
     }
 }
@@ -127,22 +130,29 @@ impl Traffic {
     pub(super) fn observe_request(&self, r: &Observed<'_>) {
         let class = CLASSES[(r.status.as_u16() / 100).clamp(1, 5) as usize - 1];
         let product = r.product.unwrap_or(&self.no_product);
-        self.requests
-            .get_or_create(&RequestLabels {
+        let requests = || {
+            let labels = RequestLabels {
                 product: product.clone(),
                 action: r.action,
                 decision: r.decision,
                 class,
-            })
-            .inc();
-        if !r.client_fault {
-            self.request_duration
-                .get_or_create(&DurationLabels {
-                    product: product.clone(),
-                    decision: r.decision,
-                })
-                .observe(r.elapsed);
-        }
+            };
+            self.requests.get_or_create(&labels).clone()
+        };
+        let duration = || {
+            let labels = DurationLabels {
+                product: product.clone(),
+                decision: r.decision,
+            };
+            self.request_duration.get_or_create(&labels).clone()
+        };
+        self.handles
+            .request(product, [r.action, r.decision, class], requests, |s| {
+                s.requests.inc();
+                if !r.client_fault {
+                    s.duration.get_or_init(duration).observe(r.elapsed);
+                }
+            });
         if let Some(family) = &self.consumer_requests {
             let consumer = match self.consumer_label {
                 ConsumerLabel::Tier => r.tier.cloned().unwrap_or_else(|| self.no_product.clone()),
@@ -208,11 +218,14 @@ impl Traffic {
     }
 
     pub(super) fn observe_upstream(&self, product: Option<&Arc<str>>, elapsed: Duration) {
-        self.upstream_duration
-            .get_or_create(&ProductLabels {
-                product: product.unwrap_or(&self.no_product).clone(),
-            })
-            .observe(elapsed);
+        let product = product.unwrap_or(&self.no_product);
+        let make = || {
+            let labels = ProductLabels {
+                product: product.clone(),
+            };
+            self.upstream_duration.get_or_create(&labels).clone()
+        };
+        self.handles.upstream(product, make, |h| h.observe(elapsed));
     }
 }
 

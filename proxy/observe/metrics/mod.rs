@@ -7,6 +7,7 @@ mod areas;
 mod conformance;
 mod fields;
 mod grpc;
+mod handles;
 mod histogram;
 mod trace;
 
