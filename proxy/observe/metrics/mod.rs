@@ -501,6 +501,41 @@ mod tests {
         assert!(!text.contains("consumer_requests"), "off by default");
     }
 
+    /// A request whose own body failed (the client's fault) is counted
+    /// but makes no duration series; the set's first request that is not
+    /// makes it, with that request alone.
+    #[test]
+    fn a_client_fault_is_counted_without_a_duration() {
+        let m = Metrics::new();
+        let orders: Arc<str> = Arc::from("sales.orders");
+        let a = http::HeaderValue::from_static("spiffe://a");
+        let mut faulty = observed(Some(&orders), "allow", 400, Duration::from_secs(1), &a);
+        faulty.client_fault = true;
+        m.observe_request(&faulty);
+        let text = m.encode();
+        let counted = r#"meshgate_requests_total{product="sales.orders",action="read",decision="allow",class="4xx"} 1"#;
+        assert!(text.contains(counted), "{text}");
+        assert!(
+            !text.contains("meshgate_request_duration_seconds_count{"),
+            "{text}"
+        );
+        m.observe_request(&observed(
+            Some(&orders),
+            "allow",
+            400,
+            Duration::from_micros(50),
+            &a,
+        ));
+        m.observe_request(&faulty);
+        let text = m.encode();
+        for line in [
+            r#"meshgate_requests_total{product="sales.orders",action="read",decision="allow",class="4xx"} 3"#,
+            r#"meshgate_request_duration_seconds_count{product="sales.orders",decision="allow"} 1"#,
+        ] {
+            assert!(text.contains(line), "{line} not in\n{text}");
+        }
+    }
+
     #[test]
     fn consumer_labels_stay_bounded() {
         let m = Metrics::with_config(&MetricsConfig {
