@@ -13,11 +13,13 @@
 #   jwt      HTTP/2, the reporting dashboard for an analyst with an HS256 token: Cedar allows it
 #            (finance.ledger.dashboard-for-analysts), and the sample product, which has no ledger,
 #            answers 404. So 404 is this stream's success; a refused token would be 401.  (RATE_JWT)
+#   masked   HTTP/1.1, marketing's analytics reads sales orders: 200 with the example field policies'
+#            plan applied (e-mail pseudonymised with the mesh key, phone cut to its last four)  (RATE_MASKED)
 # Audit trail on (a file, rotated at 64 MiB, 3 kept; verified at the end), Cedar on (mesh baseline + sales + finance), local quotas.
 # Pinning: meshgate on CPU 0; oha and the sample upstream on CPU 1.
 #
 # Knobs (env): DURATION=30m WARMUP=2m INTERVAL=10s RATE_H1=1500 RATE_H2=1500 RATE_DENIED=300 RATE_QUOTA=300
-#   QUOTA_RATE=100 RATE_JWT=300 AUDIT=1 (0: audit sink off) MESHGATE=path (no build) KEEP_WORK=1 (keep the temp dir with samples.tsv)
+#   QUOTA_RATE=100 RATE_JWT=300 RATE_MASKED=300 AUDIT=1 (0: audit sink off) MESHGATE=path (no build) KEEP_WORK=1 (keep the temp dir with samples.tsv)
 # Pass/fail (exit 1 on fail): RSS growth after warm-up < 5%, open fds flat (max - min <= FD_SLACK=8) apart from the
 # upstream pool's connections (counted from /proc/PID/net/tcp; the pool follows the load's bursts and closes
 # connections idle for a minute), those at most the requests the load can have in flight, and no
@@ -25,7 +27,7 @@
 set -euo pipefail
 DURATION=${DURATION:-30m} WARMUP=${WARMUP:-2m} INTERVAL=${INTERVAL:-10s} FD_SLACK=${FD_SLACK:-8}
 RATE_H1=${RATE_H1:-1500} RATE_H2=${RATE_H2:-1500} RATE_DENIED=${RATE_DENIED:-300} RATE_QUOTA=${RATE_QUOTA:-300}
-QUOTA_RATE=${QUOTA_RATE:-100} RATE_JWT=${RATE_JWT:-300} AUDIT=${AUDIT:-1}
+QUOTA_RATE=${QUOTA_RATE:-100} RATE_JWT=${RATE_JWT:-300} RATE_MASKED=${RATE_MASKED:-300} AUDIT=${AUDIT:-1}
 export PATH="$PATH:/usr/sbin:/sbin:$HOME/.cargo/bin"
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 log() { printf '[soak %s] %s\n' "$(date +%T)" "$*" >&2; }
@@ -56,9 +58,12 @@ C="$WORK/certs"
 "$MG" certs dev --out "$C" --client reporting=spiffe://mesh.local/ns/finance/sa/reporting \
   --client campaigns=spiffe://mesh.local/ns/marketing/sa/campaigns \
   --client batch=spiffe://mesh.local/ns/finance-batch/sa/nightly \
-  --client dashboard=spiffe://mesh.local/ns/reporting/sa/dashboard >/dev/null || die "meshgate certs dev failed"
+  --client dashboard=spiffe://mesh.local/ns/reporting/sa/dashboard \
+  --client analytics=spiffe://mesh.local/ns/marketing/sa/analytics >/dev/null || die "meshgate certs dev failed"
 tls() { echo --cert "$C/$1.pem" --key "$C/$1-key.pem" --cacert "$C/ca.pem"; }
 head -c 32 /dev/urandom | base64 >"$WORK/hs.secret"
+# The mesh key of the `hash` mask, in a directory of its own (as a Secret volume holds it).
+mkdir "$WORK/key" && head -c 48 /dev/urandom | base64 -w0 >"$WORK/key/hash.key"
 # An analyst's token, valid for the whole run: HS256 with the secret file's bytes, trimmed as meshgate reads them.
 TOKEN=$(python3 - "$WORK/hs.secret" "$(( $(secs "$DURATION") + 3600 ))" <<'PY'
 import base64, hashlib, hmac, json, sys, time
@@ -89,6 +94,7 @@ policy:
   entities: $P/entities.json
   sources: [$P/mesh, $P/domains/sales, $P/domains/finance]
   contracts: [$P/domains/sales, $P/domains/finance]
+fields: { hash_key_file: $WORK/key/hash.key }
 users:
   issuers:
     - { issuer: "https://idp.soak.local", audiences: [meshgate], algorithms: [HS256], hs_secret_file: $WORK/hs.secret }
@@ -119,7 +125,10 @@ check() { # name expected-status curl-args...
 { check h1 200 $(tls reporting) "$URL/orders"; check denied 403 $(tls campaigns) "$URL/orders"
   check quota 200 $(tls batch) "$URL/orders"
   check jwt 404 $(tls dashboard) -H "Authorization: Bearer $TOKEN" "$URL/ledger/summary"
-  check jwt-without-token 401 $(tls dashboard) "$URL/ledger/summary"; }
+  check jwt-without-token 401 $(tls dashboard) "$URL/ledger/summary"
+  check masked 200 $(tls analytics) "$URL/orders"
+  curl -fsS --max-time 5 $(tls analytics) "$URL/orders" | grep -q '"hmac-sha256:' \
+    || die "stream masked: the analytics client's orders are not pseudonymised"; }
 log "meshgate ready (pid $MG_PID); load for $DURATION, samples every $INTERVAL (warm-up $WARMUP)"
 
 oha_run() { # name rate args...
@@ -138,7 +147,8 @@ OHA=() IN_FLIGHT=0  # the most requests the load can have in flight, summed by o
   oha_run h2 "$RATE_H2" --http2 -c 2 -p 8 $(tls reporting) "$URL/orders"
   oha_run denied "$RATE_DENIED" -c 4 $(tls campaigns) "$URL/orders"
   oha_run quota "$RATE_QUOTA" -c 4 $(tls batch) "$URL/orders"
-  oha_run jwt "$RATE_JWT" --http2 -c 1 -p 4 -H "Authorization: Bearer $TOKEN" $(tls dashboard) "$URL/ledger/summary"; }
+  oha_run jwt "$RATE_JWT" --http2 -c 1 -p 4 -H "Authorization: Bearer $TOKEN" $(tls dashboard) "$URL/ledger/summary"
+  oha_run masked "$RATE_MASKED" -c 4 $(tls analytics) "$URL/orders"; }
 PIDS+=("${OHA[@]}")
 
 # The sampler: every INTERVAL, meshgate's RSS and open fds (/proc) and a scrape of its /metrics; the window's
@@ -227,7 +237,7 @@ rows = [dict(t=int(r[0]), rss=int(r[1]), fds=int(r[2]), rps=int(r[3]), p99=float
              up=int(r[10])) for r in rows]
 after = [r for r in rows if r["t"] > warmup]
 if len(after) < 2: sys.exit("soak: too few samples after warm-up; run longer than WARMUP")
-expected = {"h1": {"200"}, "h2": {"200"}, "denied": {"403"}, "quota": {"200", "429"}, "jwt": {"404"}}
+expected = {"h1": {"200"}, "h2": {"200"}, "denied": {"403"}, "quota": {"200", "429"}, "jwt": {"404"}, "masked": {"200"}}
 fails = []
 print(f"\n=== meshgate soak ({rev}): {rows[-1]['t']} s, {len(rows)} samples, warm-up {warmup} s excluded from drift")
 print(f"{'stream':<8} {'requests':>9} {'req/s':>7} {'p50 ms':>7} {'p99 ms':>7}  statuses / errors")

@@ -86,16 +86,36 @@ pub fn remove_named(headers: &mut HeaderMap, names: &[&str]) {
 }
 
 /// Removes every header (every copy) whose name `matches`: one pass over
-/// the names present, then a removal for each one found (most messages
-/// carry none: nothing is allocated then), instead of a lookup per name.
+/// the names present, then a removal for each one found, instead of a
+/// lookup per name. The first few found are kept on the stack (a rewritten
+/// response loses one or two: nothing is allocated); past them, a second
+/// pass collects the rest.
 pub fn remove_where(headers: &mut HeaderMap, mut matches: impl FnMut(&str) -> bool) {
-    let found: Vec<HeaderName> = headers
-        .keys()
-        .filter(|k| matches(k.as_str()))
-        .cloned()
-        .collect();
-    for name in found {
+    const FEW: usize = 4;
+    let mut few: [Option<HeaderName>; FEW] = [const { None }; FEW];
+    let (mut n, mut more) = (0, false);
+    for name in headers.keys().filter(|k| matches(k.as_str())) {
+        match few.get_mut(n) {
+            Some(slot) => *slot = Some(name.clone()),
+            None => {
+                more = true;
+                break;
+            }
+        }
+        n += 1;
+    }
+    for name in few.iter().flatten() {
         headers.remove(name);
+    }
+    if more {
+        let rest: Vec<HeaderName> = headers
+            .keys()
+            .filter(|k| matches(k.as_str()))
+            .cloned()
+            .collect();
+        for name in rest {
+            headers.remove(name);
+        }
     }
 }
 
@@ -171,6 +191,24 @@ mod tests {
         let mut none = h.clone();
         remove_named(&mut none, &[]);
         assert_eq!(none, h);
+    }
+
+    #[test]
+    fn more_matches_than_the_few_kept_on_the_stack_all_go() {
+        let mut h = HeaderMap::new();
+        for i in 0..9 {
+            let gone = HeaderName::try_from(format!("x-gone-{i}")).expect("a header name");
+            h.append(gone.clone(), HeaderValue::from_static("a"));
+            h.append(gone, HeaderValue::from_static("b"));
+            let kept = HeaderName::try_from(format!("x-kept-{i}")).expect("a header name");
+            h.insert(kept, HeaderValue::from_static("c"));
+        }
+        remove_where(&mut h, |name| name.starts_with("x-gone-"));
+        let mut names: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
+        names.sort_unstable();
+        let kept: Vec<String> = (0..9).map(|i| format!("x-kept-{i}")).collect();
+        assert_eq!(names, kept);
+        assert_eq!(h.len(), 9);
     }
 
     #[test]
