@@ -27,6 +27,7 @@
 //! client-address headers, and the method a product's allowed override
 //! names, in `overrides.rs`.
 
+use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -76,31 +77,42 @@ use target::check_target;
 
 /// Handles one request end to end and records it: metrics at once, the
 /// audit event when the response ends.
-pub async fn handle(
-    gate: &Gate,
-    conn: &Arc<ConnInfo>,
+///
+/// The request's futures are async blocks, not async fns, from here down to
+/// the upstream's sending: an async fn's future holds each parameter twice
+/// (as passed, and as bound in its body), some 2 KB of a 5.6 KB future that
+/// is copied whenever it moves.
+#[expect(
+    clippy::manual_async_fn,
+    reason = "an async fn's future holds each parameter twice"
+)]
+pub fn handle<'a>(
+    gate: &'a Gate,
+    conn: &'a Arc<ConnInfo>,
     req: Request<Incoming>,
-) -> Response<ProxyBody> {
-    let mut ex = Exchange::start(gate, conn, &req);
-    // Enabled with `RUST_LOG=meshgate=debug`: every log line of the request
-    // then carries these fields.
-    let span = tracing::debug_span!(
-        "request",
-        request_id = ?ex.request_id,
-        trace_id = %ex.trace,
-        method = %req.method(),
-        principal = %conn.identity.principal,
-    );
-    // The run's future is some 4 KB, and each move is a copy: it is not
-    // moved into another future first, nor into the span's wrapper when
-    // the span is off (as it is unless debug logging is on).
-    let result = if span.is_disabled() {
-        ex.run(req).await
-    } else {
-        ex.run(req).instrument(span.clone()).await
-    };
-    let _in_span = span.enter();
-    ex.respond(result)
+) -> impl Future<Output = Response<ProxyBody>> + 'a {
+    async move {
+        let mut ex = Exchange::start(gate, conn, &req);
+        // Enabled with `RUST_LOG=meshgate=debug`: every log line of the request
+        // then carries these fields.
+        let span = tracing::debug_span!(
+            "request",
+            request_id = ?ex.request_id,
+            trace_id = %ex.trace,
+            method = %req.method(),
+            principal = %conn.identity.principal,
+        );
+        // The run's future is some 4 KB, and each move is a copy: it is not
+        // moved into another future first, nor into the span's wrapper when
+        // the span is off (as it is unless debug logging is on).
+        let result = if span.is_disabled() {
+            ex.run(req).await
+        } else {
+            ex.run(req).instrument(span.clone()).await
+        };
+        let _in_span = span.enter();
+        ex.respond(result)
+    }
 }
 
 // === stage types ===
@@ -235,40 +247,49 @@ impl<'a> Exchange<'a> {
     /// The stages, in order. A request answered before forwarding leaves
     /// its body to linger (`linger.rs`): the answer is not delayed, and the
     /// in-flight place and quotas are released with it.
-    async fn run(&mut self, req: Request<Incoming>) -> Result<Response<ProxyBody>, ProxyError> {
-        let (cleared, _in_flight) = match self.clear(&req).await {
-            Ok(Clearance::Forward(cleared, in_flight)) => (cleared, in_flight),
-            Ok(Clearance::Answered(resp)) => return self.early(req, Ok(resp)).await,
-            Err(e) => return self.early(req, Err(e)).await,
-        };
-        self.learned.tier = cleared
-            .admission
-            .as_ref()
-            .and_then(|a| a.state.as_ref())
-            .map(|s| s.tier.clone());
-        self.learned.forwarded = true;
-        // The configured timeout bounds a wait without progress; a gRPC
-        // client's deadline is a fixed instant (transport/upstream/wait.rs).
-        let wait = Wait {
-            idle: cleared.timeout,
-            deadline: self.grpc.as_ref().and_then(|c| c.deadline(self.start)),
-        };
-        let whole_body = cleared.response.as_ref().is_some_and(|t| t.rewrites_body());
-        let resp = self
-            .forward(req, wait, cleared.method_override, whole_body)
-            .await?;
-        let mut violations = Kinds::NONE;
-        let answer = response_stage(
-            resp,
-            (&self.method, self.version),
-            cleared.admission,
-            cleared.response,
-            cleared.timeout,
-            &mut violations,
-        )
-        .await;
-        self.learned.violations = violations;
-        answer
+    #[expect(
+        clippy::manual_async_fn,
+        reason = "an async fn's future holds each parameter twice"
+    )]
+    fn run(
+        &mut self,
+        req: Request<Incoming>,
+    ) -> impl Future<Output = Result<Response<ProxyBody>, ProxyError>> + use<'_, 'a> {
+        async move {
+            let (cleared, _in_flight) = match self.clear(&req).await {
+                Ok(Clearance::Forward(cleared, in_flight)) => (cleared, in_flight),
+                Ok(Clearance::Answered(resp)) => return self.early(req, Ok(resp)).await,
+                Err(e) => return self.early(req, Err(e)).await,
+            };
+            self.learned.tier = cleared
+                .admission
+                .as_ref()
+                .and_then(|a| a.state.as_ref())
+                .map(|s| s.tier.clone());
+            self.learned.forwarded = true;
+            // The configured timeout bounds a wait without progress; a gRPC
+            // client's deadline is a fixed instant (transport/upstream/wait.rs).
+            let wait = Wait {
+                idle: cleared.timeout,
+                deadline: self.grpc.as_ref().and_then(|c| c.deadline(self.start)),
+            };
+            let whole_body = cleared.response.as_ref().is_some_and(|t| t.rewrites_body());
+            let resp = self
+                .forward(req, wait, cleared.method_override, whole_body)
+                .await?;
+            let mut violations = Kinds::NONE;
+            let answer = response_stage(
+                resp,
+                (&self.method, self.version),
+                cleared.admission,
+                cleared.response,
+                cleared.timeout,
+                &mut violations,
+            )
+            .await;
+            self.learned.violations = violations;
+            answer
+        }
     }
 
     /// An answer before forwarding: the request's body is left to linger,
@@ -634,85 +655,91 @@ impl<'a> Exchange<'a> {
 
     /// Sends the request upstream with the verified identity headers set
     /// (every client copy removed first), and takes the response headers.
-    async fn forward(
+    #[expect(
+        clippy::manual_async_fn,
+        reason = "an async fn's future holds each parameter twice"
+    )]
+    fn forward(
         &mut self,
         req: Request<Incoming>,
         wait: Wait,
         method_override: MethodOverride,
         whole_body: bool,
-    ) -> Result<Response<ProxyBody>, ProxyError> {
-        let conn = self.conn;
-        let (mut parts, body) = req.into_parts();
-        // A body the client owes whole before the answer: HTTP/1.x, or a
-        // declared length; never a gRPC call's stream.
-        let bounded = self.grpc.is_none()
-            && (parts.version < Version::HTTP_2
-                || parts.headers.contains_key(http::header::CONTENT_LENGTH));
-        let body = CountedBody::new(body, self.learned.bytes_in.clone(), bounded);
-        self.learned.body = Some(body.watch());
-        // The path the upstream receives is the one that was authorised
-        // (normalised and encoded once, in `check`).
-        let path = &self.learned.path;
-        let mut target = String::with_capacity(path.len() + 64);
-        target.push_str(path);
-        if let Some(q) = parts.uri.query() {
-            target.push('?');
-            target.push_str(q);
+    ) -> impl Future<Output = Result<Response<ProxyBody>, ProxyError>> + use<'_, 'a> {
+        async move {
+            let conn = self.conn;
+            let (mut parts, body) = req.into_parts();
+            // A body the client owes whole before the answer: HTTP/1.x, or a
+            // declared length; never a gRPC call's stream.
+            let bounded = self.grpc.is_none()
+                && (parts.version < Version::HTTP_2
+                    || parts.headers.contains_key(http::header::CONTENT_LENGTH));
+            let body = CountedBody::new(body, self.learned.bytes_in.clone(), bounded);
+            self.learned.body = Some(body.watch());
+            // The path the upstream receives is the one that was authorised
+            // (normalised and encoded once, in `check`).
+            let path = &self.learned.path;
+            let mut target = String::with_capacity(path.len() + 64);
+            target.push_str(path);
+            if let Some(q) = parts.uri.query() {
+                target.push('?');
+                target.push_str(q);
+            }
+            let path_and_query = PathAndQuery::from_maybe_shared(target)
+                .map_err(|_| ProxyError::BadRequest("request target"))?;
+            // Absolute-form (HTTP/1.1) and :authority (HTTP/2) name the host; Host follows it.
+            let original_host = match parts.uri.authority() {
+                Some(a) => HeaderValue::from_str(a.as_str()).ok(),
+                None => parts.headers.get(header::HOST).cloned(),
+            };
+            let headers = &mut parts.headers;
+            strip_hop_by_hop(headers);
+            strip_identity_headers(headers);
+            strip_overrides(headers, &self.gate.strip_extra);
+            if whole_body {
+                ask_for_the_whole_body(headers);
+            }
+            // Room for the headers set below and the trace's, in one allocation.
+            headers.reserve(10);
+            if !method_override.allowed.is_empty() {
+                // The products' own headers, even when not in the lists.
+                strip_overrides(headers, &method_override.allowed);
+            }
+            if let Some((name, method)) = method_override.decided {
+                headers.insert(name, method_value(&method));
+            }
+            headers.insert(X_FORWARDED_CLIENT_CERT, conn.identity.xfcc.clone());
+            headers.insert(X_MESHGATE_PRINCIPAL, conn.identity.principal_header.clone());
+            headers.insert(X_REQUEST_ID, self.request_id.clone());
+            headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("https"));
+            headers.insert(X_FORWARDED_FOR, conn.peer_ip.clone());
+            headers.insert(X_REAL_IP, conn.peer_ip.clone());
+            headers.insert(header::FORWARDED, conn.forwarded.clone());
+            self.trace.apply(headers);
+            if let Some(call) = &self.grpc {
+                call.forward(headers, self.start.elapsed());
+            }
+            let upstream = &self.gate.upstream;
+            let req = upstream.prepare(parts, body, path_and_query, original_host)?;
+            let t0 = Instant::now();
+            self.span_upstream(None);
+            let sent = upstream.send(req, wait).await;
+            self.span_upstream(Some(sent.as_ref().ok().map(|(r, _)| r.status())));
+            let took = t0.elapsed();
+            self.learned.upstream = Some(took);
+            let product = self.learned.outcome.as_ref().map(|o| &o.product);
+            self.gate.metrics.observe_upstream(product, took);
+            let (resp, lease) = sent?;
+            let (mut parts, body) = resp.into_parts();
+            strip_hop_by_hop(&mut parts.headers);
+            parts
+                .headers
+                .insert(X_REQUEST_ID, ids::response_header(&self.request_id));
+            Ok(Response::from_parts(
+                parts,
+                ProxyBody::upstream(body, lease),
+            ))
         }
-        let path_and_query = PathAndQuery::from_maybe_shared(target)
-            .map_err(|_| ProxyError::BadRequest("request target"))?;
-        // Absolute-form (HTTP/1.1) and :authority (HTTP/2) name the host; Host follows it.
-        let original_host = match parts.uri.authority() {
-            Some(a) => HeaderValue::from_str(a.as_str()).ok(),
-            None => parts.headers.get(header::HOST).cloned(),
-        };
-        let headers = &mut parts.headers;
-        strip_hop_by_hop(headers);
-        strip_identity_headers(headers);
-        strip_overrides(headers, &self.gate.strip_extra);
-        if whole_body {
-            ask_for_the_whole_body(headers);
-        }
-        // Room for the headers set below and the trace's, in one allocation.
-        headers.reserve(10);
-        if !method_override.allowed.is_empty() {
-            // The products' own headers, even when not in the lists.
-            strip_overrides(headers, &method_override.allowed);
-        }
-        if let Some((name, method)) = method_override.decided {
-            headers.insert(name, method_value(&method));
-        }
-        headers.insert(X_FORWARDED_CLIENT_CERT, conn.identity.xfcc.clone());
-        headers.insert(X_MESHGATE_PRINCIPAL, conn.identity.principal_header.clone());
-        headers.insert(X_REQUEST_ID, self.request_id.clone());
-        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("https"));
-        headers.insert(X_FORWARDED_FOR, conn.peer_ip.clone());
-        headers.insert(X_REAL_IP, conn.peer_ip.clone());
-        headers.insert(header::FORWARDED, conn.forwarded.clone());
-        self.trace.apply(headers);
-        if let Some(call) = &self.grpc {
-            call.forward(headers, self.start.elapsed());
-        }
-        let upstream = &self.gate.upstream;
-        let req = upstream.prepare(parts, body, path_and_query, original_host)?;
-        let t0 = Instant::now();
-        self.span_upstream(None);
-        let sent = upstream.send(req, wait).await;
-        self.span_upstream(Some(sent.as_ref().ok().map(|(r, _)| r.status())));
-        let took = t0.elapsed();
-        self.learned.upstream = Some(took);
-        let product = self.learned.outcome.as_ref().map(|o| &o.product);
-        self.gate.metrics.observe_upstream(product, took);
-        let (resp, lease) = sent?;
-        let (mut parts, body) = resp.into_parts();
-        strip_hop_by_hop(&mut parts.headers);
-        parts
-            .headers
-            .insert(X_REQUEST_ID, ids::response_header(&self.request_id));
-        Ok(Response::from_parts(
-            parts,
-            ProxyBody::upstream(body, lease),
-        ))
     }
 
     /// The one place a result becomes the response: an error's response

@@ -6,6 +6,8 @@ mod body;
 mod pool;
 mod wait;
 
+use std::future::Future;
+use std::pin::pin;
 use std::time::Duration;
 
 use http::header::{self, HeaderValue};
@@ -156,36 +158,54 @@ impl Upstream {
     /// Sends a prepared request and waits for its response headers as
     /// `wait` bounds it (see `wait.rs`); an HTTP/1.1 response comes with
     /// the lease of its pooled connection.
-    pub async fn send(
+    ///
+    /// (An async block, not an async fn: an async fn's future holds each
+    /// parameter twice, and every future up to the connection's holds
+    /// this one.)
+    #[expect(
+        clippy::manual_async_fn,
+        reason = "an async fn's future holds each parameter twice"
+    )]
+    pub fn send(
         &self,
         req: Request<CountedBody>,
         wait: Wait,
-    ) -> Result<(Response<Incoming>, Option<Lease>), UpstreamError> {
-        let watch = req.body().watch();
-        let sent = match &self.transport {
-            Transport::Http1(pool) => match wait::within(wait, &watch, pool.send(req)).await {
-                None => Err(UpstreamError::Timeout),
-                Some(Err(SendError::Connect)) => Err(UpstreamError::Unavailable),
-                Some(Err(SendError::Failed(e))) => Err(UpstreamError::Failed(error_chain(&e))),
-                Some(Ok((resp, lease))) => Ok((resp, Some(lease))),
-            },
-            Transport::H2c(client) => match wait::within(wait, &watch, client.request(req)).await {
-                None => Err(UpstreamError::Timeout),
-                Some(Err(e)) if e.is_connect() => Err(UpstreamError::Unavailable),
-                Some(Err(e)) => Err(UpstreamError::Failed(error_chain(&e))),
-                Some(Ok(resp)) => Ok((resp, None)),
-            },
-        };
-        // A failure that follows a broken request body is the client's, and
-        // so is a timeout while the body waited for the client's bytes.
-        let fault = match &sent {
-            Ok(_) => None,
-            Err(UpstreamError::Timeout) => watch.fault_at_timeout(),
-            Err(_) => watch.fault(),
-        };
-        match fault {
-            Some(fault) => Err(UpstreamError::ClientBody(fault)),
-            None => sent,
+    ) -> impl Future<Output = Result<(Response<Incoming>, Option<Lease>), UpstreamError>> + '_ {
+        async move {
+            let watch = req.body().watch();
+            let sent = match &self.transport {
+                Transport::Http1(pool) => {
+                    let sending = pin!(pool.send(req));
+                    match wait::within(wait, &watch, sending).await {
+                        None => Err(UpstreamError::Timeout),
+                        Some(Err(SendError::Connect)) => Err(UpstreamError::Unavailable),
+                        Some(Err(SendError::Failed(e))) => {
+                            Err(UpstreamError::Failed(error_chain(&e)))
+                        }
+                        Some(Ok((resp, lease))) => Ok((resp, Some(lease))),
+                    }
+                }
+                Transport::H2c(client) => {
+                    let sending = pin!(client.request(req));
+                    match wait::within(wait, &watch, sending).await {
+                        None => Err(UpstreamError::Timeout),
+                        Some(Err(e)) if e.is_connect() => Err(UpstreamError::Unavailable),
+                        Some(Err(e)) => Err(UpstreamError::Failed(error_chain(&e))),
+                        Some(Ok(resp)) => Ok((resp, None)),
+                    }
+                }
+            };
+            // A failure that follows a broken request body is the client's, and
+            // so is a timeout while the body waited for the client's bytes.
+            let fault = match &sent {
+                Ok(_) => None,
+                Err(UpstreamError::Timeout) => watch.fault_at_timeout(),
+                Err(_) => watch.fault(),
+            };
+            match fault {
+                Some(fault) => Err(UpstreamError::ClientBody(fault)),
+                None => sent,
+            }
         }
     }
 }

@@ -8,6 +8,7 @@
 //! and protocols; for the sidecar's single HTTP/1.1 upstream this does less
 //! per request (no per-host map, no task spawned to return each connection).
 
+use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
@@ -178,37 +179,41 @@ impl Pool {
 
     /// Sends `req` (origin-form target, `Host` set) on a pooled or new
     /// connection. The lease must be released when the response body ends.
-    pub async fn send(
+    /// (An async block, not an async fn, which would hold `req` twice.)
+    pub fn send(
         &self,
-        mut req: Request<CountedBody>,
-    ) -> Result<(Response<Incoming>, Lease), SendError> {
-        let body = req.body().watch();
-        loop {
-            let (mut sender, pooled) = match self.inner.take() {
-                Some(s) => (s, true),
-                None => (self.dial().await?, false),
-            };
-            // A returned connection may still be finishing its last exchange.
-            if let Err(e) = sender.ready().await {
-                if pooled {
-                    continue;
+        req: Request<CountedBody>,
+    ) -> impl Future<Output = Result<(Response<Incoming>, Lease), SendError>> + '_ {
+        let mut req = req;
+        async move {
+            let body = req.body().watch();
+            loop {
+                let (mut sender, pooled) = match self.inner.take() {
+                    Some(s) => (s, true),
+                    None => (self.dial().await?, false),
+                };
+                // A returned connection may still be finishing its last exchange.
+                if let Err(e) = sender.ready().await {
+                    if pooled {
+                        continue;
+                    }
+                    return Err(SendError::Failed(e));
                 }
-                return Err(SendError::Failed(e));
-            }
-            match sender.try_send_request(req).await {
-                Ok(resp) => {
-                    let lease = Lease {
-                        sender,
-                        pool: Arc::downgrade(&self.inner),
-                        body,
-                    };
-                    return Ok((resp, lease));
+                match sender.try_send_request(req).await {
+                    Ok(resp) => {
+                        let lease = Lease {
+                            sender,
+                            pool: Arc::downgrade(&self.inner),
+                            body,
+                        };
+                        return Ok((resp, lease));
+                    }
+                    Err(mut e) => match e.take_message() {
+                        // Not written: the pooled connection had closed. Again, on another.
+                        Some(again) if pooled => req = again,
+                        _ => return Err(SendError::Failed(e.into_error())),
+                    },
                 }
-                Err(mut e) => match e.take_message() {
-                    // Not written: the pooled connection had closed. Again, on another.
-                    Some(again) if pooled => req = again,
-                    _ => return Err(SendError::Failed(e.into_error())),
-                },
             }
         }
     }

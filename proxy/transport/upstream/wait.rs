@@ -14,6 +14,7 @@
 //! instant that progress does not move.
 
 use std::future::Future;
+use std::pin::Pin;
 use std::time::{Duration, Instant};
 
 use super::BodyWatch;
@@ -29,10 +30,15 @@ pub struct Wait {
 }
 
 /// Runs `fut` until it completes (`Some`) or the wait runs out (`None`),
-/// progress read from the body's `watch`.
-pub(super) async fn within<F: Future>(wait: Wait, watch: &BodyWatch, fut: F) -> Option<F::Output> {
+/// progress read from the body's `watch`. (`fut` comes pinned: an async
+/// fn's future holds a parameter twice, as passed and as pinned, and the
+/// sending's is near 1 KB, copied with every future that holds it.)
+pub(super) async fn within<F: Future>(
+    wait: Wait,
+    watch: &BodyWatch,
+    mut fut: Pin<&mut F>,
+) -> Option<F::Output> {
     let sent = Instant::now();
-    let mut fut = std::pin::pin!(fut);
     loop {
         let Some(until) = wait.until(sent, watch.last_taken()) else {
             return Some(fut.await);
