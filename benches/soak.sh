@@ -5,7 +5,7 @@
 #   Run from the repo root:   bash benches/soak.sh             (30 minutes plus the release build)
 #                             DURATION=3m WARMUP=30s bash benches/soak.sh    (a quick look)
 #
-# The load: five oha processes at fixed rates, each one stream with one expected outcome
+# The load: six oha processes at fixed rates, each one stream with one expected outcome
 #   h1       HTTP/1.1, finance reporting reads sales orders                 -> 200          (RATE_H1 req/s)
 #   h2       HTTP/2, the same client and product                            -> 200          (RATE_H2)
 #   denied   HTTP/1.1, marketing's campaigns reads sales orders             -> 403          (RATE_DENIED)
