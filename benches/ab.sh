@@ -25,15 +25,16 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 # shellcheck source=benches/masking.sh
 source "$ROOT/benches/masking.sh"
 for b in "$@"; do [ -x "${b%:m}" ] || { echo "$b: not an executable" >&2; exit 2; }; done
-W=$(mktemp -d); PIDS=()
-trap 'kill "${PIDS[@]}" 2>/dev/null; wait 2>/dev/null; rm -rf "$W"' EXIT
+W=$(mktemp -d); UPPID= MPID=
+# Only what still runs is signalled (a finished round's PID may belong to another process by now).
+trap 'kill $UPPID $MPID 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$W"' EXIT
 ports() { python3 -c 'import socket,sys; ss=[socket.socket() for _ in range(int(sys.argv[1]))]
 for s in ss: s.bind(("127.0.0.1", 0))
 print(*[s.getsockname()[1] for s in ss])' "$1"; }
 FIRST=${1%:m}
 "$FIRST" certs dev --out "$W/c" --client bench=spiffe://mesh.local/ns/finance/sa/reporting >/dev/null
 UP=$(ports 1)
-taskset -c 1 "$FIRST" sample-upstream --listen "127.0.0.1:$UP" 2>/dev/null & PIDS+=($!)
+taskset -c 1 "$FIRST" sample-upstream --listen "127.0.0.1:$UP" 2>/dev/null & UPPID=$!
 TLS=(--cert "$W/c/bench.pem" --key "$W/c/bench-key.pem" --cacert "$W/c/ca.pem")
 P=$ROOT/policies
 TICK=$(getconf CLK_TCK)
@@ -57,34 +58,40 @@ policy:
   contracts: [$P/domains/sales]
 Y
     [[ $spec == *:m ]] && { masking_config "$D" "$D/mg.yaml" "ab-bench-hash-key-0123456789abcdef" || exit 1; }
-    taskset -c 0 "$B" run --config "$D/mg.yaml" 2>"$D/mg.log" & MPID=$!; PIDS+=("$MPID")
+    taskset -c 0 "$B" run --config "$D/mg.yaml" 2>"$D/mg.log" & MPID=$!
     URL="https://127.0.0.1:$MGP$BENCH_PATH"
-    for _ in $(seq 1 150); do curl -fsS -o /dev/null "${TLS[@]}" "$URL" 2>/dev/null && break; sleep 0.2; done
-    curl -fsS -o /dev/null "${TLS[@]}" "$URL" || { cat "$D/mg.log" >&2; echo "$spec did not answer $URL" >&2; exit 1; }
+    for _ in $(seq 1 150); do curl -fsS -o /dev/null --max-time 5 "${TLS[@]}" "$URL" 2>/dev/null && break; sleep 0.2; done
+    curl -fsS -o "$D/probe" --max-time 5 "${TLS[@]}" "$URL" || { cat "$D/mg.log" >&2; echo "$spec did not answer $URL" >&2; exit 1; }
+    # A masked run must mask: the rule pseudonymises the orders' e-mail addresses.
+    if [[ $spec == *:m ]] && ! grep -q '"hmac-sha256:' "$D/probe"; then
+      echo "$spec: $BENCH_PATH is not masked by benches/masking.sh's rule (no pseudonym in the answer)" >&2; exit 1
+    fi
     taskset -c 1 oha -z 2s --no-tui "${LOAD[@]}" "${TLS[@]}" "$URL" >/dev/null
-    T0=$(awk '{print $14 + $15}' "/proc/$MPID/stat")
+    # utime + stime: fields 14 and 15, counted after the command name's closing parenthesis.
+    T0=$(sed 's/.*) //' "/proc/$MPID/stat" | awk '{print $12 + $13}')
     taskset -c 1 oha -z "${SECS}s" --no-tui --output-format json -o "$D/oha.json" "${LOAD[@]}" "${TLS[@]}" "$URL" >/dev/null
-    T1=$(awk '{print $14 + $15}' "/proc/$MPID/stat")
-    kill "$MPID"; wait "$MPID" 2>/dev/null || true
-    python3 - "$D/oha.json" "$T0" "$T1" "$TICK" "$spec" "$r" >>"$W/rows.tsv" <<'PY'
+    T1=$(sed 's/.*) //' "/proc/$MPID/stat" | awk '{print $12 + $13}')
+    kill "$MPID"; wait "$MPID" 2>/dev/null || true; MPID=
+    python3 - "$D/oha.json" "$T0" "$T1" "$TICK" "$i" "$r" "$spec" >>"$W/rows.tsv" <<'PY'
 import json, sys
 d = json.load(open(sys.argv[1])); t0, t1, tick = (int(x) for x in sys.argv[2:5])
 codes = d["statusCodeDistribution"]; n = sum(codes.values())
 if n == 0 or set(codes) != {"200"}:
-    sys.exit(f"{sys.argv[5]}: answers other than 200: {codes} {d.get('errorDistribution')}")
+    sys.exit(f"{sys.argv[7]}: answers other than 200: {codes} {d.get('errorDistribution')}")
 print(f"{sys.argv[5]}\t{sys.argv[6]}\t{d['summary']['requestsPerSec']:.0f}\t{(t1 - t0) / tick * 1e6 / n:.2f}")
 PY
-    tail -n 1 "$W/rows.tsv" | awk -F'\t' '{printf "round %s  %-40s %8s req/s  %6s us CPU/request\n", $2, $1, $3, $4}'
+    tail -n 1 "$W/rows.tsv" | awk -F'\t' -v s="$spec" '{printf "round %s  %-40s %8s req/s  %6s us CPU/request\n", $2, s, $3, $4}'
   done
 done
+# Rows are keyed by position: the same binary may be given twice (an A/A check of the noise).
 python3 - "$W/rows.tsv" "$MODE" "$@" <<'PY'
 import statistics, sys
 rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1])]
 mode, specs = sys.argv[2], sys.argv[3:]
-med = {s: (statistics.median(float(r[2]) for r in rows if r[0] == s), statistics.median(float(r[3]) for r in rows if r[0] == s)) for s in specs}
-base = med[specs[0]]
+med = [(statistics.median(float(r[2]) for r in rows if r[0] == str(i)),
+        statistics.median(float(r[3]) for r in rows if r[0] == str(i))) for i in range(1, len(specs) + 1)]
+base = med[0]
 print(f"\n{mode}: medians of {len(rows) // len(specs)} rounds (req/s, CPU per request; against {specs[0]})")
-for s in specs:
-    rps, cpu = med[s]
+for s, (rps, cpu) in zip(specs, med):
     print(f"  {s:<40} {rps:8.0f} req/s {cpu:6.2f} us   {rps / base[0]:.3f}x req/s {cpu / base[1]:.3f}x CPU")
 PY

@@ -127,7 +127,7 @@ check() { # name expected-status curl-args...
   check jwt 404 $(tls dashboard) -H "Authorization: Bearer $TOKEN" "$URL/ledger/summary"
   check jwt-without-token 401 $(tls dashboard) "$URL/ledger/summary"
   check masked 200 $(tls analytics) "$URL/orders"
-  curl -fsS --max-time 5 $(tls analytics) "$URL/orders" | grep -q '"hmac-sha256:' \
+  grep -q '"hmac-sha256:' <<<"$(curl -fsS --max-time 5 $(tls analytics) "$URL/orders")" \
     || die "stream masked: the analytics client's orders are not pseudonymised"; }
 log "meshgate ready (pid $MG_PID); load for $DURATION, samples every $INTERVAL (warm-up $WARMUP)"
 
