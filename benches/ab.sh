@@ -24,6 +24,8 @@ for t in oha taskset python3 curl; do command -v $t >/dev/null || { echo "$t is 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 # shellcheck source=benches/masking.sh
 source "$ROOT/benches/masking.sh"
+# shellcheck source=benches/sidecar-config.sh
+source "$ROOT/benches/sidecar-config.sh"
 for b in "$@"; do [ -x "${b%:m}" ] || { echo "$b: not an executable" >&2; exit 2; }; done
 W=$(mktemp -d); UPPID= MPID=
 # Only what still runs is signalled (a finished round's PID may belong to another process by now).
@@ -36,27 +38,13 @@ FIRST=${1%:m}
 UP=$(ports 1)
 taskset -c 1 "$FIRST" sample-upstream --listen "127.0.0.1:$UP" 2>/dev/null & UPPID=$!
 TLS=(--cert "$W/c/bench.pem" --key "$W/c/bench-key.pem" --cacert "$W/c/ca.pem")
-P=$ROOT/policies
 TICK=$(getconf CLK_TCK)
 for r in $(seq 1 "$ROUNDS"); do
   i=0
   for spec in "$@"; do
     i=$((i + 1)); B=${spec%:m}; D=$W/r$r-$i; mkdir -p "$D"
     read -r MGP ADM <<<"$(ports 2)"
-    cat >"$D/mg.yaml" <<Y
-listen: 127.0.0.1:$MGP
-admin: 127.0.0.1:$ADM
-upstream: http://127.0.0.1:$UP
-workers: 1
-tls: { cert: $W/c/server.pem, key: $W/c/server-key.pem, client_ca: $W/c/ca.pem }
-log: { level: warn }
-audit: { sink: file, file: $D/audit.log }
-policy:
-  schema: $P/schema.cedarschema
-  entities: $P/entities.json
-  sources: [$P/mesh, $P/domains/sales]
-  contracts: [$P/domains/sales]
-Y
+    sidecar_config "$D/mg.yaml" "$MGP" "$ADM" "$UP" "$W/c" "$D/audit.log"
     [[ $spec == *:m ]] && { masking_config "$D" "$D/mg.yaml" "ab-bench-hash-key-0123456789abcdef" || exit 1; }
     taskset -c 0 "$B" run --config "$D/mg.yaml" 2>"$D/mg.log" & MPID=$!
     URL="https://127.0.0.1:$MGP$BENCH_PATH"

@@ -36,21 +36,9 @@ for s in ss: s.bind(("127.0.0.1", 0))
 print(*[s.getsockname()[1] for s in ss])')"
 "$MG" certs dev --out "$W/c" --client bench=spiffe://mesh.local/ns/finance/sa/reporting >/dev/null
 "$MG" sample-upstream --listen "127.0.0.1:$UP" 2>/dev/null & UPPID=$!
-P=$ROOT/policies
-cat >"$W/mg.yaml" <<Y
-listen: 127.0.0.1:$MGP
-admin: 127.0.0.1:$ADM
-upstream: http://127.0.0.1:$UP
-workers: 1
-tls: { cert: $W/c/server.pem, key: $W/c/server-key.pem, client_ca: $W/c/ca.pem }
-log: { level: warn }
-audit: { sink: file, file: $W/audit.log }
-policy:
-  schema: $P/schema.cedarschema
-  entities: $P/entities.json
-  sources: [$P/mesh, $P/domains/sales]
-  contracts: [$P/domains/sales]
-Y
+# shellcheck source=benches/sidecar-config.sh
+source "$ROOT/benches/sidecar-config.sh"
+sidecar_config "$W/mg.yaml" "$MGP" "$ADM" "$UP" "$W/c" "$W/audit.log"
 if [ "${MASK:-0}" = 1 ]; then
   # shellcheck source=benches/masking.sh
   source "$ROOT/benches/masking.sh"

@@ -1,0 +1,30 @@
+# The sidecar configuration the single-sidecar benchmarks share: benches/ab.sh, benches/callgrind.sh,
+# benches/link-order.sh and benches/memory.sh (sourced, not run).
+#
+#   sidecar_config FILE LISTEN_PORT ADMIN_PORT UPSTREAM_PORT CERTS_DIR AUDIT_FILE [AUDIT_MORE]
+#
+# writes FILE: one worker on 127.0.0.1:LISTEN_PORT (admin on ADMIN_PORT) in front of the upstream on
+# 127.0.0.1:UPSTREAM_PORT, mTLS with `meshgate certs dev`'s files in CERTS_DIR, warnings only, the audit trail
+# to AUDIT_FILE (AUDIT_MORE: more members of its section, e.g. "retain: 1000"), and the example policies of
+# policies/ (mesh baseline + sales domain) with the sales contracts. The sources line stays one line:
+# benches/masking.sh extends it.
+
+sidecar_config() {
+  local file=$1 listen=$2 admin=$3 up=$4 certs=$5 audit=$6 more=${7:-}
+  local p
+  p=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/policies
+  cat >"$file" <<Y
+listen: 127.0.0.1:$listen
+admin: 127.0.0.1:$admin
+upstream: http://127.0.0.1:$up
+workers: 1
+tls: { cert: $certs/server.pem, key: $certs/server-key.pem, client_ca: $certs/ca.pem }
+log: { level: warn }
+audit: { sink: file, file: $audit${more:+, $more} }
+policy:
+  schema: $p/schema.cedarschema
+  entities: $p/entities.json
+  sources: [$p/mesh, $p/domains/sales]
+  contracts: [$p/domains/sales]
+Y
+}
