@@ -203,7 +203,7 @@ pub(super) fn format(head: &http::response::Parts) -> Result<Format, &'static st
     };
     // RFC 4180's `header` parameter, spaces aside.
     let no_header_row = |p: &[u8]| {
-        let text = p.iter().filter(|b| **b != b' ');
+        let text = p.trim_ascii().iter().filter(|b| **b != b' ');
         text.map(|b| b.to_ascii_lowercase())
             .eq(b"header=absent".iter().copied())
     };

@@ -577,6 +577,8 @@ fn the_format_is_read_from_the_content_type_whatever_its_case() {
     assert_eq!(of("text/csv; charset=utf-8"), Ok(Csv));
     assert_eq!(of("text/csv; header=present"), Ok(Csv));
     assert!(of("Text/CSV; Header = Absent").is_err());
+    assert!(of("text/csv;charset=utf-8;\theader=absent\t").is_err());
+    assert_eq!(of(" text/csv\t;"), Ok(Csv));
     assert!(of("application/grpc+json").is_err());
     assert!(of("application/GRPC+json").is_err());
     assert!(of("text/plain").is_err());
