@@ -85,12 +85,12 @@ pub fn remove_named(headers: &mut HeaderMap, names: &[&str]) {
     // The names' lengths as bits: most headers present have a length none
     // of the names has, and are passed over without comparing them to each.
     let bit = |len: usize| 1u64.checked_shl(u32::try_from(len).unwrap_or(u32::MAX));
-    let (lengths, long) = names.iter().fold((0u64, false), |(bits, long), n| {
-        match bit(n.len()) {
+    let (lengths, long) = names
+        .iter()
+        .fold((0u64, false), |(bits, long), n| match bit(n.len()) {
             Some(b) => (bits | b, long),
             None => (bits, true),
-        }
-    });
+        });
     remove_where(headers, |name| {
         let maybe = bit(name.len()).map_or(long, |b| lengths & b != 0);
         maybe && names.contains(&name)
