@@ -16,7 +16,8 @@
 //!   without a warning each (`--no-warn-symbol-ordering`), and the rest of
 //!   the list still helps. A list made by another rustc matches nothing:
 //!   this warns then (the file's `# rustc` line). `MESHGATE_LINK_ORDER=0`
-//!   leaves it out.
+//!   leaves it out; `MESHGATE_LINK_ORDER_FILE=path` passes another list
+//!   (`benches/pgo.sh` lists its profile-guided build's own functions).
 //! - `-z pack-relative-relocs` (DT_RELR): the ~870 KB `.rela.dyn` the loader
 //!   reads whole at every start shrinks to ~14 KB. The binary then needs
 //!   glibc 2.36 or later where it runs (an older loader refuses it:
@@ -37,11 +38,13 @@ const ORDER_FILE: &str = "benches/link-order.txt";
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
     println!("cargo:rerun-if-env-changed=MESHGATE_LINK_ORDER");
+    println!("cargo:rerun-if-env-changed=MESHGATE_LINK_ORDER_FILE");
     println!("cargo:rerun-if-env-changed=MESHGATE_PACK_RELOCS");
     if env("PROFILE") != "release" {
         return;
     }
-    println!("cargo:rerun-if-changed={ORDER_FILE}");
+    let order_file = order_file();
+    println!("cargo:rerun-if-changed={}", order_file.display());
     let target = env("TARGET");
     let linker_var = format!(
         "CARGO_TARGET_{}_LINKER",
@@ -53,21 +56,30 @@ fn main() {
     }
     let probe = Probe::new();
     if env("MESHGATE_LINK_ORDER") != "0" {
-        order_functions(&probe);
+        order_functions(&probe, &order_file);
     }
     if env("MESHGATE_PACK_RELOCS") != "0" {
         pack_relocations(&probe, &target);
     }
 }
 
+/// The order file: `MESHGATE_LINK_ORDER_FILE` when set (`benches/pgo.sh`
+/// lists the functions of its profile-guided build, whose inlining differs),
+/// else the committed [`ORDER_FILE`].
+fn order_file() -> PathBuf {
+    match std::env::var_os("MESHGATE_LINK_ORDER_FILE") {
+        Some(file) if !file.is_empty() => PathBuf::from(file),
+        _ => Path::new(&env("CARGO_MANIFEST_DIR")).join(ORDER_FILE),
+    }
+}
+
 /// Passes the order file when the linker takes it; says why not otherwise.
-fn order_functions(probe: &Probe) {
-    let file = Path::new(&env("CARGO_MANIFEST_DIR")).join(ORDER_FILE);
+fn order_functions(probe: &Probe, file: &Path) {
     let path = file.display().to_string();
     if !file.is_file() || path.contains(',') {
         // `-Wl,` splits its argument at commas.
         warn(&format!(
-            "linking without {ORDER_FILE}: {path} is not a usable file"
+            "linking without a function order: {path} is not a usable file"
         ));
         return;
     }
@@ -77,7 +89,7 @@ fn order_functions(probe: &Probe) {
     ];
     if !probe.links(&args) {
         warn(&format!(
-            "linking without {ORDER_FILE}: the linker does not take --symbol-ordering-file \
+            "linking without {path}: the linker does not take --symbol-ordering-file \
              (LLD does; MESHGATE_LINK_ORDER=0 silences this)"
         ));
         return;
@@ -85,11 +97,11 @@ fn order_functions(probe: &Probe) {
     for arg in args {
         println!("cargo:rustc-link-arg-bin=meshgate={arg}");
     }
-    if let Some(made_by) = made_with(&file) {
+    if let Some(made_by) = made_with(file) {
         let rustc = probe.rustc_version();
         if !rustc.is_empty() && made_by != rustc {
             warn(&format!(
-                "{ORDER_FILE} was made with {made_by}, this is {rustc}: its names will not match \
+                "{path} was made with {made_by}, this is {rustc}: its names will not match \
                  (the binary is linked as without it); regenerate it: bash benches/link-order.sh"
             ));
         }

@@ -2,7 +2,8 @@
 # Writes benches/link-order.txt: the functions the sidecar runs, hottest first, for the linker to place together
 # (build.rs passes it to LLD as --symbol-ordering-file for release builds; see there why).
 #
-#   bash benches/link-order.sh [MESHGATE_BINARY]     (default target/release/meshgate; then rebuild the release)
+#   bash benches/link-order.sh [MESHGATE_BINARY [OUT]]   (default target/release/meshgate and benches/link-order.txt;
+#                                                        then rebuild the release)
 #
 # The binary runs under `valgrind --tool=callgrind --demangle=no` as benches/memory.sh runs it (one worker, the
 # example policies, the audit trail to a file, the sample upstream) through what a sidecar does: start, load
@@ -16,6 +17,7 @@
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 MG=$(realpath "${1:-$ROOT/target/release/meshgate}")
+OUT=${2:-$ROOT/benches/link-order.txt}
 command -v valgrind >/dev/null || { echo "valgrind is needed (apt-get install valgrind)" >&2; exit 1; }
 command -v oha >/dev/null || { echo "oha is needed (cargo install --locked oha)" >&2; exit 1; }
 W=$(mktemp -d); PIDS=()
@@ -52,7 +54,7 @@ kill -HUP "$VPID"; sleep 5
 curl -s -o /dev/null --max-time 5 "${TLS[@]}" "$BASE/orders" || true
 timeout 60 "${E2E[@]}" idle "$MGP" "$W/c" 20 >/dev/null 2>&1 || true
 kill -TERM "$VPID"; wait "$VPID" || true
-python3 - "$W/cg.out" "$MG" "$ROOT/benches/link-order.txt" <<'PY'
+python3 - "$W/cg.out" "$MG" "$OUT" <<'PY'
 import collections, re, subprocess, sys
 cg, exe, out = sys.argv[1:]
 cost, ob, fn, call = collections.Counter(), None, None, False

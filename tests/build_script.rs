@@ -260,6 +260,57 @@ fn the_order_file_is_used_or_the_build_says_why_and_a_stale_one_is_named() {
     );
 }
 
+/// `MESHGATE_LINK_ORDER_FILE` names another list (benches/pgo.sh's, made
+/// from its profile-guided build): that file is passed and watched instead
+/// of the committed one; a path that is no file is said, with a plain link.
+#[test]
+fn another_order_file_is_passed_and_watched_in_place_of_the_committed_one() {
+    let lines = run(&[]);
+    if !link_args(&lines)
+        .iter()
+        .any(|a| a.contains("--symbol-ordering-file="))
+    {
+        eprintln!(
+            "SKIPPED another_order_file: this linker takes no order file (see the test above)"
+        );
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let list = dir.path().join("pgo-order.txt");
+    std::fs::write(&list, "main\n").expect("write");
+    let path = list.to_str().expect("utf-8");
+    let lines = run(&[("MESHGATE_LINK_ORDER_FILE", path)]);
+    let args = link_args(&lines);
+    assert!(
+        args.contains(&format!("-Wl,--symbol-ordering-file={path}").as_str()),
+        "{lines:?}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l == &format!("cargo:rerun-if-changed={path}")),
+        "{lines:?}"
+    );
+    assert!(
+        !lines.iter().any(|l| l.contains("benches/link-order.txt")),
+        "{lines:?}"
+    );
+    let missing = dir.path().join("none.txt");
+    let lines = run(&[("MESHGATE_LINK_ORDER_FILE", missing.to_str().expect("utf-8"))]);
+    assert!(
+        !link_args(&lines)
+            .iter()
+            .any(|a| a.contains("--symbol-ordering-file=")),
+        "{lines:?}"
+    );
+    assert!(
+        warnings(&lines)
+            .iter()
+            .any(|w| w.contains("none.txt") && w.contains("not a usable file")),
+        "{lines:?}"
+    );
+}
+
 /// benches/link-order.sh heads the file with the compiler it was made
 /// with; build.rs compares it with the one building.
 #[test]
