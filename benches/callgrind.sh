@@ -8,7 +8,9 @@
 # upstream. After a 200-request warm-up, counting is switched on for N requests (oha: h1 -c 8,
 # h2 --http2 -c 4 -p 8) and off again; the dump's `totals:` divided by N is printed. Compare two
 # builds by running both the same way (alternate them: the count is deterministic to ~0.3%).
-# CG_KEEP=FILE keeps the dump for callgrind_annotate.
+# CG_KEEP=FILE keeps the dump for callgrind_annotate. CACHE=1 simulates the caches and branch predictors as well
+# (`--cache-sim=yes --branch-sim=yes`, the host's cache sizes) and prints the first-level instruction and data
+# misses and the mispredicted branches per request: code that does not fit the instruction cache shows there.
 # MASK=1 adds e2e.sh's meshgate+m field rule (a sales-domain forbid of `read_field` on the personal fields of
 # orders for the bench client): every GET /orders is masked by its field plan (customer_email pseudonymised,
 # customer_phone cut to its last four), checked once before counting.
@@ -60,7 +62,8 @@ Y
 fi
 exported() { python3 "$ROOT/benches/e2e.py" metric "http://127.0.0.1:$ADM/metrics" meshgate_trace_spans_exported_total; }
 settle() { [ -z "${TRACING:-}" ] || sleep $(( ${TRACE_DELAY:-5} + 3 )); }
-valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$W/cg.out" "$MG" run --config "$W/mg.yaml" 2>"$W/mg.log" & VPID=$!
+CACHE_ARGS=(); [[ ${CACHE:-0} != 1 ]] || CACHE_ARGS=(--cache-sim=yes --branch-sim=yes)
+valgrind --tool=callgrind --instr-atstart=no "${CACHE_ARGS[@]}" --callgrind-out-file="$W/cg.out" "$MG" run --config "$W/mg.yaml" 2>"$W/mg.log" & VPID=$!
 trap 'kill $VPID $UPPID $SINKPID 2>/dev/null; wait 2>/dev/null; rm -rf "$W"' EXIT
 TLS=(--cert "$W/c/bench.pem" --key "$W/c/bench-key.pem" --cacert "$W/c/ca.pem")
 for _ in $(seq 1 240); do
@@ -92,5 +95,10 @@ for _ in $(seq 1 150); do grep -qs '^totals:' "$W"/cg.out.1 && break; sleep 0.2;
 ok=$(python3 -c "import json,sys; d=json.load(open('$W/oha.json')); print(d['statusCodeDistribution'])")
 total=$(cat "$W"/cg.out.* 2>/dev/null | awk '/^totals:/ {s+=$2} END {print s}')
 echo "$MODE $MG: status $ok, Ir total $total, per request $((total / N))$SPANS"
+if [[ ${CACHE:-0} == 1 ]]; then  # events: Ir Dr Dw I1mr D1mr D1mw ILmr DLmr DLmw Bc Bcm Bi Bim
+  cat "$W"/cg.out.* | awk -v n="$N" '/^totals:/ {for (i = 2; i <= NF; i++) t[i] += $i}
+    END {printf "per request: I1 misses %d, D1 read misses %d, branches mispredicted %d conditional, %d indirect\n",
+         t[5] / n, t[6] / n, t[12] / n, t[14] / n}'
+fi
 # CG_KEEP=FILE keeps the dump, for `callgrind_annotate FILE` (where the instructions go).
 if [ -n "${CG_KEEP:-}" ]; then cp "$W"/cg.out.1 "$CG_KEEP"; fi

@@ -34,7 +34,9 @@
 #   and the peers' access logs to files, for fairness; AUDIT=0 turns all off), KEEP_WORK=1 (keep the temp dir),
 #   MAX_TOTAL=3600 (hard limit, seconds, build included), QUIET_WAIT=120 (seconds to wait for an otherwise
 #   idle machine), RETRIES=2 (a run during which other processes took > 5% of CPU 0 is repeated),
-#   MESHGATE=path (use this binary instead of building), POLICY=1 (meshgate enforces the example Cedar
+#   MESHGATE=path (use this binary instead of building), PGO=1 (build it profile-guided with benches/pgo.sh
+#   instead of a plain release build; its link order is checked against target/pgo/link-order.txt, another
+#   binary's against MESHGATE_LINK_ORDER_FILE or benches/link-order.txt), POLICY=1 (meshgate enforces the example Cedar
 #   policies of policies/: mesh baseline + sales domain), QUOTAS=1 (implies POLICY=1: a second meshgate,
 #   "meshgate+q", the same plus a local quota for the client that never runs out, measured beside the first in
 #   the h1-keepalive and h2 runs), TRACING="0.01 1" (one more meshgate per sampling ratio, "meshgate+tRATIO",
@@ -93,13 +95,19 @@ apt_server haproxy haproxy /run/haproxy.pid
 command -v oha >/dev/null || { log "installing oha (cargo)"; cargo install oha --locked; }
 (( $(nproc) >= 2 )) || die "needs at least 2 CPUs (proxy on CPU 0, load on CPU 1)"
 if [[ -n ${MESHGATE:-} ]]; then MG=$MESHGATE; log "using $MG (MESHGATE set: no build)"
+elif [[ ${PGO:-0} == 1 ]]; then log "building meshgate with a profile (benches/pgo.sh)"
+  MG=$(bash "$ROOT/benches/pgo.sh" | tail -n 1) || die "benches/pgo.sh failed (MESHGATE=path skips the build)"
 else log "building meshgate (release)"; MG="$ROOT/target/release/meshgate"
   (cd "$ROOT" && cargo build --release --quiet) || die "cargo build --release failed (MESHGATE=path skips the build)"
 fi
 [[ -x $MG ]] || die "$MG is not an executable"
 # How much of the committed link order the binary still has: a stale list places the functions the
 # sidecar runs apart, and its memory and CPU figures are then not the code's (docs/benchmarks.md).
-LINK_ORDER=$(python3 "$ROOT/benches/memory.py" coverage "$MG" "$ROOT/benches/link-order.txt" 2>/dev/null || echo "link order: not checked (nm?)")
+# A profile-guided build (benches/pgo.sh) is linked with its own list, beside it in target/pgo/.
+ORDER_LIST=${MESHGATE_LINK_ORDER_FILE:-$ROOT/benches/link-order.txt}
+PGO_LIST="$(dirname "$(dirname "$(realpath "$MG")")")/link-order.txt"
+[[ -n ${MESHGATE_LINK_ORDER_FILE:-} || ! -f $PGO_LIST || $PGO_LIST -ef $ROOT/benches/link-order.txt ]] || ORDER_LIST=$PGO_LIST
+LINK_ORDER=$(python3 "$ROOT/benches/memory.py" coverage "$MG" "$ORDER_LIST" 2>/dev/null || echo "link order: not checked (nm?)")
 log "$LINK_ORDER"
 if [[ $LINK_ORDER =~ has\ 0\ of ]]; then
   LINK_ORDER="link order: not checked (the binary names none of the listed functions: stripped?)"

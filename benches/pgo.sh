@@ -1,0 +1,124 @@
+#!/usr/bin/env bash
+# A profile-guided (PGO) release build of meshgate: built instrumented, trained on what a sidecar does, built
+# again with the profile. The request path runs far more code than the instruction cache holds (callgrind's
+# cache simulation, docs/benchmarks.md); with the profile LLVM lays the hot paths out together and the cold ones
+# aside, and inlines by what runs.
+#
+#   bash benches/pgo.sh [OUT]     (default target/pgo/release/meshgate; prints the binary's path last)
+#
+# Steps: (1) `RUSTFLAGS=-Cprofile-generate` release build in target/pgo-gen; (2) training: the instrumented
+# binary as benches/callgrind.sh runs it (one worker, the example policies of policies/, the audit trail to a
+# file, the sample upstream), once plain and once with benches/masking.sh's field rule, each through HTTP/1.1 and
+# HTTP/2 requests for one order and for the list (oha), a denied method, an unrouted path, a header-less client,
+# the admin endpoints, then shutdown (the profile is written at exit); (3) `llvm-profdata merge` of the training's
+# profiles only (kept as target/pgo/meshgate-HASH.profdata); (4) `RUSTFLAGS=-Cprofile-use` release build in
+# target/pgo; (5) benches/link-order.sh on that build, listing its own functions (target/pgo/link-order.txt: the
+# profile changes the inlining, and the committed list names only part of them); (6) the same build linked with
+# that list (`MESHGATE_LINK_ORDER_FILE`, build.rs). PGO_ORDER=0 skips (5) and (6) (no valgrind needed; the binary
+# then idles a few MiB larger). TRAIN_N=N requests per oha run (default 20000).
+# Needs: rustup's llvm-tools component (added when missing), oha (cargo install --locked oha), curl, python3,
+# valgrind (for (5)). Takes three release builds (about 20 minutes on the 2-core VM) and two minutes of runs.
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+OUT=${1:-$ROOT/target/pgo/release/meshgate}
+TRAIN_N=${TRAIN_N:-20000}
+NEEDS=(oha curl python3); [[ ${PGO_ORDER:-1} != 1 ]] || NEEDS+=(valgrind)
+for tool in "${NEEDS[@]}"; do
+  command -v "$tool" >/dev/null || { echo "$tool is needed (oha: cargo install --locked oha; the rest: apt)" >&2; exit 1; }
+done
+SYSROOT=$(rustc --print sysroot)
+HOST=$(rustc -vV | sed -n 's/^host: //p')
+PROFDATA="$SYSROOT/lib/rustlib/$HOST/bin/llvm-profdata"
+if [[ ! -x $PROFDATA ]]; then
+  rustup component add llvm-tools >&2
+fi
+[[ -x $PROFDATA ]] || { echo "no llvm-profdata at $PROFDATA (rustup component add llvm-tools)" >&2; exit 1; }
+
+W=$(mktemp -d); PIDS=()
+trap 'kill "${PIDS[@]}" 2>/dev/null; wait 2>/dev/null; rm -rf "$W"' EXIT
+
+echo "pgo: (1) instrumented build (target/pgo-gen)" >&2
+# (A fixed directory for the build scripts' own profiles: the flags, and so the build, are the same each run.)
+(cd "$ROOT" && RUSTFLAGS="${RUSTFLAGS:-} -Cprofile-generate=$ROOT/target/pgo-gen/build-profiles" \
+  CARGO_TARGET_DIR="$ROOT/target/pgo-gen" \
+  cargo build --release --locked --bin meshgate)
+GEN="$ROOT/target/pgo-gen/release/meshgate"
+
+echo "pgo: (2) training" >&2
+# shellcheck source=benches/sidecar-config.sh
+source "$ROOT/benches/sidecar-config.sh"
+# shellcheck source=benches/masking.sh
+source "$ROOT/benches/masking.sh"
+# The sidecars' profiles only: the build scripts of step 1, `certs dev` and the sample upstream (the same
+# binary) write theirs to the build's directory.
+"$GEN" certs dev --out "$W/c" --client bench=spiffe://mesh.local/ns/finance/sa/reporting \
+  --client other=spiffe://mesh.local/ns/marketing/sa/campaigns >/dev/null
+free_ports() {
+  python3 -c 'import socket; ss=[socket.socket() for _ in range(3)]
+for s in ss: s.bind(("127.0.0.1", 0))
+print(*[s.getsockname()[1] for s in ss])'
+}
+train() { # plain|masked
+  local up mgp adm
+  read -r up mgp adm <<<"$(free_ports)"
+  "$GEN" sample-upstream --listen "127.0.0.1:$up" 2>/dev/null & local uppid=$!
+  PIDS+=("$uppid")
+  sidecar_config "$W/$1.yaml" "$mgp" "$adm" "$up" "$W/c" "$W/$1-audit.log"
+  [[ $1 != masked ]] || masking_config "$W/$1" "$W/$1.yaml"
+  LLVM_PROFILE_FILE="$W/train/$1-%p.profraw" "$GEN" run --config "$W/$1.yaml" 2>"$W/$1.log" & local mgpid=$!
+  PIDS+=("$mgpid")
+  local tls=(--cacert "$W/c/ca.pem" --cert "$W/c/bench.pem" --key "$W/c/bench-key.pem")
+  local base="https://127.0.0.1:$mgp"
+  for _ in $(seq 1 300); do
+    curl -fsS -o /dev/null --max-time 5 "${tls[@]}" "$base/orders" 2>/dev/null && break
+    kill -0 "$mgpid" 2>/dev/null || { cat "$W/$1.log" >&2; exit 1; }
+    sleep 0.2
+  done
+  curl -fsS -o /dev/null --max-time 5 "${tls[@]}" "$base/orders" || { cat "$W/$1.log" >&2; exit 1; }
+  for path in /orders/SO-1003 /orders; do
+    oha -n "$TRAIN_N" -c 8 --no-tui "${tls[@]}" "$base$path" >/dev/null
+    oha -n "$TRAIN_N" -c 4 -p 8 --http2 --no-tui "${tls[@]}" "$base$path" >/dev/null
+  done
+  # Refused on the way: a method the policies deny, a path no route has, another client, no client certificate.
+  curl -s -o /dev/null --max-time 5 -X DELETE "${tls[@]}" "$base/orders" || true
+  curl -s -o /dev/null --max-time 5 "${tls[@]}" "$base/no-such-product" || true
+  curl -s -o /dev/null --max-time 5 --cacert "$W/c/ca.pem" --cert "$W/c/other.pem" --key "$W/c/other-key.pem" \
+    "$base/orders" || true
+  curl -s -o /dev/null --max-time 5 --cacert "$W/c/ca.pem" "$base/orders" || true
+  for path in /metrics /ready /live; do curl -s -o /dev/null --max-time 5 "http://127.0.0.1:$adm$path" || true; done
+  # The profile is written when the process exits: shut down as Kubernetes does.
+  kill -TERM "$mgpid"
+  wait "$mgpid" || { echo "pgo: the $1 sidecar did not exit cleanly" >&2; cat "$W/$1.log" >&2; exit 1; }
+  kill "$uppid" 2>/dev/null || true
+  wait "$uppid" 2>/dev/null || true
+  PIDS=()
+}
+train plain
+train masked
+shopt -s nullglob
+profiles=("$W"/train/*.profraw)
+(( ${#profiles[@]} > 0 )) || { echo "pgo: the training wrote no profile" >&2; exit 1; }
+echo "pgo: (3) merging ${#profiles[@]} profiles" >&2
+mkdir -p "$ROOT/target/pgo"
+"$PROFDATA" merge -o "$W/merged.profdata" "${profiles[@]}"
+# Named by its content: cargo rebuilds when the flags change, not when a file they name does.
+PROFILE="$ROOT/target/pgo/meshgate-$(sha256sum "$W/merged.profdata" | cut -c1-16).profdata"
+mv "$W/merged.profdata" "$PROFILE"
+use() { # the build with the profile, in target/pgo
+  (cd "$ROOT" && RUSTFLAGS="${RUSTFLAGS:-} -Cprofile-use=$PROFILE" CARGO_TARGET_DIR="$ROOT/target/pgo" \
+    cargo build --release --locked --bin meshgate)
+}
+echo "pgo: (4) build with the profile (target/pgo)" >&2
+unset MESHGATE_LINK_ORDER_FILE
+use
+if [[ ${PGO_ORDER:-1} == 1 ]]; then
+  # The profile changes what is inlined: the committed list names about three quarters of this build's
+  # functions, and the rest are spread over the binary (idle RSS +4 MiB). This build's own list, then a relink.
+  echo "pgo: (5) this build's function order (benches/link-order.sh, valgrind)" >&2
+  bash "$ROOT/benches/link-order.sh" "$ROOT/target/pgo/release/meshgate" "$ROOT/target/pgo/link-order.txt" >&2
+  echo "pgo: (6) linked with it" >&2
+  MESHGATE_LINK_ORDER_FILE="$ROOT/target/pgo/link-order.txt" use
+fi
+mkdir -p "$(dirname "$OUT")"
+[[ $OUT -ef $ROOT/target/pgo/release/meshgate ]] || cp "$ROOT/target/pgo/release/meshgate" "$OUT"
+echo "$OUT"
