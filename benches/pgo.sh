@@ -49,8 +49,9 @@ echo "pgo: (2) training" >&2
 source "$ROOT/benches/sidecar-config.sh"
 # shellcheck source=benches/masking.sh
 source "$ROOT/benches/masking.sh"
-# The sidecars' profiles only: the build scripts of step 1, `certs dev` and the sample upstream (the same
-# binary) write theirs to the build's directory.
+# The sidecars' profiles only: `certs dev` and the sample upstream (the same binary) write theirs aside, into
+# the temp dir (the build scripts of step 1 wrote theirs to the build's directory).
+export LLVM_PROFILE_FILE="$W/aside/%p.profraw"
 "$GEN" certs dev --out "$W/c" --client bench=spiffe://mesh.local/ns/finance/sa/reporting \
   --client other=spiffe://mesh.local/ns/marketing/sa/campaigns >/dev/null
 free_ports() {
