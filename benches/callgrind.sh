@@ -64,7 +64,7 @@ exported() { python3 "$ROOT/benches/e2e.py" metric "http://127.0.0.1:$ADM/metric
 settle() { [ -z "${TRACING:-}" ] || sleep $(( ${TRACE_DELAY:-5} + 3 )); }
 CACHE_ARGS=(); [[ ${CACHE:-0} != 1 ]] || CACHE_ARGS=(--cache-sim=yes --branch-sim=yes)
 valgrind --tool=callgrind --instr-atstart=no "${CACHE_ARGS[@]}" --callgrind-out-file="$W/cg.out" "$MG" run --config "$W/mg.yaml" 2>"$W/mg.log" & VPID=$!
-trap 'kill $VPID $UPPID $SINKPID 2>/dev/null; wait 2>/dev/null; rm -rf "$W"' EXIT
+trap 'kill $VPID $UPPID $SINKPID 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$W"' EXIT
 TLS=(--cert "$W/c/bench.pem" --key "$W/c/bench-key.pem" --cacert "$W/c/ca.pem")
 for _ in $(seq 1 240); do
   curl -fsS -o /dev/null --max-time 5 --cert "$W/c/bench.pem" --key "$W/c/bench-key.pem" --cacert "$W/c/ca.pem" "https://127.0.0.1:$MGP$BENCH_PATH" 2>/dev/null && break

@@ -21,7 +21,7 @@ MG=$(realpath "$1"); REQUESTS=${REQUESTS:-10000}; IDLE_CONNS=${IDLE_CONNS:-1000}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 command -v oha >/dev/null || { echo "oha is needed (cargo install --locked oha)" >&2; exit 1; }
 W=$(mktemp -d); PIDS=()
-trap 'kill "${PIDS[@]}" 2>/dev/null; wait 2>/dev/null; rm -rf "$W"' EXIT
+trap 'kill "${PIDS[@]}" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$W"' EXIT
 read -r UP MGP ADM <<<"$(python3 -c 'import socket; ss=[socket.socket() for _ in range(3)]
 for s in ss: s.bind(("127.0.0.1", 0))
 print(*[s.getsockname()[1] for s in ss])')"

@@ -9,8 +9,8 @@
 # Steps: (1) `RUSTFLAGS=-Cprofile-generate` release build in target/pgo-gen; (2) training: the instrumented
 # binary as benches/callgrind.sh runs it (one worker, the example policies of policies/, the audit trail to a
 # file, the sample upstream), once plain and once with benches/masking.sh's field rule, each through HTTP/1.1 and
-# HTTP/2 requests for one order and for the list (oha), a denied method, an unrouted path, a header-less client,
-# the admin endpoints, then shutdown (the profile is written at exit); (3) `llvm-profdata merge` of the training's
+# HTTP/2 requests for one order and for the list (oha), a denied method, an unrouted path, another client's
+# certificate, no client certificate, the admin endpoints, then shutdown (the profile is written at exit); (3) `llvm-profdata merge` of the training's
 # profiles only (kept as target/pgo/meshgate-HASH.profdata); (4) `RUSTFLAGS=-Cprofile-use` release build in
 # target/pgo; (5) benches/link-order.sh on that build, listing its own functions (target/pgo/link-order.txt: the
 # profile changes the inlining, and the committed list names only part of them); (6) the same build linked with
@@ -26,16 +26,18 @@ NEEDS=(oha curl python3); [[ ${PGO_ORDER:-1} != 1 ]] || NEEDS+=(valgrind)
 for tool in "${NEEDS[@]}"; do
   command -v "$tool" >/dev/null || { echo "$tool is needed (oha: cargo install --locked oha; the rest: apt)" >&2; exit 1; }
 done
-SYSROOT=$(rustc --print sysroot)
-HOST=$(rustc -vV | sed -n 's/^host: //p')
+# The toolchain cargo uses in the repository (a rustup override there included).
+SYSROOT=$(cd "$ROOT" && rustc --print sysroot)
+HOST=$(cd "$ROOT" && rustc -vV | sed -n 's/^host: //p')
 PROFDATA="$SYSROOT/lib/rustlib/$HOST/bin/llvm-profdata"
 if [[ ! -x $PROFDATA ]]; then
-  rustup component add llvm-tools >&2
+  (cd "$ROOT" && rustup component add llvm-tools >&2) || true
 fi
 [[ -x $PROFDATA ]] || { echo "no llvm-profdata at $PROFDATA (rustup component add llvm-tools)" >&2; exit 1; }
 
 W=$(mktemp -d); PIDS=()
-trap 'kill "${PIDS[@]}" 2>/dev/null; wait 2>/dev/null; rm -rf "$W"' EXIT
+# (Each step may fail without stopping the cleanup: kill with no PID left is an error under set -e.)
+trap 'kill "${PIDS[@]}" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$W"' EXIT
 
 echo "pgo: (1) instrumented build (target/pgo-gen)" >&2
 # (A fixed directory for the build scripts' own profiles: the flags, and so the build, are the same each run.)
@@ -112,6 +114,8 @@ use() { # the build with the profile, in target/pgo
 echo "pgo: (4) build with the profile (target/pgo)" >&2
 unset MESHGATE_LINK_ORDER_FILE
 use
+# A list left by an earlier run is not this build's (e2e.sh checks a PGO binary against it).
+rm -f "$ROOT/target/pgo/link-order.txt"
 if [[ ${PGO_ORDER:-1} == 1 ]]; then
   # The profile changes what is inlined: the committed list names about three quarters of this build's
   # functions, and the rest are spread over the binary (idle RSS +4 MiB). This build's own list, then a relink.
