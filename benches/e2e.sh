@@ -110,10 +110,11 @@ fi
 # sidecar runs apart, and its memory and CPU figures are then not the code's (docs/benchmarks.md).
 # A profile-guided build (benches/pgo.sh) is linked with its own list, beside it in target/pgo/; other builds
 # with MESHGATE_LINK_ORDER_FILE's or the committed one.
-ORDER_LIST=${MESHGATE_LINK_ORDER_FILE:-$ROOT/benches/link-order.txt}
-PGO_LIST="$(dirname "$(dirname "$(realpath "$MG")")")/link-order.txt"
-[[ -n ${MESHGATE_LINK_ORDER_FILE:-} || ! -f $PGO_LIST || $PGO_LIST -ef $ROOT/benches/link-order.txt ]] || ORDER_LIST=$PGO_LIST
-[[ -f $ORDER_LIST ]] || ORDER_LIST=$ROOT/benches/link-order.txt  # (pgo.sh with PGO_ORDER=0 lists none)
+BESIDE="$(dirname "$(dirname "$(realpath "$MG")")")/link-order.txt"
+if [[ -f ${MESHGATE_LINK_ORDER_FILE:-} ]]; then ORDER_LIST=$MESHGATE_LINK_ORDER_FILE
+elif [[ -f $BESIDE ]]; then ORDER_LIST=$BESIDE
+else ORDER_LIST=$ROOT/benches/link-order.txt  # (also after pgo.sh with PGO_ORDER=0: it lists none)
+fi
 LINK_ORDER=$(python3 "$ROOT/benches/memory.py" coverage "$MG" "$ORDER_LIST" 2>/dev/null || echo "link order: not checked (nm?)")
 log "$LINK_ORDER"
 if [[ $LINK_ORDER =~ has\ 0\ of ]]; then

@@ -56,14 +56,9 @@ source "$ROOT/benches/masking.sh"
 export LLVM_PROFILE_FILE="$W/aside/%p.profraw"
 "$GEN" certs dev --out "$W/c" --client bench=spiffe://mesh.local/ns/finance/sa/reporting \
   --client other=spiffe://mesh.local/ns/marketing/sa/campaigns >/dev/null
-free_ports() {
-  python3 -c 'import socket; ss=[socket.socket() for _ in range(3)]
-for s in ss: s.bind(("127.0.0.1", 0))
-print(*[s.getsockname()[1] for s in ss])'
-}
 train() { # plain|masked
   local up mgp adm
-  read -r up mgp adm <<<"$(free_ports)"
+  read -r up mgp adm <<<"$(free_ports 3)"
   "$GEN" sample-upstream --listen "127.0.0.1:$up" 2>/dev/null & local uppid=$!
   PIDS+=("$uppid")
   sidecar_config "$W/$1.yaml" "$mgp" "$adm" "$up" "$W/c" "$W/$1-audit.log"

@@ -28,3 +28,10 @@ policy:
   contracts: [$p/domains/sales]
 Y
 }
+
+# N free loopback ports chosen by the OS, on one line (`read -r A B C <<<"$(free_ports 3)"`).
+free_ports() {
+  python3 -c 'import socket, sys; ss=[socket.socket() for _ in range(int(sys.argv[1]))]
+for s in ss: s.bind(("127.0.0.1", 0))
+print(*[s.getsockname()[1] for s in ss])' "$1"
+}

@@ -123,6 +123,13 @@ fn link_args(lines: &[String]) -> Vec<&str> {
         .collect()
 }
 
+/// Whether the build script passes an order file to the linker.
+fn ordered(lines: &[String]) -> bool {
+    link_args(lines)
+        .iter()
+        .any(|a| a.contains("--symbol-ordering-file="))
+}
+
 fn warnings(lines: &[String]) -> Vec<&str> {
     lines
         .iter()
@@ -231,17 +238,15 @@ fn the_order_file_is_used_or_the_build_says_why_and_a_stale_one_is_named() {
         return;
     }
     let lines = run(&[]);
-    let ordered = link_args(&lines)
-        .iter()
-        .any(|a| a.contains("--symbol-ordering-file="));
+    let passed = ordered(&lines);
     assert!(
-        ordered
+        passed
             || warnings(&lines)
                 .iter()
                 .any(|w| w.contains("--symbol-ordering-file")),
         "{lines:?}"
     );
-    if !ordered {
+    if !passed {
         return;
     }
     let fake = tempfile::tempdir().expect("tempdir");
@@ -266,10 +271,7 @@ fn the_order_file_is_used_or_the_build_says_why_and_a_stale_one_is_named() {
 #[test]
 fn another_order_file_is_passed_and_watched_in_place_of_the_committed_one() {
     let lines = run(&[]);
-    if !link_args(&lines)
-        .iter()
-        .any(|a| a.contains("--symbol-ordering-file="))
-    {
+    if !ordered(&lines) {
         eprintln!(
             "SKIPPED another_order_file: this linker takes no order file (see the test above)"
         );
@@ -297,12 +299,7 @@ fn another_order_file_is_passed_and_watched_in_place_of_the_committed_one() {
     );
     let missing = dir.path().join("none.txt");
     let lines = run(&[("MESHGATE_LINK_ORDER_FILE", missing.to_str().expect("utf-8"))]);
-    assert!(
-        !link_args(&lines)
-            .iter()
-            .any(|a| a.contains("--symbol-ordering-file=")),
-        "{lines:?}"
-    );
+    assert!(!ordered(&lines), "{lines:?}");
     assert!(
         warnings(&lines)
             .iter()
