@@ -1,6 +1,7 @@
 //! What is known about a client connection once its handshake is done.
 
 use std::net::SocketAddr;
+use std::sync::OnceLock;
 
 use http::HeaderValue;
 
@@ -21,6 +22,10 @@ pub struct ConnInfo {
     /// audit event's `source`, formatted once per connection.
     pub peer_text: Box<str>,
     pub tls_version: &'static str,
+    /// The audit line's members about this connection, as the audit trail
+    /// writes them (the same on every line of its requests): written the
+    /// first time one of its requests is recorded ([`ConnInfo::audited`]).
+    audited: OnceLock<(Box<[u8]>, usize)>,
 }
 
 impl ConnInfo {
@@ -36,7 +41,25 @@ impl ConnInfo {
             forwarded: forwarded_for(peer.ip()),
             peer_text: peer.to_string().into(),
             tls_version,
+            audited: OnceLock::new(),
         }
+    }
+
+    /// The connection's audit text in two parts, written by `write` the
+    /// first time it succeeds: `write` returns where the second part begins.
+    pub fn audited<E>(
+        &self,
+        write: impl FnOnce(&mut Vec<u8>) -> Result<usize, E>,
+    ) -> Result<(&[u8], &[u8]), E> {
+        let (text, at) = match self.audited.get() {
+            Some(done) => done,
+            None => {
+                let mut out = Vec::new();
+                let at = write(&mut out)?;
+                self.audited.get_or_init(|| (out.into_boxed_slice(), at))
+            }
+        };
+        Ok(text.split_at((*at).min(text.len())))
     }
 }
 
@@ -80,5 +103,20 @@ mod tests {
         assert_eq!(v6.peer_ip, "2001:db8::7");
         assert_eq!(v6.forwarded, "for=\"[2001:db8::7]\";proto=https");
         assert_eq!(v6.tls_version, "TLSv1.2");
+    }
+
+    #[test]
+    fn the_audit_text_is_written_once_and_a_failure_is_not_kept() {
+        let c = ConnInfo::new(identity(), "10.1.2.3:40000".parse().expect("v4"), "TLSv1.3");
+        let failed: Result<_, &str> = c.audited(|_| Err("clock"));
+        assert_eq!(failed, Err("clock"));
+        let write = |out: &mut Vec<u8>| {
+            out.extend_from_slice(b"onetwo");
+            Ok::<_, &str>(3)
+        };
+        assert_eq!(c.audited(write), Ok((&b"one"[..], &b"two"[..])));
+        // Written: `write` is not called again.
+        let again = c.audited(|_| -> Result<usize, &str> { panic!("written twice") });
+        assert_eq!(again, Ok((&b"one"[..], &b"two"[..])));
     }
 }

@@ -198,16 +198,34 @@ pub struct Event {
 }
 
 enum Msg {
-    Event(Box<Event>),
+    /// A request's members ([`write_request_members`]), for the writer to
+    /// number, chain and write.
+    Request(Vec<u8>),
+    /// A request whose members could not be written (a clock outside the
+    /// years 1970 to 9999): recorded as dropped.
+    Unwritable(serde_json::Error),
     Flush(std::sync::mpsc::SyncSender<()>),
 }
 
 /// A place in the queue, held by a request until its event is written.
 pub struct Slot(mpsc::OwnedPermit<Msg>);
 
+/// Room for a request's members without growing (a line is about 800 bytes).
+const MEMBERS_CAPACITY: usize = 1024;
+
 impl Slot {
+    /// Writes the event's members here, on the request's thread, and queues
+    /// them: the writer thread's share of a request is then its number, its
+    /// hash and the write, so that its batches hold the request threads'
+    /// core for less time (on one core they wait for it), and no part of the
+    /// event is freed on another thread than the one that made it.
     pub fn send(self, event: Event) {
-        self.0.send(Msg::Event(Box::new(event)));
+        let mut members = Vec::with_capacity(MEMBERS_CAPACITY);
+        let msg = match write_request_members(&mut members, &event) {
+            Ok(()) => Msg::Request(members),
+            Err(e) => Msg::Unwritable(e),
+        };
+        self.0.send(msg);
     }
 }
 
@@ -279,6 +297,7 @@ impl Audit {
         let (tx, rx) = mpsc::channel(config.queue);
         let (done_tx, done) = std::sync::mpsc::sync_channel(1);
         let unrecorded_drops = Arc::new(AtomicU64::new(0));
+        let node = node_name();
         let mut writer = Writer {
             sink,
             chain: chain.unwrap_or_else(ChainState::genesis),
@@ -286,8 +305,8 @@ impl Audit {
             pending: Vec::with_capacity(64 * 1024),
             ends: Vec::with_capacity(1024),
             line: Vec::with_capacity(2048),
-            node: node_name().into(),
-            pod: pod_name().map(Arc::from),
+            line_end: line_end(&node, pod_name().as_deref())?,
+            node: node.into(),
             last_error_log: None,
             metrics: metrics.clone(),
             mode: config.when_full,
@@ -412,6 +431,14 @@ fn head_file_of(sink: &Sink) -> Option<PathBuf> {
         Sink::File(f) => Some(f.path.clone()),
         Sink::Stdout(_) => None,
     }
+}
+
+/// The members every line ends with, `,"node":…,"pod":…}`.
+fn line_end(node: &str, pod: Option<&str>) -> Result<Vec<u8>, String> {
+    let mut end = Vec::new();
+    write_line_end(&mut end, node, pod)
+        .map_err(|e| format!("audit: the node and pod names cannot be written: {e}"))?;
+    Ok(end)
 }
 
 fn node_name() -> String {

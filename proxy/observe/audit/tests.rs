@@ -743,3 +743,25 @@ fn a_flush_gives_up_at_its_limit_when_the_sink_takes_nothing() {
     });
     assert!(m.events.get() < 400);
 }
+
+/// The time as written per request (the text up to the second kept per
+/// second) is humantime's RFC 3339 with microseconds, whatever the order of
+/// the seconds and the microseconds; a clock outside its years is an error.
+#[test]
+fn a_lines_time_is_rfc3339_with_microseconds_in_any_order_of_seconds() {
+    let base = SystemTime::UNIX_EPOCH + Duration::from_secs(1_780_000_000);
+    let offsets_us: [u64; 9] = [0, 1, 999_999, 1_000_000, 5, 86_400_000_000, 7, 3_000_001, 0];
+    for us in offsets_us {
+        let t = base + Duration::from_micros(us);
+        let mut out = Vec::new();
+        write_time(&mut out, t).expect("written");
+        let expected = humantime::format_rfc3339_micros(t).to_string();
+        assert_eq!(String::from_utf8_lossy(&out), expected);
+    }
+    let mut out = Vec::new();
+    let early = SystemTime::UNIX_EPOCH - Duration::from_secs(1);
+    assert!(write_time(&mut out, early).is_err());
+    let far = SystemTime::UNIX_EPOCH + Duration::from_secs(253_402_300_800);
+    assert!(write_time(&mut out, far).is_err());
+    assert!(out.is_empty(), "nothing written for a refused time");
+}

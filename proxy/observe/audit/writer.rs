@@ -249,7 +249,8 @@ pub(super) struct Writer {
     pub(super) ends: Vec<(usize, LineKind)>,
     pub(super) line: Vec<u8>,
     pub(super) node: Arc<str>,
-    pub(super) pod: Option<Arc<str>>,
+    /// What every request's line ends with: its node and pod members.
+    pub(super) line_end: Vec<u8>,
     pub(super) metrics: AuditMetrics,
     pub(super) mode: FullMode,
     pub(super) unrecorded_drops: Arc<AtomicU64>,
@@ -308,9 +309,14 @@ impl Writer {
     pub(super) fn take(&mut self, msg: Msg, acks: &mut Vec<std::sync::mpsc::SyncSender<()>>) {
         match msg {
             Msg::Flush(ack) => acks.push(ack),
-            Msg::Event(event) => {
+            Msg::Request(members) => {
                 self.record_drops();
-                self.append(Line::Request(&event), LineKind::Request);
+                self.append(Line::Request(&members), LineKind::Request);
+            }
+            Msg::Unwritable(e) => {
+                self.metrics.dropped.inc();
+                self.unrecorded_drops.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(error = %e, "cannot write an audit line; counted as dropped");
             }
         }
     }
@@ -344,19 +350,15 @@ impl Writer {
         let seq = self.chain.next_seq;
         let prev = self.start_of_file.then_some(self.chain.prev.as_str());
         let written = match record {
-            Line::Request(e) => write_request(
-                &mut self.line,
-                seq,
-                prev,
-                e,
-                &self.node,
-                self.pod.as_deref(),
-            ),
+            Line::Request(members) => write_line_start(&mut self.line, seq, prev).map(|()| {
+                self.line.extend_from_slice(members);
+                self.line.extend_from_slice(&self.line_end);
+            }),
             Line::Dropped(count) => write_dropped(&mut self.line, seq, prev, count, &self.node),
         };
         if let Err(e) = written {
-            // Only a clock outside 1970..9999 gets here; the loss is still
-            // recorded (a `dropped` line counts it), never silent.
+            // Only a clock outside 1970..9999 gets here (a `dropped` line's
+            // time); the loss is still recorded, never silent.
             let lost = match record {
                 Line::Request(_) => {
                     self.metrics.dropped.inc();
