@@ -9,9 +9,12 @@
 # (user + system, /proc/PID/stat) over the measured run divided by the requests oha completed is its CPU per
 # request. `:m` adds benches/masking.sh's field rule (the orders' personal fields masked for the bench client,
 # with a fixed key), so one build can be compared masked against unmasked. Every answer must be a 200.
-# At the end: the median of the rounds per binary, and each against the first. For what a change costs, quote
-# these medians beside benches/callgrind.sh's instructions per request (noise-free); e2e.sh compares with the peers.
-# Knobs (env): SECS=8 ROUNDS=4 BENCH_PATH=/orders (e.g. /orders/SO-1003: one order).
+# At the end: the median of the rounds per binary (requests/s, CPU per request, oha's p99 latency), and each
+# against the first. For what a change costs, quote these medians beside benches/callgrind.sh's instructions per
+# request (noise-free); e2e.sh compares with the peers. p99 moves by 10-20 % between rounds on this shared VM:
+# give it ROUNDS=10 before reading a difference into it.
+# Knobs (env): SECS=8 ROUNDS=4 BENCH_PATH=/orders (e.g. /orders/SO-1003: one order); AUDIT_MORE="..." more members
+# of every sidecar's audit section, e.g. "flush_interval: 1ms".
 # Needs oha (cargo install --locked oha), taskset (util-linux), python3, curl.
 set -euo pipefail
 [ $# -ge 3 ] || { echo "usage: $0 h1|h2 BINARY[:m] BINARY[:m] ..." >&2; exit 2; }
@@ -44,7 +47,7 @@ for r in $(seq 1 "$ROUNDS"); do
   for spec in "$@"; do
     i=$((i + 1)); B=${spec%:m}; D=$W/r$r-$i; mkdir -p "$D"
     read -r MGP ADM <<<"$(ports 2)"
-    sidecar_config "$D/mg.yaml" "$MGP" "$ADM" "$UP" "$W/c" "$D/audit.log"
+    sidecar_config "$D/mg.yaml" "$MGP" "$ADM" "$UP" "$W/c" "$D/audit.log" "${AUDIT_MORE:-}"
     [[ $spec == *:m ]] && { masking_config "$D" "$D/mg.yaml" "ab-bench-hash-key-0123456789abcdef" || exit 1; }
     taskset -c 0 "$B" run --config "$D/mg.yaml" 2>"$D/mg.log" & MPID=$!
     URL="https://127.0.0.1:$MGP$BENCH_PATH"
@@ -66,9 +69,10 @@ d = json.load(open(sys.argv[1])); t0, t1, tick = (int(x) for x in sys.argv[2:5])
 codes = d["statusCodeDistribution"]; n = sum(codes.values())
 if n == 0 or set(codes) != {"200"}:
     sys.exit(f"{sys.argv[7]}: answers other than 200: {codes} {d.get('errorDistribution')}")
-print(f"{sys.argv[5]}\t{sys.argv[6]}\t{d['summary']['requestsPerSec']:.0f}\t{(t1 - t0) / tick * 1e6 / n:.2f}")
+p99 = d["latencyPercentiles"]["p99"] * 1e3
+print(f"{sys.argv[5]}\t{sys.argv[6]}\t{d['summary']['requestsPerSec']:.0f}\t{(t1 - t0) / tick * 1e6 / n:.2f}\t{p99:.3f}")
 PY
-    tail -n 1 "$W/rows.tsv" | awk -F'\t' -v s="$spec" '{printf "round %s  %-40s %8s req/s  %6s us CPU/request\n", $2, s, $3, $4}'
+    tail -n 1 "$W/rows.tsv" | awk -F'\t' -v s="$spec" '{printf "round %s  %-40s %8s req/s  %6s us CPU/request  p99 %s ms\n", $2, s, $3, $4, $5}'
   done
 done
 # Rows are keyed by position: the same binary may be given twice (an A/A check of the noise).
@@ -76,10 +80,11 @@ python3 - "$W/rows.tsv" "$MODE" "$@" <<'PY'
 import statistics, sys
 rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1])]
 mode, specs = sys.argv[2], sys.argv[3:]
-med = [(statistics.median(float(r[2]) for r in rows if r[0] == str(i)),
-        statistics.median(float(r[3]) for r in rows if r[0] == str(i))) for i in range(1, len(specs) + 1)]
+med = [tuple(statistics.median(float(r[k]) for r in rows if r[0] == str(i)) for k in (2, 3, 4))
+       for i in range(1, len(specs) + 1)]
 base = med[0]
-print(f"\n{mode}: medians of {len(rows) // len(specs)} rounds (req/s, CPU per request; against {specs[0]})")
-for s, (rps, cpu) in zip(specs, med):
-    print(f"  {s:<40} {rps:8.0f} req/s {cpu:6.2f} us   {rps / base[0]:.3f}x req/s {cpu / base[1]:.3f}x CPU")
+print(f"\n{mode}: medians of {len(rows) // len(specs)} rounds (req/s, CPU per request, p99; against {specs[0]})")
+for s, (rps, cpu, p99) in zip(specs, med):
+    print(f"  {s:<40} {rps:8.0f} req/s {cpu:6.2f} us {p99:6.3f} ms   "
+          f"{rps / base[0]:.3f}x req/s {cpu / base[1]:.3f}x CPU {p99 / base[2]:.3f}x p99")
 PY
