@@ -1,11 +1,12 @@
 //! What recording a request costs: `metrics/observe_request` (the request
 //! counter, the duration histogram by product and decision) on the request's
 //! thread, and `audit/pipeline`, the sustained cost of one audit event: a
-//! place taken in the queue, the event sent, and the writer thread's JSON
-//! encoding, SHA-256 chain and buffered write to a file (tmpfs or disk,
-//! wherever the temp dir is). The pipeline figure is per event at the rate
-//! the writer keeps up with (the queue is bounded: when the writer is the
-//! bottleneck, senders wait), so it bounds the audited requests per second.
+//! place taken in the queue, the event's JSON members written as it is sent
+//! (on the sending thread), and the writer thread's SHA-256 chain and
+//! buffered write to a file (tmpfs or disk, wherever the temp dir is). The
+//! pipeline figure is per event at the rate the writer keeps up with (the
+//! queue is bounded: when the writer is the bottleneck, senders wait), so it
+//! bounds the audited requests per second.
 //! The event is an allowed read as the proxy records it, with the outcome of
 //! a real decision (a synthetic mesh's snapshot deciding the request): its
 //! product, action, resource and determining policy ids are written.

@@ -200,7 +200,7 @@ pub struct Event {
 enum Msg {
     /// A request's members ([`write_request_members`]), for the writer to
     /// number, chain and write.
-    Request(Vec<u8>),
+    Request(Box<[u8]>),
     /// A request whose members could not be written (a clock outside the
     /// years 1970 to 9999): recorded as dropped.
     Unwritable(serde_json::Error),
@@ -210,21 +210,24 @@ enum Msg {
 /// A place in the queue, held by a request until its event is written.
 pub struct Slot(mpsc::OwnedPermit<Msg>);
 
-/// Room for a request's members without growing (a line is about 800 bytes).
-const MEMBERS_CAPACITY: usize = 1024;
-
 impl Slot {
     /// Writes the event's members here, on the request's thread, and queues
     /// them: the writer thread's share of a request is then its number, its
     /// hash and the write, so that its batches hold the request threads'
-    /// core for less time (on one core they wait for it), and no part of the
-    /// event is freed on another thread than the one that made it.
+    /// core for less time (on one core they wait for it). The event is
+    /// dropped here; only the members' bytes cross to the writer, in a box
+    /// of their size (a full queue holds about 700 bytes per event).
     pub fn send(self, event: Event) {
-        let mut members = Vec::with_capacity(MEMBERS_CAPACITY);
-        let msg = match write_request_members(&mut members, &event) {
-            Ok(()) => Msg::Request(members),
-            Err(e) => Msg::Unwritable(e),
-        };
+        thread_local! {
+            static MEMBERS: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+        }
+        let msg = MEMBERS.with_borrow_mut(|members| {
+            members.clear();
+            match write_request_members(members, &event) {
+                Ok(()) => Msg::Request(Box::from(members.as_slice())),
+                Err(e) => Msg::Unwritable(e),
+            }
+        });
         self.0.send(msg);
     }
 }

@@ -357,8 +357,10 @@ impl Writer {
             Line::Dropped(count) => write_dropped(&mut self.line, seq, prev, count, &self.node),
         };
         if let Err(e) = written {
-            // Only a clock outside 1970..9999 gets here (a `dropped` line's
-            // time); the loss is still recorded, never silent.
+            // Only a clock outside 1970..9999 gets here, in a `dropped`
+            // line's time (a request's members, the time among them, were
+            // written on its thread: `Msg::Unwritable`); the loss is still
+            // recorded, never silent.
             let lost = match record {
                 Line::Request(_) => {
                     self.metrics.dropped.inc();
