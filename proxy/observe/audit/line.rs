@@ -128,8 +128,8 @@ pub(super) fn write_line_end(
 
 /// A request's own members, `,"type":"request",…,"policy_version":…`:
 /// written by the request's thread when its event is sent, so that the
-/// writer thread only chains and writes (and the event is dropped where it
-/// was made). Written member by member rather than derived with serde: the
+/// writer thread only chains and writes (and the event is dropped on the
+/// sending thread). Written member by member rather than derived with serde: the
 /// keys are ours and need no escaping, and most values need none either.
 pub(super) fn write_request_members(out: &mut Vec<u8>, e: &Event) -> serde_json::Result<()> {
     pub(super) const NONE: &[String] = &[];
