@@ -33,12 +33,9 @@ for b in "$@"; do [ -x "${b%:m}" ] || { echo "$b: not an executable" >&2; exit 2
 W=$(mktemp -d); UPPID= MPID=
 # Only what still runs is signalled (a finished round's PID may belong to another process by now).
 trap 'kill $UPPID $MPID 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$W"' EXIT
-ports() { python3 -c 'import socket,sys; ss=[socket.socket() for _ in range(int(sys.argv[1]))]
-for s in ss: s.bind(("127.0.0.1", 0))
-print(*[s.getsockname()[1] for s in ss])' "$1"; }
 FIRST=${1%:m}
 "$FIRST" certs dev --out "$W/c" --client bench=spiffe://mesh.local/ns/finance/sa/reporting >/dev/null
-UP=$(ports 1)
+UP=$(free_ports 1)
 taskset -c 1 "$FIRST" sample-upstream --listen "127.0.0.1:$UP" 2>/dev/null & UPPID=$!
 TLS=(--cert "$W/c/bench.pem" --key "$W/c/bench-key.pem" --cacert "$W/c/ca.pem")
 TICK=$(getconf CLK_TCK)
@@ -46,7 +43,7 @@ for r in $(seq 1 "$ROUNDS"); do
   i=0
   for spec in "$@"; do
     i=$((i + 1)); B=${spec%:m}; D=$W/r$r-$i; mkdir -p "$D"
-    read -r MGP ADM <<<"$(ports 2)"
+    read -r MGP ADM <<<"$(free_ports 2)"
     sidecar_config "$D/mg.yaml" "$MGP" "$ADM" "$UP" "$W/c" "$D/audit.log" "${AUDIT_MORE:-}"
     [[ $spec == *:m ]] && { masking_config "$D" "$D/mg.yaml" "ab-bench-hash-key-0123456789abcdef" || exit 1; }
     taskset -c 0 "$B" run --config "$D/mg.yaml" 2>"$D/mg.log" & MPID=$!

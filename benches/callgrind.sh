@@ -33,13 +33,11 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 command -v valgrind >/dev/null || { echo "valgrind is needed (apt-get install valgrind)" >&2; exit 1; }
 command -v oha >/dev/null || { echo "oha is needed (cargo install --locked oha)" >&2; exit 1; }
 W=$(mktemp -d)
-read -r UP MGP ADM <<<"$(python3 -c 'import socket; ss=[socket.socket() for _ in range(3)]
-for s in ss: s.bind(("127.0.0.1", 0))
-print(*[s.getsockname()[1] for s in ss])')"
-"$MG" certs dev --out "$W/c" --client bench=spiffe://mesh.local/ns/finance/sa/reporting >/dev/null
-"$MG" sample-upstream --listen "127.0.0.1:$UP" 2>/dev/null & UPPID=$!
 # shellcheck source=benches/sidecar-config.sh
 source "$ROOT/benches/sidecar-config.sh"
+read -r UP MGP ADM <<<"$(free_ports 3)"
+"$MG" certs dev --out "$W/c" --client bench=spiffe://mesh.local/ns/finance/sa/reporting >/dev/null
+"$MG" sample-upstream --listen "127.0.0.1:$UP" 2>/dev/null & UPPID=$!
 sidecar_config "$W/mg.yaml" "$MGP" "$ADM" "$UP" "$W/c" "$W/audit.log"
 if [ "${MASK:-0}" = 1 ]; then
   # shellcheck source=benches/masking.sh
@@ -49,7 +47,7 @@ if [ "${MASK:-0}" = 1 ]; then
 fi
 SINKPID=
 if [ -n "${TRACING:-}" ]; then
-  SINK=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  SINK=$(free_ports 1)
   python3 "$ROOT/benches/e2e.py" otlp-sink "$SINK" 2>"$W/sink.log" & SINKPID=$!
   cat >>"$W/mg.yaml" <<Y
 tracing:
