@@ -51,6 +51,9 @@
 #   one order of 219 bytes, which MASK=1 masks with one pseudonym and one last four where the list of six has
 #   six of each).
 # Pinning: the proxy under test on CPU 0; oha, the upstream and the helper clients on CPU 1.
+# The report flags a meshgate mode LOAD-BOUND when its core idled (median <= 80% busy) while the load's core
+# was saturated (>= 95%): its req/s is then the load's ceiling (full-hs usually is: openssl s_time's side of a
+# full handshake costs more than meshgate's), and CPU per request is the figure to compare.
 # Installs what is missing: nginx haproxy curl openssl python3 util-linux procps (apt), oha (cargo install
 # --locked). Modes: h1-keepalive, h2, new-conn = oha --disable-keepalive (one TLS connection per request;
 # oha's rustls client resumes sessions when the server offers it, so these are mostly *resumed* handshakes),
