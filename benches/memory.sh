@@ -22,13 +22,11 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 command -v oha >/dev/null || { echo "oha is needed (cargo install --locked oha)" >&2; exit 1; }
 W=$(mktemp -d); PIDS=()
 trap 'kill "${PIDS[@]}" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$W"' EXIT
-read -r UP MGP ADM <<<"$(python3 -c 'import socket; ss=[socket.socket() for _ in range(3)]
-for s in ss: s.bind(("127.0.0.1", 0))
-print(*[s.getsockname()[1] for s in ss])')"
-"$MG" certs dev --out "$W/c" --client bench=spiffe://mesh.local/ns/finance/sa/reporting >/dev/null
-"$MG" sample-upstream --listen "127.0.0.1:$UP" 2>/dev/null & PIDS+=($!)
 # shellcheck source=benches/sidecar-config.sh
 source "$ROOT/benches/sidecar-config.sh"
+read -r UP MGP ADM <<<"$(free_ports 3)"
+"$MG" certs dev --out "$W/c" --client bench=spiffe://mesh.local/ns/finance/sa/reporting >/dev/null
+"$MG" sample-upstream --listen "127.0.0.1:$UP" 2>/dev/null & PIDS+=($!)
 sidecar_config "$W/mg.yaml" "$MGP" "$ADM" "$UP" "$W/c" "$W/audit.log" "retain: 1000"
 "$MG" run --config "$W/mg.yaml" 2>"$W/mg.log" & MGPID=$!; PIDS+=("$MGPID")
 TLS=(--cert "$W/c/bench.pem" --key "$W/c/bench-key.pem" --cacert "$W/c/ca.pem")
