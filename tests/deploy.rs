@@ -547,3 +547,63 @@ fn dockerignore_lets_in_exactly_what_the_dockerfile_copies() {
         assert!(!allowed.contains(&kept_out), "{kept_out}");
     }
 }
+
+/// The Dockerfile's first build step compiles the dependencies alone, with
+/// stubs for the sources; Cargo refuses a manifest any of whose targets has
+/// no source, so the stubs must cover every target Cargo.toml declares (a
+/// bench added without its stub broke `docker build`). The step's own
+/// commands, but the build, are run beside a copy of the manifest, and
+/// Cargo then loads it (asked for a binary that does not exist, so that it
+/// stops right after reading the manifest, before compiling anything).
+#[test]
+fn dockerfile_dependency_step_stubs_every_target_of_the_manifest() {
+    let dockerfile = std::fs::read_to_string(root().join("Dockerfile")).expect("Dockerfile");
+    let mut lines = dockerfile
+        .lines()
+        .skip_while(|l| !l.starts_with("RUN mkdir proxy benches"));
+    let mut step = String::new();
+    for line in lines.by_ref() {
+        step.push_str(line.trim_end_matches('\\'));
+        if !line.ends_with('\\') {
+            break;
+        }
+    }
+    let step = step
+        .strip_prefix("RUN ")
+        .expect("the Dockerfile's dependency step");
+    let stubs: Vec<&str> = step
+        .split("&&")
+        .map(str::trim)
+        .filter(|c| !c.starts_with("cargo ") && !c.starts_with("rm "))
+        .collect();
+    assert!(
+        stubs.len() >= 3 && step.contains("cargo build"),
+        "the dependency step: {step}"
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    for f in ["Cargo.toml", "Cargo.lock"] {
+        std::fs::copy(root().join(f), dir.path().join(f)).expect(f);
+    }
+    let out = output_within(
+        Command::new("sh")
+            .arg("-c")
+            .arg(stubs.join(" && "))
+            .current_dir(dir.path()),
+    );
+    assert!(
+        out.status.success(),
+        "{stubs:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = output_within(
+        Command::new(env!("CARGO"))
+            .args(["check", "--locked", "--offline", "--bin", "no-such-binary"])
+            .env("CARGO_TARGET_DIR", dir.path().join("target"))
+            .current_dir(dir.path()),
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("no bin target named `no-such-binary`"),
+        "Cargo does not accept the Dockerfile's stubs for Cargo.toml:\n{stderr}"
+    );
+}
