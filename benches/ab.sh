@@ -48,12 +48,7 @@ for r in $(seq 1 "$ROUNDS"); do
     [[ $spec == *:m ]] && { masking_config "$D" "$D/mg.yaml" "ab-bench-hash-key-0123456789abcdef" || exit 1; }
     taskset -c 0 "$B" run --config "$D/mg.yaml" 2>"$D/mg.log" & MPID=$!
     URL="https://127.0.0.1:$MGP$BENCH_PATH"
-    for _ in $(seq 1 150); do curl -fsS -o /dev/null --max-time 5 "${TLS[@]}" "$URL" 2>/dev/null && break; sleep 0.2; done
-    curl -fsS -o "$D/probe" --max-time 5 "${TLS[@]}" "$URL" || { cat "$D/mg.log" >&2; echo "$spec did not answer $URL" >&2; exit 1; }
-    # A masked run must mask: the rule pseudonymises the orders' e-mail addresses.
-    if [[ $spec == *:m ]] && ! grep -q '"hmac-sha256:' "$D/probe"; then
-      echo "$spec: $BENCH_PATH is not masked by benches/masking.sh's rule (no pseudonym in the answer)" >&2; exit 1
-    fi
+    await_answer "$spec" "$URL" "$D" "${TLS[@]}" || exit 1
     taskset -c 1 oha -z 2s --no-tui "${LOAD[@]}" "${TLS[@]}" "$URL" >/dev/null
     # utime + stime: fields 14 and 15, counted after the command name's closing parenthesis.
     T0=$(sed 's/.*) //' "/proc/$MPID/stat" | awk '{print $12 + $13}')

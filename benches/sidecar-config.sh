@@ -1,5 +1,5 @@
 # The sidecar configuration the single-sidecar benchmarks share: benches/ab.sh, benches/callgrind.sh,
-# benches/link-order.sh and benches/memory.sh (sourced, not run).
+# benches/link-order.sh, benches/memory.sh and benches/perf.sh (sourced, not run).
 #
 #   sidecar_config FILE LISTEN_PORT ADMIN_PORT UPSTREAM_PORT CERTS_DIR AUDIT_FILE [AUDIT_MORE]
 #
@@ -34,4 +34,18 @@ free_ports() {
   python3 -c 'import socket, sys; ss=[socket.socket() for _ in range(int(sys.argv[1]))]
 for s in ss: s.bind(("127.0.0.1", 0))
 print(*[s.getsockname()[1] for s in ss])' "$1"
+}
+
+# await_answer SPEC URL DIR CURL_TLS...: waits (30 s at most) until URL answers a GET with the client certificate
+# of CURL_TLS (curl's --cert/--key/--cacert), and keeps that answer in DIR/probe. A SPEC ending in `:m` (a build
+# with benches/masking.sh's field rule) must mask it: the rule pseudonymises the orders' e-mail addresses.
+# Returns 1, saying why (after DIR/mg.log, the proxy's log), otherwise.
+await_answer() {
+  local spec=$1 url=$2 dir=$3; shift 3
+  for _ in $(seq 1 150); do curl -fsS -o /dev/null --max-time 5 "$@" "$url" 2>/dev/null && break; sleep 0.2; done
+  curl -fsS -o "$dir/probe" --max-time 5 "$@" "$url" \
+    || { cat "$dir/mg.log" >&2; echo "$spec did not answer $url" >&2; return 1; }
+  if [[ $spec == *:m ]] && ! grep -q '"hmac-sha256:' "$dir/probe"; then
+    echo "$spec: $url is not masked by benches/masking.sh's rule (no pseudonym in the answer)" >&2; return 1
+  fi
 }
