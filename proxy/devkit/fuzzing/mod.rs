@@ -11,6 +11,8 @@ mod audit;
 mod config;
 mod identity;
 mod jwt;
+mod mask;
+mod mask_csv;
 mod paths;
 
 use std::sync::OnceLock;
@@ -26,6 +28,8 @@ pub use audit::*;
 pub use config::*;
 pub use identity::*;
 pub use jwt::*;
+pub use mask::mask_json;
+pub use mask_csv::mask_csv;
 pub use paths::*;
 
 /// A target's body.
@@ -60,4 +64,6 @@ pub const TARGETS: &[(&str, Body)] = &[
     ("admission_review", admission_review),
     ("audit_verify", audit_verify),
     ("audit_mutation", audit_mutation),
+    ("mask_json", mask_json),
+    ("mask_csv", mask_csv),
 ];

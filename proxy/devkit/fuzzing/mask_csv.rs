@@ -1,0 +1,371 @@
+//! `mask_csv`: the streaming CSV masker (`pipeline/mask/csv.rs`) against a
+//! reference that reads the whole body into records first (RFC 4180, with
+//! the masker's documented refusals) and masks them column by column.
+//!
+//! Input: the same seven control bytes as `mask_json` (five masks,
+//! `undeclared`, no hash key, the conformance checker, a chunk size; bit 4
+//! unused), then the body, under the same plan: the columns `a` (visible),
+//! `b` and `l` (hidden) and `c` and `i` (visible, but fields of their own
+//! are hidden: a CSV cell cannot be masked inside, so either refuses the
+//! response); any other column is undeclared.
+//!
+//! Checked: fed in chunks and whole, the same bytes (or both fail); a body
+//! the reference refuses fails; otherwise the output, read the same way,
+//! has the reference's records: a byte-order mark and line endings where
+//! they were, kept cells byte for byte as sent (header cells included),
+//! dropped columns gone, and each hidden cell's text as its method makes it.
+
+use std::sync::Arc;
+
+use aws_lc_rs::hmac;
+
+use super::mask::{hex, last4, plan, year, HEAD};
+use crate::decision::fields::tree::{self, Rule};
+use crate::decision::fields::{Mask, Mode, Undeclared};
+use crate::pipeline::mask::conform::Checker;
+use crate::pipeline::mask::csv::CsvMasker;
+
+const BOM: &[u8] = b"\xEF\xBB\xBF";
+
+pub fn mask_csv(data: &[u8]) {
+    let Some((head, body)) = data.split_first_chunk::<HEAD>() else {
+        return;
+    };
+    let masks = [0, 1, 2, 3, 4].map(|i| Mask::ALL[usize::from(head[i]) % Mask::ALL.len()]);
+    let undeclared = match head[5] & 3 {
+        1 => Undeclared::Omit,
+        2 => Undeclared::Refuse,
+        _ => Undeclared::Pass,
+    };
+    let key = (head[5] & 4 == 0).then(|| Arc::new(hmac::Key::new(hmac::HMAC_SHA256, b"fuzz")));
+    let checking = head[5] & 8 != 0;
+    let step = usize::from(head[6]);
+    let plan = plan(masks, undeclared);
+    let level = if checking {
+        tree::checked(&plan)
+    } else {
+        tree::of(&plan)
+    };
+    let run = |step: usize| {
+        let mut m = CsvMasker::new(level.clone(), key.clone());
+        if checking {
+            m = m.checking(Checker::quiet(Mode::Observe));
+        }
+        let mut out = Vec::new();
+        let chunks = if step == 0 { body.len().max(1) } else { step };
+        for chunk in body.chunks(chunks) {
+            out.extend(m.feed(chunk)?);
+        }
+        out.extend(m.finish()?);
+        Ok::<_, String>(out)
+    };
+    let whole = run(0);
+    let chunked = run(step);
+    match (&whole, &chunked) {
+        (Ok(a), Ok(b)) => assert!(a == b, "fed in chunks of {step}, the output differs"),
+        (Err(_), Err(_)) => {}
+        _ => panic!("fed whole: {whole:?}; in chunks of {step}: {chunked:?}"),
+    }
+    let expected = read(body).and_then(|rows| {
+        let columns = header(&rows)
+            .map(|cells| {
+                cells
+                    .iter()
+                    .enumerate()
+                    .map(|(n, raw)| {
+                        // A byte-order mark only before the header's first cell.
+                        let raw = match n {
+                            0 => raw.strip_prefix(BOM).unwrap_or(raw),
+                            _ => raw,
+                        };
+                        column(&level, &unquote(raw))
+                    })
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .transpose()?;
+        masked(&rows, columns.as_deref(), key.as_deref())
+    });
+    match (expected, whole) {
+        (Ok(want), Ok(out)) => {
+            let got = read(&out);
+            let Ok(got) = got else {
+                panic!(
+                    "masked to {:?}, which does not read",
+                    String::from_utf8_lossy(&out)
+                );
+            };
+            assert!(
+                same(&got, &want),
+                "masked to {:?}, expected {want:?}",
+                String::from_utf8_lossy(&out)
+            );
+        }
+        (Err(why), Ok(out)) => panic!(
+            "the reference refuses ({why}), the masker sent {:?}",
+            String::from_utf8_lossy(&out)
+        ),
+        (Ok(_), Err(e)) => panic!("the reference masks it, the masker fails: {e}"),
+        (Err(_), Err(_)) => {}
+    }
+}
+
+/// A line: its cells as sent (none: a blank line) and its ending.
+#[derive(Debug)]
+struct Row {
+    cells: Vec<Vec<u8>>,
+    ending: &'static [u8],
+}
+
+/// The records of a body, or why the masker must refuse it.
+fn read(body: &[u8]) -> Result<Vec<Row>, String> {
+    let mut rows = Vec::new();
+    let mut cells: Vec<Vec<u8>> = Vec::new();
+    let mut cell = Vec::new();
+    let mut i = 0;
+    let mut quoted = false;
+    let mut any = false;
+    while i < body.len() {
+        let b = body[i];
+        if quoted {
+            if b == b'"' {
+                if body.get(i + 1) == Some(&b'"') {
+                    cell.extend_from_slice(b"\"\"");
+                    i += 2;
+                    continue;
+                }
+                cell.push(b);
+                quoted = false;
+                match body.get(i + 1) {
+                    None | Some(b',' | b'\n' | b'\r') => {}
+                    Some(_) => return Err("text after a closing quote".into()),
+                }
+            } else {
+                cell.push(b);
+            }
+            i += 1;
+            continue;
+        }
+        match b {
+            b'"' if cell.is_empty() => {
+                quoted = true;
+                any = true;
+                cell.push(b);
+            }
+            b'"' => return Err("a quote inside an unquoted cell".into()),
+            b',' => {
+                cells.push(std::mem::take(&mut cell));
+                any = true;
+            }
+            b'\n' | b'\r' => {
+                let ending: &'static [u8] = if b == b'\r' {
+                    if body.get(i + 1) != Some(&b'\n') {
+                        return Err("a lone carriage return".into());
+                    }
+                    i += 1;
+                    b"\r\n"
+                } else {
+                    b"\n"
+                };
+                if any || !cell.is_empty() {
+                    cells.push(std::mem::take(&mut cell));
+                }
+                rows.push(Row {
+                    cells: std::mem::take(&mut cells),
+                    ending,
+                });
+                any = false;
+            }
+            _ => {
+                any = true;
+                cell.push(b);
+            }
+        }
+        i += 1;
+    }
+    if quoted {
+        return Err("the body ended inside quotes".into());
+    }
+    if any || !cell.is_empty() {
+        cells.push(cell);
+        rows.push(Row { cells, ending: b"" });
+    }
+    // Every record as long as the header.
+    let mut width = None;
+    for row in rows.iter().filter(|r| !r.cells.is_empty()) {
+        match width {
+            None => width = Some(row.cells.len()),
+            Some(w) if w != row.cells.len() => return Err("a record of another length".into()),
+            Some(_) => {}
+        }
+    }
+    Ok(rows)
+}
+
+fn header(rows: &[Row]) -> Option<&[Vec<u8>]> {
+    rows.iter()
+        .find(|r| !r.cells.is_empty())
+        .map(|r| r.cells.as_slice())
+}
+
+/// A cell's text: a quoted one without its quotes, each `""` one `"`.
+fn unquote(raw: &[u8]) -> Vec<u8> {
+    let Some(inner) = raw.strip_prefix(b"\"").and_then(|r| r.strip_suffix(b"\"")) else {
+        return raw.to_vec();
+    };
+    let mut out = Vec::with_capacity(inner.len());
+    let mut i = 0;
+    while i < inner.len() {
+        out.push(inner[i]);
+        i += if inner[i] == b'"' { 2 } else { 1 };
+    }
+    out
+}
+
+/// What the masker is documented to do with a column.
+#[derive(Debug, Clone, Copy)]
+enum Column {
+    Keep,
+    Drop,
+    /// Replaced by a cell whose text this makes.
+    Hide(Mask),
+}
+
+fn column(level: &tree::Level, name: &[u8]) -> Result<Column, String> {
+    Ok(match level.rule(name) {
+        Some(Rule::Show(_, Some(below))) if below.hides_anything() => {
+            return Err("a column with hidden fields of its own".into())
+        }
+        Some(Rule::Show(..)) => Column::Keep,
+        Some(Rule::Hide(Mask::Omit)) => Column::Drop,
+        Some(Rule::Hide(m)) => Column::Hide(*m),
+        None => match level.undeclared {
+            Some(Undeclared::Omit) => Column::Drop,
+            Some(Undeclared::Refuse) => return Err("an undeclared column".into()),
+            Some(Undeclared::Pass) | None => Column::Keep,
+        },
+    })
+}
+
+/// A cell of the expected output: as sent, or the text it must read as.
+#[derive(Debug)]
+enum Want {
+    Sent(Vec<u8>),
+    Text(Vec<u8>),
+}
+
+#[derive(Debug)]
+struct WantRow {
+    cells: Vec<Want>,
+    ending: &'static [u8],
+    /// A blank line, or a row whose every cell was dropped.
+    empty: bool,
+    /// The header row, after a byte-order mark.
+    bom: bool,
+}
+
+fn masked(
+    rows: &[Row],
+    columns: Option<&[Column]>,
+    key: Option<&hmac::Key>,
+) -> Result<Vec<WantRow>, String> {
+    let mut out = Vec::new();
+    let mut first = true;
+    for row in rows {
+        let (Some(columns), false) = (columns, row.cells.is_empty()) else {
+            out.push(WantRow {
+                cells: Vec::new(),
+                ending: row.ending,
+                empty: true,
+                bom: false,
+            });
+            continue;
+        };
+        let header = std::mem::take(&mut first);
+        let mut cells = Vec::new();
+        for (n, (raw, column)) in row.cells.iter().zip(columns).enumerate() {
+            let raw: &[u8] = if header && n == 0 {
+                raw.strip_prefix(BOM).unwrap_or(raw)
+            } else {
+                raw
+            };
+            match (header, column) {
+                (_, Column::Drop) => {}
+                (true, _) | (false, Column::Keep) => cells.push(Want::Sent(raw.to_vec())),
+                (false, Column::Hide(mask)) => cells.push(Want::Text(hide(*mask, raw, key)?)),
+            }
+        }
+        let bom = header && row.cells.first().is_some_and(|c| c.starts_with(BOM));
+        out.push(WantRow {
+            empty: cells.is_empty() && !bom,
+            cells,
+            ending: row.ending,
+            bom,
+        });
+    }
+    Ok(out)
+}
+
+/// A hidden cell's text, as the README says each method works on CSV.
+fn hide(mask: Mask, raw: &[u8], key: Option<&hmac::Key>) -> Result<Vec<u8>, String> {
+    let text = || {
+        String::from_utf8(unquote(raw)).map_err(|_| "a hidden cell that is not UTF-8".to_string())
+    };
+    Ok(match mask {
+        Mask::Omit | Mask::Null => Vec::new(),
+        Mask::Redact => b"***".to_vec(),
+        Mask::Hash => {
+            let key = key.ok_or("no hash key")?;
+            format!(
+                "hmac-sha256:{}",
+                hex(hmac::sign(key, text()?.as_bytes()).as_ref())
+            )
+            .into_bytes()
+        }
+        Mask::Last4 => last4(&text()?).into_bytes(),
+        Mask::Year => year(&text()?).unwrap_or("***").as_bytes().to_vec(),
+    })
+}
+
+/// Whether the output's rows are the expected ones.
+fn same(got: &[Row], want: &[WantRow]) -> bool {
+    // A last record with nothing left in it and no line ending is no bytes.
+    let nothing = |w: &WantRow| {
+        w.ending.is_empty()
+            && !w.bom
+            && (w.empty
+                || matches!(w.cells.as_slice(), [Want::Sent(c) | Want::Text(c)] if c.is_empty()))
+    };
+    let want = match want.split_last() {
+        Some((last, rest)) if nothing(last) => rest,
+        _ => want,
+    };
+    got.len() == want.len() && got.iter().zip(want).all(|(row, w)| {
+        if row.ending != w.ending {
+            return false;
+        }
+        if w.empty {
+            return row.cells.is_empty();
+        }
+        // One empty cell reads back as a blank line.
+        if row.cells.is_empty() {
+            return matches!(w.cells.as_slice(), [Want::Sent(c) | Want::Text(c)] if c.is_empty());
+        }
+        let mut cells = row.cells.clone();
+        // The byte-order mark reads as the start of the first cell.
+        if w.bom {
+            let Some(rest) = cells.first().and_then(|c| c.strip_prefix(BOM)) else {
+                return false;
+            };
+            cells[0] = rest.to_vec();
+            if w.cells.is_empty() {
+                return cells.len() == 1 && cells[0].is_empty();
+            }
+        }
+        let want = &w.cells;
+        cells.len() == want.len()
+            && cells.iter().zip(want).all(|(c, w)| match w {
+                Want::Sent(b) => c == b,
+                Want::Text(t) => unquote(c) == *t,
+            })
+    })
+}
