@@ -6,7 +6,8 @@
 //! made by its method from the cell's text (`hash`, `last4`, `year`, as in
 //! JSON: a pseudonym of a value is the same in both formats). Only the
 //! cell being read and the header row are held; line endings (`\n` or
-//! `\r\n`) and a byte-order mark are kept.
+//! `\r\n`) are kept, and so is a byte-order mark that starts the body (an
+//! encoding's mark, no part of the first cell: a quoted cell may follow it).
 //!
 //! It fails closed: a quote inside an unquoted cell, text after a closing
 //! quote, a lone carriage return, a record with another number of cells
@@ -75,6 +76,10 @@ pub struct CsvMasker {
     /// each column's check (`tree::NO_CHECK`: none).
     check: Option<Box<Checker>>,
     col_checks: Vec<u16>,
+    /// Past the body's first bytes (a byte-order mark or not), and how
+    /// many bytes of a mark are held until then.
+    began: bool,
+    lead: usize,
 }
 
 impl CsvMasker {
@@ -91,6 +96,8 @@ impl CsvMasker {
             out: Vec::new(),
             check: None,
             col_checks: Vec::new(),
+            began: false,
+            lead: 0,
         }
     }
 
@@ -112,6 +119,37 @@ impl CsvMasker {
     /// Masks one chunk; what may be sent now.
     pub fn feed(&mut self, chunk: &[u8]) -> Result<Vec<u8>, Failed> {
         self.out.reserve(chunk.len());
+        let chunk = if self.began {
+            chunk
+        } else {
+            self.lead_in(chunk)?
+        };
+        self.scan(chunk)?;
+        Ok(std::mem::take(&mut self.out))
+    }
+
+    /// The body's first bytes: a byte-order mark there is copied as it is
+    /// and read as no part of the first cell. Returns the rest of `chunk`.
+    fn lead_in<'c>(&mut self, chunk: &'c [u8]) -> Result<&'c [u8], Failed> {
+        let held = self.lead;
+        let rest = &BOM[held..];
+        let n = rest.len().min(chunk.len());
+        if chunk[..n] == rest[..n] {
+            if n < rest.len() {
+                self.lead += n;
+                return Ok(&[]);
+            }
+            self.began = true;
+            self.out.extend_from_slice(BOM);
+            return Ok(&chunk[n..]);
+        }
+        // No mark: what was held is the body's first bytes.
+        self.began = true;
+        self.scan(&BOM[..held])?;
+        Ok(chunk)
+    }
+
+    fn scan(&mut self, chunk: &[u8]) -> Result<(), Failed> {
         let mut i = 0;
         while i < chunk.len() {
             // A run of ordinary bytes at once.
@@ -131,11 +169,16 @@ impl CsvMasker {
             self.byte(chunk[i])?;
             i += 1;
         }
-        Ok(std::mem::take(&mut self.out))
+        Ok(())
     }
 
     /// The body has ended: the last record (it may lack a line ending).
     pub fn finish(&mut self) -> Result<Vec<u8>, Failed> {
+        if !self.began {
+            // A body shorter than a mark, begun like one.
+            self.began = true;
+            self.scan(&BOM[..self.lead])?;
+        }
         match self.state {
             Cell::Quoted => return Err("the body ended inside a quoted cell".into()),
             Cell::Cr => return Err("a carriage return without a line feed".into()),
@@ -277,13 +320,7 @@ impl CsvMasker {
     /// The header row is whole: each column's treatment, and the header
     /// as sent without the dropped columns.
     fn read_header(&mut self) -> Result<(), Failed> {
-        let mut header = std::mem::take(&mut self.header);
-        if let Some(first) = header.first_mut() {
-            if first.starts_with(BOM) {
-                first.drain(..BOM.len());
-                self.out.extend_from_slice(BOM);
-            }
-        }
+        let header = std::mem::take(&mut self.header);
         if self.check.is_some() {
             self.check_header(&header)?;
         }

@@ -498,6 +498,43 @@ fn csv_masks_columns_by_the_header_in_any_chunking() {
     assert!(mask_csv(&csv_plan(Mask::Null, Undeclared::Refuse), CSV, 7).is_err());
 }
 
+/// A byte-order mark starts the body, not the first cell: a quoted cell
+/// may follow it (spreadsheets quote their headers so), the first column
+/// is found by its name, and the mark is sent on even when that column is
+/// dropped. Elsewhere the mark's bytes are a cell's text like any other.
+#[test]
+fn csv_byte_order_mark_is_no_part_of_the_first_cell() {
+    let p = csv_plan(Mask::Omit, Undeclared::Omit);
+    let body = "\u{feff}\"email\",\"id\"\r\na@b.example,1\r\n";
+    for step in [1, 2, 3, 4, 64] {
+        assert_eq!(
+            mask_csv(&p, body, step).as_deref(),
+            Ok("\u{feff}\"id\"\r\n1\r\n"),
+            "chunks of {step}"
+        );
+    }
+    // Begun like a mark but not one, or shorter than one: ordinary bytes.
+    let p = csv_plan(Mask::Omit, Undeclared::Pass);
+    for (body, step) in [(&b"\xEF\xBBx,id\n"[..], 1), (b"\xEF\xBB", 1), (b"\xEF", 4)] {
+        let mut c = super::csv::CsvMasker::new(tree::of(&p), Some(key()));
+        let mut out = Vec::new();
+        for chunk in body.chunks(step) {
+            out.extend(c.feed(chunk).expect("fed"));
+        }
+        out.extend(c.finish().expect("finished"));
+        assert_eq!(out, body, "{body:?}");
+    }
+    assert_eq!(
+        mask_csv(&p, "id\n\u{feff}x\n", 1).as_deref(),
+        Ok("id\n\u{feff}x\n")
+    );
+    assert_eq!(
+        mask_csv(&p, "\n\u{feff}id\n1\n", 2).as_deref(),
+        Ok("\n\u{feff}id\n1\n"),
+        "a mark after a blank line names an undeclared column"
+    );
+}
+
 #[test]
 fn csv_methods_make_the_same_values_as_in_json() {
     let body = "email,id\n+49 170 1234567,1\n\"a,b@c.example\",2";
