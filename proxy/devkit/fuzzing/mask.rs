@@ -3,7 +3,7 @@
 //! tree (a differential check: nothing hidden may leave, nothing visible may
 //! change, and a body that is not JSON must fail).
 //!
-//! Input: six control bytes, then the body. Bytes 0–4: the masks of the
+//! Input: seven control bytes, then the body. Bytes 0–4: the masks of the
 //! five hidden fields of the plan below (`Mask::ALL[b % 6]`); byte 5: bits
 //! 0–1 `undeclared` (pass, omit, refuse, pass), bit 2 no hash key, bit 3 the
 //! conformance checker on (its path skips the scanner's fast paths), bit 4
@@ -181,7 +181,7 @@ pub(super) fn plan(masks: [Mask; 5], undeclared: Undeclared) -> FieldPlan {
 /// included), objects with every member in order (duplicates too), and
 /// containers with their text as sent (not compared: the scanner drops the
 /// whitespace of the levels it writes).
-#[derive(Debug, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 enum Node {
     Object(Vec<(Vec<u8>, Node)>, Sent),
     Array(Vec<Node>, Sent),
@@ -443,7 +443,7 @@ fn masked(node: &Node, level: &Level, key: Option<&hmac::Key>) -> Result<Node, S
                 let name = key_name(k).ok_or("a key that does not decode")?;
                 let value = match level.rule(&name) {
                     Some(Rule::Show(_, Some(below))) => masked(v, below, key)?,
-                    Some(Rule::Show(_, None)) => copy(v),
+                    Some(Rule::Show(_, None)) => v.clone(),
                     Some(Rule::Hide(Mask::Omit)) => continue,
                     Some(Rule::Hide(mask)) => {
                         let made = hide(*mask, &text(v), key)?;
@@ -452,24 +452,13 @@ fn masked(node: &Node, level: &Level, key: Option<&hmac::Key>) -> Result<Node, S
                     None => match level.undeclared {
                         Some(Undeclared::Omit) => continue,
                         Some(Undeclared::Refuse) => return Err("an undeclared member".into()),
-                        Some(Undeclared::Pass) | None => copy(v),
+                        Some(Undeclared::Pass) | None => v.clone(),
                     },
                 };
                 out.push((k.clone(), value));
             }
             Ok(Node::Object(out, sent.clone()))
         }
-    }
-}
-
-fn copy(node: &Node) -> Node {
-    match node {
-        Node::Scalar(s) => Node::Scalar(s.clone()),
-        Node::Array(items, sent) => Node::Array(items.iter().map(copy).collect(), sent.clone()),
-        Node::Object(m, sent) => Node::Object(
-            m.iter().map(|(k, v)| (k.clone(), copy(v))).collect(),
-            sent.clone(),
-        ),
     }
 }
 
