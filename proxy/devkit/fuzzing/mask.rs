@@ -31,55 +31,116 @@ use crate::decision::fields::{
     DatasetFields, FieldPlan, FieldSpec, Hidden, Mask, Mode, Shape, Undeclared,
 };
 use crate::pipeline::mask::conform::Checker;
+use crate::pipeline::mask::csv::CsvMasker;
 use crate::pipeline::mask::scan::{Scanner, MAX_DEPTH};
 
 /// The control bytes before the body.
-pub(super) const HEAD: usize = 7;
+const HEAD: usize = 7;
+
+/// What the control bytes choose, and the body.
+pub(super) struct Setup<'a> {
+    pub level: Arc<Level>,
+    pub key: Option<Arc<hmac::Key>>,
+    pub checking: bool,
+    pub lines: bool,
+    /// The chunk size the body is fed in besides whole (0: whole).
+    pub step: usize,
+    pub body: &'a [u8],
+}
+
+/// A streaming masker, JSON's or CSV's.
+pub(super) trait Masker {
+    fn feed(&mut self, chunk: &[u8]) -> Result<Vec<u8>, String>;
+    fn finish(&mut self) -> Result<Vec<u8>, String>;
+}
+
+impl Masker for Scanner {
+    fn feed(&mut self, chunk: &[u8]) -> Result<Vec<u8>, String> {
+        Scanner::feed(self, chunk)
+    }
+    fn finish(&mut self) -> Result<Vec<u8>, String> {
+        Scanner::finish(self)
+    }
+}
+
+impl Masker for CsvMasker {
+    fn feed(&mut self, chunk: &[u8]) -> Result<Vec<u8>, String> {
+        CsvMasker::feed(self, chunk)
+    }
+    fn finish(&mut self) -> Result<Vec<u8>, String> {
+        CsvMasker::finish(self)
+    }
+}
+
+impl Setup<'_> {
+    pub fn read(data: &[u8]) -> Option<Setup<'_>> {
+        let (head, body) = data.split_first_chunk::<HEAD>()?;
+        let masks = [0, 1, 2, 3, 4].map(|i| Mask::ALL[usize::from(head[i]) % Mask::ALL.len()]);
+        let undeclared = match head[5] & 3 {
+            1 => Undeclared::Omit,
+            2 => Undeclared::Refuse,
+            _ => Undeclared::Pass,
+        };
+        let checking = head[5] & 8 != 0;
+        let plan = plan(masks, undeclared);
+        Some(Setup {
+            level: if checking {
+                tree::checked(&plan)
+            } else {
+                tree::of(&plan)
+            },
+            key: (head[5] & 4 == 0).then(|| Arc::new(hmac::Key::new(hmac::HMAC_SHA256, b"fuzz"))),
+            checking,
+            lines: head[5] & 16 != 0,
+            step: usize::from(head[6]),
+            body,
+        })
+    }
+
+    /// The body masked whole by a masker `make` returns (with the
+    /// conformance checker when chosen), after checking that it masks
+    /// the same in chunks of `step` (or fails both ways).
+    pub fn mask<M: Masker>(&self, make: impl Fn(Option<Checker>) -> M) -> Result<Vec<u8>, String> {
+        let run = |step: usize| {
+            let mut m = make(self.checking.then(|| Checker::quiet(Mode::Observe)));
+            let mut out = Vec::new();
+            let chunks = if step == 0 {
+                self.body.len().max(1)
+            } else {
+                step
+            };
+            for chunk in self.body.chunks(chunks) {
+                out.extend(m.feed(chunk)?);
+            }
+            out.extend(m.finish()?);
+            Ok::<_, String>(out)
+        };
+        let (whole, chunked, step) = (run(0), run(self.step), self.step);
+        match (&whole, &chunked) {
+            (Ok(a), Ok(b)) => assert!(a == b, "fed in chunks of {step}, the output differs"),
+            (Err(_), Err(_)) => {}
+            _ => panic!("fed whole: {whole:?}; in chunks of {step}: {chunked:?}"),
+        }
+        whole
+    }
+}
 
 pub fn mask_json(data: &[u8]) {
-    let Some((head, body)) = data.split_first_chunk::<HEAD>() else {
+    let Some(setup) = Setup::read(data) else {
         return;
     };
-    let masks = [0, 1, 2, 3, 4].map(|i| Mask::ALL[usize::from(head[i]) % Mask::ALL.len()]);
-    let undeclared = match head[5] & 3 {
-        1 => Undeclared::Omit,
-        2 => Undeclared::Refuse,
-        _ => Undeclared::Pass,
-    };
-    let key = (head[5] & 4 == 0).then(|| Arc::new(hmac::Key::new(hmac::HMAC_SHA256, b"fuzz")));
-    let checking = head[5] & 8 != 0;
-    let lines = head[5] & 16 != 0;
-    let step = usize::from(head[6]);
-    let plan = plan(masks, undeclared);
-    let level = if checking {
-        tree::checked(&plan)
-    } else {
-        tree::of(&plan)
-    };
-    let run = |step: usize| {
-        let mut s = if lines {
+    let (level, key, lines, body) = (&setup.level, &setup.key, setup.lines, setup.body);
+    let whole = setup.mask(|checker| {
+        let s = if lines {
             Scanner::lines(level.clone(), key.clone())
         } else {
             Scanner::new(level.clone(), key.clone())
         };
-        if checking {
-            s = s.checking(Checker::quiet(Mode::Observe));
+        match checker {
+            Some(c) => s.checking(c),
+            None => s,
         }
-        let mut out = Vec::new();
-        let chunks = if step == 0 { body.len().max(1) } else { step };
-        for chunk in body.chunks(chunks) {
-            out.extend(s.feed(chunk)?);
-        }
-        out.extend(s.finish()?);
-        Ok::<_, String>(out)
-    };
-    let whole = run(0);
-    let chunked = run(step);
-    match (&whole, &chunked) {
-        (Ok(a), Ok(b)) => assert!(a == b, "fed in chunks of {step}, the output differs"),
-        (Err(_), Err(_)) => {}
-        _ => panic!("fed whole: {whole:?}; in chunks of {step}: {chunked:?}"),
-    }
+    });
     let parsed = if lines {
         parse_lines(body)
     } else {
@@ -95,7 +156,7 @@ pub fn mask_json(data: &[u8]) {
     let edge = depth + 1 >= MAX_DEPTH;
     let expected = input
         .iter()
-        .map(|(ws, n)| masked(n, &level, key.as_deref()).map(|m| (ws.clone(), m)))
+        .map(|(ws, n)| masked(n, level, key.as_deref()).map(|m| (ws.clone(), m)))
         .collect::<Result<Vec<_>, _>>();
     match (expected, whole) {
         (Ok(want), Ok(out)) => {
@@ -134,7 +195,7 @@ fn spec(name: &str, path: &str, parent: Option<usize>, shape: Shape) -> FieldSpe
     }
 }
 
-pub(super) fn plan(masks: [Mask; 5], undeclared: Undeclared) -> FieldPlan {
+fn plan(masks: [Mask; 5], undeclared: Undeclared) -> FieldPlan {
     let fields = vec![
         spec("a", "a", None, Shape::Leaf),
         spec("b", "b", None, Shape::Leaf),

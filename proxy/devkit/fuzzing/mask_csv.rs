@@ -16,57 +16,27 @@
 //! where they were, kept cells byte for byte as sent (header cells included),
 //! dropped columns gone, and each hidden cell's text as its method makes it.
 
-use std::sync::Arc;
-
 use aws_lc_rs::hmac;
 
-use super::mask::{hex, last4, plan, year, HEAD};
+use super::mask::{hex, last4, year, Setup};
 use crate::decision::fields::tree::{self, Rule};
-use crate::decision::fields::{Mask, Mode, Undeclared};
-use crate::pipeline::mask::conform::Checker;
+use crate::decision::fields::{Mask, Undeclared};
 use crate::pipeline::mask::csv::CsvMasker;
 
 const BOM: &[u8] = b"\xEF\xBB\xBF";
 
 pub fn mask_csv(data: &[u8]) {
-    let Some((head, body)) = data.split_first_chunk::<HEAD>() else {
+    let Some(setup) = Setup::read(data) else {
         return;
     };
-    let masks = [0, 1, 2, 3, 4].map(|i| Mask::ALL[usize::from(head[i]) % Mask::ALL.len()]);
-    let undeclared = match head[5] & 3 {
-        1 => Undeclared::Omit,
-        2 => Undeclared::Refuse,
-        _ => Undeclared::Pass,
-    };
-    let key = (head[5] & 4 == 0).then(|| Arc::new(hmac::Key::new(hmac::HMAC_SHA256, b"fuzz")));
-    let checking = head[5] & 8 != 0;
-    let step = usize::from(head[6]);
-    let plan = plan(masks, undeclared);
-    let level = if checking {
-        tree::checked(&plan)
-    } else {
-        tree::of(&plan)
-    };
-    let run = |step: usize| {
-        let mut m = CsvMasker::new(level.clone(), key.clone());
-        if checking {
-            m = m.checking(Checker::quiet(Mode::Observe));
+    let (level, key, body) = (&setup.level, &setup.key, setup.body);
+    let whole = setup.mask(|checker| {
+        let m = CsvMasker::new(level.clone(), key.clone());
+        match checker {
+            Some(c) => m.checking(c),
+            None => m,
         }
-        let mut out = Vec::new();
-        let chunks = if step == 0 { body.len().max(1) } else { step };
-        for chunk in body.chunks(chunks) {
-            out.extend(m.feed(chunk)?);
-        }
-        out.extend(m.finish()?);
-        Ok::<_, String>(out)
-    };
-    let whole = run(0);
-    let chunked = run(step);
-    match (&whole, &chunked) {
-        (Ok(a), Ok(b)) => assert!(a == b, "fed in chunks of {step}, the output differs"),
-        (Err(_), Err(_)) => {}
-        _ => panic!("fed whole: {whole:?}; in chunks of {step}: {chunked:?}"),
-    }
+    });
     // A byte-order mark that starts the body is no part of a cell, and
     // starts the output too.
     let bom = body.starts_with(BOM);
@@ -76,7 +46,7 @@ pub fn mask_csv(data: &[u8]) {
             .map(|cells| {
                 cells
                     .iter()
-                    .map(|raw| column(&level, &unquote(raw)))
+                    .map(|raw| column(level, &unquote(raw)))
                     .collect::<Result<Vec<_>, _>>()
             })
             .transpose()?;
