@@ -171,7 +171,14 @@ impl Checker {
                 return Ok(false);
             }
         }
-        Ok(check.needs_text() && !matches!(b, b'{' | b'['))
+        if matches!(b, b'{' | b'[') {
+            // Valid values are scalars: an object or array is none of them.
+            if check.valid.is_some() {
+                self.violation(Kind::Enum)?;
+            }
+            return Ok(false);
+        }
+        Ok(check.needs_text())
     }
 
     /// A whole JSON scalar (`text`, as sent) against its property's check.

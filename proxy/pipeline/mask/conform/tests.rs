@@ -254,7 +254,7 @@ fn csv_columns_and_cells_are_checked_by_the_header_row() {
 }
 
 #[test]
-fn valid_values_compare_numbers_by_value_and_long_text_is_not_among_them() {
+fn valid_values_compare_numbers_by_value_and_long_text_or_a_container_is_not_among_them() {
     use serde_json::json;
     let mut c = Checker::quiet(Mode::Observe);
     let n = check(LogicalType::Number, false, Some(vec![json!(1), json!(2.5)]));
@@ -266,4 +266,17 @@ fn valid_values_compare_numbers_by_value_and_long_text_is_not_among_them() {
     let s = check(LogicalType::String, false, Some(vec![json!("x")]));
     let long = format!("\"{}\"", "x".repeat(CHECK_LIMIT + 1));
     assert!(c.json_value(&s, long.as_bytes()).is_err());
+    // Valid values are scalars: an object or an array (of the property's
+    // type or none) is none of them.
+    for ty in [LogicalType::Object, LogicalType::Array] {
+        let o = check(ty, false, Some(vec![json!("x")]));
+        let mut c = Checker::quiet(Mode::Observe);
+        let first = if ty == LogicalType::Object {
+            b'{'
+        } else {
+            b'['
+        };
+        assert_eq!(c.json_first(&o, first), Ok(false));
+        assert_eq!(names(c.kinds()), ["enum"]);
+    }
 }
