@@ -180,7 +180,7 @@ pub fn mask_json(data: &[u8]) {
     }
 }
 
-fn spec(name: &str, path: &str, parent: Option<usize>, shape: Shape) -> FieldSpec {
+pub(super) fn spec(name: &str, path: &str, parent: Option<usize>, shape: Shape) -> FieldSpec {
     FieldSpec {
         name: name.into(),
         path: path.into(),
@@ -195,7 +195,7 @@ fn spec(name: &str, path: &str, parent: Option<usize>, shape: Shape) -> FieldSpe
     }
 }
 
-fn plan(masks: [Mask; 5], undeclared: Undeclared) -> FieldPlan {
+pub(super) fn plan(masks: [Mask; 5], undeclared: Undeclared) -> FieldPlan {
     let fields = vec![
         spec("a", "a", None, Shape::Leaf),
         spec("b", "b", None, Shape::Leaf),
@@ -211,10 +211,21 @@ fn plan(masks: [Mask; 5], undeclared: Undeclared) -> FieldPlan {
         spec("l", "l", None, Shape::Object),
     ];
     let hidden_at = [1, 4, 7, 9, 11];
+    let hide: Vec<(usize, Mask)> = hidden_at.into_iter().zip(masks).collect();
+    plan_of(fields, &hide, undeclared)
+}
+
+/// A plan over `fields` that hides each `(field's index, mask)` of `hide`
+/// (the policy `fuzz` deciding), with `undeclared` for undeclared members.
+pub(super) fn plan_of(
+    fields: Vec<FieldSpec>,
+    hide: &[(usize, Mask)],
+    undeclared: Undeclared,
+) -> FieldPlan {
     let mut verdicts = vec![None; fields.len()];
     let mut hidden = Vec::new();
-    for (n, (&at, mask)) in hidden_at.iter().zip(masks).enumerate() {
-        verdicts[at] = Some(n);
+    for &(at, mask) in hide {
+        verdicts[at] = Some(hidden.len());
         hidden.push(Hidden {
             path: Arc::from(fields[at].path.as_str()),
             mask,
@@ -243,7 +254,7 @@ fn plan(masks: [Mask; 5], undeclared: Undeclared) -> FieldPlan {
 /// containers with their text as sent (not compared: the scanner drops the
 /// whitespace of the levels it writes).
 #[derive(Debug, Clone, PartialEq)]
-enum Node {
+pub(super) enum Node {
     Object(Vec<(Vec<u8>, Node)>, Sent),
     Array(Vec<Node>, Sent),
     Scalar(Vec<u8>),
@@ -251,7 +262,7 @@ enum Node {
 
 /// A container's text as sent; every two are equal.
 #[derive(Debug, Clone, Default)]
-struct Sent(Vec<u8>);
+pub(super) struct Sent(Vec<u8>);
 
 impl PartialEq for Sent {
     fn eq(&self, _: &Sent) -> bool {
@@ -260,7 +271,7 @@ impl PartialEq for Sent {
 }
 
 #[derive(Debug, PartialEq)]
-enum Bad {
+pub(super) enum Bad {
     Syntax,
     /// Nested deeper than the bound (how deep).
     Deep(usize),
@@ -268,7 +279,7 @@ enum Bad {
 
 /// One JSON value (RFC 8259; string bytes from 0x20 up taken as they are,
 /// as the scanner takes them), and how deep its containers nest.
-fn parse(text: &[u8]) -> Result<(Node, usize), Bad> {
+pub(super) fn parse(text: &[u8]) -> Result<(Node, usize), Bad> {
     let mut p = Parser {
         s: text,
         i: 0,
@@ -285,9 +296,9 @@ fn parse(text: &[u8]) -> Result<(Node, usize), Bad> {
 
 /// NDJSON: values, each after the whitespace before it (a line break
 /// between two values), and the whitespace after the last.
-type Lines = (Vec<(Vec<u8>, Node)>, Vec<u8>, usize);
+pub(super) type Lines = (Vec<(Vec<u8>, Node)>, Vec<u8>, usize);
 
-fn parse_lines(text: &[u8]) -> Result<Lines, Bad> {
+pub(super) fn parse_lines(text: &[u8]) -> Result<Lines, Bad> {
     let mut p = Parser {
         s: text,
         i: 0,
@@ -488,7 +499,7 @@ impl Parser<'_> {
 /// `node` masked at `level`, the way the scanner is documented to: a level
 /// applies to an object, and to the objects in an array (at any depth);
 /// scalars pass.
-fn masked(node: &Node, level: &Level, key: Option<&hmac::Key>) -> Result<Node, String> {
+pub(super) fn masked(node: &Node, level: &Level, key: Option<&hmac::Key>) -> Result<Node, String> {
     match node {
         Node::Scalar(s) => Ok(Node::Scalar(s.clone())),
         Node::Array(items, sent) => Ok(Node::Array(
@@ -524,7 +535,7 @@ fn masked(node: &Node, level: &Level, key: Option<&hmac::Key>) -> Result<Node, S
 }
 
 /// A value's JSON text as sent.
-fn text(node: &Node) -> Vec<u8> {
+pub(super) fn text(node: &Node) -> Vec<u8> {
     match node {
         Node::Scalar(s) => s.clone(),
         Node::Array(_, sent) | Node::Object(_, sent) => sent.0.clone(),
@@ -533,7 +544,7 @@ fn text(node: &Node) -> Vec<u8> {
 
 /// A key's name as a level names its members: its text, decoded when it
 /// holds an escape (`None`: it does not decode).
-fn key_name(quoted: &[u8]) -> Option<Vec<u8>> {
+pub(super) fn key_name(quoted: &[u8]) -> Option<Vec<u8>> {
     let inner = &quoted[1..quoted.len() - 1];
     if inner.contains(&b'\\') {
         serde_json::from_slice::<String>(quoted)

@@ -9,9 +9,11 @@
 mod admission;
 mod audit;
 mod config;
+mod conform_json;
 mod identity;
 mod jwt;
 mod mask;
+mod mask_coded;
 mod mask_csv;
 mod paths;
 
@@ -26,9 +28,11 @@ use crate::model::path::{normalize, NormalPath};
 pub use admission::*;
 pub use audit::*;
 pub use config::*;
+pub use conform_json::conform_json;
 pub use identity::*;
 pub use jwt::*;
 pub use mask::mask_json;
+pub use mask_coded::mask_coded;
 pub use mask_csv::mask_csv;
 pub use paths::*;
 
@@ -66,4 +70,6 @@ pub const TARGETS: &[(&str, Body)] = &[
     ("audit_mutation", audit_mutation),
     ("mask_json", mask_json),
     ("mask_csv", mask_csv),
+    ("mask_coded", mask_coded),
+    ("conform_json", conform_json),
 ];
