@@ -1,5 +1,6 @@
-//! The load generator: rustls + hyper clients in a runtime of their own,
-//! every request with a deadline and its outcome recorded.
+//! The load generator: rustls with hyper (HTTP/1.1) and h2 (HTTP/2)
+//! clients in a runtime of their own, every request with a deadline and its
+//! outcome recorded.
 
 use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
@@ -9,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioIo;
 
 /// The request interval of each client of the 100-reload tests: at most
 /// 200 requests a second in all, so that the reloads under test get some
@@ -338,7 +339,6 @@ pub(crate) async fn open(
 }
 
 pub(crate) type H1 = hyper::client::conn::http1::SendRequest<Empty<Bytes>>;
-pub(crate) type H2 = hyper::client::conn::http2::SendRequest<Empty<Bytes>>;
 
 /// A failed hyper call: was the request written?
 pub(crate) fn send_error(e: &hyper::Error) -> Outcome {
@@ -474,7 +474,7 @@ pub(crate) async fn h2_stream(
     id: usize,
     addr: SocketAddr,
     c: Client,
-    conn: Arc<tokio::sync::Mutex<Option<(H2, u64)>>>,
+    conn: Arc<tokio::sync::Mutex<Option<H2Conn>>>,
     bounds: Bounds,
 ) {
     let mut pace = c.pace.map(pacer);
@@ -488,44 +488,48 @@ pub(crate) async fn h2_stream(
         let (trace_id, traceparent) = trace_ids(id, seq);
         let sent = Instant::now();
         let attempt = async {
-            let (mut sender, reused) = {
+            let (sender, generation, reused) = {
                 let mut slot = conn.lock().await;
-                if slot.as_ref().is_some_and(|(s, _)| s.is_closed()) {
+                if slot.as_ref().is_some_and(H2Conn::is_over) {
                     *slot = None;
                 }
                 if slot.is_none() {
-                    let mut tls = (**c.tls.read().expect("lock")).clone();
-                    tls.alpn_protocols = vec![b"h2".to_vec()];
-                    let stream = match open(&shared, addr, Arc::new(tls)).await {
-                        Ok(s) => s,
+                    match h2_open(&shared, addr, &c).await {
+                        Ok(opened) => *slot = Some(opened),
                         Err(o) => return (o, false),
-                    };
-                    let (sender, driver) = match hyper::client::conn::http2::handshake(
-                        TokioExecutor::new(),
-                        TokioIo::new(stream),
-                    )
-                    .await
-                    {
-                        Ok(x) => x,
-                        Err(e) => return (Outcome::Handshake(error_text(&e)), false),
-                    };
-                    tokio::spawn(driver);
-                    *slot = Some((sender, 0));
+                    }
                 }
-                let Some((s, used)) = slot.as_mut() else {
+                let Some(open) = slot.as_mut() else {
                     unreachable!("a connection was just opened")
                 };
-                *used += 1;
-                (s.clone(), *used > 1)
+                open.used += 1;
+                (open.sender.clone(), open.generation, open.used > 1)
             };
-            if let Err(e) = sender.ready().await {
-                return (send_error(&e), reused);
-            }
+            // Refused to open a stream (the server's GOAWAY came): nothing
+            // was written; the next request takes a new connection.
+            let refused = |e: h2::Error| {
+                let conn = conn.clone();
+                async move {
+                    let mut slot = conn.lock().await;
+                    if slot.as_ref().is_some_and(|o| o.generation == generation) {
+                        *slot = None;
+                    }
+                    Outcome::NotSent(error_text(&e))
+                }
+            };
+            let mut sender = match sender.ready().await {
+                Ok(s) => s,
+                Err(e) => return (refused(e).await, reused),
+            };
             let req = http::Request::get(format!("https://localhost{}", c.path))
                 .header("traceparent", traceparent.as_str())
-                .body(Empty::<Bytes>::new())
+                .body(())
                 .expect("request");
-            (read_response(sender.send_request(req).await).await, reused)
+            let response = match sender.send_request(req, true) {
+                Ok((response, _)) => response,
+                Err(e) => return (refused(e).await, reused),
+            };
+            (read_h2_response(response).await, reused)
         };
         let (outcome, reused) = match tokio::time::timeout(DEADLINE, attempt).await {
             Ok(x) => x,
@@ -536,5 +540,79 @@ pub(crate) async fn h2_stream(
         if refused && bounds.stop_on_refused {
             break;
         }
+    }
+}
+
+/// An HTTP/2 connection of the load, shared by a client's streams.
+///
+/// On the `h2` crate rather than hyper's client: hyper's HTTP/2 dispatcher
+/// checks readiness again after handing a request to `h2`, and when the
+/// server's graceful GOAWAY lands in between (the connection's task runs
+/// on the other thread) it reports the request as failed and cancels its
+/// stream although the request was already written (hyperium/hyper#2500):
+/// the SIGTERM test then saw a forwarded request cut by its own client.
+/// With `h2`, `send_request` either queues the stream or refuses it.
+pub(crate) struct H2Conn {
+    sender: h2::client::SendRequest<Bytes>,
+    /// The connection's task: finished once the connection has closed.
+    driver: tokio::task::JoinHandle<()>,
+    /// Which connection of the client this is.
+    generation: u64,
+    used: u64,
+}
+
+impl H2Conn {
+    fn is_over(&self) -> bool {
+        self.driver.is_finished()
+    }
+}
+
+async fn h2_open(shared: &Shared, addr: SocketAddr, c: &Client) -> Result<H2Conn, Outcome> {
+    static GENERATION: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let mut tls = (**c.tls.read().expect("lock")).clone();
+    tls.alpn_protocols = vec![b"h2".to_vec()];
+    let stream = open(shared, addr, Arc::new(tls)).await?;
+    let (sender, connection) = h2::client::handshake(stream)
+        .await
+        .map_err(|e| Outcome::Handshake(error_text(&e)))?;
+    let driver = tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    Ok(H2Conn {
+        sender,
+        driver,
+        generation: GENERATION.fetch_add(1, Ordering::Relaxed),
+        used: 0,
+    })
+}
+
+/// The response to a stream `h2` accepted: the request was written.
+async fn read_h2_response(response: h2::client::ResponseFuture) -> Outcome {
+    let resp = match response.await {
+        Ok(r) => r,
+        Err(e) => return Outcome::NoResponse(error_text(&e)),
+    };
+    let status = resp.status().as_u16();
+    let request_id = resp
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    let mut body = resp.into_body();
+    let mut bytes = Vec::new();
+    while let Some(chunk) = body.data().await {
+        match chunk {
+            Ok(chunk) => {
+                let _ = body.flow_control().release_capacity(chunk.len());
+                bytes.extend_from_slice(&chunk);
+            }
+            Err(e) => return Outcome::BodyCut(error_text(&e)),
+        }
+    }
+    Outcome::Response {
+        status,
+        request_id,
+        body: String::from_utf8_lossy(&bytes).to_string(),
     }
 }

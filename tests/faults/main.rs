@@ -3,8 +3,8 @@
 //! 100 times, the policy set replaced 100 times (with invalid sets among
 //! them), the audit disk full in both modes, and SIGTERM.
 //!
-//! Each test runs a bounded load generator on loopback (rustls + hyper
-//! clients in a runtime of their own) and records every request: when it was
+//! Each test runs a bounded load generator on loopback (rustls with hyper
+//! and h2 clients in a runtime of their own) and records every request: when it was
 //! sent, when its outcome came, and what the outcome was. Every request has
 //! a deadline; one that passes it fails the test (a hang). The assertions
 //! are on the whole record.
