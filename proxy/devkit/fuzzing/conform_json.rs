@@ -26,6 +26,7 @@ use std::sync::Arc;
 use aws_lc_rs::hmac;
 use serde_json::Value;
 
+use super::conform::{judge, Reference};
 use super::mask::{key_name, parse, parse_lines, text, Node};
 use crate::decision::fields::conformance::{FieldCheck, LogicalType};
 use crate::decision::fields::tree::{self, Level, Rule};
@@ -61,100 +62,41 @@ pub fn conform_json(data: &[u8]) {
     let plan = plan(head[0] >> 4, undeclared, v_type, head[2] & 4 != 0);
     let level = tree::checked(&plan);
     let key = Some(Arc::new(hmac::Key::new(hmac::HMAC_SHA256, b"fuzz")));
-    let run = |step: usize, mode: Mode| {
+    let make = |mode: Mode| {
         let s = if lines {
             Scanner::lines(level.clone(), key.clone())
         } else {
             Scanner::new(level.clone(), key.clone())
         };
-        let mut s = s.checking(Checker::quiet(mode));
-        let mut out = Ok(Vec::new());
-        for chunk in body.chunks(if step == 0 { body.len().max(1) } else { step }) {
-            match (s.feed(chunk), &mut out) {
-                (Ok(made), Ok(all)) => all.extend(made),
-                (Err(e), _) => {
-                    out = Err(e);
-                    break;
-                }
-                _ => {}
-            }
-        }
-        if let Ok(all) = &mut out {
-            match s.finish() {
-                Ok(made) => all.extend(made),
-                Err(e) => out = Err(e),
-            }
-        }
-        let kinds = s.checker().map_or(Kinds::NONE, Checker::kinds);
-        (out, kinds)
+        s.checking(Checker::quiet(mode))
     };
-    let step = usize::from(head[1]);
-    let (whole, found) = run(0, mode);
-    let (chunked, found_chunked) = run(step, mode);
-    match (&whole, &chunked) {
-        (Ok(a), Ok(b)) => assert!(a == b, "fed in chunks of {step}, the output differs"),
-        (Err(_), Err(_)) => {}
-        _ => panic!("fed whole: {whole:?}; in chunks of {step}: {chunked:?}"),
-    }
-    if whole.is_ok() || mode == Mode::Observe {
-        assert!(
-            found == found_chunked,
-            "whole found {found:?}, in chunks of {step} {found_chunked:?}"
-        );
-    }
-    let parsed = if lines {
-        parse_lines(body)
-            .map(|(values, _, depth)| (values.into_iter().map(|(_, n)| n).collect(), depth))
-    } else {
-        parse(body).map(|(n, depth)| (vec![n], depth))
-    };
-    let Ok((records, depth)) = parsed else {
-        assert!(whole.is_err(), "not JSON, but masked");
-        return;
-    };
-    if depth + 1 >= MAX_DEPTH {
-        return;
-    }
-    // What masking alone refuses (an undeclared member under `refuse`, a
-    // key that does not decode) is `mask_json`'s to check.
-    let refused = records
-        .iter()
-        .any(|n| super::mask::masked(n, &level, key.as_deref()).is_err());
-    if refused {
-        assert!(whole.is_err(), "masking refuses it, the scanner sent it");
-        return;
-    }
-    let mut want = Kinds::NONE;
-    for record in &records {
-        check_record(record, &level, &mut want);
-    }
-    let show = |k: Kinds| k.iter().map(Kind::as_str).collect::<Vec<_>>();
-    match mode {
-        Mode::Observe => {
-            assert!(whole.is_ok(), "observed, but the body fails: {whole:?}");
-            assert!(
-                found == want,
-                "the checker found {:?}, the reference {:?}",
-                show(found),
-                show(want)
-            );
+    judge(body, usize::from(head[1]), mode, make, || {
+        let parsed = if lines {
+            parse_lines(body)
+                .map(|(values, _, depth)| (values.into_iter().map(|(_, n)| n).collect(), depth))
+        } else {
+            parse(body).map(|(n, depth)| (vec![n], depth))
+        };
+        let Ok((records, depth)) = parsed else {
+            return Reference::Refused;
+        };
+        if depth + 1 >= MAX_DEPTH {
+            return Reference::Beyond;
         }
-        Mode::Enforce => {
-            assert!(
-                whole.is_err() != want.is_empty(),
-                "enforced: the reference finds {:?}, the body {}",
-                show(want),
-                if whole.is_ok() { "passes" } else { "fails" }
-            );
-            if whole.is_ok() {
-                let (observed, _) = run(0, Mode::Observe);
-                assert!(
-                    observed == whole,
-                    "enforced and observed, the output differs"
-                );
-            }
+        // What masking alone refuses (an undeclared member under `refuse`,
+        // a key that does not decode) is `mask_json`'s to check.
+        let refused = records
+            .iter()
+            .any(|n| super::mask::masked(n, &level, key.as_deref()).is_err());
+        if refused {
+            return Reference::Refused;
         }
-    }
+        let mut want = Kinds::NONE;
+        for record in &records {
+            check_record(record, &level, &mut want);
+        }
+        Reference::Finds(want)
+    });
 }
 
 /// A record (the body, a line, or an element of a declared array) at

@@ -30,6 +30,7 @@ use crate::decision::fields::tree::{self, Level, Rule};
 use crate::decision::fields::{
     DatasetFields, FieldPlan, FieldSpec, Hidden, Mask, Mode, Shape, Undeclared,
 };
+use crate::model::conformance::Kinds;
 use crate::pipeline::mask::conform::Checker;
 use crate::pipeline::mask::csv::CsvMasker;
 use crate::pipeline::mask::scan::{Scanner, MAX_DEPTH};
@@ -52,6 +53,8 @@ pub(super) struct Setup<'a> {
 pub(super) trait Masker {
     fn feed(&mut self, chunk: &[u8]) -> Result<Vec<u8>, String>;
     fn finish(&mut self) -> Result<Vec<u8>, String>;
+    /// The violations its conformance checker found (none without one).
+    fn kinds(&self) -> Kinds;
 }
 
 impl Masker for Scanner {
@@ -61,6 +64,9 @@ impl Masker for Scanner {
     fn finish(&mut self) -> Result<Vec<u8>, String> {
         Scanner::finish(self)
     }
+    fn kinds(&self) -> Kinds {
+        self.checker().map_or(Kinds::NONE, Checker::kinds)
+    }
 }
 
 impl Masker for CsvMasker {
@@ -69,6 +75,9 @@ impl Masker for CsvMasker {
     }
     fn finish(&mut self) -> Result<Vec<u8>, String> {
         CsvMasker::finish(self)
+    }
+    fn kinds(&self) -> Kinds {
+        self.checker().map_or(Kinds::NONE, Checker::kinds)
     }
 }
 

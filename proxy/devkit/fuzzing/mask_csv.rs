@@ -40,20 +40,9 @@ pub fn mask_csv(data: &[u8]) {
     // A byte-order mark that starts the body is no part of a cell, and
     // starts the output too.
     let bom = body.starts_with(BOM);
-    let text = body.strip_prefix(BOM).unwrap_or(body);
-    let expected = read(text).and_then(|rows| {
-        let columns = header(&rows)
-            .map(|cells| {
-                cells
-                    .iter()
-                    .map(|raw| column(level, &unquote(raw)))
-                    .collect::<Result<Vec<_>, _>>()
-            })
-            .transpose()?;
-        masked(&rows, columns.as_deref(), key.as_deref())
-    });
+    let expected = reference(level, key.as_deref(), body);
     match (expected, whole) {
-        (Ok(want), Ok(out)) => {
+        (Ok((_, want)), Ok(out)) => {
             let sent = match (bom, out.strip_prefix(BOM)) {
                 (false, _) => out.as_slice(),
                 (true, Some(rest)) => rest,
@@ -81,10 +70,30 @@ pub fn mask_csv(data: &[u8]) {
     }
 }
 
+/// The body's records (after a byte-order mark) and what masking makes
+/// of them, or why the masker must refuse it.
+pub(super) fn reference(
+    level: &tree::Level,
+    key: Option<&hmac::Key>,
+    body: &[u8],
+) -> Result<(Vec<Row>, Vec<WantRow>), String> {
+    let rows = read(body.strip_prefix(BOM).unwrap_or(body))?;
+    let columns = header(&rows)
+        .map(|cells| {
+            cells
+                .iter()
+                .map(|raw| column(level, &unquote(raw)))
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .transpose()?;
+    let want = masked(&rows, columns.as_deref(), key)?;
+    Ok((rows, want))
+}
+
 /// A line: its cells as sent (none: a blank line) and its ending.
 #[derive(Debug)]
-struct Row {
-    cells: Vec<Vec<u8>>,
+pub(super) struct Row {
+    pub(super) cells: Vec<Vec<u8>>,
     ending: &'static [u8],
 }
 
@@ -180,7 +189,7 @@ fn header(rows: &[Row]) -> Option<&[Vec<u8>]> {
 }
 
 /// A cell's text: a quoted one without its quotes, each `""` one `"`.
-fn unquote(raw: &[u8]) -> Vec<u8> {
+pub(super) fn unquote(raw: &[u8]) -> Vec<u8> {
     let Some(inner) = raw.strip_prefix(b"\"").and_then(|r| r.strip_suffix(b"\"")) else {
         return raw.to_vec();
     };
@@ -226,7 +235,7 @@ enum Want {
 }
 
 #[derive(Debug)]
-struct WantRow {
+pub(super) struct WantRow {
     cells: Vec<Want>,
     ending: &'static [u8],
     /// A blank line, or a row whose every cell was dropped.

@@ -9,6 +9,8 @@
 mod admission;
 mod audit;
 mod config;
+mod conform;
+mod conform_csv;
 mod conform_json;
 mod identity;
 mod jwt;
@@ -28,6 +30,7 @@ use crate::model::path::{normalize, NormalPath};
 pub use admission::*;
 pub use audit::*;
 pub use config::*;
+pub use conform_csv::conform_csv;
 pub use conform_json::conform_json;
 pub use identity::*;
 pub use jwt::*;
@@ -72,4 +75,5 @@ pub const TARGETS: &[(&str, Body)] = &[
     ("mask_csv", mask_csv),
     ("mask_coded", mask_coded),
     ("conform_json", conform_json),
+    ("conform_csv", conform_csv),
 ];

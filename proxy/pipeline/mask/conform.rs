@@ -223,17 +223,21 @@ impl Checker {
             }
             return Ok(());
         }
-        let Ok(text) = std::str::from_utf8(text) else {
-            return self.violation(Kind::Type);
-        };
+        // Text that is not UTF-8 is of no type read from text, and none
+        // of the valid values.
+        let text = std::str::from_utf8(text).ok();
         if let Some(ty) = check.ty {
-            if !cell_fits(ty, text) {
+            let fits = match text {
+                Some(text) => cell_fits(ty, text),
+                None => matches!(ty, LogicalType::Object | LogicalType::Array),
+            };
+            if !fits {
                 self.violation(Kind::Type)?;
                 return Ok(());
             }
         }
         if let Some(valid) = &check.valid {
-            if !valid.iter().any(|v| cell_is(v, text)) {
+            if !text.is_some_and(|text| valid.iter().any(|v| cell_is(v, text))) {
                 self.violation(Kind::Enum)?;
             }
         }
@@ -335,24 +339,52 @@ pub fn iso_fits(ty: LogicalType, s: &str) -> bool {
     }
 }
 
-/// Whether a CSV cell's text is of type `ty` (objects and arrays cannot be
-/// told in a cell: not checked).
+/// Whether a CSV cell's text is of type `ty`: a number's text is a JSON
+/// number's (objects and arrays cannot be told in a cell: not checked).
 pub fn cell_fits(ty: LogicalType, s: &str) -> bool {
     match ty {
         LogicalType::String | LogicalType::Object | LogicalType::Array => true,
-        LogicalType::Integer => {
-            let digits = s.strip_prefix('-').unwrap_or(s);
-            !digits.is_empty() && digits.bytes().all(|c| c.is_ascii_digit())
-        }
-        LogicalType::Number => {
-            s.bytes()
-                .next()
-                .is_some_and(|c| c == b'-' || c.is_ascii_digit())
-                && serde_json::from_str::<serde_json::Number>(s).is_ok()
-        }
+        LogicalType::Integer => number_text(s) == Some(true),
+        LogicalType::Number => number_text(s).is_some(),
         LogicalType::Boolean => s.eq_ignore_ascii_case("true") || s.eq_ignore_ascii_case("false"),
         LogicalType::Date | LogicalType::Timestamp | LogicalType::Time => iso_fits(ty, s),
     }
+}
+
+/// Whether `s` is the text of a JSON number (RFC 8259: an optional `-`, no
+/// leading zero, no `+`, no space around): `Some(true)` when it has neither
+/// fraction nor exponent.
+pub fn number_text(s: &str) -> Option<bool> {
+    fn digits(s: &[u8]) -> usize {
+        s.iter().take_while(|c| c.is_ascii_digit()).count()
+    }
+    let s = s.as_bytes();
+    let s = s.strip_prefix(b"-").unwrap_or(s);
+    let int = digits(s);
+    if int == 0 || (int > 1 && s[0] == b'0') {
+        return None;
+    }
+    let mut rest = &s[int..];
+    let integer = rest.is_empty();
+    if let Some(fraction) = rest.strip_prefix(b".") {
+        let n = digits(fraction);
+        if n == 0 {
+            return None;
+        }
+        rest = &fraction[n..];
+    }
+    if let [b'e' | b'E', exponent @ ..] = rest {
+        let exponent = match exponent {
+            [b'+' | b'-', more @ ..] => more,
+            _ => exponent,
+        };
+        let n = digits(exponent);
+        if n == 0 {
+            return None;
+        }
+        rest = &exponent[n..];
+    }
+    rest.is_empty().then_some(integer)
 }
 
 /// Whether a JSON value is among the valid ones (numbers by value: `1`
@@ -370,7 +402,7 @@ fn cell_is(v: &serde_json::Value, text: &str) -> bool {
     use serde_json::Value as V;
     match v {
         V::String(s) => s == text,
-        V::Number(n) => text.parse::<f64>().ok() == n.as_f64(),
+        V::Number(n) => number_text(text).is_some() && text.parse::<f64>().ok() == n.as_f64(),
         V::Bool(b) => text.eq_ignore_ascii_case(if *b { "true" } else { "false" }),
         _ => false,
     }

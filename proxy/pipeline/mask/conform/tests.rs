@@ -60,6 +60,14 @@ fn a_csv_cell_is_of_its_type_by_its_text() {
         (T::Number, "1e3", true),
         (T::Number, "NaN", false),
         (T::Number, "+1", false),
+        // A number's text is a JSON number's, whatever its range.
+        (T::Number, "1 ", false),
+        (T::Number, "1.", false),
+        (T::Number, "01", false),
+        (T::Number, "-0.0e+7", true),
+        (T::Number, "1e999", true),
+        (T::Integer, "007", false),
+        (T::Integer, "-0", true),
         (T::Boolean, "TRUE", true),
         (T::Boolean, "yes", false),
         (T::Date, "2021-12-31", true),
@@ -251,6 +259,26 @@ fn csv_columns_and_cells_are_checked_by_the_header_row() {
     // An unquoted empty cell is null; a quoted one an empty string.
     assert_eq!(kinds("id,status\n,new\n"), ["required"]);
     assert_eq!(kinds("id,status\n\"\",new\n"), Vec::<&str>::new());
+}
+
+#[test]
+fn a_csv_cell_that_is_not_utf8_fails_a_typed_or_listed_column_only() {
+    let mut c = Checker::quiet(Mode::Observe);
+    let open = FieldCheck::default();
+    c.csv_cell(&open, b"\xff", false).expect("observe");
+    let object = check(LogicalType::Object, false, None);
+    c.csv_cell(&object, b"\xff", false).expect("observe");
+    assert!(c.kinds().is_empty());
+    let text = check(LogicalType::String, false, None);
+    c.csv_cell(&text, b"\xff", false).expect("observe");
+    assert_eq!(names(c.kinds()), ["type"]);
+    let mut c = Checker::quiet(Mode::Observe);
+    let listed = FieldCheck {
+        valid: Some(vec![serde_json::json!("x")].into_boxed_slice()),
+        ..FieldCheck::default()
+    };
+    c.csv_cell(&listed, b"\xff", false).expect("observe");
+    assert_eq!(names(c.kinds()), ["enum"]);
 }
 
 #[test]
