@@ -93,9 +93,11 @@ pub(crate) enum Outcome {
     /// TCP connected (or not, for another reason than a refusal), but no
     /// TLS session came of it.
     Handshake(String),
-    /// The connection closed before the request was written.
+    /// The request was not sent: the connection closed before it was
+    /// written, or the server's GOAWAY refused it (HTTP/2).
     NotSent(String),
-    /// The request was written; the connection ended without a response.
+    /// The request was written (HTTP/2: queued, and not refused by a
+    /// GOAWAY); the connection ended without a response.
     NoResponse(String),
     /// The response headers came; the body did not end.
     BodyCut(String),
@@ -556,7 +558,7 @@ pub(crate) struct H2Conn {
     sender: h2::client::SendRequest<Bytes>,
     /// The connection's task: finished once the connection has closed.
     driver: tokio::task::JoinHandle<()>,
-    /// Which connection of the client this is.
+    /// Which connection this is (unique in the process).
     generation: u64,
     used: u64,
 }
@@ -586,10 +588,13 @@ async fn h2_open(shared: &Shared, addr: SocketAddr, c: &Client) -> Result<H2Conn
     })
 }
 
-/// The response to a stream `h2` accepted: the request was written.
+/// The response to a stream `h2` accepted (its HEADERS queued). A GOAWAY
+/// from the server naming a lower last stream says the server never
+/// processed it: not sent.
 async fn read_h2_response(response: h2::client::ResponseFuture) -> Outcome {
     let resp = match response.await {
         Ok(r) => r,
+        Err(e) if e.is_go_away() && e.is_remote() => return Outcome::NotSent(error_text(&e)),
         Err(e) => return Outcome::NoResponse(error_text(&e)),
     };
     let status = resp.status().as_u16();

@@ -20,13 +20,14 @@
 //! `required`. In a data row, an empty unquoted cell is `null` (`required`
 //! when its column is); any other cell's text is read as its column's type
 //! (`type`): `string` any UTF-8 text; `integer` and `number` the text a JSON
-//! number of that type has (`-`, no leading zeros, `integer` without
-//! fraction or exponent); `boolean` `true` or `false` in any case; `date`,
+//! number of that type has (an optional `-`, no `+`, no leading zero,
+//! `integer` without fraction or exponent); `boolean` `true` or `false` in any case; `date`,
 //! `timestamp`, `time` ISO 8601; `object` and `array` cells are not checked.
 //! A cell of its type (or of a column without one) is then held against the
 //! valid values (`enum`): a string by its text, a number by the value of a
 //! JSON number text, a boolean in any case; a cell that is not UTF-8 is
-//! none of them. Hidden columns are checked too.
+//! none of them, nor is text longer than the check holds (which is only a
+//! string). Hidden columns are checked too.
 //!
 //! Checked: fed whole and in chunks, the output and the kinds found are the
 //! same; for a body that masks (`mask_csv`'s reference), the kinds the
@@ -45,7 +46,7 @@ use crate::decision::fields::conformance::{FieldCheck, LogicalType};
 use crate::decision::fields::tree;
 use crate::decision::fields::{FieldPlan, FieldSpec, Mask, Mode, Shape, Undeclared};
 use crate::model::conformance::{Kind, Kinds};
-use crate::pipeline::mask::conform::{iso_fits, Checker};
+use crate::pipeline::mask::conform::{iso_fits, Checker, CHECK_LIMIT};
 use crate::pipeline::mask::csv::CsvMasker;
 
 /// The control bytes before the body.
@@ -149,10 +150,13 @@ fn check_cell(check: &FieldCheck, raw: &[u8], found: &mut Kinds) {
         return;
     }
     let text = std::str::from_utf8(&text).ok();
+    // Text past the check's limit is a string and nothing else.
+    let long = text.is_some_and(|s| s.len() > CHECK_LIMIT);
     if let Some(ty) = check.ty {
         let fits = match ty {
             LogicalType::Object | LogicalType::Array => true,
-            _ => text.is_some_and(|s| of_type(ty, s)),
+            LogicalType::String => text.is_some(),
+            _ => !long && text.is_some_and(|s| of_type(ty, s)),
         };
         if !fits {
             found.insert(Kind::Type);
@@ -160,7 +164,7 @@ fn check_cell(check: &FieldCheck, raw: &[u8], found: &mut Kinds) {
         }
     }
     if let Some(valid) = &check.valid {
-        if !text.is_some_and(|s| valid.iter().any(|v| is_value(v, s))) {
+        if long || !text.is_some_and(|s| valid.iter().any(|v| is_value(v, s))) {
             found.insert(Kind::Enum);
         }
     }

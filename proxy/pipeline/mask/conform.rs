@@ -223,13 +223,16 @@ impl Checker {
             }
             return Ok(());
         }
-        // Text that is not UTF-8 is of no type read from text, and none
-        // of the valid values.
+        // Text that is not UTF-8 is of no type but `object` and `array`
+        // (not checked) and none of the valid values; text longer than
+        // CHECK_LIMIT is a string, as in JSON, and of no other type.
         let text = std::str::from_utf8(text).ok();
+        let held = text.filter(|t| t.len() <= CHECK_LIMIT);
         if let Some(ty) = check.ty {
-            let fits = match text {
-                Some(text) => cell_fits(ty, text),
-                None => matches!(ty, LogicalType::Object | LogicalType::Array),
+            let fits = match ty {
+                LogicalType::Object | LogicalType::Array => true,
+                LogicalType::String => text.is_some(),
+                _ => held.is_some_and(|text| cell_fits(ty, text)),
             };
             if !fits {
                 self.violation(Kind::Type)?;
@@ -237,7 +240,7 @@ impl Checker {
             }
         }
         if let Some(valid) = &check.valid {
-            if !text.is_some_and(|text| valid.iter().any(|v| cell_is(v, text))) {
+            if !held.is_some_and(|text| valid.iter().any(|v| cell_is(v, text))) {
                 self.violation(Kind::Enum)?;
             }
         }

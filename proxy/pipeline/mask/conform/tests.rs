@@ -68,6 +68,14 @@ fn a_csv_cell_is_of_its_type_by_its_text() {
         (T::Number, "1e999", true),
         (T::Integer, "007", false),
         (T::Integer, "-0", true),
+        (T::Integer, "1e3", false),
+        (T::Number, ".5", false),
+        (T::Number, "1e", false),
+        (T::Number, "1e+", false),
+        (T::Number, "", false),
+        (T::Number, "-01", false),
+        (T::Number, "1.5E-3", true),
+        (T::Number, "\u{661}", false),
         (T::Boolean, "TRUE", true),
         (T::Boolean, "yes", false),
         (T::Date, "2021-12-31", true),
@@ -278,6 +286,50 @@ fn a_csv_cell_that_is_not_utf8_fails_a_typed_or_listed_column_only() {
         ..FieldCheck::default()
     };
     c.csv_cell(&listed, b"\xff", false).expect("observe");
+    assert_eq!(names(c.kinds()), ["enum"]);
+}
+
+#[test]
+fn a_csv_cell_matches_a_numeric_valid_value_by_a_json_numbers_text_and_a_long_one_nothing_read() {
+    use serde_json::json;
+    let two = FieldCheck {
+        valid: Some(vec![json!(2)].into_boxed_slice()),
+        ..FieldCheck::default()
+    };
+    for (text, listed) in [
+        ("2", true),
+        ("2.0", true),
+        ("2e0", true),
+        ("+2", false),
+        ("2 ", false),
+        ("2.", false),
+    ] {
+        let mut c = Checker::quiet(Mode::Observe);
+        c.csv_cell(&two, text.as_bytes(), false).expect("observe");
+        assert_eq!(c.kinds().is_empty(), listed, "{text}");
+    }
+    // Longer than the check holds: a string, and no other type, and not
+    // among valid values (as in JSON).
+    let long = "1".repeat(CHECK_LIMIT + 1);
+    let mut c = Checker::quiet(Mode::Observe);
+    c.csv_cell(
+        &check(LogicalType::String, false, None),
+        long.as_bytes(),
+        false,
+    )
+    .expect("observe");
+    assert!(c.kinds().is_empty());
+    c.csv_cell(
+        &check(LogicalType::Integer, false, None),
+        long.as_bytes(),
+        false,
+    )
+    .expect("observe");
+    assert_eq!(names(c.kinds()), ["type"]);
+    let mut c = Checker::quiet(Mode::Observe);
+    let listed = check(LogicalType::String, false, Some(vec![json!(long.clone())]));
+    c.csv_cell(&listed, long.as_bytes(), false)
+        .expect("observe");
     assert_eq!(names(c.kinds()), ["enum"]);
 }
 
