@@ -363,6 +363,15 @@ pub(crate) fn error_text(e: &dyn std::error::Error) -> String {
     s
 }
 
+/// The request id meshgate answered with (empty: none).
+fn request_id(headers: &http::HeaderMap) -> String {
+    headers
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string()
+}
+
 pub(crate) async fn read_response(
     r: Result<http::Response<hyper::body::Incoming>, hyper::Error>,
 ) -> Outcome {
@@ -371,12 +380,7 @@ pub(crate) async fn read_response(
         Err(e) => return send_error(&e),
     };
     let status = resp.status().as_u16();
-    let request_id = resp
-        .headers()
-        .get("x-request-id")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_string();
+    let request_id = request_id(resp.headers());
     match resp.into_body().collect().await {
         Ok(b) => Outcome::Response {
             status,
@@ -598,12 +602,7 @@ async fn read_h2_response(response: h2::client::ResponseFuture) -> Outcome {
         Err(e) => return Outcome::NoResponse(error_text(&e)),
     };
     let status = resp.status().as_u16();
-    let request_id = resp
-        .headers()
-        .get("x-request-id")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_string();
+    let request_id = request_id(resp.headers());
     let mut body = resp.into_body();
     let mut bytes = Vec::new();
     while let Some(chunk) = body.data().await {

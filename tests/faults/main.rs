@@ -4,8 +4,8 @@
 //! them), the audit disk full in both modes, and SIGTERM.
 //!
 //! Each test runs a bounded load generator on loopback (rustls with hyper
-//! and h2 clients in a runtime of their own) and records every request: when it was
-//! sent, when its outcome came, and what the outcome was. Every request has
+//! and h2 clients in a runtime of their own) and records every request:
+//! when it was sent, when its outcome came, and what the outcome was. Every request has
 //! a deadline; one that passes it fails the test (a hang). The assertions
 //! are on the whole record.
 

@@ -2,8 +2,11 @@
 //! conformance checker, fed whole and in chunks, judged against what the
 //! target's reference finds in the body.
 
+use serde_json::Value;
+
 use super::mask::Masker;
-use crate::decision::fields::Mode;
+use crate::decision::fields::conformance::{FieldCheck, LogicalType};
+use crate::decision::fields::{FieldSpec, Mask, Mode, Shape};
 use crate::model::conformance::{Kind, Kinds};
 
 /// What a reference makes of a body.
@@ -99,4 +102,36 @@ pub(super) fn judge<M: Masker>(
             }
         }
     }
+}
+
+/// `mask_json`'s field spec with a check (and the type it names).
+pub(super) fn spec(
+    name: &str,
+    path: &str,
+    parent: Option<usize>,
+    shape: Shape,
+    check: FieldCheck,
+) -> FieldSpec {
+    FieldSpec {
+        logical_type: check.ty.map(|t| t.as_str().to_string()),
+        check,
+        ..super::mask::spec(name, path, parent, shape)
+    }
+}
+
+pub(super) fn check(ty: Option<LogicalType>, required: bool, valid: &[Value]) -> FieldCheck {
+    FieldCheck {
+        ty,
+        required,
+        valid: (!valid.is_empty()).then(|| valid.to_vec().into_boxed_slice()),
+    }
+}
+
+/// The `(field's index, mask)` of each of the four `hideable` fields whose
+/// bit is set in `bits`.
+pub(super) fn hidden(bits: u8, hideable: [(usize, Mask); 4]) -> Vec<(usize, Mask)> {
+    (0..4)
+        .filter(|bit| bits & (1 << bit) != 0)
+        .map(|bit| hideable[bit])
+        .collect()
 }

@@ -21,8 +21,9 @@
 //! when its column is); any other cell's text is read as its column's type
 //! (`type`): `string` any UTF-8 text; `integer` and `number` the text a JSON
 //! number of that type has (an optional `-`, no `+`, no leading zero,
-//! `integer` without fraction or exponent); `boolean` `true` or `false` in any case; `date`,
-//! `timestamp`, `time` ISO 8601; `object` and `array` cells are not checked.
+//! `integer` without fraction or exponent); `boolean` `true` or `false` in
+//! any case; `date`, `timestamp`, `time` ISO 8601; `object` and `array`
+//! cells are not checked.
 //! A cell of its type (or of a column without one) is then held against the
 //! valid values (`enum`): a string by its text, a number by the value of a
 //! JSON number text, a boolean in any case; a cell that is not UTF-8 is
@@ -40,7 +41,7 @@ use std::sync::Arc;
 use aws_lc_rs::hmac;
 use serde_json::Value;
 
-use super::conform::{judge, Reference};
+use super::conform::{check, hidden, judge, spec, Reference};
 use super::mask_csv::{reference, unquote, Row};
 use crate::decision::fields::conformance::{FieldCheck, LogicalType};
 use crate::decision::fields::tree;
@@ -181,7 +182,8 @@ fn of_type(ty: LogicalType, s: &str) -> bool {
 }
 
 /// Whether `s` is a JSON number's text (RFC 8259): `Some(true)` for one
-/// without fraction or exponent.
+/// without fraction or exponent. Written apart from the checker's
+/// `number_text` on purpose: the reference must not share what it checks.
 fn json_number(s: &str) -> Option<bool> {
     let b = s.as_bytes();
     let mut i = usize::from(b.first() == Some(&b'-'));
@@ -227,14 +229,6 @@ fn is_value(v: &Value, s: &str) -> bool {
     }
 }
 
-fn check(ty: Option<LogicalType>, required: bool, valid: &[Value]) -> FieldCheck {
-    FieldCheck {
-        ty,
-        required,
-        valid: (!valid.is_empty()).then(|| valid.to_vec().into_boxed_slice()),
-    }
-}
-
 /// The root's columns (`o`'s field `p` is not one).
 fn columns(v_type: Option<LogicalType>, v_required: bool) -> Vec<Declared> {
     use LogicalType as T;
@@ -273,11 +267,7 @@ fn plan(columns: &[Declared], hide: u8, undeclared: Undeclared) -> FieldPlan {
                 Some(LogicalType::Object) => Shape::Object,
                 _ => Shape::Leaf,
             };
-            FieldSpec {
-                logical_type: c.check.ty.map(|t| t.as_str().to_string()),
-                check: c.check.clone(),
-                ..super::mask::spec(c.name, c.name, None, shape)
-            }
+            spec(c.name, c.name, None, shape, c.check.clone())
         })
         .collect();
     let o = fields.iter().position(|f| f.name == "o");
@@ -288,9 +278,5 @@ fn plan(columns: &[Declared], hide: u8, undeclared: Undeclared) -> FieldPlan {
         (6, Mask::Hash),
         (7, Mask::Omit),
     ];
-    let hide: Vec<(usize, Mask)> = (0..4)
-        .filter(|bit| hide & (1 << bit) != 0)
-        .map(|bit| hideable[bit])
-        .collect();
-    super::mask::plan_of(fields, &hide, undeclared)
+    super::mask::plan_of(fields, &hidden(hide, hideable), undeclared)
 }

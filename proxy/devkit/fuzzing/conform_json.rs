@@ -26,11 +26,11 @@ use std::sync::Arc;
 use aws_lc_rs::hmac;
 use serde_json::Value;
 
-use super::conform::{judge, Reference};
+use super::conform::{check, hidden, judge, spec, Reference};
 use super::mask::{key_name, parse, parse_lines, text, Node};
 use crate::decision::fields::conformance::{FieldCheck, LogicalType};
 use crate::decision::fields::tree::{self, Level, Rule};
-use crate::decision::fields::{FieldPlan, FieldSpec, Mask, Mode, Shape, Undeclared};
+use crate::decision::fields::{FieldPlan, Mask, Mode, Shape, Undeclared};
 use crate::model::conformance::{Kind, Kinds};
 use crate::pipeline::mask::conform::{iso_fits, Checker, CHECK_LIMIT};
 use crate::pipeline::mask::scan::{Scanner, MAX_DEPTH};
@@ -209,29 +209,6 @@ fn of_type(ty: LogicalType, v: &Node, raw: &[u8]) -> bool {
     }
 }
 
-/// `mask_json`'s field spec with a check (and the type it names).
-fn spec(
-    name: &str,
-    path: &str,
-    parent: Option<usize>,
-    shape: Shape,
-    check: FieldCheck,
-) -> FieldSpec {
-    FieldSpec {
-        logical_type: check.ty.map(|t| t.as_str().to_string()),
-        check,
-        ..super::mask::spec(name, path, parent, shape)
-    }
-}
-
-fn check(ty: Option<LogicalType>, required: bool, valid: &[Value]) -> FieldCheck {
-    FieldCheck {
-        ty,
-        required,
-        valid: (!valid.is_empty()).then(|| valid.to_vec().into_boxed_slice()),
-    }
-}
-
 /// The contract above; `hide`: bits for `b`, `e`, `j`, `l`.
 fn plan(
     hide: u8,
@@ -344,9 +321,5 @@ fn plan(
         (9, Mask::Hash),
         (11, Mask::Omit),
     ];
-    let hide: Vec<(usize, Mask)> = (0..4)
-        .filter(|bit| hide & (1 << bit) != 0)
-        .map(|bit| hideable[bit])
-        .collect();
-    super::mask::plan_of(fields, &hide, undeclared)
+    super::mask::plan_of(fields, &hidden(hide, hideable), undeclared)
 }

@@ -357,7 +357,7 @@ pub fn cell_fits(ty: LogicalType, s: &str) -> bool {
 /// Whether `s` is the text of a JSON number (RFC 8259: an optional `-`, no
 /// leading zero, no `+`, no space around): `Some(true)` when it has neither
 /// fraction nor exponent.
-pub fn number_text(s: &str) -> Option<bool> {
+fn number_text(s: &str) -> Option<bool> {
     fn digits(s: &[u8]) -> usize {
         s.iter().take_while(|c| c.is_ascii_digit()).count()
     }
