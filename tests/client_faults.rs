@@ -239,22 +239,6 @@ impl http_body::Body for ChannelBody {
     }
 }
 
-/// An HTTP/2 connection over mTLS as `orders`, driven by a task of its own.
-async fn h2_sender(
-    pki: &Pki,
-    mg: &Meshgate,
-) -> hyper::client::conn::http2::SendRequest<ChannelBody> {
-    let tls = tls_connect_alpn(pki, "orders", mg.data, &[b"h2"]).await;
-    let (sender, conn) = hyper::client::conn::http2::handshake(
-        hyper_util::rt::TokioExecutor::new(),
-        hyper_util::rt::TokioIo::new(tls),
-    )
-    .await
-    .expect("h2 handshake");
-    tokio::spawn(conn);
-    sender
-}
-
 #[tokio::test]
 async fn an_http2_client_resetting_its_stream_mid_body_is_a_499_not_an_upstream_failure() {
     let pki = Pki::with_clients(&[("orders", ORDER_SERVICE)]);
@@ -263,7 +247,7 @@ async fn an_http2_client_resetting_its_stream_mid_body_is_a_499_not_an_upstream_
     let mg = Meshgate::builder(&pki, &up).audit_file(&audit).start();
     next_upload_is_served(&pki, &mg, &up);
 
-    let mut sender = h2_sender(&pki, &mg).await;
+    let mut sender = h2_sender::<ChannelBody>(&pki, "orders", mg.data).await;
     let (tx, rx) = tokio::sync::mpsc::channel(4);
     let req = http::Request::post(mg.url("/upload"))
         .body(ChannelBody(rx))
@@ -346,7 +330,7 @@ async fn an_upload_the_client_stops_sending_is_a_408_not_an_upstream_timeout() {
     // HTTP/2: a stream that declares 100 bytes, sends 5 and nothing more.
     // (Without a declared length, an open stream is a streaming call
     // waiting for its answer, as gRPC's are: its timeout stays a 504.)
-    let mut sender = h2_sender(&pki, &mg).await;
+    let mut sender = h2_sender::<ChannelBody>(&pki, "orders", mg.data).await;
     let (tx, rx) = tokio::sync::mpsc::channel(4);
     let req = http::Request::post(mg.url("/upload"))
         .header("content-length", "100")

@@ -15,19 +15,18 @@ use bytes::Bytes;
 use http::Method;
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::{Either, Full};
-use hyper::body::Incoming;
 
 use crate::model::response::{BodyTransform, TransformError};
 use crate::observe::audit::{Event, Slot};
 use crate::observe::trace::Draft;
 use crate::pipeline::grpc::GrpcEnd;
-use crate::transport::upstream::Lease;
+use crate::transport::upstream::{Lease, UpstreamBody};
 
 /// The body of every response the data listener sends: the upstream's,
 /// streamed, or a small one of our own; counted, and with the request's
 /// audit event written when it ends.
 pub struct ProxyBody {
-    inner: Either<Incoming, Full<Bytes>>,
+    inner: Either<UpstreamBody, Full<Bytes>>,
     pending: Option<Box<PendingEvent>>,
     /// The upstream connection the body comes from: back to the pool when
     /// the body has ended, closed if it is dropped before.
@@ -81,7 +80,7 @@ pub struct PendingEvent {
 }
 
 impl ProxyBody {
-    pub fn upstream(body: Incoming, lease: Option<Lease>) -> ProxyBody {
+    pub fn upstream(body: UpstreamBody, lease: Option<Lease>) -> ProxyBody {
         let mut body = ProxyBody {
             inner: Either::Left(body),
             pending: None,

@@ -60,6 +60,28 @@ pub async fn tls_connect_alpn(
     connector.connect(name, tcp).await.expect("tls handshake")
 }
 
+/// An HTTP/2 connection over mTLS as `who`, driven by a task of its own.
+pub async fn h2_sender<B>(
+    pki: &Pki,
+    who: &str,
+    addr: SocketAddr,
+) -> hyper::client::conn::http2::SendRequest<B>
+where
+    B: http_body::Body + Unpin + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let tls = tls_connect_alpn(pki, who, addr, &[b"h2"]).await;
+    let (sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tls),
+    )
+    .await
+    .expect("h2 handshake");
+    tokio::spawn(conn);
+    sender
+}
+
 /// An HTTP/1.1 client bound to one TLS connection.
 pub async fn h1_client(
     pki: &Pki,

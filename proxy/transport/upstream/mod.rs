@@ -1,25 +1,27 @@
 //! The data product's own server on loopback: HTTP/1.1 over our keep-alive
-//! pool, or HTTP/2 cleartext (h2c, e.g. gRPC) over hyper-util's client.
-//! Returns its own error; the pipeline chooses the status.
+//! pool, or HTTP/2 cleartext (h2c, e.g. gRPC) on one shared connection
+//! (`h2c/`). Returns its own error; the pipeline chooses the status.
 
 mod body;
+mod h2c;
 mod pool;
 mod wait;
 
 use std::future::Future;
-use std::pin::pin;
+use std::pin::{pin, Pin};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
+use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::uri::{Authority, PathAndQuery, Scheme, Uri};
 use http::{HeaderName, Request, Response, Version};
+use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 use serde::Deserialize;
 
 pub use body::{BodyWatch, ClientBodyFault, CountedBody};
+use h2c::H2c;
 pub use pool::Lease;
 use pool::{Pool, SendError};
 pub use wait::Wait;
@@ -74,8 +76,46 @@ pub struct Upstream {
 enum Transport {
     /// HTTP/1.1: one request at a time per connection, our own pool.
     Http1(Pool),
-    /// HTTP/2 without TLS: hyper-util's client multiplexes on one connection.
-    H2c(Box<Client<HttpConnector, CountedBody>>),
+    /// HTTP/2 without TLS: every request a stream on one connection.
+    H2c(H2c),
+}
+
+/// The upstream's response body, as its protocol delivers it.
+pub enum UpstreamBody {
+    Http1(Incoming),
+    H2c(h2c::RecvBody),
+}
+
+/// Why an upstream's response body ended before its end.
+pub type UpstreamBodyError = Box<dyn std::error::Error + Send + Sync>;
+
+impl Body for UpstreamBody {
+    type Data = Bytes;
+    type Error = UpstreamBodyError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, UpstreamBodyError>>> {
+        match self.get_mut() {
+            UpstreamBody::Http1(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+            UpstreamBody::H2c(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            UpstreamBody::Http1(b) => b.is_end_stream(),
+            UpstreamBody::H2c(b) => b.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            UpstreamBody::Http1(b) => b.size_hint(),
+            UpstreamBody::H2c(b) => b.size_hint(),
+        }
+    }
 }
 
 // === impl Upstream ===
@@ -89,18 +129,11 @@ impl Upstream {
                 authority.port_u16().unwrap_or(80),
                 s.connect_timeout,
             )),
-            UpstreamProtocol::H2c => {
-                let mut connector = HttpConnector::new();
-                connector.set_nodelay(true);
-                connector.set_connect_timeout(Some(s.connect_timeout));
-                let mut builder = Client::builder(TokioExecutor::new());
-                builder
-                    .pool_timer(TokioTimer::new())
-                    .timer(TokioTimer::new())
-                    .pool_idle_timeout(Duration::from_secs(60))
-                    .http2_only(true);
-                Transport::H2c(Box::new(builder.build(connector)))
-            }
+            UpstreamProtocol::H2c => Transport::H2c(H2c::new(
+                authority.host(),
+                authority.port_u16().unwrap_or(80),
+                s.connect_timeout,
+            )),
         };
         Upstream {
             transport,
@@ -170,7 +203,8 @@ impl Upstream {
         &self,
         req: Request<CountedBody>,
         wait: Wait,
-    ) -> impl Future<Output = Result<(Response<Incoming>, Option<Lease>), UpstreamError>> + '_ {
+    ) -> impl Future<Output = Result<(Response<UpstreamBody>, Option<Lease>), UpstreamError>> + '_
+    {
         async move {
             let watch = req.body().watch();
             let sent = match &self.transport {
@@ -182,16 +216,18 @@ impl Upstream {
                         Some(Err(SendError::Failed(e))) => {
                             Err(UpstreamError::Failed(error_chain(&e)))
                         }
-                        Some(Ok((resp, lease))) => Ok((resp, Some(lease))),
+                        Some(Ok((resp, lease))) => Ok((resp.map(UpstreamBody::Http1), Some(lease))),
                     }
                 }
                 Transport::H2c(client) => {
-                    let sending = pin!(client.request(req));
+                    let sending = pin!(client.send(req));
                     match wait::within(wait, &watch, sending).await {
                         None => Err(UpstreamError::Timeout),
-                        Some(Err(e)) if e.is_connect() => Err(UpstreamError::Unavailable),
-                        Some(Err(e)) => Err(UpstreamError::Failed(error_chain(&e))),
-                        Some(Ok(resp)) => Ok((resp, None)),
+                        Some(Err(h2c::SendError::Connect)) => Err(UpstreamError::Unavailable),
+                        Some(Err(h2c::SendError::Failed(e))) => {
+                            Err(UpstreamError::Failed(error_chain(&e)))
+                        }
+                        Some(Ok(resp)) => Ok((resp.map(UpstreamBody::H2c), None)),
                     }
                 }
             };
@@ -208,6 +244,22 @@ impl Upstream {
             }
         }
     }
+}
+
+/// `host` as a socket address takes it (an IPv6 literal without brackets).
+fn bare_host(host: &str) -> String {
+    host.trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_string()
+}
+
+/// A TCP connection to the upstream, without Nagle's delay; `None` when
+/// it is refused or not made within `timeout`.
+async fn dial_tcp(host: &str, port: u16, timeout: Duration) -> Option<tokio::net::TcpStream> {
+    let connect = tokio::net::TcpStream::connect((host, port));
+    let stream = tokio::time::timeout(timeout, connect).await.ok()?.ok()?;
+    stream.set_nodelay(true).ok()?;
+    Some(stream)
 }
 
 /// An error with its sources, `outer: inner: innermost`.

@@ -131,10 +131,7 @@ impl Pool {
     pub fn new(host: &str, port: u16, connect_timeout: Duration) -> Pool {
         Pool {
             inner: Arc::new(Inner {
-                host: host
-                    .trim_start_matches('[')
-                    .trim_end_matches(']')
-                    .to_string(),
+                host: super::bare_host(host),
                 port,
                 connect_timeout,
                 idle: Mutex::new(Vec::new()),
@@ -144,14 +141,10 @@ impl Pool {
     }
 
     async fn dial(&self) -> Result<SendRequest<CountedBody>, SendError> {
-        let connect = tokio::net::TcpStream::connect((self.inner.host.as_str(), self.inner.port));
-        let stream = match tokio::time::timeout(self.inner.connect_timeout, connect).await {
-            Ok(Ok(s)) => s,
-            Ok(Err(_)) => return Err(SendError::Connect),
-            // The connect timed out.
-            Err(_) => return Err(SendError::Connect),
-        };
-        stream.set_nodelay(true).map_err(|_| SendError::Connect)?;
+        let inner = &self.inner;
+        let stream = super::dial_tcp(&inner.host, inner.port, inner.connect_timeout)
+            .await
+            .ok_or(SendError::Connect)?;
         let (sender, conn) = http1::handshake(TokioIo::new(stream))
             .await
             .map_err(SendError::Failed)?;
