@@ -172,6 +172,19 @@ impl CountedBody {
     pub fn watch(&self) -> BodyWatch {
         self.watch.clone()
     }
+
+    /// The body is not being read for now (the frames already read go
+    /// again on another stream first): a timeout meanwhile is not the
+    /// client's stall.
+    pub fn not_waiting(&mut self) {
+        if self.waiting {
+            self.waiting = false;
+            self.watch
+                .0
+                .waiting_on_client
+                .store(false, Ordering::Relaxed);
+        }
+    }
 }
 
 impl Body for CountedBody {

@@ -69,9 +69,11 @@ impl Outgoing {
         self.keeping
     }
 
-    /// The next stream starts from the first byte again.
+    /// The next stream starts from the first byte again (no longer
+    /// waiting on the client: what it sent goes first).
     pub(super) fn rewind(&mut self) {
         self.replayed = 0;
+        self.body.not_waiting();
     }
 
     /// The response came: nothing will be replayed any more. What this
