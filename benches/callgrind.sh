@@ -23,6 +23,8 @@
 # the warm-up's spans are exported before counting starts, and counting stops TRACE_DELAY + 3 s after the
 # last request, once the last batch is out. The spans exported inside the window are printed (ratio 1:
 # exactly 2 per request, checked), so two builds are compared on the same export work.
+# UPSTREAM=h2c has the sidecar speak HTTP/2 cleartext to the sample upstream (`upstream_protocol: h2c`, as to a
+# gRPC server) instead of HTTP/1.1.
 # Needs valgrind (apt) and oha (cargo install --locked oha).
 set -euo pipefail
 [ $# -ge 2 ] || { echo "usage: $0 MESHGATE_BINARY h1|h2 [N]" >&2; exit 2; }
@@ -39,6 +41,11 @@ read -r UP MGP ADM <<<"$(free_ports 3)"
 "$MG" certs dev --out "$W/c" --client bench=spiffe://mesh.local/ns/finance/sa/reporting >/dev/null
 "$MG" sample-upstream --listen "127.0.0.1:$UP" 2>/dev/null & UPPID=$!
 sidecar_config "$W/mg.yaml" "$MGP" "$ADM" "$UP" "$W/c" "$W/audit.log"
+case ${UPSTREAM:-http1} in
+  http1) ;;
+  h2c) echo "upstream_protocol: h2c" >>"$W/mg.yaml" ;;
+  *) echo "UPSTREAM: '$UPSTREAM' is not http1 or h2c" >&2; exit 2 ;;
+esac
 if [ "${MASK:-0}" = 1 ]; then
   # shellcheck source=benches/masking.sh
   source "$ROOT/benches/masking.sh"
@@ -92,7 +99,7 @@ callgrind_control -d "$VPID" >/dev/null
 for _ in $(seq 1 150); do grep -qs '^totals:' "$W"/cg.out.1 && break; sleep 0.2; done
 ok=$(python3 -c "import json,sys; d=json.load(open('$W/oha.json')); print(d['statusCodeDistribution'])")
 total=$(cat "$W"/cg.out.* 2>/dev/null | awk '/^totals:/ {s+=$2} END {print s}')
-echo "$MODE $MG: status $ok, Ir total $total, per request $((total / N))$SPANS"
+echo "$MODE${UPSTREAM:+ (upstream ${UPSTREAM})} $MG: status $ok, Ir total $total, per request $((total / N))$SPANS"
 if [[ ${CACHE:-0} == 1 ]]; then  # events: Ir Dr Dw I1mr D1mr D1mw ILmr DLmr DLmw Bc Bcm Bi Bim
   cat "$W"/cg.out.* | awk -v n="$N" '/^totals:/ {for (i = 2; i <= NF; i++) t[i] += $i}
     END {printf "per request: I1 misses %d, D1 read misses %d, branches mispredicted %d conditional, %d indirect\n",

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::Full;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
 
@@ -119,7 +119,9 @@ fn orders() -> Orders {
     }
 }
 
-/// Serves the sample product on `listener` until the task is dropped.
+/// Serves the sample product on `listener` until the task is dropped:
+/// HTTP/1.1, or HTTP/2 with prior knowledge (h2c), as each connection
+/// begins (a sidecar's `upstream_protocol: http1 | h2c`).
 pub async fn serve(listener: TcpListener) {
     let data = Arc::new(orders());
     let mut listener = Acceptor::new(listener, "sample");
@@ -132,7 +134,7 @@ pub async fn serve(listener: TcpListener) {
                 let data = data.clone();
                 async move { Ok::<_, Infallible>(route(&data, &req)) }
             });
-            let _ = hyper::server::conn::http1::Builder::new()
+            let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                 .serve_connection(TokioIo::new(tcp), svc)
                 .await;
         });
@@ -200,6 +202,49 @@ mod tests {
         assert_eq!(route(&o, &req).status(), StatusCode::OK);
         let req = Request::get("/orders/SO-9").body(()).expect("request");
         assert_eq!(route(&o, &req).status(), StatusCode::NOT_FOUND);
+    }
+
+    /// The sample product answers HTTP/1.1 and h2c (prior knowledge) on
+    /// one port: a sidecar with either `upstream_protocol` can sit in front.
+    #[tokio::test]
+    async fn the_product_speaks_http1_and_h2c_on_one_port() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let server = tokio::spawn(serve(listener));
+        let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let (mut h1, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+            .await
+            .expect("h1 handshake");
+        tokio::spawn(conn);
+        let req = Request::get("/orders")
+            .header(header::HOST, "sample")
+            .body(http_body_util::Empty::<Bytes>::new())
+            .expect("request");
+        let resp = h1.send_request(req).await.expect("h1 response");
+        assert_eq!(
+            (resp.version(), resp.status()),
+            (http::Version::HTTP_11, StatusCode::OK)
+        );
+        let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let (h2, conn) = h2::client::handshake(tcp).await.expect("h2 handshake");
+        tokio::spawn(conn);
+        let mut h2 = h2.ready().await.expect("h2 ready");
+        let req = Request::get(format!("http://{addr}/orders"))
+            .body(())
+            .expect("request");
+        let (resp, _) = h2.send_request(req, true).expect("h2 request");
+        let resp = resp.await.expect("h2 response");
+        assert_eq!(
+            (resp.version(), resp.status()),
+            (http::Version::HTTP_2, StatusCode::OK)
+        );
+        let mut body = resp.into_body();
+        let mut read = Vec::new();
+        while let Some(data) = body.data().await {
+            read.extend_from_slice(&data.expect("data"));
+        }
+        assert_eq!(read, orders().all);
+        server.abort();
     }
 
     #[test]

@@ -91,7 +91,11 @@ impl TraceContext {
         if self.parent_id.is_none() {
             headers.remove(TRACESTATE);
         }
-        headers.insert(TRACEPARENT, self.header());
+        // New for every request: never indexed by HPACK (see
+        // `pipeline::ids::unindexed`).
+        let mut v = self.header();
+        v.set_sensitive(true);
+        headers.insert(TRACEPARENT, v);
     }
 }
 

@@ -245,7 +245,7 @@ impl ProxyError {
             self.json_response(id)
         };
         let h = resp.headers_mut();
-        h.insert("x-request-id", super::ids::response_header(request_id));
+        h.insert("x-request-id", super::ids::unindexed(request_id));
         self.advice_headers(h);
         resp
     }

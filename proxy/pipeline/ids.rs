@@ -32,12 +32,14 @@ impl RequestIds {
     }
 }
 
-/// `id` as a response header: marked never to be indexed, so that HTTP/2's
-/// header compression (HPACK) sends it as a literal instead of adding it to
-/// the connection's table, where a value that never repeats would only push
-/// out the ones that do (`content-type`, `date`) and cost an insertion and an
-/// eviction per response. HTTP/1.1 ignores the mark.
-pub fn response_header(id: &HeaderValue) -> HeaderValue {
+/// `id` as a header (of the response, or of the request to an h2c
+/// upstream): marked never to be indexed, so that HTTP/2's header
+/// compression (HPACK) sends it as a literal instead of adding it to the
+/// connection's table, where a value that never repeats would only push out
+/// the ones that do (`content-type`, `date`, the caller's identity headers)
+/// and cost an insertion and an eviction per message. HTTP/1.1 ignores the
+/// mark.
+pub fn unindexed(id: &HeaderValue) -> HeaderValue {
     let mut v = id.clone();
     v.set_sensitive(true);
     v

@@ -710,7 +710,7 @@ impl<'a> Exchange<'a> {
             }
             headers.insert(X_FORWARDED_CLIENT_CERT, conn.identity.xfcc.clone());
             headers.insert(X_MESHGATE_PRINCIPAL, conn.identity.principal_header.clone());
-            headers.insert(X_REQUEST_ID, self.request_id.clone());
+            headers.insert(X_REQUEST_ID, ids::unindexed(&self.request_id));
             headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("https"));
             headers.insert(X_FORWARDED_FOR, conn.peer_ip.clone());
             headers.insert(X_REAL_IP, conn.peer_ip.clone());
@@ -734,7 +734,7 @@ impl<'a> Exchange<'a> {
             strip_hop_by_hop(&mut parts.headers);
             parts
                 .headers
-                .insert(X_REQUEST_ID, ids::response_header(&self.request_id));
+                .insert(X_REQUEST_ID, ids::unindexed(&self.request_id));
             Ok(Response::from_parts(
                 parts,
                 ProxyBody::upstream(body, lease),
