@@ -58,10 +58,12 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// stream ids of one connection run out at 2^30 requests.
 const MAX_STREAMS_PER_CONNECTION: u64 = 1 << 29;
 
-/// How many times a request goes on a new connection when the one it was
-/// given went away before the request was sent (or the upstream refused
-/// it unprocessed). A connection that goes away again at once is a broken
-/// upstream, not a graceful one.
+/// How many tries a request gets when the connection it was given went
+/// away before the request was sent, or the upstream refused it
+/// unprocessed. Ten: with 32 requests racing for connections that each
+/// close after one stream (harsher than any graceful upstream), three were
+/// not enough for some; an upstream whose every new connection goes away
+/// at once is broken, not graceful.
 const ATTEMPTS: usize = 10;
 
 /// The one connection to the upstream, dialled on first use and again
