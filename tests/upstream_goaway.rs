@@ -7,7 +7,8 @@
 //! dozens of requests in flight meet a connection going away; or each
 //! request's first stream refused (`REFUSED_STREAM`) and its second
 //! answered before its body is read, through a 1 KiB window, so that the
-//! answer overtakes the replayed body.
+//! answer overtakes the replayed body; or every stream held unanswered,
+//! so that the sidecar's timeout must reset it at the upstream.
 //! (hyper's HTTP/2 client, which meshgate used before, failed a request it
 //! had already sent when the GOAWAY was read between its send and its next
 //! readiness check: 502s by the hundred in this test.)
@@ -27,6 +28,9 @@ use http_body_util::{BodyExt, Full};
 enum Script {
     /// A graceful shutdown after each stream accepted.
     CloseAfterEach,
+    /// Every stream taken and never answered; the reset that ends it,
+    /// reported.
+    Hold,
     /// A request's first stream (by its `x-key`) refused once up to
     /// [`REFUSE_AFTER`] bytes of its body came; its second answered at
     /// once, its body read after the answer's head.
@@ -48,6 +52,8 @@ struct ScriptedUpstream {
     refused: Arc<AtomicUsize>,
     /// Connections accepted.
     connections: Arc<AtomicUsize>,
+    /// The reset of each held stream (`Script::Hold`).
+    resets: std::sync::mpsc::Receiver<h2::Reason>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -57,7 +63,11 @@ impl ScriptedUpstream {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         listener.set_nonblocking(true).expect("nonblocking");
         let addr = listener.local_addr().expect("addr");
-        let counts = Counts::default();
+        let (reset_tx, resets) = std::sync::mpsc::channel();
+        let counts = Counts {
+            resets: reset_tx,
+            ..Counts::default()
+        };
         let connections = Arc::new(AtomicUsize::new(0));
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let (k, c) = (counts.clone(), connections.clone());
@@ -86,6 +96,7 @@ impl ScriptedUpstream {
             taken: counts.taken,
             refused: counts.refused,
             connections,
+            resets,
             stop: Some(stop),
             thread: Some(thread),
         }
@@ -93,11 +104,23 @@ impl ScriptedUpstream {
 }
 
 /// What the upstream counts, and the keys it has refused once.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 struct Counts {
     taken: Arc<AtomicUsize>,
     refused: Arc<AtomicUsize>,
     seen: Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
+    resets: std::sync::mpsc::Sender<h2::Reason>,
+}
+
+impl Default for Counts {
+    fn default() -> Counts {
+        Counts {
+            taken: Arc::default(),
+            refused: Arc::default(),
+            seen: Arc::default(),
+            resets: std::sync::mpsc::channel().0,
+        }
+    }
 }
 
 impl Drop for ScriptedUpstream {
@@ -145,6 +168,9 @@ async fn serve(tcp: tokio::net::TcpStream, script: Script, counts: Counts) {
                 Script::RefuseFirst => {
                     tokio::spawn(answer(req, respond, counts.clone(), true));
                 }
+                Script::Hold => {
+                    tokio::spawn(hold(req, respond, counts.clone()));
+                }
                 Script::CloseAfterEach => {
                     tokio::spawn(answer(req, respond, counts.clone(), false));
                     conn.graceful_shutdown();
@@ -157,6 +183,22 @@ async fn serve(tcp: tokio::net::TcpStream, script: Script, counts: Counts) {
         let mut sink = tokio::io::sink();
         let drain = tokio::io::copy(&mut rest, &mut sink);
         let _ = tokio::time::timeout(std::time::Duration::from_secs(10), drain).await;
+    }
+}
+
+/// Takes a stream, reads its body, never answers; reports its reset.
+async fn hold(
+    req: http::Request<h2::RecvStream>,
+    mut respond: h2::server::SendResponse<Bytes>,
+    counts: Counts,
+) {
+    counts.taken.fetch_add(1, Ordering::SeqCst);
+    let mut body = req.into_body();
+    while let Some(Ok(data)) = body.data().await {
+        let _ = body.flow_control().release_capacity(data.len());
+    }
+    if let Ok(reason) = std::future::poll_fn(|cx| respond.poll_reset(cx)).await {
+        let _ = counts.resets.send(reason);
     }
 }
 
@@ -327,6 +369,39 @@ async fn a_refused_stream_goes_again_with_its_whole_body_even_when_the_answer_ov
         .filter(|l| l.contains("refused the stream unprocessed; sent again"))
         .count();
     assert_eq!(again, sizes.len());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_the_sidecar_gives_up_on_is_reset_at_the_upstream() {
+    let pki = Pki::new();
+    let up = ScriptedUpstream::start(Script::Hold);
+    let mg = Meshgate::builder(&pki, &format!("http://{}", up.addr))
+        .extra("upstream_protocol: h2c\n")
+        .timeout("upstream_response: 300ms")
+        .start();
+    let mut sender = h2_sender::<Full<Bytes>>(&pki, "reporting", mg.data).await;
+    for body in [
+        Bytes::new(),
+        Bytes::from_static(b"a body the upstream reads"),
+    ] {
+        let method = if body.is_empty() { "GET" } else { "POST" };
+        let req = http::Request::builder()
+            .method(method)
+            .uri(mg.url("/orders"))
+            .body(Full::new(body))
+            .expect("request");
+        let (status, answer) = exchange(&mut sender, req).await;
+        assert_eq!(status, 504, "{method}: {answer}");
+        // The upstream is told to stop: its stream is cancelled, not left
+        // open to count against its concurrency (a bounded wait, for the
+        // reset to cross the loopback).
+        let reason = up
+            .resets
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .expect("the held stream is reset");
+        assert_eq!(reason, h2::Reason::CANCEL, "{method}");
+    }
+    assert_eq!(up.taken.load(Ordering::SeqCst), 2);
 }
 
 /// The sidecar's `request failed` log lines, a few of them.
