@@ -208,7 +208,8 @@ impl H2c {
                     }
                     return Ok(resp);
                 }
-                // Refused unprocessed: again, whole, on a new connection.
+                // Refused unprocessed: again, whole (on a new connection
+                // after a GOAWAY).
                 Err(e) if !last && unprocessed(&e) && pump.body.replayable() => {
                     tracing::debug!(error = %e, "upstream refused the stream unprocessed; sent again");
                     // A GOAWAY closes the connection to new streams; a
