@@ -65,8 +65,10 @@ impl ScriptedUpstream {
         let addr = listener.local_addr().expect("addr");
         let (reset_tx, resets) = std::sync::mpsc::channel();
         let counts = Counts {
+            taken: Arc::default(),
+            refused: Arc::default(),
+            seen: Arc::default(),
             resets: reset_tx,
-            ..Counts::default()
         };
         let connections = Arc::new(AtomicUsize::new(0));
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -112,15 +114,15 @@ struct Counts {
     resets: std::sync::mpsc::Sender<h2::Reason>,
 }
 
-impl Default for Counts {
-    fn default() -> Counts {
-        Counts {
-            taken: Arc::default(),
-            refused: Arc::default(),
-            seen: Arc::default(),
-            resets: std::sync::mpsc::channel().0,
-        }
+impl Target for ScriptedUpstream {
+    fn target_url(&self) -> String {
+        format!("http://{}", self.addr)
     }
+}
+
+/// A sidecar (two workers) speaking h2c to `up`.
+fn sidecar(pki: &Pki, up: &ScriptedUpstream) -> Sidecar {
+    Meshgate::builder(pki, up).extra("upstream_protocol: h2c\n")
 }
 
 impl Drop for ScriptedUpstream {
@@ -280,9 +282,7 @@ async fn an_upstream_closing_every_connection_gracefully_loses_and_repeats_no_re
     const EACH: usize = 60;
     let pki = Pki::new();
     let up = ScriptedUpstream::start(Script::CloseAfterEach);
-    let mg = Meshgate::builder(&pki, &format!("http://{}", up.addr))
-        .extra("upstream_protocol: h2c\n")
-        .start();
+    let mg = sidecar(&pki, &up).start();
     let sender = h2_sender::<Full<Bytes>>(&pki, "reporting", mg.data).await;
     let mut tasks = Vec::new();
     for t in 0..TASKS {
@@ -332,9 +332,7 @@ async fn an_upstream_closing_every_connection_gracefully_loses_and_repeats_no_re
 async fn a_refused_stream_goes_again_with_its_whole_body_even_when_the_answer_overtakes_it() {
     let pki = Pki::new();
     let up = ScriptedUpstream::start(Script::RefuseFirst);
-    let mg = Meshgate::builder(&pki, &format!("http://{}", up.addr))
-        .extra("upstream_protocol: h2c\n")
-        .start();
+    let mg = sidecar(&pki, &up).start();
     let mut sender = h2_sender::<Full<Bytes>>(&pki, "reporting", mg.data).await;
     // Bodiless; within the window; 60 KiB (kept whole: its frames sent
     // again through the 1 KiB window while the answer's head is already
@@ -375,8 +373,7 @@ async fn a_refused_stream_goes_again_with_its_whole_body_even_when_the_answer_ov
 async fn a_request_the_sidecar_gives_up_on_is_reset_at_the_upstream() {
     let pki = Pki::new();
     let up = ScriptedUpstream::start(Script::Hold);
-    let mg = Meshgate::builder(&pki, &format!("http://{}", up.addr))
-        .extra("upstream_protocol: h2c\n")
+    let mg = sidecar(&pki, &up)
         .timeout("upstream_response: 300ms")
         .start();
     let mut sender = h2_sender::<Full<Bytes>>(&pki, "reporting", mg.data).await;

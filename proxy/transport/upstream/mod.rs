@@ -124,16 +124,12 @@ impl Upstream {
     pub fn new(s: &UpstreamSettings<'_>) -> Upstream {
         let authority = s.authority;
         let transport = match s.protocol {
-            UpstreamProtocol::Http1 => Transport::Http1(Pool::new(
-                authority.host(),
-                authority.port_u16().unwrap_or(80),
-                s.connect_timeout,
-            )),
-            UpstreamProtocol::H2c => Transport::H2c(H2c::new(
-                authority.host(),
-                authority.port_u16().unwrap_or(80),
-                s.connect_timeout,
-            )),
+            UpstreamProtocol::Http1 => {
+                Transport::Http1(Pool::new(Dialer::new(authority, s.connect_timeout)))
+            }
+            UpstreamProtocol::H2c => {
+                Transport::H2c(H2c::new(Dialer::new(authority, s.connect_timeout)))
+            }
         };
         Upstream {
             transport,
@@ -246,20 +242,38 @@ impl Upstream {
     }
 }
 
-/// `host` as a socket address takes it (an IPv6 literal without brackets).
-fn bare_host(host: &str) -> String {
-    host.trim_start_matches('[')
-        .trim_end_matches(']')
-        .to_string()
+/// Where the upstream is, and how long a connection to it may take.
+struct Dialer {
+    /// As a socket address takes it (an IPv6 literal without brackets).
+    host: String,
+    port: u16,
+    timeout: Duration,
 }
 
-/// A TCP connection to the upstream, without Nagle's delay; `None` when
-/// it is refused or not made within `timeout`.
-async fn dial_tcp(host: &str, port: u16, timeout: Duration) -> Option<tokio::net::TcpStream> {
-    let connect = tokio::net::TcpStream::connect((host, port));
-    let stream = tokio::time::timeout(timeout, connect).await.ok()?.ok()?;
-    stream.set_nodelay(true).ok()?;
-    Some(stream)
+impl Dialer {
+    fn new(authority: &Authority, timeout: Duration) -> Dialer {
+        Dialer {
+            host: authority
+                .host()
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_string(),
+            port: authority.port_u16().unwrap_or(80),
+            timeout,
+        }
+    }
+
+    /// A TCP connection to the upstream, without Nagle's delay; `None` when
+    /// it is refused or not made in time.
+    async fn connect(&self) -> Option<tokio::net::TcpStream> {
+        let connect = tokio::net::TcpStream::connect((self.host.as_str(), self.port));
+        let stream = tokio::time::timeout(self.timeout, connect)
+            .await
+            .ok()?
+            .ok()?;
+        stream.set_nodelay(true).ok()?;
+        Some(stream)
+    }
 }
 
 /// An error with its sources, `outer: inner: innermost`.

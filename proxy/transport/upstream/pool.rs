@@ -19,6 +19,7 @@ use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
 
 use super::body::{BodyWatch, CountedBody};
+use super::Dialer;
 
 /// Idle connections kept at most; more are closed when they come back.
 const MAX_IDLE: usize = 1024;
@@ -30,9 +31,7 @@ pub struct Pool {
 }
 
 struct Inner {
-    host: String,
-    port: u16,
-    connect_timeout: Duration,
+    dialer: Dialer,
     idle: Mutex<Vec<Idle>>,
     /// Whether the task that closes expired idle connections runs.
     sweeping: AtomicBool,
@@ -127,13 +126,11 @@ impl Inner {
 }
 
 impl Pool {
-    /// A pool for `host:port`; nothing is dialled until the first request.
-    pub fn new(host: &str, port: u16, connect_timeout: Duration) -> Pool {
+    /// A pool for the upstream; nothing is dialled until the first request.
+    pub(super) fn new(dialer: Dialer) -> Pool {
         Pool {
             inner: Arc::new(Inner {
-                host: super::bare_host(host),
-                port,
-                connect_timeout,
+                dialer,
                 idle: Mutex::new(Vec::new()),
                 sweeping: AtomicBool::new(false),
             }),
@@ -141,8 +138,10 @@ impl Pool {
     }
 
     async fn dial(&self) -> Result<SendRequest<CountedBody>, SendError> {
-        let inner = &self.inner;
-        let stream = super::dial_tcp(&inner.host, inner.port, inner.connect_timeout)
+        let stream = self
+            .inner
+            .dialer
+            .connect()
             .await
             .ok_or(SendError::Connect)?;
         let (sender, conn) = http1::handshake(TokioIo::new(stream))

@@ -35,6 +35,7 @@ use http_body::{Body, Frame, SizeHint};
 use tokio::task::AbortHandle;
 
 use super::body::CountedBody;
+use super::Dialer;
 use outgoing::Outgoing;
 
 /// Settings as hyper's client had them: windows larger than the protocol's
@@ -69,9 +70,7 @@ const ATTEMPTS: usize = 10;
 /// The one connection to the upstream, dialled on first use and again
 /// after it went away.
 pub(super) struct H2c {
-    host: String,
-    port: u16,
-    connect_timeout: Duration,
+    dialer: Dialer,
     current: Mutex<Option<Conn>>,
     /// Held while a connection is dialled, so that the requests that find
     /// none wait for the one being made instead of dialling their own.
@@ -120,11 +119,9 @@ pub(super) enum SendError {
 }
 
 impl H2c {
-    pub(super) fn new(host: &str, port: u16, connect_timeout: Duration) -> H2c {
+    pub(super) fn new(dialer: Dialer) -> H2c {
         H2c {
-            host: super::bare_host(host),
-            port,
-            connect_timeout,
+            dialer,
             current: Mutex::new(None),
             dialing: tokio::sync::Mutex::new(()),
             failed_dials: AtomicU64::new(0),
@@ -275,9 +272,7 @@ impl H2c {
     }
 
     async fn dial(&self) -> Result<Conn, SendError> {
-        let stream = super::dial_tcp(&self.host, self.port, self.connect_timeout)
-            .await
-            .ok_or(SendError::Connect)?;
+        let stream = self.dialer.connect().await.ok_or(SendError::Connect)?;
         let (sender, connection) = h2::client::Builder::new()
             .initial_window_size(STREAM_WINDOW)
             .initial_connection_window_size(CONN_WINDOW)

@@ -36,16 +36,6 @@ pub(super) struct Outgoing {
     ended: bool,
 }
 
-/// How sending a body into its stream ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Sent {
-    /// All of it, its end too.
-    Whole,
-    /// The stream was reset (by the upstream, or here for a body the
-    /// client broke).
-    Cut,
-}
-
 impl Outgoing {
     pub(super) fn new(body: CountedBody) -> Outgoing {
         let ended = body.is_end_stream();
@@ -85,17 +75,18 @@ impl Outgoing {
         self.keeping = false;
     }
 
-    /// Sends the body into `stream` until all of it is sent or the stream
-    /// is cut; pending while the window is closed or the client's next
+    /// Sends the body into `stream`; ready once all of it is sent, or the
+    /// stream is cut (reset by the upstream, or here for a body the client
+    /// broke); pending while the window is closed or the client's next
     /// bytes have not come.
     pub(super) fn poll_send(
         &mut self,
         stream: &mut SendStream<Bytes>,
         cx: &mut Context<'_>,
-    ) -> Poll<Sent> {
+    ) -> Poll<()> {
         loop {
             if stream.poll_reset(cx).is_ready() {
-                return Poll::Ready(Sent::Cut);
+                return Poll::Ready(());
             }
             // Window for at least a byte before a chunk is taken: `send_data`
             // then takes the whole chunk and sends it as the window opens.
@@ -103,26 +94,23 @@ impl Outgoing {
             while stream.capacity() == 0 {
                 match stream.poll_capacity(cx) {
                     Poll::Ready(Some(Ok(_))) => {}
-                    Poll::Ready(Some(Err(_)) | None) => return Poll::Ready(Sent::Cut),
+                    Poll::Ready(Some(Err(_)) | None) => return Poll::Ready(()),
                     Poll::Pending => return Poll::Pending,
                 }
             }
-            let frame = match self.next_frame(cx) {
+            let (frame, last) = match self.next_frame(cx) {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(Next::Frame(f, last)) => (f, last),
                 Poll::Ready(Next::End) => {
-                    return Poll::Ready(match stream.send_data(Bytes::new(), true) {
-                        Ok(()) => Sent::Whole,
-                        Err(_) => Sent::Cut,
-                    });
+                    let _ = stream.send_data(Bytes::new(), true);
+                    return Poll::Ready(());
                 }
                 Poll::Ready(Next::Broken) => {
                     // The upstream must not take a cut body for a whole one.
                     stream.send_reset(Reason::CANCEL);
-                    return Poll::Ready(Sent::Cut);
+                    return Poll::Ready(());
                 }
             };
-            let (frame, last) = frame;
             let sent = match frame.into_data() {
                 Ok(data) => stream.send_data(data, last).map(|()| last),
                 Err(frame) => match frame.into_trailers() {
@@ -134,10 +122,9 @@ impl Outgoing {
                     Err(_) => Ok(false),
                 },
             };
-            match sent {
-                Ok(true) => return Poll::Ready(Sent::Whole),
-                Ok(false) => {}
-                Err(_) => return Poll::Ready(Sent::Cut),
+            // The end sent, or the stream gone.
+            if !matches!(sent, Ok(false)) {
+                return Poll::Ready(());
             }
         }
     }
