@@ -75,9 +75,35 @@ enum Command {
     SampleUpstream(sample::Args),
 }
 
+/// The stack of the thread every subcommand runs on: what a glibc process's
+/// main thread has.
+const STACK_BYTES: usize = 8 * 1024 * 1024;
+
+/// Runs the subcommand on a thread of its own, not on the process's main
+/// thread: Cedar measures the stack it has left before it goes deeper
+/// (`stacker`), and under musl (a static build, as the image was until
+/// 2026-12-06) the main thread's stack reads as only the part already used,
+/// so every evaluation there failed with "recursion limit reached" and
+/// every request was denied (one worker runs the runtime on the calling
+/// thread). A thread made with a size reports it under any C library.
+pub fn main() -> ExitCode {
+    let spawned = std::thread::Builder::new()
+        .name("meshgate".into())
+        .stack_size(STACK_BYTES)
+        .spawn(command);
+    match spawned {
+        // A panic has been printed by the hook; 101 as Rust's own exit.
+        Ok(thread) => thread.join().unwrap_or(ExitCode::from(101)),
+        Err(e) => {
+            eprintln!("meshgate: cannot start a thread: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 /// Parses the command line and runs the subcommand; an error is printed as
 /// one line, `meshgate: REASON`, with exit code 1.
-pub fn main() -> ExitCode {
+fn command() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Run(a) => run::run(a),
