@@ -1,16 +1,21 @@
 # syntax=docker/dockerfile:1
-# meshgate: the sidecar, the injector and the CLI in one static binary on a
+# meshgate: the sidecar, the injector and the CLI in one binary on a
 # distroless base (no shell, no package manager), running as a non-root user.
 #   docker build -t ghcr.io/meshgate/meshgate:0.1.0 .
 
-# Build: a musl target gives a static binary (aws-lc-rs builds its C and
-# assembly with the musl toolchain; it needs cmake, clang and perl).
-FROM rust:1.89-bookworm AS build
-RUN apt-get update \
- && apt-get install -y --no-install-recommends musl-tools cmake clang perl \
- && rm -rf /var/lib/apt/lists/* \
- && rustup target add x86_64-unknown-linux-musl
+# Build: glibc, not a static musl binary. musl's memcpy made the same
+# sidecar take 1.26x the CPU per request (bash benches/ab.sh, 2026-12-06:
+# 6 us of every 32 in memcpy, against glibc's 1.4); a sidecar pays that on
+# every request of every pod.
+FROM rust:1.95-bookworm AS build
 WORKDIR /src
+# Profile-guided: LLVM lays out and inlines the code by a training run's
+# profile (IMAGE=1 bash benches/pgo.sh; about 0.8x the CPU per request). It
+# was made by this Rust version for this target (benches/image.toolchain;
+# tests/deploy.rs checks both); a function changed since is built as without
+# it (the mismatches are not reported).
+COPY benches/image.profdata /pgo/image.profdata
+ENV RUSTFLAGS="-Cprofile-use=/pgo/image.profdata -Cllvm-args=-no-pgo-warn-mismatch"
 # Dependencies first, so an edit of the sources does not rebuild them. Cargo
 # refuses a manifest whose targets have no source, so every [[bench]] of
 # Cargo.toml gets a stub (tests/deploy.rs runs these stubs against the manifest).
@@ -19,19 +24,24 @@ RUN mkdir proxy benches \
  && echo 'fn main() {}' > proxy/main.rs \
  && touch proxy/lib.rs \
  && for b in $(sed -n '/^\[\[bench\]\]$/{n;s/^name = "\(.*\)"$/\1/p;}' Cargo.toml); do echo 'fn main() {}' > benches/$b.rs; done \
- && cargo build --release --locked --target x86_64-unknown-linux-musl --bin meshgate \
+ && cargo build --release --locked --target x86_64-unknown-linux-gnu --bin meshgate \
  && rm -rf proxy benches
 COPY build.rs ./
 COPY proxy proxy
 COPY benches benches
 COPY policies policies
+# The function order of this build (with the profile, its inlining differs
+# from the plain build's that benches/link-order.txt lists): the code the
+# sidecar runs in few pages (build.rs; IMAGE=1 bash benches/pgo.sh makes both).
+ENV MESHGATE_LINK_ORDER_FILE=/src/benches/image-link-order.txt
 RUN touch proxy/main.rs proxy/lib.rs \
- && cargo build --release --locked --target x86_64-unknown-linux-musl --bin meshgate \
- && cp target/x86_64-unknown-linux-musl/release/meshgate /meshgate
+ && cargo build --release --locked --target x86_64-unknown-linux-gnu --bin meshgate \
+ && cp target/x86_64-unknown-linux-gnu/release/meshgate /meshgate
 
-# Run: distroless static, user 65532 (nonroot). The injected sidecar and the
-# injector run `meshgate ...` found on PATH.
-FROM gcr.io/distroless/static-debian12:nonroot
+# Run: distroless with glibc and libgcc (Debian 12: glibc 2.36, which the
+# binary's packed relocations need), user 65532 (nonroot). The injected
+# sidecar and the injector run `meshgate ...` found on PATH.
+FROM gcr.io/distroless/cc-debian12:nonroot
 COPY --from=build /meshgate /usr/local/bin/meshgate
 USER 65532:65532
 EXPOSE 8443 9901

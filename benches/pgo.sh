@@ -18,9 +18,22 @@
 # then idles a few MiB larger). TRAIN_N=N requests per oha run (default 20000).
 # Needs: rustup's llvm-tools component (added when missing), oha (cargo install --locked oha), curl, python3,
 # valgrind (for (5)). Takes three release builds (about 20 minutes on the 2-core VM) and two minutes of runs.
+#
+# TARGET=TRIPLE builds for that target instead of the host (with `--target`, as the Dockerfile builds).
+# IMAGE=1 makes what the Docker image is built with, committed: benches/image.profdata (after (3), the
+# profile of only the functions that ran: 3 MB, not 20), benches/image.toolchain (the rustc and target it fits;
+# tests/deploy.rs holds the Dockerfile to them), and benches/image-link-order.txt ((4) and (5) with that
+# profile, as the image builds, for TARGET, default x86_64-unknown-linux-gnu); about 20 minutes. A profile
+# names functions by symbol and by a hash of their control flow: it fits builds by the toolchain and for the
+# target it was made with, wherever they run, and a function changed since is built as if unprofiled.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-OUT=${1:-$ROOT/target/pgo/release/meshgate}
+IMAGE=${IMAGE:-0}
+TARGET=${TARGET:-}
+[[ $IMAGE != 1 ]] || TARGET=${TARGET:-x86_64-unknown-linux-gnu}
+TARGET_ARGS=() BUILT=release
+if [[ -n $TARGET ]]; then TARGET_ARGS=(--target "$TARGET"); BUILT=$TARGET/release; fi
+OUT=${1:-$ROOT/target/pgo/$BUILT/meshgate}
 TRAIN_N=${TRAIN_N:-20000}
 NEEDS=(oha curl python3); [[ ${PGO_ORDER:-1} != 1 ]] || NEEDS+=(valgrind)
 for tool in "${NEEDS[@]}"; do
@@ -43,8 +56,8 @@ echo "pgo: (1) instrumented build (target/pgo-gen)" >&2
 # (A fixed directory for the build scripts' own profiles: the flags, and so the build, are the same each run.)
 (cd "$ROOT" && RUSTFLAGS="${RUSTFLAGS:-} -Cprofile-generate=$ROOT/target/pgo-gen/build-profiles" \
   CARGO_TARGET_DIR="$ROOT/target/pgo-gen" \
-  cargo build --release --locked --bin meshgate)
-GEN="$ROOT/target/pgo-gen/release/meshgate"
+  cargo build --release --locked "${TARGET_ARGS[@]}" --bin meshgate)
+GEN="$ROOT/target/pgo-gen/$BUILT/meshgate"
 
 echo "pgo: (2) training" >&2
 # shellcheck source=benches/sidecar-config.sh
@@ -102,9 +115,19 @@ mkdir -p "$ROOT/target/pgo"
 # Named by its content: cargo rebuilds when the flags change, not when a file they name does.
 PROFILE="$ROOT/target/pgo/meshgate-$(sha256sum "$W/merged.profdata" | cut -c1-16).profdata"
 mv "$W/merged.profdata" "$PROFILE"
+FLAGS="-Cprofile-use=$PROFILE"
+if [[ $IMAGE == 1 ]]; then
+  "$PROFDATA" merge --sparse -o "$ROOT/benches/image.profdata" "$PROFILE"
+  PROFILE="$ROOT/benches/image.profdata"
+  { echo "# image.profdata, image-link-order.txt: IMAGE=1 bash benches/pgo.sh, $(date -u +%F)"
+    (cd "$ROOT" && rustc -V)
+    echo "target $TARGET"; } >"$ROOT/benches/image.toolchain"
+  # As the Dockerfile's RUSTFLAGS (a function changed since the profile was made is not reported).
+  FLAGS="-Cprofile-use=$PROFILE -Cllvm-args=-no-pgo-warn-mismatch"
+fi
 use() { # the build with the profile, in target/pgo
-  (cd "$ROOT" && RUSTFLAGS="${RUSTFLAGS:-} -Cprofile-use=$PROFILE" CARGO_TARGET_DIR="$ROOT/target/pgo" \
-    cargo build --release --locked --bin meshgate)
+  (cd "$ROOT" && RUSTFLAGS="${RUSTFLAGS:-} $FLAGS" CARGO_TARGET_DIR="$ROOT/target/pgo" \
+    cargo build --release --locked "${TARGET_ARGS[@]}" --bin meshgate)
 }
 echo "pgo: (4) build with the profile (target/pgo)" >&2
 unset MESHGATE_LINK_ORDER_FILE
@@ -115,10 +138,15 @@ if [[ ${PGO_ORDER:-1} == 1 ]]; then
   # The profile changes what is inlined: the committed list names about three quarters of this build's
   # functions, and the rest are spread over the binary (idle RSS +4 MiB). This build's own list, then a relink.
   echo "pgo: (5) this build's function order (benches/link-order.sh, valgrind)" >&2
-  bash "$ROOT/benches/link-order.sh" "$ROOT/target/pgo/release/meshgate" "$ROOT/target/pgo/link-order.txt" >&2
+  bash "$ROOT/benches/link-order.sh" "$ROOT/target/pgo/$BUILT/meshgate" "$ROOT/target/pgo/link-order.txt" >&2
+  if [[ $IMAGE == 1 ]]; then
+    cp "$ROOT/target/pgo/link-order.txt" "$ROOT/benches/image-link-order.txt"
+    echo "pgo: benches/image.profdata, benches/image.toolchain and benches/image-link-order.txt written" >&2
+    exit 0
+  fi
   echo "pgo: (6) linked with it" >&2
   MESHGATE_LINK_ORDER_FILE="$ROOT/target/pgo/link-order.txt" use
 fi
 mkdir -p "$(dirname "$OUT")"
-[[ $OUT -ef $ROOT/target/pgo/release/meshgate ]] || cp "$ROOT/target/pgo/release/meshgate" "$OUT"
+[[ $OUT -ef $ROOT/target/pgo/$BUILT/meshgate ]] || cp "$ROOT/target/pgo/$BUILT/meshgate" "$OUT"
 echo "$OUT"

@@ -538,7 +538,9 @@ fn dockerignore_lets_in_exactly_what_the_dockerfile_copies() {
     for src in sources {
         let src = src.trim_end_matches('/');
         assert!(
-            allowed.contains(&src),
+            allowed
+                .iter()
+                .any(|a| src == *a || src.starts_with(&format!("{a}/"))),
             "the Dockerfile copies {src}, which .dockerignore keeps out"
         );
         assert!(root().join(src).exists(), "{src}");
@@ -605,5 +607,110 @@ fn dockerfile_dependency_step_stubs_every_target_of_the_manifest() {
     assert!(
         stderr.contains("no bin target named `no-such-binary`"),
         "Cargo does not accept the Dockerfile's stubs for Cargo.toml:\n{stderr}"
+    );
+}
+
+/// The image is built with the committed profile (`benches/image.profdata`,
+/// made by `IMAGE=1 bash benches/pgo.sh`, with the build's own function
+/// order, `benches/image-link-order.txt`): the Dockerfile copies it
+/// and names it in `RUSTFLAGS`; the toolchain that made it is the one the
+/// Dockerfile builds with, for the target it builds (a profile's format is
+/// its LLVM's, and its functions are the target's symbols); and rustc reads
+/// it in an optimised build without a complaint, where it names a file that
+/// is not a profile it can read (shown with a damaged copy).
+#[test]
+fn the_image_is_built_with_the_committed_profile_of_its_toolchain_and_target() {
+    let dockerfile = std::fs::read_to_string(root().join("Dockerfile")).expect("Dockerfile");
+    let copied = dockerfile
+        .lines()
+        .find_map(|l| l.strip_prefix("COPY benches/image.profdata "))
+        .expect("the Dockerfile copies benches/image.profdata");
+    let flags = dockerfile
+        .lines()
+        .find_map(|l| l.strip_prefix("ENV RUSTFLAGS="))
+        .expect("the Dockerfile sets RUSTFLAGS");
+    assert!(
+        flags.contains(&format!("-Cprofile-use={copied}")),
+        "{flags} does not use {copied}"
+    );
+    let record = std::fs::read_to_string(root().join("benches/image.toolchain"))
+        .expect("benches/image.toolchain");
+    let field = |name: &str| {
+        record
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .unwrap_or_else(|| panic!("no `{name}` line in benches/image.toolchain"))
+            .to_string()
+    };
+    let made_by = field("rustc ");
+    let target = field("target ");
+    let from = dockerfile
+        .lines()
+        .find_map(|l| l.strip_prefix("FROM rust:"))
+        .and_then(|l| l.split('-').next())
+        .expect("FROM rust:VERSION-...");
+    assert!(
+        made_by.starts_with(&format!("{from}.")),
+        "the profile was made by rustc {made_by}, the image builds with rust:{from}"
+    );
+    let order = dockerfile
+        .lines()
+        .find_map(|l| l.strip_prefix("ENV MESHGATE_LINK_ORDER_FILE=/src/"))
+        .expect("the Dockerfile links with an order file of the build context");
+    let order = std::fs::read_to_string(root().join(order)).expect("the image's order file");
+    assert!(
+        order.starts_with(&format!("# made with rustc {made_by}\n")),
+        "the image's order file was made by another rustc than its profile ({made_by})"
+    );
+    let built: Vec<&str> = dockerfile
+        .split("--target ")
+        .skip(1)
+        .filter_map(|rest| rest.split_whitespace().next())
+        .collect();
+    assert!(
+        built.len() >= 2 && built.iter().all(|t| *t == target),
+        "the profile is of {target}; the Dockerfile builds for {built:?}"
+    );
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let source = dir.path().join("lib.rs");
+    std::fs::write(
+        &source,
+        "pub fn next(x: u32) -> u32 { x.wrapping_add(1) }\n",
+    )
+    .expect("lib.rs");
+    let optimised = |profile: &std::path::Path| {
+        output_within(
+            Command::new(std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into()))
+                .args(["--crate-type", "lib", "--edition", "2021", "-Copt-level=2"])
+                .arg(format!("-Cprofile-use={}", profile.display()))
+                .arg("--out-dir")
+                .arg(dir.path())
+                .arg(&source),
+        )
+    };
+    // rustc reports a profile LLVM cannot read as a warning naming the file
+    // (and builds as without it).
+    let complaint = |profile: &std::path::Path| {
+        let out = optimised(profile);
+        let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+        assert!(out.status.success(), "{stderr}");
+        let name = profile.file_name().and_then(|n| n.to_str()).unwrap_or("?");
+        stderr.contains(name).then_some(stderr)
+    };
+    let profile = root().join("benches/image.profdata");
+    assert_eq!(
+        complaint(&profile),
+        None,
+        "rustc cannot read benches/image.profdata"
+    );
+    let bytes = std::fs::read(&profile).expect("benches/image.profdata");
+    let mut damaged = bytes[..64.min(bytes.len())].to_vec();
+    damaged[..8].copy_from_slice(b"notaprof");
+    let damaged_path = dir.path().join("damaged.profdata");
+    std::fs::write(&damaged_path, damaged).expect("damaged copy");
+    assert!(
+        complaint(&damaged_path).is_some(),
+        "rustc took a damaged profile without a word: the check above proves nothing"
     );
 }
