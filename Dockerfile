@@ -4,10 +4,12 @@
 #   docker build -t ghcr.io/meshgate/meshgate:0.1.0 .
 
 # Build: glibc, not a static musl binary. musl's memcpy made the same
-# sidecar take 1.26x the CPU per request (bash benches/ab.sh, 2026-12-06:
-# 6 us of every 32 in memcpy, against glibc's 1.4); a sidecar pays that on
-# every request of every pod.
-FROM rust:1.95-bookworm AS build
+# sidecar take 1.24-1.26x the CPU per request (benches/ab.sh, 2026-12-06;
+# benches/perf.sh: 6 us of every 32 in memcpy, glibc's 1.4); a sidecar pays
+# that on every request of every pod. The exact Rust release: the profile's
+# and the order's symbol names are its own (cargo hashes the compiler's
+# version into them), and x86_64, the only target they are made for.
+FROM --platform=linux/amd64 rust:1.95.0-bookworm AS build
 WORKDIR /src
 # Profile-guided: LLVM lays out and inlines the code by a training run's
 # profile (IMAGE=1 bash benches/pgo.sh; about 0.8x the CPU per request). It
@@ -41,7 +43,7 @@ RUN touch proxy/main.rs proxy/lib.rs \
 # Run: distroless with glibc and libgcc (Debian 12: glibc 2.36, which the
 # binary's packed relocations need), user 65532 (nonroot). The injected
 # sidecar and the injector run `meshgate ...` found on PATH.
-FROM gcr.io/distroless/cc-debian12:nonroot
+FROM --platform=linux/amd64 gcr.io/distroless/cc-debian12:nonroot
 COPY --from=build /meshgate /usr/local/bin/meshgate
 USER 65532:65532
 EXPOSE 8443 9901

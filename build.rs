@@ -52,7 +52,7 @@ fn main() {
     );
     println!("cargo:rerun-if-env-changed={linker_var}");
     if env("CARGO_CFG_TARGET_OS") != "linux" || env("CARGO_CFG_TARGET_ENV") != "gnu" {
-        return; // musl (the Dockerfile's static binary), other systems: a plain link
+        return; // musl, other systems: a plain link
     }
     let probe = Probe::new();
     if env("MESHGATE_LINK_ORDER") != "0" {

@@ -4,7 +4,9 @@
 # cache simulation, docs/benchmarks.md); with the profile LLVM lays the hot paths out together and the cold ones
 # aside, and inlines by what runs.
 #
-#   bash benches/pgo.sh [OUT]     (default target/pgo/release/meshgate; prints the binary's path last)
+#   bash benches/pgo.sh [OUT]     (default target/pgo/release/meshgate, target/pgo/TARGET/release/meshgate with
+#                                 TARGET; prints the binary's path last)
+#   IMAGE=1 bash benches/pgo.sh   (the Docker image's profile and order into benches/; see below)
 #
 # Steps: (1) `RUSTFLAGS=-Cprofile-generate` release build in target/pgo-gen; (2) training: the instrumented
 # binary as benches/callgrind.sh runs it (one worker, the example policies of policies/, the audit trail to a
@@ -30,7 +32,12 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 IMAGE=${IMAGE:-0}
 TARGET=${TARGET:-}
-[[ $IMAGE != 1 ]] || TARGET=${TARGET:-x86_64-unknown-linux-gnu}
+if [[ $IMAGE == 1 ]]; then
+  TARGET=${TARGET:-x86_64-unknown-linux-gnu}
+  # The image's files must come from a build as the Dockerfile's: with its order, without other flags.
+  [[ ${PGO_ORDER:-1} == 1 ]] || { echo "pgo: IMAGE=1 makes the order file too: PGO_ORDER=0 cannot be" >&2; exit 2; }
+  [[ -z ${RUSTFLAGS:-} ]] || { echo "pgo: IMAGE=1 with RUSTFLAGS set: the Docker build has none but the profile" >&2; exit 2; }
+fi
 TARGET_ARGS=() BUILT=release
 if [[ -n $TARGET ]]; then TARGET_ARGS=(--target "$TARGET"); BUILT=$TARGET/release; fi
 OUT=${1:-$ROOT/target/pgo/$BUILT/meshgate}
@@ -56,7 +63,7 @@ echo "pgo: (1) instrumented build (target/pgo-gen)" >&2
 # (A fixed directory for the build scripts' own profiles: the flags, and so the build, are the same each run.)
 (cd "$ROOT" && RUSTFLAGS="${RUSTFLAGS:-} -Cprofile-generate=$ROOT/target/pgo-gen/build-profiles" \
   CARGO_TARGET_DIR="$ROOT/target/pgo-gen" \
-  cargo build --release --locked "${TARGET_ARGS[@]}" --bin meshgate)
+  cargo build --release --locked ${TARGET_ARGS[@]+"${TARGET_ARGS[@]}"} --bin meshgate)
 GEN="$ROOT/target/pgo-gen/$BUILT/meshgate"
 
 echo "pgo: (2) training" >&2
@@ -117,17 +124,20 @@ PROFILE="$ROOT/target/pgo/meshgate-$(sha256sum "$W/merged.profdata" | cut -c1-16
 mv "$W/merged.profdata" "$PROFILE"
 FLAGS="-Cprofile-use=$PROFILE"
 if [[ $IMAGE == 1 ]]; then
-  "$PROFDATA" merge --sparse -o "$ROOT/benches/image.profdata" "$PROFILE"
-  PROFILE="$ROOT/benches/image.profdata"
+  # Into benches/ only once the build with them and its order have succeeded (step 5).
+  # (Named by its content, as the full profile: cargo rebuilds when the flags change, not the file.)
+  "$PROFDATA" merge --sparse -o "$W/image.profdata" "$PROFILE"
+  PROFILE="$ROOT/target/pgo/image-$(sha256sum "$W/image.profdata" | cut -c1-16).profdata"
+  mv "$W/image.profdata" "$PROFILE"
   { echo "# image.profdata, image-link-order.txt: IMAGE=1 bash benches/pgo.sh, $(date -u +%F)"
     (cd "$ROOT" && rustc -V)
-    echo "target $TARGET"; } >"$ROOT/benches/image.toolchain"
+    echo "target $TARGET"; } >"$ROOT/target/pgo/image.toolchain"
   # As the Dockerfile's RUSTFLAGS (a function changed since the profile was made is not reported).
   FLAGS="-Cprofile-use=$PROFILE -Cllvm-args=-no-pgo-warn-mismatch"
 fi
 use() { # the build with the profile, in target/pgo
   (cd "$ROOT" && RUSTFLAGS="${RUSTFLAGS:-} $FLAGS" CARGO_TARGET_DIR="$ROOT/target/pgo" \
-    cargo build --release --locked "${TARGET_ARGS[@]}" --bin meshgate)
+    cargo build --release --locked ${TARGET_ARGS[@]+"${TARGET_ARGS[@]}"} --bin meshgate)
 }
 echo "pgo: (4) build with the profile (target/pgo)" >&2
 unset MESHGATE_LINK_ORDER_FILE
@@ -141,7 +151,10 @@ if [[ ${PGO_ORDER:-1} == 1 ]]; then
   bash "$ROOT/benches/link-order.sh" "$ROOT/target/pgo/$BUILT/meshgate" "$ROOT/target/pgo/link-order.txt" >&2
   if [[ $IMAGE == 1 ]]; then
     cp "$ROOT/target/pgo/link-order.txt" "$ROOT/benches/image-link-order.txt"
-    echo "pgo: benches/image.profdata, benches/image.toolchain and benches/image-link-order.txt written" >&2
+    cp "$PROFILE" "$ROOT/benches/image.profdata"
+    cp "$ROOT/target/pgo/image.toolchain" "$ROOT/benches/"
+    echo "pgo: written (commit them with the code they were made from):" >&2
+    printf '%s\n' "$ROOT/benches/image.profdata" "$ROOT/benches/image.toolchain" "$ROOT/benches/image-link-order.txt"
     exit 0
   fi
   echo "pgo: (6) linked with it" >&2

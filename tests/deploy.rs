@@ -646,12 +646,15 @@ fn the_image_is_built_with_the_committed_profile_of_its_toolchain_and_target() {
     let target = field("target ");
     let from = dockerfile
         .lines()
-        .find_map(|l| l.strip_prefix("FROM rust:"))
-        .and_then(|l| l.split('-').next())
+        .filter_map(|l| l.strip_prefix("FROM "))
+        .find_map(|l| l.split_whitespace().find_map(|w| w.strip_prefix("rust:")))
+        .and_then(|image| image.split('-').next())
         .expect("FROM rust:VERSION-...");
-    assert!(
-        made_by.starts_with(&format!("{from}.")),
-        "the profile was made by rustc {made_by}, the image builds with rust:{from}"
+    assert_eq!(
+        made_by.split(' ').next(),
+        Some(from),
+        "the profile was made by rustc {made_by}, the image builds with rust:{from} \
+         (cargo hashes the compiler's version into every symbol the profile names)"
     );
     let order = dockerfile
         .lines()
@@ -672,6 +675,13 @@ fn the_image_is_built_with_the_committed_profile_of_its_toolchain_and_target() {
         "the profile is of {target}; the Dockerfile builds for {built:?}"
     );
 
+    // Whether the profile is one LLVM reads: only the rustc that made it can
+    // tell (another LLVM may not know its format version).
+    let here = output_within(Command::new("rustc").arg("-V"));
+    if String::from_utf8_lossy(&here.stdout).trim() != format!("rustc {made_by}") {
+        eprintln!("not read back: this rustc is not {made_by}");
+        return;
+    }
     let dir = tempfile::tempdir().expect("tempdir");
     let source = dir.path().join("lib.rs");
     std::fs::write(
@@ -681,7 +691,7 @@ fn the_image_is_built_with_the_committed_profile_of_its_toolchain_and_target() {
     .expect("lib.rs");
     let optimised = |profile: &std::path::Path| {
         output_within(
-            Command::new(std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into()))
+            Command::new("rustc")
                 .args(["--crate-type", "lib", "--edition", "2021", "-Copt-level=2"])
                 .arg(format!("-Cprofile-use={}", profile.display()))
                 .arg("--out-dir")
@@ -690,13 +700,14 @@ fn the_image_is_built_with_the_committed_profile_of_its_toolchain_and_target() {
         )
     };
     // rustc reports a profile LLVM cannot read as a warning naming the file
-    // (and builds as without it).
+    // (and builds as without it); a failed build is a complaint too. (The
+    // small crate's function is not in the profile: this shows the file is
+    // readable, not that it fits the code.)
     let complaint = |profile: &std::path::Path| {
         let out = optimised(profile);
         let stderr = String::from_utf8_lossy(&out.stderr).to_string();
-        assert!(out.status.success(), "{stderr}");
         let name = profile.file_name().and_then(|n| n.to_str()).unwrap_or("?");
-        stderr.contains(name).then_some(stderr)
+        (!out.status.success() || stderr.contains(name)).then_some(stderr)
     };
     let profile = root().join("benches/image.profdata");
     assert_eq!(
