@@ -689,22 +689,19 @@ fn the_image_is_built_with_the_committed_profile_of_its_toolchain_and_target() {
         "pub fn next(x: u32) -> u32 { x.wrapping_add(1) }\n",
     )
     .expect("lib.rs");
-    let optimised = |profile: &std::path::Path| {
-        output_within(
+    // rustc reports a profile LLVM cannot read as a warning naming the file
+    // (and builds as without it); a failed build is a complaint too. (The
+    // small crate's function is not in the profile: this shows the file is
+    // readable, not that it fits the code.)
+    let complaint = |profile: &std::path::Path| {
+        let out = output_within(
             Command::new("rustc")
                 .args(["--crate-type", "lib", "--edition", "2021", "-Copt-level=2"])
                 .arg(format!("-Cprofile-use={}", profile.display()))
                 .arg("--out-dir")
                 .arg(dir.path())
                 .arg(&source),
-        )
-    };
-    // rustc reports a profile LLVM cannot read as a warning naming the file
-    // (and builds as without it); a failed build is a complaint too. (The
-    // small crate's function is not in the profile: this shows the file is
-    // readable, not that it fits the code.)
-    let complaint = |profile: &std::path::Path| {
-        let out = optimised(profile);
+        );
         let stderr = String::from_utf8_lossy(&out.stderr).to_string();
         let name = profile.file_name().and_then(|n| n.to_str()).unwrap_or("?");
         (!out.status.success() || stderr.contains(name)).then_some(stderr)
