@@ -34,8 +34,11 @@
 #   and the peers' access logs to files, for fairness; AUDIT=0 turns all off), KEEP_WORK=1 (keep the temp dir),
 #   MAX_TOTAL=3600 (hard limit, seconds, build included; 7200 with PGO=1), QUIET_WAIT=120 (seconds to wait for an otherwise
 #   idle machine), RETRIES=2 (a run during which other processes took > 5% of CPU 0 is repeated),
-#   MESHGATE=path (use this binary instead of building), PGO=1 (build it profile-guided with benches/pgo.sh
-#   instead of a plain release build; its link order is checked against target/pgo/link-order.txt, another
+#   IMAGE=1 (the default: build meshgate as the Docker image builds it, with benches/image-build.sh: the committed
+#   profile and function order, the binary that runs in pods; its order is checked against
+#   benches/image-link-order.txt), IMAGE=0 (a plain `cargo build --release` instead, checked against
+#   benches/link-order.txt), MESHGATE=path (use this binary instead of building), PGO=1 (build it profile-guided
+#   with a fresh profile, benches/pgo.sh; its link order is checked against target/pgo/link-order.txt, another
 #   binary's against MESHGATE_LINK_ORDER_FILE or benches/link-order.txt), POLICY=1 (meshgate enforces the example Cedar
 #   policies of policies/: mesh baseline + sales domain), QUOTAS=1 (implies POLICY=1: a second meshgate,
 #   "meshgate+q", the same plus a local quota for the client that never runs out, measured beside the first in
@@ -105,14 +108,17 @@ if [[ -n ${MESHGATE:-} ]]; then MG=$MESHGATE; log "using $MG (MESHGATE set: no b
 elif [[ ${PGO:-0} == 1 ]]; then log "building meshgate with a profile (benches/pgo.sh)"
   MG=$(bash "$ROOT/benches/pgo.sh" | tail -n 1) || die "benches/pgo.sh failed (MESHGATE=path skips the build)"
   MESHGATE_LINK_ORDER_FILE="$ROOT/target/pgo/link-order.txt"  # what pgo.sh linked it with
+elif [[ ${IMAGE:-1} == 1 ]]; then log "building meshgate as the image does (benches/image-build.sh; IMAGE=0: cargo build --release)"
+  MG=$(bash "$ROOT/benches/image-build.sh" | tail -n 1) || die "benches/image-build.sh failed (IMAGE=0: a plain release build)"
+  MESHGATE_LINK_ORDER_FILE="$ROOT/benches/image-link-order.txt"  # what the Dockerfile links it with
 else log "building meshgate (release)"; MG="$ROOT/target/release/meshgate"
   (cd "$ROOT" && cargo build --release --quiet) || die "cargo build --release failed (MESHGATE=path skips the build)"
 fi
 [[ -x $MG ]] || die "$MG is not an executable"
 # How much of the committed link order the binary still has: a stale list places the functions the
 # sidecar runs apart, and its memory and CPU figures are then not the code's (docs/benchmarks.md).
-# A profile-guided build (benches/pgo.sh) is linked with its own list, beside it in target/pgo/; other builds
-# with MESHGATE_LINK_ORDER_FILE's or the committed one.
+# The image's build is linked with benches/image-link-order.txt, a profile-guided build (benches/pgo.sh) with its
+# own list, beside it in target/pgo/; other builds with MESHGATE_LINK_ORDER_FILE's or the committed one.
 BESIDE="$(dirname "$(dirname "$(realpath "$MG")")")/link-order.txt"
 if [[ -f ${MESHGATE_LINK_ORDER_FILE:-} ]]; then ORDER_LIST=$MESHGATE_LINK_ORDER_FILE
 elif [[ -f $BESIDE ]]; then ORDER_LIST=$BESIDE
@@ -123,7 +129,7 @@ log "$LINK_ORDER"
 if [[ $LINK_ORDER =~ has\ 0\ of ]]; then
   LINK_ORDER="link order: not checked (the binary names none of the listed functions: stripped?)"
 elif [[ $LINK_ORDER =~ has\ ([0-9]+)\ of\ the\ ([0-9]+) ]] && (( BASH_REMATCH[1] * 100 < BASH_REMATCH[2] * 98 )); then
-  LINK_ORDER="$LINK_ORDER: STALE (under 98%), regenerate it (bash benches/link-order.sh; for a PGO build, bash benches/pgo.sh) and rebuild before quoting figures"
+  LINK_ORDER="$LINK_ORDER: STALE (under 98%), regenerate it (bash benches/link-order.sh; for a PGO build, bash benches/pgo.sh; for the image's, IMAGE=1 bash benches/pgo.sh) and rebuild before quoting figures"
   log "$LINK_ORDER"
 fi
 

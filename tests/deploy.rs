@@ -722,3 +722,68 @@ fn the_image_is_built_with_the_committed_profile_of_its_toolchain_and_target() {
         "rustc took a damaged profile without a word: the check above proves nothing"
     );
 }
+
+/// `benches/image-build.sh` (the image's binary without Docker, what the
+/// benchmarks measure) reads the Dockerfile's target, `RUSTFLAGS` and order
+/// file, with the files the image copies in read from `benches/`; and it
+/// refuses flags naming a path of the image it cannot map, rather than
+/// building without the profile.
+#[test]
+fn the_image_build_script_builds_as_the_dockerfile_does() {
+    let dockerfile = std::fs::read_to_string(root().join("Dockerfile")).expect("Dockerfile");
+    let line = |prefix: &str| {
+        dockerfile
+            .lines()
+            .find_map(|l| l.strip_prefix(prefix))
+            .unwrap_or_else(|| panic!("the Dockerfile has no `{prefix}` line"))
+            .to_string()
+    };
+    let copied = line("COPY benches/image.profdata ");
+    let flags = line("ENV RUSTFLAGS=").trim_matches('"').replace(
+        &copied,
+        &root().join("benches/image.profdata").display().to_string(),
+    );
+    let order = line("ENV MESHGATE_LINK_ORDER_FILE=/src/");
+    let target = dockerfile
+        .split("--target ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .expect("the Dockerfile builds with --target");
+    let script = root().join("benches/image-build.sh");
+    let out = output_within(
+        Command::new("bash")
+            .arg(&script)
+            .env("PRINT", "1")
+            .env_remove("RUSTFLAGS"),
+    );
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        format!("target={target}\nrustflags={flags}\norder={order}\n")
+    );
+
+    // A Dockerfile whose flags name a file of the image that the script
+    // cannot find here.
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir(dir.path().join("benches")).expect("benches/");
+    std::fs::copy(&script, dir.path().join("benches/image-build.sh")).expect("script");
+    std::fs::write(
+        dir.path().join("Dockerfile"),
+        dockerfile.replace(
+            &format!("-Cprofile-use={copied}"),
+            "-Cprofile-use=/elsewhere/image.profdata",
+        ),
+    )
+    .expect("Dockerfile");
+    let out = output_within(
+        Command::new("bash")
+            .arg(dir.path().join("benches/image-build.sh"))
+            .env("PRINT", "1")
+            .env_remove("RUSTFLAGS"),
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("RUSTFLAGS names /elsewhere/image.profdata"),
+        "{out:?}"
+    );
+}
