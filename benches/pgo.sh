@@ -137,8 +137,8 @@ if [[ $IMAGE == 1 ]]; then
   FLAGS="-Cprofile-use=$PROFILE -Cllvm-args=-no-pgo-warn-mismatch"
 fi
 # The build with the profile: in target/pgo, or for IMAGE=1 in target/image, where benches/image-build.sh builds
-# (the names of functions LLVM makes local to a module carry a hash of the module, and a crate that compiles
-# code generated into its build directory, such as cedar-policy-core's grammar, has that directory in it).
+# (the names of functions LLVM makes local to a module carry a hash of the module: a build in target/image had
+# 191 names of an order made in target/pgo under other hashes, all in four modules of cedar-policy-core).
 BUILD_DIR=$ROOT/target/pgo; [[ $IMAGE != 1 ]] || BUILD_DIR=$ROOT/target/image
 use() {
   (cd "$ROOT" && RUSTFLAGS="${RUSTFLAGS:-} $FLAGS" CARGO_TARGET_DIR="$BUILD_DIR" \
