@@ -25,8 +25,7 @@
 # IMAGE=1 makes what the Docker image is built with, committed: benches/image.profdata (after (3), the
 # profile of only the functions that ran: 3 MB, not 20), benches/image.toolchain (the rustc and target it fits;
 # tests/deploy.rs holds the Dockerfile to them), and benches/image-link-order.txt ((4) and (5) with that
-# profile, as the image builds, for TARGET, default x86_64-unknown-linux-gnu, in target/image where
-# benches/image-build.sh builds the image's binary without Docker); about 20 minutes. A profile
+# profile, as the image builds, for TARGET, default x86_64-unknown-linux-gnu); about 20 minutes. A profile
 # names functions by symbol and by a hash of their control flow: it fits builds by the toolchain and for the
 # target it was made with, wherever they run, and a function changed since is built as if unprofiled.
 set -euo pipefail
@@ -136,15 +135,15 @@ if [[ $IMAGE == 1 ]]; then
   # As the Dockerfile's RUSTFLAGS (a function changed since the profile was made is not reported).
   FLAGS="-Cprofile-use=$PROFILE -Cllvm-args=-no-pgo-warn-mismatch"
 fi
-# The build with the profile: in target/pgo, or for IMAGE=1 in target/image, where benches/image-build.sh builds
-# (the names of functions LLVM makes local to a module carry a hash of the module: a build in target/image had
-# 191 names of an order made in target/pgo under other hashes, all in four modules of cedar-policy-core).
-BUILD_DIR=$ROOT/target/pgo; [[ $IMAGE != 1 ]] || BUILD_DIR=$ROOT/target/image
+# The build with the profile, in target/pgo. (The names of functions LLVM makes local to a module carry a hash
+# of the module, and four modules of cedar-policy-core hash the build's paths: the image's order names 191 of
+# them as this build has them, and a build elsewhere, as benches/image-build.sh's or the Dockerfile's, under other
+# hashes; the same in target/image with the profile at another path. benches/memory.py coverage counts them.)
 use() {
-  (cd "$ROOT" && RUSTFLAGS="${RUSTFLAGS:-} $FLAGS" CARGO_TARGET_DIR="$BUILD_DIR" \
+  (cd "$ROOT" && RUSTFLAGS="${RUSTFLAGS:-} $FLAGS" CARGO_TARGET_DIR="$ROOT/target/pgo" \
     cargo build --release --locked ${TARGET_ARGS[@]+"${TARGET_ARGS[@]}"} --bin meshgate)
 }
-echo "pgo: (4) build with the profile (${BUILD_DIR#"$ROOT/"})" >&2
+echo "pgo: (4) build with the profile (target/pgo)" >&2
 unset MESHGATE_LINK_ORDER_FILE
 use
 # A list left by an earlier run is not this build's (e2e.sh checks a PGO binary against it).
@@ -153,7 +152,7 @@ if [[ ${PGO_ORDER:-1} == 1 ]]; then
   # The profile changes what is inlined: the committed list names about three quarters of this build's
   # functions, and the rest are spread over the binary (idle RSS +4 MiB). This build's own list, then a relink.
   echo "pgo: (5) this build's function order (benches/link-order.sh, valgrind)" >&2
-  bash "$ROOT/benches/link-order.sh" "$BUILD_DIR/$BUILT/meshgate" "$ROOT/target/pgo/link-order.txt" >&2
+  bash "$ROOT/benches/link-order.sh" "$ROOT/target/pgo/$BUILT/meshgate" "$ROOT/target/pgo/link-order.txt" >&2
   if [[ $IMAGE == 1 ]]; then
     cp "$ROOT/target/pgo/link-order.txt" "$ROOT/benches/image-link-order.txt"
     cp "$PROFILE" "$ROOT/benches/image.profdata"
