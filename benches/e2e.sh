@@ -35,7 +35,7 @@
 #   MAX_TOTAL=3600 (hard limit, seconds, build included; 7200 with PGO=1), QUIET_WAIT=120 (seconds to wait for an otherwise
 #   idle machine), RETRIES=2 (a run during which other processes took > 5% of CPU 0 is repeated),
 #   IMAGE=1 (the default: build meshgate as the Docker image builds it, with benches/image-build.sh: the committed
-#   profile and function order, the binary that runs in pods; its order is checked against
+#   profile and function order; its order is checked against
 #   benches/image-link-order.txt), IMAGE=0 (a plain `cargo build --release` instead, checked against
 #   benches/link-order.txt), MESHGATE=path (use this binary instead of building), PGO=1 (build it profile-guided
 #   with a fresh profile, benches/pgo.sh; its link order is checked against target/pgo/link-order.txt, another
@@ -108,9 +108,11 @@ if [[ -n ${MESHGATE:-} ]]; then MG=$MESHGATE; log "using $MG (MESHGATE set: no b
 elif [[ ${PGO:-0} == 1 ]]; then log "building meshgate with a profile (benches/pgo.sh)"
   MG=$(bash "$ROOT/benches/pgo.sh" | tail -n 1) || die "benches/pgo.sh failed (MESHGATE=path skips the build)"
   MESHGATE_LINK_ORDER_FILE="$ROOT/target/pgo/link-order.txt"  # what pgo.sh linked it with
+elif [[ ${IMAGE:-1} != [01] ]]; then die "IMAGE: '$IMAGE' is neither 1 (the image's build, the default) nor 0 (cargo build --release)"
 elif [[ ${IMAGE:-1} == 1 ]]; then log "building meshgate as the image does (benches/image-build.sh; IMAGE=0: cargo build --release)"
   MG=$(bash "$ROOT/benches/image-build.sh" | tail -n 1) || die "benches/image-build.sh failed (IMAGE=0: a plain release build)"
   MESHGATE_LINK_ORDER_FILE="$ROOT/benches/image-link-order.txt"  # what the Dockerfile links it with
+  RENAMED_OK=1
 else log "building meshgate (release)"; MG="$ROOT/target/release/meshgate"
   (cd "$ROOT" && cargo build --release --quiet) || die "cargo build --release failed (MESHGATE=path skips the build)"
 fi
@@ -128,9 +130,11 @@ LINK_ORDER=$(python3 "$ROOT/benches/memory.py" coverage "$MG" "$ORDER_LIST" 2>/d
 log "$LINK_ORDER"
 if [[ $LINK_ORDER =~ has\ 0\ of ]]; then
   LINK_ORDER="link order: not checked (the binary names none of the listed functions: stripped?)"
-# (Names under another module hash are not stale code, and listing again would not place them: counted as there.)
+# The image's build names some listed functions under another module hash whatever the list's age (the profile's
+# path differs from the one the list was made with: README "Profile-guided builds"); remaking the list would not
+# place them, so for that build they count as there. For any other build a renamed name is a changed module.
 elif [[ $LINK_ORDER =~ has\ ([0-9]+)\ of\ the\ ([0-9]+)[^\(]*(\(([0-9]+)\ more)? ]] \
-  && (( (BASH_REMATCH[1] + ${BASH_REMATCH[4]:-0}) * 100 < BASH_REMATCH[2] * 98 )); then
+  && (( (BASH_REMATCH[1] + ${RENAMED_OK:-0} * ${BASH_REMATCH[4]:-0}) * 100 < BASH_REMATCH[2] * 98 )); then
   LINK_ORDER="$LINK_ORDER: STALE (under 98%), regenerate it (bash benches/link-order.sh; for a PGO build, bash benches/pgo.sh; for the image's, IMAGE=1 bash benches/pgo.sh) and rebuild before quoting figures"
   log "$LINK_ORDER"
 fi

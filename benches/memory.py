@@ -166,9 +166,9 @@ def coverage(exe, order):
     have = {p[2] for p in (l.split() for l in out.splitlines()) if len(p) == 3}
     listed = [l.strip() for l in open(order) if l.strip() and not l.startswith("#")]
     found = sum(n in have for n in listed)
-    # A function LLVM made local to a module is named NAME.llvm.HASH, HASH a digest of the module: where the
-    # module holds a path of the build (cedar-policy-core's, from code generated into its build directory),
-    # another build directory or profile path renames it. Not placed by the list either, but no sign of stale code.
+    # A function LLVM made local to a module is named NAME.llvm.HASH, HASH a digest of the module: a change of
+    # the module's code renames it, and so (seen for four modules of cedar-policy-core) does another path of
+    # the profile in RUSTFLAGS. Either way the list does not place it; counted apart, for the reader to tell.
     local = {n.split(".llvm.")[0] for n in have if ".llvm." in n}
     renamed = sum(n not in have and ".llvm." in n and n.split(".llvm.")[0] in local for n in listed)
     more = f" ({renamed} more under another module hash)" if renamed else ""

@@ -723,11 +723,13 @@ fn the_image_is_built_with_the_committed_profile_of_its_toolchain_and_target() {
     );
 }
 
-/// `benches/image-build.sh` (the image's binary without Docker, what the
-/// benchmarks measure) reads the Dockerfile's target, `RUSTFLAGS` and order
-/// file, with the files the image copies in read from `benches/`; and it
-/// refuses flags naming a path of the image it cannot map, rather than
-/// building without the profile.
+/// `benches/image-build.sh` (the image's build without Docker, what the
+/// benchmarks measure) runs cargo with the Dockerfile's target, `RUSTFLAGS`
+/// and order file, the files the image copies in read from `benches/`
+/// (shown with a `cargo` that records what it was given); it refuses a rustc
+/// other than the profile's, settings that would change the build unseen,
+/// and flags naming a path of the image it cannot map, rather than building
+/// without the profile.
 #[test]
 fn the_image_build_script_builds_as_the_dockerfile_does() {
     let dockerfile = std::fs::read_to_string(root().join("Dockerfile")).expect("Dockerfile");
@@ -749,24 +751,110 @@ fn the_image_build_script_builds_as_the_dockerfile_does() {
         .nth(1)
         .and_then(|rest| rest.split_whitespace().next())
         .expect("the Dockerfile builds with --target");
+    let made_by = std::fs::read_to_string(root().join("benches/image.toolchain"))
+        .expect("benches/image.toolchain")
+        .lines()
+        .find(|l| l.starts_with("rustc "))
+        .expect("a rustc line")
+        .to_string();
     let script = root().join("benches/image-build.sh");
-    let out = output_within(
-        Command::new("bash")
-            .arg(&script)
-            .env("PRINT", "1")
-            .env_remove("RUSTFLAGS"),
+    let bin = tempfile::tempdir().expect("tempdir");
+    let record = bin.path().join("cargo.txt");
+    let stub = |name: &str, body: &str| {
+        let path = bin.path().join(name);
+        std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).expect("stub");
+        let mode = std::os::unix::fs::PermissionsExt::from_mode(0o755);
+        std::fs::set_permissions(&path, mode).expect("chmod");
+    };
+    stub(
+        "cargo",
+        &format!(
+            "printf '%s\\n' \"$*\" \"$RUSTFLAGS\" \"$MESHGATE_LINK_ORDER_FILE\" \"$CARGO_TARGET_DIR\" > {}",
+            record.display()
+        ),
     );
+    let path = format!(
+        "{}:{}",
+        bin.path().display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let run = |rustc: &str, extra: Option<(&str, &str)>| {
+        stub("rustc", &format!("echo '{rustc}'"));
+        let mut cmd = Command::new("bash");
+        cmd.arg(&script).env("PATH", &path);
+        for var in [
+            "RUSTFLAGS",
+            "CARGO_ENCODED_RUSTFLAGS",
+            "CARGO_BUILD_RUSTFLAGS",
+            "MESHGATE_LINK_ORDER",
+            "MESHGATE_PACK_RELOCS",
+            "RUSTC",
+            "PRINT",
+        ] {
+            cmd.env_remove(var);
+        }
+        if let Some((name, value)) = extra {
+            cmd.env(name, value);
+        }
+        output_within(&mut cmd)
+    };
+    let out = run(&made_by, None);
     assert!(out.status.success(), "{out:?}");
+    let built = root().join(format!("target/image/{target}/release/meshgate"));
     assert_eq!(
-        String::from_utf8_lossy(&out.stdout),
-        format!("target={target}\nrustflags={flags}\norder={order}\n")
+        String::from_utf8_lossy(&out.stdout).lines().last(),
+        Some(built.display().to_string().as_str())
     );
+    assert_eq!(
+        std::fs::read_to_string(&record).expect("what cargo was given"),
+        format!(
+            "build --release --locked --target {target} --bin meshgate\n{flags}\n{}\n{}\n",
+            root().join(&order).display(),
+            root().join("target/image").display()
+        )
+    );
+    for (rustc, extra, says) in [
+        (
+            "rustc 1.0.0 (000000000 2015-05-15)",
+            None,
+            "the image's profile was made by",
+        ),
+        (
+            &made_by[..],
+            Some(("MESHGATE_LINK_ORDER", "0")),
+            "MESHGATE_LINK_ORDER is set",
+        ),
+        (
+            &made_by[..],
+            Some(("RUSTFLAGS", "-Copt-level=1")),
+            "RUSTFLAGS is set",
+        ),
+    ] {
+        let _ = std::fs::remove_file(&record);
+        let out = run(rustc, extra);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && stderr.contains(says), "{out:?}");
+        assert!(!record.exists(), "cargo ran despite: {stderr}");
+    }
+}
 
-    // A Dockerfile whose flags name a file of the image that the script
-    // cannot find here.
+/// `benches/image-build.sh` refuses a Dockerfile whose flags name a file of
+/// the image it cannot map to the repository (it maps only what the image
+/// copies from `benches/`), rather than building without the profile.
+#[test]
+fn the_image_build_script_refuses_flags_it_cannot_map() {
+    let dockerfile = std::fs::read_to_string(root().join("Dockerfile")).expect("Dockerfile");
+    let copied = dockerfile
+        .lines()
+        .find_map(|l| l.strip_prefix("COPY benches/image.profdata "))
+        .expect("the Dockerfile copies benches/image.profdata");
     let dir = tempfile::tempdir().expect("tempdir");
     std::fs::create_dir(dir.path().join("benches")).expect("benches/");
-    std::fs::copy(&script, dir.path().join("benches/image-build.sh")).expect("script");
+    std::fs::copy(
+        root().join("benches/image-build.sh"),
+        dir.path().join("benches/image-build.sh"),
+    )
+    .expect("script");
     std::fs::write(
         dir.path().join("Dockerfile"),
         dockerfile.replace(
