@@ -130,8 +130,8 @@ LINK_ORDER=$(python3 "$ROOT/benches/memory.py" coverage "$MG" "$ORDER_LIST" 2>/d
 log "$LINK_ORDER"
 if [[ $LINK_ORDER =~ has\ 0\ of ]]; then
   LINK_ORDER="link order: not checked (the binary names none of the listed functions: stripped?)"
-# The image's build names some listed functions under another module hash whatever the list's age (the profile's
-# path differs from the one the list was made with: README "Profile-guided builds"); remaking the list would not
+# The image's build names some listed functions under another module hash whatever the list's age (its profile's
+# path and target directory differ from the list's build: README "Profile-guided builds"); remaking the list would not
 # place them, so for that build they count as there. For any other build a renamed name is a changed module.
 elif [[ $LINK_ORDER =~ has\ ([0-9]+)\ of\ the\ ([0-9]+)[^\(]*(\(([0-9]+)\ more)? ]] \
   && (( (BASH_REMATCH[1] + ${RENAMED_OK:-0} * ${BASH_REMATCH[4]:-0}) * 100 < BASH_REMATCH[2] * 98 )); then

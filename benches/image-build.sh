@@ -13,8 +13,9 @@
 # RUSTUP_TOOLCHAIN=it), since with another the profile would silently not apply. Where the image builds in
 # /src and copies the profile to /pgo/, this builds in the repository and reads benches/ (the profile is keyed
 # by symbol names, not paths: checked in session 31; but 191 names of the order, in four modules of
-# cedar-policy-core, differ with the profile's path: README "Profile-guided builds"). Remake profile and order
-# with IMAGE=1 bash benches/pgo.sh. Environment that would change the build unseen is refused.
+# cedar-policy-core, differ with the profile's path and the target directory: README "Profile-guided builds").
+# Remake profile and order with IMAGE=1 bash benches/pgo.sh. Environment that would change the build unseen
+# is refused.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 DOCKERFILE=$ROOT/Dockerfile

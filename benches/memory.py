@@ -168,7 +168,8 @@ def coverage(exe, order):
     found = sum(n in have for n in listed)
     # A function LLVM made local to a module is named NAME.llvm.HASH, HASH a digest of the module: a change of
     # the module's code renames it, and so (seen for four modules of cedar-policy-core) does another path of
-    # the profile in RUSTFLAGS. Either way the list does not place it; counted apart, for the reader to tell.
+    # the profile in RUSTFLAGS or another target directory. Either way the list does not place it; counted
+    # apart, for the reader to tell.
     local = {n.split(".llvm.")[0] for n in have if ".llvm." in n}
     renamed = sum(n not in have and ".llvm." in n and n.split(".llvm.")[0] in local for n in listed)
     more = f" ({renamed} more under another module hash)" if renamed else ""

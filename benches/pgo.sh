@@ -136,9 +136,9 @@ if [[ $IMAGE == 1 ]]; then
   FLAGS="-Cprofile-use=$PROFILE -Cllvm-args=-no-pgo-warn-mismatch"
 fi
 # The build with the profile, in target/pgo. (The names of functions LLVM makes local to a module carry a hash
-# of the module, and four modules of cedar-policy-core hash otherwise when only the profile's path differs: the
-# image's order names 191 functions as this build has them, and benches/image-build.sh's build and the
-# Dockerfile's, with the profile elsewhere, under other hashes. benches/memory.py coverage counts them apart.)
+# of the module, and four modules of cedar-policy-core hash otherwise when only the profile's path differs, or
+# only the target directory: the image's order names 191 functions as this build has them, and
+# benches/image-build.sh's build and the Dockerfile's under other hashes. benches/memory.py coverage counts them.)
 use() {
   (cd "$ROOT" && RUSTFLAGS="${RUSTFLAGS:-} $FLAGS" CARGO_TARGET_DIR="$ROOT/target/pgo" \
     cargo build --release --locked ${TARGET_ARGS[@]+"${TARGET_ARGS[@]}"} --bin meshgate)
