@@ -13,7 +13,9 @@
 # Prints VmRSS per phase and its breakdown per component (benches/memory.py: binary text/rodata/data, libraries,
 # each thread's stack, the brk heap, other anonymous memory). RSS does not move with CPU noise, so this may run on a
 # busy machine. Knobs: REQUESTS=10000, IDLE_CONNS=1000, MAPS=1 (also every mapping >= 64 KiB per phase),
-# TEXT=1 (also the resident code per crate per phase).
+# TEXT=1 (also the resident code per crate per phase), MESHGATE_LINK_ORDER_FILE=LIST (the order the binary was
+# linked with, for the closing line's count; default benches/link-order.txt; the image's build:
+# benches/image-link-order.txt).
 # The binary's environment passes through (e.g. MIMALLOC_ options).
 set -euo pipefail
 [ $# -ge 1 ] || { echo "usage: $0 MESHGATE_BINARY" >&2; exit 2; }
@@ -60,4 +62,4 @@ if (( IDLE_CONNS > 0 )); then
 fi
 echo "meshgate memory: $MG ($(date -u +%F))"
 "${PY[@]}" table "$W/mem.tsv"
-"${PY[@]}" coverage "$MG" "$ROOT/benches/link-order.txt"
+"${PY[@]}" coverage "$MG" "${MESHGATE_LINK_ORDER_FILE:-$ROOT/benches/link-order.txt}"
