@@ -25,6 +25,17 @@ fn docs(text: &str) -> Vec<Value> {
         .collect()
 }
 
+/// The rest of the first line of `file` (a repository file) that starts
+/// with `prefix`.
+fn line_after(file: &str, prefix: &str) -> String {
+    std::fs::read_to_string(root().join(file))
+        .unwrap_or_else(|e| panic!("{file}: {e}"))
+        .lines()
+        .find_map(|l| l.strip_prefix(prefix))
+        .unwrap_or_else(|| panic!("{file} has no `{prefix}` line"))
+        .to_string()
+}
+
 /// `kubectl kustomize DIR` (plain, no load-restrictor flags).
 fn kustomize(dir: &str) -> Option<String> {
     if !require_tool("kubectl") {
@@ -621,29 +632,14 @@ fn dockerfile_dependency_step_stubs_every_target_of_the_manifest() {
 #[test]
 fn the_image_is_built_with_the_committed_profile_of_its_toolchain_and_target() {
     let dockerfile = std::fs::read_to_string(root().join("Dockerfile")).expect("Dockerfile");
-    let copied = dockerfile
-        .lines()
-        .find_map(|l| l.strip_prefix("COPY benches/image.profdata "))
-        .expect("the Dockerfile copies benches/image.profdata");
-    let flags = dockerfile
-        .lines()
-        .find_map(|l| l.strip_prefix("ENV RUSTFLAGS="))
-        .expect("the Dockerfile sets RUSTFLAGS");
+    let copied = line_after("Dockerfile", "COPY benches/image.profdata ");
+    let flags = line_after("Dockerfile", "ENV RUSTFLAGS=");
     assert!(
         flags.contains(&format!("-Cprofile-use={copied}")),
         "{flags} does not use {copied}"
     );
-    let record = std::fs::read_to_string(root().join("benches/image.toolchain"))
-        .expect("benches/image.toolchain");
-    let field = |name: &str| {
-        record
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .unwrap_or_else(|| panic!("no `{name}` line in benches/image.toolchain"))
-            .to_string()
-    };
-    let made_by = field("rustc ");
-    let target = field("target ");
+    let made_by = line_after("benches/image.toolchain", "rustc ");
+    let target = line_after("benches/image.toolchain", "target ");
     let from = dockerfile
         .lines()
         .filter_map(|l| l.strip_prefix("FROM "))
@@ -656,10 +652,7 @@ fn the_image_is_built_with_the_committed_profile_of_its_toolchain_and_target() {
         "the profile was made by rustc {made_by}, the image builds with rust:{from} \
          (cargo hashes the compiler's version into every symbol the profile names)"
     );
-    let order = dockerfile
-        .lines()
-        .find_map(|l| l.strip_prefix("ENV MESHGATE_LINK_ORDER_FILE=/src/"))
-        .expect("the Dockerfile links with an order file of the build context");
+    let order = line_after("Dockerfile", "ENV MESHGATE_LINK_ORDER_FILE=/src/");
     let order = std::fs::read_to_string(root().join(order)).expect("the image's order file");
     assert!(
         order.starts_with(&format!("# made with rustc {made_by}\n")),
@@ -733,30 +726,20 @@ fn the_image_is_built_with_the_committed_profile_of_its_toolchain_and_target() {
 #[test]
 fn the_image_build_script_builds_as_the_dockerfile_does() {
     let dockerfile = std::fs::read_to_string(root().join("Dockerfile")).expect("Dockerfile");
-    let line = |prefix: &str| {
-        dockerfile
-            .lines()
-            .find_map(|l| l.strip_prefix(prefix))
-            .unwrap_or_else(|| panic!("the Dockerfile has no `{prefix}` line"))
-            .to_string()
-    };
-    let copied = line("COPY benches/image.profdata ");
-    let flags = line("ENV RUSTFLAGS=").trim_matches('"').replace(
-        &copied,
-        &root().join("benches/image.profdata").display().to_string(),
-    );
-    let order = line("ENV MESHGATE_LINK_ORDER_FILE=/src/");
+    let copied = line_after("Dockerfile", "COPY benches/image.profdata ");
+    let flags = line_after("Dockerfile", "ENV RUSTFLAGS=")
+        .trim_matches('"')
+        .replace(
+            &copied,
+            &root().join("benches/image.profdata").display().to_string(),
+        );
+    let order = line_after("Dockerfile", "ENV MESHGATE_LINK_ORDER_FILE=/src/");
     let target = dockerfile
         .split("--target ")
         .nth(1)
         .and_then(|rest| rest.split_whitespace().next())
         .expect("the Dockerfile builds with --target");
-    let made_by = std::fs::read_to_string(root().join("benches/image.toolchain"))
-        .expect("benches/image.toolchain")
-        .lines()
-        .find(|l| l.starts_with("rustc "))
-        .expect("a rustc line")
-        .to_string();
+    let made_by = format!("rustc {}", line_after("benches/image.toolchain", "rustc "));
     let script = root().join("benches/image-build.sh");
     let bin = tempfile::tempdir().expect("tempdir");
     let record = bin.path().join("cargo.txt");
@@ -844,10 +827,7 @@ fn the_image_build_script_builds_as_the_dockerfile_does() {
 #[test]
 fn the_image_build_script_refuses_flags_it_cannot_map() {
     let dockerfile = std::fs::read_to_string(root().join("Dockerfile")).expect("Dockerfile");
-    let copied = dockerfile
-        .lines()
-        .find_map(|l| l.strip_prefix("COPY benches/image.profdata "))
-        .expect("the Dockerfile copies benches/image.profdata");
+    let copied = line_after("Dockerfile", "COPY benches/image.profdata ");
     let dir = tempfile::tempdir().expect("tempdir");
     std::fs::create_dir(dir.path().join("benches")).expect("benches/");
     std::fs::copy(
