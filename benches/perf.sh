@@ -18,7 +18,8 @@
 # the bottom). Callgrind (benches/callgrind.sh) counts instructions without noise but runs SHA-256 without SHA-NI
 # and cannot see the kernel; this sees both, with the machine's noise: repeat a run before reading a difference of
 # a tenth of a microsecond into it.
-# Knobs (env): SECS=8 FREQ=4999 TOP=30 BENCH_PATH=/orders; KEEP=DIR keeps each build's perf.data there (for
+# Knobs (env): SECS=8 FREQ=4999 TOP=30 BENCH_PATH=/orders; AUDIT=0 (passthrough, as e2e.sh's AUDIT=0: meshgate
+# without policy and audit trail, the peers without access logs; `:m` is refused then); KEEP=DIR keeps each build's perf.data there (for
 # `perf report -i`; add PERF_ARGS="-g" or "--call-graph dwarf" to record call chains too).
 # Needs perf (apt: linux-perf), oha (cargo install --locked oha), taskset (util-linux), python3, curl; perf must
 # be allowed to sample the process (root, or kernel.perf_event_paranoid <= 1).
@@ -37,8 +38,11 @@ source "$ROOT/benches/peers.sh"
 source "$ROOT/benches/masking.sh"
 # shellcheck source=benches/sidecar-config.sh
 source "$ROOT/benches/sidecar-config.sh"
+AUDIT=${AUDIT:-1}
+[[ $AUDIT == 0 || $AUDIT == 1 ]] || { echo "AUDIT: 0 or 1, not '$AUDIT'" >&2; exit 2; }
 FIRST=
 for b in "$@"; do
+  [[ $AUDIT == 1 || $b != *:m ]] || { echo "$b: masking needs the policies (AUDIT=0 runs without)" >&2; exit 2; }
   case $b in
     nginx | haproxy) command -v "$b" >/dev/null || { echo "$b is not installed (bash benches/e2e.sh installs it)" >&2; exit 1; } ;;
     *) [ -x "${b%:m}" ] || { echo "$b: not an executable" >&2; exit 2; }; FIRST=${FIRST:-${b%:m}} ;;
@@ -61,13 +65,14 @@ for spec in "$@"; do
   read -r MGP ADM <<<"$(free_ports 2)"
   case $spec in
     nginx)
-      nginx_conf "$D" "$MGP" "$UP" "$W/c" 1
+      nginx_conf "$D" "$MGP" "$UP" "$W/c" "$AUDIT"
       taskset -c 0 nginx -c "$D/nginx.conf" -p "$D" 2>"$D/mg.log" & MPID=$! ;;
     haproxy)
-      haproxy_conf "$D" "$MGP" "$UP" "$W/c" 1
+      haproxy_conf "$D" "$MGP" "$UP" "$W/c" "$AUDIT"
       taskset -c 0 haproxy -db -f "$D/haproxy.cfg" >"$D/access.log" 2>"$D/mg.log" & MPID=$! ;;
     *)
-      sidecar_config "$D/mg.yaml" "$MGP" "$ADM" "$UP" "$W/c" "$D/audit.log" ""
+      if [[ $AUDIT == 1 ]]; then sidecar_config "$D/mg.yaml" "$MGP" "$ADM" "$UP" "$W/c" "$D/audit.log" ""
+      else passthrough_config "$D/mg.yaml" "$MGP" "$ADM" "$UP" "$W/c"; fi
       [[ $spec == *:m ]] && { masking_config "$D" "$D/mg.yaml" "ab-bench-hash-key-0123456789abcdef" || exit 1; }
       taskset -c 0 "$B" run --config "$D/mg.yaml" 2>"$D/mg.log" & MPID=$! ;;
   esac

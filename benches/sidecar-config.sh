@@ -1,5 +1,6 @@
 # The sidecar configuration the single-sidecar benchmarks share: benches/ab.sh, benches/callgrind.sh,
-# benches/link-order.sh, benches/memory.sh and benches/perf.sh (sourced, not run).
+# benches/link-order.sh, benches/memory.sh and benches/perf.sh (sourced, not run); with AUDIT=0, ab.sh and perf.sh
+# use passthrough_config (below) instead.
 #
 #   sidecar_config FILE LISTEN_PORT ADMIN_PORT UPSTREAM_PORT CERTS_DIR AUDIT_FILE [AUDIT_MORE]
 #
@@ -10,22 +11,37 @@
 # benches/masking.sh extends it.
 
 sidecar_config() {
-  local file=$1 listen=$2 admin=$3 up=$4 certs=$5 audit=$6 more=${7:-}
+  local file=$1 audit=$6 more=${7:-}
   local p
   p=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/policies
-  cat >"$file" <<Y
-listen: 127.0.0.1:$listen
-admin: 127.0.0.1:$admin
-upstream: http://127.0.0.1:$up
-workers: 1
-tls: { cert: $certs/server.pem, key: $certs/server-key.pem, client_ca: $certs/ca.pem }
-log: { level: warn }
+  sidecar_head "$@"
+  cat >>"$file" <<Y
 audit: { sink: file, file: $audit${more:+, $more} }
 policy:
   schema: $p/schema.cedarschema
   entities: $p/entities.json
   sources: [$p/mesh, $p/domains/sales]
   contracts: [$p/domains/sales]
+Y
+}
+
+# passthrough_config FILE LISTEN_PORT ADMIN_PORT UPSTREAM_PORT CERTS_DIR writes the same sidecar without policy and
+# without audit trail (benches/e2e.sh's AUDIT=0): meshgate as a plain mTLS proxy, what issue 21's passthrough
+# target compares with nginx.
+passthrough_config() {
+  sidecar_head "$@"
+  echo "audit: { sink: off }" >>"$1"
+}
+
+# What both write first: listener, admin, upstream, one worker, mTLS, warnings only.
+sidecar_head() {
+  cat >"$1" <<Y
+listen: 127.0.0.1:$2
+admin: 127.0.0.1:$3
+upstream: http://127.0.0.1:$4
+workers: 1
+tls: { cert: $5/server.pem, key: $5/server-key.pem, client_ca: $5/ca.pem }
+log: { level: warn }
 Y
 }
 

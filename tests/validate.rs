@@ -350,3 +350,61 @@ fn validate_checks_the_audit_file_as_run_would_open_it() {
         .collect();
     assert!(left.is_empty(), "{left:?}");
 }
+
+/// The configurations the benchmarks write (`benches/sidecar-config.sh`:
+/// the example policies with an audit trail, and the passthrough one;
+/// `benches/masking.sh`'s field rule added to the first) are clean, so that
+/// a script that drifts from the configuration's fields fails here rather
+/// than when someone next measures with it.
+#[test]
+fn the_benchmarks_sidecar_configurations_are_clean() {
+    let pki = Pki::new();
+    let dir = pki.path("benches");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches");
+    let (root, d, certs) = (
+        root.display(),
+        dir.display(),
+        pki.path("").display().to_string(),
+    );
+    let script = format!(
+        "set -e; source '{root}/sidecar-config.sh'; source '{root}/masking.sh'
+         sidecar_config '{d}/full.yaml' 9001 9002 9003 '{certs}' '{d}/audit.log' ''
+         sidecar_config '{d}/masked.yaml' 9001 9002 9003 '{certs}' '{d}/audit.log' 'retain: 5'
+         masking_config '{d}/m' '{d}/masked.yaml' bench-hash-key-0123456789abcdef0123
+         passthrough_config '{d}/passthrough.yaml' 9001 9002 9003 '{certs}'"
+    );
+    let out = output_within(Command::new("bash").arg("-c").arg(&script));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let policies = |name: &str| -> usize {
+        let out = validate(&dir.join(format!("{name}.yaml")), true);
+        assert_eq!(out.code, Some(0), "{name}: {}{}", out.stdout, out.stderr);
+        assert!(!out.stderr.contains("warning"), "{name}: {}", out.stderr);
+        let summary = out.stdout.split(": ok (").nth(1).unwrap_or_default();
+        if summary.starts_with("no policy section") {
+            return 0;
+        }
+        summary
+            .split(' ')
+            .next()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("{name}: {}", out.stdout))
+    };
+    let full = policies("full");
+    assert!(full > 0, "the example policies are loaded");
+    // The field rule is one policy more, and its key is configured.
+    assert_eq!(policies("masked"), full + 1);
+    let masked = std::fs::read_to_string(dir.join("masked.yaml")).expect("read");
+    assert!(masked.contains("hash_key_file"), "{masked}");
+    // Passthrough: no policy and no audit trail.
+    assert_eq!(policies("passthrough"), 0);
+    let passthrough = std::fs::read_to_string(dir.join("passthrough.yaml")).expect("read");
+    assert!(
+        passthrough.contains("audit: { sink: off }"),
+        "{passthrough}"
+    );
+}
