@@ -19,8 +19,9 @@
 # and cannot see the kernel; this sees both, with the machine's noise: repeat a run before reading a difference of
 # a tenth of a microsecond into it.
 # Knobs (env): SECS=8 FREQ=4999 TOP=30 BENCH_PATH=/orders; AUDIT=0 (passthrough, as e2e.sh's AUDIT=0: meshgate
-# without policy and audit trail, the peers without access logs; `:m` is refused then); KEEP=DIR keeps each build's perf.data there (for
-# `perf report -i`; add PERF_ARGS="-g" or "--call-graph dwarf" to record call chains too).
+# without policy and audit trail, the peers without access logs; `:m` is refused then); KEEP=DIR keeps each
+# build's perf.data there (for `perf report -i`; add PERF_ARGS="-g" or "--call-graph dwarf" to record call chains
+# too).
 # Needs perf (apt: linux-perf), oha (cargo install --locked oha), taskset (util-linux), python3, curl; perf must
 # be allowed to sample the process (root, or kernel.perf_event_paranoid <= 1).
 set -euo pipefail
