@@ -30,12 +30,8 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 source "$ROOT/benches/masking.sh"
 # shellcheck source=benches/sidecar-config.sh
 source "$ROOT/benches/sidecar-config.sh"
-AUDIT=${AUDIT:-1}
-[[ $AUDIT == 0 || $AUDIT == 1 ]] || { echo "AUDIT: 0 or 1, not '$AUDIT'" >&2; exit 2; }
-for b in "$@"; do
-  [ -x "${b%:m}" ] || { echo "$b: not an executable" >&2; exit 2; }
-  [[ $AUDIT == 1 || $b != *:m ]] || { echo "$b: masking needs the policies (AUDIT=0 runs without)" >&2; exit 2; }
-done
+audit_knob "$@"
+for b in "$@"; do [ -x "${b%:m}" ] || { echo "$b: not an executable" >&2; exit 2; }; done
 W=$(mktemp -d); UPPID= MPID=
 # Only what still runs is signalled (a finished round's PID may belong to another process by now).
 trap 'kill $UPPID $MPID 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$W"' EXIT
@@ -50,8 +46,7 @@ for r in $(seq 1 "$ROUNDS"); do
   for spec in "$@"; do
     i=$((i + 1)); B=${spec%:m}; D=$W/r$r-$i; mkdir -p "$D"
     read -r MGP ADM <<<"$(free_ports 2)"
-    if [[ $AUDIT == 1 ]]; then sidecar_config "$D/mg.yaml" "$MGP" "$ADM" "$UP" "$W/c" "$D/audit.log" "${AUDIT_MORE:-}"
-    else passthrough_config "$D/mg.yaml" "$MGP" "$ADM" "$UP" "$W/c"; fi
+    bench_config "$D/mg.yaml" "$MGP" "$ADM" "$UP" "$W/c" "$D/audit.log" "${AUDIT_MORE:-}"
     [[ $spec == *:m ]] && { masking_config "$D" "$D/mg.yaml" "ab-bench-hash-key-0123456789abcdef" || exit 1; }
     taskset -c 0 "$B" run --config "$D/mg.yaml" 2>"$D/mg.log" & MPID=$!
     URL="https://127.0.0.1:$MGP$BENCH_PATH"

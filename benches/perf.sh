@@ -39,11 +39,9 @@ source "$ROOT/benches/peers.sh"
 source "$ROOT/benches/masking.sh"
 # shellcheck source=benches/sidecar-config.sh
 source "$ROOT/benches/sidecar-config.sh"
-AUDIT=${AUDIT:-1}
-[[ $AUDIT == 0 || $AUDIT == 1 ]] || { echo "AUDIT: 0 or 1, not '$AUDIT'" >&2; exit 2; }
+audit_knob "$@"
 FIRST=
 for b in "$@"; do
-  [[ $AUDIT == 1 || $b != *:m ]] || { echo "$b: masking needs the policies (AUDIT=0 runs without)" >&2; exit 2; }
   case $b in
     nginx | haproxy) command -v "$b" >/dev/null || { echo "$b is not installed (bash benches/e2e.sh installs it)" >&2; exit 1; } ;;
     *) [ -x "${b%:m}" ] || { echo "$b: not an executable" >&2; exit 2; }; FIRST=${FIRST:-${b%:m}} ;;
@@ -72,8 +70,7 @@ for spec in "$@"; do
       haproxy_conf "$D" "$MGP" "$UP" "$W/c" "$AUDIT"
       taskset -c 0 haproxy -db -f "$D/haproxy.cfg" >"$D/access.log" 2>"$D/mg.log" & MPID=$! ;;
     *)
-      if [[ $AUDIT == 1 ]]; then sidecar_config "$D/mg.yaml" "$MGP" "$ADM" "$UP" "$W/c" "$D/audit.log" ""
-      else passthrough_config "$D/mg.yaml" "$MGP" "$ADM" "$UP" "$W/c"; fi
+      bench_config "$D/mg.yaml" "$MGP" "$ADM" "$UP" "$W/c" "$D/audit.log" ""
       [[ $spec == *:m ]] && { masking_config "$D" "$D/mg.yaml" "ab-bench-hash-key-0123456789abcdef" || exit 1; }
       taskset -c 0 "$B" run --config "$D/mg.yaml" 2>"$D/mg.log" & MPID=$! ;;
   esac

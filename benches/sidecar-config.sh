@@ -1,6 +1,6 @@
 # The sidecar configuration the single-sidecar benchmarks share: benches/ab.sh, benches/callgrind.sh,
-# benches/link-order.sh, benches/memory.sh and benches/perf.sh (sourced, not run); with AUDIT=0, ab.sh and perf.sh
-# use passthrough_config (below) instead.
+# benches/link-order.sh, benches/memory.sh and benches/perf.sh (sourced, not run); ab.sh and perf.sh choose it or
+# passthrough_config (below) by their AUDIT knob (bench_config).
 #
 #   sidecar_config FILE LISTEN_PORT ADMIN_PORT UPSTREAM_PORT CERTS_DIR AUDIT_FILE [AUDIT_MORE]
 #
@@ -31,6 +31,23 @@ Y
 passthrough_config() {
   sidecar_head "$@"
   echo "audit: { sink: off }" >>"$1"
+}
+
+# The AUDIT knob of benches/ab.sh and benches/perf.sh: `audit_knob SPEC...` checks it (0 or 1, default 1; no
+# `:m` SPEC with 0, masking needs the policies) and sets AUDIT; `bench_config FILE LISTEN_PORT ADMIN_PORT
+# UPSTREAM_PORT CERTS_DIR AUDIT_FILE [AUDIT_MORE]` then writes sidecar_config's configuration, or with AUDIT=0
+# passthrough_config's.
+audit_knob() {
+  AUDIT=${AUDIT:-1}
+  [[ $AUDIT == 0 || $AUDIT == 1 ]] || { echo "AUDIT: 0 or 1, not '$AUDIT'" >&2; exit 2; }
+  local spec
+  for spec in "$@"; do
+    [[ $AUDIT == 1 || $spec != *:m ]] \
+      || { echo "$spec: masking needs the policies (AUDIT=0 runs without)" >&2; exit 2; }
+  done
+}
+bench_config() {
+  if [[ $AUDIT == 1 ]]; then sidecar_config "$@"; else passthrough_config "${@:1:5}"; fi
 }
 
 # What both write first: listener, admin, upstream, one worker, mTLS, warnings only.
