@@ -329,9 +329,17 @@ fn unknown_kids_cannot_hammer_the_idp_and_an_issuer_without_keys_fails_closed() 
     let iss = idp.issuer();
     // A second issuer whose keys cannot be fetched: nothing listens there.
     let dead = format!("https://localhost:{}", unused_port());
+    // A third whose discovery document names another issuer (the IdP's
+    // document for `{iss}/` is `{iss}`'s): no source of keys (OpenID
+    // Connect Discovery 1.0, 4.3).
+    let misnamed = format!("{iss}/");
     let mg = sidecar(&pki, &up, &idp, "min_refresh: 1h")
         .issuer(&format!(
             "issuer: {dead}\naudiences: [meshgate]\njwks_url: {dead}/jwks\nca: {}",
+            pki.path("ca.pem").display()
+        ))
+        .issuer(&format!(
+            "issuer: {misnamed}\naudiences: [meshgate]\ndiscovery: true\nca: {}",
             pki.path("ca.pem").display()
         ))
         .start();
@@ -363,6 +371,20 @@ fn unknown_kids_cannot_hammer_the_idp_and_an_issuer_without_keys_fails_closed() 
         r.www_authenticate
     );
     assert_eq!(tokens_counted(&mg, "no_keys"), 1.0);
+
+    // The misnamed issuer's tokens too, though its keys are the IdP's: the
+    // document was read, its keys never fetched.
+    let r = with_token(&pki, &mg, &key.sign(&analyst(&misnamed)));
+    assert_eq!(r.status, "401", "{}", r.body);
+    assert_eq!(tokens_counted(&mg, "no_keys"), 2.0);
+    assert!(idp.fetches() <= at_start + 1, "{} fetches", idp.fetches());
+    let logs = mg.logs.dump();
+    assert!(
+        logs.contains(&format!(
+            "the document's issuer `{iss}` is not the configured `{misnamed}`"
+        )),
+        "{logs}"
+    );
 }
 
 #[test]

@@ -73,7 +73,7 @@ pub struct IssuerConfig {
     )]
     pub refresh: Duration,
     /// At most one extra fetch per this interval for unknown key ids (`0s`:
-    /// no limit, for a local file).
+    /// no limit, meant for a local file; with a URL it is warned about).
     #[serde(default = "default_min_refresh", deserialize_with = "de_interval")]
     pub min_refresh: Duration,
     /// The claim holding the user's groups (parents `Mesh::Group`).
@@ -108,6 +108,9 @@ pub(super) fn default_leeway() -> Duration {
 pub(super) fn default_max_lifetime() -> Duration {
     Duration::from_secs(24 * 3600)
 }
+
+/// The attributes every `Mesh::User` has from the token itself.
+pub(super) const BUILT_IN_ATTRIBUTES: [&str; 3] = ["subject", "issuer", "scopes"];
 
 /// The largest `max_lifetime` accepted.
 pub(super) const MAX_LIFETIME_BOUND: Duration = Duration::from_secs(366 * 24 * 3600);
@@ -190,6 +193,20 @@ impl UsersConfig {
                     bad(
                         "jwks_url",
                         format!("`{u}`: keys are fetched over https only"),
+                    );
+                }
+            }
+            if self.issuers[..i].iter().any(|o| o.issuer == c.issuer) {
+                bad(
+                    "issuer",
+                    format!("`{}` is listed twice; give it one entry", c.issuer),
+                );
+            }
+            for name in c.attributes.keys() {
+                if BUILT_IN_ATTRIBUTES.contains(&name.as_str()) {
+                    bad(
+                        &format!("attributes.{name}"),
+                        "a built-in attribute of Mesh::User (subject, issuer, scopes), set from the token itself; map the claim to another name".into(),
                     );
                 }
             }

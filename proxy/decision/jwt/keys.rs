@@ -12,6 +12,9 @@ pub(super) struct Key {
     /// The JWK's `alg`, when it names one: the token must use exactly it.
     pub(super) alg: Option<Algorithm>,
     pub(super) family: AlgorithmFamily,
+    /// The JWK's key parameters and `alg` as published: a key republished
+    /// under the same `kid` with other material is another key.
+    pub(super) material: Vec<u8>,
 }
 
 #[derive(Default)]
@@ -45,7 +48,13 @@ impl KeySet {
                 continue;
             }
             let family = key.family();
-            let entry = Arc::new(Key { key, alg, family });
+            let material = serde_json::to_vec(&(&jwk.algorithm, alg)).unwrap_or_default();
+            let entry = Arc::new(Key {
+                key,
+                alg,
+                family,
+                material,
+            });
             match &jwk.common.key_id {
                 Some(kid) => {
                     keys.by_kid.insert(kid.clone(), entry);
@@ -54,6 +63,19 @@ impl KeySet {
             }
         }
         keys
+    }
+
+    /// Whether a key of this set is missing from `new`, or there with other
+    /// material: tokens it vouched for no longer verify.
+    pub(super) fn withdrawn_in(&self, new: &KeySet) -> bool {
+        let same = |a: &Key, b: &Key| a.material == b.material;
+        self.by_kid
+            .iter()
+            .any(|(kid, k)| !new.by_kid.get(kid).is_some_and(|n| same(k, n)))
+            || self
+                .anonymous
+                .iter()
+                .any(|k| !new.anonymous.iter().any(|n| same(k, n)))
     }
 }
 
@@ -82,14 +104,26 @@ pub(super) enum KeySource {
     None,
 }
 
-/// OIDC discovery: the provider document's `jwks_uri`, then the keys.
+/// OIDC discovery: the provider document's `jwks_uri`, then the keys. The
+/// document must name exactly the configured issuer (OpenID Connect
+/// Discovery 1.0, 4.3).
 pub(super) async fn discover(
     client: &crate::base::fetch::Client,
     url: &str,
+    issuer: &str,
 ) -> Result<Vec<u8>, String> {
     let doc = client.get(url).await?;
     let v: serde_json::Value =
         serde_json::from_slice(&doc).map_err(|e| format!("{url}: not JSON: {e}"))?;
+    match v.get("issuer").and_then(|i| i.as_str()) {
+        Some(named) if named == issuer => {}
+        Some(named) => {
+            return Err(format!(
+                "{url}: the document's issuer `{named}` is not the configured `{issuer}`"
+            ))
+        }
+        None => return Err(format!("{url}: no issuer")),
+    }
     let jwks = v
         .get("jwks_uri")
         .and_then(|u| u.as_str())

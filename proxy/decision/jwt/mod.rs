@@ -22,6 +22,7 @@ pub use metrics::{IssuerLabels, IssuerResultLabels, JwtMetrics, TokenResultLabel
 pub use user::*;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -110,6 +111,9 @@ struct Issuer {
 pub struct Verifier {
     issuers: Vec<Arc<Issuer>>,
     cache: quick_cache::sync::Cache<[u8; 32], Arc<User>>,
+    /// Counts key withdrawals: a token verified with keys loaded before
+    /// one is not cached after it.
+    withdrawals: AtomicU64,
     max_token_bytes: usize,
     metrics: Option<JwtMetrics>,
 }
@@ -151,6 +155,13 @@ impl Verifier {
         let mut issuers = Vec::new();
         for (i, c) in config.issuers.iter().enumerate() {
             let field = |f: &str| format!("users.issuers[{i}].{f}");
+            if c.min_refresh.is_zero() && (c.jwks_url.is_some() || c.discovery) {
+                tracing::warn!(
+                    field = %field("min_refresh"),
+                    issuer = %c.issuer,
+                    "0s with keys fetched over https: every token naming an unknown kid fetches them again (0s is meant for a jwks_file)"
+                );
+            }
             let secret = match &c.hs_secret_file {
                 None => None,
                 Some(p) => {
@@ -219,6 +230,7 @@ impl Verifier {
         let verifier = Arc::new(Verifier {
             issuers,
             cache: quick_cache::sync::Cache::new(config.cache_entries.max(1)),
+            withdrawals: AtomicU64::new(0),
             max_token_bytes: config.max_token_bytes,
             metrics,
         });
@@ -264,7 +276,7 @@ impl Verifier {
                 None => Err("no client".into()),
             },
             KeySource::Discovery(u) => match &issuer.http {
-                Some(c) => discover(c, u).await,
+                Some(c) => discover(c, u, &issuer.config.issuer).await,
                 None => Err("no client".into()),
             },
         };
@@ -279,10 +291,11 @@ impl Verifier {
                 } else {
                     let old = issuer.keys.swap(Arc::new(keys));
                     let new = issuer.keys.load();
-                    // A key withdrawn at the issuer no longer vouches for cached tokens.
-                    if old.by_kid.keys().any(|k| !new.by_kid.contains_key(k))
-                        || old.anonymous.len() > new.anonymous.len()
-                    {
+                    // A key withdrawn at the issuer (gone, or its `kid`
+                    // now naming other material) no longer vouches for
+                    // cached tokens.
+                    if old.withdrawn_in(&new) {
+                        self.withdrawals.fetch_add(1, Ordering::SeqCst);
                         self.cache.clear();
                     }
                     tracing::info!(issuer = %name, keys = new.len(), "signing keys loaded");
@@ -413,9 +426,15 @@ impl Verifier {
             }
             self.cache.remove(&key);
         }
+        let withdrawals = self.withdrawals.load(Ordering::SeqCst);
         let user = Arc::new(self.verify_uncached(token)?);
         if now < user.expires_at {
             self.cache.insert(key, user.clone());
+            // Keys withdrawn while this token was verified: the clear may
+            // have come before the insert, so the entry goes now.
+            if self.withdrawals.load(Ordering::SeqCst) != withdrawals {
+                self.cache.remove(&key);
+            }
         }
         Ok(user)
     }

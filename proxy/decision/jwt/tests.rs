@@ -187,6 +187,82 @@ async fn a_new_key_at_the_issuer_is_fetched_when_a_token_names_it() {
     assert!(v.verify(&sign(&new, &claims())).await.is_ok());
 }
 
+#[tokio::test]
+async fn a_key_republished_under_its_kid_with_other_material_empties_the_cache() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let (old, old_jwk) = es256("k1");
+    let v = verifier(dir.path(), std::slice::from_ref(&old_jwk)).await;
+    let token = sign(&old, &claims());
+    assert!(v.verify(&token).await.is_ok());
+    assert_eq!(v.cache.len(), 1);
+    let issuer = v.issuers[0].clone();
+    // The same keys again: the cache stays.
+    assert!(v.refresh(&issuer).await);
+    assert_eq!(v.cache.len(), 1);
+    // Another key under the same kid: the cached token no longer verifies.
+    let (_, new_jwk) = es256("k1");
+    let write = |keys: serde_json::Value| {
+        std::fs::write(
+            dir.path().join("jwks.json"),
+            json!({ "keys": keys }).to_string(),
+        )
+        .expect("rotate")
+    };
+    write(json!([new_jwk]));
+    assert!(v.refresh(&issuer).await);
+    assert_eq!(v.cache.len(), 0);
+    assert_eq!(v.verify(&token).await, Err(TokenError::BadSignature));
+
+    // A key without a kid replaced by another: the same.
+    let mut anonymous = old_jwk.clone();
+    anonymous.common.key_id = None;
+    write(json!([anonymous]));
+    assert!(v.refresh(&issuer).await);
+    let mut h = Header::new(Algorithm::ES256);
+    h.kid = None;
+    let token = jsonwebtoken::encode(&h, &claims(), &old.key).expect("sign");
+    assert!(v.verify(&token).await.is_ok());
+    assert_eq!(v.cache.len(), 1);
+    let (_, mut other) = es256("x");
+    other.common.key_id = None;
+    write(json!([other]));
+    assert!(v.refresh(&issuer).await);
+    assert_eq!(v.cache.len(), 0);
+    assert_eq!(v.verify(&token).await, Err(TokenError::BadSignature));
+}
+
+#[tokio::test]
+async fn scopes_split_on_spaces_only_and_an_empty_subject_is_refused() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let (key, jwk) = es256("k1");
+    let v = verifier(dir.path(), &[jwk]).await;
+    let mut c = claims();
+    c["scope"] = json!("ledger:read\u{a0}admin  ledger:list");
+    let user = v.verify(&sign(&key, &c)).await.expect("valid");
+    assert_eq!(user.scopes, ["ledger:read\u{a0}admin", "ledger:list"]);
+    c["sub"] = json!("");
+    assert_eq!(
+        v.verify(&sign(&key, &c)).await,
+        Err(TokenError::BadClaim("sub".into()))
+    );
+}
+
+#[test]
+fn configuration_refuses_a_repeated_issuer_and_built_in_attributes() {
+    let cfg: UsersConfig = crate::base::yaml::parse_yaml(
+        "issuers:\n  - issuer: https://idp.test\n    audiences: [a]\n    jwks_url: https://idp.test/keys\n    attributes: { issuer: { claim: tenant, type: string } }\n  - issuer: https://idp.test\n    audiences: [b]\n    jwks_file: k.json\n    min_refresh: 0s\n",
+        "u.yaml",
+    )
+    .expect("parses");
+    assert_eq!(
+        cfg.check(),
+        [
+            "users.issuers[0].attributes.issuer: a built-in attribute of Mesh::User (subject, issuer, scopes), set from the token itself; map the claim to another name",
+            "users.issuers[1].issuer: `https://idp.test` is listed twice; give it one entry",
+        ]
+    );
+}
+
 #[test]
 fn configuration_refuses_none_and_hmac_without_a_secret() {
     let cfg: UsersConfig = crate::base::yaml::parse_yaml(

@@ -141,7 +141,12 @@ pub(super) fn map_claims(
     let strings = |name: &str, split: bool| -> Result<Vec<String>, TokenError> {
         match claims.get(name) {
             None => Ok(Vec::new()),
-            Some(Value::String(s)) if split => Ok(s.split_whitespace().map(String::from).collect()),
+            // RFC 6749 3.3: scope tokens are separated by spaces (%x20) only.
+            Some(Value::String(s)) if split => Ok(s
+                .split(' ')
+                .filter(|t| !t.is_empty())
+                .map(String::from)
+                .collect()),
             Some(Value::String(s)) => Ok(vec![s.clone()]),
             Some(Value::Array(items)) => items
                 .iter()
@@ -156,6 +161,9 @@ pub(super) fn map_claims(
     };
     let issuer = string("iss")?;
     let subject = string("sub")?;
+    if subject.is_empty() {
+        return Err(TokenError::BadClaim("sub".into()));
+    }
     let expires_at = lifetime::numeric_date(claims, "exp")?
         .ok_or_else(|| TokenError::MissingClaim("exp".into()))?;
     let mut attributes = Vec::new();
