@@ -279,6 +279,25 @@ fn overrides_decided(pki: &Pki, up: &Upstream, mg: &Meshgate, proto: &str) -> De
     assert_eq!(last.header("x-http-method-override"), ["DELETE"], "{proto}");
     assert!(last.header("x-method-override").is_empty(), "{proto}");
 
+    // With a body of a type that is no form, likewise.
+    let got = post(
+        pki,
+        mg,
+        "etl",
+        proto,
+        &[
+            "-H",
+            "X-HTTP-Method-Override: delete",
+            "-H",
+            "Content-Type: application/json",
+            "--data-binary",
+            "{}",
+        ],
+        "/orders/SO-1",
+    );
+    assert_eq!(got, "200", "{proto}");
+    expected.push(("DELETE", 200));
+
     // Overridden to a method the product has no route for: 405.
     let got = post(
         pki,
@@ -344,6 +363,37 @@ fn overrides_refused(pki: &Pki, up: &Upstream, mg: &Meshgate, proto: &str) -> De
         "{proto}"
     );
     expected.push(("POST", 400));
+    // A body without a type, which Rack reads as a form; and (HTTP/1.1,
+    // where `Connection` exists) a type that hop-by-hop removal would
+    // take away before the upstream.
+    let mut untyped = vec![vec![
+        "-H",
+        "X-HTTP-Method-Override: DELETE",
+        "-H",
+        "Content-Type:",
+        "--data-binary",
+        "_method=PUT",
+    ]];
+    if proto == "--http1.1" {
+        untyped.push(vec![
+            "-H",
+            "X-HTTP-Method-Override: DELETE",
+            "-H",
+            "Content-Type: application/json",
+            "-H",
+            "Connection: content-type",
+            "--data-binary",
+            "_method=PUT",
+        ]);
+    }
+    for args in untyped {
+        assert_eq!(
+            post(pki, mg, "etl", proto, &args, "/orders/SO-1"),
+            "400",
+            "{proto} {args:?}"
+        );
+        expected.push(("POST", 400));
+    }
     assert_eq!(up.count(), before, "{proto}: nothing refused was forwarded");
 
     expected

@@ -151,7 +151,12 @@ fn decode_segment(raw: &str) -> Result<String, PathError> {
         }
         out.push(decoded);
     }
-    String::from_utf8(out).map_err(|_| PathError::NotUtf8)
+    let segment = String::from_utf8(out).map_err(|_| PathError::NotUtf8)?;
+    // C1 controls (U+0080..U+009F) are control characters too.
+    if !segment.is_ascii() && segment.chars().any(char::is_control) {
+        return Err(PathError::Control);
+    }
+    Ok(segment)
 }
 
 #[cfg(test)]
@@ -186,6 +191,8 @@ mod tests {
             ("/orders\\1", PathError::Backslash),
             ("/orders%0a", PathError::Control),
             ("/orders%7F", PathError::Control),
+            ("/orders%C2%85", PathError::Control),
+            ("/caf%C3%A9%C2%9B", PathError::Control),
             ("/orders;jsessionid=1", PathError::Semicolon),
             ("/orders%3Bx", PathError::Semicolon),
             ("/orders%2", PathError::BadEscape),

@@ -166,6 +166,10 @@ pub enum OverrideError {
     /// The body is a form: frameworks read a `_method` field in it before
     /// the header, so what the upstream does is not what was decided.
     FormBody,
+    /// A body without one clear `Content-Type` (none, empty, not ASCII,
+    /// sent twice, or named in `Connection` and so removed on the way):
+    /// Rack reads a `POST` without a type as a form.
+    UntypedBody,
 }
 
 impl OverrideError {
@@ -177,15 +181,20 @@ impl OverrideError {
             OverrideError::FormBody => {
                 "method override on a form body, whose _method field the upstream may read instead"
             }
+            OverrideError::UntypedBody => {
+                "method override on a body without one Content-Type, which the upstream may read as a form"
+            }
         }
     }
 }
 
 /// The method a request's `header` names, upper-cased as frameworks read
-/// it (Rack, Symfony); `None` without the header.
+/// it (Rack, Symfony); `None` without the header. `body_empty`: the
+/// request is known to carry no body (then no `_method` field can be in it).
 pub fn method_in(
     headers: &HeaderMap,
     header: &HeaderName,
+    body_empty: bool,
 ) -> Result<Option<Method>, OverrideError> {
     let mut values = headers.get_all(header).iter();
     let value = match (values.next(), values.next()) {
@@ -205,17 +214,45 @@ pub fn method_in(
     if ![Method::PUT, Method::PATCH, Method::DELETE].contains(&method) {
         return Err(OverrideError::NotAWrite);
     }
-    let form = headers
-        .get(http::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .map(|v| v.trim_start().to_ascii_lowercase())
-        .is_some_and(|v| {
-            v.starts_with("application/x-www-form-urlencoded") || v.starts_with("multipart/")
-        });
-    if form {
-        return Err(OverrideError::FormBody);
+    match body_type(headers) {
+        BodyType::Form => Err(OverrideError::FormBody),
+        BodyType::Unclear if !body_empty => Err(OverrideError::UntypedBody),
+        _ => Ok(Some(method)),
     }
-    Ok(Some(method))
+}
+
+enum BodyType {
+    Form,
+    /// One content type that is not a form.
+    Other,
+    /// What the upstream takes it for depends on the upstream.
+    Unclear,
+}
+
+/// The body's type as the upstream will read it.
+fn body_type(headers: &HeaderMap) -> BodyType {
+    let mut values = headers.get_all(http::header::CONTENT_TYPE).iter();
+    let (Some(value), None) = (values.next(), values.next()) else {
+        return BodyType::Unclear;
+    };
+    let Ok(value) = value.to_str() else {
+        return BodyType::Unclear;
+    };
+    let value = value.trim().to_ascii_lowercase();
+    if value.starts_with("application/x-www-form-urlencoded") || value.starts_with("multipart/") {
+        return BodyType::Form;
+    }
+    // Hop-by-hop removal would take it away before the upstream.
+    let removed = headers
+        .get_all(http::header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case("content-type"));
+    if value.is_empty() || removed {
+        return BodyType::Unclear;
+    }
+    BodyType::Other
 }
 
 /// The header value that carries `method` to the upstream.
@@ -235,6 +272,7 @@ pub(super) fn route_effective<'s>(
     snapshot: &'s Snapshot,
     sent: &Method,
     headers: &HeaderMap,
+    body_empty: bool,
     path: &NormalPath,
 ) -> Result<Effective<'s>, ProxyError> {
     if sent == Method::POST {
@@ -245,7 +283,7 @@ pub(super) fn route_effective<'s>(
             .products()
             .filter_map(|p| p.method_override.as_ref())
         {
-            let method = match method_in(headers, h) {
+            let method = match method_in(headers, h, body_empty) {
                 Ok(Some(m)) => m,
                 Ok(None) => continue,
                 // Refused unless the path leads, as sent, to a product that
@@ -338,7 +376,7 @@ mod tests {
             for v in values {
                 h.append(name.clone(), HeaderValue::from_static(v));
             }
-            method_in(&h, &name)
+            method_in(&h, &name, true)
         };
         assert_eq!(with(&[]), Ok(None));
         assert_eq!(with(&["delete"]), Ok(Some(Method::DELETE)));
@@ -347,6 +385,47 @@ mod tests {
         assert_eq!(with(&["DE LETE"]), Err(OverrideError::NotAMethod));
         assert_eq!(with(&[""]), Err(OverrideError::NotAMethod));
         assert_eq!(with(&["connect"]), Err(OverrideError::NotAMethod));
+    }
+
+    #[test]
+    fn a_body_the_upstream_may_read_as_a_form_refuses_the_override() {
+        let name = HeaderName::from_static("x-http-method-override");
+        let with = |headers: &[(&'static str, &'static [u8])], body_empty: bool| {
+            let mut h = HeaderMap::new();
+            h.append(name.clone(), HeaderValue::from_static("DELETE"));
+            for (n, v) in headers {
+                h.append(*n, HeaderValue::from_bytes(v).expect("value"));
+            }
+            method_in(&h, &name, body_empty)
+        };
+        let json: &[(&str, &[u8])] = &[("content-type", b"application/json")];
+        assert_eq!(with(json, false), Ok(Some(Method::DELETE)));
+        // No type, an empty one, one that is not ASCII, two, or one that
+        // `Connection` removes on the way: Rack takes the body for a form.
+        let unclear: [&[(&str, &[u8])]; 5] = [
+            &[],
+            &[("content-type", b" ")],
+            &[("content-type", b"application/x-www-form-urlencoded;\x80")],
+            &[
+                ("content-type", b"application/json"),
+                ("content-type", b"application/x-www-form-urlencoded"),
+            ],
+            &[
+                ("content-type", b"application/json"),
+                ("connection", b"keep-alive, Content-Type"),
+            ],
+        ];
+        for headers in unclear {
+            assert_eq!(
+                with(headers, false),
+                Err(OverrideError::UntypedBody),
+                "{headers:?}"
+            );
+            // Without a body there is no `_method` field to read.
+            assert_eq!(with(headers, true), Ok(Some(Method::DELETE)), "{headers:?}");
+        }
+        let form: &[(&str, &[u8])] = &[("content-type", b"Multipart/form-data; boundary=x")];
+        assert_eq!(with(form, true), Err(OverrideError::FormBody));
     }
 
     #[test]

@@ -414,6 +414,7 @@ impl<'a> Exchange<'a> {
             snapshot,
             checked.req.method(),
             checked.req.headers(),
+            hyper::body::Body::is_end_stream(checked.req.body()),
             &checked.path,
         )?;
         // The audit event and the response stage see the method decided.

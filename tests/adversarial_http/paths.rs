@@ -62,6 +62,8 @@ fn path_cases_1() -> Vec<(&'static str, Vec<u8>, Want)> {
             Refused(400, "bad_path"),
         ),
         ("%00", g("/orders/_schema%00"), Refused(400, "bad_path")),
+        // A C1 control character (NEL) is a control character too.
+        ("%C2%85", g("/orders/SO-1%C2%85"), Refused(400, "bad_path")),
         // Encoded dots are dots: resolved, then authorised as what they name.
         (
             "%2e%2e",

@@ -24,7 +24,7 @@ const DEFAULT_ROUTES: &[(&str, &str)] = &[
 /// per line as `METHOD PATTERN` (none: [`DEFAULT_ROUTES`]).
 ///
 /// Checks, for every path that normalises: no segment is empty, `.` or `..`
-/// or holds `/`, `\`, NUL, a control character or `;`; the encoded form has
+/// or holds `/`, `\`, NUL, a control character (C0, DEL, C1) or `;`; the encoded form has
 /// no `//`, no encoded `/`, `\` or NUL, only pchars and `%XX`, decodes (once,
 /// as the upstream does) to exactly the decoded form, and normalises to the
 /// same path (idempotent); a raw path with an encoded separator, a backslash
@@ -110,8 +110,7 @@ pub(super) fn check_normal_path(raw: &str, n: &NormalPath) {
             "{raw:?}: {seg:?}"
         );
         assert!(
-            !seg.contains(['/', '\\', ';'])
-                && !seg.chars().any(|c| (c as u32) < 0x20 || c == '\x7f'),
+            !seg.contains(['/', '\\', ';']) && !seg.chars().any(char::is_control),
             "{raw:?}: segment {seg:?}"
         );
     }

@@ -14,7 +14,8 @@ pub(super) fn check_target<B>(req: &Request<B>) -> Result<(), ProxyError> {
     if req.method() == Method::CONNECT {
         return Err(ProxyError::BadRequest("CONNECT"));
     }
-    if req.uri() == "*" {
+    // HTTP/2's `:path: *` comes with the scheme and authority around it.
+    if req.uri() == "*" || req.uri().path() == "*" {
         return Err(ProxyError::BadRequest("asterisk-form target"));
     }
     let mut hosts = req.headers().get_all(header::HOST).iter();
@@ -60,6 +61,18 @@ mod tests {
             refused(req("OPTIONS", "*", h11, &["localhost"])),
             Some("asterisk-form target")
         );
+        // HTTP/2's `:path: *`, as the h2 crate builds its URI.
+        let mut parts = http::uri::Parts::default();
+        parts.scheme = Some(http::uri::Scheme::HTTPS);
+        parts.authority = Some(http::uri::Authority::from_static("localhost"));
+        parts.path_and_query = Some(http::uri::PathAndQuery::from_static("*"));
+        let h2 = Request::builder()
+            .method("OPTIONS")
+            .uri(http::Uri::from_parts(parts).expect("uri"))
+            .version(Version::HTTP_2)
+            .body(())
+            .expect("request");
+        assert_eq!(refused(h2), Some("asterisk-form target"));
         assert_eq!(
             refused(req("GET", "/orders", h11, &["localhost", "evil.example"])),
             Some("more than one Host")
