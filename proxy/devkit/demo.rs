@@ -27,6 +27,7 @@ pub fn demo_config(opts: &DemoOptions, upstream: SocketAddr) -> anyhow::Result<C
             cert: opts.certs.join("server.pem"),
             key: opts.certs.join("server-key.pem"),
             client_ca: opts.certs.join("ca.pem"),
+            trust_domains: Default::default(),
         },
         workers: None,
         timeouts: Default::default(),

@@ -570,7 +570,18 @@ async fn connection(
         };
 
     let session = stream.get_ref().1;
-    let Some(leaf) = session.peer_certificates().and_then(|c| c.first()) else {
+    let Some(chain) = session.peer_certificates() else {
+        sc.gate.metrics.handshake_failed("no_client_cert");
+        return;
+    };
+    if session.handshake_kind() == Some(rustls::HandshakeKind::Resumed)
+        && !tls::chain_valid_now(chain)
+    {
+        sc.gate.metrics.handshake_failed("expired");
+        tracing::info!(%peer, "a resumed TLS session's client certificate is no longer valid; closed");
+        return;
+    }
+    let Some(leaf) = chain.first() else {
         sc.gate.metrics.handshake_failed("no_client_cert");
         return;
     };

@@ -4,5 +4,6 @@
 
 pub mod listener;
 pub mod tls;
+pub mod trust_domains;
 pub mod turns;
 pub mod upstream;

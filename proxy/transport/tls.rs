@@ -4,10 +4,12 @@
 //! snapshot. A change on disk (cert-manager and the kubelet swap files through
 //! symlinks) builds a new snapshot; one that does not load keeps the old one.
 
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
+use rustls::server::danger::ClientCertVerifier;
 use rustls::server::WebPkiClientVerifier;
 use rustls::{RootCertStore, ServerConfig};
 use rustls_pki_types::pem::PemObject;
@@ -22,13 +24,36 @@ pub struct TlsPaths {
     pub cert: PathBuf,
     pub key: PathBuf,
     pub client_ca: PathBuf,
+    /// SPIFFE trust domain -> its own bundle: a certificate with a SPIFFE
+    /// ID is then verified against its trust domain's bundle only, and
+    /// refused for a trust domain not listed.
+    #[serde(default)]
+    pub trust_domains: BTreeMap<String, PathBuf>,
 }
 
 impl TlsPaths {
     pub(crate) fn resolve(&mut self, base: &Path) {
-        for p in [&mut self.cert, &mut self.key, &mut self.client_ca] {
+        for p in [&mut self.cert, &mut self.key, &mut self.client_ca]
+            .into_iter()
+            .chain(self.trust_domains.values_mut())
+        {
             crate::base::paths::resolve(base, p);
         }
+    }
+
+    /// Every file of the snapshot, with the field it is named by.
+    fn files(&self) -> Vec<(&'static str, &Path)> {
+        let mut files = vec![
+            ("tls.cert", self.cert.as_path()),
+            ("tls.key", self.key.as_path()),
+            ("tls.client_ca", self.client_ca.as_path()),
+        ];
+        files.extend(
+            self.trust_domains
+                .values()
+                .map(|p| ("tls.trust_domains", p.as_path())),
+        );
+        files
     }
 }
 
@@ -100,28 +125,27 @@ fn not_after(field: &'static str, path: &Path, der: &[u8]) -> Result<(String, i6
 impl TlsMaterial {
     /// Loads and validates the three files; any problem names the field and file.
     pub fn load(paths: &TlsPaths) -> Result<TlsMaterial, TlsError> {
-        // All three of one generation: a kubelet or csi-driver-spiffe
-        // volume swaps them together under a `..data` symlink.
-        let files = [
-            ("tls.cert", &paths.cert),
-            ("tls.key", &paths.key),
-            ("tls.client_ca", &paths.client_ca),
-        ];
+        // All of one generation: a kubelet or csi-driver-spiffe volume
+        // swaps them together under a `..data` symlink.
+        let files = paths.files();
         let all: Vec<PathBuf> = files.iter().map(|(_, p)| p.to_path_buf()).collect();
-        let (cert_pem, key_pem, ca_pem) = crate::base::paths::read_whole(&all, || {
-            Ok::<_, TlsError>((
-                read("tls.cert", &paths.cert)?,
-                read("tls.key", &paths.key)?,
-                read("tls.client_ca", &paths.client_ca)?,
-            ))
+        let mut contents = crate::base::paths::read_whole(&all, || {
+            files
+                .iter()
+                .map(|(field, path)| read(field, path))
+                .collect::<Result<Vec<_>, TlsError>>()
         })
         .unwrap_or_else(|replaced| {
             let (field, path) = files
                 .iter()
-                .find(|(_, p)| replaced.0.first() == Some(*p))
+                .find(|(_, p)| replaced.0.first().map(|r| r.as_path()) == Some(*p))
                 .unwrap_or(&files[0]);
             Err(file_error(field, path, replaced))
         })?;
+        let bundles = contents.split_off(3);
+        let [cert_pem, key_pem, ca_pem]: [Vec<u8>; 3] = contents
+            .try_into()
+            .map_err(|_| TlsError::Config("the certificate, key and client CA files".into()))?;
 
         let chain = parse_certs("tls.cert", &paths.cert, &cert_pem)?;
         let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| {
@@ -133,24 +157,43 @@ impl TlsMaterial {
             "server".to_string(),
             not_after("tls.cert", &paths.cert, &chain[0])?.1,
         )];
-        let mut roots = RootCertStore::empty();
-        for ca in cas {
-            let (subject, exp) = not_after("tls.client_ca", &paths.client_ca, &ca)?;
-            expiries.push((format!("client_ca:{subject}"), exp));
-            roots.add(ca).map_err(|e| {
-                file_error(
-                    "tls.client_ca",
-                    &paths.client_ca,
-                    format!("not a usable CA certificate: {e}"),
-                )
-            })?;
-        }
-
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-        let verifier =
-            WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
-                .build()
-                .map_err(|e| file_error("tls.client_ca", &paths.client_ca, e))?;
+        let client_ca = chain_verifier(
+            "tls.client_ca",
+            &paths.client_ca,
+            "client_ca",
+            cas,
+            &provider,
+            &mut expiries,
+        )?;
+        let verifier: Arc<dyn ClientCertVerifier> = if paths.trust_domains.is_empty() {
+            client_ca
+        } else {
+            let mut by_domain = HashMap::new();
+            for ((domain, path), pem) in paths.trust_domains.iter().zip(&bundles) {
+                if !super::trust_domains::is_trust_domain_name(domain) {
+                    return Err(file_error(
+                        "tls.trust_domains",
+                        path,
+                        format!("`{domain}` is not a SPIFFE trust domain name (lowercase letters, digits, '.', '-', '_')"),
+                    ));
+                }
+                let cas = parse_certs("tls.trust_domains", path, pem)?;
+                let label = format!("trust_domain:{domain}");
+                let v = chain_verifier(
+                    "tls.trust_domains",
+                    path,
+                    &label,
+                    cas,
+                    &provider,
+                    &mut expiries,
+                )?;
+                by_domain.insert(domain.clone(), v);
+            }
+            Arc::new(super::trust_domains::TrustDomainVerifier::new(
+                client_ca, by_domain,
+            ))
+        };
         let mut config = ServerConfig::builder_with_provider(provider)
             .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
             .map_err(|e| TlsError::Config(e.to_string()))?
@@ -168,7 +211,7 @@ impl TlsMaterial {
         config.ignore_client_order = true;
 
         let mut hasher = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
-        for part in [&cert_pem, &key_pem, &ca_pem] {
+        for part in [&cert_pem, &key_pem, &ca_pem].into_iter().chain(&bundles) {
             hasher.update(&(part.len() as u64).to_be_bytes());
             hasher.update(part);
         }
@@ -229,11 +272,11 @@ impl TlsStore {
 
     /// The files to watch.
     pub fn watch_paths(&self) -> Vec<PathBuf> {
-        vec![
-            self.paths.cert.clone(),
-            self.paths.key.clone(),
-            self.paths.client_ca.clone(),
-        ]
+        self.paths
+            .files()
+            .into_iter()
+            .map(|(_, p)| p.to_path_buf())
+            .collect()
     }
 }
 
@@ -257,6 +300,41 @@ fn publish_expiries(metrics: &Metrics, old: Option<&TlsMaterial>, new: &TlsMater
             .cert_expiry
             .remove(&CertLabels { cert: cert.clone() });
     }
+}
+
+/// A verifier of client chains against `cas`, each CA's expiry recorded
+/// as `label:subject`.
+fn chain_verifier(
+    field: &'static str,
+    path: &Path,
+    label: &str,
+    cas: Vec<CertificateDer<'static>>,
+    provider: &Arc<rustls::crypto::CryptoProvider>,
+    expiries: &mut Vec<(String, i64)>,
+) -> Result<Arc<dyn ClientCertVerifier>, TlsError> {
+    let mut roots = RootCertStore::empty();
+    for ca in cas {
+        let (subject, exp) = not_after(field, path, &ca)?;
+        expiries.push((format!("{label}:{subject}"), exp));
+        roots
+            .add(ca)
+            .map_err(|e| file_error(field, path, format!("not a usable CA certificate: {e}")))?;
+    }
+    WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+        .build()
+        .map_err(|e| file_error(field, path, e))
+}
+
+/// Whether every certificate of a client's chain is within its validity
+/// period now. A resumed TLS session is not verified again: rustls keeps
+/// the chain of the full handshake that made it, whose certificate may
+/// have expired since (and TLS 1.3 tickets beget new tickets).
+pub fn chain_valid_now(chain: &[CertificateDer<'_>]) -> bool {
+    use x509_parser::prelude::{FromDer, X509Certificate};
+    !chain.is_empty()
+        && chain.iter().all(|der| {
+            X509Certificate::from_der(der).is_ok_and(|(_, cert)| cert.validity().is_valid())
+        })
 }
 
 /// Why a handshake was refused, as a metric label.

@@ -144,6 +144,8 @@ pub struct Sidecar {
     upstream: String,
     /// cert, key, client CA.
     tls: [String; 3],
+    /// `tls.trust_domains`: (trust domain, bundle file).
+    trust_domains: Vec<(String, String)>,
     workers: Option<u32>,
     log_level: Option<String>,
     /// The copied example policy tree, and what is added to its section.
@@ -230,6 +232,12 @@ impl Sidecar {
     }
 
     /// No `workers` line: the sidecar's default.
+    /// Verifies `domain`'s certificates against `bundle` only.
+    pub fn trust_domain(mut self, domain: &str, bundle: &str) -> Sidecar {
+        self.trust_domains.push((domain.into(), bundle.into()));
+        self
+    }
+
     pub fn default_workers(mut self) -> Sidecar {
         self.workers = None;
         self
@@ -300,7 +308,14 @@ impl Sidecar {
             y += &format!("workers: {n}\n");
         }
         let [cert, key, ca] = &self.tls;
-        y += &format!("tls:\n  cert: {cert}\n  key: {key}\n  client_ca: {ca}\nlog:\n");
+        y += &format!("tls:\n  cert: {cert}\n  key: {key}\n  client_ca: {ca}\n");
+        if !self.trust_domains.is_empty() {
+            y += "  trust_domains:\n";
+            for (domain, bundle) in &self.trust_domains {
+                y += &format!("    {domain}: {bundle}\n");
+            }
+        }
+        y += "log:\n";
         if let Some(level) = &self.log_level {
             y += &format!("  level: {level}\n");
         }
@@ -373,6 +388,7 @@ impl Meshgate {
             upstream: upstream.target_url(),
             tls: ["server.pem", "server-key.pem", "ca.pem"]
                 .map(|f| pki.path(f).display().to_string()),
+            trust_domains: Vec::new(),
             workers: Some(2),
             log_level: Some("info,meshgate=debug".into()),
             policies: None,

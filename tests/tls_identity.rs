@@ -1,0 +1,150 @@
+//! Who a client certificate makes the caller, beyond one trust bundle:
+//! SPIFFE trust domains each verified against their own bundle
+//! (`tls.trust_domains`), and resumed TLS sessions whose certificate has
+//! expired since. Real certificates (rcgen), curl and openssl.
+
+mod common;
+
+use std::process::Command;
+use std::time::{Duration, SystemTime};
+
+use common::*;
+
+const PARTNER: &str = "spiffe://partner.example/ns/analytics/sa/dashboard";
+const STRANGER: &str = "spiffe://other.example/ns/finance/sa/reporting";
+
+fn refused(mg: &Meshgate) -> f64 {
+    mg.counter("meshgate_tls_handshake_failures_total{reason=\"untrusted\"}")
+}
+
+#[test]
+fn each_trust_domain_is_verified_against_its_own_bundle_only() {
+    let pki = Pki::new();
+    let partner = Ca::new("partner CA");
+    pki.write("partner-ca.pem", &partner.pem);
+    // The partner's CA issues an identity of its own trust domain, and
+    // one in the mesh's: the latter must not pass, though the partner's
+    // CA is trusted.
+    pki.foreign_client("partner", &partner, Leaf::client_spiffe(PARTNER));
+    pki.foreign_client("forged", &partner, Leaf::client_spiffe(REPORTING));
+    // The mesh's CA issuing for a trust domain no bundle is listed for.
+    pki.client("stranger", Leaf::client_spiffe(STRANGER));
+    let up = Upstream::start();
+    let mg = Meshgate::builder(&pki, &up)
+        .trust_domain("mesh.local", &pki.path("ca.pem").display().to_string())
+        .trust_domain(
+            "partner.example",
+            &pki.path("partner-ca.pem").display().to_string(),
+        )
+        .start();
+
+    for (who, id) in [("reporting", REPORTING), ("partner", PARTNER)] {
+        assert_eq!(
+            status_of(&pki, Some(who), &mg.url("/orders")),
+            "200",
+            "{who}"
+        );
+        let seen = up.seen();
+        let last = seen.last().expect("forwarded");
+        assert_eq!(last.header("x-meshgate-principal"), [id], "{who}");
+    }
+    let before = up.count();
+    for (n, who) in ["forged", "stranger"].into_iter().enumerate() {
+        assert_eq!(
+            status_of(&pki, Some(who), &mg.url("/orders")),
+            "000",
+            "{who} got an HTTP response"
+        );
+        assert_eq!(refused(&mg), (n + 1) as f64, "{who}");
+    }
+    assert_eq!(up.count(), before, "a refused client reached the upstream");
+}
+
+#[test]
+fn a_trust_domain_bundle_that_is_missing_or_misnamed_is_refused_with_its_place() {
+    let pki = Pki::new();
+    let up = Upstream::start();
+    let ca = pki.path("ca.pem").display().to_string();
+    let missing = pki.path("no-such-bundle.pem").display().to_string();
+    let cases = [
+        (
+            Meshgate::builder(&pki, &up).trust_domain("Mesh.Local", &ca),
+            "`Mesh.Local` is not a SPIFFE trust domain name",
+        ),
+        (
+            Meshgate::builder(&pki, &up).trust_domain("mesh.local", &missing),
+            "tls.trust_domains",
+        ),
+    ];
+    for (sidecar, reason) in cases {
+        for (cmd, err) in sidecar.refusals("bad-trust-domain.yaml") {
+            assert!(err.contains(reason), "{cmd}: {err}");
+        }
+    }
+}
+
+/// `openssl s_client` over TLS 1.2 as `who`, saving the session to
+/// `session` or resuming it from there; its stdout.
+fn s_client(pki: &Pki, mg: &Meshgate, who: &str, session: &str, resume: bool) -> String {
+    let mut cmd = Command::new("openssl");
+    cmd.args(["s_client", "-tls1_2", "-connect", &mg.data.to_string()])
+        .args(["-servername", "localhost", "-CAfile"])
+        .arg(pki.path("ca.pem"))
+        .arg("-cert")
+        .arg(pki.path(&format!("{who}.pem")))
+        .arg("-key")
+        .arg(pki.path(&format!("{who}-key.pem")))
+        .arg(if resume { "-sess_in" } else { "-sess_out" })
+        .arg(pki.path(session))
+        .arg("-ign_eof");
+    let out = output_fed(
+        &mut cmd,
+        Some(b"GET /orders HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"),
+        Duration::from_secs(30),
+    );
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+#[test]
+fn a_resumed_session_whose_certificate_has_expired_since_is_closed() {
+    if !require_tool("openssl") {
+        return;
+    }
+    let pki = Pki::new();
+    // Valid for a few seconds from now.
+    let mut brief = Leaf::client_spiffe(REPORTING);
+    brief.valid_until = time::Duration::seconds(3);
+    pki.client("brief", brief);
+    let expires = SystemTime::now() + Duration::from_secs(3);
+    let up = Upstream::start();
+    let mg = Meshgate::builder(&pki, &up).start();
+
+    let full = s_client(&pki, &mg, "brief", "session.pem", false);
+    assert!(full.contains("HTTP/1.1 200"), "{full}");
+    assert!(full.contains("New, TLSv1.2"), "{full}");
+    // Resumed while the certificate is valid: served.
+    let resumed = s_client(&pki, &mg, "brief", "session.pem", true);
+    assert!(resumed.contains("Reused, TLSv1.2"), "{resumed}");
+    assert!(resumed.contains("HTTP/1.1 200"), "{resumed}");
+
+    // The certificate's notAfter is a time of the clock: nothing to wait
+    // on but the clock itself (a second past it, for its whole seconds).
+    if let Ok(left) = (expires + Duration::from_secs(1)).duration_since(SystemTime::now()) {
+        std::thread::sleep(left);
+    }
+    let before = up.count();
+    let late = s_client(&pki, &mg, "brief", "session.pem", true);
+    assert!(late.contains("Reused, TLSv1.2"), "{late}");
+    assert!(
+        !late.contains("HTTP/1.1"),
+        "an expired session was served: {late}"
+    );
+    assert_eq!(
+        mg.counter("meshgate_tls_handshake_failures_total{reason=\"expired\"}"),
+        1.0
+    );
+    assert_eq!(up.count(), before);
+    // A full handshake with it is refused by the verifier, as always.
+    let again = s_client(&pki, &mg, "brief", "session-2.pem", false);
+    assert!(!again.contains("HTTP/1.1"), "{again}");
+}
