@@ -24,7 +24,7 @@ enum AuditCommand {
         /// A head the trail must reach, held outside it: SEQ or SEQ:HASH,
         /// the JSON of the admin port's `GET /audit/head`, or an `audit
         /// checkpoint` log line; or a file holding one of these (of a log,
-        /// the last checkpoint line counts). Repeatable.
+        /// every checkpoint line counts). Repeatable.
         #[arg(long, value_name = "SEQ[:HASH]|JSON|LINE|FILE")]
         expect: Vec<String>,
     },
@@ -47,8 +47,16 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         Some(seq) => format!("; reaches the expected head (seq {seq})"),
         None => "; no expected head given: a cut tail cannot be seen (--expect)".into(),
     };
+    let torn = match v.torn.as_slice() {
+        [] => String::new(),
+        lines => format!(
+            ", {} line(s) cut short by a crash and gone on from ({})",
+            lines.len(),
+            lines.join(", ")
+        ),
+    };
     println!(
-        "ok: {} events{range}, {} reported dropped, {} chain restart(s){reached}",
+        "ok: {} events{range}, {} reported dropped, {} chain restart(s){torn}{reached}",
         v.events, v.dropped, v.restarts
     );
     Ok(ExitCode::SUCCESS)

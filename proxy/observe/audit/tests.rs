@@ -573,6 +573,53 @@ fn a_torn_last_line_is_rotated_out_and_the_chain_goes_on() {
     assert_eq!(e.line, 3);
     let v = verify(std::slice::from_ref(&file)).expect("the new file verifies");
     assert_eq!(v.first_seq, Some(2));
+    // Both in sequence: the torn line is the crash's mark, and the new
+    // file goes on from the last complete line before it.
+    let both = [rotated.clone(), file.clone()];
+    let v = verify(&both).expect("verifies across the torn line");
+    assert_eq!((v.first_seq, v.last_seq, v.events), (Some(0), Some(2), 3));
+    assert_eq!(v.torn, [format!("{}:3", rotated.display())]);
+    // Lines cut before a torn fragment put there by hand do not pass: the
+    // next file goes on from a line that is gone.
+    let text = std::fs::read_to_string(&rotated).expect("read");
+    let first = text.lines().next().expect("a line");
+    std::fs::write(&rotated, format!("{first}\n{{\"seq\":1,\"ty")).expect("write");
+    let e = verify(&both).expect_err("cut");
+    assert_eq!(
+        (e.file.as_str(), e.line),
+        (file.to_str().expect("utf-8"), 1)
+    );
+}
+
+#[test]
+fn a_file_of_one_torn_line_goes_on_from_the_file_rotated_before_it() {
+    let dir = tempfile::tempdir().expect("dir");
+    let file = dir.path().join("audit.log");
+    write(&config(&file, 1 << 20), &["/a", "/b"]);
+    // A rotation, then a crash during the new file's first write.
+    let rotated = dir.path().join("audit.log.1");
+    std::fs::rename(&file, &rotated).expect("rotate");
+    std::fs::write(&file, b"{\"seq\":2,\"ty").expect("write");
+    write(&config(&file, 1 << 20), &["/c"]);
+    let files = [
+        dir.path().join("audit.log.2"),
+        dir.path().join("audit.log.1"),
+        file.clone(),
+    ];
+    let v = verify(&files).expect("one chain");
+    assert_eq!((v.first_seq, v.last_seq, v.restarts), (Some(0), Some(2), 0));
+    assert_eq!(v.torn.len(), 1);
+
+    // A torn line after a line that is no audit event: refused, as a file
+    // ending in such a line is.
+    std::fs::write(&file, b"hello\n{\"seq\":2,\"ty").expect("write");
+    let e = Audit::start(&config(&file, 1 << 20), metrics())
+        .err()
+        .expect("refused");
+    assert!(
+        e.contains("its last complete line is not a meshgate audit event"),
+        "{e}"
+    );
 }
 
 #[test]

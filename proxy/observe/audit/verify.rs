@@ -53,6 +53,9 @@ pub struct Verified {
     pub restarts: u64,
     /// `dropped` records: events the sidecar reported lost.
     pub dropped: u64,
+    /// `FILE:LINE` of each torn last line of a file the next file goes on
+    /// from (a write cut short by a crash, rotated out at the restart).
+    pub torn: Vec<String>,
     /// The chain of the last line of each watched sequence number.
     pub(super) watched: Vec<(u64, Option<String>)>,
 }
@@ -176,24 +179,30 @@ fn verify_watching(
         last_seq: None,
         restarts: 0,
         dropped: 0,
+        torn: Vec::new(),
         watched,
     };
-    for path in files {
+    for (i, path) in files.iter().enumerate() {
         let name = path.display().to_string();
         let text = std::fs::read(path).map_err(|e| ChainBreak {
             file: name.clone(),
             line: 0,
             message: format!("cannot read: {e}"),
         })?;
-        verify_file(&name, &text, &mut state, &mut out)?;
+        let newest = i + 1 == files.len();
+        verify_file(&name, &text, newest, &mut state, &mut out)?;
     }
     Ok(out)
 }
 
 /// The lines of one file, continuing the chain of the files before it.
+/// A torn last line is a break in the newest file; in an older one it is
+/// the mark of a crash, and the next file must go on from the last
+/// complete line before it.
 fn verify_file(
     name: &str,
     text: &[u8],
+    newest: bool,
     state: &mut Option<ChainState>,
     out: &mut Verified,
 ) -> Result<(), ChainBreak> {
@@ -214,6 +223,10 @@ fn verify_file(
     for (i, raw) in lines.iter().take(count).enumerate() {
         let n = i + 1;
         let checked = if !complete && n == count {
+            if !newest {
+                out.torn.push(format!("{name}:{n}"));
+                continue;
+            }
             Err("incomplete last line (a write cut short, or the line was edited)".into())
         } else {
             verify_line(raw, n, &lines[n..count], &mut seen, state, out)

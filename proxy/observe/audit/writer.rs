@@ -70,11 +70,21 @@ impl FileSink {
                         file = %shown,
                         "audit file ends in an incomplete line; rotating it out"
                     );
-                    // Rotated out below: the line is in FILE.1 then.
-                    resumed = previous
-                        .as_deref()
-                        .and_then(chain_of)
-                        .map(|c| (c, rotated_name(path)));
+                    // Rotated out below: the line is in FILE.1 then. A file
+                    // of one torn line goes on from the file rotated before
+                    // it (FILE.2 then), as an empty one would.
+                    resumed = match previous.as_deref() {
+                        Some(line) => {
+                            let chain = chain_of(line).ok_or_else(|| {
+                                format!(
+                                    "audit.file: {shown}: its last complete line is not a \
+                                     meshgate audit event; move the file away or name another"
+                                )
+                            })?;
+                            Some((chain, rotated_name(path)))
+                        }
+                        None => rotated_head(path).map(|c| (c, rotated_nth(path, 2))),
+                    };
                     rotate_first = true;
                 }
             }
@@ -158,8 +168,13 @@ fn rotated_head(path: &Path) -> Option<ChainState> {
 
 /// FILE.1, the newest file rotated out of FILE.
 fn rotated_name(path: &Path) -> PathBuf {
+    rotated_nth(path, 1)
+}
+
+/// FILE.N.
+fn rotated_nth(path: &Path, n: usize) -> PathBuf {
     let mut name = path.as_os_str().to_owned();
-    name.push(".1");
+    name.push(format!(".{n}"));
     PathBuf::from(name)
 }
 
