@@ -593,6 +593,31 @@ async fn idle_connections_are_closed() {
     tls.flush().await.expect("flush");
     let text = closed_after(Duration::from_secs(1), started, &mut tls).await;
     assert!(text.starts_with("HTTP/1.1 200 OK"), "{text}");
+
+    // HTTP/2 alike: a client answers every PING a server sends, so none
+    // may keep the connection from its idle end.
+    let started = std::time::Instant::now();
+    let tls = tls_connect_alpn(&pki, "reporting", mg.data, &[b"h2"]).await;
+    let (mut sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tls),
+    )
+    .await
+    .expect("h2 handshake");
+    let driver = tokio::spawn(conn);
+    let req = http::Request::get(mg.url("/headers"))
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .expect("request");
+    let resp = sender.send_request(req).await.expect("response");
+    assert_eq!(resp.status(), 200);
+    drop(resp);
+    let ended = tokio::time::timeout(Duration::from_secs(20), driver).await;
+    let lasted = started.elapsed();
+    assert!(
+        ended.is_ok(),
+        "HTTP/2 connection still open 20 s after a 1 s idle timeout"
+    );
+    assert!(lasted >= Duration::from_secs(1), "closed after {lasted:?}");
 }
 
 #[tokio::test]

@@ -326,9 +326,10 @@ fn http_builders(
         .max_pending_accept_reset_streams(config.limits.max_h2_pending_resets)
         .max_local_error_reset_streams(config.limits.max_h2_error_resets)
         .max_send_buf_size(config.limits.max_h2_send_buffer_bytes)
-        .max_header_list_size(u32::try_from(config.limits.max_header_bytes).unwrap_or(u32::MAX))
-        .keep_alive_interval(Some(config.timeouts.idle / 2))
-        .keep_alive_timeout(config.timeouts.header_read);
+        // No keep-alive pings: a client answers every one, and those bytes
+        // would keep an idle connection from ever reaching `timeouts.idle`
+        // (which closes a dead peer's connection as well).
+        .max_header_list_size(u32::try_from(config.limits.max_header_bytes).unwrap_or(u32::MAX));
     (h1, h2)
 }
 

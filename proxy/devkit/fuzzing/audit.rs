@@ -6,8 +6,9 @@ use super::*;
 /// first byte's low bit choosing the mode) and verifies them in order. In
 /// mode 1 every line that has a chain field gets the chain its content
 /// and `prev` call for, so that the checks past the hash are reached too.
-/// Never a panic; a chain that verifies has only complete lines and no
-/// more events than lines.
+/// Never a panic; a chain that verifies ends in a complete line, lists
+/// each older file that ends torn (a crash's mark), and has no more events
+/// than lines.
 pub fn audit_verify(data: &[u8]) {
     let Some((&mode, rest)) = data.split_first() else {
         return;
@@ -15,7 +16,7 @@ pub fn audit_verify(data: &[u8]) {
     let dir = scratch_dir("audit-verify");
     let mut paths = Vec::new();
     let mut lines = 0u64;
-    let mut all_complete = true;
+    let mut complete = Vec::new();
     for (i, content) in rest.split(|b| *b == 0xff).take(4).enumerate() {
         let content = if mode & 1 == 1 {
             rechain(content)
@@ -23,13 +24,16 @@ pub fn audit_verify(data: &[u8]) {
             content.to_vec()
         };
         lines += content.iter().filter(|b| **b == b'\n').count() as u64 + 1;
-        all_complete &= content.is_empty() || content.last() == Some(&b'\n');
+        complete.push(content.is_empty() || content.last() == Some(&b'\n'));
         let path = dir.join(format!("audit.{i}"));
         std::fs::write(&path, &content).expect("write");
         paths.push(path);
     }
     if let Ok(v) = crate::observe::audit::verify(&paths) {
-        assert!(all_complete, "a torn file verified: {v:?}");
+        let (newest, older) = complete.split_last().unwrap_or((&true, &[]));
+        assert!(*newest, "a torn newest file verified: {v:?}");
+        let torn_older = older.iter().filter(|c| !**c).count();
+        assert_eq!(v.torn.len(), torn_older, "{v:?}");
         assert!(v.events <= lines, "{v:?} from {lines} lines");
         assert_eq!(v.first_seq.is_some(), v.last_seq.is_some());
     }

@@ -161,7 +161,12 @@ fn check_user(
     let strings = |v: Option<&Value>, split: bool| -> Vec<String> {
         match v {
             None => Vec::new(),
-            Some(Value::String(s)) if split => s.split_whitespace().map(String::from).collect(),
+            // RFC 6749 3.3: scope tokens are separated by spaces only.
+            Some(Value::String(s)) if split => s
+                .split(' ')
+                .filter(|t| !t.is_empty())
+                .map(String::from)
+                .collect(),
             Some(Value::String(s)) => vec![s.clone()],
             Some(Value::Array(a)) => a
                 .iter()

@@ -316,6 +316,8 @@ impl Audit {
             unrecorded_drops: unrecorded_drops.clone(),
             flush_interval: config.flush_interval,
             head: head.clone(),
+            unsynced: None,
+            last_sync: Instant::now(),
         };
         std::thread::Builder::new()
             .name("meshgate-audit".into())

@@ -1,5 +1,6 @@
 //! The writer thread: the chain state, the file sink (append, rotate, the
-//! chain resumed from the last line), batches of lines written and synced.
+//! chain resumed from the last line), batches of lines written, synced to
+//! disk before the head names them.
 
 use crate::observe::metrics::AuditMetrics;
 use std::fs::{File, OpenOptions};
@@ -271,8 +272,12 @@ pub(super) struct Writer {
     pub(super) unrecorded_drops: Arc<AtomicU64>,
     pub(super) last_error_log: Option<Instant>,
     pub(super) flush_interval: Duration,
-    /// The head published outside the trail, moved after each write.
+    /// The head published outside the trail, moved once what it names
+    /// is on disk.
     pub(super) head: HeadCell,
+    /// The head written but not yet synced: (seq, chain).
+    pub(super) unsynced: Option<(u64, String)>,
+    pub(super) last_sync: Instant,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -284,6 +289,11 @@ pub(super) enum LineKind {
 
 /// Write what is pending once this much has gathered, even mid-burst.
 pub(super) const BATCH_BYTES: usize = 256 * 1024;
+
+/// A file sink is synced at least this often under load (and whenever the
+/// writer finds nothing more to write): the head never names a line a
+/// crash of the node could still take away.
+pub(super) const SYNC_INTERVAL: Duration = Duration::from_secs(1);
 
 impl Writer {
     pub(super) fn run(&mut self, mut rx: mpsc::Receiver<Msg>) {
@@ -304,6 +314,9 @@ impl Writer {
             // each of them: recorded here at the latest.
             self.record_drops();
             self.write_pending();
+            if !acks.is_empty() {
+                self.sync();
+            }
             for ack in acks {
                 let _ = ack.send(());
             }
@@ -314,11 +327,48 @@ impl Writer {
             if caught_up && !self.flush_interval.is_zero() {
                 std::thread::sleep(self.flush_interval);
             }
+            // Nothing came meanwhile (the writer is about to wait), or a
+            // second has passed under load: what was written goes to disk.
+            if (caught_up && rx.is_empty()) || self.last_sync.elapsed() >= SYNC_INTERVAL {
+                self.sync();
+            }
         }
         self.record_drops();
         self.write_pending();
+        self.sync();
         // The last head of this process, on the log stream too.
         self.head.checkpoint();
+    }
+
+    /// Syncs a file sink's data to disk, then publishes the head of what
+    /// it holds. A failed sync keeps the head where it was (retried at the
+    /// next one).
+    pub(super) fn sync(&mut self) {
+        let Some((seq, hash)) = self.unsynced.take() else {
+            return;
+        };
+        if let Sink::File(f) = &self.sink {
+            if let Err(e) = f.file.sync_data() {
+                self.metrics.write_errors.inc();
+                self.log_error(&e);
+                self.unsynced = Some((seq, hash));
+                return;
+            }
+        }
+        self.head.moved(seq, &hash);
+        self.last_sync = Instant::now();
+    }
+
+    /// Logs a failed write or sync, at most once a second.
+    fn log_error(&mut self, e: &io::Error) {
+        let now = Instant::now();
+        if self
+            .last_error_log
+            .is_none_or(|t| now.duration_since(t) >= Duration::from_secs(1))
+        {
+            self.last_error_log = Some(now);
+            tracing::error!(error = %e, mode = ?self.mode, "AUDIT WRITE FAILED");
+        }
     }
 
     pub(super) fn take(&mut self, msg: Msg, acks: &mut Vec<std::sync::mpsc::SyncSender<()>>) {
@@ -350,6 +400,8 @@ impl Writer {
             let would_be = f.size + self.pending.len() as u64;
             if would_be >= f.max_bytes {
                 self.write_pending();
+                // The file rotated out is whole on disk first.
+                self.sync();
                 if let Sink::File(f) = &mut self.sink {
                     match f.rotate() {
                         Ok(()) => self.start_of_file = true,
@@ -441,14 +493,7 @@ impl Writer {
                 Err(e) => e,
             };
             self.metrics.write_errors.inc();
-            let now = Instant::now();
-            if self
-                .last_error_log
-                .is_none_or(|t| now.duration_since(t) >= Duration::from_secs(1))
-            {
-                self.last_error_log = Some(now);
-                tracing::error!(error = %e, mode = ?self.mode, "AUDIT WRITE FAILED");
-            }
+            self.log_error(&e);
             // The writer's own thread: waiting here is the back-pressure.
             std::thread::sleep(backoff);
             backoff = (backoff * 2).min(Duration::from_secs(1));
@@ -457,8 +502,14 @@ impl Writer {
             let _ = s.lock().flush();
         }
         if !self.pending.is_empty() {
-            self.head
-                .moved(self.chain.next_seq.saturating_sub(1), &self.chain.prev);
+            self.unsynced = Some((
+                self.chain.next_seq.saturating_sub(1),
+                self.chain.prev.clone(),
+            ));
+            // A pipe or terminal has nothing to sync.
+            if matches!(self.sink, Sink::Stdout(_)) {
+                self.sync();
+            }
         }
         self.pending.clear();
         self.ends.clear();
