@@ -13,8 +13,10 @@ use common::*;
 const PARTNER: &str = "spiffe://partner.example/ns/analytics/sa/dashboard";
 const STRANGER: &str = "spiffe://other.example/ns/finance/sa/reporting";
 
+const UNTRUSTED: &str = "meshgate_tls_handshake_failures_total{reason=\"untrusted\"}";
+
 fn refused(mg: &Meshgate) -> f64 {
-    mg.counter("meshgate_tls_handshake_failures_total{reason=\"untrusted\"}")
+    mg.counter(UNTRUSTED)
 }
 
 #[test]
@@ -55,6 +57,8 @@ fn each_trust_domain_is_verified_against_its_own_bundle_only() {
             "000",
             "{who} got an HTTP response"
         );
+        // Counted as the handshake fails, which curl may see first.
+        mg.wait_metric(UNTRUSTED, (n + 1) as f64);
         assert_eq!(refused(&mg), (n + 1) as f64, "{who}");
     }
     assert_eq!(up.count(), before, "a refused client reached the upstream");
@@ -111,13 +115,13 @@ fn a_resumed_session_whose_certificate_has_expired_since_is_closed() {
         return;
     }
     let pki = Pki::new();
-    // Valid for a few seconds from now.
-    let mut brief = Leaf::client_spiffe(REPORTING);
-    brief.valid_until = time::Duration::seconds(3);
-    pki.client("brief", brief);
-    let expires = SystemTime::now() + Duration::from_secs(3);
     let up = Upstream::start();
     let mg = Meshgate::builder(&pki, &up).start();
+    // Valid for a few seconds from now (the sidecar trusts its CA).
+    let mut brief = Leaf::client_spiffe(REPORTING);
+    brief.valid_until = time::Duration::seconds(4);
+    pki.client("brief", brief);
+    let expires = SystemTime::now() + Duration::from_secs(4);
 
     let full = s_client(&pki, &mg, "brief", "session.pem", false);
     assert!(full.contains("HTTP/1.1 200"), "{full}");
@@ -139,10 +143,9 @@ fn a_resumed_session_whose_certificate_has_expired_since_is_closed() {
         !late.contains("HTTP/1.1"),
         "an expired session was served: {late}"
     );
-    assert_eq!(
-        mg.counter("meshgate_tls_handshake_failures_total{reason=\"expired\"}"),
-        1.0
-    );
+    let expired = "meshgate_tls_handshake_failures_total{reason=\"expired\"}";
+    mg.wait_metric(expired, 1.0);
+    assert_eq!(mg.counter(expired), 1.0);
     assert_eq!(up.count(), before);
     // A full handshake with it is refused by the verifier, as always.
     let again = s_client(&pki, &mg, "brief", "session-2.pem", false);

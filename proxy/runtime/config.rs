@@ -358,7 +358,14 @@ impl Config {
             ("tls.cert", &self.tls.cert),
             ("tls.key", &self.tls.key),
             ("tls.client_ca", &self.tls.client_ca),
-        ] {
+        ]
+        .into_iter()
+        .chain(
+            self.tls
+                .trust_domains
+                .values()
+                .map(|p| ("tls.trust_domains", p)),
+        ) {
             if let Err(e) = std::fs::metadata(p) {
                 return Err(invalid(field, format!("{}: {e}", p.display())));
             }

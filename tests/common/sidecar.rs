@@ -231,13 +231,13 @@ impl Sidecar {
         self
     }
 
-    /// No `workers` line: the sidecar's default.
     /// Verifies `domain`'s certificates against `bundle` only.
     pub fn trust_domain(mut self, domain: &str, bundle: &str) -> Sidecar {
         self.trust_domains.push((domain.into(), bundle.into()));
         self
     }
 
+    /// No `workers` line: the sidecar's default.
     pub fn default_workers(mut self) -> Sidecar {
         self.workers = None;
         self

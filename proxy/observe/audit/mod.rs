@@ -317,6 +317,7 @@ impl Audit {
             flush_interval: config.flush_interval,
             head: head.clone(),
             unsynced: None,
+            head_frozen: false,
             last_sync: Instant::now(),
         };
         std::thread::Builder::new()

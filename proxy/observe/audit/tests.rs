@@ -579,6 +579,20 @@ fn a_torn_last_line_is_rotated_out_and_the_chain_goes_on() {
     let v = verify(&both).expect("verifies across the torn line");
     assert_eq!((v.first_seq, v.last_seq, v.events), (Some(0), Some(2), 3));
     assert_eq!(v.torn, [format!("{}:3", rotated.display())]);
+    // With nothing after it, the torn line is a cut.
+    let empty = dir.path().join("empty");
+    std::fs::write(&empty, b"").expect("write");
+    let e = verify(&[rotated.clone(), empty]).expect_err("nothing goes on");
+    assert_eq!(e.line, 3);
+    assert!(e.message.contains("no later line goes on"), "{e}");
+    // A fragment that reads as an event must bear the next number.
+    let text = std::fs::read_to_string(&rotated).expect("read");
+    let lines: Vec<&str> = text.lines().collect();
+    let forged = dir.path().join("forged");
+    std::fs::write(&forged, format!("{}\n{}\n{}", lines[0], lines[1], lines[1])).expect("write");
+    let e = verify(&[forged, file.clone()]).expect_err("misnumbered");
+    assert_eq!(e.line, 3);
+    assert!(e.message.contains("numbered 1 where 2 was expected"), "{e}");
     // Lines cut before a torn fragment put there by hand do not pass: the
     // next file goes on from a line that is gone.
     let text = std::fs::read_to_string(&rotated).expect("read");

@@ -56,6 +56,8 @@ pub struct Verified {
     /// `FILE:LINE` of each torn last line of a file the next file goes on
     /// from (a write cut short by a crash, rotated out at the restart).
     pub torn: Vec<String>,
+    /// The last torn line, until a line of a later file goes on from it.
+    pub(super) unconfirmed_torn: Option<ChainBreak>,
     /// The chain of the last line of each watched sequence number.
     pub(super) watched: Vec<(u64, Option<String>)>,
 }
@@ -180,6 +182,7 @@ fn verify_watching(
         restarts: 0,
         dropped: 0,
         torn: Vec::new(),
+        unconfirmed_torn: None,
         watched,
     };
     for (i, path) in files.iter().enumerate() {
@@ -192,13 +195,18 @@ fn verify_watching(
         let newest = i + 1 == files.len();
         verify_file(&name, &text, newest, &mut state, &mut out)?;
     }
-    Ok(out)
+    // A torn line no later line goes on from is a cut, not a crash's mark.
+    match out.unconfirmed_torn.take() {
+        Some(torn) => Err(torn),
+        None => Ok(out),
+    }
 }
 
 /// The lines of one file, continuing the chain of the files before it.
 /// A torn last line is a break in the newest file; in an older one it is
-/// the mark of a crash, and the next file must go on from the last
-/// complete line before it.
+/// the mark of a crash, and a line of a later file must go on from the
+/// last complete line before it (a fragment that reads as an event must
+/// have the number that line takes).
 fn verify_file(
     name: &str,
     text: &[u8],
@@ -223,13 +231,34 @@ fn verify_file(
     for (i, raw) in lines.iter().take(count).enumerate() {
         let n = i + 1;
         let checked = if !complete && n == count {
+            let cut = "incomplete last line (a write cut short, or the line was edited)";
             if !newest {
-                out.torn.push(format!("{name}:{n}"));
-                continue;
+                let expected = state.as_ref().map(|s| s.next_seq);
+                match parse_line(raw) {
+                    Ok(p) if expected.is_some_and(|e| e != p.seq) => Err(format!(
+                        "a torn last line numbered {} where {} was expected",
+                        p.seq,
+                        expected.unwrap_or_default()
+                    )),
+                    _ => {
+                        out.torn.push(format!("{name}:{n}"));
+                        out.unconfirmed_torn = Some(ChainBreak {
+                            file: name.to_string(),
+                            line: n,
+                            message: format!("{cut}, and no later line goes on from before it"),
+                        });
+                        continue;
+                    }
+                }
+            } else {
+                Err(cut.into())
             }
-            Err("incomplete last line (a write cut short, or the line was edited)".into())
         } else {
-            verify_line(raw, n, &lines[n..count], &mut seen, state, out)
+            let verified = verify_line(raw, n, &lines[n..count], &mut seen, state, out);
+            if verified.is_ok() {
+                out.unconfirmed_torn = None;
+            }
+            verified
         };
         checked.map_err(|message| ChainBreak {
             file: name.to_string(),

@@ -134,6 +134,9 @@ pub(super) fn check_file(path: &Path) -> Result<(), String> {
             Tail::Complete(line) if chain_of(&line).is_none() => Err(fail(
                 &"its last line is not a meshgate audit event; move the file away or name another",
             )),
+            Tail::Torn(Some(line)) if chain_of(&line).is_none() => Err(fail(
+                &"its last complete line is not a meshgate audit event; move the file away or name another",
+            )),
             _ => Ok(()),
         },
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
@@ -190,11 +193,7 @@ pub(super) fn open_append(path: &Path) -> io::Result<File> {
 
 /// FILE -> FILE.1 -> ... -> FILE.retain (the oldest is removed).
 pub(super) fn rotate_files(path: &Path, retain: usize) -> io::Result<()> {
-    let numbered = |n: usize| {
-        let mut s = path.as_os_str().to_owned();
-        s.push(format!(".{n}"));
-        PathBuf::from(s)
-    };
+    let numbered = |n: usize| rotated_nth(path, n);
     match std::fs::remove_file(numbered(retain)) {
         Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
         _ => {}
@@ -277,6 +276,8 @@ pub(super) struct Writer {
     pub(super) head: HeadCell,
     /// The head written but not yet synced: (seq, chain).
     pub(super) unsynced: Option<(u64, String)>,
+    /// A sync failed: the head is not moved again by this process.
+    pub(super) head_frozen: bool,
     pub(super) last_sync: Instant,
 }
 
@@ -290,14 +291,37 @@ pub(super) enum LineKind {
 /// Write what is pending once this much has gathered, even mid-burst.
 pub(super) const BATCH_BYTES: usize = 256 * 1024;
 
-/// A file sink is synced at least this often under load (and whenever the
-/// writer finds nothing more to write): the head never names a line a
-/// crash of the node could still take away.
+/// A file sink is synced at least this often under load: the head never
+/// names a line a crash of the node could still take away.
 pub(super) const SYNC_INTERVAL: Duration = Duration::from_secs(1);
+
+/// And when the writer finds nothing more to write, but not sooner than
+/// this after the last sync (a sync per batch would cost a busy node
+/// hundreds a second).
+pub(super) const SYNC_GAP: Duration = Duration::from_millis(50);
 
 impl Writer {
     pub(super) fn run(&mut self, mut rx: mpsc::Receiver<Msg>) {
-        while let Some(msg) = rx.blocking_recv() {
+        loop {
+            let msg = match rx.try_recv() {
+                Ok(msg) => msg,
+                Err(mpsc::error::TryRecvError::Disconnected) => break,
+                // Nothing to write: what was written goes to disk first
+                // (once SYNC_GAP has passed), then the writer waits.
+                Err(mpsc::error::TryRecvError::Empty) if self.unsynced.is_some() => {
+                    let since = self.last_sync.elapsed();
+                    if since < SYNC_GAP {
+                        std::thread::sleep(SYNC_GAP - since);
+                    } else {
+                        self.sync();
+                    }
+                    continue;
+                }
+                Err(mpsc::error::TryRecvError::Empty) => match rx.blocking_recv() {
+                    Some(msg) => msg,
+                    None => break,
+                },
+            };
             let mut acks = Vec::new();
             self.take(msg, &mut acks);
             let mut caught_up = false;
@@ -322,14 +346,12 @@ impl Writer {
             }
             // Waking this thread per event costs the request threads more
             // than the event itself: under load, let the next batch gather.
-            // (An idle writer waits in `blocking_recv`: the first event
-            // wakes it at once.)
+            // (An idle writer, everything synced, waits in `blocking_recv`:
+            // the first event wakes it at once.)
             if caught_up && !self.flush_interval.is_zero() {
                 std::thread::sleep(self.flush_interval);
             }
-            // Nothing came meanwhile (the writer is about to wait), or a
-            // second has passed under load: what was written goes to disk.
-            if (caught_up && rx.is_empty()) || self.last_sync.elapsed() >= SYNC_INTERVAL {
+            if self.last_sync.elapsed() >= SYNC_INTERVAL {
                 self.sync();
             }
         }
@@ -341,8 +363,10 @@ impl Writer {
     }
 
     /// Syncs a file sink's data to disk, then publishes the head of what
-    /// it holds. A failed sync keeps the head where it was (retried at the
-    /// next one).
+    /// it holds. After a failed sync nothing written since the last good
+    /// one can be taken as on disk (Linux may drop the pages and report the
+    /// next sync clean): the head stays where it is until a restart, which
+    /// resumes from what the file really holds.
     pub(super) fn sync(&mut self) {
         let Some((seq, hash)) = self.unsynced.take() else {
             return;
@@ -350,13 +374,18 @@ impl Writer {
         if let Sink::File(f) = &self.sink {
             if let Err(e) = f.file.sync_data() {
                 self.metrics.write_errors.inc();
-                self.log_error(&e);
-                self.unsynced = Some((seq, hash));
+                self.head_frozen = true;
+                tracing::error!(
+                    error = %e,
+                    head = ?self.head.get().map(|h| h.seq),
+                    "AUDIT SYNC FAILED: lines written since the last sync may not be on disk; \
+                     the published head stays where it is until a restart"
+                );
                 return;
             }
         }
-        self.head.moved(seq, &hash);
         self.last_sync = Instant::now();
+        self.head.moved(seq, &hash);
     }
 
     /// Logs a failed write or sync, at most once a second.
@@ -501,7 +530,7 @@ impl Writer {
         if let Sink::Stdout(s) = &mut self.sink {
             let _ = s.lock().flush();
         }
-        if !self.pending.is_empty() {
+        if !self.pending.is_empty() && !self.head_frozen {
             self.unsynced = Some((
                 self.chain.next_seq.saturating_sub(1),
                 self.chain.prev.clone(),
