@@ -307,11 +307,14 @@ impl Writer {
                 Ok(msg) => msg,
                 Err(mpsc::error::TryRecvError::Disconnected) => break,
                 // Nothing to write: what was written goes to disk first
-                // (once SYNC_GAP has passed), then the writer waits.
+                // (once SYNC_GAP has passed; until then new events are
+                // still written every `flush_interval`), then the writer
+                // waits.
                 Err(mpsc::error::TryRecvError::Empty) if self.unsynced.is_some() => {
                     let since = self.last_sync.elapsed();
                     if since < SYNC_GAP {
-                        std::thread::sleep(SYNC_GAP - since);
+                        let step = self.flush_interval.max(Duration::from_millis(1));
+                        std::thread::sleep(step.min(SYNC_GAP - since));
                     } else {
                         self.sync();
                     }
