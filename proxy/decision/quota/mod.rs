@@ -520,7 +520,7 @@ impl<C: Clock + Clone> Quotas<C> {
         } else {
             1
         };
-        let emission_us = period.as_micros().max(1) as u64;
+        let emission_us = redis_emission_us(period);
         let mut conn = redis.conn.clone();
         let mut invocation = redis
             .script
@@ -678,6 +678,16 @@ fn pick<'a>(rules: &'a [ConsumerRule], id: &str, groups: &[String]) -> Option<&'
         .or_else(group)
         .or_else(prefix)
         .map(|r| r.tier.as_str())
+}
+
+/// The interval between two requests as the Redis script counts it: whole
+/// microseconds (its clock is Redis's `TIME`), rounded up so that a rate
+/// whose interval is not whole is enforced a little below it, never above
+/// (600,000/s, 1.67 µs, as 500,000/s; rounded down it had been 1,000,000/s).
+fn redis_emission_us(period: Duration) -> u64 {
+    u64::try_from(period.as_nanos().div_ceil(1_000))
+        .unwrap_or(u64::MAX)
+        .max(1)
 }
 
 fn ceil_secs(d: Duration) -> u64 {

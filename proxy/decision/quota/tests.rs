@@ -224,3 +224,16 @@ async fn leased_requests_are_spent_before_a_local_refusal() {
         Err(Refusal::OverQuota(_, 60))
     ));
 }
+
+#[test]
+fn the_redis_interval_is_whole_microseconds_rounded_up() {
+    let period = |rate: f64| Duration::from_secs_f64(1.0 / rate);
+    assert_eq!(redis_emission_us(period(1000.0)), 1000);
+    assert_eq!(redis_emission_us(period(8.0)), 125_000);
+    assert_eq!(redis_emission_us(Duration::from_secs(3600)), 3_600_000_000);
+    // Not whole: enforced a little below the rate, never above it.
+    assert_eq!(redis_emission_us(period(600_000.0)), 2);
+    assert_eq!(redis_emission_us(period(150_000.0)), 7);
+    assert_eq!(redis_emission_us(period(3_000_000.0)), 1);
+    assert_eq!(redis_emission_us(Duration::ZERO), 1);
+}

@@ -253,13 +253,34 @@ fn log_level<'a>(
     ann: &'a BTreeMap<String, String>,
 ) -> Result<&'a str, InjectError> {
     let log_level = annotation(ann, LOG_LEVEL).unwrap_or(&sc.log_level);
-    if tracing_subscriber::EnvFilter::try_new(log_level).is_err() {
+    // Plain directives only: a filter's span and field parts are regular
+    // expressions, which an annotation could make the webhook compile
+    // into an automaton of any size.
+    if !plain_log_filter(log_level) || tracing_subscriber::EnvFilter::try_new(log_level).is_err() {
         return Err(InjectError::Annotation {
             annotation: LOG_LEVEL,
-            message: format!("`{log_level}` is not a log filter (e.g. info, info,meshgate=debug)"),
+            message: format!("`{log_level}` is not a log filter of levels and targets (e.g. info, info,meshgate=debug)"),
         });
     }
     Ok(log_level)
+}
+
+/// `LEVEL` or `TARGET=LEVEL`, comma-separated, at most 256 bytes: a target
+/// is a Rust module path (letters, digits, `_`, `::`, `-`, `.`).
+pub(super) fn plain_log_filter(filter: &str) -> bool {
+    const LEVELS: [&str; 6] = ["trace", "debug", "info", "warn", "error", "off"];
+    let level = |l: &str| LEVELS.iter().any(|k| k.eq_ignore_ascii_case(l));
+    let target = |t: &str| {
+        !t.is_empty()
+            && t.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b':' | b'-' | b'.'))
+    };
+    !filter.is_empty()
+        && filter.len() <= 256
+        && filter.split(',').all(|d| match d.split_once('=') {
+            Some((t, l)) => target(t) && level(l),
+            None => level(d) || target(d),
+        })
 }
 
 /// The `meshgate.io/upstream-port-env` annotation: an environment variable name.

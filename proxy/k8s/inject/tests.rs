@@ -875,3 +875,31 @@ fn a_pod_without_a_policy_configmap_is_warned_what_it_will_answer() {
         POLICY_CONFIGMAP: "sales-policies", POLICY_DOMAIN: "sales"}}}));
     assert!(owned.is_empty(), "{owned:?}");
 }
+
+#[test]
+fn a_log_level_annotation_is_levels_and_targets_only() {
+    use super::plan::plain_log_filter;
+    for ok in [
+        "info",
+        "INFO",
+        "info,meshgate=debug",
+        "meshgate::pipeline=trace,warn",
+        "hyper",
+    ] {
+        assert!(plain_log_filter(ok), "{ok}");
+    }
+    // Span and field filters are regular expressions the webhook would
+    // compile: refused before EnvFilter sees them.
+    let automaton = format!("[{{f={}}}]=info", "(a|b)".repeat(24));
+    for bad in [
+        "",
+        automaton.as_str(),
+        "[span]=info",
+        "meshgate[x]=debug",
+        "info,=debug",
+        "meshgate=loud",
+        &"a".repeat(257),
+    ] {
+        assert!(!plain_log_filter(bad), "{bad}");
+    }
+}
