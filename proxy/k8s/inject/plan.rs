@@ -252,11 +252,15 @@ fn log_level<'a>(
     sc: &'a SidecarConfig,
     ann: &'a BTreeMap<String, String>,
 ) -> Result<&'a str, InjectError> {
-    let log_level = annotation(ann, LOG_LEVEL).unwrap_or(&sc.log_level);
-    // Plain directives only: a filter's span and field parts are regular
-    // expressions, which an annotation could make the webhook compile
-    // into an automaton of any size.
-    if !plain_log_filter(log_level) || tracing_subscriber::EnvFilter::try_new(log_level).is_err() {
+    let from_pod = annotation(ann, LOG_LEVEL);
+    let log_level = from_pod.unwrap_or(&sc.log_level);
+    // A pod's own filter: plain directives only (a field filter's value is
+    // a regular expression, which an annotation could make the webhook
+    // compile into an automaton of any size). The injector's own setting
+    // is the operator's.
+    if from_pod.is_some_and(|f| !plain_log_filter(f))
+        || tracing_subscriber::EnvFilter::try_new(log_level).is_err()
+    {
         return Err(InjectError::Annotation {
             annotation: LOG_LEVEL,
             message: format!("`{log_level}` is not a log filter of levels and targets (e.g. info, info,meshgate=debug)"),

@@ -290,8 +290,17 @@ impl Audit {
         }
         let head = HeadCell::new(metrics.chain_seq.clone(), file);
         if let Some((c, in_file)) = resumed {
-            // Where the chain goes on from, on the log stream.
-            head.resumed(c.next_seq.saturating_sub(1), &c.prev, in_file);
+            // Where the chain goes on from, on the log stream: published
+            // only once the file holding it is on disk (the process before
+            // may have been killed between a write and its sync).
+            match std::fs::File::open(&in_file).and_then(|f| f.sync_data()) {
+                Ok(()) => head.resumed(c.next_seq.saturating_sub(1), &c.prev, in_file),
+                Err(e) => tracing::error!(
+                    file = %in_file.display(),
+                    error = %e,
+                    "audit trail resumed, but its last lines could not be synced; no head published until the next sync"
+                ),
+            }
         }
         let start_of_file = match &sink {
             Sink::File(f) => f.size == 0,

@@ -56,8 +56,6 @@ pub struct Verified {
     /// `FILE:LINE` of each torn last line of a file the next file goes on
     /// from (a write cut short by a crash, rotated out at the restart).
     pub torn: Vec<String>,
-    /// The last torn line, until a line of a later file goes on from it.
-    pub(super) unconfirmed_torn: Option<ChainBreak>,
     /// The chain of the last line of each watched sequence number.
     pub(super) watched: Vec<(u64, Option<String>)>,
 }
@@ -182,7 +180,6 @@ fn verify_watching(
         restarts: 0,
         dropped: 0,
         torn: Vec::new(),
-        unconfirmed_torn: None,
         watched,
     };
     for (i, path) in files.iter().enumerate() {
@@ -195,18 +192,16 @@ fn verify_watching(
         let newest = i + 1 == files.len();
         verify_file(&name, &text, newest, &mut state, &mut out)?;
     }
-    // A torn line no later line goes on from is a cut, not a crash's mark.
-    match out.unconfirmed_torn.take() {
-        Some(torn) => Err(torn),
-        None => Ok(out),
-    }
+    Ok(out)
 }
 
 /// The lines of one file, continuing the chain of the files before it.
 /// A torn last line is a break in the newest file; in an older one it is
-/// the mark of a crash, and a line of a later file must go on from the
-/// last complete line before it (a fragment that reads as an event must
-/// have the number that line takes).
+/// the mark of a crash: a later line, if any, must go on from the last
+/// complete line before it (a fragment that reads as an event must have
+/// the number that line takes). With no later line (the sidecar restarted
+/// and has written nothing yet) it ends the trail, where only a head held
+/// outside can tell a crash from a cut, as for any last line.
 fn verify_file(
     name: &str,
     text: &[u8],
@@ -231,7 +226,6 @@ fn verify_file(
     for (i, raw) in lines.iter().take(count).enumerate() {
         let n = i + 1;
         let checked = if !complete && n == count {
-            let cut = "incomplete last line (a write cut short, or the line was edited)";
             if !newest {
                 let expected = state.as_ref().map(|s| s.next_seq);
                 match parse_line(raw) {
@@ -242,23 +236,14 @@ fn verify_file(
                     )),
                     _ => {
                         out.torn.push(format!("{name}:{n}"));
-                        out.unconfirmed_torn = Some(ChainBreak {
-                            file: name.to_string(),
-                            line: n,
-                            message: format!("{cut}, and no later line goes on from before it"),
-                        });
                         continue;
                     }
                 }
             } else {
-                Err(cut.into())
+                Err("incomplete last line (a write cut short, or the line was edited)".into())
             }
         } else {
-            let verified = verify_line(raw, n, &lines[n..count], &mut seen, state, out);
-            if verified.is_ok() {
-                out.unconfirmed_torn = None;
-            }
-            verified
+            verify_line(raw, n, &lines[n..count], &mut seen, state, out)
         };
         checked.map_err(|message| ChainBreak {
             file: name.to_string(),
