@@ -243,12 +243,8 @@ fn body_type(headers: &HeaderMap) -> BodyType {
         return BodyType::Form;
     }
     // Hop-by-hop removal would take it away before the upstream.
-    let removed = headers
-        .get_all(http::header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|t| t.trim().eq_ignore_ascii_case("content-type"));
+    let removed =
+        super::headers::named_in_connection(headers).any(|n| n == http::header::CONTENT_TYPE);
     if value.is_empty() || removed {
         return BodyType::Unclear;
     }

@@ -354,18 +354,7 @@ impl Config {
                 format!("{} is also the data listener's address", self.admin),
             ));
         }
-        for (field, p) in [
-            ("tls.cert", &self.tls.cert),
-            ("tls.key", &self.tls.key),
-            ("tls.client_ca", &self.tls.client_ca),
-        ]
-        .into_iter()
-        .chain(
-            self.tls
-                .trust_domains
-                .values()
-                .map(|p| ("tls.trust_domains", p)),
-        ) {
+        for (field, p) in self.tls.files() {
             if let Err(e) = std::fs::metadata(p) {
                 return Err(invalid(field, format!("{}: {e}", p.display())));
             }

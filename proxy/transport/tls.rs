@@ -42,7 +42,7 @@ impl TlsPaths {
     }
 
     /// Every file of the snapshot, with the field it is named by.
-    fn files(&self) -> Vec<(&'static str, &Path)> {
+    pub(crate) fn files(&self) -> Vec<(&'static str, &Path)> {
         let mut files = vec![
             ("tls.cert", self.cert.as_path()),
             ("tls.key", self.key.as_path()),

@@ -227,12 +227,10 @@ fn verify_file(
         let n = i + 1;
         let checked = if !complete && n == count {
             if !newest {
-                let expected = state.as_ref().map(|s| s.next_seq);
-                match parse_line(raw) {
-                    Ok(p) if expected.is_some_and(|e| e != p.seq) => Err(format!(
-                        "a torn last line numbered {} where {} was expected",
-                        p.seq,
-                        expected.unwrap_or_default()
+                match (state.as_ref().map(|s| s.next_seq), parse_line(raw)) {
+                    (Some(expected), Ok(p)) if expected != p.seq => Err(format!(
+                        "a torn last line numbered {} where {expected} was expected",
+                        p.seq
                     )),
                     _ => {
                         out.torn.push(format!("{name}:{n}"));

@@ -391,18 +391,6 @@ impl Writer {
         self.head.moved(seq, &hash);
     }
 
-    /// Logs a failed write or sync, at most once a second.
-    fn log_error(&mut self, e: &io::Error) {
-        let now = Instant::now();
-        if self
-            .last_error_log
-            .is_none_or(|t| now.duration_since(t) >= Duration::from_secs(1))
-        {
-            self.last_error_log = Some(now);
-            tracing::error!(error = %e, mode = ?self.mode, "AUDIT WRITE FAILED");
-        }
-    }
-
     pub(super) fn take(&mut self, msg: Msg, acks: &mut Vec<std::sync::mpsc::SyncSender<()>>) {
         match msg {
             Msg::Flush(ack) => acks.push(ack),
@@ -525,7 +513,14 @@ impl Writer {
                 Err(e) => e,
             };
             self.metrics.write_errors.inc();
-            self.log_error(&e);
+            let now = Instant::now();
+            if self
+                .last_error_log
+                .is_none_or(|t| now.duration_since(t) >= Duration::from_secs(1))
+            {
+                self.last_error_log = Some(now);
+                tracing::error!(error = %e, mode = ?self.mode, "AUDIT WRITE FAILED");
+            }
             // The writer's own thread: waiting here is the back-pressure.
             std::thread::sleep(backoff);
             backoff = (backoff * 2).min(Duration::from_secs(1));
