@@ -241,9 +241,14 @@ fn malformed_reviews_get_400_and_unsupported_ones_a_refusal() {
         let (status, text) = post(&pki, "ca.pem", &mg, body);
         assert_eq!(status, "400", "{body:?}: {text}");
     }
+    // Over 4 MiB: refused unread (a CREATE review carries its object once,
+    // and the API server takes no request body over 3 MiB).
+    let (status, text) = post(&pki, "ca.pem", &mg, &" ".repeat(4 * 1024 * 1024 + 1));
+    assert_eq!(status, "400", "{text}");
+    assert!(text.contains("length limit exceeded"), "{text}");
     assert_eq!(
         mg.metric("meshgate_injector_errors_total{reason=\"invalid\"}"),
-        6.0
+        7.0
     );
 
     // A v1 review that does not parse but whose uid can be read: refused
@@ -263,7 +268,7 @@ fn malformed_reviews_get_400_and_unsupported_ones_a_refusal() {
     assert!(v["response"].get("patch").is_none(), "{text}");
     assert_eq!(
         mg.metric("meshgate_injector_errors_total{reason=\"invalid\"}"),
-        7.0
+        8.0
     );
 
     // A well-formed review of something else: refused, with the reason.

@@ -38,8 +38,21 @@ use crate::k8s::inject::{InjectorConfig, Outcome, WebhookConfig, WebhookTls};
 use crate::runtime::admin::{Admin, Probes};
 use crate::transport::listener::Acceptor;
 
-/// Largest AdmissionReview accepted (the API server's own request limit is 3 MiB).
-const MAX_BODY: usize = 8 * 1024 * 1024;
+/// Largest AdmissionReview accepted: a CREATE review carries the object
+/// once, and the API server refuses request bodies over 3 MiB.
+const MAX_BODY: usize = 4 * 1024 * 1024;
+/// The review bodies held at once, all connections and HTTP/2 streams
+/// together, in KiB: a body takes its share as its bytes arrive and waits
+/// when none is left, so memory follows what clients have sent, never what
+/// they announce, and a client that stalls holds only what it sent.
+const BODY_BUDGET_KIB: u32 = 32 * 1024;
+/// How long a review's body may take to arrive (a wait for budget
+/// included): the API server sends it at once and gives up after the
+/// webhook's `timeoutSeconds` (10 by default).
+const REVIEW_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Connections open at once; more wait in the listen backlog. The API
+/// server keeps a few; this bounds what any other client can hold.
+const MAX_CONNECTIONS: usize = 256;
 
 #[derive(Debug, thiserror::Error)]
 pub enum WebhookError {
@@ -177,6 +190,8 @@ struct State {
     tls: ArcSwap<ServerConfig>,
     /// Set on SIGTERM: `/ready` answers 503 while reviews are still served.
     draining: std::sync::atomic::AtomicBool,
+    /// What is left of `BODY_BUDGET_KIB`.
+    body_budget: tokio::sync::Semaphore,
 }
 
 /// A bound webhook server, ready to serve.
@@ -210,6 +225,7 @@ pub async fn bind(cfg: InjectorConfig) -> Result<Bound, WebhookError> {
             metrics: InjectorMetrics::new(),
             tls: ArcSwap::new(tls),
             draining: std::sync::atomic::AtomicBool::new(false),
+            body_budget: tokio::sync::Semaphore::new(BODY_BUDGET_KIB as usize),
         }),
         listener,
         admin,
@@ -257,8 +273,9 @@ impl Bound {
         // server would otherwise meet a closed port and, with failurePolicy
         // Fail, refuse pods); then drain the open requests.
         let mut delay: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;
+        let open = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
         loop {
-            let (tcp, _peer) = tokio::select! {
+            let (permit, (tcp, _peer)) = tokio::select! {
                 biased;
                 _ = &mut shutdown, if delay.is_none() => {
                     state.draining.store(true, std::sync::atomic::Ordering::Release);
@@ -267,9 +284,18 @@ impl Bound {
                     continue;
                 }
                 _ = async { if let Some(d) = delay.as_mut() { d.await } else { std::future::pending().await } } => break,
-                accepted = listener.accept() => accepted,
+                accepted = async {
+                    // The semaphore is never closed.
+                    let permit = open.clone().acquire_owned().await.ok();
+                    (permit, listener.accept().await)
+                } => accepted,
             };
-            tokio::spawn(connection(state.clone(), tcp, graceful.watcher()));
+            let state = state.clone();
+            let watcher = graceful.watcher();
+            tokio::spawn(async move {
+                connection(state, tcp, watcher).await;
+                drop(permit);
+            });
         }
         drop(listener);
         if tokio::time::timeout(Duration::from_secs(10), graceful.shutdown())
@@ -366,14 +392,27 @@ async fn handle(state: &State, req: Request<Incoming>) -> Response<Full<Bytes>> 
             "POST an AdmissionReview\n",
         );
     }
-    let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
-        Ok(b) => b.to_bytes(),
-        Err(e) => {
+    let mut held = None;
+    let read = read_body(&state.body_budget, req.into_body(), &mut held);
+    let body = match tokio::time::timeout(REVIEW_READ_TIMEOUT, read).await {
+        Ok(Ok(b)) => b,
+        Ok(Err(e)) => {
             state.metrics.error("invalid");
             return respond(
                 StatusCode::BAD_REQUEST,
                 "text/plain",
                 format!("cannot read the body: {e}\n"),
+            );
+        }
+        Err(_) => {
+            state.metrics.error("invalid");
+            return respond(
+                StatusCode::REQUEST_TIMEOUT,
+                "text/plain",
+                format!(
+                    "the review did not arrive within {} s\n",
+                    REVIEW_READ_TIMEOUT.as_secs()
+                ),
             );
         }
     };
@@ -425,6 +464,31 @@ async fn handle(state: &State, req: Request<Incoming>) -> Response<Full<Bytes>> 
             )
         }
     }
+}
+
+/// Reads a review's body of at most `MAX_BODY` bytes, taking its share of
+/// `budget` (into `held`, given back when the review is answered) as its
+/// bytes arrive.
+async fn read_body<'a>(
+    budget: &'a tokio::sync::Semaphore,
+    body: Incoming,
+    held: &mut Option<tokio::sync::SemaphorePermit<'a>>,
+) -> Result<Bytes, Box<dyn std::error::Error + Send + Sync>> {
+    let mut body = Limited::new(body, MAX_BODY);
+    let mut out = bytes::BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        let Ok(data) = frame?.into_data() else {
+            continue; // trailers
+        };
+        let kib = u32::try_from(data.len().div_ceil(1024)).unwrap_or(u32::MAX);
+        let share = budget.acquire_many(kib).await?;
+        match held {
+            Some(h) => h.merge(share),
+            None => *held = Some(share),
+        }
+        out.extend_from_slice(&data);
+    }
+    Ok(out.freeze())
 }
 
 /// The AdmissionReview response body. kube-core serialises the patch bytes

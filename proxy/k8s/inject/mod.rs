@@ -246,7 +246,11 @@ pub enum SkipReason {
     /// Neither the namespace label nor the pod annotation says `enabled`.
     NotEnabled,
     HostNetwork,
+    /// A container named `meshgate` runs the sidecar's image.
     AlreadyInjected,
+    /// A container named `meshgate` runs another image: a name clash or a
+    /// stand-in, never the sidecar; not injected (names must be unique).
+    ForeignSidecar,
     /// The injector's own namespace or a system namespace.
     ExcludedNamespace,
     /// Selected by its namespace only, and no container port to serve.
@@ -266,6 +270,7 @@ impl SkipReason {
             SkipReason::NotEnabled => "not_enabled",
             SkipReason::HostNetwork => "host_network",
             SkipReason::AlreadyInjected => "already_injected",
+            SkipReason::ForeignSidecar => "foreign_sidecar",
             SkipReason::ExcludedNamespace => "excluded_namespace",
             SkipReason::NoPort => "no_port",
             SkipReason::UnknownPort => "unknown_port",
@@ -273,8 +278,8 @@ impl SkipReason {
         }
     }
 
-    /// For a pod its namespace selected but that cannot be injected whole:
-    /// what to tell whoever created it (an admission warning).
+    /// For a pod that was to be injected but was left alone: what to tell
+    /// whoever created it (an admission warning).
     pub fn advice(self) -> Option<&'static str> {
         match self {
             SkipReason::NoPort => Some(
@@ -285,6 +290,9 @@ impl SkipReason {
             ),
             SkipReason::ProbeOnServedPort => Some(
                 "meshgate: the sidecar was not injected: an app probe targets the port the sidecar would serve with mTLS (move the probe to another port)",
+            ),
+            SkipReason::ForeignSidecar => Some(
+                "meshgate: the sidecar was not injected: a container is named `meshgate` but does not run the sidecar's image (rename it)",
             ),
             _ => None,
         }
@@ -402,14 +410,28 @@ pub fn plan(
     if spec.host_network == Some(true) {
         return Ok(PodOutcome::Skip(SkipReason::HostNetwork));
     }
-    let has_sidecar = spec
+    // A container of the sidecar's name is never joined by a second one (the
+    // API server would refuse the pod). It counts as the sidecar only when it
+    // runs the sidecar's image (any tag or digest); anything else of that
+    // name is skipped as foreign, which `--strict` and a warning report. The
+    // annotation alone proves nothing: a pod carrying it without the
+    // container (copied, or forged to pass for injected) is injected.
+    let named_sidecar = spec
         .containers
         .iter()
         .chain(spec.init_containers.iter().flatten())
-        .any(|c| c.name == CONTAINER);
-    if has_sidecar || ann.contains_key(STATUS) {
-        return Ok(PodOutcome::Skip(SkipReason::AlreadyInjected));
-    }
+        .find(|c| c.name == CONTAINER);
+    let foreign = match named_sidecar {
+        Some(c)
+            if c.image
+                .as_deref()
+                .is_some_and(|i| image_repository(i) == image_repository(&cfg.sidecar.image)) =>
+        {
+            return Ok(PodOutcome::Skip(SkipReason::AlreadyInjected))
+        }
+        Some(_) => true,
+        None => false,
+    };
     if let Some(ns) = namespace {
         if ns == cfg.namespace || cfg.skip_namespaces.iter().any(|s| s == ns) {
             return Ok(PodOutcome::Skip(SkipReason::ExcludedNamespace));
@@ -436,6 +458,9 @@ pub fn plan(
             false
         }
     };
+    if foreign {
+        return Ok(PodOutcome::Skip(SkipReason::ForeignSidecar));
+    }
     // A pod that asked for the sidecar itself and cannot have it whole is
     // refused; one its namespace selected is left alone, with the reason.
     match build(cfg, ann, meta.labels.as_ref(), spec, prefix) {
@@ -447,6 +472,18 @@ pub fn plan(
             Some(reason) if !explicit => Ok(PodOutcome::Skip(reason)),
             _ => Err(e),
         },
+    }
+}
+
+/// An image reference without its tag and digest: `reg:5000/a/b:1@sha256:…`
+/// is `reg:5000/a/b` (a colon before the last slash is a registry's port).
+fn image_repository(image: &str) -> &str {
+    let image = image.trim();
+    let image = image.split_once('@').map_or(image, |(name, _)| name);
+    let last = image.rfind('/').map_or(0, |i| i + 1);
+    match image[last..].find(':') {
+        Some(colon) => &image[..last + colon],
+        None => image,
     }
 }
 

@@ -367,6 +367,41 @@ fn injection_is_idempotent() {
     let mut stripped = once.clone();
     stripped["metadata"]["annotations"] = json!({});
     assert_eq!(skipped(&stripped, &enabled()), SkipReason::AlreadyInjected);
+    // Another tag or a digest of the sidecar's image is still the sidecar.
+    let mut other_tag = once.clone();
+    other_tag["spec"]["initContainers"][0]["image"] =
+        json!("ghcr.io/meshgate/meshgate:0.0.1@sha256:0123");
+    assert_eq!(skipped(&other_tag, &enabled()), SkipReason::AlreadyInjected);
+}
+
+#[test]
+fn only_the_sidecar_itself_counts_as_injected() {
+    // The annotation alone, copied or forged, proves nothing: injected.
+    let forged = pod(json!({"metadata": {"annotations": {STATUS: "{}"}}}));
+    let out = injected(&forged);
+    assert_eq!(out["spec"]["initContainers"][0]["name"], CONTAINER);
+    assert_ne!(out["metadata"]["annotations"][STATUS], "{}");
+    // A stand-in of the sidecar's name is not the sidecar: skipped (a second
+    // container of that name would be refused by the API server) with a
+    // reason `--strict` and the admission warning report.
+    let stand_in = pod(json!({"spec": {"containers": [
+        {"name": "app", "image": "orders:1", "ports": [{"containerPort": 8080}]},
+        {"name": CONTAINER, "image": "busybox:1.36"}]}}));
+    assert_eq!(skipped(&stand_in, &enabled()), SkipReason::ForeignSidecar);
+    assert!(SkipReason::ForeignSidecar.advice().is_some());
+    // A pod that is not to be injected anyway says why, not this.
+    assert_eq!(skipped(&stand_in, &BTreeMap::new()), SkipReason::NotEnabled);
+    for (image, repo) in [
+        ("ghcr.io/meshgate/meshgate:1.2", "ghcr.io/meshgate/meshgate"),
+        ("localhost:5000/meshgate", "localhost:5000/meshgate"),
+        (
+            "localhost:5000/meshgate:2@sha256:ab",
+            "localhost:5000/meshgate",
+        ),
+        ("meshgate@sha256:ab", "meshgate"),
+    ] {
+        assert_eq!(image_repository(image), repo);
+    }
 }
 
 #[test]
