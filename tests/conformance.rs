@@ -220,6 +220,13 @@ fn enforce_refuses_a_violating_first_record_before_the_head_and_cuts_a_later_one
         assert_eq!(event["complete"], false, "{event}");
         assert_eq!(event["violations"], serde_json::json!(["type"]), "{event}");
     }
+    // An HTTP/1.0 client reads a body without a length to the connection's
+    // end and would take a cut one for all of it: refused before the head,
+    // even where the plan hides nothing and the bytes pass as they came.
+    let mut args = vec!["--http1.0", "--no-alpn"];
+    args.extend(SEES_ALL);
+    let (_, status, body) = get(&pki, "orders", &args, &mg.url(path));
+    assert_eq!(status, "502", "{body}");
 }
 
 #[test]

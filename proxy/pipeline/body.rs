@@ -59,6 +59,18 @@ struct Rewrite {
     ending: bool,
 }
 
+impl Rewrite {
+    /// The upstream's trailers go after a body passed as it came; after a
+    /// rewritten one none do: a digest of the upstream's bytes (or any
+    /// field) would tell what the rewrite hid (`Content-Digest` confirms a
+    /// guessed value behind `last4` or `year`).
+    fn keep_trailers(&mut self, trailers: Frame<Bytes>) {
+        if self.transform.verbatim() {
+            self.trailers = Some(trailers);
+        }
+    }
+}
+
 /// How many empty parts a rewritten body makes before it lets the task
 /// yield (a decoder can read long stretches that the mask drops).
 const EMPTY_PARTS_BEFORE_YIELD: u32 = 64;
@@ -157,7 +169,7 @@ impl ProxyBody {
                                         rw.data(chunk, last)
                                     }
                                     Err(trailers) => {
-                                        rw.trailers = Some(trailers);
+                                        rw.keep_trailers(trailers);
                                         rw.end()
                                     }
                                 },
@@ -472,7 +484,7 @@ impl ProxyBody {
                         out
                     }
                     Err(trailers) => {
-                        rw.trailers = Some(trailers);
+                        rw.keep_trailers(trailers);
                         let out = rw.end();
                         self.upstream_ended();
                         out

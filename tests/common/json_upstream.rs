@@ -4,7 +4,11 @@
 //! connection (`Connection: close`), 404 for any other path. For tests of
 //! what the response stage does to a body. A path ending in `/cut` is sent
 //! its body under a `Content-Length` twice as long, and the connection then
-//! closed: an upstream that dies mid-body.
+//! closed: an upstream that dies mid-body. A path ending in `/chunked` is
+//! sent its body chunked, under a wrong `Content-Length: 0` beside the
+//! `Transfer-Encoding`, with `Cache-Control: public` and trailers (a digest
+//! and a field holding `trailer-secret@example.com`): what a careless or
+//! hostile server may send.
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
@@ -112,6 +116,19 @@ fn answer(mut conn: TcpStream, bodies: &[Fixed]) {
     let coding = coding
         .map(|c| format!("content-encoding: {c}\r\nvary: accept-encoding\r\n"))
         .unwrap_or_default();
+    if path.ends_with("/chunked") {
+        let _ = write!(
+            conn,
+            "HTTP/1.1 {status}\r\ncontent-type: {ctype}\r\ncontent-length: 0\r\ntransfer-encoding: chunked\r\ncache-control: public, max-age=600\r\ntrailer: content-digest, x-secret\r\nconnection: close\r\n\r\n{:x}\r\n",
+            body.len()
+        );
+        let _ = conn.write_all(body);
+        let _ = write!(
+            conn,
+            "\r\n0\r\ncontent-digest: sha-256=:AAAA:\r\nx-secret: trailer-secret@example.com\r\n\r\n"
+        );
+        return;
+    }
     let _ = write!(
         conn,
         "HTTP/1.1 {status}\r\ncontent-type: {ctype}\r\n{coding}content-length: {declared}\r\netag: \"v1\"\r\nconnection: close\r\n\r\n"

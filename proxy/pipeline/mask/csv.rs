@@ -324,6 +324,9 @@ impl CsvMasker {
         if self.check.is_some() {
             self.check_header(&header)?;
         }
+        if self.root.hides_anything() {
+            plausible_header(&self.root, &header)?;
+        }
         let mut columns = Vec::with_capacity(header.len());
         for raw in &header {
             let name = unquote(raw);
@@ -338,6 +341,8 @@ impl CsvMasker {
     }
 
     /// What a column named `name` gets.
+    ///
+    /// (Only a declared column's name is ever shown: see `plausible_header`.)
     fn column(&self, name: &[u8]) -> Result<Column, Failed> {
         let shown = || String::from_utf8_lossy(name).into_owned();
         Ok(match self.root.rule(name) {
@@ -361,8 +366,10 @@ impl CsvMasker {
             None => match self.root.undeclared {
                 Some(Undeclared::Pass) | None => Column::Copy,
                 Some(Undeclared::Omit) => Column::Drop,
+                // Its name, which may be a record's cell (a body without a
+                // header row), is not written to the log.
                 Some(Undeclared::Refuse) => {
-                    return Err(format!("an undeclared column `{}`", shown()))
+                    return Err(format!("an undeclared column ({} bytes)", name.len()))
                 }
             },
         })
@@ -474,4 +481,24 @@ fn quoted(text: &str) -> Vec<u8> {
     }
     out.push(b'"');
     out
+}
+
+/// Whether a header row, on a response whose plan hides something, can be
+/// the row of the contract's columns; else the body is not the CSV its
+/// type says and nothing of it goes: a row that names no declared column
+/// (no header row, another delimiter, another encoding: `customer_email`
+/// would pass as part of an undeclared column), or a cell holding a `;`,
+/// a tab, a NUL or a second byte order mark (a `;`- or tab-separated body,
+/// or an Excel `sep=` line, read as one column).
+fn plausible_header(root: &Level, header: &[Vec<u8>]) -> Result<(), Failed> {
+    let odd = |raw: &[u8]| {
+        raw.iter().any(|b| matches!(b, b';' | b'\t' | 0)) || raw.windows(3).any(|w| w == BOM)
+    };
+    if header.iter().any(|raw| odd(raw)) {
+        return Err("a header cell holding `;`, a tab, NUL or a byte order mark: not comma-separated columns the contract declares".into());
+    }
+    if !header.iter().any(|raw| root.rule(&unquote(raw)).is_some()) {
+        return Err("a header row that names no declared column (a body without a header row, or in another format)".into());
+    }
+    Ok(())
 }

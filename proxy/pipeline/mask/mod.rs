@@ -174,14 +174,20 @@ pub(super) enum Format {
 
 /// The format of a response by its `Content-Type`, or why it cannot be
 /// masked. (Compared without case, and without a lower-cased copy: it is
-/// read for every masked response.)
+/// read for every masked response.) Only one `Content-Type`, and only
+/// UTF-8 text (`charset` absent, `utf-8` or `us-ascii`): a body in
+/// another charset (UTF-16, UTF-7) is bytes the scanner would misread,
+/// where a hidden name or value could pass unseen.
 pub(super) fn format(head: &http::response::Parts) -> Result<Format, &'static str> {
-    let value = head
-        .headers
-        .get(http::header::CONTENT_TYPE)
+    let mut types = head.headers.get_all(http::header::CONTENT_TYPE).iter();
+    let value = types
+        .next()
         .and_then(|v| v.to_str().ok())
         .ok_or("the response names no content type")?
         .as_bytes();
+    if types.next().is_some() {
+        return Err("the response names more than one content type");
+    }
     // Bytes, not `str::split`: its char searcher cost more than the rest.
     let (essence, params) = match value.iter().position(|b| *b == b';') {
         Some(at) => (&value[..at], &value[at + 1..]),
@@ -201,19 +207,28 @@ pub(super) fn format(head: &http::response::Parts) -> Result<Format, &'static st
             .and_then(|at| essence.get(at..))
             .is_some_and(|s| s.eq_ignore_ascii_case(suffix.as_bytes()))
     };
-    // RFC 4180's `header` parameter, spaces aside.
-    let no_header_row = |p: &[u8]| {
-        let text = p.trim_ascii().iter().filter(|b| **b != b' ');
-        text.map(|b| b.to_ascii_lowercase())
-            .eq(b"header=absent".iter().copied())
-    };
+    let mut no_header_row = false;
+    for param in Params(params) {
+        let (name, value) = param?;
+        if name.eq_ignore_ascii_case(b"charset") {
+            let utf8 = ["utf-8", "utf8", "us-ascii"]
+                .iter()
+                .any(|c| value.eq_ignore_ascii_case(c.as_bytes()));
+            if !utf8 {
+                return Err("a charset other than UTF-8");
+            }
+        } else if name.eq_ignore_ascii_case(b"header") {
+            // RFC 4180's `header` parameter.
+            no_header_row = value.eq_ignore_ascii_case(b"absent");
+        }
+    }
     if is("application/json") {
         Ok(Format::Json)
     } else if is("application/x-ndjson") || is("application/jsonl") {
         Ok(Format::Lines)
     } else if is("text/csv") {
         // Without a header row the columns have no names.
-        match params.split(|b| *b == b';').any(no_header_row) {
+        match no_header_row {
             true => Err("a CSV response without a header row"),
             false => Ok(Format::Csv),
         }
@@ -223,6 +238,68 @@ pub(super) fn format(head: &http::response::Parts) -> Result<Format, &'static st
         Ok(Format::Json)
     } else {
         Err("the response is not JSON, NDJSON or CSV")
+    }
+}
+
+/// A media type's parameters (RFC 9110 5.6.6): `name=value` pairs split at
+/// `;`, whitespace around them ignored, a value a token or a quoted string
+/// (its `\` escapes taken; the value is then the quoted text with the
+/// escapes in it, enough to compare with a plain word). Empty parameters
+/// (`;;`) are skipped; a parameter without `=` or with an unterminated
+/// quote is an error.
+struct Params<'a>(&'a [u8]);
+
+impl<'a> Iterator for Params<'a> {
+    type Item = Result<(&'a [u8], std::borrow::Cow<'a, [u8]>), &'static str>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        const MALFORMED: &str = "a malformed content type parameter";
+        loop {
+            let rest = self.0.trim_ascii_start();
+            if rest.is_empty() {
+                return None;
+            }
+            if let Some(after) = rest.strip_prefix(b";") {
+                self.0 = after;
+                continue;
+            }
+            let Some(eq) = rest.iter().position(|b| *b == b'=') else {
+                self.0 = &[];
+                return Some(Err(MALFORMED));
+            };
+            let name = rest[..eq].trim_ascii();
+            let after = rest[eq + 1..].trim_ascii_start();
+            if let Some(quoted) = after.strip_prefix(b"\"") {
+                let mut value = Vec::new();
+                let mut escaped = false;
+                let mut end = None;
+                for (i, b) in quoted.iter().enumerate() {
+                    match (escaped, *b) {
+                        (false, b'\\') => escaped = true,
+                        (false, b'"') => {
+                            end = Some(i);
+                            break;
+                        }
+                        (_, b) => {
+                            value.push(b);
+                            escaped = false;
+                        }
+                    }
+                }
+                let Some(end) = end else {
+                    self.0 = &[];
+                    return Some(Err(MALFORMED));
+                };
+                self.0 = &quoted[end + 1..];
+                return Some(Ok((name, std::borrow::Cow::Owned(value))));
+            }
+            let stop = after.iter().position(|b| *b == b';').unwrap_or(after.len());
+            self.0 = &after[stop..];
+            return Some(Ok((
+                name,
+                std::borrow::Cow::Borrowed(after[..stop].trim_ascii()),
+            )));
+        }
     }
 }
 

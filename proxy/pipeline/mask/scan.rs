@@ -675,10 +675,9 @@ impl Scanner {
         }
         let (rule, hint) = level.rule_from(name, hint);
         let Some(member) = member_of(rule, level.undeclared) else {
-            return Err(format!(
-                "an undeclared field `{}`",
-                String::from_utf8_lossy(name)
-            ));
+            // Its name, which may be data (a record keyed by value), is
+            // not written to the log.
+            return Err(format!("an undeclared field ({} bytes)", name.len()));
         };
         let kept = !matches!(member, Member::Skip);
         let Some(top) = self.stack.last_mut() else {

@@ -515,7 +515,11 @@ fn csv_byte_order_mark_is_no_part_of_the_first_cell() {
     }
     // Begun like a mark but not one, or shorter than one: ordinary bytes.
     let p = csv_plan(Mask::Omit, Undeclared::Pass);
-    for (body, step) in [(&b"\xEF\xBBx,id\n"[..], 1), (b"\xEF\xBB", 1), (b"\xEF", 4)] {
+    for (body, step) in [
+        (&b"\xEF\xBBx,id\n"[..], 1),
+        (b"\xEF\xBB,id", 1),
+        (b"\xEF,id", 4),
+    ] {
         let mut c = super::csv::CsvMasker::new(tree::of(&p), Some(key()));
         let mut out = Vec::new();
         for chunk in body.chunks(step) {
@@ -528,10 +532,59 @@ fn csv_byte_order_mark_is_no_part_of_the_first_cell() {
         mask_csv(&p, "id\n\u{feff}x\n", 1).as_deref(),
         Ok("id\n\u{feff}x\n")
     );
+    // A mark after a blank line is a header cell's: no column the
+    // contract declares, so not its CSV (see the next test).
+    assert!(mask_csv(&p, "\n\u{feff}id\n1\n", 2).is_err());
+}
+
+/// On a response whose plan hides something, a header row that cannot be
+/// the contract's columns is refused: a hidden column would otherwise pass
+/// inside a column of another name.
+#[test]
+fn csv_whose_columns_are_not_the_contracts_is_refused() {
+    let p = csv_plan(Mask::Omit, Undeclared::Pass);
+    for bad in [
+        "id;email\n1;a@b.example\n",
+        "sep=;\nid;email\n1;a@b.example\n",
+        "id\temail\n1\ta@b.example\n",
+        "1,a@b.example\n2,c@d.example\n",
+        "x,\u{feff}email\n1,a@b.example\n",
+        "i\0d,y\n1,2\n",
+    ] {
+        for step in [1, 64] {
+            assert!(
+                mask_csv(&p, bad, step).is_err(),
+                "{bad:?} in chunks of {step}"
+            );
+        }
+    }
+    // A header naming one declared column among undeclared ones passes.
     assert_eq!(
-        mask_csv(&p, "\n\u{feff}id\n1\n", 2).as_deref(),
-        Ok("\n\u{feff}id\n1\n"),
-        "a mark after a blank line names an undeclared column"
+        mask_csv(&p, "other,email\nx,a@b.example\n", 3).as_deref(),
+        Ok("other\nx\n")
+    );
+    // A plan that hides nothing takes any header.
+    let open = csv_plan(Mask::Omit, Undeclared::Pass);
+    let open = FieldPlan {
+        hidden: Vec::new(),
+        verdicts: vec![None; 5],
+        specs: Arc::new(DatasetFields {
+            dataset: "d".into(),
+            fields: open
+                .specs
+                .fields
+                .iter()
+                .map(|f| FieldSpec {
+                    mask: Mask::Omit,
+                    ..f.clone()
+                })
+                .collect(),
+        }),
+        ..open
+    };
+    assert_eq!(
+        mask_csv(&open, "a;b\n1;2\n", 2).as_deref(),
+        Ok("a;b\n1;2\n")
     );
 }
 
@@ -615,6 +668,33 @@ fn the_format_is_read_from_the_content_type_whatever_its_case() {
     assert_eq!(of("text/csv; header=present"), Ok(Csv));
     assert!(of("Text/CSV; Header = Absent").is_err());
     assert!(of("text/csv;charset=utf-8;\theader=absent\t").is_err());
+    assert!(of("text/csv; header=\"absent\"").is_err());
+    assert!(of("text/csv; header=\"ABS\\ent\"").is_err());
+    assert_eq!(
+        of("text/csv; header=\"present\"; charset=\"UTF-8\""),
+        Ok(Csv)
+    );
+    assert_eq!(of("application/json;charset=us-ascii;;"), Ok(Json));
+    for other in ["utf-16", "UTF-16LE", "utf-7", "iso-8859-1", "\"utf-16\""] {
+        assert!(
+            of(&format!("text/csv; charset={other}")).is_err(),
+            "{other}"
+        );
+        assert!(
+            of(&format!("application/json; charset={other}")).is_err(),
+            "{other}"
+        );
+    }
+    assert!(of("application/json; charset").is_err());
+    assert!(of("application/json; charset=\"utf-8").is_err());
+    let two = http::Response::builder()
+        .header(http::header::CONTENT_TYPE, "text/csv")
+        .header(http::header::CONTENT_TYPE, "application/json")
+        .body(())
+        .expect("head")
+        .into_parts()
+        .0;
+    assert!(super::format(&two).is_err());
     assert_eq!(of(" text/csv\t;"), Ok(Csv));
     assert!(of("application/grpc+json").is_err());
     assert!(of("application/GRPC+json").is_err());

@@ -77,16 +77,26 @@ pub(super) async fn response_stage(
                 // where none are (HEAD): untrue of the rewritten ones.
                 if !verbatim {
                     forget_the_bytes(&mut head.headers);
+                    keep_private(&mut head.headers);
                 }
                 // HEAD, 204 and 304 have no body to rewrite (RFC 9110 6.4.1).
                 let bodiless = request.0 == Method::HEAD
                     || matches!(head.status.as_u16(), 204 | 304)
                     || head.status.is_informational();
                 if !bodiless {
+                    let ahead = rewrite.look_ahead();
                     if !verbatim {
                         prepare_rewrite(&mut head, request.1)?;
+                    } else if ahead
+                        && request.1 < Version::HTTP_11
+                        && !head.headers.contains_key(header::CONTENT_LENGTH)
+                    {
+                        // A watch that enforces may cut the body, which an
+                        // HTTP/1.0 client reading to the connection's end
+                        // would take for all of it (with a Content-Length,
+                        // a cut is short of it).
+                        return Err(refused_for_http_1_0());
                     }
-                    let ahead = rewrite.look_ahead();
                     body.rewrite(rewrite);
                     if ahead {
                         let read = tokio::time::timeout(look_ahead, body.look_ahead()).await;
@@ -109,6 +119,55 @@ pub(super) async fn response_stage(
     Ok(resp)
 }
 
+fn refused_for_http_1_0() -> ProxyError {
+    ProxyError::ResponseRefused(crate::model::response::TransformError {
+        transform: "response stage",
+        reason: "an HTTP/1.0 client cannot tell a rewritten body's end from a cut".into(),
+    })
+}
+
+/// A rewritten body is one caller's view (its plan follows the principal,
+/// the end user and the purpose): no shared cache may store it and give it
+/// to another caller. `public` and `s-maxage` go, `private` comes (RFC 9111
+/// 5.2.2.7), other directives stay; a response without `Cache-Control`
+/// gets `private` too (a shared cache may otherwise store it by heuristic).
+fn keep_private(headers: &mut HeaderMap) {
+    let mut kept: Vec<&str> = Vec::new();
+    let mut private = false;
+    let values: Vec<HeaderValue> = headers
+        .get_all(header::CACHE_CONTROL)
+        .iter()
+        .cloned()
+        .collect();
+    for v in &values {
+        // A value that is not text cannot be read: dropped.
+        let Ok(text) = v.to_str() else { continue };
+        for directive in text.split(',').map(str::trim).filter(|d| !d.is_empty()) {
+            let name = directive.split('=').next().unwrap_or_default().trim();
+            if name.eq_ignore_ascii_case("public") || name.eq_ignore_ascii_case("s-maxage") {
+                continue;
+            }
+            // `private="field"` keeps only the named fields from shared caches.
+            if directive.eq_ignore_ascii_case("private")
+                || directive.eq_ignore_ascii_case("no-store")
+            {
+                private = true;
+            }
+            kept.push(directive);
+        }
+    }
+    if !private {
+        kept.push("private");
+    }
+    let value = kept.join(", ");
+    headers.remove(header::CACHE_CONTROL);
+    if let Ok(v) = HeaderValue::from_str(&value) {
+        headers.insert(header::CACHE_CONTROL, v);
+    } else {
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("private"));
+    }
+}
+
 fn forget_the_bytes(headers: &mut HeaderMap) {
     remove_named(headers, &DESCRIBE_THE_BYTES);
 }
@@ -126,9 +185,7 @@ fn prepare_rewrite(head: &mut http::response::Parts, client: Version) -> Result<
         })
     };
     if client < Version::HTTP_11 {
-        return Err(refuse(
-            "an HTTP/1.0 client cannot tell a rewritten body's end from a cut",
-        ));
+        return Err(refused_for_http_1_0());
     }
     if head.status == http::StatusCode::PARTIAL_CONTENT {
         return Err(refuse("a range (206) cannot be rewritten"));
@@ -221,5 +278,31 @@ mod tests {
         assert_eq!(h.version, h11, "chunked, whatever the upstream spoke");
         let names: Vec<&str> = h.headers.keys().map(|k| k.as_str()).collect();
         assert_eq!(names, ["content-encoding", "content-type"]);
+    }
+
+    #[test]
+    fn a_rewritten_body_is_kept_from_shared_caches() {
+        let after = |values: &[&str]| {
+            let mut h = HeaderMap::new();
+            for v in values {
+                h.append(
+                    header::CACHE_CONTROL,
+                    HeaderValue::from_str(v).expect("value"),
+                );
+            }
+            keep_private(&mut h);
+            let all: Vec<_> = h.get_all(header::CACHE_CONTROL).iter().collect();
+            assert_eq!(all.len(), 1, "{values:?}");
+            all[0].to_str().expect("text").to_string()
+        };
+        assert_eq!(after(&[]), "private");
+        assert_eq!(after(&["public, max-age=600"]), "max-age=600, private");
+        assert_eq!(after(&["S-MAXAGE=60", "Public"]), "private");
+        assert_eq!(after(&["no-store"]), "no-store");
+        assert_eq!(after(&["max-age=5, private"]), "max-age=5, private");
+        assert_eq!(
+            after(&["private=\"set-cookie\", max-age=9"]),
+            "private=\"set-cookie\", max-age=9, private"
+        );
     }
 }
