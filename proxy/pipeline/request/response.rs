@@ -132,6 +132,10 @@ fn refused_for_http_1_0() -> ProxyError {
 /// 5.2.2.7), other directives stay; a response without `Cache-Control`
 /// gets `private` too (a shared cache may otherwise store it by heuristic).
 fn keep_private(headers: &mut HeaderMap) {
+    if !headers.contains_key(header::CACHE_CONTROL) {
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("private"));
+        return;
+    }
     let mut kept: Vec<&str> = Vec::new();
     let mut private = false;
     let values: Vec<HeaderValue> = headers
