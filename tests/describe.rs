@@ -1,7 +1,8 @@
 //! Self-description through the real binary and curl: the ODPS descriptor
 //! (JSON, and YAML on request), the ODCS contracts as committed, the
 //! caller's own view and the RFC 9727 api-catalog, each decided with the
-//! action `describe` (403 without it, the baseline able to forbid it),
+//! action `describe` (without it the 404 of an unknown path, so that a
+//! refusal does not tell what exists; the baseline able to forbid it),
 //! audited and counted like any request; `meshgate describe` prints the
 //! same documents offline.
 //!
@@ -329,7 +330,8 @@ fn contracts_are_served_as_committed_by_id_and_version_and_unknown_names_are_404
 }
 
 #[test]
-fn a_caller_who_may_not_describe_gets_403_and_every_answer_is_audited_and_counted() {
+fn a_caller_who_may_not_describe_gets_the_404_of_an_unknown_path_and_every_answer_is_audited_and_counted(
+) {
     let pki = pki();
     let up = Upstream::start();
     let audit = pki.path("audit.log");
@@ -338,17 +340,28 @@ fn a_caller_who_may_not_describe_gets_403_and_every_answer_is_audited_and_counte
     let contract = mg.url("/.well-known/data-product/sales.orders/contracts/sales.orders");
     let v1 = mg.url("/.well-known/data-product/sales.orders/contracts/sales.orders.v1");
 
-    // Shipping has no policy that lets it describe anything.
+    // Shipping has no policy that lets it describe anything: what it is
+    // refused is answered as what does not exist, byte for byte but the
+    // request id.
+    let unknown = mg.url("/.well-known/data-product/sales.nosuch");
+    let absent = get(&pki, "dispatch", &unknown, &[]);
+    assert_eq!(absent.status, 404);
     for url in [&descriptor, &v1] {
         let a = get(&pki, "dispatch", url, &[]);
-        assert_eq!(a.status, 403, "{url}");
-        assert_eq!(a.json()["error"], "forbidden");
+        assert_eq!(a.status, 404, "{url}");
+        assert_eq!(a.json()["error"], "no_route");
+        let fields = |r: &Answer| {
+            let mut v = r.json();
+            v["request_id"] = serde_json::Value::Null;
+            (v, r.header("content-type").map(str::to_string))
+        };
+        assert_eq!(fields(&a), fields(&absent), "{url}");
     }
     // Marketing describes `sales.orders`, not version 1 (its policy names
     // `sales.orders` with `==`) nor finance's ledger.
-    assert_eq!(get(&pki, "campaigns", &v1, &[]).status, 403);
+    assert_eq!(get(&pki, "campaigns", &v1, &[]).status, 404);
     let ledger = mg.url("/.well-known/data-product/finance.ledger");
-    assert_eq!(get(&pki, "campaigns", &ledger, &[]).status, 403);
+    assert_eq!(get(&pki, "campaigns", &ledger, &[]).status, 404);
     assert_eq!(get(&pki, "campaigns", &contract, &[]).status, 200);
     // The index lists only what the caller may describe.
     let index = mg.url("/.well-known/data-product");
@@ -386,13 +399,14 @@ fn a_caller_who_may_not_describe_gets_403_and_every_answer_is_audited_and_counte
     let events = audit_events(&audit);
     let denied: Vec<_> = events
         .iter()
-        .filter(|e| e["status"] == 403 && e["principal"]["id"] == DISPATCH)
+        .filter(|e| e["decision"] == "deny" && e["principal"]["id"] == DISPATCH)
         .collect();
     assert_eq!(denied.len(), 2, "{events:?}");
     for e in &denied {
-        assert_eq!(e["decision"], "deny", "{e}");
+        assert_eq!(e["status"], 404, "{e}");
         assert_eq!(e["action"], "describe", "{e}");
-        assert_eq!(e["error"], "forbidden", "{e}");
+        assert_eq!(e["error"], "no_route", "{e}");
+        assert_eq!(e["reason"], "forbidden", "{e}");
     }
     let products: Vec<&str> = denied
         .iter()
@@ -434,7 +448,7 @@ fn the_baseline_can_forbid_describing() {
     std::fs::write(&baseline, text).expect("write baseline");
     let mg = sidecar.start();
     let url = mg.url("/.well-known/data-product/sales.orders");
-    assert_eq!(get(&pki, "campaigns", &url, &[]).status, 403);
+    assert_eq!(get(&pki, "campaigns", &url, &[]).status, 404);
     assert_eq!(get(&pki, "reporting", &url, &[]).status, 200);
 }
 

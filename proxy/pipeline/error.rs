@@ -64,6 +64,11 @@ pub enum ProxyError {
     Unauthorized(crate::decision::jwt::TokenError),
     #[error("denied by policy")]
     Forbidden,
+    /// Denied by policy, answered as an unknown path: a well-known
+    /// document about a product or contract the caller may not describe
+    /// (a 403 would tell that it exists). Counted and audited as `deny`.
+    #[error("denied by policy (answered as no route)")]
+    Concealed,
     /// The product version is retired or past its end of life; the
     /// version that replaces it, when its contract names one.
     #[error("the product version is retired")]
@@ -109,7 +114,7 @@ impl ProxyError {
             | ProxyError::BadPurpose(_)
             | ProxyError::BadPath(_)
             | ProxyError::BadGrpcTimeout => StatusCode::BAD_REQUEST,
-            ProxyError::NoRoute => StatusCode::NOT_FOUND,
+            ProxyError::NoRoute | ProxyError::Concealed => StatusCode::NOT_FOUND,
             ProxyError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ProxyError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ProxyError::Forbidden => StatusCode::FORBIDDEN,
@@ -133,6 +138,7 @@ impl ProxyError {
     pub fn reason(&self) -> Option<&'static str> {
         match self {
             ProxyError::Unauthorized(e) => Some(e.reason()),
+            ProxyError::Concealed => Some("forbidden"),
             _ => None,
         }
     }
@@ -143,7 +149,7 @@ impl ProxyError {
             ProxyError::BadRequest(_) | ProxyError::BadPurpose(_) => "bad_request",
             ProxyError::BadPath(_) => "bad_path",
             ProxyError::BadGrpcTimeout => "bad_grpc_timeout",
-            ProxyError::NoRoute => "no_route",
+            ProxyError::NoRoute | ProxyError::Concealed => "no_route",
             ProxyError::MethodNotAllowed => "method_not_allowed",
             ProxyError::Unauthorized(_) => "invalid_token",
             ProxyError::Forbidden => "forbidden",
@@ -177,7 +183,7 @@ impl ProxyError {
             | ProxyError::BadGrpcTimeout => "invalid",
             ProxyError::NoRoute | ProxyError::MethodNotAllowed => "no_route",
             ProxyError::Unauthorized(_) => "unauthenticated",
-            ProxyError::Forbidden => "deny",
+            ProxyError::Forbidden | ProxyError::Concealed => "deny",
             ProxyError::Gone(_) => "retired",
             ProxyError::TooManyRequests(..) => "rate_limited",
             ProxyError::Overloaded(_)
@@ -210,7 +216,9 @@ impl ProxyError {
             ProxyError::BadGrpcTimeout | ProxyError::ClientBody(ClientBodyFault::Malformed) => {
                 Code::Internal
             }
-            ProxyError::NoRoute | ProxyError::MethodNotAllowed => Code::Unimplemented,
+            ProxyError::NoRoute | ProxyError::MethodNotAllowed | ProxyError::Concealed => {
+                Code::Unimplemented
+            }
             ProxyError::Unauthorized(_) => Code::Unauthenticated,
             ProxyError::Forbidden => Code::PermissionDenied,
             ProxyError::Gone(_) => Code::NotFound,

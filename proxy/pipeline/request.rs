@@ -952,6 +952,7 @@ fn log_refusal(e: &ProxyError, request_id: &HeaderValue, trace: &TraceContext, c
         // Refusals clients cause are counted in metrics and audited; a flood
         // of them must not flood the logs.
         ProxyError::Forbidden
+        | ProxyError::Concealed
         | ProxyError::Gone(_)
         | ProxyError::NoRoute
         | ProxyError::MethodNotAllowed

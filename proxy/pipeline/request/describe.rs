@@ -166,7 +166,7 @@ impl Exchange<'_> {
             }
             None => {
                 self.learned.outcome = denied;
-                Err(ProxyError::Forbidden)
+                Err(ProxyError::Concealed)
             }
         }
     }
