@@ -110,13 +110,33 @@ fn last4_into(text: &str, out: &mut Vec<u8>) -> Option<()> {
     Some(())
 }
 
-/// `year`: the year of a date or timestamp (`YYYY`, `YYYY-...`), or
-/// `None` when the text does not start with one.
+/// `year`: the year of a date or timestamp (`YYYY`, `YYYY-MM`,
+/// `YYYY-MM-DD` alone or followed by `T` or a space and a time), or `None`
+/// when the text is not one: digits that only begin like a year (a card
+/// number written `1234-5678-…`) give nothing of themselves away.
 pub fn year(text: &str) -> Option<&str> {
-    let y = text.get(..4)?;
-    let dated = y.bytes().all(|b| b.is_ascii_digit())
-        && matches!(text.as_bytes().get(4), None | Some(b'-'));
-    dated.then_some(y)
+    let b = text.as_bytes();
+    let digits =
+        |r: std::ops::Range<usize>| b.get(r).is_some_and(|d| d.iter().all(u8::is_ascii_digit));
+    let two = |at: usize| (b[at] - b'0') * 10 + (b[at + 1] - b'0');
+    if !digits(0..4) {
+        return None;
+    }
+    let dated = match b.len() {
+        4 => true,
+        7 => b[4] == b'-' && digits(5..7) && (1..=12).contains(&two(5)),
+        n if n >= 10 => {
+            b[4] == b'-'
+                && b[7] == b'-'
+                && digits(5..7)
+                && digits(8..10)
+                && (1..=12).contains(&two(5))
+                && (1..=31).contains(&two(8))
+                && matches!(b.get(10), None | Some(b'T' | b't' | b' '))
+        }
+        _ => false,
+    };
+    dated.then(|| &text[..4])
 }
 
 /// `text` as a JSON string, appended to `out`.

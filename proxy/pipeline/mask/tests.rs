@@ -288,6 +288,21 @@ fn each_method_replaces_the_value() {
         2,
     );
     assert_eq!(year.as_deref(), Ok(r#"{"email":"1987"}"#));
+    for (text, want) in [
+        ("1987", Some("1987")),
+        ("1987-06", Some("1987")),
+        ("1987-06-05T10:00:00Z", Some("1987")),
+        ("1987-06-05 10:00", Some("1987")),
+        ("1234-5678-9012-3456", None),
+        ("1987-13-05", None),
+        ("1987-06-00", None),
+        ("1987-06-05x", None),
+        ("19870", None),
+        ("1987-", None),
+        ("198a", None),
+    ] {
+        assert_eq!(super::methods::year(text), want, "{text}");
+    }
     // The same text hashes the same however it is escaped.
     let a = mask(&plan(Mask::Hash, Undeclared::Omit), r#"{"email":"a@b"}"#, 1).unwrap();
     let b = mask(
