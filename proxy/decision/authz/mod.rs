@@ -17,6 +17,7 @@
 mod authority;
 mod build;
 mod cache;
+mod catalogue;
 mod context;
 mod decide;
 mod declared;
