@@ -179,9 +179,10 @@ fn contract(id: &str, domain: &str, route: &str) -> String {
 
 /// A domain publishes only its own products, and cannot take another
 /// domain's paths: a contract of another domain in its source, or a route
-/// that matches a path another domain's route matches (literal segments win
-/// at lookup, so `/ledger/{entry}` beside `/ledger/entries` is refused too),
-/// is refused by `run` and `validate`, naming both files.
+/// that matches a path another domain's route matches, whatever the methods
+/// (literal segments win at lookup, so `/ledger/{entry}` beside
+/// `/ledger/entries` is refused too), is refused by `run` and `validate`,
+/// naming both files.
 #[test]
 fn a_domain_cannot_publish_another_domains_product_or_take_its_paths() {
     let pki = Pki::new();
@@ -215,10 +216,18 @@ fn a_domain_cannot_publish_another_domains_product_or_take_its_paths() {
     // Whichever is read second is refused, naming the other (finance's
     // contracts are read after sales' here).
     let overlap = format!(
-        "{}: customProperties.meshgateRoutes: GET /ledger/entries overlaps `GET /ledger/{{entry}}` of {} (domain `sales`): routes of different domains must not match the same path",
+        "{}:34:30: customProperties.meshgateRoutes[0].path: GET /ledger/entries overlaps `GET /ledger/{{entry}}` of {} (domain `sales`): routes of different domains must not match the same path, whatever their methods",
         ledger.display(),
         tap.display()
     );
+    for (cmd, err) in sidecar.refusals("meshgate.yaml") {
+        assert!(err.contains(&overlap), "{cmd}: no `{overlap}` in:\n{err}");
+    }
+    // By another method too: the more literal path is chosen before the
+    // method is looked at, so a `DELETE` would still take finance's paths.
+    let by_delete = contract("sales.tap", "sales", "/ledger/{entry}").replace("GET", "DELETE");
+    std::fs::write(&tap, by_delete).expect("write");
+    let overlap = overlap.replace("`GET /ledger/{entry}`", "`DELETE /ledger/{entry}`");
     for (cmd, err) in sidecar.refusals("meshgate.yaml") {
         assert!(err.contains(&overlap), "{cmd}: no `{overlap}` in:\n{err}");
     }

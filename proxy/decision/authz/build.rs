@@ -482,9 +482,17 @@ impl Snapshot {
 
         // Product and dataset entities, validated against the schema together.
         let mut errors = Vec::new();
+        // Each contract as committed: to locate what is wrong in it, and
+        // for the well-known documents.
+        let texts: HashMap<&str, &str> = inputs
+            .contracts
+            .iter()
+            .map(|s| (s.name.as_str(), s.text.as_str()))
+            .collect();
         let mut catalogue = Catalogue::default();
         for p in products {
-            catalogue.add(p, &static_entities, &types, &mut errors);
+            let text = texts.get(p.file.as_str()).copied().unwrap_or("");
+            catalogue.add(p, text, &static_entities, &types, &mut errors);
         }
         // The constructed entities must conform to the schema like any other.
         let mut check = catalogue.entities;
@@ -494,12 +502,6 @@ impl Snapshot {
                 "contracts: entities built from the contracts do not match the schema: {e}"
             ));
         }
-        // The well-known documents keep each contract as committed.
-        let texts: HashMap<&str, &str> = inputs
-            .contracts
-            .iter()
-            .map(|s| (s.name.as_str(), s.text.as_str()))
-            .collect();
         let described = Described::new(catalogue.entries.iter().map(|e| {
             let text = texts.get(e.product.file.as_str()).copied().unwrap_or("");
             (&e.product, bytes::Bytes::copy_from_slice(text.as_bytes()))

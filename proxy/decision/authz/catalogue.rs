@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use cedar_policy::{Entities, Entity, EntityUid, RestrictedExpression};
 
+use crate::base::locate::locate;
 use crate::decision::contract::{Product, RouteSpec};
 use crate::decision::routes::{RouteError, RouteTable, Target};
 use crate::model::response::ResponseTransform;
@@ -33,6 +34,7 @@ impl Catalogue {
     pub(super) fn add(
         &mut self,
         p: Product,
+        text: &str,
         static_entities: &Entities,
         types: &MeshTypes,
         errors: &mut Vec<String>,
@@ -76,7 +78,7 @@ impl Catalogue {
         let fields = self.add_fields(&p, &datasets, &domain_uid, types, errors);
         product_ancestors.remove(&product_uid);
         self.entities.push(product_entity);
-        self.add_routes(&p, errors);
+        self.add_routes(&p, text, errors);
         self.registry
             .push((product_uid.clone(), PRODUCT, product_ancestors));
         let resource = Resource {
@@ -145,30 +147,37 @@ impl Catalogue {
         datasets
     }
 
-    /// A route of `p` that overlaps one of another domain's products: a path
-    /// both match would go to the more literal one, so a domain could take
-    /// another's paths and decide them with its own policies.
-    fn foreign_overlap(&self, p: &Product, r: &RouteSpec, errors: &mut Vec<String>) {
+    /// A route of `p` that overlaps one of another domain's products,
+    /// whatever the two methods: at lookup the more literal pattern takes a
+    /// path both match before the method is looked at, so a domain could
+    /// take another's paths (and decide them with its own policies) or make
+    /// them answer 405.
+    fn foreign_overlap(&self, p: &Product, text: &str, r: &RouteSpec, errors: &mut Vec<String>) {
         let own = self.entries.len();
         let other = self
             .routes
-            .overlapping(&r.method, &r.path)
+            .overlapping(&r.path)
             .into_iter()
-            .filter(|t| t.product != own)
-            .find_map(|t| {
+            .filter(|(_, t)| t.product != own)
+            .find_map(|(m, t)| {
                 let e = self.entries.get(t.product)?;
-                (e.product.domain != p.domain).then_some((t, e))
+                (e.product.domain != p.domain).then_some((m, t, e))
             });
-        if let Some((t, e)) = other {
+        if let Some((m, t, e)) = other {
             errors.push(format!(
-                "{}: customProperties.meshgateRoutes: {} {} overlaps `{} {}` of {} (domain `{}`): routes of different domains must not match the same path",
-                p.file, r.method, r.path, r.method, t.pattern, e.product.file, e.product.domain
+                "{}: {} {} overlaps `{m} {}` of {} (domain `{}`): routes of different domains must not match the same path, whatever their methods",
+                route_place(p, text, r),
+                r.method,
+                r.path,
+                t.pattern,
+                e.product.file,
+                e.product.domain
             ));
         }
     }
 
-    /// The routes of `p`, the next product entry.
-    fn add_routes(&mut self, p: &Product, errors: &mut Vec<String>) {
+    /// The routes of `p` (read from `text`), the next product entry.
+    fn add_routes(&mut self, p: &Product, text: &str, errors: &mut Vec<String>) {
         for r in &p.routes {
             let dataset = r
                 .dataset
@@ -182,7 +191,7 @@ impl Catalogue {
                 user_token: r.user_token.unwrap_or(p.user_token),
             };
             match self.routes.insert(r.method.clone(), &r.path, target) {
-                Ok(()) => self.foreign_overlap(p, r, errors),
+                Ok(()) => self.foreign_overlap(p, text, r, errors),
                 // Two contracts claiming one route: both files are named.
                 Err(RouteError::Taken {
                     route,
@@ -194,14 +203,83 @@ impl Catalogue {
                         .get(by_product)
                         .map_or("another contract", |e| e.product.file.as_str());
                     errors.push(format!(
-                        "{}: customProperties.meshgateRoutes: {route} is already routed by {other} (pattern `{by_pattern}`)",
-                        p.file
+                        "{}: {route} is already routed by {other} (pattern `{by_pattern}`)",
+                        route_place(p, text, r)
                     ));
                 }
                 Err(e) => {
-                    errors.push(format!("{}: customProperties.meshgateRoutes: {e}", p.file));
+                    errors.push(format!("{}: {e}", route_place(p, text, r)));
                 }
             }
         }
+    }
+}
+
+/// `file:line:col: field` of a route of `p`, whose contract is `text`.
+fn route_place(p: &Product, text: &str, r: &RouteSpec) -> String {
+    match locate(text, &r.at) {
+        Some((l, c)) => format!("{}:{l}:{c}: {}", p.file, r.field),
+        None => format!("{}: {}", p.file, r.field),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::decision::routes::Lookup;
+    use crate::model::path::normalize;
+    use http::Method;
+
+    /// A minimal contract of `domain` with one route.
+    fn contract(id: &str, domain: &str, method: &str, path: &str) -> String {
+        format!(
+            "apiVersion: v3.0.2\nkind: DataContract\nid: {id}\nversion: 1.0.0\ndomain: {domain}\nschema:\n  - {{ name: rows, classification: internal }}\ncustomProperties:\n  - {{ property: owner, value: team@example }}\n  - property: meshgateRoutes\n    value:\n      - {{ method: {method}, path: \"{path}\", action: write, dataset: rows }}\n"
+        )
+    }
+
+    /// The example mesh with one more contract, from `domain`'s source.
+    fn with_contract(name: &str, domain: &str, text: String) -> Result<Snapshot, LoadErrors> {
+        let mut inputs = crate::decision::authz::examples::example_inputs();
+        inputs.contracts.push(Source {
+            name: name.into(),
+            text,
+            domain: Some(domain.into()),
+        });
+        Snapshot::build(&inputs)
+    }
+
+    #[test]
+    fn another_domain_cannot_take_a_path_by_another_method() {
+        let vip = contract("finance.vip", "finance", "DELETE", "/orders/vip");
+        let err = with_contract("finance/vip.odcs.yaml", "finance", vip).expect_err("refused");
+        assert_eq!(err.0.len(), 1, "{:#?}", err.0);
+        let want = "finance/vip.odcs.yaml:12:33: customProperties.meshgateRoutes[0].path: DELETE /orders/vip overlaps `GET /orders/{id}` of policies/domains/sales/orders.odcs.yaml (domain `sales`): routes of different domains must not match the same path, whatever their methods";
+        assert_eq!(err.0[0], want);
+        // A parameter over another domain's literal, by another method, too.
+        let any = contract("sales.any", "sales", "DELETE", "/ledger/{entry}");
+        let err = with_contract("sales/any.odcs.yaml", "sales", any).expect_err("refused");
+        assert!(
+            err.0[0].contains("DELETE /ledger/{entry} overlaps `GET /ledger/entries`"),
+            "{:#?}",
+            err.0
+        );
+    }
+
+    #[test]
+    fn within_a_domain_the_most_literal_path_wins_whatever_the_method() {
+        let vip = contract("sales.vip", "sales", "DELETE", "/orders/vip");
+        let s = with_contract("sales/vip.odcs.yaml", "sales", vip).expect("loads");
+        let at = |m: Method| {
+            s.routes()
+                .lookup(&m, &normalize("/orders/vip").expect("path"))
+        };
+        assert!(matches!(at(Method::DELETE), Lookup::Found(t) if t.pattern == "/orders/vip"));
+        // As in axum (matchit): the literal node is chosen, and it has no GET.
+        assert_eq!(at(Method::GET), Lookup::MethodNotAllowed);
+        assert_eq!(at(Method::HEAD), Lookup::MethodNotAllowed);
+        let other = s
+            .routes()
+            .lookup(&Method::GET, &normalize("/orders/42").expect("path"));
+        assert!(matches!(other, Lookup::Found(t) if t.pattern == "/orders/{id}"));
     }
 }

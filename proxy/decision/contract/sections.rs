@@ -561,6 +561,8 @@ fn routes(
                 action: raw.action,
                 dataset: raw.dataset,
                 user_token: raw.user_token,
+                at: at(&["path"]),
+                field: format!("{field}.path"),
             });
         }
     }
