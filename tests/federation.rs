@@ -76,14 +76,32 @@ fn a_domain_file_permitting_another_domains_product_is_refused_at_start_up() {
         }
     }
 
-    // The very same files under the mesh baseline's authority load (the
+    // The very same policies under the mesh baseline's authority load (the
     // refusal is about who speaks, not what is said), and the permit works.
+    // The grant does not, as long as it links sales's template: sales could
+    // turn what the mesh grants on finance's ledger into a forbid, or widen
+    // it. Linking a template of the baseline's own, it loads.
     let mesh_extra = pki.path("mesh-extra");
     std::fs::create_dir_all(&mesh_extra).expect("mkdir");
     for f in ["zz-ledger.cedar", "zz-open.cedar", "zz-ledger.links.json"] {
         std::fs::rename(sales.join(f), mesh_extra.join(f)).expect("move");
     }
-    let mg = sidecar.policy_source(&mesh_extra).start();
+    let sidecar = sidecar.policy_source(&mesh_extra);
+    let foreign = "zz-ledger.links.json:3:37: [0].template_id: grant `sales.grant.read.campaigns.ledger` of the mesh baseline is refused: `sales.grant.read` is a template of domain `sales` (";
+    for (cmd, err) in sidecar.refusals("meshgate.yaml") {
+        assert!(err.contains(foreign), "{cmd}: no `{foreign}` in:\n{err}");
+    }
+    std::fs::write(
+        mesh_extra.join("zz-grant.cedar"),
+        "@id(\"mesh.grant.read\")\npermit (principal == ?principal, action == Mesh::Action::\"read\", resource in ?resource);\n",
+    )
+    .expect("write");
+    std::fs::write(
+        mesh_extra.join("zz-ledger.links.json"),
+        LEDGER_GRANT.replace("\"sales.grant.read\"", "\"mesh.grant.read\""),
+    )
+    .expect("write");
+    let mg = sidecar.start();
     let (status, _) = status_and_body(&pki, "campaigns", &mg.url("/ledger/entries"));
     assert_eq!(status, "200", "the mesh may grant what a domain may not");
 }

@@ -12,6 +12,7 @@ use cedar_policy::{
 };
 use serde::Deserialize;
 
+use crate::base::locate::{locate_json, Step};
 use crate::decision::contract::{self, Action, Product};
 use crate::decision::finding::Finding;
 
@@ -172,7 +173,7 @@ pub(super) fn parse_policies(
     }
     for (i, src) in sources.iter().enumerate() {
         if src.name.ends_with(LINKS) {
-            link_grants(&mut set, &mut origin, i, src, errors);
+            link_grants(&mut set, &mut origin, sources, i, errors);
         }
     }
     (set, origin)
@@ -244,14 +245,19 @@ pub(super) struct Link {
     pub(super) args: HashMap<String, String>,
 }
 
-/// Instantiates the templates of `set` with the grants in one links file.
+/// Instantiates the templates of `set` with the grants in links file
+/// `sources[i]`. A grant links a template of its own authority: a domain's
+/// grant its domain's templates or the mesh baseline's, a baseline grant the
+/// baseline's only. A template of another authority could be changed by its
+/// owner into a `forbid`, or widened, on products that are not its owner's.
 pub(super) fn link_grants(
     set: &mut PolicySet,
     origin: &mut HashMap<String, usize>,
+    sources: &[Source],
     i: usize,
-    src: &Source,
     errors: &mut Vec<String>,
 ) {
+    let src = &sources[i];
     let links: Vec<Link> = match serde_json::from_str(&src.text) {
         Ok(l) => l,
         Err(e) => {
@@ -260,7 +266,27 @@ pub(super) fn link_grants(
         }
     };
     for (n, link) in links.into_iter().enumerate() {
-        let at = format!("{}: [{n}] `{}`", src.name, link.link_id);
+        // `file:line:col` of a key of this grant.
+        let place = |k: &str| {
+            let path = [Step::Index(n), Step::Key(k.to_string())];
+            match locate_json(&src.text, &path) {
+                Some((l, c)) => format!("{}:{l}:{c}", src.name),
+                None => src.name.clone(),
+            }
+        };
+        let at = format!("{}: [{n}] `{}`", place("link_id"), link.link_id);
+        if let Some(why) = foreign_template(set, origin, sources, src, &link.template_id) {
+            let whose = match &src.domain {
+                Some(d) => format!("of domain `{d}`"),
+                None => "of the mesh baseline".to_string(),
+            };
+            errors.push(format!(
+                "{}: [{n}].template_id: grant `{}` {whose} is refused: {why}",
+                place("template_id"),
+                link.link_id
+            ));
+            continue;
+        }
         let mut env = HashMap::new();
         for (slot, value) in &link.args {
             let slot_id = match slot.as_str() {
@@ -277,7 +303,7 @@ pub(super) fn link_grants(
                 Ok(uid) => {
                     env.insert(slot_id, uid);
                 }
-                Err(e) => errors.push(format!("{at}: {slot}: {e}")),
+                Err(e) => errors.push(format!("{at}: {slot}: {}", with_causes(&e))),
             }
         }
         if let Err(e) = set.link(
@@ -285,11 +311,65 @@ pub(super) fn link_grants(
             PolicyId::new(&link.link_id),
             env,
         ) {
-            errors.push(format!("{at}: {e}"));
+            errors.push(format!("{at}: {}", with_causes(&e)));
             continue;
         }
         origin.insert(link.link_id, i);
     }
+}
+
+/// Why a grant in `src` may not link template `template_id`: it is of
+/// another authority than the grant's. `None` when it may, or when there
+/// is no such template (linking says so).
+fn foreign_template(
+    set: &PolicySet,
+    origin: &HashMap<String, usize>,
+    sources: &[Source],
+    src: &Source,
+    template_id: &str,
+) -> Option<String> {
+    let tid = PolicyId::new(template_id);
+    let template = set.template(&tid)?;
+    let owner = &sources[*origin.get(template_id)?];
+    let Some(theirs) = owner.domain.as_deref() else {
+        // The baseline's templates are every domain's to link.
+        return None;
+    };
+    if src.domain.as_deref() == Some(theirs) {
+        return None;
+    }
+    let defined = owner
+        .text
+        .find(&template.to_string())
+        .map(|o| position(&owner.text, o))
+        .map_or_else(
+            || owner.name.clone(),
+            |(l, c)| format!("{}:{l}:{c}", owner.name),
+        );
+    Some(match &src.domain {
+        Some(_) => format!(
+            "`{template_id}` is a template of domain `{theirs}` ({defined}); a domain's grants may link only its own templates or the mesh baseline's (another domain could turn the grant into a forbid, or widen it)"
+        ),
+        None => format!(
+            "`{template_id}` is a template of domain `{theirs}` ({defined}); the mesh baseline's grants may link only the baseline's templates (the domain could turn the grant into a forbid, or widen it, on any product)"
+        ),
+    })
+}
+
+/// An error with the errors that caused it: `unable to link template:
+/// failed to find a template with id `x``.
+pub(super) fn with_causes(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut s = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let text = c.to_string();
+        if !s.contains(&text) {
+            s.push_str(": ");
+            s.push_str(&text);
+        }
+        cause = c.source();
+    }
+    s
 }
 
 /// Static policies at or above which validation is split in two.
