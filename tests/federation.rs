@@ -196,7 +196,8 @@ fn contract(id: &str, domain: &str, route: &str) -> String {
 }
 
 /// A domain publishes only its own products, and cannot take another
-/// domain's paths: a contract of another domain in its source, or a route
+/// domain's product ids or paths: a contract of another domain in its
+/// source, an id in another domain's namespace, or a route
 /// that matches a path another domain's route matches, whatever the methods
 /// (literal segments win at lookup, so `/ledger/{entry}` beside
 /// `/ledger/entries` is refused too), is refused by `run` and `validate`,
@@ -217,7 +218,7 @@ fn a_domain_cannot_publish_another_domains_product_or_take_its_paths() {
     std::fs::write(&tap, contract("sales.tap", "sales", "/ledger/{entry}")).expect("write");
     let ledger = pki.path("policies/domains/finance/ledger.odcs.yaml");
     let wrong_domain = format!(
-        "{}: domain: the contract is of domain `finance`, but its source belongs to domain `sales`",
+        "{}:6:9: domain: the contract is of domain `finance`, but its source belongs to domain `sales`",
         claimed.display()
     );
     for (cmd, err) in sidecar.refusals("meshgate.yaml") {
@@ -231,6 +232,18 @@ fn a_domain_cannot_publish_another_domains_product_or_take_its_paths() {
         }
     }
     std::fs::remove_file(&claimed).expect("remove");
+    // Nor a product id in another domain's namespace: finance would own
+    // `Mesh::DataProduct::"sales.returns"` and its descriptor.
+    let returns = pki.path("policies/domains/finance/returns.odcs.yaml");
+    std::fs::write(&returns, contract("sales.returns", "finance", "/returns")).expect("write");
+    let squat = format!(
+        "{}:3:5: id: `sales.returns` lies in the namespace of domain `sales` (`sales.`), but the contract is of domain `finance`",
+        returns.display()
+    );
+    for (cmd, err) in sidecar.refusals("meshgate.yaml") {
+        assert!(err.contains(&squat), "{cmd}: no `{squat}` in:\n{err}");
+    }
+    std::fs::remove_file(&returns).expect("remove");
     // Whichever is read second is refused, naming the other (finance's
     // contracts are read after sales' here).
     let overlap = format!(

@@ -17,6 +17,7 @@ use crate::decision::contract::{self, Action, Product};
 use crate::decision::finding::Finding;
 
 use super::catalogue::Catalogue;
+use super::claims;
 use super::*;
 
 /// Policy text longer than this is parsed in parts on several threads.
@@ -653,16 +654,12 @@ fn read_entities_and_contracts(
     let mut warnings = Vec::new();
     for src in &inputs.contracts {
         match contract::read(&src.text, &src.name) {
-            // A domain's source holds only the domain's contracts.
-            Ok(c) if src.domain.as_ref().is_some_and(|d| *d != c.product.domain) => {
-                errors.push(format!(
-                    "{}: domain: the contract is of domain `{}`, but its source belongs to domain `{}`; a domain publishes only its own products",
-                    src.name,
-                    c.product.domain,
-                    src.domain.as_deref().unwrap_or_default()
-                ));
-            }
             Ok(c) => {
+                // A domain's source holds only the domain's contracts.
+                if let Some(e) = claims::foreign_contract(src, &c.product) {
+                    errors.push(e);
+                    continue;
+                }
                 warnings.extend(c.warnings);
                 if inputs.entities.is_some() && errors.is_empty() {
                     warnings.extend(declared::contract_domain(
@@ -671,11 +668,15 @@ fn read_entities_and_contracts(
                         &static_entities,
                     ));
                 }
-                products.push(c.product);
+                products.push((src, c.product));
             }
             Err(e) => errors.extend(e.0.iter().map(ToString::to_string)),
         }
     }
+    // Nor ids in another domain's namespace.
+    let known = claims::known_domains(inputs, &products, &static_entities);
+    claims::squatted(&products, &known, &mut errors);
+    let products = products.into_iter().map(|(_, p)| p).collect();
     if errors.is_empty() {
         Ok(Read {
             entities: static_entities,

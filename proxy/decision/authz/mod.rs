@@ -18,6 +18,7 @@ mod authority;
 mod build;
 mod cache;
 mod catalogue;
+mod claims;
 mod context;
 mod decide;
 mod declared;

@@ -138,6 +138,9 @@ pub struct Product {
     pub id: String,
     pub name: String,
     pub domain: String,
+    /// `dataProduct`, when set (not empty): the product the contract is a
+    /// version of.
+    pub data_product: Option<String>,
     pub owner: String,
     pub classification: String,
     pub version: String,

@@ -240,6 +240,7 @@ pub(super) fn product(r: &mut Reader) -> Option<Product> {
             .or(id.clone())?,
         id: id?,
         domain: domain?,
+        data_product: odcs.data_product.clone().filter(|d| !d.is_empty()),
         owner: owner?,
         classification: classification?,
         version: odcs.version.clone()?,
