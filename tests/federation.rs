@@ -76,14 +76,32 @@ fn a_domain_file_permitting_another_domains_product_is_refused_at_start_up() {
         }
     }
 
-    // The very same files under the mesh baseline's authority load (the
+    // The very same policies under the mesh baseline's authority load (the
     // refusal is about who speaks, not what is said), and the permit works.
+    // The grant does not, as long as it links sales's template: sales could
+    // turn what the mesh grants on finance's ledger into a forbid, or widen
+    // it. Linking a template of the baseline's own, it loads.
     let mesh_extra = pki.path("mesh-extra");
     std::fs::create_dir_all(&mesh_extra).expect("mkdir");
     for f in ["zz-ledger.cedar", "zz-open.cedar", "zz-ledger.links.json"] {
         std::fs::rename(sales.join(f), mesh_extra.join(f)).expect("move");
     }
-    let mg = sidecar.policy_source(&mesh_extra).start();
+    let sidecar = sidecar.policy_source(&mesh_extra);
+    let foreign = "zz-ledger.links.json:3:37: [0].template_id: grant `sales.grant.read.campaigns.ledger` of the mesh baseline is refused: `sales.grant.read` is a template of domain `sales` (";
+    for (cmd, err) in sidecar.refusals("meshgate.yaml") {
+        assert!(err.contains(foreign), "{cmd}: no `{foreign}` in:\n{err}");
+    }
+    std::fs::write(
+        mesh_extra.join("zz-grant.cedar"),
+        "@id(\"mesh.grant.read\")\npermit (principal == ?principal, action == Mesh::Action::\"read\", resource in ?resource);\n",
+    )
+    .expect("write");
+    std::fs::write(
+        mesh_extra.join("zz-ledger.links.json"),
+        LEDGER_GRANT.replace("\"sales.grant.read\"", "\"mesh.grant.read\""),
+    )
+    .expect("write");
+    let mg = sidecar.start();
     let (status, _) = status_and_body(&pki, "campaigns", &mg.url("/ledger/entries"));
     assert_eq!(status, "200", "the mesh may grant what a domain may not");
 }
@@ -178,10 +196,12 @@ fn contract(id: &str, domain: &str, route: &str) -> String {
 }
 
 /// A domain publishes only its own products, and cannot take another
-/// domain's paths: a contract of another domain in its source, or a route
-/// that matches a path another domain's route matches (literal segments win
-/// at lookup, so `/ledger/{entry}` beside `/ledger/entries` is refused too),
-/// is refused by `run` and `validate`, naming both files.
+/// domain's product ids or paths: a contract of another domain in its
+/// source, an id in another domain's namespace, or a route
+/// that matches a path another domain's route matches, whatever the methods
+/// (literal segments win at lookup, so `/ledger/{entry}` beside
+/// `/ledger/entries` is refused too), is refused by `run` and `validate`,
+/// naming both files.
 #[test]
 fn a_domain_cannot_publish_another_domains_product_or_take_its_paths() {
     let pki = Pki::new();
@@ -198,7 +218,7 @@ fn a_domain_cannot_publish_another_domains_product_or_take_its_paths() {
     std::fs::write(&tap, contract("sales.tap", "sales", "/ledger/{entry}")).expect("write");
     let ledger = pki.path("policies/domains/finance/ledger.odcs.yaml");
     let wrong_domain = format!(
-        "{}: domain: the contract is of domain `finance`, but its source belongs to domain `sales`",
+        "{}:6:9: domain: the contract is of domain `finance`, but its source belongs to domain `sales`",
         claimed.display()
     );
     for (cmd, err) in sidecar.refusals("meshgate.yaml") {
@@ -212,13 +232,33 @@ fn a_domain_cannot_publish_another_domains_product_or_take_its_paths() {
         }
     }
     std::fs::remove_file(&claimed).expect("remove");
+    // Nor a product id in another domain's namespace: finance would own
+    // `Mesh::DataProduct::"sales.returns"` and its descriptor.
+    let returns = pki.path("policies/domains/finance/returns.odcs.yaml");
+    std::fs::write(&returns, contract("sales.returns", "finance", "/returns")).expect("write");
+    let squat = format!(
+        "{}:3:5: id: `sales.returns` lies in the namespace of domain `sales` (`sales.`), but the contract is of domain `finance`",
+        returns.display()
+    );
+    for (cmd, err) in sidecar.refusals("meshgate.yaml") {
+        assert!(err.contains(&squat), "{cmd}: no `{squat}` in:\n{err}");
+    }
+    std::fs::remove_file(&returns).expect("remove");
     // Whichever is read second is refused, naming the other (finance's
     // contracts are read after sales' here).
     let overlap = format!(
-        "{}: customProperties.meshgateRoutes: GET /ledger/entries overlaps `GET /ledger/{{entry}}` of {} (domain `sales`): routes of different domains must not match the same path",
+        "{}:34:30: customProperties.meshgateRoutes[0].path: GET /ledger/entries overlaps `GET /ledger/{{entry}}` of {} (domain `sales`): routes of different domains must not match the same path, whatever their methods",
         ledger.display(),
         tap.display()
     );
+    for (cmd, err) in sidecar.refusals("meshgate.yaml") {
+        assert!(err.contains(&overlap), "{cmd}: no `{overlap}` in:\n{err}");
+    }
+    // By another method too: the more literal path is chosen before the
+    // method is looked at, so a `DELETE` would still take finance's paths.
+    let by_delete = contract("sales.tap", "sales", "/ledger/{entry}").replace("GET", "DELETE");
+    std::fs::write(&tap, by_delete).expect("write");
+    let overlap = overlap.replace("`GET /ledger/{entry}`", "`DELETE /ledger/{entry}`");
     for (cmd, err) in sidecar.refusals("meshgate.yaml") {
         assert!(err.contains(&overlap), "{cmd}: no `{overlap}` in:\n{err}");
     }

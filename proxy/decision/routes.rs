@@ -93,30 +93,25 @@ fn segments(pattern: &str) -> Result<Vec<Seg<'_>>, String> {
         .collect()
 }
 
-fn overlap<'t>(node: &'t Node, segs: &[Seg<'_>], method: &Method, out: &mut Vec<&'t Target>) {
+fn overlap<'t>(node: &'t Node, segs: &[Seg<'_>], out: &mut Vec<(&'t Method, &'t Target)>) {
     let Some((first, rest)) = segs.split_first() else {
-        out.extend(
-            node.ends
-                .iter()
-                .filter(|(m, _)| m == method)
-                .map(|(_, t)| t),
-        );
+        out.extend(node.ends.iter().map(|(m, t)| (m, t)));
         return;
     };
     match first {
         Seg::Literal(l) => {
             if let Some(n) = node.literals.get(*l) {
-                overlap(n, rest, method, out);
+                overlap(n, rest, out);
             }
         }
         Seg::Param => {
             for n in node.literals.values() {
-                overlap(n, rest, method, out);
+                overlap(n, rest, out);
             }
         }
     }
     if let Some(p) = &node.param {
-        overlap(p, rest, method, out);
+        overlap(p, rest, out);
     }
 }
 
@@ -164,14 +159,16 @@ impl RouteTable {
         Ok(())
     }
 
-    /// The routes of `method` whose patterns match some path that `pattern`
-    /// matches too: as many segments, and each pair of segments equal or
-    /// one of them a parameter (literal segments win at lookup, so such a
-    /// route can take paths from the other).
-    pub fn overlapping(&self, method: &Method, pattern: &str) -> Vec<&Target> {
+    /// The routes, of any method, whose patterns match some path that
+    /// `pattern` matches too: as many segments, and each pair of segments
+    /// equal or one of them a parameter. Literal segments win at lookup
+    /// whatever the method, so such a route can take paths from the other:
+    /// `DELETE /orders/vip` makes `GET /orders/vip` a 405 though
+    /// `GET /orders/{id}` exists.
+    pub fn overlapping(&self, pattern: &str) -> Vec<(&Method, &Target)> {
         let mut out = Vec::new();
         if let Ok(segs) = segments(pattern) {
-            overlap(&self.root, &segs, method, &mut out);
+            overlap(&self.root, &segs, &mut out);
         }
         out
     }
@@ -270,6 +267,40 @@ mod tests {
         assert!(rt
             .insert(Method::GET, "/orders/{other}", t(2, Action::Read, "x"))
             .is_err());
+    }
+
+    #[test]
+    fn overlapping_routes_are_found_whatever_their_method() {
+        let mut rt = RouteTable::new();
+        rt.insert(
+            Method::GET,
+            "/orders/{id}",
+            t(0, Action::Read, "/orders/{id}"),
+        )
+        .unwrap();
+        rt.insert(
+            Method::POST,
+            "/ledger/entries",
+            t(1, Action::Write, "/ledger/entries"),
+        )
+        .unwrap();
+        let found = |pattern: &str| -> Vec<(Method, usize)> {
+            let mut v: Vec<_> = rt
+                .overlapping(pattern)
+                .into_iter()
+                .map(|(m, t)| (m.clone(), t.product))
+                .collect();
+            v.sort_by_key(|(_, p)| *p);
+            v
+        };
+        assert_eq!(found("/orders/vip"), [(Method::GET, 0)]);
+        assert_eq!(
+            found("/{any}/{thing}"),
+            [(Method::GET, 0), (Method::POST, 1)]
+        );
+        assert_eq!(found("/ledger/{entry}"), [(Method::POST, 1)]);
+        assert!(found("/orders").is_empty());
+        assert!(found("/orders/1/lines").is_empty());
     }
 
     #[test]

@@ -290,8 +290,83 @@ permit (principal, action, resource == Mesh::Dataset::"sales.orders/orders");
             "{}",
             err.0[0]
         );
-        // The same grant under the mesh's authority is the mesh's to give.
-        assert!(build_with(owned("mesh/more.links.json", links, None)).is_ok());
+    }
+
+    /// One grant of `template` for `resource`, as a links file.
+    fn grant(template: &str, link: &str, resource: &str) -> String {
+        serde_json::json!([{
+            "template_id": template,
+            "link_id": link,
+            "args": {
+                "?principal": "Mesh::Service::\"spiffe://mesh.local/ns/marketing/sa/campaigns\"",
+                "?resource": resource,
+            }
+        }])
+        .to_string()
+    }
+
+    const ORDERS: &str = "Mesh::DataProduct::\"sales.orders\"";
+
+    /// The example mesh with more policy sources.
+    fn build_with_all(extra: Vec<Source>) -> Result<Snapshot, LoadErrors> {
+        let mut inputs = crate::decision::authz::examples::example_inputs();
+        inputs.policies.extend(extra);
+        Snapshot::build(&inputs)
+    }
+
+    #[test]
+    fn a_domain_links_only_its_own_templates_or_the_baselines() {
+        let template = |id: &str| {
+            format!("@id(\"{id}\")\npermit (principal == ?principal, action == Mesh::Action::\"read\", resource in ?resource);\n")
+        };
+        let finance = owned(
+            "finance/tpl.cedar",
+            &template("finance.tpl.grant"),
+            Some("finance"),
+        );
+        let baseline = owned("mesh/tpl.cedar", &template("mesh.tpl.grant"), None);
+        // Sales's grant, on sales's own product, of finance's template:
+        // finance could make it a forbid, or widen it, on sales.orders.
+        let links = grant("finance.tpl.grant", "sales.grant.via-finance", ORDERS);
+        let err = build_with_all(vec![
+            finance.clone(),
+            owned("sales/more.links.json", &links, Some("sales")),
+        ])
+        .expect_err("refused");
+        assert_eq!(err.0.len(), 1, "{:#?}", err.0);
+        assert_eq!(
+            err.0[0],
+            "sales/more.links.json:1:35: [0].template_id: grant `sales.grant.via-finance` of domain `sales` is refused: `finance.tpl.grant` is a template of domain `finance` (finance/tpl.cedar:1:1); a domain's grants may link only its own templates or the mesh baseline's (another domain could turn the grant into a forbid, or widen it)"
+        );
+        // The mesh baseline's templates are every domain's to link.
+        let links = grant("mesh.tpl.grant", "sales.grant.via-mesh", ORDERS);
+        let loaded = build_with_all(vec![
+            finance.clone(),
+            baseline.clone(),
+            owned("sales/more.links.json", &links, Some("sales")),
+        ]);
+        assert!(loaded.is_ok(), "{:?}", loaded.err());
+        // The baseline links only its own: a domain's template would let
+        // the domain decide what the baseline grants, on any product.
+        let links = grant(
+            "sales.grant.read",
+            "mesh.grant.ledger",
+            "Mesh::DataProduct::\"finance.ledger\"",
+        );
+        let err =
+            build_with_all(vec![owned("mesh/more.links.json", &links, None)]).expect_err("refused");
+        assert!(
+            err.0[0].starts_with("mesh/more.links.json:1:34: [0].template_id: grant `mesh.grant.ledger` of the mesh baseline is refused: `sales.grant.read` is a template of domain `sales` (policies/domains/sales/policies.cedar:"),
+            "{:#?}",
+            err.0
+        );
+        let links = grant(
+            "mesh.tpl.grant",
+            "mesh.grant.ledger",
+            "Mesh::DataProduct::\"finance.ledger\"",
+        );
+        let loaded = build_with_all(vec![baseline, owned("mesh/more.links.json", &links, None)]);
+        assert!(loaded.is_ok(), "{:?}", loaded.err());
     }
 
     #[test]

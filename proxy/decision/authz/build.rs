@@ -7,16 +7,17 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use cedar_policy::{
-    Authorizer, Entities, Entity, EntityTypeName, EntityUid, Policy, PolicyId, PolicySet,
-    RestrictedExpression, Schema, ValidationMode, Validator,
+    Authorizer, Entities, EntityTypeName, EntityUid, Policy, PolicyId, PolicySet, Schema,
+    ValidationMode, Validator,
 };
 use serde::Deserialize;
 
-use crate::decision::contract::{self, Action, Product, RouteSpec};
+use crate::base::locate::{locate_json, Step};
+use crate::decision::contract::{self, Action, Product};
 use crate::decision::finding::Finding;
-use crate::decision::routes::{RouteError, RouteTable, Target};
-use crate::model::response::ResponseTransform;
 
+use super::catalogue::Catalogue;
+use super::claims;
 use super::*;
 
 /// Policy text longer than this is parsed in parts on several threads.
@@ -173,7 +174,7 @@ pub(super) fn parse_policies(
     }
     for (i, src) in sources.iter().enumerate() {
         if src.name.ends_with(LINKS) {
-            link_grants(&mut set, &mut origin, i, src, errors);
+            link_grants(&mut set, &mut origin, sources, i, errors);
         }
     }
     (set, origin)
@@ -245,14 +246,19 @@ pub(super) struct Link {
     pub(super) args: HashMap<String, String>,
 }
 
-/// Instantiates the templates of `set` with the grants in one links file.
+/// Instantiates the templates of `set` with the grants in links file
+/// `sources[i]`. A grant links a template of its own authority: a domain's
+/// grant its domain's templates or the mesh baseline's, a baseline grant the
+/// baseline's only. A template of another authority could be changed by its
+/// owner into a `forbid`, or widened, on products that are not its owner's.
 pub(super) fn link_grants(
     set: &mut PolicySet,
     origin: &mut HashMap<String, usize>,
+    sources: &[Source],
     i: usize,
-    src: &Source,
     errors: &mut Vec<String>,
 ) {
+    let src = &sources[i];
     let links: Vec<Link> = match serde_json::from_str(&src.text) {
         Ok(l) => l,
         Err(e) => {
@@ -261,7 +267,27 @@ pub(super) fn link_grants(
         }
     };
     for (n, link) in links.into_iter().enumerate() {
-        let at = format!("{}: [{n}] `{}`", src.name, link.link_id);
+        // `file:line:col` of a key of this grant.
+        let place = |k: &str| {
+            let path = [Step::Index(n), Step::Key(k.to_string())];
+            match locate_json(&src.text, &path) {
+                Some((l, c)) => format!("{}:{l}:{c}", src.name),
+                None => src.name.clone(),
+            }
+        };
+        let at = format!("{}: [{n}] `{}`", place("link_id"), link.link_id);
+        if let Some(why) = foreign_template(set, origin, sources, src, &link.template_id) {
+            let whose = match &src.domain {
+                Some(d) => format!("of domain `{d}`"),
+                None => "of the mesh baseline".to_string(),
+            };
+            errors.push(format!(
+                "{}: [{n}].template_id: grant `{}` {whose} is refused: {why}",
+                place("template_id"),
+                link.link_id
+            ));
+            continue;
+        }
         let mut env = HashMap::new();
         for (slot, value) in &link.args {
             let slot_id = match slot.as_str() {
@@ -278,7 +304,7 @@ pub(super) fn link_grants(
                 Ok(uid) => {
                     env.insert(slot_id, uid);
                 }
-                Err(e) => errors.push(format!("{at}: {slot}: {e}")),
+                Err(e) => errors.push(format!("{at}: {slot}: {}", with_causes(&e))),
             }
         }
         if let Err(e) = set.link(
@@ -286,11 +312,65 @@ pub(super) fn link_grants(
             PolicyId::new(&link.link_id),
             env,
         ) {
-            errors.push(format!("{at}: {e}"));
+            errors.push(format!("{at}: {}", with_causes(&e)));
             continue;
         }
         origin.insert(link.link_id, i);
     }
+}
+
+/// Why a grant in `src` may not link template `template_id`: it is of
+/// another authority than the grant's. `None` when it may, or when there
+/// is no such template (linking says so).
+fn foreign_template(
+    set: &PolicySet,
+    origin: &HashMap<String, usize>,
+    sources: &[Source],
+    src: &Source,
+    template_id: &str,
+) -> Option<String> {
+    let tid = PolicyId::new(template_id);
+    let template = set.template(&tid)?;
+    let owner = &sources[*origin.get(template_id)?];
+    let Some(theirs) = owner.domain.as_deref() else {
+        // The baseline's templates are every domain's to link.
+        return None;
+    };
+    if src.domain.as_deref() == Some(theirs) {
+        return None;
+    }
+    let defined = owner
+        .text
+        .find(&template.to_string())
+        .map(|o| position(&owner.text, o))
+        .map_or_else(
+            || owner.name.clone(),
+            |(l, c)| format!("{}:{l}:{c}", owner.name),
+        );
+    Some(match &src.domain {
+        Some(_) => format!(
+            "`{template_id}` is a template of domain `{theirs}` ({defined}); a domain's grants may link only its own templates or the mesh baseline's (another domain could turn the grant into a forbid, or widen it)"
+        ),
+        None => format!(
+            "`{template_id}` is a template of domain `{theirs}` ({defined}); the mesh baseline's grants may link only the baseline's templates (the domain could turn the grant into a forbid, or widen it, on any product)"
+        ),
+    })
+}
+
+/// An error with the errors that caused it: `unable to link template:
+/// failed to find a template with id `x``.
+pub(super) fn with_causes(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut s = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let text = c.to_string();
+        if !s.contains(&text) {
+            s.push_str(": ");
+            s.push_str(&text);
+        }
+        cause = c.source();
+    }
+    s
 }
 
 /// Static policies at or above which validation is split in two.
@@ -483,9 +563,17 @@ impl Snapshot {
 
         // Product and dataset entities, validated against the schema together.
         let mut errors = Vec::new();
+        // Each contract as committed: to locate what is wrong in it, and
+        // for the well-known documents.
+        let texts: HashMap<&str, &str> = inputs
+            .contracts
+            .iter()
+            .map(|s| (s.name.as_str(), s.text.as_str()))
+            .collect();
         let mut catalogue = Catalogue::default();
         for p in products {
-            catalogue.add(p, &static_entities, &types, &mut errors);
+            let text = texts.get(p.file.as_str()).copied().unwrap_or("");
+            catalogue.add(p, text, &static_entities, &types, &mut errors);
         }
         // The constructed entities must conform to the schema like any other.
         let mut check = catalogue.entities;
@@ -495,12 +583,6 @@ impl Snapshot {
                 "contracts: entities built from the contracts do not match the schema: {e}"
             ));
         }
-        // The well-known documents keep each contract as committed.
-        let texts: HashMap<&str, &str> = inputs
-            .contracts
-            .iter()
-            .map(|s| (s.name.as_str(), s.text.as_str()))
-            .collect();
         let described = Described::new(catalogue.entries.iter().map(|e| {
             let text = texts.get(e.product.file.as_str()).copied().unwrap_or("");
             (&e.product, bytes::Bytes::copy_from_slice(text.as_bytes()))
@@ -572,16 +654,12 @@ fn read_entities_and_contracts(
     let mut warnings = Vec::new();
     for src in &inputs.contracts {
         match contract::read(&src.text, &src.name) {
-            // A domain's source holds only the domain's contracts.
-            Ok(c) if src.domain.as_ref().is_some_and(|d| *d != c.product.domain) => {
-                errors.push(format!(
-                    "{}: domain: the contract is of domain `{}`, but its source belongs to domain `{}`; a domain publishes only its own products",
-                    src.name,
-                    c.product.domain,
-                    src.domain.as_deref().unwrap_or_default()
-                ));
-            }
             Ok(c) => {
+                // A domain's source holds only the domain's contracts.
+                if let Some(e) = claims::foreign_contract(src, &c.product) {
+                    errors.push(e);
+                    continue;
+                }
                 warnings.extend(c.warnings);
                 if inputs.entities.is_some() && errors.is_empty() {
                     warnings.extend(declared::contract_domain(
@@ -590,11 +668,15 @@ fn read_entities_and_contracts(
                         &static_entities,
                     ));
                 }
-                products.push(c.product);
+                products.push((src, c.product));
             }
             Err(e) => errors.extend(e.0.iter().map(ToString::to_string)),
         }
     }
+    // Nor ids in another domain's namespace.
+    let known = claims::known_domains(inputs, &products, &static_entities);
+    claims::squatted(&products, &known, &mut errors);
+    let products = products.into_iter().map(|(_, p)| p).collect();
     if errors.is_empty() {
         Ok(Read {
             entities: static_entities,
@@ -609,7 +691,7 @@ fn read_entities_and_contracts(
 /// The entity types a snapshot makes entities of.
 pub(super) struct MeshTypes {
     pub(super) domain: EntityTypeName,
-    product: EntityTypeName,
+    pub(super) product: EntityTypeName,
     pub(super) dataset: EntityTypeName,
     pub(super) field: EntityTypeName,
     service: EntityTypeName,
@@ -638,7 +720,7 @@ fn ancestors_in(entities: &Entities, u: &EntityUid) -> HashSet<EntityUid> {
 }
 
 /// `u` and its static ancestors in `entities`.
-fn with_ancestors_in(entities: &Entities, u: &EntityUid) -> HashSet<EntityUid> {
+pub(super) fn with_ancestors_in(entities: &Entities, u: &EntityUid) -> HashSet<EntityUid> {
     let mut s = ancestors_in(entities, u);
     s.insert(u.clone());
     s
@@ -687,199 +769,6 @@ impl StaticParents {
             service,
             namespace,
             group,
-        }
-    }
-}
-
-/// The contracts' products as Cedar resources, with their routes: built one
-/// contract at a time, in order.
-#[derive(Default)]
-pub(super) struct Catalogue {
-    routes: RouteTable,
-    entries: Vec<ProductEntry>,
-    /// Product id -> the file that defines it.
-    seen_ids: HashMap<String, String>,
-    /// Every product, dataset and field entity, to check against the schema.
-    pub(super) entities: Vec<Entity>,
-    /// (uid, kind, ancestors) of every resource, in index order.
-    pub(super) registry: Vec<(EntityUid, usize, HashSet<EntityUid>)>,
-}
-
-impl Catalogue {
-    /// Adds one product, its datasets and its routes; what is wrong with them
-    /// goes to `errors`.
-    fn add(
-        &mut self,
-        p: Product,
-        static_entities: &Entities,
-        types: &MeshTypes,
-        errors: &mut Vec<String>,
-    ) {
-        if let Some(other) = self.seen_ids.insert(p.id.clone(), p.file.clone()) {
-            errors.push(format!(
-                "{}: id: product `{}` is also defined in {other}",
-                p.file, p.id
-            ));
-            return;
-        }
-        let domain_uid = uid(&types.domain, &p.domain);
-        let product_uid = uid(&types.product, &p.id);
-        let mut product_ancestors = with_ancestors_in(static_entities, &domain_uid);
-        let mut attrs = resource_attrs(&p, &domain_uid, &p.classification);
-        attrs.insert(
-            "owner".into(),
-            RestrictedExpression::new_string(p.owner.clone()),
-        );
-        attrs.insert("tags".into(), string_set(&p.tags));
-        let product_entity =
-            match Entity::new(product_uid.clone(), attrs, product_ancestors.clone()) {
-                Ok(e) => e,
-                Err(e) => {
-                    errors.push(format!("{}: {e}", p.file));
-                    return;
-                }
-            };
-        let mut base_entities = vec![product_entity.clone()];
-        base_entities.extend(static_entities.get(&domain_uid).cloned());
-
-        product_ancestors.insert(product_uid.clone());
-        let datasets = self.add_datasets(
-            &p,
-            &domain_uid,
-            &product_ancestors,
-            &base_entities,
-            types,
-            errors,
-        );
-        let fields = self.add_fields(&p, &datasets, &domain_uid, types, errors);
-        product_ancestors.remove(&product_uid);
-        self.entities.push(product_entity);
-        self.add_routes(&p, errors);
-        self.registry
-            .push((product_uid.clone(), PRODUCT, product_ancestors));
-        let resource = Resource {
-            id: Arc::from(p.id.as_str()),
-            index: self.registry.len() - 1,
-            kind: PRODUCT,
-            uid: product_uid,
-            entities: base_entities,
-        };
-        // Checked when the contract was read; a version with nothing to
-        // announce has no transform.
-        let response = match p.lifecycle.headers() {
-            Ok(h) => h.map(|h| Arc::new(h) as Arc<dyn ResponseTransform>),
-            Err(e) => {
-                errors.push(format!("{}: {}: {}", p.file, e.field, e.message));
-                return;
-            }
-        };
-        self.entries.push(ProductEntry {
-            version: Arc::from(p.version.as_str()),
-            product: p,
-            resource,
-            datasets,
-            response,
-            fields,
-        });
-    }
-
-    /// The datasets of `p` as resources in the product (`ancestors`: the
-    /// product and its own), each with its product's entities.
-    fn add_datasets(
-        &mut self,
-        p: &Product,
-        domain_uid: &EntityUid,
-        ancestors: &HashSet<EntityUid>,
-        product_entities: &[Entity],
-        types: &MeshTypes,
-        errors: &mut Vec<String>,
-    ) -> Vec<Resource> {
-        let mut datasets = Vec::new();
-        for (name, classification) in &p.datasets {
-            let ds_uid = uid(&types.dataset, &format!("{}/{name}", p.id));
-            let mut attrs = resource_attrs(p, domain_uid, classification);
-            attrs.insert(
-                "name".into(),
-                RestrictedExpression::new_string(name.clone()),
-            );
-            match Entity::new(ds_uid.clone(), attrs, ancestors.clone()) {
-                Ok(ds) => {
-                    let mut ents = vec![ds.clone()];
-                    ents.extend(product_entities.iter().cloned());
-                    self.entities.push(ds);
-                    self.registry
-                        .push((ds_uid.clone(), DATASET, ancestors.clone()));
-                    datasets.push(Resource {
-                        id: Arc::from(format!("{}/{name}", p.id)),
-                        index: self.registry.len() - 1,
-                        kind: DATASET,
-                        uid: ds_uid,
-                        entities: ents,
-                    });
-                }
-                Err(e) => errors.push(format!("{}: dataset {name}: {e}", p.file)),
-            }
-        }
-        datasets
-    }
-
-    /// A route of `p` that overlaps one of another domain's products: a path
-    /// both match would go to the more literal one, so a domain could take
-    /// another's paths and decide them with its own policies.
-    fn foreign_overlap(&self, p: &Product, r: &RouteSpec, errors: &mut Vec<String>) {
-        let own = self.entries.len();
-        let other = self
-            .routes
-            .overlapping(&r.method, &r.path)
-            .into_iter()
-            .filter(|t| t.product != own)
-            .find_map(|t| {
-                let e = self.entries.get(t.product)?;
-                (e.product.domain != p.domain).then_some((t, e))
-            });
-        if let Some((t, e)) = other {
-            errors.push(format!(
-                "{}: customProperties.meshgateRoutes: {} {} overlaps `{} {}` of {} (domain `{}`): routes of different domains must not match the same path",
-                p.file, r.method, r.path, r.method, t.pattern, e.product.file, e.product.domain
-            ));
-        }
-    }
-
-    /// The routes of `p`, the next product entry.
-    fn add_routes(&mut self, p: &Product, errors: &mut Vec<String>) {
-        for r in &p.routes {
-            let dataset = r
-                .dataset
-                .as_ref()
-                .and_then(|d| p.datasets.iter().position(|(n, _)| n == d));
-            let target = Target {
-                product: self.entries.len(),
-                action: r.action,
-                dataset,
-                pattern: r.path.clone(),
-                user_token: r.user_token.unwrap_or(p.user_token),
-            };
-            match self.routes.insert(r.method.clone(), &r.path, target) {
-                Ok(()) => self.foreign_overlap(p, r, errors),
-                // Two contracts claiming one route: both files are named.
-                Err(RouteError::Taken {
-                    route,
-                    by_product,
-                    by_pattern,
-                }) if by_product != self.entries.len() => {
-                    let other = self
-                        .entries
-                        .get(by_product)
-                        .map_or("another contract", |e| e.product.file.as_str());
-                    errors.push(format!(
-                        "{}: customProperties.meshgateRoutes: {route} is already routed by {other} (pattern `{by_pattern}`)",
-                        p.file
-                    ));
-                }
-                Err(e) => {
-                    errors.push(format!("{}: customProperties.meshgateRoutes: {e}", p.file));
-                }
-            }
         }
     }
 }

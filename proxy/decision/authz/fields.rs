@@ -11,7 +11,8 @@ use cedar_policy::{Entity, EntityUid, RestrictedExpression};
 use crate::decision::contract::Product;
 use crate::decision::fields::{DatasetFields, Undeclared};
 
-use super::build::{Catalogue, MeshTypes};
+use super::build::MeshTypes;
+use super::catalogue::Catalogue;
 use super::*;
 
 /// One dataset's declared fields: as the contract declares them, and as

@@ -174,7 +174,19 @@ fn read_source_from(name: &Path, from: &Path) -> Result<Source, String> {
 /// first and makes the links to files new in that generation after it. So
 /// such a directory is listed by its `..data`: a read between the two steps
 /// would otherwise load the new generation without its new files.
-pub(super) fn expand(path: &Path, suffixes: &[&str]) -> Result<Vec<(PathBuf, PathBuf)>, String> {
+///
+/// `confined` (a domain's directory): a file that resolves outside the
+/// directory is refused. A domain's repository, synced by git, could
+/// otherwise point the sidecar at the baseline's files (read twice, every
+/// `@id` a duplicate), another domain's, or any file it can read (a
+/// token, whose text a parse error would show). The links of a Kubernetes
+/// volume (`x.cedar` -> `..data/x.cedar` -> `..2026_…/x.cedar`) stay in the
+/// directory.
+pub(super) fn expand(
+    path: &Path,
+    suffixes: &[&str],
+    confined: bool,
+) -> Result<Vec<(PathBuf, PathBuf)>, String> {
     let meta = std::fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
     if !meta.is_dir() {
         return Ok(vec![(path.to_path_buf(), path.to_path_buf())]);
@@ -197,6 +209,21 @@ pub(super) fn expand(path: &Path, suffixes: &[&str]) -> Result<Vec<(PathBuf, Pat
         })
         .collect();
     files.sort();
+    if confined {
+        let root = std::fs::canonicalize(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        for (name, from) in &files {
+            let real =
+                std::fs::canonicalize(from).map_err(|e| format!("{}: {e}", name.display()))?;
+            if !real.starts_with(&root) {
+                return Err(format!(
+                    "{}: links to {}, outside the domain's directory {}; a domain's source reads only its own files",
+                    name.display(),
+                    real.display(),
+                    path.display()
+                ));
+            }
+        }
+    }
     Ok(files)
 }
 
@@ -233,7 +260,7 @@ impl PolicyInputs {
         let mut read_all = |paths: &[(&Path, Option<&str>)], suffix: &[&str]| -> Vec<Source> {
             let mut out = Vec::new();
             for &(p, domain) in paths {
-                match expand(p, suffix) {
+                match expand(p, suffix, domain.is_some()) {
                     Ok(files) => {
                         for (name, from) in files {
                             match read_source_from(&name, &from) {
@@ -438,6 +465,59 @@ mod tests {
         let p = |f: &str| vol.join(f).display().to_string();
         assert_eq!(names(&read), [p("allow.cedar"), p("deny.cedar")]);
         assert_eq!(read.policies[1].text, "// deny.cedar\n");
+    }
+
+    /// `config` with its source declared as `domain`'s.
+    fn owned_config(dir: &Path, source: &str, domain: &str) -> PolicyConfig {
+        let mut cfg = config(dir, source);
+        cfg.sources[0].domain = Some(domain.into());
+        cfg
+    }
+
+    #[test]
+    fn a_domain_directory_reads_no_file_outside_it() {
+        let t = tempfile::tempdir().expect("tempdir");
+        let dir = t.path();
+        write(&dir.join("mesh"), &["baseline.cedar"]);
+        write(&dir.join("sales"), &["own.cedar"]);
+        write(&dir.join("sales/sub"), &["inner.cedar"]);
+        symlink("sub/inner.cedar", dir.join("sales/near.cedar")).expect("symlink");
+        // Inside the directory: read.
+        let read = PolicyInputs::read(&owned_config(dir, "sales", "sales")).expect("read");
+        assert_eq!(read.policies.len(), 2);
+        assert_eq!(read.policies[0].text, "// inner.cedar\n");
+        // Outside it: refused, naming the link and where it leads.
+        symlink("../mesh/baseline.cedar", dir.join("sales/zz.cedar")).expect("symlink");
+        let err = PolicyInputs::read(&owned_config(dir, "sales", "sales")).expect_err("refused");
+        let real = std::fs::canonicalize(dir.join("mesh/baseline.cedar")).expect("real");
+        assert_eq!(
+            err.0,
+            [format!(
+                "{}: links to {}, outside the domain's directory {}; a domain's source reads only its own files",
+                dir.join("sales/zz.cedar").display(),
+                real.display(),
+                dir.join("sales").display()
+            )]
+        );
+        // The baseline's own sources are the platform's: not confined.
+        let read = PolicyInputs::read(&config(dir, "sales")).expect("read");
+        assert_eq!(read.policies.len(), 3);
+    }
+
+    #[test]
+    fn a_domain_volume_reads_through_its_data_link() {
+        let t = tempfile::tempdir().expect("tempdir");
+        let vol = t.path().join("vol");
+        write(&vol.join("..2026_01_01"), &["allow.cedar"]);
+        symlink("..2026_01_01", vol.join("..data")).expect("symlink");
+        symlink("..data/allow.cedar", vol.join("allow.cedar")).expect("symlink");
+        let read = PolicyInputs::read(&owned_config(t.path(), "vol", "sales")).expect("read");
+        assert_eq!(read.policies.len(), 1);
+        assert_eq!(read.policies[0].domain.as_deref(), Some("sales"));
+        // The volume itself reached through a link (git-sync's `--link`).
+        symlink("vol", t.path().join("live")).expect("symlink");
+        let read = PolicyInputs::read(&owned_config(t.path(), "live", "sales")).expect("read");
+        assert_eq!(read.policies[0].text, "// allow.cedar\n");
     }
 
     #[test]

@@ -17,6 +17,8 @@
 mod authority;
 mod build;
 mod cache;
+mod catalogue;
+mod claims;
 mod context;
 mod decide;
 mod declared;

@@ -137,6 +137,8 @@ pub(super) fn routes(
                 action: action?,
                 dataset: raw.dataset.clone(),
                 user_token: raw.user_token,
+                at: path.to_vec(),
+                field: FIELD.to_string(),
             })
         })
         .collect()

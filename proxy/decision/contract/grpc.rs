@@ -168,6 +168,8 @@ impl Service<'_> {
                 action: raw.action,
                 dataset: raw.dataset,
                 user_token: raw.user_token.or(self.user_token),
+                at: here("name"),
+                field: format!("{field}.name"),
             });
         }
         routes

@@ -113,6 +113,11 @@ pub struct RouteSpec {
     pub dataset: Option<String>,
     /// Overrides the product's `userToken`.
     pub user_token: Option<UserToken>,
+    /// Where the contract declares it: the node (located only to report an
+    /// error found when the contracts are put together) and the field that
+    /// names it (`customProperties.meshgateRoutes[2].path`).
+    pub at: Vec<Step>,
+    pub field: String,
 }
 
 /// The SLA a contract promises (all optional).
@@ -133,6 +138,9 @@ pub struct Product {
     pub id: String,
     pub name: String,
     pub domain: String,
+    /// `dataProduct`, when set (not empty): the product the contract is a
+    /// version of.
+    pub data_product: Option<String>,
     pub owner: String,
     pub classification: String,
     pub version: String,

@@ -240,6 +240,7 @@ pub(super) fn product(r: &mut Reader) -> Option<Product> {
             .or(id.clone())?,
         id: id?,
         domain: domain?,
+        data_product: odcs.data_product.clone().filter(|d| !d.is_empty()),
         owner: owner?,
         classification: classification?,
         version: odcs.version.clone()?,
@@ -561,6 +562,8 @@ fn routes(
                 action: raw.action,
                 dataset: raw.dataset,
                 user_token: raw.user_token,
+                at: at(&["path"]),
+                field: format!("{field}.path"),
             });
         }
     }

@@ -1,0 +1,285 @@
+//! The catalogue: the contracts' products as Cedar resources (products,
+//! datasets, fields), with their routes, built one contract at a time.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use cedar_policy::{Entities, Entity, EntityUid, RestrictedExpression};
+
+use crate::base::locate::locate;
+use crate::decision::contract::{Product, RouteSpec};
+use crate::decision::routes::{RouteError, RouteTable, Target};
+use crate::model::response::ResponseTransform;
+
+use super::build::{with_ancestors_in, MeshTypes};
+use super::*;
+
+/// The contracts' products as Cedar resources, with their routes: built one
+/// contract at a time, in order.
+#[derive(Default)]
+pub(super) struct Catalogue {
+    pub(super) routes: RouteTable,
+    pub(super) entries: Vec<ProductEntry>,
+    /// Product id -> the file that defines it.
+    seen_ids: HashMap<String, String>,
+    /// Every product, dataset and field entity, to check against the schema.
+    pub(super) entities: Vec<Entity>,
+    /// (uid, kind, ancestors) of every resource, in index order.
+    pub(super) registry: Vec<(EntityUid, usize, HashSet<EntityUid>)>,
+}
+
+impl Catalogue {
+    /// Adds one product, its datasets and its routes; what is wrong with them
+    /// goes to `errors`.
+    pub(super) fn add(
+        &mut self,
+        p: Product,
+        text: &str,
+        static_entities: &Entities,
+        types: &MeshTypes,
+        errors: &mut Vec<String>,
+    ) {
+        if let Some(other) = self.seen_ids.insert(p.id.clone(), p.file.clone()) {
+            errors.push(format!(
+                "{}: id: product `{}` is also defined in {other}",
+                p.file, p.id
+            ));
+            return;
+        }
+        let domain_uid = uid(&types.domain, &p.domain);
+        let product_uid = uid(&types.product, &p.id);
+        let mut product_ancestors = with_ancestors_in(static_entities, &domain_uid);
+        let mut attrs = resource_attrs(&p, &domain_uid, &p.classification);
+        attrs.insert(
+            "owner".into(),
+            RestrictedExpression::new_string(p.owner.clone()),
+        );
+        attrs.insert("tags".into(), string_set(&p.tags));
+        let product_entity =
+            match Entity::new(product_uid.clone(), attrs, product_ancestors.clone()) {
+                Ok(e) => e,
+                Err(e) => {
+                    errors.push(format!("{}: {e}", p.file));
+                    return;
+                }
+            };
+        let mut base_entities = vec![product_entity.clone()];
+        base_entities.extend(static_entities.get(&domain_uid).cloned());
+
+        product_ancestors.insert(product_uid.clone());
+        let datasets = self.add_datasets(
+            &p,
+            &domain_uid,
+            &product_ancestors,
+            &base_entities,
+            types,
+            errors,
+        );
+        let fields = self.add_fields(&p, &datasets, &domain_uid, types, errors);
+        product_ancestors.remove(&product_uid);
+        self.entities.push(product_entity);
+        self.add_routes(&p, text, errors);
+        self.registry
+            .push((product_uid.clone(), PRODUCT, product_ancestors));
+        let resource = Resource {
+            id: Arc::from(p.id.as_str()),
+            index: self.registry.len() - 1,
+            kind: PRODUCT,
+            uid: product_uid,
+            entities: base_entities,
+        };
+        // Checked when the contract was read; a version with nothing to
+        // announce has no transform.
+        let response = match p.lifecycle.headers() {
+            Ok(h) => h.map(|h| Arc::new(h) as Arc<dyn ResponseTransform>),
+            Err(e) => {
+                errors.push(format!("{}: {}: {}", p.file, e.field, e.message));
+                return;
+            }
+        };
+        self.entries.push(ProductEntry {
+            version: Arc::from(p.version.as_str()),
+            product: p,
+            resource,
+            datasets,
+            response,
+            fields,
+        });
+    }
+
+    /// The datasets of `p` as resources in the product (`ancestors`: the
+    /// product and its own), each with its product's entities.
+    fn add_datasets(
+        &mut self,
+        p: &Product,
+        domain_uid: &EntityUid,
+        ancestors: &HashSet<EntityUid>,
+        product_entities: &[Entity],
+        types: &MeshTypes,
+        errors: &mut Vec<String>,
+    ) -> Vec<Resource> {
+        let mut datasets = Vec::new();
+        for (name, classification) in &p.datasets {
+            let ds_uid = uid(&types.dataset, &format!("{}/{name}", p.id));
+            let mut attrs = resource_attrs(p, domain_uid, classification);
+            attrs.insert(
+                "name".into(),
+                RestrictedExpression::new_string(name.clone()),
+            );
+            match Entity::new(ds_uid.clone(), attrs, ancestors.clone()) {
+                Ok(ds) => {
+                    let mut ents = vec![ds.clone()];
+                    ents.extend(product_entities.iter().cloned());
+                    self.entities.push(ds);
+                    self.registry
+                        .push((ds_uid.clone(), DATASET, ancestors.clone()));
+                    datasets.push(Resource {
+                        id: Arc::from(format!("{}/{name}", p.id)),
+                        index: self.registry.len() - 1,
+                        kind: DATASET,
+                        uid: ds_uid,
+                        entities: ents,
+                    });
+                }
+                Err(e) => errors.push(format!("{}: dataset {name}: {e}", p.file)),
+            }
+        }
+        datasets
+    }
+
+    /// A route of `p` that overlaps one of another domain's products,
+    /// whatever the two methods: at lookup the more literal pattern takes a
+    /// path both match before the method is looked at, so a domain could
+    /// take another's paths (and decide them with its own policies) or make
+    /// them answer 405.
+    fn foreign_overlap(&self, p: &Product, text: &str, r: &RouteSpec, errors: &mut Vec<String>) {
+        let own = self.entries.len();
+        let other = self
+            .routes
+            .overlapping(&r.path)
+            .into_iter()
+            .filter(|(_, t)| t.product != own)
+            .find_map(|(m, t)| {
+                let e = self.entries.get(t.product)?;
+                (e.product.domain != p.domain).then_some((m, t, e))
+            });
+        if let Some((m, t, e)) = other {
+            errors.push(format!(
+                "{}: {} {} overlaps `{m} {}` of {} (domain `{}`): routes of different domains must not match the same path, whatever their methods",
+                route_place(p, text, r),
+                r.method,
+                r.path,
+                t.pattern,
+                e.product.file,
+                e.product.domain
+            ));
+        }
+    }
+
+    /// The routes of `p` (read from `text`), the next product entry.
+    fn add_routes(&mut self, p: &Product, text: &str, errors: &mut Vec<String>) {
+        for r in &p.routes {
+            let dataset = r
+                .dataset
+                .as_ref()
+                .and_then(|d| p.datasets.iter().position(|(n, _)| n == d));
+            let target = Target {
+                product: self.entries.len(),
+                action: r.action,
+                dataset,
+                pattern: r.path.clone(),
+                user_token: r.user_token.unwrap_or(p.user_token),
+            };
+            match self.routes.insert(r.method.clone(), &r.path, target) {
+                Ok(()) => self.foreign_overlap(p, text, r, errors),
+                // Two contracts claiming one route: both files are named.
+                Err(RouteError::Taken {
+                    route,
+                    by_product,
+                    by_pattern,
+                }) if by_product != self.entries.len() => {
+                    let other = self
+                        .entries
+                        .get(by_product)
+                        .map_or("another contract", |e| e.product.file.as_str());
+                    errors.push(format!(
+                        "{}: {route} is already routed by {other} (pattern `{by_pattern}`)",
+                        route_place(p, text, r)
+                    ));
+                }
+                Err(e) => {
+                    errors.push(format!("{}: {e}", route_place(p, text, r)));
+                }
+            }
+        }
+    }
+}
+
+/// `file:line:col: field` of a route of `p`, whose contract is `text`.
+fn route_place(p: &Product, text: &str, r: &RouteSpec) -> String {
+    match locate(text, &r.at) {
+        Some((l, c)) => format!("{}:{l}:{c}: {}", p.file, r.field),
+        None => format!("{}: {}", p.file, r.field),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::decision::routes::Lookup;
+    use crate::model::path::normalize;
+    use http::Method;
+
+    /// A minimal contract of `domain` with one route.
+    fn contract(id: &str, domain: &str, method: &str, path: &str) -> String {
+        format!(
+            "apiVersion: v3.0.2\nkind: DataContract\nid: {id}\nversion: 1.0.0\ndomain: {domain}\nschema:\n  - {{ name: rows, classification: internal }}\ncustomProperties:\n  - {{ property: owner, value: team@example }}\n  - property: meshgateRoutes\n    value:\n      - {{ method: {method}, path: \"{path}\", action: write, dataset: rows }}\n"
+        )
+    }
+
+    /// The example mesh with one more contract, from `domain`'s source.
+    fn with_contract(name: &str, domain: &str, text: String) -> Result<Snapshot, LoadErrors> {
+        let mut inputs = crate::decision::authz::examples::example_inputs();
+        inputs.contracts.push(Source {
+            name: name.into(),
+            text,
+            domain: Some(domain.into()),
+        });
+        Snapshot::build(&inputs)
+    }
+
+    #[test]
+    fn another_domain_cannot_take_a_path_by_another_method() {
+        let vip = contract("finance.vip", "finance", "DELETE", "/orders/vip");
+        let err = with_contract("finance/vip.odcs.yaml", "finance", vip).expect_err("refused");
+        assert_eq!(err.0.len(), 1, "{:#?}", err.0);
+        let want = "finance/vip.odcs.yaml:12:33: customProperties.meshgateRoutes[0].path: DELETE /orders/vip overlaps `GET /orders/{id}` of policies/domains/sales/orders.odcs.yaml (domain `sales`): routes of different domains must not match the same path, whatever their methods";
+        assert_eq!(err.0[0], want);
+        // A parameter over another domain's literal, by another method, too.
+        let any = contract("sales.any", "sales", "DELETE", "/ledger/{entry}");
+        let err = with_contract("sales/any.odcs.yaml", "sales", any).expect_err("refused");
+        assert!(
+            err.0[0].contains("DELETE /ledger/{entry} overlaps `GET /ledger/entries`"),
+            "{:#?}",
+            err.0
+        );
+    }
+
+    #[test]
+    fn within_a_domain_the_most_literal_path_wins_whatever_the_method() {
+        let vip = contract("sales.vip", "sales", "DELETE", "/orders/vip");
+        let s = with_contract("sales/vip.odcs.yaml", "sales", vip).expect("loads");
+        let at = |m: Method| {
+            s.routes()
+                .lookup(&m, &normalize("/orders/vip").expect("path"))
+        };
+        assert!(matches!(at(Method::DELETE), Lookup::Found(t) if t.pattern == "/orders/vip"));
+        // As in axum (matchit): the literal node is chosen, and it has no GET.
+        assert_eq!(at(Method::GET), Lookup::MethodNotAllowed);
+        assert_eq!(at(Method::HEAD), Lookup::MethodNotAllowed);
+        let other = s
+            .routes()
+            .lookup(&Method::GET, &normalize("/orders/42").expect("path"));
+        assert!(matches!(other, Lookup::Found(t) if t.pattern == "/orders/{id}"));
+    }
+}
