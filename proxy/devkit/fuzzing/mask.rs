@@ -615,12 +615,27 @@ pub(super) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// The year a date or timestamp starts with (`YYYY`, `YYYY-...`).
+/// The year of a date or timestamp: `YYYY`, `YYYY-MM`, or `YYYY-MM-DD`
+/// alone or before `T`/`t`/space and anything.
 pub(super) fn year(text: &str) -> Option<&str> {
-    let y = text.get(..4)?;
-    let dated = y.bytes().all(|b| b.is_ascii_digit())
-        && matches!(text.as_bytes().get(4), None | Some(b'-'));
-    dated.then_some(y)
+    let number = |s: &str, len: usize, range: std::ops::RangeInclusive<u32>| {
+        s.len() == len
+            && s.bytes().all(|b| b.is_ascii_digit())
+            && s.parse::<u32>().is_ok_and(|n| range.contains(&n))
+    };
+    let date = match text.find(['T', 't', ' ']) {
+        Some(at) if at == 10 => &text[..at],
+        Some(_) => return None,
+        None => text,
+    };
+    let parts: Vec<&str> = date.split('-').collect();
+    let ok = match parts[..] {
+        [y] => number(y, 4, 0..=9999),
+        [y, m] => number(y, 4, 0..=9999) && number(m, 2, 1..=12),
+        [y, m, d] => number(y, 4, 0..=9999) && number(m, 2, 1..=12) && number(d, 2, 1..=31),
+        _ => false,
+    };
+    ok.then(|| &text[..4])
 }
 
 /// Every character but the last four as `*` (all when four or fewer).

@@ -78,6 +78,21 @@ pub(super) fn reference(
     body: &[u8],
 ) -> Result<(Vec<Row>, Vec<WantRow>), String> {
     let rows = read(body.strip_prefix(BOM).unwrap_or(body))?;
+    if let (true, Some(cells)) = (level.hides_anything(), header(&rows)) {
+        // A header row the contract's columns cannot be.
+        let odd = |c: &Vec<u8>| {
+            c.contains(&b';')
+                || c.contains(&b'\t')
+                || c.contains(&0)
+                || String::from_utf8_lossy(c).contains('\u{feff}')
+        };
+        if cells.iter().any(odd) {
+            return Err("a header cell with a semicolon, tab, NUL or mark".into());
+        }
+        if cells.iter().all(|c| level.rule(&unquote(c)).is_none()) {
+            return Err("a header naming no declared column".into());
+        }
+    }
     let columns = header(&rows)
         .map(|cells| {
             cells
