@@ -140,11 +140,10 @@ impl Draft {
             .into_iter()
             .find(|m| *m == sent)
             .unwrap_or("_OTHER");
-        let tracestate = trace.parent_id.and_then(|_| {
-            let v = req.headers().get(crate::model::trace::TRACESTATE)?;
-            let state = v.to_str().ok()?.parse::<opentelemetry::trace::TraceState>();
-            state.ok().map(|s| s.header())
-        });
+        // What the upstream receives too: valid, within W3C's bounds.
+        let tracestate = trace
+            .parent_id
+            .and_then(|_| crate::model::trace::tracestate(req.headers()));
         let mut d = Draft {
             shared: shared.clone(),
             trace_id: trace.trace_id,
