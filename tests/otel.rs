@@ -283,6 +283,48 @@ fn sampling_follows_the_ratio_for_new_traces_and_the_callers_flag_for_continued_
 }
 
 #[test]
+fn values_from_the_request_are_cut_so_that_a_span_stays_small() {
+    let receiver = OtlpReceiver::start(Mode::Answer);
+    let pki = Pki::new();
+    let up = Upstream::start();
+    let mg = Meshgate::builder(&pki, &up)
+        .extra(&tracing(&receiver, "    queue: {delay: 10ms}\n"))
+        .start();
+    // A 15,000-byte User-Agent (within limits.max_header_bytes), 'a' then
+    // 'é's: byte 256 is inside one.
+    let t = trace_id(30);
+    let tp = format!("traceparent: 00-{t}-00f067aa0ba902b7-01");
+    let agent = format!("a{}", "é".repeat(7_499));
+    assert_eq!(agent.len(), 14_999);
+    let (status, _) = get(
+        &pki,
+        "reporting",
+        &mg.url("/ua"),
+        &["-H", &tp, "-A", &agent],
+    );
+    assert_eq!(status, "200");
+    let server = kind(&receiver.wait_trace(&t, 2), 2);
+    assert_eq!(
+        server.attr("user_agent.original"),
+        json!(agent[..255]),
+        "cut to 256 bytes at a character's start"
+    );
+    // A 3,000-byte path: 1 KiB of it.
+    let t = trace_id(31);
+    let tp = format!("traceparent: 00-{t}-00f067aa0ba902b7-01");
+    let path = format!("/orders/{}", "x".repeat(3_000));
+    let (status, _) = get(&pki, "reporting", &mg.url(&path), &["-H", &tp]);
+    assert_eq!(status, "200");
+    let server = kind(&receiver.wait_trace(&t, 2), 2);
+    assert_eq!(server.attr("url.path"), json!(path[..1024]));
+    assert_eq!(
+        upstream_traceparent(&up, &path).len(),
+        55,
+        "forwarded whole"
+    );
+}
+
+#[test]
 fn spans_still_queued_at_shutdown_are_exported_before_the_process_exits() {
     let receiver = OtlpReceiver::start(Mode::Answer);
     let pki = Pki::new();

@@ -98,7 +98,8 @@ impl Default for SamplerConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct QueueConfig {
-    /// Spans waiting for export; past it, new ones are dropped and counted.
+    /// Spans waiting for export (and at most 1 KiB each on average); past
+    /// it, new ones are dropped and counted.
     pub max_spans: usize,
     /// Spans sent in one export.
     pub max_batch: usize,
@@ -120,7 +121,8 @@ impl Default for QueueConfig {
 /// Longest `timeout` and `queue.delay` (zero is refused as every duration is).
 const MAX_WAIT: Duration = Duration::from_secs(60);
 
-/// Largest `queue.max_spans`: a span is about 1 KiB in memory.
+/// Largest `queue.max_spans`: the queue holds at most 1 KiB per span
+/// (`export::QUEUE_BYTES_PER_SPAN`), so 1 GiB.
 const MAX_QUEUE: usize = 1 << 20;
 
 impl TracingConfig {
