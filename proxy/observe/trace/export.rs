@@ -264,6 +264,7 @@ impl Queue {
             exported: Default::default(),
             dropped_queue_full: Default::default(),
             dropped_export_failed: Default::default(),
+            parent_rate_limited: Default::default(),
         };
         let queue = Queue {
             tx,
