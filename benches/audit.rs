@@ -142,6 +142,7 @@ fn recording(c: &mut Criterion) {
                 elapsed: Duration::from_micros(230),
                 tier: None,
                 service: &service,
+                deprecated: None,
                 client_fault: false,
             }))
         })

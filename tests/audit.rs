@@ -295,6 +295,25 @@ fn trace_context_is_continued_to_the_upstream_and_audited() {
     assert_ne!(tp[0], incoming, "meshgate's own span is the parent");
     assert_eq!(get(&h, "tracestate"), vec!["vendor=opaque".to_string()]);
 
+    // Tracing off, the same W3C rules: only the flags it defines (sampled,
+    // random) go on; a tracestate only valid and re-serialised.
+    let h = upstream_headers(&[
+        "-H",
+        "traceparent: 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-ff",
+        "-H",
+        "tracestate: vendor=opaque ,, other=1",
+    ]);
+    let tp = get(&h, "traceparent");
+    assert!(tp[0].ends_with("-03"), "unknown flags zeroed: {tp:?}");
+    assert_eq!(get(&h, "tracestate"), vec!["vendor=opaque,other=1"]);
+    let h = upstream_headers(&[
+        "-H",
+        &format!("traceparent: {incoming}"),
+        "-H",
+        "tracestate: vendor=opaque,Not A Key=1",
+    ]);
+    assert!(get(&h, "tracestate").is_empty(), "invalid: dropped {h:?}");
+
     // None, or an invalid one: a new trace; tracestate goes with the old one.
     let h = upstream_headers(&[
         "-H",
@@ -333,7 +352,7 @@ fn trace_context_is_continued_to_the_upstream_and_audited() {
     let _ = gone.kill();
     let _ = gone.wait();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while events(&audit_file).len() < 6 {
+    while events(&audit_file).len() < 8 {
         assert!(
             std::time::Instant::now() < deadline,
             "no event for the abandoned request"
@@ -346,17 +365,17 @@ fn trace_context_is_continued_to_the_upstream_and_audited() {
 
     assert!(mg.terminate().success());
     let all = events(&audit_file);
-    assert_eq!(all.len(), 6);
-    assert_eq!(all[3]["decision"], "invalid");
-    assert_eq!(all[3]["path"], "/a%2Fb", "the path as sent when refused");
-    assert_eq!(all[4]["method"], "HEAD");
-    assert_eq!(all[4]["complete"], true, "{}", all[4]);
-    assert_eq!(all[5]["status"], 499, "{}", all[5]);
-    assert_eq!(all[5]["error"], "client_closed_request");
-    assert_eq!(all[5]["decision"], "allow");
-    assert_eq!(all[5]["complete"], false);
+    assert_eq!(all.len(), 8, "the two requests above add two");
+    assert_eq!(all[5]["decision"], "invalid");
+    assert_eq!(all[5]["path"], "/a%2Fb", "the path as sent when refused");
+    assert_eq!(all[6]["method"], "HEAD");
+    assert_eq!(all[6]["complete"], true, "{}", all[6]);
+    assert_eq!(all[7]["status"], 499, "{}", all[7]);
+    assert_eq!(all[7]["error"], "client_closed_request");
+    assert_eq!(all[7]["decision"], "allow");
+    assert_eq!(all[7]["complete"], false);
     assert_eq!(all[0]["trace_id"], "4bf92f3577b34da6a3ce929d0e0e4736");
-    assert_eq!(all[2]["trace_id"].as_str(), Some(&fresh[0][3..35]));
+    assert_eq!(all[4]["trace_id"].as_str(), Some(&fresh[0][3..35]));
     assert!(
         all[0]["product"].is_null(),
         "authenticated mode: no product"

@@ -80,16 +80,18 @@ fn responses_of_a_deprecated_version_carry_deprecation_sunset_and_links() {
         );
     }
 
-    // Who still calls the deprecated version: the three requests above.
+    // The three requests above to the deprecated version; per-consumer
+    // series are off by default, so no consumer label.
     let m = mg.metrics();
     assert_eq!(
         metric_value(
             &m,
-            &format!("meshgate_deprecated_requests_total{{product=\"sales.orders\",version=\"2.0.0\",consumer=\"{REPORTING}\"}}")
+            "meshgate_deprecated_requests_total{product=\"sales.orders\",version=\"2.0.0\"}"
         ),
         3.0,
         "{m}"
     );
+    assert!(!m.contains(REPORTING), "no consumer named: {m}");
 
     // The same node's other products announce nothing.
     let h = headers(&pki, &[], &mg.url("/customers"));
@@ -121,7 +123,11 @@ fn the_example_version_1_carries_its_lifecycle_and_only_its_existing_consumer_re
         Leaf::client_spiffe("spiffe://mesh.local/ns/logistics/sa/planner"),
     );
     let up = Upstream::start();
-    let mg = Meshgate::builder(&pki, &up.url()).policies().start();
+    // Who still calls it, with per-consumer series on.
+    let mg = Meshgate::builder(&pki, &up.url())
+        .policies()
+        .extra("metrics:\n  consumer_label: service\n")
+        .start();
 
     assert_eq!(
         status_of(&pki, Some("reporting"), &mg.url("/v1/orders")),

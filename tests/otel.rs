@@ -283,6 +283,96 @@ fn sampling_follows_the_ratio_for_new_traces_and_the_callers_flag_for_continued_
 }
 
 #[test]
+fn values_from_the_request_are_cut_so_that_a_span_stays_small() {
+    let receiver = OtlpReceiver::start(Mode::Answer);
+    let pki = Pki::new();
+    let up = Upstream::start();
+    let mg = Meshgate::builder(&pki, &up)
+        .extra(&tracing(&receiver, "    queue: {delay: 10ms}\n"))
+        .start();
+    // A 15,000-byte User-Agent (within limits.max_header_bytes), 'a' then
+    // 'é's: byte 256 is inside one.
+    let t = trace_id(30);
+    let tp = format!("traceparent: 00-{t}-00f067aa0ba902b7-01");
+    let agent = format!("a{}", "é".repeat(7_499));
+    assert_eq!(agent.len(), 14_999);
+    let (status, _) = get(
+        &pki,
+        "reporting",
+        &mg.url("/ua"),
+        &["-H", &tp, "-A", &agent],
+    );
+    assert_eq!(status, "200");
+    let server = kind(&receiver.wait_trace(&t, 2), 2);
+    assert_eq!(
+        server.attr("user_agent.original"),
+        json!(agent[..255]),
+        "cut to 256 bytes at a character's start"
+    );
+    // A 3,000-byte path: 1 KiB of it.
+    let t = trace_id(31);
+    let tp = format!("traceparent: 00-{t}-00f067aa0ba902b7-01");
+    let path = format!("/orders/{}", "x".repeat(3_000));
+    let (status, _) = get(&pki, "reporting", &mg.url(&path), &["-H", &tp]);
+    assert_eq!(status, "200");
+    let server = kind(&receiver.wait_trace(&t, 2), 2);
+    assert_eq!(server.attr("url.path"), json!(path[..1024]));
+    assert_eq!(
+        upstream_traceparent(&up, &path).len(),
+        55,
+        "forwarded whole"
+    );
+}
+
+#[test]
+fn a_caller_asking_for_every_request_gets_parent_rate_sampled_then_the_ratio() {
+    let receiver = OtlpReceiver::start(Mode::Answer);
+    let pki = Pki::with_clients(&[("campaigns", CAMPAIGNS)]);
+    let up = Upstream::start();
+    let more = "    sampler: {ratio: 0, parent_rate: 2}\n    queue: {delay: 10ms}\n";
+    let mg = Meshgate::builder(&pki, &up)
+        .policies()
+        .extra(&tracing(&receiver, more))
+        .start();
+    // 40 requests at once in a sampled trace, from a caller the policies
+    // deny: about 2 are sampled (a token may come back while they run),
+    // the others are the ratio's (0) and counted.
+    let t = trace_id(40);
+    let tp = format!("traceparent: 00-{t}-00f067aa0ba902b7-01");
+    let url = mg.url("/orders");
+    let mut args = vec!["--parallel", "--parallel-max", "40", "-H", &tp];
+    args.extend(["-w", "%{http_code}\n"]);
+    for _ in 0..40 {
+        args.extend(["-o", "/dev/null", url.as_str()]);
+    }
+    let out = curl_command(&pki, Some("campaigns"), &[])
+        .args(["--max-time", "10"])
+        .args(&args)
+        .output()
+        .expect("curl runs");
+    let statuses = String::from_utf8_lossy(&out.stdout).to_string();
+    assert_eq!(
+        statuses.lines().filter(|l| *l == "403").count(),
+        40,
+        "{statuses}"
+    );
+    let limited = mg.metric("meshgate_trace_parent_rate_limited_total");
+    let sampled = 40 - limited as usize;
+    assert!((2..=4).contains(&sampled), "{limited} limited");
+    // Spans of exactly those (denied: a server span each), and no more a
+    // moment later.
+    let spans = receiver.wait_trace(&t, sampled);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let spans_now = receiver
+        .spans()
+        .into_iter()
+        .filter(|s| s.trace_id == t)
+        .count();
+    assert_eq!(spans.len(), sampled, "{spans:#?}");
+    assert_eq!(spans_now, sampled);
+}
+
+#[test]
 fn spans_still_queued_at_shutdown_are_exported_before_the_process_exits() {
     let receiver = OtlpReceiver::start(Mode::Answer);
     let pki = Pki::new();

@@ -2,6 +2,12 @@
 //! started when the header is absent or invalid. meshgate is one hop of the
 //! trace: the upstream receives the caller's trace id with meshgate's own span
 //! id as its parent.
+//!
+//! What passes on is only what W3C Trace Context lets a hop propagate, with
+//! or without `tracing.otlp`: of the trace flags, the two it defines
+//! (`sampled`, 0x01, and level 2's `random`, 0x02), the others zeroed; and a
+//! `tracestate` only when it parses as W3C list-members (OpenTelemetry's
+//! `TraceState`) within 32 members and 512 bytes, re-serialised, else none.
 
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 
@@ -9,6 +15,19 @@ use crate::base::hex::{hex_into, unhex};
 
 pub const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 pub const TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
+
+/// The trace flags a hop may propagate: `sampled` (0x01) and level 2's
+/// `random` (0x02); the others are zeroed, as W3C Trace Context asks of
+/// flags a hop does not know.
+pub const KNOWN_FLAGS: u8 = 0x03;
+
+/// W3C's bounds of a `tracestate`: list-members and bytes.
+pub const TRACESTATE_MEMBERS: usize = 32;
+pub const TRACESTATE_BYTES: usize = 512;
+
+/// A `tracestate` longer than this (its lines joined, whitespace included)
+/// is not parsed at all.
+const TRACESTATE_RAW: usize = 4 * TRACESTATE_BYTES;
 
 /// The trace a request belongs to and meshgate's span in it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,7 +69,7 @@ impl TraceContext {
                     trace_id,
                     span_id,
                     parent_id: Some(parent_id),
-                    flags,
+                    flags: flags & KNOWN_FLAGS,
                 };
             }
         }
@@ -86,10 +105,18 @@ impl TraceContext {
     }
 
     /// Replaces the request's trace headers with ours. `tracestate` belongs to
-    /// the trace: it is kept when the trace is continued, dropped when restarted.
+    /// the trace: when the trace is continued it goes on as [`tracestate`]
+    /// makes it (valid, re-serialised) or not at all; it is dropped when the
+    /// trace is restarted.
     pub fn apply(&self, headers: &mut HeaderMap) {
-        if self.parent_id.is_none() {
-            headers.remove(TRACESTATE);
+        let state = self.parent_id.and_then(|_| tracestate(headers));
+        match state.and_then(|s| HeaderValue::try_from(s).ok()) {
+            Some(v) => {
+                headers.insert(TRACESTATE, v);
+            }
+            None => {
+                headers.remove(TRACESTATE);
+            }
         }
         // New for every request: never indexed by HPACK (see
         // `pipeline::ids::unindexed`).
@@ -107,6 +134,48 @@ impl std::fmt::Display for TraceContext {
         }
         Ok(())
     }
+}
+
+/// The request's `tracestate` as it may go on: its lines joined (W3C: one
+/// list split over several lines), parsed as list-members by
+/// OpenTelemetry's `TraceState` (keys and values checked), each key once,
+/// at most [`TRACESTATE_MEMBERS`] members, re-serialised without
+/// whitespace and empty members within [`TRACESTATE_BYTES`]. `None` when
+/// absent or any of that fails: an invalid or oversized list is dropped
+/// whole rather than passed on or cut.
+pub fn tracestate(headers: &HeaderMap) -> Option<String> {
+    let mut raw = String::new();
+    for v in headers.get_all(TRACESTATE) {
+        let v = v.to_str().ok()?;
+        if !raw.is_empty() {
+            raw.push(',');
+        }
+        raw.push_str(v);
+        if raw.len() > TRACESTATE_RAW {
+            return None;
+        }
+    }
+    // `TraceState` keeps the first 32 members without looking at the rest:
+    // more is refused here.
+    let members = raw
+        .split(',')
+        .filter(|m| !m.trim_matches([' ', '\t']).is_empty())
+        .count();
+    if members == 0 || members > TRACESTATE_MEMBERS {
+        return None;
+    }
+    let state: opentelemetry::trace::TraceState = raw.parse().ok()?;
+    let mut keys: Vec<&str> = Vec::with_capacity(members);
+    for (k, v) in &state {
+        // W3C: a value is one printable character at least, never a tab;
+        // a key appears once.
+        if v.is_empty() || v.contains('\t') || keys.contains(&k) {
+            return None;
+        }
+        keys.push(k);
+    }
+    let out = state.header();
+    (!out.is_empty() && out.len() <= TRACESTATE_BYTES).then_some(out)
 }
 
 /// `version-traceid-parentid-flags`, lowercase hex. Version `ff` is invalid;
@@ -221,5 +290,72 @@ mod tests {
         t.apply(&mut h2);
         assert!(!h2.contains_key(TRACESTATE));
         assert_eq!(h2.get_all(TRACEPARENT).iter().count(), 1);
+    }
+
+    #[test]
+    fn only_the_flags_w3c_defines_go_on() {
+        for (sent, kept) in [("ff", 0x03), ("01", 0x01), ("02", 0x02), ("fc", 0x00)] {
+            let t = ctx(&[&format!(
+                "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-{sent}"
+            )]);
+            assert_eq!(t.flags, kept, "{sent}");
+            let mut h = HeaderMap::new();
+            t.apply(&mut h);
+            let out = h.get(TRACEPARENT).expect("traceparent");
+            assert!(
+                out.as_bytes().ends_with(format!("-{kept:02x}").as_bytes()),
+                "{sent}: {out:?}"
+            );
+        }
+    }
+
+    /// What `apply` leaves of the `tracestate` lines sent with a continued trace.
+    fn forwarded(lines: &[&str]) -> Option<String> {
+        let mut h = HeaderMap::new();
+        h.insert(TRACEPARENT, HeaderValue::from_static(VALID));
+        for l in lines {
+            h.append(TRACESTATE, HeaderValue::from_str(l).expect("value"));
+        }
+        let t = TraceContext::from_headers(&h);
+        t.apply(&mut h);
+        let mut all = h.get_all(TRACESTATE).iter();
+        let first = all.next().map(|v| v.to_str().expect("ascii").to_string());
+        assert!(all.next().is_none(), "one line at most");
+        first
+    }
+
+    #[test]
+    fn a_tracestate_goes_on_only_valid_reserialised_and_within_w3c_bounds() {
+        // Valid: re-serialised, lines joined, whitespace and empty members gone.
+        assert_eq!(forwarded(&["a=1"]).as_deref(), Some("a=1"));
+        assert_eq!(
+            forwarded(&["a=1 ,, b@v=x y", "c=3"]).as_deref(),
+            Some("a=1,b@v=x y,c=3")
+        );
+        let max: Vec<String> = (0..32).map(|i| format!("k{i}=v")).collect();
+        assert_eq!(forwarded(&[&max.join(",")]), Some(max.join(",")));
+        // Invalid, or beyond the bounds: dropped whole.
+        let over: Vec<String> = (0..33).map(|i| format!("k{i}=v")).collect();
+        let long: Vec<String> = (0..3)
+            .map(|i| format!("k{i}={}", "v".repeat(200)))
+            .collect();
+        for bad in [
+            "noequals".to_string(),
+            "UPPER=1".to_string(),
+            "a=1,a=2".to_string(),
+            "a=".to_string(),
+            "a=b\tc".to_string(),
+            ",".to_string(),
+            over.join(","),
+            long.join(","),
+            format!("a={}", "x".repeat(5000)),
+        ] {
+            assert_eq!(forwarded(&[&bad]), None, "{bad}");
+        }
+        // A tracestate with no continued trace never goes on.
+        let mut h = HeaderMap::new();
+        h.insert(TRACESTATE, HeaderValue::from_static("a=1"));
+        TraceContext::from_headers(&h).apply(&mut h);
+        assert!(!h.contains_key(TRACESTATE));
     }
 }

@@ -209,6 +209,9 @@ struct Learned {
     outcome: Option<Arc<AuthzOutcome>>,
     user: Option<Arc<User>>,
     tier: Option<Arc<str>>,
+    /// The deprecated version the policies allowed the request to
+    /// (`meshgate_deprecated_requests_total`).
+    deprecated: Option<Arc<str>>,
     upstream: Option<Duration>,
     /// Request body bytes forwarded (counted only when audited).
     bytes_in: Option<Arc<AtomicU64>>,
@@ -531,7 +534,8 @@ impl<'a> Exchange<'a> {
                 return Err(ProxyError::Gone(l.successor.clone()));
             }
             if l.is_deprecated(now) {
-                m.deprecated_request(&outcome.product, version, &conn.identity.principal_header);
+                // Counted with the answer, when the consumer's tier is known.
+                self.learned.deprecated = Some(version.clone());
             }
         }
         Ok(Decided {
@@ -799,6 +803,7 @@ impl<'a> Exchange<'a> {
             elapsed: self.start.elapsed(),
             tier: self.learned.tier.as_ref(),
             service: &self.conn.identity.principal_header,
+            deprecated: self.learned.deprecated.as_ref(),
             client_fault,
         });
         if let Some(slot) = self.slot.take() {
@@ -920,6 +925,7 @@ impl Exchange<'_> {
             elapsed: self.start.elapsed(),
             tier: self.learned.tier.as_ref(),
             service: &self.conn.identity.principal_header,
+            deprecated: self.learned.deprecated.as_ref(),
             client_fault: fault.is_some(),
         });
     }

@@ -8,6 +8,12 @@
 //! (`status: deprecated`, or past its `endOfSupport`). A version that is
 //! never deprecated before its end of life is never counted, so it gets no
 //! alert, and a warning says why.
+//!
+//! `consumer` is there only with the sidecars' `metrics.consumer_label`
+//! (the calling service with `service`, the quota tier with `tier`). Without
+//! it the same rule fires once per version, without a `consumer` label, and
+//! its annotations say that the consumers are not named and where to find
+//! them (the audit trail): the rules do not depend on the sidecars' setting.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
@@ -22,6 +28,12 @@ pub const CALLING_RANGE: &str = "1h";
 
 /// The alert's name (one per version; the consumer is a label).
 pub const ALERT: &str = "MeshgateDeprecatedVersionCalledBeforeSunset";
+
+/// The consumer in an annotation: its label, or `unnamed` without one
+/// (`metrics.consumer_label` off on the sidecars).
+fn who(unnamed: &str) -> String {
+    format!("{{{{ with $labels.consumer }}}}{{{{ . }}}}{{{{ else }}}}{unnamed}{{{{ end }}}}")
+}
 
 /// A deprecated version with a sunset, and when to start alerting.
 #[derive(Debug, Clone, PartialEq)]
@@ -125,14 +137,17 @@ impl Sunset {
             (
                 "summary".to_string(),
                 format!(
-                    "{{{{ $labels.consumer }}}} still calls {} {}, which stops answering at {sunset}",
-                    self.product, self.version
+                    "{} still calls {} {}, which stops answering at {sunset}",
+                    who("A consumer"),
+                    self.product,
+                    self.version
                 ),
             ),
             (
                 "description".to_string(),
                 format!(
-                    "{{{{ $value | humanize }}}} requests in the last hour from {{{{ $labels.consumer }}}} to the deprecated version {} of {} (domain {}). It sunsets at {sunset} (alerting from {}, {} before), and answers 410 Gone from then on. Successor: {successor}.{read}",
+                    "{{{{ $value | humanize }}}} requests in the last hour from {} to the deprecated version {} of {} (domain {}). It sunsets at {sunset} (alerting from {}, {} before), and answers 410 Gone from then on. Successor: {successor}.{read}",
+                    who("consumers the sidecars do not name (metrics.consumer_label is off)"),
                     self.version,
                     self.product,
                     self.domain,
@@ -143,7 +158,8 @@ impl Sunset {
             (
                 "runbook".to_string(),
                 format!(
-                    "Tell the owners of {{{{ $labels.consumer }}}} to move to {successor} before {sunset}. sum by (consumer) (increase(meshgate_deprecated_requests_total{{product={}}}[1d])) shows every consumer still calling; the audit trail has their requests. Moving the sunset means a new endOfLife in the contract and regenerating these rules.",
+                    "Tell the owners of {} to move to {successor} before {sunset}. sum by (consumer) (increase(meshgate_deprecated_requests_total{{product={}}}[1d])) shows every consumer still calling (with metrics.consumer_label: service on the sidecars); the audit trail has their requests. Moving the sunset means a new endOfLife in the contract and regenerating these rules.",
+                    who(&format!("the services calling it (the audit trail names them: its events for product {}; metrics.consumer_label: service names them here)", self.product)),
                     quoted(&self.product)
                 ),
             ),
@@ -235,6 +251,13 @@ mod tests {
         );
         assert_eq!(rule.labels["sunset"], "1970-01-03T00:00:00Z");
         assert_eq!(rule.labels["successor"], "/v2");
+        assert!(
+            rule.annotations["summary"].starts_with(
+                "{{ with $labels.consumer }}{{ . }}{{ else }}A consumer{{ end }} still calls sales.v1 1.0.0"
+            ),
+            "{:?}",
+            rule.annotations
+        );
         // A window longer than the time since the epoch starts at it.
         let long = sunsets(&all, Duration::from_secs(30 * 86_400), &mut Vec::new());
         assert_eq!(long[0].alert_from(), SystemTime::UNIX_EPOCH);

@@ -92,7 +92,7 @@ impl Traffic {
         let deprecated_requests = Family::<DeprecatedLabels, Counter>::default();
         registry.register(
             "deprecated_requests",
-            "Requests allowed to a deprecated product version, by product, version and consumer (the calling service; past metrics.max_consumers, `other`)",
+            "Requests allowed to a deprecated product version, by product, version and, with metrics.consumer_label, consumer (the quota tier, or the calling service and past metrics.max_consumers `other`)",
             deprecated_requests.clone(),
         );
         let lingers = Family::<ResultLabels, Counter>::default();
@@ -153,10 +153,12 @@ impl Traffic {
                     s.duration.get_or_init(duration).observe(r.elapsed);
                 }
             });
+        if let (Some(product), Some(version)) = (r.product, r.deprecated) {
+            self.deprecated_request(product, version, r.tier, r.service);
+        }
         if let Some(family) = &self.consumer_requests {
-            let consumer = match self.consumer_label {
-                ConsumerLabel::Tier => r.tier.cloned().unwrap_or_else(|| self.no_product.clone()),
-                _ => self.bounded_consumer(r.service.to_str().unwrap_or("")),
+            let Some(consumer) = self.consumer(r.tier, r.service) else {
+                return;
             };
             family
                 .get_or_create(&ConsumerLabels {
@@ -168,19 +170,31 @@ impl Traffic {
         }
     }
 
-    pub(super) fn deprecated_request(
+    fn deprecated_request(
         &self,
         product: &Arc<str>,
         version: &Arc<str>,
+        tier: Option<&Arc<str>>,
         service: &http::HeaderValue,
     ) {
         self.deprecated_requests
             .get_or_create(&DeprecatedLabels {
                 product: product.clone(),
                 version: version.clone(),
-                consumer: self.bounded_consumer(service.to_str().unwrap_or("")),
+                consumer: self.consumer(tier, service),
             })
             .inc();
+    }
+
+    /// The `consumer` label `metrics.consumer_label` asks for: the quota
+    /// tier (empty without one), or the service while fewer than
+    /// `max_consumers` have one; `None` when off.
+    fn consumer(&self, tier: Option<&Arc<str>>, service: &http::HeaderValue) -> Option<Arc<str>> {
+        match self.consumer_label {
+            ConsumerLabel::None => None,
+            ConsumerLabel::Tier => Some(tier.cloned().unwrap_or_else(|| self.no_product.clone())),
+            ConsumerLabel::Service => Some(self.bounded_consumer(service.to_str().unwrap_or(""))),
+        }
     }
 
     /// The service's own label while fewer than `max_consumers` have one.

@@ -59,12 +59,28 @@ pub struct ProductLabels {
 }
 
 /// `meshgate_deprecated_requests_total`: who still calls which deprecated
-/// version.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+/// version. `consumer` as `metrics.consumer_label` says (the tier, or the
+/// service bounded by `max_consumers`); with none, no `consumer` label.
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
 pub struct DeprecatedLabels {
     pub product: Arc<str>,
     pub version: Arc<str>,
-    pub consumer: Arc<str>,
+    pub consumer: Option<Arc<str>>,
+}
+
+impl EncodeLabelSet for DeprecatedLabels {
+    fn encode(
+        &self,
+        encoder: &mut prometheus_client::encoding::LabelSetEncoder,
+    ) -> Result<(), std::fmt::Error> {
+        use prometheus_client::encoding::EncodeLabel;
+        ("product", &*self.product).encode(encoder.encode_label())?;
+        ("version", &*self.version).encode(encoder.encode_label())?;
+        if let Some(consumer) = &self.consumer {
+            ("consumer", &**consumer).encode(encoder.encode_label())?;
+        }
+        Ok(())
+    }
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -74,7 +90,8 @@ pub struct ConsumerLabels {
     pub decision: &'static str,
 }
 
-/// Which consumer label `meshgate_consumer_requests_total` carries. Consumer
+/// Which consumer label `meshgate_consumer_requests_total` and
+/// `meshgate_deprecated_requests_total` carry. Consumer
 /// labels exist only where their set is bounded, so cardinality cannot explode.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -171,6 +188,10 @@ pub struct Observed<'a> {
     pub tier: Option<&'a Arc<str>>,
     /// The calling service (`x-meshgate-principal` form).
     pub service: &'a http::HeaderValue,
+    /// The deprecated version (status `deprecated`, or past its
+    /// `endOfSupport`) the policies allowed the request to:
+    /// `meshgate_deprecated_requests_total`.
+    pub deprecated: Option<&'a Arc<str>>,
     /// The request's own body failed (the client's fault): counted, but
     /// its duration is not the product's and stays out of the histogram
     /// (and so out of the latency SLI).
@@ -363,17 +384,6 @@ impl Metrics {
         self.traffic.observe_request(r);
     }
 
-    /// A request a consumer's policies allowed to a deprecated version
-    /// (`service` in the `x-meshgate-principal` form).
-    pub fn deprecated_request(
-        &self,
-        product: &Arc<str>,
-        version: &Arc<str>,
-        service: &http::HeaderValue,
-    ) {
-        self.traffic.deprecated_request(product, version, service);
-    }
-
     /// A forwarded request whose body failed on the client's side
     /// (`reason`: `malformed` or `client_gone`); the client's fault,
     /// counted apart from the upstream's failures.
@@ -465,6 +475,7 @@ mod tests {
             elapsed,
             tier: None,
             service,
+            deprecated: None,
             client_fault: false,
         }
     }
@@ -567,6 +578,51 @@ mod tests {
             r#"meshgate_consumer_requests_total{product="sales.orders",consumer="other",decision="deny"} 2"#,
         ] {
             assert!(text.contains(line), "{line} not in\n{text}");
+        }
+    }
+
+    #[test]
+    fn deprecated_requests_name_the_consumer_only_as_consumer_label_says() {
+        let orders: Arc<str> = Arc::from("sales.orders");
+        let version: Arc<str> = Arc::from("1.2.0");
+        let gold: Arc<str> = Arc::from("gold");
+        let service = http::HeaderValue::from_static("spiffe://a");
+        for (label, line) in [
+            (
+                ConsumerLabel::None,
+                r#"meshgate_deprecated_requests_total{product="sales.orders",version="1.2.0"} 1"#,
+            ),
+            (
+                ConsumerLabel::Service,
+                r#"meshgate_deprecated_requests_total{product="sales.orders",version="1.2.0",consumer="spiffe://a"} 1"#,
+            ),
+            (
+                ConsumerLabel::Tier,
+                r#"meshgate_deprecated_requests_total{product="sales.orders",version="1.2.0",consumer="gold"} 1"#,
+            ),
+        ] {
+            let m = Metrics::with_config(&MetricsConfig {
+                consumer_label: label,
+                ..MetricsConfig::default()
+            });
+            let mut r = observed(Some(&orders), "allow", 200, Duration::ZERO, &service);
+            r.tier = Some(&gold);
+            r.deprecated = Some(&version);
+            m.observe_request(&r);
+            // Not deprecated: not counted.
+            m.observe_request(&observed(
+                Some(&orders),
+                "allow",
+                200,
+                Duration::ZERO,
+                &service,
+            ));
+            let text = m.encode();
+            let deprecated: Vec<&str> = text
+                .lines()
+                .filter(|l| l.starts_with("meshgate_deprecated_requests_total{"))
+                .collect();
+            assert_eq!(deprecated, [line], "{label:?}");
         }
     }
 }

@@ -1,5 +1,6 @@
-//! The span export's counters: `meshgate_trace_spans_exported_total` and
-//! `meshgate_trace_spans_dropped_total` by reason. Registered whether or
+//! The span export's counters: `meshgate_trace_spans_exported_total`,
+//! `meshgate_trace_spans_dropped_total` by reason, and
+//! `meshgate_trace_parent_rate_limited_total` (sampling). Registered whether or
 //! not `tracing.otlp` is configured, so that dashboards and alerts need
 //! no special case (they stay at zero when tracing is off).
 
@@ -23,6 +24,9 @@ pub struct TraceMetrics {
     pub dropped_queue_full: Counter,
     /// Spans of batches the collector refused or did not answer in time.
     pub dropped_export_failed: Counter,
+    /// Continued traces the caller asked to sample that
+    /// `sampler.parent_rate` refused (the ratio then decided).
+    pub parent_rate_limited: Counter,
 }
 
 impl TraceMetrics {
@@ -39,11 +43,18 @@ impl TraceMetrics {
             "Sampled spans that were never exported: queue_full (the bounded export queue was full) or export_failed (the collector refused the batch or did not answer within tracing.otlp.timeout)",
             dropped.clone(),
         );
+        let parent_rate_limited = Counter::default();
+        registry.register(
+            "trace_parent_rate_limited",
+            "Requests in a caller's trace that the caller asked to sample (its sampled flag) beyond tracing.otlp.sampler.parent_rate a second: the ratio decided them instead, on meshgate's own draw",
+            parent_rate_limited.clone(),
+        );
         let reason = |reason| dropped.get_or_create(&DropLabels { reason }).clone();
         TraceMetrics {
             exported,
             dropped_queue_full: reason("queue_full"),
             dropped_export_failed: reason("export_failed"),
+            parent_rate_limited,
         }
     }
 }

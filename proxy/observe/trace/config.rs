@@ -83,6 +83,14 @@ pub struct SamplerConfig {
     /// A continued trace follows its caller's sampled flag (the default);
     /// `false`: the ratio decides every trace.
     pub parent_based: bool,
+    /// Requests per second (per process, bursts of as many) sampled on
+    /// their caller's word alone: continued traces whose caller asked for
+    /// it (its sampled flag; not parent-based, the ratio on the trace id it
+    /// chose) that meshgate's own draw at `ratio` would not have sampled.
+    /// Past it the own draw decides, and
+    /// `meshgate_trace_parent_rate_limited_total` counts them. 0: the
+    /// caller never raises sampling above the ratio.
+    pub parent_rate: u32,
 }
 
 impl Default for SamplerConfig {
@@ -90,6 +98,7 @@ impl Default for SamplerConfig {
         SamplerConfig {
             ratio: 1.0,
             parent_based: true,
+            parent_rate: DEFAULT_PARENT_RATE,
         }
     }
 }
@@ -98,7 +107,8 @@ impl Default for SamplerConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct QueueConfig {
-    /// Spans waiting for export; past it, new ones are dropped and counted.
+    /// Spans waiting for export (and at most 1 KiB each on average); past
+    /// it, new ones are dropped and counted.
     pub max_spans: usize,
     /// Spans sent in one export.
     pub max_batch: usize,
@@ -117,10 +127,15 @@ impl Default for QueueConfig {
     }
 }
 
+/// `sampler.parent_rate`'s default, and its largest.
+const DEFAULT_PARENT_RATE: u32 = 100;
+const MAX_PARENT_RATE: u32 = 1_000_000;
+
 /// Longest `timeout` and `queue.delay` (zero is refused as every duration is).
 const MAX_WAIT: Duration = Duration::from_secs(60);
 
-/// Largest `queue.max_spans`: a span is about 1 KiB in memory.
+/// Largest `queue.max_spans`: the queue holds at most 1 KiB per span
+/// (`export::QUEUE_BYTES_PER_SPAN`), so 1 GiB.
 const MAX_QUEUE: usize = 1 << 20;
 
 impl TracingConfig {
@@ -179,6 +194,15 @@ impl TracingConfig {
             return Err((
                 "tracing.otlp.sampler.ratio",
                 format!("{r} is not a ratio from 0 to 1"),
+            ));
+        }
+        if o.sampler.parent_rate > MAX_PARENT_RATE {
+            return Err((
+                "tracing.otlp.sampler.parent_rate",
+                format!(
+                    "{} is above the maximum of {MAX_PARENT_RATE}",
+                    o.sampler.parent_rate
+                ),
             ));
         }
         let q = &o.queue;
@@ -251,6 +275,7 @@ mod tests {
         assert_eq!(o.service_name, "meshgate");
         assert_eq!(o.sampler.ratio, 1.0);
         assert!(o.sampler.parent_based);
+        assert_eq!(o.sampler.parent_rate, 100);
         assert!(c.check().is_ok());
         assert!(TracingConfig::default().check().is_ok());
     }
@@ -269,6 +294,11 @@ mod tests {
                 "  sampler: {ratio: -0.1}\n",
                 "tracing.otlp.sampler.ratio",
                 "not a ratio",
+            ),
+            (
+                "  sampler: {parent_rate: 1000001}\n",
+                "tracing.otlp.sampler.parent_rate",
+                "1000001 is above the maximum of 1000000",
             ),
             (
                 "  queue: {max_spans: 0}\n",

@@ -10,6 +10,14 @@
 //! request path over OTLP/HTTP or OTLP/gRPC, drops counted). Tracing off is
 //! a `None` on the gate; a request sampled out costs the sampling decision
 //! (a comparison on its trace id) and nothing more.
+//!
+//! Sampling is parent-based, as OpenTelemetry's default, but the caller's
+//! word is bounded: a caller that asks for every request to be sampled
+//! (any identity can send `traceparent` with the sampled flag, or, not
+//! parent-based, choose trace ids the ratio samples) gets at most
+//! `sampler.parent_rate` requests a second sampled beyond the ratio;
+//! past it, the ratio decides on meshgate's own random draw, and
+//! `meshgate_trace_parent_rate_limited_total` counts them.
 
 mod config;
 mod export;
@@ -17,8 +25,12 @@ mod send;
 mod span;
 mod wire;
 
+use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
+
+use governor::{DefaultDirectRateLimiter, Quota};
+use prometheus_client::metrics::counter::Counter;
 
 use opentelemetry_sdk::trace::{IdGenerator, RandomIdGenerator};
 
@@ -51,11 +63,57 @@ impl UpstreamPeer {
 
 /// Samples requests and starts their spans; shared by every request.
 pub struct Tracer {
+    sampler: Sampler,
+    ids: RandomIdGenerator,
+    shared: Arc<span::Shared>,
+}
+
+/// The sampling decision: parent-based ratio sampling, the caller's word
+/// bounded by `sampler.parent_rate`.
+struct Sampler {
     /// A new trace is sampled when its id's low 63 bits are below this.
     bound: u64,
     parent_based: bool,
-    ids: RandomIdGenerator,
-    shared: Arc<span::Shared>,
+    /// Requests a second sampled on the caller's word beyond the ratio;
+    /// `None`: none (`parent_rate: 0`).
+    parent_rate: Option<DefaultDirectRateLimiter>,
+    /// Requests the caller asked for past `parent_rate`.
+    limited: Counter,
+}
+
+impl Sampler {
+    fn new(bound: u64, parent_based: bool, parent_rate: Option<Quota>, limited: Counter) -> Self {
+        Sampler {
+            bound,
+            parent_based,
+            parent_rate: parent_rate.map(DefaultDirectRateLimiter::direct),
+            limited,
+        }
+    }
+
+    /// Whether the request of `trace` is sampled. A new trace: the ratio on
+    /// its id (meshgate's own). A continued trace: what the caller asked
+    /// for (its sampled flag; not parent-based, the ratio on its trace id)
+    /// when the ratio on meshgate's own draw (the span id it drew, random)
+    /// agrees or within `parent_rate`; past it, that own draw.
+    fn decide(&self, trace: &TraceContext) -> bool {
+        if trace.parent_id.is_none() {
+            return ratio_samples(self.bound, &trace.trace_id);
+        }
+        let asked = if self.parent_based {
+            trace.flags & 1 == 1
+        } else {
+            ratio_samples(self.bound, &trace.trace_id)
+        };
+        if !asked || below(self.bound, trace.span_id) {
+            return asked;
+        }
+        if (self.parent_rate.as_ref()).is_some_and(|limit| limit.check().is_ok()) {
+            return true;
+        }
+        self.limited.inc();
+        false
+    }
 }
 
 impl Tracer {
@@ -67,10 +125,12 @@ impl Tracer {
         upstream: UpstreamPeer,
         metrics: TraceMetrics,
     ) -> Result<Tracer, String> {
+        let limited = metrics.parent_rate_limited.clone();
         let queue = export::spawn(config, metrics)?;
+        let s = &config.sampler;
+        let rate = NonZeroU32::new(s.parent_rate).map(Quota::per_second);
         Ok(Tracer {
-            bound: ratio_bound(config.sampler.ratio),
-            parent_based: config.sampler.parent_based,
+            sampler: Sampler::new(ratio_bound(s.ratio), s.parent_based, rate, limited),
             ids: RandomIdGenerator::default(),
             shared: Arc::new(span::Shared::new(queue, upstream)),
         })
@@ -89,10 +149,7 @@ impl Tracer {
         conn: &ConnInfo,
         request_id: &http::HeaderValue,
     ) -> Option<Box<Draft>> {
-        let sampled = match trace.parent_id {
-            Some(_) if self.parent_based => trace.flags & 1 == 1,
-            _ => ratio_samples(self.bound, &trace.trace_id),
-        };
+        let sampled = self.sampler.decide(trace);
         trace.flags = (trace.flags & !1) | u8::from(sampled);
         if !sampled {
             return None;
@@ -123,21 +180,26 @@ fn ratio_bound(ratio: f64) -> u64 {
 fn ratio_samples(bound: u64, trace_id: &[u8; 16]) -> bool {
     let mut low = [0; 8];
     low.copy_from_slice(&trace_id[8..]);
-    (u64::from_be_bytes(low) >> 1) < bound
+    below(bound, low)
+}
+
+/// Eight random bytes' low 63 bits are below `bound`.
+fn below(bound: u64, random: [u8; 8]) -> bool {
+    (u64::from_be_bytes(random) >> 1) < bound
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use opentelemetry::trace::{SpanKind, TraceId};
-    use opentelemetry_sdk::trace::{Sampler, SamplingDecision, ShouldSample};
+    use opentelemetry_sdk::trace::{Sampler as SdkSampler, SamplingDecision, ShouldSample};
     use rand::Rng;
 
     #[test]
     fn the_ratio_decides_as_the_sdks_trace_id_ratio_sampler() {
         let mut rng = rand::rng();
         for ratio in [0.0, 0.001, 0.01, 0.25, 0.5, 0.999, 1.0] {
-            let sdk = Sampler::TraceIdRatioBased(ratio);
+            let sdk = SdkSampler::TraceIdRatioBased(ratio);
             let bound = ratio_bound(ratio);
             let mut ids: Vec<[u8; 16]> = (0..20_000).map(|_| rng.random()).collect();
             ids.extend([[0; 16], [0xff; 16]]);
@@ -156,5 +218,59 @@ mod tests {
                 assert_eq!(ratio_samples(bound, &id), theirs, "{ratio} {id:?}");
             }
         }
+    }
+
+    /// A continued trace with `flags`, its trace id's low bits `low`,
+    /// meshgate's own draw `own`.
+    fn continued(flags: u8, low: u8, own: u8) -> TraceContext {
+        let mut trace_id = [0x4b; 16];
+        trace_id[8..].copy_from_slice(&[low; 8]);
+        TraceContext {
+            trace_id,
+            span_id: [own; 8],
+            parent_id: Some([1; 8]),
+            flags,
+        }
+    }
+
+    /// How many of 100 requests in continued traces `sampler` samples.
+    fn sampled(sampler: &Sampler, flags: u8, low: u8) -> usize {
+        (0..100)
+            .filter(|_| sampler.decide(&continued(flags, low, 0xff)))
+            .count()
+    }
+
+    #[test]
+    fn a_callers_sampled_flag_is_honoured_only_within_parent_rate() {
+        // 5 an hour, so that none comes back while the test runs.
+        let quota = Quota::per_hour(NonZeroU32::MIN.saturating_add(4));
+        let none = ratio_bound(0.0);
+        let s = Sampler::new(none, true, Some(quota), Counter::default());
+        assert_eq!(sampled(&s, 1, 0xff), 5, "the first 5, then the ratio (0)");
+        assert_eq!(s.limited.get(), 95);
+        // Not asked: never sampled, and no count.
+        assert_eq!(sampled(&s, 0, 0xff), 0);
+        assert_eq!(s.limited.get(), 95);
+        // What the ratio samples on meshgate's own draw takes no allowance.
+        let all = Sampler::new(ratio_bound(1.0), true, Some(quota), Counter::default());
+        assert_eq!(sampled(&all, 1, 0xff), 100);
+        assert_eq!(all.limited.get(), 0);
+        let half = Sampler::new(ratio_bound(0.5), true, Some(quota), Counter::default());
+        assert!(half.decide(&continued(1, 0xff, 0x00)), "own draw samples");
+        assert_eq!(sampled(&half, 1, 0xff), 5, "own draw (0xff…) does not");
+        // parent_rate 0: the ratio alone.
+        let zero = Sampler::new(none, true, None, Counter::default());
+        assert_eq!(sampled(&zero, 1, 0xff), 0);
+        assert_eq!(zero.limited.get(), 100);
+        // Not parent-based: a trace id the caller chose to pass the ratio
+        // is its word too.
+        let chosen = Sampler::new(ratio_bound(0.01), false, Some(quota), Counter::default());
+        assert_eq!(sampled(&chosen, 0, 0x00), 5);
+        assert_eq!(chosen.limited.get(), 95);
+        // A new trace's id is meshgate's own: the ratio, unbounded.
+        let mut new = continued(1, 0x00, 0xff);
+        new.parent_id = None;
+        assert!((0..100).all(|_| chosen.decide(&new)));
+        assert_eq!(chosen.limited.get(), 95);
     }
 }

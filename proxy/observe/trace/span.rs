@@ -5,6 +5,14 @@
 //! `.principal`), and the client span of the upstream exchange. The server
 //! span's attributes are encoded as the stages learn them ([`Draft::attr`]):
 //! no attribute is held as a string of its own.
+//!
+//! A span's size is bounded whatever the request sent: every string
+//! attribute is cut at a UTF-8 boundary to [`MAX_VALUE`] bytes
+//! ([`MAX_PATH`] for `url.path`), as the OpenTelemetry SDK's
+//! `AttributeValueLengthLimit` does, `meshgate.policy_ids` lists at most
+//! [`MAX_POLICY_IDS`] ids, and the span name is cut like a value. With
+//! `tracestate` within W3C's 512 bytes (`model::trace::tracestate`), a
+//! request's two spans take at most [`MAX_REQUEST_SPANS`] bytes.
 
 use std::fmt;
 use std::sync::Arc;
@@ -17,6 +25,33 @@ use crate::decision::authz::AuthzOutcome;
 use crate::decision::jwt::User;
 use crate::model::connection::ConnInfo;
 use crate::model::trace::TraceContext;
+
+/// Longest string attribute value, in bytes (user agent, host, principal,
+/// end user, gRPC service and method, the span name, each policy id, …).
+pub(super) const MAX_VALUE: usize = 256;
+/// Longest `url.path`, in bytes.
+pub(super) const MAX_PATH: usize = 1024;
+/// Most ids in `meshgate.policy_ids` (the first ones the decision named).
+pub(super) const MAX_POLICY_IDS: usize = 16;
+/// What a request's two spans take at most, encoded: the server span's
+/// string values (eleven of [`MAX_VALUE`], one of [`MAX_PATH`], the ids
+/// 16 × [`MAX_VALUE`], the names and their framing, the fixed fields, a
+/// 512-byte `tracestate`) and the client span's (a copy of the name and
+/// `tracestate`): a draft filled to every limit took 10,373 bytes (the
+/// unit test below checks it stays under this).
+pub(super) const MAX_REQUEST_SPANS: usize = 12 * 1024;
+
+/// `s` cut to at most `max` bytes at a UTF-8 boundary.
+pub(super) fn clip(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
 
 /// What every draft shares: the queue and the upstream's name.
 pub(super) struct Shared {
@@ -140,11 +175,10 @@ impl Draft {
             .into_iter()
             .find(|m| *m == sent)
             .unwrap_or("_OTHER");
-        let tracestate = trace.parent_id.and_then(|_| {
-            let v = req.headers().get(crate::model::trace::TRACESTATE)?;
-            let state = v.to_str().ok()?.parse::<opentelemetry::trace::TraceState>();
-            state.ok().map(|s| s.header())
-        });
+        // What the upstream receives too: valid, within W3C's bounds.
+        let tracestate = trace
+            .parent_id
+            .and_then(|_| crate::model::trace::tracestate(req.headers()));
         let mut d = Draft {
             shared: shared.clone(),
             trace_id: trace.trace_id,
@@ -194,9 +228,24 @@ impl Draft {
         d
     }
 
-    /// Adds an attribute to the server span.
+    /// Adds an attribute to the server span, a string cut to
+    /// [`MAX_VALUE`] bytes.
     pub(super) fn attr<'a>(&mut self, name: &'static str, value: impl Into<Val<'a>>) {
-        wire::attribute(&mut self.out, SPAN_ATTRIBUTES, name, value.into());
+        self.attr_within(name, value.into(), MAX_VALUE);
+    }
+
+    /// Adds an attribute, a string cut to `max` bytes, a list to
+    /// [`MAX_POLICY_IDS`] strings of [`MAX_VALUE`].
+    fn attr_within(&mut self, name: &'static str, value: Val<'_>, max: usize) {
+        let out = &mut self.out;
+        match value {
+            Val::Str(s) => wire::attribute(out, SPAN_ATTRIBUTES, name, Val::Str(clip(s, max))),
+            Val::Strs(list) => {
+                let list = list.iter().take(MAX_POLICY_IDS);
+                wire::attribute_list(out, SPAN_ATTRIBUTES, name, list.map(|s| clip(s, MAX_VALUE)));
+            }
+            other => wire::attribute(out, SPAN_ATTRIBUTES, name, other),
+        }
     }
 
     /// The request goes to the upstream now.
@@ -222,7 +271,7 @@ impl Draft {
     /// The answer: the server span's attributes from what the stages
     /// learned. The spans end with the response body ([`Draft::end`]).
     pub fn answered(&mut self, answer: &Answer<'_>, grpc_call: bool) {
-        self.attr("url.path", Val::Str(answer.path));
+        self.attr_within("url.path", Val::Str(answer.path), MAX_PATH);
         if let Some(route) = answer.route {
             self.attr("http.route", Val::Str(route));
         }
@@ -244,7 +293,7 @@ impl Draft {
             if let Some((service, method)) = name.split_once('/') {
                 self.attr("rpc.service", Val::Str(service));
                 self.attr("rpc.method", Val::Str(method));
-                self.rpc = Some(name.to_string());
+                self.rpc = Some(clip(name, MAX_VALUE).to_string());
             }
         }
         if let Some(code) = answer.error {
@@ -442,7 +491,157 @@ fn version(v: http::Version) -> &'static str {
 
 #[cfg(test)]
 mod tests {
-    use super::split_authority;
+    use super::super::export::Item;
+    use super::*;
+    use crate::decision::authz::Decision;
+    use crate::decision::contract::Action;
+    use crate::model::identity::{PeerIdentity, Principal};
+    use opentelemetry_proto::tonic::common::v1::any_value::Value as Any;
+    use opentelemetry_proto::tonic::trace::v1::ScopeSpans;
+    use prost::Message;
+
+    fn text_of(v: &Option<opentelemetry_proto::tonic::common::v1::AnyValue>) -> Vec<String> {
+        match v.as_ref().and_then(|v| v.value.as_ref()) {
+            Some(Any::StringValue(s)) => vec![s.clone()],
+            Some(Any::ArrayValue(a)) => a
+                .values
+                .iter()
+                .flat_map(|v| text_of(&Some(v.clone())))
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// A request that sends, and a decision that names, more than any
+    /// limit: its spans stay within `MAX_REQUEST_SPANS`, each value cut
+    /// at a UTF-8 boundary.
+    #[test]
+    fn a_requests_spans_are_bounded_whatever_it_sent() {
+        let (queue, mut rx) = Queue::unexported(16);
+        let upstream = UpstreamPeer {
+            host: "127.0.0.1".into(),
+            port: 8080,
+            version: "1.1",
+        };
+        let shared = Arc::new(Shared::new(queue, upstream));
+        // 'a' and then 'é's: byte 256 falls inside a character.
+        let agent = format!("a{}", "é".repeat(7_500));
+        let state = format!("a={},b={}", "v".repeat(250), "w".repeat(250));
+        let req = http::Request::builder()
+            .method(http::Method::from_bytes("X".repeat(5_000).as_bytes()).expect("method"))
+            .uri("/")
+            .header(http::header::HOST, "h".repeat(5_000))
+            .header(http::header::USER_AGENT, agent.as_str())
+            .header(
+                crate::model::trace::TRACEPARENT,
+                "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            )
+            .header(crate::model::trace::TRACESTATE, state.as_str())
+            .body(())
+            .expect("request");
+        let long = "p".repeat(5_000);
+        let identity = PeerIdentity {
+            principal: Principal::CommonName(long.clone()),
+            principal_header: http::HeaderValue::from_str(&long).expect("value"),
+            xfcc: http::HeaderValue::from_static("x"),
+            cert_sha256: String::new(),
+        };
+        let conn = ConnInfo::new(identity, "10.0.0.1:4000".parse().expect("addr"), "TLSv1.3");
+        let request_id = http::HeaderValue::from_str(&long).expect("value");
+        let trace = TraceContext::from_headers(req.headers());
+        let mut draft = Box::new(Draft::new(
+            &shared,
+            &trace,
+            [9; 8],
+            &req,
+            &conn,
+            &request_id,
+        ));
+        draft.upstream_sent();
+        draft.upstream_answered(Some(200));
+        let outcome = AuthzOutcome {
+            product: long.as_str().into(),
+            action: Action::Read,
+            resource: "r".into(),
+            decision: Decision {
+                allowed: true,
+                policies: (0..100).map(|i| format!("{i}{long}")).collect(),
+                errors: Vec::new(),
+            },
+            shadow: None,
+            policy_version: "v".into(),
+            throughput: None,
+            latency: None,
+            fields: None,
+        };
+        let user = User {
+            id: long.clone(),
+            issuer: String::new(),
+            subject: String::new(),
+            groups: Vec::new(),
+            scopes: Vec::new(),
+            attributes: Vec::new(),
+            expires_at: 0,
+        };
+        let path = format!("/{long}/{long}");
+        draft.answered(
+            &Answer {
+                path: &path,
+                route: Some(&long),
+                status: Some(200),
+                decision: "allow",
+                error: None,
+                grpc_status: Some(14),
+                outcome: Some(&outcome),
+                user: Some(&user),
+            },
+            true,
+        );
+        draft.end(false);
+        let Ok(Item::Spans(bytes, 2)) = rx.try_recv() else {
+            panic!("two spans queued");
+        };
+        assert!(bytes.len() <= MAX_REQUEST_SPANS, "{}", bytes.len());
+        let spans = ScopeSpans::decode(&bytes[..]).expect("decodes").spans;
+        let server = &spans[0];
+        assert!(server.name.len() <= MAX_VALUE, "{}", server.name.len());
+        assert_eq!(server.trace_state, state);
+        let attr = |name: &str| -> Vec<String> {
+            let kv = server.attributes.iter().find(|kv| kv.key == name);
+            text_of(&kv.unwrap_or_else(|| panic!("{name}")).value)
+        };
+        assert_eq!(
+            attr("user_agent.original"),
+            [&agent[..255]],
+            "cut before the 'é' at 255"
+        );
+        assert_eq!(attr("url.path")[0].len(), MAX_PATH);
+        let ids = attr("meshgate.policy_ids");
+        assert_eq!(ids.len(), MAX_POLICY_IDS);
+        assert!(ids.iter().all(|id| id.len() == MAX_VALUE));
+        for name in [
+            "http.request.method_original",
+            "server.address",
+            "meshgate.principal",
+            "meshgate.request_id",
+            "http.route",
+            "meshgate.product",
+            "enduser.id",
+            "rpc.service",
+            "rpc.method",
+        ] {
+            assert_eq!(attr(name)[0].len(), MAX_VALUE, "{name}");
+        }
+    }
+
+    #[test]
+    fn clip_cuts_at_a_character_boundary() {
+        assert_eq!(clip("abc", 5), "abc");
+        assert_eq!(clip("abc", 2), "ab");
+        assert_eq!(clip("aé", 2), "a");
+        assert_eq!(clip("é€", 4), "é");
+        assert_eq!(clip("é", 0), "");
+    }
 
     #[test]
     fn a_host_header_is_split_as_an_authority() {

@@ -147,7 +147,9 @@ pub(super) fn attribute(buf: &mut Vec<u8>, field: u32, name: &str, value: Val<'_
         Val::Str(s) => (0x0a, s.as_bytes()),
         Val::Int(v) => (0x18, varint_into(&mut scalar, v as u64)),
         Val::Bool(v) => (0x10, varint_into(&mut scalar, u64::from(v))),
-        Val::Strs(list) => return attribute_list(buf, field, name, list),
+        Val::Strs(list) => {
+            return attribute_list(buf, field, name, list.iter().map(String::as_str))
+        }
     };
     let any = if tag == 0x0a {
         1 + varint_len(payload.len() as u64) + payload.len()
@@ -183,7 +185,12 @@ fn varint_into(out: &mut [u8; 10], mut v: u64) -> &[u8] {
 }
 
 /// A `KeyValue` of a list of strings (`ArrayValue`).
-fn attribute_list(buf: &mut Vec<u8>, field: u32, name: &str, list: &[String]) {
+pub(super) fn attribute_list<'s>(
+    buf: &mut Vec<u8>,
+    field: u32,
+    name: &str,
+    list: impl IntoIterator<Item = &'s str>,
+) {
     nested(buf, field, |b| {
         bytes(b, 1, name.as_bytes());
         nested(b, 2, |b| {
