@@ -251,7 +251,8 @@ impl Bound {
         let reload_tls = webhook.tls.clone();
         tokio::spawn(async move {
             // A change of the pair or SIGHUP: re-read it.
-            while changes.next().await.is_some() {
+            while let Some(change) = changes.next().await {
+                changes.rearm(change);
                 reload(&reload_state, &reload_tls);
             }
         });

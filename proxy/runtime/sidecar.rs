@@ -376,7 +376,7 @@ impl Bound {
         let admin_addr = admin.local_addr().ok();
         tokio::spawn(crate::runtime::admin::serve(admin, sc.clone()));
         let policy_paths = match sc.gate.policy.as_ref().map(|p| p.origin()) {
-            Some(Origin::Files(cfg)) => cfg.watched_paths(),
+            Some(Origin::Files(cfg)) => cfg.watch_targets(),
             _ => Vec::new(),
         };
         let mut changes = Changes::new()
@@ -445,7 +445,7 @@ impl Bound {
 }
 
 /// What the sidecar watches for changes.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, PartialEq, Eq)]
 enum Watched {
     Tls,
     Policy,
@@ -457,6 +457,9 @@ enum Watched {
 /// change, all on SIGHUP.
 async fn reload_on_change(sc: Arc<Sidecar>, mut changes: Changes<Watched>) {
     while let Some(change) = changes.next().await {
+        // Before the files are read: a watched directory removed and made
+        // again is watched again, and a change after this is seen.
+        changes.rearm(change);
         let (tls, policy, key) = match change {
             Change::Files(Watched::Tls) => (true, false, false),
             Change::Files(Watched::Policy) => (false, true, false),
