@@ -212,3 +212,27 @@ fn a_server_certificate_outside_its_validity_does_not_replace_a_valid_one() {
         })
         .unwrap_or_else(|| panic!("no error at start-up:\n{}", expired.logs.dump()));
 }
+
+/// A certificate file cut short: `run` and `validate` refuse it naming the
+/// field, the file and the missing end line as text. Before, the line was
+/// printed as a byte array (`missing section end marker: [67, 69, 82, …]`).
+#[test]
+fn a_cut_pem_file_is_refused_naming_the_file_and_the_missing_line_as_text() {
+    let pki = Pki::new();
+    let full = std::fs::read_to_string(pki.path("server.pem")).expect("read");
+    let cut = &full[..full.find("-----END").expect("an end line")];
+    pki.write("cut.pem", cut);
+    let cut_path = pki.path("cut.pem").display().to_string();
+    let key = pki.path("server-key.pem").display().to_string();
+    let ca = pki.path("ca.pem").display().to_string();
+    let sidecar = Meshgate::builder(&pki, "http://127.0.0.1:8080").tls(&cut_path, &key, &ca);
+    for (cmd, stderr) in sidecar.refusals("cut.yaml") {
+        assert!(
+            stderr.contains(&format!(
+                "tls.cert: {cut_path}: not valid PEM: no `-----END CERTIFICATE-----` line"
+            )),
+            "{cmd}: {stderr}"
+        );
+        assert!(!stderr.contains("[45, 45"), "{cmd}: {stderr}");
+    }
+}

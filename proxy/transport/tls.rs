@@ -148,7 +148,10 @@ fn parse_certs(
 ) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     let certs = CertificateDer::pem_slice_iter(pem)
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| file_error(field, path, format!("not valid PEM: {e}")))?;
+        .map_err(|e| {
+            let why = crate::base::pem::describe(&e);
+            file_error(field, path, format!("not valid PEM: {why}"))
+        })?;
     if certs.is_empty() {
         return Err(file_error(field, path, "holds no CERTIFICATE block"));
     }
@@ -200,7 +203,12 @@ impl TlsMaterial {
 
         let chain = parse_certs("tls.cert", &paths.cert, &cert_pem)?;
         let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| {
-            file_error("tls.key", &paths.key, format!("no usable private key: {e}"))
+            let why = crate::base::pem::describe(&e);
+            file_error(
+                "tls.key",
+                &paths.key,
+                format!("no usable private key: {why}"),
+            )
         })?;
         let cas = parse_certs("tls.client_ca", &paths.client_ca, &ca_pem)?;
 
