@@ -283,11 +283,15 @@ fn the_sales_example_is_valid_before_and_after_injection() {
         .expect("ports")
         .iter()
         .any(|p| p["name"] == target));
-    // The NetworkPolicy lets in exactly the sidecar's ports (served and
-    // admin), by number, and nothing else of the product's pods; the admin
-    // port only from the monitoring namespace (any pod could otherwise
-    // reach /metrics and /policy).
-    let policy = find(&injected, "NetworkPolicy", "orders-ingress");
+    network_policy_admits_the_sidecars_ports_only(&injected, orders, pod);
+}
+
+/// The NetworkPolicy lets in exactly the sidecar's ports (served and admin),
+/// by number, and nothing else of the product's pods; the admin port only
+/// from the monitoring namespace (any pod could otherwise reach /metrics
+/// and /policy).
+fn network_policy_admits_the_sidecars_ports_only(injected: &[Value], orders: &Value, pod: &Value) {
+    let policy = find(injected, "NetworkPolicy", "orders-ingress");
     assert_eq!(
         policy["spec"]["podSelector"]["matchLabels"],
         orders["spec"]["selector"]["matchLabels"]
