@@ -283,9 +283,15 @@ fn the_sales_example_is_valid_before_and_after_injection() {
         .expect("ports")
         .iter()
         .any(|p| p["name"] == target));
-    // The NetworkPolicy lets in exactly the sidecar's ports (served and
-    // admin), by number, and nothing else of the product's pods.
-    let policy = find(&injected, "NetworkPolicy", "orders-ingress");
+    network_policy_admits_the_sidecars_ports_only(&injected, orders, pod);
+}
+
+/// The NetworkPolicy lets in exactly the sidecar's ports (served and admin),
+/// by number, and nothing else of the product's pods; the admin port only
+/// from the monitoring namespace (any pod could otherwise reach /metrics
+/// and /policy).
+fn network_policy_admits_the_sidecars_ports_only(injected: &[Value], orders: &Value, pod: &Value) {
+    let policy = find(injected, "NetworkPolicy", "orders-ingress");
     assert_eq!(
         policy["spec"]["podSelector"]["matchLabels"],
         orders["spec"]["selector"]["matchLabels"]
@@ -295,11 +301,47 @@ fn the_sales_example_is_valid_before_and_after_injection() {
         serde_json::json!(["Ingress"])
     );
     let rules = policy["spec"]["ingress"].as_array().expect("ingress");
-    assert_eq!(rules.len(), 1);
-    let mut allowed: Vec<(u64, &str)> = rules[0]["ports"]
+    assert_eq!(rules.len(), 2);
+    let ports_of = |rule: &Value| -> Vec<(u64, String)> {
+        rule["ports"]
+            .as_array()
+            .expect("ports")
+            .iter()
+            .map(|p| {
+                (
+                    p["port"].as_u64().expect("a numbered port"),
+                    p["protocol"].as_str().unwrap_or("TCP").to_string(),
+                )
+            })
+            .collect()
+    };
+    let admin_port = pod["initContainers"][0]["ports"]
         .as_array()
         .expect("ports")
         .iter()
+        .find(|p| p["name"] == "meshgate-admin")
+        .and_then(|p| p["containerPort"].as_u64())
+        .expect("the admin port");
+    for rule in rules {
+        let admin = ports_of(rule).iter().any(|(p, _)| *p == admin_port);
+        if admin {
+            assert_eq!(
+                ports_of(rule).len(),
+                1,
+                "the admin port has a rule of its own"
+            );
+            assert_eq!(
+                rule["from"],
+                serde_json::json!([{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}]),
+                "the admin port is open to the monitoring namespace only"
+            );
+        } else {
+            assert!(rule.get("from").is_none(), "the served port is open to all");
+        }
+    }
+    let mut allowed: Vec<(u64, &str)> = rules
+        .iter()
+        .flat_map(|r| r["ports"].as_array().expect("ports"))
         .map(|p| {
             (
                 p["port"].as_u64().expect("a numbered port"),

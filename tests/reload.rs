@@ -154,6 +154,42 @@ fn wait_log(mg: &Meshgate, from: usize, needle: &str) {
         .unwrap_or_else(|| panic!("no `{needle}` line:\n{}", mg.logs.dump()));
 }
 
+/// The mesh baseline's files.
+fn mesh() -> BTreeMap<&'static str, String> {
+    BTreeMap::from([
+        (
+            "schema.cedarschema",
+            repo_file("policies/schema.cedarschema"),
+        ),
+        ("entities.json", repo_file("policies/entities.json")),
+        ("baseline.cedar", repo_file("policies/mesh/baseline.cedar")),
+    ])
+}
+
+/// The sales domain's policies and contracts, with a policy and a route
+/// added.
+fn sales(extra_policy: &str, extra_route: &str) -> BTreeMap<&'static str, String> {
+    let contract = repo_file("policies/domains/sales/orders.odcs.yaml");
+    BTreeMap::from([
+        (
+            "policies.cedar",
+            repo_file("policies/domains/sales/policies.cedar") + extra_policy,
+        ),
+        (
+            "grants.links.json",
+            repo_file("policies/domains/sales/grants.links.json"),
+        ),
+        (
+            "customers.odcs.yaml",
+            repo_file("policies/domains/sales/customers.odcs.yaml"),
+        ),
+        ("orders.odcs.yaml", contract + extra_route),
+    ])
+}
+
+/// Marketing may read orders.
+const MARKETING_MAY_READ: &str = "\n@id(\"sales.orders.marketing-may-read\")\npermit (principal in Mesh::Domain::\"marketing\", action == Mesh::Action::\"read\", resource in Mesh::DataProduct::\"sales.orders\");\n";
+
 /// Starts a sidecar as `launch` says and edits each kind of file it watches.
 async fn every_kind_of_file_reloads(launch: Launch) {
     let pki = Pki::new();
@@ -174,35 +210,7 @@ async fn every_kind_of_file_reloads(launch: Launch) {
         cert
     };
     let first_cert = certs(&mut pod);
-    pod.write(
-        "mesh",
-        &BTreeMap::from([
-            (
-                "schema.cedarschema",
-                repo_file("policies/schema.cedarschema"),
-            ),
-            ("entities.json", repo_file("policies/entities.json")),
-            ("baseline.cedar", repo_file("policies/mesh/baseline.cedar")),
-        ]),
-    );
-    let sales = |extra_policy: &str, extra_route: &str| {
-        let contract = repo_file("policies/domains/sales/orders.odcs.yaml");
-        BTreeMap::from([
-            (
-                "policies.cedar",
-                repo_file("policies/domains/sales/policies.cedar") + extra_policy,
-            ),
-            (
-                "grants.links.json",
-                repo_file("policies/domains/sales/grants.links.json"),
-            ),
-            (
-                "customers.odcs.yaml",
-                repo_file("policies/domains/sales/customers.odcs.yaml"),
-            ),
-            ("orders.odcs.yaml", contract + extra_route),
-        ])
-    };
+    pod.write("mesh", &mesh());
     pod.write("policies", &sales("", ""));
     let old_key = Signer::new(Algorithm::ES256, "2026-11");
     pod.write("idp", &jwks(&old_key));
@@ -216,13 +224,7 @@ async fn every_kind_of_file_reloads(launch: Launch) {
 
     // 1. A policy edit: marketing may now read orders.
     let from = mg.logs.len();
-    pod.write(
-        "policies",
-        &sales(
-            "\n@id(\"sales.orders.marketing-may-read\")\npermit (principal in Mesh::Domain::\"marketing\", action == Mesh::Action::\"read\", resource in Mesh::DataProduct::\"sales.orders\");\n",
-            "",
-        ),
-    );
+    pod.write("policies", &sales(MARKETING_MAY_READ, ""));
     wait_log(&mg, from, "policy snapshot reloaded");
     assert_eq!(status(&pki, "campaigns", &[], &orders), "200");
 
@@ -287,4 +289,60 @@ async fn a_config_in_a_relative_subdirectory_reloads_every_kind_of_file() {
 #[tokio::test]
 async fn meshgate_config_over_kubelet_volumes_reloads_on_each_data_swap() {
     every_kind_of_file_reloads(Launch::EnvOverKubeletVolumes).await;
+}
+
+/// A policy directory removed (`rm -rf`), put back, then edited: the
+/// removal fails the reload, the copy put back clears the failure, the
+/// edit after is enforced. Before, the directory was watched by the
+/// removed inode only: the copy and every later edit went unseen and
+/// `last_error` stayed. And an identical rewrite is read and hashed, not
+/// built again.
+#[tokio::test]
+async fn a_policy_directory_removed_and_put_back_is_watched_again() {
+    let pki = Pki::new();
+    pki.client("campaigns", Leaf::client_spiffe(CAMPAIGNS));
+    let up = Upstream::start();
+    let mut pod = Pod::new(Launch::File("sidecar.yaml"));
+    let (cert, key) = pki.ca.issue(Leaf::server());
+    pod.write(
+        "certs",
+        &BTreeMap::from([
+            ("tls.crt", cert),
+            ("tls.key", key),
+            ("ca.crt", pki.ca.pem.clone()),
+        ]),
+    );
+    pod.write("mesh", &mesh());
+    pod.write("policies", &sales("", ""));
+    pod.write("idp", &jwks(&Signer::new(Algorithm::ES256, "2026-11")));
+    let mg = pod.start(&up.url());
+    let orders = mg.url("/orders");
+    assert_eq!(status(&pki, "campaigns", &[], &orders), "403");
+
+    let from = mg.logs.len();
+    pod.write("policies", &sales("", ""));
+    wait_log(
+        &mg,
+        from,
+        "policy files unchanged; the snapshot in force is kept, not rebuilt",
+    );
+
+    let from = mg.logs.len();
+    std::fs::remove_dir_all(pod.conf.join("policies")).expect("rm -rf");
+    wait_log(&mg, from, "policy reload failed");
+    assert_eq!(mg.metric("meshgate_policy_last_reload_successful"), 0.0);
+
+    let from = mg.logs.len();
+    pod.write("policies", &sales("", ""));
+    mg.logs
+        .wait_for(from, Duration::from_secs(30), |l| {
+            l.contains("the reload failure is cleared") || l.contains("policy snapshot reloaded")
+        })
+        .unwrap_or_else(|| panic!("the copy put back was not seen:\n{}", mg.logs.dump()));
+    assert_eq!(mg.metric("meshgate_policy_last_reload_successful"), 1.0);
+
+    let from = mg.logs.len();
+    pod.write("policies", &sales(MARKETING_MAY_READ, ""));
+    wait_log(&mg, from, "policy snapshot reloaded");
+    assert_eq!(status(&pki, "campaigns", &[], &orders), "200");
 }

@@ -151,3 +151,88 @@ fn a_resumed_session_whose_certificate_has_expired_since_is_closed() {
     let again = s_client(&pki, &mg, "brief", "session-2.pem", false);
     assert!(!again.contains("HTTP/1.1"), "{again}");
 }
+
+/// Writes `text` to `path` beside it first, then renames it over: what
+/// cert-manager and editors do.
+fn replace(path: &std::path::Path, text: &str) {
+    let tmp = path.with_extension("new");
+    std::fs::write(&tmp, text).expect("write");
+    std::fs::rename(&tmp, path).expect("rename");
+}
+
+/// A rotation to a server certificate that is expired, or not yet valid,
+/// keeps the valid one in force, says so with the file and the dates, and
+/// counts an error. Before, the expired certificate replaced the valid one
+/// and every handshake failed. And a sidecar started with an expired
+/// certificate starts (as Envoy does), saying loudly that it is expired.
+#[test]
+fn a_server_certificate_outside_its_validity_does_not_replace_a_valid_one() {
+    let pki = Pki::new();
+    let up = Upstream::start();
+    let mg = Meshgate::builder(&pki, &up).start();
+    let orders = mg.url("/orders");
+    assert_eq!(status_of(&pki, Some("reporting"), &orders), "200");
+    let days = time::Duration::days;
+    for (what, from, until) in [
+        ("expired", -days(30), -days(1)),
+        ("not yet valid", days(1), days(30)),
+    ] {
+        let mut leaf = Leaf::server();
+        (leaf.valid_from, leaf.valid_until) = (from, until);
+        let (cert, key) = pki.ca.issue(leaf);
+        let line = mg.logs.len();
+        let errors = mg.counter("meshgate_tls_reloads_total{result=\"error\"}");
+        replace(&pki.path("server-key.pem"), &key);
+        replace(&pki.path("server.pem"), &cert);
+        let refused = mg
+            .logs
+            .wait_for(line, Duration::from_secs(30), |l| {
+                l.contains("tls reload refused") && l.contains("server.pem")
+            })
+            .unwrap_or_else(|| panic!("{what}: no refusal:\n{}", mg.logs.dump()));
+        assert!(refused.contains("not_after"), "{refused}");
+        assert!(
+            mg.counter("meshgate_tls_reloads_total{result=\"error\"}") > errors,
+            "{what}"
+        );
+        assert_eq!(
+            status_of(&pki, Some("reporting"), &orders),
+            "200",
+            "{what}: the valid certificate is no longer served"
+        );
+        assert_eq!(mg.counter("meshgate_tls_reloads_total{result=\"ok\"}"), 0.0);
+    }
+
+    // Started with one outside its validity: up, and loud about it.
+    let expired = Meshgate::builder(&pki, &up).start();
+    expired
+        .logs
+        .wait_for(0, Duration::from_secs(30), |l| {
+            l.contains("the server certificate is not valid now") && l.contains("server.pem")
+        })
+        .unwrap_or_else(|| panic!("no error at start-up:\n{}", expired.logs.dump()));
+}
+
+/// A certificate file cut short: `run` and `validate` refuse it naming the
+/// field, the file and the missing end line as text. Before, the line was
+/// printed as a byte array (`missing section end marker: [67, 69, 82, …]`).
+#[test]
+fn a_cut_pem_file_is_refused_naming_the_file_and_the_missing_line_as_text() {
+    let pki = Pki::new();
+    let full = std::fs::read_to_string(pki.path("server.pem")).expect("read");
+    let cut = &full[..full.find("-----END").expect("an end line")];
+    pki.write("cut.pem", cut);
+    let cut_path = pki.path("cut.pem").display().to_string();
+    let key = pki.path("server-key.pem").display().to_string();
+    let ca = pki.path("ca.pem").display().to_string();
+    let sidecar = Meshgate::builder(&pki, "http://127.0.0.1:8080").tls(&cut_path, &key, &ca);
+    for (cmd, stderr) in sidecar.refusals("cut.yaml") {
+        assert!(
+            stderr.contains(&format!(
+                "tls.cert: {cut_path}: not valid PEM: no `-----END CERTIFICATE-----` line"
+            )),
+            "{cmd}: {stderr}"
+        );
+        assert!(!stderr.contains("[45, 45"), "{cmd}: {stderr}");
+    }
+}

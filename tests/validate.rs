@@ -408,3 +408,68 @@ fn the_benchmarks_sidecar_configurations_are_clean() {
         "{passthrough}"
     );
 }
+
+/// A JWKS file with a key meshgate cannot use (an `alg` no one defines):
+/// the key is ignored, as RFC 7517 §5 says, but `validate` warns naming
+/// the file, the key's kid and the reason, and so does the sidecar each
+/// time it reads the file. A JWKS that does not parse names its file.
+/// Before, the key was dropped silently: `validate` said ok and tokens of
+/// that kid were refused as `unknown_kid` with nothing to say why.
+#[test]
+fn a_jwks_key_meshgate_cannot_use_is_a_warning_naming_file_kid_and_reason() {
+    use common::tokens::Signer;
+    let pki = Pki::with_clients(CLIENTS);
+    let good = Signer::new(jsonwebtoken::Algorithm::ES256, "good");
+    let mut bad = serde_json::to_value(&Signer::new(jsonwebtoken::Algorithm::ES256, "typo").jwk)
+        .expect("jwk");
+    bad["alg"] = "RS265".into();
+    let jwks = pki.path("jwks.json");
+    std::fs::write(
+        &jwks,
+        serde_json::json!({ "keys": [good.jwk, bad] }).to_string(),
+    )
+    .expect("write jwks");
+    let sidecar = Meshgate::builder(&pki, "http://127.0.0.1:8080")
+        .policies()
+        .issuer(&format!(
+            "issuer: https://idp.test\naudiences: [meshgate]\njwks_file: {}\nmin_refresh: 0s",
+            jwks.display()
+        ));
+    let config = pki.path("meshgate.yaml");
+    std::fs::write(&config, sidecar.yaml()).expect("write config");
+
+    let out = validate(&config, false);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert_eq!(
+        out.stderr.trim_end(),
+        format!(
+            "{}: warning: keys[1] (kid `typo`): ignored: its alg `RS265` is not a signing algorithm meshgate supports",
+            jwks.display()
+        )
+    );
+    assert_eq!(validate(&config, true).code, Some(2));
+
+    let mg = sidecar.start();
+    let logged = mg
+        .logs
+        .wait_for(0, Duration::from_secs(10), |l| {
+            l.contains("a signing key of the JWKS is ignored")
+        })
+        .unwrap_or_else(|| panic!("no warning logged:\n{}", mg.logs.dump()));
+    for part in [&jwks.display().to_string(), "typo", "RS265"] {
+        assert!(logged.contains(part), "{part}: {logged}");
+    }
+    drop(mg);
+
+    std::fs::write(&jwks, r#"{"keys": 3}"#).expect("break jwks");
+    let out = validate(&config, false);
+    assert_eq!(out.code, Some(1), "{}", out.stderr);
+    assert!(
+        out.stderr.contains(&format!(
+            "users.issuers[0].jwks_file: {}: not a JWKS",
+            jwks.display()
+        )),
+        "{}",
+        out.stderr
+    );
+}

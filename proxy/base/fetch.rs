@@ -33,11 +33,13 @@ pub fn roots(ca: Option<&Path>) -> Result<rustls::RootCertStore, String> {
     }
     if let Some(path) = ca {
         use rustls_pki_types::pem::PemObject;
-        let certs = rustls_pki_types::CertificateDer::pem_file_iter(path)
-            .map_err(|e| format!("{}: {e}", path.display()))?;
+        let why = |e: rustls_pki_types::pem::Error| {
+            format!("{}: {}", path.display(), crate::base::pem::describe(&e))
+        };
+        let certs = rustls_pki_types::CertificateDer::pem_file_iter(path).map_err(why)?;
         let mut n = 0;
         for cert in certs {
-            let cert = cert.map_err(|e| format!("{}: {e}", path.display()))?;
+            let cert = cert.map_err(why)?;
             roots
                 .add(cert)
                 .map_err(|e| format!("{}: {e}", path.display()))?;

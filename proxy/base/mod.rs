@@ -7,5 +7,6 @@ pub mod fetch;
 pub mod hex;
 pub mod locate;
 pub mod paths;
+pub mod pem;
 pub mod watch;
 pub mod yaml;

@@ -17,16 +17,50 @@ pub enum Change<T> {
     Hangup,
 }
 
+/// A path to watch. A directory's entries count only when their names end
+/// in one of `suffixes` (none given: every entry), or begin with `..` (a
+/// Kubernetes volume's `..data` and the generations it points to): a swap
+/// file or notes beside the policies wake nothing.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Target {
+    pub path: PathBuf,
+    pub suffixes: &'static [&'static str],
+}
+
+impl Target {
+    /// A directory whose files ending in one of `suffixes` are read.
+    pub fn dir(path: PathBuf, suffixes: &'static [&'static str]) -> Target {
+        Target { path, suffixes }
+    }
+}
+
+impl From<PathBuf> for Target {
+    fn from(path: PathBuf) -> Target {
+        Target {
+            path,
+            suffixes: &[],
+        }
+    }
+}
+
+/// One watched set: what it watches, and the watch now armed.
+struct Set<T> {
+    tag: T,
+    targets: Vec<Target>,
+    debounce: Duration,
+    /// Kept alive: dropping a watcher ends its watch.
+    watcher: notify::RecommendedWatcher,
+    ticks: mpsc::Receiver<()>,
+}
+
 /// Sets of files and directories watched, each with its own debounce and
 /// tag, and SIGHUP: what a process that reloads on either waits on.
 pub struct Changes<T> {
-    /// Kept alive: dropping a watcher ends its watch.
-    watchers: Vec<notify::RecommendedWatcher>,
-    sets: Vec<(T, mpsc::Receiver<()>)>,
+    sets: Vec<Set<T>>,
     hangup: Option<Signal>,
 }
 
-impl<T: Copy> Changes<T> {
+impl<T: Copy + PartialEq> Changes<T> {
     /// SIGHUP alone, until sets are added with `watch`. Without a SIGHUP
     /// handler (it could not be installed: logged) only files count.
     pub fn new() -> Changes<T> {
@@ -34,7 +68,6 @@ impl<T: Copy> Changes<T> {
             .inspect_err(|e| tracing::warn!(error = %e, "cannot handle SIGHUP"))
             .ok();
         Changes {
-            watchers: Vec::new(),
             sets: Vec::new(),
             hangup,
         }
@@ -42,16 +75,50 @@ impl<T: Copy> Changes<T> {
 
     /// Also watches `paths`, files and directories (see [`watch`]), a burst
     /// of changes there reported once as `Change::Files(tag)`.
-    pub fn watch(
+    pub fn watch<P: Clone + Into<Target>>(
         mut self,
         tag: T,
-        paths: &[PathBuf],
+        paths: &[P],
         debounce: Duration,
     ) -> Result<Changes<T>, notify::Error> {
-        let (watcher, ticks) = watch(paths, debounce)?;
-        self.watchers.push(watcher);
-        self.sets.push((tag, ticks));
+        let targets: Vec<Target> = paths.iter().cloned().map(Into::into).collect();
+        let (watcher, ticks) = watch(&targets, debounce)?;
+        self.sets.push(Set {
+            tag,
+            targets,
+            debounce,
+            watcher,
+            ticks,
+        });
         Ok(self)
+    }
+
+    /// Sets the watches of the sets `change` names (every set for SIGHUP)
+    /// again, from the paths as they are now: a watched directory removed
+    /// and made again, or a link on the way now leading elsewhere, is
+    /// watched where it is now. Call it on each change, before reading the
+    /// files: a change after this is seen by the new watch, one before is
+    /// read. If a set cannot be watched again (its directory's parent is
+    /// gone too), its previous watch stays and a warning is logged.
+    pub fn rearm(&mut self, change: Change<T>) {
+        for set in &mut self.sets {
+            if let Change::Files(tag) = change {
+                if tag != set.tag {
+                    continue;
+                }
+            }
+            match watch(&set.targets, set.debounce) {
+                Ok((watcher, ticks)) => {
+                    set.watcher = watcher;
+                    set.ticks = ticks;
+                }
+                Err(e) => tracing::warn!(
+                    error = %e,
+                    paths = ?set.targets.iter().map(|t| t.path.display().to_string()).collect::<Vec<_>>(),
+                    "cannot watch the files again; keeping the previous watch (SIGHUP forces a reload)"
+                ),
+            }
+        }
     }
 
     /// The next reason to reload; `None` once none can come.
@@ -68,9 +135,9 @@ impl<T: Copy> Changes<T> {
             }
         }
         let mut open = self.hangup.is_some();
-        for (tag, ticks) in &mut self.sets {
-            match ticks.poll_recv(cx) {
-                Poll::Ready(Some(())) => return Poll::Ready(Some(Change::Files(*tag))),
+        for set in &mut self.sets {
+            match set.ticks.poll_recv(cx) {
+                Poll::Ready(Some(())) => return Poll::Ready(Some(Change::Files(set.tag))),
                 Poll::Ready(None) => {}
                 Poll::Pending => open = true,
             }
@@ -83,14 +150,16 @@ impl<T: Copy> Changes<T> {
     }
 }
 
-impl<T: Copy> Default for Changes<T> {
+impl<T: Copy + PartialEq> Default for Changes<T> {
     fn default() -> Self {
         Changes::new()
     }
 }
 
 /// Watches `paths`, files and directories, and sends a tick (debounced)
-/// whenever one of them changes: a directory, when anything in it changes; a
+/// whenever one of them changes: a directory, when an entry that counts
+/// (see [`Target`]) changes, or the directory itself is removed, renamed or
+/// made (its parent is watched for its name: see [`Changes::rearm`]); a
 /// file, when it does (written, or replaced by a rename over it). A file is
 /// watched through its directory, where atomic replacements happen, but the
 /// other files there do not count: an audit log beside a key file must not
@@ -112,22 +181,25 @@ impl<T: Copy> Default for Changes<T> {
 /// `/run/secrets` must not both be used. Relative paths are made absolute
 /// first.
 pub fn watch(
-    paths: &[PathBuf],
+    paths: &[Target],
     debounce: Duration,
 ) -> Result<(notify::RecommendedWatcher, mpsc::Receiver<()>), notify::Error> {
     use notify::{RecursiveMode, Watcher};
     let mut interest = Interest::default();
     // Watched or the watch fails; watched if it can be (a link's directory).
     let (mut dirs, mut also) = (Vec::new(), Vec::new());
-    for p in paths.iter().map(|p| crate::base::paths::absolute(p)) {
+    for t in paths {
+        let p = crate::base::paths::absolute(&t.path);
         for link in links_through(&p) {
             also.extend(link.parent().map(Path::to_path_buf));
             interest.exact.push(link);
         }
         if p.is_dir() {
             let real = std::fs::canonicalize(&p).unwrap_or(p);
+            // Its removal and its return are events of its parent.
+            also.extend(real.parent().map(Path::to_path_buf));
             dirs.push(real.clone());
-            interest.under.push(real);
+            interest.under.push((real, t.suffixes));
             continue;
         }
         let entry = on_disk(&p);
@@ -169,7 +241,7 @@ pub fn watch(
     }
     for d in &also {
         if let Err(e) = watcher.watch(d, RecursiveMode::NonRecursive) {
-            tracing::warn!(dir = %d.display(), error = %e, "cannot watch a directory holding a symlink on a watched path; a swap of that link is seen only on SIGHUP");
+            tracing::warn!(dir = %d.display(), error = %e, "cannot watch a directory holding a symlink or a directory on a watched path; a swap of that link, or the directory made again, is seen only on SIGHUP");
         }
     }
     let (tx, rx) = mpsc::channel(1);
@@ -192,8 +264,10 @@ struct Interest {
     /// Watched files, the symlinks on the way to a watched path, and where
     /// a watched file that is a link leads.
     exact: Vec<PathBuf>,
-    /// Watched directories: anything in them.
-    under: Vec<PathBuf>,
+    /// Watched directories: the directory itself, and the entries in it
+    /// whose names end in one of the suffixes (none: every entry) or begin
+    /// with `..`.
+    under: Vec<(PathBuf, &'static [&'static str])>,
     /// Directories of watched files: their `..`-prefixed entries (a
     /// volume's `..data` and the generations it points to).
     beside: Vec<PathBuf>,
@@ -201,11 +275,24 @@ struct Interest {
 
 impl Interest {
     fn counts(&self, p: &Path) -> bool {
+        let dotdot = p
+            .file_name()
+            .is_some_and(|n| n.as_encoded_bytes().starts_with(b".."));
+        let read = |suffixes: &[&str]| {
+            suffixes.is_empty()
+                || dotdot
+                || p.file_name().is_some_and(|n| {
+                    suffixes
+                        .iter()
+                        .any(|s| n.as_encoded_bytes().ends_with(s.as_bytes()))
+                })
+        };
         self.exact.iter().any(|e| e == p)
-            || self.under.iter().any(|d| p.starts_with(d))
-            || (p
-                .file_name()
-                .is_some_and(|n| n.as_encoded_bytes().starts_with(b".."))
+            || self
+                .under
+                .iter()
+                .any(|(d, suffixes)| p == d || (p.starts_with(d) && read(suffixes)))
+            || (dotdot
                 && p.parent()
                     .is_some_and(|d| self.beside.iter().any(|b| b == d)))
     }
@@ -272,6 +359,89 @@ fn links_through(path: &Path) -> Vec<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Plain paths, every entry of a directory counting.
+    fn watch(
+        paths: &[PathBuf],
+        debounce: Duration,
+    ) -> Result<(notify::RecommendedWatcher, mpsc::Receiver<()>), notify::Error> {
+        let targets: Vec<Target> = paths.iter().cloned().map(Target::from).collect();
+        super::watch(&targets, debounce)
+    }
+
+    /// Waits for the next change, at most 5 s.
+    async fn next_change(changes: &mut Changes<char>, what: &str) -> Change<char> {
+        tokio::time::timeout(Duration::from_secs(5), changes.next())
+            .await
+            .unwrap_or_else(|_| panic!("{what} was not seen"))
+            .expect("a change")
+    }
+
+    /// `rm -rf` of a watched directory, then a copy put back, then an edit:
+    /// each is seen, each change re-arming the watch. Before, the watch
+    /// stayed on the removed directory: the copy and every later edit
+    /// went unseen (a SIGHUP reloaded, but later edits were still unseen).
+    #[tokio::test]
+    async fn a_directory_removed_and_made_again_is_watched_again() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let dir = root.path().join("domains/finance");
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        std::fs::write(dir.join("p.cedar"), "one").expect("write");
+        let mut changes = Changes::new()
+            .watch(
+                'p',
+                &[Target::dir(dir.clone(), &[".cedar"])],
+                Duration::from_millis(20),
+            )
+            .expect("watch");
+        std::fs::remove_dir_all(&dir).expect("rm -rf");
+        let c = next_change(&mut changes, "the removal").await;
+        changes.rearm(c);
+        std::fs::create_dir(&dir).expect("mkdir again");
+        let c = next_change(&mut changes, "the directory made again").await;
+        changes.rearm(c);
+        std::fs::write(dir.join("p.cedar"), "two").expect("write");
+        let c = next_change(&mut changes, "the copy's file").await;
+        changes.rearm(c);
+        std::fs::write(dir.join("p.cedar"), "three").expect("edit");
+        assert_eq!(
+            next_change(&mut changes, "an edit after").await,
+            Change::Files('p')
+        );
+    }
+
+    /// A policy directory's swap files and notes wake nothing; its policies
+    /// and its volume's `..data` swap do. Before, any write there reloaded
+    /// (each a full snapshot build).
+    #[tokio::test]
+    async fn only_the_files_a_source_reads_count_in_its_directory() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let dir = root.path().join("policies");
+        std::fs::create_dir(&dir).expect("mkdir");
+        let mut changes = Changes::new()
+            .watch(
+                'p',
+                &[Target::dir(dir.clone(), &[".cedar", ".links.json"])],
+                Duration::from_millis(20),
+            )
+            .expect("watch");
+        for name in ["notes.txt", ".p.cedar.swp", "p.cedar~", "4913"] {
+            std::fs::write(dir.join(name), "x").expect("write");
+        }
+        assert!(
+            tokio::time::timeout(Duration::from_millis(300), changes.next())
+                .await
+                .is_err(),
+            "a file no source reads counted"
+        );
+        for (what, name) in [("a policy", "p.cedar"), ("links", "t.links.json")] {
+            std::fs::write(dir.join(name), "x").expect("write");
+            next_change(&mut changes, what).await;
+        }
+        std::os::unix::fs::symlink("..g1", dir.join("..data_tmp")).expect("symlink");
+        std::fs::rename(dir.join("..data_tmp"), dir.join("..data")).expect("swap");
+        next_change(&mut changes, "the ..data swap").await;
+    }
 
     fn swap_link(link: &Path, to: &str) {
         let tmp = link.with_extension("tmp");

@@ -38,6 +38,26 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         errors.push(format!("{path}: {e}"));
     }
     let mut warnings: Vec<Finding> = Vec::new();
+    // The JWKS files, as `run` reads them (URLs are not fetched here).
+    for (i, issuer) in config
+        .users
+        .iter()
+        .flat_map(|u| u.issuers.iter())
+        .enumerate()
+    {
+        let Some(file) = &issuer.jwks_file else {
+            continue;
+        };
+        match crate::decision::jwt::check_jwks_file(file) {
+            Ok(ignored) => warnings.extend(ignored.into_iter().map(|message| Finding {
+                file: file.display().to_string(),
+                at: None,
+                field: String::new(),
+                message,
+            })),
+            Err(e) => errors.push(format!("{path}: users.issuers[{i}].jwks_file: {e}")),
+        }
+    }
     let summary = match &config.policy {
         None => "no policy section: authenticated mode".to_string(),
         Some(p) => match PolicyInputs::read(p).and_then(|i| Snapshot::build(&i)) {

@@ -69,20 +69,31 @@ impl PolicyStore {
     /// caller records it in metrics, then logs it ([`Reload::log`]), then
     /// lets the replaced snapshot go ([`Reload::retire`]), so that whoever
     /// sees the log line also sees the metrics and `/policy` agree.
+    ///
+    /// The inputs are read and hashed first: inputs whose version is the
+    /// snapshot's in force are not built again (a build of 10,000
+    /// policies keeps every CPU busy for a while).
     pub fn reload(&self) -> Reload {
-        if matches!(self.origin, Origin::Embedded(_)) {
+        let Origin::Files(cfg) = &self.origin else {
             return Reload::Unchanged { recovered: false };
-        }
-        match build(&self.origin) {
-            Ok(s) if s.version == self.current.load().version => {
-                // The inputs build the snapshot in force: nothing is pending,
-                // and a failure before this one is over (the files were put
-                // back as they were).
+        };
+        let built = PolicyInputs::read(cfg).and_then(|inputs| {
+            let version = inputs.version();
+            if *version == *self.current.load().version {
+                return Ok(None);
+            }
+            Snapshot::build(&inputs).map(Some)
+        });
+        match built {
+            Ok(None) => {
+                // The inputs are those of the snapshot in force: nothing is
+                // pending, and a failure before this one is over (the files
+                // were put back as they were).
                 let recovered = self.last_error().is_some();
                 self.set_error(None);
                 Reload::Unchanged { recovered }
             }
-            Ok(s) => {
+            Ok(Some(s)) => {
                 let version = s.version.clone();
                 let policies = s.policy_count();
                 let warnings = s.warnings().to_vec();
@@ -136,7 +147,11 @@ impl Reload {
             Reload::Unchanged { recovered: true } => tracing::info!(
                 "policy files build the snapshot in force again; the reload failure is cleared"
             ),
-            Reload::Unchanged { recovered: false } => {}
+            Reload::Unchanged { recovered: false } => {
+                tracing::debug!(
+                    "policy files unchanged; the snapshot in force is kept, not rebuilt"
+                )
+            }
             Reload::Swapped {
                 version,
                 policies,

@@ -157,12 +157,13 @@ fn tls_error(field: &'static str, path: &std::path::Path, message: impl ToString
 pub fn load_tls(tls: &WebhookTls) -> Result<Arc<ServerConfig>, WebhookError> {
     let pair = [tls.cert.clone(), tls.key.clone()];
     let read = || -> Result<_, WebhookError> {
+        let pem = crate::base::pem::describe;
         let chain = CertificateDer::pem_file_iter(&tls.cert)
-            .map_err(|e| tls_error("cert", &tls.cert, e))?
+            .map_err(|e| tls_error("cert", &tls.cert, pem(&e)))?
             .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| tls_error("cert", &tls.cert, e))?;
-        let key =
-            PrivateKeyDer::from_pem_file(&tls.key).map_err(|e| tls_error("key", &tls.key, e))?;
+            .map_err(|e| tls_error("cert", &tls.cert, pem(&e)))?;
+        let key = PrivateKeyDer::from_pem_file(&tls.key)
+            .map_err(|e| tls_error("key", &tls.key, pem(&e)))?;
         Ok((chain, key))
     };
     let (chain, key) = crate::base::paths::read_whole(&pair, read).unwrap_or_else(|replaced| {
@@ -251,7 +252,8 @@ impl Bound {
         let reload_tls = webhook.tls.clone();
         tokio::spawn(async move {
             // A change of the pair or SIGHUP: re-read it.
-            while changes.next().await.is_some() {
+            while let Some(change) = changes.next().await {
+                changes.rearm(change);
                 reload(&reload_state, &reload_tls);
             }
         });

@@ -16,6 +16,7 @@ use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 
 use crate::observe::exposition;
 use crate::transport::listener::Acceptor;
@@ -45,22 +46,61 @@ pub struct Probes {
     pub not_ready: &'static str,
 }
 
+/// Admin connections served at once. More wait in the listen backlog, as
+/// on the data listener: an idle or stuck scraper cannot take the process's
+/// file descriptors (the data listener's accepts would then fail).
+pub const MAX_CONNECTIONS: usize = 64;
+/// How long one admin connection is served; it is then closed gracefully
+/// (after the answer being written, if any), and dropped [`CLOSE_GRACE`]
+/// later whatever it is doing: a client that pipelines requests and never
+/// reads the answers would otherwise hold the connection, and megabytes of
+/// socket buffers, for ever. Prometheus and the kubelet reconnect.
+pub const LIFETIME: Duration = Duration::from_secs(30);
+/// See [`LIFETIME`].
+pub const CLOSE_GRACE: Duration = Duration::from_secs(10);
+
+/// How many admin connections, and for how long.
+struct Limits {
+    open: Arc<Semaphore>,
+    lifetime: Duration,
+    grace: Duration,
+}
+
 /// Serves the admin port until the task is dropped.
 pub async fn serve<A: Admin>(listener: TcpListener, admin: Arc<A>) {
+    let limits = Limits {
+        open: Arc::new(Semaphore::new(MAX_CONNECTIONS)),
+        lifetime: LIFETIME,
+        grace: CLOSE_GRACE,
+    };
+    serve_within(listener, admin, limits).await
+}
+
+async fn serve_within<A: Admin>(listener: TcpListener, admin: Arc<A>, limits: Limits) {
     let mut acceptor = Acceptor::new(listener, "admin");
     loop {
+        // Never closed; a connection beyond the cap waits in the backlog.
+        let Ok(permit) = limits.open.clone().acquire_owned().await else {
+            return;
+        };
         let (tcp, _) = acceptor.accept().await;
         let admin = admin.clone();
+        let (lifetime, grace) = (limits.lifetime, limits.grace);
         tokio::spawn(async move {
             let svc = hyper::service::service_fn(move |req| {
                 let admin = admin.clone();
                 async move { Ok::<_, Infallible>(route(&*admin, &req)) }
             });
-            let _ = hyper::server::conn::http1::Builder::new()
+            let conn = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(Duration::from_secs(10))
-                .serve_connection(TokioIo::new(tcp), svc)
-                .await;
+                .serve_connection(TokioIo::new(tcp), svc);
+            tokio::pin!(conn);
+            if tokio::time::timeout(lifetime, conn.as_mut()).await.is_err() {
+                conn.as_mut().graceful_shutdown();
+                let _ = tokio::time::timeout(grace, conn).await;
+            }
+            drop(permit);
         });
     }
 }
@@ -109,6 +149,8 @@ mod tests {
 
     struct Fake {
         ready: bool,
+        /// Bytes of filler in the metrics.
+        filler: usize,
     }
 
     impl Admin for Fake {
@@ -121,7 +163,10 @@ mod tests {
             self.ready
         }
         fn metrics(&self) -> String {
-            "# TYPE x counter\nx_total 1\n# EOF\n".into()
+            format!(
+                "# HELP x {}\n# TYPE x counter\nx_total 1\n# EOF\n",
+                "x".repeat(self.filler)
+            )
         }
         fn route(&self, path: &str) -> Option<Response<Full<Bytes>>> {
             (path == "/extra").then(|| Response::new(Full::new(Bytes::from_static(b"extra"))))
@@ -150,8 +195,14 @@ mod tests {
 
     #[test]
     fn probes_metrics_extra_routes_and_the_rest() {
-        let up = Fake { ready: true };
-        let down = Fake { ready: false };
+        let up = Fake {
+            ready: true,
+            filler: 0,
+        };
+        let down = Fake {
+            ready: false,
+            filler: 0,
+        };
         assert_eq!(
             get(&up, Method::GET, "/live", None).status(),
             StatusCode::OK
@@ -184,5 +235,99 @@ mod tests {
             get(&up, Method::POST, "/live", None).status(),
             StatusCode::METHOD_NOT_ALLOWED
         );
+    }
+
+    async fn admin_port(filler: usize, limits: Limits) -> std::net::SocketAddr {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let admin = Arc::new(Fake {
+            ready: true,
+            filler,
+        });
+        tokio::spawn(serve_within(listener, admin, limits));
+        addr
+    }
+
+    /// Beyond the cap a connection waits in the backlog (it is not refused)
+    /// and is served once another closes. Before, every connection was
+    /// served: idle ones re-opened as they timed out took the process's
+    /// file descriptors, and the data port's accepts failed.
+    #[tokio::test]
+    async fn connections_beyond_the_cap_wait_until_one_closes() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let addr = admin_port(
+            0,
+            Limits {
+                open: Arc::new(Semaphore::new(2)),
+                lifetime: LIFETIME,
+                grace: CLOSE_GRACE,
+            },
+        )
+        .await;
+        let idle = [
+            tokio::net::TcpStream::connect(addr).await.expect("connect"),
+            tokio::net::TcpStream::connect(addr).await.expect("connect"),
+        ];
+        // Accepted in order: this one is the third.
+        let mut third = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        third
+            .write_all(b"GET /live HTTP/1.1\r\nhost: a\r\n\r\n")
+            .await
+            .expect("write");
+        let mut buf = [0u8; 64];
+        assert!(
+            tokio::time::timeout(Duration::from_millis(300), third.read(&mut buf))
+                .await
+                .is_err(),
+            "a connection beyond the cap was served"
+        );
+        drop(idle);
+        let n = tokio::time::timeout(Duration::from_secs(5), third.read(&mut buf))
+            .await
+            .expect("served once the others closed")
+            .expect("read");
+        assert!(buf[..n].starts_with(b"HTTP/1.1 200"), "{buf:?}");
+    }
+
+    /// A client that pipelines scrapes and never reads the answers: the
+    /// connection is closed at the end of its lifetime and grace, its
+    /// buffers freed. Before, it stayed open for as long as the client
+    /// wanted, each holding megabytes of kernel send queue.
+    #[tokio::test]
+    async fn a_client_that_never_reads_is_dropped_after_its_lifetime() {
+        use tokio::io::AsyncWriteExt;
+        let open = Arc::new(Semaphore::new(4));
+        let addr = admin_port(
+            64 * 1024,
+            Limits {
+                open: open.clone(),
+                lifetime: Duration::from_millis(200),
+                grace: Duration::from_millis(200),
+            },
+        )
+        .await;
+        let mut stuck = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        // Writes until the server stops reading, then blocks until the
+        // connection is dropped (reset: the server had requests unread).
+        let written = tokio::time::timeout(Duration::from_secs(20), async {
+            loop {
+                let req = b"GET /metrics HTTP/1.1\r\nhost: a\r\n\r\n".repeat(64);
+                if stuck.write_all(&req).await.is_err() {
+                    break;
+                }
+            }
+        })
+        .await;
+        assert!(written.is_ok(), "the connection was never closed");
+        // Its place is free again (the accept loop holds one place while
+        // it waits for the next connection).
+        tokio::time::timeout(Duration::from_secs(5), async {
+            let mut poll = tokio::time::interval(Duration::from_millis(10));
+            while open.available_permits() < 3 {
+                poll.tick().await;
+            }
+        })
+        .await
+        .expect("the connection's place returned");
     }
 }

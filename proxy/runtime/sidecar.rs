@@ -376,7 +376,7 @@ impl Bound {
         let admin_addr = admin.local_addr().ok();
         tokio::spawn(crate::runtime::admin::serve(admin, sc.clone()));
         let policy_paths = match sc.gate.policy.as_ref().map(|p| p.origin()) {
-            Some(Origin::Files(cfg)) => cfg.watched_paths(),
+            Some(Origin::Files(cfg)) => cfg.watch_targets(),
             _ => Vec::new(),
         };
         let mut changes = Changes::new()
@@ -445,7 +445,7 @@ impl Bound {
 }
 
 /// What the sidecar watches for changes.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, PartialEq, Eq)]
 enum Watched {
     Tls,
     Policy,
@@ -454,9 +454,18 @@ enum Watched {
 }
 
 /// Reloads the TLS material, the policies or the hash key when their files
-/// change, all on SIGHUP.
+/// change, all on SIGHUP. Policies are built on a task of their own: a
+/// certificate rotation never waits behind a snapshot build, and changes
+/// met during a build are coalesced into one more.
 async fn reload_on_change(sc: Arc<Sidecar>, mut changes: Changes<Watched>) {
+    let policy_due = Arc::new(tokio::sync::Notify::new());
+    if sc.gate.policy.is_some() {
+        tokio::spawn(reload_policies(sc.clone(), policy_due.clone()));
+    }
     while let Some(change) = changes.next().await {
+        // Before the files are read: a watched directory removed and made
+        // again is watched again, and a change after this is seen.
+        changes.rearm(change);
         let (tls, policy, key) = match change {
             Change::Files(Watched::Tls) => (true, false, false),
             Change::Files(Watched::Policy) => (false, true, false),
@@ -466,25 +475,34 @@ async fn reload_on_change(sc: Arc<Sidecar>, mut changes: Changes<Watched>) {
                 (true, true, true)
             }
         };
+        if policy {
+            policy_due.notify_one();
+        }
         if tls {
             sc.tls.reload(&sc.gate.metrics);
         }
         if let Some(keys) = sc.gate.mask_key.as_ref().filter(|_| key) {
             keys.reload(&sc.gate.metrics.fields);
         }
-        if policy && sc.gate.policy.is_some() {
-            // Building a snapshot is CPU work: keep it off the request threads.
-            let sc = sc.clone();
-            let _ = tokio::task::spawn_blocking(move || {
-                if let Some(p) = sc.gate.policy.as_ref() {
-                    let reload = p.reload();
-                    sc.gate.metrics.policy_reloaded(&reload);
-                    reload.log();
-                    reload.retire();
-                }
-            })
-            .await;
-        }
+    }
+}
+
+/// Rebuilds the policy snapshot each time `due` is notified (a change met
+/// during a build stores one notification: one build more).
+async fn reload_policies(sc: Arc<Sidecar>, due: Arc<tokio::sync::Notify>) {
+    loop {
+        due.notified().await;
+        // Building a snapshot is CPU work: keep it off the request threads.
+        let sc = sc.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            if let Some(p) = sc.gate.policy.as_ref() {
+                let reload = p.reload();
+                sc.gate.metrics.policy_reloaded(&reload);
+                reload.log();
+                reload.retire();
+            }
+        })
+        .await;
     }
 }
 

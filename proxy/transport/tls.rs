@@ -84,6 +84,49 @@ pub struct TlsMaterial {
     pub content_hash: [u8; 32],
     /// (label, notAfter as Unix seconds) for the server leaf and each trusted CA.
     pub expiries: Vec<(String, i64)>,
+    /// The server leaf's validity period.
+    pub leaf: Validity,
+}
+
+/// A certificate's validity period, Unix seconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Validity {
+    pub not_before: i64,
+    pub not_after: i64,
+}
+
+impl Validity {
+    /// Whether `now` (Unix seconds) is within the period.
+    pub fn holds_at(&self, now: i64) -> bool {
+        self.not_before <= now && now <= self.not_after
+    }
+
+    /// Whether the period holds now.
+    pub fn holds_now(&self) -> bool {
+        self.holds_at(unix_now())
+    }
+}
+
+/// Seconds since the Unix epoch, now.
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+/// Unix seconds as an RFC 3339 date, for a log line.
+fn date(t: i64) -> String {
+    use std::time::{Duration, UNIX_EPOCH};
+    // humantime writes years up to 9999.
+    const YEAR_10000: i64 = 253_402_300_800;
+    let at = u64::try_from(t)
+        .ok()
+        .and_then(|s| UNIX_EPOCH.checked_add(Duration::from_secs(s)));
+    match at {
+        Some(at) if t < YEAR_10000 => humantime::format_rfc3339_seconds(at).to_string(),
+        _ => format!("{t} (Unix seconds)"),
+    }
 }
 
 impl std::fmt::Debug for TlsMaterial {
@@ -105,7 +148,10 @@ fn parse_certs(
 ) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     let certs = CertificateDer::pem_slice_iter(pem)
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| file_error(field, path, format!("not valid PEM: {e}")))?;
+        .map_err(|e| {
+            let why = crate::base::pem::describe(&e);
+            file_error(field, path, format!("not valid PEM: {why}"))
+        })?;
     if certs.is_empty() {
         return Err(file_error(field, path, "holds no CERTIFICATE block"));
     }
@@ -113,12 +159,20 @@ fn parse_certs(
 }
 
 fn not_after(field: &'static str, path: &Path, der: &[u8]) -> Result<(String, i64), TlsError> {
+    validity(field, path, der).map(|(subject, v)| (subject, v.not_after))
+}
+
+/// A certificate's subject and validity period.
+fn validity(field: &'static str, path: &Path, der: &[u8]) -> Result<(String, Validity), TlsError> {
     use x509_parser::prelude::{FromDer, X509Certificate};
     let (_, cert) = X509Certificate::from_der(der)
         .map_err(|e| file_error(field, path, format!("certificate does not parse: {e}")))?;
     Ok((
         cert.subject().to_string(),
-        cert.validity().not_after.timestamp(),
+        Validity {
+            not_before: cert.validity().not_before.timestamp(),
+            not_after: cert.validity().not_after.timestamp(),
+        },
     ))
 }
 
@@ -149,14 +203,17 @@ impl TlsMaterial {
 
         let chain = parse_certs("tls.cert", &paths.cert, &cert_pem)?;
         let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| {
-            file_error("tls.key", &paths.key, format!("no usable private key: {e}"))
+            let why = crate::base::pem::describe(&e);
+            file_error(
+                "tls.key",
+                &paths.key,
+                format!("no usable private key: {why}"),
+            )
         })?;
         let cas = parse_certs("tls.client_ca", &paths.client_ca, &ca_pem)?;
 
-        let mut expiries = vec![(
-            "server".to_string(),
-            not_after("tls.cert", &paths.cert, &chain[0])?.1,
-        )];
+        let (_, leaf) = validity("tls.cert", &paths.cert, &chain[0])?;
+        let mut expiries = vec![("server".to_string(), leaf.not_after)];
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
         let client_ca = chain_verifier(
             "tls.client_ca",
@@ -222,6 +279,7 @@ impl TlsMaterial {
             server_config: Arc::new(config),
             content_hash,
             expiries,
+            leaf,
         })
     }
 }
@@ -233,8 +291,21 @@ pub struct TlsStore {
 }
 
 impl TlsStore {
+    /// Loads the material. A server certificate outside its validity
+    /// period does not stop start-up (as with Envoy: the process comes up,
+    /// serves its admin port and picks up the renewed certificate as soon
+    /// as it is written), but is logged as an error: clients refuse every
+    /// handshake until then.
     pub fn load(paths: TlsPaths, metrics: &Metrics) -> Result<TlsStore, TlsError> {
         let material = TlsMaterial::load(&paths)?;
+        if !material.leaf.holds_now() {
+            tracing::error!(
+                file = %paths.cert.display(),
+                not_before = %date(material.leaf.not_before),
+                not_after = %date(material.leaf.not_after),
+                "the server certificate is not valid now (expired or not yet valid): clients will refuse every handshake until it is replaced"
+            );
+        }
         publish_expiries(metrics, None, &material);
         Ok(TlsStore {
             paths,
@@ -247,10 +318,26 @@ impl TlsStore {
         self.current.load().server_config.clone()
     }
 
-    /// Re-reads the files; keeps the old material when the new one fails.
+    /// Re-reads the files; keeps the old material when the new one fails,
+    /// or when its server certificate is outside its validity period while
+    /// the one in force is within its own (a rotation to an expired or
+    /// not yet valid certificate would fail every handshake).
     pub fn reload(&self, metrics: &Metrics) {
         match TlsMaterial::load(&self.paths) {
             Ok(m) if m.content_hash == self.current.load().content_hash => {}
+            Ok(m) if self.current.load().leaf.holds_now() && !m.leaf.holds_now() => {
+                metrics
+                    .tls_reloads
+                    .get_or_create(&ResultLabels { result: "error" })
+                    .inc();
+                tracing::warn!(
+                    file = %self.paths.cert.display(),
+                    not_before = %date(m.leaf.not_before),
+                    not_after = %date(m.leaf.not_after),
+                    current_not_after = %date(self.current.load().leaf.not_after),
+                    "tls reload refused: the new server certificate is not valid now (expired or not yet valid); keeping the current certificate, key and trust bundle"
+                );
+            }
             Ok(m) => {
                 publish_expiries(metrics, Some(&self.current.load()), &m);
                 self.current.store(Arc::new(m));

@@ -42,7 +42,23 @@ impl PolicyConfig {
         self.shadow.iter_mut().for_each(|s| fix(&mut s.path));
     }
 
-    /// Every path named, for the file watcher.
+    /// Every path named, for the file watcher: a directory's entries count
+    /// only when a source would read them (by the suffixes read from it).
+    pub fn watch_targets(&self) -> Vec<crate::base::watch::Target> {
+        use crate::base::watch::Target;
+        let mut v: Vec<Target> = vec![self.schema.clone().into()];
+        v.extend(self.entities.clone().map(Target::from));
+        let sources = self.sources.iter().chain(&self.shadow);
+        v.extend(sources.map(|s| Target::dir(s.path.clone(), POLICY_SUFFIXES)));
+        v.extend(
+            self.contracts
+                .iter()
+                .map(|s| Target::dir(s.path.clone(), CONTRACT_SUFFIXES)),
+        );
+        v
+    }
+
+    /// Every path named.
     pub fn watched_paths(&self) -> Vec<PathBuf> {
         let mut v = vec![self.schema.clone()];
         v.extend(self.entities.clone());
@@ -52,6 +68,11 @@ impl PolicyConfig {
         v
     }
 }
+
+/// The files a policy directory (`sources`, `shadow`) is read for.
+const POLICY_SUFFIXES: &[&str] = &[".cedar", LINKS];
+/// The files a contract directory is read for.
+const CONTRACT_SUFFIXES: &[&str] = &[".odcs.yaml"];
 
 /// One entry of `policy.sources` (or `policy.shadow`): a file or directory,
 /// written as a plain path (the mesh baseline's authority) or as
@@ -282,9 +303,9 @@ impl PolicyInputs {
                 .map(|s| (s.path.as_path(), s.domain.as_deref()))
                 .collect()
         }
-        let policies = read_all(&owned(&cfg.sources), &[".cedar", LINKS]);
-        let contracts = read_all(&owned(&cfg.contracts), &[".odcs.yaml"]);
-        let shadow = read_all(&owned(&cfg.shadow), &[".cedar", LINKS]);
+        let policies = read_all(&owned(&cfg.sources), POLICY_SUFFIXES);
+        let contracts = read_all(&owned(&cfg.contracts), CONTRACT_SUFFIXES);
+        let shadow = read_all(&owned(&cfg.shadow), POLICY_SUFFIXES);
         let schema = read_source(&cfg.schema);
         let entities = cfg.entities.as_deref().map(read_source).transpose();
         match (schema, entities) {

@@ -1,6 +1,6 @@
 //! Signing keys: a JWKS read into keys by id, where they come from, OIDC discovery.
 
-use jsonwebtoken::jwk::{AlgorithmParameters, JwkSet, KeyAlgorithm, PublicKeyUse};
+use jsonwebtoken::jwk::{AlgorithmParameters, Jwk, KeyAlgorithm, PublicKeyUse};
 use jsonwebtoken::{Algorithm, AlgorithmFamily, DecodingKey};
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -29,40 +29,83 @@ impl KeySet {
         self.by_kid.len() + self.anonymous.len()
     }
 
-    /// Public signing keys of a JWKS; symmetric (`oct`) keys and keys meant
-    /// for encryption are skipped.
-    pub(super) fn from_jwks(set: &JwkSet) -> KeySet {
+    /// Public signing keys of a JWKS (its bytes, read from `source`, a
+    /// file or URL named in errors); symmetric (`oct`) keys and keys meant
+    /// for encryption are skipped. A key that cannot be read (an unknown
+    /// `kty` or `alg`, a corrupt modulus) is skipped too, as RFC 7517 §5
+    /// asks, but said: each is returned, for the caller to warn about.
+    pub(super) fn parse(bytes: &[u8], source: &str) -> Result<(KeySet, Vec<Skipped>), String> {
+        #[derive(serde::Deserialize)]
+        struct RawSet {
+            keys: Vec<serde_json::Value>,
+        }
+        let raw: RawSet =
+            serde_json::from_slice(bytes).map_err(|e| format!("{source}: not a JWKS: {e}"))?;
         let mut keys = KeySet::default();
-        for jwk in &set.keys {
-            if matches!(jwk.algorithm, AlgorithmParameters::OctetKey(_)) {
-                continue;
-            }
-            if matches!(jwk.common.public_key_use, Some(PublicKeyUse::Encryption)) {
-                continue;
-            }
-            let Ok(key) = DecodingKey::from_jwk(jwk) else {
-                continue;
+        let mut skipped = Vec::new();
+        for (index, value) in raw.keys.into_iter().enumerate() {
+            let text = |k: &str| value.get(k).and_then(|v| v.as_str()).map(str::to_string);
+            let (kid, alg) = (text("kid"), text("alg"));
+            let mut skip = |reason: String| {
+                skipped.push(Skipped {
+                    index,
+                    kid: kid.clone(),
+                    reason,
+                })
             };
-            let alg = jwk.common.key_algorithm.and_then(|a| key_algorithm(a).ok());
-            if jwk.common.key_algorithm.is_some() && alg.is_none() {
-                continue;
-            }
-            let family = key.family();
-            let material = serde_json::to_vec(&(&jwk.algorithm, alg)).unwrap_or_default();
-            let entry = Arc::new(Key {
-                key,
-                alg,
-                family,
-                material,
-            });
-            match &jwk.common.key_id {
-                Some(kid) => {
-                    keys.by_kid.insert(kid.clone(), entry);
+            let jwk: Jwk = match serde_json::from_value(value) {
+                Ok(jwk) => jwk,
+                Err(e) => {
+                    skip(format!("not a JWK meshgate can read: {e}"));
+                    continue;
                 }
-                None => keys.anonymous.push(entry),
+            };
+            match keys.add(&jwk, alg.as_deref()) {
+                Ok(()) => {}
+                Err(Some(reason)) => skip(reason),
+                Err(None) => {}
             }
         }
-        keys
+        Ok((keys, skipped))
+    }
+
+    /// Adds one JWK. `Err(None)`: skipped as meant (`oct`, encryption);
+    /// `Err(Some(reason))`: it cannot be used.
+    /// `alg`: the JWK's `alg` as written.
+    fn add(&mut self, jwk: &Jwk, alg: Option<&str>) -> Result<(), Option<String>> {
+        if matches!(jwk.algorithm, AlgorithmParameters::OctetKey(_)) {
+            return Err(None);
+        }
+        if matches!(jwk.common.public_key_use, Some(PublicKeyUse::Encryption)) {
+            return Err(None);
+        }
+        let key = DecodingKey::from_jwk(jwk)
+            .map_err(|e| Some(format!("its key material does not parse: {e}")))?;
+        let written = alg;
+        let alg = match jwk.common.key_algorithm {
+            None => None,
+            Some(a) => Some(key_algorithm(a).map_err(|()| {
+                Some(format!(
+                    "its alg `{}` is not a signing algorithm meshgate supports",
+                    written.unwrap_or_default()
+                ))
+            })?),
+        };
+        let family = key.family();
+        let material = serde_json::to_vec(&(&jwk.algorithm, alg)).unwrap_or_default();
+        let entry = Arc::new(Key {
+            key,
+            alg,
+            family,
+            material,
+        });
+        match &jwk.common.key_id {
+            Some(kid) => {
+                self.by_kid.insert(kid.clone(), entry);
+            }
+            None => self.anonymous.push(entry),
+        }
+        Ok(())
     }
 
     /// Whether a key of this set is missing from `new`, or there with other
@@ -94,6 +137,28 @@ pub(super) fn key_algorithm(a: KeyAlgorithm) -> Result<Algorithm, ()> {
     })
 }
 
+/// A key of a JWKS that was not used, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Skipped {
+    /// Its place in `keys`, from 0.
+    pub index: usize,
+    pub kid: Option<String>,
+    pub reason: String,
+}
+
+impl std::fmt::Display for Skipped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.kid {
+            Some(kid) => write!(
+                f,
+                "keys[{}] (kid `{kid}`): ignored: {}",
+                self.index, self.reason
+            ),
+            None => write!(f, "keys[{}] (no kid): ignored: {}", self.index, self.reason),
+        }
+    }
+}
+
 /// Where an issuer's keys come from.
 #[derive(Debug, Clone)]
 pub(super) enum KeySource {
@@ -111,7 +176,7 @@ pub(super) async fn discover(
     client: &crate::base::fetch::Client,
     url: &str,
     issuer: &str,
-) -> Result<Vec<u8>, String> {
+) -> Result<(String, Vec<u8>), String> {
     let doc = client.get(url).await?;
     let v: serde_json::Value =
         serde_json::from_slice(&doc).map_err(|e| format!("{url}: not JSON: {e}"))?;
@@ -131,5 +196,5 @@ pub(super) async fn discover(
     if !jwks.starts_with("https://") {
         return Err(format!("{url}: jwks_uri `{jwks}` is not https"));
     }
-    client.get(jwks).await
+    Ok((jwks.to_string(), client.get(jwks).await?))
 }

@@ -27,8 +27,20 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
-use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, AlgorithmFamily, DecodingKey, Validation};
+
+/// A JWKS file as `meshgate validate` checks it: an error (it does not
+/// parse, or holds no usable signing key), or the keys it ignores (each
+/// `keys[i] (kid …): ignored: reason`).
+pub fn check_jwks_file(path: &std::path::Path) -> Result<Vec<String>, String> {
+    let source = path.display().to_string();
+    let bytes = std::fs::read(path).map_err(|e| format!("{source}: {e}"))?;
+    let (keys, skipped) = KeySet::parse(&bytes, &source)?;
+    if keys.len() == 0 {
+        return Err(format!("{source}: the JWKS holds no usable signing key"));
+    }
+    Ok(skipped.iter().map(|s| s.to_string()).collect())
+}
 
 /// Why a token was refused. `reason()` is the metric label; `Display` the
 /// `error_description`, which never contains the token.
@@ -268,11 +280,15 @@ impl Verifier {
         let name = issuer.config.issuer.clone();
         let fetched = match &issuer.source {
             KeySource::None => return false,
-            KeySource::File(p) => tokio::fs::read(p)
-                .await
-                .map_err(|e| format!("{}: {e}", p.display())),
+            KeySource::File(p) => {
+                let source = p.display().to_string();
+                tokio::fs::read(p)
+                    .await
+                    .map(|bytes| (source.clone(), bytes))
+                    .map_err(|e| format!("{source}: {e}"))
+            }
             KeySource::Url(u) => match &issuer.http {
-                Some(c) => c.get(u).await,
+                Some(c) => c.get(u).await.map(|bytes| (u.clone(), bytes)),
                 None => Err("no client".into()),
             },
             KeySource::Discovery(u) => match &issuer.http {
@@ -280,12 +296,17 @@ impl Verifier {
                 None => Err("no client".into()),
             },
         };
-        let parsed = fetched.and_then(|bytes| {
-            serde_json::from_slice::<JwkSet>(&bytes).map_err(|e| format!("not a JWKS: {e}"))
+        let parsed = fetched.and_then(|(source, bytes)| {
+            let (keys, skipped) = KeySet::parse(&bytes, &source)?;
+            // Once per fetch: a key the issuer publishes that no token
+            // of it can be verified with.
+            for s in &skipped {
+                tracing::warn!(issuer = %name, source = %source, kid = s.kid.as_deref().unwrap_or(""), reason = %s.reason, "a signing key of the JWKS is ignored: tokens naming it are refused (unknown_kid)");
+            }
+            Ok(keys)
         });
         let result = match parsed {
-            Ok(set) => {
-                let keys = KeySet::from_jwks(&set);
+            Ok(keys) => {
                 if keys.len() == 0 {
                     Err("the JWKS holds no usable signing key".to_string())
                 } else {

@@ -459,3 +459,40 @@ fn max_lifetime_is_positive_and_at_most_a_year() {
     .expect("parses");
     assert_eq!(cfg.issuers[0].max_lifetime, Duration::from_secs(24 * 3600));
 }
+
+/// Keys a JWKS holds that meshgate cannot use (an unknown `alg`, a corrupt
+/// modulus, a `kty` it does not know) are skipped, each returned with its
+/// kid and reason; the others are kept. A JWKS that does not parse names
+/// where it came from.
+#[test]
+fn keys_that_cannot_be_used_are_skipped_with_their_kid_and_reason() {
+    let (_, good) = es256("good");
+    let mut bad_alg = serde_json::to_value(&good).expect("jwk");
+    bad_alg["kid"] = "bad-alg".into();
+    bad_alg["alg"] = "RS265".into();
+    let corrupt =
+        json!({ "kty": "RSA", "kid": "corrupt", "alg": "RS256", "n": "!!!", "e": "AQAB" });
+    let unknown = json!({ "kty": "AKP", "kid": "pq", "alg": "ML-DSA-44", "pub": "AAAA" });
+    let set = json!({ "keys": [good, bad_alg, corrupt, unknown] }).to_string();
+    let (keys, skipped) = KeySet::parse(set.as_bytes(), "/idp/jwks.json").expect("a JWKS");
+    assert_eq!(keys.len(), 1);
+    assert!(keys.by_kid.contains_key("good"));
+    let kids: Vec<_> = skipped.iter().map(|s| s.kid.as_deref()).collect();
+    assert_eq!(kids, [Some("bad-alg"), Some("corrupt"), Some("pq")]);
+    assert_eq!(
+        skipped[0].to_string(),
+        "keys[1] (kid `bad-alg`): ignored: its alg `RS265` is not a signing algorithm meshgate supports"
+    );
+    assert!(
+        skipped[1].reason.contains("does not parse"),
+        "{}",
+        skipped[1].reason
+    );
+    let err = KeySet::parse(br#"{"keys": 3}"#, "https://idp.test/keys")
+        .err()
+        .expect("not a JWKS");
+    assert!(
+        err.starts_with("https://idp.test/keys: not a JWKS: "),
+        "{err}"
+    );
+}
