@@ -263,21 +263,8 @@ fn trace_context_is_continued_to_the_upstream_and_audited() {
     let up = Upstream::start();
     let audit_file = pki.path("audit.log");
     let mut mg = Meshgate::builder(&pki, &up).audit_file(&audit_file).start();
-    let upstream_headers = |extra: &[&str]| -> Vec<(String, String)> {
-        let mut args = vec!["-sS"];
-        args.extend_from_slice(extra);
-        let url = mg.url("/headers");
-        args.push(&url);
-        let out = curl(&pki, Some("reporting"), &args);
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
-        serde_json::from_value(v["headers"].clone()).expect("headers")
-    };
-    let get = |h: &[(String, String)], name: &str| -> Vec<String> {
-        h.iter()
-            .filter(|(k, _)| k == name)
-            .map(|(_, v)| v.clone())
-            .collect()
-    };
+    let upstream_headers = |extra: &[&str]| upstream_headers(&pki, &mg, extra);
+    let get = header_values;
     let incoming = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
     let h = upstream_headers(&[
         "-H",
@@ -295,24 +282,7 @@ fn trace_context_is_continued_to_the_upstream_and_audited() {
     assert_ne!(tp[0], incoming, "meshgate's own span is the parent");
     assert_eq!(get(&h, "tracestate"), vec!["vendor=opaque".to_string()]);
 
-    // Tracing off, the same W3C rules: only the flags it defines (sampled,
-    // random) go on; a tracestate only valid and re-serialised.
-    let h = upstream_headers(&[
-        "-H",
-        "traceparent: 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-ff",
-        "-H",
-        "tracestate: vendor=opaque ,, other=1",
-    ]);
-    let tp = get(&h, "traceparent");
-    assert!(tp[0].ends_with("-03"), "unknown flags zeroed: {tp:?}");
-    assert_eq!(get(&h, "tracestate"), vec!["vendor=opaque,other=1"]);
-    let h = upstream_headers(&[
-        "-H",
-        &format!("traceparent: {incoming}"),
-        "-H",
-        "tracestate: vendor=opaque,Not A Key=1",
-    ]);
-    assert!(get(&h, "tracestate").is_empty(), "invalid: dropped {h:?}");
+    only_what_w3c_defines_goes_on(&pki, &mg, incoming);
 
     // None, or an invalid one: a new trace; tracestate goes with the old one.
     let h = upstream_headers(&[
@@ -381,6 +351,56 @@ fn trace_context_is_continued_to_the_upstream_and_audited() {
         "authenticated mode: no product"
     );
     assert_eq!(all[0]["decision"], "allow");
+}
+
+/// The headers the upstream received for a GET of `/headers` as `reporting`
+/// with curl arguments `extra`.
+fn upstream_headers(pki: &Pki, mg: &Meshgate, extra: &[&str]) -> Vec<(String, String)> {
+    let mut args = vec!["-sS"];
+    args.extend_from_slice(extra);
+    let url = mg.url("/headers");
+    args.push(&url);
+    let out = curl(pki, Some("reporting"), &args);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    serde_json::from_value(v["headers"].clone()).expect("headers")
+}
+
+fn header_values(h: &[(String, String)], name: &str) -> Vec<String> {
+    h.iter()
+        .filter(|(k, _)| k == name)
+        .map(|(_, v)| v.clone())
+        .collect()
+}
+
+/// Tracing off, the same W3C rules: only the flags it defines (sampled,
+/// random) go on; a tracestate only valid and re-serialised.
+fn only_what_w3c_defines_goes_on(pki: &Pki, mg: &Meshgate, incoming: &str) {
+    let h = upstream_headers(
+        pki,
+        mg,
+        &[
+            "-H",
+            "traceparent: 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-ff",
+            "-H",
+            "tracestate: vendor=opaque ,, other=1",
+        ],
+    );
+    let tp = header_values(&h, "traceparent");
+    assert!(tp[0].ends_with("-03"), "unknown flags zeroed: {tp:?}");
+    assert_eq!(
+        header_values(&h, "tracestate"),
+        vec!["vendor=opaque,other=1"]
+    );
+    let tp = format!("traceparent: {incoming}");
+    let h = upstream_headers(
+        pki,
+        mg,
+        &["-H", &tp, "-H", "tracestate: vendor=opaque,Not A Key=1"],
+    );
+    assert!(
+        header_values(&h, "tracestate").is_empty(),
+        "invalid: dropped {h:?}"
+    );
 }
 
 /// Log lines of a request carry its span (request id, trace id): a request

@@ -55,6 +55,11 @@ fn bodies() -> Vec<(&'static str, &'static str, String)> {
             "application/json",
             format!("[{RECORD}, {{\"id\": tru}}]"),
         ),
+        (
+            "/orders/utf16",
+            "application/json; charset=utf-16",
+            format!("[{RECORD}]"),
+        ),
     ]
 }
 
@@ -180,6 +185,9 @@ fn enforce_refuses_a_violating_first_record_before_the_head_and_cuts_a_later_one
             assert!(!body.contains("ana@example.com"), "{proto} {who}: {body}");
             let (code, status, _) = get(&pki, who, &args, &mg.url("/orders/good"));
             assert_eq!((code, status.as_str()), (0, "200"), "{proto} {who}");
+            // A body it cannot read (another charset) is not passed unchecked.
+            let (_, status, body) = get(&pki, who, &args, &mg.url("/orders/utf16"));
+            assert_eq!(status, "502", "{proto} {who}: {body}");
         }
     }
     for event in events_of_path(&mg, &trail, "/orders/kinds", 4) {

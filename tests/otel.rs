@@ -345,11 +345,13 @@ fn a_caller_asking_for_every_request_gets_parent_rate_sampled_then_the_ratio() {
     for _ in 0..40 {
         args.extend(["-o", "/dev/null", url.as_str()]);
     }
+    let began = std::time::Instant::now();
     let out = curl_command(&pki, Some("campaigns"), &[])
         .args(["--max-time", "10"])
         .args(&args)
         .output()
         .expect("curl runs");
+    let took = began.elapsed().as_secs();
     let statuses = String::from_utf8_lossy(&out.stdout).to_string();
     assert_eq!(
         statuses.lines().filter(|l| *l == "403").count(),
@@ -358,18 +360,16 @@ fn a_caller_asking_for_every_request_gets_parent_rate_sampled_then_the_ratio() {
     );
     let limited = mg.metric("meshgate_trace_parent_rate_limited_total");
     let sampled = 40 - limited as usize;
-    assert!((2..=4).contains(&sampled), "{limited} limited");
-    // Spans of exactly those (denied: a server span each), and no more a
-    // moment later.
+    // The burst of 2, and 2 more for each second the requests took (a
+    // loaded runner may spread them).
+    let most = 2 + 2 * (took as usize + 1);
+    assert!(
+        (2..=most).contains(&sampled),
+        "{limited} limited in {took} s"
+    );
+    // Spans of exactly those (denied: a server span each).
     let spans = receiver.wait_trace(&t, sampled);
-    std::thread::sleep(std::time::Duration::from_millis(300));
-    let spans_now = receiver
-        .spans()
-        .into_iter()
-        .filter(|s| s.trace_id == t)
-        .count();
     assert_eq!(spans.len(), sampled, "{spans:#?}");
-    assert_eq!(spans_now, sampled);
 }
 
 #[test]

@@ -42,10 +42,11 @@ use crate::transport::listener::Acceptor;
 /// once, and the API server refuses request bodies over 3 MiB.
 const MAX_BODY: usize = 4 * 1024 * 1024;
 /// The review bodies held at once, all connections and HTTP/2 streams
-/// together, in KiB: a body takes its share as its bytes arrive and waits
+/// together, in bytes: a body takes its share as its bytes arrive (byte
+/// for byte, so many small frames take no more than their bytes) and waits
 /// when none is left, so memory follows what clients have sent, never what
 /// they announce, and a client that stalls holds only what it sent.
-const BODY_BUDGET_KIB: u32 = 32 * 1024;
+const BODY_BUDGET: usize = 32 * 1024 * 1024;
 /// How long a review's body may take to arrive (a wait for budget
 /// included): the API server sends it at once and gives up after the
 /// webhook's `timeoutSeconds` (10 by default).
@@ -53,6 +54,12 @@ const REVIEW_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// Connections open at once; more wait in the listen backlog. The API
 /// server keeps a few; this bounds what any other client can hold.
 const MAX_CONNECTIONS: usize = 256;
+/// How long one connection is served before it is closed gracefully (the
+/// API server opens another): an idle HTTP/2 connection has no other end.
+const CONNECTION_LIFETIME: Duration = Duration::from_secs(60);
+/// How long a connection closing gracefully (its lifetime over, or the
+/// process stopping) may finish its open requests.
+const CONNECTION_GRACE: Duration = Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error)]
 pub enum WebhookError {
@@ -191,7 +198,7 @@ struct State {
     tls: ArcSwap<ServerConfig>,
     /// Set on SIGTERM: `/ready` answers 503 while reviews are still served.
     draining: std::sync::atomic::AtomicBool,
-    /// What is left of `BODY_BUDGET_KIB`.
+    /// What is left of `BODY_BUDGET`.
     body_budget: tokio::sync::Semaphore,
 }
 
@@ -226,7 +233,7 @@ pub async fn bind(cfg: InjectorConfig) -> Result<Bound, WebhookError> {
             metrics: InjectorMetrics::new(),
             tls: ArcSwap::new(tls),
             draining: std::sync::atomic::AtomicBool::new(false),
-            body_budget: tokio::sync::Semaphore::new(BODY_BUDGET_KIB as usize),
+            body_budget: tokio::sync::Semaphore::new(BODY_BUDGET),
         }),
         listener,
         admin,
@@ -268,7 +275,7 @@ impl Bound {
             admin = %admin_addr,
             "meshgate injector ready"
         );
-        let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+        let (drain, draining) = tokio::sync::watch::channel(false);
         tokio::pin!(shutdown);
         // Serve until SIGTERM; then report not ready and keep serving for
         // `shutdown_delay`, while the endpoint leaves the Service (the API
@@ -293,14 +300,17 @@ impl Bound {
                 } => accepted,
             };
             let state = state.clone();
-            let watcher = graceful.watcher();
+            let draining = draining.clone();
             tokio::spawn(async move {
-                connection(state, tcp, watcher).await;
+                connection(state, tcp, draining).await;
                 drop(permit);
             });
         }
         drop(listener);
-        if tokio::time::timeout(Duration::from_secs(10), graceful.shutdown())
+        // Every connection closes gracefully; all have when every permit is back.
+        let _ = drain.send(true);
+        let all = u32::try_from(MAX_CONNECTIONS).unwrap_or(u32::MAX);
+        if tokio::time::timeout(CONNECTION_GRACE, open.acquire_many(all))
             .await
             .is_err()
         {
@@ -311,12 +321,12 @@ impl Bound {
     }
 }
 
-/// One API server connection: TLS, then HTTP/1.1 or HTTP/2 until it closes
-/// or, at shutdown, closes gracefully.
+/// One API server connection: TLS, then HTTP/1.1 or HTTP/2 until it
+/// closes, or closes gracefully at the end of its lifetime or at shutdown.
 async fn connection(
     state: Arc<State>,
     tcp: tokio::net::TcpStream,
-    watcher: hyper_util::server::graceful::Watcher,
+    mut draining: tokio::sync::watch::Receiver<bool>,
 ) {
     let acceptor = tokio_rustls::TlsAcceptor::from(state.tls.load_full());
     let tls = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
@@ -336,13 +346,15 @@ async fn connection(
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(Duration::from_secs(10));
-    let _ = watcher
-        .watch(
-            builder
-                .serve_connection(TokioIo::new(tls), svc)
-                .into_owned(),
-        )
-        .await;
+    let conn = builder.serve_connection(TokioIo::new(tls), svc);
+    tokio::pin!(conn);
+    tokio::select! {
+        _ = conn.as_mut() => return,
+        _ = tokio::time::sleep(CONNECTION_LIFETIME) => {}
+        _ = draining.wait_for(|d| *d) => {}
+    }
+    conn.as_mut().graceful_shutdown();
+    let _ = tokio::time::timeout(CONNECTION_GRACE, conn).await;
 }
 
 fn reload(state: &State, tls: &WebhookTls) {
@@ -482,8 +494,9 @@ async fn read_body<'a>(
         let Ok(data) = frame?.into_data() else {
             continue; // trailers
         };
-        let kib = u32::try_from(data.len().div_ceil(1024)).unwrap_or(u32::MAX);
-        let share = budget.acquire_many(kib).await?;
+        // At most MAX_BODY bytes (`Limited` refuses more).
+        let bytes = u32::try_from(data.len()).unwrap_or(u32::MAX);
+        let share = budget.acquire_many(bytes).await?;
         match held {
             Some(h) => h.merge(share),
             None => *held = Some(share),

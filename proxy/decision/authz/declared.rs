@@ -216,17 +216,8 @@ fn named_attribute(message: &str) -> Option<&str> {
 }
 
 /// An error with its causes and Cedar's help, on one line.
-fn chain(e: &(dyn miette::Diagnostic + Send + Sync)) -> String {
-    let mut msg = e.to_string();
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        let s_text = s.to_string();
-        if !msg.contains(&s_text) {
-            msg.push_str(": ");
-            msg.push_str(&s_text);
-        }
-        source = s.source();
-    }
+fn chain(e: &(dyn miette::Diagnostic + Send + Sync + 'static)) -> String {
+    let mut msg = super::build::with_causes(e);
     if let Some(help) = e.help() {
         msg.push_str(&format!(" ({help})"));
     }

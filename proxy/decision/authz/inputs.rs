@@ -232,9 +232,11 @@ pub(super) fn expand(
     files.sort();
     if confined {
         let root = std::fs::canonicalize(path).map_err(|e| format!("{}: {e}", path.display()))?;
-        for (name, from) in &files {
+        // The file read is the one checked: its resolved path, not the
+        // link (which could be swapped between the check and the read).
+        for (name, from) in &mut files {
             let real =
-                std::fs::canonicalize(from).map_err(|e| format!("{}: {e}", name.display()))?;
+                std::fs::canonicalize(&*from).map_err(|e| format!("{}: {e}", name.display()))?;
             if !real.starts_with(&root) {
                 return Err(format!(
                     "{}: links to {}, outside the domain's directory {}; a domain's source reads only its own files",
@@ -243,6 +245,7 @@ pub(super) fn expand(
                     path.display()
                 ));
             }
+            *from = real;
         }
     }
     Ok(files)

@@ -616,16 +616,18 @@ pub(super) fn hex(bytes: &[u8]) -> String {
 }
 
 /// The year of a date or timestamp: `YYYY`, `YYYY-MM`, or `YYYY-MM-DD`
-/// alone or before `T`/`t`/space and anything.
+/// alone or before `T`/`t`/space/a zone and anything.
 pub(super) fn year(text: &str) -> Option<&str> {
     let number = |s: &str, len: usize, range: std::ops::RangeInclusive<u32>| {
         s.len() == len
             && s.bytes().all(|b| b.is_ascii_digit())
             && s.parse::<u32>().is_ok_and(|n| range.contains(&n))
     };
-    let date = match text.find(['T', 't', ' ']) {
-        Some(at) if at == 10 => &text[..at],
+    // A time or a zone may follow a whole date.
+    let date = match text.get(10..11) {
+        Some("T" | "t" | " " | "Z" | "z" | "+" | "-") => &text[..10],
         Some(_) => return None,
+        None if text.len() > 10 => return None,
         None => text,
     };
     let parts: Vec<&str> = date.split('-').collect();

@@ -307,6 +307,7 @@ impl InjectError {
             InjectError::NoPort => Some(SkipReason::NoPort),
             InjectError::UnknownPort(_) => Some(SkipReason::UnknownPort),
             InjectError::ProbeOnServedPort { .. } => Some(SkipReason::ProbeOnServedPort),
+            InjectError::ForeignSidecar(_) => Some(SkipReason::ForeignSidecar),
             _ => None,
         }
     }
@@ -337,6 +338,8 @@ pub enum InjectError {
     Volume(String),
     #[error("the pod has no containers")]
     NoContainers,
+    #[error("container `{CONTAINER}` runs `{0}`, not the sidecar's image; rename it")]
+    ForeignSidecar(String),
 }
 
 /// What injection did, recorded in the `meshgate.io/injected` annotation.
@@ -429,8 +432,8 @@ pub fn plan(
         {
             return Ok(PodOutcome::Skip(SkipReason::AlreadyInjected))
         }
-        Some(_) => true,
-        None => false,
+        Some(c) => Some(c.image.clone().unwrap_or_default()),
+        None => None,
     };
     if let Some(ns) = namespace {
         if ns == cfg.namespace || cfg.skip_namespaces.iter().any(|s| s == ns) {
@@ -458,12 +461,13 @@ pub fn plan(
             false
         }
     };
-    if foreign {
-        return Ok(PodOutcome::Skip(SkipReason::ForeignSidecar));
-    }
     // A pod that asked for the sidecar itself and cannot have it whole is
     // refused; one its namespace selected is left alone, with the reason.
-    match build(cfg, ann, meta.labels.as_ref(), spec, prefix) {
+    let built = match foreign {
+        Some(image) => Err(InjectError::ForeignSidecar(image)),
+        None => build(cfg, ann, meta.labels.as_ref(), spec, prefix),
+    };
+    match built {
         Ok((patch, status)) => Ok(PodOutcome::Inject {
             patch,
             status: Box::new(status),

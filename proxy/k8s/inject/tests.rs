@@ -388,6 +388,13 @@ fn only_the_sidecar_itself_counts_as_injected() {
         {"name": "app", "image": "orders:1", "ports": [{"containerPort": 8080}]},
         {"name": CONTAINER, "image": "busybox:1.36"}]}}));
     assert_eq!(skipped(&stand_in, &enabled()), SkipReason::ForeignSidecar);
+    // One that asked for the sidecar itself is refused.
+    let mut asked = stand_in.clone();
+    asked["metadata"]["annotations"] = json!({INJECT: "enabled"});
+    assert!(matches!(
+        run(&asked, &enabled()),
+        Err(InjectError::ForeignSidecar(image)) if image == "busybox:1.36"
+    ));
     assert!(SkipReason::ForeignSidecar.advice().is_some());
     // A pod that is not to be injected anyway says why, not this.
     assert_eq!(skipped(&stand_in, &BTreeMap::new()), SkipReason::NotEnabled);

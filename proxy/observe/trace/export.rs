@@ -64,7 +64,10 @@ impl Queue {
     /// waits.
     pub(super) fn push(&self, spans: Vec<u8>, n: usize) {
         let len = spans.len();
-        let max_bytes = self.max_spans.saturating_mul(QUEUE_BYTES_PER_SPAN);
+        // Never less than one request's spans at their largest (a small
+        // `max_spans` must not turn away every request with long values).
+        let max_bytes = (self.max_spans.saturating_mul(QUEUE_BYTES_PER_SPAN))
+            .max(super::span::MAX_REQUEST_SPANS);
         let dropped = || {
             self.metrics.dropped_queue_full.inc_by(n as u64);
         };
@@ -319,24 +322,28 @@ mod tests {
 
     #[test]
     fn the_queue_holds_a_kib_per_span_at_most() {
-        let (queue, mut rx) = Queue::unexported(8);
-        // Two requests of large spans fill 8 KiB; the third is dropped.
-        queue.push(vec![0; 3000], 2);
-        queue.push(vec![0; 3000], 2);
-        queue.push(vec![0; 3000], 2);
+        let (queue, mut rx) = Queue::unexported(16);
+        // Two requests of large spans fill 16 KiB; the third is dropped.
+        queue.push(vec![0; 7000], 2);
+        queue.push(vec![0; 7000], 2);
+        queue.push(vec![0; 7000], 2);
         assert_eq!(queue.metrics.dropped_queue_full.get(), 2);
-        assert_eq!(queue.queued_bytes.load(Ordering::Relaxed), 6000);
+        assert_eq!(queue.queued_bytes.load(Ordering::Relaxed), 14000);
         // Small ones fit up to the span bound.
-        queue.push(vec![0; 100], 2);
-        queue.push(vec![0; 100], 2);
-        queue.push(vec![0; 100], 2);
+        for _ in 0..7 {
+            queue.push(vec![0; 100], 2);
+        }
         assert_eq!(queue.metrics.dropped_queue_full.get(), 4);
-        assert_eq!(queue.queued.load(Ordering::Relaxed), 8);
+        assert_eq!(queue.queued.load(Ordering::Relaxed), 16);
         let mut held = 0;
         while let Ok(Item::Spans(b, _)) = rx.try_recv() {
             held += b.len();
         }
-        assert_eq!(held, 6200);
-        assert_eq!(queue.queued_bytes.load(Ordering::Relaxed), 6200);
+        assert_eq!(held, 14600);
+        assert_eq!(queue.queued_bytes.load(Ordering::Relaxed), 14600);
+        // A queue of fewer spans still takes one request's largest spans.
+        let (tiny, _rx) = Queue::unexported(2);
+        tiny.push(vec![0; super::super::span::MAX_REQUEST_SPANS], 2);
+        assert_eq!(tiny.metrics.dropped_queue_full.get(), 0);
     }
 }

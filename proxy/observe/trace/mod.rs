@@ -79,6 +79,11 @@ struct Sampler {
     parent_rate: Option<DefaultDirectRateLimiter>,
     /// Requests the caller asked for past `parent_rate`.
     limited: Counter,
+    /// The second (since `start`) `parent_rate` last turned a request
+    /// away, plus one (0: never): not parent-based, the ratio is then
+    /// decided on meshgate's own draw for every continued trace.
+    limited_at: std::sync::atomic::AtomicU64,
+    start: std::time::Instant,
 }
 
 impl Sampler {
@@ -88,30 +93,50 @@ impl Sampler {
             parent_based,
             parent_rate: parent_rate.map(DefaultDirectRateLimiter::direct),
             limited,
+            limited_at: std::sync::atomic::AtomicU64::new(0),
+            start: std::time::Instant::now(),
         }
+    }
+
+    /// Whether `parent_rate` turned a request away this second or the last.
+    fn recently_limited(&self) -> bool {
+        let at = self.limited_at.load(std::sync::atomic::Ordering::Relaxed);
+        at != 0 && self.start.elapsed().as_secs() <= at
     }
 
     /// Whether the request of `trace` is sampled. A new trace: the ratio on
     /// its id (meshgate's own). A continued trace: what the caller asked
     /// for (its sampled flag; not parent-based, the ratio on its trace id)
     /// when the ratio on meshgate's own draw (the span id it drew, random)
-    /// agrees or within `parent_rate`; past it, that own draw.
+    /// agrees or within `parent_rate`; past it, that own draw (not parent
+    /// based, for every continued trace while the limit turns requests
+    /// away: the ratio holds, not its square).
     fn decide(&self, trace: &TraceContext) -> bool {
         if trace.parent_id.is_none() {
             return ratio_samples(self.bound, &trace.trace_id);
         }
+        let own = below(self.bound, trace.span_id);
         let asked = if self.parent_based {
             trace.flags & 1 == 1
         } else {
             ratio_samples(self.bound, &trace.trace_id)
         };
-        if !asked || below(self.bound, trace.span_id) {
+        if asked == own {
             return asked;
+        }
+        if !asked {
+            // The ratio on the caller's trace id says no where the own
+            // draw says yes: the id decides, unless the limit is turning
+            // away the ids that say yes.
+            return !self.parent_based && self.recently_limited();
         }
         if (self.parent_rate.as_ref()).is_some_and(|limit| limit.check().is_ok()) {
             return true;
         }
         self.limited.inc();
+        let now = self.start.elapsed().as_secs();
+        self.limited_at
+            .store(now + 1, std::sync::atomic::Ordering::Relaxed);
         false
     }
 }
@@ -272,5 +297,26 @@ mod tests {
         new.parent_id = None;
         assert!((0..100).all(|_| chosen.decide(&new)));
         assert_eq!(chosen.limited.get(), 95);
+        // Past the limit, not parent-based, the own draw decides every
+        // continued trace, the ids the ratio refuses too: the share stays
+        // the ratio's, not its square.
+        let fresh = Sampler::new(ratio_bound(0.5), false, Some(quota), Counter::default());
+        assert!(
+            !fresh.decide(&continued(0, 0xff, 0x00)),
+            "not limited yet: the id says no"
+        );
+        assert_eq!(
+            sampled(&fresh, 0, 0x00),
+            5,
+            "the id says yes, the own draw no"
+        );
+        assert!(
+            fresh.decide(&continued(0, 0xff, 0x00)),
+            "limited: the own draw says yes"
+        );
+        assert!(
+            !fresh.decide(&continued(0, 0xff, 0xff)),
+            "limited: the own draw says no"
+        );
     }
 }

@@ -111,7 +111,8 @@ fn last4_into(text: &str, out: &mut Vec<u8>) -> Option<()> {
 }
 
 /// `year`: the year of a date or timestamp (`YYYY`, `YYYY-MM`,
-/// `YYYY-MM-DD` alone or followed by `T` or a space and a time), or `None`
+/// `YYYY-MM-DD` alone or followed by `T` or a space and a time, or by a
+/// zone: `Z`, `+01:00`, `-05:00`), or `None`
 /// when the text is not one: digits that only begin like a year (a card
 /// number written `1234-5678-…`) give nothing of themselves away.
 pub fn year(text: &str) -> Option<&str> {
@@ -132,7 +133,10 @@ pub fn year(text: &str) -> Option<&str> {
                 && digits(8..10)
                 && (1..=12).contains(&two(5))
                 && (1..=31).contains(&two(8))
-                && matches!(b.get(10), None | Some(b'T' | b't' | b' '))
+                && matches!(
+                    b.get(10),
+                    None | Some(b'T' | b't' | b' ' | b'Z' | b'z' | b'+' | b'-')
+                )
         }
         _ => false,
     };

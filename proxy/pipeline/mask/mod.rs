@@ -178,15 +178,16 @@ pub(super) enum Format {
 /// UTF-8 text (`charset` absent, `utf-8` or `us-ascii`): a body in
 /// another charset (UTF-16, UTF-7) is bytes the scanner would misread,
 /// where a hidden name or value could pass unseen.
-pub(super) fn format(head: &http::response::Parts) -> Result<Format, &'static str> {
+pub(super) fn format(head: &http::response::Parts) -> Result<Format, NotRead> {
+    use NotRead::{OtherType, Unreadable};
     let mut types = head.headers.get_all(http::header::CONTENT_TYPE).iter();
     let value = types
         .next()
         .and_then(|v| v.to_str().ok())
-        .ok_or("the response names no content type")?
+        .ok_or(OtherType("the response names no content type"))?
         .as_bytes();
     if types.next().is_some() {
-        return Err("the response names more than one content type");
+        return Err(Unreadable("the response names more than one content type"));
     }
     // Bytes, not `str::split`: its char searcher cost more than the rest.
     let (essence, params) = match value.iter().position(|b| *b == b';') {
@@ -209,13 +210,13 @@ pub(super) fn format(head: &http::response::Parts) -> Result<Format, &'static st
     };
     let mut no_header_row = false;
     for param in Params(params) {
-        let (name, value) = param?;
+        let (name, value) = param.map_err(Unreadable)?;
         if name.eq_ignore_ascii_case(b"charset") {
             let utf8 = ["utf-8", "utf8", "us-ascii"]
                 .iter()
                 .any(|c| value.eq_ignore_ascii_case(c.as_bytes()));
             if !utf8 {
-                return Err("a charset other than UTF-8");
+                return Err(Unreadable("a charset other than UTF-8"));
             }
         } else if name.eq_ignore_ascii_case(b"header") {
             // RFC 4180's `header` parameter.
@@ -229,7 +230,7 @@ pub(super) fn format(head: &http::response::Parts) -> Result<Format, &'static st
     } else if is("text/csv") {
         // Without a header row the columns have no names.
         match no_header_row {
-            true => Err("a CSV response without a header row"),
+            true => Err(Unreadable("a CSV response without a header row")),
             false => Ok(Format::Csv),
         }
     } else if starts("application/") && ends("+json") && !starts("application/grpc") {
@@ -237,69 +238,111 @@ pub(super) fn format(head: &http::response::Parts) -> Result<Format, &'static st
         // messages, not one JSON value: it cannot be masked as JSON.
         Ok(Format::Json)
     } else {
-        Err("the response is not JSON, NDJSON or CSV")
+        Err(OtherType("the response is not JSON, NDJSON or CSV"))
+    }
+}
+
+/// Why a response's body is not read by the masker or the watch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum NotRead {
+    /// Not a type they read (none, or not JSON, NDJSON or CSV).
+    OtherType(&'static str),
+    /// A type they read in a form they cannot: another charset, two
+    /// content types, parameters that do not parse, a CSV without a
+    /// header row. Conformance under `enforce` refuses it too.
+    Unreadable(&'static str),
+}
+
+impl std::fmt::Display for NotRead {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NotRead::OtherType(why) | NotRead::Unreadable(why) => f.write_str(why),
+        }
     }
 }
 
 /// A media type's parameters (RFC 9110 5.6.6): `name=value` pairs split at
 /// `;`, whitespace around them ignored, a value a token or a quoted string
-/// (its `\` escapes taken; the value is then the quoted text with the
-/// escapes in it, enough to compare with a plain word). Empty parameters
-/// (`;;`) are skipped; a parameter without `=` or with an unterminated
-/// quote is an error.
+/// (its `\\` escapes taken). Empty parameters (`;;`) are skipped. Anything
+/// else is an error, never read past: a parameter without `=` (`x;
+/// charset=utf-16` must not read as one parameter named `x; charset`),
+/// a name that is not a token, an unterminated quote, or text after a
+/// closing quote before the next `;`.
 struct Params<'a>(&'a [u8]);
 
 impl<'a> Iterator for Params<'a> {
     type Item = Result<(&'a [u8], std::borrow::Cow<'a, [u8]>), &'static str>;
 
     fn next(&mut self) -> Option<Self::Item> {
+        let item = self.read()?;
+        if item.is_err() {
+            self.0 = &[];
+        }
+        Some(item)
+    }
+}
+
+impl<'a> Params<'a> {
+    fn read(&mut self) -> Option<<Self as Iterator>::Item> {
         const MALFORMED: &str = "a malformed content type parameter";
-        loop {
+        let token = |t: &[u8]| {
+            !t.is_empty()
+                && t.iter()
+                    .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(b))
+        };
+        let rest = loop {
             let rest = self.0.trim_ascii_start();
-            if rest.is_empty() {
-                return None;
+            match rest.strip_prefix(b";") {
+                Some(after) => self.0 = after,
+                None if rest.is_empty() => return None,
+                None => break rest,
             }
-            if let Some(after) = rest.strip_prefix(b";") {
-                self.0 = after;
-                continue;
-            }
-            let Some(eq) = rest.iter().position(|b| *b == b'=') else {
-                self.0 = &[];
-                return Some(Err(MALFORMED));
-            };
-            let name = rest[..eq].trim_ascii();
-            let after = rest[eq + 1..].trim_ascii_start();
-            if let Some(quoted) = after.strip_prefix(b"\"") {
-                let mut value = Vec::new();
-                let mut escaped = false;
-                let mut end = None;
-                for (i, b) in quoted.iter().enumerate() {
-                    match (escaped, *b) {
-                        (false, b'\\') => escaped = true,
-                        (false, b'"') => {
-                            end = Some(i);
-                            break;
-                        }
-                        (_, b) => {
-                            value.push(b);
-                            escaped = false;
-                        }
-                    }
-                }
-                let Some(end) = end else {
-                    self.0 = &[];
-                    return Some(Err(MALFORMED));
-                };
-                self.0 = &quoted[end + 1..];
-                return Some(Ok((name, std::borrow::Cow::Owned(value))));
-            }
+        };
+        // The segment up to the next `;` holds the name and `=`.
+        let segment_end = rest.iter().position(|b| *b == b';').unwrap_or(rest.len());
+        let Some(eq) = rest[..segment_end].iter().position(|b| *b == b'=') else {
+            return Some(Err(MALFORMED));
+        };
+        let name = rest[..eq].trim_ascii();
+        if !token(name) {
+            return Some(Err(MALFORMED));
+        }
+        let after = rest[eq + 1..].trim_ascii_start();
+        let Some(quoted) = after.strip_prefix(b"\"") else {
             let stop = after.iter().position(|b| *b == b';').unwrap_or(after.len());
             self.0 = &after[stop..];
-            return Some(Ok((
-                name,
-                std::borrow::Cow::Borrowed(after[..stop].trim_ascii()),
-            )));
+            let value = after[..stop].trim_ascii();
+            return Some(if token(value) {
+                Ok((name, std::borrow::Cow::Borrowed(value)))
+            } else {
+                Err(MALFORMED)
+            });
+        };
+        let mut value = Vec::new();
+        let mut escaped = false;
+        let mut end = None;
+        for (i, b) in quoted.iter().enumerate() {
+            match (escaped, *b) {
+                (false, b'\\') => escaped = true,
+                (false, b'"') => {
+                    end = Some(i);
+                    break;
+                }
+                (_, b) => {
+                    value.push(b);
+                    escaped = false;
+                }
+            }
         }
+        let Some(end) = end else {
+            return Some(Err(MALFORMED));
+        };
+        let tail = quoted[end + 1..].trim_ascii_start();
+        if !(tail.is_empty() || tail.starts_with(b";")) {
+            return Some(Err(MALFORMED));
+        }
+        self.0 = tail;
+        Some(Ok((name, std::borrow::Cow::Owned(value))))
     }
 }
 

@@ -293,6 +293,9 @@ fn each_method_replaces_the_value() {
         ("1987-06", Some("1987")),
         ("1987-06-05T10:00:00Z", Some("1987")),
         ("1987-06-05 10:00", Some("1987")),
+        ("1987-06-05Z", Some("1987")),
+        ("1987-06-05+01:00", Some("1987")),
+        ("1987-06-05-05:00", Some("1987")),
         ("1234-5678-9012-3456", None),
         ("1987-13-05", None),
         ("1987-06-00", None),
@@ -701,6 +704,16 @@ fn the_format_is_read_from_the_content_type_whatever_its_case() {
         );
     }
     assert!(of("application/json; charset").is_err());
+    // Never read past a parameter it cannot read.
+    for bad in [
+        "application/json; x; charset=utf-16",
+        "application/json; charset=\"utf-8\"junk; charset=utf-7",
+        "application/json; char set=utf-8",
+        "application/json; charset=utf 8",
+        "application/json; =utf-8",
+    ] {
+        assert!(of(bad).is_err(), "{bad}");
+    }
     assert!(of("application/json; charset=\"utf-8").is_err());
     let two = http::Response::builder()
         .header(http::header::CONTENT_TYPE, "text/csv")

@@ -23,7 +23,7 @@ use bytes::Bytes;
 
 use super::conform::{Checker, Sampled, CONFORMANCE};
 use super::decode::{self, Decoder};
-use super::{empty, format, tree, MaskBody};
+use super::{empty, format, tree, MaskBody, NotRead};
 use crate::decision::fields::{FieldPlan, Mode};
 use crate::model::conformance::{Kind, Kinds};
 use crate::model::response::{BodyTransform, ResponseTransform, TransformError};
@@ -82,8 +82,12 @@ impl ResponseTransform for Watching {
         if empty(head) || !head.status.is_success() {
             return Ok(None);
         }
-        let Ok(format) = format(head) else {
-            return Ok(None);
+        let format = match format(head) {
+            Ok(format) => format,
+            Err(NotRead::Unreadable(why)) if self.sampled.mode == Mode::Enforce => {
+                return Err(refused(&format!("{why}: the body cannot be checked")))
+            }
+            Err(_) => return Ok(None),
         };
         let coding = match decode::coding(&head.headers) {
             Ok(coding) if head.status != http::StatusCode::PARTIAL_CONTENT => coding,

@@ -5,11 +5,13 @@
 //!
 //! | asks for | decided on | refuses with |
 //! |---|---|---|
-//! | a contract | that contract | 403 when denied |
-//! | a descriptor, a caller view | the product's contracts; shows those allowed | 403 when none is |
+//! | a contract | that contract | 404 when denied (as an unknown name) |
+//! | a descriptor, a caller view | the product's contracts; shows those allowed | 404 when none is |
 //! | the index, the catalog | every contract; lists those allowed | never (an empty list) |
 //!
-//! Unknown names are 404, methods other than GET and HEAD 405. The quota
+//! Unknown names are 404, methods other than GET and HEAD 405. (A product
+//! whose contract asks for an end-user token answers a request without a
+//! valid one 401 before any decision: that tells that the name exists.) The quota
 //! of the first contract allowed is taken (the newest version); the
 //! index and the catalog take none.
 

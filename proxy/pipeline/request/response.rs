@@ -131,7 +131,22 @@ fn refused_for_http_1_0() -> ProxyError {
 /// to another caller. `public` and `s-maxage` go, `private` comes (RFC 9111
 /// 5.2.2.7), other directives stay; a response without `Cache-Control`
 /// gets `private` too (a shared cache may otherwise store it by heuristic).
+/// (A quoted directive value holding a comma is split there: its pieces
+/// stay, only `public` and `s-maxage` names go.)
 fn keep_private(headers: &mut HeaderMap) {
+    // Fields for shared caches only, which they obey over Cache-Control
+    // (RFC 9213's `CDN-Cache-Control` and its vendor forms, and
+    // `Surrogate-Control`): gone. Most responses carry none.
+    let targeted = |n: &http::HeaderName| {
+        n.as_str().ends_with("cdn-cache-control") || n.as_str() == "surrogate-control"
+    };
+    if headers.keys().any(targeted) {
+        let names: Vec<http::HeaderName> =
+            headers.keys().filter(|n| targeted(n)).cloned().collect();
+        for name in names {
+            headers.remove(name);
+        }
+    }
     if !headers.contains_key(header::CACHE_CONTROL) {
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("private"));
         return;
@@ -300,6 +315,16 @@ mod tests {
             all[0].to_str().expect("text").to_string()
         };
         assert_eq!(after(&[]), "private");
+        let mut h = HeaderMap::new();
+        for name in [
+            "cdn-cache-control",
+            "cloudflare-cdn-cache-control",
+            "surrogate-control",
+        ] {
+            h.insert(name, HeaderValue::from_static("max-age=600"));
+        }
+        keep_private(&mut h);
+        assert_eq!(h.len(), 1, "{h:?}");
         assert_eq!(after(&["public, max-age=600"]), "max-age=600, private");
         assert_eq!(after(&["S-MAXAGE=60", "Public"]), "private");
         assert_eq!(after(&["no-store"]), "no-store");
