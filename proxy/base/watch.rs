@@ -98,8 +98,8 @@ impl<T: Copy + PartialEq> Changes<T> {
     /// and made again, or a link on the way now leading elsewhere, is
     /// watched where it is now. Call it on each change, before reading the
     /// files: a change after this is seen by the new watch, one before is
-    /// read. If a set cannot be watched again (its directory's parent is
-    /// gone too), its previous watch stays and a warning is logged.
+    /// read. If a set cannot be watched again (inotify refuses another
+    /// instance or watch), its previous watch stays and a warning is logged.
     pub fn rearm(&mut self, change: Change<T>) {
         for set in &mut self.sets {
             if let Change::Files(tag) = change {
@@ -158,8 +158,10 @@ impl<T: Copy + PartialEq> Default for Changes<T> {
 
 /// Watches `paths`, files and directories, and sends a tick (debounced)
 /// whenever one of them changes: a directory, when an entry that counts
-/// (see [`Target`]) changes, or the directory itself is removed, renamed or
-/// made (its parent is watched for its name: see [`Changes::rearm`]); a
+/// (see [`Target`]) changes, or the directory itself is removed or renamed
+/// (while it is gone, the nearest directory on its path that is there is
+/// watched for the name on the way, so its return counts too: see
+/// [`Changes::rearm`]); a
 /// file, when it does (written, or replaced by a rename over it). A file is
 /// watched through its directory, where atomic replacements happen, but the
 /// other files there do not count: an audit log beside a key file must not
@@ -195,9 +197,9 @@ pub fn watch(
             interest.exact.push(link);
         }
         if p.is_dir() {
+            // Its own removal or rename is an event of its own (the set is
+            // then armed again, on its parent while it is gone).
             let real = std::fs::canonicalize(&p).unwrap_or(p);
-            // Its removal and its return are events of its parent.
-            also.extend(real.parent().map(Path::to_path_buf));
             dirs.push(real.clone());
             interest.under.push((real, t.suffixes));
             continue;
@@ -226,6 +228,17 @@ pub fn watch(
         v.sort();
         v.dedup();
     }
+    // A directory that is gone (removed, a volume being remade) is watched
+    // through the nearest one that is there, for the name on the way to it:
+    // its return wakes the set, which is then armed on it again.
+    for d in &mut dirs {
+        if let Some((there, next)) = nearest_existing(d) {
+            interest.exact.push(next);
+            *d = there;
+        }
+    }
+    dirs.sort();
+    dirs.dedup();
     also.retain(|d| !dirs.contains(d));
     let (raw_tx, mut raw_rx) = mpsc::unbounded_channel::<()>();
     let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
@@ -296,6 +309,21 @@ impl Interest {
                 && p.parent()
                     .is_some_and(|d| self.beside.iter().any(|b| b == d)))
     }
+}
+
+/// For a directory `d` that does not exist: its nearest ancestor that
+/// does, and the entry there on the way to `d`. `None` when `d` exists.
+fn nearest_existing(d: &Path) -> Option<(PathBuf, PathBuf)> {
+    if d.is_dir() {
+        return None;
+    }
+    let mut next = d;
+    let mut there = d.parent()?;
+    while !there.is_dir() {
+        next = there;
+        there = there.parent()?;
+    }
+    Some((there.to_path_buf(), next.to_path_buf()))
 }
 
 /// `path` (absolute) with its directory's symlinks resolved, but not its
@@ -407,6 +435,36 @@ mod tests {
         assert_eq!(
             next_change(&mut changes, "an edit after").await,
             Change::Files('p')
+        );
+    }
+
+    /// A watched file's directory removed with its parent, and made again
+    /// (a certificate volume remade): the nearest directory there is
+    /// watched meanwhile, so the return wakes the set, and the file is
+    /// watched again.
+    #[tokio::test]
+    async fn a_files_directory_removed_with_its_parent_and_made_again_is_watched_again() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let dir = root.path().join("run/certs");
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        let cert = dir.join("server.pem");
+        std::fs::write(&cert, "one").expect("write");
+        let mut changes = Changes::new()
+            .watch('t', std::slice::from_ref(&cert), Duration::from_millis(20))
+            .expect("watch");
+        std::fs::remove_dir_all(root.path().join("run")).expect("rm -rf");
+        let c = next_change(&mut changes, "the removal").await;
+        changes.rearm(c);
+        std::fs::create_dir_all(&dir).expect("mkdir again");
+        let c = next_change(&mut changes, "the directories made again").await;
+        changes.rearm(c);
+        std::fs::write(&cert, "two").expect("write");
+        let c = next_change(&mut changes, "the file written again").await;
+        changes.rearm(c);
+        std::fs::write(&cert, "three").expect("edit");
+        assert_eq!(
+            next_change(&mut changes, "an edit after").await,
+            Change::Files('t')
         );
     }
 

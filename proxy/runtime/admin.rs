@@ -46,10 +46,19 @@ pub struct Probes {
     pub not_ready: &'static str,
 }
 
-/// Admin connections served at once. More wait in the listen backlog, as
-/// on the data listener: an idle or stuck scraper cannot take the process's
-/// file descriptors (the data listener's accepts would then fail).
+/// Admin connections served at once with keep-alive. Beyond them a
+/// connection is served briefly (see [`MAX_BRIEF`]); beyond those it is
+/// closed at once. So an idle or stuck scraper cannot take the process's
+/// file descriptors (the data listener's accepts would then fail), and
+/// connections held open do not queue the kubelet's probes behind them.
 pub const MAX_CONNECTIONS: usize = 64;
+/// Connections served beyond [`MAX_CONNECTIONS`]: one request each, its
+/// head within [`BRIEF_HEAD`], the whole exchange within [`BRIEF_LIFETIME`].
+pub const MAX_BRIEF: usize = 192;
+/// See [`MAX_BRIEF`].
+pub const BRIEF_HEAD: Duration = Duration::from_secs(1);
+/// See [`MAX_BRIEF`].
+pub const BRIEF_LIFETIME: Duration = Duration::from_secs(2);
 /// How long one admin connection is served; it is then closed gracefully
 /// (after the answer being written, if any), and dropped [`CLOSE_GRACE`]
 /// later whatever it is doing: a client that pipelines requests and never
@@ -62,6 +71,7 @@ pub const CLOSE_GRACE: Duration = Duration::from_secs(10);
 /// How many admin connections, and for how long.
 struct Limits {
     open: Arc<Semaphore>,
+    brief: Arc<Semaphore>,
     lifetime: Duration,
     grace: Duration,
 }
@@ -70,6 +80,7 @@ struct Limits {
 pub async fn serve<A: Admin>(listener: TcpListener, admin: Arc<A>) {
     let limits = Limits {
         open: Arc::new(Semaphore::new(MAX_CONNECTIONS)),
+        brief: Arc::new(Semaphore::new(MAX_BRIEF)),
         lifetime: LIFETIME,
         grace: CLOSE_GRACE,
     };
@@ -79,13 +90,20 @@ pub async fn serve<A: Admin>(listener: TcpListener, admin: Arc<A>) {
 async fn serve_within<A: Admin>(listener: TcpListener, admin: Arc<A>, limits: Limits) {
     let mut acceptor = Acceptor::new(listener, "admin");
     loop {
-        // Never closed; a connection beyond the cap waits in the backlog.
-        let Ok(permit) = limits.open.clone().acquire_owned().await else {
-            return;
-        };
         let (tcp, _) = acceptor.accept().await;
+        let (permit, brief) = match limits.open.clone().try_acquire_owned() {
+            Ok(p) => (p, false),
+            Err(_) => match limits.brief.clone().try_acquire_owned() {
+                Ok(p) => (p, true),
+                // Closed at once: the fd is back before the next accept.
+                Err(_) => continue,
+            },
+        };
         let admin = admin.clone();
-        let (lifetime, grace) = (limits.lifetime, limits.grace);
+        let (lifetime, grace) = match brief {
+            false => (limits.lifetime, limits.grace),
+            true => (BRIEF_LIFETIME, Duration::ZERO),
+        };
         tokio::spawn(async move {
             let svc = hyper::service::service_fn(move |req| {
                 let admin = admin.clone();
@@ -93,7 +111,12 @@ async fn serve_within<A: Admin>(listener: TcpListener, admin: Arc<A>, limits: Li
             });
             let conn = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
-                .header_read_timeout(Duration::from_secs(10))
+                .keep_alive(!brief)
+                .header_read_timeout(if brief {
+                    BRIEF_HEAD
+                } else {
+                    Duration::from_secs(10)
+                })
                 .serve_connection(TokioIo::new(tcp), svc);
             tokio::pin!(conn);
             if tokio::time::timeout(lifetime, conn.as_mut()).await.is_err() {
@@ -248,45 +271,57 @@ mod tests {
         addr
     }
 
-    /// Beyond the cap a connection waits in the backlog (it is not refused)
-    /// and is served once another closes. Before, every connection was
-    /// served: idle ones re-opened as they timed out took the process's
+    /// Beyond the cap a connection is served briefly: one request, then
+    /// closed (a probe is not queued behind idle connections); beyond the
+    /// brief ones it is closed at once. Before the cap, every connection
+    /// was kept: idle ones re-opened as they timed out took the process's
     /// file descriptors, and the data port's accepts failed.
     #[tokio::test]
-    async fn connections_beyond_the_cap_wait_until_one_closes() {
+    async fn connections_beyond_the_cap_are_served_briefly_then_refused() {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let brief = Arc::new(Semaphore::new(1));
         let addr = admin_port(
             0,
             Limits {
                 open: Arc::new(Semaphore::new(2)),
+                brief: brief.clone(),
                 lifetime: LIFETIME,
                 grace: CLOSE_GRACE,
             },
         )
         .await;
-        let idle = [
+        let _idle = [
             tokio::net::TcpStream::connect(addr).await.expect("connect"),
             tokio::net::TcpStream::connect(addr).await.expect("connect"),
         ];
-        // Accepted in order: this one is the third.
+        // Accepted in order: this one is the third, served briefly.
         let mut third = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let mut fourth = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let mut buf = [0u8; 256];
+        // The fourth finds no place: closed without an answer.
+        let n = tokio::time::timeout(Duration::from_secs(5), fourth.read(&mut buf))
+            .await
+            .expect("closed at once");
+        assert!(matches!(n, Ok(0) | Err(_)), "{n:?}");
         third
             .write_all(b"GET /live HTTP/1.1\r\nhost: a\r\n\r\n")
             .await
             .expect("write");
-        let mut buf = [0u8; 64];
-        assert!(
-            tokio::time::timeout(Duration::from_millis(300), third.read(&mut buf))
-                .await
-                .is_err(),
-            "a connection beyond the cap was served"
-        );
-        drop(idle);
-        let n = tokio::time::timeout(Duration::from_secs(5), third.read(&mut buf))
+        let mut got = Vec::new();
+        tokio::time::timeout(Duration::from_secs(5), third.read_to_end(&mut got))
             .await
-            .expect("served once the others closed")
+            .expect("answered and closed")
             .expect("read");
-        assert!(buf[..n].starts_with(b"HTTP/1.1 200"), "{buf:?}");
+        assert!(got.starts_with(b"HTTP/1.1 200"), "{got:?}");
+        // Its place is free again.
+        tokio::time::timeout(Duration::from_secs(5), async {
+            let mut poll = tokio::time::interval(Duration::from_millis(10));
+            while brief.available_permits() < 1 {
+                poll.tick().await;
+            }
+        })
+        .await
+        .expect("the brief place is given back");
     }
 
     /// A client that pipelines scrapes and never reads the answers: the
@@ -301,6 +336,7 @@ mod tests {
             64 * 1024,
             Limits {
                 open: open.clone(),
+                brief: Arc::new(Semaphore::new(0)),
                 lifetime: Duration::from_millis(200),
                 grace: Duration::from_millis(200),
             },
@@ -319,11 +355,10 @@ mod tests {
         })
         .await;
         assert!(written.is_ok(), "the connection was never closed");
-        // Its place is free again (the accept loop holds one place while
-        // it waits for the next connection).
+        // Its place is free again.
         tokio::time::timeout(Duration::from_secs(5), async {
             let mut poll = tokio::time::interval(Duration::from_millis(10));
-            while open.available_permits() < 3 {
+            while open.available_permits() < 4 {
                 poll.tick().await;
             }
         })

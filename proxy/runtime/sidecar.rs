@@ -461,7 +461,11 @@ async fn reload_on_change(sc: Arc<Sidecar>, mut changes: Changes<Watched>) {
     let policy_due = Arc::new(tokio::sync::Notify::new());
     if sc.gate.policy.is_some() {
         tokio::spawn(reload_policies(sc.clone(), policy_due.clone()));
+        // The files were read before the watches were set: an edit in
+        // between is read now (unchanged files cost a read and a hash).
+        policy_due.notify_one();
     }
+    sc.tls.reload(&sc.gate.metrics);
     while let Some(change) = changes.next().await {
         // Before the files are read: a watched directory removed and made
         // again is watched again, and a change after this is seen.

@@ -105,7 +105,20 @@ impl Validity {
     pub fn holds_now(&self) -> bool {
         self.holds_at(unix_now())
     }
+
+    /// Whether a new certificate may replace a valid one: not expired, and
+    /// valid within [`NOT_BEFORE_SKEW`] (an issuer sets `notBefore` to its
+    /// own now, and its clock may run ahead of this node's; clients judge
+    /// it by their own clocks anyway).
+    pub fn may_replace(&self) -> bool {
+        let now = unix_now();
+        self.not_before <= now.saturating_add(NOT_BEFORE_SKEW) && now <= self.not_after
+    }
 }
+
+/// How far in the future a rotated server certificate's `notBefore` may be
+/// and still replace the current one (seconds).
+const NOT_BEFORE_SKEW: i64 = 300;
 
 /// Seconds since the Unix epoch, now.
 fn unix_now() -> i64 {
@@ -325,7 +338,7 @@ impl TlsStore {
     pub fn reload(&self, metrics: &Metrics) {
         match TlsMaterial::load(&self.paths) {
             Ok(m) if m.content_hash == self.current.load().content_hash => {}
-            Ok(m) if self.current.load().leaf.holds_now() && !m.leaf.holds_now() => {
+            Ok(m) if self.current.load().leaf.holds_now() && !m.leaf.may_replace() => {
                 metrics
                     .tls_reloads
                     .get_or_create(&ResultLabels { result: "error" })

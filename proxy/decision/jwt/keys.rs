@@ -46,6 +46,12 @@ impl KeySet {
         for (index, value) in raw.keys.into_iter().enumerate() {
             let text = |k: &str| value.get(k).and_then(|v| v.as_str()).map(str::to_string);
             let (kid, alg) = (text("kid"), text("alg"));
+            // Meant for encryption, or symmetric: skipped as meant, even
+            // when its algorithm is one the JWK parser does not know
+            // (X25519, ECDH-ES+A256KW).
+            if text("use").as_deref() == Some("enc") || text("kty").as_deref() == Some("oct") {
+                continue;
+            }
             let mut skip = |reason: String| {
                 skipped.push(Skipped {
                     index,

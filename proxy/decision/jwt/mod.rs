@@ -117,6 +117,10 @@ struct Issuer {
     /// When keys were last fetched because of an unknown key id.
     last_forced: Mutex<Option<Instant>>,
     http: Option<crate::base::fetch::Client>,
+    /// The keys the last fetch skipped (kid, reason), as last warned
+    /// about: a fetch that skips the same ones says so at debug only (a
+    /// token naming an unknown kid forces a fetch; any caller can send one).
+    skipped: Mutex<Vec<(Option<String>, String)>>,
 }
 
 /// Verifies bearer tokens for every configured issuer.
@@ -237,6 +241,7 @@ impl Verifier {
                 keys: ArcSwap::from_pointee(KeySet::default()),
                 last_forced: Mutex::new(None),
                 http,
+                skipped: Mutex::new(Vec::new()),
             }));
         }
         let verifier = Arc::new(Verifier {
@@ -298,10 +303,25 @@ impl Verifier {
         };
         let parsed = fetched.and_then(|(source, bytes)| {
             let (keys, skipped) = KeySet::parse(&bytes, &source)?;
-            // Once per fetch: a key the issuer publishes that no token
-            // of it can be verified with.
+            // A key the issuer publishes that no token of it can be
+            // verified with: warned about when the skipped keys change.
+            let now: Vec<(Option<String>, String)> =
+                skipped.iter().map(|s| (s.kid.clone(), s.reason.clone())).collect();
+            let changed = match issuer.skipped.lock() {
+                Ok(said) if *said == now => false,
+                Ok(mut said) => {
+                    *said = now;
+                    true
+                }
+                Err(_) => true,
+            };
             for s in &skipped {
-                tracing::warn!(issuer = %name, source = %source, kid = s.kid.as_deref().unwrap_or(""), reason = %s.reason, "a signing key of the JWKS is ignored: tokens naming it are refused (unknown_kid)");
+                let kid = s.kid.as_deref().unwrap_or("");
+                if changed {
+                    tracing::warn!(issuer = %name, source = %source, kid, reason = %s.reason, "a signing key of the JWKS is ignored: tokens naming it are refused (unknown_kid)");
+                } else {
+                    tracing::debug!(issuer = %name, source = %source, kid, reason = %s.reason, "a signing key of the JWKS is ignored (as at the last fetch)");
+                }
             }
             Ok(keys)
         });

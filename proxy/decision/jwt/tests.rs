@@ -473,7 +473,10 @@ fn keys_that_cannot_be_used_are_skipped_with_their_kid_and_reason() {
     let corrupt =
         json!({ "kty": "RSA", "kid": "corrupt", "alg": "RS256", "n": "!!!", "e": "AQAB" });
     let unknown = json!({ "kty": "AKP", "kid": "pq", "alg": "ML-DSA-44", "pub": "AAAA" });
-    let set = json!({ "keys": [good, bad_alg, corrupt, unknown] }).to_string();
+    // Keys for encryption are skipped as meant, without a word, even in an
+    // algorithm the JWK parser does not know.
+    let enc = json!({ "kty": "OKP", "crv": "X25519", "use": "enc", "kid": "e", "alg": "ECDH-ES+A256KW", "x": "AAAA" });
+    let set = json!({ "keys": [good, bad_alg, corrupt, unknown, enc] }).to_string();
     let (keys, skipped) = KeySet::parse(set.as_bytes(), "/idp/jwks.json").expect("a JWKS");
     assert_eq!(keys.len(), 1);
     assert!(keys.by_kid.contains_key("good"));
