@@ -239,6 +239,10 @@ pub fn watch(
     }
     dirs.sort();
     dirs.dedup();
+    // A watched directory's own removal or rename counts whatever it was
+    // watched for (a file's directory moved away, the nearest one there
+    // removed in its turn): the set is then armed again where things are.
+    interest.exact.extend(dirs.iter().cloned());
     also.retain(|d| !dirs.contains(d));
     let (raw_tx, mut raw_rx) = mpsc::unbounded_channel::<()>();
     let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {

@@ -74,6 +74,9 @@ struct Limits {
     brief: Arc<Semaphore>,
     lifetime: Duration,
     grace: Duration,
+    /// A brief connection's head timeout and lifetime.
+    brief_head: Duration,
+    brief_lifetime: Duration,
 }
 
 /// Serves the admin port until the task is dropped.
@@ -83,6 +86,8 @@ pub async fn serve<A: Admin>(listener: TcpListener, admin: Arc<A>) {
         brief: Arc::new(Semaphore::new(MAX_BRIEF)),
         lifetime: LIFETIME,
         grace: CLOSE_GRACE,
+        brief_head: BRIEF_HEAD,
+        brief_lifetime: BRIEF_LIFETIME,
     };
     serve_within(listener, admin, limits).await
 }
@@ -102,7 +107,11 @@ async fn serve_within<A: Admin>(listener: TcpListener, admin: Arc<A>, limits: Li
         let admin = admin.clone();
         let (lifetime, grace) = match brief {
             false => (limits.lifetime, limits.grace),
-            true => (BRIEF_LIFETIME, Duration::ZERO),
+            true => (limits.brief_lifetime, Duration::ZERO),
+        };
+        let head = match brief {
+            false => Duration::from_secs(10),
+            true => limits.brief_head,
         };
         tokio::spawn(async move {
             let svc = hyper::service::service_fn(move |req| {
@@ -112,11 +121,7 @@ async fn serve_within<A: Admin>(listener: TcpListener, admin: Arc<A>, limits: Li
             let conn = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
                 .keep_alive(!brief)
-                .header_read_timeout(if brief {
-                    BRIEF_HEAD
-                } else {
-                    Duration::from_secs(10)
-                })
+                .header_read_timeout(head)
                 .serve_connection(TokioIo::new(tcp), svc);
             tokio::pin!(conn);
             if tokio::time::timeout(lifetime, conn.as_mut()).await.is_err() {
@@ -287,6 +292,10 @@ mod tests {
                 brief: brief.clone(),
                 lifetime: LIFETIME,
                 grace: CLOSE_GRACE,
+                // Generous: the test writes its request only after another
+                // connection was refused (a loaded runner may take a while).
+                brief_head: Duration::from_secs(30),
+                brief_lifetime: Duration::from_secs(60),
             },
         )
         .await;
@@ -339,6 +348,8 @@ mod tests {
                 brief: Arc::new(Semaphore::new(0)),
                 lifetime: Duration::from_millis(200),
                 grace: Duration::from_millis(200),
+                brief_head: BRIEF_HEAD,
+                brief_lifetime: BRIEF_LIFETIME,
             },
         )
         .await;

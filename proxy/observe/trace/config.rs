@@ -206,10 +206,14 @@ impl TracingConfig {
             ));
         }
         let q = &o.queue;
-        if q.max_spans == 0 || q.max_spans > MAX_QUEUE {
+        // A request makes two spans, queued together.
+        if q.max_spans < 2 || q.max_spans > MAX_QUEUE {
             return Err((
                 "tracing.otlp.queue.max_spans",
-                format!("{} is outside 1 to {MAX_QUEUE}", q.max_spans),
+                format!(
+                    "{} is outside 2 (a request's two spans) to {MAX_QUEUE}",
+                    q.max_spans
+                ),
             ));
         }
         if q.max_batch == 0 || q.max_batch > q.max_spans {
@@ -301,9 +305,9 @@ mod tests {
                 "1000001 is above the maximum of 1000000",
             ),
             (
-                "  queue: {max_spans: 0}\n",
+                "  queue: {max_spans: 1}\n",
                 "tracing.otlp.queue.max_spans",
-                "outside 1 to",
+                "1 is outside 2 (a request's two spans) to",
             ),
             (
                 "  queue: {max_batch: 9000}\n",

@@ -183,31 +183,20 @@ pub(super) fn format(head: &http::response::Parts) -> Result<Format, NotRead> {
     let mut types = head.headers.get_all(http::header::CONTENT_TYPE).iter();
     let value = types
         .next()
-        .and_then(|v| v.to_str().ok())
         .ok_or(OtherType("the response names no content type"))?
         .as_bytes();
-    if types.next().is_some() {
-        return Err(Unreadable("the response names more than one content type"));
-    }
     // Bytes, not `str::split`: its char searcher cost more than the rest.
     let (essence, params) = match value.iter().position(|b| *b == b';') {
         Some(at) => (&value[..at], &value[at + 1..]),
         None => (value, &[][..]),
     };
-    let essence = essence.trim_ascii();
-    let is = |name: &str| essence.eq_ignore_ascii_case(name.as_bytes());
-    let starts = |prefix: &str| {
-        essence
-            .get(..prefix.len())
-            .is_some_and(|p| p.eq_ignore_ascii_case(prefix.as_bytes()))
-    };
-    let ends = |suffix: &str| {
-        essence
-            .len()
-            .checked_sub(suffix.len())
-            .and_then(|at| essence.get(at..))
-            .is_some_and(|s| s.eq_ignore_ascii_case(suffix.as_bytes()))
-    };
+    // The type first: what the stage does not read passes as another type
+    // whatever its parameters say (an HTML page in Latin-1).
+    let format = essence_format(essence.trim_ascii())
+        .ok_or(OtherType("the response is not JSON, NDJSON or CSV"))?;
+    if types.next().is_some() {
+        return Err(Unreadable("the response names more than one content type"));
+    }
     let mut no_header_row = false;
     for param in Params(params) {
         let (name, value) = param.map_err(Unreadable)?;
@@ -223,22 +212,40 @@ pub(super) fn format(head: &http::response::Parts) -> Result<Format, NotRead> {
             no_header_row = value.eq_ignore_ascii_case(b"absent");
         }
     }
-    if is("application/json") {
-        Ok(Format::Json)
-    } else if is("application/x-ndjson") || is("application/jsonl") {
-        Ok(Format::Lines)
-    } else if is("text/csv") {
+    match format {
         // Without a header row the columns have no names.
-        match no_header_row {
-            true => Err(Unreadable("a CSV response without a header row")),
-            false => Ok(Format::Csv),
-        }
+        Format::Csv if no_header_row => Err(Unreadable("a CSV response without a header row")),
+        format => Ok(format),
+    }
+}
+
+/// The format a media type's essence (`type/subtype`, trimmed) names.
+fn essence_format(essence: &[u8]) -> Option<Format> {
+    let is = |name: &str| essence.eq_ignore_ascii_case(name.as_bytes());
+    let starts = |prefix: &str| {
+        essence
+            .get(..prefix.len())
+            .is_some_and(|p| p.eq_ignore_ascii_case(prefix.as_bytes()))
+    };
+    let ends = |suffix: &str| {
+        essence
+            .len()
+            .checked_sub(suffix.len())
+            .and_then(|at| essence.get(at..))
+            .is_some_and(|s| s.eq_ignore_ascii_case(suffix.as_bytes()))
+    };
+    if is("application/json") {
+        Some(Format::Json)
+    } else if is("application/x-ndjson") || is("application/jsonl") {
+        Some(Format::Lines)
+    } else if is("text/csv") {
+        Some(Format::Csv)
     } else if starts("application/") && ends("+json") && !starts("application/grpc") {
         // gRPC's JSON (`application/grpc+json`) is framed in gRPC
         // messages, not one JSON value: it cannot be masked as JSON.
-        Ok(Format::Json)
+        Some(Format::Json)
     } else {
-        Err(OtherType("the response is not JSON, NDJSON or CSV"))
+        None
     }
 }
 
@@ -312,7 +319,11 @@ impl<'a> Params<'a> {
             let stop = after.iter().position(|b| *b == b';').unwrap_or(after.len());
             self.0 = &after[stop..];
             let value = after[..stop].trim_ascii();
-            return Some(if token(value) {
+            // A token, or at least visible ASCII without a quote (servers
+            // send `profile=https://…` unquoted).
+            let visible =
+                |v: &[u8]| !v.is_empty() && v.iter().all(|b| b.is_ascii_graphic() && *b != b'"');
+            return Some(if token(value) || visible(value) {
                 Ok((name, std::borrow::Cow::Borrowed(value)))
             } else {
                 Err(MALFORMED)

@@ -704,6 +704,27 @@ fn the_format_is_read_from_the_content_type_whatever_its_case() {
         );
     }
     assert!(of("application/json; charset").is_err());
+    // A type the stage does not read is another type, whatever its
+    // parameters; parameters servers send unquoted are read.
+    use super::NotRead::{OtherType, Unreadable};
+    assert!(matches!(
+        of("text/html; charset=iso-8859-1"),
+        Err(OtherType(_))
+    ));
+    assert!(matches!(of("text/plain; x; y"), Err(OtherType(_))));
+    assert!(matches!(
+        of("application/json; charset=utf-16"),
+        Err(Unreadable(_))
+    ));
+    assert_eq!(
+        of("application/json; profile=https://a.example/p#v1"),
+        Ok(Json)
+    );
+    assert_eq!(of("application/json;odata.metadata=minimal"), Ok(Json));
+    assert_eq!(
+        of("application/vnd.api+json; ext=\"https://a/b\""),
+        Ok(Json)
+    );
     // Never read past a parameter it cannot read.
     for bad in [
         "application/json; x; charset=utf-16",
