@@ -43,6 +43,13 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     if !headers.keys().any(is_hop_by_hop) {
         return;
     }
+    // A chunked message's length is its chunks': a Content-Length beside
+    // Transfer-Encoding is wrong, and an intermediary drops it (RFC 9112
+    // 6.3). Kept on a response, "0" had made the masking stage take a body
+    // with records for an empty one.
+    if headers.contains_key(header::TRANSFER_ENCODING) {
+        headers.remove(header::CONTENT_LENGTH);
+    }
     if headers.contains_key(header::CONNECTION) {
         let named: Vec<HeaderName> = named_in_connection(headers).collect();
         for name in named {
@@ -251,6 +258,27 @@ mod tests {
         for name in [header::CONTENT_TYPE, X_REQUEST_ID, header::TRAILER] {
             assert_eq!(is_hop_by_hop(&name), name == header::TRAILER, "{name}");
         }
+    }
+
+    #[test]
+    fn a_content_length_beside_transfer_encoding_goes_with_it() {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
+        h.insert(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static("chunked"),
+        );
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.keys().collect::<Vec<_>>(), [header::CONTENT_TYPE]);
+        // Alone, a Content-Length stays.
+        let mut h = HeaderMap::new();
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("5"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1);
     }
 
     #[test]

@@ -736,13 +736,7 @@ impl<'a> Exchange<'a> {
             self.gate.metrics.observe_upstream(product, took);
             let (resp, lease) = sent?;
             let (mut parts, body) = resp.into_parts();
-            // A chunked body's length is its chunks': a Content-Length
-            // beside Transfer-Encoding is wrong, and an intermediary drops
-            // it (RFC 9112 6.3) — kept, "0" had made the masking stage
-            // take a body with records for an empty one.
-            if parts.headers.contains_key(header::TRANSFER_ENCODING) {
-                parts.headers.remove(header::CONTENT_LENGTH);
-            }
+            // (Drops a Content-Length beside Transfer-Encoding too.)
             strip_hop_by_hop(&mut parts.headers);
             parts
                 .headers
