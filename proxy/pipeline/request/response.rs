@@ -12,7 +12,7 @@ use crate::decision::quota;
 use crate::model::response::ResponseTransform;
 use crate::pipeline::body::ProxyBody;
 use crate::pipeline::error::ProxyError;
-use crate::pipeline::headers::remove_named;
+use crate::pipeline::headers::{remove_named, remove_where};
 
 /// What describes the upstream's bytes, untrue of a rewritten body: its
 /// length, validator, range support and digests.
@@ -137,28 +137,22 @@ fn keep_private(headers: &mut HeaderMap) {
     // Fields for shared caches only, which they obey over Cache-Control
     // (RFC 9213's `CDN-Cache-Control` and its vendor forms, and
     // `Surrogate-Control`): gone. Most responses carry none.
-    let targeted = |n: &http::HeaderName| {
-        n.as_str().ends_with("cdn-cache-control") || n.as_str() == "surrogate-control"
-    };
-    if headers.keys().any(targeted) {
-        let names: Vec<http::HeaderName> =
-            headers.keys().filter(|n| targeted(n)).cloned().collect();
-        for name in names {
-            headers.remove(name);
-        }
-    }
+    remove_where(headers, |n| {
+        n.ends_with("cdn-cache-control") || n == "surrogate-control"
+    });
     if !headers.contains_key(header::CACHE_CONTROL) {
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("private"));
         return;
     }
-    let mut kept: Vec<&str> = Vec::new();
+    let mut value = String::new();
     let mut private = false;
-    let values: Vec<HeaderValue> = headers
-        .get_all(header::CACHE_CONTROL)
-        .iter()
-        .cloned()
-        .collect();
-    for v in &values {
+    let mut push = |directive: &str| {
+        if !value.is_empty() {
+            value.push_str(", ");
+        }
+        value.push_str(directive);
+    };
+    for v in headers.get_all(header::CACHE_CONTROL) {
         // A value that is not text cannot be read: dropped.
         let Ok(text) = v.to_str() else { continue };
         for directive in text.split(',').map(str::trim).filter(|d| !d.is_empty()) {
@@ -172,19 +166,16 @@ fn keep_private(headers: &mut HeaderMap) {
             {
                 private = true;
             }
-            kept.push(directive);
+            push(directive);
         }
     }
     if !private {
-        kept.push("private");
+        push("private");
     }
-    let value = kept.join(", ");
-    headers.remove(header::CACHE_CONTROL);
-    if let Ok(v) = HeaderValue::from_str(&value) {
-        headers.insert(header::CACHE_CONTROL, v);
-    } else {
-        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("private"));
-    }
+    let value =
+        HeaderValue::from_str(&value).unwrap_or_else(|_| HeaderValue::from_static("private"));
+    // One field, in place of every one there was.
+    headers.insert(header::CACHE_CONTROL, value);
 }
 
 fn forget_the_bytes(headers: &mut HeaderMap) {
