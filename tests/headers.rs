@@ -10,9 +10,10 @@ use common::*;
 
 const SALES_ETL: &str = "spiffe://mesh.local/ns/sales/sa/etl";
 
-/// Every override and client-address header a client may send, each with a
-/// value that would mislead an upstream that honours it.
-const SPOOFED: [(&str, &str); 32] = [
+/// Every kind of override, client-address and asserted-identity header a
+/// client may send, each with a value that would mislead an upstream that
+/// honours it.
+const SPOOFED: [(&str, &str); 38] = [
     ("X-HTTP-Method-Override", "DELETE"),
     ("X-Request-URI", "/admin"),
     ("X-Real-Host", "evil.example"),
@@ -45,6 +46,15 @@ const SPOOFED: [(&str, &str); 32] = [
     ("X-Forwarded-For", "6.6.6.6"),
     ("X-Custom-Verb", "DELETE"),
     ("X_Custom_Verb", "DELETE"),
+    ("X-Forwarded-User", "admin"),
+    ("X-Auth-Request-Email", "admin@example.com"),
+    ("Remote-User", "admin"),
+    ("Remote_User", "admin"),
+    (
+        "X-Goog-Authenticated-User-Email",
+        "accounts.google.com:admin@example.com",
+    ),
+    ("Impersonate-User", "system:admin"),
 ];
 
 /// curl arguments sending every spoofed header.

@@ -52,8 +52,31 @@ fn working_dir() -> PathBuf {
 /// Where each of `paths` leads on disk, symlinks followed, and for a
 /// directory where each of its entries leads: what an atomic replacement
 /// changes. git-sync swaps a symlink to a new worktree; a Kubernetes volume
-/// swaps the `..data` symlink its files point through.
-type Resolution = Vec<(Option<PathBuf>, Vec<(OsString, Option<PathBuf>)>)>;
+/// swaps the `..data` symlink its files point through. A path's own length
+/// and modification time count too: a file written in place while it was
+/// read, or a directory whose entries changed, is read again. (A
+/// directory's files are checked one by one as they are read: see
+/// [`read_file`].)
+type Resolution = Vec<(Stamp, Vec<(OsString, Option<PathBuf>)>)>;
+
+/// Where a path leads, how long it is and when it was last modified.
+#[derive(Debug, PartialEq, Eq)]
+struct Stamp {
+    real: Option<PathBuf>,
+    len: u64,
+    modified: Option<std::time::SystemTime>,
+}
+
+impl Stamp {
+    fn of(path: &Path) -> Stamp {
+        let meta = std::fs::metadata(path).ok();
+        Stamp {
+            real: std::fs::canonicalize(path).ok(),
+            len: meta.as_ref().map_or(0, std::fs::Metadata::len),
+            modified: meta.and_then(|m| m.modified().ok()),
+        }
+    }
+}
 
 fn resolution(paths: &[PathBuf]) -> Resolution {
     paths
@@ -67,9 +90,29 @@ fn resolution(paths: &[PathBuf]) -> Resolution {
                 Err(_) => Vec::new(),
             };
             entries.sort();
-            (std::fs::canonicalize(p).ok(), entries)
+            (Stamp::of(p), entries)
         })
         .collect()
+}
+
+/// A file's text, read again when it was written while being read (its
+/// length or modification time moved, or the text is not as long as the
+/// file): a file saved in place (truncated, then written) could otherwise
+/// be taken cut, a policy file without its last `forbid`. Refused after
+/// [`READ_ATTEMPTS`] reads. A write that ends after the read is not seen
+/// here; its own change event reads the file again.
+pub fn read_file(path: &Path) -> std::io::Result<String> {
+    for _ in 0..READ_ATTEMPTS {
+        let before = Stamp::of(path);
+        let text = std::fs::read_to_string(path)?;
+        let after = Stamp::of(path);
+        if before == after && text.len() as u64 == after.len {
+            return Ok(text);
+        }
+    }
+    Err(std::io::Error::other(format!(
+        "written while being read, {READ_ATTEMPTS} times in a row"
+    )))
 }
 
 /// How many times at most [`read_whole`] reads, when the files are
@@ -181,5 +224,31 @@ mod tests {
         let mut calls = 0;
         assert_eq!(read_whole(&files, || calls += 1), Ok(()));
         assert_eq!(calls, 1);
+    }
+
+    /// A file written in place while it is read (truncated, then written
+    /// again) is read again: the first read may have seen it cut.
+    #[test]
+    fn a_file_written_in_place_while_read_is_read_again() {
+        let t = tempfile::tempdir().expect("tempdir");
+        let file = t.path().join("a.cedar");
+        std::fs::write(&file, "permit(principal, action, resource);\n").expect("write");
+        let paths = [file.clone()];
+        let mut calls = 0;
+        let text = read_whole(&paths, || {
+            calls += 1;
+            let text = std::fs::read_to_string(&file).expect("read");
+            if calls == 1 {
+                // The rest of the file arrives after the read: a longer
+                // file, whatever the clock's resolution.
+                let whole =
+                    "permit(principal, action, resource);\nforbid(principal, action, resource);\n";
+                std::fs::write(&file, whole).expect("write");
+            }
+            text
+        });
+        assert_eq!(calls, 2);
+        assert!(text.expect("read").contains("forbid"));
+        assert!(read_file(&file).expect("read").contains("forbid"));
     }
 }

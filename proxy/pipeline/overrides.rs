@@ -89,6 +89,64 @@ pub const CLIENT_ADDRESSES: [&str; 14] = [
     "x-azure-clientip",
 ];
 
+/// Identities asserted by an authenticating proxy in front of an
+/// application: oauth2-proxy (`X-Forwarded-User` …, `X-Auth-Request-*`),
+/// Authelia and Apache (`Remote-User` …), Kubernetes' front proxy and
+/// impersonation (`X-Remote-User`, `Impersonate-*`), Grafana's auth proxy,
+/// Google IAP, AWS ALB, Azure App Service, Cloudflare Access, Kong,
+/// Pomerium, Vouch and Keycloak Gatekeeper. A product that trusted one of
+/// them behind such a proxy would take a client's copy for a verified user;
+/// meshgate's own identity is `x-meshgate-principal`.
+pub const IDENTITIES: [&str; 47] = [
+    "x-forwarded-user",
+    "x-forwarded-email",
+    "x-forwarded-groups",
+    "x-forwarded-preferred-username",
+    "x-forwarded-access-token",
+    "x-auth-request-user",
+    "x-auth-request-email",
+    "x-auth-request-groups",
+    "x-auth-request-preferred-username",
+    "x-auth-request-access-token",
+    "remote-user",
+    "remote-groups",
+    "remote-email",
+    "remote-name",
+    "x-remote-user",
+    "x-remote-group",
+    "impersonate-user",
+    "impersonate-group",
+    "impersonate-uid",
+    "x-webauth-user",
+    "x-goog-authenticated-user-email",
+    "x-goog-authenticated-user-id",
+    "x-goog-iap-jwt-assertion",
+    "x-amzn-oidc-data",
+    "x-amzn-oidc-identity",
+    "x-amzn-oidc-accesstoken",
+    "x-ms-client-principal",
+    "x-ms-client-principal-id",
+    "x-ms-client-principal-name",
+    "x-ms-client-principal-idp",
+    "cf-access-jwt-assertion",
+    "cf-access-authenticated-user-email",
+    "x-consumer-id",
+    "x-consumer-username",
+    "x-consumer-custom-id",
+    "x-authenticated-userid",
+    "x-authenticated-scope",
+    "x-credential-identifier",
+    "x-anonymous-consumer",
+    "x-authenticated-user",
+    "x-pomerium-jwt-assertion",
+    "x-vouch-user",
+    "x-auth-userid",
+    "x-auth-username",
+    "x-auth-email",
+    "x-auth-roles",
+    "x-auth-subject",
+];
+
 pub const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 
 /// `headers` in the configuration file.
@@ -135,6 +193,7 @@ static BUILT_IN: std::sync::LazyLock<
         .iter()
         .chain(&PATH_OVERRIDES)
         .chain(&CLIENT_ADDRESSES)
+        .chain(&IDENTITIES)
         .copied()
         .collect()
 });
@@ -348,11 +407,17 @@ mod tests {
             .iter()
             .chain(&PATH_OVERRIDES)
             .chain(&CLIENT_ADDRESSES)
+            .chain(&IDENTITIES)
         {
             h.append(*name, HeaderValue::from_static("x"));
             h.append(*name, HeaderValue::from_static("y"));
         }
-        for name in ["X_HTTP_Method_Override", "x_original_url", "x_real_ip"] {
+        for name in [
+            "X_HTTP_Method_Override",
+            "x_original_url",
+            "x_real_ip",
+            "Remote_User",
+        ] {
             h.append(name, HeaderValue::from_static("x"));
         }
         h.append("x-custom-verb", HeaderValue::from_static("DELETE"));

@@ -178,7 +178,7 @@ pub(super) fn read_source(path: &Path) -> Result<Source, String> {
 
 /// The file at `from`, named `name` (its path in the configured directory).
 fn read_source_from(name: &Path, from: &Path) -> Result<Source, String> {
-    std::fs::read_to_string(from)
+    crate::base::paths::read_file(from)
         .map(|text| Source {
             name: name.display().to_string(),
             text,

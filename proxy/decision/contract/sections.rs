@@ -533,8 +533,19 @@ fn routes(
         };
         let mut ok = true;
         let method = Method::from_bytes(raw.method.to_ascii_uppercase().as_bytes());
-        if method.is_err() {
-            let m = format!("`{}` is not an HTTP method", raw.method);
+        let never = match &method {
+            Err(_) => Some(format!("`{}` is not an HTTP method", raw.method)),
+            Ok(m) if m == Method::HEAD => Some(
+                "`HEAD` is never routed: a HEAD request is routed, decided and audited as \
+                 the path's `GET` route (declare `GET`)"
+                    .to_string(),
+            ),
+            Ok(m) if m == Method::CONNECT => {
+                Some("`CONNECT` is never routed: meshgate answers it 400".to_string())
+            }
+            Ok(_) => None,
+        };
+        if let Some(m) = never {
             r.error(at(&["method"]), format!("{field}.method"), m);
             ok = false;
         }

@@ -166,6 +166,33 @@ fn every_error_is_reported_in_file_order() {
     );
 }
 
+/// Routes that no request could ever take are refused, not loaded dead.
+#[test]
+fn head_and_connect_routes_are_refused() {
+    for (method, says) in [
+        (
+            "HEAD",
+            "routed, decided and audited as the path's `GET` route",
+        ),
+        (
+            "head",
+            "routed, decided and audited as the path's `GET` route",
+        ),
+        ("CONNECT", "meshgate answers it 400"),
+    ] {
+        let text = ORDERS.replace(
+            "method: GET, path: /orders/_schema",
+            &format!("method: {method}, path: /orders/_schema"),
+        );
+        let e = errors(&text);
+        assert!(
+            e.iter()
+                .any(|l| l.contains("meshgateRoutes[4].method:") && l.contains(says)),
+            "{method}: {e:#?}"
+        );
+    }
+}
+
 #[test]
 fn misspelt_keys_are_errors_and_ignored_ones_warnings() {
     let text = ORDERS
