@@ -473,3 +473,60 @@ fn a_jwks_key_meshgate_cannot_use_is_a_warning_naming_file_kid_and_reason() {
         out.stderr
     );
 }
+
+/// A server certificate outside its validity period, or an expired CA,
+/// is a warning: `run` starts with them (and picks up the renewal), but
+/// clients would refuse every handshake, or every chain through the CA.
+#[test]
+fn validate_warns_of_an_expired_server_certificate_and_ca() {
+    let pki = Pki::with_clients(CLIENTS);
+    let (_, config) = with_policies(&pki);
+    let mut leaf = Leaf::server();
+    leaf.valid_from = -time::Duration::days(10);
+    leaf.valid_until = -time::Duration::days(1);
+    let (c, k) = pki.ca.issue(leaf);
+    pki.write("server.pem", &c);
+    pki.write("server-key.pem", &k);
+    let out = validate(&config, false);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("warning: tls.cert: the server certificate is valid from")
+            && out
+                .stderr
+                .contains("not now: clients will refuse every handshake"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(validate(&config, true).code, Some(2));
+
+    // A fresh certificate, and a bundle holding an expired CA beside the
+    // mesh's own.
+    let (c, k) = pki.ca.issue(Leaf::server());
+    pki.write("server.pem", &c);
+    pki.write("server-key.pem", &k);
+    let old = expired_ca("retired CA");
+    pki.write("ca.pem", &format!("{}{}", pki.ca.pem, old));
+    let out = validate(&config, false);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("client_ca:CN=retired CA: this CA expired on"),
+        "{}",
+        out.stderr
+    );
+    assert!(!out.stderr.contains("tls.cert"), "{}", out.stderr);
+}
+
+/// A self-signed CA certificate that expired yesterday.
+fn expired_ca(name: &str) -> String {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+    let key = KeyPair::generate().expect("key");
+    let mut p = CertificateParams::default();
+    p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    p.distinguished_name.push(DnType::CommonName, name);
+    let now = time::OffsetDateTime::now_utc();
+    p.not_before = now - time::Duration::days(30);
+    p.not_after = now - time::Duration::days(1);
+    p.self_signed(&key).expect("self-signed").pem()
+}

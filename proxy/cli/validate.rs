@@ -31,13 +31,19 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let config = Config::load(&args.config)?;
     let mut errors = Vec::new();
     // What `run` opens before it serves: the TLS material and the trail.
-    if let Err(e) = crate::transport::tls::TlsMaterial::load(&config.tls) {
-        errors.push(format!("{path}: {e:#}"));
+    let mut warnings: Vec<Finding> = Vec::new();
+    match crate::transport::tls::TlsMaterial::load(&config.tls) {
+        Err(e) => errors.push(format!("{path}: {e:#}")),
+        Ok(tls) => warnings.extend(tls.out_of_date().into_iter().map(|message| Finding {
+            file: path.clone(),
+            at: None,
+            field: String::new(),
+            message,
+        })),
     }
     if let Err(e) = config.audit.check_sink() {
         errors.push(format!("{path}: {e}"));
     }
-    let mut warnings: Vec<Finding> = Vec::new();
     // The JWKS files, as `run` reads them (URLs are not fetched here).
     for (i, issuer) in config
         .users

@@ -88,6 +88,33 @@ pub struct TlsMaterial {
     pub leaf: Validity,
 }
 
+impl TlsMaterial {
+    /// What of the material is out of date now, one line each: the server
+    /// certificate outside its validity period (clients refuse every
+    /// handshake), a trusted CA expired (every chain through it is
+    /// refused). `meshgate validate` warns with them.
+    pub fn out_of_date(&self) -> Vec<String> {
+        let now = unix_now();
+        let mut out = Vec::new();
+        if !self.leaf.holds_at(now) {
+            out.push(format!(
+                "tls.cert: the server certificate is valid from {} to {}, not now: clients will refuse every handshake",
+                date(self.leaf.not_before),
+                date(self.leaf.not_after)
+            ));
+        }
+        for (label, not_after) in self.expiries.iter().filter(|(l, _)| l != "server") {
+            if *not_after < now {
+                out.push(format!(
+                    "{label}: this CA expired on {}: every client chain through it is refused",
+                    date(*not_after)
+                ));
+            }
+        }
+        out
+    }
+}
+
 /// A certificate's validity period, Unix seconds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Validity {
