@@ -195,7 +195,15 @@ impl Body for CountedBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        let r = Pin::new(&mut self.inner).poll_frame(cx);
+        let mut r = Pin::new(&mut self.inner).poll_frame(cx);
+        // A client's trailers end the body here: they would reach the
+        // upstream unfiltered (an `x-meshgate-principal` of the client's
+        // choosing, an override), and gRPC servers take trailers on a
+        // request for a protocol error that closes the connection every
+        // consumer's calls share. HTTP/1.1 upstreams never got them.
+        if matches!(&r, Poll::Ready(Some(Ok(frame))) if frame.is_trailers()) {
+            r = Poll::Ready(None);
+        }
         let waiting = r.is_pending();
         if waiting != self.waiting {
             self.waiting = waiting;
