@@ -246,3 +246,50 @@ fn an_upload_the_server_is_reading_outlasts_the_response_timeout() {
         "answered after the whole upload: {e}"
     );
 }
+
+/// A call whose answer a field plan must mask is refused before it is
+/// forwarded: meshgate reads no gRPC message, so the answer would be
+/// refused whatever it held, and a write forwarded first would be done
+/// while its caller is told it failed (and retries it). The risk domain
+/// hides `notional` from everyone here; the engine's upload never reaches
+/// the server, and the audit names the hidden field.
+#[test]
+fn a_call_a_field_plan_applies_to_is_refused_before_it_runs() {
+    if !require_pyarrow() {
+        return;
+    }
+    let server = FlightServer::start(1000);
+    let pki = Pki::with_clients(&[("engine", ENGINE)]);
+    let builder = Meshgate::builder(&pki, &server.url())
+        .policies()
+        .domain("risk")
+        .audit_file(&pki.path("audit.jsonl"))
+        .extra("upstream_protocol: h2c\n");
+    pki.write(
+        "policies/domains/risk/hide.cedar",
+        "@id(\"risk.notional-hidden\")\n\
+         forbid (principal, action == Mesh::Action::\"read_field\", resource in Mesh::Domain::\"risk\")\n\
+         when { resource.name == \"notional\" };\n",
+    );
+    let mg = builder.start();
+    let put = json!({ "rpc": "do_put", "path": "exposures", "rows": 3 });
+    let results = flight_calls(&pki, "engine", &mg, json!([put, { "rpc": "do_get" }]));
+    for r in &results {
+        assert_eq!(r["error"], "FlightInternalError", "{results:?}");
+        let message = r["message"].as_str().unwrap_or("");
+        assert!(message.contains("unmaskable_response"), "{r}");
+    }
+    assert_eq!(server.arrivals("DoPut"), Vec::<String>::new());
+    assert_eq!(server.arrivals("DoGet"), Vec::<String>::new());
+    let refused = event(&pki, &mg, "DoPut", 0);
+    assert_eq!(refused["error"], "unmaskable_response", "{refused}");
+    assert_eq!(
+        (refused["status"].as_u64(), refused["grpc_status"].as_u64()),
+        (Some(502), Some(13))
+    );
+    assert_eq!(
+        refused["hidden"],
+        json!([{ "field": "notional", "mask": "omit", "policies": ["risk.notional-hidden"] }]),
+        "{refused}"
+    );
+}

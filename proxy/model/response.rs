@@ -38,6 +38,14 @@ pub trait ResponseTransform: Send + Sync + std::fmt::Debug {
     fn rewrites_body(&self) -> bool {
         false
     }
+
+    /// Why it would refuse any response to a gRPC call (whose messages it
+    /// does not read): then the call is refused before it is forwarded, so
+    /// that it runs nowhere (a write would otherwise be done, and its
+    /// caller told it failed).
+    fn refuses_grpc(&self) -> Option<TransformError> {
+        None
+    }
 }
 
 /// Rewrites one response body as it streams: each chunk in, what may be

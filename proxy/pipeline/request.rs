@@ -264,6 +264,12 @@ impl<'a> Exchange<'a> {
                 Ok(Clearance::Answered(resp)) => return self.early(req, Ok(resp)).await,
                 Err(e) => return self.early(req, Err(e)).await,
             };
+            // A gRPC call whose answer would be refused whatever it holds
+            // (a field plan applies) is refused here, before it runs.
+            let refused = self.grpc.as_ref().and(cleared.response.as_ref());
+            if let Some(e) = refused.and_then(|t| t.refuses_grpc()) {
+                return self.early(req, Err(ProxyError::ResponseRefused(e))).await;
+            }
             self.learned.tier = cleared
                 .admission
                 .as_ref()

@@ -379,6 +379,12 @@ impl ResponseTransform for FieldMasking {
         true
     }
 
+    fn refuses_grpc(&self) -> Option<TransformError> {
+        Some(refused(
+            "a gRPC call's messages are not read, and a field plan applies",
+        ))
+    }
+
     fn head(
         &self,
         head: &mut http::response::Parts,

@@ -70,6 +70,10 @@ impl ResponseTransform for Watching {
         self.sampled.mode == Mode::Enforce
     }
 
+    fn refuses_grpc(&self) -> Option<TransformError> {
+        self.inner.as_ref().and_then(|t| t.refuses_grpc())
+    }
+
     fn head(
         &self,
         head: &mut http::response::Parts,
