@@ -230,6 +230,7 @@ pub(super) fn product(r: &mut Reader) -> Option<Product> {
     }
     let lifecycle = lifecycle(r, &odcs);
     let fields = super::fields::read(r, map);
+    unplanned_routes(r, &routes, &fields);
     let undeclared = super::fields::undeclared(r, odcs.custom("meshgateUndeclared"));
     let conformance = super::conformance::settings(r, odcs.custom(super::conformance::PROPERTY));
     Some(Product {
@@ -257,6 +258,34 @@ pub(super) fn product(r: &mut Reader) -> Option<Product> {
         undeclared,
         conformance,
     })
+}
+
+/// Warns of each route that answers with data (not `describe`) but names
+/// no dataset of a product that declares fields: no field plan or
+/// conformance check applies to its responses, so no field rule (the mesh
+/// baseline's purpose limits included) hides anything in them. An
+/// aggregate's route (a summary) may mean it; a forgotten `dataset` should
+/// not pass unseen.
+fn unplanned_routes(
+    r: &mut Reader,
+    routes: &[RouteSpec],
+    fields: &[crate::decision::fields::DatasetFields],
+) {
+    if fields.iter().all(|d| d.fields.is_empty()) {
+        return;
+    }
+    for route in routes {
+        if route.dataset.is_none() && route.action != Action::Describe {
+            r.warn(
+                route.at.clone(),
+                route.field.clone(),
+                format!(
+                    "{} {} names no `dataset`: no field plan or conformance check applies to its responses, though the product declares fields",
+                    route.method, route.path
+                ),
+            );
+        }
+    }
 }
 
 /// `customProperties.meshgateAllowOverride`: the method-override header

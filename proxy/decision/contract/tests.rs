@@ -250,6 +250,27 @@ fn a_product_with_no_routes_or_no_sla_is_a_warning() {
     );
 }
 
+/// A route that answers with data but names no dataset of a product
+/// that declares fields gets no field plan: a warning at the route. A
+/// `describe` route (its contract, not its data) gets none.
+#[test]
+fn a_data_route_without_a_dataset_is_a_warning() {
+    let c = read(ORDERS, "o.yaml").expect("parses");
+    assert!(c.warnings.is_empty(), "{:#?}", c.warnings);
+    let text = ORDERS.replace(
+        "{ method: POST, path: /orders/search, action: query, dataset: orders }",
+        "{ method: POST, path: /orders/search, action: query }",
+    );
+    let c = read(&text, "o.yaml").expect("warnings only");
+    let w: Vec<String> = c.warnings.iter().map(|w| w.to_string()).collect();
+    assert_eq!(w.len(), 1, "{w:#?}");
+    assert!(
+        w[0].starts_with("o.yaml:47:") &&
+        w[0].contains("customProperties.meshgateRoutes[2].path: POST /orders/search names no `dataset`: no field plan"),
+        "{w:#?}"
+    );
+}
+
 #[test]
 fn an_unquoted_pattern_in_a_flow_mapping_gets_a_hint() {
     let text = ORDERS.replace("path: \"/orders/{id}\"", "path: /orders/{id}");
