@@ -130,14 +130,23 @@ fn refusals_are_pyarrow_errors_and_never_reach_the_server() {
     let pki = Pki::with_clients(&[("campaigns", CAMPAIGNS), ("engine", ENGINE)]);
     let mg = sidecar(&pki, &server);
 
-    // Marketing may discover the product, not fetch its rows.
+    // Marketing may discover the product, not fetch its rows, nor ask for
+    // a FlightInfo (a command descriptor there runs a query on the server).
     let marketing = flight_calls(
         &pki,
         "campaigns",
         &mg,
-        json!([{ "rpc": "list_flights" }, { "rpc": "do_get" }]),
+        json!([
+            { "rpc": "list_flights" },
+            { "rpc": "do_get" },
+            { "rpc": "get_flight_info", "path": "exposures" },
+        ]),
     );
     ok(&marketing[0]);
+    assert_eq!(
+        marketing[2]["error"], "FlightUnauthorizedError",
+        "{marketing:?}"
+    );
     let denied = &marketing[1];
     assert_eq!(denied["error"], "FlightUnauthorizedError", "{denied}");
     let message = denied["message"].as_str().unwrap_or("");
@@ -202,6 +211,7 @@ fn refusals_are_pyarrow_errors_and_never_reach_the_server() {
     // Only what was allowed reached the server, as its caller.
     assert_eq!(server.arrivals("ListFlights"), [CAMPAIGNS, CAMPAIGNS]);
     assert_eq!(server.arrivals("DoGet"), Vec::<String>::new());
+    assert_eq!(server.arrivals("GetFlightInfo"), Vec::<String>::new());
     assert_eq!(server.arrivals("DoPut"), [ENGINE]);
     assert_eq!(server.arrivals("DoAction"), Vec::<String>::new());
 }

@@ -1,9 +1,10 @@
 //! `customProperties.meshgateFlight`: the product is served by an Apache
 //! Arrow Flight server. Its RPCs (the gRPC service
 //! `arrow.flight.protocol.FlightService`) become routes with an action each:
-//! by default `ListFlights`, `GetFlightInfo`, `PollFlightInfo` and
-//! `GetSchema` are `describe`, `DoGet` is `read`, `DoPut` `write` and
-//! `DoExchange` `query`; `Handshake`, `DoAction` and `ListActions` are not
+//! by default `ListFlights` and `GetSchema` are `describe`, `GetFlightInfo`
+//! and `PollFlightInfo` `query` (a command descriptor asks the server to
+//! plan or run a query: Flight SQL executes its statement there), `DoGet`
+//! is `read`, `DoPut` `write` and `DoExchange` `query`; `Handshake`, `DoAction` and `ListActions` are not
 //! routed (a call is `UNIMPLEMENTED`, never forwarded) unless the contract
 //! maps them. A contract may map any RPC to another action, or to `none`
 //! to leave it unrouted.
@@ -37,8 +38,8 @@ pub const SERVICE: &str = "arrow.flight.protocol.FlightService";
 pub const RPCS: [(&str, Option<Action>); 10] = [
     ("Handshake", None),
     ("ListFlights", Some(Action::Describe)),
-    ("GetFlightInfo", Some(Action::Describe)),
-    ("PollFlightInfo", Some(Action::Describe)),
+    ("GetFlightInfo", Some(Action::Query)),
+    ("PollFlightInfo", Some(Action::Query)),
     ("GetSchema", Some(Action::Describe)),
     ("DoGet", Some(Action::Read)),
     ("DoPut", Some(Action::Write)),
@@ -177,8 +178,8 @@ mod tests {
         let got = routes(&text);
         let want = [
             ("ListFlights", "describe"),
-            ("GetFlightInfo", "describe"),
-            ("PollFlightInfo", "describe"),
+            ("GetFlightInfo", "query"),
+            ("PollFlightInfo", "query"),
             ("GetSchema", "describe"),
             ("DoGet", "read"),
             ("DoPut", "write"),
