@@ -119,3 +119,39 @@ fn an_idle_http2_connection_kept_busy_with_pings_is_closed() {
         1.0
     );
 }
+
+/// Every request to an h2c upstream is a stream of one shared connection,
+/// and a stream's share of the connection's flow-control window comes back
+/// only as its client takes the body. With a 5 MiB connection window, three
+/// clients that never read (2 MiB each) froze every other response body on
+/// the node. The connection window is now the protocol's largest: the
+/// stalled streams hold their own windows, and others go on.
+#[test]
+fn responses_a_client_never_takes_do_not_freeze_others_on_an_h2c_upstream() {
+    let _heavy = heavy();
+    if !require_python_h2() {
+        return;
+    }
+    let pki = Pki::with_clients(&[("campaigns", CAMPAIGNS)]);
+    let up = Upstream::start();
+    let mg = Meshgate::builder(&pki, &up)
+        .extra("upstream_protocol: h2c\n")
+        .start();
+    // Four streams of 8 MiB, none taken: 8 MiB of upstream windows held.
+    let _probe = stall(&pki, &mg, 4, "/bytes/8388608", 0);
+    let out = curl(
+        &pki,
+        Some("reporting"),
+        &[
+            "--http2",
+            "--max-time",
+            "20",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code} %{size_download}",
+            &mg.url("/bytes/4000000"),
+        ],
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "200 4000000");
+}
