@@ -20,6 +20,7 @@ use crate::model::response::{BodyTransform, TransformError};
 use crate::observe::audit::{Event, Slot};
 use crate::observe::trace::Draft;
 use crate::pipeline::grpc::GrpcEnd;
+use crate::transport::streams::Exchange;
 use crate::transport::upstream::{Lease, UpstreamBody};
 
 /// The body of every response the data listener sends: the upstream's,
@@ -37,6 +38,9 @@ pub struct ProxyBody {
     grpc: Option<Box<GrpcEnd>>,
     /// A sampled request's spans, ended with the body.
     span: Option<Box<Draft>>,
+    /// HTTP/2: the exchange on its connection, told when a frame waits for
+    /// the client and when the response is out ([`ProxyBody::watch`]).
+    exchange: Option<Exchange>,
 }
 
 /// A body on its way through a [`BodyTransform`].
@@ -100,6 +104,7 @@ impl ProxyBody {
             rewrite: None,
             grpc: None,
             span: None,
+            exchange: None,
         };
         body.release_if_ended();
         body
@@ -113,7 +118,22 @@ impl ProxyBody {
             rewrite: None,
             grpc: None,
             span: None,
+            exchange: None,
         }
+    }
+
+    /// Handed to hyper as an HTTP/2 response: from now its frames wait for
+    /// the client until hyper comes back for the next (it polls a body
+    /// only when the stream has room in the client's window), and the
+    /// exchange is answered once the body has ended (or failed, which is
+    /// not the client's doing). A body that has ended already is answered.
+    pub fn watch(&mut self, exchange: Exchange) {
+        if self.is_end_stream() {
+            exchange.answered();
+            return;
+        }
+        exchange.handed();
+        self.exchange = Some(exchange);
     }
 
     /// Sends this body through `transform` as it streams.
@@ -360,6 +380,57 @@ impl Body for ProxyBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         let this = &mut *self;
+        let Some(exchange) = &this.exchange else {
+            return this.poll_unwatched(cx);
+        };
+        exchange.taken();
+        let r = this.poll_unwatched(cx);
+        match &r {
+            Poll::Pending => {}
+            Poll::Ready(Some(Ok(frame))) if frame.is_data() && !this.is_end_stream() => {
+                if let Some(exchange) = &this.exchange {
+                    exchange.handed();
+                }
+            }
+            // The end, trailers, or an error (the upstream's or the
+            // response stage's): answered, as far as the client goes.
+            Poll::Ready(_) => {
+                if let Some(exchange) = this.exchange.take() {
+                    exchange.answered();
+                }
+            }
+        }
+        r
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.rewrite {
+            None => self.inner.is_end_stream(),
+            Some(r) => {
+                r.done
+                    && !r.more
+                    && r.trailers.is_none()
+                    && r.ready.is_empty()
+                    && r.failed.is_none()
+            }
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.rewrite {
+            None => self.inner.size_hint(),
+            // Every byte as it came (and none of it sent yet).
+            Some(rw) if rw.transform.verbatim() && rw.ready.is_empty() => self.inner.size_hint(),
+            // The rewritten length is known only at the end.
+            Some(_) => SizeHint::default(),
+        }
+    }
+}
+
+impl ProxyBody {
+    /// `poll_frame`, without the exchange's bookkeeping.
+    fn poll_unwatched(&mut self, cx: &mut Context<'_>) -> Polled {
+        let this = self;
         if this.rewrite.is_some() {
             return this.poll_rewritten(cx);
         }
@@ -389,29 +460,6 @@ impl Body for ProxyBody {
         }
         r
     }
-
-    fn is_end_stream(&self) -> bool {
-        match &self.rewrite {
-            None => self.inner.is_end_stream(),
-            Some(r) => {
-                r.done
-                    && !r.more
-                    && r.trailers.is_none()
-                    && r.ready.is_empty()
-                    && r.failed.is_none()
-            }
-        }
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        match &self.rewrite {
-            None => self.inner.size_hint(),
-            // Every byte as it came (and none of it sent yet).
-            Some(rw) if rw.transform.verbatim() && rw.ready.is_empty() => self.inner.size_hint(),
-            // The rewritten length is known only at the end.
-            Some(_) => SizeHint::default(),
-        }
-    }
 }
 
 impl Drop for ProxyBody {
@@ -425,6 +473,9 @@ impl Drop for ProxyBody {
             .as_ref()
             .is_some_and(|p| p.event.method == Method::HEAD || matches!(p.event.status, 204 | 304));
         let complete = bodiless || self.is_end_stream();
+        if let Some(exchange) = self.exchange.take().filter(|_| complete) {
+            exchange.answered();
+        }
         self.finish(complete);
     }
 }

@@ -133,6 +133,10 @@ pub struct Timeouts {
     /// A connection with no bytes moving either way for this long is closed.
     #[serde(deserialize_with = "de_duration")]
     pub idle: Duration,
+    /// HTTP/2: a response frame the client has not taken for this long (its
+    /// window stays shut, or it does not read) ends the connection.
+    #[serde(deserialize_with = "de_duration")]
+    pub send: Duration,
     #[serde(deserialize_with = "de_duration")]
     pub upstream_connect: Duration,
     /// Until the upstream's response headers arrive; the body then streams.
@@ -152,6 +156,7 @@ impl Default for Timeouts {
             tls_handshake: Duration::from_secs(10),
             header_read: Duration::from_secs(10),
             idle: Duration::from_secs(300),
+            send: Duration::from_secs(30),
             upstream_connect: Duration::from_secs(1),
             upstream_response: Duration::from_secs(15),
             shutdown_grace: Duration::from_secs(20),
@@ -177,6 +182,11 @@ pub struct Limits {
     /// (streams past `max_h2_streams`, malformed headers) on one connection;
     /// past it the connection gets GOAWAY ENHANCE_YOUR_CALM.
     pub max_h2_error_resets: usize,
+    /// HTTP/2 streams a client may reset (or otherwise give up) after they
+    /// were accepted and before their response was out, on one connection;
+    /// at this many, when they are also half or more of its streams, the
+    /// connection is closed.
+    pub max_h2_premature_resets: u32,
     /// Response bytes buffered per HTTP/2 stream for a client that does not
     /// read them.
     pub max_h2_send_buffer_bytes: usize,
@@ -196,6 +206,7 @@ impl Default for Limits {
             max_h2_streams: 128,
             max_h2_pending_resets: 20,
             max_h2_error_resets: 1024,
+            max_h2_premature_resets: 100,
             max_h2_send_buffer_bytes: 400 * 1024,
             max_in_flight: 10_000,
             linger: Default::default(),
@@ -218,6 +229,10 @@ impl Limits {
             ("limits.max_h2_streams", self.max_h2_streams as usize),
             ("limits.max_h2_pending_resets", self.max_h2_pending_resets),
             ("limits.max_h2_error_resets", self.max_h2_error_resets),
+            (
+                "limits.max_h2_premature_resets",
+                self.max_h2_premature_resets as usize,
+            ),
             (
                 "limits.max_h2_send_buffer_bytes",
                 self.max_h2_send_buffer_bytes,
@@ -416,6 +431,8 @@ mod tests {
         assert_eq!(c.workers, None);
         assert_eq!(c.limits.max_h2_pending_resets, 20);
         assert_eq!(c.limits.max_h2_error_resets, 1024);
+        assert_eq!(c.limits.max_h2_premature_resets, 100);
+        assert_eq!(c.timeouts.send, Duration::from_secs(30));
         assert_eq!(c.limits.max_h2_send_buffer_bytes, 400 * 1024);
     }
 
@@ -425,6 +442,7 @@ mod tests {
             "max_h2_streams",
             "max_h2_pending_resets",
             "max_h2_error_resets",
+            "max_h2_premature_resets",
             "max_h2_send_buffer_bytes",
         ] {
             let text = format!("{MINIMAL}limits:\n  {field}: 0\n");

@@ -31,6 +31,7 @@ use crate::pipeline::{request, Gate, RequestIds};
 use crate::runtime::admin::{self, Admin, Probes};
 use crate::runtime::config::Config;
 use crate::transport::listener::Acceptor;
+use crate::transport::streams::{Streams, Verdict, Watch};
 use crate::transport::tls::{self, TlsError, TlsStore};
 use crate::transport::turns::{turn, turn_io, TurnFlush};
 use crate::transport::upstream::{Upstream, UpstreamSettings};
@@ -630,19 +631,33 @@ async fn connection(
     let svc_sc = sc.clone();
     let first = Arc::new(FirstRequest::default());
     let seen = first.clone();
+    // HTTP/2: what its exchanges are doing, for `drive` (transport/streams.rs).
+    let limits = &sc.config.limits;
+    let streams = h2.then(|| Streams::new(limits.max_h2_streams, limits.max_h2_premature_resets));
+    let svc_streams = streams.clone();
     let svc = hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
         let sc = svc_sc.clone();
         let conn = conn.clone();
         seen.arrived();
+        // Dropped with the request's future before the answer: given up.
+        let exchange = svc_streams.as_ref().map(|s| s.open());
         // Boxed: the request's future is some 3.4 KB, and hyper moves the
         // stream task holding it several times before it first runs.
-        Box::pin(async move { Ok::<_, Infallible>(request::handle(&sc.gate, &conn, req).await) })
+        Box::pin(async move {
+            let mut resp = request::handle(&sc.gate, &conn, req).await;
+            if let Some(exchange) = exchange {
+                resp.body_mut().watch(exchange);
+            }
+            Ok::<_, Infallible>(resp)
+        })
     });
 
     let activity = Activity::default();
     let lifetime = Lifetime {
         activity: &activity,
         idle: sc.config.timeouts.idle,
+        send: sc.config.timeouts.send,
+        streams: streams.as_deref(),
         draining,
         first: &first,
         first_by: accepted + sc.config.timeouts.header_read,
@@ -656,7 +671,8 @@ async fn connection(
             inner: stream,
             activity: activity.clone(),
         });
-        drive(sc.h2.serve_connection(io, svc), lifetime, Some(&turns)).await;
+        let cut = drive(sc.h2.serve_connection(io, svc), lifetime, Some(&turns)).await;
+        cut.inspect(|reason| cut_off(&sc.gate.metrics, peer, reason));
     } else {
         let io = TokioIo::new(IdleIo {
             inner: stream,
@@ -669,6 +685,12 @@ async fn connection(
         )
         .await;
     }
+}
+
+/// An HTTP/2 connection closed for what its streams did.
+fn cut_off(metrics: &Metrics, peer: SocketAddr, reason: &'static str) {
+    metrics.connection_cut(reason);
+    tracing::info!(%peer, reason, "HTTP/2 connection closed");
 }
 
 /// Whether a connection has carried a request yet.
@@ -697,11 +719,16 @@ impl FirstRequest {
     }
 }
 
-/// What ends a connection besides the peer: no byte moving for `idle`, and
-/// shutdown.
+/// What ends a connection besides the peer: no byte moving for `idle`,
+/// shutdown, and on HTTP/2 what its exchanges do: a response frame not
+/// taken for `send`, no exchange for `idle` (however many pings), too many
+/// exchanges given up.
 struct Lifetime<'a> {
     activity: &'a Activity,
     idle: Duration,
+    send: Duration,
+    /// HTTP/2: the connection's exchanges.
+    streams: Option<&'a Streams>,
     draining: watch::Receiver<bool>,
     first: &'a FirstRequest,
     /// When a client that has sent nothing yet stops being waited for.
@@ -725,20 +752,49 @@ async fn drive<C: GracefulConnection, T: AsyncWrite + Unpin>(
     conn: C,
     mut life: Lifetime<'_>,
     turns: Option<&TurnFlush<T>>,
-) {
+) -> Option<&'static str> {
     tokio::pin!(conn);
     // Draining, and waiting for the first request before closing.
     let mut waiting_first = false;
     // Told to close gracefully.
     let mut closing = false;
+    // HTTP/2: its exchanges are looked at four times per `send` (or `idle`).
+    let mut watch = Watch::default();
+    let every = (life.send.min(life.idle) / 4).max(Duration::from_millis(1));
+    let mut look_at = tokio::time::Instant::now() + every;
+    // Closed gracefully for having no exchange: closed at the next look.
+    let mut quiet_closing = false;
+    let abusive = async {
+        match life.streams {
+            Some(s) => s.abusive().await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(abusive);
     loop {
         let idle_at = tokio::time::Instant::from_std(life.activity.last() + life.idle);
         tokio::select! {
-            _ = turn(conn.as_mut(), turns) => return,
+            _ = turn(conn.as_mut(), turns) => return quiet_closing.then_some("idle_streams"),
             _ = tokio::time::sleep_until(idle_at) => {
                 if life.activity.last().elapsed() >= life.idle {
                     tracing::debug!("closing idle connection");
-                    return;
+                    return None;
+                }
+            }
+            () = &mut abusive => return Some("premature_resets"),
+            _ = tokio::time::sleep_until(look_at), if life.streams.is_some() => {
+                let now = tokio::time::Instant::now();
+                look_at = now + every;
+                let verdict = life.streams.map_or(Verdict::Fine, |s| s.check(&mut watch, now, life.send, life.idle));
+                match verdict {
+                    Verdict::SendStalled => return Some("send_timeout"),
+                    // Its GOAWAY went unanswered (hyper waits for a ping's answer).
+                    Verdict::Quiet if quiet_closing => return Some("idle_streams"),
+                    Verdict::Quiet if !closing => {
+                        conn.as_mut().graceful_shutdown();
+                        (closing, quiet_closing) = (true, true);
+                    }
+                    _ => {}
                 }
             }
             // (An error: the sender is gone, which also means draining.)

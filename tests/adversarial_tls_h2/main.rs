@@ -21,5 +21,6 @@ mod tls_helpers;
 mod h2_frames;
 mod rapid_reset;
 mod san;
+mod stall;
 mod testssl;
 mod tls_old;

@@ -13,9 +13,15 @@ fn h2_rapid_reset_is_cut_off_with_goaway() {
     if !require_python_h2() {
         return;
     }
+    // The premature-reset limit is raised for the paced rounds below (see
+    // `paced_resets_one_write_behind_are_cut_off` for the limit itself).
     let env = env(
         |_| {},
-        &["max_h2_pending_resets: 10", "max_h2_error_resets: 300"],
+        &[
+            "max_h2_pending_resets: 10",
+            "max_h2_error_resets: 300",
+            "max_h2_premature_resets: 100000",
+        ],
     );
     env.assert_still_serving();
     assert_eq!(env.assert_protected_never_arrived(), 1);
@@ -58,10 +64,11 @@ fn h2_rapid_reset_is_cut_off_with_goaway() {
 
     // Paced: each stream is reset only once meshgate has read it (a PING
     // answered in between), so none is pending when reset and the burst
-    // limit does not apply. This is ordinary traffic at one request per
-    // round trip; what matters is that each reset cancels its request
-    // (audit status 499) instead of leaving work behind. Twice: the first
-    // round warms the allocator up for this traffic, the second is measured.
+    // limit does not apply; the premature-reset limit, which would cut
+    // this connection off, is raised here. What matters is that each reset
+    // cancels its request (audit status 499) instead of leaving work
+    // behind. Twice: the first round warms the allocator up for this
+    // traffic, the second is measured.
     let mut rss = Vec::new();
     let mut arrived = 0;
     for _round in 0..2 {
@@ -116,5 +123,45 @@ fn h2_rapid_reset_is_cut_off_with_goaway() {
         rss[2] < rss_before + 16 * 1024,
         "RSS grew from {rss_before} to {} KiB over the attacks",
         rss[2]
+    );
+}
+
+/// Rapid reset one write behind: each write carries a new stream and the
+/// reset of the one before (`HEADERS(n) + RST_STREAM(n-2)`), so no stream is
+/// pending when reset and `max_h2_pending_resets` never counts one. Each
+/// request was decided, forwarded and audited (499), at the rate the client
+/// could write: 3,000 in 5.7 s, thousands at once at the upstream (its
+/// handlers outlive the cancelled requests), from one connection with
+/// `max_h2_streams: 128`. The streams reset before their answer are counted:
+/// at `max_h2_premature_resets` (100), half or more of all, the connection
+/// is closed.
+#[test]
+fn paced_resets_one_write_behind_are_cut_off() {
+    let _heavy = heavy();
+    if !require_python_h2() {
+        return;
+    }
+    let env = env(|_| {}, &[]);
+    // Every request slow at the upstream: each is reset before its answer.
+    let slow = format!("{PUBLIC}?slow=1000");
+    let r = probe(
+        &env,
+        "paced-reset",
+        &["--n", "3000", "--public", &slow, "--protected", &slow],
+    );
+    assert_eq!(r["closed"], true, "{r}");
+    let streams = r["streams"].as_u64().unwrap_or(u64::MAX);
+    assert!((100..400).contains(&streams), "{r}");
+    assert_eq!(
+        env.metric("meshgate_connections_cut_total{reason=\"premature_resets\"}"),
+        1.0
+    );
+    env.assert_still_serving();
+    // Past the limit, no more: the cut came at once, not 3,000 streams later
+    // (fewer arrive than were sent: some are reset before they are forwarded).
+    let arrived = env.assert_protected_never_arrived() - 1;
+    assert!(
+        arrived as u64 <= streams,
+        "{arrived} requests reached the upstream"
     );
 }

@@ -496,7 +496,62 @@ def case_late_body(args):
              headers=c.headers.get(1))
 
 
+def case_stall(args):
+    """A client that never takes its responses: SETTINGS_INITIAL_WINDOW_SIZE
+    --window (0: nothing may be sent) and no WINDOW_UPDATE, args.n streams
+    to --public, then `STALLED` on stdout once every response's head is in;
+    then a PING every --every seconds (answered: bytes keep moving) until
+    the server closes the connection. With --n 0 it is an idle connection
+    kept alive by pings. Reports how long the connection lived after
+    `STALLED` (`alive_for`) and how many pings were answered."""
+    c = Conn(args)
+    c.out = bytearray(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+    c.out += frame(SETTINGS, 0, 0, struct.pack(">HI", 4, args.window))
+    c.pump(lambda: bool(c.settings))
+    c.send(b"".join(headers_frames(1 + 2 * i, block(request_headers(args.public)), True)
+                    for i in range(args.n)))
+    c.pump(lambda: len(c.statuses) + len(c.resets) >= args.n or c.goaway is not None)
+    print("STALLED", flush=True)
+    stalled = time.monotonic()
+    pongs = 0
+    deadline = stalled + WAIT
+    while not c.eof and time.monotonic() < deadline:
+        c.barrier_acked = False
+        c.send(frame(PING, 0, 0, BARRIER))
+        if c.pump(lambda: c.barrier_acked, timeout=args.every) and c.barrier_acked:
+            pongs += 1
+            c.pump(lambda: False, timeout=args.every)
+    c.report(alive_for=round(time.monotonic() - stalled, 3), pongs=pongs,
+             heads=len(c.statuses))
+
+
+def case_paced_reset(args):
+    """Each stream reset one write after it was sent: HEADERS(n) +
+    RST_STREAM(n-2) (the client's previous stream) + a PING, its answer
+    awaited (the server has read the request by then), args.n times. No
+    stream is pending when reset, and each is reset before its answer when
+    the upstream is slow."""
+    c = start(args)
+    sent = 0
+    for i in range(args.n):
+        if c.goaway is not None or c.eof or c.write_error is not None:
+            break
+        sid = 1 + 2 * i
+        path = args.public if i % 2 == 0 else args.protected
+        out = headers_frames(sid, block(request_headers(path)), end_stream=True)
+        if i > 0:
+            out += rst(sid - 2)
+        c.barrier_acked = False
+        c.send(out + frame(PING, 0, 0, BARRIER))
+        c.pump(lambda: c.barrier_acked or c.goaway is not None)
+        sent += 1
+    c.barrier_acked = False
+    finish(c, streams=sent)
+
+
 CASES = {
+    "stall": case_stall,
+    "paced-reset": case_paced_reset,
     "late-body": case_late_body,
     "rapid-reset": case_rapid_reset,
     "rapid-reset-data": case_rapid_reset_data,
@@ -523,6 +578,8 @@ def main():
     p.add_argument("--fill", type=int, default=0)
     p.add_argument("--headers", default="[]")
     p.add_argument("--body", default=None)
+    p.add_argument("--window", type=int, default=0)
+    p.add_argument("--every", type=float, default=0.2)
     args = p.parse_args()
     CASES[args.case](args)
 

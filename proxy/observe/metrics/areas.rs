@@ -300,6 +300,7 @@ impl AuditMetrics {
 pub(super) struct Connections {
     pub(super) handshake_failures: Family<ReasonLabels, Counter>,
     pub(super) open_connections: Gauge,
+    pub(super) connections_cut: Family<ReasonLabels, Counter>,
     pub(super) tls_reloads: Family<ResultLabels, Counter>,
     pub(super) cert_expiry: Family<CertLabels, Gauge>,
 }
@@ -318,6 +319,15 @@ impl Connections {
             "Client connections currently open on the data listener",
             open_connections.clone(),
         );
+        let connections_cut = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "connections_cut",
+            "HTTP/2 client connections meshgate closed for what their streams did, by reason",
+            connections_cut.clone(),
+        );
+        for reason in ["send_timeout", "premature_resets", "idle_streams"] {
+            let _ = connections_cut.get_or_create(&ReasonLabels { reason });
+        }
         let tls_reloads = Family::<ResultLabels, Counter>::default();
         registry.register(
             "tls_reloads",
@@ -337,6 +347,7 @@ impl Connections {
         Connections {
             handshake_failures,
             open_connections,
+            connections_cut,
             tls_reloads,
             cert_expiry,
         }

@@ -286,6 +286,8 @@ pub struct Metrics {
     pub audit: AuditMetrics,
     pub handshake_failures: Family<ReasonLabels, Counter>,
     pub open_connections: Gauge,
+    /// HTTP/2 connections closed for what their streams did.
+    connections_cut: Family<ReasonLabels, Counter>,
     pub tls_reloads: Family<ResultLabels, Counter>,
     pub cert_expiry: Family<CertLabels, Gauge>,
     /// allow, deny
@@ -324,6 +326,7 @@ impl Metrics {
         let Connections {
             handshake_failures,
             open_connections,
+            connections_cut,
             tls_reloads,
             cert_expiry,
         } = Connections::register(&mut registry);
@@ -339,6 +342,7 @@ impl Metrics {
             audit,
             handshake_failures,
             open_connections,
+            connections_cut,
             tls_reloads,
             cert_expiry,
             decisions: policy.decisions,
@@ -437,6 +441,14 @@ impl Metrics {
 
     pub fn handshake_failed(&self, reason: &'static str) {
         self.handshake_failures
+            .get_or_create(&ReasonLabels { reason })
+            .inc();
+    }
+
+    /// An HTTP/2 connection closed for what its streams did (`send_timeout`,
+    /// `premature_resets`, `idle_streams`).
+    pub fn connection_cut(&self, reason: &'static str) {
+        self.connections_cut
             .get_or_create(&ReasonLabels { reason })
             .inc();
     }

@@ -43,7 +43,16 @@ use outgoing::Outgoing;
 /// per 64 KiB), a 16 KiB bound on the upstream's header list, and at most
 /// 100 streams open until the upstream's SETTINGS say how many it takes
 /// (then its own limit; the streams beyond it wait in `h2`'s queue).
-const CONN_WINDOW: u32 = 5 * 1024 * 1024;
+///
+/// The connection's window is the protocol's largest: every request shares
+/// the one connection, and a stream's window is given back only as its
+/// client takes the body, so with hyper's 5 MiB three clients that did not
+/// read (2 MiB each) froze every other response body on the node. What a
+/// stream may hold unread stays bounded by `STREAM_WINDOW`, and for no
+/// longer than `timeouts.send` once its client has stopped taking frames:
+/// memory is at most 2 MiB times the streams open on the connection (the
+/// upstream's own stream limit), where before it was at most 5 MiB in all.
+const CONN_WINDOW: u32 = (1 << 31) - 1;
 const STREAM_WINDOW: u32 = 2 * 1024 * 1024;
 const MAX_HEADER_LIST: u32 = 16 * 1024;
 const MAX_SEND_BUFFER: usize = 1024 * 1024;
