@@ -151,6 +151,51 @@ pub(super) fn sla_properties(r: &mut Reader, odcs: &Odcs) {
     }
 }
 
+/// A custom property or an SLA property set twice: which one counts would be
+/// a guess (a `classification` of `public` then `restricted`), so the second
+/// is an error at its own line, naming the first's.
+pub(super) fn set_twice(r: &mut Reader, odcs: &Odcs) {
+    let custom: Vec<(usize, &str)> = odcs
+        .custom
+        .iter()
+        .map(|(i, c)| (*i, c.property.as_str()))
+        .collect();
+    twice(r, "customProperties", &custom);
+    let sla: Vec<(usize, &str)> = odcs
+        .sla
+        .iter()
+        .map(|(i, p)| (*i, p.property.as_str()))
+        .collect();
+    twice(r, "slaProperties", &sla);
+}
+
+/// Each item of the list `section` whose `property` an earlier item has.
+fn twice(r: &mut Reader, section: &str, items: &[(usize, &str)]) {
+    let at = |i: usize| {
+        vec![
+            Step::Key(section.to_string()),
+            Step::Index(i),
+            Step::Key("property".into()),
+        ]
+    };
+    for (n, &(i, name)) in items.iter().enumerate() {
+        let Some(&(first, _)) = items[..n].iter().find(|(_, earlier)| *earlier == name) else {
+            continue;
+        };
+        let where_first = match crate::base::locate::locate(r.text(), &at(first)) {
+            Some((l, c)) => format!("{}:{l}:{c}", r.file()),
+            None => r.file().to_string(),
+        };
+        r.error(
+            at(i),
+            format!("{section}[{i}].property"),
+            format!(
+                "`{name}` is set twice: first at {where_first} ({section}[{first}]); a property is set once, so that no reader has to guess which value counts"
+            ),
+        );
+    }
+}
+
 /// The message for an unknown key among `known`.
 pub(super) fn unknown_field(k: &str, known: &[&str]) -> String {
     match near(k, known) {

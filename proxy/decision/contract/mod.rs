@@ -338,4 +338,6 @@ impl<'a> Reader<'a> {
     }
 }
 #[cfg(test)]
+mod strict_tests;
+#[cfg(test)]
 mod tests;

@@ -172,6 +172,7 @@ pub(super) fn product(r: &mut Reader) -> Option<Product> {
     keys::top_level(r, map);
     keys::custom_properties(r, &odcs);
     keys::sla_properties(r, &odcs);
+    keys::set_twice(r, &odcs);
     let id = header(r, &odcs, map);
     let domain = odcs.domain.clone().filter(|d| !d.is_empty());
     if absent(map, "domain") {
