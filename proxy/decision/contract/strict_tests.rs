@@ -4,6 +4,7 @@
 //! something more open than was written.
 
 use super::tests::assert_errors_at;
+use super::*;
 
 const ORDERS: &str = include_str!("../../../policies/domains/sales/orders.odcs.yaml");
 
@@ -59,4 +60,139 @@ fn an_sla_property_set_twice_is_an_error_naming_the_first() {
             "`latency` is set twice: first at o.yaml:31:17 (slaProperties[1])",
         )],
     );
+}
+
+/// The `customer_email` property (line 25) with `from` replaced by `to`.
+fn email(from: &str, to: &str) -> String {
+    let line = "      - { name: customer_email, logicalType: string, classification: confidential, tags: [pii], customProperties: [{ property: meshgateMask, value: hash }] }";
+    assert!(ORDERS.contains(line));
+    assert!(line.contains(from), "{from}");
+    ORDERS.replace(line, &line.replacen(from, to, 1))
+}
+
+#[test]
+fn a_field_attribute_of_the_wrong_type_is_an_error_at_it() {
+    let field = "schema[0].properties[7]";
+    for (from, to, at, says) in [
+        (
+            "tags: [pii]",
+            "tags: pii",
+            "o.yaml:25:90: schema[0].properties[7].tags: ",
+            "customer_email: tags are a list: `tags: [pii]`, not `tags: pii`",
+        ),
+        (
+            "tags: [pii]",
+            "tags: [pii, 3]",
+            "o.yaml:25:96: schema[0].properties[7].tags[1]: ",
+            "customer_email: a tag is a string",
+        ),
+        (
+            "classification: confidential",
+            "classification: [confidential]",
+            "o.yaml:25:70: schema[0].properties[7].classification: ",
+            "customer_email: a classification is a string",
+        ),
+        (
+            "customProperties: [{ property: meshgateMask, value: hash }]",
+            "customProperties: { property: meshgateMask, value: hash }",
+            "o.yaml:25:115: schema[0].properties[7].customProperties: ",
+            "customer_email: customProperties is a list",
+        ),
+        (
+            "{ property: meshgateMask, value: hash }",
+            "{ name: meshgateMask, value: hash }",
+            "o.yaml:25:116: schema[0].properties[7].customProperties[0]: ",
+            "customer_email: a custom property is `{ property: NAME, value: … }`",
+        ),
+        (
+            "{ property: meshgateMask, value: hash }",
+            "{ property: pii, value: true }, { property: pii, value: false }",
+            "o.yaml:25:160: schema[0].properties[7].customProperties[1].property: ",
+            "customer_email: `pii` is set twice: first at o.yaml:25:128 (schema[0].properties[7].customProperties[0].property)",
+        ),
+        (
+            "logicalType: string",
+            "logicalType: 5",
+            "o.yaml:25:46: schema[0].properties[7].logicalType: ",
+            "customer_email: a logical type",
+        ),
+        (
+            "logicalType: string",
+            "required: yes",
+            "o.yaml:25:43: schema[0].properties[7].required: ",
+            "customer_email: required is true or false",
+        ),
+        (
+            "logicalType: string",
+            "quality: { metric: invalidValues }",
+            "o.yaml:25:42: schema[0].properties[7].quality: ",
+            "customer_email: quality is a list of rules",
+        ),
+        (
+            "logicalType: string",
+            "items: [a]",
+            "o.yaml:25:40: schema[0].properties[7].items: ",
+            "customer_email: items is a mapping",
+        ),
+        (
+            "logicalType: string",
+            "properties: [{ name: a }], items: { properties: [{ name: b }] }",
+            "o.yaml:25:81: schema[0].properties[7].items.properties: ",
+            "customer_email: a property is an object (`properties`) or an array (`items.properties`), not both",
+        ),
+        (
+            "logicalType: string",
+            "pii: true",
+            "o.yaml:25:33: schema[0].properties[7].pii: ",
+            "customer_email: `pii` is read only under the property's customProperties",
+        ),
+        (
+            "logicalType: string",
+            "meshgateMask: hash",
+            "o.yaml:25:33: schema[0].properties[7].meshgateMask: ",
+            "customer_email: `meshgateMask` is read only under the property's customProperties",
+        ),
+    ] {
+        assert!(at.contains(field));
+        assert_errors_at(&email(from, to), "o.yaml", &[(at, says)]);
+    }
+    let text = email("name: customer_email", "name: 42");
+    assert_errors_at(
+        &text,
+        "o.yaml",
+        &[(
+            "o.yaml:25:17: schema[0].properties[7].name: ",
+            "a property's name is a string",
+        )],
+    );
+    let text = ORDERS.replace(
+        "      - { name: id, logicalType: string, primaryKey: true }",
+        "      - id",
+    );
+    assert_errors_at(
+        &text,
+        "o.yaml",
+        &[(
+            "o.yaml:18:9: schema[0].properties[0]: ",
+            "a property is a mapping with a `name`",
+        )],
+    );
+}
+
+#[test]
+fn a_well_typed_field_is_read_as_before() {
+    let c = read(&email("tags: [pii]", "tags: [pii, \"\"]"), "o.yaml").expect("parses");
+    assert!(c.warnings.is_empty(), "{:#?}", c.warnings);
+    let f = &c.product.fields[0].fields[7];
+    assert_eq!(f.name, "customer_email");
+    assert!(f.pii);
+    assert_eq!(f.tags, ["pii"]);
+    assert_eq!(f.classification.as_deref(), Some("confidential"));
+    // `key:` with no value is as good as no key.
+    let text = email("tags: [pii]", "tags: ").replace(
+        "customer_email, logicalType: string, classification: confidential",
+        "customer_email, logicalType: string, classification: ",
+    );
+    let c = read(&text, "o.yaml");
+    assert!(c.is_ok(), "{:?}", c.err());
 }
