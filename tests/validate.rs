@@ -530,3 +530,58 @@ fn expired_ca(name: &str) -> String {
     p.not_after = now - time::Duration::days(1);
     p.self_signed(&key).expect("self-signed").pem()
 }
+
+/// What a careless or hostile contract wrote that meshgate read as more
+/// open than written: a classification set twice (the first won), `tags:
+/// pii` (the field was not personal, and shown), a setting of meshgate's at
+/// the top level (ignored). Each is an error where it is written, and `run`
+/// refuses them.
+#[test]
+fn a_contract_that_would_read_more_open_than_written_is_refused() {
+    let pki = Pki::with_clients(CLIENTS);
+    let (sidecar, config) = with_policies(&pki);
+    let orders = "policies/domains/sales/orders.odcs.yaml";
+    edit(
+        &pki,
+        orders,
+        "customProperties:\n  - property: classification\n    value: internal\n",
+        "customProperties:\n  - property: classification\n    value: public\n  - property: classification\n    value: restricted\n",
+    );
+    edit(
+        &pki,
+        orders,
+        "tags: [pii], customProperties: [{ property: meshgateMask, value: hash }]",
+        "tags: pii, customProperties: [{ property: meshgateMask, value: hash }]",
+    );
+    edit(
+        &pki,
+        orders,
+        "tenant: acme",
+        "tenant: acme\nmeshgateUndeclared: refuse",
+    );
+    let out = validate(&config, true);
+    assert_eq!(out.code, Some(1), "{}", out.stderr);
+    let file = pki.path(orders).display().to_string();
+    for expected in [
+        format!("{file}:11:1: meshgateUndeclared: `meshgateUndeclared` is read only under `customProperties`"),
+        format!("{file}:26:90: schema[0].properties[7].tags: customer_email: tags are a list: `tags: [pii]`, not `tags: pii`"),
+        format!("{file}:38:15: customProperties[1].property: `classification` is set twice: first at {file}:36:15 (customProperties[0])"),
+    ] {
+        assert!(
+            out.stderr.lines().any(|l| l.starts_with(&expected)),
+            "no line `{expected}` in:\n{}",
+            out.stderr
+        );
+    }
+    assert!(
+        out.stderr.contains(": 3 errors, 0 warnings"),
+        "{}",
+        out.stderr
+    );
+    for (cmd, err) in sidecar.refusals("meshgate.yaml") {
+        assert!(
+            err.contains(&format!("{file}:11:1: meshgateUndeclared:")),
+            "{cmd}: {err}"
+        );
+    }
+}

@@ -78,18 +78,44 @@ const SLA: [&str; 6] = [
     "endOfLife",
 ];
 
-/// Top-level keys: one that misspells a key meshgate reads is an error; one
-/// that is not ODCS at all a warning.
+/// Top-level keys: one that misspells a key meshgate reads is an error, and
+/// so is a custom or SLA property of meshgate's written at the top (where
+/// meshgate would ignore it: a `classification: restricted` there left the
+/// product open); one that is not ODCS at all a warning.
 pub(super) fn top_level(r: &mut Reader, map: &Mapping) {
     for k in map.keys().filter_map(Value::as_str) {
         if ODCS_KEYS.contains(&k) {
             continue;
         }
         let path = vec![Step::KeyName(k.to_string())];
+        if let Some(section) = misplaced(k) {
+            r.error(
+                path,
+                k,
+                format!(
+                    "`{k}` is read only under `{section}` (`- {{ property: {k}, value: … }}`); at the top level meshgate would ignore it"
+                ),
+            );
+            continue;
+        }
         match near(k, &READ_KEYS) {
             Some(known) => r.error(path, k, format!("unknown key: did you mean `{known}`?")),
             None => r.warn(path, k, "not an ODCS v3 key: meshgate ignores it"),
         }
+    }
+}
+
+/// The list a top-level key `k` belongs in: one of meshgate's custom
+/// properties or any `meshgate…` key (`customProperties`), or an SLA
+/// property meshgate reads (`slaProperties`), in any case.
+fn misplaced(k: &str) -> Option<&'static str> {
+    let is = |known: &[&str]| known.iter().any(|c| c.eq_ignore_ascii_case(k));
+    if is(&CUSTOM) || k.to_ascii_lowercase().starts_with("meshgate") {
+        Some("customProperties")
+    } else if is(&SLA) {
+        Some("slaProperties")
+    } else {
+        None
     }
 }
 

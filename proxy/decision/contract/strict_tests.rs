@@ -196,3 +196,30 @@ fn a_well_typed_field_is_read_as_before() {
     let c = read(&text, "o.yaml");
     assert!(c.is_ok(), "{:?}", c.err());
 }
+
+#[test]
+fn a_setting_of_meshgates_at_the_top_level_is_an_error() {
+    for (key, section) in [
+        ("meshgateUndeclared: refuse", "customProperties"),
+        ("classification: restricted", "customProperties"),
+        ("allowedPurposes: [fraud]", "customProperties"),
+        ("Owner: someone", "customProperties"),
+        ("meshgateWhatever: 1", "customProperties"),
+        ("latency: 5s", "slaProperties"),
+    ] {
+        let text = ORDERS.replace("tenant: acme", &format!("tenant: acme\n{key}"));
+        let name = key.split(':').next().unwrap_or_default();
+        assert_errors_at(
+            &text,
+            "o.yaml",
+            &[(
+                &format!("o.yaml:11:1: {name}: "),
+                &format!("`{name}` is read only under `{section}`"),
+            )],
+        );
+    }
+    // Another key outside ODCS is still only ignored.
+    let text = ORDERS.replace("tenant: acme", "tenant: acme\nreviewBoard: x");
+    let c = read(&text, "o.yaml").expect("warnings only");
+    assert_eq!(c.warnings.len(), 1, "{:#?}", c.warnings);
+}
