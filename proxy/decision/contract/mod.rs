@@ -22,6 +22,7 @@ mod flight;
 mod grpc;
 mod keys;
 mod sections;
+mod twice;
 
 use std::fmt;
 use std::time::Duration;

@@ -223,3 +223,61 @@ fn a_setting_of_meshgates_at_the_top_level_is_an_error() {
     let c = read(&text, "o.yaml").expect("warnings only");
     assert_eq!(c.warnings.len(), 1, "{:#?}", c.warnings);
 }
+
+/// A key written twice is reported at the second, naming the first (it
+/// was reported at the mapping's start: `o.yaml:2:1: (document)`).
+#[test]
+fn a_key_written_twice_is_an_error_at_the_second() {
+    let text = ORDERS.replace("tenant: acme", "tenant: acme\nstatus: retired");
+    assert_errors_at(
+        &text,
+        "o.yaml",
+        &[(
+            "o.yaml:11:1: status: ",
+            "`status` is written twice in this mapping (first at o.yaml:7:1)",
+        )],
+    );
+    let text = ORDERS.replace(
+        "    physicalType: table\n",
+        "    physicalType: table\n    name: again\n",
+    );
+    assert_errors_at(
+        &text,
+        "o.yaml",
+        &[(
+            "o.yaml:16:5: schema[0].name: ",
+            "`name` is written twice in this mapping (first at o.yaml:14:5)",
+        )],
+    );
+    let text = ORDERS.replace(
+        "    value: internal\n",
+        "    value: internal\n    value: public\n",
+    );
+    assert_errors_at(
+        &text,
+        "o.yaml",
+        &[(
+            "o.yaml:37:5: customProperties[0].value: ",
+            "`value` is written twice in this mapping (first at o.yaml:36:5)",
+        )],
+    );
+    // An empty key (found by the `contract` fuzz target) is the document's.
+    let text = "? >\n? >\n";
+    assert_errors_at(
+        text,
+        "o.yaml",
+        &[(
+            "o.yaml:2:3: (document): ",
+            "`` is written twice in this mapping (first at o.yaml:1:3)",
+        )],
+    );
+    let text = email("tags: [pii]", "tags: [pii], tags: []");
+    assert_errors_at(
+        &text,
+        "o.yaml",
+        &[(
+            "o.yaml:25:97: schema[0].properties[7].tags: ",
+            "`tags` is written twice in this mapping (first at o.yaml:25:84)",
+        )],
+    );
+}
