@@ -585,3 +585,37 @@ fn a_contract_that_would_read_more_open_than_written_is_refused() {
         );
     }
 }
+
+/// A domain's rule moved into a subdirectory, or saved as `fields.Cedar`,
+/// is not read: an error naming the file, where it was dropped unseen.
+/// Editors' files beside the policies stay silent.
+#[test]
+fn a_policy_file_its_source_would_not_read_is_refused() {
+    let pki = Pki::with_clients(CLIENTS);
+    let (sidecar, config) = with_policies(&pki);
+    let sales = pki.path("policies/domains/sales");
+    for editor in [".policies.cedar.swp", "policies.cedar~", "#policies.cedar#"] {
+        std::fs::write(sales.join(editor), "junk").expect("write");
+    }
+    let out = validate(&config, true);
+    assert_eq!(out.code, Some(0), "editor files: {}", out.stderr);
+    std::fs::create_dir_all(sales.join("rules")).expect("mkdir");
+    std::fs::rename(sales.join("fields.cedar"), sales.join("rules/fields.cedar")).expect("move");
+    std::fs::copy(sales.join("policies.cedar"), sales.join("more.Cedar")).expect("copy");
+    let out = validate(&config, true);
+    assert_eq!(out.code, Some(1), "{}", out.stderr);
+    let p = |f: &str| sales.join(f).display().to_string();
+    for expected in [
+        format!("{}: not read: policy files end in `.cedar`, in lower case; rename it `more.cedar`", p("more.Cedar")),
+        format!("{}: not read: a policy source reads only the files directly in its directory {}, not its subdirectories", p("rules/fields.cedar"), sales.display()),
+    ] {
+        assert!(
+            out.stderr.lines().any(|l| l.starts_with(&expected)),
+            "no line `{expected}` in:\n{}",
+            out.stderr
+        );
+    }
+    for (cmd, err) in sidecar.refusals("meshgate.yaml") {
+        assert!(err.contains(&p("more.Cedar")), "{cmd}: {err}");
+    }
+}
