@@ -619,3 +619,34 @@ fn a_policy_file_its_source_would_not_read_is_refused() {
         assert!(err.contains(&p("more.Cedar")), "{cmd}: {err}");
     }
 }
+
+/// A sales permit named as a baseline exception loaded, and `authorize`
+/// and the audit named a `mesh.` policy as the one that allowed.
+#[test]
+fn a_domain_policy_with_an_id_not_its_own_is_refused() {
+    let pki = Pki::with_clients(CLIENTS);
+    let (sidecar, config) = with_policies(&pki);
+    let file = pki.path("policies/domains/sales/exception.cedar");
+    std::fs::write(
+        &file,
+        "// An exception.\n@id(\"mesh.baseline-approved-exception\")\npermit (principal in Mesh::Domain::\"marketing\", action, resource in Mesh::Domain::\"sales\");\n",
+    )
+    .expect("write");
+    let out = validate(&config, false);
+    assert_eq!(out.code, Some(1), "{}", out.stderr);
+    let expected = format!(
+        "{}:2:1: policy `mesh.baseline-approved-exception` of domain `sales` is refused: its id lies in the mesh baseline's namespace (`mesh.`); a domain's ids begin with `sales.`",
+        file.display()
+    );
+    assert!(
+        out.stderr.lines().any(|l| l == expected),
+        "no line `{expected}` in:\n{}",
+        out.stderr
+    );
+    for (cmd, err) in sidecar.refusals("meshgate.yaml") {
+        assert!(
+            err.contains("`mesh.baseline-approved-exception` of domain `sales` is refused"),
+            "{cmd}: {err}"
+        );
+    }
+}
