@@ -16,7 +16,7 @@ masking_config() {
   local dir=$1 config=$2
   mkdir -p "$dir/mask" "$dir/key"
   cat >"$dir/mask/bench-fields.cedar" <<'CEDAR'
-@id("bench.orders.personal-fields-masked-for-reporting")
+@id("sales.bench.orders.personal-fields-masked-for-reporting")
 forbid (
   principal == Mesh::Service::"spiffe://mesh.local/ns/finance/sa/reporting",
   action == Mesh::Action::"read_field",

@@ -530,3 +530,123 @@ fn expired_ca(name: &str) -> String {
     p.not_after = now - time::Duration::days(1);
     p.self_signed(&key).expect("self-signed").pem()
 }
+
+/// What a careless or hostile contract wrote that meshgate read as more
+/// open than written: a classification set twice (the first won), `tags:
+/// pii` (the field was not personal, and shown), a setting of meshgate's at
+/// the top level (ignored). Each is an error where it is written, and `run`
+/// refuses them.
+#[test]
+fn a_contract_that_would_read_more_open_than_written_is_refused() {
+    let pki = Pki::with_clients(CLIENTS);
+    let (sidecar, config) = with_policies(&pki);
+    let orders = "policies/domains/sales/orders.odcs.yaml";
+    edit(
+        &pki,
+        orders,
+        "customProperties:\n  - property: classification\n    value: internal\n",
+        "customProperties:\n  - property: classification\n    value: public\n  - property: classification\n    value: restricted\n",
+    );
+    edit(
+        &pki,
+        orders,
+        "tags: [pii], customProperties: [{ property: meshgateMask, value: hash }]",
+        "tags: pii, customProperties: [{ property: meshgateMask, value: hash }]",
+    );
+    edit(
+        &pki,
+        orders,
+        "tenant: acme",
+        "tenant: acme\nmeshgateUndeclared: refuse",
+    );
+    let out = validate(&config, true);
+    assert_eq!(out.code, Some(1), "{}", out.stderr);
+    let file = pki.path(orders).display().to_string();
+    for expected in [
+        format!("{file}:11:1: meshgateUndeclared: `meshgateUndeclared` is read only under `customProperties`"),
+        format!("{file}:26:90: schema[0].properties[7].tags: customer_email: tags are a list: `tags: [pii]`, not `tags: pii`"),
+        format!("{file}:38:15: customProperties[1].property: `classification` is set twice: first at {file}:36:15 (customProperties[0])"),
+    ] {
+        assert!(
+            out.stderr.lines().any(|l| l.starts_with(&expected)),
+            "no line `{expected}` in:\n{}",
+            out.stderr
+        );
+    }
+    assert!(
+        out.stderr.contains(": 3 errors, 0 warnings"),
+        "{}",
+        out.stderr
+    );
+    for (cmd, err) in sidecar.refusals("meshgate.yaml") {
+        assert!(
+            err.contains(&format!("{file}:11:1: meshgateUndeclared:")),
+            "{cmd}: {err}"
+        );
+    }
+}
+
+/// A domain's rule moved into a subdirectory, or saved as `fields.Cedar`,
+/// is not read: an error naming the file, where it was dropped unseen.
+/// Editors' files beside the policies stay silent.
+#[test]
+fn a_policy_file_its_source_would_not_read_is_refused() {
+    let pki = Pki::with_clients(CLIENTS);
+    let (sidecar, config) = with_policies(&pki);
+    let sales = pki.path("policies/domains/sales");
+    for editor in [".policies.cedar.swp", "policies.cedar~", "#policies.cedar#"] {
+        std::fs::write(sales.join(editor), "junk").expect("write");
+    }
+    let out = validate(&config, true);
+    assert_eq!(out.code, Some(0), "editor files: {}", out.stderr);
+    std::fs::create_dir_all(sales.join("rules")).expect("mkdir");
+    std::fs::rename(sales.join("fields.cedar"), sales.join("rules/fields.cedar")).expect("move");
+    std::fs::copy(sales.join("policies.cedar"), sales.join("more.Cedar")).expect("copy");
+    let out = validate(&config, true);
+    assert_eq!(out.code, Some(1), "{}", out.stderr);
+    let p = |f: &str| sales.join(f).display().to_string();
+    for expected in [
+        format!("{}: not read: policy files end in `.cedar`, in lower case; rename it `more.cedar`", p("more.Cedar")),
+        format!("{}: not read: a policy source reads only the files directly in its directory {}, not its subdirectories", p("rules/fields.cedar"), sales.display()),
+    ] {
+        assert!(
+            out.stderr.lines().any(|l| l.starts_with(&expected)),
+            "no line `{expected}` in:\n{}",
+            out.stderr
+        );
+    }
+    for (cmd, err) in sidecar.refusals("meshgate.yaml") {
+        assert!(err.contains(&p("more.Cedar")), "{cmd}: {err}");
+    }
+}
+
+/// A sales permit named as a baseline exception loaded, and `authorize`
+/// and the audit named a `mesh.` policy as the one that allowed.
+#[test]
+fn a_domain_policy_with_an_id_not_its_own_is_refused() {
+    let pki = Pki::with_clients(CLIENTS);
+    let (sidecar, config) = with_policies(&pki);
+    let file = pki.path("policies/domains/sales/exception.cedar");
+    std::fs::write(
+        &file,
+        "// An exception.\n@id(\"mesh.baseline-approved-exception\")\npermit (principal in Mesh::Domain::\"marketing\", action, resource in Mesh::Domain::\"sales\");\n",
+    )
+    .expect("write");
+    let out = validate(&config, false);
+    assert_eq!(out.code, Some(1), "{}", out.stderr);
+    let expected = format!(
+        "{}:2:1: policy `mesh.baseline-approved-exception` of domain `sales` is refused: its id lies in the mesh baseline's namespace (`mesh.`); a domain's ids begin with `sales.`",
+        file.display()
+    );
+    assert!(
+        out.stderr.lines().any(|l| l == expected),
+        "no line `{expected}` in:\n{}",
+        out.stderr
+    );
+    for (cmd, err) in sidecar.refusals("meshgate.yaml") {
+        assert!(
+            err.contains("`mesh.baseline-approved-exception` of domain `sales` is refused"),
+            "{cmd}: {err}"
+        );
+    }
+}

@@ -17,7 +17,7 @@
 //! policy but never widens what its scope lets it match, so the scope alone
 //! decides which resources a policy can speak about.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 
 use cedar_policy::{
     EntityUid, Policy, PolicySet, ResourceConstraint, Template, TemplateResourceConstraint,
@@ -115,6 +115,47 @@ fn check_template(owners: &Owners<'_>, domain: &str, t: &Template) -> Option<Str
     }
 }
 
+/// The domains the policy sources are declared for and the contracts name.
+fn known_domains<'a>(sources: &'a [Source], products: &'a [ProductEntry]) -> BTreeSet<&'a str> {
+    let mut known: BTreeSet<&str> = sources.iter().filter_map(|s| s.domain.as_deref()).collect();
+    known.extend(products.iter().map(|p| p.product.domain.as_str()));
+    known
+}
+
+/// Whether `id` lies in domain `d`'s namespace: `d`, a dot, and more.
+fn in_namespace(id: &str, d: &str) -> bool {
+    id.strip_prefix(d)
+        .is_some_and(|rest| rest.len() > 1 && rest.starts_with('.'))
+}
+
+/// Why `id`, of a policy, template or grant from `domain`'s source, is not
+/// the domain's to take: an id names the policy that decided in
+/// `authorize`, the audit and test reasons, so a domain's are its own
+/// (`<domain>.…`, and not a nested domain's `<domain>.eu.…`), and `mesh.`
+/// is the mesh baseline's. Otherwise a domain could pass its permit off as
+/// a baseline exception, or take an id the baseline or another domain
+/// will use.
+fn foreign_id(known: &BTreeSet<&str>, domain: &str, id: &str) -> Option<String> {
+    const BASELINE: &str = "mesh";
+    if in_namespace(id, BASELINE) {
+        return Some(format!(
+            "its id lies in the mesh baseline's namespace (`{BASELINE}.`); a domain's ids begin with `{domain}.`"
+        ));
+    }
+    if !in_namespace(id, domain) {
+        return Some(format!(
+            "its id must begin with `{domain}.`: a domain's ids are its own, so that decisions and the audit name who wrote the policy and no domain takes an id the baseline or another domain will use"
+        ));
+    }
+    let deeper = known
+        .iter()
+        .filter(|d| d.len() > domain.len() && in_namespace(id, d))
+        .max_by_key(|d| d.len())?;
+    Some(format!(
+        "its id lies in the namespace of domain `{deeper}` (`{deeper}.`); a domain's ids begin with its own name and a dot, and not a nested domain's"
+    ))
+}
+
 /// `line:col` of a policy or template in its file (found by its own text),
 /// or of a link (found by its quoted `link_id`); `1:1` if not found.
 fn locate(src: &Source, needle: &str) -> (usize, usize) {
@@ -144,6 +185,7 @@ pub(super) fn check(
         let src = &sources[i];
         Some((i, src, src.domain.as_deref()?))
     };
+    let known = known_domains(sources, products);
     // (source index, line, col, message): sorted so that errors come in file order.
     let mut found: Vec<(usize, usize, usize, String)> = Vec::new();
     for t in set.templates() {
@@ -151,9 +193,14 @@ pub(super) fn check(
         let Some((i, src, domain)) = domain_of(&id) else {
             continue;
         };
-        if let Some(why) = check_template(&owners, domain, t) {
+        let why = [
+            foreign_id(&known, domain, &id),
+            check_template(&owners, domain, t),
+        ];
+        let mut why = why.into_iter().flatten().peekable();
+        if why.peek().is_some() {
             let (l, c) = locate(src, &t.to_string());
-            found.push((i, l, c, refusal(src, l, c, "template", &id, domain, &why)));
+            found.extend(why.map(|w| (i, l, c, refusal(src, l, c, "template", &id, domain, &w))));
         }
     }
     for p in set.policies() {
@@ -161,9 +208,14 @@ pub(super) fn check(
         let Some((i, src, domain)) = domain_of(&id) else {
             continue;
         };
-        let Some(why) = check_policy(&owners, domain, p) else {
+        let why = [
+            foreign_id(&known, domain, &id),
+            check_policy(&owners, domain, p),
+        ];
+        let mut why = why.into_iter().flatten().peekable();
+        if why.peek().is_none() {
             continue;
-        };
+        }
         let (what, (l, c)) = match p.template_id() {
             None => ("policy".to_string(), locate(src, &p.to_string())),
             Some(t) => (
@@ -171,7 +223,7 @@ pub(super) fn check(
                 locate(src, &serde_json::Value::String(id.clone()).to_string()),
             ),
         };
-        found.push((i, l, c, refusal(src, l, c, &what, &id, domain, &why)));
+        found.extend(why.map(|w| (i, l, c, refusal(src, l, c, &what, &id, domain, &w))));
     }
     found.sort();
     errors.extend(found.into_iter().map(|(.., m)| m));
@@ -384,6 +436,75 @@ permit (principal, action, resource == Mesh::Dataset::"sales.orders/orders");
             err.0[0].starts_with(
                 "shadow/finance.cedar:1:1: policy `finance.reads-orders` of domain `finance` is refused"
             ),
+            "{}",
+            err.0[0]
+        );
+    }
+
+    /// A domain's policy, template or grant takes no id but its own: a
+    /// sales permit named `mesh.…` would be reported by `authorize` and
+    /// the audit as the baseline's, one named `finance.…` as finance's.
+    #[test]
+    fn a_domains_ids_begin_with_its_name_and_a_dot() {
+        let policies = r#"@id("mesh.baseline-approved-exception")
+permit (principal, action, resource in Mesh::Domain::"sales");
+
+@id("finance.ledger.later")
+permit (principal, action, resource in Mesh::Domain::"sales");
+
+@id("salesforce.x")
+permit (principal, action, resource in Mesh::Domain::"sales");
+
+@id("sales.eu.x")
+permit (principal, action, resource in Mesh::Domain::"sales");
+
+@id("mesh.template")
+permit (principal == ?principal, action, resource in ?resource);
+
+@id("sales.fine")
+permit (principal, action, resource in Mesh::Domain::"sales");
+"#;
+        let links = grant("sales.grant.read", "mesh.grant.x", ORDERS);
+        let err = build_with_all(vec![
+            owned("sales/ids.cedar", policies, Some("sales")),
+            owned("sales/ids.links.json", &links, Some("sales")),
+            // Only to make `sales.eu` a domain the snapshot knows.
+            owned("eu/none.cedar", "", Some("sales.eu")),
+        ])
+        .expect_err("refused");
+        let own = "a domain's ids begin with `sales.`";
+        let must = "its id must begin with `sales.`: a domain's ids are its own";
+        let expect = [
+            ("sales/ids.cedar:1:1: policy `mesh.baseline-approved-exception` of domain `sales` is refused: its id lies in the mesh baseline's namespace (`mesh.`)", own),
+            ("sales/ids.cedar:4:1: policy `finance.ledger.later` of domain `sales` is refused: ", must),
+            ("sales/ids.cedar:7:1: policy `salesforce.x` of domain `sales` is refused: ", must),
+            ("sales/ids.cedar:10:1: policy `sales.eu.x` of domain `sales` is refused: its id lies in the namespace of domain `sales.eu` (`sales.eu.`)", ""),
+            ("sales/ids.cedar:13:1: template `mesh.template` of domain `sales` is refused: its id lies in the mesh baseline's namespace", own),
+            ("sales/ids.links.json:1:46: grant (link of template `sales.grant.read`) `mesh.grant.x` of domain `sales` is refused: its id lies in the mesh baseline's namespace", own),
+        ];
+        assert_eq!(err.0.len(), expect.len(), "{:#?}", err.0);
+        for ((start, has), got) in expect.iter().zip(&err.0) {
+            assert!(
+                got.starts_with(start) && got.contains(has),
+                "want {start} … {has}\n got {got}"
+            );
+        }
+    }
+
+    /// The shadow set's domain sources are held to the same ids.
+    #[test]
+    fn a_shadow_domain_source_takes_only_its_own_ids() {
+        let mut inputs = crate::decision::authz::examples::example_inputs();
+        inputs.shadow = inputs.policies.clone();
+        inputs.shadow.push(owned(
+            "shadow/sales.cedar",
+            "@id(\"mesh.shadow-exception\")\npermit (principal, action, resource in Mesh::Domain::\"sales\");\n",
+            Some("sales"),
+        ));
+        let err = Snapshot::build(&inputs).expect_err("refused");
+        assert_eq!(err.0.len(), 1, "{:#?}", err.0);
+        assert!(
+            err.0[0].starts_with("shadow/sales.cedar:1:1: policy `mesh.shadow-exception` of domain `sales` is refused: its id lies in the mesh baseline's namespace"),
             "{}",
             err.0[0]
         );

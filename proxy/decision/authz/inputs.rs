@@ -257,8 +257,20 @@ impl PolicyInputs {
     /// listing from the old directory, files from the new), it reads them
     /// again, and refuses after `base::paths::READ_ATTEMPTS` tries rather
     /// than build a set nobody wrote.
+    ///
+    /// A file of a policy directory that looks like a policy file but is
+    /// not read (in a subdirectory, `fields.Cedar`) is an error too: see
+    /// `stray`.
     pub fn read(cfg: &PolicyConfig) -> Result<PolicyInputs, LoadErrors> {
-        Self::read_consistently(cfg, Self::read_once)
+        let stray = super::stray::policy_files(cfg);
+        match Self::read_consistently(cfg, Self::read_once) {
+            Ok(inputs) if stray.is_empty() => Ok(inputs),
+            Ok(_) => Err(LoadErrors(stray)),
+            Err(LoadErrors(mut errors)) => {
+                errors.extend(stray);
+                Err(LoadErrors(errors))
+            }
+        }
     }
 
     fn read_consistently(

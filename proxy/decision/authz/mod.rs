@@ -29,6 +29,7 @@ mod index;
 mod inputs;
 mod literals;
 mod plan;
+mod stray;
 #[doc(hidden)]
 pub mod synth;
 

@@ -260,7 +260,7 @@ pub fn fields_inputs(fields: usize) -> PolicyInputs {
     }
     inputs.policies.push(Source {
         name: "synth/fields.cedar".into(),
-        text: r#"@id("synth.pii-for-sales-only")
+        text: r#"@id("sales.synth.pii-for-sales-only")
 forbid (principal, action == Mesh::Action::"read_field", resource in Mesh::Dataset::"sales.orders/orders")
 when { resource.pii }
 unless { principal in Mesh::Domain::"sales" };

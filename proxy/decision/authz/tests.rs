@@ -282,7 +282,7 @@ fn thousands_of_template_linked_grants_decide_like_policies() {
         .map(|n| {
             serde_json::json!({
                 "template_id": "sales.grant.read",
-                "link_id": format!("grant.{n}"),
+                "link_id": format!("sales.grant.{n}"),
                 "args": {
                     "?principal": format!("Mesh::Service::\"spiffe://mesh.local/ns/partners/sa/p{n}\""),
                     "?resource": if n % 2 == 0 { "Mesh::DataProduct::\"sales.orders\"" } else { "Mesh::DataProduct::\"sales.customers\"" },
@@ -303,7 +303,7 @@ fn thousands_of_template_linked_grants_decide_like_policies() {
     );
     assert_eq!(
         (d.allowed, d.policies),
-        (true, vec!["grant.1234".to_string()])
+        (true, vec!["sales.grant.1234".to_string()])
     );
     // p1235's grant is on customers (restricted: the baseline still wants a purpose).
     let d = ask(

@@ -61,7 +61,16 @@ pub(super) fn field_check(
             ),
         }
     }
-    if let Some(rules) = item.get("quality").and_then(Value::as_sequence) {
+    let quality = item.get("quality").filter(|v| !v.is_null());
+    if quality.is_some_and(|q| !q.is_sequence()) {
+        let p = node("quality");
+        r.error(
+            p.clone(),
+            shown(&p),
+            format!("{field_path}: quality is a list of rules"),
+        );
+    }
+    if let Some(rules) = quality.and_then(Value::as_sequence) {
         for (i, rule) in rules.iter().enumerate() {
             let mut p = node("quality");
             p.push(Step::Index(i));

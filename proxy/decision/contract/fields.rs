@@ -3,10 +3,15 @@
 //! objects), and the product's `meshgateUndeclared`.
 //!
 //! Of a property meshgate reads `name`, `logicalType`, `classification`,
-//! `tags` and, under its `customProperties`, `meshgateMask` (how it is
-//! hidden) and `pii`. Every mistake is an error at its node: an unknown
-//! mask method, a classification that is none, a `meshgate…` property
-//! meshgate does not read, a name declared twice.
+//! `tags`, `required`, `quality`, `properties`, `items.properties` and,
+//! under its `customProperties`, `meshgateMask` (how it is hidden) and
+//! `pii`. Every mistake is an error at its node: an unknown mask method, a
+//! classification that is none, a `meshgate…` property meshgate does not
+//! read, a name declared twice, a custom property set twice, and any of
+//! these of the wrong type (`tags: pii` for `tags: [pii]`), which would
+//! otherwise be read as absent: a field not tagged `pii` is not hidden as
+//! personal data. `meshgateMask` or `pii` written on the property itself,
+//! not under its `customProperties`, is an error too.
 
 use serde_yaml_ng::{Mapping, Value};
 
@@ -97,9 +102,24 @@ fn properties(
     for (j, item) in list.iter().enumerate() {
         let mut at = path.to_vec();
         at.push(Step::Index(j));
-        let Some(name) = item.get("name").and_then(Value::as_str) else {
-            r.error(at.clone(), shown(&at), "a property needs a `name`");
-            continue;
+        let name = match item.get("name").filter(|v| !v.is_null()) {
+            _ if !item.is_mapping() => {
+                let m = "a property is a mapping with a `name`";
+                r.error(at.clone(), shown(&at), m);
+                continue;
+            }
+            None => {
+                r.error(at.clone(), shown(&at), "a property needs a `name`");
+                continue;
+            }
+            Some(v) => match v.as_str() {
+                Some(name) => name,
+                None => {
+                    let n = below(&at, &["name"]);
+                    r.error(n.clone(), shown(&n), "a property's name is a string");
+                    continue;
+                }
+            },
         };
         if names.contains(&name) {
             let mut n = at.clone();
@@ -130,37 +150,13 @@ fn property(
         None => name.to_string(),
     };
     let text = |k: &str| item.get(k).and_then(Value::as_str).map(str::to_string);
-    let classification = text("classification");
-    if let Some(c) = &classification {
-        if !CLASSIFICATIONS.contains(&c.as_str()) {
-            let mut p = at.to_vec();
-            p.push(key("classification"));
-            r.error(
-                p.clone(),
-                shown(&p),
-                format!("{field_path}: `{c}` is not a classification"),
-            );
-        }
-    }
-    let mut tags: Vec<String> = item
-        .get("tags")
-        .and_then(Value::as_sequence)
-        .map(|s| {
-            s.iter()
-                .filter_map(Value::as_str)
-                .map(str::to_string)
-                .collect()
-        })
-        .unwrap_or_default();
-    tags.retain(|t| !t.is_empty());
+    let classification = classification_of(r, item, at, &field_path);
+    let tags = tags_of(r, item, at, &field_path);
+    misplaced(r, item, at, &field_path);
     let (mask, pii_property) = custom(r, item, at, &field_path);
     let check = super::conformance::field_check(r, item, at, &field_path);
     let pii = pii_property || tags.iter().any(|t| t.eq_ignore_ascii_case("pii"));
-    let nested = item.get("properties").filter(|v| !v.is_null());
-    let items = item
-        .get("items")
-        .and_then(|i| i.get("properties"))
-        .filter(|v| !v.is_null());
+    let (nested, items) = below_it(r, item, at, &field_path);
     let shape = match (nested, items) {
         (Some(_), _) => Shape::Object,
         (None, Some(_)) => Shape::Array,
@@ -193,18 +189,181 @@ fn property(
     }
 }
 
-/// A property's `meshgateMask` and `pii` custom properties.
+/// `at` with `more` keys below it.
+fn below(at: &[Step], more: &[&str]) -> Vec<Step> {
+    let mut p = at.to_vec();
+    p.extend(more.iter().map(|k| key(k)));
+    p
+}
+
+/// A property's own `classification`, if it has one (a string, one of
+/// [`CLASSIFICATIONS`]).
+fn classification_of(
+    r: &mut Reader,
+    item: &Value,
+    at: &[Step],
+    field_path: &str,
+) -> Option<String> {
+    let v = item.get("classification").filter(|v| !v.is_null())?;
+    let p = below(at, &["classification"]);
+    let Some(c) = v.as_str() else {
+        r.error(
+            p.clone(),
+            shown(&p),
+            format!("{field_path}: a classification is a string: one of public, internal, confidential, restricted"),
+        );
+        return None;
+    };
+    if !CLASSIFICATIONS.contains(&c) {
+        r.error(
+            p.clone(),
+            shown(&p),
+            format!("{field_path}: `{c}` is not a classification"),
+        );
+    }
+    Some(c.to_string())
+}
+
+/// A property's `tags`: a list of strings (empty ones left out).
+fn tags_of(r: &mut Reader, item: &Value, at: &[Step], field_path: &str) -> Vec<String> {
+    let Some(v) = item.get("tags").filter(|v| !v.is_null()) else {
+        return Vec::new();
+    };
+    let p = below(at, &["tags"]);
+    let Some(list) = v.as_sequence() else {
+        let m = match v.as_str() {
+            Some(one) => {
+                format!("{field_path}: tags are a list: `tags: [{one}]`, not `tags: {one}`")
+            }
+            None => format!("{field_path}: tags are a list of strings"),
+        };
+        r.error(p.clone(), shown(&p), m);
+        return Vec::new();
+    };
+    let mut tags = Vec::with_capacity(list.len());
+    for (i, t) in list.iter().enumerate() {
+        match t.as_str() {
+            Some(t) if !t.is_empty() => tags.push(t.to_string()),
+            Some(_) => {}
+            None => {
+                let mut q = p.clone();
+                q.push(Step::Index(i));
+                r.error(
+                    q.clone(),
+                    shown(&q),
+                    format!("{field_path}: a tag is a string"),
+                );
+            }
+        }
+    }
+    tags
+}
+
+/// A custom property of meshgate's (`meshgateMask`, `pii`, any
+/// `meshgate…`) written on the property itself, where it would be ignored.
+fn misplaced(r: &mut Reader, item: &Value, at: &[Step], field_path: &str) {
+    let Some(map) = item.as_mapping() else {
+        return;
+    };
+    for k in map.keys().filter_map(Value::as_str) {
+        let ours = FIELD_CUSTOM.iter().any(|c| c.eq_ignore_ascii_case(k))
+            || k.to_ascii_lowercase().starts_with("meshgate");
+        if ours {
+            let mut p = at.to_vec();
+            p.push(Step::KeyName(k.into()));
+            r.error(
+                p.clone(),
+                shown(&p),
+                format!("{field_path}: `{k}` is read only under the property's customProperties (`customProperties: [{{ property: {k}, value: … }}]`); here meshgate would ignore it"),
+            );
+        }
+    }
+}
+
+/// The property's nested `properties` (an object) or `items.properties`
+/// (an array of objects); `items` that is not a mapping, or both, is an
+/// error.
+fn below_it<'v>(
+    r: &mut Reader,
+    item: &'v Value,
+    at: &[Step],
+    field_path: &str,
+) -> (Option<&'v Value>, Option<&'v Value>) {
+    let nested = item.get("properties").filter(|v| !v.is_null());
+    let items = match item.get("items").filter(|v| !v.is_null()) {
+        None => None,
+        Some(i) if i.is_mapping() => i.get("properties").filter(|v| !v.is_null()),
+        Some(_) => {
+            let p = below(at, &["items"]);
+            r.error(
+                p.clone(),
+                shown(&p),
+                format!("{field_path}: items is a mapping (`items: {{ properties: [...] }}`)"),
+            );
+            None
+        }
+    };
+    if let (Some(_), Some(_)) = (nested, items) {
+        let p = below(at, &["items", "properties"]);
+        r.error(
+            p.clone(),
+            shown(&p),
+            format!("{field_path}: a property is an object (`properties`) or an array (`items.properties`), not both"),
+        );
+    }
+    (nested, items)
+}
+
+/// A property's `meshgateMask` and `pii` custom properties; every entry is
+/// `{ property: NAME, value: … }`, each name at most once.
 fn custom(r: &mut Reader, item: &Value, at: &[Step], field_path: &str) -> (Mask, bool) {
     let (mut mask, mut pii) = (Mask::default(), false);
-    let Some(list) = item.get("customProperties").and_then(Value::as_sequence) else {
+    let Some(v) = item.get("customProperties").filter(|v| !v.is_null()) else {
         return (mask, pii);
     };
+    let Some(list) = v.as_sequence() else {
+        let p = below(at, &["customProperties"]);
+        r.error(
+            p.clone(),
+            shown(&p),
+            format!("{field_path}: customProperties is a list of `{{ property: NAME, value: … }}`"),
+        );
+        return (mask, pii);
+    };
+    let mut seen: Vec<(&str, usize)> = Vec::new();
     for (k, c) in list.iter().enumerate() {
         let mut p = at.to_vec();
         p.extend([key("customProperties"), Step::Index(k)]);
         let Some(name) = c.get("property").and_then(Value::as_str) else {
+            r.error(
+                p.clone(),
+                shown(&p),
+                format!("{field_path}: a custom property is `{{ property: NAME, value: … }}`, its name a string"),
+            );
             continue;
         };
+        if let Some((_, first)) = seen.iter().find(|(n, _)| *n == name) {
+            let q = below(&p, &["property"]);
+            let mut f = at.to_vec();
+            f.extend([
+                key("customProperties"),
+                Step::Index(*first),
+                key("property"),
+            ]);
+            let first_at = crate::base::locate::locate(r.text(), &f)
+                .map(|(l, c)| format!("{}:{l}:{c}", r.file()))
+                .unwrap_or_else(|| r.file().to_string());
+            r.error(
+                q.clone(),
+                shown(&q),
+                format!(
+                    "{field_path}: `{name}` is set twice: first at {first_at} ({})",
+                    shown(&f)
+                ),
+            );
+            continue;
+        }
+        seen.push((name, k));
         let value = c.get("value").unwrap_or(&Value::Null);
         let mut vp = p.clone();
         vp.push(key("value"));

@@ -78,18 +78,44 @@ const SLA: [&str; 6] = [
     "endOfLife",
 ];
 
-/// Top-level keys: one that misspells a key meshgate reads is an error; one
-/// that is not ODCS at all a warning.
+/// Top-level keys: one that misspells a key meshgate reads is an error, and
+/// so is a custom or SLA property of meshgate's written at the top (where
+/// meshgate would ignore it: a `classification: restricted` there left the
+/// product open); one that is not ODCS at all a warning.
 pub(super) fn top_level(r: &mut Reader, map: &Mapping) {
     for k in map.keys().filter_map(Value::as_str) {
         if ODCS_KEYS.contains(&k) {
             continue;
         }
         let path = vec![Step::KeyName(k.to_string())];
+        if let Some(section) = misplaced(k) {
+            r.error(
+                path,
+                k,
+                format!(
+                    "`{k}` is read only under `{section}` (`- {{ property: {k}, value: … }}`); at the top level meshgate would ignore it"
+                ),
+            );
+            continue;
+        }
         match near(k, &READ_KEYS) {
             Some(known) => r.error(path, k, format!("unknown key: did you mean `{known}`?")),
             None => r.warn(path, k, "not an ODCS v3 key: meshgate ignores it"),
         }
+    }
+}
+
+/// The list a top-level key `k` belongs in: one of meshgate's custom
+/// properties or any `meshgate…` key (`customProperties`), or an SLA
+/// property meshgate reads (`slaProperties`), in any case.
+fn misplaced(k: &str) -> Option<&'static str> {
+    let is = |known: &[&str]| known.iter().any(|c| c.eq_ignore_ascii_case(k));
+    if is(&CUSTOM) || k.to_ascii_lowercase().starts_with("meshgate") {
+        Some("customProperties")
+    } else if is(&SLA) {
+        Some("slaProperties")
+    } else {
+        None
     }
 }
 
@@ -148,6 +174,51 @@ pub(super) fn sla_properties(r: &mut Reader, odcs: &Odcs) {
                 format!("`{name}`: did you mean `{known}`?"),
             );
         }
+    }
+}
+
+/// A custom property or an SLA property set twice: which one counts would be
+/// a guess (a `classification` of `public` then `restricted`), so the second
+/// is an error at its own line, naming the first's.
+pub(super) fn set_twice(r: &mut Reader, odcs: &Odcs) {
+    let custom: Vec<(usize, &str)> = odcs
+        .custom
+        .iter()
+        .map(|(i, c)| (*i, c.property.as_str()))
+        .collect();
+    twice(r, "customProperties", &custom);
+    let sla: Vec<(usize, &str)> = odcs
+        .sla
+        .iter()
+        .map(|(i, p)| (*i, p.property.as_str()))
+        .collect();
+    twice(r, "slaProperties", &sla);
+}
+
+/// Each item of the list `section` whose `property` an earlier item has.
+fn twice(r: &mut Reader, section: &str, items: &[(usize, &str)]) {
+    let at = |i: usize| {
+        vec![
+            Step::Key(section.to_string()),
+            Step::Index(i),
+            Step::Key("property".into()),
+        ]
+    };
+    for (n, &(i, name)) in items.iter().enumerate() {
+        let Some(&(first, _)) = items[..n].iter().find(|(_, earlier)| *earlier == name) else {
+            continue;
+        };
+        let where_first = match crate::base::locate::locate(r.text(), &at(first)) {
+            Some((l, c)) => format!("{}:{l}:{c}", r.file()),
+            None => r.file().to_string(),
+        };
+        r.error(
+            at(i),
+            format!("{section}[{i}].property"),
+            format!(
+                "`{name}` is set twice: first at {where_first} ({section}[{first}]); a property is set once, so that no reader has to guess which value counts"
+            ),
+        );
     }
 }
 

@@ -22,6 +22,7 @@ mod flight;
 mod grpc;
 mod keys;
 mod sections;
+mod twice;
 
 use std::fmt;
 use std::time::Duration;
@@ -337,5 +338,7 @@ impl<'a> Reader<'a> {
         (errors, warnings)
     }
 }
+#[cfg(test)]
+mod strict_tests;
 #[cfg(test)]
 mod tests;

@@ -172,6 +172,7 @@ pub(super) fn product(r: &mut Reader) -> Option<Product> {
     keys::top_level(r, map);
     keys::custom_properties(r, &odcs);
     keys::sla_properties(r, &odcs);
+    keys::set_twice(r, &odcs);
     let id = header(r, &odcs, map);
     let domain = odcs.domain.clone().filter(|d| !d.is_empty());
     if absent(map, "domain") {
@@ -343,6 +344,11 @@ fn syntax_error(r: &mut Reader, e: ConfigError) {
             mut message,
             ..
         } => {
+            if message.starts_with("duplicate entry with key") {
+                if let Some(t) = super::twice::find(r.text()) {
+                    return key_twice(r, t);
+                }
+            }
             if unquoted_braces(r.text(), line) {
                 message.push_str(
                     " (a path pattern with `{…}` inside a flow mapping `{ … }` must be quoted: path: \"/orders/{id}\")",
@@ -352,6 +358,33 @@ fn syntax_error(r: &mut Reader, e: ConfigError) {
         }
         other => r.error(Vec::new(), "(document)", other.to_string()),
     }
+}
+
+/// A key written twice in one mapping, at the second: which of the two
+/// counts would be a guess.
+fn key_twice(r: &mut Reader, t: super::twice::Twice) {
+    let mut first = t.mapping.clone();
+    first.push(Step::KeyName(t.key.clone()));
+    let mut second = t.mapping;
+    second.push(Step::KeyName(t.key.clone()));
+    let first = match crate::base::locate::locate(r.text(), &first) {
+        Some((l, c)) => format!(" (first at {}:{l}:{c})", r.file()),
+        None => String::new(),
+    };
+    // An empty key at the top has an empty path: that is the document.
+    let field = match super::fields::shown(&second) {
+        f if f.is_empty() => "(document)".to_string(),
+        f => f,
+    };
+    r.error_at(
+        t.line,
+        t.column,
+        field,
+        format!(
+            "`{}` is written twice in this mapping{first}; a key is written once",
+            t.key
+        ),
+    );
 }
 
 /// Whether line `line` (1-based) or the one before it has a flow mapping
