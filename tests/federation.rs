@@ -247,7 +247,7 @@ fn a_domain_cannot_publish_another_domains_product_or_take_its_paths() {
     // Whichever is read second is refused, naming the other (finance's
     // contracts are read after sales' here).
     let overlap = format!(
-        "{}:34:30: customProperties.meshgateRoutes[0].path: GET /ledger/entries overlaps `GET /ledger/{{entry}}` of {} (domain `sales`): routes of different domains must not match the same path, whatever their methods",
+        "{}:42:30: customProperties.meshgateRoutes[0].path: GET /ledger/entries overlaps `GET /ledger/{{entry}}` of {} (domain `sales`): routes of different domains must not match the same path, whatever their methods",
         ledger.display(),
         tap.display()
     );
