@@ -221,11 +221,15 @@ fn tiers_come_from_exact_ids_prefixes_groups_and_the_contract() {
     assert_eq!(r.header("ratelimit"), None);
 }
 
+/// `validate` and `run` refuse the same quota sections, naming the field:
+/// before, a burst whose refill overflowed governor's nanoseconds passed
+/// both (and wrapped), a rate too slow for any quota passed `validate` and
+/// stopped `run`, and a tier name that is no structured-field string
+/// passed both.
 #[test]
-fn a_bad_quota_section_is_refused_with_its_field() {
+fn a_bad_quota_section_is_refused_by_validate_and_run_alike_with_its_field() {
     let pki = Pki::new();
     let sidecar = Meshgate::builder(&pki, "http://127.0.0.1:8080").policies();
-    let file = pki.path("bad.yaml");
     for (quotas, message) in [
         (
             "quotas:\n  tiers:\n    a: { rate: fast }\n",
@@ -239,15 +243,53 @@ fn a_bad_quota_section_is_refused_with_its_field() {
             "quotas:\n  tiers:\n    a: { rate: 1/s }\n  consumers:\n    - { prefix: x, id: y, tier: a }\n",
             "quotas.consumers[0]: exactly one of id, prefix or group",
         ),
+        (
+            "quotas:\n  tiers:\n    a: { rate: 1/m, burst: 307445736 }\n",
+            "quotas.tiers.a.burst: 307445736 requests take more than 100 years to come back at this rate (at most 52560000)",
+        ),
+        (
+            "quotas:\n  tiers:\n    a: { rate: 0.0000001/h }\n",
+            "quotas.tiers.a.rate: slower than one request in 100 years",
+        ),
+        (
+            "quotas:\n  tiers:\n    'gö\"ld': { rate: 1/s }\n",
+            "quotas.tiers.gö\\\"ld: a tier name is letters, digits, `_`, `.` and `-`",
+        ),
     ] {
-        std::fs::write(&file, sidecar.clone().extra(quotas).yaml()).expect("write");
-        let out = output_within(std::process::Command::new(bin())
-            .args(["validate", "--config"])
-            .arg(&file));
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert!(!out.status.success());
-        assert!(err.contains(message), "{err}");
+        for (cmd, err) in sidecar.clone().extra(quotas).refusals("bad.yaml") {
+            assert!(err.contains(message), "{cmd}: {err}");
+        }
     }
+}
+
+/// A `products` entry that names no contract of the policies is a
+/// warning of `validate` (exit 2 under `--strict`), naming the entry, and
+/// `run` logs it when it starts.
+#[test]
+fn a_product_entry_naming_no_contract_is_a_warning_of_validate_and_run() {
+    let pki = Pki::new();
+    let up = Upstream::start();
+    let quotas = QUOTAS.replace("    finance.ledger:\n", "    finance.ledgr:\n");
+    let sidecar = Meshgate::builder(&pki, &up).policies().extra(&quotas);
+    let file = pki.path("warned.yaml");
+    std::fs::write(&file, sidecar.yaml()).expect("write");
+    let out = output_within(
+        std::process::Command::new(bin())
+            .args(["validate", "--strict", "--config"])
+            .arg(&file),
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    let warning = "warning: quotas.products.finance.ledgr: no contract has this id";
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains(warning), "{err}");
+    let mg = sidecar.start();
+    let logged = mg
+        .logs
+        .wait_for(0, std::time::Duration::from_secs(10), |l| {
+            l.contains("quotas.products.finance.ledgr: no contract has this id")
+        });
+    assert!(logged.is_some(), "{}", mg.logs.dump());
 }
 
 /// Starts `GET path` as `who` on its own thread; the caller waits for its

@@ -73,6 +73,18 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             }
             Ok(snapshot) => {
                 warnings.extend(snapshot.warnings().iter().cloned());
+                // What `run` logs when it starts, of the same snapshot.
+                if let Some(q) = &config.quotas {
+                    let is_contract = |id: &str| snapshot.products().any(|p| p.id == id);
+                    warnings.extend(q.warnings(is_contract).into_iter().map(|(field, message)| {
+                        Finding {
+                            file: path.clone(),
+                            at: None,
+                            field,
+                            message,
+                        }
+                    }));
+                }
                 if let Some(users) = &config.users {
                     let mapping = snapshot.check_user_mapping(users);
                     errors.extend(mapping.into_iter().map(|e| format!("{path}: {e}")));

@@ -231,6 +231,14 @@ pub async fn bind(config: Config, embedded: Option<PolicyInputs>) -> Result<Boun
     let quotas = match config.quotas.clone() {
         None => None,
         Some(q) => {
+            // What `validate` warns of, of the same snapshot.
+            if let Some(store) = &policy {
+                let snapshot = store.current();
+                let is_contract = |id: &str| snapshot.products().any(|p| p.id == id);
+                for (field, message) in q.warnings(is_contract) {
+                    tracing::warn!("{field}: {message}");
+                }
+            }
             let mut quotas = crate::decision::quota::Quotas::new(q).map_err(StartError::Quotas)?;
             quotas.count_store_errors_in(metrics.quota_store_errors.clone());
             Some(quotas)

@@ -4,6 +4,10 @@ use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use governor::Quota;
+
+use super::{one_second_of, quota_of, MAX_PERIOD};
+
 /// The `quotas` section of the configuration.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -115,6 +119,51 @@ pub struct TierConfig {
     pub max_in_flight: Option<u32>,
 }
 
+impl TierConfig {
+    /// Requests a full bucket holds: as configured, or one second's worth.
+    pub fn burst(&self) -> u32 {
+        self.burst.unwrap_or_else(|| one_second_of(self.rate.0))
+    }
+
+    /// The tier's quota, or why its rate and burst make none: the field
+    /// (`rate` or `burst`) and what is wrong with it. Governor counts in u64
+    /// nanoseconds: a period or a full bucket's refill time past
+    /// [`MAX_PERIOD`] would overflow it (a burst of 307445736 at `1/m`
+    /// wrapped, refusing the second request).
+    pub(super) fn quota(&self) -> Result<Quota, (&'static str, String)> {
+        let period = Duration::try_from_secs_f64(1.0 / self.rate.0).unwrap_or(Duration::MAX);
+        if period > MAX_PERIOD {
+            return Err(("rate", "slower than one request in 100 years".into()));
+        }
+        if period.is_zero() {
+            return Err(("rate", "faster than one request a nanosecond".into()));
+        }
+        let burst = self.burst();
+        if burst == 0 {
+            return Err(("burst", "at least 1".into()));
+        }
+        let most = MAX_PERIOD.as_nanos() / period.as_nanos();
+        if u128::from(burst) > most {
+            return Err((
+                "burst",
+                format!(
+                    "{burst} requests take more than 100 years to come back at this rate (at most {most})"
+                ),
+            ));
+        }
+        quota_of(self.rate.0, burst).ok_or(("rate", "too fast or too slow".into()))
+    }
+}
+
+/// Whether `name` may name a tier: it is sent as a structured-field string
+/// in `RateLimit-Policy` and `RateLimit`, and is a metric label value.
+fn is_tier_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+}
+
 /// Requests per second, from `N/s`, `N/m` or `N/h`.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Rate(pub f64);
@@ -185,8 +234,15 @@ impl QuotasConfig {
     pub fn check(&self) -> Vec<String> {
         let mut errors = Vec::new();
         for (name, t) in &self.tiers {
-            if t.burst == Some(0) {
-                errors.push(format!("quotas.tiers.{name}.burst: at least 1"));
+            if !is_tier_name(name) {
+                errors.push(format!(
+                    "quotas.tiers.{}: a tier name is letters, digits, `_`, `.` and `-` (it is sent in RateLimit headers)",
+                    name.escape_debug()
+                ));
+                continue;
+            }
+            if let Err((field, message)) = t.quota() {
+                errors.push(format!("quotas.tiers.{name}.{field}: {message}"));
             }
             if t.max_in_flight == Some(0) {
                 errors.push(format!("quotas.tiers.{name}.max_in_flight: at least 1"));
@@ -202,6 +258,8 @@ impl QuotasConfig {
                         "quotas.redis.url: `{}`: a redis://host:port URL",
                         r.url
                     ));
+                } else if let Err(e) = redis::Client::open(r.url.as_str()) {
+                    errors.push(format!("quotas.redis.url: `{}`: {e}", r.url));
                 }
                 if r.replicas == 0 {
                     errors.push("quotas.redis.replicas: at least 1".into());
@@ -244,5 +302,20 @@ impl QuotasConfig {
             }
         }
         errors
+    }
+
+    /// What `validate` warns of and `run` logs when it starts, as (field,
+    /// message): a product entry that names no contract (`is_contract`
+    /// tells the contract ids of the policy snapshot).
+    pub fn warnings(&self, is_contract: impl Fn(&str) -> bool) -> Vec<(String, String)> {
+        let mut warnings = Vec::new();
+        for id in self.products.keys().filter(|id| !is_contract(id)) {
+            warnings.push((
+                format!("quotas.products.{}", id.escape_debug()),
+                "no contract has this id: its tier, rules and max_in_flight apply to nothing"
+                    .to_string(),
+            ));
+        }
+        warnings
     }
 }

@@ -229,13 +229,14 @@ pub struct Quotas<C: Clock = DefaultClock> {
     uses_groups: bool,
 }
 
-/// The longest period between two requests a quota can have: governor
-/// counts in u64 nanoseconds (it panics past 584 years).
-const MAX_PERIOD: Duration = Duration::from_secs(100 * 365 * 86_400);
+/// The longest period between two requests a quota can have, and the
+/// longest a full bucket may take to come back: governor counts in u64
+/// nanoseconds (it overflows past 584 years).
+pub(super) const MAX_PERIOD: Duration = Duration::from_secs(100 * 365 * 86_400);
 
 /// `None` for rates no quota can express: slower than one request per
 /// [`MAX_PERIOD`], or faster than one per nanosecond.
-fn quota_of(rate: f64, burst: u32) -> Option<Quota> {
+pub(super) fn quota_of(rate: f64, burst: u32) -> Option<Quota> {
     let period = Duration::try_from_secs_f64(1.0 / rate)
         .ok()
         .filter(|p| *p <= MAX_PERIOD)?;
@@ -243,7 +244,7 @@ fn quota_of(rate: f64, burst: u32) -> Option<Quota> {
         .map(|q| q.allow_burst(NonZeroU32::new(burst.max(1)).unwrap_or(NonZeroU32::MIN)))
 }
 
-fn one_second_of(rate: f64) -> u32 {
+pub(super) fn one_second_of(rate: f64) -> u32 {
     (rate.ceil() as u32).max(1)
 }
 
@@ -291,9 +292,10 @@ impl<C: Clock + Clone> Quotas<C> {
         };
         let mut tiers = HashMap::new();
         for (name, t) in &config.tiers {
-            let burst = t.burst.unwrap_or_else(|| one_second_of(t.rate.0));
-            let quota = quota_of(t.rate.0, burst)
-                .ok_or_else(|| format!("quotas.tiers.{name}.rate: too fast or too slow"))?;
+            // `check` refused a tier without one.
+            let quota = t
+                .quota()
+                .map_err(|(field, message)| format!("quotas.tiers.{name}.{field}: {message}"))?;
             let limiter = RateLimiter::dashmap_with_clock(quota, clock.clone())
                 .with_middleware::<StateInformationMiddleware>();
             tiers.insert(

@@ -93,7 +93,93 @@ fn rates_too_slow_for_a_quota_are_limited_or_refused() {
     let e = Quotas::new(config("tiers: { slow: { rate: 1e-12/h } }"))
         .map(|_| ())
         .unwrap_err();
-    assert_eq!(e, "quotas.tiers.slow.rate: too fast or too slow");
+    assert_eq!(
+        e,
+        "quotas.tiers.slow.rate: slower than one request in 100 years"
+    );
+}
+
+/// `validate` runs only `check`; `run` builds the quotas. Whatever one
+/// refuses the other refuses, with the same field: a burst whose refill
+/// overflows governor's nanoseconds (it wrapped, and the second request
+/// was refused), a rate slower than any quota (validate passed it, run
+/// exited), a tier name that is no structured-field string.
+#[test]
+fn check_refuses_exactly_what_the_quotas_cannot_be_built_from() {
+    let tiers = |t: &str| config(&format!("tiers: {{ {t} }}"));
+    for (yaml, error) in [
+        (
+            "t: { rate: 1/m, burst: 307445736 }",
+            Some("quotas.tiers.t.burst: 307445736 requests take more than 100 years to come back at this rate (at most 52560000)"),
+        ),
+        ("t: { rate: 1/m, burst: 52560000 }", None),
+        (
+            "t: { rate: 0.0000001/h }",
+            Some("quotas.tiers.t.rate: slower than one request in 100 years"),
+        ),
+        ("t: { rate: 0.0001/h }", None),
+        (
+            "t: { rate: 10000000000/s }",
+            Some("quotas.tiers.t.rate: faster than one request a nanosecond"),
+        ),
+        ("t: { rate: 1000000000/s }", None),
+        ("t: { rate: 1/s, burst: 0 }", Some("quotas.tiers.t.burst: at least 1")),
+        (
+            "'gö\"ld': { rate: 1/s }",
+            Some("quotas.tiers.gö\\\"ld: a tier name is letters, digits, `_`, `.` and `-` (it is sent in RateLimit headers)"),
+        ),
+        ("'': { rate: 1/s }", Some("quotas.tiers.: a tier name is")),
+        ("gold-1.b_2: { rate: 1/s }", None),
+    ] {
+        let c = tiers(yaml);
+        let checked = c.check();
+        let built = Quotas::new(c).map(|_| ());
+        match error {
+            None => {
+                assert!(checked.is_empty(), "{yaml}: {checked:?}");
+                assert!(built.is_ok(), "{yaml}: {built:?}");
+            }
+            Some(error) => {
+                assert!(
+                    checked.len() == 1 && checked[0].starts_with(error),
+                    "{yaml}: {checked:?}"
+                );
+                assert_eq!(built, Err(checked.join("; ")), "{yaml}");
+            }
+        }
+    }
+}
+
+/// The largest burst a slow tier may have holds: its second request
+/// passes (governor's `t * (burst - 1)` fits).
+#[test]
+fn the_largest_burst_of_a_slow_tier_does_not_wrap() {
+    let q = Quotas::new(config(
+        "tiers: { t: { rate: 1/m, burst: 52560000 } }\nconsumers: [ { prefix: s, tier: t } ]\n",
+    ))
+    .expect("quotas");
+    for left in [52_559_999, 52_559_998] {
+        match q.check("p", None, &service("svc")) {
+            Verdict::Allowed(s) => assert_eq!(s.remaining, left),
+            other => panic!("{other:?}"),
+        }
+    }
+}
+
+/// What `validate` warns of and `run` logs: a product entry naming no
+/// contract, by its entry.
+#[test]
+fn a_product_entry_naming_no_contract_is_a_warning() {
+    let c = config("tiers: { t: { rate: 1/s } }\nproducts: { sales.orders: { tier: t }, sales.ordres: { tier: t } }\n");
+    let warnings = c.warnings(|id| id == "sales.orders");
+    assert_eq!(
+        warnings,
+        [(
+            "quotas.products.sales.ordres".to_string(),
+            "no contract has this id: its tier, rules and max_in_flight apply to nothing"
+                .to_string()
+        )]
+    );
 }
 
 #[test]
