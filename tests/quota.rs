@@ -252,6 +252,10 @@ fn a_bad_quota_section_is_refused_by_validate_and_run_alike_with_its_field() {
             "quotas.tiers.a.rate: slower than one request in 100 years",
         ),
         (
+            "quotas:\n  backend: redis\n  redis: { url: \"redis://127.0.0.1:1\", timeout: 1ns }\n",
+            "quotas.redis.timeout: 1ns is below 1ms",
+        ),
+        (
             "quotas:\n  tiers:\n    'gö\"ld': { rate: 1/s }\n",
             "quotas.tiers.gö\\\"ld: a tier name is letters, digits, `_`, `.` and `-`",
         ),
@@ -262,14 +266,20 @@ fn a_bad_quota_section_is_refused_by_validate_and_run_alike_with_its_field() {
     }
 }
 
-/// A `products` entry that names no contract of the policies is a
-/// warning of `validate` (exit 2 under `--strict`), naming the entry, and
-/// `run` logs it when it starts.
+/// `failure_mode: allow` (requests unmetered while Redis is down) and a
+/// `products` entry that names no contract of the policies are warnings of
+/// `validate` (exit 2 under `--strict`), naming the field, and `run` logs
+/// them when it starts.
 #[test]
-fn a_product_entry_naming_no_contract_is_a_warning_of_validate_and_run() {
+fn validate_warns_of_an_unmetered_failure_mode_and_a_product_naming_no_contract_and_run_logs_them()
+{
     let pki = Pki::new();
     let up = Upstream::start();
-    let quotas = QUOTAS.replace("    finance.ledger:\n", "    finance.ledgr:\n");
+    let quotas = QUOTAS.replace("    finance.ledger:\n", "    finance.ledgr:\n")
+        + &format!(
+            "  backend: redis\n  redis: {{ url: \"redis://127.0.0.1:{}\", failure_mode: allow }}\n",
+            unused_port()
+        );
     let sidecar = Meshgate::builder(&pki, &up).policies().extra(&quotas);
     let file = pki.path("warned.yaml");
     std::fs::write(&file, sidecar.yaml()).expect("write");
@@ -280,16 +290,21 @@ fn a_product_entry_naming_no_contract_is_a_warning_of_validate_and_run() {
     );
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
-    let warning = "warning: quotas.products.finance.ledgr: no contract has this id";
-    assert_eq!(err.lines().count(), 1, "{err}");
-    assert!(err.contains(warning), "{err}");
+    let warnings = [
+        "quotas.redis.failure_mode: `allow` lets every request through unmetered while Redis does not answer",
+        "quotas.products.finance.ledgr: no contract has this id",
+    ];
+    assert_eq!(err.lines().count(), warnings.len(), "{err}");
+    for w in warnings {
+        assert!(err.contains(&format!("warning: {w}")), "{err}");
+    }
     let mg = sidecar.start();
-    let logged = mg
-        .logs
-        .wait_for(0, std::time::Duration::from_secs(10), |l| {
-            l.contains("quotas.products.finance.ledgr: no contract has this id")
-        });
-    assert!(logged.is_some(), "{}", mg.logs.dump());
+    for w in warnings {
+        let logged = mg
+            .logs
+            .wait_for(0, std::time::Duration::from_secs(10), |l| l.contains(w));
+        assert!(logged.is_some(), "{w}: {}", mg.logs.dump());
+    }
 }
 
 /// Starts `GET path` as `who` on its own thread; the caller waits for its

@@ -8,6 +8,11 @@ use governor::Quota;
 
 use super::{one_second_of, quota_of, MAX_PERIOD};
 
+/// The shortest `redis.timeout`: no round trip to Redis (a script, on
+/// loopback) answers in less, so below it every check would fail and the
+/// failure mode would be the quota for good (with `allow`, none at all).
+pub const MIN_REDIS_TIMEOUT: Duration = Duration::from_millis(1);
+
 /// The `quotas` section of the configuration.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -57,7 +62,8 @@ pub struct RedisConfig {
     /// Replicas sharing the quota (for the `local` failure mode).
     #[serde(default = "one_replica")]
     pub replicas: u32,
-    /// How long a check may wait for Redis before the failure mode applies.
+    /// How long a check may wait for Redis before the failure mode applies
+    /// (at least [`MIN_REDIS_TIMEOUT`]).
     #[serde(
         default = "default_redis_timeout",
         deserialize_with = "crate::base::yaml::de_duration"
@@ -261,6 +267,12 @@ impl QuotasConfig {
                 } else if let Err(e) = redis::Client::open(r.url.as_str()) {
                     errors.push(format!("quotas.redis.url: `{}`: {e}", r.url));
                 }
+                if r.timeout < MIN_REDIS_TIMEOUT {
+                    errors.push(format!(
+                        "quotas.redis.timeout: {:?} is below {MIN_REDIS_TIMEOUT:?}: Redis never answers that fast, so every check would apply the failure mode",
+                        r.timeout
+                    ));
+                }
                 if r.replicas == 0 {
                     errors.push("quotas.redis.replicas: at least 1".into());
                 }
@@ -305,10 +317,19 @@ impl QuotasConfig {
     }
 
     /// What `validate` warns of and `run` logs when it starts, as (field,
-    /// message): a product entry that names no contract (`is_contract`
-    /// tells the contract ids of the policy snapshot).
+    /// message): a failure mode that lets requests through unmetered, and a
+    /// product entry that names no contract (`is_contract` tells the
+    /// contract ids of the policy snapshot).
     pub fn warnings(&self, is_contract: impl Fn(&str) -> bool) -> Vec<(String, String)> {
         let mut warnings = Vec::new();
+        if let (Backend::Redis, Some(r)) = (self.backend, &self.redis) {
+            if r.failure_mode == FailureMode::Allow {
+                warnings.push((
+                    "quotas.redis.failure_mode".to_string(),
+                    "`allow` lets every request through unmetered while Redis does not answer (down, unreachable or slower than `timeout`)".to_string(),
+                ));
+            }
+        }
         for id in self.products.keys().filter(|id| !is_contract(id)) {
             warnings.push((
                 format!("quotas.products.{}", id.escape_debug()),

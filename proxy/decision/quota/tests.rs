@@ -166,10 +166,36 @@ fn the_largest_burst_of_a_slow_tier_does_not_wrap() {
     }
 }
 
-/// What `validate` warns of and `run` logs: a product entry naming no
-/// contract, by its entry.
+/// A Redis timeout no round trip can meet is refused: with `failure_mode:
+/// allow`, `1ns` switched the quota off for good.
 #[test]
-fn a_product_entry_naming_no_contract_is_a_warning() {
+fn a_redis_timeout_below_a_millisecond_is_refused() {
+    let with = |timeout: &str| {
+        config(&format!(
+            "backend: redis\nredis: {{ url: \"redis://127.0.0.1:1\", failure_mode: allow, timeout: {timeout} }}\n"
+        ))
+        .check()
+    };
+    assert_eq!(
+        with("1ns"),
+        ["quotas.redis.timeout: 1ns is below 1ms: Redis never answers that fast, so every check would apply the failure mode"]
+    );
+    assert_eq!(with("999us").len(), 1);
+    assert!(with("1ms").is_empty());
+}
+
+/// What `validate` warns of and `run` logs: a failure mode that lets
+/// requests through unmetered, a product entry naming no contract.
+#[test]
+fn an_unmetered_failure_mode_and_a_product_naming_no_contract_are_warnings() {
+    let allow =
+        config("backend: redis\nredis: { url: \"redis://127.0.0.1:1\", failure_mode: allow }\n");
+    let fields: Vec<String> = allow
+        .warnings(|_| true)
+        .into_iter()
+        .map(|(f, _)| f)
+        .collect();
+    assert_eq!(fields, ["quotas.redis.failure_mode"]);
     let c = config("tiers: { t: { rate: 1/s } }\nproducts: { sales.orders: { tier: t }, sales.ordres: { tier: t } }\n");
     let warnings = c.warnings(|id| id == "sales.orders");
     assert_eq!(
