@@ -5,6 +5,7 @@
 mod common;
 
 use common::redis::*;
+use common::trail::event_of;
 use common::*;
 
 const FINANCE_OTHER: &str = "spiffe://mesh.local/ns/finance/sa/forecasting";
@@ -384,6 +385,120 @@ fn in_flight_limits_shed_with_503_at_once_while_slow_requests_run() {
     assert_eq!(get(&pki, "etl", &mg, "/orders").status, "200");
 }
 
+/// A GET as `who` on a connection of its own, once its response head has
+/// come and the first chunk of its body (`?stream=KEY`: the rest waits for
+/// the test); the connection's sender, which keeps it open, and the body.
+async fn streaming(
+    pki: &Pki,
+    who: &str,
+    mg: &Meshgate,
+    path: &str,
+) -> (
+    hyper::client::conn::http1::SendRequest<http_body_util::Empty<bytes::Bytes>>,
+    http::Response<hyper::body::Incoming>,
+) {
+    use http_body_util::BodyExt;
+    let (mut sender, _) = h1_client(pki, who, mg.data).await;
+    let req = http::Request::get(path)
+        .header("host", "localhost")
+        .body(http_body_util::Empty::new())
+        .expect("request");
+    let resp = sender.send_request(req).await.expect("response head");
+    assert_eq!(resp.status(), 200, "{path}");
+    let (head, mut body) = resp.into_parts();
+    let first = body.frame().await.expect("a first frame").expect("data");
+    assert_eq!(first.into_data().ok().as_deref(), Some(&b"first\n"[..]));
+    (sender, http::Response::from_parts(head, body))
+}
+
+/// `GET path` as `who` on a new connection: the status and the error code
+/// of a JSON error body.
+async fn status_of_get(pki: &Pki, who: &str, mg: &Meshgate, path: &str) -> (u16, Option<String>) {
+    let (mut sender, _) = h1_client(pki, who, mg.data).await;
+    let (status, body) = get_on(&mut sender, path).await;
+    let error = serde_json::from_str::<serde_json::Value>(&body)
+        .ok()
+        .and_then(|v| v["error"].as_str().map(String::from));
+    (status, error)
+}
+
+/// A request is in flight until its response body has ended, as Envoy's
+/// `max_requests` and Linkerd count it: while one streams, the product's
+/// and the consumer's places it holds are taken (503 `overloaded`), and
+/// they come back when the body ends or the client goes away mid-body.
+/// Before, they came back with the response head, and four long streams
+/// of one consumer ran at once under `max_in_flight: 1`.
+#[test]
+fn a_streaming_response_holds_its_in_flight_places_until_its_body_ends() {
+    use http_body_util::BodyExt;
+    let pki = Pki::new();
+    pki.client("forecasting", Leaf::client_spiffe(FINANCE_OTHER));
+    pki.client("etl", Leaf::client_spiffe(SALES_ETL));
+    let up = Upstream::start();
+    // orders: 2 at once in all; a `gold` consumer (etl): 1 at once.
+    let quotas = QUOTAS
+        .replace(
+            "    gold: { rate: 1000/s, burst: 500 }",
+            "    gold: { rate: 1000/s, burst: 500, max_in_flight: 1 }",
+        )
+        .replace(
+            "    sales.orders:\n",
+            "    sales.orders:\n      max_in_flight: 2\n",
+        );
+    let trail = pki.path("audit.log");
+    let mg = Meshgate::builder(&pki, &up)
+        .policies()
+        .timeout("latency_factor: 0")
+        .audit_file(&trail)
+        .extra(&quotas)
+        .start();
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let get = |who: &str, path: &str| rt.block_on(status_of_get(&pki, who, &mg, path));
+    let overloaded = (503, Some("overloaded".to_string()));
+
+    // The etl's first response streams: its second request is shed.
+    let (_etl, mut first) = rt.block_on(streaming(&pki, "etl", &mg, "/orders?stream=etl"));
+    assert_eq!(get("etl", "/orders"), overloaded);
+    // Another consumer's stream takes the product's second place: full.
+    let (forecasting, second) =
+        rt.block_on(streaming(&pki, "forecasting", &mg, "/orders?stream=never"));
+    assert_eq!(get("reporting", "/orders"), overloaded);
+    let m = mg.metrics();
+    assert_eq!(
+        metric_value(&m, "meshgate_load_shed_total{scope=\"consumer\"}"),
+        1.0,
+        "{m}"
+    );
+    assert_eq!(
+        metric_value(&m, "meshgate_load_shed_total{scope=\"product\"}"),
+        1.0,
+        "{m}"
+    );
+
+    // The etl's stream ends: its places come back with its last byte.
+    up.release("etl");
+    let rest = rt
+        .block_on(first.body_mut().collect())
+        .expect("the rest of the body")
+        .to_bytes();
+    assert_eq!(&rest[..], b"last\n");
+    assert_eq!(get("etl", "/orders").0, 200);
+
+    // The other client goes away mid-body: its places come back when the
+    // sidecar drops the response (its audit event says so).
+    let id = second
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .expect("x-request-id")
+        .to_string();
+    drop((forecasting, second));
+    let event = event_of(&mg, &trail, &id);
+    assert_eq!(event["complete"], false, "{event}");
+    assert_eq!(get("reporting", "/orders").0, 200);
+    assert_eq!(get("forecasting", "/orders").0, 200);
+}
+
 #[test]
 fn the_global_in_flight_limit_sheds_every_product() {
     let pki = Pki::new();
@@ -402,6 +517,21 @@ fn the_global_in_flight_limit_sheds_every_product() {
     up.release("slow");
     assert_eq!(slow.join().expect("slow"), "200");
     assert_eq!(get(&pki, "reporting", &mg, "/orders").status, "200");
+
+    // A response that streams holds the place until its body ends.
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let (_conn, mut streaming) =
+        rt.block_on(streaming(&pki, "reporting", &mg, "/orders?stream=global"));
+    let get = |path: &str| rt.block_on(status_of_get(&pki, "reporting", &mg, path));
+    assert_eq!(
+        get("/ledger/entries"),
+        (503, Some("overloaded".to_string()))
+    );
+    assert_eq!(mg.metric("meshgate_load_shed_total{scope=\"global\"}"), 2.0);
+    up.release("global");
+    rt.block_on(http_body_util::BodyExt::collect(streaming.body_mut()))
+        .expect("the rest of the body");
+    assert_eq!(get("/orders").0, 200);
 }
 
 #[test]

@@ -16,6 +16,7 @@ use http::Method;
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::{Either, Full};
 
+use crate::decision::quota;
 use crate::model::response::{BodyTransform, TransformError};
 use crate::observe::audit::{Event, Slot};
 use crate::observe::trace::Draft;
@@ -41,6 +42,26 @@ pub struct ProxyBody {
     /// HTTP/2: the exchange on its connection, told when a frame waits for
     /// the client and when the response is out ([`ProxyBody::watch`]).
     exchange: Option<Exchange>,
+    /// The request's in-flight places, given back when the body ends.
+    held: Held,
+}
+
+/// What a request holds until its response body has ended or is dropped
+/// (the client reset the stream or closed the connection): its places in
+/// the in-flight counts, `limits.max_in_flight` and the product's and the
+/// consumer's. A streaming response is a request in flight until its end.
+#[derive(Default)]
+pub struct Held {
+    pub global: Option<tokio::sync::OwnedSemaphorePermit>,
+    pub quota: quota::Places,
+}
+
+impl Held {
+    /// Gives every place back.
+    fn release(&mut self) {
+        self.global.take();
+        self.quota.release();
+    }
 }
 
 /// A body on its way through a [`BodyTransform`].
@@ -105,6 +126,7 @@ impl ProxyBody {
             grpc: None,
             span: None,
             exchange: None,
+            held: Held::default(),
         };
         body.release_if_ended();
         body
@@ -119,6 +141,7 @@ impl ProxyBody {
             grpc: None,
             span: None,
             exchange: None,
+            held: Held::default(),
         }
     }
 
@@ -256,7 +279,16 @@ impl ProxyBody {
         self.span = Some(span);
     }
 
+    /// Holds the request's in-flight places until this body ends or is
+    /// dropped.
+    pub fn hold(&mut self, held: Held) {
+        self.held = held;
+    }
+
     fn finish(&mut self, complete: bool) {
+        // The request is over: its places go back before the client can
+        // see the end (and send the next request).
+        self.held.release();
         self.note_violations();
         if let Some(span) = self.span.take() {
             span.end(complete);

@@ -35,8 +35,9 @@ pub struct Gate {
     pub quotas: Option<Quotas>,
     /// The audit trail; `None` when `audit.sink` is `off`.
     pub audit: Option<Audit>,
-    /// Places for requests in flight (`limits.max_in_flight`).
-    pub in_flight: tokio::sync::Semaphore,
+    /// Places for requests in flight (`limits.max_in_flight`), each held
+    /// until its response body has ended or is dropped.
+    pub in_flight: Arc<tokio::sync::Semaphore>,
     pub upstream: Upstream,
     pub request_ids: RequestIds,
     /// `timeouts.latency_factor`: a product's upstream timeout is this

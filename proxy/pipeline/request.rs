@@ -36,10 +36,10 @@ use http::header::{self, HeaderValue};
 use http::uri::PathAndQuery;
 use http::{Method, Request, Response, Version};
 use hyper::body::Incoming;
-use tokio::sync::SemaphorePermit;
+use tokio::sync::OwnedSemaphorePermit;
 use tracing::Instrument;
 
-use super::body::{PendingEvent, ProxyBody};
+use super::body::{Held, PendingEvent, ProxyBody};
 use super::error::{ProxyError, CLIENT_CLOSED, CLIENT_CLOSED_REQUEST};
 use super::grpc::{self, GrpcCall, GrpcEnd};
 use super::headers::{
@@ -153,8 +153,8 @@ struct Decided<'r, 's> {
 }
 
 /// Cleared for forwarding: within quotas, with the upstream timeout of its
-/// product. The quota's in-flight places are held until the response
-/// headers are ready.
+/// product. The quota's in-flight places are held until the response body
+/// has ended or is dropped.
 struct Cleared {
     timeout: Duration,
     method_override: MethodOverride,
@@ -163,10 +163,10 @@ struct Cleared {
 }
 
 /// What the stages before forwarding came to: cleared for forwarding (with
-/// the in-flight place, held until the response headers are ready), or
-/// answered by the sidecar itself (the well-known documents).
-enum Clearance<'a> {
-    Forward(Cleared, SemaphorePermit<'a>),
+/// the in-flight place, held until the response body has ended or is
+/// dropped), or answered by the sidecar itself (the well-known documents).
+enum Clearance {
+    Forward(Cleared, OwnedSemaphorePermit),
     Answered(Response<ProxyBody>),
 }
 
@@ -259,7 +259,7 @@ impl<'a> Exchange<'a> {
         req: Request<Incoming>,
     ) -> impl Future<Output = Result<Response<ProxyBody>, ProxyError>> + use<'_, 'a> {
         async move {
-            let (cleared, _in_flight) = match self.clear(&req).await {
+            let (cleared, in_flight) = match self.clear(&req).await {
                 Ok(Clearance::Forward(cleared, in_flight)) => (cleared, in_flight),
                 Ok(Clearance::Answered(resp)) => return self.early(req, Ok(resp)).await,
                 Err(e) => return self.early(req, Err(e)).await,
@@ -290,14 +290,22 @@ impl<'a> Exchange<'a> {
             let answer = response_stage(
                 resp,
                 (&self.method, self.version),
-                cleared.admission,
+                cleared.admission.as_ref(),
                 cleared.response,
                 cleared.timeout,
                 &mut violations,
             )
             .await;
             self.learned.violations = violations;
-            answer
+            // The request is in flight until its response body has ended
+            // or is dropped (a client reset, a cut), not only until its head.
+            answer.map(|mut resp| {
+                resp.body_mut().hold(Held {
+                    global: Some(in_flight),
+                    quota: cleared.admission.map(|a| a.places).unwrap_or_default(),
+                });
+                resp
+            })
         }
     }
 
@@ -331,9 +339,9 @@ impl<'a> Exchange<'a> {
     }
 
     /// Every stage before forwarding: the request cleared, with its
-    /// in-flight place (held until the response headers are ready), or the
-    /// error that answers it.
-    async fn clear(&mut self, req: &Request<Incoming>) -> Result<Clearance<'a>, ProxyError> {
+    /// in-flight place (held until the response body has ended or is
+    /// dropped), or the error that answers it.
+    async fn clear(&mut self, req: &Request<Incoming>) -> Result<Clearance, ProxyError> {
         if let Err(e) = self.take_audit_place().await {
             self.learned.path = req.uri().path().to_string();
             return Err(e);
@@ -345,7 +353,7 @@ impl<'a> Exchange<'a> {
         // Past `limits.max_in_flight` requests in flight, 503 at once (no
         // queue).
         let gate = self.gate;
-        let Ok(in_flight) = gate.in_flight.try_acquire() else {
+        let Ok(in_flight) = gate.in_flight.clone().try_acquire_owned() else {
             gate.metrics.load_shed("global");
             return Err(ProxyError::Overloaded("global"));
         };

@@ -190,7 +190,7 @@ pub struct Limits {
     /// Response bytes buffered per HTTP/2 stream for a client that does not
     /// read them.
     pub max_h2_send_buffer_bytes: usize,
-    /// Requests being handled at once (until the upstream's response headers);
+    /// Requests being handled at once (until the response body has ended);
     /// past it, 503 at once.
     pub max_in_flight: usize,
     /// The body of an HTTP/2 request answered before forwarding: read and

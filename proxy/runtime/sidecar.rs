@@ -284,7 +284,7 @@ pub async fn bind(config: Config, embedded: Option<PolicyInputs>) -> Result<Boun
         policy,
         users,
         quotas,
-        in_flight: tokio::sync::Semaphore::new(config.limits.max_in_flight),
+        in_flight: Arc::new(tokio::sync::Semaphore::new(config.limits.max_in_flight)),
         audit,
         upstream: Upstream::new(&UpstreamSettings {
             authority: &config.upstream.authority,

@@ -22,7 +22,10 @@ use http_body_util::{BodyExt, Full};
 ///   reporting arrival and waiting MS when the query has `slow=MS`, or
 ///   until the test calls [`Upstream::release`]`(KEY)` when it has
 ///   `hold=KEY` (a request held open for exactly as long as the test
-///   needs, whatever the load: no wall-clock window)
+///   needs, whatever the load: no wall-clock window); with `stream=KEY`
+///   the head and a first line go at once and the body ends (with a
+///   last line) when the test releases KEY: a response streaming for as
+///   long as the test needs
 pub struct Upstream {
     pub addr: SocketAddr,
     pub arrivals: Mutex<mpsc::Receiver<String>>,
@@ -110,7 +113,35 @@ impl http_body::Body for PatternBody {
     }
 }
 
-type UpBody = http_body_util::Either<Full<Bytes>, PatternBody>;
+/// A body whose first chunk goes at once and whose last waits until its
+/// key is released.
+struct HeldBody {
+    first: Option<Bytes>,
+    released: Option<Pin<Box<dyn std::future::Future<Output = ()> + Send>>>,
+}
+
+impl http_body::Body for HeldBody {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        if let Some(first) = self.first.take() {
+            return Poll::Ready(Some(Ok(Frame::data(first))));
+        }
+        let Some(released) = self.released.as_mut() else {
+            return Poll::Ready(None);
+        };
+        if std::future::Future::poll(released.as_mut(), cx).is_pending() {
+            return Poll::Pending;
+        }
+        self.released = None;
+        Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(b"last\n")))))
+    }
+}
+
+type UpBody = http_body_util::Either<Full<Bytes>, http_body_util::Either<PatternBody, HeldBody>>;
 
 pub fn sha256_hex(data: &[u8]) -> String {
     let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, data);
@@ -282,7 +313,7 @@ fn record_request<B>(seen: &Mutex<Vec<Seen>>, req: &http::Request<B>) {
 async fn upstream_route(
     req: http::Request<hyper::body::Incoming>,
     arrivals: Arc<Mutex<mpsc::Sender<String>>>,
-    holds: &Holds,
+    holds: &Arc<Holds>,
 ) -> http::Response<UpBody> {
     let path = req.uri().path().to_string();
     let full = |s: String| http::Response::new(UpBody::Left(Full::new(Bytes::from(s))));
@@ -307,22 +338,23 @@ async fn upstream_route(
     }
     if let Some(n) = path.strip_prefix("/bytes/") {
         let total: u64 = n.parse().unwrap_or(0);
-        return http::Response::new(UpBody::Right(PatternBody {
+        return http::Response::new(UpBody::Right(http_body_util::Either::Left(PatternBody {
             sent: 0,
             total,
             trailers: None,
-        }));
+        })));
     }
     if path == "/trailers" {
         let mut t = http::HeaderMap::new();
         t.insert("grpc-status", http::HeaderValue::from_static("0"));
         t.insert("grpc-message", http::HeaderValue::from_static("all good"));
         let te = req.headers().get("te").map(|v| v.as_bytes().to_vec());
-        let mut resp = http::Response::new(UpBody::Right(PatternBody {
-            sent: 0,
-            total: 5,
-            trailers: Some(t),
-        }));
+        let mut resp =
+            http::Response::new(UpBody::Right(http_body_util::Either::Left(PatternBody {
+                sent: 0,
+                total: 5,
+                trailers: Some(t),
+            })));
         if let Some(te) = te.and_then(|v| http::HeaderValue::from_bytes(&v).ok()) {
             resp.headers_mut().insert("x-seen-te", te);
         }
@@ -375,6 +407,18 @@ async fn upstream_route(
     if let Some(key) = hold {
         let _ = arrivals.lock().map(|tx| tx.send(path.clone()));
         holds.until_released(key).await;
+    }
+    let stream = req
+        .uri()
+        .query()
+        .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("stream=")));
+    if let Some(key) = stream {
+        let _ = arrivals.lock().map(|tx| tx.send(path.clone()));
+        let (holds, key) = (holds.clone(), key.to_string());
+        return http::Response::new(UpBody::Right(http_body_util::Either::Right(HeldBody {
+            first: Some(Bytes::from_static(b"first\n")),
+            released: Some(Box::pin(async move { holds.until_released(&key).await })),
+        })));
     }
     full(serde_json::json!({ "upstream_path": req.uri().to_string() }).to_string())
 }

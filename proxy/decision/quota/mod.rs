@@ -115,10 +115,25 @@ pub enum Refusal {
 }
 
 /// An admitted request: the quota state for its response headers, and its
-/// places in the in-flight counts (given back on drop).
+/// places in the in-flight counts.
 pub struct Admitted {
     pub state: Option<QuotaState>,
-    _in_flight: InFlight,
+    /// Held until the request is over: its response body has ended or was
+    /// dropped (the pipeline moves them into the body).
+    pub places: Places,
+}
+
+/// A request's places in the product's and the consumer's in-flight
+/// counts, given back on drop; none (no allocation, no lock) where neither
+/// is limited.
+#[derive(Default)]
+pub struct Places(Option<Box<InFlight>>);
+
+impl Places {
+    /// Gives the places back now (dropping them does too).
+    pub fn release(&mut self) {
+        self.0.take();
+    }
 }
 
 /// Requests in flight: per product (configured products only, so the map
@@ -143,15 +158,15 @@ impl InFlight {
         counts: &Arc<Mutex<Counts>>,
         product: Option<(&str, u32)>,
         consumer: Option<(&str, u32)>,
-    ) -> Result<InFlight, Refusal> {
+    ) -> Result<Places, Refusal> {
+        if product.is_none() && consumer.is_none() {
+            return Ok(Places(None));
+        }
         let mut guard = InFlight {
             counts: counts.clone(),
             product: None,
             consumer: None,
         };
-        if product.is_none() && consumer.is_none() {
-            return Ok(guard);
-        }
         let mut c = counts.lock().map_err(|_| Refusal::Overloaded("product"))?;
         if let Some((p, max)) = product {
             if c.products.get(p).copied().unwrap_or(0) >= max {
@@ -175,15 +190,12 @@ impl InFlight {
             *c.consumers.entry(k.to_string()).or_insert(0) += 1;
             guard.consumer = Some(k.to_string());
         }
-        Ok(guard)
+        Ok(Places(Some(Box::new(guard))))
     }
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        if self.product.is_none() && self.consumer.is_none() {
-            return;
-        }
         let Ok(mut c) = self.counts.lock() else {
             return;
         };
@@ -383,7 +395,7 @@ impl<C: Clock + Clone> Quotas<C> {
 
     /// Admits one request: the product's and the consumer's in-flight limits
     /// first (a shed request takes nothing from the bucket), then the bucket.
-    /// The returned guard holds the in-flight places until dropped.
+    /// The returned places are held until dropped: with the response body.
     pub async fn admit(
         &self,
         product: &str,
@@ -400,7 +412,7 @@ impl<C: Clock + Clone> Quotas<C> {
         let consumer_limit = resolved
             .as_ref()
             .and_then(|r| r.max_in_flight.map(|max| (r.key.as_str(), max)));
-        let guard = InFlight::enter(&self.in_flight, product_limit, consumer_limit)?;
+        let places = InFlight::enter(&self.in_flight, product_limit, consumer_limit)?;
         let verdict = match (&resolved, &self.redis) {
             (None, _) => Verdict::Unlimited,
             (Some(r), None) => self.take(r),
@@ -413,10 +425,7 @@ impl<C: Clock + Clone> Quotas<C> {
             Verdict::Allowed(state) => Some(state),
             Verdict::Limited(state, retry) => return Err(Refusal::OverQuota(state, retry)),
         };
-        Ok(Admitted {
-            state,
-            _in_flight: guard,
-        })
+        Ok(Admitted { state, places })
     }
 
     /// The consumer's tier, bucket and key for `product`; `None`: no quota.

@@ -62,7 +62,7 @@ pub(super) fn ask_for_the_whole_body(headers: &mut HeaderMap) {
 pub(super) async fn response_stage(
     resp: Response<ProxyBody>,
     request: (&Method, Version),
-    admission: Option<quota::Admitted>,
+    admission: Option<&quota::Admitted>,
     transform: Option<Arc<dyn ResponseTransform>>,
     look_ahead: std::time::Duration,
     violations: &mut crate::model::conformance::Kinds,
@@ -112,8 +112,8 @@ pub(super) async fn response_stage(
             Response::from_parts(head, body)
         }
     };
-    // In-flight places are given back here, with the response headers.
-    if let Some(state) = admission.and_then(|a| a.state) {
+    // (The in-flight places go with the body: `ProxyBody::hold`.)
+    if let Some(state) = admission.and_then(|a| a.state.as_ref()) {
         state.set_headers(resp.headers_mut());
     }
     Ok(resp)
