@@ -1,8 +1,9 @@
 //! Shared quotas in a real Redis when Redis fails, through the real binary:
 //! Redis slower than `timeout` (its scripts held with `CLIENT PAUSE … WRITE`
-//! until the test lets them go), Redis back on the same port, the second
-//! Redis is left alone after a failure, a sidecar started before Redis, and
-//! two sidecars under concurrent load sharing one quota.
+//! until the test lets them go), one failure that leaves other consumers
+//! alone, Redis left alone after three failures in a row but for a probe
+//! now and then, Redis back on the same port, a sidecar started before
+//! Redis, and two sidecars under concurrent load sharing one quota.
 
 mod common;
 
@@ -40,7 +41,12 @@ impl Reply {
 
 /// `GET /orders` as `reporting`.
 fn get(pki: &Pki, mg: &Meshgate) -> Reply {
-    let out = curl(pki, Some("reporting"), &["-i", &mg.url("/orders")]);
+    request(pki, "reporting", mg, "GET", "/orders")
+}
+
+/// `method path` as `who`.
+fn request(pki: &Pki, who: &str, mg: &Meshgate, method: &str, path: &str) -> Reply {
+    let out = curl(pki, Some(who), &["-i", "-X", method, &mg.url(path)]);
     let text = String::from_utf8_lossy(&out.stdout).to_string();
     let (head, body) = text
         .split_once("\r\n\r\n")
@@ -132,11 +138,50 @@ fn until_status(pki: &Pki, mg: &Meshgate, status: u16, limit: Duration) -> (Repl
 
 const DOWN: &str = "quota store does not answer; applying the failure mode";
 const UP: &str = "quota store answers";
-/// Why a check did not ask Redis: it failed less than a second ago.
-const RESTING: &str = "resting after a failure";
+/// Why a check did not ask Redis: it failed three times in a row, and this
+/// check is not the probe.
+const RESTING: &str = "resting after failures in a row";
+
+/// One check that Redis does not answer in time gets the failure mode; the
+/// next ones, of another consumer and of another product, ask Redis again.
+/// Before, every consumer got the failure mode (here 503) for the rest of
+/// the second.
+#[test]
+fn one_failed_check_leaves_the_other_consumers_to_redis() {
+    let pki = Pki::new();
+    pki.client(
+        "forecasting",
+        Leaf::client_spiffe("spiffe://mesh.local/ns/finance/sa/forecasting"),
+    );
+    let Some(redis) = RedisServer::start(pki.dir.path()) else {
+        return;
+    };
+    let up = Upstream::start();
+    let mg = Meshgate::builder(&pki, &up)
+        .policies()
+        .extra(&in_redis(
+            &redis.url,
+            "failure_mode: deny, replicas: 1, timeout: 200ms, lease: 1",
+            "{ rate: 1000/s, burst: 1000 }",
+        ))
+        .start();
+    assert_eq!(get(&pki, &mg).status, 200);
+    let mut ctl = redis.client();
+    ctl.ok(&["CLIENT", "PAUSE", "600000", "WRITE"]);
+    let r = get(&pki, &mg);
+    assert_eq!(r.status, 503, "{}", r.body);
+    assert_eq!(r.error().as_deref(), Some("quota_unavailable"));
+    ctl.ok(&["CLIENT", "UNPAUSE"]);
+    let r = request(&pki, "forecasting", &mg, "GET", "/orders");
+    assert_eq!(r.status, 200, "{}", r.body);
+    let r = request(&pki, "reporting", &mg, "POST", "/ledger/entries");
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(failures(&mg).iter().all(|l| l["error"] != RESTING));
+}
 
 #[test]
-fn a_redis_slower_than_the_timeout_gets_the_failure_mode_at_the_timeout_and_a_second_of_rest() {
+fn a_redis_slower_than_the_timeout_gets_the_failure_mode_at_the_timeout_and_after_three_a_probe_now_and_then(
+) {
     let pki = Pki::new();
     let Some(redis) = RedisServer::start(pki.dir.path()) else {
         return;
@@ -177,8 +222,8 @@ fn a_redis_slower_than_the_timeout_gets_the_failure_mode_at_the_timeout_and_a_se
         .expect("blocked_clients");
     assert!(blocked >= 1, "the sidecar's script waits in Redis");
 
-    // More checks, until Redis is asked a second time (after the rest):
-    // every one refused at once, each failure logged with why.
+    // More checks, until Redis has been asked five times (three in a row,
+    // then two probes): every one refused, each failure logged with why.
     let deadline = Instant::now() + Duration::from_secs(30);
     let asked = |mg: &Meshgate| {
         failures(mg)
@@ -186,7 +231,7 @@ fn a_redis_slower_than_the_timeout_gets_the_failure_mode_at_the_timeout_and_a_se
             .filter(|l| l["error"] != RESTING)
             .count()
     };
-    while asked(&mg) < 2 {
+    while asked(&mg) < 5 {
         assert!(Instant::now() < deadline, "{}", mg.logs.dump());
         assert_eq!(get(&pki, &mg).status, 503);
     }
@@ -208,26 +253,34 @@ fn a_redis_slower_than_the_timeout_gets_the_failure_mode_at_the_timeout_and_a_se
         assert_eq!(l["error"], "no answer within 300ms", "{l}");
     }
     assert!(!rested.is_empty(), "checks answered during the rest");
-    // By the sidecar's own clock: Redis asked again only a second after the
-    // failure, and every check answered without Redis was inside that second.
-    for pair in timeouts.windows(2) {
+    // By the sidecar's own clock: no check rested before the third failure
+    // in a row; after it, Redis was asked once each probe interval (200 ms)
+    // at most, and every check answered without Redis came within an
+    // interval and a timeout (300 ms: a probe waits) of a failure.
+    let third = at(timeouts[2]);
+    for pair in timeouts[2..].windows(2) {
         let gap = at(pair[1]) - at(pair[0]);
-        assert!(gap >= time::Duration::seconds(1), "asked again after {gap}");
+        assert!(
+            gap >= time::Duration::milliseconds(200),
+            "asked again after {gap}"
+        );
     }
     for l in &rested {
+        assert!(at(l) >= third, "rested before three failures: {l}");
         let failure = timeouts
             .iter()
             .rev()
             .find(|t| at(t) <= at(l))
             .expect("a failure before the rest");
         let since = at(l) - at(failure);
-        assert!(since < time::Duration::milliseconds(1250), "rested {since}");
+        assert!(since < time::Duration::milliseconds(750), "rested {since}");
     }
     // By Redis's count: the scripts it ran once unpaused are exactly the
     // checks that asked it (the first 200 asked before).
     assert_eq!(redis.scripts_run(), scripts_before + timeouts.len() as u64);
 
-    // Redis answers again: after the rest, requests pass through it.
+    // Redis answers again: the next probe finds it, and requests pass
+    // through it.
     let (_, meanwhile) = until_status(&pki, &mg, 200, Duration::from_secs(20));
     assert!(meanwhile.iter().all(|s| *s == 503), "{meanwhile:?}");
     logged_once(&mg, DOWN);

@@ -296,7 +296,7 @@ impl<C: Clock + Clone> Quotas<C> {
                     refused: Mutex::new(HashMap::new()),
                     leases: Mutex::new(HashMap::new()),
                     up: std::sync::atomic::AtomicBool::new(true),
-                    rest_until: Mutex::new(None),
+                    breaker: Mutex::new(Breaker::default()),
                     errors: Default::default(),
                 })
             }
@@ -537,9 +537,10 @@ impl<C: Clock + Clone> Quotas<C> {
             .script
             .key(format!("{}{}", redis.config.key_prefix, r.key));
         invocation.arg(emission_us).arg(burst).arg(want);
-        // After a failure, the failure mode applies at once for a second
-        // before Redis is tried again: no request waits for a dead store.
-        let answer = if redis.resting() {
+        // After failures in a row, the failure mode applies at once but for
+        // a probe now and then: no request waits for a dead store.
+        let asked = redis.ask();
+        let answer = if !asked {
             None
         } else {
             let call = invocation.invoke_async::<(i64, i64, i64)>(&mut conn);
@@ -572,9 +573,9 @@ impl<C: Clock + Clone> Quotas<C> {
                     // The client's own response timeout is the same bound.
                     Some(Ok(Err(e))) if !e.is_timeout() => e.to_string(),
                     Some(_) => format!("no answer within {:?}", redis.config.timeout),
-                    None => "resting after a failure".to_string(),
+                    None => RESTING.to_string(),
                 };
-                redis.failed(&why);
+                redis.failed(&why, asked);
                 match redis.config.failure_mode {
                     FailureMode::Allow => Ok(Verdict::Unlimited),
                     FailureMode::Deny => Err(Refusal::Unavailable),

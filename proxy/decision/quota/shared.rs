@@ -29,6 +29,62 @@ redis.call('SET', KEYS[1], string.format('%d', new_tat), 'PX', math.ceil((new_ta
 return {took, math.floor((tolerance - (new_tat - now)) / emission), new_tat - now}
 ";
 
+/// Failed checks in a row after which Redis is left alone: one timeout (a
+/// blip, a slow command) is not an outage, and must not put every
+/// consumer into the failure mode; three in a row are.
+pub(super) const FAILURES_TO_REST: u32 = 3;
+
+/// While Redis is left alone, one check in this interval asks it (a probe):
+/// the failure mode ends within it of Redis answering again, and at most
+/// a few checks a second wait on a dead store (each for at most `timeout`).
+pub(super) const PROBE_INTERVAL: Duration = Duration::from_millis(200);
+
+/// Why a check did not ask Redis (in its failure's log line).
+pub(super) const RESTING: &str = "resting after failures in a row";
+
+/// A circuit breaker over the store: closed (every check asks Redis) until
+/// [`FAILURES_TO_REST`] checks in a row fail, then open (the failure mode
+/// applies at once) but for one probe each [`PROBE_INTERVAL`]; any answer
+/// closes it.
+#[derive(Debug, Default)]
+pub(super) struct Breaker {
+    /// Checks that asked Redis and failed since it last answered.
+    failures: u32,
+    /// Open: until when no check asks Redis (the next one after it probes).
+    open_until: Option<std::time::Instant>,
+}
+
+impl Breaker {
+    /// Whether a check at `now` asks Redis: always while closed; while
+    /// open, the first check after the interval (which starts the next).
+    pub(super) fn ask(&mut self, now: std::time::Instant) -> bool {
+        match self.open_until {
+            None => true,
+            Some(t) if now < t => false,
+            Some(_) => {
+                self.open_until = Some(now + PROBE_INTERVAL);
+                true
+            }
+        }
+    }
+
+    /// Redis answered: closed.
+    pub(super) fn answered(&mut self) {
+        *self = Breaker::default();
+    }
+
+    /// A check that asked Redis failed at `now`; whether that opened it.
+    pub(super) fn failed(&mut self, now: std::time::Instant) -> bool {
+        self.failures = self.failures.saturating_add(1);
+        if self.failures < FAILURES_TO_REST {
+            return false;
+        }
+        let opened = self.open_until.is_none();
+        self.open_until = Some(now + PROBE_INTERVAL);
+        opened
+    }
+}
+
 /// What checking a consumer's local lease found: a leased request spent, or
 /// how busy the consumer is (how many to ask Redis for).
 #[derive(Debug, PartialEq, Eq)]
@@ -68,8 +124,8 @@ pub(super) struct SharedStore {
     pub(super) leases: Mutex<HashMap<String, Leased>>,
     /// Whether the last call was answered (to log changes, not every failure).
     pub(super) up: std::sync::atomic::AtomicBool,
-    /// Until when Redis is not asked, after a failure.
-    pub(super) rest_until: Mutex<Option<std::time::Instant>>,
+    /// Whether checks ask Redis, after failures.
+    pub(super) breaker: Mutex<Breaker>,
     pub(super) errors: prometheus_client::metrics::counter::Counter,
 }
 
@@ -168,25 +224,34 @@ impl SharedStore {
     }
 
     pub(super) fn answered(&self) {
+        if let Ok(mut b) = self.breaker.lock() {
+            b.answered();
+        }
         if !self.up.swap(true, Ordering::Relaxed) {
             tracing::info!(url = %self.config.url, "quota store answers");
         }
     }
 
-    /// Whether Redis failed less than a second ago.
-    pub(super) fn resting(&self) -> bool {
-        self.rest_until
+    /// Whether this check asks Redis (the breaker is closed, or this check
+    /// is its probe).
+    pub(super) fn ask(&self) -> bool {
+        self.breaker
             .lock()
-            .map(|r| r.is_some_and(|t| std::time::Instant::now() < t))
-            .unwrap_or(false)
+            .map(|mut b| b.ask(std::time::Instant::now()))
+            .unwrap_or(true)
     }
 
-    pub(super) fn failed(&self, why: &str) {
+    /// A check found no answer: `asked`, Redis failed it; otherwise the
+    /// breaker was open and it did not ask.
+    pub(super) fn failed(&self, why: &str, asked: bool) {
         self.errors.inc();
-        if let Ok(mut r) = self.rest_until.lock() {
-            let now = std::time::Instant::now();
-            if r.is_none_or(|t| now >= t) {
-                *r = Some(now + Duration::from_secs(1));
+        if asked {
+            let opened = self
+                .breaker
+                .lock()
+                .is_ok_and(|mut b| b.failed(std::time::Instant::now()));
+            if opened {
+                tracing::warn!(url = %self.config.url, failures = FAILURES_TO_REST, "quota store failed checks in a row; asking it again once every {PROBE_INTERVAL:?} until it answers");
             }
         }
         if self.up.swap(false, Ordering::Relaxed) {

@@ -349,3 +349,40 @@ fn the_redis_interval_is_whole_microseconds_rounded_up() {
     assert_eq!(redis_emission_us(period(3_000_000.0)), 1);
     assert_eq!(redis_emission_us(Duration::ZERO), 1);
 }
+
+/// One failed check is not an outage: Redis is left alone only after
+/// three in a row, and then asked by one check each probe interval until
+/// it answers. Before, one timeout put every consumer into the failure
+/// mode for a second.
+#[test]
+fn the_store_is_left_alone_after_failures_in_a_row_and_probed_until_it_answers() {
+    let t0 = std::time::Instant::now();
+    let mut b = Breaker::default();
+    // Failures with an answer between them never open it.
+    for _ in 0..5 {
+        assert!(b.ask(t0));
+        assert!(!b.failed(t0));
+        assert!(b.ask(t0));
+        assert!(!b.failed(t0));
+        b.answered();
+    }
+    assert!(b.ask(t0));
+    assert!(!b.failed(t0) && !b.failed(t0));
+    assert!(b.failed(t0), "the third in a row opens it");
+    // Open: no check asks within the interval.
+    let half = t0 + PROBE_INTERVAL / 2;
+    assert!(!b.ask(half) && !b.ask(half));
+    // After it, one check probes; the others wait for the next interval.
+    let later = t0 + PROBE_INTERVAL;
+    assert!(b.ask(later), "the probe");
+    assert!(!b.ask(later) && !b.ask(later + PROBE_INTERVAL / 2));
+    // The probe fails: open for another interval, not opened anew.
+    assert!(!b.failed(later + PROBE_INTERVAL / 2));
+    assert!(!b.ask(later + PROBE_INTERVAL));
+    let probe = later + PROBE_INTERVAL / 2 + PROBE_INTERVAL;
+    assert!(b.ask(probe));
+    // It answers: closed, every check asks again.
+    b.answered();
+    assert!(b.ask(probe) && b.ask(probe) && b.ask(probe));
+    assert_eq!(FAILURES_TO_REST, 3);
+}
