@@ -105,13 +105,24 @@ fn a_burst_passes_then_429_with_retry_after_and_consumers_are_independent() {
         .start();
 
     // `reporting` is in tier `minute` by its namespace prefix: exactly the
-    // burst of 3 passes, each response telling what is left.
+    // burst of 3 passes, each response telling what is left (in place of
+    // the upstream's own RateLimit headers).
     for left in [2, 1, 0] {
-        let r = get(&pki, "reporting", &mg, "/orders");
+        let r = get(&pki, "reporting", &mg, "/orders?ratelimit=1");
         assert_eq!(r.status, "200");
-        assert_eq!(r.header("ratelimit-policy"), Some("\"minute\";q=3;w=180"));
-        let rl = r.header("ratelimit").unwrap_or_default();
-        assert!(rl.starts_with(&format!("\"minute\";r={left};t=")), "{rl}");
+        let values = |name: &str| -> Vec<&str> {
+            r.headers
+                .iter()
+                .filter(|(k, _)| k.eq_ignore_ascii_case(name))
+                .map(|(_, v)| v.as_str())
+                .collect()
+        };
+        assert_eq!(values("ratelimit-policy"), ["\"minute\";q=3;w=180"]);
+        let rl = values("ratelimit");
+        assert!(
+            rl.len() == 1 && rl[0].starts_with(&format!("\"minute\";r={left};t=")),
+            "{rl:?}"
+        );
     }
     let r = get(&pki, "reporting", &mg, "/orders");
     assert_eq!(r.status, "429");
@@ -134,7 +145,7 @@ fn a_burst_passes_then_429_with_retry_after_and_consumers_are_independent() {
     // per-product override to `gold` (finance books its own ledger entries).
     let r = request(&pki, "reporting", &mg, "POST", "/ledger/entries");
     assert_eq!(r.status, "200");
-    assert_eq!(r.header("ratelimit-policy"), Some("\"gold\";q=500;w=1"));
+    assert_eq!(r.header("ratelimit-policy"), Some("\"gold\";q=1000;w=1"));
 }
 
 #[test]
@@ -194,7 +205,7 @@ fn tiers_come_from_exact_ids_prefixes_groups_and_the_contract() {
     };
     assert_eq!(
         policy("etl", "/orders").as_deref(),
-        Some("\"gold\";q=500;w=1")
+        Some("\"gold\";q=1000;w=1")
     );
     assert_eq!(
         policy("reporting", "/orders").as_deref(),
@@ -628,9 +639,13 @@ fn when_redis_dies_the_failure_mode_applies() {
     let r = get(&pki, "reporting", &deny, "/orders");
     assert_eq!(r.status, "503");
     assert_eq!(r.header("retry-after"), Some("1"));
-    // allow: unmetered.
+    // allow: unmetered, and saying nothing of the quota: not the
+    // upstream's own RateLimit headers either (they passed through).
     for _ in 0..6 {
-        assert_eq!(get(&pki, "reporting", &allow, "/orders").status, "200");
+        let r = get(&pki, "reporting", &allow, "/orders?ratelimit=1");
+        assert_eq!(r.status, "200");
+        assert_eq!(r.header("ratelimit"), None, "{:?}", r.headers);
+        assert_eq!(r.header("ratelimit-policy"), None, "{:?}", r.headers);
     }
     for mg in [&local, &deny, &allow] {
         assert!(mg.metric("meshgate_quota_store_errors_total") >= 1.0);

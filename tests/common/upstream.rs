@@ -25,7 +25,8 @@ use http_body_util::{BodyExt, Full};
 ///   needs, whatever the load: no wall-clock window); with `stream=KEY`
 ///   the head and a first line go at once and the body ends (with a
 ///   last line) when the test releases KEY: a response streaming for as
-///   long as the test needs
+///   long as the test needs; `ratelimit=1` adds the upstream's own
+///   `RateLimit` and `RateLimit-Policy` (`"upstream"`) to the answer
 pub struct Upstream {
     pub addr: SocketAddr,
     pub arrivals: Mutex<mpsc::Receiver<String>>,
@@ -408,19 +409,48 @@ async fn upstream_route(
         let _ = arrivals.lock().map(|tx| tx.send(path.clone()));
         holds.until_released(key).await;
     }
+    answer_by_query(&req, &path, &arrivals, holds)
+}
+
+/// The answer of a path no route names, as its query asks: streamed until
+/// `stream=KEY` is released, or the target as received (with `ratelimit=1`,
+/// and the upstream's own `RateLimit` headers).
+fn answer_by_query<B>(
+    req: &http::Request<B>,
+    path: &str,
+    arrivals: &Mutex<mpsc::Sender<String>>,
+    holds: &Arc<Holds>,
+) -> http::Response<UpBody> {
     let stream = req
         .uri()
         .query()
         .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("stream=")));
     if let Some(key) = stream {
-        let _ = arrivals.lock().map(|tx| tx.send(path.clone()));
+        let _ = arrivals.lock().map(|tx| tx.send(path.to_string()));
         let (holds, key) = (holds.clone(), key.to_string());
         return http::Response::new(UpBody::Right(http_body_util::Either::Right(HeldBody {
             first: Some(Bytes::from_static(b"first\n")),
             released: Some(Box::pin(async move { holds.until_released(&key).await })),
         })));
     }
-    full(serde_json::json!({ "upstream_path": req.uri().to_string() }).to_string())
+    let body = serde_json::json!({ "upstream_path": req.uri().to_string() }).to_string();
+    let mut resp = http::Response::new(UpBody::Left(Full::new(Bytes::from(body))));
+    if req
+        .uri()
+        .query()
+        .is_some_and(|q| q.split('&').any(|kv| kv == "ratelimit=1"))
+    {
+        let h = resp.headers_mut();
+        h.insert(
+            "ratelimit",
+            http::HeaderValue::from_static("\"upstream\";r=999;t=1"),
+        );
+        h.insert(
+            "ratelimit-policy",
+            http::HeaderValue::from_static("\"upstream\";q=1000;w=1"),
+        );
+    }
+    resp
 }
 
 /// A free loopback port nobody listens on (bound then released).

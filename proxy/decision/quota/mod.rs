@@ -49,9 +49,10 @@ struct Bucket<C: Clock> {
 pub struct QuotaState {
     /// The tier's name (`sla` for one derived from the contract).
     pub tier: Arc<str>,
-    /// Requests a full bucket holds.
-    pub burst: u32,
-    /// Seconds in which an empty bucket fills again.
+    /// Requests the quota allows in `window` (`q`): what the rate gives
+    /// back in it, at least a full bucket.
+    pub quota: u32,
+    /// Seconds in which an empty bucket fills again, rounded up (`w`).
     pub window: u64,
     /// Requests still allowed at once.
     pub remaining: u32,
@@ -62,7 +63,7 @@ pub struct QuotaState {
 impl QuotaState {
     /// `RateLimit-Policy: "gold";q=400;w=2`
     pub fn policy_header(&self) -> String {
-        format!("\"{}\";q={};w={}", self.tier, self.burst, self.window)
+        format!("\"{}\";q={};w={}", self.tier, self.quota, self.window)
     }
 
     /// `RateLimit: "gold";r=12;t=1`
@@ -76,11 +77,34 @@ impl QuotaState {
             (RATELIMIT_POLICY, self.policy_header()),
             (RATELIMIT, self.header()),
         ] {
-            if let Ok(v) = http::HeaderValue::from_str(&value) {
-                h.insert(name, v);
-            }
+            // (Tier names are tokens: a value is always one.)
+            match http::HeaderValue::from_str(&value) {
+                Ok(v) => h.insert(name, v),
+                Err(_) => h.remove(name),
+            };
         }
     }
+
+    /// Removes `RateLimit-Policy` and `RateLimit`: a request under a quota
+    /// that the failure mode let through unmetered has no figures to send,
+    /// and the upstream's own would be taken for the quota's.
+    pub fn remove_headers(h: &mut http::HeaderMap) {
+        h.remove(RATELIMIT_POLICY);
+        h.remove(RATELIMIT);
+    }
+}
+
+/// The `q` and `w` a quota advertises: `w` the seconds a full bucket takes
+/// to come back (burst × interval), rounded up; `q` what the rate gives
+/// back in `w`, so that `q / w` is the rate (a bucket of one at 1000/s
+/// says 1000 in 1 s, not 1 in 1 s), and at least the burst.
+fn advertised(quota: &Quota) -> (u32, u64) {
+    let burst = quota.burst_size().get();
+    let period = quota.replenish_interval();
+    let window = ceil_secs(period * burst).max(1);
+    let given_back = u128::from(window) * 1_000_000_000 / period.as_nanos().max(1);
+    let q = u32::try_from(given_back).unwrap_or(u32::MAX).max(burst);
+    (q, window)
 }
 
 /// The outcome of one quota check.
@@ -118,6 +142,9 @@ pub enum Refusal {
 /// places in the in-flight counts.
 pub struct Admitted {
     pub state: Option<QuotaState>,
+    /// A quota applies (`state` is `None` when the failure mode let the
+    /// request through unmetered).
+    pub metered: bool,
     /// Held until the request is over: its response body has ended or was
     /// dropped (the pipeline moves them into the body).
     pub places: Places,
@@ -383,12 +410,12 @@ impl<C: Clock + Clone> Quotas<C> {
         who: &Consumer<'_>,
     ) -> Option<QuotaState> {
         let r = self.resolve(product, throughput, who)?;
-        let burst = r.quota.burst_size().get();
+        let (quota, window) = advertised(&r.quota);
         Some(QuotaState {
             tier: r.tier,
-            burst,
-            window: ceil_secs(r.quota.replenish_interval() * burst),
-            remaining: burst,
+            quota,
+            window,
+            remaining: r.quota.burst_size().get(),
             reset: 0,
         })
     }
@@ -425,7 +452,11 @@ impl<C: Clock + Clone> Quotas<C> {
             Verdict::Allowed(state) => Some(state),
             Verdict::Limited(state, retry) => return Err(Refusal::OverQuota(state, retry)),
         };
-        Ok(Admitted { state, places })
+        Ok(Admitted {
+            state,
+            metered: resolved.is_some(),
+            places,
+        })
     }
 
     /// The consumer's tier, bucket and key for `product`; `None`: no quota.
@@ -490,10 +521,10 @@ impl<C: Clock + Clone> Quotas<C> {
     async fn take_shared(&self, redis: &SharedStore, r: &Resolved<C>) -> Result<Verdict, Refusal> {
         let burst = r.quota.burst_size().get();
         let period = r.quota.replenish_interval();
-        let window = ceil_secs(period * burst);
+        let (quota, window) = advertised(&r.quota);
         let state = |remaining: u32, reset: u64| QuotaState {
             tier: r.tier.clone(),
-            burst,
+            quota,
             window,
             remaining,
             reset,
@@ -612,13 +643,13 @@ impl<C: Clock + Clone> Quotas<C> {
     fn take(&self, r: &Resolved<C>) -> Verdict {
         let burst = r.quota.burst_size().get();
         let period = r.quota.replenish_interval();
-        let window = ceil_secs(period * burst);
+        let (quota, window) = advertised(&r.quota);
         let verdict = match r.limiter.check_key(&r.key) {
             Ok(snapshot) => {
                 let remaining = snapshot.remaining_burst_capacity();
                 Verdict::Allowed(QuotaState {
                     tier: r.tier.clone(),
-                    burst,
+                    quota,
                     window,
                     remaining,
                     reset: ceil_secs(period * (burst - remaining.min(burst))),
@@ -629,7 +660,7 @@ impl<C: Clock + Clone> Quotas<C> {
                 Verdict::Limited(
                     QuotaState {
                         tier: r.tier.clone(),
-                        burst,
+                        quota,
                         window,
                         remaining: 0,
                         reset: ceil_secs(period * burst),

@@ -350,6 +350,32 @@ fn the_redis_interval_is_whole_microseconds_rounded_up() {
     assert_eq!(redis_emission_us(Duration::ZERO), 1);
 }
 
+/// `q` is what the rate gives back in `w`: a bucket of one at 1000/s said
+/// `q=1;w=1` (its `w` rounded up to a second), and an obedient client held
+/// itself to 1/s.
+#[test]
+fn the_advertised_quota_is_the_rate_over_the_window() {
+    let q = Quotas::new(config(
+        "tiers: { one: { rate: 1000/s, burst: 1 }, half: { rate: 1000/s, burst: 500 }, t: { rate: 2/s, burst: 4 }, m: { rate: 1/m, burst: 3 }, odd: { rate: 3/s, burst: 2 } }\nconsumers: [ { prefix: one, tier: one }, { prefix: half, tier: half }, { prefix: t, tier: t }, { prefix: m, tier: m }, { prefix: odd, tier: odd } ]\n",
+    ))
+    .expect("quotas");
+    for (who, policy) in [
+        ("one", "\"one\";q=1000;w=1"),
+        ("half", "\"half\";q=1000;w=1"),
+        ("t", "\"t\";q=4;w=2"),
+        ("m", "\"m\";q=3;w=180"),
+        ("odd", "\"odd\";q=3;w=1"),
+    ] {
+        let shown = q.policy("p", None, &service(who)).expect("a quota");
+        assert_eq!(shown.policy_header(), policy);
+        assert_eq!(shown.remaining, q.tiers[who].quota.burst_size().get());
+        match q.check("p", None, &service(who)) {
+            Verdict::Allowed(s) => assert_eq!(s.policy_header(), policy),
+            other => panic!("{other:?}"),
+        }
+    }
+}
+
 /// One failed check is not an outage: Redis is left alone only after
 /// three in a row, and then asked by one check each probe interval until
 /// it answers. Before, one timeout put every consumer into the failure

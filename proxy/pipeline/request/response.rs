@@ -52,7 +52,8 @@ pub(super) fn ask_for_the_whole_body(headers: &mut HeaderMap) {
 /// The response stage: the route's transform, when it has one, sees the
 /// head and may rewrite the body as it streams (a refusal here is a 502,
 /// nothing of the upstream's response is sent); then the consumer's
-/// `RateLimit` headers. A route without a transform costs one branch.
+/// `RateLimit` headers, in place of any the upstream sent. A route without
+/// a transform costs one branch.
 ///
 /// A transform that looks ahead (contract conformance under `enforce`)
 /// reads the body's first record before the head goes, within
@@ -112,9 +113,14 @@ pub(super) async fn response_stage(
             Response::from_parts(head, body)
         }
     };
-    // (The in-flight places go with the body: `ProxyBody::hold`.)
-    if let Some(state) = admission.and_then(|a| a.state.as_ref()) {
-        state.set_headers(resp.headers_mut());
+    // Under a quota the `RateLimit` headers are the quota's, never the
+    // upstream's. (The in-flight places go with the body: `ProxyBody::hold`.)
+    if let Some(a) = admission {
+        match &a.state {
+            Some(state) => state.set_headers(resp.headers_mut()),
+            None if a.metered => quota::QuotaState::remove_headers(resp.headers_mut()),
+            None => {}
+        }
     }
     Ok(resp)
 }
