@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use cedar_policy::{Entities, Entity, EntityUid, RestrictedExpression};
 
-use crate::base::locate::locate;
+use crate::base::locate::{locate_all, Step};
 use crate::decision::contract::{Product, RouteSpec};
 use crate::decision::routes::{RouteError, RouteTable, Target};
 use crate::model::response::ResponseTransform;
@@ -152,7 +152,7 @@ impl Catalogue {
     /// path both match before the method is looked at, so a domain could
     /// take another's paths (and decide them with its own policies) or make
     /// them answer 405.
-    fn foreign_overlap(&self, p: &Product, text: &str, r: &RouteSpec, errors: &mut Vec<String>) {
+    fn foreign_overlap(&self, p: &Product, r: &RouteSpec) -> Option<String> {
         let own = self.entries.len();
         let other = self
             .routes
@@ -165,21 +165,22 @@ impl Catalogue {
             })
             // The same one named whatever the route table's order.
             .min_by(|a, b| (&*a.1.pattern, a.0.as_str()).cmp(&(&*b.1.pattern, b.0.as_str())));
-        if let Some((m, t, e)) = other {
-            errors.push(format!(
-                "{}: {} {} overlaps `{m} {}` of {} (domain `{}`): routes of different domains must not match the same path, whatever their methods",
-                route_place(p, text, r),
+        other.map(|(m, t, e)| {
+            format!(
+                "{} {} overlaps `{m} {}` of {} (domain `{}`): routes of different domains must not match the same path, whatever their methods",
                 r.method,
                 r.path,
                 t.pattern,
                 e.product.file,
                 e.product.domain
-            ));
-        }
+            )
+        })
     }
 
-    /// The routes of `p` (read from `text`), the next product entry.
+    /// The routes of `p` (read from `text`), the next product entry. What
+    /// is wrong with them is located in one read of `text`, at the end.
     fn add_routes(&mut self, p: &Product, text: &str, errors: &mut Vec<String>) {
+        let mut wrong: Vec<(&RouteSpec, String)> = Vec::new();
         for r in &p.routes {
             let dataset = r
                 .dataset
@@ -193,7 +194,7 @@ impl Catalogue {
                 user_token: r.user_token.unwrap_or(p.user_token),
             };
             match self.routes.insert(r.method.clone(), &r.path, target) {
-                Ok(()) => self.foreign_overlap(p, text, r, errors),
+                Ok(()) => wrong.extend(self.foreign_overlap(p, r).map(|m| (r, m))),
                 // Two contracts claiming one route: both files are named.
                 Err(RouteError::Taken {
                     route,
@@ -204,24 +205,20 @@ impl Catalogue {
                         .entries
                         .get(by_product)
                         .map_or("another contract", |e| e.product.file.as_str());
-                    errors.push(format!(
-                        "{}: {route} is already routed by {other} (pattern `{by_pattern}`)",
-                        route_place(p, text, r)
-                    ));
+                    let m =
+                        format!("{route} is already routed by {other} (pattern `{by_pattern}`)");
+                    wrong.push((r, m));
                 }
-                Err(e) => {
-                    errors.push(format!("{}: {e}", route_place(p, text, r)));
-                }
+                Err(e) => wrong.push((r, e.to_string())),
             }
         }
-    }
-}
-
-/// `file:line:col: field` of a route of `p`, whose contract is `text`.
-fn route_place(p: &Product, text: &str, r: &RouteSpec) -> String {
-    match locate(text, &r.at) {
-        Some((l, c)) => format!("{}:{l}:{c}: {}", p.file, r.field),
-        None => format!("{}: {}", p.file, r.field),
+        let nodes: Vec<&[Step]> = wrong.iter().map(|(r, _)| r.at.as_slice()).collect();
+        for ((r, m), at) in wrong.iter().zip(locate_all(text, &nodes)) {
+            errors.push(match at {
+                Some((l, c)) => format!("{}:{l}:{c}: {}: {m}", p.file, r.field),
+                None => format!("{}: {}: {m}", p.file, r.field),
+            });
+        }
     }
 }
 
