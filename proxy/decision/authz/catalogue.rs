@@ -24,8 +24,9 @@ pub(super) struct Catalogue {
     seen_ids: HashMap<String, String>,
     /// Every product, dataset and field entity, to check against the schema.
     pub(super) entities: Vec<Entity>,
-    /// (uid, kind, ancestors) of every resource, in index order.
-    pub(super) registry: Vec<(EntityUid, usize, HashSet<EntityUid>)>,
+    /// (uid, kind, ancestors) of every resource, in index order; the
+    /// fields of one parent share their ancestors.
+    pub(super) registry: Vec<(EntityUid, usize, Arc<HashSet<EntityUid>>)>,
 }
 
 impl Catalogue {
@@ -63,30 +64,37 @@ impl Catalogue {
                     return;
                 }
             };
-        let mut base_entities = vec![product_entity.clone()];
-        base_entities.extend(static_entities.get(&domain_uid).cloned());
+        let up: Arc<[Entity]> = static_entities
+            .get(&domain_uid)
+            .cloned()
+            .into_iter()
+            .collect();
+        let product_chain: Arc<[Entity]> = std::iter::once(product_entity.clone())
+            .chain(up.iter().cloned())
+            .collect();
 
         product_ancestors.insert(product_uid.clone());
         let datasets = self.add_datasets(
             &p,
             &domain_uid,
-            &product_ancestors,
-            &base_entities,
+            &Arc::new(product_ancestors.clone()),
+            &product_chain,
             types,
             errors,
         );
         let fields = self.add_fields(&p, &datasets, &domain_uid, types, errors);
         product_ancestors.remove(&product_uid);
-        self.entities.push(product_entity);
+        self.entities.push(product_entity.clone());
         self.add_routes(&p, text, errors);
         self.registry
-            .push((product_uid.clone(), PRODUCT, product_ancestors));
+            .push((product_uid.clone(), PRODUCT, Arc::new(product_ancestors)));
         let resource = Resource {
             id: Arc::from(p.id.as_str()),
             index: self.registry.len() - 1,
             kind: PRODUCT,
             uid: product_uid,
-            entities: base_entities,
+            entity: product_entity,
+            up,
         };
         // Checked when the contract was read; a version with nothing to
         // announce has no transform.
@@ -113,8 +121,8 @@ impl Catalogue {
         &mut self,
         p: &Product,
         domain_uid: &EntityUid,
-        ancestors: &HashSet<EntityUid>,
-        product_entities: &[Entity],
+        ancestors: &Arc<HashSet<EntityUid>>,
+        product_entities: &Arc<[Entity]>,
         types: &MeshTypes,
         errors: &mut Vec<String>,
     ) -> Vec<Resource> {
@@ -126,11 +134,9 @@ impl Catalogue {
                 "name".into(),
                 RestrictedExpression::new_string(name.clone()),
             );
-            match Entity::new(ds_uid.clone(), attrs, ancestors.clone()) {
+            match Entity::new(ds_uid.clone(), attrs, (**ancestors).clone()) {
                 Ok(ds) => {
-                    let mut ents = vec![ds.clone()];
-                    ents.extend(product_entities.iter().cloned());
-                    self.entities.push(ds);
+                    self.entities.push(ds.clone());
                     self.registry
                         .push((ds_uid.clone(), DATASET, ancestors.clone()));
                     datasets.push(Resource {
@@ -138,7 +144,8 @@ impl Catalogue {
                         index: self.registry.len() - 1,
                         kind: DATASET,
                         uid: ds_uid,
-                        entities: ents,
+                        entity: ds,
+                        up: product_entities.clone(),
                     });
                 }
                 Err(e) => errors.push(format!("{}: dataset {name}: {e}", p.file)),

@@ -74,7 +74,7 @@ struct Parts {
     /// What the contracts and entities.json hold that meshgate ignores.
     warnings: Vec<crate::decision::finding::Finding>,
     /// (uid, kind, ancestors) of every resource, in index order.
-    registry: Vec<(EntityUid, usize, HashSet<EntityUid>)>,
+    registry: Vec<(EntityUid, usize, Arc<HashSet<EntityUid>>)>,
     types: [EntityTypeName; KINDS],
     products: Vec<ProductEntry>,
     routes: RouteTable,
