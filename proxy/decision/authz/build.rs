@@ -133,19 +133,26 @@ pub(super) fn parse_policies(
         let parsed = match parse_in_parts(&src.text, split) {
             Ok(p) => p,
             Err(errs) => {
-                for e in errs.iter() {
-                    errors.push(diag(&src.name, &src.text, e));
-                }
+                let lines = Lines::of(&src.text);
+                errors.extend(errs.iter().map(|e| diag_at(&src.name, &lines, e)));
                 continue;
             }
         };
         // Cedar keeps each policy's own text: find it to report a position
-        // (only for errors: searching is linear in the file).
+        // (only for errors). Policies come in file order: each is looked
+        // for after the last one found, not from the file's start.
+        let lines = std::cell::OnceCell::new();
+        let from = std::cell::Cell::new(0);
         let at_of = |text: String| {
-            src.text
-                .find(&text)
-                .map(|o| position(&src.text, o))
-                .unwrap_or((1, 1))
+            let after = src.text.get(from.get()..).and_then(|rest| rest.find(&text));
+            let offset = match after {
+                Some(o) => Some(from.get() + o),
+                None => src.text.find(&text),
+            };
+            offset.map_or((1, 1), |o| {
+                from.set(o + text.len());
+                lines.get_or_init(|| Lines::of(&src.text)).position(o)
+            })
         };
         for t in parsed.iter().flat_map(PolicySet::templates) {
             let added =
@@ -163,6 +170,8 @@ pub(super) fn parse_policies(
                 errors,
             );
         }
+        // Templates first, then policies: each in file order.
+        from.set(0);
         for p in parsed.iter().flat_map(PolicySet::policies) {
             let added =
                 claim_id(p.annotation("id"), "policy", &origin, sources, &set).and_then(|id| {
@@ -414,12 +423,15 @@ pub(super) fn validate(
     errors: &mut Vec<String>,
 ) {
     let result = Validator::new(schema.clone()).validate(set, ValidationMode::Strict);
+    // Each erring file's lines, found once.
+    let mut lines: HashMap<usize, Lines> = HashMap::new();
     for e in result.validation_errors() {
-        let src = origin
-            .get(e.policy_id().to_string().as_str())
-            .map(|&i| &sources[i]);
-        match src {
-            Some(s) => errors.push(diag(&s.name, &s.text, e)),
+        match origin.get(e.policy_id().to_string().as_str()) {
+            Some(&i) => {
+                let s = &sources[i];
+                let lines = lines.entry(i).or_insert_with(|| Lines::of(&s.text));
+                errors.push(diag_at(&s.name, lines, e));
+            }
             None => errors.push(format!("policy {}: {e}", e.policy_id())),
         }
     }
