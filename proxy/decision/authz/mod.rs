@@ -271,4 +271,6 @@ pub enum DecideError {
 #[cfg(test)]
 mod cache_tests;
 #[cfg(test)]
+mod depth_probe;
+#[cfg(test)]
 mod tests;
