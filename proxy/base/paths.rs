@@ -104,7 +104,7 @@ fn resolution(paths: &[PathBuf]) -> Resolution {
 pub fn read_file(path: &Path) -> std::io::Result<String> {
     for _ in 0..READ_ATTEMPTS {
         let before = Stamp::of(path);
-        let text = std::fs::read_to_string(path)?;
+        let text = read_regular(path, MAX_INPUT_BYTES)?;
         let after = Stamp::of(path);
         if before == after && text.len() as u64 == after.len {
             return Ok(text);
@@ -113,6 +113,74 @@ pub fn read_file(path: &Path) -> std::io::Result<String> {
     Err(std::io::Error::other(format!(
         "written while being read, {READ_ATTEMPTS} times in a row"
     )))
+}
+
+/// The largest input file meshgate reads (policies, template links,
+/// contracts, the schema, entities, configuration): twice the largest a
+/// mesh has been seen to need (10,000 policies in one file, about 2 MB). A
+/// policy file this large takes 300-400 MB to build, one long set literal
+/// up to about 750 MB; 50,000 declared fields (2.3 MB) took 1.26 GB before
+/// the entities of fields were shared.
+pub const MAX_INPUT_BYTES: u64 = 4 * 1024 * 1024;
+
+/// The text of the regular file at `path`, at most `limit` bytes long.
+/// Opened without blocking (the open of a FIFO with no writer waits for
+/// one forever: a reload hung in it), its type and size then read from
+/// the descriptor opened (not from the path, which may be swapped since),
+/// and read no further than the limit (`/dev/zero` never ends).
+pub fn read_regular(path: &Path, limit: u64) -> std::io::Result<String> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)?;
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!(
+                "is {}, not a regular file; only regular files are read",
+                kind_of(&meta.file_type())
+            ),
+        ));
+    }
+    let too_large = |len: u64| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!(
+                "is {len} bytes or more, larger than the {limit} bytes ({} MiB) an input file may be",
+                limit / (1024 * 1024)
+            ),
+        )
+    };
+    if meta.len() > limit {
+        return Err(too_large(meta.len()));
+    }
+    let mut text = String::new();
+    file.take(limit + 1).read_to_string(&mut text)?;
+    if text.len() as u64 > limit {
+        return Err(too_large(text.len() as u64));
+    }
+    Ok(text)
+}
+
+/// What a file that is not a regular file is, for a message.
+fn kind_of(t: &std::fs::FileType) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    if t.is_dir() {
+        "a directory"
+    } else if t.is_fifo() {
+        "a FIFO"
+    } else if t.is_socket() {
+        "a socket"
+    } else if t.is_char_device() {
+        "a character device"
+    } else if t.is_block_device() {
+        "a block device"
+    } else {
+        "not a file"
+    }
 }
 
 /// How many times at most [`read_whole`] reads, when the files are
@@ -224,6 +292,40 @@ mod tests {
         let mut calls = 0;
         assert_eq!(read_whole(&files, || calls += 1), Ok(()));
         assert_eq!(calls, 1);
+    }
+
+    #[test]
+    fn only_regular_files_within_the_limit_are_read() {
+        let t = tempfile::tempdir().expect("tempdir");
+        let fifo = t.path().join("entities.json");
+        let made = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .expect("mkfifo");
+        assert!(made.success());
+        // No writer: the open does not wait for one.
+        let e = read_file(&fifo).expect_err("a FIFO");
+        assert_eq!(
+            e.to_string(),
+            "is a FIFO, not a regular file; only regular files are read"
+        );
+        let e = read_file(Path::new("/dev/zero")).expect_err("a device");
+        assert_eq!(
+            e.to_string(),
+            "is a character device, not a regular file; only regular files are read"
+        );
+        assert!(read_file(t.path()).is_err());
+        let big = t.path().join("big.cedar");
+        std::fs::write(&big, "x".repeat(MAX_INPUT_BYTES as usize + 1)).expect("write");
+        let e = read_file(&big).expect_err("too large");
+        assert_eq!(
+            e.to_string(),
+            "is 4194305 bytes or more, larger than the 4194304 bytes (4 MiB) an input file may be"
+        );
+        std::fs::write(&big, "x".repeat(MAX_INPUT_BYTES as usize)).expect("write");
+        assert_eq!(read_file(&big).expect("at the limit").len(), 4194304);
+        // The bound holds for a file that grows after it was looked at.
+        assert!(read_regular(&big, 10).is_err());
     }
 
     /// A file written in place while it is read (truncated, then written

@@ -34,7 +34,7 @@ pub enum ConfigError {
 /// Reads and parses the YAML file `path`.
 pub fn read_yaml<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, ConfigError> {
     let file = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+    let text = crate::base::paths::read_file(path).map_err(|source| ConfigError::Read {
         file: file.clone(),
         source,
     })?;

@@ -75,9 +75,10 @@ enum Command {
     SampleUpstream(sample::Args),
 }
 
-/// The stack of the thread every subcommand runs on: what a glibc process's
-/// main thread has.
-const STACK_BYTES: usize = 8 * 1024 * 1024;
+/// The stack of the thread every subcommand runs on: room for a policy at
+/// the bounds of `decision/authz/depth.rs` (a one-worker runtime decides
+/// requests on this thread, `authorize` and `test` decide here).
+const STACK_BYTES: usize = crate::decision::authz::DECIDING_STACK;
 
 /// Runs the subcommand on a thread of its own, not on the process's main
 /// thread: Cedar measures the stack it has left before it goes deeper

@@ -3,7 +3,10 @@
 
 use crate::runtime::config::{LogConfig, LogFormat};
 
-/// A runtime of `workers` threads (1: the current thread only).
+/// A runtime of `workers` threads (1: the current thread only). Its
+/// threads have the stack a decision may need (tokio's default, 2 MiB,
+/// held a policy of a few hundred operators at most; see
+/// `decision/authz/depth.rs`); untouched stack pages are not resident.
 pub fn runtime(workers: usize) -> std::io::Result<tokio::runtime::Runtime> {
     if workers == 1 {
         tokio::runtime::Builder::new_current_thread()
@@ -12,6 +15,7 @@ pub fn runtime(workers: usize) -> std::io::Result<tokio::runtime::Runtime> {
     } else {
         tokio::runtime::Builder::new_multi_thread()
             .worker_threads(workers)
+            .thread_stack_size(crate::decision::authz::DECIDING_STACK)
             .enable_all()
             .build()
     }

@@ -271,7 +271,7 @@ impl Config {
     /// resolved against the file's own directory, made absolute.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let file = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        let text = crate::base::paths::read_file(path).map_err(|source| ConfigError::Read {
             file: file.clone(),
             source,
         })?;

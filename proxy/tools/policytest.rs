@@ -233,7 +233,7 @@ pub fn run(
         }
         let snapshot = &snapshots[&key];
         let name = file.display().to_string();
-        let text = std::fs::read_to_string(&file).map_err(|e| format!("{name}: {e}"))?;
+        let text = crate::base::paths::read_file(&file).map_err(|e| format!("{name}: {e}"))?;
         if name.ends_with(".json") {
             run_cedar(snapshot, &name, &text, &mut report)?;
         } else {

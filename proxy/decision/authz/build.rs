@@ -61,11 +61,12 @@ pub(super) fn parse_in_parts(
     let parsed: Vec<_> = std::thread::scope(|scope| {
         let handles: Vec<_> = pieces
             .iter()
-            .map(|piece| scope.spawn(move || PolicySet::from_str(piece).ok()))
+            .map(|piece| spawn_build(scope, move || PolicySet::from_str(piece).ok()))
             .collect();
+        // A part whose thread did not start: the whole text is parsed here.
         handles
             .into_iter()
-            .map(|h| h.join().ok().flatten())
+            .map(|h| h.ok().and_then(|h| h.join().ok().flatten()))
             .collect()
     });
     match parsed.into_iter().collect::<Option<Vec<_>>>() {
@@ -122,22 +123,36 @@ pub(super) fn parse_policies(
         if src.name.ends_with(LINKS) {
             continue;
         }
+        // Before Cedar reads it: a policy too deep for the stacks it is
+        // handled on is refused (see `depth.rs`).
+        let too_deep = super::depth::check(&src.name, &src.text);
+        if !too_deep.is_empty() {
+            errors.extend(too_deep);
+            continue;
+        }
         let parsed = match parse_in_parts(&src.text, split) {
             Ok(p) => p,
             Err(errs) => {
-                for e in errs.iter() {
-                    errors.push(diag(&src.name, &src.text, e));
-                }
+                let lines = Lines::of(&src.text);
+                errors.extend(errs.iter().map(|e| diag_at(&src.name, &lines, e)));
                 continue;
             }
         };
         // Cedar keeps each policy's own text: find it to report a position
-        // (only for errors: searching is linear in the file).
+        // (only for errors). Policies come in file order: each is looked
+        // for after the last one found, not from the file's start.
+        let lines = std::cell::OnceCell::new();
+        let from = std::cell::Cell::new(0);
         let at_of = |text: String| {
-            src.text
-                .find(&text)
-                .map(|o| position(&src.text, o))
-                .unwrap_or((1, 1))
+            let after = src.text.get(from.get()..).and_then(|rest| rest.find(&text));
+            let offset = match after {
+                Some(o) => Some(from.get() + o),
+                None => src.text.find(&text),
+            };
+            offset.map_or((1, 1), |o| {
+                from.set(o + text.len());
+                lines.get_or_init(|| Lines::of(&src.text)).position(o)
+            })
         };
         for t in parsed.iter().flat_map(PolicySet::templates) {
             let added =
@@ -155,6 +170,8 @@ pub(super) fn parse_policies(
                 errors,
             );
         }
+        // Templates first, then policies: each in file order.
+        from.set(0);
         for p in parsed.iter().flat_map(PolicySet::policies) {
             let added =
                 claim_id(p.annotation("id"), "policy", &origin, sources, &set).and_then(|id| {
@@ -406,12 +423,15 @@ pub(super) fn validate(
     errors: &mut Vec<String>,
 ) {
     let result = Validator::new(schema.clone()).validate(set, ValidationMode::Strict);
+    // Each erring file's lines, found once.
+    let mut lines: HashMap<usize, Lines> = HashMap::new();
     for e in result.validation_errors() {
-        let src = origin
-            .get(e.policy_id().to_string().as_str())
-            .map(|&i| &sources[i]);
-        match src {
-            Some(s) => errors.push(diag(&s.name, &s.text, e)),
+        match origin.get(e.policy_id().to_string().as_str()) {
+            Some(&i) => {
+                let s = &sources[i];
+                let lines = lines.entry(i).or_insert_with(|| Lines::of(&s.text));
+                errors.push(diag_at(&s.name, lines, e));
+            }
             None => errors.push(format!("policy {}: {e}", e.policy_id())),
         }
     }
@@ -421,8 +441,13 @@ pub(super) fn validate(
 }
 
 impl Snapshot {
-    /// Builds and validates a complete snapshot, or reports every error found.
+    /// Builds and validates a complete snapshot, or reports every error
+    /// found; on threads with `depth::BUILD_STACK`, whichever thread calls it.
     pub fn build(inputs: &PolicyInputs) -> Result<Snapshot, LoadErrors> {
+        on_build_thread(|| Self::build_here(inputs))
+    }
+
+    fn build_here(inputs: &PolicyInputs) -> Result<Snapshot, LoadErrors> {
         let large = |s: &Source| s.text.len() > PARSE_PART;
         match Self::build_with(inputs, true) {
             // Cedar places a policy parsed from a part within that part:
@@ -442,16 +467,14 @@ impl Snapshot {
         // The products, routes and entities do not depend on the policies:
         // they are built while the policies are parsed.
         let (all, origin, shadow, parts) = std::thread::scope(|scope| {
-            let parts = scope.spawn(|| Self::assemble(inputs, &schema));
+            let parts = spawn_build(scope, || Self::assemble(inputs, &schema));
             let (all, origin) = parse_policies(&inputs.policies, split, &mut errors);
             let shadow = if inputs.shadow.is_empty() {
                 None
             } else {
                 Some(parse_policies(&inputs.shadow, split, &mut errors))
             };
-            let parts = parts
-                .join()
-                .unwrap_or_else(|_| Err(vec!["building the products failed unexpectedly".into()]));
+            let parts = joined(parts, "building the products").unwrap_or_else(|e| Err(vec![e]));
             (all, origin, shadow, parts)
         });
         // A domain's sources speak only about the domain's own resources.
@@ -469,7 +492,7 @@ impl Snapshot {
         let (schema_ref, origin_ref) = (&schema, &origin);
         let (validation, indexes) = std::thread::scope(|scope| {
             let halves = second.map(|second| {
-                scope.spawn(move || {
+                spawn_build(scope, move || {
                     let mut errors = Vec::new();
                     validate(
                         schema_ref,
@@ -481,7 +504,7 @@ impl Snapshot {
                     errors
                 })
             });
-            let validation = scope.spawn(|| {
+            let validation = spawn_build(scope, || {
                 let mut errors = Vec::new();
                 validate(
                     &schema,
@@ -506,10 +529,10 @@ impl Snapshot {
                 }
                 _ => None,
             };
-            let failed = || vec!["policy validation failed unexpectedly".to_string()];
-            let mut validation = validation.join().unwrap_or_else(|_| failed());
+            let failed = |e| vec![e];
+            let mut validation = joined(validation, "policy validation").unwrap_or_else(failed);
             if let Some(h) = halves {
-                validation.extend(h.join().unwrap_or_else(|_| failed()));
+                validation.extend(joined(h, "policy validation").unwrap_or_else(failed));
             }
             (validation, indexes)
         });

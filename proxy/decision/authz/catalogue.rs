@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use cedar_policy::{Entities, Entity, EntityUid, RestrictedExpression};
 
-use crate::base::locate::locate;
+use crate::base::locate::{locate_all, Step};
 use crate::decision::contract::{Product, RouteSpec};
 use crate::decision::routes::{RouteError, RouteTable, Target};
 use crate::model::response::ResponseTransform;
@@ -24,8 +24,9 @@ pub(super) struct Catalogue {
     seen_ids: HashMap<String, String>,
     /// Every product, dataset and field entity, to check against the schema.
     pub(super) entities: Vec<Entity>,
-    /// (uid, kind, ancestors) of every resource, in index order.
-    pub(super) registry: Vec<(EntityUid, usize, HashSet<EntityUid>)>,
+    /// (uid, kind, ancestors) of every resource, in index order; the
+    /// fields of one parent share their ancestors.
+    pub(super) registry: Vec<(EntityUid, usize, Arc<HashSet<EntityUid>>)>,
 }
 
 impl Catalogue {
@@ -63,30 +64,37 @@ impl Catalogue {
                     return;
                 }
             };
-        let mut base_entities = vec![product_entity.clone()];
-        base_entities.extend(static_entities.get(&domain_uid).cloned());
+        let up: Arc<[Entity]> = static_entities
+            .get(&domain_uid)
+            .cloned()
+            .into_iter()
+            .collect();
+        let product_chain: Arc<[Entity]> = std::iter::once(product_entity.clone())
+            .chain(up.iter().cloned())
+            .collect();
 
         product_ancestors.insert(product_uid.clone());
         let datasets = self.add_datasets(
             &p,
             &domain_uid,
-            &product_ancestors,
-            &base_entities,
+            &Arc::new(product_ancestors.clone()),
+            &product_chain,
             types,
             errors,
         );
         let fields = self.add_fields(&p, &datasets, &domain_uid, types, errors);
         product_ancestors.remove(&product_uid);
-        self.entities.push(product_entity);
+        self.entities.push(product_entity.clone());
         self.add_routes(&p, text, errors);
         self.registry
-            .push((product_uid.clone(), PRODUCT, product_ancestors));
+            .push((product_uid.clone(), PRODUCT, Arc::new(product_ancestors)));
         let resource = Resource {
             id: Arc::from(p.id.as_str()),
             index: self.registry.len() - 1,
             kind: PRODUCT,
             uid: product_uid,
-            entities: base_entities,
+            entity: product_entity,
+            up,
         };
         // Checked when the contract was read; a version with nothing to
         // announce has no transform.
@@ -113,8 +121,8 @@ impl Catalogue {
         &mut self,
         p: &Product,
         domain_uid: &EntityUid,
-        ancestors: &HashSet<EntityUid>,
-        product_entities: &[Entity],
+        ancestors: &Arc<HashSet<EntityUid>>,
+        product_entities: &Arc<[Entity]>,
         types: &MeshTypes,
         errors: &mut Vec<String>,
     ) -> Vec<Resource> {
@@ -126,11 +134,9 @@ impl Catalogue {
                 "name".into(),
                 RestrictedExpression::new_string(name.clone()),
             );
-            match Entity::new(ds_uid.clone(), attrs, ancestors.clone()) {
+            match Entity::new(ds_uid.clone(), attrs, (**ancestors).clone()) {
                 Ok(ds) => {
-                    let mut ents = vec![ds.clone()];
-                    ents.extend(product_entities.iter().cloned());
-                    self.entities.push(ds);
+                    self.entities.push(ds.clone());
                     self.registry
                         .push((ds_uid.clone(), DATASET, ancestors.clone()));
                     datasets.push(Resource {
@@ -138,7 +144,8 @@ impl Catalogue {
                         index: self.registry.len() - 1,
                         kind: DATASET,
                         uid: ds_uid,
-                        entities: ents,
+                        entity: ds,
+                        up: product_entities.clone(),
                     });
                 }
                 Err(e) => errors.push(format!("{}: dataset {name}: {e}", p.file)),
@@ -152,7 +159,7 @@ impl Catalogue {
     /// path both match before the method is looked at, so a domain could
     /// take another's paths (and decide them with its own policies) or make
     /// them answer 405.
-    fn foreign_overlap(&self, p: &Product, text: &str, r: &RouteSpec, errors: &mut Vec<String>) {
+    fn foreign_overlap(&self, p: &Product, r: &RouteSpec) -> Option<String> {
         let own = self.entries.len();
         let other = self
             .routes
@@ -165,21 +172,22 @@ impl Catalogue {
             })
             // The same one named whatever the route table's order.
             .min_by(|a, b| (&*a.1.pattern, a.0.as_str()).cmp(&(&*b.1.pattern, b.0.as_str())));
-        if let Some((m, t, e)) = other {
-            errors.push(format!(
-                "{}: {} {} overlaps `{m} {}` of {} (domain `{}`): routes of different domains must not match the same path, whatever their methods",
-                route_place(p, text, r),
+        other.map(|(m, t, e)| {
+            format!(
+                "{} {} overlaps `{m} {}` of {} (domain `{}`): routes of different domains must not match the same path, whatever their methods",
                 r.method,
                 r.path,
                 t.pattern,
                 e.product.file,
                 e.product.domain
-            ));
-        }
+            )
+        })
     }
 
-    /// The routes of `p` (read from `text`), the next product entry.
+    /// The routes of `p` (read from `text`), the next product entry. What
+    /// is wrong with them is located in one read of `text`, at the end.
     fn add_routes(&mut self, p: &Product, text: &str, errors: &mut Vec<String>) {
+        let mut wrong: Vec<(&RouteSpec, String)> = Vec::new();
         for r in &p.routes {
             let dataset = r
                 .dataset
@@ -193,7 +201,7 @@ impl Catalogue {
                 user_token: r.user_token.unwrap_or(p.user_token),
             };
             match self.routes.insert(r.method.clone(), &r.path, target) {
-                Ok(()) => self.foreign_overlap(p, text, r, errors),
+                Ok(()) => wrong.extend(self.foreign_overlap(p, r).map(|m| (r, m))),
                 // Two contracts claiming one route: both files are named.
                 Err(RouteError::Taken {
                     route,
@@ -204,24 +212,20 @@ impl Catalogue {
                         .entries
                         .get(by_product)
                         .map_or("another contract", |e| e.product.file.as_str());
-                    errors.push(format!(
-                        "{}: {route} is already routed by {other} (pattern `{by_pattern}`)",
-                        route_place(p, text, r)
-                    ));
+                    let m =
+                        format!("{route} is already routed by {other} (pattern `{by_pattern}`)");
+                    wrong.push((r, m));
                 }
-                Err(e) => {
-                    errors.push(format!("{}: {e}", route_place(p, text, r)));
-                }
+                Err(e) => wrong.push((r, e.to_string())),
             }
         }
-    }
-}
-
-/// `file:line:col: field` of a route of `p`, whose contract is `text`.
-fn route_place(p: &Product, text: &str, r: &RouteSpec) -> String {
-    match locate(text, &r.at) {
-        Some((l, c)) => format!("{}:{l}:{c}: {}", p.file, r.field),
-        None => format!("{}: {}", p.file, r.field),
+        let nodes: Vec<&[Step]> = wrong.iter().map(|(r, _)| r.at.as_slice()).collect();
+        for ((r, m), at) in wrong.iter().zip(locate_all(text, &nodes)) {
+            errors.push(match at {
+                Some((l, c)) => format!("{}:{l}:{c}: {}: {m}", p.file, r.field),
+                None => format!("{}: {}: {m}", p.file, r.field),
+            });
+        }
     }
 }
 

@@ -343,7 +343,7 @@ impl Snapshot {
         };
         let principal_uid = principal_entity.uid();
         let mut ents = vec![principal_entity];
-        ents.extend(resource.entities.iter().cloned());
+        ents.extend(resource.entities().cloned());
         if let Some(u) = parsed.user {
             match self.user_entity(u) {
                 Ok(e) => ents.push(e),

@@ -3,7 +3,7 @@
 //! nested) and its dataset, filed in the candidate index like products and
 //! datasets, so that `read_field` decisions are made as requests are.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use cedar_policy::{Entity, EntityUid, RestrictedExpression};
@@ -14,6 +14,14 @@ use crate::decision::fields::{DatasetFields, Undeclared};
 use super::build::MeshTypes;
 use super::catalogue::Catalogue;
 use super::*;
+
+/// What the fields of one parent have above them: their ancestors, and
+/// their ancestors' entities.
+#[derive(Clone)]
+struct Above {
+    ancestors: Arc<HashSet<EntityUid>>,
+    up: Arc<[Entity]>,
+}
 
 /// One dataset's declared fields: as the contract declares them, and as
 /// resources (`resources[i]` is `specs.fields[i]`).
@@ -73,11 +81,9 @@ impl Catalogue {
         errors: &mut Vec<String>,
     ) -> Vec<Resource> {
         let mut out: Vec<Resource> = Vec::with_capacity(specs.fields.len());
-        let ds_ancestors = self
-            .registry
-            .get(ds.index)
-            .map(|r| r.2.clone())
-            .unwrap_or_default();
+        // What the fields of one parent (the dataset, `None`, or a field)
+        // have above them, made once and shared by all of them.
+        let mut above: HashMap<Option<usize>, Above> = HashMap::new();
         for spec in &specs.fields {
             let id: Arc<str> = Arc::from(format!("{}/{}", ds.id, spec.path));
             let field_uid = uid(&types.field, &id);
@@ -94,41 +100,41 @@ impl Catalogue {
                 text(spec.logical_type.as_deref().unwrap_or("")),
             );
             // The enclosing field (and its ancestors), or the dataset (and its).
-            let (mut ancestors, mut entities): (HashSet<EntityUid>, Vec<Entity>) =
-                match spec.parent.and_then(|i| out.get(i)) {
-                    Some(parent) => {
-                        let mut a = self
-                            .registry
-                            .get(parent.index)
-                            .map(|r| r.2.clone())
-                            .unwrap_or_default();
-                        a.insert(parent.uid.clone());
-                        (a, parent.entities.clone())
+            let parent = spec.parent.filter(|&i| i < out.len());
+            let Above { ancestors, up } = above
+                .entry(parent)
+                .or_insert_with(|| {
+                    let r = parent.and_then(|i| out.get(i)).unwrap_or(ds);
+                    let mut a = self
+                        .registry
+                        .get(r.index)
+                        .map(|r| HashSet::clone(&r.2))
+                        .unwrap_or_default();
+                    a.insert(r.uid.clone());
+                    Above {
+                        ancestors: Arc::new(a),
+                        up: r.chain(),
                     }
-                    None => {
-                        let mut a = ds_ancestors.clone();
-                        a.insert(ds.uid.clone());
-                        (a, ds.entities.clone())
+                })
+                .clone();
+            let (entity, ancestors) =
+                match Entity::new(field_uid.clone(), attrs, (*ancestors).clone()) {
+                    Ok(e) => (e, ancestors),
+                    Err(e) => {
+                        errors.push(format!("{}: field {id}: {e}", p.file));
+                        // Keeps `out` parallel to the specs; the build fails anyway.
+                        (Entity::with_uid(field_uid.clone()), Arc::default())
                     }
                 };
-            let entity = match Entity::new(field_uid.clone(), attrs, ancestors.clone()) {
-                Ok(e) => e,
-                Err(e) => {
-                    errors.push(format!("{}: field {id}: {e}", p.file));
-                    // Keeps `out` parallel to the specs; the build fails anyway.
-                    ancestors.clear();
-                    Entity::with_uid(field_uid.clone())
-                }
-            };
-            entities.insert(0, entity.clone());
-            self.entities.push(entity);
+            self.entities.push(entity.clone());
             self.registry.push((field_uid.clone(), FIELD, ancestors));
             out.push(Resource {
                 uid: field_uid,
                 id,
                 index: self.registry.len() - 1,
                 kind: FIELD,
-                entities,
+                entity,
+                up,
             });
         }
         out

@@ -43,6 +43,10 @@ impl Specialized {
     pub(super) fn of(p: &Policy) -> Option<Specialized> {
         let mut est = p.to_json().ok()?;
         let conditions = est.get("conditions")?;
+        // The walks below recurse once per level: none goes deeper than this.
+        if deeper_than(conditions, MAX_EST_DEPTH) {
+            return None;
+        }
         let reads_context = mentions_context(conditions) || mentions_user(conditions);
         let mut mask = 0;
         let reads =
@@ -74,6 +78,29 @@ impl Specialized {
             literals,
         })
     }
+}
+
+/// The deepest EST (in JSON levels) a policy is specialised with. A policy
+/// within the bounds of `depth.rs` is at most about 2 × (32 + 1,000) deep
+/// (an operator is two levels: `{"||": {"left": …}}`); a deeper one, which
+/// those bounds do not let through, would be evaluated as it is.
+pub(super) const MAX_EST_DEPTH: usize = 4_096;
+
+/// Whether `v` is more than `max` levels deep; without recursion.
+pub(super) fn deeper_than(v: &serde_json::Value, max: usize) -> bool {
+    use serde_json::Value;
+    let mut open = vec![(v, 1usize)];
+    while let Some((v, depth)) = open.pop() {
+        if depth > max {
+            return true;
+        }
+        match v {
+            Value::Object(m) => open.extend(m.values().map(|c| (c, depth + 1))),
+            Value::Array(items) => open.extend(items.iter().map(|c| (c, depth + 1))),
+            _ => {}
+        }
+    }
+    false
 }
 
 /// Whether an EST expression names a `Mesh::User` entity: users join a

@@ -22,6 +22,7 @@ mod claims;
 mod context;
 mod decide;
 mod declared;
+mod depth;
 mod entities;
 pub mod examples;
 mod fields;
@@ -36,6 +37,8 @@ pub mod synth;
 use build::*;
 use cache::*;
 use context::*;
+pub use depth::DECIDING_STACK;
+use depth::{joined, on_build_thread, spawn_build};
 use entities::*;
 use index::*;
 pub use inputs::*;
@@ -72,7 +75,7 @@ struct Parts {
     /// What the contracts and entities.json hold that meshgate ignores.
     warnings: Vec<crate::decision::finding::Finding>,
     /// (uid, kind, ancestors) of every resource, in index order.
-    registry: Vec<(EntityUid, usize, HashSet<EntityUid>)>,
+    registry: Vec<(EntityUid, usize, Arc<HashSet<EntityUid>>)>,
     types: [EntityTypeName; KINDS],
     products: Vec<ProductEntry>,
     routes: RouteTable,
@@ -268,5 +271,7 @@ pub enum DecideError {
 
 #[cfg(test)]
 mod cache_tests;
+#[cfg(test)]
+mod depth_probe;
 #[cfg(test)]
 mod tests;

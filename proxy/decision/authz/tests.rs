@@ -1,3 +1,4 @@
+use super::depth::{DECIDING_STACK, MAX_NESTING, MAX_OPERATORS};
 use super::*;
 use crate::decision::routes::Lookup;
 use crate::model::identity::parse_spiffe_id;
@@ -780,5 +781,104 @@ fn the_baseline_refuses_writes_to_a_deprecated_version_but_not_reads() {
     assert_eq!(
         (d.allowed, d.policies),
         (true, vec!["sales.orders.finance-may-read".to_string()])
+    );
+}
+
+/// A condition of `terms` alternatives: `context.path == "/n0" || …`
+/// (three operators a term).
+fn chain_of(terms: usize) -> String {
+    (0..terms)
+        .map(|i| format!("context.path == \"/n{i}\""))
+        .collect::<Vec<_>>()
+        .join(" || ")
+}
+
+/// Policies deep enough to overflow the stack of the thread that parsed
+/// them (a reload aborted the sidecar), or of the worker that first
+/// specialised them (the first request they applied to did), are refused
+/// before Cedar reads them, each at its position.
+#[test]
+fn policies_nested_or_chained_beyond_the_bounds_are_refused_with_their_position() {
+    let nested = format!(
+        "@id(\"deep\")\npermit (principal, action, resource)\nwhen {{ {}true{} }};",
+        "(".repeat(1_000),
+        ")".repeat(1_000)
+    );
+    let e = with_policy(&nested).expect_err("too deep");
+    assert_eq!(e.0.len(), 1, "{e}");
+    assert!(
+        e.0[0].starts_with(&format!(
+            "extra.cedar:3:{}: brackets nested more than {MAX_NESTING} deep",
+            7 + MAX_NESTING
+        )),
+        "{e}"
+    );
+    let chained = format!(
+        "\n@id(\"long\")\nforbid (principal, action, resource)\nwhen {{ {} }};",
+        chain_of(10_000)
+    );
+    let e = with_policy(&chained).expect_err("too long");
+    assert_eq!(e.0.len(), 1, "{e}");
+    assert!(
+        e.0[0].starts_with(&format!(
+            "extra.cedar:2:1: policy has 29999 operators; at most {MAX_OPERATORS}"
+        )),
+        "{e}"
+    );
+    assert!(e.0[0].contains(".contains(x)"), "{e}");
+}
+
+/// A policy at both bounds at once (brackets 32 deep around a chain of
+/// 1,000 operators, each a level of its own) loads and decides, on a
+/// thread with the stack the runtime's workers have.
+#[test]
+fn a_policy_just_within_the_bounds_loads_and_decides() {
+    let deepest = format!(
+        "@id(\"deep.forbid\")\nforbid (principal, action, resource)\nwhen {{ {}{}context.path == \"/orders\"{} }};",
+        "(".repeat(MAX_NESTING - 1),
+        "false || ".repeat(MAX_OPERATORS - 2),
+        ")".repeat(MAX_NESTING - 1)
+    );
+    let decide = move || {
+        let s = with_policy(&deepest).expect("within the bounds");
+        let d = ask(&s, get(REPORTING, "/orders"));
+        assert_eq!((d.allowed, d.policies), (false, vec!["deep.forbid".into()]));
+        assert!(d.errors.is_empty(), "{:?}", d.errors);
+        let d = ask(&s, get(REPORTING, "/orders/SO-1"));
+        assert_eq!(
+            (d.allowed, d.policies),
+            (true, vec!["sales.orders.finance-may-read".into()])
+        );
+    };
+    std::thread::Builder::new()
+        .stack_size(DECIDING_STACK)
+        .spawn(decide)
+        .expect("thread")
+        .join()
+        .expect("decided");
+}
+
+/// The fields of a dataset share one list of their ancestors' entities:
+/// each had copies of its own, and 50,000 fields took 1.27 GB to load.
+#[test]
+fn the_fields_of_a_dataset_share_their_ancestors_entities() {
+    let s = example();
+    let orders = s
+        .products
+        .iter()
+        .find(|e| e.product.id == "sales.orders")
+        .expect("orders");
+    let fields = orders.fields.iter().flatten().next().expect("its fields");
+    let (a, b) = (&fields.resources[0], &fields.resources[1]);
+    assert!(Arc::ptr_eq(&a.up, &b.up));
+    let above: Vec<String> = a.entities().map(|e| e.uid().to_string()).collect();
+    assert_eq!(
+        above,
+        [
+            r#"Mesh::Field::"sales.orders/orders/id""#,
+            r#"Mesh::Dataset::"sales.orders/orders""#,
+            r#"Mesh::DataProduct::"sales.orders""#,
+            r#"Mesh::Domain::"sales""#
+        ]
     );
 }

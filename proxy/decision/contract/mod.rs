@@ -30,7 +30,7 @@ use std::time::Duration;
 use http::Method;
 use serde::Deserialize;
 
-use crate::base::locate::{locate, Step};
+use crate::base::locate::{locate_all, Step};
 use crate::decision::finding::Finding;
 use crate::decision::lifecycle::Lifecycle;
 
@@ -320,23 +320,57 @@ impl<'a> Reader<'a> {
         }
     }
 
-    /// The errors and the warnings, located, each in file order.
+    /// The errors and the warnings, located in one read of the document,
+    /// each in file order, each at most [`REPORTED`] (then how many more).
     fn finish(self) -> (Vec<Finding>, Vec<Finding>) {
-        let locate = |p: Pending| Finding {
-            file: self.file.to_string(),
-            at: match &p.place {
-                Place::Node(path) => locate(self.text, path),
-                Place::At(l, c) => Some((*l, *c)),
+        let nodes: Vec<&[Step]> = (self.errors.iter().chain(&self.warnings))
+            .filter_map(|p| match &p.place {
+                Place::Node(path) => Some(path.as_slice()),
+                Place::At(..) => None,
+            })
+            .collect();
+        let mut located = locate_all(self.text, &nodes).into_iter();
+        let file = self.file;
+        let mut finding = |p: Pending| Finding {
+            file: file.to_string(),
+            at: match p.place {
+                Place::Node(_) => located.next().flatten(),
+                Place::At(l, c) => Some((l, c)),
             },
             field: p.field,
             message: p.message,
         };
-        let mut errors: Vec<Finding> = self.errors.into_iter().map(locate).collect();
-        let mut warnings: Vec<Finding> = self.warnings.into_iter().map(locate).collect();
-        errors.sort_by_key(|f| f.at);
-        warnings.sort_by_key(|f| f.at);
-        (errors, warnings)
+        let errors: Vec<Finding> = self.errors.into_iter().map(&mut finding).collect();
+        let warnings: Vec<Finding> = self.warnings.into_iter().map(&mut finding).collect();
+        (
+            first_reported(errors, file, "error"),
+            first_reported(warnings, file, "warning"),
+        )
     }
+}
+
+/// Errors, and warnings, reported per contract at most: a contract of
+/// 50,000 ignored properties made 50,000 lines.
+pub const REPORTED: usize = 50;
+
+/// `findings` in file order, the first [`REPORTED`] of them, then one
+/// saying how many more there are (`kind`: what they are).
+fn first_reported(mut findings: Vec<Finding>, file: &str, kind: &str) -> Vec<Finding> {
+    findings.sort_by_key(|f| f.at);
+    if findings.len() > REPORTED {
+        let more = findings.len() - REPORTED;
+        findings.truncate(REPORTED);
+        findings.push(Finding {
+            file: file.to_string(),
+            at: None,
+            field: String::new(),
+            message: format!(
+                "and {more} more {kind}{} not shown",
+                if more == 1 { "" } else { "s" }
+            ),
+        });
+    }
+    findings
 }
 #[cfg(test)]
 mod strict_tests;
