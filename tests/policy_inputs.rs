@@ -10,6 +10,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
+use common::json_upstream::FixedUpstream;
 use common::*;
 
 fn policy_json(mg: &Meshgate) -> serde_json::Value {
@@ -137,5 +138,53 @@ fn an_input_that_is_no_regular_file_or_too_large_is_refused_and_the_sidecar_stil
         big.display()
     );
     refused_on_reload(&mut mg, &pki, &big, &text, &error);
+    assert!(mg.terminate().success());
+}
+
+/// The server's key and the mesh's hash key are read like policies: a
+/// FIFO put in their place (no writer ever comes) is refused at once,
+/// counted and logged, and the sidecar keeps its key, serves, and stops
+/// when told. Before, each reload waited in open() for ever.
+#[test]
+fn a_key_file_that_is_no_regular_file_is_refused_and_the_sidecar_still_stops() {
+    let pki = Pki::new();
+    let record = common::fields::RECORD.to_string();
+    let up = FixedUpstream::start(vec![("/orders/SO-1", "application/json", record)]);
+    let mut mg = common::fields::masked(&pki, &up).start();
+    let fifo_over = |file: &Path| {
+        let tmp = file.with_extension("fifo");
+        let made = Command::new("mkfifo").arg(&tmp).status();
+        assert!(made.expect("mkfifo").success());
+        std::fs::rename(&tmp, file).expect("rename");
+    };
+    let not_regular = "is a FIFO, not a regular file";
+    for (file, metric, logged) in [
+        (
+            "hash.key",
+            "meshgate_hash_key_reloads_total{result=\"error\"}",
+            "hash key reload failed",
+        ),
+        (
+            "server-key.pem",
+            "meshgate_tls_reloads_total{result=\"error\"}",
+            "tls reload failed",
+        ),
+    ] {
+        let from = mg.logs.len();
+        fifo_over(&pki.path(file));
+        mg.wait_metric(metric, 1.0);
+        let line = mg
+            .logs
+            .wait_for(from, Duration::from_secs(30), |l| l.contains(logged))
+            .unwrap_or_else(|| panic!("no `{logged}`:\n{}", mg.logs.dump()));
+        assert!(line.contains(not_regular), "{line}");
+        assert!(line.contains(file), "{line}");
+        assert_eq!(
+            status_of(&pki, Some("reporting"), &mg.url("/orders/SO-1")),
+            "200",
+            "{}",
+            mg.logs.dump()
+        );
+    }
     assert!(mg.terminate().success());
 }

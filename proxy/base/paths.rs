@@ -102,17 +102,38 @@ fn resolution(paths: &[PathBuf]) -> Resolution {
 /// [`READ_ATTEMPTS`] reads. A write that ends after the read is not seen
 /// here; its own change event reads the file again.
 pub fn read_file(path: &Path) -> std::io::Result<String> {
+    utf8(read_file_bytes(path)?)
+}
+
+/// [`read_file`] for a file that need not be text (a key, a secret, a
+/// certificate in DER or PEM): its bytes, read again when written while
+/// being read, refused when it is not a regular file of at most
+/// [`MAX_INPUT_BYTES`].
+pub fn read_file_bytes(path: &Path) -> std::io::Result<Vec<u8>> {
     for _ in 0..READ_ATTEMPTS {
         let before = Stamp::of(path);
-        let text = read_regular(path, MAX_INPUT_BYTES)?;
+        let bytes = read_regular_bytes(path, MAX_INPUT_BYTES)?;
         let after = Stamp::of(path);
-        if before == after && text.len() as u64 == after.len {
-            return Ok(text);
+        if before == after && bytes.len() as u64 == after.len {
+            return Ok(bytes);
         }
     }
     Err(std::io::Error::other(format!(
         "written while being read, {READ_ATTEMPTS} times in a row"
     )))
+}
+
+/// Bytes as text, or where they stop being UTF-8.
+fn utf8(bytes: Vec<u8>) -> std::io::Result<String> {
+    String::from_utf8(bytes).map_err(|e| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!(
+                "is not UTF-8 text (byte {} is not)",
+                e.utf8_error().valid_up_to()
+            ),
+        )
+    })
 }
 
 /// The largest input file meshgate reads (policies, template links,
@@ -123,12 +144,12 @@ pub fn read_file(path: &Path) -> std::io::Result<String> {
 /// the entities of fields were shared.
 pub const MAX_INPUT_BYTES: u64 = 4 * 1024 * 1024;
 
-/// The text of the regular file at `path`, at most `limit` bytes long.
+/// The bytes of the regular file at `path`, at most `limit` of them.
 /// Opened without blocking (the open of a FIFO with no writer waits for
 /// one forever: a reload hung in it), its type and size then read from
 /// the descriptor opened (not from the path, which may be swapped since),
 /// and read no further than the limit (`/dev/zero` never ends).
-pub fn read_regular(path: &Path, limit: u64) -> std::io::Result<String> {
+pub fn read_regular_bytes(path: &Path, limit: u64) -> std::io::Result<Vec<u8>> {
     use std::io::Read;
     use std::os::unix::fs::OpenOptionsExt;
     let file = std::fs::OpenOptions::new()
@@ -157,12 +178,12 @@ pub fn read_regular(path: &Path, limit: u64) -> std::io::Result<String> {
     if meta.len() > limit {
         return Err(too_large(meta.len()));
     }
-    let mut text = String::new();
-    file.take(limit + 1).read_to_string(&mut text)?;
-    if text.len() as u64 > limit {
-        return Err(too_large(text.len() as u64));
+    let mut bytes = Vec::new();
+    file.take(limit + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > limit {
+        return Err(too_large(bytes.len() as u64));
     }
-    Ok(text)
+    Ok(bytes)
 }
 
 /// What a file that is not a regular file is, for a message.
@@ -325,7 +346,7 @@ mod tests {
         std::fs::write(&big, "x".repeat(MAX_INPUT_BYTES as usize)).expect("write");
         assert_eq!(read_file(&big).expect("at the limit").len(), 4194304);
         // The bound holds for a file that grows after it was looked at.
-        assert!(read_regular(&big, 10).is_err());
+        assert!(read_regular_bytes(&big, 10).is_err());
     }
 
     /// A file written in place while it is read (truncated, then written

@@ -165,11 +165,13 @@ pub fn load_tls(tls: &WebhookTls) -> Result<Arc<ServerConfig>, WebhookError> {
     let pair = [tls.cert.clone(), tls.key.clone()];
     let read = || -> Result<_, WebhookError> {
         let pem = crate::base::pem::describe;
-        let chain = CertificateDer::pem_file_iter(&tls.cert)
-            .map_err(|e| tls_error("cert", &tls.cert, pem(&e)))?
+        let bytes = |field, path: &std::path::Path| {
+            crate::base::paths::read_file_bytes(path).map_err(|e| tls_error(field, path, e))
+        };
+        let chain = CertificateDer::pem_slice_iter(&bytes("cert", &tls.cert)?)
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| tls_error("cert", &tls.cert, pem(&e)))?;
-        let key = PrivateKeyDer::from_pem_file(&tls.key)
+        let key = PrivateKeyDer::from_pem_slice(&bytes("key", &tls.key)?)
             .map_err(|e| tls_error("key", &tls.key, pem(&e)))?;
         Ok((chain, key))
     };

@@ -178,7 +178,7 @@ impl std::fmt::Debug for TlsMaterial {
 }
 
 fn read(field: &'static str, path: &Path) -> Result<Vec<u8>, TlsError> {
-    std::fs::read(path).map_err(|e| file_error(field, path, e))
+    crate::base::paths::read_file_bytes(path).map_err(|e| file_error(field, path, e))
 }
 
 fn parse_certs(

@@ -34,7 +34,7 @@ use jsonwebtoken::{Algorithm, AlgorithmFamily, DecodingKey, Validation};
 /// `keys[i] (kid …): ignored: reason`).
 pub fn check_jwks_file(path: &std::path::Path) -> Result<Vec<String>, String> {
     let source = path.display().to_string();
-    let bytes = std::fs::read(path).map_err(|e| format!("{source}: {e}"))?;
+    let bytes = crate::base::paths::read_file_bytes(path).map_err(|e| format!("{source}: {e}"))?;
     let (keys, skipped) = KeySet::parse(&bytes, &source)?;
     if keys.len() == 0 {
         return Err(format!("{source}: the JWKS holds no usable signing key"));
@@ -181,7 +181,7 @@ impl Verifier {
             let secret = match &c.hs_secret_file {
                 None => None,
                 Some(p) => {
-                    let bytes = std::fs::read(p).map_err(|e| {
+                    let bytes = crate::base::paths::read_file_bytes(p).map_err(|e| {
                         format!("{}: {}: {e}", field("hs_secret_file"), p.display())
                     })?;
                     let trimmed = bytes.trim_ascii();
@@ -287,10 +287,14 @@ impl Verifier {
             KeySource::None => return false,
             KeySource::File(p) => {
                 let source = p.display().to_string();
-                tokio::fs::read(p)
+                let path = p.clone();
+                tokio::task::spawn_blocking(move || crate::base::paths::read_file_bytes(&path))
                     .await
-                    .map(|bytes| (source.clone(), bytes))
                     .map_err(|e| format!("{source}: {e}"))
+                    .and_then(|read| {
+                        read.map(|bytes| (source.clone(), bytes))
+                            .map_err(|e| format!("{source}: {e}"))
+                    })
             }
             KeySource::Url(u) => match &issuer.http {
                 Some(c) => c.get(u).await.map(|bytes| (u.clone(), bytes)),

@@ -57,8 +57,8 @@ impl Sender {
                     };
                     let mut tls = ClientTlsConfig::new().with_native_roots();
                     if let Some(ca) = &config.ca {
-                        let pem =
-                            std::fs::read(ca).map_err(|e| format!("ca: {}: {e}", ca.display()))?;
+                        let pem = crate::base::paths::read_file_bytes(ca)
+                            .map_err(|e| format!("ca: {}: {e}", ca.display()))?;
                         tls = tls.ca_certificate(Certificate::from_pem(pem));
                     }
                     endpoint = endpoint.tls_config(tls).map_err(|e| format!("ca: {e}"))?;

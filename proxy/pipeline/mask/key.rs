@@ -76,7 +76,8 @@ impl HashKeys {
 /// Reads a hash key file: its bytes, trimmed of surrounding whitespace, at
 /// least [`MIN_KEY_BYTES`] of them.
 fn read(path: &Path) -> Result<Loaded, String> {
-    let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let bytes = crate::base::paths::read_file_bytes(path)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
     let trimmed = bytes.trim_ascii();
     if trimmed.len() < MIN_KEY_BYTES {
         return Err(format!(
