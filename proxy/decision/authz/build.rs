@@ -18,106 +18,26 @@ use crate::decision::finding::Finding;
 
 use super::catalogue::Catalogue;
 use super::claims;
+use super::parse::parse_in_pieces;
 use super::*;
 
-/// Policy text longer than this is parsed in parts on several threads.
-pub(super) const PARSE_PART: usize = 256 * 1024;
-
-/// Parses Cedar policy text. A large text is cut into parts at statement
-/// ends, one per CPU, and the parts are parsed in parallel (a reload of
-/// 10,000 policies in one file would otherwise spend most of its time in one
-/// thread). Any error reparses the whole text, so that errors are reported
-/// exactly as Cedar reports them for the file.
-pub(super) fn parse_in_parts(
-    text: &str,
-    split: bool,
-) -> Result<Vec<PolicySet>, Box<cedar_policy::ParseErrors>> {
-    let whole = || {
-        PolicySet::from_str(text)
-            .map(|set| vec![set])
-            .map_err(Box::new)
-    };
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let parts = if split {
-        threads.min(text.len() / PARSE_PART + 1)
-    } else {
-        1
-    };
-    let cuts = if parts > 1 {
-        statement_cuts(text, parts)
-    } else {
-        Vec::new()
-    };
-    if cuts.is_empty() {
-        return whole();
-    }
-    let mut pieces = Vec::with_capacity(cuts.len() + 1);
-    let mut from = 0;
-    for &cut in &cuts {
-        pieces.push(&text[from..cut]);
-        from = cut;
-    }
-    pieces.push(&text[from..]);
-    let parsed: Vec<_> = std::thread::scope(|scope| {
-        let handles: Vec<_> = pieces
-            .iter()
-            .map(|piece| spawn_build(scope, move || PolicySet::from_str(piece).ok()))
-            .collect();
-        // A part whose thread did not start: the whole text is parsed here.
-        handles
-            .into_iter()
-            .map(|h| h.ok().and_then(|h| h.join().ok().flatten()))
-            .collect()
-    });
-    match parsed.into_iter().collect::<Option<Vec<_>>>() {
-        Some(sets) => Ok(sets),
-        None => whole(),
-    }
-}
-
-/// Up to `parts - 1` byte offsets that cut Cedar text into about equal parts,
-/// each just after a `;` that ends a statement: outside string literals and
-/// `//` comments. Empty if the text has too few statements.
-pub(super) fn statement_cuts(text: &str, parts: usize) -> Vec<usize> {
-    let step = text.len() / parts.max(1);
-    let mut cuts = Vec::new();
-    let (mut in_string, mut escaped, mut in_comment) = (false, false, false);
-    let bytes = text.as_bytes();
-    let mut i = 0;
-    while i < bytes.len() && cuts.len() + 1 < parts {
-        let b = bytes[i];
-        if in_comment {
-            // As Cedar's lexer: a comment ends at either line-break character.
-            in_comment = b != b'\n' && b != b'\r';
-        } else if in_string {
-            if escaped {
-                escaped = false;
-            } else if b == b'\\' {
-                escaped = true;
-            } else if b == b'"' {
-                in_string = false;
-            }
-        } else if b == b'"' {
-            in_string = true;
-        } else if b == b'/' && bytes.get(i + 1) == Some(&b'/') {
-            in_comment = true;
-        } else if b == b';' && i + 1 >= step * (cuts.len() + 1) {
-            cuts.push(i + 1);
-        }
-        i += 1;
-    }
-    cuts
+/// Policies and templates parsed from sources: the set, named by `@id`;
+/// the source each id comes from (`origin`: its index) and the offset in
+/// that source of the piece it was parsed from (`at`: Cedar's positions in
+/// it are relative to the piece, see `parse.rs`).
+pub(super) struct Parsed {
+    pub(super) set: PolicySet,
+    pub(super) origin: HashMap<String, usize>,
+    pub(super) at: HashMap<String, usize>,
 }
 
 /// Parses policy sources into one set named by `@id`, collecting every error.
-pub(super) fn parse_policies(
-    sources: &[Source],
-    split: bool,
-    errors: &mut Vec<String>,
-) -> (PolicySet, HashMap<String, usize>) {
+pub(super) fn parse_policies(sources: &[Source], errors: &mut Vec<String>) -> Parsed {
     let mut set = PolicySet::new();
     // @id -> index of the source that defines it
     let mut origin: HashMap<String, usize> = HashMap::new();
+    // @id -> offset of its piece in that source
+    let mut at: HashMap<String, usize> = HashMap::new();
     // Policies and templates first, then the links that instantiate them.
     for (i, src) in sources.iter().enumerate() {
         if src.name.ends_with(LINKS) {
@@ -130,11 +50,11 @@ pub(super) fn parse_policies(
             errors.extend(too_deep);
             continue;
         }
-        let parsed = match parse_in_parts(&src.text, split) {
+        let parsed = match parse_in_pieces(&src.text) {
             Ok(p) => p,
             Err(errs) => {
                 let lines = Lines::of(&src.text);
-                errors.extend(errs.iter().map(|e| diag_at(&src.name, &lines, e)));
+                errors.extend(errs.iter().map(|e| diag_at(&src.name, &lines, 0, e)));
                 continue;
             }
         };
@@ -154,13 +74,19 @@ pub(super) fn parse_policies(
                 lines.get_or_init(|| Lines::of(&src.text)).position(o)
             })
         };
-        for t in parsed.iter().flat_map(PolicySet::templates) {
+        let templates = parsed
+            .iter()
+            .flat_map(|p| p.set.templates().map(|t| (p.at, t)));
+        for (piece, t) in templates {
             let added =
                 claim_id(t.annotation("id"), "template", &origin, sources, &set).and_then(|id| {
                     set.add_template(t.new_id(PolicyId::new(&id)))
                         .map(|()| id)
                         .map_err(|e| e.to_string())
                 });
+            if let Ok(id) = &added {
+                at.insert(id.clone(), piece);
+            }
             settle(
                 added,
                 i,
@@ -172,13 +98,19 @@ pub(super) fn parse_policies(
         }
         // Templates first, then policies: each in file order.
         from.set(0);
-        for p in parsed.iter().flat_map(PolicySet::policies) {
+        let policies = parsed
+            .iter()
+            .flat_map(|p| p.set.policies().map(|q| (p.at, q)));
+        for (piece, p) in policies {
             let added =
                 claim_id(p.annotation("id"), "policy", &origin, sources, &set).and_then(|id| {
                     set.add(p.new_id(PolicyId::new(&id)))
                         .map(|()| id)
                         .map_err(|e| e.to_string())
                 });
+            if let Ok(id) = &added {
+                at.insert(id.clone(), piece);
+            }
             settle(
                 added,
                 i,
@@ -194,7 +126,7 @@ pub(super) fn parse_policies(
             link_grants(&mut set, &mut origin, sources, i, errors);
         }
     }
-    (set, origin)
+    Parsed { set, origin, at }
 }
 
 /// Records a policy's or template's `@id` as defined in source `i`, or the
@@ -419,18 +351,20 @@ pub(super) fn validate(
     schema: &Schema,
     set: &PolicySet,
     sources: &[Source],
-    origin: &HashMap<String, usize>,
+    parsed: &Parsed,
     errors: &mut Vec<String>,
 ) {
     let result = Validator::new(schema.clone()).validate(set, ValidationMode::Strict);
     // Each erring file's lines, found once.
     let mut lines: HashMap<usize, Lines> = HashMap::new();
     for e in result.validation_errors() {
-        match origin.get(e.policy_id().to_string().as_str()) {
+        let id = e.policy_id().to_string();
+        match parsed.origin.get(id.as_str()) {
             Some(&i) => {
                 let s = &sources[i];
                 let lines = lines.entry(i).or_insert_with(|| Lines::of(&s.text));
-                errors.push(diag_at(&s.name, lines, e));
+                let piece = parsed.at.get(id.as_str()).copied().unwrap_or(0);
+                errors.push(diag_at(&s.name, lines, piece, e));
             }
             None => errors.push(format!("policy {}: {e}", e.policy_id())),
         }
@@ -448,48 +382,42 @@ impl Snapshot {
     }
 
     fn build_here(inputs: &PolicyInputs) -> Result<Snapshot, LoadErrors> {
-        let large = |s: &Source| s.text.len() > PARSE_PART;
-        match Self::build_with(inputs, true) {
-            // Cedar places a policy parsed from a part within that part:
-            // errors are located against whole files, so build again unsplit.
-            Err(_) if inputs.policies.iter().chain(&inputs.shadow).any(large) => {
-                Self::build_with(inputs, false)
-            }
-            built => built,
-        }
-    }
-
-    /// `split`: whether large policy files may be parsed in parts.
-    pub(super) fn build_with(inputs: &PolicyInputs, split: bool) -> Result<Snapshot, LoadErrors> {
         let mut errors = Vec::new();
         let schema = read_schema(&inputs.schema)?;
 
         // The products, routes and entities do not depend on the policies:
         // they are built while the policies are parsed.
-        let (all, origin, shadow, parts) = std::thread::scope(|scope| {
+        let (enforced, shadow, parts) = std::thread::scope(|scope| {
             let parts = spawn_build(scope, || Self::assemble(inputs, &schema));
-            let (all, origin) = parse_policies(&inputs.policies, split, &mut errors);
+            let enforced = parse_policies(&inputs.policies, &mut errors);
             let shadow = if inputs.shadow.is_empty() {
                 None
             } else {
-                Some(parse_policies(&inputs.shadow, split, &mut errors))
+                Some(parse_policies(&inputs.shadow, &mut errors))
             };
             let parts = joined(parts, "building the products").unwrap_or_else(|e| Err(vec![e]));
-            (all, origin, shadow, parts)
+            (enforced, shadow, parts)
         });
+        let (all, origin) = (&enforced.set, &enforced.origin);
         // A domain's sources speak only about the domain's own resources.
         if let Ok(p) = &parts {
-            super::authority::check(&all, &origin, &inputs.policies, &p.products, &mut errors);
-            if let Some((set, origin)) = &shadow {
-                super::authority::check(set, origin, &inputs.shadow, &p.products, &mut errors);
+            super::authority::check(all, origin, &inputs.policies, &p.products, &mut errors);
+            if let Some(s) = &shadow {
+                super::authority::check(
+                    &s.set,
+                    &s.origin,
+                    &inputs.shadow,
+                    &p.products,
+                    &mut errors,
+                );
             }
         }
         // Strict validation runs beside the candidate index (both are CPU
         // work; a reload of 10,000 policies should take well under a second).
         // A large set is validated in two halves on two threads (policies
         // validate independently), so a 2-core sidecar uses both cores.
-        let (first, second) = split_for_validation(&all);
-        let (schema_ref, origin_ref) = (&schema, &origin);
+        let (first, second) = split_for_validation(all);
+        let (schema_ref, enforced_ref) = (&schema, &enforced);
         let (validation, indexes) = std::thread::scope(|scope| {
             let halves = second.map(|second| {
                 spawn_build(scope, move || {
@@ -498,7 +426,7 @@ impl Snapshot {
                         schema_ref,
                         &second,
                         &inputs.policies,
-                        origin_ref,
+                        enforced_ref,
                         &mut errors,
                     );
                     errors
@@ -508,13 +436,13 @@ impl Snapshot {
                 let mut errors = Vec::new();
                 validate(
                     &schema,
-                    first.as_ref().unwrap_or(&all),
+                    first.as_ref().unwrap_or(all),
                     &inputs.policies,
-                    &origin,
+                    &enforced,
                     &mut errors,
                 );
-                if let Some((set, origin)) = &shadow {
-                    validate(&schema, set, &inputs.shadow, origin, &mut errors);
+                if let Some(s) = &shadow {
+                    validate(&schema, &s.set, &inputs.shadow, s, &mut errors);
                 }
                 errors
             });
@@ -522,10 +450,7 @@ impl Snapshot {
                 Ok(p) if errors.is_empty() => {
                     let index_of =
                         |set: &PolicySet| Index::build(set, &p.registry, &p.types, &p.action_uids);
-                    Some((
-                        index_of(&all),
-                        shadow.as_ref().map(|(set, _)| index_of(set)),
-                    ))
+                    Some((index_of(all), shadow.as_ref().map(|s| index_of(&s.set))))
                 }
                 _ => None,
             };
@@ -547,15 +472,15 @@ impl Snapshot {
             }
         };
         let mut warnings = parts.warnings;
-        warnings.extend(parts.declared.in_policies(&all, &inputs.policies, &origin));
+        warnings.extend(parts.declared.in_policies(all, &inputs.policies, origin));
         Ok(Snapshot {
             warnings,
             serial: SNAPSHOT_SERIAL.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             version: Arc::from(inputs.version()),
             loaded_at: SystemTime::now(),
             schema,
-            enforced: IndexedPolicies::new(all, index, ENFORCED),
-            shadow: (shadow.map(|(set, _)| set).zip(shadow_index))
+            enforced: IndexedPolicies::new(enforced.set, index, ENFORCED),
+            shadow: (shadow.map(|s| s.set).zip(shadow_index))
                 .map(|(set, index)| IndexedPolicies::new(set, index, SHADOW)),
             products: parts.products,
             routes: parts.routes,

@@ -422,18 +422,25 @@ impl Lines {
 
 /// Formats a Cedar diagnostic as `file:line:col: message`.
 pub(super) fn diag(file: &str, text: &str, d: &(dyn Diagnostic + Send + Sync)) -> String {
-    diag_at(file, &Lines::of(text), d)
+    diag_at(file, &Lines::of(text), 0, d)
 }
 
 /// [`diag`] with the lines of the file's text.
-pub(super) fn diag_at(file: &str, lines: &Lines, d: &(dyn Diagnostic + Send + Sync)) -> String {
+/// `at`: the offset in `file` of the text Cedar's positions are relative
+/// to (a piece of it, see `parse.rs`).
+pub(super) fn diag_at(
+    file: &str,
+    lines: &Lines,
+    at: usize,
+    d: &(dyn Diagnostic + Send + Sync),
+) -> String {
     let mut msg = d.to_string();
     if let Some(help) = d.help() {
         msg.push_str(&format!(" ({help})"));
     }
     match d.labels().and_then(|mut l| l.next()) {
         Some(label) => {
-            let (line, col) = lines.position(label.offset());
+            let (line, col) = lines.position(at + label.offset());
             format!("{file}:{line}:{col}: {msg}")
         }
         None => format!("{file}: {msg}"),

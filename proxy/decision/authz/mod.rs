@@ -29,6 +29,7 @@ mod fields;
 mod index;
 mod inputs;
 mod literals;
+mod parse;
 mod plan;
 mod stray;
 #[doc(hidden)]

@@ -1,4 +1,5 @@
 use super::depth::{DECIDING_STACK, MAX_NESTING, MAX_OPERATORS};
+use super::parse::{parse_in_pieces, statement_cuts, PARSE_PART, PIECE};
 use super::*;
 use crate::decision::routes::Lookup;
 use crate::model::identity::parse_spiffe_id;
@@ -483,8 +484,8 @@ fn policy_text_is_cut_only_at_statement_ends() {
     );
     let first = text.find("};").expect("first end") + 2;
     let second = text.find("resource);").expect("second end") + "resource);".len();
-    // Four parts asked: only real statement ends, in order, qualify.
-    let cuts = statement_cuts(text, 4);
+    // Pieces of a quarter: only real statement ends, in order, qualify.
+    let cuts = statement_cuts(text, text.len() / 4);
     assert!(!cuts.is_empty());
     assert!(
         cuts.iter()
@@ -502,7 +503,7 @@ fn policy_text_is_cut_only_at_statement_ends() {
     let tricky = "// c\r@id(\"a\") permit (principal, action, resource) when { context.path == \"x\ny\" };\n// \" ; @id(\"evil\") permit (principal, action, resource);\n";
     let end = tricky.find("};").expect("end") + 2;
     for parts in 2..5 {
-        let cuts = statement_cuts(tricky, parts);
+        let cuts = statement_cuts(tricky, tricky.len() / parts);
         assert!(cuts.iter().all(|&c| c == end), "{cuts:?}");
     }
     assert_eq!(
@@ -522,22 +523,29 @@ fn a_large_policy_file_parses_in_parts_like_the_whole() {
         text.len() > 2 * PARSE_PART,
         "the text must be long enough to cut"
     );
-    let ids = |sets: &[PolicySet]| {
+    let ids = |sets: &[&PolicySet]| {
         let mut ids: Vec<String> = sets
             .iter()
-            .flat_map(PolicySet::policies)
+            .flat_map(|s| s.policies())
             .filter_map(|p| p.annotation("id").map(str::to_owned))
             .collect();
         ids.sort();
         ids
     };
-    let parts = parse_in_parts(&text, true).expect("parses");
-    if std::thread::available_parallelism().map_or(1, |n| n.get()) > 1 {
-        assert!(parts.len() > 1, "parsed in one part");
-    }
+    let pieces = parse_in_pieces(&text).expect("parses");
+    assert!(pieces.len() >= text.len() / (2 * PIECE), "{}", pieces.len());
+    let sets: Vec<&PolicySet> = pieces.iter().map(|p| &p.set).collect();
     let whole = PolicySet::from_str(&text).expect("parses");
-    assert_eq!(ids(&parts), ids(&[whole]));
-    assert_eq!(ids(&parts).len(), 4000);
+    assert_eq!(ids(&sets), ids(&[&whole]));
+    assert_eq!(ids(&sets).len(), 4000);
+    // Each piece is whole statements, at its offset: its first policy's
+    // text is found there.
+    for p in &pieces {
+        if let Some(first) = p.set.policies().next() {
+            let found = text[p.at..].find(&first.to_string());
+            assert!(found.is_some_and(|o| o < PIECE), "{}", p.at);
+        }
+    }
     // An error late in the text is reported as for the whole file.
     let broken =
         format!("{text}\n@id(\"bad\") permit (principal, action, resource) when {{ 1 + }};\n");
@@ -547,7 +555,7 @@ fn a_large_policy_file_parses_in_parts_like_the_whole() {
         domain: None,
     };
     let mut errors = Vec::new();
-    parse_policies(&[src], true, &mut errors);
+    parse_policies(&[src], &mut errors);
     let line = broken.lines().count();
     assert_eq!(errors.len(), 1, "{errors:?}");
     assert!(
@@ -570,6 +578,37 @@ fn a_large_policy_file_parses_in_parts_like_the_whole() {
             .any(|e| e.starts_with(&format!("{name}:{line}:")) && e.contains("bad.type")),
         "expected an error at {name}:{line}: {errors:?}"
     );
+}
+
+/// Cedar's validator hashes the text a policy was parsed from for every
+/// error it finds: policies are parsed in pieces of a file (`parse.rs`),
+/// and each error is still located in the whole file.
+#[test]
+fn errors_in_every_piece_of_a_file_are_located_in_the_file() {
+    let mut inputs = crate::decision::authz::synth::inputs(50, 100, 5);
+    let file = &mut inputs.policies[0];
+    let first = file.text.lines().count() + 1;
+    let bad = 2_000;
+    for n in 0..bad {
+        file.text.push_str(&format!(
+            "@id(\"bad.{n}\")\npermit (principal, action, resource)\nwhen {{ context.method == {n} }};\n"
+        ));
+    }
+    assert!(file.text.len() > 4 * PIECE);
+    let name = file.name.clone();
+    let errors = Snapshot::build(&inputs).expect_err("type errors").0;
+    assert_eq!(errors.len(), bad, "{:?}", &errors[..3]);
+    for n in 0..bad {
+        let line = first + 3 * n + 2;
+        let at = format!("{name}:{line}:");
+        let here = errors.iter().find(|e| e.starts_with(&at));
+        assert!(
+            here.is_some_and(
+                |e| e.contains(&format!("bad.{n}`")) || e.contains(&format!("bad.{n}\""))
+            ),
+            "bad.{n} not at {at}: {here:?}"
+        );
+    }
 }
 
 #[test]
