@@ -19,9 +19,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 
-use cedar_policy::{
-    EntityUid, Policy, PolicySet, ResourceConstraint, Template, TemplateResourceConstraint,
-};
+use cedar_policy::{EntityUid, Policy, ResourceConstraint, Template, TemplateResourceConstraint};
 
 use super::*;
 
@@ -156,22 +154,12 @@ fn foreign_id(known: &BTreeSet<&str>, domain: &str, id: &str) -> Option<String> 
     ))
 }
 
-/// `line:col` of a policy or template in its file (found by its own text),
-/// or of a link (found by its quoted `link_id`); `1:1` if not found.
-fn locate(src: &Source, needle: &str) -> (usize, usize) {
-    src.text
-        .find(needle)
-        .map(|o| position(&src.text, o))
-        .unwrap_or((1, 1))
-}
-
 /// Checks every policy, template and link of `set` that comes from a
 /// domain's source (`origin`: id -> index into `sources`) against the
 /// resources `products` give each domain. Every violation is added to
 /// `errors`, in file order.
 pub(super) fn check(
-    set: &PolicySet,
-    origin: &HashMap<String, usize>,
+    parsed: &Parsed,
     sources: &[Source],
     products: &[ProductEntry],
     errors: &mut Vec<String>,
@@ -179,6 +167,11 @@ pub(super) fn check(
     if sources.iter().all(|s| s.domain.is_none()) {
         return;
     }
+    let (set, origin) = (&parsed.set, &parsed.origin);
+    // `line:col` of a policy or template in its file (found by its own
+    // text), or of a link (found by its quoted `link_id`); `1:1` if not found.
+    let mut locator = Locator::new(parsed, sources);
+    let mut locate = |id: &str, needle: &str| locator.locate(id, needle).unwrap_or((1, 1));
     let owners = Owners::of(products);
     let domain_of = |id: &str| {
         let i = *origin.get(id)?;
@@ -199,7 +192,7 @@ pub(super) fn check(
         ];
         let mut why = why.into_iter().flatten().peekable();
         if why.peek().is_some() {
-            let (l, c) = locate(src, &t.to_string());
+            let (l, c) = locate(&id, &t.to_string());
             found.extend(why.map(|w| (i, l, c, refusal(src, l, c, "template", &id, domain, &w))));
         }
     }
@@ -217,10 +210,10 @@ pub(super) fn check(
             continue;
         }
         let (what, (l, c)) = match p.template_id() {
-            None => ("policy".to_string(), locate(src, &p.to_string())),
+            None => ("policy".to_string(), locate(&id, &p.to_string())),
             Some(t) => (
                 format!("grant (link of template `{t}`)"),
-                locate(src, &serde_json::Value::String(id.clone()).to_string()),
+                locate(&id, &serde_json::Value::String(id.clone()).to_string()),
             ),
         };
         found.extend(why.map(|w| (i, l, c, refusal(src, l, c, &what, &id, domain, &w))));

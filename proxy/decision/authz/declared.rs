@@ -13,11 +13,9 @@
 //! namespaces alone for callers, and one that loads today must go on
 //! loading. `meshgate validate --strict` makes them fail CI.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 
-use cedar_policy::{
-    Entities, EntityUid, PolicySet, PrincipalConstraint, ResourceConstraint, Schema,
-};
+use cedar_policy::{Entities, EntityUid, PrincipalConstraint, ResourceConstraint, Schema};
 
 use super::*;
 use crate::base::locate::{locate, locate_json, Step};
@@ -84,14 +82,10 @@ impl Declared {
     /// A warning for each undeclared domain, group or team named in
     /// the scope of a policy of `set` (static or linked), at the policy (or
     /// the link).
-    pub(super) fn in_policies(
-        &self,
-        set: &PolicySet,
-        sources: &[Source],
-        origin: &HashMap<String, usize>,
-    ) -> Vec<Finding> {
+    pub(super) fn in_policies(&self, parsed: &Parsed, sources: &[Source]) -> Vec<Finding> {
         let mut found = Vec::new();
-        for p in set.policies() {
+        let mut locator = Locator::new(parsed, sources);
+        for p in parsed.set.policies() {
             let principal = match p.principal_constraint() {
                 PrincipalConstraint::In(u)
                 | PrincipalConstraint::Eq(u)
@@ -109,9 +103,9 @@ impl Declared {
                     continue;
                 };
                 let id = p.id().to_string();
-                let src = origin.get(&id).and_then(|&i| sources.get(i));
+                let src = parsed.origin.get(&id).and_then(|&i| sources.get(i));
                 let (file, at) = match src {
-                    Some(s) => (s.name.clone(), policy_position(s, p, &id)),
+                    Some(s) => (s.name.clone(), policy_position(&mut locator, p, &id)),
                     None => (format!("policy {id}"), None),
                 };
                 found.push(Finding {
@@ -128,13 +122,16 @@ impl Declared {
 
 /// Where policy `p` is written: its text in a policy file, its link id in
 /// a links file.
-fn policy_position(src: &Source, p: &cedar_policy::Policy, id: &str) -> Option<(usize, usize)> {
-    let offset = if p.is_static() {
-        src.text.find(&p.to_string())
+fn policy_position(
+    locator: &mut Locator,
+    p: &cedar_policy::Policy,
+    id: &str,
+) -> Option<(usize, usize)> {
+    if p.is_static() {
+        locator.locate(id, &p.to_string())
     } else {
-        src.text.find(&format!("\"{id}\""))
-    };
-    offset.map(|o| position(&src.text, o))
+        locator.locate(id, &format!("\"{id}\""))
+    }
 }
 
 /// A warning when a contract's domain is not a `Mesh::Domain` of entities.json.

@@ -101,8 +101,10 @@ pub(super) fn on_build_thread<T: Send>(
 /// can be placed in a policy.
 pub(super) fn check(file: &str, text: &str) -> Vec<String> {
     let mut errors = Vec::new();
+    // Placed only for an error, with the lines found once.
+    let lines = std::cell::OnceCell::new();
     let at = |offset: usize| {
-        let (l, c) = position(text, offset);
+        let (l, c) = lines.get_or_init(|| Lines::of(text)).position(offset);
         format!("{file}:{l}:{c}")
     };
     let bytes = text.as_bytes();
@@ -143,7 +145,7 @@ pub(super) fn check(file: &str, text: &str) -> Vec<String> {
             b')' | b']' | b'}' => nesting = nesting.saturating_sub(1),
             b';' if nesting == 0 => {
                 if let Some(s) = start.take() {
-                    too_many(&mut errors, &at(s), operators);
+                    too_many(&mut errors, || at(s), operators);
                 }
                 operators = 0;
             }
@@ -151,15 +153,16 @@ pub(super) fn check(file: &str, text: &str) -> Vec<String> {
         }
     }
     if let Some(s) = start {
-        too_many(&mut errors, &at(s), operators);
+        too_many(&mut errors, || at(s), operators);
     }
     errors
 }
 
-fn too_many(errors: &mut Vec<String>, at: &str, operators: usize) {
+fn too_many(errors: &mut Vec<String>, at: impl FnOnce() -> String, operators: usize) {
     if operators > MAX_OPERATORS {
         errors.push(format!(
-            "{at}: policy has {operators} operators; at most {MAX_OPERATORS} are allowed in one policy (write a long chain such as `x == \"a\" || x == \"b\" || …` as a set: `[\"a\", \"b\"].contains(x)`, or `x in [E::\"a\", E::\"b\"]` for entities)"
+            "{}: policy has {operators} operators; at most {MAX_OPERATORS} are allowed in one policy (write a long chain such as `x == \"a\" || x == \"b\" || …` as a set: `[\"a\", \"b\"].contains(x)`, or `x in [E::\"a\", E::\"b\"]` for entities)",
+            at()
         ));
     }
 }
