@@ -3,14 +3,13 @@
 //! place (`connection`), and what ends the connection besides its peer
 //! (`drive`).
 
-use std::convert::Infallible;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use hyper_util::rt::TokioIo;
 use hyper_util::server::graceful::GracefulConnection;
@@ -22,7 +21,7 @@ use tokio_rustls::TlsAcceptor;
 use super::Sidecar;
 use crate::model::connection::ConnInfo;
 use crate::model::identity;
-use crate::observe::metrics::Metrics;
+use crate::observe::metrics::{CloseReason, Metrics};
 use crate::pipeline::request;
 use crate::transport::streams::{Streams, Verdict, Watch};
 use crate::transport::tls;
@@ -44,7 +43,8 @@ impl Drop for OpenConnection<'_> {
     }
 }
 
-/// One client connection: TLS handshake, identity, then HTTP.
+/// One client connection: TLS handshake, identity, then HTTP until the
+/// peer ends it or its life is over (see [`drive`]).
 pub(super) async fn connection(
     sc: Arc<Sidecar>,
     tcp: TcpStream,
@@ -54,55 +54,20 @@ pub(super) async fn connection(
     let _open = OpenConnection::new(&sc.gate.metrics);
     let accepted = tokio::time::Instant::now();
     let _ = tcp.set_nodelay(true);
-    let acceptor = TlsAcceptor::from(sc.tls.server_config());
-    let stream =
-        match tokio::time::timeout(sc.config.timeouts.tls_handshake, acceptor.accept(tcp)).await {
-            Err(_) => {
-                sc.gate.metrics.handshake_failed("timeout");
-                tracing::debug!(%peer, "tls handshake timed out");
-                return;
-            }
-            Ok(Err(e)) => {
-                let reason = tls::handshake_failure_reason(&e);
-                sc.gate.metrics.handshake_failed(reason);
-                tracing::info!(%peer, reason, error = %e, "tls handshake refused");
-                return;
-            }
-            Ok(Ok(s)) => s,
-        };
-
-    let session = stream.get_ref().1;
-    let Some(chain) = session.peer_certificates() else {
-        sc.gate.metrics.handshake_failed("no_client_cert");
+    let Some(Verified {
+        stream,
+        conn,
+        h2,
+        not_after,
+    }) = handshake(&sc, tcp, peer).await
+    else {
         return;
     };
-    if session.handshake_kind() == Some(rustls::HandshakeKind::Resumed)
-        && !tls::chain_valid_now(chain)
-    {
-        sc.gate.metrics.handshake_failed("expired");
-        tracing::info!(%peer, "a resumed TLS session's client certificate is no longer valid; closed");
-        return;
-    }
-    let Some(leaf) = chain.first() else {
-        sc.gate.metrics.handshake_failed("no_client_cert");
-        return;
-    };
-    let identity = match identity::from_leaf(leaf) {
-        Ok(id) => id,
-        Err(e) => {
-            sc.gate.metrics.handshake_failed(e.reason());
-            tracing::warn!(%peer, error = %e, "client certificate names no usable identity");
-            return;
-        }
-    };
-    let h2 = session.alpn_protocol() == Some(b"h2");
-    let tls_version = match session.protocol_version() {
-        Some(rustls::ProtocolVersion::TLSv1_3) => "TLSv1.3",
-        Some(rustls::ProtocolVersion::TLSv1_2) => "TLSv1.2",
-        _ => "unknown",
-    };
-    let conn = Arc::new(ConnInfo::new(identity, peer, tls_version));
-    tracing::debug!(%peer, principal = %conn.identity.principal, tls_version, h2, "connection established");
+    let expiry = Expiry::new(not_after);
+    let timeouts = &sc.config.timeouts;
+    let aged = timeouts
+        .max_connection_age
+        .map(|age| later(accepted, jittered(age)));
 
     // The request path, top to bottom, is request::handle: in-flight limit,
     // authorization, quotas, the upstream, metrics and the audit event.
@@ -117,30 +82,43 @@ pub(super) async fn connection(
         let sc = svc_sc.clone();
         let conn = conn.clone();
         seen.arrived();
+        // Not forwarded with an identity whose certificate has expired,
+        // whether or not `drive` has closed the connection yet.
+        let expired = expiry.passed();
         // Dropped with the request's future before the answer: given up.
-        let exchange = svc_streams.as_ref().map(|s| s.open());
+        let exchange = (!expired)
+            .then(|| svc_streams.as_ref().map(|s| s.open()))
+            .flatten();
         // Boxed: the request's future is some 3.4 KB, and hyper moves the
         // stream task holding it several times before it first runs.
         Box::pin(async move {
+            if expired {
+                tracing::debug!(peer = %conn.peer, "a request after the client certificate's notAfter: refused unprocessed");
+                return Err(Expired::refusal());
+            }
             let mut resp = request::handle(&sc.gate, &conn, req).await;
             if let Some(exchange) = exchange {
                 resp.body_mut().watch(exchange);
             }
-            Ok::<_, Infallible>(resp)
+            Ok(resp)
         })
     });
 
     let activity = Activity::default();
     let lifetime = Lifetime {
         activity: &activity,
-        idle: sc.config.timeouts.idle,
-        send: sc.config.timeouts.send,
+        idle: timeouts.idle,
+        send: timeouts.send,
         streams: streams.as_deref(),
         draining,
         first: &first,
-        first_by: accepted + sc.config.timeouts.header_read,
+        first_by: accepted + timeouts.header_read,
+        end: End::first(&expiry, aged),
+        grace: timeouts.close_grace(),
+        metrics: &sc.gate.metrics,
+        peer,
     };
-    if h2 {
+    let cut = if h2 {
         // Many streams' responses in one poll of the connection: sent
         // together at its end (transport/turns.rs).
         let (stream, turns) = turn_io(stream);
@@ -149,8 +127,7 @@ pub(super) async fn connection(
             inner: stream,
             activity: activity.clone(),
         });
-        let cut = drive(sc.h2.serve_connection(io, svc), lifetime, Some(&turns)).await;
-        cut.inspect(|reason| cut_off(&sc.gate.metrics, peer, reason));
+        drive(sc.h2.serve_connection(io, svc), lifetime, Some(&turns)).await
     } else {
         let io = TokioIo::new(IdleIo {
             inner: stream,
@@ -161,14 +138,174 @@ pub(super) async fn connection(
             lifetime,
             None::<&TurnFlush<tokio_rustls::server::TlsStream<TcpStream>>>,
         )
-        .await;
+        .await
+    };
+    cut.inspect(|reason| cut_off(&sc.gate.metrics, peer, reason));
+}
+
+/// A client connection past its handshake, its peer verified.
+struct Verified {
+    stream: tokio_rustls::server::TlsStream<TcpStream>,
+    conn: Arc<ConnInfo>,
+    /// ALPN chose HTTP/2.
+    h2: bool,
+    /// The earliest notAfter of the client's certificate and of the
+    /// intermediates it sent.
+    not_after: SystemTime,
+}
+
+/// The TLS handshake and the client's identity; `None`: refused (counted
+/// and logged).
+async fn handshake(sc: &Sidecar, tcp: TcpStream, peer: SocketAddr) -> Option<Verified> {
+    let acceptor = TlsAcceptor::from(sc.tls.server_config());
+    let stream =
+        match tokio::time::timeout(sc.config.timeouts.tls_handshake, acceptor.accept(tcp)).await {
+            Err(_) => {
+                sc.gate.metrics.handshake_failed("timeout");
+                tracing::debug!(%peer, "tls handshake timed out");
+                return None;
+            }
+            Ok(Err(e)) => {
+                let reason = tls::handshake_failure_reason(&e);
+                sc.gate.metrics.handshake_failed(reason);
+                tracing::info!(%peer, reason, error = %e, "tls handshake refused");
+                return None;
+            }
+            Ok(Ok(s)) => s,
+        };
+
+    let session = stream.get_ref().1;
+    let Some(chain) = session.peer_certificates() else {
+        sc.gate.metrics.handshake_failed("no_client_cert");
+        return None;
+    };
+    if session.handshake_kind() == Some(rustls::HandshakeKind::Resumed)
+        && !tls::chain_valid_now(chain)
+    {
+        sc.gate.metrics.handshake_failed("expired");
+        tracing::info!(%peer, "a resumed TLS session's client certificate is no longer valid; closed");
+        return None;
+    }
+    let Some((leaf, intermediates)) = chain.split_first() else {
+        sc.gate.metrics.handshake_failed("no_client_cert");
+        return None;
+    };
+    let identity = match identity::from_leaf(leaf) {
+        Ok(id) => id,
+        Err(e) => {
+            sc.gate.metrics.handshake_failed(e.reason());
+            tracing::warn!(%peer, error = %e, "client certificate names no usable identity");
+            return None;
+        }
+    };
+    let not_after = tls::intermediates_not_after(intermediates)
+        .map_or(identity.not_after, |n| n.min(identity.not_after));
+    let h2 = session.alpn_protocol() == Some(b"h2");
+    let tls_version = match session.protocol_version() {
+        Some(rustls::ProtocolVersion::TLSv1_3) => "TLSv1.3",
+        Some(rustls::ProtocolVersion::TLSv1_2) => "TLSv1.2",
+        _ => "unknown",
+    };
+    let conn = Arc::new(ConnInfo::new(identity, peer, tls_version));
+    tracing::debug!(%peer, principal = %conn.identity.principal, tls_version, h2, "connection established");
+    Some(Verified {
+        stream,
+        conn,
+        h2,
+        not_after,
+    })
+}
+
+/// A connection cut: an HTTP/2 one for what its streams did, any whose
+/// graceful close outlasted its grace.
+fn cut_off(metrics: &Metrics, peer: SocketAddr, reason: &'static str) {
+    metrics.connection_cut(reason);
+    tracing::info!(%peer, reason, "connection cut");
+}
+
+/// When a connection's client certificate chain stops being valid: from
+/// then on its requests are refused unprocessed ([`Expired`]) and the
+/// connection is closed ([`End`]).
+#[derive(Clone, Copy)]
+struct Expiry {
+    not_after: SystemTime,
+    /// The same instant on the monotonic clock, as seen at the handshake:
+    /// the close's timer.
+    at: tokio::time::Instant,
+}
+
+impl Expiry {
+    fn new(not_after: SystemTime) -> Expiry {
+        let left = not_after
+            .duration_since(SystemTime::now())
+            .unwrap_or_default();
+        Expiry {
+            not_after,
+            at: later(tokio::time::Instant::now(), left),
+        }
+    }
+
+    /// notAfter has passed, by either clock (the wall clock may have been
+    /// stepped since the handshake).
+    fn passed(&self) -> bool {
+        tokio::time::Instant::now() >= self.at || SystemTime::now() >= self.not_after
     }
 }
 
-/// An HTTP/2 connection closed for what its streams did.
-fn cut_off(metrics: &Metrics, peer: SocketAddr, reason: &'static str) {
-    metrics.connection_cut(reason);
-    tracing::info!(%peer, reason, "HTTP/2 connection closed");
+/// A request that arrived after its connection's client certificate
+/// expired: not processed. HTTP/2 resets its stream with `REFUSED_STREAM`
+/// (hyper finds the reason in the error's source), which tells the client
+/// that it may send it again, on a new connection; HTTP/1.1 closes the
+/// connection without an answer, as when a request is sent just as a
+/// kept-alive connection closes.
+#[derive(Debug, thiserror::Error)]
+#[error("the connection's client certificate has expired: request refused unprocessed")]
+struct Expired(#[source] h2::Error);
+
+impl Expired {
+    fn refusal() -> Expired {
+        Expired(h2::Error::from(h2::Reason::REFUSED_STREAM))
+    }
+}
+
+/// When a connection's allowed life is over, and why: it is then closed
+/// gracefully.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct End {
+    at: tokio::time::Instant,
+    reason: CloseReason,
+}
+
+impl End {
+    /// The sooner of its certificate's expiry and its age limit.
+    fn first(expiry: &Expiry, aged: Option<tokio::time::Instant>) -> End {
+        match aged {
+            Some(at) if at < expiry.at => End {
+                at,
+                reason: CloseReason::MaxAge,
+            },
+            _ => End {
+                at: expiry.at,
+                reason: CloseReason::CertificateExpired,
+            },
+        }
+    }
+}
+
+/// The longest wait a timer is set for: tokio's own "far future".
+const FAR: Duration = Duration::from_secs(30 * 365 * 24 * 3600);
+
+/// `from + by`, `by` at most [`FAR`] (a configured duration or a
+/// certificate's notAfter may be centuries away; an `Instant` that far
+/// would overflow).
+fn later(from: tokio::time::Instant, by: Duration) -> tokio::time::Instant {
+    from + by.min(FAR)
+}
+
+/// `age` ±10%, so that connections many clients opened together (a
+/// rollout, a restart) do not all close, and reconnect, together.
+fn jittered(age: Duration) -> Duration {
+    Duration::try_from_secs_f64(age.as_secs_f64() * rand::random_range(0.9..=1.1)).unwrap_or(age)
 }
 
 /// Whether a connection has carried a request yet.
@@ -198,9 +335,9 @@ impl FirstRequest {
 }
 
 /// What ends a connection besides the peer: no byte moving for `idle`,
-/// shutdown, and on HTTP/2 what its exchanges do: a response frame not
-/// taken for `send`, no exchange for `idle` (however many pings), too many
-/// exchanges given up.
+/// shutdown, the end of its allowed life, and on HTTP/2 what its exchanges
+/// do: a response frame not taken for `send`, no exchange for `idle`
+/// (however many pings), too many exchanges given up.
 struct Lifetime<'a> {
     activity: &'a Activity,
     idle: Duration,
@@ -211,11 +348,22 @@ struct Lifetime<'a> {
     first: &'a FirstRequest,
     /// When a client that has sent nothing yet stops being waited for.
     first_by: tokio::time::Instant,
+    /// Its client certificate's notAfter or its age limit: closed
+    /// gracefully then, and cut `grace` later.
+    end: End,
+    grace: Duration,
+    metrics: &'a Metrics,
+    peer: SocketAddr,
 }
 
 /// Runs a connection until it ends, no byte has moved for `idle`, or it has
-/// closed gracefully after shutdown began (HTTP/1.1: after the response in
-/// progress, with `Connection: close`; HTTP/2: GOAWAY, open streams finish).
+/// closed gracefully after shutdown began or at the end of its life
+/// (HTTP/1.1: after the response in progress, with `Connection: close`;
+/// HTTP/2: GOAWAY, open streams finish). Closed at the end of its life, it
+/// is cut when its requests take longer than `grace` to finish; requests
+/// that arrive after its certificate's notAfter, before it has closed (an
+/// HTTP/2 stream opened before the client saw the GOAWAY), are refused by
+/// the service ([`Expired`]).
 ///
 /// A connection accepted before shutdown that has not carried a request yet
 /// (its TLS handshake done or still under way, its first request perhaps on
@@ -242,6 +390,8 @@ async fn drive<C: GracefulConnection, T: AsyncWrite + Unpin>(
     let mut look_at = tokio::time::Instant::now() + every;
     // Closed gracefully for having no exchange: closed at the next look.
     let mut quiet_closing = false;
+    // Its life is over: cut at this instant.
+    let mut cut_at = None;
     let abusive = async {
         match life.streams {
             Some(s) => s.abusive().await,
@@ -274,6 +424,18 @@ async fn drive<C: GracefulConnection, T: AsyncWrite + Unpin>(
                     }
                     _ => {}
                 }
+            }
+            _ = tokio::time::sleep_until(life.end.at), if cut_at.is_none() => {
+                if !closing {
+                    conn.as_mut().graceful_shutdown();
+                    closing = true;
+                    life.metrics.connection_closed(life.end.reason);
+                    tracing::debug!(peer = %life.peer, reason = life.end.reason.label(), "closing the connection gracefully: its life is over");
+                }
+                cut_at = Some(later(tokio::time::Instant::now(), life.grace));
+            }
+            _ = tokio::time::sleep_until(cut_at.unwrap_or(life.end.at)), if cut_at.is_some() => {
+                return Some(life.end.reason.label());
             }
             // (An error: the sender is gone, which also means draining.)
             _ = life.draining.changed(), if !waiting_first && !closing => {
@@ -382,5 +544,59 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for IdleIo<T> {
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_connection_ends_at_the_sooner_of_its_certificate_and_its_age() {
+        let now = tokio::time::Instant::now();
+        let expiry = Expiry::new(SystemTime::now() + Duration::from_secs(3600));
+        let cert = End::first(&expiry, None);
+        assert_eq!(cert.reason, CloseReason::CertificateExpired);
+        assert!(cert.at > now + Duration::from_secs(3590), "{cert:?}");
+        assert_eq!(End::first(&expiry, Some(now + FAR)), cert);
+        let aged = End::first(&expiry, Some(now + Duration::from_secs(60)));
+        assert_eq!(aged.reason, CloseReason::MaxAge);
+        assert_eq!(aged.at, now + Duration::from_secs(60));
+    }
+
+    #[test]
+    fn an_expired_certificate_has_passed_at_once_and_a_far_one_is_bounded() {
+        let gone = Expiry::new(SystemTime::now() - Duration::from_secs(1));
+        assert!(gone.passed());
+        let far = Expiry::new(SystemTime::UNIX_EPOCH + Duration::from_secs(253_402_300_799));
+        assert!(!far.passed());
+        assert!(far.at <= tokio::time::Instant::now() + FAR);
+        // A configured age that would overflow an Instant does not panic.
+        let _ = later(tokio::time::Instant::now(), jittered(Duration::MAX));
+    }
+
+    #[test]
+    fn the_age_is_jittered_by_a_tenth_either_way() {
+        let age = Duration::from_secs(3600);
+        let seen: Vec<Duration> = (0..200).map(|_| jittered(age)).collect();
+        assert!(seen
+            .iter()
+            .all(|d| (age.mul_f64(0.9)..=age.mul_f64(1.1)).contains(d)));
+        // Spread, not one value.
+        let (lo, hi) = (seen.iter().min(), seen.iter().max());
+        assert!(hi
+            .zip(lo)
+            .is_some_and(|(h, l)| *h - *l > Duration::from_secs(60)));
+    }
+
+    /// hyper resets an HTTP/2 stream with the reason of the `h2::Error` it
+    /// finds among the service error's sources.
+    #[test]
+    fn a_refusal_carries_refused_stream_for_hyper_to_find() {
+        let e = Expired::refusal();
+        let reason = std::error::Error::source(&e)
+            .and_then(|s| s.downcast_ref::<h2::Error>())
+            .and_then(h2::Error::reason);
+        assert_eq!(reason, Some(h2::Reason::REFUSED_STREAM));
     }
 }
