@@ -237,9 +237,16 @@ async fn max_connection_age_closes_and_its_grace_cuts() {
     answer_the_goaways_ping(&mut c).await;
     let seen = c.until(|f| f.kind == GOAWAY).await;
     assert_eq!(seen.last().and_then(Frame::goaway), Some((1, NO_ERROR)));
-    // The held stream outlasts the grace: cut, unanswered.
+    // The held stream outlasts the grace: cut, unanswered, with a last
+    // GOAWAY of meshgate's own (never naming a later stream than before).
     let rest = c.until_closed().await;
     assert!(!rest.iter().any(|f| f.stream == 1), "{rest:?}");
+    let cut = rest.iter().rfind(|f| f.kind == GOAWAY);
+    assert_eq!(cut.and_then(Frame::goaway), Some((1, NO_ERROR)), "{rest:?}");
+    assert!(
+        cut.is_some_and(|f| f.payload.ends_with(b"max_age")),
+        "{rest:?}"
+    );
     blocking(|| mg.wait_metric(AGED_CUT, 1.0));
     assert_eq!(mg.counter(AGED), 2.0);
     assert_eq!(mg.counter(AGED_CUT), 1.0);

@@ -23,6 +23,7 @@ use crate::model::connection::ConnInfo;
 use crate::model::identity;
 use crate::observe::metrics::{CloseReason, Metrics};
 use crate::pipeline::request;
+use crate::transport::frames;
 use crate::transport::streams::{Streams, Verdict, Watch};
 use crate::transport::tls;
 use crate::transport::turns::{turn, turn_io, TurnFlush};
@@ -127,7 +128,11 @@ pub(super) async fn connection(
             inner: stream,
             activity: activity.clone(),
         });
-        drive(sc.h2.serve_connection(io, svc), lifetime, Some(&turns)).await
+        let cut = drive(sc.h2.serve_connection(io, svc), lifetime, Some(&turns)).await;
+        if let Some((reason, code)) = cut.and_then(|r| goaway_code(r).map(|c| (r, c))) {
+            turns.go_away(code, reason.as_bytes());
+        }
+        cut
     } else {
         let io = TokioIo::new(IdleIo {
             inner: stream,
@@ -221,6 +226,21 @@ async fn handshake(sc: &Sidecar, tcp: TcpStream, peer: SocketAddr) -> Option<Ver
 fn cut_off(metrics: &Metrics, peer: SocketAddr, reason: &'static str) {
     metrics.connection_cut(reason);
     tracing::info!(%peer, reason, "connection cut");
+}
+
+/// The error code of the GOAWAY that ends an HTTP/2 connection cut for
+/// `reason` (its debug data); `None`: none is written.
+fn goaway_code(reason: &str) -> Option<u32> {
+    match reason {
+        // As the h2 crate ends a connection for its own reset limits.
+        "premature_resets" => Some(frames::ENHANCE_YOUR_CALM),
+        // The client takes nothing: a frame behind those it has not taken
+        // would not be read either, and is not waited for.
+        "send_timeout" => None,
+        // After a graceful GOAWAY that went unanswered, or whose grace ran
+        // out: the client learns which of its streams were not taken up.
+        _ => Some(frames::NO_ERROR),
+    }
 }
 
 /// When a connection's client certificate chain stops being valid: from
