@@ -410,7 +410,7 @@ async fn drive<C: GracefulConnection, T: AsyncWrite + Unpin>(
     let mut look_at = tokio::time::Instant::now() + every;
     // Closed gracefully for having no exchange: closed at the next look.
     let mut quiet_closing = false;
-    // Its life is over: cut at this instant.
+    // Told to close at the end of its life: cut at this instant.
     let mut cut_at = None;
     let abusive = async {
         match life.streams {
@@ -445,7 +445,11 @@ async fn drive<C: GracefulConnection, T: AsyncWrite + Unpin>(
                     _ => {}
                 }
             }
-            _ = tokio::time::sleep_until(life.end.at), if cut_at.is_none() => {
+            // Its life is over: closed gracefully, then cut after the grace.
+            _ = tokio::time::sleep_until(cut_at.unwrap_or(life.end.at)) => {
+                if cut_at.is_some() {
+                    return Some(life.end.reason.label());
+                }
                 if !closing {
                     conn.as_mut().graceful_shutdown();
                     closing = true;
@@ -453,9 +457,6 @@ async fn drive<C: GracefulConnection, T: AsyncWrite + Unpin>(
                     tracing::debug!(peer = %life.peer, reason = life.end.reason.label(), "closing the connection gracefully: its life is over");
                 }
                 cut_at = Some(later(tokio::time::Instant::now(), life.grace));
-            }
-            _ = tokio::time::sleep_until(cut_at.unwrap_or(life.end.at)), if cut_at.is_some() => {
-                return Some(life.end.reason.label());
             }
             // (An error: the sender is gone, which also means draining.)
             _ = life.draining.changed(), if !waiting_first && !closing => {
