@@ -37,6 +37,7 @@ fn conn() -> Arc<ConnInfo> {
             principal_header: HeaderValue::from_static(ID),
             xfcc: HeaderValue::from_static("x"),
             cert_sha256: String::new(),
+            not_after: std::time::SystemTime::UNIX_EPOCH,
         },
         "127.0.0.1:40000".parse().expect("addr"),
         "TLSv1.3",

@@ -99,3 +99,8 @@ pub fn de_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error
     }
     Ok(dur)
 }
+
+/// [`de_duration`] for a field that may be left out (`#[serde(default)]`).
+pub fn de_opt_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    de_duration(d).map(Some)
+}

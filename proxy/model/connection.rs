@@ -85,6 +85,7 @@ mod tests {
             principal_header: HeaderValue::from_static(id),
             xfcc: HeaderValue::from_static("x"),
             cert_sha256: String::new(),
+            not_after: std::time::SystemTime::UNIX_EPOCH,
         }
     }
 

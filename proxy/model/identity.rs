@@ -10,6 +10,7 @@
 //! the service.
 
 use std::fmt;
+use std::time::{Duration, SystemTime};
 
 use http::HeaderValue;
 use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
@@ -84,6 +85,9 @@ pub struct PeerIdentity {
     pub xfcc: HeaderValue,
     /// SHA-256 of the leaf certificate's DER, lowercase hex.
     pub cert_sha256: String,
+    /// The leaf certificate's notAfter: the connection it authenticates is
+    /// closed then (`runtime::sidecar::connection`).
+    pub not_after: SystemTime,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -181,7 +185,17 @@ pub fn from_leaf(der: &[u8]) -> Result<PeerIdentity, IdentityError> {
         xfcc: header(xfcc)?,
         principal,
         cert_sha256,
+        not_after: not_after(&cert),
     })
+}
+
+/// A certificate's notAfter as a system time (one before 1970 is 1970: long
+/// past either way).
+pub fn not_after(cert: &X509Certificate<'_>) -> SystemTime {
+    u64::try_from(cert.validity().not_after.timestamp())
+        .ok()
+        .and_then(|secs| SystemTime::UNIX_EPOCH.checked_add(Duration::from_secs(secs)))
+        .unwrap_or(SystemTime::UNIX_EPOCH)
 }
 
 /// Envoy's `x-forwarded-client-cert` element: `Hash=…;Subject="…";URI=…;DNS=…`.
@@ -349,6 +363,21 @@ mod tests {
             p.distinguished_name.push(rcgen::DnType::CommonName, cn);
         }
         p.self_signed(&key).expect("cert").der().to_vec()
+    }
+
+    #[test]
+    fn the_leafs_not_after_is_read_to_the_second() {
+        let key = rcgen::KeyPair::generate().expect("key");
+        let mut p = rcgen::CertificateParams::default();
+        p.subject_alt_names = vec![uri(ID)];
+        let at = time::OffsetDateTime::from_unix_timestamp(1_900_000_123).expect("time");
+        p.not_after = at;
+        let der = p.self_signed(&key).expect("cert").der().to_vec();
+        let id = from_leaf(&der).expect("an identity");
+        assert_eq!(
+            id.not_after,
+            SystemTime::UNIX_EPOCH + Duration::from_secs(1_900_000_123)
+        );
     }
 
     fn uri(u: &str) -> rcgen::SanType {

@@ -10,7 +10,7 @@ use std::time::Duration;
 use http::uri::{Authority, Uri};
 use serde::{Deserialize, Deserializer};
 
-pub use crate::base::yaml::{de_duration, parse_yaml, ConfigError};
+pub use crate::base::yaml::{de_duration, de_opt_duration, parse_yaml, ConfigError};
 pub use crate::transport::tls::TlsPaths;
 pub use crate::transport::upstream::UpstreamProtocol;
 
@@ -145,6 +145,15 @@ pub struct Timeouts {
     /// After SIGTERM: how long in-flight requests may take to finish.
     #[serde(deserialize_with = "de_duration")]
     pub shutdown_grace: Duration,
+    /// A client connection older than this (±10% jitter) is closed
+    /// gracefully; absent: no limit but its client certificate's notAfter.
+    #[serde(deserialize_with = "de_opt_duration")]
+    pub max_connection_age: Option<Duration>,
+    /// How long a connection closed gracefully for its age or its client
+    /// certificate's notAfter may take to finish its requests before it is
+    /// cut; absent: `shutdown_grace`.
+    #[serde(deserialize_with = "de_opt_duration")]
+    pub max_connection_age_grace: Option<Duration>,
     /// A product whose contract promises a `latency` gets this many times it
     /// as its upstream response timeout (at most `upstream_response`); 0: off.
     pub latency_factor: f64,
@@ -160,7 +169,42 @@ impl Default for Timeouts {
             upstream_connect: Duration::from_secs(1),
             upstream_response: Duration::from_secs(15),
             shutdown_grace: Duration::from_secs(20),
+            max_connection_age: None,
+            max_connection_age_grace: None,
             latency_factor: 4.0,
+        }
+    }
+}
+
+/// The shortest `timeouts.max_connection_age`: below it clients would spend
+/// more on handshakes than on requests.
+pub const MIN_CONNECTION_AGE: Duration = Duration::from_secs(1);
+
+impl Timeouts {
+    /// How long a connection closed at the end of its life (its age, its
+    /// client certificate's notAfter) may take to finish its requests.
+    pub fn close_grace(&self) -> Duration {
+        self.max_connection_age_grace.unwrap_or(self.shutdown_grace)
+    }
+
+    /// The first field out of its range, and why.
+    fn check(&self) -> Result<(), (&'static str, String)> {
+        if !(self.latency_factor >= 0.0 && self.latency_factor.is_finite()) {
+            return Err((
+                "timeouts.latency_factor",
+                format!("{} is not a factor >= 0", self.latency_factor),
+            ));
+        }
+        match self.max_connection_age {
+            Some(age) if age < MIN_CONNECTION_AGE => Err((
+                "timeouts.max_connection_age",
+                format!(
+                    "{} is below the minimum of {} (leave it out for no limit)",
+                    humantime::format_duration(age),
+                    humantime::format_duration(MIN_CONNECTION_AGE)
+                ),
+            )),
+            _ => Ok(()),
         }
     }
 }
@@ -321,11 +365,8 @@ impl Config {
         if let Err((field, message)) = self.tracing.check() {
             return Err(invalid(field, message));
         }
-        if !(self.timeouts.latency_factor >= 0.0 && self.timeouts.latency_factor.is_finite()) {
-            return Err(invalid(
-                "timeouts.latency_factor",
-                format!("{} is not a factor >= 0", self.timeouts.latency_factor),
-            ));
+        if let Err((field, message)) = self.timeouts.check() {
+            return Err(invalid(field, message));
         }
         if self.workers == Some(0) {
             return Err(invalid("workers", "must be at least 1".into()));
@@ -450,6 +491,49 @@ mod tests {
             let err = config.validate("m.yaml").unwrap_err().to_string();
             assert!(err.contains(&format!("limits.{field}")), "{err}");
             assert!(err.contains("must be at least 1"), "{err}");
+        }
+    }
+
+    #[test]
+    fn max_connection_age_is_off_by_default_and_at_least_a_second() {
+        let c = Config::parse(MINIMAL, "m.yaml").expect("parses");
+        assert_eq!(c.timeouts.max_connection_age, None);
+        assert_eq!(c.timeouts.max_connection_age_grace, None);
+        // The grace defaults to the shutdown's.
+        assert_eq!(c.timeouts.close_grace(), Duration::from_secs(20));
+        let text = format!(
+            "{MINIMAL}timeouts:\n  max_connection_age: 1h\n  max_connection_age_grace: 30s\n"
+        );
+        let c = Config::parse(&text, "m.yaml").expect("parses");
+        assert_eq!(c.timeouts.check(), Ok(()));
+        assert_eq!(
+            c.timeouts.max_connection_age,
+            Some(Duration::from_secs(3600))
+        );
+        assert_eq!(c.timeouts.close_grace(), Duration::from_secs(30));
+        let text = format!("{MINIMAL}timeouts:\n  max_connection_age: 500ms\n");
+        let config = Config::parse(&text, "m.yaml").expect("parses");
+        let err = config.validate("m.yaml").unwrap_err().to_string();
+        assert!(
+            err.contains("timeouts.max_connection_age: 500ms is below the minimum of 1s"),
+            "{err}"
+        );
+        for (field, value, says) in [
+            (
+                "max_connection_age",
+                "0s",
+                "a timeout of zero is not allowed",
+            ),
+            (
+                "max_connection_age_grace",
+                "soon",
+                "`soon` is not a duration",
+            ),
+        ] {
+            let text = format!("{MINIMAL}timeouts:\n  {field}: {value}\n");
+            let err = Config::parse(&text, "m.yaml").unwrap_err().to_string();
+            assert!(err.contains(&format!("timeouts.{field}")), "{err}");
+            assert!(err.contains(says), "{err}");
         }
     }
 

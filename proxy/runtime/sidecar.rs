@@ -1,39 +1,31 @@
-//! The data listener: accept, TLS, identity, HTTP/1.1 or HTTP/2 by ALPN, and the
-//! request path composed in one visible place (`connection`); reloads on
-//! file changes and SIGHUP; what the admin port says of the sidecar.
+//! The data listener: bind, accept (each connection's life is in
+//! `connection`), reloads on file changes and SIGHUP, shutdown; what the
+//! admin port says of the sidecar.
 
-use std::convert::Infallible;
+mod connection;
+
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
-use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
-use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::Full;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulConnection;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{watch, Notify, Semaphore};
-use tokio_rustls::TlsAcceptor;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use tokio::net::TcpListener;
+use tokio::sync::{watch, Semaphore};
 
 use crate::base::watch::{Change, Changes};
 use crate::decision::authz::PolicyInputs;
 use crate::decision::store::{Origin, PolicyStore};
-use crate::model::connection::ConnInfo;
-use crate::model::identity;
 use crate::observe::metrics::Metrics;
-use crate::pipeline::{request, Gate, RequestIds};
+use crate::pipeline::{Gate, RequestIds};
 use crate::runtime::admin::{self, Admin, Probes};
 use crate::runtime::config::Config;
 use crate::transport::listener::Acceptor;
-use crate::transport::streams::{Streams, Verdict, Watch};
-use crate::transport::tls::{self, TlsError, TlsStore};
-use crate::transport::turns::{turn, turn_io, TurnFlush};
+use crate::transport::tls::{TlsError, TlsStore};
 use crate::transport::upstream::{Upstream, UpstreamSettings};
 
 /// How a sidecar's shutdown ended.
@@ -542,7 +534,7 @@ async fn accept_loop(sc: Arc<Sidecar>, listener: TcpListener, shutdown: impl Fut
         let watcher = draining.subscribe();
         let sc = sc.clone();
         tokio::spawn(async move {
-            connection(sc, tcp, peer, watcher).await;
+            connection::connection(sc, tcp, peer, watcher).await;
             drop(permit);
         });
     }
@@ -555,363 +547,6 @@ async fn accept_loop(sc: Arc<Sidecar>, listener: TcpListener, shutdown: impl Fut
     match tokio::time::timeout(grace, draining.closed()).await {
         Ok(()) => tracing::info!("drained"),
         Err(_) => tracing::warn!("grace period over; closing the remaining connections"),
-    }
-}
-
-/// Counts an open connection for as long as it lives.
-struct OpenConnection<'a>(&'a Metrics);
-
-impl<'a> OpenConnection<'a> {
-    fn new(m: &'a Metrics) -> Self {
-        m.open_connections.inc();
-        OpenConnection(m)
-    }
-}
-
-impl Drop for OpenConnection<'_> {
-    fn drop(&mut self) {
-        self.0.open_connections.dec();
-    }
-}
-
-/// One client connection: TLS handshake, identity, then HTTP.
-async fn connection(
-    sc: Arc<Sidecar>,
-    tcp: TcpStream,
-    peer: SocketAddr,
-    draining: watch::Receiver<bool>,
-) {
-    let _open = OpenConnection::new(&sc.gate.metrics);
-    let accepted = tokio::time::Instant::now();
-    let _ = tcp.set_nodelay(true);
-    let acceptor = TlsAcceptor::from(sc.tls.server_config());
-    let stream =
-        match tokio::time::timeout(sc.config.timeouts.tls_handshake, acceptor.accept(tcp)).await {
-            Err(_) => {
-                sc.gate.metrics.handshake_failed("timeout");
-                tracing::debug!(%peer, "tls handshake timed out");
-                return;
-            }
-            Ok(Err(e)) => {
-                let reason = tls::handshake_failure_reason(&e);
-                sc.gate.metrics.handshake_failed(reason);
-                tracing::info!(%peer, reason, error = %e, "tls handshake refused");
-                return;
-            }
-            Ok(Ok(s)) => s,
-        };
-
-    let session = stream.get_ref().1;
-    let Some(chain) = session.peer_certificates() else {
-        sc.gate.metrics.handshake_failed("no_client_cert");
-        return;
-    };
-    if session.handshake_kind() == Some(rustls::HandshakeKind::Resumed)
-        && !tls::chain_valid_now(chain)
-    {
-        sc.gate.metrics.handshake_failed("expired");
-        tracing::info!(%peer, "a resumed TLS session's client certificate is no longer valid; closed");
-        return;
-    }
-    let Some(leaf) = chain.first() else {
-        sc.gate.metrics.handshake_failed("no_client_cert");
-        return;
-    };
-    let identity = match identity::from_leaf(leaf) {
-        Ok(id) => id,
-        Err(e) => {
-            sc.gate.metrics.handshake_failed(e.reason());
-            tracing::warn!(%peer, error = %e, "client certificate names no usable identity");
-            return;
-        }
-    };
-    let h2 = session.alpn_protocol() == Some(b"h2");
-    let tls_version = match session.protocol_version() {
-        Some(rustls::ProtocolVersion::TLSv1_3) => "TLSv1.3",
-        Some(rustls::ProtocolVersion::TLSv1_2) => "TLSv1.2",
-        _ => "unknown",
-    };
-    let conn = Arc::new(ConnInfo::new(identity, peer, tls_version));
-    tracing::debug!(%peer, principal = %conn.identity.principal, tls_version, h2, "connection established");
-
-    // The request path, top to bottom, is request::handle: in-flight limit,
-    // authorization, quotas, the upstream, metrics and the audit event.
-    let svc_sc = sc.clone();
-    let first = Arc::new(FirstRequest::default());
-    let seen = first.clone();
-    // HTTP/2: what its exchanges are doing, for `drive` (transport/streams.rs).
-    let limits = &sc.config.limits;
-    let streams = h2.then(|| Streams::new(limits.max_h2_streams, limits.max_h2_premature_resets));
-    let svc_streams = streams.clone();
-    let svc = hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
-        let sc = svc_sc.clone();
-        let conn = conn.clone();
-        seen.arrived();
-        // Dropped with the request's future before the answer: given up.
-        let exchange = svc_streams.as_ref().map(|s| s.open());
-        // Boxed: the request's future is some 3.4 KB, and hyper moves the
-        // stream task holding it several times before it first runs.
-        Box::pin(async move {
-            let mut resp = request::handle(&sc.gate, &conn, req).await;
-            if let Some(exchange) = exchange {
-                resp.body_mut().watch(exchange);
-            }
-            Ok::<_, Infallible>(resp)
-        })
-    });
-
-    let activity = Activity::default();
-    let lifetime = Lifetime {
-        activity: &activity,
-        idle: sc.config.timeouts.idle,
-        send: sc.config.timeouts.send,
-        streams: streams.as_deref(),
-        draining,
-        first: &first,
-        first_by: accepted + sc.config.timeouts.header_read,
-    };
-    if h2 {
-        // Many streams' responses in one poll of the connection: sent
-        // together at its end (transport/turns.rs).
-        let (stream, turns) = turn_io(stream);
-        turns.defer();
-        let io = TokioIo::new(IdleIo {
-            inner: stream,
-            activity: activity.clone(),
-        });
-        let cut = drive(sc.h2.serve_connection(io, svc), lifetime, Some(&turns)).await;
-        cut.inspect(|reason| cut_off(&sc.gate.metrics, peer, reason));
-    } else {
-        let io = TokioIo::new(IdleIo {
-            inner: stream,
-            activity: activity.clone(),
-        });
-        drive(
-            sc.h1.serve_connection(io, svc),
-            lifetime,
-            None::<&TurnFlush<tokio_rustls::server::TlsStream<TcpStream>>>,
-        )
-        .await;
-    }
-}
-
-/// An HTTP/2 connection closed for what its streams did.
-fn cut_off(metrics: &Metrics, peer: SocketAddr, reason: &'static str) {
-    metrics.connection_cut(reason);
-    tracing::info!(%peer, reason, "HTTP/2 connection closed");
-}
-
-/// Whether a connection has carried a request yet.
-#[derive(Default)]
-struct FirstRequest {
-    seen: AtomicBool,
-    notify: Notify,
-}
-
-impl FirstRequest {
-    fn arrived(&self) {
-        if !self.seen.swap(true, Ordering::AcqRel) {
-            // A stored permit: a waiter that comes later returns at once.
-            self.notify.notify_one();
-        }
-    }
-
-    fn seen(&self) -> bool {
-        self.seen.load(Ordering::Acquire)
-    }
-
-    async fn wait(&self) {
-        if !self.seen() {
-            self.notify.notified().await;
-        }
-    }
-}
-
-/// What ends a connection besides the peer: no byte moving for `idle`,
-/// shutdown, and on HTTP/2 what its exchanges do: a response frame not
-/// taken for `send`, no exchange for `idle` (however many pings), too many
-/// exchanges given up.
-struct Lifetime<'a> {
-    activity: &'a Activity,
-    idle: Duration,
-    send: Duration,
-    /// HTTP/2: the connection's exchanges.
-    streams: Option<&'a Streams>,
-    draining: watch::Receiver<bool>,
-    first: &'a FirstRequest,
-    /// When a client that has sent nothing yet stops being waited for.
-    first_by: tokio::time::Instant,
-}
-
-/// Runs a connection until it ends, no byte has moved for `idle`, or it has
-/// closed gracefully after shutdown began (HTTP/1.1: after the response in
-/// progress, with `Connection: close`; HTTP/2: GOAWAY, open streams finish).
-///
-/// A connection accepted before shutdown that has not carried a request yet
-/// (its TLS handshake done or still under way, its first request perhaps on
-/// the wire) is given until `timeouts.header_read` after its accept for that
-/// request, which is then served: told to close gracefully at once, hyper
-/// would close it unread, and the client, on a new connection, could not
-/// know that it may retry.
-///
-/// `turns`: the connection's IO gathers its writes (transport/turns.rs),
-/// sent after every poll of `conn`.
-async fn drive<C: GracefulConnection, T: AsyncWrite + Unpin>(
-    conn: C,
-    mut life: Lifetime<'_>,
-    turns: Option<&TurnFlush<T>>,
-) -> Option<&'static str> {
-    tokio::pin!(conn);
-    // Draining, and waiting for the first request before closing.
-    let mut waiting_first = false;
-    // Told to close gracefully.
-    let mut closing = false;
-    // HTTP/2: its exchanges are looked at four times per `send` (or `idle`).
-    let mut watch = Watch::default();
-    let every = (life.send.min(life.idle) / 4).max(Duration::from_millis(1));
-    let mut look_at = tokio::time::Instant::now() + every;
-    // Closed gracefully for having no exchange: closed at the next look.
-    let mut quiet_closing = false;
-    let abusive = async {
-        match life.streams {
-            Some(s) => s.abusive().await,
-            None => std::future::pending().await,
-        }
-    };
-    tokio::pin!(abusive);
-    loop {
-        let idle_at = tokio::time::Instant::from_std(life.activity.last() + life.idle);
-        tokio::select! {
-            _ = turn(conn.as_mut(), turns) => return quiet_closing.then_some("idle_streams"),
-            _ = tokio::time::sleep_until(idle_at) => {
-                if life.activity.last().elapsed() >= life.idle {
-                    tracing::debug!("closing idle connection");
-                    return None;
-                }
-            }
-            () = &mut abusive => return Some("premature_resets"),
-            _ = tokio::time::sleep_until(look_at), if life.streams.is_some() => {
-                let now = tokio::time::Instant::now();
-                look_at = now + every;
-                let verdict = life.streams.map_or(Verdict::Fine, |s| s.check(&mut watch, now, life.send, life.idle));
-                match verdict {
-                    Verdict::SendStalled => return Some("send_timeout"),
-                    // Its GOAWAY went unanswered (hyper waits for a ping's answer).
-                    Verdict::Quiet if quiet_closing => return Some("idle_streams"),
-                    Verdict::Quiet if !closing => {
-                        conn.as_mut().graceful_shutdown();
-                        (closing, quiet_closing) = (true, true);
-                    }
-                    _ => {}
-                }
-            }
-            // (An error: the sender is gone, which also means draining.)
-            _ = life.draining.changed(), if !waiting_first && !closing => {
-                if life.first.seen() {
-                    conn.as_mut().graceful_shutdown();
-                    closing = true;
-                } else {
-                    waiting_first = true;
-                }
-            }
-            _ = life.first.wait(), if waiting_first && !closing => {
-                conn.as_mut().graceful_shutdown();
-                closing = true;
-            }
-            _ = tokio::time::sleep_until(life.first_by), if waiting_first && !closing => {
-                conn.as_mut().graceful_shutdown();
-                closing = true;
-            }
-        }
-    }
-}
-
-/// When a connection last moved a byte.
-#[derive(Clone)]
-struct Activity(Arc<AtomicU64>);
-
-fn epoch() -> Instant {
-    static EPOCH: OnceLock<Instant> = OnceLock::new();
-    *EPOCH.get_or_init(Instant::now)
-}
-
-impl Default for Activity {
-    fn default() -> Self {
-        let a = Activity(Arc::new(AtomicU64::new(0)));
-        a.touch();
-        a
-    }
-}
-
-impl Activity {
-    fn touch(&self) {
-        let ms = epoch().elapsed().as_millis() as u64;
-        if self.0.load(Ordering::Relaxed) != ms {
-            self.0.store(ms, Ordering::Relaxed);
-        }
-    }
-
-    fn last(&self) -> Instant {
-        epoch() + Duration::from_millis(self.0.load(Ordering::Relaxed))
-    }
-}
-
-/// An IO stream that records activity for the idle timeout.
-struct IdleIo<T> {
-    inner: T,
-    activity: Activity,
-}
-
-impl<T: AsyncRead + Unpin> AsyncRead for IdleIo<T> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let before = buf.filled().len();
-        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
-        if matches!(r, Poll::Ready(Ok(()))) && buf.filled().len() > before {
-            self.activity.touch();
-        }
-        r
-    }
-}
-
-impl<T: AsyncWrite + Unpin> AsyncWrite for IdleIo<T> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        let r = Pin::new(&mut self.inner).poll_write(cx, buf);
-        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
-            self.activity.touch();
-        }
-        r
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        let r = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
-        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
-            self.activity.touch();
-        }
-        r
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
 

@@ -2,6 +2,7 @@
 //! connection pool. Never imports the decision, the pipeline, the runtime or
 //! the audit trail.
 
+pub mod frames;
 pub mod listener;
 pub mod streams;
 pub mod tls;

@@ -7,6 +7,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use arc_swap::ArcSwap;
 use rustls::server::danger::ClientCertVerifier;
@@ -464,6 +465,23 @@ pub fn chain_valid_now(chain: &[CertificateDer<'_>]) -> bool {
         })
 }
 
+/// The earliest notAfter of the intermediate certificates a client sent
+/// (its chain past the leaf) among those valid now; `None`: none sent, or
+/// none valid. One that does not parse or is out of its validity period now
+/// cannot be on the path the handshake verified (webpki checks every
+/// certificate of the path), so it bounds nothing; one the path did not use
+/// and that is valid now is counted all the same: the connection may then
+/// close earlier than it had to, never later.
+pub fn intermediates_not_after(intermediates: &[CertificateDer<'_>]) -> Option<SystemTime> {
+    use x509_parser::prelude::{FromDer, X509Certificate};
+    intermediates
+        .iter()
+        .filter_map(|der| X509Certificate::from_der(der).ok())
+        .filter(|(_, cert)| cert.validity().is_valid())
+        .map(|(_, cert)| crate::model::identity::not_after(&cert))
+        .min()
+}
+
 /// Why a handshake was refused, as a metric label.
 pub fn handshake_failure_reason(e: &std::io::Error) -> &'static str {
     use rustls::{CertificateError as C, Error as E};
@@ -486,5 +504,40 @@ pub fn handshake_failure_reason(e: &std::io::Error) -> &'static str {
         E::PeerIncompatible(_) => "incompatible",
         E::AlertReceived(_) => "alert_received",
         _ => "protocol_error",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A self-signed certificate valid from an hour ago for `secs` (negative:
+    /// expired that long ago).
+    fn cert(secs: i64) -> CertificateDer<'static> {
+        let key = rcgen::KeyPair::generate().expect("key");
+        let mut p = rcgen::CertificateParams::default();
+        let now = time::OffsetDateTime::now_utc();
+        p.not_before = now - time::Duration::hours(2);
+        p.not_after = now + time::Duration::seconds(secs);
+        p.self_signed(&key).expect("cert").der().clone()
+    }
+
+    #[test]
+    fn the_earliest_intermediate_valid_now_bounds_the_connection() {
+        assert_eq!(intermediates_not_after(&[]), None);
+        let garbage = CertificateDer::from(vec![0x30, 0x03, 0x02, 0x01, 0x00]);
+        let expired = cert(-60);
+        assert_eq!(
+            intermediates_not_after(&[garbage.clone(), expired.clone()]),
+            None
+        );
+        let later = cert(7200);
+        let sooner = cert(3600);
+        let got = intermediates_not_after(&[later, garbage, expired, sooner])
+            .expect("a bound")
+            .duration_since(SystemTime::now())
+            .expect("in the future");
+        // The sooner one's, to the second.
+        assert!((3590..=3600).contains(&got.as_secs()), "{got:?} from now");
     }
 }

@@ -15,6 +15,10 @@
 //! a handshake, which has no driving task of ours). Past [`TurnIo::LIMIT`]
 //! buffered bytes a write sends what is buffered first, and waits if the
 //! stream below does: the bytes a connection buffers here stay bounded.
+//!
+//! It carries HTTP/2 and nothing else, and follows its frames both ways
+//! ([`Frames`]): when meshgate cuts a connection, [`TurnFlush::go_away`]
+//! ends it with a GOAWAY of meshgate's own where one can be written.
 
 use std::future::Future;
 use std::io;
@@ -23,6 +27,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+use super::frames::Frames;
 
 /// The IO a connection's HTTP server is given; see the module's docs.
 pub struct TurnIo<T> {
@@ -48,6 +54,10 @@ struct Shared<T> {
     /// A write to `io` failed outside the server's own calls: reported to
     /// the server at its next call.
     failed: Option<io::ErrorKind>,
+    /// The HTTP/2 frames read and written so far.
+    frames: Frames,
+    /// `io` is being shut down (or was): nothing more may be written.
+    shut: bool,
 }
 
 /// A `TurnIo` and the handle that flushes it.
@@ -59,6 +69,8 @@ pub fn turn_io<T>(io: T) -> (TurnIo<T>, TurnFlush<T>) {
         deferred: false,
         unflushed: false,
         failed: None,
+        frames: Frames::default(),
+        shut: false,
     }));
     (
         TurnIo {
@@ -193,6 +205,33 @@ impl<T: AsyncWrite + Unpin> TurnFlush<T> {
     }
 }
 
+impl<T: AsyncWrite + Unpin> TurnFlush<T> {
+    /// After the server is gone, dropped with its connection open (meshgate
+    /// cut it): a GOAWAY with `code` and `debug` data appended to what it
+    /// wrote, when that ends between frames and the server had not begun
+    /// to shut the stream down; then everything handed to the stream below,
+    /// and that shut down (TLS: close_notify). One attempt that waits for
+    /// nothing: a client that does not read is not waited for. Whether the
+    /// GOAWAY was handed over whole.
+    pub fn go_away(&self, code: u32, debug: &[u8]) -> bool {
+        let mut s = lock(&self.shared);
+        if s.shut || s.failed.is_some() {
+            return false;
+        }
+        let Some(goaway) = s.frames.goaway(code, debug) else {
+            return false;
+        };
+        s.out.extend_from_slice(&goaway);
+        (s.unflushed, s.shut) = (true, true);
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        if !matches!(s.poll_send_flush(&mut cx), Poll::Ready(Ok(()))) {
+            return false;
+        }
+        let _ = Pin::new(&mut s.io).poll_shutdown(&mut cx);
+        true
+    }
+}
+
 /// One poll of a connection's server, then its turn's writes sent; see
 /// [`turn`].
 pub struct Turn<'a, C, T> {
@@ -239,7 +278,10 @@ impl<T: AsyncRead + Unpin> AsyncRead for TurnIo<T> {
         if let Some(kind) = s.failed {
             return Poll::Ready(Err(kind.into()));
         }
-        Pin::new(&mut s.io).poll_read(cx, buf)
+        let before = buf.filled().len();
+        let r = Pin::new(&mut s.io).poll_read(cx, buf);
+        s.frames.read(&buf.filled()[before..]);
+        r
     }
 }
 
@@ -253,6 +295,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for TurnIo<T> {
         std::task::ready!(s.poll_room(cx))?;
         s.reserve(buf.len());
         s.out.extend_from_slice(buf);
+        s.frames.wrote(buf);
         s.unflushed = true;
         Poll::Ready(Ok(buf.len()))
     }
@@ -268,6 +311,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for TurnIo<T> {
         let mut n = 0;
         for b in bufs {
             s.out.extend_from_slice(b);
+            s.frames.wrote(b);
             n += b.len();
         }
         s.unflushed = true;
@@ -289,6 +333,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for TurnIo<T> {
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let mut s = lock(&self.shared);
+        s.shut = true;
         std::task::ready!(s.poll_send_flush(cx))?;
         Pin::new(&mut s.io).poll_shutdown(cx)
     }
@@ -468,6 +513,58 @@ mod tests {
             Pin::new(&mut io).poll_read(&mut cx(), &mut rb),
             Poll::Ready(Err(_))
         ));
+    }
+
+    /// HTTP/2 frames as written: (type, flags, stream, payload).
+    fn frames(list: &[(u8, u8, u32, &[u8])]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for (kind, flags, stream, payload) in list {
+            out.extend_from_slice(&(payload.len() as u32).to_be_bytes()[1..]);
+            out.extend_from_slice(&[*kind, *flags]);
+            out.extend_from_slice(&stream.to_be_bytes());
+            out.extend_from_slice(payload);
+        }
+        out
+    }
+
+    #[test]
+    fn a_cut_connection_ends_with_a_goaway_only_between_frames() {
+        let (mut io, turn) = turn_io(Recorder::default());
+        turn.defer();
+        // SETTINGS, then half of a DATA frame: no GOAWAY may follow that.
+        let out = frames(&[(4, 0, 0, b""), (0, 0, 1, b"0123456789")]);
+        assert!(matches!(write(&mut io, &out[..14]), Poll::Ready(Ok(14))));
+        assert!(!turn.go_away(crate::transport::frames::ENHANCE_YOUR_CALM, b"x"));
+        assert!(matches!(write(&mut io, &out[14..]), Poll::Ready(Ok(_))));
+        drop(io);
+        assert!(turn.go_away(crate::transport::frames::ENHANCE_YOUR_CALM, b"x"));
+        turn.with_io(|r| {
+            let sent = r.writes.concat();
+            assert_eq!(&sent[..out.len()], &out[..]);
+            assert_eq!(
+                &sent[out.len()..],
+                &frames(&[(7, 0, 0, &[0, 0, 0, 0, 0, 0, 0, 0xb, b'x'])])[..]
+            );
+            assert!(r.shut && r.flushes == 1);
+        });
+        // Once: the stream is shut.
+        assert!(!turn.go_away(0, b""));
+    }
+
+    #[test]
+    fn no_goaway_after_the_server_began_its_own_shutdown() {
+        let (mut io, turn) = turn_io(Recorder::default());
+        turn.defer();
+        assert!(matches!(
+            write(&mut io, &frames(&[(4, 0, 0, b"")])),
+            Poll::Ready(Ok(9))
+        ));
+        assert!(matches!(
+            Pin::new(&mut io).poll_shutdown(&mut cx()),
+            Poll::Ready(Ok(()))
+        ));
+        assert!(!turn.go_away(0, b""));
+        turn.with_io(|r| assert_eq!(r.writes.concat().len(), 9));
     }
 
     #[test]

@@ -152,6 +152,12 @@ fn paced_resets_one_write_behind_are_cut_off() {
     assert_eq!(r["closed"], true, "{r}");
     let streams = r["streams"].as_u64().unwrap_or(u64::MAX);
     assert!((100..400).contains(&streams), "{r}");
+    // Ended as the h2 crate ends a connection past its own reset limits:
+    // GOAWAY ENHANCE_YOUR_CALM, naming at most the last stream sent.
+    assert_eq!(r["goaway"]["error"], "ENHANCE_YOUR_CALM", "{r}");
+    assert_eq!(r["goaway"]["debug"], "premature_resets", "{r}");
+    let last = r["goaway"]["last_stream_id"].as_u64().unwrap_or(0);
+    assert!(last % 2 == 1 && last < 2 * streams, "{r}");
     assert_eq!(
         env.metric("meshgate_connections_cut_total{reason=\"premature_resets\"}"),
         1.0

@@ -20,6 +20,7 @@ pub mod otlp;
 pub mod pki;
 pub mod process;
 pub mod python;
+pub mod raw_h2;
 pub mod redis;
 pub mod reply;
 pub mod sidecar;

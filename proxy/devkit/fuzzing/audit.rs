@@ -108,6 +108,7 @@ pub fn audit_golden() -> &'static [(String, Vec<u8>)] {
                 principal,
                 xfcc: http::HeaderValue::from_static("Hash=00"),
                 cert_sha256: "00".into(),
+                not_after: std::time::SystemTime::UNIX_EPOCH,
             },
             "127.0.0.1:40000".parse().expect("addr"),
             "TLSv1.3",

@@ -301,6 +301,7 @@ pub(super) struct Connections {
     pub(super) handshake_failures: Family<ReasonLabels, Counter>,
     pub(super) open_connections: Gauge,
     pub(super) connections_cut: Family<ReasonLabels, Counter>,
+    pub(super) connections_closed: Family<ReasonLabels, Counter>,
     pub(super) tls_reloads: Family<ResultLabels, Counter>,
     pub(super) cert_expiry: Family<CertLabels, Gauge>,
 }
@@ -322,11 +323,22 @@ impl Connections {
         let connections_cut = Family::<ReasonLabels, Counter>::default();
         registry.register(
             "connections_cut",
-            "HTTP/2 client connections meshgate closed for what their streams did, by reason",
+            "Client connections meshgate cut: HTTP/2 for what their streams did, \
+             and any whose requests outlasted the grace of a graceful close, by reason",
             connections_cut.clone(),
         );
-        for reason in ["send_timeout", "premature_resets", "idle_streams"] {
+        for reason in CUT_REASONS {
             let _ = connections_cut.get_or_create(&ReasonLabels { reason });
+        }
+        let connections_closed = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "connections_closed",
+            "Client connections meshgate began to close gracefully at the end of their \
+             allowed life, by reason",
+            connections_closed.clone(),
+        );
+        for reason in CloseReason::ALL.map(CloseReason::label) {
+            let _ = connections_closed.get_or_create(&ReasonLabels { reason });
         }
         let tls_reloads = Family::<ResultLabels, Counter>::default();
         registry.register(
@@ -348,11 +360,22 @@ impl Connections {
             handshake_failures,
             open_connections,
             connections_cut,
+            connections_closed,
             tls_reloads,
             cert_expiry,
         }
     }
 }
+
+/// Why a connection is cut: what its HTTP/2 streams did, or a graceful
+/// close ([`CloseReason`]) whose grace ran out.
+const CUT_REASONS: [&str; 5] = [
+    "send_timeout",
+    "premature_resets",
+    "idle_streams",
+    CloseReason::CertificateExpired.label(),
+    CloseReason::MaxAge.label(),
+];
 
 /// Authorization decisions and the policy snapshot they are made with.
 pub(super) struct Policy {

@@ -277,6 +277,28 @@ pub struct QuotaLabels {
     pub tier: String,
 }
 
+/// Why a connection is closed at the end of its allowed life: the `reason`
+/// of `meshgate_connections_closed_total`, and of
+/// `meshgate_connections_cut_total` when its grace ran out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseReason {
+    /// Its client certificate's (or an intermediate's) notAfter passed.
+    CertificateExpired,
+    /// `timeouts.max_connection_age`.
+    MaxAge,
+}
+
+impl CloseReason {
+    pub const ALL: [CloseReason; 2] = [CloseReason::CertificateExpired, CloseReason::MaxAge];
+
+    pub const fn label(self) -> &'static str {
+        match self {
+            CloseReason::CertificateExpired => "certificate_expired",
+            CloseReason::MaxAge => "max_age",
+        }
+    }
+}
+
 /// Every metric of the sidecar. The areas keep their own structs where
 /// nothing outside reads their handles; the handles the transport, the
 /// pipeline and the runtime record with directly are fields of their own.
@@ -286,8 +308,11 @@ pub struct Metrics {
     pub audit: AuditMetrics,
     pub handshake_failures: Family<ReasonLabels, Counter>,
     pub open_connections: Gauge,
-    /// HTTP/2 connections closed for what their streams did.
+    /// Connections cut: HTTP/2 for what their streams did, any when the
+    /// grace of a graceful close ran out.
     connections_cut: Family<ReasonLabels, Counter>,
+    /// Connections closed gracefully at the end of their allowed life.
+    connections_closed: Family<ReasonLabels, Counter>,
     pub tls_reloads: Family<ResultLabels, Counter>,
     pub cert_expiry: Family<CertLabels, Gauge>,
     /// allow, deny
@@ -327,6 +352,7 @@ impl Metrics {
             handshake_failures,
             open_connections,
             connections_cut,
+            connections_closed,
             tls_reloads,
             cert_expiry,
         } = Connections::register(&mut registry);
@@ -343,6 +369,7 @@ impl Metrics {
             handshake_failures,
             open_connections,
             connections_cut,
+            connections_closed,
             tls_reloads,
             cert_expiry,
             decisions: policy.decisions,
@@ -445,11 +472,21 @@ impl Metrics {
             .inc();
     }
 
-    /// An HTTP/2 connection closed for what its streams did (`send_timeout`,
-    /// `premature_resets`, `idle_streams`).
+    /// A connection cut: an HTTP/2 one for what its streams did
+    /// (`send_timeout`, `premature_resets`, `idle_streams`), any whose
+    /// graceful close ([`CloseReason::label`]) outlasted its grace.
     pub fn connection_cut(&self, reason: &'static str) {
         self.connections_cut
             .get_or_create(&ReasonLabels { reason })
+            .inc();
+    }
+
+    /// A connection told to close gracefully at the end of its allowed life.
+    pub fn connection_closed(&self, reason: CloseReason) {
+        self.connections_closed
+            .get_or_create(&ReasonLabels {
+                reason: reason.label(),
+            })
             .inc();
     }
 

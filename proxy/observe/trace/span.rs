@@ -545,6 +545,7 @@ mod tests {
             principal_header: http::HeaderValue::from_str(&long).expect("value"),
             xfcc: http::HeaderValue::from_static("x"),
             cert_sha256: String::new(),
+            not_after: std::time::SystemTime::UNIX_EPOCH,
         };
         let conn = ConnInfo::new(identity, "10.0.0.1:4000".parse().expect("addr"), "TLSv1.3");
         let request_id = http::HeaderValue::from_str(&long).expect("value");
