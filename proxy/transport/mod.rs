@@ -3,6 +3,7 @@
 //! the audit trail.
 
 pub mod listener;
+pub mod places;
 pub mod streams;
 pub mod tls;
 pub mod trust_domains;
