@@ -803,3 +803,41 @@ fn a_collector_answering_without_end_is_read_no_further_than_4_kib() {
         mg.logs.dump()
     );
 }
+
+/// Spans still queued, or in an export under way, when the process exits
+/// (the collector never answers; the flush at shutdown gives up after
+/// 5 s) are counted dropped with `reason="shutdown"` and their number is
+/// in the exit's log line. Before, only the line said spans were left,
+/// not how many, and no counter had them.
+#[test]
+fn spans_left_at_exit_are_counted_dropped() {
+    let receiver = OtlpReceiver::start(Mode::Hang);
+    let pki = Pki::new();
+    let up = Upstream::start();
+    let mut mg = Meshgate::builder(&pki, &up)
+        .extra(&tracing(
+            &receiver,
+            "    timeout: 60s\n    queue: {delay: 10ms}\n",
+        ))
+        .start();
+    assert_eq!(
+        mg.counter("meshgate_trace_spans_dropped_total{reason=\"shutdown\"}"),
+        0.0
+    );
+    for n in [50, 51] {
+        let tp = format!("traceparent: 00-{}-00f067aa0ba902b7-01", trace_id(n));
+        assert_eq!(
+            get(&pki, "reporting", &mg.url("/left"), &["-H", &tp]).0,
+            "200"
+        );
+    }
+    assert!(mg.terminate().success());
+    let logs = mg.logs.dump();
+    let line = logs
+        .lines()
+        .find(|l| l.contains("the span exporter did not send the queued spans in time"))
+        .unwrap_or_else(|| panic!("no exit line:\n{logs}"));
+    let v: Value = serde_json::from_str(line).expect("json log line");
+    // Two requests, a server and a client span each.
+    assert_eq!(v["spans"], 4, "{line}");
+}
