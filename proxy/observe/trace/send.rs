@@ -27,7 +27,7 @@ use super::config::{OtlpConfig, Protocol};
 /// Where and how exports go.
 pub(super) enum Sender {
     Http {
-        client: HttpClient,
+        client: Box<HttpClient>,
         endpoint: http::Uri,
         headers: HeaderMap,
     },
@@ -54,7 +54,7 @@ impl Sender {
         let headers = headers(&config.headers)?;
         match config.protocol {
             Protocol::HttpProtobuf => Ok(Sender::Http {
-                client: http_client(config.ca.as_deref())?,
+                client: Box::new(http_client(config.ca.as_deref())?),
                 endpoint: (config.endpoint.parse()).map_err(|e| format!("endpoint: {e}"))?,
                 headers,
             }),
