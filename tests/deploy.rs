@@ -97,6 +97,86 @@ fn base_is_valid_and_configures_the_webhook_as_documented() {
     assert_eq!(pdb["spec"]["minAvailable"], 1);
     check_serving_certificate(&all, deploy);
     check_config_maps(&all, deploy);
+    let rules = injector_network_policy(&all, deploy);
+    assert!(
+        rules[0].get("from").is_none(),
+        "the base's webhook port is open to every source (the API server's addresses differ by cluster)"
+    );
+}
+
+/// The injector's NetworkPolicy: it selects the injector's pods and lets
+/// in exactly their two ports, by number: the webhook port (its rule
+/// first, returned with the rest) and the admin port from the monitoring
+/// namespace only.
+fn injector_network_policy<'a>(all: &'a [Value], deploy: &Value) -> &'a [Value] {
+    let policy = find(all, "NetworkPolicy", "meshgate-injector");
+    assert_eq!(
+        policy["spec"]["podSelector"]["matchLabels"],
+        deploy["spec"]["selector"]["matchLabels"]
+    );
+    assert_eq!(
+        policy["spec"]["policyTypes"],
+        serde_json::json!(["Ingress"])
+    );
+    let port = |name: &str| -> u64 {
+        deploy["spec"]["template"]["spec"]["containers"][0]["ports"]
+            .as_array()
+            .expect("ports")
+            .iter()
+            .find(|p| p["name"] == name)
+            .and_then(|p| p["containerPort"].as_u64())
+            .unwrap_or_else(|| panic!("the injector's {name} port"))
+    };
+    let rules = policy["spec"]["ingress"].as_array().expect("ingress");
+    assert_eq!(rules.len(), 2, "{rules:?}");
+    let only_port = |rule: &Value| -> u64 {
+        let ports = rule["ports"].as_array().expect("ports");
+        assert_eq!(ports.len(), 1, "{rule}");
+        assert_eq!(ports[0]["protocol"], "TCP");
+        ports[0]["port"].as_u64().expect("a numbered port")
+    };
+    assert_eq!(only_port(&rules[0]), port("https"), "the webhook port");
+    assert_eq!(only_port(&rules[1]), port("admin"), "the admin port");
+    assert_eq!(
+        rules[1]["from"],
+        serde_json::json!([{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}]),
+        "the admin port is open to the monitoring namespace only"
+    );
+    rules
+}
+
+/// deploy/examples/injector: the base with the webhook port narrowed to the
+/// API server's addresses (an example range), everything else as in the base.
+#[test]
+fn the_injector_example_opens_the_webhook_port_to_the_api_server_only() {
+    let (Some(text), Some(base)) = (
+        kustomize("deploy/examples/injector"),
+        kustomize("deploy/base"),
+    ) else {
+        return;
+    };
+    let all = docs(&text);
+    validate(
+        "injector",
+        &text,
+        all.iter()
+            .filter(|d| !CRDS.contains(&d["kind"].as_str().unwrap_or("")))
+            .count(),
+    );
+    let deploy = find(&all, "Deployment", "meshgate-injector");
+    let rules = injector_network_policy(&all, deploy);
+    assert_eq!(
+        rules[0]["from"],
+        serde_json::json!([{"ipBlock": {"cidr": "192.0.2.0/24"}}])
+    );
+    // Nothing else differs from the base.
+    let policy = |docs: &[Value]| find(docs, "NetworkPolicy", "meshgate-injector").clone();
+    let mut narrowed = policy(&all);
+    narrowed["spec"]["ingress"][0]
+        .as_object_mut()
+        .map(|r| r.remove("from"));
+    assert_eq!(narrowed, policy(&docs(&base)));
+    assert_eq!(all.len(), docs(&base).len());
 }
 
 /// The two webhooks of the base: namespaces labelled for injection

@@ -703,3 +703,141 @@ fn a_response_cut_mid_stream_leaves_an_error_span_with_its_reason() {
         }
     }
 }
+
+/// A hostile OTLP/HTTP collector: it answers every export `200` with a
+/// chunked body that never ends, writing until the sidecar closes the
+/// connection. Its send buffer is fixed small (64 KiB asked), so what it
+/// manages to write is what the sidecar read plus a few hundred KiB of
+/// socket buffers at most. Each closed connection reports the bytes of
+/// body written before the close.
+struct EndlessCollector {
+    addr: std::net::SocketAddr,
+    closed: std::sync::mpsc::Receiver<usize>,
+}
+
+impl EndlessCollector {
+    fn start() -> EndlessCollector {
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket.set_send_buffer_size(64 * 1024).expect("SO_SNDBUF");
+        socket
+            .bind("127.0.0.1:0".parse().expect("addr"))
+            .expect("bind");
+        let addr = socket.local_addr().expect("addr");
+        let (tx, closed) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(async move {
+                let listener = socket.listen(64).expect("listen");
+                while let Ok((conn, _)) = listener.accept().await {
+                    tokio::spawn(Self::answer(conn, tx.clone()));
+                }
+            });
+        });
+        EndlessCollector { addr, closed }
+    }
+
+    async fn answer(mut conn: tokio::net::TcpStream, closed: std::sync::mpsc::Sender<usize>) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut request = [0u8; 65536];
+        if !matches!(conn.read(&mut request).await, Ok(n) if n > 0) {
+            return;
+        }
+        let head = b"HTTP/1.1 200 OK\r\ncontent-type: application/x-protobuf\r\ntransfer-encoding: chunked\r\n\r\n";
+        if conn.write_all(head).await.is_err() {
+            return;
+        }
+        let chunk = [b"4000\r\n".as_slice(), &[b'x'; 0x4000], b"\r\n"].concat();
+        let mut written = 0;
+        while conn.write_all(&chunk).await.is_ok() {
+            written += 0x4000;
+        }
+        let _ = closed.send(written);
+    }
+
+    /// The bytes written on the next connection the sidecar closed.
+    fn next_closed(&self) -> usize {
+        self.closed
+            .recv_timeout(std::time::Duration::from_secs(30))
+            .expect("the sidecar never closed the collector's connection")
+    }
+}
+
+/// A collector that answers an export with an endless body: the sidecar
+/// reads at most 4 KiB of it, fails the export (its spans counted
+/// dropped) and closes the connection, long before the export's timeout.
+/// Before, opentelemetry-http's client read 4 MiB of every answer into
+/// memory (the sidecar's RSS went from 19 to some 65 MB), and this
+/// collector wrote over 4 MiB before its connection closed.
+#[test]
+fn a_collector_answering_without_end_is_read_no_further_than_4_kib() {
+    let collector = EndlessCollector::start();
+    let pki = Pki::new();
+    let up = Upstream::start();
+    let mg = Meshgate::builder(&pki, &up)
+        .extra(&format!(
+            "tracing:\n  otlp:\n    endpoint: http://{}/v1/traces\n    protocol: http/protobuf\n    timeout: 60s\n    queue: {{delay: 10ms}}\n",
+            collector.addr
+        ))
+        .start();
+    let t = trace_id(40);
+    let tp = format!("traceparent: 00-{t}-00f067aa0ba902b7-01");
+    assert_eq!(
+        get(&pki, "reporting", &mg.url("/endless"), &["-H", &tp]).0,
+        "200"
+    );
+    let written = collector.next_closed();
+    assert!(
+        written < 1024 * 1024,
+        "the collector wrote {written} bytes of its answer before the sidecar closed the connection"
+    );
+    mg.wait_metric(
+        "meshgate_trace_spans_dropped_total{reason=\"export_failed\"}",
+        2.0,
+    );
+    assert!(
+        mg.logs.dump().contains("passed 4096 bytes"),
+        "{}",
+        mg.logs.dump()
+    );
+}
+
+/// Spans still queued, or in an export under way, when the process exits
+/// (the collector never answers; the flush at shutdown gives up after
+/// 5 s) are counted dropped with `reason="shutdown"` and their number is
+/// in the exit's log line. Before, only the line said spans were left,
+/// not how many, and no counter had them.
+#[test]
+fn spans_left_at_exit_are_counted_dropped() {
+    let receiver = OtlpReceiver::start(Mode::Hang);
+    let pki = Pki::new();
+    let up = Upstream::start();
+    let mut mg = Meshgate::builder(&pki, &up)
+        .extra(&tracing(
+            &receiver,
+            "    timeout: 60s\n    queue: {delay: 10ms}\n",
+        ))
+        .start();
+    assert_eq!(
+        mg.counter("meshgate_trace_spans_dropped_total{reason=\"shutdown\"}"),
+        0.0
+    );
+    for n in [50, 51] {
+        let tp = format!("traceparent: 00-{}-00f067aa0ba902b7-01", trace_id(n));
+        assert_eq!(
+            get(&pki, "reporting", &mg.url("/left"), &["-H", &tp]).0,
+            "200"
+        );
+    }
+    assert!(mg.terminate().success());
+    let logs = mg.logs.dump();
+    let line = logs
+        .lines()
+        .find(|l| l.contains("the span exporter did not send the queued spans in time"))
+        .unwrap_or_else(|| panic!("no exit line:\n{logs}"));
+    let v: Value = serde_json::from_str(line).expect("json log line");
+    // Two requests, a server and a client span each.
+    assert_eq!(v["spans"], 4, "{line}");
+}

@@ -484,3 +484,242 @@ fn on_sigterm_it_exits_after_the_shutdown_delay() {
         "{logs}"
     );
 }
+
+/// A rustls client of the webhook (no client certificate), offering `alpn`.
+fn webhook_tls(pki: &Pki, alpn: &[&[u8]]) -> tokio_rustls::TlsConnector {
+    use rustls_pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for c in rustls_pki_types::CertificateDer::pem_file_iter(pki.path("ca.pem")).expect("ca") {
+        roots.add(c.expect("ca cert")).expect("add root");
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+}
+
+/// A TCP connection to the webhook on `port` from the loopback address
+/// `source` (127.0.0.0/8: each is a client address of its own).
+async fn tcp_from(source: &str, port: u16) -> tokio::net::TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    let from: std::net::SocketAddr = format!("{source}:0").parse().expect("source");
+    socket.bind(from).expect("bind the source address");
+    let to = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    socket.connect(to).await.expect("connect")
+}
+
+type Tls = tokio_rustls::client::TlsStream<tokio::net::TcpStream>;
+
+/// A TLS connection to the webhook on `port` from `source`, or the error
+/// of its handshake (the webhook closed it).
+async fn tls_from(
+    tls: tokio_rustls::TlsConnector,
+    source: &str,
+    port: u16,
+) -> std::io::Result<Tls> {
+    let tcp = tcp_from(source, port).await;
+    let name = rustls_pki_types::ServerName::try_from("localhost").expect("name");
+    tls.connect(name, tcp).await
+}
+
+/// A review of the deployment's pod as an HTTP request.
+fn review_request(uid: &str) -> http::Request<http_body_util::Full<bytes::Bytes>> {
+    let body = review(uid, &k8s_fixture("pod-deployment.json")).to_string();
+    http::Request::post("/inject")
+        .header("host", "localhost")
+        .header("content-type", "application/json")
+        .body(http_body_util::Full::new(bytes::Bytes::from(body)))
+        .expect("request")
+}
+
+/// Sends a review on an HTTP/1.1 connection; its status.
+async fn review_on(
+    sender: &mut hyper::client::conn::http1::SendRequest<http_body_util::Full<bytes::Bytes>>,
+    uid: &str,
+) -> u16 {
+    use http_body_util::BodyExt;
+    sender.ready().await.expect("connection usable");
+    let resp = sender
+        .send_request(review_request(uid))
+        .await
+        .expect("answer");
+    let status = resp.status().as_u16();
+    resp.into_body().collect().await.expect("body");
+    status
+}
+
+/// How long a test waits for what should take seconds: a hang guard, far
+/// below the 60 s an idle connection was kept before.
+const GUARD: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// One client holding many idle TLS connections (HTTP/2, as the review's
+/// `hold.py`) no longer keeps another from being answered: its address has
+/// 64 of the injector's places, and the connections beyond them are closed
+/// as soon as they are accepted. Before, 256 such connections took every
+/// place for 70 s, and every review, from any client, timed out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_client_holding_idle_connections_does_not_shut_out_another() {
+    let pki = Pki::new();
+    let mg = start(&pki);
+    let port = mg.data.port();
+    // Opened together; a handshake not done in 5 s counts as not served.
+    let mut opening = tokio::task::JoinSet::new();
+    for _ in 0..300 {
+        let connector = webhook_tls(&pki, &[b"h2"]);
+        opening.spawn(tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            async move {
+                use tokio::io::AsyncWriteExt;
+                let mut tls = tls_from(connector, "127.0.0.1", port).await?;
+                tls.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0")
+                    .await?;
+                Ok::<_, std::io::Error>(tls)
+            },
+        ));
+    }
+    let mut held = Vec::new();
+    while let Some(opened) = opening.join_next().await {
+        if let Ok(Ok(Ok(tls))) = opened {
+            held.push(tls);
+        }
+    }
+    assert!(
+        !held.is_empty(),
+        "no connection of the first client was served"
+    );
+    // Another client is answered while they are held.
+    let other = async {
+        let tls = tls_from(webhook_tls(&pki, &[b"http/1.1"]), "127.0.0.2", port)
+            .await
+            .expect("the other client's handshake");
+        let (mut sender, conn) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
+                .await
+                .expect("http handshake");
+        tokio::spawn(conn);
+        review_on(&mut sender, "other").await
+    };
+    let status = tokio::time::timeout(std::time::Duration::from_secs(10), other)
+        .await
+        .unwrap_or_else(|_| {
+            panic!(
+                "no answer within 10 s beside {} idle connections",
+                held.len()
+            )
+        });
+    assert_eq!(status, 200);
+    let refused = mg.metric("meshgate_injector_connections_cut_total{reason=\"source_limit\"}");
+    assert!(refused >= 1.0, "{refused}");
+    assert!(
+        refused + held.len() as f64 >= 300.0,
+        "{refused} refused, {} held",
+        held.len()
+    );
+}
+
+/// Waits (at most [`GUARD`]) for the webhook to close `io`, reading what it
+/// sends; how long that took from `since`.
+async fn closed_by_the_webhook<T: tokio::io::AsyncRead + Unpin>(
+    mut io: T,
+    since: std::time::Instant,
+    what: &str,
+) -> std::time::Duration {
+    use tokio::io::AsyncReadExt;
+    let mut buf = [0u8; 4096];
+    let read_to_end = async {
+        // An error (no close_notify, a reset) is a close too.
+        while matches!(io.read(&mut buf).await, Ok(n) if n > 0) {}
+    };
+    tokio::time::timeout(GUARD, read_to_end)
+        .await
+        .unwrap_or_else(|_| panic!("{what}: still open after {GUARD:?}"));
+    since.elapsed()
+}
+
+/// A connection with no request in progress is closed after the idle
+/// timeout (3 s): over HTTP/1.1 after two reviews on it (reused back to
+/// back), over HTTP/2 after one (GOAWAY, then closed), and one that never
+/// sent a request; a connection that never finishes its TLS handshake is
+/// closed after the handshake timeout (3 s; it was 10 s). Each is waited
+/// for by reading until the webhook closes it. Before, an idle connection
+/// kept its place for 60 s (HTTP/1.1) or 70 s (HTTP/2): the header timeout
+/// does not cover a connection between requests.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_are_closed_after_the_idle_timeout() {
+    use std::time::{Duration, Instant};
+    let pki = Pki::new();
+    let mg = start(&pki);
+    let port = mg.data.port();
+    let h1 = tls_from(webhook_tls(&pki, &[b"http/1.1"]), "127.0.0.1", port);
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(
+        h1.await.expect("handshake"),
+    ))
+    .await
+    .expect("http/1.1 handshake");
+    let h1_conn = tokio::spawn(conn);
+    assert_eq!(review_on(&mut sender, "one").await, 200);
+    assert_eq!(review_on(&mut sender, "two").await, 200);
+    let h1_answered = Instant::now();
+
+    let h2 = tls_from(webhook_tls(&pki, &[b"h2"]), "127.0.0.1", port);
+    let (mut sender2, conn2) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(h2.await.expect("handshake")),
+    )
+    .await
+    .expect("h2 handshake");
+    let h2_conn = tokio::spawn(conn2);
+    let resp = sender2
+        .send_request(review_request("three"))
+        .await
+        .expect("h2 answer");
+    assert_eq!(resp.status(), 200);
+    let h2_answered = Instant::now();
+
+    let silent_tls = tls_from(webhook_tls(&pki, &[b"http/1.1"]), "127.0.0.1", port)
+        .await
+        .expect("handshake");
+    let silent_since = Instant::now();
+    let no_tls_since = Instant::now();
+    let no_tls = tcp_from("127.0.0.1", port).await;
+
+    let (silent, no_handshake) = tokio::join!(
+        closed_by_the_webhook(silent_tls, silent_since, "a connection that sent nothing"),
+        closed_by_the_webhook(no_tls, no_tls_since, "a connection without a handshake"),
+    );
+    let wait_conn = |conn: tokio::task::JoinHandle<_>, since: Instant, what: &'static str| async move {
+        let _ = tokio::time::timeout(GUARD, conn)
+            .await
+            .unwrap_or_else(|_| panic!("{what}: still open after {GUARD:?}"))
+            .expect("connection task");
+        since.elapsed()
+    };
+    let (h1_idle, h2_idle) = tokio::join!(
+        wait_conn(h1_conn, h1_answered, "HTTP/1.1 after its reviews"),
+        wait_conn(h2_conn, h2_answered, "HTTP/2 after its review"),
+    );
+    // Not before the idle time (less the look-up's slack): reuse holds.
+    for (what, took) in [
+        ("HTTP/1.1", h1_idle),
+        ("HTTP/2", h2_idle),
+        ("silent", silent),
+        ("no handshake", no_handshake),
+    ] {
+        assert!(
+            took >= Duration::from_millis(2500),
+            "{what}: closed after {took:?}"
+        );
+    }
+    mg.wait_metric(
+        "meshgate_injector_connections_cut_total{reason=\"idle\"}",
+        3.0,
+    );
+    mg.wait_metric(
+        "meshgate_injector_connections_cut_total{reason=\"handshake\"}",
+        1.0,
+    );
+}

@@ -10,6 +10,12 @@
 //! and the kubelet swap Secret volumes through a `..data` symlink) or on
 //! SIGHUP; a pair that does not load keeps the previous one.
 //!
+//! Connections: at most 64 per source address (more are closed at accept)
+//! and 1,024 in all (more wait in the backlog); the TLS handshake within
+//! 3 s; no request in progress for 3 s and the connection is closed. One
+//! client can then no longer hold every place while the API server's
+//! reviews, with `failurePolicy: Fail`, wait.
+//!
 //! Plain HTTP on `webhook.admin`: `/ready`, `/live`, `/metrics`, served by
 //! the sidecar's admin server (`runtime::admin`).
 
@@ -37,6 +43,8 @@ use crate::base::watch::Changes;
 use crate::k8s::inject::{InjectorConfig, Outcome, WebhookConfig, WebhookTls};
 use crate::runtime::admin::{Admin, Probes};
 use crate::transport::listener::Acceptor;
+use crate::transport::places::Places;
+use crate::transport::streams::{Streams, Verdict, Watch};
 
 /// Largest AdmissionReview accepted: a CREATE review carries the object
 /// once, and the API server refuses request bodies over 3 MiB.
@@ -51,11 +59,43 @@ const BODY_BUDGET: usize = 32 * 1024 * 1024;
 /// included): the API server sends it at once and gives up after the
 /// webhook's `timeoutSeconds` (10 by default).
 const REVIEW_READ_TIMEOUT: Duration = Duration::from_secs(10);
-/// Connections open at once; more wait in the listen backlog. The API
-/// server keeps a few; this bounds what any other client can hold.
-const MAX_CONNECTIONS: usize = 256;
+/// Connections open at once, from all sources; more wait in the listen
+/// backlog. A connection holds its place only while it carries requests:
+/// idle, it is closed after [`IDLE_TIMEOUT`] (a silent one after
+/// [`HANDSHAKE_TIMEOUT`]), so a full house frees within seconds. Sized
+/// for many sources at their share each ([`MAX_CONNECTIONS_PER_SOURCE`]:
+/// sixteen of them are needed to fill it). An idle TLS connection costs
+/// about 30 KiB (1,024 idle HTTP/2 ones from 16 addresses: +30 MB RSS), so
+/// a full house and [`BODY_BUDGET`] stay within the 128 MiB limit.
+const MAX_CONNECTIONS: usize = 1024;
+/// Connections from one address at once; beyond them a connection is
+/// closed as soon as it is accepted. Since Kubernetes 1.16 the API server
+/// calls admission webhooks over HTTP/1.1, one connection per review in
+/// progress, and keeps at most 25 idle per webhook host (client-go's
+/// transport): its reviews in progress at one replica of the injector, a
+/// few milliseconds each, stay far below this even in a burst of pod
+/// creations, while one client alone can no longer hold every place (at
+/// 256, 256 idle connections from one address refused every review).
+const MAX_CONNECTIONS_PER_SOURCE: usize = 64;
+/// How long the TLS handshake may take from the accept (the API server's
+/// takes a round trip or two); until it is done the connection has a place.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long a connection may go with no request in progress, from its
+/// handshake or its last answer, before it is closed (HTTP/1.1: at once;
+/// HTTP/2: GOAWAY, and dropped if still idle at the next look, a quarter
+/// of this later). The API server reuses an idle connection for the next
+/// review (client-go keeps them 90 s) and opens another whenever it has
+/// none: the reviews of a burst of pod creations, milliseconds apart,
+/// still share connections, and a review after a pause costs a handshake.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(3);
+/// HTTP/2 streams at once on one connection (the API server speaks
+/// HTTP/1.1 to webhooks; this bounds any other client's).
+const MAX_STREAMS: u32 = 64;
+/// HTTP/2 streams a client may reset before their answer, and half of all
+/// it opened at least, before its connection is dropped (rapid reset).
+const MAX_PREMATURE_RESETS: u32 = 100;
 /// How long one connection is served before it is closed gracefully (the
-/// API server opens another): an idle HTTP/2 connection has no other end.
+/// API server opens another), however busy: its place is shared in turn.
 const CONNECTION_LIFETIME: Duration = Duration::from_secs(60);
 /// How long a connection closing gracefully (its lifetime over, or the
 /// process stopping) may finish its open requests.
@@ -97,6 +137,12 @@ pub struct InjectorMetrics {
     skipped: Family<ReasonLabels, Counter>,
     errors: Family<ReasonLabels, Counter>,
     tls_reloads: Family<ResultLabels, Counter>,
+    connections_cut: Family<CutLabels, Counter>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CutLabels {
+    reason: &'static str,
 }
 
 impl InjectorMetrics {
@@ -106,6 +152,15 @@ impl InjectorMetrics {
         let skipped = Family::<ReasonLabels, Counter>::default();
         let errors = Family::<ReasonLabels, Counter>::default();
         let tls_reloads = Family::<ResultLabels, Counter>::default();
+        let connections_cut = Family::<CutLabels, Counter>::default();
+        registry.register(
+            "connections_cut",
+            "Webhook connections the injector closed, by reason (source_limit: the address held its share of the connections; handshake: TLS failed or took over 3 s; idle: no request in progress for 3 s; premature_resets: HTTP/2 streams reset before their answer)",
+            connections_cut.clone(),
+        );
+        for reason in ["source_limit", "handshake", "idle", "premature_resets"] {
+            let _ = connections_cut.get_or_create(&CutLabels { reason });
+        }
         registry.register(
             "injected",
             "Pods injected with the sidecar",
@@ -132,7 +187,14 @@ impl InjectorMetrics {
             skipped,
             errors,
             tls_reloads,
+            connections_cut,
         }
+    }
+
+    fn cut(&self, reason: &'static str) {
+        self.connections_cut
+            .get_or_create(&CutLabels { reason })
+            .inc();
     }
 
     fn encode(&self) -> String {
@@ -284,9 +346,11 @@ impl Bound {
         // server would otherwise meet a closed port and, with failurePolicy
         // Fail, refuse pods); then drain the open requests.
         let mut delay: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;
-        let open = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+        let places = Places::new(MAX_CONNECTIONS, MAX_CONNECTIONS_PER_SOURCE);
+        // A place of the total, kept across connections its source could not take.
+        let mut vacancy = None;
         loop {
-            let (permit, (tcp, _peer)) = tokio::select! {
+            let (free, (tcp, peer)) = tokio::select! {
                 biased;
                 _ = &mut shutdown, if delay.is_none() => {
                     state.draining.store(true, std::sync::atomic::Ordering::Release);
@@ -296,26 +360,35 @@ impl Bound {
                 }
                 _ = async { if let Some(d) = delay.as_mut() { d.await } else { std::future::pending().await } } => break,
                 accepted = async {
-                    // The semaphore is never closed.
-                    let permit = open.clone().acquire_owned().await.ok();
-                    (permit, listener.accept().await)
+                    let free = match vacancy.take() {
+                        Some(v) => v,
+                        None => places.vacancy().await,
+                    };
+                    (free, listener.accept().await)
                 } => accepted,
+            };
+            let place = match free.claim(&places, peer.ip()) {
+                Ok(place) => place,
+                Err(free) => {
+                    // Closed at once: the fd is back before the next accept.
+                    vacancy = Some(free);
+                    state.metrics.cut("source_limit");
+                    tracing::debug!(%peer, "webhook connection refused: its address holds its share");
+                    continue;
+                }
             };
             let state = state.clone();
             let draining = draining.clone();
             tokio::spawn(async move {
                 connection(state, tcp, draining).await;
-                drop(permit);
+                drop(place);
             });
         }
         drop(listener);
-        // Every connection closes gracefully; all have when every permit is back.
+        // Every connection closes gracefully; all have when every place is back.
         let _ = drain.send(true);
-        let all = u32::try_from(MAX_CONNECTIONS).unwrap_or(u32::MAX);
-        if tokio::time::timeout(CONNECTION_GRACE, open.acquire_many(all))
-            .await
-            .is_err()
-        {
+        drop(vacancy);
+        if !places.all_free(CONNECTION_GRACE).await {
             tracing::warn!("requests still open after 10 s; closing them");
         }
         tracing::info!("meshgate injector stopped");
@@ -323,40 +396,108 @@ impl Bound {
     }
 }
 
-/// One API server connection: TLS, then HTTP/1.1 or HTTP/2 until it
-/// closes, or closes gracefully at the end of its lifetime or at shutdown.
+/// One API server connection: TLS within [`HANDSHAKE_TIMEOUT`], then
+/// HTTP/1.1 or HTTP/2 until it closes, it has had no request in progress
+/// for [`IDLE_TIMEOUT`], or it closes gracefully at the end of its
+/// lifetime or at shutdown.
 async fn connection(
     state: Arc<State>,
     tcp: tokio::net::TcpStream,
-    mut draining: tokio::sync::watch::Receiver<bool>,
+    draining: tokio::sync::watch::Receiver<bool>,
 ) {
     let acceptor = tokio_rustls::TlsAcceptor::from(state.tls.load_full());
-    let tls = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
+    let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
         Ok(Ok(t)) => t,
         Ok(Err(e)) => {
+            state.metrics.cut("handshake");
             tracing::debug!(error = %e, "webhook handshake failed");
             return;
         }
-        Err(_) => return,
+        Err(_) => {
+            state.metrics.cut("handshake");
+            tracing::debug!("webhook handshake not done in time");
+            return;
+        }
     };
+    // The requests in progress, for the idle timeout (transport/streams.rs).
+    let streams = Streams::new(MAX_STREAMS, MAX_PREMATURE_RESETS);
+    let svc_streams = streams.clone();
+    let svc_state = state.clone();
     let svc = hyper::service::service_fn(move |req| {
-        let state = state.clone();
-        async move { Ok::<_, Infallible>(handle(&state, req).await) }
+        let state = svc_state.clone();
+        let exchange = svc_streams.open();
+        async move {
+            let resp = handle(&state, req).await;
+            exchange.answered();
+            Ok::<_, Infallible>(resp)
+        }
     });
     let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(Duration::from_secs(10));
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(MAX_STREAMS)
+        .max_pending_accept_reset_streams(Some(MAX_PREMATURE_RESETS as usize));
     let conn = builder.serve_connection(TokioIo::new(tls), svc);
-    tokio::pin!(conn);
-    tokio::select! {
-        _ = conn.as_mut() => return,
-        _ = tokio::time::sleep(CONNECTION_LIFETIME) => {}
-        _ = draining.wait_for(|d| *d) => {}
+    if let Some(reason) = drive(conn, &streams, draining).await {
+        state.metrics.cut(reason);
     }
-    conn.as_mut().graceful_shutdown();
-    let _ = tokio::time::timeout(CONNECTION_GRACE, conn).await;
+}
+
+/// Runs a connection until it ends; closes it gracefully when it has had
+/// no request in progress for [`IDLE_TIMEOUT`], at the end of its lifetime
+/// and at shutdown, and drops it when a graceful close is not done within
+/// [`CONNECTION_GRACE`], or still idle a look later (a GOAWAY unanswered).
+/// Some reason when the injector cut it.
+async fn drive<C: hyper_util::server::graceful::GracefulConnection>(
+    conn: C,
+    streams: &Streams,
+    mut draining: tokio::sync::watch::Receiver<bool>,
+) -> Option<&'static str> {
+    use tokio::time::{sleep_until, Instant};
+    tokio::pin!(conn);
+    let every = IDLE_TIMEOUT / 4;
+    let mut look_at = Instant::now() + every;
+    let end_of_life = Instant::now() + CONNECTION_LIFETIME;
+    // When a graceful close began, and whether for idleness.
+    let mut closing: Option<(Instant, bool)> = None;
+    let mut watch = Watch::default();
+    loop {
+        let give_up = closing.map_or(end_of_life, |(at, _)| at + CONNECTION_GRACE);
+        tokio::select! {
+            _ = conn.as_mut() => return closing.and_then(|(_, idle)| idle.then_some("idle")),
+            () = streams.abusive() => return Some("premature_resets"),
+            _ = sleep_until(look_at) => {
+                let now = Instant::now();
+                look_at = now + every;
+                // No reply is ever held for the client here: no send stall.
+                if streams.check(&mut watch, now, Duration::MAX, IDLE_TIMEOUT) != Verdict::Quiet {
+                    continue;
+                }
+                match closing {
+                    None => {
+                        conn.as_mut().graceful_shutdown();
+                        closing = Some((now, true));
+                    }
+                    // Idle still, a look after the graceful close began.
+                    Some((_, idle)) => return idle.then_some("idle"),
+                }
+            }
+            _ = sleep_until(give_up), if closing.is_some() => return None,
+            _ = sleep_until(end_of_life), if closing.is_none() => {
+                conn.as_mut().graceful_shutdown();
+                closing = Some((Instant::now(), false));
+            }
+            _ = draining.wait_for(|d| *d), if closing.is_none() => {
+                conn.as_mut().graceful_shutdown();
+                closing = Some((Instant::now(), false));
+            }
+        }
+    }
 }
 
 fn reload(state: &State, tls: &WebhookTls) {

@@ -436,8 +436,10 @@ impl Bound {
         if let (Some(tracer), Some(otlp)) = (&sc.gate.tracer, &sc.config.tracing.otlp) {
             // Bounded: a dead collector must not hold the exit up for long.
             if !tracer.flush(otlp.timeout.min(SPAN_FLUSH)).await {
+                let spans = tracer.abandon();
                 tracing::warn!(
-                    "the span exporter did not send the queued spans in time; exiting without them"
+                    spans,
+                    "the span exporter did not send the queued spans in time; exiting without them (meshgate_trace_spans_dropped_total{{reason=\"shutdown\"}})"
                 );
             }
         }

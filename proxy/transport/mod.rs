@@ -4,6 +4,7 @@
 
 pub mod frames;
 pub mod listener;
+pub mod places;
 pub mod streams;
 pub mod tls;
 pub mod trust_domains;

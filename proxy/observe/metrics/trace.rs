@@ -24,6 +24,9 @@ pub struct TraceMetrics {
     pub dropped_queue_full: Counter,
     /// Spans of batches the collector refused or did not answer in time.
     pub dropped_export_failed: Counter,
+    /// Spans still queued or being exported when the process exited (the
+    /// collector did not take them within the shutdown flush).
+    pub dropped_shutdown: Counter,
     /// Continued traces the caller asked to sample that
     /// `sampler.parent_rate` refused (the ratio then decided).
     pub parent_rate_limited: Counter,
@@ -40,7 +43,7 @@ impl TraceMetrics {
         let dropped = Family::<DropLabels, Counter>::default();
         registry.register(
             "trace_spans_dropped",
-            "Sampled spans that were never exported: queue_full (the bounded export queue was full) or export_failed (the collector refused the batch or did not answer within tracing.otlp.timeout)",
+            "Sampled spans that were never exported: queue_full (the bounded export queue was full), export_failed (the collector refused the batch, answered with more than 4 KiB, or did not answer within tracing.otlp.timeout) or shutdown (still queued or being exported when the process exited)",
             dropped.clone(),
         );
         let parent_rate_limited = Counter::default();
@@ -54,6 +57,7 @@ impl TraceMetrics {
             exported,
             dropped_queue_full: reason("queue_full"),
             dropped_export_failed: reason("export_failed"),
+            dropped_shutdown: reason("shutdown"),
             parent_rate_limited,
         }
     }

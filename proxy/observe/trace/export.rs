@@ -56,6 +56,8 @@ pub(super) struct Queue {
     max_spans: usize,
     /// Their bytes, bounded by `max_spans` × [`QUEUE_BYTES_PER_SPAN`].
     queued_bytes: Arc<AtomicUsize>,
+    /// Spans taken off the queue, not yet exported nor counted dropped.
+    sending: Arc<AtomicUsize>,
     metrics: TraceMetrics,
 }
 
@@ -96,6 +98,15 @@ impl Queue {
         };
         matches!(tokio::time::timeout(within, flushed).await, Ok(Some(())))
     }
+
+    /// Counts the spans still queued or being exported as dropped at
+    /// shutdown (`reason="shutdown"`), and returns how many: called when
+    /// [`Queue::flush`] did not finish and the process is exiting.
+    pub(super) fn abandon(&self) -> u64 {
+        let left = self.queued.load(Ordering::Relaxed) + self.sending.swap(0, Ordering::Relaxed);
+        self.metrics.dropped_shutdown.inc_by(left as u64);
+        left as u64
+    }
 }
 
 /// Builds the transport for `config` and spawns the task that feeds it.
@@ -107,11 +118,13 @@ pub(super) fn spawn(config: &OtlpConfig, metrics: TraceMetrics) -> Result<Queue,
     let (tx, rx) = mpsc::channel(max_spans);
     let queued = Arc::new(AtomicUsize::new(0));
     let queued_bytes = Arc::new(AtomicUsize::new(0));
+    let sending = Arc::new(AtomicUsize::new(0));
     let exporter = Exporter {
         sender,
         envelope,
         queued: queued.clone(),
         queued_bytes: queued_bytes.clone(),
+        sending: sending.clone(),
         timeout: config.timeout,
         metrics: metrics.clone(),
         failing: false,
@@ -122,6 +135,7 @@ pub(super) fn spawn(config: &OtlpConfig, metrics: TraceMetrics) -> Result<Queue,
         queued,
         max_spans,
         queued_bytes,
+        sending,
         metrics,
     })
 }
@@ -148,6 +162,9 @@ struct Exporter {
     envelope: Envelope,
     queued: Arc<AtomicUsize>,
     queued_bytes: Arc<AtomicUsize>,
+    /// Spans taken from the queue into the batch being gathered or
+    /// exported (for [`Queue::abandon`]).
+    sending: Arc<AtomicUsize>,
     timeout: Duration,
     metrics: TraceMetrics,
     /// Exports are failing: logged once, and the recovery too.
@@ -181,6 +198,7 @@ impl Exporter {
                             self.queued.fetch_sub(n, Ordering::Relaxed);
                             self.queued_bytes
                                 .fetch_sub(encoded.len(), Ordering::Relaxed);
+                            self.sending.fetch_add(n, Ordering::Relaxed);
                             batch.extend_from_slice(&encoded);
                             spans += n;
                             bytes += encoded.len();
@@ -216,6 +234,7 @@ impl Exporter {
             Ok(Err(e)) => Some(e),
             Err(_) => Some(format!("no answer within {:?}", self.timeout)),
         };
+        self.sending.store(0, Ordering::Relaxed);
         match error {
             None => {
                 self.metrics.exported.inc_by(n);
@@ -267,6 +286,7 @@ impl Queue {
             exported: Default::default(),
             dropped_queue_full: Default::default(),
             dropped_export_failed: Default::default(),
+            dropped_shutdown: Default::default(),
             parent_rate_limited: Default::default(),
         };
         let queue = Queue {
@@ -274,6 +294,7 @@ impl Queue {
             queued: Arc::default(),
             max_spans,
             queued_bytes: Arc::default(),
+            sending: Arc::default(),
             metrics,
         };
         (queue, rx)

@@ -189,6 +189,13 @@ impl Tracer {
     pub async fn flush(&self, within: Duration) -> bool {
         self.shared.queue.flush(within).await
     }
+
+    /// After a [`Tracer::flush`] that did not finish, as the process exits:
+    /// counts the spans left (queued, or in the export under way) as
+    /// dropped, `reason="shutdown"`, and returns how many.
+    pub fn abandon(&self) -> u64 {
+        self.shared.queue.abandon()
+    }
 }
 
 /// OpenTelemetry's `TraceIdRatioBased`, its bound computed once: a trace

@@ -1,17 +1,24 @@
 //! The two OTLP transports, each sending one encoded
-//! `ExportTraceServiceRequest`: OTLP/HTTP over opentelemetry-http's hyper
-//! client (rustls with aws-lc-rs), OTLP/gRPC as a unary
-//! `TraceService/Export` call over tonic. These are the clients the
-//! official `opentelemetry-otlp` exporter uses; meshgate hands them bytes
-//! rather than the SDK's span data (`wire.rs` says why).
+//! `ExportTraceServiceRequest`: OTLP/HTTP over hyper's client (rustls with
+//! aws-lc-rs), OTLP/gRPC as a unary `TraceService/Export` call over tonic
+//! (the transport the official `opentelemetry-otlp` exporter uses);
+//! meshgate hands them bytes rather than the SDK's span data (`wire.rs`
+//! says why).
+//!
+//! Of the collector's answer at most [`MAX_ANSWER`] bytes are read, with
+//! either transport: an `ExportTraceServiceResponse` is a few bytes (a
+//! partial success's message a line), and the status is all meshgate
+//! looks at. A longer answer fails the export and its connection is
+//! closed unread. (opentelemetry-http's hyper client, used before, read
+//! up to 4 MiB of every answer into memory: a hostile collector answering
+//! each export with an endless body cost the sidecar some 45 MB.)
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::time::Duration;
 
 use bytes::{Buf, BufMut, Bytes};
 use http::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE};
-use opentelemetry_http::HttpClient as _;
+use http_body_util::{BodyExt, Full};
 use opentelemetry_otlp::tonic_types::metadata::MetadataMap;
 use opentelemetry_otlp::{OTEL_EXPORTER_OTLP_HEADERS, OTEL_EXPORTER_OTLP_TRACES_HEADERS};
 
@@ -20,7 +27,7 @@ use super::config::{OtlpConfig, Protocol};
 /// Where and how exports go.
 pub(super) enum Sender {
     Http {
-        client: Box<opentelemetry_http::hyper::HyperClient<HttpsConnector>>,
+        client: Box<HttpClient>,
         endpoint: http::Uri,
         headers: HeaderMap,
     },
@@ -32,6 +39,10 @@ pub(super) enum Sender {
 
 type HttpsConnector =
     hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>;
+type HttpClient = hyper_util::client::legacy::Client<HttpsConnector, Full<Bytes>>;
+
+/// The most of a collector's answer that is read (see the module's docs).
+pub(super) const MAX_ANSWER: usize = 4 * 1024;
 
 const EXPORT_PATH: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
 
@@ -43,7 +54,7 @@ impl Sender {
         let headers = headers(&config.headers)?;
         match config.protocol {
             Protocol::HttpProtobuf => Ok(Sender::Http {
-                client: Box::new(http_client(config.timeout, config.ca.as_deref())?),
+                client: Box::new(http_client(config.ca.as_deref())?),
                 endpoint: (config.endpoint.parse()).map_err(|e| format!("endpoint: {e}"))?,
                 headers,
             }),
@@ -64,7 +75,8 @@ impl Sender {
                     endpoint = endpoint.tls_config(tls).map_err(|e| format!("ca: {e}"))?;
                 }
                 Ok(Sender::Grpc {
-                    client: tonic::client::Grpc::new(endpoint.connect_lazy()),
+                    client: tonic::client::Grpc::new(endpoint.connect_lazy())
+                        .max_decoding_message_size(MAX_ANSWER),
                     metadata: MetadataMap::from_headers(headers),
                 })
             }
@@ -81,12 +93,13 @@ impl Sender {
             } => {
                 let mut req = http::Request::post(endpoint.clone())
                     .header(CONTENT_TYPE, "application/x-protobuf")
-                    .body(body)
+                    .body(Full::new(body))
                     .map_err(|e| e.to_string())?;
                 req.headers_mut().extend(headers.clone());
-                let resp = client.send_bytes(req).await.map_err(|e| e.to_string())?;
+                let resp = client.request(req).await.map_err(|e| e.to_string())?;
                 match resp.status() {
-                    s if s.is_success() => Ok(()),
+                    s if s.is_success() => read_answer(resp.into_body()).await,
+                    // Its body is not read: dropped, it closes the connection.
                     s => Err(format!("the collector answered {s}")),
                 }
             }
@@ -106,12 +119,29 @@ impl Sender {
     }
 }
 
+/// Reads an OTLP/HTTP answer's body to its end and drops it, or fails as
+/// soon as it passes [`MAX_ANSWER`] bytes (the response, dropped unread,
+/// closes its connection). Its time is the export's `timeout`.
+async fn read_answer(mut body: hyper::body::Incoming) -> Result<(), String> {
+    let too_long = || format!("the collector's answer passed {MAX_ANSWER} bytes; not read further");
+    if http_body::Body::size_hint(&body).lower() > MAX_ANSWER as u64 {
+        return Err(too_long());
+    }
+    let mut read = 0usize;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| format!("reading the collector's answer: {e}"))?;
+        read = read.saturating_add(frame.data_ref().map_or(0, Buf::remaining));
+        if read > MAX_ANSWER {
+            return Err(too_long());
+        }
+    }
+    Ok(())
+}
+
 /// OTLP/HTTP over hyper with rustls (aws-lc-rs, the system's roots and
-/// `ca`): the crypto provider of the rest of meshgate.
-fn http_client(
-    timeout: Duration,
-    ca: Option<&Path>,
-) -> Result<opentelemetry_http::hyper::HyperClient<HttpsConnector>, String> {
+/// `ca`): the crypto provider of the rest of meshgate. Each export is
+/// bounded by the exporter's `timeout`.
+fn http_client(ca: Option<&Path>) -> Result<HttpClient, String> {
     let roots = crate::base::fetch::roots(ca).map_err(|e| format!("ca: {e}"))?;
     let tls = crate::base::fetch::client_config(roots)?;
     let connector = hyper_rustls::HttpsConnectorBuilder::new()
@@ -119,9 +149,10 @@ fn http_client(
         .https_or_http()
         .enable_http1()
         .build();
-    Ok(opentelemetry_http::hyper::HyperClient::new(
-        connector, timeout, None,
-    ))
+    Ok(
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .build(connector),
+    )
 }
 
 /// The export headers: the environment's (`k=v,k2=v2`, values
