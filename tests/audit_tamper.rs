@@ -15,7 +15,17 @@ use common::*;
 
 /// `meshgate audit verify FILES...`: exit code, stdout, stderr.
 fn verify(files: &[&Path]) -> (Option<i32>, String, String) {
-    let out = output_within(Command::new(bin()).args(["audit", "verify"]).args(files));
+    verify_args(&[], files)
+}
+
+/// `meshgate audit verify ARGS... FILES...`: exit code, stdout, stderr.
+fn verify_args(args: &[&str], files: &[&Path]) -> (Option<i32>, String, String) {
+    let out = output_within(
+        Command::new(bin())
+            .args(["audit", "verify"])
+            .args(args)
+            .args(files),
+    );
     (
         out.status.code(),
         String::from_utf8_lossy(&out.stdout).to_string(),
@@ -407,4 +417,112 @@ fn shutdown_grace_bounds_the_flush_when_the_audit_sink_takes_nothing() {
         mg.logs.dump()
     );
     drop(stuck);
+}
+
+/// Defect: verify read each file whole and made a slice of every line
+/// before checking any (64 MiB of line feeds took over 1 GiB), read a
+/// symlink to /dev/zero until memory ran out, and waited for ever on a
+/// FIFO. Failed before the fix: the FIFO hung (killed at the deadline),
+/// and under the data limit below both big files ended in an allocation
+/// failure (SIGABRT).
+#[test]
+fn only_regular_files_are_read_line_by_line_within_a_bound() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let refused_file = |f: &Path, message: &str| {
+        let (code, out, err) = verify(&[f]);
+        assert_eq!((code, out.as_str()), (Some(1), ""), "{err}");
+        assert_eq!(err, format!("meshgate: {}: {message}\n", f.display()));
+    };
+    let fifo = dir.path().join("audit.log");
+    let made = Command::new("mkfifo").arg(&fifo).status().expect("mkfifo");
+    assert!(made.success());
+    refused_file(
+        &fifo,
+        "cannot read: is a FIFO, not a regular file; only regular files are read",
+    );
+    let zero = dir.path().join("audit.log.1");
+    std::os::unix::fs::symlink("/dev/zero", &zero).expect("symlink");
+    refused_file(
+        &zero,
+        "cannot read: is a character device, not a regular file; only regular files are read",
+    );
+
+    // A line longer than the bound: refused where it starts.
+    let long = dir.path().join("long");
+    let mut text = vec![b'x'; 4 * 1024 * 1024 + 1];
+    text.push(b'\n');
+    std::fs::write(&long, &text).expect("write");
+    refused(
+        &[&long],
+        &long,
+        1,
+        "a line longer than 4194304 bytes (4 MiB): not one meshgate wrote",
+    );
+
+    // Memory: under a data limit of 40 MiB (the binary needs some 22 MiB
+    // to start), 64 MiB of line feeds are refused at their first line, and
+    // a 64 MiB trail verifies.
+    let newlines = dir.path().join("newlines");
+    std::fs::write(&newlines, vec![b'\n'; 64 << 20]).expect("write");
+    let (code, out, err) = verify_limited(&newlines, 40 << 10);
+    assert_eq!((code, out.as_str()), (Some(1), ""), "{err}");
+    assert_eq!(
+        err,
+        format!(
+            "meshgate: {}:1: not a meshgate audit event (EOF while parsing a value at line 1 \
+             column 0): edited or inserted\n",
+            newlines.display()
+        )
+    );
+    let big = dir.path().join("big");
+    let n = big_trail(&big, 64 << 20);
+    let (code, out, err) = verify_limited(&big, 40 << 10);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        out.starts_with(&format!("ok: {n} events, seq 0..{}, ", n - 1)),
+        "{out}"
+    );
+}
+
+/// `meshgate audit verify FILE` with its data segment (heap and anonymous
+/// mappings, RLIMIT_DATA) limited to `kib`.
+fn verify_limited(file: &Path, kib: u64) -> (Option<i32>, String, String) {
+    let out = output_within(
+        Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "ulimit -d {kib} && exec \"$0\" audit verify \"$1\""
+            ))
+            .arg(bin())
+            .arg(file),
+    );
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).to_string(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
+}
+
+/// Writes a chained trail of about `bytes` to `path`; how many events.
+fn big_trail(path: &Path, bytes: usize) -> u64 {
+    use std::io::Write;
+    let mut out = std::io::BufWriter::new(std::fs::File::create(path).expect("create"));
+    let pad = "p".repeat(160);
+    let mut prev = "0".repeat(64);
+    let (mut written, mut seq) = (0, 0u64);
+    while written < bytes {
+        let body = if seq == 0 {
+            format!("{{\"seq\":0,\"prev\":\"{prev}\",\"type\":\"request\",\"path\":\"/{pad}\"")
+        } else {
+            format!("{{\"seq\":{seq},\"type\":\"request\",\"path\":\"/{pad}\"")
+        };
+        let chain = sha256_hex(format!("{prev}{body}}}").as_bytes());
+        let line = format!("{body},\"chain\":\"{chain}\"}}\n");
+        out.write_all(line.as_bytes()).expect("write");
+        written += line.len();
+        prev = chain;
+        seq += 1;
+    }
+    out.flush().expect("flush");
+    seq
 }

@@ -1,8 +1,11 @@
 //! `meshgate audit verify`: the chain of audit files checked line by line.
+//! Each file is read as a stream of lines, each at most [`MAX_LINE_BYTES`]:
+//! only regular files (a FIFO, `/dev/zero` or a directory is refused, also
+//! behind a symlink), no further than its length when opened.
 
 use serde::Deserialize;
-use std::collections::HashMap;
-use std::path::PathBuf;
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
 
 use super::*;
 
@@ -40,6 +43,14 @@ pub(super) fn chained_bytes(line: &[u8]) -> Option<Vec<u8>> {
     Some(v)
 }
 
+/// The longest line verify reads, its line feed left out. The writer has
+/// no cap of its own on an event, but it resumes its chain from a file's
+/// last line read in a window of 1 MiB (`RESUME_WINDOW`): a longer line
+/// would make the sidecar refuse to start on the file, so no trail it can
+/// go on with holds one. Four times that: a longer line is refused at its
+/// `FILE:LINE` once this much of it was read, never read whole.
+pub const MAX_LINE_BYTES: u64 = 4 * RESUME_WINDOW;
+
 /// A verified sequence of audit files.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Verified {
@@ -60,14 +71,26 @@ pub struct Verified {
     pub(super) watched: Vec<(u64, Option<String>)>,
 }
 
-/// The first break in the chain: `file:line: message`.
-#[derive(Debug, PartialEq, Eq, thiserror::Error)]
-#[error("{file}:{line}: {message}")]
+/// The first break in the chain: `file:line: message` (`file: message`
+/// for what is wrong with the file itself).
+#[derive(Debug, PartialEq, Eq)]
 pub struct ChainBreak {
     pub file: String,
+    /// 1 for the first line; 0 when the file itself is refused.
     pub line: usize,
     pub message: String,
 }
+
+impl std::fmt::Display for ChainBreak {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.line {
+            0 => write!(f, "{}: {}", self.file, self.message),
+            n => write!(f, "{}:{n}: {}", self.file, self.message),
+        }
+    }
+}
+
+impl std::error::Error for ChainBreak {}
 
 /// Why a trail does not reach, or does not agree with, an expected head.
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
@@ -171,163 +194,258 @@ fn verify_watching(
     files: &[PathBuf],
     watched: Vec<(u64, Option<String>)>,
 ) -> Result<Verified, ChainBreak> {
-    let mut state: Option<ChainState> = None;
-    let mut out = Verified {
-        events: 0,
-        first_seq: None,
-        first_prev: None,
-        last_seq: None,
-        restarts: 0,
-        dropped: 0,
-        torn: Vec::new(),
-        watched,
-    };
-    for (i, path) in files.iter().enumerate() {
-        let name = path.display().to_string();
-        let text = std::fs::read(path).map_err(|e| ChainBreak {
-            file: name.clone(),
-            line: 0,
-            message: format!("cannot read: {e}"),
-        })?;
-        let newest = i + 1 == files.len();
-        verify_file(&name, &text, newest, &mut state, &mut out)?;
-    }
-    Ok(out)
+    let mut walk = Walk::new(watched);
+    walk.files(files)?;
+    Ok(walk.out)
 }
 
-/// The lines of one file, continuing the chain of the files before it.
-/// A torn last line is a break in the newest file; in an older one it is
-/// the mark of a crash: a later line, if any, must go on from the last
-/// complete line before it (a fragment that reads as an event must have
-/// the number that line takes). With no later line (the sidecar restarted
-/// and has written nothing yet) it ends the trail, where only a head held
-/// outside can tell a crash from a cut, as for any last line.
-fn verify_file(
-    name: &str,
-    text: &[u8],
-    newest: bool,
-    state: &mut Option<ChainState>,
-    out: &mut Verified,
-) -> Result<(), ChainBreak> {
-    if text.is_empty() {
-        // A fresh file (just rotated, or nothing written yet).
-        return Ok(());
+/// Where a line is: the index of its file among those given, and its
+/// number there (1 for the first).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Place {
+    file: usize,
+    line: usize,
+}
+
+impl Place {
+    fn show(self, names: &[String]) -> String {
+        let name = names.get(self.file).map_or("?", String::as_str);
+        format!("{name}:{}", self.line)
     }
-    let lines: Vec<&[u8]> = text.split(|&b| b == b'\n').collect();
-    // `split` yields one empty piece after a final newline.
-    let complete = text.last() == Some(&b'\n');
-    let count = if complete {
-        lines.len() - 1
-    } else {
-        lines.len()
-    };
-    // Where each sequence number sits in this file, for explanations.
-    let mut seen: HashMap<u64, usize> = HashMap::new();
-    for (i, raw) in lines.iter().take(count).enumerate() {
-        let n = i + 1;
-        let checked = if !complete && n == count {
-            if !newest {
-                match (state.as_ref().map(|s| s.next_seq), parse_line(raw)) {
-                    (Some(expected), Ok(p)) if expected != p.seq => Err(format!(
+}
+
+/// A break at a place.
+struct Break {
+    place: Place,
+    message: String,
+}
+
+/// A line that chains on: what it says, and whether it starts a new chain.
+struct Checked {
+    parsed: ParsedLine,
+    restart: bool,
+}
+
+/// The state of a verification, file after file.
+struct Walk {
+    state: Option<ChainState>,
+    out: Verified,
+    /// The files given so far, as named.
+    names: Vec<String>,
+}
+
+impl Walk {
+    fn new(watched: Vec<(u64, Option<String>)>) -> Walk {
+        Walk {
+            state: None,
+            out: Verified {
+                events: 0,
+                first_seq: None,
+                first_prev: None,
+                last_seq: None,
+                restarts: 0,
+                dropped: 0,
+                torn: Vec::new(),
+                watched,
+            },
+            names: Vec::new(),
+        }
+    }
+
+    fn files(&mut self, files: &[PathBuf]) -> Result<(), ChainBreak> {
+        for (i, path) in files.iter().enumerate() {
+            self.names.push(path.display().to_string());
+            let refused = |message: String| ChainBreak {
+                file: path.display().to_string(),
+                line: 0,
+                message,
+            };
+            let (file, meta) = crate::base::paths::open_regular(path)
+                .map_err(|e| refused(format!("cannot read: {e}")))?;
+            // No further than its length now: a file written on meanwhile
+            // (the live trail) is read as it was, not chased.
+            let mut lines = BufReader::with_capacity(64 * 1024, file.take(meta.len()));
+            let newest = i + 1 == files.len();
+            self.file(i, path, &mut lines, newest)
+                .map_err(|b| ChainBreak {
+                    file: self.names[b.place.file].clone(),
+                    line: b.place.line,
+                    message: b.message,
+                })?;
+        }
+        Ok(())
+    }
+
+    /// The lines of one file, continuing the chain of the files before it.
+    /// A torn last line is a break in the newest file; in an older one it
+    /// is the mark of a crash (see [`Walk::torn`]).
+    fn file(
+        &mut self,
+        index: usize,
+        path: &Path,
+        lines: &mut dyn BufRead,
+        newest: bool,
+    ) -> Result<(), Break> {
+        let mut raw = Vec::new();
+        for n in 1.. {
+            let place = Place {
+                file: index,
+                line: n,
+            };
+            raw.clear();
+            let read = next_line(lines, &mut raw).map_err(|e| Break {
+                place,
+                message: format!("cannot read: {e}"),
+            })?;
+            if read == 0 {
+                break;
+            }
+            if raw.last() == Some(&b'\n') {
+                raw.pop();
+                self.line(&raw, place, path, lines)?;
+            } else if raw.len() as u64 > MAX_LINE_BYTES {
+                return Err(Break {
+                    place,
+                    message: format!(
+                        "a line longer than {MAX_LINE_BYTES} bytes ({} MiB): \
+                         not one meshgate wrote",
+                        MAX_LINE_BYTES / (1024 * 1024)
+                    ),
+                });
+            } else if newest {
+                return Err(Break {
+                    place,
+                    message: "incomplete last line (a write cut short, or the line was edited)"
+                        .into(),
+                });
+            } else {
+                self.torn(&raw, place)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// A complete line: it links to the line before and its chain covers it.
+    fn line(
+        &mut self,
+        raw: &[u8],
+        place: Place,
+        path: &Path,
+        rest: &mut dyn BufRead,
+    ) -> Result<(), Break> {
+        let c = self
+            .check(raw, place.line, path, rest)
+            .map_err(|message| Break { place, message })?;
+        self.commit(c);
+        Ok(())
+    }
+
+    /// The last line of an older file, without its line feed: the mark of
+    /// a crash. A later line, if any, must go on from the last complete
+    /// line before it (a fragment that reads as an event must have the
+    /// number that line takes). With no later line (the sidecar restarted
+    /// and has written nothing yet) it ends the trail, where only a head
+    /// held outside can tell a crash from a cut, as for any last line.
+    fn torn(&mut self, raw: &[u8], place: Place) -> Result<(), Break> {
+        if let (Some(expected), Ok(p)) = (self.state.as_ref().map(|s| s.next_seq), parse_line(raw))
+        {
+            if p.seq != expected {
+                return Err(Break {
+                    place,
+                    message: format!(
                         "a torn last line numbered {} where {expected} was expected",
                         p.seq
-                    )),
-                    _ => {
-                        out.torn.push(format!("{name}:{n}"));
-                        continue;
-                    }
-                }
-            } else {
-                Err("incomplete last line (a write cut short, or the line was edited)".into())
+                    ),
+                });
             }
-        } else {
-            verify_line(raw, n, &lines[n..count], &mut seen, state, out)
-        };
-        checked.map_err(|message| ChainBreak {
-            file: name.to_string(),
-            line: n,
-            message,
-        })?;
+        }
+        self.out.torn.push(place.show(&self.names));
+        Ok(())
     }
-    Ok(())
+
+    /// Line `n` of a file (`rest`: the lines after it) links to the line
+    /// before, and its chain covers it.
+    fn check(
+        &self,
+        raw: &[u8],
+        n: usize,
+        path: &Path,
+        rest: &mut dyn BufRead,
+    ) -> Result<Checked, String> {
+        let parsed = parse_line(raw)
+            .map_err(|e| format!("not a meshgate audit event ({e}): edited or inserted"))?;
+        let body = chained_bytes(raw)
+            .ok_or("the chain field is missing or malformed: edited or inserted")?;
+        let expected_seq = self.state.as_ref().map(|s| s.next_seq);
+        let (prev, restart) = link(&parsed, self.state.as_ref(), n)?;
+        if chain_hash(&prev, &body) != parsed.chain {
+            return Err(explain(&parsed, expected_seq, n, path, rest));
+        }
+        if let Some(e) = expected_seq {
+            if parsed.seq != e && !restart {
+                return Err(explain(&parsed, expected_seq, n, path, rest));
+            }
+        }
+        // No line can follow the largest sequence number: the writer
+        // never reaches it, so the line was made by hand.
+        if parsed.seq == u64::MAX {
+            return Err(format!(
+                "seq {} is the largest there is: not written by meshgate",
+                parsed.seq
+            ));
+        }
+        Ok(Checked { parsed, restart })
+    }
+
+    /// Counts a line that chains on, and moves the chain to it.
+    fn commit(&mut self, c: Checked) {
+        let p = c.parsed;
+        if c.restart {
+            self.out.restarts += 1;
+        }
+        if p.kind.as_deref() == Some("dropped") {
+            // Counts that no longer fit say "at least this many".
+            self.out.dropped = self.out.dropped.saturating_add(p.count.unwrap_or(0));
+        } else {
+            self.out.events += 1;
+        }
+        for (seq, chain) in self.out.watched.iter_mut() {
+            if *seq == p.seq {
+                *chain = Some(p.chain.clone());
+            }
+        }
+        if self.out.first_seq.is_none() {
+            self.out.first_seq = Some(p.seq);
+            self.out.first_prev = p.prev;
+        }
+        self.out.last_seq = Some(p.seq);
+        self.state = Some(ChainState {
+            next_seq: p.seq + 1,
+            prev: p.chain,
+        });
+    }
 }
 
-/// Line `n` of a file (`later`: the lines after it): it links to the line
-/// before and its chain covers it; counted in `out`.
-fn verify_line(
-    raw: &[u8],
-    n: usize,
-    later: &[&[u8]],
-    seen: &mut HashMap<u64, usize>,
-    state: &mut Option<ChainState>,
-    out: &mut Verified,
-) -> Result<(), String> {
-    let parsed = parse_line(raw)
-        .map_err(|e| format!("not a meshgate audit event ({e}): edited or inserted"))?;
-    let body =
-        chained_bytes(raw).ok_or("the chain field is missing or malformed: edited or inserted")?;
-    let expected_seq = state.as_ref().map(|s| s.next_seq);
-    let prev = link(&parsed, state.as_ref(), n, out)?;
-    let computed = chain_hash(&prev, &body);
-    let restart = parsed.prev.as_deref() == Some(GENESIS) && parsed.seq == 0 && state.is_some();
-    if computed != parsed.chain {
-        return Err(explain(&parsed, expected_seq, seen, later));
-    }
-    if let Some(e) = expected_seq {
-        if parsed.seq != e && !restart {
-            return Err(explain(&parsed, expected_seq, seen, later));
-        }
-    }
-    // No line can follow the largest sequence number: the writer
-    // never reaches it, so the line was made by hand.
-    let next_seq = parsed.seq.checked_add(1).ok_or_else(|| {
-        format!(
-            "seq {} is the largest there is: not written by meshgate",
-            parsed.seq
-        )
-    })?;
-    if parsed.kind.as_deref() == Some("dropped") {
-        // Counts that no longer fit say "at least this many".
-        out.dropped = out.dropped.saturating_add(parsed.count.unwrap_or(0));
-    } else {
-        out.events += 1;
-    }
-    for (seq, chain) in out.watched.iter_mut() {
-        if *seq == parsed.seq {
-            *chain = Some(parsed.chain.clone());
-        }
-    }
-    if out.first_seq.is_none() {
-        out.first_seq = Some(parsed.seq);
-        out.first_prev = parsed.prev.clone();
-    }
-    out.last_seq = Some(parsed.seq);
-    seen.insert(parsed.seq, n);
-    *state = Some(ChainState {
-        next_seq,
-        prev: parsed.chain,
-    });
-    Ok(())
+/// The next line of `lines` into `raw`, its line feed included, reading no
+/// more than [`MAX_LINE_BYTES`] and one byte; the bytes read (0 at the end).
+fn next_line(lines: &mut dyn BufRead, raw: &mut Vec<u8>) -> std::io::Result<usize> {
+    lines.take(MAX_LINE_BYTES + 1).read_until(b'\n', raw)
 }
 
 /// The chain value line `n` continues: its own `prev` where the chain
-/// starts (or starts afresh, counted in `out`), else the line before's.
+/// starts (or starts afresh: then `true`), else the line before's.
 fn link(
     parsed: &ParsedLine,
     state: Option<&ChainState>,
     n: usize,
-    out: &mut Verified,
-) -> Result<String, String> {
+) -> Result<(String, bool), String> {
     match (&parsed.prev, state) {
-        (Some(p), None) => Ok(p.clone()),
+        (Some(p), None) => Ok((p.clone(), false)),
         (None, None) => {
             Err("the file starts mid-chain (no `prev`): lines before it were deleted".into())
         }
-        (Some(p), Some(s)) if *p == s.prev => Ok(s.prev.clone()),
-        (Some(p), Some(_)) if p == GENESIS && parsed.seq == 0 => {
-            out.restarts += 1;
-            Ok(p.clone())
-        }
+        (Some(p), Some(s)) if *p == s.prev => Ok((s.prev.clone(), false)),
+        (Some(p), Some(_)) if p == GENESIS && parsed.seq == 0 => Ok((p.clone(), true)),
         (Some(_), Some(s)) if n == 1 => Err(if parsed.seq > s.next_seq {
             format!(
                 "starts at seq {} where {} was expected: the end of the \
@@ -343,16 +461,18 @@ fn link(
             "names prev {p} but the line before ends at {}: edited or inserted",
             s.prev
         )),
-        (None, Some(s)) => Ok(s.prev.clone()),
+        (None, Some(s)) => Ok((s.prev.clone(), false)),
     }
 }
 
-/// Why a line does not chain: from its sequence number and the lines around it.
-pub(super) fn explain(
+/// Why line `n` of `path` does not chain: from its sequence number and the
+/// lines around it (those before it read again, those after it from `rest`).
+fn explain(
     parsed: &ParsedLine,
     expected: Option<u64>,
-    seen: &HashMap<u64, usize>,
-    later: &[&[u8]],
+    n: usize,
+    path: &Path,
+    rest: &mut dyn BufRead,
 ) -> String {
     let Some(expected) = expected else {
         return "the chain does not match the line: edited".into();
@@ -363,18 +483,14 @@ pub(super) fn explain(
              was rewritten too, the one before it) was edited"
         );
     }
-    if let Some(at) = seen.get(&parsed.seq) {
+    if let Some(at) = line_of_seq(path, n, parsed.seq) {
         return format!(
             "seq {} already appeared on line {at}: inserted or reordered",
             parsed.seq
         );
     }
     if parsed.seq > expected {
-        let found_later = later
-            .iter()
-            .filter_map(|l| parse_line(l).ok())
-            .any(|p| p.seq == expected);
-        if found_later {
+        if comes_later(rest, expected) {
             return format!(
                 "seq {} where {expected} was expected, and {expected} comes later: reordered",
                 parsed.seq
@@ -390,4 +506,41 @@ pub(super) fn explain(
         "seq {} where {expected} was expected: inserted or reordered",
         parsed.seq
     )
+}
+
+/// The last of lines 1 to `before - 1` of `path` numbered `seq`.
+fn line_of_seq(path: &Path, before: usize, seq: u64) -> Option<usize> {
+    let (file, meta) = crate::base::paths::open_regular(path).ok()?;
+    let mut lines = BufReader::new(file.take(meta.len()));
+    let mut raw = Vec::new();
+    let mut found = None;
+    for n in 1..before {
+        raw.clear();
+        if next_line(&mut lines, &mut raw).ok()? == 0 {
+            break;
+        }
+        let line = raw.strip_suffix(b"\n").unwrap_or(&raw);
+        if parse_line(line).is_ok_and(|p| p.seq == seq) {
+            found = Some(n);
+        }
+    }
+    found
+}
+
+/// Whether a complete line of `rest` is numbered `seq`.
+fn comes_later(rest: &mut dyn BufRead, seq: u64) -> bool {
+    let mut raw = Vec::new();
+    loop {
+        raw.clear();
+        match next_line(rest, &mut raw) {
+            Ok(0) | Err(_) => return false,
+            Ok(_) => {}
+        }
+        let Some(line) = raw.strip_suffix(b"\n") else {
+            return false;
+        };
+        if parse_line(line).is_ok_and(|p| p.seq == seq) {
+            return true;
+        }
+    }
 }
