@@ -419,6 +419,71 @@ fn shutdown_grace_bounds_the_flush_when_the_audit_sink_takes_nothing() {
     drop(stuck);
 }
 
+/// Defect: in a file before the newest, a last line without its line feed
+/// was passed over as torn by a crash when it read as an event with the
+/// number due, its chain never checked; and a later file's first line was
+/// taken without the `prev` the writer always puts there. Failed before
+/// the fix: the edited torn event and the file split by hand verified.
+#[test]
+fn a_torn_whole_event_must_chain_and_a_later_files_first_line_names_its_prev() {
+    let pki = Pki::new();
+    let up = Upstream::start();
+    let file = pki.path("audit.log");
+    let run = |n: usize| {
+        let mut mg = Meshgate::builder(&pki, &up).audit_file(&file).start();
+        load(&pki, &mg, 1, n);
+        assert!(mg.terminate().success());
+    };
+    // A crash cut the last line's line feed: the sidecar started again
+    // rotates the file out and goes on from the line before it.
+    run(3);
+    let text = std::fs::read_to_string(&file).expect("read");
+    std::fs::write(&file, text.strip_suffix('\n').expect("a whole line")).expect("write");
+    run(2);
+    let rotated = pki.path("audit.log.1");
+    let (code, out, err) = verify(&[&rotated, &file]);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(
+        out,
+        format!(
+            "ok: 4 events, seq 0..3, 0 reported dropped, 0 chain restart(s), 1 line(s) cut \
+             short by a crash and gone on from ({}:3); no expected head given: a cut tail \
+             cannot be seen (--expect)\n",
+            rotated.display()
+        )
+    );
+    let old = lines_of(&rotated);
+    let new = lines_of(&file);
+    assert_eq!((old.len(), new.len(), seq_of(&new[0])), (3, 2, 2));
+
+    // The torn event edited: its chain no longer covers it.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let edited = old[2].replace("\"path\":\"/headers\"", "\"path\":\"/forged\"");
+    assert_ne!(edited, old[2]);
+    let f = dir.path().join("edited");
+    std::fs::write(&f, format!("{}\n{}\n{edited}", old[0], old[1])).expect("write");
+    let message = "seq 2: the chain does not match the line: this line (or, if its chain was \
+                   rewritten too, the one before it) was edited";
+    refused(&[&f, &file], &f, 3, message);
+
+    // The trail split by hand: the later file's first line has no `prev`.
+    let whole = [old[0].clone(), old[1].clone(), new[0].clone()];
+    let before = tampered(dir.path(), "before", &whole);
+    let after = tampered(dir.path(), "after", &new[1..]);
+    let message = "the file starts without `prev`, which the writer names on the first line \
+                   of every file: lines before it were deleted, or the file was split by hand";
+    refused(&[&before, &after], &after, 1, message);
+
+    // The line feed of an older file's last line removed: that line is the
+    // break, not the next file's first line.
+    let cut = dir.path().join("cut");
+    std::fs::write(&cut, whole.join("\n")).expect("write");
+    let message = "a whole event without its line feed, and the next file goes on from it: \
+                   the line feed was removed (after a crash the next file goes on from the \
+                   line before a torn one)";
+    refused(&[&cut, &after], &cut, 3, message);
+}
+
 /// Defect: verify read each file whole and made a slice of every line
 /// before checking any (64 MiB of line feeds took over 1 GiB), read a
 /// symlink to /dev/zero until memory ran out, and waited for ever on a

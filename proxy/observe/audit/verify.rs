@@ -214,10 +214,18 @@ impl Place {
     }
 }
 
-/// A break at a place.
+/// A break at a place (not always the line being read: a torn line
+/// before it may be the one at fault).
 struct Break {
     place: Place,
     message: String,
+}
+
+/// A whole event that ended an older file without its line feed.
+struct TornEvent {
+    seq: u64,
+    chain: String,
+    place: Place,
 }
 
 /// A line that chains on: what it says, and whether it starts a new chain.
@@ -232,6 +240,7 @@ struct Walk {
     out: Verified,
     /// The files given so far, as named.
     names: Vec<String>,
+    torn_event: Option<TornEvent>,
 }
 
 impl Walk {
@@ -249,6 +258,7 @@ impl Walk {
                 watched,
             },
             names: Vec::new(),
+            torn_event: None,
         }
     }
 
@@ -319,7 +329,7 @@ impl Walk {
                         .into(),
                 });
             } else {
-                self.torn(&raw, place)?;
+                self.torn(&raw, place, path)?;
             }
         }
         Ok(())
@@ -333,31 +343,55 @@ impl Walk {
         path: &Path,
         rest: &mut dyn BufRead,
     ) -> Result<(), Break> {
-        let c = self
-            .check(raw, place.line, path, rest)
-            .map_err(|message| Break { place, message })?;
-        self.commit(c);
-        Ok(())
+        let torn = self.torn_event.take();
+        match self.check(raw, place.line, path, rest) {
+            Ok(c) => {
+                self.commit(c);
+                Ok(())
+            }
+            Err(message) => match torn.filter(|t| goes_on_from(raw, t)) {
+                Some(t) => Err(Break {
+                    place: t.place,
+                    message: "a whole event without its line feed, and the next file goes \
+                              on from it: the line feed was removed (after a crash the next \
+                              file goes on from the line before a torn one)"
+                        .into(),
+                }),
+                None => Err(Break { place, message }),
+            },
+        }
     }
 
-    /// The last line of an older file, without its line feed: the mark of
-    /// a crash. A later line, if any, must go on from the last complete
-    /// line before it (a fragment that reads as an event must have the
-    /// number that line takes). With no later line (the sidecar restarted
-    /// and has written nothing yet) it ends the trail, where only a head
-    /// held outside can tell a crash from a cut, as for any last line.
-    fn torn(&mut self, raw: &[u8], place: Place) -> Result<(), Break> {
-        if let (Some(expected), Ok(p)) = (self.state.as_ref().map(|s| s.next_seq), parse_line(raw))
-        {
-            if p.seq != expected {
-                return Err(Break {
-                    place,
-                    message: format!(
-                        "a torn last line numbered {} where {expected} was expected",
-                        p.seq
-                    ),
-                });
+    /// The last line of an older file, without its line feed. A fragment
+    /// that does not read as an event is the mark of a crash: the later
+    /// lines, if any, must go on from the last complete line before it.
+    /// (With no later line it ends the trail, where only a head held outside
+    /// can tell a crash from a cut, as for any last line.) A whole event
+    /// (a crash can cut just its line feed) must chain on as any line does,
+    /// and is not part of the chain either: the writer goes on from the
+    /// line before it, numbering the next line as it was numbered.
+    fn torn(&mut self, raw: &[u8], place: Place, path: &Path) -> Result<(), Break> {
+        self.torn_event = None;
+        if let Ok(p) = parse_line(raw) {
+            if let Some(expected) = self.state.as_ref().map(|s| s.next_seq) {
+                if p.seq != expected {
+                    return Err(Break {
+                        place,
+                        message: format!(
+                            "a torn last line numbered {} where {expected} was expected",
+                            p.seq
+                        ),
+                    });
+                }
             }
+            let c = self
+                .check(raw, place.line, path, &mut std::io::empty())
+                .map_err(|message| Break { place, message })?;
+            self.torn_event = Some(TornEvent {
+                seq: c.parsed.seq,
+                chain: c.parsed.chain,
+                place,
+            });
         }
         self.out.torn.push(place.show(&self.names));
         Ok(())
@@ -432,6 +466,16 @@ fn next_line(lines: &mut dyn BufRead, raw: &mut Vec<u8>) -> std::io::Result<usiz
     lines.take(MAX_LINE_BYTES + 1).read_until(b'\n', raw)
 }
 
+/// Whether `raw` goes on from the torn event `t` (names it as its `prev`,
+/// or chains from it).
+fn goes_on_from(raw: &[u8], t: &TornEvent) -> bool {
+    let Ok(p) = parse_line(raw) else {
+        return false;
+    };
+    let chains = chained_bytes(raw).is_some_and(|body| chain_hash(&t.chain, &body) == p.chain);
+    p.prev.as_deref() == Some(t.chain.as_str()) || (chains && p.seq == t.seq + 1)
+}
+
 /// The chain value line `n` continues: its own `prev` where the chain
 /// starts (or starts afresh: then `true`), else the line before's.
 fn link(
@@ -461,6 +505,11 @@ fn link(
             "names prev {p} but the line before ends at {}: edited or inserted",
             s.prev
         )),
+        (None, Some(_)) if n == 1 => Err(
+            "the file starts without `prev`, which the writer names on the first line of \
+             every file: lines before it were deleted, or the file was split by hand"
+                .into(),
+        ),
         (None, Some(s)) => Ok((s.prev.clone(), false)),
     }
 }
