@@ -419,6 +419,78 @@ fn shutdown_grace_bounds_the_flush_when_the_audit_sink_takes_nothing() {
     drop(stuck);
 }
 
+/// `lines` made up again from the genesis: each one's path changed and
+/// chained after the one before, as anyone could (SHA-256 needs no secret).
+fn invented(lines: &[String]) -> Vec<String> {
+    let mut prev = "0".repeat(64);
+    let mut out = Vec::new();
+    for (seq, line) in lines.iter().enumerate() {
+        let fake = forged(line, seq as u64, &prev);
+        prev = field(&fake, "chain");
+        out.push(fake);
+    }
+    out
+}
+
+/// Defect: any line with `seq` 0 and the all-zero `prev` was taken as a
+/// restart, so a made-up file put before a file sink's trail verified (with
+/// `--expect`, "reaches the expected head"), and a file given twice (by a
+/// symlink) counted its events twice. Failed before the fix: the made-up
+/// file verified, `ok: 26 events, …, 1 chain restart(s)`.
+#[test]
+fn a_restart_is_a_break_unless_allowed_and_no_file_or_chain_is_read_twice() {
+    let pki = Pki::new();
+    let up = Upstream::start();
+    let files = written_trail(&pki, &up);
+    let dir = tempfile::tempdir().expect("tempdir");
+    // A file made up from the genesis, put before the real trail (whose
+    // first line starts from the genesis too).
+    let fake = tampered(
+        dir.path(),
+        "audit.log.99",
+        &invented(&lines_of(&files[0])[..2]),
+    );
+    let mut trail: Vec<&Path> = vec![&fake];
+    trail.extend(files.iter().map(PathBuf::as_path));
+    let restart = "a new chain starts here (seq 0 from the all-zero `prev`) where seq 2 was \
+                   expected: a file sink never starts again (each start goes on from its last \
+                   line), so lines before it were replaced, or files of two trails were given; \
+                   the stdout of several processes does start again: verify it with \
+                   --allow-restarts";
+    refused(&trail, &files[0], 1, restart);
+    // The same file twice, by a symlink: refused by its device and inode,
+    // restarts allowed or not.
+    let link = dir.path().join("audit.log.0");
+    std::os::unix::fs::symlink(&files[0], &link).expect("symlink");
+    for flags in [&[][..], &["--allow-restarts"][..]] {
+        let (code, out, err) = verify_args(flags, &[&link, &files[0]]);
+        assert_eq!((code, out.as_str()), (Some(1), ""), "{err}");
+        assert_eq!(
+            err,
+            format!(
+                "meshgate: {}: is the same file as {} (given twice, or a link to it): each \
+                 file of a trail is given once\n",
+                files[0].display(),
+                link.display()
+            )
+        );
+    }
+    // A copy is another file, but its chain starts with the same line.
+    let copy = dir.path().join("copy");
+    std::fs::copy(&files[0], &copy).expect("copy");
+    let (code, _, err) = verify_args(&["--allow-restarts"], &[&copy, &files[0]]);
+    assert_eq!(code, Some(1), "{err}");
+    assert_eq!(
+        err,
+        format!(
+            "meshgate: {}:1: this chain starts with the same line as the one at {}:1: a copy \
+             of it\n",
+            files[0].display(),
+            copy.display()
+        )
+    );
+}
+
 /// Defect: in a file before the newest, a last line without its line feed
 /// was passed over as torn by a crash when it read as an event with the
 /// number due, its chain never checked; and a later file's first line was

@@ -27,18 +27,29 @@ enum AuditCommand {
         /// every checkpoint line counts). Repeatable.
         #[arg(long, value_name = "SEQ[:HASH]|JSON|LINE|FILE")]
         expect: Vec<String>,
+        /// Accept chains that start again (seq 0 from the all-zero prev):
+        /// the stdout of several processes, one after the other. Never
+        /// needed for a file sink, which goes on from its last line at every
+        /// start; without this flag a restart is a break.
+        #[arg(long)]
+        allow_restarts: bool,
     },
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let AuditCommand::Verify { files, expect } = args.command;
+    let AuditCommand::Verify {
+        files,
+        expect,
+        allow_restarts,
+    } = args.command;
     let mut anchors = Vec::new();
     for e in &expect {
         anchors.extend(anchor(e)?);
     }
     // The highest first: a trail that ends early is told against it.
     anchors.sort_by_key(|a| std::cmp::Reverse(a.seq));
-    let v = crate::observe::audit::verify_against(&files, &anchors)?;
+    let options = crate::observe::audit::Options { allow_restarts };
+    let v = crate::observe::audit::verify_against(&files, &anchors, options)?;
     let range = match (v.first_seq, v.last_seq) {
         (Some(a), Some(b)) => format!(", seq {a}..{b}"),
         _ => String::new(),

@@ -3,12 +3,12 @@
 use super::*;
 
 /// Writes arbitrary files (the input split at 0xFF bytes, at most four, the
-/// first byte's low bit choosing the mode) and verifies them in order. In
-/// mode 1 every line that has a chain field gets the chain its content
-/// and `prev` call for, so that the checks past the hash are reached too.
-/// Never a panic; a chain that verifies ends in a complete line, lists
-/// each older file that ends torn (a crash's mark), and has no more events
-/// than lines.
+/// first byte's low bits choosing the mode) and verifies them in order. With
+/// bit 1 every line that has a chain field gets the chain its content and
+/// `prev` call for, so that the checks past the hash are reached too; bit 2
+/// allows restarts. Never a panic; a chain that verifies ends in a complete
+/// line, lists each older file that ends torn (a crash's mark), has no more
+/// events than lines, and restarts only where they are allowed.
 pub fn audit_verify(data: &[u8]) {
     let Some((&mode, rest)) = data.split_first() else {
         return;
@@ -29,13 +29,17 @@ pub fn audit_verify(data: &[u8]) {
         std::fs::write(&path, &content).expect("write");
         paths.push(path);
     }
-    if let Ok(v) = crate::observe::audit::verify(&paths) {
+    let options = crate::observe::audit::Options {
+        allow_restarts: mode & 2 == 2,
+    };
+    if let Ok(v) = crate::observe::audit::verify_with(&paths, options) {
         let (newest, older) = complete.split_last().unwrap_or((&true, &[]));
         assert!(*newest, "a torn newest file verified: {v:?}");
         let torn_older = older.iter().filter(|c| !**c).count();
         assert_eq!(v.torn.len(), torn_older, "{v:?}");
         assert!(v.events <= lines, "{v:?} from {lines} lines");
         assert_eq!(v.first_seq.is_some(), v.last_seq.is_some());
+        assert!(options.allow_restarts || v.restarts == 0, "{v:?}");
     }
 }
 

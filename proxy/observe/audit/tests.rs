@@ -673,9 +673,9 @@ fn the_head_spans_rotated_files_and_a_cut_is_found_against_it() {
         hash: Some(hash.to_string()),
     };
     let at_head = [anchor(39, &head.hash)];
-    assert!(verify_against(&files, &at_head).is_ok());
+    assert!(verify_against(&files, &at_head, Options::default()).is_ok());
     // The current file alone holds the head.
-    assert!(verify_against(std::slice::from_ref(&file), &at_head).is_ok());
+    assert!(verify_against(std::slice::from_ref(&file), &at_head, Options::default()).is_ok());
     // A head rotated away cannot be checked from the current file alone:
     // refused when it is the newest head (a forged file numbered above it
     // would pass a check of its number), passed over when a newer head is
@@ -687,21 +687,26 @@ fn the_head_spans_rotated_files_and_a_cut_is_found_against_it() {
     let first_seq = first["seq"].as_u64().expect("seq");
     assert!(first_seq > 1, "{first}");
     assert_eq!(
-        verify_against(live, std::slice::from_ref(&wrong)).map(|v| v.events),
+        verify_against(live, std::slice::from_ref(&wrong), Options::default()).map(|v| v.events),
         Err(VerifyError::NotCovered {
             seq: 0,
             first: first_seq
         })
     );
-    assert!(verify_against(live, &[wrong.clone(), at_head[0].clone()]).is_ok());
+    assert!(verify_against(
+        live,
+        &[wrong.clone(), at_head[0].clone()],
+        Options::default()
+    )
+    .is_ok());
     // The head just before the first line: checked against its `prev`.
     let prev = first["prev"].as_str().expect("prev");
-    assert!(verify_against(live, &[anchor(first_seq - 1, prev)]).is_ok());
+    assert!(verify_against(live, &[anchor(first_seq - 1, prev)], Options::default()).is_ok());
     assert!(matches!(
-        verify_against(live, &[anchor(first_seq - 1, GENESIS)]),
+        verify_against(live, &[anchor(first_seq - 1, GENESIS)], Options::default()),
         Err(VerifyError::Differs { .. })
     ));
-    match verify_against(&files, &[wrong]) {
+    match verify_against(&files, &[wrong], Options::default()) {
         Err(VerifyError::Differs {
             seq: 0, expected, ..
         }) => assert_eq!(expected, GENESIS),
@@ -714,7 +719,7 @@ fn the_head_spans_rotated_files_and_a_cut_is_found_against_it() {
     rewrite(&file, &cut);
     assert!(verify(&files).is_ok());
     assert_eq!(
-        verify_against(&files, &at_head),
+        verify_against(&files, &at_head, Options::default()),
         Err(VerifyError::Short {
             last: 38,
             expected: 39

@@ -1,10 +1,12 @@
 //! `meshgate audit verify`: the chain of audit files checked line by line.
 //! Each file is read as a stream of lines, each at most [`MAX_LINE_BYTES`]:
 //! only regular files (a FIFO, `/dev/zero` or a directory is refused, also
-//! behind a symlink), no further than its length when opened.
+//! behind a symlink), each once, and no further than its length when opened.
 
 use serde::Deserialize;
+use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use super::*;
@@ -50,6 +52,16 @@ pub(super) fn chained_bytes(line: &[u8]) -> Option<Vec<u8>> {
 /// go on with holds one. Four times that: a longer line is refused at its
 /// `FILE:LINE` once this much of it was read, never read whole.
 pub const MAX_LINE_BYTES: u64 = 4 * RESUME_WINDOW;
+
+/// How the trail may have been made.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Options {
+    /// A chain that starts again (`seq` 0 from the all-zero `prev`) is
+    /// accepted and counted: the stdout of several processes, one after
+    /// the other. A file sink never starts again (each start goes on from
+    /// the last line the files hold), so without this a restart is a break.
+    pub allow_restarts: bool,
+}
 
 /// A verified sequence of audit files.
 #[derive(Debug, PartialEq, Eq)]
@@ -125,21 +137,31 @@ pub enum VerifyError {
     },
 }
 
-/// Checks files given oldest first (FILE.N .. FILE.1 FILE).
+/// Checks files given oldest first (FILE.N .. FILE.1 FILE): one chain, as
+/// a file sink writes it.
 pub fn verify(files: &[PathBuf]) -> Result<Verified, ChainBreak> {
-    verify_watching(files, Vec::new())
+    verify_with(files, Options::default())
 }
 
-/// [`verify`], then the trail against heads the sidecar published: it must
+/// [`verify`], with restarts accepted when `options` says so.
+pub fn verify_with(files: &[PathBuf], options: Options) -> Result<Verified, ChainBreak> {
+    verify_watching(files, Vec::new(), options)
+}
+
+/// [`verify_with`], then the trail against heads the sidecar published: it must
 /// reach each one's sequence number, and hold the same chain there. The
 /// head just before the first line is checked against that line's `prev`.
 /// A head older still was rotated away: it is passed over when a newer
 /// head with a hash is checked (that one vouches for every line before
 /// it), and refused when it is the newest ([`VerifyError::NotCovered`]).
 /// A head given by its number alone is checked for its number.
-pub fn verify_against(files: &[PathBuf], anchors: &[Anchor]) -> Result<Verified, VerifyError> {
+pub fn verify_against(
+    files: &[PathBuf],
+    anchors: &[Anchor],
+    options: Options,
+) -> Result<Verified, VerifyError> {
     let watch = anchors.iter().map(|a| (a.seq, None)).collect();
-    let v = verify_watching(files, watch)?;
+    let v = verify_watching(files, watch, options)?;
     let newest_hashed = anchors
         .iter()
         .filter(|a| a.hash.is_some())
@@ -193,8 +215,9 @@ pub fn verify_against(files: &[PathBuf], anchors: &[Anchor]) -> Result<Verified,
 fn verify_watching(
     files: &[PathBuf],
     watched: Vec<(u64, Option<String>)>,
+    options: Options,
 ) -> Result<Verified, ChainBreak> {
-    let mut walk = Walk::new(watched);
+    let mut walk = Walk::new(options, watched);
     walk.files(files)?;
     Ok(walk.out)
 }
@@ -236,16 +259,24 @@ struct Checked {
 
 /// The state of a verification, file after file.
 struct Walk {
+    options: Options,
     state: Option<ChainState>,
     out: Verified,
     /// The files given so far, as named.
     names: Vec<String>,
+    /// The device and inode of each file read: a file given twice (by two
+    /// names, a symlink, a hard link) would pass as a restart or a copy.
+    ids: HashMap<(u64, u64), usize>,
+    /// The start of each chain (its first line's chain, cut to 128 bits),
+    /// where restarts are allowed: a chain copied in twice is refused.
+    starts: HashMap<u128, Place>,
     torn_event: Option<TornEvent>,
 }
 
 impl Walk {
-    fn new(watched: Vec<(u64, Option<String>)>) -> Walk {
+    fn new(options: Options, watched: Vec<(u64, Option<String>)>) -> Walk {
         Walk {
+            options,
             state: None,
             out: Verified {
                 events: 0,
@@ -258,6 +289,8 @@ impl Walk {
                 watched,
             },
             names: Vec::new(),
+            ids: HashMap::new(),
+            starts: HashMap::new(),
             torn_event: None,
         }
     }
@@ -272,6 +305,13 @@ impl Walk {
             };
             let (file, meta) = crate::base::paths::open_regular(path)
                 .map_err(|e| refused(format!("cannot read: {e}")))?;
+            if let Some(first) = self.ids.insert((meta.dev(), meta.ino()), i) {
+                return Err(refused(format!(
+                    "is the same file as {} (given twice, or a link to it): \
+                     each file of a trail is given once",
+                    self.names[first]
+                )));
+            }
             // No further than its length now: a file written on meanwhile
             // (the live trail) is read as it was, not chased.
             let mut lines = BufReader::with_capacity(64 * 1024, file.take(meta.len()));
@@ -345,10 +385,7 @@ impl Walk {
     ) -> Result<(), Break> {
         let torn = self.torn_event.take();
         match self.check(raw, place.line, path, rest) {
-            Ok(c) => {
-                self.commit(c);
-                Ok(())
-            }
+            Ok(c) => self.commit(c, place),
             Err(message) => match torn.filter(|t| goes_on_from(raw, t)) {
                 Some(t) => Err(Break {
                     place: t.place,
@@ -411,7 +448,7 @@ impl Walk {
         let body = chained_bytes(raw)
             .ok_or("the chain field is missing or malformed: edited or inserted")?;
         let expected_seq = self.state.as_ref().map(|s| s.next_seq);
-        let (prev, restart) = link(&parsed, self.state.as_ref(), n)?;
+        let (prev, restart) = link(&parsed, self.state.as_ref(), n, self.options)?;
         if chain_hash(&prev, &body) != parsed.chain {
             return Err(explain(&parsed, expected_seq, n, path, rest));
         }
@@ -432,8 +469,11 @@ impl Walk {
     }
 
     /// Counts a line that chains on, and moves the chain to it.
-    fn commit(&mut self, c: Checked) {
+    fn commit(&mut self, c: Checked, place: Place) -> Result<(), Break> {
         let p = c.parsed;
+        if c.restart || self.state.is_none() {
+            self.chain_starts(&p.chain, place)?;
+        }
         if c.restart {
             self.out.restarts += 1;
         }
@@ -457,6 +497,31 @@ impl Walk {
             next_seq: p.seq + 1,
             prev: p.chain,
         });
+        Ok(())
+    }
+
+    /// A chain starts at `place` (the trail's first line, or a restart):
+    /// where restarts are allowed, no other chain may start with the same
+    /// line, as a copy of one process's stdout would.
+    fn chain_starts(&mut self, chain: &str, place: Place) -> Result<(), Break> {
+        if !self.options.allow_restarts {
+            return Ok(());
+        }
+        let key = chain
+            .get(..32)
+            .and_then(|h| u128::from_str_radix(h, 16).ok())
+            .unwrap_or_default();
+        match self.starts.insert(key, place) {
+            Some(first) => Err(Break {
+                place,
+                message: format!(
+                    "this chain starts with the same line as the one at {}: \
+                     a copy of it",
+                    first.show(&self.names)
+                ),
+            }),
+            None => Ok(()),
+        }
     }
 }
 
@@ -477,11 +542,13 @@ fn goes_on_from(raw: &[u8], t: &TornEvent) -> bool {
 }
 
 /// The chain value line `n` continues: its own `prev` where the chain
-/// starts (or starts afresh: then `true`), else the line before's.
+/// starts (or starts afresh, where `options` allow it: then `true`), else
+/// the line before's.
 fn link(
     parsed: &ParsedLine,
     state: Option<&ChainState>,
     n: usize,
+    options: Options,
 ) -> Result<(String, bool), String> {
     match (&parsed.prev, state) {
         (Some(p), None) => Ok((p.clone(), false)),
@@ -489,7 +556,19 @@ fn link(
             Err("the file starts mid-chain (no `prev`): lines before it were deleted".into())
         }
         (Some(p), Some(s)) if *p == s.prev => Ok((s.prev.clone(), false)),
-        (Some(p), Some(_)) if p == GENESIS && parsed.seq == 0 => Ok((p.clone(), true)),
+        (Some(p), Some(s)) if p == GENESIS && parsed.seq == 0 => {
+            if options.allow_restarts {
+                return Ok((p.clone(), true));
+            }
+            Err(format!(
+                "a new chain starts here (seq 0 from the all-zero `prev`) where seq {} was \
+                 expected: a file sink never starts again (each start goes on from its last \
+                 line), so lines before it were replaced, or files of two trails were given; \
+                 the stdout of several processes does start again: verify it with \
+                 --allow-restarts",
+                s.next_seq
+            ))
+        }
         (Some(_), Some(s)) if n == 1 => Err(if parsed.seq > s.next_seq {
             format!(
                 "starts at seq {} where {} was expected: the end of the \
