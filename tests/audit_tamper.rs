@@ -458,6 +458,23 @@ fn a_restart_is_a_break_unless_allowed_and_no_file_or_chain_is_read_twice() {
                    the stdout of several processes does start again: verify it with \
                    --allow-restarts";
     refused(&trail, &files[0], 1, restart);
+    // Allowed, the last head is found in the real chain and vouches for
+    // it alone: the made-up lines are named as no head's.
+    let newest = lines_of(files.last().expect("a file"));
+    let last = newest.last().expect("a line");
+    let head = format!("{}:{}", seq_of(last), field(last, "chain"));
+    let (code, out, err) = verify_args(&["--allow-restarts", "--expect", &head], &trail);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(
+        out,
+        format!(
+            "ok: 26 events, seq 0..23, 0 reported dropped, 1 chain restart(s); reaches the \
+             expected head (seq 23); no expected head covers {}:1..2 (seq 0..1, chain 1 of 2): \
+             a rewrite of these lines cannot be seen\n",
+            fake.display()
+        )
+    );
+
     // The same file twice, by a symlink: refused by its device and inode,
     // restarts allowed or not.
     let link = dir.path().join("audit.log.0");

@@ -9,6 +9,7 @@ use std::io::{BufRead, BufReader, Read};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
+use super::cover::Cover;
 use super::*;
 
 /// What a line of an audit file says about the chain.
@@ -79,8 +80,28 @@ pub struct Verified {
     /// `FILE:LINE` of each torn last line of a file the next file goes on
     /// from (a write cut short by a crash, rotated out at the restart).
     pub torn: Vec<String>,
-    /// The chain of the last line of each watched sequence number.
-    pub(super) watched: Vec<(u64, Option<String>)>,
+    /// Lines no expected head vouches for ([`verify_against`]): in each
+    /// chain, those after the last head found in it (all of a chain none
+    /// is found in). The first [`UNCOVERED_LISTED`]; the rest counted in
+    /// `uncovered_left_off`.
+    pub uncovered: Vec<Uncovered>,
+    pub uncovered_left_off: u64,
+}
+
+/// How many spans of lines no head covers are listed.
+pub const UNCOVERED_LISTED: usize = 8;
+
+/// Consecutive lines of one chain that no expected head vouches for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Uncovered {
+    /// `FILE:LINE` of the first and the last of them.
+    pub from: String,
+    pub to: String,
+    pub first_seq: u64,
+    pub last_seq: u64,
+    /// The chain they are in: 1 for the trail's first, one more after each
+    /// restart.
+    pub chain: u64,
 }
 
 /// The first break in the chain: `file:line: message` (`file: message`
@@ -125,15 +146,30 @@ pub enum VerifyError {
          or against a later head"
     )]
     NotCovered { seq: u64, first: u64 },
-    /// The line at the expected sequence number is not the one published.
+    /// The line at the expected sequence number (`at`, `FILE:LINE`) is not
+    /// the one published, in any chain of the trail.
     #[error(
-        "seq {seq} has hash {found}, expected {expected} \
+        "{at}: seq {seq} has hash {found}, expected {expected} \
          (the trail was cut and written on, or rewritten)"
     )]
     Differs {
+        at: String,
         seq: u64,
         found: String,
         expected: String,
+    },
+    /// The chains of a trail that restarts that hold the head's `seq` are
+    /// other heads' chains: the head's own is cut before it, rewritten, or
+    /// in a file not given.
+    #[error(
+        "seq {seq} with hash {expected} is in none of the trail's {chains} chains (each that \
+         reaches seq {seq} holds another head): its chain was cut or rewritten, or its file \
+         not given"
+    )]
+    InNoChain {
+        seq: u64,
+        expected: String,
+        chains: u64,
     },
 }
 
@@ -145,93 +181,46 @@ pub fn verify(files: &[PathBuf]) -> Result<Verified, ChainBreak> {
 
 /// [`verify`], with restarts accepted when `options` says so.
 pub fn verify_with(files: &[PathBuf], options: Options) -> Result<Verified, ChainBreak> {
-    verify_watching(files, Vec::new(), options)
+    let mut walk = Walk::new(options, Cover::new(&[]));
+    walk.files(files)?;
+    Ok(walk.out)
 }
 
-/// [`verify_with`], then the trail against heads the sidecar published: it must
-/// reach each one's sequence number, and hold the same chain there. The
-/// head just before the first line is checked against that line's `prev`.
-/// A head older still was rotated away: it is passed over when a newer
-/// head with a hash is checked (that one vouches for every line before
-/// it), and refused when it is the newest ([`VerifyError::NotCovered`]).
-/// A head given by its number alone is checked for its number.
+/// [`verify_with`], then the trail against heads the sidecar published.
+/// A head with a hash must be found: the line at its `seq`, in one of the
+/// trail's chains, holds its hash (a trail of several processes' stdout
+/// holds one chain per process, each from seq 0). It vouches for the lines
+/// of that chain up to it, not for another chain's: the lines no head
+/// covers are listed in [`Verified::uncovered`]. The head just before the
+/// first line is checked against that line's `prev`. A head older still was
+/// rotated away: it is passed over when a newer head with a hash is found
+/// in the same chain, and refused otherwise ([`VerifyError::NotCovered`]).
+/// A head given by its number alone is checked for its number: the
+/// trail's last chain must reach it.
 pub fn verify_against(
     files: &[PathBuf],
     anchors: &[Anchor],
     options: Options,
 ) -> Result<Verified, VerifyError> {
-    let watch = anchors.iter().map(|a| (a.seq, None)).collect();
-    let v = verify_watching(files, watch, options)?;
-    let newest_hashed = anchors
-        .iter()
-        .filter(|a| a.hash.is_some())
-        .map(|a| a.seq)
-        .max();
-    for a in anchors {
-        let Some(last) = v.last_seq else {
-            return Err(VerifyError::Empty { expected: a.seq });
-        };
-        if last < a.seq {
-            return Err(VerifyError::Short {
-                last,
-                expected: a.seq,
-            });
-        }
-        let Some(expected) = &a.hash else {
-            continue;
-        };
-        let found = v
-            .watched
-            .iter()
-            .find(|(s, _)| *s == a.seq)
-            .and_then(|(_, c)| c.as_ref())
-            .or_else(|| {
-                let before_first = v.first_seq.and_then(|f| f.checked_sub(1));
-                v.first_prev
-                    .as_ref()
-                    .filter(|_| before_first == Some(a.seq))
-            });
-        match found {
-            Some(found) if found != expected => {
-                return Err(VerifyError::Differs {
-                    seq: a.seq,
-                    found: found.clone(),
-                    expected: expected.clone(),
-                });
-            }
-            Some(_) => {}
-            None if Some(a.seq) == newest_hashed => {
-                return Err(VerifyError::NotCovered {
-                    seq: a.seq,
-                    first: v.first_seq.unwrap_or(0),
-                });
-            }
-            None => {}
-        }
-    }
-    Ok(v)
-}
-
-fn verify_watching(
-    files: &[PathBuf],
-    watched: Vec<(u64, Option<String>)>,
-    options: Options,
-) -> Result<Verified, ChainBreak> {
-    let mut walk = Walk::new(options, watched);
+    let mut walk = Walk::new(options, Cover::new(anchors));
     walk.files(files)?;
+    let (uncovered, left_off) = walk.cover.finish(&walk.names);
+    walk.cover.check(&walk.out, &walk.names)?;
+    walk.out.uncovered = uncovered;
+    walk.out.uncovered_left_off = left_off;
     Ok(walk.out)
 }
 
 /// Where a line is: the index of its file among those given, and its
 /// number there (1 for the first).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Place {
-    file: usize,
-    line: usize,
+pub(super) struct Place {
+    pub(super) file: usize,
+    pub(super) line: usize,
 }
 
 impl Place {
-    fn show(self, names: &[String]) -> String {
+    pub(super) fn show(self, names: &[String]) -> String {
         let name = names.get(self.file).map_or("?", String::as_str);
         format!("{name}:{}", self.line)
     }
@@ -258,7 +247,7 @@ struct Checked {
 }
 
 /// The state of a verification, file after file.
-struct Walk {
+struct Walk<'a> {
     options: Options,
     state: Option<ChainState>,
     out: Verified,
@@ -271,10 +260,11 @@ struct Walk {
     /// where restarts are allowed: a chain copied in twice is refused.
     starts: HashMap<u128, Place>,
     torn_event: Option<TornEvent>,
+    cover: Cover<'a>,
 }
 
-impl Walk {
-    fn new(options: Options, watched: Vec<(u64, Option<String>)>) -> Walk {
+impl<'a> Walk<'a> {
+    fn new(options: Options, cover: Cover<'a>) -> Walk<'a> {
         Walk {
             options,
             state: None,
@@ -286,12 +276,14 @@ impl Walk {
                 restarts: 0,
                 dropped: 0,
                 torn: Vec::new(),
-                watched,
+                uncovered: Vec::new(),
+                uncovered_left_off: 0,
             },
             names: Vec::new(),
             ids: HashMap::new(),
             starts: HashMap::new(),
             torn_event: None,
+            cover,
         }
     }
 
@@ -483,11 +475,7 @@ impl Walk {
         } else {
             self.out.events += 1;
         }
-        for (seq, chain) in self.out.watched.iter_mut() {
-            if *seq == p.seq {
-                *chain = Some(p.chain.clone());
-            }
-        }
+        self.cover.line(place, p.seq, &p.chain, c.restart);
         if self.out.first_seq.is_none() {
             self.out.first_seq = Some(p.seq);
             self.out.first_prev = p.prev;
