@@ -231,3 +231,139 @@ fn the_last_head_is_logged_at_shutdown() {
     let (ok, out) = verify_expect(&file, &[&last.to_string()]);
     assert!(ok, "{out}");
 }
+
+/// One sidecar writing its trail to stdout: `n` requests, then SIGTERM.
+/// The trail it wrote, and its log (with the checkpoint of its last line).
+fn stdout_run(pki: &Pki, up: &Upstream, n: usize) -> (String, String) {
+    use std::io::Read;
+    let mut mg = Meshgate::builder(pki, up)
+        .audit("checkpoint_interval: 1h")
+        .stdout_piped()
+        .start();
+    let mut stdout = mg.child.stdout.take().expect("stdout");
+    let reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        stdout.read_to_string(&mut text).expect("read stdout");
+        text
+    });
+    requests(pki, &mg, n);
+    assert!(mg.terminate().success());
+    logged(&mg, 0, "audit checkpoint", n as u64 - 1);
+    let trail = reader.join().expect("reader");
+    assert_eq!(trail.lines().count(), n, "{trail}");
+    (trail, mg.logs.dump() + "\n")
+}
+
+/// `lines` with each chain made again from its content and the chain it
+/// goes on from (its own `prev`, else the line before's): as anyone could.
+fn rechained(lines: &[&str]) -> Vec<String> {
+    let mut running = String::new();
+    let mut out = Vec::new();
+    for l in lines {
+        let cut = l.rfind(",\"chain\":\"").expect("chain field");
+        let v: serde_json::Value = serde_json::from_str(l).expect("json line");
+        let prev = v["prev"].as_str().map_or(running.clone(), String::from);
+        let chain = sha256_hex(format!("{prev}{}}}", &l[..cut]).as_bytes());
+        out.push(format!("{},\"chain\":\"{chain}\"}}", &l[..cut]));
+        running = chain;
+    }
+    out
+}
+
+/// Defect: a stdout trail of two processes failed against their own log
+/// (the first process's checkpoint was compared with the second's line at
+/// the same seq: `seq 2 has hash …, expected …`), while the first
+/// process's lines, rewritten, passed against the second's checkpoint
+/// alone. Failed before the fix on both (and `--allow-restarts` was not
+/// known).
+#[test]
+fn each_head_is_found_in_its_own_chain_of_a_stdout_trail() {
+    let pki = Pki::new();
+    let up = Upstream::start();
+    let (first, first_log) = stdout_run(&pki, &up, 3);
+    let (second, second_log) = stdout_run(&pki, &up, 3);
+    assert!(
+        second_log.contains("\"audit trail starts a new chain\""),
+        "{second_log}"
+    );
+    let trail = pki.path("stdout.trail");
+    std::fs::write(&trail, format!("{first}{second}")).expect("write");
+    let log = pki.path("stderr.log");
+    std::fs::write(&log, format!("{first_log}{second_log}")).expect("write");
+    let shown = trail.display();
+
+    // Restarts are refused unless allowed: a file sink never has one.
+    let (ok, out) = verify_expect(&trail, &[]);
+    assert!(!ok);
+    assert!(
+        out.starts_with(&format!(
+            "meshgate: {shown}:4: a new chain starts here (seq 0 from the all-zero `prev`) \
+             where seq 3 was expected"
+        )),
+        "{out}"
+    );
+    // Allowed: each checkpoint is found in the chain that holds it, and
+    // every line is covered.
+    let (ok, out) = verify_flags(&trail, &["--allow-restarts", "--expect", &log_arg(&log)]);
+    assert!(ok, "{out}");
+    assert_eq!(
+        out,
+        "ok: 6 events, seq 0..2, 0 reported dropped, 1 chain restart(s); reaches the \
+         expected head (seq 2)\n"
+    );
+
+    // The first process's lines rewritten (an event edited, the chain
+    // made again): the second's checkpoint alone does not vouch for them,
+    // and says so; both checkpoints find the rewrite.
+    let lines: Vec<&str> = first.lines().collect();
+    let edited = lines[1].replace("\"path\":\"/headers\"", "\"path\":\"/forged\"");
+    assert_ne!(edited, lines[1]);
+    let forged = rechained(&[lines[0], &edited, lines[2]]).join("\n") + "\n";
+    let tampered = pki.path("tampered.trail");
+    std::fs::write(&tampered, format!("{forged}{second}")).expect("write");
+    let second_only = pki.path("second.log");
+    std::fs::write(&second_only, &second_log).expect("write");
+    let (ok, out) = verify_flags(
+        &tampered,
+        &["--allow-restarts", "--expect", &log_arg(&second_only)],
+    );
+    assert!(ok, "{out}");
+    assert!(
+        out.ends_with(&format!(
+            "; reaches the expected head (seq 2); no expected head covers {}:1..3 (seq 0..2, \
+             chain 1 of 2): a rewrite of these lines cannot be seen\n",
+            tampered.display()
+        )),
+        "{out}"
+    );
+    let (ok, out) = verify_flags(&tampered, &["--allow-restarts", "--expect", &log_arg(&log)]);
+    assert!(!ok, "{out}");
+    assert!(
+        out.starts_with(&format!(
+            "meshgate: {}:3: seq 2 has hash ",
+            tampered.display()
+        )),
+        "{out}"
+    );
+}
+
+fn log_arg(path: &Path) -> String {
+    path.display().to_string()
+}
+
+/// `meshgate audit verify FILE ARGS...`: whether it passed, and what it
+/// printed.
+fn verify_flags(file: &Path, args: &[&str]) -> (bool, String) {
+    let out = output_within(
+        Command::new(bin())
+            .args(["audit", "verify"])
+            .arg(file)
+            .args(args),
+    );
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}

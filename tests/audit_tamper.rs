@@ -15,7 +15,17 @@ use common::*;
 
 /// `meshgate audit verify FILES...`: exit code, stdout, stderr.
 fn verify(files: &[&Path]) -> (Option<i32>, String, String) {
-    let out = output_within(Command::new(bin()).args(["audit", "verify"]).args(files));
+    verify_args(&[], files)
+}
+
+/// `meshgate audit verify ARGS... FILES...`: exit code, stdout, stderr.
+fn verify_args(args: &[&str], files: &[&Path]) -> (Option<i32>, String, String) {
+    let out = output_within(
+        Command::new(bin())
+            .args(["audit", "verify"])
+            .args(args)
+            .args(files),
+    );
     (
         out.status.code(),
         String::from_utf8_lossy(&out.stdout).to_string(),
@@ -407,4 +417,266 @@ fn shutdown_grace_bounds_the_flush_when_the_audit_sink_takes_nothing() {
         mg.logs.dump()
     );
     drop(stuck);
+}
+
+/// `lines` made up again from the genesis: each one's path changed and
+/// chained after the one before, as anyone could (SHA-256 needs no secret).
+fn invented(lines: &[String]) -> Vec<String> {
+    let mut prev = "0".repeat(64);
+    let mut out = Vec::new();
+    for (seq, line) in lines.iter().enumerate() {
+        let fake = forged(line, seq as u64, &prev);
+        prev = field(&fake, "chain");
+        out.push(fake);
+    }
+    out
+}
+
+/// Defect: any line with `seq` 0 and the all-zero `prev` was taken as a
+/// restart, so a made-up file put before a file sink's trail verified (with
+/// `--expect`, "reaches the expected head"), and a file given twice (by a
+/// symlink) counted its events twice. Failed before the fix: the made-up
+/// file verified, `ok: 26 events, …, 1 chain restart(s)`.
+#[test]
+fn a_restart_is_a_break_unless_allowed_and_no_file_or_chain_is_read_twice() {
+    let pki = Pki::new();
+    let up = Upstream::start();
+    let files = written_trail(&pki, &up);
+    let dir = tempfile::tempdir().expect("tempdir");
+    // A file made up from the genesis, put before the real trail (whose
+    // first line starts from the genesis too).
+    let fake = tampered(
+        dir.path(),
+        "audit.log.99",
+        &invented(&lines_of(&files[0])[..2]),
+    );
+    let mut trail: Vec<&Path> = vec![&fake];
+    trail.extend(files.iter().map(PathBuf::as_path));
+    let restart = "a new chain starts here (seq 0 from the all-zero `prev`) where seq 2 was \
+                   expected: a file sink never starts again (each start goes on from its last \
+                   line), so lines before it were replaced, or files of two trails were given; \
+                   the stdout of several processes does start again: verify it with \
+                   --allow-restarts";
+    refused(&trail, &files[0], 1, restart);
+    // Allowed, the last head is found in the real chain and vouches for
+    // it alone: the made-up lines are named as no head's.
+    let newest = lines_of(files.last().expect("a file"));
+    let last = newest.last().expect("a line");
+    let head = format!("{}:{}", seq_of(last), field(last, "chain"));
+    let (code, out, err) = verify_args(&["--allow-restarts", "--expect", &head], &trail);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(
+        out,
+        format!(
+            "ok: 26 events, seq 0..23, 0 reported dropped, 1 chain restart(s); reaches the \
+             expected head (seq 23); no expected head covers {}:1..2 (seq 0..1, chain 1 of 2): \
+             a rewrite of these lines cannot be seen\n",
+            fake.display()
+        )
+    );
+
+    // The same file twice, by a symlink: refused by its device and inode,
+    // restarts allowed or not.
+    let link = dir.path().join("audit.log.0");
+    std::os::unix::fs::symlink(&files[0], &link).expect("symlink");
+    for flags in [&[][..], &["--allow-restarts"][..]] {
+        let (code, out, err) = verify_args(flags, &[&link, &files[0]]);
+        assert_eq!((code, out.as_str()), (Some(1), ""), "{err}");
+        assert_eq!(
+            err,
+            format!(
+                "meshgate: {}: is the same file as {} (given twice, or a link to it): each \
+                 file of a trail is given once\n",
+                files[0].display(),
+                link.display()
+            )
+        );
+    }
+    // A copy is another file, but its chain starts with the same line.
+    let copy = dir.path().join("copy");
+    std::fs::copy(&files[0], &copy).expect("copy");
+    let (code, _, err) = verify_args(&["--allow-restarts"], &[&copy, &files[0]]);
+    assert_eq!(code, Some(1), "{err}");
+    assert_eq!(
+        err,
+        format!(
+            "meshgate: {}:1: this chain starts with the same line as the one at {}:1: a copy \
+             of it\n",
+            files[0].display(),
+            copy.display()
+        )
+    );
+}
+
+/// Defect: in a file before the newest, a last line without its line feed
+/// was passed over as torn by a crash when it read as an event with the
+/// number due, its chain never checked; and a later file's first line was
+/// taken without the `prev` the writer always puts there. Failed before
+/// the fix: the edited torn event and the file split by hand verified.
+#[test]
+fn a_torn_whole_event_must_chain_and_a_later_files_first_line_names_its_prev() {
+    let pki = Pki::new();
+    let up = Upstream::start();
+    let file = pki.path("audit.log");
+    let run = |n: usize| {
+        let mut mg = Meshgate::builder(&pki, &up).audit_file(&file).start();
+        load(&pki, &mg, 1, n);
+        assert!(mg.terminate().success());
+    };
+    // A crash cut the last line's line feed: the sidecar started again
+    // rotates the file out and goes on from the line before it.
+    run(3);
+    let text = std::fs::read_to_string(&file).expect("read");
+    std::fs::write(&file, text.strip_suffix('\n').expect("a whole line")).expect("write");
+    run(2);
+    let rotated = pki.path("audit.log.1");
+    let (code, out, err) = verify(&[&rotated, &file]);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(
+        out,
+        format!(
+            "ok: 4 events, seq 0..3, 0 reported dropped, 0 chain restart(s), 1 line(s) cut \
+             short by a crash and gone on from ({}:3); no expected head given: a cut tail \
+             cannot be seen (--expect)\n",
+            rotated.display()
+        )
+    );
+    let old = lines_of(&rotated);
+    let new = lines_of(&file);
+    assert_eq!((old.len(), new.len(), seq_of(&new[0])), (3, 2, 2));
+
+    // The torn event edited: its chain no longer covers it.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let edited = old[2].replace("\"path\":\"/headers\"", "\"path\":\"/forged\"");
+    assert_ne!(edited, old[2]);
+    let f = dir.path().join("edited");
+    std::fs::write(&f, format!("{}\n{}\n{edited}", old[0], old[1])).expect("write");
+    let message = "seq 2: the chain does not match the line: this line (or, if its chain was \
+                   rewritten too, the one before it) was edited";
+    refused(&[&f, &file], &f, 3, message);
+
+    // The trail split by hand: the later file's first line has no `prev`.
+    let whole = [old[0].clone(), old[1].clone(), new[0].clone()];
+    let before = tampered(dir.path(), "before", &whole);
+    let after = tampered(dir.path(), "after", &new[1..]);
+    let message = "the file starts without `prev`, which the writer names on the first line \
+                   of every file: lines before it were deleted, or the file was split by hand";
+    refused(&[&before, &after], &after, 1, message);
+
+    // The line feed of an older file's last line removed: that line is the
+    // break, not the next file's first line.
+    let cut = dir.path().join("cut");
+    std::fs::write(&cut, whole.join("\n")).expect("write");
+    let message = "a whole event without its line feed, and the next file goes on from it: \
+                   the line feed was removed (after a crash the next file goes on from the \
+                   line before a torn one)";
+    refused(&[&cut, &after], &cut, 3, message);
+}
+
+/// Defect: verify read each file whole and made a slice of every line
+/// before checking any (64 MiB of line feeds took over 1 GiB), read a
+/// symlink to /dev/zero until memory ran out, and waited for ever on a
+/// FIFO. Failed before the fix: the FIFO hung (killed at the deadline),
+/// and under the data limit below both big files ended in an allocation
+/// failure (SIGABRT).
+#[test]
+fn only_regular_files_are_read_line_by_line_within_a_bound() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let refused_file = |f: &Path, message: &str| {
+        let (code, out, err) = verify(&[f]);
+        assert_eq!((code, out.as_str()), (Some(1), ""), "{err}");
+        assert_eq!(err, format!("meshgate: {}: {message}\n", f.display()));
+    };
+    let fifo = dir.path().join("audit.log");
+    let made = Command::new("mkfifo").arg(&fifo).status().expect("mkfifo");
+    assert!(made.success());
+    refused_file(
+        &fifo,
+        "cannot read: is a FIFO, not a regular file; only regular files are read",
+    );
+    let zero = dir.path().join("audit.log.1");
+    std::os::unix::fs::symlink("/dev/zero", &zero).expect("symlink");
+    refused_file(
+        &zero,
+        "cannot read: is a character device, not a regular file; only regular files are read",
+    );
+
+    // A line longer than the bound: refused where it starts.
+    let long = dir.path().join("long");
+    let mut text = vec![b'x'; 4 * 1024 * 1024 + 1];
+    text.push(b'\n');
+    std::fs::write(&long, &text).expect("write");
+    refused(
+        &[&long],
+        &long,
+        1,
+        "a line longer than 4194304 bytes (4 MiB): not one meshgate wrote",
+    );
+
+    // Memory: under a data limit of 40 MiB (the binary needs some 22 MiB
+    // to start), 64 MiB of line feeds are refused at their first line, and
+    // a 64 MiB trail verifies.
+    let newlines = dir.path().join("newlines");
+    std::fs::write(&newlines, vec![b'\n'; 64 << 20]).expect("write");
+    let (code, out, err) = verify_limited(&newlines, 40 << 10);
+    assert_eq!((code, out.as_str()), (Some(1), ""), "{err}");
+    assert_eq!(
+        err,
+        format!(
+            "meshgate: {}:1: not a meshgate audit event (EOF while parsing a value at line 1 \
+             column 0): edited or inserted\n",
+            newlines.display()
+        )
+    );
+    let big = dir.path().join("big");
+    let n = big_trail(&big, 64 << 20);
+    let (code, out, err) = verify_limited(&big, 40 << 10);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        out.starts_with(&format!("ok: {n} events, seq 0..{}, ", n - 1)),
+        "{out}"
+    );
+}
+
+/// `meshgate audit verify FILE` with its data segment (heap and anonymous
+/// mappings, RLIMIT_DATA) limited to `kib`.
+fn verify_limited(file: &Path, kib: u64) -> (Option<i32>, String, String) {
+    let out = output_within(
+        Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "ulimit -d {kib} && exec \"$0\" audit verify \"$1\""
+            ))
+            .arg(bin())
+            .arg(file),
+    );
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).to_string(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
+}
+
+/// Writes a chained trail of about `bytes` to `path`; how many events.
+fn big_trail(path: &Path, bytes: usize) -> u64 {
+    use std::io::Write;
+    let mut out = std::io::BufWriter::new(std::fs::File::create(path).expect("create"));
+    let pad = "p".repeat(160);
+    let mut prev = "0".repeat(64);
+    let (mut written, mut seq) = (0, 0u64);
+    while written < bytes {
+        let body = if seq == 0 {
+            format!("{{\"seq\":0,\"prev\":\"{prev}\",\"type\":\"request\",\"path\":\"/{pad}\"")
+        } else {
+            format!("{{\"seq\":{seq},\"type\":\"request\",\"path\":\"/{pad}\"")
+        };
+        let chain = sha256_hex(format!("{prev}{body}}}").as_bytes());
+        let line = format!("{body},\"chain\":\"{chain}\"}}\n");
+        out.write_all(line.as_bytes()).expect("write");
+        written += line.len();
+        prev = chain;
+        seq += 1;
+    }
+    out.flush().expect("flush");
+    seq
 }

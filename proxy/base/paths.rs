@@ -151,21 +151,7 @@ pub const MAX_INPUT_BYTES: u64 = 4 * 1024 * 1024;
 /// and read no further than the limit (`/dev/zero` never ends).
 pub fn read_regular_bytes(path: &Path, limit: u64) -> std::io::Result<Vec<u8>> {
     use std::io::Read;
-    use std::os::unix::fs::OpenOptionsExt;
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
-        .open(path)?;
-    let meta = file.metadata()?;
-    if !meta.is_file() {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::InvalidInput,
-            format!(
-                "is {}, not a regular file; only regular files are read",
-                kind_of(&meta.file_type())
-            ),
-        ));
-    }
+    let (file, meta) = open_regular(path)?;
     let too_large = |len: u64| {
         std::io::Error::new(
             std::io::ErrorKind::InvalidInput,
@@ -184,6 +170,30 @@ pub fn read_regular_bytes(path: &Path, limit: u64) -> std::io::Result<Vec<u8>> {
         return Err(too_large(bytes.len() as u64));
     }
     Ok(bytes)
+}
+
+/// The regular file at `path` (symlinks followed), opened for reading, and
+/// what its descriptor says of it (type, size, device and inode). Opened
+/// without blocking, so that a FIFO with no writer is refused rather than
+/// waited on for ever; anything but a regular file (a FIFO, a device such
+/// as `/dev/zero`, a directory) is refused.
+pub fn open_regular(path: &Path) -> std::io::Result<(std::fs::File, std::fs::Metadata)> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)?;
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!(
+                "is {}, not a regular file; only regular files are read",
+                kind_of(&meta.file_type())
+            ),
+        ));
+    }
+    Ok((file, meta))
 }
 
 /// What a file that is not a regular file is, for a message.

@@ -27,18 +27,29 @@ enum AuditCommand {
         /// every checkpoint line counts). Repeatable.
         #[arg(long, value_name = "SEQ[:HASH]|JSON|LINE|FILE")]
         expect: Vec<String>,
+        /// Accept chains that start again (seq 0 from the all-zero prev):
+        /// the stdout of several processes, one after the other. Never
+        /// needed for a file sink, which goes on from its last line at every
+        /// start; without this flag a restart is a break.
+        #[arg(long)]
+        allow_restarts: bool,
     },
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let AuditCommand::Verify { files, expect } = args.command;
+    let AuditCommand::Verify {
+        files,
+        expect,
+        allow_restarts,
+    } = args.command;
     let mut anchors = Vec::new();
     for e in &expect {
         anchors.extend(anchor(e)?);
     }
     // The highest first: a trail that ends early is told against it.
     anchors.sort_by_key(|a| std::cmp::Reverse(a.seq));
-    let v = crate::observe::audit::verify_against(&files, &anchors)?;
+    let options = crate::observe::audit::Options { allow_restarts };
+    let v = crate::observe::audit::verify_against(&files, &anchors, options)?;
     let range = match (v.first_seq, v.last_seq) {
         (Some(a), Some(b)) => format!(", seq {a}..{b}"),
         _ => String::new(),
@@ -56,10 +67,55 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         ),
     };
     println!(
-        "ok: {} events{range}, {} reported dropped, {} chain restart(s){torn}{reached}",
-        v.events, v.dropped, v.restarts
+        "ok: {} events{range}, {} reported dropped, {} chain restart(s){torn}{reached}{}",
+        v.events,
+        v.dropped,
+        v.restarts,
+        uncovered(&v)
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// `; no expected head covers …`: the lines of each chain after its last
+/// head found (a whole chain where none is), when heads were given.
+fn uncovered(v: &crate::observe::audit::Verified) -> String {
+    if v.uncovered.is_empty() {
+        return String::new();
+    }
+    let spans: Vec<String> = v
+        .uncovered
+        .iter()
+        .map(|u| {
+            let lines = if u.from == u.to {
+                u.from.clone()
+            } else {
+                // `FILE:A..B` within one file, else both in full.
+                match (u.from.rsplit_once(':'), u.to.rsplit_once(':')) {
+                    (Some((f, _)), Some((t, line))) if f == t => format!("{}..{line}", u.from),
+                    _ => format!("{}..{}", u.from, u.to),
+                }
+            };
+            let seqs = if u.first_seq == u.last_seq {
+                format!("seq {}", u.first_seq)
+            } else {
+                format!("seq {}..{}", u.first_seq, u.last_seq)
+            };
+            let chain = if v.restarts > 0 {
+                format!(", chain {} of {}", u.chain, v.restarts + 1)
+            } else {
+                String::new()
+            };
+            format!("{lines} ({seqs}{chain})")
+        })
+        .collect();
+    let more = match v.uncovered_left_off {
+        0 => String::new(),
+        n => format!(" and {n} more chain(s)"),
+    };
+    format!(
+        "; no expected head covers {}{more}: a rewrite of these lines cannot be seen",
+        spans.join(", ")
+    )
 }
 
 /// The heads of an `--expect` value, or of the file it names.

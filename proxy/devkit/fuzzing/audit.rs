@@ -3,12 +3,12 @@
 use super::*;
 
 /// Writes arbitrary files (the input split at 0xFF bytes, at most four, the
-/// first byte's low bit choosing the mode) and verifies them in order. In
-/// mode 1 every line that has a chain field gets the chain its content
-/// and `prev` call for, so that the checks past the hash are reached too.
-/// Never a panic; a chain that verifies ends in a complete line, lists
-/// each older file that ends torn (a crash's mark), and has no more events
-/// than lines.
+/// first byte's low bits choosing the mode) and verifies them in order. With
+/// bit 1 every line that has a chain field gets the chain its content and
+/// `prev` call for, so that the checks past the hash are reached too; bit 2
+/// allows restarts. Never a panic; a chain that verifies ends in a complete
+/// line, lists each older file that ends torn (a crash's mark), has no more
+/// events than lines, and restarts only where they are allowed.
 pub fn audit_verify(data: &[u8]) {
     let Some((&mode, rest)) = data.split_first() else {
         return;
@@ -29,13 +29,17 @@ pub fn audit_verify(data: &[u8]) {
         std::fs::write(&path, &content).expect("write");
         paths.push(path);
     }
-    if let Ok(v) = crate::observe::audit::verify(&paths) {
+    let options = crate::observe::audit::Options {
+        allow_restarts: mode & 2 == 2,
+    };
+    if let Ok(v) = crate::observe::audit::verify_with(&paths, options) {
         let (newest, older) = complete.split_last().unwrap_or((&true, &[]));
         assert!(*newest, "a torn newest file verified: {v:?}");
         let torn_older = older.iter().filter(|c| !**c).count();
         assert_eq!(v.torn.len(), torn_older, "{v:?}");
         assert!(v.events <= lines, "{v:?} from {lines} lines");
         assert_eq!(v.first_seq.is_some(), v.last_seq.is_some());
+        assert!(options.allow_restarts || v.restarts == 0, "{v:?}");
     }
 }
 
@@ -216,7 +220,11 @@ pub(super) fn audit_mutation_dir() -> &'static (std::path::PathBuf, Vec<std::pat
 /// The real writer's files with one byte replaced, inserted or deleted
 /// (input: operation, position as 4 little-endian bytes, byte): verify
 /// reports a break at exactly that file and line, unless the byte was
-/// replaced by itself.
+/// replaced by itself. Where the change leaves an older file ending in a
+/// fragment that is no event, it reads as a crash's torn line: a byte put
+/// after its last line feed verifies (listed as torn), and its last line
+/// feed replaced makes the next file the break, at its first line (it does
+/// not go on from the line before the fragment, as it would after a crash).
 pub fn audit_mutation(data: &[u8]) {
     let [op, p0, p1, p2, p3, byte, ..] = *data else {
         return;
@@ -254,10 +262,22 @@ pub fn audit_mutation(data: &[u8]) {
         // empty line after it is the break.
         line += 1;
     }
+    let older = which + 1 < golden.len();
+    // A line with JSON's whitespace after it still reads as an event.
+    let unreadable = !matches!(byte, b' ' | b'\t' | b'\r' | b'\n');
+    // (At the end of a file, a replace is an insert.)
+    let crash_mark = older && byte != b'\n' && op != 2 && pos == original.len();
+    let mut at = (which, line);
+    if older && unreadable && op == 0 && pos + 1 == original.len() {
+        let next = (which + 1..golden.len()).find(|&i| !golden[i].1.is_empty());
+        at = (next.unwrap_or(which), 1);
+    }
     std::fs::write(&paths[which], &mutated).expect("write");
     let result = crate::observe::audit::verify(paths);
     std::fs::write(&paths[which], original).expect("restore");
+    let place = |(file, line): (usize, usize)| (paths[file].display().to_string(), line);
     match result {
+        Ok(v) if crash_mark => assert_eq!(v.torn, [format!("{}:{}", place(at).0, at.1)]),
         Ok(v) => assert!(
             no_op,
             "{} byte {pos} (op {op}, {byte:#04x}) changed and the files verify: {v:?}",
@@ -265,10 +285,12 @@ pub fn audit_mutation(data: &[u8]) {
         ),
         Err(brk) => {
             assert!(!no_op, "unchanged files break: {brk}");
+            assert!(!crash_mark, "a crash's torn line breaks: {brk}");
             assert_eq!(
-                (brk.file.as_str(), brk.line),
-                (paths[which].to_str().expect("utf-8 path"), line),
-                "{brk}"
+                (brk.file, brk.line),
+                place(at),
+                "{} byte {pos}",
+                golden[which].0
             );
         }
     }

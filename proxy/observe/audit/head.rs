@@ -147,7 +147,10 @@ pub struct Anchor {
 /// every `audit checkpoint` line is an anchor (the last one alone could be
 /// a forged continuation's, after a cut and a restart; the earlier ones
 /// then disagree with the trail), and an `audit trail resumed` line below a
-/// checkpoint seen before it is a cut before a restart, refused here.
+/// checkpoint seen before it (since the last `audit trail starts a new
+/// chain`: a stdout sink's each start, a file sink's on no file) is a cut
+/// before a restart, refused here. Which chain of the trail a checkpoint
+/// belongs to is found by its hash ([`super::verify_against`]).
 pub fn parse_anchors(text: &str) -> Result<Vec<Anchor>, String> {
     let t = text.trim();
     if t.is_empty() {
@@ -168,12 +171,18 @@ pub fn parse_anchors(text: &str) -> Result<Vec<Anchor>, String> {
         }
     };
     let mut anchors: Vec<Anchor> = Vec::new();
+    // The highest checkpoint of the chain the log is in.
+    let mut top: Option<u64> = None;
     for line in t.lines() {
         if line.contains("audit checkpoint") {
-            anchors.push(read(line)?);
+            let a = read(line)?;
+            top = top.max(Some(a.seq));
+            anchors.push(a);
+        } else if line.contains("audit trail starts a new chain") {
+            top = None;
         } else if line.contains("audit trail resumed") {
             let resumed = read(line)?;
-            if let Some(top) = anchors.iter().map(|a| a.seq).max() {
+            if let Some(top) = top {
                 if resumed.seq < top {
                     return Err(format!(
                         "the sidecar resumed its trail at seq {} after a checkpoint at seq {top}: the tail was cut before a restart",
@@ -316,6 +325,15 @@ mod tests {
         // Resumed at (or past) the last checkpoint: a plain restart.
         let ok = log.replace("\"seq\":2", "\"seq\":4");
         assert_eq!(parse_anchors(&ok).map(|a| a.len()), Ok(2));
+        // After a new chain (a stdout sink's next start, a file sink that
+        // found no file) a resume is held to that chain's checkpoints only;
+        // the earlier ones stay heads, looked for in the trail.
+        let new_chain = log.replace(
+            "{\"message\":\"audit trail resumed\"",
+            "{\"message\":\"audit trail starts a new chain\"}\n\
+             {\"message\":\"audit trail resumed\"",
+        );
+        assert_eq!(parse_anchors(&new_chain).map(|a| a.len()), Ok(2));
     }
 
     #[test]

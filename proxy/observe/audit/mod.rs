@@ -16,6 +16,7 @@
 //! `prev` chain it continues, so each file can be verified on its own and in
 //! sequence with the file rotated before it.
 
+mod cover;
 mod head;
 mod line;
 mod verify;
@@ -285,8 +286,14 @@ impl Audit {
         };
         let chain = resumed.as_ref().map(|(c, _)| c.clone());
         let file = head_file_of(&sink);
-        if let (None, Some(f)) = (&chain, &file) {
-            tracing::info!(file = %f.display(), "audit trail starts a new chain");
+        // Logged for stdout too: each process's stdout is a new chain, and
+        // a log of several runs says where each begins.
+        match (&chain, &file) {
+            (None, Some(f)) => {
+                tracing::info!(file = %f.display(), "audit trail starts a new chain")
+            }
+            (None, None) => tracing::info!(sink = "stdout", "audit trail starts a new chain"),
+            (Some(_), _) => {}
         }
         let head = HeadCell::new(metrics.chain_seq.clone(), file);
         if let Some((c, in_file)) = resumed {

@@ -675,9 +675,9 @@ fn the_head_spans_rotated_files_and_a_cut_is_found_against_it() {
         hash: Some(hash.to_string()),
     };
     let at_head = [anchor(39, &head.hash)];
-    assert!(verify_against(&files, &at_head).is_ok());
+    assert!(verify_against(&files, &at_head, Options::default()).is_ok());
     // The current file alone holds the head.
-    assert!(verify_against(std::slice::from_ref(&file), &at_head).is_ok());
+    assert!(verify_against(std::slice::from_ref(&file), &at_head, Options::default()).is_ok());
     // A head rotated away cannot be checked from the current file alone:
     // refused when it is the newest head (a forged file numbered above it
     // would pass a check of its number), passed over when a newer head is
@@ -689,21 +689,26 @@ fn the_head_spans_rotated_files_and_a_cut_is_found_against_it() {
     let first_seq = first["seq"].as_u64().expect("seq");
     assert!(first_seq > 1, "{first}");
     assert_eq!(
-        verify_against(live, std::slice::from_ref(&wrong)).map(|v| v.events),
+        verify_against(live, std::slice::from_ref(&wrong), Options::default()).map(|v| v.events),
         Err(VerifyError::NotCovered {
             seq: 0,
             first: first_seq
         })
     );
-    assert!(verify_against(live, &[wrong.clone(), at_head[0].clone()]).is_ok());
+    assert!(verify_against(
+        live,
+        &[wrong.clone(), at_head[0].clone()],
+        Options::default()
+    )
+    .is_ok());
     // The head just before the first line: checked against its `prev`.
     let prev = first["prev"].as_str().expect("prev");
-    assert!(verify_against(live, &[anchor(first_seq - 1, prev)]).is_ok());
+    assert!(verify_against(live, &[anchor(first_seq - 1, prev)], Options::default()).is_ok());
     assert!(matches!(
-        verify_against(live, &[anchor(first_seq - 1, GENESIS)]),
+        verify_against(live, &[anchor(first_seq - 1, GENESIS)], Options::default()),
         Err(VerifyError::Differs { .. })
     ));
-    match verify_against(&files, &[wrong]) {
+    match verify_against(&files, &[wrong], Options::default()) {
         Err(VerifyError::Differs {
             seq: 0, expected, ..
         }) => assert_eq!(expected, GENESIS),
@@ -716,7 +721,7 @@ fn the_head_spans_rotated_files_and_a_cut_is_found_against_it() {
     rewrite(&file, &cut);
     assert!(verify(&files).is_ok());
     assert_eq!(
-        verify_against(&files, &at_head),
+        verify_against(&files, &at_head, Options::default()),
         Err(VerifyError::Short {
             last: 38,
             expected: 39
@@ -827,4 +832,90 @@ fn a_lines_time_is_rfc3339_with_microseconds_in_any_order_of_seconds() {
     let far = SystemTime::UNIX_EPOCH + Duration::from_secs(253_402_300_800);
     assert!(write_time(&mut out, far).is_err());
     assert!(out.is_empty(), "nothing written for a refused time");
+}
+
+/// A head vouches for the lines of the chain it is found in, up to it: not
+/// for another chain of the trail (the stdout of two processes), nor for
+/// a head rotated away before the first chain when it is found in another.
+#[test]
+fn a_head_vouches_for_its_own_chain_only() {
+    use serde_json::json;
+    let dir = tempfile::tempdir().expect("dir");
+    let x = "ab".repeat(32);
+    let (l5, h5) = chained(&x, json!({"seq": 5, "prev": x, "type": "request"}));
+    let (l6, h6) = chained(&h5, json!({"seq": 6, "type": "request"}));
+    let (r0, g0) = chained(
+        GENESIS,
+        json!({"seq": 0, "prev": GENESIS, "type": "request"}),
+    );
+    let (r1, g1) = chained(&g0, json!({"seq": 1, "type": "request"}));
+    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+    std::fs::write(&a, format!("{l5}{l6}")).expect("write");
+    std::fs::write(&b, format!("{r0}{r1}")).expect("write");
+    let files = [a.clone(), b.clone()];
+    let e = verify(&files).expect_err("a restart");
+    assert_eq!((e.file.as_str(), e.line), (b.to_str().expect("utf-8"), 1));
+    assert!(e.message.contains("--allow-restarts"), "{e}");
+
+    let allow = Options {
+        allow_restarts: true,
+    };
+    let head = |seq, hash: &str| Anchor {
+        seq,
+        hash: Some(hash.to_string()),
+    };
+    let span = |f: &Path, first_seq, chain| Uncovered {
+        from: format!("{}:1", f.display()),
+        to: format!("{}:2", f.display()),
+        first_seq,
+        last_seq: first_seq + 1,
+        chain,
+    };
+    let v = verify_against(&files, &[head(6, &h6)], allow).expect("found");
+    assert_eq!((v.restarts, v.uncovered), (1, vec![span(&b, 0, 2)]));
+    let v = verify_against(&files, &[head(1, &g1)], allow).expect("found");
+    assert_eq!(v.uncovered, [span(&a, 5, 1)]);
+    let v = verify_against(&files, &[head(6, &h6), head(1, &g1)], allow).expect("found");
+    assert_eq!(v.uncovered, []);
+    // A head no chain holds: told against the chain where none was found.
+    match verify_against(&files, &[head(6, &h6), head(1, &g0)], allow) {
+        Err(VerifyError::Differs { at, found, .. }) => {
+            assert_eq!((at, found), (format!("{}:2", b.display()), g1.clone()))
+        }
+        other => panic!("{other:?}"),
+    }
+    // Held at its seq only by a chain another head was found in.
+    assert_eq!(
+        verify_against(&files, &[head(6, &h6), head(1, &g1), head(1, &x)], allow).map(|v| v.events),
+        Err(VerifyError::InNoChain {
+            seq: 1,
+            expected: x.clone(),
+            chains: 2
+        })
+    );
+    // Rotated away before the first chain: vouched for by a newer head
+    // found in that chain, not by one found in another.
+    let gone = head(3, &"cd".repeat(32));
+    assert!(verify_against(&files, &[gone.clone(), head(6, &h6)], allow).is_ok());
+    assert_eq!(
+        verify_against(&files, &[gone, head(1, &g1)], allow).map(|v| v.events),
+        Err(VerifyError::NotCovered { seq: 3, first: 5 })
+    );
+    // The head just before the first line: the `prev` it names.
+    assert!(verify_against(&files, &[head(4, &x)], allow).is_ok());
+    match verify_against(&files, &[head(4, &g0)], allow) {
+        Err(VerifyError::Differs { at, .. }) => {
+            assert_eq!(at, format!("{}:1 (the `prev` it names)", a.display()))
+        }
+        other => panic!("{other:?}"),
+    }
+    // The same chain twice (a copy of a process's stdout).
+    let copy = dir.path().join("copy");
+    std::fs::copy(&b, &copy).expect("copy");
+    let e = verify_with(&[a, b.clone(), copy.clone()], allow).expect_err("a copy");
+    assert_eq!(
+        (e.file.as_str(), e.line),
+        (copy.to_str().expect("utf-8"), 1)
+    );
+    assert!(e.message.contains(&format!("{}:1", b.display())), "{e}");
 }

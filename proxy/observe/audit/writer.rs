@@ -214,14 +214,20 @@ pub(super) enum Tail {
     Torn(Option<Vec<u8>>),
 }
 
+/// How much of a file's end [`last_line`] reads to find its last line:
+/// events are far smaller (a few hundred bytes; their longest values, the
+/// path and the user, come from request headers, 16 KiB in all by default:
+/// `limits.max_header_bytes`). A longer last line is not taken as ours:
+/// the sidecar refuses to start on the file. Not a cap on what is written.
+pub(super) const RESUME_WINDOW: u64 = 1024 * 1024;
+
 /// The last line of a file, read from its end.
 pub(super) fn last_line(f: &mut File) -> io::Result<Tail> {
     let len = f.metadata()?.len();
     if len == 0 {
         return Ok(Tail::Empty);
     }
-    // Events are far smaller than this; a longer last line is not ours.
-    let window = len.min(1024 * 1024);
+    let window = len.min(RESUME_WINDOW);
     f.seek(SeekFrom::Start(len - window))?;
     let mut buf = Vec::with_capacity(window as usize);
     f.take(window).read_to_end(&mut buf)?;
