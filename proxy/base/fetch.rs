@@ -36,9 +36,10 @@ pub fn roots(ca: Option<&Path>) -> Result<rustls::RootCertStore, String> {
         let why = |e: rustls_pki_types::pem::Error| {
             format!("{}: {}", path.display(), crate::base::pem::describe(&e))
         };
-        let certs = rustls_pki_types::CertificateDer::pem_file_iter(path).map_err(why)?;
+        let pem = crate::base::paths::read_file_bytes(path)
+            .map_err(|e| format!("{}: {e}", path.display()))?;
         let mut n = 0;
-        for cert in certs {
+        for cert in rustls_pki_types::CertificateDer::pem_slice_iter(&pem) {
             let cert = cert.map_err(why)?;
             roots
                 .add(cert)

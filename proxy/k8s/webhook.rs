@@ -10,7 +10,8 @@
 //! and the kubelet swap Secret volumes through a `..data` symlink) or on
 //! SIGHUP; a pair that does not load keeps the previous one.
 //!
-//! Connections: at most 64 per source address (more are closed at accept)
+//! Connections: at most 64 per source address while half the places or
+//! more are taken (more are then closed at accept; transport/places.rs)
 //! and 1,024 in all (more wait in the backlog); the TLS handshake within
 //! 3 s; no request in progress for 3 s and the connection is closed. One
 //! client can then no longer hold every place while the API server's

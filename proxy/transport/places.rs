@@ -1,6 +1,9 @@
 //! Connection places of a listener: at most `total` connections at once,
-//! of which at most `per_source` from one IP address, so that one client
-//! (or a few) cannot take every place and shut the others out.
+//! of which at most `per_source` from one IP address while half the places
+//! or more are taken, so that one client (or a few) cannot take every place
+//! and shut the others out. Below that, a source may go beyond its share
+//! (the API server behind one address, SNAT, a burst of reviews): it can
+//! never take the half that is kept for the others.
 //!
 //! The accept loop first waits for a [`Vacancy`] (a place of the total;
 //! beyond it connections wait in the listen backlog, as before any place
@@ -82,12 +85,17 @@ impl Places {
 
 impl Vacancy {
     /// This place for a connection from `source`, unless the source holds
-    /// its share already: then the vacancy comes back, for another.
+    /// its share already and at most half the places would be left free:
+    /// then the vacancy comes back, for another.
     pub fn claim(self, places: &Arc<Places>, source: IpAddr) -> Result<Place, Vacancy> {
         let source = source.to_canonical();
         let mut held = places.held.lock().unwrap_or_else(PoisonError::into_inner);
         let n = held.entry(source).or_insert(0);
-        if *n >= places.per_source {
+        let pressed = places.total.available_permits() <= places.size as usize / 2;
+        if *n >= places.per_source && pressed {
+            if *n == 0 {
+                held.remove(&source);
+            }
             return Err(self);
         }
         *n += 1;
@@ -164,5 +172,28 @@ mod tests {
         assert_eq!(places.held_by(a), 0);
         assert!(places.held.lock().expect("lock").is_empty());
         assert!(places.all_free(Duration::from_secs(1)).await);
+    }
+
+    /// Beyond its share, a source is let in while more than half the
+    /// places would stay free: never into the half kept for the others.
+    #[tokio::test]
+    async fn a_source_goes_beyond_its_share_only_while_most_places_are_free() {
+        let places = Places::new(10, 2);
+        let mut kept = Vec::new();
+        for _ in 0..4 {
+            kept.push(take(&places, "10.0.0.1").await);
+        }
+        // A fifth would leave 5 of 10 free: refused.
+        assert!(places
+            .vacancy()
+            .await
+            .claim(&places, ip("10.0.0.1"))
+            .is_err());
+        for n in 2..7 {
+            kept.push(take(&places, &format!("10.0.0.{n}")).await);
+        }
+        assert_eq!(places.held_by(ip("10.0.0.1")), 4);
+        drop(kept);
+        assert!(places.held.lock().expect("lock").is_empty());
     }
 }
