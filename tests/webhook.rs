@@ -557,18 +557,20 @@ async fn review_on(
 const GUARD: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// One client holding many idle TLS connections (HTTP/2, as the review's
-/// `hold.py`) no longer keeps another from being answered: its address has
-/// 64 of the injector's places, and the connections beyond them are closed
-/// as soon as they are accepted. Before, 256 such connections took every
+/// `hold.py`) no longer keeps another from being answered: once half the
+/// injector's 1,024 places are taken its address has 64 of them, and the
+/// connections beyond are closed as soon as they are accepted. Before, 256 such connections took every
 /// place for 70 s, and every review, from any client, timed out.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_client_holding_idle_connections_does_not_shut_out_another() {
+    // More than the half of the places a source may take beyond its share.
+    const OPENED: usize = 600;
     let pki = Pki::new();
     let mg = start(&pki);
     let port = mg.data.port();
     // Opened together; a handshake not done in 5 s counts as not served.
     let mut opening = tokio::task::JoinSet::new();
-    for _ in 0..300 {
+    for _ in 0..OPENED {
         let connector = webhook_tls(&pki, &[b"h2"]);
         opening.spawn(tokio::time::timeout(
             std::time::Duration::from_secs(5),
@@ -614,11 +616,7 @@ async fn one_client_holding_idle_connections_does_not_shut_out_another() {
     assert_eq!(status, 200);
     let refused = mg.metric("meshgate_injector_connections_cut_total{reason=\"source_limit\"}");
     assert!(refused >= 1.0, "{refused}");
-    assert!(
-        refused + held.len() as f64 >= 300.0,
-        "{refused} refused, {} held",
-        held.len()
-    );
+    assert!(held.len() < 512, "{} held", held.len());
 }
 
 /// Waits (at most [`GUARD`]) for the webhook to close `io`, reading what it
