@@ -178,7 +178,7 @@ pub fn parse_anchors(text: &str) -> Result<Vec<Anchor>, String> {
             let a = read(line)?;
             top = top.max(Some(a.seq));
             anchors.push(a);
-        } else if line.contains("audit trail starts a new chain") {
+        } else if says(line, "audit trail starts a new chain") {
             top = None;
         } else if line.contains("audit trail resumed") {
             let resumed = read(line)?;
@@ -228,6 +228,24 @@ fn check_hash(h: &str) -> Result<String, String> {
 
 /// `{"seq":…,"hash":…}` at the top (the admin answer, a flattened JSON log
 /// line) or under `fields` (a nested one).
+/// Whether a log line's message is `message`: exactly, for a JSON line
+/// (the text inside another message, an error's, must not count); for a
+/// text line, whether the line holds it.
+fn says(line: &str, message: &str) -> bool {
+    let line = line.trim();
+    if !line.contains(message) {
+        return false;
+    }
+    if !line.starts_with('{') {
+        return true;
+    }
+    let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
+        return false;
+    };
+    let said = |v: &serde_json::Value| v.get("message").and_then(|m| m.as_str()) == Some(message);
+    said(&v) || v.get("fields").is_some_and(said)
+}
+
 fn from_json(l: &str) -> Result<Anchor, String> {
     let v: serde_json::Value = serde_json::from_str(l).map_err(|e| format!("not JSON: {e}"))?;
     let obj = match v.get("fields") {
@@ -274,6 +292,24 @@ mod tests {
         let mut all = parse_anchors(text)?;
         assert_eq!(all.len(), 1, "{all:?}");
         Ok(all.remove(0))
+    }
+
+    /// Only a line whose message it is starts a new chain: the words
+    /// inside another message (an error's) do not reset the log's heads.
+    #[test]
+    fn a_new_chain_is_a_message_not_words_in_one() {
+        assert!(says(
+            r#"{"message":"audit trail starts a new chain","sink":"stdout"}"#,
+            "audit trail starts a new chain"
+        ));
+        assert!(says(
+            r#"{"fields":{"message":"audit trail starts a new chain"}}"#,
+            "audit trail starts a new chain"
+        ));
+        assert!(!says(
+            r#"{"message":"request failed","error":"x: audit trail starts a new chain"}"#,
+            "audit trail starts a new chain"
+        ));
     }
 
     #[test]
