@@ -210,21 +210,12 @@ fn path_confusion_maps_to_the_right_resource_or_is_refused() {
     assert_eq!(upstream_path(&body), "/orders/%252F");
 }
 
-fn policy_json(mg: &Meshgate) -> serde_json::Value {
-    let out = Command::new("curl")
-        .args(["-sS", "--max-time", "10"])
-        .arg(format!("http://{}/policy", mg.admin))
-        .output()
-        .expect("curl");
-    serde_json::from_slice(&out.stdout).expect("policy json")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_invalid_policy_written_under_load_is_rejected_and_no_request_fails() {
     let pki = Pki::with_clients(CLIENTS);
     let up = Upstream::start();
     let mg = Meshgate::builder(&pki, &up).policies().start();
-    let before = policy_json(&mg);
+    let before = mg.policy_json();
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
 
     // A steady client on one keep-alive connection, counting outcomes.
@@ -265,7 +256,7 @@ async fn an_invalid_policy_written_under_load_is_rejected_and_no_request_fails()
         })
         .unwrap_or_else(|| panic!("no reload failure:\n{}", mg.logs.dump()));
     assert!(line.contains("zz-broken.cedar:3:"), "{line}");
-    let after = policy_json(&mg);
+    let after = mg.policy_json();
     assert_eq!(
         after["version"], before["version"],
         "the old snapshot keeps serving"
@@ -300,7 +291,7 @@ fn restoring_the_files_after_a_failed_reload_clears_the_failure_and_the_gauge() 
     let pki = Pki::with_clients(CLIENTS);
     let up = Upstream::start();
     let mg = Meshgate::builder(&pki, &up).policies().start();
-    let before = policy_json(&mg);
+    let before = mg.policy_json();
     let policy = pki.path("policies/domains/sales/policies.cedar");
     let good = std::fs::read_to_string(&policy).expect("read policy");
 
@@ -316,7 +307,7 @@ fn restoring_the_files_after_a_failed_reload_clears_the_failure_and_the_gauge() 
         })
         .unwrap_or_else(|| panic!("no reload failure:\n{}", mg.logs.dump()));
     assert_eq!(mg.metric("meshgate_policy_last_reload_successful"), 0.0);
-    assert!(policy_json(&mg)["last_error"].is_object());
+    assert!(mg.policy_json()["last_error"].is_object());
 
     let from = mg.logs.len();
     std::fs::write(&policy, &good).expect("restore policy");
@@ -326,7 +317,7 @@ fn restoring_the_files_after_a_failed_reload_clears_the_failure_and_the_gauge() 
         })
         .unwrap_or_else(|| panic!("no recovery:\n{}", mg.logs.dump()));
     assert_eq!(mg.metric("meshgate_policy_last_reload_successful"), 1.0);
-    let after = policy_json(&mg);
+    let after = mg.policy_json();
     assert!(after["last_error"].is_null(), "{after}");
     assert_eq!(after["version"], before["version"], "the same snapshot");
     // Nothing was swapped: no successful reload is counted.
@@ -342,7 +333,7 @@ fn a_policy_change_on_disk_is_enforced_without_restart() {
     let pki = Pki::with_clients(CLIENTS);
     let up = Upstream::start();
     let mg = Meshgate::builder(&pki, &up).policies().start();
-    let before = policy_json(&mg);
+    let before = mg.policy_json();
     assert_eq!(call(&pki, "campaigns", &[], &mg.url("/orders")).0, "403");
 
     let from = mg.logs.len();
@@ -357,7 +348,7 @@ fn a_policy_change_on_disk_is_enforced_without_restart() {
         })
         .unwrap_or_else(|| panic!("no reload:\n{}", mg.logs.dump()));
     assert_eq!(call(&pki, "campaigns", &[], &mg.url("/orders")).0, "200");
-    let after = policy_json(&mg);
+    let after = mg.policy_json();
     assert_ne!(after["version"], before["version"]);
     assert_eq!(mg.metric("meshgate_policy_last_reload_successful"), 1.0);
     assert_eq!(

@@ -5,7 +5,6 @@
 
 mod common;
 
-use std::process::Command;
 use std::time::Duration;
 
 use common::*;
@@ -39,15 +38,6 @@ const LEDGER_GRANT: &str = r#"[
   }
 ]
 "#;
-
-fn policy_json(mg: &Meshgate) -> serde_json::Value {
-    let out = Command::new("curl")
-        .args(["-sS", "--max-time", "10"])
-        .arg(format!("http://{}/policy", mg.admin))
-        .output()
-        .expect("curl");
-    serde_json::from_slice(&out.stdout).expect("policy json")
-}
 
 #[test]
 fn a_domain_file_permitting_another_domains_product_is_refused_at_start_up() {
@@ -119,7 +109,7 @@ fn a_domain_file_permitting_another_domains_product_is_refused_at_reload() {
     let pki = Pki::with_clients(&[("campaigns", CAMPAIGNS)]);
     let up = Upstream::start();
     let mg = Meshgate::builder(&pki, &up).policies().start();
-    let before = policy_json(&mg);
+    let before = mg.policy_json();
     let ledger = mg.url("/ledger/entries");
     assert_eq!(status_and_body(&pki, "campaigns", &ledger).0, "403");
     assert_eq!(
@@ -148,7 +138,7 @@ fn a_domain_file_permitting_another_domains_product_is_refused_at_reload() {
         assert!(line.contains(want), "no `{want}` in {line}");
     }
     // The last good snapshot keeps serving: same version, same decisions.
-    let after = policy_json(&mg);
+    let after = mg.policy_json();
     assert_eq!(after["version"], before["version"]);
     assert!(
         after["last_error"]

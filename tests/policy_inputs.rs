@@ -13,15 +13,6 @@ use std::time::Duration;
 use common::json_upstream::FixedUpstream;
 use common::*;
 
-fn policy_json(mg: &Meshgate) -> serde_json::Value {
-    let out = Command::new("curl")
-        .args(["-sS", "--max-time", "10"])
-        .arg(format!("http://{}/policy", mg.admin))
-        .output()
-        .expect("curl");
-    serde_json::from_slice(&out.stdout).expect("policy json")
-}
-
 /// Writes `text` to `file` while `mg` runs (beside it, then renamed over
 /// it: no reload sees it half written); see [`refused_after`].
 fn refused_on_reload(mg: &mut Meshgate, pki: &Pki, file: &Path, text: &str, error: &str) {
@@ -37,7 +28,7 @@ fn refused_on_reload(mg: &mut Meshgate, pki: &Pki, file: &Path, text: &str, erro
 /// `error`: the sidecar is alive, still on the snapshot it had, `/policy`'s
 /// `last_error` has `error`, and `reporting` still reads orders.
 fn refused_after(mg: &mut Meshgate, pki: &Pki, change: impl FnOnce(), error: &str) {
-    let before = policy_json(mg);
+    let before = mg.policy_json();
     let from = mg.logs.len();
     change();
     let this_failure = |l: &str| {
@@ -47,7 +38,7 @@ fn refused_after(mg: &mut Meshgate, pki: &Pki, change: impl FnOnce(), error: &st
     mg.logs
         .wait_for(from, Duration::from_secs(60), this_failure)
         .unwrap_or_else(|| panic!("no reload failure `{error}`:\n{}", mg.logs.dump()));
-    let after = policy_json(mg);
+    let after = mg.policy_json();
     assert_eq!(after["version"], before["version"], "{after}");
     let errors = after["last_error"]["errors"].as_array().cloned();
     let mut named = errors.into_iter().flatten();

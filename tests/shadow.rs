@@ -7,7 +7,6 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
 use serde_json::json;
@@ -21,15 +20,6 @@ const CAMPAIGNS: &str = "spiffe://mesh.local/ns/marketing/sa/campaigns";
 /// Trials of the shadow set beside copies of the enforced policies.
 const LET_MARKETING_READ: &str = "@id(\"trial.marketing-may-read-orders\")\npermit (principal in Mesh::Domain::\"marketing\", action == Mesh::Action::\"read\", resource in Mesh::DataProduct::\"sales.orders\");\n";
 const STOP_FINANCE_READING: &str = "@id(\"trial.finance-stops-reading-orders\")\nforbid (principal in Mesh::Domain::\"finance\", action == Mesh::Action::\"read\", resource in Mesh::DataProduct::\"sales.orders\");\n";
-
-fn policy_status(mg: &Meshgate) -> serde_json::Value {
-    let out = Command::new("curl")
-        .args(["-sS", "--max-time", "10"])
-        .arg(format!("http://{}/policy", mg.admin))
-        .output()
-        .expect("curl /policy");
-    serde_json::from_slice(&out.stdout).expect("/policy is JSON")
-}
 
 /// The enforced and the shadow decision of one request, from its audit event.
 fn decisions(mg: &Meshgate, trail: &Path, r: &Reply) -> (serde_json::Value, serde_json::Value) {
@@ -132,7 +122,7 @@ fn a_shadow_set_reloads_on_its_own_and_the_enforced_decisions_stay() {
     let up = Upstream::start();
     let (mg, trail, trial) = start(&pki, &up);
     let orders = mg.url("/orders");
-    let before = policy_status(&mg);
+    let before = mg.policy_json();
     assert_eq!(
         before["shadow_policies"].as_u64(),
         before["policies"].as_u64().map(|n| n + 2),
@@ -150,7 +140,7 @@ fn a_shadow_set_reloads_on_its_own_and_the_enforced_decisions_stay() {
             l.contains("policy snapshot reloaded")
         })
         .unwrap_or_else(|| panic!("no reload:\n{}", mg.logs.dump()));
-    let after = policy_status(&mg);
+    let after = mg.policy_json();
     assert_ne!(after["version"], before["version"]);
     assert_eq!(after["policies"], before["policies"]);
     assert_eq!(

@@ -192,6 +192,58 @@ const TOO_DEEP: &str = "recursion limit exceeded";
 /// Reads where the next node starts, consuming nothing (see [`locate_all`]).
 struct Mark;
 
+/// `Visitor` methods for the scalars a walk meets: booleans, numbers and
+/// null (and with `str`, strings and `none`), each answered `$answer`
+/// (an expression of type `Result<$out, E>`).
+macro_rules! answer_scalars {
+    ($out:ty, $answer:expr) => {
+        fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<$out, E> {
+            $answer
+        }
+        fn visit_i64<E: serde::de::Error>(self, _: i64) -> Result<$out, E> {
+            $answer
+        }
+        fn visit_u64<E: serde::de::Error>(self, _: u64) -> Result<$out, E> {
+            $answer
+        }
+        fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<$out, E> {
+            $answer
+        }
+        fn visit_unit<E: serde::de::Error>(self) -> Result<$out, E> {
+            $answer
+        }
+    };
+    ($out:ty, $answer:expr, str) => {
+        $crate::base::locate::answer_scalars!($out, $answer);
+        fn visit_str<E: serde::de::Error>(self, _: &str) -> Result<$out, E> {
+            $answer
+        }
+        fn visit_none<E: serde::de::Error>(self) -> Result<$out, E> {
+            $answer
+        }
+    };
+}
+pub(crate) use answer_scalars;
+
+/// `Visitor` methods that read a mapping or a sequence through without
+/// looking into it, then answer `$answer`.
+macro_rules! skip_collections {
+    ($out:ty, $answer:expr) => {
+        fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<$out, A::Error> {
+            while map
+                .next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?
+                .is_some()
+            {}
+            $answer
+        }
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<$out, A::Error> {
+            while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+            $answer
+        }
+    };
+}
+pub(crate) use skip_collections;
+
 impl<'de> DeserializeSeed<'de> for Mark {
     type Value = ();
 
@@ -312,27 +364,7 @@ impl<'de, 'p> Visitor<'de> for Walk<'_, 'p, '_> {
         }
     }
 
-    fn visit_bool<E: de::Error>(self, _: bool) -> Result<(), E> {
-        Ok(())
-    }
-    fn visit_i64<E: de::Error>(self, _: i64) -> Result<(), E> {
-        Ok(())
-    }
-    fn visit_u64<E: de::Error>(self, _: u64) -> Result<(), E> {
-        Ok(())
-    }
-    fn visit_f64<E: de::Error>(self, _: f64) -> Result<(), E> {
-        Ok(())
-    }
-    fn visit_str<E: de::Error>(self, _: &str) -> Result<(), E> {
-        Ok(())
-    }
-    fn visit_unit<E: de::Error>(self) -> Result<(), E> {
-        Ok(())
-    }
-    fn visit_none<E: de::Error>(self) -> Result<(), E> {
-        Ok(())
-    }
+    answer_scalars!((), Ok(()), str);
     fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
         d.deserialize_any(self)
     }
@@ -371,29 +403,8 @@ impl<'de, 'p> Visitor<'de> for NamedKey<'_, 'p, '_> {
         }
         Ok(self.node.keys.get_key_value(v).map(|(&k, _)| k))
     }
-    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Option<&'p str>, E> {
-        Ok(None)
-    }
-    fn visit_i64<E: de::Error>(self, _: i64) -> Result<Option<&'p str>, E> {
-        Ok(None)
-    }
-    fn visit_u64<E: de::Error>(self, _: u64) -> Result<Option<&'p str>, E> {
-        Ok(None)
-    }
-    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Option<&'p str>, E> {
-        Ok(None)
-    }
-    fn visit_unit<E: de::Error>(self) -> Result<Option<&'p str>, E> {
-        Ok(None)
-    }
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Option<&'p str>, A::Error> {
-        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
-        Ok(None)
-    }
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Option<&'p str>, A::Error> {
-        while seq.next_element::<IgnoredAny>()?.is_some() {}
-        Ok(None)
-    }
+    answer_scalars!(Option<&'p str>, Ok(None));
+    skip_collections!(Option<&'p str>, Ok(None));
 }
 
 /// The message of the error a probe stops with; any other error (a syntax
@@ -451,27 +462,7 @@ impl<'de> Visitor<'de> for Probe<'_> {
         }
     }
 
-    fn visit_bool<E: de::Error>(self, _: bool) -> Result<(), E> {
-        Err(E::custom(FOUND))
-    }
-    fn visit_i64<E: de::Error>(self, _: i64) -> Result<(), E> {
-        Err(E::custom(FOUND))
-    }
-    fn visit_u64<E: de::Error>(self, _: u64) -> Result<(), E> {
-        Err(E::custom(FOUND))
-    }
-    fn visit_f64<E: de::Error>(self, _: f64) -> Result<(), E> {
-        Err(E::custom(FOUND))
-    }
-    fn visit_str<E: de::Error>(self, _: &str) -> Result<(), E> {
-        Err(E::custom(FOUND))
-    }
-    fn visit_unit<E: de::Error>(self) -> Result<(), E> {
-        Err(E::custom(FOUND))
-    }
-    fn visit_none<E: de::Error>(self) -> Result<(), E> {
-        Err(E::custom(FOUND))
-    }
+    answer_scalars!((), Err(E::custom(FOUND)), str);
     fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
         d.deserialize_any(self)
     }
@@ -509,29 +500,8 @@ impl<'de> Visitor<'de> for KeySeed<'_> {
         }
         Ok(v == self.want)
     }
-    fn visit_bool<E: de::Error>(self, _: bool) -> Result<bool, E> {
-        Ok(false)
-    }
-    fn visit_i64<E: de::Error>(self, _: i64) -> Result<bool, E> {
-        Ok(false)
-    }
-    fn visit_u64<E: de::Error>(self, _: u64) -> Result<bool, E> {
-        Ok(false)
-    }
-    fn visit_f64<E: de::Error>(self, _: f64) -> Result<bool, E> {
-        Ok(false)
-    }
-    fn visit_unit<E: de::Error>(self) -> Result<bool, E> {
-        Ok(false)
-    }
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<bool, A::Error> {
-        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
-        Ok(false)
-    }
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<bool, A::Error> {
-        while seq.next_element::<IgnoredAny>()?.is_some() {}
-        Ok(false)
-    }
+    answer_scalars!(bool, Ok(false));
+    skip_collections!(bool, Ok(false));
 }
 
 #[cfg(test)]

@@ -486,6 +486,17 @@ impl Meshgate {
         String::from_utf8_lossy(&out.stdout).to_string()
     }
 
+    /// `GET /policy` on the admin port: the snapshot in force and the
+    /// last reload's errors.
+    pub fn policy_json(&self) -> serde_json::Value {
+        let out = Command::new("curl")
+            .args(["-sS", "--max-time", "10"])
+            .arg(format!("http://{}/policy", self.admin))
+            .output()
+            .expect("curl /policy");
+        serde_json::from_slice(&out.stdout).expect("/policy is JSON")
+    }
+
     /// The value of one sample line (`name{labels}`, labels as the
     /// sidecar writes them); a scrape without that sample fails the test (a
     /// misspelt name or label would otherwise read as 0 and pass).
