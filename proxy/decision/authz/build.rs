@@ -1,5 +1,6 @@
-//! Building a snapshot: policies parsed (in pieces of whole statements, large
-//! files on every CPU; `parse.rs`), grants linked, the whole validated in strict mode, then assembled.
+//! Building a snapshot: policies parsed (in pieces of whole statements,
+//! large files on every CPU; `parse.rs`), grants linked, the whole
+//! validated in strict mode, then assembled.
 
 use std::collections::{HashMap, HashSet};
 use std::str::FromStr;
