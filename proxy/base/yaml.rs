@@ -86,18 +86,40 @@ fn strip_location(msg: &str, field: &str) -> String {
     }
 }
 
-/// A duration written as humantime (`500ms`, `10s`, `5m`), never zero.
+/// Longest duration a configuration accepts anywhere: a hundred years, far
+/// past any timeout that means something, and far inside what an `Instant`
+/// can be moved by (humantime reads up to 584 billion years; added to the
+/// clock, that panicked the connection's task).
+pub const MAX_DURATION: Duration = Duration::from_secs(100 * 365 * 86_400);
+
+/// A duration written as humantime (`500ms`, `10s`, `5m`), at most
+/// [`MAX_DURATION`]; zero is allowed here ([`de_duration`] refuses it).
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let dur = humantime::parse_duration(s)
+        .map_err(|e| format!("`{s}` is not a duration ({e}); use e.g. 500ms, 10s, 5m"))?;
+    if dur > MAX_DURATION {
+        return Err(format!(
+            "`{s}` is above the longest duration accepted, 100 years"
+        ));
+    }
+    Ok(dur)
+}
+
+/// A duration written as humantime (`500ms`, `10s`, `5m`), never zero, at
+/// most [`MAX_DURATION`].
 pub fn de_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     let s = String::deserialize(d)?;
-    let dur = humantime::parse_duration(&s).map_err(|e| {
-        serde::de::Error::custom(format!(
-            "`{s}` is not a duration ({e}); use e.g. 500ms, 10s, 5m"
-        ))
-    })?;
+    let dur = parse_duration(&s).map_err(serde::de::Error::custom)?;
     if dur.is_zero() {
         return Err(serde::de::Error::custom("a timeout of zero is not allowed"));
     }
     Ok(dur)
+}
+
+/// [`de_duration`] for a field where zero means "off" (`0`, `0s`).
+pub fn de_duration_or_zero<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let s = String::deserialize(d)?;
+    parse_duration(&s).map_err(serde::de::Error::custom)
 }
 
 /// [`de_duration`] for a field that may be left out (`#[serde(default)]`).

@@ -40,6 +40,31 @@ impl Finding {
     }
 }
 
+/// `findings` in file order, the first `most` of them, then one saying how
+/// many more there are (`kind`: what they are), placed in `file`.
+pub fn first_reported(
+    mut findings: Vec<Finding>,
+    file: &str,
+    kind: &str,
+    most: usize,
+) -> Vec<Finding> {
+    findings.sort_by(|a, b| (&a.file, a.at).cmp(&(&b.file, b.at)));
+    if findings.len() > most {
+        let more = findings.len() - most;
+        findings.truncate(most);
+        findings.push(Finding {
+            file: file.to_string(),
+            at: None,
+            field: String::new(),
+            message: format!(
+                "and {more} more {kind}{} not shown",
+                if more == 1 { "" } else { "s" }
+            ),
+        });
+    }
+    findings
+}
+
 impl fmt::Display for Finding {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut s = self.place();

@@ -44,7 +44,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use serde::Deserialize;
 
-use crate::base::yaml::de_duration;
+use crate::base::yaml::de_duration_or_zero;
 use crate::observe::metrics::ResultLabels;
 
 /// `limits.linger`: how much of a refused HTTP/2 request's body is read
@@ -59,7 +59,7 @@ pub struct LingerConfig {
     /// `SETTINGS_MAX_FRAME_SIZE`).
     pub bytes: usize,
     /// How long the body is read at most, from the answer (0: reset at once).
-    #[serde(deserialize_with = "de_duration")]
+    #[serde(deserialize_with = "de_duration_or_zero")]
     pub time: Duration,
 }
 

@@ -529,6 +529,17 @@ mod tests {
                 "soon",
                 "`soon` is not a duration",
             ),
+            // Added to the clock, this panicked the connection's task.
+            (
+                "idle",
+                "500000000000years",
+                "above the longest duration accepted, 100 years",
+            ),
+            (
+                "send",
+                "101y",
+                "above the longest duration accepted, 100 years",
+            ),
         ] {
             let text = format!("{MINIMAL}timeouts:\n  {field}: {value}\n");
             let err = Config::parse(&text, "m.yaml").unwrap_err().to_string();
@@ -546,6 +557,13 @@ mod tests {
         let c = Config::parse(&off, "m.yaml").expect("parses");
         assert_eq!(c.limits.linger.bytes, 0);
         assert_eq!(c.limits.linger.time, Duration::from_secs(1));
+        // `0` for the time turns lingering off, as the README says.
+        for zero in ["0", "0s"] {
+            let off = format!("{MINIMAL}limits:\n  linger: {{ time: {zero} }}\n");
+            let c = Config::parse(&off, "m.yaml").expect("parses");
+            assert_eq!(c.limits.linger.time, Duration::ZERO);
+            assert!(c.validate("m.yaml").is_ok());
+        }
         for (line, says) in [
             (
                 "{ bytes: 16777217 }",

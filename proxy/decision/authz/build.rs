@@ -15,7 +15,7 @@ use serde::Deserialize;
 
 use crate::base::locate::{locate_json, Step};
 use crate::decision::contract::{self, Action, Product};
-use crate::decision::finding::Finding;
+use crate::decision::finding::{first_reported, Finding};
 
 use super::catalogue::Catalogue;
 use super::claims;
@@ -392,6 +392,9 @@ pub(super) fn validate(
     let result = Validator::new(schema.clone()).validate(set, ValidationMode::Strict);
     // Each erring file's lines, found once.
     let mut lines: HashMap<usize, Lines> = HashMap::new();
+    // In file order (Cedar's come in a hash set's), so that the errors a
+    // load reports are the first ones (`LoadErrors::capped`).
+    let mut found = Vec::new();
     for e in result.validation_errors() {
         let id = e.policy_id().to_string();
         match parsed.origin.get(id.as_str()) {
@@ -399,13 +402,23 @@ pub(super) fn validate(
                 let s = &sources[i];
                 let lines = lines.entry(i).or_insert_with(|| Lines::of(&s.text));
                 let piece = parsed.at.get(id.as_str()).copied().unwrap_or(0);
-                errors.push(diag_at(&s.name, lines, piece, e));
+                let offset = miette::Diagnostic::labels(e)
+                    .and_then(|mut l| l.next())
+                    .map_or(0, |l| l.offset());
+                found.push(((i, piece + offset), diag_at(&s.name, lines, piece, e)));
             }
-            None => errors.push(format!("policy {}: {e}", e.policy_id())),
+            None => found.push(((usize::MAX, 0), format!("policy {}: {e}", e.policy_id()))),
         }
     }
-    for w in result.validation_warnings() {
+    found.sort_by_key(|(at, _)| *at);
+    errors.extend(found.into_iter().map(|(_, e)| e));
+    let mut cedar_warnings = result.validation_warnings();
+    for w in cedar_warnings.by_ref().take(REPORTED) {
         tracing::warn!(warning = %w, "policy validation warning");
+    }
+    let more = cedar_warnings.count();
+    if more > 0 {
+        tracing::warn!(more, "more policy validation warnings not shown");
     }
 }
 
@@ -494,14 +507,16 @@ impl Snapshot {
         all_errors.append(&mut errors);
         let (parts, (index, shadow_index)) = match (parts, indexes) {
             (Ok(p), Some(indexes)) if all_errors.is_empty() => (p, indexes),
-            (Ok(_), _) => return Err(LoadErrors(all_errors)),
+            (Ok(_), _) => return Err(LoadErrors::capped(all_errors)),
             (Err(more), _) => {
                 all_errors.extend(more);
-                return Err(LoadErrors(all_errors));
+                return Err(LoadErrors::capped(all_errors));
             }
         };
         let mut warnings = parts.warnings;
-        warnings.extend(parts.declared.in_policies(&enforced, &inputs.policies));
+        // One per policy at most: reported like errors, the first ones only.
+        let undeclared = parts.declared.in_policies(&enforced, &inputs.policies);
+        warnings.extend(first_reported(undeclared, "policy", "warning", REPORTED));
         Ok(Snapshot {
             warnings,
             serial: SNAPSHOT_SERIAL.fetch_add(1, std::sync::atomic::Ordering::Relaxed),

@@ -155,16 +155,48 @@ pub struct PolicyInputs {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LoadErrors(pub Vec<String>);
 
+/// Errors a load reports at most (`validate`, the reload log, `/policy`'s
+/// `last_error`): 16,000 failing policies made 16,000 lines of each.
+pub const REPORTED: usize = 100;
+
+/// How the line that stands for the errors past [`REPORTED`] starts.
+const NOT_SHOWN: &str = "policy: and ";
+
+impl LoadErrors {
+    /// The first [`REPORTED`] of `errors` (in the order found: file order),
+    /// then one line saying how many more there are.
+    pub fn capped(mut errors: Vec<String>) -> LoadErrors {
+        if errors.len() > REPORTED {
+            let more = errors.len() - REPORTED;
+            errors.truncate(REPORTED);
+            errors.push(format!("{NOT_SHOWN}{more} more errors not shown"));
+        }
+        LoadErrors(errors)
+    }
+
+    /// How many errors there were, shown or not.
+    pub fn total(&self) -> usize {
+        let not_shown = self.0.last().and_then(|last| {
+            let rest = last.strip_prefix(NOT_SHOWN)?;
+            rest.split(' ').next()?.parse::<usize>().ok()
+        });
+        match not_shown {
+            Some(more) => self.0.len() - 1 + more,
+            None => self.0.len(),
+        }
+    }
+}
+
 impl fmt::Display for LoadErrors {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.0.as_slice() {
-            [] => f.write_str("policy: unknown error"),
-            [one] => f.write_str(one),
-            [first, rest @ ..] => write!(
+        let more = self.total().saturating_sub(1);
+        match self.0.first() {
+            None => f.write_str("policy: unknown error"),
+            Some(first) if more == 0 => f.write_str(first),
+            Some(first) => write!(
                 f,
-                "{first} (and {} more error{})",
-                rest.len(),
-                if rest.len() == 1 { "" } else { "s" }
+                "{first} (and {more} more error{})",
+                if more == 1 { "" } else { "s" }
             ),
         }
     }

@@ -588,25 +588,35 @@ fn errors_in_every_piece_of_a_file_are_located_in_the_file() {
     let mut inputs = crate::decision::authz::synth::inputs(50, 100, 5);
     let file = &mut inputs.policies[0];
     let first = file.text.lines().count() + 1;
-    let bad = 2_000;
+    // Each erring policy long enough that the errors reported span pieces.
+    let filler = format!("// {}\n", "x".repeat(700));
+    let bad = REPORTED + 50;
     for n in 0..bad {
         file.text.push_str(&format!(
-            "@id(\"bad.{n}\")\npermit (principal, action, resource)\nwhen {{ context.method == {n} }};\n"
+            "@id(\"bad.{n}\")\npermit (principal, action, resource)\nwhen {{ context.method == {n} }};\n{filler}"
         ));
     }
-    assert!(file.text.len() > 4 * PIECE);
+    let shown_end = file.text.len() - 50 * (filler.len() + 80);
+    assert!(shown_end > 4 * PIECE);
     let name = file.name.clone();
-    let errors = Snapshot::build(&inputs).expect_err("type errors").0;
-    assert_eq!(errors.len(), bad, "{:?}", &errors[..3]);
-    for n in 0..bad {
-        let line = first + 3 * n + 2;
+    let err = Snapshot::build(&inputs).expect_err("type errors");
+    assert_eq!(err.total(), bad);
+    assert!(
+        err.to_string()
+            .ends_with(&format!("(and {} more errors)", bad - 1)),
+        "{err}"
+    );
+    let errors = err.0;
+    assert_eq!(errors.len(), REPORTED + 1, "{:?}", &errors[..3]);
+    assert_eq!(errors[REPORTED], "policy: and 50 more errors not shown");
+    // The first ones, in file order, each at its line.
+    for (n, e) in errors[..REPORTED].iter().enumerate() {
+        let line = first + 4 * n + 2;
         let at = format!("{name}:{line}:");
-        let here = errors.iter().find(|e| e.starts_with(&at));
         assert!(
-            here.is_some_and(
-                |e| e.contains(&format!("bad.{n}`")) || e.contains(&format!("bad.{n}\""))
-            ),
-            "bad.{n} not at {at}: {here:?}"
+            e.starts_with(&at)
+                && (e.contains(&format!("bad.{n}`")) || e.contains(&format!("bad.{n}\""))),
+            "bad.{n} not at {at}: {e}"
         );
     }
 }
@@ -919,5 +929,38 @@ fn the_fields_of_a_dataset_share_their_ancestors_entities() {
             r#"Mesh::DataProduct::"sales.orders""#,
             r#"Mesh::Domain::"sales""#
         ]
+    );
+}
+
+#[test]
+fn undeclared_scopes_are_reported_like_errors_the_first_ones_only() {
+    let mut inputs = crate::decision::authz::synth::inputs(50, 100, 5);
+    let file = &mut inputs.policies[0];
+    let first = file.text.lines().count() + 1;
+    let many = REPORTED + 50;
+    for n in 0..many {
+        file.text.push_str(&format!(
+            "@id(\"nowhere.{n}\")\npermit (principal in Mesh::Domain::\"nowhere{n}\", action, resource);\n"
+        ));
+    }
+    let name = file.name.clone();
+    let snapshot = Snapshot::build(&inputs).expect("warnings only");
+    let undeclared: Vec<String> = snapshot
+        .warnings()
+        .iter()
+        .map(|w| w.warning())
+        .filter(|w| w.contains("nowhere") || w.starts_with("policy: "))
+        .collect();
+    assert_eq!(undeclared.len(), REPORTED + 1, "{:#?}", &undeclared[..3]);
+    for (n, w) in undeclared[..REPORTED].iter().enumerate() {
+        let at = format!("{name}:{}:1:", first + 2 * n);
+        assert!(
+            w.starts_with(&at) && w.contains(&format!("\"nowhere{n}\"")),
+            "nowhere{n} not at {at}: {w}"
+        );
+    }
+    assert_eq!(
+        undeclared[REPORTED],
+        "policy: warning: and 50 more warnings not shown"
     );
 }

@@ -31,7 +31,7 @@ use http::Method;
 use serde::Deserialize;
 
 use crate::base::locate::{locate_all, Step};
-use crate::decision::finding::Finding;
+use crate::decision::finding::{first_reported, Finding};
 use crate::decision::lifecycle::Lifecycle;
 
 pub const CLASSIFICATIONS: [&str; 4] = ["public", "internal", "confidential", "restricted"];
@@ -343,8 +343,8 @@ impl<'a> Reader<'a> {
         let errors: Vec<Finding> = self.errors.into_iter().map(&mut finding).collect();
         let warnings: Vec<Finding> = self.warnings.into_iter().map(&mut finding).collect();
         (
-            first_reported(errors, file, "error"),
-            first_reported(warnings, file, "warning"),
+            first_reported(errors, file, "error", REPORTED),
+            first_reported(warnings, file, "warning", REPORTED),
         )
     }
 }
@@ -353,25 +353,6 @@ impl<'a> Reader<'a> {
 /// 50,000 ignored properties made 50,000 lines.
 pub const REPORTED: usize = 50;
 
-/// `findings` in file order, the first [`REPORTED`] of them, then one
-/// saying how many more there are (`kind`: what they are).
-fn first_reported(mut findings: Vec<Finding>, file: &str, kind: &str) -> Vec<Finding> {
-    findings.sort_by_key(|f| f.at);
-    if findings.len() > REPORTED {
-        let more = findings.len() - REPORTED;
-        findings.truncate(REPORTED);
-        findings.push(Finding {
-            file: file.to_string(),
-            at: None,
-            field: String::new(),
-            message: format!(
-                "and {more} more {kind}{} not shown",
-                if more == 1 { "" } else { "s" }
-            ),
-        });
-    }
-    findings
-}
 #[cfg(test)]
 mod strict_tests;
 #[cfg(test)]
