@@ -237,7 +237,13 @@ fn says(line: &str, message: &str) -> bool {
         return false;
     }
     if !line.starts_with('{') {
-        return true;
+        // A text line, `TIME  LEVEL target: message fields`: the message is
+        // what follows the first `: ` (the time has none), not words inside
+        // another message or a field's value.
+        return line
+            .split_once(": ")
+            .and_then(|(_, said)| said.strip_prefix(message))
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with(' '));
     }
     let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
         return false;
@@ -309,6 +315,20 @@ mod tests {
         assert!(!says(
             r#"{"message":"request failed","error":"x: audit trail starts a new chain"}"#,
             "audit trail starts a new chain"
+        ));
+        // The same in text logs.
+        let new_chain = "audit trail starts a new chain";
+        assert!(says(
+            r#"2026-12-07T16:00:00.123456Z  INFO meshgate::observe::audit: audit trail starts a new chain sink="stdout""#,
+            new_chain
+        ));
+        assert!(!says(
+            "2026-12-07T16:00:00.123456Z  WARN meshgate::pipeline: request failed error=x: audit trail starts a new chain",
+            new_chain
+        ));
+        assert!(!says(
+            "2026-12-07T16:00:00.123456Z  WARN meshgate::pipeline: audit trail starts a new chained store",
+            new_chain
         ));
     }
 
