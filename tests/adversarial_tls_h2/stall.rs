@@ -114,9 +114,14 @@ fn an_idle_http2_connection_kept_busy_with_pings_is_closed() {
     assert!(r["pongs"].as_u64().unwrap_or(0) >= 2, "{r}");
     let alive = r["alive_for"].as_f64().unwrap_or(f64::MAX);
     assert!((1.5..20.0).contains(&alive), "{r}");
+    // Closed gracefully: counted as closed, not cut (its client let it close).
+    assert_eq!(
+        mg.counter("meshgate_connections_closed_total{reason=\"idle_streams\"}"),
+        1.0
+    );
     assert_eq!(
         mg.counter("meshgate_connections_cut_total{reason=\"idle_streams\"}"),
-        1.0
+        0.0
     );
 }
 

@@ -334,7 +334,7 @@ impl Connections {
         registry.register(
             "connections_closed",
             "Client connections meshgate began to close gracefully at the end of their \
-             allowed life, by reason",
+             allowed life or (HTTP/2) for carrying no request, by reason",
             connections_closed.clone(),
         );
         for reason in CloseReason::ALL.map(CloseReason::label) {
@@ -372,7 +372,7 @@ impl Connections {
 const CUT_REASONS: [&str; 5] = [
     "send_timeout",
     "premature_resets",
-    "idle_streams",
+    CloseReason::IdleStreams.label(),
     CloseReason::CertificateExpired.label(),
     CloseReason::MaxAge.label(),
 ];

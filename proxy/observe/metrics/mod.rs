@@ -286,15 +286,23 @@ pub enum CloseReason {
     CertificateExpired,
     /// `timeouts.max_connection_age`.
     MaxAge,
+    /// HTTP/2: no request in progress for `timeouts.idle` while its client
+    /// kept it busy (pings).
+    IdleStreams,
 }
 
 impl CloseReason {
-    pub const ALL: [CloseReason; 2] = [CloseReason::CertificateExpired, CloseReason::MaxAge];
+    pub const ALL: [CloseReason; 3] = [
+        CloseReason::CertificateExpired,
+        CloseReason::MaxAge,
+        CloseReason::IdleStreams,
+    ];
 
     pub const fn label(self) -> &'static str {
         match self {
             CloseReason::CertificateExpired => "certificate_expired",
             CloseReason::MaxAge => "max_age",
+            CloseReason::IdleStreams => "idle_streams",
         }
     }
 }
@@ -481,7 +489,8 @@ impl Metrics {
             .inc();
     }
 
-    /// A connection told to close gracefully at the end of its allowed life.
+    /// A connection told to close gracefully at the end of its allowed life,
+    /// or (HTTP/2) for carrying no request.
     pub fn connection_closed(&self, reason: CloseReason) {
         self.connections_closed
             .get_or_create(&ReasonLabels {

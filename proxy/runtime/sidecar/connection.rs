@@ -408,7 +408,8 @@ async fn drive<C: GracefulConnection, T: AsyncWrite + Unpin>(
     let mut watch = Watch::default();
     let every = (life.send.min(life.idle) / 4).max(Duration::from_millis(1));
     let mut look_at = tokio::time::Instant::now() + every;
-    // Closed gracefully for having no exchange: closed at the next look.
+    // Closed gracefully for having no exchange: cut at the next look if
+    // still open.
     let mut quiet_closing = false;
     // Told to close at the end of its life: cut at this instant.
     let mut cut_at = None;
@@ -422,7 +423,8 @@ async fn drive<C: GracefulConnection, T: AsyncWrite + Unpin>(
     loop {
         let idle_at = tokio::time::Instant::from_std(life.activity.last() + life.idle);
         tokio::select! {
-            _ = turn(conn.as_mut(), turns) => return quiet_closing.then_some("idle_streams"),
+            // Ended: by its client, or gracefully by meshgate (not a cut).
+            _ = turn(conn.as_mut(), turns) => return None,
             _ = tokio::time::sleep_until(idle_at) => {
                 if life.activity.last().elapsed() >= life.idle {
                     tracing::debug!("closing idle connection");
@@ -439,6 +441,7 @@ async fn drive<C: GracefulConnection, T: AsyncWrite + Unpin>(
                     // Its GOAWAY went unanswered (hyper waits for a ping's answer).
                     Verdict::Quiet if quiet_closing => return Some("idle_streams"),
                     Verdict::Quiet if !closing => {
+                        life.metrics.connection_closed(CloseReason::IdleStreams);
                         conn.as_mut().graceful_shutdown();
                         (closing, quiet_closing) = (true, true);
                     }
