@@ -90,11 +90,17 @@ pub struct LifecycleError {
 }
 
 impl Lifecycle {
-    /// Whether the version is deprecated at `now` (and still answers):
-    /// `deprecated`, or past its `endOfSupport`.
+    /// Whether the version is deprecated at `now` (and still answers): past
+    /// its `endOfSupport`, or `deprecated` without one. A `deprecated` status
+    /// whose `endOfSupport` is still ahead is deprecated from that date, as
+    /// its `Deprecation` header announces: not counted or described as
+    /// deprecated before it.
     pub fn is_deprecated(&self, now: SystemTime) -> bool {
         !self.is_retired(now)
-            && (self.status == Status::Deprecated || self.end_of_support.is_some_and(|t| t <= now))
+            && match self.end_of_support {
+                Some(t) => t <= now,
+                None => self.status == Status::Deprecated,
+            }
     }
 
     /// Whether the version has stopped answering at `now`: `retired`, or
@@ -436,6 +442,13 @@ mod tests {
         assert!(deprecated_from("2027-01-01").is_deprecated(now));
         // Announced ahead: not deprecated yet.
         assert!(!deprecated_from("2027-01-02").is_deprecated(now));
+        // Nor with the status already `deprecated`: the date decides.
+        let ahead = Lifecycle {
+            status: Status::Deprecated,
+            ..deprecated_from("2027-01-02")
+        };
+        assert!(!ahead.is_deprecated(now));
+        assert!(ahead.is_deprecated(at("2027-01-02")));
     }
 
     #[test]

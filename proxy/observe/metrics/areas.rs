@@ -153,11 +153,15 @@ impl Traffic {
                     s.duration.get_or_init(duration).observe(r.elapsed);
                 }
             });
+        // Only an allowed request gives its service a label of its own: denied
+        // callers (a scanner with many identities) would otherwise take every
+        // slot and hide the real consumers of an old version behind `other`.
+        let allowed = r.decision == "allow";
         if let (Some(product), Some(version)) = (r.product, r.deprecated) {
-            self.deprecated_request(product, version, r.tier, r.service);
+            self.deprecated_request(product, version, r.tier, r.service, allowed);
         }
         if let Some(family) = &self.consumer_requests {
-            let Some(consumer) = self.consumer(r.tier, r.service) else {
+            let Some(consumer) = self.consumer(r.tier, r.service, allowed) else {
                 return;
             };
             family
@@ -176,34 +180,44 @@ impl Traffic {
         version: &Arc<str>,
         tier: Option<&Arc<str>>,
         service: &http::HeaderValue,
+        allowed: bool,
     ) {
         self.deprecated_requests
             .get_or_create(&DeprecatedLabels {
                 product: product.clone(),
                 version: version.clone(),
-                consumer: self.consumer(tier, service),
+                consumer: self.consumer(tier, service, allowed),
             })
             .inc();
     }
 
     /// The `consumer` label `metrics.consumer_label` asks for: the quota
     /// tier (empty without one), or the service while fewer than
-    /// `max_consumers` have one; `None` when off.
-    fn consumer(&self, tier: Option<&Arc<str>>, service: &http::HeaderValue) -> Option<Arc<str>> {
+    /// `max_consumers` have one (`take`: this request may give it one);
+    /// `None` when off.
+    fn consumer(
+        &self,
+        tier: Option<&Arc<str>>,
+        service: &http::HeaderValue,
+        take: bool,
+    ) -> Option<Arc<str>> {
         match self.consumer_label {
             ConsumerLabel::None => None,
             ConsumerLabel::Tier => Some(tier.cloned().unwrap_or_else(|| self.no_product.clone())),
-            ConsumerLabel::Service => Some(self.bounded_consumer(service.to_str().unwrap_or(""))),
+            ConsumerLabel::Service => {
+                Some(self.bounded_consumer(service.to_str().unwrap_or(""), take))
+            }
         }
     }
 
-    /// The service's own label while fewer than `max_consumers` have one.
-    fn bounded_consumer(&self, service: &str) -> Arc<str> {
+    /// The service's own label while fewer than `max_consumers` have one;
+    /// one not seen before gets a label only when `take`.
+    fn bounded_consumer(&self, service: &str, take: bool) -> Arc<str> {
         if let Ok(seen) = self.consumers_seen.read() {
             if let Some(s) = seen.get(service) {
                 return s.clone();
             }
-            if seen.len() >= self.max_consumers {
+            if !take || seen.len() >= self.max_consumers {
                 return self.other_consumer.clone();
             }
         }

@@ -613,27 +613,33 @@ mod tests {
             duration_buckets: None,
         });
         let orders: Arc<str> = Arc::from("sales.orders");
-        for service in [
-            "spiffe://a",
-            "spiffe://b",
-            "spiffe://c",
-            "spiffe://d",
-            "spiffe://a",
+        // Denied callers take no label of their own: `b` and `e` do not keep
+        // `c` from one.
+        for (service, decision) in [
+            ("spiffe://a", "allow"),
+            ("spiffe://b", "deny"),
+            ("spiffe://e", "deny"),
+            ("spiffe://c", "allow"),
+            ("spiffe://d", "allow"),
+            ("spiffe://a", "deny"),
+            ("spiffe://c", "allow"),
         ] {
             let service = http::HeaderValue::from_static(service);
             m.observe_request(&observed(
                 Some(&orders),
-                "deny",
-                403,
+                decision,
+                if decision == "allow" { 200 } else { 403 },
                 Duration::ZERO,
                 &service,
             ));
         }
         let text = m.encode();
         for line in [
-            r#"meshgate_consumer_requests_total{product="sales.orders",consumer="spiffe://a",decision="deny"} 2"#,
-            r#"meshgate_consumer_requests_total{product="sales.orders",consumer="spiffe://b",decision="deny"} 1"#,
+            r#"meshgate_consumer_requests_total{product="sales.orders",consumer="spiffe://a",decision="allow"} 1"#,
+            r#"meshgate_consumer_requests_total{product="sales.orders",consumer="spiffe://a",decision="deny"} 1"#,
+            r#"meshgate_consumer_requests_total{product="sales.orders",consumer="spiffe://c",decision="allow"} 2"#,
             r#"meshgate_consumer_requests_total{product="sales.orders",consumer="other",decision="deny"} 2"#,
+            r#"meshgate_consumer_requests_total{product="sales.orders",consumer="other",decision="allow"} 1"#,
         ] {
             assert!(text.contains(line), "{line} not in\n{text}");
         }
