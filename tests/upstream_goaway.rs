@@ -35,6 +35,11 @@ enum Script {
     /// [`REFUSE_AFTER`] bytes of its body came; its second answered at
     /// once, its body read after the answer's head.
     RefuseFirst,
+    /// The first connection allows no stream (`MAX_CONCURRENT_STREAMS` 0);
+    /// later ones answer.
+    NoStreamsOnFirst,
+    /// No connection allows a stream.
+    NoStreams,
 }
 
 /// How much of a body the upstream reads before it refuses the stream
@@ -83,8 +88,8 @@ impl ScriptedUpstream {
                 let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
                 let accept = async {
                     while let Ok((tcp, _)) = listener.accept().await {
-                        c.fetch_add(1, Ordering::SeqCst);
-                        tokio::spawn(serve(tcp, script, k.clone()));
+                        let index = c.fetch_add(1, Ordering::SeqCst);
+                        tokio::spawn(serve(tcp, script, index, k.clone()));
                     }
                 };
                 tokio::select! {
@@ -142,7 +147,7 @@ impl Drop for ScriptedUpstream {
 /// with unread input, the kernel would answer a reset, and the reset can
 /// overtake the GOAWAY still unread in the client's buffer, turning streams
 /// the server never took into streams lost mid-flight.
-async fn serve(tcp: tokio::net::TcpStream, script: Script, counts: Counts) {
+async fn serve(tcp: tokio::net::TcpStream, script: Script, index: usize, counts: Counts) {
     let Ok(raw) = tcp.into_std() else {
         return;
     };
@@ -153,6 +158,14 @@ async fn serve(tcp: tokio::net::TcpStream, script: Script, counts: Counts) {
     let mut builder = h2::server::Builder::new();
     if matches!(script, Script::RefuseFirst) {
         builder.initial_window_size(1024);
+    }
+    let no_streams = match script {
+        Script::NoStreamsOnFirst => index == 0,
+        Script::NoStreams => true,
+        _ => false,
+    };
+    if no_streams {
+        builder.max_concurrent_streams(0);
     }
     if let Ok(mut conn) = builder.handshake::<_, Bytes>(tcp).await {
         while let Some(Ok((req, respond))) = conn.accept().await {
@@ -176,6 +189,10 @@ async fn serve(tcp: tokio::net::TcpStream, script: Script, counts: Counts) {
                 Script::CloseAfterEach => {
                     tokio::spawn(answer(req, respond, counts.clone(), false));
                     conn.graceful_shutdown();
+                }
+                // (A stream over the limit is refused by `h2` itself.)
+                Script::NoStreamsOnFirst | Script::NoStreams => {
+                    tokio::spawn(answer(req, respond, counts.clone(), false));
                 }
             }
         }
@@ -399,6 +416,47 @@ async fn a_request_the_sidecar_gives_up_on_is_reset_at_the_upstream() {
         assert_eq!(reason, h2::Reason::CANCEL, "{method}");
     }
     assert_eq!(up.taken.load(Ordering::SeqCst), 2);
+}
+
+/// An upstream whose connection allows no stream (`SETTINGS_MAX_CONCURRENT_
+/// STREAMS` 0) held every request queued on that connection until its
+/// timeout (504), and, each request keeping the connection in use, never
+/// gave it up while traffic went on. Another connection is dialled instead;
+/// when none allows a stream, the request fails at once (502), not at its
+/// timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_connection_that_allows_no_stream_is_replaced() {
+    let pki = Pki::new();
+    let up = ScriptedUpstream::start(Script::NoStreamsOnFirst);
+    let mg = sidecar(&pki, &up).timeout("upstream_response: 60s").start();
+    let mut sender = h2_sender::<Full<Bytes>>(&pki, "reporting", mg.data).await;
+    for _ in 0..3 {
+        let req = http::Request::get(mg.url("/orders"))
+            .body(Full::new(Bytes::new()))
+            .expect("request");
+        let (status, answer) = exchange(&mut sender, req).await;
+        assert_eq!(
+            (status, answer.as_str()),
+            (200, expected("GET", b"").as_str()),
+            "the sidecar's failures: {}",
+            failed_lines(&mg)
+        );
+    }
+    assert_eq!(up.taken.load(Ordering::SeqCst), 3);
+    assert_eq!(up.connections.load(Ordering::SeqCst), 2);
+
+    let none = ScriptedUpstream::start(Script::NoStreams);
+    let mg = sidecar(&pki, &none)
+        .timeout("upstream_response: 60s")
+        .start();
+    let mut sender = h2_sender::<Full<Bytes>>(&pki, "reporting", mg.data).await;
+    let req = http::Request::get(mg.url("/orders"))
+        .body(Full::new(Bytes::new()))
+        .expect("request");
+    let (status, answer) = exchange(&mut sender, req).await;
+    assert_eq!(status, 502, "{answer}");
+    assert_eq!(none.taken.load(Ordering::SeqCst), 0);
+    assert!(none.connections.load(Ordering::SeqCst) >= 2);
 }
 
 /// The sidecar's `request failed` log lines, a few of them.

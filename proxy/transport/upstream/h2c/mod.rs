@@ -158,6 +158,18 @@ impl H2c {
             let last = attempt >= ATTEMPTS;
             let conn = self.connection().await?;
             let mut sender = match conn.sender.clone().ready().await {
+                // An upstream that allows no stream at all (its
+                // `MAX_CONCURRENT_STREAMS` 0) would hold every request
+                // queued on this connection until its timeout, and, each
+                // request keeping the connection in use, for ever: another
+                // connection is dialled instead, as after a GOAWAY.
+                Ok(s) if s.current_max_send_streams() == 0 => {
+                    self.retire(conn.id);
+                    if last {
+                        return Err(SendError::Failed(Reason::REFUSED_STREAM.into()));
+                    }
+                    continue;
+                }
                 Ok(s) => s,
                 // The connection went away (GOAWAY, closed): nothing sent.
                 Err(e) => {
