@@ -554,3 +554,45 @@ fn a_full_queue_drops_counts_and_records_the_loss_in_drop_mode() {
         "{out}"
     );
 }
+
+/// An upstream whose body breaks off after the head (it closes the
+/// connection mid-body) was audited `error: null, complete: false`, the
+/// same as a client that went away; it is an `upstream_failed` now,
+/// masked or passed through.
+#[test]
+fn an_upstream_body_that_breaks_off_is_audited_as_an_upstream_failure() {
+    let pki = Pki::new();
+    let record = r#"{"id": "SO-1", "customer_email": "ana@example.com"}"#;
+    let up = common::json_upstream::FixedUpstream::start(vec![(
+        "/orders/cut",
+        "application/json",
+        format!("[{record}, "),
+    )]);
+    let audit = pki.path("audit.log");
+    let mut mg = common::fields::masked(&pki, &up).audit_file(&audit).start();
+    // Masked for reporting; passed as it comes to sales (nothing hidden).
+    for (who, args) in [
+        ("reporting", &[][..]),
+        ("orders", &["-H", "x-data-purpose: reporting"][..]),
+    ] {
+        let mut all = vec!["--http1.1"];
+        all.extend_from_slice(args);
+        let (code, status, body) = common::fields::get(&pki, who, &all, &mg.url("/orders/cut"));
+        assert_ne!(
+            code, 0,
+            "{who}: a cut body looked complete: {status} {body}"
+        );
+    }
+    mg.wait_metric("meshgate_audit_events_total", 2.0);
+    assert!(mg.terminate().success());
+    let cut: Vec<_> = events(&audit)
+        .into_iter()
+        .filter(|e| e["path"] == "/orders/cut")
+        .collect();
+    assert_eq!(cut.len(), 2, "{cut:?}");
+    for e in &cut {
+        assert_eq!(e["status"], 200, "{e}");
+        assert_eq!(e["complete"], false, "{e}");
+        assert_eq!(e["error"], "upstream_failed", "{e}");
+    }
+}

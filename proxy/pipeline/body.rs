@@ -636,10 +636,14 @@ impl ProxyBody {
     }
 
     /// The upstream's body broke off (it reset or closed the connection):
-    /// the server and client spans are errors (`upstream_failed`).
+    /// the server and client spans and the audit event say so
+    /// (`upstream_failed`), unlike a client that went away.
     fn upstream_failed(&mut self) {
         if let Some(span) = self.span.as_mut() {
             span.body_failed(crate::pipeline::error::UPSTREAM_FAILED, true);
+        }
+        if let Some(p) = self.pending.as_mut() {
+            p.event.error = Some(crate::pipeline::error::UPSTREAM_FAILED);
         }
     }
 
