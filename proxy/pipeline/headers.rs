@@ -170,9 +170,44 @@ pub fn strip_identity_headers(headers: &mut HeaderMap) {
     remove_where(headers, set_by_meshgate);
 }
 
+/// Removes what an upstream's response may not say for meshgate:
+/// `x-meshgate-*` names, and, on a route of a contract (`contract`), the
+/// lifecycle it announces (`Deprecation`, `Sunset`): the contract's, set by
+/// the response stage, not the product server's (which had a retired-looking
+/// `Deprecation` reach the clients of an active version).
+pub fn strip_upstream_claims(headers: &mut HeaderMap, contract: bool) {
+    remove_where(headers, |name| {
+        name.starts_with("x-meshgate-") || (contract && matches!(name, "deprecation" | "sunset"))
+    });
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_upstream_says_nothing_in_meshgates_name() {
+        let mut h = HeaderMap::new();
+        for (k, v) in [
+            ("x-meshgate-principal", "spiffe://forged"),
+            ("deprecation", "@1"),
+            ("sunset", "Wed, 11 Nov 2026 11:11:11 GMT"),
+            ("link", "</next>; rel=\"next\""),
+            ("content-type", "application/json"),
+        ] {
+            h.insert(HeaderName::from_static(k), HeaderValue::from_static(v));
+        }
+        let mut routed = h.clone();
+        strip_upstream_claims(&mut routed, true);
+        let mut left: Vec<&str> = routed.keys().map(HeaderName::as_str).collect();
+        left.sort_unstable();
+        assert_eq!(left, ["content-type", "link"]);
+        // Without a contract the lifecycle headers are the server's own.
+        strip_upstream_claims(&mut h, false);
+        let mut left: Vec<&str> = h.keys().map(HeaderName::as_str).collect();
+        left.sort_unstable();
+        assert_eq!(left, ["content-type", "deprecation", "link", "sunset"]);
+    }
 
     #[test]
     fn strips_hop_by_hop_and_connection_named_headers() {

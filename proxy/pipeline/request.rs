@@ -43,8 +43,8 @@ use super::body::{Held, PendingEvent, ProxyBody};
 use super::error::{ProxyError, CLIENT_CLOSED, CLIENT_CLOSED_REQUEST};
 use super::grpc::{self, GrpcCall, GrpcEnd};
 use super::headers::{
-    strip_hop_by_hop, strip_identity_headers, X_FORWARDED_CLIENT_CERT, X_FORWARDED_FOR,
-    X_FORWARDED_PROTO, X_MESHGATE_PRINCIPAL, X_REQUEST_ID,
+    strip_hop_by_hop, strip_identity_headers, strip_upstream_claims, X_FORWARDED_CLIENT_CERT,
+    X_FORWARDED_FOR, X_FORWARDED_PROTO, X_MESHGATE_PRINCIPAL, X_REQUEST_ID,
 };
 use super::ids;
 use super::linger::{linger, read_first};
@@ -752,6 +752,7 @@ impl<'a> Exchange<'a> {
             let (mut parts, body) = resp.into_parts();
             // (Drops a Content-Length beside Transfer-Encoding too.)
             strip_hop_by_hop(&mut parts.headers);
+            strip_upstream_claims(&mut parts.headers, self.learned.outcome.is_some());
             parts
                 .headers
                 .insert(X_REQUEST_ID, ids::unindexed(&self.request_id));

@@ -227,6 +227,18 @@ impl Upstream {
                     }
                 }
             };
+            // No request asks for an upgrade (`Upgrade` is not forwarded): a
+            // final 1xx (`101 Switching Protocols`) is a broken upstream, and
+            // its connection (the lease, dropped) is not used again.
+            let sent = match sent {
+                Ok((resp, _)) if resp.status().is_informational() => {
+                    Err(UpstreamError::Failed(format!(
+                        "the upstream answered {} to a request for no upgrade",
+                        resp.status()
+                    )))
+                }
+                sent => sent,
+            };
             // A failure that follows a broken request body is the client's, and
             // so is a timeout while the body waited for the client's bytes.
             let fault = match &sent {
