@@ -8,7 +8,8 @@
 //! error response of another type is passed on as it is (it holds no
 //! records). JSON and NDJSON go through [`scan::Scanner`], CSV through
 //! [`csv::CsvMasker`]: a body that is not of its type, a value a method
-//! cannot make, or an undeclared field under `undeclared: refuse`, cuts
+//! cannot make, an undeclared field under `undeclared: refuse`, or a
+//! hidden field under a name written otherwise (`Customer_Email`), cuts
 //! the stream. A compressed body (`gzip`, `deflate`, `br`, `zstd`, though
 //! the request asked for `identity`) is decoded as it streams
 //! ([`decode`]) and sent as identity.
@@ -17,6 +18,7 @@ pub mod conform;
 pub mod csv;
 pub mod decode;
 mod key;
+mod member;
 mod methods;
 mod run;
 pub mod scan;
