@@ -23,6 +23,25 @@ pub struct TransformError {
     pub reason: String,
 }
 
+/// Whom the answers of a route are for. The response stage marks every
+/// response of a route whose answers depend on the caller, whatever its
+/// status and whether or not it has a body, so that no shared cache
+/// keeps one caller's answer for another.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Audience {
+    /// Anyone: the head is left as it is.
+    Anyone,
+    /// Each caller its own (a field plan applies, though it hides nothing
+    /// from this one): kept from shared caches, and `Vary` names the
+    /// request headers a plan reads. The body is the upstream's bytes, so
+    /// its validators stand.
+    Caller,
+    /// Each caller its own, and the body is not the upstream's bytes (the
+    /// plan hides something): what describes those bytes (`ETag`, length,
+    /// digests) goes too, a 304's or 204's included.
+    Masked,
+}
+
 /// Changes the responses of one route.
 pub trait ResponseTransform: Send + Sync + std::fmt::Debug {
     /// Adjusts the head of an upstream response. Returns the transformer
@@ -32,6 +51,11 @@ pub trait ResponseTransform: Send + Sync + std::fmt::Debug {
         &self,
         head: &mut http::response::Parts,
     ) -> Result<Option<Box<dyn BodyTransform>>, TransformError>;
+
+    /// Whom its answers are for.
+    fn audience(&self) -> Audience {
+        Audience::Anyone
+    }
 
     /// Whether it rewrites bodies (then the request asks the upstream for
     /// the whole body as it is: no range, condition or compression).

@@ -6,7 +6,11 @@
 //! CSV with a header row (`text/csv`); a successful response of another
 //! type is refused before its head is sent (502 `unmaskable_response`); an
 //! error response of another type is passed on as it is (it holds no
-//! records). JSON and NDJSON go through [`scan::Scanner`], CSV through
+//! records). Every response of a masked route, a 304's or 204's too,
+//! loses what describes the upstream's bytes and is kept from shared
+//! caches ([`Audience::Masked`]); one of a route whose plan hides nothing
+//! from this caller is kept from them too ([`Audience::Caller`]). JSON
+//! and NDJSON go through [`scan::Scanner`], CSV through
 //! [`csv::CsvMasker`]: a body that is not of its type, a value a method
 //! cannot make, an undeclared field under `undeclared: refuse`, or a
 //! hidden field under a name written otherwise (`Customer_Email`), cuts
@@ -14,6 +18,7 @@
 //! the request asked for `identity`) is decoded as it streams
 //! ([`decode`]) and sent as identity.
 
+mod caller;
 pub mod conform;
 pub mod csv;
 pub mod decode;
@@ -31,7 +36,7 @@ use bytes::Bytes;
 
 use crate::decision::fields::{FieldPlan, HiddenCounters, Mask};
 use crate::model::conformance::Kinds;
-use crate::model::response::{BodyTransform, ResponseTransform, TransformError};
+use crate::model::response::{Audience, BodyTransform, ResponseTransform, TransformError};
 
 use crate::observe::metrics::{DatasetLabels, FieldMetrics, HiddenLabels};
 pub use key::{hashed_fields, HashKey, HashKeys};
@@ -82,19 +87,20 @@ pub struct Masking<'a> {
 }
 
 impl FieldMasking {
-    /// The transform for `m.plan`, or the route's own when the plan
-    /// changes nothing (then watching the body when it is checked against
-    /// the contract).
+    /// The transform for `m.plan`: when the plan changes nothing for this
+    /// caller, the route's own, its answers marked as the caller's (and
+    /// the body watched when it is checked against the contract).
     pub fn for_plan(
         m: Masking<'_>,
         inner: Option<Arc<dyn ResponseTransform>>,
     ) -> Option<Arc<dyn ResponseTransform>> {
         let plan = m.plan?;
         if !plan.rewrites() {
-            return match m.conformance {
-                Some(sampled) => Some(watch::Watching::transform(plan, sampled, inner)),
-                None => inner,
-            };
+            // Another caller's answer from the same URL may be masked.
+            return Some(match m.conformance {
+                Some(sampled) => watch::Watching::transform(plan, sampled, inner),
+                None => caller::PerCaller::transform(inner),
+            });
         }
         let hidden = plan.hidden_counters(|| {
             let dataset = &plan.specs.dataset;
@@ -385,6 +391,10 @@ impl ResponseTransform for FieldMasking {
         Some(refused(
             "a gRPC call's messages are not read, and a field plan applies",
         ))
+    }
+
+    fn audience(&self) -> Audience {
+        Audience::Masked
     }
 
     fn head(

@@ -26,7 +26,7 @@ use super::decode::{self, Decoder};
 use super::{empty, format, tree, MaskBody, NotRead};
 use crate::decision::fields::{FieldPlan, Mode};
 use crate::model::conformance::{Kind, Kinds};
-use crate::model::response::{BodyTransform, ResponseTransform, TransformError};
+use crate::model::response::{Audience, BodyTransform, ResponseTransform, TransformError};
 
 /// Checks the responses of one request against the contract, unchanged.
 pub struct Watching {
@@ -72,6 +72,11 @@ impl ResponseTransform for Watching {
 
     fn refuses_grpc(&self) -> Option<TransformError> {
         self.inner.as_ref().and_then(|t| t.refuses_grpc())
+    }
+
+    /// The same URL may be masked for another caller.
+    fn audience(&self) -> Audience {
+        Audience::Caller
     }
 
     fn head(
