@@ -1,17 +1,18 @@
 //! Field masking against a product server that is compromised or buggy,
 //! through the real binary and curl over HTTP/1.1 and HTTP/2: a hidden
 //! field under a name written otherwise (` customer_email` after a `, `
-//! CSV separator, `Customer_Email`, `customerEmail`), an unsolicited 304
-//! with the unmasked body's validator, and the cache headers of an answer
-//! that is one caller's own. Nothing hidden reaches a caller it is hidden
-//! from, and no shared cache may keep one caller's answer for another.
+//! CSV separator, `Customer_Email`, `customerEmail`), an error or redirect
+//! page echoing a record, an unsolicited 304 with the unmasked body's
+//! validator, and the cache headers of an answer that is one caller's
+//! own. Nothing hidden reaches a caller it is hidden from, and no shared
+//! cache may keep one caller's answer for another.
 
 mod common;
 
 use common::fields::{get, masked, pseudonym, KEY, RECORD};
 use common::json_upstream::FixedUpstream;
 use common::reply::fetch;
-use common::trail::events_of_path;
+use common::trail::{event_of, events_of_path};
 use common::*;
 
 const PROTOCOLS: [&str; 2] = ["--http1.1", "--http2"];
@@ -114,6 +115,105 @@ fn a_hidden_field_under_a_name_written_otherwise_cuts_the_response_over_h1_and_h
             assert_eq!(event["error"], "unmaskable_response", "{event}");
             assert_eq!(event["complete"], false, "{event}");
         }
+    }
+}
+
+/// Error and redirect answers holding a record, as a framework's debug
+/// page or a careless handler sends them.
+fn error_pages() -> Vec<(&'static str, &'static str, String)> {
+    let json_404 = r#"{"error": "gone", "customer_email": "ana@example.com"}"#.to_string();
+    vec![
+        (
+            "/orders/crash",
+            "500 Internal Server Error\r\ncontent-type: text/plain\r\ncache-control: public, max-age=60\r\n",
+            RECORD.to_string(),
+        ),
+        (
+            "/orders/moved",
+            "302 Found\r\ncontent-type: text/plain\r\nlocation: /orders/SO-2\r\n",
+            RECORD.to_string(),
+        ),
+        (
+            "/orders/debug",
+            "500 Internal Server Error\r\ncontent-type: text/html; charset=iso-8859-1\r\ncontent-language: en\r\n",
+            format!("<html><pre>{RECORD}</pre></html>"),
+        ),
+        (
+            "/orders/utf16",
+            "404 Not Found\r\ncontent-type: application/json; charset=utf-16\r\n",
+            RECORD.to_string(),
+        ),
+        (
+            "/orders/missing",
+            "404 Not Found\r\ncontent-type: application/json\r\n",
+            json_404,
+        ),
+    ]
+}
+
+#[test]
+fn an_error_or_redirect_whose_body_cannot_be_masked_keeps_its_status_not_its_body() {
+    let pki = Pki::new();
+    let up = FixedUpstream::start_raw(error_pages());
+    let trail = pki.path("audit.log");
+    let mg = masked(&pki, &up).audit_file(&trail).start();
+    for proto in PROTOCOLS {
+        for (path, status) in [
+            ("/orders/crash", "500"),
+            ("/orders/moved", "302"),
+            ("/orders/debug", "500"),
+        ] {
+            let r = fetch(&pki, "reporting", &[proto], &mg.url(path));
+            assert_eq!(r.status, status, "{proto} {path}: {r:?}");
+            for secret in SECRETS {
+                assert!(!r.body.contains(secret), "{proto} {path}: {r:?}");
+            }
+            let body = r.json();
+            assert_eq!(body["error"], "body_withheld", "{proto} {path}: {r:?}");
+            assert_eq!(body["request_id"], r.request_id(), "{proto} {path}");
+            assert_eq!(r.header("content-type"), Some("application/json"));
+            assert_eq!(r.header("content-language"), None, "{proto} {path}");
+            let cache = match path {
+                "/orders/crash" => "max-age=60, private",
+                _ => "private",
+            };
+            assert_eq!(r.header("cache-control"), Some(cache), "{proto} {path}");
+            let event = event_of(&mg, &trail, r.request_id());
+            assert_eq!(event["error"], "body_withheld", "{event}");
+            assert_eq!(event["decision"], "allow", "{event}");
+            assert_eq!(event["status"].to_string(), status, "{event}");
+        }
+        let r = fetch(&pki, "reporting", &[proto], &mg.url("/orders/moved"));
+        assert_eq!(r.header("location"), Some("/orders/SO-2"), "{proto}: {r:?}");
+        // A JSON error is masked as a record is.
+        let (_, status, body) = get(&pki, "reporting", &[proto], &mg.url("/orders/missing"));
+        assert_eq!(status, "404", "{proto}: {body}");
+        assert!(
+            body.contains(&pseudonym(KEY, "ana@example.com")),
+            "{proto}: {body}"
+        );
+        // Nothing is hidden from this caller: the page passes as sent.
+        let mut args = vec![proto];
+        args.extend(SEES_ALL);
+        let (_, status, body) = get(&pki, "orders", &args, &mg.url("/orders/crash"));
+        assert_eq!((status.as_str(), body.as_str()), ("500", RECORD), "{proto}");
+    }
+    let withheld =
+        "meshgate_fields_withheld_bodies_total{product=\"sales.orders\",dataset=\"orders\"}";
+    // Three per protocol, and the redirect's second look.
+    assert_eq!(mg.metric(withheld), 8.0, "{}", mg.metrics());
+}
+
+#[test]
+fn a_record_type_in_a_charset_it_cannot_read_is_refused_whatever_the_status() {
+    let pki = Pki::new();
+    let up = FixedUpstream::start_raw(error_pages());
+    let mg = masked(&pki, &up).start();
+    for proto in PROTOCOLS {
+        let (_, status, body) = get(&pki, "reporting", &[proto], &mg.url("/orders/utf16"));
+        assert_eq!(status, "502", "{proto}: {body}");
+        assert!(body.contains("unmaskable_response"), "{proto}: {body}");
+        assert!(!body.contains("ana@example.com"), "{proto}: {body}");
     }
 }
 

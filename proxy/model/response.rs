@@ -6,7 +6,8 @@
 //! default, and then nothing of this runs). It sees the response head and
 //! may change its headers; when the body must change too it returns a
 //! [`BodyTransform`], which the pipeline feeds the body through as it
-//! streams. Failing is closed: an error from either ends the response
+//! streams, and when the body must not pass at all it says so
+//! ([`Shaped::Withheld`]). Failing is closed: an error from either ends the response
 //! without the bytes that could not be made safe (before the head: a 502;
 //! after it: the stream is cut, which the client sees as an incomplete
 //! response, and the audit event says `complete: false`).
@@ -21,6 +22,31 @@ pub struct TransformError {
     /// The transform that failed.
     pub transform: &'static str,
     pub reason: String,
+}
+
+/// What a transform makes of a response, by its head
+/// ([`ResponseTransform::head`]).
+pub enum Shaped {
+    /// The body passes as the upstream sends it.
+    Passed,
+    /// The body goes through this transform as it streams (the pipeline
+    /// drops `Content-Length`: the length is no longer the upstream's).
+    Rewritten(Box<dyn BodyTransform>),
+    /// The body must not reach the caller, though its status and the rest
+    /// of its head may: the sidecar answers the status with a small body
+    /// of its own (an error or redirect whose body masking cannot read,
+    /// on a route whose field plan hides something).
+    Withheld,
+}
+
+impl Shaped {
+    /// The body's transform, when it is rewritten.
+    pub fn rewrite(self) -> Option<Box<dyn BodyTransform>> {
+        match self {
+            Shaped::Rewritten(body) => Some(body),
+            Shaped::Passed | Shaped::Withheld => None,
+        }
+    }
 }
 
 /// Whom the answers of a route are for. The response stage marks every
@@ -44,13 +70,9 @@ pub enum Audience {
 
 /// Changes the responses of one route.
 pub trait ResponseTransform: Send + Sync + std::fmt::Debug {
-    /// Adjusts the head of an upstream response. Returns the transformer
-    /// of its body when the body must change too (the pipeline then drops
-    /// `Content-Length`: the length is no longer the upstream's).
-    fn head(
-        &self,
-        head: &mut http::response::Parts,
-    ) -> Result<Option<Box<dyn BodyTransform>>, TransformError>;
+    /// Adjusts the head of an upstream response, and says what becomes of
+    /// its body.
+    fn head(&self, head: &mut http::response::Parts) -> Result<Shaped, TransformError>;
 
     /// Whom its answers are for.
     fn audience(&self) -> Audience {

@@ -6,7 +6,7 @@
 
 use std::sync::{Arc, LazyLock};
 
-use crate::model::response::{Audience, BodyTransform, ResponseTransform, TransformError};
+use crate::model::response::{Audience, ResponseTransform, Shaped, TransformError};
 
 /// The route's own transform, its answers marked as the caller's.
 #[derive(Debug)]
@@ -31,13 +31,10 @@ impl PerCaller {
 }
 
 impl ResponseTransform for PerCaller {
-    fn head(
-        &self,
-        head: &mut http::response::Parts,
-    ) -> Result<Option<Box<dyn BodyTransform>>, TransformError> {
+    fn head(&self, head: &mut http::response::Parts) -> Result<Shaped, TransformError> {
         match &self.inner {
             Some(inner) => inner.head(head),
-            None => Ok(None),
+            None => Ok(Shaped::Passed),
         }
     }
 

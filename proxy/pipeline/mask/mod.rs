@@ -4,10 +4,12 @@
 //! It needs a body it can read as records: `application/json` (or a
 //! `+json` type), NDJSON (`application/x-ndjson`, `application/jsonl`) or
 //! CSV with a header row (`text/csv`); a successful response of another
-//! type is refused before its head is sent (502 `unmaskable_response`); an
-//! error response of another type is passed on as it is (it holds no
-//! records). Every response of a masked route, a 304's or 204's too,
-//! loses what describes the upstream's bytes and is kept from shared
+//! type, or one of these types it cannot read (another charset) whatever
+//! its status, is refused before its head is sent (502
+//! `unmaskable_response`); an error or redirect of another type keeps its
+//! status and head, and its body is withheld (the sidecar answers its own,
+//! `body_withheld`). Every response of a masked route, a 304's or 204's
+//! too, loses what describes the upstream's bytes and is kept from shared
 //! caches ([`Audience::Masked`]); one of a route whose plan hides nothing
 //! from this caller is kept from them too ([`Audience::Caller`]). JSON
 //! and NDJSON go through [`scan::Scanner`], CSV through
@@ -34,9 +36,9 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use crate::decision::fields::{FieldPlan, HiddenCounters, Mask};
+use crate::decision::fields::{FieldPlan, HiddenCounters, Mask, PlanCounters};
 use crate::model::conformance::Kinds;
-use crate::model::response::{Audience, BodyTransform, ResponseTransform, TransformError};
+use crate::model::response::{Audience, BodyTransform, ResponseTransform, Shaped, TransformError};
 
 use crate::observe::metrics::{DatasetLabels, FieldMetrics, HiddenLabels};
 pub use key::{hashed_fields, HashKey, HashKeys};
@@ -68,8 +70,8 @@ pub struct FieldMasking {
     key: Option<HashKey>,
     inner: Option<Arc<dyn ResponseTransform>>,
     /// `meshgate_fields_hidden_total` of the plan's product and dataset,
-    /// by mask, and how many fields of each a masked response hides
-    /// (kept with the plan).
+    /// by mask, and how many fields of each a masked response hides, and
+    /// its `meshgate_fields_withheld_bodies_total` (kept with the plan).
     hidden: HiddenCounters,
     /// Checked against the contract as well (a sampled response).
     conformance: Option<conform::Sampled>,
@@ -104,7 +106,7 @@ impl FieldMasking {
         }
         let hidden = plan.hidden_counters(|| {
             let dataset = &plan.specs.dataset;
-            Mask::ALL
+            let hidden = Mask::ALL
                 .into_iter()
                 .filter_map(|mask| {
                     let n = plan.hidden.iter().filter(|h| h.mask == mask).count() as u64;
@@ -117,7 +119,13 @@ impl FieldMasking {
                         (m.metrics.hidden.get_or_create(&labels).clone(), n)
                     })
                 })
-                .collect()
+                .collect();
+            let labels = DatasetLabels {
+                product: m.product.clone(),
+                dataset: dataset.clone(),
+            };
+            let withheld = m.metrics.withheld.get_or_create(&labels).clone();
+            Arc::new(PlanCounters { hidden, withheld })
         });
         let tree = match m.conformance {
             Some(_) => plan.checked_tree(),
@@ -397,33 +405,37 @@ impl ResponseTransform for FieldMasking {
         Audience::Masked
     }
 
-    fn head(
-        &self,
-        head: &mut http::response::Parts,
-    ) -> Result<Option<Box<dyn BodyTransform>>, TransformError> {
+    fn head(&self, head: &mut http::response::Parts) -> Result<Shaped, TransformError> {
         if let Some(inner) = &self.inner {
-            if inner.head(head)?.is_some() {
+            if !matches!(inner.head(head)?, Shaped::Passed) {
                 return Err(refused("the route's own transform rewrites the body too"));
             }
         }
         if empty(head) {
-            return Ok(None);
+            return Ok(Shaped::Passed);
         }
         let format = match format(head) {
             Ok(f) => f,
-            // An error's body holds no records: passed as it is.
-            Err(_) if !head.status.is_success() => return Ok(None),
+            // An error or redirect of a type that holds no records may
+            // hold one all the same (a framework's debug page echoing
+            // what it had): its status and head pass, its body does not.
+            Err(NotRead::OtherType(_)) if !head.status.is_success() => {
+                self.hidden.withheld.inc();
+                return Ok(Shaped::Withheld);
+            }
+            // A record type in a form that cannot be read (another
+            // charset, two types): refused, whatever the status.
             Err(why) => return Err(refused(format!("{why}, and a field plan applies"))),
         };
         let coding = decode::coding(&head.headers)
             .map_err(|why| refused(format!("{why}, and a field plan applies")))?;
-        for (counter, n) in self.hidden.iter() {
+        for (counter, n) in self.hidden.hidden.iter() {
             counter.inc_by(*n);
         }
         let (tree, key) = (self.tree.clone(), self.key.clone());
         let body: Box<dyn BodyTransform> =
             Box::new(MaskBody::of(format, tree, key, self.conformance.clone()));
-        Ok(Some(match coding {
+        Ok(Shaped::Rewritten(match coding {
             None => body,
             Some(coding) => {
                 // Sent as identity.

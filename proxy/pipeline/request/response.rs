@@ -9,7 +9,7 @@ use http::header::{self, HeaderValue};
 use http::{HeaderMap, Method, Response, Version};
 
 use crate::decision::quota;
-use crate::model::response::{Audience, ResponseTransform};
+use crate::model::response::{Audience, ResponseTransform, Shaped};
 use crate::pipeline::body::ProxyBody;
 use crate::pipeline::error::ProxyError;
 use crate::pipeline::headers::{remove_named, remove_where};
@@ -51,9 +51,10 @@ pub(super) fn ask_for_the_whole_body(headers: &mut HeaderMap) {
 
 /// The response stage: the route's transform, when it has one, sees the
 /// head and may rewrite the body as it streams (a refusal here is a 502,
-/// nothing of the upstream's response is sent); every answer of a route
-/// whose answers depend on the caller is marked so ([`mark_for`]); then
-/// the consumer's
+/// nothing of the upstream's response is sent) or withhold it (the
+/// status and head are answered with the sidecar's own body, by
+/// `ProxyError::Withheld`); every answer of a route whose answers depend
+/// on the caller is marked so ([`mark_for`]); then the consumer's
 /// `RateLimit` headers, in place of any the upstream sent. A route without
 /// a transform costs one branch.
 ///
@@ -74,44 +75,51 @@ pub(super) async fn response_stage(
         None => resp,
         Some(t) => {
             let (mut head, mut body) = resp.into_parts();
-            let rewrite = t.head(&mut head)?;
+            let shaped = t.head(&mut head)?;
             let audience = t.audience();
             // Every answer of the route, whatever its status or body.
             mark_for(audience, &mut head.headers);
-            if let Some(rewrite) = rewrite {
-                let verbatim = rewrite.verbatim();
-                // Said of the bytes the upstream would have sent, even
-                // where none are (HEAD): untrue of the rewritten ones.
-                if !verbatim && audience != Audience::Masked {
-                    forget_the_bytes(&mut head.headers);
-                    keep_private(&mut head.headers);
+            match shaped {
+                Shaped::Passed => {}
+                Shaped::Withheld => {
+                    rate_limit_headers(&mut head.headers, admission);
+                    return Err(ProxyError::Withheld(Box::new(head)));
                 }
-                // HEAD, 204 and 304 have no body to rewrite (RFC 9110 6.4.1).
-                let bodiless = request.0 == Method::HEAD
-                    || matches!(head.status.as_u16(), 204 | 304)
-                    || head.status.is_informational();
-                if !bodiless {
-                    let ahead = rewrite.look_ahead();
-                    if !verbatim {
-                        prepare_rewrite(&mut head, request.1)?;
-                    } else if ahead
-                        && request.1 < Version::HTTP_11
-                        && !head.headers.contains_key(header::CONTENT_LENGTH)
-                    {
-                        // A watch that enforces may cut the body, which an
-                        // HTTP/1.0 client reading to the connection's end
-                        // would take for all of it (with a Content-Length,
-                        // a cut is short of it).
-                        return Err(refused_for_http_1_0());
+                Shaped::Rewritten(rewrite) => {
+                    let verbatim = rewrite.verbatim();
+                    // Said of the bytes the upstream would have sent, even
+                    // where none are (HEAD): untrue of the rewritten ones.
+                    if !verbatim && audience != Audience::Masked {
+                        forget_the_bytes(&mut head.headers);
+                        keep_private(&mut head.headers);
                     }
-                    body.rewrite(rewrite);
-                    if ahead {
-                        let read = tokio::time::timeout(look_ahead, body.look_ahead()).await;
-                        // Past the bound the head goes: the rest is still
-                        // checked as it streams.
-                        if let Ok(Err(e)) = read {
-                            *violations = body.violations();
-                            return Err(e.into());
+                    // HEAD, 204 and 304 have no body to rewrite (RFC 9110 6.4.1).
+                    let bodiless = request.0 == Method::HEAD
+                        || matches!(head.status.as_u16(), 204 | 304)
+                        || head.status.is_informational();
+                    if !bodiless {
+                        let ahead = rewrite.look_ahead();
+                        if !verbatim {
+                            prepare_rewrite(&mut head, request.1)?;
+                        } else if ahead
+                            && request.1 < Version::HTTP_11
+                            && !head.headers.contains_key(header::CONTENT_LENGTH)
+                        {
+                            // A watch that enforces may cut the body, which an
+                            // HTTP/1.0 client reading to the connection's end
+                            // would take for all of it (with a Content-Length,
+                            // a cut is short of it).
+                            return Err(refused_for_http_1_0());
+                        }
+                        body.rewrite(rewrite);
+                        if ahead {
+                            let read = tokio::time::timeout(look_ahead, body.look_ahead()).await;
+                            // Past the bound the head goes: the rest is still
+                            // checked as it streams.
+                            if let Ok(Err(e)) = read {
+                                *violations = body.violations();
+                                return Err(e.into());
+                            }
                         }
                     }
                 }
