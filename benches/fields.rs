@@ -331,7 +331,11 @@ fn response(c: &mut Criterion) {
     let target = w.snapshot.route(&Method::GET, &path).expect("route");
     let once = |head: &mut http::response::Parts| {
         let t = w.transform(&w.principal, target);
-        let mut rewrite = t.head(head).expect("maskable").expect("a rewrite");
+        let mut rewrite = t
+            .head(head)
+            .expect("maskable")
+            .rewrite()
+            .expect("a rewrite");
         let mut out = rewrite.data(body.clone()).expect("masked").to_vec();
         out.extend_from_slice(&rewrite.end().expect("whole"));
         out

@@ -16,7 +16,7 @@ use std::time::SystemTime;
 
 use http::header::{HeaderName, HeaderValue, LINK};
 
-use crate::model::response::{BodyTransform, ResponseTransform, TransformError};
+use crate::model::response::{ResponseTransform, Shaped, TransformError};
 
 /// The contract's `status`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -320,10 +320,7 @@ impl ResponseTransform for LifecycleHeaders {
     /// Sets `Deprecation` and `Sunset` (the contract, not the upstream, is
     /// what the node answers for) and adds the `Link`s beside any of the
     /// upstream's own.
-    fn head(
-        &self,
-        head: &mut http::response::Parts,
-    ) -> Result<Option<Box<dyn BodyTransform>>, TransformError> {
+    fn head(&self, head: &mut http::response::Parts) -> Result<Shaped, TransformError> {
         let h = &mut head.headers;
         if let Some(v) = &self.deprecation {
             h.insert(DEPRECATION, v.clone());
@@ -334,7 +331,7 @@ impl ResponseTransform for LifecycleHeaders {
         for l in &self.links {
             h.append(LINK, l.clone());
         }
-        Ok(None)
+        Ok(Shaped::Passed)
     }
 }
 
@@ -388,7 +385,7 @@ mod tests {
         let mut head = http::Response::new(()).into_parts().0;
         head.headers
             .insert(LINK, HeaderValue::from_static("</next>; rel=\"next\""));
-        assert!(t.head(&mut head).expect("head").is_none());
+        assert!(matches!(t.head(&mut head), Ok(Shaped::Passed)));
         assert_eq!(head.headers["deprecation"], "@1767225600");
         assert_eq!(head.headers["sunset"], "Wed, 30 Jun 2027 00:00:00 GMT");
         let links: Vec<_> = head.headers.get_all(LINK).iter().collect();

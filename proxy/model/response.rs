@@ -6,7 +6,8 @@
 //! default, and then nothing of this runs). It sees the response head and
 //! may change its headers; when the body must change too it returns a
 //! [`BodyTransform`], which the pipeline feeds the body through as it
-//! streams. Failing is closed: an error from either ends the response
+//! streams, and when the body must not pass at all it says so
+//! ([`Shaped::Withheld`]). Failing is closed: an error from either ends the response
 //! without the bytes that could not be made safe (before the head: a 502;
 //! after it: the stream is cut, which the client sees as an incomplete
 //! response, and the audit event says `complete: false`).
@@ -23,15 +24,60 @@ pub struct TransformError {
     pub reason: String,
 }
 
+/// What a transform makes of a response, by its head
+/// ([`ResponseTransform::head`]).
+pub enum Shaped {
+    /// The body passes as the upstream sends it.
+    Passed,
+    /// The body goes through this transform as it streams (the pipeline
+    /// drops `Content-Length`: the length is no longer the upstream's).
+    Rewritten(Box<dyn BodyTransform>),
+    /// The body must not reach the caller, though its status and the rest
+    /// of its head may: the sidecar answers the status with a small body
+    /// of its own (an error or redirect whose body masking cannot read,
+    /// on a route whose field plan hides something).
+    Withheld,
+}
+
+impl Shaped {
+    /// The body's transform, when it is rewritten.
+    pub fn rewrite(self) -> Option<Box<dyn BodyTransform>> {
+        match self {
+            Shaped::Rewritten(body) => Some(body),
+            Shaped::Passed | Shaped::Withheld => None,
+        }
+    }
+}
+
+/// Whom the answers of a route are for. The response stage marks every
+/// response of a route whose answers depend on the caller, whatever its
+/// status and whether or not it has a body, so that no shared cache
+/// keeps one caller's answer for another.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Audience {
+    /// Anyone: the head is left as it is.
+    Anyone,
+    /// Each caller its own (a field plan applies, though it hides nothing
+    /// from this one): kept from shared caches, and `Vary` names the
+    /// request headers a plan reads. The body is the upstream's bytes, so
+    /// its validators stand.
+    Caller,
+    /// Each caller its own, and the body is not the upstream's bytes (the
+    /// plan hides something): what describes those bytes (`ETag`, length,
+    /// digests) goes too, a 304's or 204's included.
+    Masked,
+}
+
 /// Changes the responses of one route.
 pub trait ResponseTransform: Send + Sync + std::fmt::Debug {
-    /// Adjusts the head of an upstream response. Returns the transformer
-    /// of its body when the body must change too (the pipeline then drops
-    /// `Content-Length`: the length is no longer the upstream's).
-    fn head(
-        &self,
-        head: &mut http::response::Parts,
-    ) -> Result<Option<Box<dyn BodyTransform>>, TransformError>;
+    /// Adjusts the head of an upstream response, and says what becomes of
+    /// its body.
+    fn head(&self, head: &mut http::response::Parts) -> Result<Shaped, TransformError>;
+
+    /// Whom its answers are for.
+    fn audience(&self) -> Audience {
+        Audience::Anyone
+    }
 
     /// Whether it rewrites bodies (then the request asks the upstream for
     /// the whole body as it is: no range, condition or compression).

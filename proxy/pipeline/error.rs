@@ -34,6 +34,10 @@ pub fn refusal_code(e: &crate::model::response::TransformError) -> &'static str 
     }
 }
 
+/// The error code of an upstream's error or redirect whose body was
+/// withheld: it could not be masked ([`ProxyError::Withheld`]).
+pub const BODY_WITHHELD: &str = "body_withheld";
+
 /// The error code of an upstream that reset or closed the connection
 /// mid-request, or mid-body once its response had begun (the span's
 /// `error.type`).
@@ -101,6 +105,12 @@ pub enum ProxyError {
     /// pass on (fail closed: nothing of it is sent).
     #[error("response refused by the response stage: {0}")]
     ResponseRefused(#[from] crate::model::response::TransformError),
+    /// The upstream's error or redirect, on a route whose field plan hides
+    /// something, has a body masking cannot read (HTML, text: a debug
+    /// page may echo a record): its status and head (marked by the
+    /// response stage) are answered, with the sidecar's own body.
+    #[error("the upstream's {} answer has a body field masking cannot read: withheld", .0.status)]
+    Withheld(Box<http::response::Parts>),
     /// The sidecar could not write a document it answers itself (a
     /// well-known descriptor).
     #[error("internal error: {0}")]
@@ -127,6 +137,7 @@ impl ProxyError {
             | ProxyError::UpstreamFailed(_)
             | ProxyError::ResponseRefused(_) => StatusCode::BAD_GATEWAY,
             ProxyError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+            ProxyError::Withheld(head) => head.status,
             ProxyError::ClientBody(ClientBodyFault::Malformed) => StatusCode::BAD_REQUEST,
             ProxyError::ClientBody(ClientBodyFault::Gone) => client_closed(),
             ProxyError::ClientBody(ClientBodyFault::Stalled) => StatusCode::REQUEST_TIMEOUT,
@@ -165,6 +176,7 @@ impl ProxyError {
             ProxyError::ClientBody(ClientBodyFault::Gone) => CLIENT_CLOSED_REQUEST,
             ProxyError::ClientBody(ClientBodyFault::Stalled) => "request_body_timeout",
             ProxyError::ResponseRefused(e) => refusal_code(e),
+            ProxyError::Withheld(_) => BODY_WITHHELD,
             ProxyError::Internal(_) => "internal_error",
         }
     }
@@ -194,6 +206,7 @@ impl ProxyError {
             | ProxyError::UpstreamTimeout
             | ProxyError::ClientBody(_)
             | ProxyError::ResponseRefused(_)
+            | ProxyError::Withheld(_)
             | ProxyError::Internal(_) => "allow",
         }
     }
@@ -233,7 +246,9 @@ impl ProxyError {
                 Code::DeadlineExceeded
             }
             ProxyError::ClientBody(ClientBodyFault::Gone) => Code::Cancelled,
-            ProxyError::ResponseRefused(_) | ProxyError::Internal(_) => Code::Internal,
+            ProxyError::ResponseRefused(_) | ProxyError::Withheld(_) | ProxyError::Internal(_) => {
+                Code::Internal
+            }
         }
     }
 
@@ -253,6 +268,9 @@ impl ProxyError {
             self.json_response(id)
         };
         let h = resp.headers_mut();
+        if let ProxyError::Withheld(head) = self {
+            keep_the_head(h, &head.headers);
+        }
         h.insert("x-request-id", super::ids::unindexed(request_id));
         self.advice_headers(h);
         resp
@@ -304,6 +322,18 @@ impl ProxyError {
             if let Ok(v) = HeaderValue::from_str(&challenge) {
                 h.insert(header::WWW_AUTHENTICATE, v);
             }
+        }
+    }
+}
+
+/// The upstream's head of a withheld answer, on the sidecar's own: all
+/// but what described the upstream's body (its type, length, coding,
+/// language, …): a redirect keeps its `Location`, a 503 its
+/// `Retry-After`, a 401 its challenge.
+fn keep_the_head(ours: &mut http::HeaderMap, upstream: &http::HeaderMap) {
+    for (name, value) in upstream {
+        if !name.as_str().starts_with("content-") {
+            ours.append(name, value.clone());
         }
     }
 }

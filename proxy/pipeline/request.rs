@@ -965,7 +965,8 @@ fn log_refusal(e: &ProxyError, request_id: &HeaderValue, trace: &TraceContext, c
     let trace_id = trace;
     match e {
         // Refusals clients cause are counted in metrics and audited; a flood
-        // of them must not flood the logs.
+        // of them must not flood the logs (nor of a product's error pages
+        // withheld, counted in their own metric).
         ProxyError::Forbidden
         | ProxyError::Concealed
         | ProxyError::Gone(_)
@@ -975,7 +976,8 @@ fn log_refusal(e: &ProxyError, request_id: &HeaderValue, trace: &TraceContext, c
         | ProxyError::Unauthorized(_)
         | ProxyError::TooManyRequests(..)
         | ProxyError::Overloaded(_)
-        | ProxyError::QuotaUnavailable => {
+        | ProxyError::QuotaUnavailable
+        | ProxyError::Withheld(_) => {
             tracing::debug!(request_id = ?request_id, %trace_id, principal = %conn.identity.principal, error = %e, "request refused")
         }
         _ => {

@@ -8,7 +8,9 @@
 //! sent its body chunked, under a wrong `Content-Length: 0` beside the
 //! `Transfer-Encoding`, with `Cache-Control: public` and trailers (a digest
 //! and a field holding `trailer-secret@example.com`): what a careless or
-//! hostile server may send.
+//! hostile server may send. [`FixedUpstream::start_raw`] answers a path
+//! with a status line and header lines of the test's own (a `304` with the
+//! unmasked body's `ETag`, a `500` text page holding a record).
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
@@ -27,6 +29,9 @@ struct Fixed {
     ctype: String,
     encoding: Option<String>,
     body: Vec<u8>,
+    /// The status and header lines sent in place of the usual head (the
+    /// length and `Connection: close` are added; no length for 204 and 304).
+    head: Option<String>,
 }
 
 impl FixedUpstream {
@@ -39,6 +44,7 @@ impl FixedUpstream {
                     ctype: t.to_string(),
                     encoding: None,
                     body: b.into_bytes(),
+                    head: None,
                 })
                 .collect(),
         )
@@ -55,6 +61,25 @@ impl FixedUpstream {
                     ctype: t.to_string(),
                     encoding: (!e.is_empty()).then(|| e.to_string()),
                     body: b,
+                    head: None,
+                })
+                .collect(),
+        )
+    }
+
+    /// Answers `(path, head, body)`: `head` is the status (`500 Oops`)
+    /// and header lines after it, each ended by CRLF (`304 Not
+    /// Modified\r\netag: "v1"\r\n`).
+    pub fn start_raw(answers: Vec<(&str, &str, String)>) -> FixedUpstream {
+        FixedUpstream::serve(
+            answers
+                .into_iter()
+                .map(|(p, h, b)| Fixed {
+                    path: p.to_string(),
+                    ctype: String::new(),
+                    encoding: None,
+                    body: b.into_bytes(),
+                    head: Some(h.to_string()),
                 })
                 .collect(),
         )
@@ -99,7 +124,23 @@ fn answer(mut conn: TcpStream, bodies: &[Fixed]) {
             Ok(_) => {}
         }
     }
-    let (status, ctype, coding, body) = match bodies.iter().find(|f| f.path == path) {
+    let found = bodies.iter().find(|f| f.path == path);
+    if let Some(Fixed {
+        head: Some(head),
+        body,
+        ..
+    }) = found
+    {
+        let bodiless = head.starts_with("204") || head.starts_with("304");
+        let length = match bodiless {
+            true => String::new(),
+            false => format!("content-length: {}\r\n", body.len()),
+        };
+        let _ = write!(conn, "HTTP/1.1 {head}{length}connection: close\r\n\r\n");
+        let _ = conn.write_all(body);
+        return;
+    }
+    let (status, ctype, coding, body) = match found {
         Some(f) => (
             "200 OK",
             f.ctype.as_str(),

@@ -14,6 +14,7 @@ use std::sync::{Arc, OnceLock};
 use prometheus_client::metrics::counter::Counter;
 
 pub mod conformance;
+mod loose;
 pub mod tree;
 
 #[cfg(test)]
@@ -257,9 +258,17 @@ pub struct Trees {
     audited: OnceLock<Box<[u8]>>,
 }
 
-/// The counters a masked response adds its hidden fields to, with the
-/// number it adds to each.
-pub type HiddenCounters = Arc<[(Counter, u64)]>;
+/// The counters of a plan's masked responses.
+pub struct PlanCounters {
+    /// What a masked response adds its hidden fields to, with the number
+    /// it adds to each.
+    pub hidden: Box<[(Counter, u64)]>,
+    /// Error and redirect responses whose body was withheld.
+    pub withheld: Counter,
+}
+
+/// A plan's counters, kept with it.
+pub type HiddenCounters = Arc<PlanCounters>;
 
 impl Clone for Trees {
     fn clone(&self) -> Trees {

@@ -6,7 +6,7 @@
 use crate::FastMap;
 use std::sync::Arc;
 
-use super::{FieldCheck, FieldPlan, Mask, Shape, Undeclared};
+use super::{loose, FieldCheck, FieldPlan, Mask, Shape, Undeclared};
 
 /// What the scanner does with a member of a declared object.
 #[derive(Debug, Clone)]
@@ -15,6 +15,17 @@ pub enum Rule {
     /// object, or the objects of an array).
     Show(Shape, Option<Arc<Level>>),
     Hide(Mask),
+}
+
+impl Rule {
+    /// Whether the member is hidden, or a declared field below it is.
+    fn hides_a_field(&self) -> bool {
+        match self {
+            Rule::Hide(_) => true,
+            Rule::Show(_, Some(below)) => below.hides_a_field(),
+            Rule::Show(_, None) => false,
+        }
+    }
 }
 
 /// One declared object level: its members' rules, and what undeclared
@@ -32,6 +43,10 @@ pub struct Level {
     /// What its members are checked against, in the tree of a response
     /// sampled for conformance (`conform.rs`); `None` otherwise.
     pub checks: Option<Box<LevelChecks>>,
+    /// The loose forms (`loose.rs`) of the members that hide a field (they
+    /// are hidden, or a field below them is): a key that is one of them
+    /// written otherwise cannot be masked.
+    loose: Box<[Box<str>]>,
 }
 
 /// A declared level's conformance checks.
@@ -69,6 +84,23 @@ impl Level {
                 Rule::Show(_, Some(below)) => below.hides_anything(),
                 Rule::Show(_, None) => false,
             })
+    }
+
+    /// Whether a declared field at or below this level is hidden (what
+    /// undeclared members get aside).
+    pub fn hides_a_field(&self) -> bool {
+        self.order.iter().any(|(_, r)| r.hides_a_field())
+    }
+
+    /// Whether `name`, a key (or CSV column) that is no declared name of
+    /// this level, is the name of a member that hides a field written
+    /// otherwise (`Customer_Email`, ` customer_email`, `customerEmail`):
+    /// a lenient reader would take it for the member, so its value cannot
+    /// pass as an undeclared one's. Called only for a key no rule matched.
+    pub fn hidden_otherwise(&self, name: &[u8]) -> bool {
+        self.loose
+            .iter()
+            .any(|declared| loose::same(name, declared))
     }
 
     /// The rule for a key (its decoded name).
@@ -113,7 +145,9 @@ fn build(plan: &FieldPlan, parent: Option<usize>, checked: bool) -> Arc<Level> {
         undeclared: Some(plan.undeclared),
         text_placeholders: FastMap::default(),
         checks: checked.then(Box::default),
+        loose: Box::default(),
     };
+    let mut hiding = Vec::new();
     for (i, spec) in plan.specs.fields.iter().enumerate() {
         if spec.parent != parent {
             continue;
@@ -125,6 +159,9 @@ fn build(plan: &FieldPlan, parent: Option<usize>, checked: bool) -> Arc<Level> {
                 shape => Rule::Show(shape, Some(build(plan, Some(i), checked))),
             },
         };
+        if rule.hides_a_field() {
+            hiding.push(loose::loose(&spec.name));
+        }
         let name: Box<[u8]> = spec.name.as_bytes().into();
         if let Some(checks) = level.checks.as_mut() {
             add_check(checks, &name, &spec.check);
@@ -143,6 +180,7 @@ fn build(plan: &FieldPlan, parent: Option<usize>, checked: bool) -> Arc<Level> {
             }
         }
     }
+    level.loose = hiding.into_boxed_slice();
     Arc::new(level)
 }
 

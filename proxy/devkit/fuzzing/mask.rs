@@ -17,8 +17,8 @@
 //! Checked: the body fed in chunks and fed whole give the same bytes (or
 //! both fail); a body the reference does not parse as one JSON value fails;
 //! one it parses, the reference masks (or refuses: an undeclared member
-//! under `refuse`, a key that does not decode at a declared level, a
-//! `hash` without a key), and the scanner's output, parsed the same way,
+//! under `refuse`, a hidden member's name written otherwise, a key that
+//! does not decode at a declared level, a `hash` without a key), and the scanner's output, parsed the same way,
 //! is exactly that tree: each key and scalar byte for byte as sent, each
 //! hidden value as its method makes it.
 
@@ -529,6 +529,11 @@ pub(super) fn masked(node: &Node, level: &Level, key: Option<&hmac::Key>) -> Res
                     Some(Rule::Hide(mask)) => {
                         let made = hide(*mask, &text(v), key)?;
                         parse(&made).map_err(|_| "not JSON made".to_string())?.0
+                    }
+                    // A hidden member's name written otherwise (case,
+                    // spaces, separators), under any `undeclared`.
+                    None if level.hidden_otherwise(&name) => {
+                        return Err("a hidden name written otherwise".into())
                     }
                     None => match level.undeclared {
                         Some(Undeclared::Omit) => continue,

@@ -129,6 +129,7 @@ pub fn mask_coded(data: &[u8]) {
     let body_transform = transform
         .head(&mut response)
         .expect("a coded NDJSON response is masked")
+        .rewrite()
         .expect("with a body transform");
     assert!(
         !response

@@ -7,7 +7,8 @@
 //! unused), then the body, under the same plan: the columns `a` (visible),
 //! `b` and `l` (hidden) and `c` and `i` (visible, but fields of their own
 //! are hidden: a CSV cell cannot be masked inside, so either refuses the
-//! response); any other column is undeclared.
+//! response); any other column is undeclared (one that is a hidden
+//! column's name written otherwise, `B` or ` l`, refuses it).
 //!
 //! Checked: fed in chunks and whole, the same bytes (or both fail); a body
 //! the reference refuses fails; otherwise the output, read the same way,
@@ -234,6 +235,9 @@ fn column(level: &tree::Level, name: &[u8]) -> Result<Column, String> {
         Some(Rule::Show(..)) => Column::Keep,
         Some(Rule::Hide(Mask::Omit)) => Column::Drop,
         Some(Rule::Hide(m)) => Column::Hide(*m),
+        None if level.hidden_otherwise(name) => {
+            return Err("a hidden column's name written otherwise".into())
+        }
         None => match level.undeclared {
             Some(Undeclared::Omit) => Column::Drop,
             Some(Undeclared::Refuse) => return Err("an undeclared column".into()),

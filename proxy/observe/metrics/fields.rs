@@ -1,8 +1,8 @@
 //! Response governance's metrics: the fields hidden in responses, the
-//! requests whose shadow field plan differs from the enforced one, and
-//! the hash key's reloads. Labels are bounded: a product and a dataset
-//! come from the contracts, a mask is one of six methods; no value of a
-//! response or request is a label.
+//! error bodies withheld, the requests whose shadow field plan differs
+//! from the enforced one, and the hash key's reloads. Labels are bounded:
+//! a product and a dataset come from the contracts, a mask is one of six
+//! methods; no value of a response or request is a label.
 
 use std::sync::Arc;
 
@@ -34,6 +34,9 @@ pub struct DatasetLabels {
 #[derive(Clone, Debug)]
 pub struct FieldMetrics {
     pub hidden: Family<HiddenLabels, Counter>,
+    /// Error and redirect responses of a masked route whose body was
+    /// withheld (it could not be masked).
+    pub withheld: Family<DatasetLabels, Counter>,
     pub shadow_disagreements: Family<DatasetLabels, Counter>,
     pub key_reloads: Family<ResultLabels, Counter>,
     /// Contract conformance (`conformance.rs`).
@@ -47,6 +50,12 @@ impl FieldMetrics {
             "fields_hidden",
             "Fields hidden in responses, by product, dataset and mask: a response masked by a field plan that hides N fields adds N (whatever the number of records in it)",
             hidden.clone(),
+        );
+        let withheld = Family::<DatasetLabels, Counter>::default();
+        registry.register(
+            "fields_withheld_bodies",
+            "Error and redirect responses on a route whose field plan hides something, by product and dataset, whose body was not JSON, NDJSON or CSV: answered with their status and the sidecar's own body (error body_withheld)",
+            withheld.clone(),
         );
         let shadow_disagreements = Family::<DatasetLabels, Counter>::default();
         registry.register(
@@ -65,6 +74,7 @@ impl FieldMetrics {
         }
         FieldMetrics {
             hidden,
+            withheld,
             shadow_disagreements,
             key_reloads,
             conformance: super::ConformanceMetrics::register(registry),

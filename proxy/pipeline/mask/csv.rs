@@ -12,9 +12,11 @@
 //! It fails closed: a quote inside an unquoted cell, text after a closing
 //! quote, a lone carriage return, a record with another number of cells
 //! than the header, a body that ends inside quotes, a hidden cell that is
-//! not UTF-8, an undeclared column under `undeclared: refuse`, or a
-//! visible column whose own declared fields hide something (a cell cannot
-//! be masked inside) cut the stream.
+//! not UTF-8, an undeclared column under `undeclared: refuse`, a column
+//! that is a hidden field's name written otherwise (` customer_email`
+//! after a `, ` separator, `Customer_Email`: `tree::Level::hidden_otherwise`),
+//! or a visible column whose own declared fields hide something (a cell
+//! cannot be masked inside) cut the stream.
 
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -363,6 +365,14 @@ impl CsvMasker {
                     .unwrap_or(b"***"),
             ),
             Some(Rule::Hide(m)) => Column::Method(*m),
+            // ` customer_email` (a `, ` separator), `Customer_Email`: a
+            // reader that trims or folds case takes it for the hidden one.
+            None if self.root.hidden_otherwise(name) => {
+                return Err(format!(
+                    "a column ({} bytes) that is a hidden field's name written otherwise (case, spaces, separators)",
+                    name.len()
+                ))
+            }
             None => match self.root.undeclared {
                 Some(Undeclared::Pass) | None => Column::Copy,
                 Some(Undeclared::Omit) => Column::Drop,

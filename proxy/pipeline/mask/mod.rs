@@ -4,19 +4,28 @@
 //! It needs a body it can read as records: `application/json` (or a
 //! `+json` type), NDJSON (`application/x-ndjson`, `application/jsonl`) or
 //! CSV with a header row (`text/csv`); a successful response of another
-//! type is refused before its head is sent (502 `unmaskable_response`); an
-//! error response of another type is passed on as it is (it holds no
-//! records). JSON and NDJSON go through [`scan::Scanner`], CSV through
+//! type, or one of these types it cannot read (another charset) whatever
+//! its status, is refused before its head is sent (502
+//! `unmaskable_response`); an error or redirect of another type keeps its
+//! status and head, and its body is withheld (the sidecar answers its own,
+//! `body_withheld`). Every response of a masked route, a 304's or 204's
+//! too, loses what describes the upstream's bytes and is kept from shared
+//! caches ([`Audience::Masked`]); one of a route whose plan hides nothing
+//! from this caller is kept from them too ([`Audience::Caller`]). JSON
+//! and NDJSON go through [`scan::Scanner`], CSV through
 //! [`csv::CsvMasker`]: a body that is not of its type, a value a method
-//! cannot make, or an undeclared field under `undeclared: refuse`, cuts
+//! cannot make, an undeclared field under `undeclared: refuse`, or a
+//! hidden field under a name written otherwise (`Customer_Email`), cuts
 //! the stream. A compressed body (`gzip`, `deflate`, `br`, `zstd`, though
 //! the request asked for `identity`) is decoded as it streams
 //! ([`decode`]) and sent as identity.
 
+mod caller;
 pub mod conform;
 pub mod csv;
 pub mod decode;
 mod key;
+mod member;
 mod methods;
 mod run;
 pub mod scan;
@@ -27,9 +36,9 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use crate::decision::fields::{FieldPlan, HiddenCounters, Mask};
+use crate::decision::fields::{FieldPlan, HiddenCounters, Mask, PlanCounters};
 use crate::model::conformance::Kinds;
-use crate::model::response::{BodyTransform, ResponseTransform, TransformError};
+use crate::model::response::{Audience, BodyTransform, ResponseTransform, Shaped, TransformError};
 
 use crate::observe::metrics::{DatasetLabels, FieldMetrics, HiddenLabels};
 pub use key::{hashed_fields, HashKey, HashKeys};
@@ -61,8 +70,8 @@ pub struct FieldMasking {
     key: Option<HashKey>,
     inner: Option<Arc<dyn ResponseTransform>>,
     /// `meshgate_fields_hidden_total` of the plan's product and dataset,
-    /// by mask, and how many fields of each a masked response hides
-    /// (kept with the plan).
+    /// by mask, and how many fields of each a masked response hides, and
+    /// its `meshgate_fields_withheld_bodies_total` (kept with the plan).
     hidden: HiddenCounters,
     /// Checked against the contract as well (a sampled response).
     conformance: Option<conform::Sampled>,
@@ -80,23 +89,24 @@ pub struct Masking<'a> {
 }
 
 impl FieldMasking {
-    /// The transform for `m.plan`, or the route's own when the plan
-    /// changes nothing (then watching the body when it is checked against
-    /// the contract).
+    /// The transform for `m.plan`: when the plan changes nothing for this
+    /// caller, the route's own, its answers marked as the caller's (and
+    /// the body watched when it is checked against the contract).
     pub fn for_plan(
         m: Masking<'_>,
         inner: Option<Arc<dyn ResponseTransform>>,
     ) -> Option<Arc<dyn ResponseTransform>> {
         let plan = m.plan?;
         if !plan.rewrites() {
-            return match m.conformance {
-                Some(sampled) => Some(watch::Watching::transform(plan, sampled, inner)),
-                None => inner,
-            };
+            // Another caller's answer from the same URL may be masked.
+            return Some(match m.conformance {
+                Some(sampled) => watch::Watching::transform(plan, sampled, inner),
+                None => caller::PerCaller::transform(inner),
+            });
         }
         let hidden = plan.hidden_counters(|| {
             let dataset = &plan.specs.dataset;
-            Mask::ALL
+            let hidden = Mask::ALL
                 .into_iter()
                 .filter_map(|mask| {
                     let n = plan.hidden.iter().filter(|h| h.mask == mask).count() as u64;
@@ -109,7 +119,13 @@ impl FieldMasking {
                         (m.metrics.hidden.get_or_create(&labels).clone(), n)
                     })
                 })
-                .collect()
+                .collect();
+            let labels = DatasetLabels {
+                product: m.product.clone(),
+                dataset: dataset.clone(),
+            };
+            let withheld = m.metrics.withheld.get_or_create(&labels).clone();
+            Arc::new(PlanCounters { hidden, withheld })
         });
         let tree = match m.conformance {
             Some(_) => plan.checked_tree(),
@@ -385,33 +401,41 @@ impl ResponseTransform for FieldMasking {
         ))
     }
 
-    fn head(
-        &self,
-        head: &mut http::response::Parts,
-    ) -> Result<Option<Box<dyn BodyTransform>>, TransformError> {
+    fn audience(&self) -> Audience {
+        Audience::Masked
+    }
+
+    fn head(&self, head: &mut http::response::Parts) -> Result<Shaped, TransformError> {
         if let Some(inner) = &self.inner {
-            if inner.head(head)?.is_some() {
+            if !matches!(inner.head(head)?, Shaped::Passed) {
                 return Err(refused("the route's own transform rewrites the body too"));
             }
         }
         if empty(head) {
-            return Ok(None);
+            return Ok(Shaped::Passed);
         }
         let format = match format(head) {
             Ok(f) => f,
-            // An error's body holds no records: passed as it is.
-            Err(_) if !head.status.is_success() => return Ok(None),
+            // An error or redirect of a type that holds no records may
+            // hold one all the same (a framework's debug page echoing
+            // what it had): its status and head pass, its body does not.
+            Err(NotRead::OtherType(_)) if !head.status.is_success() => {
+                self.hidden.withheld.inc();
+                return Ok(Shaped::Withheld);
+            }
+            // A record type in a form that cannot be read (another
+            // charset, two types): refused, whatever the status.
             Err(why) => return Err(refused(format!("{why}, and a field plan applies"))),
         };
         let coding = decode::coding(&head.headers)
             .map_err(|why| refused(format!("{why}, and a field plan applies")))?;
-        for (counter, n) in self.hidden.iter() {
+        for (counter, n) in self.hidden.hidden.iter() {
             counter.inc_by(*n);
         }
         let (tree, key) = (self.tree.clone(), self.key.clone());
         let body: Box<dyn BodyTransform> =
             Box::new(MaskBody::of(format, tree, key, self.conformance.clone()));
-        Ok(Some(match coding {
+        Ok(Shaped::Rewritten(match coding {
             None => body,
             Some(coding) => {
                 // Sent as identity.

@@ -25,10 +25,11 @@ use std::sync::Arc;
 use aws_lc_rs::hmac;
 
 use super::conform::Checker;
+use super::member::{member_of, Member};
 use super::methods;
 use super::run;
 use super::tree::{Level, Rule, NO_CHECK};
-use crate::decision::fields::{Mask, Shape, Undeclared};
+use crate::decision::fields::Mask;
 use crate::model::conformance::Kind;
 
 /// The longest hidden value a method reads whole.
@@ -50,17 +51,6 @@ enum Mode {
     CopyCheck,
     /// Held for a conformance check only (a hidden value).
     Check,
-}
-
-/// What happens to the value of the member being read at a declared level.
-#[derive(Debug, Clone)]
-enum Member {
-    Copy,
-    Skip,
-    Null,
-    Redact,
-    Capture(Mask),
-    Into(Arc<Level>),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -395,13 +385,14 @@ impl Scanner {
             if chunk.get(colon) != Some(&b':') {
                 break;
             }
-            let (rule, hint) = level.rule_from(&chunk[k + 1..colon - 1], top.hint);
+            let name = &chunk[k + 1..colon - 1];
+            let (rule, hint) = level.rule_from(name, top.hint);
             // (A member with a level below goes to the token path before
             // its level's `Arc` would be cloned for nothing.)
             if matches!(rule, Some(Rule::Show(_, Some(_)))) {
                 break;
             }
-            let Some(member) = member_of(rule, level.undeclared) else {
+            let Ok(member) = member_of(&level, rule, name) else {
                 break;
             };
             let Some(end) = scalar_end(chunk, colon + 1) else {
@@ -674,11 +665,7 @@ impl Scanner {
             c.violation(Kind::Undeclared)?;
         }
         let (rule, hint) = level.rule_from(name, hint);
-        let Some(member) = member_of(rule, level.undeclared) else {
-            // Its name, which may be data (a record keyed by value), is
-            // not written to the log.
-            return Err(format!("an undeclared field ({} bytes)", name.len()));
-        };
+        let member = member_of(level, rule, name).map_err(|why| why.reason(name))?;
         let kept = !matches!(member, Member::Skip);
         let Some(top) = self.stack.last_mut() else {
             return Err("a key outside an object".into());
@@ -845,25 +832,6 @@ fn plain_string(chunk: &[u8], i: usize) -> Option<usize> {
     let rest = chunk.get(i + 1..)?;
     let run = run::json_text(rest);
     (rest.get(run) == Some(&b'"')).then_some(i + run + 2)
-}
-
-/// What the value of a member with `rule` gets (`None`: an undeclared
-/// member under `undeclared: refuse`).
-fn member_of(rule: Option<&Rule>, undeclared: Option<Undeclared>) -> Option<Member> {
-    Some(match rule {
-        Some(Rule::Show(Shape::Leaf, _)) => Member::Copy,
-        Some(Rule::Show(_, Some(below))) => Member::Into(below.clone()),
-        Some(Rule::Show(_, None)) => Member::Copy,
-        Some(Rule::Hide(Mask::Omit)) => Member::Skip,
-        Some(Rule::Hide(Mask::Null)) => Member::Null,
-        Some(Rule::Hide(Mask::Redact)) => Member::Redact,
-        Some(Rule::Hide(m)) => Member::Capture(*m),
-        None => match undeclared {
-            Some(Undeclared::Pass) | None => Member::Copy,
-            Some(Undeclared::Omit) => Member::Skip,
-            Some(Undeclared::Refuse) => return None,
-        },
-    })
 }
 
 /// Where the scalar that starts at `chunk[v]` ends, when it is whole in

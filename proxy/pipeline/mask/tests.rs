@@ -752,3 +752,52 @@ fn the_format_is_read_from_the_content_type_whatever_its_case() {
     assert!(of("application/").is_err());
     assert!(of("é").is_err());
 }
+
+/// A key or column that is no declared name byte for byte, but a hidden
+/// one's written otherwise (case, spaces, separators), at whatever level
+/// it hides: refused under every `undeclared` mode, in any chunking. A
+/// JSON escape is decoded before names are matched; names that match no
+/// hidden one pass as undeclared.
+#[test]
+fn a_hidden_name_written_otherwise_is_refused_at_its_level() {
+    for undeclared in [Undeclared::Pass, Undeclared::Omit, Undeclared::Refuse] {
+        let p = plan(Mask::Hash, undeclared);
+        for body in [
+            r#"{"id":1,"Email":"a@b"}"#,
+            r#"{"id":1," email":"a@b"}"#,
+            r#"{"id":1,"e\u006dail ":"a@b"}"#,
+            r#"{"id":1,"shipping":{"STREET":"x"}}"#,
+            r#"{"Shipping":{"street":"x"}}"#,
+            r#"[{"lines":[{"sku":"X","_cost":1}]}]"#,
+        ] {
+            for step in [1, 3, 4096] {
+                let masked = mask(&p, body, step);
+                assert!(masked.is_err(), "{undeclared:?} {body} {step}: {masked:?}");
+            }
+        }
+        let csv = csv_plan(Mask::Omit, undeclared);
+        for body in [
+            "id, email\n1, a@b\n",
+            "id,EMAIL\n1,a@b\n",
+            "id,\"e-mail\"\n1,a@b\n",
+        ] {
+            assert!(mask_csv(&csv, body, 2).is_err(), "{undeclared:?} {body}");
+        }
+    }
+    let p = plan(Mask::Hash, Undeclared::Pass);
+    let escaped = mask(&p, r#"{"e\u006dail":"a@b"}"#, 2).expect("masked");
+    assert!(
+        escaped.starts_with(r#"{"e\u006dail":"hmac-sha256:"#),
+        "{escaped}"
+    );
+    // `ID` is the visible `id` written otherwise: an undeclared field.
+    let body = r#"{"ID":1,"City":"K","emails":2}"#;
+    assert_eq!(mask(&p, body, 2).as_deref(), Ok(body));
+    // A plan that hides nothing at a level takes any name there.
+    let open = FieldPlan {
+        hidden: Vec::new(),
+        verdicts: vec![None; 8],
+        ..plan(Mask::Hash, Undeclared::Omit)
+    };
+    assert_eq!(mask(&open, r#"{"Email":1}"#, 1).as_deref(), Ok("{}"));
+}

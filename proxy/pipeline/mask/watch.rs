@@ -26,7 +26,7 @@ use super::decode::{self, Decoder};
 use super::{empty, format, tree, MaskBody, NotRead};
 use crate::decision::fields::{FieldPlan, Mode};
 use crate::model::conformance::{Kind, Kinds};
-use crate::model::response::{BodyTransform, ResponseTransform, TransformError};
+use crate::model::response::{Audience, BodyTransform, ResponseTransform, Shaped, TransformError};
 
 /// Checks the responses of one request against the contract, unchanged.
 pub struct Watching {
@@ -74,30 +74,34 @@ impl ResponseTransform for Watching {
         self.inner.as_ref().and_then(|t| t.refuses_grpc())
     }
 
-    fn head(
-        &self,
-        head: &mut http::response::Parts,
-    ) -> Result<Option<Box<dyn BodyTransform>>, TransformError> {
+    /// The same URL may be masked for another caller.
+    fn audience(&self) -> Audience {
+        Audience::Caller
+    }
+
+    fn head(&self, head: &mut http::response::Parts) -> Result<Shaped, TransformError> {
         if let Some(inner) = &self.inner {
-            if inner.head(head)?.is_some() {
+            if !matches!(inner.head(head)?, Shaped::Passed) {
                 return Err(refused("the route's own transform rewrites the body"));
             }
         }
+        // (Nothing is hidden from this caller: an error's body, which the
+        // contract does not describe, passes unchecked.)
         if empty(head) || !head.status.is_success() {
-            return Ok(None);
+            return Ok(Shaped::Passed);
         }
         let format = match format(head) {
             Ok(format) => format,
             Err(NotRead::Unreadable(why)) if self.sampled.mode == Mode::Enforce => {
                 return Err(refused(&format!("{why}: the body cannot be checked")))
             }
-            Err(_) => return Ok(None),
+            Err(_) => return Ok(Shaped::Passed),
         };
         let coding = match decode::coding(&head.headers) {
             Ok(coding) if head.status != http::StatusCode::PARTIAL_CONTENT => coding,
             _ => {
                 return match self.sampled.mode {
-                    Mode::Observe => Ok(None),
+                    Mode::Observe => Ok(Shaped::Passed),
                     Mode::Enforce => Err(refused(
                         "a range, or a body in stacked or unknown codings, cannot be checked",
                     )),
@@ -105,7 +109,7 @@ impl ResponseTransform for Watching {
             }
         };
         let body = MaskBody::of(format, self.tree.clone(), None, Some(self.sampled.clone()));
-        Ok(Some(Box::new(Watch {
+        Ok(Shaped::Rewritten(Box::new(Watch {
             body,
             decoder: coding.map(Decoder::new),
             stopped: false,

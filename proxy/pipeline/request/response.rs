@@ -9,7 +9,7 @@ use http::header::{self, HeaderValue};
 use http::{HeaderMap, Method, Response, Version};
 
 use crate::decision::quota;
-use crate::model::response::ResponseTransform;
+use crate::model::response::{Audience, ResponseTransform, Shaped};
 use crate::pipeline::body::ProxyBody;
 use crate::pipeline::error::ProxyError;
 use crate::pipeline::headers::{remove_named, remove_where};
@@ -51,7 +51,10 @@ pub(super) fn ask_for_the_whole_body(headers: &mut HeaderMap) {
 
 /// The response stage: the route's transform, when it has one, sees the
 /// head and may rewrite the body as it streams (a refusal here is a 502,
-/// nothing of the upstream's response is sent); then the consumer's
+/// nothing of the upstream's response is sent) or withhold it (the
+/// status and head are answered with the sidecar's own body, by
+/// `ProxyError::Withheld`); every answer of a route whose answers depend
+/// on the caller is marked so ([`mark_for`]); then the consumer's
 /// `RateLimit` headers, in place of any the upstream sent. A route without
 /// a transform costs one branch.
 ///
@@ -72,40 +75,51 @@ pub(super) async fn response_stage(
         None => resp,
         Some(t) => {
             let (mut head, mut body) = resp.into_parts();
-            if let Some(rewrite) = t.head(&mut head)? {
-                let verbatim = rewrite.verbatim();
-                // Said of the bytes the upstream would have sent, even
-                // where none are (HEAD): untrue of the rewritten ones.
-                if !verbatim {
-                    forget_the_bytes(&mut head.headers);
-                    keep_private(&mut head.headers);
+            let shaped = t.head(&mut head)?;
+            let audience = t.audience();
+            // Every answer of the route, whatever its status or body.
+            mark_for(audience, &mut head.headers);
+            match shaped {
+                Shaped::Passed => {}
+                Shaped::Withheld => {
+                    rate_limit_headers(&mut head.headers, admission);
+                    return Err(ProxyError::Withheld(Box::new(head)));
                 }
-                // HEAD, 204 and 304 have no body to rewrite (RFC 9110 6.4.1).
-                let bodiless = request.0 == Method::HEAD
-                    || matches!(head.status.as_u16(), 204 | 304)
-                    || head.status.is_informational();
-                if !bodiless {
-                    let ahead = rewrite.look_ahead();
-                    if !verbatim {
-                        prepare_rewrite(&mut head, request.1)?;
-                    } else if ahead
-                        && request.1 < Version::HTTP_11
-                        && !head.headers.contains_key(header::CONTENT_LENGTH)
-                    {
-                        // A watch that enforces may cut the body, which an
-                        // HTTP/1.0 client reading to the connection's end
-                        // would take for all of it (with a Content-Length,
-                        // a cut is short of it).
-                        return Err(refused_for_http_1_0());
+                Shaped::Rewritten(rewrite) => {
+                    let verbatim = rewrite.verbatim();
+                    // Said of the bytes the upstream would have sent, even
+                    // where none are (HEAD): untrue of the rewritten ones.
+                    if !verbatim && audience != Audience::Masked {
+                        forget_the_bytes(&mut head.headers);
+                        keep_private(&mut head.headers);
                     }
-                    body.rewrite(rewrite);
-                    if ahead {
-                        let read = tokio::time::timeout(look_ahead, body.look_ahead()).await;
-                        // Past the bound the head goes: the rest is still
-                        // checked as it streams.
-                        if let Ok(Err(e)) = read {
-                            *violations = body.violations();
-                            return Err(e.into());
+                    // HEAD, 204 and 304 have no body to rewrite (RFC 9110 6.4.1).
+                    let bodiless = request.0 == Method::HEAD
+                        || matches!(head.status.as_u16(), 204 | 304)
+                        || head.status.is_informational();
+                    if !bodiless {
+                        let ahead = rewrite.look_ahead();
+                        if !verbatim {
+                            prepare_rewrite(&mut head, request.1)?;
+                        } else if ahead
+                            && request.1 < Version::HTTP_11
+                            && !head.headers.contains_key(header::CONTENT_LENGTH)
+                        {
+                            // A watch that enforces may cut the body, which an
+                            // HTTP/1.0 client reading to the connection's end
+                            // would take for all of it (with a Content-Length,
+                            // a cut is short of it).
+                            return Err(refused_for_http_1_0());
+                        }
+                        body.rewrite(rewrite);
+                        if ahead {
+                            let read = tokio::time::timeout(look_ahead, body.look_ahead()).await;
+                            // Past the bound the head goes: the rest is still
+                            // checked as it streams.
+                            if let Ok(Err(e)) = read {
+                                *violations = body.violations();
+                                return Err(e.into());
+                            }
                         }
                     }
                 }
@@ -113,16 +127,73 @@ pub(super) async fn response_stage(
             Response::from_parts(head, body)
         }
     };
-    // Under a quota the `RateLimit` headers are the quota's, never the
-    // upstream's. (The in-flight places go with the body: `ProxyBody::hold`.)
+    rate_limit_headers(resp.headers_mut(), admission);
+    Ok(resp)
+}
+
+/// Under a quota the `RateLimit` headers are the quota's, never the
+/// upstream's. (The in-flight places go with the body: `ProxyBody::hold`.)
+fn rate_limit_headers(headers: &mut HeaderMap, admission: Option<&quota::Admitted>) {
     if let Some(a) = admission {
         match &a.state {
-            Some(state) => state.set_headers(resp.headers_mut()),
-            None if a.metered => quota::QuotaState::remove_headers(resp.headers_mut()),
+            Some(state) => state.set_headers(headers),
+            None if a.metered => quota::QuotaState::remove_headers(headers),
             None => {}
         }
     }
-    Ok(resp)
+}
+
+/// The head of every answer of a route whose answers depend on the
+/// caller: kept from shared caches and varying by what a field plan
+/// reads; on a masked route, without what describes the upstream's bytes
+/// (an unsolicited 304's `ETag` is the unmasked body's).
+fn mark_for(audience: Audience, headers: &mut HeaderMap) {
+    match audience {
+        Audience::Anyone => return,
+        Audience::Caller => {}
+        Audience::Masked => forget_the_bytes(headers),
+    }
+    keep_private(headers);
+    vary_by_caller(headers);
+}
+
+/// What a field plan reads from the request besides the client's
+/// certificate (which `Vary` cannot name): the end user's token and the
+/// declared purpose.
+const VARY_BY_CALLER: &str = "Authorization, X-Data-Purpose";
+
+/// `Vary` names the request headers a field plan reads, beside those the
+/// upstream named (one field; `*` stays `*`): a private cache that holds
+/// answers for several users or purposes does not give one's to another.
+fn vary_by_caller(headers: &mut HeaderMap) {
+    if !headers.contains_key(header::VARY) {
+        headers.insert(header::VARY, HeaderValue::from_static(VARY_BY_CALLER));
+        return;
+    }
+    let mut names: Vec<String> = Vec::new();
+    let mut any = false;
+    let mut add = |name: &str| {
+        any |= name == "*";
+        if !names.iter().any(|n| n.eq_ignore_ascii_case(name)) {
+            names.push(name.to_string());
+        }
+    };
+    for v in headers.get_all(header::VARY) {
+        // A value that is not text cannot be read: dropped.
+        let Ok(text) = v.to_str() else { continue };
+        text.split(',')
+            .map(str::trim)
+            .filter(|n| !n.is_empty())
+            .for_each(&mut add);
+    }
+    VARY_BY_CALLER.split(", ").for_each(&mut add);
+    let value = match any {
+        true => HeaderValue::from_static("*"),
+        false => HeaderValue::from_str(&names.join(", "))
+            .unwrap_or_else(|_| HeaderValue::from_static(VARY_BY_CALLER)),
+    };
+    // One field, in place of every one there was.
+    headers.insert(header::VARY, value);
 }
 
 fn refused_for_http_1_0() -> ProxyError {
@@ -330,5 +401,53 @@ mod tests {
             after(&["private=\"set-cookie\", max-age=9"]),
             "private=\"set-cookie\", max-age=9, private"
         );
+    }
+
+    #[test]
+    fn an_answer_for_one_caller_varies_by_what_a_plan_reads() {
+        let after = |values: &[&str]| {
+            let mut h = HeaderMap::new();
+            for v in values {
+                h.append(header::VARY, HeaderValue::from_str(v).expect("value"));
+            }
+            vary_by_caller(&mut h);
+            let all: Vec<_> = h.get_all(header::VARY).iter().collect();
+            assert_eq!(all.len(), 1, "{values:?}");
+            all[0].to_str().expect("text").to_string()
+        };
+        assert_eq!(after(&[]), "Authorization, X-Data-Purpose");
+        assert_eq!(
+            after(&["Accept-Encoding"]),
+            "Accept-Encoding, Authorization, X-Data-Purpose"
+        );
+        assert_eq!(
+            after(&["accept-encoding, authorization", "Origin,"]),
+            "accept-encoding, authorization, Origin, X-Data-Purpose"
+        );
+        assert_eq!(after(&["Origin, *"]), "*");
+    }
+
+    #[test]
+    fn every_head_of_a_route_whose_answers_are_the_callers_is_marked() {
+        let head = || {
+            let mut h = HeaderMap::new();
+            h.insert(header::ETAG, HeaderValue::from_static("\"v1\""));
+            h.insert(
+                header::CACHE_CONTROL,
+                HeaderValue::from_static("public, max-age=9"),
+            );
+            h
+        };
+        let mut h = head();
+        mark_for(Audience::Anyone, &mut h);
+        assert_eq!(h, head());
+        for (audience, etag) in [(Audience::Caller, true), (Audience::Masked, false)] {
+            let mut h = head();
+            mark_for(audience, &mut h);
+            assert_eq!(h.contains_key(header::ETAG), etag, "{audience:?}");
+            let cache = h.get(header::CACHE_CONTROL).map(|v| v.as_bytes());
+            assert_eq!(cache, Some(&b"max-age=9, private"[..]), "{audience:?}");
+            assert!(h.contains_key(header::VARY), "{audience:?}");
+        }
     }
 }
