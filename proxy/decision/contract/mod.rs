@@ -309,7 +309,7 @@ impl<'a> Reader<'a> {
                         }
                         serde_path_to_error::Segment::Map { key } => {
                             steps.push(Step::Key(key.clone()));
-                            shown.push_str(&format!(".{key}"));
+                            shown.push_str(&format!(".{}", key.escape_debug()));
                         }
                         _ => {}
                     }
@@ -357,3 +357,5 @@ pub const REPORTED: usize = 50;
 mod strict_tests;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod text_tests;

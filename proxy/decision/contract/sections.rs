@@ -585,7 +585,7 @@ fn routes(
                 p.push(Step::KeyName(k.clone()));
                 r.error(
                     p,
-                    format!("{field}.{k}"),
+                    format!("{field}.{}", k.escape_debug()),
                     keys::unknown_field(&k, &ROUTE_KEYS),
                 );
             }
