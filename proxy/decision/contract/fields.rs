@@ -133,6 +133,11 @@ fn properties(
             continue;
         }
         names.push(name);
+        if let Err(why) = super::charset::text(name) {
+            let n = below(&at, &["name"]);
+            r.error(n.clone(), shown(&n), why);
+            continue;
+        }
         property(r, item, name, &at, parent, ds);
     }
 }
