@@ -1,8 +1,8 @@
 //! Contract text that would break what meshgate makes of it: a version that
 //! ends a YAML comment and starts a document of its own in the mesh's rule
 //! file, a template action in an id or a version, a name that is not one,
-//! a key that forges a line of CI output. Each is refused (or escaped)
-//! where it is read, at its `file:line:col`.
+//! a link to `javascript:`, a key that forges a line of CI output. Each is
+//! refused (or escaped) where it is read, at its `file:line:col`.
 
 use super::tests::assert_errors_at;
 use super::*;
@@ -110,6 +110,43 @@ fn names_and_free_text_outside_their_characters_are_refused_at_them() {
             "holds `\\n`: a dataset name is 1 to 128",
         )],
     );
+}
+
+#[test]
+fn link_targets_that_leave_http_or_the_uri_characters_are_refused_at_them() {
+    let with_link = |property: &str, value: &str| {
+        edited(
+            "customProperties:\n",
+            &format!("customProperties:\n  - property: {property}\n    value: '{value}'\n"),
+        )
+    };
+    for (value, what) in [
+        ("/{{.}}", "holds `{`: not a URI character"),
+        ("/orders/é", "holds `é`: a link is ASCII"),
+        ("javascript:alert(1)", "scheme `javascript:`"),
+        ("mailto:owner@acme.example", "scheme `mailto:`"),
+        ("//evil.example/x", "scheme-relative"),
+        ("https://docs@evil.example/x", "user information"),
+        ("v3/orders", "a relative path"),
+    ] {
+        for property in ["successorVersion", "deprecationLink"] {
+            assert_errors_at(
+                &with_link(property, value),
+                "o.yaml",
+                &[(
+                    &format!("o.yaml:36:12: customProperties.{property}: "),
+                    what,
+                )],
+            );
+        }
+    }
+    // An absolute http(s) URI may name any host (a docs site).
+    let c = read(
+        &with_link("deprecationLink", "https://docs.example/orders%C3%A9"),
+        "o.yaml",
+    )
+    .expect("parses");
+    assert!(c.warnings.is_empty(), "{:?}", c.warnings);
 }
 
 #[test]
