@@ -311,25 +311,71 @@ pub fn generate<'a>(
     buckets: &[f64],
     sunset_window: Duration,
     conformance: crate::decision::fields::ConformanceSettings,
-) -> Generated {
+) -> Result<Generated, GroupTwice> {
     let products: Vec<&Product> = products.into_iter().collect();
     let (slos, mut warnings) = slos(products.iter().copied(), buckets);
     let sunsets = super::sunset::sunsets(&products, sunset_window, &mut warnings);
     let mut groups = Vec::new();
+    // Who each group is for, to name both when a name comes twice.
+    let mut owners = Vec::new();
     for s in &slos {
-        groups.extend(product_groups(s));
+        let own = product_groups(s);
+        let file = products.iter().find(|p| p.id == s.product).map(|p| &p.file);
+        let owner = format!("product `{}` of {}", s.product, file.map_or("?", |f| f));
+        owners.extend(own.iter().map(|_| owner.clone()));
+        groups.extend(own);
     }
     groups.extend(super::sunset::group(&sunsets));
     let conformance = super::conformance::watched(&products, conformance);
     groups.extend(super::conformance::group(&conformance));
     groups.push(static_group());
-    Generated {
+    owners.resize(groups.len(), "meshgate's own alerts".to_string());
+    once_each(&groups, &owners)?;
+    Ok(Generated {
         slos,
         sunsets,
         conformance,
         rules: RuleFile { groups },
         warnings,
+    })
+}
+
+/// A rule group name that would be written twice: Prometheus refuses a
+/// file that repeats one, and with it every domain's alerts.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("rule group `{name}` would be written twice, for {first} and for {second}: Prometheus refuses a rule file that repeats a group name")]
+pub struct GroupTwice {
+    pub name: String,
+    pub first: String,
+    pub second: String,
+}
+
+/// Each group name once (`owners[i]`: who group `i` is for).
+fn once_each(groups: &[RuleGroup], owners: &[String]) -> Result<(), GroupTwice> {
+    let mut seen: BTreeMap<&str, usize> = BTreeMap::new();
+    for (i, g) in groups.iter().enumerate() {
+        if let Some(&first) = seen.get(g.name.as_str()) {
+            return Err(GroupTwice {
+                name: g.name.clone(),
+                first: owners[first].clone(),
+                second: owners[i].clone(),
+            });
+        }
+        seen.insert(&g.name, i);
     }
+    Ok(())
+}
+
+/// The names of a product's two groups: its SLIs and alerts, and its
+/// period rules. A product id holds no `/` (nor any character outside
+/// `A-Z a-z 0-9 . _ - :`), so no product's names are another's: the period
+/// group was once `meshgate-slo-<id>-period`, the name of the first group of
+/// a product `<id>-period`.
+pub fn group_names(product: &str) -> [String; 2] {
+    [
+        format!("meshgate-slo-{product}"),
+        format!("meshgate-slo-{product}/period"),
+    ]
 }
 
 impl Generated {
@@ -652,14 +698,15 @@ fn product_groups(s: &ProductSlos) -> Vec<RuleGroup> {
         ));
     }
     sli.extend(alerts);
+    let [name, period_name] = group_names(&s.product);
     vec![
         RuleGroup {
-            name: format!("meshgate-slo-{}", s.product),
+            name,
             interval: None,
             rules: sli,
         },
         RuleGroup {
-            name: format!("meshgate-slo-{}-period", s.product),
+            name: period_name,
             interval: Some(PERIOD_INTERVAL.to_string()),
             rules: period,
         },

@@ -5,7 +5,7 @@ use crate::observe::metrics::DURATION_BUCKETS;
 
 /// Without sunsets (see tools::sunset for those).
 fn generate<'a>(products: impl IntoIterator<Item = &'a Product>, buckets: &[f64]) -> Generated {
-    super::generate(products, buckets, Duration::ZERO, Default::default())
+    super::generate(products, buckets, Duration::ZERO, Default::default()).expect("generated")
 }
 
 fn product(id: &str, availability: Option<f64>, latency_ms: Option<u64>) -> Product {
@@ -175,7 +175,7 @@ fn slas_that_cannot_be_watched_are_warned_about_not_generated() {
         names,
         [
             "meshgate-slo-a.loose",
-            "meshgate-slo-a.loose-period",
+            "meshgate-slo-a.loose/period",
             "meshgate"
         ]
     );
@@ -215,4 +215,46 @@ fn the_yaml_reads_back_as_the_same_rules_and_numbers_are_exact() {
     assert_eq!(number(14.4), "14.4");
     assert_eq!(number(6.0), "6");
     assert_eq!(quoted("a\"b\\c"), "\"a\\\"b\\\\c\"");
+}
+
+#[test]
+fn a_product_named_like_another_products_period_group_gets_groups_of_its_own() {
+    let g = generate(
+        [
+            &product("sales.orders-period", Some(99.9), None),
+            &product("sales.orders", Some(99.9), None),
+        ],
+        &DURATION_BUCKETS,
+    );
+    let names: Vec<&str> = g.rules.groups.iter().map(|g| g.name.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "meshgate-slo-sales.orders",
+            "meshgate-slo-sales.orders/period",
+            "meshgate-slo-sales.orders-period",
+            "meshgate-slo-sales.orders-period/period",
+            "meshgate"
+        ]
+    );
+}
+
+#[test]
+fn a_group_name_that_would_be_written_twice_fails_naming_both_contracts() {
+    // Only an id that validation refuses (it holds a `/`) can do it.
+    let first = product("a.x", Some(99.0), None);
+    let mut second = product("a.y", Some(99.0), None);
+    second.id = "a.x/period".into();
+    second.file = "other.odcs.yaml".into();
+    let e = super::generate(
+        [&second, &first],
+        &DURATION_BUCKETS,
+        Duration::ZERO,
+        Default::default(),
+    )
+    .expect_err("refused");
+    assert_eq!(
+        e.to_string(),
+        "rule group `meshgate-slo-a.x/period` would be written twice, for product `a.x` of test.odcs.yaml and for product `a.x/period` of other.odcs.yaml: Prometheus refuses a rule file that repeats a group name"
+    );
 }
