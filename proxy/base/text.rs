@@ -1,6 +1,6 @@
 //! Text read from input files, made safe to show: on a terminal, in a CI
 //! log (where a line of its own can be a workflow command such as GitHub's
-//! `::error file=…::`).
+//! `::error file=…::`), in a YAML comment.
 
 use std::borrow::Cow;
 
@@ -41,12 +41,20 @@ pub fn shown(s: &str) -> Cow<'_, str> {
     Cow::Owned(out)
 }
 
+/// `s` as printable ASCII: every other character, quotes and the backslash
+/// escaped as Rust writes them (`\n`, `\u{e9}`, `\\`). For text put where
+/// any line break ends it, such as a YAML comment (YAML parsers also break
+/// lines at NEL, U+2028 and U+2029).
+pub fn ascii(s: &str) -> String {
+    s.chars().flat_map(char::escape_default).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn shown_text_keeps_to_its_line() {
+    fn shown_text_keeps_to_its_line_and_ascii_text_to_printable_ascii() {
         let forged = "x\n::error file=finance/ledger.odcs.yaml::forged\u{2028}\u{202E}y";
         let s = shown(forged);
         assert_eq!(
@@ -55,5 +63,8 @@ mod tests {
         );
         assert!(matches!(shown("sales.orders é"), Cow::Borrowed(_)));
         assert!(shown("\u{85}").lines().count() == 1 && !shown("\u{85}").contains('\u{85}'));
+        let a = ascii("1.0\n---\ngroups: é {{ \\");
+        assert_eq!(a, "1.0\\n---\\ngroups: \\u{e9} {{ \\\\");
+        assert!(a.bytes().all(|b| (0x20..0x7f).contains(&b)));
     }
 }

@@ -158,4 +158,6 @@ pub fn contract(data: &[u8]) {
         assert!(want.is_some(), "{pattern} does not match {concrete}");
         assert_eq!(got, want, "{m} {concrete}");
     }
+    // Whatever passes, `slo-rules` makes one clean rule file of.
+    super::slo_rules::check_rules(std::slice::from_ref(&p));
 }

@@ -378,6 +378,23 @@ pub fn group_names(product: &str) -> [String; 2] {
     ]
 }
 
+/// Contract text as literal text in an alert's label or annotation, which
+/// Prometheus expands as a Go template: each `{` is written as the action
+/// `{{ "{" }}`, which prints it. So no contract text, whatever it holds,
+/// opens an action (`{{ with query "…" }}` would run PromQL of the
+/// contract's choosing and put other domains' series in the alert; an
+/// unclosed `{{` makes Prometheus refuse the whole file), nor makes one
+/// with a `{` of the template around it.
+pub(super) fn literal(s: &str) -> String {
+    s.replace('{', "{{ \"{\" }}")
+}
+
+/// Contract text in a comment of the rule file: printable ASCII, every
+/// other character escaped (`\n`), so that it cannot end the comment.
+pub(super) fn comment(s: &str) -> String {
+    crate::base::text::ascii(s)
+}
+
 impl Generated {
     /// The rule file as YAML, with a header saying where it came from and
     /// what each SLO measures.
@@ -394,7 +411,9 @@ impl Generated {
         for s in &self.slos {
             out.push_str(&format!(
                 "#   {} {} (domain {}):\n",
-                s.product, s.version, s.domain
+                comment(&s.product),
+                comment(&s.version),
+                comment(&s.domain)
             ));
             match s.availability {
                 Some(o) => out.push_str(&format!(
@@ -466,6 +485,9 @@ pub(super) fn quoted(s: &str) -> String {
             '"' => out.push_str("\\\""),
             '\\' => out.push_str("\\\\"),
             '\n' => out.push_str("\\n"),
+            c if crate::base::text::is_unsafe(c) => {
+                out.push_str(&format!("\\u{:04x}", u32::from(c)))
+            }
             c => out.push(c),
         }
     }
@@ -562,8 +584,9 @@ impl Slo<'_> {
         }
     }
 
+    /// An annotation: the product's PromQL string as literal text.
     fn runbook(&self) -> String {
-        let p = quoted(&self.s.product);
+        let p = literal(&quoted(&self.s.product));
         match self.kind {
             Kind::Availability => format!(
                 "Split the 5xx by decision: sum by (decision) (rate(meshgate_requests_total{{product={p},class=\"5xx\"}}[5m])). decision=\"allow\": the product's server fails or times out (502/504; its sidecar logs say which, meshgate_upstream_duration_seconds how slow). decision=\"shed\": an in-flight limit is reached (meshgate_load_shed_total by scope): scale the product or raise its limits."
@@ -601,13 +624,15 @@ impl Slo<'_> {
             Kind::Availability => "allowed and shed requests failed with 5xx",
             Kind::Latency => "allowed requests were slower than the threshold",
         };
+        // Contract text only as literal text of the templates.
+        let (product, domain) = (literal(&self.s.product), literal(&self.s.domain));
         Rule::alert(
             self.alert_name(),
             expr,
             None,
             &[
-                ("domain", &self.s.domain),
-                ("product", &self.s.product),
+                ("domain", &domain),
+                ("product", &product),
                 ("severity", a.severity),
                 ("slo", self.kind.as_str()),
             ],
@@ -615,17 +640,14 @@ impl Slo<'_> {
                 (
                     "summary",
                     format!(
-                        "{} ({}) is burning its {} error budget {speed}",
-                        self.s.product,
-                        self.s.domain,
+                        "{product} ({domain}) is burning its {} error budget {speed}",
                         self.kind.as_str()
                     ),
                 ),
                 (
                     "description",
                     format!(
-                        "{{{{ $value | humanizePercentage }}}} of {}'s {what} over the alert's long window: {}. SLO: {}; error budget {}%.",
-                        self.s.product,
+                        "{{{{ $value | humanizePercentage }}}} of {product}'s {what} over the alert's long window: {}. SLO: {}; error budget {}%.",
                         a.meaning,
                         self.describe(),
                         number(self.budget() * 100.0),

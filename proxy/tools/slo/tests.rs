@@ -258,3 +258,34 @@ fn a_group_name_that_would_be_written_twice_fails_naming_both_contracts() {
         "rule group `meshgate-slo-a.x/period` would be written twice, for product `a.x` of test.odcs.yaml and for product `a.x/period` of other.odcs.yaml: Prometheus refuses a rule file that repeats a group name"
     );
 }
+
+#[test]
+fn contract_text_is_literal_text_in_alert_templates_and_escaped_in_comments() {
+    let mut p = product("sales.orders", Some(99.9), Some(250));
+    p.id = "sales.x{{".into();
+    p.domain = "{{ with query \"finance_secret\" }}{{ . }}{{ end }}".into();
+    p.version = "1.0.0\ngroups: [{name: meshgate, rules: []}]\n---\n#".into();
+    let g = generate([&p], &DURATION_BUCKETS);
+    let yaml = g.to_yaml().expect("yaml");
+    assert!(
+        yaml.contains("#   sales.x{{ 1.0.0\\ngroups: [{name: meshgate, rules: []}]\\n---\\n# (domain {{ with query \\\"finance_secret\\\" }}{{ . }}{{ end }}):\n"),
+        "{yaml}"
+    );
+    let docs = serde_yaml_ng::Deserializer::from_str(&yaml).count();
+    assert_eq!(docs, 1, "{yaml}");
+    let back: RuleFile = serde_yaml_ng::from_str(&yaml).expect("parses");
+    assert_eq!(back, g.rules);
+    let alert = g.rules.groups[0]
+        .rules
+        .iter()
+        .find(|r| r.alert.is_some())
+        .expect("an alert");
+    assert_eq!(alert.labels["product"], "sales.x{{ \"{\" }}{{ \"{\" }}");
+    assert!(alert.labels["domain"].starts_with("{{ \"{\" }}{{ \"{\" }} with query"));
+    assert!(alert.annotations["summary"].starts_with("sales.x{{ \"{\" }}{{ \"{\" }} ({{ \"{\" }}"));
+    // The product's PromQL strings are quoted, a control character too.
+    assert!(alert
+        .expr
+        .contains("{product=\"sales.x{{\",slo=\"availability\"}"));
+    assert_eq!(quoted("a\u{2028}b\rc"), "\"a\\u2028b\\u000dc\"");
+}
