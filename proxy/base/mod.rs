@@ -8,5 +8,6 @@ pub mod hex;
 pub mod locate;
 pub mod paths;
 pub mod pem;
+pub mod text;
 pub mod watch;
 pub mod yaml;

@@ -42,7 +42,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         &buckets,
         args.sunset_window,
         conformance,
-    );
+    )?;
     for w in &generated.warnings {
         eprintln!("meshgate: warning: {w}");
     }

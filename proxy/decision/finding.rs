@@ -1,7 +1,13 @@
 //! Something wrong or doubtful in an input file, and where: what validation
 //! reports as an error or a warning (`file:line:col: field: message`).
+//! The field and the message are shown with control characters, line
+//! separators and bidirectional controls escaped (`\n`): they quote the
+//! input (a key name, a value), and a finding is one line whatever it
+//! quotes, so that a contract cannot forge lines of CI output.
 
 use std::fmt;
+
+use crate::base::text::shown;
 
 /// One finding in one file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -21,7 +27,7 @@ impl Finding {
         let mut s = self.place();
         s.push_str("warning: ");
         self.push_field(&mut s);
-        s.push_str(&self.message);
+        s.push_str(&shown(&self.message));
         s
     }
 
@@ -34,7 +40,7 @@ impl Finding {
 
     fn push_field(&self, s: &mut String) {
         if !self.field.is_empty() {
-            s.push_str(&self.field);
+            s.push_str(&shown(&self.field));
             s.push_str(": ");
         }
     }
@@ -69,7 +75,7 @@ impl fmt::Display for Finding {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut s = self.place();
         self.push_field(&mut s);
-        s.push_str(&self.message);
+        s.push_str(&shown(&self.message));
         f.write_str(&s)
     }
 }

@@ -232,29 +232,118 @@ impl Lifecycle {
     }
 }
 
-/// One `Link` field value (RFC 8288): `<target>; rel="…"`. The target must
-/// be a URI reference without what would end or break the `<…>`.
+/// One `Link` field value (RFC 8288): `<target>; rel="…"`, the target
+/// checked by [`check_target`].
 fn link(target: &str, rel: &str, field: &'static str) -> Result<HeaderValue, LifecycleError> {
     let refused = |why: &str| LifecycleError {
         field,
         message: format!("`{}`: {why}", target.escape_debug()),
     };
-    if target.is_empty() {
-        return Err(refused("empty"));
-    }
-    if target
-        .chars()
-        .any(|c| c.is_whitespace() || c.is_control() || matches!(c, '<' | '>' | '"'))
-    {
-        return Err(refused(
-            "not a URI reference (spaces, quotes or angle brackets)",
-        ));
-    }
+    check_target(target).map_err(|why| refused(&why))?;
     target
         .parse::<http::Uri>()
         .map_err(|e| refused(&format!("not a URI reference: {e}")))?;
     HeaderValue::from_str(&format!("<{target}>; rel=\"{rel}\""))
         .map_err(|_| refused("not valid in a header"))
+}
+
+/// The longest link target.
+pub const LINK_MAX: usize = 2048;
+
+/// The characters of a URI besides ASCII letters and digits (RFC 3986:
+/// unreserved, gen-delims, sub-delims, and `%` of a percent-encoding).
+const URI_MORE: &str = "-._~:/?#[]@!$&'()*+,;=%";
+
+/// Checks a link target (`successorVersion`, `deprecationLink`): a URI
+/// reference (RFC 3986) in its own characters, ASCII only (what is not is
+/// percent-encoded), and either an absolute `http`/`https` URI with a host
+/// (any host: a deprecation is often explained on a docs site) and no user
+/// information, or a path from the node's root (`/v2/orders`). Clients
+/// follow these links from a `Link` header or a 410: `javascript:`,
+/// `data:` or `mailto:` have no place there, nor a scheme-relative
+/// `//host/…` (it leaves the node unseen), nor a relative path (`v2/orders`
+/// names another place from each route it is answered on).
+pub fn check_target(target: &str) -> Result<(), String> {
+    if target.is_empty() {
+        return Err("empty".into());
+    }
+    if target.len() > LINK_MAX {
+        return Err(format!("longer than {LINK_MAX} characters"));
+    }
+    if let Some(c) = target.chars().find(|c| !c.is_ascii()) {
+        return Err(format!(
+            "holds `{}`: a link is ASCII; percent-encode the UTF-8 bytes of anything else (`é` is `%C3%A9`)",
+            c.escape_debug()
+        ));
+    }
+    if let Some(c) = target
+        .chars()
+        .find(|c| !c.is_ascii_alphanumeric() && !URI_MORE.contains(*c))
+    {
+        return Err(format!(
+            "holds `{}`: not a URI character (RFC 3986: spaces, quotes, angle brackets, braces, `\\`, `|`, `^` and controls are percent-encoded)",
+            c.escape_debug()
+        ));
+    }
+    let b = target.as_bytes();
+    if let Some(i) = (0..b.len()).find(|&i| {
+        b[i] == b'%' && !(b.get(i + 1..i + 3)).is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit))
+    }) {
+        return Err(format!(
+            "`%` at {}: not followed by two hex digits (a `%` itself is `%25`)",
+            i + 1
+        ));
+    }
+    let first = target.find(['/', '?', '#']).unwrap_or(target.len());
+    match target[..first].split_once(':') {
+        Some((scheme, _))
+            if scheme.eq_ignore_ascii_case("http") || scheme.eq_ignore_ascii_case("https") =>
+        {
+            let Some(rest) = target[scheme.len() + 1..].strip_prefix("//") else {
+                return Err(format!("an {scheme} URI names its host: `{scheme}://host/…`"));
+            };
+            let authority = &rest[..rest.find(['/', '?', '#']).unwrap_or(rest.len())];
+            if authority.is_empty() || authority.starts_with(':') {
+                return Err("no host".into());
+            }
+            if authority.contains('@') {
+                return Err("user information (`…@`) before the host: it misleads whoever reads the link".into());
+            }
+            Ok(())
+        }
+        Some((scheme, _)) => Err(format!(
+            "scheme `{scheme}:`: a link is an absolute http or https URI, or a path from the root (`/orders`)"
+        )),
+        None if target.starts_with("//") => Err(
+            "scheme-relative (`//host…`): it leaves the node; write `https://host…` or a path (`/orders`)"
+                .into(),
+        ),
+        None if target.starts_with('/') => Ok(()),
+        None => Err(
+            "a relative path: a client resolves it against the URL it requested, so it names another place from each route; write it from the root (`/orders`) or as an absolute http(s) URI"
+                .into(),
+        ),
+    }
+}
+
+/// What a link target that passed [`check_target`] points at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TargetKind<'a> {
+    /// An absolute `http`/`https` URI.
+    Absolute,
+    /// A path from the root of the node (`/v2/orders`), without its query
+    /// or fragment: a route of the node should answer it.
+    Rooted(&'a str),
+}
+
+impl<'a> TargetKind<'a> {
+    pub fn of(target: &'a str) -> TargetKind<'a> {
+        if target.starts_with('/') {
+            TargetKind::Rooted(&target[..target.find(['?', '#']).unwrap_or(target.len())])
+        } else {
+            TargetKind::Absolute
+        }
+    }
 }
 
 /// Seconds since the Unix epoch, negative before it.
@@ -414,6 +503,60 @@ mod tests {
             serde_yaml_ng::from_str("endOfLife: 2027").expect("yaml");
         let e = Lifecycle::read(None, |k| number.get(k), |_| None).expect_err("a number");
         assert_eq!(e.field, "slaProperties.endOfLife");
+    }
+
+    #[test]
+    fn link_targets_are_ascii_uri_references_to_http_or_relative() {
+        for ok in [
+            "/v2/orders",
+            "/orders?version=2#top",
+            "https://docs.example/sales/orders/v1-deprecation",
+            "HTTP://other.example:8080/x",
+            "https://[2001:db8::1]/x",
+            "/orders/%C3%A9",
+        ] {
+            assert_eq!(check_target(ok), Ok(()), "{ok}");
+        }
+        for (bad, says) in [
+            ("", "empty"),
+            ("/orders/é", "holds `é`: a link is ASCII"),
+            ("/{{.}}", "holds `{`: not a URI character"),
+            ("/a b", "holds ` `"),
+            ("/a\\b", "holds `\\\\`"),
+            ("/a\u{7f}", "holds `\\u{7f}`"),
+            ("/100%", "`%` at 5: not followed by two hex digits"),
+            ("/%zz", "`%` at 2"),
+            ("javascript:alert(1)", "scheme `javascript:`"),
+            ("JavaScript:alert(1)", "scheme `JavaScript:`"),
+            ("mailto:owner@acme.example", "scheme `mailto:`"),
+            ("data:text/html,x", "scheme `data:`"),
+            ("//evil.example/x", "scheme-relative"),
+            ("v2/orders", "a relative path"),
+            ("?page=2", "a relative path"),
+            ("https:/x", "names its host"),
+            ("https://", "no host"),
+            ("https://:80/x", "no host"),
+            ("https://docs.example@evil.example/", "user information"),
+        ] {
+            let e = check_target(bad).expect_err(bad);
+            assert!(e.contains(says), "{bad}: {e}");
+        }
+        assert!(check_target(&format!("/{}", "a".repeat(LINK_MAX))).is_err());
+        assert_eq!(
+            TargetKind::of("/v2/orders?x#y"),
+            TargetKind::Rooted("/v2/orders")
+        );
+        assert_eq!(TargetKind::of("https://x.example/y"), TargetKind::Absolute);
+        // A refused target is named escaped, by its field.
+        let custom: serde_yaml_ng::Value =
+            serde_yaml_ng::from_str("deprecationLink: \"java\\nscript:x\"").expect("yaml");
+        let e = Lifecycle::read(None, |_| None, |k| custom.get(k)).expect_err("link");
+        assert_eq!(e.field, "customProperties.deprecationLink");
+        assert!(
+            e.message.starts_with("`java\\nscript:x`: holds `\\n`"),
+            "{}",
+            e.message
+        );
     }
 
     #[test]

@@ -17,7 +17,7 @@ use std::collections::BTreeMap;
 use crate::decision::contract::Product;
 use crate::decision::fields::{ConformanceSettings, Mode};
 
-use super::slo::{quoted, Rule, RuleGroup};
+use super::slo::{comment, literal, quoted, Rule, RuleGroup};
 
 /// The alert's name (one rule per product; dataset and kind are labels).
 pub const ALERT: &str = "MeshgateContractViolations";
@@ -79,27 +79,26 @@ impl Watched {
                 "Under enforce each of them was refused (502 contract_violation, or a cut transfer), so consumers are failing.",
             ),
         };
+        // Contract text only as literal text of the templates.
+        let (product, domain) = (literal(&self.product), literal(&self.domain));
         let labels = BTreeMap::from([
             ("severity".to_string(), severity.to_string()),
-            ("domain".to_string(), self.domain.clone()),
-            ("product".to_string(), self.product.clone()),
+            ("domain".to_string(), domain.clone()),
+            ("product".to_string(), product.clone()),
             ("mode".to_string(), self.mode.as_str().to_string()),
         ]);
         let annotations = BTreeMap::from([
             (
                 "summary".to_string(),
                 format!(
-                    "{{{{ $value | humanizePercentage }}}} of the checked responses of {}/{{{{ $labels.dataset }}}} violate its contract ({{{{ $labels.kind }}}})",
-                    self.product
+                    "{{{{ $value | humanizePercentage }}}} of the checked responses of {product}/{{{{ $labels.dataset }}}} violate its contract ({{{{ $labels.kind }}}})",
                 ),
             ),
             (
                 "description".to_string(),
                 format!(
-                    "Over the last {RANGE}, more than {}% of the responses of dataset {{{{ $labels.dataset }}}} of {} (domain {}) checked against the contract showed a `{{{{ $labels.kind }}}}` violation (one in {} responses is checked). {effect}",
+                    "Over the last {RANGE}, more than {}% of the responses of dataset {{{{ $labels.dataset }}}} of {product} (domain {domain}) checked against the contract showed a `{{{{ $labels.kind }}}}` violation (one in {} responses is checked). {effect}",
                     THRESHOLD * 100.0,
-                    self.product,
-                    self.domain,
                     sample_text(self.sample),
                 ),
             ),
@@ -107,7 +106,7 @@ impl Watched {
                 "runbook".to_string(),
                 format!(
                     "The sidecar logs `a response violates its contract` with the kind (at most once a second); the audit events of those responses carry `violations`. Either the product's server changed what it sends (fix it, or publish a new contract version), or the contract is wrong. sum by (dataset, kind) (increase(meshgate_contract_violations_total{{product={}}}[1h])) shows which.",
-                    quoted(&self.product)
+                    literal(&quoted(&self.product))
                 ),
             ),
         ]);
@@ -153,8 +152,8 @@ pub fn header(watched: &[Watched]) -> String {
     for w in watched {
         out.push_str(&format!(
             "#   {} (domain {}): sample {}, {}\n",
-            w.product,
-            w.domain,
+            comment(&w.product),
+            comment(&w.domain),
             w.sample,
             w.mode.as_str()
         ));

@@ -21,7 +21,7 @@ use std::time::{Duration, SystemTime};
 use crate::decision::contract::Product;
 use crate::decision::lifecycle::Status;
 
-use super::slo::{quoted, Rule, RuleGroup};
+use super::slo::{comment, literal, quoted, Rule, RuleGroup};
 
 /// The range over which a consumer counts as still calling.
 pub const CALLING_RANGE: &str = "1h";
@@ -115,42 +115,47 @@ impl Sunset {
         )
     }
 
+    /// The alert; contract text in its labels and annotations only as
+    /// literal text of the templates ([`literal`]).
     fn rule(&self) -> Rule {
         let sunset = date(self.at);
-        let successor = self.successor.as_deref().unwrap_or("none named");
+        let (product, domain, version) = (
+            literal(&self.product),
+            literal(&self.domain),
+            literal(&self.version),
+        );
+        let successor = self
+            .successor
+            .as_deref()
+            .map_or_else(|| "none named".to_string(), literal);
         let mut labels = BTreeMap::from([
             ("severity".to_string(), "ticket".to_string()),
-            ("domain".to_string(), self.domain.clone()),
-            ("product".to_string(), self.product.clone()),
-            ("version".to_string(), self.version.clone()),
+            ("domain".to_string(), domain.clone()),
+            ("product".to_string(), product.clone()),
+            ("version".to_string(), version.clone()),
             ("sunset".to_string(), sunset.clone()),
         ]);
-        if let Some(s) = &self.successor {
-            labels.insert("successor".to_string(), s.clone());
+        if self.successor.is_some() {
+            labels.insert("successor".to_string(), successor.clone());
         }
         let read = self
             .deprecation_link
-            .as_ref()
-            .map(|l| format!(" The deprecation is explained at {l}."))
+            .as_deref()
+            .map(|l| format!(" The deprecation is explained at {}.", literal(l)))
             .unwrap_or_default();
         let annotations = BTreeMap::from([
             (
                 "summary".to_string(),
                 format!(
-                    "{} still calls {} {}, which stops answering at {sunset}",
+                    "{} still calls {product} {version}, which stops answering at {sunset}",
                     who("A consumer"),
-                    self.product,
-                    self.version
                 ),
             ),
             (
                 "description".to_string(),
                 format!(
-                    "{{{{ $value | humanize }}}} requests in the last hour from {} to the deprecated version {} of {} (domain {}). It sunsets at {sunset} (alerting from {}, {} before), and answers 410 Gone from then on. Successor: {successor}.{read}",
+                    "{{{{ $value | humanize }}}} requests in the last hour from {} to the deprecated version {version} of {product} (domain {domain}). It sunsets at {sunset} (alerting from {}, {} before), and answers 410 Gone from then on. Successor: {successor}.{read}",
                     who("consumers the sidecars do not name (metrics.consumer_label is off)"),
-                    self.version,
-                    self.product,
-                    self.domain,
                     date(self.alert_from()),
                     humantime::format_duration(self.window),
                 ),
@@ -159,8 +164,8 @@ impl Sunset {
                 "runbook".to_string(),
                 format!(
                     "Tell the owners of {} to move to {successor} before {sunset}. sum by (consumer) (increase(meshgate_deprecated_requests_total{{product={}}}[1d])) shows every consumer still calling (with metrics.consumer_label: service on the sidecars); the audit trail has their requests. Moving the sunset means a new endOfLife in the contract and regenerating these rules.",
-                    who(&format!("the services calling it (the audit trail names them: its events for product {}; metrics.consumer_label: service names them here)", self.product)),
-                    quoted(&self.product)
+                    who(&format!("the services calling it (the audit trail names them: its events for product {product}; metrics.consumer_label: service names them here)")),
+                    literal(&quoted(&self.product))
                 ),
             ),
         ]);
@@ -196,11 +201,13 @@ pub fn header(sunsets: &[Sunset]) -> String {
     for s in sunsets {
         out.push_str(&format!(
             "#   {} {} sunsets at {}: alert from {} (successor {})\n",
-            s.product,
-            s.version,
+            comment(&s.product),
+            comment(&s.version),
             date(s.at),
             date(s.alert_from()),
-            s.successor.as_deref().unwrap_or("none named"),
+            s.successor
+                .as_deref()
+                .map_or_else(|| "none named".into(), comment),
         ));
     }
     out

@@ -567,6 +567,8 @@ impl Snapshot {
             let text = texts.get(p.file.as_str()).copied().unwrap_or("");
             catalogue.add(p, text, &static_entities, &types, &mut errors);
         }
+        let mut warnings = warnings;
+        warnings.extend(catalogue.unrouted_successors(&texts));
         // The constructed entities must conform to the schema like any other.
         let mut check = catalogue.entities;
         check.extend(static_entities.iter().cloned());

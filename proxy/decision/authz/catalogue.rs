@@ -8,7 +8,9 @@ use cedar_policy::{Entities, Entity, EntityUid, RestrictedExpression};
 
 use crate::base::locate::{locate_all, Step};
 use crate::decision::contract::{Product, RouteSpec};
-use crate::decision::routes::{RouteError, RouteTable, Target};
+use crate::decision::finding::Finding;
+use crate::decision::lifecycle::TargetKind;
+use crate::decision::routes::{Lookup, RouteError, RouteTable, Target};
 use crate::model::response::ResponseTransform;
 
 use super::build::{with_ancestors_in, MeshTypes};
@@ -229,10 +231,61 @@ impl Catalogue {
     }
 }
 
+impl Catalogue {
+    /// A warning for each product whose `successorVersion` is a path from
+    /// the node's root (`/v2/orders`) that no route of these products
+    /// matches (the well-known documents aside): its `Link` header and its
+    /// 410 would send clients to a 404. `texts`: each contract's text, to
+    /// place the warning.
+    pub(super) fn unrouted_successors(&self, texts: &HashMap<&str, &str>) -> Vec<Finding> {
+        let mut out = Vec::new();
+        for e in &self.entries {
+            let p = &e.product;
+            let Some(TargetKind::Rooted(path)) =
+                p.lifecycle.successor.as_deref().map(TargetKind::of)
+            else {
+                continue;
+            };
+            let routed = path.starts_with("/.well-known/")
+                || crate::model::path::normalize(path).is_ok_and(|n| {
+                    !matches!(self.routes.lookup(&http::Method::GET, &n), Lookup::NotFound)
+                });
+            if routed {
+                continue;
+            }
+            let text = texts.get(p.file.as_str()).copied().unwrap_or("");
+            out.push(Finding {
+                file: p.file.clone(),
+                at: successor_at(text),
+                field: "customProperties.successorVersion".into(),
+                message: format!(
+                    "`{path}` matches no route of the contracts loaded with this one: its Link header and its 410 would send clients to a 404"
+                ),
+            });
+        }
+        out
+    }
+}
+
+/// Where a contract's `successorVersion` value is.
+fn successor_at(text: &str) -> Option<(usize, usize)> {
+    let doc: serde_yaml_ng::Value = serde_yaml_ng::from_str(text).ok()?;
+    let i = doc
+        .get("customProperties")?
+        .as_sequence()?
+        .iter()
+        .position(|c| c.get("property").and_then(|p| p.as_str()) == Some("successorVersion"))?;
+    let at = [
+        Step::Key("customProperties".into()),
+        Step::Index(i),
+        Step::Key("value".into()),
+    ];
+    crate::base::locate::locate(text, &at)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::decision::routes::Lookup;
     use crate::model::path::normalize;
     use http::Method;
 
@@ -269,6 +322,38 @@ mod tests {
             "{:#?}",
             err.0
         );
+    }
+
+    #[test]
+    fn a_successor_path_no_route_matches_is_a_warning_at_it() {
+        let successor = |target: &str| {
+            let text = format!(
+                "{}  - {{ property: successorVersion, value: \"{target}\" }}\n",
+                contract("sales.old", "sales", "GET", "/old/{id}")
+            );
+            let s = with_contract("sales/old.odcs.yaml", "sales", text).expect("loads");
+            let w: Vec<String> = s
+                .warnings()
+                .iter()
+                .filter(|w| w.field == "customProperties.successorVersion")
+                .map(|w| w.warning())
+                .collect();
+            w
+        };
+        assert_eq!(
+            successor("/v9/orders?x=1"),
+            ["sales/old.odcs.yaml:13:42: warning: customProperties.successorVersion: `/v9/orders` matches no route of the contracts loaded with this one: its Link header and its 410 would send clients to a 404"]
+        );
+        // Another product's route, by any method; the well-known documents;
+        // a URI elsewhere: nothing to say.
+        for routed in [
+            "/orders/42",
+            "/orders/search",
+            "/.well-known/data-product/sales.orders",
+            "https://elsewhere.example/v9",
+        ] {
+            assert_eq!(successor(routed), Vec::<String>::new(), "{routed}");
+        }
     }
 
     #[test]

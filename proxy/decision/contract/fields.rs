@@ -26,7 +26,8 @@ fn key(k: &str) -> Step {
     Step::Key(k.to_string())
 }
 
-/// A node's path shown as a field: `schema[0].properties[2].name`.
+/// A node's path shown as a field: `schema[0].properties[2].name`; keys
+/// escaped (`\n`), as the domain wrote them.
 pub(super) fn shown(path: &[Step]) -> String {
     let mut s = String::new();
     for step in path {
@@ -35,7 +36,7 @@ pub(super) fn shown(path: &[Step]) -> String {
                 if !s.is_empty() {
                     s.push('.');
                 }
-                s.push_str(k);
+                s.extend(k.escape_debug());
             }
             Step::Index(i) => s.push_str(&format!("[{i}]")),
         }
@@ -132,6 +133,11 @@ fn properties(
             continue;
         }
         names.push(name);
+        if let Err(why) = super::charset::text(name) {
+            let n = below(&at, &["name"]);
+            r.error(n.clone(), shown(&n), why);
+            continue;
+        }
         property(r, item, name, &at, parent, ds);
     }
 }

@@ -196,7 +196,11 @@ pub(super) fn without_unknown(
             m.remove(k.as_str());
             let mut p = at.to_vec();
             p.push(Step::KeyName(k.clone()));
-            r.error(p, format!("{field}.{k}"), keys::unknown_field(&k, known));
+            r.error(
+                p,
+                format!("{field}.{}", k.escape_debug()),
+                keys::unknown_field(&k, known),
+            );
         }
     }
     item

@@ -88,19 +88,21 @@ pub(super) fn top_level(r: &mut Reader, map: &Mapping) {
             continue;
         }
         let path = vec![Step::KeyName(k.to_string())];
+        // Echoed escaped: a key is the domain's text, and may hold a line break.
+        let shown = k.escape_debug().to_string();
         if let Some(section) = misplaced(k) {
             r.error(
                 path,
-                k,
+                &shown,
                 format!(
-                    "`{k}` is read only under `{section}` (`- {{ property: {k}, value: … }}`); at the top level meshgate would ignore it"
+                    "`{shown}` is read only under `{section}` (`- {{ property: {shown}, value: … }}`); at the top level meshgate would ignore it"
                 ),
             );
             continue;
         }
         match near(k, &READ_KEYS) {
-            Some(known) => r.error(path, k, format!("unknown key: did you mean `{known}`?")),
-            None => r.warn(path, k, "not an ODCS v3 key: meshgate ignores it"),
+            Some(known) => r.error(path, shown, format!("unknown key: did you mean `{known}`?")),
+            None => r.warn(path, shown, "not an ODCS v3 key: meshgate ignores it"),
         }
     }
 }
@@ -123,23 +125,23 @@ fn misplaced(k: &str) -> Option<&'static str> {
 /// `meshgate…`) is an error; another a warning.
 pub(super) fn custom_properties(r: &mut Reader, odcs: &Odcs) {
     for (i, c) in &odcs.custom {
-        let name = c.property.as_str();
-        if CUSTOM.contains(&name) {
+        if CUSTOM.contains(&c.property.as_str()) {
             continue;
         }
+        let name = &c.property.escape_debug().to_string();
         let path = vec![
             Step::Key("customProperties".into()),
             Step::Index(*i),
             Step::Key("property".into()),
         ];
         let field = format!("customProperties[{i}].property");
-        match near(name, &CUSTOM) {
+        match near(&c.property, &CUSTOM) {
             Some(known) => r.error(
                 path,
                 field,
                 format!("`{name}` is not a property meshgate reads: did you mean `{known}`?"),
             ),
-            None if name.to_ascii_lowercase().starts_with("meshgate") => r.error(
+            None if c.property.to_ascii_lowercase().starts_with("meshgate") => r.error(
                 path,
                 field,
                 format!(
@@ -159,11 +161,11 @@ pub(super) fn custom_properties(r: &mut Reader, odcs: &Odcs) {
 /// error; the others are ODCS's own (`retention`, `frequency`…).
 pub(super) fn sla_properties(r: &mut Reader, odcs: &Odcs) {
     for (i, p) in &odcs.sla {
-        let name = p.property.as_str();
-        if SLA.contains(&name) {
+        if SLA.contains(&p.property.as_str()) {
             continue;
         }
-        if let Some(known) = near(name, &SLA) {
+        let name = &p.property.escape_debug().to_string();
+        if let Some(known) = near(&p.property, &SLA) {
             r.error(
                 vec![
                     Step::Key("slaProperties".into()),
@@ -216,7 +218,8 @@ fn twice(r: &mut Reader, section: &str, items: &[(usize, &str)]) {
             at(i),
             format!("{section}[{i}].property"),
             format!(
-                "`{name}` is set twice: first at {where_first} ({section}[{first}]); a property is set once, so that no reader has to guess which value counts"
+                "`{}` is set twice: first at {where_first} ({section}[{first}]); a property is set once, so that no reader has to guess which value counts",
+                name.escape_debug()
             ),
         );
     }

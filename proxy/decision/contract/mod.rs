@@ -16,6 +16,7 @@
 //! ignores, a product with no routes or no SLA) are returned beside the
 //! product ([`Contract::warnings`]).
 
+mod charset;
 mod conformance;
 mod fields;
 mod flight;
@@ -309,7 +310,7 @@ impl<'a> Reader<'a> {
                         }
                         serde_path_to_error::Segment::Map { key } => {
                             steps.push(Step::Key(key.clone()));
-                            shown.push_str(&format!(".{key}"));
+                            shown.push_str(&format!(".{}", key.escape_debug()));
                         }
                         _ => {}
                     }
@@ -357,3 +358,5 @@ pub const REPORTED: usize = 50;
 mod strict_tests;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod text_tests;

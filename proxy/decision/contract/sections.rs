@@ -8,7 +8,7 @@ use http::Method;
 use serde::Deserialize;
 use serde_yaml_ng::{Mapping, Value};
 
-use super::keys;
+use super::{charset, keys};
 use super::{Action, Product, Reader, RouteSpec, Sla, UserToken, CLASSIFICATIONS};
 use crate::base::locate::Step;
 use crate::base::yaml::ConfigError;
@@ -100,7 +100,8 @@ impl Odcs {
             data_product: field(r, "dataProduct"),
             tags: map
                 .get("tags")
-                .and_then(|v| r.value(v, &[key("tags")], "tags"))
+                .and_then(|v| r.value::<Vec<String>>(v, &[key("tags")], "tags"))
+                .inspect(|tags| check_list(r, tags, &[key("tags")], "tags"))
                 .unwrap_or_default(),
             team: map.get("team").cloned(),
             schema: items(r, map, "schema"),
@@ -186,9 +187,14 @@ pub(super) fn product(r: &mut Reader) -> Option<Product> {
     }
     let classification = classification(r, &odcs);
     let owner = owner(r, &odcs);
+    check_text(r, &odcs);
     let allowed_purposes = match odcs.custom("allowedPurposes") {
         None => Some(Vec::new()),
-        Some((path, v)) => r.value(v, &path, "customProperties.allowedPurposes"),
+        Some((path, v)) => {
+            const FIELD: &str = "customProperties.allowedPurposes";
+            let purposes: Option<Vec<String>> = r.value(v, &path, FIELD);
+            purposes.inspect(|p| check_list(r, p, &path, FIELD))
+        }
     };
     let datasets = datasets(r, &odcs, classification.as_deref());
     let grpc = odcs.custom(super::grpc::PROPERTY);
@@ -432,16 +438,54 @@ fn header(r: &mut Reader, odcs: &Odcs, map: &Mapping) -> Option<String> {
             format!("`{v}`: meshgate reads ODCS v3 contracts"),
         );
     }
+    if let Some(Err(why)) = odcs.version.as_deref().map(charset::version) {
+        r.error(vec![key("version")], "version", why);
+    }
     let id = odcs.id.clone()?;
-    if id.is_empty() || id.contains(['"', '\\', '/']) || id.chars().any(char::is_control) {
-        r.error(
-            vec![key("id")],
-            "id",
-            format!("`{}` is not a usable product id", id.escape_debug()),
-        );
+    if let Err(why) = charset::name(&id, "a product id") {
+        r.error(vec![key("id")], "id", why);
         return None;
     }
     Some(id)
+}
+
+/// The names and free text of the contract's top level and datasets, each
+/// within its [`charset`].
+fn check_text(r: &mut Reader, odcs: &Odcs) {
+    let names = [
+        ("domain", odcs.domain.as_deref(), "a domain"),
+        (
+            "dataProduct",
+            odcs.data_product.as_deref(),
+            "a data product",
+        ),
+    ];
+    for (k, v, what) in names {
+        if let Some(Err(why)) = v.filter(|v| !v.is_empty()).map(|v| charset::name(v, what)) {
+            r.error(vec![key(k)], k, why);
+        }
+    }
+    if let Some(Err(why)) = odcs.name.as_deref().map(charset::text) {
+        r.error(vec![key("name")], "name", why);
+    }
+    for (i, s) in &odcs.schema {
+        if let Err(why) = charset::name(&s.name, "a dataset name") {
+            let path = vec![key("schema"), Step::Index(*i), key("name")];
+            r.error(path, format!("schema[{i}].name"), why);
+        }
+    }
+}
+
+/// Each item of a list of free text (`tags`, `allowedPurposes`) at `path`,
+/// within [`charset::text`].
+fn check_list(r: &mut Reader, items: &[String], path: &[Step], field: &str) {
+    for (j, t) in items.iter().enumerate() {
+        if let Err(why) = charset::text(t) {
+            let mut at = path.to_vec();
+            at.push(Step::Index(j));
+            r.error(at, format!("{field}[{j}]"), why);
+        }
+    }
 }
 
 /// The product's classification: its custom property, else the strictest
@@ -480,22 +524,30 @@ fn classification(r: &mut Reader, odcs: &Odcs) -> Option<String> {
     Some(c)
 }
 
-/// The owner: its custom property, else the team member with role `owner`.
+/// The owner: its custom property, else the team member with role `owner`;
+/// free text ([`charset::text`]).
 fn owner(r: &mut Reader, odcs: &Odcs) -> Option<String> {
-    match odcs.custom("owner") {
-        Some((path, v)) => r.value(v, &path, "customProperties.owner"),
+    let (owner, path, field) = match odcs.custom("owner") {
+        Some((path, v)) => {
+            let owner = r.value(v, &path, "customProperties.owner")?;
+            (owner, path, "customProperties.owner")
+        }
         None => {
-            let owner = team_owner(odcs.team.as_ref());
-            if owner.is_none() {
+            let Some(owner) = team_owner(odcs.team.as_ref()) else {
                 r.error(
                     vec![key("customProperties")],
                     "customProperties.owner",
                     "required (or a team member with role `owner`)",
                 );
-            }
-            owner
+                return None;
+            };
+            (owner, vec![key("team")], "team")
         }
+    };
+    if let Err(why) = charset::text(&owner) {
+        r.error(path, field, why);
     }
+    Some(owner)
 }
 
 /// The datasets (`schema[].name`), each with its own classification or
@@ -585,7 +637,7 @@ fn routes(
                 p.push(Step::KeyName(k.clone()));
                 r.error(
                     p,
-                    format!("{field}.{k}"),
+                    format!("{field}.{}", k.escape_debug()),
                     keys::unknown_field(&k, &ROUTE_KEYS),
                 );
             }

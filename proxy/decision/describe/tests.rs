@@ -115,11 +115,13 @@ fn a_route_under_the_well_known_prefixes_is_refused_naming_the_file_and_route() 
         ),
         "{errors:?}"
     );
+    // A data product named with a `/` is refused where the contract is read.
     let text = ORDERS.replace("dataProduct: orders", "dataProduct: a/b");
-    let errors = described(&[("o.yaml", text)]).expect_err("refused");
+    let e = crate::decision::contract::parse(&text, "o.yaml").expect_err("refused");
     assert!(
-        errors[0].starts_with("o.yaml: dataProduct: `sales.a/b`"),
-        "{errors:?}"
+        e.to_string()
+            .starts_with("o.yaml:9:14: dataProduct: `a/b` holds `/`"),
+        "{e}"
     );
 }
 
@@ -165,4 +167,25 @@ fn a_contract_id_that_is_another_products_id_is_refused() {
         ),
         "{e:?}"
     );
+}
+
+/// A version of SemVer's characters is a path segment the node answers:
+/// its `+` is sent encoded and decoded once, where a `/` (now refused in a
+/// version) made a link the node answered 400.
+#[test]
+fn a_version_with_build_metadata_has_a_contract_path_the_node_answers() {
+    let v = "3.0.0-rc.1+build.5";
+    let d = described(&[
+        ("orders.yaml", ORDERS.to_string()),
+        ("v3.yaml", version("sales.orders.v3", v)),
+    ])
+    .expect("described");
+    let p = d.product("sales.orders").expect("product");
+    let path = contract_path("sales.orders", "sales.orders.v3", v);
+    assert!(
+        path.ends_with("/sales.orders.v3/3.0.0-rc.1%2Bbuild.5"),
+        "{path}"
+    );
+    let n = crate::model::path::normalize(&path).expect("a path the node takes");
+    assert_eq!(d.ask(&n.decoded()), Ok(Ask::Contract(p, 1)));
 }

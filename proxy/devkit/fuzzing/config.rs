@@ -95,9 +95,23 @@ pub fn contract(data: &[u8]) {
     for (name, c) in &p.datasets {
         assert!(CLASSIFICATIONS.contains(&c.as_str()), "{name}: {c}");
     }
-    assert!(!p.id.is_empty() && !p.id.contains(['"', '\\', '/']));
-    assert!(!p.id.chars().any(char::is_control));
-    assert!(!p.domain.is_empty());
+    let name = |s: &str| {
+        s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b".-_:".contains(&b))
+    };
+    assert!(!p.id.is_empty() && name(&p.id), "id {:?}", p.id);
+    assert!(
+        !p.domain.is_empty() && name(&p.domain),
+        "domain {:?}",
+        p.domain
+    );
+    assert!(
+        p.version
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b".-+".contains(&b)),
+        "version {:?}",
+        p.version
+    );
     if let Some(a) = p.sla.availability {
         assert!((0.0..=100.0).contains(&a));
     }
@@ -144,4 +158,6 @@ pub fn contract(data: &[u8]) {
         assert!(want.is_some(), "{pattern} does not match {concrete}");
         assert_eq!(got, want, "{m} {concrete}");
     }
+    // Whatever passes, `slo-rules` makes one clean rule file of.
+    super::slo_rules::check_rules(std::slice::from_ref(&p));
 }

@@ -18,6 +18,7 @@ mod mask;
 mod mask_coded;
 mod mask_csv;
 mod paths;
+mod slo_rules;
 
 use std::sync::OnceLock;
 
@@ -38,6 +39,7 @@ pub use mask::mask_json;
 pub use mask_coded::mask_coded;
 pub use mask_csv::mask_csv;
 pub use paths::*;
+pub use slo_rules::{slo_rules, slo_rules_file};
 
 /// A target's body.
 pub type Body = fn(&[u8]);
@@ -76,4 +78,5 @@ pub const TARGETS: &[(&str, Body)] = &[
     ("mask_coded", mask_coded),
     ("conform_json", conform_json),
     ("conform_csv", conform_csv),
+    ("slo_rules", slo_rules),
 ];

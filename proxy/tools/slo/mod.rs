@@ -311,25 +311,88 @@ pub fn generate<'a>(
     buckets: &[f64],
     sunset_window: Duration,
     conformance: crate::decision::fields::ConformanceSettings,
-) -> Generated {
+) -> Result<Generated, GroupTwice> {
     let products: Vec<&Product> = products.into_iter().collect();
     let (slos, mut warnings) = slos(products.iter().copied(), buckets);
     let sunsets = super::sunset::sunsets(&products, sunset_window, &mut warnings);
     let mut groups = Vec::new();
+    // Who each group is for, to name both when a name comes twice.
+    let mut owners = Vec::new();
     for s in &slos {
-        groups.extend(product_groups(s));
+        let own = product_groups(s);
+        let file = products.iter().find(|p| p.id == s.product).map(|p| &p.file);
+        let owner = format!("product `{}` of {}", s.product, file.map_or("?", |f| f));
+        owners.extend(own.iter().map(|_| owner.clone()));
+        groups.extend(own);
     }
     groups.extend(super::sunset::group(&sunsets));
     let conformance = super::conformance::watched(&products, conformance);
     groups.extend(super::conformance::group(&conformance));
     groups.push(static_group());
-    Generated {
+    owners.resize(groups.len(), "meshgate's own alerts".to_string());
+    once_each(&groups, &owners)?;
+    Ok(Generated {
         slos,
         sunsets,
         conformance,
         rules: RuleFile { groups },
         warnings,
+    })
+}
+
+/// A rule group name that would be written twice: Prometheus refuses a
+/// file that repeats one, and with it every domain's alerts.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("rule group `{name}` would be written twice, for {first} and for {second}: Prometheus refuses a rule file that repeats a group name")]
+pub struct GroupTwice {
+    pub name: String,
+    pub first: String,
+    pub second: String,
+}
+
+/// Each group name once (`owners[i]`: who group `i` is for).
+fn once_each(groups: &[RuleGroup], owners: &[String]) -> Result<(), GroupTwice> {
+    let mut seen: BTreeMap<&str, usize> = BTreeMap::new();
+    for (i, g) in groups.iter().enumerate() {
+        if let Some(&first) = seen.get(g.name.as_str()) {
+            return Err(GroupTwice {
+                name: g.name.clone(),
+                first: owners[first].clone(),
+                second: owners[i].clone(),
+            });
+        }
+        seen.insert(&g.name, i);
     }
+    Ok(())
+}
+
+/// The names of a product's two groups: its SLIs and alerts, and its
+/// period rules. A product id holds no `/` (nor any character outside
+/// `A-Z a-z 0-9 . _ - :`), so no product's names are another's: the period
+/// group was once `meshgate-slo-<id>-period`, the name of the first group of
+/// a product `<id>-period`.
+pub fn group_names(product: &str) -> [String; 2] {
+    [
+        format!("meshgate-slo-{product}"),
+        format!("meshgate-slo-{product}/period"),
+    ]
+}
+
+/// Contract text as literal text in an alert's label or annotation, which
+/// Prometheus expands as a Go template: each `{` is written as the action
+/// `{{ "{" }}`, which prints it. So no contract text, whatever it holds,
+/// opens an action (`{{ with query "…" }}` would run PromQL of the
+/// contract's choosing and put other domains' series in the alert; an
+/// unclosed `{{` makes Prometheus refuse the whole file), nor makes one
+/// with a `{` of the template around it.
+pub(super) fn literal(s: &str) -> String {
+    s.replace('{', "{{ \"{\" }}")
+}
+
+/// Contract text in a comment of the rule file: printable ASCII, every
+/// other character escaped (`\n`), so that it cannot end the comment.
+pub(super) fn comment(s: &str) -> String {
+    crate::base::text::ascii(s)
 }
 
 impl Generated {
@@ -348,7 +411,9 @@ impl Generated {
         for s in &self.slos {
             out.push_str(&format!(
                 "#   {} {} (domain {}):\n",
-                s.product, s.version, s.domain
+                comment(&s.product),
+                comment(&s.version),
+                comment(&s.domain)
             ));
             match s.availability {
                 Some(o) => out.push_str(&format!(
@@ -420,6 +485,9 @@ pub(super) fn quoted(s: &str) -> String {
             '"' => out.push_str("\\\""),
             '\\' => out.push_str("\\\\"),
             '\n' => out.push_str("\\n"),
+            c if crate::base::text::is_unsafe(c) => {
+                out.push_str(&format!("\\u{:04x}", u32::from(c)))
+            }
             c => out.push(c),
         }
     }
@@ -516,8 +584,9 @@ impl Slo<'_> {
         }
     }
 
+    /// An annotation: the product's PromQL string as literal text.
     fn runbook(&self) -> String {
-        let p = quoted(&self.s.product);
+        let p = literal(&quoted(&self.s.product));
         match self.kind {
             Kind::Availability => format!(
                 "Split the 5xx by decision: sum by (decision) (rate(meshgate_requests_total{{product={p},class=\"5xx\"}}[5m])). decision=\"allow\": the product's server fails or times out (502/504; its sidecar logs say which, meshgate_upstream_duration_seconds how slow). decision=\"shed\": an in-flight limit is reached (meshgate_load_shed_total by scope): scale the product or raise its limits."
@@ -555,13 +624,15 @@ impl Slo<'_> {
             Kind::Availability => "allowed and shed requests failed with 5xx",
             Kind::Latency => "allowed requests were slower than the threshold",
         };
+        // Contract text only as literal text of the templates.
+        let (product, domain) = (literal(&self.s.product), literal(&self.s.domain));
         Rule::alert(
             self.alert_name(),
             expr,
             None,
             &[
-                ("domain", &self.s.domain),
-                ("product", &self.s.product),
+                ("domain", &domain),
+                ("product", &product),
                 ("severity", a.severity),
                 ("slo", self.kind.as_str()),
             ],
@@ -569,17 +640,14 @@ impl Slo<'_> {
                 (
                     "summary",
                     format!(
-                        "{} ({}) is burning its {} error budget {speed}",
-                        self.s.product,
-                        self.s.domain,
+                        "{product} ({domain}) is burning its {} error budget {speed}",
                         self.kind.as_str()
                     ),
                 ),
                 (
                     "description",
                     format!(
-                        "{{{{ $value | humanizePercentage }}}} of {}'s {what} over the alert's long window: {}. SLO: {}; error budget {}%.",
-                        self.s.product,
+                        "{{{{ $value | humanizePercentage }}}} of {product}'s {what} over the alert's long window: {}. SLO: {}; error budget {}%.",
                         a.meaning,
                         self.describe(),
                         number(self.budget() * 100.0),
@@ -652,14 +720,15 @@ fn product_groups(s: &ProductSlos) -> Vec<RuleGroup> {
         ));
     }
     sli.extend(alerts);
+    let [name, period_name] = group_names(&s.product);
     vec![
         RuleGroup {
-            name: format!("meshgate-slo-{}", s.product),
+            name,
             interval: None,
             rules: sli,
         },
         RuleGroup {
-            name: format!("meshgate-slo-{}-period", s.product),
+            name: period_name,
             interval: Some(PERIOD_INTERVAL.to_string()),
             rules: period,
         },
@@ -758,219 +827,4 @@ fn static_group() -> RuleGroup {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::observe::metrics::DURATION_BUCKETS;
-
-    /// Without sunsets (see tools::sunset for those).
-    fn generate<'a>(products: impl IntoIterator<Item = &'a Product>, buckets: &[f64]) -> Generated {
-        super::generate(products, buckets, Duration::ZERO, Default::default())
-    }
-
-    fn product(id: &str, availability: Option<f64>, latency_ms: Option<u64>) -> Product {
-        let yaml = format!(
-            "apiVersion: v3.0.2\nkind: DataContract\nid: {id}\nversion: 1.0.0\ndomain: {domain}\nteam: [{{ username: owner@acme.example, role: owner }}]\ncustomProperties:\n  - {{ property: classification, value: internal }}\nslaProperties:\n{a}{l}  - {{ property: throughput, value: 10, unit: requests/s }}\n",
-            domain = id.split('.').next().unwrap_or("d"),
-            a = availability
-                .map(|a| format!("  - {{ property: availability, value: {a}, unit: percent }}\n"))
-                .unwrap_or_default(),
-            l = latency_ms
-                .map(|l| format!("  - {{ property: latency, value: {l}, unit: ms }}\n"))
-                .unwrap_or_default(),
-        );
-        crate::decision::contract::parse(&yaml, "test.odcs.yaml").expect("contract")
-    }
-
-    #[test]
-    fn le_labels_are_written_as_prometheus_client_writes_bucket_bounds() {
-        use prometheus_client::metrics::histogram::Histogram;
-        let h = Histogram::new(DURATION_BUCKETS);
-        let mut registry = prometheus_client::registry::Registry::default();
-        registry.register("d", "d", h);
-        let mut text = String::new();
-        prometheus_client::encoding::text::encode(&mut text, &registry).expect("encode");
-        let written: Vec<&str> = text
-            .lines()
-            .filter_map(|l| l.split_once("le=\"")?.1.split_once('"').map(|(v, _)| v))
-            .filter(|v| *v != "+Inf")
-            .collect();
-        let ours: Vec<String> = DURATION_BUCKETS.iter().map(|b| le_label(*b)).collect();
-        assert_eq!(written, ours);
-        assert!(ours.contains(&"1.0".to_string()) && ours.contains(&"0.25".to_string()));
-    }
-
-    #[test]
-    fn latency_rounds_up_to_a_bucket_bound_and_says_so() {
-        let exact = LatencyThreshold::for_latency(Duration::from_millis(250), &DURATION_BUCKETS)
-            .expect("bucket");
-        assert_eq!(
-            (exact.bound, exact.le.as_str(), exact.rounded()),
-            (0.25, "0.25", false)
-        );
-        let up = LatencyThreshold::for_latency(Duration::from_millis(300), &DURATION_BUCKETS)
-            .expect("bucket");
-        assert_eq!((up.bound, up.le.as_str(), up.rounded()), (0.5, "0.5", true));
-        let tiny = LatencyThreshold::for_latency(Duration::from_micros(1), &DURATION_BUCKETS)
-            .expect("bucket");
-        assert_eq!(tiny.le, "0.0001");
-        let top = LatencyThreshold::for_latency(Duration::from_secs(10), &DURATION_BUCKETS)
-            .expect("bucket");
-        assert_eq!((top.le.as_str(), top.rounded()), ("10.0", false));
-        assert_eq!(
-            LatencyThreshold::for_latency(Duration::from_millis(10_001), &DURATION_BUCKETS),
-            None
-        );
-
-        let g = generate(
-            [&product("sales.slow", Some(99.0), Some(300))],
-            &DURATION_BUCKETS,
-        );
-        let yaml = g.to_yaml().expect("yaml");
-        assert!(
-            yaml.contains("the contract's 300ms rounded up to the bucket le=\"0.5\""),
-            "{yaml}"
-        );
-        let latency_alert = g.rules.groups[0]
-            .rules
-            .iter()
-            .find(|r| r.alert.as_deref() == Some("MeshgateLatencyBudgetBurn"))
-            .expect("latency alert");
-        assert!(latency_alert.annotations["description"].contains("rounded up"));
-        let sli = &g.rules.groups[0]
-            .rules
-            .iter()
-            .find(|r| {
-                r.record.as_deref() == Some("slo:sli_error:ratio_rate5m")
-                    && r.labels["slo"] == "latency"
-            })
-            .expect("latency sli")
-            .expr;
-        assert!(sli.contains("le=\"0.5\"}[5m]"), "{sli}");
-    }
-
-    #[test]
-    fn each_slo_has_every_window_and_both_severities_with_the_workbook_factors() {
-        let g = generate(
-            [&product("sales.orders", Some(99.9), Some(250))],
-            &DURATION_BUCKETS,
-        );
-        let group = &g.rules.groups[0];
-        assert_eq!(group.name, "meshgate-slo-sales.orders");
-        for slo in ["availability", "latency"] {
-            let windows: Vec<&str> = group
-                .rules
-                .iter()
-                .filter(|r| r.record.is_some() && r.labels["slo"] == slo)
-                .filter_map(|r| {
-                    r.record
-                        .as_deref()?
-                        .strip_prefix("slo:sli_error:ratio_rate")
-                })
-                .collect();
-            assert_eq!(windows, WINDOWS);
-            let alerts: Vec<&Rule> = group
-                .rules
-                .iter()
-                .filter(|r| r.alert.is_some() && r.labels["slo"] == slo)
-                .collect();
-            assert_eq!(alerts.len(), 2);
-            assert_eq!(alerts[0].labels["severity"], "page");
-            assert_eq!(alerts[1].labels["severity"], "ticket");
-            for a in &alerts {
-                assert_eq!(a.labels["product"], "sales.orders");
-                assert_eq!(a.labels["domain"], "sales");
-            }
-        }
-        let page = &group
-            .rules
-            .iter()
-            .find(|r| r.alert.is_some() && r.labels["slo"] == "availability")
-            .expect("page")
-            .expr;
-        assert!(
-            page.contains("slo:sli_error:ratio_rate1h{product=\"sales.orders\",slo=\"availability\"} > (14.4 * 0.001)"),
-            "{page}"
-        );
-        assert!(page.contains("slo:sli_error:ratio_rate5m{product=\"sales.orders\",slo=\"availability\"} > (14.4 * 0.001)"));
-        assert!(page
-            .contains("ratio_rate6h{product=\"sales.orders\",slo=\"availability\"} > (6 * 0.001)"));
-        assert!(page.contains(
-            "ratio_rate30m{product=\"sales.orders\",slo=\"availability\"} > (6 * 0.001)"
-        ));
-        let period = &g.rules.groups[1];
-        assert_eq!(period.interval.as_deref(), Some(PERIOD_INTERVAL));
-        let remaining = period
-            .rules
-            .iter()
-            .find(|r| {
-                r.record.as_deref() == Some("slo:error_budget_remaining:ratio")
-                    && r.labels["slo"] == "latency"
-            })
-            .expect("budget remaining");
-        assert_eq!(
-            remaining.expr,
-            "1 - slo:sli_error:ratio_rate30d{product=\"sales.orders\",slo=\"latency\"} / 0.01"
-        );
-        assert_eq!(
-            g.rules.groups.last().map(|g| g.name.as_str()),
-            Some("meshgate")
-        );
-    }
-
-    #[test]
-    fn slas_that_cannot_be_watched_are_warned_about_not_generated() {
-        let g = generate(
-            [
-                &product("a.none", None, None),
-                &product("a.perfect", Some(100.0), Some(20_000)),
-                &product("a.loose", Some(90.0), None),
-            ],
-            &DURATION_BUCKETS,
-        );
-        // a.none and a.perfect get no groups; a.loose its SLI and period groups.
-        let names: Vec<&str> = g.rules.groups.iter().map(|g| g.name.as_str()).collect();
-        assert_eq!(
-            names,
-            [
-                "meshgate-slo-a.loose",
-                "meshgate-slo-a.loose-period",
-                "meshgate"
-            ]
-        );
-        let w = g.warnings.join("\n");
-        assert!(
-            w.contains("a.perfect: availability 100% leaves no error budget"),
-            "{w}"
-        );
-        assert!(
-            w.contains("a.perfect: latency 20s is above the largest bucket"),
-            "{w}"
-        );
-        assert!(w.contains("a.loose: with an error budget of 10%"), "{w}");
-        assert_eq!(g.warnings.len(), 3, "{w}");
-    }
-
-    #[test]
-    fn the_yaml_reads_back_as_the_same_rules_and_numbers_are_exact() {
-        let g = generate(
-            [
-                &product("sales.orders", Some(99.9), Some(250)),
-                &product("finance.ledger", Some(99.95), Some(1000)),
-            ],
-            &DURATION_BUCKETS,
-        );
-        let yaml = g.to_yaml().expect("yaml");
-        let back: RuleFile = serde_yaml_ng::from_str(&yaml).expect("parses");
-        assert_eq!(back, g.rules);
-        // Sorted by product id; budgets without floating-point noise.
-        assert_eq!(back.groups[0].name, "meshgate-slo-finance.ledger");
-        assert!(yaml.contains("(14.4 * 0.0005)"), "{yaml}");
-        assert!(yaml.contains("vector(0.9995)"));
-        assert!(yaml
-            .contains("availability 99.95% of allowed requests without 5xx (error budget 0.05%)"));
-        assert_eq!(number(1.0 - 0.999), "0.001");
-        assert_eq!(number(14.4), "14.4");
-        assert_eq!(number(6.0), "6");
-        assert_eq!(quoted("a\"b\\c"), "\"a\\\"b\\\\c\"");
-    }
-}
+mod tests;
