@@ -119,3 +119,27 @@ fn an_upstream_cannot_speak_for_meshgate() {
         "{r:?}"
     );
 }
+
+/// A deprecated version's route that names no dataset (no field plan)
+/// lost the version's lifecycle headers with the plan; with the upstream's
+/// own now removed, its clients heard of no deprecation at all.
+#[test]
+fn a_route_without_a_field_plan_still_announces_its_lifecycle() {
+    let pki = Pki::new();
+    let up = RawUpstream::start(concat!(
+        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n",
+        "Connection: close\r\nContent-Length: 2\r\n\r\n[]",
+    ));
+    let sidecar = Meshgate::builder(&pki, &up).policies();
+    let v1 = pki.path("policies/domains/sales/orders-v1.odcs.yaml");
+    let text = std::fs::read_to_string(&v1).expect("v1 contract");
+    let route = "{ method: GET, path: /v1/orders, action: read, dataset: orders }";
+    assert!(text.contains(route), "{text}");
+    let text = text.replace(route, "{ method: GET, path: /v1/orders, action: read }");
+    std::fs::write(&v1, text).expect("write");
+    let mg = sidecar.start();
+    let r = common::reply::fetch(&pki, "reporting", &[], &mg.url("/v1/orders"));
+    assert_eq!(r.status, "200", "{r:?}");
+    assert!(r.header("deprecation").is_some(), "{r:?}");
+    assert!(r.header("sunset").is_some(), "{r:?}");
+}

@@ -83,7 +83,7 @@ pub fn load_policy(
         for line in &e.0 {
             eprintln!("{line}");
         }
-        let n = e.0.len();
+        let n = e.total();
         anyhow::anyhow!("policy: {n} error{}", if n == 1 { "" } else { "s" })
     })
 }

@@ -64,10 +64,13 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             Err(e) => errors.push(format!("{path}: users.issuers[{i}].jwks_file: {e}")),
         }
     }
+    let mut not_shown = 0;
     let summary = match &config.policy {
         None => "no policy section: authenticated mode".to_string(),
         Some(p) => match PolicyInputs::read(p).and_then(|i| Snapshot::build(&i)) {
             Err(e) => {
+                // Past the cap, one line stands for the errors not shown.
+                not_shown = e.total() - e.0.len();
                 errors.extend(e.0);
                 String::new()
             }
@@ -108,8 +111,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     if !errors.is_empty() {
         eprintln!(
             "meshgate: {path}: {}, {}",
-            counted(errors.len(), "error"),
-            counted(warnings.len(), "warning")
+            counted(errors.len() + not_shown, "error"),
+            counted(finding_count(&warnings), "warning")
         );
         return Ok(ExitCode::FAILURE);
     }
@@ -119,11 +122,48 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
     println!(
         "{path}: ok ({summary}; {})",
-        counted(warnings.len(), "warning")
+        counted(finding_count(&warnings), "warning")
     );
     Ok(if args.strict {
         ExitCode::from(WARNINGS_EXIT)
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// How many findings `findings` stand for: a line that says how many more
+/// were not shown (`and N more warnings not shown`) stands for those N.
+fn finding_count(findings: &[Finding]) -> usize {
+    findings
+        .iter()
+        .map(|f| {
+            let more = f.at.is_none() && f.field.is_empty();
+            let n = f
+                .message
+                .strip_prefix("and ")
+                .and_then(|rest| rest.split_once(' '))
+                .filter(|(_, rest)| more && rest.ends_with(" not shown"))
+                .and_then(|(n, _)| n.parse().ok());
+            n.unwrap_or(1)
+        })
+        .sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_line_for_the_findings_not_shown_counts_them() {
+        let finding = |message: &str, at| Finding {
+            file: "o.yaml".into(),
+            at,
+            field: String::new(),
+            message: message.into(),
+        };
+        let shown = finding("and 3 more warnings not shown", Some((1, 1)));
+        let more = finding("and 49 more warnings not shown", None);
+        let one = finding("and 1 more warning not shown", None);
+        assert_eq!(finding_count(&[shown, more, one]), 51);
+    }
 }

@@ -503,13 +503,20 @@ impl Snapshot {
             }
             (validation, indexes)
         });
-        let mut all_errors = validation;
-        all_errors.append(&mut errors);
+        // Parse, authority and input errors first (often the cause of the
+        // rest), then the validator's: the cap keeps the first.
+        let mut all_errors = errors;
         let (parts, (index, shadow_index)) = match (parts, indexes) {
-            (Ok(p), Some(indexes)) if all_errors.is_empty() => (p, indexes),
-            (Ok(_), _) => return Err(LoadErrors::capped(all_errors)),
+            (Ok(p), Some(indexes)) if all_errors.is_empty() && validation.is_empty() => {
+                (p, indexes)
+            }
+            (Ok(_), _) => {
+                all_errors.extend(validation);
+                return Err(LoadErrors::capped(all_errors));
+            }
             (Err(more), _) => {
                 all_errors.extend(more);
+                all_errors.extend(validation);
                 return Err(LoadErrors::capped(all_errors));
             }
         };

@@ -163,13 +163,15 @@ pub const REPORTED: usize = 100;
 const NOT_SHOWN: &str = "policy: and ";
 
 impl LoadErrors {
-    /// The first [`REPORTED`] of `errors` (in the order found: file order),
+    /// The first [`REPORTED`] of `errors` (in the order found: parse and
+    /// input errors, then the validator's, each in file order),
     /// then one line saying how many more there are.
     pub fn capped(mut errors: Vec<String>) -> LoadErrors {
         if errors.len() > REPORTED {
             let more = errors.len() - REPORTED;
             errors.truncate(REPORTED);
-            errors.push(format!("{NOT_SHOWN}{more} more errors not shown"));
+            let s = if more == 1 { "" } else { "s" };
+            errors.push(format!("{NOT_SHOWN}{more} more error{s} not shown"));
         }
         LoadErrors(errors)
     }

@@ -97,6 +97,12 @@ pub enum Undeclared {
     Refuse,
 }
 
+/// Whether members a contract does not declare pass as sent under
+/// `undeclared` (`pass`, or nothing said).
+pub fn passes(undeclared: Option<Undeclared>) -> bool {
+    matches!(undeclared, Some(Undeclared::Pass) | None)
+}
+
 impl Undeclared {
     pub fn as_str(self) -> &'static str {
         match self {

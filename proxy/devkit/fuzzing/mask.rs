@@ -28,7 +28,7 @@ use aws_lc_rs::hmac;
 
 use crate::decision::fields::tree::{self, Level, Rule};
 use crate::decision::fields::{
-    DatasetFields, FieldPlan, FieldSpec, Hidden, Mask, Mode, Shape, Undeclared,
+    passes, DatasetFields, FieldPlan, FieldSpec, Hidden, Mask, Mode, Shape, Undeclared,
 };
 use crate::model::conformance::Kinds;
 use crate::pipeline::mask::conform::Checker;
@@ -531,8 +531,8 @@ pub(super) fn masked(node: &Node, level: &Level, key: Option<&hmac::Key>) -> Res
                         parse(&made).map_err(|_| "not JSON made".to_string())?.0
                     }
                     // A hidden member's name written otherwise (case,
-                    // spaces, separators), under any `undeclared`.
-                    None if level.hidden_otherwise(&name) => {
+                    // spaces, separators), where undeclared ones pass.
+                    None if passes(level.undeclared) && level.hidden_otherwise(&name) => {
                         return Err("a hidden name written otherwise".into())
                     }
                     None => match level.undeclared {

@@ -230,7 +230,7 @@ fn check_hash(h: &str) -> Result<String, String> {
 /// line) or under `fields` (a nested one).
 /// Whether a log line's message is `message`: exactly, for a JSON line
 /// (the text inside another message, an error's, must not count); for a
-/// text line, whether the line holds it.
+/// text line, whether it follows the line's target (`target: message`).
 fn says(line: &str, message: &str) -> bool {
     let line = line.trim();
     if !line.contains(message) {

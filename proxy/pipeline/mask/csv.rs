@@ -28,7 +28,7 @@ use super::methods;
 use super::run;
 use super::scan::CAPTURE_LIMIT;
 use super::tree::{Level, Rule, NO_CHECK};
-use crate::decision::fields::{Mask, Undeclared};
+use crate::decision::fields::{passes, Mask, Undeclared};
 use crate::model::conformance::Kind;
 
 type Failed = String;
@@ -367,7 +367,7 @@ impl CsvMasker {
             Some(Rule::Hide(m)) => Column::Method(*m),
             // ` customer_email` (a `, ` separator), `Customer_Email`: a
             // reader that trims or folds case takes it for the hidden one.
-            None if self.root.hidden_otherwise(name) => {
+            None if passes(self.root.undeclared) && self.root.hidden_otherwise(name) => {
                 return Err(format!(
                     "a column ({} bytes) that is a hidden field's name written otherwise (case, spaces, separators)",
                     name.len()

@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use super::tree::{Level, Rule};
-use crate::decision::fields::{Mask, Shape, Undeclared};
+use crate::decision::fields::{passes, Mask, Shape, Undeclared};
 
 /// What happens to the value of the member being read at a declared level.
 #[derive(Debug, Clone)]
@@ -59,7 +59,11 @@ pub(super) fn member_of(
         Some(Rule::Hide(Mask::Null)) => Member::Null,
         Some(Rule::Hide(Mask::Redact)) => Member::Redact,
         Some(Rule::Hide(m)) => Member::Capture(*m),
-        None if level.hidden_otherwise(name) => return Err(Unmaskable::HiddenOtherwise),
+        // Only where an undeclared member would pass: `omit` drops it and
+        // `refuse` refuses it anyway.
+        None if passes(level.undeclared) && level.hidden_otherwise(name) => {
+            return Err(Unmaskable::HiddenOtherwise)
+        }
         None => match level.undeclared {
             Some(Undeclared::Pass) | None => Member::Copy,
             Some(Undeclared::Omit) => Member::Skip,

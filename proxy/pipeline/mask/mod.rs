@@ -96,7 +96,11 @@ impl FieldMasking {
         m: Masking<'_>,
         inner: Option<Arc<dyn ResponseTransform>>,
     ) -> Option<Arc<dyn ResponseTransform>> {
-        let plan = m.plan?;
+        // No plan (a route naming no dataset, a dataset of no fields): the
+        // route's own transform, its lifecycle headers with it.
+        let Some(plan) = m.plan else {
+            return inner;
+        };
         if !plan.rewrites() {
             // Another caller's answer from the same URL may be masked.
             return Some(match m.conformance {
