@@ -247,7 +247,7 @@ async fn an_invalid_policy_written_under_load_is_rejected_and_no_request_fails()
 
     let from = mg.logs.len();
     let bad = pki.path("policies/domains/sales/zz-broken.cedar");
-    std::fs::write(&bad, "@id(\"sales.broken\")\npermit (principal, action, resource)\nwhen { resource.no_such_attr };\n")
+    std::fs::write(&bad, "@id(\"sales.broken\")\npermit (principal, action, resource in Mesh::Domain::\"sales\")\nwhen { resource.no_such_attr };\n")
         .expect("write bad policy");
     let line = mg
         .logs

@@ -543,7 +543,7 @@ fn a_real_prometheus_scrapes_the_sidecar_and_evaluates_the_slo_rules() {
     let names: Vec<&str> = groups.iter().filter_map(|g| g["name"].as_str()).collect();
     for g in [
         "meshgate-slo-sales.orders",
-        "meshgate-slo-finance.ledger/period",
+        "meshgate-slo-finance.ledger@period",
         "meshgate",
     ] {
         assert!(names.contains(&g), "{g} not loaded: {names:?}");

@@ -187,9 +187,9 @@ fn a_product_named_like_another_products_period_group_gets_groups_of_its_own() {
     let names: Vec<&str> = rules.groups.iter().map(|g| g.name.as_str()).collect();
     for name in [
         "meshgate-slo-sales.orders",
-        "meshgate-slo-sales.orders/period",
+        "meshgate-slo-sales.orders@period",
         "meshgate-slo-sales.orders-period",
-        "meshgate-slo-sales.orders-period/period",
+        "meshgate-slo-sales.orders-period@period",
     ] {
         assert_eq!(names.iter().filter(|n| **n == name).count(), 1, "{names:?}");
     }
@@ -232,7 +232,7 @@ fn rules_of_text_that_never_passed_validation_are_one_document_promtool_loads_wh
             Some("# not a comment\n- groups"),
         ],
         [
-            Some("a/period"),
+            Some("a@period"),
             Some(""),
             Some("\u{0}\u{1b}[31m"),
             None,

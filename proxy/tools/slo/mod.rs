@@ -367,14 +367,15 @@ fn once_each(groups: &[RuleGroup], owners: &[String]) -> Result<(), GroupTwice> 
 }
 
 /// The names of a product's two groups: its SLIs and alerts, and its
-/// period rules. A product id holds no `/` (nor any character outside
+/// period rules (`@`, not `/`: Cortex-family rulers put group names in
+/// URL paths). A product id holds no `@` (nor any character outside
 /// `A-Z a-z 0-9 . _ - :`), so no product's names are another's: the period
 /// group was once `meshgate-slo-<id>-period`, the name of the first group of
 /// a product `<id>-period`.
 pub fn group_names(product: &str) -> [String; 2] {
     [
         format!("meshgate-slo-{product}"),
-        format!("meshgate-slo-{product}/period"),
+        format!("meshgate-slo-{product}@period"),
     ]
 }
 

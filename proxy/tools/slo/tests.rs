@@ -175,7 +175,7 @@ fn slas_that_cannot_be_watched_are_warned_about_not_generated() {
         names,
         [
             "meshgate-slo-a.loose",
-            "meshgate-slo-a.loose/period",
+            "meshgate-slo-a.loose@period",
             "meshgate"
         ]
     );
@@ -231,9 +231,9 @@ fn a_product_named_like_another_products_period_group_gets_groups_of_its_own() {
         names,
         [
             "meshgate-slo-sales.orders",
-            "meshgate-slo-sales.orders/period",
+            "meshgate-slo-sales.orders@period",
             "meshgate-slo-sales.orders-period",
-            "meshgate-slo-sales.orders-period/period",
+            "meshgate-slo-sales.orders-period@period",
             "meshgate"
         ]
     );
@@ -244,7 +244,7 @@ fn a_group_name_that_would_be_written_twice_fails_naming_both_contracts() {
     // Only an id that validation refuses (it holds a `/`) can do it.
     let first = product("a.x", Some(99.0), None);
     let mut second = product("a.y", Some(99.0), None);
-    second.id = "a.x/period".into();
+    second.id = "a.x@period".into();
     second.file = "other.odcs.yaml".into();
     let e = super::generate(
         [&second, &first],
@@ -255,7 +255,7 @@ fn a_group_name_that_would_be_written_twice_fails_naming_both_contracts() {
     .expect_err("refused");
     assert_eq!(
         e.to_string(),
-        "rule group `meshgate-slo-a.x/period` would be written twice, for product `a.x` of test.odcs.yaml and for product `a.x/period` of other.odcs.yaml: Prometheus refuses a rule file that repeats a group name"
+        "rule group `meshgate-slo-a.x@period` would be written twice, for product `a.x` of test.odcs.yaml and for product `a.x@period` of other.odcs.yaml: Prometheus refuses a rule file that repeats a group name"
     );
 }
 
