@@ -80,7 +80,7 @@ pub fn load_policy(
     use crate::decision::authz::{PolicyInputs, Snapshot};
     let built = PolicyInputs::read(p).and_then(|i| Snapshot::build(&i));
     built.map_err(|e| {
-        for line in &e.0 {
+        for line in e.lines() {
             eprintln!("{line}");
         }
         let n = e.total();

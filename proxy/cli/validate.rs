@@ -39,6 +39,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             at: None,
             field: String::new(),
             message,
+            stands_for: 1,
         })),
     }
     if let Err(e) = config.audit.check_sink() {
@@ -60,6 +61,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 at: None,
                 field: String::new(),
                 message,
+                stands_for: 1,
             })),
             Err(e) => errors.push(format!("{path}: users.issuers[{i}].jwks_file: {e}")),
         }
@@ -69,9 +71,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         None => "no policy section: authenticated mode".to_string(),
         Some(p) => match PolicyInputs::read(p).and_then(|i| Snapshot::build(&i)) {
             Err(e) => {
-                // Past the cap, one line stands for the errors not shown.
-                not_shown = e.total() - e.0.len();
-                errors.extend(e.0);
+                // Past the cap, one line stands for the errors not shown:
+                // the count is of errors, not of lines.
+                let lines = e.lines();
+                not_shown = e.total() - lines.len();
+                errors.extend(lines);
                 String::new()
             }
             Ok(snapshot) => {
@@ -85,6 +89,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                             at: None,
                             field,
                             message,
+                            stands_for: 1,
                         }
                     }));
                 }
@@ -131,22 +136,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     })
 }
 
-/// How many findings `findings` stand for: a line that says how many more
-/// were not shown (`and N more warnings not shown`) stands for those N.
+/// How many findings `findings` stand for: the one that closes a capped
+/// list stands for those not shown.
 fn finding_count(findings: &[Finding]) -> usize {
-    findings
-        .iter()
-        .map(|f| {
-            let more = f.at.is_none() && f.field.is_empty();
-            let n = f
-                .message
-                .strip_prefix("and ")
-                .and_then(|rest| rest.split_once(' '))
-                .filter(|(_, rest)| more && rest.ends_with(" not shown"))
-                .and_then(|(n, _)| n.parse().ok());
-            n.unwrap_or(1)
-        })
-        .sum()
+    findings.iter().map(|f| f.stands_for).sum()
 }
 
 #[cfg(test)]
@@ -155,15 +148,19 @@ mod tests {
 
     #[test]
     fn a_line_for_the_findings_not_shown_counts_them() {
-        let finding = |message: &str, at| Finding {
-            file: "o.yaml".into(),
-            at,
-            field: String::new(),
-            message: message.into(),
-        };
-        let shown = finding("and 3 more warnings not shown", Some((1, 1)));
-        let more = finding("and 49 more warnings not shown", None);
-        let one = finding("and 1 more warning not shown", None);
-        assert_eq!(finding_count(&[shown, more, one]), 51);
+        let findings = (1..=150)
+            .map(|line| Finding {
+                file: "o.yaml".into(),
+                at: Some((line, 1)),
+                field: "name".into(),
+                message: "and 3 more warnings not shown".into(),
+                stands_for: 1,
+            })
+            .collect();
+        let reported = crate::decision::finding::first_reported(findings, "o.yaml", "warning", 100);
+        assert_eq!(reported.len(), 101);
+        assert_eq!(reported[100].message, "and 50 more warnings not shown");
+        // A message that reads like the closing line is one finding.
+        assert_eq!(finding_count(&reported), 150);
     }
 }

@@ -19,6 +19,9 @@ pub struct Finding {
     /// (`customProperties.meshgateRoutes[3].dataset`); empty for the file.
     pub field: String,
     pub message: String,
+    /// How many findings this one stands for: 1, or for the one that closes
+    /// a capped list ([`first_reported`]), how many were not shown.
+    pub stands_for: usize,
 }
 
 impl Finding {
@@ -66,6 +69,7 @@ pub fn first_reported(
                 "and {more} more {kind}{} not shown",
                 if more == 1 { "" } else { "s" }
             ),
+            stands_for: more,
         });
     }
     findings

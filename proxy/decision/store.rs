@@ -109,9 +109,9 @@ impl PolicyStore {
             Err(e) => {
                 self.set_error(Some(ReloadError {
                     at: SystemTime::now(),
-                    errors: e.0.clone(),
+                    errors: e.lines(),
                 }));
-                Reload::Failed { errors: e.0 }
+                Reload::Failed { errors: e.lines() }
             }
         }
     }

@@ -228,7 +228,7 @@ pub fn run(
             };
             let snapshot = inputs
                 .and_then(|i| Snapshot::build(&i))
-                .map_err(|e| e.0.join("\n"))?;
+                .map_err(|e| e.lines().join("\n"))?;
             snapshots.insert(key.clone(), snapshot);
         }
         let snapshot = &snapshots[&key];

@@ -286,7 +286,7 @@ permit (principal, action, resource == Mesh::Dataset::"sales.orders/orders");
     fn every_overstepping_policy_is_refused_with_its_place_id_domain_and_reason() {
         let err = build_with(owned("sales/extra.cedar", OVERSTEPPING, Some("sales")))
             .expect_err("refused");
-        let e = &err.0;
+        let e = &err.shown;
         assert_eq!(e.len(), 6, "{e:#?}");
         let expect = [
             ("sales/extra.cedar:5:1: policy `sales.open` of domain `sales` is refused: its resource scope `resource` could match another domain's resources", ""),
@@ -329,11 +329,11 @@ permit (principal, action, resource == Mesh::Dataset::"sales.orders/orders");
 ]"#;
         let err =
             build_with(owned("sales/more.links.json", links, Some("sales"))).expect_err("refused");
-        assert_eq!(err.0.len(), 1, "{:#?}", err.0);
+        assert_eq!(err.shown.len(), 1, "{:#?}", err.shown);
         assert!(
-            err.0[0].starts_with("sales/more.links.json:12:16: grant (link of template `sales.grant.read`) `sales.grant.ledger` of domain `sales` is refused: `resource in Mesh::DataProduct::\"finance.ledger\"` names a resource of domain `finance`"),
+            err.shown[0].starts_with("sales/more.links.json:12:16: grant (link of template `sales.grant.read`) `sales.grant.ledger` of domain `sales` is refused: `resource in Mesh::DataProduct::\"finance.ledger\"` names a resource of domain `finance`"),
             "{}",
-            err.0[0]
+            err.shown[0]
         );
     }
 
@@ -378,9 +378,9 @@ permit (principal, action, resource == Mesh::Dataset::"sales.orders/orders");
             owned("sales/more.links.json", &links, Some("sales")),
         ])
         .expect_err("refused");
-        assert_eq!(err.0.len(), 1, "{:#?}", err.0);
+        assert_eq!(err.shown.len(), 1, "{:#?}", err.shown);
         assert_eq!(
-            err.0[0],
+            err.shown[0],
             "sales/more.links.json:1:35: [0].template_id: grant `sales.grant.via-finance` of domain `sales` is refused: `finance.tpl.grant` is a template of domain `finance` (finance/tpl.cedar:1:1); a domain's grants may link only its own templates or the mesh baseline's (another domain could turn the grant into a forbid, or widen it)"
         );
         // The mesh baseline's templates are every domain's to link.
@@ -401,9 +401,9 @@ permit (principal, action, resource == Mesh::Dataset::"sales.orders/orders");
         let err =
             build_with_all(vec![owned("mesh/more.links.json", &links, None)]).expect_err("refused");
         assert!(
-            err.0[0].starts_with("mesh/more.links.json:1:34: [0].template_id: grant `mesh.grant.ledger` of the mesh baseline is refused: `sales.grant.read` is a template of domain `sales` (policies/domains/sales/policies.cedar:"),
+            err.shown[0].starts_with("mesh/more.links.json:1:34: [0].template_id: grant `mesh.grant.ledger` of the mesh baseline is refused: `sales.grant.read` is a template of domain `sales` (policies/domains/sales/policies.cedar:"),
             "{:#?}",
-            err.0
+            err.shown
         );
         let links = grant(
             "mesh.tpl.grant",
@@ -424,13 +424,13 @@ permit (principal, action, resource == Mesh::Dataset::"sales.orders/orders");
             Some("finance"),
         ));
         let err = Snapshot::build(&inputs).expect_err("refused");
-        assert_eq!(err.0.len(), 1, "{:#?}", err.0);
+        assert_eq!(err.shown.len(), 1, "{:#?}", err.shown);
         assert!(
-            err.0[0].starts_with(
+            err.shown[0].starts_with(
                 "shadow/finance.cedar:1:1: policy `finance.reads-orders` of domain `finance` is refused"
             ),
             "{}",
-            err.0[0]
+            err.shown[0]
         );
     }
 
@@ -475,8 +475,8 @@ permit (principal, action, resource in Mesh::Domain::"sales");
             ("sales/ids.cedar:13:1: template `mesh.template` of domain `sales` is refused: its id lies in the mesh baseline's namespace", own),
             ("sales/ids.links.json:1:46: grant (link of template `sales.grant.read`) `mesh.grant.x` of domain `sales` is refused: its id lies in the mesh baseline's namespace", own),
         ];
-        assert_eq!(err.0.len(), expect.len(), "{:#?}", err.0);
-        for ((start, has), got) in expect.iter().zip(&err.0) {
+        assert_eq!(err.shown.len(), expect.len(), "{:#?}", err.shown);
+        for ((start, has), got) in expect.iter().zip(&err.shown) {
             assert!(
                 got.starts_with(start) && got.contains(has),
                 "want {start} … {has}\n got {got}"
@@ -495,11 +495,11 @@ permit (principal, action, resource in Mesh::Domain::"sales");
             Some("sales"),
         ));
         let err = Snapshot::build(&inputs).expect_err("refused");
-        assert_eq!(err.0.len(), 1, "{:#?}", err.0);
+        assert_eq!(err.shown.len(), 1, "{:#?}", err.shown);
         assert!(
-            err.0[0].starts_with("shadow/sales.cedar:1:1: policy `mesh.shadow-exception` of domain `sales` is refused: its id lies in the mesh baseline's namespace"),
+            err.shown[0].starts_with("shadow/sales.cedar:1:1: policy `mesh.shadow-exception` of domain `sales` is refused: its id lies in the mesh baseline's namespace"),
             "{}",
-            err.0[0]
+            err.shown[0]
         );
     }
 

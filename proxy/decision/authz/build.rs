@@ -630,7 +630,7 @@ fn read_schema(src: &Source) -> Result<Schema, LoadErrors> {
             }
             Ok(schema)
         }
-        Err(e) => Err(LoadErrors(vec![diag(&src.name, &src.text, &e)])),
+        Err(e) => Err(LoadErrors::all(vec![diag(&src.name, &src.text, &e)])),
     }
 }
 

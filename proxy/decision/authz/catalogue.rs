@@ -261,6 +261,7 @@ impl Catalogue {
                 message: format!(
                     "`{path}` matches no route of the contracts loaded with this one: its Link header and its 410 would send clients to a 404"
                 ),
+                stands_for: 1,
             });
         }
         out
@@ -311,16 +312,16 @@ mod tests {
     fn another_domain_cannot_take_a_path_by_another_method() {
         let vip = contract("finance.vip", "finance", "DELETE", "/orders/vip");
         let err = with_contract("finance/vip.odcs.yaml", "finance", vip).expect_err("refused");
-        assert_eq!(err.0.len(), 1, "{:#?}", err.0);
+        assert_eq!(err.shown.len(), 1, "{:#?}", err.shown);
         let want = "finance/vip.odcs.yaml:12:33: customProperties.meshgateRoutes[0].path: DELETE /orders/vip overlaps `GET /orders/{id}` of policies/domains/sales/orders.odcs.yaml (domain `sales`): routes of different domains must not match the same path, whatever their methods";
-        assert_eq!(err.0[0], want);
+        assert_eq!(err.shown[0], want);
         // A parameter over another domain's literal, by another method, too.
         let any = contract("sales.any", "sales", "DELETE", "/ledger/{entry}");
         let err = with_contract("sales/any.odcs.yaml", "sales", any).expect_err("refused");
         assert!(
-            err.0[0].contains("DELETE /ledger/{entry} overlaps `GET /ledger/entries"),
+            err.shown[0].contains("DELETE /ledger/{entry} overlaps `GET /ledger/entries"),
             "{:#?}",
-            err.0
+            err.shown
         );
     }
 

@@ -164,7 +164,7 @@ mod tests {
         )])
         .expect_err("refused");
         assert_eq!(
-            err.0,
+            err.shown,
             ["finance/returns.odcs.yaml:3:5: id: `sales.returns` lies in the namespace of domain `sales` (`sales.`), but the contract is of domain `finance`; a domain's product ids may not begin with another domain's name and a dot"]
         );
         // A domain known only from entities.json (no source here) counts too.
@@ -172,7 +172,7 @@ mod tests {
         let err = with_contracts(&[("finance/c.odcs.yaml", Some("finance"), campaigns)])
             .expect_err("refused");
         assert!(
-            err.0[0].contains("namespace of domain `marketing`"),
+            err.shown[0].contains("namespace of domain `marketing`"),
             "{err:?}"
         );
         // The mesh baseline's contract sources are not limited; an id in no
@@ -199,16 +199,16 @@ mod tests {
             ("sales/refunds.odcs.yaml", Some("sales"), grouped),
         ])
         .expect_err("refused");
-        assert_eq!(err.0.len(), 2, "{:#?}", err.0);
+        assert_eq!(err.shown.len(), 2, "{:#?}", err.shown);
         assert!(
-            err.0[0].starts_with("sales/returns.odcs.yaml:3:5: id: `sales.eu.returns` lies in the namespace of domain `sales.eu`"),
+            err.shown[0].starts_with("sales/returns.odcs.yaml:3:5: id: `sales.eu.returns` lies in the namespace of domain `sales.eu`"),
             "{:#?}",
-            err.0
+            err.shown
         );
         assert!(
-            err.0[1].starts_with("sales/refunds.odcs.yaml:6:14: dataProduct: the product id `sales.eu.refunds` (`domain` and `dataProduct`) lies in the namespace of domain `sales.eu`"),
+            err.shown[1].starts_with("sales/refunds.odcs.yaml:6:14: dataProduct: the product id `sales.eu.refunds` (`domain` and `dataProduct`) lies in the namespace of domain `sales.eu`"),
             "{:#?}",
-            err.0
+            err.shown
         );
     }
 }

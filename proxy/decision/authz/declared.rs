@@ -113,6 +113,7 @@ impl Declared {
                     at,
                     field: format!("@id(\"{id}\") {side}"),
                     message,
+                    stands_for: 1,
                 });
             }
         }
@@ -147,6 +148,7 @@ pub(super) fn contract_domain(p: &Product, text: &str, entities: &Entities) -> O
         message: format!(
             "{domain} is not declared in entities.json: no caller is in this domain (it has no namespaces) and it has no parents"
         ),
+        stands_for: 1,
     })
 }
 

@@ -90,7 +90,7 @@ pub(super) fn on_build_thread<T: Send>(
 ) -> Result<T, LoadErrors> {
     std::thread::scope(|scope| {
         joined(spawn_build(scope, build), "building the snapshot")
-            .unwrap_or_else(|e| Err(LoadErrors(vec![e])))
+            .unwrap_or_else(|e| Err(LoadErrors::all(vec![e])))
     })
 }
 

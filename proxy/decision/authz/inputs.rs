@@ -151,48 +151,63 @@ pub struct PolicyInputs {
     pub shadow: Vec<Source>,
 }
 
-/// Everything that was wrong, one `file:line:col: message` per entry.
+/// Everything that was wrong, one `file:line:col: message` per entry, the
+/// first [`REPORTED`] of them, and how many more there were.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LoadErrors(pub Vec<String>);
+pub struct LoadErrors {
+    /// The errors reported, in the order found.
+    pub shown: Vec<String>,
+    /// How many more there were past [`REPORTED`].
+    pub not_shown: usize,
+}
 
 /// Errors a load reports at most (`validate`, the reload log, `/policy`'s
 /// `last_error`): 16,000 failing policies made 16,000 lines of each.
 pub const REPORTED: usize = 100;
 
-/// How the line that stands for the errors past [`REPORTED`] starts.
-const NOT_SHOWN: &str = "policy: and ";
-
 impl LoadErrors {
-    /// The first [`REPORTED`] of `errors` (in the order found: parse and
-    /// input errors, then the validator's, each in file order),
-    /// then one line saying how many more there are.
-    pub fn capped(mut errors: Vec<String>) -> LoadErrors {
-        if errors.len() > REPORTED {
-            let more = errors.len() - REPORTED;
-            errors.truncate(REPORTED);
-            let s = if more == 1 { "" } else { "s" };
-            errors.push(format!("{NOT_SHOWN}{more} more error{s} not shown"));
+    /// Every one of `errors`, none held back.
+    pub fn all(errors: Vec<String>) -> LoadErrors {
+        LoadErrors {
+            shown: errors,
+            not_shown: 0,
         }
-        LoadErrors(errors)
+    }
+
+    /// The first [`REPORTED`] of `errors` (in the order found: parse and
+    /// input errors, then the validator's, each in file order), and how
+    /// many more there are.
+    pub fn capped(mut errors: Vec<String>) -> LoadErrors {
+        let not_shown = errors.len().saturating_sub(REPORTED);
+        errors.truncate(REPORTED);
+        LoadErrors {
+            shown: errors,
+            not_shown,
+        }
     }
 
     /// How many errors there were, shown or not.
     pub fn total(&self) -> usize {
-        let not_shown = self.0.last().and_then(|last| {
-            let rest = last.strip_prefix(NOT_SHOWN)?;
-            rest.split(' ').next()?.parse::<usize>().ok()
-        });
-        match not_shown {
-            Some(more) => self.0.len() - 1 + more,
-            None => self.0.len(),
+        self.shown.len() + self.not_shown
+    }
+
+    /// The errors as lines to print: those shown, then one saying how many
+    /// more there are (`policy: and N more errors not shown`).
+    pub fn lines(&self) -> Vec<String> {
+        let mut lines = self.shown.clone();
+        if self.not_shown > 0 {
+            let more = self.not_shown;
+            let s = if more == 1 { "" } else { "s" };
+            lines.push(format!("policy: and {more} more error{s} not shown"));
         }
+        lines
     }
 }
 
 impl fmt::Display for LoadErrors {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let more = self.total().saturating_sub(1);
-        match self.0.first() {
+        match self.shown.first() {
             None => f.write_str("policy: unknown error"),
             Some(first) if more == 0 => f.write_str(first),
             Some(first) => write!(
@@ -311,10 +326,10 @@ impl PolicyInputs {
         let stray = super::stray::policy_files(cfg);
         match Self::read_consistently(cfg, Self::read_once) {
             Ok(inputs) if stray.is_empty() => Ok(inputs),
-            Ok(_) => Err(LoadErrors(stray)),
-            Err(LoadErrors(mut errors)) => {
-                errors.extend(stray);
-                Err(LoadErrors(errors))
+            Ok(_) => Err(LoadErrors::all(stray)),
+            Err(mut errors) => {
+                errors.shown.extend(stray);
+                Err(errors)
             }
         }
     }
@@ -325,7 +340,7 @@ impl PolicyInputs {
     ) -> Result<PolicyInputs, LoadErrors> {
         crate::base::paths::read_whole(&cfg.watched_paths(), || read_once(cfg)).unwrap_or_else(
             |replaced| {
-                Err(LoadErrors(
+                Err(LoadErrors::all(
                     replaced
                         .0
                         .iter()
@@ -380,7 +395,7 @@ impl PolicyInputs {
             (s, e) => {
                 errors.extend(s.err());
                 errors.extend(e.err());
-                Err(LoadErrors(errors))
+                Err(LoadErrors::all(errors))
             }
         }
     }
@@ -627,7 +642,7 @@ mod tests {
         let err = PolicyInputs::read(&owned_config(dir, "sales", "sales")).expect_err("refused");
         let real = std::fs::canonicalize(dir.join("mesh/baseline.cedar")).expect("real");
         assert_eq!(
-            err.0,
+            err.shown,
             [format!(
                 "{}: links to {}, outside the domain's directory {}; a domain's source reads only its own files",
                 dir.join("sales/zz.cedar").display(),
@@ -661,7 +676,7 @@ mod tests {
             let cfg = owned_config(dir, &format!("sales/{file}"), "sales");
             let err = PolicyInputs::read(&cfg).expect_err("refused");
             assert_eq!(
-                err.0,
+                err.shown,
                 [format!(
                     "{}: links to {}, outside the domain's directory {}; a domain's source reads only its own files",
                     dir.join("sales").join(file).display(),
@@ -726,7 +741,7 @@ mod tests {
         .expect_err("never the same twice");
         assert_eq!(calls, READ_ATTEMPTS);
         assert_eq!(
-            err.0,
+            err.shown,
             [format!(
                 "{}: replaced while being read, {READ_ATTEMPTS} times in a row; not loaded",
                 dir.join("live").display()

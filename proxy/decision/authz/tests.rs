@@ -332,7 +332,7 @@ fn bad_links_are_reported_with_their_file_and_entry() {
     // Where, which grant, and why: Cedar's own message alone says only
     // `unable to link template`.
     assert_eq!(
-        e.0[0],
+        e.shown[0],
         "bad.links.json:1:51: [0] `x`: unable to link template: failed to find a template with id `no.such.template`"
     );
 }
@@ -341,24 +341,24 @@ fn bad_links_are_reported_with_their_file_and_entry() {
 fn load_errors_carry_file_line_and_column() {
     let e = with_policy("\n\n@id(\"x\")\npermit (principal, action, resource) when { nope };")
         .unwrap_err();
-    assert!(e.0[0].starts_with("extra.cedar:4:"), "{e}");
+    assert!(e.shown[0].starts_with("extra.cedar:4:"), "{e}");
     let e = with_policy("permit (principal, action, resource);").unwrap_err();
     assert_eq!(
-        e.0,
+        e.shown,
         vec!["extra.cedar:1:1: policy has no @id(\"…\") annotation"]
     );
     let e =
         with_policy("\n@id(\"mesh.foreign-trust-domain\")\npermit (principal, action, resource);")
             .unwrap_err();
-    assert!(e.0[0].starts_with("extra.cedar:2:1: @id(\"mesh.foreign-trust-domain\") is already used in policies/mesh/baseline.cedar:17:1"), "{e}");
+    assert!(e.shown[0].starts_with("extra.cedar:2:1: @id(\"mesh.foreign-trust-domain\") is already used in policies/mesh/baseline.cedar:17:1"), "{e}");
     let e = with_policy("@id(\"bad-attr\")\npermit (principal, action, resource)\nwhen { resource.colour == \"red\" };").unwrap_err();
-    assert!(e.0[0].starts_with("extra.cedar:3:"), "{e}");
-    assert!(e.0[0].contains("colour"), "{e}");
+    assert!(e.shown[0].starts_with("extra.cedar:3:"), "{e}");
+    assert!(e.shown[0].contains("colour"), "{e}");
     let e = with_policy(
         "@id(\"bad-type\")\npermit (principal == Mesh::Robot::\"r\", action, resource);",
     )
     .unwrap_err();
-    assert!(e.0[0].starts_with("extra.cedar:2:"), "{e}");
+    assert!(e.shown[0].starts_with("extra.cedar:2:"), "{e}");
 }
 
 #[test]
@@ -383,7 +383,8 @@ fn a_large_set_validated_in_halves_reports_every_error() {
     let e = Snapshot::build(&inputs).expect_err("three invalid policies");
     for (i, attr) in ["colour", "flavour", "texture"].iter().enumerate() {
         assert!(
-            e.0.iter()
+            e.shown
+                .iter()
                 .any(|m| m.starts_with(&format!("bad{i}.cedar:3:")) && m.contains(attr)),
             "{e}"
         );
@@ -571,7 +572,7 @@ fn a_large_policy_file_parses_in_parts_like_the_whole() {
     big.text.push_str("\n@id(\"bad.type\")\npermit (principal, action, resource)\nwhen { context.method == 1 };\n");
     let line = big.text.lines().count();
     let name = big.name.clone();
-    let errors = Snapshot::build(&inputs).expect_err("a type error").0;
+    let errors = Snapshot::build(&inputs).expect_err("a type error").shown;
     assert!(
         errors
             .iter()
@@ -606,7 +607,7 @@ fn errors_in_every_piece_of_a_file_are_located_in_the_file() {
             .ends_with(&format!("(and {} more errors)", bad - 1)),
         "{err}"
     );
-    let errors = err.0;
+    let errors = err.lines();
     assert_eq!(errors.len(), REPORTED + 1, "{:?}", &errors[..3]);
     assert_eq!(errors[REPORTED], "policy: and 50 more errors not shown");
     // The first ones, in file order, each at its line.
@@ -854,9 +855,9 @@ fn policies_nested_or_chained_beyond_the_bounds_are_refused_with_their_position(
         ")".repeat(1_000)
     );
     let e = with_policy(&nested).expect_err("too deep");
-    assert_eq!(e.0.len(), 1, "{e}");
+    assert_eq!(e.shown.len(), 1, "{e}");
     assert!(
-        e.0[0].starts_with(&format!(
+        e.shown[0].starts_with(&format!(
             "extra.cedar:3:{}: brackets nested more than {MAX_NESTING} deep",
             7 + MAX_NESTING
         )),
@@ -867,14 +868,14 @@ fn policies_nested_or_chained_beyond_the_bounds_are_refused_with_their_position(
         chain_of(10_000)
     );
     let e = with_policy(&chained).expect_err("too long");
-    assert_eq!(e.0.len(), 1, "{e}");
+    assert_eq!(e.shown.len(), 1, "{e}");
     assert!(
-        e.0[0].starts_with(&format!(
+        e.shown[0].starts_with(&format!(
             "extra.cedar:2:1: policy has 29999 operators; at most {MAX_OPERATORS}"
         )),
         "{e}"
     );
-    assert!(e.0[0].contains(".contains(x)"), "{e}");
+    assert!(e.shown[0].contains(".contains(x)"), "{e}");
 }
 
 /// A policy at both bounds at once (brackets 32 deep around a chain of

@@ -340,6 +340,7 @@ impl<'a> Reader<'a> {
             },
             field: p.field,
             message: p.message,
+            stands_for: 1,
         };
         let errors: Vec<Finding> = self.errors.into_iter().map(&mut finding).collect();
         let warnings: Vec<Finding> = self.warnings.into_iter().map(&mut finding).collect();
