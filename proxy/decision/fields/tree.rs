@@ -43,10 +43,10 @@ pub struct Level {
     /// What its members are checked against, in the tree of a response
     /// sampled for conformance (`conform.rs`); `None` otherwise.
     pub checks: Option<Box<LevelChecks>>,
-    /// The loose forms (`loose.rs`) of the members that hide a field (they
-    /// are hidden, or a field below them is): a key that is one of them
+    /// The members that hide a field (they are hidden, or a field below
+    /// them is), as `loose.rs` compares names: a key that is one of them
     /// written otherwise cannot be masked.
-    loose: Box<[Box<str>]>,
+    loose: loose::Names,
 }
 
 /// A declared level's conformance checks.
@@ -94,13 +94,13 @@ impl Level {
 
     /// Whether `name`, a key (or CSV column) that is no declared name of
     /// this level, is the name of a member that hides a field written
-    /// otherwise (`Customer_Email`, ` customer_email`, `customerEmail`):
-    /// a lenient reader would take it for the member, so its value cannot
-    /// pass as an undeclared one's. Called only for a key no rule matched.
-    pub fn hidden_otherwise(&self, name: &[u8]) -> bool {
-        self.loose
-            .iter()
-            .any(|declared| loose::same(name, declared))
+    /// otherwise (`Customer_Email`, ` customer_email`, `customerEmail`)
+    /// where undeclared members pass: a lenient reader would take it for
+    /// the member, so its value cannot pass as an undeclared one's (`omit`
+    /// drops it and `refuse` refuses it anyway). Called only for a key no
+    /// rule matched.
+    pub fn near_miss(&self, name: &[u8]) -> bool {
+        super::passes(self.undeclared) && self.loose.has(name)
     }
 
     /// The rule for a key (its decoded name).
@@ -145,7 +145,7 @@ fn build(plan: &FieldPlan, parent: Option<usize>, checked: bool) -> Arc<Level> {
         undeclared: Some(plan.undeclared),
         text_placeholders: FastMap::default(),
         checks: checked.then(Box::default),
-        loose: Box::default(),
+        loose: loose::Names::default(),
     };
     let mut hiding = Vec::new();
     for (i, spec) in plan.specs.fields.iter().enumerate() {
@@ -160,7 +160,7 @@ fn build(plan: &FieldPlan, parent: Option<usize>, checked: bool) -> Arc<Level> {
             },
         };
         if rule.hides_a_field() {
-            hiding.push(loose::loose(&spec.name));
+            hiding.push(spec.name.as_str());
         }
         let name: Box<[u8]> = spec.name.as_bytes().into();
         if let Some(checks) = level.checks.as_mut() {
@@ -180,7 +180,7 @@ fn build(plan: &FieldPlan, parent: Option<usize>, checked: bool) -> Arc<Level> {
             }
         }
     }
-    level.loose = hiding.into_boxed_slice();
+    level.loose = loose::Names::new(hiding);
     Arc::new(level)
 }
 

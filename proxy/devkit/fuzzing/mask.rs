@@ -28,7 +28,7 @@ use aws_lc_rs::hmac;
 
 use crate::decision::fields::tree::{self, Level, Rule};
 use crate::decision::fields::{
-    passes, DatasetFields, FieldPlan, FieldSpec, Hidden, Mask, Mode, Shape, Undeclared,
+    DatasetFields, FieldPlan, FieldSpec, Hidden, Mask, Mode, Shape, Undeclared,
 };
 use crate::model::conformance::Kinds;
 use crate::pipeline::mask::conform::Checker;
@@ -532,7 +532,7 @@ pub(super) fn masked(node: &Node, level: &Level, key: Option<&hmac::Key>) -> Res
                     }
                     // A hidden member's name written otherwise (case,
                     // spaces, separators), where undeclared ones pass.
-                    None if passes(level.undeclared) && level.hidden_otherwise(&name) => {
+                    None if level.near_miss(&name) => {
                         return Err("a hidden name written otherwise".into())
                     }
                     None => match level.undeclared {

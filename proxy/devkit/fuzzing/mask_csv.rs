@@ -21,7 +21,7 @@ use aws_lc_rs::hmac;
 
 use super::mask::{hex, last4, year, Setup};
 use crate::decision::fields::tree::{self, Rule};
-use crate::decision::fields::{passes, Mask, Undeclared};
+use crate::decision::fields::{Mask, Undeclared};
 use crate::pipeline::mask::csv::CsvMasker;
 
 const BOM: &[u8] = b"\xEF\xBB\xBF";
@@ -235,7 +235,7 @@ fn column(level: &tree::Level, name: &[u8]) -> Result<Column, String> {
         Some(Rule::Show(..)) => Column::Keep,
         Some(Rule::Hide(Mask::Omit)) => Column::Drop,
         Some(Rule::Hide(m)) => Column::Hide(*m),
-        None if passes(level.undeclared) && level.hidden_otherwise(name) => {
+        None if level.near_miss(name) => {
             return Err("a hidden column's name written otherwise".into())
         }
         None => match level.undeclared {

@@ -14,7 +14,7 @@
 //! than the header, a body that ends inside quotes, a hidden cell that is
 //! not UTF-8, an undeclared column under `undeclared: refuse`, a column
 //! that is a hidden field's name written otherwise (` customer_email`
-//! after a `, ` separator, `Customer_Email`: `tree::Level::hidden_otherwise`),
+//! after a `, ` separator, `Customer_Email`: `tree::Level::near_miss`),
 //! or a visible column whose own declared fields hide something (a cell
 //! cannot be masked inside) cut the stream.
 
@@ -28,7 +28,7 @@ use super::methods;
 use super::run;
 use super::scan::CAPTURE_LIMIT;
 use super::tree::{Level, Rule, NO_CHECK};
-use crate::decision::fields::{passes, Mask, Undeclared};
+use crate::decision::fields::{Mask, Undeclared};
 use crate::model::conformance::Kind;
 
 type Failed = String;
@@ -367,7 +367,7 @@ impl CsvMasker {
             Some(Rule::Hide(m)) => Column::Method(*m),
             // ` customer_email` (a `, ` separator), `Customer_Email`: a
             // reader that trims or folds case takes it for the hidden one.
-            None if passes(self.root.undeclared) && self.root.hidden_otherwise(name) => {
+            None if self.root.near_miss(name) => {
                 return Err(format!(
                     "a column ({} bytes) that is a hidden field's name written otherwise (case, spaces, separators)",
                     name.len()

@@ -1,13 +1,13 @@
 //! What the JSON scanner does with the value of a member of a declared
 //! object, by its key: the member's rule, or, for a key no rule matches,
 //! what undeclared members get, unless the key is a hidden field's name
-//! written otherwise (`tree::Level::hidden_otherwise`), which cannot be
+//! written otherwise (`tree::Level::near_miss`), which cannot be
 //! masked. That check runs only for a key no declared name matched.
 
 use std::sync::Arc;
 
 use super::tree::{Level, Rule};
-use crate::decision::fields::{passes, Mask, Shape, Undeclared};
+use crate::decision::fields::{Mask, Shape, Undeclared};
 
 /// What happens to the value of the member being read at a declared level.
 #[derive(Debug, Clone)]
@@ -59,11 +59,7 @@ pub(super) fn member_of(
         Some(Rule::Hide(Mask::Null)) => Member::Null,
         Some(Rule::Hide(Mask::Redact)) => Member::Redact,
         Some(Rule::Hide(m)) => Member::Capture(*m),
-        // Only where an undeclared member would pass: `omit` drops it and
-        // `refuse` refuses it anyway.
-        None if passes(level.undeclared) && level.hidden_otherwise(name) => {
-            return Err(Unmaskable::HiddenOtherwise)
-        }
+        None if level.near_miss(name) => return Err(Unmaskable::HiddenOtherwise),
         None => match level.undeclared {
             Some(Undeclared::Pass) | None => Member::Copy,
             Some(Undeclared::Omit) => Member::Skip,
