@@ -61,7 +61,10 @@ pub struct IssuerConfig {
     pub leeway: Duration,
     /// The longest a token may live: `exp - iat`, and, with or without
     /// `iat`, `exp - now` (plus the leeway). At most a year.
-    #[serde(default = "default_max_lifetime", deserialize_with = "de_interval")]
+    #[serde(
+        default = "default_max_lifetime",
+        deserialize_with = "crate::base::yaml::de_duration_or_zero"
+    )]
     pub max_lifetime: Duration,
     /// Claims every token must carry (`exp`, `iss`, `aud` and `sub` always are).
     #[serde(default)]
@@ -74,7 +77,10 @@ pub struct IssuerConfig {
     pub refresh: Duration,
     /// At most one extra fetch per this interval for unknown key ids (`0s`:
     /// no limit, meant for a local file; with a URL it is warned about).
-    #[serde(default = "default_min_refresh", deserialize_with = "de_interval")]
+    #[serde(
+        default = "default_min_refresh",
+        deserialize_with = "crate::base::yaml::de_duration_or_zero"
+    )]
     pub min_refresh: Duration,
     /// The claim holding the user's groups (parents `Mesh::Group`).
     #[serde(default = "default_groups_claim")]
@@ -85,12 +91,6 @@ pub struct IssuerConfig {
     /// Cedar attribute of `Mesh::User` -> the claim it comes from and its type.
     #[serde(default)]
     pub attributes: BTreeMap<String, ClaimAttribute>,
-}
-
-pub(super) fn de_interval<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-    let s = String::deserialize(d)?;
-    humantime::parse_duration(&s)
-        .map_err(|e| serde::de::Error::custom(format!("`{s}`: {e} (e.g. 10s, 1m)")))
 }
 
 pub(super) fn default_algorithms() -> Vec<String> {
