@@ -79,6 +79,8 @@ pub(super) async fn connection(
     let limits = &sc.config.limits;
     let streams = h2.then(|| Streams::new(limits.max_h2_streams, limits.max_h2_premature_resets));
     let svc_streams = streams.clone();
+    let closed = Arc::new(ClosedOnce::default());
+    let svc_closed = closed.clone();
     let svc = hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
         let sc = svc_sc.clone();
         let conn = conn.clone();
@@ -90,6 +92,11 @@ pub(super) async fn connection(
         let exchange = (!expired)
             .then(|| svc_streams.as_ref().map(|s| s.open()))
             .flatten();
+        // HTTP/1.1 closes the connection with the refusal: its life's end,
+        // counted here if `drive` has not counted it yet.
+        if expired && !h2 {
+            svc_closed.count(&sc.gate.metrics, CloseReason::CertificateExpired);
+        }
         // Boxed: the request's future is some 3.4 KB, and hyper moves the
         // stream task holding it several times before it first runs.
         Box::pin(async move {
@@ -117,6 +124,7 @@ pub(super) async fn connection(
         end: End::first(&expiry, aged),
         grace: timeouts.close_grace(),
         metrics: &sc.gate.metrics,
+        closed: &closed,
         peer,
     };
     let cut = if h2 {
@@ -288,6 +296,21 @@ impl Expired {
     }
 }
 
+/// A connection's graceful close (`meshgate_connections_closed_total`),
+/// counted once: by `drive` when it closes the connection, or by the
+/// service when an HTTP/1.1 request refused for an expired certificate
+/// closes it first.
+#[derive(Default)]
+struct ClosedOnce(AtomicBool);
+
+impl ClosedOnce {
+    fn count(&self, metrics: &Metrics, reason: CloseReason) {
+        if !self.0.swap(true, Ordering::Relaxed) {
+            metrics.connection_closed(reason);
+        }
+    }
+}
+
 /// When a connection's allowed life is over, and why: it is then closed
 /// gracefully.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -373,6 +396,8 @@ struct Lifetime<'a> {
     end: End,
     grace: Duration,
     metrics: &'a Metrics,
+    /// Whether its graceful close has been counted.
+    closed: &'a ClosedOnce,
     peer: SocketAddr,
 }
 
@@ -441,7 +466,7 @@ async fn drive<C: GracefulConnection, T: AsyncWrite + Unpin>(
                     // Its GOAWAY went unanswered (hyper waits for a ping's answer).
                     Verdict::Quiet if quiet_closing => return Some("idle_streams"),
                     Verdict::Quiet if !closing => {
-                        life.metrics.connection_closed(CloseReason::IdleStreams);
+                        life.closed.count(life.metrics, CloseReason::IdleStreams);
                         conn.as_mut().graceful_shutdown();
                         (closing, quiet_closing) = (true, true);
                     }
@@ -456,7 +481,7 @@ async fn drive<C: GracefulConnection, T: AsyncWrite + Unpin>(
                 if !closing {
                     conn.as_mut().graceful_shutdown();
                     closing = true;
-                    life.metrics.connection_closed(life.end.reason);
+                    life.closed.count(life.metrics, life.end.reason);
                     tracing::debug!(peer = %life.peer, reason = life.end.reason.label(), "closing the connection gracefully: its life is over");
                 }
                 cut_at = Some(later(tokio::time::Instant::now(), life.grace));
@@ -574,6 +599,27 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for IdleIo<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_close_is_counted_once_whoever_closes_first() {
+        let metrics = Metrics::new();
+        let closed = ClosedOnce::default();
+        closed.count(&metrics, CloseReason::CertificateExpired);
+        closed.count(&metrics, CloseReason::CertificateExpired);
+        closed.count(&metrics, CloseReason::MaxAge);
+        let text = metrics.encode();
+        let line = |reason: &str| {
+            text.lines()
+                .find(|l| {
+                    l.starts_with(&format!(
+                        "meshgate_connections_closed_total{{reason=\"{reason}\"}}"
+                    ))
+                })
+                .map(|l| l.rsplit(' ').next().unwrap_or_default().to_string())
+        };
+        assert_eq!(line("certificate_expired").as_deref(), Some("1"), "{text}");
+        assert_eq!(line("max_age").as_deref(), Some("0"), "{text}");
+    }
 
     #[test]
     fn a_connection_ends_at_the_sooner_of_its_certificate_and_its_age() {
