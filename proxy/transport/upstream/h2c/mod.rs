@@ -153,19 +153,24 @@ impl H2c {
         head.extensions = http::Extensions::new();
         let mut body = Outgoing::new(body);
         let mut attempt = 0;
+        let mut refused_fresh = 0;
         loop {
             attempt += 1;
             let last = attempt >= ATTEMPTS;
-            let conn = self.connection().await?;
+            let (conn, fresh) = self.connection().await?;
             let mut sender = match conn.sender.clone().ready().await {
                 // An upstream that allows no stream at all (its
                 // `MAX_CONCURRENT_STREAMS` 0) would hold every request
                 // queued on this connection until its timeout, and, each
                 // request keeping the connection in use, for ever: another
-                // connection is dialled instead, as after a GOAWAY.
+                // connection is dialled instead, as after a GOAWAY. When a
+                // second one dialled for this request allows none either,
+                // the upstream takes nothing now: refused (502), not
+                // dialled on.
                 Ok(s) if s.current_max_send_streams() == 0 => {
                     self.retire(conn.id);
-                    if last {
+                    refused_fresh += usize::from(fresh);
+                    if last || refused_fresh >= 2 {
                         return Err(SendError::Failed(Reason::REFUSED_STREAM.into()));
                     }
                     continue;
@@ -197,6 +202,21 @@ impl H2c {
                 // The request itself (a header h2 refuses): the same again.
                 Err(e) => return Err(SendError::Failed(e)),
             };
+            // The upstream's limit may have been read since `ready` (its
+            // SETTINGS, on another thread): at 0, `h2` holds the stream
+            // unsent (pending open) for ever. Unsent, it goes to another
+            // connection.
+            if sender.current_max_send_streams() == 0 && pending_open(&mut sender) {
+                tracing::debug!(
+                    "upstream allows no stream: the request goes to another connection"
+                );
+                drop((response, stream));
+                self.retire(conn.id);
+                if last {
+                    return Err(SendError::Failed(Reason::REFUSED_STREAM.into()));
+                }
+                continue;
+            }
             let mut pump = Pump {
                 body,
                 stream,
@@ -243,15 +263,15 @@ impl H2c {
         }
     }
 
-    /// The current connection, or a new one.
-    async fn connection(&self) -> Result<Conn, SendError> {
+    /// The current connection, or a new one (then `true`).
+    async fn connection(&self) -> Result<(Conn, bool), SendError> {
         if let Some(c) = self.current() {
-            return Ok(c);
+            return Ok((c, false));
         }
         let failed = self.failed_dials.load(Ordering::Acquire);
         let _dialing = self.dialing.lock().await;
         if let Some(c) = self.current() {
-            return Ok(c);
+            return Ok((c, false));
         }
         // The dial this request waited for failed: so does the request.
         if self.failed_dials.load(Ordering::Acquire) != failed {
@@ -268,7 +288,7 @@ impl H2c {
         if let Ok(mut current) = self.current.lock() {
             *current = Some(conn.clone());
         }
-        Ok(conn)
+        Ok((conn, true))
     }
 
     /// The connection to give out, if there is one still to be used.
@@ -294,7 +314,7 @@ impl H2c {
 
     async fn dial(&self) -> Result<Conn, SendError> {
         let stream = self.dialer.connect().await.ok_or(SendError::Connect)?;
-        let (sender, connection) = h2::client::Builder::new()
+        let (sender, mut connection) = h2::client::Builder::new()
             .initial_window_size(STREAM_WINDOW)
             .initial_connection_window_size(CONN_WINDOW)
             .max_header_list_size(MAX_HEADER_LIST)
@@ -304,11 +324,24 @@ impl H2c {
             .handshake::<_, Bytes>(stream)
             .await
             .map_err(SendError::Failed)?;
+        let ping = connection.ping_pong();
         tokio::spawn(async move {
             if let Err(e) = connection.await {
                 tracing::debug!(error = %e, "upstream h2c connection ended");
             }
         });
+        // Given out once the upstream's SETTINGS are read, which its answer
+        // to a PING follows (a server's first frame is its SETTINGS): a
+        // limit of no stream at all is then known before a request is put
+        // on the connection, where `h2` would hold it unsent until its
+        // timeout. One round trip per connection dialled.
+        if let Some(mut ping) = ping {
+            match tokio::time::timeout(self.dialer.timeout, ping.ping(h2::Ping::opaque())).await {
+                Ok(Ok(_pong)) => {}
+                Ok(Err(e)) => return Err(SendError::Failed(e)),
+                Err(_) => return Err(SendError::Connect),
+            }
+        }
         Ok(Conn {
             id: self.next_id.fetch_add(1, Ordering::Relaxed),
             sender,
@@ -319,6 +352,14 @@ impl H2c {
             }),
         })
     }
+}
+
+/// Whether the stream `sender` sent last is still held unsent in `h2`
+/// (pending open: the upstream's stream limit reached): what `poll_ready`
+/// waits for, asked once.
+fn pending_open(sender: &mut SendRequest<Bytes>) -> bool {
+    let mut cx = Context::from_waker(std::task::Waker::noop());
+    sender.poll_ready(&mut cx).is_pending()
 }
 
 /// The response headers, with the body to stream.
