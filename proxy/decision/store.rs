@@ -107,11 +107,12 @@ impl PolicyStore {
                 }
             }
             Err(e) => {
+                let lines = e.lines();
                 self.set_error(Some(ReloadError {
                     at: SystemTime::now(),
-                    errors: e.lines(),
+                    errors: lines.clone(),
                 }));
-                Reload::Failed { errors: e.lines() }
+                Reload::Failed { errors: lines }
             }
         }
     }

@@ -443,7 +443,8 @@ impl Snapshot {
             } else {
                 Some(parse_policies(&inputs.shadow, &mut errors))
             };
-            let parts = joined(parts, "building the products").unwrap_or_else(|e| Err(vec![e]));
+            let parts = joined(parts, "building the products")
+                .unwrap_or_else(|e| Err(LoadErrors::all(vec![e])));
             (enforced, shadow, parts)
         });
         let all = &enforced.set;
@@ -515,9 +516,9 @@ impl Snapshot {
                 return Err(LoadErrors::capped(all_errors));
             }
             (Err(more), _) => {
-                all_errors.extend(more);
+                all_errors.extend(more.shown);
                 all_errors.extend(validation);
-                return Err(LoadErrors::capped(all_errors));
+                return Err(LoadErrors::capped(all_errors).summarising(more.summarised));
             }
         };
         let mut warnings = parts.warnings;
@@ -547,7 +548,7 @@ impl Snapshot {
 
     /// Everything but the policies: entities, contracts, routes, and the
     /// resources the candidate index files policies by.
-    pub(super) fn assemble(inputs: &PolicyInputs, schema: &Schema) -> Result<Parts, Vec<String>> {
+    pub(super) fn assemble(inputs: &PolicyInputs, schema: &Schema) -> Result<Parts, LoadErrors> {
         let Read {
             entities: static_entities,
             products,
@@ -593,7 +594,7 @@ impl Snapshot {
             Described::default()
         });
         if !errors.is_empty() {
-            return Err(errors);
+            return Err(LoadErrors::all(errors));
         }
 
         Ok(Parts {
@@ -636,11 +637,10 @@ fn read_schema(src: &Source) -> Result<Schema, LoadErrors> {
 
 /// The static entities (entities.json) and the parsed contracts, or every
 /// error found in them.
-fn read_entities_and_contracts(
-    inputs: &PolicyInputs,
-    schema: &Schema,
-) -> Result<Read, Vec<String>> {
+fn read_entities_and_contracts(inputs: &PolicyInputs, schema: &Schema) -> Result<Read, LoadErrors> {
     let mut errors = Vec::new();
+    // What the contracts' capped lists of errors did not show.
+    let mut summarised = 0;
     let static_entities = match &inputs.entities {
         None => Entities::empty(),
         Some(src) => match Entities::from_json_str(&src.text, Some(schema)) {
@@ -671,7 +671,13 @@ fn read_entities_and_contracts(
                 }
                 products.push((src, c.product));
             }
-            Err(e) => errors.extend(e.0.iter().map(ToString::to_string)),
+            Err(e) => {
+                summarised +=
+                    e.0.iter()
+                        .map(|f| f.stands_for.saturating_sub(1))
+                        .sum::<usize>();
+                errors.extend(e.0.iter().map(ToString::to_string));
+            }
         }
     }
     // Nor ids in another domain's namespace.
@@ -685,7 +691,7 @@ fn read_entities_and_contracts(
             warnings,
         })
     } else {
-        Err(errors)
+        Err(LoadErrors::all(errors).summarising(summarised))
     }
 }
 

@@ -309,6 +309,25 @@ mod tests {
     }
 
     #[test]
+    fn a_contracts_errors_not_shown_count_in_the_loads() {
+        let routes: String = (0..80)
+            .map(|i| format!("      - {{ method: \"B@D\", path: \"/bad/{i}\", action: read, dataset: rows }}\n"))
+            .collect();
+        let text = contract("finance.bad", "finance", "GET", "/bad")
+            .replace("    value:\n", &format!("    value:\n{routes}"));
+        let err = with_contract("finance/bad.odcs.yaml", "finance", text).expect_err("refused");
+        // The contract's first 50, then its own line for the rest.
+        assert_eq!(err.shown.len(), 51, "{:#?}", err.shown);
+        assert_eq!(
+            err.shown[50],
+            "finance/bad.odcs.yaml: and 30 more errors not shown"
+        );
+        assert_eq!((err.not_shown, err.total()), (0, 80), "{:#?}", err.shown);
+        assert_eq!(err.lines(), err.shown);
+        assert!(err.to_string().ends_with("(and 79 more errors)"), "{err}");
+    }
+
+    #[test]
     fn another_domain_cannot_take_a_path_by_another_method() {
         let vip = contract("finance.vip", "finance", "DELETE", "/orders/vip");
         let err = with_contract("finance/vip.odcs.yaml", "finance", vip).expect_err("refused");

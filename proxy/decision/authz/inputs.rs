@@ -159,6 +159,10 @@ pub struct LoadErrors {
     pub shown: Vec<String>,
     /// How many more there were past [`REPORTED`].
     pub not_shown: usize,
+    /// Errors not shown that a line of `shown` stands for besides itself:
+    /// a contract's own `and N more errors not shown` (its list is capped
+    /// where it is read).
+    pub summarised: usize,
 }
 
 /// Errors a load reports at most (`validate`, the reload log, `/policy`'s
@@ -171,6 +175,7 @@ impl LoadErrors {
         LoadErrors {
             shown: errors,
             not_shown: 0,
+            summarised: 0,
         }
     }
 
@@ -183,12 +188,19 @@ impl LoadErrors {
         LoadErrors {
             shown: errors,
             not_shown,
+            summarised: 0,
         }
+    }
+
+    /// The same, with `summarised` more that its lines stand for.
+    pub fn summarising(mut self, summarised: usize) -> LoadErrors {
+        self.summarised += summarised;
+        self
     }
 
     /// How many errors there were, shown or not.
     pub fn total(&self) -> usize {
-        self.shown.len() + self.not_shown
+        self.shown.len() + self.not_shown + self.summarised
     }
 
     /// The errors as lines to print: those shown, then one saying how many

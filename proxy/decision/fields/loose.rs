@@ -44,6 +44,12 @@ impl Names {
         Names { forms, longest }
     }
 
+    /// The names' loose forms, for a reference that compares a key with
+    /// each ([`same`]): the fuzz targets' check of [`Names::has`].
+    pub fn forms(&self) -> impl Iterator<Item = &str> {
+        self.forms.iter().map(|(_, form)| &**form)
+    }
+
     /// Whether `key` (a key's bytes, escapes decoded) is one of the names
     /// written otherwise.
     pub fn has(&self, key: &[u8]) -> bool {
@@ -77,7 +83,7 @@ fn hash(chars: impl Iterator<Item = char>) -> (u64, usize) {
 
 /// Whether `name` (a key's bytes, escapes decoded) is `declared` (a loose
 /// form) written otherwise.
-fn same(name: &[u8], declared: &str) -> bool {
+pub fn same(name: &[u8], declared: &str) -> bool {
     let mut chars = name
         .utf8_chunks()
         .flat_map(|chunk| folded(chunk.valid()))

@@ -14,7 +14,7 @@ use std::sync::{Arc, OnceLock};
 use prometheus_client::metrics::counter::Counter;
 
 pub mod conformance;
-mod loose;
+pub mod loose;
 pub mod tree;
 
 #[cfg(test)]

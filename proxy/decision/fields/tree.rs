@@ -103,6 +103,12 @@ impl Level {
         super::passes(self.undeclared) && self.loose.has(name)
     }
 
+    /// The loose forms of the members that hide a field ([`Level::near_miss`]'s
+    /// names), for the fuzz targets' references.
+    pub fn hiding_forms(&self) -> impl Iterator<Item = &str> {
+        self.loose.forms()
+    }
+
     /// The rule for a key (its decoded name).
     pub fn rule(&self, name: &[u8]) -> Option<&Rule> {
         self.members.get(name).map(|&at| &self.order[at].1)

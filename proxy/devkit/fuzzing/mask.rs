@@ -532,7 +532,7 @@ pub(super) fn masked(node: &Node, level: &Level, key: Option<&hmac::Key>) -> Res
                     }
                     // A hidden member's name written otherwise (case,
                     // spaces, separators), where undeclared ones pass.
-                    None if level.near_miss(&name) => {
+                    None if near_miss(level, &name) => {
                         return Err("a hidden name written otherwise".into())
                     }
                     None => match level.undeclared {
@@ -616,6 +616,16 @@ fn hide(mask: Mask, raw: &[u8], key: Option<&hmac::Key>) -> Result<Vec<u8>, Stri
 }
 
 /// Lower-case hex.
+/// The reference's near-miss rule: where undeclared members pass, a key
+/// that is any hiding member's name written otherwise, compared with each
+/// name in full (the masker looks names up by hash: `loose::Names::has`).
+pub(super) fn near_miss(level: &Level, name: &[u8]) -> bool {
+    crate::decision::fields::passes(level.undeclared)
+        && level
+            .hiding_forms()
+            .any(|form| crate::decision::fields::loose::same(name, form))
+}
+
 pub(super) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

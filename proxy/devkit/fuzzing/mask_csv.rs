@@ -19,7 +19,7 @@
 
 use aws_lc_rs::hmac;
 
-use super::mask::{hex, last4, year, Setup};
+use super::mask::{hex, last4, near_miss, year, Setup};
 use crate::decision::fields::tree::{self, Rule};
 use crate::decision::fields::{Mask, Undeclared};
 use crate::pipeline::mask::csv::CsvMasker;
@@ -235,7 +235,7 @@ fn column(level: &tree::Level, name: &[u8]) -> Result<Column, String> {
         Some(Rule::Show(..)) => Column::Keep,
         Some(Rule::Hide(Mask::Omit)) => Column::Drop,
         Some(Rule::Hide(m)) => Column::Hide(*m),
-        None if level.near_miss(name) => {
+        None if near_miss(level, name) => {
             return Err("a hidden column's name written otherwise".into())
         }
         None => match level.undeclared {

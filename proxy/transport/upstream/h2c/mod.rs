@@ -202,21 +202,6 @@ impl H2c {
                 // The request itself (a header h2 refuses): the same again.
                 Err(e) => return Err(SendError::Failed(e)),
             };
-            // The upstream's limit may have been read since `ready` (its
-            // SETTINGS, on another thread): at 0, `h2` holds the stream
-            // unsent (pending open) for ever. Unsent, it goes to another
-            // connection.
-            if sender.current_max_send_streams() == 0 && pending_open(&mut sender) {
-                tracing::debug!(
-                    "upstream allows no stream: the request goes to another connection"
-                );
-                drop((response, stream));
-                self.retire(conn.id);
-                if last {
-                    return Err(SendError::Failed(Reason::REFUSED_STREAM.into()));
-                }
-                continue;
-            }
             let mut pump = Pump {
                 body,
                 stream,
@@ -313,6 +298,7 @@ impl H2c {
     }
 
     async fn dial(&self) -> Result<Conn, SendError> {
+        let started = tokio::time::Instant::now();
         let stream = self.dialer.connect().await.ok_or(SendError::Connect)?;
         let (sender, mut connection) = h2::client::Builder::new()
             .initial_window_size(STREAM_WINDOW)
@@ -334,9 +320,13 @@ impl H2c {
         // to a PING follows (a server's first frame is its SETTINGS): a
         // limit of no stream at all is then known before a request is put
         // on the connection, where `h2` would hold it unsent until its
-        // timeout. One round trip per connection dialled.
+        // timeout. One round trip per connection dialled, within the
+        // dial's `timeouts.upstream_connect` (requests wait for the dial).
+        // (A limit lowered to 0 later holds the requests put on the
+        // connection meanwhile until their timeout.)
         if let Some(mut ping) = ping {
-            match tokio::time::timeout(self.dialer.timeout, ping.ping(h2::Ping::opaque())).await {
+            let deadline = started + self.dialer.timeout;
+            match tokio::time::timeout_at(deadline, ping.ping(h2::Ping::opaque())).await {
                 Ok(Ok(_pong)) => {}
                 Ok(Err(e)) => return Err(SendError::Failed(e)),
                 Err(_) => return Err(SendError::Connect),
@@ -352,14 +342,6 @@ impl H2c {
             }),
         })
     }
-}
-
-/// Whether the stream `sender` sent last is still held unsent in `h2`
-/// (pending open: the upstream's stream limit reached): what `poll_ready`
-/// waits for, asked once.
-fn pending_open(sender: &mut SendRequest<Bytes>) -> bool {
-    let mut cx = Context::from_waker(std::task::Waker::noop());
-    sender.poll_ready(&mut cx).is_pending()
 }
 
 /// The response headers, with the body to stream.
