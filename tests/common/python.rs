@@ -144,9 +144,11 @@ pub fn run_json(script: PathBuf, spec: &serde_json::Value) -> serde_json::Value 
     );
     assert!(
         out.status.success(),
-        "{} failed: {}",
+        "{} failed ({}): {}\nit printed: {}",
         script.display(),
-        String::from_utf8_lossy(&out.stderr)
+        out.status,
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout)
     );
     serde_json::from_slice(&out.stdout).expect("the client script prints JSON")
 }

@@ -17,6 +17,7 @@ batches' IPC messages (as tests/flight/server.py computes it) and the
 seconds the transfer took."""
 import hashlib
 import json
+import os
 import sys
 import time
 
@@ -114,6 +115,13 @@ def main():
     with client:
         results = [call(client, c) for c in spec["calls"]]
     json.dump(results, sys.stdout)
+    sys.stdout.flush()
+    # The results are out: the interpreter's teardown (pyarrow's and gRPC's
+    # destructors) is skipped. A run once died of glibc's "double free or
+    # corruption" (one in about ten, 2026-12-07); where is not known (the
+    # test's failure now shows what was printed before), teardown is the
+    # likely place.
+    os._exit(0)
 
 
 if __name__ == "__main__":
