@@ -123,8 +123,42 @@ fn command() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("meshgate: {}", format!("{e:#}").replace('\n', " "));
+            eprintln!("meshgate: {}", one_line(&e));
             ExitCode::FAILURE
         }
+    }
+}
+
+/// An error and its causes on one line, `outer: cause: …`, each cause said
+/// once: many errors already say their cause in their own message
+/// (`{file}: cannot read: {source}`), which the chain would repeat.
+fn one_line(e: &anyhow::Error) -> String {
+    let mut line = e.to_string();
+    for cause in e.chain().skip(1) {
+        let cause = cause.to_string();
+        if !line.contains(&cause) {
+            line.push_str(": ");
+            line.push_str(&cause);
+        }
+    }
+    line.replace('\n', " ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_errors_causes_are_said_once() {
+        let read = crate::base::yaml::ConfigError::Read {
+            file: "mg.yaml".into(),
+            source: std::io::Error::other("is a FIFO"),
+        };
+        assert_eq!(
+            one_line(&anyhow::Error::new(read)),
+            "mg.yaml: cannot read: is a FIFO"
+        );
+        let wrapped = anyhow::Error::new(std::io::Error::other("refused")).context("--upstream");
+        assert_eq!(one_line(&wrapped), "--upstream: refused");
     }
 }
