@@ -133,7 +133,7 @@ fn a_route_without_a_field_plan_still_announces_its_lifecycle() {
     let sidecar = Meshgate::builder(&pki, &up).policies();
     let v1 = pki.path("policies/domains/sales/orders-v1.odcs.yaml");
     let text = std::fs::read_to_string(&v1).expect("v1 contract");
-    let route = "{ method: GET, path: /v1/orders, action: read, dataset: orders }";
+    let route = "{ method: GET, path: /v1/orders, action: read, dataset: order_list }";
     assert!(text.contains(route), "{text}");
     let text = text.replace(route, "{ method: GET, path: /v1/orders, action: read }");
     std::fs::write(&v1, text).expect("write");

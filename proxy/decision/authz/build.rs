@@ -577,6 +577,10 @@ impl Snapshot {
         }
         let mut warnings = warnings;
         warnings.extend(catalogue.unrouted_successors(&texts));
+        warnings.extend(super::catalogue::unprotected_in_a_version(
+            &catalogue.entries,
+            &texts,
+        ));
         // The constructed entities must conform to the schema like any other.
         let mut check = catalogue.entities;
         check.extend(static_entities.iter().cloned());

@@ -268,6 +268,68 @@ impl Catalogue {
     }
 }
 
+/// Warnings for a version of a product (the contracts that share `domain`
+/// and `dataProduct`) that declares in none of its datasets a field another
+/// version declares personal (`pii`) or `confidential`/`restricted`, while
+/// it passes undeclared fields: if its server still sends that field (an
+/// older version, whose contract was written before the field was
+/// classified), no field rule reaches it and every caller allowed the
+/// version sees it as sent, whatever the baseline's purpose rules say.
+/// Fields are matched by name at any depth (versions may shape their
+/// records differently).
+pub(super) fn unprotected_in_a_version(
+    entries: &[ProductEntry],
+    texts: &HashMap<&str, &str>,
+) -> Vec<Finding> {
+    let protected = |f: &crate::decision::fields::FieldSpec| {
+        f.pii
+            || f.classification
+                .as_deref()
+                .is_some_and(|c| matches!(c, "confidential" | "restricted"))
+    };
+    let names = |p: &Product| -> HashSet<String> {
+        let all = p.fields.iter().flat_map(|d| &d.fields);
+        all.map(|f| f.name.clone()).collect()
+    };
+    let mut out = Vec::new();
+    for e in entries {
+        let p = &e.product;
+        let Some(group) = p.data_product.as_deref() else {
+            continue;
+        };
+        if !crate::decision::fields::passes(p.undeclared) {
+            continue;
+        }
+        let declared = names(p);
+        // Each name once, with the first other version that protects it.
+        let mut missing: std::collections::BTreeMap<&str, &Product> = Default::default();
+        let others = entries.iter().map(|o| &o.product).filter(|o| {
+            o.id != p.id && o.domain == p.domain && o.data_product.as_deref() == Some(group)
+        });
+        for o in others {
+            for f in o.fields.iter().flat_map(|d| &d.fields) {
+                if protected(f) && !declared.contains(&f.name) {
+                    missing.entry(f.name.as_str()).or_insert(o);
+                }
+            }
+        }
+        let text = texts.get(p.file.as_str()).copied().unwrap_or("");
+        for (name, o) in missing {
+            out.push(Finding {
+                file: p.file.clone(),
+                at: crate::base::locate::locate(text, &[Step::Key("schema".into())]),
+                field: "schema".into(),
+                message: format!(
+                    "`{name}` is personal or confidential in version {} of this product (`{}`, {}), but no dataset of this version declares it: if its server sends it, no field rule hides it, and it passes as an undeclared field (`meshgateUndeclared: pass`); declare it, or set `meshgateUndeclared: omit`",
+                    o.version, o.id, o.file
+                ),
+                stands_for: 1,
+            });
+        }
+    }
+    out
+}
+
 /// Where a contract's `successorVersion` value is.
 fn successor_at(text: &str) -> Option<(usize, usize)> {
     let doc: serde_yaml_ng::Value = serde_yaml_ng::from_str(text).ok()?;
@@ -374,6 +436,44 @@ mod tests {
         ] {
             assert_eq!(successor(routed), Vec::<String>::new(), "{routed}");
         }
+    }
+
+    #[test]
+    fn a_version_that_leaves_out_another_versions_personal_field_is_a_warning() {
+        // The example's two versions of orders declare the same personal
+        // fields: nothing to say.
+        let s = with_contract(
+            "sales/none.odcs.yaml",
+            "sales",
+            contract("sales.none", "sales", "GET", "/none"),
+        )
+        .expect("loads");
+        let about = |s: &Snapshot| -> Vec<String> {
+            s.warnings()
+                .iter()
+                .filter(|w| w.field == "schema")
+                .map(|w| w.warning())
+                .collect()
+        };
+        assert_eq!(about(&s), Vec::<String>::new());
+        // A third version that declares only the id.
+        let v3 = |undeclared: &str| {
+            format!(
+                "apiVersion: v3.0.2\nkind: DataContract\nid: sales.orders.v3\nversion: 3.0.0\ndomain: sales\ndataProduct: orders\nschema:\n  - name: orders\n    classification: internal\n    properties:\n      - {{ name: id, logicalType: string }}\ncustomProperties:\n  - {{ property: owner, value: team@example }}{undeclared}\n  - property: meshgateRoutes\n    value:\n      - {{ method: GET, path: /v3/orders, action: read, dataset: orders }}\n"
+            )
+        };
+        let s = with_contract("sales/v3.odcs.yaml", "sales", v3("")).expect("loads");
+        let w = about(&s);
+        assert_eq!(w.len(), 2, "{w:#?}");
+        assert_eq!(
+            w[0],
+            "sales/v3.odcs.yaml:8:3: warning: schema: `customer_email` is personal or confidential in version 2.0.0 of this product (`sales.orders`, policies/domains/sales/orders.odcs.yaml), but no dataset of this version declares it: if its server sends it, no field rule hides it, and it passes as an undeclared field (`meshgateUndeclared: pass`); declare it, or set `meshgateUndeclared: omit`"
+        );
+        assert!(w[1].contains("`customer_phone`"), "{}", w[1]);
+        // Undeclared fields left out: nothing passes unmasked.
+        let omit = "\n  - { property: meshgateUndeclared, value: omit }";
+        let s = with_contract("sales/v3.odcs.yaml", "sales", v3(omit)).expect("loads");
+        assert_eq!(about(&s), Vec::<String>::new());
     }
 
     #[test]
