@@ -109,6 +109,25 @@ fn declared_purpose_unlocks_restricted_data() {
     );
     assert_eq!(status, "200");
     assert_eq!(upstream_path(&body), "/customers/C-7");
+    // A list is two purposes, and one that `Connection` names would not
+    // reach the upstream: neither is decided.
+    for args in [
+        &["-H", "x-data-purpose: fraud-investigation,marketing"][..],
+        &[
+            "--http1.1",
+            "-H",
+            "x-data-purpose: fraud-investigation",
+            "-H",
+            "Connection: x-data-purpose",
+        ][..],
+    ] {
+        let (status, body) = call(&pki, "fraud", args, &url);
+        assert_eq!(status, "400", "{args:?}: {body}");
+        assert!(
+            body.contains("\"error\":\"bad_request\""),
+            "{args:?}: {body}"
+        );
+    }
     // Another service with the purpose header but no grant stays out.
     assert_eq!(
         call(

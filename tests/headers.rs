@@ -13,7 +13,7 @@ const SALES_ETL: &str = "spiffe://mesh.local/ns/sales/sa/etl";
 /// Every kind of override, client-address and asserted-identity header a
 /// client may send, each with a value that would mislead an upstream that
 /// honours it.
-const SPOOFED: [(&str, &str); 38] = [
+const SPOOFED: [(&str, &str); 51] = [
     ("X-HTTP-Method-Override", "DELETE"),
     ("X-Request-URI", "/admin"),
     ("X-Real-Host", "evil.example"),
@@ -55,6 +55,24 @@ const SPOOFED: [(&str, &str); 38] = [
         "accounts.google.com:admin@example.com",
     ),
     ("Impersonate-User", "system:admin"),
+    // Client certificates as TLS-terminating proxies pass them on.
+    ("Client-Cert", ":MIIB:"),
+    ("Client-Cert-Chain", ":MIIB:"),
+    ("X-Forwarded-Tls-Client-Cert", "MIIB"),
+    (
+        "X-Forwarded-Tls-Client-Cert-Info",
+        "Subject%3D%22CN%3Dreporting%22",
+    ),
+    ("X-SSL-Client-Verify", "SUCCESS"),
+    ("X-SSL-Client-S-DN", "CN=reporting"),
+    ("SSL_Client_Cert", "MIIB"),
+    ("X-ARR-ClientCert", "MIIB"),
+    ("X-Amzn-Mtls-Clientcert", "MIIB"),
+    ("X-Client-Cert-Present", "true"),
+    ("X-Client-Verify", "SUCCESS"),
+    ("Cf-Client-Cert-Sha256", "00"),
+    // The purpose spelt otherwise: not what the decision read.
+    ("X_Data_Purpose", "fraud-investigation"),
 ];
 
 /// curl arguments sending every spoofed header.
@@ -157,6 +175,42 @@ fn authenticated_mode_strips_them_too() {
         // Not in the configured extra list here: an ordinary header.
         assert_eq!(seen[before].header("x-custom-verb"), ["DELETE"], "{proto}");
     }
+}
+
+/// HTTP/2 lets a client send each cookie as a field of its own; an
+/// HTTP/1.1 upstream gets them as one `Cookie` (RFC 9113 8.2.3). An
+/// authority with userinfo never reaches it.
+#[test]
+fn an_http2_requests_cookies_reach_an_http1_upstream_as_one_field() {
+    let pki = Pki::new();
+    let up = Upstream::start();
+    let mg = Meshgate::builder(&pki, &up).start();
+    let cookies = ["-H", "Cookie: a=1", "-H", "Cookie: b=2"];
+    for proto in ["--http2", "--http1.1"] {
+        let before = up.count();
+        let args: Vec<String> = [proto, "-o", "/dev/null", "-w", "%{http_code}"]
+            .iter()
+            .chain(&cookies)
+            .map(|a| a.to_string())
+            .collect();
+        assert_eq!(run(&pki, "reporting", &args, &mg.url("/anything")), "200");
+        let seen = up.seen();
+        let got = seen[before].header("cookie");
+        // HTTP/1.1's fields go on as sent.
+        let want: &[&str] = match proto {
+            "--http2" => &["a=1; b=2"],
+            _ => &["a=1", "b=2"],
+        };
+        assert_eq!(got, want, "{proto}");
+    }
+    let before = up.count();
+    let args: Vec<String> = ["--http1.1", "-o", "/dev/null", "-w", "%{http_code}"]
+        .iter()
+        .chain(&["--request-target", "https://reporting@localhost/anything"])
+        .map(|a| a.to_string())
+        .collect();
+    assert_eq!(run(&pki, "reporting", &args, &mg.url("/anything")), "400");
+    assert_eq!(up.count(), before);
 }
 
 /// The orders contract of the example tree, with a DELETE route (a write,

@@ -345,9 +345,9 @@ impl From<DecideError> for ProxyError {
             DecideError::NoRoute => ProxyError::NoRoute,
             DecideError::MethodNotAllowed => ProxyError::MethodNotAllowed,
             DecideError::UserTokenMissing => ProxyError::Unauthorized(TokenError::Missing),
-            DecideError::DuplicatePurpose | DecideError::InvalidPurpose => {
-                ProxyError::BadPurpose(e)
-            }
+            DecideError::DuplicatePurpose
+            | DecideError::InvalidPurpose
+            | DecideError::HopByHopPurpose => ProxyError::BadPurpose(e),
         }
     }
 }
@@ -397,7 +397,11 @@ mod tests {
 
     #[test]
     fn a_purpose_that_cannot_be_read_is_a_400_whose_message_names_the_header() {
-        for e in [DecideError::DuplicatePurpose, DecideError::InvalidPurpose] {
+        for e in [
+            DecideError::DuplicatePurpose,
+            DecideError::InvalidPurpose,
+            DecideError::HopByHopPurpose,
+        ] {
             let p = ProxyError::from(e);
             assert_eq!(p.status(), StatusCode::BAD_REQUEST);
             assert_eq!(p.code(), "bad_request");

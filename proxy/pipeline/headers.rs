@@ -159,9 +159,17 @@ const SET_BY_MESHGATE: [&str; 7] = [
 /// Whether a client header is one only meshgate may set. Names are read
 /// with `_` as `-` too: CGI-style servers (and many frameworks) map both to
 /// the same variable, so `x_meshgate_principal` would pass for ours.
+///
+/// The declared purpose spelt with `_` (`x_data_purpose`) goes too: the
+/// decision reads `x-data-purpose` only, and a CGI-style server would read
+/// either as its purpose.
 fn set_by_meshgate(name: &str) -> bool {
     let is_ours = |n: &str| n.starts_with("x-meshgate-") || SET_BY_MESHGATE.contains(&n);
-    is_ours(name) || (name.contains('_') && is_ours(&name.replace('_', "-")))
+    is_ours(name)
+        || (name.contains('_') && {
+            let folded = name.replace('_', "-");
+            is_ours(&folded) || folded == crate::decision::authz::X_DATA_PURPOSE
+        })
 }
 
 /// Removes every client-supplied copy of the headers only meshgate may set
@@ -372,9 +380,13 @@ mod tests {
             "x_forwarded_for",
             "x-forwarded_proto",
             "x_request_id",
+            "x_data_purpose",
+            "X_Data-Purpose",
         ] {
             h.append(name, HeaderValue::from_static("spoofed"));
         }
+        // The purpose as the decision reads it stays.
+        h.append("x-data-purpose", HeaderValue::from_static("reporting"));
         for name in [
             "x-forwarded-for",
             "x-forwarded-proto",
@@ -388,6 +400,6 @@ mod tests {
         strip_identity_headers(&mut h);
         let mut left: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
         left.sort_unstable();
-        assert_eq!(left, vec!["x-other", "x_other"]);
+        assert_eq!(left, vec!["x-data-purpose", "x-other", "x_other"]);
     }
 }

@@ -147,6 +147,43 @@ pub const IDENTITIES: [&str; 47] = [
     "x-auth-subject",
 ];
 
+/// A client's certificate and its verification, as TLS-terminating proxies
+/// pass them on to the application behind them: RFC 9440 (`Client-Cert`,
+/// `Client-Cert-Chain`), Azure App Service (`X-ARR-ClientCert`,
+/// `X-ARR-SSL`), HAProxy's and nginx's usual set-ups (`X-SSL`,
+/// `X-Client-Verify`, `X-Client-DN` …); and the families of
+/// [`FAMILIES`]. A product moved behind meshgate from such a proxy would
+/// take a client's copy for a verified certificate; meshgate's is
+/// `x-forwarded-client-cert`.
+pub const CLIENT_CERTIFICATES: [&str; 9] = [
+    "client-cert",
+    "client-cert-chain",
+    "x-arr-clientcert",
+    "x-arr-ssl",
+    "x-ssl",
+    "x-client-verify",
+    "x-client-dn",
+    "x-client-s-dn",
+    "x-client-i-dn",
+];
+
+/// Name prefixes removed whole (after `_` is read as `-`): the forwarded
+/// family (`X-Forwarded-*`: what the hop before the product saw of the
+/// request, and that hop is meshgate; Traefik's
+/// `X-Forwarded-Tls-Client-Cert` and `-Info` among them), and the client
+/// certificate families of nginx and HAProxy set-ups (`X-SSL-Client-*`,
+/// Apache's `SSL_CLIENT_*` through CGI), Google Cloud's load balancer and
+/// Kong (`X-Client-Cert-*`), AWS ALB (`X-Amzn-Mtls-Clientcert*`) and
+/// Cloudflare (`Cf-Client-Cert-*`).
+pub const FAMILIES: [&str; 6] = [
+    "x-forwarded-",
+    "x-ssl-",
+    "x-client-cert",
+    "x-amzn-mtls-",
+    "ssl-client-",
+    "cf-client-cert-",
+];
+
 pub const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 
 /// `headers` in the configuration file.
@@ -194,15 +231,19 @@ static BUILT_IN: std::sync::LazyLock<
         .chain(&PATH_OVERRIDES)
         .chain(&CLIENT_ADDRESSES)
         .chain(&IDENTITIES)
+        .chain(&CLIENT_CERTIFICATES)
         .copied()
         .collect()
 });
 
-/// Whether a client header is an override or a client address.
+/// Whether a client header is an override, a client address, an asserted
+/// identity or client certificate, or one named in `extra`.
 fn is_override(name: &str, extra: &[HeaderName]) -> bool {
     let name = folded(name);
     let name = name.as_ref();
-    BUILT_IN.contains(name) || extra.iter().any(|e| folded(e.as_str()) == name)
+    BUILT_IN.contains(name)
+        || FAMILIES.iter().any(|f| name.starts_with(f))
+        || extra.iter().any(|e| folded(e.as_str()) == name)
 }
 
 /// Removes every override and client-address header (and those in
@@ -408,6 +449,7 @@ mod tests {
             .chain(&PATH_OVERRIDES)
             .chain(&CLIENT_ADDRESSES)
             .chain(&IDENTITIES)
+            .chain(&CLIENT_CERTIFICATES)
         {
             h.append(*name, HeaderValue::from_static("x"));
             h.append(*name, HeaderValue::from_static("y"));
@@ -417,16 +459,28 @@ mod tests {
             "x_original_url",
             "x_real_ip",
             "Remote_User",
+            // The families, in any spelling.
+            "X-Forwarded-Tls-Client-Cert",
+            "x-forwarded-tls-client-cert-info",
+            "X-SSL-Client-S-DN",
+            "SSL_CLIENT_CERT",
+            "X-Client-Cert-Chain-Verified",
+            "X-Amzn-Mtls-Clientcert-Leaf",
+            "Cf-Client-Cert-Der-Base64",
         ] {
             h.append(name, HeaderValue::from_static("x"));
         }
         h.append("x-custom-verb", HeaderValue::from_static("DELETE"));
         h.append("x_custom_verb", HeaderValue::from_static("DELETE"));
         h.append("x-kept", HeaderValue::from_static("1"));
+        // Near a family's name, not in it.
+        h.append("x-client-id", HeaderValue::from_static("1"));
+        h.append("x-sslx", HeaderValue::from_static("1"));
         let extra = vec![header_name("X-Custom-Verb").expect("name")];
         strip_overrides(&mut h, &extra);
-        let left: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
-        assert_eq!(left, ["x-kept"]);
+        let mut left: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
+        left.sort_unstable();
+        assert_eq!(left, ["x-client-id", "x-kept", "x-sslx"]);
     }
 
     #[test]

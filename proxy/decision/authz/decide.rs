@@ -405,20 +405,7 @@ impl Snapshot {
             UserToken::Optional => req.user,
             UserToken::Required => Some(req.user.ok_or(DecideError::UserTokenMissing)?),
         };
-        // One declared purpose: with two, policy would see the first and
-        // the upstream both (a conflict between what was authorised and
-        // what is served), so that is refused too.
-        let mut purposes = req.headers.get_all(X_DATA_PURPOSE).iter();
-        let purpose = match (purposes.next(), purposes.next()) {
-            (None, _) => None,
-            (Some(_), Some(_)) => return Err(DecideError::DuplicatePurpose),
-            (Some(v), None) => Some(
-                v.to_str()
-                    .ok()
-                    .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_graphic()))
-                    .ok_or(DecideError::InvalidPurpose)?,
-            ),
-        };
+        let purpose = declared_purpose(req.headers)?;
         let decoded = req.path.decoded();
         let parsed = ParsedRequest {
             method: req.method.as_str(),
@@ -459,5 +446,102 @@ impl Snapshot {
             latency: sla.1,
             fields,
         })
+    }
+}
+
+/// The one declared purpose of a request, if any. With two (two fields, or
+/// a list in one: RFC 9110 5.3 makes them the same), policy would see the
+/// first and the upstream both, a conflict between what was authorised and
+/// what is served, so they are refused; so is a purpose that is not one
+/// token, and one that `Connection` names, which the way to the upstream
+/// removes (HTTP/1.1's hop-by-hop fields): the upstream would serve with
+/// no purpose what was decided with one.
+pub(crate) fn declared_purpose(headers: &http::HeaderMap) -> Result<Option<&str>, DecideError> {
+    let mut purposes = headers.get_all(X_DATA_PURPOSE).iter();
+    let v = match (purposes.next(), purposes.next()) {
+        (None, _) => return Ok(None),
+        (Some(_), Some(_)) => return Err(DecideError::DuplicatePurpose),
+        (Some(v), None) => v,
+    };
+    let token = |b: &u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(b);
+    if v.as_bytes().contains(&b',') {
+        return Err(DecideError::DuplicatePurpose);
+    }
+    let purpose = v
+        .to_str()
+        .ok()
+        .filter(|s| !s.is_empty() && s.as_bytes().iter().all(token))
+        .ok_or(DecideError::InvalidPurpose)?;
+    let hop_by_hop = headers
+        .get_all(http::header::CONNECTION)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+        .any(|n| {
+            n.trim_ascii()
+                .eq_ignore_ascii_case(X_DATA_PURPOSE.as_bytes())
+        });
+    if hop_by_hop {
+        return Err(DecideError::HopByHopPurpose);
+    }
+    Ok(Some(purpose))
+}
+
+#[cfg(test)]
+mod purpose_tests {
+    use super::*;
+
+    fn purpose_of(fields: &[(&'static str, &'static str)]) -> Result<Option<String>, DecideError> {
+        let mut headers = http::HeaderMap::new();
+        for (name, value) in fields {
+            headers.append(*name, http::HeaderValue::from_static(value));
+        }
+        declared_purpose(&headers).map(|p| p.map(str::to_string))
+    }
+
+    #[test]
+    fn a_purpose_is_one_token_that_reaches_the_upstream() {
+        assert_eq!(purpose_of(&[]), Ok(None));
+        assert_eq!(
+            purpose_of(&[("x-data-purpose", "fraud-investigation")]),
+            Ok(Some("fraud-investigation".into()))
+        );
+        // Another field may be named in Connection.
+        assert_eq!(
+            purpose_of(&[
+                ("x-data-purpose", "reporting"),
+                ("connection", "keep-alive, x-other")
+            ]),
+            Ok(Some("reporting".into()))
+        );
+        // A list in one field means what two fields do.
+        for list in [
+            "reporting,fraud-investigation",
+            "reporting, marketing",
+            "reporting,",
+        ] {
+            assert_eq!(
+                purpose_of(&[("x-data-purpose", list)]),
+                Err(DecideError::DuplicatePurpose),
+                "{list}"
+            );
+        }
+        for bad in ["fraud investigation", "a/b", "\"reporting\"", "", "a;b=c"] {
+            assert_eq!(
+                purpose_of(&[("x-data-purpose", bad)]),
+                Err(DecideError::InvalidPurpose),
+                "{bad:?}"
+            );
+        }
+        for connection in [
+            "x-data-purpose",
+            "keep-alive, X-Data-Purpose ",
+            "close,x-data-purpose",
+        ] {
+            assert_eq!(
+                purpose_of(&[("x-data-purpose", "reporting"), ("connection", connection)]),
+                Err(DecideError::HopByHopPurpose),
+                "{connection}"
+            );
+        }
     }
 }

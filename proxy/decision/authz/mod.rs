@@ -264,10 +264,12 @@ pub enum DecideError {
     MethodNotAllowed,
     #[error("the route requires an end-user token and none was given")]
     UserTokenMissing,
-    #[error("more than one x-data-purpose header")]
+    #[error("more than one x-data-purpose (two headers, or a list in one)")]
     DuplicatePurpose,
-    #[error("x-data-purpose is empty or not printable ASCII")]
+    #[error("x-data-purpose is empty or not one token (letters, digits and !#$%&'*+-.^_`|~)")]
     InvalidPurpose,
+    #[error("x-data-purpose is named in Connection, which would keep it from the upstream")]
+    HopByHopPurpose,
 }
 
 #[cfg(test)]

@@ -18,9 +18,22 @@ pub(super) fn check_target<B>(req: &Request<B>) -> Result<(), ProxyError> {
     if req.uri() == "*" || req.uri().path() == "*" {
         return Err(ProxyError::BadRequest("asterisk-form target"));
     }
+    // Userinfo (`user@host`) is deprecated in http(s) URIs and an error
+    // where received (RFC 9110 4.2.4, RFC 9113 8.3.1); passed on, an
+    // upstream could take it for a user or read another host from it.
+    if req
+        .uri()
+        .authority()
+        .is_some_and(|a| a.as_str().contains('@'))
+    {
+        return Err(ProxyError::BadRequest("userinfo in the authority"));
+    }
     let mut hosts = req.headers().get_all(header::HOST).iter();
     match (hosts.next(), hosts.next()) {
         (_, Some(_)) => Err(ProxyError::BadRequest("more than one Host")),
+        (Some(host), None) if host.as_bytes().contains(&b'@') => {
+            Err(ProxyError::BadRequest("userinfo in the authority"))
+        }
         (None, None) if req.version() == Version::HTTP_11 && req.uri().authority().is_none() => {
             Err(ProxyError::BadRequest("no Host"))
         }
@@ -94,5 +107,26 @@ mod tests {
             None
         );
         assert_eq!(refused(req("GET", "/orders", h11, &["localhost"])), None);
+        // Userinfo, in an absolute-form target (or `:authority`) or in Host.
+        for (target, hosts) in [
+            ("https://reporting@localhost/orders", &[][..]),
+            ("https://a:b@localhost:8443/orders", &["localhost"][..]),
+            ("/orders", &["reporting@localhost"][..]),
+        ] {
+            assert_eq!(
+                refused(req("GET", target, h11, hosts)),
+                Some("userinfo in the authority"),
+                "{target} {hosts:?}"
+            );
+        }
+        assert_eq!(
+            refused(req(
+                "GET",
+                "https://reporting@localhost/orders",
+                Version::HTTP_2,
+                &[]
+            )),
+            Some("userinfo in the authority")
+        );
     }
 }

@@ -160,6 +160,9 @@ impl Upstream {
         let headers = &mut parts.headers;
         match self.protocol {
             UpstreamProtocol::Http1 => {
+                if parts.version == Version::HTTP_2 {
+                    join_cookies(headers);
+                }
                 parts.version = Version::HTTP_11;
                 let host = original_host.or_else(|| self.host_header.clone());
                 if let Some(h) = host {
@@ -298,4 +301,43 @@ fn error_chain(e: &dyn std::error::Error) -> String {
         src = inner.source();
     }
     s
+}
+
+/// An HTTP/2 request's `cookie` fields (HTTP/2 lets a client send each
+/// cookie as a field of its own, for compression) as the one field
+/// HTTP/1.1 has, joined with `; ` (RFC 9113 8.2.3): a server reads one
+/// `Cookie` line, often only the first.
+fn join_cookies(headers: &mut http::HeaderMap) {
+    let mut crumbs = headers.get_all(header::COOKIE).iter();
+    let (Some(_), Some(_)) = (crumbs.next(), crumbs.next()) else {
+        return;
+    };
+    let joined: Vec<u8> = headers
+        .get_all(header::COOKIE)
+        .iter()
+        .map(HeaderValue::as_bytes)
+        .collect::<Vec<_>>()
+        .join(&b"; "[..]);
+    // (Each crumb was a valid value, and so is their join.)
+    if let Ok(v) = HeaderValue::from_bytes(&joined) {
+        headers.insert(header::COOKIE, v);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_http2_requests_cookies_go_on_as_one_field() {
+        let mut h = http::HeaderMap::new();
+        h.append(header::COOKIE, HeaderValue::from_static("a=1"));
+        join_cookies(&mut h);
+        assert_eq!(h.get_all(header::COOKIE).iter().count(), 1);
+        h.append(header::COOKIE, HeaderValue::from_static("b=2"));
+        h.append(header::COOKIE, HeaderValue::from_static("c=3"));
+        join_cookies(&mut h);
+        let all: Vec<_> = h.get_all(header::COOKIE).iter().collect();
+        assert_eq!(all, ["a=1; b=2; c=3"]);
+    }
 }
