@@ -130,13 +130,13 @@ fn command() -> ExitCode {
 }
 
 /// An error and its causes on one line, `outer: cause: …`, each cause said
-/// once: many errors already say their cause in their own message
+/// once: many errors already end their own message with their cause
 /// (`{file}: cannot read: {source}`), which the chain would repeat.
 fn one_line(e: &anyhow::Error) -> String {
     let mut line = e.to_string();
     for cause in e.chain().skip(1) {
         let cause = cause.to_string();
-        if !line.contains(&cause) {
+        if !line.ends_with(&cause) {
             line.push_str(": ");
             line.push_str(&cause);
         }
@@ -160,5 +160,8 @@ mod tests {
         );
         let wrapped = anyhow::Error::new(std::io::Error::other("refused")).context("--upstream");
         assert_eq!(one_line(&wrapped), "--upstream: refused");
+        // A cause that the message holds elsewhere is still said.
+        let wrapped = anyhow::Error::new(std::io::Error::other("refused")).context("refused twice");
+        assert_eq!(one_line(&wrapped), "refused twice: refused");
     }
 }

@@ -270,27 +270,24 @@ impl Catalogue {
 
 /// Warnings for a version of a product (the contracts that share `domain`
 /// and `dataProduct`) that declares in none of its datasets a field another
-/// version declares personal (`pii`) or `confidential`/`restricted`, while
-/// it passes undeclared fields: if its server still sends that field (an
-/// older version, whose contract was written before the field was
-/// classified), no field rule reaches it and every caller allowed the
-/// version sees it as sent, whatever the baseline's purpose rules say.
-/// Fields are matched by name at any depth (versions may shape their
-/// records differently).
+/// version declares personal (`pii`), `confidential` or `restricted` (its
+/// own classification, else its dataset's), while it passes undeclared
+/// fields: if its server still sends that field (an older version, whose
+/// contract was written before the field was classified), no field rule
+/// reaches it and every caller allowed the version sees it as sent,
+/// whatever the baseline's purpose rules say. Fields are matched by name at
+/// any depth (versions may shape their records differently).
 pub(super) fn unprotected_in_a_version(
     entries: &[ProductEntry],
     texts: &HashMap<&str, &str>,
 ) -> Vec<Finding> {
-    let protected = |f: &crate::decision::fields::FieldSpec| {
-        f.pii
-            || f.classification
-                .as_deref()
-                .is_some_and(|c| matches!(c, "confidential" | "restricted"))
-    };
-    let names = |p: &Product| -> HashSet<String> {
-        let all = p.fields.iter().flat_map(|d| &d.fields);
-        all.map(|f| f.name.clone()).collect()
-    };
+    let mut versions: HashMap<(&str, &str), Vec<&Product>> = HashMap::new();
+    for e in entries {
+        if let Some(group) = e.product.data_product.as_deref() {
+            let key = (e.product.domain.as_str(), group);
+            versions.entry(key).or_default().push(&e.product);
+        }
+    }
     let mut out = Vec::new();
     for e in entries {
         let p = &e.product;
@@ -300,27 +297,40 @@ pub(super) fn unprotected_in_a_version(
         if !crate::decision::fields::passes(p.undeclared) {
             continue;
         }
-        let declared = names(p);
+        let others = versions.get(&(p.domain.as_str(), group));
+        let others = others.into_iter().flatten().filter(|o| o.id != p.id);
+        let declared: HashSet<&str> = p
+            .fields
+            .iter()
+            .flat_map(|d| d.fields.iter().map(|f| f.name.as_str()))
+            .collect();
         // Each name once, with the first other version that protects it.
         let mut missing: std::collections::BTreeMap<&str, &Product> = Default::default();
-        let others = entries.iter().map(|o| &o.product).filter(|o| {
-            o.id != p.id && o.domain == p.domain && o.data_product.as_deref() == Some(group)
-        });
         for o in others {
-            for f in o.fields.iter().flat_map(|d| &d.fields) {
-                if protected(f) && !declared.contains(&f.name) {
-                    missing.entry(f.name.as_str()).or_insert(o);
+            for d in &o.fields {
+                let dataset = o.datasets.iter().find(|(n, _)| n.as_str() == &*d.dataset);
+                let inherited = dataset.map(|(_, c)| c.as_str());
+                for f in &d.fields {
+                    let class = f.classification.as_deref().or(inherited);
+                    let protected = f.pii || matches!(class, Some("confidential" | "restricted"));
+                    if protected && !declared.contains(f.name.as_str()) {
+                        missing.entry(f.name.as_str()).or_insert(o);
+                    }
                 }
             }
         }
+        if missing.is_empty() {
+            continue;
+        }
         let text = texts.get(p.file.as_str()).copied().unwrap_or("");
+        let at = crate::base::locate::locate(text, &[Step::Key("schema".into())]);
         for (name, o) in missing {
             out.push(Finding {
                 file: p.file.clone(),
-                at: crate::base::locate::locate(text, &[Step::Key("schema".into())]),
+                at,
                 field: "schema".into(),
                 message: format!(
-                    "`{name}` is personal or confidential in version {} of this product (`{}`, {}), but no dataset of this version declares it: if its server sends it, no field rule hides it, and it passes as an undeclared field (`meshgateUndeclared: pass`); declare it, or set `meshgateUndeclared: omit`",
+                    "`{name}` is personal, confidential or restricted in version {} of this product (`{}`, {}), but no dataset of this version declares it: if its server sends it, no field rule hides it, and it passes as an undeclared field (`meshgateUndeclared: pass`); declare it, or set `meshgateUndeclared: omit`",
                     o.version, o.id, o.file
                 ),
                 stands_for: 1,
@@ -467,9 +477,32 @@ mod tests {
         assert_eq!(w.len(), 2, "{w:#?}");
         assert_eq!(
             w[0],
-            "sales/v3.odcs.yaml:8:3: warning: schema: `customer_email` is personal or confidential in version 2.0.0 of this product (`sales.orders`, policies/domains/sales/orders.odcs.yaml), but no dataset of this version declares it: if its server sends it, no field rule hides it, and it passes as an undeclared field (`meshgateUndeclared: pass`); declare it, or set `meshgateUndeclared: omit`"
+            "sales/v3.odcs.yaml:8:3: warning: schema: `customer_email` is personal, confidential or restricted in version 2.0.0 of this product (`sales.orders`, policies/domains/sales/orders.odcs.yaml), but no dataset of this version declares it: if its server sends it, no field rule hides it, and it passes as an undeclared field (`meshgateUndeclared: pass`); declare it, or set `meshgateUndeclared: omit`"
         );
         assert!(w[1].contains("`customer_phone`"), "{}", w[1]);
+        // A field restricted by its dataset's classification, which the
+        // other two versions do not declare: each of them is told.
+        let restricted = v3("").replace(
+            "classification: internal\n    properties:\n      - { name: id, logicalType: string }",
+            "classification: restricted\n    properties:\n      - { name: id, logicalType: string }\n      - { name: note, logicalType: string }",
+        );
+        assert!(restricted.contains("name: note"), "{restricted}");
+        let s = with_contract("sales/v3.odcs.yaml", "sales", restricted).expect("loads");
+        let mut told: Vec<String> = about(&s)
+            .into_iter()
+            .filter(|w| w.contains("`note`"))
+            .map(|w| w.split(':').next().unwrap_or_default().to_string())
+            .collect();
+        told.sort_unstable();
+        assert_eq!(
+            told,
+            [
+                "policies/domains/sales/orders-v1.odcs.yaml",
+                "policies/domains/sales/orders.odcs.yaml"
+            ],
+            "{:#?}",
+            about(&s)
+        );
         // Undeclared fields left out: nothing passes unmasked.
         let omit = "\n  - { property: meshgateUndeclared, value: omit }";
         let s = with_contract("sales/v3.odcs.yaml", "sales", v3(omit)).expect("loads");

@@ -463,14 +463,16 @@ pub(crate) fn declared_purpose(headers: &http::HeaderMap) -> Result<Option<&str>
         (Some(_), Some(_)) => return Err(DecideError::DuplicatePurpose),
         (Some(v), None) => v,
     };
-    let token = |b: &u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(b);
-    if v.as_bytes().contains(&b',') {
+    // (RFC 9110 5.6.1 ignores a list's empty elements: `reporting,` is
+    // one purpose written wrongly, not two.)
+    let listed = v.as_bytes().split(|&b| b == b',');
+    if listed.filter(|e| !e.trim_ascii().is_empty()).count() > 1 {
         return Err(DecideError::DuplicatePurpose);
     }
     let purpose = v
         .to_str()
         .ok()
-        .filter(|s| !s.is_empty() && s.as_bytes().iter().all(token))
+        .filter(|s| crate::decision::contract::charset::is_token(s))
         .ok_or(DecideError::InvalidPurpose)?;
     let hop_by_hop = headers
         .get_all(http::header::CONNECTION)
@@ -517,7 +519,7 @@ mod purpose_tests {
         for list in [
             "reporting,fraud-investigation",
             "reporting, marketing",
-            "reporting,",
+            ",a,,b",
         ] {
             assert_eq!(
                 purpose_of(&[("x-data-purpose", list)]),
@@ -525,7 +527,15 @@ mod purpose_tests {
                 "{list}"
             );
         }
-        for bad in ["fraud investigation", "a/b", "\"reporting\"", "", "a;b=c"] {
+        for bad in [
+            "fraud investigation",
+            "a/b",
+            "\"reporting\"",
+            "",
+            "a;b=c",
+            "reporting,",
+            ",",
+        ] {
             assert_eq!(
                 purpose_of(&[("x-data-purpose", bad)]),
                 Err(DecideError::InvalidPurpose),

@@ -54,6 +54,14 @@ pub fn version(s: &str) -> Result<(), String> {
 
 /// Checks free text: no character that could start a line of its own or
 /// reorder what is shown.
+/// Whether `s` is one HTTP token (RFC 9110 5.6.2: letters, digits and
+/// ``!#$%&'*+-.^_`|~``), as a declared purpose (`x-data-purpose`) must be.
+pub fn is_token(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
 pub fn text(s: &str) -> Result<(), String> {
     match s.chars().find(|c| crate::base::text::is_unsafe(*c)) {
         None => Ok(()),

@@ -16,7 +16,7 @@
 //! ignores, a product with no routes or no SLA) are returned beside the
 //! product ([`Contract::warnings`]).
 
-mod charset;
+pub mod charset;
 mod conformance;
 mod fields;
 mod flight;

@@ -188,14 +188,7 @@ pub(super) fn product(r: &mut Reader) -> Option<Product> {
     let classification = classification(r, &odcs);
     let owner = owner(r, &odcs);
     check_text(r, &odcs);
-    let allowed_purposes = match odcs.custom("allowedPurposes") {
-        None => Some(Vec::new()),
-        Some((path, v)) => {
-            const FIELD: &str = "customProperties.allowedPurposes";
-            let purposes: Option<Vec<String>> = r.value(v, &path, FIELD);
-            purposes.inspect(|p| check_list(r, p, &path, FIELD))
-        }
-    };
+    let allowed_purposes = allowed_purposes(r, &odcs);
     let datasets = datasets(r, &odcs, classification.as_deref());
     let grpc = odcs.custom(super::grpc::PROPERTY);
     let flight = odcs.custom(super::flight::PROPERTY);
@@ -478,6 +471,26 @@ fn check_text(r: &mut Reader, odcs: &Odcs) {
 
 /// Each item of a list of free text (`tags`, `allowedPurposes`) at `path`,
 /// within [`charset::text`].
+/// `allowedPurposes`: any text, each checked; one that is not a token is
+/// a warning, since no request can declare it (`x-data-purpose`).
+fn allowed_purposes(r: &mut Reader, odcs: &Odcs) -> Option<Vec<String>> {
+    const FIELD: &str = "customProperties.allowedPurposes";
+    let (path, v) = match odcs.custom("allowedPurposes") {
+        None => return Some(Vec::new()),
+        Some(found) => found,
+    };
+    let purposes: Vec<String> = r.value(v, &path, FIELD)?;
+    check_list(r, &purposes, &path, FIELD);
+    for (j, purpose) in purposes.iter().enumerate() {
+        if !charset::is_token(purpose) {
+            let mut at = path.clone();
+            at.push(Step::Index(j));
+            r.warn(at, format!("{FIELD}[{j}]"), format!("`{purpose}` is not one token (letters, digits and !#$%&'*+-.^_`|~): `x-data-purpose` carries one, so no request can declare this purpose"));
+        }
+    }
+    Some(purposes)
+}
+
 fn check_list(r: &mut Reader, items: &[String], path: &[Step], field: &str) {
     for (j, t) in items.iter().enumerate() {
         if let Err(why) = charset::text(t) {

@@ -393,3 +393,27 @@ fn a_method_override_is_read_and_a_bad_one_named_with_its_place() {
     let e = one_error(&with("{ pathHeader: X-Original-URL }"));
     assert!(e.contains("pathHeader"), "{e}");
 }
+
+/// An allowed purpose no request can declare (`x-data-purpose` carries one
+/// token) is a warning at it; the product still loads.
+#[test]
+fn an_allowed_purpose_that_is_not_a_token_is_a_warning() {
+    let text = ORDERS.replace(
+        "value: [reporting, fulfilment]",
+        "value: [reporting, \"research/clinical\", \"gdpr:art6\"]",
+    );
+    assert_ne!(text, ORDERS, "the example's purposes changed");
+    let c = read(&text, "o.yaml").expect("warnings only");
+    let w: Vec<String> = c.warnings.iter().map(|w| w.to_string()).collect();
+    assert_eq!(w.len(), 2, "{w:#?}");
+    assert!(
+        w[0].contains("customProperties.allowedPurposes[1]: `research/clinical` is not one token"),
+        "{w:#?}"
+    );
+    // (`:` is no token character either.)
+    assert!(
+        w[1].starts_with("o.yaml:40:45: customProperties.allowedPurposes[2]: `gdpr:art6`"),
+        "{w:#?}"
+    );
+    assert_eq!(c.product.allowed_purposes.len(), 3);
+}
