@@ -469,8 +469,6 @@ fn check_text(r: &mut Reader, odcs: &Odcs) {
     }
 }
 
-/// Each item of a list of free text (`tags`, `allowedPurposes`) at `path`,
-/// within [`charset::text`].
 /// `allowedPurposes`: any text, each checked; one that is not a token is
 /// a warning, since no request can declare it (`x-data-purpose`).
 fn allowed_purposes(r: &mut Reader, odcs: &Odcs) -> Option<Vec<String>> {
@@ -491,6 +489,8 @@ fn allowed_purposes(r: &mut Reader, odcs: &Odcs) -> Option<Vec<String>> {
     Some(purposes)
 }
 
+/// Each item of a list of free text (`tags`, `allowedPurposes`) at `path`,
+/// within [`charset::text`].
 fn check_list(r: &mut Reader, items: &[String], path: &[Step], field: &str) {
     for (j, t) in items.iter().enumerate() {
         if let Err(why) = charset::text(t) {
