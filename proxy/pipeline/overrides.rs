@@ -242,8 +242,7 @@ fn is_override(name: &str, extra: &[HeaderName]) -> bool {
     let name = folded(name);
     let name = name.as_ref();
     BUILT_IN.contains(name)
-        || (matches!(name.as_bytes().first(), Some(b'x' | b's' | b'c'))
-            && FAMILIES.iter().any(|f| name.starts_with(f)))
+        || FAMILIES.iter().any(|f| name.starts_with(f))
         || extra.iter().any(|e| folded(e.as_str()) == name)
 }
 

@@ -297,8 +297,12 @@ pub(super) fn unprotected_in_a_version(
         if !crate::decision::fields::passes(p.undeclared) {
             continue;
         }
-        let others = versions.get(&(p.domain.as_str(), group));
-        let others = others.into_iter().flatten().filter(|o| o.id != p.id);
+        // (A product of one version has nothing to compare.)
+        let group = versions.get(&(p.domain.as_str(), group));
+        let Some(group) = group.filter(|g| g.len() > 1) else {
+            continue;
+        };
+        let others = group.iter().filter(|o| o.id != p.id);
         let declared: HashSet<&str> = p
             .fields
             .iter()
