@@ -105,6 +105,12 @@ pub async fn run(opts: DemoOptions, shutdown: impl Future<Output = ()>) -> anyho
         who = clients[1].name,
         port = data.port()
     );
+    eprintln!("  # analytics asks what it would see of orders: its caller view lists the fields hidden from it and how");
+    eprintln!(
+        "  curl --cacert {dir}/ca.pem --cert {dir}/{who}.pem --key {dir}/{who}-key.pem https://localhost:{port}/.well-known/data-product/sales.orders/caller",
+        who = clients[2].name,
+        port = data.port()
+    );
     eprintln!("  # the policy snapshot that decides (version, policies, last reload error)");
     eprintln!("  curl http://{admin}/policy");
     eprintln!("  # without a client certificate: refused at the TLS handshake");

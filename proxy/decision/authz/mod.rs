@@ -31,6 +31,7 @@ mod inputs;
 mod literals;
 mod parse;
 mod plan;
+mod seen;
 mod stray;
 #[doc(hidden)]
 pub mod synth;

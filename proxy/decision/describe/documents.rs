@@ -146,6 +146,47 @@ pub struct PortView {
     pub quota: Option<QuotaView>,
     pub allowed_purposes: Vec<String>,
     pub sla: Vec<SlaProperty>,
+    /// What the caller would get of each dataset a data route names.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub datasets: Vec<DatasetView>,
+}
+
+/// What a caller would get of one dataset: decided as a request on the
+/// first route that names it (its method, its pattern as the path) with
+/// the caller's identity, user, purpose, address and time.
+#[derive(Debug, Serialize)]
+pub struct DatasetView {
+    pub name: String,
+    /// The route decided: `GET /orders`.
+    pub route: String,
+    pub decision: Access,
+    /// The fields its responses would hide, and how (only when allowed
+    /// and the dataset declares fields).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hidden: Option<Vec<HiddenView>>,
+    /// What happens to fields the contract does not declare (only when
+    /// allowed and the dataset declares fields).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub undeclared: Option<&'static str>,
+}
+
+/// The outcome of a dataset's decision as the caller view shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Access {
+    Allow,
+    Deny,
+    /// The route asks for an end-user token the request did not carry.
+    UserTokenRequired,
+}
+
+/// A field the caller would see hidden.
+#[derive(Debug, Serialize)]
+pub struct HiddenView {
+    /// Its path in the dataset (`shipping/city`).
+    pub field: String,
+    /// How: `omit`, `null`, `redact`, `hash`, `last4` or `year`.
+    pub mask: &'static str,
 }
 
 #[derive(Debug, Serialize)]

@@ -528,13 +528,15 @@ impl Described {
     }
 
     /// The caller's view of product `group`, over the contracts in
-    /// `allowed`; `quota` tells a contract's quota for this caller.
+    /// `allowed`; `quota` tells a contract's quota for this caller,
+    /// `datasets` what it would get of each dataset of a contract.
     pub fn caller_view(
         &self,
         group: usize,
         allowed: &Allowed,
         caller: CallerFacts,
         quota: impl Fn(&Target) -> Option<QuotaView>,
+        datasets: impl Fn(&Target) -> Vec<DatasetView>,
     ) -> CallerView {
         let g = &self.groups[group];
         CallerView {
@@ -554,6 +556,7 @@ impl Described {
                         quota: quota(&c.target),
                         allowed_purposes: c.product.allowed_purposes.clone(),
                         sla: sla_properties(&c.product.sla),
+                        datasets: datasets(&c.target),
                     }
                 })
                 .collect(),

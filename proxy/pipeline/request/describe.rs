@@ -195,9 +195,30 @@ impl Exchange<'_> {
                 describe::render(&described.descriptor(g, allowed, &origin), yaml).map(|b| (ty, b))
             }
             Ask::Caller(g) => {
-                let view = described.caller_view(g, allowed, self.caller(req, user), |target| {
-                    self.quota_view(snapshot, target, user)
-                });
+                let conn = self.conn;
+                // Method and path: each dataset's route stands for them.
+                let path = NormalPath {
+                    segments: Vec::new(),
+                    trailing_slash: false,
+                };
+                let facts = HttpFacts {
+                    method: req.method(),
+                    path: &path,
+                    headers: req.headers(),
+                    source_ip: conn.peer.ip(),
+                    tls_version: conn.tls_version,
+                    time: SystemTime::now(),
+                    user,
+                };
+                let view = described.caller_view(
+                    g,
+                    allowed,
+                    self.caller(req, user),
+                    |target| self.quota_view(snapshot, target, user),
+                    |target| {
+                        snapshot.datasets_seen(&conn.identity.principal, target.product, &facts)
+                    },
+                );
                 json(describe::render(&view, false))
             }
             Ask::Contract(_, c) => return Ok((YAML_TYPE, described.contract_text(c))),
