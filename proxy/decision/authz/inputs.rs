@@ -233,6 +233,12 @@ impl fmt::Display for LoadErrors {
 
 impl std::error::Error for LoadErrors {}
 
+/// Why a policy source directory with no policy file is refused: a
+/// directory emptied or removed and made again (`rm -rf`, `mkdir`, then a
+/// copy) would otherwise load as a snapshot without its policies, the
+/// mesh baseline's forbids gone, until the files come back.
+const EMPTY_SOURCE: &str = "holds no policy file (`*.cedar`, `*.links.json`); a source that lost its files is refused rather than its policies dropped (replace a source's files whole, as a link swap does)";
+
 pub(super) fn read_source(path: &Path) -> Result<Source, String> {
     read_source_from(path, path)
 }
@@ -366,34 +372,40 @@ impl PolicyInputs {
     /// Reads every file the configuration names, once.
     fn read_once(cfg: &PolicyConfig) -> Result<PolicyInputs, LoadErrors> {
         let mut errors = Vec::new();
-        let mut read_all = |paths: &[(&Path, Option<&str>)], suffix: &[&str]| -> Vec<Source> {
-            let mut out = Vec::new();
-            for &(p, domain) in paths {
-                match expand(p, suffix, domain.is_some()) {
-                    Ok(files) => {
-                        for (name, from) in files {
-                            match read_source_from(&name, &from) {
-                                Ok(mut s) => {
-                                    s.domain = domain.map(str::to_string);
-                                    out.push(s)
+        // `enforced`: the sources of the policies in force, where a
+        // directory with no file is refused (see `EMPTY_SOURCE`).
+        let mut read_all =
+            |paths: &[(&Path, Option<&str>)], suffix: &[&str], enforced: bool| -> Vec<Source> {
+                let mut out = Vec::new();
+                for &(p, domain) in paths {
+                    match expand(p, suffix, domain.is_some()) {
+                        Ok(files) if files.is_empty() && enforced => {
+                            errors.push(format!("{}: {EMPTY_SOURCE}", p.display()))
+                        }
+                        Ok(files) => {
+                            for (name, from) in files {
+                                match read_source_from(&name, &from) {
+                                    Ok(mut s) => {
+                                        s.domain = domain.map(str::to_string);
+                                        out.push(s)
+                                    }
+                                    Err(e) => errors.push(e),
                                 }
-                                Err(e) => errors.push(e),
                             }
                         }
+                        Err(e) => errors.push(e),
                     }
-                    Err(e) => errors.push(e),
                 }
-            }
-            out
-        };
+                out
+            };
         fn owned(list: &[PolicySource]) -> Vec<(&Path, Option<&str>)> {
             list.iter()
                 .map(|s| (s.path.as_path(), s.domain.as_deref()))
                 .collect()
         }
-        let policies = read_all(&owned(&cfg.sources), POLICY_SUFFIXES);
-        let contracts = read_all(&owned(&cfg.contracts), CONTRACT_SUFFIXES);
-        let shadow = read_all(&owned(&cfg.shadow), POLICY_SUFFIXES);
+        let policies = read_all(&owned(&cfg.sources), POLICY_SUFFIXES, true);
+        let contracts = read_all(&owned(&cfg.contracts), CONTRACT_SUFFIXES, false);
+        let shadow = read_all(&owned(&cfg.shadow), POLICY_SUFFIXES, false);
         let schema = read_source(&cfg.schema);
         let entities = cfg.entities.as_deref().map(read_source).transpose();
         match (schema, entities) {
@@ -542,6 +554,32 @@ mod tests {
 
     fn names(inputs: &PolicyInputs) -> Vec<String> {
         inputs.policies.iter().map(|s| s.name.clone()).collect()
+    }
+
+    #[test]
+    fn a_policy_source_directory_with_no_policy_file_is_refused() {
+        let t = tempfile::tempdir().expect("tempdir");
+        let dir = t.path();
+        // Emptied and made again: the baseline would be gone.
+        write(&dir.join("mesh"), &["README.md", "baseline.cedar.off"]);
+        let mut cfg = config(dir, "mesh");
+        let Err(err) = PolicyInputs::read(&cfg) else {
+            panic!("an empty source was read")
+        };
+        let shown = err.lines().join("\n");
+        assert_eq!(
+            shown,
+            format!("{}: {EMPTY_SOURCE}", dir.join("mesh").display()),
+            "{shown}"
+        );
+        // A shadow directory may be empty (it enforces nothing); a source
+        // of template links alone is a source.
+        write(&dir.join("shadow"), &[]);
+        write(&dir.join("mesh"), &["grants.links.json"]);
+        cfg.shadow = vec![dir.join("shadow").into()];
+        let inputs = PolicyInputs::read(&cfg).expect("read");
+        assert_eq!(names(&inputs).len(), 1);
+        assert!(inputs.shadow.is_empty());
     }
 
     #[test]

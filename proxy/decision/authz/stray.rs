@@ -5,6 +5,13 @@
 //! moved to `rules/fields.cedar` would otherwise be dropped, and the domain
 //! made more open, without a word.
 //!
+//! So is an entry named as a policy file directly in the directory that is
+//! not a regular file: a link to nothing, a directory, a FIFO. The read
+//! lists regular files only, so a `fields.cedar` link whose target went
+//! (or a `mkdir fields.cedar`) would drop its forbids unseen. (A
+//! Kubernetes volume is read through its `..data` generation, whose
+//! entries are checked there; its top-level links are not.)
+//!
 //! Editors' files stay silent: hidden ones (`.x.cedar.swp`, `.#x.cedar`),
 //! backups (`x.cedar~`) and autosaves (`#x.cedar#`), as does a file with a
 //! suffix of its own after the policy's (`x.cedar.off`, `x.cedar.bak`): that
@@ -66,6 +73,20 @@ fn policy_like(name: &str) -> Option<&'static str> {
     SUFFIXES.into_iter().find(|s| lower.ends_with(s))
 }
 
+/// What the entry at `path` is, when it is named as a policy file (in
+/// lower case) and is no regular file that the read would take.
+fn unreadable(path: &Path, name: &str) -> Option<&'static str> {
+    policy_like(name).filter(|s| name.ends_with(s))?;
+    // Followed through links: a link to a regular file is read.
+    match std::fs::metadata(path) {
+        Ok(m) if m.is_file() => None,
+        Ok(m) if m.is_dir() => Some("a directory"),
+        Ok(_) => Some("a FIFO, socket or device"),
+        Err(_) if path.is_symlink() => Some("a link to nothing"),
+        Err(_) => Some("unreadable"),
+    }
+}
+
 fn scan(root: &Path, dir: &Path, depth: usize, read: &HashSet<PathBuf>, errors: &mut Vec<String>) {
     let Ok(entries) = std::fs::read_dir(dir) else {
         // The read reports a directory it cannot list; one below it is
@@ -81,6 +102,17 @@ fn scan(root: &Path, dir: &Path, depth: usize, read: &HashSet<PathBuf>, errors: 
         };
         if set_aside(&name) {
             continue;
+        }
+        // A volume's top-level links may dangle for a moment while the
+        // kubelet swaps generations; the read does not list them.
+        if depth == 0 && !root.join("..data").is_dir() {
+            if let Some(what) = unreadable(&path, &name) {
+                errors.push(format!(
+                    "{}: not read: {what}, not a regular file; a policy source reads only regular files, so the policies it stood for would be dropped",
+                    path.display()
+                ));
+                continue;
+            }
         }
         if path.is_dir() {
             if depth < DEPTH {
@@ -190,6 +222,52 @@ mod tests {
         // Read through a link at the top: read, so not stray.
         std::os::unix::fs::symlink("sub/linked.cedar", dir.join("shadow/linked.cedar"))
             .expect("symlink");
+        assert_eq!(policy_files(&config(dir)), Vec::<String>::new());
+    }
+
+    #[test]
+    fn a_policy_name_that_is_no_regular_file_is_an_error_but_not_in_a_volume() {
+        let t = tempfile::tempdir().expect("tempdir");
+        let dir = t.path();
+        touch(dir, &["sales/policies.cedar", "shadow/x.cedar"]);
+        let sales = dir.join("sales");
+        std::os::unix::fs::symlink(dir.join("gone.cedar"), sales.join("fields.cedar"))
+            .expect("symlink");
+        std::fs::create_dir(sales.join("grants.links.json")).expect("mkdir");
+        let fifo = std::process::Command::new("mkfifo")
+            .arg(sales.join("pipe.cedar"))
+            .status()
+            .expect("mkfifo");
+        assert!(fifo.success());
+        // An editor's lock (a link to nothing, hidden) and a link that
+        // reads a file stay silent.
+        std::os::unix::fs::symlink("nowhere", sales.join(".#policies.cedar")).expect("symlink");
+        std::os::unix::fs::symlink("policies.cedar", sales.join("also.cedar")).expect("symlink");
+        let p = |f: &str| dir.join(f).display().to_string();
+        let tail = "not a regular file; a policy source reads only regular files, so the policies it stood for would be dropped";
+        assert_eq!(
+            policy_files(&config(dir)),
+            [
+                format!(
+                    "{}: not read: a link to nothing, {tail}",
+                    p("sales/fields.cedar")
+                ),
+                format!(
+                    "{}: not read: a directory, {tail}",
+                    p("sales/grants.links.json")
+                ),
+                format!(
+                    "{}: not read: a FIFO, socket or device, {tail}",
+                    p("sales/pipe.cedar")
+                ),
+            ]
+        );
+        // In a Kubernetes volume the read lists the generation; a top-level
+        // link dangles for a moment during a swap.
+        std::fs::remove_dir(sales.join("grants.links.json")).expect("rmdir");
+        std::fs::remove_file(sales.join("pipe.cedar")).expect("rm");
+        touch(dir, &["sales/..2026_12_08/policies.cedar"]);
+        std::os::unix::fs::symlink("..2026_12_08", sales.join("..data")).expect("symlink");
         assert_eq!(policy_files(&config(dir)), Vec::<String>::new());
     }
 
