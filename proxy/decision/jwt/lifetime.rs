@@ -81,7 +81,7 @@ pub(super) fn check(claims: &Map<String, Value>, w: Window) -> Result<u64, Token
     // Issued in the future, or after it expires: not a time a real issuer
     // writes (a future `iat` would also shrink `exp - iat`).
     if iat.is_some_and(|iat| iat > w.now.saturating_add(leeway) || iat > exp) {
-        return Err(TokenError::MalformedClaim("iat".into()));
+        return Err(TokenError::IatImpossible);
     }
     let too_long = TokenError::LifetimeTooLong(w.max_lifetime);
     if iat.is_some_and(|iat| exp.saturating_sub(iat) > max) {

@@ -79,6 +79,9 @@ pub enum TokenError {
     /// A time claim present but not a NumericDate.
     #[error("the token's claim `{0}` is not a whole number of seconds from 0 to 2^63-1")]
     MalformedClaim(String),
+    /// An `iat` ahead of now (beyond the leeway) or after `exp`.
+    #[error("the token's claim `iat` is ahead of now (beyond the leeway) or after its `exp`")]
+    IatImpossible,
     #[error("the token lives longer than its issuer's max_lifetime of {}", humantime::format_duration(*.0))]
     LifetimeTooLong(Duration),
 }
@@ -101,7 +104,7 @@ impl TokenError {
             TokenError::WrongAudience => "wrong_audience",
             TokenError::MissingClaim(_) => "missing_claim",
             TokenError::BadClaim(_) => "bad_claim",
-            TokenError::MalformedClaim(_) => "malformed_claim",
+            TokenError::MalformedClaim(_) | TokenError::IatImpossible => "malformed_claim",
             TokenError::LifetimeTooLong(_) => "lifetime_too_long",
         }
     }
@@ -552,6 +555,11 @@ impl Verifier {
             jsonwebtoken::errors::ErrorKind::Json(_) => lifetime::check(&claims, window)
                 .err()
                 .unwrap_or(TokenError::Malformed),
+            // jsonwebtoken calls a claim of another type than it reads
+            // (`"sub": 123`, `"aud": {}`) missing: it is there.
+            jsonwebtoken::errors::ErrorKind::MissingRequiredClaim(c) if claims.contains_key(c) => {
+                TokenError::BadClaim(c.clone())
+            }
             kind => map_error(kind),
         })?;
         lifetime::check(&data.claims, window)?;

@@ -247,6 +247,35 @@ async fn scopes_split_on_spaces_only_and_an_empty_subject_is_refused() {
     );
 }
 
+#[tokio::test]
+async fn a_registered_claim_of_another_type_is_a_bad_claim_not_a_missing_one() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let (key, jwk) = es256("k1");
+    let v = verifier(dir.path(), &[jwk]).await;
+    let wrong = [
+        ("sub", json!(123)),
+        ("aud", json!({ "a": "meshgate" })),
+        ("aud", json!([["meshgate"]])),
+        ("aud", json!(["meshgate", 1])),
+    ];
+    for (claim, value) in wrong {
+        let mut c = claims();
+        c[claim] = value.clone();
+        assert_eq!(
+            v.verify(&sign(&key, &c)).await,
+            Err(TokenError::BadClaim(claim.into())),
+            "{claim}: {value}"
+        );
+    }
+    // Absent, it is missing.
+    let mut c = claims();
+    c.as_object_mut().expect("object").remove("sub");
+    assert_eq!(
+        v.verify(&sign(&key, &c)).await,
+        Err(TokenError::MissingClaim("sub".into()))
+    );
+}
+
 #[test]
 fn configuration_refuses_a_repeated_issuer_and_built_in_attributes() {
     let cfg: UsersConfig = crate::base::yaml::parse_yaml(
@@ -403,7 +432,8 @@ async fn a_token_living_longer_than_max_lifetime_is_refused() {
     assert_eq!(v.verify(&token(n + day + 120, None)).await, too_long);
     // An iat in the future, or after exp, is no time a real issuer writes
     // (and would shrink exp - iat): malformed.
-    let bad_iat = Err(TokenError::MalformedClaim("iat".into()));
+    let bad_iat = Err(TokenError::IatImpossible);
+    assert_eq!(TokenError::IatImpossible.reason(), "malformed_claim");
     assert_eq!(v.verify(&token(n + 2 * day, Some(n + day))).await, bad_iat);
     assert_eq!(v.verify(&token(n + 600, Some(n + 3600))).await, bad_iat);
     // Within the leeway, a clock a little ahead is not refused.
