@@ -273,6 +273,20 @@ fn names_and_connection_headers() -> Vec<Case> {
             None,
             bad(),
         ),
+        // Whitespace around a value (RFC 9113 8.2.1): an HTTP/1.1 upstream
+        // would trim it, so it would not read what was decided.
+        (
+            "value with a leading space",
+            with(protected(), &[("x-ws", " padded")]),
+            None,
+            Outcome::Status(400),
+        ),
+        (
+            "value with a trailing tab",
+            with(protected(), &[("x-ws", "padded\t")]),
+            None,
+            Outcome::Status(400),
+        ),
         // content-length that the DATA frames contradict.
         (
             "content-length over the body",

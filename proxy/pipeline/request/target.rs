@@ -28,6 +28,14 @@ pub(super) fn check_target<B>(req: &Request<B>) -> Result<(), ProxyError> {
     {
         return Err(ProxyError::BadRequest("userinfo in the authority"));
     }
+    // RFC 9113 8.2.1: an HTTP/2 field value that begins or ends with SP or
+    // HTAB makes the request malformed. An HTTP/1.1 upstream would trim
+    // what meshgate read whole: the two would not read the same value.
+    if req.version() == Version::HTTP_2 && req.headers().values().any(padded) {
+        return Err(ProxyError::BadRequest(
+            "an HTTP/2 field value begins or ends with whitespace",
+        ));
+    }
     let mut hosts = req.headers().get_all(header::HOST).iter();
     match (hosts.next(), hosts.next()) {
         (_, Some(_)) => Err(ProxyError::BadRequest("more than one Host")),
@@ -39,6 +47,12 @@ pub(super) fn check_target<B>(req: &Request<B>) -> Result<(), ProxyError> {
         }
         _ => Ok(()),
     }
+}
+
+/// Whether `v` begins or ends with SP or HTAB.
+fn padded(v: &http::HeaderValue) -> bool {
+    let b = v.as_bytes();
+    matches!(b.first(), Some(b' ' | b'\t')) || matches!(b.last(), Some(b' ' | b'\t'))
 }
 
 #[cfg(test)]
@@ -128,5 +142,32 @@ mod tests {
             )),
             Some("userinfo in the authority")
         );
+    }
+
+    #[test]
+    fn an_http2_value_with_whitespace_around_it_is_refused_an_http11_one_is_not() {
+        let req = |version: Version, value: &'static str| {
+            Request::builder()
+                .uri("https://localhost/orders")
+                .version(version)
+                .header("x-ws", http::HeaderValue::from_static(value))
+                .body(())
+                .expect("request")
+        };
+        let refused = |r: Request<()>| match check_target(&r) {
+            Err(ProxyError::BadRequest(what)) => Some(what),
+            _ => None,
+        };
+        for value in [" padded", "padded\t", " ", "\tx y "] {
+            assert_eq!(
+                refused(req(Version::HTTP_2, value)),
+                Some("an HTTP/2 field value begins or ends with whitespace"),
+                "{value:?}"
+            );
+        }
+        assert!(check_target(&req(Version::HTTP_2, "in side")).is_ok());
+        assert!(check_target(&req(Version::HTTP_2, "")).is_ok());
+        // HTTP/1.1's parser trims them already (RFC 9112 5).
+        assert!(check_target(&req(Version::HTTP_11, " padded")).is_ok());
     }
 }
