@@ -287,8 +287,25 @@ fn origin(req: &Request<Incoming>) -> String {
             .and_then(|h| h.parse::<http::uri::Authority>().ok()),
     };
     match authority {
-        Some(a) if !a.as_str().contains('@') => format!("https://{a}"),
+        Some(a) if plain(&a) => format!("https://{a}"),
         _ => String::new(),
+    }
+}
+
+/// Whether `a` is a plain `host[:port]`: a host that is not empty, no
+/// userinfo, and a port (when there is one) of decimal digits that fits
+/// 16 bits (`:443`, `localhost:`, `localhost:0x1` would make links that
+/// are no URIs).
+fn plain(a: &http::uri::Authority) -> bool {
+    let host = a.host();
+    let port = |p: &str| {
+        !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) && p.parse::<u16>().is_ok()
+    };
+    match a.as_str().strip_prefix(host) {
+        _ if host.is_empty() || a.as_str().contains('@') => false,
+        Some("") => true,
+        Some(rest) => rest.strip_prefix(':').is_some_and(port),
+        None => false,
     }
 }
 
@@ -338,5 +355,31 @@ mod tests {
         assert!(accept("application/json;q=0.5, application/yaml"));
         assert!(!accept("application/yaml;q=0"));
         assert!(!accept("text/html"));
+    }
+
+    #[test]
+    fn only_a_plain_host_and_port_make_links() {
+        let plain_str = |s: &str| s.parse::<http::uri::Authority>().is_ok_and(|a| plain(&a));
+        for good in [
+            "localhost",
+            "localhost:8443",
+            "10.0.0.1:443",
+            "[::1]:8443",
+            "[::1]",
+            "node.mesh.local",
+        ] {
+            assert!(plain_str(good), "{good}");
+        }
+        for bad in [
+            ":443",
+            ":",
+            "localhost:",
+            "localhost:0x1",
+            "localhost:70000",
+            "user@host",
+            "host:+1",
+        ] {
+            assert!(!plain_str(bad), "{bad}");
+        }
     }
 }
