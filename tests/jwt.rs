@@ -942,10 +942,12 @@ fn header_attacks(good: &str) -> Vec<(&'static str, Vec<String>, &'static str)> 
             vec![format!("Authorization: {good}")],
             "bad_header",
         ),
+        // (`Bearer ` with its space is the same once HTTP/1.1 trims the
+        // value; over HTTP/2 a value ending in a space is a 400.)
         (
             "Bearer with no token",
-            vec!["Authorization: Bearer ".to_string()],
-            "missing",
+            vec!["Authorization: Bearer".to_string()],
+            "bad_header",
         ),
     ]
 }

@@ -207,6 +207,9 @@ fn policy_set_replaced_100_times_under_load_with_invalid_sets_fails_and_wrongly_
     // policies. Marketing's `campaigns` may not read orders unless it holds.
     let steps = dir.join("steps");
     std::fs::create_dir_all(steps.join("0")).expect("mkdir");
+    // A source meant to hold no policy holds a file with none (an empty
+    // directory is refused, as one emptied by mistake would be).
+    std::fs::write(steps.join("0/none.cedar"), "// no policy yet\n").expect("write");
     let toggle = dir.join("toggle");
     std::os::unix::fs::symlink("steps/0", &toggle).expect("symlink");
     let swap = |i: usize, files: &[(String, String)]| {

@@ -237,7 +237,7 @@ impl std::error::Error for LoadErrors {}
 /// directory emptied or removed and made again (`rm -rf`, `mkdir`, then a
 /// copy) would otherwise load as a snapshot without its policies, the
 /// mesh baseline's forbids gone, until the files come back.
-const EMPTY_SOURCE: &str = "holds no policy file (`*.cedar`, `*.links.json`); a source that lost its files is refused rather than its policies dropped (replace a source's files whole, as a link swap does)";
+const EMPTY_SOURCE: &str = "holds no policy file (`*.cedar`, `*.links.json`); a source that lost its files is refused rather than its policies dropped (replace a source's files whole, as a link swap does; a source meant to hold no policy holds a `.cedar` file of comments)";
 
 pub(super) fn read_source(path: &Path) -> Result<Source, String> {
     read_source_from(path, path)
