@@ -22,7 +22,6 @@ use common::*;
 
 const CAMPAIGNS: &str = "spiffe://mesh.local/ns/marketing/sa/campaigns";
 const DISPATCH: &str = "spiffe://mesh.local/ns/shipping/sa/dispatch";
-const ANALYTICS: &str = "spiffe://mesh.local/ns/marketing/sa/analytics";
 
 /// Finance reporting, version 1's consumer, may describe it as well (the
 /// example lets it only read version 1). No one else may.
@@ -97,11 +96,7 @@ fn add_v3(pki: &Pki) {
 }
 
 fn pki() -> Pki {
-    Pki::with_clients(&[
-        ("campaigns", CAMPAIGNS),
-        ("dispatch", DISPATCH),
-        ("analytics", ANALYTICS),
-    ])
+    Pki::with_clients(&[("campaigns", CAMPAIGNS), ("dispatch", DISPATCH)])
 }
 
 /// One response: status, lower-cased headers, body.
@@ -584,143 +579,6 @@ fn the_caller_view_shows_its_tier_rate_limit_policy_purposes_and_sla() {
     assert_eq!(v1["allowedPurposes"], serde_json::json!(["reporting"]));
     sla_has(v1, "availability", 99.5, "percent");
     sla_has(v1, "latency", 500.0, "ms");
-}
-
-/// One of the caller view's `datasets`: (name, route, decision, hidden as
-/// `field:mask`, undeclared).
-type DatasetRow = (String, String, String, Option<Vec<String>>, Option<String>);
-
-/// The `datasets` of the caller view's port `contract`.
-fn datasets_seen(view: &serde_json::Value, contract: &str) -> Vec<DatasetRow> {
-    let ports = view["outputPorts"].as_array().expect("outputPorts");
-    let port = ports
-        .iter()
-        .find(|p| p["contractId"] == contract)
-        .unwrap_or_else(|| panic!("no port {contract}: {view}"));
-    let text = |v: &serde_json::Value| v.as_str().map(str::to_string);
-    port["datasets"]
-        .as_array()
-        .unwrap_or_else(|| panic!("no datasets: {port}"))
-        .iter()
-        .map(|d| {
-            let hidden = d["hidden"].as_array().map(|h| {
-                h.iter()
-                    .map(|f| {
-                        format!(
-                            "{}:{}",
-                            f["field"].as_str().unwrap_or(""),
-                            f["mask"].as_str().unwrap_or("")
-                        )
-                    })
-                    .collect()
-            });
-            (
-                text(&d["name"]).unwrap_or_default(),
-                text(&d["route"]).unwrap_or_default(),
-                text(&d["decision"]).unwrap_or_default(),
-                hidden,
-                text(&d["undeclared"]),
-            )
-        })
-        .collect()
-}
-
-#[test]
-fn the_caller_view_tells_each_caller_which_fields_it_would_see_hidden_and_how() {
-    let pki = pki();
-    let up = Upstream::start();
-    let mg = sidecar(&pki, &up.url()).start();
-    let view_of = |who: &str, args: &[&str]| {
-        let a = get(
-            &pki,
-            who,
-            &mg.url("/.well-known/data-product/sales.orders/caller"),
-            args,
-        );
-        assert_eq!(a.status, 200, "{who}: {}", String::from_utf8_lossy(&a.body));
-        a.json()
-    };
-    let row = |decision: &str, hidden: Option<&[&str]>| {
-        (
-            "orders".to_string(),
-            "GET /orders".to_string(),
-            decision.to_string(),
-            hidden.map(|h| h.iter().map(|s| s.to_string()).collect::<Vec<_>>()),
-            hidden.map(|_| "pass".to_string()),
-        )
-    };
-    let personal: &[&str] = &["customer_email:hash", "customer_phone:last4"];
-    // Analytics reads orders pseudonymised (the sales domain's field rule).
-    let analytics = view_of("analytics", &[]);
-    assert_eq!(
-        datasets_seen(&analytics, "sales.orders"),
-        [row("allow", Some(personal))],
-        "{analytics}"
-    );
-    // Reporting sees them, unless it declares a purpose the product does
-    // not allow (the mesh baseline's purpose limit).
-    let reporting = view_of("reporting", &[]);
-    assert_eq!(
-        datasets_seen(&reporting, "sales.orders"),
-        [row("allow", Some(&[]))],
-        "{reporting}"
-    );
-    let marketing = view_of("reporting", &["-H", "x-data-purpose: marketing"]);
-    assert_eq!(
-        datasets_seen(&marketing, "sales.orders"),
-        [row("allow", Some(personal))],
-        "{marketing}"
-    );
-    // Campaigns may describe orders, not read them: no plan to show.
-    let campaigns = view_of("campaigns", &[]);
-    assert_eq!(
-        datasets_seen(&campaigns, "sales.orders"),
-        [row("deny", None)],
-        "{campaigns}"
-    );
-}
-
-#[test]
-fn the_caller_view_says_when_a_datasets_route_needs_an_end_user_token() {
-    let pki = pki();
-    let up = Upstream::start();
-    let key = common::tokens::Signer::new(jsonwebtoken::Algorithm::ES256, "k1");
-    let jwks = pki.path("jwks.json");
-    std::fs::write(&jwks, serde_json::json!({ "keys": [key.jwk] }).to_string()).expect("jwks");
-    let sidecar = sidecar(&pki, &up.url()).issuer(&format!(
-        "issuer: https://idp.mesh.local\naudiences: [meshgate]\njwks_file: {}",
-        jwks.display()
-    ));
-    // Only the list route asks for a person's token; the product does not.
-    let v2 = pki.path("policies/domains/sales/orders.odcs.yaml");
-    let text = std::fs::read_to_string(&v2).expect("contract");
-    let route = "{ method: GET, path: /orders, action: read, dataset: orders }";
-    assert_eq!(text.matches(route).count(), 1);
-    let text = text.replace(
-        route,
-        "{ method: GET, path: /orders, action: read, dataset: orders, userToken: required }",
-    );
-    std::fs::write(&v2, text).expect("write contract");
-    let mg = sidecar.start();
-    let a = get(
-        &pki,
-        "analytics",
-        &mg.url("/.well-known/data-product/sales.orders/caller"),
-        &[],
-    );
-    assert_eq!(a.status, 200, "{}", String::from_utf8_lossy(&a.body));
-    let view = a.json();
-    assert_eq!(
-        datasets_seen(&view, "sales.orders"),
-        [(
-            "orders".to_string(),
-            "GET /orders".to_string(),
-            "user_token_required".to_string(),
-            None,
-            None
-        )],
-        "{view}"
-    );
 }
 
 #[test]

@@ -20,6 +20,27 @@ pub struct Target {
     pub user_token: crate::decision::contract::UserToken,
 }
 
+impl Target {
+    /// The target of route `r` of product `p`, the product at index
+    /// `product` of the snapshot.
+    pub fn of(
+        product: usize,
+        p: &crate::decision::contract::Product,
+        r: &crate::decision::contract::RouteSpec,
+    ) -> Target {
+        Target {
+            product,
+            action: r.action,
+            dataset: r
+                .dataset
+                .as_ref()
+                .and_then(|d| p.datasets.iter().position(|(n, _)| n == d)),
+            pattern: r.path.clone(),
+            user_token: r.user_token.unwrap_or(p.user_token),
+        }
+    }
+}
+
 /// A route that cannot be added.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RouteError {

@@ -298,7 +298,14 @@ pub fn tree_config(root: &Path) -> PolicyConfig {
     let mut domains: Vec<PathBuf> = std::fs::read_dir(root.join("domains"))
         .map(|rd| {
             rd.filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| p.is_dir())
+                // Hidden directories (`.cache`, a volume's `..data`) are
+                // no domains.
+                .filter(|p| {
+                    p.is_dir()
+                        && !p
+                            .file_name()
+                            .is_some_and(|n| n.to_string_lossy().starts_with('.'))
+                })
                 .collect()
         })
         .unwrap_or_default();

@@ -191,17 +191,7 @@ impl Catalogue {
     fn add_routes(&mut self, p: &Product, text: &str, errors: &mut Vec<String>) {
         let mut wrong: Vec<(&RouteSpec, String)> = Vec::new();
         for r in &p.routes {
-            let dataset = r
-                .dataset
-                .as_ref()
-                .and_then(|d| p.datasets.iter().position(|(n, _)| n == d));
-            let target = Target {
-                product: self.entries.len(),
-                action: r.action,
-                dataset,
-                pattern: r.path.clone(),
-                user_token: r.user_token.unwrap_or(p.user_token),
-            };
+            let target = Target::of(self.entries.len(), p, r);
             match self.routes.insert(r.method.clone(), &r.path, target) {
                 Ok(()) => wrong.extend(self.foreign_overlap(p, r).map(|m| (r, m))),
                 // Two contracts claiming one route: both files are named.

@@ -237,7 +237,25 @@ impl std::error::Error for LoadErrors {}
 /// directory emptied or removed and made again (`rm -rf`, `mkdir`, then a
 /// copy) would otherwise load as a snapshot without its policies, the
 /// mesh baseline's forbids gone, until the files come back.
-const EMPTY_SOURCE: &str = "holds no policy file (`*.cedar`, `*.links.json`); a source that lost its files is refused rather than its policies dropped (replace a source's files whole, as a link swap does; a source meant to hold no policy holds a `.cedar` file of comments)";
+const EMPTY_SOURCE: &str = "holds no policy file (`*.cedar`, `*.links.json`) and no contract; a source that lost its files is refused rather than its policies dropped (replace a source's files whole, as a link swap does; a source meant to hold no policy holds a `.cedar` file of comments)";
+
+/// An error for each directory of `sources` from which nothing was read:
+/// no policy file, and no contract when it is a contracts directory too
+/// (a domain's ConfigMap may hold contracts alone).
+fn empty_sources(cfg: &PolicyConfig, policies: &[Source], contracts: &[Source]) -> Vec<String> {
+    let mut errors = Vec::new();
+    for source in &cfg.sources {
+        let dir = source.path.as_path();
+        let holds = |read: &[Source]| {
+            read.iter()
+                .any(|f| Path::new(&f.name).parent() == Some(dir))
+        };
+        if dir.is_dir() && !holds(policies) && !holds(contracts) {
+            errors.push(format!("{}: {EMPTY_SOURCE}", dir.display()));
+        }
+    }
+    errors
+}
 
 pub(super) fn read_source(path: &Path) -> Result<Source, String> {
     read_source_from(path, path)
@@ -372,40 +390,38 @@ impl PolicyInputs {
     /// Reads every file the configuration names, once.
     fn read_once(cfg: &PolicyConfig) -> Result<PolicyInputs, LoadErrors> {
         let mut errors = Vec::new();
-        // `enforced`: the sources of the policies in force, where a
-        // directory with no file is refused (see `EMPTY_SOURCE`).
-        let mut read_all =
-            |paths: &[(&Path, Option<&str>)], suffix: &[&str], enforced: bool| -> Vec<Source> {
-                let mut out = Vec::new();
-                for &(p, domain) in paths {
-                    match expand(p, suffix, domain.is_some()) {
-                        Ok(files) if files.is_empty() && enforced => {
-                            errors.push(format!("{}: {EMPTY_SOURCE}", p.display()))
-                        }
-                        Ok(files) => {
-                            for (name, from) in files {
-                                match read_source_from(&name, &from) {
-                                    Ok(mut s) => {
-                                        s.domain = domain.map(str::to_string);
-                                        out.push(s)
-                                    }
-                                    Err(e) => errors.push(e),
+        let mut read_all = |paths: &[(&Path, Option<&str>)], suffix: &[&str]| -> Vec<Source> {
+            let mut out = Vec::new();
+            for &(p, domain) in paths {
+                match expand(p, suffix, domain.is_some()) {
+                    Ok(files) => {
+                        for (name, from) in files {
+                            match read_source_from(&name, &from) {
+                                Ok(mut s) => {
+                                    s.domain = domain.map(str::to_string);
+                                    out.push(s)
                                 }
+                                Err(e) => errors.push(e),
                             }
                         }
-                        Err(e) => errors.push(e),
                     }
+                    Err(e) => errors.push(e),
                 }
-                out
-            };
+            }
+            out
+        };
         fn owned(list: &[PolicySource]) -> Vec<(&Path, Option<&str>)> {
             list.iter()
                 .map(|s| (s.path.as_path(), s.domain.as_deref()))
                 .collect()
         }
-        let policies = read_all(&owned(&cfg.sources), POLICY_SUFFIXES, true);
-        let contracts = read_all(&owned(&cfg.contracts), CONTRACT_SUFFIXES, false);
-        let shadow = read_all(&owned(&cfg.shadow), POLICY_SUFFIXES, false);
+        let policies = read_all(&owned(&cfg.sources), POLICY_SUFFIXES);
+        let contracts = read_all(&owned(&cfg.contracts), CONTRACT_SUFFIXES);
+        let shadow = read_all(&owned(&cfg.shadow), POLICY_SUFFIXES);
+        // (A source whose read failed is reported for that already.)
+        if errors.is_empty() {
+            errors.extend(empty_sources(cfg, &policies, &contracts));
+        }
         let schema = read_source(&cfg.schema);
         let entities = cfg.entities.as_deref().map(read_source).transpose();
         match (schema, entities) {
@@ -572,6 +588,13 @@ mod tests {
             format!("{}: {EMPTY_SOURCE}", dir.join("mesh").display()),
             "{shown}"
         );
+        // A source that is a contracts directory too may hold contracts
+        // alone (a domain's ConfigMap).
+        write(&dir.join("mesh"), &["orders.odcs.yaml"]);
+        cfg.contracts = vec![dir.join("mesh").into()];
+        assert!(PolicyInputs::read(&cfg).is_ok());
+        cfg.contracts.clear();
+        std::fs::remove_file(dir.join("mesh/orders.odcs.yaml")).expect("rm");
         // A shadow directory may be empty (it enforces nothing); a source
         // of template links alone is a source.
         write(&dir.join("shadow"), &[]);

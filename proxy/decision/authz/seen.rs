@@ -3,6 +3,7 @@
 //! a request on its first data route, with the field plan of an allowed one.
 //! Informational: the requests themselves are decided when they come.
 
+use crate::decision::contract::RouteSpec;
 use crate::decision::describe::{Access, DatasetView, HiddenView};
 use crate::decision::routes::Target;
 use crate::model::identity::Principal;
@@ -12,8 +13,9 @@ use super::*;
 
 impl Snapshot {
     /// For each dataset of the product at `product` that a route other
-    /// than `describe` names, the decision of a request on the first such
-    /// route (in the contract's order) and what its plan hides. The route's
+    /// than `describe` names, the decision of a request on its route (the
+    /// first `read`, else `query` or `subscribe`, else the first) and what
+    /// its plan hides; `retired` for an allowed one past its end of life. The route's
     /// method and pattern stand for the request's (so `context.path` is
     /// `/orders/{id}`); the rest of `facts` (headers, so the purpose; the
     /// user, address, TLS version and time) is the caller's own.
@@ -28,20 +30,22 @@ impl Snapshot {
         };
         let p = &entry.product;
         let mut out = Vec::new();
-        for (d, (name, _)) in p.datasets.iter().enumerate() {
-            let named = |r: &&crate::decision::contract::RouteSpec| {
+        let retired = entry.product.lifecycle.is_retired(facts.time);
+        for name in p.datasets.iter().map(|(n, _)| n) {
+            // The route a consumer reads the dataset by: a `read`, else a
+            // `query` or `subscribe`, else the first that names it.
+            let named = |r: &&RouteSpec| {
                 r.action != Action::Describe && r.dataset.as_deref() == Some(name.as_str())
             };
-            let Some(route) = p.routes.iter().find(named) else {
+            let rank = |r: &&RouteSpec| match r.action {
+                Action::Read => 0,
+                Action::Query | Action::Subscribe => 1,
+                _ => 2,
+            };
+            let Some(route) = p.routes.iter().filter(named).min_by_key(rank) else {
                 continue;
             };
-            let target = Target {
-                product,
-                action: route.action,
-                dataset: Some(d),
-                pattern: route.path.clone(),
-                user_token: route.user_token.unwrap_or(p.user_token),
-            };
+            let target = Target::of(product, p, route);
             let path = NormalPath {
                 segments: route
                     .path
@@ -68,6 +72,11 @@ impl Snapshot {
                 undeclared: None,
             };
             match self.decide_routed(principal, &target, &asked) {
+                // Only a caller that may use the product learns that this
+                // version is gone (as its requests would, with a 410).
+                Ok(outcome) if outcome.decision.allowed && retired => {
+                    view.decision = Access::Retired;
+                }
                 Ok(outcome) if outcome.decision.allowed => {
                     view.decision = Access::Allow;
                     if let Some(plan) = outcome.fields {

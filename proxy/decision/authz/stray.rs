@@ -9,8 +9,9 @@
 //! not a regular file: a link to nothing, a directory, a FIFO. The read
 //! lists regular files only, so a `fields.cedar` link whose target went
 //! (or a `mkdir fields.cedar`) would drop its forbids unseen. (A
-//! Kubernetes volume is read through its `..data` generation, whose
-//! entries are checked there; its top-level links are not.)
+//! Kubernetes volume is read through its `..data` generation, which the
+//! kubelet fills with regular files; its top-level links, which dangle for
+//! a moment during a swap, are not checked.)
 //!
 //! Editors' files stay silent: hidden ones (`.x.cedar.swp`, `.#x.cedar`),
 //! backups (`x.cedar~`) and autosaves (`#x.cedar#`), as does a file with a
@@ -83,6 +84,8 @@ fn unreadable(path: &Path, name: &str) -> Option<&'static str> {
         Ok(m) if m.is_dir() => Some("a directory"),
         Ok(_) => Some("a FIFO, socket or device"),
         Err(_) if path.is_symlink() => Some("a link to nothing"),
+        // Gone since the listing (a swap, a delete): the read lists again.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
         Err(_) => Some("unreadable"),
     }
 }

@@ -151,8 +151,8 @@ pub struct PortView {
     pub datasets: Vec<DatasetView>,
 }
 
-/// What a caller would get of one dataset: decided as a request on the
-/// first route that names it (its method, its pattern as the path) with
+/// What a caller would get of one dataset: decided as a request on a
+/// route that names it (its method, its pattern as the path) with
 /// the caller's identity, user, purpose, address and time.
 #[derive(Debug, Serialize)]
 pub struct DatasetView {
@@ -176,6 +176,9 @@ pub struct DatasetView {
 pub enum Access {
     Allow,
     Deny,
+    /// Allowed, but the version is past its end of life: its requests
+    /// are answered 410.
+    Retired,
     /// The route asks for an end-user token the request did not carry.
     UserTokenRequired,
 }

@@ -557,7 +557,9 @@ impl Verifier {
                 .unwrap_or(TokenError::Malformed),
             // jsonwebtoken calls a claim of another type than it reads
             // (`"sub": 123`, `"aud": {}`) missing: it is there.
-            jsonwebtoken::errors::ErrorKind::MissingRequiredClaim(c) if claims.contains_key(c) => {
+            jsonwebtoken::errors::ErrorKind::MissingRequiredClaim(c)
+                if claims.get(c).is_some_and(|v| !v.is_null()) =>
+            {
                 TokenError::BadClaim(c.clone())
             }
             kind => map_error(kind),

@@ -47,6 +47,13 @@ impl Exchange<'_> {
         // contracts that require one it was not sent.
         let mode = match described.user_token(&scope) {
             UserToken::Required if listing => UserToken::Optional,
+            // The caller view decides each dataset's route: a token sent
+            // for a route that takes one is verified.
+            UserToken::None
+                if matches!(ask, Ask::Caller(_)) && routes_take_tokens(snapshot, &scope) =>
+            {
+                UserToken::Optional
+            }
             mode => mode,
         };
         let user = self.user_for(mode, req.headers()).await?;
@@ -272,6 +279,18 @@ impl Exchange<'_> {
     }
 }
 
+/// Whether a route of the contracts of `scope` takes an end-user token of
+/// its own (`userToken` on the route, not the contract).
+fn routes_take_tokens(snapshot: &Snapshot, scope: &[(usize, &Target)]) -> bool {
+    scope.iter().any(|(_, t)| {
+        snapshot.product(t).is_some_and(|p| {
+            p.routes
+                .iter()
+                .any(|r| r.user_token.is_some_and(|u| u != UserToken::None))
+        })
+    })
+}
+
 /// `https://` and the authority the client asked for (HTTP/2 `:authority`,
 /// an absolute-form target, or `Host`), which the documents' links start
 /// with; empty (links relative to the node) when there is none that is a
@@ -301,8 +320,14 @@ fn plain(a: &http::uri::Authority) -> bool {
     let port = |p: &str| {
         !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) && p.parse::<u16>().is_ok()
     };
+    // Brackets hold an IPv6 address, and only that.
+    let bracketed = host.contains(['[', ']']);
+    let ipv6 = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .is_some_and(|h| h.parse::<std::net::Ipv6Addr>().is_ok());
     match a.as_str().strip_prefix(host) {
-        _ if host.is_empty() || a.as_str().contains('@') => false,
+        _ if host.is_empty() || a.as_str().contains('@') || (bracketed && !ipv6) => false,
         Some("") => true,
         Some(rest) => rest.strip_prefix(':').is_some_and(port),
         None => false,
@@ -359,7 +384,7 @@ mod tests {
 
     #[test]
     fn only_a_plain_host_and_port_make_links() {
-        let plain_str = |s: &str| s.parse::<http::uri::Authority>().is_ok_and(|a| plain(&a));
+        let authority = |s: &str| s.parse::<http::uri::Authority>().expect(s);
         for good in [
             "localhost",
             "localhost:8443",
@@ -368,8 +393,9 @@ mod tests {
             "[::1]",
             "node.mesh.local",
         ] {
-            assert!(plain_str(good), "{good}");
+            assert!(plain(&authority(good)), "{good}");
         }
+        // Each parses as an authority, so what refuses it is `plain`.
         for bad in [
             ":443",
             ":",
@@ -377,9 +403,10 @@ mod tests {
             "localhost:0x1",
             "localhost:70000",
             "user@host",
-            "host:+1",
+            "[x]:443",
+            "a[b]",
         ] {
-            assert!(!plain_str(bad), "{bad}");
+            assert!(!plain(&authority(bad)), "{bad}");
         }
     }
 }
