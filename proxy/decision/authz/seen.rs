@@ -1,6 +1,7 @@
 //! What a caller would get of a product's datasets, for the caller view
 //! (`/.well-known/data-product/{product}/caller`): each dataset decided as
-//! a request on its first data route, with the field plan of an allowed one.
+//! a request on the route it is read by, with the field plan of an allowed
+//! one.
 //! Informational: the requests themselves are decided when they come.
 
 use crate::decision::contract::RouteSpec;
@@ -15,10 +16,11 @@ impl Snapshot {
     /// For each dataset of the product at `product` that a route other
     /// than `describe` names, the decision of a request on its route (the
     /// first `read`, else `query` or `subscribe`, else the first) and what
-    /// its plan hides; `retired` for an allowed one past its end of life. The route's
-    /// method and pattern stand for the request's (so `context.path` is
-    /// `/orders/{id}`); the rest of `facts` (headers, so the purpose; the
-    /// user, address, TLS version and time) is the caller's own.
+    /// its plan hides; `retired` for an allowed one past its end of life.
+    /// The route's method and pattern stand for the request's (so
+    /// `context.path` is `/orders/{id}`); the rest of `facts` (headers, so
+    /// the purpose; the user, address, TLS version and time) is the
+    /// caller's own.
     pub fn datasets_seen(
         &self,
         principal: &Principal,
