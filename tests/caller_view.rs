@@ -147,13 +147,7 @@ fn a_datasets_route_that_takes_a_token_is_decided_with_the_token_sent_and_reads_
         orders("user_token_required", None),
         "{without}"
     );
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock")
-        .as_secs();
-    let token = key.sign(&serde_json::json!({
-        "iss": ISSUER, "sub": "alice", "aud": "meshgate", "iat": now, "exp": now + 600
-    }));
+    let token = key.sign(&common::tokens::analyst(ISSUER));
     let bearer = format!("Authorization: Bearer {token}");
     let with = view(&pki, &mg, "analytics", &["-H", &bearer]);
     assert_eq!(with["caller"]["user"], format!("{ISSUER}|alice"), "{with}");
